@@ -1,0 +1,93 @@
+//! Per-request attempt state
+//!
+//! What one request has done so far: which peers it tried, which try is in
+//! progress, whether it moved on to the backups, when it started. The
+//! caller allocates it (nginx: from the request pool, [`words`] × 8 bytes)
+//! and the core only ever reads and writes inside it.
+//!
+//! Layout, in `u64` words: `[0]` current peer (low 32 bits, `u32::MAX` for
+//! none) and flags (high 32 bits); `[1]` start time in ms; `[2..]` the
+//! tried bitmap, one bit per peer.
+
+use crate::layout::Table;
+
+const NONE: u32 = u32::MAX;
+const FLAG_BACKUP: u32 = 1;
+const HEADER_WORDS: usize = 2;
+
+/// Words of attempt state a request on `table` needs.
+pub fn words(table: Table<'_>) -> usize {
+    HEADER_WORDS + table.peers().div_ceil(64)
+}
+
+/// A view of one request's attempt state.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    words: &'a mut [u64],
+}
+
+impl<'a> Attempt<'a> {
+    /// Resets `words` (at least [`words`] long) to a fresh attempt.
+    pub fn init(words: &'a mut [u64], now_ms: u64) -> Attempt<'a> {
+        let mut a = Attempt { words };
+        a.reset(now_ms);
+        a
+    }
+
+    /// Starts a new request in the same memory.
+    pub fn reset(&mut self, now_ms: u64) {
+        self.words.fill(0);
+        self.words[0] = u64::from(NONE);
+        self.words[1] = now_ms;
+    }
+
+    /// A view of state prepared by [`Attempt::init`].
+    pub fn from_words(words: &'a mut [u64]) -> Attempt<'a> {
+        Attempt { words }
+    }
+
+    /// Whether the bitmap covers `peers` peers.
+    pub fn fits(&self, peers: usize) -> bool {
+        self.words.len() >= HEADER_WORDS + peers.div_ceil(64)
+    }
+
+    /// The peer of the try in progress.
+    #[inline]
+    pub fn current(&self) -> Option<u32> {
+        let c = self.words[0] as u32;
+        (c != NONE).then_some(c)
+    }
+
+    #[inline]
+    pub(crate) fn set_current(&mut self, peer: Option<u32>) {
+        let flags = self.words[0] & !0xffff_ffff;
+        self.words[0] = flags | u64::from(peer.unwrap_or(NONE));
+    }
+
+    /// Whether the request has moved on to the backup servers.
+    #[inline]
+    pub fn in_backup(&self) -> bool {
+        (self.words[0] >> 32) as u32 & FLAG_BACKUP != 0
+    }
+
+    #[inline]
+    pub(crate) fn set_in_backup(&mut self) {
+        self.words[0] |= u64::from(FLAG_BACKUP) << 32;
+    }
+
+    /// When the request started, ms.
+    pub fn start_ms(&self) -> u64 {
+        self.words[1]
+    }
+
+    /// Whether peer `i` was tried already.
+    #[inline]
+    pub fn tried(&self, i: usize) -> bool {
+        self.words[HEADER_WORDS + i / 64] & (1 << (i % 64)) != 0
+    }
+
+    #[inline]
+    pub(crate) fn set_tried(&mut self, i: usize) {
+        self.words[HEADER_WORDS + i / 64] |= 1 << (i % 64);
+    }
+}

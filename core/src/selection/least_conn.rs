@@ -1,0 +1,119 @@
+//! Weighted least connections on global in-flight counts
+//!
+//! nginx's `least_conn`: among eligible peers not yet tried, the one with
+//! the fewest in-flight requests per weight wins, compared by
+//! cross-multiplication (`a.conns * b.weight < b.conns * a.weight`). Ties go
+//! to smooth weighted round robin among the tied peers; here that is the
+//! next entry of the group's shared smooth schedule that belongs to a tied
+//! peer, so with equal loads (e.g. sequential requests) the order is
+//! exactly nginx's round robin sequence.
+//!
+//! O(peers) per pick, reading one counter per peer.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::attempt::Attempt;
+use crate::health::{self, Eligibility};
+use crate::layout::Table;
+
+const RACE_RETRIES: usize = 4;
+
+/// Picks from group `g` and acquires the peer; its table-wide index.
+pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, single: bool) -> Option<usize> {
+    let (confs, states) = (t.confs(), t.states());
+    for _ in 0..RACE_RETRIES {
+        // (index, in_flight, weight) of the least loaded; count of ties.
+        let mut best: Option<(usize, u64, u64)> = None;
+        let mut ties = 0usize;
+        for i in t.group(g) {
+            if attempt.tried(i) {
+                continue;
+            }
+            if health::eligibility(&confs[i], &states[i], now, single) == Eligibility::No {
+                continue;
+            }
+            let (c, w) = (u64::from(states[i].in_flight.load(Relaxed)), u64::from(confs[i].weight));
+            match best {
+                Some((_, bc, bw)) if c * bw > bc * w => {}
+                Some((_, bc, bw)) if c * bw == bc * w => ties += 1,
+                _ => {
+                    best = Some((i, c, w));
+                    ties = 1;
+                }
+            }
+        }
+        let (bi, bc, bw) = best?;
+        let chosen = if ties > 1 { tie_break(t, g, attempt, bc, bw).unwrap_or(bi) } else { bi };
+        if health::acquire(&confs[chosen], &states[chosen], now, single) {
+            return Some(chosen);
+        }
+        // Another worker filled it or won its probe: look again.
+    }
+    t.scan_acquire(g, attempt, now, single, 0)
+}
+
+/// The next peer in the shared smooth schedule whose load ratio equals
+/// `bc / bw` and that is still a candidate.
+fn tie_break(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, bc: u64, bw: u64) -> Option<usize> {
+    let sched = t.schedule(g);
+    if sched.is_empty() {
+        return None;
+    }
+    let (confs, states, cursor) = (t.confs(), t.states(), t.cursor(g));
+    let len = sched.len() as u64;
+    for _ in 0..super::walk_limit(t.group(g).len(), sched.len()) {
+        let i = sched[(cursor.value.fetch_add(1, Relaxed) % len) as usize] as usize;
+        if attempt.tried(i) {
+            continue;
+        }
+        let (c, w) = (u64::from(states[i].in_flight.load(Relaxed)), u64::from(confs[i].weight));
+        if c * bw == bc * w {
+            return Some(i);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{one, table, IDS};
+    use crate::selection::Outcome;
+    use crate::spec::{PeerSpec, Policy};
+    use crate::testing::OwnedAttempt;
+
+    #[test]
+    fn equal_load_follows_smooth_sequence() {
+        let peers = [
+            PeerSpec::new(IDS[0]).weight(5),
+            PeerSpec::new(IDS[1]),
+            PeerSpec::new(IDS[2]),
+        ];
+        let t = table(Policy::LeastConn, &peers);
+        let s: String = (0..7).map(|_| one(&t, 0)).collect();
+        assert_eq!(s, "aabacaa");
+    }
+
+    #[test]
+    fn least_loaded_per_weight_wins() {
+        let peers = [
+            PeerSpec::new(IDS[0]).weight(2),
+            PeerSpec::new(IDS[1]),
+            PeerSpec::new(IDS[2]),
+        ];
+        let t = table(Policy::LeastConn, &peers);
+        // Hold requests open: loads per weight decide.
+        let mut held = Vec::new();
+        let mut picks = String::new();
+        for _ in 0..8 {
+            let mut a = OwnedAttempt::new(t.table(), 0);
+            let p = t.table().get(&mut a.attempt(), 0).unwrap();
+            picks.push((b'a' + p.peer as u8) as char);
+            held.push(a);
+        }
+        let count = |ch| picks.chars().filter(|&c| c == ch).count();
+        assert_eq!((count('a'), count('b'), count('c')), (4, 2, 2), "{picks}");
+        for mut a in held {
+            t.table().free(&mut a.attempt(), Outcome::Ok, 0).unwrap();
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Backend selection: the per-request `get` / `free` pair
+//!
+//! [`Table::get`] picks a peer for the next try of an attempt, skipping
+//! peers already tried, and moves the attempt to the backup servers once no
+//! primary is eligible (nginx: backups only when no primary is). Each policy
+//! lives in its own file and only chooses among one group of peers.
+//! [`Table::free`] ends the try and updates passive health.
+
+pub mod least_conn;
+pub mod round_robin;
+
+use crate::attempt::Attempt;
+use crate::error::Error;
+use crate::health::{self, Transition};
+use crate::layout::{Table, BACKUP, PRIMARY};
+use crate::spec::Policy;
+
+/// The peer chosen for one try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pick {
+    /// Table-wide peer index (primaries first, then backups).
+    pub peer: u32,
+    /// Whether it is a backup server.
+    pub backup: bool,
+}
+
+/// How a try ended, as nginx reports it to `free`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response was accepted.
+    Ok,
+    /// Connection error, timeout, or a status listed in
+    /// `proxy_next_upstream`: counts toward `max_fails`.
+    Failed,
+    /// Passed on to the next peer without blame (403/404).
+    Next,
+}
+
+/// What `free` tells the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// The peer of the finished try.
+    pub peer: u32,
+    /// A health change worth logging.
+    pub transition: Transition,
+    /// Single peer: nginx does not retry it.
+    pub last_try: bool,
+}
+
+/// Upper bound on schedule steps a pick walks before scanning the group.
+#[inline]
+pub(crate) fn walk_limit(group_len: usize, sched_len: usize) -> usize {
+    sched_len.min(2 * group_len + 16)
+}
+
+impl Table<'_> {
+    /// Picks a peer for the next try of `attempt` and counts it in flight.
+    pub fn get(&self, attempt: &mut Attempt<'_>, now: u64) -> Result<Pick, Error> {
+        if attempt.current().is_some() || !attempt.fits(self.peers()) {
+            return Err(Error::InvalidArgument);
+        }
+        let single = self.single();
+        if !attempt.in_backup() {
+            if let Some(i) = self.pick_in(PRIMARY, attempt, now, single) {
+                return Ok(self.take(attempt, i, false));
+            }
+            if self.group(BACKUP).is_empty() {
+                return Err(Error::Busy);
+            }
+            attempt.set_in_backup();
+        }
+        match self.pick_in(BACKUP, attempt, now, false) {
+            Some(i) => Ok(self.take(attempt, i, true)),
+            None => Err(Error::Busy),
+        }
+    }
+
+    fn take(&self, attempt: &mut Attempt<'_>, i: usize, backup: bool) -> Pick {
+        attempt.set_tried(i);
+        attempt.set_current(Some(i as u32));
+        Pick {
+            peer: i as u32,
+            backup,
+        }
+    }
+
+    fn pick_in(&self, g: usize, attempt: &Attempt<'_>, now: u64, single: bool) -> Option<usize> {
+        if self.group(g).is_empty() {
+            return None;
+        }
+        match self.policy() {
+            Policy::RoundRobin => round_robin::pick(self, g, attempt, now, single),
+            Policy::LeastConn => least_conn::pick(self, g, attempt, now, single),
+        }
+    }
+
+    /// Scans group `g` from `start` for the first peer not tried that can
+    /// be acquired: the fallback when the schedule walk found none.
+    pub(crate) fn scan_acquire(
+        &self,
+        g: usize,
+        attempt: &Attempt<'_>,
+        now: u64,
+        single: bool,
+        start: usize,
+    ) -> Option<usize> {
+        let range = self.group(g);
+        let n = range.len();
+        let (confs, states) = (self.confs(), self.states());
+        (0..n)
+            .map(|k| range.start + (start + k) % n)
+            .find(|&i| !attempt.tried(i) && health::acquire(&confs[i], &states[i], now, single))
+    }
+
+    /// Ends the try in progress with `outcome`.
+    pub fn free(&self, attempt: &mut Attempt<'_>, outcome: Outcome, now: u64) -> Result<Report, Error> {
+        let Some(peer) = attempt.current() else {
+            return Err(Error::InvalidArgument);
+        };
+        let i = peer as usize;
+        if i >= self.peers() {
+            return Err(Error::InvalidArgument);
+        }
+        attempt.set_current(None);
+        let (conf, state) = (&self.confs()[i], &self.states()[i]);
+        health::release(state);
+        if self.single() {
+            // nginx >= 1.27.3 clears a single peer's failures; it is never
+            // retried.
+            state.fails.store(0, core::sync::atomic::Ordering::Relaxed);
+            return Ok(Report {
+                peer,
+                transition: Transition::None,
+                last_try: true,
+            });
+        }
+        let transition = match outcome {
+            Outcome::Failed => health::record_failure(conf, state, now),
+            Outcome::Ok | Outcome::Next => health::record_success(conf, state),
+        };
+        Ok(Report {
+            peer,
+            transition,
+            last_try: false,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::spec::{PeerSpec, UpstreamSpec};
+    use crate::testing::{OwnedAttempt, OwnedTable};
+
+    pub(crate) const IDS: [&[u8]; 8] = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"];
+
+    pub(crate) fn table(policy: Policy, peers: &[PeerSpec<'_>]) -> OwnedTable {
+        OwnedTable::new(&UpstreamSpec { policy, peers }).unwrap()
+    }
+
+    /// One request that succeeds on its first try; the peer's letter.
+    pub(crate) fn one(t: &OwnedTable, now: u64) -> char {
+        let mut a = OwnedAttempt::new(t.table(), now);
+        let p = t.table().get(&mut a.attempt(), now).unwrap();
+        t.table().free(&mut a.attempt(), Outcome::Ok, now).unwrap();
+        (b'a' + p.peer as u8) as char
+    }
+
+    fn both() -> [Policy; 2] {
+        [Policy::RoundRobin, Policy::LeastConn]
+    }
+
+    #[test]
+    fn backups_only_when_no_primary_is_eligible() {
+        for policy in both() {
+            let peers = [
+                PeerSpec::new(IDS[0]),
+                PeerSpec::new(IDS[1]),
+                PeerSpec { backup: true, ..PeerSpec::new(IDS[2]) },
+            ];
+            let t = table(policy, &peers);
+            for _ in 0..20 {
+                assert_ne!(one(&t, 1000), 'c');
+            }
+            // Both primaries fail once (max_fails=1): the backup takes over.
+            for _ in 0..2 {
+                let mut a = OwnedAttempt::new(t.table(), 2000);
+                t.table().get(&mut a.attempt(), 2000).unwrap();
+                t.table().free(&mut a.attempt(), Outcome::Failed, 2000).unwrap();
+            }
+            for _ in 0..5 {
+                assert_eq!(one(&t, 3000), 'c', "{policy:?}");
+            }
+            // After fail_timeout the primaries are probed again.
+            assert_ne!(one(&t, 12_001), 'c');
+        }
+    }
+
+    #[test]
+    fn retries_visit_every_peer_once_then_backups_then_busy() {
+        for policy in both() {
+            let peers = [
+                PeerSpec::new(IDS[0]).weight(3),
+                PeerSpec::new(IDS[1]),
+                PeerSpec { down: true, ..PeerSpec::new(IDS[2]) },
+                PeerSpec { backup: true, ..PeerSpec::new(IDS[3]) },
+                PeerSpec { backup: true, ..PeerSpec::new(IDS[4]) },
+            ];
+            let t = table(policy, &peers);
+            let mut a = OwnedAttempt::new(t.table(), 0);
+            let mut seen = Vec::new();
+            loop {
+                match t.table().get(&mut a.attempt(), 0) {
+                    Ok(p) => {
+                        seen.push(p.peer);
+                        t.table().free(&mut a.attempt(), Outcome::Next, 0).unwrap();
+                    }
+                    Err(e) => {
+                        assert_eq!(e, Error::Busy);
+                        break;
+                    }
+                }
+                assert!(seen.len() <= 5);
+            }
+            let (prim, back) = seen.split_at(2);
+            let mut prim = prim.to_vec();
+            prim.sort();
+            assert_eq!(prim, [0, 1], "{policy:?}: {seen:?}");
+            let mut back = back.to_vec();
+            back.sort();
+            assert_eq!(back, [3, 4], "{policy:?}: {seen:?}");
+            for s in t.table().states() {
+                assert_eq!(s.in_flight.load(core::sync::atomic::Ordering::Relaxed), 0);
+            }
+        }
+    }
+
+    #[test]
+    fn single_peer_ignores_failures_and_is_last_try() {
+        for policy in both() {
+            let t = table(policy, &[PeerSpec::new(IDS[0])]);
+            for _ in 0..5 {
+                let mut a = OwnedAttempt::new(t.table(), 0);
+                t.table().get(&mut a.attempt(), 0).unwrap();
+                let r = t.table().free(&mut a.attempt(), Outcome::Failed, 0).unwrap();
+                assert!(r.last_try);
+            }
+            assert_eq!(one(&t, 1), 'a');
+        }
+    }
+
+    #[test]
+    fn free_without_get_is_refused() {
+        let t = table(Policy::RoundRobin, &[PeerSpec::new(IDS[0]), PeerSpec::new(IDS[1])]);
+        let mut a = OwnedAttempt::new(t.table(), 0);
+        assert_eq!(
+            t.table().free(&mut a.attempt(), Outcome::Ok, 0).unwrap_err(),
+            Error::InvalidArgument
+        );
+        t.table().get(&mut a.attempt(), 0).unwrap();
+        assert_eq!(t.table().get(&mut a.attempt(), 0).unwrap_err(), Error::InvalidArgument);
+    }
+
+    #[test]
+    fn all_down_is_busy() {
+        for policy in both() {
+            let peers = [
+                PeerSpec { down: true, ..PeerSpec::new(IDS[0]) },
+                PeerSpec { down: true, ..PeerSpec::new(IDS[1]) },
+            ];
+            let t = table(policy, &peers);
+            let mut a = OwnedAttempt::new(t.table(), 0);
+            assert_eq!(t.table().get(&mut a.attempt(), 0).unwrap_err(), Error::Busy);
+        }
+    }
+}

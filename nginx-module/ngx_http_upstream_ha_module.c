@@ -1,0 +1,603 @@
+
+/*
+ * Copyright (C) ha-balancer authors
+ *
+ * ha_balance: upstream balancing whose state (in-flight counts, failures,
+ * round robin position) lives in shared memory and is common to all worker
+ * processes.  The selection logic is in the Rust core behind
+ * ha_balancer.h; this file is nginx glue only.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ha_balancer.h>
+
+
+typedef struct {
+    ngx_uint_t                          policy;     /* HAB_POLICY_*, 0: unset */
+    ngx_str_t                          *name;       /* upstream name */
+
+    hab_upstream_conf                   conf;
+    size_t                              table_size;
+    ngx_shm_zone_t                     *shm_zone;
+    hab_table                          *table;
+
+    /* per worker: table index -> nginx peer, built lazily */
+    ngx_http_upstream_rr_peers_t       *indexed;
+    ngx_http_upstream_rr_peer_t       **peer;
+    ngx_uint_t                          npeers;
+} ngx_http_upstream_ha_srv_conf_t;
+
+
+typedef struct {
+    /* the round robin peer data must be first */
+    ngx_http_upstream_rr_peer_data_t    rrp;
+
+    ngx_http_upstream_ha_srv_conf_t    *conf;
+    ngx_http_upstream_rr_peers_t       *peers;      /* primaries */
+    hab_attempt                        *attempt;
+} ngx_http_upstream_ha_peer_data_t;
+
+
+static ngx_int_t ngx_http_upstream_init_ha(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
+    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
+    hab_peer_conf *pc, uint32_t flags);
+static ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_int_t ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us);
+static ngx_int_t ngx_http_upstream_ha_index(
+    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
+    ngx_log_t *log);
+static ngx_int_t ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc,
+    void *data);
+static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
+    void *data, ngx_uint_t state);
+
+static void *ngx_http_upstream_ha_create_conf(ngx_conf_t *cf);
+static char *ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_command_t  ngx_http_upstream_ha_commands[] = {
+
+    { ngx_string("ha_balance"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_http_upstream_ha_balance,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_upstream_ha_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_http_upstream_ha_create_conf,      /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_upstream_ha_module = {
+    NGX_MODULE_V1,
+    &ngx_http_upstream_ha_module_ctx,      /* module context */
+    ngx_http_upstream_ha_commands,         /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
+{
+    size_t                            size;
+    uint64_t                          digest;
+    ngx_str_t                         name;
+    ngx_uint_t                        n;
+    hab_result                        rc;
+    hab_peer_conf                    *pc;
+    ngx_http_upstream_rr_peers_t     *peers;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, cf->log, 0, "init ha balance");
+
+    if (ngx_http_upstream_init_round_robin(cf, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    hcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_upstream_ha_module);
+    peers = us->peer.data;
+
+    n = peers->number + (peers->next ? peers->next->number : 0);
+
+    pc = ngx_pcalloc(cf->pool, n * sizeof(hab_peer_conf));
+    if (pc == NULL) {
+        return NGX_ERROR;
+    }
+
+    hcf->name = &us->host;
+    hcf->conf.policy = (uint32_t) hcf->policy;
+    hcf->conf.peers = pc;
+    hcf->conf.npeers = n;
+
+    if (ngx_http_upstream_ha_add_peers(cf, hcf, peers, pc, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (peers->next
+        && ngx_http_upstream_ha_add_peers(cf, hcf, peers->next,
+                                          pc + peers->number, HAB_PEER_BACKUP)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rc = hab_table_size(&hcf->conf, &hcf->table_size);
+
+    if (rc == HAB_OK) {
+        rc = hab_conf_digest(&hcf->conf, &digest);
+    }
+
+    if (rc != HAB_OK) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance in upstream \"%V\" in %s:%ui: %s",
+                      &us->host, us->file_name, us->line,
+                      hab_result_str(rc));
+        return NGX_ERROR;
+    }
+
+    /*
+     * One zone per upstream, named after the configuration digest: an
+     * unchanged upstream keeps its zone (and its state) across reloads,
+     * a changed one gets a fresh zone while old workers keep the old one.
+     */
+
+    name.len = sizeof("ha_balance::") - 1 + us->host.len + 16;
+    name.data = ngx_pnalloc(cf->pool, name.len);
+    if (name.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(name.data, "ha_balance:%V:%016uxL", &us->host, digest);
+
+    /* the table, slab pool bookkeeping (a page header per page), slack */
+
+    size = ngx_align(hcf->table_size, ngx_pagesize);
+    size += (size / ngx_pagesize / 64 + 10) * ngx_pagesize;
+
+    hcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
+                                          &ngx_http_upstream_ha_module);
+    if (hcf->shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (hcf->shm_zone->data) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "duplicate ha_balance zone \"%V\"", &name);
+        return NGX_ERROR;
+    }
+
+    hcf->shm_zone->init = ngx_http_upstream_ha_init_zone;
+    hcf->shm_zone->data = hcf;
+
+    us->peer.init = ngx_http_upstream_init_ha_peer;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
+    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
+    hab_peer_conf *pc, uint32_t flags)
+{
+    u_char                       *p;
+    size_t                        len;
+    ngx_http_upstream_rr_peer_t  *peer;
+
+    for (peer = peers->peer; peer; peer = peer->next, pc++) {
+
+        /* identity: upstream name, server string, address */
+
+        len = hcf->name->len + 1 + peer->server.len + 1 + peer->name.len;
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        pc->id = p;
+        pc->id_len = len;
+
+        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+        *p++ = '\0';
+        p = ngx_cpymem(p, peer->server.data, peer->server.len);
+        *p++ = '\0';
+        ngx_memcpy(p, peer->name.data, peer->name.len);
+
+        pc->weight = (uint32_t) peer->weight;
+        pc->max_conns = (uint32_t) peer->max_conns;
+        pc->max_fails = (uint32_t) peer->max_fails;
+        pc->fail_timeout_ms = (uint64_t) peer->fail_timeout * 1000;
+        pc->flags = flags | (peer->down ? HAB_PEER_DOWN : 0);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_upstream_ha_srv_conf_t  *ohcf = data;
+
+    void                             *mem;
+    hab_result                        rc;
+    ngx_slab_pool_t                  *shpool;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (ohcf && ohcf->table) {
+
+        /* the zone survived a reload: adopt its state */
+
+        rc = hab_table_attach(&hcf->conf, ohcf->table, hcf->table_size,
+                              &hcf->table);
+        if (rc == HAB_OK) {
+            ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
+                          "ha_balance upstream \"%V\": state kept",
+                          hcf->name);
+            return NGX_OK;
+        }
+
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": cannot reuse zone: %s",
+                      hcf->name, hab_result_str(rc));
+        return NGX_ERROR;
+    }
+
+    mem = ngx_slab_alloc(shpool, hcf->table_size);
+    if (mem == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": cannot allocate %uz bytes "
+                      "in shared memory", hcf->name, hcf->table_size);
+        return NGX_ERROR;
+    }
+
+    rc = hab_table_init(&hcf->conf, mem, hcf->table_size, &hcf->table);
+    if (rc != HAB_OK) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": %s",
+                      hcf->name, hab_result_str(rc));
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
+    ngx_http_upstream_srv_conf_t *us)
+{
+    void                              *mem;
+    size_t                             size;
+    hab_result                         rc;
+    ngx_http_upstream_ha_srv_conf_t   *hcf;
+    ngx_http_upstream_ha_peer_data_t  *hp;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "init ha peer");
+
+    hcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_upstream_ha_module);
+
+    if (hcf->table == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "ha_balance upstream \"%V\" has no table", hcf->name);
+        return NGX_ERROR;
+    }
+
+    hp = ngx_palloc(r->pool, sizeof(ngx_http_upstream_ha_peer_data_t));
+    if (hp == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->upstream->peer.data = &hp->rrp;
+
+    if (ngx_http_upstream_init_round_robin_peer(r, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_upstream_ha_index(hcf, hp->rrp.peers, r->connection->log)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    size = hab_attempt_size(hcf->table);
+
+    mem = ngx_palloc(r->pool, size);
+    if (mem == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc = hab_attempt_init(hcf->table, mem, size, ngx_current_msec,
+                          &hp->attempt);
+    if (rc != HAB_OK) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "ha_balance attempt: %s", hab_result_str(rc));
+        return NGX_ERROR;
+    }
+
+    hp->conf = hcf;
+    hp->peers = hp->rrp.peers;
+
+    r->upstream->peer.get = ngx_http_upstream_get_ha_peer;
+    r->upstream->peer.free = ngx_http_upstream_free_ha_peer;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The core names peers by index (primaries, then backups, in
+ * configuration order).  The nginx peer list may live in the upstream
+ * zone, whose copy is made after configuration; each worker therefore maps
+ * indices to peers once, on first use.
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_http_upstream_rr_peers_t *peers, ngx_log_t *log)
+{
+    ngx_uint_t                     i, n;
+    ngx_http_upstream_rr_peer_t   *peer, **index;
+    ngx_http_upstream_rr_peers_t  *group;
+
+    if (hcf->indexed == peers) {
+        return NGX_OK;
+    }
+
+    n = peers->number + (peers->next ? peers->next->number : 0);
+
+    if (n != hab_table_peers(hcf->table)) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "ha_balance upstream \"%V\": %ui peers, table has %uD",
+                      hcf->name, n, hab_table_peers(hcf->table));
+        return NGX_ERROR;
+    }
+
+    index = ngx_alloc(n * sizeof(ngx_http_upstream_rr_peer_t *), log);
+    if (index == NULL) {
+        return NGX_ERROR;
+    }
+
+    i = 0;
+
+    for (group = peers; group; group = (group == peers) ? peers->next : NULL) {
+        for (peer = group->peer; peer && i < n; peer = peer->next) {
+            index[i++] = peer;
+        }
+    }
+
+    if (hcf->peer) {
+        ngx_free(hcf->peer);
+    }
+
+    hcf->peer = index;
+    hcf->npeers = n;
+    hcf->indexed = peers;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
+{
+    ngx_http_upstream_ha_peer_data_t  *hp = data;
+
+    hab_pick                      pick;
+    hab_result                    rc;
+    ngx_http_upstream_rr_peer_t  *peer;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "get ha peer, try: %ui", pc->tries);
+
+    pc->cached = 0;
+    pc->connection = NULL;
+
+    rc = hab_get(hp->conf->table, hp->attempt, ngx_current_msec, &pick);
+
+    switch (rc) {
+
+    case HAB_OK:
+        break;
+
+    case HAB_BUSY:
+        pc->name = hp->peers->name;
+        return NGX_BUSY;
+
+    default:
+        ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
+                      "ha_balance get: %s", hab_result_str(rc));
+        return NGX_ERROR;
+    }
+
+    if (pick.peer >= hp->conf->npeers) {
+        ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
+                      "ha_balance get: peer %uD out of range", pick.peer);
+        (void) hab_free(hp->conf->table, hp->attempt, HAB_OUTCOME_NEXT,
+                        ngx_current_msec, NULL);
+        return NGX_ERROR;
+    }
+
+    peer = hp->conf->peer[pick.peer];
+
+    /* the TLS session hooks of round robin use these */
+
+    hp->rrp.current = peer;
+    hp->rrp.peers = (pick.flags & HAB_PICK_BACKUP) ? hp->peers->next
+                                                   : hp->peers;
+
+    pc->sockaddr = peer->sockaddr;
+    pc->socklen = peer->socklen;
+    pc->name = &peer->name;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "get ha peer, current: %uD %V", pick.peer, &peer->name);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
+    ngx_uint_t state)
+{
+    ngx_http_upstream_ha_peer_data_t  *hp = data;
+
+    uint32_t     outcome;
+    hab_report   report;
+    hab_result   rc;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "free ha peer %ui %ui", pc->tries, state);
+
+    if (state & NGX_PEER_FAILED) {
+        outcome = HAB_OUTCOME_FAILED;
+
+    } else if (state & NGX_PEER_NEXT) {
+        outcome = HAB_OUTCOME_NEXT;
+
+    } else {
+        outcome = HAB_OUTCOME_OK;
+    }
+
+    rc = hab_free(hp->conf->table, hp->attempt, outcome, ngx_current_msec,
+                  &report);
+
+    if (rc != HAB_OK) {
+        ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
+                      "ha_balance free: %s", hab_result_str(rc));
+        return;
+    }
+
+    if (report.flags & HAB_REPORT_DISABLED) {
+        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                      "upstream server temporarily disabled");
+    }
+
+    if (report.flags & HAB_REPORT_RECOVERED) {
+        ngx_log_error(NGX_LOG_NOTICE, pc->log, 0,
+                      "upstream server %V is back", pc->name);
+    }
+
+    if (report.flags & HAB_REPORT_LAST_TRY) {
+        pc->tries = 0;
+        return;
+    }
+
+    if (pc->tries) {
+        pc->tries--;
+    }
+}
+
+
+static void *
+ngx_http_upstream_ha_create_conf(ngx_conf_t *cf)
+{
+    ngx_http_upstream_ha_srv_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_upstream_ha_srv_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->policy = 0;
+     *     conf->table = NULL;
+     *     conf->indexed = NULL;
+     */
+
+    return conf;
+}
+
+
+static char *
+ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
+
+    ngx_str_t                     *value;
+    ngx_uint_t                     i;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    if (hcf->policy) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "round_robin") == 0) {
+        hcf->policy = HAB_POLICY_ROUND_ROBIN;
+
+    } else if (ngx_strcmp(value[1].data, "least_conn") == 0) {
+        hcf->policy = HAB_POLICY_LEAST_CONN;
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown ha_balance policy \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    if (uscf->peer.init_upstream) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "load balancing method redefined");
+    }
+
+    uscf->peer.init_upstream = ngx_http_upstream_init_ha;
+
+    uscf->flags = NGX_HTTP_UPSTREAM_CREATE
+                  |NGX_HTTP_UPSTREAM_WEIGHT
+                  |NGX_HTTP_UPSTREAM_MAX_CONNS
+                  |NGX_HTTP_UPSTREAM_MAX_FAILS
+                  |NGX_HTTP_UPSTREAM_FAIL_TIMEOUT
+                  |NGX_HTTP_UPSTREAM_DOWN
+                  |NGX_HTTP_UPSTREAM_BACKUP;
+
+    return NGX_CONF_OK;
+}

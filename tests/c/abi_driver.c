@@ -1,0 +1,170 @@
+/*
+ * Drives the ha_balancer C ABI exactly as nginx-module/ does: a
+ * configuration built in C, a table in caller memory, per-request state
+ * from a "pool", get/free per try.  Linked into tests/abi.rs, which calls
+ * hab_abi_driver_run() and reports the line of the first failed check.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <ha_balancer.h>
+
+
+int hab_abi_driver_run(void);
+
+
+#define CHECK(cond)  do { if (!(cond)) { return __LINE__; } } while (0)
+
+
+static void
+peer_init(hab_peer_conf *p, const char *id, uint32_t weight, uint32_t flags)
+{
+    memset(p, 0, sizeof(*p));
+    p->id = (const uint8_t *) id;
+    p->id_len = strlen(id);
+    p->weight = weight;
+    p->max_fails = 1;
+    p->fail_timeout_ms = 10000;
+    p->flags = flags;
+}
+
+
+static int
+one_request(hab_table *t, void *pool, size_t size, uint64_t now,
+    uint32_t outcome, uint32_t *peer)
+{
+    hab_pick      pick;
+    hab_report    report;
+    hab_attempt  *a;
+
+    CHECK(hab_attempt_init(t, pool, size, now, &a) == HAB_OK);
+    CHECK(hab_get(t, a, now, &pick) == HAB_OK);
+    CHECK(hab_free(t, a, outcome, now, &report) == HAB_OK);
+    CHECK(report.peer == pick.peer);
+    *peer = pick.peer;
+
+    return 0;
+}
+
+
+int
+hab_abi_driver_run(void)
+{
+    int                 rc;
+    char                seq[8];
+    void               *mem, *pool;
+    size_t              size, asize;
+    uint32_t            i, peer, n;
+    uint64_t            d1, d2;
+    hab_pick            pick;
+    hab_table          *t, *t2;
+    hab_report          report;
+    hab_attempt        *a;
+    hab_peer_conf       peers[4];
+    hab_upstream_conf   conf;
+
+    peer_init(&peers[0], "up\0a\0127.0.0.1:1", 5, 0);
+    peer_init(&peers[1], "up\0b\0127.0.0.1:2", 1, 0);
+    peer_init(&peers[2], "up\0c\0127.0.0.1:3", 1, 0);
+    peer_init(&peers[3], "up\0d\0127.0.0.1:4", 1, HAB_PEER_BACKUP);
+
+    memset(&conf, 0, sizeof(conf));
+    conf.policy = HAB_POLICY_ROUND_ROBIN;
+    conf.peers = peers;
+    conf.npeers = 4;
+
+    /* argument checks */
+
+    CHECK(hab_table_size(NULL, &size) == HAB_NULL_PARAMETER);
+    CHECK(hab_table_size(&conf, NULL) == HAB_NULL_PARAMETER);
+    CHECK(hab_result_str(HAB_PANIC) != NULL);
+    CHECK(strcmp(hab_result_str(HAB_OK), "ok") == 0);
+    CHECK(strcmp(hab_result_str((hab_result) 1), "unknown result code") == 0);
+    CHECK(hab_layout_version() >= 1);
+
+    conf.policy = 99;
+    CHECK(hab_table_size(&conf, &size) == HAB_UNKNOWN_POLICY);
+    conf.policy = HAB_POLICY_ROUND_ROBIN;
+
+    peers[1].weight = 0;
+    CHECK(hab_table_size(&conf, &size) == HAB_INVALID_ARGUMENT);
+    peers[1].weight = 1;
+
+    CHECK(hab_table_size(&conf, &size) == HAB_OK);
+    CHECK(size > 0 && size % 64 == 0);
+    CHECK(hab_conf_digest(&conf, &d1) == HAB_OK);
+
+    mem = aligned_alloc(64, size);
+    CHECK(mem != NULL);
+    CHECK(hab_table_init(&conf, mem, size - 64, &t) == HAB_NO_SPACE);
+    CHECK(hab_table_init(&conf, mem, size, &t) == HAB_OK);
+    CHECK(hab_table_peers(t) == 4);
+    CHECK(hab_table_peers(NULL) == 0);
+
+    asize = hab_attempt_size(t);
+    CHECK(asize >= 16);
+    pool = malloc(asize);
+    CHECK(pool != NULL);
+    CHECK(hab_attempt_init(t, pool, asize - 8, 0, &a) == HAB_NO_SPACE);
+
+    /* nginx's smooth sequence for weights 5,1,1 */
+
+    for (i = 0; i < 7; i++) {
+        rc = one_request(t, pool, asize, 1000, HAB_OUTCOME_OK, &peer);
+        if (rc != 0) {
+            return rc;
+        }
+        seq[i] = (char) ('a' + peer);
+    }
+    seq[7] = '\0';
+    CHECK(strcmp(seq, "aabacaa") == 0);
+
+    /* free without a try in progress changes nothing */
+
+    CHECK(hab_attempt_init(t, pool, asize, 1000, &a) == HAB_OK);
+    CHECK(hab_free(t, a, HAB_OUTCOME_OK, 1000, &report)
+          == HAB_INVALID_ARGUMENT);
+    CHECK(hab_get(t, a, 1000, &pick) == HAB_OK);
+    CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 1);
+    CHECK(hab_free(t, a, 77, 1000, &report) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_free(t, a, HAB_OUTCOME_OK, 1000, NULL) == HAB_OK);
+    CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 0);
+    CHECK(hab_table_in_flight(t, 4, &n) == HAB_INVALID_ARGUMENT);
+
+    /* a request retries every primary once, then the backup, then BUSY */
+
+    CHECK(hab_attempt_init(t, pool, asize, 2000, &a) == HAB_OK);
+    for (i = 0; i < 3; i++) {
+        CHECK(hab_get(t, a, 2000, &pick) == HAB_OK);
+        CHECK(pick.peer < 3 && !(pick.flags & HAB_PICK_BACKUP));
+        CHECK(hab_free(t, a, HAB_OUTCOME_FAILED, 2000, &report) == HAB_OK);
+        CHECK(report.flags & HAB_REPORT_DISABLED);
+    }
+    CHECK(hab_get(t, a, 2000, &pick) == HAB_OK);
+    CHECK(pick.peer == 3 && (pick.flags & HAB_PICK_BACKUP));
+    CHECK(hab_free(t, a, HAB_OUTCOME_OK, 2000, &report) == HAB_OK);
+    CHECK(hab_get(t, a, 2000, &pick) == HAB_BUSY);
+
+    /* while the primaries are disabled, new requests go to the backup */
+
+    rc = one_request(t, pool, asize, 3000, HAB_OUTCOME_OK, &peer);
+    CHECK(rc == 0 && peer == 3);
+
+    /* after fail_timeout a primary is probed, and recovers */
+
+    rc = one_request(t, pool, asize, 12001, HAB_OUTCOME_OK, &peer);
+    CHECK(rc == 0 && peer < 3);
+
+    /* a reload with the same configuration adopts the table */
+
+    CHECK(hab_table_attach(&conf, mem, size, &t2) == HAB_OK && t2 == t);
+    peers[2].weight = 2;
+    CHECK(hab_conf_digest(&conf, &d2) == HAB_OK && d2 != d1);
+    CHECK(hab_table_attach(&conf, mem, size, &t2) == HAB_BAD_LAYOUT);
+
+    free(pool);
+    free(mem);
+
+    return 0;
+}
