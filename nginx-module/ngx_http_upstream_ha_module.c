@@ -161,9 +161,8 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "ha_balance in upstream \"%V\" in %s:%ui: %s",
-                      &us->host, us->file_name, us->line,
-                      hab_result_str(rc));
+                      "ha_balance upstream \"%V\": %s in %s:%ui",
+                      &us->host, hab_result_str(rc), us->file_name, us->line);
         return NGX_ERROR;
     }
 
