@@ -32,8 +32,21 @@ macro_rules! same_layout {
 
 #[test]
 fn structs_match_the_header() {
-    same_layout!(hab_peer_conf { id, id_len, weight, max_conns, max_fails, flags, fail_timeout_ms });
-    same_layout!(hab_upstream_conf { policy, reserved, peers, npeers });
+    same_layout!(hab_peer_conf {
+        id,
+        id_len,
+        weight,
+        max_conns,
+        max_fails,
+        flags,
+        fail_timeout_ms
+    });
+    same_layout!(hab_upstream_conf {
+        policy,
+        reserved,
+        peers,
+        npeers
+    });
     same_layout!(hab_pick { peer, flags });
     same_layout!(hab_report { flags, peer });
 }
@@ -47,13 +60,22 @@ fn constants_match_the_header() {
         (C::HAB_BUSY as u32, R::HAB_BUSY as u32),
         (C::HAB_NULL_PARAMETER as u32, R::HAB_NULL_PARAMETER as u32),
         (C::HAB_PANIC as u32, R::HAB_PANIC as u32),
-        (C::HAB_INVALID_ARGUMENT as u32, R::HAB_INVALID_ARGUMENT as u32),
+        (
+            C::HAB_INVALID_ARGUMENT as u32,
+            R::HAB_INVALID_ARGUMENT as u32,
+        ),
         (C::HAB_NO_SPACE as u32, R::HAB_NO_SPACE as u32),
         (C::HAB_BAD_LAYOUT as u32, R::HAB_BAD_LAYOUT as u32),
         (C::HAB_UNKNOWN_POLICY as u32, R::HAB_UNKNOWN_POLICY as u32),
         (C::HAB_TOO_LARGE as u32, R::HAB_TOO_LARGE as u32),
-        (sys::hab_policy::HAB_POLICY_ROUND_ROBIN as u32, rs::HAB_POLICY_ROUND_ROBIN),
-        (sys::hab_policy::HAB_POLICY_LEAST_CONN as u32, rs::HAB_POLICY_LEAST_CONN),
+        (
+            sys::hab_policy::HAB_POLICY_ROUND_ROBIN as u32,
+            rs::HAB_POLICY_ROUND_ROBIN,
+        ),
+        (
+            sys::hab_policy::HAB_POLICY_LEAST_CONN as u32,
+            rs::HAB_POLICY_LEAST_CONN,
+        ),
         (sys::HAB_PEER_BACKUP, rs::HAB_PEER_BACKUP),
         (sys::HAB_PEER_DOWN, rs::HAB_PEER_DOWN),
         (sys::HAB_PICK_BACKUP, rs::HAB_PICK_BACKUP),

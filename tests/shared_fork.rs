@@ -34,7 +34,10 @@ impl Shared {
             )
         };
         assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-        Shared { ptr: ptr.cast(), len }
+        Shared {
+            ptr: ptr.cast(),
+            len,
+        }
     }
 
     fn bytes(&self) -> &mut [u8] {
@@ -90,7 +93,10 @@ fn round_robin_totals_are_exact_across_processes() {
         PeerSpec::new(b"b"),
         PeerSpec::new(b"c"),
     ];
-    let spec = UpstreamSpec { policy: Policy::RoundRobin, peers: &peers };
+    let spec = UpstreamSpec {
+        policy: Policy::RoundRobin,
+        peers: &peers,
+    };
     let shm = Shared::new(1 << 16);
     let t = table_in(&spec, &shm);
     let counts = Shared::new(4096);
@@ -105,7 +111,9 @@ fn round_robin_totals_are_exact_across_processes() {
         let c = unsafe { &*counts.ptr.cast::<[AtomicU64; 3]>() };
         for _ in 0..per_child {
             let mut a = Attempt::init(w, 0);
-            let Ok(p) = t.get(&mut a, 0) else { return false };
+            let Ok(p) = t.get(&mut a, 0) else {
+                return false;
+            };
             c[p.peer as usize].fetch_add(1, Relaxed);
             if t.free(&mut a, Outcome::Ok, 0).is_err() {
                 return false;
@@ -129,13 +137,25 @@ fn round_robin_totals_are_exact_across_processes() {
 #[test]
 fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
     let peers = [
-        PeerSpec { max_conns: 2, ..PeerSpec::new(b"a").weight(2) },
+        PeerSpec {
+            max_conns: 2,
+            ..PeerSpec::new(b"a").weight(2)
+        },
         PeerSpec::new(b"b"),
-        PeerSpec { max_fails: 3, ..PeerSpec::new(b"c") },
-        PeerSpec { backup: true, ..PeerSpec::new(b"d") },
+        PeerSpec {
+            max_fails: 3,
+            ..PeerSpec::new(b"c")
+        },
+        PeerSpec {
+            backup: true,
+            ..PeerSpec::new(b"d")
+        },
     ];
     for policy in [Policy::LeastConn, Policy::RoundRobin] {
-        let spec = UpstreamSpec { policy, peers: &peers };
+        let spec = UpstreamSpec {
+            policy,
+            peers: &peers,
+        };
         let shm = Shared::new(1 << 16);
         let t = table_in(&spec, &shm);
         let mut words: Vec<Vec<u64>> = (0..CHILDREN * 3).map(|_| vec![0; 16]).collect();
@@ -161,7 +181,11 @@ fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
                 let j = (rand() % 3) as usize;
                 let a = &mut attempts[j];
                 if a.current().is_some() {
-                    let outcome = if rand() % 50 == 0 { Outcome::Failed } else { Outcome::Ok };
+                    let outcome = if rand() % 50 == 0 {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Ok
+                    };
                     if t.free(a, outcome, now).is_err() {
                         return false;
                     }

@@ -88,7 +88,9 @@ pub fn acquire(conf: &PeerConf, state: &PeerState, now: u64, single: bool) -> bo
             // nginx: a pick after the window expired starts a new one.
             let checked = state.checked_ms.load(Relaxed);
             if now.saturating_sub(checked) > conf.fail_timeout_ms {
-                let _ = state.checked_ms.compare_exchange(checked, now, Relaxed, Relaxed);
+                let _ = state
+                    .checked_ms
+                    .compare_exchange(checked, now, Relaxed, Relaxed);
             }
         }
     }
@@ -181,7 +183,10 @@ mod tests {
         assert_eq!(eligibility(&c, &s, t0 + 1 + 10_000, false), Eligibility::No);
         // Then exactly one probe.
         let t1 = t0 + 1 + 10_001;
-        assert!(matches!(eligibility(&c, &s, t1, false), Eligibility::Probe { .. }));
+        assert!(matches!(
+            eligibility(&c, &s, t1, false),
+            Eligibility::Probe { .. }
+        ));
         assert!(acquire(&c, &s, t1, false));
         assert!(!acquire(&c, &s, t1, false), "second probe must wait");
         assert!(!acquire(&c, &s, t1 + 5_000, false));

@@ -254,7 +254,10 @@ impl<'a> Table<'a> {
                     id_hash: identity_hash(p.id),
                 });
             }
-            for (g, range) in [(PRIMARY, 0..plan.primaries), (BACKUP, plan.primaries..plan.peers)] {
+            for (g, range) in [
+                (PRIMARY, 0..plan.primaries),
+                (BACKUP, plan.primaries..plan.peers),
+            ] {
                 let w: Vec<u32> = spec.peers[range.clone()]
                     .iter()
                     .map(|p| if p.down { 0 } else { p.weight })
@@ -363,7 +366,14 @@ impl<'a> Table<'a> {
     pub fn cursor(&self, g: usize) -> &'a Cursor {
         // SAFETY: two cursors follow the header (layout contract); g is
         // 0 or 1 (callers pass the PRIMARY/BACKUP constants).
-        unsafe { &*self.base.as_ptr().add(CURSORS_OFF).cast::<Cursor>().add(g & 1) }
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(CURSORS_OFF)
+                .cast::<Cursor>()
+                .add(g & 1)
+        }
     }
 
     /// Hot counters of every peer.
@@ -385,7 +395,10 @@ impl<'a> Table<'a> {
         // SAFETY: `peers` confs at conf_off (layout contract), immutable.
         unsafe {
             core::slice::from_raw_parts(
-                self.base.as_ptr().add(h.conf_off as usize).cast::<PeerConf>(),
+                self.base
+                    .as_ptr()
+                    .add(h.conf_off as usize)
+                    .cast::<PeerConf>(),
                 self.peers(),
             )
         }
@@ -400,7 +413,10 @@ impl<'a> Table<'a> {
         // immutable.
         unsafe {
             core::slice::from_raw_parts(
-                self.base.as_ptr().add(h.sched_off[g] as usize).cast::<u32>(),
+                self.base
+                    .as_ptr()
+                    .add(h.sched_off[g] as usize)
+                    .cast::<u32>(),
                 h.sched_len[g] as usize,
             )
         }
@@ -424,9 +440,15 @@ mod tests {
         let peers = [
             PeerSpec::new(b"a").weight(5),
             PeerSpec::new(b"b"),
-            PeerSpec { backup: true, ..PeerSpec::new(b"c") },
+            PeerSpec {
+                backup: true,
+                ..PeerSpec::new(b"c")
+            },
         ];
-        let spec = UpstreamSpec { policy: Policy::RoundRobin, peers: &peers };
+        let spec = UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        };
         let size = table_size(&spec).unwrap();
         assert_eq!(size % ALIGN, 0);
         let mut region = Region::new(size);
@@ -435,32 +457,63 @@ mod tests {
         assert_eq!(t.primaries(), 2);
         assert_eq!(t.schedule(PRIMARY), &[0, 0, 0, 1, 0, 0]);
         assert_eq!(t.schedule(BACKUP), &[2]);
-        t.states()[1].fails.store(3, core::sync::atomic::Ordering::Relaxed);
+        t.states()[1]
+            .fails
+            .store(3, core::sync::atomic::Ordering::Relaxed);
 
         let t2 = Table::attach(&spec, region.bytes()).unwrap();
-        assert_eq!(t2.states()[1].fails.load(core::sync::atomic::Ordering::Relaxed), 3);
+        assert_eq!(
+            t2.states()[1]
+                .fails
+                .load(core::sync::atomic::Ordering::Relaxed),
+            3
+        );
 
         let other = [PeerSpec::new(b"a").weight(4), PeerSpec::new(b"b")];
-        let spec2 = UpstreamSpec { policy: Policy::RoundRobin, peers: &other };
-        assert_eq!(Table::attach(&spec2, region.bytes()).unwrap_err(), Error::BadLayout);
+        let spec2 = UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &other,
+        };
+        assert_eq!(
+            Table::attach(&spec2, region.bytes()).unwrap_err(),
+            Error::BadLayout
+        );
     }
 
     #[test]
     fn rejects_small_or_bad_regions() {
         let peers = [PeerSpec::new(b"a")];
-        let spec = UpstreamSpec { policy: Policy::LeastConn, peers: &peers };
+        let spec = UpstreamSpec {
+            policy: Policy::LeastConn,
+            peers: &peers,
+        };
         let size = table_size(&spec).unwrap();
         let mut region = Region::new(size);
         assert_eq!(
             Table::init(&spec, &mut region.bytes_mut()[..size - 64]).unwrap_err(),
             Error::NoSpace
         );
-        assert_eq!(Table::attach(&spec, region.bytes()).unwrap_err(), Error::BadLayout);
+        assert_eq!(
+            Table::attach(&spec, region.bytes()).unwrap_err(),
+            Error::BadLayout
+        );
         let zero = [PeerSpec::new(b"a").weight(0)];
-        let bad = UpstreamSpec { policy: Policy::LeastConn, peers: &zero };
+        let bad = UpstreamSpec {
+            policy: Policy::LeastConn,
+            peers: &zero,
+        };
         assert_eq!(table_size(&bad).unwrap_err(), Error::InvalidArgument);
-        let order = [PeerSpec { backup: true, ..PeerSpec::new(b"a") }, PeerSpec::new(b"b")];
-        let bad = UpstreamSpec { policy: Policy::LeastConn, peers: &order };
+        let order = [
+            PeerSpec {
+                backup: true,
+                ..PeerSpec::new(b"a")
+            },
+            PeerSpec::new(b"b"),
+        ];
+        let bad = UpstreamSpec {
+            policy: Policy::LeastConn,
+            peers: &order,
+        };
         assert_eq!(table_size(&bad).unwrap_err(), Error::InvalidArgument);
     }
 }

@@ -183,7 +183,9 @@ fn finish<T>(r: Result<T, Error>, out: *mut T) -> hab_result {
 ///
 /// `conf` must be a valid pointer whose `peers` array has `npeers` valid
 /// elements, each `id` valid for `id_len` bytes, for the call's duration.
-unsafe fn read_conf<'a>(conf: *const hab_upstream_conf) -> Result<(Policy, Vec<PeerSpec<'a>>), hab_result> {
+unsafe fn read_conf<'a>(
+    conf: *const hab_upstream_conf,
+) -> Result<(Policy, Vec<PeerSpec<'a>>), hab_result> {
     // SAFETY: non-NULL checked by callers; valid per the function contract.
     let conf = unsafe { &*conf };
     let policy = Policy::from_u32(conf.policy).map_err(hab_result::from)?;
@@ -238,7 +240,10 @@ unsafe fn with_spec(
     }
     // SAFETY: forwarded contract.
     match unsafe { read_conf(conf) } {
-        Ok((policy, peers)) => f(&UpstreamSpec { policy, peers: &peers }),
+        Ok((policy, peers)) => f(&UpstreamSpec {
+            policy,
+            peers: &peers,
+        }),
         Err(rc) => rc,
     }
 }
@@ -273,7 +278,10 @@ pub extern "C" fn hab_layout_version() -> u32 {
 ///
 /// `conf` as in the header; `out_size` writable.
 #[no_mangle]
-pub unsafe extern "C" fn hab_table_size(conf: *const hab_upstream_conf, out_size: *mut usize) -> hab_result {
+pub unsafe extern "C" fn hab_table_size(
+    conf: *const hab_upstream_conf,
+    out_size: *mut usize,
+) -> hab_result {
     guard(|| {
         if out_size.is_null() {
             return HAB_NULL_PARAMETER;
@@ -289,7 +297,10 @@ pub unsafe extern "C" fn hab_table_size(conf: *const hab_upstream_conf, out_size
 ///
 /// `conf` as in the header; `out_digest` writable.
 #[no_mangle]
-pub unsafe extern "C" fn hab_conf_digest(conf: *const hab_upstream_conf, out_digest: *mut u64) -> hab_result {
+pub unsafe extern "C" fn hab_conf_digest(
+    conf: *const hab_upstream_conf,
+    out_digest: *mut u64,
+) -> hab_result {
     guard(|| {
         if out_digest.is_null() {
             return HAB_NULL_PARAMETER;
@@ -297,10 +308,12 @@ pub unsafe extern "C" fn hab_conf_digest(conf: *const hab_upstream_conf, out_dig
         // SAFETY: caller contract.
         unsafe {
             with_spec(conf, |spec| {
-                spec.validate().map(|()| spec.digest()).map_or_else(hab_result::from, |d| {
-                    out_digest.write(d);
-                    HAB_OK
-                })
+                spec.validate()
+                    .map(|()| spec.digest())
+                    .map_or_else(hab_result::from, |d| {
+                        out_digest.write(d);
+                        HAB_OK
+                    })
             })
         }
     })
@@ -328,7 +341,10 @@ pub unsafe extern "C" fn hab_table_init(
         // SAFETY: caller contract.
         unsafe {
             with_spec(conf, |spec| {
-                finish(Table::init(spec, region).map(|t| t.as_ptr().cast()), out_table)
+                finish(
+                    Table::init(spec, region).map(|t| t.as_ptr().cast()),
+                    out_table,
+                )
             })
         }
     })
@@ -356,7 +372,10 @@ pub unsafe extern "C" fn hab_table_attach(
         // SAFETY: caller contract.
         unsafe {
             with_spec(conf, |spec| {
-                finish(Table::attach(spec, region).map(|t| t.as_ptr().cast()), out_table)
+                finish(
+                    Table::attach(spec, region).map(|t| t.as_ptr().cast()),
+                    out_table,
+                )
             })
         }
     })
@@ -394,7 +413,11 @@ pub unsafe extern "C" fn hab_table_peers(t: *const hab_table) -> u32 {
 ///
 /// `t` a valid table handle; `out_count` writable.
 #[no_mangle]
-pub unsafe extern "C" fn hab_table_in_flight(t: *const hab_table, peer: u32, out_count: *mut u32) -> hab_result {
+pub unsafe extern "C" fn hab_table_in_flight(
+    t: *const hab_table,
+    peer: u32,
+    out_count: *mut u32,
+) -> hab_result {
     guard(|| {
         if t.is_null() || out_count.is_null() {
             return HAB_NULL_PARAMETER;
@@ -476,7 +499,12 @@ pub unsafe extern "C" fn hab_attempt_init(
 /// `t` a valid table handle; `a` prepared by `hab_attempt_init` for `t`;
 /// `out_pick` writable.
 #[no_mangle]
-pub unsafe extern "C" fn hab_get(t: *mut hab_table, a: *mut hab_attempt, now_ms: u64, out_pick: *mut hab_pick) -> hab_result {
+pub unsafe extern "C" fn hab_get(
+    t: *mut hab_table,
+    a: *mut hab_attempt,
+    now_ms: u64,
+    out_pick: *mut hab_pick,
+) -> hab_result {
     guard(|| {
         if t.is_null() || a.is_null() || out_pick.is_null() {
             return HAB_NULL_PARAMETER;
@@ -532,7 +560,12 @@ pub unsafe extern "C" fn hab_free(
                         flags |= HAB_REPORT_LAST_TRY;
                     }
                     // SAFETY: non-NULL, writable (caller contract).
-                    unsafe { out_report.write(hab_report { flags, peer: r.peer }) };
+                    unsafe {
+                        out_report.write(hab_report {
+                            flags,
+                            peer: r.peer,
+                        })
+                    };
                 }
                 HAB_OK
             }

@@ -19,7 +19,13 @@ use crate::layout::Table;
 const RACE_RETRIES: usize = 4;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
-pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, single: bool) -> Option<usize> {
+pub fn pick(
+    t: &Table<'_>,
+    g: usize,
+    attempt: &Attempt<'_>,
+    now: u64,
+    single: bool,
+) -> Option<usize> {
     let (confs, states) = (t.confs(), t.states());
     for _ in 0..RACE_RETRIES {
         // (index, in_flight, weight) of the least loaded; count of ties.
@@ -32,7 +38,10 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, single: bo
             if health::eligibility(&confs[i], &states[i], now, single) == Eligibility::No {
                 continue;
             }
-            let (c, w) = (u64::from(states[i].in_flight.load(Relaxed)), u64::from(confs[i].weight));
+            let (c, w) = (
+                u64::from(states[i].in_flight.load(Relaxed)),
+                u64::from(confs[i].weight),
+            );
             match best {
                 Some((_, bc, bw)) if c * bw > bc * w => {}
                 Some((_, bc, bw)) if c * bw == bc * w => ties += 1,
@@ -43,7 +52,11 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, single: bo
             }
         }
         let (bi, bc, bw) = best?;
-        let chosen = if ties > 1 { tie_break(t, g, attempt, bc, bw).unwrap_or(bi) } else { bi };
+        let chosen = if ties > 1 {
+            tie_break(t, g, attempt, bc, bw).unwrap_or(bi)
+        } else {
+            bi
+        };
         if health::acquire(&confs[chosen], &states[chosen], now, single) {
             return Some(chosen);
         }
@@ -66,7 +79,10 @@ fn tie_break(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, bc: u64, bw: u64) -
         if attempt.tried(i) {
             continue;
         }
-        let (c, w) = (u64::from(states[i].in_flight.load(Relaxed)), u64::from(confs[i].weight));
+        let (c, w) = (
+            u64::from(states[i].in_flight.load(Relaxed)),
+            u64::from(confs[i].weight),
+        );
         if c * bw == bc * w {
             return Some(i);
         }

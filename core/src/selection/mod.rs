@@ -113,7 +113,12 @@ impl Table<'_> {
     }
 
     /// Ends the try in progress with `outcome`.
-    pub fn free(&self, attempt: &mut Attempt<'_>, outcome: Outcome, now: u64) -> Result<Report, Error> {
+    pub fn free(
+        &self,
+        attempt: &mut Attempt<'_>,
+        outcome: Outcome,
+        now: u64,
+    ) -> Result<Report, Error> {
         let Some(peer) = attempt.current() else {
             return Err(Error::InvalidArgument);
         };
@@ -176,7 +181,10 @@ pub(crate) mod tests {
             let peers = [
                 PeerSpec::new(IDS[0]),
                 PeerSpec::new(IDS[1]),
-                PeerSpec { backup: true, ..PeerSpec::new(IDS[2]) },
+                PeerSpec {
+                    backup: true,
+                    ..PeerSpec::new(IDS[2])
+                },
             ];
             let t = table(policy, &peers);
             for _ in 0..20 {
@@ -186,7 +194,9 @@ pub(crate) mod tests {
             for _ in 0..2 {
                 let mut a = OwnedAttempt::new(t.table(), 2000);
                 t.table().get(&mut a.attempt(), 2000).unwrap();
-                t.table().free(&mut a.attempt(), Outcome::Failed, 2000).unwrap();
+                t.table()
+                    .free(&mut a.attempt(), Outcome::Failed, 2000)
+                    .unwrap();
             }
             for _ in 0..5 {
                 assert_eq!(one(&t, 3000), 'c', "{policy:?}");
@@ -202,9 +212,18 @@ pub(crate) mod tests {
             let peers = [
                 PeerSpec::new(IDS[0]).weight(3),
                 PeerSpec::new(IDS[1]),
-                PeerSpec { down: true, ..PeerSpec::new(IDS[2]) },
-                PeerSpec { backup: true, ..PeerSpec::new(IDS[3]) },
-                PeerSpec { backup: true, ..PeerSpec::new(IDS[4]) },
+                PeerSpec {
+                    down: true,
+                    ..PeerSpec::new(IDS[2])
+                },
+                PeerSpec {
+                    backup: true,
+                    ..PeerSpec::new(IDS[3])
+                },
+                PeerSpec {
+                    backup: true,
+                    ..PeerSpec::new(IDS[4])
+                },
             ];
             let t = table(policy, &peers);
             let mut a = OwnedAttempt::new(t.table(), 0);
@@ -242,7 +261,10 @@ pub(crate) mod tests {
             for _ in 0..5 {
                 let mut a = OwnedAttempt::new(t.table(), 0);
                 t.table().get(&mut a.attempt(), 0).unwrap();
-                let r = t.table().free(&mut a.attempt(), Outcome::Failed, 0).unwrap();
+                let r = t
+                    .table()
+                    .free(&mut a.attempt(), Outcome::Failed, 0)
+                    .unwrap();
                 assert!(r.last_try);
             }
             assert_eq!(one(&t, 1), 'a');
@@ -251,22 +273,36 @@ pub(crate) mod tests {
 
     #[test]
     fn free_without_get_is_refused() {
-        let t = table(Policy::RoundRobin, &[PeerSpec::new(IDS[0]), PeerSpec::new(IDS[1])]);
+        let t = table(
+            Policy::RoundRobin,
+            &[PeerSpec::new(IDS[0]), PeerSpec::new(IDS[1])],
+        );
         let mut a = OwnedAttempt::new(t.table(), 0);
         assert_eq!(
-            t.table().free(&mut a.attempt(), Outcome::Ok, 0).unwrap_err(),
+            t.table()
+                .free(&mut a.attempt(), Outcome::Ok, 0)
+                .unwrap_err(),
             Error::InvalidArgument
         );
         t.table().get(&mut a.attempt(), 0).unwrap();
-        assert_eq!(t.table().get(&mut a.attempt(), 0).unwrap_err(), Error::InvalidArgument);
+        assert_eq!(
+            t.table().get(&mut a.attempt(), 0).unwrap_err(),
+            Error::InvalidArgument
+        );
     }
 
     #[test]
     fn all_down_is_busy() {
         for policy in both() {
             let peers = [
-                PeerSpec { down: true, ..PeerSpec::new(IDS[0]) },
-                PeerSpec { down: true, ..PeerSpec::new(IDS[1]) },
+                PeerSpec {
+                    down: true,
+                    ..PeerSpec::new(IDS[0])
+                },
+                PeerSpec {
+                    down: true,
+                    ..PeerSpec::new(IDS[1])
+                },
             ];
             let t = table(policy, &peers);
             let mut a = OwnedAttempt::new(t.table(), 0);

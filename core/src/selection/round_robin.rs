@@ -18,7 +18,13 @@ use crate::health;
 use crate::layout::Table;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
-pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, single: bool) -> Option<usize> {
+pub fn pick(
+    t: &Table<'_>,
+    g: usize,
+    attempt: &Attempt<'_>,
+    now: u64,
+    single: bool,
+) -> Option<usize> {
     let sched = t.schedule(g);
     if sched.is_empty() {
         return None;
@@ -57,7 +63,10 @@ mod tests {
     fn skipped_peer_leaves_smooth_proportions() {
         let peers = [
             PeerSpec::new(IDS[0]).weight(2),
-            PeerSpec { down: true, ..PeerSpec::new(IDS[1]) },
+            PeerSpec {
+                down: true,
+                ..PeerSpec::new(IDS[1])
+            },
             PeerSpec::new(IDS[2]),
         ];
         let t = table(Policy::RoundRobin, &peers);
