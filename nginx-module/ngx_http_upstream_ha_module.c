@@ -19,6 +19,7 @@
 typedef struct {
     ngx_uint_t                          policy;     /* HAB_POLICY_*, 0: unset */
     ngx_str_t                          *name;       /* upstream name */
+    ngx_http_complex_value_t            key;        /* hash */
 
     hab_upstream_conf                   conf;
     size_t                              table_size;
@@ -39,6 +40,7 @@ typedef struct {
     ngx_http_upstream_ha_srv_conf_t    *conf;
     ngx_http_upstream_rr_peers_t       *peers;      /* primaries */
     hab_attempt                        *attempt;
+    ngx_str_t                           key;        /* hash */
 } ngx_http_upstream_ha_peer_data_t;
 
 
@@ -62,6 +64,8 @@ static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
 static void *ngx_http_upstream_ha_create_conf(ngx_conf_t *cf);
 static char *ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_upstream_ha_hash(ngx_conf_t *cf,
+    ngx_http_upstream_ha_srv_conf_t *hcf);
 
 
 static ngx_command_t  ngx_http_upstream_ha_commands[] = {
@@ -137,6 +141,18 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     }
 
     hcf->name = &us->host;
+
+    if (peers->next
+        && hcf->policy != HAB_POLICY_ROUND_ROBIN
+        && hcf->policy != HAB_POLICY_LEAST_CONN)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance upstream \"%V\": this policy does not "
+                      "support backup servers in %s:%ui",
+                      &us->host, us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
     hcf->conf.policy = (uint32_t) hcf->policy;
     hcf->conf.peers = pc;
     hcf->conf.npeers = n;
@@ -228,6 +244,8 @@ ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
 
         pc->id = p;
         pc->id_len = len;
+        pc->server = peer->server.data;
+        pc->server_len = peer->server.len;
 
         p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
         *p++ = '\0';
@@ -343,7 +361,10 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* nginx seeds random() per worker: workers draw independently */
+
     rc = hab_attempt_init(hcf->table, mem, size, ngx_current_msec,
+                          ((uint64_t) ngx_random() << 32) ^ ngx_random(),
                           &hp->attempt);
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
@@ -353,6 +374,18 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
 
     hp->conf = hcf;
     hp->peers = hp->rrp.peers;
+
+    if (hcf->policy == HAB_POLICY_HASH) {
+        if (ngx_http_complex_value(r, &hcf->key, &hp->key) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "ha balance hash key:\"%V\"", &hp->key);
+
+    } else {
+        ngx_str_null(&hp->key);
+    }
 
     r->upstream->peer.get = ngx_http_upstream_get_ha_peer;
     r->upstream->peer.free = ngx_http_upstream_free_ha_peer;
@@ -429,7 +462,8 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
     pc->cached = 0;
     pc->connection = NULL;
 
-    rc = hab_get(hp->conf->table, hp->attempt, ngx_current_msec, &pick);
+    rc = hab_get(hp->conf->table, hp->attempt, hp->key.data, hp->key.len,
+                 ngx_current_msec, &pick);
 
     switch (rc) {
 
@@ -553,8 +587,10 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
 
-    ngx_str_t                     *value;
-    ngx_uint_t                     i;
+    char                          *rv;
+    ngx_int_t                      n;
+    ngx_str_t                     *value, s;
+    ngx_uint_t                     i, flags;
     ngx_http_upstream_srv_conf_t  *uscf;
 
     if (hcf->policy) {
@@ -562,6 +598,7 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     value = cf->args->elts;
+    i = 2;
 
     if (ngx_strcmp(value[1].data, "round_robin") == 0) {
         hcf->policy = HAB_POLICY_ROUND_ROBIN;
@@ -569,13 +606,49 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     } else if (ngx_strcmp(value[1].data, "least_conn") == 0) {
         hcf->policy = HAB_POLICY_LEAST_CONN;
 
+    } else if (ngx_strcmp(value[1].data, "p2c") == 0) {
+        hcf->policy = HAB_POLICY_P2C;
+
+    } else if (ngx_strcmp(value[1].data, "random") == 0) {
+        hcf->policy = HAB_POLICY_RANDOM;
+
+    } else if (ngx_strcmp(value[1].data, "ewma") == 0) {
+        hcf->policy = HAB_POLICY_EWMA;
+
+        if (cf->args->nelts > 2
+            && ngx_strncmp(value[2].data, "decay=", 6) == 0)
+        {
+            s.len = value[2].len - 6;
+            s.data = value[2].data + 6;
+
+            n = ngx_parse_time(&s, 0);
+            if (n == NGX_ERROR || n == 0 || n > 0x7fffffff) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid decay \"%V\"", &value[2]);
+                return NGX_CONF_ERROR;
+            }
+
+            hcf->conf.decay_ms = (uint32_t) n;
+            i = 3;
+        }
+
+    } else if (ngx_strcmp(value[1].data, "hash") == 0) {
+        hcf->policy = HAB_POLICY_HASH;
+
+        rv = ngx_http_upstream_ha_hash(cf, hcf);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+
+        i = cf->args->nelts;
+
     } else {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown ha_balance policy \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    for (i = 2; i < cf->args->nelts; i++) {
+    if (i < cf->args->nelts) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
@@ -590,13 +663,95 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     uscf->peer.init_upstream = ngx_http_upstream_init_ha;
 
-    uscf->flags = NGX_HTTP_UPSTREAM_CREATE
-                  |NGX_HTTP_UPSTREAM_WEIGHT
-                  |NGX_HTTP_UPSTREAM_MAX_CONNS
-                  |NGX_HTTP_UPSTREAM_MAX_FAILS
-                  |NGX_HTTP_UPSTREAM_FAIL_TIMEOUT
-                  |NGX_HTTP_UPSTREAM_DOWN
-                  |NGX_HTTP_UPSTREAM_BACKUP;
+    flags = NGX_HTTP_UPSTREAM_CREATE
+            |NGX_HTTP_UPSTREAM_WEIGHT
+            |NGX_HTTP_UPSTREAM_MAX_CONNS
+            |NGX_HTTP_UPSTREAM_MAX_FAILS
+            |NGX_HTTP_UPSTREAM_FAIL_TIMEOUT
+            |NGX_HTTP_UPSTREAM_DOWN;
+
+    /* as in nginx, backup servers only where the policy can rank them */
+
+    if (hcf->policy == HAB_POLICY_ROUND_ROBIN
+        || hcf->policy == HAB_POLICY_LEAST_CONN)
+    {
+        flags |= NGX_HTTP_UPSTREAM_BACKUP;
+    }
+
+    uscf->flags = flags;
+
+    return NGX_CONF_OK;
+}
+
+
+/* hash <key> [consistent | maglev] [balance_factor=N] */
+
+static char *
+ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    ngx_int_t                          n;
+    ngx_str_t                         *value;
+    ngx_uint_t                         i;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts < 3) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "ha_balance hash needs a key");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[2];
+    ccv.complex_value = &hcf->key;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    hcf->conf.hash_mode = HAB_HASH_PLAIN;
+
+    for (i = 3; i < cf->args->nelts; i++) {
+
+        if (i == 3 && ngx_strcmp(value[i].data, "consistent") == 0) {
+            hcf->conf.hash_mode = HAB_HASH_CONSISTENT;
+            continue;
+        }
+
+        if (i == 3 && ngx_strcmp(value[i].data, "maglev") == 0) {
+            hcf->conf.hash_mode = HAB_HASH_MAGLEV;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "balance_factor=", 15) == 0) {
+
+            if (hcf->conf.hash_mode == HAB_HASH_PLAIN) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" needs \"consistent\" or "
+                                   "\"maglev\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            n = ngx_atoi(value[i].data + 15, value[i].len - 15);
+            if (n == NGX_ERROR || n < 100 || n > 100000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid balance factor \"%V\", "
+                                   "it must be a percentage of at least 100",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            hcf->conf.balance_factor = (uint32_t) n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

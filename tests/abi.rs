@@ -35,6 +35,8 @@ fn structs_match_the_header() {
     same_layout!(hab_peer_conf {
         id,
         id_len,
+        server,
+        server_len,
         weight,
         max_conns,
         max_fails,
@@ -43,7 +45,9 @@ fn structs_match_the_header() {
     });
     same_layout!(hab_upstream_conf {
         policy,
-        reserved,
+        hash_mode,
+        decay_ms,
+        balance_factor,
         peers,
         npeers
     });
@@ -76,6 +80,19 @@ fn constants_match_the_header() {
             sys::hab_policy::HAB_POLICY_LEAST_CONN as u32,
             rs::HAB_POLICY_LEAST_CONN,
         ),
+        (sys::hab_policy::HAB_POLICY_P2C as u32, rs::HAB_POLICY_P2C),
+        (sys::hab_policy::HAB_POLICY_EWMA as u32, rs::HAB_POLICY_EWMA),
+        (
+            sys::hab_policy::HAB_POLICY_RANDOM as u32,
+            rs::HAB_POLICY_RANDOM,
+        ),
+        (sys::hab_policy::HAB_POLICY_HASH as u32, rs::HAB_POLICY_HASH),
+        (sys::hab_hash_mode_HAB_HASH_PLAIN, rs::HAB_HASH_PLAIN),
+        (
+            sys::hab_hash_mode_HAB_HASH_CONSISTENT,
+            rs::HAB_HASH_CONSISTENT,
+        ),
+        (sys::hab_hash_mode_HAB_HASH_MAGLEV, rs::HAB_HASH_MAGLEV),
         (sys::HAB_PEER_BACKUP, rs::HAB_PEER_BACKUP),
         (sys::HAB_PEER_DOWN, rs::HAB_PEER_DOWN),
         (sys::HAB_PICK_BACKUP, rs::HAB_PICK_BACKUP),

@@ -6,14 +6,17 @@
 //! and the core only ever reads and writes inside it.
 //!
 //! Layout, in `u64` words: `[0]` current peer (low 32 bits, `u32::MAX` for
-//! none) and flags (high 32 bits); `[1]` start time in ms; `[2..]` the
-//! tried bitmap, one bit per peer.
+//! none) and flags (high 32 bits); `[1]` start time in ms; `[2]` start of
+//! the try in progress, ms; `[3]` random generator state; `[4]` hash tries
+//! (low 32 bits); `[5]` hash position; `[6..]` the tried bitmap, one bit per
+//! peer.
 
 use crate::layout::Table;
 
 const NONE: u32 = u32::MAX;
 const FLAG_BACKUP: u32 = 1;
-const HEADER_WORDS: usize = 2;
+const FLAG_HASHED: u32 = 2;
+const HEADER_WORDS: usize = 6;
 
 /// Words of attempt state a request on `table` needs.
 pub fn words(table: Table<'_>) -> usize {
@@ -39,6 +42,54 @@ impl<'a> Attempt<'a> {
         self.words.fill(0);
         self.words[0] = u64::from(NONE);
         self.words[1] = now_ms;
+        self.words[3] = 0x9e37_79b9_7f4a_7c15 ^ now_ms;
+    }
+
+    /// Seeds the attempt's random generator (p2c, ewma, random). nginx
+    /// passes a per-worker random number here, so workers draw
+    /// independently.
+    pub fn seed(&mut self, seed: u64) {
+        // Never zero: xorshift would stay at zero.
+        self.words[3] = seed | 1;
+    }
+
+    /// 64 random bits (xorshift64*), advancing the attempt's generator.
+    #[inline]
+    pub fn random(&mut self) -> u64 {
+        let mut x = self.words[3];
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.words[3] = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Start of the try in progress, ms.
+    pub fn try_start_ms(&self) -> u64 {
+        self.words[2]
+    }
+
+    #[inline]
+    pub(crate) fn set_try_start(&mut self, now: u64) {
+        self.words[2] = now;
+    }
+
+    /// Hash walk state: `(started, tries, position)`.
+    #[inline]
+    pub(crate) fn hash_state(&self) -> (bool, u32, u64) {
+        let flags = (self.words[0] >> 32) as u32;
+        (
+            flags & FLAG_HASHED != 0,
+            self.words[4] as u32,
+            self.words[5],
+        )
+    }
+
+    #[inline]
+    pub(crate) fn set_hash_state(&mut self, tries: u32, position: u64) {
+        self.words[0] |= u64::from(FLAG_HASHED) << 32;
+        self.words[4] = u64::from(tries);
+        self.words[5] = position;
     }
 
     /// A view of state prepared by [`Attempt::init`].

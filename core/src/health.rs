@@ -162,6 +162,8 @@ mod tests {
                 fails: AtomicU32::new(0),
                 checked_ms: AtomicU64::new(0),
                 accessed_ms: AtomicU64::new(0),
+                ewma_bits: AtomicU64::new(0),
+                ewma_stamp_ms: AtomicU64::new(0),
             },
         )
     }

@@ -8,11 +8,17 @@
 //!
 //! | offset | what | size |
 //! |---|---|---|
-//! | 0 | [`Header`]: magic, layout version, size, digest, counts, offsets | 128 |
-//! | 128 | [`Cursor`] × 2: schedule cursors (primary, backup), a line each | 128 |
+//! | 0 | [`Header`]: magic, layout version, size, digest, counts, offsets | 256 |
+//! | 256 | [`Cursor`] × 4: schedule cursors (primary, backup), total in-flight, spare; a line each | 256 |
 //! | `state_off` | [`PeerState`] × peers: hot counters, a cache line each | 64 × n |
 //! | `conf_off` | [`PeerConf`] × peers: immutable parameters | 32 × n |
+//! | `alias_off` | [`Column`] × primaries: weighted random draws (p2c, ewma, random) | 8 × n |
+//! | `ring_off` | [`Point`] × `ring_len`: ketama ring (hash consistent) | 8 × len |
+//! | `maglev_off` | `u32` × `maglev_len`: Maglev table (hash maglev) | 4 × len |
+//! | `chain_off` | `u32` × peers: next peer with the same server string (hash) | 4 × n |
 //! | `sched_off[g]` | `u32` × `sched_len[g]`: smooth WRR schedule of group g | 4 × len |
+//!
+//! Sections a policy does not use have length 0.
 //!
 //! Everything but the atomics is written once, by [`Table::init`], before
 //! any other process can see the region (nginx initialises zones in the
@@ -27,9 +33,12 @@ use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
+use crate::alias::{self, Column};
 use crate::error::Error;
+use crate::ketama::{self, Point};
+use crate::maglev;
 use crate::schedule;
-use crate::spec::{identity_hash, Policy, UpstreamSpec};
+use crate::spec::{identity_hash, HashMode, Policy, UpstreamSpec};
 
 /// `b"HABTABLE"` as a little-endian integer.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HABTABLE");
@@ -55,6 +64,8 @@ pub struct Header {
     pub version: u32,
     /// [`Policy`] as its ABI number.
     pub policy: u32,
+    /// [`Policy::params`].
+    pub params: [u32; 4],
     /// Bytes of the whole table.
     pub size: u64,
     /// [`UpstreamSpec::digest`] of the configuration the table was built for.
@@ -71,6 +82,20 @@ pub struct Header {
     pub sched_off: [u64; 2],
     /// Lengths (entries) of the two schedules.
     pub sched_len: [u32; 2],
+    /// Offset of the alias table (primaries).
+    pub alias_off: u64,
+    /// Offset of the ketama ring.
+    pub ring_off: u64,
+    /// Points on the ring (after removing duplicate hashes).
+    pub ring_len: u32,
+    /// Entries of the Maglev table.
+    pub maglev_len: u32,
+    /// Offset of the Maglev table.
+    pub maglev_off: u64,
+    /// Offset of the same-server chains.
+    pub chain_off: u64,
+    /// Zero; room to grow without moving the sections.
+    pub reserved: [u64; 8],
 }
 
 /// A schedule cursor on its own cache line.
@@ -99,6 +124,12 @@ pub struct PeerState {
     pub checked_ms: AtomicU64,
     /// Time of the last failure, ms (nginx's `accessed`).
     pub accessed_ms: AtomicU64,
+    /// Peak-EWMA latency estimate in ms, as `f64` bits; 0.0 means unknown
+    /// (new or just recovered: treated as neutral). Racy read-modify-write
+    /// by design: a lost update only loses one sample.
+    pub ewma_bits: AtomicU64,
+    /// When `ewma_bits` was last updated, ms.
+    pub ewma_stamp_ms: AtomicU64,
 }
 
 /// Per-peer parameters, immutable after init.
@@ -133,7 +164,8 @@ impl PeerConf {
 }
 
 const _: () = {
-    assert!(size_of::<Header>() == 128);
+    assert!(size_of::<Header>() == 256);
+    assert!(size_of::<Column>() == 8 && size_of::<Point>() == 8);
     assert!(size_of::<Cursor>() == 64);
     assert!(size_of::<PeerState>() == 64);
     assert!(align_of::<PeerState>() == 64);
@@ -142,7 +174,12 @@ const _: () = {
 };
 
 const CURSORS_OFF: usize = size_of::<Header>();
-const STATE_OFF: usize = CURSORS_OFF + 2 * size_of::<Cursor>();
+const CURSORS: usize = 4;
+const STATE_OFF: usize = CURSORS_OFF + CURSORS * size_of::<Cursor>();
+
+/// Cursor line holding the total in-flight count of the primaries (kept
+/// only for bounded-load hashing).
+pub const TOTAL: usize = 2;
 
 fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
@@ -154,9 +191,26 @@ struct Plan {
     peers: usize,
     primaries: usize,
     conf_off: usize,
+    alias_off: usize,
+    alias_len: usize,
+    ring_off: usize,
+    ring_cap: usize,
+    maglev_off: usize,
+    maglev_len: usize,
+    chain_off: usize,
+    chain_len: usize,
     sched_off: [usize; 2],
     sched_len: [usize; 2],
     size: usize,
+}
+
+/// Weights of a group as the schedule and alias tables see them (`down`
+/// peers weigh 0).
+fn live_weights(spec: &UpstreamSpec<'_>, range: core::ops::Range<usize>) -> Vec<u32> {
+    spec.peers[range]
+        .iter()
+        .map(|p| if p.down { 0 } else { p.weight })
+        .collect()
 }
 
 impl Plan {
@@ -166,24 +220,76 @@ impl Plan {
         let primaries = spec.primaries();
         let mut sched_len = [0; 2];
         for (g, range) in [(PRIMARY, 0..primaries), (BACKUP, primaries..peers)] {
-            let w: Vec<u32> = spec.peers[range]
-                .iter()
-                .map(|p| if p.down { 0 } else { p.weight })
-                .collect();
-            sched_len[g] = schedule::period(&w)?;
+            sched_len[g] = schedule::period(&live_weights(spec, range))?;
+        }
+        let (mut alias_len, mut ring_cap, mut maglev_len, mut chain_len) = (0, 0, 0, 0);
+        match spec.policy {
+            Policy::P2c | Policy::Ewma { .. } | Policy::Random => alias_len = primaries,
+            Policy::Hash { mode, .. } => {
+                chain_len = peers;
+                match mode {
+                    HashMode::Plain => {}
+                    HashMode::Consistent => {
+                        let total: u64 = spec.peers.iter().map(|p| u64::from(p.weight)).sum();
+                        if total * 160 > schedule::MAX_PERIOD * 4 {
+                            return Err(Error::TooLarge);
+                        }
+                        ring_cap = total as usize * 160;
+                    }
+                    HashMode::Maglev => maglev_len = maglev::table_size(primaries),
+                }
+            }
+            Policy::RoundRobin | Policy::LeastConn => {}
         }
         let conf_off = STATE_OFF + peers * size_of::<PeerState>();
-        let s0 = conf_off + peers * size_of::<PeerConf>();
+        let alias_off = conf_off + peers * size_of::<PeerConf>();
+        let ring_off = alias_off + alias_len * size_of::<Column>();
+        let maglev_off = ring_off + ring_cap * size_of::<Point>();
+        let chain_off = maglev_off + maglev_len * 4;
+        let s0 = chain_off + chain_len * 4;
         let s1 = s0 + sched_len[0] * 4;
         let size = round_up(s1 + sched_len[1] * 4, ALIGN);
         Ok(Plan {
             peers,
             primaries,
             conf_off,
+            alias_off,
+            alias_len,
+            ring_off,
+            ring_cap,
+            maglev_off,
+            maglev_len,
+            chain_off,
+            chain_len,
             sched_off: [s0, s1],
             sched_len,
             size,
         })
+    }
+
+    /// The header this plan gives, before the ring is built.
+    fn header(&self, spec: &UpstreamSpec<'_>, ring_len: usize) -> Header {
+        Header {
+            magic: MAGIC,
+            version: LAYOUT_VERSION,
+            policy: spec.policy.code(),
+            params: spec.policy.params(),
+            size: self.size as u64,
+            digest: spec.digest(),
+            peers: self.peers as u32,
+            primaries: self.primaries as u32,
+            state_off: STATE_OFF as u64,
+            conf_off: self.conf_off as u64,
+            sched_off: [self.sched_off[0] as u64, self.sched_off[1] as u64],
+            sched_len: [self.sched_len[0] as u32, self.sched_len[1] as u32],
+            alias_off: self.alias_off as u64,
+            ring_off: self.ring_off as u64,
+            ring_len: ring_len as u32,
+            maglev_len: self.maglev_len as u32,
+            maglev_off: self.maglev_off as u64,
+            chain_off: self.chain_off as u64,
+            reserved: [0; 8],
+        }
     }
 }
 
@@ -222,24 +328,23 @@ impl<'a> Table<'a> {
         mem.fill(0);
         let base = mem.as_mut_ptr();
 
-        let header = Header {
-            magic: MAGIC,
-            version: LAYOUT_VERSION,
-            policy: spec.policy as u32,
-            size: plan.size as u64,
-            digest: spec.digest(),
-            peers: plan.peers as u32,
-            primaries: plan.primaries as u32,
-            state_off: STATE_OFF as u64,
-            conf_off: plan.conf_off as u64,
-            sched_off: [plan.sched_off[0] as u64, plan.sched_off[1] as u64],
-            sched_len: [plan.sched_len[0] as u32, plan.sched_len[1] as u32],
+        // Configuration-time work that may allocate: the ketama ring.
+        let ring = if plan.ring_cap > 0 {
+            let servers: Vec<(&[u8], u32)> =
+                spec.peers.iter().map(|p| (p.server, p.weight)).collect();
+            let mut points = ketama::build(&servers);
+            points.truncate(plan.ring_cap);
+            points
+        } else {
+            Vec::new()
         };
+        let header = plan.header(spec, ring.len());
+        let primaries = &spec.peers[..plan.primaries];
         // SAFETY: `mem` is 64-byte aligned and at least `plan.size` bytes;
         // every section below lies inside it at an offset aligned for its
-        // type (Plan puts 64-byte records first, then 32-byte, then u32),
-        // and we hold the only (mutable) reference to it. Zeroed atomics
-        // are valid atomics.
+        // type (Plan puts 64-byte records first, then 32-byte, then 8- and
+        // 4-byte ones), and we hold the only (mutable) reference to it.
+        // Zeroed atomics are valid atomics.
         unsafe {
             base.cast::<Header>().write(header);
             let conf = base.add(plan.conf_off).cast::<PeerConf>();
@@ -254,19 +359,50 @@ impl<'a> Table<'a> {
                     id_hash: identity_hash(p.id),
                 });
             }
+            if plan.alias_len > 0 {
+                let out = core::slice::from_raw_parts_mut(
+                    base.add(plan.alias_off).cast::<Column>(),
+                    plan.alias_len,
+                );
+                alias::build(&live_weights(spec, 0..plan.primaries), out)?;
+            }
+            if !ring.is_empty() {
+                let out = core::slice::from_raw_parts_mut(
+                    base.add(plan.ring_off).cast::<Point>(),
+                    ring.len(),
+                );
+                out.copy_from_slice(&ring);
+            }
+            if plan.maglev_len > 0 {
+                let out = core::slice::from_raw_parts_mut(
+                    base.add(plan.maglev_off).cast::<u32>(),
+                    plan.maglev_len,
+                );
+                let names: Vec<&[u8]> = primaries.iter().map(|p| p.id).collect();
+                let weights: Vec<u32> = primaries.iter().map(|p| p.weight).collect();
+                maglev::build(&names, &weights, out);
+            }
+            if plan.chain_len > 0 {
+                let out = core::slice::from_raw_parts_mut(
+                    base.add(plan.chain_off).cast::<u32>(),
+                    plan.chain_len,
+                );
+                for (i, p) in spec.peers.iter().enumerate() {
+                    out[i] = spec.peers[i + 1..]
+                        .iter()
+                        .position(|q| q.server == p.server)
+                        .map_or(u32::MAX, |k| (i + 1 + k) as u32);
+                }
+            }
             for (g, range) in [
                 (PRIMARY, 0..plan.primaries),
                 (BACKUP, plan.primaries..plan.peers),
             ] {
-                let w: Vec<u32> = spec.peers[range.clone()]
-                    .iter()
-                    .map(|p| if p.down { 0 } else { p.weight })
-                    .collect();
                 let out = core::slice::from_raw_parts_mut(
                     base.add(plan.sched_off[g]).cast::<u32>(),
                     plan.sched_len[g],
                 );
-                schedule::build(&w, out)?;
+                schedule::build(&live_weights(spec, range.clone()), out)?;
                 // Schedules hold table-wide peer indices.
                 for e in out.iter_mut() {
                     *e += range.start as u32;
@@ -286,17 +422,25 @@ impl<'a> Table<'a> {
         }
         // SAFETY: aligned and long enough for a Header, which is plain data.
         let h = unsafe { &*mem.as_ptr().cast::<Header>() };
-        let matches = h.magic == MAGIC
-            && h.version == LAYOUT_VERSION
-            && h.policy == spec.policy as u32
-            && h.size == plan.size as u64
-            && h.digest == spec.digest()
-            && h.peers as usize == plan.peers
-            && h.primaries as usize == plan.primaries
-            && h.state_off == STATE_OFF as u64
-            && h.conf_off == plan.conf_off as u64
-            && h.sched_off == [plan.sched_off[0] as u64, plan.sched_off[1] as u64]
-            && h.sched_len == [plan.sched_len[0] as u32, plan.sched_len[1] as u32];
+        let want = plan.header(spec, h.ring_len as usize);
+        let matches = h.magic == want.magic
+            && h.version == want.version
+            && h.policy == want.policy
+            && h.params == want.params
+            && h.size == want.size
+            && h.digest == want.digest
+            && h.peers == want.peers
+            && h.primaries == want.primaries
+            && h.state_off == want.state_off
+            && h.conf_off == want.conf_off
+            && h.sched_off == want.sched_off
+            && h.sched_len == want.sched_len
+            && h.alias_off == want.alias_off
+            && h.ring_off == want.ring_off
+            && h.ring_len as usize <= plan.ring_cap
+            && h.maglev_len == want.maglev_len
+            && h.maglev_off == want.maglev_off
+            && h.chain_off == want.chain_off;
         if !matches {
             return Err(Error::BadLayout);
         }
@@ -336,7 +480,8 @@ impl<'a> Table<'a> {
 
     /// The policy the table was built for.
     pub fn policy(&self) -> Policy {
-        Policy::from_u32(self.header().policy).unwrap_or(Policy::RoundRobin)
+        let h = self.header();
+        Policy::from_parts(h.policy, h.params).unwrap_or(Policy::RoundRobin)
     }
 
     /// Number of peers, primaries and backups.
@@ -364,15 +509,82 @@ impl<'a> Table<'a> {
     /// Cursor of group `g`.
     #[inline]
     pub fn cursor(&self, g: usize) -> &'a Cursor {
-        // SAFETY: two cursors follow the header (layout contract); g is
-        // 0 or 1 (callers pass the PRIMARY/BACKUP constants).
+        // SAFETY: CURSORS cursors follow the header (layout contract); the
+        // index is reduced into range.
         unsafe {
             &*self
                 .base
                 .as_ptr()
                 .add(CURSORS_OFF)
                 .cast::<Cursor>()
-                .add(g & 1)
+                .add(g % CURSORS)
+        }
+    }
+
+    /// Alias table of the primaries (empty unless p2c, ewma or random).
+    #[inline]
+    pub fn alias(&self) -> &'a [Column] {
+        let h = self.header();
+        let len = if h.ring_off > h.alias_off {
+            self.primaries()
+        } else {
+            0
+        };
+        // SAFETY: `primaries` columns at alias_off when the section is
+        // present, i.e. when it has a non-zero extent (layout contract).
+        unsafe {
+            core::slice::from_raw_parts(
+                self.base
+                    .as_ptr()
+                    .add(h.alias_off as usize)
+                    .cast::<Column>(),
+                len,
+            )
+        }
+    }
+
+    /// The ketama ring (empty unless hash consistent).
+    #[inline]
+    pub fn ring(&self) -> &'a [Point] {
+        let h = self.header();
+        // SAFETY: ring_len points at ring_off (layout contract).
+        unsafe {
+            core::slice::from_raw_parts(
+                self.base.as_ptr().add(h.ring_off as usize).cast::<Point>(),
+                h.ring_len as usize,
+            )
+        }
+    }
+
+    /// The Maglev table (empty unless hash maglev).
+    #[inline]
+    pub fn maglev(&self) -> &'a [u32] {
+        let h = self.header();
+        // SAFETY: maglev_len u32s at maglev_off (layout contract).
+        unsafe {
+            core::slice::from_raw_parts(
+                self.base.as_ptr().add(h.maglev_off as usize).cast::<u32>(),
+                h.maglev_len as usize,
+            )
+        }
+    }
+
+    /// Next peer with the same server string, per peer (empty unless hash).
+    #[inline]
+    pub fn chain(&self) -> &'a [u32] {
+        let h = self.header();
+        let len = if h.sched_off[0] > h.chain_off {
+            self.peers()
+        } else {
+            0
+        };
+        // SAFETY: `peers` u32s at chain_off when the section has a
+        // non-zero extent (layout contract).
+        unsafe {
+            core::slice::from_raw_parts(
+                self.base.as_ptr().add(h.chain_off as usize).cast::<u32>(),
+                len,
+            )
         }
     }
 

@@ -20,10 +20,14 @@
 
 #![warn(missing_docs)]
 
+pub mod alias;
 pub mod attempt;
+pub mod crc32;
 pub mod error;
 pub mod health;
+pub mod ketama;
 pub mod layout;
+pub mod maglev;
 pub mod schedule;
 pub mod selection;
 pub mod spec;

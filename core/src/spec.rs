@@ -2,24 +2,114 @@
 
 use crate::error::Error;
 
-/// Balancing policy of an upstream.
+/// How `hash` maps keys to peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub enum Policy {
-    /// Smooth weighted round robin, nginx's sequence.
-    RoundRobin = 1,
-    /// Weighted least connections on global in-flight counts.
-    LeastConn = 2,
+pub enum HashMode {
+    /// nginx's plain `hash $key`: crc32 of the key modulo the total weight.
+    Plain,
+    /// nginx's `hash $key consistent` (ketama): same points, same crc32.
+    Consistent,
+    /// Maglev lookup table.
+    Maglev,
 }
 
+/// Balancing policy of an upstream, with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Smooth weighted round robin, nginx's sequence.
+    RoundRobin,
+    /// Weighted least connections on global in-flight counts.
+    LeastConn,
+    /// Power of two choices on in-flight / weight.
+    P2c,
+    /// Peak-EWMA latency × (in-flight + 1) / weight, with two choices.
+    Ewma {
+        /// Decay time constant of the latency estimate, ms.
+        decay_ms: u32,
+    },
+    /// Weighted random.
+    Random,
+    /// Key hashing.
+    Hash {
+        /// Mapping of keys to peers.
+        mode: HashMode,
+        /// Bounded load in percent of the mean (e.g. 125); 0 for none.
+        balance_factor: u32,
+    },
+}
+
+/// Default `decay=` of `ewma`, ms.
+pub const DEFAULT_DECAY_MS: u32 = 10_000;
+
 impl Policy {
-    /// The policy with ABI number `n`.
-    pub fn from_u32(n: u32) -> Result<Policy, Error> {
-        match n {
-            1 => Ok(Policy::RoundRobin),
-            2 => Ok(Policy::LeastConn),
-            _ => Err(Error::UnknownPolicy),
+    /// ABI number of the policy (without parameters).
+    pub fn code(&self) -> u32 {
+        match self {
+            Policy::RoundRobin => 1,
+            Policy::LeastConn => 2,
+            Policy::P2c => 3,
+            Policy::Ewma { .. } => 4,
+            Policy::Random => 5,
+            Policy::Hash { .. } => 6,
         }
+    }
+
+    /// Parameters as stored in the table header: `[decay_ms, hash mode,
+    /// balance_factor, 0]`.
+    pub fn params(&self) -> [u32; 4] {
+        match *self {
+            Policy::Ewma { decay_ms } => [decay_ms, 0, 0, 0],
+            Policy::Hash {
+                mode,
+                balance_factor,
+            } => {
+                let m = match mode {
+                    HashMode::Plain => 0,
+                    HashMode::Consistent => 1,
+                    HashMode::Maglev => 2,
+                };
+                [0, m, balance_factor, 0]
+            }
+            _ => [0; 4],
+        }
+    }
+
+    /// The policy with ABI number `code` and header parameters `params`.
+    pub fn from_parts(code: u32, params: [u32; 4]) -> Result<Policy, Error> {
+        Ok(match code {
+            1 => Policy::RoundRobin,
+            2 => Policy::LeastConn,
+            3 => Policy::P2c,
+            4 => Policy::Ewma {
+                decay_ms: if params[0] == 0 {
+                    DEFAULT_DECAY_MS
+                } else {
+                    params[0]
+                },
+            },
+            5 => Policy::Random,
+            6 => Policy::Hash {
+                mode: match params[1] {
+                    0 => HashMode::Plain,
+                    1 => HashMode::Consistent,
+                    2 => HashMode::Maglev,
+                    _ => return Err(Error::InvalidArgument),
+                },
+                balance_factor: params[2],
+            },
+            _ => return Err(Error::UnknownPolicy),
+        })
+    }
+
+    /// Whether the policy allows `backup` servers (as nginx: not for hash
+    /// and random).
+    pub fn allows_backup(&self) -> bool {
+        matches!(self, Policy::RoundRobin | Policy::LeastConn)
+    }
+
+    /// Whether picks need the request's key.
+    pub fn needs_key(&self) -> bool {
+        matches!(self, Policy::Hash { .. })
     }
 }
 
@@ -28,6 +118,9 @@ impl Policy {
 pub struct PeerSpec<'a> {
     /// Identity: upstream name, server string and address, as bytes.
     pub id: &'a [u8],
+    /// The `server` directive's address as written (consistent hashing
+    /// places points by it, as nginx does).
+    pub server: &'a [u8],
     /// `weight=`, at least 1.
     pub weight: u32,
     /// `max_conns=`, 0 for unlimited.
@@ -47,6 +140,7 @@ impl<'a> PeerSpec<'a> {
     pub fn new(id: &'a [u8]) -> Self {
         PeerSpec {
             id,
+            server: id,
             weight: 1,
             max_conns: 0,
             max_fails: 1,
@@ -82,6 +176,14 @@ impl UpstreamSpec<'_> {
         if self.peers.len() > MAX_PEERS {
             return Err(Error::TooLarge);
         }
+        if let Policy::Hash { balance_factor, .. } = self.policy {
+            if balance_factor != 0 && balance_factor < 100 {
+                return Err(Error::InvalidArgument);
+            }
+        }
+        if !self.policy.allows_backup() && self.peers.iter().any(|p| p.backup) {
+            return Err(Error::InvalidArgument);
+        }
         let mut seen_backup = false;
         for p in self.peers {
             if p.weight == 0 {
@@ -105,11 +207,16 @@ impl UpstreamSpec<'_> {
     /// parameters (FNV-1a). Equal digests: a table may be adopted as is.
     pub fn digest(&self) -> u64 {
         let mut h = Fnv::new();
-        h.write(&(self.policy as u32).to_le_bytes());
+        h.write(&self.policy.code().to_le_bytes());
+        for p in self.policy.params() {
+            h.write(&p.to_le_bytes());
+        }
         h.write(&(self.peers.len() as u64).to_le_bytes());
         for p in self.peers {
             h.write(&(p.id.len() as u64).to_le_bytes());
             h.write(p.id);
+            h.write(&(p.server.len() as u64).to_le_bytes());
+            h.write(p.server);
             h.write(&p.weight.to_le_bytes());
             h.write(&p.max_conns.to_le_bytes());
             h.write(&p.max_fails.to_le_bytes());

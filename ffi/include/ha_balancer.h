@@ -49,8 +49,20 @@ typedef enum hab_result {
 /* Balancing policies. */
 typedef enum hab_policy {
     HAB_POLICY_ROUND_ROBIN = 1,
-    HAB_POLICY_LEAST_CONN = 2
+    HAB_POLICY_LEAST_CONN = 2,
+    HAB_POLICY_P2C = 3,
+    HAB_POLICY_EWMA = 4,
+    HAB_POLICY_RANDOM = 5,
+    HAB_POLICY_HASH = 6
 } hab_policy;
+
+
+/* How HAB_POLICY_HASH maps keys to peers. */
+typedef enum hab_hash_mode {
+    HAB_HASH_PLAIN = 0,           /* nginx's "hash $key" */
+    HAB_HASH_CONSISTENT = 1,      /* nginx's "hash $key consistent" */
+    HAB_HASH_MAGLEV = 2
+} hab_hash_mode;
 
 
 /* hab_peer_conf.flags */
@@ -62,6 +74,8 @@ typedef enum hab_policy {
 typedef struct hab_peer_conf {
     const uint8_t  *id;           /* identity: upstream, server, address */
     size_t          id_len;
+    const uint8_t  *server;       /* the server directive's address */
+    size_t          server_len;
     uint32_t        weight;       /* >= 1 */
     uint32_t        max_conns;    /* 0: unlimited */
     uint32_t        max_fails;    /* 0: never disabled */
@@ -71,8 +85,10 @@ typedef struct hab_peer_conf {
 
 
 typedef struct hab_upstream_conf {
-    uint32_t              policy;  /* hab_policy */
-    uint32_t              reserved;
+    uint32_t              policy;          /* hab_policy */
+    uint32_t              hash_mode;       /* hab_hash_mode, for HASH */
+    uint32_t              decay_ms;        /* EWMA; 0: 10 s */
+    uint32_t              balance_factor;  /* HASH: percent, 0: unbounded */
     const hab_peer_conf  *peers;   /* primaries first, then backups */
     size_t                npeers;
 } hab_upstream_conf;
@@ -154,17 +170,23 @@ hab_result hab_table_in_flight(const hab_table *table, uint32_t peer,
 /* Bytes of per-request state hab_attempt_init() needs for this table. */
 size_t hab_attempt_size(const hab_table *table);
 
-/* Prepares per-request state in mem (aligned to 8 bytes). */
+/*
+ * Prepares per-request state in mem (aligned to 8 bytes).  seed feeds the
+ * attempt's random draws (p2c, ewma, random); pass a per-process random
+ * number so that workers draw independently.
+ */
 hab_result hab_attempt_init(const hab_table *table, void *mem, size_t len,
-    uint64_t now_ms, hab_attempt **out_attempt);
+    uint64_t now_ms, uint64_t seed, hab_attempt **out_attempt);
 
 /*
  * Picks a peer not yet tried by this attempt and counts it in flight.
- * HAB_BUSY when no peer is eligible.  now_ms is a monotonic clock shared
- * by all processes (nginx's ngx_current_msec).
+ * HAB_BUSY when no peer is eligible.  key (key_len bytes; may be NULL when
+ * key_len is 0) is the request's hash key, the same on every try; other
+ * policies ignore it.  now_ms is a monotonic clock shared by all processes
+ * (nginx's ngx_current_msec).
  */
-hab_result hab_get(hab_table *table, hab_attempt *attempt, uint64_t now_ms,
-    hab_pick *out_pick);
+hab_result hab_get(hab_table *table, hab_attempt *attempt,
+    const uint8_t *key, size_t key_len, uint64_t now_ms, hab_pick *out_pick);
 
 /*
  * Ends the current try of this attempt with a HAB_OUTCOME_*: the peer

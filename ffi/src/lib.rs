@@ -64,9 +64,23 @@ impl From<Error> for hab_result {
 }
 
 /// `hab_policy`: round robin.
-pub const HAB_POLICY_ROUND_ROBIN: u32 = Policy::RoundRobin as u32;
+pub const HAB_POLICY_ROUND_ROBIN: u32 = 1;
 /// `hab_policy`: least connections.
-pub const HAB_POLICY_LEAST_CONN: u32 = Policy::LeastConn as u32;
+pub const HAB_POLICY_LEAST_CONN: u32 = 2;
+/// `hab_policy`: power of two choices.
+pub const HAB_POLICY_P2C: u32 = 3;
+/// `hab_policy`: peak-EWMA.
+pub const HAB_POLICY_EWMA: u32 = 4;
+/// `hab_policy`: weighted random.
+pub const HAB_POLICY_RANDOM: u32 = 5;
+/// `hab_policy`: key hashing.
+pub const HAB_POLICY_HASH: u32 = 6;
+/// `hab_hash_mode`: nginx's plain hash.
+pub const HAB_HASH_PLAIN: u32 = 0;
+/// `hab_hash_mode`: nginx's consistent hash (ketama).
+pub const HAB_HASH_CONSISTENT: u32 = 1;
+/// `hab_hash_mode`: Maglev.
+pub const HAB_HASH_MAGLEV: u32 = 2;
 
 /// `hab_peer_conf.flags`: backup server.
 pub const HAB_PEER_BACKUP: u32 = 0x0001;
@@ -95,6 +109,10 @@ pub struct hab_peer_conf {
     pub id: *const u8,
     /// Length of `id`.
     pub id_len: usize,
+    /// The server directive's address (may be NULL when `server_len` is 0).
+    pub server: *const u8,
+    /// Length of `server`.
+    pub server_len: usize,
     /// `weight=`, at least 1.
     pub weight: u32,
     /// `max_conns=`, 0 for unlimited.
@@ -113,8 +131,12 @@ pub struct hab_peer_conf {
 pub struct hab_upstream_conf {
     /// `hab_policy`.
     pub policy: u32,
-    /// Must be 0.
-    pub reserved: u32,
+    /// `hab_hash_mode`, for `HAB_POLICY_HASH`.
+    pub hash_mode: u32,
+    /// `HAB_POLICY_EWMA` decay, ms; 0 for the default.
+    pub decay_ms: u32,
+    /// `HAB_POLICY_HASH` bounded load, percent; 0 for none.
+    pub balance_factor: u32,
     /// `npeers` peers, primaries first.
     pub peers: *const hab_peer_conf,
     /// Number of peers.
@@ -188,10 +210,11 @@ unsafe fn read_conf<'a>(
 ) -> Result<(Policy, Vec<PeerSpec<'a>>), hab_result> {
     // SAFETY: non-NULL checked by callers; valid per the function contract.
     let conf = unsafe { &*conf };
-    let policy = Policy::from_u32(conf.policy).map_err(hab_result::from)?;
-    if conf.reserved != 0 {
-        return Err(HAB_INVALID_ARGUMENT);
-    }
+    let policy = Policy::from_parts(
+        conf.policy,
+        [conf.decay_ms, conf.hash_mode, conf.balance_factor, 0],
+    )
+    .map_err(hab_result::from)?;
     if conf.npeers == 0 {
         return Ok((policy, Vec::new()));
     }
@@ -202,19 +225,16 @@ unsafe fn read_conf<'a>(
     let peers = unsafe { core::slice::from_raw_parts(conf.peers, conf.npeers) };
     let mut out = Vec::with_capacity(peers.len());
     for p in peers {
-        let id: &[u8] = if p.id_len == 0 {
-            &[]
-        } else if p.id.is_null() {
-            return Err(HAB_NULL_PARAMETER);
-        } else {
-            // SAFETY: `id` is valid for `id_len` bytes (function contract).
-            unsafe { core::slice::from_raw_parts(p.id, p.id_len) }
-        };
+        // SAFETY: `id` is valid for `id_len` bytes (function contract).
+        let id = unsafe { bytes(p.id, p.id_len) }?;
+        // SAFETY: `server` is valid for `server_len` bytes (contract).
+        let server = unsafe { bytes(p.server, p.server_len) }?;
         if p.flags & !(HAB_PEER_BACKUP | HAB_PEER_DOWN) != 0 {
             return Err(HAB_INVALID_ARGUMENT);
         }
         out.push(PeerSpec {
             id,
+            server,
             weight: p.weight,
             max_conns: p.max_conns,
             max_fails: p.max_fails,
@@ -224,6 +244,22 @@ unsafe fn read_conf<'a>(
         });
     }
     Ok((policy, out))
+}
+
+/// A byte string from C: empty when `len` is 0, an error when NULL.
+///
+/// # Safety
+///
+/// `ptr` is NULL or valid for `len` bytes for `'a`.
+unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], hab_result> {
+    if len == 0 {
+        Ok(&[])
+    } else if ptr.is_null() {
+        Err(HAB_NULL_PARAMETER)
+    } else {
+        // SAFETY: forwarded contract.
+        Ok(unsafe { core::slice::from_raw_parts(ptr, len) })
+    }
 }
 
 /// Runs `f` on the upstream spec read from `conf`.
@@ -471,6 +507,7 @@ pub unsafe extern "C" fn hab_attempt_init(
     mem: *mut c_void,
     len: usize,
     now_ms: u64,
+    seed: u64,
     out_attempt: *mut *mut hab_attempt,
 ) -> hab_result {
     guard(|| {
@@ -485,7 +522,7 @@ pub unsafe extern "C" fn hab_attempt_init(
         }
         // SAFETY: aligned, long enough, writable (checked / contract).
         let w = unsafe { core::slice::from_raw_parts_mut(mem.cast::<u64>(), words) };
-        Attempt::init(w, now_ms);
+        Attempt::init(w, now_ms).seed(seed);
         // SAFETY: checked non-NULL above.
         unsafe { out_attempt.write(mem.cast()) };
         HAB_OK
@@ -502,6 +539,8 @@ pub unsafe extern "C" fn hab_attempt_init(
 pub unsafe extern "C" fn hab_get(
     t: *mut hab_table,
     a: *mut hab_attempt,
+    key: *const u8,
+    key_len: usize,
     now_ms: u64,
     out_pick: *mut hab_pick,
 ) -> hab_result {
@@ -509,11 +548,16 @@ pub unsafe extern "C" fn hab_get(
         if t.is_null() || a.is_null() || out_pick.is_null() {
             return HAB_NULL_PARAMETER;
         }
+        // SAFETY: `key` is NULL or valid for `key_len` bytes (contract).
+        let key = match unsafe { bytes(key, key_len) } {
+            Ok(k) => k,
+            Err(rc) => return rc,
+        };
         // SAFETY: valid handles (caller contract).
         let t = unsafe { table(t) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(t, a) });
-        let r = t.get(&mut attempt, now_ms).map(|p| hab_pick {
+        let r = t.get_keyed(&mut attempt, key, now_ms).map(|p| hab_pick {
             peer: p.peer,
             flags: if p.backup { HAB_PICK_BACKUP } else { 0 },
         });

@@ -23,6 +23,8 @@ peer_init(hab_peer_conf *p, const char *id, uint32_t weight, uint32_t flags)
     memset(p, 0, sizeof(*p));
     p->id = (const uint8_t *) id;
     p->id_len = strlen(id);
+    p->server = (const uint8_t *) id;
+    p->server_len = strlen(id);
     p->weight = weight;
     p->max_fails = 1;
     p->fail_timeout_ms = 10000;
@@ -38,8 +40,8 @@ one_request(hab_table *t, void *pool, size_t size, uint64_t now,
     hab_report    report;
     hab_attempt  *a;
 
-    CHECK(hab_attempt_init(t, pool, size, now, &a) == HAB_OK);
-    CHECK(hab_get(t, a, now, &pick) == HAB_OK);
+    CHECK(hab_attempt_init(t, pool, size, now, 42, &a) == HAB_OK);
+    CHECK(hab_get(t, a, NULL, 0, now, &pick) == HAB_OK);
     CHECK(hab_free(t, a, outcome, now, &report) == HAB_OK);
     CHECK(report.peer == pick.peer);
     *peer = pick.peer;
@@ -53,8 +55,8 @@ hab_abi_driver_run(void)
 {
     int                 rc;
     char                seq[8];
-    void               *mem, *pool;
-    size_t              size, asize;
+    void               *mem, *pool, *mem2, *pool2;
+    size_t              size, size2, asize;
     uint32_t            i, peer, n;
     uint64_t            d1, d2;
     hab_pick            pick;
@@ -106,7 +108,7 @@ hab_abi_driver_run(void)
     CHECK(asize >= 16);
     pool = malloc(asize);
     CHECK(pool != NULL);
-    CHECK(hab_attempt_init(t, pool, asize - 8, 0, &a) == HAB_NO_SPACE);
+    CHECK(hab_attempt_init(t, pool, asize - 8, 0, 42, &a) == HAB_NO_SPACE);
 
     /* nginx's smooth sequence for weights 5,1,1 */
 
@@ -122,10 +124,10 @@ hab_abi_driver_run(void)
 
     /* free without a try in progress changes nothing */
 
-    CHECK(hab_attempt_init(t, pool, asize, 1000, &a) == HAB_OK);
+    CHECK(hab_attempt_init(t, pool, asize, 1000, 7, &a) == HAB_OK);
     CHECK(hab_free(t, a, HAB_OUTCOME_OK, 1000, &report)
           == HAB_INVALID_ARGUMENT);
-    CHECK(hab_get(t, a, 1000, &pick) == HAB_OK);
+    CHECK(hab_get(t, a, NULL, 0, 1000, &pick) == HAB_OK);
     CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 1);
     CHECK(hab_free(t, a, 77, 1000, &report) == HAB_INVALID_ARGUMENT);
     CHECK(hab_free(t, a, HAB_OUTCOME_OK, 1000, NULL) == HAB_OK);
@@ -134,17 +136,17 @@ hab_abi_driver_run(void)
 
     /* a request retries every primary once, then the backup, then BUSY */
 
-    CHECK(hab_attempt_init(t, pool, asize, 2000, &a) == HAB_OK);
+    CHECK(hab_attempt_init(t, pool, asize, 2000, 7, &a) == HAB_OK);
     for (i = 0; i < 3; i++) {
-        CHECK(hab_get(t, a, 2000, &pick) == HAB_OK);
+        CHECK(hab_get(t, a, NULL, 0, 2000, &pick) == HAB_OK);
         CHECK(pick.peer < 3 && !(pick.flags & HAB_PICK_BACKUP));
         CHECK(hab_free(t, a, HAB_OUTCOME_FAILED, 2000, &report) == HAB_OK);
         CHECK(report.flags & HAB_REPORT_DISABLED);
     }
-    CHECK(hab_get(t, a, 2000, &pick) == HAB_OK);
+    CHECK(hab_get(t, a, NULL, 0, 2000, &pick) == HAB_OK);
     CHECK(pick.peer == 3 && (pick.flags & HAB_PICK_BACKUP));
     CHECK(hab_free(t, a, HAB_OUTCOME_OK, 2000, &report) == HAB_OK);
-    CHECK(hab_get(t, a, 2000, &pick) == HAB_BUSY);
+    CHECK(hab_get(t, a, NULL, 0, 2000, &pick) == HAB_BUSY);
 
     /* while the primaries are disabled, new requests go to the backup */
 
@@ -155,6 +157,36 @@ hab_abi_driver_run(void)
 
     rc = one_request(t, pool, asize, 12001, HAB_OUTCOME_OK, &peer);
     CHECK(rc == 0 && peer < 3);
+
+    /* hash consistent: the same key goes to the same peer */
+
+    conf.policy = HAB_POLICY_HASH;
+    conf.hash_mode = HAB_HASH_CONSISTENT;
+    peers[3].flags = 0;
+    CHECK(hab_table_size(&conf, &size2) == HAB_OK);
+    mem2 = aligned_alloc(64, size2);
+    CHECK(mem2 != NULL);
+    CHECK(hab_table_init(&conf, mem2, size2, &t2) == HAB_OK);
+    pool2 = malloc(hab_attempt_size(t2));
+    CHECK(pool2 != NULL);
+    for (i = 0; i < 2; i++) {
+        CHECK(hab_attempt_init(t2, pool2, hab_attempt_size(t2), 0, i, &a)
+              == HAB_OK);
+        CHECK(hab_get(t2, a, (const uint8_t *) "user-42", 7, 0, &pick)
+              == HAB_OK);
+        CHECK(hab_free(t2, a, HAB_OUTCOME_OK, 0, NULL) == HAB_OK);
+        peer = (i == 0) ? pick.peer : peer;
+        CHECK(pick.peer == peer);
+    }
+    CHECK(hab_get(t2, a, NULL, 3, 0, &pick) == HAB_NULL_PARAMETER);
+    conf.balance_factor = 50;
+    CHECK(hab_table_size(&conf, &size2) == HAB_INVALID_ARGUMENT);
+    conf.balance_factor = 0;
+    peers[3].flags = HAB_PEER_BACKUP;
+    CHECK(hab_table_size(&conf, &size2) == HAB_INVALID_ARGUMENT);
+    conf.policy = HAB_POLICY_ROUND_ROBIN;
+    free(pool2);
+    free(mem2);
 
     /* a reload with the same configuration adopts the table */
 

@@ -6,13 +6,17 @@
 //! lives in its own file and only chooses among one group of peers.
 //! [`Table::free`] ends the try and updates passive health.
 
+pub mod ewma;
+pub mod hash;
 pub mod least_conn;
+pub mod p2c;
+pub mod random;
 pub mod round_robin;
 
 use crate::attempt::Attempt;
 use crate::error::Error;
 use crate::health::{self, Transition};
-use crate::layout::{Table, BACKUP, PRIMARY};
+use crate::layout::{Table, BACKUP, PRIMARY, TOTAL};
 use crate::spec::Policy;
 
 /// The peer chosen for one try.
@@ -56,13 +60,28 @@ pub(crate) fn walk_limit(group_len: usize, sched_len: usize) -> usize {
 impl Table<'_> {
     /// Picks a peer for the next try of `attempt` and counts it in flight.
     pub fn get(&self, attempt: &mut Attempt<'_>, now: u64) -> Result<Pick, Error> {
+        self.get_keyed(attempt, &[], now)
+    }
+
+    /// As [`Table::get`], with the request's key for hash policies (the
+    /// same key on every try of the attempt; ignored by other policies).
+    pub fn get_keyed(
+        &self,
+        attempt: &mut Attempt<'_>,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Pick, Error> {
         if attempt.current().is_some() || !attempt.fits(self.peers()) {
             return Err(Error::InvalidArgument);
         }
         let single = self.single();
         if !attempt.in_backup() {
-            if let Some(i) = self.pick_in(PRIMARY, attempt, now, single) {
-                return Ok(self.take(attempt, i, false));
+            let picked = match self.policy() {
+                Policy::Hash { .. } => hash::pick(self, attempt, key, now, single),
+                _ => self.pick_in(PRIMARY, attempt, now, single),
+            };
+            if let Some(i) = picked {
+                return Ok(self.take(attempt, i, false, now));
             }
             if self.group(BACKUP).is_empty() {
                 return Err(Error::Busy);
@@ -70,28 +89,52 @@ impl Table<'_> {
             attempt.set_in_backup();
         }
         match self.pick_in(BACKUP, attempt, now, false) {
-            Some(i) => Ok(self.take(attempt, i, true)),
+            Some(i) => Ok(self.take(attempt, i, true, now)),
             None => Err(Error::Busy),
         }
     }
 
-    fn take(&self, attempt: &mut Attempt<'_>, i: usize, backup: bool) -> Pick {
+    fn take(&self, attempt: &mut Attempt<'_>, i: usize, backup: bool, now: u64) -> Pick {
         attempt.set_tried(i);
         attempt.set_current(Some(i as u32));
+        attempt.set_try_start(now);
+        if self.bounded() {
+            self.cursor(TOTAL)
+                .value
+                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
         Pick {
             peer: i as u32,
             backup,
         }
     }
 
-    fn pick_in(&self, g: usize, attempt: &Attempt<'_>, now: u64, single: bool) -> Option<usize> {
+    fn pick_in(
+        &self,
+        g: usize,
+        attempt: &mut Attempt<'_>,
+        now: u64,
+        single: bool,
+    ) -> Option<usize> {
         if self.group(g).is_empty() {
             return None;
         }
         match self.policy() {
-            Policy::RoundRobin => round_robin::pick(self, g, attempt, now, single),
+            Policy::RoundRobin | Policy::Hash { .. } => {
+                round_robin::pick(self, g, attempt, now, single)
+            }
             Policy::LeastConn => least_conn::pick(self, g, attempt, now, single),
+            Policy::P2c => p2c::pick(self, attempt, now, single),
+            Policy::Ewma { decay_ms } => ewma::pick(self, attempt, now, single, decay_ms),
+            Policy::Random => random::pick(self, attempt, now, single),
         }
+    }
+
+    /// Whether the total in-flight count is kept (bounded-load hashing).
+    #[inline]
+    pub(crate) fn bounded(&self) -> bool {
+        let h = self.header();
+        h.policy == 6 && h.params[2] != 0
     }
 
     /// Scans group `g` from `start` for the first peer not tried that can
@@ -129,6 +172,23 @@ impl Table<'_> {
         attempt.set_current(None);
         let (conf, state) = (&self.confs()[i], &self.states()[i]);
         health::release(state);
+        if self.bounded() {
+            let _ = self.cursor(TOTAL).value.fetch_update(
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            );
+        }
+        if let Policy::Ewma { decay_ms } = self.policy() {
+            if outcome == Outcome::Ok {
+                ewma::observe(
+                    state,
+                    now.saturating_sub(attempt.try_start_ms()),
+                    now,
+                    decay_ms,
+                );
+            }
+        }
         if self.single() {
             // nginx >= 1.27.3 clears a single peer's failures; it is never
             // retried.
@@ -143,6 +203,10 @@ impl Table<'_> {
             Outcome::Failed => health::record_failure(conf, state, now),
             Outcome::Ok | Outcome::Next => health::record_success(conf, state),
         };
+        if transition == Transition::Recovered {
+            // A recovered peer starts from a neutral latency estimate.
+            ewma::forget(state);
+        }
         Ok(Report {
             peer,
             transition,
@@ -173,6 +237,71 @@ pub(crate) mod tests {
 
     fn both() -> [Policy; 2] {
         [Policy::RoundRobin, Policy::LeastConn]
+    }
+
+    /// Every policy that has no backups.
+    pub(crate) fn all() -> [Policy; 9] {
+        use crate::spec::HashMode::*;
+        [
+            Policy::RoundRobin,
+            Policy::LeastConn,
+            Policy::P2c,
+            Policy::Ewma { decay_ms: 10_000 },
+            Policy::Random,
+            Policy::Hash {
+                mode: Plain,
+                balance_factor: 0,
+            },
+            Policy::Hash {
+                mode: Consistent,
+                balance_factor: 0,
+            },
+            Policy::Hash {
+                mode: Maglev,
+                balance_factor: 0,
+            },
+            Policy::Hash {
+                mode: Consistent,
+                balance_factor: 125,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_policy_retries_each_peer_once_then_busy() {
+        for policy in all() {
+            let peers = [
+                PeerSpec::new(IDS[0]).weight(3),
+                PeerSpec::new(IDS[1]),
+                PeerSpec {
+                    down: true,
+                    ..PeerSpec::new(IDS[2])
+                },
+                PeerSpec::new(IDS[3]).weight(2),
+            ];
+            let t = table(policy, &peers);
+            let mut a = OwnedAttempt::new(t.table(), 0);
+            let mut seen = Vec::new();
+            while let Ok(p) = t.table().get_keyed(&mut a.attempt(), b"some-key", 0) {
+                seen.push(p.peer);
+                t.table()
+                    .free(&mut a.attempt(), Outcome::Failed, 0)
+                    .unwrap();
+                assert!(seen.len() <= 3, "{policy:?}: {seen:?}");
+            }
+            seen.sort();
+            assert_eq!(seen, [0, 1, 3], "{policy:?}");
+            for s in t.table().states() {
+                assert_eq!(s.in_flight.load(core::sync::atomic::Ordering::Relaxed), 0);
+            }
+            assert_eq!(
+                t.table()
+                    .cursor(TOTAL)
+                    .value
+                    .load(core::sync::atomic::Ordering::Relaxed),
+                0
+            );
+        }
     }
 
     #[test]

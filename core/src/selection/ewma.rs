@@ -1,0 +1,143 @@
+//! Peak-EWMA: latency-aware two choices (Finagle, Linkerd)
+//!
+//! Each peer keeps an exponentially weighted moving average of its
+//! response latency, measured from `get` to `free` of successful tries.
+//! "Peak": a sample above the average replaces it at once, so a peer that
+//! turns slow is avoided immediately and trusted again only gradually. The
+//! average decays with time constant `decay`: weight `exp(-Δt / decay)` for
+//! the old value. A pick draws two candidates (as p2c) and keeps the lower
+//! `latency × (in_flight + 1) / weight`.
+//!
+//! A new or recovered peer has no estimate (0.0): comparisons involving it
+//! use the other candidate's estimate for both, i.e. fall back to in-flight
+//! / weight, so the newcomer is neither flooded (as an estimate of 0 would)
+//! nor starved (as a pessimistic one would).
+//!
+//! The estimate is updated with a plain load/store: concurrent updates by
+//! two workers may lose one sample, which an average tolerates; no lock.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::attempt::Attempt;
+use crate::layout::{PeerState, Table};
+
+/// Smallest recorded latency, ms: keeps 0.0 free to mean "unknown".
+const FLOOR_MS: f64 = 0.01;
+
+/// The estimate of `s` at `now`, decayed since its last update; 0.0 when
+/// unknown.
+#[inline]
+pub fn estimate(s: &PeerState, now: u64, decay_ms: u32) -> f64 {
+    let e = f64::from_bits(s.ewma_bits.load(Relaxed));
+    if e == 0.0 {
+        return 0.0;
+    }
+    let dt = now.saturating_sub(s.ewma_stamp_ms.load(Relaxed)) as f64;
+    (e * (-dt / f64::from(decay_ms.max(1))).exp()).max(FLOOR_MS)
+}
+
+/// Records a successful try's latency.
+pub fn observe(s: &PeerState, rtt_ms: u64, now: u64, decay_ms: u32) {
+    let rtt = (rtt_ms as f64).max(FLOOR_MS);
+    let prev = f64::from_bits(s.ewma_bits.load(Relaxed));
+    let next = if prev == 0.0 || rtt >= prev {
+        rtt
+    } else {
+        let dt = now.saturating_sub(s.ewma_stamp_ms.load(Relaxed)) as f64;
+        let w = (-dt / f64::from(decay_ms.max(1))).exp();
+        (prev * w + rtt * (1.0 - w)).max(FLOOR_MS)
+    };
+    s.ewma_bits.store(next.to_bits(), Relaxed);
+    s.ewma_stamp_ms.store(now, Relaxed);
+}
+
+/// Drops the estimate: the peer starts neutral again.
+pub fn forget(s: &PeerState) {
+    s.ewma_bits.store(0, Relaxed);
+}
+
+/// Picks by peak-EWMA cost among two random candidates.
+pub fn pick(
+    t: &Table<'_>,
+    attempt: &mut Attempt<'_>,
+    now: u64,
+    single: bool,
+    decay_ms: u32,
+) -> Option<usize> {
+    let (confs, states) = (t.confs(), t.states());
+    super::p2c::pick_two(t, attempt, now, single, |a, b| {
+        let (mut ea, mut eb) = (
+            estimate(&states[a], now, decay_ms),
+            estimate(&states[b], now, decay_ms),
+        );
+        if ea == 0.0 {
+            ea = if eb == 0.0 { 1.0 } else { eb };
+        }
+        if eb == 0.0 {
+            eb = ea;
+        }
+        let ca = ea * f64::from(states[a].in_flight.load(Relaxed) + 1) / f64::from(confs[a].weight);
+        let cb = eb * f64::from(states[b].in_flight.load(Relaxed) + 1) / f64::from(confs[b].weight);
+        ca <= cb
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{table, IDS};
+    use super::*;
+    use crate::selection::Outcome;
+    use crate::spec::{PeerSpec, Policy};
+    use crate::testing::OwnedAttempt;
+
+    #[test]
+    fn peak_then_decay() {
+        let t = table(
+            Policy::Ewma { decay_ms: 1000 },
+            &[PeerSpec::new(IDS[0]), PeerSpec::new(IDS[1])],
+        );
+        let s = &t.table().states()[0];
+        assert_eq!(estimate(s, 0, 1000), 0.0);
+        observe(s, 10, 1000, 1000);
+        assert_eq!(estimate(s, 1000, 1000), 10.0);
+        observe(s, 100, 1001, 1000);
+        assert!(
+            (estimate(s, 1001, 1000) - 100.0).abs() < 1e-9,
+            "peak taken at once"
+        );
+        // Fast samples pull it down gradually.
+        observe(s, 10, 2001, 1000);
+        let e = estimate(s, 2001, 1000);
+        assert!(e > 10.0 && e < 100.0, "{e}");
+        forget(s);
+        assert_eq!(estimate(s, 2001, 1000), 0.0);
+    }
+
+    #[test]
+    fn slow_peer_gets_less() {
+        let peers = [
+            PeerSpec::new(IDS[0]),
+            PeerSpec::new(IDS[1]),
+            PeerSpec::new(IDS[2]),
+        ];
+        let t = table(Policy::Ewma { decay_ms: 10_000 }, &peers);
+        let mut counts = [0usize; 3];
+        let mut a = OwnedAttempt::new(t.table(), 0);
+        let mut now = 1000;
+        for k in 0..3000u64 {
+            let mut at = a.attempt();
+            at.reset(now);
+            at.seed(k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let p = t.table().get(&mut at, now).unwrap();
+            counts[p.peer as usize] += 1;
+            // Peer 0 answers in 50 ms, the others in 5 ms.
+            now += if p.peer == 0 { 50 } else { 5 };
+            t.table().free(&mut at, Outcome::Ok, now).unwrap();
+        }
+        assert!(
+            counts[0] * 5 < counts[1] && counts[0] * 5 < counts[2],
+            "{counts:?}"
+        );
+        assert!(counts[0] > 0, "the slow peer is still probed: {counts:?}");
+    }
+}

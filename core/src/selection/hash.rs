@@ -1,0 +1,273 @@
+//! Key hashing: nginx's `hash`, nginx's `hash consistent` (ketama), Maglev,
+//! and bounded load
+//!
+//! All three keep nginx's retry rules: a peer that is tried, down, failing
+//! or full moves the request to the next candidate (plain: rehash with the
+//! rehash count prefixed; ketama: the next point; Maglev: the next table
+//! entry); after [`ketama::MAX_TRIES`] misses in one request, or with an
+//! empty key or a single peer, the request falls back to round robin, as
+//! nginx does. The walk state (tries, position) lives in the attempt, so
+//! retries of a request continue where the previous try stopped.
+//!
+//! With `balance_factor=N` (consistent or maglev) a candidate is also
+//! skipped while its in-flight count is at or above
+//! `ceil(N/100 × (total in flight + 1) / live peers)`: consistent hashing
+//! with bounded loads (Mirrokni, Thorup, Zadimoghaddam, 2018), over the
+//! counts shared by all workers. The walk then goes on for up to one
+//! candidate per live peer before falling back.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::attempt::Attempt;
+use crate::crc32::crc32;
+use crate::health;
+use crate::ketama;
+use crate::layout::{Table, PRIMARY, TOTAL};
+use crate::spec::{HashMode, Policy};
+
+/// Picks a primary for `key` and acquires it.
+pub fn pick(
+    t: &Table<'_>,
+    attempt: &mut Attempt<'_>,
+    key: &[u8],
+    now: u64,
+    single: bool,
+) -> Option<usize> {
+    let Policy::Hash {
+        mode,
+        balance_factor,
+    } = t.policy()
+    else {
+        return None;
+    };
+    let (started, mut tries, mut pos) = attempt.hash_state();
+    let primaries = t.primaries();
+    let fallback = key.is_empty()
+        || match mode {
+            HashMode::Plain => primaries < 2,
+            _ => single,
+        };
+    let live = t.confs()[..primaries]
+        .iter()
+        .filter(|c| !c.down())
+        .count()
+        .max(1);
+    let limit = if balance_factor == 0 {
+        ketama::MAX_TRIES
+    } else {
+        ketama::MAX_TRIES.max(live as u32 + 1)
+    };
+    if fallback || tries > limit {
+        return super::round_robin::pick(t, PRIMARY, attempt, now, single);
+    }
+    let capacity = (balance_factor != 0).then(|| {
+        let total = t.cursor(TOTAL).value.load(Relaxed);
+        (u64::from(balance_factor) * (total + 1)).div_ceil(100 * live as u64)
+    });
+    if !started {
+        pos = match mode {
+            HashMode::Plain => 0,
+            HashMode::Consistent => ketama::find(t.ring(), crc32(key)) as u64,
+            HashMode::Maglev => u64::from(crc32(key)),
+        };
+    }
+    let found = loop {
+        let candidate = match mode {
+            HashMode::Plain => {
+                // pos: previous hash (low half), rehash count (high half).
+                let (prev, rehash) = (pos as u32, (pos >> 32) as u32);
+                let h = ketama::plain_hash_step(key, rehash, prev);
+                pos = u64::from(h) | (u64::from(rehash.wrapping_add(1)) << 32);
+                Some(plain_peer(t, h))
+            }
+            HashMode::Consistent => {
+                let ring = t.ring();
+                if ring.is_empty() {
+                    None
+                } else {
+                    Some(ketama::server_at(ring, pos as usize) as usize)
+                }
+            }
+            HashMode::Maglev => {
+                let table = t.maglev();
+                if table.is_empty() {
+                    None
+                } else {
+                    Some(table[(pos % table.len() as u64) as usize] as usize)
+                }
+            }
+        };
+        if let Some(i) = candidate.and_then(|c| claim(t, attempt, c, mode, capacity, now, single)) {
+            break Some(i);
+        }
+        if mode != HashMode::Plain {
+            pos = pos.wrapping_add(1);
+        }
+        tries += 1;
+        if tries > limit {
+            break None;
+        }
+    };
+    attempt.set_hash_state(tries, pos);
+    found.or_else(|| super::round_robin::pick(t, PRIMARY, attempt, now, single))
+}
+
+/// nginx's plain hash: the peer where `hash % total weight` falls, walking
+/// the primaries (down ones included) by weight.
+fn plain_peer(t: &Table<'_>, hash: u32) -> usize {
+    let confs = &t.confs()[..t.primaries()];
+    let total: u64 = confs.iter().map(|c| u64::from(c.weight)).sum();
+    let mut w = u64::from(hash) % total.max(1);
+    for (i, c) in confs.iter().enumerate() {
+        if w < u64::from(c.weight) {
+            return i;
+        }
+        w -= u64::from(c.weight);
+    }
+    0
+}
+
+/// Acquires `first` or, for consistent hashing, another peer with the same
+/// server string (a name that resolved to several addresses).
+fn claim(
+    t: &Table<'_>,
+    attempt: &Attempt<'_>,
+    first: usize,
+    mode: HashMode,
+    capacity: Option<u64>,
+    now: u64,
+    single: bool,
+) -> Option<usize> {
+    let (confs, states, chain) = (t.confs(), t.states(), t.chain());
+    let mut i = first;
+    for _ in 0..t.peers() {
+        let under = capacity.is_none_or(|cap| u64::from(states[i].in_flight.load(Relaxed)) < cap);
+        if !attempt.tried(i) && under && health::acquire(&confs[i], &states[i], now, single) {
+            return Some(i);
+        }
+        if mode != HashMode::Consistent {
+            return None;
+        }
+        match chain.get(i) {
+            Some(&next) if next != u32::MAX => i = next as usize,
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{table, IDS};
+    use crate::selection::Outcome;
+    use crate::spec::{HashMode, PeerSpec, Policy};
+    use crate::testing::OwnedAttempt;
+
+    fn pick(t: &crate::testing::OwnedTable, key: &[u8]) -> u32 {
+        let mut a = OwnedAttempt::new(t.table(), 0);
+        let p = t.table().get_keyed(&mut a.attempt(), key, 0).unwrap();
+        t.table().free(&mut a.attempt(), Outcome::Ok, 0).unwrap();
+        p.peer
+    }
+
+    #[test]
+    fn same_key_same_peer_and_keys_spread() {
+        for mode in [HashMode::Plain, HashMode::Consistent, HashMode::Maglev] {
+            let peers: Vec<PeerSpec<'_>> = IDS[..4].iter().map(|id| PeerSpec::new(id)).collect();
+            let t = table(
+                Policy::Hash {
+                    mode,
+                    balance_factor: 0,
+                },
+                &peers,
+            );
+            let mut counts = [0usize; 4];
+            for k in 0..4000 {
+                let key = format!("key-{k}");
+                let p = pick(&t, key.as_bytes());
+                assert_eq!(p, pick(&t, key.as_bytes()), "{mode:?} {key}");
+                counts[p as usize] += 1;
+            }
+            for c in counts {
+                assert!(c > 600, "{mode:?}: {counts:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn plain_matches_nginx_formula() {
+        let peers = [
+            PeerSpec::new(IDS[0]).weight(2),
+            PeerSpec::new(IDS[1]),
+            PeerSpec::new(IDS[2]),
+        ];
+        let t = table(
+            Policy::Hash {
+                mode: HashMode::Plain,
+                balance_factor: 0,
+            },
+            &peers,
+        );
+        for k in 0..200 {
+            let key = format!("/{k}");
+            let h = crate::ketama::plain_hash_step(key.as_bytes(), 0, 0);
+            let want = crate::ketama::plain_pick(h, &[2, 1, 1]) as u32;
+            assert_eq!(pick(&t, key.as_bytes()), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn consistent_matches_the_ring() {
+        let peers: Vec<PeerSpec<'_>> = IDS[..5].iter().map(|id| PeerSpec::new(id)).collect();
+        let t = table(
+            Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 0,
+            },
+            &peers,
+        );
+        for k in 0..500 {
+            let key = format!("k{k}");
+            let want = crate::ketama::chash_pick(t.table().ring(), key.as_bytes());
+            assert_eq!(pick(&t, key.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn bounded_load_caps_a_hot_key() {
+        let peers: Vec<PeerSpec<'_>> = IDS[..4].iter().map(|id| PeerSpec::new(id)).collect();
+        let t = table(
+            Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 125,
+            },
+            &peers,
+        );
+        // One hot key, 40 requests held open: no peer may exceed
+        // ceil(1.25 × 40 / 4) = 13.
+        let mut held = Vec::new();
+        for _ in 0..40 {
+            let mut a = OwnedAttempt::new(t.table(), 0);
+            t.table().get_keyed(&mut a.attempt(), b"hot", 0).unwrap();
+            held.push(a);
+        }
+        for s in t.table().states() {
+            assert!(s.in_flight.load(core::sync::atomic::Ordering::Relaxed) <= 13);
+        }
+        for mut a in held {
+            t.table().free(&mut a.attempt(), Outcome::Ok, 0).unwrap();
+        }
+        // Unbounded, the same key sends all 40 to one peer.
+        let t = table(
+            Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 0,
+            },
+            &peers,
+        );
+        let first = pick(&t, b"hot");
+        for _ in 0..40 {
+            assert_eq!(pick(&t, b"hot"), first);
+        }
+    }
+}

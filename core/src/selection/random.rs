@@ -1,0 +1,65 @@
+//! Weighted random
+//!
+//! One O(1) draw from the primaries' alias table (see [`crate::alias`]),
+//! with the attempt's own generator (seeded per worker). A drawn peer that
+//! is tried or not eligible costs another draw, up to [`DRAWS`]; then the
+//! group is scanned from a random start, so a pick fails only when no peer
+//! is eligible.
+
+use crate::alias;
+use crate::attempt::Attempt;
+use crate::health;
+use crate::layout::{Table, PRIMARY};
+
+/// Draws before falling back to a scan (nginx's random gives up after 20).
+pub const DRAWS: usize = 20;
+
+/// Picks a primary and acquires it.
+pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, single: bool) -> Option<usize> {
+    let (table, confs, states) = (t.alias(), t.confs(), t.states());
+    if table.is_empty() {
+        return None;
+    }
+    for _ in 0..DRAWS {
+        let i = alias::draw(table, attempt.random());
+        if !attempt.tried(i) && health::acquire(&confs[i], &states[i], now, single) {
+            return Some(i);
+        }
+    }
+    let start = attempt.random() as usize;
+    t.scan_acquire(PRIMARY, attempt, now, single, start)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{table, IDS};
+    use crate::selection::Outcome;
+    use crate::spec::{PeerSpec, Policy};
+    use crate::testing::OwnedAttempt;
+
+    #[test]
+    fn weights_5_1_1_within_2_percent() {
+        let peers = [
+            PeerSpec::new(IDS[0]).weight(5),
+            PeerSpec::new(IDS[1]),
+            PeerSpec::new(IDS[2]),
+        ];
+        let t = table(Policy::Random, &peers);
+        let mut counts = [0usize; 3];
+        let mut a = OwnedAttempt::new(t.table(), 0);
+        let n = 70_000;
+        for k in 0..n {
+            let mut at = a.attempt();
+            at.reset(0);
+            at.seed(0x1234_5678 + k as u64 * 0x9e37_79b9);
+            let p = t.table().get(&mut at, 0).unwrap();
+            counts[p.peer as usize] += 1;
+            t.table().free(&mut at, Outcome::Ok, 0).unwrap();
+        }
+        for (c, w) in counts.iter().zip([5.0, 1.0, 1.0]) {
+            let share = *c as f64 / n as f64;
+            let want = w / 7.0;
+            assert!((share - want).abs() / want < 0.02, "{counts:?}");
+        }
+    }
+}
