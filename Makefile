@@ -1,0 +1,194 @@
+# ha-balancer: set-up, build, test and demo entry points.
+#
+#   make test        install what is missing, build everything, run all tests
+#   make demo        build nginx with the module and run scripts/demo.sh
+#   make nginx       target/nginx/sbin/nginx + modules/<module>.so (vendored nginx)
+#   make module NGINX_SRC=DIR [NGINX_CONF_ARGS="..."]
+#                    only the .so, against your nginx source tree
+#   make debian-module   the .so for Debian's packaged nginx (nginx-dev)
+#   make bench | clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.NOTPARALLEL:
+
+CARGO ?= cargo
+JOBS ?= 2
+
+MODULE := ngx_http_upstream_ha_module
+MODULE_DIR := $(CURDIR)/nginx-module
+TARGET := $(CURDIR)/target
+
+NGX_SRC := $(TARGET)/nginx-src
+NGX_BUILD := $(TARGET)/nginx-build
+NGX_PREFIX := $(TARGET)/nginx
+NGX_CONFIGURE_ARGS := --prefix=$(NGX_PREFIX) --with-compat \
+	--with-http_ssl_module --with-threads --with-debug \
+	--add-dynamic-module=$(MODULE_DIR) --builddir=$(NGX_BUILD)
+
+DEBIAN_SRC := /usr/share/nginx/src
+DEBIAN_BUILD := $(TARGET)/debian-build
+
+DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
+	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core
+
+.PHONY: all deps nginx module debian-module debian-module-check \
+	check-exports test demo bench clean
+
+all: nginx
+
+# Shell function for recipes: configure_once BUILD_DIR COMMAND...
+# runs COMMAND unless BUILD_DIR/Makefile was made by the same command line
+# in the same directory, from the same module config and nginx version.
+define CONFIGURE_ONCE
+configure_once() {
+	local build=$$1 key; shift
+	key=$$(printf '%s\n' "$$PWD" "$$@"; cat $(MODULE_DIR)/config* src/core/nginx.h | cksum)
+	if [ -f "$$build/Makefile" ] && [ "$$(cat "$$build/.configured" 2>/dev/null)" = "$$key" ]; then
+		echo "$$build: configure is up to date"
+		return
+	fi
+	"$$@"
+	printf '%s\n' "$$key" > "$$build/.configured"
+}
+endef
+
+deps:
+	@missing=
+	for p in $(DEB_PACKAGES); do
+		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' \
+			|| missing="$$missing $$p"
+	done
+	if [ -n "$$missing" ]; then
+		echo "installing:$$missing"
+		nginx_pids() {
+			for d in /proc/[0-9]*; do
+				[ "$$(cat "$$d/comm" 2>/dev/null)" != nginx ] || echo "$${d#/proc/}"
+			done
+		}
+		before=" $$(nginx_pids | tr '\n' ' ')"
+		# policy-rc.d exiting 101 keeps the packages from starting nginx
+		policy=/usr/sbin/policy-rc.d
+		[ ! -e $$policy ] || mv $$policy $$policy.hab-saved
+		trap "rm -f $$policy; [ ! -e $$policy.hab-saved ] || mv $$policy.hab-saved $$policy" EXIT
+		printf '#!/bin/sh\nexit 101\n' > $$policy
+		chmod 755 $$policy
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update
+		apt-get install -y --no-install-recommends $$missing
+		started=
+		for pid in $$(nginx_pids); do
+			[[ "$$before" == *" $$pid "* ]] || started="$$started $$pid"
+		done
+		if [ -n "$$started" ]; then
+			echo "stopping nginx started by the install:$$started"
+			systemctl stop nginx 2>/dev/null || kill $$started 2>/dev/null || true
+		fi
+	fi
+	$(CARGO) fetch
+
+# Vendored nginx (crate nginx-src) built with the module into target/nginx.
+# The nginx make drives cargo, so a Rust change relinks the .so.
+nginx:
+	@$(CARGO) fetch
+	src=$$($(CARGO) metadata --format-version 1 | grep -oE '"(id|manifest_path)":"[^"]*"' \
+		| awk -F'"' '$$2 == "id" { id = $$4; next }
+			id ~ /(^|[#\/])nginx-src([@# ]|$$)/ && !n++ { print $$4 }')
+	src=$${src%/Cargo.toml}/nginx
+	[ -f "$$src/auto/configure" ] || { echo "no nginx source in $$src" >&2; exit 1; }
+	if [ "$$(cat $(NGX_SRC)/.origin 2>/dev/null)" != "$$src" ]; then
+		echo "copying $$src to $(NGX_SRC)"
+		rm -rf $(NGX_SRC) $(NGX_BUILD)
+		mkdir -p $(NGX_SRC)
+		cp -R "$$src/." $(NGX_SRC)
+		echo "$$src" > $(NGX_SRC)/.origin
+	fi
+	$(CONFIGURE_ONCE)
+	cd $(NGX_SRC)
+	configure_once $(NGX_BUILD) auto/configure $(NGX_CONFIGURE_ARGS)
+	# install builds first
+	$(MAKE) -C $(NGX_SRC) -f $(NGX_BUILD)/Makefile -j$(JOBS) install
+
+# Only the .so, against any nginx source tree (configure writes DIR/Makefile,
+# as nginx always does).  Add the flags of your nginx binary (nginx -V) that
+# matter for binary compatibility with NGINX_CONF_ARGS.
+module:
+	@[ -n "$(NGINX_SRC)" ] || { echo "usage: make module NGINX_SRC=DIR" >&2; exit 1; }
+	build=$(TARGET)/module-build
+	$(CONFIGURE_ONCE)
+	cd $(abspath $(NGINX_SRC))
+	if [ -x configure ]; then configure=./configure; else configure=auto/configure; fi
+	configure_once $$build $$configure --with-compat $(NGINX_CONF_ARGS) \
+		--add-dynamic-module=$(MODULE_DIR) --builddir=$$build
+	$(MAKE) -f $$build/Makefile -j$(JOBS) modules
+	install -D -m 644 $$build/$(MODULE).so $(TARGET)/module/$(MODULE).so
+	echo "built $(TARGET)/module/$(MODULE).so"
+
+# Debian's recipe (Debian::Debhelper::Buildsystem::nginx_mod).
+debian-module:
+	@$(CONFIGURE_ONCE)
+	cd $(DEBIAN_SRC)
+	. ./conf_flags
+	configure_once $(DEBIAN_BUILD) ./configure \
+		--with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $$(dpkg-buildflags --get CPPFLAGS)" \
+		--with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+		"$${NGX_CONF_FLAGS[@]}" \
+		--add-dynamic-module=$(MODULE_DIR) --builddir=$(DEBIAN_BUILD)
+	$(MAKE) -f $(DEBIAN_BUILD)/Makefile -C $(DEBIAN_SRC) -j$(JOBS) modules
+	install -D -m 644 $(DEBIAN_BUILD)/$(MODULE).so $(TARGET)/debian/$(MODULE).so
+	echo "built $(TARGET)/debian/$(MODULE).so"
+
+# The .so must load into Debian's own /usr/sbin/nginx.
+debian-module-check: debian-module
+	@tmp=$$(mktemp -d)
+	trap 'rm -rf "$$tmp"' EXIT
+	cat > "$$tmp/nginx.conf" <<-EOF
+		load_module $(TARGET)/debian/$(MODULE).so;
+		pid $$tmp/nginx.pid;
+		error_log stderr;
+		events {}
+		http {
+		    access_log off;
+		    client_body_temp_path $$tmp/body;
+		    proxy_temp_path $$tmp/proxy;
+		    fastcgi_temp_path $$tmp/fastcgi;
+		    uwsgi_temp_path $$tmp/uwsgi;
+		    scgi_temp_path $$tmp/scgi;
+		    upstream app {
+		        ha_balance round_robin;
+		        server 127.0.0.1:1 max_fails=2 fail_timeout=5s;
+		        server 127.0.0.1:2 backup;
+		    }
+		    server {
+		        listen 127.0.0.1:1;
+		        location / { proxy_pass http://app; }
+		    }
+		}
+	EOF
+	/usr/sbin/nginx -e stderr -t -p "$$tmp" -c "$$tmp/nginx.conf"
+
+# Each .so exports only nginx's module symbols (see nginx-module/config).
+check-exports:
+	@for so in $(NGX_PREFIX)/modules/$(MODULE).so $(TARGET)/debian/$(MODULE).so; do
+		bad=$$(nm -D --defined-only "$$so" | awk '{ print $$3 }' \
+			| grep -Ev '^(ngx_.*|_init|_fini|__bss_start|_edata|_end)$$' || true)
+		[ -z "$$bad" ] || { echo "$$so exports:" $$bad >&2; exit 1; }
+		echo "$$so: exports ok"
+	done
+
+test: deps nginx debian-module-check check-exports
+	$(CARGO) build --bins
+	HAB_REQUIRE_NGINX=1 $(CARGO) test --workspace
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --workspace -- -D warnings
+
+demo: deps nginx
+	$(CARGO) build --bin hab-backend
+	bash scripts/demo.sh
+
+bench:
+	$(CARGO) bench --bench pick
+
+clean:
+	rm -rf $(TARGET)
