@@ -40,7 +40,7 @@ impl Shared {
         }
     }
 
-    fn bytes(&self) -> &mut [u8] {
+    fn bytes(&mut self) -> &mut [u8] {
         // SAFETY: the mapping is `len` bytes, page aligned, alive while
         // `self` is; tests use it from one thread of each process.
         unsafe { core::slice::from_raw_parts_mut(self.ptr, self.len) }
@@ -82,7 +82,7 @@ fn fork_all(child: impl Fn(usize) -> bool) {
     }
 }
 
-fn table_in<'a>(spec: &UpstreamSpec<'_>, shm: &'a Shared) -> Table<'a> {
+fn table_in<'a>(spec: &UpstreamSpec<'_>, shm: &'a mut Shared) -> Table<'a> {
     Table::init(spec, shm.bytes()).expect("table fits")
 }
 
@@ -97,8 +97,8 @@ fn round_robin_totals_are_exact_across_processes() {
         policy: Policy::RoundRobin,
         peers: &peers,
     };
-    let shm = Shared::new(1 << 16);
-    let t = table_in(&spec, &shm);
+    let mut shm = Shared::new(1 << 16);
+    let t = table_in(&spec, &mut shm);
     let counts = Shared::new(4096);
     let per_child = 7_000;
     let mut words: Vec<Vec<u64>> = (0..CHILDREN).map(|_| vec![0; 16]).collect();
@@ -156,8 +156,8 @@ fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
             policy,
             peers: &peers,
         };
-        let shm = Shared::new(1 << 16);
-        let t = table_in(&spec, &shm);
+        let mut shm = Shared::new(1 << 16);
+        let t = table_in(&spec, &mut shm);
         let mut words: Vec<Vec<u64>> = (0..CHILDREN * 3).map(|_| vec![0; 16]).collect();
         let words_ptr: Vec<*mut u64> = words.iter_mut().map(|w| w.as_mut_ptr()).collect();
 

@@ -1,0 +1,331 @@
+//! Test backend server: answers `NAME\n`, misbehaves on request
+//!
+//! One thread per connection, HTTP/1.1 keep-alive, `Content-Length` bodies.
+//!
+//! - Normal answer: `200`, header `X-Backend: NAME`, body `NAME\n`.
+//! - Per-request overrides in the query string: `delay=MS` (sleep first),
+//!   `status=CODE`, `close=1` (close the connection without answering).
+//! - Control endpoints, answered whatever the mode and not counted:
+//!   - `GET /_ctl/mode?set=ok|fail500|fail404|close|delay:MS` sets the
+//!     default behaviour of later requests (`GET /_ctl/mode` shows it);
+//!   - `GET /_ctl/stats` answers `requests=N inflight=M max_inflight=K conns=C`;
+//!   - `GET /_ctl/reset` zeroes `requests`, `max_inflight` and `conns`.
+
+use std::fmt;
+use std::io::{self, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use super::http::{read_request, write_response, Request};
+
+/// Idle keep-alive connections are closed after this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest delay a request or mode may ask for.
+pub const MAX_DELAY_MS: u64 = 60_000;
+
+/// Default behaviour of a backend for requests without overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answer 200.
+    Ok,
+    /// Answer 500.
+    Fail500,
+    /// Answer 404.
+    Fail404,
+    /// Close the connection without answering.
+    Close,
+    /// Sleep this many milliseconds, then answer 200.
+    Delay(u64),
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "ok" => Mode::Ok,
+            "fail500" => Mode::Fail500,
+            "fail404" => Mode::Fail404,
+            "close" => Mode::Close,
+            _ => match s.strip_prefix("delay:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms <= MAX_DELAY_MS => Mode::Delay(ms),
+                _ => return Err(format!("invalid mode {s:?}")),
+            },
+        })
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Ok => f.write_str("ok"),
+            Mode::Fail500 => f.write_str("fail500"),
+            Mode::Fail404 => f.write_str("fail404"),
+            Mode::Close => f.write_str("close"),
+            Mode::Delay(ms) => write!(f, "delay:{ms}"),
+        }
+    }
+}
+
+/// Counters of one backend. All `Relaxed`: they are independent statistics
+/// read only for reporting, and no other memory is published through them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests received (control requests excluded), monotonic until reset.
+    pub requests: AtomicU64,
+    /// Requests being handled now.
+    pub inflight: AtomicU64,
+    /// Highest `inflight` seen since start or reset.
+    pub max_inflight: AtomicU64,
+    /// Connections accepted since start or reset.
+    pub conns: AtomicU64,
+}
+
+impl Stats {
+    /// The `/_ctl/stats` line.
+    pub fn line(&self) -> String {
+        format!(
+            "requests={} inflight={} max_inflight={} conns={}",
+            self.requests.load(Ordering::Relaxed),
+            self.inflight.load(Ordering::Relaxed),
+            self.max_inflight.load(Ordering::Relaxed),
+            self.conns.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Parsed `/_ctl/stats` answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub inflight: u64,
+    pub max_inflight: u64,
+    pub conns: u64,
+}
+
+impl FromStr for StatsSnapshot {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = StatsSnapshot::default();
+        for kv in s.split_whitespace() {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("bad stats {s:?}"))?;
+            let v: u64 = v.parse().map_err(|_| format!("bad stats {s:?}"))?;
+            match k {
+                "requests" => out.requests = v,
+                "inflight" => out.inflight = v,
+                "max_inflight" => out.max_inflight = v,
+                "conns" => out.conns = v,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Shared state of one backend.
+#[derive(Debug)]
+pub struct Backend {
+    name: String,
+    mode: Mutex<Mode>,
+    stats: Stats,
+}
+
+/// Decrements `inflight` when a request ends, however it ends.
+struct Inflight<'a>(&'a Stats);
+
+impl<'a> Inflight<'a> {
+    fn enter(stats: &'a Stats) -> Self {
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let now = stats.inflight.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.max_inflight.fetch_max(now, Ordering::Relaxed);
+        Inflight(stats)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What to do with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
+    delay_ms: u64,
+    status: u16,
+    close: bool,
+}
+
+impl Backend {
+    /// A backend answering as `name`.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new(Backend {
+            name: name.to_owned(),
+            mode: Mutex::new(Mode::Ok),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Current default mode.
+    pub fn mode(&self) -> Mode {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the default mode.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Accepts connections on `listener` forever on a new thread, one
+    /// thread per connection.
+    pub fn spawn(self: &Arc<Self>, listener: TcpListener) -> io::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let me = Arc::clone(self);
+        thread::Builder::new()
+            .name(format!("accept-{}", self.name))
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else {
+                        // EMFILE and friends: back off briefly, keep serving.
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    me.stats.conns.fetch_add(1, Ordering::Relaxed);
+                    let conn = Arc::clone(&me);
+                    let spawned = thread::Builder::new()
+                        .name(format!("conn-{}", me.name))
+                        .spawn(move || {
+                            let _ = conn.serve(stream);
+                        });
+                    if spawned.is_err() {
+                        // Out of threads: the stream was dropped, i.e. closed.
+                        thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            })?;
+        Ok(addr)
+    }
+
+    fn plan(&self, req: &Request) -> Plan {
+        let mode = self.mode();
+        let mut plan = match mode {
+            Mode::Ok => Plan {
+                delay_ms: 0,
+                status: 200,
+                close: false,
+            },
+            Mode::Fail500 => Plan {
+                delay_ms: 0,
+                status: 500,
+                close: false,
+            },
+            Mode::Fail404 => Plan {
+                delay_ms: 0,
+                status: 404,
+                close: false,
+            },
+            Mode::Close => Plan {
+                delay_ms: 0,
+                status: 200,
+                close: true,
+            },
+            Mode::Delay(ms) => Plan {
+                delay_ms: ms,
+                status: 200,
+                close: false,
+            },
+        };
+        if let Some(ms) = req.query("delay").and_then(|v| v.parse::<u64>().ok()) {
+            plan.delay_ms = ms.min(MAX_DELAY_MS);
+        }
+        if let Some(code) = req.query("status").and_then(|v| v.parse::<u16>().ok()) {
+            if (200..600).contains(&code) {
+                plan.status = code;
+            }
+        }
+        if req.query("close") == Some("1") {
+            plan.close = true;
+        }
+        plan
+    }
+
+    /// Answers a control request: `(status, body)`.
+    fn control(&self, req: &Request) -> (u16, String) {
+        match req.path() {
+            "/_ctl/mode" => match req.query("set") {
+                None => (200, format!("{}\n", self.mode())),
+                Some(v) => match v.parse::<Mode>() {
+                    Ok(m) => {
+                        self.set_mode(m);
+                        (200, format!("{m}\n"))
+                    }
+                    Err(e) => (400, format!("{e}\n")),
+                },
+            },
+            "/_ctl/stats" => (200, format!("{}\n", self.stats.line())),
+            "/_ctl/reset" => {
+                self.stats.requests.store(0, Ordering::Relaxed);
+                self.stats.conns.store(0, Ordering::Relaxed);
+                let now = self.stats.inflight.load(Ordering::Relaxed);
+                self.stats.max_inflight.store(now, Ordering::Relaxed);
+                (200, format!("{}\n", self.stats.line()))
+            }
+            _ => (404, "unknown control endpoint\n".to_owned()),
+        }
+    }
+
+    /// Serves requests on one connection until it closes, errs or idles.
+    fn serve(&self, stream: TcpStream) -> io::Result<()> {
+        stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
+        stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        let mut reader = BufReader::new(&stream);
+        let name_hdr = [("X-Backend", self.name.as_str())];
+        while let Some(req) = read_request(&mut reader)? {
+            let keep = req.keep_alive();
+            if req.path().starts_with("/_ctl/") {
+                let (status, body) = self.control(&req);
+                write_response(&mut &stream, status, &name_hdr, body.as_bytes(), keep)?;
+            } else {
+                let _inflight = Inflight::enter(&self.stats);
+                let plan = self.plan(&req);
+                if plan.delay_ms > 0 {
+                    thread::sleep(Duration::from_millis(plan.delay_ms));
+                }
+                if plan.close {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    return Ok(());
+                }
+                let body = format!("{}\n", self.name);
+                let body = if req.method == "HEAD" {
+                    ""
+                } else {
+                    body.as_str()
+                };
+                write_response(&mut &stream, plan.status, &name_hdr, body.as_bytes(), keep)?;
+            }
+            if !keep {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}

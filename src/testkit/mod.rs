@@ -1,0 +1,12 @@
+//! Test kit: an HTTP/1.1 client and test backend for end-to-end tests
+//!
+//! Used by the `hab-backend` binary, by the real-nginx tests under `tests/`
+//! (through `tests/common`) and by `scripts/demo.sh` (through the binary).
+//! Everything here is std only, blocking, and talks to 127.0.0.1 only.
+//! Every read and write has a timeout, so nothing here can hang a test.
+
+pub mod backend;
+pub mod http;
+
+#[cfg(test)]
+mod tests;

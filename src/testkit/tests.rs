@@ -1,0 +1,106 @@
+//! Unit tests of the test kit (run with the `hab-backend` bin target)
+
+mod http {
+    use crate::testkit::http::*;
+
+    fn req(raw: &str) -> Request {
+        read_request(&mut raw.as_bytes()).unwrap().unwrap()
+    }
+
+    #[test]
+    fn parses_request_and_query() {
+        let r = req("GET /a?delay=5&close=1&x HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.path(), "/a");
+        assert_eq!(r.query("delay"), Some("5"));
+        assert_eq!(r.query("close"), Some("1"));
+        assert_eq!(r.query("x"), Some(""));
+        assert_eq!(r.query("status"), None);
+        assert!(r.keep_alive());
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let cases = [
+            ("HTTP/1.1", "", true),
+            ("HTTP/1.1", "Connection: close\r\n", false),
+            ("HTTP/1.1", "Connection: Keep-Alive, TE\r\n", true),
+            ("HTTP/1.0", "", false),
+            ("HTTP/1.0", "Connection: keep-alive\r\n", true),
+        ];
+        for (v, h, want) in cases {
+            let r = req(&format!("GET / {v}\r\n{h}\r\n"));
+            assert_eq!(r.keep_alive(), want, "{v} {h:?}");
+        }
+    }
+
+    #[test]
+    fn reads_bodies() {
+        let raw = "POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\
+                   POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nde\r\n1\r\nf\r\n0\r\n\r\n";
+        let mut rd = raw.as_bytes();
+        assert_eq!(read_request(&mut rd).unwrap().unwrap().body, b"abc");
+        assert_eq!(read_request(&mut rd).unwrap().unwrap().body, b"def");
+        assert_eq!(read_request(&mut rd).unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_garbage_and_oversize() {
+        assert!(read_request(&mut "BLAH\r\n\r\n".as_bytes()).is_err());
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert!(read_request(&mut big.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn response_roundtrip() {
+        let mut out = Vec::new();
+        write_response(&mut out, 500, &[("X-Backend", "b1")], b"b1\n", false).unwrap();
+        let r = read_response(&mut out.as_slice(), false).unwrap();
+        assert_eq!(r.status, 500);
+        assert_eq!(r.header("x-backend"), Some("b1"));
+        assert_eq!(r.body_trimmed(), "b1");
+    }
+}
+
+mod backend {
+    use std::net::TcpListener;
+
+    use crate::testkit::backend::*;
+    use crate::testkit::http::get;
+
+    #[test]
+    fn modes_parse_and_print() {
+        for s in ["ok", "fail500", "fail404", "close", "delay:250"] {
+            assert_eq!(s.parse::<Mode>().unwrap().to_string(), s);
+        }
+        for s in ["", "delay:", "delay:x", "fail", "delay:999999999"] {
+            assert!(s.parse::<Mode>().is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn serves_overrides_and_control() {
+        let b = Backend::new("t1");
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = b.spawn(l).unwrap().port();
+
+        let r = get(port, "/").unwrap();
+        assert_eq!((r.status, r.body_trimmed()), (200, "t1".to_owned()));
+        assert_eq!(r.header("X-Backend"), Some("t1"));
+        assert_eq!(get(port, "/?status=503").unwrap().status, 503);
+        assert!(get(port, "/?close=1").is_err());
+
+        assert_eq!(get(port, "/_ctl/mode?set=fail404").unwrap().status, 200);
+        assert_eq!(get(port, "/x").unwrap().status, 404);
+        assert_eq!(get(port, "/_ctl/mode?set=bogus").unwrap().status, 400);
+        assert_eq!(get(port, "/_ctl/mode").unwrap().body_trimmed(), "fail404");
+        get(port, "/_ctl/mode?set=ok").unwrap();
+
+        let s: StatsSnapshot = get(port, "/_ctl/stats")
+            .unwrap()
+            .body_trimmed()
+            .parse()
+            .unwrap();
+        assert_eq!(s.requests, 4);
+        assert_eq!((s.inflight, s.max_inflight), (0, 1));
+    }
+}
