@@ -94,8 +94,15 @@ pub struct Header {
     pub maglev_off: u64,
     /// Offset of the same-server chains.
     pub chain_off: u64,
+    /// Sum of the primaries' weights, `down` ones included (nginx's
+    /// `total_weight`, which plain hashing divides by).
+    pub total_weight: u64,
+    /// Primaries not marked `down`.
+    pub live_primaries: u32,
+    /// Zero.
+    pub pad: u32,
     /// Zero; room to grow without moving the sections.
-    pub reserved: [u64; 8],
+    pub reserved: [u64; 6],
 }
 
 /// A schedule cursor on its own cache line.
@@ -288,7 +295,16 @@ impl Plan {
             maglev_len: self.maglev_len as u32,
             maglev_off: self.maglev_off as u64,
             chain_off: self.chain_off as u64,
-            reserved: [0; 8],
+            total_weight: spec.peers[..self.primaries]
+                .iter()
+                .map(|p| u64::from(p.weight))
+                .sum(),
+            live_primaries: spec.peers[..self.primaries]
+                .iter()
+                .filter(|p| !p.down)
+                .count() as u32,
+            pad: 0,
+            reserved: [0; 6],
         }
     }
 }
@@ -440,7 +456,9 @@ impl<'a> Table<'a> {
             && h.ring_len as usize <= plan.ring_cap
             && h.maglev_len == want.maglev_len
             && h.maglev_off == want.maglev_off
-            && h.chain_off == want.chain_off;
+            && h.chain_off == want.chain_off
+            && h.total_weight == want.total_weight
+            && h.live_primaries == want.live_primaries;
         if !matches {
             return Err(Error::BadLayout);
         }

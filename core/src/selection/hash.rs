@@ -47,11 +47,7 @@ pub fn pick(
             HashMode::Plain => primaries < 2,
             _ => single,
         };
-    let live = t.confs()[..primaries]
-        .iter()
-        .filter(|c| !c.down())
-        .count()
-        .max(1);
+    let live = (t.header().live_primaries as usize).max(1);
     let limit = if balance_factor == 0 {
         ketama::MAX_TRIES
     } else {
@@ -116,8 +112,7 @@ pub fn pick(
 /// the primaries (down ones included) by weight.
 fn plain_peer(t: &Table<'_>, hash: u32) -> usize {
     let confs = &t.confs()[..t.primaries()];
-    let total: u64 = confs.iter().map(|c| u64::from(c.weight)).sum();
-    let mut w = u64::from(hash) % total.max(1);
+    let mut w = u64::from(hash) % t.header().total_weight.max(1);
     for (i, c) in confs.iter().enumerate() {
         if w < u64::from(c.weight) {
             return i;
