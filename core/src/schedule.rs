@@ -65,8 +65,10 @@ pub fn build(weights: &[u32], out: &mut [u32]) -> Result<(), Error> {
         .filter(|&&w| w > 0)
         .fold(0u64, |g, &w| gcd(g, u64::from(w)));
     let reduced: Vec<i64> = weights.iter().map(|&w| (u64::from(w) / g) as i64).collect();
-    let live = reduced.iter().filter(|&&w| w > 0).count() as u64;
-    if (len as u64).saturating_mul(live) <= EXACT_WORK_LIMIT {
+    let mut distinct: Vec<i64> = reduced.iter().copied().filter(|&w| w > 0).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if (len as u64).saturating_mul(distinct.len() as u64) <= EXACT_WORK_LIMIT {
         build_exact(&reduced, out);
     } else {
         build_stride(&reduced, out);
@@ -74,26 +76,45 @@ pub fn build(weights: &[u32], out: &mut [u32]) -> Result<(), Error> {
     Ok(())
 }
 
-/// nginx's `ngx_http_upstream_get_peer`, with every peer eligible.
+/// nginx's `ngx_http_upstream_get_peer`, with every peer eligible, by
+/// weight class.
+///
+/// Before the subtraction at step `k` (from 1), peer `i`'s current weight
+/// is `k × w_i − total × picks_i`; nginx takes the largest, the lowest index
+/// on ties. Peers of equal weight differ only by their pick counts, so
+/// within a class the next winner is the member with the fewest picks and
+/// the lowest index: the class is served in index order, cyclically. Each
+/// step therefore compares one candidate per distinct weight: O(period ×
+/// classes) instead of O(period × peers), with the same sequence.
 fn build_exact(weights: &[i64], out: &mut [u32]) {
-    let live: Vec<(u32, i64)> = weights
-        .iter()
-        .enumerate()
-        .filter(|(_, &w)| w > 0)
-        .map(|(i, &w)| (i as u32, w))
-        .collect();
-    let total: i64 = live.iter().map(|&(_, w)| w).sum();
-    let mut current = vec![0i64; live.len()];
-    for slot in out.iter_mut() {
-        let mut best = 0;
-        for (k, &(_, w)) in live.iter().enumerate() {
-            current[k] += w;
-            if current[k] > current[best] {
-                best = k;
+    let total: i64 = weights.iter().filter(|&&w| w > 0).sum();
+    let mut by_weight: std::collections::BTreeMap<i64, Vec<u32>> = Default::default();
+    for (i, &w) in weights.iter().enumerate().filter(|(_, &w)| w > 0) {
+        by_weight.entry(w).or_default().push(i as u32);
+    }
+    // (weight, members in index order, picks so far)
+    let mut classes: Vec<(i64, Vec<u32>, u64)> =
+        by_weight.into_iter().map(|(w, m)| (w, m, 0)).collect();
+    for (k, slot) in out.iter_mut().enumerate() {
+        let step = k as i64 + 1;
+        let mut best: Option<(i64, u32, usize)> = None;
+        for (c, (w, members, picks)) in classes.iter().enumerate() {
+            let len = members.len() as u64;
+            let candidate = members[(*picks % len) as usize];
+            let value = step * w - total * (*picks / len) as i64;
+            let better = match best {
+                None => true,
+                Some((v, idx, _)) => value > v || (value == v && candidate < idx),
+            };
+            if better {
+                best = Some((value, candidate, c));
             }
         }
-        current[best] -= total;
-        *slot = live[best].0;
+        let Some((_, idx, c)) = best else {
+            return;
+        };
+        classes[c].2 += 1;
+        *slot = idx;
     }
 }
 
@@ -168,6 +189,58 @@ mod tests {
         ];
         for (w, want) in cases {
             assert_eq!(names(w), *want, "weights {w:?}");
+        }
+    }
+
+    /// nginx's loop, literally: the oracle for the class-based builder.
+    fn nginx_naive(weights: &[i64], len: usize) -> Vec<u32> {
+        let total: i64 = weights.iter().filter(|&&w| w > 0).sum();
+        let mut current = vec![0i64; weights.len()];
+        let mut out = Vec::with_capacity(len);
+        for _ in 0..len {
+            let mut best: Option<usize> = None;
+            for (i, &w) in weights.iter().enumerate() {
+                if w == 0 {
+                    continue;
+                }
+                current[i] += w;
+                if best.is_none_or(|b| current[i] > current[b]) {
+                    best = Some(i);
+                }
+            }
+            let b = best.unwrap();
+            current[b] -= total;
+            out.push(b as u32);
+        }
+        out
+    }
+
+    #[test]
+    fn class_builder_equals_nginx_loop() {
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        for case in 0..300 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = 1 + (x % 12) as usize;
+            let weights: Vec<u32> = (0..n)
+                .map(|i| ((x >> (i * 5)) % if case % 3 == 0 { 3 } else { 7 }) as u32)
+                .collect();
+            let len = period(&weights).unwrap();
+            let mut got = vec![0; len];
+            build(&weights, &mut got).unwrap();
+            let g = weights
+                .iter()
+                .filter(|&&w| w > 0)
+                .fold(0u64, |g, &w| gcd(g, u64::from(w)))
+                .max(1);
+            let reduced: Vec<i64> = weights.iter().map(|&w| (u64::from(w) / g) as i64).collect();
+            assert_eq!(got, nginx_naive(&reduced, len), "weights {weights:?}");
+            // And over a second period too: nginx's sequence is periodic.
+            let full: Vec<i64> = weights.iter().map(|&w| i64::from(w)).collect();
+            let twice = nginx_naive(&full, 2 * len);
+            assert_eq!(&twice[..len], &twice[len..], "weights {weights:?}");
+            assert_eq!(got, twice[..len], "weights {weights:?}");
         }
     }
 
