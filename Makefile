@@ -180,6 +180,10 @@ check-exports:
 test: deps nginx debian-module-check check-exports
 	$(CARGO) build --bins
 	HAB_REQUIRE_NGINX=1 $(CARGO) test --workspace
+	# the same end-to-end tests against Debian's nginx 1.22 and its module
+	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=/usr/sbin/nginx \
+	HAB_MODULE_SO=$(TARGET)/debian/$(MODULE).so \
+		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs))
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 
