@@ -25,6 +25,7 @@ typedef struct {
     size_t                              table_size;
     ngx_shm_zone_t                     *shm_zone;
     hab_table                          *table;
+    uint32_t                            slot;       /* worker's ledger slot */
 
     /* per worker: table index -> nginx peer, built lazily */
     ngx_http_upstream_rr_peers_t       *indexed;
@@ -60,6 +61,10 @@ static ngx_int_t ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
+
+static ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
+static void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
+static int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 
 static void *ngx_http_upstream_ha_create_conf(ngx_conf_t *cf);
 static char *ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -103,10 +108,10 @@ ngx_module_t  ngx_http_upstream_ha_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_upstream_ha_init_process,     /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_upstream_ha_exit_process,     /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -365,7 +370,7 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
 
     rc = hab_attempt_init(hcf->table, mem, size, ngx_current_msec,
                           ((uint64_t) ngx_random() << 32) ^ ngx_random(),
-                          &hp->attempt);
+                          hcf->slot, &hp->attempt);
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "ha_balance attempt: %s", hab_result_str(rc));
@@ -560,6 +565,110 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 }
 
 
+/*
+ * Each worker claims a slot of every table's in-flight ledger; claiming
+ * first returns the requests of workers that died (see core/src/ledger.rs).
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    hab_result                        rc;
+    ngx_http_upstream_srv_conf_t    **uscfp;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+    ngx_http_upstream_main_conf_t    *umcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    umcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_module);
+    if (umcf == NULL) {
+        return NGX_OK;
+    }
+
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+
+        if (uscfp[i]->srv_conf == NULL) {
+            continue;
+        }
+
+        hcf = ngx_http_conf_upstream_srv_conf(uscfp[i],
+                                              ngx_http_upstream_ha_module);
+
+        if (hcf == NULL || hcf->table == NULL) {
+            continue;
+        }
+
+        rc = hab_table_claim_slot(hcf->table, (uint64_t) ngx_pid,
+                                  ngx_http_upstream_ha_alive, NULL,
+                                  &hcf->slot);
+
+        if (rc != HAB_OK) {
+            hcf->slot = HAB_NO_SLOT;
+            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                          "ha_balance upstream \"%V\": no ledger slot: %s",
+                          hcf->name, hab_result_str(rc));
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_http_upstream_srv_conf_t    **uscfp;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+    ngx_http_upstream_main_conf_t    *umcf;
+
+    umcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_module);
+    if (umcf == NULL) {
+        return;
+    }
+
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+
+        if (uscfp[i]->srv_conf == NULL) {
+            continue;
+        }
+
+        hcf = ngx_http_conf_upstream_srv_conf(uscfp[i],
+                                              ngx_http_upstream_ha_module);
+
+        if (hcf == NULL || hcf->table == NULL || hcf->slot == HAB_NO_SLOT) {
+            continue;
+        }
+
+        (void) hab_table_release_slot(hcf->table, hcf->slot,
+                                      (uint64_t) ngx_pid);
+        hcf->slot = HAB_NO_SLOT;
+    }
+}
+
+
+static int
+ngx_http_upstream_ha_alive(uint64_t owner, void *data)
+{
+    if (kill((ngx_pid_t) owner, 0) == 0) {
+        return 1;
+    }
+
+    return ngx_errno != NGX_ESRCH;
+}
+
+
 static void *
 ngx_http_upstream_ha_create_conf(ngx_conf_t *cf)
 {
@@ -577,6 +686,8 @@ ngx_http_upstream_ha_create_conf(ngx_conf_t *cf)
      *     conf->table = NULL;
      *     conf->indexed = NULL;
      */
+
+    conf->slot = HAB_NO_SLOT;
 
     return conf;
 }

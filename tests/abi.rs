@@ -93,6 +93,7 @@ fn constants_match_the_header() {
             rs::HAB_HASH_CONSISTENT,
         ),
         (sys::hab_hash_mode_HAB_HASH_MAGLEV, rs::HAB_HASH_MAGLEV),
+        (sys::HAB_NO_SLOT, rs::HAB_NO_SLOT),
         (sys::HAB_PEER_BACKUP, rs::HAB_PEER_BACKUP),
         (sys::HAB_PEER_DOWN, rs::HAB_PEER_DOWN),
         (sys::HAB_PICK_BACKUP, rs::HAB_PICK_BACKUP),

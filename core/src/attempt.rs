@@ -8,15 +8,15 @@
 //! Layout, in `u64` words: `[0]` current peer (low 32 bits, `u32::MAX` for
 //! none) and flags (high 32 bits); `[1]` start time in ms; `[2]` start of
 //! the try in progress, ms; `[3]` random generator state; `[4]` hash tries
-//! (low 32 bits); `[5]` hash position; `[6..]` the tried bitmap, one bit per
-//! peer.
+//! (low 32 bits); `[5]` hash position; `[6]` the worker's ledger slot
+//! (`u32::MAX` for none); `[7..]` the tried bitmap, one bit per peer.
 
 use crate::layout::Table;
 
 const NONE: u32 = u32::MAX;
 const FLAG_BACKUP: u32 = 1;
 const FLAG_HASHED: u32 = 2;
-const HEADER_WORDS: usize = 6;
+const HEADER_WORDS: usize = 7;
 
 /// Words of attempt state a request on `table` needs.
 pub fn words(table: Table<'_>) -> usize {
@@ -43,6 +43,20 @@ impl<'a> Attempt<'a> {
         self.words[0] = u64::from(NONE);
         self.words[1] = now_ms;
         self.words[3] = 0x9e37_79b9_7f4a_7c15 ^ now_ms;
+        self.words[6] = u64::from(NONE);
+    }
+
+    /// The ledger slot of the worker serving this request (see
+    /// [`crate::ledger`]); `None` counts nothing in the ledger.
+    pub fn set_slot(&mut self, slot: Option<u32>) {
+        self.words[6] = u64::from(slot.unwrap_or(NONE));
+    }
+
+    /// The worker's ledger slot.
+    #[inline]
+    pub fn slot(&self) -> Option<u32> {
+        let s = self.words[6] as u32;
+        (s != NONE).then_some(s)
     }
 
     /// Seeds the attempt's random generator (p2c, ewma, random). nginx

@@ -17,6 +17,7 @@
 //! | `maglev_off` | `u32` × `maglev_len`: Maglev table (hash maglev) | 4 × len |
 //! | `chain_off` | `u32` × peers: next peer with the same server string (hash) | 4 × n |
 //! | `sched_off[g]` | `u32` × `sched_len[g]`: smooth WRR schedule of group g | 4 × len |
+//! | `ledger_off` | [`LEDGER_SLOTS`] × (owner line + `u32` × peers): per-worker in-flight ledger | see [`crate::ledger`] |
 //!
 //! Sections a policy does not use have length 0.
 //!
@@ -101,8 +102,14 @@ pub struct Header {
     pub live_primaries: u32,
     /// Zero.
     pub pad: u32,
+    /// Offset of the per-worker ledger.
+    pub ledger_off: u64,
+    /// Ledger slots.
+    pub ledger_slots: u32,
+    /// Bytes per ledger slot (owner line and row of counters).
+    pub ledger_slot_bytes: u32,
     /// Zero; room to grow without moving the sections.
-    pub reserved: [u64; 6],
+    pub reserved: [u64; 4],
 }
 
 /// A schedule cursor on its own cache line.
@@ -184,6 +191,9 @@ const CURSORS_OFF: usize = size_of::<Header>();
 const CURSORS: usize = 4;
 const STATE_OFF: usize = CURSORS_OFF + CURSORS * size_of::<Cursor>();
 
+/// Worker slots of the in-flight ledger (see [`crate::ledger`]).
+pub const LEDGER_SLOTS: usize = 32;
+
 /// Cursor line holding the total in-flight count of the primaries (kept
 /// only for bounded-load hashing).
 pub const TOTAL: usize = 2;
@@ -208,6 +218,8 @@ struct Plan {
     chain_len: usize,
     sched_off: [usize; 2],
     sched_len: [usize; 2],
+    ledger_off: usize,
+    ledger_slot_bytes: usize,
     size: usize,
 }
 
@@ -255,7 +267,9 @@ impl Plan {
         let chain_off = maglev_off + maglev_len * 4;
         let s0 = chain_off + chain_len * 4;
         let s1 = s0 + sched_len[0] * 4;
-        let size = round_up(s1 + sched_len[1] * 4, ALIGN);
+        let ledger_off = round_up(s1 + sched_len[1] * 4, ALIGN);
+        let ledger_slot_bytes = ALIGN + round_up(peers * 4, ALIGN);
+        let size = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
         Ok(Plan {
             peers,
             primaries,
@@ -270,6 +284,8 @@ impl Plan {
             chain_len,
             sched_off: [s0, s1],
             sched_len,
+            ledger_off,
+            ledger_slot_bytes,
             size,
         })
     }
@@ -304,7 +320,10 @@ impl Plan {
                 .filter(|p| !p.down)
                 .count() as u32,
             pad: 0,
-            reserved: [0; 6],
+            ledger_off: self.ledger_off as u64,
+            ledger_slots: LEDGER_SLOTS as u32,
+            ledger_slot_bytes: self.ledger_slot_bytes as u32,
+            reserved: [0; 4],
         }
     }
 }
@@ -458,7 +477,10 @@ impl<'a> Table<'a> {
             && h.maglev_off == want.maglev_off
             && h.chain_off == want.chain_off
             && h.total_weight == want.total_weight
-            && h.live_primaries == want.live_primaries;
+            && h.live_primaries == want.live_primaries
+            && h.ledger_off == want.ledger_off
+            && h.ledger_slots == want.ledger_slots
+            && h.ledger_slot_bytes == want.ledger_slot_bytes;
         if !matches {
             return Err(Error::BadLayout);
         }
@@ -649,6 +671,26 @@ impl<'a> Table<'a> {
                     .cast::<u32>(),
                 h.sched_len[g] as usize,
             )
+        }
+    }
+
+    /// Owner word and counter row of ledger slot `s` (`None` past the end).
+    #[inline]
+    pub fn ledger_slot(&self, s: usize) -> Option<(&'a AtomicU64, &'a [AtomicU32])> {
+        let h = self.header();
+        if s >= h.ledger_slots as usize {
+            return None;
+        }
+        let at = h.ledger_off as usize + s * h.ledger_slot_bytes as usize;
+        // SAFETY: `ledger_slots` slots of `ledger_slot_bytes` bytes at
+        // ledger_off, each an owner word on its own line followed by one
+        // u32 counter per peer (layout contract); zero-initialised atomics.
+        unsafe {
+            let base = self.base.as_ptr().add(at);
+            Some((
+                &*base.cast::<AtomicU64>(),
+                core::slice::from_raw_parts(base.add(ALIGN).cast::<AtomicU32>(), self.peers()),
+            ))
         }
     }
 

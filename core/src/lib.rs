@@ -27,6 +27,7 @@ pub mod error;
 pub mod health;
 pub mod ketama;
 pub mod layout;
+pub mod ledger;
 pub mod maglev;
 pub mod schedule;
 pub mod selection;

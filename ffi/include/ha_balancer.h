@@ -101,6 +101,14 @@ typedef struct hab_table hab_table;
 typedef struct hab_attempt hab_attempt;
 
 
+/* No ledger slot: the worker's requests are not reconciled if it dies. */
+#define HAB_NO_SLOT  0xffffffffu
+
+
+/* Whether the process owner (a pid) is still alive: non-zero if so. */
+typedef int (*hab_alive_fn)(uint64_t owner, void *data);
+
+
 /* hab_pick.flags */
 #define HAB_PICK_BACKUP  0x0001u  /* the peer is a backup server */
 
@@ -167,16 +175,30 @@ uint32_t hab_table_peers(const hab_table *table);
 hab_result hab_table_in_flight(const hab_table *table, uint32_t peer,
     uint32_t *out_count);
 
+/*
+ * Per-worker in-flight ledger.  A worker claims a slot when it starts
+ * (nginx: init_process) with its pid as owner; first, the slots of owners
+ * that alive() reports dead are reconciled: their requests leave flight.
+ * HAB_BUSY when all slots are taken (the worker then passes HAB_NO_SLOT).
+ */
+hab_result hab_table_claim_slot(hab_table *table, uint64_t owner,
+    hab_alive_fn alive, void *data, uint32_t *out_slot);
+
+/* Gives the slot back (nginx: exit_process), reconciling what it holds. */
+hab_result hab_table_release_slot(hab_table *table, uint32_t slot,
+    uint64_t owner);
+
 /* Bytes of per-request state hab_attempt_init() needs for this table. */
 size_t hab_attempt_size(const hab_table *table);
 
 /*
  * Prepares per-request state in mem (aligned to 8 bytes).  seed feeds the
  * attempt's random draws (p2c, ewma, random); pass a per-process random
- * number so that workers draw independently.
+ * number so that workers draw independently.  slot is the worker's ledger
+ * slot, or HAB_NO_SLOT.
  */
 hab_result hab_attempt_init(const hab_table *table, void *mem, size_t len,
-    uint64_t now_ms, uint64_t seed, hab_attempt **out_attempt);
+    uint64_t now_ms, uint64_t seed, uint32_t slot, hab_attempt **out_attempt);
 
 /*
  * Picks a peer not yet tried by this attempt and counts it in flight.

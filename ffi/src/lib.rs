@@ -98,6 +98,8 @@ pub const HAB_OUTCOME_NEXT: u32 = 2;
 pub const HAB_REPORT_DISABLED: u32 = 0x0001;
 /// `hab_report.flags`: this success re-enabled the peer.
 pub const HAB_REPORT_RECOVERED: u32 = 0x0002;
+/// No ledger slot.
+pub const HAB_NO_SLOT: u32 = u32::MAX;
 /// `hab_report.flags`: single peer, do not retry.
 pub const HAB_REPORT_LAST_TRY: u32 = 0x0004;
 
@@ -469,6 +471,67 @@ pub unsafe extern "C" fn hab_table_in_flight(
     })
 }
 
+/// Whether a process is alive, asked of the caller.
+pub type hab_alive_fn =
+    Option<unsafe extern "C" fn(owner: u64, data: *mut c_void) -> core::ffi::c_int>;
+
+/// Claims a ledger slot for `owner`, reconciling dead owners' slots.
+///
+/// # Safety
+///
+/// `t` a valid table handle; `alive` a function safe to call with `data`;
+/// `out_slot` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_table_claim_slot(
+    t: *mut hab_table,
+    owner: u64,
+    alive: hab_alive_fn,
+    data: *mut c_void,
+    out_slot: *mut u32,
+) -> hab_result {
+    guard(|| {
+        let Some(alive) = alive else {
+            return HAB_NULL_PARAMETER;
+        };
+        if t.is_null() || out_slot.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        if owner == 0 || owner == u64::MAX {
+            return HAB_INVALID_ARGUMENT;
+        }
+        // SAFETY: valid handle (caller contract).
+        let t = unsafe { table(t) };
+        // SAFETY: the caller vouches for `alive` with `data`.
+        let slot = t.claim_slot(owner, |o| unsafe { alive(o, data) } != 0);
+        finish(slot.ok_or(Error::Busy), out_slot)
+    })
+}
+
+/// Gives back a ledger slot.
+///
+/// # Safety
+///
+/// `t` a valid table handle.
+#[no_mangle]
+pub unsafe extern "C" fn hab_table_release_slot(
+    t: *mut hab_table,
+    slot: u32,
+    owner: u64,
+) -> hab_result {
+    guard(|| {
+        if t.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handle (caller contract).
+        let t = unsafe { table(t) };
+        if slot as usize >= hab_core::ledger::LEDGER_SLOTS {
+            return HAB_INVALID_ARGUMENT;
+        }
+        t.release_slot(slot, owner);
+        HAB_OK
+    })
+}
+
 /// Bytes of per-request state for this table (0 for NULL).
 ///
 /// # Safety
@@ -508,6 +571,7 @@ pub unsafe extern "C" fn hab_attempt_init(
     len: usize,
     now_ms: u64,
     seed: u64,
+    slot: u32,
     out_attempt: *mut *mut hab_attempt,
 ) -> hab_result {
     guard(|| {
@@ -522,7 +586,9 @@ pub unsafe extern "C" fn hab_attempt_init(
         }
         // SAFETY: aligned, long enough, writable (checked / contract).
         let w = unsafe { core::slice::from_raw_parts_mut(mem.cast::<u64>(), words) };
-        Attempt::init(w, now_ms).seed(seed);
+        let mut a = Attempt::init(w, now_ms);
+        a.seed(seed);
+        a.set_slot((slot != HAB_NO_SLOT).then_some(slot));
         // SAFETY: checked non-NULL above.
         unsafe { out_attempt.write(mem.cast()) };
         HAB_OK

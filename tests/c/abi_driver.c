@@ -33,6 +33,24 @@ peer_init(hab_peer_conf *p, const char *id, uint32_t weight, uint32_t flags)
 
 
 static int
+alive_all(uint64_t owner, void *data)
+{
+    (void) owner;
+    (void) data;
+    return 1;
+}
+
+
+static int
+alive_none(uint64_t owner, void *data)
+{
+    (void) owner;
+    (void) data;
+    return 0;
+}
+
+
+static int
 one_request(hab_table *t, void *pool, size_t size, uint64_t now,
     uint32_t outcome, uint32_t *peer)
 {
@@ -40,7 +58,7 @@ one_request(hab_table *t, void *pool, size_t size, uint64_t now,
     hab_report    report;
     hab_attempt  *a;
 
-    CHECK(hab_attempt_init(t, pool, size, now, 42, &a) == HAB_OK);
+    CHECK(hab_attempt_init(t, pool, size, now, 42, HAB_NO_SLOT, &a) == HAB_OK);
     CHECK(hab_get(t, a, NULL, 0, now, &pick) == HAB_OK);
     CHECK(hab_free(t, a, outcome, now, &report) == HAB_OK);
     CHECK(report.peer == pick.peer);
@@ -57,7 +75,7 @@ hab_abi_driver_run(void)
     char                seq[8];
     void               *mem, *pool, *mem2, *pool2;
     size_t              size, size2, asize;
-    uint32_t            i, peer, n;
+    uint32_t            i, peer, n, slot, slot2;
     uint64_t            d1, d2;
     hab_pick            pick;
     hab_table          *t, *t2;
@@ -108,7 +126,7 @@ hab_abi_driver_run(void)
     CHECK(asize >= 16);
     pool = malloc(asize);
     CHECK(pool != NULL);
-    CHECK(hab_attempt_init(t, pool, asize - 8, 0, 42, &a) == HAB_NO_SPACE);
+    CHECK(hab_attempt_init(t, pool, asize - 8, 0, 42, HAB_NO_SLOT, &a) == HAB_NO_SPACE);
 
     /* nginx's smooth sequence for weights 5,1,1 */
 
@@ -124,7 +142,7 @@ hab_abi_driver_run(void)
 
     /* free without a try in progress changes nothing */
 
-    CHECK(hab_attempt_init(t, pool, asize, 1000, 7, &a) == HAB_OK);
+    CHECK(hab_attempt_init(t, pool, asize, 1000, 7, HAB_NO_SLOT, &a) == HAB_OK);
     CHECK(hab_free(t, a, HAB_OUTCOME_OK, 1000, &report)
           == HAB_INVALID_ARGUMENT);
     CHECK(hab_get(t, a, NULL, 0, 1000, &pick) == HAB_OK);
@@ -136,7 +154,7 @@ hab_abi_driver_run(void)
 
     /* a request retries every primary once, then the backup, then BUSY */
 
-    CHECK(hab_attempt_init(t, pool, asize, 2000, 7, &a) == HAB_OK);
+    CHECK(hab_attempt_init(t, pool, asize, 2000, 7, HAB_NO_SLOT, &a) == HAB_OK);
     for (i = 0; i < 3; i++) {
         CHECK(hab_get(t, a, NULL, 0, 2000, &pick) == HAB_OK);
         CHECK(pick.peer < 3 && !(pick.flags & HAB_PICK_BACKUP));
@@ -170,7 +188,7 @@ hab_abi_driver_run(void)
     pool2 = malloc(hab_attempt_size(t2));
     CHECK(pool2 != NULL);
     for (i = 0; i < 2; i++) {
-        CHECK(hab_attempt_init(t2, pool2, hab_attempt_size(t2), 0, i, &a)
+        CHECK(hab_attempt_init(t2, pool2, hab_attempt_size(t2), 0, i, HAB_NO_SLOT, &a)
               == HAB_OK);
         CHECK(hab_get(t2, a, (const uint8_t *) "user-42", 7, 0, &pick)
               == HAB_OK);
@@ -187,6 +205,20 @@ hab_abi_driver_run(void)
     conf.policy = HAB_POLICY_ROUND_ROBIN;
     free(pool2);
     free(mem2);
+
+    /* ledger: a dead worker's requests leave flight */
+
+    CHECK(hab_table_claim_slot(t, 100, alive_all, NULL, &slot) == HAB_OK);
+    CHECK(hab_table_claim_slot(t, 200, NULL, NULL, &slot2)
+          == HAB_NULL_PARAMETER);
+    CHECK(hab_attempt_init(t, pool, asize, 20000, 1, slot, &a) == HAB_OK);
+    CHECK(hab_get(t, a, NULL, 0, 20000, &pick) == HAB_OK);
+    CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 1);
+    CHECK(hab_table_claim_slot(t, 200, alive_none, NULL, &slot2) == HAB_OK);
+    CHECK(slot2 == slot);
+    CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 0);
+    CHECK(hab_table_release_slot(t, slot2, 200) == HAB_OK);
+    CHECK(hab_table_release_slot(t, 1000, 200) == HAB_INVALID_ARGUMENT);
 
     /* a reload with the same configuration adopts the table */
 

@@ -627,6 +627,8 @@ pub struct Nginx {
     workers: usize,
     ports: Vec<u16>,
     running: bool,
+    /// Workers the test killed on purpose (SIGKILL): not crashes.
+    killed: Vec<i32>,
 }
 
 impl Nginx {
@@ -676,6 +678,7 @@ impl Nginx {
             workers,
             ports,
             running: master > 0,
+            killed: Vec::new(),
         };
         assert!(
             master > 0,
@@ -754,13 +757,26 @@ impl Nginx {
             .collect()
     }
 
-    /// Error log lines reporting a crashed worker (`exited on signal`).
+    /// Error log lines reporting a crashed worker (`exited on signal`),
+    /// but for the workers the test killed itself.
     pub fn crashes(&self) -> Vec<String> {
         self.error_log()
             .lines()
             .filter(|l| l.contains("exited on signal"))
+            .filter(|l| {
+                !self
+                    .killed
+                    .iter()
+                    .any(|p| l.contains(&format!(" {p} exited on signal 9")))
+            })
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Kills worker `pid` with SIGKILL, as a crash would.
+    pub fn kill_worker(&mut self, pid: i32) {
+        self.killed.push(pid);
+        signal(pid, libc::SIGKILL);
     }
 
     /// `nginx -s reload`, then waits for a full set of new workers.

@@ -98,6 +98,7 @@ impl Table<'_> {
         attempt.set_tried(i);
         attempt.set_current(Some(i as u32));
         attempt.set_try_start(now);
+        self.ledger_add(attempt.slot(), i);
         if self.bounded() {
             self.cursor(TOTAL)
                 .value
@@ -172,6 +173,7 @@ impl Table<'_> {
         attempt.set_current(None);
         let (conf, state) = (&self.confs()[i], &self.states()[i]);
         health::release(state);
+        self.ledger_sub(attempt.slot(), i);
         if self.bounded() {
             let _ = self.cursor(TOTAL).value.fetch_update(
                 core::sync::atomic::Ordering::Relaxed,

@@ -1,0 +1,189 @@
+//! Per-worker in-flight ledger: a worker that dies mid-request leaks nothing
+//!
+//! In-flight counts are shared by all workers, so a worker killed while
+//! holding requests would leave them counted forever: `least_conn` and
+//! `p2c` would shun those peers and a `max_conns` peer could stay full. Each
+//! worker therefore claims a ledger slot when it starts and counts, in its
+//! own row, the requests it has in flight per peer. When a later worker
+//! starts (nginx respawns a dead one) it reconciles the slots whose owner is
+//! gone: their counts are subtracted from the shared ones and the slot is
+//! freed. A worker that exits cleanly releases its slot the same way.
+//!
+//! Owners are process ids; the caller says whether one is still alive
+//! (nginx: `kill(pid, 0)`), so the core makes no system call. A reused pid
+//! looks alive and only delays reconciliation. With more live workers than
+//! [`LEDGER_SLOTS`] the extras run without a slot: their requests are
+//! counted in flight as usual, just not reconciled if they die.
+//!
+//! Owner word transitions: `0` (free) → `pid` (claimed, by CAS) →
+//! [`RECLAIMING`] (by whoever reconciles it, by CAS) → `0`. Rows are written
+//! only by their owner; `Relaxed` suffices as each counter is independent.
+
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+
+use crate::layout::{Table, TOTAL};
+
+pub use crate::layout::LEDGER_SLOTS;
+
+/// Owner word while a slot is being reconciled.
+pub const RECLAIMING: u64 = u64::MAX;
+
+impl Table<'_> {
+    /// Reconciles the slots of owners `alive` says are gone, then claims a
+    /// free slot for `owner` (non-zero). `None` when every slot is taken.
+    pub fn claim_slot(&self, owner: u64, alive: impl Fn(u64) -> bool) -> Option<u32> {
+        if owner == 0 || owner == RECLAIMING {
+            return None;
+        }
+        for s in 0..LEDGER_SLOTS {
+            let Some((word, _)) = self.ledger_slot(s) else {
+                break;
+            };
+            let o = word.load(Acquire);
+            if o != 0 && o != RECLAIMING && (o == owner || !alive(o)) {
+                self.reconcile(s, o);
+            }
+        }
+        (0..LEDGER_SLOTS).find_map(|s| {
+            let (word, _) = self.ledger_slot(s)?;
+            word.compare_exchange(0, owner, AcqRel, Relaxed)
+                .is_ok()
+                .then_some(s as u32)
+        })
+    }
+
+    /// Gives back `owner`'s slot, returning whatever it still counts.
+    pub fn release_slot(&self, slot: u32, owner: u64) {
+        self.reconcile(slot as usize, owner);
+    }
+
+    /// Subtracts slot `s`'s counts from the shared ones and frees it, if
+    /// its owner is still `owner` (one reconciler wins).
+    fn reconcile(&self, s: usize, owner: u64) {
+        let Some((word, row)) = self.ledger_slot(s) else {
+            return;
+        };
+        if word
+            .compare_exchange(owner, RECLAIMING, AcqRel, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let states = self.states();
+        for (i, c) in row.iter().enumerate() {
+            let n = c.swap(0, Relaxed);
+            if n != 0 {
+                let _ = states[i]
+                    .in_flight
+                    .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+            }
+            if self.bounded() && n != 0 {
+                let _ = self
+                    .cursor(TOTAL)
+                    .value
+                    .fetch_update(Relaxed, Relaxed, |t| Some(t.saturating_sub(u64::from(n))));
+            }
+        }
+        word.store(0, Release);
+    }
+
+    /// Counts one request of slot `slot` on peer `i` (no-op without slot).
+    #[inline]
+    pub(crate) fn ledger_add(&self, slot: Option<u32>, i: usize) {
+        if let Some((_, row)) = slot.and_then(|s| self.ledger_slot(s as usize)) {
+            row[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Uncounts one request of slot `slot` on peer `i`, never below zero.
+    #[inline]
+    pub(crate) fn ledger_sub(&self, slot: Option<u32>, i: usize) {
+        if let Some((_, row)) = slot.and_then(|s| self.ledger_slot(s as usize)) {
+            let _ = row[i].fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::selection::Outcome;
+    use crate::spec::{PeerSpec, Policy};
+    use crate::testing::{OwnedAttempt, OwnedTable};
+    use crate::UpstreamSpec;
+    use core::sync::atomic::Ordering::Relaxed;
+
+    fn table(policy: Policy) -> OwnedTable {
+        let peers = [
+            PeerSpec {
+                max_conns: 1,
+                ..PeerSpec::new(b"a")
+            },
+            PeerSpec::new(b"b"),
+        ];
+        OwnedTable::new(&UpstreamSpec {
+            policy,
+            peers: &peers,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn dead_worker_counts_are_returned() {
+        let t = table(Policy::LeastConn);
+        let tb = t.table();
+        let dead = tb.claim_slot(100, |_| true).unwrap();
+        let live = tb.claim_slot(200, |_| true).unwrap();
+        assert_ne!(dead, live);
+        // The doomed worker holds two requests, the live one one.
+        let mut held = Vec::new();
+        for slot in [dead, dead, live] {
+            let mut a = OwnedAttempt::new(tb, 0);
+            a.attempt().set_slot(Some(slot));
+            tb.get(&mut a.attempt(), 0).unwrap();
+            held.push(a);
+        }
+        assert_eq!(tb.states()[0].in_flight.load(Relaxed), 1);
+        assert_eq!(tb.states()[1].in_flight.load(Relaxed), 2);
+        // Worker 100 dies; its replacement reconciles.
+        let new = tb.claim_slot(300, |pid| pid != 100).unwrap();
+        assert_eq!(new, dead, "the freed slot is reused");
+        let total: u32 = tb.states().iter().map(|s| s.in_flight.load(Relaxed)).sum();
+        assert_eq!(total, 1, "only the live worker's request remains");
+        // The live worker's request ends normally.
+        let mut a = held.pop().unwrap();
+        tb.free(&mut a.attempt(), Outcome::Ok, 0).unwrap();
+        let total: u32 = tb.states().iter().map(|s| s.in_flight.load(Relaxed)).sum();
+        assert_eq!(total, 0);
+    }
+
+    #[test]
+    fn release_returns_leftovers_and_frees_the_slot() {
+        let t = table(Policy::RoundRobin);
+        let tb = t.table();
+        let s = tb.claim_slot(7, |_| true).unwrap();
+        let mut a = OwnedAttempt::new(tb, 0);
+        a.attempt().set_slot(Some(s));
+        tb.get(&mut a.attempt(), 0).unwrap();
+        tb.release_slot(s, 7);
+        assert!(tb.states().iter().all(|p| p.in_flight.load(Relaxed) == 0));
+        assert_eq!(tb.claim_slot(8, |_| true), Some(s));
+        // A stale release by the old owner does nothing.
+        tb.release_slot(s, 7);
+        assert_eq!(tb.ledger_slot(s as usize).unwrap().0.load(Relaxed), 8);
+    }
+
+    #[test]
+    fn slots_run_out_gracefully() {
+        let t = table(Policy::RoundRobin);
+        let tb = t.table();
+        for pid in 1..=super::LEDGER_SLOTS as u64 {
+            assert!(tb.claim_slot(pid, |_| true).is_some());
+        }
+        assert_eq!(tb.claim_slot(999, |_| true), None);
+        // Without a slot, requests still work.
+        let mut a = OwnedAttempt::new(tb, 0);
+        tb.get(&mut a.attempt(), 0).unwrap();
+        tb.free(&mut a.attempt(), Outcome::Ok, 0).unwrap();
+        assert_eq!(tb.claim_slot(0, |_| true), None);
+    }
+}
