@@ -328,6 +328,27 @@ impl Plan {
     }
 }
 
+/// Maglev names: each peer's identity, with the occurrence number appended
+/// to repeats (the same `server` written twice). Identical names would
+/// share one permutation, and every copy would re-walk the slots its twins
+/// took: quadratic build time.
+fn maglev_names(peers: &[crate::spec::PeerSpec<'_>]) -> Vec<Vec<u8>> {
+    let mut seen: std::collections::HashMap<&[u8], u32> = Default::default();
+    peers
+        .iter()
+        .map(|p| {
+            let n = seen.entry(p.id).or_insert(0);
+            let mut name = p.id.to_vec();
+            if *n > 0 {
+                name.push(0);
+                name.extend_from_slice(&n.to_le_bytes());
+            }
+            *n += 1;
+            name
+        })
+        .collect()
+}
+
 /// Bytes a table for `spec` needs.
 pub fn table_size(spec: &UpstreamSpec<'_>) -> Result<usize, Error> {
     Ok(Plan::new(spec)?.size)
@@ -413,7 +434,8 @@ impl<'a> Table<'a> {
                     base.add(plan.maglev_off).cast::<u32>(),
                     plan.maglev_len,
                 );
-                let names: Vec<&[u8]> = primaries.iter().map(|p| p.id).collect();
+                let names = maglev_names(primaries);
+                let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
                 let weights: Vec<u32> = primaries.iter().map(|p| p.weight).collect();
                 maglev::build(&names, &weights, out);
             }
@@ -750,6 +772,30 @@ mod tests {
             Table::attach(&spec2, region.bytes()).unwrap_err(),
             Error::BadLayout
         );
+    }
+
+    #[test]
+    fn maglev_with_repeated_servers_builds_fast() {
+        // 2,000 server lines over 4 addresses: distinct permutations keep
+        // the build linear (it took seconds when repeats shared one).
+        let ids: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
+        let peers: Vec<PeerSpec<'_>> = (0..2000).map(|i| PeerSpec::new(ids[i % 4])).collect();
+        let spec = UpstreamSpec {
+            policy: Policy::Hash {
+                mode: HashMode::Maglev,
+                balance_factor: 0,
+            },
+            peers: &peers,
+        };
+        let start = std::time::Instant::now();
+        let t = crate::testing::OwnedTable::new(&spec).unwrap();
+        assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
+        let table = t.table();
+        let mut used = vec![false; 2000];
+        for &e in table.maglev() {
+            used[e as usize] = true;
+        }
+        assert!(used.iter().all(|&u| u), "every repeat owns entries");
     }
 
     #[test]

@@ -1,0 +1,211 @@
+//! End-to-end: bad parameters of the p2c / random / ewma / hash policies
+//! fail `nginx -t` cleanly, valid lines pass
+//!
+//! Each mistake gives an `[emerg]` line naming the config file and the line
+//! at fault; nginx exits with status 1, never on a signal.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+
+use common::{Check, Nginx};
+
+/// An upstream with `before` above its two server lines (the second with
+/// `second_params`) and `after` below them.
+fn upstream(before: &str, second_params: &str, after: &str) -> String {
+    format!(
+        "    upstream up {{
+{before}
+        server 127.0.0.1:1;
+        server 127.0.0.1:2{second_params};
+{after}
+    }}
+    server {{
+        listen 127.0.0.1:3;
+        location / {{ proxy_pass http://up; }}
+    }}
+"
+    )
+}
+
+fn check_line(line: &str) -> Check {
+    Nginx::check_detailed(&upstream(&format!("        {line}"), "", ""))
+}
+
+/// Asserts a clean failure (exit status 1, no signal) with an `[emerg]`
+/// line naming the config file at the line containing `needle` and
+/// containing every `mentions`.
+fn assert_emerg(c: &Check, needle: &str, mentions: &[&str]) {
+    assert_eq!(
+        c.status.signal(),
+        None,
+        "nginx -t died on a signal:\n{}",
+        c.stderr
+    );
+    assert_eq!(
+        c.status.code(),
+        Some(1),
+        "nginx -t should fail with 1:\n{}\n{}",
+        c.stderr,
+        c.conf
+    );
+    assert!(!c.ok);
+    let loc = c.location_of(needle);
+    let emerg: Vec<&str> = c.stderr.lines().filter(|l| l.contains("[emerg]")).collect();
+    assert!(
+        emerg
+            .iter()
+            .any(|l| l.contains(&loc) && mentions.iter().all(|m| l.contains(m))),
+        "want an [emerg] line with {loc:?} and {mentions:?}; stderr:\n{}\nconfig:\n{}",
+        c.stderr,
+        c.conf
+    );
+}
+
+fn skip(test: &str) -> bool {
+    !common::nginx_or_skip(test) || common::stock_mode()
+}
+
+#[test]
+fn hash_without_key_is_rejected() {
+    if skip("hash_without_key_is_rejected") {
+        return;
+    }
+    let c = check_line("ha_balance hash;");
+    assert_emerg(&c, "ha_balance hash;", &["key"]);
+}
+
+#[test]
+fn hash_unknown_parameter_is_rejected() {
+    if skip("hash_unknown_parameter_is_rejected") {
+        return;
+    }
+    let c = check_line("ha_balance hash $uri bogus;");
+    assert_emerg(&c, "ha_balance hash $uri bogus;", &["\"bogus\""]);
+}
+
+#[test]
+fn balance_factor_below_100_is_rejected() {
+    if skip("balance_factor_below_100_is_rejected") {
+        return;
+    }
+    for line in [
+        "ha_balance hash $uri consistent balance_factor=50;",
+        "ha_balance hash $uri maglev balance_factor=99;",
+        "ha_balance hash $uri consistent balance_factor=abc;",
+    ] {
+        let c = check_line(line);
+        assert_emerg(&c, line, &["balance_factor="]);
+    }
+}
+
+#[test]
+fn balance_factor_without_consistent_or_maglev_is_rejected() {
+    if skip("balance_factor_without_consistent_or_maglev_is_rejected") {
+        return;
+    }
+    let line = "ha_balance hash $uri balance_factor=150;";
+    let c = check_line(line);
+    assert_emerg(&c, line, &["\"balance_factor=150\""]);
+}
+
+#[test]
+fn bad_ewma_decay_is_rejected() {
+    if skip("bad_ewma_decay_is_rejected") {
+        return;
+    }
+    for (line, value) in [
+        ("ha_balance ewma decay=0;", "\"decay=0\""),
+        ("ha_balance ewma decay=abc;", "\"decay=abc\""),
+        ("ha_balance ewma decay=;", "\"decay=\""),
+    ] {
+        let c = check_line(line);
+        assert_emerg(&c, line, &[value]);
+    }
+}
+
+#[test]
+fn extra_parameter_of_other_policies_is_rejected() {
+    if skip("extra_parameter_of_other_policies_is_rejected") {
+        return;
+    }
+    for policy in ["p2c", "random", "ewma decay=1s"] {
+        let line = format!("ha_balance {policy} bogus;");
+        let c = check_line(&line);
+        assert_emerg(&c, &line, &["\"bogus\""]);
+    }
+}
+
+#[test]
+fn backup_rejected_with_policies_that_cannot_rank_it() {
+    if skip("backup_rejected_with_policies_that_cannot_rank_it") {
+        return;
+    }
+    for policy in [
+        "p2c",
+        "random",
+        "ewma",
+        "hash $uri",
+        "hash $uri consistent",
+        "hash $uri maglev",
+    ] {
+        let directive = format!("        ha_balance {policy};");
+        // Directive first: the `backup` server line is the one at fault.
+        let c = Nginx::check_detailed(&upstream(&directive, " backup", ""));
+        assert_emerg(&c, "backup;", &["backup"]);
+        // Directive after the servers: the backup is already parsed, so the
+        // upstream as a whole is refused, at its `upstream` line.
+        let c = Nginx::check_detailed(&upstream("", " backup", &directive));
+        assert_emerg(&c, "upstream up {", &["\"up\"", "backup"]);
+    }
+}
+
+#[test]
+fn backup_still_allowed_with_round_robin_and_least_conn() {
+    if skip("backup_still_allowed_with_round_robin_and_least_conn") {
+        return;
+    }
+    for policy in ["round_robin", "least_conn"] {
+        let directive = format!("        ha_balance {policy};");
+        for block in [
+            upstream(&directive, " backup", ""),
+            upstream("", " backup", &directive),
+        ] {
+            let c = Nginx::check_detailed(&block);
+            assert!(c.ok, "{policy} with backup: {}\n{}", c.stderr, c.conf);
+        }
+    }
+}
+
+#[test]
+fn valid_line_of_each_policy_passes() {
+    if skip("valid_line_of_each_policy_passes") {
+        return;
+    }
+    for line in [
+        "ha_balance round_robin;",
+        "ha_balance least_conn;",
+        "ha_balance p2c;",
+        "ha_balance random;",
+        "ha_balance ewma;",
+        "ha_balance ewma decay=10s;",
+        "ha_balance ewma decay=500ms;",
+        "ha_balance hash $uri;",
+        "ha_balance hash $remote_addr$arg_k consistent;",
+        "ha_balance hash $uri maglev;",
+        "ha_balance hash $uri consistent balance_factor=100;",
+        "ha_balance hash $uri maglev balance_factor=125;",
+    ] {
+        let c = check_line(line);
+        assert!(
+            c.ok,
+            "{line}: nginx -t failed ({}):\n{}",
+            c.status, c.stderr
+        );
+        assert!(
+            !c.stderr.contains("[emerg]") && !c.stderr.contains("[warn]"),
+            "{line}: {}",
+            c.stderr
+        );
+    }
+}

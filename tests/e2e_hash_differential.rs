@@ -1,0 +1,117 @@
+//! Differential: `ha_balance hash` against nginx's own `hash`
+//!
+//! One nginx (module loaded, 4 workers) with stock `hash $arg_k [consistent]`
+//! over 5 backends with weights 1,2,3,1,1 records which backend answers each
+//! of 2000 distinct keys; the same configuration with `ha_balance hash
+//! $arg_k [consistent]` instead must send every key to the same backend.
+//! Server lines are `127.0.0.1:PORT` in both, since consistent hashing
+//! places servers on the ring by their name.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{get, outcome, proxy_block, server_lines, tally, Backend, Nginx, WORKERS};
+
+const KEYS: usize = 2000;
+const WEIGHTS: [&str; 5] = ["", "weight=2", "weight=3", "", ""];
+
+/// Fetches `/?k=key-N` for every N in 0..KEYS with 4 concurrent clients
+/// (fresh connection per request), within 30 s; the outcome per key.
+fn record(port: u16) -> Vec<String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let out = Arc::new(Mutex::new(vec![String::new(); KEYS]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (next, out) = (Arc::clone(&next), Arc::clone(&out));
+            thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= KEYS || Instant::now() >= deadline {
+                    return;
+                }
+                let o = outcome(&get(port, &format!("/?k=key-{i}")));
+                out.lock().unwrap()[i] = o;
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client thread panicked");
+    }
+    let out = Arc::try_unwrap(out).unwrap().into_inner().unwrap();
+    let missing = out.iter().filter(|o| o.is_empty()).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} of {KEYS} keys not fetched within 30 s"
+    );
+    out
+}
+
+/// Runs the keys through `directive` over `b`; returns the backend per key.
+fn run(b: &[Backend], directive: &str) -> Vec<String> {
+    let port = common::free_port();
+    let upstream = format!("        {directive};\n{}", server_lines(b, &WEIGHTS));
+    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let started = Instant::now();
+    let got = record(port);
+    common::say(&format!(
+        "  {directive}: {KEYS} keys in {:?}, {:?}",
+        started.elapsed(),
+        tally(&got)
+    ));
+    let names: Vec<&str> = b.iter().map(|x| x.name.as_str()).collect();
+    let bad: Vec<_> = got
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| !names.contains(&o.as_str()))
+        .take(5)
+        .collect();
+    assert!(bad.is_empty(), "{directive}: failed requests: {bad:?}");
+    ngx.stop();
+    got
+}
+
+fn compare(stock: &str, ours: &str) {
+    let b = Backend::start_many("d", 5);
+    let want = run(&b, stock);
+    let got = run(&b, ours);
+    // Every backend owns some keys: the comparison covers all of them.
+    assert_eq!(tally(&want).len(), 5, "{stock}: {:?}", tally(&want));
+    let mismatches: Vec<String> = want
+        .iter()
+        .zip(&got)
+        .enumerate()
+        .filter(|(_, (w, g))| w != g)
+        .map(|(i, (w, g))| format!("key-{i}: nginx {w}, ha_balance {g}"))
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "`{ours}` differs from `{stock}` on {} of {KEYS} keys; first: {:?}",
+        mismatches.len(),
+        &mismatches[..mismatches.len().min(10)]
+    );
+}
+
+#[test]
+fn consistent_hash_matches_stock_nginx() {
+    if !common::nginx_or_skip("consistent_hash_matches_stock_nginx") || common::stock_mode() {
+        return;
+    }
+    let _serial = common::serial();
+    compare(
+        "hash $arg_k consistent",
+        "ha_balance hash $arg_k consistent",
+    );
+}
+
+#[test]
+fn plain_hash_matches_stock_nginx() {
+    if !common::nginx_or_skip("plain_hash_matches_stock_nginx") || common::stock_mode() {
+        return;
+    }
+    let _serial = common::serial();
+    compare("hash $arg_k", "ha_balance hash $arg_k");
+}
