@@ -52,6 +52,8 @@ static ngx_int_t ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
     hab_peer_conf *pc, uint32_t flags);
 static ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static hab_table *ngx_http_upstream_ha_old_table(ngx_shm_zone_t *shm_zone,
+    ngx_http_upstream_ha_srv_conf_t *hcf);
 static ngx_int_t ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_upstream_ha_index(
@@ -275,6 +277,8 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_upstream_ha_srv_conf_t  *ohcf = data;
 
     void                             *mem;
+    uint32_t                          carried;
+    hab_table                        *old;
     hab_result                        rc;
     ngx_slab_pool_t                  *shpool;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
@@ -317,7 +321,76 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
+    /* the upstream changed at reload: keep what is known of its servers */
+
+    old = ngx_http_upstream_ha_old_table(shm_zone, hcf);
+
+    if (old != NULL
+        && hab_table_inherit(hcf->table, old, &carried) == HAB_OK)
+    {
+        ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": state of %uD servers "
+                      "kept", hcf->name, carried);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * The running cycle (ngx_cycle is still the old one while the new one
+ * initialises its zones) may hold this upstream's table under another
+ * digest: the same "ha_balance:<upstream>:" prefix, another zone.
+ */
+
+static hab_table *
+ngx_http_upstream_ha_old_table(ngx_shm_zone_t *shm_zone,
+    ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    size_t                            prefix;
+    ngx_uint_t                        i;
+    ngx_list_part_t                  *part;
+    ngx_shm_zone_t                   *zone;
+    ngx_http_upstream_ha_srv_conf_t  *ohcf;
+
+    if (ngx_cycle == NULL || ngx_cycle->shared_memory.part.elts == NULL) {
+        return NULL;
+    }
+
+    prefix = sizeof("ha_balance:") - 1 + hcf->name->len + 1;
+
+    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
+    zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].tag != &ngx_http_upstream_ha_module
+            || zone[i].data == NULL
+            || zone[i].shm.name.len != shm_zone->shm.name.len
+            || ngx_strncmp(zone[i].shm.name.data, shm_zone->shm.name.data,
+                           prefix)
+               != 0)
+        {
+            continue;
+        }
+
+        ohcf = zone[i].data;
+
+        if (ohcf->table != NULL && ohcf->table != hcf->table) {
+            return ohcf->table;
+        }
+    }
+
+    return NULL;
 }
 
 

@@ -25,6 +25,7 @@ pub mod attempt;
 pub mod crc32;
 pub mod error;
 pub mod health;
+pub mod inherit;
 pub mod ketama;
 pub mod layout;
 pub mod ledger;

@@ -168,6 +168,14 @@ hab_result hab_table_init(const hab_upstream_conf *conf, void *mem,
 hab_result hab_table_attach(const hab_upstream_conf *conf, void *mem,
     size_t len, hab_table **out_table);
 
+/*
+ * After a reload that changed the upstream: copies the failure state and
+ * latency estimates of the peers old also has (matched by identity) into
+ * the fresh table.  In-flight counts stay with the old table.
+ */
+hab_result hab_table_inherit(hab_table *table, const hab_table *old,
+    uint32_t *out_carried);
+
 /* Number of peers (primaries and backups) in the table. */
 uint32_t hab_table_peers(const hab_table *table);
 

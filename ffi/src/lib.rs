@@ -431,6 +431,37 @@ unsafe fn table<'a>(table: *const hab_table) -> Table<'a> {
     unsafe { Table::from_ptr(table.cast_mut().cast()) }
 }
 
+/// Carries health of matching peers from `old` into `t`.
+///
+/// # Safety
+///
+/// `t` and `old` valid table handles (`old` may be another upstream
+/// generation's, still mapped); `out_carried` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_table_inherit(
+    t: *mut hab_table,
+    old: *const hab_table,
+    out_carried: *mut u32,
+) -> hab_result {
+    guard(|| {
+        if t.is_null() || old.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handles (caller contract).
+        let (t, old) = unsafe { (table(t), table(old)) };
+        let h = old.header();
+        if h.magic != layout::MAGIC || h.version != LAYOUT_VERSION {
+            return HAB_BAD_LAYOUT;
+        }
+        let n = t.inherit(old) as u32;
+        if !out_carried.is_null() {
+            // SAFETY: non-NULL, writable (caller contract).
+            unsafe { out_carried.write(n) };
+        }
+        HAB_OK
+    })
+}
+
 /// Number of peers in the table (0 for NULL).
 ///
 /// # Safety

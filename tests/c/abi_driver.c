@@ -227,6 +227,16 @@ hab_abi_driver_run(void)
     CHECK(hab_conf_digest(&conf, &d2) == HAB_OK && d2 != d1);
     CHECK(hab_table_attach(&conf, mem, size, &t2) == HAB_BAD_LAYOUT);
 
+    /* ... a changed one starts fresh but keeps what is known of its peers */
+
+    CHECK(hab_table_size(&conf, &size2) == HAB_OK);
+    mem2 = aligned_alloc(64, size2);
+    CHECK(mem2 != NULL);
+    CHECK(hab_table_init(&conf, mem2, size2, &t2) == HAB_OK);
+    CHECK(hab_table_inherit(t2, t, &n) == HAB_OK && n == 4);
+    CHECK(hab_table_inherit(t2, NULL, &n) == HAB_NULL_PARAMETER);
+    free(mem2);
+
     free(pool);
     free(mem);
 
