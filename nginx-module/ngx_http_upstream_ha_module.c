@@ -66,6 +66,8 @@ static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
 
 static ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
 static void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
+static ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_next_conf(
+    ngx_cycle_t *cycle, ngx_uint_t *i);
 static int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 
 static void *ngx_http_upstream_ha_create_conf(ngx_conf_t *cf);
@@ -648,9 +650,7 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                        i;
     hab_result                        rc;
-    ngx_http_upstream_srv_conf_t    **uscfp;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
-    ngx_http_upstream_main_conf_t    *umcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -658,26 +658,9 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    umcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_upstream_module);
-    if (umcf == NULL) {
-        return NGX_OK;
-    }
+    i = 0;
 
-    uscfp = umcf->upstreams.elts;
-
-    for (i = 0; i < umcf->upstreams.nelts; i++) {
-
-        if (uscfp[i]->srv_conf == NULL) {
-            continue;
-        }
-
-        hcf = ngx_http_conf_upstream_srv_conf(uscfp[i],
-                                              ngx_http_upstream_ha_module);
-
-        if (hcf == NULL || hcf->table == NULL) {
-            continue;
-        }
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
 
         rc = hab_table_claim_slot(hcf->table, (uint64_t) ngx_pid,
                                   ngx_http_upstream_ha_alive, NULL,
@@ -699,28 +682,13 @@ static void
 ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                        i;
-    ngx_http_upstream_srv_conf_t    **uscfp;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
-    ngx_http_upstream_main_conf_t    *umcf;
 
-    umcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_upstream_module);
-    if (umcf == NULL) {
-        return;
-    }
+    i = 0;
 
-    uscfp = umcf->upstreams.elts;
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
 
-    for (i = 0; i < umcf->upstreams.nelts; i++) {
-
-        if (uscfp[i]->srv_conf == NULL) {
-            continue;
-        }
-
-        hcf = ngx_http_conf_upstream_srv_conf(uscfp[i],
-                                              ngx_http_upstream_ha_module);
-
-        if (hcf == NULL || hcf->table == NULL || hcf->slot == HAB_NO_SLOT) {
+        if (hcf->slot == HAB_NO_SLOT) {
             continue;
         }
 
@@ -728,6 +696,42 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
                                       (uint64_t) ngx_pid);
         hcf->slot = HAB_NO_SLOT;
     }
+}
+
+
+/* the next upstream, from *i on, balanced by this module */
+
+static ngx_http_upstream_ha_srv_conf_t *
+ngx_http_upstream_ha_next_conf(ngx_cycle_t *cycle, ngx_uint_t *i)
+{
+    ngx_http_upstream_srv_conf_t    **uscfp;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+    ngx_http_upstream_main_conf_t    *umcf;
+
+    umcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_module);
+    if (umcf == NULL) {
+        return NULL;
+    }
+
+    uscfp = umcf->upstreams.elts;
+
+    while (*i < umcf->upstreams.nelts) {
+
+        if (uscfp[*i]->srv_conf == NULL) {
+            (*i)++;
+            continue;
+        }
+
+        hcf = ngx_http_conf_upstream_srv_conf(uscfp[(*i)++],
+                                              ngx_http_upstream_ha_module);
+
+        if (hcf != NULL && hcf->table != NULL) {
+            return hcf;
+        }
+    }
+
+    return NULL;
 }
 
 

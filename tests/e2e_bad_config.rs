@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::os::unix::process::ExitStatusExt;
-
-use common::{Check, Nginx};
+use common::Nginx;
 
 fn upstream_with(lines: &str) -> String {
     format!(
@@ -23,41 +21,13 @@ fn upstream_with(lines: &str) -> String {
     )
 }
 
-/// Asserts a clean failure with an `[emerg]` line that names the config
-/// file at the line containing `needle` and contains every `mentions`.
-fn assert_emerg(c: &Check, needle: &str, mentions: &[&str]) {
-    assert_eq!(
-        c.status.signal(),
-        None,
-        "nginx -t died on a signal:\n{}",
-        c.stderr
-    );
-    assert_eq!(
-        c.status.code(),
-        Some(1),
-        "nginx -t should fail with 1:\n{}\n{}",
-        c.stderr,
-        c.conf
-    );
-    assert!(!c.ok);
-    let loc = c.location_of(needle);
-    let emerg: Vec<&str> = c.stderr.lines().filter(|l| l.contains("[emerg]")).collect();
-    assert!(
-        emerg
-            .iter()
-            .any(|l| l.contains(&loc) && mentions.iter().all(|m| l.contains(m))),
-        "want an [emerg] line with {loc:?} and {mentions:?}; stderr:\n{}",
-        c.stderr
-    );
-}
-
 #[test]
 fn unknown_policy_is_rejected() {
     if !common::nginx_or_skip("unknown_policy_is_rejected") || common::stock_mode() {
         return;
     }
     let c = Nginx::check_detailed(&upstream_with("        ha_balance foo;"));
-    assert_emerg(&c, "ha_balance foo;", &["\"foo\""]);
+    c.assert_emerg("ha_balance foo;", &["\"foo\""]);
 }
 
 #[test]
@@ -66,7 +36,7 @@ fn bad_parameter_is_rejected() {
         return;
     }
     let c = Nginx::check_detailed(&upstream_with("        ha_balance round_robin bogus=1;"));
-    assert_emerg(&c, "bogus=1", &["\"bogus=1\""]);
+    c.assert_emerg("bogus=1", &["\"bogus=1\""]);
 }
 
 #[test]
@@ -75,7 +45,7 @@ fn missing_policy_is_rejected() {
         return;
     }
     let c = Nginx::check_detailed(&upstream_with("        ha_balance;"));
-    assert_emerg(&c, "ha_balance;", &["ha_balance"]);
+    c.assert_emerg("ha_balance;", &["ha_balance"]);
 }
 
 #[test]
@@ -86,7 +56,7 @@ fn duplicate_directive_is_rejected() {
     let c = Nginx::check_detailed(&upstream_with(
         "        ha_balance round_robin;\n        ha_balance least_conn;",
     ));
-    assert_emerg(&c, "ha_balance least_conn;", &["ha_balance"]);
+    c.assert_emerg("ha_balance least_conn;", &["ha_balance"]);
 }
 
 #[test]
@@ -100,8 +70,7 @@ fn directive_outside_upstream_is_rejected() {
     }
 ";
     let c = Nginx::check_detailed(in_server);
-    assert_emerg(
-        &c,
+    c.assert_emerg(
         "ha_balance round_robin;",
         &["\"ha_balance\"", "not allowed here"],
     );
@@ -114,16 +83,14 @@ fn directive_outside_upstream_is_rejected() {
     }
 ";
     let c = Nginx::check_detailed(in_location);
-    assert_emerg(
-        &c,
+    c.assert_emerg(
         "ha_balance least_conn;",
         &["\"ha_balance\"", "not allowed here"],
     );
 
     let in_http = "    ha_balance round_robin;\n";
     let c = Nginx::check_detailed(in_http);
-    assert_emerg(
-        &c,
+    c.assert_emerg(
         "ha_balance round_robin;",
         &["\"ha_balance\"", "not allowed here"],
     );

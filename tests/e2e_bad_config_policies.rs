@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::os::unix::process::ExitStatusExt;
-
 use common::{Check, Nginx};
 
 /// An upstream with `before` above its two server lines (the second with
@@ -32,36 +30,6 @@ fn check_line(line: &str) -> Check {
     Nginx::check_detailed(&upstream(&format!("        {line}"), "", ""))
 }
 
-/// Asserts a clean failure (exit status 1, no signal) with an `[emerg]`
-/// line naming the config file at the line containing `needle` and
-/// containing every `mentions`.
-fn assert_emerg(c: &Check, needle: &str, mentions: &[&str]) {
-    assert_eq!(
-        c.status.signal(),
-        None,
-        "nginx -t died on a signal:\n{}",
-        c.stderr
-    );
-    assert_eq!(
-        c.status.code(),
-        Some(1),
-        "nginx -t should fail with 1:\n{}\n{}",
-        c.stderr,
-        c.conf
-    );
-    assert!(!c.ok);
-    let loc = c.location_of(needle);
-    let emerg: Vec<&str> = c.stderr.lines().filter(|l| l.contains("[emerg]")).collect();
-    assert!(
-        emerg
-            .iter()
-            .any(|l| l.contains(&loc) && mentions.iter().all(|m| l.contains(m))),
-        "want an [emerg] line with {loc:?} and {mentions:?}; stderr:\n{}\nconfig:\n{}",
-        c.stderr,
-        c.conf
-    );
-}
-
 fn skip(test: &str) -> bool {
     !common::nginx_or_skip(test) || common::stock_mode()
 }
@@ -72,7 +40,7 @@ fn hash_without_key_is_rejected() {
         return;
     }
     let c = check_line("ha_balance hash;");
-    assert_emerg(&c, "ha_balance hash;", &["key"]);
+    c.assert_emerg("ha_balance hash;", &["key"]);
 }
 
 #[test]
@@ -81,7 +49,7 @@ fn hash_unknown_parameter_is_rejected() {
         return;
     }
     let c = check_line("ha_balance hash $uri bogus;");
-    assert_emerg(&c, "ha_balance hash $uri bogus;", &["\"bogus\""]);
+    c.assert_emerg("ha_balance hash $uri bogus;", &["\"bogus\""]);
 }
 
 #[test]
@@ -95,7 +63,7 @@ fn balance_factor_below_100_is_rejected() {
         "ha_balance hash $uri consistent balance_factor=abc;",
     ] {
         let c = check_line(line);
-        assert_emerg(&c, line, &["balance_factor="]);
+        c.assert_emerg(line, &["balance_factor="]);
     }
 }
 
@@ -106,7 +74,7 @@ fn balance_factor_without_consistent_or_maglev_is_rejected() {
     }
     let line = "ha_balance hash $uri balance_factor=150;";
     let c = check_line(line);
-    assert_emerg(&c, line, &["\"balance_factor=150\""]);
+    c.assert_emerg(line, &["\"balance_factor=150\""]);
 }
 
 #[test]
@@ -120,7 +88,7 @@ fn bad_ewma_decay_is_rejected() {
         ("ha_balance ewma decay=;", "\"decay=\""),
     ] {
         let c = check_line(line);
-        assert_emerg(&c, line, &[value]);
+        c.assert_emerg(line, &[value]);
     }
 }
 
@@ -132,7 +100,7 @@ fn extra_parameter_of_other_policies_is_rejected() {
     for policy in ["p2c", "random", "ewma decay=1s"] {
         let line = format!("ha_balance {policy} bogus;");
         let c = check_line(&line);
-        assert_emerg(&c, &line, &["\"bogus\""]);
+        c.assert_emerg(&line, &["\"bogus\""]);
     }
 }
 
@@ -152,11 +120,11 @@ fn backup_rejected_with_policies_that_cannot_rank_it() {
         let directive = format!("        ha_balance {policy};");
         // Directive first: the `backup` server line is the one at fault.
         let c = Nginx::check_detailed(&upstream(&directive, " backup", ""));
-        assert_emerg(&c, "backup;", &["backup"]);
+        c.assert_emerg("backup;", &["backup"]);
         // Directive after the servers: the backup is already parsed, so the
         // upstream as a whole is refused, at its `upstream` line.
         let c = Nginx::check_detailed(&upstream("", " backup", &directive));
-        assert_emerg(&c, "upstream up {", &["\"up\"", "backup"]);
+        c.assert_emerg("upstream up {", &["\"up\"", "backup"]);
     }
 }
 

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
@@ -406,6 +407,38 @@ pub struct Check {
 }
 
 impl Check {
+    /// Asserts a clean failure with an `[emerg]` line that names the config
+    /// file at the line containing `needle` and contains every `mentions`.
+    pub fn assert_emerg(&self, needle: &str, mentions: &[&str]) {
+        assert_eq!(
+            self.status.signal(),
+            None,
+            "nginx -t died on a signal:\n{}",
+            self.stderr
+        );
+        assert_eq!(
+            self.status.code(),
+            Some(1),
+            "nginx -t should fail with 1:\n{}\n{}",
+            self.stderr,
+            self.conf
+        );
+        assert!(!self.ok);
+        let loc = self.location_of(needle);
+        let emerg: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.contains("[emerg]"))
+            .collect();
+        assert!(
+            emerg
+                .iter()
+                .any(|l| l.contains(&loc) && mentions.iter().all(|m| l.contains(m))),
+            "want an [emerg] line with {loc:?} and {mentions:?}; stderr:\n{}",
+            self.stderr
+        );
+    }
+
     /// 1-based line of the first configuration line containing `needle`.
     pub fn line_of(&self, needle: &str) -> usize {
         line_of(&self.conf, needle)
