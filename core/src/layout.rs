@@ -444,11 +444,11 @@ impl<'a> Table<'a> {
                     base.add(plan.chain_off).cast::<u32>(),
                     plan.chain_len,
                 );
-                for (i, p) in spec.peers.iter().enumerate() {
-                    out[i] = spec.peers[i + 1..]
-                        .iter()
-                        .position(|q| q.server == p.server)
-                        .map_or(u32::MAX, |k| (i + 1 + k) as u32);
+                // Walk backwards remembering the last index seen per server:
+                // each peer links to the next one with the same string.
+                let mut next: std::collections::HashMap<&[u8], u32> = Default::default();
+                for (i, p) in spec.peers.iter().enumerate().rev() {
+                    out[i] = next.insert(p.server, i as u32).unwrap_or(u32::MAX);
                 }
             }
             for (g, range) in [

@@ -24,6 +24,32 @@ use crate::layout::{PeerState, Table};
 /// Smallest recorded latency, ms: keeps 0.0 free to mean "unknown".
 const FLOOR_MS: f64 = 0.01;
 
+/// `e^-x` for `x >= 0`, within 2e-5 relative, without libm: a pick
+/// evaluates it twice and must stay in tens of nanoseconds.
+/// `e^-x = 2^-n · e^-y` with `n` whole and `y = (x·log2 e − n)·ln 2` in
+/// `[0, ln 2)`, where a degree-7 Taylor polynomial of `e^-y` is accurate.
+#[inline]
+fn exp_neg(x: f64) -> f64 {
+    // `!(x > 0)` also catches NaN.
+    if !(x > 0.0) {
+        return 1.0;
+    }
+    if x > 700.0 {
+        return 0.0;
+    }
+    let t = x * core::f64::consts::LOG2_E;
+    let n = t.floor();
+    let y = (t - n) * core::f64::consts::LN_2;
+    let p = 1.0
+        - y * (1.0
+            - y / 2.0
+                * (1.0
+                    - y / 3.0
+                        * (1.0 - y / 4.0 * (1.0 - y / 5.0 * (1.0 - y / 6.0 * (1.0 - y / 7.0))))));
+    // 2^-n as an f64: exponent field 1023 - n, n <= 1010 here.
+    p * f64::from_bits((1023 - n as u64) << 52)
+}
+
 /// The estimate of `s` at `now`, decayed since its last update; 0.0 when
 /// unknown.
 #[inline]
@@ -33,7 +59,7 @@ pub fn estimate(s: &PeerState, now: u64, decay_ms: u32) -> f64 {
         return 0.0;
     }
     let dt = now.saturating_sub(s.ewma_stamp_ms.load(Relaxed)) as f64;
-    (e * (-dt / f64::from(decay_ms.max(1))).exp()).max(FLOOR_MS)
+    (e * exp_neg(dt / f64::from(decay_ms.max(1)))).max(FLOOR_MS)
 }
 
 /// Records a successful try's latency.
@@ -44,7 +70,7 @@ pub fn observe(s: &PeerState, rtt_ms: u64, now: u64, decay_ms: u32) {
         rtt
     } else {
         let dt = now.saturating_sub(s.ewma_stamp_ms.load(Relaxed)) as f64;
-        let w = (-dt / f64::from(decay_ms.max(1))).exp();
+        let w = exp_neg(dt / f64::from(decay_ms.max(1)));
         (prev * w + rtt * (1.0 - w)).max(FLOOR_MS)
     };
     s.ewma_bits.store(next.to_bits(), Relaxed);
@@ -89,6 +115,20 @@ mod tests {
     use crate::selection::Outcome;
     use crate::spec::{PeerSpec, Policy};
     use crate::testing::OwnedAttempt;
+
+    #[test]
+    fn exp_neg_is_accurate() {
+        let mut x = 0.0f64;
+        while x < 60.0 {
+            let (got, want) = (exp_neg(x), (-x).exp());
+            assert!(((got - want) / want).abs() < 2e-5, "x={x}: {got} vs {want}");
+            x += 0.0137;
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert_eq!(exp_neg(-1.0), 1.0);
+        assert_eq!(exp_neg(f64::NAN), 1.0);
+        assert_eq!(exp_neg(1e9), 0.0);
+    }
 
     #[test]
     fn peak_then_decay() {
