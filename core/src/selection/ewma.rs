@@ -30,8 +30,8 @@ const FLOOR_MS: f64 = 0.01;
 /// `[0, ln 2)`, where a degree-7 Taylor polynomial of `e^-y` is accurate.
 #[inline]
 fn exp_neg(x: f64) -> f64 {
-    // `!(x > 0)` also catches NaN.
-    if !(x > 0.0) {
+    // Zero, negative and NaN: no decay.
+    if x.is_nan() || x <= 0.0 {
         return 1.0;
     }
     if x > 700.0 {
