@@ -102,9 +102,11 @@ pub fn pick(
         if eb == 0.0 {
             eb = ea;
         }
-        let ca = ea * f64::from(states[a].in_flight.load(Relaxed) + 1) / f64::from(confs[a].weight);
-        let cb = eb * f64::from(states[b].in_flight.load(Relaxed) + 1) / f64::from(confs[b].weight);
-        ca <= cb
+        // ea·(na+1)/wa <= eb·(nb+1)/wb, cross-multiplied (weights > 0):
+        // no division on the pick path.
+        let na = f64::from(states[a].in_flight.load(Relaxed)) + 1.0;
+        let nb = f64::from(states[b].in_flight.load(Relaxed)) + 1.0;
+        ea * na * f64::from(confs[b].weight) <= eb * nb * f64::from(confs[a].weight)
     })
 }
 
