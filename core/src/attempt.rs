@@ -9,14 +9,23 @@
 //! none) and flags (high 32 bits); `[1]` start time in ms; `[2]` start of
 //! the try in progress, ms; `[3]` random generator state; `[4]` hash tries
 //! (low 32 bits); `[5]` hash position; `[6]` the worker's ledger slot
-//! (`u32::MAX` for none); `[7..]` the tried bitmap, one bit per peer.
+//! (`u32::MAX` for none); `[7]` number of peers tried; `[8..12]` the first
+//! [`INLINE`] peers tried, two `u32` per word; `[12..]` a bitmap of one bit
+//! per peer, used (and zeroed) only once a request has tried more than
+//! [`INLINE`] peers. Starting a request therefore costs a few stores
+//! whatever the number of peers, where zeroing a bitmap for 10,000 peers
+//! would cost more than the pick itself.
 
 use crate::layout::Table;
 
 const NONE: u32 = u32::MAX;
 const FLAG_BACKUP: u32 = 1;
 const FLAG_HASHED: u32 = 2;
-const HEADER_WORDS: usize = 7;
+const TRIED_COUNT: usize = 7;
+const INLINE_AT: usize = 8;
+/// Peers remembered inline before the bitmap takes over.
+pub const INLINE: usize = 8;
+const HEADER_WORDS: usize = INLINE_AT + INLINE / 2;
 
 /// Words of attempt state a request on `table` needs.
 pub fn words(table: Table<'_>) -> usize {
@@ -39,7 +48,7 @@ impl<'a> Attempt<'a> {
 
     /// Starts a new request in the same memory.
     pub fn reset(&mut self, now_ms: u64) {
-        self.words.fill(0);
+        self.words[..HEADER_WORDS].fill(0);
         self.words[0] = u64::from(NONE);
         self.words[1] = now_ms;
         self.words[3] = 0x9e37_79b9_7f4a_7c15 ^ now_ms;
@@ -148,11 +157,68 @@ impl<'a> Attempt<'a> {
     /// Whether peer `i` was tried already.
     #[inline]
     pub fn tried(&self, i: usize) -> bool {
-        self.words[HEADER_WORDS + i / 64] & (1 << (i % 64)) != 0
+        let n = self.words[TRIED_COUNT] as usize;
+        if n == 0 {
+            return false;
+        }
+        if n > INLINE {
+            return self.words[HEADER_WORDS + i / 64] & (1 << (i % 64)) != 0;
+        }
+        (0..n).any(|k| self.inline(k) == i as u32)
+    }
+
+    #[inline]
+    fn inline(&self, k: usize) -> u32 {
+        (self.words[INLINE_AT + k / 2] >> (32 * (k % 2))) as u32
     }
 
     #[inline]
     pub(crate) fn set_tried(&mut self, i: usize) {
-        self.words[HEADER_WORDS + i / 64] |= 1 << (i % 64);
+        if self.tried(i) {
+            return;
+        }
+        let n = self.words[TRIED_COUNT] as usize;
+        if n < INLINE {
+            self.words[INLINE_AT + n / 2] |= u64::from(i as u32) << (32 * (n % 2));
+        } else {
+            if n == INLINE {
+                // Overflow: move to the bitmap, zeroed only now.
+                self.words[HEADER_WORDS..].fill(0);
+                for k in 0..INLINE {
+                    let j = self.inline(k) as usize;
+                    self.words[HEADER_WORDS + j / 64] |= 1 << (j % 64);
+                }
+            }
+            self.words[HEADER_WORDS + i / 64] |= 1 << (i % 64);
+        }
+        self.words[TRIED_COUNT] = n as u64 + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tried_inline_then_bitmap() {
+        let peers = 200;
+        let mut words = vec![u64::MAX; HEADER_WORDS + peers / 64 + 1];
+        let mut a = Attempt::init(&mut words, 0);
+        assert!(
+            (0..peers).all(|i| !a.tried(i)),
+            "reset without zeroing the bitmap"
+        );
+        let order: Vec<usize> = (0..peers).map(|k| (k * 37 + 11) % peers).collect();
+        for (k, &i) in order.iter().enumerate() {
+            a.set_tried(i);
+            a.set_tried(i);
+            for (m, &j) in order.iter().enumerate() {
+                assert_eq!(a.tried(j), m <= k, "after {k} tries, peer {j}");
+            }
+        }
+        a.reset(1);
+        assert!((0..peers).all(|i| !a.tried(i)));
+        a.set_tried(5);
+        assert!(a.tried(5) && !a.tried(6));
     }
 }

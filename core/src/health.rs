@@ -19,7 +19,7 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::layout::{PeerConf, PeerState};
+use crate::layout::PeerState;
 
 /// What a pick may do with a peer right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,18 +37,18 @@ pub enum Eligibility {
 
 /// Whether `conf`/`state` may be picked at `now` (ignoring `tried`).
 #[inline]
-pub fn eligibility(conf: &PeerConf, state: &PeerState, now: u64, single: bool) -> Eligibility {
-    if conf.down() {
+pub fn eligibility(state: &PeerState, now: u64, single: bool) -> Eligibility {
+    if state.down() {
         return Eligibility::No;
     }
-    if conf.max_conns != 0 && state.in_flight.load(Relaxed) >= conf.max_conns {
+    if state.max_conns != 0 && state.in_flight.load(Relaxed) >= state.max_conns {
         return Eligibility::No;
     }
-    if single || conf.max_fails == 0 || state.fails.load(Relaxed) < conf.max_fails {
+    if single || state.max_fails == 0 || state.fails.load(Relaxed) < state.max_fails {
         return Eligibility::Yes;
     }
     let checked = state.checked_ms.load(Relaxed);
-    if now.saturating_sub(checked) <= conf.fail_timeout_ms {
+    if now.saturating_sub(checked) <= state.fail_timeout_ms {
         Eligibility::No
     } else {
         Eligibility::Probe { checked }
@@ -59,16 +59,16 @@ pub fn eligibility(conf: &PeerConf, state: &PeerState, now: u64, single: bool) -
 /// `max_conns`) and, for a probe, wins the window. `false` when another
 /// worker got there first.
 #[inline]
-pub fn acquire(conf: &PeerConf, state: &PeerState, now: u64, single: bool) -> bool {
-    let e = eligibility(conf, state, now, single);
+pub fn acquire(state: &PeerState, now: u64, single: bool) -> bool {
+    let e = eligibility(state, now, single);
     if e == Eligibility::No {
         return false;
     }
-    if conf.max_conns == 0 {
+    if state.max_conns == 0 {
         state.in_flight.fetch_add(1, Relaxed);
     } else if state
         .in_flight
-        .fetch_update(Relaxed, Relaxed, |n| (n < conf.max_conns).then_some(n + 1))
+        .fetch_update(Relaxed, Relaxed, |n| (n < state.max_conns).then_some(n + 1))
         .is_err()
     {
         return false;
@@ -87,7 +87,7 @@ pub fn acquire(conf: &PeerConf, state: &PeerState, now: u64, single: bool) -> bo
         _ => {
             // nginx: a pick after the window expired starts a new one.
             let checked = state.checked_ms.load(Relaxed);
-            if now.saturating_sub(checked) > conf.fail_timeout_ms {
+            if now.saturating_sub(checked) > state.fail_timeout_ms {
                 let _ = state
                     .checked_ms
                     .compare_exchange(checked, now, Relaxed, Relaxed);
@@ -117,11 +117,11 @@ pub enum Transition {
 }
 
 /// Records a failed try at `now`.
-pub fn record_failure(conf: &PeerConf, state: &PeerState, now: u64) -> Transition {
+pub fn record_failure(state: &PeerState, now: u64) -> Transition {
     let fails = state.fails.fetch_add(1, Relaxed).saturating_add(1);
     state.accessed_ms.store(now, Relaxed);
     state.checked_ms.fetch_max(now, Relaxed);
-    if conf.max_fails != 0 && fails == conf.max_fails {
+    if state.max_fails != 0 && fails == state.max_fails {
         Transition::Disabled
     } else {
         Transition::None
@@ -129,13 +129,13 @@ pub fn record_failure(conf: &PeerConf, state: &PeerState, now: u64) -> Transitio
 }
 
 /// Records a successful (or passed-on) try.
-pub fn record_success(conf: &PeerConf, state: &PeerState) -> Transition {
+pub fn record_success(state: &PeerState) -> Transition {
     if state.fails.load(Relaxed) == 0 {
         return Transition::None;
     }
     if state.accessed_ms.load(Relaxed) < state.checked_ms.load(Relaxed) {
         let old = state.fails.swap(0, Relaxed);
-        if conf.max_fails != 0 && old >= conf.max_fails {
+        if state.max_fails != 0 && old >= state.max_fails {
             return Transition::Recovered;
         }
     }
@@ -147,110 +147,105 @@ mod tests {
     use super::*;
     use core::sync::atomic::{AtomicU32, AtomicU64};
 
-    fn peer(max_fails: u32, fail_timeout_ms: u64) -> (PeerConf, PeerState) {
-        (
-            PeerConf {
-                weight: 1,
-                max_conns: 0,
-                max_fails,
-                flags: 0,
-                fail_timeout_ms,
-                id_hash: 0,
-            },
-            PeerState {
-                in_flight: AtomicU32::new(0),
-                fails: AtomicU32::new(0),
-                checked_ms: AtomicU64::new(0),
-                accessed_ms: AtomicU64::new(0),
-                ewma_bits: AtomicU64::new(0),
-                ewma_stamp_ms: AtomicU64::new(0),
-            },
-        )
+    fn peer(max_fails: u32, fail_timeout_ms: u64) -> PeerState {
+        PeerState {
+            in_flight: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
+            checked_ms: AtomicU64::new(0),
+            accessed_ms: AtomicU64::new(0),
+            ewma_bits: AtomicU64::new(0),
+            ewma_stamp_ms: AtomicU64::new(0),
+            weight: 1,
+            max_conns: 0,
+            max_fails,
+            flags: 0,
+            fail_timeout_ms,
+        }
     }
 
     /// nginx's timeline for max_fails=2 fail_timeout=10s.
     #[test]
     fn max_fails_timeline() {
-        let (c, s) = peer(2, 10_000);
+        let s = peer(2, 10_000);
         let t0 = 1_000_000;
-        assert!(acquire(&c, &s, t0, false));
+        assert!(acquire(&s, t0, false));
         release(&s);
-        assert_eq!(record_failure(&c, &s, t0), Transition::None);
+        assert_eq!(record_failure(&s, t0), Transition::None);
         // One failure: still eligible.
-        assert_eq!(eligibility(&c, &s, t0 + 1, false), Eligibility::Yes);
-        assert!(acquire(&c, &s, t0 + 1, false));
+        assert_eq!(eligibility(&s, t0 + 1, false), Eligibility::Yes);
+        assert!(acquire(&s, t0 + 1, false));
         release(&s);
-        assert_eq!(record_failure(&c, &s, t0 + 1), Transition::Disabled);
+        assert_eq!(record_failure(&s, t0 + 1), Transition::Disabled);
         // Disabled for fail_timeout after the last failure (inclusive).
-        assert_eq!(eligibility(&c, &s, t0 + 1 + 10_000, false), Eligibility::No);
+        assert_eq!(eligibility(&s, t0 + 1 + 10_000, false), Eligibility::No);
         // Then exactly one probe.
         let t1 = t0 + 1 + 10_001;
         assert!(matches!(
-            eligibility(&c, &s, t1, false),
+            eligibility(&s, t1, false),
             Eligibility::Probe { .. }
         ));
-        assert!(acquire(&c, &s, t1, false));
-        assert!(!acquire(&c, &s, t1, false), "second probe must wait");
-        assert!(!acquire(&c, &s, t1 + 5_000, false));
+        assert!(acquire(&s, t1, false));
+        assert!(!acquire(&s, t1, false), "second probe must wait");
+        assert!(!acquire(&s, t1 + 5_000, false));
         // The probe succeeds: failures cleared, peer back.
         release(&s);
-        assert_eq!(record_success(&c, &s), Transition::Recovered);
+        assert_eq!(record_success(&s), Transition::Recovered);
         assert_eq!(s.fails.load(Relaxed), 0);
-        assert!(acquire(&c, &s, t1 + 1, false));
+        assert!(acquire(&s, t1 + 1, false));
         release(&s);
     }
 
     #[test]
     fn failed_probe_closes_the_window_again() {
-        let (c, s) = peer(1, 1_000);
-        record_failure(&c, &s, 5_000);
-        assert!(!acquire(&c, &s, 5_500, false));
-        assert!(acquire(&c, &s, 6_001, false));
+        let s = peer(1, 1_000);
+        record_failure(&s, 5_000);
+        assert!(!acquire(&s, 5_500, false));
+        assert!(acquire(&s, 6_001, false));
         release(&s);
-        record_failure(&c, &s, 6_010);
-        assert!(!acquire(&c, &s, 7_000, false));
-        assert!(acquire(&c, &s, 7_011, false));
+        record_failure(&s, 6_010);
+        assert!(!acquire(&s, 7_000, false));
+        assert!(acquire(&s, 7_011, false));
     }
 
     #[test]
     fn success_inside_window_keeps_fails() {
         // nginx clears fails only when a new window was opened since the
         // last failure (accessed < checked).
-        let (c, s) = peer(3, 10_000);
-        record_failure(&c, &s, 100_000);
-        assert!(acquire(&c, &s, 100_500, false));
+        let s = peer(3, 10_000);
+        record_failure(&s, 100_000);
+        assert!(acquire(&s, 100_500, false));
         release(&s);
-        assert_eq!(record_success(&c, &s), Transition::None);
+        assert_eq!(record_success(&s), Transition::None);
         assert_eq!(s.fails.load(Relaxed), 1);
         // A pick after the window opens a new one; the next success clears.
-        assert!(acquire(&c, &s, 110_001, false));
+        assert!(acquire(&s, 110_001, false));
         release(&s);
-        record_success(&c, &s);
+        record_success(&s);
         assert_eq!(s.fails.load(Relaxed), 0);
     }
 
     #[test]
     fn max_fails_zero_and_single_never_disable() {
-        let (c, s) = peer(0, 10_000);
+        let s = peer(0, 10_000);
         for t in 0..10 {
-            record_failure(&c, &s, 1000 + t);
+            record_failure(&s, 1000 + t);
         }
-        assert_eq!(eligibility(&c, &s, 1010, false), Eligibility::Yes);
-        let (c, s) = peer(1, 10_000);
-        record_failure(&c, &s, 1000);
-        assert_eq!(eligibility(&c, &s, 1001, true), Eligibility::Yes);
-        assert_eq!(eligibility(&c, &s, 1001, false), Eligibility::No);
+        assert_eq!(eligibility(&s, 1010, false), Eligibility::Yes);
+        let s = peer(1, 10_000);
+        record_failure(&s, 1000);
+        assert_eq!(eligibility(&s, 1001, true), Eligibility::Yes);
+        assert_eq!(eligibility(&s, 1001, false), Eligibility::No);
     }
 
     #[test]
     fn max_conns_is_a_hard_bound() {
-        let (mut c, s) = peer(1, 10_000);
-        c.max_conns = 2;
-        assert!(acquire(&c, &s, 1, false));
-        assert!(acquire(&c, &s, 1, false));
-        assert!(!acquire(&c, &s, 1, false));
+        let mut s = peer(1, 10_000);
+        s.max_conns = 2;
+        assert!(acquire(&s, 1, false));
+        assert!(acquire(&s, 1, false));
+        assert!(!acquire(&s, 1, false));
         release(&s);
-        assert!(acquire(&c, &s, 1, false));
+        assert!(acquire(&s, 1, false));
         release(&s);
         release(&s);
         release(&s);
@@ -259,9 +254,9 @@ mod tests {
 
     #[test]
     fn down_is_never_eligible() {
-        let (mut c, s) = peer(1, 10_000);
-        c.flags = PeerConf::DOWN;
-        assert!(!acquire(&c, &s, 1, false));
-        assert!(!acquire(&c, &s, 1, true));
+        let mut s = peer(1, 10_000);
+        s.flags = crate::layout::PeerConf::DOWN;
+        assert!(!acquire(&s, 1, false));
+        assert!(!acquire(&s, 1, true));
     }
 }

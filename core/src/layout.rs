@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | 0 | [`Header`]: magic, layout version, size, digest, counts, offsets | 256 |
 //! | 256 | [`Cursor`] × 4: schedule cursors (primary, backup), total in-flight, spare; a line each | 256 |
-//! | `state_off` | [`PeerState`] × peers: hot counters, a cache line each | 64 × n |
+//! | `state_off` | [`PeerState`] × peers: hot counters and a copy of the limits a pick checks, a cache line each | 64 × n |
 //! | `conf_off` | [`PeerConf`] × peers: immutable parameters | 32 × n |
 //! | `alias_off` | [`Column`] × primaries: weighted random draws (p2c, ewma, random) | 8 × n |
 //! | `ring_off` | [`Point`] × `ring_len`: ketama ring (hash consistent) | 8 × len |
@@ -144,6 +144,25 @@ pub struct PeerState {
     pub ewma_bits: AtomicU64,
     /// When `ewma_bits` was last updated, ms.
     pub ewma_stamp_ms: AtomicU64,
+    /// `weight=`: a copy of [`PeerConf`]'s, so that a pick reads one cache
+    /// line per peer. This and the fields below never change after init.
+    pub weight: u32,
+    /// `max_conns=`, 0 for unlimited.
+    pub max_conns: u32,
+    /// `max_fails=`, 0 for never.
+    pub max_fails: u32,
+    /// [`PeerConf::BACKUP`] | [`PeerConf::DOWN`].
+    pub flags: u32,
+    /// `fail_timeout=`, ms.
+    pub fail_timeout_ms: u64,
+}
+
+impl PeerState {
+    /// Whether `down` was set.
+    #[inline]
+    pub fn down(&self) -> bool {
+        self.flags & PeerConf::DOWN != 0
+    }
 }
 
 /// Per-peer parameters, immutable after init.
@@ -404,7 +423,22 @@ impl<'a> Table<'a> {
         unsafe {
             base.cast::<Header>().write(header);
             let conf = base.add(plan.conf_off).cast::<PeerConf>();
+            let state = base.add(STATE_OFF).cast::<PeerState>();
             for (i, p) in spec.peers.iter().enumerate() {
+                state.add(i).write(PeerState {
+                    in_flight: AtomicU32::new(0),
+                    fails: AtomicU32::new(0),
+                    checked_ms: AtomicU64::new(0),
+                    accessed_ms: AtomicU64::new(0),
+                    ewma_bits: AtomicU64::new(0),
+                    ewma_stamp_ms: AtomicU64::new(0),
+                    weight: p.weight,
+                    max_conns: p.max_conns,
+                    max_fails: p.max_fails,
+                    flags: if p.backup { PeerConf::BACKUP } else { 0 }
+                        | if p.down { PeerConf::DOWN } else { 0 },
+                    fail_timeout_ms: p.fail_timeout_ms,
+                });
                 conf.add(i).write(PeerConf {
                     weight: p.weight,
                     max_conns: p.max_conns,

@@ -38,6 +38,11 @@ pub enum Policy {
     },
 }
 
+/// [`Policy::code`] of `ewma`.
+pub(crate) const CODE_EWMA: u32 = 4;
+/// [`Policy::code`] of `hash`.
+pub(crate) const CODE_HASH: u32 = 6;
+
 /// Default `decay=` of `ewma`, ms.
 pub const DEFAULT_DECAY_MS: u32 = 10_000;
 
@@ -48,9 +53,9 @@ impl Policy {
             Policy::RoundRobin => 1,
             Policy::LeastConn => 2,
             Policy::P2c => 3,
-            Policy::Ewma { .. } => 4,
+            Policy::Ewma { .. } => CODE_EWMA,
             Policy::Random => 5,
-            Policy::Hash { .. } => 6,
+            Policy::Hash { .. } => CODE_HASH,
         }
     }
 

@@ -58,8 +58,12 @@ pub fn estimate(s: &PeerState, now: u64, decay_ms: u32) -> f64 {
     if e == 0.0 {
         return 0.0;
     }
-    let dt = now.saturating_sub(s.ewma_stamp_ms.load(Relaxed)) as f64;
-    (e * exp_neg(dt / f64::from(decay_ms.max(1)))).max(FLOOR_MS)
+    let dt = now.saturating_sub(s.ewma_stamp_ms.load(Relaxed));
+    if dt == 0 {
+        // Updated this millisecond (common under load): nothing to decay.
+        return e;
+    }
+    (e * exp_neg(dt as f64 / f64::from(decay_ms.max(1)))).max(FLOOR_MS)
 }
 
 /// Records a successful try's latency.
@@ -90,7 +94,7 @@ pub fn pick(
     single: bool,
     decay_ms: u32,
 ) -> Option<usize> {
-    let (confs, states) = (t.confs(), t.states());
+    let states = t.states();
     super::p2c::pick_two(t, attempt, now, single, |a, b| {
         let (mut ea, mut eb) = (
             estimate(&states[a], now, decay_ms),
@@ -106,7 +110,7 @@ pub fn pick(
         // no division on the pick path.
         let na = f64::from(states[a].in_flight.load(Relaxed)) + 1.0;
         let nb = f64::from(states[b].in_flight.load(Relaxed)) + 1.0;
-        ea * na * f64::from(confs[b].weight) <= eb * nb * f64::from(confs[a].weight)
+        ea * na * f64::from(states[b].weight) <= eb * nb * f64::from(states[a].weight)
     })
 }
 

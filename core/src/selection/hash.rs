@@ -133,11 +133,11 @@ fn claim(
     now: u64,
     single: bool,
 ) -> Option<usize> {
-    let (confs, states, chain) = (t.confs(), t.states(), t.chain());
+    let (states, chain) = (t.states(), t.chain());
     let mut i = first;
     for _ in 0..t.peers() {
         let under = capacity.is_none_or(|cap| u64::from(states[i].in_flight.load(Relaxed)) < cap);
-        if !attempt.tried(i) && under && health::acquire(&confs[i], &states[i], now, single) {
+        if !attempt.tried(i) && under && health::acquire(&states[i], now, single) {
             return Some(i);
         }
         if mode != HashMode::Consistent {

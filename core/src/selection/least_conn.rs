@@ -26,7 +26,7 @@ pub fn pick(
     now: u64,
     single: bool,
 ) -> Option<usize> {
-    let (confs, states) = (t.confs(), t.states());
+    let states = t.states();
     for _ in 0..RACE_RETRIES {
         // (index, in_flight, weight) of the least loaded; count of ties.
         let mut best: Option<(usize, u64, u64)> = None;
@@ -35,12 +35,12 @@ pub fn pick(
             if attempt.tried(i) {
                 continue;
             }
-            if health::eligibility(&confs[i], &states[i], now, single) == Eligibility::No {
+            if health::eligibility(&states[i], now, single) == Eligibility::No {
                 continue;
             }
             let (c, w) = (
                 u64::from(states[i].in_flight.load(Relaxed)),
-                u64::from(confs[i].weight),
+                u64::from(states[i].weight),
             );
             match best {
                 Some((_, bc, bw)) if c * bw > bc * w => {}
@@ -57,7 +57,7 @@ pub fn pick(
         } else {
             bi
         };
-        if health::acquire(&confs[chosen], &states[chosen], now, single) {
+        if health::acquire(&states[chosen], now, single) {
             return Some(chosen);
         }
         // Another worker filled it or won its probe: look again.
@@ -72,7 +72,7 @@ fn tie_break(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, bc: u64, bw: u64) -
     if sched.is_empty() {
         return None;
     }
-    let (confs, states, cursor) = (t.confs(), t.states(), t.cursor(g));
+    let (states, cursor) = (t.states(), t.cursor(g));
     let len = sched.len() as u64;
     for _ in 0..super::walk_limit(t.group(g).len(), sched.len()) {
         let i = sched[(cursor.value.fetch_add(1, Relaxed) % len) as usize] as usize;
@@ -81,7 +81,7 @@ fn tie_break(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, bc: u64, bw: u64) -
         }
         let (c, w) = (
             u64::from(states[i].in_flight.load(Relaxed)),
-            u64::from(confs[i].weight),
+            u64::from(states[i].weight),
         );
         if c * bw == bc * w {
             return Some(i);

@@ -59,12 +59,14 @@ pub(crate) fn walk_limit(group_len: usize, sched_len: usize) -> usize {
 
 impl Table<'_> {
     /// Picks a peer for the next try of `attempt` and counts it in flight.
+    #[inline]
     pub fn get(&self, attempt: &mut Attempt<'_>, now: u64) -> Result<Pick, Error> {
         self.get_keyed(attempt, &[], now)
     }
 
     /// As [`Table::get`], with the request's key for hash policies (the
     /// same key on every try of the attempt; ignored by other policies).
+    #[inline]
     pub fn get_keyed(
         &self,
         attempt: &mut Attempt<'_>,
@@ -75,10 +77,11 @@ impl Table<'_> {
             return Err(Error::InvalidArgument);
         }
         let single = self.single();
+        let policy = self.policy();
         if !attempt.in_backup() {
-            let picked = match self.policy() {
+            let picked = match policy {
                 Policy::Hash { .. } => hash::pick(self, attempt, key, now, single),
-                _ => self.pick_in(PRIMARY, attempt, now, single),
+                _ => self.pick_in(policy, PRIMARY, attempt, now, single),
             };
             if let Some(i) = picked {
                 return Ok(self.take(attempt, i, false, now));
@@ -88,7 +91,7 @@ impl Table<'_> {
             }
             attempt.set_in_backup();
         }
-        match self.pick_in(BACKUP, attempt, now, false) {
+        match self.pick_in(policy, BACKUP, attempt, now, false) {
             Some(i) => Ok(self.take(attempt, i, true, now)),
             None => Err(Error::Busy),
         }
@@ -112,6 +115,7 @@ impl Table<'_> {
 
     fn pick_in(
         &self,
+        policy: Policy,
         g: usize,
         attempt: &mut Attempt<'_>,
         now: u64,
@@ -120,7 +124,7 @@ impl Table<'_> {
         if self.group(g).is_empty() {
             return None;
         }
-        match self.policy() {
+        match policy {
             Policy::RoundRobin | Policy::Hash { .. } => {
                 round_robin::pick(self, g, attempt, now, single)
             }
@@ -135,7 +139,7 @@ impl Table<'_> {
     #[inline]
     pub(crate) fn bounded(&self) -> bool {
         let h = self.header();
-        h.policy == 6 && h.params[2] != 0
+        h.policy == crate::spec::CODE_HASH && h.params[2] != 0
     }
 
     /// Scans group `g` from `start` for the first peer not tried that can
@@ -150,13 +154,14 @@ impl Table<'_> {
     ) -> Option<usize> {
         let range = self.group(g);
         let n = range.len();
-        let (confs, states) = (self.confs(), self.states());
+        let states = self.states();
         (0..n)
             .map(|k| range.start + (start + k) % n)
-            .find(|&i| !attempt.tried(i) && health::acquire(&confs[i], &states[i], now, single))
+            .find(|&i| !attempt.tried(i) && health::acquire(&states[i], now, single))
     }
 
     /// Ends the try in progress with `outcome`.
+    #[inline]
     pub fn free(
         &self,
         attempt: &mut Attempt<'_>,
@@ -171,7 +176,7 @@ impl Table<'_> {
             return Err(Error::InvalidArgument);
         }
         attempt.set_current(None);
-        let (conf, state) = (&self.confs()[i], &self.states()[i]);
+        let state = &self.states()[i];
         health::release(state);
         self.ledger_sub(attempt.slot(), i);
         if self.bounded() {
@@ -181,15 +186,19 @@ impl Table<'_> {
                 |n| n.checked_sub(1),
             );
         }
-        if let Policy::Ewma { decay_ms } = self.policy() {
-            if outcome == Outcome::Ok {
-                ewma::observe(
-                    state,
-                    now.saturating_sub(attempt.try_start_ms()),
-                    now,
-                    decay_ms,
-                );
-            }
+        let h = self.header();
+        if h.policy == crate::spec::CODE_EWMA && outcome == Outcome::Ok {
+            // The header keeps decay_ms as configured (0: the default).
+            let decay_ms = match h.params[0] {
+                0 => crate::spec::DEFAULT_DECAY_MS,
+                d => d,
+            };
+            ewma::observe(
+                state,
+                now.saturating_sub(attempt.try_start_ms()),
+                now,
+                decay_ms,
+            );
         }
         if self.single() {
             // nginx >= 1.27.3 clears a single peer's failures; it is never
@@ -202,8 +211,8 @@ impl Table<'_> {
             });
         }
         let transition = match outcome {
-            Outcome::Failed => health::record_failure(conf, state, now),
-            Outcome::Ok | Outcome::Next => health::record_success(conf, state),
+            Outcome::Failed => health::record_failure(state, now),
+            Outcome::Ok | Outcome::Next => health::record_success(state),
         };
         if transition == Transition::Recovered {
             // A recovered peer starts from a neutral latency estimate.

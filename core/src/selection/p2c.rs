@@ -19,15 +19,15 @@ use super::random::DRAWS;
 
 /// Picks by in-flight / weight.
 pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, single: bool) -> Option<usize> {
-    let (confs, states) = (t.confs(), t.states());
+    let states = t.states();
     pick_two(t, attempt, now, single, |a, b| {
         let (ca, wa) = (
             u64::from(states[a].in_flight.load(Relaxed)),
-            u64::from(confs[a].weight),
+            u64::from(states[a].weight),
         );
         let (cb, wb) = (
             u64::from(states[b].in_flight.load(Relaxed)),
-            u64::from(confs[b].weight),
+            u64::from(states[b].weight),
         );
         ca * wb <= cb * wa
     })
@@ -43,13 +43,12 @@ pub fn pick_two(
     single: bool,
     first_wins: impl Fn(usize, usize) -> bool,
 ) -> Option<usize> {
-    let (table, confs, states) = (t.alias(), t.confs(), t.states());
+    let (table, states) = (t.alias(), t.states());
     if table.is_empty() {
         return None;
     }
     let usable = |i: usize, attempt: &Attempt<'_>| {
-        !attempt.tried(i)
-            && health::eligibility(&confs[i], &states[i], now, single) != Eligibility::No
+        !attempt.tried(i) && health::eligibility(&states[i], now, single) != Eligibility::No
     };
     for _ in 0..4 {
         let mut first = None;
@@ -77,7 +76,7 @@ pub fn pick_two(
             (Some(a), None) => a,
             _ => break,
         };
-        if health::acquire(&confs[chosen], &states[chosen], now, single) {
+        if health::acquire(&states[chosen], now, single) {
             return Some(chosen);
         }
     }

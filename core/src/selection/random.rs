@@ -16,13 +16,13 @@ pub const DRAWS: usize = 20;
 
 /// Picks a primary and acquires it.
 pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, single: bool) -> Option<usize> {
-    let (table, confs, states) = (t.alias(), t.confs(), t.states());
+    let (table, states) = (t.alias(), t.states());
     if table.is_empty() {
         return None;
     }
     for _ in 0..DRAWS {
         let i = alias::draw(table, attempt.random());
-        if !attempt.tried(i) && health::acquire(&confs[i], &states[i], now, single) {
+        if !attempt.tried(i) && health::acquire(&states[i], now, single) {
             return Some(i);
         }
     }

@@ -29,13 +29,13 @@ pub fn pick(
     if sched.is_empty() {
         return None;
     }
-    let (confs, states, cursor) = (t.confs(), t.states(), t.cursor(g));
+    let (states, cursor) = (t.states(), t.cursor(g));
     let len = sched.len() as u64;
     let mut pos = 0;
     for _ in 0..super::walk_limit(t.group(g).len(), sched.len()) {
         pos = cursor.value.fetch_add(1, Relaxed);
         let i = sched[(pos % len) as usize] as usize;
-        if !attempt.tried(i) && health::acquire(&confs[i], &states[i], now, single) {
+        if !attempt.tried(i) && health::acquire(&states[i], now, single) {
             return Some(i);
         }
     }
