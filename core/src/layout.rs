@@ -617,26 +617,35 @@ impl<'a> Table<'a> {
         }
     }
 
+    /// The `len` records of type `T` at byte offset `off`.
+    ///
+    /// # Safety
+    ///
+    /// The layout must place `len` initialised `T`s at `off` (every caller
+    /// below passes a section's offset and length from the header, which
+    /// `init` wrote and `attach` checked against the plan), aligned for `T`.
+    #[inline]
+    unsafe fn section<T>(&self, off: u64, len: usize) -> &'a [T] {
+        // SAFETY: forwarded contract; the region outlives 'a (constructor
+        // contract) and these sections are not written after init, except
+        // through atomics.
+        unsafe {
+            core::slice::from_raw_parts(self.base.as_ptr().add(off as usize).cast::<T>(), len)
+        }
+    }
+
     /// Alias table of the primaries (empty unless p2c, ewma or random).
     #[inline]
     pub fn alias(&self) -> &'a [Column] {
         let h = self.header();
+        // The section has an extent only for the policies that draw.
         let len = if h.ring_off > h.alias_off {
             self.primaries()
         } else {
             0
         };
-        // SAFETY: `primaries` columns at alias_off when the section is
-        // present, i.e. when it has a non-zero extent (layout contract).
-        unsafe {
-            core::slice::from_raw_parts(
-                self.base
-                    .as_ptr()
-                    .add(h.alias_off as usize)
-                    .cast::<Column>(),
-                len,
-            )
-        }
+        // SAFETY: `len` columns at alias_off (layout contract).
+        unsafe { self.section(h.alias_off, len) }
     }
 
     /// The ketama ring (empty unless hash consistent).
@@ -644,12 +653,7 @@ impl<'a> Table<'a> {
     pub fn ring(&self) -> &'a [Point] {
         let h = self.header();
         // SAFETY: ring_len points at ring_off (layout contract).
-        unsafe {
-            core::slice::from_raw_parts(
-                self.base.as_ptr().add(h.ring_off as usize).cast::<Point>(),
-                h.ring_len as usize,
-            )
-        }
+        unsafe { self.section(h.ring_off, h.ring_len as usize) }
     }
 
     /// The Maglev table (empty unless hash maglev).
@@ -657,59 +661,35 @@ impl<'a> Table<'a> {
     pub fn maglev(&self) -> &'a [u32] {
         let h = self.header();
         // SAFETY: maglev_len u32s at maglev_off (layout contract).
-        unsafe {
-            core::slice::from_raw_parts(
-                self.base.as_ptr().add(h.maglev_off as usize).cast::<u32>(),
-                h.maglev_len as usize,
-            )
-        }
+        unsafe { self.section(h.maglev_off, h.maglev_len as usize) }
     }
 
     /// Next peer with the same server string, per peer (empty unless hash).
     #[inline]
     pub fn chain(&self) -> &'a [u32] {
         let h = self.header();
+        // The section has an extent only for hash policies.
         let len = if h.sched_off[0] > h.chain_off {
             self.peers()
         } else {
             0
         };
-        // SAFETY: `peers` u32s at chain_off when the section has a
-        // non-zero extent (layout contract).
-        unsafe {
-            core::slice::from_raw_parts(
-                self.base.as_ptr().add(h.chain_off as usize).cast::<u32>(),
-                len,
-            )
-        }
+        // SAFETY: `len` u32s at chain_off (layout contract).
+        unsafe { self.section(h.chain_off, len) }
     }
 
     /// Hot counters of every peer.
     #[inline]
     pub fn states(&self) -> &'a [PeerState] {
         // SAFETY: `peers` states at STATE_OFF (layout contract).
-        unsafe {
-            core::slice::from_raw_parts(
-                self.base.as_ptr().add(STATE_OFF).cast::<PeerState>(),
-                self.peers(),
-            )
-        }
+        unsafe { self.section(STATE_OFF as u64, self.peers()) }
     }
 
     /// Parameters of every peer.
     #[inline]
     pub fn confs(&self) -> &'a [PeerConf] {
-        let h = self.header();
-        // SAFETY: `peers` confs at conf_off (layout contract), immutable.
-        unsafe {
-            core::slice::from_raw_parts(
-                self.base
-                    .as_ptr()
-                    .add(h.conf_off as usize)
-                    .cast::<PeerConf>(),
-                self.peers(),
-            )
-        }
+        // SAFETY: `peers` confs at conf_off (layout contract).
+        unsafe { self.section(self.header().conf_off, self.peers()) }
     }
 
     /// Smooth WRR schedule of group `g`: table-wide peer indices.
@@ -717,17 +697,8 @@ impl<'a> Table<'a> {
     pub fn schedule(&self, g: usize) -> &'a [u32] {
         let h = self.header();
         let g = g & 1;
-        // SAFETY: sched_len[g] u32s at sched_off[g] (layout contract),
-        // immutable.
-        unsafe {
-            core::slice::from_raw_parts(
-                self.base
-                    .as_ptr()
-                    .add(h.sched_off[g] as usize)
-                    .cast::<u32>(),
-                h.sched_len[g] as usize,
-            )
-        }
+        // SAFETY: sched_len[g] u32s at sched_off[g] (layout contract).
+        unsafe { self.section(h.sched_off[g], h.sched_len[g] as usize) }
     }
 
     /// Owner word and counter row of ledger slot `s` (`None` past the end).
