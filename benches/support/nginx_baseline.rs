@@ -119,14 +119,8 @@ unsafe impl Sync for Peers {}
 // SAFETY: as above; nothing is tied to the creating thread.
 unsafe impl Send for Peers {}
 
-/// `ngx_rwlock_wlock`.
-fn wlock(lock: &AtomicUsize, spin: bool) {
-    let take = || {
-        lock.load(Ordering::Relaxed) == 0
-            && lock
-                .compare_exchange(0, RWLOCK_WLOCK, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-    };
+/// nginx's lock loop: try, spin with doubling pauses (on SMP), yield.
+fn acquire_with_backoff(take: impl Fn() -> bool, spin: bool) {
     loop {
         if take() {
             return;
@@ -147,33 +141,31 @@ fn wlock(lock: &AtomicUsize, spin: bool) {
     }
 }
 
+/// `ngx_rwlock_wlock`.
+fn wlock(lock: &AtomicUsize, spin: bool) {
+    acquire_with_backoff(
+        || {
+            lock.load(Ordering::Relaxed) == 0
+                && lock
+                    .compare_exchange(0, RWLOCK_WLOCK, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        },
+        spin,
+    );
+}
+
 /// `ngx_rwlock_rlock`.
 fn rlock(lock: &AtomicUsize, spin: bool) {
-    let take = || {
-        let readers = lock.load(Ordering::Relaxed);
-        readers != RWLOCK_WLOCK
-            && lock
-                .compare_exchange(readers, readers + 1, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-    };
-    loop {
-        if take() {
-            return;
-        }
-        if spin {
-            let mut n = 1;
-            while n < RWLOCK_SPIN {
-                for _ in 0..n {
-                    std::hint::spin_loop();
-                }
-                if take() {
-                    return;
-                }
-                n <<= 1;
-            }
-        }
-        std::thread::yield_now();
-    }
+    acquire_with_backoff(
+        || {
+            let readers = lock.load(Ordering::Relaxed);
+            readers != RWLOCK_WLOCK
+                && lock
+                    .compare_exchange(readers, readers + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        },
+        spin,
+    );
 }
 
 /// `ngx_rwlock_unlock`.
