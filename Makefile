@@ -6,6 +6,7 @@
 #   make module NGINX_SRC=DIR [NGINX_CONF_ARGS="..."]
 #                    only the .so, against your nginx source tree
 #   make debian-module   the .so for Debian's packaged nginx (nginx-dev)
+#   make check       the quick loop: fmt, clippy, unit tests (no nginx)
 #   make bench | clean
 
 SHELL := /bin/bash
@@ -34,7 +35,7 @@ DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core
 
 .PHONY: all deps nginx module debian-module debian-module-check \
-	check-exports test demo bench clean
+	check-exports check test demo bench clean
 
 all: nginx
 
@@ -186,6 +187,13 @@ test: deps nginx debian-module-check check-exports
 		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs))
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
+
+# The quick loop: formatting, lints and the tests that need no nginx.
+check:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --workspace -- -D warnings
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --test abi --test shared_fork
 
 demo: deps nginx
 	$(CARGO) build --bin hab-backend

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode};
 use hab_core::spec::HashMode;
 use hab_core::testing::{OwnedTable, Region};
-use hab_core::{attempt, layout, Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
+use hab_core::{attempt, table, Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
 use nginx_baseline::Peers;
 
 const SIZES: [usize; 4] = [3, 100, 1_000, 10_000];
@@ -304,7 +304,7 @@ fn build(c: &mut Criterion) {
                 policy,
                 peers: &peers,
             };
-            let mut region = Region::new(layout::table_size(&spec).expect("size"));
+            let mut region = Region::new(table::table_size(&spec).expect("size"));
             group.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter(|| {
                     Table::init(black_box(&spec), region.bytes_mut())
@@ -323,7 +323,7 @@ fn memory() {
         let ids = ids(n);
         let peers = peers(&ids);
         for (name, policy) in POLICIES {
-            let size = layout::table_size(&UpstreamSpec {
+            let size = table::table_size(&UpstreamSpec {
                 policy,
                 peers: &peers,
             })

@@ -20,23 +20,16 @@
 
 #![warn(missing_docs)]
 
-pub mod alias;
 pub mod attempt;
-pub mod crc32;
 pub mod error;
 pub mod health;
-pub mod inherit;
-pub mod ketama;
-pub mod layout;
-pub mod ledger;
-pub mod maglev;
-pub mod schedule;
 pub mod selection;
 pub mod spec;
+pub mod table;
 pub mod testing;
 
 pub use attempt::Attempt;
 pub use error::Error;
-pub use layout::Table;
 pub use selection::{Outcome, Pick, Report};
 pub use spec::{PeerSpec, Policy, UpstreamSpec};
+pub use table::Table;

@@ -5,8 +5,8 @@
 
 use crate::attempt::{self, Attempt};
 use crate::error::Error;
-use crate::layout::{self, Table};
 use crate::spec::UpstreamSpec;
+use crate::table::{self, Table};
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
@@ -56,7 +56,7 @@ pub struct OwnedTable {
 impl OwnedTable {
     /// Builds a table for `spec`.
     pub fn new(spec: &UpstreamSpec<'_>) -> Result<OwnedTable, Error> {
-        let mut region = Region::new(layout::table_size(spec)?);
+        let mut region = Region::new(table::table_size(spec)?);
         Table::init(spec, region.bytes_mut())?;
         Ok(OwnedTable { region })
     }

@@ -21,7 +21,7 @@ use core::marker::{PhantomData, PhantomPinned};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use hab_core::attempt::{self, Attempt};
-use hab_core::layout::{self, Table, LAYOUT_VERSION};
+use hab_core::table::{self, Table, LAYOUT_VERSION};
 use hab_core::{Error, Outcome, PeerSpec, Policy, UpstreamSpec};
 
 /// Result codes; explicit and never reused.
@@ -325,7 +325,7 @@ pub unsafe extern "C" fn hab_table_size(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: caller contract.
-        unsafe { with_spec(conf, |spec| finish(layout::table_size(spec), out_size)) }
+        unsafe { with_spec(conf, |spec| finish(table::table_size(spec), out_size)) }
     })
 }
 
@@ -450,7 +450,7 @@ pub unsafe extern "C" fn hab_table_inherit(
         // SAFETY: valid handles (caller contract).
         let (t, old) = unsafe { (table(t), table(old)) };
         let h = old.header();
-        if h.magic != layout::MAGIC || h.version != LAYOUT_VERSION {
+        if h.magic != table::MAGIC || h.version != LAYOUT_VERSION {
             return HAB_BAD_LAYOUT;
         }
         let n = t.inherit(old) as u32;
@@ -555,7 +555,7 @@ pub unsafe extern "C" fn hab_table_release_slot(
         }
         // SAFETY: valid handle (caller contract).
         let t = unsafe { table(t) };
-        if slot as usize >= hab_core::ledger::LEDGER_SLOTS {
+        if slot as usize >= hab_core::table::ledger::LEDGER_SLOTS {
             return HAB_INVALID_ARGUMENT;
         }
         t.release_slot(slot, owner);

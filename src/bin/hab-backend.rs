@@ -7,7 +7,7 @@
 //!
 //! Answers `200`, `X-Backend: NAME`, body `NAME\n`. Query overrides
 //! `delay=MS`, `status=CODE`, `close=1`; control endpoints `/_ctl/mode?set=`,
-//! `/_ctl/stats`, `/_ctl/reset` (see `ha_balancer::testkit::backend`).
+//! `/_ctl/stats`, `/_ctl/reset` (see `hab_testkit::backend`).
 //! Prints `ready NAME PORT` per listener once listening. Exits with status 0
 //! on SIGTERM / SIGINT, and when stdin closes if `--exit-on-eof` is given.
 
@@ -17,14 +17,7 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
-// Included by path, not through the root library: the root package's lib
-// and the `hab-ffi` lib are both named `ha_balancer`, so that name is
-// ambiguous inside this package. `tests/common` includes `http.rs` the same way.
-#[allow(dead_code)]
-#[path = "../testkit/mod.rs"]
-mod testkit;
-
-use testkit::backend::{Backend, Mode};
+use hab_testkit::backend::{Backend, Mode};
 
 const USAGE: &str = "usage: hab-backend --listen 127.0.0.1:PORT --name NAME \
 [--listen ADDR --name NAME]... [--mode MODE] [--exit-on-eof]";

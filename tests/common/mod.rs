@@ -33,8 +33,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-#[path = "../../src/testkit/http.rs"]
-pub mod http;
+pub use hab_testkit::http;
 
 pub use http::Response;
 

@@ -19,7 +19,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
-use crate::layout::{PeerState, Table};
+use crate::table::{PeerState, Table};
 
 /// Smallest recorded latency, ms: keeps 0.0 free to mean "unknown".
 const FLOOR_MS: f64 = 0.01;

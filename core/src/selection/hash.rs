@@ -19,11 +19,11 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
-use crate::crc32::crc32;
 use crate::health;
-use crate::ketama;
-use crate::layout::{Table, PRIMARY, TOTAL};
+use crate::selection::crc32::crc32;
+use crate::selection::ketama;
 use crate::spec::{HashMode, Policy};
+use crate::table::{Table, PRIMARY, TOTAL};
 
 /// Picks a primary for `key` and acquires it.
 pub fn pick(
@@ -205,8 +205,8 @@ mod tests {
         );
         for k in 0..200 {
             let key = format!("/{k}");
-            let h = crate::ketama::plain_hash_step(key.as_bytes(), 0, 0);
-            let want = crate::ketama::plain_pick(h, &[2, 1, 1]) as u32;
+            let h = crate::selection::ketama::plain_hash_step(key.as_bytes(), 0, 0);
+            let want = crate::selection::ketama::plain_pick(h, &[2, 1, 1]) as u32;
             assert_eq!(pick(&t, key.as_bytes()), want, "{key}");
         }
     }
@@ -223,7 +223,7 @@ mod tests {
         );
         for k in 0..500 {
             let key = format!("k{k}");
-            let want = crate::ketama::chash_pick(t.table().ring(), key.as_bytes());
+            let want = crate::selection::ketama::chash_pick(t.table().ring(), key.as_bytes());
             assert_eq!(pick(&t, key.as_bytes()), want);
         }
     }

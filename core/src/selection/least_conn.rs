@@ -14,7 +14,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
 use crate::health::{self, Eligibility};
-use crate::layout::Table;
+use crate::table::Table;
 
 const RACE_RETRIES: usize = 4;
 

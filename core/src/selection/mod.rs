@@ -6,18 +6,23 @@
 //! lives in its own file and only chooses among one group of peers.
 //! [`Table::free`] ends the try and updates passive health.
 
+pub mod alias;
+pub mod crc32;
 pub mod ewma;
 pub mod hash;
+pub mod ketama;
 pub mod least_conn;
+pub mod maglev;
 pub mod p2c;
 pub mod random;
 pub mod round_robin;
+pub mod schedule;
 
 use crate::attempt::Attempt;
 use crate::error::Error;
 use crate::health::{self, Transition};
-use crate::layout::{Table, BACKUP, PRIMARY, TOTAL};
 use crate::spec::Policy;
+use crate::table::{Table, BACKUP, PRIMARY, TOTAL};
 
 /// The peer chosen for one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

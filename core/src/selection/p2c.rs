@@ -10,10 +10,10 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::alias;
 use crate::attempt::Attempt;
 use crate::health::{self, Eligibility};
-use crate::layout::{Table, PRIMARY};
+use crate::selection::alias;
+use crate::table::{Table, PRIMARY};
 
 use super::random::DRAWS;
 

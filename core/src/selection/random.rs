@@ -1,15 +1,15 @@
 //! Weighted random
 //!
-//! One O(1) draw from the primaries' alias table (see [`crate::alias`]),
+//! One O(1) draw from the primaries' alias table (see [`crate::selection::alias`]),
 //! with the attempt's own generator (seeded per worker). A drawn peer that
 //! is tried or not eligible costs another draw, up to [`DRAWS`]; then the
 //! group is scanned from a random start, so a pick fails only when no peer
 //! is eligible.
 
-use crate::alias;
 use crate::attempt::Attempt;
 use crate::health;
-use crate::layout::{Table, PRIMARY};
+use crate::selection::alias;
+use crate::table::{Table, PRIMARY};
 
 /// Draws before falling back to a scan (nginx's random gives up after 20).
 pub const DRAWS: usize = 20;

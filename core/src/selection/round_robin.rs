@@ -1,7 +1,7 @@
 //! Smooth weighted round robin over a shared schedule
 //!
 //! The table holds one period of nginx's smooth WRR sequence per group
-//! (see [`crate::schedule`]). A pick takes the next position with one
+//! (see [`crate::selection::schedule`]). A pick takes the next position with one
 //! `fetch_add` on the group's cursor, so concurrent workers share one
 //! sequence: sequential requests through any mix of workers follow nginx's
 //! order exactly. Positions whose peer is tried, down, full or failing are
@@ -15,7 +15,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
 use crate::health;
-use crate::layout::Table;
+use crate::table::Table;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
 pub fn pick(

@@ -17,7 +17,7 @@
 //! | `maglev_off` | `u32` × `maglev_len`: Maglev table (hash maglev) | 4 × len |
 //! | `chain_off` | `u32` × peers: next peer with the same server string (hash) | 4 × n |
 //! | `sched_off[g]` | `u32` × `sched_len[g]`: smooth WRR schedule of group g | 4 × len |
-//! | `ledger_off` | [`LEDGER_SLOTS`] × (owner line + `u32` × peers): per-worker in-flight ledger | see [`crate::ledger`] |
+//! | `ledger_off` | [`LEDGER_SLOTS`] × (owner line + `u32` × peers): per-worker in-flight ledger | see [`crate::table::ledger`] |
 //!
 //! Sections a policy does not use have length 0.
 //!
@@ -29,16 +29,19 @@
 //! magic, the layout version, the size and the configuration digest all
 //! match; otherwise the caller builds a fresh one.
 
+mod carry;
+pub mod ledger;
+
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::alias::{self, Column};
 use crate::error::Error;
-use crate::ketama::{self, Point};
-use crate::maglev;
-use crate::schedule;
+use crate::selection::alias::{self, Column};
+use crate::selection::ketama::{self, Point};
+use crate::selection::maglev;
+use crate::selection::schedule;
 use crate::spec::{identity_hash, HashMode, Policy, UpstreamSpec};
 
 /// `b"HABTABLE"` as a little-endian integer.
@@ -210,7 +213,7 @@ const CURSORS_OFF: usize = size_of::<Header>();
 const CURSORS: usize = 4;
 const STATE_OFF: usize = CURSORS_OFF + CURSORS * size_of::<Cursor>();
 
-/// Worker slots of the in-flight ledger (see [`crate::ledger`]).
+/// Worker slots of the in-flight ledger (see [`crate::table::ledger`]).
 pub const LEDGER_SLOTS: usize = 32;
 
 /// Cursor line holding the total in-flight count of the primaries (kept

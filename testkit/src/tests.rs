@@ -1,7 +1,7 @@
-//! Unit tests of the test kit (run with the `hab-backend` bin target)
+//! Unit tests of the test kit
 
 mod http {
-    use crate::testkit::http::*;
+    use crate::http::*;
 
     fn req(raw: &str) -> Request {
         read_request(&mut raw.as_bytes()).unwrap().unwrap()
@@ -64,8 +64,8 @@ mod http {
 mod backend {
     use std::net::TcpListener;
 
-    use crate::testkit::backend::*;
-    use crate::testkit::http::get;
+    use crate::backend::*;
+    use crate::http::get;
 
     #[test]
     fn modes_parse_and_print() {

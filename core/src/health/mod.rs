@@ -19,7 +19,7 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::layout::PeerState;
+use crate::table::PeerState;
 
 /// What a pick may do with a peer right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn down_is_never_eligible() {
         let mut s = peer(1, 10_000);
-        s.flags = crate::layout::PeerConf::DOWN;
+        s.flags = crate::table::PeerConf::DOWN;
         assert!(!acquire(&s, 1, false));
         assert!(!acquire(&s, 1, true));
     }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use super::http::{read_request, write_response, Request};
+use crate::http::{read_request, write_response, Request};
 
 /// Idle keep-alive connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -21,9 +21,9 @@
 
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
-use crate::layout::{Table, TOTAL};
+use crate::table::{Table, TOTAL};
 
-pub use crate::layout::LEDGER_SLOTS;
+pub use crate::table::LEDGER_SLOTS;
 
 /// Owner word while a slot is being reconciled.
 pub const RECLAIMING: u64 = u64::MAX;

@@ -1,7 +1,7 @@
 //! Carrying health across a reload that changed the upstream
 //!
 //! An unchanged upstream keeps its whole table across `nginx -s reload`
-//! (see [`crate::layout::Table::attach`]). A changed one — a server added,
+//! (see [`crate::table::Table::attach`]). A changed one — a server added,
 //! a weight edited — gets a fresh table, but what was learnt about the
 //! servers that stayed should not be forgotten: a server disabled by
 //! `max_fails` stays disabled until its `fail_timeout` runs out, and its
@@ -15,7 +15,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 use std::collections::HashMap;
 
-use crate::layout::Table;
+use crate::table::Table;
 
 impl Table<'_> {
     /// Copies failure state and latency estimates of peers that `old`
