@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode};
 use hab_core::spec::HashMode;
+use hab_core::table::Zone;
 use hab_core::testing::{OwnedTable, Region};
 use hab_core::{attempt, table, Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
 use nginx_baseline::Peers;
@@ -139,7 +140,7 @@ struct Worker<'k> {
 impl<'k> Worker<'k> {
     fn new(s: Subject<'_>, keys: &'k [Vec<u8>], thread: usize) -> Worker<'k> {
         let mut words = match s {
-            Subject::Ours(t) => vec![0u64; attempt::words(t)],
+            Subject::Ours(t) => vec![0u64; attempt::words(t.peers())],
             Subject::NginxRoundRobin(p) | Subject::NginxLeastConn(p) => {
                 vec![0u64; p.tried_words()]
             }
@@ -304,12 +305,26 @@ fn build(c: &mut Criterion) {
                 policy,
                 peers: &peers,
             };
-            let mut region = Region::new(table::table_size(&spec).expect("size"));
+            let region = Region::new(table::zone_size(&spec).expect("size"));
             group.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter(|| {
-                    Table::init(black_box(&spec), region.bytes_mut())
-                        .expect("table")
+                    // SAFETY: the region is ours, large enough, alive.
+                    unsafe { Zone::init(black_box(&spec), region.as_ptr(), region.len()) }
+                        .expect("zone")
                         .peers()
+                });
+            });
+            // A runtime change: one weight overridden, the next generation
+            // built beside the serving one and published (the old one is
+            // reclaimed by the next rebuild).
+            let owned = OwnedTable::new(&spec).expect("zone");
+            let zone = owned.zone();
+            let mut k = 0u32;
+            group.bench_function(BenchmarkId::new(format!("rebuild/{name}"), n), |b| {
+                b.iter(|| {
+                    k = k % 7 + 1;
+                    zone.set_weight(n / 2, Some(k)).expect("weight");
+                    zone.publish(1, |_| true).expect("publish")
                 });
             });
         }
@@ -323,7 +338,7 @@ fn memory() {
         let ids = ids(n);
         let peers = peers(&ids);
         for (name, policy) in POLICIES {
-            let size = table::table_size(&UpstreamSpec {
+            let size = table::zone_size(&UpstreamSpec {
                 policy,
                 peers: &peers,
             })

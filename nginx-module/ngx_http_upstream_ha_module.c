@@ -17,15 +17,30 @@
 
 
 typedef struct {
+    ngx_str_t                           state_file;
+    hab_state                          *state;      /* parsed, lazily */
+    ngx_uint_t                          state_read; /* unsigned:1 */
+} ngx_http_upstream_ha_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                          enable;
+    ngx_flag_t                          write;
+    ngx_str_t                           prefix;     /* the location's name */
+} ngx_http_upstream_ha_api_conf_t;
+
+
+typedef struct {
     ngx_uint_t                          policy;     /* HAB_POLICY_*, 0: unset */
     ngx_str_t                          *name;       /* upstream name */
     ngx_http_complex_value_t            key;        /* hash */
 
     hab_upstream_conf                   conf;
-    size_t                              table_size;
+    size_t                              zone_size;
     ngx_shm_zone_t                     *shm_zone;
-    hab_table                          *table;
+    hab_zone                           *zone;
     uint32_t                            slot;       /* worker's ledger slot */
+    ngx_http_upstream_ha_main_conf_t   *hmcf;
 
     /* per worker: table index -> nginx peer, built lazily */
     ngx_http_upstream_rr_peers_t       *indexed;
@@ -50,10 +65,15 @@ static ngx_int_t ngx_http_upstream_init_ha(ngx_conf_t *cf,
 static ngx_int_t ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
     hab_peer_conf *pc, uint32_t flags);
+static void ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
+    hab_peer_conf *pc, ngx_uint_t nprimary, ngx_uint_t n);
 static ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static hab_table *ngx_http_upstream_ha_old_table(ngx_shm_zone_t *shm_zone,
+static hab_zone *ngx_http_upstream_ha_old_zone(ngx_shm_zone_t *shm_zone,
     ngx_http_upstream_ha_srv_conf_t *hcf);
+static void ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
+    ngx_http_upstream_ha_srv_conf_t *hcf);
+static void ngx_http_upstream_ha_end_attempt(void *data);
 static ngx_int_t ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_upstream_ha_index(
@@ -70,7 +90,21 @@ static ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_next_conf(
     ngx_cycle_t *cycle, ngx_uint_t *i);
 static int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 
+static ngx_int_t ngx_http_upstream_ha_api_handler(ngx_http_request_t *r);
+static void ngx_http_upstream_ha_api_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_upstream_ha_api_respond(ngx_http_request_t *r,
+    u_char *body, size_t len);
+
+static void *ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_upstream_ha_create_conf(ngx_conf_t *cf);
+static void *ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf);
+static char *ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_upstream_ha_state_file(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static void ngx_http_upstream_ha_state_cleanup(void *data);
+static char *ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_upstream_ha_hash(ngx_conf_t *cf,
@@ -86,6 +120,20 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ha_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_upstream_ha_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_state_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_upstream_ha_state_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -94,14 +142,14 @@ static ngx_http_module_t  ngx_http_upstream_ha_module_ctx = {
     NULL,                                  /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
+    ngx_http_upstream_ha_create_main_conf, /* create main configuration */
     NULL,                                  /* init main configuration */
 
     ngx_http_upstream_ha_create_conf,      /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_upstream_ha_create_api_conf,  /* create location configuration */
+    ngx_http_upstream_ha_merge_api_conf    /* merge location configuration */
 };
 
 
@@ -162,6 +210,8 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
         return NGX_ERROR;
     }
 
+    hcf->hmcf = ngx_http_conf_get_module_main_conf(cf,
+                                                 ngx_http_upstream_ha_module);
     hcf->conf.policy = (uint32_t) hcf->policy;
     hcf->conf.peers = pc;
     hcf->conf.npeers = n;
@@ -178,7 +228,9 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
         return NGX_ERROR;
     }
 
-    rc = hab_table_size(&hcf->conf, &hcf->table_size);
+    ngx_http_upstream_ha_positions(us, pc, peers->number, n);
+
+    rc = hab_zone_size(&hcf->conf, &hcf->zone_size);
 
     if (rc == HAB_OK) {
         rc = hab_conf_digest(&hcf->conf, &digest);
@@ -192,22 +244,26 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     }
 
     /*
-     * One zone per upstream, named after the configuration digest: an
-     * unchanged upstream keeps its zone (and its state) across reloads,
-     * a changed one gets a fresh zone while old workers keep the old one.
+     * One zone per upstream, named after the subsystem, the upstream and
+     * the configuration digest: an unchanged upstream keeps its zone (and
+     * its state) across reloads, a changed one gets a fresh zone while old
+     * workers keep the old one.
      */
 
-    name.len = sizeof("ha_balance::") - 1 + us->host.len + 16;
+    name.len = sizeof("ha_balance:http::") - 1 + us->host.len + 16;
     name.data = ngx_pnalloc(cf->pool, name.len);
     if (name.data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_sprintf(name.data, "ha_balance:%V:%016uxL", &us->host, digest);
+    ngx_sprintf(name.data, "ha_balance:http:%V:%016uxL", &us->host, digest);
 
-    /* the table, slab pool bookkeeping (a page header per page), slack */
+    /*
+     * the zone (root, state and room for several table generations), slab
+     * pool bookkeeping (a page header per page), slack
+     */
 
-    size = ngx_align(hcf->table_size, ngx_pagesize);
+    size = ngx_align(hcf->zone_size, ngx_pagesize);
     size += (size / ngx_pagesize / 64 + 10) * ngx_pagesize;
 
     hcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
@@ -273,6 +329,51 @@ ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
 }
 
 
+/*
+ * The API numbers servers in configuration order, backups included, as
+ * NGINX Plus does; the table lists primaries first.  Round robin expands
+ * each server line into one peer per address, primaries and backups in
+ * two lists, in order; walk the lines the same way.
+ */
+
+static void
+ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
+    hab_peer_conf *pc, ngx_uint_t nprimary, ngx_uint_t n)
+{
+    ngx_uint_t                    i, j, pos, primary, backup;
+    ngx_http_upstream_server_t   *server;
+
+    if (us->servers == NULL) {
+        for (i = 0; i < n; i++) {
+            pc[i].position = (uint32_t) i;
+        }
+
+        return;
+    }
+
+    server = us->servers->elts;
+    pos = 0;
+    primary = 0;
+    backup = nprimary;
+
+    for (i = 0; i < us->servers->nelts; i++) {
+        for (j = 0; j < server[i].naddrs; j++) {
+
+            if (server[i].backup) {
+                if (backup < n) {
+                    pc[backup++].position = (uint32_t) pos;
+                }
+
+            } else if (primary < nprimary) {
+                pc[primary++].position = (uint32_t) pos;
+            }
+
+            pos++;
+        }
+    }
+}
+
+
 static ngx_int_t
 ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
@@ -280,7 +381,7 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     void                             *mem;
     uint32_t                          carried;
-    hab_table                        *old;
+    hab_zone                         *old;
     hab_result                        rc;
     ngx_slab_pool_t                  *shpool;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
@@ -288,12 +389,12 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     hcf = shm_zone->data;
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    if (ohcf && ohcf->table) {
+    if (ohcf && ohcf->zone) {
 
         /* the zone survived a reload: adopt its state */
 
-        rc = hab_table_attach(&hcf->conf, ohcf->table, hcf->table_size,
-                              &hcf->table);
+        rc = hab_zone_attach(&hcf->conf, ohcf->zone, hcf->zone_size,
+                             &hcf->zone);
         if (rc == HAB_OK) {
             ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
                           "ha_balance upstream \"%V\": state kept",
@@ -307,15 +408,15 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    mem = ngx_slab_alloc(shpool, hcf->table_size);
+    mem = ngx_slab_alloc(shpool, hcf->zone_size);
     if (mem == NULL) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "ha_balance upstream \"%V\": cannot allocate %uz bytes "
-                      "in shared memory", hcf->name, hcf->table_size);
+                      "in shared memory", hcf->name, hcf->zone_size);
         return NGX_ERROR;
     }
 
-    rc = hab_table_init(&hcf->conf, mem, hcf->table_size, &hcf->table);
+    rc = hab_zone_init(&hcf->conf, mem, hcf->zone_size, &hcf->zone);
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "ha_balance upstream \"%V\": %s",
@@ -325,11 +426,14 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     /* the upstream changed at reload: keep what is known of its servers */
 
-    old = ngx_http_upstream_ha_old_table(shm_zone, hcf);
+    old = ngx_http_upstream_ha_old_zone(shm_zone, hcf);
 
-    if (old != NULL
-        && hab_table_inherit(hcf->table, old, &carried) == HAB_OK)
-    {
+    if (old == NULL) {
+        ngx_http_upstream_ha_restore(shm_zone, hcf);
+        return NGX_OK;
+    }
+
+    if (hab_zone_carry(hcf->zone, old, &carried) == HAB_OK) {
         ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
                       "ha_balance upstream \"%V\": state of %uD servers "
                       "kept", hcf->name, carried);
@@ -340,13 +444,62 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * The running cycle (ngx_cycle is still the old one while the new one
- * initialises its zones) may hold this upstream's table under another
- * digest: the same "ha_balance:<upstream>:" prefix, another zone.
+ * A fresh start (or a binary upgrade): the state file, if any, holds the
+ * admin state the previous nginx had.  It is read once per configuration;
+ * an unreadable or corrupt file is reported and ignored.
  */
 
-static hab_table *
-ngx_http_upstream_ha_old_table(ngx_shm_zone_t *shm_zone,
+static void
+ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
+    ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    uint32_t                           applied;
+    hab_buf                           *err;
+    hab_result                         rc;
+    ngx_http_upstream_ha_main_conf_t  *hmcf;
+
+    hmcf = hcf->hmcf;
+
+    if (hmcf == NULL || hmcf->state_file.len == 0) {
+        return;
+    }
+
+    if (!hmcf->state_read) {
+        hmcf->state_read = 1;
+        err = NULL;
+
+        rc = hab_state_load(hmcf->state_file.data, hmcf->state_file.len,
+                            &hmcf->state, &err);
+
+        if (rc != HAB_OK) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "ha_state_file \"%V\" ignored: %*s",
+                          &hmcf->state_file, hab_buf_len(err),
+                          hab_buf_data(err));
+            hab_buf_free(err);
+            hmcf->state = NULL;
+            return;
+        }
+    }
+
+    if (hmcf->state == NULL) {
+        return;
+    }
+
+    rc = hab_state_apply(hmcf->state, hcf->zone, hcf->name->data,
+                         hcf->name->len, &applied);
+
+    if (rc == HAB_OK && applied) {
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": admin state of %uD "
+                      "servers restored from \"%V\"", hcf->name, applied,
+                      &hmcf->state_file);
+    }
+}
+
+
+static hab_zone *
+ngx_http_upstream_ha_old_zone(ngx_shm_zone_t *shm_zone,
     ngx_http_upstream_ha_srv_conf_t *hcf)
 {
     size_t                            prefix;
@@ -359,7 +512,7 @@ ngx_http_upstream_ha_old_table(ngx_shm_zone_t *shm_zone,
         return NULL;
     }
 
-    prefix = sizeof("ha_balance:") - 1 + hcf->name->len + 1;
+    prefix = sizeof("ha_balance:http:") - 1 + hcf->name->len + 1;
 
     part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
     zone = part->elts;
@@ -387,8 +540,8 @@ ngx_http_upstream_ha_old_table(ngx_shm_zone_t *shm_zone,
 
         ohcf = zone[i].data;
 
-        if (ohcf->table != NULL && ohcf->table != hcf->table) {
-            return ohcf->table;
+        if (ohcf->zone != NULL && ohcf->zone != hcf->zone) {
+            return ohcf->zone;
         }
     }
 
@@ -403,6 +556,7 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     void                              *mem;
     size_t                             size;
     hab_result                         rc;
+    ngx_pool_cleanup_t                *cln;
     ngx_http_upstream_ha_srv_conf_t   *hcf;
     ngx_http_upstream_ha_peer_data_t  *hp;
 
@@ -411,9 +565,9 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
 
     hcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_upstream_ha_module);
 
-    if (hcf->table == NULL) {
+    if (hcf->zone == NULL) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "ha_balance upstream \"%V\" has no table", hcf->name);
+                      "ha_balance upstream \"%V\" has no zone", hcf->name);
         return NGX_ERROR;
     }
 
@@ -434,16 +588,24 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    size = hab_attempt_size(hcf->table);
+    size = hab_attempt_size(hcf->zone);
 
     mem = ngx_palloc(r->pool, size);
     if (mem == NULL) {
         return NGX_ERROR;
     }
 
-    /* nginx seeds random() per worker: workers draw independently */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
 
-    rc = hab_attempt_init(hcf->table, mem, size, ngx_current_msec,
+    /*
+     * nginx seeds random() per worker: workers draw independently; the
+     * attempt pins the generation serving now until the request ends
+     */
+
+    rc = hab_attempt_init(hcf->zone, mem, size, ngx_current_msec,
                           ((uint64_t) ngx_random() << 32) ^ ngx_random(),
                           hcf->slot, &hp->attempt);
     if (rc != HAB_OK) {
@@ -451,6 +613,9 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
                       "ha_balance attempt: %s", hab_result_str(rc));
         return NGX_ERROR;
     }
+
+    cln->handler = ngx_http_upstream_ha_end_attempt;
+    cln->data = hp;
 
     hp->conf = hcf;
     hp->peers = hp->rrp.peers;
@@ -471,6 +636,15 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     r->upstream->peer.free = ngx_http_upstream_free_ha_peer;
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_upstream_ha_end_attempt(void *data)
+{
+    ngx_http_upstream_ha_peer_data_t  *hp = data;
+
+    (void) hab_attempt_end(hp->conf->zone, hp->attempt);
 }
 
 
@@ -495,10 +669,10 @@ ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     n = peers->number + (peers->next ? peers->next->number : 0);
 
-    if (n != hab_table_peers(hcf->table)) {
+    if (n != hab_zone_peers(hcf->zone)) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "ha_balance upstream \"%V\": %ui peers, table has %uD",
-                      hcf->name, n, hab_table_peers(hcf->table));
+                      "ha_balance upstream \"%V\": %ui peers, zone has %uD",
+                      hcf->name, n, hab_zone_peers(hcf->zone));
         return NGX_ERROR;
     }
 
@@ -542,8 +716,8 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
     pc->cached = 0;
     pc->connection = NULL;
 
-    rc = hab_get(hp->conf->table, hp->attempt, hp->key.data, hp->key.len,
-                 ngx_current_msec, &pick);
+    rc = hab_attempt_pick(hp->conf->zone, hp->attempt, hp->key.data,
+                          hp->key.len, ngx_current_msec, &pick);
 
     switch (rc) {
 
@@ -563,8 +737,8 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
     if (pick.peer >= hp->conf->npeers) {
         ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
                       "ha_balance get: peer %uD out of range", pick.peer);
-        (void) hab_free(hp->conf->table, hp->attempt, HAB_OUTCOME_NEXT,
-                        ngx_current_msec, NULL);
+        (void) hab_attempt_release(hp->conf->zone, hp->attempt,
+                                   HAB_OUTCOME_NEXT, ngx_current_msec, NULL);
         return NGX_ERROR;
     }
 
@@ -610,8 +784,8 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
         outcome = HAB_OUTCOME_OK;
     }
 
-    rc = hab_free(hp->conf->table, hp->attempt, outcome, ngx_current_msec,
-                  &report);
+    rc = hab_attempt_release(hp->conf->zone, hp->attempt, outcome,
+                             ngx_current_msec, &report);
 
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
@@ -641,8 +815,9 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 
 
 /*
- * Each worker claims a slot of every table's in-flight ledger; claiming
- * first returns the requests of workers that died (see core/src/ledger.rs).
+ * Each worker claims a slot of every zone's in-flight ledger; claiming
+ * first returns the requests of workers that died, and their holds on
+ * table generations (see core/src/table/ledger.rs).
  */
 
 static ngx_int_t
@@ -662,9 +837,9 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
 
     while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
 
-        rc = hab_table_claim_slot(hcf->table, (uint64_t) ngx_pid,
-                                  ngx_http_upstream_ha_alive, NULL,
-                                  &hcf->slot);
+        rc = hab_zone_claim_slot(hcf->zone, (uint64_t) ngx_pid,
+                                 ngx_http_upstream_ha_alive, NULL,
+                                 &hcf->slot);
 
         if (rc != HAB_OK) {
             hcf->slot = HAB_NO_SLOT;
@@ -692,8 +867,8 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
             continue;
         }
 
-        (void) hab_table_release_slot(hcf->table, hcf->slot,
-                                      (uint64_t) ngx_pid);
+        (void) hab_zone_release_slot(hcf->zone, hcf->slot,
+                                     (uint64_t) ngx_pid);
         hcf->slot = HAB_NO_SLOT;
     }
 }
@@ -726,7 +901,7 @@ ngx_http_upstream_ha_next_conf(ngx_cycle_t *cycle, ngx_uint_t *i)
         hcf = ngx_http_conf_upstream_srv_conf(uscfp[(*i)++],
                                               ngx_http_upstream_ha_module);
 
-        if (hcf != NULL && hcf->table != NULL) {
+        if (hcf != NULL && hcf->zone != NULL) {
             return hcf;
         }
     }
@@ -760,7 +935,7 @@ ngx_http_upstream_ha_create_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->policy = 0;
-     *     conf->table = NULL;
+     *     conf->zone = NULL;
      *     conf->indexed = NULL;
      */
 
@@ -942,4 +1117,365 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_upstream_ha_main_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_upstream_ha_main_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->state_file = { 0, NULL };
+     *     conf->state = NULL;
+     *     conf->state_read = 0;
+     */
+
+    return conf;
+}
+
+
+static char *
+ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_upstream_ha_main_conf_t  *hmcf = conf;
+
+    ngx_str_t           *value;
+    ngx_pool_cleanup_t  *cln;
+
+    if (hmcf->state_file.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid state file \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    hmcf->state_file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &hmcf->state_file, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the parsed file lives in the master's heap: free it with the cycle */
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_upstream_ha_state_cleanup;
+    cln->data = hmcf;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_upstream_ha_state_cleanup(void *data)
+{
+    ngx_http_upstream_ha_main_conf_t  *hmcf = data;
+
+    hab_state_free(hmcf->state);
+    hmcf->state = NULL;
+}
+
+
+static void *
+ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf)
+{
+    ngx_http_upstream_ha_api_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_upstream_ha_api_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->write = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_upstream_ha_api_conf_t  *prev = parent;
+    ngx_http_upstream_ha_api_conf_t  *conf = child;
+
+    /* the API is served where ha_api is written, not inherited */
+
+    ngx_conf_init_value(conf->enable, 0);
+    ngx_conf_init_value(conf->write, 0);
+
+    (void) prev;
+
+    return NGX_CONF_OK;
+}
+
+
+/* ha_api [write=on|off] */
+
+static char *
+ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_upstream_ha_api_conf_t  *hacf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (hacf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    hacf->enable = 1;
+    hacf->write = 0;
+
+    if (cf->args->nelts == 2) {
+
+        if (ngx_strcmp(value[1].data, "write=on") == 0) {
+            hacf->write = 1;
+
+        } else if (ngx_strcmp(value[1].data, "write=off") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    clcf->handler = ngx_http_upstream_ha_api_handler;
+    hacf->prefix = clcf->name;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_ha_api_handler(ngx_http_request_t *r)
+{
+    ngx_int_t  rc;
+
+    if (r->method == NGX_HTTP_PATCH) {
+        r->request_body_in_single_buf = 1;
+
+        rc = ngx_http_read_client_request_body(r,
+                                               ngx_http_upstream_ha_api_body);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_http_upstream_ha_api_respond(r, NULL, 0);
+}
+
+
+/* the PATCH body, read in memory (small JSON documents only) */
+
+#define NGX_HTTP_UPSTREAM_HA_API_MAX_BODY  65536
+
+static void
+ngx_http_upstream_ha_api_body(ngx_http_request_t *r)
+{
+    u_char       *body, *p;
+    size_t        len;
+    ngx_chain_t  *cl;
+
+    if (r->request_body == NULL || r->request_body->temp_file) {
+        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE);
+        return;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (len > NGX_HTTP_UPSTREAM_HA_API_MAX_BODY) {
+        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE);
+        return;
+    }
+
+    body = NULL;
+
+    if (len) {
+        body = ngx_pnalloc(r->pool, len);
+        if (body == NULL) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        p = body;
+
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+    }
+
+    ngx_http_finalize_request(r, ngx_http_upstream_ha_api_respond(r, body,
+                                                                   len));
+}
+
+
+static ngx_int_t
+ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
+    size_t len)
+{
+    size_t                             n;
+    ngx_int_t                          rc;
+    ngx_buf_t                         *b;
+    ngx_str_t                          path;
+    ngx_uint_t                         i;
+    ngx_chain_t                        out;
+    hab_result                         hrc;
+    hab_api_request                    req;
+    hab_api_response                   res;
+    hab_api_upstream                  *ups;
+    ngx_http_upstream_srv_conf_t     **uscfp;
+    ngx_http_upstream_main_conf_t     *umcf;
+    ngx_http_upstream_ha_api_conf_t   *hacf;
+    ngx_http_upstream_ha_srv_conf_t   *hcf;
+    ngx_http_upstream_ha_main_conf_t  *hmcf;
+
+    hacf = ngx_http_get_module_loc_conf(r, ngx_http_upstream_ha_module);
+    hmcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_ha_module);
+    umcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_module);
+
+    /* the path below the location */
+
+    path = r->uri;
+
+    if (path.len >= hacf->prefix.len
+        && ngx_strncmp(path.data, hacf->prefix.data, hacf->prefix.len) == 0)
+    {
+        path.data += hacf->prefix.len;
+        path.len -= hacf->prefix.len;
+    }
+
+    ups = ngx_pnalloc(r->pool, (umcf->upstreams.nelts + 1)
+                               * sizeof(hab_api_upstream));
+    if (ups == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    uscfp = umcf->upstreams.elts;
+    n = 0;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+
+        if (uscfp[i]->srv_conf == NULL) {
+            continue;
+        }
+
+        hcf = ngx_http_conf_upstream_srv_conf(uscfp[i],
+                                              ngx_http_upstream_ha_module);
+
+        if (hcf == NULL || hcf->zone == NULL) {
+            continue;
+        }
+
+        ups[n].name = hcf->name->data;
+        ups[n].name_len = hcf->name->len;
+        ups[n].zone = hcf->zone;
+        n++;
+    }
+
+    ngx_memzero(&req, sizeof(hab_api_request));
+
+    switch (r->method) {
+
+    case NGX_HTTP_GET:
+        req.method = HAB_API_GET;
+        break;
+
+    case NGX_HTTP_HEAD:
+        req.method = HAB_API_HEAD;
+        break;
+
+    case NGX_HTTP_PATCH:
+        req.method = HAB_API_PATCH;
+        break;
+
+    default:
+        req.method = HAB_API_OTHER;
+    }
+
+    req.flags = hacf->write ? HAB_API_WRITE : 0;
+    req.path = path.data;
+    req.path_len = path.len;
+    req.body = body;
+    req.body_len = len;
+    req.state_file = hmcf->state_file.data;
+    req.state_file_len = hmcf->state_file.len;
+    req.now_ms = ngx_current_msec;
+    req.owner = (uint64_t) ngx_pid;
+    req.alive = ngx_http_upstream_ha_alive;
+    req.alive_data = NULL;
+
+    hrc = hab_api_handle(&req, ups, n, &res);
+    if (hrc != HAB_OK) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "ha_api: %s", hab_result_str(hrc));
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (res.log) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "ha_api: %*s", hab_buf_len(res.log),
+                      hab_buf_data(res.log));
+        hab_buf_free(res.log);
+    }
+
+    len = hab_buf_len(res.body);
+
+    b = ngx_create_temp_buf(r->pool, len ? len : 1);
+    if (b == NULL) {
+        hab_buf_free(res.body);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->last = ngx_cpymem(b->last, hab_buf_data(res.body), len);
+    hab_buf_free(res.body);
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = res.status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }

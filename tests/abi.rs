@@ -41,7 +41,9 @@ fn structs_match_the_header() {
         max_conns,
         max_fails,
         flags,
-        fail_timeout_ms
+        fail_timeout_ms,
+        position,
+        reserved
     });
     same_layout!(hab_upstream_conf {
         policy,
@@ -53,6 +55,107 @@ fn structs_match_the_header() {
     });
     same_layout!(hab_pick { peer, flags });
     same_layout!(hab_report { flags, peer });
+    same_layout!(hab_api_upstream {
+        name,
+        name_len,
+        zone
+    });
+    same_layout!(hab_api_request {
+        method,
+        flags,
+        path,
+        path_len,
+        body,
+        body_len,
+        state_file,
+        state_file_len,
+        now_ms,
+        owner,
+        alive,
+        alive_data
+    });
+    same_layout!(hab_api_response {
+        status,
+        reserved,
+        body,
+        log
+    });
+}
+
+/// The header's functions, over the Rust types (second bindgen pass).
+// Pointers to the opaque handles (`hab_buf`, `hab_state`) are what the
+// header passes; their Rust layout is never seen by C.
+#[allow(dead_code, non_camel_case_types, improper_ctypes, clippy::all)]
+mod fns {
+    use hab_ffi::*;
+    include!(concat!(env!("OUT_DIR"), "/hab_fns.rs"));
+}
+
+fn same<T>(_: T, _: T) {}
+
+/// `same_signature!(name/arity, ...)`: the header's `name` and the Rust
+/// export have the same type (a mismatch does not compile); the names of
+/// all functions checked.
+macro_rules! same_signature {
+    ($($name:ident / $n:tt),* $(,)?) => {{
+        $( same_signature!(@one $name $n); )*
+        vec![$(stringify!($name)),*]
+    }};
+    (@one $name:ident 0) => { same(fns::$name as unsafe extern "C" fn() -> _, rs::$name as unsafe extern "C" fn() -> _) };
+    (@one $name:ident 1) => { same(fns::$name as unsafe extern "C" fn(_) -> _, rs::$name as unsafe extern "C" fn(_) -> _) };
+    (@one $name:ident 2) => { same(fns::$name as unsafe extern "C" fn(_, _) -> _, rs::$name as unsafe extern "C" fn(_, _) -> _) };
+    (@one $name:ident 3) => { same(fns::$name as unsafe extern "C" fn(_, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _) -> _) };
+    (@one $name:ident 4) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _) -> _) };
+    (@one $name:ident 5) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _) -> _) };
+    (@one $name:ident 6) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _) -> _) };
+    (@one $name:ident 7) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _) };
+}
+
+#[test]
+fn functions_match_the_header() {
+    let checked = same_signature!(
+        hab_result_str / 1,
+        hab_layout_version / 0,
+        hab_zone_size / 2,
+        hab_conf_digest / 2,
+        hab_zone_init / 4,
+        hab_zone_attach / 4,
+        hab_zone_carry / 3,
+        hab_zone_peers / 1,
+        hab_zone_generation / 1,
+        hab_zone_in_flight / 3,
+        hab_zone_claim_slot / 5,
+        hab_zone_release_slot / 3,
+        hab_attempt_size / 1,
+        hab_attempt_init / 7,
+        hab_attempt_pick / 6,
+        hab_attempt_release / 5,
+        hab_attempt_end / 2,
+        hab_api_handle / 4,
+        hab_buf_data / 1,
+        hab_buf_len / 1,
+        hab_buf_free / 1,
+        hab_state_load / 4,
+        hab_state_apply / 5,
+        hab_state_free / 1,
+    );
+    // Every function the header declares is in the list above.
+    let header = include_str!("../ffi/include/ha_balancer.h");
+    let mut declared: Vec<&str> = header
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('#') && !l.starts_with('/'))
+        .filter_map(|l| {
+            let end = l.find('(')?;
+            let start = l[..end].rfind(|c: char| !(c.is_alphanumeric() || c == '_'))? + 1;
+            let name = &l[start..end];
+            name.starts_with("hab_").then_some(name)
+        })
+        .collect();
+    declared.sort_unstable();
+    declared.dedup();
+    let mut checked = checked;
+    checked.sort_unstable();
+    assert_eq!(declared, checked, "functions in the header vs checked here");
 }
 
 #[test]
@@ -72,6 +175,12 @@ fn constants_match_the_header() {
         (C::HAB_BAD_LAYOUT as u32, R::HAB_BAD_LAYOUT as u32),
         (C::HAB_UNKNOWN_POLICY as u32, R::HAB_UNKNOWN_POLICY as u32),
         (C::HAB_TOO_LARGE as u32, R::HAB_TOO_LARGE as u32),
+        (C::HAB_BAD_STATE as u32, R::HAB_BAD_STATE as u32),
+        (sys::HAB_API_OTHER, rs::HAB_API_OTHER),
+        (sys::HAB_API_GET, rs::HAB_API_GET),
+        (sys::HAB_API_HEAD, rs::HAB_API_HEAD),
+        (sys::HAB_API_PATCH, rs::HAB_API_PATCH),
+        (sys::HAB_API_WRITE, rs::HAB_API_WRITE),
         (
             sys::hab_policy::HAB_POLICY_ROUND_ROBIN as u32,
             rs::HAB_POLICY_ROUND_ROBIN,
@@ -111,7 +220,7 @@ fn constants_match_the_header() {
 
 #[test]
 fn every_result_code_has_a_message() {
-    for code in 7000..=7008u32 {
+    for code in 7000..=7009u32 {
         // SAFETY: hab_result_str returns a static NUL-terminated string.
         let s = unsafe { core::ffi::CStr::from_ptr(rs::hab_result_str(code)) };
         assert_ne!(s.to_str().unwrap(), "unknown result code", "code {code}");

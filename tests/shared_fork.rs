@@ -9,6 +9,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use hab_core::table::Zone;
 use hab_core::testing::Region;
 use hab_core::{Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
 
@@ -38,12 +39,6 @@ impl Shared {
             ptr: ptr.cast(),
             len,
         }
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the mapping is `len` bytes, page aligned, alive while
-        // `self` is; tests use it from one thread of each process.
-        unsafe { core::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }
 
@@ -83,7 +78,10 @@ fn fork_all(child: impl Fn(usize) -> bool) {
 }
 
 fn table_in<'a>(spec: &UpstreamSpec<'_>, shm: &'a mut Shared) -> Table<'a> {
-    Table::init(spec, shm.bytes()).expect("table fits")
+    // SAFETY: the mapping is `len` bytes, ours, alive while `shm` is.
+    unsafe { Zone::init(spec, shm.ptr, shm.len) }
+        .expect("zone fits")
+        .current()
 }
 
 #[test]
@@ -224,5 +222,5 @@ fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
 #[test]
 fn region_helper_is_aligned() {
     let r = Region::new(100);
-    assert_eq!(r.bytes().as_ptr() as usize % 64, 0);
+    assert_eq!(r.as_ptr() as usize % 64, 0);
 }

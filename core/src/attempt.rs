@@ -10,13 +10,15 @@
 //! the try in progress, ms; `[3]` random generator state; `[4]` hash tries
 //! (low 32 bits); `[5]` hash position; `[6]` the worker's ledger slot
 //! (`u32::MAX` for none); `[7]` number of peers tried; `[8..12]` the first
-//! [`INLINE`] peers tried, two `u32` per word; `[12..]` a bitmap of one bit
+//! [`INLINE`] peers tried, two `u32` per word; `[12]` the pinned generation
+//! (descriptor in the low 8 bits, number above; 0 for none); `[13..]` a
+//! bitmap of one bit
 //! per peer, used (and zeroed) only once a request has tried more than
 //! [`INLINE`] peers. Starting a request therefore costs a few stores
 //! whatever the number of peers, where zeroing a bitmap for 10,000 peers
 //! would cost more than the pick itself.
 
-use crate::table::Table;
+use crate::table::generation::Pin;
 
 const NONE: u32 = u32::MAX;
 const FLAG_BACKUP: u32 = 1;
@@ -25,11 +27,12 @@ const TRIED_COUNT: usize = 7;
 const INLINE_AT: usize = 8;
 /// Peers remembered inline before the bitmap takes over.
 pub const INLINE: usize = 8;
-const HEADER_WORDS: usize = INLINE_AT + INLINE / 2;
+const PIN: usize = INLINE_AT + INLINE / 2;
+const HEADER_WORDS: usize = PIN + 1;
 
-/// Words of attempt state a request on `table` needs.
-pub fn words(table: Table<'_>) -> usize {
-    HEADER_WORDS + table.peers().div_ceil(64)
+/// Words of attempt state a request on a table of `peers` peers needs.
+pub fn words(peers: usize) -> usize {
+    HEADER_WORDS + peers.div_ceil(64)
 }
 
 /// A view of one request's attempt state.
@@ -53,6 +56,21 @@ impl<'a> Attempt<'a> {
         self.words[1] = now_ms;
         self.words[3] = 0x9e37_79b9_7f4a_7c15 ^ now_ms;
         self.words[6] = u64::from(NONE);
+    }
+
+    /// The generation this request pinned.
+    #[inline]
+    pub fn pin(&self) -> Option<Pin> {
+        let w = self.words[PIN];
+        (w != 0).then_some(Pin {
+            slot: (w & 0xff) as u32,
+            seq: w >> 8,
+        })
+    }
+
+    /// Records (or with `None` forgets) the pinned generation.
+    pub fn set_pin(&mut self, pin: Option<Pin>) {
+        self.words[PIN] = pin.map_or(0, |p| (p.seq << 8) | u64::from(p.slot & 0xff));
     }
 
     /// The ledger slot of the worker serving this request (see

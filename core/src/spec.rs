@@ -138,6 +138,9 @@ pub struct PeerSpec<'a> {
     pub backup: bool,
     /// `down`.
     pub down: bool,
+    /// Position in the upstream in configuration order, backups included
+    /// (the API's server `id`); `None`: the index in this list.
+    pub position: Option<u32>,
 }
 
 impl<'a> PeerSpec<'a> {
@@ -152,6 +155,7 @@ impl<'a> PeerSpec<'a> {
             fail_timeout_ms: 10_000,
             backup: false,
             down: false,
+            position: None,
         }
     }
 

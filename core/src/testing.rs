@@ -1,90 +1,184 @@
 //! Process-local regions for tests and benches
 //!
 //! nginx hands the core shared memory; tests and benches use these owned,
-//! suitably aligned buffers instead. Not used on any nginx path.
+//! suitably aligned allocations instead. Not used on any nginx path.
+//!
+//! The region is reached only through the raw pointer of its allocation
+//! (never through a reference to its bytes), as shared memory is: the
+//! zone's atomics and a builder's writes then never alias a Rust
+//! reference.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::ptr::NonNull;
 
 use crate::attempt::{self, Attempt};
 use crate::error::Error;
+use crate::selection::{Outcome, Pick, Report};
 use crate::spec::UpstreamSpec;
-use crate::table::{self, Table};
-
-#[repr(C, align(64))]
-#[derive(Clone, Copy)]
-struct Line([u8; 64]);
+use crate::table::generation::Pin;
+use crate::table::{self, Table, Zone};
 
 /// A zeroed, 64-byte aligned memory region.
 pub struct Region {
-    lines: Box<[Line]>,
+    ptr: NonNull<u8>,
+    layout: Layout,
 }
 
 impl core::fmt::Debug for Region {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Region({} bytes)", self.lines.len() * 64)
+        write!(f, "Region({} bytes)", self.layout.size())
     }
 }
 
 impl Region {
-    /// A region of at least `len` bytes.
+    /// A region of at least `len` bytes (at least 64).
     pub fn new(len: usize) -> Region {
-        Region {
-            lines: vec![Line([0; 64]); len.div_ceil(64)].into_boxed_slice(),
-        }
+        let layout = Layout::from_size_align(len.max(1).div_ceil(64) * 64, 64)
+            .expect("region size overflows");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Region { ptr, layout }
     }
 
-    /// The bytes, read-only.
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `Line` is 64 plain bytes without padding; the boxed slice
-        // is one allocation of `len * 64` bytes.
-        unsafe { core::slice::from_raw_parts(self.lines.as_ptr().cast(), self.lines.len() * 64) }
+    /// Start of the region.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
     }
 
-    /// The bytes, writable.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in `bytes`, with unique access through `&mut self`.
-        unsafe {
-            core::slice::from_raw_parts_mut(self.lines.as_mut_ptr().cast(), self.lines.len() * 64)
-        }
+    /// Bytes in the region.
+    pub fn len(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Whether the region is empty (never: at least 64 bytes).
+    pub fn is_empty(&self) -> bool {
+        false
     }
 }
 
-/// A table in its own process-local region.
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+// SAFETY: the region is plain memory; what is shared through it is
+// synchronised by the zone's atomics, as between processes.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+/// A zone in its own process-local region.
 #[derive(Debug)]
 pub struct OwnedTable {
     region: Region,
 }
 
 impl OwnedTable {
-    /// Builds a table for `spec`.
+    /// Builds a zone for `spec` (generation 1 published).
     pub fn new(spec: &UpstreamSpec<'_>) -> Result<OwnedTable, Error> {
-        let mut region = Region::new(table::table_size(spec)?);
-        Table::init(spec, region.bytes_mut())?;
+        let size = table::zone_size(spec)?;
+        let region = Region::new(size);
+        // SAFETY: the region is ours, `size` bytes, alive as long as `self`.
+        unsafe { Zone::init(spec, region.as_ptr(), region.len()) }?;
         Ok(OwnedTable { region })
     }
 
-    /// The table.
+    /// The zone.
+    pub fn zone(&self) -> Zone<'_> {
+        // SAFETY: `region` holds a zone built by `Zone::init` in `new`,
+        // alive as long as `self`.
+        unsafe { Zone::from_ptr(self.region.as_ptr()) }
+    }
+
+    /// The generation serving now.
     pub fn table(&self) -> Table<'_> {
-        // SAFETY: `region` holds a table built by `Table::init` in `new`,
-        // alive as long as `self`; only atomics are written afterwards.
-        unsafe { Table::from_ptr(self.region.bytes().as_ptr().cast_mut()) }
+        self.zone().current()
     }
 }
 
-/// Per-request state in its own buffer, for tests.
+/// Something with a zone: a zone, or one of its generations.
+pub trait AsZone<'a> {
+    /// The zone.
+    fn as_zone(&self) -> Zone<'a>;
+}
+
+impl<'a> AsZone<'a> for Zone<'a> {
+    fn as_zone(&self) -> Zone<'a> {
+        *self
+    }
+}
+
+impl<'a> AsZone<'a> for Table<'a> {
+    fn as_zone(&self) -> Zone<'a> {
+        self.zone()
+    }
+}
+
+/// One request's state in its own buffer, pinned to the generation that
+/// served when it was made; the pin is dropped on drop.
 #[derive(Debug)]
-pub struct OwnedAttempt {
+pub struct OwnedAttempt<'a> {
+    zone: Zone<'a>,
     words: Box<[u64]>,
 }
 
-impl OwnedAttempt {
-    /// Fresh attempt state for `table`.
-    pub fn new(table: Table<'_>, now_ms: u64) -> OwnedAttempt {
-        let mut words = vec![0u64; attempt::words(table)].into_boxed_slice();
-        Attempt::init(&mut words, now_ms);
-        OwnedAttempt { words }
+impl<'a> OwnedAttempt<'a> {
+    /// A fresh request on `zone` (or a generation's zone), without a
+    /// ledger slot.
+    pub fn new(zone: impl AsZone<'a>, now_ms: u64) -> OwnedAttempt<'a> {
+        Self::with_slot(zone, now_ms, None)
+    }
+
+    /// A fresh request of the worker owning ledger slot `slot`.
+    pub fn with_slot(zone: impl AsZone<'a>, now_ms: u64, slot: Option<u32>) -> OwnedAttempt<'a> {
+        let zone = zone.as_zone();
+        let mut words = vec![0u64; attempt::words(zone.peers())].into_boxed_slice();
+        let mut a = Attempt::init(&mut words, now_ms);
+        a.set_slot(slot);
+        zone.begin(&mut a).expect("pin the serving generation");
+        OwnedAttempt { zone, words }
     }
 
     /// The attempt.
     pub fn attempt(&mut self) -> Attempt<'_> {
         Attempt::from_words(&mut self.words)
+    }
+
+    /// The pinned generation.
+    pub fn pin(&self) -> Option<Pin> {
+        let mut w = self.words.clone();
+        Attempt::from_words(&mut w).pin()
+    }
+
+    /// Picks a peer for the next try ([`Zone::get_keyed`], empty key).
+    pub fn pick(&mut self, now: u64) -> Result<Pick, Error> {
+        self.pick_keyed(&[], now)
+    }
+
+    /// Picks a peer for the next try with a hash key.
+    pub fn pick_keyed(&mut self, key: &[u8], now: u64) -> Result<Pick, Error> {
+        let zone = self.zone;
+        zone.get_keyed(&mut self.attempt(), key, now)
+    }
+
+    /// Ends the try in progress ([`Zone::free`]).
+    pub fn release(&mut self, outcome: Outcome, now: u64) -> Result<Report, Error> {
+        let zone = self.zone;
+        zone.free(&mut self.attempt(), outcome, now)
+    }
+
+    /// Ends the request ([`Zone::end`]).
+    pub fn end(&mut self) {
+        let zone = self.zone;
+        zone.end(&mut self.attempt());
+    }
+}
+
+impl Drop for OwnedAttempt<'_> {
+    fn drop(&mut self) {
+        self.end();
     }
 }

@@ -9,16 +9,19 @@
  *
  *   config time (master, also under nginx -t):
  *     fill a hab_upstream_conf with one hab_peer_conf per server
- *     (primaries first, then backups), hab_table_size() for the zone size,
+ *     (primaries first, then backups), hab_zone_size() for the zone size,
  *     hab_conf_digest() to name the zone;
- *   zone init (master): hab_table_attach() on a reused zone, else
- *     hab_table_init() on fresh shared memory;
+ *   zone init (master): hab_zone_attach() on a reused zone, else
+ *     hab_zone_init() on fresh shared memory, then hab_zone_carry() from
+ *     the old cycle's zone or hab_state_apply() from the state file;
  *   per request (workers): hab_attempt_size() bytes from the request pool,
- *     hab_attempt_init(), then hab_get() / hab_free() once per try.
+ *     hab_attempt_init(), then hab_attempt_pick() / hab_attempt_release()
+ *     once per try, hab_attempt_end() when the request ends;
+ *   operator API (workers): hab_api_handle().
  *
- * The table lives entirely inside the caller's memory (nginx shared
- * memory): no pointers inside it, only indices, so it is valid in every
- * process that maps it.
+ * The zone lives entirely inside the caller's memory (nginx shared
+ * memory): no pointers inside it, only offsets and indices, so it is valid
+ * in every process that maps it.
  */
 
 #ifndef HA_BALANCER_H
@@ -35,14 +38,15 @@ extern "C" {
 /* Result codes: explicit, never reused; 7000 keeps them apart from errno. */
 typedef enum hab_result {
     HAB_OK = 7000,
-    HAB_BUSY = 7001,              /* no eligible peer */
+    HAB_BUSY = 7001,              /* no eligible peer, or busy */
     HAB_NULL_PARAMETER = 7002,
     HAB_PANIC = 7003,             /* a bug: the core panicked, caught */
     HAB_INVALID_ARGUMENT = 7004,
-    HAB_NO_SPACE = 7005,          /* memory region too small */
+    HAB_NO_SPACE = 7005,          /* not enough (shared) memory */
     HAB_BAD_LAYOUT = 7006,        /* region holds no matching table */
     HAB_UNKNOWN_POLICY = 7007,
-    HAB_TOO_LARGE = 7008          /* too many peers or total weight */
+    HAB_TOO_LARGE = 7008,         /* too many peers or total weight */
+    HAB_BAD_STATE = 7009          /* state file unreadable or corrupt */
 } hab_result;
 
 
@@ -81,6 +85,8 @@ typedef struct hab_peer_conf {
     uint32_t        max_fails;    /* 0: never disabled */
     uint32_t        flags;        /* HAB_PEER_* */
     uint64_t        fail_timeout_ms;
+    uint32_t        position;     /* configuration order: the API's id */
+    uint32_t        reserved;     /* zero */
 } hab_peer_conf;
 
 
@@ -94,8 +100,8 @@ typedef struct hab_upstream_conf {
 } hab_upstream_conf;
 
 
-/* Opaque: a balancing table inside caller-owned (shared) memory. */
-typedef struct hab_table hab_table;
+/* Opaque: an upstream's zone inside caller-owned (shared) memory. */
+typedef struct hab_zone hab_zone;
 
 /* Opaque: per-request state inside caller-owned (request pool) memory. */
 typedef struct hab_attempt hab_attempt;
@@ -119,7 +125,7 @@ typedef struct hab_pick {
 } hab_pick;
 
 
-/* hab_free() outcomes */
+/* hab_attempt_release() outcomes */
 #define HAB_OUTCOME_OK      0u    /* response accepted */
 #define HAB_OUTCOME_FAILED  1u    /* counts against max_fails */
 #define HAB_OUTCOME_NEXT    2u    /* passed on (403/404), not a failure */
@@ -138,13 +144,14 @@ typedef struct hab_report {
 
 
 /* A static, NUL-terminated description of a result code. */
-const char *hab_result_str(hab_result rc);
+const char *hab_result_str(unsigned int rc);   /* any hab_result */
 
-/* Layout version of tables this library builds. */
+/* Layout version of zones this library builds. */
 uint32_t hab_layout_version(void);
 
-/* Bytes of shared memory a table for conf needs. */
-hab_result hab_table_size(const hab_upstream_conf *conf, size_t *out_size);
+/* Bytes of shared memory a zone for conf needs (with room for several
+ * table generations). */
+hab_result hab_zone_size(const hab_upstream_conf *conf, size_t *out_size);
 
 /*
  * A 64-bit digest of conf (policy and every peer's identity and
@@ -154,58 +161,66 @@ hab_result hab_conf_digest(const hab_upstream_conf *conf,
     uint64_t *out_digest);
 
 /*
- * Builds a fresh table in mem (aligned to 64 bytes, len >= table size).
- * All counters start at zero.
+ * Builds a fresh zone in mem (aligned to 64 bytes, len >= zone size): all
+ * counters zero, generation 1 built from the configured weights.
  */
-hab_result hab_table_init(const hab_upstream_conf *conf, void *mem,
-    size_t len, hab_table **out_table);
+hab_result hab_zone_init(const hab_upstream_conf *conf, void *mem,
+    size_t len, hab_zone **out_zone);
 
 /*
- * Adopts the table already in mem if it was built for an equal conf:
- * in-flight counts, failure state and cursors carry over.  HAB_BAD_LAYOUT
- * when it does not match (the caller then calls hab_table_init()).
+ * Adopts the zone already in mem if it was built for an equal conf:
+ * in-flight counts, failure state, admin state and the serving generation
+ * carry over.  HAB_BAD_LAYOUT when it does not match (the caller then
+ * calls hab_zone_init()).
  */
-hab_result hab_table_attach(const hab_upstream_conf *conf, void *mem,
-    size_t len, hab_table **out_table);
+hab_result hab_zone_attach(const hab_upstream_conf *conf, void *mem,
+    size_t len, hab_zone **out_zone);
 
 /*
- * After a reload that changed the upstream: copies the failure state and
- * latency estimates of the peers old also has (matched by identity) into
- * the fresh table.  In-flight counts stay with the old table.
+ * After a reload that changed the upstream: carries the state of the peers
+ * old also has (matched by identity: failure window, latency, admin state,
+ * weight override) into the fresh zone.  In-flight counts stay with the
+ * old zone, where the old workers release them.
  */
-hab_result hab_table_inherit(hab_table *table, const hab_table *old,
+hab_result hab_zone_carry(hab_zone *zone, const hab_zone *old,
     uint32_t *out_carried);
 
-/* Number of peers (primaries and backups) in the table. */
-uint32_t hab_table_peers(const hab_table *table);
+/* Number of peers (primaries and backups) in the zone. */
+uint32_t hab_zone_peers(const hab_zone *zone);
+
+/* Number of the table generation serving new requests. */
+uint64_t hab_zone_generation(const hab_zone *zone);
 
 /* Current in-flight count of a peer, summed over all processes. */
-hab_result hab_table_in_flight(const hab_table *table, uint32_t peer,
+hab_result hab_zone_in_flight(const hab_zone *zone, uint32_t peer,
     uint32_t *out_count);
 
 /*
  * Per-worker in-flight ledger.  A worker claims a slot when it starts
  * (nginx: init_process) with its pid as owner; first, the slots of owners
- * that alive() reports dead are reconciled: their requests leave flight.
- * HAB_BUSY when all slots are taken (the worker then passes HAB_NO_SLOT).
+ * that alive() reports dead are reconciled: their requests leave flight
+ * and their holds on generations are dropped.  HAB_BUSY when all slots
+ * are taken (the worker then passes HAB_NO_SLOT).
  */
-hab_result hab_table_claim_slot(hab_table *table, uint64_t owner,
+hab_result hab_zone_claim_slot(hab_zone *zone, uint64_t owner,
     hab_alive_fn alive, void *data, uint32_t *out_slot);
 
 /* Gives the slot back (nginx: exit_process), reconciling what it holds. */
-hab_result hab_table_release_slot(hab_table *table, uint32_t slot,
+hab_result hab_zone_release_slot(hab_zone *zone, uint32_t slot,
     uint64_t owner);
 
-/* Bytes of per-request state hab_attempt_init() needs for this table. */
-size_t hab_attempt_size(const hab_table *table);
+/* Bytes of per-request state hab_attempt_init() needs for this zone. */
+size_t hab_attempt_size(const hab_zone *zone);
 
 /*
- * Prepares per-request state in mem (aligned to 8 bytes).  seed feeds the
- * attempt's random draws (p2c, ewma, random); pass a per-process random
- * number so that workers draw independently.  slot is the worker's ledger
- * slot, or HAB_NO_SLOT.
+ * Prepares per-request state in mem (aligned to 8 bytes) and pins the
+ * generation serving now: every try of this request runs on it, and it is
+ * not reclaimed before hab_attempt_end().  seed feeds the attempt's random
+ * draws (p2c, ewma, random); pass a per-process random number so that
+ * workers draw independently.  slot is the worker's ledger slot, or
+ * HAB_NO_SLOT.
  */
-hab_result hab_attempt_init(const hab_table *table, void *mem, size_t len,
+hab_result hab_attempt_init(hab_zone *zone, void *mem, size_t len,
     uint64_t now_ms, uint64_t seed, uint32_t slot, hab_attempt **out_attempt);
 
 /*
@@ -215,7 +230,7 @@ hab_result hab_attempt_init(const hab_table *table, void *mem, size_t len,
  * policies ignore it.  now_ms is a monotonic clock shared by all processes
  * (nginx's ngx_current_msec).
  */
-hab_result hab_get(hab_table *table, hab_attempt *attempt,
+hab_result hab_attempt_pick(hab_zone *zone, hab_attempt *attempt,
     const uint8_t *key, size_t key_len, uint64_t now_ms, hab_pick *out_pick);
 
 /*
@@ -223,8 +238,92 @@ hab_result hab_get(hab_table *table, hab_attempt *attempt,
  * leaves flight and its failure state is updated.  Calling it with no try
  * in progress returns HAB_INVALID_ARGUMENT and changes nothing.
  */
-hab_result hab_free(hab_table *table, hab_attempt *attempt, uint32_t outcome,
-    uint64_t now_ms, hab_report *out_report);
+hab_result hab_attempt_release(hab_zone *zone, hab_attempt *attempt,
+    uint32_t outcome, uint64_t now_ms, hab_report *out_report);
+
+/*
+ * Ends the request (nginx: a request pool cleanup): releases a try still
+ * in progress and drops the hold on its generation.  Idempotent.
+ */
+hab_result hab_attempt_end(hab_zone *zone, hab_attempt *attempt);
+
+
+/* Operator API (ha_api).  See docs/api.md for paths and bodies. */
+
+#define HAB_API_OTHER  0u
+#define HAB_API_GET    1u
+#define HAB_API_HEAD   2u
+#define HAB_API_PATCH  3u
+
+#define HAB_API_WRITE  0x0001u    /* hab_api_request.flags: write=on */
+
+
+typedef struct hab_api_upstream {
+    const uint8_t  *name;
+    size_t          name_len;
+    hab_zone       *zone;
+} hab_api_upstream;
+
+
+typedef struct hab_api_request {
+    uint32_t        method;       /* HAB_API_GET ... */
+    uint32_t        flags;        /* HAB_API_WRITE */
+    const uint8_t  *path;         /* below the location, no query string */
+    size_t          path_len;
+    const uint8_t  *body;         /* may be NULL when body_len is 0 */
+    size_t          body_len;
+    const uint8_t  *state_file;   /* NULL: no ha_state_file */
+    size_t          state_file_len;
+    uint64_t        now_ms;
+    uint64_t        owner;        /* builder lease owner: the worker's pid */
+    hab_alive_fn    alive;
+    void           *alive_data;
+} hab_api_request;
+
+
+/* Opaque: bytes owned by the library, given back with hab_buf_free(). */
+typedef struct hab_buf hab_buf;
+
+
+typedef struct hab_api_response {
+    uint32_t        status;       /* HTTP status */
+    uint32_t        reserved;
+    hab_buf        *body;         /* JSON; never NULL on HAB_OK */
+    hab_buf        *log;          /* NULL, or a line for the error log */
+} hab_api_response;
+
+
+/*
+ * Answers one API request over n upstreams; after an accepted change the
+ * state file (if given) is rewritten atomically.  The caller frees
+ * out->body and out->log.
+ */
+hab_result hab_api_handle(const hab_api_request *req,
+    const hab_api_upstream *ups, size_t n, hab_api_response *out);
+
+const uint8_t *hab_buf_data(const hab_buf *buf);
+size_t hab_buf_len(const hab_buf *buf);
+void hab_buf_free(hab_buf *buf);
+
+
+/* State file (ha_state_file): admin state across restart and upgrade. */
+
+typedef struct hab_state hab_state;
+
+/*
+ * Reads the state file at path (path_len bytes, not NUL-terminated).
+ * *out_state is NULL when the file does not exist.  HAB_BAD_STATE when it
+ * cannot be read or is corrupt; the reason in *out_error (free it).
+ */
+hab_result hab_state_load(const uint8_t *path, size_t path_len,
+    hab_state **out_state, hab_buf **out_error);
+
+/* Restores the admin state the file holds for upstream name into a fresh
+ * zone. */
+hab_result hab_state_apply(const hab_state *state, hab_zone *zone,
+    const uint8_t *name, size_t name_len, uint32_t *out_applied);
+
+void hab_state_free(hab_state *state);
 
 
 #ifdef __cplusplus

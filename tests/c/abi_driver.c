@@ -51,7 +51,59 @@ alive_none(uint64_t owner, void *data)
 
 
 static int
-one_request(hab_table *t, void *pool, size_t size, uint64_t now,
+api_alive(uint64_t owner, void *data)
+{
+    (void) owner;
+    (void) data;
+
+    return 1;
+}
+
+
+/* one API request; the HTTP status, or -1 */
+
+static int
+api(hab_zone *t, uint32_t method, const char *path, const char *body,
+    uint32_t flags)
+{
+    int                status;
+    hab_api_request    req;
+    hab_api_response   res;
+    hab_api_upstream   up;
+
+    memset(&req, 0, sizeof(req));
+    req.method = method;
+    req.flags = flags;
+    req.path = (const uint8_t *) path;
+    req.path_len = strlen(path);
+    req.body = (const uint8_t *) body;
+    req.body_len = strlen(body);
+    req.owner = 4242;
+    req.alive = api_alive;
+
+    up.name = (const uint8_t *) "app";
+    up.name_len = 3;
+    up.zone = t;
+
+    if (hab_api_handle(&req, &up, 1, &res) != HAB_OK) {
+        return -1;
+    }
+
+    status = (int) res.status;
+
+    if (hab_buf_len(res.body) == 0 || hab_buf_data(res.body)[0] != '{') {
+        status = -1;
+    }
+
+    hab_buf_free(res.body);
+    hab_buf_free(res.log);
+
+    return status;
+}
+
+
+static int
+one_request(hab_zone *t, void *pool, size_t size, uint64_t now,
     uint32_t outcome, uint32_t *peer)
 {
     hab_pick      pick;
@@ -59,9 +111,11 @@ one_request(hab_table *t, void *pool, size_t size, uint64_t now,
     hab_attempt  *a;
 
     CHECK(hab_attempt_init(t, pool, size, now, 42, HAB_NO_SLOT, &a) == HAB_OK);
-    CHECK(hab_get(t, a, NULL, 0, now, &pick) == HAB_OK);
-    CHECK(hab_free(t, a, outcome, now, &report) == HAB_OK);
+    CHECK(hab_attempt_pick(t, a, NULL, 0, now, &pick) == HAB_OK);
+    CHECK(hab_attempt_release(t, a, outcome, now, &report) == HAB_OK);
     CHECK(report.peer == pick.peer);
+    CHECK(hab_attempt_end(t, a) == HAB_OK);
+    CHECK(hab_attempt_end(t, a) == HAB_OK);
     *peer = pick.peer;
 
     return 0;
@@ -78,7 +132,7 @@ hab_abi_driver_run(void)
     uint32_t            i, peer, n, slot, slot2;
     uint64_t            d1, d2;
     hab_pick            pick;
-    hab_table          *t, *t2;
+    hab_zone          *t, *t2;
     hab_report          report;
     hab_attempt        *a;
     hab_peer_conf       peers[4];
@@ -96,31 +150,31 @@ hab_abi_driver_run(void)
 
     /* argument checks */
 
-    CHECK(hab_table_size(NULL, &size) == HAB_NULL_PARAMETER);
-    CHECK(hab_table_size(&conf, NULL) == HAB_NULL_PARAMETER);
+    CHECK(hab_zone_size(NULL, &size) == HAB_NULL_PARAMETER);
+    CHECK(hab_zone_size(&conf, NULL) == HAB_NULL_PARAMETER);
     CHECK(hab_result_str(HAB_PANIC) != NULL);
     CHECK(strcmp(hab_result_str(HAB_OK), "ok") == 0);
     CHECK(strcmp(hab_result_str((hab_result) 1), "unknown result code") == 0);
     CHECK(hab_layout_version() >= 1);
 
     conf.policy = 99;
-    CHECK(hab_table_size(&conf, &size) == HAB_UNKNOWN_POLICY);
+    CHECK(hab_zone_size(&conf, &size) == HAB_UNKNOWN_POLICY);
     conf.policy = HAB_POLICY_ROUND_ROBIN;
 
     peers[1].weight = 0;
-    CHECK(hab_table_size(&conf, &size) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_zone_size(&conf, &size) == HAB_INVALID_ARGUMENT);
     peers[1].weight = 1;
 
-    CHECK(hab_table_size(&conf, &size) == HAB_OK);
+    CHECK(hab_zone_size(&conf, &size) == HAB_OK);
     CHECK(size > 0 && size % 64 == 0);
     CHECK(hab_conf_digest(&conf, &d1) == HAB_OK);
 
     mem = aligned_alloc(64, size);
     CHECK(mem != NULL);
-    CHECK(hab_table_init(&conf, mem, size - 64, &t) == HAB_NO_SPACE);
-    CHECK(hab_table_init(&conf, mem, size, &t) == HAB_OK);
-    CHECK(hab_table_peers(t) == 4);
-    CHECK(hab_table_peers(NULL) == 0);
+    CHECK(hab_zone_init(&conf, mem, size - 64, &t) == HAB_NO_SPACE);
+    CHECK(hab_zone_init(&conf, mem, size, &t) == HAB_OK);
+    CHECK(hab_zone_peers(t) == 4);
+    CHECK(hab_zone_peers(NULL) == 0);
 
     asize = hab_attempt_size(t);
     CHECK(asize >= 16);
@@ -143,28 +197,28 @@ hab_abi_driver_run(void)
     /* free without a try in progress changes nothing */
 
     CHECK(hab_attempt_init(t, pool, asize, 1000, 7, HAB_NO_SLOT, &a) == HAB_OK);
-    CHECK(hab_free(t, a, HAB_OUTCOME_OK, 1000, &report)
+    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, 1000, &report)
           == HAB_INVALID_ARGUMENT);
-    CHECK(hab_get(t, a, NULL, 0, 1000, &pick) == HAB_OK);
-    CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 1);
-    CHECK(hab_free(t, a, 77, 1000, &report) == HAB_INVALID_ARGUMENT);
-    CHECK(hab_free(t, a, HAB_OUTCOME_OK, 1000, NULL) == HAB_OK);
-    CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 0);
-    CHECK(hab_table_in_flight(t, 4, &n) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_attempt_pick(t, a, NULL, 0, 1000, &pick) == HAB_OK);
+    CHECK(hab_zone_in_flight(t, pick.peer, &n) == HAB_OK && n == 1);
+    CHECK(hab_attempt_release(t, a, 77, 1000, &report) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, 1000, NULL) == HAB_OK);
+    CHECK(hab_zone_in_flight(t, pick.peer, &n) == HAB_OK && n == 0);
+    CHECK(hab_zone_in_flight(t, 4, &n) == HAB_INVALID_ARGUMENT);
 
     /* a request retries every primary once, then the backup, then BUSY */
 
     CHECK(hab_attempt_init(t, pool, asize, 2000, 7, HAB_NO_SLOT, &a) == HAB_OK);
     for (i = 0; i < 3; i++) {
-        CHECK(hab_get(t, a, NULL, 0, 2000, &pick) == HAB_OK);
+        CHECK(hab_attempt_pick(t, a, NULL, 0, 2000, &pick) == HAB_OK);
         CHECK(pick.peer < 3 && !(pick.flags & HAB_PICK_BACKUP));
-        CHECK(hab_free(t, a, HAB_OUTCOME_FAILED, 2000, &report) == HAB_OK);
+        CHECK(hab_attempt_release(t, a, HAB_OUTCOME_FAILED, 2000, &report) == HAB_OK);
         CHECK(report.flags & HAB_REPORT_DISABLED);
     }
-    CHECK(hab_get(t, a, NULL, 0, 2000, &pick) == HAB_OK);
+    CHECK(hab_attempt_pick(t, a, NULL, 0, 2000, &pick) == HAB_OK);
     CHECK(pick.peer == 3 && (pick.flags & HAB_PICK_BACKUP));
-    CHECK(hab_free(t, a, HAB_OUTCOME_OK, 2000, &report) == HAB_OK);
-    CHECK(hab_get(t, a, NULL, 0, 2000, &pick) == HAB_BUSY);
+    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, 2000, &report) == HAB_OK);
+    CHECK(hab_attempt_pick(t, a, NULL, 0, 2000, &pick) == HAB_BUSY);
 
     /* while the primaries are disabled, new requests go to the backup */
 
@@ -181,61 +235,72 @@ hab_abi_driver_run(void)
     conf.policy = HAB_POLICY_HASH;
     conf.hash_mode = HAB_HASH_CONSISTENT;
     peers[3].flags = 0;
-    CHECK(hab_table_size(&conf, &size2) == HAB_OK);
+    CHECK(hab_zone_size(&conf, &size2) == HAB_OK);
     mem2 = aligned_alloc(64, size2);
     CHECK(mem2 != NULL);
-    CHECK(hab_table_init(&conf, mem2, size2, &t2) == HAB_OK);
+    CHECK(hab_zone_init(&conf, mem2, size2, &t2) == HAB_OK);
     pool2 = malloc(hab_attempt_size(t2));
     CHECK(pool2 != NULL);
     for (i = 0; i < 2; i++) {
         CHECK(hab_attempt_init(t2, pool2, hab_attempt_size(t2), 0, i, HAB_NO_SLOT, &a)
               == HAB_OK);
-        CHECK(hab_get(t2, a, (const uint8_t *) "user-42", 7, 0, &pick)
+        CHECK(hab_attempt_pick(t2, a, (const uint8_t *) "user-42", 7, 0, &pick)
               == HAB_OK);
-        CHECK(hab_free(t2, a, HAB_OUTCOME_OK, 0, NULL) == HAB_OK);
+        CHECK(hab_attempt_release(t2, a, HAB_OUTCOME_OK, 0, NULL) == HAB_OK);
         peer = (i == 0) ? pick.peer : peer;
         CHECK(pick.peer == peer);
     }
-    CHECK(hab_get(t2, a, NULL, 3, 0, &pick) == HAB_NULL_PARAMETER);
+    CHECK(hab_attempt_pick(t2, a, NULL, 3, 0, &pick) == HAB_NULL_PARAMETER);
     conf.balance_factor = 50;
-    CHECK(hab_table_size(&conf, &size2) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_zone_size(&conf, &size2) == HAB_INVALID_ARGUMENT);
     conf.balance_factor = 0;
     peers[3].flags = HAB_PEER_BACKUP;
-    CHECK(hab_table_size(&conf, &size2) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_zone_size(&conf, &size2) == HAB_INVALID_ARGUMENT);
     conf.policy = HAB_POLICY_ROUND_ROBIN;
     free(pool2);
     free(mem2);
 
     /* ledger: a dead worker's requests leave flight */
 
-    CHECK(hab_table_claim_slot(t, 100, alive_all, NULL, &slot) == HAB_OK);
-    CHECK(hab_table_claim_slot(t, 200, NULL, NULL, &slot2)
+    CHECK(hab_zone_claim_slot(t, 100, alive_all, NULL, &slot) == HAB_OK);
+    CHECK(hab_zone_claim_slot(t, 200, NULL, NULL, &slot2)
           == HAB_NULL_PARAMETER);
     CHECK(hab_attempt_init(t, pool, asize, 20000, 1, slot, &a) == HAB_OK);
-    CHECK(hab_get(t, a, NULL, 0, 20000, &pick) == HAB_OK);
-    CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 1);
-    CHECK(hab_table_claim_slot(t, 200, alive_none, NULL, &slot2) == HAB_OK);
+    CHECK(hab_attempt_pick(t, a, NULL, 0, 20000, &pick) == HAB_OK);
+    CHECK(hab_zone_in_flight(t, pick.peer, &n) == HAB_OK && n == 1);
+    CHECK(hab_zone_claim_slot(t, 200, alive_none, NULL, &slot2) == HAB_OK);
     CHECK(slot2 == slot);
-    CHECK(hab_table_in_flight(t, pick.peer, &n) == HAB_OK && n == 0);
-    CHECK(hab_table_release_slot(t, slot2, 200) == HAB_OK);
-    CHECK(hab_table_release_slot(t, 1000, 200) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_zone_in_flight(t, pick.peer, &n) == HAB_OK && n == 0);
+    CHECK(hab_zone_release_slot(t, slot2, 200) == HAB_OK);
+    CHECK(hab_zone_release_slot(t, 1000, 200) == HAB_INVALID_ARGUMENT);
 
     /* a reload with the same configuration adopts the table */
 
-    CHECK(hab_table_attach(&conf, mem, size, &t2) == HAB_OK && t2 == t);
+    CHECK(hab_zone_attach(&conf, mem, size, &t2) == HAB_OK && t2 == t);
     peers[2].weight = 2;
     CHECK(hab_conf_digest(&conf, &d2) == HAB_OK && d2 != d1);
-    CHECK(hab_table_attach(&conf, mem, size, &t2) == HAB_BAD_LAYOUT);
+    CHECK(hab_zone_attach(&conf, mem, size, &t2) == HAB_BAD_LAYOUT);
 
     /* ... a changed one starts fresh but keeps what is known of its peers */
 
-    CHECK(hab_table_size(&conf, &size2) == HAB_OK);
+    CHECK(hab_zone_size(&conf, &size2) == HAB_OK);
     mem2 = aligned_alloc(64, size2);
     CHECK(mem2 != NULL);
-    CHECK(hab_table_init(&conf, mem2, size2, &t2) == HAB_OK);
-    CHECK(hab_table_inherit(t2, t, &n) == HAB_OK && n == 4);
-    CHECK(hab_table_inherit(t2, NULL, &n) == HAB_NULL_PARAMETER);
+    CHECK(hab_zone_init(&conf, mem2, size2, &t2) == HAB_OK);
+    CHECK(hab_zone_carry(t2, t, &n) == HAB_OK && n == 4);
+    CHECK(hab_zone_carry(t2, NULL, &n) == HAB_NULL_PARAMETER);
     free(mem2);
+
+    /* the operator API: a read, a write refused, a write accepted */
+
+    CHECK(hab_zone_generation(t) == 1);
+    CHECK(api(t, HAB_API_GET, "upstreams/app", "", 0) == 200);
+    CHECK(api(t, HAB_API_PATCH, "upstreams/app/servers/0", "{\"weight\":3}", 0)
+          == 405);
+    CHECK(api(t, HAB_API_PATCH, "upstreams/app/servers/0", "{\"weight\":3}",
+              HAB_API_WRITE) == 200);
+    CHECK(hab_zone_generation(t) == 2);
+    CHECK(api(t, HAB_API_GET, "upstreams/none", "", 0) == 404);
 
     free(pool);
     free(mem);

@@ -35,7 +35,9 @@ pub enum Eligibility {
     },
 }
 
-/// Whether `conf`/`state` may be picked at `now` (ignoring `tried`).
+/// Whether `state` may be picked at `now` (ignoring `tried`): the one
+/// eligibility function every policy goes through. Configured `down`, the
+/// API's `down` and `drain`, `max_conns` and the failure window all count.
 #[inline]
 pub fn eligibility(state: &PeerState, now: u64, single: bool) -> Eligibility {
     if state.down() {
@@ -155,10 +157,10 @@ mod tests {
             accessed_ms: AtomicU64::new(0),
             ewma_bits: AtomicU64::new(0),
             ewma_stamp_ms: AtomicU64::new(0),
-            weight: 1,
+            weight: AtomicU32::new(1),
             max_conns: 0,
             max_fails,
-            flags: 0,
+            flags: AtomicU32::new(0),
             fail_timeout_ms,
         }
     }
@@ -254,8 +256,8 @@ mod tests {
 
     #[test]
     fn down_is_never_eligible() {
-        let mut s = peer(1, 10_000);
-        s.flags = crate::table::PeerConf::DOWN;
+        let s = peer(1, 10_000);
+        s.flags.store(crate::table::PeerState::DOWN, Relaxed);
         assert!(!acquire(&s, 1, false));
         assert!(!acquire(&s, 1, true));
     }

@@ -110,7 +110,7 @@ pub fn pick(
         // no division on the pick path.
         let na = f64::from(states[a].in_flight.load(Relaxed)) + 1.0;
         let nb = f64::from(states[b].in_flight.load(Relaxed)) + 1.0;
-        ea * na * f64::from(states[b].weight) <= eb * nb * f64::from(states[a].weight)
+        ea * na * f64::from(states[b].weight()) <= eb * nb * f64::from(states[a].weight())
     })
 }
 

@@ -40,7 +40,7 @@ pub fn pick(
             }
             let (c, w) = (
                 u64::from(states[i].in_flight.load(Relaxed)),
-                u64::from(states[i].weight),
+                u64::from(states[i].weight()),
             );
             match best {
                 Some((_, bc, bw)) if c * bw > bc * w => {}
@@ -81,7 +81,7 @@ fn tie_break(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, bc: u64, bw: u64) -
         }
         let (c, w) = (
             u64::from(states[i].in_flight.load(Relaxed)),
-            u64::from(states[i].weight),
+            u64::from(states[i].weight()),
         );
         if c * bw == bc * w {
             return Some(i);

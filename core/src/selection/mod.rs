@@ -5,6 +5,11 @@
 //! primary is eligible (nginx: backups only when no primary is). Each policy
 //! lives in its own file and only chooses among one group of peers.
 //! [`Table::free`] ends the try and updates passive health.
+//!
+//! A request goes through its zone: [`Zone::begin`] pins the generation
+//! serving at its start, [`Zone::get_keyed`] and [`Zone::free`] run each
+//! try on that generation (so a retry never mixes indices of two
+//! generations), and [`Zone::end`] drops the pin.
 
 pub mod alias;
 pub mod crc32;
@@ -22,7 +27,7 @@ use crate::attempt::Attempt;
 use crate::error::Error;
 use crate::health::{self, Transition};
 use crate::spec::Policy;
-use crate::table::{Table, BACKUP, PRIMARY, TOTAL};
+use crate::table::{Table, Zone, BACKUP, PRIMARY, TOTAL};
 
 /// The peer chosen for one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +65,76 @@ pub struct Report {
 #[inline]
 pub(crate) fn walk_limit(group_len: usize, sched_len: usize) -> usize {
     sched_len.min(2 * group_len + 16)
+}
+
+impl<'a> Zone<'a> {
+    /// Starts a request: pins the serving generation in `attempt` (fresh
+    /// from [`Attempt::init`], its ledger slot set).
+    pub fn begin(&self, attempt: &mut Attempt<'_>) -> Result<(), Error> {
+        if attempt.pin().is_some() || !attempt.fits(self.peers()) {
+            return Err(Error::InvalidArgument);
+        }
+        let (pin, _) = self.pin(attempt.slot())?;
+        attempt.set_pin(Some(pin));
+        Ok(())
+    }
+
+    /// The generation `attempt` pinned.
+    #[inline]
+    fn pinned_table(&self, attempt: &Attempt<'_>) -> Result<Table<'a>, Error> {
+        let pin = attempt.pin().ok_or(Error::InvalidArgument)?;
+        if pin.slot as usize >= crate::table::GENS
+            || self
+                .slot(pin.slot as usize)
+                .seq
+                .load(core::sync::atomic::Ordering::Relaxed)
+                != pin.seq
+        {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(self.pinned(pin))
+    }
+
+    /// [`Table::get_keyed`] on the generation the request pinned.
+    #[inline]
+    pub fn get_keyed(
+        &self,
+        attempt: &mut Attempt<'_>,
+        key: &[u8],
+        now: u64,
+    ) -> Result<Pick, Error> {
+        self.pinned_table(attempt)?.get_keyed(attempt, key, now)
+    }
+
+    /// [`Table::free`] on the generation the request pinned.
+    #[inline]
+    pub fn free(
+        &self,
+        attempt: &mut Attempt<'_>,
+        outcome: Outcome,
+        now: u64,
+    ) -> Result<Report, Error> {
+        self.pinned_table(attempt)?.free(attempt, outcome, now)
+    }
+
+    /// Ends the request: drops its pin (a try still in progress is
+    /// released as passed on first). Calling it again does nothing.
+    pub fn end(&self, attempt: &mut Attempt<'_>) {
+        if attempt.current().is_some() {
+            let _ = self.free(attempt, Outcome::Next, attempt.try_start_ms());
+        }
+        if let Some(pin) = attempt.pin() {
+            self.unpin(attempt.slot(), pin);
+            attempt.set_pin(None);
+        }
+    }
+
+    /// Whether the zone-wide in-flight total is kept (bounded-load hashing).
+    #[inline]
+    pub(crate) fn bounded(&self) -> bool {
+        let r = self.root();
+        r.policy == crate::spec::CODE_HASH && r.params[2] != 0
+    }
 }
 
 impl Table<'_> {
@@ -106,7 +181,7 @@ impl Table<'_> {
         attempt.set_tried(i);
         attempt.set_current(Some(i as u32));
         attempt.set_try_start(now);
-        self.ledger_add(attempt.slot(), i);
+        self.zone().ledger_add(attempt.slot(), i);
         if self.bounded() {
             self.cursor(TOTAL)
                 .value
@@ -143,8 +218,7 @@ impl Table<'_> {
     /// Whether the total in-flight count is kept (bounded-load hashing).
     #[inline]
     pub(crate) fn bounded(&self) -> bool {
-        let h = self.header();
-        h.policy == crate::spec::CODE_HASH && h.params[2] != 0
+        self.zone().bounded()
     }
 
     /// Scans group `g` from `start` for the first peer not tried that can
@@ -183,7 +257,7 @@ impl Table<'_> {
         attempt.set_current(None);
         let state = &self.states()[i];
         health::release(state);
-        self.ledger_sub(attempt.slot(), i);
+        self.zone().ledger_sub(attempt.slot(), i);
         if self.bounded() {
             let _ = self.cursor(TOTAL).value.fetch_update(
                 core::sync::atomic::Ordering::Relaxed,

@@ -23,11 +23,11 @@ pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, single: bool) ->
     pick_two(t, attempt, now, single, |a, b| {
         let (ca, wa) = (
             u64::from(states[a].in_flight.load(Relaxed)),
-            u64::from(states[a].weight),
+            u64::from(states[a].weight()),
         );
         let (cb, wb) = (
             u64::from(states[b].in_flight.load(Relaxed)),
-            u64::from(states[b].weight),
+            u64::from(states[b].weight()),
         );
         ca * wb <= cb * wa
     })

@@ -1,45 +1,96 @@
-//! Carrying health across a reload that changed the upstream
+//! Carrying per-peer state by identity into a fresh zone
 //!
-//! An unchanged upstream keeps its whole table across `nginx -s reload`
-//! (see [`crate::table::Table::attach`]). A changed one — a server added,
-//! a weight edited — gets a fresh table, but what was learnt about the
-//! servers that stayed should not be forgotten: a server disabled by
-//! `max_fails` stays disabled until its `fail_timeout` runs out, and its
-//! latency estimate is kept. Peers are matched by identity (upstream name,
-//! `server` string and address, hashed at init); a server written several
-//! times matches occurrence by occurrence.
+//! An unchanged upstream keeps its whole zone across `nginx -s reload`
+//! ([`Zone::attach`]). A changed one — a server added, a weight edited —
+//! gets a fresh zone, and what was learnt about the servers that stayed is
+//! carried over: a server disabled by `max_fails` stays disabled until its
+//! `fail_timeout` runs out, its latency estimate is kept, and so are the
+//! admin state and weight override set through the API. Peers are matched
+//! by identity (upstream name, `server` string and address); a server
+//! written several times matches occurrence by occurrence. A server
+//! removed from the configuration drops its state, override included.
 //!
-//! In-flight counts are not carried: the old generation's workers still
-//! hold those requests and release them in the old table.
+//! [`carry_peer`] is the one place that moves a peer's state: it names
+//! every field of [`PeerState`] and [`PeerCold`] in a destructuring
+//! pattern, so adding a field without deciding how it is carried does not
+//! compile.
+//!
+//! In-flight counts are not carried into a fresh zone: the old workers
+//! still hold those requests and release them in the old zone, which they
+//! keep until they exit.
 
 use core::sync::atomic::Ordering::Relaxed;
 use std::collections::HashMap;
 
-use crate::table::Table;
+use super::{PeerCold, PeerState, Zone};
 
-impl Table<'_> {
-    /// Copies failure state and latency estimates of peers that `old`
-    /// also has into this (fresh) table; the number of peers carried.
-    pub fn inherit(&self, old: Table<'_>) -> usize {
-        let mut by_id: HashMap<u64, Vec<usize>> = HashMap::new();
-        for (i, c) in old.confs().iter().enumerate().rev() {
-            by_id.entry(c.id_hash).or_default().push(i);
+/// Moves one peer's state from `(from, from_cold)` to `(to, to_cold)`.
+pub(crate) fn carry_peer(from: (&PeerState, &PeerCold), to: (&PeerState, &PeerCold)) {
+    let (
+        PeerState {
+            // Held by the old workers, released in the old zone.
+            in_flight: _,
+            fails,
+            checked_ms,
+            accessed_ms,
+            ewma_bits,
+            ewma_stamp_ms,
+            // Derived: stored by the next publication.
+            weight: _,
+            // Configuration: the new one's.
+            max_conns: _,
+            max_fails: _,
+            flags,
+            fail_timeout_ms: _,
+        },
+        PeerCold {
+            id_hash: _,
+            id_off: _,
+            id_len: _,
+            server_off: _,
+            server_len: _,
+            conf_weight: _,
+            weight_override,
+            position: _,
+            pad: _,
+            reserved: _,
+        },
+    ) = from;
+    let (t, tc) = to;
+    t.fails.store(fails.load(Relaxed), Relaxed);
+    t.checked_ms.store(checked_ms.load(Relaxed), Relaxed);
+    t.accessed_ms.store(accessed_ms.load(Relaxed), Relaxed);
+    t.ewma_bits.store(ewma_bits.load(Relaxed), Relaxed);
+    t.ewma_stamp_ms.store(ewma_stamp_ms.load(Relaxed), Relaxed);
+    // Only the admin bits move; backup and down are the configuration's.
+    t.flags
+        .fetch_or(flags.load(Relaxed) & PeerState::ADMIN, Relaxed);
+    tc.weight_override
+        .store(weight_override.load(Relaxed), Relaxed);
+}
+
+impl Zone<'_> {
+    /// Copies the state of every peer that `old` also has into this
+    /// (fresh) zone and publishes a generation with the carried weight
+    /// overrides; the number of peers carried.
+    pub fn carry_from(&self, old: Zone<'_>) -> usize {
+        let mut by_id: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for j in (0..old.peers()).rev() {
+            by_id.entry(old.identity(j)).or_default().push(j);
         }
-        let (old_states, new_states) = (old.states(), self.states());
+        let (old_states, old_colds) = (old.states(), old.colds());
+        let (states, colds) = (self.states(), self.colds());
         let mut carried = 0;
-        for (i, c) in self.confs().iter().enumerate() {
-            let Some(j) = by_id.get_mut(&c.id_hash).and_then(Vec::pop) else {
+        for i in 0..self.peers() {
+            let Some(j) = by_id.get_mut(self.identity(i)).and_then(Vec::pop) else {
                 continue;
             };
-            let (from, to) = (&old_states[j], &new_states[i]);
-            to.fails.store(from.fails.load(Relaxed), Relaxed);
-            to.checked_ms.store(from.checked_ms.load(Relaxed), Relaxed);
-            to.accessed_ms
-                .store(from.accessed_ms.load(Relaxed), Relaxed);
-            to.ewma_bits.store(from.ewma_bits.load(Relaxed), Relaxed);
-            to.ewma_stamp_ms
-                .store(from.ewma_stamp_ms.load(Relaxed), Relaxed);
+            carry_peer((&old_states[j], &old_colds[j]), (&states[i], &colds[i]));
             carried += 1;
+        }
+        if self.weights_pending() {
+            // Config time, in the master: nobody else builds.
+            let _ = self.publish(super::generation::INIT_OWNER, |_| true);
         }
         carried
     }
@@ -47,36 +98,38 @@ impl Table<'_> {
 
 #[cfg(test)]
 mod tests {
+    use core::sync::atomic::Ordering::Relaxed;
+
     use crate::selection::Outcome;
     use crate::spec::{PeerSpec, Policy, UpstreamSpec};
     use crate::testing::{OwnedAttempt, OwnedTable};
 
     #[test]
-    fn disabled_peer_stays_disabled_in_the_new_table() {
+    fn state_and_admin_carry_into_the_new_zone() {
         let old_peers = [
             PeerSpec::new(b"up\0a"),
             PeerSpec::new(b"up\0b"),
             PeerSpec::new(b"up\0b"),
+            PeerSpec::new(b"up\0gone"),
         ];
         let old = OwnedTable::new(&UpstreamSpec {
             policy: Policy::RoundRobin,
             peers: &old_peers,
         })
         .unwrap();
+        let oz = old.zone();
         // Fail "a" once (max_fails=1): disabled for 10 s from t=1000.
-        let mut a = OwnedAttempt::new(old.table(), 1000);
-        let p = old.table().get(&mut a.attempt(), 1000).unwrap();
-        assert_eq!(p.peer, 0);
-        old.table()
-            .free(&mut a.attempt(), Outcome::Failed, 1000)
-            .unwrap();
-        // The second "b" has a latency estimate.
-        old.table().states()[2]
-            .ewma_bits
-            .store(5.0f64.to_bits(), core::sync::atomic::Ordering::Relaxed);
+        let mut a = OwnedAttempt::new(oz, 1000);
+        assert_eq!(a.pick(1000).unwrap().peer, 0);
+        a.release(Outcome::Failed, 1000).unwrap();
+        // The second "b" has a latency estimate, is draining, reweighted.
+        oz.states()[2].ewma_bits.store(5.0f64.to_bits(), Relaxed);
+        oz.set_admin(2, None, Some(true)).unwrap();
+        oz.set_weight(2, Some(4)).unwrap();
+        oz.set_admin(3, Some(true), None).unwrap();
 
         // Reload: "c" added in front, "a" reweighted (its identity is the
-        // same), one "b" kept.
+        // same), both "b" kept, "gone" removed.
         let new_peers = [
             PeerSpec::new(b"up\0c"),
             PeerSpec::new(b"up\0a").weight(3),
@@ -88,23 +141,28 @@ mod tests {
             peers: &new_peers,
         })
         .unwrap();
-        assert_eq!(new.table().inherit(old.table()), 3);
-        let s = new.table().states();
-        assert_eq!(s[1].fails.load(core::sync::atomic::Ordering::Relaxed), 1);
+        let z = new.zone();
+        assert_eq!(z.carry_from(oz), 3);
+        let s = z.states();
+        assert_eq!(s[1].fails.load(Relaxed), 1);
+        assert_eq!(f64::from_bits(s[3].ewma_bits.load(Relaxed)), 5.0);
+        assert!(z.view(3, 2000).unwrap().drain);
         assert_eq!(
-            f64::from_bits(s[3].ewma_bits.load(core::sync::atomic::Ordering::Relaxed)),
-            5.0
+            z.view(3, 2000).unwrap().weight,
+            4,
+            "override carried and published"
         );
+        assert_eq!(z.generation(), 2);
+        assert!(!z.view(0, 2000).unwrap().down, "new server starts up");
         for _ in 0..20 {
-            let mut a = OwnedAttempt::new(new.table(), 2000);
-            let p = new.table().get(&mut a.attempt(), 2000).unwrap();
-            assert_ne!(p.peer, 1, "a is still inside its failure window");
-            new.table()
-                .free(&mut a.attempt(), Outcome::Ok, 2000)
-                .unwrap();
+            let mut a = OwnedAttempt::new(z, 2000);
+            let p = a.pick(2000).unwrap();
+            assert!(
+                p.peer == 0 || p.peer == 2,
+                "a is failed, second b drained: {p:?}"
+            );
+            a.release(Outcome::Ok, 2000).unwrap();
         }
-        assert!(s
-            .iter()
-            .all(|p| p.in_flight.load(core::sync::atomic::Ordering::Relaxed) == 0));
+        assert!(s.iter().all(|p| p.in_flight.load(Relaxed) == 0));
     }
 }

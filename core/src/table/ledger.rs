@@ -15,20 +15,24 @@
 //! [`LEDGER_SLOTS`] the extras run without a slot: their requests are
 //! counted in flight as usual, just not reconciled if they die.
 //!
+//! The same row counts, per generation descriptor, the generations the
+//! worker's requests have pinned (see [`super::generation`]); reconciling
+//! zeroes them, so a dead worker cannot keep an old generation alive.
+//!
 //! Owner word transitions: `0` (free) → `pid` (claimed, by CAS) →
 //! [`RECLAIMING`] (by whoever reconciles it, by CAS) → `0`. Rows are written
 //! only by their owner; `Relaxed` suffices as each counter is independent.
 
-use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
-use crate::table::{Table, TOTAL};
+use crate::table::Zone;
 
 pub use crate::table::LEDGER_SLOTS;
 
 /// Owner word while a slot is being reconciled.
 pub const RECLAIMING: u64 = u64::MAX;
 
-impl Table<'_> {
+impl Zone<'_> {
     /// Reconciles the slots of owners `alive` says are gone, then claims a
     /// free slot for `owner` (non-zero). `None` when every slot is taken.
     pub fn claim_slot(&self, owner: u64, alive: impl Fn(u64) -> bool) -> Option<u32> {
@@ -70,7 +74,8 @@ impl Table<'_> {
             return;
         }
         let states = self.states();
-        for (i, c) in row.iter().enumerate() {
+        let (in_flight, refs) = row.split_at(self.peers());
+        for (i, c) in in_flight.iter().enumerate() {
             let n = c.swap(0, Relaxed);
             if n != 0 {
                 let _ = states[i]
@@ -79,10 +84,14 @@ impl Table<'_> {
             }
             if self.bounded() && n != 0 {
                 let _ = self
-                    .cursor(TOTAL)
+                    .total()
                     .value
                     .fetch_update(Relaxed, Relaxed, |t| Some(t.saturating_sub(u64::from(n))));
             }
+        }
+        // The dead worker's requests are gone: so are their pins.
+        for r in refs {
+            r.store(0, SeqCst);
         }
         word.store(0, Release);
     }
@@ -131,21 +140,20 @@ mod tests {
     fn dead_worker_counts_are_returned() {
         let t = table(Policy::LeastConn);
         let tb = t.table();
-        let dead = tb.claim_slot(100, |_| true).unwrap();
-        let live = tb.claim_slot(200, |_| true).unwrap();
+        let dead = tb.zone().claim_slot(100, |_| true).unwrap();
+        let live = tb.zone().claim_slot(200, |_| true).unwrap();
         assert_ne!(dead, live);
         // The doomed worker holds two requests, the live one one.
         let mut held = Vec::new();
         for slot in [dead, dead, live] {
-            let mut a = OwnedAttempt::new(tb, 0);
-            a.attempt().set_slot(Some(slot));
+            let mut a = OwnedAttempt::with_slot(tb, 0, Some(slot));
             tb.get(&mut a.attempt(), 0).unwrap();
             held.push(a);
         }
         assert_eq!(tb.states()[0].in_flight.load(Relaxed), 1);
         assert_eq!(tb.states()[1].in_flight.load(Relaxed), 2);
         // Worker 100 dies; its replacement reconciles.
-        let new = tb.claim_slot(300, |pid| pid != 100).unwrap();
+        let new = tb.zone().claim_slot(300, |pid| pid != 100).unwrap();
         assert_eq!(new, dead, "the freed slot is reused");
         let total: u32 = tb.states().iter().map(|s| s.in_flight.load(Relaxed)).sum();
         assert_eq!(total, 1, "only the live worker's request remains");
@@ -160,15 +168,14 @@ mod tests {
     fn release_returns_leftovers_and_frees_the_slot() {
         let t = table(Policy::RoundRobin);
         let tb = t.table();
-        let s = tb.claim_slot(7, |_| true).unwrap();
-        let mut a = OwnedAttempt::new(tb, 0);
-        a.attempt().set_slot(Some(s));
+        let s = tb.zone().claim_slot(7, |_| true).unwrap();
+        let mut a = OwnedAttempt::with_slot(tb, 0, Some(s));
         tb.get(&mut a.attempt(), 0).unwrap();
-        tb.release_slot(s, 7);
+        tb.zone().release_slot(s, 7);
         assert!(tb.states().iter().all(|p| p.in_flight.load(Relaxed) == 0));
-        assert_eq!(tb.claim_slot(8, |_| true), Some(s));
+        assert_eq!(tb.zone().claim_slot(8, |_| true), Some(s));
         // A stale release by the old owner does nothing.
-        tb.release_slot(s, 7);
+        tb.zone().release_slot(s, 7);
         assert_eq!(tb.ledger_slot(s as usize).unwrap().0.load(Relaxed), 8);
     }
 
@@ -177,13 +184,13 @@ mod tests {
         let t = table(Policy::RoundRobin);
         let tb = t.table();
         for pid in 1..=super::LEDGER_SLOTS as u64 {
-            assert!(tb.claim_slot(pid, |_| true).is_some());
+            assert!(tb.zone().claim_slot(pid, |_| true).is_some());
         }
-        assert_eq!(tb.claim_slot(999, |_| true), None);
+        assert_eq!(tb.zone().claim_slot(999, |_| true), None);
         // Without a slot, requests still work.
         let mut a = OwnedAttempt::new(tb, 0);
         tb.get(&mut a.attempt(), 0).unwrap();
         tb.free(&mut a.attempt(), Outcome::Ok, 0).unwrap();
-        assert_eq!(tb.claim_slot(0, |_| true), None);
+        assert_eq!(tb.zone().claim_slot(0, |_| true), None);
     }
 }

@@ -1,67 +1,96 @@
-//! Shared-memory layout of one upstream's balancing table
+//! Shared-memory layout of one upstream's zone: a root record, per-peer
+//! state, and table generations
 //!
 //! # Layout
 //!
-//! One contiguous region, 64-byte aligned, offsets in bytes from its start;
-//! records refer to each other by index, never by pointer, so the region is
-//! valid at whatever address each process maps it.
+//! One contiguous region (the zone's allocation), 64-byte aligned, offsets
+//! in bytes from its start; records refer to each other by index or offset,
+//! never by pointer, so the region is valid at whatever address each
+//! process maps it.
 //!
-//! | offset | what | size |
-//! |---|---|---|
-//! | 0 | [`Header`]: magic, layout version, size, digest, counts, offsets | 256 |
-//! | 256 | [`Cursor`] × 4: schedule cursors (primary, backup), total in-flight, spare; a line each | 256 |
-//! | `state_off` | [`PeerState`] × peers: hot counters and a copy of the limits a pick checks, a cache line each | 64 × n |
-//! | `conf_off` | [`PeerConf`] × peers: immutable parameters | 32 × n |
-//! | `alias_off` | [`Column`] × primaries: weighted random draws (p2c, ewma, random) | 8 × n |
-//! | `ring_off` | [`Point`] × `ring_len`: ketama ring (hash consistent) | 8 × len |
-//! | `maglev_off` | `u32` × `maglev_len`: Maglev table (hash maglev) | 4 × len |
-//! | `chain_off` | `u32` × peers: next peer with the same server string (hash) | 4 × n |
-//! | `sched_off[g]` | `u32` × `sched_len[g]`: smooth WRR schedule of group g | 4 × len |
-//! | `ledger_off` | [`LEDGER_SLOTS`] × (owner line + `u32` × peers): per-worker in-flight ledger | see [`crate::table::ledger`] |
+//! ```text
+//!  zone ──┬─ Root ............ magic, version, digest, counts, offsets (written once)
+//!         ├─ Sync line ....... current generation, builder lease, next number
+//!         ├─ Total line ...... in-flight of all primaries (bounded-load hashing)
+//!         ├─ Slot × GENS ..... generation descriptors: offset, length, number, refs
+//!         ├─ PeerState × n ... hot counters, limits, admin flags: one line each,
+//!         │                    shared by every generation
+//!         ├─ PeerCold × n .... identity, configured weight, weight override, id
+//!         ├─ names ........... identity and server strings of every peer
+//!         ├─ ledger .......... LEDGER_SLOTS × (owner line, u32 × n in flight,
+//!         │                    u32 × GENS generation references)
+//!         └─ arena ........... generations, each: GenHeader, 2 cursors,
+//!                              PeerConf × n, alias, ring, Maglev, chains,
+//!                              two schedules
+//! ```
 //!
-//! Sections a policy does not use have length 0.
+//! Per-peer state (in flight, failure window, latency, admin state) lives
+//! once per zone and is shared by every generation: a generation is only
+//! the frozen selection structures built from the weights in force. A
+//! weight change builds a new generation in a free part of the arena and
+//! publishes it with one atomic store (see [`generation`]); `down` and
+//! `drain` are atomic flags read at pick time and need no rebuild.
 //!
-//! Everything but the atomics is written once, by [`Table::init`], before
-//! any other process can see the region (nginx initialises zones in the
-//! master before forking workers), and only read afterwards.
+//! Everything but the atomics and the arena is written once, by
+//! [`Zone::init`], before any other process can see the region (nginx
+//! initialises zones in the master before forking workers). A generation's
+//! bytes are written once, by whoever builds it, before it is published,
+//! and only read afterwards.
 //!
-//! A table is adopted across `nginx -s reload` by [`Table::attach`] when the
+//! A zone is adopted across `nginx -s reload` by [`Zone::attach`] when the
 //! magic, the layout version, the size and the configuration digest all
-//! match; otherwise the caller builds a fresh one.
+//! match; otherwise the caller builds a fresh one and carries each peer's
+//! state over by identity ([`Zone::carry_from`]).
 
+mod admin;
 mod carry;
+pub mod generation;
 pub mod ledger;
+
+pub use admin::{PeerView, ServerState, MAX_WEIGHT};
 
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
+use core::sync::atomic::Ordering::Relaxed;
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::error::Error;
-use crate::selection::alias::{self, Column};
-use crate::selection::ketama::{self, Point};
-use crate::selection::maglev;
-use crate::selection::schedule;
-use crate::spec::{identity_hash, HashMode, Policy, UpstreamSpec};
+use crate::selection::alias::Column;
+use crate::selection::ketama::Point;
+use crate::spec::{identity_hash, Policy, UpstreamSpec};
 
-/// `b"HABTABLE"` as a little-endian integer.
-pub const MAGIC: u64 = u64::from_le_bytes(*b"HABTABLE");
+/// `b"HABZONE\0"` as a little-endian integer.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
+
+/// `b"HABGEN\0\0"`: the first word of every generation.
+pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
 
-/// Peer group: primaries or backups.
+/// Peer group: primaries.
 pub const PRIMARY: usize = 0;
 /// Peer group: backups.
 pub const BACKUP: usize = 1;
+/// [`Table::cursor`] index of the zone-wide total in-flight line (kept only
+/// for bounded-load hashing).
+pub const TOTAL: usize = 2;
 
-/// Table header, at offset 0. Written once at init.
+/// Generation descriptors per zone: the one serving, the one being built,
+/// and room for two retiring ones still referenced by requests in flight.
+pub const GENS: usize = 4;
+
+/// Worker slots of the in-flight ledger (see [`ledger`]).
+pub const LEDGER_SLOTS: usize = 32;
+
+/// Root record, at offset 0. Written once at init.
 #[repr(C, align(64))]
 #[derive(Debug)]
-pub struct Header {
+pub struct Root {
     /// [`MAGIC`].
     pub magic: u64,
     /// [`LAYOUT_VERSION`].
@@ -70,9 +99,9 @@ pub struct Header {
     pub policy: u32,
     /// [`Policy::params`].
     pub params: [u32; 4],
-    /// Bytes of the whole table.
+    /// Bytes of the whole zone.
     pub size: u64,
-    /// [`UpstreamSpec::digest`] of the configuration the table was built for.
+    /// [`UpstreamSpec::digest`] of the configuration the zone was built for.
     pub digest: u64,
     /// Number of peers, primaries and backups.
     pub peers: u32,
@@ -80,58 +109,79 @@ pub struct Header {
     pub primaries: u32,
     /// Offset of the [`PeerState`] array.
     pub state_off: u64,
-    /// Offset of the [`PeerConf`] array.
-    pub conf_off: u64,
-    /// Offsets of the two schedules.
-    pub sched_off: [u64; 2],
-    /// Lengths (entries) of the two schedules.
-    pub sched_len: [u32; 2],
-    /// Offset of the alias table (primaries).
-    pub alias_off: u64,
-    /// Offset of the ketama ring.
-    pub ring_off: u64,
-    /// Points on the ring (after removing duplicate hashes).
-    pub ring_len: u32,
-    /// Entries of the Maglev table.
-    pub maglev_len: u32,
-    /// Offset of the Maglev table.
-    pub maglev_off: u64,
-    /// Offset of the same-server chains.
-    pub chain_off: u64,
-    /// Sum of the primaries' weights, `down` ones included (nginx's
-    /// `total_weight`, which plain hashing divides by).
-    pub total_weight: u64,
-    /// Primaries not marked `down`.
-    pub live_primaries: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Offset of the [`PeerCold`] array.
+    pub cold_off: u64,
+    /// Offset and length of the names.
+    pub names_off: u64,
+    /// Bytes of names.
+    pub names_len: u64,
     /// Offset of the per-worker ledger.
     pub ledger_off: u64,
     /// Ledger slots.
     pub ledger_slots: u32,
-    /// Bytes per ledger slot (owner line and row of counters).
+    /// Bytes per ledger slot (owner line and rows of counters).
     pub ledger_slot_bytes: u32,
+    /// Offset and length of the arena holding the generations.
+    pub arena_off: u64,
+    /// Bytes of arena.
+    pub arena_len: u64,
     /// Zero; room to grow without moving the sections.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 14],
 }
 
-/// A schedule cursor on its own cache line.
+/// The words that change when a generation is published, on their own line.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Sync {
+    /// The generation serving new requests: descriptor index in the low 8
+    /// bits, its number above. Changed only by the lease holder, with
+    /// `SeqCst` (see [`generation`] for the pinning protocol).
+    pub current: AtomicU64,
+    /// Owner (a pid) of the builder lease, 0 when free. Taken by CAS from 0
+    /// or from a dead owner; given back by its holder.
+    pub builder: AtomicU64,
+    /// Number the next published generation gets. Only the lease holder
+    /// increments it.
+    pub next: AtomicU64,
+}
+
+/// A cache line holding one counter.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Cursor {
-    /// Picks taken from the schedule so far (wrapping). Only ever
-    /// incremented; the position is `value % sched_len`.
+    /// Schedule cursors count picks taken (wrapping; only ever
+    /// incremented); the total line counts requests in flight.
     pub value: AtomicU64,
 }
 
+/// A generation descriptor: where generation `seq` lies in the arena, and
+/// the references of workers without a ledger slot.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct Slot {
+    /// [`generation::FREE`], [`generation::LIVE`]. FREE → LIVE by the
+    /// lease holder when it builds into the slot; LIVE → FREE by the lease
+    /// holder once the slot is not current and holds no reference.
+    pub status: AtomicU32,
+    /// References held by requests of workers that have no ledger slot.
+    pub refs: AtomicU32,
+    /// Offset of the generation, from the zone's start.
+    pub off: AtomicU64,
+    /// Bytes of the generation.
+    pub len: AtomicU64,
+    /// Number of the generation in the slot.
+    pub seq: AtomicU64,
+}
+
 /// Per-peer counters that change on every request, a cache line each so
-/// workers picking different peers do not contend.
+/// workers picking different peers do not contend. Shared by every
+/// generation of the zone.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct PeerState {
     /// Requests currently sent to this peer by all workers. Incremented when
     /// a pick succeeds (bounded by `max_conns` when set), decremented once by
-    /// the matching free; never below zero.
+    /// the matching release; never below zero.
     pub in_flight: AtomicU32,
     /// Failures counted toward `max_fails` (nginx's `fails`). Incremented on
     /// a failed try, reset to zero by a success after a new check window.
@@ -147,32 +197,133 @@ pub struct PeerState {
     pub ewma_bits: AtomicU64,
     /// When `ewma_bits` was last updated, ms.
     pub ewma_stamp_ms: AtomicU64,
-    /// `weight=`: a copy of [`PeerConf`]'s, so that a pick reads one cache
-    /// line per peer. This and the fields below never change after init.
-    pub weight: u32,
-    /// `max_conns=`, 0 for unlimited.
+    /// The weight in force (configured, or the override), as the current
+    /// generation was built with it; a copy so that a pick reads one cache
+    /// line per peer. Stored by the lease holder before it publishes.
+    pub weight: AtomicU32,
+    /// `max_conns=`, 0 for unlimited. Never changes after init.
     pub max_conns: u32,
-    /// `max_fails=`, 0 for never.
+    /// `max_fails=`, 0 for never. Never changes after init.
     pub max_fails: u32,
-    /// [`PeerConf::BACKUP`] | [`PeerConf::DOWN`].
-    pub flags: u32,
-    /// `fail_timeout=`, ms.
+    /// [`PeerState::BACKUP`] | [`PeerState::DOWN`] (configuration, fixed)
+    /// | [`PeerState::ADMIN_DOWN`] | [`PeerState::DRAIN`] (set and cleared
+    /// at run time by the API, in every worker at once).
+    pub flags: AtomicU32,
+    /// `fail_timeout=`, ms. Never changes after init.
     pub fail_timeout_ms: u64,
 }
 
 impl PeerState {
-    /// Whether `down` was set.
+    /// The peer is a backup server.
+    pub const BACKUP: u32 = 1;
+    /// The peer is marked `down` in the configuration.
+    pub const DOWN: u32 = 2;
+    /// Set down through the API: no new requests.
+    pub const ADMIN_DOWN: u32 = 4;
+    /// Draining: no new requests, those in flight finish.
+    pub const DRAIN: u32 = 8;
+    /// The flags the API may change.
+    pub const ADMIN: u32 = Self::ADMIN_DOWN | Self::DRAIN;
+
+    /// Whether the peer takes no new request (configured `down`, set down,
+    /// or draining).
     #[inline]
     pub fn down(&self) -> bool {
-        self.flags & PeerConf::DOWN != 0
+        self.flags.load(Relaxed) & (Self::DOWN | Self::ADMIN_DOWN | Self::DRAIN) != 0
+    }
+
+    /// The weight in force.
+    #[inline]
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
     }
 }
 
-/// Per-peer parameters, immutable after init.
+/// Per-peer data a pick never reads: identity, configured weight, the
+/// API's weight override. Written at init, except the override.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct PeerCold {
+    /// FNV-1a of the identity, to find peers quickly.
+    pub id_hash: u64,
+    /// Identity bytes (upstream, server, address): offset and length in
+    /// the names section.
+    pub id_off: u32,
+    /// Length of the identity.
+    pub id_len: u32,
+    /// The `server` directive's address as written: offset in names.
+    pub server_off: u32,
+    /// Length of the server string.
+    pub server_len: u32,
+    /// `weight=` as configured.
+    pub conf_weight: u32,
+    /// Weight set through the API, 0 for none. Written by the lease holder
+    /// before it builds the generation that uses it.
+    pub weight_override: AtomicU32,
+    /// The server's position in its upstream, in configuration order
+    /// (backups included): the API's `id`.
+    pub position: u32,
+    /// Zero.
+    pub pad: u32,
+    /// Zero.
+    pub reserved: [u64; 3],
+}
+
+/// Generation header, at the start of every generation. Written once by
+/// its builder before publication.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct GenHeader {
+    /// [`GEN_MAGIC`].
+    pub magic: u64,
+    /// The generation's number.
+    pub seq: u64,
+    /// [`Policy`] as its ABI number.
+    pub policy: u32,
+    /// Number of peers (as the zone's).
+    pub peers: u32,
+    /// [`Policy::params`].
+    pub params: [u32; 4],
+    /// Number of primaries.
+    pub primaries: u32,
+    /// Primaries not marked `down` in the configuration.
+    pub live_primaries: u32,
+    /// Sum of the primaries' weights, `down` ones included (nginx's
+    /// `total_weight`, which plain hashing divides by).
+    pub total_weight: u64,
+    /// Offsets, from the generation's start, of the [`PeerConf`] array.
+    pub conf_off: u64,
+    /// Offset of the alias table (primaries).
+    pub alias_off: u64,
+    /// Columns of the alias table (0 unless a policy draws).
+    pub alias_len: u32,
+    /// Points on the ketama ring (after removing duplicate hashes).
+    pub ring_len: u32,
+    /// Offset of the ketama ring.
+    pub ring_off: u64,
+    /// Offset of the Maglev table.
+    pub maglev_off: u64,
+    /// Entries of the Maglev table.
+    pub maglev_len: u32,
+    /// Entries of the chain section (0 unless hash).
+    pub chain_len: u32,
+    /// Offset of the same-server chains.
+    pub chain_off: u64,
+    /// Offsets of the two schedules.
+    pub sched_off: [u64; 2],
+    /// Lengths (entries) of the two schedules.
+    pub sched_len: [u32; 2],
+    /// Bytes of the generation.
+    pub size: u64,
+    /// Zero.
+    pub reserved: [u64; 12],
+}
+
+/// Per-peer parameters as a generation was built with them.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct PeerConf {
-    /// `weight=`.
+    /// The weight in force for this generation.
     pub weight: u32,
     /// `max_conns=`, 0 for unlimited.
     pub max_conns: u32,
@@ -182,17 +333,17 @@ pub struct PeerConf {
     pub flags: u32,
     /// `fail_timeout=`, ms.
     pub fail_timeout_ms: u64,
-    /// FNV-1a of the peer's identity, to carry state across reloads.
+    /// FNV-1a of the peer's identity.
     pub id_hash: u64,
 }
 
 impl PeerConf {
     /// The peer is a backup server.
-    pub const BACKUP: u32 = 1;
-    /// The peer is marked `down`.
-    pub const DOWN: u32 = 2;
+    pub const BACKUP: u32 = PeerState::BACKUP;
+    /// The peer is marked `down` in the configuration.
+    pub const DOWN: u32 = PeerState::DOWN;
 
-    /// Whether `down` was set.
+    /// Whether `down` was configured.
     #[inline]
     pub fn down(&self) -> bool {
         self.flags & Self::DOWN != 0
@@ -200,121 +351,81 @@ impl PeerConf {
 }
 
 const _: () = {
-    assert!(size_of::<Header>() == 256);
-    assert!(size_of::<Column>() == 8 && size_of::<Point>() == 8);
+    assert!(size_of::<Root>() == 256);
+    assert!(size_of::<Sync>() == 64);
     assert!(size_of::<Cursor>() == 64);
-    assert!(size_of::<PeerState>() == 64);
-    assert!(align_of::<PeerState>() == 64);
+    assert!(size_of::<Slot>() == 64);
+    assert!(size_of::<PeerState>() == 64 && align_of::<PeerState>() == 64);
+    assert!(size_of::<PeerCold>() == 64);
+    assert!(size_of::<GenHeader>() == 256);
     assert!(size_of::<PeerConf>() == 32);
+    assert!(size_of::<Column>() == 8 && size_of::<Point>() == 8);
     assert!(size_of::<AtomicU64>() == 8 && align_of::<AtomicU64>() == 8);
 };
 
-const CURSORS_OFF: usize = size_of::<Header>();
-const CURSORS: usize = 4;
-const STATE_OFF: usize = CURSORS_OFF + CURSORS * size_of::<Cursor>();
+const SYNC_OFF: usize = size_of::<Root>();
+const TOTAL_OFF: usize = SYNC_OFF + size_of::<Sync>();
+const SLOTS_OFF: usize = TOTAL_OFF + size_of::<Cursor>();
+const STATE_OFF: usize = SLOTS_OFF + GENS * size_of::<Slot>();
+/// Cursors of a generation follow its header.
+const GEN_CURSORS_OFF: usize = size_of::<GenHeader>();
 
-/// Worker slots of the in-flight ledger (see [`crate::table::ledger`]).
-pub const LEDGER_SLOTS: usize = 32;
-
-/// Cursor line holding the total in-flight count of the primaries (kept
-/// only for bounded-load hashing).
-pub const TOTAL: usize = 2;
-
-fn round_up(n: usize, to: usize) -> usize {
+pub(crate) fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// Offsets and sizes of every section for one configuration.
+/// Offsets and sizes of the zone's fixed sections for one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Plan {
+struct ZonePlan {
     peers: usize,
     primaries: usize,
-    conf_off: usize,
-    alias_off: usize,
-    alias_len: usize,
-    ring_off: usize,
-    ring_cap: usize,
-    maglev_off: usize,
-    maglev_len: usize,
-    chain_off: usize,
-    chain_len: usize,
-    sched_off: [usize; 2],
-    sched_len: [usize; 2],
+    cold_off: usize,
+    names_off: usize,
+    names_len: usize,
     ledger_off: usize,
     ledger_slot_bytes: usize,
+    arena_off: usize,
+    arena_len: usize,
     size: usize,
 }
 
-/// Weights of a group as the schedule and alias tables see them (`down`
-/// peers weigh 0).
-fn live_weights(spec: &UpstreamSpec<'_>, range: core::ops::Range<usize>) -> Vec<u32> {
-    spec.peers[range]
-        .iter()
-        .map(|p| if p.down { 0 } else { p.weight })
-        .collect()
+/// Bytes of arena for generations of `gen_size` bytes: the serving one,
+/// one being built, a retiring one, and headroom for weight changes that
+/// grow the tables.
+fn arena_len(gen_size: usize) -> usize {
+    round_up(3 * gen_size + gen_size.max(64 * 1024), ALIGN)
 }
 
-impl Plan {
-    fn new(spec: &UpstreamSpec<'_>) -> Result<Plan, Error> {
-        spec.validate()?;
+impl ZonePlan {
+    fn new(spec: &UpstreamSpec<'_>) -> Result<ZonePlan, Error> {
+        let gen = generation::GenPlan::new(spec)?;
         let peers = spec.peers.len();
-        let primaries = spec.primaries();
-        let mut sched_len = [0; 2];
-        for (g, range) in [(PRIMARY, 0..primaries), (BACKUP, primaries..peers)] {
-            sched_len[g] = schedule::period(&live_weights(spec, range))?;
+        let names_len: usize = spec.peers.iter().map(|p| p.id.len() + p.server.len()).sum();
+        if names_len > u32::MAX as usize {
+            return Err(Error::TooLarge);
         }
-        let (mut alias_len, mut ring_cap, mut maglev_len, mut chain_len) = (0, 0, 0, 0);
-        match spec.policy {
-            Policy::P2c | Policy::Ewma { .. } | Policy::Random => alias_len = primaries,
-            Policy::Hash { mode, .. } => {
-                chain_len = peers;
-                match mode {
-                    HashMode::Plain => {}
-                    HashMode::Consistent => {
-                        let total: u64 = spec.peers.iter().map(|p| u64::from(p.weight)).sum();
-                        if total * 160 > schedule::MAX_PERIOD * 4 {
-                            return Err(Error::TooLarge);
-                        }
-                        ring_cap = total as usize * 160;
-                    }
-                    HashMode::Maglev => maglev_len = maglev::table_size(primaries),
-                }
-            }
-            Policy::RoundRobin | Policy::LeastConn => {}
-        }
-        let conf_off = STATE_OFF + peers * size_of::<PeerState>();
-        let alias_off = conf_off + peers * size_of::<PeerConf>();
-        let ring_off = alias_off + alias_len * size_of::<Column>();
-        let maglev_off = ring_off + ring_cap * size_of::<Point>();
-        let chain_off = maglev_off + maglev_len * 4;
-        let s0 = chain_off + chain_len * 4;
-        let s1 = s0 + sched_len[0] * 4;
-        let ledger_off = round_up(s1 + sched_len[1] * 4, ALIGN);
-        let ledger_slot_bytes = ALIGN + round_up(peers * 4, ALIGN);
-        let size = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
-        Ok(Plan {
+        let cold_off = STATE_OFF + peers * size_of::<PeerState>();
+        let names_off = cold_off + peers * size_of::<PeerCold>();
+        let ledger_off = round_up(names_off + names_len, ALIGN);
+        let ledger_slot_bytes = ALIGN + round_up((peers + GENS) * 4, ALIGN);
+        let arena_off = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
+        let arena_len = arena_len(gen.size);
+        Ok(ZonePlan {
             peers,
-            primaries,
-            conf_off,
-            alias_off,
-            alias_len,
-            ring_off,
-            ring_cap,
-            maglev_off,
-            maglev_len,
-            chain_off,
-            chain_len,
-            sched_off: [s0, s1],
-            sched_len,
+            primaries: spec.primaries(),
+            cold_off,
+            names_off,
+            names_len,
             ledger_off,
             ledger_slot_bytes,
-            size,
+            arena_off,
+            arena_len,
+            size: arena_off + arena_len,
         })
     }
 
-    /// The header this plan gives, before the ring is built.
-    fn header(&self, spec: &UpstreamSpec<'_>, ring_len: usize) -> Header {
-        Header {
+    fn root(&self, spec: &UpstreamSpec<'_>) -> Root {
+        Root {
             magic: MAGIC,
             version: LAYOUT_VERSION,
             policy: spec.policy.code(),
@@ -324,109 +435,74 @@ impl Plan {
             peers: self.peers as u32,
             primaries: self.primaries as u32,
             state_off: STATE_OFF as u64,
-            conf_off: self.conf_off as u64,
-            sched_off: [self.sched_off[0] as u64, self.sched_off[1] as u64],
-            sched_len: [self.sched_len[0] as u32, self.sched_len[1] as u32],
-            alias_off: self.alias_off as u64,
-            ring_off: self.ring_off as u64,
-            ring_len: ring_len as u32,
-            maglev_len: self.maglev_len as u32,
-            maglev_off: self.maglev_off as u64,
-            chain_off: self.chain_off as u64,
-            total_weight: spec.peers[..self.primaries]
-                .iter()
-                .map(|p| u64::from(p.weight))
-                .sum(),
-            live_primaries: spec.peers[..self.primaries]
-                .iter()
-                .filter(|p| !p.down)
-                .count() as u32,
-            pad: 0,
+            cold_off: self.cold_off as u64,
+            names_off: self.names_off as u64,
+            names_len: self.names_len as u64,
             ledger_off: self.ledger_off as u64,
             ledger_slots: LEDGER_SLOTS as u32,
             ledger_slot_bytes: self.ledger_slot_bytes as u32,
-            reserved: [0; 4],
+            arena_off: self.arena_off as u64,
+            arena_len: self.arena_len as u64,
+            reserved: [0; 14],
         }
     }
 }
 
-/// Maglev names: each peer's identity, with the occurrence number appended
-/// to repeats (the same `server` written twice). Identical names would
-/// share one permutation, and every copy would re-walk the slots its twins
-/// took: quadratic build time.
-fn maglev_names(peers: &[crate::spec::PeerSpec<'_>]) -> Vec<Vec<u8>> {
-    let mut seen: std::collections::HashMap<&[u8], u32> = Default::default();
-    peers
-        .iter()
-        .map(|p| {
-            let n = seen.entry(p.id).or_insert(0);
-            let mut name = p.id.to_vec();
-            if *n > 0 {
-                name.push(0);
-                name.extend_from_slice(&n.to_le_bytes());
-            }
-            *n += 1;
-            name
-        })
-        .collect()
+/// Bytes a zone for `spec` needs.
+pub fn zone_size(spec: &UpstreamSpec<'_>) -> Result<usize, Error> {
+    Ok(ZonePlan::new(spec)?.size)
 }
 
-/// Bytes a table for `spec` needs.
-pub fn table_size(spec: &UpstreamSpec<'_>) -> Result<usize, Error> {
-    Ok(Plan::new(spec)?.size)
-}
-
-/// A view of a balancing table in shared memory.
+/// A view of one upstream's zone in shared memory.
 ///
 /// Cheap to copy: a pointer to the region. All methods are safe: the
-/// constructors checked the layout, and the region's non-atomic parts are
-/// never written after init.
+/// constructors checked the layout; the parts that are not atomics are
+/// written only before publication (root at init, a generation by its
+/// builder before it is published).
 #[derive(Debug, Clone, Copy)]
-pub struct Table<'a> {
+pub struct Zone<'a> {
     base: NonNull<u8>,
-    _region: PhantomData<&'a [u8]>,
+    _region: PhantomData<&'a ()>,
 }
 
-// SAFETY: the region is only mutated through atomics after init; the
+// SAFETY: the region is only mutated through atomics once published; the
 // immutable parts are plain data. Sharing the view between threads is what
 // workers do between processes.
-unsafe impl Send for Table<'_> {}
+unsafe impl Send for Zone<'_> {}
 // SAFETY: as above.
-unsafe impl Sync for Table<'_> {}
+unsafe impl core::marker::Sync for Zone<'_> {}
 
-impl<'a> Table<'a> {
-    /// Builds a fresh table for `spec` in `mem`: all counters zero, cursors
-    /// at the start of their schedules.
-    pub fn init(spec: &UpstreamSpec<'_>, mem: &'a mut [u8]) -> Result<Table<'a>, Error> {
-        let plan = Plan::new(spec)?;
-        if mem.len() < plan.size || mem.as_ptr() as usize % ALIGN != 0 {
+impl<'a> Zone<'a> {
+    /// Builds a fresh zone for `spec` in the `len` bytes at `mem`: every
+    /// counter zero, generation 1 built from the configured weights and
+    /// published.
+    ///
+    /// # Safety
+    ///
+    /// `mem` must be valid for reads and writes of `len` bytes for `'a`,
+    /// and nobody else may access those bytes during this call.
+    pub unsafe fn init(
+        spec: &UpstreamSpec<'_>,
+        mem: *mut u8,
+        len: usize,
+    ) -> Result<Zone<'a>, Error> {
+        let plan = ZonePlan::new(spec)?;
+        if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
             return Err(Error::NoSpace);
         }
-        let mem = &mut mem[..plan.size];
-        mem.fill(0);
-        let base = mem.as_mut_ptr();
-
-        // Configuration-time work that may allocate: the ketama ring.
-        let ring = if plan.ring_cap > 0 {
-            let servers: Vec<(&[u8], u32)> =
-                spec.peers.iter().map(|p| (p.server, p.weight)).collect();
-            let mut points = ketama::build(&servers);
-            points.truncate(plan.ring_cap);
-            points
-        } else {
-            Vec::new()
-        };
-        let header = plan.header(spec, ring.len());
-        let primaries = &spec.peers[..plan.primaries];
-        // SAFETY: `mem` is 64-byte aligned and at least `plan.size` bytes;
-        // every section below lies inside it at an offset aligned for its
-        // type (Plan puts 64-byte records first, then 32-byte, then 8- and
-        // 4-byte ones), and we hold the only (mutable) reference to it.
-        // Zeroed atomics are valid atomics.
+        // SAFETY: `mem` is 64-byte aligned and valid for `plan.size` bytes,
+        // exclusively ours (function contract). Every record below lies
+        // inside the plan's sections at an offset aligned for its type
+        // (64-byte records first, then the names, then the 64-byte aligned
+        // ledger). Zeroed atomics are valid atomics. The arena is left as
+        // it is: a generation's builder writes all of its own bytes.
         unsafe {
-            base.cast::<Header>().write(header);
-            let conf = base.add(plan.conf_off).cast::<PeerConf>();
-            let state = base.add(STATE_OFF).cast::<PeerState>();
+            core::ptr::write_bytes(mem, 0, plan.arena_off);
+            mem.cast::<Root>().write(plan.root(spec));
+            let state = mem.add(STATE_OFF).cast::<PeerState>();
+            let cold = mem.add(plan.cold_off).cast::<PeerCold>();
+            let names = mem.add(plan.names_off);
+            let mut at = 0usize;
             for (i, p) in spec.peers.iter().enumerate() {
                 state.add(i).write(PeerState {
                     in_flight: AtomicU32::new(0),
@@ -435,146 +511,296 @@ impl<'a> Table<'a> {
                     accessed_ms: AtomicU64::new(0),
                     ewma_bits: AtomicU64::new(0),
                     ewma_stamp_ms: AtomicU64::new(0),
-                    weight: p.weight,
+                    weight: AtomicU32::new(p.weight),
                     max_conns: p.max_conns,
                     max_fails: p.max_fails,
-                    flags: if p.backup { PeerConf::BACKUP } else { 0 }
-                        | if p.down { PeerConf::DOWN } else { 0 },
+                    flags: AtomicU32::new(
+                        if p.backup { PeerState::BACKUP } else { 0 }
+                            | if p.down { PeerState::DOWN } else { 0 },
+                    ),
                     fail_timeout_ms: p.fail_timeout_ms,
                 });
-                conf.add(i).write(PeerConf {
-                    weight: p.weight,
-                    max_conns: p.max_conns,
-                    max_fails: p.max_fails,
-                    flags: if p.backup { PeerConf::BACKUP } else { 0 }
-                        | if p.down { PeerConf::DOWN } else { 0 },
-                    fail_timeout_ms: p.fail_timeout_ms,
+                core::ptr::copy_nonoverlapping(p.id.as_ptr(), names.add(at), p.id.len());
+                core::ptr::copy_nonoverlapping(
+                    p.server.as_ptr(),
+                    names.add(at + p.id.len()),
+                    p.server.len(),
+                );
+                cold.add(i).write(PeerCold {
                     id_hash: identity_hash(p.id),
+                    id_off: at as u32,
+                    id_len: p.id.len() as u32,
+                    server_off: (at + p.id.len()) as u32,
+                    server_len: p.server.len() as u32,
+                    conf_weight: p.weight,
+                    weight_override: AtomicU32::new(0),
+                    position: p.position.unwrap_or(i as u32),
+                    pad: 0,
+                    reserved: [0; 3],
                 });
-            }
-            if plan.alias_len > 0 {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(plan.alias_off).cast::<Column>(),
-                    plan.alias_len,
-                );
-                alias::build(&live_weights(spec, 0..plan.primaries), out)?;
-            }
-            if !ring.is_empty() {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(plan.ring_off).cast::<Point>(),
-                    ring.len(),
-                );
-                out.copy_from_slice(&ring);
-            }
-            if plan.maglev_len > 0 {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(plan.maglev_off).cast::<u32>(),
-                    plan.maglev_len,
-                );
-                let names = maglev_names(primaries);
-                let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
-                let weights: Vec<u32> = primaries.iter().map(|p| p.weight).collect();
-                maglev::build(&names, &weights, out);
-            }
-            if plan.chain_len > 0 {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(plan.chain_off).cast::<u32>(),
-                    plan.chain_len,
-                );
-                // Walk backwards remembering the last index seen per server:
-                // each peer links to the next one with the same string.
-                let mut next: std::collections::HashMap<&[u8], u32> = Default::default();
-                for (i, p) in spec.peers.iter().enumerate().rev() {
-                    out[i] = next.insert(p.server, i as u32).unwrap_or(u32::MAX);
-                }
-            }
-            for (g, range) in [
-                (PRIMARY, 0..plan.primaries),
-                (BACKUP, plan.primaries..plan.peers),
-            ] {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(plan.sched_off[g]).cast::<u32>(),
-                    plan.sched_len[g],
-                );
-                schedule::build(&live_weights(spec, range.clone()), out)?;
-                // Schedules hold table-wide peer indices.
-                for e in out.iter_mut() {
-                    *e += range.start as u32;
-                }
+                at += p.id.len() + p.server.len();
             }
         }
-        // SAFETY: just built, checked by construction.
-        Ok(unsafe { Table::from_ptr(base) })
+        // SAFETY: the root and every fixed section were just written.
+        let zone = unsafe { Zone::from_ptr(mem) };
+        zone.publish(generation::INIT_OWNER, |_| true)?;
+        Ok(zone)
     }
 
-    /// Adopts the table already in `mem` if it was built for a
-    /// configuration equal to `spec` (same digest, version and size).
-    pub fn attach(spec: &UpstreamSpec<'_>, mem: &'a [u8]) -> Result<Table<'a>, Error> {
-        let plan = Plan::new(spec)?;
-        if mem.len() < plan.size || mem.as_ptr() as usize % ALIGN != 0 {
-            return Err(Error::NoSpace);
-        }
-        // SAFETY: aligned and long enough for a Header, which is plain data.
-        let h = unsafe { &*mem.as_ptr().cast::<Header>() };
-        let want = plan.header(spec, h.ring_len as usize);
-        let matches = h.magic == want.magic
-            && h.version == want.version
-            && h.policy == want.policy
-            && h.params == want.params
-            && h.size == want.size
-            && h.digest == want.digest
-            && h.peers == want.peers
-            && h.primaries == want.primaries
-            && h.state_off == want.state_off
-            && h.conf_off == want.conf_off
-            && h.sched_off == want.sched_off
-            && h.sched_len == want.sched_len
-            && h.alias_off == want.alias_off
-            && h.ring_off == want.ring_off
-            && h.ring_len as usize <= plan.ring_cap
-            && h.maglev_len == want.maglev_len
-            && h.maglev_off == want.maglev_off
-            && h.chain_off == want.chain_off
-            && h.total_weight == want.total_weight
-            && h.live_primaries == want.live_primaries
-            && h.ledger_off == want.ledger_off
-            && h.ledger_slots == want.ledger_slots
-            && h.ledger_slot_bytes == want.ledger_slot_bytes;
-        if !matches {
-            return Err(Error::BadLayout);
-        }
-        // SAFETY: the header matches the plan for this spec exactly, so
-        // every section lies where `from_ptr` will look for it.
-        Ok(unsafe { Table::from_ptr(mem.as_ptr().cast_mut()) })
-    }
-
-    /// A view of the table at `base`.
+    /// Adopts the zone already in the `len` bytes at `mem` if it was built
+    /// for a configuration equal to `spec` (same digest, version, size) and
+    /// serves a generation.
     ///
     /// # Safety
     ///
-    /// `base` must point to a table built by [`Table::init`] (or accepted
-    /// by [`Table::attach`]) whose memory stays mapped for `'a`, and whose
-    /// non-atomic parts nobody writes during `'a`.
+    /// `mem` must be valid for reads and writes of `len` bytes for `'a`
+    /// (other processes may use it concurrently, through atomics).
+    pub unsafe fn attach(
+        spec: &UpstreamSpec<'_>,
+        mem: *mut u8,
+        len: usize,
+    ) -> Result<Zone<'a>, Error> {
+        let plan = ZonePlan::new(spec)?;
+        if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
+            return Err(Error::NoSpace);
+        }
+        // SAFETY: aligned and long enough for a Root, which is plain data
+        // written before the zone was first shared.
+        let r = unsafe { &*mem.cast::<Root>() };
+        let want = plan.root(spec);
+        let matches = r.magic == want.magic
+            && r.version == want.version
+            && r.policy == want.policy
+            && r.params == want.params
+            && r.size == want.size
+            && r.digest == want.digest
+            && r.peers == want.peers
+            && r.primaries == want.primaries
+            && r.state_off == want.state_off
+            && r.cold_off == want.cold_off
+            && r.names_off == want.names_off
+            && r.names_len == want.names_len
+            && r.ledger_off == want.ledger_off
+            && r.ledger_slots == want.ledger_slots
+            && r.ledger_slot_bytes == want.ledger_slot_bytes
+            && r.arena_off == want.arena_off
+            && r.arena_len == want.arena_len;
+        if !matches {
+            return Err(Error::BadLayout);
+        }
+        // SAFETY: the root matches the plan for this spec exactly, so every
+        // section lies where the accessors look for it.
+        let zone = unsafe { Zone::from_ptr(mem) };
+        if zone.current_slot().is_none() {
+            return Err(Error::BadLayout);
+        }
+        Ok(zone)
+    }
+
+    /// A view of the zone at `base`.
+    ///
+    /// # Safety
+    ///
+    /// `base` must point to a zone built by [`Zone::init`] (or accepted by
+    /// [`Zone::attach`]) whose memory stays mapped for `'a`.
     #[inline]
-    pub unsafe fn from_ptr(base: *mut u8) -> Table<'a> {
-        Table {
-            // SAFETY: the caller guarantees a valid, hence non-null, table.
+    pub unsafe fn from_ptr(base: *mut u8) -> Zone<'a> {
+        Zone {
+            // SAFETY: the caller guarantees a valid, hence non-null, zone.
             base: unsafe { NonNull::new_unchecked(base) },
             _region: PhantomData,
         }
     }
 
-    /// Start of the region, for handing the table to C.
+    /// Start of the region, for handing the zone to C.
     pub fn as_ptr(&self) -> *mut u8 {
         self.base.as_ptr()
     }
 
-    /// The header.
+    /// The root record.
     #[inline]
-    pub fn header(&self) -> &'a Header {
-        // SAFETY: a valid table starts with its header (constructor
-        // contract); it is never written after init.
-        unsafe { &*self.base.as_ptr().cast::<Header>() }
+    pub fn root(&self) -> &'a Root {
+        // SAFETY: a valid zone starts with its root (constructor contract);
+        // it is never written after init.
+        unsafe { &*self.base.as_ptr().cast::<Root>() }
+    }
+
+    /// The publication words (current generation, builder lease).
+    #[inline]
+    pub fn sync(&self) -> &'a Sync {
+        // SAFETY: the sync line follows the root (layout contract); atomics.
+        unsafe { &*self.base.as_ptr().add(SYNC_OFF).cast::<Sync>() }
+    }
+
+    /// The zone-wide total in-flight line.
+    #[inline]
+    pub(crate) fn total(&self) -> &'a Cursor {
+        // SAFETY: the total line follows the sync line (layout contract).
+        unsafe { &*self.base.as_ptr().add(TOTAL_OFF).cast::<Cursor>() }
+    }
+
+    /// Generation descriptor `d` (reduced into range).
+    #[inline]
+    pub(crate) fn slot(&self, d: usize) -> &'a Slot {
+        // SAFETY: GENS descriptors follow the total line (layout contract);
+        // the index is reduced into range.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(SLOTS_OFF)
+                .cast::<Slot>()
+                .add(d % GENS)
+        }
+    }
+
+    /// The policy the zone was built for.
+    pub fn policy(&self) -> Policy {
+        let r = self.root();
+        Policy::from_parts(r.policy, r.params).unwrap_or(Policy::RoundRobin)
+    }
+
+    /// Number of peers, primaries and backups.
+    #[inline]
+    pub fn peers(&self) -> usize {
+        self.root().peers as usize
+    }
+
+    /// Number of primaries.
+    #[inline]
+    pub fn primaries(&self) -> usize {
+        self.root().primaries as usize
+    }
+
+    /// Hot counters of every peer.
+    #[inline]
+    pub fn states(&self) -> &'a [PeerState] {
+        // SAFETY: `peers` states at STATE_OFF (layout contract).
+        unsafe { self.section(STATE_OFF as u64, self.peers()) }
+    }
+
+    /// Cold data of every peer.
+    #[inline]
+    pub fn colds(&self) -> &'a [PeerCold] {
+        // SAFETY: `peers` cold records at cold_off (layout contract).
+        unsafe { self.section(self.root().cold_off, self.peers()) }
+    }
+
+    /// Identity bytes of peer `i` (empty past the end).
+    pub fn identity(&self, i: usize) -> &'a [u8] {
+        self.colds()
+            .get(i)
+            .map_or(&[], |c| self.name_bytes(c.id_off, c.id_len))
+    }
+
+    /// The `server` string of peer `i` (empty past the end).
+    pub fn server(&self, i: usize) -> &'a [u8] {
+        self.colds()
+            .get(i)
+            .map_or(&[], |c| self.name_bytes(c.server_off, c.server_len))
+    }
+
+    fn name_bytes(&self, off: u32, len: u32) -> &'a [u8] {
+        let r = self.root();
+        let (off, len) = (off as u64, len as u64);
+        if off + len > r.names_len {
+            return &[];
+        }
+        // SAFETY: inside the names section (checked), written at init.
+        unsafe { self.section(r.names_off + off, len as usize) }
+    }
+
+    /// The `len` records of type `T` at byte offset `off` of the zone.
+    ///
+    /// # Safety
+    ///
+    /// The layout must place `len` initialised `T`s at `off`, aligned for
+    /// `T`, not written during `'a` except through atomics.
+    #[inline]
+    unsafe fn section<T>(&self, off: u64, len: usize) -> &'a [T] {
+        // SAFETY: forwarded contract; the region outlives 'a.
+        unsafe {
+            core::slice::from_raw_parts(self.base.as_ptr().add(off as usize).cast::<T>(), len)
+        }
+    }
+
+    /// Owner word and counter rows of ledger slot `s` (`None` past the
+    /// end): in flight per peer, then references per generation slot.
+    #[inline]
+    pub fn ledger_slot(&self, s: usize) -> Option<(&'a AtomicU64, &'a [AtomicU32])> {
+        let r = self.root();
+        if s >= r.ledger_slots as usize {
+            return None;
+        }
+        let at = r.ledger_off as usize + s * r.ledger_slot_bytes as usize;
+        // SAFETY: `ledger_slots` slots of `ledger_slot_bytes` bytes at
+        // ledger_off, each an owner word on its own line followed by one
+        // u32 counter per peer and one per generation slot (layout
+        // contract); zero-initialised atomics.
+        unsafe {
+            let base = self.base.as_ptr().add(at);
+            Some((
+                &*base.cast::<AtomicU64>(),
+                core::slice::from_raw_parts(
+                    base.add(ALIGN).cast::<AtomicU32>(),
+                    self.peers() + GENS,
+                ),
+            ))
+        }
+    }
+
+    /// The generation serving new requests. Only for looking; a request
+    /// pins its generation with [`Zone::pin`].
+    pub fn current(&self) -> Table<'a> {
+        let d = self.current_slot().unwrap_or(0);
+        self.table(d)
+    }
+
+    /// The generation in descriptor `d`.
+    #[inline]
+    pub(crate) fn table(&self, d: usize) -> Table<'a> {
+        let off = self.slot(d).off.load(Relaxed) as usize;
+        // SAFETY: a LIVE descriptor's offset lies inside the arena and
+        // holds a built generation (generation contract); callers only ask
+        // for the current descriptor or one they hold a reference on.
+        let gen = unsafe { NonNull::new_unchecked(self.base.as_ptr().add(off)) };
+        Table { zone: *self, gen }
+    }
+}
+
+/// A view of one generation of a zone: what a pick works on.
+///
+/// Per-peer state comes from the zone (shared by every generation), the
+/// frozen selection structures from the generation.
+#[derive(Debug, Clone, Copy)]
+pub struct Table<'a> {
+    zone: Zone<'a>,
+    gen: NonNull<u8>,
+}
+
+// SAFETY: as for `Zone`: only atomics are written once published.
+unsafe impl Send for Table<'_> {}
+// SAFETY: as above.
+unsafe impl core::marker::Sync for Table<'_> {}
+
+impl<'a> Table<'a> {
+    /// The zone this generation belongs to.
+    #[inline]
+    pub fn zone(&self) -> Zone<'a> {
+        self.zone
+    }
+
+    /// The generation's header.
+    #[inline]
+    pub fn header(&self) -> &'a GenHeader {
+        // SAFETY: a generation starts with its header (generation
+        // contract); never written after publication.
+        unsafe { &*self.gen.as_ptr().cast::<GenHeader>() }
+    }
+
+    /// The generation's number.
+    pub fn seq(&self) -> u64 {
+        self.header().seq
     }
 
     /// The policy the table was built for.
@@ -605,50 +831,45 @@ impl<'a> Table<'a> {
         }
     }
 
-    /// Cursor of group `g`.
+    /// Cursor of group `g` ([`PRIMARY`], [`BACKUP`]: this generation's
+    /// schedule cursors), or the zone's [`TOTAL`] line.
     #[inline]
     pub fn cursor(&self, g: usize) -> &'a Cursor {
-        // SAFETY: CURSORS cursors follow the header (layout contract); the
-        // index is reduced into range.
+        if g == TOTAL {
+            return self.zone.total();
+        }
+        // SAFETY: two cursors follow the generation header (layout
+        // contract); the index is reduced into range.
         unsafe {
             &*self
-                .base
+                .gen
                 .as_ptr()
-                .add(CURSORS_OFF)
+                .add(GEN_CURSORS_OFF)
                 .cast::<Cursor>()
-                .add(g % CURSORS)
+                .add(g & 1)
         }
     }
 
-    /// The `len` records of type `T` at byte offset `off`.
+    /// The `len` records of type `T` at byte offset `off` of the generation.
     ///
     /// # Safety
     ///
-    /// The layout must place `len` initialised `T`s at `off` (every caller
-    /// below passes a section's offset and length from the header, which
-    /// `init` wrote and `attach` checked against the plan), aligned for `T`.
+    /// The generation must place `len` initialised `T`s at `off` (every
+    /// caller passes a section's offset and length from the header, which
+    /// the builder wrote), aligned for `T`.
     #[inline]
     unsafe fn section<T>(&self, off: u64, len: usize) -> &'a [T] {
-        // SAFETY: forwarded contract; the region outlives 'a (constructor
-        // contract) and these sections are not written after init, except
-        // through atomics.
-        unsafe {
-            core::slice::from_raw_parts(self.base.as_ptr().add(off as usize).cast::<T>(), len)
-        }
+        // SAFETY: forwarded contract; the region outlives 'a and these
+        // sections are not written after publication.
+        unsafe { core::slice::from_raw_parts(self.gen.as_ptr().add(off as usize).cast::<T>(), len) }
     }
 
     /// Alias table of the primaries (empty unless p2c, ewma or random).
     #[inline]
     pub fn alias(&self) -> &'a [Column] {
         let h = self.header();
-        // The section has an extent only for the policies that draw.
-        let len = if h.ring_off > h.alias_off {
-            self.primaries()
-        } else {
-            0
-        };
-        // SAFETY: `len` columns at alias_off (layout contract).
-        unsafe { self.section(h.alias_off, len) }
+        // SAFETY: alias_len columns at alias_off (layout contract).
+        unsafe { self.section(h.alias_off, h.alias_len as usize) }
     }
 
     /// The ketama ring (empty unless hash consistent).
@@ -671,24 +892,17 @@ impl<'a> Table<'a> {
     #[inline]
     pub fn chain(&self) -> &'a [u32] {
         let h = self.header();
-        // The section has an extent only for hash policies.
-        let len = if h.sched_off[0] > h.chain_off {
-            self.peers()
-        } else {
-            0
-        };
-        // SAFETY: `len` u32s at chain_off (layout contract).
-        unsafe { self.section(h.chain_off, len) }
+        // SAFETY: chain_len u32s at chain_off (layout contract).
+        unsafe { self.section(h.chain_off, h.chain_len as usize) }
     }
 
-    /// Hot counters of every peer.
+    /// Hot counters of every peer (the zone's).
     #[inline]
     pub fn states(&self) -> &'a [PeerState] {
-        // SAFETY: `peers` states at STATE_OFF (layout contract).
-        unsafe { self.section(STATE_OFF as u64, self.peers()) }
+        self.zone.states()
     }
 
-    /// Parameters of every peer.
+    /// Parameters of every peer, as this generation was built.
     #[inline]
     pub fn confs(&self) -> &'a [PeerConf] {
         // SAFETY: `peers` confs at conf_off (layout contract).
@@ -704,24 +918,10 @@ impl<'a> Table<'a> {
         unsafe { self.section(h.sched_off[g], h.sched_len[g] as usize) }
     }
 
-    /// Owner word and counter row of ledger slot `s` (`None` past the end).
+    /// Owner word and counter rows of ledger slot `s` (the zone's).
     #[inline]
     pub fn ledger_slot(&self, s: usize) -> Option<(&'a AtomicU64, &'a [AtomicU32])> {
-        let h = self.header();
-        if s >= h.ledger_slots as usize {
-            return None;
-        }
-        let at = h.ledger_off as usize + s * h.ledger_slot_bytes as usize;
-        // SAFETY: `ledger_slots` slots of `ledger_slot_bytes` bytes at
-        // ledger_off, each an owner word on its own line followed by one
-        // u32 counter per peer (layout contract); zero-initialised atomics.
-        unsafe {
-            let base = self.base.as_ptr().add(at);
-            Some((
-                &*base.cast::<AtomicU64>(),
-                core::slice::from_raw_parts(base.add(ALIGN).cast::<AtomicU32>(), self.peers()),
-            ))
-        }
+        self.zone.ledger_slot(s)
     }
 
     /// Whether nginx's single-peer rules apply: one primary, no backup.
@@ -734,8 +934,8 @@ impl<'a> Table<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::PeerSpec;
-    use crate::testing::Region;
+    use crate::spec::{HashMode, PeerSpec};
+    use crate::testing::{OwnedTable, Region};
 
     #[test]
     fn init_then_attach() {
@@ -751,35 +951,33 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
         };
-        let size = table_size(&spec).unwrap();
+        let size = zone_size(&spec).unwrap();
         assert_eq!(size % ALIGN, 0);
-        let mut region = Region::new(size);
-        let t = Table::init(&spec, region.bytes_mut()).unwrap();
+        let region = Region::new(size);
+        // SAFETY: the region is ours, `size` bytes, alive for the test.
+        let z = unsafe { Zone::init(&spec, region.as_ptr(), size) }.unwrap();
+        let t = z.current();
         assert_eq!(t.peers(), 3);
         assert_eq!(t.primaries(), 2);
+        assert_eq!(t.seq(), 1);
         assert_eq!(t.schedule(PRIMARY), &[0, 0, 0, 1, 0, 0]);
         assert_eq!(t.schedule(BACKUP), &[2]);
-        t.states()[1]
-            .fails
-            .store(3, core::sync::atomic::Ordering::Relaxed);
+        assert_eq!(z.identity(2), b"c");
+        t.states()[1].fails.store(3, Relaxed);
 
-        let t2 = Table::attach(&spec, region.bytes()).unwrap();
-        assert_eq!(
-            t2.states()[1]
-                .fails
-                .load(core::sync::atomic::Ordering::Relaxed),
-            3
-        );
+        // SAFETY: as above.
+        let z2 = unsafe { Zone::attach(&spec, region.as_ptr(), size) }.unwrap();
+        assert_eq!(z2.states()[1].fails.load(Relaxed), 3);
+        assert_eq!(z2.current().seq(), 1);
 
         let other = [PeerSpec::new(b"a").weight(4), PeerSpec::new(b"b")];
         let spec2 = UpstreamSpec {
             policy: Policy::RoundRobin,
             peers: &other,
         };
-        assert_eq!(
-            Table::attach(&spec2, region.bytes()).unwrap_err(),
-            Error::BadLayout
-        );
+        // SAFETY: as above.
+        let e = unsafe { Zone::attach(&spec2, region.as_ptr(), size) }.unwrap_err();
+        assert_eq!(e, Error::BadLayout);
     }
 
     #[test]
@@ -796,7 +994,7 @@ mod tests {
             peers: &peers,
         };
         let start = std::time::Instant::now();
-        let t = crate::testing::OwnedTable::new(&spec).unwrap();
+        let t = OwnedTable::new(&spec).unwrap();
         assert!(start.elapsed().as_secs_f64() < 2.0, "{:?}", start.elapsed());
         let table = t.table();
         let mut used = vec![false; 2000];
@@ -813,22 +1011,20 @@ mod tests {
             policy: Policy::LeastConn,
             peers: &peers,
         };
-        let size = table_size(&spec).unwrap();
-        let mut region = Region::new(size);
-        assert_eq!(
-            Table::init(&spec, &mut region.bytes_mut()[..size - 64]).unwrap_err(),
-            Error::NoSpace
-        );
-        assert_eq!(
-            Table::attach(&spec, region.bytes()).unwrap_err(),
-            Error::BadLayout
-        );
+        let size = zone_size(&spec).unwrap();
+        let region = Region::new(size);
+        // SAFETY: the region is ours and at least `size - 64` bytes.
+        let e = unsafe { Zone::init(&spec, region.as_ptr(), size - 64) }.unwrap_err();
+        assert_eq!(e, Error::NoSpace);
+        // SAFETY: as above.
+        let e = unsafe { Zone::attach(&spec, region.as_ptr(), size) }.unwrap_err();
+        assert_eq!(e, Error::BadLayout);
         let zero = [PeerSpec::new(b"a").weight(0)];
         let bad = UpstreamSpec {
             policy: Policy::LeastConn,
             peers: &zero,
         };
-        assert_eq!(table_size(&bad).unwrap_err(), Error::InvalidArgument);
+        assert_eq!(zone_size(&bad).unwrap_err(), Error::InvalidArgument);
         let order = [
             PeerSpec {
                 backup: true,
@@ -840,6 +1036,22 @@ mod tests {
             policy: Policy::LeastConn,
             peers: &order,
         };
-        assert_eq!(table_size(&bad).unwrap_err(), Error::InvalidArgument);
+        assert_eq!(zone_size(&bad).unwrap_err(), Error::InvalidArgument);
+    }
+
+    #[test]
+    fn attach_to_garbage_is_refused_without_reading_out_of_bounds() {
+        let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
+        let spec = UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        };
+        let size = zone_size(&spec).unwrap();
+        let region = Region::new(size);
+        // SAFETY: the region is ours, `size` bytes.
+        unsafe { core::ptr::write_bytes(region.as_ptr(), 0xa5, size) };
+        // SAFETY: as above.
+        let e = unsafe { Zone::attach(&spec, region.as_ptr(), size) }.unwrap_err();
+        assert_eq!(e, Error::BadLayout);
     }
 }

@@ -1,0 +1,253 @@
+//! Admin state per server: down, drain, weight override
+//!
+//! `down` and `drain` are bits in the peer's hot `flags` word: every pick in
+//! every worker reads them (the one eligibility function,
+//! [`crate::health::eligibility`]), so setting one takes effect on the next
+//! pick without a rebuild. A weight override is stored in the peer's cold
+//! record and takes effect when the next generation is published
+//! ([`Zone::publish`]).
+//!
+//! Transitions of the admin bits (`fetch_or` / `fetch_and`, `Relaxed`:
+//! each bit is independent and publishes nothing else): any combination may
+//! be set or cleared at any time; the configuration's `down` bit is never
+//! touched here.
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use super::{PeerState, Zone};
+use crate::error::Error;
+
+/// Largest weight the API accepts.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// A server's state as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerState {
+    /// Eligible.
+    Up,
+    /// Draining with requests still in flight.
+    Draining,
+    /// Down: configured or set down, or drained with nothing in flight.
+    Down,
+    /// Disabled by `max_fails` within `fail_timeout`.
+    Unavail,
+}
+
+impl ServerState {
+    /// The NGINX Plus API name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Up => "up",
+            ServerState::Draining => "draining",
+            ServerState::Down => "down",
+            ServerState::Unavail => "unavail",
+        }
+    }
+}
+
+/// One server's state, read from the zone.
+#[derive(Debug, Clone)]
+pub struct PeerView<'a> {
+    /// Table index (primaries first, then backups).
+    pub index: usize,
+    /// Position in configuration order (the API's `id`).
+    pub position: u32,
+    /// Identity bytes (upstream, server, address, NUL-separated by nginx).
+    pub identity: &'a [u8],
+    /// The `server` directive's address as written.
+    pub server: &'a [u8],
+    /// A backup server.
+    pub backup: bool,
+    /// Weight in force.
+    pub weight: u32,
+    /// Configured weight.
+    pub configured_weight: u32,
+    /// The API's weight override, if any.
+    pub weight_override: Option<u32>,
+    /// State as reported.
+    pub state: ServerState,
+    /// Requests in flight, all workers.
+    pub active: u32,
+    /// `max_conns`, 0 for unlimited.
+    pub max_conns: u32,
+    /// Set down (configuration or API).
+    pub down: bool,
+    /// Set down through the API.
+    pub admin_down: bool,
+    /// Draining.
+    pub drain: bool,
+    /// Failures counted toward `max_fails`.
+    pub fails: u32,
+}
+
+impl<'a> Zone<'a> {
+    /// Sets or clears `down` and `drain` of peer `i`; `None` leaves a bit
+    /// as it is.
+    pub fn set_admin(
+        &self,
+        i: usize,
+        down: Option<bool>,
+        drain: Option<bool>,
+    ) -> Result<(), Error> {
+        let s = self.states().get(i).ok_or(Error::InvalidArgument)?;
+        for (value, bit) in [(down, PeerState::ADMIN_DOWN), (drain, PeerState::DRAIN)] {
+            match value {
+                Some(true) => {
+                    s.flags.fetch_or(bit, Relaxed);
+                }
+                Some(false) => {
+                    s.flags.fetch_and(!bit, Relaxed);
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) the weight override of peer `i`; in
+    /// force from the next [`Zone::publish`].
+    pub fn set_weight(&self, i: usize, weight: Option<u32>) -> Result<(), Error> {
+        let c = self.colds().get(i).ok_or(Error::InvalidArgument)?;
+        let w = match weight {
+            Some(w) if (1..=MAX_WEIGHT).contains(&w) => w,
+            Some(_) => return Err(Error::InvalidArgument),
+            None => 0,
+        };
+        c.weight_override.store(w, Relaxed);
+        Ok(())
+    }
+
+    /// Table index of the server at configuration position `position`.
+    pub fn by_position(&self, position: u32) -> Option<usize> {
+        self.colds().iter().position(|c| c.position == position)
+    }
+
+    /// Whether any peer's weight in force differs from what `publish`
+    /// would now build (an override was set or cleared since).
+    pub fn weights_pending(&self) -> bool {
+        self.colds().iter().zip(self.states()).any(|(c, s)| {
+            let over = c.weight_override.load(Relaxed);
+            let want = if over != 0 { over } else { c.conf_weight };
+            want != s.weight()
+        })
+    }
+
+    /// State of peer `i` at `now` (`None` past the end).
+    pub fn view(&self, i: usize, now: u64) -> Option<PeerView<'a>> {
+        let s = self.states().get(i)?;
+        let c = &self.colds()[i];
+        let flags = s.flags.load(Relaxed);
+        let active = s.in_flight.load(Relaxed);
+        let drain = flags & PeerState::DRAIN != 0;
+        let admin_down = flags & PeerState::ADMIN_DOWN != 0;
+        let down = admin_down || flags & PeerState::DOWN != 0;
+        let fails = s.fails.load(Relaxed);
+        let unavail = s.max_fails != 0
+            && fails >= s.max_fails
+            && now.saturating_sub(s.checked_ms.load(Relaxed)) <= s.fail_timeout_ms
+            && !self.current().single();
+        let state = if down {
+            ServerState::Down
+        } else if drain {
+            if active > 0 {
+                ServerState::Draining
+            } else {
+                ServerState::Down
+            }
+        } else if unavail {
+            ServerState::Unavail
+        } else {
+            ServerState::Up
+        };
+        let over = c.weight_override.load(Relaxed);
+        Some(PeerView {
+            index: i,
+            position: c.position,
+            identity: self.identity(i),
+            server: self.server(i),
+            backup: flags & PeerState::BACKUP != 0,
+            weight: s.weight(),
+            configured_weight: c.conf_weight,
+            weight_override: (over != 0).then_some(over),
+            state,
+            active,
+            max_conns: s.max_conns,
+            down,
+            admin_down,
+            drain,
+            fails,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selection::Outcome;
+    use crate::spec::{PeerSpec, Policy, UpstreamSpec};
+    use crate::testing::{OwnedAttempt, OwnedTable};
+
+    #[test]
+    fn drain_and_down_stop_new_picks_in_flight_finish() {
+        for policy in crate::selection::tests::all() {
+            let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
+            let t = OwnedTable::new(&UpstreamSpec {
+                policy,
+                peers: &peers,
+            })
+            .unwrap();
+            let z = t.zone();
+            // One request in flight on each peer.
+            let mut held: Vec<OwnedAttempt> = Vec::new();
+            while held.len() < 2 {
+                let mut a = OwnedAttempt::new(z, 0);
+                a.pick_keyed(format!("k{}", held.len()).as_bytes(), 0)
+                    .unwrap();
+                held.push(a);
+            }
+            let on_a = z.states()[0].in_flight.load(Relaxed);
+            z.set_admin(0, None, Some(true)).unwrap();
+            let v = z.view(0, 0).unwrap();
+            if on_a > 0 {
+                assert_eq!(v.state, ServerState::Draining, "{policy:?}");
+            }
+            for k in 0..50 {
+                let mut a = OwnedAttempt::new(z, 0);
+                let p = a.pick_keyed(format!("key{k}").as_bytes(), 0).unwrap();
+                assert_eq!(p.peer, 1, "{policy:?}: a drained peer was picked");
+                a.release(Outcome::Ok, 0).unwrap();
+                a.end();
+            }
+            for mut a in held {
+                a.release(Outcome::Ok, 0).unwrap();
+                a.end();
+            }
+            assert_eq!(z.view(0, 0).unwrap().state, ServerState::Down);
+            z.set_admin(0, None, Some(false)).unwrap();
+            z.set_admin(1, Some(true), None).unwrap();
+            let mut a = OwnedAttempt::new(z, 0);
+            assert_eq!(a.pick_keyed(b"x", 0).unwrap().peer, 0, "{policy:?}");
+            a.release(Outcome::Ok, 0).unwrap();
+            assert_eq!(z.view(1, 0).unwrap().state, ServerState::Down);
+        }
+    }
+
+    #[test]
+    fn weight_override_bounds() {
+        let t = OwnedTable::new(&UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &[PeerSpec::new(b"a")],
+        })
+        .unwrap();
+        let z = t.zone();
+        assert_eq!(z.set_weight(0, Some(0)), Err(Error::InvalidArgument));
+        assert_eq!(
+            z.set_weight(0, Some(MAX_WEIGHT + 1)),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(z.set_weight(1, Some(2)), Err(Error::InvalidArgument));
+        assert!(!z.weights_pending());
+        z.set_weight(0, Some(MAX_WEIGHT)).unwrap();
+        assert!(z.weights_pending());
+    }
+}

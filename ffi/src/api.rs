@@ -1,0 +1,335 @@
+//! The operator API, the buffers it returns, and the state file
+
+use core::ffi::c_void;
+use std::path::Path;
+
+use hab_api::state::StateFile;
+use hab_api::{Method, Request, Upstream};
+
+use crate::zone::{alive_fn, hab_alive_fn, zone};
+use crate::{bytes, guard, guard_or, hab_result, hab_zone};
+use crate::{HAB_BAD_STATE, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
+
+/// `hab_api_request.method`: anything the API does not serve.
+pub const HAB_API_OTHER: u32 = 0;
+/// `hab_api_request.method`: GET.
+pub const HAB_API_GET: u32 = 1;
+/// `hab_api_request.method`: HEAD.
+pub const HAB_API_HEAD: u32 = 2;
+/// `hab_api_request.method`: PATCH.
+pub const HAB_API_PATCH: u32 = 3;
+/// `hab_api_request.flags`: `ha_api write=on`.
+pub const HAB_API_WRITE: u32 = 0x0001;
+
+/// One upstream the API shows.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hab_api_upstream {
+    /// Its name (not NUL-terminated).
+    pub name: *const u8,
+    /// Length of `name`.
+    pub name_len: usize,
+    /// Its zone.
+    pub zone: *mut hab_zone,
+}
+
+/// One API request.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hab_api_request {
+    /// `HAB_API_*` method.
+    pub method: u32,
+    /// `HAB_API_WRITE`.
+    pub flags: u32,
+    /// The path below the location, without the query string.
+    pub path: *const u8,
+    /// Length of `path`.
+    pub path_len: usize,
+    /// The body (may be NULL when `body_len` is 0).
+    pub body: *const u8,
+    /// Length of `body`.
+    pub body_len: usize,
+    /// The state file to rewrite after a change (NULL when `ha_state_file`
+    /// is not set).
+    pub state_file: *const u8,
+    /// Length of `state_file`.
+    pub state_file_len: usize,
+    /// Monotonic time, ms (nginx's `ngx_current_msec`).
+    pub now_ms: u64,
+    /// Builder lease owner (the worker's pid).
+    pub owner: u64,
+    /// Whether a lease owner is alive.
+    pub alive: hab_alive_fn,
+    /// Passed to `alive`.
+    pub alive_data: *mut c_void,
+}
+
+/// Opaque: bytes owned by Rust, given back with `hab_buf_free`.
+#[derive(Debug)]
+pub struct hab_buf {
+    bytes: Vec<u8>,
+}
+
+/// The answer to an API request.
+#[repr(C)]
+#[derive(Debug)]
+pub struct hab_api_response {
+    /// HTTP status.
+    pub status: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The JSON body (never NULL on `HAB_OK`).
+    pub body: *mut hab_buf,
+    /// NULL, or a line for the error log (a refused change, a state file
+    /// that could not be written).
+    pub log: *mut hab_buf,
+}
+
+fn buf(bytes: Vec<u8>) -> *mut hab_buf {
+    Box::into_raw(Box::new(hab_buf { bytes }))
+}
+
+/// Answers one API request over `n` upstreams.
+///
+/// # Safety
+///
+/// `req` valid, its pointers valid for their lengths; `ups` valid for `n`
+/// elements with valid names and zone handles; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_api_handle(
+    req: *const hab_api_request,
+    ups: *const hab_api_upstream,
+    n: usize,
+    out: *mut hab_api_response,
+) -> hab_result {
+    guard(|| {
+        if req.is_null() || out.is_null() || (ups.is_null() && n != 0) {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid (caller contract).
+        let req = unsafe { &*req };
+        let Some(alive) = req.alive else {
+            return HAB_NULL_PARAMETER;
+        };
+        // SAFETY: caller contract, lengths as given.
+        let (path, body, state_file) = match unsafe {
+            (
+                bytes(req.path, req.path_len),
+                bytes(req.body, req.body_len),
+                bytes(req.state_file, req.state_file_len),
+            )
+        } {
+            (Ok(p), Ok(b), Ok(s)) => (p, b, s),
+            _ => return HAB_NULL_PARAMETER,
+        };
+        let list: &[hab_api_upstream] = if n == 0 {
+            &[]
+        } else {
+            // SAFETY: `n` elements (caller contract).
+            unsafe { core::slice::from_raw_parts(ups, n) }
+        };
+        let mut upstreams = Vec::with_capacity(list.len());
+        for u in list {
+            // SAFETY: valid name bytes (caller contract).
+            let Ok(name) = (unsafe { bytes(u.name, u.name_len) }) else {
+                return HAB_NULL_PARAMETER;
+            };
+            if u.zone.is_null() {
+                return HAB_NULL_PARAMETER;
+            }
+            upstreams.push(Upstream {
+                name: core::str::from_utf8(name).unwrap_or(""),
+                // SAFETY: a valid zone handle (caller contract).
+                zone: unsafe { zone(u.zone) },
+            });
+        }
+        let method = match req.method {
+            HAB_API_GET => Method::Get,
+            HAB_API_HEAD => Method::Head,
+            HAB_API_PATCH => Method::Patch,
+            _ => Method::Other,
+        };
+        let request = Request {
+            method,
+            path: core::str::from_utf8(path).unwrap_or("\u{fffd}"),
+            body,
+            write: req.flags & HAB_API_WRITE != 0,
+            now_ms: req.now_ms,
+            owner: req.owner,
+        };
+        // SAFETY: the caller vouches for `alive` with `alive_data`.
+        let alive = unsafe { alive_fn(alive, req.alive_data) };
+        let mut r = hab_api::handle(&request, &upstreams, alive);
+        if r.changed && !state_file.is_empty() {
+            let path = Path::new(std::ffi::OsStr::new(
+                core::str::from_utf8(state_file).unwrap_or(""),
+            ));
+            if let Err(e) = StateFile::capture(&upstreams).save(path) {
+                r.log = Some(format!(
+                    "cannot write state file \"{}\": {e}",
+                    path.display()
+                ));
+            }
+        }
+        // SAFETY: `out` is writable (checked non-NULL).
+        unsafe {
+            out.write(hab_api_response {
+                status: u32::from(r.status),
+                reserved: 0,
+                body: buf(r.body),
+                log: r.log.map_or(core::ptr::null_mut(), |l| buf(l.into_bytes())),
+            })
+        };
+        HAB_OK
+    })
+}
+
+/// The bytes of a buffer (NULL for NULL).
+///
+/// # Safety
+///
+/// `b` is NULL or a buffer not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn hab_buf_data(b: *const hab_buf) -> *const u8 {
+    guard_or(core::ptr::null(), || {
+        if b.is_null() {
+            return core::ptr::null();
+        }
+        // SAFETY: a live buffer (caller contract).
+        unsafe { &*b }.bytes.as_ptr()
+    })
+}
+
+/// The length of a buffer (0 for NULL).
+///
+/// # Safety
+///
+/// `b` is NULL or a buffer not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn hab_buf_len(b: *const hab_buf) -> usize {
+    guard_or(0, || {
+        if b.is_null() {
+            return 0;
+        }
+        // SAFETY: a live buffer (caller contract).
+        unsafe { &*b }.bytes.len()
+    })
+}
+
+/// Frees a buffer (NULL does nothing).
+///
+/// # Safety
+///
+/// `b` is NULL or a buffer not yet freed; it is invalid afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn hab_buf_free(b: *mut hab_buf) {
+    guard_or((), || {
+        if !b.is_null() {
+            // SAFETY: made by `Box::into_raw` in `buf`, freed once.
+            drop(unsafe { Box::from_raw(b) });
+        }
+    })
+}
+
+/// Opaque: a parsed state file (process-local heap).
+#[derive(Debug)]
+pub struct hab_state {
+    file: StateFile,
+}
+
+/// Reads the state file at `path`. `*out_state` is NULL when the file does
+/// not exist (a first start). `HAB_BAD_STATE` when it cannot be read or is
+/// corrupt, with the reason in `*out_error` (when not NULL; free it).
+///
+/// # Safety
+///
+/// `path` valid for `path_len` bytes; `out_state` writable; `out_error`
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_state_load(
+    path: *const u8,
+    path_len: usize,
+    out_state: *mut *mut hab_state,
+    out_error: *mut *mut hab_buf,
+) -> hab_result {
+    guard(|| {
+        if out_state.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: caller contract.
+        let Ok(path) = (unsafe { bytes(path, path_len) }) else {
+            return HAB_NULL_PARAMETER;
+        };
+        let Ok(path) = core::str::from_utf8(path) else {
+            return HAB_INVALID_ARGUMENT;
+        };
+        match StateFile::load(Path::new(path)) {
+            Ok(file) => {
+                let s = file.map_or(core::ptr::null_mut(), |file| {
+                    Box::into_raw(Box::new(hab_state { file }))
+                });
+                // SAFETY: writable (checked non-NULL).
+                unsafe { out_state.write(s) };
+                HAB_OK
+            }
+            Err(e) => {
+                if !out_error.is_null() {
+                    // SAFETY: writable (caller contract).
+                    unsafe { out_error.write(buf(e.into_bytes())) };
+                }
+                HAB_BAD_STATE
+            }
+        }
+    })
+}
+
+/// Restores the admin state the file holds for upstream `name` into the
+/// fresh zone `z`.
+///
+/// # Safety
+///
+/// `s` a live state; `z` a valid zone handle; `name` valid for `name_len`
+/// bytes; `out_applied` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_state_apply(
+    s: *const hab_state,
+    z: *mut hab_zone,
+    name: *const u8,
+    name_len: usize,
+    out_applied: *mut u32,
+) -> hab_result {
+    guard(|| {
+        if s.is_null() || z.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: caller contract.
+        let Ok(name) = (unsafe { bytes(name, name_len) }) else {
+            return HAB_NULL_PARAMETER;
+        };
+        let Ok(name) = core::str::from_utf8(name) else {
+            return HAB_INVALID_ARGUMENT;
+        };
+        // SAFETY: live state, valid zone (caller contract).
+        let n = unsafe { &*s }.file.apply(name, unsafe { zone(z) });
+        if !out_applied.is_null() {
+            // SAFETY: writable (caller contract).
+            unsafe { out_applied.write(n as u32) };
+        }
+        HAB_OK
+    })
+}
+
+/// Frees a state (NULL does nothing).
+///
+/// # Safety
+///
+/// `s` is NULL or a state not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn hab_state_free(s: *mut hab_state) {
+    guard_or((), || {
+        if !s.is_null() {
+            // SAFETY: made by `Box::into_raw` in `hab_state_load`.
+            drop(unsafe { Box::from_raw(s) });
+        }
+    })
+}

@@ -1,0 +1,224 @@
+//! One request: its attempt state, its tries, its end
+
+use core::ffi::c_void;
+
+use hab_core::attempt::{self, Attempt};
+use hab_core::health::Transition;
+use hab_core::table::Zone;
+use hab_core::Outcome;
+
+use crate::zone::{zone, HAB_NO_SLOT};
+use crate::{bytes, finish, guard, guard_or, hab_attempt, hab_result, hab_zone};
+use crate::{HAB_INVALID_ARGUMENT, HAB_NO_SPACE, HAB_NULL_PARAMETER, HAB_OK};
+
+/// `hab_pick.flags`: the peer is a backup.
+pub const HAB_PICK_BACKUP: u32 = 0x0001;
+/// `hab_attempt_release` outcome: accepted.
+pub const HAB_OUTCOME_OK: u32 = 0;
+/// `hab_attempt_release` outcome: failed, counts toward max_fails.
+pub const HAB_OUTCOME_FAILED: u32 = 1;
+/// `hab_attempt_release` outcome: passed on without blame.
+pub const HAB_OUTCOME_NEXT: u32 = 2;
+/// `hab_report.flags`: this failure disabled the peer.
+pub const HAB_REPORT_DISABLED: u32 = 0x0001;
+/// `hab_report.flags`: this success re-enabled the peer.
+pub const HAB_REPORT_RECOVERED: u32 = 0x0002;
+/// `hab_report.flags`: single peer, do not retry.
+pub const HAB_REPORT_LAST_TRY: u32 = 0x0004;
+
+/// The peer chosen for one try.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct hab_pick {
+    /// Index into the configuration's peers.
+    pub peer: u32,
+    /// `HAB_PICK_*`.
+    pub flags: u32,
+}
+
+/// What `hab_attempt_release` reports.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct hab_report {
+    /// `HAB_REPORT_*`.
+    pub flags: u32,
+    /// The peer of the finished try.
+    pub peer: u32,
+}
+
+/// Bytes of per-request state for this zone (0 for NULL).
+///
+/// # Safety
+///
+/// `z` is NULL or a valid zone handle.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_size(z: *const hab_zone) -> usize {
+    guard_or(0, || {
+        if z.is_null() {
+            return 0;
+        }
+        // SAFETY: valid handle (caller contract); arithmetic only.
+        attempt::words(unsafe { zone(z) }.peers()) * 8
+    })
+}
+
+/// The attempt words behind a handle.
+///
+/// # Safety
+///
+/// `a` is non-NULL, 8-byte aligned and was prepared by `hab_attempt_init`
+/// for zone `z`, and nothing else accesses it during `'a`.
+#[inline]
+unsafe fn attempt_words<'a>(z: Zone<'_>, a: *mut hab_attempt) -> &'a mut [u64] {
+    // SAFETY: forwarded contract: `words(peers)` words were set up at init.
+    unsafe { core::slice::from_raw_parts_mut(a.cast::<u64>(), attempt::words(z.peers())) }
+}
+
+/// Prepares per-request state in `mem` and pins the serving generation.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `mem` valid for writes of `len` bytes until
+/// `hab_attempt_end`; `out_attempt` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_init(
+    z: *mut hab_zone,
+    mem: *mut c_void,
+    len: usize,
+    now_ms: u64,
+    seed: u64,
+    slot: u32,
+    out_attempt: *mut *mut hab_attempt,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || mem.is_null() || out_attempt.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handle (caller contract).
+        let z = unsafe { zone(z) };
+        let words = attempt::words(z.peers());
+        if len < words * 8 || mem as usize % 8 != 0 {
+            return HAB_NO_SPACE;
+        }
+        // SAFETY: aligned, long enough, writable (checked / contract).
+        let w = unsafe { core::slice::from_raw_parts_mut(mem.cast::<u64>(), words) };
+        let mut a = Attempt::init(w, now_ms);
+        a.seed(seed);
+        a.set_slot((slot != HAB_NO_SLOT).then_some(slot));
+        if let Err(e) = z.begin(&mut a) {
+            return e.into();
+        }
+        // SAFETY: checked non-NULL above.
+        unsafe { out_attempt.write(mem.cast()) };
+        HAB_OK
+    })
+}
+
+/// Picks a peer for the next try, on the attempt's generation.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `a` prepared by `hab_attempt_init` for `z`;
+/// `key` NULL or valid for `key_len` bytes; `out_pick` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_pick(
+    z: *mut hab_zone,
+    a: *mut hab_attempt,
+    key: *const u8,
+    key_len: usize,
+    now_ms: u64,
+    out_pick: *mut hab_pick,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || a.is_null() || out_pick.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: `key` is NULL or valid for `key_len` bytes (contract).
+        let key = match unsafe { bytes(key, key_len) } {
+            Ok(k) => k,
+            Err(rc) => return rc,
+        };
+        // SAFETY: valid handles (caller contract).
+        let z = unsafe { zone(z) };
+        // SAFETY: as above.
+        let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
+        let r = z.get_keyed(&mut attempt, key, now_ms).map(|p| hab_pick {
+            peer: p.peer,
+            flags: if p.backup { HAB_PICK_BACKUP } else { 0 },
+        });
+        finish(r, out_pick)
+    })
+}
+
+/// Ends the current try with a `HAB_OUTCOME_*`.
+///
+/// # Safety
+///
+/// As `hab_attempt_pick`; `out_report` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_release(
+    z: *mut hab_zone,
+    a: *mut hab_attempt,
+    outcome: u32,
+    now_ms: u64,
+    out_report: *mut hab_report,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || a.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        let outcome = match outcome {
+            HAB_OUTCOME_OK => Outcome::Ok,
+            HAB_OUTCOME_FAILED => Outcome::Failed,
+            HAB_OUTCOME_NEXT => Outcome::Next,
+            _ => return HAB_INVALID_ARGUMENT,
+        };
+        // SAFETY: valid handles (caller contract).
+        let z = unsafe { zone(z) };
+        // SAFETY: as above.
+        let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
+        match z.free(&mut attempt, outcome, now_ms) {
+            Ok(r) => {
+                if !out_report.is_null() {
+                    let mut flags = match r.transition {
+                        Transition::None => 0,
+                        Transition::Disabled => HAB_REPORT_DISABLED,
+                        Transition::Recovered => HAB_REPORT_RECOVERED,
+                    };
+                    if r.last_try {
+                        flags |= HAB_REPORT_LAST_TRY;
+                    }
+                    // SAFETY: non-NULL, writable (caller contract).
+                    unsafe {
+                        out_report.write(hab_report {
+                            flags,
+                            peer: r.peer,
+                        })
+                    };
+                }
+                HAB_OK
+            }
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// Ends the request: drops its hold on its generation. Idempotent.
+///
+/// # Safety
+///
+/// As `hab_attempt_pick`.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_end(z: *mut hab_zone, a: *mut hab_attempt) -> hab_result {
+    guard(|| {
+        if z.is_null() || a.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handles (caller contract).
+        let z = unsafe { zone(z) };
+        // SAFETY: as above.
+        let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
+        z.end(&mut attempt);
+        HAB_OK
+    })
+}

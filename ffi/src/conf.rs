@@ -1,0 +1,196 @@
+//! What C describes: an upstream block and its server lines
+
+use hab_core::{PeerSpec, Policy, UpstreamSpec};
+
+use crate::{bytes, finish, guard, hab_result, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
+
+/// `hab_policy`: round robin.
+pub const HAB_POLICY_ROUND_ROBIN: u32 = 1;
+/// `hab_policy`: least connections.
+pub const HAB_POLICY_LEAST_CONN: u32 = 2;
+/// `hab_policy`: power of two choices.
+pub const HAB_POLICY_P2C: u32 = 3;
+/// `hab_policy`: peak-EWMA.
+pub const HAB_POLICY_EWMA: u32 = 4;
+/// `hab_policy`: weighted random.
+pub const HAB_POLICY_RANDOM: u32 = 5;
+/// `hab_policy`: key hashing.
+pub const HAB_POLICY_HASH: u32 = 6;
+/// `hab_hash_mode`: nginx's plain hash.
+pub const HAB_HASH_PLAIN: u32 = 0;
+/// `hab_hash_mode`: nginx's consistent hash (ketama).
+pub const HAB_HASH_CONSISTENT: u32 = 1;
+/// `hab_hash_mode`: Maglev.
+pub const HAB_HASH_MAGLEV: u32 = 2;
+
+/// `hab_peer_conf.flags`: backup server.
+pub const HAB_PEER_BACKUP: u32 = 0x0001;
+/// `hab_peer_conf.flags`: marked down.
+pub const HAB_PEER_DOWN: u32 = 0x0002;
+
+/// One server line.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hab_peer_conf {
+    /// Identity bytes (may be NULL when `id_len` is 0).
+    pub id: *const u8,
+    /// Length of `id`.
+    pub id_len: usize,
+    /// The server directive's address (may be NULL when `server_len` is 0).
+    pub server: *const u8,
+    /// Length of `server`.
+    pub server_len: usize,
+    /// `weight=`, at least 1.
+    pub weight: u32,
+    /// `max_conns=`, 0 for unlimited.
+    pub max_conns: u32,
+    /// `max_fails=`, 0 for never.
+    pub max_fails: u32,
+    /// `HAB_PEER_*`.
+    pub flags: u32,
+    /// `fail_timeout=` in ms.
+    pub fail_timeout_ms: u64,
+    /// Position in the upstream in configuration order (the API's `id`).
+    pub position: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// An upstream block.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hab_upstream_conf {
+    /// `hab_policy`.
+    pub policy: u32,
+    /// `hab_hash_mode`, for `HAB_POLICY_HASH`.
+    pub hash_mode: u32,
+    /// `HAB_POLICY_EWMA` decay, ms; 0 for the default.
+    pub decay_ms: u32,
+    /// `HAB_POLICY_HASH` bounded load, percent; 0 for none.
+    pub balance_factor: u32,
+    /// `npeers` peers, primaries first.
+    pub peers: *const hab_peer_conf,
+    /// Number of peers.
+    pub npeers: usize,
+}
+
+/// Reads a C configuration into peer specs (config time: allocation is fine).
+///
+/// # Safety
+///
+/// `conf` must be a valid pointer whose `peers` array has `npeers` valid
+/// elements, each `id` valid for `id_len` bytes, for the call's duration.
+unsafe fn read_conf<'a>(
+    conf: *const hab_upstream_conf,
+) -> Result<(Policy, Vec<PeerSpec<'a>>), hab_result> {
+    // SAFETY: non-NULL checked by callers; valid per the function contract.
+    let conf = unsafe { &*conf };
+    let policy = Policy::from_parts(
+        conf.policy,
+        [conf.decay_ms, conf.hash_mode, conf.balance_factor, 0],
+    )
+    .map_err(hab_result::from)?;
+    if conf.npeers == 0 {
+        return Ok((policy, Vec::new()));
+    }
+    if conf.peers.is_null() {
+        return Err(HAB_NULL_PARAMETER);
+    }
+    // SAFETY: `peers` holds `npeers` elements (function contract).
+    let peers = unsafe { core::slice::from_raw_parts(conf.peers, conf.npeers) };
+    let mut out = Vec::with_capacity(peers.len());
+    for p in peers {
+        // SAFETY: `id` is valid for `id_len` bytes (function contract).
+        let id = unsafe { bytes(p.id, p.id_len) }?;
+        // SAFETY: `server` is valid for `server_len` bytes (contract).
+        let server = unsafe { bytes(p.server, p.server_len) }?;
+        if p.flags & !(HAB_PEER_BACKUP | HAB_PEER_DOWN) != 0 {
+            return Err(HAB_INVALID_ARGUMENT);
+        }
+        out.push(PeerSpec {
+            id,
+            server,
+            weight: p.weight,
+            max_conns: p.max_conns,
+            max_fails: p.max_fails,
+            fail_timeout_ms: p.fail_timeout_ms,
+            backup: p.flags & HAB_PEER_BACKUP != 0,
+            down: p.flags & HAB_PEER_DOWN != 0,
+            position: Some(p.position),
+        });
+    }
+    Ok((policy, out))
+}
+
+/// Runs `f` on the upstream spec read from `conf`.
+///
+/// # Safety
+///
+/// As [`read_conf`].
+pub(crate) unsafe fn with_spec(
+    conf: *const hab_upstream_conf,
+    f: impl FnOnce(&UpstreamSpec<'_>) -> hab_result,
+) -> hab_result {
+    if conf.is_null() {
+        return HAB_NULL_PARAMETER;
+    }
+    // SAFETY: forwarded contract.
+    match unsafe { read_conf(conf) } {
+        Ok((policy, peers)) => f(&UpstreamSpec {
+            policy,
+            peers: &peers,
+        }),
+        Err(rc) => rc,
+    }
+}
+
+/// Bytes of shared memory a zone for `conf` needs.
+///
+/// # Safety
+///
+/// `conf` as in the header; `out_size` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_zone_size(
+    conf: *const hab_upstream_conf,
+    out_size: *mut usize,
+) -> hab_result {
+    guard(|| {
+        if out_size.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: caller contract.
+        unsafe {
+            with_spec(conf, |spec| {
+                finish(hab_core::table::zone_size(spec), out_size)
+            })
+        }
+    })
+}
+
+/// Digest of `conf`: equal digests, adoptable zone.
+///
+/// # Safety
+///
+/// `conf` as in the header; `out_digest` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_conf_digest(
+    conf: *const hab_upstream_conf,
+    out_digest: *mut u64,
+) -> hab_result {
+    guard(|| {
+        if out_digest.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: caller contract.
+        unsafe {
+            with_spec(conf, |spec| {
+                spec.validate()
+                    .map(|()| spec.digest())
+                    .map_or_else(hab_result::from, |d| {
+                        out_digest.write(d);
+                        HAB_OK
+                    })
+            })
+        }
+    })
+}
