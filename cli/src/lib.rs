@@ -235,18 +235,19 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Error> {
             let conf = config::parse(&text)
                 .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
             let rendered = render::render(&conf, &file.display().to_string());
-            let reload = *reload || conf.reload;
             match output {
-                None if reload => {
+                // `reload: true` in the file applies to -o only, so the
+                // file can still be previewed; the flag asks for it.
+                None if *reload => {
                     return Err(Error::Input(
-                        "reload needs -o OUT: nginx must read the rendered file".into(),
+                        "--reload needs -o OUT: nginx must read the rendered file".into(),
                     ))
                 }
                 None => out.write_all(rendered.as_bytes()).map_err(io_err)?,
                 Some(path) => {
                     render::write_atomic(path, &rendered)
                         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-                    if reload {
+                    if *reload || conf.reload {
                         let p = prefix.as_deref();
                         render::run_nginx(nginx, p, path, &["-t", "-q"]).map_err(Error::Input)?;
                         render::run_nginx(nginx, p, path, &["-s", "reload"])

@@ -308,7 +308,17 @@ fn render_to_stdout_and_file() {
 
     let (code, _, err) = hab(&["render", y, "--reload"]);
     assert_eq!(code, EXIT_FAILED);
-    assert!(err.contains("reload needs -o"), "{err}");
+    assert!(err.contains("--reload needs -o"), "{err}");
+
+    // `reload: true` in the file: printing it still works (a preview).
+    std::fs::write(
+        &yaml,
+        "reload: true\nbackends: { web: { servers: [127.0.0.1:1] } }\n",
+    )
+    .unwrap();
+    let (code, out, err) = hab(&["render", y]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(out.contains("# reload: true"), "{out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
