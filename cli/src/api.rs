@@ -11,8 +11,8 @@
 //!
 //! Every call returns [`ApiError`]: [`ApiError::Unreachable`] (connection
 //! refused, timeout, DNS) maps to exit code 2, [`ApiError::Refused`] (the
-//! API answered 4xx/5xx; its JSON `error.text` is kept) and
-//! [`ApiError::BadAnswer`] to exit code 1.
+//! API answered 4xx/5xx; its JSON `error.text` is kept),
+//! [`ApiError::BadAnswer`] and [`ApiError::BadUrl`] to exit code 1.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,8 +92,10 @@ pub enum ApiError {
         /// `error.text` of the JSON body, or the body itself.
         text: String,
     },
-    /// The answer is not what docs/api.md describes, or the URL is bad.
+    /// The answer is not what docs/api.md describes.
     BadAnswer(String),
+    /// The URL cannot be used (not `http://`, no host).
+    BadUrl(String),
 }
 
 impl fmt::Display for ApiError {
@@ -107,7 +109,7 @@ impl fmt::Display for ApiError {
                 }
                 write!(f, "): {text}")
             }
-            ApiError::BadAnswer(m) => f.write_str(m),
+            ApiError::BadAnswer(m) | ApiError::BadUrl(m) => f.write_str(m),
         }
     }
 }
@@ -180,16 +182,16 @@ impl Client {
         let rest = if let Some(rest) = trimmed.strip_prefix("http://") {
             rest
         } else if trimmed.starts_with("https://") {
-            return Err(ApiError::BadAnswer(format!(
+            return Err(ApiError::BadUrl(format!(
                 "{base}: https is not supported; hab speaks plain http to the ha_api location"
             )));
         } else {
-            return Err(ApiError::BadAnswer(format!(
+            return Err(ApiError::BadUrl(format!(
                 "{base}: the URL must start with http:// (e.g. http://127.0.0.1:8080/api)"
             )));
         };
         if rest.is_empty() || rest.starts_with('/') {
-            return Err(ApiError::BadAnswer(format!("{base}: the URL has no host")));
+            return Err(ApiError::BadUrl(format!("{base}: the URL has no host")));
         }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -275,7 +277,7 @@ impl Client {
 
 fn transport_error(url: &str, e: ureq::Error) -> ApiError {
     match e {
-        ureq::Error::BadUri(m) => ApiError::BadAnswer(format!("{url}: bad URL: {m}")),
+        ureq::Error::BadUri(m) => ApiError::BadUrl(format!("{url}: bad URL: {m}")),
         ureq::Error::Timeout(_) => ApiError::Unreachable(format!(
             "{url}: no answer within {}s",
             CALL_TIMEOUT.as_secs()
@@ -322,7 +324,7 @@ mod tests {
         assert_eq!(c.base(), "http://127.0.0.1:8080/api");
         for bad in ["https://x/api", "127.0.0.1:8080/api", "http://", "ftp://x"] {
             assert!(
-                matches!(Client::new(bad), Err(ApiError::BadAnswer(_))),
+                matches!(Client::new(bad), Err(ApiError::BadUrl(_))),
                 "{bad}"
             );
         }
