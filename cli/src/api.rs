@@ -1,0 +1,352 @@
+//! Client of the `ha_api` JSON API (docs/api.md): types and HTTP calls
+//!
+//! HTTP is done with `ureq` (default features off: plain http, no TLS, no
+//! gzip, so only a few small dependencies). It is a well-kept blocking
+//! client that already handles what a hand-written `TcpStream` client would
+//! have to get right — chunked and `Content-Length` bodies, keep-alive,
+//! connect and overall timeouts, redirects — while `hab` only ever needs
+//! a couple of requests per run, so blocking I/O is the right fit. The API
+//! lives on an nginx location the operator reaches on a local or private
+//! network (docs/api.md recommends `allow 127.0.0.1`), hence no TLS.
+//!
+//! Every call returns [`ApiError`]: [`ApiError::Unreachable`] (connection
+//! refused, timeout, DNS) maps to exit code 2, [`ApiError::Refused`] (the
+//! API answered 4xx/5xx; its JSON `error.text` is kept),
+//! [`ApiError::BadAnswer`] and [`ApiError::BadUrl`] to exit code 1.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Connect timeout of every call.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Whole-call timeout (connect, send, receive).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One upstream as `GET upstreams/{name}` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Upstream {
+    /// Upstream name.
+    #[serde(default)]
+    pub name: String,
+    /// Balancing policy.
+    #[serde(default)]
+    pub policy: String,
+    /// Table generation now serving.
+    #[serde(default)]
+    pub generation: u64,
+    /// Servers in id order.
+    #[serde(default)]
+    pub peers: Vec<Server>,
+}
+
+/// One server of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Server {
+    /// Position in the upstream, from 0.
+    pub id: u32,
+    /// The address.
+    pub server: String,
+    /// The `server` line's name as written.
+    #[serde(default)]
+    pub name: String,
+    /// A backup server.
+    #[serde(default)]
+    pub backup: bool,
+    /// Weight in force.
+    #[serde(default)]
+    pub weight: u32,
+    /// Weight from the configuration.
+    #[serde(default)]
+    pub configured_weight: Option<u32>,
+    /// `up`, `draining`, `down`, `unavail`, ...
+    #[serde(default)]
+    pub state: String,
+    /// Requests in flight, all workers together.
+    #[serde(default)]
+    pub active: u64,
+    /// 0 for unlimited.
+    #[serde(default)]
+    pub max_conns: u64,
+    /// Admin down.
+    #[serde(default)]
+    pub down: bool,
+    /// Admin drain.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// Nothing answered: connection refused, timeout, unknown host.
+    Unreachable(String),
+    /// The API answered with an error status.
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// `error.code` of the JSON body, when there was one.
+        code: Option<String>,
+        /// `error.text` of the JSON body, or the body itself.
+        text: String,
+    },
+    /// The answer is not what docs/api.md describes.
+    BadAnswer(String),
+    /// The URL cannot be used (not `http://`, no host).
+    BadUrl(String),
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Unreachable(m) => write!(f, "API unreachable: {m}"),
+            ApiError::Refused { status, code, text } => {
+                write!(f, "API refused ({status}")?;
+                if let Some(c) = code {
+                    write!(f, " {c}")?;
+                }
+                write!(f, "): {text}")
+            }
+            ApiError::BadAnswer(m) | ApiError::BadUrl(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// The refusal for an error `status` and its `body` (docs/api.md Errors).
+pub fn refusal(status: u16, body: &str) -> ApiError {
+    match serde_json::from_str::<ErrorBody>(body) {
+        Ok(b) => ApiError::Refused {
+            status,
+            code: b.error.code,
+            text: b.error.text.unwrap_or_else(|| "(no text)".to_owned()),
+        },
+        Err(_) => {
+            let t = body.trim();
+            let mut text: String = t.chars().take(200).collect();
+            if text.is_empty() {
+                text = "(empty body)".to_owned();
+            } else if text.len() < t.len() {
+                text.push_str("...");
+            }
+            ApiError::Refused {
+                status,
+                code: None,
+                text,
+            }
+        }
+    }
+}
+
+/// Percent-encodes a path segment (an upstream name) for the URL.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A client for one `ha_api` location.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the API whose location is `base`, e.g.
+    /// `http://127.0.0.1:8080/api` (a trailing slash is fine).
+    pub fn new(base: &str) -> Result<Client, ApiError> {
+        let trimmed = base.trim().trim_end_matches('/');
+        let rest = if let Some(rest) = trimmed.strip_prefix("http://") {
+            rest
+        } else if trimmed.starts_with("https://") {
+            return Err(ApiError::BadUrl(format!(
+                "{base}: https is not supported; hab speaks plain http to the ha_api location"
+            )));
+        } else {
+            return Err(ApiError::BadUrl(format!(
+                "{base}: the URL must start with http:// (e.g. http://127.0.0.1:8080/api)"
+            )));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(ApiError::BadUrl(format!("{base}: the URL has no host")));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(CALL_TIMEOUT))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Client {
+            base: trimmed.to_owned(),
+            agent,
+        })
+    }
+
+    /// The base URL without trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Full URL of `path` (relative to the location).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{path}", self.base)
+    }
+
+    /// `GET upstreams`: every upstream by name.
+    pub fn upstreams(&self) -> Result<BTreeMap<String, Upstream>, ApiError> {
+        let body = self.call("GET", "upstreams", None)?;
+        let mut map: BTreeMap<String, Upstream> = parse_json(&body, "upstreams")?;
+        for (name, u) in &mut map {
+            if u.name.is_empty() {
+                u.name.clone_from(name);
+            }
+        }
+        Ok(map)
+    }
+
+    /// `GET upstreams/{name}`.
+    pub fn upstream(&self, name: &str) -> Result<Upstream, ApiError> {
+        let path = format!("upstreams/{}", segment(name));
+        let mut u: Upstream = parse_json(&self.call("GET", &path, None)?, &path)?;
+        if u.name.is_empty() {
+            u.name = name.to_owned();
+        }
+        Ok(u)
+    }
+
+    /// `PATCH upstreams/{name}/servers/{id}` with `body` (a JSON object);
+    /// returns the server after the change.
+    pub fn patch_server(
+        &self,
+        upstream: &str,
+        id: u32,
+        body: &serde_json::Value,
+    ) -> Result<Server, ApiError> {
+        let path = format!("upstreams/{}/servers/{id}", segment(upstream));
+        let answer = self.call("PATCH", &path, Some(&body.to_string()))?;
+        parse_json(&answer, &path)
+    }
+
+    /// One request; the body of a 2xx answer, or the error.
+    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, ApiError> {
+        let url = self.url(path);
+        let result = match (method, body) {
+            ("PATCH", Some(b)) => self
+                .agent
+                .patch(&url)
+                .content_type("application/json")
+                .send(b),
+            _ => self.agent.get(&url).call(),
+        };
+        let mut resp = result.map_err(|e| transport_error(&url, e))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| transport_error(&url, e))?;
+        if (200..300).contains(&status) {
+            Ok(text)
+        } else {
+            Err(refusal(status, &text))
+        }
+    }
+}
+
+fn transport_error(url: &str, e: ureq::Error) -> ApiError {
+    match e {
+        ureq::Error::BadUri(m) => ApiError::BadUrl(format!("{url}: bad URL: {m}")),
+        ureq::Error::Timeout(_) => ApiError::Unreachable(format!(
+            "{url}: no answer within {}s",
+            CALL_TIMEOUT.as_secs()
+        )),
+        ureq::Error::BodyExceedsLimit(n) => {
+            ApiError::BadAnswer(format!("{url}: answer larger than {n} bytes"))
+        }
+        other => ApiError::Unreachable(format!("{url}: {other}")),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &str, what: &str) -> Result<T, ApiError> {
+    serde_json::from_str(body)
+        .map_err(|e| ApiError::BadAnswer(format!("unexpected answer to {what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_reads_the_json_error() {
+        let e = refusal(
+            400,
+            r#"{"error": {"status": 400, "code": "BadRequest", "text": "unknown field \"wieght\""}}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "API refused (400 BadRequest): unknown field \"wieght\""
+        );
+        let e = refusal(502, "<html>bad gateway</html>");
+        assert_eq!(e.to_string(), "API refused (502): <html>bad gateway</html>");
+        assert_eq!(
+            refusal(500, "").to_string(),
+            "API refused (500): (empty body)"
+        );
+    }
+
+    #[test]
+    fn base_urls() {
+        let c = Client::new("http://127.0.0.1:8080/api/").unwrap();
+        assert_eq!(c.url("upstreams"), "http://127.0.0.1:8080/api/upstreams");
+        let c = Client::new("http://127.0.0.1:8080/api").unwrap();
+        assert_eq!(c.base(), "http://127.0.0.1:8080/api");
+        for bad in ["https://x/api", "127.0.0.1:8080/api", "http://", "ftp://x"] {
+            assert!(
+                matches!(Client::new(bad), Err(ApiError::BadUrl(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_are_encoded() {
+        assert_eq!(segment("app"), "app");
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn connection_refused_is_unreachable() {
+        // Bind then drop a listener: the port is free and refuses.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = Client::new(&format!("http://127.0.0.1:{port}/api")).unwrap();
+        match c.upstreams() {
+            Err(ApiError::Unreachable(m)) => assert!(m.contains("upstreams"), "{m}"),
+            other => panic!("want Unreachable, got {other:?}"),
+        }
+    }
+}

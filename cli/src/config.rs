@@ -1,0 +1,973 @@
+//! The `hab render` input: a YAML description of backends, parsed and checked
+//!
+//! [`parse`] turns YAML text into a [`Config`] (syntax and type errors carry
+//! `line L column C`), then [`Config::validate`] checks what types cannot
+//! say (names, references, ranges) and names the offending backend and
+//! field. Every struct denies unknown fields, so a misspelt key is an error
+//! rather than a silent default. The schema, with every field and default,
+//! is documented in `docs/hab.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de;
+use serde::Deserialize;
+
+/// Largest weight `ha_api` accepts; the renderer keeps to the same range.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// Default `load_module` path, relative to the nginx prefix as nginx's
+/// own `modules/` directory is.
+pub const DEFAULT_MODULE: &str = "modules/ngx_http_upstream_ha_module.so";
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// After writing `-o OUT`, run `nginx -t` on it and then `nginx -s
+    /// reload` (see `docs/hab.md`).
+    #[serde(default)]
+    pub reload: bool,
+    /// Path given to `load_module`.
+    #[serde(default)]
+    pub module: Option<String>,
+    /// `worker_processes`: a count or `auto` (the default).
+    #[serde(default)]
+    pub worker_processes: Option<WorkerProcesses>,
+    /// `pid` file path; nginx's default when absent.
+    #[serde(default)]
+    pub pid: Option<String>,
+    /// `error_log` arguments, e.g. `/var/log/nginx/error.log warn`.
+    #[serde(default)]
+    pub error_log: Option<String>,
+    /// `access_log` arguments, e.g. `off` or a path.
+    #[serde(default)]
+    pub access_log: Option<String>,
+    /// Protocols clients use; each gets a listener. Default `[http]`.
+    #[serde(default = "default_protocols")]
+    pub forwarded_protocols: Vec<Protocol>,
+    /// Where the listeners listen.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Certificate and key for `https`.
+    #[serde(default)]
+    pub tls: Option<Tls>,
+    /// Proxy timeouts applied to every backend.
+    #[serde(default)]
+    pub proxy: Proxy,
+    /// The `ha_api` location, when wanted.
+    #[serde(default)]
+    pub api: Option<Api>,
+    /// Backend that takes every request no `hosts` entry claims. May be
+    /// left out when there is exactly one backend.
+    #[serde(default)]
+    pub default_backend: Option<String>,
+    /// Backends by name (the name becomes the nginx upstream's name).
+    pub backends: BTreeMap<String, Backend>,
+}
+
+fn default_protocols() -> Vec<Protocol> {
+    vec![Protocol::Http]
+}
+
+/// `worker_processes auto` or a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerProcesses {
+    /// A fixed number of workers.
+    Count(u32),
+    /// The word `auto`.
+    Auto(Auto),
+}
+
+/// The literal `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auto {
+    /// One worker per core.
+    Auto,
+}
+
+/// A protocol clients speak to nginx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS (needs `tls`).
+    Https,
+}
+
+/// Listen addresses of the two protocols.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Port or `address:port` of the http listener (default 80).
+    #[serde(default = "default_http")]
+    pub http: ListenAddr,
+    /// Port or `address:port` of the https listener (default 443).
+    #[serde(default = "default_https")]
+    pub https: ListenAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            http: default_http(),
+            https: default_https(),
+        }
+    }
+}
+
+fn default_http() -> ListenAddr {
+    ListenAddr::Port(80)
+}
+
+fn default_https() -> ListenAddr {
+    ListenAddr::Port(443)
+}
+
+/// What a `listen` directive takes: a port, or `address:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A port on every address.
+    Port(u16),
+    /// `address:port`, e.g. `127.0.0.1:8080` or `[::1]:8080`.
+    Address(String),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Port(p) => write!(f, "{p}"),
+            ListenAddr::Address(a) => f.write_str(a),
+        }
+    }
+}
+
+/// Certificate and key files for the https listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate (chain) path: `ssl_certificate`.
+    pub certificate: String,
+    /// PEM private key path: `ssl_certificate_key`.
+    pub key: String,
+}
+
+/// Proxy settings common to all backends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// `proxy_connect_timeout` (nginx time, e.g. `2s`); nginx's default
+    /// (60s) when absent.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// `proxy_read_timeout`; nginx's default (60s) when absent.
+    #[serde(default)]
+    pub read_timeout: Option<String>,
+    /// `proxy_next_upstream_tries`; 0 or absent: unlimited.
+    #[serde(default)]
+    pub next_upstream_tries: Option<u32>,
+}
+
+/// The `ha_api` location in the default server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Location path (default `/api/`).
+    #[serde(default = "default_api_location")]
+    pub location: String,
+    /// `ha_api write=on` (default false: read only).
+    #[serde(default)]
+    pub write: bool,
+    /// Addresses allowed (`allow` lines; everything else is denied).
+    /// Default: `127.0.0.1` and `::1`.
+    #[serde(default = "default_api_allow")]
+    pub allow: Vec<String>,
+}
+
+fn default_api_location() -> String {
+    "/api/".to_owned()
+}
+
+fn default_api_allow() -> Vec<String> {
+    vec!["127.0.0.1".to_owned(), "::1".to_owned()]
+}
+
+/// The balancing policy of a backend (`ha_balance`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Smooth weighted round robin (the default).
+    #[default]
+    RoundRobin,
+    /// Fewest in-flight requests per weight.
+    LeastConn,
+    /// Power of two choices.
+    P2c,
+    /// Weighted random.
+    Random,
+    /// Peak-EWMA latency.
+    Ewma,
+    /// By a hashed key (needs `key`).
+    Hash,
+}
+
+impl Policy {
+    /// The policy's name in `ha_balance`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::RoundRobin => "round_robin",
+            Policy::LeastConn => "least_conn",
+            Policy::P2c => "p2c",
+            Policy::Random => "random",
+            Policy::Ewma => "ewma",
+            Policy::Hash => "hash",
+        }
+    }
+
+    /// Whether nginx allows `backup` servers with this policy.
+    pub fn allows_backup(self) -> bool {
+        matches!(self, Policy::RoundRobin | Policy::LeastConn)
+    }
+}
+
+/// How `hash` maps keys to servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashMethod {
+    /// nginx's ketama ring (`hash KEY consistent`).
+    Consistent,
+    /// A Maglev table.
+    Maglev,
+}
+
+/// One backend: an nginx upstream and, through `hosts`, its routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Balancing policy (default `round_robin`).
+    #[serde(default)]
+    pub policy: Policy,
+    /// `hash` only: the key, e.g. `$remote_addr` or `$request_uri`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// `hash` only: `consistent` or `maglev`; absent: nginx's plain hash.
+    #[serde(default)]
+    pub method: Option<HashMethod>,
+    /// `hash` with `method` only: bounded-load percentage (>= 100).
+    #[serde(default)]
+    pub balance_factor: Option<u32>,
+    /// `ewma` only: the decay time (nginx time, e.g. `10s`).
+    #[serde(default)]
+    pub decay: Option<String>,
+    /// Default `max_conns` of the servers (0 or absent: unlimited).
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// Default `max_fails` of the servers.
+    #[serde(default)]
+    pub max_fails: Option<u32>,
+    /// Default `fail_timeout` of the servers (nginx time).
+    #[serde(default)]
+    pub fail_timeout: Option<String>,
+    /// `server_name` values routed to this backend.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The servers, in order (their position is the API's server id).
+    pub servers: Vec<ServerEntry>,
+}
+
+/// A server written as a bare address or as a mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerEntry {
+    /// `10.0.0.1:8080`
+    Address(String),
+    /// `{ address: 10.0.0.1:8080, weight: 5, ... }`
+    Full(Server),
+}
+
+impl ServerEntry {
+    /// The server with every field, a bare address having none set.
+    pub fn to_server(&self) -> Server {
+        match self {
+            ServerEntry::Address(a) => Server {
+                address: a.clone(),
+                ..Server::default()
+            },
+            ServerEntry::Full(s) => s.clone(),
+        }
+    }
+}
+
+/// One `server` line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// `host:port`, `ip:port` or `unix:/path`.
+    pub address: String,
+    /// `weight` (1..=1000000; default 1).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// `max_conns`; overrides the backend's `connections`.
+    #[serde(default)]
+    pub connections: Option<u32>,
+    /// `max_fails`; overrides the backend's.
+    #[serde(default)]
+    pub max_fails: Option<u32>,
+    /// `fail_timeout`; overrides the backend's.
+    #[serde(default)]
+    pub fail_timeout: Option<String>,
+    /// `backup`: used only when no primary server is eligible.
+    #[serde(default)]
+    pub backup: bool,
+    /// `down`: never used.
+    #[serde(default)]
+    pub down: bool,
+}
+
+// Hand-written deserializers for the "scalar or ..." fields: serde's
+// `untagged` would report only "data did not match any variant", while
+// these keep the inner error (and its position) and say what is expected.
+
+struct ServerEntryVisitor;
+
+impl<'de> de::Visitor<'de> for ServerEntryVisitor {
+    type Value = ServerEntry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an address (host:port) or a mapping with address, weight, connections, ...")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ServerEntry, E> {
+        Ok(ServerEntry::Address(v.to_owned()))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<ServerEntry, A::Error> {
+        Server::deserialize(de::value::MapAccessDeserializer::new(map)).map(ServerEntry::Full)
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerEntry {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ServerEntryVisitor)
+    }
+}
+
+struct WorkersVisitor;
+
+impl de::Visitor<'_> for WorkersVisitor {
+    type Value = WorkerProcesses;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number of worker processes or auto")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<WorkerProcesses, E> {
+        u32::try_from(v)
+            .map(WorkerProcesses::Count)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<WorkerProcesses, E> {
+        match u64::try_from(v) {
+            Ok(u) => self.visit_u64(u),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<WorkerProcesses, E> {
+        match v {
+            "auto" => Ok(WorkerProcesses::Auto(Auto::Auto)),
+            _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WorkerProcesses {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WorkersVisitor)
+    }
+}
+
+struct ListenVisitor;
+
+impl de::Visitor<'_> for ListenVisitor {
+    type Value = ListenAddr;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a port (1-65535) or address:port")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<ListenAddr, E> {
+        u16::try_from(v)
+            .map(ListenAddr::Port)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<ListenAddr, E> {
+        match u64::try_from(v) {
+            Ok(u) => self.visit_u64(u),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<ListenAddr, E> {
+        Ok(ListenAddr::Address(v.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ListenVisitor)
+    }
+}
+
+/// A problem with the YAML file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Syntax or type error at a place in the text.
+    Yaml {
+        /// 1-based line, when known.
+        line: Option<u64>,
+        /// 1-based column, when known.
+        column: Option<u64>,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file parses but means something impossible.
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Yaml {
+                line: Some(l),
+                column: Some(c),
+                message,
+            } => write!(f, "line {l} column {c}: {message}"),
+            ConfigError::Yaml {
+                line: Some(l),
+                message,
+                ..
+            } => write!(f, "line {l}: {message}"),
+            ConfigError::Yaml { message, .. } => f.write_str(message),
+            ConfigError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses and validates YAML text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let config: Config = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e))?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Turns a serde-saphyr error into one line with its position. The
+/// crate's `Display` may draw a multi-line source snippet; the position is
+/// taken from [`serde_saphyr::Error::location`] so it is always printed the
+/// same way, and the message is the first line of the crate's text without
+/// the position it repeats there.
+fn yaml_error(e: &serde_saphyr::Error) -> ConfigError {
+    let loc = e.location();
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid YAML");
+    // The crate writes "error: line L column C: MESSAGE"; keep MESSAGE
+    // only, the position is printed from `loc`.
+    let mut message = first.strip_prefix("error: ").unwrap_or(first);
+    if let Some(l) = loc {
+        let prefix = format!("line {} column {}: ", l.line(), l.column());
+        message = message.strip_prefix(prefix.as_str()).unwrap_or(message);
+    }
+    let message = message.to_owned();
+    ConfigError::Yaml {
+        line: loc.map(|l| l.line()),
+        column: loc.map(|l| l.column()),
+        message,
+    }
+}
+
+fn invalid(msg: String) -> ConfigError {
+    ConfigError::Invalid(msg)
+}
+
+/// Whether `name` can be an nginx upstream name (and a `proxy_pass` host).
+pub fn valid_upstream_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && name.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Whether `s` can be written as one nginx configuration word: not empty,
+/// no whitespace, quotes, braces, `;`, `#` or backslash.
+fn plain_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| {
+            !c.is_whitespace()
+                && !c.is_control()
+                && !matches!(c, ';' | '{' | '}' | '"' | '\'' | '#' | '\\')
+        })
+}
+
+/// Whether `s` can go inside double quotes in nginx configuration.
+fn quotable(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| !c.is_control() && c != '"' && c != '\\')
+}
+
+/// Whether `s` is an nginx time: one or more `NUMBER[UNIT]` groups with
+/// units `ms s m h d w M y` (e.g. `500ms`, `10s`, `1m30s`, `30`).
+pub fn valid_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if b[i..].starts_with(b"ms") {
+            i += 2;
+        } else if i < b.len() && matches!(b[i], b's' | b'm' | b'h' | b'd' | b'w' | b'M' | b'y') {
+            i += 1;
+        }
+    }
+    true
+}
+
+impl Config {
+    /// The backend that takes unclaimed requests (validated to exist).
+    pub fn default_backend_name(&self) -> &str {
+        match &self.default_backend {
+            Some(n) => n,
+            None => self.backends.keys().next().map_or("", String::as_str),
+        }
+    }
+
+    /// The protocols, each once, http before https.
+    pub fn protocols(&self) -> Vec<Protocol> {
+        let mut p = self.forwarded_protocols.clone();
+        p.sort();
+        p.dedup();
+        p
+    }
+
+    /// Checks everything types cannot; the error names backend and field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.backends.is_empty() {
+            return Err(invalid("backends: at least one backend is required".into()));
+        }
+        match &self.default_backend {
+            Some(d) if !self.backends.contains_key(d) => {
+                return Err(invalid(format!(
+                    "default_backend: {d:?} is not a backend (backends: {})",
+                    self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                )))
+            }
+            Some(_) => {}
+            None if self.backends.len() > 1 => {
+                return Err(invalid(
+                    "default_backend: required when there is more than one backend".into(),
+                ))
+            }
+            None => {}
+        }
+        if self.forwarded_protocols.is_empty() {
+            return Err(invalid(
+                "forwarded_protocols: at least one of http, https is required".into(),
+            ));
+        }
+        let protocols = self.protocols();
+        if protocols.contains(&Protocol::Https) && self.tls.is_none() {
+            return Err(invalid(
+                "tls: forwarded_protocols has https, so tls: {certificate, key} is required".into(),
+            ));
+        }
+        check_listen("listen.http", &self.listen.http)?;
+        check_listen("listen.https", &self.listen.https)?;
+        if protocols.len() == 2 && self.listen.http == self.listen.https {
+            return Err(invalid(format!(
+                "listen: http and https both listen on {}",
+                self.listen.http
+            )));
+        }
+        if let Some(tls) = &self.tls {
+            check_word("tls.certificate", &tls.certificate)?;
+            check_word("tls.key", &tls.key)?;
+        }
+        if let Some(m) = &self.module {
+            check_word("module", m)?;
+        }
+        if let Some(WorkerProcesses::Count(0)) = self.worker_processes {
+            return Err(invalid(
+                "worker_processes: must be at least 1 (or auto)".into(),
+            ));
+        }
+        if let Some(p) = &self.pid {
+            check_word("pid", p)?;
+        }
+        for (field, v) in [
+            ("error_log", &self.error_log),
+            ("access_log", &self.access_log),
+        ] {
+            if let Some(v) = v {
+                if v.split_whitespace().next().is_none() || !v.split_whitespace().all(plain_word) {
+                    return Err(invalid(format!("{field}: {v:?} is not a valid value")));
+                }
+            }
+        }
+        for (field, t) in [
+            ("proxy.connect_timeout", &self.proxy.connect_timeout),
+            ("proxy.read_timeout", &self.proxy.read_timeout),
+        ] {
+            check_time(field, t.as_deref())?;
+        }
+        if let Some(api) = &self.api {
+            if !api.location.starts_with('/') || !plain_word(&api.location) {
+                return Err(invalid(format!(
+                    "api.location: {:?} must be a path starting with /",
+                    api.location
+                )));
+            }
+            for a in &api.allow {
+                check_word("api.allow", a)?;
+            }
+        }
+        let mut hosts_seen: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, b) in &self.backends {
+            if !valid_upstream_name(name) {
+                return Err(invalid(format!(
+                    "backends: {name:?} is not a valid upstream name \
+                     (letters, digits, '_', '-', '.', starting with a letter or digit)"
+                )));
+            }
+            b.validate(name)?;
+            for h in &b.hosts {
+                if let Some(other) = hosts_seen.insert(h, name) {
+                    return Err(invalid(format!(
+                        "backends.{name}.hosts: {h:?} is already routed to backend {other}"
+                    )));
+                }
+            }
+            if b.hosts.is_empty() && name != self.default_backend_name() {
+                return Err(invalid(format!(
+                    "backends.{name}: unreachable: it is not default_backend and has no hosts"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_word(field: &str, v: &str) -> Result<(), ConfigError> {
+    if plain_word(v) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{field}: {v:?} must be one word without spaces, quotes, braces, ';' or '#'"
+        )))
+    }
+}
+
+fn check_time(field: &str, v: Option<&str>) -> Result<(), ConfigError> {
+    match v {
+        Some(t) if !valid_time(t) => Err(invalid(format!(
+            "{field}: {t:?} is not an nginx time (e.g. 500ms, 10s, 1m30s)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_listen(field: &str, l: &ListenAddr) -> Result<(), ConfigError> {
+    match l {
+        ListenAddr::Port(0) => Err(invalid(format!("{field}: port 0 is not allowed"))),
+        ListenAddr::Port(_) => Ok(()),
+        ListenAddr::Address(a) => check_word(field, a),
+    }
+}
+
+impl Backend {
+    fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let f = |field: &str| format!("backends.{name}.{field}");
+        if self.servers.is_empty() {
+            return Err(invalid(format!(
+                "{}: at least one server is required",
+                f("servers")
+            )));
+        }
+        match (self.policy, &self.key) {
+            (Policy::Hash, None) => {
+                return Err(invalid(format!(
+                    "{}: policy hash needs a key (e.g. key: $remote_addr)",
+                    f("key")
+                )))
+            }
+            (Policy::Hash, Some(k)) if !quotable(k) => {
+                return Err(invalid(format!(
+                    "{}: {k:?} cannot be written in nginx configuration",
+                    f("key")
+                )))
+            }
+            (Policy::Hash, Some(_)) => {}
+            (p, Some(_)) => {
+                return Err(invalid(format!(
+                    "{}: only policy hash takes a key (policy is {})",
+                    f("key"),
+                    p.as_str()
+                )))
+            }
+            (_, None) => {}
+        }
+        if self.policy != Policy::Hash && self.method.is_some() {
+            return Err(invalid(format!(
+                "{}: only policy hash takes a method",
+                f("method")
+            )));
+        }
+        if let Some(bf) = self.balance_factor {
+            if self.method.is_none() {
+                return Err(invalid(format!(
+                    "{}: needs policy hash with method consistent or maglev",
+                    f("balance_factor")
+                )));
+            }
+            if bf < 100 {
+                return Err(invalid(format!(
+                    "{}: {bf} is below 100 (a percentage of the mean load)",
+                    f("balance_factor")
+                )));
+            }
+        }
+        if self.decay.is_some() && self.policy != Policy::Ewma {
+            return Err(invalid(format!(
+                "{}: only policy ewma takes a decay",
+                f("decay")
+            )));
+        }
+        check_time(&f("decay"), self.decay.as_deref())?;
+        check_time(&f("fail_timeout"), self.fail_timeout.as_deref())?;
+        for h in &self.hosts {
+            check_word(&f("hosts"), h)?;
+        }
+        for (i, entry) in self.servers.iter().enumerate() {
+            let s = entry.to_server();
+            let sf = |field: &str| format!("backends.{name}.servers[{i}].{field}");
+            if s.address.trim().is_empty() {
+                return Err(invalid(format!("{}: must not be empty", sf("address"))));
+            }
+            check_word(&sf("address"), &s.address)?;
+            if let Some(w) = s.weight {
+                if !(1..=MAX_WEIGHT).contains(&w) {
+                    return Err(invalid(format!(
+                        "{}: {w} is out of range 1..={MAX_WEIGHT} ({})",
+                        sf("weight"),
+                        s.address
+                    )));
+                }
+            }
+            check_time(&sf("fail_timeout"), s.fail_timeout.as_deref())?;
+            if s.backup && !self.policy.allows_backup() {
+                return Err(invalid(format!(
+                    "{}: backup servers need policy round_robin or least_conn (policy is {})",
+                    sf("backup"),
+                    self.policy.as_str()
+                )));
+            }
+        }
+        if self.servers.iter().all(|e| e.to_server().backup) {
+            return Err(invalid(format!(
+                "{}: at least one server must not be a backup",
+                f("servers")
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const GOOD: &str = "\
+reload: false
+forwarded_protocols: [http, https]
+listen: { http: 8080, https: \"127.0.0.1:8443\" }
+tls: { certificate: /etc/ssl/x.pem, key: /etc/ssl/x.key }
+module: /usr/lib/nginx/modules/ngx_http_upstream_ha_module.so
+worker_processes: 4
+default_backend: web
+backends:
+  web:
+    policy: least_conn
+    connections: 100
+    servers:
+      - 10.0.0.1:8080
+      - { address: 10.0.0.2:8080, weight: 5, connections: 50, backup: true }
+  api:
+    policy: hash
+    key: $remote_addr
+    method: consistent
+    hosts: [api.example.com]
+    servers: [10.0.1.1:9000, 10.0.1.2:9000]
+";
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.default_backend_name(), "web");
+        assert_eq!(c.protocols(), vec![Protocol::Http, Protocol::Https]);
+        assert_eq!(c.listen.http, ListenAddr::Port(8080));
+        assert_eq!(c.listen.https, ListenAddr::Address("127.0.0.1:8443".into()));
+        assert_eq!(c.worker_processes, Some(WorkerProcesses::Count(4)));
+        let web = &c.backends["web"];
+        assert_eq!(web.policy, Policy::LeastConn);
+        assert_eq!(web.connections, Some(100));
+        assert_eq!(web.servers[0], ServerEntry::Address("10.0.0.1:8080".into()));
+        let s = web.servers[1].to_server();
+        assert_eq!(
+            (s.address.as_str(), s.weight, s.connections, s.backup),
+            ("10.0.0.2:8080", Some(5), Some(50), true)
+        );
+        let api = &c.backends["api"];
+        assert_eq!(api.policy, Policy::Hash);
+        assert_eq!(api.method, Some(HashMethod::Consistent));
+        assert_eq!(api.hosts, vec!["api.example.com".to_owned()]);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("backends: { web: { servers: [127.0.0.1:1] } }").unwrap();
+        assert!(!c.reload);
+        assert_eq!(c.protocols(), vec![Protocol::Http]);
+        assert_eq!(c.listen, Listen::default());
+        assert_eq!(c.default_backend_name(), "web");
+        assert_eq!(c.backends["web"].policy, Policy::RoundRobin);
+        let c = parse("worker_processes: auto\nbackends: { w: { servers: [a:1] } }").unwrap();
+        assert_eq!(c.worker_processes, Some(WorkerProcesses::Auto(Auto::Auto)));
+    }
+
+    fn yaml_err(text: &str) -> (Option<u64>, Option<u64>, String) {
+        match parse(text) {
+            Err(ConfigError::Yaml {
+                line,
+                column,
+                message,
+            }) => (line, column, message),
+            other => panic!("want a YAML error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_with_its_position() {
+        let text = "backends:\n  web:\n    servers: [a:1]\n    wieght: 3\n";
+        let (line, column, message) = yaml_err(text);
+        assert!(message.contains("wieght"), "{message}");
+        assert_eq!(line, Some(4), "{message}");
+        assert!(column.is_some());
+        let shown = parse(text).unwrap_err().to_string();
+        assert!(shown.starts_with("line 4 column "), "{shown}");
+    }
+
+    #[test]
+    fn type_error_has_line_and_column() {
+        let text = "backends:\n  web:\n    connections: lots\n    servers: [a:1]\n";
+        let err = parse(text).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("line 3 column 18"), "{shown}");
+        let (line, column, _) = yaml_err(text);
+        assert_eq!((line, column), (Some(3), Some(18)));
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let shown = parse("backends:\n  web: {servers: [a:1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.contains("line ") && shown.contains(" column "),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn semantic_errors_name_backend_and_field() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "default_backend: nope\nbackends: { web: { servers: [a:1] } }",
+                "default_backend: \"nope\" is not a backend (backends: web)",
+            ),
+            (
+                "backends: { web: { servers: [a:1] }, api: { servers: [b:1], hosts: [x] } }",
+                "default_backend: required",
+            ),
+            ("backends: {}", "at least one backend"),
+            ("backends: { \"we b\": { servers: [a:1] } }", "\"we b\" is not a valid upstream name"),
+            ("backends: { web: { servers: [] } }", "backends.web.servers: at least one"),
+            (
+                "backends: { web: { servers: [{address: \"\"}] } }",
+                "backends.web.servers[0].address: must not be empty",
+            ),
+            (
+                "backends: { web: { servers: [a:1, {address: b:1, weight: 0}] } }",
+                "backends.web.servers[1].weight: 0 is out of range",
+            ),
+            ("backends: { web: { policy: fastest, servers: [a:1] } }", "fastest"),
+            ("backends: { web: { policy: hash, servers: [a:1] } }", "backends.web.key"),
+            (
+                "backends: { web: { policy: p2c, servers: [a:1, {address: b:1, backup: true}] } }",
+                "backends.web.servers[1].backup",
+            ),
+            (
+                "forwarded_protocols: [https]\nbackends: { web: { servers: [a:1] } }",
+                "tls: forwarded_protocols has https",
+            ),
+            (
+                "backends: { web: { fail_timeout: soon, servers: [a:1] } }",
+                "backends.web.fail_timeout: \"soon\" is not an nginx time",
+            ),
+            (
+                "default_backend: web\nbackends: { web: { servers: [a:1] }, api: { servers: [b:1] } }",
+                "backends.api: unreachable",
+            ),
+            (
+                "backends: { web: { servers: [\"a:1; evil\"] } }",
+                "backends.web.servers[0].address",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = parse(text).map(|_| ()).unwrap_err().to_string();
+            assert!(got.contains(want), "{text:?}: want {want:?} in {got:?}");
+        }
+    }
+
+    #[test]
+    fn times() {
+        for t in ["1", "10s", "500ms", "1m30s", "2h", "1d"] {
+            assert!(valid_time(t), "{t}");
+        }
+        for t in ["", "s", "10 s", "1.5s", "10sec", "-1s"] {
+            assert!(!valid_time(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn upstream_names() {
+        for n in ["web", "api-v2", "a.b_c", "9lives"] {
+            assert!(valid_upstream_name(n), "{n}");
+        }
+        for n in ["", "-x", "a b", "a;b", "a/b", "é"] {
+            assert!(!valid_upstream_name(n), "{n}");
+        }
+    }
+}

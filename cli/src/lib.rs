@@ -1,0 +1,295 @@
+//! `hab`, the ha-balancer operator CLI, as a library
+//!
+//! The binary (`main.rs`) only calls [`main_with`]; everything else is here
+//! so tests, and later the end-to-end tests against a real `ha_api`, can
+//! call it: [`api::Client`] talks to the API, [`status`] draws tables and
+//! resolves SERVER arguments, [`config`] and [`render`] turn YAML into
+//! nginx configuration.
+//!
+//! Exit codes (see docs/hab.md): 0 success; 1 the API refused, answered
+//! something unexpected, or the input (YAML, SERVER, file) is wrong; 2 the
+//! API could not be reached; 64 the command line is wrong.
+
+pub mod api;
+pub mod config;
+pub mod render;
+pub mod status;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::{ApiError, Client};
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// The API refused, the answer or the input was wrong.
+pub const EXIT_FAILED: u8 = 1;
+/// The API could not be reached.
+pub const EXIT_UNREACHABLE: u8 = 2;
+/// The command line is wrong (sysexits' `EX_USAGE`).
+pub const EXIT_USAGE: u8 = 64;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hab",
+    version,
+    about = "Operate ha-balancer: show and change live upstream state through ha_api, \
+             render nginx configuration from YAML",
+    after_help = "URL is the base of the ha_api location, e.g. http://127.0.0.1:8080/api\n\
+                  Exit codes: 0 ok, 1 refused or bad input, 2 API unreachable, 64 usage."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A `hab` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show every upstream and its servers (GET URL/upstreams).
+    Status {
+        /// Base URL of the ha_api location.
+        url: String,
+        /// Print the API's JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sending new requests to a server; those in flight finish.
+    Drain(Target),
+    /// Undo drain.
+    Undrain(Target),
+    /// Mark a server down (no new requests).
+    Down(Target),
+    /// Undo down.
+    Up(Target),
+    /// Override a server's weight, or return it to the configured one.
+    Weight {
+        #[command(flatten)]
+        target: Target,
+        /// New weight 1..=1000000, or `default` / `reset` for the
+        /// configured weight.
+        #[arg(value_parser = parse_weight)]
+        weight: WeightArg,
+    },
+    /// Turn a YAML description of backends into a complete nginx.conf.
+    Render {
+        /// The YAML file (schema in docs/hab.md).
+        file: PathBuf,
+        /// Write here (atomically: temporary file, then rename) instead of
+        /// standard output.
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Test and reload nginx after writing, as `reload: true` does
+        /// (needs -o).
+        #[arg(long)]
+        reload: bool,
+        /// The nginx binary used for the test and reload.
+        #[arg(long, value_name = "PATH", default_value = "nginx")]
+        nginx: PathBuf,
+        /// nginx prefix (-p) for the test and reload.
+        #[arg(short = 'p', long, value_name = "DIR")]
+        prefix: Option<PathBuf>,
+    },
+}
+
+/// UPSTREAM and SERVER of the admin commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// Base URL of the ha_api location.
+    pub url: String,
+    /// Upstream name.
+    pub upstream: String,
+    /// Server id, address (10.0.0.1:8080, or 10.0.0.1 when unique) or name.
+    pub server: String,
+}
+
+/// The weight argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightArg {
+    /// Override to this weight.
+    Set(u32),
+    /// Back to the configured weight (`null`).
+    Reset,
+}
+
+fn parse_weight(s: &str) -> Result<WeightArg, String> {
+    match s {
+        "default" | "reset" => Ok(WeightArg::Reset),
+        _ => match s.parse::<u32>() {
+            Ok(n) if (1..=config::MAX_WEIGHT).contains(&n) => Ok(WeightArg::Set(n)),
+            _ => Err(format!(
+                "{s:?} is not a weight: give 1..={} or default",
+                config::MAX_WEIGHT
+            )),
+        },
+    }
+}
+
+/// A failed command: what to print and the exit code.
+#[derive(Debug)]
+pub enum Error {
+    /// From the API client.
+    Api(ApiError),
+    /// Anything else the user can fix (bad YAML, unknown server, I/O).
+    Input(String),
+}
+
+impl Error {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Api(ApiError::Unreachable(_)) => EXIT_UNREACHABLE,
+            _ => EXIT_FAILED,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Api(e) => e.fmt(f),
+            Error::Input(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error::Api(e)
+    }
+}
+
+/// The JSON body of an admin command.
+pub fn patch_body(command: &Command) -> Option<serde_json::Value> {
+    use serde_json::json;
+    Some(match command {
+        Command::Drain(_) => json!({"drain": true}),
+        Command::Undrain(_) => json!({"drain": false}),
+        Command::Down(_) => json!({"down": true}),
+        Command::Up(_) => json!({"down": false}),
+        Command::Weight {
+            weight: WeightArg::Set(n),
+            ..
+        } => json!({"weight": n}),
+        Command::Weight {
+            weight: WeightArg::Reset,
+            ..
+        } => json!({"weight": null}),
+        Command::Status { .. } | Command::Render { .. } => return None,
+    })
+}
+
+/// Applies an admin change: resolves SERVER with a GET of the upstream,
+/// then PATCHes it. Returns the server after the change.
+pub fn admin(target: &Target, body: &serde_json::Value) -> Result<(u32, api::Server), Error> {
+    let client = Client::new(&target.url)?;
+    let upstream = client.upstream(&target.upstream)?;
+    let id = status::resolve(&upstream, &target.server).map_err(|e| Error::Input(e.0))?;
+    let server = client.patch_server(&target.upstream, id, body)?;
+    Ok((id, server))
+}
+
+/// Runs one parsed command, writing results to `out`.
+pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Error> {
+    let io_err = |e: std::io::Error| Error::Input(format!("cannot write output: {e}"));
+    match &cli.command {
+        Command::Status { url, json } => {
+            let client = Client::new(url)?;
+            let upstreams = client.upstreams()?;
+            let text = if *json {
+                let v = serde_json::to_string_pretty(&upstreams)
+                    .map_err(|e| Error::Input(format!("cannot print JSON: {e}")))?;
+                v + "\n"
+            } else {
+                status::table(&upstreams)
+            };
+            out.write_all(text.as_bytes()).map_err(io_err)?;
+        }
+        Command::Drain(t) | Command::Undrain(t) | Command::Down(t) | Command::Up(t) => {
+            let body = patch_body(&cli.command).unwrap_or_default();
+            let (_, server) = admin(t, &body)?;
+            writeln!(out, "{}", status::server_line(&t.upstream, &server)).map_err(io_err)?;
+        }
+        Command::Weight { target, .. } => {
+            let body = patch_body(&cli.command).unwrap_or_default();
+            let (_, server) = admin(target, &body)?;
+            writeln!(out, "{}", status::server_line(&target.upstream, &server)).map_err(io_err)?;
+        }
+        Command::Render {
+            file,
+            output,
+            reload,
+            nginx,
+            prefix,
+        } => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
+            let conf = config::parse(&text)
+                .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
+            let rendered = render::render(&conf, &file.display().to_string());
+            match output {
+                // `reload: true` in the file applies to -o only, so the
+                // file can still be previewed; the flag asks for it.
+                None if *reload => {
+                    return Err(Error::Input(
+                        "--reload needs -o OUT: nginx must read the rendered file".into(),
+                    ))
+                }
+                None => out.write_all(rendered.as_bytes()).map_err(io_err)?,
+                Some(path) => {
+                    render::write_atomic(path, &rendered)
+                        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+                    if *reload || conf.reload {
+                        let p = prefix.as_deref();
+                        render::run_nginx(nginx, p, path, &["-t", "-q"]).map_err(Error::Input)?;
+                        render::run_nginx(nginx, p, path, &["-s", "reload"])
+                            .map_err(Error::Input)?;
+                        writeln!(out, "wrote {}; nginx reloaded", path.display())
+                            .map_err(io_err)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The whole program: parses `args` (with the program name first), runs,
+/// prints errors to `err` as one `hab: ...` line, returns the exit code.
+pub fn main_with<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let text = e.render().to_string();
+            return if e.use_stderr() {
+                let _ = err.write_all(text.as_bytes());
+                EXIT_USAGE
+            } else {
+                let _ = out.write_all(text.as_bytes());
+                EXIT_OK
+            };
+        }
+    };
+    match run(&cli, out) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            let _ = writeln!(err, "hab: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

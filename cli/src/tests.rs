@@ -1,0 +1,424 @@
+//! Tests of the command layer: arguments, exit codes, the HTTP calls made
+//!
+//! A canned HTTP server on 127.0.0.1 (one thread, a bounded number of
+//! connections, read timeouts) stands in for `ha_api`, so the requests
+//! `hab` sends and the way it reports answers are checked without nginx.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use super::*;
+
+/// One request as the fake API saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    method: String,
+    path: String,
+    body: String,
+}
+
+/// Serves `answers` (status, JSON body) in order, one per connection;
+/// returns the base URL and a receiver of what was asked.
+fn fake_api(answers: Vec<(u16, String)>) -> (String, mpsc::Receiver<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for (status, body) in answers {
+            let Ok((stream, _)) = listener.accept() else {
+                return;
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream);
+            let mut first = String::new();
+            if reader.read_line(&mut first).is_err() {
+                return;
+            }
+            let mut len = 0usize;
+            for _ in 0..100 {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut buf = vec![0; len.min(64 * 1024)];
+            let _ = reader.read_exact(&mut buf);
+            let mut parts = first.split_whitespace();
+            let _ = tx.send(Seen {
+                method: parts.next().unwrap_or("").to_owned(),
+                path: parts.next().unwrap_or("").to_owned(),
+                body: String::from_utf8_lossy(&buf).into_owned(),
+            });
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (format!("http://127.0.0.1:{port}/api/"), rx)
+}
+
+fn hab(args: &[&str]) -> (u8, String, String) {
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let code = main_with(
+        std::iter::once("hab").chain(args.iter().copied()),
+        &mut out,
+        &mut err,
+    );
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+fn upstream_app() -> String {
+    let all: serde_json::Value = serde_json::from_str(status::tests::FIXTURE).unwrap();
+    all["app"].to_string()
+}
+
+fn server_json(id: u32, state: &str, weight: u32) -> String {
+    format!(
+        r#"{{"id": {id}, "server": "127.0.0.1:8082", "name": "127.0.0.1:8082", "backup": false,
+            "weight": {weight}, "configured_weight": 1, "state": "{state}", "active": 3,
+            "max_conns": 0, "down": false, "drain": true}}"#
+    )
+}
+
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[test]
+fn status_prints_tables() {
+    let (url, rx) = fake_api(vec![(200, status::tests::FIXTURE.to_owned())]);
+    let (code, out, err) = hab(&["status", &url]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(
+        out.contains("upstream app  policy round_robin  generation 3"),
+        "{out}"
+    );
+    assert!(out.contains("10 (conf 1)"), "{out}");
+    let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("GET", "/api/upstreams")
+    );
+}
+
+#[test]
+fn status_json() {
+    let (url, _rx) = fake_api(vec![(200, status::tests::FIXTURE.to_owned())]);
+    let (code, out, err) = hab(&["status", "--json", &url]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["app"]["peers"][1]["state"], "draining");
+}
+
+#[test]
+fn drain_resolves_then_patches() {
+    let (url, rx) = fake_api(vec![
+        (200, upstream_app()),
+        (200, server_json(1, "draining", 1)),
+    ]);
+    let (code, out, err) = hab(&["drain", &url, "app", "127.0.0.1:8082"]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert_eq!(
+        out,
+        "app #1 127.0.0.1:8082: state draining, weight 1, active 3\n"
+    );
+    let get = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        (get.method.as_str(), get.path.as_str()),
+        ("GET", "/api/upstreams/app")
+    );
+    let patch = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(patch.path, "/api/upstreams/app/servers/1");
+    assert_eq!(patch.body, r#"{"drain":true}"#);
+}
+
+#[test]
+fn every_admin_body() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["undrain"], r#"{"drain":false}"#),
+        (&["down"], r#"{"down":true}"#),
+        (&["up"], r#"{"down":false}"#),
+        (&["weight", "7"], r#"{"weight":7}"#),
+        (&["weight", "default"], r#"{"weight":null}"#),
+        (&["weight", "reset"], r#"{"weight":null}"#),
+    ];
+    for (cmd, want) in cases {
+        let (url, rx) = fake_api(vec![(200, upstream_app()), (200, server_json(0, "up", 7))]);
+        let mut args = vec![cmd[0], &url, "app", "app1.example.com"];
+        args.extend_from_slice(&cmd[1..]);
+        let (code, _, err) = hab(&args);
+        assert_eq!(code, EXIT_OK, "{cmd:?}: {err}");
+        let _get = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let patch = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(patch.path, "/api/upstreams/app/servers/0", "{cmd:?}");
+        assert_eq!(patch.body, *want, "{cmd:?}");
+    }
+}
+
+#[test]
+fn refusal_exits_1_with_the_error_text() {
+    let body =
+        r#"{"error": {"status": 405, "code": "MethodNotAllowed", "text": "write=on is not set"}}"#;
+    let (url, _rx) = fake_api(vec![(200, upstream_app()), (405, body.to_owned())]);
+    let (code, out, err) = hab(&["down", &url, "app", "0"]);
+    assert_eq!(code, EXIT_FAILED);
+    assert_eq!(out, "");
+    assert_eq!(
+        err,
+        "hab: API refused (405 MethodNotAllowed): write=on is not set\n"
+    );
+
+    let body =
+        r#"{"error": {"status": 404, "code": "NotFound", "text": "upstream \"nope\" not found"}}"#;
+    let (url, _rx) = fake_api(vec![(404, body.to_owned())]);
+    let (code, _, err) = hab(&["drain", &url, "nope", "0"]);
+    assert_eq!(code, EXIT_FAILED);
+    assert!(
+        err.contains("404") && err.contains("upstream \"nope\" not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_server_exits_1_listing_candidates() {
+    let (url, _rx) = fake_api(vec![(200, upstream_app())]);
+    let (code, _, err) = hab(&["drain", &url, "app", "10.9.9.9:1"]);
+    assert_eq!(code, EXIT_FAILED);
+    assert!(
+        err.contains("no server of upstream app matches") && err.contains("#1 127.0.0.1:8082"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_answer_exits_1() {
+    let (url, _rx) = fake_api(vec![(200, "not json".to_owned())]);
+    let (code, _, err) = hab(&["status", &url]);
+    assert_eq!(code, EXIT_FAILED);
+    assert!(
+        err.starts_with("hab: unexpected answer to upstreams"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreachable_exits_2_in_one_line() {
+    let url = format!("http://127.0.0.1:{}/api", closed_port());
+    for args in [
+        vec!["status", url.as_str()],
+        vec!["drain", url.as_str(), "app", "0"],
+    ] {
+        let (code, out, err) = hab(&args);
+        assert_eq!(code, EXIT_UNREACHABLE, "{args:?}: {err}");
+        assert_eq!(out, "");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("hab: API unreachable: "), "{err}");
+    }
+}
+
+#[test]
+fn silent_server_times_out_as_unreachable() {
+    // Accepts and never answers: the call timeout must end it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = thread::spawn(move || {
+        let c = listener.accept();
+        thread::sleep(api::CALL_TIMEOUT + Duration::from_secs(2));
+        drop(c);
+    });
+    let start = std::time::Instant::now();
+    let (code, _, err) = hab(&["status", &format!("http://127.0.0.1:{port}/api")]);
+    assert_eq!(code, EXIT_UNREACHABLE, "{err}");
+    assert!(start.elapsed() < api::CALL_TIMEOUT + Duration::from_secs(2));
+    drop(hold);
+}
+
+#[test]
+fn usage_errors_exit_64() {
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["drain", "http://x/api", "app"],
+        vec!["weight", "http://x/api", "app", "0", "0"],
+        vec!["weight", "http://x/api", "app", "0", "heavy"],
+        vec!["weight", "http://x/api", "app", "0", "1000001"],
+    ] {
+        let (code, _, err) = hab(&args);
+        assert_eq!(code, EXIT_USAGE, "{args:?}: {err}");
+        assert!(!err.is_empty());
+    }
+    let (code, out, _) = hab(&["--help"]);
+    assert_eq!(code, EXIT_OK);
+    for cmd in [
+        "status", "drain", "undrain", "down", "up", "weight", "render",
+    ] {
+        assert!(out.contains(cmd), "{cmd} missing from --help:\n{out}");
+    }
+    let (code, _, err) = hab(&["status", "https://127.0.0.1/api"]);
+    assert_eq!(code, EXIT_FAILED);
+    assert!(err.contains("https is not supported"), "{err}");
+}
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("hab-cli-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn render_to_stdout_and_file() {
+    let dir = scratch("render");
+    let yaml = dir.join("core-config.yaml");
+    std::fs::write(&yaml, "backends: { web: { servers: [127.0.0.1:1] } }\n").unwrap();
+    let y = yaml.to_str().unwrap();
+    let (code, out, err) = hab(&["render", y]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(
+        out.contains("upstream web {") && out.contains("server 127.0.0.1:1;"),
+        "{out}"
+    );
+
+    let conf = dir.join("nginx.conf");
+    let (code, out, err) = hab(&["render", y, "-o", conf.to_str().unwrap()]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert_eq!(out, "");
+    assert!(std::fs::read_to_string(&conf)
+        .unwrap()
+        .contains("upstream web {"));
+
+    let (code, _, err) = hab(&["render", y, "--reload"]);
+    assert_eq!(code, EXIT_FAILED);
+    assert!(err.contains("--reload needs -o"), "{err}");
+
+    // `reload: true` in the file: printing it still works (a preview).
+    std::fs::write(
+        &yaml,
+        "reload: true\nbackends: { web: { servers: [127.0.0.1:1] } }\n",
+    )
+    .unwrap();
+    let (code, out, err) = hab(&["render", y]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(out.contains("# reload: true"), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn render_errors_name_file_and_position() {
+    let dir = scratch("render-err");
+    let yaml = dir.join("bad.yaml");
+    std::fs::write(
+        &yaml,
+        "backends:\n  web:\n    connections: many\n    servers: [a:1]\n",
+    )
+    .unwrap();
+    let (code, out, err) = hab(&["render", yaml.to_str().unwrap()]);
+    assert_eq!(code, EXIT_FAILED);
+    assert_eq!(out, "");
+    assert!(
+        err.starts_with(&format!("hab: {}: line 3 column 18: ", yaml.display())),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    std::fs::write(
+        &yaml,
+        "default_backend: api\nbackends: { web: { servers: [a:1] } }\n",
+    )
+    .unwrap();
+    let (code, _, err) = hab(&["render", yaml.to_str().unwrap()]);
+    assert_eq!(code, EXIT_FAILED);
+    assert!(
+        err.contains("default_backend: \"api\" is not a backend"),
+        "{err}"
+    );
+
+    let (code, _, err) = hab(&["render", dir.join("missing.yaml").to_str().unwrap()]);
+    assert_eq!(code, EXIT_FAILED);
+    assert!(err.contains("missing.yaml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reload_runs_nginx_test_then_reload() {
+    // A stand-in "nginx" script records its arguments.
+    let dir = scratch("reload");
+    let log = dir.join("calls");
+    let fake = dir.join("nginx");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" >> {}\nexit 0\n", log.display()),
+    )
+    .unwrap();
+    let mut perm = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&fake, perm).unwrap();
+    let yaml = dir.join("c.yaml");
+    std::fs::write(
+        &yaml,
+        "reload: true\nbackends: { web: { servers: [a:1] } }\n",
+    )
+    .unwrap();
+    let conf = dir.join("nginx.conf");
+    let (code, out, err) = hab(&[
+        "render",
+        yaml.to_str().unwrap(),
+        "-o",
+        conf.to_str().unwrap(),
+        "--nginx",
+        fake.to_str().unwrap(),
+        "-p",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(out.contains("nginx reloaded"), "{out}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let d = dir.display();
+    let c = conf.display();
+    assert_eq!(
+        calls,
+        format!("-p {d} -c {c} -t -q\n-p {d} -c {c} -s reload\n")
+    );
+
+    // a failing test stops before the reload
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\necho 'nginx: [emerg] bad' >&2\nexit 1\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let (code, _, err) = hab(&[
+        "render",
+        yaml.to_str().unwrap(),
+        "-o",
+        conf.to_str().unwrap(),
+        "--nginx",
+        fake.to_str().unwrap(),
+    ]);
+    assert_eq!(code, EXIT_FAILED);
+    assert!(err.contains("[emerg] bad"), "{err}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,609 @@
+//! `hab render` against real nginx: the rendered file passes `nginx -t`,
+//! serves traffic over http and https with 4 workers, and `--reload` swaps
+//! it live
+//!
+//! Backends are in-process `hab_testkit` servers on 127.0.0.1; nginx is the
+//! one `make nginx` builds (`target/nginx/sbin/nginx` and the module), run
+//! in the foreground in its own prefix under `target/cli-e2e/`. Missing
+//! nginx: a visible `SKIP` line, or a panic under `HAB_REQUIRE_NGINX=1`.
+//! Every wait is bounded; nginx is stopped with QUIT, then KILL, on drop.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hab_testkit::backend::{Backend, Mode};
+
+/// Worker processes of the nginx under test.
+const WORKERS: usize = 4;
+/// Requests sent per traffic check.
+const REQUESTS: usize = 60;
+
+fn say(msg: &str) {
+    let _ = writeln!(io::stderr().lock(), "{msg}");
+}
+
+/// The workspace root (this crate is `cli/` in it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ has a parent")
+        .to_path_buf()
+}
+
+fn env_path(var: &str, default: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => root().join(default),
+    }
+}
+
+fn nginx_bin() -> PathBuf {
+    env_path("HAB_NGINX_BIN", "target/nginx/sbin/nginx")
+}
+
+fn module_so() -> PathBuf {
+    env_path(
+        "HAB_MODULE_SO",
+        "target/nginx/modules/ngx_http_upstream_ha_module.so",
+    )
+}
+
+/// `true` when nginx and the module are built; else a `SKIP` line (or a
+/// panic under `HAB_REQUIRE_NGINX=1`), as `tests/common/mod.rs` does.
+fn nginx_or_skip(test: &str) -> bool {
+    let missing: Vec<String> = [nginx_bin(), module_so()]
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
+        panic!(
+            "{test}: HAB_REQUIRE_NGINX=1 but nginx is not built (missing: {}); run `make nginx`",
+            missing.join(", ")
+        );
+    }
+    say(&format!(
+        "SKIP {test}: nginx not built, run make nginx (missing: {})",
+        missing.join(", ")
+    ));
+    false
+}
+
+/// A free port on 127.0.0.1 below the ephemeral range and away from the
+/// root e2e harness' range (20000-31999).
+fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (base, span) = (12_000u32, 8_000u32);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + (start + n * 13) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {base}..{}", base + span);
+}
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An in-process backend answering its name on 127.0.0.1.
+struct Up {
+    backend: Arc<Backend>,
+    addr: String,
+}
+
+fn backend(name: &str) -> Up {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+    let b = Backend::new(name);
+    let addr = b.spawn(listener).expect("spawn backend").to_string();
+    Up { backend: b, addr }
+}
+
+impl Up {
+    fn requests(&self) -> u64 {
+        self.backend.stats().requests.load(Ordering::Relaxed)
+    }
+}
+
+/// `GET /` with `Host: host` over plain http; `(status, body)`.
+fn get(port: u16, host: &str) -> io::Result<(u16, String)> {
+    let addr = ([127, 0, 0, 1], port).into();
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.take(1 << 20).read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other(format!("no header end in {text:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
+    Ok((status, body.trim().to_owned()))
+}
+
+/// `n` requests; backend name (or error) → count.
+fn tally(port: u16, host: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let key = match get(port, host) {
+            Ok((200, body)) => body,
+            Ok((status, body)) => format!("HTTP {status} {body}"),
+            Err(e) => format!("ERR {e}"),
+        };
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Runs a command with a time bound; its output.
+fn run_bounded(cmd: &mut Command, what: &str, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let done = wait_until(limit, || matches!(child.try_wait(), Ok(Some(_))));
+    if !done {
+        let _ = child.kill();
+    }
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(done, "{what}: still running after {limit:?}");
+    out
+}
+
+fn hab(args: &[&str]) -> Output {
+    run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_hab")).args(args),
+        "hab",
+        Duration::from_secs(60),
+    )
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn fresh_dir() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let d = root().join("target/cli-e2e").join(format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(d.join("logs")).expect("create prefix");
+    d
+}
+
+fn signal(pid: i32, sig: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers; a stale pid only yields ESRCH.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// Live children of `ppid`, from /proc.
+fn children(ppid: i32) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some(close) = stat.rfind(')') else {
+                return false;
+            };
+            let mut f = stat[close + 1..].split_whitespace();
+            let state = f.next().unwrap_or("Z");
+            let parent: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            parent == ppid && state != "Z" && state != "X"
+        })
+        .collect()
+}
+
+/// nginx in the foreground (`daemon off`) with the rendered configuration.
+struct Nginx {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Nginx {
+    fn start(dir: &Path, conf: &Path, ports: &[u16]) -> Nginx {
+        let child = Command::new(nginx_bin())
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let n = Nginx {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        };
+        let master = n.master();
+        let ready = wait_until(Duration::from_secs(10), || {
+            children(master).len() >= WORKERS
+                && ports.iter().all(|&p| {
+                    TcpStream::connect_timeout(
+                        &([127, 0, 0, 1], p).into(),
+                        Duration::from_millis(200),
+                    )
+                    .is_ok()
+                })
+        });
+        assert!(ready, "nginx did not start:\n{}", n.error_log());
+        n
+    }
+
+    fn master(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
+    }
+
+    /// QUIT, up to 10 s; then KILL of the master and its workers.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let master = child.id() as i32;
+        let workers = children(master);
+        signal(master, libc::SIGQUIT);
+        let quit = wait_until(Duration::from_secs(10), || {
+            matches!(child.try_wait(), Ok(Some(_)))
+        });
+        if !quit {
+            say(&format!(
+                "nginx {} did not quit in 10 s; killing it",
+                self.dir.display()
+            ));
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        for w in workers {
+            signal(w, libc::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            say(&format!("nginx prefix kept in {}", self.dir.display()));
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn yaml(
+    dir: &Path,
+    http: u16,
+    https: Option<(u16, &Path, &Path)>,
+    web: &[&Up],
+    api: &Up,
+) -> String {
+    let mut protocols = "[http]".to_owned();
+    let mut listen = format!("{{ http: \"127.0.0.1:{http}\" }}");
+    let mut tls = String::new();
+    if let Some((port, cert, key)) = https {
+        protocols = "[http, https]".to_owned();
+        listen = format!("{{ http: \"127.0.0.1:{http}\", https: \"127.0.0.1:{port}\" }}");
+        tls = format!(
+            "tls: {{ certificate: {}, key: {} }}\n",
+            cert.display(),
+            key.display()
+        );
+    }
+    let mut servers = String::new();
+    for (i, b) in web.iter().enumerate() {
+        if i == 0 {
+            servers.push_str(&format!("      - {}\n", b.addr));
+        } else {
+            servers.push_str(&format!(
+                "      - {{ address: {}, weight: 2, connections: 50 }}\n",
+                b.addr
+            ));
+        }
+    }
+    format!(
+        "# rendered by cli/tests/render_nginx.rs
+module: {module}
+worker_processes: {WORKERS}
+pid: {dir}/nginx.pid
+error_log: {dir}/logs/error.log info
+access_log: {dir}/logs/access.log
+forwarded_protocols: {protocols}
+listen: {listen}
+{tls}proxy: {{ connect_timeout: 2s, read_timeout: 10s }}
+default_backend: web
+backends:
+  web:
+    policy: least_conn
+    connections: 100
+    max_fails: 1
+    fail_timeout: 30s
+    servers:
+{servers}  api:
+    policy: round_robin
+    hosts: [api.test]
+    servers: [{api}]
+",
+        module = module_so().display(),
+        dir = dir.display(),
+        api = api.addr,
+    )
+}
+
+fn render(yaml_path: &Path, conf: &Path) {
+    let out = hab(&[
+        "render",
+        yaml_path.to_str().unwrap(),
+        "-o",
+        conf.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "hab render failed: {}",
+        text(&out.stderr)
+    );
+}
+
+fn nginx_t(dir: &Path, conf: &Path) {
+    let out = run_bounded(
+        Command::new(nginx_bin())
+            .arg("-t")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(conf),
+        "nginx -t",
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.status.success(),
+        "nginx -t rejected the rendered config:\n{}\n{}",
+        text(&out.stderr),
+        fs::read_to_string(conf).unwrap_or_default()
+    );
+}
+
+fn assert_no_crash(n: &Nginx) {
+    let log = n.error_log();
+    let bad: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            l.contains("exited on signal") || l.contains("[emerg]") || l.contains("[alert]")
+        })
+        .collect();
+    assert!(bad.is_empty(), "nginx error log:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn rendered_config_serves_traffic_and_reloads() {
+    if !nginx_or_skip("rendered_config_serves_traffic_and_reloads") {
+        return;
+    }
+    let dir = fresh_dir();
+    let web = [backend("web1"), backend("web2"), backend("web3")];
+    let api = backend("api1");
+    let port = free_port();
+    let yaml_path = dir.join("core-config.yaml");
+    let conf = dir.join("nginx.conf");
+    fs::write(
+        &yaml_path,
+        yaml(&dir, port, None, &[&web[0], &web[1]], &api),
+    )
+    .unwrap();
+    render(&yaml_path, &conf);
+    let rendered = fs::read_to_string(&conf).unwrap();
+    assert!(rendered.contains("ha_balance least_conn;"), "{rendered}");
+    assert!(
+        rendered.contains("proxy_next_upstream error timeout;"),
+        "{rendered}"
+    );
+    nginx_t(&dir, &conf);
+
+    let mut nginx = Nginx::start(&dir, &conf, &[port]);
+
+    // Default backend: every primary server answers, nothing fails.
+    let got = tally(port, "127.0.0.1", REQUESTS);
+    assert_eq!(got.values().sum::<usize>(), REQUESTS);
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        ["web1", "web2"],
+        "want only web1 and web2 answering, got {got:?}"
+    );
+    assert_eq!(web[2].requests(), 0);
+
+    // hosts routing.
+    let got = tally(port, "api.test", 10);
+    assert_eq!(got, BTreeMap::from([("api1".to_owned(), 10)]));
+
+    // Failover through proxy_next_upstream: web1 closes every connection,
+    // clients see no error.
+    web[0].backend.set_mode(Mode::Close);
+    let got = tally(port, "127.0.0.1", REQUESTS);
+    assert_eq!(
+        got,
+        BTreeMap::from([("web2".to_owned(), REQUESTS)]),
+        "{got:?}"
+    );
+    web[0].backend.set_mode(Mode::Ok);
+
+    // `hab render --reload`: web3 replaces web1 and web2, live.
+    let old_workers = children(nginx.master());
+    fs::write(&yaml_path, yaml(&dir, port, None, &[&web[2]], &api)).unwrap();
+    let out = hab(&[
+        "render",
+        yaml_path.to_str().unwrap(),
+        "-o",
+        conf.to_str().unwrap(),
+        "--reload",
+        "--nginx",
+        nginx_bin().to_str().unwrap(),
+        "-p",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "hab render --reload: {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("nginx reloaded"));
+    // The old workers leave, new ones take over (bounded).
+    let replaced = wait_until(Duration::from_secs(15), || {
+        let now = children(nginx.master());
+        now.len() >= WORKERS && now.iter().all(|p| !old_workers.contains(p))
+    });
+    assert!(
+        replaced,
+        "old workers still running after reload:\n{}",
+        nginx.error_log()
+    );
+    let got = tally(port, "127.0.0.1", 20);
+    assert_eq!(got, BTreeMap::from([("web3".to_owned(), 20)]), "{got:?}");
+
+    assert_no_crash(&nginx);
+    nginx.stop();
+}
+
+#[test]
+fn rendered_https_listener_serves_traffic() {
+    if !nginx_or_skip("rendered_https_listener_serves_traffic") {
+        return;
+    }
+    let curl_ok = Command::new("curl")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !curl_ok {
+        if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
+            panic!("rendered_https_listener_serves_traffic: curl is needed for the https client");
+        }
+        say("SKIP rendered_https_listener_serves_traffic: curl not installed");
+        return;
+    }
+    let dir = fresh_dir();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = run_bounded(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req",
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "openssl: {}", text(&out.stderr));
+
+    let web = [backend("web1"), backend("web2")];
+    let api = backend("api1");
+    let (http, https) = (free_port(), free_port());
+    let yaml_path = dir.join("core-config.yaml");
+    let conf = dir.join("nginx.conf");
+    fs::write(
+        &yaml_path,
+        yaml(
+            &dir,
+            http,
+            Some((https, &cert, &key)),
+            &[&web[0], &web[1]],
+            &api,
+        ),
+    )
+    .unwrap();
+    render(&yaml_path, &conf);
+    let rendered = fs::read_to_string(&conf).unwrap();
+    assert!(
+        rendered.contains(&format!("listen 127.0.0.1:{https} ssl default_server;")),
+        "{rendered}"
+    );
+    nginx_t(&dir, &conf);
+    let mut nginx = Nginx::start(&dir, &conf, &[http, https]);
+
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..20 {
+        let out = run_bounded(
+            Command::new("curl")
+                .args(["-sk", "--max-time", "5", "-w", " %{http_code}"])
+                .arg(format!("https://127.0.0.1:{https}/")),
+            "curl",
+            Duration::from_secs(10),
+        );
+        *got.entry(
+            text(&out.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+        .or_insert(0) += 1;
+    }
+    // least_conn, sequential requests: ties go by the weights (1 and 2).
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        ["web1 200", "web2 200"],
+        "https answers: {got:?}"
+    );
+    let got = tally(http, "127.0.0.1", 20);
+    assert_eq!(got.values().sum::<usize>(), 20);
+    assert!(got.keys().all(|k| k == "web1" || k == "web2"), "{got:?}");
+
+    assert_no_crash(&nginx);
+    nginx.stop();
+}
