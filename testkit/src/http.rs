@@ -307,6 +307,30 @@ pub fn get(port: u16, path: &str) -> io::Result<Response> {
     get_with(port, path, &[])
 }
 
+/// `METHOD path` with `body` (sent with its `Content-Length` when not
+/// empty) and `Connection: close`, as [`get`].
+pub fn request(port: u16, method: &str, path: &str, body: &[u8]) -> io::Result<Response> {
+    let stream = TcpStream::connect_timeout(&local(port), CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    (&stream).write_all(req.as_bytes())?;
+    (&stream).write_all(body)?;
+    let mut r = BufReader::new(&stream);
+    let resp = read_response(&mut r, method == "HEAD")?;
+    let mut rest = Vec::new();
+    let _ = r.take(MAX_BODY as u64).read_to_end(&mut rest);
+    Ok(resp)
+}
+
 /// Like [`get`], with extra request headers.
 pub fn get_with(port: u16, path: &str, headers: &[(&str, &str)]) -> io::Result<Response> {
     let stream = TcpStream::connect_timeout(&local(port), CONNECT_TIMEOUT)?;
