@@ -22,7 +22,7 @@ pub enum Policy {
     LeastConn,
     /// Power of two choices on in-flight / weight.
     P2c,
-    /// Peak-EWMA latency × (in-flight + 1) / weight, with two choices.
+    /// Peak-EWMA latency × (in-flight + 1), two weighted choices.
     Ewma {
         /// Decay time constant of the latency estimate, ms.
         decay_ms: u32,
