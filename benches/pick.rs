@@ -58,6 +58,7 @@ const POLICIES: [(&str, Policy); 9] = [
         Policy::Hash {
             mode: HashMode::Plain,
             balance_factor: 0,
+            maglev_size: 0,
         },
     ),
     (
@@ -65,6 +66,7 @@ const POLICIES: [(&str, Policy); 9] = [
         Policy::Hash {
             mode: HashMode::Consistent,
             balance_factor: 0,
+            maglev_size: 0,
         },
     ),
     (
@@ -72,6 +74,7 @@ const POLICIES: [(&str, Policy); 9] = [
         Policy::Hash {
             mode: HashMode::Maglev,
             balance_factor: 0,
+            maglev_size: 0,
         },
     ),
     (
@@ -79,6 +82,7 @@ const POLICIES: [(&str, Policy); 9] = [
         Policy::Hash {
             mode: HashMode::Consistent,
             balance_factor: 125,
+            maglev_size: 0,
         },
     ),
 ];

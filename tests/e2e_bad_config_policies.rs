@@ -177,3 +177,40 @@ fn valid_line_of_each_policy_passes() {
         );
     }
 }
+
+#[test]
+fn maglev_table_size_must_be_a_prime_in_range() {
+    if skip("maglev_table_size_must_be_a_prime_in_range") {
+        return;
+    }
+    for line in [
+        "ha_balance hash $uri maglev table_size=100;",
+        "ha_balance hash $uri maglev table_size=65536;",
+        "ha_balance hash $uri maglev table_size=251;",
+        "ha_balance hash $uri maglev table_size=100000007;",
+        "ha_balance hash $uri maglev table_size=abc;",
+    ] {
+        let c = check_line(line);
+        let value = line
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches(';');
+        c.assert_emerg(
+            line,
+            &[
+                "invalid maglev table size",
+                &format!("\"{value}\""),
+                "prime",
+            ],
+        );
+    }
+    let line = "ha_balance hash $uri consistent table_size=65537;";
+    check_line(line).assert_emerg(line, &["\"table_size=65537\"", "maglev"]);
+    let ok = Nginx::check_detailed(&upstream(
+        "        ha_balance hash $uri maglev table_size=1009 balance_factor=150;",
+        "",
+        "",
+    ));
+    assert!(ok.ok, "a prime table size is accepted: {}", ok.stderr);
+}

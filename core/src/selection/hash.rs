@@ -36,6 +36,7 @@ pub fn pick(
     let Policy::Hash {
         mode,
         balance_factor,
+        ..
     } = t.policy()
     else {
         return None;
@@ -173,6 +174,7 @@ mod tests {
                 Policy::Hash {
                     mode,
                     balance_factor: 0,
+                    maglev_size: 0,
                 },
                 &peers,
             );
@@ -200,6 +202,7 @@ mod tests {
             Policy::Hash {
                 mode: HashMode::Plain,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             &peers,
         );
@@ -218,6 +221,7 @@ mod tests {
             Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             &peers,
         );
@@ -235,6 +239,7 @@ mod tests {
             Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 125,
+                maglev_size: 0,
             },
             &peers,
         );
@@ -257,6 +262,7 @@ mod tests {
             Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             &peers,
         );

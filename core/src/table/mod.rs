@@ -266,7 +266,9 @@ impl Plan {
         let (mut alias_len, mut ring_cap, mut maglev_len, mut chain_len) = (0, 0, 0, 0);
         match spec.policy {
             Policy::P2c | Policy::Ewma { .. } | Policy::Random => alias_len = primaries,
-            Policy::Hash { mode, .. } => {
+            Policy::Hash {
+                mode, maglev_size, ..
+            } => {
                 chain_len = peers;
                 match mode {
                     HashMode::Plain => {}
@@ -277,7 +279,7 @@ impl Plan {
                         }
                         ring_cap = total as usize * 160;
                     }
-                    HashMode::Maglev => maglev_len = maglev::table_size(primaries),
+                    HashMode::Maglev => maglev_len = maglev::table_size(primaries, maglev_size),
                 }
             }
             Policy::RoundRobin | Policy::LeastConn => {}
@@ -792,6 +794,7 @@ mod tests {
             policy: Policy::Hash {
                 mode: HashMode::Maglev,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             peers: &peers,
         };
