@@ -56,8 +56,11 @@ fn exp_neg(x: f64) -> f64 {
         return 0.0;
     }
     let t = x * core::f64::consts::LOG2_E;
-    let n = t.floor();
-    let y = (t - n) * core::f64::consts::LN_2;
+    // floor(t) by truncation (t is in [0, 1010)): `f64::floor` is a libm
+    // call on baseline x86-64 (the module carried compiler-builtins'
+    // `floor` for it).
+    let n = t as u64;
+    let y = (t - n as f64) * core::f64::consts::LN_2;
     let p = 1.0
         - y * (1.0
             - y / 2.0
@@ -65,7 +68,7 @@ fn exp_neg(x: f64) -> f64 {
                     - y / 3.0
                         * (1.0 - y / 4.0 * (1.0 - y / 5.0 * (1.0 - y / 6.0 * (1.0 - y / 7.0))))));
     // 2^-n as an f64: exponent field 1023 - n, n <= 1010 here.
-    p * f64::from_bits((1023 - n as u64) << 52)
+    p * f64::from_bits((1023 - n) << 52)
 }
 
 /// The estimate of `s` at `now`, decayed since its last update; 0.0 when
