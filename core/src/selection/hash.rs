@@ -271,4 +271,46 @@ mod tests {
             assert_eq!(pick(&t, b"hot"), first);
         }
     }
+
+    #[test]
+    fn maglev_table_size_is_checked_and_used() {
+        use crate::spec::UpstreamSpec;
+        use crate::testing::OwnedTable;
+        let maglev = |maglev_size| Policy::Hash {
+            mode: HashMode::Maglev,
+            balance_factor: 0,
+            maglev_size,
+        };
+        let few: Vec<PeerSpec<'_>> = IDS[..3].iter().map(|id| PeerSpec::new(id)).collect();
+        // (policy, peers, table size or None if refused)
+        let many = vec![PeerSpec::new(b"x"); 300];
+        let cases: Vec<(Policy, &[PeerSpec<'_>], Option<usize>)> = vec![
+            (maglev(0), &few, Some(65_537)),
+            (maglev(257), &few, Some(257)),
+            (maglev(1009), &few, Some(1009)),
+            (maglev(1000), &few, None),
+            (maglev(251), &few, None),
+            (maglev(65_537_013), &few, None),
+            (maglev(257), &many, None),
+            (maglev(307), &many, Some(307)),
+            (
+                Policy::Hash {
+                    mode: HashMode::Consistent,
+                    balance_factor: 0,
+                    maglev_size: 257,
+                },
+                &few,
+                None,
+            ),
+        ];
+        for (policy, peers, want) in cases {
+            let got = OwnedTable::new(&UpstreamSpec { policy, peers })
+                .ok()
+                .map(|t| t.table().maglev().len());
+            assert_eq!(got, want, "{policy:?} with {} peers", peers.len());
+        }
+        // The size survives the header round trip (attach compares it).
+        let t = table(maglev(1009), &few);
+        assert_eq!(t.table().policy(), maglev(1009));
+    }
 }
