@@ -214,3 +214,29 @@ fn maglev_table_size_must_be_a_prime_in_range() {
     ));
     assert!(ok.ok, "a prime table size is accepted: {}", ok.stderr);
 }
+
+#[test]
+fn maglev_table_size_below_the_server_count_is_rejected() {
+    if skip("maglev_table_size_below_the_server_count_is_rejected") {
+        return;
+    }
+    // 258 primaries in a 257-entry table: refused at the upstream line.
+    let more: String = (0..256)
+        .map(|i| format!("        server 127.0.0.1:{};\n", 10_000 + i))
+        .collect();
+    let c = Nginx::check_detailed(&upstream(
+        "        ha_balance hash $uri maglev table_size=257;",
+        "",
+        &more,
+    ));
+    c.assert_emerg(
+        "upstream up {",
+        &["\"up\"", "maglev table size 257", "258 servers"],
+    );
+    let c = Nginx::check_detailed(&upstream(
+        "        ha_balance hash $uri maglev table_size=263;",
+        "",
+        &more,
+    ));
+    assert!(c.ok, "263 entries for 258 servers: {}", c.stderr);
+}
