@@ -59,6 +59,7 @@ const POLICIES: [(&str, Policy); 9] = [
         Policy::Hash {
             mode: HashMode::Plain,
             balance_factor: 0,
+            maglev_size: 0,
         },
     ),
     (
@@ -66,6 +67,7 @@ const POLICIES: [(&str, Policy); 9] = [
         Policy::Hash {
             mode: HashMode::Consistent,
             balance_factor: 0,
+            maglev_size: 0,
         },
     ),
     (
@@ -73,6 +75,7 @@ const POLICIES: [(&str, Policy); 9] = [
         Policy::Hash {
             mode: HashMode::Maglev,
             balance_factor: 0,
+            maglev_size: 0,
         },
     ),
     (
@@ -80,6 +83,7 @@ const POLICIES: [(&str, Policy); 9] = [
         Policy::Hash {
             mode: HashMode::Consistent,
             balance_factor: 125,
+            maglev_size: 0,
         },
     ),
 ];

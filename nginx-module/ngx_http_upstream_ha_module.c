@@ -16,6 +16,11 @@
 #include <ha_balancer.h>
 
 
+/* bounds of "table_size=" (the core's maglev::MIN/MAX_TABLE_SIZE) */
+#define HAB_MAGLEV_MIN  257
+#define HAB_MAGLEV_MAX  65537011
+
+
 typedef struct {
     ngx_str_t                           state_file;
     hab_state                          *state;      /* parsed, lazily */
@@ -109,6 +114,7 @@ static char *ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_upstream_ha_hash(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf);
+static ngx_int_t ngx_http_upstream_ha_maglev_size(ngx_str_t *value);
 
 
 static ngx_command_t  ngx_http_upstream_ha_commands[] = {
@@ -207,6 +213,15 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
                       "ha_balance upstream \"%V\": this policy does not "
                       "support backup servers in %s:%ui",
                       &us->host, us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
+    if (hcf->conf.maglev_size != 0 && hcf->conf.maglev_size < peers->number) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance upstream \"%V\": maglev table size %uD "
+                      "is smaller than its %ui servers in %s:%ui",
+                      &us->host, hcf->conf.maglev_size, peers->number,
+                      us->file_name, us->line);
         return NGX_ERROR;
     }
 
@@ -1047,7 +1062,7 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* hash <key> [consistent | maglev] [balance_factor=N] */
+/* hash <key> [consistent | maglev [table_size=N]] [balance_factor=N] */
 
 static char *
 ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
@@ -1089,6 +1104,28 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "table_size=", 11) == 0) {
+
+            if (hcf->conf.hash_mode != HAB_HASH_MAGLEV) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" needs \"maglev\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            n = ngx_http_upstream_ha_maglev_size(&value[i]);
+            if (n == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid maglev table size \"%V\": it "
+                                   "must be a prime from %ui to %ui",
+                                   &value[i], (ngx_uint_t) HAB_MAGLEV_MIN,
+                                   (ngx_uint_t) HAB_MAGLEV_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            hcf->conf.maglev_size = (uint32_t) n;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "balance_factor=", 15) == 0) {
 
             if (hcf->conf.hash_mode == HAB_HASH_PLAIN) {
@@ -1117,6 +1154,34 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * "table_size=N": N prime, HAB_MAGLEV_MIN <= N <= HAB_MAGLEV_MAX (the
+ * core's maglev::MIN_TABLE_SIZE and MAX_TABLE_SIZE, which check it again).
+ * Trial division: at most 4,048 odd divisors below sqrt(65537011).
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_maglev_size(ngx_str_t *value)
+{
+    ngx_int_t  n, d;
+
+    n = ngx_atoi(value->data + 11, value->len - 11);
+    if (n == NGX_ERROR || n < HAB_MAGLEV_MIN || n > HAB_MAGLEV_MAX
+        || n % 2 == 0)
+    {
+        return NGX_ERROR;
+    }
+
+    for (d = 3; d * d <= n; d += 2) {
+        if (n % d == 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    return n;
 }
 
 

@@ -51,7 +51,8 @@ fn structs_match_the_header() {
         decay_ms,
         balance_factor,
         peers,
-        npeers
+        npeers,
+        maglev_size
     });
     same_layout!(hab_pick { peer, flags });
     same_layout!(hab_report { flags, peer });

@@ -177,3 +177,66 @@ fn valid_line_of_each_policy_passes() {
         );
     }
 }
+
+#[test]
+fn maglev_table_size_must_be_a_prime_in_range() {
+    if skip("maglev_table_size_must_be_a_prime_in_range") {
+        return;
+    }
+    for line in [
+        "ha_balance hash $uri maglev table_size=100;",
+        "ha_balance hash $uri maglev table_size=65536;",
+        "ha_balance hash $uri maglev table_size=251;",
+        "ha_balance hash $uri maglev table_size=100000007;",
+        "ha_balance hash $uri maglev table_size=abc;",
+    ] {
+        let c = check_line(line);
+        let value = line
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches(';');
+        c.assert_emerg(
+            line,
+            &[
+                "invalid maglev table size",
+                &format!("\"{value}\""),
+                "prime",
+            ],
+        );
+    }
+    let line = "ha_balance hash $uri consistent table_size=65537;";
+    check_line(line).assert_emerg(line, &["\"table_size=65537\"", "maglev"]);
+    let ok = Nginx::check_detailed(&upstream(
+        "        ha_balance hash $uri maglev table_size=1009 balance_factor=150;",
+        "",
+        "",
+    ));
+    assert!(ok.ok, "a prime table size is accepted: {}", ok.stderr);
+}
+
+#[test]
+fn maglev_table_size_below_the_server_count_is_rejected() {
+    if skip("maglev_table_size_below_the_server_count_is_rejected") {
+        return;
+    }
+    // 258 primaries in a 257-entry table: refused at the upstream line.
+    let more: String = (0..256)
+        .map(|i| format!("        server 127.0.0.1:{};\n", 10_000 + i))
+        .collect();
+    let c = Nginx::check_detailed(&upstream(
+        "        ha_balance hash $uri maglev table_size=257;",
+        "",
+        &more,
+    ));
+    c.assert_emerg(
+        "upstream up {",
+        &["\"up\"", "maglev table size 257", "258 servers"],
+    );
+    let c = Nginx::check_detailed(&upstream(
+        "        ha_balance hash $uri maglev table_size=263;",
+        "",
+        &more,
+    ));
+    assert!(c.ok, "263 entries for 258 servers: {}", c.stderr);
+}

@@ -22,7 +22,7 @@ pub enum Policy {
     LeastConn,
     /// Power of two choices on in-flight / weight.
     P2c,
-    /// Peak-EWMA latency × (in-flight + 1) / weight, with two choices.
+    /// Peak-EWMA latency × (in-flight + 1), two weighted choices.
     Ewma {
         /// Decay time constant of the latency estimate, ms.
         decay_ms: u32,
@@ -35,6 +35,8 @@ pub enum Policy {
         mode: HashMode,
         /// Bounded load in percent of the mean (e.g. 125); 0 for none.
         balance_factor: u32,
+        /// Maglev table size (`table_size=`); 0 for the default.
+        maglev_size: u32,
     },
 }
 
@@ -60,20 +62,21 @@ impl Policy {
     }
 
     /// Parameters as stored in the table header: `[decay_ms, hash mode,
-    /// balance_factor, 0]`.
+    /// balance_factor, maglev_size]`.
     pub fn params(&self) -> [u32; 4] {
         match *self {
             Policy::Ewma { decay_ms } => [decay_ms, 0, 0, 0],
             Policy::Hash {
                 mode,
                 balance_factor,
+                maglev_size,
             } => {
                 let m = match mode {
                     HashMode::Plain => 0,
                     HashMode::Consistent => 1,
                     HashMode::Maglev => 2,
                 };
-                [0, m, balance_factor, 0]
+                [0, m, balance_factor, maglev_size]
             }
             _ => [0; 4],
         }
@@ -101,6 +104,7 @@ impl Policy {
                     _ => return Err(Error::InvalidArgument),
                 },
                 balance_factor: params[2],
+                maglev_size: params[3],
             },
             _ => return Err(Error::UnknownPolicy),
         })
@@ -185,8 +189,20 @@ impl UpstreamSpec<'_> {
         if self.peers.len() > MAX_PEERS {
             return Err(Error::TooLarge);
         }
-        if let Policy::Hash { balance_factor, .. } = self.policy {
+        if let Policy::Hash {
+            mode,
+            balance_factor,
+            maglev_size,
+        } = self.policy
+        {
             if balance_factor != 0 && balance_factor < 100 {
+                return Err(Error::InvalidArgument);
+            }
+            if maglev_size != 0
+                && (mode != HashMode::Maglev
+                    || !crate::selection::maglev::valid_table_size(maglev_size as usize)
+                    || (maglev_size as usize) < self.primaries())
+            {
                 return Err(Error::InvalidArgument);
             }
         }

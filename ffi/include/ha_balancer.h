@@ -97,6 +97,7 @@ typedef struct hab_upstream_conf {
     uint32_t              balance_factor;  /* HASH: percent, 0: unbounded */
     const hab_peer_conf  *peers;   /* primaries first, then backups */
     size_t                npeers;
+    uint32_t              maglev_size; /* HASH maglev: table size, 0: default */
 } hab_upstream_conf;
 
 

@@ -72,6 +72,8 @@ pub struct hab_upstream_conf {
     pub peers: *const hab_peer_conf,
     /// Number of peers.
     pub npeers: usize,
+    /// `HAB_HASH_MAGLEV` table size (a prime); 0 for the default.
+    pub maglev_size: u32,
 }
 
 /// Reads a C configuration into peer specs (config time: allocation is fine).
@@ -87,7 +89,12 @@ unsafe fn read_conf<'a>(
     let conf = unsafe { &*conf };
     let policy = Policy::from_parts(
         conf.policy,
-        [conf.decay_ms, conf.hash_mode, conf.balance_factor, 0],
+        [
+            conf.decay_ms,
+            conf.hash_mode,
+            conf.balance_factor,
+            conf.maglev_size,
+        ],
     )
     .map_err(hab_result::from)?;
     if conf.npeers == 0 {

@@ -5,12 +5,25 @@
 //! "Peak": a sample above the average replaces it at once, so a peer that
 //! turns slow is avoided immediately and trusted again only gradually. The
 //! average decays with time constant `decay`: weight `exp(-Δt / decay)` for
-//! the old value. A pick draws two candidates (as p2c) and keeps the lower
-//! `latency × (in_flight + 1) / weight`.
+//! the old value. A pick draws two distinct candidates by weight (as p2c)
+//! and keeps the lower `latency × (in_flight + 1)`, ties to the first draw.
+//!
+//! # Weight counts once
+//!
+//! Weight is in the draw only, not in the cost. With equal estimates and no
+//! request in flight the costs tie, the first draw wins, and the first
+//! draw is a plain weighted draw: each peer's share is exactly its weight
+//! share (5,1,1 → 5/7, 1/7, 1/7; `tests::equal_latencies_follow_weights`).
+//! Dividing the cost by weight as well would let the heavier candidate win
+//! every tie (5,1,1 → 40/42, 1/42, 1/42); drawing uniformly and dividing
+//! by weight would not follow weights either (5,1,1 → 2/3, 1/6, 1/6).
+//! Under load the raw in-flight count is compared, so a heavier peer that
+//! holds more requests loses more comparisons: weight sets how often a peer
+//! is a candidate, latency and in-flight decide between candidates.
 //!
 //! A new or recovered peer has no estimate (0.0): comparisons involving it
-//! use the other candidate's estimate for both, i.e. fall back to in-flight
-//! / weight, so the newcomer is neither flooded (as an estimate of 0 would)
+//! use the other candidate's estimate for both, i.e. fall back to
+//! in-flight counts, so the newcomer is neither flooded (as an estimate of 0 would)
 //! nor starved (as a pessimistic one would).
 //!
 //! The estimate is updated with a plain load/store: concurrent updates by
@@ -21,8 +34,13 @@ use core::sync::atomic::Ordering::Relaxed;
 use crate::attempt::Attempt;
 use crate::table::{PeerState, Table};
 
-/// Smallest recorded latency, ms: keeps 0.0 free to mean "unknown".
-const FLOOR_MS: f64 = 0.01;
+/// Smallest recorded latency, ms: one tick of nginx's millisecond clock.
+/// A try shorter than a tick measures 0 or 1 ms depending on where it fell
+/// between ticks; both mean "about a millisecond or less". A lower floor
+/// (it was 0.01) made one 1 ms sample look 100 times slower than a 0 ms
+/// one, and sub-millisecond backends were shunned at random for seconds.
+/// Also keeps 0.0 free to mean "unknown".
+const FLOOR_MS: f64 = 1.0;
 
 /// `e^-x` for `x >= 0`, within 2e-5 relative, without libm: a pick
 /// evaluates it twice and must stay in tens of nanoseconds.
@@ -38,8 +56,11 @@ fn exp_neg(x: f64) -> f64 {
         return 0.0;
     }
     let t = x * core::f64::consts::LOG2_E;
-    let n = t.floor();
-    let y = (t - n) * core::f64::consts::LN_2;
+    // floor(t) by truncation (t is in [0, 1010)): `f64::floor` is a libm
+    // call on baseline x86-64 (the module carried compiler-builtins'
+    // `floor` for it).
+    let n = t as u64;
+    let y = (t - n as f64) * core::f64::consts::LN_2;
     let p = 1.0
         - y * (1.0
             - y / 2.0
@@ -47,7 +68,7 @@ fn exp_neg(x: f64) -> f64 {
                     - y / 3.0
                         * (1.0 - y / 4.0 * (1.0 - y / 5.0 * (1.0 - y / 6.0 * (1.0 - y / 7.0))))));
     // 2^-n as an f64: exponent field 1023 - n, n <= 1010 here.
-    p * f64::from_bits((1023 - n as u64) << 52)
+    p * f64::from_bits((1023 - n) << 52)
 }
 
 /// The estimate of `s` at `now`, decayed since its last update; 0.0 when
@@ -106,11 +127,10 @@ pub fn pick(
         if eb == 0.0 {
             eb = ea;
         }
-        // ea·(na+1)/wa <= eb·(nb+1)/wb, cross-multiplied (weights > 0):
-        // no division on the pick path.
+        // Weight is already in the draw (see the module note): not here.
         let na = f64::from(states[a].in_flight.load(Relaxed)) + 1.0;
         let nb = f64::from(states[b].in_flight.load(Relaxed)) + 1.0;
-        ea * na * f64::from(states[b].weight()) <= eb * nb * f64::from(states[a].weight())
+        ea * na <= eb * nb
     })
 }
 
@@ -157,6 +177,55 @@ mod tests {
         assert!(e > 10.0 && e < 100.0, "{e}");
         forget(s);
         assert_eq!(estimate(s, 2001, 1000), 0.0);
+    }
+
+    /// Binomial band: `n` picks of a peer with share `p` fall within
+    /// `n·p ± 5·sqrt(n·p·(1−p))` except with probability below 1e-6.
+    fn assert_share(got: usize, n: usize, p: f64, what: &str) {
+        let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
+        assert!(
+            (got as f64 - mean).abs() <= 5.0 * sd,
+            "{what}: {got} of {n}, want {mean:.0} ± {:.0} (5 sd)",
+            5.0 * sd
+        );
+    }
+
+    #[test]
+    fn equal_latencies_follow_weights() {
+        // Weights 5,1,1, nothing in flight, equal estimates (all unknown,
+        // or all 10 ms): shares 5/7, 1/7, 1/7. n = 7000: 5000 ± 189 and
+        // 1000 ± 146 (5 sd). Weight counted twice gave the weight-1 peers
+        // 1/42 each (167 of 7000), far outside the band.
+        for known in [false, true] {
+            let peers = [
+                PeerSpec::new(IDS[0]).weight(5),
+                PeerSpec::new(IDS[1]),
+                PeerSpec::new(IDS[2]),
+            ];
+            let t = table(Policy::Ewma { decay_ms: 2000 }, &peers);
+            let now = 1000;
+            if known {
+                for s in t.table().states() {
+                    observe(s, 10, now, 2000);
+                }
+            }
+            let n = 7000;
+            let mut counts = [0usize; 3];
+            let mut a = OwnedAttempt::new(t.table(), now);
+            for k in 0..n as u64 {
+                let mut at = a.attempt();
+                at.reset(now);
+                at.seed(k.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+                let p = t.table().get(&mut at, now).unwrap();
+                counts[p.peer as usize] += 1;
+                // Next: no latency sample, the estimates stay equal.
+                t.table().free(&mut at, Outcome::Next, now).unwrap();
+            }
+            for (i, w) in [5.0, 1.0, 1.0].into_iter().enumerate() {
+                let what = format!("known={known} peer {i} {counts:?}");
+                assert_share(counts[i], n, w / 7.0, &what);
+            }
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub fn pick(
     let Policy::Hash {
         mode,
         balance_factor,
+        ..
     } = t.policy()
     else {
         return None;
@@ -173,6 +174,7 @@ mod tests {
                 Policy::Hash {
                     mode,
                     balance_factor: 0,
+                    maglev_size: 0,
                 },
                 &peers,
             );
@@ -200,6 +202,7 @@ mod tests {
             Policy::Hash {
                 mode: HashMode::Plain,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             &peers,
         );
@@ -218,6 +221,7 @@ mod tests {
             Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             &peers,
         );
@@ -235,6 +239,7 @@ mod tests {
             Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 125,
+                maglev_size: 0,
             },
             &peers,
         );
@@ -257,6 +262,7 @@ mod tests {
             Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             &peers,
         );
@@ -264,5 +270,47 @@ mod tests {
         for _ in 0..40 {
             assert_eq!(pick(&t, b"hot"), first);
         }
+    }
+
+    #[test]
+    fn maglev_table_size_is_checked_and_used() {
+        use crate::spec::UpstreamSpec;
+        use crate::testing::OwnedTable;
+        let maglev = |maglev_size| Policy::Hash {
+            mode: HashMode::Maglev,
+            balance_factor: 0,
+            maglev_size,
+        };
+        let few: Vec<PeerSpec<'_>> = IDS[..3].iter().map(|id| PeerSpec::new(id)).collect();
+        // (policy, peers, table size or None if refused)
+        let many = vec![PeerSpec::new(b"x"); 300];
+        let cases: Vec<(Policy, &[PeerSpec<'_>], Option<usize>)> = vec![
+            (maglev(0), &few, Some(65_537)),
+            (maglev(257), &few, Some(257)),
+            (maglev(1009), &few, Some(1009)),
+            (maglev(1000), &few, None),
+            (maglev(251), &few, None),
+            (maglev(65_537_013), &few, None),
+            (maglev(257), &many, None),
+            (maglev(307), &many, Some(307)),
+            (
+                Policy::Hash {
+                    mode: HashMode::Consistent,
+                    balance_factor: 0,
+                    maglev_size: 257,
+                },
+                &few,
+                None,
+            ),
+        ];
+        for (policy, peers, want) in cases {
+            let got = OwnedTable::new(&UpstreamSpec { policy, peers })
+                .ok()
+                .map(|t| t.table().maglev().len());
+            assert_eq!(got, want, "{policy:?} with {} peers", peers.len());
+        }
+        // The size survives the header round trip (attach compares it).
+        let t = table(maglev(1009), &few);
+        assert_eq!(t.table().policy(), maglev(1009));
     }
 }

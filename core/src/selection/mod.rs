@@ -341,18 +341,22 @@ pub(crate) mod tests {
             Policy::Hash {
                 mode: Plain,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             Policy::Hash {
                 mode: Consistent,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             Policy::Hash {
                 mode: Maglev,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             Policy::Hash {
                 mode: Consistent,
                 balance_factor: 125,
+                maglev_size: 0,
             },
         ]
     }

@@ -9,8 +9,9 @@
 //! walks it, which gives every worker nginx's exact sequence in O(1) per
 //! pick and without a lock.
 //!
-//! Building costs O(period × peers). Past [`EXACT_WORK_LIMIT`] the builder
-//! switches to stride scheduling over a heap (O(period × log peers)): the
+//! Building costs O(period × distinct weights). Past [`EXACT_WORK_LIMIT`]
+//! the builder switches to stride scheduling over a heap (O(period × log
+//! peers)): the
 //! same proportions and smoothness, not necessarily nginx's order.
 
 use std::cmp::Reverse;
@@ -21,7 +22,8 @@ use crate::error::Error;
 /// Longest schedule (entries) one group of peers may have.
 pub const MAX_PERIOD: u64 = 1 << 22;
 
-/// Largest period × peers product built with nginx's exact algorithm.
+/// Largest period × distinct weights product built with nginx's exact
+/// algorithm.
 pub const EXACT_WORK_LIMIT: u64 = 1 << 31;
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {

@@ -98,7 +98,9 @@ impl GenPlan {
         let (mut alias_len, mut ring_cap, mut maglev_len, mut chain_len) = (0, 0, 0, 0);
         match spec.policy {
             Policy::P2c | Policy::Ewma { .. } | Policy::Random => alias_len = primaries,
-            Policy::Hash { mode, .. } => {
+            Policy::Hash {
+                mode, maglev_size, ..
+            } => {
                 chain_len = peers;
                 match mode {
                     HashMode::Plain => {}
@@ -109,7 +111,7 @@ impl GenPlan {
                         }
                         ring_cap = total as usize * 160;
                     }
-                    HashMode::Maglev => maglev_len = maglev::table_size(primaries),
+                    HashMode::Maglev => maglev_len = maglev::table_size(primaries, maglev_size),
                 }
             }
             Policy::RoundRobin | Policy::LeastConn => {}

@@ -990,6 +990,7 @@ mod tests {
             policy: Policy::Hash {
                 mode: HashMode::Maglev,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             peers: &peers,
         };
