@@ -179,7 +179,7 @@ check-exports:
 	done
 
 test: deps nginx debian-module-check check-exports
-	$(CARGO) build --bins
+	$(CARGO) build --workspace --bins
 	HAB_REQUIRE_NGINX=1 $(CARGO) test --workspace
 	# the same end-to-end tests against Debian's nginx 1.22 and its module
 	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=/usr/sbin/nginx \

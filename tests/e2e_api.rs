@@ -7,32 +7,37 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    proxy_block, sequence, server_lines, spawn_load, Backend, LoadOpts, Nginx, WORKERS,
-};
+use common::{proxy_block, sequence, server_lines, spawn_load, Backend, LoadOpts, Nginx, WORKERS};
 use hab_testkit::http;
 use serde_json::Value;
 
 /// The upstream `up` with `upstream_body`, proxied at `/`, and the API at
 /// `/api/` (write), `/ro/` (read only), `/denied/` (nobody allowed).
 fn block(port: u16, upstream_body: &str, http_extra: &str) -> String {
-    let base = proxy_block(port, upstream_body, "            proxy_next_upstream error timeout;");
-    let api = format!(
-        "        location /api/ {{ ha_api write=on; }}
-        location /ro/ {{ ha_api; }}
-        location /denied/ {{ ha_api write=on; allow 127.0.0.2; deny all; }}
-"
+    let base = proxy_block(
+        port,
+        upstream_body,
+        "            proxy_next_upstream error timeout;",
     );
+    let api = "        location /api/ { ha_api write=on; }
+        location /ro/ { ha_api; }
+        location /denied/ { ha_api write=on; allow 127.0.0.2; deny all; }
+";
     // Put the API locations inside the proxying server.
-    let base = base.replacen("        location / {", &format!("{api}        location / {{"), 1);
+    let base = base.replacen(
+        "        location / {",
+        &format!("{api}        location / {{"),
+        1,
+    );
     format!("{http_extra}\n{base}")
 }
 
 fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
     let r = http::request(port, method, path, body.as_bytes())
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let v = if r.header("content-type") == Some("application/json") {
-        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{method} {path}: bad JSON {e}: {}", r.text()))
+    let v = if method != "HEAD" && r.header("content-type") == Some("application/json") {
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: bad JSON {e}: {}", r.text()))
     } else {
         Value::Null
     };
@@ -46,7 +51,12 @@ fn server(port: u16, id: usize) -> Value {
 }
 
 fn patch(port: u16, id: usize, body: &str) -> Value {
-    let (s, v) = call(port, "PATCH", &format!("/api/upstreams/up/servers/{id}"), body);
+    let (s, v) = call(
+        port,
+        "PATCH",
+        &format!("/api/upstreams/up/servers/{id}"),
+        body,
+    );
     assert_eq!(s, 200, "PATCH {id} {body}: {v}");
     v
 }
@@ -63,7 +73,12 @@ fn api_reads_and_every_refusal() {
         "        ha_balance round_robin;\n{}",
         server_lines(&b, &["weight=2", "backup", "max_conns=7"])
     );
-    let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
+    let big = "    upstream big {
+        ha_balance hash $arg_k consistent;
+        server 127.0.0.1:1;
+        server 127.0.0.1:2;
+    }";
+    let mut ngx = Nginx::start(&block(port, &upstream, big), WORKERS);
 
     let (s, v) = call(port, "GET", "/api/upstreams", "");
     assert_eq!(s, 200, "{v}");
@@ -98,38 +113,135 @@ fn api_reads_and_every_refusal() {
     assert_eq!(s, 200);
 
     for (method, path, body, status, code) in [
-        ("PATCH", "/ro/upstreams/up/servers/0", r#"{"down":true}"#, 405, "MethodNotAllowed"),
-        ("DELETE", "/api/upstreams/up/servers/0", "", 405, "MethodNotAllowed"),
+        (
+            "PATCH",
+            "/ro/upstreams/up/servers/0",
+            r#"{"down":true}"#,
+            405,
+            "MethodNotAllowed",
+        ),
+        (
+            "DELETE",
+            "/api/upstreams/up/servers/0",
+            "",
+            405,
+            "MethodNotAllowed",
+        ),
         ("POST", "/api/upstreams", "{}", 405, "MethodNotAllowed"),
-        ("PATCH", "/api/upstreams/up/servers/0", "{\"down\":", 400, "BadRequest"),
-        ("PATCH", "/api/upstreams/up/servers/0", "", 400, "BadRequest"),
-        ("PATCH", "/api/upstreams/up/servers/0", "{}", 400, "BadRequest"),
-        ("PATCH", "/api/upstreams/up/servers/0", r#"{"drian":true}"#, 400, "BadRequest"),
-        ("PATCH", "/api/upstreams/up/servers/0", r#"{"weight":0}"#, 400, "BadRequest"),
-        ("PATCH", "/api/upstreams/up/servers/0", r#"{"weight":4294967297}"#, 400, "BadRequest"),
-        ("PATCH", "/api/upstreams/up/servers/0", r#"{"down":"yes"}"#, 400, "BadRequest"),
+        (
+            "PATCH",
+            "/api/upstreams/up/servers/0",
+            "{\"down\":",
+            400,
+            "BadRequest",
+        ),
+        (
+            "PATCH",
+            "/api/upstreams/up/servers/0",
+            "",
+            400,
+            "BadRequest",
+        ),
+        (
+            "PATCH",
+            "/api/upstreams/up/servers/0",
+            "{}",
+            400,
+            "BadRequest",
+        ),
+        (
+            "PATCH",
+            "/api/upstreams/up/servers/0",
+            r#"{"drian":true}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            "PATCH",
+            "/api/upstreams/up/servers/0",
+            r#"{"weight":0}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            "PATCH",
+            "/api/upstreams/up/servers/0",
+            r#"{"weight":4294967297}"#,
+            400,
+            "BadRequest",
+        ),
+        (
+            "PATCH",
+            "/api/upstreams/up/servers/0",
+            r#"{"down":"yes"}"#,
+            400,
+            "BadRequest",
+        ),
         ("GET", "/api/upstreams/nope", "", 404, "NotFound"),
-        ("PATCH", "/api/upstreams/nope/servers/0", r#"{"down":true}"#, 404, "NotFound"),
+        (
+            "PATCH",
+            "/api/upstreams/nope/servers/0",
+            r#"{"down":true}"#,
+            404,
+            "NotFound",
+        ),
         ("GET", "/api/upstreams/up/servers/3", "", 404, "NotFound"),
         ("GET", "/api/upstreams/up/servers/-1", "", 404, "NotFound"),
-        ("GET", "/api/upstreams/up/servers/18446744073709551617", "", 404, "NotFound"),
+        (
+            "GET",
+            "/api/upstreams/up/servers/18446744073709551617",
+            "",
+            404,
+            "NotFound",
+        ),
         ("GET", "/api/other", "", 404, "NotFound"),
     ] {
         let (s, v) = call(port, method, path, body);
         assert_eq!(
-            (s, v["error"]["code"].as_str(), v["error"]["status"].as_u64()),
+            (
+                s,
+                v["error"]["code"].as_str(),
+                v["error"]["status"].as_u64()
+            ),
             (status, Some(code), Some(u64::from(status))),
             "{method} {path} {body}: {v}"
         );
         assert!(v["error"]["text"].as_str().is_some_and(|t| !t.is_empty()));
     }
+    // A change that cannot fit in the zone: refused, said in the error
+    // log, and the current generation keeps serving.
+    let (s, v) = call(
+        port,
+        "PATCH",
+        "/api/upstreams/big/servers/0",
+        r#"{"weight":100000}"#,
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (507, Some("NoSpace")),
+        "{v}"
+    );
+    assert!(
+        ngx.error_log().contains("[error]") && ngx.error_log().contains("does not fit"),
+        "{}",
+        ngx.error_log()
+    );
+    let (_, v) = call(port, "GET", "/api/upstreams/big", "");
+    assert_eq!(
+        (v["generation"].as_u64(), v["peers"][0]["weight"].as_u64()),
+        (Some(1), Some(1))
+    );
     // nginx's own access control applies.
     let (s, _) = call(port, "GET", "/denied/upstreams", "");
     assert_eq!(s, 403);
     // Nothing refused changed anything.
     let (_, v) = call(port, "GET", "/api/upstreams/up", "");
     assert_eq!(v["generation"], 1);
-    assert!(v["peers"].as_array().unwrap().iter().all(|p| p["state"] == "up"));
+    assert!(v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["state"] == "up"));
     assert_eq!(ngx.crashes(), Vec::<String>::new());
     ngx.stop();
 }
@@ -140,14 +252,21 @@ fn weight_change_reaches_every_worker_on_the_next_request() {
         return;
     }
     let _serial = common::serial();
-    let b = [Backend::start("a"), Backend::start("b"), Backend::start("c")];
+    let b = [
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    ];
     let port = common::free_port();
     let upstream = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
 
     assert_eq!(sequence(port, "/", 6), ["a", "b", "c", "a", "b", "c"]);
     let v = patch(port, 0, r#"{"weight":5}"#);
-    assert_eq!((v["weight"].as_u64(), v["configured_weight"].as_u64()), (Some(5), Some(1)));
+    assert_eq!(
+        (v["weight"].as_u64(), v["configured_weight"].as_u64()),
+        (Some(5), Some(1))
+    );
     // The new generation starts its smooth sequence at its beginning, and
     // every worker follows it from the next request on.
     let seq = sequence(port, "/", 70);
@@ -160,7 +279,10 @@ fn weight_change_reaches_every_worker_on_the_next_request() {
     assert_eq!(sequence(port, "/", 6), ["a", "b", "c", "a", "b", "c"]);
     let pids: std::collections::BTreeSet<i32> =
         ngx.access_entries().iter().map(|e| e.pid).collect();
-    assert!(pids.len() >= 2, "requests served by one worker only: {pids:?}");
+    assert!(
+        pids.len() >= 2,
+        "requests served by one worker only: {pids:?}"
+    );
     ngx.stop();
 }
 
@@ -188,7 +310,11 @@ fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
     while b[0].stats().inflight == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(b[0].stats().inflight > 0, "no request in flight on d0");
+    assert!(
+        b[0].stats().inflight > 0,
+        "no request in flight on {}",
+        b[0].name
+    );
     let v = patch(port, 0, r#"{"drain":true}"#);
     let after = b[0].stats().requests;
     assert!(v["drain"].as_bool().unwrap());
@@ -196,24 +322,35 @@ fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
     assert_eq!(v["state"], "draining", "{v}");
     assert!(v["active"].as_u64().unwrap() > 0);
     // Once they finish, it reads as down, with nothing in flight.
-    let ok = common::wait_until(Duration::from_secs(10), || server(port, 0)["state"] == "down");
+    let ok = common::wait_until(Duration::from_secs(10), || {
+        server(port, 0)["state"] == "down"
+    });
     let v = server(port, 0);
     assert!(ok, "still {v} after 10 s");
     assert_eq!(v["active"], 0);
     std::thread::sleep(Duration::from_millis(700));
     let r = load.stop();
-    assert_eq!((r.non_200, r.errors), (0, 0), "client errors: {:?}", r.failures);
-    assert!(r.total > 50, "too little load: {}", r.total);
+    assert_eq!(
+        (r.non_200, r.errors),
+        (0, 0),
+        "client errors: {:?}",
+        r.failures
+    );
+    assert!(r.total > 20, "too little load: {}", r.total);
     assert_eq!(
         b[0].stats().requests,
         after,
         "a request reached the drained server after the PATCH returned"
     );
-    assert_eq!(b[0].stats().inflight, 0, "in-flight requests on d0 completed");
+    assert_eq!(
+        b[0].stats().inflight,
+        0,
+        "in-flight requests on d0 completed"
+    );
     // Undrained, it takes traffic again.
     patch(port, 0, r#"{"drain":false}"#);
     let seq = sequence(port, "/", 30);
-    assert!(seq.iter().any(|s| s == "d0"), "{seq:?}");
+    assert!(seq.iter().any(|s| *s == b[0].name), "{seq:?}");
     ngx.stop();
 }
 
@@ -243,23 +380,50 @@ fn two_hundred_changes_under_load_lose_nothing() {
         r#"{"down":true}"#,
         r#"{"down":false,"weight":1}"#,
     ];
+    let mut accepted = 0;
     for k in 0..200 {
         // Server 2 is never touched: there is always somewhere to go.
-        let (s, v) = call(port, "PATCH", &format!("/api/upstreams/up/servers/{}", k % 2), bodies[k % 5]);
-        // A concurrent builder answers 409; every other change applies.
+        let (s, v) = call(
+            port,
+            "PATCH",
+            &format!("/api/upstreams/up/servers/{}", k % 2),
+            bodies[k % 5],
+        );
+        // 409 when older generations are all still serving requests in
+        // flight (or another builder is at work); every other change applies.
         assert!(s == 200 || s == 409, "PATCH #{k}: {s} {v}");
+        accepted += usize::from(s == 200);
     }
+    assert!(accepted >= 100, "only {accepted} of 200 changes accepted");
     let r = load.stop();
-    assert_eq!((r.non_200, r.errors), (0, 0), "client errors: {:?}", r.failures);
-    assert!(r.total > 200, "too little load: {}", r.total);
+    assert_eq!(
+        (r.non_200, r.errors),
+        (0, 0),
+        "client errors: {:?}",
+        r.failures
+    );
+    assert!(r.total > 50, "too little load: {}", r.total);
     // At idle every in-flight count is back to zero.
     let ok = common::wait_until(Duration::from_secs(5), || {
         let (_, v) = call(port, "GET", "/api/upstreams/up", "");
-        v["peers"].as_array().unwrap().iter().all(|p| p["active"] == 0)
+        v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["active"] == 0)
     });
     let (_, v) = call(port, "GET", "/api/upstreams/up", "");
     assert!(ok, "{v}");
-    assert!(v["generation"].as_u64().unwrap() > 50, "{v}");
+    assert!(v["generation"].as_u64().unwrap() > 20, "{v}");
+    // Old generations were reclaimed: at idle a change always fits.
+    for w in 2..12 {
+        let v = patch(
+            port,
+            0,
+            &format!(r#"{{"weight":{w},"down":false,"drain":false}}"#),
+        );
+        assert_eq!(v["weight"], w);
+    }
     assert_eq!(ngx.crashes(), Vec::<String>::new());
     assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());
     ngx.stop();
@@ -273,10 +437,20 @@ fn admin_state_survives_reload_and_restart_with_a_state_file() {
     let _serial = common::serial();
     let b = Backend::start_many("s", 4);
     let state_dir = common::scratch_dir();
+    // Workers run as an unprivileged user: the directory must let them
+    // write (as /var/lib/nginx does for an operator).
+    std::fs::set_permissions(
+        &state_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let state = state_dir.join("ha-state.json");
     let extra = format!("    ha_state_file {};", state.display());
     let port = common::free_port();
-    let three = format!("        ha_balance round_robin;\n{}", server_lines(&b[..3], &[]));
+    let three = format!(
+        "        ha_balance round_robin;\n{}",
+        server_lines(&b[..3], &[])
+    );
     let mut ngx = Nginx::start(&block(port, &three, &extra), WORKERS);
 
     patch(port, 1, r#"{"down":true}"#);
@@ -285,8 +459,16 @@ fn admin_state_survives_reload_and_restart_with_a_state_file() {
     let check = |port: u16, what: &str| {
         let s1 = server(port, 1);
         let s2 = server(port, 2);
-        assert_eq!((s1["down"].as_bool(), s1["state"].as_str()), (Some(true), Some("down")), "{what}: {s1}");
-        assert_eq!((s2["drain"].as_bool(), s2["weight"].as_u64()), (Some(true), Some(4)), "{what}: {s2}");
+        assert_eq!(
+            (s1["down"].as_bool(), s1["state"].as_str()),
+            (Some(true), Some("down")),
+            "{what}: {s1}"
+        );
+        assert_eq!(
+            (s2["drain"].as_bool(), s2["weight"].as_u64()),
+            (Some(true), Some(4)),
+            "{what}: {s2}"
+        );
         assert_eq!(server(port, 0)["state"], "up", "{what}");
     };
     check(port, "before");
@@ -299,7 +481,10 @@ fn admin_state_survives_reload_and_restart_with_a_state_file() {
     ngx.reload_with(&block(port, &four, &extra));
     check(port, "after reload with a server added");
     let seq = sequence(port, "/", 12);
-    assert!(seq.iter().all(|s| s == "s0" || s == "s3"), "{seq:?}");
+    assert!(
+        seq.iter().all(|s| *s == b[0].name || *s == b[3].name),
+        "only the servers neither down nor draining: {seq:?}"
+    );
     ngx.stop();
 
     // A full restart: the state file brings it back.
@@ -310,7 +495,10 @@ fn admin_state_survives_reload_and_restart_with_a_state_file() {
 
     // A truncated, then a garbage state file: reported, configured values.
     let good = std::fs::read(&state).unwrap();
-    for (what, bytes) in [("truncated", good[..good.len() / 2].to_vec()), ("garbage", b"\x00\x01not json".to_vec())] {
+    for (what, bytes) in [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("garbage", b"\x00\x01not json".to_vec()),
+    ] {
         std::fs::write(&state, &bytes).unwrap();
         let mut ngx = Nginx::start(&block(port, &four, &extra), WORKERS);
         let log = ngx.error_log();
@@ -320,7 +508,11 @@ fn admin_state_survives_reload_and_restart_with_a_state_file() {
         );
         for id in 0..4 {
             let s = server(port, id);
-            assert_eq!((s["state"].as_str(), s["weight"].as_u64()), (Some("up"), Some(1)), "{what}: {s}");
+            assert_eq!(
+                (s["state"].as_str(), s["weight"].as_u64()),
+                (Some("up"), Some(1)),
+                "{what}: {s}"
+            );
         }
         assert_eq!(ngx.crashes(), Vec::<String>::new());
         ngx.stop();
@@ -349,7 +541,10 @@ fn hab_cli_drives_the_api() {
     let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
     let url = format!("http://127.0.0.1:{port}/api");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(&hab).args(args).output().expect("run hab");
+        let out = std::process::Command::new(&hab)
+            .args(args)
+            .output()
+            .expect("run hab");
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn names_from_identity() {
         assert_eq!(
-            names(b"app\0backend:80\0127.0.0.1:80"),
+            names(b"app\0backend:80\x00127.0.0.1:80"),
             ("backend:80".into(), "127.0.0.1:80".into())
         );
         assert_eq!(names(b"a"), ("a".into(), "a".into()));

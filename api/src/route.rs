@@ -237,6 +237,14 @@ fn publish_refusal(upstream: &str, e: Error) -> Response {
             "Busy",
             format!("another change of upstream \"{upstream}\" is being applied; retry"),
         ),
+        Error::Pinned => refuse(
+            409,
+            "Busy",
+            format!(
+                "older table generations of upstream \"{upstream}\" still serve \
+                 requests in flight; retry shortly"
+            ),
+        ),
         Error::NoSpace | Error::TooLarge => {
             let text = format!(
                 "the new generation of upstream \"{upstream}\" does not fit in its \
@@ -267,16 +275,16 @@ mod tests {
         let peers = [
             PeerSpec {
                 position: Some(0),
-                ..PeerSpec::new(b"app\0a:80\0127.0.0.1:1")
+                ..PeerSpec::new(b"app\0a:80\x00127.0.0.1:1")
             },
             PeerSpec {
                 backup: true,
                 position: Some(1),
-                ..PeerSpec::new(b"app\0b:80\0127.0.0.1:2")
+                ..PeerSpec::new(b"app\0b:80\x00127.0.0.1:2")
             },
             PeerSpec {
                 position: Some(2),
-                ..PeerSpec::new(b"app\0c:80\0127.0.0.1:3")
+                ..PeerSpec::new(b"app\0c:80\x00127.0.0.1:3")
             },
         ];
         // Primaries first in the table; positions keep configuration order.

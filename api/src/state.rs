@@ -189,9 +189,9 @@ mod tests {
 
     fn zone() -> OwnedTable {
         let peers = [
-            PeerSpec::new(b"app\0a\01"),
-            PeerSpec::new(b"app\0b\02"),
-            PeerSpec::new(b"app\0c\03"),
+            PeerSpec::new(b"app\0a\0x1"),
+            PeerSpec::new(b"app\0b\0x2"),
+            PeerSpec::new(b"app\0c\0x3"),
         ];
         OwnedTable::new(&UpstreamSpec {
             policy: Policy::RoundRobin,

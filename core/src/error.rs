@@ -17,6 +17,9 @@ pub enum Error {
     UnknownPolicy,
     /// Too many peers, or a total weight too large for the schedule.
     TooLarge,
+    /// A new generation would fit, but older ones still serve requests in
+    /// flight and hold the room: retry once they finish.
+    Pinned,
 }
 
 impl fmt::Display for Error {
@@ -28,6 +31,7 @@ impl fmt::Display for Error {
             Error::BadLayout => "memory region holds no matching table",
             Error::UnknownPolicy => "unknown balancing policy",
             Error::TooLarge => "too many peers or total weight too large",
+            Error::Pinned => "older table generations still serve requests in flight",
         })
     }
 }

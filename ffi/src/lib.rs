@@ -79,6 +79,7 @@ impl From<Error> for hab_result {
             Error::BadLayout => HAB_BAD_LAYOUT,
             Error::UnknownPolicy => HAB_UNKNOWN_POLICY,
             Error::TooLarge => HAB_TOO_LARGE,
+            Error::Pinned => HAB_BUSY,
         }
     }
 }

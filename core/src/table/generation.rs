@@ -467,15 +467,34 @@ impl<'a> Zone<'a> {
             return Err(Error::InvalidArgument);
         }
         self.lease(owner, &alive)?;
-        let r = self.effective_spec(|spec| self.publish_locked(spec));
-        self.sync().builder.store(0, Release);
-        r
+        // Given back however the build ends, a panic included (the C
+        // boundary catches it; a lease kept would block every later change).
+        struct Lease<'b>(&'b core::sync::atomic::AtomicU64);
+        impl Drop for Lease<'_> {
+            fn drop(&mut self) {
+                self.0.store(0, Release);
+            }
+        }
+        let _lease = Lease(&self.sync().builder);
+        self.effective_spec(|spec| self.publish_locked(spec))
     }
 
     fn publish_locked(&self, spec: &UpstreamSpec<'_>) -> Result<u64, Error> {
         let plan = GenPlan::new(spec)?;
         self.reclaim();
-        let (d, off) = self.place(plan.size).ok_or(Error::NoSpace)?;
+        let Some((d, off)) = self.place(plan.size) else {
+            // Room taken by generations still in use is only a wait; a
+            // generation larger than what the arena can ever hold beside
+            // the serving one is a refusal.
+            let serving = self
+                .current_slot()
+                .map_or(0, |d| self.slot(d).len.load(Relaxed) as usize);
+            return Err(if plan.size + serving <= self.root().arena_len as usize {
+                Error::Pinned
+            } else {
+                Error::NoSpace
+            });
+        };
         let seq = self.sync().next.load(Relaxed).max(1);
         // SAFETY: `place` returned a 64-byte aligned gap of `plan.size`
         // bytes inside the arena that no live generation uses, and the
@@ -617,6 +636,23 @@ mod tests {
     }
 
     #[test]
+    fn generations_all_in_use_is_a_wait_not_a_refusal() {
+        let t = rr(&[PeerSpec::new(b"a"), PeerSpec::new(b"b")]);
+        let z = t.zone();
+        let mut held = Vec::new();
+        for k in 0..GENS as u32 - 1 {
+            held.push(OwnedAttempt::new(z, 0));
+            z.set_weight(0, Some(2 + k)).unwrap();
+            z.publish(7, |_| true).unwrap();
+        }
+        // Every descriptor holds a generation in use (the last one serves).
+        z.set_weight(0, Some(1)).unwrap();
+        assert_eq!(z.publish(7, |_| true).unwrap_err(), Error::Pinned);
+        held.pop();
+        assert!(z.publish(7, |_| true).is_ok());
+    }
+
+    #[test]
     fn lease_is_exclusive_and_taken_over_from_the_dead() {
         let t = rr(&[PeerSpec::new(b"a"), PeerSpec::new(b"b")]);
         let z = t.zone();
@@ -637,6 +673,7 @@ mod tests {
             policy: Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 0,
+                maglev_size: 0,
             },
             peers: &peers,
         })

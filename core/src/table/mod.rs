@@ -81,8 +81,8 @@ pub const BACKUP: usize = 1;
 pub const TOTAL: usize = 2;
 
 /// Generation descriptors per zone: the one serving, the one being built,
-/// and room for two retiring ones still referenced by requests in flight.
-pub const GENS: usize = 4;
+/// and room for retiring ones still referenced by requests in flight.
+pub const GENS: usize = 8;
 
 /// Worker slots of the in-flight ledger (see [`ledger`]).
 pub const LEDGER_SLOTS: usize = 32;
