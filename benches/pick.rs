@@ -2,7 +2,8 @@
 //! balancers, one thread and two, table memory and build time
 //!
 //! - `pick/<policy>/<peers>`: one request that succeeds on its first try:
-//!   `Attempt::reset`, `seed`, `Table::get_keyed`, `Table::free(Ok)`, on
+//!   `Attempt::reset`, `seed`, `Zone::begin` (pins the serving generation),
+//!   `Zone::get_keyed`, `Zone::free(Ok)`, `Zone::end` (unpins), on
 //!   one thread, reusing one attempt buffer so nothing allocates in the
 //!   loop. Each request takes the next key of a pool of [`KEYS`] keys of 20
 //!   bytes (hash policies pay the crc32 of a realistic key; the others
@@ -18,7 +19,11 @@
 //!   barrier; the slower thread's time divided by its request count is
 //!   reported: time per request per thread while both run. Thread spawn
 //!   and join are not measured.
-//! - `build/<policy>/<peers>`: `Table::init` into an allocated region.
+//! - `build/<policy>/<peers>`: `Zone::init` into an allocated region (the
+//!   zone and its first generation).
+//! - `build/rebuild/<policy>/<peers>`: a runtime change: one weight
+//!   overridden, the next generation built beside the serving one and
+//!   published (`Zone::publish`), as a `PATCH` of the weight does.
 //! - Before measuring, the baseline checks itself against nginx's known
 //!   sequences and the table size per peer of every policy is printed
 //!   (`memory:` lines).
@@ -136,6 +141,8 @@ enum Subject<'a> {
 /// its position in the key pool and its seed sequence.
 struct Worker<'k> {
     words: Vec<u64>,
+    /// The thread's ledger slot (ours), as each nginx worker has one.
+    slot: Option<u32>,
     keys: &'k [Vec<u8>],
     next_key: usize,
     seed: u64,
@@ -149,11 +156,14 @@ impl<'k> Worker<'k> {
                 vec![0u64; p.tried_words()]
             }
         };
-        if let Subject::Ours(_) = s {
+        let mut slot = None;
+        if let Subject::Ours(t) = s {
             Attempt::init(&mut words, NOW);
+            slot = t.zone().claim_slot(thread as u64 + 1, |_| true);
         }
         Worker {
             words,
+            slot,
             keys,
             next_key: thread * KEYS / 2,
             seed: (thread as u64 + 1).wrapping_mul(0xd1b5_4a32_d192_ed03),
@@ -165,6 +175,9 @@ impl<'k> Worker<'k> {
     fn run(&mut self, s: Subject<'_>, iters: u64) {
         match s {
             Subject::Ours(table) => {
+                // As the module: pin the serving generation, pick and
+                // release on it, unpin at the end of the request.
+                let zone = table.zone();
                 let mut a = Attempt::from_words(&mut self.words);
                 for _ in 0..iters {
                     let key = &self.keys[self.next_key % KEYS];
@@ -172,8 +185,11 @@ impl<'k> Worker<'k> {
                     self.seed = self.seed.wrapping_add(GOLDEN);
                     a.reset(NOW);
                     a.seed(self.seed);
-                    let p = table.get_keyed(&mut a, key, NOW).expect("a peer");
-                    table.free(&mut a, Outcome::Ok, NOW).expect("a try");
+                    a.set_slot(self.slot);
+                    zone.begin(&mut a).expect("a generation");
+                    let p = zone.get_keyed(&mut a, key, NOW).expect("a peer");
+                    zone.free(&mut a, Outcome::Ok, NOW).expect("a try");
+                    zone.end(&mut a);
                     black_box(p);
                 }
             }

@@ -568,3 +568,63 @@ fn hab_cli_drives_the_api() {
     assert_eq!(code, Some(2), "unreachable: {err}");
     ngx.stop();
 }
+
+#[test]
+fn killed_workers_do_not_pin_old_generations() {
+    if !common::nginx_or_skip("killed_workers_do_not_pin_old_generations") {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("k", 2);
+    let port = common::free_port();
+    let upstream = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
+    let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
+
+    // Slow requests hold generation 1 while a weight change publishes 2.
+    let load = spawn_load(
+        port,
+        "/?delay=3000",
+        LoadOpts {
+            max_time: Duration::from_secs(20),
+            ..LoadOpts::new(6, 1)
+        },
+    );
+    let ok = common::wait_until(Duration::from_secs(10), || {
+        b.iter().map(|b| b.stats().inflight).sum::<u64>() >= 6
+    });
+    assert!(ok, "slow requests did not arrive");
+    patch(port, 0, r#"{"weight":3}"#);
+    let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    assert_eq!(v["generation"], 2);
+    assert_eq!(v["retiring"][0]["generation"], 1, "{v}");
+    assert_eq!(v["retiring"][0]["requests"], 6, "{v}");
+
+    // Every worker dies with its requests; nginx starts new ones, which
+    // reconcile the dead ones' ledger rows: requests and pins are gone.
+    for pid in ngx.worker_pids() {
+        ngx.kill_worker(pid);
+    }
+    let ok = common::wait_until(Duration::from_secs(15), || {
+        ngx.worker_pids().len() == WORKERS
+            && matches!(http::request(port, "GET", "/api/upstreams/up", b""), Ok(r) if r.status == 200)
+    });
+    assert!(ok, "workers not back: {}", ngx.error_log());
+    let _ = load.stop();
+    // A worker claims its ledger slot (and reconciles) when it starts.
+    let ok = common::wait_until(Duration::from_secs(10), || {
+        let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+        v["retiring"].as_array().is_some_and(|r| r.is_empty())
+            && v["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["active"] == 0)
+    });
+    let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    assert!(ok, "{v}");
+    // And changes keep fitting: no descriptor is pinned forever.
+    for w in 1..=12 {
+        assert_eq!(patch(port, 0, &format!(r#"{{"weight":{w}}}"#))["weight"], w);
+    }
+    ngx.stop();
+}

@@ -43,6 +43,17 @@ pub struct UpstreamJson {
     pub generation: u64,
     /// Every server, in configuration order.
     pub peers: Vec<Server>,
+    /// Older generations still held by requests in flight (ours).
+    pub retiring: Vec<Retiring>,
+}
+
+/// An older generation that requests in flight still hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retiring {
+    /// Its number.
+    pub generation: u64,
+    /// Requests in flight holding it, all workers.
+    pub requests: u64,
 }
 
 /// An error body: `{"error": {"status", "code", "text"}}`.
@@ -135,6 +146,15 @@ pub fn upstream(name: &str, zone: Zone<'_>, now: u64) -> UpstreamJson {
         policy: policy_name(zone.policy()).to_owned(),
         generation: zone.generation(),
         peers,
+        retiring: zone
+            .generations()
+            .into_iter()
+            .filter(|g| !g.3 && g.2 > 0)
+            .map(|g| Retiring {
+                generation: g.1,
+                requests: g.2,
+            })
+            .collect(),
     }
 }
 
