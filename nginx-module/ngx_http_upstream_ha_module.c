@@ -1278,15 +1278,12 @@ ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf)
 static char *
 ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent, void *child)
 {
-    ngx_http_upstream_ha_api_conf_t  *prev = parent;
     ngx_http_upstream_ha_api_conf_t  *conf = child;
 
-    /* the API is served where ha_api is written, not inherited */
+    /* the API is served where ha_api is written: nothing is inherited */
 
     ngx_conf_init_value(conf->enable, 0);
     ngx_conf_init_value(conf->write, 0);
-
-    (void) prev;
 
     return NGX_CONF_OK;
 }

@@ -493,6 +493,20 @@ fn admin_state_survives_reload_and_restart_with_a_state_file() {
     assert!(ngx.error_log().contains("restored"), "{}", ngx.error_log());
     ngx.stop();
 
+    // A binary upgrade (USR2, then QUIT to the old master): the new master
+    // has its own shared memory and takes the state from the file.
+    let mut ngx = Nginx::start(&block(port, &four, &extra), WORKERS);
+    patch(port, 3, r#"{"down":true}"#);
+    ngx.binary_upgrade();
+    check(port, "after a binary upgrade");
+    assert_eq!(
+        server(port, 3)["down"],
+        true,
+        "the change made before the upgrade"
+    );
+    patch(port, 3, r#"{"down":false}"#);
+    ngx.stop();
+
     // A truncated, then a garbage state file: reported, configured values.
     let good = std::fs::read(&state).unwrap();
     for (what, bytes) in [

@@ -832,6 +832,42 @@ impl Nginx {
         self.wait_ready(&old);
     }
 
+    /// Binary upgrade, as an operator does it: `USR2` to the master (it
+    /// starts a new master from the binary, which reads the configuration
+    /// afresh and creates its own shared memory), waits until the new
+    /// master's workers run, then `QUIT` to the old master and waits until
+    /// it is gone. Afterwards `self` is the new master.
+    pub fn binary_upgrade(&mut self) {
+        let old = self.master;
+        let pid_file = self.dir.join("nginx.pid");
+        signal(old, libc::SIGUSR2);
+        let mut new = 0;
+        let started = wait_until(Duration::from_secs(15), || {
+            new = fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+            new != 0 && new != old && self.dir.join("nginx.pid.oldbin").is_file()
+        });
+        assert!(
+            started,
+            "no new master after USR2; error.log:\n{}",
+            self.error_log()
+        );
+        self.master = new;
+        self.wait_ready(&BTreeSet::new());
+        let old_workers: Vec<i32> = children(old).into_iter().map(|(p, _)| p).collect();
+        signal(old, libc::SIGQUIT);
+        let gone = wait_until(Duration::from_secs(15), || {
+            !alive(old) && old_workers.iter().all(|&p| p == new || !alive(p))
+        });
+        assert!(
+            gone,
+            "old master {old} still running; error.log:\n{}",
+            self.error_log()
+        );
+    }
+
     /// Replaces the http block, then reloads.
     pub fn reload_with(&mut self, http_block: &str) {
         let conf = render_conf(&self.dir, http_block, self.workers);

@@ -37,13 +37,15 @@
 //! per peer a peer's share is within about `n / M` (relative) of its
 //! weight's share: 1% at 100 slots per peer.
 //!
-//! Upstreams of more than 655 peers (under 100 slots each at 65,537) climb
-//! a fixed ladder, [`LADDER`], roughly ×10 per rung, taking the first rung
-//! with at least 100 slots per peer (the top rung, 65,537,011 entries or
-//! 256 MiB, for more than 655,370 peers). The size, and with it every
-//! permutation, changes only when the peer count crosses 655, 6,553 or
-//! 65,537: a removal across one of those thresholds reshuffles most keys.
-//! Pin `table_size=` to avoid that.
+//! The default stays 65,537 up to 65,537 peers (a table needs at least one
+//! entry per peer), as Envoy's does; only larger upstreams climb a fixed
+//! ladder, [`LADDER`], roughly ×10 per rung, taking the first rung with an
+//! entry per peer. Fewer slots per peer mean less even shares (about
+//! `n / M` relative: 1.5% at 1,000 peers, 15% at 10,000); `table_size=`
+//! buys evenness with build time, which grows with `M` (10,000 peers:
+//! milliseconds at 65,537 entries, seconds at 6,553,733 — a rebuild runs
+//! in the worker that serves a weight change, so the default keeps it
+//! short).
 //!
 //! Disruption: removing one of `n` peers moves that peer's own `1/n` of
 //! the keys plus a small fraction of the others', which shrinks as `M / n`
@@ -53,14 +55,11 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-/// Fewest table slots per peer before the default size climbs the ladder.
-pub const SLOTS_PER_PEER: usize = 100;
-
 /// Default table size (Envoy's): a prime, 2^16 + 1.
 pub const DEFAULT_TABLE_SIZE: usize = 65_537;
 
-/// Default sizes by peer count: the first rung with at least
-/// [`SLOTS_PER_PEER`] slots per peer, else the last. All prime.
+/// Default sizes by peer count: the first rung with at least one slot per
+/// peer, else the last. All prime.
 pub const LADDER: [usize; 4] = [DEFAULT_TABLE_SIZE, 655_373, 6_553_733, 65_537_011];
 
 /// Smallest configurable table size.
@@ -124,15 +123,15 @@ pub fn valid_table_size(m: usize) -> bool {
 }
 
 /// Table size for `n_peers` peers: `configured` unless it is 0, else the
-/// first [`LADDER`] rung with at least [`SLOTS_PER_PEER`] slots per peer
-/// (65,537 up to 655 peers), else the top rung. The result is independent
-/// of `n_peers` except across the ladder's thresholds. `configured` is
+/// first [`LADDER`] rung with at least one slot per peer (65,537 up to
+/// 65,537 peers), else the top rung. The result is independent of
+/// `n_peers` except across the ladder's thresholds. `configured` is
 /// checked by the caller ([`valid_table_size`], and `>= n_peers`).
 pub fn table_size(n_peers: usize, configured: u32) -> usize {
     if configured != 0 {
         return configured as usize;
     }
-    let want = n_peers.saturating_mul(SLOTS_PER_PEER);
+    let want = n_peers;
     LADDER
         .iter()
         .copied()
@@ -238,11 +237,11 @@ mod tests {
             (6, 0, 65_537),
             (100, 0, 65_537),
             (655, 0, 65_537),
-            (656, 0, 655_373),
-            (6_553, 0, 655_373),
-            (6_554, 0, 6_553_733),
-            (65_537, 0, 6_553_733),
-            (65_538, 0, 65_537_011),
+            (10_000, 0, 65_537),
+            (65_537, 0, 65_537),
+            (65_538, 0, 655_373),
+            (655_374, 0, 6_553_733),
+            (6_553_734, 0, 65_537_011),
             (usize::MAX, 0, 65_537_011),
             (6, 257, 257),
             (6, 1009, 1009),

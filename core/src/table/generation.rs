@@ -355,10 +355,19 @@ impl<'a> Zone<'a> {
         self.table(pin.slot as usize)
     }
 
-    /// Drops a request's pin.
+    /// Drops a request's pin: a `Release` store in the worker's own ledger
+    /// row (it is the row's only writer while it lives, see
+    /// [`super::ledger`]), a decrement of the shared counter otherwise.
     pub fn unpin(&self, ledger: Option<u32>, pin: Pin) {
         let refs = self.refs(ledger, pin.slot as usize);
-        let _ = refs.fetch_update(Release, Relaxed, |n| n.checked_sub(1));
+        if ledger.is_some_and(|s| (s as usize) < super::LEDGER_SLOTS) {
+            let n = refs.load(Relaxed);
+            if n != 0 {
+                refs.store(n - 1, Release);
+            }
+        } else {
+            let _ = refs.fetch_update(Release, Relaxed, |n| n.checked_sub(1));
+        }
     }
 
     /// References held on descriptor `d`, all workers together.

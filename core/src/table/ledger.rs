@@ -21,7 +21,10 @@
 //!
 //! Owner word transitions: `0` (free) → `pid` (claimed, by CAS) →
 //! [`RECLAIMING`] (by whoever reconciles it, by CAS) → `0`. Rows are written
-//! only by their owner; `Relaxed` suffices as each counter is independent.
+//! only by their owner while it lives (a load and a store, no locked
+//! instruction); `Relaxed` suffices for the in-flight counters as each is
+//! independent (the generation pins are ordered as [`super::generation`]
+//! explains).
 
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
@@ -97,18 +100,29 @@ impl Zone<'_> {
     }
 
     /// Counts one request of slot `slot` on peer `i` (no-op without slot).
+    ///
+    /// A row has one writer while its owner lives (the owner, one thread
+    /// per nginx worker); others touch it only to reconcile a dead owner's
+    /// row. A load and a store therefore suffice, without a locked
+    /// read-modify-write on the request path.
     #[inline]
     pub(crate) fn ledger_add(&self, slot: Option<u32>, i: usize) {
         if let Some((_, row)) = slot.and_then(|s| self.ledger_slot(s as usize)) {
-            row[i].fetch_add(1, Relaxed);
+            let c = &row[i];
+            c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
         }
     }
 
-    /// Uncounts one request of slot `slot` on peer `i`, never below zero.
+    /// Uncounts one request of slot `slot` on peer `i`, never below zero
+    /// (one writer, as [`Zone::ledger_add`]).
     #[inline]
     pub(crate) fn ledger_sub(&self, slot: Option<u32>, i: usize) {
         if let Some((_, row)) = slot.and_then(|s| self.ledger_slot(s as usize)) {
-            let _ = row[i].fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+            let c = &row[i];
+            let n = c.load(Relaxed);
+            if n != 0 {
+                c.store(n - 1, Relaxed);
+            }
         }
     }
 }
