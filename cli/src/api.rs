@@ -246,8 +246,21 @@ impl Client {
         body: &serde_json::Value,
     ) -> Result<Server, ApiError> {
         let path = format!("upstreams/{}/servers/{id}", segment(upstream));
-        let answer = self.call("PATCH", &path, Some(&body.to_string()))?;
-        parse_json(&answer, &path)
+        // 409: another change is being applied, or older table generations
+        // still serve requests in flight; both pass in moments. A few
+        // bounded retries (about 1.5 s in all), then the refusal is shown.
+        let mut wait = std::time::Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            match self.call("PATCH", &path, Some(&body.to_string())) {
+                Err(ApiError::Refused { status: 409, .. }) if tries < 5 => {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                    tries += 1;
+                }
+                r => return parse_json(&r?, &path),
+            }
+        }
     }
 
     /// One request; the body of a 2xx answer, or the error.
