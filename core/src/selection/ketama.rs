@@ -136,6 +136,13 @@ pub fn points_len(servers: &[(&[u8], u32)]) -> usize {
 ///
 /// If there are more than `u32::MAX` servers.
 pub fn build(servers: &[(&[u8], u32)]) -> Vec<Point> {
+    build_with_shadow(servers).0
+}
+
+/// [`build`], and the *shadow*: the points the collapse of equal hashes
+/// dropped, sorted by `(hash, server)`. Ring and shadow together are every
+/// generated point, which is what [`rebuild`] needs to stay exact.
+pub fn build_with_shadow(servers: &[(&[u8], u32)]) -> (Vec<Point>, Vec<Point>) {
     assert!(u32::try_from(servers.len()).is_ok(), "too many servers");
     let mut points = Vec::with_capacity(points_len(servers));
     for (i, &(name, weight)) in servers.iter().enumerate() {
@@ -143,10 +150,95 @@ pub fn build(servers: &[(&[u8], u32)]) -> Vec<Point> {
         points.extend(chain(name, weight).map(|hash| Point { hash, server }));
     }
     // Stable, as glibc's merge-sort `qsort`: among equal hashes the earliest
-    // generated point stays first and survives the dedup below.
+    // generated point (the lowest server) stays first and survives the
+    // collapse; generation order is server order, so this is the order of
+    // `(hash, server)`.
     points.sort_by_key(|p| p.hash);
-    points.dedup_by_key(|p| p.hash);
-    points
+    // The collapse in place (as `dedup`), the dropped points set aside.
+    let mut shadow = Vec::new();
+    let mut kept = 0;
+    for r in 0..points.len() {
+        let p = points[r];
+        if kept > 0 && points[kept - 1].hash == p.hash {
+            shadow.push(p);
+        } else {
+            points[kept] = p;
+            kept += 1;
+        }
+    }
+    points.truncate(kept);
+    (points, shadow)
+}
+
+/// Splits `n` points sorted by `(hash, server)` into the ring (the first
+/// point of every hash) and the shadow (the others).
+fn split(points: impl Iterator<Item = Point>, n: usize) -> (Vec<Point>, Vec<Point>) {
+    let (mut ring, mut shadow): (Vec<Point>, Vec<Point>) = (Vec::with_capacity(n), Vec::new());
+    for p in points {
+        match ring.last() {
+            Some(last) if last.hash == p.hash => shadow.push(p),
+            _ => ring.push(p),
+        }
+    }
+    (ring, shadow)
+}
+
+/// The ring and shadow [`build_with_shadow`] gives for `servers`, from
+/// those of the previous weights (`old_ring`, `old_shadow`) where only the
+/// servers marked in `changed` have another weight: their old points are
+/// dropped, their new ones generated and merged in, in one linear pass
+/// over the rest. A server's points for weight `w` are the first `w × 160`
+/// of its chain, so nothing else moves.
+///
+/// # Panics
+///
+/// If `changed` and `servers` differ in length.
+pub fn rebuild(
+    old_ring: &[Point],
+    old_shadow: &[Point],
+    servers: &[(&[u8], u32)],
+    changed: &[bool],
+) -> (Vec<Point>, Vec<Point>) {
+    assert_eq!(servers.len(), changed.len(), "one flag per server");
+    let mut fresh: Vec<Point> = Vec::new();
+    for (i, &(name, weight)) in servers.iter().enumerate() {
+        if changed[i] {
+            let server = i as u32;
+            fresh.extend(chain(name, weight).map(|hash| Point { hash, server }));
+        }
+    }
+    fresh.sort_by_key(|p| (p.hash, p.server));
+    let key = |p: &Point| (p.hash, p.server);
+    let keep = |p: &&Point| !changed.get(p.server as usize).copied().unwrap_or(true);
+    // The old points in (hash, server) order: a ring point precedes the
+    // shadow points of its hash (it has the lowest server).
+    let old = merge_by(
+        old_ring.iter().filter(keep),
+        old_shadow.iter().filter(keep),
+        key,
+    );
+    let n = old_ring.len() + old_shadow.len() + fresh.len();
+    split(merge_by(old, fresh.iter(), key).copied(), n)
+}
+
+/// Merges two iterators sorted by `key`, taking from `a` on ties.
+fn merge_by<'p, K: Ord>(
+    a: impl Iterator<Item = &'p Point>,
+    b: impl Iterator<Item = &'p Point>,
+    key: impl Fn(&Point) -> K,
+) -> impl Iterator<Item = &'p Point> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    core::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) => {
+            if key(y) < key(x) {
+                b.next()
+            } else {
+                a.next()
+            }
+        }
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 /// Position of the first point with `hash >= key_hash`, or `points.len()`
@@ -262,6 +354,51 @@ mod tests {
             let got: Vec<u32> = chain(server, 1).take(3).collect();
             assert_eq!(got, want, "{:?}", server);
             assert_eq!(chain(server, 2).count(), 320);
+        }
+    }
+
+    #[test]
+    fn rebuild_after_weight_changes_equals_a_full_build() {
+        // 2,000 servers (some written twice, whose points all collide)
+        // give hundreds of thousands of points: natural 32-bit collisions
+        // and shadowed duplicates both exercise the shadow.
+        let names: Vec<String> = (0..2_000)
+            .map(|i| format!("10.1.{}.{}:80", (i % 1_900) / 250, (i % 1_900) % 250))
+            .collect();
+        let mut weights: Vec<u32> = (0..2_000).map(|i| 1 + i % 3).collect();
+        let servers = |w: &[u32]| -> Vec<(Vec<u8>, u32)> {
+            names
+                .iter()
+                .zip(w)
+                .map(|(n, &w)| (n.clone().into_bytes(), w))
+                .collect()
+        };
+        fn as_refs(s: &[(Vec<u8>, u32)]) -> Vec<(&[u8], u32)> {
+            s.iter().map(|(n, w)| (n.as_slice(), *w)).collect()
+        }
+        let s0 = servers(&weights);
+        let (mut ring, mut shadow) = build_with_shadow(&as_refs(&s0));
+        assert!(!shadow.is_empty());
+        for (round, change) in [
+            vec![7usize],
+            vec![0, 1_950],
+            vec![3, 1_903, 1_999],
+            vec![42],
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut changed = vec![false; names.len()];
+            for &i in &change {
+                weights[i] = if round % 2 == 0 { weights[i] + 2 } else { 1 };
+                changed[i] = true;
+            }
+            let s = servers(&weights);
+            let (r, sh) = rebuild(&ring, &shadow, &as_refs(&s), &changed);
+            let (full_r, full_sh) = build_with_shadow(&as_refs(&s));
+            assert!(r == full_r, "round {round}: ring differs from a full build");
+            assert!(sh == full_sh, "round {round}: shadow differs");
+            (ring, shadow) = (r, sh);
         }
     }
 

@@ -142,7 +142,13 @@ impl GenPlan {
         })
     }
 
-    fn header(&self, spec: &UpstreamSpec<'_>, seq: u64, ring_len: usize) -> GenHeader {
+    fn header(
+        &self,
+        spec: &UpstreamSpec<'_>,
+        seq: u64,
+        ring_len: usize,
+        shadow_len: usize,
+    ) -> GenHeader {
         GenHeader {
             magic: GEN_MAGIC,
             seq,
@@ -170,36 +176,65 @@ impl GenPlan {
             sched_off: [self.sched_off[0] as u64, self.sched_off[1] as u64],
             sched_len: [self.sched_len[0] as u32, self.sched_len[1] as u32],
             size: self.size as u64,
-            reserved: [0; 12],
+            shadow_len: shadow_len as u32,
+            pad: 0,
+            reserved: [0; 11],
         }
     }
 
-    /// Builds the generation for `spec` at `base`.
+    /// Builds the generation for `spec` at `base`; `prev`, the serving
+    /// generation of the same zone if any, lets the ketama ring be rebuilt
+    /// from its points instead of from scratch.
     ///
     /// # Safety
     ///
     /// `base` must be 64-byte aligned, valid for writes of `self.size`
     /// bytes, and nobody may read those bytes during the call.
-    unsafe fn build(&self, spec: &UpstreamSpec<'_>, seq: u64, base: *mut u8) -> Result<(), Error> {
+    unsafe fn build(
+        &self,
+        spec: &UpstreamSpec<'_>,
+        seq: u64,
+        base: *mut u8,
+        prev: Option<Table<'_>>,
+    ) -> Result<(), Error> {
         // Build-time work that allocates (process-local): the ketama ring.
-        let ring = if self.ring_cap > 0 {
+        let (ring, shadow) = if self.ring_cap > 0 {
             let servers: Vec<(&[u8], u32)> =
                 spec.peers.iter().map(|p| (p.server, p.weight)).collect();
-            let mut points = ketama::build(&servers);
-            points.truncate(self.ring_cap);
-            points
+            match prev.filter(|t| t.header().ring_len > 0 && t.peers() == spec.peers.len()) {
+                Some(t) => {
+                    let changed: Vec<bool> = t
+                        .confs()
+                        .iter()
+                        .zip(spec.peers)
+                        .map(|(c, p)| c.weight != p.weight)
+                        .collect();
+                    ketama::rebuild(t.ring(), t.ring_shadow(), &servers, &changed)
+                }
+                None => ketama::build_with_shadow(&servers),
+            }
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
+        if ring.len() + shadow.len() != self.ring_cap {
+            // Every generated point is in one of the two: sum(w) × 160.
+            return Err(Error::TooLarge);
+        }
         let primaries = &spec.peers[..self.primaries];
         // SAFETY: `base` is aligned and valid for `self.size` bytes, ours
         // alone (function contract); every section lies inside it at an
         // offset aligned for its type (64-byte records first, then 32-byte,
         // then 8- and 4-byte ones). Zeroed cursors are valid atomics.
         unsafe {
-            core::ptr::write_bytes(base, 0, self.size);
+            // Zeroed but for the ring section, which is written whole
+            // below (ring and shadow are every generated point: its
+            // capacity exactly); zeroing 25 MB first would double the cost
+            // of a large ring.
+            let ring_end = self.ring_off + self.ring_cap * size_of::<Point>();
+            core::ptr::write_bytes(base, 0, self.ring_off);
+            core::ptr::write_bytes(base.add(ring_end), 0, self.size - ring_end);
             base.cast::<GenHeader>()
-                .write(self.header(spec, seq, ring.len()));
+                .write(self.header(spec, seq, ring.len(), shadow.len()));
             let conf = base.add(self.conf_off).cast::<PeerConf>();
             for (i, p) in spec.peers.iter().enumerate() {
                 conf.add(i).write(PeerConf {
@@ -222,9 +257,11 @@ impl GenPlan {
             if !ring.is_empty() {
                 let out = core::slice::from_raw_parts_mut(
                     base.add(self.ring_off).cast::<Point>(),
-                    ring.len(),
+                    ring.len() + shadow.len(),
                 );
-                out.copy_from_slice(&ring);
+                let (r, s) = out.split_at_mut(ring.len());
+                r.copy_from_slice(&ring);
+                s.copy_from_slice(&shadow);
             }
             if self.maglev_len > 0 {
                 let out = core::slice::from_raw_parts_mut(
@@ -505,10 +542,11 @@ impl<'a> Zone<'a> {
             });
         };
         let seq = self.sync().next.load(Relaxed).max(1);
+        let prev = self.current_slot().map(|d| self.table(d));
         // SAFETY: `place` returned a 64-byte aligned gap of `plan.size`
         // bytes inside the arena that no live generation uses, and the
         // descriptor is FREE: nobody reads those bytes.
-        unsafe { plan.build(spec, seq, self.as_ptr().add(off))? };
+        unsafe { plan.build(spec, seq, self.as_ptr().add(off), prev)? };
         let slot = self.slot(d);
         slot.off.store(off as u64, Relaxed);
         slot.len.store(plan.size as u64, Relaxed);
@@ -698,6 +736,47 @@ mod tests {
         let mut a = OwnedAttempt::new(z, 0);
         a.pick_keyed(b"k", 0).unwrap();
         a.release(Outcome::Ok, 0).unwrap();
+    }
+
+    #[test]
+    fn a_ring_rebuilt_from_the_serving_one_equals_a_fresh_build() {
+        let ids: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("10.0.0.{}:80", i % 250).into_bytes())
+            .collect();
+        let peers: Vec<PeerSpec<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| PeerSpec::new(id).weight(1 + (i % 3) as u32))
+            .collect();
+        let policy = Policy::Hash {
+            mode: HashMode::Consistent,
+            balance_factor: 0,
+            maglev_size: 0,
+        };
+        let t = OwnedTable::new(&UpstreamSpec {
+            policy,
+            peers: &peers,
+        })
+        .unwrap();
+        let z = t.zone();
+        for (i, w) in [(5usize, 4u32), (260, 1), (5, 1), (0, 7)] {
+            z.set_weight(i, Some(w)).unwrap();
+            z.publish(3, |_| true).unwrap();
+            let mut want = peers.clone();
+            for (j, p) in want.iter_mut().enumerate() {
+                p.weight = z.view(j, 0).unwrap().weight;
+            }
+            let fresh = OwnedTable::new(&UpstreamSpec {
+                policy,
+                peers: &want,
+            })
+            .unwrap();
+            assert!(
+                z.current().ring() == fresh.table().ring(),
+                "after weight {w} on {i}"
+            );
+            assert!(z.current().ring_shadow() == fresh.table().ring_shadow());
+        }
     }
 
     #[test]

@@ -315,8 +315,14 @@ pub struct GenHeader {
     pub sched_len: [u32; 2],
     /// Bytes of the generation.
     pub size: u64,
+    /// Points after the ring in its section: those the collapse of equal
+    /// hashes dropped, kept so that the next generation's ring can be
+    /// rebuilt incrementally (see [`crate::selection::ketama::rebuild`]).
+    pub shadow_len: u32,
     /// Zero.
-    pub reserved: [u64; 12],
+    pub pad: u32,
+    /// Zero.
+    pub reserved: [u64; 11],
 }
 
 /// Per-peer parameters as a generation was built with them.
@@ -878,6 +884,22 @@ impl<'a> Table<'a> {
         let h = self.header();
         // SAFETY: ring_len points at ring_off (layout contract).
         unsafe { self.section(h.ring_off, h.ring_len as usize) }
+    }
+
+    /// The points the ring's collapse dropped (empty unless hash
+    /// consistent), right after the ring.
+    #[inline]
+    pub fn ring_shadow(&self) -> &'a [Point] {
+        let h = self.header();
+        // SAFETY: shadow_len points follow the ring_len ones at ring_off,
+        // inside the ring section (layout contract: both together are at
+        // most its capacity).
+        unsafe {
+            self.section(
+                h.ring_off + u64::from(h.ring_len) * size_of::<Point>() as u64,
+                h.shadow_len as usize,
+            )
+        }
     }
 
     /// The Maglev table (empty unless hash maglev).
