@@ -115,3 +115,54 @@ fn plain_hash_matches_stock_nginx() {
     let _serial = common::serial();
     compare("hash $arg_k", "ha_balance hash $arg_k");
 }
+
+#[test]
+fn consistent_hash_after_weight_changes_matches_stock_nginx_configured_so() {
+    if !common::nginx_or_skip(
+        "consistent_hash_after_weight_changes_matches_stock_nginx_configured_so",
+    ) || common::stock_mode()
+    {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("w", 5);
+    let want = run(&b, "hash $arg_k consistent");
+
+    // Ours starts with every weight 1 and gets nginx's weights through the
+    // API: the ring of each new generation is rebuilt from the previous
+    // one, and must end up exactly nginx's ring for those weights.
+    let port = common::free_port();
+    let upstream = format!(
+        "        ha_balance hash $arg_k consistent;\n{}",
+        server_lines(&b, &[])
+    );
+    let block = proxy_block(port, &upstream, "").replacen(
+        "        location / {",
+        "        location /api/ { ha_api write=on; }\n        location / {",
+        1,
+    );
+    let mut ngx = Nginx::start(&block, WORKERS);
+    for (id, body) in [
+        (2, r#"{"weight":5}"#),
+        (1, r#"{"weight":2}"#),
+        (2, r#"{"weight":3}"#),
+        (4, r#"{"weight":4}"#),
+        (4, r#"{"weight":null}"#),
+    ] {
+        let r = common::http::request(
+            port,
+            "PATCH",
+            &format!("/api/upstreams/up/servers/{id}"),
+            body.as_bytes(),
+        )
+        .expect("PATCH");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let got = record(port);
+    ngx.stop();
+    let mismatches = want.iter().zip(&got).filter(|(w, g)| w != g).count();
+    assert_eq!(
+        mismatches, 0,
+        "after the weight changes, {mismatches} of {KEYS} keys differ from nginx's ring"
+    );
+}
