@@ -9,46 +9,12 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{get, outcome, proxy_block, server_lines, tally, Backend, Nginx, WORKERS};
+use common::{proxy_block, server_lines, tally, Backend, Nginx, WORKERS};
 
 const KEYS: usize = 2000;
 const WEIGHTS: [&str; 5] = ["", "weight=2", "weight=3", "", ""];
-
-/// Fetches `/?k=key-N` for every N in 0..KEYS with 4 concurrent clients
-/// (fresh connection per request), within 30 s; the outcome per key.
-fn record(port: u16) -> Vec<String> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let out = Arc::new(Mutex::new(vec![String::new(); KEYS]));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let (next, out) = (Arc::clone(&next), Arc::clone(&out));
-            thread::spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= KEYS || Instant::now() >= deadline {
-                    return;
-                }
-                let o = outcome(&get(port, &format!("/?k=key-{i}")));
-                out.lock().unwrap()[i] = o;
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("client thread panicked");
-    }
-    let out = Arc::try_unwrap(out).unwrap().into_inner().unwrap();
-    let missing = out.iter().filter(|o| o.is_empty()).count();
-    assert_eq!(
-        missing, 0,
-        "{missing} of {KEYS} keys not fetched within 30 s"
-    );
-    out
-}
 
 /// Runs the keys through `directive` over `b`; returns the backend per key.
 fn run(b: &[Backend], directive: &str) -> Vec<String> {
@@ -56,7 +22,7 @@ fn run(b: &[Backend], directive: &str) -> Vec<String> {
     let upstream = format!("        {directive};\n{}", server_lines(b, &WEIGHTS));
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
     let started = Instant::now();
-    let got = record(port);
+    let got = common::record_keys(port, KEYS);
     common::say(&format!(
         "  {directive}: {KEYS} keys in {:?}, {:?}",
         started.elapsed(),
@@ -158,7 +124,7 @@ fn consistent_hash_after_weight_changes_matches_stock_nginx_configured_so() {
         .expect("PATCH");
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    let got = record(port);
+    let got = common::record_keys(port, KEYS);
     ngx.stop();
     let mismatches = want.iter().zip(&got).filter(|(w, g)| w != g).count();
     assert_eq!(

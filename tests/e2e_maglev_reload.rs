@@ -10,45 +10,11 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{get, outcome, proxy_block, server_lines, tally, Backend, Nginx, WORKERS};
+use common::{proxy_block, server_lines, tally, Backend, Nginx, WORKERS};
 
 const KEYS: usize = 1000;
-
-/// Fetches `/?k=key-N` for every N in 0..KEYS with 4 concurrent clients
-/// (fresh connection per request), within 30 s; the backend per key.
-fn record(port: u16) -> Vec<String> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let out = Arc::new(Mutex::new(vec![String::new(); KEYS]));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let handles: Vec<_> = (0..4)
-        .map(|_| {
-            let (next, out) = (Arc::clone(&next), Arc::clone(&out));
-            thread::spawn(move || loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= KEYS || Instant::now() >= deadline {
-                    return;
-                }
-                let o = outcome(&get(port, &format!("/?k=key-{i}")));
-                out.lock().unwrap()[i] = o;
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("client thread panicked");
-    }
-    let out = Arc::try_unwrap(out).unwrap().into_inner().unwrap();
-    let missing = out.iter().filter(|o| o.is_empty()).count();
-    assert_eq!(
-        missing, 0,
-        "{missing} of {KEYS} keys not fetched within 30 s"
-    );
-    out
-}
 
 fn block(port: u16, b: &[Backend]) -> String {
     let upstream = format!(
@@ -69,7 +35,7 @@ fn maglev_removal_moves_only_the_removed_servers_keys() {
     let b = Backend::start_many("m", 6);
     let port = common::free_port();
     let mut ngx = Nginx::start(&block(port, &b), WORKERS);
-    let before = record(port);
+    let before = common::record_keys(port, KEYS);
     let names: Vec<String> = b.iter().map(|x| x.name.clone()).collect();
     assert!(
         before.iter().all(|o| names.contains(o)),
@@ -93,7 +59,7 @@ fn maglev_removal_moves_only_the_removed_servers_keys() {
         exited,
         "old workers {old:?} still alive 10 s after the reload"
     );
-    let after = record(port);
+    let after = common::record_keys(port, KEYS);
 
     let mut own = 0;
     let (mut kept, mut moved) = (0, 0);

@@ -25,6 +25,31 @@ pub(crate) unsafe fn zone<'a>(zone: *const hab_zone) -> Zone<'a> {
     unsafe { Zone::from_ptr(zone.cast_mut().cast()) }
 }
 
+/// Runs `open` (`Zone::init` or `Zone::attach` on the region at `mem`) on
+/// the spec read from `conf`, writing the handle on success.
+///
+/// # Safety
+///
+/// As the two exports below.
+unsafe fn open_zone(
+    conf: *const hab_upstream_conf,
+    mem: *mut c_void,
+    out_zone: *mut *mut hab_zone,
+    open: impl FnOnce(&hab_core::UpstreamSpec<'_>) -> Result<Zone<'static>, Error>,
+) -> hab_result {
+    guard(|| {
+        if mem.is_null() || out_zone.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: caller contract (conf valid for the call).
+        unsafe {
+            with_spec(conf, |spec| {
+                finish(open(spec).map(|z| z.as_ptr().cast()), out_zone)
+            })
+        }
+    })
+}
+
 /// Builds a fresh zone in `mem`.
 ///
 /// # Safety
@@ -39,20 +64,13 @@ pub unsafe extern "C" fn hab_zone_init(
     len: usize,
     out_zone: *mut *mut hab_zone,
 ) -> hab_result {
-    guard(|| {
-        if mem.is_null() || out_zone.is_null() {
-            return HAB_NULL_PARAMETER;
-        }
-        // SAFETY: caller contract (conf valid; mem ours for `len` bytes).
-        unsafe {
-            with_spec(conf, |spec| {
-                finish(
-                    Zone::init(spec, mem.cast(), len).map(|z| z.as_ptr().cast()),
-                    out_zone,
-                )
-            })
-        }
-    })
+    // SAFETY: caller contract: `mem` is ours for `len` bytes; the handle is
+    // used only while the mapping lives (what `'static` stands for here).
+    unsafe {
+        open_zone(conf, mem, out_zone, |spec| {
+            Zone::init(spec, mem.cast(), len)
+        })
+    }
 }
 
 /// Adopts the zone in `mem` if built for an equal `conf`.
@@ -68,20 +86,12 @@ pub unsafe extern "C" fn hab_zone_attach(
     len: usize,
     out_zone: *mut *mut hab_zone,
 ) -> hab_result {
-    guard(|| {
-        if mem.is_null() || out_zone.is_null() {
-            return HAB_NULL_PARAMETER;
-        }
-        // SAFETY: caller contract.
-        unsafe {
-            with_spec(conf, |spec| {
-                finish(
-                    Zone::attach(spec, mem.cast(), len).map(|z| z.as_ptr().cast()),
-                    out_zone,
-                )
-            })
-        }
-    })
+    // SAFETY: caller contract, as for `hab_zone_init`.
+    unsafe {
+        open_zone(conf, mem, out_zone, |spec| {
+            Zone::attach(spec, mem.cast(), len)
+        })
+    }
 }
 
 /// Carries the state of matching peers from `old` into the fresh `z`.

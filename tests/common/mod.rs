@@ -1003,6 +1003,38 @@ pub fn tally<S: AsRef<str>>(items: &[S]) -> BTreeMap<String, usize> {
     m
 }
 
+/// Fetches `/?k=key-N` for every N in 0..`keys` with 4 concurrent clients
+/// (fresh connection per request), within 30 s; the outcome per key (the
+/// backend's name for a 200).
+pub fn record_keys(port: u16, keys: usize) -> Vec<String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let out = Arc::new(Mutex::new(vec![String::new(); keys]));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (next, out) = (Arc::clone(&next), Arc::clone(&out));
+            thread::spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= keys || Instant::now() >= deadline {
+                    return;
+                }
+                let o = outcome(&get(port, &format!("/?k=key-{i}")));
+                out.lock().unwrap()[i] = o;
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client thread panicked");
+    }
+    let out = Arc::try_unwrap(out).unwrap().into_inner().unwrap();
+    let missing = out.iter().filter(|o| o.is_empty()).count();
+    assert_eq!(
+        missing, 0,
+        "{missing} of {keys} keys not fetched within 30 s"
+    );
+    out
+}
+
 /// Counts of a concurrent load run.
 #[derive(Debug, Clone, Default)]
 pub struct LoadResult {
