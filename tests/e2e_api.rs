@@ -109,6 +109,14 @@ fn api_reads_and_every_refusal() {
     assert!(peers.iter().all(|p| p["state"] == "up" && p["active"] == 0));
     let (s, one) = call(port, "GET", "/ro/upstreams/up/servers/2", "");
     assert_eq!((s, one["name"].as_str()), (200, Some(b[2].addr().as_str())));
+    assert_eq!(
+        (
+            one["policy"].as_str(),
+            one["generation"].as_u64(),
+            one["configured_weight"].as_u64()
+        ),
+        (Some("round_robin"), Some(1), Some(1))
+    );
     let (s, _) = call(port, "HEAD", "/api/upstreams/up", "");
     assert_eq!(s, 200);
 

@@ -30,6 +30,10 @@ pub struct Server {
     pub down: bool,
     /// Draining.
     pub drain: bool,
+    /// The upstream's balancing policy (ours).
+    pub policy: String,
+    /// Number of the generation serving the upstream (ours).
+    pub generation: u64,
 }
 
 /// One upstream, as `GET .../upstreams/{name}` shows it.
@@ -116,8 +120,8 @@ pub fn names(identity: &[u8]) -> (String, String) {
     }
 }
 
-/// The JSON of one server.
-pub fn server(v: &PeerView<'_>) -> Server {
+/// The JSON of one server of `zone`.
+pub fn server(v: &PeerView<'_>, zone: Zone<'_>) -> Server {
     let (name, addr) = names(v.identity);
     Server {
         id: v.position,
@@ -131,6 +135,8 @@ pub fn server(v: &PeerView<'_>) -> Server {
         max_conns: v.max_conns,
         down: v.down,
         drain: v.drain,
+        policy: policy_name(zone.policy()).to_owned(),
+        generation: zone.generation(),
     }
 }
 
@@ -138,7 +144,7 @@ pub fn server(v: &PeerView<'_>) -> Server {
 pub fn upstream(name: &str, zone: Zone<'_>, now: u64) -> UpstreamJson {
     let mut peers: Vec<Server> = (0..zone.peers())
         .filter_map(|i| zone.view(i, now))
-        .map(|v| server(&v))
+        .map(|v| server(&v, zone))
         .collect();
     peers.sort_by_key(|s| s.id);
     UpstreamJson {

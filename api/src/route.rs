@@ -159,7 +159,7 @@ fn server(req: &Request<'_>, u: &Upstream<'_>, id: &str, alive: impl Fn(u64) -> 
             u.name
         ));
     };
-    let show = |zone: Zone<'_>| zone.view(i, req.now_ms).map(|v| json::server(&v));
+    let show = |zone: Zone<'_>| zone.view(i, req.now_ms).map(|v| json::server(&v, zone));
     match req.method {
         Method::Get | Method::Head => ok(&show(u.zone)),
         Method::Patch if !req.write => refuse(
@@ -368,6 +368,10 @@ mod tests {
             (Some(4), Some(1))
         );
         assert_eq!(v["state"], "down", "drained with nothing in flight");
+        assert_eq!(
+            (v["policy"].as_str(), v["generation"].as_u64()),
+            (Some("round_robin"), Some(2))
+        );
         assert_eq!(t.zone().generation(), 2);
         let (s, v) = call(
             &t,
