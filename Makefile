@@ -196,7 +196,7 @@ check:
 	$(CARGO) test --test abi --test shared_fork
 
 demo: deps nginx
-	$(CARGO) build --bin hab-backend
+	$(CARGO) build --workspace --bins
 	bash scripts/demo.sh
 
 bench:

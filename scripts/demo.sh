@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ha-balancer demo: nginx + ngx_http_upstream_ha_module balancing three local
-# backends, one of which dies and comes back while traffic flows.
+# backends, one of which dies and comes back while traffic flows, then is
+# drained and brought back through the operator API with `hab`.
 #
 # Run by `make demo` (which builds nginx, the module and hab-backend first).
 # Everything listens on 127.0.0.1 only; every loop is bounded; everything
@@ -12,6 +13,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NGINX=${HAB_NGINX_BIN:-$ROOT/target/nginx/sbin/nginx}
 MODULE=${HAB_MODULE_SO:-$ROOT/target/nginx/modules/ngx_http_upstream_ha_module.so}
 BACKEND=$ROOT/target/debug/hab-backend
+HAB=$ROOT/target/debug/hab
 
 WORKERS=4
 FAIL_TIMEOUT=3
@@ -29,7 +31,7 @@ say()  { printf '%s\n' "$*"; }
 step() { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
 die()  { printf '%sdemo: %s%s\n' "$R" "$*" "$N" >&2; exit 1; }
 
-for f in "$NGINX" "$MODULE" "$BACKEND"; do
+for f in "$NGINX" "$MODULE" "$BACKEND" "$HAB"; do
     [[ -x $f || -f $f ]] || die "missing $f (run: make demo)"
 done
 command -v curl >/dev/null || die "curl is needed (apt-get install curl)"
@@ -223,6 +225,11 @@ http {
             proxy_next_upstream error timeout;
             proxy_connect_timeout 1s;
         }
+        location /api/ {
+            ha_api write=on;
+            allow 127.0.0.1;
+            deny all;
+        }
     }
 }
 EOF
@@ -269,6 +276,19 @@ for _ in $(seq 8); do
     fi
 done
 
+API=http://127.0.0.1:$NGINX_PORT/api
+APP3=127.0.0.1:${PORT[app3]}
+step "Draining app3 through the API, no reload: hab drain $API app $APP3"
+"$HAB" drain "$API" app "$APP3" >/dev/null || die "hab drain failed"
+for _ in 1 2 3; do
+    t=$((t + 1))
+    tick "$t" "app3 draining: requests in flight finish, every worker stops sending it new ones"
+done
+say "${D}$("$HAB" status "$API")${N}"
+step "Back in rotation: hab undrain $API app $APP3"
+"$HAB" undrain "$API" app "$APP3" >/dev/null || die "hab undrain failed"
+for _ in 1 2 3; do t=$((t + 1)); tick "$t" ""; done
+
 step "Summary"
 say "   requests sent:       $TOTAL_REQ"
 for n in "${NAMES[@]}"; do
@@ -279,6 +299,7 @@ if ((TOTAL_ERR == 0)); then
 else
     say "   ${R}errors seen by clients: $TOTAL_ERR${N}"
 fi
+((TOTAL_ERR == 0)) || die "clients saw errors"
 say "   upstream attempts that failed: $(connect_failures) (nginx's error log: connect() failed)"
 say "   ${D}each failure marks app2 down in shared memory, for all $WORKERS workers at once,"
 say "   until fail_timeout (${FAIL_TIMEOUT}s) passes and one request probes it again${N}"
