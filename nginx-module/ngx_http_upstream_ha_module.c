@@ -68,8 +68,11 @@ typedef struct {
 static ngx_int_t ngx_http_upstream_init_ha(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
-    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
-    hab_peer_conf *pc, uint32_t flags);
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_http_upstream_rr_peers_t *peers, hab_peer_conf *pc, uint32_t flags);
+static ngx_int_t ngx_http_upstream_ha_check_u32(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_rr_peer_t *peer,
+    const char *param, ngx_uint_t value);
 static void ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
     hab_peer_conf *pc, ngx_uint_t nprimary, ngx_uint_t n);
 static ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,
@@ -231,12 +234,12 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     hcf->conf.peers = pc;
     hcf->conf.npeers = n;
 
-    if (ngx_http_upstream_ha_add_peers(cf, hcf, peers, pc, 0) != NGX_OK) {
+    if (ngx_http_upstream_ha_add_peers(cf, us, hcf, peers, pc, 0) != NGX_OK) {
         return NGX_ERROR;
     }
 
     if (peers->next
-        && ngx_http_upstream_ha_add_peers(cf, hcf, peers->next,
+        && ngx_http_upstream_ha_add_peers(cf, us, hcf, peers->next,
                                           pc + peers->number, HAB_PEER_BACKUP)
            != NGX_OK)
     {
@@ -303,7 +306,7 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 
 
 static ngx_int_t
-ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
+ngx_http_upstream_ha_add_peers(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
     ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
     hab_peer_conf *pc, uint32_t flags)
 {
@@ -333,6 +336,21 @@ ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
         *p++ = '\0';
         ngx_memcpy(p, peer->name.data, peer->name.len);
 
+        /* the core counts in 32 bits: refuse what does not fit, never cut */
+
+        if (ngx_http_upstream_ha_check_u32(cf, us, peer, "weight",
+                                           peer->weight)
+               != NGX_OK
+            || ngx_http_upstream_ha_check_u32(cf, us, peer, "max_conns",
+                                              peer->max_conns)
+               != NGX_OK
+            || ngx_http_upstream_ha_check_u32(cf, us, peer, "max_fails",
+                                              peer->max_fails)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
         pc->weight = (uint32_t) peer->weight;
         pc->max_conns = (uint32_t) peer->max_conns;
         pc->max_fails = (uint32_t) peer->max_fails;
@@ -341,6 +359,24 @@ ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_ha_check_u32(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
+    ngx_http_upstream_rr_peer_t *peer, const char *param, ngx_uint_t value)
+{
+    if (value <= 0xffffffff) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "ha_balance upstream \"%V\": server \"%V\": \"%s=%ui\" "
+                  "is larger than %uD in %s:%ui",
+                  &us->host, &peer->server, param, value,
+                  (uint32_t) 0xffffffff, us->file_name, us->line);
+
+    return NGX_ERROR;
 }
 
 

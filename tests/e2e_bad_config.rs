@@ -118,3 +118,44 @@ fn valid_configs_pass() {
         );
     }
 }
+
+#[test]
+fn server_parameters_above_32_bits_are_refused_not_truncated() {
+    if !common::nginx_or_skip("server_parameters_above_32_bits_are_refused_not_truncated")
+        || common::stock_mode()
+    {
+        return;
+    }
+    // Each used to be cut to 32 bits: max_conns=4294967297 became a limit
+    // of 1, weight=4294967297 a weight of 1, weight=4294967296 a weight of
+    // 0 refused as a bare "invalid argument".
+    for (param, value) in [
+        ("max_conns", "4294967297"),
+        ("weight", "4294967297"),
+        ("weight", "4294967296"),
+        ("max_fails", "4294967297"),
+    ] {
+        let c = Nginx::check_detailed(&format!(
+            "    upstream up {{
+        ha_balance round_robin;
+        server 127.0.0.1:2;
+        server 127.0.0.1:3 {param}={value};
+    }}
+    server {{
+        listen 127.0.0.1:1;
+        location / {{ proxy_pass http://up; }}
+    }}
+"
+        ));
+        let setting = format!("\"{param}={value}\"");
+        c.assert_emerg(
+            "upstream up {",
+            &["\"127.0.0.1:3\"", &setting, "4294967295"],
+        );
+    }
+    // The largest value that fits is taken as it is.
+    let c = Nginx::check_detailed(&upstream_with(
+        "        ha_balance least_conn;\n        server 127.0.0.1:2 max_conns=4294967295 max_fails=4294967295;",
+    ));
+    assert!(c.ok, "{}", c.stderr);
+}
