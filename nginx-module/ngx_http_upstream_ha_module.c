@@ -185,6 +185,7 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     uint64_t                          digest;
     ngx_str_t                         name;
     ngx_uint_t                        n;
+    hab_buf                          *reason;
     hab_result                        rc;
     hab_peer_conf                    *pc;
     ngx_http_upstream_rr_peers_t     *peers;
@@ -252,6 +253,18 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 
     if (rc == HAB_OK) {
         rc = hab_conf_digest(&hcf->conf, &digest);
+    }
+
+    if (rc == HAB_TOO_LARGE
+        && hab_conf_explain(&hcf->conf, &reason) == HAB_OK
+        && reason != NULL)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance upstream \"%V\": %*s in %s:%ui",
+                      &us->host, hab_buf_len(reason), hab_buf_data(reason),
+                      us->file_name, us->line);
+        hab_buf_free(reason);
+        return NGX_ERROR;
     }
 
     if (rc != HAB_OK) {

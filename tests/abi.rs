@@ -119,6 +119,7 @@ fn functions_match_the_header() {
         hab_layout_version / 0,
         hab_zone_size / 2,
         hab_conf_digest / 2,
+        hab_conf_explain / 2,
         hab_zone_init / 4,
         hab_zone_attach / 4,
         hab_zone_carry / 3,

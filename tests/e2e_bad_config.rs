@@ -159,3 +159,43 @@ fn server_parameters_above_32_bits_are_refused_not_truncated() {
     ));
     assert!(c.ok, "{}", c.stderr);
 }
+
+#[test]
+fn limits_are_refused_with_their_figures_and_p2c_takes_any_weight() {
+    if !common::nginx_or_skip("limits_are_refused_with_their_figures_and_p2c_takes_any_weight")
+        || common::stock_mode()
+    {
+        return;
+    }
+    let block = |policy: &str, servers: &str| {
+        format!(
+            "    upstream up {{
+        ha_balance {policy};
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:1;
+        location / {{ proxy_pass http://up; }}
+    }}
+"
+        )
+    };
+    let heavy = "        server 127.0.0.1:2 weight=2147483647;\n        server 127.0.0.1:3;";
+    let c = Nginx::check_detailed(&block("round_robin", heavy));
+    c.assert_emerg(
+        "upstream up {",
+        &["schedule", "2147483648 entries", "limit of 4194304"],
+    );
+    let ring =
+        "        server 127.0.0.1:2 weight=1000000;\n        server 127.0.0.1:3 weight=1000000;";
+    let c = Nginx::check_detailed(&block("hash $arg_k consistent", ring));
+    c.assert_emerg(
+        "upstream up {",
+        &["ring", "320000000 points", "limit of 16777216"],
+    );
+    // The policies that draw from an alias table have no schedule to bound.
+    for policy in ["p2c", "random", "ewma"] {
+        let c = Nginx::check_detailed(&block(policy, heavy));
+        assert!(c.ok, "{policy}: {}", c.stderr);
+    }
+}

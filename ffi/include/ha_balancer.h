@@ -107,6 +107,9 @@ typedef struct hab_zone hab_zone;
 /* Opaque: per-request state inside caller-owned (request pool) memory. */
 typedef struct hab_attempt hab_attempt;
 
+/* Opaque: bytes owned by the library, given back with hab_buf_free(). */
+typedef struct hab_buf hab_buf;
+
 
 /* No ledger slot: the worker's requests are not reconciled if it dies. */
 #define HAB_NO_SLOT  0xffffffffu
@@ -153,6 +156,14 @@ uint32_t hab_layout_version(void);
 /* Bytes of shared memory a zone for conf needs (with room for several
  * table generations). */
 hab_result hab_zone_size(const hab_upstream_conf *conf, size_t *out_size);
+
+/*
+ * After HAB_TOO_LARGE: why, with the figures and the limit, in a buffer the
+ * caller frees with hab_buf_free() (*out_reason is NULL when conf is not
+ * too large).
+ */
+hab_result hab_conf_explain(const hab_upstream_conf *conf,
+    hab_buf **out_reason);
 
 /*
  * A 64-bit digest of conf (policy and every peer's identity and
@@ -280,10 +291,6 @@ typedef struct hab_api_request {
     hab_alive_fn    alive;
     void           *alive_data;
 } hab_api_request;
-
-
-/* Opaque: bytes owned by the library, given back with hab_buf_free(). */
-typedef struct hab_buf hab_buf;
 
 
 typedef struct hab_api_response {

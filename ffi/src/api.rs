@@ -85,7 +85,7 @@ pub struct hab_api_response {
     pub log: *mut hab_buf,
 }
 
-fn buf(bytes: Vec<u8>) -> *mut hab_buf {
+pub(crate) fn buf(bytes: Vec<u8>) -> *mut hab_buf {
     Box::into_raw(Box::new(hab_buf { bytes }))
 }
 

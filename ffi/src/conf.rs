@@ -174,6 +174,33 @@ pub unsafe extern "C" fn hab_zone_size(
     })
 }
 
+/// Why `conf` is too large, with its figures and the limit: a buffer the
+/// caller frees with `hab_buf_free`, or NULL when it is not too large.
+///
+/// # Safety
+///
+/// `conf` as in the header; `out_reason` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_conf_explain(
+    conf: *const hab_upstream_conf,
+    out_reason: *mut *mut crate::api::hab_buf,
+) -> hab_result {
+    guard(|| {
+        if out_reason.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: caller contract.
+        unsafe {
+            with_spec(conf, |spec| {
+                let reason = hab_core::table::generation::too_large_reason(spec)
+                    .map_or(core::ptr::null_mut(), |r| crate::api::buf(r.into_bytes()));
+                out_reason.write(reason);
+                HAB_OK
+            })
+        }
+    })
+}
+
 /// Digest of `conf`: equal digests, adoptable zone.
 ///
 /// # Safety

@@ -92,8 +92,12 @@ impl GenPlan {
         let peers = spec.peers.len();
         let primaries = spec.primaries();
         let mut sched_len = [0; 2];
-        for (g, range) in [(PRIMARY, 0..primaries), (BACKUP, primaries..peers)] {
-            sched_len[g] = schedule::period(&live_weights(spec, range))?;
+        // p2c, ewma and random draw from the alias table and never walk a
+        // schedule: they take any weights (nginx's limits, not ours).
+        if uses_schedule(spec.policy) {
+            for (g, range) in [(PRIMARY, 0..primaries), (BACKUP, primaries..peers)] {
+                sched_len[g] = schedule::period(&live_weights(spec, range))?;
+            }
         }
         let (mut alias_len, mut ring_cap, mut maglev_len, mut chain_len) = (0, 0, 0, 0);
         match spec.policy {
@@ -285,10 +289,15 @@ impl GenPlan {
                     out[i] = next.insert(p.server, i as u32).unwrap_or(u32::MAX);
                 }
             }
-            for (g, range) in [
-                (PRIMARY, 0..self.primaries),
-                (BACKUP, self.primaries..self.peers),
-            ] {
+            let groups = if uses_schedule(spec.policy) {
+                [
+                    (PRIMARY, 0..self.primaries),
+                    (BACKUP, self.primaries..self.peers),
+                ]
+            } else {
+                [(PRIMARY, 0..0), (BACKUP, 0..0)]
+            };
+            for (g, range) in groups {
                 let out = core::slice::from_raw_parts_mut(
                     base.add(self.sched_off[g]).cast::<u32>(),
                     self.sched_len[g],
@@ -302,6 +311,70 @@ impl GenPlan {
         }
         Ok(())
     }
+}
+
+/// Whether the policy walks the smooth round robin schedule (round robin,
+/// least_conn's ties, hash's fallback).
+fn uses_schedule(policy: Policy) -> bool {
+    matches!(
+        policy,
+        Policy::RoundRobin | Policy::LeastConn | Policy::Hash { .. }
+    )
+}
+
+/// Why `spec` is refused as too large, with the figures and the limit, for
+/// people (`nginx -t`); `None` when it is not.
+pub fn too_large_reason(spec: &UpstreamSpec<'_>) -> Option<String> {
+    let peers = spec.peers.len();
+    if peers > crate::spec::MAX_PEERS {
+        return Some(format!(
+            "{peers} servers, more than the limit of {}",
+            crate::spec::MAX_PEERS
+        ));
+    }
+    let primaries = spec.primaries();
+    if uses_schedule(spec.policy) {
+        for (what, range) in [("primary", 0..primaries), ("backup", primaries..peers)] {
+            let weights = live_weights(spec, range);
+            if schedule::period(&weights).is_err() {
+                let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+                let g = weights
+                    .iter()
+                    .filter(|&&w| w > 0)
+                    .fold(0u64, |g, &w| gcd(g, u64::from(w)));
+                return Some(format!(
+                    "the smooth round robin schedule of the {what} servers would have {} \
+                     entries (total weight {total} / common divisor {g}), more than the \
+                     limit of {}; make the weights smaller or their ratios coarser",
+                    total / g.max(1),
+                    schedule::MAX_PERIOD
+                ));
+            }
+        }
+    }
+    if let Policy::Hash {
+        mode: HashMode::Consistent,
+        ..
+    } = spec.policy
+    {
+        let total: u64 = spec.peers.iter().map(|p| u64::from(p.weight)).sum();
+        let points = total * u64::from(ketama::POINTS_PER_WEIGHT);
+        if points > schedule::MAX_PERIOD * 4 {
+            return Some(format!(
+                "the consistent hash ring would have {points} points (total weight {total} \
+                 × 160), more than the limit of {}",
+                schedule::MAX_PERIOD * 4
+            ));
+        }
+    }
+    None
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// Maglev names: each peer's identity, with the occurrence number appended
@@ -777,6 +850,52 @@ mod tests {
             );
             assert!(z.current().ring_shadow() == fresh.table().ring_shadow());
         }
+    }
+
+    #[test]
+    fn too_large_says_why_with_figures_and_policies_without_schedules_take_any_weight() {
+        let peers = [
+            PeerSpec::new(b"a").weight(2_147_483_647),
+            PeerSpec::new(b"b"),
+            PeerSpec::new(b"c"),
+        ];
+        let spec = |policy| UpstreamSpec {
+            policy,
+            peers: &peers,
+        };
+        let why = too_large_reason(&spec(Policy::RoundRobin)).unwrap();
+        assert!(
+            why.contains("2147483649 entries") && why.contains("4194304"),
+            "{why}"
+        );
+        assert_eq!(
+            crate::table::zone_size(&spec(Policy::LeastConn)).unwrap_err(),
+            Error::TooLarge
+        );
+        for policy in [Policy::P2c, Policy::Random, Policy::Ewma { decay_ms: 1000 }] {
+            assert_eq!(too_large_reason(&spec(policy)), None);
+            let t = OwnedTable::new(&spec(policy)).unwrap();
+            let mut a = OwnedAttempt::new(t.zone(), 0);
+            assert_eq!(a.pick(0).unwrap().peer, 0, "{policy:?}: weight 2^31 wins");
+        }
+        let heavy = [
+            PeerSpec::new(b"a").weight(1_000_000),
+            PeerSpec::new(b"b").weight(1_000_000),
+        ];
+        let ring = UpstreamSpec {
+            policy: Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 0,
+                maglev_size: 0,
+            },
+            peers: &heavy,
+        };
+        let why = too_large_reason(&ring).unwrap();
+        assert!(
+            why.contains("320000000 points") && why.contains("16777216"),
+            "{why}"
+        );
+        assert_eq!(too_large_reason(&spec(Policy::P2c)), None);
     }
 
     #[test]
