@@ -1,0 +1,254 @@
+//! Property tests of the core: random interleavings of requests, failures,
+//! time, admin changes, weight changes (new generations) and worker deaths
+//! across simulated workers on one zone; nginx's round robin for random
+//! weights; attaching to arbitrary bytes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use hab_core::attempt::{self, Attempt};
+use hab_core::spec::HashMode;
+use hab_core::table::Zone;
+use hab_core::testing::{OwnedTable, Region};
+use hab_core::{Error, Outcome, PeerSpec, Policy, UpstreamSpec};
+use proptest::prelude::*;
+
+const PEERS: usize = 5;
+const WORKERS: u64 = 3;
+
+fn policies() -> impl Strategy<Value = Policy> {
+    prop_oneof![
+        Just(Policy::RoundRobin),
+        Just(Policy::LeastConn),
+        Just(Policy::P2c),
+        Just(Policy::Ewma { decay_ms: 1_000 }),
+        Just(Policy::Random),
+        Just(Policy::Hash {
+            mode: HashMode::Plain,
+            balance_factor: 0,
+            maglev_size: 0
+        }),
+        Just(Policy::Hash {
+            mode: HashMode::Consistent,
+            balance_factor: 0,
+            maglev_size: 0
+        }),
+        Just(Policy::Hash {
+            mode: HashMode::Maglev,
+            balance_factor: 0,
+            maglev_size: 0
+        }),
+        Just(Policy::Hash {
+            mode: HashMode::Consistent,
+            balance_factor: 150,
+            maglev_size: 0
+        }),
+    ]
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Worker `w` starts a request in its attempt `a` (ends the one there).
+    Begin { w: u64, a: usize },
+    /// A try of that request (if one can be made).
+    Pick { w: u64, a: usize, key: u8 },
+    /// The try in progress ends.
+    Release { w: u64, a: usize, outcome: u8 },
+    /// Time passes.
+    Advance { ms: u64 },
+    /// The API changes a server.
+    Admin {
+        peer: usize,
+        down: Option<bool>,
+        drain: Option<bool>,
+    },
+    /// A weight change: a new generation.
+    Weight { peer: usize, weight: Option<u32> },
+    /// Worker `w` is killed; its replacement reconciles.
+    Kill { w: u64 },
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let w = 0..WORKERS;
+    let a = 0usize..3;
+    let op = prop_oneof![
+        3 => (w.clone(), a.clone()).prop_map(|(w, a)| Op::Begin { w, a }),
+        6 => (w.clone(), a.clone(), any::<u8>()).prop_map(|(w, a, key)| Op::Pick { w, a, key }),
+        5 => (w.clone(), a.clone(), 0u8..3).prop_map(|(w, a, outcome)| Op::Release { w, a, outcome }),
+        2 => (0u64..15_000).prop_map(|ms| Op::Advance { ms }),
+        1 => (0..PEERS, proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>()))
+            .prop_map(|(peer, down, drain)| Op::Admin { peer, down, drain }),
+        1 => (0..PEERS, proptest::option::of(1u32..6)).prop_map(|(peer, weight)| Op::Weight { peer, weight }),
+        1 => w.prop_map(|w| Op::Kill { w }),
+    ];
+    proptest::collection::vec(op, 1..120)
+}
+
+/// One simulated worker: a pid, its ledger slot, three attempt buffers.
+struct Worker {
+    pid: u64,
+    slot: Option<u32>,
+    attempts: Vec<Option<Vec<u64>>>,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn interleavings_keep_in_flight_exact_and_picks_eligible(
+        policy in policies(),
+        weights in proptest::collection::vec(1u32..5, PEERS),
+        max_conns in proptest::collection::vec(0u32..3, PEERS),
+        ops in ops(),
+    ) {
+        let ids: Vec<Vec<u8>> = (0..PEERS).map(|i| format!("up\0s{i}:80\0127.0.0.1:{i}").into_bytes()).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().enumerate().map(|(i, id)| PeerSpec {
+            max_conns: max_conns[i],
+            max_fails: 2,
+            fail_timeout_ms: 5_000,
+            ..PeerSpec::new(id).weight(weights[i])
+        }).collect();
+        let t = OwnedTable::new(&UpstreamSpec { policy, peers: &peers }).unwrap();
+        let z = t.zone();
+        let words = attempt::words(PEERS);
+        let mut next_pid = 100;
+        let mut workers: Vec<Worker> = (0..WORKERS).map(|_| {
+            next_pid += 1;
+            Worker { pid: next_pid, slot: z.claim_slot(next_pid, |_| true), attempts: vec![None, None, None] }
+        }).collect();
+        // Model: which peer each live request holds a try on.
+        let mut holding: BTreeMap<(u64, usize), usize> = BTreeMap::new();
+        let mut now = 1_000u64;
+
+        let end = |z: Zone<'_>, w: &mut Worker, a: usize, holding: &mut BTreeMap<(u64, usize), usize>, wi: u64| {
+            if let Some(buf) = w.attempts[a].as_mut() {
+                z.end(&mut Attempt::from_words(buf));
+                holding.remove(&(wi, a));
+            }
+            w.attempts[a] = None;
+        };
+
+        for op in ops {
+            match op {
+                Op::Begin { w, a } => {
+                    let wk = &mut workers[w as usize];
+                    end(z, wk, a, &mut holding, w);
+                    let mut buf = vec![0u64; words];
+                    {
+                        let mut at = Attempt::init(&mut buf, now);
+                        at.seed(now ^ w);
+                        at.set_slot(wk.slot);
+                        match z.begin(&mut at) {
+                            Ok(()) => {}
+                            Err(e) => prop_assert!(false, "begin: {e:?}"),
+                        }
+                    }
+                    wk.attempts[a] = Some(buf);
+                }
+                Op::Pick { w, a, key } => {
+                    let wk = &mut workers[w as usize];
+                    let Some(buf) = wk.attempts[a].as_mut() else { continue };
+                    if holding.contains_key(&(w, a)) { continue; }
+                    let mut at = Attempt::from_words(buf);
+                    // Eligibility as every worker sees it just before.
+                    let before: Vec<(bool, u32)> = z.states().iter()
+                        .map(|s| (s.down(), s.in_flight.load(Relaxed))).collect();
+                    match z.get_keyed(&mut at, &[key], now) {
+                        Ok(p) => {
+                            let i = p.peer as usize;
+                            prop_assert!(i < PEERS);
+                            prop_assert!(!before[i].0, "{policy:?} picked {i}, which is down or draining");
+                            if max_conns[i] != 0 {
+                                prop_assert!(before[i].1 < max_conns[i], "{policy:?} picked {i} at max_conns");
+                            }
+                            holding.insert((w, a), i);
+                        }
+                        Err(Error::Busy) => {}
+                        Err(e) => prop_assert!(false, "pick: {e:?}"),
+                    }
+                }
+                Op::Release { w, a, outcome } => {
+                    let wk = &mut workers[w as usize];
+                    let Some(buf) = wk.attempts[a].as_mut() else { continue };
+                    if holding.remove(&(w, a)).is_none() { continue; }
+                    let outcome = [Outcome::Ok, Outcome::Failed, Outcome::Next][outcome as usize];
+                    prop_assert!(z.free(&mut Attempt::from_words(buf), outcome, now).is_ok());
+                }
+                Op::Advance { ms } => now += ms,
+                Op::Admin { peer, down, drain } => z.set_admin(peer, down, drain).unwrap(),
+                Op::Weight { peer, weight } => {
+                    z.set_weight(peer, weight).unwrap();
+                    match z.publish(7, |_| true) {
+                        Ok(_) | Err(Error::Pinned) => {}
+                        Err(e) => prop_assert!(false, "publish: {e:?}"),
+                    }
+                }
+                Op::Kill { w } => {
+                    // The worker dies with its requests; nginx starts a new
+                    // one, which reconciles the dead one's ledger row.
+                    let dead = workers[w as usize].pid;
+                    for a in 0..3 {
+                        holding.remove(&(w, a));
+                    }
+                    next_pid += 1;
+                    let pid = next_pid;
+                    let slot = z.claim_slot(pid, |p| p != dead);
+                    workers[w as usize] = Worker { pid, slot, attempts: vec![None, None, None] };
+                }
+            }
+            // In flight, per peer, is what the live requests hold.
+            for i in 0..PEERS {
+                let held = holding.values().filter(|&&p| p == i).count() as u32;
+                prop_assert_eq!(z.states()[i].in_flight.load(Relaxed), held, "peer {}", i);
+            }
+        }
+        // Every request ends: nothing in flight, nothing pinned.
+        for (wi, wk) in workers.iter_mut().enumerate() {
+            for a in 0..3 {
+                end(z, wk, a, &mut holding, wi as u64);
+            }
+        }
+        for s in z.states() {
+            prop_assert_eq!(s.in_flight.load(Relaxed), 0);
+        }
+        let gens = z.generations();
+        prop_assert!(gens.iter().all(|g| g.3 || g.2 == 0), "pins left: {:?}", gens);
+    }
+
+    #[test]
+    fn round_robin_is_nginx_loop(weights in proptest::collection::vec(1u32..12, 1..8), n in 1usize..200) {
+        let ids: Vec<Vec<u8>> = (0..weights.len()).map(|i| vec![b'a' + i as u8]).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().zip(&weights).map(|(id, &w)| PeerSpec::new(id).weight(w)).collect();
+        let t = OwnedTable::new(&UpstreamSpec { policy: Policy::RoundRobin, peers: &peers }).unwrap();
+        // nginx's smooth weighted round robin (ngx_http_upstream_get_peer).
+        let mut current = vec![0i64; weights.len()];
+        let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+        for _ in 0..n {
+            let mut best = 0;
+            for i in 0..weights.len() {
+                current[i] += i64::from(weights[i]);
+                if current[i] > current[best] {
+                    best = i;
+                }
+            }
+            current[best] -= total;
+            let mut a = hab_core::testing::OwnedAttempt::new(t.zone(), 0);
+            let p = a.pick(0).unwrap();
+            a.release(Outcome::Ok, 0).unwrap();
+            prop_assert_eq!(p.peer as usize, best);
+        }
+    }
+
+    #[test]
+    fn attaching_to_arbitrary_bytes_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..4096), extra in 0usize..4096) {
+        let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
+        let spec = UpstreamSpec { policy: Policy::RoundRobin, peers: &peers };
+        let len = bytes.len() + extra;
+        let region = Region::new(len);
+        // SAFETY: the region is ours and at least `len` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), region.as_ptr(), bytes.len()) };
+        // SAFETY: as above; attach reads only inside `len` bytes.
+        let r = unsafe { Zone::attach(&spec, region.as_ptr(), len) };
+        prop_assert!(r.is_err());
+    }
+}
