@@ -26,9 +26,7 @@ const WORKERS: usize = 4;
 /// Requests sent per traffic check.
 const REQUESTS: usize = 60;
 
-fn say(msg: &str) {
-    let _ = writeln!(io::stderr().lock(), "{msg}");
-}
+use hab_testkit::skip::say;
 
 /// The workspace root (this crate is `cli/` in it).
 fn root() -> PathBuf {
@@ -64,20 +62,7 @@ fn nginx_or_skip(test: &str) -> bool {
         .filter(|p| !p.is_file())
         .map(|p| p.display().to_string())
         .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
-        panic!(
-            "{test}: HAB_REQUIRE_NGINX=1 but nginx is not built (missing: {}); run `make nginx`",
-            missing.join(", ")
-        );
-    }
-    say(&format!(
-        "SKIP {test}: nginx not built, run make nginx (missing: {})",
-        missing.join(", ")
-    ));
-    false
+    hab_testkit::skip::built_or_skip(test, &missing)
 }
 
 /// A free port on 127.0.0.1 below the ephemeral range and away from the

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod http;
+pub mod skip;
 
 #[cfg(test)]
 mod tests;

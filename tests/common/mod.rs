@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -73,12 +73,7 @@ pub fn stock_mode() -> bool {
     std::env::var("HAB_E2E_STOCK").is_ok_and(|v| v == "1")
 }
 
-/// Writes to the real stderr, bypassing the test harness' output capture,
-/// so the line is seen even for passing tests.
-pub fn say(msg: &str) {
-    let mut e = io::stderr().lock();
-    let _ = writeln!(e, "{msg}");
-}
+pub use hab_testkit::skip::say;
 
 /// Returns `true` when nginx and the module are built. Otherwise panics if
 /// `HAB_REQUIRE_NGINX=1`, else prints `SKIP <test>: ...` and returns
@@ -93,20 +88,7 @@ pub fn nginx_or_skip(test: &str) -> bool {
     if !stock_mode() && !so.is_file() {
         missing.push(so.display().to_string());
     }
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
-        panic!(
-            "{test}: HAB_REQUIRE_NGINX=1 but nginx is not built (missing: {}); run `make nginx`",
-            missing.join(", ")
-        );
-    }
-    say(&format!(
-        "SKIP {test}: nginx not built, run make nginx (missing: {})",
-        missing.join(", ")
-    ));
-    false
+    hab_testkit::skip::built_or_skip(test, &missing)
 }
 
 /// Serializes the e2e tests of one test binary: they measure timing and

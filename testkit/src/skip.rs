@@ -1,0 +1,33 @@
+//! When a test's real components are missing: skip visibly, or fail
+//!
+//! One policy for every harness: under `HAB_REQUIRE_NGINX=1` (what
+//! `make test` sets) a missing component is a failure; otherwise the test
+//! prints a `SKIP` line that names what is missing and returns.
+
+use std::io::{self, Write};
+
+/// Writes to the real stderr, bypassing the test harness' output capture,
+/// so the line is seen even for passing tests.
+pub fn say(msg: &str) {
+    let _ = writeln!(io::stderr().lock(), "{msg}");
+}
+
+/// `true` when `missing` (paths of nginx, the module, ...) is empty.
+/// Otherwise panics under `HAB_REQUIRE_NGINX=1`, else prints
+/// `SKIP <test>: ...` and returns `false` (the caller returns early).
+pub fn built_or_skip(test: &str, missing: &[String]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
+        panic!(
+            "{test}: HAB_REQUIRE_NGINX=1 but nginx is not built (missing: {}); run `make nginx`",
+            missing.join(", ")
+        );
+    }
+    say(&format!(
+        "SKIP {test}: nginx not built, run make nginx (missing: {})",
+        missing.join(", ")
+    ));
+    false
+}
