@@ -59,6 +59,7 @@ typedef struct {
     ngx_http_upstream_rr_peer_data_t    rrp;
 
     ngx_http_upstream_ha_srv_conf_t    *conf;
+    ngx_http_request_t                 *request;
     ngx_http_upstream_rr_peers_t       *peers;      /* primaries */
     hab_attempt                        *attempt;
     ngx_str_t                           key;        /* hash */
@@ -682,6 +683,7 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     cln->data = hp;
 
     hp->conf = hcf;
+    hp->request = r;
     hp->peers = hp->rrp.peers;
 
     if (hcf->policy == HAB_POLICY_HASH) {
@@ -802,7 +804,8 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
         ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
                       "ha_balance get: peer %uD out of range", pick.peer);
         (void) hab_attempt_release(hp->conf->zone, hp->attempt,
-                                   HAB_OUTCOME_NEXT, ngx_current_msec, NULL);
+                                   HAB_OUTCOME_NEXT, NULL, ngx_current_msec,
+                                   NULL);
         return NGX_ERROR;
     }
 
@@ -831,9 +834,14 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 {
     ngx_http_upstream_ha_peer_data_t  *hp = data;
 
-    uint32_t     outcome;
-    hab_report   report;
-    hab_result   rc;
+    u_char                        last[32];
+    uint32_t                      outcome;
+    hab_try                       info;
+    hab_report                    report;
+    hab_result                    rc;
+    ngx_connection_t             *c;
+    ngx_http_upstream_t          *u;
+    ngx_http_upstream_rr_peer_t  *peer;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "free ha peer %ui %ui", pc->tries, state);
@@ -848,7 +856,28 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
         outcome = HAB_OUTCOME_OK;
     }
 
-    rc = hab_attempt_release(hp->conf->zone, hp->attempt, outcome,
+    /*
+     * what the try got: nginx sets header_time when the response header
+     * was processed; a status set without it (502, 504) is nginx's own
+     */
+
+    ngx_memzero(&info, sizeof(hab_try));
+
+    u = hp->request->upstream;
+
+    if (u && u->state) {
+
+        if (u->state->header_time != (ngx_msec_t) -1) {
+            info.status = (uint32_t) u->state->status;
+            info.flags = HAB_TRY_HEADER_TIME;
+            info.header_ms = u->state->header_time;
+        }
+
+        info.sent = (uint64_t) u->state->bytes_sent;
+        info.received = (uint64_t) u->state->bytes_received;
+    }
+
+    rc = hab_attempt_release(hp->conf->zone, hp->attempt, outcome, &info,
                              ngx_current_msec, &report);
 
     if (rc != HAB_OK) {
@@ -857,14 +886,41 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
         return;
     }
 
-    if (report.flags & HAB_REPORT_DISABLED) {
-        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
-                      "upstream server temporarily disabled");
-    }
+    /* each transition is reported to one worker only: logged once */
 
-    if (report.flags & HAB_REPORT_RECOVERED) {
-        ngx_log_error(NGX_LOG_NOTICE, pc->log, 0,
-                      "upstream server %V is back", pc->name);
+    if (report.flags & (HAB_REPORT_DISABLED|HAB_REPORT_RECOVERED)
+        && report.peer < hp->conf->npeers)
+    {
+        peer = hp->conf->peer[report.peer];
+
+        if (report.flags & HAB_REPORT_DISABLED) {
+            c = pc->connection;
+
+            if (info.status) {
+                ngx_sprintf(last, "status %uD%Z", info.status);
+
+            } else if (c && (c->read->timedout || c->write->timedout)) {
+                ngx_sprintf(last, "timed out%Z");
+
+            } else {
+                ngx_sprintf(last, "no response%Z");
+            }
+
+            ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                          "upstream server %V of \"%V\" unavailable for "
+                          "%T s: %ui failed tries (max_fails) within "
+                          "fail_timeout, the last: %s",
+                          &peer->name, hp->conf->name, peer->fail_timeout,
+                          peer->max_fails, last);
+        }
+
+        if (report.flags & HAB_REPORT_RECOVERED) {
+            ngx_log_error(NGX_LOG_NOTICE, pc->log, 0,
+                          "upstream server %V of \"%V\" is back after "
+                          "%uL ms unavailable",
+                          &peer->name, hp->conf->name,
+                          (uint64_t) report.down_ms);
+        }
     }
 
     if (report.flags & HAB_REPORT_LAST_TRY) {

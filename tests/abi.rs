@@ -55,7 +55,18 @@ fn structs_match_the_header() {
         maglev_size
     });
     same_layout!(hab_pick { peer, flags });
-    same_layout!(hab_report { flags, peer });
+    same_layout!(hab_report {
+        flags,
+        peer,
+        down_ms
+    });
+    same_layout!(hab_try {
+        status,
+        flags,
+        header_ms,
+        sent,
+        received
+    });
     same_layout!(hab_api_upstream {
         name,
         name_len,
@@ -131,7 +142,7 @@ fn functions_match_the_header() {
         hab_attempt_size / 1,
         hab_attempt_init / 7,
         hab_attempt_pick / 6,
-        hab_attempt_release / 5,
+        hab_attempt_release / 6,
         hab_attempt_end / 2,
         hab_api_handle / 4,
         hab_buf_data / 1,
@@ -214,6 +225,7 @@ fn constants_match_the_header() {
         (sys::HAB_REPORT_DISABLED, rs::HAB_REPORT_DISABLED),
         (sys::HAB_REPORT_RECOVERED, rs::HAB_REPORT_RECOVERED),
         (sys::HAB_REPORT_LAST_TRY, rs::HAB_REPORT_LAST_TRY),
+        (sys::HAB_TRY_HEADER_TIME, rs::HAB_TRY_HEADER_TIME),
     ];
     for (i, (c, r)) in pairs.iter().enumerate() {
         assert_eq!(c, r, "constant #{i}");

@@ -170,6 +170,18 @@ impl<'a> OwnedAttempt<'a> {
         zone.free(&mut self.attempt(), outcome, now)
     }
 
+    /// Ends the try in progress with what is known of it
+    /// ([`Zone::free_with`]).
+    pub fn release_with(
+        &mut self,
+        outcome: Outcome,
+        info: &crate::table::stats::TryInfo,
+        now: u64,
+    ) -> Result<Report, Error> {
+        let zone = self.zone;
+        zone.free_with(&mut self.attempt(), outcome, info, now)
+    }
+
     /// Ends the request ([`Zone::end`]).
     pub fn end(&mut self) {
         let zone = self.zone;

@@ -144,7 +144,22 @@ typedef struct hab_pick {
 typedef struct hab_report {
     uint32_t        flags;        /* HAB_REPORT_* */
     uint32_t        peer;
+    uint64_t        down_ms;      /* with RECOVERED: ms it was unavailable */
 } hab_report;
+
+
+/* hab_try.flags */
+#define HAB_TRY_HEADER_TIME   0x0001u  /* header_ms is known */
+
+
+/* What the caller knows of a finished try, for the statistics. */
+typedef struct hab_try {
+    uint32_t        status;       /* HTTP status; 0: no response header */
+    uint32_t        flags;        /* HAB_TRY_* */
+    uint64_t        header_ms;    /* time to the response header */
+    uint64_t        sent;         /* bytes sent to the server */
+    uint64_t        received;     /* bytes received from it */
+} hab_try;
 
 
 /* A static, NUL-terminated description of a result code. */
@@ -247,11 +262,14 @@ hab_result hab_attempt_pick(hab_zone *zone, hab_attempt *attempt,
 
 /*
  * Ends the current try of this attempt with a HAB_OUTCOME_*: the peer
- * leaves flight and its failure state is updated.  Calling it with no try
- * in progress returns HAB_INVALID_ARGUMENT and changes nothing.
+ * leaves flight, its failure state is updated, and the try is counted in
+ * its statistics with what info says of it (NULL: nothing beyond the
+ * outcome).  Calling it with no try in progress returns
+ * HAB_INVALID_ARGUMENT and changes nothing.
  */
 hab_result hab_attempt_release(hab_zone *zone, hab_attempt *attempt,
-    uint32_t outcome, uint64_t now_ms, hab_report *out_report);
+    uint32_t outcome, const hab_try *info, uint64_t now_ms,
+    hab_report *out_report);
 
 /*
  * Ends the request (nginx: a request pool cleanup): releases a try still

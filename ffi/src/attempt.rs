@@ -4,6 +4,7 @@ use core::ffi::c_void;
 
 use hab_core::attempt::{self, Attempt};
 use hab_core::health::Transition;
+use hab_core::table::stats::TryInfo;
 use hab_core::table::Zone;
 use hab_core::Outcome;
 
@@ -44,6 +45,39 @@ pub struct hab_report {
     pub flags: u32,
     /// The peer of the finished try.
     pub peer: u32,
+    /// With `HAB_REPORT_RECOVERED`: how long the peer was unavailable, ms.
+    pub down_ms: u64,
+}
+
+/// `hab_try.flags`: `header_ms` is known.
+pub const HAB_TRY_HEADER_TIME: u32 = 0x0001;
+
+/// What the caller knows of a finished try, for the statistics.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct hab_try {
+    /// HTTP status; 0 when no response header came.
+    pub status: u32,
+    /// `HAB_TRY_*`.
+    pub flags: u32,
+    /// Time to the response header, ms.
+    pub header_ms: u64,
+    /// Bytes sent to the server.
+    pub sent: u64,
+    /// Bytes received from it.
+    pub received: u64,
+}
+
+impl hab_try {
+    /// The core's view of it.
+    fn info(&self) -> TryInfo {
+        TryInfo {
+            status: self.status,
+            header_ms: (self.flags & HAB_TRY_HEADER_TIME != 0).then_some(self.header_ms),
+            sent: self.sent,
+            received: self.received,
+        }
+    }
 }
 
 /// Bytes of per-request state for this zone (0 for NULL).
@@ -150,16 +184,19 @@ pub unsafe extern "C" fn hab_attempt_pick(
     })
 }
 
-/// Ends the current try with a `HAB_OUTCOME_*`.
+/// Ends the current try with a `HAB_OUTCOME_*` and what `info` (NULL:
+/// nothing) says of it.
 ///
 /// # Safety
 ///
-/// As `hab_attempt_pick`; `out_report` is NULL or writable.
+/// As `hab_attempt_pick`; `info` is NULL or readable; `out_report` is NULL
+/// or writable.
 #[no_mangle]
 pub unsafe extern "C" fn hab_attempt_release(
     z: *mut hab_zone,
     a: *mut hab_attempt,
     outcome: u32,
+    info: *const hab_try,
     now_ms: u64,
     out_report: *mut hab_report,
 ) -> hab_result {
@@ -173,11 +210,17 @@ pub unsafe extern "C" fn hab_attempt_release(
             HAB_OUTCOME_NEXT => Outcome::Next,
             _ => return HAB_INVALID_ARGUMENT,
         };
+        let info = if info.is_null() {
+            TryInfo::NONE
+        } else {
+            // SAFETY: non-NULL and readable (caller contract).
+            unsafe { &*info }.info()
+        };
         // SAFETY: valid handles (caller contract).
         let z = unsafe { zone(z) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
-        match z.free(&mut attempt, outcome, now_ms) {
+        match z.free_with(&mut attempt, outcome, &info, now_ms) {
             Ok(r) => {
                 if !out_report.is_null() {
                     let mut flags = match r.transition {
@@ -193,6 +236,7 @@ pub unsafe extern "C" fn hab_attempt_release(
                         out_report.write(hab_report {
                             flags,
                             peer: r.peer,
+                            down_ms: r.down_ms,
                         })
                     };
                 }

@@ -106,13 +106,20 @@ static int
 one_request(hab_zone *t, void *pool, size_t size, uint64_t now,
     uint32_t outcome, uint32_t *peer)
 {
+    hab_try       info;
     hab_pick      pick;
     hab_report    report;
     hab_attempt  *a;
 
+    memset(&info, 0, sizeof(hab_try));
+    info.status = (outcome == HAB_OUTCOME_OK) ? 200 : 0;
+    info.flags = HAB_TRY_HEADER_TIME;
+    info.sent = 10;
+    info.received = 100;
+
     CHECK(hab_attempt_init(t, pool, size, now, 42, HAB_NO_SLOT, &a) == HAB_OK);
     CHECK(hab_attempt_pick(t, a, NULL, 0, now, &pick) == HAB_OK);
-    CHECK(hab_attempt_release(t, a, outcome, now, &report) == HAB_OK);
+    CHECK(hab_attempt_release(t, a, outcome, &info, now, &report) == HAB_OK);
     CHECK(report.peer == pick.peer);
     CHECK(hab_attempt_end(t, a) == HAB_OK);
     CHECK(hab_attempt_end(t, a) == HAB_OK);
@@ -197,12 +204,12 @@ hab_abi_driver_run(void)
     /* free without a try in progress changes nothing */
 
     CHECK(hab_attempt_init(t, pool, asize, 1000, 7, HAB_NO_SLOT, &a) == HAB_OK);
-    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, 1000, &report)
+    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, NULL, 1000, &report)
           == HAB_INVALID_ARGUMENT);
     CHECK(hab_attempt_pick(t, a, NULL, 0, 1000, &pick) == HAB_OK);
     CHECK(hab_zone_in_flight(t, pick.peer, &n) == HAB_OK && n == 1);
-    CHECK(hab_attempt_release(t, a, 77, 1000, &report) == HAB_INVALID_ARGUMENT);
-    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, 1000, NULL) == HAB_OK);
+    CHECK(hab_attempt_release(t, a, 77, NULL, 1000, &report) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, NULL, 1000, NULL) == HAB_OK);
     CHECK(hab_zone_in_flight(t, pick.peer, &n) == HAB_OK && n == 0);
     CHECK(hab_zone_in_flight(t, 4, &n) == HAB_INVALID_ARGUMENT);
 
@@ -212,12 +219,12 @@ hab_abi_driver_run(void)
     for (i = 0; i < 3; i++) {
         CHECK(hab_attempt_pick(t, a, NULL, 0, 2000, &pick) == HAB_OK);
         CHECK(pick.peer < 3 && !(pick.flags & HAB_PICK_BACKUP));
-        CHECK(hab_attempt_release(t, a, HAB_OUTCOME_FAILED, 2000, &report) == HAB_OK);
+        CHECK(hab_attempt_release(t, a, HAB_OUTCOME_FAILED, NULL, 2000, &report) == HAB_OK);
         CHECK(report.flags & HAB_REPORT_DISABLED);
     }
     CHECK(hab_attempt_pick(t, a, NULL, 0, 2000, &pick) == HAB_OK);
     CHECK(pick.peer == 3 && (pick.flags & HAB_PICK_BACKUP));
-    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, 2000, &report) == HAB_OK);
+    CHECK(hab_attempt_release(t, a, HAB_OUTCOME_OK, NULL, 2000, &report) == HAB_OK);
     CHECK(hab_attempt_pick(t, a, NULL, 0, 2000, &pick) == HAB_BUSY);
 
     /* while the primaries are disabled, new requests go to the backup */
@@ -246,7 +253,7 @@ hab_abi_driver_run(void)
               == HAB_OK);
         CHECK(hab_attempt_pick(t2, a, (const uint8_t *) "user-42", 7, 0, &pick)
               == HAB_OK);
-        CHECK(hab_attempt_release(t2, a, HAB_OUTCOME_OK, 0, NULL) == HAB_OK);
+        CHECK(hab_attempt_release(t2, a, HAB_OUTCOME_OK, NULL, 0, NULL) == HAB_OK);
         peer = (i == 0) ? pick.peer : peer;
         CHECK(pick.peer == peer);
     }

@@ -27,6 +27,7 @@ use crate::attempt::Attempt;
 use crate::error::Error;
 use crate::health::{self, Transition};
 use crate::spec::Policy;
+use crate::table::stats::TryInfo;
 use crate::table::{Table, Zone, BACKUP, PRIMARY, TOTAL};
 
 /// The peer chosen for one try.
@@ -59,6 +60,9 @@ pub struct Report {
     pub transition: Transition,
     /// Single peer: nginx does not retry it.
     pub last_try: bool,
+    /// With [`Transition::Recovered`]: how long the peer was unavailable,
+    /// ms.
+    pub down_ms: u64,
 }
 
 /// Upper bound on schedule steps a pick walks before scanning the group.
@@ -114,7 +118,20 @@ impl<'a> Zone<'a> {
         outcome: Outcome,
         now: u64,
     ) -> Result<Report, Error> {
-        self.pinned_table(attempt)?.free(attempt, outcome, now)
+        self.free_with(attempt, outcome, &TryInfo::NONE, now)
+    }
+
+    /// [`Table::free_with`] on the generation the request pinned.
+    #[inline]
+    pub fn free_with(
+        &self,
+        attempt: &mut Attempt<'_>,
+        outcome: Outcome,
+        info: &TryInfo,
+        now: u64,
+    ) -> Result<Report, Error> {
+        self.pinned_table(attempt)?
+            .free_with(attempt, outcome, info, now)
     }
 
     /// Ends the request: drops its pin (a try still in progress is
@@ -182,6 +199,7 @@ impl Table<'_> {
         attempt.set_current(Some(i as u32));
         attempt.set_try_start(now);
         self.zone().ledger_add(attempt.slot(), i);
+        self.zone().count_pick(attempt.slot(), i, now);
         if self.bounded() {
             self.cursor(TOTAL)
                 .value
@@ -247,6 +265,19 @@ impl Table<'_> {
         outcome: Outcome,
         now: u64,
     ) -> Result<Report, Error> {
+        self.free_with(attempt, outcome, &TryInfo::NONE, now)
+    }
+
+    /// Ends the try in progress with `outcome` and what the caller knows
+    /// of it (status, header time, bytes) for the statistics.
+    #[inline]
+    pub fn free_with(
+        &self,
+        attempt: &mut Attempt<'_>,
+        outcome: Outcome,
+        info: &TryInfo,
+        now: u64,
+    ) -> Result<Report, Error> {
         let Some(peer) = attempt.current() else {
             return Err(Error::InvalidArgument);
         };
@@ -265,6 +296,14 @@ impl Table<'_> {
                 |n| n.checked_sub(1),
             );
         }
+        let duration = now.saturating_sub(attempt.try_start_ms());
+        self.zone().count_end(
+            attempt.slot(),
+            i,
+            outcome == Outcome::Failed,
+            info,
+            duration,
+        );
         let h = self.header();
         if h.policy == crate::spec::CODE_EWMA && outcome == Outcome::Ok {
             // The header keeps decay_ms as configured (0: the default).
@@ -272,12 +311,7 @@ impl Table<'_> {
                 0 => crate::spec::DEFAULT_DECAY_MS,
                 d => d,
             };
-            ewma::observe(
-                state,
-                now.saturating_sub(attempt.try_start_ms()),
-                now,
-                decay_ms,
-            );
+            ewma::observe(state, duration, now, decay_ms);
         }
         if self.single() {
             // nginx >= 1.27.3 clears a single peer's failures; it is never
@@ -287,20 +321,28 @@ impl Table<'_> {
                 peer,
                 transition: Transition::None,
                 last_try: true,
+                down_ms: 0,
             });
         }
         let transition = match outcome {
             Outcome::Failed => health::record_failure(state, now),
             Outcome::Ok | Outcome::Next => health::record_success(state),
         };
-        if transition == Transition::Recovered {
-            // A recovered peer starts from a neutral latency estimate.
-            ewma::forget(state);
+        let mut down_ms = 0;
+        match transition {
+            Transition::Disabled => self.zone().count_disabled(i, now),
+            Transition::Recovered => {
+                down_ms = self.zone().count_recovered(i, now);
+                // A recovered peer starts from a neutral latency estimate.
+                ewma::forget(state);
+            }
+            Transition::None => {}
         }
         Ok(Report {
             peer,
             transition,
             last_try: false,
+            down_ms,
         })
     }
 }

@@ -78,6 +78,10 @@ pub struct PeerView<'a> {
     pub drain: bool,
     /// Failures counted toward `max_fails`.
     pub fails: u32,
+    /// Statistics since the last reset.
+    pub stats: super::stats::PeerStats,
+    /// The latency estimate (EWMA), ms, when known.
+    pub latency_ms: Option<f64>,
 }
 
 impl<'a> Zone<'a> {
@@ -160,6 +164,7 @@ impl<'a> Zone<'a> {
             ServerState::Up
         };
         let over = c.weight_override.load(Relaxed);
+        let ewma = f64::from_bits(s.ewma_bits.load(Relaxed));
         Some(PeerView {
             index: i,
             position: c.position,
@@ -176,6 +181,8 @@ impl<'a> Zone<'a> {
             admin_down,
             drain,
             fails,
+            stats: self.stats(i, now).unwrap_or_default(),
+            latency_ms: (ewma > 0.0 && ewma.is_finite()).then_some(ewma),
         })
     }
 }

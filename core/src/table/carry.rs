@@ -15,6 +15,9 @@
 //! pattern, so adding a field without deciding how it is carried does not
 //! compile.
 //!
+//! Statistics are carried too ([`Zone::carry_stats`]): every counter a
+//! server reports is the same after the reload as before.
+//!
 //! In-flight counts are not carried into a fresh zone: the old workers
 //! still hold those requests and release them in the old zone, which they
 //! keep until they exit.
@@ -86,6 +89,7 @@ impl Zone<'_> {
                 continue;
             };
             carry_peer((&old_states[j], &old_colds[j]), (&states[i], &colds[i]));
+            self.carry_stats(i, old, j);
             carried += 1;
         }
         if self.weights_pending() {

@@ -51,12 +51,14 @@ impl Zone<'_> {
                 self.reconcile(s, o);
             }
         }
-        (0..LEDGER_SLOTS).find_map(|s| {
+        let s = (0..LEDGER_SLOTS).find_map(|s| {
             let (word, _) = self.ledger_slot(s)?;
             word.compare_exchange(0, owner, AcqRel, Relaxed)
                 .is_ok()
                 .then_some(s as u32)
-        })
+        })?;
+        self.mark_rows_used(s);
+        Some(s)
     }
 
     /// Gives back `owner`'s slot, returning whatever it still counts.

@@ -46,6 +46,7 @@ mod admin;
 mod carry;
 pub mod generation;
 pub mod ledger;
+pub mod stats;
 
 pub use admin::{PeerView, ServerState, MAX_WEIGHT};
 
@@ -67,7 +68,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -125,8 +126,12 @@ pub struct Root {
     pub arena_off: u64,
     /// Bytes of arena.
     pub arena_len: u64,
+    /// Offset of the statistics section (see [`stats`]).
+    pub stats_off: u64,
+    /// Bytes of one row block of the statistics (`peers` rows, rounded).
+    pub stats_row_bytes: u64,
     /// Zero; room to grow without moving the sections.
-    pub reserved: [u64; 14],
+    pub reserved: [u64; 12],
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -143,6 +148,9 @@ pub struct Sync {
     /// Number the next published generation gets. Only the lease holder
     /// increments it.
     pub next: AtomicU64,
+    /// Bit `s` set once ledger slot `s` was claimed: the statistics rows
+    /// readers sum (see [`stats`]).
+    pub rows_used: AtomicU64,
 }
 
 /// A cache line holding one counter.
@@ -390,6 +398,7 @@ struct ZonePlan {
     names_len: usize,
     ledger_off: usize,
     ledger_slot_bytes: usize,
+    stats_off: usize,
     arena_off: usize,
     arena_len: usize,
     size: usize,
@@ -414,7 +423,8 @@ impl ZonePlan {
         let names_off = cold_off + peers * size_of::<PeerCold>();
         let ledger_off = round_up(names_off + names_len, ALIGN);
         let ledger_slot_bytes = ALIGN + round_up((peers + GENS) * 4, ALIGN);
-        let arena_off = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
+        let stats_off = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
+        let arena_off = stats_off + stats::section_len(peers);
         let arena_len = arena_len(gen.size);
         Ok(ZonePlan {
             peers,
@@ -424,6 +434,7 @@ impl ZonePlan {
             names_len,
             ledger_off,
             ledger_slot_bytes,
+            stats_off,
             arena_off,
             arena_len,
             size: arena_off + arena_len,
@@ -449,7 +460,9 @@ impl ZonePlan {
             ledger_slot_bytes: self.ledger_slot_bytes as u32,
             arena_off: self.arena_off as u64,
             arena_len: self.arena_len as u64,
-            reserved: [0; 14],
+            stats_off: self.stats_off as u64,
+            stats_row_bytes: stats::round_up_rows(self.peers) as u64,
+            reserved: [0; 12],
         }
     }
 }
@@ -590,7 +603,9 @@ impl<'a> Zone<'a> {
             && r.ledger_slots == want.ledger_slots
             && r.ledger_slot_bytes == want.ledger_slot_bytes
             && r.arena_off == want.arena_off
-            && r.arena_len == want.arena_len;
+            && r.arena_len == want.arena_len
+            && r.stats_off == want.stats_off
+            && r.stats_row_bytes == want.stats_row_bytes;
         if !matches {
             return Err(Error::BadLayout);
         }

@@ -1,0 +1,632 @@
+//! Per-server statistics, exact and global across workers, cheap to count
+//!
+//! Every try adds to a handful of counters: requests when it is picked;
+//! responses by class, failures, header and response time, bytes when it
+//! ends. Counting them with locked read-modify-writes on a line shared by
+//! all workers would make every try bounce that line between cores, so each
+//! worker counts in its own rows instead: ledger slot `s` owns one
+//! [`StatsRow`] per peer, written only by that slot's owner with a load and
+//! a store (no locked instruction, as the in-flight ledger). A reader sums
+//! the rows of every slot ever used. Rows are never cleared when a worker
+//! dies: whoever claims the slot next keeps counting on top, so a death
+//! neither loses counts nor makes a counter step back.
+//!
+//! One more row per peer, [`SHARED`], takes the counts of workers without a
+//! ledger slot (with atomic adds, as several may write it) and what a fresh
+//! zone carries over from the one it replaces on reload.
+//!
+//! Events that happen once per health transition (a server becoming
+//! unavailable, coming back) are counted in [`PeerEvents`], one line per
+//! peer, with atomics: they are rare, and each transition is reported to
+//! exactly one worker (see [`crate::health`]), which therefore also logs it
+//! once.
+//!
+//! A reset (`DELETE` on the upstream) does not touch the workers' rows: it
+//! records the current sums as a baseline, and readers report sums minus
+//! baseline. Counters only ever grow between resets.
+//!
+//! All accesses are `Relaxed`: every counter is independent, published
+//! nothing else, and a reader only needs each value eventually.
+
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::Relaxed;
+
+use super::{Zone, ALIGN, LEDGER_SLOTS};
+
+/// Row index of the shared row, after the [`LEDGER_SLOTS`] worker rows.
+pub const SHARED: usize = LEDGER_SLOTS;
+
+/// Rows per peer: one per ledger slot and the shared one.
+pub const ROWS: usize = LEDGER_SLOTS + 1;
+
+/// One writer's counters for one peer.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct StatsRow {
+    /// Tries sent (counted when picked).
+    pub requests: AtomicU64,
+    /// Responses by status class, 1xx to 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Failed tries.
+    pub fails: AtomicU64,
+    /// Sum over responses of the time to the response header, ms.
+    pub header_ms: AtomicU64,
+    /// Sum over responses of the time to the end of the try, ms.
+    pub response_ms: AtomicU64,
+    /// Bytes sent to the server.
+    pub sent: AtomicU64,
+    /// Bytes received from the server.
+    pub received: AtomicU64,
+    /// Time of the last pick, ms (a maximum, not a sum; never reset).
+    pub selected_ms: AtomicU64,
+}
+
+/// Health transitions of one peer, and the baseline of the last reset.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub struct PeerEvents {
+    /// Times `max_fails` made the peer unavailable.
+    pub unavail: AtomicU64,
+    /// Ms spent unavailable in spells that ended.
+    pub downtime_ms: AtomicU64,
+    /// Start of the spell in progress, ms (valid while `down` is 1).
+    pub downstart_ms: AtomicU64,
+    /// 1 while a spell is in progress.
+    pub down: AtomicU64,
+    /// `unavail` at the last reset.
+    pub base_unavail: AtomicU64,
+    /// Downtime (spell in progress included) at the last reset.
+    pub base_downtime_ms: AtomicU64,
+    /// Zero.
+    pub reserved: [u64; 2],
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<StatsRow>() == 96);
+    assert!(core::mem::size_of::<PeerEvents>() == 64);
+};
+
+/// What one finished try reports, beyond its outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TryInfo {
+    /// HTTP status of the response, 0 when no response header came (a
+    /// connection error, a timeout before the header).
+    pub status: u32,
+    /// Time to the response header, ms, when one came; `None` takes the
+    /// try's whole duration.
+    pub header_ms: Option<u64>,
+    /// Bytes sent to the server.
+    pub sent: u64,
+    /// Bytes received from the server.
+    pub received: u64,
+}
+
+impl TryInfo {
+    /// Nothing known beyond the outcome.
+    pub const NONE: TryInfo = TryInfo {
+        status: 0,
+        header_ms: None,
+        sent: 0,
+        received: 0,
+    };
+}
+
+/// One peer's statistics, as reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// Tries sent.
+    pub requests: u64,
+    /// Responses by class, 1xx to 5xx.
+    pub responses: [u64; 5],
+    /// Failed tries.
+    pub fails: u64,
+    /// Times made unavailable by `max_fails`.
+    pub unavail: u64,
+    /// Ms spent unavailable, the spell in progress included.
+    pub downtime_ms: u64,
+    /// Start of the spell in progress.
+    pub downstart_ms: Option<u64>,
+    /// Last pick.
+    pub selected_ms: Option<u64>,
+    /// Sum of header times over responses, ms.
+    pub header_ms: u64,
+    /// Sum of response times over responses, ms.
+    pub response_ms: u64,
+    /// Bytes sent.
+    pub sent: u64,
+    /// Bytes received.
+    pub received: u64,
+}
+
+impl PeerStats {
+    /// Responses of every class.
+    pub fn responses_total(&self) -> u64 {
+        self.responses.iter().sum()
+    }
+
+    /// Average time to the response header, ms (`None` before the first).
+    pub fn header_time(&self) -> Option<u64> {
+        let n = self.responses_total();
+        (n != 0).then(|| self.header_ms / n)
+    }
+
+    /// Average response time, ms (`None` before the first response).
+    pub fn response_time(&self) -> Option<u64> {
+        let n = self.responses_total();
+        (n != 0).then(|| self.response_ms / n)
+    }
+
+    /// Adds `o` to `self` (totals of an upstream); times take the latest.
+    pub fn add(&mut self, o: &PeerStats) {
+        self.requests += o.requests;
+        for (a, b) in self.responses.iter_mut().zip(o.responses) {
+            *a += b;
+        }
+        self.fails += o.fails;
+        self.unavail += o.unavail;
+        self.downtime_ms += o.downtime_ms;
+        self.header_ms += o.header_ms;
+        self.response_ms += o.response_ms;
+        self.sent += o.sent;
+        self.received += o.received;
+        self.selected_ms = self.selected_ms.max(o.selected_ms);
+    }
+}
+
+/// Raw sums of a peer's rows (before the baseline).
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    v: [u64; 11],
+    selected: u64,
+}
+
+impl StatsRow {
+    /// The summed fields, in a fixed order (`selected_ms` apart).
+    #[inline]
+    fn fields(&self) -> [&AtomicU64; 11] {
+        let [r1, r2, r3, r4, r5] = &self.responses;
+        [
+            &self.requests,
+            r1,
+            r2,
+            r3,
+            r4,
+            r5,
+            &self.fails,
+            &self.header_ms,
+            &self.response_ms,
+            &self.sent,
+            &self.received,
+        ]
+    }
+}
+
+/// Adds `n` to a counter with one writer: a load and a store.
+#[inline]
+fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// The row index a request of ledger slot `slot` counts in.
+#[inline]
+fn row_of(slot: Option<u32>) -> usize {
+    match slot {
+        Some(s) if (s as usize) < LEDGER_SLOTS => s as usize,
+        _ => SHARED,
+    }
+}
+
+impl<'a> Zone<'a> {
+    /// Health transitions of every peer.
+    #[inline]
+    pub fn events(&self) -> &'a [PeerEvents] {
+        // SAFETY: `peers` event lines at stats_off (layout contract),
+        // zero-initialised atomics.
+        unsafe { self.section(self.root().stats_off, self.peers()) }
+    }
+
+    /// The reset baselines of every peer.
+    #[inline]
+    fn baselines(&self) -> &'a [StatsRow] {
+        let off = self.root().stats_off as usize + self.peers() * size_of_events();
+        // SAFETY: `peers` rows follow the event lines (layout contract).
+        unsafe { self.section(off as u64, self.peers()) }
+    }
+
+    /// Row `r` (a ledger slot, or [`SHARED`]) of every peer.
+    #[inline]
+    pub(crate) fn stats_rows(&self, r: usize) -> &'a [StatsRow] {
+        let root = self.root();
+        let off = root.stats_off as usize
+            + self.peers() * size_of_events()
+            + round_up_rows(self.peers())
+            + (r % ROWS) * root.stats_row_bytes as usize;
+        // SAFETY: ROWS blocks of `stats_row_bytes` bytes, each `peers`
+        // rows, follow the baselines (layout contract); the index is
+        // reduced into range.
+        unsafe { self.section(off as u64, self.peers()) }
+    }
+
+    /// Marks ledger slot `s`'s rows as used (readers sum only those).
+    pub(crate) fn mark_rows_used(&self, s: u32) {
+        if (s as usize) < LEDGER_SLOTS {
+            self.sync().rows_used.fetch_or(1 << s, Relaxed);
+        }
+    }
+
+    /// Counts a pick of peer `i` at `now` by a request of `slot`.
+    #[inline]
+    pub(crate) fn count_pick(&self, slot: Option<u32>, i: usize, now: u64) {
+        let r = row_of(slot);
+        let row = &self.stats_rows(r)[i];
+        if r == SHARED {
+            row.requests.fetch_add(1, Relaxed);
+            row.selected_ms.fetch_max(now, Relaxed);
+        } else {
+            bump(&row.requests, 1);
+            row.selected_ms.store(now, Relaxed);
+        }
+    }
+
+    /// Counts the end of a try of peer `i` that took `duration` ms.
+    #[inline]
+    pub(crate) fn count_end(
+        &self,
+        slot: Option<u32>,
+        i: usize,
+        failed: bool,
+        info: &TryInfo,
+        duration: u64,
+    ) {
+        let r = row_of(slot);
+        let row = &self.stats_rows(r)[i];
+        let add: fn(&AtomicU64, u64) = if r == SHARED {
+            |c, n| {
+                c.fetch_add(n, Relaxed);
+            }
+        } else {
+            bump
+        };
+        if failed {
+            add(&row.fails, 1);
+        }
+        if let 100..=599 = info.status {
+            add(&row.responses[(info.status / 100 - 1) as usize], 1);
+            add(
+                &row.header_ms,
+                info.header_ms.unwrap_or(duration).min(duration),
+            );
+            add(&row.response_ms, duration);
+        }
+        if info.sent != 0 {
+            add(&row.sent, info.sent);
+        }
+        if info.received != 0 {
+            add(&row.received, info.received);
+        }
+    }
+
+    /// Records that peer `i` became unavailable at `now`.
+    pub(crate) fn count_disabled(&self, i: usize, now: u64) {
+        let e = &self.events()[i];
+        e.unavail.fetch_add(1, Relaxed);
+        e.downstart_ms.store(now, Relaxed);
+        e.down.store(1, Relaxed);
+    }
+
+    /// Records that peer `i` came back at `now`; how long it was out, ms.
+    pub(crate) fn count_recovered(&self, i: usize, now: u64) -> u64 {
+        let e = &self.events()[i];
+        if e.down.swap(0, Relaxed) == 0 {
+            return 0;
+        }
+        let spell = now.saturating_sub(e.downstart_ms.load(Relaxed));
+        e.downtime_ms.fetch_add(spell, Relaxed);
+        spell
+    }
+
+    /// Raw sums of peer `i`'s rows: the shared one and every slot used.
+    fn sums(&self, i: usize) -> Sums {
+        let used = self.sync().rows_used.load(Relaxed);
+        let mut s = Sums::default();
+        let rows = (0..LEDGER_SLOTS)
+            .filter(|&r| used & (1 << r) != 0)
+            .chain([SHARED]);
+        for r in rows {
+            let row = &self.stats_rows(r)[i];
+            for (a, f) in s.v.iter_mut().zip(row.fields()) {
+                *a = a.wrapping_add(f.load(Relaxed));
+            }
+            s.selected = s.selected.max(row.selected_ms.load(Relaxed));
+        }
+        s
+    }
+
+    /// Downtime of peer `i` at `now`, the spell in progress included, and
+    /// that spell's start.
+    fn downtime(&self, i: usize, now: u64) -> (u64, Option<u64>) {
+        let e = &self.events()[i];
+        let closed = e.downtime_ms.load(Relaxed);
+        if e.down.load(Relaxed) != 0 {
+            let start = e.downstart_ms.load(Relaxed);
+            (closed + now.saturating_sub(start), Some(start))
+        } else {
+            (closed, None)
+        }
+    }
+
+    /// Statistics of peer `i` at `now` since the last reset (`None` past
+    /// the end).
+    pub fn stats(&self, i: usize, now: u64) -> Option<PeerStats> {
+        let base = self.baselines().get(i)?;
+        let e = &self.events()[i];
+        let s = self.sums(i);
+        let mut v = [0u64; 11];
+        for ((out, sum), b) in v.iter_mut().zip(s.v).zip(base.fields()) {
+            *out = sum.saturating_sub(b.load(Relaxed));
+        }
+        let (downtime, downstart) = self.downtime(i, now);
+        let [requests, r1, r2, r3, r4, r5, fails, header_ms, response_ms, sent, received] = v;
+        Some(PeerStats {
+            requests,
+            responses: [r1, r2, r3, r4, r5],
+            fails,
+            unavail: e
+                .unavail
+                .load(Relaxed)
+                .saturating_sub(e.base_unavail.load(Relaxed)),
+            downtime_ms: downtime.saturating_sub(e.base_downtime_ms.load(Relaxed)),
+            downstart_ms: downstart,
+            selected_ms: (s.selected != 0).then_some(s.selected),
+            header_ms,
+            response_ms,
+            sent,
+            received,
+        })
+    }
+
+    /// Resets the statistics of every peer at `now`: from here they count
+    /// from zero (the last pick time is kept).
+    pub fn reset_stats(&self, now: u64) {
+        for i in 0..self.peers() {
+            let s = self.sums(i);
+            for (b, v) in self.baselines()[i].fields().into_iter().zip(s.v) {
+                b.store(v, Relaxed);
+            }
+            let e = &self.events()[i];
+            e.base_unavail.store(e.unavail.load(Relaxed), Relaxed);
+            e.base_downtime_ms.store(self.downtime(i, now).0, Relaxed);
+        }
+    }
+
+    /// Carries peer `j` of `old` into peer `i` of this fresh zone: its raw
+    /// sums land in the shared row, baselines and transitions as they are,
+    /// so that every reported figure is unchanged.
+    pub(crate) fn carry_stats(&self, i: usize, old: Zone<'_>, j: usize) {
+        let s = old.sums(j);
+        let row = &self.stats_rows(SHARED)[i];
+        for (f, v) in row.fields().into_iter().zip(s.v) {
+            f.fetch_add(v, Relaxed);
+        }
+        row.selected_ms.fetch_max(s.selected, Relaxed);
+        for (b, ob) in self.baselines()[i]
+            .fields()
+            .into_iter()
+            .zip(old.baselines()[j].fields())
+        {
+            b.store(ob.load(Relaxed), Relaxed);
+        }
+        let PeerEvents {
+            unavail,
+            downtime_ms,
+            downstart_ms,
+            down,
+            base_unavail,
+            base_downtime_ms,
+            reserved: _,
+        } = &old.events()[j];
+        let e = &self.events()[i];
+        e.unavail.store(unavail.load(Relaxed), Relaxed);
+        e.downtime_ms.store(downtime_ms.load(Relaxed), Relaxed);
+        e.downstart_ms.store(downstart_ms.load(Relaxed), Relaxed);
+        e.down.store(down.load(Relaxed), Relaxed);
+        e.base_unavail.store(base_unavail.load(Relaxed), Relaxed);
+        e.base_downtime_ms
+            .store(base_downtime_ms.load(Relaxed), Relaxed);
+    }
+}
+
+fn size_of_events() -> usize {
+    core::mem::size_of::<PeerEvents>()
+}
+
+/// Bytes of `peers` rows, rounded to whole lines.
+pub(crate) fn round_up_rows(peers: usize) -> usize {
+    super::round_up(peers * core::mem::size_of::<StatsRow>(), ALIGN)
+}
+
+/// Bytes of the statistics section for `peers` peers.
+pub(crate) fn section_len(peers: usize) -> usize {
+    peers * size_of_events() + (ROWS + 1) * round_up_rows(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::selection::Outcome;
+    use crate::spec::{PeerSpec, Policy, UpstreamSpec};
+    use crate::testing::{OwnedAttempt, OwnedTable};
+
+    fn table(peers: &[PeerSpec<'_>]) -> OwnedTable {
+        OwnedTable::new(&UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers,
+        })
+        .unwrap()
+    }
+
+    fn ok(status: u32) -> TryInfo {
+        TryInfo {
+            status,
+            header_ms: Some(2),
+            sent: 100,
+            received: 1000,
+        }
+    }
+
+    #[test]
+    fn counts_are_exact_across_slots_and_the_shared_row() {
+        let never = |id| PeerSpec {
+            max_fails: 0,
+            ..PeerSpec::new(id)
+        };
+        let t = table(&[never(b"a"), never(b"b")]);
+        let z = t.zone();
+        let s1 = z.claim_slot(1, |_| true).unwrap();
+        let s2 = z.claim_slot(2, |_| true).unwrap();
+        let mut picks = [0u64; 2];
+        for (k, slot) in [Some(s1), Some(s2), None]
+            .into_iter()
+            .cycle()
+            .take(30)
+            .enumerate()
+        {
+            let now = 100 + k as u64;
+            let mut a = OwnedAttempt::with_slot(z, now, slot);
+            let p = a.pick(now).unwrap().peer as usize;
+            picks[p] += 1;
+            let status = if k % 3 == 0 { 503 } else { 200 };
+            let outcome = if status == 503 {
+                Outcome::Failed
+            } else {
+                Outcome::Ok
+            };
+            a.release_with(outcome, &ok(status), now + 5).unwrap();
+            a.end();
+        }
+        let (a, b) = (z.stats(0, 200).unwrap(), z.stats(1, 200).unwrap());
+        assert_eq!([a.requests, b.requests], picks);
+        assert_eq!(a.requests + b.requests, 30);
+        assert_eq!(a.responses_total() + b.responses_total(), 30);
+        assert_eq!(a.responses[4] + b.responses[4], 10);
+        assert_eq!(a.fails + b.fails, 10);
+        assert_eq!(a.sent + b.sent, 3000);
+        assert_eq!(a.received + b.received, 30_000);
+        assert_eq!(a.header_time(), Some(2));
+        assert_eq!(a.response_time(), Some(5));
+        assert!(a.selected_ms.is_some_and(|t| (100..130).contains(&t)));
+        assert_eq!(z.stats(2, 0), None);
+    }
+
+    #[test]
+    fn a_dead_workers_counts_stay_and_its_successor_adds() {
+        let t = table(&[PeerSpec::new(b"a")]);
+        let z = t.zone();
+        let s = z.claim_slot(10, |_| true).unwrap();
+        for _ in 0..3 {
+            let mut a = OwnedAttempt::with_slot(z, 0, Some(s));
+            a.pick(0).unwrap();
+            a.end();
+        }
+        // Worker 10 dies; 11 takes its slot.
+        let s2 = z.claim_slot(11, |pid| pid != 10).unwrap();
+        assert_eq!(s2, s);
+        assert_eq!(z.stats(0, 0).unwrap().requests, 3);
+        let mut a = OwnedAttempt::with_slot(z, 0, Some(s2));
+        a.pick(0).unwrap();
+        a.end();
+        assert_eq!(z.stats(0, 0).unwrap().requests, 4);
+    }
+
+    #[test]
+    fn unavailable_spells_downtime_and_reset() {
+        let peers = [
+            PeerSpec {
+                max_fails: 1,
+                fail_timeout_ms: 1000,
+                ..PeerSpec::new(b"a")
+            },
+            PeerSpec::new(b"b"),
+        ];
+        let t = table(&peers);
+        let z = t.zone();
+        let mut fail_a = |now| loop {
+            let mut a = OwnedAttempt::new(z, now);
+            if a.pick(now).unwrap().peer == 0 {
+                let r = a.release_with(Outcome::Failed, &TryInfo::NONE, now);
+                a.end();
+                return r.unwrap();
+            }
+            a.release(Outcome::Ok, now).unwrap();
+            a.end();
+        };
+        let r = fail_a(1000);
+        assert_eq!(r.transition, crate::health::Transition::Disabled);
+        let st = z.stats(0, 1500).unwrap();
+        assert_eq!(
+            (st.unavail, st.downtime_ms, st.downstart_ms),
+            (1, 500, Some(1000))
+        );
+        // The window expires; the probe succeeds at 2500.
+        let r = loop {
+            let mut a = OwnedAttempt::new(z, 2500);
+            let p = a.pick(2500).unwrap().peer;
+            let r = a.release_with(Outcome::Ok, &ok(200), 2500).unwrap();
+            a.end();
+            if p == 0 {
+                break r;
+            }
+        };
+        assert_eq!(r.transition, crate::health::Transition::Recovered);
+        assert_eq!(r.down_ms, 1500);
+        let st = z.stats(0, 9000).unwrap();
+        assert_eq!(
+            (st.unavail, st.downtime_ms, st.downstart_ms),
+            (1, 1500, None)
+        );
+        // Reset in the middle of a second spell.
+        fail_a(10_000);
+        z.reset_stats(10_400);
+        let st = z.stats(0, 10_500).unwrap();
+        assert_eq!((st.requests, st.fails, st.unavail), (0, 0, 0));
+        assert_eq!(st.downtime_ms, 100);
+        assert!(st.selected_ms.is_some(), "the last pick survives a reset");
+        let mut a = OwnedAttempt::new(z, 20_000);
+        a.pick(20_000).unwrap();
+        a.end();
+        assert_eq!(
+            z.stats(0, 20_000).unwrap().requests + z.stats(1, 20_000).unwrap().requests,
+            1
+        );
+    }
+
+    #[test]
+    fn statistics_carry_into_a_fresh_zone() {
+        let old = table(&[PeerSpec::new(b"x\0a"), PeerSpec::new(b"x\0b")]);
+        let oz = old.zone();
+        let s = oz.claim_slot(5, |_| true).unwrap();
+        for k in 0..7 {
+            let mut a = OwnedAttempt::with_slot(oz, k, Some(s));
+            a.pick(k).unwrap();
+            a.release_with(Outcome::Ok, &ok(204), k + 1).unwrap();
+            a.end();
+        }
+        oz.reset_stats(3);
+        for k in 0..2 {
+            let mut a = OwnedAttempt::new(oz, 50 + k);
+            a.pick(50 + k).unwrap();
+            a.end();
+        }
+        let before: Vec<_> = (0..2).map(|i| oz.stats(i, 60).unwrap()).collect();
+        let new = table(&[
+            PeerSpec::new(b"x\0b"),
+            PeerSpec::new(b"x\0c"),
+            PeerSpec::new(b"x\0a"),
+        ]);
+        let nz = new.zone();
+        nz.carry_from(oz);
+        assert_eq!(nz.stats(2, 60).unwrap(), before[0]);
+        assert_eq!(nz.stats(0, 60).unwrap(), before[1]);
+        assert_eq!(nz.stats(1, 60).unwrap(), PeerStats::default());
+    }
+}
