@@ -103,6 +103,8 @@ static ngx_int_t ngx_http_upstream_ha_api_handler(ngx_http_request_t *r);
 static void ngx_http_upstream_ha_api_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_upstream_ha_api_respond(ngx_http_request_t *r,
     u_char *body, size_t len);
+static void ngx_http_upstream_ha_buf_cleanup(void *data);
+static ngx_uint_t ngx_http_upstream_ha_accepts_html(ngx_http_request_t *r);
 
 static void *ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_upstream_ha_create_conf(ngx_conf_t *cf);
@@ -1516,8 +1518,11 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     ngx_buf_t                         *b;
     ngx_str_t                          path;
     ngx_uint_t                         i;
-    ngx_chain_t                        out;
+    ngx_time_t                        *tp;
+    ngx_chain_t                       *out, *cl, **ll;
     hab_result                         hrc;
+    const uint8_t                     *data;
+    ngx_pool_cleanup_t                *cln;
     hab_api_request                    req;
     hab_api_response                   res;
     hab_api_upstream                  *ups;
@@ -1586,13 +1591,27 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
         req.method = HAB_API_PATCH;
         break;
 
+    case NGX_HTTP_DELETE:
+        req.method = HAB_API_DELETE;
+        break;
+
     default:
         req.method = HAB_API_OTHER;
     }
 
     req.flags = hacf->write ? HAB_API_WRITE : 0;
+
+    if (ngx_http_upstream_ha_accepts_html(r)) {
+        req.flags |= HAB_API_HTML;
+    }
+
+    tp = ngx_timeofday();
+
     req.path = path.data;
     req.path_len = path.len;
+    req.query = r->args.data;
+    req.query_len = r->args.len;
+    req.wall_ms = (uint64_t) tp->sec * 1000 + tp->msec;
     req.body = body;
     req.body_len = len;
     req.state_file = hmcf->state_file.data;
@@ -1616,24 +1635,47 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
         hab_buf_free(res.log);
     }
 
-    len = hab_buf_len(res.body);
+    /* the body stays Rust's until the request ends: nginx sends its chunks */
 
-    b = ngx_create_temp_buf(r->pool, len ? len : 1);
-    if (b == NULL) {
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
         hab_buf_free(res.body);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    b->last = ngx_cpymem(b->last, hab_buf_data(res.body), len);
-    hab_buf_free(res.body);
-
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
+    cln->handler = ngx_http_upstream_ha_buf_cleanup;
+    cln->data = res.body;
 
     r->headers_out.status = res.status;
-    r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+
+    switch (res.content_type) {
+
+    case HAB_API_PROMETHEUS:
+        ngx_str_set(&r->headers_out.content_type,
+                    "text/plain; version=0.0.4; charset=utf-8");
+        break;
+
+    case HAB_API_HTML_PAGE:
+        ngx_str_set(&r->headers_out.content_type, "text/html; charset=utf-8");
+        break;
+
+    case HAB_API_NO_BODY:
+        r->header_only = 1;
+        ngx_str_null(&r->headers_out.content_type);
+        break;
+
+    default:
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+    }
+
     r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    if (res.content_type == HAB_API_NO_BODY) {
+        r->headers_out.content_length_n = -1;
+        return ngx_http_send_header(r);
+    }
+
+    r->headers_out.content_length_n = hab_buf_len(res.body);
 
     rc = ngx_http_send_header(r);
 
@@ -1641,8 +1683,88 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
         return rc;
     }
 
-    out.buf = b;
-    out.next = NULL;
+    b = NULL;
+    out = NULL;
+    ll = &out;
 
-    return ngx_http_output_filter(r, &out);
+    for (i = 0; /* void */; i++) {
+        len = hab_buf_chunk(res.body, i, &data);
+        if (len == 0) {
+            break;
+        }
+
+        b = ngx_calloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->pos = (u_char *) data;
+        b->last = (u_char *) data + len;
+        b->memory = 1;
+
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        cl->buf = b;
+        cl->next = NULL;
+        *ll = cl;
+        ll = &cl->next;
+    }
+
+    if (b == NULL) {
+        return ngx_http_send_special(r, NGX_HTTP_LAST);
+    }
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    return ngx_http_output_filter(r, out);
+}
+
+
+static void
+ngx_http_upstream_ha_buf_cleanup(void *data)
+{
+    hab_buf_free(data);
+}
+
+
+/* whether the client named text/html in Accept (a browser) */
+
+static ngx_uint_t
+ngx_http_upstream_ha_accepts_html(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return 0;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("Accept") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "Accept",
+                               sizeof("Accept") - 1) == 0
+            && ngx_strlcasestrn(h[i].value.data,
+                                h[i].value.data + h[i].value.len,
+                                (u_char *) "text/html",
+                                sizeof("text/html") - 1 - 1)
+               != NULL)
+        {
+            return 1;
+        }
+    }
 }

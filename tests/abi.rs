@@ -77,18 +77,21 @@ fn structs_match_the_header() {
         flags,
         path,
         path_len,
+        query,
+        query_len,
         body,
         body_len,
         state_file,
         state_file_len,
         now_ms,
+        wall_ms,
         owner,
         alive,
         alive_data
     });
     same_layout!(hab_api_response {
         status,
-        reserved,
+        content_type,
         body,
         log
     });
@@ -145,6 +148,7 @@ fn functions_match_the_header() {
         hab_attempt_release / 6,
         hab_attempt_end / 2,
         hab_api_handle / 4,
+        hab_buf_chunk / 3,
         hab_buf_data / 1,
         hab_buf_len / 1,
         hab_buf_free / 1,
@@ -194,6 +198,12 @@ fn constants_match_the_header() {
         (sys::HAB_API_HEAD, rs::HAB_API_HEAD),
         (sys::HAB_API_PATCH, rs::HAB_API_PATCH),
         (sys::HAB_API_WRITE, rs::HAB_API_WRITE),
+        (sys::HAB_API_DELETE, rs::HAB_API_DELETE),
+        (sys::HAB_API_HTML, rs::HAB_API_HTML),
+        (sys::HAB_API_JSON, rs::HAB_API_JSON),
+        (sys::HAB_API_PROMETHEUS, rs::HAB_API_PROMETHEUS),
+        (sys::HAB_API_HTML_PAGE, rs::HAB_API_HTML_PAGE),
+        (sys::HAB_API_NO_BODY, rs::HAB_API_NO_BODY),
         (
             sys::hab_policy::HAB_POLICY_ROUND_ROBIN as u32,
             rs::HAB_POLICY_ROUND_ROBIN,

@@ -1,12 +1,112 @@
 //! JSON shapes of the API, with NGINX Plus names where the meaning is the
 //! same
 
+use hab_core::table::stats::PeerStats;
 use hab_core::table::{PeerView, Zone};
 use hab_core::Policy;
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// The two clocks of a request: the zones' monotonic ms and the wall clock
+/// (ms since the Unix epoch) at the same instant, to show times as dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// Monotonic time, ms (the zones' clock).
+    pub now_ms: u64,
+    /// Wall-clock time, ms since the epoch; 0 when unknown.
+    pub wall_ms: u64,
+}
+
+impl Clock {
+    /// A monotonic instant as an ISO 8601 UTC date with milliseconds
+    /// (NGINX Plus's format for `selected` and `downstart`).
+    pub fn date(&self, mono_ms: u64) -> String {
+        let wall = self
+            .wall_ms
+            .saturating_sub(self.now_ms.saturating_sub(mono_ms));
+        iso8601(wall)
+    }
+}
+
+/// `ms` since the epoch as `YYYY-MM-DDThh:mm:ss.mmmZ`.
+pub fn iso8601(ms: u64) -> String {
+    let (secs, milli) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian), after
+    // Howard Hinnant's days_from_civil inverse.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Responses by status class, as NGINX Plus names them.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Responses {
+    /// 1xx.
+    #[serde(rename = "1xx")]
+    pub r1xx: u64,
+    /// 2xx.
+    #[serde(rename = "2xx")]
+    pub r2xx: u64,
+    /// 3xx.
+    #[serde(rename = "3xx")]
+    pub r3xx: u64,
+    /// 4xx.
+    #[serde(rename = "4xx")]
+    pub r4xx: u64,
+    /// 5xx.
+    #[serde(rename = "5xx")]
+    pub r5xx: u64,
+    /// All of them.
+    pub total: u64,
+}
+
+impl Responses {
+    fn of(s: &PeerStats) -> Responses {
+        let [r1xx, r2xx, r3xx, r4xx, r5xx] = s.responses;
+        Responses {
+            r1xx,
+            r2xx,
+            r3xx,
+            r4xx,
+            r5xx,
+            total: s.responses_total(),
+        }
+    }
+}
+
+/// An upstream's totals over its servers (ours).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    /// Tries sent.
+    pub requests: u64,
+    /// Responses by class.
+    pub responses: Responses,
+    /// Bytes sent to the servers.
+    pub sent: u64,
+    /// Bytes received from them.
+    pub received: u64,
+    /// Failed tries.
+    pub fails: u64,
+    /// Times a server was made unavailable.
+    pub unavail: u64,
+    /// Requests in flight.
+    pub active: u64,
+}
+
 /// One server, as `GET .../servers/{id}` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Server {
     /// Position in the upstream, configuration order, backups included.
     pub id: u32,
@@ -30,6 +130,35 @@ pub struct Server {
     pub down: bool,
     /// Draining.
     pub drain: bool,
+    /// Tries sent to the server (counted when it was picked).
+    pub requests: u64,
+    /// Responses by status class.
+    pub responses: Responses,
+    /// Bytes sent to the server.
+    pub sent: u64,
+    /// Bytes received from it.
+    pub received: u64,
+    /// Failed tries.
+    pub fails: u64,
+    /// Times `max_fails` made it unavailable.
+    pub unavail: u64,
+    /// Ms spent unavailable.
+    pub downtime: u64,
+    /// Start of the current unavailable spell, while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downstart: Option<String>,
+    /// When it was last picked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<String>,
+    /// Average time to the response header, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_time: Option<u64>,
+    /// Average time to the whole response, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_time: Option<u64>,
+    /// The latency estimate (EWMA), ms (ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<f64>,
     /// The upstream's balancing policy (ours).
     pub policy: String,
     /// Number of the generation serving the upstream (ours).
@@ -37,7 +166,7 @@ pub struct Server {
 }
 
 /// One upstream, as `GET .../upstreams/{name}` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UpstreamJson {
     /// The upstream's name.
     pub name: String,
@@ -47,6 +176,8 @@ pub struct UpstreamJson {
     pub generation: u64,
     /// Every server, in configuration order.
     pub peers: Vec<Server>,
+    /// Sums over the servers (ours).
+    pub totals: Totals,
     /// Older generations still held by requests in flight (ours).
     pub retiring: Vec<Retiring>,
 }
@@ -121,8 +252,9 @@ pub fn names(identity: &[u8]) -> (String, String) {
 }
 
 /// The JSON of one server of `zone`.
-pub fn server(v: &PeerView<'_>, zone: Zone<'_>) -> Server {
+pub fn server(v: &PeerView<'_>, zone: Zone<'_>, clock: Clock) -> Server {
     let (name, addr) = names(v.identity);
+    let st = &v.stats;
     Server {
         id: v.position,
         server: addr,
@@ -135,33 +267,203 @@ pub fn server(v: &PeerView<'_>, zone: Zone<'_>) -> Server {
         max_conns: v.max_conns,
         down: v.down,
         drain: v.drain,
+        requests: st.requests,
+        responses: Responses::of(st),
+        sent: st.sent,
+        received: st.received,
+        fails: st.fails,
+        unavail: st.unavail,
+        downtime: st.downtime_ms,
+        downstart: st.downstart_ms.map(|t| clock.date(t)),
+        selected: st.selected_ms.map(|t| clock.date(t)),
+        header_time: st.header_time(),
+        response_time: st.response_time(),
+        latency: v.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
         policy: policy_name(zone.policy()).to_owned(),
         generation: zone.generation(),
     }
 }
 
-/// The JSON of one upstream at `now`, servers in configuration order.
-pub fn upstream(name: &str, zone: Zone<'_>, now: u64) -> UpstreamJson {
-    let mut peers: Vec<Server> = (0..zone.peers())
+/// The views of `zone`'s servers at `now`, in configuration order.
+pub fn views(zone: Zone<'_>, now: u64) -> Vec<PeerView<'_>> {
+    let mut v: Vec<PeerView<'_>> = (0..zone.peers())
         .filter_map(|i| zone.view(i, now))
-        .map(|v| server(&v, zone))
         .collect();
-    peers.sort_by_key(|s| s.id);
+    v.sort_by_key(|p| p.position);
+    v
+}
+
+/// Sums over the servers of an upstream.
+pub fn totals(views: &[PeerView<'_>]) -> Totals {
+    views.iter().fold(Totals::default(), add_totals)
+}
+
+/// The JSON of one upstream, servers in configuration order.
+pub fn upstream(name: &str, zone: Zone<'_>, clock: Clock) -> UpstreamJson {
+    let views = views(zone, clock.now_ms);
+    let peers: Vec<Server> = views.iter().map(|v| server(v, zone, clock)).collect();
     UpstreamJson {
         name: name.to_owned(),
         policy: policy_name(zone.policy()).to_owned(),
         generation: zone.generation(),
+        totals: totals(&views),
         peers,
-        retiring: zone
-            .generations()
-            .into_iter()
-            .filter(|g| !g.3 && g.2 > 0)
-            .map(|g| Retiring {
-                generation: g.1,
-                requests: g.2,
-            })
-            .collect(),
+        retiring: retiring(zone),
     }
+}
+
+/// `?fields=`: the keys a reader wants. Server objects keep `id` and
+/// these; upstream objects keep `name`, `peers` and these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fields(Vec<String>);
+
+impl Fields {
+    /// The `fields` parameter of a query string, if any (`None` when it
+    /// is absent or empty: everything).
+    pub fn from_query(query: &str) -> Option<Fields> {
+        let value = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+            .find(|(k, _)| *k == "fields")?
+            .1;
+        let keys: Vec<String> = value
+            .split([',', '+', ' '])
+            .map(|k| k.replace("%2C", ",").replace("%2c", ","))
+            .filter(|k| !k.is_empty())
+            .collect();
+        (!keys.is_empty()).then_some(Fields(keys))
+    }
+
+    fn keeps(&self, key: &str, always: &[&str]) -> bool {
+        always.contains(&key) || self.0.iter().any(|k| k == key)
+    }
+
+    /// `value` (an object) with only the wanted keys.
+    fn filter(&self, value: serde_json::Value, always: &[&str]) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(m) => serde_json::Value::Object(
+                m.into_iter()
+                    .filter(|(k, _)| self.keeps(k, always))
+                    .collect(),
+            ),
+            v => v,
+        }
+    }
+
+    /// A server, filtered.
+    pub fn server(&self, s: &Server) -> serde_json::Value {
+        self.filter(serde_json::to_value(s).unwrap_or_default(), &["id"])
+    }
+}
+
+/// An upstream rendered as it is serialized, server by server, without
+/// building the whole answer first.
+#[derive(Debug, Clone, Copy)]
+pub struct Render<'a> {
+    /// The upstream's name.
+    pub name: &'a str,
+    /// Its zone.
+    pub zone: Zone<'a>,
+    /// The request's clocks.
+    pub clock: Clock,
+    /// `?fields=`.
+    pub fields: Option<&'a Fields>,
+}
+
+impl<'a> Render<'a> {
+    /// Peer indices in configuration order.
+    fn order(&self) -> Vec<u32> {
+        let colds = self.zone.colds();
+        let mut order: Vec<u32> = (0..self.zone.peers() as u32).collect();
+        order.sort_by_key(|&i| colds[i as usize].position);
+        order
+    }
+
+    /// Just the servers, as a JSON array.
+    pub fn peers(self) -> Peers<'a> {
+        Peers(self)
+    }
+}
+
+/// The servers of a [`Render`], serialized one at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct Peers<'a>(Render<'a>);
+
+impl Serialize for Peers<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let r = &self.0;
+        let mut seq = ser.serialize_seq(Some(r.zone.peers()))?;
+        for i in r.order() {
+            let Some(v) = r.zone.view(i as usize, r.clock.now_ms) else {
+                continue;
+            };
+            let s = server(&v, r.zone, r.clock);
+            match r.fields {
+                Some(f) => seq.serialize_element(&f.server(&s))?,
+                None => seq.serialize_element(&s)?,
+            }
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for Render<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let z = self.zone;
+        let now = self.clock.now_ms;
+        let keep = |k: &str| self.fields.is_none_or(|f| f.keeps(k, &["name", "peers"]));
+        let mut m = ser.serialize_map(None)?;
+        m.serialize_entry("name", self.name)?;
+        if keep("policy") {
+            m.serialize_entry("policy", policy_name(z.policy()))?;
+        }
+        if keep("generation") {
+            m.serialize_entry("generation", &z.generation())?;
+        }
+        m.serialize_entry("peers", &self.peers())?;
+        if keep("totals") {
+            // A second pass over the zone: nothing of the first is kept.
+            let t = (0..z.peers())
+                .filter_map(|i| z.view(i, now))
+                .fold(Totals::default(), |t, v| add_totals(t, &v));
+            m.serialize_entry("totals", &t)?;
+        }
+        if keep("retiring") {
+            m.serialize_entry("retiring", &retiring(z))?;
+        }
+        m.end()
+    }
+}
+
+fn add_totals(mut t: Totals, v: &PeerView<'_>) -> Totals {
+    let s = &v.stats;
+    t.requests += s.requests;
+    let r = Responses::of(s);
+    t.responses.r1xx += r.r1xx;
+    t.responses.r2xx += r.r2xx;
+    t.responses.r3xx += r.r3xx;
+    t.responses.r4xx += r.r4xx;
+    t.responses.r5xx += r.r5xx;
+    t.responses.total += r.total;
+    t.sent += s.sent;
+    t.received += s.received;
+    t.fails += s.fails;
+    t.unavail += s.unavail;
+    t.active += u64::from(v.active);
+    t
+}
+
+fn retiring(zone: Zone<'_>) -> Vec<Retiring> {
+    zone.generations()
+        .into_iter()
+        .filter(|g| !g.3 && g.2 > 0)
+        .map(|g| Retiring {
+            generation: g.1,
+            requests: g.2,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -181,6 +483,19 @@ mod tests {
         assert!(serde_json::from_str::<Patch>(r#"{"weight":1.5}"#).is_err());
         assert!(serde_json::from_str::<Patch>(r#"{"drain":"yes"}"#).is_err());
         assert!(serde_json::from_str::<Patch>(r#"[1]"#).is_err());
+    }
+
+    #[test]
+    fn dates_are_iso8601_utc() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(1_796_126_400_123), "2026-12-01T12:00:00.123Z");
+        assert_eq!(iso8601(4_107_542_399_999), "2100-02-28T23:59:59.999Z");
+        let c = Clock {
+            now_ms: 10_000,
+            wall_ms: 1_796_126_400_000,
+        };
+        assert_eq!(c.date(9_000), "2026-12-01T11:59:59.000Z");
     }
 
     #[test]

@@ -12,8 +12,11 @@
 //! weight override) of every server across a restart or a binary upgrade:
 //! [`state`].
 
+pub mod body;
 pub mod json;
+pub mod metrics;
 pub mod route;
 pub mod state;
 
-pub use route::{handle, Method, Request, Response, Upstream};
+pub use body::Body;
+pub use route::{handle, ContentType, Method, Request, Response, Upstream};

@@ -2,24 +2,30 @@
 //!
 //! | method | path (relative to the `ha_api` location) | |
 //! |---|---|---|
-//! | GET | `` | `["upstreams"]` |
+//! | GET | `` | `["upstreams", "metrics", "status.html"]`, or with `Accept: text/html` the status page |
+//! | GET | `status.html` | the live status page |
+//! | GET | `metrics` | Prometheus text exposition |
 //! | GET | `upstreams` | name → upstream |
 //! | GET | `upstreams/{name}` | the upstream |
+//! | DELETE | `upstreams/{name}` | reset its statistics (write only) |
 //! | GET | `upstreams/{name}/servers` | its servers |
 //! | GET | `upstreams/{name}/servers/{id}` | one server |
 //! | PATCH | `upstreams/{name}/servers/{id}` | change it (write only) |
 //!
-//! HEAD answers as GET. Every refusal has a JSON body (`docs/api.md`).
-
-use std::collections::BTreeMap;
+//! HEAD answers as GET. `?fields=a,b` limits the keys of server and
+//! upstream objects. Every refusal has a JSON body (`docs/api.md`).
 
 use hab_core::table::{Zone, MAX_WEIGHT};
 use hab_core::Error;
 
-use crate::json::{self, ErrorBody, ErrorDetail, Patch};
+use crate::body::Body;
+use crate::json::{self, Clock, ErrorBody, ErrorDetail, Fields, Patch, Render};
 
 /// Largest PATCH body accepted, bytes.
 pub const MAX_BODY: usize = 16 * 1024;
+
+/// The live status page (`__HAB_WRITE__` becomes `true` or `false`).
+pub const STATUS_PAGE: &str = include_str!("status.html");
 
 /// HTTP methods the API knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +36,23 @@ pub enum Method {
     Head,
     /// PATCH.
     Patch,
+    /// DELETE.
+    Delete,
     /// Anything else.
     Other,
+}
+
+/// What a body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    /// `application/json`.
+    Json,
+    /// Prometheus text exposition, `text/plain; version=0.0.4`.
+    Prometheus,
+    /// `text/html`.
+    Html,
+    /// No body (204).
+    None,
 }
 
 /// One upstream the caller serves.
@@ -50,14 +71,29 @@ pub struct Request<'a> {
     pub method: Method,
     /// The path below the location (no query string), e.g. `upstreams/app`.
     pub path: &'a str,
+    /// The query string, without `?` (empty when none).
+    pub query: &'a str,
+    /// The client accepts HTML (`Accept` names `text/html`).
+    pub html: bool,
     /// The body (PATCH).
     pub body: &'a [u8],
     /// `ha_api write=on`.
     pub write: bool,
     /// Monotonic time, ms (the zones' clock).
     pub now_ms: u64,
+    /// Wall-clock time at `now_ms`, ms since the epoch (0: unknown).
+    pub wall_ms: u64,
     /// Builder lease owner for a publication (the worker's pid).
     pub owner: u64,
+}
+
+impl Request<'_> {
+    fn clock(&self) -> Clock {
+        Clock {
+            now_ms: self.now_ms,
+            wall_ms: self.wall_ms,
+        }
+    }
 }
 
 /// The answer.
@@ -65,8 +101,10 @@ pub struct Request<'a> {
 pub struct Response {
     /// HTTP status.
     pub status: u16,
-    /// JSON body.
-    pub body: Vec<u8>,
+    /// What the body is.
+    pub content_type: ContentType,
+    /// The body.
+    pub body: Body,
     /// A line for the error log (a refused change), if any.
     pub log: Option<String>,
     /// The admin state changed: the caller saves the state file.
@@ -74,9 +112,13 @@ pub struct Response {
 }
 
 fn ok<T: serde::Serialize>(value: &T) -> Response {
+    let mut body = Body::new();
+    // Writing into a Body cannot fail; serializing our types neither.
+    let _ = serde_json::to_writer(&mut body, value);
     Response {
         status: 200,
-        body: serde_json::to_vec(value).unwrap_or_default(),
+        content_type: ContentType::Json,
+        body,
         log: None,
         changed: false,
     }
@@ -93,9 +135,7 @@ pub fn refuse(status: u16, code: &str, text: impl Into<String>) -> Response {
     };
     Response {
         status,
-        body: serde_json::to_vec(&body).unwrap_or_default(),
-        log: None,
-        changed: false,
+        ..ok(&body)
     }
 }
 
@@ -111,6 +151,54 @@ fn method_not_allowed(allowed: &str) -> Response {
     )
 }
 
+fn read_only(what: &str) -> Response {
+    refuse(
+        405,
+        "MethodNotAllowed",
+        format!("the API is read-only here: {what} needs \"ha_api write=on\""),
+    )
+}
+
+/// The status page.
+fn page(write: bool) -> Response {
+    let html = STATUS_PAGE.replace("__HAB_WRITE__", if write { "true" } else { "false" });
+    Response {
+        status: 200,
+        content_type: ContentType::Html,
+        body: Body::from(html.into_bytes()),
+        log: None,
+        changed: false,
+    }
+}
+
+/// `name → upstream` for every upstream, streamed.
+struct All<'a> {
+    upstreams: &'a [Upstream<'a>],
+    clock: Clock,
+    fields: Option<&'a Fields>,
+}
+
+impl serde::Serialize for All<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut sorted: Vec<&Upstream<'_>> = self.upstreams.iter().collect();
+        sorted.sort_by_key(|u| u.name);
+        let mut m = ser.serialize_map(Some(sorted.len()))?;
+        for u in sorted {
+            m.serialize_entry(
+                u.name,
+                &Render {
+                    name: u.name,
+                    zone: u.zone,
+                    clock: self.clock,
+                    fields: self.fields,
+                },
+            )?;
+        }
+        m.end()
+    }
+}
+
 /// Answers `req` over `upstreams`; `alive` tells whether a lease owner
 /// (pid) still runs.
 pub fn handle(
@@ -121,25 +209,52 @@ pub fn handle(
     let parts: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
     let read = matches!(req.method, Method::Get | Method::Head);
     let find = |name: &str| upstreams.iter().find(|u| u.name == name);
+    let fields = Fields::from_query(req.query);
+    let clock = req.clock();
     match parts.as_slice() {
-        [] if read => ok(&["upstreams"]),
-        ["upstreams"] if read => {
-            let all: BTreeMap<&str, json::UpstreamJson> = upstreams
-                .iter()
-                .map(|u| (u.name, json::upstream(u.name, u.zone, req.now_ms)))
-                .collect();
-            ok(&all)
-        }
-        [] | ["upstreams"] => method_not_allowed("GET, HEAD"),
+        [] if read && req.html => page(req.write),
+        [] if read => ok(&["upstreams", "metrics", "status.html"]),
+        ["status.html"] if read => page(req.write),
+        ["metrics"] if read => Response {
+            status: 200,
+            content_type: ContentType::Prometheus,
+            body: crate::metrics::render(upstreams, clock),
+            log: None,
+            changed: false,
+        },
+        ["upstreams"] if read => ok(&All {
+            upstreams,
+            clock,
+            fields: fields.as_ref(),
+        }),
+        [] | ["upstreams"] | ["status.html"] | ["metrics"] => method_not_allowed("GET, HEAD"),
         ["upstreams", name, rest @ ..] => {
             let Some(u) = find(name) else {
                 return not_found(format!("upstream \"{name}\" not found"));
             };
+            let render = Render {
+                name: u.name,
+                zone: u.zone,
+                clock,
+                fields: fields.as_ref(),
+            };
             match rest {
-                [] if read => ok(&json::upstream(u.name, u.zone, req.now_ms)),
-                ["servers"] if read => ok(&json::upstream(u.name, u.zone, req.now_ms).peers),
-                [] | ["servers"] => method_not_allowed("GET, HEAD"),
-                ["servers", id] => server(req, u, id, alive),
+                [] if read => ok(&render),
+                [] if req.method == Method::Delete && !req.write => read_only("DELETE"),
+                [] if req.method == Method::Delete => {
+                    u.zone.reset_stats(req.now_ms);
+                    Response {
+                        status: 204,
+                        content_type: ContentType::None,
+                        body: Body::new(),
+                        log: None,
+                        changed: false,
+                    }
+                }
+                [] => method_not_allowed("GET, HEAD, DELETE"),
+                ["servers"] if read => ok(&render.peers()),
+                ["servers"] => method_not_allowed("GET, HEAD"),
+                ["servers", id] => server(req, u, id, fields.as_ref(), alive),
                 _ => not_found(format!("no such resource \"{}\"", req.path)),
             }
         }
@@ -147,7 +262,13 @@ pub fn handle(
     }
 }
 
-fn server(req: &Request<'_>, u: &Upstream<'_>, id: &str, alive: impl Fn(u64) -> bool) -> Response {
+fn server(
+    req: &Request<'_>,
+    u: &Upstream<'_>,
+    id: &str,
+    fields: Option<&Fields>,
+    alive: impl Fn(u64) -> bool,
+) -> Response {
     let index = id
         .parse::<u32>()
         .ok()
@@ -159,22 +280,26 @@ fn server(req: &Request<'_>, u: &Upstream<'_>, id: &str, alive: impl Fn(u64) -> 
             u.name
         ));
     };
-    let show = |zone: Zone<'_>| zone.view(i, req.now_ms).map(|v| json::server(&v, zone));
+    let show = |zone: Zone<'_>| {
+        let s = zone
+            .view(i, req.now_ms)
+            .map(|v| json::server(&v, zone, req.clock()));
+        match (s, fields) {
+            (Some(s), Some(f)) => ok(&f.server(&s)),
+            (s, _) => ok(&s),
+        }
+    };
     match req.method {
-        Method::Get | Method::Head => ok(&show(u.zone)),
-        Method::Patch if !req.write => refuse(
-            405,
-            "MethodNotAllowed",
-            "the API is read-only here: PATCH needs \"ha_api write=on\"",
-        ),
+        Method::Get | Method::Head => show(u.zone),
+        Method::Patch if !req.write => read_only("PATCH"),
         Method::Patch => match patch(req, u, i, alive) {
             Ok(changed) => Response {
                 changed,
-                ..ok(&show(u.zone))
+                ..show(u.zone)
             },
             Err(r) => r,
         },
-        Method::Other => method_not_allowed("GET, HEAD, PATCH"),
+        Method::Delete | Method::Other => method_not_allowed("GET, HEAD, PATCH"),
     }
 }
 
@@ -303,23 +428,138 @@ mod tests {
         body: &str,
         write: bool,
     ) -> (u16, serde_json::Value) {
+        let r = raw(t, method, path, body, write);
+        let v = if r.body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&r.body.to_vec()).unwrap()
+        };
+        (r.status, v)
+    }
+
+    fn raw(t: &OwnedTable, method: Method, path: &str, body: &str, write: bool) -> Response {
         let ups = [Upstream {
             name: "app",
             zone: t.zone(),
         }];
-        let r = handle(
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        handle(
             &Request {
                 method,
                 path,
+                query,
+                html: false,
                 body: body.as_bytes(),
                 write,
                 now_ms: 1,
+                wall_ms: 1_796_126_400_000,
                 owner: 77,
             },
             &ups,
             |_| true,
+        )
+    }
+
+    #[test]
+    fn statistics_fields_and_reset() {
+        use hab_core::table::stats::TryInfo;
+        use hab_core::testing::OwnedAttempt;
+        let t = zone();
+        for k in 0..6u64 {
+            let mut a = OwnedAttempt::new(t.zone(), 1);
+            a.pick(1).unwrap();
+            let status = if k == 0 { 503 } else { 200 };
+            let info = TryInfo {
+                status,
+                header_ms: Some(0),
+                sent: 10,
+                received: 20,
+            };
+            a.release_with(hab_core::Outcome::Ok, &info, 1).unwrap();
+            a.end();
+        }
+        let (_, v) = call(&t, Method::Get, "upstreams/app", "", false);
+        let totals = &v["totals"];
+        assert_eq!(totals["requests"], 6);
+        assert_eq!(totals["responses"]["total"], 6);
+        assert_eq!(totals["responses"]["5xx"], 1);
+        assert_eq!(totals["sent"], 60);
+        let sum: u64 = v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, 6);
+        assert_eq!(v["peers"][0]["selected"], "2026-12-01T12:00:00.000Z");
+        assert_eq!(
+            v["peers"][1]["selected"],
+            serde_json::Value::Null,
+            "a backup"
         );
-        (r.status, serde_json::from_slice(&r.body).unwrap())
+
+        // ?fields= keeps id (server) and name/peers (upstream).
+        let (_, v) = call(
+            &t,
+            Method::Get,
+            "upstreams/app?fields=requests,state",
+            "",
+            false,
+        );
+        let keys = |o: &serde_json::Value| {
+            let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        assert_eq!(keys(&v), ["name", "peers"]);
+        assert_eq!(keys(&v["peers"][0]), ["id", "requests", "state"]);
+        let (_, v) = call(
+            &t,
+            Method::Get,
+            "upstreams/app/servers/0?fields=fails",
+            "",
+            false,
+        );
+        assert_eq!(keys(&v), ["fails", "id"]);
+        let (_, v) = call(&t, Method::Get, "upstreams?fields=totals", "", false);
+        assert_eq!(keys(&v["app"]), ["name", "peers", "totals"]);
+
+        // Reset: write only.
+        assert_eq!(call(&t, Method::Delete, "upstreams/app", "", false).0, 405);
+        assert_eq!(call(&t, Method::Delete, "upstreams/nope", "", true).0, 404);
+        let r = raw(&t, Method::Delete, "upstreams/app", "", true);
+        assert_eq!((r.status, r.content_type), (204, ContentType::None));
+        let (_, v) = call(&t, Method::Get, "upstreams/app", "", false);
+        assert_eq!(v["totals"]["requests"], 0);
+        assert_eq!(v["peers"][0]["responses"]["total"], 0);
+        assert_eq!(
+            call(&t, Method::Delete, "upstreams/app/servers/0", "", true).0,
+            405
+        );
+    }
+
+    #[test]
+    fn metrics_and_page() {
+        let t = zone();
+        let r = raw(&t, Method::Get, "metrics", "", false);
+        assert_eq!((r.status, r.content_type), (200, ContentType::Prometheus));
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        assert!(text.contains("# TYPE ha_upstream_server_requests_total counter\n"));
+        assert!(
+            text.contains("ha_upstream_server_state{upstream=\"app\",server=\"127.0.0.1:2\"} 1\n")
+        );
+        assert!(text.contains(
+            "ha_upstream_server_responses_total{upstream=\"app\",server=\"127.0.0.1:3\",code=\"5xx\"} 0\n"
+        ));
+        let r = raw(&t, Method::Get, "status.html", "", true);
+        assert_eq!((r.status, r.content_type), (200, ContentType::Html));
+        let html = String::from_utf8(r.body.to_vec()).unwrap();
+        assert!(!html.contains("__HAB_WRITE__"));
+        assert_eq!(
+            raw(&t, Method::Get, "", "", false).content_type,
+            ContentType::Json
+        );
+        assert_eq!(raw(&t, Method::Patch, "metrics", "", true).status, 405);
     }
 
     #[test]

@@ -284,8 +284,17 @@ hab_result hab_attempt_end(hab_zone *zone, hab_attempt *attempt);
 #define HAB_API_GET    1u
 #define HAB_API_HEAD   2u
 #define HAB_API_PATCH  3u
+#define HAB_API_DELETE 4u
 
-#define HAB_API_WRITE  0x0001u    /* hab_api_request.flags: write=on */
+/* hab_api_request.flags */
+#define HAB_API_WRITE  0x0001u    /* write=on */
+#define HAB_API_HTML   0x0002u    /* the client accepts text/html */
+
+/* hab_api_response.content_type */
+#define HAB_API_JSON        0u    /* application/json */
+#define HAB_API_PROMETHEUS  1u    /* text/plain; version=0.0.4 */
+#define HAB_API_HTML_PAGE   2u    /* text/html */
+#define HAB_API_NO_BODY     3u    /* 204 */
 
 
 typedef struct hab_api_upstream {
@@ -300,11 +309,14 @@ typedef struct hab_api_request {
     uint32_t        flags;        /* HAB_API_WRITE */
     const uint8_t  *path;         /* below the location, no query string */
     size_t          path_len;
+    const uint8_t  *query;        /* without "?"; may be NULL if query_len 0 */
+    size_t          query_len;
     const uint8_t  *body;         /* may be NULL when body_len is 0 */
     size_t          body_len;
     const uint8_t  *state_file;   /* NULL: no ha_state_file */
     size_t          state_file_len;
     uint64_t        now_ms;
+    uint64_t        wall_ms;      /* wall clock at now_ms, ms since epoch */
     uint64_t        owner;        /* builder lease owner: the worker's pid */
     hab_alive_fn    alive;
     void           *alive_data;
@@ -313,8 +325,8 @@ typedef struct hab_api_request {
 
 typedef struct hab_api_response {
     uint32_t        status;       /* HTTP status */
-    uint32_t        reserved;
-    hab_buf        *body;         /* JSON; never NULL on HAB_OK */
+    uint32_t        content_type; /* HAB_API_JSON ... */
+    hab_buf        *body;         /* never NULL on HAB_OK */
     hab_buf        *log;          /* NULL, or a line for the error log */
 } hab_api_response;
 
@@ -327,6 +339,13 @@ typedef struct hab_api_response {
 hab_result hab_api_handle(const hab_api_request *req,
     const hab_api_upstream *ups, size_t n, hab_api_response *out);
 
+/*
+ * A body comes in chunks (at most 64 KiB each, never empty):
+ * hab_buf_chunk() gives chunk i's length and bytes, 0 past the last;
+ * hab_buf_len() the total.  hab_buf_data() is the bytes of a one-chunk
+ * buffer, such as a log line.  The bytes stay valid until hab_buf_free().
+ */
+size_t hab_buf_chunk(const hab_buf *buf, size_t i, const uint8_t **out_data);
 const uint8_t *hab_buf_data(const hab_buf *buf);
 size_t hab_buf_len(const hab_buf *buf);
 void hab_buf_free(hab_buf *buf);

@@ -4,7 +4,7 @@ use core::ffi::c_void;
 use std::path::Path;
 
 use hab_api::state::StateFile;
-use hab_api::{Method, Request, Upstream};
+use hab_api::{ContentType, Method, Request, Upstream};
 
 use crate::zone::{alive_fn, hab_alive_fn, zone};
 use crate::{bytes, guard, guard_or, hab_result, hab_zone};
@@ -18,8 +18,21 @@ pub const HAB_API_GET: u32 = 1;
 pub const HAB_API_HEAD: u32 = 2;
 /// `hab_api_request.method`: PATCH.
 pub const HAB_API_PATCH: u32 = 3;
+/// `hab_api_request.method`: DELETE.
+pub const HAB_API_DELETE: u32 = 4;
 /// `hab_api_request.flags`: `ha_api write=on`.
 pub const HAB_API_WRITE: u32 = 0x0001;
+/// `hab_api_request.flags`: the client accepts `text/html`.
+pub const HAB_API_HTML: u32 = 0x0002;
+
+/// `hab_api_response.type`: JSON.
+pub const HAB_API_JSON: u32 = 0;
+/// `hab_api_response.type`: Prometheus text exposition 0.0.4.
+pub const HAB_API_PROMETHEUS: u32 = 1;
+/// `hab_api_response.type`: HTML.
+pub const HAB_API_HTML_PAGE: u32 = 2;
+/// `hab_api_response.type`: no body (204).
+pub const HAB_API_NO_BODY: u32 = 3;
 
 /// One upstream the API shows.
 #[repr(C)]
@@ -45,6 +58,10 @@ pub struct hab_api_request {
     pub path: *const u8,
     /// Length of `path`.
     pub path_len: usize,
+    /// The query string without `?` (may be NULL when `query_len` is 0).
+    pub query: *const u8,
+    /// Length of `query`.
+    pub query_len: usize,
     /// The body (may be NULL when `body_len` is 0).
     pub body: *const u8,
     /// Length of `body`.
@@ -56,6 +73,8 @@ pub struct hab_api_request {
     pub state_file_len: usize,
     /// Monotonic time, ms (nginx's `ngx_current_msec`).
     pub now_ms: u64,
+    /// Wall-clock time at the same instant, ms since the epoch.
+    pub wall_ms: u64,
     /// Builder lease owner (the worker's pid).
     pub owner: u64,
     /// Whether a lease owner is alive.
@@ -64,10 +83,11 @@ pub struct hab_api_request {
     pub alive_data: *mut c_void,
 }
 
-/// Opaque: bytes owned by Rust, given back with `hab_buf_free`.
+/// Opaque: bytes owned by Rust, in chunks, given back with
+/// `hab_buf_free`.
 #[derive(Debug)]
 pub struct hab_buf {
-    bytes: Vec<u8>,
+    body: hab_api::Body,
 }
 
 /// The answer to an API request.
@@ -76,17 +96,18 @@ pub struct hab_buf {
 pub struct hab_api_response {
     /// HTTP status.
     pub status: u32,
-    /// Zero.
-    pub reserved: u32,
-    /// The JSON body (never NULL on `HAB_OK`).
+    /// `HAB_API_JSON`, `HAB_API_PROMETHEUS`, `HAB_API_HTML_PAGE`,
+    /// `HAB_API_NO_BODY`.
+    pub content_type: u32,
+    /// The body (never NULL on `HAB_OK`).
     pub body: *mut hab_buf,
     /// NULL, or a line for the error log (a refused change, a state file
     /// that could not be written).
     pub log: *mut hab_buf,
 }
 
-pub(crate) fn buf(bytes: Vec<u8>) -> *mut hab_buf {
-    Box::into_raw(Box::new(hab_buf { bytes }))
+pub(crate) fn buf(body: hab_api::Body) -> *mut hab_buf {
+    Box::into_raw(Box::new(hab_buf { body }))
 }
 
 /// Answers one API request over `n` upstreams.
@@ -112,14 +133,15 @@ pub unsafe extern "C" fn hab_api_handle(
             return HAB_NULL_PARAMETER;
         };
         // SAFETY: caller contract, lengths as given.
-        let (path, body, state_file) = match unsafe {
+        let (path, query, body, state_file) = match unsafe {
             (
                 bytes(req.path, req.path_len),
+                bytes(req.query, req.query_len),
                 bytes(req.body, req.body_len),
                 bytes(req.state_file, req.state_file_len),
             )
         } {
-            (Ok(p), Ok(b), Ok(s)) => (p, b, s),
+            (Ok(p), Ok(q), Ok(b), Ok(s)) => (p, q, b, s),
             _ => return HAB_NULL_PARAMETER,
         };
         let list: &[hab_api_upstream] = if n == 0 {
@@ -147,14 +169,18 @@ pub unsafe extern "C" fn hab_api_handle(
             HAB_API_GET => Method::Get,
             HAB_API_HEAD => Method::Head,
             HAB_API_PATCH => Method::Patch,
+            HAB_API_DELETE => Method::Delete,
             _ => Method::Other,
         };
         let request = Request {
             method,
             path: core::str::from_utf8(path).unwrap_or("\u{fffd}"),
+            query: core::str::from_utf8(query).unwrap_or(""),
+            html: req.flags & HAB_API_HTML != 0,
             body,
             write: req.flags & HAB_API_WRITE != 0,
             now_ms: req.now_ms,
+            wall_ms: req.wall_ms,
             owner: req.owner,
         };
         // SAFETY: the caller vouches for `alive` with `alive_data`.
@@ -175,16 +201,24 @@ pub unsafe extern "C" fn hab_api_handle(
         unsafe {
             out.write(hab_api_response {
                 status: u32::from(r.status),
-                reserved: 0,
+                content_type: match r.content_type {
+                    ContentType::Json => HAB_API_JSON,
+                    ContentType::Prometheus => HAB_API_PROMETHEUS,
+                    ContentType::Html => HAB_API_HTML_PAGE,
+                    ContentType::None => HAB_API_NO_BODY,
+                },
                 body: buf(r.body),
-                log: r.log.map_or(core::ptr::null_mut(), |l| buf(l.into_bytes())),
+                log: r
+                    .log
+                    .map_or(core::ptr::null_mut(), |l| buf(l.into_bytes().into())),
             })
         };
         HAB_OK
     })
 }
 
-/// The bytes of a buffer (NULL for NULL).
+/// The bytes of a buffer of at most one chunk, such as a log line (NULL
+/// for NULL); for any body, `hab_buf_chunk`.
 ///
 /// # Safety
 ///
@@ -196,7 +230,37 @@ pub unsafe extern "C" fn hab_buf_data(b: *const hab_buf) -> *const u8 {
             return core::ptr::null();
         }
         // SAFETY: a live buffer (caller contract).
-        unsafe { &*b }.bytes.as_ptr()
+        match unsafe { &*b }.body.chunks().first() {
+            Some(c) => c.as_ptr(),
+            None => core::ptr::NonNull::<u8>::dangling().as_ptr(),
+        }
+    })
+}
+
+/// Chunk `i` of a buffer: its length, and its bytes in `*out_data`; 0 past
+/// the last chunk (chunks are never empty). The bytes stay valid until
+/// `hab_buf_free`.
+///
+/// # Safety
+///
+/// `b` is NULL or a buffer not yet freed; `out_data` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_buf_chunk(
+    b: *const hab_buf,
+    i: usize,
+    out_data: *mut *const u8,
+) -> usize {
+    guard_or(0, || {
+        if b.is_null() || out_data.is_null() {
+            return 0;
+        }
+        // SAFETY: a live buffer (caller contract).
+        let Some(c) = unsafe { &*b }.body.chunks().get(i) else {
+            return 0;
+        };
+        // SAFETY: writable (caller contract).
+        unsafe { out_data.write(c.as_ptr()) };
+        c.len()
     })
 }
 
@@ -212,7 +276,7 @@ pub unsafe extern "C" fn hab_buf_len(b: *const hab_buf) -> usize {
             return 0;
         }
         // SAFETY: a live buffer (caller contract).
-        unsafe { &*b }.bytes.len()
+        unsafe { &*b }.body.len()
     })
 }
 
@@ -275,7 +339,7 @@ pub unsafe extern "C" fn hab_state_load(
             Err(e) => {
                 if !out_error.is_null() {
                     // SAFETY: writable (caller contract).
-                    unsafe { out_error.write(buf(e.into_bytes())) };
+                    unsafe { out_error.write(buf(e.into_bytes().into())) };
                 }
                 HAB_BAD_STATE
             }

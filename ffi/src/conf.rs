@@ -193,7 +193,9 @@ pub unsafe extern "C" fn hab_conf_explain(
         unsafe {
             with_spec(conf, |spec| {
                 let reason = hab_core::table::generation::too_large_reason(spec)
-                    .map_or(core::ptr::null_mut(), |r| crate::api::buf(r.into_bytes()));
+                    .map_or(core::ptr::null_mut(), |r| {
+                        crate::api::buf(r.into_bytes().into())
+                    });
                 out_reason.write(reason);
                 HAB_OK
             })
