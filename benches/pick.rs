@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode};
 use hab_core::spec::HashMode;
+use hab_core::table::stats::TryInfo;
 use hab_core::table::Zone;
 use hab_core::testing::{OwnedTable, Region};
 use hab_core::{attempt, table, Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
@@ -137,6 +138,14 @@ enum Subject<'a> {
     NginxLeastConn(&'a Peers),
 }
 
+/// What the module reports of a successful try.
+const TRY: TryInfo = TryInfo {
+    status: 200,
+    header_ms: Some(1),
+    sent: 180,
+    received: 1200,
+};
+
 /// One thread's per-request state: its attempt (or tried bitmap) buffer,
 /// its position in the key pool and its seed sequence.
 struct Worker<'k> {
@@ -188,7 +197,10 @@ impl<'k> Worker<'k> {
                     a.set_slot(self.slot);
                     zone.begin(&mut a).expect("a generation");
                     let p = zone.get_keyed(&mut a, key, NOW).expect("a peer");
-                    zone.free(&mut a, Outcome::Ok, NOW).expect("a try");
+                    // As the module: the try's status, header time and
+                    // bytes go to the statistics.
+                    zone.free_with(&mut a, Outcome::Ok, &TRY, NOW)
+                        .expect("a try");
                     zone.end(&mut a);
                     black_box(p);
                 }

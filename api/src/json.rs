@@ -1,8 +1,12 @@
 //! JSON shapes of the API, with NGINX Plus names where the meaning is the
 //! same
 
+use std::borrow::Cow;
+
 use hab_core::table::stats::PeerStats;
 use hab_core::table::{PeerView, Zone};
+
+use crate::body::Body;
 use hab_core::Policy;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -17,18 +21,35 @@ pub struct Clock {
 }
 
 impl Clock {
-    /// A monotonic instant as an ISO 8601 UTC date with milliseconds
-    /// (NGINX Plus's format for `selected` and `downstart`).
-    pub fn date(&self, mono_ms: u64) -> String {
-        let wall = self
-            .wall_ms
-            .saturating_sub(self.now_ms.saturating_sub(mono_ms));
-        iso8601(wall)
+    /// A monotonic instant as a date (NGINX Plus's format for `selected`
+    /// and `downstart`).
+    pub fn date(&self, mono_ms: u64) -> Date {
+        Date(
+            self.wall_ms
+                .saturating_sub(self.now_ms.saturating_sub(mono_ms)),
+        )
+    }
+}
+
+/// A wall-clock instant, ms since the epoch, serialized as an ISO 8601 UTC
+/// date with milliseconds (formatted on the stack, no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date(pub u64);
+
+impl Serialize for Date {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let b = iso8601_bytes(self.0);
+        ser.serialize_str(core::str::from_utf8(&b).unwrap_or("1970-01-01T00:00:00.000Z"))
     }
 }
 
 /// `ms` since the epoch as `YYYY-MM-DDThh:mm:ss.mmmZ`.
 pub fn iso8601(ms: u64) -> String {
+    String::from_utf8_lossy(&iso8601_bytes(ms)).into_owned()
+}
+
+/// [`iso8601`] into 24 bytes (years past 9999 are clamped to 9999).
+fn iso8601_bytes(ms: u64) -> [u8; 24] {
     let (secs, milli) = (ms / 1000, ms % 1000);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (proleptic Gregorian), after
@@ -41,13 +62,22 @@ pub fn iso8601(ms: u64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let year = (yoe + era * 400 + i64::from(month <= 2)).clamp(0, 9999) as u64;
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for k in (at..at + width).rev() {
+            b[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month as u64);
+    put(8, 2, day as u64);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, milli);
+    b
 }
 
 /// Responses by status class, as NGINX Plus names them.
@@ -106,14 +136,14 @@ pub struct Totals {
 }
 
 /// One server, as `GET .../servers/{id}` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Server {
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Server<'a> {
     /// Position in the upstream, configuration order, backups included.
     pub id: u32,
     /// The address.
-    pub server: String,
+    pub server: Cow<'a, str>,
     /// The `server` line's name as written.
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// A backup server.
     pub backup: bool,
     /// Weight in force.
@@ -121,7 +151,7 @@ pub struct Server {
     /// Weight in the configuration.
     pub configured_weight: u32,
     /// `up`, `draining`, `down`, `unavail`.
-    pub state: String,
+    pub state: &'static str,
     /// Requests in flight, all workers.
     pub active: u32,
     /// `max_conns`, 0 for unlimited.
@@ -145,41 +175,24 @@ pub struct Server {
     /// Ms spent unavailable.
     pub downtime: u64,
     /// Start of the current unavailable spell, while there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub downstart: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downstart: Option<Date>,
     /// When it was last picked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selected: Option<Date>,
     /// Average time to the response header, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_time: Option<u64>,
     /// Average time to the whole response, ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_time: Option<u64>,
     /// The latency estimate (EWMA), ms (ours).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<f64>,
     /// The upstream's balancing policy (ours).
-    pub policy: String,
+    pub policy: &'static str,
     /// Number of the generation serving the upstream (ours).
     pub generation: u64,
-}
-
-/// One upstream, as `GET .../upstreams/{name}` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct UpstreamJson {
-    /// The upstream's name.
-    pub name: String,
-    /// The balancing policy.
-    pub policy: String,
-    /// Number of the generation serving.
-    pub generation: u64,
-    /// Every server, in configuration order.
-    pub peers: Vec<Server>,
-    /// Sums over the servers (ours).
-    pub totals: Totals,
-    /// Older generations still held by requests in flight (ours).
-    pub retiring: Vec<Retiring>,
 }
 
 /// An older generation that requests in flight still hold.
@@ -242,8 +255,8 @@ pub fn policy_name(p: Policy) -> &'static str {
 
 /// `(name, address)` of a peer from its identity: nginx's module writes
 /// `upstream\0server\0address`; anything else is shown whole as both.
-pub fn names(identity: &[u8]) -> (String, String) {
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+pub fn names(identity: &[u8]) -> (Cow<'_, str>, Cow<'_, str>) {
+    let text = String::from_utf8_lossy;
     let mut parts = identity.splitn(3, |&b| b == 0);
     match (parts.next(), parts.next(), parts.next()) {
         (Some(_), Some(server), Some(addr)) => (text(server), text(addr)),
@@ -252,7 +265,7 @@ pub fn names(identity: &[u8]) -> (String, String) {
 }
 
 /// The JSON of one server of `zone`.
-pub fn server(v: &PeerView<'_>, zone: Zone<'_>, clock: Clock) -> Server {
+pub fn server<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock) -> Server<'a> {
     let (name, addr) = names(v.identity);
     let st = &v.stats;
     Server {
@@ -262,7 +275,7 @@ pub fn server(v: &PeerView<'_>, zone: Zone<'_>, clock: Clock) -> Server {
         backup: v.backup,
         weight: v.weight,
         configured_weight: v.configured_weight,
-        state: v.state.name().to_owned(),
+        state: v.state.name(),
         active: v.active,
         max_conns: v.max_conns,
         down: v.down,
@@ -279,37 +292,17 @@ pub fn server(v: &PeerView<'_>, zone: Zone<'_>, clock: Clock) -> Server {
         header_time: st.header_time(),
         response_time: st.response_time(),
         latency: v.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
-        policy: policy_name(zone.policy()).to_owned(),
+        policy: policy_name(zone.policy()),
         generation: zone.generation(),
     }
 }
 
-/// The views of `zone`'s servers at `now`, in configuration order.
-pub fn views(zone: Zone<'_>, now: u64) -> Vec<PeerView<'_>> {
-    let mut v: Vec<PeerView<'_>> = (0..zone.peers())
-        .filter_map(|i| zone.view(i, now))
-        .collect();
-    v.sort_by_key(|p| p.position);
-    v
-}
-
-/// Sums over the servers of an upstream.
-pub fn totals(views: &[PeerView<'_>]) -> Totals {
-    views.iter().fold(Totals::default(), add_totals)
-}
-
-/// The JSON of one upstream, servers in configuration order.
-pub fn upstream(name: &str, zone: Zone<'_>, clock: Clock) -> UpstreamJson {
-    let views = views(zone, clock.now_ms);
-    let peers: Vec<Server> = views.iter().map(|v| server(v, zone, clock)).collect();
-    UpstreamJson {
-        name: name.to_owned(),
-        policy: policy_name(zone.policy()).to_owned(),
-        generation: zone.generation(),
-        totals: totals(&views),
-        peers,
-        retiring: retiring(zone),
-    }
+/// Peer indices of `zone` in configuration order.
+pub fn order(zone: Zone<'_>) -> Vec<u32> {
+    let colds = zone.colds();
+    let mut order: Vec<u32> = (0..zone.peers() as u32).collect();
+    order.sort_by_key(|&i| colds[i as usize].position);
+    order
 }
 
 /// `?fields=`: the keys a reader wants. Server objects keep `id` and
@@ -356,8 +349,7 @@ impl Fields {
     }
 }
 
-/// An upstream rendered as it is serialized, server by server, without
-/// building the whole answer first.
+/// One upstream to render.
 #[derive(Debug, Clone, Copy)]
 pub struct Render<'a> {
     /// The upstream's name.
@@ -370,70 +362,67 @@ pub struct Render<'a> {
     pub fields: Option<&'a Fields>,
 }
 
-impl<'a> Render<'a> {
-    /// Peer indices in configuration order.
-    fn order(&self) -> Vec<u32> {
-        let colds = self.zone.colds();
-        let mut order: Vec<u32> = (0..self.zone.peers() as u32).collect();
-        order.sort_by_key(|&i| colds[i as usize].position);
-        order
-    }
-
-    /// Just the servers, as a JSON array.
-    pub fn peers(self) -> Peers<'a> {
-        Peers(self)
-    }
+/// Appends `value` as JSON.
+fn put<T: Serialize + ?Sized>(out: &mut Body, value: &T) {
+    // Our types always serialize, and a Body never refuses bytes.
+    let _ = serde_json::to_writer(out, value);
 }
 
-/// The servers of a [`Render`], serialized one at a time.
-#[derive(Debug, Clone, Copy)]
-pub struct Peers<'a>(Render<'a>);
-
-impl Serialize for Peers<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let r = &self.0;
-        let mut seq = ser.serialize_seq(Some(r.zone.peers()))?;
-        for i in r.order() {
-            let Some(v) = r.zone.view(i as usize, r.clock.now_ms) else {
+impl Render<'_> {
+    /// Writes the servers as a JSON array, one at a time: each is
+    /// serialized into a small scratch buffer and appended, so nothing
+    /// but one server is held besides the body.
+    pub fn write_peers(&self, out: &mut Body) {
+        let mut scratch = Vec::with_capacity(1024);
+        out.push(b"[");
+        for (k, i) in order(self.zone).into_iter().enumerate() {
+            let Some(v) = self.zone.view(i as usize, self.clock.now_ms) else {
                 continue;
             };
-            let s = server(&v, r.zone, r.clock);
-            match r.fields {
-                Some(f) => seq.serialize_element(&f.server(&s))?,
-                None => seq.serialize_element(&s)?,
+            let s = server(&v, self.zone, self.clock);
+            scratch.clear();
+            if k > 0 {
+                scratch.push(b',');
             }
+            let _ = match self.fields {
+                Some(f) => serde_json::to_writer(&mut scratch, &f.server(&s)),
+                None => serde_json::to_writer(&mut scratch, &s),
+            };
+            out.push(&scratch);
         }
-        seq.end()
+        out.push(b"]");
     }
-}
 
-impl Serialize for Render<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
+    /// Writes the upstream as a JSON object.
+    pub fn write(&self, out: &mut Body) {
         let z = self.zone;
         let now = self.clock.now_ms;
         let keep = |k: &str| self.fields.is_none_or(|f| f.keeps(k, &["name", "peers"]));
-        let mut m = ser.serialize_map(None)?;
-        m.serialize_entry("name", self.name)?;
+        out.push(b"{\"name\":");
+        put(out, self.name);
         if keep("policy") {
-            m.serialize_entry("policy", policy_name(z.policy()))?;
+            out.push(b",\"policy\":");
+            put(out, policy_name(z.policy()));
         }
         if keep("generation") {
-            m.serialize_entry("generation", &z.generation())?;
+            out.push(b",\"generation\":");
+            put(out, &z.generation());
         }
-        m.serialize_entry("peers", &self.peers())?;
+        out.push(b",\"peers\":");
+        self.write_peers(out);
         if keep("totals") {
             // A second pass over the zone: nothing of the first is kept.
             let t = (0..z.peers())
                 .filter_map(|i| z.view(i, now))
                 .fold(Totals::default(), |t, v| add_totals(t, &v));
-            m.serialize_entry("totals", &t)?;
+            out.push(b",\"totals\":");
+            put(out, &t);
         }
         if keep("retiring") {
-            m.serialize_entry("retiring", &retiring(z))?;
+            out.push(b",\"retiring\":");
+            put(out, &retiring(z));
         }
-        m.end()
+        out.push(b"}");
     }
 }
 
@@ -495,7 +484,10 @@ mod tests {
             now_ms: 10_000,
             wall_ms: 1_796_126_400_000,
         };
-        assert_eq!(c.date(9_000), "2026-12-01T11:59:59.000Z");
+        assert_eq!(
+            serde_json::to_string(&c.date(9_000)).unwrap(),
+            "\"2026-12-01T11:59:59.000Z\""
+        );
     }
 
     #[test]

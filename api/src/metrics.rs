@@ -43,15 +43,66 @@ pub fn escape(v: &str) -> String {
     out
 }
 
+/// One server's figures, read from the zone once per scrape.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Peer index (for its address).
+    index: u32,
+    state: u8,
+    active: u32,
+    limit: u32,
+    weight: u32,
+    requests: u64,
+    responses: [u64; 5],
+    sent: u64,
+    received: u64,
+    fails: u64,
+    unavail: u64,
+    downtime_ms: u64,
+    header_time: Option<u64>,
+    response_time: Option<u64>,
+}
+
+impl Sample {
+    fn of(v: &PeerView<'_>) -> Sample {
+        let st = &v.stats;
+        Sample {
+            index: v.index as u32,
+            state: state_number(v.state),
+            active: v.active,
+            limit: v.max_conns,
+            weight: v.weight,
+            requests: st.requests,
+            responses: st.responses,
+            sent: st.sent,
+            received: st.received,
+            fails: st.fails,
+            unavail: st.unavail,
+            downtime_ms: st.downtime_ms,
+            header_time: st.header_time(),
+            response_time: st.response_time(),
+        }
+    }
+}
+
+/// A sample's value: a count, or seconds from milliseconds.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    Int(u64),
+    Millis(u64),
+}
+
 /// How one family reads a server.
+#[derive(Debug, Clone, Copy)]
 enum Value {
-    /// One sample.
-    One(fn(&PeerView<'_>) -> Option<f64>),
+    /// One sample (none when `None`).
+    One(fn(&Sample) -> Option<Num>),
     /// One sample per status class (`code` label).
     Classes,
 }
 
 /// One metric family.
+#[derive(Debug)]
 struct Family {
     name: &'static str,
     kind: &'static str,
@@ -64,31 +115,31 @@ const FAMILIES: &[Family] = &[
         name: "ha_upstream_server_state",
         kind: "gauge",
         help: "Current state: up=1, draining=2, down=3, unavail=4, checking=5, unhealthy=6",
-        value: Value::One(|v| Some(f64::from(state_number(v.state)))),
+        value: Value::One(|s| Some(Num::Int(u64::from(s.state)))),
     },
     Family {
         name: "ha_upstream_server_active",
         kind: "gauge",
         help: "Requests in flight to the server, all workers",
-        value: Value::One(|v| Some(f64::from(v.active))),
+        value: Value::One(|s| Some(Num::Int(u64::from(s.active)))),
     },
     Family {
         name: "ha_upstream_server_limit",
         kind: "gauge",
         help: "max_conns of the server, 0 for unlimited",
-        value: Value::One(|v| Some(f64::from(v.max_conns))),
+        value: Value::One(|s| Some(Num::Int(u64::from(s.limit)))),
     },
     Family {
         name: "ha_upstream_server_weight",
         kind: "gauge",
         help: "Weight in force",
-        value: Value::One(|v| Some(f64::from(v.weight))),
+        value: Value::One(|s| Some(Num::Int(u64::from(s.weight)))),
     },
     Family {
         name: "ha_upstream_server_requests_total",
         kind: "counter",
         help: "Tries sent to the server",
-        value: Value::One(|v| Some(v.stats.requests as f64)),
+        value: Value::One(|s| Some(Num::Int(s.requests))),
     },
     Family {
         name: "ha_upstream_server_responses_total",
@@ -100,62 +151,117 @@ const FAMILIES: &[Family] = &[
         name: "ha_upstream_server_sent_total",
         kind: "counter",
         help: "Bytes sent to the server",
-        value: Value::One(|v| Some(v.stats.sent as f64)),
+        value: Value::One(|s| Some(Num::Int(s.sent))),
     },
     Family {
         name: "ha_upstream_server_received_total",
         kind: "counter",
         help: "Bytes received from the server",
-        value: Value::One(|v| Some(v.stats.received as f64)),
+        value: Value::One(|s| Some(Num::Int(s.received))),
     },
     Family {
         name: "ha_upstream_server_fails_total",
         kind: "counter",
         help: "Failed tries",
-        value: Value::One(|v| Some(v.stats.fails as f64)),
+        value: Value::One(|s| Some(Num::Int(s.fails))),
     },
     Family {
         name: "ha_upstream_server_unavail_total",
         kind: "counter",
         help: "Times max_fails made the server unavailable",
-        value: Value::One(|v| Some(v.stats.unavail as f64)),
+        value: Value::One(|s| Some(Num::Int(s.unavail))),
     },
     Family {
         name: "ha_upstream_server_downtime_seconds_total",
         kind: "counter",
         help: "Time the server spent unavailable",
-        value: Value::One(|v| Some(v.stats.downtime_ms as f64 / 1000.0)),
+        value: Value::One(|s| Some(Num::Millis(s.downtime_ms))),
     },
     Family {
         name: "ha_upstream_server_header_time",
         kind: "gauge",
         help: "Average time to the response header, milliseconds",
-        value: Value::One(|v| v.stats.header_time().map(|t| t as f64)),
+        value: Value::One(|s| s.header_time.map(Num::Int)),
     },
     Family {
         name: "ha_upstream_server_response_time",
         kind: "gauge",
         help: "Average time to the whole response, milliseconds",
-        value: Value::One(|v| v.stats.response_time().map(|t| t as f64)),
+        value: Value::One(|s| s.response_time.map(Num::Int)),
     },
 ];
+
+/// Samples per block of the scratch store.
+const BLOCK: usize = 512;
+
+/// One upstream's samples, read once, kept in blocks of [`BLOCK`].
+struct Upstream1<'a> {
+    upstream: &'a Upstream<'a>,
+    /// The upstream's name, escaped.
+    label: String,
+    blocks: Vec<Vec<Sample>>,
+}
+
+/// Appends `n` in decimal.
+fn put_num(line: &mut Vec<u8>, n: Num) {
+    let _ = match n {
+        Num::Int(v) => write!(line, "{v}"),
+        Num::Millis(ms) => write!(line, "{}.{:03}", ms / 1000, ms % 1000),
+    };
+}
+
+/// Appends the address of peer `i`, escaped.
+fn put_server(line: &mut Vec<u8>, u: &Upstream<'_>, i: u32) {
+    let (_, addr) = json::names(u.zone.identity(i as usize));
+    if addr.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        line.extend_from_slice(escape(&addr).as_bytes());
+    } else {
+        line.extend_from_slice(addr.as_bytes());
+    }
+}
 
 /// Every upstream's metrics at `clock`.
 pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
     let mut out = Body::new();
     let mut sorted: Vec<&Upstream<'_>> = upstreams.iter().collect();
     sorted.sort_by_key(|u| u.name);
+    // One pass over each zone; every family is then written from these.
+    let read: Vec<Upstream1<'_>> = sorted
+        .iter()
+        .map(|u| {
+            let mut blocks: Vec<Vec<Sample>> = Vec::new();
+            for i in json::order(u.zone) {
+                let Some(v) = u.zone.view(i as usize, clock.now_ms) else {
+                    continue;
+                };
+                match blocks.last_mut() {
+                    Some(b) if b.len() < BLOCK => b.push(Sample::of(&v)),
+                    _ => {
+                        let mut b = Vec::with_capacity(BLOCK);
+                        b.push(Sample::of(&v));
+                        blocks.push(b);
+                    }
+                }
+            }
+            Upstream1 {
+                upstream: u,
+                label: escape(u.name),
+                blocks,
+            }
+        })
+        .collect();
+    let mut line: Vec<u8> = Vec::with_capacity(8 * 1024);
     let _ = writeln!(
         out,
         "# HELP ha_upstream_generation Number of the table generation serving\n\
          # TYPE ha_upstream_generation gauge"
     );
-    for u in &sorted {
+    for u in &read {
         let _ = writeln!(
             out,
             "ha_upstream_generation{{upstream=\"{}\"}} {}",
-            escape(u.name),
-            u.zone.generation()
+            u.label,
+            u.upstream.zone.generation()
         );
     }
     for f in FAMILIES {
@@ -164,26 +270,41 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
             "# HELP {} {}\n# TYPE {} {}",
             f.name, f.help, f.name, f.kind
         );
-        for u in &sorted {
-            let upstream = escape(u.name);
-            for v in json::views(u.zone, clock.now_ms) {
-                let (_, addr) = json::names(v.identity);
-                let labels = format!("upstream=\"{upstream}\",server=\"{}\"", escape(&addr));
+        for u in &read {
+            for s in u.blocks.iter().flatten() {
+                let sample = |line: &mut Vec<u8>, code: Option<usize>, n: Num| {
+                    line.extend_from_slice(f.name.as_bytes());
+                    line.extend_from_slice(b"{upstream=\"");
+                    line.extend_from_slice(u.label.as_bytes());
+                    line.extend_from_slice(b"\",server=\"");
+                    put_server(line, u.upstream, s.index);
+                    if let Some(k) = code {
+                        let _ = write!(line, "\",code=\"{}xx", k + 1);
+                    }
+                    line.extend_from_slice(b"\"} ");
+                    put_num(line, n);
+                    line.push(b'\n');
+                };
                 match f.value {
                     Value::One(get) => {
-                        if let Some(x) = get(&v) {
-                            let _ = writeln!(out, "{}{{{labels}}} {x}", f.name);
+                        if let Some(n) = get(s) {
+                            sample(&mut line, None, n);
                         }
                     }
                     Value::Classes => {
-                        for (k, n) in v.stats.responses.iter().enumerate() {
-                            let _ =
-                                writeln!(out, "{}{{{labels},code=\"{}xx\"}} {n}", f.name, k + 1);
+                        for (k, n) in s.responses.iter().enumerate() {
+                            sample(&mut line, Some(k), Num::Int(*n));
                         }
                     }
                 }
+                if line.len() >= 4 * 1024 {
+                    out.push(&line);
+                    line.clear();
+                }
             }
         }
+        out.push(&line);
+        line.clear();
     }
     out
 }

@@ -171,32 +171,39 @@ fn page(write: bool) -> Response {
     }
 }
 
-/// `name → upstream` for every upstream, streamed.
-struct All<'a> {
-    upstreams: &'a [Upstream<'a>],
-    clock: Clock,
-    fields: Option<&'a Fields>,
+/// A 200 JSON answer written by `write`.
+fn json_with(write: impl FnOnce(&mut Body)) -> Response {
+    let mut body = Body::new();
+    write(&mut body);
+    Response {
+        status: 200,
+        content_type: ContentType::Json,
+        body,
+        log: None,
+        changed: false,
+    }
 }
 
-impl serde::Serialize for All<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut sorted: Vec<&Upstream<'_>> = self.upstreams.iter().collect();
-        sorted.sort_by_key(|u| u.name);
-        let mut m = ser.serialize_map(Some(sorted.len()))?;
-        for u in sorted {
-            m.serialize_entry(
-                u.name,
-                &Render {
-                    name: u.name,
-                    zone: u.zone,
-                    clock: self.clock,
-                    fields: self.fields,
-                },
-            )?;
+/// `name → upstream` for every upstream, in name order.
+fn write_all(out: &mut Body, upstreams: &[Upstream<'_>], clock: Clock, fields: Option<&Fields>) {
+    let mut sorted: Vec<&Upstream<'_>> = upstreams.iter().collect();
+    sorted.sort_by_key(|u| u.name);
+    out.push(b"{");
+    for (k, u) in sorted.into_iter().enumerate() {
+        if k > 0 {
+            out.push(b",");
         }
-        m.end()
+        let _ = serde_json::to_writer(&mut *out, u.name);
+        out.push(b":");
+        Render {
+            name: u.name,
+            zone: u.zone,
+            clock,
+            fields,
+        }
+        .write(out);
     }
+    out.push(b"}");
 }
 
 /// Answers `req` over `upstreams`; `alive` tells whether a lease owner
@@ -222,11 +229,7 @@ pub fn handle(
             log: None,
             changed: false,
         },
-        ["upstreams"] if read => ok(&All {
-            upstreams,
-            clock,
-            fields: fields.as_ref(),
-        }),
+        ["upstreams"] if read => json_with(|out| write_all(out, upstreams, clock, fields.as_ref())),
         [] | ["upstreams"] | ["status.html"] | ["metrics"] => method_not_allowed("GET, HEAD"),
         ["upstreams", name, rest @ ..] => {
             let Some(u) = find(name) else {
@@ -239,7 +242,7 @@ pub fn handle(
                 fields: fields.as_ref(),
             };
             match rest {
-                [] if read => ok(&render),
+                [] if read => json_with(|out| render.write(out)),
                 [] if req.method == Method::Delete && !req.write => read_only("DELETE"),
                 [] if req.method == Method::Delete => {
                     u.zone.reset_stats(req.now_ms);
@@ -252,7 +255,7 @@ pub fn handle(
                     }
                 }
                 [] => method_not_allowed("GET, HEAD, DELETE"),
-                ["servers"] if read => ok(&render.peers()),
+                ["servers"] if read => json_with(|out| render.write_peers(out)),
                 ["servers"] => method_not_allowed("GET, HEAD"),
                 ["servers", id] => server(req, u, id, fields.as_ref(), alive),
                 _ => not_found(format!("no such resource \"{}\"", req.path)),
