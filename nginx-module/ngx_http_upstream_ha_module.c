@@ -910,8 +910,8 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 
             ngx_log_error(NGX_LOG_WARN, pc->log, 0,
                           "upstream server %V of \"%V\" unavailable for "
-                          "%T s: %ui failed tries (max_fails) within "
-                          "fail_timeout, the last: %s",
+                          "%T s: max_fails=%ui reached within fail_timeout, "
+                          "last try: %s",
                           &peer->name, hp->conf->name, peer->fail_timeout,
                           peer->max_fails, last);
         }

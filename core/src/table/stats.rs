@@ -15,6 +15,10 @@
 //! ledger slot (with atomic adds, as several may write it) and what a fresh
 //! zone carries over from the one it replaces on reload.
 //!
+//! A spell of unavailability runs from the failure that reached
+//! `max_fails` to `fail_timeout` after the last failure (a failed probe
+//! extends it); `downtime` sums the spells.
+//!
 //! Events that happen once per health transition (a server becoming
 //! unavailable, coming back) are counted in [`PeerEvents`], one line per
 //! peer, with atomics: they are rare, and each transition is reported to
@@ -124,7 +128,8 @@ pub struct PeerStats {
     pub unavail: u64,
     /// Ms spent unavailable, the spell in progress included.
     pub downtime_ms: u64,
-    /// Start of the spell in progress.
+    /// Start of the spell in progress, while the peer is inside its
+    /// failure window.
     pub downstart_ms: Option<u64>,
     /// Last pick.
     pub selected_ms: Option<u64>,
@@ -314,13 +319,29 @@ impl<'a> Zone<'a> {
         e.down.store(1, Relaxed);
     }
 
-    /// Records that peer `i` came back at `now`; how long it was out, ms.
+    /// When peer `i`'s spell in progress ends, or ended, if nothing
+    /// changes: `fail_timeout` after its last failure, or `now`.
+    fn spell_end(&self, i: usize, now: u64) -> u64 {
+        let s = &self.states()[i];
+        now.min(
+            s.accessed_ms
+                .load(Relaxed)
+                .saturating_add(s.fail_timeout_ms),
+        )
+    }
+
+    /// Records that peer `i` came back at `now` (a success after its
+    /// window); how long it was unavailable, ms: from the failure that
+    /// disabled it to `fail_timeout` after its last failure (the time
+    /// between the window's end and the successful probe does not count).
     pub(crate) fn count_recovered(&self, i: usize, now: u64) -> u64 {
         let e = &self.events()[i];
         if e.down.swap(0, Relaxed) == 0 {
             return 0;
         }
-        let spell = now.saturating_sub(e.downstart_ms.load(Relaxed));
+        let spell = self
+            .spell_end(i, now)
+            .saturating_sub(e.downstart_ms.load(Relaxed));
         e.downtime_ms.fetch_add(spell, Relaxed);
         spell
     }
@@ -343,16 +364,19 @@ impl<'a> Zone<'a> {
     }
 
     /// Downtime of peer `i` at `now`, the spell in progress included, and
-    /// that spell's start.
+    /// that spell's start while the peer is still inside its window.
     fn downtime(&self, i: usize, now: u64) -> (u64, Option<u64>) {
         let e = &self.events()[i];
         let closed = e.downtime_ms.load(Relaxed);
-        if e.down.load(Relaxed) != 0 {
-            let start = e.downstart_ms.load(Relaxed);
-            (closed + now.saturating_sub(start), Some(start))
-        } else {
-            (closed, None)
+        if e.down.load(Relaxed) == 0 {
+            return (closed, None);
         }
+        let start = e.downstart_ms.load(Relaxed);
+        let end = self.spell_end(i, now);
+        (
+            closed + end.saturating_sub(start),
+            (end == now).then_some(start),
+        )
     }
 
     /// Statistics of peer `i` at `now` since the last reset (`None` past
@@ -567,7 +591,10 @@ mod tests {
             (st.unavail, st.downtime_ms, st.downstart_ms),
             (1, 500, Some(1000))
         );
-        // The window expires; the probe succeeds at 2500.
+        // The window ends at 2000: no start shown, downtime stops growing.
+        let st = z.stats(0, 2300).unwrap();
+        assert_eq!((st.downtime_ms, st.downstart_ms), (1000, None));
+        // The probe succeeds at 2500.
         let r = loop {
             let mut a = OwnedAttempt::new(z, 2500);
             let p = a.pick(2500).unwrap().peer;
@@ -578,11 +605,11 @@ mod tests {
             }
         };
         assert_eq!(r.transition, crate::health::Transition::Recovered);
-        assert_eq!(r.down_ms, 1500);
+        assert_eq!(r.down_ms, 1000, "from the failure to the window's end");
         let st = z.stats(0, 9000).unwrap();
         assert_eq!(
             (st.unavail, st.downtime_ms, st.downstart_ms),
-            (1, 1500, None)
+            (1, 1000, None)
         );
         // Reset in the middle of a second spell.
         fail_a(10_000);
