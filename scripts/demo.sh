@@ -5,7 +5,11 @@
 #
 # Run by `make demo` (which builds nginx, the module and hab-backend first).
 # Everything listens on 127.0.0.1 only; every loop is bounded; everything
-# started here is stopped on exit. Takes about 30 seconds.
+# started here is stopped on exit. Takes about 30 seconds; run from a
+# terminal, it first waits (up to 15 s, Enter to go on) so that the live
+# status page it prints can be opened, and keeps nginx up for 20 s at the
+# end. HAB_DEMO_PORT picks nginx's port (default: 8080 if free, else any);
+# HAB_DEMO_WAIT=0 skips both waits.
 
 set -euo pipefail
 
@@ -196,7 +200,16 @@ for n in "${NAMES[@]}"; do
     say "   $n  http://127.0.0.1:${PORT[$n]}/  answers \"$n\""
 done
 
-NGINX_PORT=$(free_port)
+if [[ -n ${HAB_DEMO_PORT:-} ]]; then
+    NGINX_PORT=$HAB_DEMO_PORT
+    port_taken "$NGINX_PORT" && die "port $NGINX_PORT (HAB_DEMO_PORT) is taken"
+elif ! port_taken 8080; then
+    NGINX_PORT=8080
+else
+    NGINX_PORT=$(free_port)
+fi
+# Pauses for a person watching the page; none without a terminal.
+if [[ -t 0 && -t 1 ]]; then WAIT=${HAB_DEMO_WAIT:-1}; else WAIT=${HAB_DEMO_WAIT:-0}; fi
 cat >"$RUN/nginx.conf" <<EOF
 load_module $MODULE;
 worker_processes $WORKERS;
@@ -245,6 +258,14 @@ done
 NGINX_MASTER=$(cat "$RUN/nginx.pid" 2>/dev/null || true)
 [[ -n $NGINX_MASTER ]] && port_taken "$NGINX_PORT" || die "nginx did not come up"
 say "   nginx listening on http://127.0.0.1:$NGINX_PORT/ (master pid $NGINX_MASTER)"
+say ""
+say "   ${B}${C}Live status page: http://127.0.0.1:$NGINX_PORT/api/${N}"
+say "   ${D}(open it in a browser: it refreshes every second and shows the failover below;"
+say "   metrics for Prometheus: http://127.0.0.1:$NGINX_PORT/api/metrics)${N}"
+if ((WAIT)); then
+    say "   ${Y}press Enter to start the traffic (starting by itself in 15 s)${N}"
+    read -r -t 15 || true
+fi
 
 step "Traffic: $CLIENTS clients x $PER_CLIENT requests per second"
 say "   ${D}share of requests per backend; 'errors' = non-200 answers seen by clients;"
@@ -303,3 +324,15 @@ fi
 say "   upstream attempts that failed: $(connect_failures) (nginx's error log: connect() failed)"
 say "   ${D}each failure marks app2 down in shared memory, for all $WORKERS workers at once,"
 say "   until fail_timeout (${FAIL_TIMEOUT}s) passes and one request probes it again${N}"
+say "   the error log's transitions (one line each, whichever worker saw it):"
+grep -E 'unavailable for|is back after' "$RUN/logs/error.log" \
+    | sed -E 's/^[0-9/]+ ([0-9:]+) \[([a-z]+)\] [0-9#]+: (\*[0-9]+ )?/     \1 [\2] /; s/, client:.*//' || true
+say ""
+say "${D}$("$HAB" status "$API")${N}"
+say "   ${D}the same figures as Prometheus metrics:${N}"
+curl -fsS "$API/metrics" | grep -E '^ha_upstream_server_(requests_total|state)\{' | sed 's/^/     /' || true
+if ((WAIT)); then
+    step "nginx stays up 20 s more for the status page (Ctrl-C to stop now)"
+    say "   ${C}http://127.0.0.1:$NGINX_PORT/api/${N}"
+    sleep 20 || true
+fi
