@@ -374,7 +374,10 @@ upstream app  policy round_robin  generation 3
         assert_eq!(app.peers[0].latency, Some(4.2));
         assert_eq!(app.peers[1].latency, None);
         assert_eq!(app.peers[2].responses.as_ref().map(|r| r.r5xx), Some(0));
-        assert_eq!(app.totals.as_ref().and_then(|t| t.requests), Some(98_766_632));
+        assert_eq!(
+            app.totals.as_ref().and_then(|t| t.requests),
+            Some(98_766_632)
+        );
         let t = table(&ups);
         let want = "\
 upstream app  policy round_robin  generation 3

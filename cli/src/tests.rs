@@ -161,8 +161,7 @@ fn frames(out: &str) -> Vec<&str> {
 #[test]
 fn top_draws_frames_and_rides_out_errors() {
     let later = {
-        let mut v: serde_json::Value =
-            serde_json::from_str(status::tests::FIXTURE_STATS).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(status::tests::FIXTURE_STATS).unwrap();
         v["app"]["peers"][0]["requests"] = 1500.into();
         v.to_string()
     };
@@ -205,7 +204,10 @@ fn top_draws_frames_and_rides_out_errors() {
     assert!(req_s > 0.0 && req_s <= 750.0, "{row}");
     for _ in 0..3 {
         let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!((seen.method.as_str(), seen.path.as_str()), ("GET", "/api/upstreams"));
+        assert_eq!(
+            (seen.method.as_str(), seen.path.as_str()),
+            ("GET", "/api/upstreams")
+        );
     }
 }
 
@@ -224,12 +226,18 @@ fn top_exit_code_is_the_last_polls() {
     let (url, _rx) = fake_api(vec![(200, status::tests::FIXTURE.to_owned())]);
     let (code, out, err) = hab(&["top", &url, "--iterations", "1", "--upstream", "web"]);
     assert_eq!(code, EXIT_FAILED, "{out}{err}");
-    assert!(out.contains("error: upstream web not found; upstreams: api, app"), "{out}");
+    assert!(
+        out.contains("error: upstream web not found; upstreams: api, app"),
+        "{out}"
+    );
 
     let (url, _rx) = fake_api(vec![(200, status::tests::FIXTURE.to_owned())]);
     let (code, out, err) = hab(&["top", &url, "--iterations", "1", "--upstream", "api"]);
     assert_eq!(code, EXIT_OK, "{err}");
-    assert!(out.contains("upstream api ") && !out.contains("upstream app "), "{out}");
+    assert!(
+        out.contains("upstream api ") && !out.contains("upstream app "),
+        "{out}"
+    );
 }
 
 #[test]

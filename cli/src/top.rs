@@ -82,7 +82,11 @@ fn previous<'a>(before: Option<Before<'a>>, upstream: &str, s: &Server) -> Optio
 }
 
 /// Requests and 5xx per second of `s` since the previous poll.
-fn server_rates(before: Option<Before<'_>>, upstream: &str, s: &Server) -> (Option<f64>, Option<f64>) {
+fn server_rates(
+    before: Option<Before<'_>>,
+    upstream: &str,
+    s: &Server,
+) -> (Option<f64>, Option<f64>) {
     let Some(b) = before else {
         return (None, None);
     };
@@ -419,7 +423,10 @@ upstream app  policy round_robin  generation 3  req/s 175.0
         };
         let f = frame(T, URL, &Ok(reset), Some(before), None);
         assert!(f.contains("upstreams 1  req/s 0.0\n"), "{f}");
-        for l in f.lines().filter(|l| l.starts_with("   ") && l.contains(":808")) {
+        for l in f
+            .lines()
+            .filter(|l| l.starts_with("   ") && l.contains(":808"))
+        {
             let cells: Vec<&str> = l.split_whitespace().collect();
             assert_eq!(&cells[4..6], ["0.0", "0.0"], "{l}");
         }
@@ -456,7 +463,10 @@ upstream app  policy round_robin  generation 3  req/s 175.0
     fn one_upstream() {
         let ups = parse(FIXTURE);
         let f = frame(T, URL, &Ok(ups.clone()), None, Some("api"));
-        assert!(f.contains("upstream api ") && !f.contains("upstream app "), "{f}");
+        assert!(
+            f.contains("upstream api ") && !f.contains("upstream app "),
+            "{f}"
+        );
         assert!(f.contains("upstreams 2  req/s -"), "{f}");
         let f = frame(T, URL, &Ok(ups), None, Some("web"));
         assert!(
