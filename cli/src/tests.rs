@@ -195,13 +195,15 @@ fn top_draws_frames_and_rides_out_errors() {
         f[1]
     );
     // The third frame's rates are against the first (the last answer):
-    // 300 requests over the wall-clock time between them (>= 0.4 s).
+    // 300 requests over the wall-clock time between the two answers,
+    // about 0.4 s (less by the first poll's latency, more on a slow
+    // machine); exact figures are checked on fixed times in top.rs.
     let row = f[2]
         .lines()
         .find(|l| l.contains("127.0.0.1:8081"))
         .expect("server row");
     let req_s: f64 = row.split_whitespace().nth(4).unwrap().parse().unwrap();
-    assert!(req_s > 0.0 && req_s <= 750.0, "{row}");
+    assert!(req_s > 0.0 && req_s <= 3000.0, "{row}");
     for _ in 0..3 {
         let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(
