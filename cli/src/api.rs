@@ -45,11 +45,7 @@ pub struct Upstream {
     #[serde(default)]
     pub peers: Vec<Server>,
     /// Statistics of all servers together.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub totals: Option<Totals>,
 }
 
@@ -80,39 +76,19 @@ pub struct Responses {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Totals {
     /// Tries sent.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub requests: Option<u64>,
     /// Answers by status class.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub responses: Option<Responses>,
     /// Failed tries.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub fails: Option<u64>,
     /// Times a server became unavailable.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub unavail: Option<u64>,
     /// Requests in flight.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub active: Option<u64>,
 }
 
@@ -163,81 +139,37 @@ pub struct Server {
     #[serde(default)]
     pub drain: bool,
     /// Tries sent to this server (counted at selection).
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub requests: Option<u64>,
     /// Answers by status class.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub responses: Option<Responses>,
     /// Failed tries (errors, timeouts, `proxy_next_upstream` statuses).
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub fails: Option<u64>,
     /// Times `max_fails` made it unavailable.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub unavail: Option<u64>,
     /// Milliseconds spent unavailable.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub downtime: Option<u64>,
     /// Last time it was picked (RFC 3339), absent if never.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub selected: Option<String>,
     /// Average milliseconds to the response header.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub header_time: Option<f64>,
     /// Average milliseconds to the whole response.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub response_time: Option<f64>,
     /// Bytes sent to the server.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub sent: Option<u64>,
     /// Bytes received from the server.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub received: Option<u64>,
     /// The EWMA latency estimate in milliseconds.
-    #[serde(
-        default,
-        deserialize_with = "lenient",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient")]
     pub latency: Option<f64>,
 }
 
@@ -514,6 +446,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn statistics_are_optional_and_lenient() {
+        let s: Server = serde_json::from_str(r#"{"id": 0, "server": "a:1"}"#).unwrap();
+        assert_eq!(
+            (s.requests, s.responses, s.response_time),
+            (None, None, None)
+        );
+        let s: Server = serde_json::from_str(
+            r#"{"id": 0, "server": "a:1", "requests": null, "fails": "many",
+                "responses": {"5xx": 2}, "response_time": 1.5, "unavail": 3,
+                "something_new": {"x": [1]}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.requests, None);
+        assert_eq!(s.fails, None);
+        assert_eq!(s.unavail, Some(3));
+        assert_eq!(s.response_time, Some(1.5));
+        let r = s.responses.unwrap();
+        assert_eq!((r.r5xx, r.total), (2, 0));
+        let u: Upstream =
+            serde_json::from_str(r#"{"peers": [], "totals": {"requests": 9, "active": -1}}"#)
+                .unwrap();
+        let t = u.totals.unwrap();
+        assert_eq!((t.requests, t.active), (Some(9), None));
+        // the core of a server is still required
+        assert!(serde_json::from_str::<Server>(r#"{"server": "a:1"}"#).is_err());
     }
 
     #[test]
