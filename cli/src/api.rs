@@ -26,7 +26,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One upstream as `GET upstreams/{name}` answers it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+///
+/// Every field has a default and unknown fields are ignored, so an older
+/// or newer `ha_api` still parses; the statistics (`totals`, and those of
+/// [`Server`]) are `None` when the API does not send them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Upstream {
     /// Upstream name.
     #[serde(default)]
@@ -40,10 +44,68 @@ pub struct Upstream {
     /// Servers in id order.
     #[serde(default)]
     pub peers: Vec<Server>,
+    /// Statistics of all servers together.
+    #[serde(default, deserialize_with = "lenient")]
+    pub totals: Option<Totals>,
+}
+
+/// Responses by status class (`responses` of a server or of `totals`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Responses {
+    /// 1xx answers.
+    #[serde(rename = "1xx", default)]
+    pub r1xx: u64,
+    /// 2xx answers.
+    #[serde(rename = "2xx", default)]
+    pub r2xx: u64,
+    /// 3xx answers.
+    #[serde(rename = "3xx", default)]
+    pub r3xx: u64,
+    /// 4xx answers.
+    #[serde(rename = "4xx", default)]
+    pub r4xx: u64,
+    /// 5xx answers.
+    #[serde(rename = "5xx", default)]
+    pub r5xx: u64,
+    /// All answers.
+    #[serde(default)]
+    pub total: u64,
+}
+
+/// `totals` of an upstream: its servers' counters summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Totals {
+    /// Tries sent.
+    #[serde(default, deserialize_with = "lenient")]
+    pub requests: Option<u64>,
+    /// Answers by status class.
+    #[serde(default, deserialize_with = "lenient")]
+    pub responses: Option<Responses>,
+    /// Failed tries.
+    #[serde(default, deserialize_with = "lenient")]
+    pub fails: Option<u64>,
+    /// Times a server became unavailable.
+    #[serde(default, deserialize_with = "lenient")]
+    pub unavail: Option<u64>,
+    /// Requests in flight.
+    #[serde(default, deserialize_with = "lenient")]
+    pub active: Option<u64>,
+}
+
+/// An optional statistic: absent, `null`, or of an unexpected type all
+/// read as `None`, so a change in the API's statistics never makes `hab`
+/// refuse an answer whose core fields are fine.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 /// One server of an upstream.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Server {
     /// Position in the upstream, from 0.
     pub id: u32,
@@ -76,6 +138,39 @@ pub struct Server {
     /// Admin drain.
     #[serde(default)]
     pub drain: bool,
+    /// Tries sent to this server (counted at selection).
+    #[serde(default, deserialize_with = "lenient")]
+    pub requests: Option<u64>,
+    /// Answers by status class.
+    #[serde(default, deserialize_with = "lenient")]
+    pub responses: Option<Responses>,
+    /// Failed tries (errors, timeouts, `proxy_next_upstream` statuses).
+    #[serde(default, deserialize_with = "lenient")]
+    pub fails: Option<u64>,
+    /// Times `max_fails` made it unavailable.
+    #[serde(default, deserialize_with = "lenient")]
+    pub unavail: Option<u64>,
+    /// Milliseconds spent unavailable.
+    #[serde(default, deserialize_with = "lenient")]
+    pub downtime: Option<u64>,
+    /// Last time it was picked (RFC 3339), absent if never.
+    #[serde(default, deserialize_with = "lenient")]
+    pub selected: Option<String>,
+    /// Average milliseconds to the response header.
+    #[serde(default, deserialize_with = "lenient")]
+    pub header_time: Option<f64>,
+    /// Average milliseconds to the whole response.
+    #[serde(default, deserialize_with = "lenient")]
+    pub response_time: Option<f64>,
+    /// Bytes sent to the server.
+    #[serde(default, deserialize_with = "lenient")]
+    pub sent: Option<u64>,
+    /// Bytes received from the server.
+    #[serde(default, deserialize_with = "lenient")]
+    pub received: Option<u64>,
+    /// The EWMA latency estimate in milliseconds.
+    #[serde(default, deserialize_with = "lenient")]
+    pub latency: Option<f64>,
 }
 
 /// Why a call failed.
@@ -217,14 +312,24 @@ impl Client {
 
     /// `GET upstreams`: every upstream by name.
     pub fn upstreams(&self) -> Result<BTreeMap<String, Upstream>, ApiError> {
+        Ok(self.upstreams_with_json()?.0)
+    }
+
+    /// `GET upstreams`: every upstream by name, and the answer as the API
+    /// sent it (every field, also those `hab` does not know).
+    pub fn upstreams_with_json(
+        &self,
+    ) -> Result<(BTreeMap<String, Upstream>, serde_json::Value), ApiError> {
         let body = self.call("GET", "upstreams", None)?;
-        let mut map: BTreeMap<String, Upstream> = parse_json(&body, "upstreams")?;
+        let raw: serde_json::Value = parse_json(&body, "upstreams")?;
+        let mut map: BTreeMap<String, Upstream> = serde_json::from_value(raw.clone())
+            .map_err(|e| ApiError::BadAnswer(format!("unexpected answer to upstreams: {e}")))?;
         for (name, u) in &mut map {
             if u.name.is_empty() {
                 u.name.clone_from(name);
             }
         }
-        Ok(map)
+        Ok((map, raw))
     }
 
     /// `GET upstreams/{name}`.
@@ -341,6 +446,34 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn statistics_are_optional_and_lenient() {
+        let s: Server = serde_json::from_str(r#"{"id": 0, "server": "a:1"}"#).unwrap();
+        assert_eq!(
+            (s.requests, s.responses, s.response_time),
+            (None, None, None)
+        );
+        let s: Server = serde_json::from_str(
+            r#"{"id": 0, "server": "a:1", "requests": null, "fails": "many",
+                "responses": {"5xx": 2}, "response_time": 1.5, "unavail": 3,
+                "something_new": {"x": [1]}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.requests, None);
+        assert_eq!(s.fails, None);
+        assert_eq!(s.unavail, Some(3));
+        assert_eq!(s.response_time, Some(1.5));
+        let r = s.responses.unwrap();
+        assert_eq!((r.r5xx, r.total), (2, 0));
+        let u: Upstream =
+            serde_json::from_str(r#"{"peers": [], "totals": {"requests": 9, "active": -1}}"#)
+                .unwrap();
+        let t = u.totals.unwrap();
+        assert_eq!((t.requests, t.active), (Some(9), None));
+        // the core of a server is still required
+        assert!(serde_json::from_str::<Server>(r#"{"server": "a:1"}"#).is_err());
     }
 
     #[test]

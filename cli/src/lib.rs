@@ -3,8 +3,8 @@
 //! The binary (`main.rs`) only calls [`main_with`]; everything else is here
 //! so tests, and later the end-to-end tests against a real `ha_api`, can
 //! call it: [`api::Client`] talks to the API, [`status`] draws tables and
-//! resolves SERVER arguments, [`config`] and [`render`] turn YAML into
-//! nginx configuration.
+//! resolves SERVER arguments, [`top`] is the live view, [`config`] and
+//! [`render`] turn YAML into nginx configuration.
 //!
 //! Exit codes (see docs/hab.md): 0 success; 1 the API refused, answered
 //! something unexpected, or the input (YAML, SERVER, file) is wrong; 2 the
@@ -14,11 +14,13 @@ pub mod api;
 pub mod config;
 pub mod render;
 pub mod status;
+pub mod top;
 
 use std::ffi::OsString;
 use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -56,9 +58,23 @@ pub enum Command {
     Status {
         /// Base URL of the ha_api location.
         url: String,
-        /// Print the API's JSON instead of tables.
+        /// Print the API's JSON (every field it sent) instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// A live view of the servers, redrawn every interval, like top.
+    Top {
+        /// Base URL of the ha_api location.
+        url: String,
+        /// Seconds between polls (0.2 to 3600, fractions allowed).
+        #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_interval)]
+        interval: Duration,
+        /// Stop after N frames (default: run until interrupted).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        iterations: Option<u64>,
+        /// Show only this upstream.
+        #[arg(long, value_name = "NAME")]
+        upstream: Option<String>,
     },
     /// Stop sending new requests to a server; those in flight finish.
     Drain(Target),
@@ -131,6 +147,22 @@ fn parse_weight(s: &str) -> Result<WeightArg, String> {
     }
 }
 
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!(
+            "{s:?} is not an interval: give seconds from {} to {}",
+            top::MIN_INTERVAL,
+            top::MAX_INTERVAL
+        )
+    };
+    match s.trim().parse::<f64>() {
+        Ok(v) if (top::MIN_INTERVAL..=top::MAX_INTERVAL).contains(&v) => {
+            Duration::try_from_secs_f64(v).map_err(|_| bad())
+        }
+        _ => Err(bad()),
+    }
+}
+
 /// A failed command: what to print and the exit code.
 #[derive(Debug)]
 pub enum Error {
@@ -183,7 +215,7 @@ pub fn patch_body(command: &Command) -> Option<serde_json::Value> {
             weight: WeightArg::Reset,
             ..
         } => json!({"weight": null}),
-        Command::Status { .. } | Command::Render { .. } => return None,
+        Command::Status { .. } | Command::Top { .. } | Command::Render { .. } => return None,
     })
 }
 
@@ -197,21 +229,41 @@ pub fn admin(target: &Target, body: &serde_json::Value) -> Result<(u32, api::Ser
     Ok((id, server))
 }
 
-/// Runs one parsed command, writing results to `out`.
+/// Runs one parsed command, writing results to `out` (not a terminal).
 pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Error> {
+    run_to(cli, out, false)
+}
+
+/// Runs one parsed command, writing results to `out`; `terminal` says
+/// whether `out` is one (`hab top` then redraws in place).
+pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Error> {
     let io_err = |e: std::io::Error| Error::Input(format!("cannot write output: {e}"));
     match &cli.command {
         Command::Status { url, json } => {
             let client = Client::new(url)?;
-            let upstreams = client.upstreams()?;
+            let (upstreams, raw) = client.upstreams_with_json()?;
             let text = if *json {
-                let v = serde_json::to_string_pretty(&upstreams)
+                let v = serde_json::to_string_pretty(&raw)
                     .map_err(|e| Error::Input(format!("cannot print JSON: {e}")))?;
                 v + "\n"
             } else {
                 status::table(&upstreams)
             };
             out.write_all(text.as_bytes()).map_err(io_err)?;
+        }
+        Command::Top {
+            url,
+            interval,
+            iterations,
+            upstream,
+        } => {
+            let opts = top::Options {
+                url: url.clone(),
+                interval: *interval,
+                iterations: *iterations,
+                upstream: upstream.clone(),
+            };
+            top::run(&opts, out, terminal)?;
         }
         Command::Drain(t) | Command::Undrain(t) | Command::Down(t) | Command::Up(t) => {
             let body = patch_body(&cli.command).unwrap_or_default();
@@ -264,7 +316,17 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> Result<(), Error> {
 
 /// The whole program: parses `args` (with the program name first), runs,
 /// prints errors to `err` as one `hab: ...` line, returns the exit code.
+/// `out` is taken not to be a terminal.
 pub fn main_with<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    main_to(args, out, err, false)
+}
+
+/// [`main_with`], saying whether `out` is a terminal.
+pub fn main_to<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) -> u8
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -282,7 +344,7 @@ where
             };
         }
     };
-    match run(&cli, out) {
+    match run_to(&cli, out, terminal) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             let _ = writeln!(err, "hab: {e}");

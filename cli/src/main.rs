@@ -3,13 +3,17 @@
 //! A thin wrapper: everything lives in the `hab` library so it can be
 //! tested without spawning processes.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let code = hab::main_with(
+    let stdout = std::io::stdout();
+    let terminal = stdout.is_terminal();
+    let code = hab::main_to(
         std::env::args_os(),
-        &mut std::io::stdout().lock(),
+        &mut stdout.lock(),
         &mut std::io::stderr().lock(),
+        terminal,
     );
     ExitCode::from(code)
 }

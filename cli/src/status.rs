@@ -25,14 +25,105 @@ pub fn table(upstreams: &BTreeMap<String, Upstream>) -> String {
 }
 
 /// The weight column: `5`, or `5 (conf 1)` when overridden.
-fn weight_cell(s: &Server) -> String {
+pub(crate) fn weight_cell(s: &Server) -> String {
     match s.configured_weight {
         Some(c) if c != s.weight => format!("{} (conf {c})", s.weight),
         _ => s.weight.to_string(),
     }
 }
 
-/// One upstream: a title line, then a row per server.
+/// The state column (`?` when the API sent none).
+pub(crate) fn state_cell(s: &Server) -> String {
+    if s.state.is_empty() {
+        "?".to_owned()
+    } else {
+        s.state.clone()
+    }
+}
+
+/// The active column: in flight, and `/max_conns` when limited (`12/100`).
+pub(crate) fn active_cell(s: &Server) -> String {
+    if s.max_conns == 0 {
+        s.active.to_string()
+    } else {
+        format!("{}/{}", s.active, s.max_conns)
+    }
+}
+
+/// A counter, `-` when the API did not send it.
+pub(crate) fn count_cell(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+/// Milliseconds: whole numbers as they are, others to 0.1; `-` if absent.
+pub(crate) fn ms_cell(ms: Option<f64>) -> String {
+    match ms {
+        Some(v) if v.is_finite() && v.fract() == 0.0 => format!("{v:.0}"),
+        Some(v) if v.is_finite() => format!("{v:.1}"),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Longest NAME shown; longer names are cut and end in `~`.
+pub const NAME_WIDTH: usize = 18;
+
+/// The NAME column: `None` when it says nothing the address does not
+/// (empty, or equal to it); the port is dropped when it is the address'
+/// (`app1.example.com:8081` beside `127.0.0.1:8081` shows
+/// `app1.example.com`); at most [`NAME_WIDTH`] characters.
+pub(crate) fn name_cell(s: &Server) -> Option<String> {
+    if s.name.is_empty() || s.name == s.server {
+        return None;
+    }
+    let port = |a: &str| a.rsplit_once(':').map(|(_, p)| p.to_owned());
+    let mut name = s.name.as_str();
+    if let (Some((host, p)), Some(sp)) = (s.name.rsplit_once(':'), port(&s.server)) {
+        if p == sp && !host.is_empty() && !host.ends_with(':') {
+            name = host;
+        }
+    }
+    if name.chars().count() > NAME_WIDTH {
+        let cut: String = name.chars().take(NAME_WIDTH - 1).collect();
+        return Some(cut + "~");
+    }
+    Some(name.to_owned())
+}
+
+/// Aligned rows under `header`, each line indented by two spaces and
+/// columns two spaces apart; `right` marks right-aligned (number)
+/// columns. Trailing spaces are trimmed.
+pub(crate) fn layout(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::from("  ");
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            if right.get(i).copied().unwrap_or(false) {
+                let _ = write!(l, "{cell:>w$}");
+            } else {
+                let _ = write!(l, "{cell:<w$}");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for r in rows {
+        line(&mut r.iter().map(String::as_str));
+    }
+    out
+}
+
+/// One upstream: a title line, then a row per server. The NAME column is
+/// left out when no server's name adds to its address.
 pub fn upstream_table(name: &str, u: &Upstream) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -41,70 +132,40 @@ pub fn upstream_table(name: &str, u: &Upstream) -> String {
         if u.policy.is_empty() { "?" } else { &u.policy },
         u.generation
     );
-    let header = [
-        "ID",
-        "SERVER",
-        "NAME",
-        "STATE",
-        "WEIGHT",
-        "ACTIVE",
-        "MAX_CONNS",
-        "BACKUP",
-    ];
-    let rows: Vec<[String; 8]> = u
+    let with_name = u.peers.iter().any(|s| name_cell(s).is_some());
+    let mut header = vec!["ID", "SERVER"];
+    let mut right = vec![true, false];
+    if with_name {
+        header.push("NAME");
+        right.push(false);
+    }
+    header.extend([
+        "STATE", "WEIGHT", "ACTIVE", "BACKUP", "REQUESTS", "5XX", "FAILS", "UNAVAIL", "RESP_MS",
+    ]);
+    right.extend([false, false, true, false, true, true, true, true, true]);
+    let rows: Vec<Vec<String>> = u
         .peers
         .iter()
         .map(|s| {
-            [
-                s.id.to_string(),
-                s.server.clone(),
-                if s.name.is_empty() || s.name == s.server {
-                    "-".to_owned()
-                } else {
-                    s.name.clone()
-                },
-                if s.state.is_empty() {
-                    "?".to_owned()
-                } else {
-                    s.state.clone()
-                },
+            let mut r = vec![s.id.to_string(), s.server.clone()];
+            if with_name {
+                r.push(name_cell(s).unwrap_or_else(|| "-".to_owned()));
+            }
+            r.extend([
+                state_cell(s),
                 weight_cell(s),
-                s.active.to_string(),
-                if s.max_conns == 0 {
-                    "-".to_owned()
-                } else {
-                    s.max_conns.to_string()
-                },
+                active_cell(s),
                 if s.backup { "yes" } else { "-" }.to_owned(),
-            ]
+                count_cell(s.requests),
+                count_cell(s.responses.as_ref().map(|r| r.r5xx)),
+                count_cell(s.fails),
+                count_cell(s.unavail),
+                ms_cell(s.response_time),
+            ]);
+            r
         })
         .collect();
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut row = |cells: Vec<&str>| {
-        let mut l = String::from("  ");
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            // numbers right-aligned: ID, ACTIVE, MAX_CONNS
-            if matches!(i, 0 | 5 | 6) {
-                let _ = write!(l, "{cell:>w$}");
-            } else {
-                let _ = write!(l, "{cell:<w$}");
-            }
-            if i + 1 < cells.len() {
-                l.push_str("  ");
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    row(header.to_vec());
-    for r in &rows {
-        row(r.iter().map(String::as_str).collect());
-    }
+    out.push_str(&layout(&header, &right, &rows));
     if u.peers.is_empty() {
         out.push_str("  (no servers)\n");
     }
@@ -239,27 +300,143 @@ pub(crate) mod tests {
       ]}
     }"#;
 
+    /// The `app` upstream of [`FIXTURE`] as an API with the statistics
+    /// of docs/api.md answers it (issue 7's contract): counters,
+    /// `responses`, times, `totals`, `retiring`, and fields `hab` does not
+    /// know or gets in an unexpected type (`latency` as text).
+    pub(crate) const FIXTURE_STATS: &str = r#"{
+      "app": {
+        "name": "app", "policy": "round_robin", "generation": 3,
+        "peers": [
+          {"id": 0, "server": "127.0.0.1:8081", "name": "app1.example.com:8081",
+           "backup": false, "weight": 5, "configured_weight": 5, "state": "up",
+           "active": 2, "max_conns": 0, "down": false, "drain": false,
+           "requests": 1200, "responses": {"1xx": 0, "2xx": 1000, "3xx": 0, "4xx": 180,
+           "5xx": 20, "total": 1200}, "sent": 12345, "received": 67890, "fails": 3,
+           "unavail": 1, "downtime": 10000, "selected": "2026-12-01T11:00:05.001Z",
+           "header_time": 3, "response_time": 5, "latency": 4.2,
+           "policy": "round_robin", "generation": 3},
+          {"id": 1, "server": "127.0.0.1:8082", "name": "127.0.0.1:8082",
+           "backup": false, "weight": 10, "configured_weight": 1, "state": "draining",
+           "active": 12, "max_conns": 100, "down": false, "drain": true,
+           "requests": 98765432, "responses": {"1xx": 0, "2xx": 98765000, "3xx": 0,
+           "4xx": 0, "5xx": 432, "total": 98765432}, "sent": 1, "received": 2,
+           "fails": 0, "unavail": 0, "downtime": 0, "header_time": 1.25,
+           "response_time": 12.5, "latency": "n/a"},
+          {"id": 2, "server": "10.0.0.9:8080", "name": "spare.example.com:8080",
+           "backup": true, "weight": 1, "configured_weight": 1, "state": "unavail",
+           "active": 0, "max_conns": 0, "down": false, "drain": false,
+           "requests": 0, "responses": {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0,
+           "total": 0}, "fails": 7, "unavail": 2, "downtime": 61000,
+           "downstart": "2026-12-01T11:00:00.123Z", "checking_something_new": [1, 2]}
+        ],
+        "totals": {"requests": 98766632, "responses": {"1xx": 0, "2xx": 98766000,
+          "3xx": 0, "4xx": 180, "5xx": 452, "total": 98766632}, "sent": 12346,
+          "received": 67892, "fails": 10, "unavail": 3, "active": 14},
+        "retiring": [{"generation": 2, "requests": 5}]
+      }
+    }"#;
+
     fn fixture() -> BTreeMap<String, Upstream> {
         serde_json::from_str(FIXTURE).unwrap()
     }
 
+    pub(crate) fn fixture_stats() -> BTreeMap<String, Upstream> {
+        serde_json::from_str(FIXTURE_STATS).unwrap()
+    }
+
+    /// The old JSON (no statistics): every statistic is `-`.
     #[test]
     fn table_from_fixture() {
         let t = table(&fixture());
         let want = "\
 upstream api  policy least_conn  generation 1
-  ID  SERVER         NAME               STATE    WEIGHT  ACTIVE  MAX_CONNS  BACKUP
-   0  10.0.0.1:9000  api.internal:9000  up       1            0          -  -
-   1  10.0.0.2:9000  api.internal:9000  unavail  1            0          -  -
+  ID  SERVER         NAME          STATE    WEIGHT  ACTIVE  BACKUP  REQUESTS  5XX  FAILS  UNAVAIL  RESP_MS
+   0  10.0.0.1:9000  api.internal  up       1            0  -              -    -      -        -        -
+   1  10.0.0.2:9000  api.internal  unavail  1            0  -              -    -      -        -        -
 
 upstream app  policy round_robin  generation 3
-  ID  SERVER          NAME                    STATE     WEIGHT       ACTIVE  MAX_CONNS  BACKUP
-   0  127.0.0.1:8081  app1.example.com:8081   up        5                 2          -  -
-   1  127.0.0.1:8082  -                       draining  10 (conf 1)      12        100  -
-   2  10.0.0.9:8080   spare.example.com:8080  down      1                 0          -  yes
+  ID  SERVER          NAME               STATE     WEIGHT       ACTIVE  BACKUP  REQUESTS  5XX  FAILS  UNAVAIL  RESP_MS
+   0  127.0.0.1:8081  app1.example.com   up        5                 2  -              -    -      -        -        -
+   1  127.0.0.1:8082  -                  draining  10 (conf 1)  12/100  -              -    -      -        -        -
+   2  10.0.0.9:8080   spare.example.com  down      1                 0  yes            -    -      -        -        -
 ";
         assert_eq!(t, want, "got:\n{t}");
         assert_eq!(table(&BTreeMap::new()), "no upstreams with ha_balance\n");
+    }
+
+    /// The new JSON: the statistics columns filled; unknown fields and a
+    /// statistic of an unexpected type (`latency: "n/a"`) do not matter.
+    #[test]
+    fn table_with_statistics() {
+        let ups = fixture_stats();
+        let app = &ups["app"];
+        assert_eq!(app.peers[0].latency, Some(4.2));
+        assert_eq!(app.peers[1].latency, None);
+        assert_eq!(app.peers[2].responses.as_ref().map(|r| r.r5xx), Some(0));
+        assert_eq!(
+            app.totals.as_ref().and_then(|t| t.requests),
+            Some(98_766_632)
+        );
+        let t = table(&ups);
+        let want = "\
+upstream app  policy round_robin  generation 3
+  ID  SERVER          NAME               STATE     WEIGHT       ACTIVE  BACKUP  REQUESTS  5XX  FAILS  UNAVAIL  RESP_MS
+   0  127.0.0.1:8081  app1.example.com   up        5                 2  -           1200   20      3        1        5
+   1  127.0.0.1:8082  -                  draining  10 (conf 1)  12/100  -       98765432  432      0        0     12.5
+   2  10.0.0.9:8080   spare.example.com  unavail   1                 0  yes            0    0      7        2        -
+";
+        assert_eq!(t, want, "got:\n{t}");
+    }
+
+    /// 120 columns hold the widest fixture rows; NAME is cut beyond
+    /// [`NAME_WIDTH`] and left out when it adds nothing.
+    #[test]
+    fn tables_fit_120_columns() {
+        for t in [table(&fixture()), table(&fixture_stats())] {
+            for l in t.lines() {
+                assert!(l.chars().count() <= 120, "{} columns: {l}", l.len());
+            }
+        }
+        let mut ups = fixture_stats();
+        ups.get_mut("app").unwrap().peers[0].name =
+            "a-very-long-host-name.of.some.example.com:8081".into();
+        let t = table(&ups);
+        assert!(t.contains("  a-very-long-host-~  "), "{t}");
+        assert!(t.lines().all(|l| l.chars().count() <= 120), "{t}");
+        for p in &mut ups.get_mut("app").unwrap().peers {
+            p.name = p.server.clone();
+        }
+        let t = table(&ups);
+        assert!(!t.contains("NAME"), "{t}");
+        assert!(t.contains("  ID  SERVER          STATE     WEIGHT"), "{t}");
+    }
+
+    #[test]
+    fn name_cells() {
+        let mut s = fixture()["app"].peers[0].clone();
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("127.0.0.1:8081", "", None),
+            ("127.0.0.1:8081", "127.0.0.1:8081", None),
+            ("127.0.0.1:8081", "app1:8081", Some("app1")),
+            ("127.0.0.1:8081", "app1:9999", Some("app1:9999")),
+            ("[::1]:8081", "app1:8081", Some("app1")),
+            ("127.0.0.1:8081", "app1", Some("app1")),
+            ("unix:/tmp/s", "unix:/tmp/s", None),
+        ];
+        for (server, name, want) in cases {
+            s.server = (*server).into();
+            s.name = (*name).into();
+            assert_eq!(name_cell(&s).as_deref(), *want, "{server} {name}");
+        }
+    }
+
+    #[test]
+    fn milliseconds() {
+        assert_eq!(ms_cell(None), "-");
+        assert_eq!(ms_cell(Some(5.0)), "5");
+        assert_eq!(ms_cell(Some(12.25)), "12.2");
+        assert_eq!(ms_cell(Some(f64::NAN)), "-");
     }
 
     #[test]

@@ -36,6 +36,20 @@ fn unreachable_api_exits_2() {
         assert_eq!(e.lines().count(), 1, "{e}");
         assert!(e.starts_with("hab: API unreachable: "), "{e}");
     }
+    // hab top draws the error in its frames and keeps polling; the last
+    // poll decides the exit code.
+    let o = hab(&["top", &url, "--iterations", "2", "--interval", "0.2"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        out.matches("  error: API unreachable: ").count(),
+        2,
+        "{out}"
+    );
+    assert!(!out.contains('\x1b'), "{out:?}");
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    let o = hab(&["top", &url, "--interval", "0.1"]);
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
 }
 
 #[test]
