@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 use hab_core::attempt::{self, Attempt};
+use hab_core::health::Transition;
 use hab_core::spec::HashMode;
+use hab_core::table::stats::TryInfo;
 use hab_core::table::Zone;
 use hab_core::testing::{OwnedTable, Region};
 use hab_core::{Error, Outcome, PeerSpec, Policy, UpstreamSpec};
@@ -95,7 +97,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn interleavings_keep_in_flight_exact_and_picks_eligible(
+    fn interleavings_keep_in_flight_and_statistics_exact_and_picks_eligible(
         policy in policies(),
         weights in proptest::collection::vec(1u32..5, PEERS),
         max_conns in proptest::collection::vec(0u32..3, PEERS),
@@ -118,6 +120,9 @@ proptest! {
         }).collect();
         // Model: which peer each live request holds a try on.
         let mut holding: BTreeMap<(u64, usize), usize> = BTreeMap::new();
+        // Model of the statistics: picks, failed tries, responses and
+        // transitions to unavailable, per peer.
+        let mut model = [[0u64; 4]; PEERS];
         let mut now = 1_000u64;
 
         let end = |z: Zone<'_>, w: &mut Worker, a: usize, holding: &mut BTreeMap<(u64, usize), usize>, wi: u64| {
@@ -162,6 +167,7 @@ proptest! {
                                 prop_assert!(before[i].1 < max_conns[i], "{policy:?} picked {i} at max_conns");
                             }
                             holding.insert((w, a), i);
+                            model[i][0] += 1;
                         }
                         Err(Error::Busy) => {}
                         Err(e) => prop_assert!(false, "pick: {e:?}"),
@@ -170,9 +176,21 @@ proptest! {
                 Op::Release { w, a, outcome } => {
                     let wk = &mut workers[w as usize];
                     let Some(buf) = wk.attempts[a].as_mut() else { continue };
-                    if holding.remove(&(w, a)).is_none() { continue; }
+                    let Some(i) = holding.remove(&(w, a)) else { continue };
                     let outcome = [Outcome::Ok, Outcome::Failed, Outcome::Next][outcome as usize];
-                    prop_assert!(z.free(&mut Attempt::from_words(buf), outcome, now).is_ok());
+                    // Failed tries alternate between a 5xx and no response.
+                    let status = match outcome {
+                        Outcome::Ok => 200,
+                        Outcome::Next => 404,
+                        Outcome::Failed if now % 2 == 0 => 502,
+                        Outcome::Failed => 0,
+                    };
+                    let info = TryInfo { status, header_ms: Some(1), sent: 10, received: 20 };
+                    let r = z.free_with(&mut Attempt::from_words(buf), outcome, &info, now);
+                    prop_assert!(r.is_ok());
+                    model[i][1] += u64::from(outcome == Outcome::Failed);
+                    model[i][2] += u64::from(status != 0);
+                    model[i][3] += u64::from(r.unwrap().transition == Transition::Disabled);
                 }
                 Op::Advance { ms } => now += ms,
                 Op::Admin { peer, down, drain } => z.set_admin(peer, down, drain).unwrap(),
@@ -196,10 +214,17 @@ proptest! {
                     workers[w as usize] = Worker { pid, slot, attempts: vec![None, None, None] };
                 }
             }
-            // In flight, per peer, is what the live requests hold.
+            // In flight, per peer, is what the live requests hold; the
+            // statistics are exact, dead workers' counts included.
             for i in 0..PEERS {
                 let held = holding.values().filter(|&&p| p == i).count() as u32;
                 prop_assert_eq!(z.states()[i].in_flight.load(Relaxed), held, "peer {}", i);
+                let st = z.stats(i, now).unwrap();
+                prop_assert_eq!(
+                    [st.requests, st.fails, st.responses_total(), st.unavail],
+                    model[i],
+                    "peer {}", i
+                );
             }
         }
         // Every request ends: nothing in flight, nothing pinned.
