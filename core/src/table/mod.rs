@@ -19,6 +19,10 @@
 //!         ├─ names ........... identity and server strings of every peer
 //!         ├─ ledger .......... LEDGER_SLOTS × (owner line, u32 × n in flight,
 //!         │                    u32 × GENS generation references)
+//!         ├─ statistics ...... PeerEvents × n (transitions, reset baseline),
+//!         │                    StatsRow × n baselines, then (LEDGER_SLOTS + 1)
+//!         │                    × StatsRow × n: one row block per worker slot
+//!         │                    and a shared one (see [`stats`])
 //!         └─ arena ........... generations, each: GenHeader, 2 cursors,
 //!                              PeerConf × n, alias, ring, Maglev, chains,
 //!                              two schedules
