@@ -67,6 +67,8 @@ api(hab_zone *t, uint32_t method, const char *path, const char *body,
     uint32_t flags)
 {
     int                status;
+    size_t             i, n, total;
+    const uint8_t     *data;
     hab_api_request    req;
     hab_api_response   res;
     hab_api_upstream   up;
@@ -91,7 +93,25 @@ api(hab_zone *t, uint32_t method, const char *path, const char *body,
 
     status = (int) res.status;
 
-    if (hab_buf_len(res.body) == 0 || hab_buf_data(res.body)[0] != '{') {
+    if (hab_buf_len(res.body) == 0 || hab_buf_data(res.body)[0] != '{'
+        || res.content_type != HAB_API_JSON)
+    {
+        status = -1;
+    }
+
+    /* the chunks add up to the body */
+
+    total = 0;
+
+    for (i = 0; (n = hab_buf_chunk(res.body, i, &data)) != 0; i++) {
+        if (data == NULL || (i == 0 && data != hab_buf_data(res.body))) {
+            status = -1;
+        }
+
+        total += n;
+    }
+
+    if (total != hab_buf_len(res.body)) {
         status = -1;
     }
 
