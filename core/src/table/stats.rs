@@ -574,7 +574,7 @@ mod tests {
         ];
         let t = table(&peers);
         let z = t.zone();
-        let mut fail_a = |now| loop {
+        let fail_a = |now| loop {
             let mut a = OwnedAttempt::new(z, now);
             if a.pick(now).unwrap().peer == 0 {
                 let r = a.release_with(Outcome::Failed, &TryInfo::NONE, now);
