@@ -32,7 +32,7 @@ DEBIAN_SRC := /usr/share/nginx/src
 DEBIAN_BUILD := $(TARGET)/debian-build
 
 DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
-	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core
+	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core prometheus
 
 .PHONY: all deps nginx module debian-module debian-module-check \
 	check-exports check test demo bench clean
@@ -70,6 +70,7 @@ deps:
 		}
 		before=" $$(nginx_pids | tr '\n' ' ')"
 		# policy-rc.d exiting 101 keeps the packages from starting nginx
+		# and prometheus
 		policy=/usr/sbin/policy-rc.d
 		[ ! -e $$policy ] || mv $$policy $$policy.hab-saved
 		trap "rm -f $$policy; [ ! -e $$policy.hab-saved ] || mv $$policy.hab-saved $$policy" EXIT

@@ -312,10 +312,89 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hab_core::spec::{PeerSpec, Policy, UpstreamSpec};
+    use hab_core::testing::OwnedTable;
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape("x\ny"), "x\\ny");
+        for (raw, escaped) in [
+            ("app", "app"),
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("[::1]:80", "[::1]:80"),
+            (r#"a"b"#, r#"a\"b"#),
+            (r"a\b", r"a\\b"),
+            (r#"odd"name\x"#, r#"odd\"name\\x"#),
+            ("x\ny", "x\\ny"),
+            (r#"\""#, r#"\\\""#),
+            ("tab\tand\u{e9}", "tab\tand\u{e9}"),
+            ("", ""),
+        ] {
+            assert_eq!(escape(raw), escaped, "{raw:?}");
+        }
+    }
+
+    /// Every family has a legal, unique name, counters and only counters
+    /// end in `_total`, and no HELP text needs escaping.
+    #[test]
+    fn families_are_well_formed() {
+        let legal = |n: &str| {
+            n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for f in FAMILIES {
+            assert!(legal(f.name), "{}", f.name);
+            assert!(seen.insert(f.name), "{} twice", f.name);
+            assert_eq!(
+                f.kind == "counter",
+                f.name.ends_with("_total"),
+                "{}",
+                f.name
+            );
+            assert!(!f.help.contains(['\\', '\n']), "{}", f.name);
+        }
+    }
+
+    #[test]
+    fn odd_upstream_names_are_escaped_in_every_sample() {
+        let peers = [PeerSpec {
+            position: Some(0),
+            ..PeerSpec::new(b"odd\0a:80\x00127.0.0.1:1")
+        }];
+        let t = OwnedTable::new(&UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        })
+        .unwrap();
+        let ups = [Upstream {
+            name: r#"odd"name\x"#,
+            zone: t.zone(),
+        }];
+        let clock = Clock {
+            now_ms: 1,
+            wall_ms: 1_796_126_400_000,
+        };
+        let text = String::from_utf8(render(&ups, clock).to_vec()).unwrap();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        // generation, 10 single families, 5 classes; no header or
+        // response time before a response
+        assert_eq!(samples.len(), 1 + 10 + 5, "{text}");
+        for l in &samples {
+            assert!(l.contains(r#"{upstream="odd\"name\\x""#), "unescaped: {l}");
+        }
+        assert!(
+            text.contains(
+                "ha_upstream_server_state{upstream=\"odd\\\"name\\\\x\",server=\"127.0.0.1:1\"} 1\n"
+            ),
+            "{text}"
+        );
+        for f in FAMILIES {
+            let help = format!("# HELP {} ", f.name);
+            let kind = format!("# TYPE {} {}\n", f.name, f.kind);
+            assert_eq!(text.matches(&help).count(), 1, "{}", f.name);
+            assert_eq!(text.matches(&kind).count(), 1, "{}", f.name);
+        }
     }
 }

@@ -16,17 +16,36 @@ pub fn say(msg: &str) {
 /// Otherwise panics under `HAB_REQUIRE_NGINX=1`, else prints
 /// `SKIP <test>: ...` and returns `false` (the caller returns early).
 pub fn built_or_skip(test: &str, missing: &[String]) -> bool {
+    present_or_skip(test, "nginx is not built", "run `make nginx`", missing)
+}
+
+/// `true` when `missing` (programs a Debian package of `make deps`
+/// installs: `promtool`, `prometheus`, ...) is empty; otherwise as
+/// [`built_or_skip`]: `make test` installs them, so under it a missing
+/// one is a failure.
+pub fn installed_or_skip(test: &str, missing: &[String]) -> bool {
+    present_or_skip(
+        test,
+        "a required program is not installed",
+        "run `make deps`",
+        missing,
+    )
+}
+
+/// The policy: `what` is missing (`missing` names it), `fix` says how to
+/// get it.
+fn present_or_skip(test: &str, what: &str, fix: &str, missing: &[String]) -> bool {
     if missing.is_empty() {
         return true;
     }
     if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
         panic!(
-            "{test}: HAB_REQUIRE_NGINX=1 but nginx is not built (missing: {}); run `make nginx`",
+            "{test}: HAB_REQUIRE_NGINX=1 but {what} (missing: {}); {fix}",
             missing.join(", ")
         );
     }
     say(&format!(
-        "SKIP {test}: nginx not built, run make nginx (missing: {})",
+        "SKIP {test}: {what}, {fix} (missing: {})",
         missing.join(", ")
     ));
     false

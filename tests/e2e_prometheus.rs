@@ -1,0 +1,451 @@
+//! End-to-end: the Prometheus exposition at `{ha_api}/metrics` through real
+//! nginx with 4 workers, judged by Prometheus's own tools: `promtool check
+//! metrics` accepts it (an upstream name with `"` and `\` included), and a
+//! real Prometheus server scraping it every second sees the requests the
+//! backends counted and a drain.
+//!
+//! `promtool` and `prometheus` come from Debian's `prometheus` package,
+//! which `make deps` installs; when they are missing the tests skip, or
+//! fail under `HAB_REQUIRE_NGINX=1` (see `hab_testkit::skip`).
+
+mod common;
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{load, server_lines, Backend, Nginx, WORKERS};
+use hab_testkit::http;
+use serde_json::Value;
+
+/// An upstream name that needs escaping in a label value.
+const ODD: &str = r#"odd"name\x"#;
+
+/// `prog` on `PATH`.
+fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+/// nginx built and `progs` installed, or skip (fail when required).
+fn ready_or_skip(test: &str, progs: &[&str]) -> Option<Vec<PathBuf>> {
+    if !common::nginx_or_skip(test) {
+        return None;
+    }
+    if common::stock_mode() {
+        common::say(&format!("SKIP {test}: stock nginx has no ha_api"));
+        return None;
+    }
+    let found: Vec<Option<PathBuf>> = progs.iter().map(|p| which(p)).collect();
+    let missing: Vec<String> = progs
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(p, _)| format!("{p} (Debian package prometheus)"))
+        .collect();
+    if !hab_testkit::skip::installed_or_skip(test, &missing) {
+        return None;
+    }
+    Some(found.into_iter().flatten().collect())
+}
+
+/// Upstream `app` over `backends` proxied at `/`, the upstream [`ODD`]
+/// (two servers that refuse connections: nginx never takes the only server
+/// out) proxied at `/odd/`, and the API
+/// at `/api/` with `write=on`.
+fn block(port: u16, backends: &[Backend]) -> String {
+    let odd = ODD.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "    upstream app {{
+        ha_balance round_robin;
+{}    }}
+
+    upstream \"{odd}\" {{
+        ha_balance round_robin;
+        server 127.0.0.1:1 max_fails=1 fail_timeout=30s;
+        server 127.0.0.1:2 max_fails=1 fail_timeout=30s;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api write=on; }}
+        location /odd/ {{
+            proxy_pass \"http://{odd}\";
+            proxy_connect_timeout 2s;
+        }}
+        location / {{
+            proxy_pass http://app;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 10s;
+        }}
+    }}
+",
+        server_lines(backends, &[])
+    )
+}
+
+/// `GET /api/metrics`, checked for status and content type.
+fn metrics(port: u16) -> String {
+    let r = http::get(port, "/api/metrics").expect("GET /api/metrics");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ct = r.header("content-type").unwrap_or("");
+    assert!(
+        ct.starts_with("text/plain; version=0.0.4"),
+        "content type {ct:?}"
+    );
+    r.text()
+}
+
+/// Runs `promtool check metrics` on `text` (its stdin), bounded by 30 s;
+/// returns success and what it printed.
+fn promtool_check(promtool: &Path, text: &str) -> (bool, String) {
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let text = text.to_owned();
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(text.as_bytes());
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait promtool").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("promtool check metrics did not finish within 30 s");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("promtool output");
+    let _ = writer.join();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), printed)
+}
+
+#[test]
+fn promtool_accepts_the_live_exposition() {
+    let test = "promtool_accepts_the_live_exposition";
+    let Some(progs) = ready_or_skip(test, &["promtool"]) else {
+        return;
+    };
+    let _serial = common::serial();
+    let b = Backend::start_many("m", 3);
+    let port = common::free_port();
+    let mut ngx = Nginx::start(&block(port, &b), WORKERS);
+
+    // Traffic for every family: responses, bytes, times; a failure, an
+    // unavailable spell and its downtime in the odd upstream.
+    let r = load(port, "/", 4, 25);
+    assert_eq!(r.bad(), 0, "{:?}", r.failures);
+    for _ in 0..2 {
+        let r = http::get(port, "/odd/").expect("GET /odd/");
+        assert_eq!(r.status, 502, "{}", r.text());
+    }
+    let text = metrics(port);
+
+    let (ok, printed) = promtool_check(&progs[0], &text);
+    assert!(
+        ok && printed.trim().is_empty(),
+        "promtool check metrics: ok={ok}\n{printed}\non:\n{text}"
+    );
+
+    // The odd name arrives escaped, and every family has its samples.
+    let label = r#"upstream="odd\"name\\x""#;
+    for family in [
+        "ha_upstream_generation",
+        "ha_upstream_server_state",
+        "ha_upstream_server_fails_total",
+        "ha_upstream_server_unavail_total",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{family}{{{label}"))),
+            "no {family} sample with {label}:\n{text}"
+        );
+    }
+    for addr in ["127.0.0.1:1", "127.0.0.1:2"] {
+        let sample = format!("ha_upstream_server_state{{{label},server=\"{addr}\"}} 4");
+        assert!(
+            text.lines().any(|l| l == sample),
+            "refusing {addr} is not unavail (4):\n{text}"
+        );
+    }
+    for v in &b {
+        assert!(
+            text.contains(&format!(
+                "ha_upstream_server_responses_total{{upstream=\"app\",server=\"{}\",code=\"2xx\"}}",
+                v.addr()
+            )),
+            "no 2xx sample for {}:\n{text}",
+            v.addr()
+        );
+    }
+    common::say(&format!(
+        "{test}: promtool check metrics passed on:\n{text}"
+    ));
+    ngx.stop();
+}
+
+// ---------------------------------------------------------------------------
+// A Prometheus server
+
+/// A `prometheus` process scraping nginx, in its own directory under
+/// `target/e2e/`. Killed and reaped on drop; its log is kept when the test
+/// fails.
+struct Prometheus {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `127.0.0.1:{nginx_port}/api/metrics`
+    /// every second; returns once `/-/ready` answers 200 (within 30 s).
+    fn start(bin: &Path, nginx_port: u16) -> Prometheus {
+        let dir = common::scratch_dir();
+        let config = dir.join("prometheus.yml");
+        fs::write(
+            &config,
+            format!(
+                "global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: hab
+    metrics_path: /api/metrics
+    static_configs:
+      - targets: ['127.0.0.1:{nginx_port}']
+"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let log = fs::File::create(dir.join("prometheus.log")).expect("create log");
+        let port = common::free_port();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("run prometheus");
+        let mut p = Prometheus {
+            child: Some(child),
+            port,
+            dir,
+        };
+        let ready = common::wait_until(Duration::from_secs(30), || {
+            if let Some(c) = p.child.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    return true;
+                }
+            }
+            http::get(port, "/-/ready").is_ok_and(|r| r.status == 200)
+        });
+        let exited = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        assert!(
+            ready && exited.is_none(),
+            "prometheus not ready within 30 s (exit: {exited:?}); log:\n{}",
+            p.log()
+        );
+        p
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// The instant query `q`: each result's labels and value.
+    fn query(&self, q: &str) -> Vec<(Value, f64)> {
+        let path = format!("/api/v1/query?query={}", urlencode(q));
+        let r = http::get(self.port, &path).unwrap_or_else(|e| panic!("query {q}: {e}"));
+        assert_eq!(r.status, 200, "query {q}: {}", r.text());
+        let v: Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("query {q}: bad JSON {e}: {}", r.text()));
+        assert_eq!(v["status"], "success", "query {q}: {v}");
+        v["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("query {q}: no result array: {v}"))
+            .iter()
+            .map(|s| {
+                let x = s["value"][1]
+                    .as_str()
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or_else(|| panic!("query {q}: bad sample {s}"));
+                (s["metric"].clone(), x)
+            })
+            .collect()
+    }
+
+    /// Health and last scrape error of the one target.
+    fn target(&self) -> (String, String) {
+        let r = http::get(self.port, "/api/v1/targets").expect("GET /api/v1/targets");
+        let v: Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("targets: bad JSON {e}: {}", r.text()));
+        let t = &v["data"]["activeTargets"][0];
+        let s = |k: &str| t[k].as_str().unwrap_or("?").to_owned();
+        (s("health"), s("lastError"))
+    }
+
+    /// The single value of `q`, `None` while it has no result.
+    fn value(&self, q: &str) -> Option<f64> {
+        let r = self.query(q);
+        assert!(r.len() <= 1, "query {q}: several series: {r:?}");
+        r.first().map(|(_, x)| *x)
+    }
+
+    /// Polls `q` (every 200 ms, at most `timeout`) until `want` holds for
+    /// its value; returns the last value seen.
+    fn wait_for(&self, q: &str, timeout: Duration, want: impl Fn(f64) -> bool) -> Option<f64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.value(q);
+            if v.is_some_and(&want) || Instant::now() >= deadline {
+                return v;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if thread::panicking() {
+            common::say(&format!(
+                "prometheus log and config kept in {}",
+                self.dir.display()
+            ));
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn prometheus_scrapes_requests_and_a_drain() {
+    let test = "prometheus_scrapes_requests_and_a_drain";
+    let Some(progs) = ready_or_skip(test, &["prometheus"]) else {
+        return;
+    };
+    let _serial = common::serial();
+    let b = Backend::start_many("s", 3);
+    let port = common::free_port();
+    let mut ngx = Nginx::start(&block(port, &b), WORKERS);
+    let prom = Prometheus::start(&progs[0], port);
+
+    // Scraped, and healthy.
+    let up = prom.wait_for(r#"up{job="hab"}"#, Duration::from_secs(30), |v| v == 1.0);
+    assert_eq!(up, Some(1.0), "target not up; log:\n{}", prom.log());
+
+    const N: usize = 300;
+    let r = load(port, "/", 4, N / 4);
+    assert_eq!(r.bad(), 0, "{:?}", r.failures);
+    let counted: u64 = common::backend_counts(&b).values().sum();
+    assert_eq!(counted, N as u64, "backends counted");
+
+    let q = r#"sum(ha_upstream_server_requests_total{upstream="app"})"#;
+    let seen = prom.wait_for(q, Duration::from_secs(30), |v| v == counted as f64);
+    assert_eq!(
+        seen,
+        Some(counted as f64),
+        "{q} after 30 s; backends counted {counted}"
+    );
+    common::say(&format!(
+        "{test}: {q} = {seen:?}, backends counted {counted}"
+    ));
+
+    // Per server too: each series equals its backend's count.
+    let per = prom.query(r#"ha_upstream_server_requests_total{upstream="app"}"#);
+    assert_eq!(per.len(), b.len(), "{per:?}");
+    for v in &b {
+        let want = v.stats().requests as f64;
+        let got = per
+            .iter()
+            .find(|(m, _)| m["server"] == v.addr().as_str())
+            .map(|(_, x)| *x);
+        assert_eq!(got, Some(want), "server {}: {per:?}", v.addr());
+    }
+
+    // Drain server 1: draining (2) while requests are in flight, down (3)
+    // once none are.
+    let addr = b[1].addr();
+    let r = http::request(
+        port,
+        "PATCH",
+        "/api/upstreams/app/servers/1",
+        br#"{"drain":true}"#,
+    )
+    .expect("PATCH drain");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let q = format!(r#"ha_upstream_server_state{{upstream="app",server="{addr}"}}"#);
+    let state = prom.wait_for(&q, Duration::from_secs(30), |v| v == 2.0 || v == 3.0);
+    assert!(
+        matches!(state, Some(x) if x == 2.0 || x == 3.0),
+        "{q} after 30 s: {state:?}"
+    );
+    common::say(&format!("{test}: {q} = {state:?}"));
+    // The others stay up.
+    let q = r#"ha_upstream_server_state{upstream="app"} == 1"#;
+    assert_eq!(prom.query(q).len(), b.len() - 1, "{q}");
+
+    // The odd upstream's name survives escaping, scraping and querying.
+    let q = r#"ha_upstream_generation{upstream="odd\"name\\x"}"#;
+    assert!(prom.value(q).is_some(), "{q}: no series");
+
+    // Every scrape was taken whole: no error on the target, no sample
+    // dropped (duplicate series, bad timestamps) in Prometheus's own count.
+    let (health, error) = prom.target();
+    assert_eq!((health.as_str(), error.as_str()), ("up", ""), "target");
+    let own = http::get(prom.port, "/metrics").expect("GET prometheus /metrics");
+    for dropped in [
+        "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+        "prometheus_target_scrapes_sample_out_of_bounds_total",
+        "prometheus_target_scrapes_sample_out_of_order_total",
+        "prometheus_target_scrapes_exceeded_sample_limit_total",
+    ] {
+        let line = own
+            .text()
+            .lines()
+            .find(|l| l.starts_with(&format!("{dropped} ")))
+            .map(str::to_owned);
+        assert_eq!(line, Some(format!("{dropped} 0")), "prometheus {dropped}");
+    }
+
+    drop(prom);
+    ngx.stop();
+}
