@@ -27,7 +27,8 @@ const MAX_TRY_BYTES: u64 = 2048;
 
 /// The upstream `app` with `upstream_body`, proxied at `/` (retries on
 /// errors and 5xx), `/pass/` (retries on errors only: 5xx reach the
-/// client), the API at `/api/` (write) and `/ro/` (read only).
+/// client), `/two/` (errors and 503, two tries at most), the API at
+/// `/api/` (write) and `/ro/` (read only).
 fn block(port: u16, upstream_body: &str) -> String {
     format!(
         "    upstream app {{
@@ -50,6 +51,13 @@ fn block(port: u16, upstream_body: &str) -> String {
             proxy_connect_timeout 2s;
             proxy_read_timeout 10s;
             proxy_next_upstream error timeout;
+        }}
+        location /two/ {{
+            proxy_pass http://app;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 10s;
+            proxy_next_upstream error timeout http_503;
+            proxy_next_upstream_tries 2;
         }}
     }}
 "
@@ -150,6 +158,20 @@ fn settled(port: u16) -> Value {
     });
     assert!(ok, "statistics did not settle within 5 s: {last}");
     last
+}
+
+/// Waits (at most 15 s) until the workers of the previous configuration
+/// have exited: until then they may still take a connection and count it
+/// in their own zone.
+fn old_workers_gone(ngx: &Nginx) {
+    let ok = common::wait_until(Duration::from_secs(15), || {
+        common::children(ngx.master_pid()).len() == WORKERS
+    });
+    assert!(
+        ok,
+        "old workers still running: {:?}",
+        common::children(ngx.master_pid())
+    );
 }
 
 /// Tries per address in the access log (every address of
@@ -423,7 +445,7 @@ fn exact_counters_under_concurrent_load_with_retries() {
     assert_eq!(n(&p[4], "unavail"), 1, "{}", p[4]);
     let f4 = n(&p[4], "fails");
     assert!(
-        f4 >= max_fails && f4 <= max_fails + threads as u64 - 1,
+        f4 >= max_fails && f4 < max_fails + threads as u64,
         "fails {f4}: {}",
         p[4]
     );
@@ -433,18 +455,18 @@ fn exact_counters_under_concurrent_load_with_retries() {
         "downstart",
         started.elapsed() + Duration::from_secs(1),
     );
-    for i in 0..4 {
-        assert_eq!(n(&p[i], "unavail"), 0, "{}", p[i]);
-        assert!(p[i].get("downstart").is_none(), "{}", p[i]);
+    for s in &p[..4] {
+        assert_eq!(n(s, "unavail"), 0, "{s}");
+        assert!(s.get("downstart").is_none(), "{s}");
     }
     // Bytes, times and dates.
-    for i in 0..3 {
-        assert_bytes(&p[i], n(&p[i], "requests"), n(&p[i], "responses/total"));
-        let (h, rt) = (n(&p[i], "header_time"), n(&p[i], "response_time"));
+    for s in &p[..3] {
+        assert_bytes(s, n(s, "requests"), n(s, "responses/total"));
+        let (h, rt) = (n(s, "header_time"), n(s, "response_time"));
+        // Averages of tries bounded by proxy_read_timeout.
         assert!(
-            h <= rt && rt < 2000,
-            "header_time {h} response_time {rt}: {}",
-            p[i]
+            h <= rt && rt < 10_000,
+            "header_time {h} response_time {rt}: {s}"
         );
     }
     for i in [3, 4] {
@@ -502,6 +524,63 @@ fn exact_counters_under_concurrent_load_with_retries() {
     assert_eq!(n(&p[4], "unavail"), before_unavail);
     assert_response_totals(&v);
     assert_totals(&v);
+
+    // Phase 3: every backend answers 503, two tries per request
+    // (`proxy_next_upstream_tries 2`). The first try always fails; the
+    // second's 503 goes to the client and is no failure (nginx passes the
+    // last try's answer on), unless it was the refusing server: then nginx
+    // answers 502 itself.
+    let before = counters(&v);
+    for b in [&ok1, &bad, &ok2] {
+        b.reset();
+    }
+    let (threads, per) = (8usize, 25usize);
+    let r = spawn_load(port, "/two/?status=503", LoadOpts::new(threads, per)).join();
+    assert_clean(&r, threads * per);
+    let v = settled(port);
+    let p = peers(&v);
+    let total = (threads * per) as u64;
+    let n503 = r.statuses.get(&503).copied().unwrap_or(0) as u64;
+    let n502 = r.statuses.get(&502).copied().unwrap_or(0) as u64;
+    assert_eq!(n503 + n502, total, "{:?}", r.statuses);
+    let seen = [ok1.stats(), bad.stats(), ok2.stats()].map(|s| s.requests);
+    let after = counters(&v);
+    let delta = |i: usize, k: usize| after[i][k] - before[i][k];
+    for (i, want) in seen.iter().enumerate() {
+        assert_eq!(
+            (delta(i, 0), delta(i, 5), delta(i, 6)),
+            (*want, *want, *want),
+            "{}",
+            p[i]
+        );
+    }
+    let tries: u64 = (0..5).map(|i| delta(i, 0)).sum();
+    let fails: u64 = (0..5).map(|i| delta(i, 7)).sum();
+    assert_eq!(tries, 2 * total, "{v}");
+    assert_eq!(fails, 2 * total - n503, "{v}");
+    assert_eq!(
+        delta(3, 0),
+        2 * total - seen.iter().sum::<u64>(),
+        "{}",
+        p[3]
+    );
+    assert_eq!(delta(3, 7), delta(3, 0), "{}", p[3]);
+    assert_eq!(delta(3, 6), 0, "{}", p[3]);
+    if started.elapsed() < Duration::from_secs(25) {
+        assert_eq!(delta(4, 0), 0, "{}", p[4]);
+    }
+    assert_response_totals(&v);
+    assert_totals(&v);
+    // Over all three phases, the access log has every try, per address.
+    let log = tries_in_log(&ngx);
+    for s in p {
+        let addr = s["server"].as_str().unwrap();
+        assert_eq!(
+            log.get(addr).copied().unwrap_or(0),
+            n(s, "requests"),
+            "{addr}"
+        );
+    }
     assert_eq!(ngx.crashes(), Vec::<String>::new());
     ngx.stop();
 }
@@ -707,7 +786,7 @@ fn transitions_are_logged_once_across_workers() {
     }
     // The good servers never changed state.
     for id in [0, 1] {
-        let (w, b) = transitions(&ngx, &peers(&v)[id]["server"].as_str().unwrap().to_owned());
+        let (w, b) = transitions(&ngx, peers(&v)[id]["server"].as_str().unwrap());
         assert_eq!((w, b.len()), (0, 0));
     }
     // Logged by more than one worker over the test, yet once per event.
@@ -891,6 +970,7 @@ fn counters_survive_reload() {
 
     // Unchanged configuration: the same zone, the same figures.
     ngx.reload();
+    old_workers_gone(&ngx);
     let v = settled(port);
     assert_eq!(counters(&v), before, "after reload: {v}");
     let d = &peers(&v)[2];
@@ -912,9 +992,9 @@ fn counters_survive_reload() {
     ]);
     ngx.reload_with(&block(port, &three));
     // Old workers may still take a connection or two while they shut down
-    // (and answer from the old configuration): wait for the new one.
-    let ok = common::wait_until(Duration::from_secs(10), || peers(&app(port)).len() == 4);
-    assert!(ok, "new configuration not serving: {}", app(port));
+    // (and answer from the old configuration).
+    old_workers_gone(&ngx);
+    assert_eq!(peers(&app(port)).len(), 4);
     let v = settled(port);
     let p = peers(&v);
     let addrs: Vec<&str> = p.iter().map(|s| s["server"].as_str().unwrap()).collect();
@@ -937,5 +1017,110 @@ fn counters_survive_reload() {
     exact(&v, &[(0, 2), (1, 0), (2, 1)]);
     assert_totals(&v);
     assert_eq!(ngx.crashes(), Vec::<String>::new());
+    ngx.stop();
+}
+
+/// Found by this suite and left to the owner of core/ and api/: the
+/// contract (`downstart` only while the state is `unavail`) and what the
+/// zone does (a spell lasts from the failure that reached `max_fails` to the
+/// next success) disagree once `fail_timeout` has passed without a probe:
+/// the server reads `up` with a `downstart` and a growing `downtime`.
+#[test]
+#[ignore = "known deviation: downstart stays after fail_timeout while the state reads up"]
+fn downstart_only_while_unavailable() {
+    if !common::nginx_or_skip("downstart_only_while_unavailable") {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start("w");
+    let dead = refused_addr();
+    let fail_timeout = Duration::from_secs(1);
+    let upstream = servers(&[
+        (b.addr(), ""),
+        (dead.clone(), "max_fails=1 fail_timeout=1s"),
+    ]);
+    let port = common::free_port();
+    let mut ngx = Nginx::start(&block(port, &upstream), WORKERS);
+    let ok = common::wait_until(Duration::from_secs(5), || {
+        let _ = common::get(port, "/");
+        n(&peers(&app(port))[1], "requests") > 0
+    });
+    assert!(ok, "the refusing server was never tried");
+    let s = peers(&app(port))[1].clone();
+    assert_eq!(s["state"], "unavail", "{s}");
+    assert!(s.get("downstart").is_some(), "{s}");
+    // No traffic: the window expires and the server reads up again.
+    std::thread::sleep(fail_timeout + Duration::from_millis(300));
+    let s = peers(&app(port))[1].clone();
+    assert_eq!(s["state"], "up", "{s}");
+    assert!(s.get("downstart").is_none(), "downstart while up: {s}");
+    ngx.stop();
+}
+
+/// Found by this suite: `selected` and `downstart` are converted from the
+/// monotonic clock to dates at every read with the two clocks sampled
+/// apart, so an idle server's dates move by a millisecond between reads.
+#[test]
+#[ignore = "known deviation: dates jitter by 1 ms between reads"]
+fn dates_stable_at_idle() {
+    if !common::nginx_or_skip("dates_stable_at_idle") {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("i", 2);
+    let upstream = servers(&[(b[0].addr(), ""), (b[1].addr(), "")]);
+    let port = common::free_port();
+    let mut ngx = Nginx::start(&block(port, &upstream), WORKERS);
+    common::sequence(port, "/", 4);
+    let first = app(port)["peers"][0]["selected"].clone();
+    assert!(first.is_string(), "{first}");
+    for k in 0..50 {
+        std::thread::sleep(Duration::from_millis(7));
+        let again = app(port)["peers"][0]["selected"].clone();
+        assert_eq!(again, first, "read {k}: the last pick moved at idle");
+    }
+    ngx.stop();
+}
+
+/// Found by this suite and left to the owner of core/ and the C module: a
+/// reload that changes the upstream carries the old zone's counters into
+/// the fresh one once, at configuration time, in the master. A try in
+/// flight then was counted in `requests` (at its pick) and is carried, but
+/// it ends in an old worker, which counts its response, bytes and times in
+/// the old zone: the new one never sees them, and at idle the server shows
+/// more `requests` than `responses.total` plus `fails`, for good.
+#[test]
+#[ignore = "known deviation: responses of tries in flight over a changed reload are lost"]
+fn tries_in_flight_over_a_changed_reload_are_counted() {
+    if !common::nginx_or_skip("tries_in_flight_over_a_changed_reload_are_counted") {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("q", 3);
+    let two = servers(&[(b[0].addr(), ""), (b[1].addr(), "")]);
+    let port = common::free_port();
+    let mut ngx = Nginx::start(&block(port, &two), WORKERS);
+    let load = spawn_load(port, "/?delay=1500", LoadOpts::new(2, 1));
+    let ok = common::wait_until(Duration::from_secs(5), || {
+        b[0].stats().inflight + b[1].stats().inflight == 2
+    });
+    assert!(ok, "slow requests did not arrive");
+    ngx.reload_with(&block(
+        port,
+        &servers(&[(b[0].addr(), ""), (b[1].addr(), ""), (b[2].addr(), "")]),
+    ));
+    let r = load.join();
+    assert_eq!(r.statuses.get(&200), Some(&2), "{:?}", r.failures);
+    let ok = common::wait_until(Duration::from_secs(10), || peers(&app(port)).len() == 3);
+    assert!(ok, "new configuration not serving");
+    let v = settled(port);
+    for (i, p) in peers(&v).iter().enumerate().take(2) {
+        let seen = b[i].stats().requests;
+        assert_eq!(
+            (n(p, "requests"), n(p, "responses/2xx")),
+            (seen, seen),
+            "server {i}: {p}"
+        );
+    }
     ngx.stop();
 }
