@@ -25,6 +25,12 @@ typedef struct {
     ngx_str_t                           state_file;
     hab_state                          *state;      /* parsed, lazily */
     ngx_uint_t                          state_read; /* unsigned:1 */
+
+    /*
+     * wall clock minus ngx_current_msec, ms, taken once in the master so
+     * that every worker shows the same dates for the same instants
+     */
+    int64_t                             wall_offset;
 } ngx_http_upstream_ha_main_conf_t;
 
 
@@ -1295,6 +1301,7 @@ ngx_http_upstream_ha_maglev_size(ngx_str_t *value)
 static void *
 ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf)
 {
+    ngx_time_t                        *tp;
     ngx_http_upstream_ha_main_conf_t  *conf;
 
     conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_upstream_ha_main_conf_t));
@@ -1309,6 +1316,11 @@ ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf)
      *     conf->state = NULL;
      *     conf->state_read = 0;
      */
+
+    tp = ngx_timeofday();
+
+    conf->wall_offset = (int64_t) tp->sec * 1000 + (int64_t) tp->msec
+                        - (int64_t) ngx_current_msec;
 
     return conf;
 }
@@ -1518,7 +1530,6 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     ngx_buf_t                         *b;
     ngx_str_t                          path;
     ngx_uint_t                         i;
-    ngx_time_t                        *tp;
     ngx_chain_t                       *out, *cl, **ll;
     hab_result                         hrc;
     const uint8_t                     *data;
@@ -1605,13 +1616,11 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
         req.flags |= HAB_API_HTML;
     }
 
-    tp = ngx_timeofday();
-
     req.path = path.data;
     req.path_len = path.len;
     req.query = r->args.data;
     req.query_len = r->args.len;
-    req.wall_ms = (uint64_t) tp->sec * 1000 + tp->msec;
+    req.wall_ms = (uint64_t) ((int64_t) ngx_current_msec + hmcf->wall_offset);
     req.body = body;
     req.body_len = len;
     req.state_file = hmcf->state_file.data;

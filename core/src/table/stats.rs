@@ -425,9 +425,14 @@ impl<'a> Zone<'a> {
 
     /// Carries peer `j` of `old` into peer `i` of this fresh zone: its raw
     /// sums land in the shared row, baselines and transitions as they are,
-    /// so that every reported figure is unchanged.
+    /// so that every reported figure is unchanged, except the tries in
+    /// flight: they end in the old workers, which count them in the old
+    /// zone, so they are left out here (counted in `requests` only, they
+    /// would make `requests` exceed `responses` plus `fails` for good).
     pub(crate) fn carry_stats(&self, i: usize, old: Zone<'_>, j: usize) {
-        let s = old.sums(j);
+        let mut s = old.sums(j);
+        let in_flight = u64::from(old.states()[j].in_flight.load(Relaxed));
+        s.v[0] = s.v[0].saturating_sub(in_flight);
         let row = &self.stats_rows(SHARED)[i];
         for (f, v) in row.fields().into_iter().zip(s.v) {
             f.fetch_add(v, Relaxed);
