@@ -16,17 +16,23 @@ pub fn say(msg: &str) {
 /// Otherwise panics under `HAB_REQUIRE_NGINX=1`, else prints
 /// `SKIP <test>: ...` and returns `false` (the caller returns early).
 pub fn built_or_skip(test: &str, missing: &[String]) -> bool {
+    present_or_skip(test, "nginx is not built", "run `make nginx`", missing)
+}
+
+/// The same policy for any component: `what` says what is absent
+/// (`"chromium is not installed"`), `hint` how to get it.
+pub fn present_or_skip(test: &str, what: &str, hint: &str, missing: &[String]) -> bool {
     if missing.is_empty() {
         return true;
     }
     if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
         panic!(
-            "{test}: HAB_REQUIRE_NGINX=1 but nginx is not built (missing: {}); run `make nginx`",
+            "{test}: HAB_REQUIRE_NGINX=1 but {what} (missing: {}); {hint}",
             missing.join(", ")
         );
     }
     say(&format!(
-        "SKIP {test}: nginx not built, run make nginx (missing: {})",
+        "SKIP {test}: {what}, {hint} (missing: {})",
         missing.join(", ")
     ));
     false
