@@ -52,9 +52,10 @@ fn assert_serves_page(port: u16, path: &str) {
     );
 }
 
-/// Opens the page and waits until it shows a row for every server id.
-fn open(port: u16, path: &str) -> Browser {
-    let b = Browser::start().expect("start headless chromium");
+/// Opens the page in a `size` window and waits until it shows a row for
+/// every server id.
+fn open_sized(port: u16, path: &str, size: (u32, u32)) -> Browser {
+    let b = Browser::start_sized(size.0, size.1).expect("start headless chromium");
     b.goto(&format!("http://127.0.0.1:{port}{path}"))
         .expect("open status page");
     b.wait_js(
@@ -64,6 +65,10 @@ fn open(port: u16, path: &str) -> Browser {
     )
     .unwrap_or_else(|e| panic!("page never listed 3 servers: {e}"));
     b
+}
+
+fn open(port: u16, path: &str) -> Browser {
+    open_sized(port, path, browser::WINDOW)
 }
 
 fn ids(b: &Browser) -> Vec<String> {
@@ -180,7 +185,7 @@ fn status_page_under_load_screenshot() {
         threads: 2,
         per_thread: 100_000,
         pause: Duration::from_millis(5),
-        max_time: Duration::from_secs(30),
+        max_time: Duration::from_secs(60),
     };
     // Server 1 slow, some 5xx everywhere, server 2 drained: every column
     // has something to show.
@@ -204,21 +209,53 @@ fn status_page_under_load_screenshot() {
     .expect("PATCH drain");
     assert_eq!(r.status, 200, "PATCH drain: {}", r.text());
 
-    let b = open(port, "/api/");
-    // Wait for a request rate on every row that takes traffic, and a few
-    // seconds of sparkline.
-    b.wait_js(
-        "[...document.querySelectorAll('tr[data-id=\"0\"] td:nth-child(6), \
-         tr[data-id=\"1\"] td:nth-child(6)')].every(td => parseFloat(td.textContent) > 0)",
-        FIRST,
-    )
-    .expect("request rates shown under load");
-    std::thread::sleep(Duration::from_secs(8));
+    let shot = std::env::var("HAB_SCREENSHOT").is_ok_and(|v| v == "1");
+    let b = open_sized(port, "/api/", (1280, 480));
+    // Every figure column shows live statistics.
+    for (what, expr) in [
+        (
+            "request rates of rows 0 and 1",
+            "[0, 1].every(i => parseFloat(cell(i, 6)) > 0)",
+        ),
+        ("no rate on drained row 2", "cell(2, 6) === '0.0'"),
+        (
+            "a 5xx rate on row 0",
+            "/^[0-9.]+%$/.test(cell(0, 7)) && parseFloat(cell(0, 7)) > 0",
+        ),
+        ("row 1 slower than 25 ms", "parseFloat(cell(1, 8)) >= 25"),
+        (
+            "a sparkline of 3 samples",
+            "row(0).querySelector('polyline').getAttribute('points').split(' ').length >= 3",
+        ),
+    ] {
+        let expr = format!(
+            "(() => {{ const row = i => document.querySelector(`tr[data-upstream=\"up\"][data-id=\"${{i}}\"]`); \
+             const cell = (i, n) => row(i).children[n - 1].textContent; return {expr}; }})()"
+        );
+        b.wait_js(&expr, FIRST)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    if shot {
+        // A longer history with a burst in it, for docs/status.png.
+        std::thread::sleep(Duration::from_secs(12));
+        let burst = spawn_load(
+            port,
+            "/",
+            LoadOpts {
+                threads: 3,
+                pause: Duration::ZERO,
+                ..opts
+            },
+        );
+        std::thread::sleep(Duration::from_secs(8));
+        burst.stop();
+        std::thread::sleep(Duration::from_secs(6));
+    }
     let png = b.screenshot().expect("screenshot");
     for load in [ok, failing] {
         load.stop();
     }
-    if std::env::var("HAB_SCREENSHOT").is_ok_and(|v| v == "1") {
+    if shot {
         let path = common::root().join("docs/status.png");
         fs::write(&path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
         common::say(&format!("wrote {} ({} bytes)", path.display(), png.len()));
