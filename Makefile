@@ -32,7 +32,8 @@ DEBIAN_SRC := /usr/share/nginx/src
 DEBIAN_BUILD := $(TARGET)/debian-build
 
 DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
-	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core prometheus
+	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core \
+	chromium chromium-driver prometheus wrk
 
 .PHONY: all deps nginx module debian-module debian-module-check \
 	check-exports check test demo bench clean

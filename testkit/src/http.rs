@@ -310,9 +310,34 @@ pub fn get(port: u16, path: &str) -> io::Result<Response> {
 /// `METHOD path` with `body` (sent with its `Content-Length` when not
 /// empty) and `Connection: close`, as [`get`].
 pub fn request(port: u16, method: &str, path: &str, body: &[u8]) -> io::Result<Response> {
+    send(port, method, path, body, IO_TIMEOUT, true)
+}
+
+/// `METHOD path` with `body` as [`request`], but with `timeout` for each
+/// read and write, and returning as soon as the response is read, without
+/// waiting for the server to close (chromedriver keeps connections open
+/// despite `Connection: close`).
+pub fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> io::Result<Response> {
+    send(port, method, path, body, timeout, false)
+}
+
+fn send(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    timeout: Duration,
+    drain: bool,
+) -> io::Result<Response> {
     let stream = TcpStream::connect_timeout(&local(port), CONNECT_TIMEOUT)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     stream.set_nodelay(true)?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
     if !body.is_empty() {
@@ -326,8 +351,10 @@ pub fn request(port: u16, method: &str, path: &str, body: &[u8]) -> io::Result<R
     (&stream).write_all(body)?;
     let mut r = BufReader::new(&stream);
     let resp = read_response(&mut r, method == "HEAD")?;
-    let mut rest = Vec::new();
-    let _ = r.take(MAX_BODY as u64).read_to_end(&mut rest);
+    if drain {
+        let mut rest = Vec::new();
+        let _ = r.take(MAX_BODY as u64).read_to_end(&mut rest);
+    }
     Ok(resp)
 }
 

@@ -2,10 +2,14 @@
 //!
 //! Used by the `hab-backend` binary, by the real-nginx tests under `tests/`
 //! (through `tests/common`) and by `scripts/demo.sh` (through the binary).
-//! Everything here is std only, blocking, and talks to 127.0.0.1 only.
+//! Also a headless-browser client ([`browser`]: WebDriver through
+//! chromedriver).
+//! Everything here is std (and serde_json for WebDriver), blocking, and
+//! talks to 127.0.0.1 only.
 //! Every read and write has a timeout, so nothing here can hang a test.
 
 pub mod backend;
+pub mod browser;
 pub mod http;
 pub mod skip;
 

@@ -32,20 +32,20 @@ pub fn installed_or_skip(test: &str, missing: &[String]) -> bool {
     )
 }
 
-/// The policy: `what` is missing (`missing` names it), `fix` says how to
-/// get it.
-fn present_or_skip(test: &str, what: &str, fix: &str, missing: &[String]) -> bool {
+/// The same policy for any component: `what` says what is absent
+/// (`"chromium is not installed"`), `hint` how to get it.
+pub fn present_or_skip(test: &str, what: &str, hint: &str, missing: &[String]) -> bool {
     if missing.is_empty() {
         return true;
     }
     if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
         panic!(
-            "{test}: HAB_REQUIRE_NGINX=1 but {what} (missing: {}); {fix}",
+            "{test}: HAB_REQUIRE_NGINX=1 but {what} (missing: {}); {hint}",
             missing.join(", ")
         );
     }
     say(&format!(
-        "SKIP {test}: {what}, {fix} (missing: {})",
+        "SKIP {test}: {what}, {hint} (missing: {})",
         missing.join(", ")
     ));
     false

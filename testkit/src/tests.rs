@@ -104,3 +104,65 @@ mod backend {
         assert_eq!((s.inflight, s.max_inflight), (0, 1));
     }
 }
+
+mod base64 {
+    use crate::browser::base64_decode;
+
+    #[test]
+    fn decodes_rfc4648_vectors() {
+        for (text, want) in [
+            ("", ""),
+            ("Zg==", "f"),
+            ("Zm8=", "fo"),
+            ("Zm9v", "foo"),
+            ("Zm9vYg==", "foob"),
+            ("Zm9vYmE=", "fooba"),
+            ("Zm9v\r\nYmFy", "foobar"),
+        ] {
+            assert_eq!(base64_decode(text).unwrap(), want.as_bytes(), "{text}");
+        }
+        assert_eq!(base64_decode("+/8=").unwrap(), [0xfb, 0xff]);
+        for bad in ["Zm9", "Zg=", "Zg===", "Zg==Zg==", "Zm9v!", "Z==="] {
+            assert!(base64_decode(bad).is_err(), "{bad:?} should not decode");
+        }
+    }
+}
+
+mod browser {
+    use crate::browser::*;
+    use serde_json::Value;
+    use std::time::Duration;
+
+    /// A real headless Chromium on a `data:` page: find, text, attribute,
+    /// script, click and screenshot.
+    #[test]
+    fn drives_a_data_page() {
+        if !browser_or_skip("drives_a_data_page") {
+            return;
+        }
+        let b = Browser::start().expect("start browser");
+        let page = "data:text/html,<p id=a data-x=1>hi</p><button id=b \
+                    onclick=\"this.textContent='done'\">go</button>";
+        b.goto(page).unwrap();
+        let p = b.find("#a").unwrap().expect("#a");
+        assert_eq!(b.text(&p).unwrap(), "hi");
+        assert_eq!(b.attr(&p, "data-x").unwrap().as_deref(), Some("1"));
+        assert_eq!(b.attr(&p, "data-none").unwrap(), None);
+        assert!(b.find("#nothing").unwrap().is_none());
+        let v = b
+            .execute(
+                "return arguments[0].id + arguments[1];",
+                &[p.to_json(), Value::from(2)],
+            )
+            .unwrap();
+        assert_eq!(v.as_str(), Some("a2"));
+        b.click(&b.find("#b").unwrap().unwrap()).unwrap();
+        b.wait_js(
+            "document.getElementById('b').textContent === 'done'",
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let png = b.screenshot().unwrap();
+        assert!(png.len() > 100);
+    }
+}

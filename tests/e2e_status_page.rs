@@ -1,0 +1,263 @@
+//! End-to-end: the live status page (issue 7) in a real headless Chromium
+//! against real nginx with 4 workers: every server listed, a drain through
+//! the API reaching the page, the page's Undrain button reaching the API,
+//! no buttons when read only, and (with `HAB_SCREENSHOT=1`) a screenshot
+//! under load written to `docs/status.png`.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::{proxy_block, server_lines, spawn_load, Backend, LoadOpts, Nginx, WORKERS};
+use hab_testkit::browser::{self, Browser};
+use hab_testkit::http;
+use serde_json::Value;
+
+/// How long a change may take to show: the page polls every second.
+const SHOW: Duration = Duration::from_secs(2);
+/// How long the first render may take (browser start, first poll).
+const FIRST: Duration = Duration::from_secs(10);
+
+fn ready(test: &str) -> bool {
+    common::nginx_or_skip(test) && browser::browser_or_skip(test)
+}
+
+/// Upstream `up` (3 servers) proxied at `/`, the API at `/api/` with
+/// `api_args` (`" write=on"` or `""`).
+fn start(backends: &[Backend], api_args: &str) -> Nginx {
+    let port = common::free_port();
+    let upstream = format!(
+        "        ha_balance round_robin;\n{}",
+        server_lines(backends, &["weight=3", "", ""])
+    );
+    let block = proxy_block(port, &upstream, "").replacen(
+        "        location / {",
+        &format!("        location /api/ {{ ha_api{api_args}; }}\n        location / {{"),
+        1,
+    );
+    Nginx::start(&block, WORKERS)
+}
+
+/// Checks that the server answers the page (not JSON) at `path`.
+fn assert_serves_page(port: u16, path: &str) {
+    let r = http::get_with(port, path, &[("Accept", "text/html")])
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let ct = r.header("content-type").unwrap_or("");
+    assert!(
+        r.status == 200 && ct.starts_with("text/html") && !r.text().contains("__HAB_WRITE__"),
+        "GET {path} (Accept: text/html) should be the status page: HTTP {} {ct:?}: {:.200}",
+        r.status,
+        r.text()
+    );
+}
+
+/// Opens the page in a `size` window and waits until it shows a row for
+/// every server id.
+fn open_sized(port: u16, path: &str, size: (u32, u32)) -> Browser {
+    let b = Browser::start_sized(size.0, size.1).expect("start headless chromium");
+    b.goto(&format!("http://127.0.0.1:{port}{path}"))
+        .expect("open status page");
+    b.wait_js(
+        "document.querySelectorAll('tr[data-upstream=\"up\"]').length === 3 \
+         && document.getElementById('updated').textContent !== 'never'",
+        FIRST,
+    )
+    .unwrap_or_else(|e| panic!("page never listed 3 servers: {e}"));
+    b
+}
+
+fn open(port: u16, path: &str) -> Browser {
+    open_sized(port, path, browser::WINDOW)
+}
+
+fn ids(b: &Browser) -> Vec<String> {
+    b.find_all("tr[data-upstream=\"up\"]")
+        .unwrap()
+        .iter()
+        .map(|e| b.attr(e, "data-id").unwrap().unwrap_or_default())
+        .collect()
+}
+
+fn row_state(b: &Browser, id: usize) -> Option<String> {
+    let row = b
+        .find(&format!("tr[data-upstream=\"up\"][data-id=\"{id}\"]"))
+        .unwrap()?;
+    b.attr(&row, "data-state").unwrap()
+}
+
+fn api_server(port: u16, id: usize) -> Value {
+    let path = format!("/api/upstreams/up/servers/{id}");
+    let r = http::get(port, &path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", r.text()))
+}
+
+#[test]
+fn status_page_follows_drain_and_undrains() {
+    if !ready("status_page_follows_drain_and_undrains") {
+        return;
+    }
+    let _serial = common::serial();
+    let backends = Backend::start_many("p", 3);
+    let ngx = start(&backends, " write=on");
+    let port = ngx.port();
+    assert_serves_page(port, "/api/");
+    assert_serves_page(port, "/api/status.html");
+
+    let b = open(port, "/api/");
+    assert_eq!(ids(&b), ["0", "1", "2"]);
+    let state_text = b
+        .find("tr[data-id=\"0\"] td.state")
+        .unwrap()
+        .expect("state cell");
+    assert_eq!(b.text(&state_text).unwrap(), "up");
+    let address = b
+        .find("tr[data-id=\"2\"] td:nth-child(2)")
+        .unwrap()
+        .unwrap();
+    assert!(b.text(&address).unwrap().contains(&backends[2].addr()));
+
+    let r = http::request(
+        port,
+        "PATCH",
+        "/api/upstreams/up/servers/1",
+        br#"{"drain":true}"#,
+    )
+    .expect("PATCH drain");
+    assert_eq!(r.status, 200, "PATCH drain: {}", r.text());
+    let shown = b.wait("row 1 draining", SHOW, |b| {
+        Ok(row_state(b, 1).filter(|s| s == "draining" || s == "down"))
+    });
+    assert!(
+        shown.is_ok(),
+        "row 1 should show draining within {SHOW:?}, shows {:?}",
+        row_state(&b, 1)
+    );
+
+    let undrain = b
+        .find("tr[data-upstream=\"up\"][data-id=\"1\"] button[data-action=\"undrain\"]")
+        .unwrap()
+        .expect("Undrain button of row 1");
+    b.click(&undrain).expect("click Undrain");
+    let undrained = common::wait_until(SHOW, || api_server(port, 1)["drain"] == false);
+    let err = b.find("#error-text").unwrap().map(|e| b.text(&e).unwrap());
+    assert!(
+        undrained,
+        "Undrain should reach the API within {SHOW:?}: {}; page error: {err:?}",
+        api_server(port, 1)
+    );
+    b.wait("row 1 up again", SHOW, |b| {
+        Ok(row_state(b, 1).filter(|s| s == "up"))
+    })
+    .expect("row 1 back to up");
+}
+
+#[test]
+fn status_page_read_only_has_no_buttons() {
+    if !ready("status_page_read_only_has_no_buttons") {
+        return;
+    }
+    let _serial = common::serial();
+    let backends = Backend::start_many("q", 3);
+    let ngx = start(&backends, "");
+    assert_serves_page(ngx.port(), "/api/");
+    let b = open(ngx.port(), "/api/status.html");
+    assert_eq!(ids(&b), ["0", "1", "2"]);
+    let buttons = b.find_all("button[data-action]").unwrap();
+    assert!(
+        buttons.is_empty(),
+        "read-only page has {} action buttons",
+        buttons.len()
+    );
+}
+
+#[test]
+fn status_page_under_load_screenshot() {
+    if !ready("status_page_under_load_screenshot") {
+        return;
+    }
+    let _serial = common::serial();
+    let backends = Backend::start_many("s", 3);
+    let ngx = start(&backends, " write=on");
+    let port = ngx.port();
+    let opts = LoadOpts {
+        threads: 2,
+        per_thread: 100_000,
+        pause: Duration::from_millis(5),
+        max_time: Duration::from_secs(60),
+    };
+    // Server 1 slow, some 5xx everywhere, server 2 drained: every column
+    // has something to show.
+    backends[1].set_mode("delay:30");
+    let ok = spawn_load(port, "/", opts);
+    let failing = spawn_load(
+        port,
+        "/?status=500",
+        LoadOpts {
+            threads: 1,
+            pause: Duration::from_millis(50),
+            ..opts
+        },
+    );
+    let r = http::request(
+        port,
+        "PATCH",
+        "/api/upstreams/up/servers/2",
+        br#"{"drain":true}"#,
+    )
+    .expect("PATCH drain");
+    assert_eq!(r.status, 200, "PATCH drain: {}", r.text());
+
+    let shot = std::env::var("HAB_SCREENSHOT").is_ok_and(|v| v == "1");
+    let b = open_sized(port, "/api/", (1280, 480));
+    // Every figure column shows live statistics.
+    for (what, expr) in [
+        (
+            "request rates of rows 0 and 1",
+            "[0, 1].every(i => parseFloat(cell(i, 6)) > 0)",
+        ),
+        ("no rate on drained row 2", "cell(2, 6) === '0.0'"),
+        (
+            "a 5xx rate on row 0",
+            "/^[0-9.]+%$/.test(cell(0, 7)) && parseFloat(cell(0, 7)) > 0",
+        ),
+        ("row 1 slower than 25 ms", "parseFloat(cell(1, 8)) >= 25"),
+        (
+            "a sparkline of 3 samples",
+            "row(0).querySelector('polyline').getAttribute('points').split(' ').length >= 3",
+        ),
+    ] {
+        let expr = format!(
+            "(() => {{ const row = i => document.querySelector(`tr[data-upstream=\"up\"][data-id=\"${{i}}\"]`); \
+             const cell = (i, n) => row(i).children[n - 1].textContent; return {expr}; }})()"
+        );
+        b.wait_js(&expr, FIRST)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    }
+    if shot {
+        // A longer history with a burst in it, for docs/status.png.
+        std::thread::sleep(Duration::from_secs(12));
+        let burst = spawn_load(
+            port,
+            "/",
+            LoadOpts {
+                threads: 3,
+                pause: Duration::ZERO,
+                ..opts
+            },
+        );
+        std::thread::sleep(Duration::from_secs(8));
+        burst.stop();
+        std::thread::sleep(Duration::from_secs(6));
+    }
+    let png = b.screenshot().expect("screenshot");
+    for load in [ok, failing] {
+        load.stop();
+    }
+    if shot {
+        let path = common::root().join("docs/status.png");
+        fs::write(&path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        common::say(&format!("wrote {} ({} bytes)", path.display(), png.len()));
+    }
+}
