@@ -261,3 +261,112 @@ fn status_page_under_load_screenshot() {
         common::say(&format!("wrote {} ({} bytes)", path.display(), png.len()));
     }
 }
+
+/// Every state the API reports shows on the page: `up`, `draining` (a
+/// drained server with a request in flight), `unavail` (a server that
+/// refuses connections, after `max_fails=1`) and `down` (set down through
+/// the API).
+#[test]
+fn status_page_shows_every_state() {
+    if !ready("status_page_shows_every_state") {
+        return;
+    }
+    let _serial = common::serial();
+    let backends = Backend::start_many("t", 3);
+    let refused = {
+        let p = common::free_port();
+        assert!(!common::port_open(p));
+        format!("127.0.0.1:{p}")
+    };
+    let port = common::free_port();
+    // Ids: 0 up, 1 draining, 2 unavail (refuses), 3 down.
+    let upstream = format!(
+        "        ha_balance round_robin;
+        server {};
+        server {};
+        server {refused} max_fails=1 fail_timeout=60s;
+        server {};\n",
+        backends[0].addr(),
+        backends[1].addr(),
+        backends[2].addr()
+    );
+    let block = proxy_block(port, &upstream, "").replacen(
+        "        location / {",
+        "        location /api/ { ha_api write=on; }\n        location / {",
+        1,
+    );
+    let _ngx = Nginx::start(&block, WORKERS);
+    // A try on the refusing server disables it (the request is retried).
+    let tried = common::wait_until(Duration::from_secs(10), || {
+        let _ = common::get(port, "/");
+        api_server(port, 2)["unavail"] == 1
+    });
+    assert!(
+        tried,
+        "server 2 never became unavailable: {}",
+        api_server(port, 2)
+    );
+    let r = http::request(
+        port,
+        "PATCH",
+        "/api/upstreams/up/servers/3",
+        br#"{"down":true}"#,
+    )
+    .expect("PATCH down");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The page is open before the drain, so that it shows `draining`
+    // while the slow request lasts (8 s; the page polls every second).
+    let b = Browser::start().expect("start headless chromium");
+    b.goto(&format!("http://127.0.0.1:{port}/api/"))
+        .expect("open status page");
+    b.wait_js(
+        "document.querySelectorAll('tr[data-upstream=\"up\"]').length === 4",
+        FIRST,
+    )
+    .unwrap_or_else(|e| panic!("page never listed 4 servers: {e}"));
+    // Slow requests until one is in flight on server 1, then drain it.
+    let slow = spawn_load(
+        port,
+        "/?delay=8000",
+        LoadOpts {
+            threads: 4,
+            per_thread: 1,
+            pause: Duration::ZERO,
+            max_time: Duration::from_secs(30),
+        },
+    );
+    let held = common::wait_until(Duration::from_secs(5), || backends[1].stats().inflight > 0);
+    assert!(held, "no slow request reached server 1");
+    let r = http::request(
+        port,
+        "PATCH",
+        "/api/upstreams/up/servers/1",
+        br#"{"drain":true}"#,
+    )
+    .expect("PATCH drain");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let want = ["up", "draining", "unavail", "down"];
+    let shown = b.wait("every state", SHOW, |b| {
+        let states: Vec<Option<String>> = (0..4).map(|i| row_state(b, i)).collect();
+        Ok((states.iter().map(|s| s.as_deref()).eq(want.map(Some))).then_some(()))
+    });
+    let states: Vec<Option<String>> = (0..4).map(|i| row_state(&b, i)).collect();
+    assert!(
+        shown.is_ok(),
+        "page shows {states:?}, the API {:?}",
+        (0..4)
+            .map(|i| api_server(port, i)["state"].clone())
+            .collect::<Vec<_>>()
+    );
+    // The state cells read the state, in words, not only in colour.
+    for (i, s) in want.iter().enumerate() {
+        let cell = b
+            .find(&format!("tr[data-id=\"{i}\"] td.state"))
+            .unwrap()
+            .expect("state cell");
+        assert_eq!(b.text(&cell).unwrap(), *s, "row {i}");
+    }
+    drop(b);
+    let r = slow.join();
+    assert!(r.statuses.values().sum::<usize>() == 4, "{:?}", r.failures);
+}
