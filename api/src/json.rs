@@ -160,7 +160,7 @@ pub struct Server<'a> {
     pub down: bool,
     /// Draining.
     pub drain: bool,
-    /// Tries sent to the server (counted when it was picked).
+    /// Tries sent to the server (counted as they end).
     pub requests: u64,
     /// Responses by status class.
     pub responses: Responses,

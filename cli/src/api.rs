@@ -138,7 +138,7 @@ pub struct Server {
     /// Admin drain.
     #[serde(default)]
     pub drain: bool,
-    /// Tries sent to this server (counted at selection).
+    /// Tries sent to this server (counted as they end).
     #[serde(default, deserialize_with = "lenient")]
     pub requests: Option<u64>,
     /// Answers by status class.

@@ -125,10 +125,14 @@ proptest! {
         let mut model = [[0u64; 4]; PEERS];
         let mut now = 1_000u64;
 
-        let end = |z: Zone<'_>, w: &mut Worker, a: usize, holding: &mut BTreeMap<(u64, usize), usize>, wi: u64| {
+        // Ending a request ends its try in progress: counted, without a
+        // response.
+        let end = |z: Zone<'_>, w: &mut Worker, a: usize, holding: &mut BTreeMap<(u64, usize), usize>, wi: u64, model: &mut [[u64; 4]; PEERS]| {
             if let Some(buf) = w.attempts[a].as_mut() {
                 z.end(&mut Attempt::from_words(buf));
-                holding.remove(&(wi, a));
+                if let Some(i) = holding.remove(&(wi, a)) {
+                    model[i][0] += 1;
+                }
             }
             w.attempts[a] = None;
         };
@@ -137,7 +141,7 @@ proptest! {
             match op {
                 Op::Begin { w, a } => {
                     let wk = &mut workers[w as usize];
-                    end(z, wk, a, &mut holding, w);
+                    end(z, wk, a, &mut holding, w, &mut model);
                     let mut buf = vec![0u64; words];
                     {
                         let mut at = Attempt::init(&mut buf, now);
@@ -167,7 +171,6 @@ proptest! {
                                 prop_assert!(before[i].1 < max_conns[i], "{policy:?} picked {i} at max_conns");
                             }
                             holding.insert((w, a), i);
-                            model[i][0] += 1;
                         }
                         Err(Error::Busy) => {}
                         Err(e) => prop_assert!(false, "pick: {e:?}"),
@@ -188,6 +191,7 @@ proptest! {
                     let info = TryInfo { status, header_ms: Some(1), sent: 10, received: 20 };
                     let r = z.free_with(&mut Attempt::from_words(buf), outcome, &info, now);
                     prop_assert!(r.is_ok());
+                    model[i][0] += 1;
                     model[i][1] += u64::from(outcome == Outcome::Failed);
                     model[i][2] += u64::from(status != 0);
                     model[i][3] += u64::from(r.unwrap().transition == Transition::Disabled);
@@ -230,7 +234,7 @@ proptest! {
         // Every request ends: nothing in flight, nothing pinned.
         for (wi, wk) in workers.iter_mut().enumerate() {
             for a in 0..3 {
-                end(z, wk, a, &mut holding, wi as u64);
+                end(z, wk, a, &mut holding, wi as u64, &mut model);
             }
         }
         for s in z.states() {

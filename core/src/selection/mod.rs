@@ -199,7 +199,6 @@ impl Table<'_> {
         attempt.set_current(Some(i as u32));
         attempt.set_try_start(now);
         self.zone().ledger_add(attempt.slot(), i);
-        self.zone().count_pick(attempt.slot(), i, now);
         if self.bounded() {
             self.cursor(TOTAL)
                 .value
@@ -297,11 +296,12 @@ impl Table<'_> {
             );
         }
         let duration = now.saturating_sub(attempt.try_start_ms());
-        self.zone().count_end(
+        self.zone().count_try(
             attempt.slot(),
             i,
             outcome == Outcome::Failed,
             info,
+            attempt.try_start_ms(),
             duration,
         );
         let h = self.header();

@@ -134,8 +134,10 @@ pub struct Root {
     pub stats_off: u64,
     /// Bytes of one row block of the statistics (`peers` rows, rounded).
     pub stats_row_bytes: u64,
+    /// Offset of the first row block of the statistics (the shared one).
+    pub stats_rows_off: u64,
     /// Zero; room to grow without moving the sections.
-    pub reserved: [u64; 12],
+    pub reserved: [u64; 11],
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -466,7 +468,8 @@ impl ZonePlan {
             arena_len: self.arena_len as u64,
             stats_off: self.stats_off as u64,
             stats_row_bytes: stats::round_up_rows(self.peers) as u64,
-            reserved: [0; 12],
+            stats_rows_off: (self.stats_off + stats::rows_off(self.peers)) as u64,
+            reserved: [0; 11],
         }
     }
 }
@@ -518,9 +521,11 @@ impl<'a> Zone<'a> {
         // inside the plan's sections at an offset aligned for its type
         // (64-byte records first, then the names, then the 64-byte aligned
         // ledger). Zeroed atomics are valid atomics. The arena is left as
-        // it is: a generation's builder writes all of its own bytes.
+        // it is: a generation's builder writes all of its own bytes; so are
+        // the statistics rows of the worker slots, which each slot's first
+        // owner zeroes (`Zone::mark_rows_used`).
         unsafe {
-            core::ptr::write_bytes(mem, 0, plan.arena_off);
+            core::ptr::write_bytes(mem, 0, plan.stats_off + stats::zeroed_len(plan.peers));
             mem.cast::<Root>().write(plan.root(spec));
             let state = mem.add(STATE_OFF).cast::<PeerState>();
             let cold = mem.add(plan.cold_off).cast::<PeerCold>();
@@ -609,7 +614,8 @@ impl<'a> Zone<'a> {
             && r.arena_off == want.arena_off
             && r.arena_len == want.arena_len
             && r.stats_off == want.stats_off
-            && r.stats_row_bytes == want.stats_row_bytes;
+            && r.stats_row_bytes == want.stats_row_bytes
+            && r.stats_rows_off == want.stats_rows_off;
         if !matches {
             return Err(Error::BadLayout);
         }
