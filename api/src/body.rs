@@ -69,6 +69,31 @@ impl Body {
     }
 }
 
+impl Body {
+    /// Lets `write` append at most `room` bytes (at most [`CHUNK`]) to the
+    /// last chunk directly, with no intermediate buffer; the chunk is a
+    /// fresh one when the last has less room left.
+    #[inline]
+    pub fn append_with(&mut self, room: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        let room = room.min(CHUNK);
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.capacity() - c.len() < room || c.len() + room > CHUNK)
+        {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        let last = self.chunks.last_mut().expect("a chunk was just ensured");
+        let before = last.len();
+        write(last);
+        debug_assert!(
+            last.len() - before <= room,
+            "append_with wrote past its room"
+        );
+        self.len += last.len() - before;
+    }
+}
+
 impl From<Vec<u8>> for Body {
     fn from(v: Vec<u8>) -> Body {
         let mut b = Body::new();
@@ -108,5 +133,23 @@ mod tests {
         assert!(b.chunks().iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
         assert!(b.chunks().iter().all(|c| c.capacity() <= CHUNK));
         assert!(Body::new().chunks().is_empty());
+    }
+
+    #[test]
+    fn appends_in_place_stay_bounded() {
+        let mut b = Body::new();
+        let mut want = Vec::new();
+        for k in 0..20_000u32 {
+            let line = format!("sample_{k} {}\n", k * 7);
+            b.append_with(64, |v| v.extend_from_slice(line.as_bytes()));
+            want.extend_from_slice(line.as_bytes());
+            if k % 1000 == 0 {
+                b.push(b"# a pushed line\n");
+                want.extend_from_slice(b"# a pushed line\n");
+            }
+        }
+        assert_eq!(b.len(), want.len());
+        assert_eq!(b.to_vec(), want);
+        assert!(b.chunks().iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
     }
 }

@@ -135,8 +135,9 @@ pub struct Totals {
     pub active: u64,
 }
 
-/// One server, as `GET .../servers/{id}` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One server, as `GET .../servers/{id}` shows it (serialized by
+/// [`Filtered`], in this order; absent options are left out).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Server<'a> {
     /// Position in the upstream, configuration order, backups included.
     pub id: u32,
@@ -175,19 +176,14 @@ pub struct Server<'a> {
     /// Ms spent unavailable.
     pub downtime: u64,
     /// Start of the current unavailable spell, while there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub downstart: Option<Date>,
     /// When it was last picked.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<Date>,
     /// Average time to the response header, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub header_time: Option<u64>,
     /// Average time to the whole response, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_time: Option<u64>,
     /// The latency estimate (EWMA), ms (ours).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<f64>,
     /// The upstream's balancing policy (ours).
     pub policy: &'static str,
@@ -330,22 +326,73 @@ impl Fields {
     fn keeps(&self, key: &str, always: &[&str]) -> bool {
         always.contains(&key) || self.0.iter().any(|k| k == key)
     }
+}
 
-    /// `value` (an object) with only the wanted keys.
-    fn filter(&self, value: serde_json::Value, always: &[&str]) -> serde_json::Value {
-        match value {
-            serde_json::Value::Object(m) => serde_json::Value::Object(
-                m.into_iter()
-                    .filter(|(k, _)| self.keeps(k, always))
-                    .collect(),
-            ),
-            v => v,
+/// A server with only the keys `fields` keeps (all without).
+#[derive(Debug, Clone, Copy)]
+pub struct Filtered<'s, 'a> {
+    /// The server.
+    pub server: &'s Server<'a>,
+    /// `?fields=`, if given.
+    pub fields: Option<&'s Fields>,
+}
+
+impl Serialize for Server<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        Filtered {
+            server: self,
+            fields: None,
         }
+        .serialize(ser)
     }
+}
 
-    /// A server, filtered.
-    pub fn server(&self, s: &Server) -> serde_json::Value {
-        self.filter(serde_json::to_value(s).unwrap_or_default(), &["id"])
+impl Serialize for Filtered<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let s = self.server;
+        let keep = |k: &str| self.fields.is_none_or(|f| f.keeps(k, &["id"]));
+        let mut m = ser.serialize_map(None)?;
+        macro_rules! field {
+            ($key:literal, $value:expr) => {
+                if keep($key) {
+                    m.serialize_entry($key, $value)?;
+                }
+            };
+        }
+        macro_rules! optional {
+            ($key:literal, $value:expr) => {
+                if let Some(v) = $value {
+                    field!($key, &v);
+                }
+            };
+        }
+        field!("id", &s.id);
+        field!("server", &s.server);
+        field!("name", &s.name);
+        field!("backup", &s.backup);
+        field!("weight", &s.weight);
+        field!("configured_weight", &s.configured_weight);
+        field!("state", s.state);
+        field!("active", &s.active);
+        field!("max_conns", &s.max_conns);
+        field!("down", &s.down);
+        field!("drain", &s.drain);
+        field!("requests", &s.requests);
+        field!("responses", &s.responses);
+        field!("sent", &s.sent);
+        field!("received", &s.received);
+        field!("fails", &s.fails);
+        field!("unavail", &s.unavail);
+        field!("downtime", &s.downtime);
+        optional!("downstart", s.downstart);
+        optional!("selected", s.selected);
+        optional!("header_time", s.header_time);
+        optional!("response_time", s.response_time);
+        optional!("latency", s.latency);
+        field!("policy", s.policy);
+        field!("generation", &s.generation);
+        m.end()
     }
 }
 
@@ -384,10 +431,13 @@ impl Render<'_> {
             if k > 0 {
                 scratch.push(b',');
             }
-            let _ = match self.fields {
-                Some(f) => serde_json::to_writer(&mut scratch, &f.server(&s)),
-                None => serde_json::to_writer(&mut scratch, &s),
-            };
+            let _ = serde_json::to_writer(
+                &mut scratch,
+                &Filtered {
+                    server: &s,
+                    fields: self.fields,
+                },
+            );
             out.push(&scratch);
         }
         out.push(b"]");

@@ -46,8 +46,9 @@ pub fn escape(v: &str) -> String {
 /// One server's figures, read from the zone once per scrape.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
-    /// Peer index (for its address).
-    index: u32,
+    /// Where its labels (`upstream="..",server=".."`) are in its block's
+    /// label bytes, and how long.
+    label: (u32, u32),
     state: u8,
     active: u32,
     limit: u32,
@@ -67,7 +68,7 @@ impl Sample {
     fn of(v: &PeerView<'_>) -> Sample {
         let st = &v.stats;
         Sample {
-            index: v.index as u32,
+            label: (0, 0),
             state: state_number(v.state),
             active: v.active,
             limit: v.max_conns,
@@ -194,30 +195,65 @@ const FAMILIES: &[Family] = &[
 /// Samples per block of the scratch store.
 const BLOCK: usize = 512;
 
+/// Samples of one upstream in a block, with their label bytes.
+#[derive(Debug, Default)]
+struct Block {
+    samples: Vec<Sample>,
+    labels: Vec<u8>,
+}
+
 /// One upstream's samples, read once, kept in blocks of [`BLOCK`].
 struct Upstream1<'a> {
     upstream: &'a Upstream<'a>,
     /// The upstream's name, escaped.
     label: String,
-    blocks: Vec<Vec<Sample>>,
+    blocks: Vec<Block>,
 }
 
-/// Appends `n` in decimal.
-fn put_num(line: &mut Vec<u8>, n: Num) {
-    let _ = match n {
-        Num::Int(v) => write!(line, "{v}"),
-        Num::Millis(ms) => write!(line, "{}.{:03}", ms / 1000, ms % 1000),
-    };
-}
-
-/// Appends the address of peer `i`, escaped.
-fn put_server(line: &mut Vec<u8>, u: &Upstream<'_>, i: u32) {
-    let (_, addr) = json::names(u.zone.identity(i as usize));
-    if addr.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
-        line.extend_from_slice(escape(&addr).as_bytes());
-    } else {
-        line.extend_from_slice(addr.as_bytes());
+/// Appends `v` in decimal.
+fn put_u64(line: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
     }
+    line.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `n`.
+fn put_num(line: &mut Vec<u8>, n: Num) {
+    match n {
+        Num::Int(v) => put_u64(line, v),
+        Num::Millis(ms) => {
+            put_u64(line, ms / 1000);
+            let frac = ms % 1000;
+            line.extend_from_slice(&[
+                b'.',
+                b'0' + (frac / 100) as u8,
+                b'0' + (frac / 10 % 10) as u8,
+                b'0' + (frac % 10) as u8,
+            ]);
+        }
+    }
+}
+
+/// Appends `upstream="U",server="ADDR"` for peer `i` to `out`.
+fn put_labels(out: &mut Vec<u8>, upstream: &str, u: &Upstream<'_>, i: usize) {
+    let (_, addr) = json::names(u.zone.identity(i));
+    out.extend_from_slice(b"upstream=\"");
+    out.extend_from_slice(upstream.as_bytes());
+    out.extend_from_slice(b"\",server=\"");
+    if addr.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.extend_from_slice(escape(&addr).as_bytes());
+    } else {
+        out.extend_from_slice(addr.as_bytes());
+    }
+    out.push(b'"');
 }
 
 /// Every upstream's metrics at `clock`.
@@ -229,28 +265,32 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
     let read: Vec<Upstream1<'_>> = sorted
         .iter()
         .map(|u| {
-            let mut blocks: Vec<Vec<Sample>> = Vec::new();
+            let label = escape(u.name);
+            let mut blocks: Vec<Block> = Vec::new();
             for i in json::order(u.zone) {
                 let Some(v) = u.zone.view(i as usize, clock.now_ms) else {
                     continue;
                 };
-                match blocks.last_mut() {
-                    Some(b) if b.len() < BLOCK => b.push(Sample::of(&v)),
-                    _ => {
-                        let mut b = Vec::with_capacity(BLOCK);
-                        b.push(Sample::of(&v));
-                        blocks.push(b);
-                    }
+                if blocks.last().is_none_or(|b| b.samples.len() >= BLOCK) {
+                    blocks.push(Block {
+                        samples: Vec::with_capacity(BLOCK),
+                        labels: Vec::with_capacity(BLOCK * 48),
+                    });
                 }
+                let b = blocks.last_mut().expect("a block was just ensured");
+                let at = b.labels.len();
+                put_labels(&mut b.labels, &label, u, i as usize);
+                let mut s = Sample::of(&v);
+                s.label = (at as u32, (b.labels.len() - at) as u32);
+                b.samples.push(s);
             }
             Upstream1 {
                 upstream: u,
-                label: escape(u.name),
+                label,
                 blocks,
             }
         })
         .collect();
-    let mut line: Vec<u8> = Vec::with_capacity(8 * 1024);
     let _ = writeln!(
         out,
         "# HELP ha_upstream_generation Number of the table generation serving\n\
@@ -271,40 +311,39 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
             f.name, f.help, f.name, f.kind
         );
         for u in &read {
-            for s in u.blocks.iter().flatten() {
-                let sample = |line: &mut Vec<u8>, code: Option<usize>, n: Num| {
-                    line.extend_from_slice(f.name.as_bytes());
-                    line.extend_from_slice(b"{upstream=\"");
-                    line.extend_from_slice(u.label.as_bytes());
-                    line.extend_from_slice(b"\",server=\"");
-                    put_server(line, u.upstream, s.index);
-                    if let Some(k) = code {
-                        let _ = write!(line, "\",code=\"{}xx", k + 1);
-                    }
-                    line.extend_from_slice(b"\"} ");
-                    put_num(line, n);
-                    line.push(b'\n');
-                };
-                match f.value {
-                    Value::One(get) => {
-                        if let Some(n) = get(s) {
-                            sample(&mut line, None, n);
+            for b in &u.blocks {
+                for s in &b.samples {
+                    let labels = &b.labels[s.label.0 as usize..(s.label.0 + s.label.1) as usize];
+                    let sample = |line: &mut Vec<u8>, code: Option<usize>, n: Num| {
+                        line.extend_from_slice(f.name.as_bytes());
+                        line.push(b'{');
+                        line.extend_from_slice(labels);
+                        if let Some(k) = code {
+                            line.extend_from_slice(b",code=\"");
+                            line.push(b'1' + k as u8);
+                            line.extend_from_slice(b"xx\"");
+                        }
+                        line.extend_from_slice(b"} ");
+                        put_num(line, n);
+                        line.push(b'\n');
+                    };
+                    // A line: name, labels, code, value (20 digits at most).
+                    let room = f.name.len() + labels.len() + 64;
+                    match f.value {
+                        Value::One(get) => {
+                            if let Some(n) = get(s) {
+                                out.append_with(room, |line| sample(line, None, n));
+                            }
+                        }
+                        Value::Classes => {
+                            for (k, n) in s.responses.iter().enumerate() {
+                                out.append_with(room, |line| sample(line, Some(k), Num::Int(*n)));
+                            }
                         }
                     }
-                    Value::Classes => {
-                        for (k, n) in s.responses.iter().enumerate() {
-                            sample(&mut line, Some(k), Num::Int(*n));
-                        }
-                    }
-                }
-                if line.len() >= 4 * 1024 {
-                    out.push(&line);
-                    line.clear();
                 }
             }
         }
-        out.push(&line);
-        line.clear();
     }
     out
 }

@@ -287,9 +287,9 @@ fn server(
         let s = zone
             .view(i, req.now_ms)
             .map(|v| json::server(&v, zone, req.clock()));
-        match (s, fields) {
-            (Some(s), Some(f)) => ok(&f.server(&s)),
-            (s, _) => ok(&s),
+        match s {
+            Some(s) => ok(&json::Filtered { server: &s, fields }),
+            None => ok(&s),
         }
     };
     match req.method {
