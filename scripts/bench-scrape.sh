@@ -24,11 +24,12 @@ command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; e
 
 RUN=$(mktemp -d /tmp/hab-bench-scrape-XXXXXX)
 mkdir -p "$RUN/logs"
-PORT=$((30000 + RANDOM % 10000))
+# below the ephemeral range (32768-), where wrk's and curl's own ports come from
+PORT=$((20000 + RANDOM % 10000))
 B0=$((PORT + 1))
 SCRAPER=
 cleanup() {
-    [[ -n $SCRAPER ]] && kill "$SCRAPER" 2>/dev/null || true
+    [[ -n $SCRAPER ]] && { pkill -P "$SCRAPER"; kill "$SCRAPER"; } 2>/dev/null || true
     [[ -s $RUN/nginx.pid ]] && kill -QUIT "$(cat "$RUN/nginx.pid")" 2>/dev/null || true
     sleep 0.5
     rm -rf "$RUN"
@@ -71,12 +72,12 @@ CONF
 for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null && break; sleep 0.1; done
 
 scrape_loop() {
-    # one metrics and one JSON scrape a second, bounded by the run's length
-    for _ in $(seq $((SECS + 2))); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$PORT/api/metrics"
-        curl -fsS -o /dev/null "http://127.0.0.1:$PORT/api/upstreams"
-        sleep 1
-    done
+    # one metrics and one JSON scrape a second, each from one long-lived
+    # curl (no process started per scrape), bounded by the run's length
+    local n=$((SECS + 2))
+    curl -fsS --rate 1/s "http://127.0.0.1:$PORT/api/metrics?[1-$n]" >/dev/null &
+    curl -fsS --rate 1/s "http://127.0.0.1:$PORT/api/upstreams?[1-$n]" >/dev/null &
+    wait
 }
 
 rps() { wrk -t2 -c64 -d"${SECS}s" "http://127.0.0.1:$PORT/" | awk '/Requests\/sec/ { print $2 }'; }
@@ -90,9 +91,30 @@ for ((r = 1; r <= RUNS; r++)); do
     without+=("$(rps)")
     scrape_loop & SCRAPER=$!
     with+=("$(rps)")
-    kill "$SCRAPER" 2>/dev/null || true; wait "$SCRAPER" 2>/dev/null || true; SCRAPER=
+    pkill -P "$SCRAPER" 2>/dev/null || true; kill "$SCRAPER" 2>/dev/null || true
+    wait "$SCRAPER" 2>/dev/null || true; SCRAPER=
     echo "run $r: without ${without[-1]} req/s, with scrapes ${with[-1]} req/s"
 done
+# CPU the workers spend per scrape, measured directly (the throughput
+# ratio above is limited by the noise of a shared machine): utime + stime
+# of every worker before and after 200 back-to-back scrapes.
+worker_ticks() {
+    local t=0 pid
+    for pid in $(pgrep -P "$(cat "$RUN/nginx.pid")"); do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    echo "$t"
+}
+t0=$(worker_ticks)
+for _ in $(seq 200); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/api/metrics"
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/api/upstreams"
+done
+t1=$(worker_ticks)
+hz=$(getconf CLK_TCK)
+per_ms=$(awk -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN { printf "%.3f", d * 1000 / hz / 200 }')
+echo "worker CPU per scrape (metrics + JSON): $per_ms ms, i.e. $(awk -v m="$per_ms" 'BEGIN { printf "%.3f", m / 10 }')% of one core at one scrape a second"
+
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 m0=$(median "${without[@]}") m1=$(median "${with[@]}")
 echo "median without: $m0 req/s; with a scrape every second: $m1 req/s; ratio with/without: $(awk -v a="$m1" -v b="$m0" 'BEGIN { printf "%.4f", a / b }')"
