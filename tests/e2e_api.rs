@@ -324,7 +324,11 @@ fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
         b[0].name
     );
     let v = patch(port, 0, r#"{"drain":true}"#);
+    // Requests picked before the drain may still be on their way to the
+    // backend: they are in nginx's `active` of the answer, not yet in the
+    // backend's count. Nothing else may arrive.
     let after = b[0].stats().requests;
+    let on_the_way = v["active"].as_u64().unwrap();
     assert!(v["drain"].as_bool().unwrap());
     // Requests already there are still running: the server drains.
     assert_eq!(v["state"], "draining", "{v}");
@@ -345,10 +349,11 @@ fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
         r.failures
     );
     assert!(r.total > 20, "too little load: {}", r.total);
-    assert_eq!(
-        b[0].stats().requests,
-        after,
-        "a request reached the drained server after the PATCH returned"
+    let total = b[0].stats().requests;
+    assert!(
+        total <= after + on_the_way,
+        "a request picked after the PATCH returned reached the drained server: \
+         {total} requests, {after} when the PATCH returned, {on_the_way} then in flight"
     );
     assert_eq!(
         b[0].stats().inflight,
