@@ -33,15 +33,7 @@ fn block(port: u16, upstream_body: &str, http_extra: &str) -> String {
 }
 
 fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let r = http::request(port, method, path, body.as_bytes())
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let v = if method != "HEAD" && r.header("content-type") == Some("application/json") {
-        serde_json::from_slice(&r.body)
-            .unwrap_or_else(|e| panic!("{method} {path}: bad JSON {e}: {}", r.text()))
-    } else {
-        Value::Null
-    };
-    (r.status, v)
+    common::api_call(port, method, path, body)
 }
 
 fn server(port: u16, id: usize) -> Value {

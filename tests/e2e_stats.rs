@@ -74,21 +74,11 @@ fn servers(lines: &[(String, &str)]) -> String {
 
 /// `127.0.0.1:PORT` of a port nobody listens on (connections refused).
 fn refused_addr() -> String {
-    let p = common::free_port();
-    assert!(!common::port_open(p));
-    format!("127.0.0.1:{p}")
+    common::refused_addr()
 }
 
 fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let r = http::request(port, method, path, body.as_bytes())
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-    let v = if method != "HEAD" && r.header("content-type") == Some("application/json") {
-        serde_json::from_slice(&r.body)
-            .unwrap_or_else(|e| panic!("{method} {path}: bad JSON {e}: {}", r.text()))
-    } else {
-        Value::Null
-    };
-    (r.status, v)
+    common::api_call(port, method, path, body)
 }
 
 fn app(port: u16) -> Value {

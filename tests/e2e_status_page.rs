@@ -273,11 +273,7 @@ fn status_page_shows_every_state() {
     }
     let _serial = common::serial();
     let backends = Backend::start_many("t", 3);
-    let refused = {
-        let p = common::free_port();
-        assert!(!common::port_open(p));
-        format!("127.0.0.1:{p}")
-    };
+    let refused = common::refused_addr();
     let port = common::free_port();
     // Ids: 0 up, 1 draining, 2 unavail (refuses), 3 down.
     let upstream = format!(

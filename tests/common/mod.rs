@@ -1265,3 +1265,24 @@ pub fn addr_names(backends: &[Backend]) -> BTreeMap<String, String> {
         .map(|b| (b.addr(), b.name.clone()))
         .collect()
 }
+
+/// `method path` with `body` on the `ha_api` of nginx at `port`: the
+/// status and the JSON body (`Null` for HEAD and non-JSON answers).
+pub fn api_call(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let r = hab_testkit::http::request(port, method, path, body.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let v = if method != "HEAD" && r.header("content-type") == Some("application/json") {
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: bad JSON {e}: {}", r.text()))
+    } else {
+        serde_json::Value::Null
+    };
+    (r.status, v)
+}
+
+/// An address on 127.0.0.1 that refuses connections (nobody listens).
+pub fn refused_addr() -> String {
+    let p = free_port();
+    assert!(!port_open(p));
+    format!("127.0.0.1:{p}")
+}
