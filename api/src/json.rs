@@ -419,13 +419,16 @@ impl Render<'_> {
     /// Writes the servers as a JSON array, one at a time: each is
     /// serialized into a small scratch buffer and appended, so nothing
     /// but one server is held besides the body.
-    pub fn write_peers(&self, out: &mut Body) {
+    /// Returns the servers' totals, summed on the way.
+    pub fn write_peers(&self, out: &mut Body) -> Totals {
         let mut scratch = Vec::with_capacity(1024);
+        let mut totals = Totals::default();
         out.push(b"[");
         for (k, i) in order(self.zone).into_iter().enumerate() {
             let Some(v) = self.zone.view(i as usize, self.clock.now_ms) else {
                 continue;
             };
+            totals = add_totals(totals, &v);
             let s = server(&v, self.zone, self.clock);
             scratch.clear();
             if k > 0 {
@@ -441,12 +444,12 @@ impl Render<'_> {
             out.push(&scratch);
         }
         out.push(b"]");
+        totals
     }
 
     /// Writes the upstream as a JSON object.
     pub fn write(&self, out: &mut Body) {
         let z = self.zone;
-        let now = self.clock.now_ms;
         let keep = |k: &str| self.fields.is_none_or(|f| f.keeps(k, &["name", "peers"]));
         out.push(b"{\"name\":");
         put(out, self.name);
@@ -459,14 +462,10 @@ impl Render<'_> {
             put(out, &z.generation());
         }
         out.push(b",\"peers\":");
-        self.write_peers(out);
+        let totals = self.write_peers(out);
         if keep("totals") {
-            // A second pass over the zone: nothing of the first is kept.
-            let t = (0..z.peers())
-                .filter_map(|i| z.view(i, now))
-                .fold(Totals::default(), |t, v| add_totals(t, &v));
             out.push(b",\"totals\":");
-            put(out, &t);
+            put(out, &totals);
         }
         if keep("retiring") {
             out.push(b",\"retiring\":");

@@ -255,7 +255,9 @@ pub fn handle(
                     }
                 }
                 [] => method_not_allowed("GET, HEAD, DELETE"),
-                ["servers"] if read => json_with(|out| render.write_peers(out)),
+                ["servers"] if read => json_with(|out| {
+                    render.write_peers(out);
+                }),
                 ["servers"] => method_not_allowed("GET, HEAD"),
                 ["servers", id] => server(req, u, id, fields.as_ref(), alive),
                 _ => not_found(format!("no such resource \"{}\"", req.path)),
