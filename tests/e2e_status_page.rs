@@ -26,12 +26,17 @@ fn ready(test: &str) -> bool {
 /// Upstream `up` (3 servers) proxied at `/`, the API at `/api/` with
 /// `api_args` (`" write=on"` or `""`).
 fn start(backends: &[Backend], api_args: &str) -> Nginx {
-    let port = common::free_port();
     let upstream = format!(
         "        ha_balance round_robin;\n{}",
         server_lines(backends, &["weight=3", "", ""])
     );
-    let block = proxy_block(port, &upstream, "").replacen(
+    start_upstream(common::free_port(), &upstream, api_args)
+}
+
+/// nginx on `port` proxying `/` to upstream `up` (`upstream_body`), the
+/// API at `/api/` with `api_args`.
+fn start_upstream(port: u16, upstream_body: &str, api_args: &str) -> Nginx {
+    let block = proxy_block(port, upstream_body, "").replacen(
         "        location / {",
         &format!("        location /api/ {{ ha_api{api_args}; }}\n        location / {{"),
         1,
@@ -286,12 +291,7 @@ fn status_page_shows_every_state() {
         backends[1].addr(),
         backends[2].addr()
     );
-    let block = proxy_block(port, &upstream, "").replacen(
-        "        location / {",
-        "        location /api/ { ha_api write=on; }\n        location / {",
-        1,
-    );
-    let _ngx = Nginx::start(&block, WORKERS);
+    let _ngx = start_upstream(port, &upstream, " write=on");
     // A try on the refusing server disables it (the request is retried).
     let tried = common::wait_until(Duration::from_secs(10), || {
         let _ = common::get(port, "/");
