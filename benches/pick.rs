@@ -230,7 +230,7 @@ impl<'k> Worker<'k> {
 }
 
 fn table(policy: Policy, peers: &[PeerSpec<'_>]) -> OwnedTable {
-    OwnedTable::new(&UpstreamSpec { policy, peers }).expect("table")
+    OwnedTable::new(&UpstreamSpec { policy, peers, health: Default::default() }).expect("table")
 }
 
 /// Every subject at `n` peers: ours by policy, then nginx's two.
@@ -334,6 +334,7 @@ fn build(c: &mut Criterion) {
         }
         for (name, policy) in POLICIES {
             let spec = UpstreamSpec {
+                health: Default::default(),
                 policy,
                 peers: &peers,
             };
@@ -371,6 +372,7 @@ fn memory() {
         let peers = peers(&ids);
         for (name, policy) in POLICIES {
             let size = table::zone_size(&UpstreamSpec {
+                health: Default::default(),
                 policy,
                 peers: &peers,
             })

@@ -29,6 +29,7 @@ fn zone(n: usize) -> OwnedTable {
         .collect();
     let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
     let t = OwnedTable::new(&UpstreamSpec {
+        health: Default::default(),
         policy: Policy::RoundRobin,
         peers: &peers,
     })

@@ -52,13 +52,47 @@ fn structs_match_the_header() {
         balance_factor,
         peers,
         npeers,
-        maglev_size
+        maglev_size,
+        health
+    });
+    same_layout!(hab_health_conf {
+        flags,
+        interval_ms,
+        jitter_ms,
+        timeout_ms,
+        fails,
+        passes,
+        slow_start_ms,
+        consecutive_5xx,
+        consecutive_errors,
+        base_ejection_ms,
+        max_ejection_ms,
+        max_ejection_percent,
+        panic_percent,
+        reserved
+    });
+    same_layout!(hab_panic_report {
+        change,
+        healthy,
+        total,
+        reserved
+    });
+    same_layout!(hab_check_report {
+        transition,
+        rise,
+        fall,
+        reserved,
+        panic
     });
     same_layout!(hab_pick { peer, flags });
     same_layout!(hab_report {
         flags,
         peer,
-        down_ms
+        down_ms,
+        eject_reason,
+        eject_count,
+        eject_ms,
+        panic
     });
     same_layout!(hab_try {
         status,
@@ -124,6 +158,7 @@ macro_rules! same_signature {
     (@one $name:ident 5) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _) -> _) };
     (@one $name:ident 6) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _) -> _) };
     (@one $name:ident 7) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _) };
+    (@one $name:ident 9) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _) -> _) };
 }
 
 #[test]
@@ -136,7 +171,7 @@ fn functions_match_the_header() {
         hab_conf_explain / 2,
         hab_zone_init / 4,
         hab_zone_attach / 4,
-        hab_zone_carry / 3,
+        hab_zone_carry / 4,
         hab_zone_peers / 1,
         hab_zone_generation / 1,
         hab_zone_in_flight / 3,
@@ -147,6 +182,10 @@ fn functions_match_the_header() {
         hab_attempt_pick / 6,
         hab_attempt_release / 6,
         hab_attempt_end / 2,
+        hab_check_claim / 9,
+        hab_check_done / 5,
+        hab_health_tick / 7,
+        hab_health_validate / 1,
         hab_api_handle / 4,
         hab_buf_chunk / 3,
         hab_buf_data / 1,
@@ -236,6 +275,20 @@ fn constants_match_the_header() {
         (sys::HAB_REPORT_RECOVERED, rs::HAB_REPORT_RECOVERED),
         (sys::HAB_REPORT_LAST_TRY, rs::HAB_REPORT_LAST_TRY),
         (sys::HAB_TRY_HEADER_TIME, rs::HAB_TRY_HEADER_TIME),
+        (sys::HAB_REPORT_EJECTED, rs::HAB_REPORT_EJECTED),
+        (sys::HAB_EJECT_5XX, rs::HAB_EJECT_5XX),
+        (sys::HAB_EJECT_ERRORS, rs::HAB_EJECT_ERRORS),
+        (sys::HAB_PANIC_MODE_NONE, rs::HAB_PANIC_MODE_NONE),
+        (sys::HAB_PANIC_MODE_ENTERED, rs::HAB_PANIC_MODE_ENTERED),
+        (sys::HAB_PANIC_MODE_LEFT, rs::HAB_PANIC_MODE_LEFT),
+        (sys::HAB_HEALTH_CHECK, rs::HAB_HEALTH_CHECK),
+        (sys::HAB_HEALTH_MANDATORY, rs::HAB_HEALTH_MANDATORY),
+        (sys::HAB_HEALTH_PERSISTENT, rs::HAB_HEALTH_PERSISTENT),
+        (sys::HAB_HEALTH_CLEAR_FAILS, rs::HAB_HEALTH_CLEAR_FAILS),
+        (sys::HAB_CHECK_NONE, rs::HAB_CHECK_NONE),
+        (sys::HAB_CHECK_UP, rs::HAB_CHECK_UP),
+        (sys::HAB_CHECK_HEALTHY, rs::HAB_CHECK_HEALTHY),
+        (sys::HAB_CHECK_UNHEALTHY, rs::HAB_CHECK_UNHEALTHY),
     ];
     for (i, (c, r)) in pairs.iter().enumerate() {
         assert_eq!(c, r, "constant #{i}");

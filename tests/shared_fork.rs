@@ -92,6 +92,7 @@ fn round_robin_totals_are_exact_across_processes() {
         PeerSpec::new(b"c"),
     ];
     let spec = UpstreamSpec {
+        health: Default::default(),
         policy: Policy::RoundRobin,
         peers: &peers,
     };
@@ -151,6 +152,7 @@ fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
     ];
     for policy in [Policy::LeastConn, Policy::RoundRobin] {
         let spec = UpstreamSpec {
+            health: Default::default(),
             policy,
             peers: &peers,
         };

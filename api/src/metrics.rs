@@ -403,6 +403,7 @@ mod tests {
             ..PeerSpec::new(b"odd\0a:80\x00127.0.0.1:1")
         }];
         let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
         })

@@ -420,6 +420,7 @@ mod tests {
         // Primaries first in the table; positions keep configuration order.
         let peers = [peers[0], peers[2], peers[1]];
         OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
         })

@@ -194,6 +194,7 @@ mod tests {
             PeerSpec::new(b"app\0c\0x3"),
         ];
         OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
         })

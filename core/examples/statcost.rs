@@ -24,6 +24,7 @@ fn main() {
     let ids: Vec<Vec<u8>> = (0..n).map(|i| format!("p{i}").into_bytes()).collect();
     let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
     let t = OwnedTable::new(&UpstreamSpec {
+        health: Default::default(),
         policy,
         peers: &peers,
     })

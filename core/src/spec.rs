@@ -177,6 +177,111 @@ pub struct UpstreamSpec<'a> {
     pub policy: Policy,
     /// Peers: every primary before the first backup.
     pub peers: &'a [PeerSpec<'a>],
+    /// Active health, slow start, outlier ejection and panic
+    /// (`ha_check`, `ha_slow_start`, `ha_outlier`, `ha_panic`); all off by
+    /// default.
+    pub health: HealthSpec,
+}
+
+/// The health directives of an upstream, as the zone's root keeps them.
+///
+/// Plain `u32`s (`#[repr(C)]`, 64 bytes) so that the root can hold a copy
+/// written once at init; times in milliseconds; 0 turns a feature off.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HealthSpec {
+    /// [`HealthSpec::CHECK`] | [`HealthSpec::MANDATORY`] |
+    /// [`HealthSpec::PERSISTENT`] | [`HealthSpec::CLEAR_FAILS`].
+    pub flags: u32,
+    /// `ha_check interval=`: a check starts this long after the previous
+    /// one did.
+    pub interval_ms: u32,
+    /// `jitter=`: each check is delayed by up to this much more.
+    pub jitter_ms: u32,
+    /// `timeout=`: a check that has not passed by then failed.
+    pub timeout_ms: u32,
+    /// `fails=`: consecutive failed checks that make a server unhealthy.
+    pub fails: u32,
+    /// `passes=`: consecutive passed checks that make it healthy again.
+    pub passes: u32,
+    /// `ha_slow_start`: the ramp of a returning server's weight.
+    pub slow_start_ms: u32,
+    /// `ha_outlier consecutive_5xx=`: 0 for off.
+    pub consecutive_5xx: u32,
+    /// `consecutive_errors=` (connection errors, timeouts, 502/503/504):
+    /// 0 for off.
+    pub consecutive_errors: u32,
+    /// `base_ejection=`: the first ejection's length; the n-th lasts n
+    /// times as long.
+    pub base_ejection_ms: u32,
+    /// `max_ejection_time=`: the longest ejection.
+    pub max_ejection_ms: u32,
+    /// `max_ejection=`: most servers (percent of the upstream's) ejected
+    /// at once.
+    pub max_ejection_percent: u32,
+    /// `ha_panic`: below this percentage of healthy primaries, health is
+    /// ignored; 0 for off.
+    pub panic_percent: u32,
+    /// Zero.
+    pub reserved: [u32; 3],
+}
+
+impl HealthSpec {
+    /// `ha_check` is configured.
+    pub const CHECK: u32 = 1;
+    /// `mandatory`: servers start `checking` until their first check.
+    pub const MANDATORY: u32 = 2;
+    /// `persistent`: a server healthy before a restart (state file) starts
+    /// up.
+    pub const PERSISTENT: u32 = 4;
+    /// `clear_fails`: a passed check clears the passive failure window.
+    pub const CLEAR_FAILS: u32 = 8;
+
+    /// Whether active checks run.
+    #[inline]
+    pub fn checks(&self) -> bool {
+        self.flags & Self::CHECK != 0
+    }
+
+    /// Whether outlier ejection is on.
+    #[inline]
+    pub fn outlier(&self) -> bool {
+        self.consecutive_5xx != 0 || self.consecutive_errors != 0
+    }
+
+    /// Whether anything here can take a server out of rotation (then picks
+    /// consult the panic flag).
+    #[inline]
+    pub fn any(&self) -> bool {
+        self.checks() || self.outlier() || self.slow_start_ms != 0
+    }
+
+    /// Checks the values the core relies on: thresholds >= 1 and a timeout
+    /// shorter than the interval when checks run, percentages <= 100.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.checks()
+            && (self.interval_ms == 0
+                || self.timeout_ms == 0
+                || self.timeout_ms > self.interval_ms
+                || self.fails == 0
+                || self.passes == 0)
+        {
+            return Err(Error::InvalidArgument);
+        }
+        if self.flags & !(Self::CHECK | Self::MANDATORY | Self::PERSISTENT | Self::CLEAR_FAILS)
+            != 0
+            || (!self.checks() && self.flags != 0)
+        {
+            return Err(Error::InvalidArgument);
+        }
+        if self.outlier() && self.base_ejection_ms == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        if self.max_ejection_percent > 100 || self.panic_percent > 100 {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(())
+    }
 }
 
 /// Most peers one upstream may have.
@@ -189,6 +294,7 @@ impl UpstreamSpec<'_> {
         if self.peers.len() > MAX_PEERS {
             return Err(Error::TooLarge);
         }
+        self.health.validate()?;
         if let Policy::Hash {
             mode,
             balance_factor,
@@ -247,6 +353,24 @@ impl UpstreamSpec<'_> {
             h.write(&p.max_fails.to_le_bytes());
             h.write(&p.fail_timeout_ms.to_le_bytes());
             h.write(&[p.backup as u8, p.down as u8]);
+        }
+        let hs = &self.health;
+        for v in [
+            hs.flags,
+            hs.interval_ms,
+            hs.jitter_ms,
+            hs.timeout_ms,
+            hs.fails,
+            hs.passes,
+            hs.slow_start_ms,
+            hs.consecutive_5xx,
+            hs.consecutive_errors,
+            hs.base_ejection_ms,
+            hs.max_ejection_ms,
+            hs.max_ejection_percent,
+            hs.panic_percent,
+        ] {
+            h.write(&v.to_le_bytes());
         }
         h.finish()
     }

@@ -110,7 +110,7 @@ proptest! {
             fail_timeout_ms: 5_000,
             ..PeerSpec::new(id).weight(weights[i])
         }).collect();
-        let t = OwnedTable::new(&UpstreamSpec { policy, peers: &peers }).unwrap();
+        let t = OwnedTable::new(&UpstreamSpec { policy, peers: &peers, health: Default::default() }).unwrap();
         let z = t.zone();
         let words = attempt::words(PEERS);
         let mut next_pid = 100;
@@ -248,7 +248,7 @@ proptest! {
     fn round_robin_is_nginx_loop(weights in proptest::collection::vec(1u32..12, 1..8), n in 1usize..200) {
         let ids: Vec<Vec<u8>> = (0..weights.len()).map(|i| vec![b'a' + i as u8]).collect();
         let peers: Vec<PeerSpec<'_>> = ids.iter().zip(&weights).map(|(id, &w)| PeerSpec::new(id).weight(w)).collect();
-        let t = OwnedTable::new(&UpstreamSpec { policy: Policy::RoundRobin, peers: &peers }).unwrap();
+        let t = OwnedTable::new(&UpstreamSpec { policy: Policy::RoundRobin, peers: &peers, health: Default::default() }).unwrap();
         // nginx's smooth weighted round robin (ngx_http_upstream_get_peer).
         let mut current = vec![0i64; weights.len()];
         let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
@@ -271,7 +271,7 @@ proptest! {
     #[test]
     fn attaching_to_arbitrary_bytes_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..4096), extra in 0usize..4096) {
         let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
-        let spec = UpstreamSpec { policy: Policy::RoundRobin, peers: &peers };
+        let spec = UpstreamSpec { policy: Policy::RoundRobin, peers: &peers, health: Default::default() };
         let len = bytes.len() + extra;
         let region = Region::new(len);
         // SAFETY: the region is ours and at least `len` bytes.

@@ -90,6 +90,32 @@ typedef struct hab_peer_conf {
 } hab_peer_conf;
 
 
+/* hab_health_conf.flags */
+#define HAB_HEALTH_CHECK        0x0001u  /* ha_check is configured */
+#define HAB_HEALTH_MANDATORY    0x0002u  /* servers start checking */
+#define HAB_HEALTH_PERSISTENT   0x0004u  /* healthy in the state file: up */
+#define HAB_HEALTH_CLEAR_FAILS  0x0008u  /* a pass clears max_fails */
+
+
+/* The health directives of an upstream; times in ms, 0: off. */
+typedef struct hab_health_conf {
+    uint32_t        flags;               /* HAB_HEALTH_* */
+    uint32_t        interval_ms;         /* ha_check */
+    uint32_t        jitter_ms;
+    uint32_t        timeout_ms;          /* <= interval_ms */
+    uint32_t        fails;               /* >= 1 */
+    uint32_t        passes;              /* >= 1 */
+    uint32_t        slow_start_ms;       /* ha_slow_start */
+    uint32_t        consecutive_5xx;     /* ha_outlier */
+    uint32_t        consecutive_errors;
+    uint32_t        base_ejection_ms;
+    uint32_t        max_ejection_ms;     /* 0: max(300 s, base) */
+    uint32_t        max_ejection_percent;    /* 0: 100 */
+    uint32_t        panic_percent;       /* ha_panic */
+    uint32_t        reserved[3];         /* zero */
+} hab_health_conf;
+
+
 typedef struct hab_upstream_conf {
     uint32_t              policy;          /* hab_policy */
     uint32_t              hash_mode;       /* hab_hash_mode, for HASH */
@@ -98,6 +124,7 @@ typedef struct hab_upstream_conf {
     const hab_peer_conf  *peers;   /* primaries first, then backups */
     size_t                npeers;
     uint32_t              maglev_size; /* HASH maglev: table size, 0: default */
+    const hab_health_conf *health;     /* NULL: none */
 } hab_upstream_conf;
 
 
@@ -139,12 +166,35 @@ typedef struct hab_pick {
 #define HAB_REPORT_DISABLED   0x0001u  /* this failure reached max_fails */
 #define HAB_REPORT_RECOVERED  0x0002u  /* this success cleared failures */
 #define HAB_REPORT_LAST_TRY   0x0004u  /* single peer: do not retry */
+#define HAB_REPORT_EJECTED    0x0008u  /* this try ejected an outlier */
+
+/* hab_report.eject_reason */
+#define HAB_EJECT_5XX         1u       /* consecutive 5xx responses */
+#define HAB_EJECT_ERRORS      2u       /* consecutive gateway errors */
+
+/* hab_panic_report.change */
+#define HAB_PANIC_MODE_NONE     0u
+#define HAB_PANIC_MODE_ENTERED  1u     /* this call put the upstream in panic */
+#define HAB_PANIC_MODE_LEFT     2u     /* this call ended it */
+
+
+/* A re-evaluation of the panic threshold. */
+typedef struct hab_panic_report {
+    uint32_t        change;       /* HAB_PANIC_MODE_* */
+    uint32_t        healthy;      /* primaries in service and healthy */
+    uint32_t        total;        /* primaries in service */
+    uint32_t        reserved;
+} hab_panic_report;
 
 
 typedef struct hab_report {
     uint32_t        flags;        /* HAB_REPORT_* */
     uint32_t        peer;
     uint64_t        down_ms;      /* with RECOVERED: ms it was unavailable */
+    uint32_t        eject_reason; /* with EJECTED: HAB_EJECT_* */
+    uint32_t        eject_count;  /* with EJECTED: how many in a row */
+    uint64_t        eject_ms;     /* with EJECTED: for how long */
+    hab_panic_report  panic;      /* after an ejection */
 } hab_report;
 
 
@@ -206,11 +256,12 @@ hab_result hab_zone_attach(const hab_upstream_conf *conf, void *mem,
 /*
  * After a reload that changed the upstream: carries the state of the peers
  * old also has (matched by identity: failure window, latency, admin state,
- * weight override) into the fresh zone.  In-flight counts stay with the
- * old zone, where the old workers release them.
+ * weight override, health as far as the new configuration has it) into
+ * the fresh zone; servers new at now_ms slow-start.  In-flight counts stay
+ * with the old zone, where the old workers release them.
  */
 hab_result hab_zone_carry(hab_zone *zone, const hab_zone *old,
-    uint32_t *out_carried);
+    uint64_t now_ms, uint32_t *out_carried);
 
 /* Number of peers (primaries and backups) in the zone. */
 uint32_t hab_zone_peers(const hab_zone *zone);
@@ -276,6 +327,50 @@ hab_result hab_attempt_release(hab_zone *zone, hab_attempt *attempt,
  * in progress and drops the hold on its generation.  Idempotent.
  */
 hab_result hab_attempt_end(hab_zone *zone, hab_attempt *attempt);
+
+
+/* hab_check_report.transition */
+#define HAB_CHECK_NONE       0u
+#define HAB_CHECK_UP         1u   /* checking: passed its first check */
+#define HAB_CHECK_HEALTHY    2u   /* unhealthy: passed "passes" in a row */
+#define HAB_CHECK_UNHEALTHY  3u   /* failed "fails" in a row (or the first) */
+
+
+typedef struct hab_check_report {
+    uint32_t          transition; /* HAB_CHECK_* */
+    uint32_t          rise;       /* consecutive passes */
+    uint32_t          fall;       /* consecutive failures */
+    uint32_t          reserved;
+    hab_panic_report  panic;      /* after a transition */
+} hab_check_report;
+
+/*
+ * Active checks.  Worker "worker" of "workers" takes the checks due at
+ * now_ms (at most cap peer indices into out_peers, their number in
+ * *out_n): its own peers (index % workers == worker) when due, others once
+ * overdue by an interval and the timeout.  *out_next_ms: when the next
+ * one falls due (UINT64_MAX: none).  seed varies the jitter.
+ */
+hab_result hab_check_claim(hab_zone *zone, uint32_t worker, uint32_t workers,
+    uint64_t now_ms, uint64_t seed, uint32_t *out_peers, size_t cap,
+    size_t *out_n, uint64_t *out_next_ms);
+
+/* The result of a check of peer that ended at now_ms (passed: non-zero). */
+hab_result hab_check_done(hab_zone *zone, uint32_t peer, uint32_t passed,
+    uint64_t now_ms, hab_check_report *out_report);
+
+/*
+ * A worker's health timer: ends the outlier ejections that are over (the
+ * peers that returned into out_peers, at most cap, their number in
+ * *out_n) and, when the health epoch moved since *epoch (updated),
+ * re-evaluates the panic threshold into *out_panic.
+ */
+hab_result hab_health_tick(hab_zone *zone, uint64_t now_ms, uint64_t *epoch,
+    uint32_t *out_peers, size_t cap, size_t *out_n,
+    hab_panic_report *out_panic);
+
+/* HAB_INVALID_ARGUMENT when the health values are inconsistent. */
+hab_result hab_health_validate(const hab_health_conf *conf);
 
 
 /* Operator API (ha_api).  See docs/api.md for paths and bodies. */

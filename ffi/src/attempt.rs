@@ -3,6 +3,7 @@
 use core::ffi::c_void;
 
 use hab_core::attempt::{self, Attempt};
+use hab_core::health::outlier::Reason;
 use hab_core::health::Transition;
 use hab_core::table::stats::TryInfo;
 use hab_core::table::Zone;
@@ -26,6 +27,13 @@ pub const HAB_REPORT_DISABLED: u32 = 0x0001;
 pub const HAB_REPORT_RECOVERED: u32 = 0x0002;
 /// `hab_report.flags`: single peer, do not retry.
 pub const HAB_REPORT_LAST_TRY: u32 = 0x0004;
+/// `hab_report.flags`: this try ejected the peer as an outlier.
+pub const HAB_REPORT_EJECTED: u32 = 0x0008;
+
+/// `hab_report.eject_reason`: consecutive 5xx responses.
+pub const HAB_EJECT_5XX: u32 = 1;
+/// `hab_report.eject_reason`: consecutive gateway errors.
+pub const HAB_EJECT_ERRORS: u32 = 2;
 
 /// The peer chosen for one try.
 #[repr(C)]
@@ -47,6 +55,14 @@ pub struct hab_report {
     pub peer: u32,
     /// With `HAB_REPORT_RECOVERED`: how long the peer was unavailable, ms.
     pub down_ms: u64,
+    /// With `HAB_REPORT_EJECTED`: `HAB_EJECT_*`.
+    pub eject_reason: u32,
+    /// With `HAB_REPORT_EJECTED`: how many in a row.
+    pub eject_count: u32,
+    /// With `HAB_REPORT_EJECTED`: for how long, ms.
+    pub eject_ms: u64,
+    /// The panic evaluation that followed an ejection.
+    pub panic: crate::health::hab_panic_report,
 }
 
 /// `hab_try.flags`: `header_ms` is known.
@@ -231,12 +247,26 @@ pub unsafe extern "C" fn hab_attempt_release(
                     if r.last_try {
                         flags |= HAB_REPORT_LAST_TRY;
                     }
+                    let (mut eject_reason, mut eject_count, mut eject_ms) = (0, 0, 0);
+                    if let Some(e) = r.ejection {
+                        flags |= HAB_REPORT_EJECTED;
+                        eject_reason = match e.reason {
+                            Reason::Consecutive5xx => HAB_EJECT_5XX,
+                            Reason::ConsecutiveErrors => HAB_EJECT_ERRORS,
+                        };
+                        eject_count = e.count;
+                        eject_ms = e.ms;
+                    }
                     // SAFETY: non-NULL, writable (caller contract).
                     unsafe {
                         out_report.write(hab_report {
                             flags,
                             peer: r.peer,
                             down_ms: r.down_ms,
+                            eject_reason,
+                            eject_count,
+                            eject_ms,
+                            panic: r.panic.into(),
                         })
                     };
                 }

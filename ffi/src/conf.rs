@@ -1,5 +1,6 @@
 //! What C describes: an upstream block and its server lines
 
+use hab_core::spec::HealthSpec;
 use hab_core::{PeerSpec, Policy, UpstreamSpec};
 
 use crate::{bytes, finish, guard, hab_result, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
@@ -74,6 +75,8 @@ pub struct hab_upstream_conf {
     pub npeers: usize,
     /// `HAB_HASH_MAGLEV` table size (a prime); 0 for the default.
     pub maglev_size: u32,
+    /// The health directives; NULL for none.
+    pub health: *const crate::health::hab_health_conf,
 }
 
 /// Reads a C configuration into peer specs (config time: allocation is fine).
@@ -81,10 +84,11 @@ pub struct hab_upstream_conf {
 /// # Safety
 ///
 /// `conf` must be a valid pointer whose `peers` array has `npeers` valid
-/// elements, each `id` valid for `id_len` bytes, for the call's duration.
+/// elements, each `id` valid for `id_len` bytes, and `health` NULL or
+/// readable, for the call's duration.
 unsafe fn read_conf<'a>(
     conf: *const hab_upstream_conf,
-) -> Result<(Policy, Vec<PeerSpec<'a>>), hab_result> {
+) -> Result<(Policy, HealthSpec, Vec<PeerSpec<'a>>), hab_result> {
     // SAFETY: non-NULL checked by callers; valid per the function contract.
     let conf = unsafe { &*conf };
     let policy = Policy::from_parts(
@@ -97,8 +101,14 @@ unsafe fn read_conf<'a>(
         ],
     )
     .map_err(hab_result::from)?;
+    let health = if conf.health.is_null() {
+        HealthSpec::default()
+    } else {
+        // SAFETY: non-NULL, readable (function contract).
+        unsafe { &*conf.health }.spec()
+    };
     if conf.npeers == 0 {
-        return Ok((policy, Vec::new()));
+        return Ok((policy, health, Vec::new()));
     }
     if conf.peers.is_null() {
         return Err(HAB_NULL_PARAMETER);
@@ -126,7 +136,7 @@ unsafe fn read_conf<'a>(
             position: Some(p.position),
         });
     }
-    Ok((policy, out))
+    Ok((policy, health, out))
 }
 
 /// Runs `f` on the upstream spec read from `conf`.
@@ -143,7 +153,8 @@ pub(crate) unsafe fn with_spec(
     }
     // SAFETY: forwarded contract.
     match unsafe { read_conf(conf) } {
-        Ok((policy, peers)) => f(&UpstreamSpec {
+        Ok((policy, health, peers)) => f(&UpstreamSpec {
+            health,
             policy,
             peers: &peers,
         }),

@@ -28,6 +28,7 @@
 pub mod api;
 pub mod attempt;
 pub mod conf;
+pub mod health;
 pub mod zone;
 
 use core::ffi::c_char;
@@ -39,6 +40,7 @@ use hab_core::Error;
 pub use api::*;
 pub use attempt::*;
 pub use conf::*;
+pub use health::*;
 pub use zone::*;
 
 /// Result codes; explicit and never reused.

@@ -94,7 +94,8 @@ pub unsafe extern "C" fn hab_zone_attach(
     }
 }
 
-/// Carries the state of matching peers from `old` into the fresh `z`.
+/// Carries the state of matching peers from `old` into the fresh `z`;
+/// servers new at `now_ms` slow-start.
 ///
 /// # Safety
 ///
@@ -104,6 +105,7 @@ pub unsafe extern "C" fn hab_zone_attach(
 pub unsafe extern "C" fn hab_zone_carry(
     z: *mut hab_zone,
     old: *const hab_zone,
+    now_ms: u64,
     out_carried: *mut u32,
 ) -> hab_result {
     guard(|| {
@@ -116,7 +118,7 @@ pub unsafe extern "C" fn hab_zone_carry(
         if r.magic != hab_core::table::MAGIC || r.version != hab_core::table::LAYOUT_VERSION {
             return HAB_BAD_LAYOUT;
         }
-        let n = z.carry_from(old) as u32;
+        let n = z.carry_from(old, now_ms) as u32;
         if !out_carried.is_null() {
             // SAFETY: non-NULL, writable (caller contract).
             unsafe { out_carried.write(n) };

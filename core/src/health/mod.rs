@@ -1,7 +1,22 @@
-//! Passive health: nginx's `max_fails` / `fail_timeout`, and `max_conns`
+//! Health: the one eligibility function every policy goes through, and
+//! passive health (nginx's `max_fails` / `fail_timeout`, and `max_conns`)
 //!
-//! nginx's rules (ngx_http_upstream_round_robin.c), kept exactly, but on
-//! counters shared by all workers and with millisecond times:
+//! A peer is out of rotation when any of these holds, checked in this
+//! order on its one hot cache line:
+//!
+//! - it is `down` (configured), set down or draining through the API;
+//! - its health bits say so — `checking` or `unhealthy` from active checks
+//!   ([`check`]), `ejected` as an outlier ([`outlier`]) — unless the
+//!   upstream is in panic ([`panic`]), which ignores health;
+//! - it is full (`max_conns`);
+//! - it is inside its passive failure window.
+//!
+//! Slow start ([`slow_start`]) does not take a peer out: it thins the picks
+//! a ramping peer gets (or, for `least_conn`, scales its weight).
+//!
+//! Passive health keeps nginx's rules (ngx_http_upstream_round_robin.c)
+//! exactly, but on counters shared by all workers and with millisecond
+//! times:
 //!
 //! - a peer with `fails >= max_fails` is skipped while
 //!   `now - checked <= fail_timeout`;
@@ -17,9 +32,40 @@
 //! other memory is published through it, so `Relaxed` suffices; the
 //! compare-and-swaps make the one-probe rule and `max_conns` exact.
 
+pub mod check;
+pub mod outlier;
+pub mod panic;
+pub mod slow_start;
+
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::table::PeerState;
+use crate::table::{PeerState, Table};
+
+/// What the whole pick knows before it looks at peers: read once per pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mode {
+    /// nginx's single-peer rules apply (one primary, no backup).
+    pub single: bool,
+    /// The upstream is in panic: health bits are ignored.
+    pub panic: bool,
+    /// Slow start thins the picks of ramping peers (every policy that
+    /// picks by position or draw; `least_conn` scales weights instead, and
+    /// hash policies keep their keys).
+    pub ramp: bool,
+}
+
+impl Mode {
+    /// The mode of a pick on `t`.
+    #[inline]
+    pub fn of(t: &Table<'_>) -> Mode {
+        let z = t.zone();
+        Mode {
+            single: t.single(),
+            panic: z.health_on() && z.health_line().panic.load(Relaxed) != 0,
+            ramp: z.root().health.slow_start_ms != 0,
+        }
+    }
+}
 
 /// What a pick may do with a peer right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +83,19 @@ pub enum Eligibility {
 
 /// Whether `state` may be picked at `now` (ignoring `tried`): the one
 /// eligibility function every policy goes through. Configured `down`, the
-/// API's `down` and `drain`, `max_conns` and the failure window all count.
+/// API's `down` and `drain`, health (outside panic), `max_conns` and the
+/// failure window all count.
 #[inline]
-pub fn eligibility(state: &PeerState, now: u64, single: bool) -> Eligibility {
-    if state.down() {
+pub fn eligibility(state: &PeerState, now: u64, mode: Mode) -> Eligibility {
+    eligibility_flags(state, state.flags.load(Relaxed), now, mode)
+}
+
+#[inline]
+fn eligibility_flags(state: &PeerState, flags: u32, now: u64, mode: Mode) -> Eligibility {
+    if flags & PeerState::OUT != 0 || (flags & PeerState::HEALTH != 0 && !mode.panic) {
         return Eligibility::No;
     }
+    let single = mode.single;
     if state.max_conns != 0 && state.in_flight.load(Relaxed) >= state.max_conns {
         return Eligibility::No;
     }
@@ -57,15 +110,26 @@ pub fn eligibility(state: &PeerState, now: u64, single: bool) -> Eligibility {
     }
 }
 
-/// Claims the peer for one request: counts it in flight (within
+/// Claims peer `i` of `t` for one request: counts it in flight (within
 /// `max_conns`) and, for a probe, wins the window. `false` when another
-/// worker got there first.
+/// worker got there first, or slow start held the pick back.
 #[inline]
-pub fn acquire(state: &PeerState, now: u64, single: bool) -> bool {
-    let e = eligibility(state, now, single);
+pub fn acquire(t: &Table<'_>, i: usize, now: u64, mode: Mode) -> bool {
+    let state = &t.states()[i];
+    let flags = state.flags.load(Relaxed);
+    let e = eligibility_flags(state, flags, now, mode);
     if e == Eligibility::No {
         return false;
     }
+    if mode.ramp && flags & PeerState::SLOW != 0 && !slow_start::admit(t.zone(), i, now) {
+        return false;
+    }
+    acquire_state(state, e, now)
+}
+
+/// The counting part of [`acquire`], once the peer was found eligible.
+#[inline]
+fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
     if state.max_conns == 0 {
         state.in_flight.fetch_add(1, Relaxed);
     } else if state
@@ -148,6 +212,24 @@ pub fn record_success(state: &PeerState) -> Transition {
 mod tests {
     use super::*;
     use core::sync::atomic::{AtomicU32, AtomicU64};
+
+    fn mode(single: bool) -> Mode {
+        Mode {
+            single,
+            ..Mode::default()
+        }
+    }
+
+    /// [`super::eligibility`] outside panic.
+    fn eligibility(s: &PeerState, now: u64, single: bool) -> Eligibility {
+        super::eligibility(s, now, mode(single))
+    }
+
+    /// [`super::acquire`] on a peer outside any table.
+    fn acquire(s: &PeerState, now: u64, single: bool) -> bool {
+        let e = super::eligibility(s, now, mode(single));
+        e != Eligibility::No && acquire_state(s, e, now)
+    }
 
     fn peer(max_fails: u32, fail_timeout_ms: u64) -> PeerState {
         PeerState {

@@ -32,6 +32,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
+use crate::health::Mode;
 use crate::table::{PeerState, Table};
 
 /// Smallest recorded latency, ms: one tick of nginx's millisecond clock.
@@ -112,11 +113,11 @@ pub fn pick(
     t: &Table<'_>,
     attempt: &mut Attempt<'_>,
     now: u64,
-    single: bool,
+    mode: Mode,
     decay_ms: u32,
 ) -> Option<usize> {
     let states = t.states();
-    super::p2c::pick_two(t, attempt, now, single, |a, b| {
+    super::p2c::pick_two(t, attempt, now, mode, |a, b| {
         let (mut ea, mut eb) = (
             estimate(&states[a], now, decay_ms),
             estimate(&states[b], now, decay_ms),

@@ -19,7 +19,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
-use crate::health;
+use crate::health::{self, Mode};
 use crate::selection::crc32::crc32;
 use crate::selection::ketama;
 use crate::spec::{HashMode, Policy};
@@ -31,8 +31,14 @@ pub fn pick(
     attempt: &mut Attempt<'_>,
     key: &[u8],
     now: u64,
-    single: bool,
+    how: Mode,
 ) -> Option<usize> {
+    // Slow start would move keys: a returning server gets its keys back
+    // at once (see health::slow_start).
+    let how = Mode {
+        ramp: false,
+        ..how
+    };
     let Policy::Hash {
         mode,
         balance_factor,
@@ -46,7 +52,7 @@ pub fn pick(
     let fallback = key.is_empty()
         || match mode {
             HashMode::Plain => primaries < 2,
-            _ => single,
+            _ => how.single,
         };
     let live = (t.header().live_primaries as usize).max(1);
     let limit = if balance_factor == 0 {
@@ -55,7 +61,7 @@ pub fn pick(
         ketama::MAX_TRIES.max(live as u32 + 1)
     };
     if fallback || tries > limit {
-        return super::round_robin::pick(t, PRIMARY, attempt, now, single);
+        return super::round_robin::pick(t, PRIMARY, attempt, now, how);
     }
     let capacity = (balance_factor != 0).then(|| {
         let total = t.cursor(TOTAL).value.load(Relaxed);
@@ -94,7 +100,7 @@ pub fn pick(
                 }
             }
         };
-        if let Some(i) = candidate.and_then(|c| claim(t, attempt, c, mode, capacity, now, single)) {
+        if let Some(i) = candidate.and_then(|c| claim(t, attempt, c, mode, capacity, now, how)) {
             break Some(i);
         }
         if mode != HashMode::Plain {
@@ -106,7 +112,7 @@ pub fn pick(
         }
     };
     attempt.set_hash_state(tries, pos);
-    found.or_else(|| super::round_robin::pick(t, PRIMARY, attempt, now, single))
+    found.or_else(|| super::round_robin::pick(t, PRIMARY, attempt, now, how))
 }
 
 /// nginx's plain hash: the peer where `hash % total weight` falls, walking
@@ -132,13 +138,13 @@ fn claim(
     mode: HashMode,
     capacity: Option<u64>,
     now: u64,
-    single: bool,
+    how: Mode,
 ) -> Option<usize> {
     let (states, chain) = (t.states(), t.chain());
     let mut i = first;
     for _ in 0..t.peers() {
         let under = capacity.is_none_or(|cap| u64::from(states[i].in_flight.load(Relaxed)) < cap);
-        if !attempt.tried(i) && under && health::acquire(&states[i], now, single) {
+        if !attempt.tried(i) && under && health::acquire(t, i, now, how) {
             return Some(i);
         }
         if mode != HashMode::Consistent {
@@ -304,7 +310,7 @@ mod tests {
             ),
         ];
         for (policy, peers, want) in cases {
-            let got = OwnedTable::new(&UpstreamSpec { policy, peers })
+            let got = OwnedTable::new(&UpstreamSpec { policy, peers, health: Default::default() })
                 .ok()
                 .map(|t| t.table().maglev().len());
             assert_eq!(got, want, "{policy:?} with {} peers", peers.len());

@@ -13,7 +13,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
-use crate::health::{self, Eligibility};
+use crate::health::{self, slow_start, Eligibility, Mode};
 use crate::table::Table;
 
 const RACE_RETRIES: usize = 4;
@@ -24,9 +24,16 @@ pub fn pick(
     g: usize,
     attempt: &Attempt<'_>,
     now: u64,
-    single: bool,
+    mode: Mode,
 ) -> Option<usize> {
     let states = t.states();
+    // Slow start scales a ramping peer's weight in the comparison instead
+    // of holding picks back.
+    let ramp = mode.ramp;
+    let mode = Mode {
+        ramp: false,
+        ..mode
+    };
     for _ in 0..RACE_RETRIES {
         // (index, in_flight, weight) of the least loaded; count of ties.
         let mut best: Option<(usize, u64, u64)> = None;
@@ -35,13 +42,10 @@ pub fn pick(
             if attempt.tried(i) {
                 continue;
             }
-            if health::eligibility(&states[i], now, single) == Eligibility::No {
+            if health::eligibility(&states[i], now, mode) == Eligibility::No {
                 continue;
             }
-            let (c, w) = (
-                u64::from(states[i].in_flight.load(Relaxed)),
-                u64::from(states[i].weight()),
-            );
+            let (c, w) = (load(t, i, ramp, now), u64::from(states[i].weight()));
             match best {
                 Some((_, bc, bw)) if c * bw > bc * w => {}
                 Some((_, bc, bw)) if c * bw == bc * w => ties += 1,
@@ -53,21 +57,43 @@ pub fn pick(
         }
         let (bi, bc, bw) = best?;
         let chosen = if ties > 1 {
-            tie_break(t, g, attempt, bc, bw).unwrap_or(bi)
+            tie_break(t, g, attempt, bc, bw, ramp, now).unwrap_or(bi)
         } else {
             bi
         };
-        if health::acquire(&states[chosen], now, single) {
+        if health::acquire(t, chosen, now, mode) {
             return Some(chosen);
         }
         // Another worker filled it or won its probe: look again.
     }
-    t.scan_acquire(g, attempt, now, single, 0)
+    t.scan_acquire(g, attempt, now, mode, 0)
+}
+
+/// Requests in flight on peer `i`, as the comparison counts them: divided
+/// by its slow-start fraction while it ramps (a peer at a tenth of its
+/// weight counts each request ten times).
+#[inline]
+fn load(t: &Table<'_>, i: usize, ramp: bool, now: u64) -> u64 {
+    let s = &t.states()[i];
+    let c = s.in_flight.load(Relaxed);
+    if ramp && s.flags.load(Relaxed) & crate::table::PeerState::SLOW != 0 {
+        slow_start::scaled_load(t.zone(), i, c, now)
+    } else {
+        u64::from(c)
+    }
 }
 
 /// The next peer in the shared smooth schedule whose load ratio equals
 /// `bc / bw` and that is still a candidate.
-fn tie_break(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, bc: u64, bw: u64) -> Option<usize> {
+fn tie_break(
+    t: &Table<'_>,
+    g: usize,
+    attempt: &Attempt<'_>,
+    bc: u64,
+    bw: u64,
+    ramp: bool,
+    now: u64,
+) -> Option<usize> {
     let sched = t.schedule(g);
     if sched.is_empty() {
         return None;
@@ -79,10 +105,7 @@ fn tie_break(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, bc: u64, bw: u64) -
         if attempt.tried(i) {
             continue;
         }
-        let (c, w) = (
-            u64::from(states[i].in_flight.load(Relaxed)),
-            u64::from(states[i].weight()),
-        );
+        let (c, w) = (load(t, i, ramp, now), u64::from(states[i].weight()));
         if c * bw == bc * w {
             return Some(i);
         }

@@ -25,7 +25,9 @@ pub mod schedule;
 
 use crate::attempt::Attempt;
 use crate::error::Error;
-use crate::health::{self, Transition};
+use crate::health::outlier::Ejection;
+use crate::health::panic::PanicReport;
+use crate::health::{self, Mode, Transition};
 use crate::spec::Policy;
 use crate::table::stats::TryInfo;
 use crate::table::{Table, Zone, BACKUP, PRIMARY, TOTAL};
@@ -63,6 +65,10 @@ pub struct Report {
     /// With [`Transition::Recovered`]: how long the peer was unavailable,
     /// ms.
     pub down_ms: u64,
+    /// The outlier ejection this try caused, if any.
+    pub ejection: Option<Ejection>,
+    /// The panic evaluation that followed the ejection.
+    pub panic: PanicReport,
 }
 
 /// Upper bound on schedule steps a pick walks before scanning the group.
@@ -173,12 +179,12 @@ impl Table<'_> {
         if attempt.current().is_some() || !attempt.fits(self.peers()) {
             return Err(Error::InvalidArgument);
         }
-        let single = self.single();
+        let mode = Mode::of(self);
         let policy = self.policy();
         if !attempt.in_backup() {
             let picked = match policy {
-                Policy::Hash { .. } => hash::pick(self, attempt, key, now, single),
-                _ => self.pick_in(policy, PRIMARY, attempt, now, single),
+                Policy::Hash { .. } => hash::pick(self, attempt, key, now, mode),
+                _ => self.pick_in(policy, PRIMARY, attempt, now, mode),
             };
             if let Some(i) = picked {
                 return Ok(self.take(attempt, i, false, now));
@@ -188,7 +194,11 @@ impl Table<'_> {
             }
             attempt.set_in_backup();
         }
-        match self.pick_in(policy, BACKUP, attempt, now, false) {
+        let backup = Mode {
+            single: false,
+            ..mode
+        };
+        match self.pick_in(policy, BACKUP, attempt, now, backup) {
             Some(i) => Ok(self.take(attempt, i, true, now)),
             None => Err(Error::Busy),
         }
@@ -216,19 +226,19 @@ impl Table<'_> {
         g: usize,
         attempt: &mut Attempt<'_>,
         now: u64,
-        single: bool,
+        mode: Mode,
     ) -> Option<usize> {
         if self.group(g).is_empty() {
             return None;
         }
         match policy {
             Policy::RoundRobin | Policy::Hash { .. } => {
-                round_robin::pick(self, g, attempt, now, single)
+                round_robin::pick(self, g, attempt, now, mode)
             }
-            Policy::LeastConn => least_conn::pick(self, g, attempt, now, single),
-            Policy::P2c => p2c::pick(self, attempt, now, single),
-            Policy::Ewma { decay_ms } => ewma::pick(self, attempt, now, single, decay_ms),
-            Policy::Random => random::pick(self, attempt, now, single),
+            Policy::LeastConn => least_conn::pick(self, g, attempt, now, mode),
+            Policy::P2c => p2c::pick(self, attempt, now, mode),
+            Policy::Ewma { decay_ms } => ewma::pick(self, attempt, now, mode, decay_ms),
+            Policy::Random => random::pick(self, attempt, now, mode),
         }
     }
 
@@ -245,15 +255,20 @@ impl Table<'_> {
         g: usize,
         attempt: &Attempt<'_>,
         now: u64,
-        single: bool,
+        mode: Mode,
         start: usize,
     ) -> Option<usize> {
         let range = self.group(g);
         let n = range.len();
-        let states = self.states();
+        // The last resort: slow start holds nothing back here, or a group
+        // whose only eligible peer ramps would answer busy.
+        let mode = Mode {
+            ramp: false,
+            ..mode
+        };
         (0..n)
             .map(|k| range.start + (start + k) % n)
-            .find(|&i| !attempt.tried(i) && health::acquire(&states[i], now, single))
+            .find(|&i| !attempt.tried(i) && health::acquire(self, i, now, mode))
     }
 
     /// Ends the try in progress with `outcome`.
@@ -322,6 +337,8 @@ impl Table<'_> {
                 transition: Transition::None,
                 last_try: true,
                 down_ms: 0,
+                ejection: None,
+                panic: PanicReport::default(),
             });
         }
         let transition = match outcome {
@@ -333,16 +350,27 @@ impl Table<'_> {
             Transition::Disabled => self.zone().count_disabled(i, now),
             Transition::Recovered => {
                 down_ms = self.zone().count_recovered(i, now);
-                // A recovered peer starts from a neutral latency estimate.
+                // A recovered peer starts from a neutral latency estimate,
+                // and with a fraction of its weight.
                 ewma::forget(state);
+                self.zone().begin_slow_start(i, now);
             }
             Transition::None => {}
         }
+        let ejection =
+            self.zone()
+                .observe_outlier(i, outcome == Outcome::Failed, info.status, now);
+        let panic = match ejection {
+            Some(_) => self.zone().update_panic(),
+            None => PanicReport::default(),
+        };
         Ok(Report {
             peer,
             transition,
             last_try: false,
             down_ms,
+            ejection,
+            panic,
         })
     }
 }
@@ -356,7 +384,7 @@ pub(crate) mod tests {
     pub(crate) const IDS: [&[u8]; 8] = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"];
 
     pub(crate) fn table(policy: Policy, peers: &[PeerSpec<'_>]) -> OwnedTable {
-        OwnedTable::new(&UpstreamSpec { policy, peers }).unwrap()
+        OwnedTable::new(&UpstreamSpec { policy, peers, health: Default::default() }).unwrap()
     }
 
     /// One request that succeeds on its first try; the peer's letter.

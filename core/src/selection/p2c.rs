@@ -11,16 +11,16 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
-use crate::health::{self, Eligibility};
+use crate::health::{self, Eligibility, Mode};
 use crate::selection::alias;
 use crate::table::{Table, PRIMARY};
 
 use super::random::DRAWS;
 
 /// Picks by in-flight / weight.
-pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, single: bool) -> Option<usize> {
+pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, mode: Mode) -> Option<usize> {
     let states = t.states();
-    pick_two(t, attempt, now, single, |a, b| {
+    pick_two(t, attempt, now, mode, |a, b| {
         let (ca, wa) = (
             u64::from(states[a].in_flight.load(Relaxed)),
             u64::from(states[a].weight()),
@@ -40,7 +40,7 @@ pub fn pick_two(
     t: &Table<'_>,
     attempt: &mut Attempt<'_>,
     now: u64,
-    single: bool,
+    mode: Mode,
     first_wins: impl Fn(usize, usize) -> bool,
 ) -> Option<usize> {
     let (table, states) = (t.alias(), t.states());
@@ -48,7 +48,7 @@ pub fn pick_two(
         return None;
     }
     let usable = |i: usize, attempt: &Attempt<'_>| {
-        !attempt.tried(i) && health::eligibility(&states[i], now, single) != Eligibility::No
+        !attempt.tried(i) && health::eligibility(&states[i], now, mode) != Eligibility::No
     };
     for _ in 0..4 {
         let mut first = None;
@@ -76,12 +76,12 @@ pub fn pick_two(
             (Some(a), None) => a,
             _ => break,
         };
-        if health::acquire(&states[chosen], now, single) {
+        if health::acquire(t, chosen, now, mode) {
             return Some(chosen);
         }
     }
     let start = attempt.random() as usize;
-    t.scan_acquire(PRIMARY, attempt, now, single, start)
+    t.scan_acquire(PRIMARY, attempt, now, mode, start)
 }
 
 #[cfg(test)]

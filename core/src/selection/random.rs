@@ -7,7 +7,7 @@
 //! is eligible.
 
 use crate::attempt::Attempt;
-use crate::health;
+use crate::health::{self, Mode};
 use crate::selection::alias;
 use crate::table::{Table, PRIMARY};
 
@@ -15,19 +15,19 @@ use crate::table::{Table, PRIMARY};
 pub const DRAWS: usize = 20;
 
 /// Picks a primary and acquires it.
-pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, single: bool) -> Option<usize> {
-    let (table, states) = (t.alias(), t.states());
+pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, mode: Mode) -> Option<usize> {
+    let table = t.alias();
     if table.is_empty() {
         return None;
     }
     for _ in 0..DRAWS {
         let i = alias::draw(table, attempt.random());
-        if !attempt.tried(i) && health::acquire(&states[i], now, single) {
+        if !attempt.tried(i) && health::acquire(t, i, now, mode) {
             return Some(i);
         }
     }
     let start = attempt.random() as usize;
-    t.scan_acquire(PRIMARY, attempt, now, single, start)
+    t.scan_acquire(PRIMARY, attempt, now, mode, start)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
-use crate::health;
+use crate::health::{self, Mode};
 use crate::table::Table;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
@@ -23,23 +23,23 @@ pub fn pick(
     g: usize,
     attempt: &Attempt<'_>,
     now: u64,
-    single: bool,
+    mode: Mode,
 ) -> Option<usize> {
     let sched = t.schedule(g);
     if sched.is_empty() {
         return None;
     }
-    let (states, cursor) = (t.states(), t.cursor(g));
+    let cursor = t.cursor(g);
     let len = sched.len() as u64;
     let mut pos = 0;
     for _ in 0..super::walk_limit(t.group(g).len(), sched.len()) {
         pos = cursor.value.fetch_add(1, Relaxed);
         let i = sched[(pos % len) as usize] as usize;
-        if !attempt.tried(i) && health::acquire(&states[i], now, single) {
+        if !attempt.tried(i) && health::acquire(t, i, now, mode) {
             return Some(i);
         }
     }
-    t.scan_acquire(g, attempt, now, single, pos as usize)
+    t.scan_acquire(g, attempt, now, mode, pos as usize)
 }
 
 #[cfg(test)]

@@ -199,6 +199,7 @@ mod tests {
         for policy in crate::selection::tests::all() {
             let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
             let t = OwnedTable::new(&UpstreamSpec {
+                health: Default::default(),
                 policy,
                 peers: &peers,
             })
@@ -242,6 +243,7 @@ mod tests {
     #[test]
     fn weight_override_bounds() {
         let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &[PeerSpec::new(b"a")],
         })

@@ -18,6 +18,16 @@
 //! Statistics are carried too ([`Zone::carry_stats`]): every counter a
 //! server reports is the same after the reload as before.
 //!
+//! Health is carried as far as the new configuration still has the
+//! feature ([`carry_health`]): a server found unhealthy by its checks
+//! stays unhealthy (and is checked on its old schedule, so a reload does
+//! not set off a burst of checks), one known healthy starts up even under
+//! `mandatory` (NGINX Plus's `persistent`, always: the point of keeping
+//! health in shared memory), an ejection runs to its end, a slow start
+//! goes on. A server new to a running upstream slow-starts, or under
+//! `mandatory` starts `checking` and slow-starts once its first check
+//! passes.
+//!
 //! In-flight counts are not carried into a fresh zone: the old workers
 //! still hold those requests and release them in the old zone, which they
 //! keep until they exit.
@@ -72,11 +82,67 @@ pub(crate) fn carry_peer(from: (&PeerState, &PeerCold), to: (&PeerState, &PeerCo
         .store(weight_override.load(Relaxed), Relaxed);
 }
 
+/// Moves peer `j`'s health in `old` to peer `i` of the fresh zone `new`,
+/// keeping only what `new`'s configuration still has.
+pub(crate) fn carry_health(new: Zone<'_>, i: usize, old: Zone<'_>, j: usize) {
+    let (hs, ohs) = (*new.health_spec(), *old.health_spec());
+    let (t, f) = (&new.states()[i], &old.states()[j]);
+    let (tr, fr) = (&new.health_rows()[i], &old.health_rows()[j]);
+    let oflags = f.flags.load(Relaxed);
+    if hs.checks() && ohs.checks() {
+        let super::health::HealthRow {
+            due_ms,
+            last_ms,
+            checks,
+            fails,
+            unhealthy,
+            rise,
+            fall,
+            last,
+            prober,
+            ..
+        } = fr;
+        tr.due_ms.store(due_ms.load(Relaxed), Relaxed);
+        tr.last_ms.store(last_ms.load(Relaxed), Relaxed);
+        tr.checks.store(checks.load(Relaxed), Relaxed);
+        tr.fails.store(fails.load(Relaxed), Relaxed);
+        tr.unhealthy.store(unhealthy.load(Relaxed), Relaxed);
+        tr.rise.store(rise.load(Relaxed), Relaxed);
+        tr.fall.store(fall.load(Relaxed), Relaxed);
+        tr.last.store(last.load(Relaxed), Relaxed);
+        tr.prober.store(prober.load(Relaxed), Relaxed);
+        // Health was known: the old verdict stands, checking included.
+        let keep = oflags & (PeerState::CHECKING | PeerState::UNHEALTHY);
+        t.flags.fetch_and(!PeerState::CHECKING, Relaxed);
+        t.flags.fetch_or(keep, Relaxed);
+    }
+    if hs.outlier() {
+        tr.consecutive_5xx
+            .store(fr.consecutive_5xx.load(Relaxed), Relaxed);
+        tr.consecutive_errors
+            .store(fr.consecutive_errors.load(Relaxed), Relaxed);
+        tr.ejections.store(fr.ejections.load(Relaxed), Relaxed);
+        tr.ejection_end_ms
+            .store(fr.ejection_end_ms.load(Relaxed), Relaxed);
+        if oflags & PeerState::EJECTED != 0 {
+            tr.ejected_until_ms
+                .store(fr.ejected_until_ms.load(Relaxed), Relaxed);
+            new.health_line().ejected.fetch_add(1, Relaxed);
+            t.flags.fetch_or(PeerState::EJECTED, Relaxed);
+        }
+    }
+    if hs.slow_start_ms != 0 && oflags & PeerState::SLOW != 0 {
+        tr.ramp_from_ms.store(fr.ramp_from_ms.load(Relaxed), Relaxed);
+        t.flags.fetch_or(PeerState::SLOW, Relaxed);
+    }
+}
+
 impl Zone<'_> {
     /// Copies the state of every peer that `old` also has into this
     /// (fresh) zone and publishes a generation with the carried weight
-    /// overrides; the number of peers carried.
-    pub fn carry_from(&self, old: Zone<'_>) -> usize {
+    /// overrides; the number of peers carried. `now` starts the slow start
+    /// of the servers `old` did not have.
+    pub fn carry_from(&self, old: Zone<'_>, now: u64) -> usize {
         let mut by_id: HashMap<&[u8], Vec<usize>> = HashMap::new();
         for j in (0..old.peers()).rev() {
             by_id.entry(old.identity(j)).or_default().push(j);
@@ -86,12 +152,23 @@ impl Zone<'_> {
         let mut carried = 0;
         for i in 0..self.peers() {
             let Some(j) = by_id.get_mut(self.identity(i)).and_then(Vec::pop) else {
+                // New to a running upstream.
+                if states[i].flags.load(Relaxed) & PeerState::CHECKING != 0 {
+                    self.health_rows()[i]
+                        .ramp_from_ms
+                        .store(crate::health::check::RAMP_ON_FIRST_PASS, Relaxed);
+                } else {
+                    self.begin_slow_start(i, now);
+                }
                 continue;
             };
             carry_peer((&old_states[j], &old_colds[j]), (&states[i], &colds[i]));
+            carry_health(*self, i, old, j);
             self.carry_stats(i, old, j);
             carried += 1;
         }
+        self.health_changed();
+        self.update_panic();
         if self.weights_pending() {
             // Config time, in the master: nobody else builds.
             let _ = self.publish(super::generation::INIT_OWNER, |_| true);
@@ -117,6 +194,7 @@ mod tests {
             PeerSpec::new(b"up\0gone"),
         ];
         let old = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &old_peers,
         })
@@ -141,12 +219,13 @@ mod tests {
             PeerSpec::new(b"up\0b"),
         ];
         let new = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &new_peers,
         })
         .unwrap();
         let z = new.zone();
-        assert_eq!(z.carry_from(oz), 3);
+        assert_eq!(z.carry_from(oz, 0), 3);
         let s = z.states();
         assert_eq!(s[1].fails.load(Relaxed), 1);
         assert_eq!(f64::from_bits(s[3].ewma_bits.load(Relaxed)), 5.0);

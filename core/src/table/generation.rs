@@ -569,6 +569,7 @@ impl<'a> Zone<'a> {
             })
             .collect();
         f(&UpstreamSpec {
+            health: Default::default(),
             policy: self.policy(),
             peers: &peers,
         })
@@ -669,6 +670,7 @@ mod tests {
 
     fn rr(peers: &[PeerSpec<'_>]) -> OwnedTable {
         OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers,
         })
@@ -790,6 +792,7 @@ mod tests {
             .map(|id| PeerSpec::new(*id))
             .collect();
         let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 0,
@@ -827,6 +830,7 @@ mod tests {
             maglev_size: 0,
         };
         let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy,
             peers: &peers,
         })
@@ -840,6 +844,7 @@ mod tests {
                 p.weight = z.view(j, 0).unwrap().weight;
             }
             let fresh = OwnedTable::new(&UpstreamSpec {
+                health: Default::default(),
                 policy,
                 peers: &want,
             })
@@ -860,6 +865,7 @@ mod tests {
             PeerSpec::new(b"c"),
         ];
         let spec = |policy| UpstreamSpec {
+            health: Default::default(),
             policy,
             peers: &peers,
         };
@@ -883,6 +889,7 @@ mod tests {
             PeerSpec::new(b"b").weight(1_000_000),
         ];
         let ring = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::Hash {
                 mode: HashMode::Consistent,
                 balance_factor: 0,

@@ -146,6 +146,7 @@ mod tests {
             PeerSpec::new(b"b"),
         ];
         OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy,
             peers: &peers,
         })

@@ -23,6 +23,9 @@
 //!         │                    StatsRow × n baselines, then (LEDGER_SLOTS + 1)
 //!         │                    × StatsRow × n: one row block per worker slot
 //!         │                    and a shared one (see [`stats`])
+//!         ├─ health .......... HealthLine (panic, ejected count, epoch), then
+//!         │                    HealthRow × n: check schedule and results,
+//!         │                    slow start, outlier counters (see [`health`])
 //!         └─ arena ........... generations, each: GenHeader, 2 cursors,
 //!                              PeerConf × n, alias, ring, Maglev, chains,
 //!                              two schedules
@@ -49,6 +52,7 @@
 mod admin;
 mod carry;
 pub mod generation;
+pub mod health;
 pub mod ledger;
 pub mod stats;
 
@@ -63,7 +67,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64};
 use crate::error::Error;
 use crate::selection::alias::Column;
 use crate::selection::ketama::Point;
-use crate::spec::{identity_hash, Policy, UpstreamSpec};
+use crate::spec::{identity_hash, HealthSpec, Policy, UpstreamSpec};
 
 /// `b"HABZONE\0"` as a little-endian integer.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
@@ -72,7 +76,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -136,8 +140,12 @@ pub struct Root {
     pub stats_row_bytes: u64,
     /// Offset of the first row block of the statistics (the shared one).
     pub stats_rows_off: u64,
+    /// The health directives the zone was built for.
+    pub health: HealthSpec,
+    /// Offset of the health section (see [`health`]).
+    pub health_off: u64,
     /// Zero; room to grow without moving the sections.
-    pub reserved: [u64; 11],
+    pub reserved: [u64; 2],
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -221,7 +229,12 @@ pub struct PeerState {
     pub max_fails: u32,
     /// [`PeerState::BACKUP`] | [`PeerState::DOWN`] (configuration, fixed)
     /// | [`PeerState::ADMIN_DOWN`] | [`PeerState::DRAIN`] (set and cleared
-    /// at run time by the API, in every worker at once).
+    /// at run time by the API, in every worker at once) |
+    /// [`PeerState::CHECKING`] | [`PeerState::UNHEALTHY`] (active checks)
+    /// | [`PeerState::EJECTED`] (outlier ejection) | [`PeerState::SLOW`]
+    /// (slow start). Each bit is set and cleared by `fetch_or` /
+    /// `fetch_and`, whose returned value tells the one caller that made a
+    /// transition.
     pub flags: AtomicU32,
     /// `fail_timeout=`, ms. Never changes after init.
     pub fail_timeout_ms: u64,
@@ -238,12 +251,24 @@ impl PeerState {
     pub const DRAIN: u32 = 8;
     /// The flags the API may change.
     pub const ADMIN: u32 = Self::ADMIN_DOWN | Self::DRAIN;
+    /// `mandatory` checks: no traffic until the first check passes.
+    pub const CHECKING: u32 = 16;
+    /// Failed `fails` consecutive checks: no traffic until `passes` pass.
+    pub const UNHEALTHY: u32 = 32;
+    /// Ejected as an outlier from live traffic, until its ejection ends.
+    pub const EJECTED: u32 = 64;
+    /// Slow start: the weight ramps up (see [`crate::health::slow_start`]).
+    pub const SLOW: u32 = 128;
+    /// The bits that keep a peer out unless the upstream is in panic.
+    pub const HEALTH: u32 = Self::CHECKING | Self::UNHEALTHY | Self::EJECTED;
+    /// The bits that keep a peer out in any case.
+    pub const OUT: u32 = Self::DOWN | Self::ADMIN_DOWN | Self::DRAIN;
 
     /// Whether the peer takes no new request (configured `down`, set down,
     /// or draining).
     #[inline]
     pub fn down(&self) -> bool {
-        self.flags.load(Relaxed) & (Self::DOWN | Self::ADMIN_DOWN | Self::DRAIN) != 0
+        self.flags.load(Relaxed) & Self::OUT != 0
     }
 
     /// The weight in force.
@@ -405,6 +430,7 @@ struct ZonePlan {
     ledger_off: usize,
     ledger_slot_bytes: usize,
     stats_off: usize,
+    health_off: usize,
     arena_off: usize,
     arena_len: usize,
     size: usize,
@@ -430,7 +456,8 @@ impl ZonePlan {
         let ledger_off = round_up(names_off + names_len, ALIGN);
         let ledger_slot_bytes = ALIGN + round_up((peers + GENS) * 4, ALIGN);
         let stats_off = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
-        let arena_off = stats_off + stats::section_len(peers);
+        let health_off = stats_off + stats::section_len(peers);
+        let arena_off = health_off + health::section_len(peers);
         let arena_len = arena_len(gen.size);
         Ok(ZonePlan {
             peers,
@@ -441,6 +468,7 @@ impl ZonePlan {
             ledger_off,
             ledger_slot_bytes,
             stats_off,
+            health_off,
             arena_off,
             arena_len,
             size: arena_off + arena_len,
@@ -469,7 +497,9 @@ impl ZonePlan {
             stats_off: self.stats_off as u64,
             stats_row_bytes: stats::round_up_rows(self.peers) as u64,
             stats_rows_off: (self.stats_off + stats::rows_off(self.peers)) as u64,
-            reserved: [0; 11],
+            health: spec.health,
+            health_off: self.health_off as u64,
+            reserved: [0; 2],
         }
     }
 }
@@ -526,6 +556,11 @@ impl<'a> Zone<'a> {
         // owner zeroes (`Zone::mark_rows_used`).
         unsafe {
             core::ptr::write_bytes(mem, 0, plan.stats_off + stats::zeroed_len(plan.peers));
+            core::ptr::write_bytes(
+                mem.add(plan.health_off),
+                0,
+                health::section_len(plan.peers),
+            );
             mem.cast::<Root>().write(plan.root(spec));
             let state = mem.add(STATE_OFF).cast::<PeerState>();
             let cold = mem.add(plan.cold_off).cast::<PeerCold>();
@@ -544,7 +579,12 @@ impl<'a> Zone<'a> {
                     max_fails: p.max_fails,
                     flags: AtomicU32::new(
                         if p.backup { PeerState::BACKUP } else { 0 }
-                            | if p.down { PeerState::DOWN } else { 0 },
+                            | if p.down { PeerState::DOWN } else { 0 }
+                            | if spec.health.flags & HealthSpec::MANDATORY != 0 {
+                                PeerState::CHECKING
+                            } else {
+                                0
+                            },
                     ),
                     fail_timeout_ms: p.fail_timeout_ms,
                 });
@@ -615,7 +655,9 @@ impl<'a> Zone<'a> {
             && r.arena_len == want.arena_len
             && r.stats_off == want.stats_off
             && r.stats_row_bytes == want.stats_row_bytes
-            && r.stats_rows_off == want.stats_rows_off;
+            && r.stats_rows_off == want.stats_rows_off
+            && r.health == want.health
+            && r.health_off == want.health_off;
         if !matches {
             return Err(Error::BadLayout);
         }
@@ -995,6 +1037,7 @@ mod tests {
             },
         ];
         let spec = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
         };
@@ -1019,6 +1062,7 @@ mod tests {
 
         let other = [PeerSpec::new(b"a").weight(4), PeerSpec::new(b"b")];
         let spec2 = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &other,
         };
@@ -1034,6 +1078,7 @@ mod tests {
         let ids: [&[u8]; 4] = [b"a", b"b", b"c", b"d"];
         let peers: Vec<PeerSpec<'_>> = (0..2000).map(|i| PeerSpec::new(ids[i % 4])).collect();
         let spec = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::Hash {
                 mode: HashMode::Maglev,
                 balance_factor: 0,
@@ -1056,6 +1101,7 @@ mod tests {
     fn rejects_small_or_bad_regions() {
         let peers = [PeerSpec::new(b"a")];
         let spec = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::LeastConn,
             peers: &peers,
         };
@@ -1069,6 +1115,7 @@ mod tests {
         assert_eq!(e, Error::BadLayout);
         let zero = [PeerSpec::new(b"a").weight(0)];
         let bad = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::LeastConn,
             peers: &zero,
         };
@@ -1081,6 +1128,7 @@ mod tests {
             PeerSpec::new(b"b"),
         ];
         let bad = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::LeastConn,
             peers: &order,
         };
@@ -1091,6 +1139,7 @@ mod tests {
     fn attach_to_garbage_is_refused_without_reading_out_of_bounds() {
         let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
         let spec = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
         };

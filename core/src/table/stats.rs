@@ -467,6 +467,7 @@ impl<'a> Zone<'a> {
             let e = &self.events()[i];
             e.base_unavail.store(e.unavail.load(Relaxed), Relaxed);
             e.base_downtime_ms.store(self.downtime(i, now).0, Relaxed);
+            self.reset_check_stats(i);
         }
     }
 
@@ -543,6 +544,7 @@ mod tests {
 
     fn table(peers: &[PeerSpec<'_>]) -> OwnedTable {
         OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers,
         })
@@ -692,6 +694,7 @@ mod tests {
         use crate::testing::Region;
         let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
         let spec = UpstreamSpec {
+            health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
         };
@@ -738,7 +741,7 @@ mod tests {
             PeerSpec::new(b"x\0a"),
         ]);
         let nz = new.zone();
-        nz.carry_from(oz);
+        nz.carry_from(oz, 0);
         assert_eq!(nz.stats(2, 60).unwrap(), before[0]);
         assert_eq!(nz.stats(0, 60).unwrap(), before[1]);
         assert_eq!(nz.stats(1, 60).unwrap(), PeerStats::default());

@@ -1,0 +1,454 @@
+//! Active health checks: one prober per server across all workers
+//!
+//! The caller (nginx's event loop) makes the checks; the core decides who
+//! makes which and when, and what a result means.
+//!
+//! # Who checks
+//!
+//! Each peer's health row holds `due_ms`, when its next check is due. A
+//! worker takes a check by moving `due_ms` forward one interval (plus
+//! jitter) with a compare-and-swap: however many workers look, one check
+//! per interval goes out, and a check in flight when its worker dies is
+//! simply taken again at the next due time. Worker `w` of `W` looks after
+//! the peers `i` with `i % W == w` and takes them as soon as they are due;
+//! it takes any other peer only once it is overdue by an interval plus the
+//! timeout — its own worker is dead, exiting or starved — so a dead
+//! worker's peers are checked again within two intervals, and during a
+//! reload old and new workers share the schedule instead of doubling it.
+//! Peers `down` by configuration or through the API are not checked (a
+//! check is due as soon as they return); draining ones are.
+//!
+//! The first check of a peer is spread over the first interval by its
+//! index (so 10,000 servers do not all connect at once), except under
+//! `mandatory`, where a `checking` peer is due at once.
+//!
+//! # What a result means
+//!
+//! `fails` consecutive failures make a peer `unhealthy`; `passes`
+//! consecutive passes make it healthy again (then it slow-starts). A
+//! `checking` peer (`mandatory`) is decided by its first check: up if it
+//! passes, unhealthy if it fails. Each transition is reported once, to the
+//! caller whose flag update made it, so it logs one line however many
+//! workers there are. Passive health is independent: a passing check does
+//! not clear a `max_fails` window unless `clear_fails` is set (a check
+//! URI passing says less about the server than the requests that failed on
+//! it, and nginx's `fail_timeout` keeps its documented meaning).
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use super::panic::PanicReport;
+use crate::error::Error;
+use crate::spec::HealthSpec;
+use crate::table::{PeerState, Zone};
+
+/// A change of a peer's health made by one check result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckTransition {
+    /// No change.
+    #[default]
+    None,
+    /// A `checking` peer passed its first check: in service.
+    Up,
+    /// An unhealthy peer passed `passes` checks in a row: in service.
+    Healthy,
+    /// The peer failed `fails` checks in a row (or its first check under
+    /// `mandatory`): out of service.
+    Unhealthy,
+}
+
+/// What [`Zone::check_done`] tells its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckReport {
+    /// The transition this result made, if any.
+    pub transition: CheckTransition,
+    /// Consecutive passes after this result.
+    pub rise: u32,
+    /// Consecutive failures after this result.
+    pub fall: u32,
+    /// The panic evaluation that followed a transition.
+    pub panic: PanicReport,
+}
+
+/// A peer's check counters, as the API shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckStats {
+    /// Checks made.
+    pub checks: u64,
+    /// Checks failed.
+    pub fails: u64,
+    /// Times the peer turned unhealthy.
+    pub unhealthy: u64,
+    /// Whether the last check passed; `None` before the first.
+    pub last_passed: Option<bool>,
+    /// Consecutive passes.
+    pub rise: u32,
+    /// Consecutive failures.
+    pub fall: u32,
+}
+
+/// splitmix64: the jitter of one claim from the caller's seed.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Zone<'_> {
+    /// The health directives the zone was built with.
+    #[inline]
+    pub fn health_spec(&self) -> &HealthSpec {
+        &self.root().health
+    }
+
+    /// Takes the checks due at `now` for worker `worker` of `workers` (see
+    /// the module note), at most `out.len()`, writing their peer indices
+    /// to `out`; returns how many, and when the next one this worker would
+    /// take falls due (`u64::MAX`: none). `seed` varies the jitter.
+    pub fn claim_checks(
+        &self,
+        worker: u32,
+        workers: u32,
+        now: u64,
+        seed: u64,
+        out: &mut [u32],
+    ) -> (usize, u64) {
+        let hs = self.health_spec();
+        if !hs.checks() {
+            return (0, u64::MAX);
+        }
+        let (interval, jitter) = (u64::from(hs.interval_ms), u64::from(hs.jitter_ms));
+        let grace = interval + u64::from(hs.timeout_ms);
+        let workers = workers.max(1);
+        let n = self.peers();
+        let (states, rows) = (self.states(), self.health_rows());
+        let mut taken = 0;
+        let mut next = u64::MAX;
+        for i in 0..n {
+            let flags = states[i].flags.load(Relaxed);
+            if flags & (PeerState::DOWN | PeerState::ADMIN_DOWN) != 0 {
+                continue;
+            }
+            let row = &rows[i];
+            let owned = i as u32 % workers == worker;
+            let mut due = row.due_ms.load(Relaxed);
+            if due == 0 {
+                if !owned {
+                    continue;
+                }
+                // The first check: at once when checking, else spread.
+                let first = if flags & PeerState::CHECKING != 0 {
+                    now
+                } else {
+                    now + (i as u64 * interval) / n as u64
+                };
+                due = match row.due_ms.compare_exchange(0, first.max(1), Relaxed, Relaxed) {
+                    Ok(_) => first.max(1),
+                    Err(d) => d,
+                };
+            }
+            let at = if owned { due } else { due.saturating_add(grace) };
+            if now < at || taken == out.len() {
+                next = next.min(at.max(now));
+                continue;
+            }
+            let extra = if jitter == 0 {
+                0
+            } else {
+                mix(seed ^ (i as u64) << 20 ^ now) % (jitter + 1)
+            };
+            let then = now + interval + extra;
+            if row
+                .due_ms
+                .compare_exchange(due, then, Relaxed, Relaxed)
+                .is_ok()
+            {
+                row.prober.store(worker + 1, Relaxed);
+                out[taken] = i as u32;
+                taken += 1;
+                next = next.min(if owned { then } else { then + grace });
+            } else {
+                // Someone else took it: its new due time.
+                let d = row.due_ms.load(Relaxed);
+                next = next.min(if owned { d } else { d.saturating_add(grace) }.max(now));
+            }
+        }
+        (taken, next)
+    }
+
+    /// Records the result of a check of peer `i` that ended at `now`.
+    pub fn check_done(&self, i: usize, passed: bool, now: u64) -> Result<CheckReport, Error> {
+        let hs = *self.health_spec();
+        let (Some(s), Some(row)) = (self.states().get(i), self.health_rows().get(i)) else {
+            return Err(Error::InvalidArgument);
+        };
+        if !hs.checks() {
+            return Err(Error::InvalidArgument);
+        }
+        row.checks.fetch_add(1, Relaxed);
+        row.last_ms.store(now, Relaxed);
+        let (rise, fall) = if passed {
+            row.last.store(1, Relaxed);
+            row.fall.store(0, Relaxed);
+            let r = row.rise.load(Relaxed).saturating_add(1);
+            row.rise.store(r, Relaxed);
+            (r, 0)
+        } else {
+            row.last.store(2, Relaxed);
+            row.fails.fetch_add(1, Relaxed);
+            row.rise.store(0, Relaxed);
+            let f = row.fall.load(Relaxed).saturating_add(1);
+            row.fall.store(f, Relaxed);
+            (0, f)
+        };
+        let flags = s.flags.load(Relaxed);
+        let mut transition = CheckTransition::None;
+        if flags & PeerState::CHECKING != 0 {
+            if passed {
+                let old = s.flags.fetch_and(!PeerState::CHECKING, Relaxed);
+                if old & PeerState::CHECKING != 0 {
+                    transition = CheckTransition::Up;
+                    if row.ramp_from_ms.load(Relaxed) == RAMP_ON_FIRST_PASS {
+                        self.begin_slow_start(i, now);
+                    }
+                }
+            } else {
+                // Unhealthy first, then no longer checking: never eligible
+                // in between.
+                s.flags.fetch_or(PeerState::UNHEALTHY, Relaxed);
+                let old = s.flags.fetch_and(!PeerState::CHECKING, Relaxed);
+                if old & PeerState::CHECKING != 0 {
+                    transition = CheckTransition::Unhealthy;
+                }
+            }
+        } else if flags & PeerState::UNHEALTHY != 0 {
+            if passed && rise >= hs.passes {
+                let old = s.flags.fetch_and(!PeerState::UNHEALTHY, Relaxed);
+                if old & PeerState::UNHEALTHY != 0 {
+                    transition = CheckTransition::Healthy;
+                    crate::selection::ewma::forget(s);
+                    self.begin_slow_start(i, now);
+                }
+            }
+        } else if !passed && fall >= hs.fails {
+            let old = s.flags.fetch_or(PeerState::UNHEALTHY, Relaxed);
+            if old & PeerState::UNHEALTHY == 0 {
+                transition = CheckTransition::Unhealthy;
+            }
+        }
+        if passed && hs.flags & HealthSpec::CLEAR_FAILS != 0 {
+            s.fails.store(0, Relaxed);
+        }
+        let mut panic = PanicReport::default();
+        if transition != CheckTransition::None {
+            if transition == CheckTransition::Unhealthy {
+                row.unhealthy.fetch_add(1, Relaxed);
+            }
+            self.health_changed();
+            panic = self.update_panic();
+        }
+        Ok(CheckReport {
+            transition,
+            rise,
+            fall,
+            panic,
+        })
+    }
+
+    /// Check counters of peer `i` (zeros past the end).
+    pub fn check_stats(&self, i: usize) -> CheckStats {
+        let Some(row) = self.health_rows().get(i) else {
+            return CheckStats::default();
+        };
+        CheckStats {
+            checks: row.checks.load(Relaxed),
+            fails: row.fails.load(Relaxed),
+            unhealthy: row.unhealthy.load(Relaxed),
+            last_passed: match row.last.load(Relaxed) {
+                1 => Some(true),
+                2 => Some(false),
+                _ => None,
+            },
+            rise: row.rise.load(Relaxed),
+            fall: row.fall.load(Relaxed),
+        }
+    }
+
+    /// Zeroes the check counters of peer `i` (the API's reset); the
+    /// consecutive counts, which decide health, stay.
+    pub(crate) fn reset_check_stats(&self, i: usize) {
+        if let Some(row) = self.health_rows().get(i) {
+            row.checks.store(0, Relaxed);
+            row.fails.store(0, Relaxed);
+            row.unhealthy.store(0, Relaxed);
+        }
+    }
+}
+
+/// `ramp_from_ms` of a peer that joined a running upstream under
+/// `mandatory` checks: it slow-starts once its first check passes.
+pub(crate) const RAMP_ON_FIRST_PASS: u64 = u64::MAX;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{PeerSpec, Policy, UpstreamSpec};
+    use crate::testing::OwnedTable;
+
+    fn spec_with(flags: u32, peers: usize) -> (Vec<Vec<u8>>, HealthSpec, usize) {
+        let ids = (0..peers).map(|i| format!("p{i}").into_bytes()).collect();
+        (
+            ids,
+            HealthSpec {
+                flags: HealthSpec::CHECK | flags,
+                interval_ms: 1_000,
+                timeout_ms: 500,
+                fails: 3,
+                passes: 2,
+                ..HealthSpec::default()
+            },
+            peers,
+        )
+    }
+
+    fn table(flags: u32, peers: usize) -> OwnedTable {
+        let (ids, health, _) = spec_with(flags, peers);
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
+        OwnedTable::new(&UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            health,
+        })
+        .unwrap()
+    }
+
+    /// Simulates `workers` workers ticking every `tick` ms for `ms` ms:
+    /// checks per peer.
+    fn simulate(z: Zone<'_>, workers: u32, alive: &[bool], tick: u64, ms: u64) -> Vec<u32> {
+        let mut counts = vec![0u32; z.peers()];
+        let mut out = [0u32; 64];
+        let mut now = 1_000;
+        while now < 1_000 + ms {
+            for w in 0..workers {
+                if !alive[w as usize] {
+                    continue;
+                }
+                let (n, _) = z.claim_checks(w, workers, now, now ^ u64::from(w), &mut out);
+                for &i in &out[..n] {
+                    counts[i as usize] += 1;
+                    z.check_done(i as usize, true, now).unwrap();
+                }
+            }
+            now += tick;
+        }
+        counts
+    }
+
+    #[test]
+    fn one_check_per_interval_whatever_the_workers() {
+        let t = table(0, 10);
+        let counts = simulate(t.zone(), 4, &[true; 4], 10, 30_000);
+        for (i, c) in counts.iter().enumerate() {
+            assert!((29..=31).contains(c), "peer {i}: {c} checks in 30 s");
+        }
+        // Spread: each peer made by its own worker.
+        for i in 0..10 {
+            assert_eq!(t.zone().health_rows()[i].prober.load(Relaxed), i as u32 % 4 + 1);
+        }
+    }
+
+    #[test]
+    fn a_dead_workers_peers_are_taken_within_two_intervals() {
+        let t = table(0, 8);
+        let z = t.zone();
+        simulate(z, 4, &[true; 4], 10, 5_000);
+        let before: Vec<u64> = z.health_rows().iter().map(|r| r.checks.load(Relaxed)).collect();
+        // Worker 1 dies: its peers (1, 5) are taken over by the others.
+        let counts = simulate_from(z, 4, &[true, false, true, true], 10, 6_000, 10_000);
+        for i in [1usize, 5] {
+            assert!(counts[i] >= 4, "peer {i}: {} checks after its worker died", counts[i]);
+            assert_ne!(z.health_rows()[i].prober.load(Relaxed), 2);
+        }
+        assert!(before.iter().all(|&c| c >= 4));
+    }
+
+    fn simulate_from(
+        z: Zone<'_>,
+        workers: u32,
+        alive: &[bool],
+        tick: u64,
+        from: u64,
+        ms: u64,
+    ) -> Vec<u32> {
+        let mut counts = vec![0u32; z.peers()];
+        let mut out = [0u32; 64];
+        let mut now = from;
+        while now < from + ms {
+            for w in 0..workers {
+                if alive[w as usize] {
+                    let (n, _) = z.claim_checks(w, workers, now, now, &mut out);
+                    for &i in &out[..n] {
+                        counts[i as usize] += 1;
+                        z.check_done(i as usize, true, now).unwrap();
+                    }
+                }
+            }
+            now += tick;
+        }
+        counts
+    }
+
+    #[test]
+    fn fails_then_passes_with_one_report_each() {
+        let t = table(0, 2);
+        let z = t.zone();
+        let r: Vec<CheckTransition> = [true, false, false, false, false, true, true, true]
+            .iter()
+            .map(|&p| z.check_done(0, p, 10).unwrap().transition)
+            .collect();
+        use CheckTransition::*;
+        assert_eq!(r, [None, None, None, Unhealthy, None, None, Healthy, None]);
+        let st = z.check_stats(0);
+        assert_eq!((st.checks, st.fails, st.unhealthy), (8, 4, 1));
+        assert_eq!(st.last_passed, Some(true));
+    }
+
+    #[test]
+    fn mandatory_starts_checking_and_the_first_check_decides() {
+        let t = table(HealthSpec::MANDATORY, 2);
+        let z = t.zone();
+        assert!(z.states().iter().all(|s| s.flags.load(Relaxed) & PeerState::CHECKING != 0));
+        // Checking peers are due at once.
+        let mut out = [0u32; 4];
+        let (n, _) = z.claim_checks(0, 1, 5, 0, &mut out);
+        assert_eq!(&out[..n], &[0, 1]);
+        assert_eq!(z.check_done(0, true, 6).unwrap().transition, CheckTransition::Up);
+        assert_eq!(z.check_done(1, false, 6).unwrap().transition, CheckTransition::Unhealthy);
+        assert_eq!(z.states()[1].flags.load(Relaxed) & PeerState::HEALTH, PeerState::UNHEALTHY);
+    }
+
+    #[test]
+    fn down_peers_are_not_checked_and_first_checks_spread() {
+        let t = table(0, 4);
+        let z = t.zone();
+        z.set_admin(2, Some(true), None).unwrap();
+        let mut out = [0u32; 8];
+        let (n, next) = z.claim_checks(0, 1, 1_000, 0, &mut out);
+        // Spread over the first interval: peer 0 at once, 1, 3 later.
+        assert_eq!(&out[..n], &[0]);
+        assert_eq!(next, 1_250);
+        let (n, _) = z.claim_checks(0, 1, 2_000, 0, &mut out);
+        assert_eq!(&out[..n], &[0, 1, 3]);
+    }
+
+    #[test]
+    fn clear_fails_is_off_by_default() {
+        for (flags, left) in [(0, 1), (HealthSpec::CLEAR_FAILS, 0)] {
+            let t = table(flags, 2);
+            let z = t.zone();
+            z.states()[0].fails.store(1, Relaxed);
+            z.check_done(0, true, 1).unwrap();
+            assert_eq!(z.states()[0].fails.load(Relaxed), left);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Outlier ejection from live traffic
+//!
+//! `ha_outlier consecutive_5xx=N consecutive_errors=M base_ejection=T
+//! max_ejection=P% max_ejection_time=U`: a server whose responses are N 5xx
+//! in a row, or M gateway errors in a row (a connection error or timeout
+//! before the response header, 502, 503, 504), is ejected — no traffic —
+//! for `base_ejection` times the number of times it has been ejected,
+//! capped at `max_ejection_time`; then it returns, through slow start when
+//! one is configured. Never more than `max_ejection` percent of the
+//! upstream's servers (at least one) are ejected at once: an ejection that
+//! would exceed it does not happen, and the counters go on. The ejection
+//! count decays to zero once a server has stayed in for as long as the
+//! longest ejection. These are Envoy's `consecutive_5xx`,
+//! `consecutive_gateway_failure`, `base_ejection_time`,
+//! `max_ejection_percent` and `max_ejection_time`, evaluated on every try
+//! rather than on a sweep interval.
+//!
+//! The counters are on the second line of the peer's health row; a try
+//! writes them only when they change (a success on a peer with no
+//! failures in a row writes nothing). An ejection is decided by the
+//! compare-and-swap that takes the upstream's ejection budget and then the
+//! flag; its end by the `fetch_and` that clears the flag, in whichever
+//! worker's health timer sees it first ([`Zone::end_ejections`]).
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::table::{PeerState, Zone};
+
+/// Why a server was ejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `consecutive_5xx` responses in a row.
+    Consecutive5xx,
+    /// `consecutive_errors` gateway errors in a row.
+    ConsecutiveErrors,
+}
+
+/// An ejection a try just made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    /// Why.
+    pub reason: Reason,
+    /// How many in a row.
+    pub count: u32,
+    /// For how long, ms.
+    pub ms: u64,
+}
+
+/// Default `max_ejection_time`, ms (Envoy's).
+pub const DEFAULT_MAX_EJECTION_MS: u32 = 300_000;
+
+impl Zone<'_> {
+    /// Counts a finished try of peer `i` (its HTTP status, 0 for none;
+    /// whether it failed) toward outlier ejection; the ejection it caused,
+    /// if any.
+    pub(crate) fn observe_outlier(
+        &self,
+        i: usize,
+        failed: bool,
+        status: u32,
+        now: u64,
+    ) -> Option<Ejection> {
+        let hs = *self.health_spec();
+        if !hs.outlier() || self.peers() < 2 {
+            return None;
+        }
+        let row = self.health_rows().get(i)?;
+        let local = failed && status == 0;
+        let five = local || (500..=599).contains(&status);
+        let gateway = local || (502..=504).contains(&status);
+        let bump = |c: &core::sync::atomic::AtomicU32, hit: bool| -> u32 {
+            if hit {
+                c.fetch_add(1, Relaxed).saturating_add(1)
+            } else {
+                if c.load(Relaxed) != 0 {
+                    c.store(0, Relaxed);
+                }
+                0
+            }
+        };
+        let n5 = bump(&row.consecutive_5xx, five);
+        let ne = bump(&row.consecutive_errors, gateway);
+        let reason = if hs.consecutive_errors != 0 && ne >= hs.consecutive_errors {
+            (Reason::ConsecutiveErrors, ne)
+        } else if hs.consecutive_5xx != 0 && n5 >= hs.consecutive_5xx {
+            (Reason::Consecutive5xx, n5)
+        } else {
+            return None;
+        };
+        self.eject(i, reason, now)
+    }
+
+    fn eject(&self, i: usize, (reason, count): (Reason, u32), now: u64) -> Option<Ejection> {
+        let hs = *self.health_spec();
+        let (s, row, line) = (&self.states()[i], &self.health_rows()[i], self.health_line());
+        if s.flags.load(Relaxed) & PeerState::EJECTED != 0 {
+            return None;
+        }
+        let pct = if hs.max_ejection_percent == 0 {
+            100
+        } else {
+            hs.max_ejection_percent
+        };
+        let cap = ((self.peers() as u64 * u64::from(pct)) / 100).max(1) as u32;
+        line.ejected
+            .fetch_update(Relaxed, Relaxed, |e| (e < cap).then_some(e + 1))
+            .ok()?;
+        let max = u64::from(if hs.max_ejection_ms == 0 {
+            DEFAULT_MAX_EJECTION_MS.max(hs.base_ejection_ms)
+        } else {
+            hs.max_ejection_ms
+        });
+        // The multiplier decays after a stretch in service as long as the
+        // longest ejection.
+        let end = row.ejection_end_ms.load(Relaxed);
+        if end != 0 && now.saturating_sub(end) >= max {
+            row.ejections.store(0, Relaxed);
+        }
+        let times = row.ejections.load(Relaxed).saturating_add(1);
+        let ms = (u64::from(hs.base_ejection_ms) * u64::from(times)).min(max);
+        row.ejected_until_ms.store(now + ms, Relaxed);
+        let old = s.flags.fetch_or(PeerState::EJECTED, Relaxed);
+        if old & PeerState::EJECTED != 0 {
+            // Another worker ejected it first: give the budget back.
+            line.ejected.fetch_sub(1, Relaxed);
+            return None;
+        }
+        row.ejections.store(times, Relaxed);
+        row.consecutive_5xx.store(0, Relaxed);
+        row.consecutive_errors.store(0, Relaxed);
+        self.health_changed();
+        Some(Ejection { reason, count, ms })
+    }
+
+    /// Ends the ejections that are over at `now` (every worker's health
+    /// timer calls it): writes the peers returned by this call to `out`
+    /// (at most its length; the rest return at the next call) and returns
+    /// how many.
+    pub fn end_ejections(&self, now: u64, out: &mut [u32]) -> usize {
+        let line = self.health_line();
+        if line.ejected.load(Relaxed) == 0 {
+            return 0;
+        }
+        let mut n = 0;
+        for (i, (s, row)) in self.states().iter().zip(self.health_rows()).enumerate() {
+            if n == out.len() {
+                break;
+            }
+            if s.flags.load(Relaxed) & PeerState::EJECTED == 0
+                || now < row.ejected_until_ms.load(Relaxed)
+            {
+                continue;
+            }
+            let old = s.flags.fetch_and(!PeerState::EJECTED, Relaxed);
+            if old & PeerState::EJECTED == 0 {
+                continue;
+            }
+            line.ejected.fetch_sub(1, Relaxed);
+            row.ejection_end_ms.store(now.max(1), Relaxed);
+            crate::selection::ewma::forget(s);
+            self.begin_slow_start(i, now);
+            self.health_changed();
+            out[n] = i as u32;
+            n += 1;
+        }
+        n
+    }
+
+    /// When the current ejection of peer `i` ends, if it is ejected.
+    pub fn ejected_until(&self, i: usize) -> Option<u64> {
+        let s = self.states().get(i)?;
+        (s.flags.load(Relaxed) & PeerState::EJECTED != 0)
+            .then(|| self.health_rows()[i].ejected_until_ms.load(Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{HealthSpec, PeerSpec, Policy, UpstreamSpec};
+    use crate::testing::OwnedTable;
+
+    fn table(n: usize, pct: u32) -> OwnedTable {
+        let ids: Vec<Vec<u8>> = (0..n).map(|i| format!("p{i}").into_bytes()).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
+        OwnedTable::new(&UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            health: HealthSpec {
+                consecutive_5xx: 3,
+                consecutive_errors: 2,
+                base_ejection_ms: 1_000,
+                max_ejection_ms: 2_500,
+                max_ejection_percent: pct,
+                ..HealthSpec::default()
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn consecutive_5xx_eject_and_other_statuses_reset() {
+        let t = table(4, 50);
+        let z = t.zone();
+        assert_eq!(z.observe_outlier(0, false, 500, 10), None);
+        assert_eq!(z.observe_outlier(0, false, 500, 10), None);
+        assert_eq!(z.observe_outlier(0, false, 404, 10), None, "reset");
+        assert_eq!(z.observe_outlier(0, false, 500, 10), None);
+        assert_eq!(z.observe_outlier(0, false, 500, 10), None);
+        let e = z.observe_outlier(0, false, 500, 10).unwrap();
+        assert_eq!((e.reason, e.count, e.ms), (Reason::Consecutive5xx, 3, 1_000));
+        assert_eq!(z.ejected_until(0), Some(1_010));
+        let mut out = [0u32; 4];
+        assert_eq!(z.end_ejections(1_009, &mut out), 0);
+        assert_eq!(z.end_ejections(1_010, &mut out), 1);
+        assert_eq!(out[0], 0);
+        assert_eq!(z.end_ejections(1_010, &mut out), 0, "once");
+        assert_eq!(z.ejected_until(0), None);
+    }
+
+    #[test]
+    fn gateway_errors_and_growing_capped_ejections() {
+        let t = table(4, 50);
+        let z = t.zone();
+        let mut out = [0u32; 4];
+        let mut now = 100;
+        for want in [1_000, 2_000, 2_500] {
+            assert_eq!(z.observe_outlier(1, true, 0, now), None);
+            let e = z.observe_outlier(1, false, 503, now).unwrap();
+            assert_eq!((e.reason, e.ms), (Reason::ConsecutiveErrors, want));
+            now += e.ms;
+            assert_eq!(z.end_ejections(now, &mut out), 1);
+        }
+        // In service for the longest ejection: the multiplier decays.
+        now += 2_500;
+        z.observe_outlier(1, true, 0, now);
+        assert_eq!(z.observe_outlier(1, true, 0, now).unwrap().ms, 1_000);
+    }
+
+    #[test]
+    fn never_more_than_max_ejection_at_once() {
+        let t = table(4, 50);
+        let z = t.zone();
+        let ejected: Vec<bool> = (0..4)
+            .map(|i| {
+                z.observe_outlier(i, true, 0, 1);
+                z.observe_outlier(i, true, 0, 1).is_some()
+            })
+            .collect();
+        assert_eq!(ejected, [true, true, false, false]);
+        // At least one, even at a small percentage.
+        let t = table(4, 1);
+        let z = t.zone();
+        z.observe_outlier(0, true, 0, 1);
+        assert!(z.observe_outlier(0, true, 0, 1).is_some());
+    }
+}

@@ -1,0 +1,165 @@
+//! Slow start: a returning server's share ramps up over `ha_slow_start`
+//!
+//! A server that comes back — healthy again after failed checks, back from
+//! `unavail` (`max_fails`), from an outlier ejection, from `down` through
+//! the API, or added to a running upstream — takes a fraction of its
+//! weight that grows linearly from [`FLOOR_Q16`] (10%) to 1 over the
+//! window: `f = max(10%, elapsed / window)`, as Envoy's linear slow start
+//! with its default `min_weight_percent`.
+//!
+//! How each policy honours it, without making picks O(n):
+//!
+//! - round robin, p2c, ewma, random: a pick that lands on a ramping peer
+//!   is admitted with frequency `f` — a shared 16.16 fixed-point
+//!   accumulator per peer, to which every such pick adds `f`; the pick is
+//!   admitted when the integer part moves (exact frequency, no random
+//!   numbers) — and otherwise moves on as if the peer were busy;
+//! - least_conn: the ramping peer's in-flight count is divided by `f` in
+//!   the comparison (at a tenth of its weight each request counts ten
+//!   times), so it holds `f` of its share of the load;
+//! - hash policies do not ramp: holding a key's requests back would send
+//!   them to another server and break the affinity the policy exists for
+//!   (NGINX Plus refuses `slow_start` with hash for the same reason); a
+//!   returning server gets its keys back at once.
+//!
+//! The fallback scan of a pick ignores the ramp, so a group whose only
+//! eligible peer is ramping still serves. A single-server upstream never
+//! ramps.
+//!
+//! A ramp is on while the peer's `SLOW` flag is set; the first pick that
+//! finds it over clears the flag. `ramp_from_ms` is written before the flag
+//! is set (a pick that sees the flag with an older start only computes a
+//! larger fraction: harmless).
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use crate::table::{PeerState, Zone};
+
+/// The smallest fraction, 16.16 fixed point: 10%.
+pub const FLOOR_Q16: u32 = 6554;
+
+/// One, 16.16 fixed point.
+const ONE_Q16: u64 = 1 << 16;
+
+impl Zone<'_> {
+    /// Starts the slow start of peer `i` at `now`, if the upstream has one
+    /// and more than one server.
+    pub(crate) fn begin_slow_start(&self, i: usize, now: u64) {
+        let window = self.root().health.slow_start_ms;
+        if window == 0 || self.peers() < 2 {
+            return;
+        }
+        let (Some(s), Some(row)) = (self.states().get(i), self.health_rows().get(i)) else {
+            return;
+        };
+        row.ramp_from_ms.store(now, Relaxed);
+        row.credit.store(0, Relaxed);
+        s.flags.fetch_or(PeerState::SLOW, Relaxed);
+    }
+}
+
+/// The fraction of its weight peer `i` takes at `now`, 16.16 fixed point;
+/// `None` (and the ramp ended) when it takes all of it.
+pub fn fraction_q16(zone: Zone<'_>, i: usize, now: u64) -> Option<u32> {
+    let s = &zone.states()[i];
+    if s.flags.load(Relaxed) & PeerState::SLOW == 0 {
+        return None;
+    }
+    let window = u64::from(zone.root().health.slow_start_ms);
+    let elapsed = now.saturating_sub(zone.health_rows()[i].ramp_from_ms.load(Relaxed));
+    if window == 0 || elapsed >= window {
+        s.flags.fetch_and(!PeerState::SLOW, Relaxed);
+        return None;
+    }
+    let f = (elapsed * ONE_Q16 / window) as u32;
+    Some(f.max(FLOOR_Q16))
+}
+
+/// Whether a pick landing on ramping peer `i` is admitted (see the module
+/// note).
+#[inline]
+pub fn admit(zone: Zone<'_>, i: usize, now: u64) -> bool {
+    let Some(f) = fraction_q16(zone, i, now) else {
+        return true;
+    };
+    let prev = zone.health_rows()[i].credit.fetch_add(f, Relaxed);
+    (prev.wrapping_add(f) >> 16) != (prev >> 16)
+}
+
+/// `in_flight` of ramping peer `i` as `least_conn` compares it: divided
+/// by the fraction, rounded up, at most `u32::MAX`.
+#[inline]
+pub fn scaled_load(zone: Zone<'_>, i: usize, in_flight: u32, now: u64) -> u64 {
+    match fraction_q16(zone, i, now) {
+        None => u64::from(in_flight),
+        Some(f) => (u64::from(in_flight) * ONE_Q16)
+            .div_ceil(u64::from(f))
+            .min(u64::from(u32::MAX)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{HealthSpec, PeerSpec, Policy, UpstreamSpec};
+    use crate::testing::OwnedTable;
+
+    fn zone_with(window: u32, peers: usize) -> OwnedTable {
+        let ids: Vec<Vec<u8>> = (0..peers).map(|i| format!("p{i}").into_bytes()).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
+        OwnedTable::new(&UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            health: HealthSpec {
+                slow_start_ms: window,
+                ..HealthSpec::default()
+            },
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn fraction_ramps_linearly_from_the_floor_then_ends() {
+        let t = zone_with(10_000, 2);
+        let z = t.zone();
+        z.begin_slow_start(0, 1_000);
+        assert_eq!(fraction_q16(z, 0, 1_000), Some(FLOOR_Q16));
+        assert_eq!(fraction_q16(z, 0, 2_000), Some(FLOOR_Q16));
+        assert_eq!(fraction_q16(z, 0, 6_000), Some(32_768));
+        assert_eq!(fraction_q16(z, 1, 6_000), None, "not ramping");
+        assert_eq!(fraction_q16(z, 0, 11_000), None);
+        assert_eq!(z.states()[0].flags.load(Relaxed) & PeerState::SLOW, 0);
+    }
+
+    #[test]
+    fn admission_frequency_is_the_fraction() {
+        let t = zone_with(10_000, 2);
+        let z = t.zone();
+        z.begin_slow_start(0, 0);
+        let admitted = (0..10_000).filter(|_| admit(z, 0, 5_000)).count();
+        assert_eq!(admitted, 5_000);
+        let admitted = (0..10_000).filter(|_| admit(z, 0, 500)).count();
+        assert!((999..=1_001).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn single_server_and_no_window_never_ramp() {
+        let t = zone_with(10_000, 1);
+        t.zone().begin_slow_start(0, 0);
+        assert_eq!(fraction_q16(t.zone(), 0, 1), None);
+        let t = zone_with(0, 2);
+        t.zone().begin_slow_start(0, 0);
+        assert_eq!(fraction_q16(t.zone(), 0, 1), None);
+    }
+
+    #[test]
+    fn scaled_load_divides_by_the_fraction() {
+        let t = zone_with(10_000, 2);
+        let z = t.zone();
+        z.begin_slow_start(0, 0);
+        assert_eq!(scaled_load(z, 0, 3, 5_000), 6);
+        assert_eq!(scaled_load(z, 0, 0, 5_000), 0);
+        assert_eq!(scaled_load(z, 1, 3, 5_000), 3);
+        assert_eq!(scaled_load(z, 0, u32::MAX, 0), u64::from(u32::MAX));
+    }
+}

@@ -1,0 +1,133 @@
+//! Shared-memory records of health: the zone's health line and one row per
+//! peer
+//!
+//! # Layout
+//!
+//! ```text
+//!  health_off ─┬─ HealthLine ........ panic flag, ejected count, epoch
+//!              └─ HealthRow × n ..... line 1: check schedule and results
+//!                                     (written by the one prober of the
+//!                                     peer); line 2: slow start and outlier
+//!                                     counters (written by live traffic)
+//! ```
+//!
+//! The two lines of a row have different writers, so a prober updating a
+//! peer's check results does not bounce the line that requests to the same
+//! peer write. A pick reads neither unless the peer's hot `flags` say so
+//! (slow start, ejection).
+//!
+//! Ordering: the check schedule word `due_ms` is a lease taken by
+//! compare-and-swap; the counters are independent and `Relaxed`. The panic
+//! evaluation uses `SeqCst` on `epoch` (see [`crate::health::panic`]).
+
+use core::mem::size_of;
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+use super::{round_up, Zone, ALIGN};
+
+/// Zone-wide health words, on their own line.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct HealthLine {
+    /// 1 while the upstream is in panic (health ignored), else 0. Swapped
+    /// by whoever re-evaluates it; the swap's old value tells who logs.
+    pub panic: AtomicU32,
+    /// Peers currently ejected as outliers (bounded by `max_ejection`).
+    /// Incremented by the ejecting CAS, decremented by the one that ends
+    /// the ejection.
+    pub ejected: AtomicU32,
+    /// Bumped after every change of a peer's health bits: a panic
+    /// evaluation that saw it move runs again.
+    pub epoch: AtomicU64,
+    /// Zero.
+    pub reserved: [u64; 6],
+}
+
+/// One peer's health record: two cache lines.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct HealthRow {
+    /// When the next check is due (`ngx_current_msec` clock), 0 before the
+    /// first one is scheduled. The lease: a worker takes a check by moving
+    /// it forward with a compare-and-swap, so one check per interval goes
+    /// out however many workers look.
+    pub due_ms: AtomicU64,
+    /// When the last check ended.
+    pub last_ms: AtomicU64,
+    /// Checks made.
+    pub checks: AtomicU64,
+    /// Checks failed.
+    pub fails: AtomicU64,
+    /// Times the peer turned unhealthy.
+    pub unhealthy: AtomicU64,
+    /// Consecutive passed checks (0 after a failure).
+    pub rise: AtomicU32,
+    /// Consecutive failed checks (0 after a pass).
+    pub fall: AtomicU32,
+    /// The last check: 0 none yet, 1 passed, 2 failed.
+    pub last: AtomicU32,
+    /// Worker number (+1) that made the last check claim; for looking.
+    pub prober: AtomicU32,
+    /// Zero.
+    pub reserved1: u64,
+
+    /// When the slow start of the peer began (valid while its `SLOW` flag
+    /// is set).
+    pub ramp_from_ms: AtomicU64,
+    /// Slow-start admission accumulator, 16.16 fixed point: a pick adds the
+    /// ramp fraction and is admitted when the integer part moves.
+    pub credit: AtomicU32,
+    /// Consecutive 5xx responses (0 after any other response).
+    pub consecutive_5xx: AtomicU32,
+    /// Consecutive gateway errors: connection errors, timeouts, 502-504.
+    pub consecutive_errors: AtomicU32,
+    /// Times ejected (the next ejection lasts one base longer); decays to
+    /// zero after a healthy stretch as long as the longest ejection.
+    pub ejections: AtomicU32,
+    /// When the current ejection ends (valid while `EJECTED` is set).
+    pub ejected_until_ms: AtomicU64,
+    /// When the last ejection ended, for the decay of `ejections`.
+    pub ejection_end_ms: AtomicU64,
+    /// Zero.
+    pub reserved2: [u64; 3],
+}
+
+const _: () = {
+    assert!(size_of::<HealthLine>() == 64);
+    assert!(size_of::<HealthRow>() == 128);
+};
+
+/// Bytes of the health section for `peers` peers.
+pub(crate) fn section_len(peers: usize) -> usize {
+    round_up(size_of::<HealthLine>() + peers * size_of::<HealthRow>(), ALIGN)
+}
+
+impl<'a> Zone<'a> {
+    /// The zone's health line.
+    #[inline]
+    pub fn health_line(&self) -> &'a HealthLine {
+        // SAFETY: the health section starts with its line (layout
+        // contract); zero-initialised atomics.
+        unsafe { &*self.as_ptr().add(self.root().health_off as usize).cast::<HealthLine>() }
+    }
+
+    /// Health rows of every peer.
+    #[inline]
+    pub fn health_rows(&self) -> &'a [HealthRow] {
+        let off = self.root().health_off + size_of::<HealthLine>() as u64;
+        // SAFETY: `peers` rows follow the health line (layout contract);
+        // zero-initialised atomics, 64-byte aligned.
+        unsafe {
+            core::slice::from_raw_parts(
+                self.as_ptr().add(off as usize).cast::<HealthRow>(),
+                self.peers(),
+            )
+        }
+    }
+
+    /// Whether picks must read the panic flag.
+    #[inline]
+    pub(crate) fn health_on(&self) -> bool {
+        self.root().health.panic_percent != 0
+    }
+}

@@ -1,0 +1,300 @@
+//! Health: the health directives, active checks, and the health timer
+
+use hab_core::health::check::CheckTransition;
+use hab_core::health::panic::{PanicChange, PanicReport};
+use hab_core::spec::HealthSpec;
+
+use crate::zone::zone;
+use crate::{guard, hab_result, hab_zone};
+use crate::{HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
+
+/// `hab_health_conf.flags`: `ha_check` is configured.
+pub const HAB_HEALTH_CHECK: u32 = HealthSpec::CHECK;
+/// `hab_health_conf.flags`: `mandatory`.
+pub const HAB_HEALTH_MANDATORY: u32 = HealthSpec::MANDATORY;
+/// `hab_health_conf.flags`: `persistent`.
+pub const HAB_HEALTH_PERSISTENT: u32 = HealthSpec::PERSISTENT;
+/// `hab_health_conf.flags`: `clear_fails`.
+pub const HAB_HEALTH_CLEAR_FAILS: u32 = HealthSpec::CLEAR_FAILS;
+
+/// The health directives of an upstream (times in ms, 0: off).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct hab_health_conf {
+    /// `HAB_HEALTH_*`.
+    pub flags: u32,
+    /// `ha_check interval=`.
+    pub interval_ms: u32,
+    /// `jitter=`.
+    pub jitter_ms: u32,
+    /// `timeout=`.
+    pub timeout_ms: u32,
+    /// `fails=`.
+    pub fails: u32,
+    /// `passes=`.
+    pub passes: u32,
+    /// `ha_slow_start`.
+    pub slow_start_ms: u32,
+    /// `ha_outlier consecutive_5xx=`.
+    pub consecutive_5xx: u32,
+    /// `consecutive_errors=`.
+    pub consecutive_errors: u32,
+    /// `base_ejection=`.
+    pub base_ejection_ms: u32,
+    /// `max_ejection_time=`; 0 for the default.
+    pub max_ejection_ms: u32,
+    /// `max_ejection=`, percent; 0 for 100.
+    pub max_ejection_percent: u32,
+    /// `ha_panic`, percent; 0 for off.
+    pub panic_percent: u32,
+    /// Zero.
+    pub reserved: [u32; 3],
+}
+
+impl hab_health_conf {
+    pub(crate) fn spec(&self) -> HealthSpec {
+        HealthSpec {
+            flags: self.flags,
+            interval_ms: self.interval_ms,
+            jitter_ms: self.jitter_ms,
+            timeout_ms: self.timeout_ms,
+            fails: self.fails,
+            passes: self.passes,
+            slow_start_ms: self.slow_start_ms,
+            consecutive_5xx: self.consecutive_5xx,
+            consecutive_errors: self.consecutive_errors,
+            base_ejection_ms: self.base_ejection_ms,
+            max_ejection_ms: self.max_ejection_ms,
+            max_ejection_percent: self.max_ejection_percent,
+            panic_percent: self.panic_percent,
+            reserved: [0; 3],
+        }
+    }
+}
+
+/// `hab_panic_report.change`: nothing.
+pub const HAB_PANIC_MODE_NONE: u32 = 0;
+/// `hab_panic_report.change`: this call put the upstream in panic.
+pub const HAB_PANIC_MODE_ENTERED: u32 = 1;
+/// `hab_panic_report.change`: this call ended the panic.
+pub const HAB_PANIC_MODE_LEFT: u32 = 2;
+
+/// A panic evaluation.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct hab_panic_report {
+    /// `HAB_PANIC_MODE_*`.
+    pub change: u32,
+    /// Primaries in service and healthy.
+    pub healthy: u32,
+    /// Primaries in service.
+    pub total: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+impl From<PanicReport> for hab_panic_report {
+    fn from(p: PanicReport) -> Self {
+        hab_panic_report {
+            change: match p.change {
+                PanicChange::None => HAB_PANIC_MODE_NONE,
+                PanicChange::Entered => HAB_PANIC_MODE_ENTERED,
+                PanicChange::Left => HAB_PANIC_MODE_LEFT,
+            },
+            healthy: p.healthy,
+            total: p.total,
+            reserved: 0,
+        }
+    }
+}
+
+/// `hab_check_report.transition`: none.
+pub const HAB_CHECK_NONE: u32 = 0;
+/// `hab_check_report.transition`: a checking server passed its first check.
+pub const HAB_CHECK_UP: u32 = 1;
+/// `hab_check_report.transition`: an unhealthy server is healthy again.
+pub const HAB_CHECK_HEALTHY: u32 = 2;
+/// `hab_check_report.transition`: the server turned unhealthy.
+pub const HAB_CHECK_UNHEALTHY: u32 = 3;
+
+/// What a check result did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct hab_check_report {
+    /// `HAB_CHECK_*`.
+    pub transition: u32,
+    /// Consecutive passes.
+    pub rise: u32,
+    /// Consecutive failures.
+    pub fall: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The panic evaluation that followed a transition.
+    pub panic: hab_panic_report,
+}
+
+/// Takes the checks due for worker `worker` of `workers` at `now_ms`: at
+/// most `cap` peer indices into `out_peers`, their number in `out_n`, and
+/// in `out_next_ms` when the next one falls due (`UINT64_MAX`: none).
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `out_peers` writable for `cap` elements;
+/// `out_n` and `out_next_ms` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_check_claim(
+    z: *mut hab_zone,
+    worker: u32,
+    workers: u32,
+    now_ms: u64,
+    seed: u64,
+    out_peers: *mut u32,
+    cap: usize,
+    out_n: *mut usize,
+    out_next_ms: *mut u64,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || out_n.is_null() || out_next_ms.is_null() || (out_peers.is_null() && cap != 0)
+        {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: a valid handle (caller contract).
+        let z = unsafe { zone(z) };
+        let out: &mut [u32] = if cap == 0 {
+            &mut []
+        } else {
+            // SAFETY: writable for `cap` elements (caller contract).
+            unsafe { core::slice::from_raw_parts_mut(out_peers, cap) }
+        };
+        let (n, next) = z.claim_checks(worker, workers, now_ms, seed, out);
+        // SAFETY: non-NULL, writable (caller contract).
+        unsafe {
+            out_n.write(n);
+            out_next_ms.write(next);
+        }
+        HAB_OK
+    })
+}
+
+/// Records the result of a check of `peer` that ended at `now_ms`
+/// (`passed` non-zero: it passed).
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `out_report` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_check_done(
+    z: *mut hab_zone,
+    peer: u32,
+    passed: u32,
+    now_ms: u64,
+    out_report: *mut hab_check_report,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: a valid handle (caller contract).
+        let z = unsafe { zone(z) };
+        match z.check_done(peer as usize, passed != 0, now_ms) {
+            Ok(r) => {
+                if !out_report.is_null() {
+                    let transition = match r.transition {
+                        CheckTransition::None => HAB_CHECK_NONE,
+                        CheckTransition::Up => HAB_CHECK_UP,
+                        CheckTransition::Healthy => HAB_CHECK_HEALTHY,
+                        CheckTransition::Unhealthy => HAB_CHECK_UNHEALTHY,
+                    };
+                    // SAFETY: non-NULL, writable (caller contract).
+                    unsafe {
+                        out_report.write(hab_check_report {
+                            transition,
+                            rise: r.rise,
+                            fall: r.fall,
+                            reserved: 0,
+                            panic: r.panic.into(),
+                        })
+                    };
+                }
+                HAB_OK
+            }
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// The health timer of one worker at `now_ms`: ends the outlier
+/// ejections that are over (at most `cap` of the peers returned into
+/// `out_peers`, their number in `out_n`) and, when the health epoch moved
+/// since `*epoch` (the worker's last look, updated), re-evaluates the panic
+/// flag into `out_panic`.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `epoch`, `out_n`, `out_panic` writable;
+/// `out_peers` writable for `cap` elements.
+#[no_mangle]
+pub unsafe extern "C" fn hab_health_tick(
+    z: *mut hab_zone,
+    now_ms: u64,
+    epoch: *mut u64,
+    out_peers: *mut u32,
+    cap: usize,
+    out_n: *mut usize,
+    out_panic: *mut hab_panic_report,
+) -> hab_result {
+    guard(|| {
+        if z.is_null()
+            || epoch.is_null()
+            || out_n.is_null()
+            || out_panic.is_null()
+            || (out_peers.is_null() && cap != 0)
+        {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: a valid handle (caller contract).
+        let z = unsafe { zone(z) };
+        let out: &mut [u32] = if cap == 0 {
+            &mut []
+        } else {
+            // SAFETY: writable for `cap` elements (caller contract).
+            unsafe { core::slice::from_raw_parts_mut(out_peers, cap) }
+        };
+        let n = z.end_ejections(now_ms, out);
+        // SAFETY: non-NULL, writable (caller contract).
+        let seen = unsafe { &mut *epoch };
+        let now_epoch = z.health_epoch();
+        let panic = if now_epoch != *seen {
+            *seen = now_epoch;
+            z.update_panic()
+        } else {
+            PanicReport::default()
+        };
+        // SAFETY: as above.
+        unsafe {
+            out_n.write(n);
+            out_panic.write(panic.into());
+        }
+        HAB_OK
+    })
+}
+
+/// Validates a health configuration on its own, for `nginx -t` messages:
+/// `HAB_INVALID_ARGUMENT` when the values are inconsistent.
+///
+/// # Safety
+///
+/// `conf` NULL or readable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_health_validate(conf: *const hab_health_conf) -> hab_result {
+    guard(|| {
+        if conf.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: non-NULL, readable (caller contract).
+        match unsafe { &*conf }.spec().validate() {
+            Ok(()) => HAB_OK,
+            Err(_) => HAB_INVALID_ARGUMENT,
+        }
+    })
+}
