@@ -6,6 +6,8 @@
 #   make module NGINX_SRC=DIR [NGINX_CONF_ARGS="..."]
 #                    only the .so, against your nginx source tree
 #   make debian-module   the .so for Debian's packaged nginx (nginx-dev)
+#   make deb         target/deb/libnginx-mod-http-upstream-ha_<version>_<arch>.deb,
+#                    that .so as a Debian package (make deb-check tests it)
 #   make check       the quick loop: fmt, clippy, unit tests (no nginx)
 #   make bench | clean
 
@@ -30,12 +32,15 @@ NGX_CONFIGURE_ARGS := --prefix=$(NGX_PREFIX) --with-compat \
 
 DEBIAN_SRC := /usr/share/nginx/src
 DEBIAN_BUILD := $(TARGET)/debian-build
+DEB_DIR := $(TARGET)/deb
+DEB_SCRIPT := CARGO="$(CARGO)" NGINX_BIN=/usr/sbin/nginx \
+	DEB_ABI_FILE=$(DEBIAN_SRC)/debian/libnginx-mod.abisubstvars scripts/deb.sh
 
 DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core \
 	chromium chromium-driver prometheus wrk
 
-.PHONY: all deps nginx module debian-module debian-module-check \
+.PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
 	check-exports check test demo bench clean
 
 all: nginx
@@ -171,6 +176,16 @@ debian-module-check: debian-module
 	EOF
 	/usr/sbin/nginx -e stderr -t -p "$$tmp" -c "$$tmp/nginx.conf"
 
+# The Debian package of that .so, laid out as Debian's libnginx-mod-*
+# packages (scripts/deb.sh, packaging/deb/), and its test: contents and
+# metadata, nginx -t on the unpacked .so, the maintainer scripts in a
+# scratch root, a reproducible rebuild, lintian if installed.
+deb: debian-module
+	@$(DEB_SCRIPT) build $(TARGET)/debian/$(MODULE).so $(DEB_DIR)
+
+deb-check: deb
+	@$(DEB_SCRIPT) check $(TARGET)/debian/$(MODULE).so $(DEB_DIR)
+
 # Each .so exports only nginx's module symbols (see nginx-module/config).
 check-exports:
 	@for so in $(NGX_PREFIX)/modules/$(MODULE).so $(TARGET)/debian/$(MODULE).so; do
@@ -180,7 +195,7 @@ check-exports:
 		echo "$$so: exports ok"
 	done
 
-test: deps nginx debian-module-check check-exports
+test: deps nginx debian-module-check deb-check check-exports
 	$(CARGO) build --workspace --bins
 	HAB_REQUIRE_NGINX=1 $(CARGO) test --workspace
 	# the same end-to-end tests against Debian's nginx 1.22 and its module
