@@ -15,61 +15,7 @@
 
 #include <ha_balancer.h>
 
-
-/* bounds of "table_size=" (the core's maglev::MIN/MAX_TABLE_SIZE) */
-#define HAB_MAGLEV_MIN  257
-#define HAB_MAGLEV_MAX  65537011
-
-
-typedef struct {
-    ngx_str_t                           state_file;
-    hab_state                          *state;      /* parsed, lazily */
-    ngx_uint_t                          state_read; /* unsigned:1 */
-
-    /*
-     * wall clock minus ngx_current_msec, ms, taken once in the master so
-     * that every worker shows the same dates for the same instants
-     */
-    int64_t                             wall_offset;
-} ngx_http_upstream_ha_main_conf_t;
-
-
-typedef struct {
-    ngx_flag_t                          enable;
-    ngx_flag_t                          write;
-    ngx_str_t                           prefix;     /* the location's name */
-} ngx_http_upstream_ha_api_conf_t;
-
-
-typedef struct {
-    ngx_uint_t                          policy;     /* HAB_POLICY_*, 0: unset */
-    ngx_str_t                          *name;       /* upstream name */
-    ngx_http_complex_value_t            key;        /* hash */
-
-    hab_upstream_conf                   conf;
-    size_t                              zone_size;
-    ngx_shm_zone_t                     *shm_zone;
-    hab_zone                           *zone;
-    uint32_t                            slot;       /* worker's ledger slot */
-    ngx_http_upstream_ha_main_conf_t   *hmcf;
-
-    /* per worker: table index -> nginx peer, built lazily */
-    ngx_http_upstream_rr_peers_t       *indexed;
-    ngx_http_upstream_rr_peer_t       **peer;
-    ngx_uint_t                          npeers;
-} ngx_http_upstream_ha_srv_conf_t;
-
-
-typedef struct {
-    /* the round robin peer data must be first */
-    ngx_http_upstream_rr_peer_data_t    rrp;
-
-    ngx_http_upstream_ha_srv_conf_t    *conf;
-    ngx_http_request_t                 *request;
-    ngx_http_upstream_rr_peers_t       *peers;      /* primaries */
-    hab_attempt                        *attempt;
-    ngx_str_t                           key;        /* hash */
-} ngx_http_upstream_ha_peer_data_t;
+#include "ngx_http_upstream_ha_module.h"
 
 
 static ngx_int_t ngx_http_upstream_init_ha(ngx_conf_t *cf,
@@ -91,9 +37,6 @@ static void ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
 static void ngx_http_upstream_ha_end_attempt(void *data);
 static ngx_int_t ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
-static ngx_int_t ngx_http_upstream_ha_index(
-    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
-    ngx_log_t *log);
 static ngx_int_t ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
@@ -113,6 +56,7 @@ static void ngx_http_upstream_ha_buf_cleanup(void *data);
 static ngx_uint_t ngx_http_upstream_ha_accepts_html(ngx_http_request_t *r);
 
 static void *ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_upstream_ha_create_conf(ngx_conf_t *cf);
 static void *ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf);
 static char *ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent,
@@ -134,6 +78,34 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
     { ngx_string("ha_balance"),
       NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
       ngx_http_upstream_ha_balance,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_check"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_ANY,
+      ngx_http_upstream_ha_check,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_slow_start"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_http_upstream_ha_slow_start,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_outlier"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_ANY,
+      ngx_http_upstream_ha_outlier,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_panic"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_http_upstream_ha_panic,
       NGX_HTTP_SRV_CONF_OFFSET,
       0,
       NULL },
@@ -161,7 +133,7 @@ static ngx_http_module_t  ngx_http_upstream_ha_module_ctx = {
     NULL,                                  /* postconfiguration */
 
     ngx_http_upstream_ha_create_main_conf, /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_upstream_ha_init_main_conf,   /* init main configuration */
 
     ngx_http_upstream_ha_create_conf,      /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -240,7 +212,12 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 
     hcf->hmcf = ngx_http_conf_get_module_main_conf(cf,
                                                  ngx_http_upstream_ha_module);
+    hcf->uscf = us;
     hcf->conf.policy = (uint32_t) hcf->policy;
+
+    if (ngx_http_upstream_ha_init_health(cf, hcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
     hcf->conf.peers = pc;
     hcf->conf.npeers = n;
 
@@ -506,7 +483,7 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    if (hab_zone_carry(hcf->zone, old, &carried) == HAB_OK) {
+    if (hab_zone_carry(hcf->zone, old, ngx_current_msec, &carried) == HAB_OK) {
         ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
                       "ha_balance upstream \"%V\": state of %uD servers "
                       "kept", hcf->name, carried);
@@ -729,7 +706,7 @@ ngx_http_upstream_ha_end_attempt(void *data)
  * indices to peers once, on first use.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_rr_peers_t *peers, ngx_log_t *log)
 {
@@ -931,6 +908,20 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
         }
     }
 
+    if ((report.flags & HAB_REPORT_EJECTED) && report.peer < hp->conf->npeers)
+    {
+        peer = hp->conf->peer[report.peer];
+
+        ngx_log_error(NGX_LOG_WARN, pc->log, 0,
+                      "upstream server %V of \"%V\" ejected for %uL ms: "
+                      "%uD %s in a row", &peer->name, hp->conf->name,
+                      (uint64_t) report.eject_ms, report.eject_count,
+                      report.eject_reason == HAB_EJECT_5XX
+                      ? "5xx responses" : "gateway errors");
+
+        ngx_http_upstream_ha_log_panic(pc->log, hp->conf, &report.panic);
+    }
+
     if (report.flags & HAB_REPORT_LAST_TRY) {
         pc->tries = 0;
         return;
@@ -975,6 +966,8 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
                           "ha_balance upstream \"%V\": no ledger slot: %s",
                           hcf->name, hab_result_str(rc));
         }
+
+        ngx_http_upstream_ha_start_health(cycle, hcf);
     }
 
     return NGX_OK;
@@ -1323,6 +1316,47 @@ ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf)
                         - (int64_t) ngx_current_msec;
 
     return conf;
+}
+
+
+/* the health directives only mean something with ha_balance */
+
+static char *
+ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_uint_t                         i;
+    hab_health_conf                   *hc;
+    ngx_http_upstream_srv_conf_t     **uscfp;
+    ngx_http_upstream_main_conf_t     *umcf;
+    ngx_http_upstream_ha_srv_conf_t   *hcf;
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+
+        if (uscfp[i]->srv_conf == NULL) {
+            continue;
+        }
+
+        hcf = ngx_http_conf_upstream_srv_conf(uscfp[i],
+                                              ngx_http_upstream_ha_module);
+        hc = &hcf->health;
+
+        if (hcf->policy == 0
+            && (hc->flags || hc->slow_start_ms || hc->base_ejection_ms
+                || hc->panic_percent))
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "upstream \"%V\": ha_check, ha_slow_start, "
+                          "ha_outlier and ha_panic need \"ha_balance\" in "
+                          "%s:%ui", &uscfp[i]->host, uscfp[i]->file_name,
+                          uscfp[i]->line);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
 }
 
 

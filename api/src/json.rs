@@ -185,10 +185,37 @@ pub struct Server<'a> {
     pub response_time: Option<u64>,
     /// The latency estimate (EWMA), ms (ours).
     pub latency: Option<f64>,
+    /// Active health checks, when `ha_check` is configured.
+    pub health_checks: Option<HealthChecks>,
+    /// When its outlier ejection ends, while it is ejected (ours).
+    pub ejected_until: Option<Date>,
+    /// Its slow-start share in percent of its weight, while it ramps
+    /// (ours).
+    pub slow_start: Option<u32>,
+    /// The upstream is in panic: health ignored (ours).
+    pub panic: bool,
     /// The upstream's balancing policy (ours).
     pub policy: &'static str,
     /// Number of the generation serving the upstream (ours).
     pub generation: u64,
+}
+
+/// NGINX Plus's `health_checks` object, with the consecutive counts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HealthChecks {
+    /// Checks made.
+    pub checks: u64,
+    /// Checks failed.
+    pub fails: u64,
+    /// Times the server turned unhealthy.
+    pub unhealthy: u64,
+    /// Whether the last check passed (absent before the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_passed: Option<bool>,
+    /// Consecutive passed checks (ours; HAProxy's `rise`).
+    pub rise: u32,
+    /// Consecutive failed checks (ours; HAProxy's `fall`).
+    pub fall: u32,
 }
 
 /// An older generation that requests in flight still hold.
@@ -288,6 +315,17 @@ pub fn server<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock) -> Server<'a> 
         header_time: st.header_time(),
         response_time: st.response_time(),
         latency: v.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
+        health_checks: v.checks.map(|c| HealthChecks {
+            checks: c.checks,
+            fails: c.fails,
+            unhealthy: c.unhealthy,
+            last_passed: c.last_passed,
+            rise: c.rise,
+            fall: c.fall,
+        }),
+        ejected_until: v.ejected_until_ms.map(|t| clock.date(t)),
+        slow_start: v.slow_start_percent,
+        panic: v.panic,
         policy: policy_name(zone.policy()),
         generation: zone.generation(),
     }
@@ -390,6 +428,12 @@ impl Serialize for Filtered<'_, '_> {
         optional!("header_time", s.header_time);
         optional!("response_time", s.response_time);
         optional!("latency", s.latency);
+        optional!("health_checks", s.health_checks);
+        optional!("ejected_until", s.ejected_until);
+        optional!("slow_start", s.slow_start);
+        if s.panic {
+            field!("panic", &s.panic);
+        }
         field!("policy", s.policy);
         field!("generation", &s.generation);
         m.end()

@@ -26,6 +26,8 @@ pub fn state_number(s: ServerState) -> u8 {
         ServerState::Draining => 2,
         ServerState::Down => 3,
         ServerState::Unavail => 4,
+        ServerState::Checking => 5,
+        ServerState::Unhealthy => 6,
     }
 }
 
@@ -62,6 +64,7 @@ struct Sample {
     downtime_ms: u64,
     header_time: Option<u64>,
     response_time: Option<u64>,
+    checks: Option<hab_core::health::check::CheckStats>,
 }
 
 impl Sample {
@@ -82,6 +85,7 @@ impl Sample {
             downtime_ms: st.downtime_ms,
             header_time: st.header_time(),
             response_time: st.response_time(),
+            checks: v.checks,
         }
     }
 }
@@ -177,6 +181,34 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Time the server spent unavailable",
         value: Value::One(|s| Some(Num::Millis(s.downtime_ms))),
+    },
+    Family {
+        name: "ha_upstream_server_health_checks_checks_total",
+        kind: "counter",
+        help: "Active health checks made (servers of upstreams with ha_check)",
+        value: Value::One(|s| s.checks.map(|c| Num::Int(c.checks))),
+    },
+    Family {
+        name: "ha_upstream_server_health_checks_fails_total",
+        kind: "counter",
+        help: "Active health checks failed",
+        value: Value::One(|s| s.checks.map(|c| Num::Int(c.fails))),
+    },
+    Family {
+        name: "ha_upstream_server_health_checks_unhealthy_total",
+        kind: "counter",
+        help: "Times the server turned unhealthy",
+        value: Value::One(|s| s.checks.map(|c| Num::Int(c.unhealthy))),
+    },
+    Family {
+        name: "ha_upstream_server_health_checks_last_passed",
+        kind: "gauge",
+        help: "Whether the last health check passed (1) or failed (0)",
+        value: Value::One(|s| {
+            s.checks
+                .and_then(|c| c.last_passed)
+                .map(|p| Num::Int(u64::from(p)))
+        }),
     },
     Family {
         name: "ha_upstream_server_header_time",

@@ -355,7 +355,7 @@ fn patch(
             }
         }
     }
-    zone.set_admin(i, p.down, p.drain)
+    zone.set_admin(i, p.down, p.drain, req.now_ms)
         .map_err(|_| not_found("server not found"))?;
     Ok(true)
 }

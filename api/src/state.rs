@@ -140,7 +140,7 @@ impl StateFile {
             else {
                 continue;
             };
-            if zone.set_admin(i, Some(e.down), Some(e.drain)).is_ok()
+            if zone.set_admin(i, Some(e.down), Some(e.drain), 0).is_ok()
                 && zone.set_weight(i, e.weight).is_ok()
             {
                 applied += 1;
@@ -207,8 +207,8 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.json");
         let t = zone();
-        t.zone().set_admin(0, Some(true), None).unwrap();
-        t.zone().set_admin(2, None, Some(true)).unwrap();
+        t.zone().set_admin(0, Some(true), None, 0).unwrap();
+        t.zone().set_admin(2, None, Some(true), 0).unwrap();
         t.zone().set_weight(1, Some(7)).unwrap();
         let ups = [Upstream {
             name: "app",

@@ -197,7 +197,7 @@ proptest! {
                     model[i][3] += u64::from(r.unwrap().transition == Transition::Disabled);
                 }
                 Op::Advance { ms } => now += ms,
-                Op::Admin { peer, down, drain } => z.set_admin(peer, down, drain).unwrap(),
+                Op::Admin { peer, down, drain } => z.set_admin(peer, down, drain, 0).unwrap(),
                 Op::Weight { peer, weight } => {
                     z.set_weight(peer, weight).unwrap();
                     match z.publish(7, |_| true) {

@@ -9,7 +9,11 @@
 //!   - `GET /_ctl/mode?set=ok|fail500|fail404|close|delay:MS` sets the
 //!     default behaviour of later requests (`GET /_ctl/mode` shows it);
 //!   - `GET /_ctl/stats` answers `requests=N inflight=M max_inflight=K conns=C`;
-//!   - `GET /_ctl/reset` zeroes `requests`, `max_inflight` and `conns`.
+//!   - `GET /_ctl/reset` zeroes `requests`, `max_inflight` and `conns`;
+//!   - `GET /_ctl/health?set=ok|fail|sick|hang|reset|delay:MS` sets how
+//!     `/healthz` answers (see [`Health`]) independently of the traffic.
+//! - `GET /healthz`: the health check endpoint, counted in `checks` (not in
+//!   `requests`): `200 healthy` by default.
 
 use std::fmt;
 use std::io::{self, BufReader};
@@ -71,6 +75,54 @@ impl fmt::Display for Mode {
     }
 }
 
+/// How `/healthz` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// `200`, body `healthy`.
+    Ok,
+    /// `503`, body `unhealthy`.
+    Fail,
+    /// `200`, body `sick` (for body checks).
+    Sick,
+    /// Reads the request and never answers (until the checker gives up).
+    Hang,
+    /// Resets the connection (RST) without answering.
+    Reset,
+    /// Sleeps this many milliseconds, then answers `200 healthy`.
+    Delay(u64),
+}
+
+impl FromStr for Health {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "ok" => Health::Ok,
+            "fail" => Health::Fail,
+            "sick" => Health::Sick,
+            "hang" => Health::Hang,
+            "reset" => Health::Reset,
+            _ => match s.strip_prefix("delay:").map(str::parse::<u64>) {
+                Some(Ok(ms)) if ms <= MAX_DELAY_MS => Health::Delay(ms),
+                _ => return Err(format!("invalid health {s:?}")),
+            },
+        })
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Health::Ok => f.write_str("ok"),
+            Health::Fail => f.write_str("fail"),
+            Health::Sick => f.write_str("sick"),
+            Health::Hang => f.write_str("hang"),
+            Health::Reset => f.write_str("reset"),
+            Health::Delay(ms) => write!(f, "delay:{ms}"),
+        }
+    }
+}
+
 /// Counters of one backend. All `Relaxed`: they are independent statistics
 /// read only for reporting, and no other memory is published through them.
 #[derive(Debug, Default)]
@@ -83,17 +135,20 @@ pub struct Stats {
     pub max_inflight: AtomicU64,
     /// Connections accepted since start or reset.
     pub conns: AtomicU64,
+    /// `/healthz` requests since start or reset.
+    pub checks: AtomicU64,
 }
 
 impl Stats {
     /// The `/_ctl/stats` line.
     pub fn line(&self) -> String {
         format!(
-            "requests={} inflight={} max_inflight={} conns={}",
+            "requests={} inflight={} max_inflight={} conns={} checks={}",
             self.requests.load(Ordering::Relaxed),
             self.inflight.load(Ordering::Relaxed),
             self.max_inflight.load(Ordering::Relaxed),
             self.conns.load(Ordering::Relaxed),
+            self.checks.load(Ordering::Relaxed),
         )
     }
 }
@@ -105,6 +160,7 @@ pub struct StatsSnapshot {
     pub inflight: u64,
     pub max_inflight: u64,
     pub conns: u64,
+    pub checks: u64,
 }
 
 impl FromStr for StatsSnapshot {
@@ -122,6 +178,7 @@ impl FromStr for StatsSnapshot {
                 "inflight" => out.inflight = v,
                 "max_inflight" => out.max_inflight = v,
                 "conns" => out.conns = v,
+                "checks" => out.checks = v,
                 _ => {}
             }
         }
@@ -134,6 +191,7 @@ impl FromStr for StatsSnapshot {
 pub struct Backend {
     name: String,
     mode: Mutex<Mode>,
+    health: Mutex<Health>,
     stats: Stats,
 }
 
@@ -169,6 +227,7 @@ impl Backend {
         Arc::new(Backend {
             name: name.to_owned(),
             mode: Mutex::new(Mode::Ok),
+            health: Mutex::new(Health::Ok),
             stats: Stats::default(),
         })
     }
@@ -186,6 +245,16 @@ impl Backend {
     /// Sets the default mode.
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    /// How `/healthz` answers now.
+    pub fn health(&self) -> Health {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets how `/healthz` answers.
+    pub fn set_health(&self, health: Health) {
+        *self.health.lock().unwrap_or_else(|e| e.into_inner()) = health;
     }
 
     /// The counters.
@@ -279,10 +348,21 @@ impl Backend {
                     Err(e) => (400, format!("{e}\n")),
                 },
             },
+            "/_ctl/health" => match req.query("set") {
+                None => (200, format!("{}\n", self.health())),
+                Some(v) => match v.parse::<Health>() {
+                    Ok(h) => {
+                        self.set_health(h);
+                        (200, format!("{h}\n"))
+                    }
+                    Err(e) => (400, format!("{e}\n")),
+                },
+            },
             "/_ctl/stats" => (200, format!("{}\n", self.stats.line())),
             "/_ctl/reset" => {
                 self.stats.requests.store(0, Ordering::Relaxed);
                 self.stats.conns.store(0, Ordering::Relaxed);
+                self.stats.checks.store(0, Ordering::Relaxed);
                 let now = self.stats.inflight.load(Ordering::Relaxed);
                 self.stats.max_inflight.store(now, Ordering::Relaxed);
                 (200, format!("{}\n", self.stats.line()))
@@ -302,6 +382,28 @@ impl Backend {
             let keep = req.keep_alive();
             if req.path().starts_with("/_ctl/") {
                 let (status, body) = self.control(&req);
+                write_response(&mut &stream, status, &name_hdr, body.as_bytes(), keep)?;
+            } else if req.path() == "/healthz" {
+                self.stats.checks.fetch_add(1, Ordering::Relaxed);
+                let (status, body) = match self.health() {
+                    Health::Ok => (200, "healthy\n"),
+                    Health::Fail => (503, "unhealthy\n"),
+                    Health::Sick => (200, "sick\n"),
+                    Health::Delay(ms) => {
+                        thread::sleep(Duration::from_millis(ms));
+                        (200, "healthy\n")
+                    }
+                    Health::Hang => {
+                        // Until the checker closes (or the idle timeout).
+                        let mut buf = [0u8; 64];
+                        while matches!(io::Read::read(&mut &stream, &mut buf), Ok(n) if n > 0) {}
+                        return Ok(());
+                    }
+                    Health::Reset => {
+                        reset(&stream);
+                        return Ok(());
+                    }
+                };
                 write_response(&mut &stream, status, &name_hdr, body.as_bytes(), keep)?;
             } else {
                 let _inflight = Inflight::enter(&self.stats);
@@ -327,5 +429,25 @@ impl Backend {
             }
         }
         Ok(())
+    }
+}
+
+/// Closes `stream` with a reset (RST) instead of a FIN: linger on, 0 s.
+fn reset(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket descriptor owned by `stream`, and a pointer to
+    // a live `linger` of the size passed.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            core::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }

@@ -431,7 +431,7 @@ mod tests {
     fn down_peers_are_not_checked_and_first_checks_spread() {
         let t = table(0, 4);
         let z = t.zone();
-        z.set_admin(2, Some(true), None).unwrap();
+        z.set_admin(2, Some(true), None, 0).unwrap();
         let mut out = [0u32; 8];
         let (n, next) = z.claim_checks(0, 1, 1_000, 0, &mut out);
         // Spread over the first interval: peer 0 at once, 1, 3 later.

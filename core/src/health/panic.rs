@@ -176,7 +176,7 @@ mod tests {
             }
             // Admin down is out of the count and out of rotation even in
             // panic.
-            z.set_admin(0, Some(true), None).unwrap();
+            z.set_admin(0, Some(true), None, 0).unwrap();
             assert!(picks(&t, 100).iter().all(|&p| p != 0), "{policy:?}");
             for i in [1, 2] {
                 z.states()[i].flags.fetch_and(!PeerState::UNHEALTHY, Relaxed);

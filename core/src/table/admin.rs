@@ -29,8 +29,13 @@ pub enum ServerState {
     Draining,
     /// Down: configured or set down, or drained with nothing in flight.
     Down,
-    /// Disabled by `max_fails` within `fail_timeout`.
+    /// Disabled by `max_fails` within `fail_timeout`, or ejected as an
+    /// outlier.
     Unavail,
+    /// Waiting for its first check (`mandatory`).
+    Checking,
+    /// Failed its active checks.
+    Unhealthy,
 }
 
 impl ServerState {
@@ -41,6 +46,8 @@ impl ServerState {
             ServerState::Draining => "draining",
             ServerState::Down => "down",
             ServerState::Unavail => "unavail",
+            ServerState::Checking => "checking",
+            ServerState::Unhealthy => "unhealthy",
         }
     }
 }
@@ -82,16 +89,25 @@ pub struct PeerView<'a> {
     pub stats: super::stats::PeerStats,
     /// The latency estimate (EWMA), ms, when known.
     pub latency_ms: Option<f64>,
+    /// Active check counters, when `ha_check` is configured.
+    pub checks: Option<crate::health::check::CheckStats>,
+    /// When its outlier ejection ends, while it is ejected.
+    pub ejected_until_ms: Option<u64>,
+    /// Its slow-start fraction in percent, while it ramps.
+    pub slow_start_percent: Option<u32>,
+    /// The upstream is in panic (health ignored).
+    pub panic: bool,
 }
 
 impl<'a> Zone<'a> {
-    /// Sets or clears `down` and `drain` of peer `i`; `None` leaves a bit
-    /// as it is.
+    /// Sets or clears `down` and `drain` of peer `i` at `now`; `None`
+    /// leaves a bit as it is. A peer back in service slow-starts.
     pub fn set_admin(
         &self,
         i: usize,
         down: Option<bool>,
         drain: Option<bool>,
+        now: u64,
     ) -> Result<(), Error> {
         let s = self.states().get(i).ok_or(Error::InvalidArgument)?;
         for (value, bit) in [(down, PeerState::ADMIN_DOWN), (drain, PeerState::DRAIN)] {
@@ -100,11 +116,18 @@ impl<'a> Zone<'a> {
                     s.flags.fetch_or(bit, Relaxed);
                 }
                 Some(false) => {
-                    s.flags.fetch_and(!bit, Relaxed);
+                    let old = s.flags.fetch_and(!bit, Relaxed);
+                    if old & bit != 0 && old & PeerState::OUT & !bit == 0 {
+                        // Back in service: slow start, when configured.
+                        self.begin_slow_start(i, now);
+                    }
                 }
                 None => {}
             }
         }
+        // Admin state counts in the panic threshold: every worker's health
+        // timer re-evaluates it.
+        self.health_changed();
         Ok(())
     }
 
@@ -158,11 +181,16 @@ impl<'a> Zone<'a> {
             } else {
                 ServerState::Down
             }
-        } else if unavail {
+        } else if flags & PeerState::CHECKING != 0 {
+            ServerState::Checking
+        } else if flags & PeerState::UNHEALTHY != 0 {
+            ServerState::Unhealthy
+        } else if unavail || flags & PeerState::EJECTED != 0 {
             ServerState::Unavail
         } else {
             ServerState::Up
         };
+        let hs = self.health_spec();
         let over = c.weight_override.load(Relaxed);
         let ewma = f64::from_bits(s.ewma_bits.load(Relaxed));
         Some(PeerView {
@@ -183,6 +211,17 @@ impl<'a> Zone<'a> {
             fails,
             stats: self.stats(i, now).unwrap_or_default(),
             latency_ms: (ewma > 0.0 && ewma.is_finite()).then_some(ewma),
+            checks: hs.checks().then(|| self.check_stats(i)),
+            ejected_until_ms: self.ejected_until(i),
+            slow_start_percent: (flags & PeerState::SLOW != 0)
+                .then(|| {
+                    let row = &self.health_rows()[i];
+                    let window = u64::from(hs.slow_start_ms).max(1);
+                    let since = now.saturating_sub(row.ramp_from_ms.load(Relaxed));
+                    (since.min(window) * 100 / window).max(10) as u32
+                })
+                .filter(|&p| p < 100),
+            panic: self.in_panic(),
         })
     }
 }
@@ -214,7 +253,7 @@ mod tests {
                 held.push(a);
             }
             let on_a = z.states()[0].in_flight.load(Relaxed);
-            z.set_admin(0, None, Some(true)).unwrap();
+            z.set_admin(0, None, Some(true), 0).unwrap();
             let v = z.view(0, 0).unwrap();
             if on_a > 0 {
                 assert_eq!(v.state, ServerState::Draining, "{policy:?}");
@@ -231,8 +270,8 @@ mod tests {
                 a.end();
             }
             assert_eq!(z.view(0, 0).unwrap().state, ServerState::Down);
-            z.set_admin(0, None, Some(false)).unwrap();
-            z.set_admin(1, Some(true), None).unwrap();
+            z.set_admin(0, None, Some(false), 0).unwrap();
+            z.set_admin(1, Some(true), None, 0).unwrap();
             let mut a = OwnedAttempt::new(z, 0);
             assert_eq!(a.pick_keyed(b"x", 0).unwrap().peer, 0, "{policy:?}");
             a.release(Outcome::Ok, 0).unwrap();

@@ -206,9 +206,9 @@ mod tests {
         a.release(Outcome::Failed, 1000).unwrap();
         // The second "b" has a latency estimate, is draining, reweighted.
         oz.states()[2].ewma_bits.store(5.0f64.to_bits(), Relaxed);
-        oz.set_admin(2, None, Some(true)).unwrap();
+        oz.set_admin(2, None, Some(true), 0).unwrap();
         oz.set_weight(2, Some(4)).unwrap();
-        oz.set_admin(3, Some(true), None).unwrap();
+        oz.set_admin(3, Some(true), None, 0).unwrap();
 
         // Reload: "c" added in front, "a" reweighted (its identity is the
         // same), both "b" kept, "gone" removed.
