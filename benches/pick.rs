@@ -230,7 +230,12 @@ impl<'k> Worker<'k> {
 }
 
 fn table(policy: Policy, peers: &[PeerSpec<'_>]) -> OwnedTable {
-    OwnedTable::new(&UpstreamSpec { policy, peers, health: Default::default() }).expect("table")
+    OwnedTable::new(&UpstreamSpec {
+        policy,
+        peers,
+        health: Default::default(),
+    })
+    .expect("table")
 }
 
 /// Every subject at `n` peers: ours by policy, then nginx's two.

@@ -268,8 +268,7 @@ impl HealthSpec {
         {
             return Err(Error::InvalidArgument);
         }
-        if self.flags & !(Self::CHECK | Self::MANDATORY | Self::PERSISTENT | Self::CLEAR_FAILS)
-            != 0
+        if self.flags & !(Self::CHECK | Self::MANDATORY | Self::PERSISTENT | Self::CLEAR_FAILS) != 0
             || (!self.checks() && self.flags != 0)
         {
             return Err(Error::InvalidArgument);

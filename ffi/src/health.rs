@@ -154,7 +154,10 @@ pub unsafe extern "C" fn hab_check_claim(
     out_next_ms: *mut u64,
 ) -> hab_result {
     guard(|| {
-        if z.is_null() || out_n.is_null() || out_next_ms.is_null() || (out_peers.is_null() && cap != 0)
+        if z.is_null()
+            || out_n.is_null()
+            || out_next_ms.is_null()
+            || (out_peers.is_null() && cap != 0)
         {
             return HAB_NULL_PARAMETER;
         }

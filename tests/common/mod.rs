@@ -198,6 +198,8 @@ pub struct Stats {
     pub inflight: u64,
     pub max_inflight: u64,
     pub conns: u64,
+    /// `/healthz` requests (health checks).
+    pub checks: u64,
 }
 
 fn parse_stats(s: &str) -> Stats {
@@ -212,6 +214,7 @@ fn parse_stats(s: &str) -> Stats {
             "inflight" => out.inflight = v,
             "max_inflight" => out.max_inflight = v,
             "conns" => out.conns = v,
+            "checks" => out.checks = v,
             _ => {}
         }
     }
@@ -345,6 +348,12 @@ impl Backend {
     /// Sets the default mode: `ok`, `fail500`, `fail404`, `close`, `delay:MS`.
     pub fn set_mode(&self, mode: &str) {
         assert_eq!(self.ctl(&format!("/_ctl/mode?set={mode}")), mode);
+    }
+
+    /// Sets how `/healthz` answers: `ok`, `fail` (503), `sick` (200, body
+    /// `sick`), `hang`, `reset`, `delay:MS`.
+    pub fn set_health(&self, health: &str) {
+        assert_eq!(self.ctl(&format!("/_ctl/health?set={health}")), health);
     }
 
     /// Current counters.

@@ -142,12 +142,19 @@ impl Zone<'_> {
                 } else {
                     now + (i as u64 * interval) / n as u64
                 };
-                due = match row.due_ms.compare_exchange(0, first.max(1), Relaxed, Relaxed) {
+                due = match row
+                    .due_ms
+                    .compare_exchange(0, first.max(1), Relaxed, Relaxed)
+                {
                     Ok(_) => first.max(1),
                     Err(d) => d,
                 };
             }
-            let at = if owned { due } else { due.saturating_add(grace) };
+            let at = if owned {
+                due
+            } else {
+                due.saturating_add(grace)
+            };
             if now < at || taken == out.len() {
                 next = next.min(at.max(now));
                 continue;
@@ -353,7 +360,10 @@ mod tests {
         }
         // Spread: each peer made by its own worker.
         for i in 0..10 {
-            assert_eq!(t.zone().health_rows()[i].prober.load(Relaxed), i as u32 % 4 + 1);
+            assert_eq!(
+                t.zone().health_rows()[i].prober.load(Relaxed),
+                i as u32 % 4 + 1
+            );
         }
     }
 
@@ -362,11 +372,19 @@ mod tests {
         let t = table(0, 8);
         let z = t.zone();
         simulate(z, 4, &[true; 4], 10, 5_000);
-        let before: Vec<u64> = z.health_rows().iter().map(|r| r.checks.load(Relaxed)).collect();
+        let before: Vec<u64> = z
+            .health_rows()
+            .iter()
+            .map(|r| r.checks.load(Relaxed))
+            .collect();
         // Worker 1 dies: its peers (1, 5) are taken over by the others.
         let counts = simulate_from(z, 4, &[true, false, true, true], 10, 6_000, 10_000);
         for i in [1usize, 5] {
-            assert!(counts[i] >= 4, "peer {i}: {} checks after its worker died", counts[i]);
+            assert!(
+                counts[i] >= 4,
+                "peer {i}: {} checks after its worker died",
+                counts[i]
+            );
             assert_ne!(z.health_rows()[i].prober.load(Relaxed), 2);
         }
         assert!(before.iter().all(|&c| c >= 4));
@@ -417,14 +435,26 @@ mod tests {
     fn mandatory_starts_checking_and_the_first_check_decides() {
         let t = table(HealthSpec::MANDATORY, 2);
         let z = t.zone();
-        assert!(z.states().iter().all(|s| s.flags.load(Relaxed) & PeerState::CHECKING != 0));
+        assert!(z
+            .states()
+            .iter()
+            .all(|s| s.flags.load(Relaxed) & PeerState::CHECKING != 0));
         // Checking peers are due at once.
         let mut out = [0u32; 4];
         let (n, _) = z.claim_checks(0, 1, 5, 0, &mut out);
         assert_eq!(&out[..n], &[0, 1]);
-        assert_eq!(z.check_done(0, true, 6).unwrap().transition, CheckTransition::Up);
-        assert_eq!(z.check_done(1, false, 6).unwrap().transition, CheckTransition::Unhealthy);
-        assert_eq!(z.states()[1].flags.load(Relaxed) & PeerState::HEALTH, PeerState::UNHEALTHY);
+        assert_eq!(
+            z.check_done(0, true, 6).unwrap().transition,
+            CheckTransition::Up
+        );
+        assert_eq!(
+            z.check_done(1, false, 6).unwrap().transition,
+            CheckTransition::Unhealthy
+        );
+        assert_eq!(
+            z.states()[1].flags.load(Relaxed) & PeerState::HEALTH,
+            PeerState::UNHEALTHY
+        );
     }
 
     #[test]

@@ -92,7 +92,11 @@ impl Zone<'_> {
 
     fn eject(&self, i: usize, (reason, count): (Reason, u32), now: u64) -> Option<Ejection> {
         let hs = *self.health_spec();
-        let (s, row, line) = (&self.states()[i], &self.health_rows()[i], self.health_line());
+        let (s, row, line) = (
+            &self.states()[i],
+            &self.health_rows()[i],
+            self.health_line(),
+        );
         if s.flags.load(Relaxed) & PeerState::EJECTED != 0 {
             return None;
         }
@@ -208,7 +212,10 @@ mod tests {
         assert_eq!(z.observe_outlier(0, false, 500, 10), None);
         assert_eq!(z.observe_outlier(0, false, 500, 10), None);
         let e = z.observe_outlier(0, false, 500, 10).unwrap();
-        assert_eq!((e.reason, e.count, e.ms), (Reason::Consecutive5xx, 3, 1_000));
+        assert_eq!(
+            (e.reason, e.count, e.ms),
+            (Reason::Consecutive5xx, 3, 1_000)
+        );
         assert_eq!(z.ejected_until(0), Some(1_010));
         let mut out = [0u32; 4];
         assert_eq!(z.end_ejections(1_009, &mut out), 0);

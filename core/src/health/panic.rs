@@ -141,7 +141,8 @@ mod tests {
         (0..n)
             .map(|k| {
                 let mut a = OwnedAttempt::new(t.zone(), 0);
-                a.attempt().seed((k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                a.attempt()
+                    .seed((k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
                 let p = a.pick_keyed(format!("k{k}").as_bytes(), 1).map(|p| p.peer);
                 if p.is_ok() {
                     a.release(Outcome::Ok, 1).unwrap();
@@ -179,7 +180,9 @@ mod tests {
             z.set_admin(0, Some(true), None, 0).unwrap();
             assert!(picks(&t, 100).iter().all(|&p| p != 0), "{policy:?}");
             for i in [1, 2] {
-                z.states()[i].flags.fetch_and(!PeerState::UNHEALTHY, Relaxed);
+                z.states()[i]
+                    .flags
+                    .fetch_and(!PeerState::UNHEALTHY, Relaxed);
             }
             z.health_changed();
             let r = z.update_panic();

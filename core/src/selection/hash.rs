@@ -35,10 +35,7 @@ pub fn pick(
 ) -> Option<usize> {
     // Slow start would move keys: a returning server gets its keys back
     // at once (see health::slow_start).
-    let how = Mode {
-        ramp: false,
-        ..how
-    };
+    let how = Mode { ramp: false, ..how };
     let Policy::Hash {
         mode,
         balance_factor,
@@ -310,9 +307,13 @@ mod tests {
             ),
         ];
         for (policy, peers, want) in cases {
-            let got = OwnedTable::new(&UpstreamSpec { policy, peers, health: Default::default() })
-                .ok()
-                .map(|t| t.table().maglev().len());
+            let got = OwnedTable::new(&UpstreamSpec {
+                policy,
+                peers,
+                health: Default::default(),
+            })
+            .ok()
+            .map(|t| t.table().maglev().len());
             assert_eq!(got, want, "{policy:?} with {} peers", peers.len());
         }
         // The size survives the header round trip (attach compares it).

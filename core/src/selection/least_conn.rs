@@ -19,13 +19,7 @@ use crate::table::Table;
 const RACE_RETRIES: usize = 4;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
-pub fn pick(
-    t: &Table<'_>,
-    g: usize,
-    attempt: &Attempt<'_>,
-    now: u64,
-    mode: Mode,
-) -> Option<usize> {
+pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode) -> Option<usize> {
     let states = t.states();
     // Slow start scales a ramping peer's weight in the comparison instead
     // of holding picks back.

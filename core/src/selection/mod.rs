@@ -357,9 +357,9 @@ impl Table<'_> {
             }
             Transition::None => {}
         }
-        let ejection =
-            self.zone()
-                .observe_outlier(i, outcome == Outcome::Failed, info.status, now);
+        let ejection = self
+            .zone()
+            .observe_outlier(i, outcome == Outcome::Failed, info.status, now);
         let panic = match ejection {
             Some(_) => self.zone().update_panic(),
             None => PanicReport::default(),
@@ -384,7 +384,12 @@ pub(crate) mod tests {
     pub(crate) const IDS: [&[u8]; 8] = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"];
 
     pub(crate) fn table(policy: Policy, peers: &[PeerSpec<'_>]) -> OwnedTable {
-        OwnedTable::new(&UpstreamSpec { policy, peers, health: Default::default() }).unwrap()
+        OwnedTable::new(&UpstreamSpec {
+            policy,
+            peers,
+            health: Default::default(),
+        })
+        .unwrap()
     }
 
     /// One request that succeeds on its first try; the peer's letter.

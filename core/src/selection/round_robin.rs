@@ -18,13 +18,7 @@ use crate::health::{self, Mode};
 use crate::table::Table;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
-pub fn pick(
-    t: &Table<'_>,
-    g: usize,
-    attempt: &Attempt<'_>,
-    now: u64,
-    mode: Mode,
-) -> Option<usize> {
+pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode) -> Option<usize> {
     let sched = t.schedule(g);
     if sched.is_empty() {
         return None;

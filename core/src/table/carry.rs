@@ -132,7 +132,8 @@ pub(crate) fn carry_health(new: Zone<'_>, i: usize, old: Zone<'_>, j: usize) {
         }
     }
     if hs.slow_start_ms != 0 && oflags & PeerState::SLOW != 0 {
-        tr.ramp_from_ms.store(fr.ramp_from_ms.load(Relaxed), Relaxed);
+        tr.ramp_from_ms
+            .store(fr.ramp_from_ms.load(Relaxed), Relaxed);
         t.flags.fetch_or(PeerState::SLOW, Relaxed);
     }
 }

@@ -99,7 +99,10 @@ const _: () = {
 
 /// Bytes of the health section for `peers` peers.
 pub(crate) fn section_len(peers: usize) -> usize {
-    round_up(size_of::<HealthLine>() + peers * size_of::<HealthRow>(), ALIGN)
+    round_up(
+        size_of::<HealthLine>() + peers * size_of::<HealthRow>(),
+        ALIGN,
+    )
 }
 
 impl<'a> Zone<'a> {
@@ -108,7 +111,12 @@ impl<'a> Zone<'a> {
     pub fn health_line(&self) -> &'a HealthLine {
         // SAFETY: the health section starts with its line (layout
         // contract); zero-initialised atomics.
-        unsafe { &*self.as_ptr().add(self.root().health_off as usize).cast::<HealthLine>() }
+        unsafe {
+            &*self
+                .as_ptr()
+                .add(self.root().health_off as usize)
+                .cast::<HealthLine>()
+        }
     }
 
     /// Health rows of every peer.

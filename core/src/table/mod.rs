@@ -556,11 +556,7 @@ impl<'a> Zone<'a> {
         // owner zeroes (`Zone::mark_rows_used`).
         unsafe {
             core::ptr::write_bytes(mem, 0, plan.stats_off + stats::zeroed_len(plan.peers));
-            core::ptr::write_bytes(
-                mem.add(plan.health_off),
-                0,
-                health::section_len(plan.peers),
-            );
+            core::ptr::write_bytes(mem.add(plan.health_off), 0, health::section_len(plan.peers));
             mem.cast::<Root>().write(plan.root(spec));
             let state = mem.add(STATE_OFF).cast::<PeerState>();
             let cold = mem.add(plan.cold_off).cast::<PeerCold>();

@@ -1,0 +1,595 @@
+//! End-to-end: active health checks (issue 8) through real nginx with 4
+//! workers against real backends on 127.0.0.1: a failing `/healthz` takes
+//! a server out before clients notice (no `proxy_next_upstream` at all),
+//! one check per server per interval however many workers there are (a
+//! killed worker's checks go on), hanging, resetting and slow servers
+//! told apart without blocking a worker, `mandatory` checking, health kept
+//! across reloads, one log line per transition, outlier ejection, panic.
+//!
+//! Time bounds are derived from the configuration (interval, timeout,
+//! fails, passes) plus a stated slack for polling and scheduling, never
+//! from a previous run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{api_call, get, spawn_load, wait_until, Backend, LoadOpts, Nginx, WORKERS};
+use serde_json::Value;
+
+/// Polling of the API and the timer granularity of nginx: what a bound
+/// derived from the configuration may be exceeded by.
+const SLACK: Duration = Duration::from_millis(700);
+
+/// `upstream app` with `upstream_body`, proxied at `/` with
+/// `proxy_next_upstream off` (a request that reaches a broken server
+/// fails), the API at `/api/`.
+fn block(port: u16, upstream_body: &str) -> String {
+    format!(
+        "    upstream app {{
+{upstream_body}
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api write=on; }}
+        location / {{
+            proxy_pass http://app;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 10s;
+            proxy_next_upstream off;
+        }}
+    }}
+"
+    )
+}
+
+fn servers(backends: &[&Backend]) -> String {
+    backends
+        .iter()
+        .map(|b| format!("        server {};\n", b.addr()))
+        .collect()
+}
+
+/// The server objects of `app`, by address.
+fn peers(port: u16) -> Vec<Value> {
+    let (status, v) = api_call(port, "GET", "/api/upstreams/app", "");
+    assert_eq!(status, 200, "{v}");
+    v["peers"].as_array().cloned().unwrap_or_default()
+}
+
+fn state_of(port: u16, addr: &str) -> String {
+    peers(port)
+        .iter()
+        .find(|p| p["server"] == addr)
+        .and_then(|p| p["state"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("{addr} not in the API"))
+}
+
+fn peer(port: u16, addr: &str) -> Value {
+    peers(port)
+        .into_iter()
+        .find(|p| p["server"] == addr)
+        .unwrap_or_else(|| panic!("{addr} not in the API"))
+}
+
+/// Waits up to `limit` for `addr` to be in `state`; how long it took.
+fn wait_state(port: u16, addr: &str, state: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    wait_until(limit, || state_of(port, addr) == state).then(|| start.elapsed())
+}
+
+/// Lines of the error log containing `needle`.
+fn log_lines(ngx: &Nginx, needle: &str) -> usize {
+    ngx.error_log()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+#[test]
+fn failing_check_takes_a_server_out_before_clients_notice() {
+    if !common::nginx_or_skip("failing_check_takes_a_server_out_before_clients_notice") {
+        return;
+    }
+    let _serial = common::serial();
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
+    let port = common::free_port();
+    let (interval, timeout, fails, passes) = (1000u64, 500u64, 2u64, 2u64);
+    let body = format!(
+        "        ha_balance round_robin;
+        ha_check interval={interval}ms timeout={timeout}ms fails={fails} passes={passes} uri=/healthz;
+{}",
+        servers(&[&a, &b, &c])
+    );
+    let ngx = Nginx::start(&block(port, &body), WORKERS);
+    assert!(
+        wait_until(Duration::from_secs(5), || peer(port, &b.addr())
+            ["health_checks"]["checks"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1),
+        "no check within 5 s: {}",
+        peer(port, &b.addr())
+    );
+    assert_eq!(state_of(port, &b.addr()), "up");
+
+    // b's /healthz fails while its traffic still succeeds.
+    b.set_health("fail");
+    let bound = Duration::from_millis(fails * interval + timeout);
+    let took = wait_state(port, &b.addr(), "unhealthy", bound + SLACK).unwrap_or_else(|| {
+        panic!(
+            "b not unhealthy within {:?}: {}",
+            bound + SLACK,
+            peer(port, &b.addr())
+        )
+    });
+    eprintln!("unhealthy after {took:?} (bound {bound:?} + {SLACK:?})");
+
+    // From now on not one request reaches b: break its traffic too; with
+    // no proxy_next_upstream any request sent to it would fail.
+    b.set_mode("fail500");
+    let before = b.stats().requests;
+    let load = spawn_load(port, "/", LoadOpts::new(4, 100)).join();
+    assert_eq!(
+        load.non_200 + load.errors,
+        0,
+        "clients saw errors: {:?}",
+        load.failures
+    );
+    assert_eq!(
+        b.stats().requests,
+        before,
+        "a request reached the unhealthy server"
+    );
+    assert!(
+        load.by_body.contains_key("a") && load.by_body.contains_key("c"),
+        "{:?}",
+        load.by_body
+    );
+
+    // JSON: the check counters, NGINX Plus names.
+    let v = peer(port, &b.addr());
+    let hc = &v["health_checks"];
+    assert!(hc["fails"].as_u64().unwrap() >= fails, "{v}");
+    assert_eq!(hc["unhealthy"], 1, "{v}");
+    assert_eq!(hc["last_passed"], false, "{v}");
+    assert!(
+        hc["checks"].as_u64().unwrap() > hc["fails"].as_u64().unwrap(),
+        "{v}"
+    );
+
+    // Back: passes × interval, then traffic again.
+    b.set_mode("ok");
+    b.set_health("ok");
+    let bound = Duration::from_millis(passes * interval + timeout);
+    wait_state(port, &b.addr(), "up", bound + SLACK)
+        .unwrap_or_else(|| panic!("b not healthy within {:?}", bound + SLACK));
+    let load = spawn_load(port, "/", LoadOpts::new(2, 30)).join();
+    assert_eq!(load.non_200 + load.errors, 0, "{:?}", load.failures);
+    assert!(
+        load.by_body.get("b").copied().unwrap_or(0) > 0,
+        "{:?}",
+        load.by_body
+    );
+
+    // One log line per transition across the four workers.
+    assert_eq!(
+        log_lines(
+            &ngx,
+            "is unhealthy: 2 failed checks in a row, last: status 503"
+        ),
+        1,
+        "{}",
+        ngx.error_log()
+    );
+    assert_eq!(
+        log_lines(&ngx, "is healthy again: 2 passed checks in a row"),
+        1,
+        "{}",
+        ngx.error_log()
+    );
+
+    // Prometheus: the health_checks families.
+    let m = get(port, "/api/metrics").expect("metrics").text();
+    let line = format!(
+        "ha_upstream_server_health_checks_unhealthy_total{{upstream=\"app\",server=\"{}\"}} 1",
+        b.addr()
+    );
+    assert!(m.contains(&line), "{line} not in\n{m}");
+    assert!(
+        m.contains("ha_upstream_server_health_checks_checks_total{"),
+        "{m}"
+    );
+}
+
+#[test]
+fn one_check_per_server_per_interval_across_workers_and_a_killed_worker() {
+    if !common::nginx_or_skip(
+        "one_check_per_server_per_interval_across_workers_and_a_killed_worker",
+    ) {
+        return;
+    }
+    let _serial = common::serial();
+    let backends = Backend::start_many("s", 3);
+    let port = common::free_port();
+    let body = format!(
+        "        ha_balance least_conn;
+        ha_check interval=1s timeout=500ms uri=/healthz;
+{}",
+        servers(&backends.iter().collect::<Vec<_>>())
+    );
+    let mut ngx = Nginx::start(&block(port, &body), WORKERS);
+    // Let the first checks (spread over the first interval) pass.
+    std::thread::sleep(Duration::from_millis(1500));
+    for b in &backends {
+        b.reset();
+    }
+    let start = Instant::now();
+    // Midway, a worker dies; its servers' checks must go on (taken over or
+    // resumed by its replacement) without doubling afterwards.
+    std::thread::sleep(Duration::from_secs(10));
+    let victim = ngx.worker_pids()[1];
+    ngx.kill_worker(victim);
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(start.elapsed()));
+    let secs = start.elapsed().as_secs_f64();
+    for b in &backends {
+        let n = b.stats().checks as f64;
+        // One per second: the window's length ± 3 (the window's edges and
+        // one check delayed by the kill).
+        assert!(
+            (n - secs).abs() <= 3.0,
+            "{}: {n} checks in {secs:.1} s with {WORKERS} workers",
+            b.name
+        );
+    }
+    assert!(ngx.crashes().is_empty(), "{:?}", ngx.crashes());
+}
+
+#[test]
+fn hanging_resetting_and_slow_servers_are_told_apart_without_blocking() {
+    if !common::nginx_or_skip("hanging_resetting_and_slow_servers_are_told_apart_without_blocking")
+    {
+        return;
+    }
+    let _serial = common::serial();
+    let ok = Backend::start("ok");
+    let hang = Backend::start("hang");
+    let reset = Backend::start("reset");
+    let slow = Backend::start("slow");
+    let late = Backend::start("late");
+    let sick = Backend::start("sick");
+    hang.set_health("hang");
+    reset.set_health("reset");
+    slow.set_health("delay:200");
+    late.set_health("delay:1500");
+    sick.set_health("sick");
+    let port = common::free_port();
+    let body = format!(
+        "        ha_balance round_robin;
+        ha_check interval=1s timeout=600ms fails=1 passes=1 uri=/healthz body=healthy;
+{}",
+        servers(&[&ok, &hang, &reset, &slow, &late, &sick])
+    );
+    let ngx = Nginx::start(&block(port, &body), WORKERS);
+    // The verdicts come within one interval plus the timeout.
+    let bound = Duration::from_millis(1000 + 600) + SLACK;
+    for (b, want) in [
+        (&hang, "unhealthy"),
+        (&reset, "unhealthy"),
+        (&late, "unhealthy"),
+        (&sick, "unhealthy"),
+    ] {
+        wait_state(port, &b.addr(), want, bound).unwrap_or_else(|| {
+            panic!(
+                "{}: not {want} within {bound:?}: {}",
+                b.name,
+                peer(port, &b.addr())
+            )
+        });
+    }
+    // While checks hang, workers keep serving: requests answer fast.
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = get(port, "/").expect("request");
+        assert_eq!(r.status, 200);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "a request took {:?}",
+            t.elapsed()
+        );
+    }
+    // Four more intervals: the healthy and the slow-but-in-time stay up.
+    std::thread::sleep(Duration::from_secs(4));
+    for b in [&ok, &slow] {
+        assert_eq!(state_of(port, &b.addr()), "up", "{}", peer(port, &b.addr()));
+        assert_eq!(
+            peer(port, &b.addr())["health_checks"]["fails"],
+            0,
+            "{}",
+            b.name
+        );
+    }
+    let log = ngx.error_log();
+    for (b, why) in [
+        (&hang, "timed out"),
+        (&reset, "recv() failed"),
+        (&late, "timed out"),
+        (&sick, "body does not match"),
+    ] {
+        let line = format!("upstream server {} of \"app\" is unhealthy", b.addr());
+        let l = log
+            .lines()
+            .find(|l| l.contains(&line))
+            .unwrap_or_else(|| panic!("no {line:?} in\n{log}"));
+        assert!(l.contains(why), "{}: {l}", b.name);
+    }
+    assert!(!log.contains("[alert]") && !log.contains("[crit]"), "{log}");
+}
+
+#[test]
+fn mandatory_checks_before_traffic_and_tcp_checks() {
+    if !common::nginx_or_skip("mandatory_checks_before_traffic_and_tcp_checks") {
+        return;
+    }
+    let _serial = common::serial();
+    let good = Backend::start("good");
+    let bad = Backend::start("bad");
+    bad.set_health("fail");
+    let port = common::free_port();
+    let refused = common::refused_addr();
+    let body = format!(
+        "        ha_balance round_robin;
+        ha_check interval=1s timeout=500ms fails=3 uri=/healthz mandatory;
+{}",
+        servers(&[&good, &bad])
+    );
+    let ngx = Nginx::start(&block(port, &body), WORKERS);
+    // A mandatory server fails its first check: unhealthy at once, and no
+    // client request ever reached it.
+    wait_state(
+        port,
+        &bad.addr(),
+        "unhealthy",
+        Duration::from_millis(500) + SLACK,
+    )
+    .expect("bad not unhealthy after its first check");
+    let load = spawn_load(port, "/", LoadOpts::new(2, 25)).join();
+    assert_eq!(load.non_200 + load.errors, 0, "{:?}", load.failures);
+    assert_eq!(
+        bad.stats().requests,
+        0,
+        "traffic reached a server that never passed a check"
+    );
+    assert_eq!(
+        log_lines(
+            &ngx,
+            &format!("{} of \"app\" passed its first check", good.addr())
+        ),
+        1
+    );
+    drop(ngx);
+
+    // type=tcp: a refused port is unhealthy, a listening one healthy.
+    let port = common::free_port();
+    let body = format!(
+        "        ha_balance p2c;
+        ha_check interval=1s timeout=500ms fails=1 type=tcp;
+        server {};
+        server {refused};",
+        good.addr()
+    );
+    let ngx = Nginx::start(&block(port, &body), WORKERS);
+    wait_state(
+        port,
+        &refused,
+        "unhealthy",
+        Duration::from_millis(1500) + SLACK,
+    )
+    .expect("refused port not unhealthy");
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(state_of(port, &good.addr()), "up");
+    let log = ngx.error_log();
+    assert!(log.contains("last: connect() failed"), "{log}");
+    assert!(
+        !log.contains("[error]"),
+        "refused checks must not flood the log: {log}"
+    );
+}
+
+#[test]
+fn health_survives_reloads_without_double_checks_or_leaked_sockets() {
+    if !common::nginx_or_skip("health_survives_reloads_without_double_checks_or_leaked_sockets") {
+        return;
+    }
+    let _serial = common::serial();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let extra = Backend::start("extra");
+    b.set_health("fail");
+    let port = common::free_port();
+    let upstream = |more: &str| {
+        format!(
+            "        ha_balance round_robin;
+        ha_check interval=1s timeout=500ms fails=1 uri=/healthz;
+{}{more}",
+            servers(&[&a, &b])
+        )
+    };
+    let mut ngx = Nginx::start(&block(port, &upstream("")), WORKERS);
+    wait_state(
+        port,
+        &b.addr(),
+        "unhealthy",
+        Duration::from_millis(2500) + SLACK,
+    )
+    .expect("b not unhealthy");
+    let fds = |ngx: &Nginx| -> usize {
+        ngx.worker_pids()
+            .iter()
+            .map(|p| {
+                std::fs::read_dir(format!("/proc/{p}/fd"))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let fds_before = fds(&ngx);
+    a.reset();
+    let start = Instant::now();
+    for k in 0..20 {
+        // Half unchanged, half adding a server: the unchanged zone is kept,
+        // the changed one carries the health over.
+        if k % 2 == 0 {
+            ngx.reload();
+        } else {
+            ngx.reload_with(&block(
+                port,
+                &upstream(&format!("        server {};\n", extra.addr())),
+            ));
+        }
+        assert_eq!(state_of(port, &b.addr()), "unhealthy", "after reload {k}");
+        assert_eq!(
+            b.stats().requests,
+            0,
+            "a request reached b after reload {k}"
+        );
+    }
+    ngx.reload_with(&block(port, &upstream("")));
+    std::thread::sleep(Duration::from_secs(3));
+    let secs = start.elapsed().as_secs_f64();
+    let n = a.stats().checks as f64;
+    assert!(
+        n <= secs + 3.0,
+        "{n} checks of a in {secs:.1} s: checks doubled across reloads"
+    );
+    assert!(
+        n >= secs - 3.0,
+        "{n} checks of a in {secs:.1} s: checks stopped across reloads"
+    );
+    assert!(b.stats().requests == 0);
+    // Old workers gone, checks in flight closed: the new workers hold as
+    // many descriptors as the first ones did (± a check or two in flight).
+    wait_until(Duration::from_secs(10), || {
+        ngx.worker_pids().len() == WORKERS
+    });
+    let fds_after = fds(&ngx);
+    assert!(
+        fds_after <= fds_before + 4,
+        "descriptors: {fds_before} before, {fds_after} after 21 reloads"
+    );
+    assert!(ngx.crashes().is_empty(), "{:?}", ngx.crashes());
+}
+
+#[test]
+fn outlier_ejection_and_panic() {
+    if !common::nginx_or_skip("outlier_ejection_and_panic") {
+        return;
+    }
+    let _serial = common::serial();
+    let good = Backend::start("good");
+    let bad = Backend::start("bad");
+    bad.set_mode("fail500");
+    let port = common::free_port();
+    let body = format!(
+        "        ha_balance round_robin;
+        ha_outlier consecutive_5xx=3 base_ejection=2s;
+{}",
+        servers(&[&good, &bad])
+    );
+    let ngx = Nginx::start(&block(port, &body), WORKERS);
+    // Requests until bad has answered three 500s in a row: then ejected.
+    let mut five = 0;
+    for _ in 0..40 {
+        if get(port, "/").expect("request").status == 500 {
+            five += 1;
+        }
+        if state_of(port, &bad.addr()) == "unavail" {
+            break;
+        }
+    }
+    assert_eq!(five, 3, "ejected after exactly 3 consecutive 5xx");
+    assert!(peer(port, &bad.addr())["ejected_until"].is_string());
+    let load = spawn_load(port, "/", LoadOpts::new(2, 20)).join();
+    assert_eq!(load.non_200, 0, "an ejected server got traffic");
+    // It returns after base_ejection.
+    wait_state(port, &bad.addr(), "up", Duration::from_millis(2000) + SLACK)
+        .expect("no return after 2 s");
+    assert_eq!(
+        log_lines(&ngx, "ejected for 2000 ms: 3 5xx responses in a row"),
+        1,
+        "{}",
+        ngx.error_log()
+    );
+    assert_eq!(
+        log_lines(&ngx, "returns after its ejection"),
+        1,
+        "{}",
+        ngx.error_log()
+    );
+    drop(ngx);
+
+    // Panic: three of four servers fail their checks; below 50% healthy
+    // the balancer spreads over all four instead of crushing the last.
+    let bs = Backend::start_many("p", 4);
+    for b in &bs[1..] {
+        b.set_health("fail");
+    }
+    let port = common::free_port();
+    let body = format!(
+        "        ha_balance round_robin;
+        ha_check interval=1s timeout=500ms fails=1 uri=/healthz;
+        ha_panic 50%;
+{}",
+        servers(&bs.iter().collect::<Vec<_>>())
+    );
+    let ngx = Nginx::start(&block(port, &body), WORKERS);
+    for b in &bs[1..] {
+        wait_state(
+            port,
+            &b.addr(),
+            "unhealthy",
+            Duration::from_millis(1500) + SLACK,
+        )
+        .expect("not unhealthy");
+    }
+    assert!(
+        wait_until(Duration::from_secs(2), || log_lines(
+            &ngx,
+            "in panic: 1 of 4 servers healthy"
+        ) == 1),
+        "{}",
+        ngx.error_log()
+    );
+    let load = spawn_load(port, "/", LoadOpts::new(2, 40)).join();
+    assert_eq!(
+        load.by_body.len(),
+        4,
+        "panic spreads over all: {:?}",
+        load.by_body
+    );
+    assert_eq!(peer(port, &bs[0].addr())["panic"], true);
+    // One recovers: 2 of 4 healthy is not below 50%, out of panic, and
+    // traffic avoids the two still unhealthy.
+    bs[1].set_health("ok");
+    assert!(
+        wait_until(Duration::from_secs(4), || log_lines(
+            &ngx,
+            "out of panic: 2 of 4 servers healthy"
+        ) == 1),
+        "{}",
+        ngx.error_log()
+    );
+    let load = spawn_load(port, "/", LoadOpts::new(2, 30)).join();
+    assert_eq!(
+        load.by_body.keys().collect::<Vec<_>>(),
+        ["p1", "p2"],
+        "{:?}",
+        load.by_body
+    );
+    assert_eq!(log_lines(&ngx, "in panic:"), 1, "{}", ngx.error_log());
+}
