@@ -82,6 +82,8 @@ static void ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
     ngx_int_t passed);
 static u_char *ngx_http_upstream_ha_probe_log_error(ngx_log_t *log,
     u_char *buf, size_t len);
+static void ngx_http_upstream_ha_save_state(
+    ngx_http_upstream_ha_srv_conf_t *hcf);
 
 
 /* checks in flight in this worker, all upstreams */
@@ -1483,10 +1485,85 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
 
             ngx_http_upstream_ha_log_panic(ngx_cycle->log, hcf,
                                            &report.panic);
+
+            if (report.transition != HAB_CHECK_NONE) {
+                ngx_http_upstream_ha_save_state(hcf);
+            }
         }
     }
 
     ngx_destroy_pool(p->pool);
+}
+
+
+/*
+ * A health transition: with ha_state_file, the file is rewritten so that a
+ * restart or a binary upgrade starts from the health known now.
+ */
+
+static void
+ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    ngx_uint_t                         i, n;
+    hab_buf                           *err;
+    hab_api_upstream                  *ups;
+    ngx_http_upstream_srv_conf_t     **uscfp;
+    ngx_http_upstream_main_conf_t     *umcf;
+    ngx_http_upstream_ha_srv_conf_t   *h;
+    ngx_http_upstream_ha_main_conf_t  *hmcf;
+
+    hmcf = hcf->hmcf;
+
+    if (hmcf == NULL || hmcf->state_file.len == 0) {
+        return;
+    }
+
+    umcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_upstream_module);
+    if (umcf == NULL) {
+        return;
+    }
+
+    ups = ngx_alloc((umcf->upstreams.nelts + 1) * sizeof(hab_api_upstream),
+                    ngx_cycle->log);
+    if (ups == NULL) {
+        return;
+    }
+
+    uscfp = umcf->upstreams.elts;
+    n = 0;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+
+        if (uscfp[i]->srv_conf == NULL) {
+            continue;
+        }
+
+        h = ngx_http_conf_upstream_srv_conf(uscfp[i],
+                                            ngx_http_upstream_ha_module);
+
+        if (h == NULL || h->zone == NULL) {
+            continue;
+        }
+
+        ups[n].name = h->name->data;
+        ups[n].name_len = h->name->len;
+        ups[n].zone = h->zone;
+        n++;
+    }
+
+    err = NULL;
+
+    if (hab_state_save(ups, n, hmcf->state_file.data, hmcf->state_file.len,
+                       &err)
+        != HAB_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "ha_check: %*s",
+                      hab_buf_len(err), hab_buf_data(err));
+        hab_buf_free(err);
+    }
+
+    ngx_free(ups);
 }
 
 

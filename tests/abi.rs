@@ -194,6 +194,7 @@ fn functions_match_the_header() {
         hab_state_load / 4,
         hab_state_apply / 5,
         hab_state_free / 1,
+        hab_state_save / 5,
     );
     // Every function the header declares is in the list above.
     let header = include_str!("../ffi/include/ha_balancer.h");

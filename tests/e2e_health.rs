@@ -25,8 +25,14 @@ const SLACK: Duration = Duration::from_millis(700);
 /// `proxy_next_upstream off` (a request that reaches a broken server
 /// fails), the API at `/api/`.
 fn block(port: u16, upstream_body: &str) -> String {
+    block_with(port, upstream_body, "")
+}
+
+/// [`block`] with `extra` lines in `http {}`.
+fn block_with(port: u16, upstream_body: &str, extra: &str) -> String {
     format!(
-        "    upstream app {{
+        "{extra}
+    upstream app {{
 {upstream_body}
     }}
 
@@ -77,6 +83,15 @@ fn peer(port: u16, addr: &str) -> Value {
 fn wait_state(port: u16, addr: &str, state: &str, limit: Duration) -> Option<Duration> {
     let start = Instant::now();
     wait_until(limit, || state_of(port, addr) == state).then(|| start.elapsed())
+}
+
+/// `name` on `PATH`, if installed.
+fn program(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// Lines of the error log containing `needle`.
@@ -592,4 +607,339 @@ fn outlier_ejection_and_panic() {
         load.by_body
     );
     assert_eq!(log_lines(&ngx, "in panic:"), 1, "{}", ngx.error_log());
+}
+
+#[test]
+fn health_survives_restart_and_binary_upgrade_through_the_state_file() {
+    if !common::nginx_or_skip("health_survives_restart_and_binary_upgrade_through_the_state_file") {
+        return;
+    }
+    let _serial = common::serial();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    b.set_health("fail");
+    let state_dir = common::scratch_dir();
+    // Workers run unprivileged: they must be able to write the file.
+    std::fs::set_permissions(
+        &state_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let state = state_dir.join("ha-state.json");
+    let extra = format!("    ha_state_file {};", state.display());
+    let port = common::free_port();
+    // A long interval: after a restart, b's next check is seconds away, so
+    // what the API shows at once comes from the state file.
+    let conf = |persistent: &str| {
+        format!(
+            "        ha_balance round_robin;
+        ha_check interval=20s timeout=3s fails=1 passes=1 uri=/healthz mandatory {persistent};
+{}",
+            servers(&[&a, &b])
+        )
+    };
+    let mut ngx = Nginx::start(&block_with(port, &conf("persistent"), &extra), WORKERS);
+    wait_state(
+        port,
+        &b.addr(),
+        "unhealthy",
+        Duration::from_millis(500) + SLACK,
+    )
+    .expect("b not unhealthy");
+    wait_state(port, &a.addr(), "up", Duration::from_millis(500) + SLACK).expect("a not up");
+    let saved = std::fs::read_to_string(&state).expect("state file written on the transitions");
+    assert!(
+        saved.contains("\"health\": \"unhealthy\"") && saved.contains("\"health\": \"up\""),
+        "{saved}"
+    );
+    ngx.stop();
+
+    // a's check now takes 1.5 s: a server that had to wait for it would
+    // show `checking` meanwhile.
+    a.set_health("delay:1500");
+    let expect = |port: u16, what: &str, a_state: &str| {
+        assert_eq!(state_of(port, &a.addr()), a_state, "{what}: a");
+        assert_eq!(
+            state_of(port, &b.addr()),
+            "unhealthy",
+            "{what}: b, from the file"
+        );
+    };
+    let mut ngx = Nginx::start(&block_with(port, &conf("persistent"), &extra), WORKERS);
+    expect(port, "after a restart", "up");
+    let load = spawn_load(port, "/", LoadOpts::new(2, 10)).join();
+    assert_eq!((load.non_200, load.errors), (0, 0), "{:?}", load.failures);
+    assert_eq!(
+        b.stats().requests,
+        0,
+        "the unhealthy server got traffic after the restart"
+    );
+    assert!(ngx.error_log().contains("restored"), "{}", ngx.error_log());
+
+    // A binary upgrade: the new master's fresh zone reads the file.
+    ngx.binary_upgrade();
+    expect(port, "after a binary upgrade", "up");
+    ngx.stop();
+
+    // Without `persistent`, a healthy server waits for its first check;
+    // an unhealthy one still does not get traffic before it passes.
+    let ngx = Nginx::start(&block_with(port, &conf(""), &extra), WORKERS);
+    expect(port, "restart without persistent", "checking");
+    wait_state(port, &a.addr(), "up", Duration::from_millis(1500) + SLACK)
+        .expect("a up after its check");
+    assert_eq!(b.stats().requests, 0);
+    drop(ngx);
+}
+
+#[test]
+fn a_returning_server_slow_starts() {
+    if !common::nginx_or_skip("a_returning_server_slow_starts") {
+        return;
+    }
+    let _serial = common::serial();
+    let a = Backend::start("a");
+    let b = Backend::start("b");
+    let port = common::free_port();
+    let window_ms = 8000u64;
+    let body = format!(
+        "        ha_balance round_robin;
+        ha_check interval=300ms timeout=200ms fails=1 passes=1 uri=/healthz;
+        ha_slow_start {window_ms}ms;
+{}",
+        servers(&[&a, &b])
+    );
+    let _ngx = Nginx::start(&block(port, &body), WORKERS);
+    b.set_health("fail");
+    wait_state(
+        port,
+        &b.addr(),
+        "unhealthy",
+        Duration::from_millis(600) + SLACK,
+    )
+    .expect("b not unhealthy");
+    b.set_health("ok");
+    wait_state(port, &b.addr(), "up", Duration::from_millis(600) + SLACK).expect("b not back");
+    let back = Instant::now();
+    assert!(
+        peer(port, &b.addr())["slow_start"].as_u64().is_some(),
+        "{}",
+        peer(port, &b.addr())
+    );
+    // Sequential requests over the first 1.5 s: b's admitted fraction is
+    // f(t) = max(10%, t / 8 s) <= 19% + the check's own lag, so of the
+    // round robin's alternate picks b keeps at most f / (1 + f) < 20%
+    // (30% allows the time the requests take beyond 1.5 s).
+    let (mut on_b, mut total) = (0, 0);
+    while back.elapsed() < Duration::from_millis(1500) && total < 2000 {
+        let r = get(port, "/").expect("request");
+        assert_eq!(r.status, 200);
+        total += 1;
+        if r.body_trimmed() == "b" {
+            on_b += 1;
+        }
+    }
+    let share = on_b as f64 / total as f64;
+    assert!(total >= 100, "only {total} requests in 1.5 s");
+    assert!(
+        share > 0.0 && share < 0.30,
+        "b took {on_b} of {total} during its slow start"
+    );
+    // After the window: an even split again (round robin alternates
+    // exactly, so the share is 1/2 within the count of requests in flight).
+    std::thread::sleep(
+        Duration::from_millis(window_ms).saturating_sub(back.elapsed())
+            + Duration::from_millis(200),
+    );
+    assert!(peer(port, &b.addr())["slow_start"].is_null());
+    let load = spawn_load(port, "/", LoadOpts::new(1, 200)).join();
+    let on_b = load.by_body.get("b").copied().unwrap_or(0);
+    assert!(
+        (90..=110).contains(&on_b),
+        "after the ramp: {:?}",
+        load.by_body
+    );
+}
+
+#[test]
+fn saturated_workers_do_not_mark_healthy_servers_down() {
+    if !common::nginx_or_skip("saturated_workers_do_not_mark_healthy_servers_down") {
+        return;
+    }
+    let wrk = program("wrk");
+    let missing: Vec<String> = wrk
+        .is_none()
+        .then(|| "wrk (Debian package wrk)".to_owned())
+        .into_iter()
+        .collect();
+    if !hab_testkit::skip::installed_or_skip(
+        "saturated_workers_do_not_mark_healthy_servers_down",
+        &missing,
+    ) {
+        return;
+    }
+    let _serial = common::serial();
+    let backends = Backend::start_many("w", 3);
+    let port = common::free_port();
+    let body = format!(
+        "        ha_balance least_conn;
+        ha_check interval=500ms timeout=300ms fails=1 uri=/healthz;
+{}",
+        servers(&backends.iter().collect::<Vec<_>>())
+    );
+    let ngx = Nginx::start(&block(port, &body), WORKERS);
+    std::thread::sleep(Duration::from_millis(700));
+    // wrk with more connections than the machine has cores, for 8 s: every
+    // worker busy all the time. fails=1 and a 300 ms timeout: one late
+    // verdict would show.
+    let out = std::process::Command::new(wrk.unwrap())
+        .args(["-t2", "-c64", "-d8s", "--timeout", "5s"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk: {text}");
+    let checks: u64 = backends
+        .iter()
+        .map(|b| {
+            let v = peer(port, &b.addr());
+            assert_eq!(v["state"], "up", "{}: {v}", b.name);
+            assert_eq!(v["health_checks"]["fails"], 0, "{}: {v}", b.name);
+            v["health_checks"]["checks"].as_u64().unwrap()
+        })
+        .sum();
+    // Two per second per server kept going under load (a third off for a
+    // machine this loaded).
+    assert!(
+        checks as f64 >= 3.0 * 2.0 * 8.0 * 0.66,
+        "{checks} checks in 8 s under load"
+    );
+    assert_eq!(log_lines(&ngx, "is unhealthy"), 0, "{}", ngx.error_log());
+    eprintln!(
+        "under wrk: {} ; {checks} checks",
+        text.lines()
+            .find(|l| l.contains("Requests/sec"))
+            .unwrap_or("")
+    );
+}
+
+#[test]
+fn tls_checks_for_https_upstreams() {
+    if !common::nginx_or_skip("tls_checks_for_https_upstreams") {
+        return;
+    }
+    let openssl = program("openssl");
+    let missing: Vec<String> = openssl
+        .is_none()
+        .then(|| "openssl (Debian package openssl)".to_owned())
+        .into_iter()
+        .collect();
+    if !hab_testkit::skip::installed_or_skip("tls_checks_for_https_upstreams", &missing) {
+        return;
+    }
+    let _serial = common::serial();
+    let dir = common::scratch_dir();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new(openssl.unwrap())
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=backend.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [&cert, &key] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    // Two TLS backends served by the same nginx: one healthy, one whose
+    // /healthz answers 503; the upstream proxies to them over https.
+    let (port, good, bad) = (
+        common::free_port(),
+        common::free_port(),
+        common::free_port(),
+    );
+    let tls_server = |p: u16, health: u16| {
+        format!(
+            "    server {{
+        listen 127.0.0.1:{p} ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        location = /healthz {{ return {health} \"{p}\\n\"; }}
+        location / {{ return 200 \"tls-{p}\\n\"; }}
+    }}
+",
+            cert.display(),
+            key.display()
+        )
+    };
+    let http = format!(
+        "{}{}
+    upstream app {{
+        ha_balance round_robin;
+        ha_check interval=500ms timeout=400ms fails=1 passes=1 uri=/healthz tls host=backend.test;
+        server 127.0.0.1:{good};
+        server 127.0.0.1:{bad};
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api; }}
+        location / {{
+            proxy_pass https://app;
+            proxy_next_upstream off;
+        }}
+    }}
+",
+        tls_server(good, 200),
+        tls_server(bad, 503)
+    );
+    let ngx = Nginx::start(&http, WORKERS);
+    let bad_addr = format!("127.0.0.1:{bad}");
+    wait_state(
+        port,
+        &bad_addr,
+        "unhealthy",
+        Duration::from_millis(1000) + SLACK,
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "not unhealthy: {}\n{}",
+            peer(port, &bad_addr),
+            ngx.error_log()
+        )
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let good_addr = format!("127.0.0.1:{good}");
+    let v = peer(port, &good_addr);
+    assert_eq!(v["state"], "up", "{v}");
+    assert!(v["health_checks"]["checks"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["health_checks"]["fails"], 0, "{v}");
+    let load = spawn_load(port, "/", LoadOpts::new(2, 10)).join();
+    assert_eq!(load.non_200 + load.errors, 0, "{:?}", load.failures);
+    assert_eq!(
+        load.by_body.keys().collect::<Vec<_>>(),
+        [&format!("tls-{good}")]
+    );
+    assert!(
+        ngx.error_log().contains(&format!(
+            "{bad_addr} of \"app\" is unhealthy: 1 failed check in a row, last: status 503"
+        )),
+        "{}",
+        ngx.error_log()
+    );
 }

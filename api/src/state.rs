@@ -1,11 +1,12 @@
 //! The state file: admin state kept across a restart and a binary upgrade
 //!
 //! `ha_state_file PATH;` names a JSON file holding, per upstream, every
-//! server's admin state (down, drain, weight override), keyed by the
+//! server's admin state (down, drain, weight override) and, in upstreams
+//! with `ha_check`, its health (`up` or `unhealthy`), keyed by the
 //! server's identity (upstream, `server` string and address). A worker
-//! rewrites it after every accepted change (a temporary file in the same
-//! directory, flushed, then renamed over the old one, so a reader sees the
-//! old or the new file, never half of one). At startup, each fresh zone
+//! rewrites it after every accepted change and every health transition (a
+//! temporary file in the same directory, flushed, then renamed over the
+//! old one, so a reader sees the old or the new file, never half of one). At startup, each fresh zone
 //! takes the entries of its upstream; servers that are no longer in the
 //! configuration are ignored. A missing file is a first start; an
 //! unreadable or corrupt one is reported by the caller and ignored.
@@ -48,6 +49,19 @@ pub struct Entry {
     /// Weight override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// Health from active checks (absent: unknown, or no `ha_check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+}
+
+/// A server's health as the state file keeps it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// It passed its checks.
+    Up,
+    /// It failed them.
+    Unhealthy,
 }
 
 /// The whole file.
@@ -68,14 +82,17 @@ impl StateFile {
         let mut out = BTreeMap::new();
         for u in upstreams {
             let entries: Vec<Entry> = (0..u.zone.peers())
-                .filter_map(|i| u.zone.view(i, 0))
-                .filter(|v| v.admin_down || v.drain || v.weight_override.is_some())
-                .filter_map(|v| {
+                .filter_map(|i| Some((u.zone.view(i, 0)?, u.zone.known_health(i))))
+                .filter(|(v, h)| {
+                    v.admin_down || v.drain || v.weight_override.is_some() || h.is_some()
+                })
+                .filter_map(|(v, h)| {
                     Some(Entry {
                         identity: String::from_utf8(v.identity.to_vec()).ok()?,
                         down: v.admin_down,
                         drain: v.drain,
                         weight: v.weight_override,
+                        health: h.map(|up| if up { Health::Up } else { Health::Unhealthy }),
                     })
                 })
                 .collect();
@@ -143,6 +160,9 @@ impl StateFile {
             if zone.set_admin(i, Some(e.down), Some(e.drain), 0).is_ok()
                 && zone.set_weight(i, e.weight).is_ok()
             {
+                if let Some(h) = e.health {
+                    zone.restore_health(i, h == Health::Up);
+                }
                 applied += 1;
             }
         }

@@ -465,6 +465,15 @@ hab_result hab_state_apply(const hab_state *state, hab_zone *zone,
 
 void hab_state_free(hab_state *state);
 
+/*
+ * Rewrites the state file at path from the n upstreams (a worker calls it
+ * after a health transition; the API does after each change it accepts).
+ * HAB_BAD_STATE when it cannot be written, why in *out_err (free it with
+ * hab_buf_free()).
+ */
+hab_result hab_state_save(const hab_api_upstream *ups, size_t n,
+    const uint8_t *path, size_t path_len, hab_buf **out_err);
+
 
 #ifdef __cplusplus
 }

@@ -110,6 +110,75 @@ pub(crate) fn buf(body: hab_api::Body) -> *mut hab_buf {
     Box::into_raw(Box::new(hab_buf { body }))
 }
 
+/// The upstreams of a C array (`None` when a name or zone is NULL).
+///
+/// # Safety
+///
+/// `ups` valid for `n` elements with valid names and zone handles.
+unsafe fn upstream_list<'a>(ups: *const hab_api_upstream, n: usize) -> Option<Vec<Upstream<'a>>> {
+    let list: &[hab_api_upstream] = if n == 0 {
+        &[]
+    } else {
+        // SAFETY: `n` elements (caller contract).
+        unsafe { core::slice::from_raw_parts(ups, n) }
+    };
+    let mut upstreams = Vec::with_capacity(list.len());
+    for u in list {
+        // SAFETY: valid name bytes (caller contract).
+        let name = unsafe { bytes(u.name, u.name_len) }.ok()?;
+        if u.zone.is_null() {
+            return None;
+        }
+        upstreams.push(Upstream {
+            name: core::str::from_utf8(name).unwrap_or(""),
+            // SAFETY: a valid zone handle (caller contract).
+            zone: unsafe { zone(u.zone) },
+        });
+    }
+    Some(upstreams)
+}
+
+/// Rewrites the state file at `path` from the `n` upstreams (after a
+/// health transition); on failure, why in `*out_err` (freed by the caller
+/// with `hab_buf_free`).
+///
+/// # Safety
+///
+/// `ups` valid for `n` elements with valid names and zone handles; `path`
+/// valid for `path_len` bytes; `out_err` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_state_save(
+    ups: *const hab_api_upstream,
+    n: usize,
+    path: *const u8,
+    path_len: usize,
+    out_err: *mut *mut hab_buf,
+) -> hab_result {
+    guard(|| {
+        if out_err.is_null() || (ups.is_null() && n != 0) || path_len == 0 {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: caller contract.
+        let (Some(upstreams), Ok(path)) = (unsafe { upstream_list(ups, n) }, unsafe {
+            bytes(path, path_len)
+        }) else {
+            return HAB_NULL_PARAMETER;
+        };
+        let path = Path::new(std::ffi::OsStr::new(
+            core::str::from_utf8(path).unwrap_or(""),
+        ));
+        match StateFile::capture(&upstreams).save(path) {
+            Ok(()) => HAB_OK,
+            Err(e) => {
+                let why = format!("cannot write state file \"{}\": {e}", path.display());
+                // SAFETY: writable (caller contract, checked non-NULL).
+                unsafe { out_err.write(buf(why.into_bytes().into())) };
+                HAB_BAD_STATE
+            }
+        }
+    })
+}
+
 /// Answers one API request over `n` upstreams.
 ///
 /// # Safety
@@ -144,27 +213,10 @@ pub unsafe extern "C" fn hab_api_handle(
             (Ok(p), Ok(q), Ok(b), Ok(s)) => (p, q, b, s),
             _ => return HAB_NULL_PARAMETER,
         };
-        let list: &[hab_api_upstream] = if n == 0 {
-            &[]
-        } else {
-            // SAFETY: `n` elements (caller contract).
-            unsafe { core::slice::from_raw_parts(ups, n) }
+        // SAFETY: caller contract.
+        let Some(upstreams) = (unsafe { upstream_list(ups, n) }) else {
+            return HAB_NULL_PARAMETER;
         };
-        let mut upstreams = Vec::with_capacity(list.len());
-        for u in list {
-            // SAFETY: valid name bytes (caller contract).
-            let Ok(name) = (unsafe { bytes(u.name, u.name_len) }) else {
-                return HAB_NULL_PARAMETER;
-            };
-            if u.zone.is_null() {
-                return HAB_NULL_PARAMETER;
-            }
-            upstreams.push(Upstream {
-                name: core::str::from_utf8(name).unwrap_or(""),
-                // SAFETY: a valid zone handle (caller contract).
-                zone: unsafe { zone(u.zone) },
-            });
-        }
         let method = match req.method {
             HAB_API_GET => Method::Get,
             HAB_API_HEAD => Method::Head,

@@ -281,6 +281,42 @@ impl Zone<'_> {
         }
     }
 
+    /// The health active checks found for peer `i`: `Some(true)` up,
+    /// `Some(false)` unhealthy, `None` unknown (no checks, or checking).
+    pub fn known_health(&self, i: usize) -> Option<bool> {
+        let s = self.states().get(i)?;
+        if !self.health_spec().checks() {
+            return None;
+        }
+        let f = s.flags.load(Relaxed);
+        if f & PeerState::CHECKING != 0 {
+            None
+        } else {
+            Some(f & PeerState::UNHEALTHY == 0)
+        }
+    }
+
+    /// Restores the health a state file recorded for peer `i` of a fresh
+    /// zone: an unhealthy server stays out until `passes` checks pass; a
+    /// healthy one skips `checking` only under `mandatory persistent`
+    /// (NGINX Plus's `persistent`); otherwise nothing changes.
+    pub fn restore_health(&self, i: usize, healthy: bool) {
+        let (Some(s), hs) = (self.states().get(i), self.health_spec()) else {
+            return;
+        };
+        if !hs.checks() {
+            return;
+        }
+        if !healthy {
+            s.flags.fetch_or(PeerState::UNHEALTHY, Relaxed);
+            s.flags.fetch_and(!PeerState::CHECKING, Relaxed);
+        } else if hs.flags & HealthSpec::PERSISTENT != 0 {
+            s.flags.fetch_and(!PeerState::CHECKING, Relaxed);
+        }
+        self.health_changed();
+        self.update_panic();
+    }
+
     /// Zeroes the check counters of peer `i` (the API's reset); the
     /// consecutive counts, which decide health, stay.
     pub(crate) fn reset_check_stats(&self, i: usize) {
