@@ -138,6 +138,29 @@ unsafe fn upstream_list<'a>(ups: *const hab_api_upstream, n: usize) -> Option<Ve
     Some(upstreams)
 }
 
+/// Writes the state file from `upstreams`. Workers write it concurrently
+/// (each change and health transition is saved by the worker that made
+/// it), and the last rename wins: a worker whose capture may have missed
+/// another's change — the upstreams' health epochs moved while it wrote —
+/// writes again, so the file that stays was captured after every change.
+fn save_state(upstreams: &[Upstream<'_>], path: &Path) -> std::io::Result<()> {
+    let epochs = || -> u64 {
+        upstreams
+            .iter()
+            .map(|u| u.zone.health_epoch())
+            .fold(0, u64::wrapping_add)
+    };
+    let mut r = Ok(());
+    for _ in 0..4 {
+        let before = epochs();
+        r = StateFile::capture(upstreams).save(path);
+        if r.is_err() || epochs() == before {
+            break;
+        }
+    }
+    r
+}
+
 /// Rewrites the state file at `path` from the `n` upstreams (after a
 /// health transition); on failure, why in `*out_err` (freed by the caller
 /// with `hab_buf_free`).
@@ -167,7 +190,7 @@ pub unsafe extern "C" fn hab_state_save(
         let path = Path::new(std::ffi::OsStr::new(
             core::str::from_utf8(path).unwrap_or(""),
         ));
-        match StateFile::capture(&upstreams).save(path) {
+        match save_state(&upstreams, path) {
             Ok(()) => HAB_OK,
             Err(e) => {
                 let why = format!("cannot write state file \"{}\": {e}", path.display());
@@ -242,7 +265,7 @@ pub unsafe extern "C" fn hab_api_handle(
             let path = Path::new(std::ffi::OsStr::new(
                 core::str::from_utf8(state_file).unwrap_or(""),
             ));
-            if let Err(e) = StateFile::capture(&upstreams).save(path) {
+            if let Err(e) = save_state(&upstreams, path) {
                 r.log = Some(format!(
                     "cannot write state file \"{}\": {e}",
                     path.display()
