@@ -22,7 +22,10 @@
 
 
 /* peers taken per claim, and ejections ended per tick */
-#define NGX_HTTP_UPSTREAM_HA_BATCH  64
+#define NGX_HTTP_UPSTREAM_HA_BATCH  256
+
+/* claims per tick at most */
+#define NGX_HTTP_UPSTREAM_HA_CLAIMS  16
 
 /* bytes of response a check reads: status line, headers, start of body */
 #define NGX_HTTP_UPSTREAM_HA_CHECK_BUF  16384
@@ -707,6 +710,7 @@ ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
     ev->cancelable = 1;
 
     hcf->health_epoch = 0;
+    hcf->health_full = 0;
     hcf->probes = 0;
 
     ngx_add_timer(ev, 1 + ngx_random() % 20);
@@ -721,7 +725,8 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
     size_t             i, n, cap, limit;
     uint32_t           peers[NGX_HTTP_UPSTREAM_HA_BATCH];
     uint64_t           now, next, due;
-    ngx_msec_t         delay;
+    ngx_uint_t         k, full;
+    ngx_msec_t         delay, grain;
     hab_result         rc;
     ngx_core_conf_t   *ccf;
     hab_panic_report   panic;
@@ -734,45 +739,65 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
     now = ngx_current_msec;
     next = now + NGX_HTTP_UPSTREAM_HA_TICK_MAX;
 
+    /*
+     * Ticks come at most every interval / 20 (10 ms to 100 ms): a check is
+     * late by less than that, and a tick looks at this worker's share of
+     * the servers only, the others (overdue ones to take over) once per
+     * half interval.
+     */
+
+    grain = ngx_max(ngx_min(hcf->health.interval_ms / 20, 100), 10);
+
     if (hcf->health.flags & HAB_HEALTH_CHECK) {
 
         /* a check takes a connection: leave most of them to clients */
 
         limit = ngx_max(ngx_cycle->connection_n / 4, 8);
-        cap = (ngx_http_upstream_ha_probes < limit)
-              ? ngx_min(limit - ngx_http_upstream_ha_probes,
-                        NGX_HTTP_UPSTREAM_HA_BATCH)
-              : 0;
 
         ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
                                                ngx_core_module);
 
-        n = 0;
-        due = next;
+        full = (now - hcf->health_full >= hcf->health.interval_ms / 2);
+        if (full) {
+            hcf->health_full = now;
+        }
 
-        rc = hab_check_claim(hcf->zone, (uint32_t) ngx_worker,
-                             (uint32_t) ngx_max(ccf->worker_processes, 1),
-                             now, ((uint64_t) ngx_random() << 32)
-                                  ^ ngx_random(),
-                             peers, cap, &n, &due);
+        for (k = 0; k < NGX_HTTP_UPSTREAM_HA_CLAIMS; k++) {
 
-        if (rc != HAB_OK) {
-            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
-                          "ha_balance upstream \"%V\": check claim: %s",
-                          hcf->name, hab_result_str(rc));
+            cap = (ngx_http_upstream_ha_probes < limit)
+                  ? ngx_min(limit - ngx_http_upstream_ha_probes,
+                            NGX_HTTP_UPSTREAM_HA_BATCH)
+                  : 0;
+
             n = 0;
-        }
+            due = next;
 
-        for (i = 0; i < n; i++) {
-            ngx_http_upstream_ha_probe_start(hcf, peers[i], ev->log);
-        }
+            rc = hab_check_claim(hcf->zone, (uint32_t) ngx_worker,
+                                 (uint32_t) ngx_max(ccf->worker_processes, 1),
+                                 now, ((uint64_t) ngx_random() << 32)
+                                      ^ ngx_random(),
+                                 full ? 1 : 0, peers, cap, &n, &due);
 
-        if (cap == 0 || n == cap) {
-            /* more are due: look again as soon as some finish */
-            due = now + 10;
-        }
+            if (rc != HAB_OK) {
+                ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                              "ha_balance upstream \"%V\": check claim: %s",
+                              hcf->name, hab_result_str(rc));
+                break;
+            }
 
-        next = ngx_min(next, due);
+            for (i = 0; i < n; i++) {
+                ngx_http_upstream_ha_probe_start(hcf, peers[i], ev->log);
+            }
+
+            if (n < cap) {
+                next = ngx_min(next, due);
+                break;
+            }
+
+            /* more are due than were taken: again, or at the next tick */
+
+            next = now;
+        }
     }
 
     n = 0;
@@ -807,7 +832,8 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
         next = ngx_min(next, now + 100);
     }
 
-    delay = (next > now) ? (ngx_msec_t) (next - now) : 1;
+    delay = (next > now) ? (ngx_msec_t) (next - now) : 0;
+    delay = ngx_max(delay, grain);
 
     ngx_add_timer(ev, ngx_min(delay, NGX_HTTP_UPSTREAM_HA_TICK_MAX));
 }

@@ -96,6 +96,7 @@ typedef struct {
     /* per worker: the health timer and its checks in flight */
     ngx_event_t                         health_ev;
     uint64_t                            health_epoch;
+    uint64_t                            health_full;   /* last full pass */
     ngx_uint_t                          probes;
 } ngx_http_upstream_ha_srv_conf_t;
 

@@ -158,6 +158,7 @@ macro_rules! same_signature {
     (@one $name:ident 5) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _) -> _) };
     (@one $name:ident 6) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _) -> _) };
     (@one $name:ident 7) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _) };
+    (@one $name:ident 10) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _) -> _) };
     (@one $name:ident 9) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _) -> _) };
 }
 
@@ -182,7 +183,7 @@ fn functions_match_the_header() {
         hab_attempt_pick / 6,
         hab_attempt_release / 6,
         hab_attempt_end / 2,
-        hab_check_claim / 9,
+        hab_check_claim / 10,
         hab_check_done / 5,
         hab_health_tick / 7,
         hab_health_validate / 1,

@@ -349,11 +349,13 @@ typedef struct hab_check_report {
  * now_ms (at most cap peer indices into out_peers, their number in
  * *out_n): its own peers (index % workers == worker) when due, others once
  * overdue by an interval and the timeout.  *out_next_ms: when the next
- * one falls due (UINT64_MAX: none).  seed varies the jitter.
+ * one falls due (UINT64_MAX: none).  seed varies the jitter.  Without
+ * full only the worker's own peers are looked at (n / workers of them);
+ * a full pass, about once per interval, takes over overdue ones.
  */
 hab_result hab_check_claim(hab_zone *zone, uint32_t worker, uint32_t workers,
-    uint64_t now_ms, uint64_t seed, uint32_t *out_peers, size_t cap,
-    size_t *out_n, uint64_t *out_next_ms);
+    uint64_t now_ms, uint64_t seed, uint32_t full, uint32_t *out_peers,
+    size_t cap, size_t *out_n, uint64_t *out_next_ms);
 
 /* The result of a check of peer that ended at now_ms (passed: non-zero). */
 hab_result hab_check_done(hab_zone *zone, uint32_t peer, uint32_t passed,

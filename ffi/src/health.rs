@@ -136,6 +136,7 @@ pub struct hab_check_report {
 /// Takes the checks due for worker `worker` of `workers` at `now_ms`: at
 /// most `cap` peer indices into `out_peers`, their number in `out_n`, and
 /// in `out_next_ms` when the next one falls due (`UINT64_MAX`: none).
+/// `full` non-zero: a full pass (also other workers' overdue peers).
 ///
 /// # Safety
 ///
@@ -148,6 +149,7 @@ pub unsafe extern "C" fn hab_check_claim(
     workers: u32,
     now_ms: u64,
     seed: u64,
+    full: u32,
     out_peers: *mut u32,
     cap: usize,
     out_n: *mut usize,
@@ -169,7 +171,7 @@ pub unsafe extern "C" fn hab_check_claim(
             // SAFETY: writable for `cap` elements (caller contract).
             unsafe { core::slice::from_raw_parts_mut(out_peers, cap) }
         };
-        let (n, next) = z.claim_checks(worker, workers, now_ms, seed, out);
+        let (n, next) = z.claim_checks(worker, workers, now_ms, seed, full != 0, out);
         // SAFETY: non-NULL, writable (caller contract).
         unsafe {
             out_n.write(n);

@@ -15,8 +15,11 @@
 //! timeout — its own worker is dead, exiting or starved — so a dead
 //! worker's peers are checked again within two intervals, and during a
 //! reload old and new workers share the schedule instead of doubling it.
-//! Peers `down` by configuration or through the API are not checked (a
-//! check is due as soon as they return); draining ones are.
+//! A worker that took a peer over keeps it on schedule (a full pass, which
+//! looks at every peer, comes twice per interval) until its own worker
+//! takes it back at a due time. Peers `down` by configuration or through
+//! the API are not checked (a check is due as soon as they return);
+//! draining ones are.
 //!
 //! The first check of a peer is spread over the first interval by its
 //! index (so 10,000 servers do not all connect at once), except under
@@ -105,12 +108,23 @@ impl Zone<'_> {
     /// the module note), at most `out.len()`, writing their peer indices
     /// to `out`; returns how many, and when the next one this worker would
     /// take falls due (`u64::MAX`: none). `seed` varies the jitter.
+    ///
+    /// With `full` unset only the worker's own peers are looked at (a
+    /// stride of `workers`: a tick costs `n / workers`); a full pass, which
+    /// also takes over overdue peers of other workers, is needed about
+    /// once per interval.
+    ///
+    /// A check's next due time is its due time plus the interval (plus
+    /// jitter), not the time it was taken plus the interval: a late tick
+    /// does not stretch the schedule. A peer more than an interval behind
+    /// (its worker was gone, or it was down) starts afresh from `now`.
     pub fn claim_checks(
         &self,
         worker: u32,
         workers: u32,
         now: u64,
         seed: u64,
+        full: bool,
         out: &mut [u32],
     ) -> (usize, u64) {
         let hs = self.health_spec();
@@ -124,29 +138,36 @@ impl Zone<'_> {
         let (states, rows) = (self.states(), self.health_rows());
         let mut taken = 0;
         let mut next = u64::MAX;
-        for i in 0..n {
-            let flags = states[i].flags.load(Relaxed);
+        let (first, step) = if full {
+            (0, 1)
+        } else {
+            (worker as usize, workers as usize)
+        };
+        let mut i = first;
+        while i < n {
+            let k = i;
+            i += step;
+            let flags = states[k].flags.load(Relaxed);
             if flags & (PeerState::DOWN | PeerState::ADMIN_DOWN) != 0 {
                 continue;
             }
-            let row = &rows[i];
-            let owned = i as u32 % workers == worker;
+            let row = &rows[k];
+            // Its own, or one it took over (until its owner takes it back).
+            let owned = k as u32 % workers == worker || row.prober.load(Relaxed) == worker + 1;
             let mut due = row.due_ms.load(Relaxed);
             if due == 0 {
                 if !owned {
                     continue;
                 }
                 // The first check: at once when checking, else spread.
-                let first = if flags & PeerState::CHECKING != 0 {
+                let at = if flags & PeerState::CHECKING != 0 {
                     now
                 } else {
-                    now + (i as u64 * interval) / n as u64
-                };
-                due = match row
-                    .due_ms
-                    .compare_exchange(0, first.max(1), Relaxed, Relaxed)
-                {
-                    Ok(_) => first.max(1),
+                    now + (k as u64 * interval) / n as u64
+                }
+                .max(1);
+                due = match row.due_ms.compare_exchange(0, at, Relaxed, Relaxed) {
+                    Ok(_) => at,
                     Err(d) => d,
                 };
             }
@@ -162,16 +183,17 @@ impl Zone<'_> {
             let extra = if jitter == 0 {
                 0
             } else {
-                mix(seed ^ (i as u64) << 20 ^ now) % (jitter + 1)
+                mix(seed ^ ((k as u64) << 20) ^ now) % (jitter + 1)
             };
-            let then = now + interval + extra;
+            let base = if due + interval > now { due } else { now };
+            let then = base + interval + extra;
             if row
                 .due_ms
                 .compare_exchange(due, then, Relaxed, Relaxed)
                 .is_ok()
             {
                 row.prober.store(worker + 1, Relaxed);
-                out[taken] = i as u32;
+                out[taken] = k as u32;
                 taken += 1;
                 next = next.min(if owned { then } else { then + grace });
             } else {
@@ -376,7 +398,8 @@ mod tests {
                 if !alive[w as usize] {
                     continue;
                 }
-                let (n, _) = z.claim_checks(w, workers, now, now ^ u64::from(w), &mut out);
+                let full = now % 500 == 0;
+                let (n, _) = z.claim_checks(w, workers, now, now ^ u64::from(w), full, &mut out);
                 for &i in &out[..n] {
                     counts[i as usize] += 1;
                     z.check_done(i as usize, true, now).unwrap();
@@ -440,7 +463,8 @@ mod tests {
         while now < from + ms {
             for w in 0..workers {
                 if alive[w as usize] {
-                    let (n, _) = z.claim_checks(w, workers, now, now, &mut out);
+                    let full = now % 500 == 0;
+                    let (n, _) = z.claim_checks(w, workers, now, now, full, &mut out);
                     for &i in &out[..n] {
                         counts[i as usize] += 1;
                         z.check_done(i as usize, true, now).unwrap();
@@ -477,7 +501,7 @@ mod tests {
             .all(|s| s.flags.load(Relaxed) & PeerState::CHECKING != 0));
         // Checking peers are due at once.
         let mut out = [0u32; 4];
-        let (n, _) = z.claim_checks(0, 1, 5, 0, &mut out);
+        let (n, _) = z.claim_checks(0, 1, 5, 0, false, &mut out);
         assert_eq!(&out[..n], &[0, 1]);
         assert_eq!(
             z.check_done(0, true, 6).unwrap().transition,
@@ -499,11 +523,11 @@ mod tests {
         let z = t.zone();
         z.set_admin(2, Some(true), None, 0).unwrap();
         let mut out = [0u32; 8];
-        let (n, next) = z.claim_checks(0, 1, 1_000, 0, &mut out);
+        let (n, next) = z.claim_checks(0, 1, 1_000, 0, false, &mut out);
         // Spread over the first interval: peer 0 at once, 1, 3 later.
         assert_eq!(&out[..n], &[0]);
         assert_eq!(next, 1_250);
-        let (n, _) = z.claim_checks(0, 1, 2_000, 0, &mut out);
+        let (n, _) = z.claim_checks(0, 1, 2_000, 0, false, &mut out);
         assert_eq!(&out[..n], &[0, 1, 3]);
     }
 

@@ -42,16 +42,27 @@ use core::sync::atomic::Ordering::Relaxed;
 use crate::table::{PeerState, Table};
 
 /// What the whole pick knows before it looks at peers: read once per pick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mode {
     /// nginx's single-peer rules apply (one primary, no backup).
     pub single: bool,
-    /// The upstream is in panic: health bits are ignored.
-    pub panic: bool,
     /// Slow start thins the picks of ramping peers (every policy that
     /// picks by position or draw; `least_conn` scales weights instead, and
     /// hash policies keep their keys).
     pub ramp: bool,
+    /// The flag bits that keep a peer out: [`PeerState::OUT`], and
+    /// [`PeerState::HEALTH`] unless the upstream is in panic.
+    pub out: u32,
+}
+
+impl Default for Mode {
+    fn default() -> Mode {
+        Mode {
+            single: false,
+            ramp: false,
+            out: PeerState::OUT | PeerState::HEALTH,
+        }
+    }
 }
 
 impl Mode {
@@ -59,11 +70,23 @@ impl Mode {
     #[inline]
     pub fn of(t: &Table<'_>) -> Mode {
         let z = t.zone();
+        let h = &z.root().health;
+        let panic = h.panic_percent != 0 && z.health_line().panic.load(Relaxed) != 0;
         Mode {
             single: t.single(),
-            panic: z.health_on() && z.health_line().panic.load(Relaxed) != 0,
-            ramp: z.root().health.slow_start_ms != 0,
+            ramp: h.slow_start_ms != 0,
+            out: if panic {
+                PeerState::OUT
+            } else {
+                PeerState::OUT | PeerState::HEALTH
+            },
         }
+    }
+
+    /// Whether health is ignored (panic).
+    #[inline]
+    pub fn panic(&self) -> bool {
+        self.out & PeerState::HEALTH == 0
     }
 }
 
@@ -92,7 +115,7 @@ pub fn eligibility(state: &PeerState, now: u64, mode: Mode) -> Eligibility {
 
 #[inline]
 fn eligibility_flags(state: &PeerState, flags: u32, now: u64, mode: Mode) -> Eligibility {
-    if flags & PeerState::OUT != 0 || (flags & PeerState::HEALTH != 0 && !mode.panic) {
+    if flags & mode.out != 0 {
         return Eligibility::No;
     }
     let single = mode.single;
@@ -113,22 +136,36 @@ fn eligibility_flags(state: &PeerState, flags: u32, now: u64, mode: Mode) -> Eli
 /// Claims peer `i` of `t` for one request: counts it in flight (within
 /// `max_conns`) and, for a probe, wins the window. `false` when another
 /// worker got there first, or slow start held the pick back.
-#[inline]
+#[inline(always)]
 pub fn acquire(t: &Table<'_>, i: usize, now: u64, mode: Mode) -> bool {
-    let state = &t.states()[i];
+    acquire_in(t, t.states(), i, now, mode)
+}
+
+/// [`acquire`] with the zone's peer states at hand (`states` is
+/// `t.states()`, hoisted out of a caller's loop).
+#[inline(always)]
+pub fn acquire_in(t: &Table<'_>, states: &[PeerState], i: usize, now: u64, mode: Mode) -> bool {
+    let state = &states[i];
     let flags = state.flags.load(Relaxed);
     let e = eligibility_flags(state, flags, now, mode);
     if e == Eligibility::No {
         return false;
     }
-    if mode.ramp && flags & PeerState::SLOW != 0 && !slow_start::admit(t.zone(), i, now) {
+    if mode.ramp && flags & PeerState::SLOW != 0 && !ramp_admits(t, i, now) {
         return false;
     }
     acquire_state(state, e, now)
 }
 
+/// [`slow_start::admit`], off the hot path: only ramping peers get here.
+#[cold]
+#[inline(never)]
+fn ramp_admits(t: &Table<'_>, i: usize, now: u64) -> bool {
+    slow_start::admit(t.zone(), i, now)
+}
+
 /// The counting part of [`acquire`], once the peer was found eligible.
-#[inline]
+#[inline(always)]
 fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
     if state.max_conns == 0 {
         state.in_flight.fetch_add(1, Relaxed);

@@ -53,6 +53,7 @@ impl Zone<'_> {
     /// Counts a finished try of peer `i` (its HTTP status, 0 for none;
     /// whether it failed) toward outlier ejection; the ejection it caused,
     /// if any.
+    #[inline]
     pub(crate) fn observe_outlier(
         &self,
         i: usize,
@@ -60,10 +61,26 @@ impl Zone<'_> {
         status: u32,
         now: u64,
     ) -> Option<Ejection> {
-        let hs = *self.health_spec();
+        if !self.root().health.outlier() {
+            return None;
+        }
+        self.observe_outlier_slow(i, failed, status, now)
+    }
+
+    /// [`Zone::observe_outlier`] once the upstream has `ha_outlier`.
+    #[inline(never)]
+    fn observe_outlier_slow(
+        &self,
+        i: usize,
+        failed: bool,
+        status: u32,
+        now: u64,
+    ) -> Option<Ejection> {
+        let hs = self.health_spec();
         if !hs.outlier() || self.peers() < 2 {
             return None;
         }
+        let (c5xx, cerr) = (hs.consecutive_5xx, hs.consecutive_errors);
         let row = self.health_rows().get(i)?;
         let local = failed && status == 0;
         let five = local || (500..=599).contains(&status);
@@ -80,9 +97,9 @@ impl Zone<'_> {
         };
         let n5 = bump(&row.consecutive_5xx, five);
         let ne = bump(&row.consecutive_errors, gateway);
-        let reason = if hs.consecutive_errors != 0 && ne >= hs.consecutive_errors {
+        let reason = if cerr != 0 && ne >= cerr {
             (Reason::ConsecutiveErrors, ne)
-        } else if hs.consecutive_5xx != 0 && n5 >= hs.consecutive_5xx {
+        } else if c5xx != 0 && n5 >= c5xx {
             (Reason::Consecutive5xx, n5)
         } else {
             return None;

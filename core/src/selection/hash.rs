@@ -141,7 +141,7 @@ fn claim(
     let mut i = first;
     for _ in 0..t.peers() {
         let under = capacity.is_none_or(|cap| u64::from(states[i].in_flight.load(Relaxed)) < cap);
-        if !attempt.tried(i) && under && health::acquire(t, i, now, how) {
+        if !attempt.tried(i) && under && health::acquire_in(t, states, i, now, how) {
             return Some(i);
         }
         if mode != HashMode::Consistent {

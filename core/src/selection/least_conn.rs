@@ -39,7 +39,10 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode
             if health::eligibility(&states[i], now, mode) == Eligibility::No {
                 continue;
             }
-            let (c, w) = (load(t, i, ramp, now), u64::from(states[i].weight()));
+            let (c, w) = (
+                load(t, &states[i], i, ramp, now),
+                u64::from(states[i].weight()),
+            );
             match best {
                 Some((_, bc, bw)) if c * bw > bc * w => {}
                 Some((_, bc, bw)) if c * bw == bc * w => ties += 1,
@@ -67,8 +70,7 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode
 /// by its slow-start fraction while it ramps (a peer at a tenth of its
 /// weight counts each request ten times).
 #[inline]
-fn load(t: &Table<'_>, i: usize, ramp: bool, now: u64) -> u64 {
-    let s = &t.states()[i];
+fn load(t: &Table<'_>, s: &crate::table::PeerState, i: usize, ramp: bool, now: u64) -> u64 {
     let c = s.in_flight.load(Relaxed);
     if ramp && s.flags.load(Relaxed) & crate::table::PeerState::SLOW != 0 {
         slow_start::scaled_load(t.zone(), i, c, now)
@@ -99,7 +101,10 @@ fn tie_break(
         if attempt.tried(i) {
             continue;
         }
-        let (c, w) = (load(t, i, ramp, now), u64::from(states[i].weight()));
+        let (c, w) = (
+            load(t, &states[i], i, ramp, now),
+            u64::from(states[i].weight()),
+        );
         if c * bw == bc * w {
             return Some(i);
         }

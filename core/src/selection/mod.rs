@@ -266,9 +266,10 @@ impl Table<'_> {
             ramp: false,
             ..mode
         };
+        let states = self.states();
         (0..n)
             .map(|k| range.start + (start + k) % n)
-            .find(|&i| !attempt.tried(i) && health::acquire(self, i, now, mode))
+            .find(|&i| !attempt.tried(i) && health::acquire_in(self, states, i, now, mode))
     }
 
     /// Ends the try in progress with `outcome`.

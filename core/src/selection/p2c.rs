@@ -76,7 +76,7 @@ pub fn pick_two(
             (Some(a), None) => a,
             _ => break,
         };
-        if health::acquire(t, chosen, now, mode) {
+        if health::acquire_in(t, states, chosen, now, mode) {
             return Some(chosen);
         }
     }

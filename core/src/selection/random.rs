@@ -16,13 +16,13 @@ pub const DRAWS: usize = 20;
 
 /// Picks a primary and acquires it.
 pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, mode: Mode) -> Option<usize> {
-    let table = t.alias();
+    let (table, states) = (t.alias(), t.states());
     if table.is_empty() {
         return None;
     }
     for _ in 0..DRAWS {
         let i = alias::draw(table, attempt.random());
-        if !attempt.tried(i) && health::acquire(t, i, now, mode) {
+        if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {
             return Some(i);
         }
     }

@@ -132,10 +132,4 @@ impl<'a> Zone<'a> {
             )
         }
     }
-
-    /// Whether picks must read the panic flag.
-    #[inline]
-    pub(crate) fn health_on(&self) -> bool {
-        self.root().health.panic_percent != 0
-    }
 }

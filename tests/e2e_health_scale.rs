@@ -1,0 +1,158 @@
+//! End-to-end: 10,000 servers checked every second by 4 workers (issue 8):
+//! the checks keep their schedule (one per server per second in total,
+//! whatever the number of workers), none is marked down, and the CPU the
+//! workers spend on it is measured from `/proc` and printed (the figures
+//! are in docs/benchmarks.md, "Active health checks").
+//!
+//! The 10,000 `server` lines point at 20 listeners of this test process
+//! (500 lines each: nginx allows the same address on several lines, and
+//! each line is a server of its own with its own checks); each listener
+//! answers `/healthz` and counts.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{api_call, wait_until, Nginx, WORKERS};
+
+const SERVERS: usize = 10_000;
+const LISTENERS: usize = 20;
+
+/// A listener answering every request `200 healthy` and closing, served
+/// by two threads (so that this side is not what limits the rate); counts.
+fn listener(stop: Arc<AtomicBool>, count: Arc<AtomicU64>) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().unwrap().port();
+    l.set_nonblocking(true).unwrap();
+    for _ in 0..2 {
+        let (l, stop, count) = (
+            l.try_clone().expect("clone"),
+            Arc::clone(&stop),
+            Arc::clone(&count),
+        );
+        serve(l, stop, count);
+    }
+    port
+}
+
+fn serve(l: TcpListener, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
+    thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            let (mut s, _) = match l.accept() {
+                Ok(c) => c,
+                Err(_) => {
+                    thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            };
+            let _ = s.set_nonblocking(false);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 8192 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            count.fetch_add(1, Ordering::Relaxed);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhealthy\n",
+            );
+        }
+    });
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of stat; here 11 and 12.
+    n(11) + n(12)
+}
+
+#[test]
+fn ten_thousand_servers_keep_their_schedule() {
+    if !common::nginx_or_skip("ten_thousand_servers_keep_their_schedule") {
+        return;
+    }
+    let _serial = common::serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let ports: Vec<u16> = (0..LISTENERS)
+        .map(|_| listener(Arc::clone(&stop), Arc::clone(&count)))
+        .collect();
+    let servers: String = (0..SERVERS)
+        .map(|i| format!("        server 127.0.0.1:{};\n", ports[i % LISTENERS]))
+        .collect();
+    let port = common::free_port();
+    let http = format!(
+        "    upstream big {{
+        ha_balance round_robin;
+        ha_check interval=1s timeout=900ms fails=2 uri=/healthz;
+{servers}    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api; }}
+        location / {{ proxy_pass http://big; }}
+    }}
+"
+    );
+    let ngx = Nginx::start(&http, WORKERS);
+    // The first checks are spread over the first interval; then measure.
+    thread::sleep(Duration::from_millis(2500));
+    let workers = ngx.worker_pids();
+    let ticks = |ws: &[i32]| ws.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+    let (c0, t0, start) = (
+        count.load(Ordering::Relaxed),
+        ticks(&workers),
+        Instant::now(),
+    );
+    thread::sleep(Duration::from_secs(10));
+    let (c1, t1, secs) = (
+        count.load(Ordering::Relaxed),
+        ticks(&workers),
+        start.elapsed().as_secs_f64(),
+    );
+    stop.store(true, Ordering::Relaxed);
+
+    let per_sec = (c1 - c0) as f64 / secs;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = (t1 - t0) as f64 / hz / secs;
+    eprintln!(
+        "{SERVERS} servers, 1 s checks, {WORKERS} workers: {per_sec:.0} checks/s, \
+         workers' CPU {:.1}% of one core ({:.1} µs per check)",
+        cpu * 100.0,
+        cpu * 1e6 / per_sec
+    );
+    // One check per server per second, all workers together: within 5%
+    // (the measuring window's edges are worth one check per server at
+    // most, 1/10 of the window).
+    assert!(
+        (per_sec - SERVERS as f64).abs() <= SERVERS as f64 * 0.05 + SERVERS as f64 / secs,
+        "{per_sec:.0} checks/s for {SERVERS} servers checked every second"
+    );
+    let (status, v) = api_call(port, "GET", "/api/upstreams/big?fields=state", "");
+    assert_eq!(status, 200);
+    let down = v["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] != "up")
+        .count();
+    assert_eq!(down, 0, "servers not up after 12 s of checks");
+    assert!(wait_until(Duration::from_secs(1), || !ngx
+        .error_log()
+        .contains("is unhealthy")));
+    assert!(ngx.crashes().is_empty());
+}
