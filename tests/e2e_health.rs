@@ -456,9 +456,10 @@ fn health_survives_reloads_without_double_checks_or_leaked_sockets() {
     let fds_before = fds(&ngx);
     a.reset();
     let start = Instant::now();
-    for k in 0..20 {
+    for k in 0..50 {
         // Half unchanged, half adding a server: the unchanged zone is kept,
-        // the changed one carries the health over.
+        // the changed one carries the health over. Every tenth, a worker
+        // is killed too, in the middle of its checks.
         if k % 2 == 0 {
             ngx.reload();
         } else {
@@ -466,6 +467,13 @@ fn health_survives_reloads_without_double_checks_or_leaked_sockets() {
                 port,
                 &upstream(&format!("        server {};\n", extra.addr())),
             ));
+        }
+        if k % 10 == 5 {
+            let victim = ngx.worker_pids()[0];
+            ngx.kill_worker(victim);
+            wait_until(Duration::from_secs(5), || {
+                ngx.worker_pids().len() == WORKERS
+            });
         }
         assert_eq!(state_of(port, &b.addr()), "unhealthy", "after reload {k}");
         assert_eq!(
@@ -495,7 +503,7 @@ fn health_survives_reloads_without_double_checks_or_leaked_sockets() {
     let fds_after = fds(&ngx);
     assert!(
         fds_after <= fds_before + 4,
-        "descriptors: {fds_before} before, {fds_after} after 21 reloads"
+        "descriptors: {fds_before} before, {fds_after} after 51 reloads and 5 kills"
     );
     assert!(ngx.crashes().is_empty(), "{:?}", ngx.crashes());
 }

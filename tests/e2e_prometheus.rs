@@ -71,6 +71,13 @@ fn block(port: u16, backends: &[Backend]) -> String {
         server 127.0.0.1:2 max_fails=1 fail_timeout=30s;
     }}
 
+    upstream checked {{
+        ha_balance round_robin;
+        ha_check interval=300ms timeout=200ms fails=1 type=tcp;
+        server {};
+        server 127.0.0.1:3;
+    }}
+
     server {{
         listen 127.0.0.1:{port};
         location /api/ {{ ha_api write=on; }}
@@ -85,7 +92,8 @@ fn block(port: u16, backends: &[Backend]) -> String {
         }}
     }}
 ",
-        server_lines(backends, &[])
+        server_lines(backends, &[]),
+        backends[0].addr()
     )
 }
 
@@ -154,6 +162,14 @@ fn promtool_accepts_the_live_exposition() {
         let r = http::get(port, "/odd/").expect("GET /odd/");
         assert_eq!(r.status, 502, "{}", r.text());
     }
+    // The checks of upstream `checked`: the refused port turns unhealthy.
+    assert!(
+        common::wait_until(Duration::from_secs(5), || metrics(port).contains(
+            "ha_upstream_server_state{upstream=\"checked\",server=\"127.0.0.1:3\"} 6"
+        )),
+        "{}",
+        metrics(port)
+    );
     let text = metrics(port);
 
     let (ok, printed) = promtool_check(&progs[0], &text);
@@ -181,6 +197,40 @@ fn promtool_accepts_the_live_exposition() {
         assert!(
             text.lines().any(|l| l == sample),
             "refusing {addr} is not unavail (4):\n{text}"
+        );
+    }
+    // Active checks: a refused port is unhealthy (6), with its check
+    // counters; the listening one up (1) with no failed check.
+    let healthy = b[0].addr();
+    for (family, addr, value) in [
+        ("ha_upstream_server_state", "127.0.0.1:3", Some("6")),
+        ("ha_upstream_server_state", healthy.as_str(), Some("1")),
+        (
+            "ha_upstream_server_health_checks_unhealthy_total",
+            "127.0.0.1:3",
+            Some("1"),
+        ),
+        (
+            "ha_upstream_server_health_checks_last_passed",
+            "127.0.0.1:3",
+            Some("0"),
+        ),
+        (
+            "ha_upstream_server_health_checks_fails_total",
+            healthy.as_str(),
+            Some("0"),
+        ),
+        (
+            "ha_upstream_server_health_checks_checks_total",
+            healthy.as_str(),
+            None,
+        ),
+    ] {
+        let prefix = format!("{family}{{upstream=\"checked\",server=\"{addr}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix));
+        assert!(
+            line.is_some_and(|l| value.is_none_or(|v| l == format!("{prefix}{v}"))),
+            "{prefix}{value:?}: {line:?} in\n{text}"
         );
     }
     for v in &b {

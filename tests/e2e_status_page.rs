@@ -366,3 +366,64 @@ fn status_page_shows_every_state() {
     let r = slow.join();
     assert!(r.statuses.values().sum::<usize>() == 4, "{:?}", r.failures);
 }
+
+/// The active health states show too, in words and in their own colours:
+/// `checking` (a `mandatory` server whose first check hangs) and
+/// `unhealthy` (one whose `/healthz` answers 503), next to `up`.
+#[test]
+fn status_page_shows_health_states() {
+    if !ready("status_page_shows_health_states") {
+        return;
+    }
+    let _serial = common::serial();
+    let backends = Backend::start_many("h", 3);
+    backends[1].set_health("fail");
+    backends[2].set_health("hang");
+    let port = common::free_port();
+    // A 9 s timeout: server 2 stays `checking` that long.
+    let upstream = format!(
+        "        ha_balance round_robin;
+        ha_check interval=10s timeout=9s fails=1 uri=/healthz mandatory;
+{}",
+        server_lines(&backends, &["", "", ""])
+    );
+    let _ngx = start_upstream(port, &upstream, "");
+    let b = Browser::start().expect("start headless chromium");
+    b.goto(&format!("http://127.0.0.1:{port}/api/"))
+        .expect("open status page");
+    let want = ["up", "unhealthy", "checking"];
+    let shown = b.wait("health states", FIRST, |b| {
+        let states: Vec<Option<String>> = (0..3).map(|i| row_state(b, i)).collect();
+        Ok((states.iter().map(|s| s.as_deref()).eq(want.map(Some))).then_some(()))
+    });
+    assert!(
+        shown.is_ok(),
+        "page shows {:?}, the API {:?}",
+        (0..3).map(|i| row_state(&b, i)).collect::<Vec<_>>(),
+        (0..3)
+            .map(|i| api_server(port, i)["state"].clone())
+            .collect::<Vec<_>>()
+    );
+    let mut colours = Vec::new();
+    for (i, s) in want.iter().enumerate() {
+        let cell = b
+            .find(&format!("tr[data-id=\"{i}\"] td.state"))
+            .unwrap()
+            .expect("state cell");
+        assert_eq!(b.text(&cell).unwrap(), *s, "row {i}");
+        let colour = b
+            .execute(
+                "return getComputedStyle(document.querySelector(arguments[0])).backgroundColor;",
+                &[serde_json::json!(format!(
+                    "tr[data-id=\"{i}\"] td.state span"
+                ))],
+            )
+            .unwrap();
+        colours.push(colour.as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        colours,
+        ["rgb(26, 127, 55)", "rgb(125, 16, 16)", "rgb(9, 105, 218)"],
+        "up green, unhealthy dark red, checking blue"
+    );
+}

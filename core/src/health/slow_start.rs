@@ -152,6 +152,101 @@ mod tests {
         assert_eq!(fraction_q16(t.zone(), 0, 1), None);
     }
 
+    /// Every weighted policy gives a ramping peer about its fraction of
+    /// its share; hash policies do not ramp.
+    #[test]
+    fn every_weighted_policy_thins_a_ramping_peer() {
+        use crate::selection::Outcome;
+        use crate::spec::HashMode;
+        use crate::testing::OwnedAttempt;
+        let policies = [
+            Policy::RoundRobin,
+            Policy::P2c,
+            Policy::Ewma { decay_ms: 10_000 },
+            Policy::Random,
+            Policy::LeastConn,
+        ];
+        let ids: Vec<Vec<u8>> = (0..4).map(|i| format!("p{i}").into_bytes()).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
+        let health = HealthSpec {
+            slow_start_ms: 10_000,
+            ..HealthSpec::default()
+        };
+        for policy in policies {
+            let t = OwnedTable::new(&UpstreamSpec {
+                policy,
+                peers: &peers,
+                health,
+            })
+            .unwrap();
+            let z = t.zone();
+            // Peer 0 at 20% of its weight (2 s into a 10 s ramp).
+            z.begin_slow_start(0, 0);
+            let now = 2_000;
+            // least_conn decides on load: its requests stay in flight, and
+            // the share is of the load it holds.
+            let hold = policy == Policy::LeastConn;
+            let n = if hold { 800 } else { 4_000 };
+            let mut counts = [0usize; 4];
+            let mut held = Vec::new();
+            for k in 0..n {
+                let mut a = OwnedAttempt::new(z, now);
+                a.attempt()
+                    .seed((k as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                let p = a.pick(now).unwrap();
+                counts[p.peer as usize] += 1;
+                if hold {
+                    held.push(a);
+                } else {
+                    a.release(Outcome::Ok, now).unwrap();
+                    a.end();
+                }
+            }
+            // The others share what peer 0 leaves; peer 0 keeps about a
+            // fifth of an even share (1/4 of the picks): 0.2 / (3 + 0.2)
+            // of them, 6.25%; between 3% and 10% allows the policies'
+            // own spread (p2c and ewma compare two draws).
+            let share = counts[0] as f64 / n as f64;
+            assert!(
+                (0.03..0.10).contains(&share),
+                "{policy:?}: ramping peer took {share:.3} ({counts:?})"
+            );
+            for mut a in held {
+                a.release(Outcome::Ok, now).unwrap();
+                a.end();
+            }
+        }
+        // Hash: the ramping peer keeps its keys.
+        let t = OwnedTable::new(&UpstreamSpec {
+            policy: Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 0,
+                maglev_size: 0,
+            },
+            peers: &peers,
+            health,
+        })
+        .unwrap();
+        let z = t.zone();
+        let before: Vec<u32> = (0..200)
+            .map(|k| {
+                let mut a = OwnedAttempt::new(z, 0);
+                let p = a.pick_keyed(format!("k{k}").as_bytes(), 0).unwrap().peer;
+                a.release(Outcome::Ok, 0).unwrap();
+                p
+            })
+            .collect();
+        z.begin_slow_start(0, 0);
+        for (k, want) in before.iter().enumerate() {
+            let mut a = OwnedAttempt::new(z, 1);
+            assert_eq!(
+                a.pick_keyed(format!("k{k}").as_bytes(), 1).unwrap().peer,
+                *want
+            );
+            a.release(Outcome::Ok, 1).unwrap();
+        }
+    }
+
     #[test]
     fn scaled_load_divides_by_the_fraction() {
         let t = zone_with(10_000, 2);
