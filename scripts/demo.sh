@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # ha-balancer demo: nginx + ngx_http_upstream_ha_module balancing three local
 # backends, one of which dies and comes back while traffic flows, then is
-# drained and brought back through the operator API with `hab`.
+# drained and brought back through the operator API with `hab`; then one
+# whose health check starts failing is taken out by the active checks before
+# any client is hurt, and slow-starts back when its checks pass again.
 #
 # Run by `make demo` (which builds nginx, the module and hab-backend first).
 # Everything listens on 127.0.0.1 only; every loop is bounded; everything
-# started here is stopped on exit. Takes about 30 seconds; run from a
+# started here is stopped on exit. Takes about 45 seconds; run from a
 # terminal, it first waits (up to 15 s, Enter to go on) so that the live
 # status page it prints can be opened, and keeps nginx up for 20 s at the
 # end. HAB_DEMO_PORT picks nginx's port (default: 8080 if free, else any);
@@ -21,6 +23,7 @@ HAB=$ROOT/target/debug/hab
 
 WORKERS=4
 FAIL_TIMEOUT=3
+SLOW_START=8       # seconds
 CLIENTS=4          # parallel curl clients per second
 PER_CLIENT=50      # requests per client per second (keep-alive to nginx)
 NAMES=(app1 app2 app3)
@@ -226,6 +229,8 @@ http {
 
     upstream app {
         ha_balance least_conn;
+        ha_check interval=1s timeout=500ms fails=2 passes=2 uri=/healthz;
+        ha_slow_start ${SLOW_START}s;
         server 127.0.0.1:${PORT[app1]} max_fails=1 fail_timeout=${FAIL_TIMEOUT}s;
         server 127.0.0.1:${PORT[app2]} max_fails=1 fail_timeout=${FAIL_TIMEOUT}s;
         server 127.0.0.1:${PORT[app3]} max_fails=1 fail_timeout=${FAIL_TIMEOUT}s;
@@ -310,13 +315,29 @@ step "Back in rotation: hab undrain $API app $APP3"
 "$HAB" undrain "$API" app "$APP3" >/dev/null || die "hab undrain failed"
 for _ in 1 2 3; do t=$((t + 1)); tick "$t" ""; done
 
+APP1=127.0.0.1:${PORT[app1]}
+step "app1's health check starts failing (its traffic still works): curl $APP1/_ctl/health?set=fail"
+curl -fsS "http://$APP1/_ctl/health?set=fail" >/dev/null || die "cannot set app1's health"
+for _ in 1 2 3 4; do
+    t=$((t + 1))
+    tick "$t" "2 failed checks (ha_check fails=2, every 1s) take app1 out before a request fails on it"
+done
+state=$(curl -fsS "$API/upstreams/app/servers/0" | grep -o '"state":"[a-z]*"' || true)
+say "   ${D}the API: app1 $state${N}"
+step "app1's checks pass again: curl $APP1/_ctl/health?set=ok"
+curl -fsS "http://$APP1/_ctl/health?set=ok" >/dev/null || die "cannot set app1's health"
+for _ in $(seq $((SLOW_START + 3))); do
+    t=$((t + 1))
+    tick "$t" "2 passed checks, then ha_slow_start: app1's share ramps from 10% to all of it over ${SLOW_START}s"
+done
+
 step "Summary"
 say "   requests sent:       $TOTAL_REQ"
 for n in "${NAMES[@]}"; do
     say "   answered by $n:   ${TOTAL[$n]}"
 done
 if ((TOTAL_ERR == 0)); then
-    say "   ${G}errors seen by clients: 0${N}  (app2's failure was absorbed by retries)"
+    say "   ${G}errors seen by clients: 0${N}  (app2's failure was absorbed by retries, app1's by its checks)"
 else
     say "   ${R}errors seen by clients: $TOTAL_ERR${N}"
 fi
@@ -325,7 +346,7 @@ say "   upstream attempts that failed: $(connect_failures) (nginx's error log: c
 say "   ${D}each failure marks app2 down in shared memory, for all $WORKERS workers at once,"
 say "   until fail_timeout (${FAIL_TIMEOUT}s) passes and one request probes it again${N}"
 say "   the error log's transitions (one line each, whichever worker saw it):"
-grep -E 'unavailable for|is back after' "$RUN/logs/error.log" \
+grep -E 'unavailable for|is back after|is unhealthy|is healthy again' "$RUN/logs/error.log" \
     | sed -E 's/^[0-9/]+ ([0-9:]+) \[([a-z]+)\] [0-9#]+: (\*[0-9]+ )?/     \1 [\2] /; s/, client:.*//' || true
 say ""
 say "${D}$("$HAB" status "$API")${N}"

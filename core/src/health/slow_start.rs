@@ -16,7 +16,9 @@
 //!   numbers) — and otherwise moves on as if the peer were busy;
 //! - least_conn: the ramping peer's in-flight count is divided by `f` in
 //!   the comparison (at a tenth of its weight each request counts ten
-//!   times), so it holds `f` of its share of the load;
+//!   times), so it holds `f` of its share of the load; among peers tied on
+//!   load (at low concurrency every load is 0) it is admitted with
+//!   frequency `f`, as in round robin;
 //! - hash policies do not ramp: holding a key's requests back would send
 //!   them to another server and break the affinity the policy exists for
 //!   (NGINX Plus refuses `slow_start` with hash for the same reason); a
@@ -172,7 +174,11 @@ mod tests {
             slow_start_ms: 10_000,
             ..HealthSpec::default()
         };
-        for policy in policies {
+        for (policy, sequential) in policies
+            .iter()
+            .map(|&p| (p, false))
+            .chain([(Policy::LeastConn, true)])
+        {
             let t = OwnedTable::new(&UpstreamSpec {
                 policy,
                 peers: &peers,
@@ -184,8 +190,9 @@ mod tests {
             z.begin_slow_start(0, 0);
             let now = 2_000;
             // least_conn decides on load: its requests stay in flight, and
-            // the share is of the load it holds.
-            let hold = policy == Policy::LeastConn;
+            // the share is of the load it holds (the sequential case, all
+            // loads 0, is the round robin one: "least_conn, sequential").
+            let hold = policy == Policy::LeastConn && !sequential;
             let n = if hold { 800 } else { 4_000 };
             let mut counts = [0usize; 4];
             let mut held = Vec::new();
@@ -209,7 +216,7 @@ mod tests {
             let share = counts[0] as f64 / n as f64;
             assert!(
                 (0.03..0.10).contains(&share),
-                "{policy:?}: ramping peer took {share:.3} ({counts:?})"
+                "{policy:?} (sequential: {sequential}): ramping peer took {share:.3} ({counts:?})"
             );
             for mut a in held {
                 a.release(Outcome::Ok, now).unwrap();

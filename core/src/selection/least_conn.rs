@@ -106,6 +106,15 @@ fn tie_break(
             u64::from(states[i].weight()),
         );
         if c * bw == bc * w {
+            // A ramping peer among equals takes its fraction of the ties
+            // (at low concurrency every load is 0 and ties are all there
+            // is); the others take the rest.
+            if ramp
+                && states[i].flags.load(Relaxed) & crate::table::PeerState::SLOW != 0
+                && !slow_start::admit(t.zone(), i, now)
+            {
+                continue;
+            }
             return Some(i);
         }
     }
