@@ -199,3 +199,144 @@ fn limits_are_refused_with_their_figures_and_p2c_takes_any_weight() {
         assert!(c.ok, "{policy}: {}", c.stderr);
     }
 }
+
+/// The health directives (issue 8): each mistake is an `[emerg]` naming the
+/// file, the line and what is wrong; valid combinations pass.
+#[test]
+fn health_directives_are_checked() {
+    if !common::nginx_or_skip("health_directives_are_checked") || common::stock_mode() {
+        return;
+    }
+    let rr = "        ha_balance round_robin;\n";
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "ha_check bogus;",
+            "ha_check bogus;",
+            &["invalid parameter \"bogus\""],
+        ),
+        (
+            "ha_check interval=0;",
+            "ha_check interval=0;",
+            &["\"interval=0\""],
+        ),
+        (
+            "ha_check interval=abc;",
+            "ha_check interval=abc;",
+            &["\"interval=abc\""],
+        ),
+        ("ha_check fails=0;", "ha_check fails=0;", &["\"fails=0\""]),
+        (
+            "ha_check passes=x;",
+            "ha_check passes=x;",
+            &["\"passes=x\""],
+        ),
+        (
+            "ha_check port=70000;",
+            "ha_check port=70000;",
+            &["\"port=70000\""],
+        ),
+        (
+            "ha_check uri=healthz;",
+            "ha_check uri=healthz;",
+            &["\"uri=healthz\""],
+        ),
+        (
+            "ha_check status=99;",
+            "ha_check status=99;",
+            &["\"status=99\""],
+        ),
+        (
+            "ha_check status=500-400;",
+            "ha_check status=500-400;",
+            &["\"status=500-400\""],
+        ),
+        ("ha_check body=(;", "ha_check body=(;", &["\"body=(\""]),
+        (
+            "ha_check interval=1s timeout=2s;",
+            "ha_check interval=1s timeout=2s;",
+            &["timeout=2000ms is longer than interval=1000ms"],
+        ),
+        (
+            "ha_check type=tcp uri=/x;",
+            "ha_check type=tcp uri=/x;",
+            &["need type=http"],
+        ),
+        (
+            "ha_check persistent;",
+            "ha_check persistent;",
+            &["\"persistent\" needs \"mandatory\""],
+        ),
+        (
+            "ha_check;\n        ha_check interval=3s;",
+            "ha_check interval=3s;",
+            &["\"ha_check\" directive is duplicate"],
+        ),
+        (
+            "ha_slow_start 0;",
+            "ha_slow_start 0;",
+            &["invalid value \"0\""],
+        ),
+        (
+            "ha_slow_start;",
+            "ha_slow_start;",
+            &["invalid number of arguments"],
+        ),
+        ("ha_panic 0%;", "ha_panic 0%;", &["invalid value \"0%\""]),
+        (
+            "ha_panic 101%;",
+            "ha_panic 101%;",
+            &["invalid value \"101%\""],
+        ),
+        ("ha_panic 50;", "ha_panic 50;", &["invalid value \"50\""]),
+        (
+            "ha_outlier consecutive_5xx=0 consecutive_errors=0;",
+            "ha_outlier consecutive_5xx=0",
+            &["ejects nothing"],
+        ),
+        (
+            "ha_outlier max_ejection=0%;",
+            "ha_outlier max_ejection=0%;",
+            &["\"max_ejection=0%\""],
+        ),
+        (
+            "ha_outlier base_ejection=60s max_ejection_time=10s;",
+            "ha_outlier base_ejection=60s",
+            &["max_ejection_time=10000ms is shorter than base_ejection=60000ms"],
+        ),
+    ];
+    for (lines, needle, mentions) in cases {
+        let c = Nginx::check_detailed(&upstream_with(&format!("{rr}        {lines}")));
+        c.assert_emerg(needle.lines().last().unwrap().trim(), mentions);
+    }
+
+    // Needs the whole upstream: named at the upstream's line.
+    let c = Nginx::check_detailed(&upstream_with(
+        "        ha_balance hash $uri consistent;\n        ha_slow_start 10s;",
+    ));
+    c.assert_emerg(
+        "upstream up {",
+        &["\"up\"", "ha_slow_start cannot be used with hash"],
+    );
+    let c = Nginx::check_detailed(&upstream_with("        ha_check;"));
+    c.assert_emerg("upstream up {", &["\"up\"", "need \"ha_balance\""]);
+    let c = Nginx::check_detailed(
+        "    ha_check;
+    server {
+        listen 127.0.0.1:1;
+    }
+",
+    );
+    c.assert_emerg("ha_check;", &["\"ha_check\"", "not allowed here"]);
+
+    // Valid ones, with every parameter.
+    for lines in [
+        "ha_check;",
+        "ha_check interval=5s jitter=1s timeout=2s fails=1 passes=1 uri=/healthz?x=1 port=8081 host=app.example status=200,204,300-399 body=ok mandatory persistent clear_fails;",
+        "ha_check type=tcp tls;",
+        "ha_slow_start 30s;\n        ha_outlier;\n        ha_panic 50%;",
+        "ha_outlier consecutive_5xx=0 consecutive_errors=3 base_ejection=10s max_ejection=10% max_ejection_time=1m;",
+    ] {
+        let (ok, stderr) = Nginx::check(&upstream_with(&format!("{rr}        {lines}")));
+        assert!(ok, "{lines:?} should pass nginx -t:\n{stderr}");
+    }
+}

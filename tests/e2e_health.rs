@@ -414,6 +414,36 @@ fn mandatory_checks_before_traffic_and_tcp_checks() {
         !log.contains("[error]"),
         "refused checks must not flood the log: {log}"
     );
+    drop(ngx);
+
+    // port=: the checks go to another port of each server (here the
+    // listening backend's, for two servers whose own ports refuse).
+    let port = common::free_port();
+    let (r1, r2) = (common::refused_addr(), common::refused_addr());
+    let body = format!(
+        "        ha_balance round_robin;
+        ha_check interval=500ms timeout=400ms fails=1 passes=1 uri=/healthz port={};
+        server {r1};
+        server {r2};",
+        good.port
+    );
+    let _ngx = Nginx::start(&block(port, &body), WORKERS);
+    good.reset();
+    std::thread::sleep(Duration::from_millis(1600));
+    assert!(
+        good.stats().checks >= 4,
+        "checks did not go to port={}: {:?}",
+        good.port,
+        good.stats()
+    );
+    for r in [&r1, &r2] {
+        assert_eq!(
+            state_of(port, r),
+            "up",
+            "{r}: checked on port={}",
+            good.port
+        );
+    }
 }
 
 #[test]

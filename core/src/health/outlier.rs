@@ -262,6 +262,31 @@ mod tests {
     }
 
     #[test]
+    fn a_returning_server_slow_starts() {
+        let ids: Vec<Vec<u8>> = (0..2).map(|i| format!("p{i}").into_bytes()).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
+        let t = OwnedTable::new(&UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            health: HealthSpec {
+                consecutive_errors: 1,
+                base_ejection_ms: 1_000,
+                slow_start_ms: 5_000,
+                ..HealthSpec::default()
+            },
+        })
+        .unwrap();
+        let z = t.zone();
+        assert!(z.observe_outlier(0, true, 0, 10).is_some());
+        let mut out = [0u32; 2];
+        assert_eq!(z.end_ejections(1_010, &mut out), 1);
+        assert_eq!(
+            crate::health::slow_start::fraction_q16(z, 0, 1_010),
+            Some(crate::health::slow_start::FLOOR_Q16)
+        );
+    }
+
+    #[test]
     fn never_more_than_max_ejection_at_once() {
         let t = table(4, 50);
         let z = t.zone();
