@@ -820,14 +820,14 @@ fn saturated_workers_do_not_mark_healthy_servers_down() {
     let port = common::free_port();
     let body = format!(
         "        ha_balance least_conn;
-        ha_check interval=500ms timeout=300ms fails=1 uri=/healthz;
+        ha_check interval=500ms timeout=500ms fails=1 uri=/healthz;
 {}",
         servers(&backends.iter().collect::<Vec<_>>())
     );
     let ngx = Nginx::start(&block(port, &body), WORKERS);
     std::thread::sleep(Duration::from_millis(700));
     // wrk with more connections than the machine has cores, for 8 s: every
-    // worker busy all the time. fails=1 and a 300 ms timeout: one late
+    // worker busy all the time. fails=1 and a 500 ms timeout: one late
     // verdict would show.
     let out = std::process::Command::new(wrk.unwrap())
         .args(["-t2", "-c64", "-d8s", "--timeout", "5s"])
