@@ -725,6 +725,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
     size_t             i, n, cap, limit;
     uint32_t           peers[NGX_HTTP_UPSTREAM_HA_BATCH];
     uint64_t           now, next, due;
+    uint32_t           workers;
     ngx_uint_t         k, full;
     ngx_msec_t         delay, grain;
     hab_result         rc;
@@ -757,6 +758,11 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
         ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
                                                ngx_core_module);
 
+        /* "master_process off": the one process checks every server */
+
+        workers = (ngx_process == NGX_PROCESS_SINGLE)
+                  ? 1 : (uint32_t) ngx_max(ccf->worker_processes, 1);
+
         full = (now - hcf->health_full >= hcf->health.interval_ms / 2);
         if (full) {
             hcf->health_full = now;
@@ -772,8 +778,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
             n = 0;
             due = next;
 
-            rc = hab_check_claim(hcf->zone, (uint32_t) ngx_worker,
-                                 (uint32_t) ngx_max(ccf->worker_processes, 1),
+            rc = hab_check_claim(hcf->zone, (uint32_t) ngx_worker, workers,
                                  now, ((uint64_t) ngx_random() << 32)
                                       ^ ngx_random(),
                                  full ? 1 : 0, peers, cap, &n, &due);
