@@ -43,6 +43,7 @@
 
 typedef struct {
     ngx_peer_connection_t               pc;
+    ngx_queue_t                         queue;      /* in hcf->probing */
     ngx_http_upstream_ha_srv_conf_t    *hcf;
     ngx_pool_t                         *pool;
     ngx_event_t                         timer;
@@ -712,6 +713,7 @@ ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
     hcf->health_epoch = 0;
     hcf->health_full = 0;
     hcf->probes = 0;
+    ngx_queue_init(&hcf->probing);
 
     ngx_add_timer(ev, 1 + ngx_random() % 20);
 }
@@ -844,6 +846,30 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
 }
 
 
+/* exit_process: the checks still in flight end without a verdict */
+
+void
+ngx_http_upstream_ha_stop_health(ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    ngx_queue_t                   *q;
+    ngx_http_upstream_ha_probe_t  *p;
+
+    if (hcf->conf.health == NULL || hcf->probing.next == NULL) {
+        return;
+    }
+
+    if (hcf->health_ev.timer_set) {
+        ngx_del_timer(&hcf->health_ev);
+    }
+
+    while (!ngx_queue_empty(&hcf->probing)) {
+        q = ngx_queue_head(&hcf->probing);
+        p = ngx_queue_data(q, ngx_http_upstream_ha_probe_t, queue);
+        ngx_http_upstream_ha_probe_finish(p, NGX_DECLINED);
+    }
+}
+
+
 void
 ngx_http_upstream_ha_log_panic(ngx_log_t *log,
     ngx_http_upstream_ha_srv_conf_t *hcf, hab_panic_report *panic)
@@ -941,6 +967,7 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     hcf->probes++;
     ngx_http_upstream_ha_probes++;
+    ngx_queue_insert_tail(&hcf->probing, &p->queue);
 
     ngx_add_timer(&p->timer, hcf->health.timeout_ms);
 
@@ -1470,6 +1497,7 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
 
     hcf->probes--;
     ngx_http_upstream_ha_probes--;
+    ngx_queue_remove(&p->queue);
 
     if (passed != NGX_DECLINED) {
         ngx_memzero(&report, sizeof(hab_check_report));

@@ -984,6 +984,8 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
 
     while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
 
+        ngx_http_upstream_ha_stop_health(hcf);
+
         if (hcf->slot == HAB_NO_SLOT) {
             continue;
         }

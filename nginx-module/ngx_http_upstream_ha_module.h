@@ -98,6 +98,7 @@ typedef struct {
     uint64_t                            health_epoch;
     uint64_t                            health_full;   /* last full pass */
     ngx_uint_t                          probes;
+    ngx_queue_t                         probing;    /* checks in flight */
 } ngx_http_upstream_ha_srv_conf_t;
 
 
@@ -131,6 +132,7 @@ ngx_int_t ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
     ngx_http_upstream_ha_srv_conf_t *hcf);
+void ngx_http_upstream_ha_stop_health(ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_log_panic(ngx_log_t *log,
     ngx_http_upstream_ha_srv_conf_t *hcf, hab_panic_report *panic);
 
