@@ -991,6 +991,14 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
 
     while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
 
+        /* the peer index ngx_http_upstream_ha_index() built */
+
+        if (hcf->peer) {
+            ngx_free(hcf->peer);
+            hcf->peer = NULL;
+            hcf->indexed = NULL;
+        }
+
         if (hcf->slot == HAB_NO_SLOT) {
             continue;
         }
