@@ -9,6 +9,8 @@
 #   make check       the quick loop: fmt, clippy, unit tests (no nginx)
 #   make asan        nginx + module with AddressSanitizer, then the end-to-end
 #                    tests against them (docs/sanitizers.md)
+#   make valgrind    the end-to-end tests with nginx under valgrind memcheck
+#                    (docs/sanitizers.md; not part of make test)
 #   make bench | clean
 
 SHELL := /bin/bash
@@ -57,10 +59,10 @@ DEBIAN_BUILD := $(TARGET)/debian-build
 
 DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core \
-	chromium chromium-driver prometheus wrk
+	chromium chromium-driver prometheus wrk valgrind
 
 .PHONY: all deps nginx module debian-module debian-module-check \
-	check-exports check test demo bench clean asan asan-nginx
+	check-exports check test demo bench clean asan asan-nginx valgrind
 
 all: nginx
 
@@ -258,6 +260,12 @@ asan: deps asan-nginx
 	fi
 	echo "AddressSanitizer: no report in $(ASAN_LOGS)"
 	exit $$status
+
+# The end-to-end tests with the normal build of nginx under valgrind
+# memcheck, which also sees the Rust library (about 8 minutes; see
+# docs/sanitizers.md).
+valgrind: deps nginx
+	@CARGO=$(CARGO) scripts/valgrind-e2e.sh
 
 # The quick loop: formatting, lints and the tests that need no nginx.
 check:
