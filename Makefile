@@ -8,7 +8,7 @@
 #   make debian-module   the .so for Debian's packaged nginx (nginx-dev)
 #   make check       the quick loop: fmt, clippy, unit tests (no nginx)
 #   make asan        nginx + module with AddressSanitizer, then the end-to-end
-#                    tests against them (docs/sanitizers.md)
+#                    tests against them (docs/sanitizers.md; part of make test)
 #   make valgrind    the end-to-end tests with nginx under valgrind memcheck
 #                    (docs/sanitizers.md; not part of make test)
 #   make bench | clean
@@ -215,6 +215,9 @@ test: deps nginx debian-module-check check-exports
 		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs))
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
+	# the end-to-end tests again, against nginx and the module built with
+	# AddressSanitizer (about 3 minutes)
+	$(MAKE) --no-print-directory asan
 
 # nginx and the module built with AddressSanitizer (the C code; the Rust
 # library is not instrumented), then every end-to-end test against them;
