@@ -984,7 +984,17 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
 
     while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
 
+        /* checks in flight first: they name peers by the index */
+
         ngx_http_upstream_ha_stop_health(hcf);
+
+        /* the peer index ngx_http_upstream_ha_index() built */
+
+        if (hcf->peer) {
+            ngx_free(hcf->peer);
+            hcf->peer = NULL;
+            hcf->indexed = NULL;
+        }
 
         if (hcf->slot == HAB_NO_SLOT) {
             continue;
