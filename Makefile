@@ -9,6 +9,9 @@
 #   make deb         target/deb/libnginx-mod-http-upstream-ha_<version>_<arch>.deb,
 #                    that .so as a Debian package (make deb-check tests it)
 #   make check       the quick loop: fmt, clippy, unit tests (no nginx)
+#   make soak        reloads, worker kills and failing backends under wrk, ours
+#                    beside stock nginx (scripts/soak.sh, about 5 min; docs/soak.md)
+#   make soak-short  the same in about 35 s (part of make test)
 #   make bench | clean
 
 SHELL := /bin/bash
@@ -41,7 +44,7 @@ DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	chromium chromium-driver prometheus wrk
 
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
-	check-exports check test demo bench clean
+	check-exports check test soak soak-short demo bench clean
 
 all: nginx
 
@@ -202,6 +205,9 @@ test: deps nginx debian-module-check deb-check check-exports
 	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=/usr/sbin/nginx \
 	HAB_MODULE_SO=$(TARGET)/debian/$(MODULE).so \
 		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs))
+	$(SOAK_SHORT) bash scripts/soak.sh
+	$(SOAK_SHORT) HAB_NGINX_BIN=/usr/sbin/nginx \
+	HAB_MODULE_SO=$(TARGET)/debian/$(MODULE).so bash scripts/soak.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 
@@ -211,6 +217,19 @@ check:
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test --test abi --test shared_fork
+
+# Soak: scripts/soak.sh (its header lists the HAB_SOAK_* knobs); the
+# short one is what make test runs, on nginx 1.28 and on Debian's 1.22.
+SOAK_SHORT := HAB_SOAK_RELOADS=6 HAB_SOAK_KILLS=3 HAB_SOAK_SECONDS=10 \
+	HAB_SOAK_IDLE_PER_SERVER=20
+
+soak: deps nginx
+	$(CARGO) build --workspace --bins
+	bash scripts/soak.sh
+
+soak-short: deps nginx
+	$(CARGO) build --workspace --bins
+	$(SOAK_SHORT) bash scripts/soak.sh
 
 demo: deps nginx
 	$(CARGO) build --workspace --bins
