@@ -6,11 +6,15 @@
 -- shared). wrk itself counts statuses >= 400 ("Non-2xx or 3xx responses")
 -- and socket errors; nginx's access log has the statuses by code.
 
+-- ARGS[2] = "keepalive" keeps wrk's default keep-alive connections instead.
+
 local pause = 0
 
 function init(args)
     pause = tonumber(args[1]) or 0
-    wrk.headers["Connection"] = "close"
+    if args[2] ~= "keepalive" then
+        wrk.headers["Connection"] = "close"
+    end
 end
 
 function delay()
