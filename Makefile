@@ -220,14 +220,16 @@ check:
 
 # Soak: scripts/soak.sh (its header lists the HAB_SOAK_* knobs); the
 # short one is what make test runs, on nginx 1.28 and on Debian's 1.22.
+# Needs wrk and curl (make deps installs them; the script says so when
+# they are missing).
 SOAK_SHORT := HAB_SOAK_RELOADS=6 HAB_SOAK_KILLS=3 HAB_SOAK_SECONDS=10 \
 	HAB_SOAK_IDLE_PER_SERVER=20
 
-soak: deps nginx
+soak: nginx
 	$(CARGO) build --workspace --bins
 	bash scripts/soak.sh
 
-soak-short: deps nginx
+soak-short: nginx
 	$(CARGO) build --workspace --bins
 	$(SOAK_SHORT) bash scripts/soak.sh
 
