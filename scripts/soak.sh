@@ -33,13 +33,15 @@
 # Prints one table and exits non-zero if, for ours: a client saw a
 # non-2xx, a socket error not explained by the kills (more errors than
 # connections the killed workers held, or any connect error or timeout),
-# an [alert] or [crit] other than the master's report of the workers
+# an [alert] or [crit] (or [emerg]) other than the master's report of the workers
 # killed here, a worker died of a signal not sent here, something is left
 # in flight at idle, the max_conns=1 server admits nothing, the balance at
 # idle is uneven (a server off the even share by more than 20%), or not
 # every reload and kill was done. Stock's figures are reported, not judged.
 #
-# Environment (defaults: the full soak, about 5 min for both sides):
+# Exits 2 when it cannot run (no wrk, nginx or free port).
+#
+# Environment (defaults: the full soak, about 4.5 min for both sides):
 #   HAB_SOAK_RELOADS=100 HAB_SOAK_KILLS=15 HAB_SOAK_KILL_EVERY=2
 #   HAB_SOAK_SECONDS=120       fault phase per side (load runs through it)
 #   HAB_SOAK_FLAP=5            flap's stop/start cycle, seconds
