@@ -13,6 +13,9 @@
 #                    tests against them (docs/sanitizers.md; part of make test)
 #   make valgrind    the end-to-end tests with nginx under valgrind memcheck
 #                    (docs/sanitizers.md; not part of make test)
+#   make soak        reloads, worker kills and failing backends under wrk, ours
+#                    beside stock nginx (scripts/soak.sh, about 5 min; docs/soak.md)
+#   make soak-short  the same in about 35 s (part of make test)
 #   make bench | clean
 
 SHELL := /bin/bash
@@ -67,7 +70,7 @@ DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	chromium chromium-driver prometheus wrk valgrind
 
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
-	check-exports check test demo bench clean asan asan-nginx valgrind
+	check-exports check test soak soak-short demo bench clean asan asan-nginx valgrind
 
 all: nginx
 
@@ -89,8 +92,10 @@ endef
 
 deps:
 	@missing=
+	# dpkg-query, not "dpkg -s | grep -q": under pipefail grep's early exit
+	# kills dpkg with SIGPIPE and an installed package looked missing
 	for p in $(DEB_PACKAGES); do
-		dpkg -s "$$p" 2>/dev/null | grep -q '^Status: install ok installed' \
+		[ "$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null)" = "install ok installed" ] \
 			|| missing="$$missing $$p"
 	done
 	if [ -n "$$missing" ]; then
@@ -228,6 +233,9 @@ test: deps nginx debian-module-check deb-check check-exports
 	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=/usr/sbin/nginx \
 	HAB_MODULE_SO=$(TARGET)/debian/$(MODULE).so \
 		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs))
+	$(SOAK_SHORT) bash scripts/soak.sh
+	$(SOAK_SHORT) HAB_NGINX_BIN=/usr/sbin/nginx \
+	HAB_MODULE_SO=$(TARGET)/debian/$(MODULE).so bash scripts/soak.sh
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 	# the end-to-end tests again, against nginx and the module built with
@@ -291,6 +299,21 @@ check:
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test --test abi --test shared_fork
+
+# Soak: scripts/soak.sh (its header lists the HAB_SOAK_* knobs); the
+# short one is what make test runs, on nginx 1.28 and on Debian's 1.22.
+# Needs wrk and curl (make deps installs them; the script says so when
+# they are missing).
+SOAK_SHORT := HAB_SOAK_RELOADS=6 HAB_SOAK_KILLS=3 HAB_SOAK_SECONDS=10 \
+	HAB_SOAK_IDLE_PER_SERVER=20
+
+soak: nginx
+	$(CARGO) build --workspace --bins
+	bash scripts/soak.sh
+
+soak-short: nginx
+	$(CARGO) build --workspace --bins
+	$(SOAK_SHORT) bash scripts/soak.sh
 
 demo: deps nginx
 	$(CARGO) build --workspace --bins
