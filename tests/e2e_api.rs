@@ -441,16 +441,7 @@ fn admin_state_survives_reload_and_restart_with_a_state_file() {
     }
     let _serial = common::serial();
     let b = Backend::start_many("s", 4);
-    let state_dir = common::scratch_dir();
-    // Workers run as an unprivileged user: the directory must let them
-    // write (as /var/lib/nginx does for an operator).
-    std::fs::set_permissions(
-        &state_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let state = state_dir.join("ha-state.json");
-    let extra = format!("    ha_state_file {};", state.display());
+    let (state, extra) = common::state_file();
     let port = common::free_port();
     let three = format!(
         "        ha_balance round_robin;\n{}",

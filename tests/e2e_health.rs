@@ -656,15 +656,7 @@ fn health_survives_restart_and_binary_upgrade_through_the_state_file() {
     let a = Backend::start("a");
     let b = Backend::start("b");
     b.set_health("fail");
-    let state_dir = common::scratch_dir();
-    // Workers run unprivileged: they must be able to write the file.
-    std::fs::set_permissions(
-        &state_dir,
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    let state = state_dir.join("ha-state.json");
-    let extra = format!("    ha_state_file {};", state.display());
+    let (state, extra) = common::state_file();
     let port = common::free_port();
     // A long interval: after a restart, b's next check is seconds away, so
     // what the API shows at once comes from the state file.

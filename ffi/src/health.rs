@@ -133,6 +133,20 @@ pub struct hab_check_report {
     pub panic: hab_panic_report,
 }
 
+/// The caller's array of `cap` peer indices (empty when `cap` is 0).
+///
+/// # Safety
+///
+/// `out` writable for `cap` elements when `cap` is not 0.
+unsafe fn out_slice<'a>(out: *mut u32, cap: usize) -> &'a mut [u32] {
+    if cap == 0 {
+        &mut []
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { core::slice::from_raw_parts_mut(out, cap) }
+    }
+}
+
 /// Takes the checks due for worker `worker` of `workers` at `now_ms`: at
 /// most `cap` peer indices into `out_peers`, their number in `out_n`, and
 /// in `out_next_ms` when the next one falls due (`UINT64_MAX`: none).
@@ -165,12 +179,8 @@ pub unsafe extern "C" fn hab_check_claim(
         }
         // SAFETY: a valid handle (caller contract).
         let z = unsafe { zone(z) };
-        let out: &mut [u32] = if cap == 0 {
-            &mut []
-        } else {
-            // SAFETY: writable for `cap` elements (caller contract).
-            unsafe { core::slice::from_raw_parts_mut(out_peers, cap) }
-        };
+        // SAFETY: writable for `cap` elements (caller contract).
+        let out = unsafe { out_slice(out_peers, cap) };
         let (n, next) = z.claim_checks(worker, workers, now_ms, seed, full != 0, out);
         // SAFETY: non-NULL, writable (caller contract).
         unsafe {
@@ -259,12 +269,8 @@ pub unsafe extern "C" fn hab_health_tick(
         }
         // SAFETY: a valid handle (caller contract).
         let z = unsafe { zone(z) };
-        let out: &mut [u32] = if cap == 0 {
-            &mut []
-        } else {
-            // SAFETY: writable for `cap` elements (caller contract).
-            unsafe { core::slice::from_raw_parts_mut(out_peers, cap) }
-        };
+        // SAFETY: writable for `cap` elements (caller contract).
+        let out = unsafe { out_slice(out_peers, cap) };
         let n = z.end_ejections(now_ms, out);
         // SAFETY: non-NULL, writable (caller contract).
         let seen = unsafe { &mut *epoch };

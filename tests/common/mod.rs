@@ -1229,6 +1229,18 @@ pub fn scratch_dir() -> PathBuf {
     fresh_dir("e2e")
 }
 
+/// A state file path in a fresh directory the workers can write (they
+/// run as an unprivileged user, as with /var/lib/nginx for an operator),
+/// and the `ha_state_file` line naming it.
+pub fn state_file() -> (PathBuf, String) {
+    let dir = scratch_dir();
+    fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod state dir");
+    let state = dir.join("ha-state.json");
+    let line = format!("    ha_state_file {};", state.display());
+    (state, line)
+}
+
 // ---------------------------------------------------------------------------
 // Config helpers
 

@@ -387,17 +387,27 @@ mod tests {
         .unwrap()
     }
 
-    /// Simulates `workers` workers ticking every `tick` ms for `ms` ms:
-    /// checks per peer.
+    /// Simulates `workers` workers (those `alive`) ticking every `tick` ms
+    /// for `ms` ms from 1,000 ms: checks per peer.
     fn simulate(z: Zone<'_>, workers: u32, alive: &[bool], tick: u64, ms: u64) -> Vec<u32> {
+        simulate_from(z, workers, alive, tick, 1_000, ms)
+    }
+
+    /// [`simulate`] from `from` ms; every worker's tick at a multiple of
+    /// 500 ms is a full pass.
+    fn simulate_from(
+        z: Zone<'_>,
+        workers: u32,
+        alive: &[bool],
+        tick: u64,
+        from: u64,
+        ms: u64,
+    ) -> Vec<u32> {
         let mut counts = vec![0u32; z.peers()];
         let mut out = [0u32; 64];
-        let mut now = 1_000;
-        while now < 1_000 + ms {
-            for w in 0..workers {
-                if !alive[w as usize] {
-                    continue;
-                }
+        let mut now = from;
+        while now < from + ms {
+            for w in (0..workers).filter(|&w| alive[w as usize]) {
                 let full = now % 500 == 0;
                 let (n, _) = z.claim_checks(w, workers, now, now ^ u64::from(w), full, &mut out);
                 for &i in &out[..n] {
@@ -447,33 +457,6 @@ mod tests {
             assert_ne!(z.health_rows()[i].prober.load(Relaxed), 2);
         }
         assert!(before.iter().all(|&c| c >= 4));
-    }
-
-    fn simulate_from(
-        z: Zone<'_>,
-        workers: u32,
-        alive: &[bool],
-        tick: u64,
-        from: u64,
-        ms: u64,
-    ) -> Vec<u32> {
-        let mut counts = vec![0u32; z.peers()];
-        let mut out = [0u32; 64];
-        let mut now = from;
-        while now < from + ms {
-            for w in 0..workers {
-                if alive[w as usize] {
-                    let full = now % 500 == 0;
-                    let (n, _) = z.claim_checks(w, workers, now, now, full, &mut out);
-                    for &i in &out[..n] {
-                        counts[i as usize] += 1;
-                        z.check_done(i as usize, true, now).unwrap();
-                    }
-                }
-            }
-            now += tick;
-        }
-        counts
     }
 
     #[test]
