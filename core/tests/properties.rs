@@ -1,15 +1,17 @@
 //! Property tests of the core: random interleavings of requests, failures,
-//! time, admin changes, weight changes (new generations) and worker deaths
-//! across simulated workers on one zone; nginx's round robin for random
-//! weights; attaching to arbitrary bytes.
+//! time, admin changes, weight changes (new generations), active check
+//! results, outlier ejections, slow starts, panic and worker deaths across
+//! simulated workers on one zone; nginx's round robin for random weights;
+//! attaching to arbitrary bytes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 use hab_core::attempt::{self, Attempt};
 use hab_core::health::Transition;
-use hab_core::spec::HashMode;
+use hab_core::spec::{HashMode, HealthSpec};
 use hab_core::table::stats::TryInfo;
+use hab_core::table::PeerState;
 use hab_core::table::Zone;
 use hab_core::testing::{OwnedTable, Region};
 use hab_core::{Error, Outcome, PeerSpec, Policy, UpstreamSpec};
@@ -68,6 +70,10 @@ enum Op {
     Weight { peer: usize, weight: Option<u32> },
     /// Worker `w` is killed; its replacement reconciles.
     Kill { w: u64 },
+    /// An active check of `peer` ends.
+    Check { peer: usize, passed: bool },
+    /// A worker's health timer: ejections end, panic is re-evaluated.
+    Tick,
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -82,6 +88,8 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             .prop_map(|(peer, down, drain)| Op::Admin { peer, down, drain }),
         1 => (0..PEERS, proptest::option::of(1u32..6)).prop_map(|(peer, weight)| Op::Weight { peer, weight }),
         1 => w.prop_map(|w| Op::Kill { w }),
+        2 => (0..PEERS, any::<bool>()).prop_map(|(peer, passed)| Op::Check { peer, passed }),
+        1 => Just(Op::Tick),
     ];
     proptest::collection::vec(op, 1..120)
 }
@@ -101,6 +109,7 @@ proptest! {
         policy in policies(),
         weights in proptest::collection::vec(1u32..5, PEERS),
         max_conns in proptest::collection::vec(0u32..3, PEERS),
+        health in any::<bool>(),
         ops in ops(),
     ) {
         let ids: Vec<Vec<u8>> = (0..PEERS).map(|i| format!("up\0s{i}:80\0127.0.0.1:{i}").into_bytes()).collect();
@@ -110,8 +119,29 @@ proptest! {
             fail_timeout_ms: 5_000,
             ..PeerSpec::new(id).weight(weights[i])
         }).collect();
-        let t = OwnedTable::new(&UpstreamSpec { policy, peers: &peers, health: Default::default() }).unwrap();
+        // Half the cases with every health feature: checks (a result
+        // decides at once), ejection after two gateway errors in a row,
+        // slow start, panic below 50%.
+        let health = if health {
+            HealthSpec {
+                flags: HealthSpec::CHECK,
+                interval_ms: 1_000,
+                timeout_ms: 500,
+                fails: 1,
+                passes: 1,
+                slow_start_ms: 5_000,
+                consecutive_errors: 2,
+                base_ejection_ms: 1_000,
+                max_ejection_percent: 40,
+                panic_percent: 50,
+                ..HealthSpec::default()
+            }
+        } else {
+            HealthSpec::default()
+        };
+        let t = OwnedTable::new(&UpstreamSpec { policy, peers: &peers, health }).unwrap();
         let z = t.zone();
+        let mut scratch = [0u32; PEERS];
         let words = attempt::words(PEERS);
         let mut next_pid = 100;
         let mut workers: Vec<Worker> = (0..WORKERS).map(|_| {
@@ -160,13 +190,23 @@ proptest! {
                     if holding.contains_key(&(w, a)) { continue; }
                     let mut at = Attempt::from_words(buf);
                     // Eligibility as every worker sees it just before.
-                    let before: Vec<(bool, u32)> = z.states().iter()
-                        .map(|s| (s.down(), s.in_flight.load(Relaxed))).collect();
+                    let before: Vec<(bool, u32, bool)> = z.states().iter()
+                        .map(|s| (
+                            s.down(),
+                            s.in_flight.load(Relaxed),
+                            s.flags.load(Relaxed) & PeerState::HEALTH != 0,
+                        ))
+                        .collect();
+                    let panic = z.in_panic();
                     match z.get_keyed(&mut at, &[key], now) {
                         Ok(p) => {
                             let i = p.peer as usize;
                             prop_assert!(i < PEERS);
                             prop_assert!(!before[i].0, "{policy:?} picked {i}, which is down or draining");
+                            prop_assert!(
+                                !before[i].2 || panic,
+                                "{policy:?} picked {i}, which is unhealthy or ejected, outside panic"
+                            );
                             if max_conns[i] != 0 {
                                 prop_assert!(before[i].1 < max_conns[i], "{policy:?} picked {i} at max_conns");
                             }
@@ -205,6 +245,14 @@ proptest! {
                         Err(e) => prop_assert!(false, "publish: {e:?}"),
                     }
                 }
+                Op::Check { peer, passed } => {
+                    let r = z.check_done(peer, passed, now);
+                    prop_assert_eq!(r.is_ok(), z.health_spec().checks());
+                }
+                Op::Tick => {
+                    let _ = z.end_ejections(now, &mut scratch);
+                    let _ = z.update_panic();
+                }
                 Op::Kill { w } => {
                     // The worker dies with its requests; nginx starts a new
                     // one, which reconciles the dead one's ledger row.
@@ -240,6 +288,9 @@ proptest! {
         for s in z.states() {
             prop_assert_eq!(s.in_flight.load(Relaxed), 0);
         }
+        // The ejection budget counts exactly the peers ejected.
+        let ejected = z.states().iter().filter(|s| s.flags.load(Relaxed) & PeerState::EJECTED != 0).count();
+        prop_assert_eq!(z.health_line().ejected.load(Relaxed) as usize, ejected);
         let gens = z.generations();
         prop_assert!(gens.iter().all(|g| g.3 || g.2 == 0), "pins left: {:?}", gens);
     }
