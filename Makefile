@@ -56,7 +56,11 @@ ASAN_CONFIGURE_ARGS := \
 # __lsan_default_options), not passed in the environment: nginx execs a
 # binary upgrade (USR2) with only TZ and its `env` variables.  Every report
 # goes to a file of $(ASAN_LOGS).
-ASAN_DEFAULT_OPTIONS := log_path=$(ASAN_LOGS)/asan:suppressions=$(CURDIR)/scripts/asan.supp
+# exitcode=0: a verdict is its report file, which make asan judges; so that
+# LeakSanitizer's own occasional tracer crash at the exit of nginx's
+# daemonizing parent ("LeakSanitizer has encountered a fatal error", not a
+# finding) does not make that start fail.
+ASAN_DEFAULT_OPTIONS := log_path=$(ASAN_LOGS)/asan:suppressions=$(CURDIR)/scripts/asan.supp:exitcode=0
 LSAN_DEFAULT_OPTIONS := suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0
 
 DEBIAN_SRC := /usr/share/nginx/src
@@ -278,8 +282,21 @@ asan: deps asan-nginx
 	HAB_ASAN_NGINX=$(ASAN_PREFIX)/sbin/nginx \
 	HAB_MODULE_SO=$(ASAN_PREFIX)/modules/$(MODULE).so \
 		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs)) || status=$$?
-	reports=$$(find $(ASAN_LOGS) -name 'asan.*' | sort)
-	for f in $$reports; do echo "=== $$f"; cat "$$f"; done
+	reports= tracer=
+	for f in $$(find $(ASAN_LOGS) -name 'asan.*' | sort); do
+		echo "=== $$f"; cat "$$f"
+		# LeakSanitizer's tracer failing in a process is no finding (but
+		# that process's leaks went unchecked): said, not counted
+		if grep -q 'LeakSanitizer has encountered a fatal error' "$$f" \
+			&& ! grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer: detected)' "$$f"; then
+			tracer="$$tracer $$f"
+		else
+			reports="$$reports $$f"
+		fi
+	done
+	if [ -n "$$tracer" ]; then
+		echo "LeakSanitizer's tracer failed in $$(echo $$tracer | wc -w) process(es), leaks unchecked there:$$tracer"
+	fi
 	if [ -n "$$reports" ]; then
 		echo "AddressSanitizer: $$(echo $$reports | wc -w) report(s) in $(ASAN_LOGS)" >&2
 		exit 1
