@@ -68,7 +68,8 @@ fn serve(l: TcpListener, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
     });
 }
 
-/// (idle, total) clock ticks of the whole machine, from `/proc/stat`.
+/// (user + nice + system, total) clock ticks of the whole machine, from
+/// `/proc/stat` (irq, softirq and steal are in the total only).
 fn machine_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> = stat
@@ -80,8 +81,8 @@ fn machine_ticks() -> (u64, u64) {
         .filter_map(|v| v.parse().ok())
         .collect();
     // user nice system idle iowait irq softirq steal ...
-    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
-    (idle, f.iter().take(8).sum())
+    let busy = f.iter().take(3).sum();
+    (busy, f.iter().take(8).sum())
 }
 
 /// utime + stime of `pid`, in clock ticks.
@@ -128,6 +129,7 @@ fn ten_thousand_servers_keep_their_schedule() {
     thread::sleep(Duration::from_millis(2500));
     let workers = ngx.worker_pids();
     let ticks = |ws: &[i32]| ws.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+    let self0 = cpu_ticks(std::process::id() as i32);
     let (c0, t0, m0, start) = (
         count.load(Ordering::Relaxed),
         ticks(&workers),
@@ -142,17 +144,20 @@ fn ten_thousand_servers_keep_their_schedule() {
         start.elapsed().as_secs_f64(),
     );
     stop.store(true, Ordering::Relaxed);
-    let idle = (m1.0 - m0.0) as f64 / (m1.1 - m0.1).max(1) as f64;
+    // What processes other than nginx's workers and this test (its
+    // listeners) took of the machine during the window.
+    let own = (t1 - t0) + (cpu_ticks(std::process::id() as i32) - self0);
+    let other = (m1.0 - m0.0).saturating_sub(own) as f64 / (m1.1 - m0.1).max(1) as f64;
     let per_sec = (c1 - c0) as f64 / secs;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = (t1 - t0) as f64 / hz / secs;
     eprintln!(
         "{SERVERS} servers, 1 s checks, {WORKERS} workers: {per_sec:.0} checks/s, \
-         workers' CPU {:.1}% of one core ({:.1} µs per check), machine idle {:.0}%",
+         workers' CPU {:.1}% of one core ({:.1} µs per check), other processes {:.0}% of the machine",
         cpu * 100.0,
         cpu * 1e6 / per_sec,
-        idle * 100.0
+        other * 100.0
     );
     // Never more than one check per server per second, all workers
     // together (the measuring window's edges are worth one check per
@@ -162,24 +167,23 @@ fn ten_thousand_servers_keep_their_schedule() {
         per_sec <= SERVERS as f64 + slack,
         "{per_sec:.0} checks/s: more than one per server per second"
     );
-    // And that many, as long as the machine had CPU to spare: 10,000
-    // connections a second take about a core (nginx) and half of one (the
-    // listeners here). A machine with no idle time left during the window
-    // (other work on it) cannot keep any schedule: then a quarter is
-    // required (the scheduler did not stall), and the shortfall is
-    // reported.
-    if idle >= 0.10 {
+    // And that many, unless other work took the CPU: 10,000 connections a
+    // second take about a core (nginx) and half of one (the listeners
+    // here), most of a 2-vCPU machine. When other processes took more
+    // than a tenth of the machine during the window, a quarter is required
+    // (the scheduler did not stall) and the shortfall is reported.
+    if other <= 0.10 {
         assert!(
             per_sec >= SERVERS as f64 - slack,
             "{per_sec:.0} checks/s for {SERVERS} servers checked every second \
-             (machine {:.0}% idle)",
-            idle * 100.0
+             (other processes took {:.0}% of the machine)",
+            other * 100.0
         );
     } else {
         hab_testkit::skip::say(&format!(
-            "ten_thousand_servers_keep_their_schedule: the machine was saturated \
-             ({:.0}% idle): {per_sec:.0} of {SERVERS} checks/s; only a quarter is required",
-            idle * 100.0
+            "ten_thousand_servers_keep_their_schedule: other processes took {:.0}% of \
+             the machine: {per_sec:.0} of {SERVERS} checks/s; only a quarter is required",
+            other * 100.0
         ));
         assert!(per_sec >= SERVERS as f64 / 4.0, "{per_sec:.0} checks/s");
     }
