@@ -172,7 +172,10 @@ fn ten_thousand_servers_keep_their_schedule() {
     // here), most of a 2-vCPU machine. When other processes took more
     // than a tenth of the machine during the window, a quarter is required
     // (the scheduler did not stall) and the shortfall is reported.
-    if other <= 0.10 {
+    // Under AddressSanitizer (`make asan`) a check costs more CPU than the
+    // machine may have: memory is what that run judges, not the rate.
+    let asan = std::env::var_os("HAB_ASAN_NGINX").is_some();
+    if other <= 0.10 && !asan {
         assert!(
             per_sec >= SERVERS as f64 - slack,
             "{per_sec:.0} checks/s for {SERVERS} servers checked every second \
@@ -181,9 +184,13 @@ fn ten_thousand_servers_keep_their_schedule() {
         );
     } else {
         hab_testkit::skip::say(&format!(
-            "ten_thousand_servers_keep_their_schedule: other processes took {:.0}% of \
-             the machine: {per_sec:.0} of {SERVERS} checks/s; only a quarter is required",
-            other * 100.0
+            "ten_thousand_servers_keep_their_schedule: {}: {per_sec:.0} of {SERVERS} \
+             checks/s; only a quarter is required",
+            if asan {
+                "AddressSanitizer build".to_owned()
+            } else {
+                format!("other processes took {:.0}% of the machine", other * 100.0)
+            }
         ));
         assert!(per_sec >= SERVERS as f64 / 4.0, "{per_sec:.0} checks/s");
     }
