@@ -1563,12 +1563,10 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
 static void
 ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf)
 {
-    ngx_uint_t                         i, n;
+    ngx_uint_t                         n;
     hab_buf                           *err;
     hab_api_upstream                  *ups;
-    ngx_http_upstream_srv_conf_t     **uscfp;
     ngx_http_upstream_main_conf_t     *umcf;
-    ngx_http_upstream_ha_srv_conf_t   *h;
     ngx_http_upstream_ha_main_conf_t  *hmcf;
 
     hmcf = hcf->hmcf;
@@ -1589,27 +1587,7 @@ ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf)
         return;
     }
 
-    uscfp = umcf->upstreams.elts;
-    n = 0;
-
-    for (i = 0; i < umcf->upstreams.nelts; i++) {
-
-        if (uscfp[i]->srv_conf == NULL) {
-            continue;
-        }
-
-        h = ngx_http_conf_upstream_srv_conf(uscfp[i],
-                                            ngx_http_upstream_ha_module);
-
-        if (h == NULL || h->zone == NULL) {
-            continue;
-        }
-
-        ups[n].name = h->name->data;
-        ups[n].name_len = h->name->len;
-        ups[n].zone = h->zone;
-        n++;
-    }
+    n = ngx_http_upstream_ha_upstreams((ngx_cycle_t *) ngx_cycle, ups);
 
     err = NULL;
 

@@ -44,8 +44,6 @@ static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
 
 static ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
 static void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
-static ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_next_conf(
-    ngx_cycle_t *cycle, ngx_uint_t *i);
 static int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 
 static ngx_int_t ngx_http_upstream_ha_api_handler(ngx_http_request_t *r);
@@ -1009,7 +1007,7 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
 
 /* the next upstream, from *i on, balanced by this module */
 
-static ngx_http_upstream_ha_srv_conf_t *
+ngx_http_upstream_ha_srv_conf_t *
 ngx_http_upstream_ha_next_conf(ngx_cycle_t *cycle, ngx_uint_t *i)
 {
     ngx_http_upstream_srv_conf_t    **uscfp;
@@ -1040,6 +1038,28 @@ ngx_http_upstream_ha_next_conf(ngx_cycle_t *cycle, ngx_uint_t *i)
     }
 
     return NULL;
+}
+
+
+/* every ha_balance upstream into ups (room for all upstreams); how many */
+
+ngx_uint_t
+ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle, hab_api_upstream *ups)
+{
+    ngx_uint_t                        i, n;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    i = 0;
+    n = 0;
+
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
+        ups[n].name = hcf->name->data;
+        ups[n].name_len = hcf->name->len;
+        ups[n].zone = hcf->zone;
+        n++;
+    }
+
+    return n;
 }
 
 
@@ -1583,10 +1603,8 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     hab_api_request                    req;
     hab_api_response                   res;
     hab_api_upstream                  *ups;
-    ngx_http_upstream_srv_conf_t     **uscfp;
     ngx_http_upstream_main_conf_t     *umcf;
     ngx_http_upstream_ha_api_conf_t   *hacf;
-    ngx_http_upstream_ha_srv_conf_t   *hcf;
     ngx_http_upstream_ha_main_conf_t  *hmcf;
 
     hacf = ngx_http_get_module_loc_conf(r, ngx_http_upstream_ha_module);
@@ -1610,27 +1628,7 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    uscfp = umcf->upstreams.elts;
-    n = 0;
-
-    for (i = 0; i < umcf->upstreams.nelts; i++) {
-
-        if (uscfp[i]->srv_conf == NULL) {
-            continue;
-        }
-
-        hcf = ngx_http_conf_upstream_srv_conf(uscfp[i],
-                                              ngx_http_upstream_ha_module);
-
-        if (hcf == NULL || hcf->zone == NULL) {
-            continue;
-        }
-
-        ups[n].name = hcf->name->data;
-        ups[n].name_len = hcf->name->len;
-        ups[n].zone = hcf->zone;
-        n++;
-    }
+    n = ngx_http_upstream_ha_upstreams((ngx_cycle_t *) ngx_cycle, ups);
 
     ngx_memzero(&req, sizeof(hab_api_request));
 

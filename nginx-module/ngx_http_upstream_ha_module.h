@@ -119,6 +119,10 @@ extern ngx_module_t  ngx_http_upstream_ha_module;
 
 ngx_int_t ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_rr_peers_t *peers, ngx_log_t *log);
+ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_next_conf(
+    ngx_cycle_t *cycle, ngx_uint_t *i);
+ngx_uint_t ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle,
+    hab_api_upstream *ups);
 
 char *ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
