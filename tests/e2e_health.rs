@@ -373,6 +373,10 @@ fn mandatory_checks_before_traffic_and_tcp_checks() {
         Duration::from_millis(500) + SLACK,
     )
     .expect("bad not unhealthy after its first check");
+    // Until its own first check passes, good takes no traffic either (the
+    // two checks are made by different workers, in no set order).
+    wait_state(port, &good.addr(), "up", Duration::from_millis(500) + SLACK)
+        .expect("good not up after its first check");
     let load = spawn_load(port, "/", LoadOpts::new(2, 25)).join();
     assert_eq!(load.non_200 + load.errors, 0, "{:?}", load.failures);
     assert_eq!(
