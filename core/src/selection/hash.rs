@@ -113,10 +113,15 @@ pub fn pick(
 }
 
 /// nginx's plain hash: the peer where `hash % total weight` falls, walking
-/// the primaries (down ones included) by weight.
+/// the primaries (down ones included) by weight; when all have the same
+/// weight, the same peer by one division.
 fn plain_peer(t: &Table<'_>, hash: u32) -> usize {
+    let header = t.header();
+    let mut w = u64::from(hash) % header.total_weight.max(1);
+    if header.uniform_weight != 0 {
+        return (w / u64::from(header.uniform_weight)) as usize;
+    }
     let confs = &t.confs()[..t.primaries()];
-    let mut w = u64::from(hash) % t.header().total_weight.max(1);
     for (i, c) in confs.iter().enumerate() {
         if w < u64::from(c.weight) {
             return i;
@@ -214,6 +219,35 @@ mod tests {
             let h = crate::selection::ketama::plain_hash_step(key.as_bytes(), 0, 0);
             let want = crate::selection::ketama::plain_pick(h, &[2, 1, 1]) as u32;
             assert_eq!(pick(&t, key.as_bytes()), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn plain_with_equal_weights_matches_the_walk() {
+        for (n, weight) in [(2, 1), (7, 1), (5, 3), (64, 100)] {
+            let ids: Vec<String> = (0..n)
+                .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250))
+                .collect();
+            let peers: Vec<PeerSpec<'_>> = ids
+                .iter()
+                .map(|id| PeerSpec::new(id.as_bytes()).weight(weight))
+                .collect();
+            let t = table(
+                Policy::Hash {
+                    mode: HashMode::Plain,
+                    balance_factor: 0,
+                    maglev_size: 0,
+                },
+                &peers,
+            );
+            assert_eq!(t.table().header().uniform_weight, weight);
+            let weights = vec![weight; n];
+            for k in 0..500 {
+                let key = format!("/{k}");
+                let h = crate::selection::ketama::plain_hash_step(key.as_bytes(), 0, 0);
+                let want = crate::selection::ketama::plain_pick(h, &weights) as u32;
+                assert_eq!(pick(&t, key.as_bytes()), want, "{n} x {weight}: {key}");
+            }
         }
     }
 

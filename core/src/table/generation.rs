@@ -181,7 +181,7 @@ impl GenPlan {
             sched_len: [self.sched_len[0] as u32, self.sched_len[1] as u32],
             size: self.size as u64,
             shadow_len: shadow_len as u32,
-            pad: 0,
+            uniform_weight: uniform_weight(&spec.peers[..self.primaries]),
             reserved: [0; 11],
         }
     }
@@ -368,6 +368,14 @@ pub fn too_large_reason(spec: &UpstreamSpec<'_>) -> Option<String> {
         }
     }
     None
+}
+
+/// [`GenHeader::uniform_weight`]: the weight all `primaries` share, or 0.
+fn uniform_weight(primaries: &[PeerSpec<'_>]) -> u32 {
+    match primaries.first() {
+        Some(first) if primaries.iter().all(|p| p.weight == first.weight) => first.weight,
+        _ => 0,
+    }
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {

@@ -358,8 +358,10 @@ pub struct GenHeader {
     /// hashes dropped, kept so that the next generation's ring can be
     /// rebuilt incrementally (see [`crate::selection::ketama::rebuild`]).
     pub shadow_len: u32,
-    /// Zero.
-    pub pad: u32,
+    /// The weight every primary has when all have the same one, else 0:
+    /// plain hashing then finds its peer by one division instead of
+    /// nginx's walk over the weights (same peer).
+    pub uniform_weight: u32,
     /// Zero.
     pub reserved: [u64; 11],
 }
