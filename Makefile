@@ -16,6 +16,9 @@
 #   make soak        reloads, worker kills and failing backends under wrk, ours
 #                    beside stock nginx (scripts/soak.sh, about 5 min; docs/soak.md)
 #   make soak-short  the same in about 35 s (part of make test)
+#   make bench-proxy whole-process benchmarks: stock nginx, HAProxy and every
+#                    ha_balance policy side by side under wrk, tables and plots
+#                    written to docs/bench-proxy.md (about 25 min)
 #   make bench | clean
 
 SHELL := /bin/bash
@@ -74,7 +77,8 @@ DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	chromium chromium-driver prometheus wrk valgrind
 
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
-	check-exports check test soak soak-short demo bench clean asan asan-nginx valgrind
+	check-exports check test soak soak-short demo bench bench-proxy clean asan asan-nginx \
+	valgrind
 
 all: nginx
 
@@ -98,7 +102,7 @@ deps:
 	@missing=
 	# dpkg-query, not "dpkg -s | grep -q": under pipefail grep's early exit
 	# kills dpkg with SIGPIPE and an installed package looked missing
-	for p in $(DEB_PACKAGES); do
+	for p in $(DEB_PACKAGES) $(EXTRA_PACKAGES); do
 		[ "$$(dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null)" = "install ok installed" ] \
 			|| missing="$$missing $$p"
 	done
@@ -338,6 +342,14 @@ demo: deps nginx
 
 bench:
 	$(CARGO) bench --bench pick
+
+# Whole-process benchmarks (scripts/bench-proxy.py; its header lists the
+# HAB_BENCH_* knobs). Debian's python3, which has python3-matplotlib, not
+# whichever python3 comes first in PATH.
+bench-proxy: EXTRA_PACKAGES = haproxy python3-matplotlib
+bench-proxy: deps nginx
+	$(CARGO) build --release --bin hab-backend
+	/usr/bin/python3 scripts/bench-proxy.py
 
 clean:
 	rm -rf $(TARGET)

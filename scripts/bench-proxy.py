@@ -1,0 +1,723 @@
+#!/usr/bin/env python3
+"""Whole-process load balancer benchmarks, side by side in one run.
+
+    make bench-proxy            (or: python3 scripts/bench-proxy.py)
+
+Every load balancer below proxies the same wrk load to the same local
+backends, one after the other in alternating order, for several rounds:
+
+  stock nginx     round robin without a zone, round robin + zone,
+                  least_conn + zone, random two least_conn + zone
+  HAProxy         roundrobin, leastconn (Debian's haproxy)
+  ha_balance      every policy: round_robin, least_conn, p2c, random,
+                  ewma, hash, hash consistent, hash maglev
+
+Scenarios:
+  throughput      SIZES upstream sizes (default 3 and 2000 servers); the
+                  servers are BACKEND_PORTS ports of one stock nginx that
+                  answers 200 at once, repeated as often as needed
+  slow            3 servers (hab-backend), one answering 20 ms later than
+                  the other two: the share of requests it receives and the
+                  client's p50/p99
+
+For each load balancer and round: requests/s, non-2xx and socket errors
+(from wrk's own counters), the client's p50/p99 latency, and the load
+balancer's CPU per request (utime + stime of all its processes from
+/proc/PID/stat, divided by the requests answered). Each figure of the
+report is the median over the rounds, with min and max.
+
+With two CPUs or more, the load balancer runs on CPU 0 (one worker or
+thread) and wrk and the backends on CPU 1 (taskset). Everything listens on
+127.0.0.1, below the ephemeral port range; everything started is stopped
+at exit; every wait is bounded.
+
+Knobs (environment):
+  HAB_BENCH_ROUNDS=5        rounds (medians over them)
+  HAB_BENCH_SECONDS=5       seconds per measurement (after 1 s of warm-up)
+  HAB_BENCH_SIZES="3 2000"  upstream sizes of the throughput scenario
+  HAB_BENCH_CONNECTIONS=32  wrk connections
+  HAB_BENCH_KEEPALIVE=256   nginx's idle connections to the backends (keepalive)
+  HAB_BENCH_ONLY=REGEX      only the load balancers whose name matches
+  HAB_BENCH_SLOW=1          0 skips the slow-backend scenario
+  HAB_BENCH_OUT=docs        where bench-proxy.md and bench-proxy/*.svg go
+  HAB_NGINX_BIN, HAB_MODULE_SO, HAB_BACKEND_BIN, HAB_HAPROXY_BIN
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NGINX = os.environ.get("HAB_NGINX_BIN", f"{ROOT}/target/nginx/sbin/nginx")
+MODULE = os.environ.get(
+    "HAB_MODULE_SO", f"{ROOT}/target/nginx/modules/ngx_http_upstream_ha_module.so"
+)
+BACKEND = os.environ.get("HAB_BACKEND_BIN", f"{ROOT}/target/release/hab-backend")
+HAPROXY = os.environ.get("HAB_HAPROXY_BIN", shutil.which("haproxy") or "/usr/sbin/haproxy")
+
+ROUNDS = int(os.environ.get("HAB_BENCH_ROUNDS", "5"))
+SECONDS = int(os.environ.get("HAB_BENCH_SECONDS", "5"))
+SIZES = [int(s) for s in os.environ.get("HAB_BENCH_SIZES", "3 2000").split()]
+CONNECTIONS = int(os.environ.get("HAB_BENCH_CONNECTIONS", "32"))
+KEEPALIVE = int(os.environ.get("HAB_BENCH_KEEPALIVE", "256"))
+ONLY = re.compile(os.environ.get("HAB_BENCH_ONLY", ""))
+SLOW = os.environ.get("HAB_BENCH_SLOW", "1") != "0"
+OUT = os.path.join(ROOT, os.environ.get("HAB_BENCH_OUT", "docs"))
+WARMUP = 1
+BACKEND_PORTS = 20
+SLOW_DELAY_MS = 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# name, kind, upstream lines ("{servers}" is replaced), HAProxy balance
+LBS = [
+    ("nginx round robin", "stock", "", None),
+    ("nginx round robin + zone", "stock", "zone z 8m;", None),
+    ("nginx least_conn + zone", "stock", "least_conn; zone z 8m;", None),
+    ("nginx random two least_conn + zone", "stock", "random two least_conn; zone z 8m;", None),
+    ("HAProxy roundrobin", "haproxy", None, "roundrobin"),
+    ("HAProxy leastconn", "haproxy", None, "leastconn"),
+    ("ha_balance round_robin", "ha", "ha_balance round_robin;", None),
+    ("ha_balance least_conn", "ha", "ha_balance least_conn;", None),
+    ("ha_balance p2c", "ha", "ha_balance p2c;", None),
+    ("ha_balance random", "ha", "ha_balance random;", None),
+    ("ha_balance ewma", "ha", "ha_balance ewma;", None),
+    ("ha_balance hash", "ha", "ha_balance hash $request_uri;", None),
+    ("ha_balance hash consistent", "ha", "ha_balance hash $request_uri consistent;", None),
+    ("ha_balance hash maglev", "ha", "ha_balance hash $request_uri maglev;", None),
+]
+
+# Every request asks for one of 100,000 paths, so that the hash policies
+# spread their keys; every load balancer gets the same requests. The
+# done hook prints wrk's own counters as one JSON line.
+WRK_LUA = r"""
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/k" .. ((n * 7919) % 100000))
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,' ..
+    '"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def die(msg):
+    print(f"bench-proxy: {msg}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+class Ports:
+    """Consecutive ports below the ephemeral range (32768-), where wrk's
+    own connections come from; the first is random so that two runs on
+    one machine are unlikely to collide, and each is checked free."""
+
+    def __init__(self):
+        self.next = 20000 + int.from_bytes(os.urandom(2), "little") % 8000
+
+    def take(self, n=1):
+        for _ in range(200):
+            start, self.next = self.next, self.next + n
+            if self.next > 32000:
+                self.next = 20000
+                continue
+            if all(port_free(p) for p in range(start, start + n)):
+                return start
+        die("no free ports below 32000")
+
+
+def port_free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def pinned(cpu, argv):
+    """argv run on one CPU when there are two or more."""
+    if PIN:
+        return ["taskset", "-c", str(cpu)] + argv
+    return argv
+
+
+class Procs:
+    """Everything started here, stopped at exit (also on errors)."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, argv, **kw):
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM):
+        if p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            self.stop(p)
+
+
+def wait_http(port, deadline_s=10.0, path="/"):
+    end = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+                if r.status == 200:
+                    return
+                last = f"status {r.status}"
+        except Exception as e:  # noqa: BLE001 -- any failure means "not yet"
+            last = str(e)
+        time.sleep(0.1)
+    raise RuntimeError(f"127.0.0.1:{port}{path} not answering 200 after {deadline_s} s: {last}")
+
+
+def http_get(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
+def tree_pids(pid):
+    """pid and its children (nginx's master and workers)."""
+    pids = [pid]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_ticks(pid):
+    """utime + stime of pid's process tree, in clock ticks (threads are
+    included in a process's own figures)."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def run_wrk(port, seconds, lua):
+    argv = pinned(1, ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s",
+                      "-s", lua, f"http://127.0.0.1:{port}/"])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            return json.loads(line[8:])
+    raise RuntimeError(f"wrk printed no summary: {out.stdout[-500:]} {out.stderr[-500:]}")
+
+
+class LoadBalancer:
+    def __init__(self, procs, ports, workdir, name, kind, upstream, balance, servers):
+        self.name, self.kind = name, kind
+        self.port = ports.take()
+        self.dir = os.path.join(workdir, re.sub(r"[^a-z0-9]+", "-", name.lower()) + f"-{len(servers)}")
+        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        if kind == "haproxy":
+            cfg = self.haproxy_conf(balance, servers)
+            path = os.path.join(self.dir, "haproxy.cfg")
+            with open(path, "w") as f:
+                f.write(cfg)
+            check = subprocess.run([HAPROXY, "-c", "-q", "-f", path], capture_output=True, text=True)
+            if check.returncode != 0:
+                raise RuntimeError(f"haproxy -c: {check.stdout}{check.stderr}")
+            argv = [HAPROXY, "-db", "-f", path]
+        else:
+            cfg = self.nginx_conf(kind, upstream, servers)
+            path = os.path.join(self.dir, "nginx.conf")
+            with open(path, "w") as f:
+                f.write(cfg)
+            check = subprocess.run([NGINX, "-t", "-q", "-p", self.dir, "-c", path],
+                                   capture_output=True, text=True)
+            if check.returncode != 0:
+                raise RuntimeError(f"nginx -t: {check.stderr}")
+            argv = [NGINX, "-p", self.dir, "-c", path]
+        self.proc = procs.start(pinned(0, argv), stdout=subprocess.DEVNULL,
+                                stderr=open(os.path.join(self.dir, "logs", "stderr"), "w"))
+        wait_http(self.port)
+
+    def nginx_conf(self, kind, upstream, servers):
+        load = f"load_module {MODULE};\n" if kind == "ha" else ""
+        lines = "".join(f"        server 127.0.0.1:{p};\n" for p in servers)
+        return f"""{load}daemon off;
+worker_processes 1;
+error_log {self.dir}/logs/error.log warn;
+pid {self.dir}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    upstream backends {{
+        {upstream}
+{lines}        keepalive {KEEPALIVE};
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{self.port} reuseport backlog=4096;
+        location / {{
+            proxy_pass http://backends;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+    def haproxy_conf(self, balance, servers):
+        lines = "".join(f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(servers))
+        return f"""global
+    nbthread 1
+    maxconn 8192
+    pidfile {self.dir}/haproxy.pid
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    http-reuse always
+frontend f
+    bind 127.0.0.1:{self.port}
+    default_backend b
+backend b
+    balance {balance}
+{lines}"""
+
+    def measure(self, lua):
+        run_wrk(self.port, WARMUP, lua)
+        before = cpu_ticks(self.proc.pid)
+        r = run_wrk(self.port, SECONDS, lua)
+        r["lb_cpu_s"] = (cpu_ticks(self.proc.pid) - before) / CLK_TCK
+        r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+        r["us_per_request"] = r["lb_cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
+        r["errors"] = sum(r[k] for k in ("connect", "read", "write", "timeout"))
+        return r
+
+
+def machine():
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    ver = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
+    hap = subprocess.run([HAPROXY, "-v"], capture_output=True, text=True).stdout.splitlines()
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "kernel": os.uname().release,
+        "nginx": ver.replace("nginx version: ", ""),
+        "haproxy": hap[0] if hap else "?",
+        "wrk": (wrk.stdout + wrk.stderr).splitlines()[0].split(" Copyright")[0],
+        "commit": commit + (" (with local changes)" if dirty else ""),
+        "pinned": PIN,
+    }
+
+
+def start_nginx_backends(procs, ports, workdir):
+    base = ports.take(BACKEND_PORTS)
+    d = os.path.join(workdir, "backends")
+    os.makedirs(os.path.join(d, "logs"), exist_ok=True)
+    listens = "".join(f"        listen 127.0.0.1:{base + i} backlog=4096;\n"
+                      for i in range(BACKEND_PORTS))
+    conf = f"""daemon off;
+worker_processes 1;
+error_log {d}/logs/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 16384; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {{
+{listens}        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(conf)
+    procs.start(pinned(1, [NGINX, "-p", d, "-c", os.path.join(d, "nginx.conf")]),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for i in range(BACKEND_PORTS):
+        wait_http(base + i)
+    return [base + i for i in range(BACKEND_PORTS)]
+
+
+def start_slow_backends(procs, ports):
+    base = ports.take(3)
+    fast = procs.start(pinned(1, [BACKEND, "--listen", f"127.0.0.1:{base}", "--name", "fast1",
+                                  "--listen", f"127.0.0.1:{base + 1}", "--name", "fast2"]),
+                       stdout=subprocess.DEVNULL)
+    slow = procs.start(pinned(1, [BACKEND, "--listen", f"127.0.0.1:{base + 2}", "--name", "slow",
+                                  "--mode", f"delay:{SLOW_DELAY_MS}"]),
+                       stdout=subprocess.DEVNULL)
+    for p in (base, base + 1, base + 2):
+        wait_http(p, path="/_ctl/stats")
+    return [base, base + 1, base + 2], (fast, slow)
+
+
+def backend_requests(port):
+    line = http_get(port, "/_ctl/stats")
+    return int(re.search(r"requests=(\d+)", line).group(1))
+
+
+def median_range(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
+    """Starts every load balancer on `servers`, measures them in alternating
+    order for ROUNDS rounds, stops them; returns name -> list of rounds."""
+    lbs, skipped = [], {}
+    for name, kind, upstream, balance in LBS:
+        if not ONLY.search(name):
+            continue
+        if kind == "haproxy" and not os.access(HAPROXY, os.X_OK):
+            skipped[name] = f"no HAProxy at {HAPROXY} (apt-get install haproxy)"
+            continue
+        try:
+            lbs.append(LoadBalancer(procs, ports, workdir, name, kind, upstream, balance, servers))
+        except Exception as e:  # noqa: BLE001 -- reported, and the run fails at the end
+            skipped[name] = f"did not start: {e}"
+            log(f"  {name}: {skipped[name]}")
+    results = {lb.name: [] for lb in lbs}
+    for rnd in range(ROUNDS):
+        # each round starts one further along the list: no load balancer
+        # is always measured first, or always right after the same one
+        order = lbs[rnd % len(lbs):] + lbs[:rnd % len(lbs)] if lbs else []
+        for lb in order:
+            before = [backend_requests(p) for p in slow_ports] if slow_ports else None
+            r = lb.measure(lua)
+            if slow_ports:
+                after = [backend_requests(p) for p in slow_ports]
+                served = [a - b for a, b in zip(after, before)]
+                r["slow_share"] = served[2] / sum(served) if sum(served) else None
+                r["served"] = served
+            results[lb.name].append(r)
+            extra = f"  slow share {r['slow_share']:.1%}" if slow_ports and r["slow_share"] is not None else ""
+            cpu = f"{r['us_per_request']:.1f}" if r["us_per_request"] is not None else "-"
+            log(f"  [{label} round {rnd + 1}/{ROUNDS}] {lb.name:36s} {r['rps']:9.0f} req/s"
+                f"  {cpu:>6s} us/req  p99 {r['p99_us'] / 1000:.2f} ms"
+                f"  non-2xx {r['status']} errors {r['errors']}{extra}")
+    for lb in lbs:
+        procs.stop(lb.proc, signal.SIGQUIT if lb.kind != "haproxy" else signal.SIGUSR1)
+    return results, skipped
+
+
+def summarize(rounds):
+    keys = ["rps", "us_per_request", "p50_us", "p99_us", "slow_share"]
+    s = {k: median_range([r.get(k) for r in rounds]) for k in keys}
+    s["non_2xx"] = sum(r["status"] for r in rounds)
+    s["errors"] = sum(r["errors"] for r in rounds)
+    s["requests"] = sum(r["requests"] for r in rounds)
+    return s
+
+
+def fmt(x, spec, scale=1.0):
+    return "—" if x is None else format(x["median"] * scale, spec)
+
+
+def fmt_range(x, spec, scale=1.0):
+    if x is None:
+        return "—"
+    return (f"{format(x['median'] * scale, spec)} "
+            f"({format(x['min'] * scale, spec)}–{format(x['max'] * scale, spec)})")
+
+
+def plots(report, outdir):
+    import matplotlib
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.hashsalt"] = "ha-balancer"
+    plt.rcParams["font.size"] = 9
+    meta = {"Date": None, "Creator": "scripts/bench-proxy.py (matplotlib)"}
+    files = []
+    names = [n for n, *_ in LBS if any(n in report["throughput"][str(s)]["summary"] for s in SIZES)]
+    colors = {"stock": "#7f8c8d", "haproxy": "#2e86c1", "ha": "#c0392b"}
+    kinds = {n: k for n, k, *_ in LBS}
+
+    def bars(metric, title, xlabel, fname, scale=1.0):
+        fig, axes = plt.subplots(1, len(SIZES), figsize=(4.2 * len(SIZES), 0.32 * len(names) + 1.4),
+                                 sharey=True, squeeze=False)
+        for ax, size in zip(axes[0], SIZES):
+            summ = report["throughput"][str(size)]["summary"]
+            ys = list(range(len(names)))[::-1]
+            med, lo, hi, cs = [], [], [], []
+            for n in names:
+                v = summ.get(n, {}).get(metric)
+                m = v["median"] * scale if v else 0.0
+                med.append(m)
+                lo.append(m - v["min"] * scale if v else 0.0)
+                hi.append(v["max"] * scale - m if v else 0.0)
+                cs.append(colors[kinds[n]])
+            ax.barh(ys, med, xerr=[lo, hi], color=cs, capsize=2, error_kw={"lw": 0.8})
+            for y, m in zip(ys, med):
+                ax.text(m, y, f" {m:,.1f}" if m < 100 else f" {m:,.0f}", va="center", fontsize=7)
+            ax.set_title(f"{size:,} servers")
+            ax.set_xlabel(xlabel)
+            ax.set_yticks(ys)
+            ax.set_yticklabels(names)
+            ax.margins(x=0.18)
+            ax.grid(axis="x", lw=0.3)
+        fig.suptitle(title)
+        fig.tight_layout()
+        path = os.path.join(outdir, fname)
+        fig.savefig(path, metadata=meta)
+        plt.close(fig)
+        files.append(path)
+
+    bars("rps", f"Requests per second (median of {ROUNDS}; bars: min–max)", "requests/s",
+         "throughput.svg")
+    bars("us_per_request", f"Load balancer CPU per request (median of {ROUNDS})", "µs of CPU",
+         "cpu-per-request.svg")
+
+    if report.get("slow"):
+        summ = report["slow"]["summary"]
+        snames = [n for n, *_ in LBS if n in summ]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 0.32 * len(snames) + 1.6), sharey=True)
+        ys = list(range(len(snames)))[::-1]
+        share = [summ[n]["slow_share"]["median"] * 100 if summ[n]["slow_share"] else 0 for n in snames]
+        a1.barh(ys, share, color=[colors[kinds[n]] for n in snames])
+        a1.axvline(100 / 3, color="k", lw=0.6, ls="--")
+        for y, m in zip(ys, share):
+            a1.text(m, y, f" {m:.1f}%", va="center", fontsize=7)
+        a1.set_xlabel(f"share of requests sent to the server {SLOW_DELAY_MS} ms slower (%)")
+        a1.set_yticks(ys)
+        a1.set_yticklabels(snames)
+        a1.margins(x=0.2)
+        p50 = [summ[n]["p50_us"]["median"] / 1000 for n in snames]
+        p99 = [summ[n]["p99_us"]["median"] / 1000 for n in snames]
+        h = 0.38
+        a2.barh([y + h / 2 for y in ys], p50, height=h, color="#95a5a6", label="p50")
+        a2.barh([y - h / 2 for y in ys], p99, height=h, color="#34495e", label="p99")
+        a2.set_xlabel("client latency (ms)")
+        a2.legend(loc="lower right", fontsize=7)
+        for a in (a1, a2):
+            a.grid(axis="x", lw=0.3)
+        fig.suptitle(f"One of 3 servers {SLOW_DELAY_MS} ms slower (median of {ROUNDS})")
+        fig.tight_layout()
+        path = os.path.join(outdir, "slow-backend.svg")
+        fig.savefig(path, metadata=meta)
+        plt.close(fig)
+        files.append(path)
+    return files
+
+
+def markdown(report):
+    m = report["machine"]
+    lines = [
+        "# Whole-process benchmarks: ha_balance beside stock nginx and HAProxy",
+        "",
+        "Generated by `make bench-proxy` (`scripts/bench-proxy.py`); do not edit by",
+        "hand, rerun instead. What the figures mean and how they were read:",
+        "[benchmarks.md](benchmarks.md#whole-process-beside-stock-nginx-and-haproxy).",
+        "",
+        "## Machine and command",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {m['date']} |",
+        f"| CPU | `{m['cpu']}`, {m['cpus']} CPUs |",
+        f"| kernel | `{m['kernel']}` |",
+        f"| nginx | {m['nginx']} (the vendored build, `target/nginx`; stock = the same binary without the module) |",
+        f"| HAProxy | {m['haproxy']} |",
+        f"| load | {m['wrk']}, 1 thread, {report['connections']} connections, keepalive, "
+        f"{report['seconds']} s per measurement after {WARMUP} s of warm-up |",
+        f"| code | `{m['commit']}` |",
+        f"| placement | {'load balancer on CPU 0 (1 worker / 1 thread); wrk and backends on CPU 1' if m['pinned'] else 'not pinned (one CPU)'} |",
+        "",
+        "```sh",
+        f"HAB_BENCH_ROUNDS={report['rounds']} HAB_BENCH_SECONDS={report['seconds']} "
+        f"HAB_BENCH_SIZES=\"{' '.join(map(str, SIZES))}\" make bench-proxy",
+        "```",
+        "",
+        f"Each figure is the median of {report['rounds']} rounds (min–max in parentheses);",
+        "in every round each load balancer is measured once, in an order that",
+        "rotates from round to round. *µs/req* is the load balancer's CPU time",
+        "(user + system, all its processes, from `/proc/PID/stat`) divided by",
+        "the requests it answered. *vs stock* divides by stock nginx round",
+        "robin + zone in the same run.",
+        "",
+    ]
+    for size in SIZES:
+        sc = report["throughput"][str(size)]
+        base = sc["summary"].get("nginx round robin + zone")
+        lines += [f"## {size:,} servers", "",
+                  f"{'Three servers, three ports' if size <= BACKEND_PORTS else f'{BACKEND_PORTS} backend ports of one stock nginx, each listed {size // BACKEND_PORTS:,} times'}"
+                  " answering `200 ok` at once.", "",
+                  "| load balancer | req/s | vs stock | µs/req | p50 ms | p99 ms | non-2xx | socket errors |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, *_ in LBS:
+            s = sc["summary"].get(name)
+            if s is None:
+                if name in sc["skipped"]:
+                    lines.append(f"| {name} | skipped: {sc['skipped'][name]} | | | | | | |")
+                continue
+            ratio = (f"{s['rps']['median'] / base['rps']['median']:.2f}×"
+                     if base and s["rps"] else "—")
+            lines.append(f"| {name} | {fmt_range(s['rps'], ',.0f')} | {ratio} | "
+                         f"{fmt_range(s['us_per_request'], '.1f')} | {fmt(s['p50_us'], '.2f', 1e-3)} | "
+                         f"{fmt(s['p99_us'], '.2f', 1e-3)} | {s['non_2xx']} | {s['errors']} |")
+        lines.append("")
+    lines += ["![requests per second](bench-proxy/throughput.svg)", "",
+              "![CPU per request](bench-proxy/cpu-per-request.svg)", ""]
+    if report.get("slow"):
+        sc = report["slow"]
+        lines += [f"## One server {SLOW_DELAY_MS} ms slower", "",
+                  f"Three servers (`hab-backend`, one process per side), the third answering "
+                  f"{SLOW_DELAY_MS} ms after the others; *slow share* is the part of the",
+                  "requests it received (counted by the backends); an even split is 33.3%.", "",
+                  "| load balancer | slow share | req/s | p50 ms | p99 ms | non-2xx | socket errors |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, *_ in LBS:
+            s = sc["summary"].get(name)
+            if s is None:
+                if name in sc["skipped"]:
+                    lines.append(f"| {name} | skipped: {sc['skipped'][name]} | | | | | |")
+                continue
+            lines.append(f"| {name} | {fmt_range(s['slow_share'], '.1f', 100)}% | "
+                         f"{fmt(s['rps'], ',.0f')} | {fmt_range(s['p50_us'], '.2f', 1e-3)} | "
+                         f"{fmt_range(s['p99_us'], '.2f', 1e-3)} | {s['non_2xx']} | {s['errors']} |")
+        lines += ["", "![slow backend](bench-proxy/slow-backend.svg)", ""]
+    lines += ["The raw figures of every round: [bench-proxy/results.json](bench-proxy/results.json).", ""]
+    return "\n".join(lines)
+
+
+def write_report(report, failed):
+    outdir = os.path.join(OUT, "bench-proxy")
+    os.makedirs(outdir, exist_ok=True)
+    with open(os.path.join(outdir, "results.json"), "w") as f:
+        json.dump(report, f, indent=1, sort_keys=True)
+        f.write("\n")
+    try:
+        files = plots(report, outdir)
+    except ImportError:
+        files = []
+        log("matplotlib is missing (apt-get install python3-matplotlib): no plots")
+    with open(os.path.join(OUT, "bench-proxy.md"), "w") as f:
+        f.write(markdown(report))
+    log(f"\nwritten: {os.path.join(OUT, 'bench-proxy.md')}, {outdir}/results.json"
+        + "".join(f", {p}" for p in files))
+    if failed:
+        die("client-visible errors or load balancers that did not start:\n  " + "\n  ".join(failed))
+
+
+def replot(path):
+    """--report FILE: the markdown and the plots again from a results.json."""
+    global ROUNDS, SECONDS, SIZES, CONNECTIONS
+    with open(path) as f:
+        report = json.load(f)
+    ROUNDS, SECONDS, CONNECTIONS = report["rounds"], report["seconds"], report["connections"]
+    SIZES = sorted(int(s) for s in report["throughput"])
+    write_report(report, [])
+
+
+def main():
+    global PIN
+    if sys.argv[1:2] == ["--report"] and len(sys.argv) == 3:
+        return replot(sys.argv[2])
+    PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    for path, what in ((NGINX, "nginx (make nginx)"), (MODULE, "the module (make nginx)"),
+                       (BACKEND, "hab-backend (cargo build --release --bin hab-backend)")):
+        if not os.path.exists(path):
+            die(f"{path} is missing: build {what}")
+    if shutil.which("wrk") is None:
+        die("wrk is missing (apt-get install wrk)")
+    if ROUNDS < 1 or SECONDS < 1 or not SIZES:
+        die("HAB_BENCH_ROUNDS, HAB_BENCH_SECONDS and HAB_BENCH_SIZES must be positive")
+
+    procs, ports = Procs(), Ports()
+    workdir = tempfile.mkdtemp(prefix="hab-bench-proxy-")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    lua = os.path.join(workdir, "paths.lua")
+    with open(lua, "w") as f:
+        f.write(WRK_LUA)
+    report = {"machine": machine(), "rounds": ROUNDS, "seconds": SECONDS,
+              "connections": CONNECTIONS, "throughput": {}}
+    t0 = time.monotonic()
+    failed = []
+    try:
+        ports_b = start_nginx_backends(procs, ports, workdir)
+        for size in SIZES:
+            servers = [ports_b[i % BACKEND_PORTS] for i in range(size)]
+            log(f"throughput, {size} servers")
+            res, skipped = run_scenario(procs, ports, workdir, lua, servers, f"{size} servers")
+            report["throughput"][str(size)] = {
+                "rounds": res, "skipped": skipped,
+                "summary": {n: summarize(r) for n, r in res.items()}}
+        if SLOW:
+            log(f"slow backend: one of 3 servers {SLOW_DELAY_MS} ms slower")
+            slow_ports, _ = start_slow_backends(procs, ports)
+            res, skipped = run_scenario(procs, ports, workdir, lua, slow_ports, "slow", slow_ports)
+            report["slow"] = {"rounds": res, "skipped": skipped,
+                              "summary": {n: summarize(r) for n, r in res.items()}}
+    finally:
+        procs.stop_all()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    for sc in list(report["throughput"].values()) + ([report["slow"]] if report.get("slow") else []):
+        for name, s in sc["summary"].items():
+            if s["non_2xx"] or s["errors"]:
+                failed.append(f"{name}: {s['non_2xx']} non-2xx, {s['errors']} socket errors")
+        for name, why in sc["skipped"].items():
+            if "did not start" in why:
+                failed.append(f"{name}: {why}")
+
+    log(f"took {time.monotonic() - t0:.0f} s")
+    write_report(report, failed)
+
+
+PIN = False
+
+if __name__ == "__main__":
+    main()
