@@ -14,6 +14,8 @@
 //! - NXDOMAIN for the SRV name empties the upstream (every peer of the
 //!   name is removed): 502 until the name is back. What ha_balance must
 //!   at least match, and the design (docs/discovery-design.md) discusses.
+//! - `hash ... consistent` gives the peers of one SRV target the same ring
+//!   points: a key is not sticky to one of them.
 
 mod common;
 
@@ -250,5 +252,62 @@ fn stock_nginx_empties_the_upstream_on_nxdomain() {
         emptied.unwrap_or_default(),
         first(&seen, "web2").unwrap_or_default()
     ));
+    assert!(ngx.crashes().is_empty(), "{:?}", ngx.crashes());
+}
+
+/// nginx's consistent hash places ring points by a peer's `server`
+/// string (`ngx_http_upstream_update_chash`), and at a point it round-robins
+/// among all peers with that string (`ngx_http_upstream_get_chash_peer`).
+/// A resolved peer's `server` is its SRV target (or the template's name),
+/// so the peers of one target share their points: a key sticks to the
+/// target, not to a peer. (The design, docs/discovery-design.md 3.10,
+/// decides what ha_balance's ketama does for resolved peers.)
+#[test]
+fn stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target() {
+    let test = "stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target";
+    if !common::stock_nginx_or_skip(test) || !dns_or_skip(test) {
+        return;
+    }
+    let _serial = common::serial();
+    // two services on one target host, on two ports
+    let b = Backend::start_many("web", 2);
+    let records = vec![
+        Record::a(&target(1), Ipv4Addr::LOCALHOST),
+        Record::Srv {
+            name: WEB.into(),
+            srv: srv(&b[0], 1),
+        },
+        Record::Srv {
+            name: WEB.into(),
+            srv: srv(&b[1], 1),
+        },
+    ];
+    let ns = Named::start("consul", &records).expect("start named");
+    let port = common::free_port();
+    let upstream = format!(
+        "        hash $request_uri consistent;
+        zone up 64k;
+        resolver 127.0.0.1:{} valid=1s;
+        server service.consul service=web resolve;",
+        ns.port()
+    );
+    let ngx = Nginx::start_stock(&proxy_block(port, &upstream, ""), WORKERS);
+    let seen = poll(port, Instant::now(), FOLLOW, |s| {
+        first(s, "web1").is_some() && first(s, "web2").is_some()
+    });
+    assert!(
+        first(&seen, "web1").is_some() && first(&seen, "web2").is_some(),
+        "both peers not reached within {FOLLOW:?}:{}\nerror.log:\n{}",
+        summary(&seen),
+        ngx.error_log()
+    );
+    // one key, ten requests: both peers answer it, in turn
+    let same: Vec<String> = (0..10).map(|_| outcome(&get(port, "/key"))).collect();
+    let tally = common::tally(&same);
+    assert_eq!(
+        (tally.get("web1"), tally.get("web2")),
+        (Some(&5), Some(&5)),
+        "{same:?}"
+    );
     assert!(ngx.crashes().is_empty(), "{:?}", ngx.crashes());
 }
