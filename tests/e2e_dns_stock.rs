@@ -35,6 +35,14 @@ const FOLLOW: Duration = Duration::from_secs(10);
 /// Pause between two requests of a poll.
 const PAUSE: Duration = Duration::from_millis(25);
 
+/// nginx built, >= 1.27.3 (`resolve` and `service=`; `make test` also runs
+/// these tests against Debian's 1.22), and the DNS server installed.
+fn ready(test: &str) -> bool {
+    common::stock_nginx_or_skip(test)
+        && common::nginx_at_least_or_skip(test, (1, 27, 3), "server ... resolve")
+        && dns_or_skip(test)
+}
+
 fn target(i: usize) -> String {
     format!("web{i}.node.consul")
 }
@@ -127,7 +135,7 @@ fn summary(seen: &[(Duration, String)]) -> String {
 #[test]
 fn stock_nginx_follows_srv_changes() {
     let test = "stock_nginx_follows_srv_changes";
-    if !common::stock_nginx_or_skip(test) || !dns_or_skip(test) {
+    if !ready(test) {
         return;
     }
     let _serial = common::serial();
@@ -204,7 +212,7 @@ fn stock_nginx_follows_srv_changes() {
 #[test]
 fn stock_nginx_empties_the_upstream_on_nxdomain() {
     let test = "stock_nginx_empties_the_upstream_on_nxdomain";
-    if !common::stock_nginx_or_skip(test) || !dns_or_skip(test) {
+    if !ready(test) {
         return;
     }
     let _serial = common::serial();
@@ -265,7 +273,7 @@ fn stock_nginx_empties_the_upstream_on_nxdomain() {
 #[test]
 fn stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target() {
     let test = "stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target";
-    if !common::stock_nginx_or_skip(test) || !dns_or_skip(test) {
+    if !ready(test) {
         return;
     }
     let _serial = common::serial();

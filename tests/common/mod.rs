@@ -103,6 +103,39 @@ pub fn stock_nginx_or_skip(test: &str) -> bool {
     hab_testkit::skip::built_or_skip(test, &missing)
 }
 
+/// Version of the nginx binary the tests run (`nginx -v`), e.g. `(1, 28, 3)`.
+pub fn nginx_version() -> Option<(u32, u32, u32)> {
+    let out = Command::new(nginx_bin()).arg("-v").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let v = text.split("nginx/").nth(1)?.split_whitespace().next()?;
+    let mut n = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((n.next()??, n.next()??, n.next()??))
+}
+
+/// `true` when the nginx binary is at least `min`. Otherwise prints
+/// `SKIP <test>: ...` and returns `false`, whatever `HAB_REQUIRE_NGINX`
+/// says: `make test` also runs the end-to-end tests against Debian's
+/// nginx 1.22, which lacks features (`resolve`) the test is about.
+pub fn nginx_at_least_or_skip(test: &str, min: (u32, u32, u32), feature: &str) -> bool {
+    match nginx_version() {
+        Some(v) if v >= min => true,
+        v => {
+            say(&format!(
+                "SKIP {test}: {feature} needs nginx >= {}.{}.{}, {} is {}",
+                min.0,
+                min.1,
+                min.2,
+                nginx_bin().display(),
+                v.map_or("of unknown version".to_owned(), |v| format!(
+                    "{}.{}.{}",
+                    v.0, v.1, v.2
+                ))
+            ));
+            false
+        }
+    }
+}
+
 /// Serializes the e2e tests of one test binary: they measure timing and
 /// traffic shares, which parallel tests on a 2-core machine would disturb.
 pub fn serial() -> MutexGuard<'static, ()> {
