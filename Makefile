@@ -72,9 +72,11 @@ DEB_DIR := $(TARGET)/deb
 DEB_SCRIPT := CARGO="$(CARGO)" NGINX_BIN=/usr/sbin/nginx \
 	DEB_ABI_FILE=$(DEBIAN_SRC)/debian/libnginx-mod.abisubstvars scripts/deb.sh
 
+# bind9, bind9-dnsutils: the DNS server of the service discovery tests
+# (testkit/src/dns.rs: named, changed at run time with nsupdate; dig)
 DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core \
-	chromium chromium-driver prometheus wrk valgrind
+	chromium chromium-driver prometheus wrk valgrind bind9 bind9-dnsutils
 
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
 	check-exports check test soak soak-short demo bench bench-proxy clean asan asan-nginx \
@@ -114,8 +116,8 @@ deps:
 			done
 		}
 		before=" $$(nginx_pids | tr '\n' ' ')"
-		# policy-rc.d exiting 101 keeps the packages from starting nginx
-		# and prometheus
+		# policy-rc.d exiting 101 keeps the packages from starting nginx,
+		# prometheus and named
 		policy=/usr/sbin/policy-rc.d
 		[ ! -e $$policy ] || mv $$policy $$policy.hab-saved
 		trap "rm -f $$policy; [ ! -e $$policy.hab-saved ] || mv $$policy.hab-saved $$policy" EXIT

@@ -3,13 +3,15 @@
 //! Used by the `hab-backend` binary, by the real-nginx tests under `tests/`
 //! (through `tests/common`) and by `scripts/demo.sh` (through the binary).
 //! Also a headless-browser client ([`browser`]: WebDriver through
-//! chromedriver).
+//! chromedriver), and a real DNS server ([`dns`]: BIND's `named`, changed
+//! at run time with `nsupdate`) with a small DNS client.
 //! Everything here is std (and serde_json for WebDriver), blocking, and
 //! talks to 127.0.0.1 only.
 //! Every read and write has a timeout, so nothing here can hang a test.
 
 pub mod backend;
 pub mod browser;
+pub mod dns;
 pub mod http;
 pub mod skip;
 

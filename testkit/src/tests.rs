@@ -166,3 +166,238 @@ mod browser {
         assert!(png.len() > 100);
     }
 }
+
+mod dns {
+    use std::net::Ipv4Addr;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use crate::dns::wire::{self, Srv, A, AAAA, NOERROR, NXDOMAIN, SRV};
+    use crate::dns::{dns_or_skip, Change, Named, Record};
+
+    const WEB: &str = "_web._tcp.service.consul";
+
+    fn srv(priority: u16, weight: u16, port: u16, target: &str) -> Srv {
+        Srv {
+            priority,
+            weight,
+            port,
+            target: target.to_owned(),
+        }
+    }
+
+    fn start() -> Named {
+        let lo = Ipv4Addr::LOCALHOST;
+        Named::start(
+            "consul",
+            &[
+                Record::a("web1.node.consul", lo),
+                Record::a("web2.node.consul", Ipv4Addr::new(127, 0, 0, 2)),
+                Record::srv(WEB, 1, 10, 8081, "web1.node.consul"),
+                Record::srv(WEB, 1, 20, 8082, "web2.node.consul."),
+            ],
+        )
+        .expect("start named")
+    }
+
+    #[test]
+    fn dns_serves_consul_names_with_ttl_0_and_nxdomain() {
+        if !dns_or_skip("dns_serves_consul_names_with_ttl_0_and_nxdomain") {
+            return;
+        }
+        let ns = start();
+        assert!(ns.port() < 32768, "port {}", ns.port());
+        let r = ns.query("web1.node.consul", A).unwrap();
+        assert_eq!((r.rcode, r.authoritative), (NOERROR, true));
+        assert_eq!(r.a(), vec![Ipv4Addr::LOCALHOST]);
+        assert_eq!(r.ttls(), vec![0]);
+        let r = ns.query(WEB, SRV).unwrap();
+        assert_eq!(
+            r.srv(),
+            vec![
+                srv(1, 10, 8081, "web1.node.consul"),
+                srv(1, 20, 8082, "web2.node.consul")
+            ]
+        );
+        assert_eq!(r.ttls(), vec![0, 0]);
+        // names are case-insensitive
+        let r = ns.query("WEB1.Node.Consul", A).unwrap();
+        assert_eq!(r.a(), vec![Ipv4Addr::LOCALHOST]);
+        // a name that does not exist, and a type a name does not have
+        let r = ns.query("web9.node.consul", A).unwrap();
+        assert_eq!((r.rcode, r.answers.len()), (NXDOMAIN, 0));
+        let r = ns.query("_db._tcp.service.consul", SRV).unwrap();
+        assert_eq!(r.rcode, NXDOMAIN);
+        let r = ns.query("web1.node.consul", AAAA).unwrap();
+        assert_eq!((r.rcode, r.answers.len()), (NOERROR, 0));
+    }
+
+    #[test]
+    fn dns_a_change_is_seen_at_once() {
+        if !dns_or_skip("dns_a_change_is_seen_at_once") {
+            return;
+        }
+        let ns = start();
+        let (two, three) = (Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3));
+        ns.set_a("web1.node.consul", &[three, two]).unwrap();
+        assert_eq!(
+            ns.query("web1.node.consul", A).unwrap().a(),
+            vec![two, three]
+        );
+        ns.set_a("web1.node.consul", &[three]).unwrap();
+        assert_eq!(ns.query("web1.node.consul", A).unwrap().a(), vec![three]);
+        // removed: NXDOMAIN; the other names stay
+        ns.remove("web1.node.consul").unwrap();
+        assert_eq!(ns.query("web1.node.consul", A).unwrap().rcode, NXDOMAIN);
+        assert_eq!(ns.query("web2.node.consul", A).unwrap().a(), vec![two]);
+        // a new name
+        ns.update(&[Change::Add(Record::a("web3.node.consul", three))])
+            .unwrap();
+        let r = ns.query("web3.node.consul", A).unwrap();
+        assert_eq!((r.rcode, r.a(), r.ttls()), (NOERROR, vec![three], vec![0]));
+    }
+
+    #[test]
+    fn dns_srv_change_is_seen_at_once() {
+        if !dns_or_skip("dns_srv_change_is_seen_at_once") {
+            return;
+        }
+        let ns = start();
+        // targets, weights, priorities and ports all change in one update
+        let next = vec![
+            srv(1, 5, 9001, "web2.node.consul"),
+            srv(2, 1, 9002, "web3.node.consul"),
+        ];
+        ns.set_srv(WEB, &next).unwrap();
+        let r = ns.query(WEB, SRV).unwrap();
+        assert_eq!((r.rcode, r.srv()), (NOERROR, next));
+        ns.set_srv(WEB, &[srv(1, 1, 9003, "web1.node.consul")])
+            .unwrap();
+        assert_eq!(
+            ns.query(WEB, SRV).unwrap().srv(),
+            vec![srv(1, 1, 9003, "web1.node.consul")]
+        );
+        // no SRV record left: the name is gone
+        ns.set_srv(WEB, &[]).unwrap();
+        let r = ns.query(WEB, SRV).unwrap();
+        assert_eq!((r.rcode, r.answers.len()), (NXDOMAIN, 0));
+    }
+
+    #[test]
+    fn dns_answers_throughout_changes_old_set_or_new() {
+        if !dns_or_skip("dns_answers_throughout_changes_old_set_or_new") {
+            return;
+        }
+        let ns = start();
+        let sets = [
+            vec![srv(1, 1, 8001, "web1.node.consul")],
+            vec![
+                srv(1, 2, 8002, "web2.node.consul"),
+                srv(2, 3, 8003, "web3.node.consul"),
+            ],
+        ];
+        ns.set_srv(WEB, &sets[0]).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = ns.addr();
+        let querier = {
+            let (stop, sets) = (stop.clone(), sets.clone());
+            thread::spawn(move || {
+                let (mut seen, mut bad) = ([0usize; 2], Vec::new());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match wire::query(addr, WEB, SRV, Duration::from_secs(2)) {
+                        Ok(r) if r.rcode == NOERROR && r.srv() == sets[0] => seen[0] += 1,
+                        Ok(r) if r.rcode == NOERROR && r.srv() == sets[1] => seen[1] += 1,
+                        other => bad.push(format!("{other:?}")),
+                    }
+                }
+                (seen, bad)
+            })
+        };
+        let changes = 40;
+        for i in 0..changes {
+            ns.set_srv(WEB, &sets[(i + 1) % 2]).unwrap();
+            thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (seen, bad) = querier.join().unwrap();
+        assert!(
+            bad.is_empty(),
+            "{} bad replies: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+        assert!(
+            seen[0] > 0 && seen[1] > 0,
+            "both sets served during {changes} changes: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn dns_server_stops_on_drop() {
+        if !dns_or_skip("dns_server_stops_on_drop") {
+            return;
+        }
+        let ns = start();
+        let (pid, addr) = (ns.pid(), ns.addr());
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        drop(ns);
+        // reaped by the drop: no process, nothing answers on the port
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+        assert!(wire::query(addr, WEB, SRV, Duration::from_millis(300)).is_err());
+    }
+
+    #[test]
+    fn dns_dig_agrees_with_the_decoder() {
+        let dig = std::path::Path::new("/usr/bin/dig");
+        let missing: Vec<String> = if dig.is_file() {
+            crate::dns::missing()
+        } else {
+            vec![dig.display().to_string()]
+        };
+        if !crate::skip::installed_or_skip("dns_dig_agrees_with_the_decoder", &missing) {
+            return;
+        }
+        let ns = start();
+        let out = Command::new(dig)
+            .args(["+short", "+time=2", "+tries=2", "-p"])
+            .arg(ns.port().to_string())
+            .args(["@127.0.0.1", WEB, "SRV"])
+            .output()
+            .expect("run dig");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut from_dig: Vec<String> = text.lines().map(str::to_owned).collect();
+        from_dig.sort();
+        let ours: Vec<String> = ns
+            .query(WEB, SRV)
+            .unwrap()
+            .srv()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(from_dig, ours);
+    }
+
+    #[test]
+    fn dns_names_that_scripts_would_interpret_are_refused() {
+        for bad in [
+            "",
+            "a b.consul",
+            "x.consul\nupdate delete consul",
+            "a..b",
+            "a;b",
+        ] {
+            assert!(
+                Record::a(bad, Ipv4Addr::LOCALHOST).check().is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(Record::srv(WEB, 1, 1, 1, "t arget").check().is_err());
+        assert!(Record::srv(WEB, 1, 1, 1, "web1.node.consul.")
+            .check()
+            .is_ok());
+    }
+}

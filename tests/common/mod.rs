@@ -91,6 +91,51 @@ pub fn nginx_or_skip(test: &str) -> bool {
     hab_testkit::skip::built_or_skip(test, &missing)
 }
 
+/// Like [`nginx_or_skip`] for tests that run stock nginx only
+/// ([`Nginx::start_stock`]): the module need not be built.
+pub fn stock_nginx_or_skip(test: &str) -> bool {
+    let bin = nginx_bin();
+    let missing = if bin.is_file() {
+        Vec::new()
+    } else {
+        vec![bin.display().to_string()]
+    };
+    hab_testkit::skip::built_or_skip(test, &missing)
+}
+
+/// Version of the nginx binary the tests run (`nginx -v`), e.g. `(1, 28, 3)`.
+pub fn nginx_version() -> Option<(u32, u32, u32)> {
+    let out = Command::new(nginx_bin()).arg("-v").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let v = text.split("nginx/").nth(1)?.split_whitespace().next()?;
+    let mut n = v.split('.').map(|p| p.parse::<u32>().ok());
+    Some((n.next()??, n.next()??, n.next()??))
+}
+
+/// `true` when the nginx binary is at least `min`. Otherwise prints
+/// `SKIP <test>: ...` and returns `false`, whatever `HAB_REQUIRE_NGINX`
+/// says: `make test` also runs the end-to-end tests against Debian's
+/// nginx 1.22, which lacks features (`resolve`) the test is about.
+pub fn nginx_at_least_or_skip(test: &str, min: (u32, u32, u32), feature: &str) -> bool {
+    match nginx_version() {
+        Some(v) if v >= min => true,
+        v => {
+            say(&format!(
+                "SKIP {test}: {feature} needs nginx >= {}.{}.{}, {} is {}",
+                min.0,
+                min.1,
+                min.2,
+                nginx_bin().display(),
+                v.map_or("of unknown version".to_owned(), |v| format!(
+                    "{}.{}.{}",
+                    v.0, v.1, v.2
+                ))
+            ));
+            false
+        }
+    }
+}
+
 /// Serializes the e2e tests of one test binary: they measure timing and
 /// traffic shares, which parallel tests on a 2-core machine would disturb.
 pub fn serial() -> MutexGuard<'static, ()> {
@@ -568,10 +613,13 @@ fn fresh_dir(kind: &str) -> PathBuf {
     dir
 }
 
-/// The full nginx.conf around `http_block`.
-fn render_conf(dir: &Path, http_block: &str, workers: usize) -> String {
+/// The full nginx.conf around `http_block`; `module`: load the module
+/// (unless [`stock_mode`]).
+fn render_conf(dir: &Path, http_block: &str, workers: usize, module: bool) -> String {
     let d = dir.display();
-    let (load, block) = if stock_mode() {
+    let (load, block) = if !module {
+        (String::new(), http_block.to_owned())
+    } else if stock_mode() {
         (String::new(), stockify(http_block))
     } else {
         (
@@ -652,6 +700,8 @@ pub struct Nginx {
     running: bool,
     /// Workers the test killed on purpose (SIGKILL): not crashes.
     killed: Vec<i32>,
+    /// Whether the configuration loads the module.
+    module: bool,
 }
 
 impl Nginx {
@@ -659,9 +709,19 @@ impl Nginx {
     /// processes; returns once every `listen` port answers and all workers
     /// run. Panics (with the error log) if that takes more than 15 s.
     pub fn start(http_block: &str, workers: usize) -> Nginx {
+        Nginx::start_with(http_block, workers, true)
+    }
+
+    /// Like [`Nginx::start`], without `load_module`: stock nginx's own
+    /// balancers only, whatever [`stock_mode`] says.
+    pub fn start_stock(http_block: &str, workers: usize) -> Nginx {
+        Nginx::start_with(http_block, workers, false)
+    }
+
+    fn start_with(http_block: &str, workers: usize, module: bool) -> Nginx {
         let dir = fresh_dir("e2e");
         let conf = dir.join("nginx.conf");
-        fs::write(&conf, render_conf(&dir, http_block, workers)).expect("write nginx.conf");
+        fs::write(&conf, render_conf(&dir, http_block, workers, module)).expect("write nginx.conf");
         let ports = listen_ports(http_block);
         assert!(
             !ports.is_empty(),
@@ -702,6 +762,7 @@ impl Nginx {
             ports,
             running: master > 0,
             killed: Vec::new(),
+            module,
         };
         assert!(
             master > 0,
@@ -861,7 +922,7 @@ impl Nginx {
 
     /// Replaces the http block, then reloads.
     pub fn reload_with(&mut self, http_block: &str) {
-        let conf = render_conf(&self.dir, http_block, self.workers);
+        let conf = render_conf(&self.dir, http_block, self.workers, self.module);
         fs::write(&self.conf, conf).expect("write nginx.conf");
         self.ports = listen_ports(http_block);
         self.reload();
@@ -915,7 +976,7 @@ impl Nginx {
     pub fn check_detailed(http_block: &str) -> Check {
         let dir = fresh_dir("e2e");
         let conf_path = dir.join("nginx.conf");
-        let conf = render_conf(&dir, http_block, WORKERS);
+        let conf = render_conf(&dir, http_block, WORKERS, true);
         fs::write(&conf_path, &conf).expect("write nginx.conf");
         let (status, stderr) = run_bounded(
             Command::new(nginx_bin())
