@@ -330,6 +330,7 @@ backend b
         r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
         r["us_per_request"] = r["lb_cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
         r["errors"] = sum(r[k] for k in ("connect", "read", "write", "timeout"))
+        r["lb_busy"] = r["lb_cpu_s"] / (r["duration_us"] / 1e6)
         return r
 
 
@@ -454,7 +455,9 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
 
 
 def summarize(rounds):
-    keys = ["rps", "us_per_request", "p50_us", "p99_us", "slow_share"]
+    for r in rounds:
+        r.setdefault("lb_busy", r["lb_cpu_s"] / (r["duration_us"] / 1e6))
+    keys = ["rps", "lb_busy", "us_per_request", "p50_us", "p99_us", "slow_share"]
     s = {k: median_range([r.get(k) for r in rounds]) for k in keys}
     s["non_2xx"] = sum(r["status"] for r in rounds)
     s["errors"] = sum(r["errors"] for r in rounds)
@@ -501,8 +504,9 @@ def plots(report, outdir):
                 hi.append(v["max"] * scale - m if v else 0.0)
                 cs.append(colors[kinds[n]])
             ax.barh(ys, med, xerr=[lo, hi], color=cs, capsize=2, error_kw={"lw": 0.8})
-            for y, m in zip(ys, med):
-                ax.text(m, y, f" {m:,.1f}" if m < 100 else f" {m:,.0f}", va="center", fontsize=7)
+            for y, m, h in zip(ys, med, hi):
+                # right of the error bar, so that the two do not overlap
+                ax.text(m + h, y, f" {m:,.1f}" if m < 100 else f" {m:,.0f}", va="center", fontsize=7)
             ax.set_title(f"{size:,} servers")
             ax.set_xlabel(xlabel)
             ax.set_yticks(ys)
@@ -518,7 +522,8 @@ def plots(report, outdir):
 
     bars("rps", f"Requests per second (median of {ROUNDS}; bars: min–max)", "requests/s",
          "throughput.svg")
-    bars("us_per_request", f"Load balancer CPU per request (median of {ROUNDS})", "µs of CPU",
+    bars("us_per_request", f"Load balancer CPU per request (median of {ROUNDS}; bars: min–max)",
+         "µs of CPU",
          "cpu-per-request.svg")
 
     if report.get("slow"):
@@ -585,8 +590,13 @@ def markdown(report):
         "in every round each load balancer is measured once, in an order that",
         "rotates from round to round. *µs/req* is the load balancer's CPU time",
         "(user + system, all its processes, from `/proc/PID/stat`) divided by",
-        "the requests it answered. *vs stock* divides by stock nginx round",
-        "robin + zone in the same run.",
+        "the requests it answered; *busy* is that CPU time over the",
+        "measurement's duration (100%: the load balancer's core was the limit;",
+        "well below: the client side was, or the load balancer was not",
+        "scheduled). *vs stock* compares with stock nginx round robin + zone",
+        "in the same run: requests/s, and requests per CPU-second (stock's",
+        "µs/req over this one's), the figure that other processes on the",
+        "machine disturb least.",
         "",
     ]
     for size in SIZES:
@@ -595,18 +605,21 @@ def markdown(report):
         lines += [f"## {size:,} servers", "",
                   f"{'Three servers, three ports' if size <= BACKEND_PORTS else f'{BACKEND_PORTS} backend ports of one stock nginx, each listed {size // BACKEND_PORTS:,} times'}"
                   " answering `200 ok` at once.", "",
-                  "| load balancer | req/s | vs stock | µs/req | p50 ms | p99 ms | non-2xx | socket errors |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| load balancer | req/s | vs stock | busy | µs/req | per CPU-s vs stock | p50 ms | p99 ms | non-2xx | socket errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, *_ in LBS:
             s = sc["summary"].get(name)
             if s is None:
                 if name in sc["skipped"]:
-                    lines.append(f"| {name} | skipped: {sc['skipped'][name]} | | | | | | |")
+                    lines.append(f"| {name} | skipped: {sc['skipped'][name]} | | | | | | | | |")
                 continue
             ratio = (f"{s['rps']['median'] / base['rps']['median']:.2f}×"
                      if base and s["rps"] else "—")
+            cpu_ratio = (f"{base['us_per_request']['median'] / s['us_per_request']['median']:.2f}×"
+                         if base and base["us_per_request"] and s["us_per_request"] else "—")
             lines.append(f"| {name} | {fmt_range(s['rps'], ',.0f')} | {ratio} | "
-                         f"{fmt_range(s['us_per_request'], '.1f')} | {fmt(s['p50_us'], '.2f', 1e-3)} | "
+                         f"{fmt(s['lb_busy'], '.0f', 100)}% | "
+                         f"{fmt_range(s['us_per_request'], '.1f')} | {cpu_ratio} | {fmt(s['p50_us'], '.2f', 1e-3)} | "
                          f"{fmt(s['p99_us'], '.2f', 1e-3)} | {s['non_2xx']} | {s['errors']} |")
         lines.append("")
     lines += ["![requests per second](bench-proxy/throughput.svg)", "",
@@ -659,6 +672,8 @@ def replot(path):
         report = json.load(f)
     ROUNDS, SECONDS, CONNECTIONS = report["rounds"], report["seconds"], report["connections"]
     SIZES = sorted(int(s) for s in report["throughput"])
+    for sc in list(report["throughput"].values()) + ([report["slow"]] if report.get("slow") else []):
+        sc["summary"] = {n: summarize(r) for n, r in sc["rounds"].items()}
     write_report(report, [])
 
 
