@@ -132,3 +132,42 @@ fn consistent_hash_after_weight_changes_matches_stock_nginx_configured_so() {
         "after the weight changes, {mismatches} of {KEYS} keys differ from nginx's ring"
     );
 }
+
+/// Above nginx's ring size (a total weight of 104,857, 16 Mi points) the
+/// ring is scaled down in proportion instead of refused: keys still split
+/// by weight (stock nginx would build 640 million points in each worker
+/// for these weights, so there is nothing to compare key by key).
+#[test]
+fn consistent_hash_above_nginx_ring_size_splits_by_weight() {
+    if !common::nginx_or_skip("consistent_hash_above_nginx_ring_size_splits_by_weight")
+        || common::stock_mode()
+    {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("big", 3);
+    let weights = ["weight=1000000", "weight=1000000", "weight=2000000"];
+    let port = common::free_port();
+    let upstream = format!(
+        "        ha_balance hash $arg_k consistent;\n{}",
+        server_lines(&b, &weights)
+    );
+    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let got = common::record_keys(port, KEYS);
+    ngx.stop();
+    let t = tally(&got);
+    common::say(&format!("  weights 1,1,2 million: {KEYS} keys: {t:?}"));
+    // Binomial margins: 5 standard deviations of a share p of 2000 keys
+    // (p = 1/4: 500 +- 97; p = 1/2: 1000 +- 112).
+    for (backend, p) in b.iter().zip([0.25, 0.25, 0.5]) {
+        let n = t.get(&backend.name).copied().unwrap_or(0) as f64;
+        let (mean, sd) = (KEYS as f64 * p, (KEYS as f64 * p * (1.0 - p)).sqrt());
+        assert!(
+            (n - mean).abs() <= 5.0 * sd,
+            "{}: {n} keys, expected {mean} +- {:.0}: {t:?}",
+            backend.name,
+            5.0 * sd
+        );
+    }
+    assert_eq!(t.values().sum::<usize>(), KEYS, "failed requests: {t:?}");
+}

@@ -63,6 +63,42 @@ use crate::selection::crc32::{crc32, Crc32};
 /// Points per unit of weight on the ring.
 pub const POINTS_PER_WEIGHT: u32 = 160;
 
+/// Most points a ring has: 16 Mi (128 MiB of shared memory), a total
+/// weight of 104,857 at [`POINTS_PER_WEIGHT`].
+pub const MAX_POINTS: u64 = 1 << 24;
+
+/// Largest total weight whose ring is nginx's own.
+pub const MAX_TOTAL_WEIGHT: u64 = MAX_POINTS / POINTS_PER_WEIGHT as u64;
+
+/// The weights the ring is built with for the configured `weights`: the
+/// same while their ring fits in [`MAX_POINTS`] (so that keys map exactly
+/// as nginx maps them); above that, scaled down in proportion,
+/// `max(1, w × (MAX_TOTAL_WEIGHT − n) / total)`, so that the ring fits
+/// (nginx would generate `total × 160` points: 480 million for three
+/// servers of `weight=1000000`, 3.8 GB per worker). Each server's share of
+/// the ring then differs from its share of the weight by less than one
+/// scaled unit (1/104,857 of the ring for `n` small); keys map unlike
+/// nginx's. `None` when even that does not fit: more servers than half
+/// [`MAX_TOTAL_WEIGHT`] with a total above it.
+pub fn ring_weights(weights: &[u32]) -> Option<Vec<u32>> {
+    let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if total <= MAX_TOTAL_WEIGHT {
+        return Some(weights.to_vec());
+    }
+    let n = weights.len() as u64;
+    if n > MAX_TOTAL_WEIGHT / 2 {
+        return None;
+    }
+    // sum(max(1, floor(w × target / total))) <= target + n = MAX_TOTAL_WEIGHT
+    let target = MAX_TOTAL_WEIGHT - n;
+    Some(
+        weights
+            .iter()
+            .map(|&w| ((u128::from(w) * u128::from(target) / u128::from(total)) as u32).max(1))
+            .collect(),
+    )
+}
+
 /// nginx gives up hashing once more than this many candidates were
 /// rejected for a request (21 candidates in all) and uses round robin.
 pub const MAX_TRIES: u32 = 20;
@@ -317,6 +353,24 @@ pub fn plain_pick(hash: u32, weights: &[u32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ring_weights_are_nginx_s_up_to_the_limit_then_scaled() {
+        let at_limit = [50_000, 54_857];
+        assert_eq!(ring_weights(&at_limit).unwrap(), at_limit);
+        assert_eq!(ring_weights(&[1, 2, 3]).unwrap(), [1, 2, 3]);
+        let scaled = ring_weights(&[1_000_000, 1_000_000, 1_000_000]).unwrap();
+        assert_eq!(scaled, [34_951; 3]); // (104857 - 3) / 3
+        let scaled = ring_weights(&[u32::MAX, 1, 7]).unwrap();
+        assert_eq!(scaled, [104_853, 1, 1]);
+        let total: u64 = scaled.iter().map(|&w| u64::from(w)).sum();
+        assert!(total <= MAX_TOTAL_WEIGHT);
+        // At most MAX_TOTAL_WEIGHT / 2 servers once scaled.
+        let n = (MAX_TOTAL_WEIGHT / 2) as usize;
+        let w = ring_weights(&vec![3; n]).unwrap();
+        assert!(w.iter().map(|&w| u64::from(w)).sum::<u64>() <= MAX_TOTAL_WEIGHT);
+        assert_eq!(ring_weights(&vec![3; n + 1]), None);
+    }
 
     #[test]
     fn host_port_split() {

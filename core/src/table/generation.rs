@@ -109,11 +109,9 @@ impl GenPlan {
                 match mode {
                     HashMode::Plain => {}
                     HashMode::Consistent => {
-                        let total: u64 = spec.peers.iter().map(|p| u64::from(p.weight)).sum();
-                        if total * 160 > schedule::MAX_PERIOD * 4 {
-                            return Err(Error::TooLarge);
-                        }
-                        ring_cap = total as usize * 160;
+                        let weights = ring_weights(spec).ok_or(Error::TooLarge)?;
+                        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+                        ring_cap = (total * u64::from(ketama::POINTS_PER_WEIGHT)) as usize;
                     }
                     HashMode::Maglev => maglev_len = maglev::table_size(primaries, maglev_size),
                 }
@@ -203,16 +201,21 @@ impl GenPlan {
     ) -> Result<(), Error> {
         // Build-time work that allocates (process-local): the ketama ring.
         let (ring, shadow) = if self.ring_cap > 0 {
-            let servers: Vec<(&[u8], u32)> =
-                spec.peers.iter().map(|p| (p.server, p.weight)).collect();
+            let weights = ring_weights(spec).ok_or(Error::TooLarge)?;
+            let servers: Vec<(&[u8], u32)> = spec
+                .peers
+                .iter()
+                .zip(&weights)
+                .map(|(p, &w)| (p.server, w))
+                .collect();
             match prev.filter(|t| t.header().ring_len > 0 && t.peers() == spec.peers.len()) {
                 Some(t) => {
-                    let changed: Vec<bool> = t
-                        .confs()
-                        .iter()
-                        .zip(spec.peers)
-                        .map(|(c, p)| c.weight != p.weight)
-                        .collect();
+                    // Compared as the rings were built: scaled, when one
+                    // weight moves all may.
+                    let old: Vec<u32> = t.confs().iter().map(|c| c.weight).collect();
+                    let old = ketama::ring_weights(&old).ok_or(Error::TooLarge)?;
+                    let changed: Vec<bool> =
+                        old.iter().zip(&weights).map(|(o, w)| o != w).collect();
                     ketama::rebuild(t.ring(), t.ring_shadow(), &servers, &changed)
                 }
                 None => ketama::build_with_shadow(&servers),
@@ -357,17 +360,25 @@ pub fn too_large_reason(spec: &UpstreamSpec<'_>) -> Option<String> {
         ..
     } = spec.policy
     {
-        let total: u64 = spec.peers.iter().map(|p| u64::from(p.weight)).sum();
-        let points = total * u64::from(ketama::POINTS_PER_WEIGHT);
-        if points > schedule::MAX_PERIOD * 4 {
+        if ring_weights(spec).is_none() {
+            let total: u64 = spec.peers.iter().map(|p| u64::from(p.weight)).sum();
             return Some(format!(
-                "the consistent hash ring would have {points} points (total weight {total} \
-                 × 160), more than the limit of {}",
-                schedule::MAX_PERIOD * 4
+                "the consistent hash ring of {peers} servers of total weight {total} would \
+                 need more than {} points even scaled down (at most {} servers when the \
+                 total weight is above {})",
+                ketama::MAX_POINTS,
+                ketama::MAX_TOTAL_WEIGHT / 2,
+                ketama::MAX_TOTAL_WEIGHT
             ));
         }
     }
     None
+}
+
+/// [`ketama::ring_weights`] of the peers' weights in force.
+fn ring_weights(spec: &UpstreamSpec<'_>) -> Option<Vec<u32>> {
+    let weights: Vec<u32> = spec.peers.iter().map(|p| p.weight).collect();
+    ketama::ring_weights(&weights)
 }
 
 /// [`GenHeader::uniform_weight`]: the weight all `primaries` share, or 0.
@@ -905,12 +916,75 @@ mod tests {
             },
             peers: &heavy,
         };
-        let why = too_large_reason(&ring).unwrap();
+        // Above nginx's ring size the ring is scaled down, in proportion
+        // (consistent_rings_above_nginx_size_keep_the_weights_proportions).
+        assert_eq!(too_large_reason(&ring), None);
+        // More servers than half the largest weight, above it: refused.
+        let ids: Vec<Vec<u8>> = (0..60_000).map(|i| format!("s{i}").into_bytes()).collect();
+        let many: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id).weight(2)).collect();
+        let why = too_large_reason(&UpstreamSpec {
+            peers: &many,
+            ..ring
+        })
+        .unwrap();
         assert!(
-            why.contains("320000000 points") && why.contains("16777216"),
+            why.contains("60000 servers of total weight 120000")
+                && why.contains("16777216 points")
+                && why.contains("52428 servers"),
             "{why}"
         );
         assert_eq!(too_large_reason(&spec(Policy::P2c)), None);
+    }
+
+    #[test]
+    fn consistent_rings_above_nginx_size_keep_the_weights_proportions() {
+        let heavy = [
+            PeerSpec::new(b"10.0.0.1:80").weight(1_000_000),
+            PeerSpec::new(b"10.0.0.2:80").weight(2_000_000),
+            PeerSpec::new(b"10.0.0.3:80").weight(1_000),
+            PeerSpec::new(b"10.0.0.4:80").weight(3_000_000),
+        ];
+        let spec = UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 0,
+                maglev_size: 0,
+            },
+            peers: &heavy,
+        };
+        let t = OwnedTable::new(&spec).unwrap();
+        let ring = t.table().ring();
+        let mut counts = [0usize; 4];
+        for p in ring {
+            counts[p.server as usize] += 1;
+        }
+        // (Weights with a common divisor: the round robin fallback's
+        // schedule has its own limit.) Scaled weights: floor(w x (104857 -
+        // 4) / 6001000), at least 1; 160 points per unit (equal hashes
+        // collapse, rarely).
+        let want: Vec<usize> = [1_000_000u64, 2_000_000, 1_000, 3_000_000]
+            .iter()
+            .map(|&w| ((w * 104_853 / 6_001_000).max(1) * 160) as usize)
+            .collect();
+        // Equal hashes among 16 Mi points of 2^32 collapse (about 0.2% of
+        // each server's points, kept in the shadow section).
+        for (got, want) in counts.iter().zip(&want) {
+            assert!(
+                got <= want && *got >= want - want / 100,
+                "{counts:?} vs {want:?}"
+            );
+        }
+        assert!(ring.len() + t.table().ring_shadow().len() <= ketama::MAX_POINTS as usize);
+        // The proportions of the weights, within 1% (within one scaled
+        // unit for the light server: 17 units for 17.47).
+        for (i, k, within) in [(1, 2.0, 0.01), (3, 3.0, 0.01), (2, 0.001, 1.0 / 17.0)] {
+            let ratio = counts[i] as f64 / counts[0] as f64;
+            assert!(
+                (ratio / k - 1.0).abs() < within,
+                "{counts:?}: {i} / 0 = {ratio}"
+            );
+        }
     }
 
     #[test]
