@@ -60,13 +60,16 @@ pub const MIN_PEERS: usize = 32;
 /// `down`, and health (the tree is not used in panic).
 pub const OUT: u32 = PeerState::OUT | PeerState::HEALTH;
 
-/// Nodes of a group's tree: `2 × cap` words (node 0 unused).
+/// Internal nodes of a group's tree, stored: `cap` words (node 0 unused),
+/// with `cap` the group's size rounded up to a power of two, at least 2.
+/// The leaves are not stored: leaf `cap + j` is computed from peer `j`'s
+/// own hot line ([`Tree::leaf_value`]).
 #[inline]
 pub fn nodes_len(group_len: usize) -> usize {
     if group_len == 0 {
         0
     } else {
-        2 * group_len.next_power_of_two()
+        group_len.next_power_of_two().max(2)
     }
 }
 
@@ -129,7 +132,7 @@ pub enum Found {
 /// One group's tree, in the zone.
 #[derive(Debug, Clone, Copy)]
 pub struct Tree<'a> {
-    /// `2 × cap` nodes.
+    /// `cap` words: the internal nodes `1..cap` (node 0 unused).
     pub(crate) nodes: &'a [AtomicU64],
     /// Table-wide index of the group's first peer.
     pub(crate) start: usize,
@@ -140,7 +143,22 @@ pub struct Tree<'a> {
 impl<'a> Tree<'a> {
     #[inline]
     fn cap(&self) -> usize {
-        self.nodes.len() / 2
+        self.nodes.len()
+    }
+
+    /// The word of node `k`: stored for an internal node, computed from
+    /// the peer for a leaf.
+    #[inline]
+    fn word(&self, states: &[PeerState], k: usize) -> u64 {
+        let cap = self.cap();
+        if k < cap {
+            self.nodes[k].load(SeqCst)
+        } else {
+            match states.get(self.start + (k - cap)) {
+                Some(s) if k - cap < self.len => Self::leaf_value(s),
+                _ => NONE,
+            }
+        }
     }
 
     /// The word leaf `j`'s peer should have now.
@@ -154,21 +172,10 @@ impl<'a> Tree<'a> {
         }
     }
 
-    /// What node `k` should hold given its inputs now.
+    /// What internal node `k` should hold given its inputs now.
     #[inline]
     fn value(&self, states: &[PeerState], k: usize) -> u64 {
-        let cap = self.cap();
-        if k >= cap {
-            match states.get(self.start + (k - cap)) {
-                Some(s) if k - cap < self.len => Self::leaf_value(s),
-                _ => NONE,
-            }
-        } else {
-            least(
-                self.nodes[2 * k].load(SeqCst),
-                self.nodes[2 * k + 1].load(SeqCst),
-            )
-        }
+        least(self.word(states, 2 * k), self.word(states, 2 * k + 1))
     }
 
     /// Brings the path of table-wide peer `i` up to date after a change of
@@ -180,13 +187,21 @@ impl<'a> Tree<'a> {
     /// between, redo the node; go up only once the node matched a
     /// computation made after this refresh's last store to it.
     pub fn refresh(&self, states: &[PeerState], i: usize) {
+        // Orders the caller's relaxed update of the flags or counter
+        // before the loads below (the store-load pattern of the argument).
+        core::sync::atomic::fence(SeqCst);
+        self.refresh_counted(states, i);
+    }
+
+    /// [`Tree::refresh`] after a `SeqCst` read-modify-write of the peer's
+    /// count (acquire, release): that already orders the change before
+    /// the loads below, no fence needed.
+    pub fn refresh_counted(&self, states: &[PeerState], i: usize) {
         if i < self.start || i >= self.start + self.len {
             return;
         }
-        // Orders the caller's relaxed update of the counter or flags
-        // before the loads below (the store-load pattern of the argument).
-        core::sync::atomic::fence(SeqCst);
-        let mut k = self.cap() + (i - self.start);
+        // The leaf is the peer's own state: start at its parent.
+        let mut k = (self.cap() + (i - self.start)) / 2;
         let mut stored = false;
         loop {
             let v = self.value(states, k);
@@ -212,12 +227,12 @@ impl<'a> Tree<'a> {
         }
     }
 
-    /// Recomputes every node, leaves first (at init, after a change of
+    /// Recomputes every node, bottom up (at init, after a change of
     /// weights, or of many peers at once). Stores every node, so it is the
     /// refresh of every input it changed.
     pub fn rebuild(&self, states: &[PeerState]) {
         core::sync::atomic::fence(SeqCst);
-        for k in (1..self.nodes.len()).rev() {
+        for k in (1..self.cap()).rev() {
             loop {
                 let v = self.value(states, k);
                 self.nodes[k].store(v, SeqCst);
@@ -232,7 +247,7 @@ impl<'a> Tree<'a> {
     /// (none in quiescence): for tests.
     #[doc(hidden)]
     pub fn first_stale(&self, states: &[PeerState]) -> Option<usize> {
-        (1..self.nodes.len()).find(|&k| !same(self.nodes[k].load(SeqCst), self.value(states, k)))
+        (1..self.cap()).find(|&k| !same(self.nodes[k].load(SeqCst), self.value(states, k)))
     }
 
     /// The root's word: the group's least ratio (in quiescence).
@@ -259,6 +274,9 @@ impl<'a> Tree<'a> {
         let cap = self.cap();
         let (mut best, mut best_i, mut tied) = (NONE, 0usize, false);
         let mut rejected = 0usize;
+        // The root's least ratio, and whether the two children of a node on
+        // the way down had equal ratios.
+        let (mut root, mut path_tie) = (NONE, false);
         // Depth-first: at most one pending sibling per level, plus one.
         let mut stack = [0u32; 66];
         let mut sp = 1usize;
@@ -266,9 +284,17 @@ impl<'a> Tree<'a> {
         while sp > 0 {
             sp -= 1;
             let k = stack[sp] as usize;
-            let v = self.nodes[k].load(Relaxed);
+            // Leaves are read live from the peer.
+            let v = if k < cap {
+                self.nodes[k].load(Relaxed)
+            } else {
+                self.word(states, k)
+            };
             if v == NONE {
                 continue;
+            }
+            if k == 1 {
+                root = v;
             }
             if best != NONE && !below(v, best) {
                 tied |= same(v, best);
@@ -283,6 +309,13 @@ impl<'a> Tree<'a> {
                             && !attempt.tried(i)
                             && health::eligibility(s, now, mode) != Eligibility::No =>
                     {
+                        if rejected == 0 && !below(root, v) {
+                            // The first leaf, straight down the less loaded
+                            // children, at the root's ratio: nothing is
+                            // below it, and it ties when a sibling on the
+                            // way did.
+                            return Found::Peer(i, path_tie);
+                        }
                         (best, best_i, tied) = (v, i, false);
                     }
                     _ => {
@@ -294,15 +327,13 @@ impl<'a> Tree<'a> {
                 }
                 continue;
             }
-            let (l, r) = (
-                self.nodes[2 * k].load(Relaxed),
-                self.nodes[2 * k + 1].load(Relaxed),
-            );
+            let (l, r) = (self.word(states, 2 * k), self.word(states, 2 * k + 1));
             if sp + 2 > stack.len() {
                 // Deeper than any group of u32-indexed peers: never.
                 return Found::GaveUp;
             }
             // The less loaded child is popped first.
+            path_tie |= l != NONE && same(l, r);
             let (first, second) = if least(l, r) == l && l != NONE {
                 (2 * k, 2 * k + 1)
             } else {
@@ -431,7 +462,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pick_among_idle_peers_writes_only_its_leaf() {
+    fn a_pick_among_idle_peers_writes_no_node() {
         let ids = ids(64);
         let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
         let t = lc(&peers);
@@ -443,7 +474,8 @@ mod tests {
         let changed: Vec<usize> = (1..tree.nodes.len())
             .filter(|&k| tree.nodes[k].load(Relaxed) != before[k])
             .collect();
-        assert_eq!(changed, vec![tree.cap() + p], "only the leaf moved");
+        assert_eq!(z.states()[p].in_flight.load(Relaxed), 1);
+        assert_eq!(changed, Vec::<usize>::new(), "the leaf is the peer itself");
         a.release(Outcome::Ok, 0).unwrap();
         let after: Vec<u64> = tree.nodes.iter().map(|n| n.load(Relaxed)).collect();
         assert_eq!(after, before);
@@ -533,6 +565,26 @@ mod tests {
         held.push(a);
         drop(held);
         check_exact(z);
+    }
+
+    #[test]
+    fn equal_loads_follow_the_smooth_schedule() {
+        let ids = ids(40);
+        let peers: Vec<PeerSpec<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| PeerSpec::new(id).weight(if i == 0 { 5 } else { 1 + (i % 3) as u32 }))
+            .collect();
+        let t = lc(&peers);
+        let z = t.zone();
+        let sched: Vec<u32> = z.current().schedule(PRIMARY).to_vec();
+        // Sequential requests: every load is 0 at each pick, every peer
+        // ties, and the picks are nginx's smooth sequence, twice over.
+        for k in 0..2 * sched.len() {
+            let mut a = OwnedAttempt::new(z, 0);
+            assert_eq!(a.pick(0).unwrap().peer, sched[k % sched.len()], "pick {k}");
+            a.release(Outcome::Ok, 0).unwrap();
+        }
     }
 
     #[test]

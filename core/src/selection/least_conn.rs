@@ -80,7 +80,7 @@ fn tree_pick(
         };
         let ok = health::acquire(t, chosen, now, mode);
         // Also after a failure: a lost probe counts and uncounts itself.
-        tree.refresh(states, chosen);
+        tree.refresh_counted(states, chosen);
         if ok {
             return Some(chosen);
         }
@@ -154,7 +154,7 @@ fn scan_acquire(
             continue;
         }
         let ok = health::acquire_in(t, states, i, now, mode);
-        tree.refresh(states, i);
+        tree.refresh_counted(states, i);
         if ok {
             return Some(i);
         }
@@ -212,7 +212,7 @@ fn scan(
         };
         let ok = health::acquire(t, chosen, now, mode);
         if let Some(tree) = tree {
-            tree.refresh(states, chosen);
+            tree.refresh_counted(states, chosen);
         }
         if ok {
             return Some(chosen);

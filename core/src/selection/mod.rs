@@ -304,7 +304,7 @@ impl Table<'_> {
         attempt.set_current(None);
         let state = &self.states()[i];
         health::release(state);
-        self.zone().lc_refresh(i);
+        self.zone().lc_refresh_counted(i);
         self.zone().ledger_sub(attempt.slot(), i);
         if self.bounded() {
             let _ = self.cursor(TOTAL).value.fetch_update(

@@ -849,6 +849,22 @@ impl<'a> Zone<'a> {
         Some(Tree { nodes, start, len })
     }
 
+    /// [`Zone::lc_refresh`] after a `SeqCst` change of peer `i`'s count.
+    #[inline]
+    pub(crate) fn lc_refresh_counted(&self, i: usize) {
+        if self.root().tree_off == 0 {
+            return;
+        }
+        let g = if i < self.primaries() {
+            PRIMARY
+        } else {
+            BACKUP
+        };
+        if let Some(t) = self.lc_tree(g) {
+            t.refresh_counted(self.states(), i);
+        }
+    }
+
     /// Recomputes the `least_conn` trees from every peer's state (after a
     /// publish of new weights, a carry). No-op without a tree.
     pub(crate) fn lc_rebuild(&self) {
