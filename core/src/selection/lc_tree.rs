@@ -7,17 +7,19 @@
 //! node is one word `in_flight << 32 | weight`, a load ratio, or [`NONE`]
 //! when the subtree has no candidate:
 //!
-//! - a leaf holds its peer's count and weight in force, or [`NONE`] while
-//!   the peer is out — configured `down`, set down, draining, checking,
-//!   unhealthy, ejected, or at `max_conns`;
-//! - an internal node holds the least ratio of its two children (compared
-//!   by cross-multiplication), **not which peer has it**: the word of the
-//!   less loaded child, the left one on equal ratios.
+//! - a leaf is not stored: it is its peer's own hot line (`PeerState`),
+//!   read as its count and weight in force, or [`NONE`] while the peer is
+//!   out — configured `down`, set down, draining, checking, unhealthy,
+//!   ejected, or at `max_conns` ([`Tree::leaf_value`]);
+//! - an internal node (stored, `cap` words) holds the least ratio of its
+//!   two children (compared by cross-multiplication), **not which peer has
+//!   it**: the word of the less loaded child, the left one on equal ratios.
 //!
 //! Because an internal node holds only a ratio, a change below that leaves
 //! a subtree's least ratio as it was stops there: with many idle peers the
 //! root's ratio is 0 and is never written, and a pick or release writes
-//! only its own leaf and the few nodes whose minimum it really moves. Two
+//! only its own peer's line (its counter) and the few nodes whose minimum
+//! it really moves. Two
 //! words of equal ratio (`0/1` and `0/5`) are the same value: a refresh
 //! compares ratios, not words ([`same`]).
 //!
@@ -27,8 +29,9 @@
 //! them to the scan (see [`super::least_conn`]).
 //!
 //! Whoever changes a leaf's inputs (in flight, flags, weight) refreshes its
-//! path ([`Tree::refresh`]). With every load and store of the refresh
-//! `SeqCst` (and a fence after the caller's relaxed update), once no
+//! path ([`Tree::refresh`], [`Tree::refresh_counted`]). With every load and
+//! store of the refresh `SeqCst` (and a fence after a caller's relaxed
+//! update; acquire and release count `SeqCst`), once no
 //! update is in progress every node's ratio equals the least of its
 //! children's; docs/least_conn-design.md has the argument. Nothing is ever
 //! held; a refresh repeats a node only when another one made progress.
