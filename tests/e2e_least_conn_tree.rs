@@ -72,3 +72,86 @@ fn least_conn_tree_never_picks_down_servers() {
     assert!((130..=150).contains(&n("a")), "a should get ~140: {c:?}");
     ngx.stop();
 }
+
+/// Every server line of `addr` in the API has state `state`.
+fn all_in_state(port: u16, addr: &str, state: &str) -> bool {
+    let (status, v) = common::api_call(port, "GET", "/api/upstreams/app", "");
+    status == 200
+        && v["peers"].as_array().is_some_and(|p| {
+            p.iter()
+                .filter(|p| p["server"] == addr)
+                .all(|p| p["state"] == state)
+        })
+}
+
+#[test]
+fn least_conn_tree_follows_active_health_checks() {
+    if !common::nginx_or_skip("least_conn_tree_follows_active_health_checks") {
+        return;
+    }
+    let _serial = common::serial();
+    let b = [
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    ];
+    let mut lines = String::new();
+    for i in 0..40 {
+        lines += &format!("        server {};\n", b[i % 3].addr());
+    }
+    let port = common::free_port();
+    let conf = format!(
+        "    upstream app {{
+        ha_balance least_conn;
+        ha_check interval=300ms timeout=200ms fails=1 passes=1 uri=/healthz;
+{lines}    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api; }}
+        location / {{
+            proxy_pass http://app;
+            proxy_next_upstream off;
+        }}
+    }}
+"
+    );
+    let mut ngx = Nginx::start(&conf, WORKERS);
+    let limit = std::time::Duration::from_secs(10);
+    assert!(
+        common::wait_until(limit, || all_in_state(port, &b[1].addr(), "up")),
+        "b not up"
+    );
+
+    // b's checks fail: every one of its 13 lines leaves the tree; its
+    // traffic would fail too, and nothing may reach it.
+    b[1].set_health("fail");
+    assert!(
+        common::wait_until(limit, || all_in_state(port, &b[1].addr(), "unhealthy")),
+        "b not unhealthy"
+    );
+    b[1].set_mode("fail500");
+    let before = b[1].stats().requests;
+    let c = tally(&sequence(port, "/", 200));
+    assert_eq!(
+        c.get("a").copied().unwrap_or(0) + c.get("c").copied().unwrap_or(0),
+        200,
+        "{c:?}"
+    );
+    assert_eq!(
+        b[1].stats().requests,
+        before,
+        "a request reached unhealthy b"
+    );
+
+    // Healthy again: b's lines come back into the tree and take their share.
+    b[1].set_mode("ok");
+    b[1].set_health("ok");
+    assert!(
+        common::wait_until(limit, || all_in_state(port, &b[1].addr(), "up")),
+        "b not back up"
+    );
+    let c = tally(&sequence(port, "/", 400));
+    let n = c.get("b").copied().unwrap_or(0);
+    assert!((100..=160).contains(&n), "b should get ~130 of 400: {c:?}");
+    ngx.stop();
+}
