@@ -19,6 +19,9 @@
 //!   barrier; the slower thread's time divided by its request count is
 //!   reported: time per request per thread while both run. Thread spawn
 //!   and join are not measured.
+//! - `pick_2_tables/<policy>/<peers>` (round robin and least_conn): the
+//!   control for the above, the same two threads each on a table of its
+//!   own: what two threads lose there is the machine's, not contention.
 //! - `build/<policy>/<peers>`: `Zone::init` into an allocated region (the
 //!   zone and its first generation).
 //! - `build/rebuild/<policy>/<peers>`: a runtime change: one weight
@@ -323,6 +326,55 @@ fn pick_2_threads(c: &mut Criterion) {
     group.finish();
 }
 
+/// The control for `pick_2_threads`: the same two threads, each on a table
+/// of its own (nothing shared), for round robin and least_conn. What two
+/// threads lose here is the machine's (shared cores, frequency, other
+/// load), not contention on the table.
+fn pick_2_tables(c: &mut Criterion) {
+    let keys = keys();
+    let mut group = c.benchmark_group("pick_2_tables");
+    group
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500))
+        .sample_size(20);
+    for n in SIZES {
+        let ids = ids(n);
+        let specs = peers(&ids);
+        for (name, policy) in [
+            ("round_robin", Policy::RoundRobin),
+            ("least_conn", Policy::LeastConn),
+        ] {
+            let owned = [table(policy, &specs), table(policy, &specs)];
+            group.bench_function(BenchmarkId::new(name, n), |b| {
+                b.iter_custom(|iters| {
+                    let barrier = Barrier::new(2);
+                    std::thread::scope(|scope| {
+                        let threads: Vec<_> = (0..2)
+                            .map(|thread| {
+                                let (barrier, keys) = (&barrier, &keys);
+                                let s = Subject::Ours(owned[thread].table());
+                                scope.spawn(move || {
+                                    let mut w = Worker::new(s, keys, thread);
+                                    barrier.wait();
+                                    let start = Instant::now();
+                                    w.run(s, iters);
+                                    start.elapsed()
+                                })
+                            })
+                            .collect();
+                        threads
+                            .into_iter()
+                            .map(|t| t.join().expect("bench thread"))
+                            .max()
+                            .expect("two threads")
+                    })
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
 fn build(c: &mut Criterion) {
     let mut group = c.benchmark_group("build");
     group
@@ -390,7 +442,7 @@ fn memory() {
     }
 }
 
-criterion_group!(benches, pick, pick_2_threads, build);
+criterion_group!(benches, pick, pick_2_threads, pick_2_tables, build);
 
 fn main() {
     nginx_baseline::self_check();

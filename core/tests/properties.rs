@@ -9,15 +9,20 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use hab_core::attempt::{self, Attempt};
 use hab_core::health::Transition;
+use hab_core::health::{self, Eligibility, Mode};
 use hab_core::spec::{HashMode, HealthSpec};
 use hab_core::table::stats::TryInfo;
-use hab_core::table::PeerState;
 use hab_core::table::Zone;
+use hab_core::table::{PeerState, BACKUP, PRIMARY};
 use hab_core::testing::{OwnedTable, Region};
 use hab_core::{Error, Outcome, PeerSpec, Policy, UpstreamSpec};
 use proptest::prelude::*;
 
 const PEERS: usize = 5;
+/// Peers of the least_conn tree property (above the tree's 32), backups
+/// among them.
+const LC_PEERS: usize = 40;
+const LC_BACKUPS: usize = 4;
 const WORKERS: u64 = 3;
 
 fn policies() -> impl Strategy<Value = Policy> {
@@ -77,6 +82,10 @@ enum Op {
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
+    ops_over(PEERS)
+}
+
+fn ops_over(peers: usize) -> impl Strategy<Value = Vec<Op>> {
     let w = 0..WORKERS;
     let a = 0usize..3;
     let op = prop_oneof![
@@ -84,11 +93,11 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
         6 => (w.clone(), a.clone(), any::<u8>()).prop_map(|(w, a, key)| Op::Pick { w, a, key }),
         5 => (w.clone(), a.clone(), 0u8..3).prop_map(|(w, a, outcome)| Op::Release { w, a, outcome }),
         2 => (0u64..15_000).prop_map(|ms| Op::Advance { ms }),
-        1 => (0..PEERS, proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>()))
+        1 => (0..peers, proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>()))
             .prop_map(|(peer, down, drain)| Op::Admin { peer, down, drain }),
-        1 => (0..PEERS, proptest::option::of(1u32..6)).prop_map(|(peer, weight)| Op::Weight { peer, weight }),
+        1 => (0..peers, proptest::option::of(1u32..6)).prop_map(|(peer, weight)| Op::Weight { peer, weight }),
         1 => w.prop_map(|w| Op::Kill { w }),
-        2 => (0..PEERS, any::<bool>()).prop_map(|(peer, passed)| Op::Check { peer, passed }),
+        2 => (0..peers, any::<bool>()).prop_map(|(peer, passed)| Op::Check { peer, passed }),
         1 => Just(Op::Tick),
     ];
     proptest::collection::vec(op, 1..120)
@@ -293,6 +302,167 @@ proptest! {
         prop_assert_eq!(z.health_line().ejected.load(Relaxed) as usize, ejected);
         let gens = z.generations();
         prop_assert!(gens.iter().all(|g| g.3 || g.2 == 0), "pins left: {:?}", gens);
+    }
+
+    /// least_conn above 32 peers picks through its tree: after every step
+    /// the tree is exact (every node the least ratio of its children), and
+    /// every pick made outside a slow start takes a peer whose load ratio
+    /// is the least over the candidates the scan looks at (untried,
+    /// eligible under the pick's mode, primaries first), with failures,
+    /// checks, ejections, panic, admin and weight changes and worker
+    /// deaths interleaved.
+    #[test]
+    fn least_conn_tree_picks_what_the_scan_would(
+        weights in proptest::collection::vec(1u32..5, LC_PEERS),
+        max_conns in proptest::collection::vec(0u32..3, LC_PEERS),
+        health in any::<bool>(),
+        ops in ops_over(LC_PEERS),
+    ) {
+        let ids: Vec<Vec<u8>> = (0..LC_PEERS).map(|i| format!("up\0s{i}:80\0127.0.0.1:{i}").into_bytes()).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().enumerate().map(|(i, id)| PeerSpec {
+            max_conns: max_conns[i],
+            max_fails: 1,
+            fail_timeout_ms: 5_000,
+            backup: i >= LC_PEERS - LC_BACKUPS,
+            ..PeerSpec::new(id).weight(weights[i])
+        }).collect();
+        let health = if health {
+            HealthSpec {
+                flags: HealthSpec::CHECK,
+                interval_ms: 1_000,
+                timeout_ms: 500,
+                fails: 1,
+                passes: 1,
+                slow_start_ms: 5_000,
+                consecutive_errors: 2,
+                base_ejection_ms: 1_000,
+                max_ejection_percent: 40,
+                panic_percent: 50,
+                ..HealthSpec::default()
+            }
+        } else {
+            HealthSpec::default()
+        };
+        let t = OwnedTable::new(&UpstreamSpec { policy: Policy::LeastConn, peers: &peers, health }).unwrap();
+        let z = t.zone();
+        prop_assert!(z.lc_tree(PRIMARY).is_some() && z.lc_tree(BACKUP).is_some());
+        let mut scratch = [0u32; LC_PEERS];
+        let words = attempt::words(LC_PEERS);
+        let mut next_pid = 100;
+        let mut workers: Vec<Worker> = (0..WORKERS).map(|_| {
+            next_pid += 1;
+            Worker { pid: next_pid, slot: z.claim_slot(next_pid, |_| true), attempts: vec![None, None, None] }
+        }).collect();
+        let mut holding: BTreeMap<(u64, usize), usize> = BTreeMap::new();
+        let mut now = 1_000u64;
+        let exact = |z: Zone<'_>| -> Result<(), TestCaseError> {
+            for g in [PRIMARY, BACKUP] {
+                let tree = z.lc_tree(g).unwrap();
+                prop_assert_eq!(tree.first_stale(z.states()), None, "group {}", g);
+            }
+            Ok(())
+        };
+        for op in ops {
+            match op {
+                Op::Begin { w, a } => {
+                    let wk = &mut workers[w as usize];
+                    if let Some(buf) = wk.attempts[a].as_mut() {
+                        z.end(&mut Attempt::from_words(buf));
+                        holding.remove(&(w, a));
+                    }
+                    let mut buf = vec![0u64; words];
+                    {
+                        let mut at = Attempt::init(&mut buf, now);
+                        at.seed(now ^ w);
+                        at.set_slot(wk.slot);
+                        prop_assert!(z.begin(&mut at).is_ok());
+                    }
+                    wk.attempts[a] = Some(buf);
+                }
+                Op::Pick { w, a, .. } => {
+                    let wk = &mut workers[w as usize];
+                    let Some(buf) = wk.attempts[a].as_mut() else { continue };
+                    if holding.contains_key(&(w, a)) { continue; }
+                    let mut at = Attempt::from_words(buf);
+                    let tb = z.current();
+                    let mode = Mode::of(&tb);
+                    let ramping = z.ramping(now);
+                    let before: Vec<(u64, u64)> = z.states().iter()
+                        .map(|s| (u64::from(s.in_flight.load(Relaxed)), u64::from(s.weight())))
+                        .collect();
+                    // The scan's candidates: primaries, else backups.
+                    let least = |range: std::ops::Range<usize>, mode: Mode| {
+                        range.filter(|&i| !at.tried(i) && health::eligibility(&z.states()[i], now, mode) != Eligibility::No)
+                            .map(|i| before[i])
+                            .min_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)))
+                    };
+                    let primaries = LC_PEERS - LC_BACKUPS;
+                    let want = if at.in_backup() { None } else { least(0..primaries, mode) }
+                        .or_else(|| least(primaries..LC_PEERS, Mode { single: false, ..mode }));
+                    match z.get_keyed(&mut at, &[], now) {
+                        Ok(p) => {
+                            let i = p.peer as usize;
+                            let Some((wc, ww)) = want else {
+                                prop_assert!(false, "picked {} with no candidate", i);
+                                unreachable!()
+                            };
+                            if !ramping {
+                                let (c, w) = before[i];
+                                prop_assert_eq!(c * ww, wc * w, "peer {} at {}/{}, least {}/{}", i, c, w, wc, ww);
+                            }
+                            holding.insert((w, a), i);
+                        }
+                        Err(Error::Busy) => prop_assert!(want.is_none(), "busy with {:?} left", want),
+                        Err(e) => prop_assert!(false, "pick: {:?}", e),
+                    }
+                }
+                Op::Release { w, a, outcome } => {
+                    let wk = &mut workers[w as usize];
+                    let Some(buf) = wk.attempts[a].as_mut() else { continue };
+                    if holding.remove(&(w, a)).is_none() { continue; }
+                    let outcome = [Outcome::Ok, Outcome::Failed, Outcome::Next][outcome as usize];
+                    let status = match outcome {
+                        Outcome::Ok => 200,
+                        Outcome::Next => 404,
+                        Outcome::Failed if now % 2 == 0 => 502,
+                        Outcome::Failed => 0,
+                    };
+                    let info = TryInfo { status, header_ms: Some(1), sent: 10, received: 20 };
+                    prop_assert!(z.free_with(&mut Attempt::from_words(buf), outcome, &info, now).is_ok());
+                }
+                Op::Advance { ms } => now += ms,
+                Op::Admin { peer, down, drain } => z.set_admin(peer, down, drain, now).unwrap(),
+                Op::Weight { peer, weight } => {
+                    z.set_weight(peer, weight).unwrap();
+                    match z.publish(7, |_| true) {
+                        Ok(_) | Err(Error::Pinned) => {}
+                        Err(e) => prop_assert!(false, "publish: {e:?}"),
+                    }
+                }
+                Op::Check { peer, passed } => {
+                    let _ = z.check_done(peer, passed, now);
+                }
+                Op::Tick => {
+                    let _ = z.end_ejections(now, &mut scratch);
+                    let _ = z.update_panic();
+                }
+                Op::Kill { w } => {
+                    let dead = workers[w as usize].pid;
+                    for a in 0..3 {
+                        holding.remove(&(w, a));
+                    }
+                    next_pid += 1;
+                    let pid = next_pid;
+                    let slot = z.claim_slot(pid, |p| p != dead);
+                    workers[w as usize] = Worker { pid, slot, attempts: vec![None, None, None] };
+                }
+            }
+            exact(z)?;
+            for (i, s) in z.states().iter().enumerate() {
+                let held = holding.values().filter(|&&p| p == i).count() as u32;
+                prop_assert_eq!(s.in_flight.load(Relaxed), held, "peer {}", i);
+            }
+        }
     }
 
     #[test]

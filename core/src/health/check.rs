@@ -268,6 +268,8 @@ impl Zone<'_> {
         if passed && hs.flags & HealthSpec::CLEAR_FAILS != 0 {
             s.fails.store(0, Relaxed);
         }
+        // The health bits may have moved (another prober's too).
+        self.lc_refresh(i);
         let mut panic = PanicReport::default();
         if transition != CheckTransition::None {
             if transition == CheckTransition::Unhealthy {
@@ -335,6 +337,7 @@ impl Zone<'_> {
         } else if hs.flags & HealthSpec::PERSISTENT != 0 {
             s.flags.fetch_and(!PeerState::CHECKING, Relaxed);
         }
+        self.lc_refresh(i);
         self.health_changed();
         self.update_panic();
     }

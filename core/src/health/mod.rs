@@ -30,14 +30,16 @@
 //!
 //! Ordering: every field is an independent counter or timestamp and no
 //! other memory is published through it, so `Relaxed` suffices; the
-//! compare-and-swaps make the one-probe rule and `max_conns` exact.
+//! compare-and-swaps make the one-probe rule and `max_conns` exact. The
+//! one exception: the changes of `in_flight` are `SeqCst`, so that the
+//! least_conn tree's refresh after them needs no fence of its own.
 
 pub mod check;
 pub mod outlier;
 pub mod panic;
 pub mod slow_start;
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::table::{PeerState, Table};
 
@@ -167,11 +169,14 @@ fn ramp_admits(t: &Table<'_>, i: usize, now: u64) -> bool {
 /// The counting part of [`acquire`], once the peer was found eligible.
 #[inline(always)]
 fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
+    // `SeqCst` (the same locked instruction as `Relaxed` on x86): the
+    // least_conn tree's refresh that follows relies on it being ordered
+    // before its own loads (see `lc_tree`).
     if state.max_conns == 0 {
-        state.in_flight.fetch_add(1, Relaxed);
+        state.in_flight.fetch_add(1, SeqCst);
     } else if state
         .in_flight
-        .fetch_update(Relaxed, Relaxed, |n| (n < state.max_conns).then_some(n + 1))
+        .fetch_update(SeqCst, Relaxed, |n| (n < state.max_conns).then_some(n + 1))
         .is_err()
     {
         return false;
@@ -205,7 +210,7 @@ fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
 pub fn release(state: &PeerState) {
     let _ = state
         .in_flight
-        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        .fetch_update(SeqCst, Relaxed, |n| n.checked_sub(1));
 }
 
 /// How a finished try changed the peer's health.

@@ -141,6 +141,7 @@ impl Zone<'_> {
         let ms = (u64::from(hs.base_ejection_ms) * u64::from(times)).min(max);
         row.ejected_until_ms.store(now + ms, Relaxed);
         let old = s.flags.fetch_or(PeerState::EJECTED, Relaxed);
+        self.lc_refresh(i);
         if old & PeerState::EJECTED != 0 {
             // Another worker ejected it first: give the budget back.
             line.ejected.fetch_sub(1, Relaxed);
@@ -176,6 +177,7 @@ impl Zone<'_> {
             if old & PeerState::EJECTED == 0 {
                 continue;
             }
+            self.lc_refresh(i);
             line.ejected.fetch_sub(1, Relaxed);
             row.ejection_end_ms.store(now.max(1), Relaxed);
             crate::selection::ewma::forget(s);

@@ -56,7 +56,28 @@ impl Zone<'_> {
         };
         row.ramp_from_ms.store(now, Relaxed);
         row.credit.store(0, Relaxed);
+        self.note_ramp(now);
         s.flags.fetch_or(PeerState::SLOW, Relaxed);
+    }
+
+    /// Records that a ramp began at `from`: [`HealthLine::ramp_until_ms`]
+    /// moves to its end if that is later.
+    ///
+    /// [`HealthLine::ramp_until_ms`]: crate::table::health::HealthLine
+    pub(crate) fn note_ramp(&self, from: u64) {
+        let window = u64::from(self.root().health.slow_start_ms);
+        if window != 0 {
+            self.health_line()
+                .ramp_until_ms
+                .fetch_max(from.saturating_add(window), Relaxed);
+        }
+    }
+
+    /// Whether a slow start may still be ramping at `now`.
+    #[inline]
+    pub fn ramping(&self, now: u64) -> bool {
+        let window = self.root().health.slow_start_ms;
+        window != 0 && now < self.health_line().ramp_until_ms.load(Relaxed)
     }
 }
 

@@ -8,7 +8,20 @@
 //! peer, so with equal loads (e.g. sequential requests) the order is
 //! exactly nginx's round robin sequence.
 //!
-//! O(peers) per pick, reading one counter per peer.
+//! Above 32 peers the least loaded peer comes from the zone's tournament
+//! tree of load ratios ([`super::lc_tree`]): O(log peers) per pick and per
+//! release. The scan (O(peers), one counter read per peer) stays the exact
+//! answer whenever the tree cannot give it:
+//!
+//! - while any slow start of the zone may still be ramping (a ramping
+//!   peer's load is scaled by a fraction that grows with time, which no
+//!   leaf can follow) and in panic (health is ignored, and the tree
+//!   excludes unhealthy peers);
+//! - when the tree has no candidate, or its search meets more than
+//!   [`super::lc_tree::BUDGET`] tried or failing peers.
+//!
+//! Zones of at most 32 peers have no tree and always scan.
+//! Design, exactness and races: docs/least_conn-design.md.
 
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -16,10 +29,149 @@ use crate::attempt::Attempt;
 use crate::health::{self, slow_start, Eligibility, Mode};
 use crate::table::Table;
 
+use super::lc_tree::{Found, Tree};
+
 const RACE_RETRIES: usize = 4;
+
+/// Schedule entries the tie-break after a tree search looks at.
+const TIE_WALK: usize = 64;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
 pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode) -> Option<usize> {
+    let zone = t.zone();
+    let tree = zone.lc_tree(g);
+    if let Some(tree) = tree {
+        if !mode.panic() && !zone.ramping(now) {
+            return tree_pick(t, tree, g, attempt, now, mode);
+        }
+    }
+    scan(t, tree, g, attempt, now, mode)
+}
+
+/// The pick through the tree: search, tie-break near the schedule's
+/// cursor, acquire, refresh the leaf.
+fn tree_pick(
+    t: &Table<'_>,
+    tree: Tree<'_>,
+    g: usize,
+    attempt: &Attempt<'_>,
+    now: u64,
+    mode: Mode,
+) -> Option<usize> {
+    let states = t.states();
+    // No peer ramps (the caller checked): loads are plain counts.
+    let mode = Mode {
+        ramp: false,
+        ..mode
+    };
+    for _ in 0..RACE_RETRIES {
+        let (bi, tied) = match tree.search(states, attempt, now, mode) {
+            Found::Peer(i, tied) => (i, tied),
+            Found::Nothing | Found::GaveUp => return scan(t, Some(tree), g, attempt, now, mode),
+        };
+        let chosen = if tied {
+            let (bc, bw) = (
+                u64::from(states[bi].in_flight.load(Relaxed)),
+                u64::from(states[bi].weight()),
+            );
+            tie_break_near(t, g, attempt, now, mode, bc, bw).unwrap_or(bi)
+        } else {
+            bi
+        };
+        let ok = health::acquire(t, chosen, now, mode);
+        // Also after a failure: a lost probe counts and uncounts itself.
+        tree.refresh_counted(states, chosen);
+        if ok {
+            return Some(chosen);
+        }
+        // Another worker filled it or won its probe: look again.
+    }
+    scan_acquire(t, Some(tree), g, attempt, now, mode)
+}
+
+/// The next tied candidate within [`TIE_WALK`] positions of the shared
+/// schedule: one `fetch_add` claims the next position (with equal loads it
+/// ties, as in the scan's walk); past it the walk reads ahead and claims
+/// the positions up to the one it takes with one more `fetch_add`. Unlike
+/// the scan's walk an entry must also be eligible (as in nginx's loop
+/// over tied peers): the read-ahead would otherwise repeat a full peer.
+fn tie_break_near(
+    t: &Table<'_>,
+    g: usize,
+    attempt: &Attempt<'_>,
+    now: u64,
+    mode: Mode,
+    bc: u64,
+    bw: u64,
+) -> Option<usize> {
+    let sched = t.schedule(g);
+    if sched.is_empty() {
+        return None;
+    }
+    let (states, cursor) = (t.states(), t.cursor(g));
+    let len = sched.len() as u64;
+    let tied = |i: usize| {
+        !attempt.tried(i)
+            && u64::from(states[i].in_flight.load(Relaxed)) * bw
+                == bc * u64::from(states[i].weight())
+            && health::eligibility(&states[i], now, mode) != Eligibility::No
+    };
+    let at = cursor.value.fetch_add(1, Relaxed);
+    let first = sched[(at % len) as usize] as usize;
+    if tied(first) {
+        return Some(first);
+    }
+    for d in 1..TIE_WALK.min(sched.len()) as u64 {
+        let i = sched[((at + d) % len) as usize] as usize;
+        if tied(i) {
+            cursor.value.fetch_add(d, Relaxed);
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The first acquirable peer in index order (the last resort), keeping
+/// the tree, if any, up to date for every peer it tried to acquire.
+fn scan_acquire(
+    t: &Table<'_>,
+    tree: Option<Tree<'_>>,
+    g: usize,
+    attempt: &Attempt<'_>,
+    now: u64,
+    mode: Mode,
+) -> Option<usize> {
+    let Some(tree) = tree else {
+        return t.scan_acquire(g, attempt, now, mode, 0);
+    };
+    let mode = Mode {
+        ramp: false,
+        ..mode
+    };
+    let states = t.states();
+    for i in t.group(g) {
+        if attempt.tried(i) || health::eligibility(&states[i], now, mode) == Eligibility::No {
+            continue;
+        }
+        let ok = health::acquire_in(t, states, i, now, mode);
+        tree.refresh_counted(states, i);
+        if ok {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// The scan: every peer of the group read once; with a tree, the leaf of
+/// every peer it acquires (or tries to) refreshed.
+fn scan(
+    t: &Table<'_>,
+    tree: Option<Tree<'_>>,
+    g: usize,
+    attempt: &Attempt<'_>,
+    now: u64,
+    mode: Mode,
+) -> Option<usize> {
     let states = t.states();
     // Slow start scales a ramping peer's weight in the comparison instead
     // of holding picks back.
@@ -58,12 +210,16 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode
         } else {
             bi
         };
-        if health::acquire(t, chosen, now, mode) {
+        let ok = health::acquire(t, chosen, now, mode);
+        if let Some(tree) = tree {
+            tree.refresh_counted(states, chosen);
+        }
+        if ok {
             return Some(chosen);
         }
         // Another worker filled it or won its probe: look again.
     }
-    t.scan_acquire(g, attempt, now, mode, 0)
+    scan_acquire(t, tree, g, attempt, now, mode)
 }
 
 /// Requests in flight on peer `i`, as the comparison counts them: divided

@@ -16,6 +16,7 @@ pub mod crc32;
 pub mod ewma;
 pub mod hash;
 pub mod ketama;
+pub mod lc_tree;
 pub mod least_conn;
 pub mod maglev;
 pub mod p2c;
@@ -303,6 +304,7 @@ impl Table<'_> {
         attempt.set_current(None);
         let state = &self.states()[i];
         health::release(state);
+        self.zone().lc_refresh_counted(i);
         self.zone().ledger_sub(attempt.slot(), i);
         if self.bounded() {
             let _ = self.cursor(TOTAL).value.fetch_update(

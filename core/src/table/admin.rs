@@ -125,6 +125,7 @@ impl<'a> Zone<'a> {
                 None => {}
             }
         }
+        self.lc_refresh(i);
         // Admin state counts in the panic threshold: every worker's health
         // timer re-evaluates it.
         self.health_changed();

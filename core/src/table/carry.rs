@@ -132,8 +132,9 @@ pub(crate) fn carry_health(new: Zone<'_>, i: usize, old: Zone<'_>, j: usize) {
         }
     }
     if hs.slow_start_ms != 0 && oflags & PeerState::SLOW != 0 {
-        tr.ramp_from_ms
-            .store(fr.ramp_from_ms.load(Relaxed), Relaxed);
+        let from = fr.ramp_from_ms.load(Relaxed);
+        tr.ramp_from_ms.store(from, Relaxed);
+        new.note_ramp(from);
         t.flags.fetch_or(PeerState::SLOW, Relaxed);
     }
 }
@@ -170,6 +171,9 @@ impl Zone<'_> {
         }
         self.health_changed();
         self.update_panic();
+        // Admin and health flags came over: the least_conn tree excludes
+        // on them (a publish below rebuilds it again; harmless).
+        self.lc_rebuild();
         if self.weights_pending() {
             // Config time, in the master: nobody else builds.
             let _ = self.publish(super::generation::INIT_OWNER, |_| true);

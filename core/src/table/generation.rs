@@ -648,6 +648,8 @@ impl<'a> Zone<'a> {
         for (s, p) in self.states().iter().zip(spec.peers) {
             s.weight.store(p.weight, Relaxed);
         }
+        // The least_conn tree compares the weights in force.
+        self.lc_rebuild();
         self.sync().next.store(seq + 1, Relaxed);
         self.sync().current.store((seq << 8) | d as u64, SeqCst);
         self.reclaim();

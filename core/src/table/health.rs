@@ -39,8 +39,13 @@ pub struct HealthLine {
     /// Bumped after every change of a peer's health bits: a panic
     /// evaluation that saw it move runs again.
     pub epoch: AtomicU64,
+    /// When every slow start begun so far is over (`ngx_current_msec`
+    /// clock): the latest `ramp_from_ms + window`, raised with `fetch_max`
+    /// before a ramp's `SLOW` flag is set, never lowered. Until then
+    /// `least_conn` scans instead of using its tree (loads scale with time).
+    pub ramp_until_ms: AtomicU64,
     /// Zero.
-    pub reserved: [u64; 6],
+    pub reserved: [u64; 5],
 }
 
 /// One peer's health record: two cache lines.

@@ -86,6 +86,7 @@ impl Zone<'_> {
                 let _ = states[i]
                     .in_flight
                     .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+                self.lc_refresh(i);
             }
             if self.bounded() && n != 0 {
                 let _ = self

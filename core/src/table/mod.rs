@@ -26,6 +26,9 @@
 //!         ├─ health .......... HealthLine (panic, ejected count, epoch), then
 //!         │                    HealthRow × n: check schedule and results,
 //!         │                    slow start, outlier counters (see [`health`])
+//!         ├─ least_conn tree . only for `least_conn` above 32 peers: per
+//!         │                    group 2·cap node words (see
+//!         │                    [`crate::selection::lc_tree`])
 //!         └─ arena ........... generations, each: GenHeader, 2 cursors,
 //!                              PeerConf × n, alias, ring, Maglev, chains,
 //!                              two schedules
@@ -67,6 +70,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64};
 use crate::error::Error;
 use crate::selection::alias::Column;
 use crate::selection::ketama::Point;
+use crate::selection::lc_tree::{self, Tree};
 use crate::spec::{identity_hash, HealthSpec, Policy, UpstreamSpec};
 
 /// `b"HABZONE\0"` as a little-endian integer.
@@ -76,7 +80,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -144,8 +148,11 @@ pub struct Root {
     pub health: HealthSpec,
     /// Offset of the health section (see [`health`]).
     pub health_off: u64,
+    /// Offset of the `least_conn` tree section, 0 when there is none
+    /// (another policy, or at most [`lc_tree::MIN_PEERS`] peers).
+    pub tree_off: u64,
     /// Zero; room to grow without moving the sections.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -433,6 +440,8 @@ struct ZonePlan {
     ledger_slot_bytes: usize,
     stats_off: usize,
     health_off: usize,
+    tree_off: usize,
+    tree_len: usize,
     arena_off: usize,
     arena_len: usize,
     size: usize,
@@ -459,7 +468,15 @@ impl ZonePlan {
         let ledger_slot_bytes = ALIGN + round_up((peers + GENS) * 4, ALIGN);
         let stats_off = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
         let health_off = stats_off + stats::section_len(peers);
-        let arena_off = health_off + health::section_len(peers);
+        let tree_off = health_off + health::section_len(peers);
+        let tree_len = if spec.policy == Policy::LeastConn && peers > lc_tree::MIN_PEERS {
+            let primaries = spec.primaries();
+            round_up(lc_tree::nodes_len(primaries) * 8, ALIGN)
+                + round_up(lc_tree::nodes_len(peers - primaries) * 8, ALIGN)
+        } else {
+            0
+        };
+        let arena_off = tree_off + tree_len;
         let arena_len = arena_len(gen.size);
         Ok(ZonePlan {
             peers,
@@ -471,6 +488,8 @@ impl ZonePlan {
             ledger_slot_bytes,
             stats_off,
             health_off,
+            tree_off,
+            tree_len,
             arena_off,
             arena_len,
             size: arena_off + arena_len,
@@ -501,7 +520,12 @@ impl ZonePlan {
             stats_rows_off: (self.stats_off + stats::rows_off(self.peers)) as u64,
             health: spec.health,
             health_off: self.health_off as u64,
-            reserved: [0; 2],
+            tree_off: if self.tree_len == 0 {
+                0
+            } else {
+                self.tree_off as u64
+            },
+            reserved: [0; 1],
         }
     }
 }
@@ -559,6 +583,7 @@ impl<'a> Zone<'a> {
         unsafe {
             core::ptr::write_bytes(mem, 0, plan.stats_off + stats::zeroed_len(plan.peers));
             core::ptr::write_bytes(mem.add(plan.health_off), 0, health::section_len(plan.peers));
+            core::ptr::write_bytes(mem.add(plan.tree_off), 0, plan.tree_len);
             mem.cast::<Root>().write(plan.root(spec));
             let state = mem.add(STATE_OFF).cast::<PeerState>();
             let cold = mem.add(plan.cold_off).cast::<PeerCold>();
@@ -655,7 +680,8 @@ impl<'a> Zone<'a> {
             && r.stats_row_bytes == want.stats_row_bytes
             && r.stats_rows_off == want.stats_rows_off
             && r.health == want.health
-            && r.health_off == want.health_off;
+            && r.health_off == want.health_off
+            && r.tree_off == want.tree_off;
         if !matches {
             return Err(Error::BadLayout);
         }
@@ -792,6 +818,78 @@ impl<'a> Zone<'a> {
         // SAFETY: forwarded contract; the region outlives 'a.
         unsafe {
             core::slice::from_raw_parts(self.base.as_ptr().add(off as usize).cast::<T>(), len)
+        }
+    }
+
+    /// The `least_conn` tree of group `g` ([`PRIMARY`] or [`BACKUP`]);
+    /// `None` for other policies, small zones or an empty group.
+    #[inline]
+    pub fn lc_tree(&self, g: usize) -> Option<Tree<'a>> {
+        let r = self.root();
+        if r.tree_off == 0 {
+            return None;
+        }
+        let (peers, primaries) = (r.peers as usize, r.primaries as usize);
+        let (start, len) = if g == PRIMARY {
+            (0, primaries)
+        } else {
+            (primaries, peers - primaries)
+        };
+        if len == 0 {
+            return None;
+        }
+        let mut off = r.tree_off as usize;
+        if g != PRIMARY {
+            off += round_up(lc_tree::nodes_len(primaries) * 8, ALIGN);
+        }
+        // SAFETY: a tree section (tree_off set) holds each group's nodes at
+        // 64-byte aligned offsets (layout contract); zero-initialised
+        // atomics, written only through atomics.
+        let nodes = unsafe { self.section(off as u64, lc_tree::nodes_len(len)) };
+        Some(Tree { nodes, start, len })
+    }
+
+    /// [`Zone::lc_refresh`] after a `SeqCst` change of peer `i`'s count.
+    #[inline]
+    pub(crate) fn lc_refresh_counted(&self, i: usize) {
+        if self.root().tree_off == 0 {
+            return;
+        }
+        let g = if i < self.primaries() {
+            PRIMARY
+        } else {
+            BACKUP
+        };
+        if let Some(t) = self.lc_tree(g) {
+            t.refresh_counted(self.states(), i);
+        }
+    }
+
+    /// Recomputes the `least_conn` trees from every peer's state (after a
+    /// publish of new weights, a carry). No-op without a tree.
+    pub(crate) fn lc_rebuild(&self) {
+        for g in [PRIMARY, BACKUP] {
+            if let Some(t) = self.lc_tree(g) {
+                t.rebuild(self.states());
+            }
+        }
+    }
+
+    /// Refreshes peer `i` in its `least_conn` tree after a change of its
+    /// count, flags or weight (no-op without a tree). Every writer of
+    /// those inputs calls it after the write.
+    #[inline]
+    pub(crate) fn lc_refresh(&self, i: usize) {
+        if self.root().tree_off == 0 {
+            return;
+        }
+        let g = if i < self.primaries() {
+            PRIMARY
+        } else {
+            BACKUP
+        };
+        if let Some(t) = self.lc_tree(g) {
+            t.refresh(self.states(), i);
         }
     }
 
