@@ -77,7 +77,7 @@ impl Zone<'_> {
         now: u64,
     ) -> Option<Ejection> {
         let hs = self.health_spec();
-        if !hs.outlier() || self.peers() < 2 {
+        if !hs.outlier() || self.members_now() < 2 {
             return None;
         }
         let (c5xx, cerr) = (hs.consecutive_5xx, hs.consecutive_errors);
@@ -122,7 +122,7 @@ impl Zone<'_> {
         } else {
             hs.max_ejection_percent
         };
-        let cap = ((self.peers() as u64 * u64::from(pct)) / 100).max(1) as u32;
+        let cap = ((self.members_now() as u64 * u64::from(pct)) / 100).max(1) as u32;
         line.ejected
             .fetch_update(Relaxed, Relaxed, |e| (e < cap).then_some(e + 1))
             .ok()?;

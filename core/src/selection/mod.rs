@@ -176,7 +176,7 @@ impl Table<'_> {
         key: &[u8],
         now: u64,
     ) -> Result<Pick, Error> {
-        if attempt.current().is_some() || !attempt.fits(self.peers()) {
+        if attempt.current().is_some() || !attempt.fits(self.zone().peers()) {
             return Err(Error::InvalidArgument);
         }
         let mode = Mode::of(self);
@@ -268,7 +268,7 @@ impl Table<'_> {
         };
         let states = self.states();
         (0..n)
-            .map(|k| range.start + (start + k) % n)
+            .map(|k| range.get((start + k) % n))
             .find(|&i| !attempt.tried(i) && health::acquire_in(self, states, i, now, mode))
     }
 
@@ -297,7 +297,7 @@ impl Table<'_> {
             return Err(Error::InvalidArgument);
         };
         let i = peer as usize;
-        if i >= self.peers() {
+        if i >= self.zone().peers() {
             return Err(Error::InvalidArgument);
         }
         attempt.set_current(None);

@@ -1,0 +1,478 @@
+//! Peer slots and membership changes: a generation built from a new peer
+//! list (`server ... resolve`)
+//!
+//! A zone built with [`Zone::init_with`] has `capacity` peer *slots*, more
+//! than its configured peers. Every per-peer record (hot state, cold
+//! record, ledger counters, statistics, health) is one slot's. Each slot
+//! has a life cycle in its cold record ([`PeerCold::status`]):
+//!
+//! ```text
+//!   FREE ──(new identity)──► LIVE ──(left the list)──► RETIRING ──(reuse)──► FREE
+//!                             ▲                            │
+//!                             └──────(came back)───────────┘
+//! ```
+//!
+//! and an epoch ([`PeerCold::epoch`]) bumped each time the slot is given
+//! to a new identity, and a fixed identity area ([`SLOT_ID_MAX`] bytes of
+//! identity, [`SLOT_SERVER_MAX`] of `server` string) that is rewritten
+//! then. A longer identity is refused ([`Error::TooLarge`]). A static zone
+//! (capacity equal to its peers) has no identity area: its names are
+//! packed as they always were, and every slot is LIVE.
+//!
+//! # Slots are the indices
+//!
+//! Every peer index the core hands out or takes — [`crate::Pick::peer`],
+//! the attempt's tried set, the ledger's counters, `Zone::view` — is a
+//! slot. A generation's selection structures name slots too: its
+//! schedules and Maglev entries hold slots, its ring points are slots, its
+//! alias table and chains are indexed by slot (a slot that is not a
+//! primary weighs 0 and is never drawn). Only its per-peer parameters
+//! ([`Table::confs`]) are in generation order; the member column
+//! ([`Table::members`]) gives each one's slot. A generation whose members
+//! are exactly slots `0..n` of a zone of `n` slots — every static
+//! upstream — is *dense* and has no member column: its bytes are those
+//! of the generation before slots existed, and its picks run the same
+//! code.
+//!
+//! The other design, generation-local indices with a `slots[k]` column
+//! mapped on every access, would add a dependent load to every state read
+//! of every pick, static upstreams included, and would need the tried set
+//! translated whenever a retry moves to another generation. With slots as
+//! indices the pick path reads what it read before, and a retry can move
+//! to the newest generation keeping its tried set as it is.
+//!
+//! # Applying a list
+//!
+//! [`Zone::apply_membership`], under the builder lease, matches the list to
+//! the LIVE and RETIRING slots by identity, occurrence by occurrence (as
+//! [`Zone::carry_from`] does): a kept slot keeps every bit of its state
+//! (in flight, failure window, latency, admin flags, weight override,
+//! health and statistics) and takes the list's weight, limits, `backup`
+//! and `down`; a RETIRING one turns LIVE again. A new identity takes a
+//! FREE slot with today's new-server rules: slow start, or `checking`
+//! then slow start under `mandatory` checks. A LIVE slot missing from the
+//! list turns RETIRING: the `RETIRED` flag takes it out of every pick, in
+//! every generation, as `drain` does, while its requests finish. The
+//! generation is built with the same code as every other and published.
+//! With no free slot, or no room in the arena, nothing changes and the
+//! serving generation stays.
+//!
+//! # The reuse rule
+//!
+//! A RETIRING slot becomes FREE (and is given to a new identity) only when
+//! its in-flight count is 0 **and** no LIVE generation descriptor names it
+//! (the serving one and every one still pinned, after reclaiming the
+//! others). Requests reach slots only through the generation they pinned,
+//! and keep the pin until their last try has been released: so a request
+//! that tried a slot holds, until it ends, a generation naming it, and a
+//! late release can never land on the slot's next occupant. Slots are
+//! reused lazily — never-used FREE slots first — so that an identity that
+//! flaps in DNS finds its slot, and its state, again.
+
+use core::sync::atomic::Ordering::{Relaxed, Release};
+use std::collections::HashMap;
+
+use super::{PeerCold, PeerState, Zone, SLOT_ID_MAX, SLOT_SERVER_MAX};
+use crate::error::Error;
+use crate::spec::{identity_hash, HealthSpec, PeerSpec, UpstreamSpec};
+
+/// Slot status: holds no identity; named by no generation.
+pub const FREE: u32 = 0;
+/// Slot status: a member of the serving membership.
+pub const LIVE: u32 = 1;
+/// Slot status: left the membership; its requests in flight finish.
+pub const RETIRING: u32 = 2;
+
+/// Whether `p`'s identity fits a slot's identity area.
+pub fn fits_slot(p: &PeerSpec<'_>) -> bool {
+    p.id.len() <= SLOT_ID_MAX && p.server.len() <= SLOT_SERVER_MAX
+}
+
+/// What [`Zone::apply_membership`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Number of the published generation.
+    pub seq: u64,
+    /// Members that kept their LIVE slot.
+    pub kept: u32,
+    /// RETIRING slots that came back.
+    pub revived: u32,
+    /// New identities, each in a FREE slot.
+    pub added: u32,
+    /// LIVE slots that turned RETIRING.
+    pub retired: u32,
+    /// RETIRING slots reused (their state dropped).
+    pub reused: u32,
+}
+
+impl<'a> Zone<'a> {
+    /// Status of slot `i` ([`FREE`], [`LIVE`], [`RETIRING`]; `None` past
+    /// the end).
+    #[inline]
+    pub fn slot_status(&self, i: usize) -> Option<u32> {
+        self.colds()
+            .get(i)
+            .map(|c| c.status.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Epoch of slot `i`: bumped each time it is given to a new identity.
+    #[inline]
+    pub fn slot_epoch(&self, i: usize) -> Option<u32> {
+        self.colds()
+            .get(i)
+            .map(|c| c.epoch.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Slots named by some LIVE generation descriptor (the serving one or
+    /// one still referenced), as a flag per slot. Lease holders, after a
+    /// reclaim.
+    fn named_slots(&self) -> Vec<bool> {
+        let mut named = vec![false; self.peers()];
+        for (d, ..) in self.generations() {
+            for s in self.table(d).members().iter() {
+                if let Some(n) = named.get_mut(s) {
+                    *n = true;
+                }
+            }
+        }
+        named
+    }
+
+    /// Makes `list` the upstream's membership at `now` and publishes a
+    /// generation of it (see the module note); `source` (the caller's list
+    /// id and `config` counter) is recorded in the generation. `owner`
+    /// takes the builder lease as for [`Zone::publish`].
+    ///
+    /// The list's policy must be the zone's; its health directives are
+    /// ignored (the zone's apply). Errors change nothing: [`Error::Busy`]
+    /// (another builder), [`Error::NoSpace`] (more peers than free slots,
+    /// or a generation the arena cannot hold), [`Error::Pinned`] (older
+    /// generations still hold the room), [`Error::TooLarge`] (an identity
+    /// longer than a slot holds, or weights too large),
+    /// [`Error::InvalidArgument`] (a list [`UpstreamSpec::validate`]
+    /// refuses).
+    pub fn apply_membership(
+        &self,
+        list: &UpstreamSpec<'_>,
+        source: [u64; 2],
+        owner: u64,
+        alive: impl Fn(u64) -> bool,
+        now: u64,
+    ) -> Result<Applied, Error> {
+        if list.policy != self.policy() {
+            return Err(Error::InvalidArgument);
+        }
+        list.validate()?;
+        if list.peers.len() > self.peers() {
+            return Err(Error::NoSpace);
+        }
+        let _lease = self.lease_guard(owner, &alive)?;
+        self.reclaim();
+        let (states, colds) = (self.states(), self.colds());
+
+        // Candidates by identity: the serving members in generation order,
+        // then RETIRING slots in slot order; popped from the back.
+        let current = self.current();
+        let mut order: Vec<usize> = current.members().iter().collect();
+        order.extend((0..self.peers()).filter(|&i| self.slot_status(i) == Some(RETIRING)));
+        let mut by_id: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for &i in order.iter().rev() {
+            by_id.entry(self.identity(i)).or_default().push(i);
+        }
+        let mut slots: Vec<Option<usize>> = list
+            .peers
+            .iter()
+            .map(|p| by_id.get_mut(p.id).and_then(Vec::pop))
+            .collect();
+        let mut taken = vec![false; self.peers()];
+        for &i in slots.iter().flatten() {
+            taken[i] = true;
+        }
+
+        // Slots for the new identities: never-used FREE ones first, then
+        // RETIRING ones the reuse rule allows.
+        let new: Vec<usize> = (0..list.peers.len())
+            .filter(|&k| slots[k].is_none())
+            .collect();
+        if new.iter().any(|&k| !fits_slot(&list.peers[k])) {
+            return Err(Error::TooLarge);
+        }
+        let mut pool: Vec<(usize, bool)> = Vec::new();
+        if !new.is_empty() {
+            if !self.dynamic() {
+                // No identity area to write a new identity into.
+                return Err(Error::NoSpace);
+            }
+            pool.extend(
+                (0..self.peers())
+                    .filter(|&i| self.slot_status(i) == Some(FREE))
+                    .map(|i| (i, false))
+                    .take(new.len()),
+            );
+            if pool.len() < new.len() {
+                let named = self.named_slots();
+                pool.extend(
+                    (0..self.peers())
+                        .filter(|&i| {
+                            self.slot_status(i) == Some(RETIRING)
+                                && !taken[i]
+                                && !named[i]
+                                && states[i].in_flight.load(Relaxed) == 0
+                        })
+                        .map(|i| (i, true))
+                        .take(new.len() - pool.len()),
+                );
+            }
+            if pool.len() < new.len() {
+                return Err(Error::NoSpace);
+            }
+        }
+        let mut is_new = vec![false; list.peers.len()];
+        for (&k, &(i, _)) in new.iter().zip(&pool) {
+            slots[k] = Some(i);
+            is_new[k] = true;
+        }
+        let slots: Vec<u32> = slots.iter().map(|s| s.unwrap_or(0) as u32).collect();
+
+        // The generation as it will serve: kept slots with their weight
+        // override, if any.
+        let peers: Vec<PeerSpec<'_>> = list
+            .peers
+            .iter()
+            .zip(&slots)
+            .zip(&is_new)
+            .map(|((p, &i), &fresh)| {
+                let over = colds[i as usize].weight_override.load(Relaxed);
+                PeerSpec {
+                    weight: if over != 0 && !fresh { over } else { p.weight },
+                    ..*p
+                }
+            })
+            .collect();
+        let spec = UpstreamSpec {
+            policy: list.policy,
+            peers: &peers,
+            health: *self.health_spec(),
+        };
+        let built = self.prepare(&spec, &slots, source)?;
+
+        // From here nothing fails. The slots' states first, then the
+        // generation (a pick may come the moment it is published).
+        let mut applied = Applied::default();
+        let mut member = vec![false; self.peers()];
+        for &i in &slots {
+            member[i as usize] = true;
+        }
+        for (&k, &(i, reused)) in new.iter().zip(&pool) {
+            if reused {
+                self.free_slot(i);
+                applied.reused += 1;
+            }
+            self.fill_slot(i, &list.peers[k], list.peers.len(), now);
+            applied.added += 1;
+        }
+        for (k, p) in list.peers.iter().enumerate() {
+            let i = slots[k] as usize;
+            if is_new[k] {
+                continue;
+            }
+            let revived = colds[i].status.load(Relaxed) == RETIRING;
+            self.keep_slot(i, p);
+            if revived {
+                applied.revived += 1;
+            } else {
+                applied.kept += 1;
+            }
+        }
+        for i in current.members().iter() {
+            if !member[i] {
+                states[i].flags.fetch_or(PeerState::RETIRED, Relaxed);
+                colds[i].status.store(RETIRING, Release);
+                applied.retired += 1;
+            }
+        }
+        applied.seq = self.commit(built, &spec, &slots);
+        self.health_changed();
+        self.update_panic();
+        Ok(applied)
+    }
+
+    /// A kept (or revived) slot takes `p`'s weight, limits, `backup` and
+    /// `down`, and keeps everything else.
+    fn keep_slot(&self, i: usize, p: &PeerSpec<'_>) {
+        let (s, c) = (&self.states()[i], &self.colds()[i]);
+        c.conf_weight.store(p.weight, Relaxed);
+        s.max_conns.store(p.max_conns, Relaxed);
+        s.max_fails.store(p.max_fails, Relaxed);
+        s.fail_timeout_ms.store(p.fail_timeout_ms, Relaxed);
+        for (on, bit) in [(p.backup, PeerState::BACKUP), (p.down, PeerState::DOWN)] {
+            if on {
+                s.flags.fetch_or(bit, Relaxed);
+            } else {
+                s.flags.fetch_and(!bit, Relaxed);
+            }
+        }
+        s.flags.fetch_and(!PeerState::RETIRED, Relaxed);
+        c.status.store(LIVE, Release);
+    }
+
+    /// Drops everything a RETIRING slot held: it is FREE again. Only under
+    /// the reuse rule (nothing in flight, no generation names it).
+    fn free_slot(&self, i: usize) {
+        let s = &self.states()[i];
+        let old = s.flags.swap(PeerState::RETIRED, Relaxed);
+        if old & PeerState::EJECTED != 0 {
+            let _ = self
+                .health_line()
+                .ejected
+                .fetch_update(Relaxed, Relaxed, |e| e.checked_sub(1));
+        }
+        self.colds()[i].status.store(FREE, Release);
+    }
+
+    /// Gives FREE slot `i` to `p`, a server new to the running upstream of
+    /// `members` members at `now`: fresh state, today's new-server rules.
+    fn fill_slot(&self, i: usize, p: &PeerSpec<'_>, members: usize, now: u64) {
+        let (s, c, row) = (&self.states()[i], &self.colds()[i], &self.health_rows()[i]);
+        let PeerState {
+            // 0: nothing is in flight on a FREE slot.
+            in_flight: _,
+            fails,
+            checked_ms,
+            accessed_ms,
+            ewma_bits,
+            ewma_stamp_ms,
+            weight,
+            max_conns,
+            max_fails,
+            flags,
+            fail_timeout_ms,
+        } = s;
+        for f in [fails, weight] {
+            f.store(0, Relaxed);
+        }
+        for f in [checked_ms, accessed_ms, ewma_bits, ewma_stamp_ms] {
+            f.store(0, Relaxed);
+        }
+        weight.store(p.weight, Relaxed);
+        max_conns.store(p.max_conns, Relaxed);
+        max_fails.store(p.max_fails, Relaxed);
+        fail_timeout_ms.store(p.fail_timeout_ms, Relaxed);
+        // Ledger counters of every worker: nothing is in flight.
+        for l in 0..super::LEDGER_SLOTS {
+            if let Some((_, counts)) = self.ledger_slot(l) {
+                counts[i].store(0, Relaxed);
+            }
+        }
+        self.clear_slot_stats(i);
+        let super::health::HealthRow {
+            due_ms,
+            last_ms,
+            checks,
+            fails: check_fails,
+            unhealthy,
+            rise,
+            fall,
+            last,
+            prober,
+            reserved1: _,
+            ramp_from_ms,
+            credit,
+            consecutive_5xx,
+            consecutive_errors,
+            ejections,
+            ejected_until_ms,
+            ejection_end_ms,
+            reserved2: _,
+        } = row;
+        for f in [
+            due_ms,
+            last_ms,
+            checks,
+            check_fails,
+            unhealthy,
+            ramp_from_ms,
+            ejected_until_ms,
+            ejection_end_ms,
+        ] {
+            f.store(0, Relaxed);
+        }
+        for f in [
+            rise,
+            fall,
+            last,
+            prober,
+            credit,
+            consecutive_5xx,
+            consecutive_errors,
+            ejections,
+        ] {
+            f.store(0, Relaxed);
+        }
+
+        // Identity: the slot's area, then the lengths (readers check the
+        // epoch around their copy, see `Zone::identity`).
+        let PeerCold {
+            id_hash,
+            id_off,
+            id_len,
+            server_off,
+            server_len,
+            conf_weight,
+            weight_override,
+            position,
+            status,
+            epoch,
+            ..
+        } = c;
+        let names = self.root().names_off as usize;
+        // SAFETY: the slot's identity area (SLOT_ID_MAX bytes at id_off,
+        // SLOT_SERVER_MAX at server_off, inside the names section: layout
+        // contract of a dynamic zone) and the lengths fit (`fits_slot`,
+        // checked by the caller). The slot is FREE and named by no
+        // generation: no pick, release or probe reads these bytes, and
+        // readers of the API check the epoch.
+        unsafe {
+            let base = self.as_ptr().add(names);
+            core::ptr::copy_nonoverlapping(
+                p.id.as_ptr(),
+                base.add(*id_off as usize),
+                p.id.len().min(SLOT_ID_MAX),
+            );
+            core::ptr::copy_nonoverlapping(
+                p.server.as_ptr(),
+                base.add(*server_off as usize),
+                p.server.len().min(SLOT_SERVER_MAX),
+            );
+        }
+        id_len.store(p.id.len() as u32, Release);
+        server_len.store(p.server.len() as u32, Release);
+        id_hash.store(identity_hash(p.id), Relaxed);
+        conf_weight.store(p.weight, Relaxed);
+        weight_override.store(0, Relaxed);
+        position.store(
+            p.position
+                .unwrap_or((self.configured() + i).min(u32::MAX as usize) as u32),
+            Relaxed,
+        );
+        epoch.fetch_add(1, Release);
+
+        // New to a running upstream: checking under `mandatory` (and slow
+        // start once the first check passes), else slow start.
+        let hs = *self.health_spec();
+        let mandatory = hs.flags & HealthSpec::MANDATORY != 0;
+        let mut f =
+            if p.backup { PeerState::BACKUP } else { 0 } | if p.down { PeerState::DOWN } else { 0 };
+        if mandatory {
+            f |= PeerState::CHECKING;
+            ramp_from_ms.store(crate::health::check::RAMP_ON_FIRST_PASS, Relaxed);
+        } else if hs.slow_start_ms != 0 && members >= 2 {
+            ramp_from_ms.store(now, Relaxed);
+            f |= PeerState::SLOW;
+        }
+        // Last: the slot leaves RETIRED, i.e. becomes pickable once a
+        // generation names it.
+        flags.store(f, Release);
+        status.store(LIVE, Release);
+    }
+}
