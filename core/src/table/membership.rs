@@ -476,3 +476,438 @@ impl<'a> Zone<'a> {
         status.store(LIVE, Release);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::selection::Outcome;
+    use crate::spec::{HashMode, Policy};
+    use crate::testing::{OwnedAttempt, OwnedTable};
+
+    fn ids(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| format!("up\0srv{i}:80\010.0.{}.{}:80", i / 250, i % 250).into_bytes())
+            .collect()
+    }
+
+    fn list<'a>(ids: &'a [Vec<u8>], which: &[usize]) -> Vec<PeerSpec<'a>> {
+        which.iter().map(|&i| PeerSpec::new(&ids[i])).collect()
+    }
+
+    fn spec<'a>(policy: Policy, peers: &'a [PeerSpec<'a>]) -> UpstreamSpec<'a> {
+        UpstreamSpec {
+            policy,
+            peers,
+            health: Default::default(),
+        }
+    }
+
+    fn zone_of(policy: Policy, ids: &[Vec<u8>], which: &[usize], cap: usize) -> OwnedTable {
+        let peers = list(ids, which);
+        OwnedTable::with_capacity(&spec(policy, &peers), cap).unwrap()
+    }
+
+    fn apply(t: &OwnedTable, ids: &[Vec<u8>], which: &[usize]) -> Result<Applied, Error> {
+        let z = t.zone();
+        let peers = list(ids, which);
+        z.apply_membership(&spec(z.policy(), &peers), [1, 2], 9, |_| true, 1_000)
+    }
+
+    /// The slot holding identity `id` that is not FREE.
+    fn slot_of(t: &OwnedTable, id: &[u8]) -> Option<usize> {
+        let z = t.zone();
+        (0..z.peers()).find(|&i| z.slot_status(i) != Some(FREE) && z.identity(i) == id)
+    }
+
+    #[test]
+    fn static_zone_layout_is_unchanged_by_slots() {
+        let ids = ids(3);
+        let peers = list(&ids, &[0, 1, 2]);
+        let s = spec(Policy::RoundRobin, &peers);
+        assert_eq!(
+            crate::table::zone_size(&s).unwrap(),
+            crate::table::zone_size_with(&s, 3).unwrap()
+        );
+        let t = OwnedTable::new(&s).unwrap();
+        let z = t.zone();
+        assert!(!z.dynamic());
+        assert_eq!(z.current().header().members_off, 0, "dense");
+        assert!((0..3).all(|i| z.slot_status(i) == Some(LIVE)));
+        assert!(crate::table::zone_size_with(&s, 2).is_err());
+    }
+
+    #[test]
+    fn slots_live_retire_come_back_and_are_reused() {
+        let ids = ids(6);
+        let t = zone_of(Policy::RoundRobin, &ids, &[0, 1, 2], 4);
+        let z = t.zone();
+        assert!(z.dynamic());
+        assert_eq!(z.slot_status(3), Some(FREE));
+        // "1" leaves; "3" comes, in the free slot.
+        let a = apply(&t, &ids, &[0, 2, 3]).unwrap();
+        assert_eq!((a.kept, a.added, a.retired, a.reused), (2, 1, 1, 0));
+        assert_eq!(z.slot_status(1), Some(RETIRING));
+        assert_eq!(slot_of(&t, &ids[3]), Some(3));
+        assert_eq!(z.slot_epoch(3), Some(1));
+        assert_eq!(z.current().header().source, [1, 2]);
+        let mut seen = [0; 4];
+        for _ in 0..30 {
+            let mut r = OwnedAttempt::new(z, 1_000);
+            seen[r.pick(1_000).unwrap().peer as usize] += 1;
+            r.release(Outcome::Ok, 1_000).unwrap();
+        }
+        assert_eq!(seen, [10, 0, 10, 10], "a RETIRING slot is never picked");
+        // "1" fails once, then leaves and comes back: same slot, its state.
+        let a = apply(&t, &ids, &[0, 1, 2, 3]).unwrap();
+        assert_eq!(a.revived, 1);
+        assert_eq!(slot_of(&t, &ids[1]), Some(1));
+        z.states()[1].fails.store(1, Relaxed);
+        apply(&t, &ids, &[0, 2, 3]).unwrap();
+        apply(&t, &ids, &[0, 1, 2, 3]).unwrap();
+        assert_eq!(
+            z.states()[1].fails.load(Relaxed),
+            1,
+            "a flapping server keeps its state"
+        );
+        assert_eq!(z.slot_epoch(1), Some(0));
+        // No FREE slot left: "4" takes the RETIRING slot of "1", whose
+        // state is dropped; the epoch tells.
+        apply(&t, &ids, &[0, 2, 3]).unwrap();
+        let a = apply(&t, &ids, &[0, 2, 3, 4]).unwrap();
+        assert_eq!((a.added, a.reused), (1, 1));
+        assert_eq!(slot_of(&t, &ids[4]), Some(1));
+        assert_eq!(z.slot_epoch(1), Some(1));
+        assert_eq!(z.states()[1].fails.load(Relaxed), 0);
+        assert_eq!(z.identity(1), &ids[4][..]);
+        // Five members do not fit in four slots: nothing changes.
+        let seq = z.generation();
+        assert_eq!(
+            apply(&t, &ids, &[0, 1, 2, 3, 4]).unwrap_err(),
+            Error::NoSpace
+        );
+        assert_eq!(z.generation(), seq);
+        assert_eq!(z.slot_status(1), Some(LIVE));
+    }
+
+    #[test]
+    fn a_slot_is_reused_only_once_no_request_or_generation_holds_it() {
+        let ids = ids(5);
+        let t = zone_of(Policy::LeastConn, &ids, &[0, 1, 2], 4);
+        let z = t.zone();
+        apply(&t, &ids, &[0, 1, 2, 3]).unwrap();
+        // A request on "2" is in flight when "2" leaves.
+        let mut held = loop {
+            let mut r = OwnedAttempt::new(z, 0);
+            if r.pick(0).unwrap().peer == 2 {
+                break r;
+            }
+        };
+        apply(&t, &ids, &[0, 1, 3]).unwrap();
+        assert_eq!(
+            z.view(2, 0).unwrap().state,
+            crate::table::ServerState::Draining
+        );
+        // "4" needs a slot: the only candidate is still held.
+        assert_eq!(apply(&t, &ids, &[0, 1, 3, 4]).unwrap_err(), Error::NoSpace);
+        // The try ends (a failure, counted to "2"), the request does not:
+        // its generation still names the slot.
+        held.release(Outcome::Failed, 5).unwrap();
+        assert_eq!(z.states()[2].in_flight.load(Relaxed), 0);
+        assert_eq!(apply(&t, &ids, &[0, 1, 3, 4]).unwrap_err(), Error::NoSpace);
+        held.end();
+        let a = apply(&t, &ids, &[0, 1, 3, 4]).unwrap();
+        assert_eq!(a.reused, 1);
+        assert_eq!(slot_of(&t, &ids[4]), Some(2));
+        let v = z.view(2, 5).unwrap();
+        assert_eq!((v.fails, v.stats.requests, v.stats.fails), (0, 0, 0));
+    }
+
+    #[test]
+    fn survivors_keep_every_field() {
+        let ids = ids(5);
+        let health = HealthSpec {
+            flags: HealthSpec::CHECK,
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            fails: 1,
+            passes: 1,
+            ..HealthSpec::default()
+        };
+        let peers = list(&ids, &[0, 1, 2]);
+        let t = OwnedTable::with_capacity(
+            &UpstreamSpec {
+                policy: Policy::Ewma { decay_ms: 1_000 },
+                peers: &peers,
+                health,
+            },
+            5,
+        )
+        .unwrap();
+        let z = t.zone();
+        let mut r = OwnedAttempt::new(z, 100);
+        let p = r.pick(100).unwrap().peer as usize;
+        r.release(Outcome::Failed, 150).unwrap();
+        r.end();
+        z.states()[1].ewma_bits.store(7.5f64.to_bits(), Relaxed);
+        z.set_admin(1, None, Some(true), 0).unwrap();
+        z.set_weight(1, Some(4)).unwrap();
+        z.check_done(2, false, 200).unwrap();
+        let before: Vec<_> = (0..3).map(|i| z.view(i, 300).unwrap()).collect();
+        // "0" is kept through two changes; a member is added and removed.
+        apply(&t, &ids, &[3, 2, 1, 0]).unwrap();
+        apply(&t, &ids, &[1, 0, 2, 4]).unwrap();
+        for (i, b) in before.iter().enumerate() {
+            let v = z.view(i, 300).unwrap();
+            assert_eq!(v.identity, b.identity);
+            assert_eq!(
+                (
+                    v.fails,
+                    v.drain,
+                    v.weight_override,
+                    v.state,
+                    v.stats,
+                    v.latency_ms
+                ),
+                (
+                    b.fails,
+                    b.drain,
+                    b.weight_override,
+                    b.state,
+                    b.stats,
+                    b.latency_ms
+                ),
+                "slot {i}"
+            );
+            assert_eq!(v.checks, b.checks);
+        }
+        assert_eq!(z.view(1, 0).unwrap().weight, 4, "override in force");
+        assert_eq!(z.view(p, 300).unwrap().stats.fails, 1);
+        // The API's weight change builds on the membership.
+        z.set_weight(4, Some(3)).unwrap();
+        z.publish(9, |_| true).unwrap();
+        let members: Vec<usize> = z.current().members().iter().collect();
+        assert_eq!(members.len(), 4);
+        assert_eq!(z.view(4, 0).unwrap().weight, 3);
+        assert!(!members.contains(&3), "{members:?}");
+    }
+
+    #[test]
+    fn new_servers_follow_the_new_server_rules() {
+        let ids = ids(3);
+        let peers = list(&ids, &[0, 1]);
+        let slow = HealthSpec {
+            slow_start_ms: 10_000,
+            ..HealthSpec::default()
+        };
+        let mandatory = HealthSpec {
+            flags: HealthSpec::CHECK | HealthSpec::MANDATORY,
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            fails: 1,
+            passes: 1,
+            slow_start_ms: 10_000,
+            ..HealthSpec::default()
+        };
+        for (health, bit) in [(slow, PeerState::SLOW), (mandatory, PeerState::CHECKING)] {
+            let s = UpstreamSpec {
+                policy: Policy::RoundRobin,
+                peers: &peers,
+                health,
+            };
+            let t = OwnedTable::with_capacity(&s, 3).unwrap();
+            let z = t.zone();
+            // The configured ones are past their first check.
+            for i in 0..2 {
+                if health.checks() {
+                    z.check_done(i, true, 10).unwrap();
+                }
+            }
+            apply(&t, &ids, &[0, 1, 2]).unwrap();
+            let f = z.states()[2].flags.load(Relaxed);
+            assert_ne!(f & bit, 0, "{f:#x}");
+            if health.checks() {
+                for _ in 0..20 {
+                    let mut r = OwnedAttempt::new(z, 20);
+                    assert_ne!(r.pick(20).unwrap().peer, 2, "checking");
+                    r.release(Outcome::Ok, 20).unwrap();
+                }
+                z.check_done(2, true, 30).unwrap();
+                assert_ne!(z.states()[2].flags.load(Relaxed) & PeerState::SLOW, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_list_serves_nothing_then_servers_return() {
+        for policy in crate::selection::tests::all() {
+            let ids = ids(3);
+            let t = zone_of(policy, &ids, &[0, 1, 2], 4);
+            let z = t.zone();
+            let a = apply(&t, &ids, &[]).unwrap();
+            assert_eq!(a.retired, 3);
+            assert_eq!(z.current().peers(), 0);
+            let mut r = OwnedAttempt::new(z, 0);
+            assert_eq!(
+                r.pick_keyed(b"k", 0).unwrap_err(),
+                Error::Busy,
+                "{policy:?}"
+            );
+            r.end();
+            apply(&t, &ids, &[2, 1]).unwrap();
+            for k in 0..20 {
+                let mut r = OwnedAttempt::new(z, 0);
+                let p = r.pick_keyed(format!("k{k}").as_bytes(), 0).unwrap().peer;
+                assert!(p == 1 || p == 2, "{policy:?}: {p}");
+                r.release(Outcome::Ok, 0).unwrap();
+            }
+            assert!(z.states().iter().all(|s| s.in_flight.load(Relaxed) == 0));
+        }
+    }
+
+    #[test]
+    fn refusals_keep_the_serving_generation() {
+        let ids = ids(3);
+        let t = zone_of(Policy::RoundRobin, &ids, &[0, 1], 3);
+        let z = t.zone();
+        let seq = z.generation();
+        let long = vec![b'x'; SLOT_ID_MAX + 1];
+        let peers = [PeerSpec::new(&ids[0]), PeerSpec::new(&long)];
+        let e = z
+            .apply_membership(&spec(Policy::RoundRobin, &peers), [0; 2], 9, |_| true, 0)
+            .unwrap_err();
+        assert_eq!(e, Error::TooLarge);
+        let e = z
+            .apply_membership(
+                &spec(Policy::LeastConn, &peers[..1]),
+                [0; 2],
+                9,
+                |_| true,
+                0,
+            )
+            .unwrap_err();
+        assert_eq!(e, Error::InvalidArgument);
+        z.sync().builder.store(42, Relaxed);
+        assert_eq!(apply(&t, &ids, &[0]).unwrap_err(), Error::Busy);
+        z.sync().builder.store(0, Relaxed);
+        // Weights too heavy for the arena.
+        let heavy: Vec<PeerSpec<'_>> = (0..3)
+            .map(|i| PeerSpec::new(&ids[i]).weight(1_000_000))
+            .collect();
+        let hashed = zone_of(
+            Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 0,
+                maglev_size: 0,
+            },
+            &ids,
+            &[0, 1],
+            3,
+        );
+        let hz = hashed.zone();
+        let e = hz
+            .apply_membership(&spec(hz.policy(), &heavy), [0; 2], 9, |_| true, 0)
+            .unwrap_err();
+        assert!(matches!(e, Error::NoSpace | Error::TooLarge), "{e:?}");
+        assert_eq!(hz.current().peers(), 2);
+        assert_eq!(hz.slot_status(2), Some(FREE));
+        assert_eq!(z.generation(), seq);
+        assert!((0..2).all(|i| z.slot_status(i) == Some(LIVE)));
+    }
+
+    #[test]
+    fn a_static_zone_retires_and_revives_but_has_no_room_for_new_names() {
+        let ids = ids(4);
+        let peers = list(&ids, &[0, 1, 2]);
+        let t = OwnedTable::new(&spec(Policy::RoundRobin, &peers)).unwrap();
+        let z = t.zone();
+        apply(&t, &ids, &[0, 2]).unwrap();
+        assert_ne!(z.current().header().members_off, 0, "no longer dense");
+        assert_eq!(apply(&t, &ids, &[0, 2, 3]).unwrap_err(), Error::NoSpace);
+        apply(&t, &ids, &[0, 1, 2]).unwrap();
+        assert_eq!(
+            (0..6)
+                .map(|_| crate::selection::tests::one(&t, 0))
+                .collect::<String>(),
+            "abcabc"
+        );
+    }
+
+    /// The peer each of `keys` maps to, by identity.
+    fn owners(t: &OwnedTable, keys: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let z = t.zone();
+        keys.iter()
+            .map(|k| {
+                let mut r = OwnedAttempt::new(z, 0);
+                let p = r.pick_keyed(k, 0).unwrap().peer as usize;
+                r.release(Outcome::Ok, 0).unwrap();
+                z.identity(p).to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consistent_hashing_moves_only_what_it_must() {
+        let ids = ids(41);
+        let keys: Vec<Vec<u8>> = (0..4_000)
+            .map(|k| format!("key-{k}").into_bytes())
+            .collect();
+        for mode in [HashMode::Consistent, HashMode::Maglev] {
+            let policy = Policy::Hash {
+                mode,
+                balance_factor: 0,
+                maglev_size: 0,
+            };
+            let all: Vec<usize> = (0..40).collect();
+            let t = zone_of(policy, &ids, &all, 64);
+            let before = owners(&t, &keys);
+            // One server removed: only its keys move (Maglev: others by a
+            // few percent at most).
+            let gone = &ids[17];
+            let without: Vec<usize> = all.iter().copied().filter(|&i| i != 17).collect();
+            apply(&t, &ids, &without).unwrap();
+            let after = owners(&t, &keys);
+            let mut moved_others = 0;
+            for (b, a) in before.iter().zip(&after) {
+                assert_ne!(a, gone);
+                if b != gone && a != b {
+                    moved_others += 1;
+                }
+            }
+            let others = before.iter().filter(|b| *b != gone).count();
+            match mode {
+                HashMode::Consistent => assert_eq!(moved_others, 0),
+                _ => assert!(
+                    moved_others * 100 <= others * 3,
+                    "maglev moved {moved_others} of {others}"
+                ),
+            }
+            // Back, and one more: only the new server's keys move.
+            apply(&t, &ids, &all).unwrap();
+            assert_eq!(owners(&t, &keys), before, "{mode:?}: back as before");
+            let mut more = all.clone();
+            more.push(40);
+            apply(&t, &ids, &more).unwrap();
+            let after = owners(&t, &keys);
+            let mut moved = 0;
+            for (b, a) in before.iter().zip(&after) {
+                if a != b {
+                    moved += 1;
+                    if mode == HashMode::Consistent {
+                        assert_eq!(a, &ids[40], "a key moved elsewhere than the new server");
+                    }
+                }
+            }
+            let to_new = after.iter().filter(|a| **a == ids[40]).count();
+            assert!(to_new > 0);
+            if mode == HashMode::Maglev {
+                assert!(
+                    (moved - to_new) * 100 <= keys.len() * 3,
+                    "maglev moved {} keys between old servers",
+                    moved - to_new
+                );
+            }
+        }
+    }
+}
