@@ -559,6 +559,16 @@ impl<'a> Zone<'a> {
             .map_or(self.configured(), |d| self.table(d).peers())
     }
 
+    /// The serving generation as a pin would name it (`None` before the
+    /// first); for comparing, not for holding.
+    pub fn current_pin(&self) -> Option<Pin> {
+        let (d, seq) = decode(self.sync().current.load(SeqCst));
+        (seq != 0 && d < GENS).then_some(Pin {
+            slot: d as u32,
+            seq,
+        })
+    }
+
     /// Number of the serving generation (0 before the first).
     pub fn generation(&self) -> u64 {
         decode(self.sync().current.load(SeqCst)).1

@@ -911,3 +911,87 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod replan {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::selection::Outcome;
+    use crate::spec::Policy;
+    use crate::testing::{OwnedAttempt, OwnedTable};
+
+    fn spec<'a>(policy: Policy, peers: &'a [PeerSpec<'a>]) -> UpstreamSpec<'a> {
+        UpstreamSpec {
+            policy,
+            peers,
+            health: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_retry_replans_on_the_newest_generation_keeping_its_tried_set() {
+        for policy in crate::selection::tests::all() {
+            let ids: [&[u8]; 3] = [b"up\0a", b"up\0b", b"up\0c"];
+            let t = OwnedTable::with_capacity(
+                &spec(policy, &[PeerSpec::new(ids[0]), PeerSpec::new(ids[1])]),
+                4,
+            )
+            .unwrap();
+            let z = t.zone();
+            let mut r = OwnedAttempt::new(z, 0);
+            let first = r.pick_keyed(b"key", 0).unwrap().peer as usize;
+            r.release(Outcome::Next, 0).unwrap();
+            // The other server leaves and a new one comes, while the
+            // request waits for its retry: stock nginx answers 502 here.
+            let other = 1 - first;
+            let list = [PeerSpec::new(ids[first]), PeerSpec::new(ids[2])];
+            z.apply_membership(&spec(policy, &list), [0; 2], 9, |_| true, 0)
+                .unwrap();
+            assert_eq!(z.slot_status(other), Some(RETIRING));
+            let second = r.pick_keyed(b"key", 0).unwrap().peer as usize;
+            assert_eq!(
+                second, 2,
+                "{policy:?}: the new server, not a tried or gone one"
+            );
+            assert_eq!(r.pin().unwrap(), z.current_pin().unwrap(), "{policy:?}");
+            r.release(Outcome::Next, 0).unwrap();
+            assert_eq!(
+                r.pick_keyed(b"key", 0).unwrap_err(),
+                Error::Busy,
+                "{policy:?}"
+            );
+            r.end();
+            // The old generation is no longer held.
+            z.publish(9, |_| true).unwrap();
+            assert_eq!(z.generations().len(), 1, "{policy:?}");
+            assert!(z.states().iter().all(|s| s.in_flight.load(Relaxed) == 0));
+        }
+    }
+
+    #[test]
+    fn a_try_in_progress_keeps_its_generation() {
+        let ids: [&[u8]; 3] = [b"up\0a", b"up\0b", b"up\0c"];
+        let t = OwnedTable::with_capacity(
+            &spec(
+                Policy::RoundRobin,
+                &[PeerSpec::new(ids[0]), PeerSpec::new(ids[1])],
+            ),
+            3,
+        )
+        .unwrap();
+        let z = t.zone();
+        let mut r = OwnedAttempt::new(z, 0);
+        let p = r.pick(0).unwrap().peer as usize;
+        let pinned = r.pin().unwrap();
+        let list = [PeerSpec::new(ids[1 - p]), PeerSpec::new(ids[2])];
+        z.apply_membership(&spec(Policy::RoundRobin, &list), [0; 2], 9, |_| true, 0)
+            .unwrap();
+        // A get while the try is in progress is refused and moves nothing.
+        assert_eq!(r.pick(0).unwrap_err(), Error::InvalidArgument);
+        assert_eq!(r.pin().unwrap(), pinned);
+        r.release(Outcome::Ok, 0).unwrap();
+        assert_eq!(z.states()[p].in_flight.load(Relaxed), 0);
+        r.end();
+    }
+}
