@@ -177,6 +177,12 @@ impl Zone<'_> {
                 continue;
             }
             line.ejected.fetch_sub(1, Relaxed);
+            if old & PeerState::RETIRED != 0 {
+                // Out of the membership (and maybe being given to another
+                // identity by a builder): the budget is returned, nothing
+                // more is written or reported.
+                continue;
+            }
             row.ejection_end_ms.store(now.max(1), Relaxed);
             crate::selection::ewma::forget(s);
             self.begin_slow_start(i, now);
