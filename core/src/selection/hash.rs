@@ -123,14 +123,18 @@ fn plain_peer(t: &Table<'_>, hash: u32) -> usize {
         let k = (w / u64::from(header.uniform_weight)) as usize;
         return members.get(k.min(members.len().saturating_sub(1)));
     }
+    // The walk in generation order (nginx's), then the slot of where it
+    // stopped.
     let confs = &t.confs()[..t.primaries()];
-    for (k, c) in confs.iter().enumerate() {
+    let mut k = 0;
+    for (j, c) in confs.iter().enumerate() {
         if w < u64::from(c.weight) {
-            return members.get(k);
+            k = j;
+            break;
         }
         w -= u64::from(c.weight);
     }
-    members.get(0)
+    members.get(k)
 }
 
 /// Acquires `first` or, for consistent hashing, another peer with the same
