@@ -70,29 +70,26 @@ fn least_loaded(
     mode: Mode,
     ramp: bool,
 ) -> (Option<(usize, u64, u64)>, usize) {
-    let mut best: Option<(usize, u64, u64)> = None;
+    // The best so far as plain words (fewer registers than an Option).
+    let (mut bi, mut bc, mut bw) = (usize::MAX, 0u64, 0u64);
     let mut ties = 0usize;
     for i in slots {
         if attempt.tried(i) {
             continue;
         }
-        if health::eligibility(&states[i], now, mode) == Eligibility::No {
+        let s = &states[i];
+        if health::eligibility(s, now, mode) == Eligibility::No {
             continue;
         }
-        let (c, w) = (
-            load(t, &states[i], i, ramp, now),
-            u64::from(states[i].weight()),
-        );
-        match best {
-            Some((_, bc, bw)) if c * bw > bc * w => {}
-            Some((_, bc, bw)) if c * bw == bc * w => ties += 1,
-            _ => {
-                best = Some((i, c, w));
-                ties = 1;
-            }
+        let (c, w) = (load(t, s, i, ramp, now), u64::from(s.weight()));
+        if bi == usize::MAX || c * bw < bc * w {
+            (bi, bc, bw) = (i, c, w);
+            ties = 1;
+        } else if c * bw == bc * w {
+            ties += 1;
         }
     }
-    (best, ties)
+    ((bi != usize::MAX).then_some((bi, bc, bw)), ties)
 }
 
 /// Requests in flight on peer `i`, as the comparison counts them: divided
