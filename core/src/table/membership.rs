@@ -625,6 +625,33 @@ mod tests {
     }
 
     #[test]
+    fn a_dead_workers_request_holds_a_slot_until_its_ledger_row_is_reconciled() {
+        let ids = ids(5);
+        let t = zone_of(Policy::RoundRobin, &ids, &[0, 1, 2], 4);
+        let z = t.zone();
+        apply(&t, &ids, &[0, 1, 2, 3]).unwrap();
+        let ledger = z.claim_slot(100, |_| true).unwrap();
+        // Worker 100 picks "1" and dies with the request.
+        let held = loop {
+            let mut r = OwnedAttempt::with_slot(z, 0, Some(ledger));
+            if r.pick(0).unwrap().peer == 1 {
+                break r;
+            }
+        };
+        std::mem::forget(held);
+        apply(&t, &ids, &[0, 2, 3]).unwrap();
+        assert_eq!(apply(&t, &ids, &[0, 2, 3, 4]).unwrap_err(), Error::NoSpace);
+        // Its replacement reconciles: the count and the pin are returned.
+        z.claim_slot(200, |pid| pid != 100).unwrap();
+        assert_eq!(z.states()[1].in_flight.load(Relaxed), 0);
+        let a = apply(&t, &ids, &[0, 2, 3, 4]).unwrap();
+        assert_eq!((a.added, a.reused), (1, 1));
+        assert_eq!(slot_of(&t, &ids[4]), Some(1));
+        let counts = z.ledger_slot(ledger as usize).unwrap().1;
+        assert_eq!(counts[1].load(Relaxed), 0);
+    }
+
+    #[test]
     fn survivors_keep_every_field() {
         let ids = ids(5);
         let health = HealthSpec {
