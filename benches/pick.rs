@@ -417,9 +417,46 @@ fn build(c: &mut Criterion) {
                     zone.publish(1, |_| true).expect("publish")
                 });
             });
+            if n == 1_000 {
+                membership(&mut group, name, policy, &peers);
+            }
         }
     }
     group.finish();
+}
+
+/// A membership change (`resolve`): `n` peers in a zone of `n + 24`
+/// slots, the list alternating between the first `n` identities and the
+/// same without the first and with one more, so that every change
+/// matches `n` identities, retires one and revives (or adds) another,
+/// then builds and publishes the generation.
+fn membership(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    policy: Policy,
+    peers: &[PeerSpec<'_>],
+) {
+    let n = peers.len();
+    let extra = self::ids(n + 1).pop().expect("one more");
+    let mut shifted: Vec<PeerSpec<'_>> = peers[1..].to_vec();
+    shifted.push(PeerSpec::new(&extra).weight(peers[0].weight));
+    let spec = |peers| UpstreamSpec {
+        health: Default::default(),
+        policy,
+        peers,
+    };
+    let owned = OwnedTable::with_capacity(&spec(peers), n + 24).expect("zone");
+    let zone = owned.zone();
+    let lists = [spec(peers), spec(&shifted)];
+    let mut k = 0usize;
+    group.bench_function(BenchmarkId::new(format!("membership/{name}"), n), |b| {
+        b.iter(|| {
+            k ^= 1;
+            zone.apply_membership(black_box(&lists[k]), [0, k as u64], 1, |_| true, 0)
+                .expect("membership")
+                .seq
+        });
+    });
 }
 
 /// Prints the shared-memory bytes per peer of every policy.

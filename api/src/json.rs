@@ -335,7 +335,11 @@ pub fn server<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock) -> Server<'a> 
 pub fn order(zone: Zone<'_>) -> Vec<u32> {
     let colds = zone.colds();
     let mut order: Vec<u32> = (0..zone.peers() as u32).collect();
-    order.sort_by_key(|&i| colds[i as usize].position);
+    order.sort_by_key(|&i| {
+        colds[i as usize]
+            .position
+            .load(core::sync::atomic::Ordering::Relaxed)
+    });
     order
 }
 

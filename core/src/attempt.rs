@@ -126,6 +126,13 @@ impl<'a> Attempt<'a> {
         )
     }
 
+    /// Forgets the hash walk's position (it was in another generation's
+    /// ring or table), keeping its count of tries.
+    #[inline]
+    pub(crate) fn restart_hash(&mut self) {
+        self.words[0] &= !(u64::from(FLAG_HASHED) << 32);
+    }
+
     #[inline]
     pub(crate) fn set_hash_state(&mut self, tries: u32, position: u64) {
         self.words[0] |= u64::from(FLAG_HASHED) << 32;

@@ -86,6 +86,16 @@ impl OwnedTable {
         Ok(OwnedTable { region })
     }
 
+    /// Builds a zone for `spec` with `capacity` peer slots
+    /// ([`Zone::init_with`]).
+    pub fn with_capacity(spec: &UpstreamSpec<'_>, capacity: usize) -> Result<OwnedTable, Error> {
+        let size = table::zone_size_with(spec, capacity)?;
+        let region = Region::new(size);
+        // SAFETY: the region is ours, `size` bytes, alive as long as `self`.
+        unsafe { Zone::init_with(spec, capacity, region.as_ptr(), region.len()) }?;
+        Ok(OwnedTable { region })
+    }
+
     /// The zone.
     pub fn zone(&self) -> Zone<'_> {
         // SAFETY: `region` holds a zone built by `Zone::init` in `new`,

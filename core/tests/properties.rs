@@ -1,8 +1,9 @@
 //! Property tests of the core: random interleavings of requests, failures,
 //! time, admin changes, weight changes (new generations), active check
 //! results, outlier ejections, slow starts, panic and worker deaths across
-//! simulated workers on one zone; nginx's round robin for random weights;
-//! attaching to arbitrary bytes.
+//! simulated workers on one zone; the same with membership changes (peer
+//! slots coming, going and reused); nginx's round robin for random
+//! weights; attaching to arbitrary bytes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -11,6 +12,7 @@ use hab_core::attempt::{self, Attempt};
 use hab_core::health::Transition;
 use hab_core::health::{self, Eligibility, Mode};
 use hab_core::spec::{HashMode, HealthSpec};
+use hab_core::table::membership::{FREE, LIVE};
 use hab_core::table::stats::TryInfo;
 use hab_core::table::Zone;
 use hab_core::table::{PeerState, BACKUP, PRIMARY};
@@ -101,6 +103,39 @@ fn ops_over(peers: usize) -> impl Strategy<Value = Vec<Op>> {
         1 => Just(Op::Tick),
     ];
     proptest::collection::vec(op, 1..120)
+}
+
+/// Identities membership changes draw from, slots of the zone, and
+/// configured peers.
+const POOL: usize = 8;
+const CAPACITY: usize = 6;
+const CONFIGURED: usize = 4;
+
+#[derive(Debug, Clone)]
+enum MemberOp {
+    /// As in the static interleavings (peers are slots).
+    Base(Op),
+    /// The peer list becomes the identities in `mask`, rotated by `rot`.
+    Members { mask: u8, rot: u8 },
+}
+
+fn member_ops() -> impl Strategy<Value = Vec<MemberOp>> {
+    let w = 0..WORKERS;
+    let a = 0usize..3;
+    let op = prop_oneof![
+        3 => (w.clone(), a.clone()).prop_map(|(w, a)| MemberOp::Base(Op::Begin { w, a })),
+        6 => (w.clone(), a.clone(), any::<u8>()).prop_map(|(w, a, key)| MemberOp::Base(Op::Pick { w, a, key })),
+        5 => (w.clone(), a.clone(), 0u8..3).prop_map(|(w, a, outcome)| MemberOp::Base(Op::Release { w, a, outcome })),
+        2 => (0u64..15_000).prop_map(|ms| MemberOp::Base(Op::Advance { ms })),
+        1 => (0..CAPACITY, proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>()))
+            .prop_map(|(peer, down, drain)| MemberOp::Base(Op::Admin { peer, down, drain })),
+        1 => (0..CAPACITY, proptest::option::of(1u32..6)).prop_map(|(peer, weight)| MemberOp::Base(Op::Weight { peer, weight })),
+        1 => w.prop_map(|w| MemberOp::Base(Op::Kill { w })),
+        2 => (0..CAPACITY, any::<bool>()).prop_map(|(peer, passed)| MemberOp::Base(Op::Check { peer, passed })),
+        1 => Just(MemberOp::Base(Op::Tick)),
+        3 => (any::<u8>(), any::<u8>()).prop_map(|(mask, rot)| MemberOp::Members { mask, rot }),
+    ];
+    proptest::collection::vec(op, 1..150)
 }
 
 /// One simulated worker: a pid, its ledger slot, three attempt buffers.
@@ -463,6 +498,227 @@ proptest! {
                 prop_assert_eq!(s.in_flight.load(Relaxed), held, "peer {}", i);
             }
         }
+    }
+
+    #[test]
+    fn membership_changes_keep_slots_exact_and_picks_on_members(
+        policy in policies(),
+        weights in proptest::collection::vec(1u32..5, POOL),
+        health in any::<bool>(),
+        ops in member_ops(),
+    ) {
+        let ids: Vec<Vec<u8>> = (0..POOL).map(|i| format!("up\0s{i}:80\0127.0.0.1:{i}").into_bytes()).collect();
+        let spec_of = |which: &[usize]| -> Vec<PeerSpec<'_>> {
+            which.iter().map(|&i| PeerSpec {
+                max_fails: 2,
+                fail_timeout_ms: 5_000,
+                ..PeerSpec::new(&ids[i]).weight(weights[i])
+            }).collect()
+        };
+        let health = if health {
+            HealthSpec {
+                flags: HealthSpec::CHECK,
+                interval_ms: 1_000,
+                timeout_ms: 500,
+                fails: 1,
+                passes: 1,
+                slow_start_ms: 5_000,
+                consecutive_errors: 2,
+                base_ejection_ms: 1_000,
+                max_ejection_percent: 40,
+                panic_percent: 50,
+                ..HealthSpec::default()
+            }
+        } else {
+            HealthSpec::default()
+        };
+        let first: Vec<usize> = (0..CONFIGURED).collect();
+        let peers = spec_of(&first);
+        let t = OwnedTable::with_capacity(&UpstreamSpec { policy, peers: &peers, health }, CAPACITY).unwrap();
+        let z = t.zone();
+        let mut scratch = [0u32; CAPACITY];
+        let words = attempt::words(z.peers());
+        let mut next_pid = 100;
+        let mut workers: Vec<Worker> = (0..WORKERS).map(|_| {
+            next_pid += 1;
+            Worker { pid: next_pid, slot: z.claim_slot(next_pid, |_| true), attempts: vec![None, None, None] }
+        }).collect();
+        // Model: the slot, and its epoch, each live request holds a try on.
+        let mut holding: BTreeMap<(u64, usize), (usize, u32)> = BTreeMap::new();
+        // Model of tries and failed tries per slot, since its occupant came.
+        let mut model = [[0u64; 2]; CAPACITY];
+        let mut now = 1_000u64;
+
+        let end = |z: Zone<'_>, w: &mut Worker, a: usize, holding: &mut BTreeMap<(u64, usize), (usize, u32)>, wi: u64, model: &mut [[u64; 2]; CAPACITY]| {
+            if let Some(buf) = w.attempts[a].as_mut() {
+                z.end(&mut Attempt::from_words(buf));
+                if let Some((i, _)) = holding.remove(&(wi, a)) {
+                    model[i][0] += 1;
+                }
+            }
+            w.attempts[a] = None;
+        };
+        let live = |z: Zone<'_>, i: usize| z.slot_status(i) == Some(LIVE);
+
+        for op in ops {
+            match op {
+                MemberOp::Base(Op::Begin { w, a }) => {
+                    let wk = &mut workers[w as usize];
+                    end(z, wk, a, &mut holding, w, &mut model);
+                    let mut buf = vec![0u64; words];
+                    {
+                        let mut at = Attempt::init(&mut buf, now);
+                        at.seed(now ^ w);
+                        at.set_slot(wk.slot);
+                        prop_assert!(z.begin(&mut at).is_ok());
+                    }
+                    wk.attempts[a] = Some(buf);
+                }
+                MemberOp::Base(Op::Pick { w, a, key }) => {
+                    let wk = &mut workers[w as usize];
+                    let Some(buf) = wk.attempts[a].as_mut() else { continue };
+                    if holding.contains_key(&(w, a)) { continue; }
+                    let mut at = Attempt::from_words(buf);
+                    let before: Vec<bool> = z.states().iter().map(|s| s.down()).collect();
+                    match z.get_keyed(&mut at, &[key], now) {
+                        Ok(p) => {
+                            let i = p.peer as usize;
+                            prop_assert!(i < CAPACITY);
+                            prop_assert!(live(z, i), "{policy:?} picked slot {i}, {:?}", z.slot_status(i));
+                            prop_assert!(z.current().names_slot(i), "{policy:?} picked slot {i}, not a member");
+                            prop_assert!(!before[i], "{policy:?} picked {i}, which is out (down, draining, retired)");
+                            holding.insert((w, a), (i, z.slot_epoch(i).unwrap()));
+                        }
+                        Err(Error::Busy) => {}
+                        Err(e) => prop_assert!(false, "pick: {e:?}"),
+                    }
+                }
+                MemberOp::Base(Op::Release { w, a, outcome }) => {
+                    let wk = &mut workers[w as usize];
+                    let Some(buf) = wk.attempts[a].as_mut() else { continue };
+                    let Some((i, epoch)) = holding.remove(&(w, a)) else { continue };
+                    prop_assert_eq!(z.slot_epoch(i), Some(epoch), "slot {} reused under a request", i);
+                    let outcome = [Outcome::Ok, Outcome::Failed, Outcome::Next][outcome as usize];
+                    let status = match outcome {
+                        Outcome::Ok => 200,
+                        Outcome::Next => 404,
+                        Outcome::Failed => 502,
+                    };
+                    let info = TryInfo { status, header_ms: Some(1), sent: 10, received: 20 };
+                    let r = z.free_with(&mut Attempt::from_words(buf), outcome, &info, now);
+                    prop_assert!(r.is_ok());
+                    model[i][0] += 1;
+                    model[i][1] += u64::from(outcome == Outcome::Failed);
+                }
+                MemberOp::Base(Op::Advance { ms }) => now += ms,
+                MemberOp::Base(Op::Admin { peer, down, drain }) => {
+                    if live(z, peer) {
+                        z.set_admin(peer, down, drain, 0).unwrap();
+                    }
+                }
+                MemberOp::Base(Op::Weight { peer, weight }) => {
+                    if live(z, peer) {
+                        z.set_weight(peer, weight).unwrap();
+                        match z.publish(7, |_| true) {
+                            Ok(_) | Err(Error::Pinned) => {}
+                            Err(e) => prop_assert!(false, "publish: {e:?}"),
+                        }
+                    }
+                }
+                MemberOp::Base(Op::Check { peer, passed }) => {
+                    if live(z, peer) {
+                        let r = z.check_done(peer, passed, now);
+                        prop_assert_eq!(r.is_ok(), z.health_spec().checks());
+                    }
+                }
+                MemberOp::Base(Op::Tick) => {
+                    let _ = z.end_ejections(now, &mut scratch);
+                    let _ = z.update_panic();
+                }
+                MemberOp::Base(Op::Kill { w }) => {
+                    let dead = workers[w as usize].pid;
+                    for a in 0..3 {
+                        holding.remove(&(w, a));
+                    }
+                    next_pid += 1;
+                    let pid = next_pid;
+                    let slot = z.claim_slot(pid, |p| p != dead);
+                    workers[w as usize] = Worker { pid, slot, attempts: vec![None, None, None] };
+                }
+                MemberOp::Members { mask, rot } => {
+                    let mut which: Vec<usize> = (0..POOL).filter(|&i| mask & (1 << i) != 0).collect();
+                    if !which.is_empty() {
+                        let r = rot as usize % which.len();
+                        which.rotate_left(r);
+                    }
+                    // What every kept slot knows before.
+                    let keep = |i: usize| {
+                        let s = &z.states()[i];
+                        (
+                            z.identity(i).to_vec(),
+                            s.fails.load(Relaxed),
+                            s.ewma_bits.load(Relaxed),
+                            s.in_flight.load(Relaxed),
+                            s.flags.load(Relaxed) & !(PeerState::RETIRED | PeerState::BACKUP | PeerState::DOWN),
+                            z.view(i, now).unwrap().weight_override,
+                            z.stats(i, now).unwrap(),
+                        )
+                    };
+                    let before: Vec<_> = (0..CAPACITY).map(|i| (z.slot_status(i), z.slot_epoch(i), keep(i))).collect();
+                    let list = spec_of(&which);
+                    let r = z.apply_membership(&UpstreamSpec { policy, peers: &list, health: Default::default() }, [0, 0], 7, |_| true, now);
+                    match r {
+                        Ok(_) => {
+                            let members: Vec<Vec<u8>> = z.current().members().iter().map(|i| z.identity(i).to_vec()).collect();
+                            let want: Vec<Vec<u8>> = which.iter().map(|&i| ids[i].clone()).collect();
+                            prop_assert_eq!(members, want);
+                        }
+                        Err(Error::NoSpace) | Err(Error::Pinned) => {
+                            prop_assert!(before.iter().enumerate().all(|(i, b)| b.0 == z.slot_status(i) && b.1 == z.slot_epoch(i)), "a refusal changed slots");
+                        }
+                        Err(e) => prop_assert!(false, "apply: {e:?}"),
+                    }
+                    for (i, (status, epoch, b)) in before.iter().enumerate() {
+                        if *status == Some(FREE) {
+                            continue;
+                        }
+                        if z.slot_epoch(i) == *epoch {
+                            // Kept, revived or retired: all of it stays.
+                            prop_assert_eq!(&keep(i), b, "slot {} lost state", i);
+                        } else {
+                            // Reused: a new occupant, from zero.
+                            prop_assert!(!holding.values().any(|&(s, _)| s == i), "slot {} reused while held", i);
+                            model[i] = [0, 0];
+                        }
+                    }
+                    for i in 0..CAPACITY {
+                        if before[i].0 == Some(FREE) && z.slot_status(i) != Some(FREE) {
+                            model[i] = [0, 0];
+                        }
+                    }
+                }
+            }
+            for (i, want) in model.iter().enumerate() {
+                let held = holding.values().filter(|&&(p, _)| p == i).count() as u32;
+                prop_assert_eq!(z.states()[i].in_flight.load(Relaxed), held, "slot {}", i);
+                if z.slot_status(i) != Some(FREE) {
+                    let st = z.stats(i, now).unwrap();
+                    prop_assert_eq!([st.requests, st.fails], *want, "slot {}", i);
+                }
+            }
+        }
+        for (wi, wk) in workers.iter_mut().enumerate() {
+            for a in 0..3 {
+                end(z, wk, a, &mut holding, wi as u64, &mut model);
+            }
+        }
+        for s in z.states() {
+            prop_assert_eq!(s.in_flight.load(Relaxed), 0);
+        }
+        let ejected = z.states().iter().filter(|s| s.flags.load(Relaxed) & PeerState::EJECTED != 0).count();
+        prop_assert_eq!(z.health_line().ejected.load(Relaxed) as usize, ejected);
+        let gens = z.generations();
+        prop_assert!(gens.iter().all(|g| g.3 || g.2 == 0), "pins left: {:?}", gens);
     }
 
     #[test]

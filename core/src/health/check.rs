@@ -148,7 +148,7 @@ impl Zone<'_> {
             let k = i;
             i += step;
             let flags = states[k].flags.load(Relaxed);
-            if flags & (PeerState::DOWN | PeerState::ADMIN_DOWN) != 0 {
+            if flags & (PeerState::DOWN | PeerState::ADMIN_DOWN | PeerState::RETIRED) != 0 {
                 continue;
             }
             let row = &rows[k];

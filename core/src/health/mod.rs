@@ -121,14 +121,16 @@ fn eligibility_flags(state: &PeerState, flags: u32, now: u64, mode: Mode) -> Eli
         return Eligibility::No;
     }
     let single = mode.single;
-    if state.max_conns != 0 && state.in_flight.load(Relaxed) >= state.max_conns {
+    let max_conns = state.max_conns();
+    if max_conns != 0 && state.in_flight.load(Relaxed) >= max_conns {
         return Eligibility::No;
     }
-    if single || state.max_fails == 0 || state.fails.load(Relaxed) < state.max_fails {
+    let max_fails = state.max_fails();
+    if single || max_fails == 0 || state.fails.load(Relaxed) < max_fails {
         return Eligibility::Yes;
     }
     let checked = state.checked_ms.load(Relaxed);
-    if now.saturating_sub(checked) <= state.fail_timeout_ms {
+    if now.saturating_sub(checked) <= state.fail_timeout_ms() {
         Eligibility::No
     } else {
         Eligibility::Probe { checked }
@@ -172,11 +174,12 @@ fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
     // `SeqCst` (the same locked instruction as `Relaxed` on x86): the
     // least_conn tree's refresh that follows relies on it being ordered
     // before its own loads (see `lc_tree`).
-    if state.max_conns == 0 {
+    let max_conns = state.max_conns();
+    if max_conns == 0 {
         state.in_flight.fetch_add(1, SeqCst);
     } else if state
         .in_flight
-        .fetch_update(SeqCst, Relaxed, |n| (n < state.max_conns).then_some(n + 1))
+        .fetch_update(SeqCst, Relaxed, |n| (n < max_conns).then_some(n + 1))
         .is_err()
     {
         return false;
@@ -195,7 +198,7 @@ fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
         _ => {
             // nginx: a pick after the window expired starts a new one.
             let checked = state.checked_ms.load(Relaxed);
-            if now.saturating_sub(checked) > state.fail_timeout_ms {
+            if now.saturating_sub(checked) > state.fail_timeout_ms() {
                 let _ = state
                     .checked_ms
                     .compare_exchange(checked, now, Relaxed, Relaxed);
@@ -229,7 +232,8 @@ pub fn record_failure(state: &PeerState, now: u64) -> Transition {
     let fails = state.fails.fetch_add(1, Relaxed).saturating_add(1);
     state.accessed_ms.store(now, Relaxed);
     state.checked_ms.fetch_max(now, Relaxed);
-    if state.max_fails != 0 && fails == state.max_fails {
+    let max_fails = state.max_fails();
+    if max_fails != 0 && fails == max_fails {
         Transition::Disabled
     } else {
         Transition::None
@@ -243,7 +247,8 @@ pub fn record_success(state: &PeerState) -> Transition {
     }
     if state.accessed_ms.load(Relaxed) < state.checked_ms.load(Relaxed) {
         let old = state.fails.swap(0, Relaxed);
-        if state.max_fails != 0 && old >= state.max_fails {
+        let max_fails = state.max_fails();
+        if max_fails != 0 && old >= max_fails {
             return Transition::Recovered;
         }
     }
@@ -282,10 +287,10 @@ mod tests {
             ewma_bits: AtomicU64::new(0),
             ewma_stamp_ms: AtomicU64::new(0),
             weight: AtomicU32::new(1),
-            max_conns: 0,
-            max_fails,
+            max_conns: AtomicU32::new(0),
+            max_fails: AtomicU32::new(max_fails),
             flags: AtomicU32::new(0),
-            fail_timeout_ms,
+            fail_timeout_ms: AtomicU64::new(fail_timeout_ms),
         }
     }
 
@@ -365,8 +370,8 @@ mod tests {
 
     #[test]
     fn max_conns_is_a_hard_bound() {
-        let mut s = peer(1, 10_000);
-        s.max_conns = 2;
+        let s = peer(1, 10_000);
+        s.max_conns.store(2, Relaxed);
         assert!(acquire(&s, 1, false));
         assert!(acquire(&s, 1, false));
         assert!(!acquire(&s, 1, false));

@@ -77,7 +77,7 @@ impl Zone<'_> {
         now: u64,
     ) -> Option<Ejection> {
         let hs = self.health_spec();
-        if !hs.outlier() || self.peers() < 2 {
+        if !hs.outlier() || self.members_now() < 2 {
             return None;
         }
         let (c5xx, cerr) = (hs.consecutive_5xx, hs.consecutive_errors);
@@ -122,7 +122,7 @@ impl Zone<'_> {
         } else {
             hs.max_ejection_percent
         };
-        let cap = ((self.peers() as u64 * u64::from(pct)) / 100).max(1) as u32;
+        let cap = ((self.members_now() as u64 * u64::from(pct)) / 100).max(1) as u32;
         line.ejected
             .fetch_update(Relaxed, Relaxed, |e| (e < cap).then_some(e + 1))
             .ok()?;
@@ -179,6 +179,12 @@ impl Zone<'_> {
             }
             self.lc_refresh(i);
             line.ejected.fetch_sub(1, Relaxed);
+            if old & PeerState::RETIRED != 0 {
+                // Out of the membership (and maybe being given to another
+                // identity by a builder): the budget is returned, nothing
+                // more is written or reported.
+                continue;
+            }
             row.ejection_end_ms.store(now.max(1), Relaxed);
             crate::selection::ewma::forget(s);
             self.begin_slow_start(i, now);

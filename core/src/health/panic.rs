@@ -68,8 +68,13 @@ impl Zone<'_> {
         for _ in 0..RECOUNTS {
             let epoch = line.epoch.load(SeqCst);
             let (mut healthy, mut total) = (0u32, 0u32);
-            for s in &self.states()[..self.primaries()] {
-                let f = s.flags.load(Relaxed);
+            let states = self.states();
+            let primaries = match self.current_slot() {
+                Some(d) => self.table(d).group(crate::table::PRIMARY),
+                None => crate::table::Members::Dense(0, self.primaries()),
+            };
+            for i in primaries.iter() {
+                let f = states[i].flags.load(Relaxed);
                 if f & PeerState::OUT != 0 {
                     continue;
                 }

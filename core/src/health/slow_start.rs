@@ -48,7 +48,7 @@ impl Zone<'_> {
     /// and more than one server.
     pub(crate) fn begin_slow_start(&self, i: usize, now: u64) {
         let window = self.root().health.slow_start_ms;
-        if window == 0 || self.peers() < 2 {
+        if window == 0 || self.members_now() < 2 {
             return;
         }
         let (Some(s), Some(row)) = (self.states().get(i), self.health_rows().get(i)) else {

@@ -118,17 +118,23 @@ pub fn pick(
 fn plain_peer(t: &Table<'_>, hash: u32) -> usize {
     let header = t.header();
     let mut w = u64::from(hash) % header.total_weight.max(1);
+    let members = t.group(PRIMARY);
     if header.uniform_weight != 0 {
-        return (w / u64::from(header.uniform_weight)) as usize;
+        let k = (w / u64::from(header.uniform_weight)) as usize;
+        return members.get(k.min(members.len().saturating_sub(1)));
     }
+    // The walk in generation order (nginx's), then the slot of where it
+    // stopped.
     let confs = &t.confs()[..t.primaries()];
-    for (i, c) in confs.iter().enumerate() {
+    let mut k = 0;
+    for (j, c) in confs.iter().enumerate() {
         if w < u64::from(c.weight) {
-            return i;
+            k = j;
+            break;
         }
         w -= u64::from(c.weight);
     }
-    0
+    members.get(k)
 }
 
 /// Acquires `first` or, for consistent hashing, another peer with the same
@@ -144,6 +150,10 @@ fn claim(
 ) -> Option<usize> {
     let (states, chain) = (t.states(), t.chain());
     let mut i = first;
+    if i >= states.len() {
+        // Maglev's empty entry (no primary).
+        return None;
+    }
     for _ in 0..t.peers() {
         let under = capacity.is_none_or(|cap| u64::from(states[i].in_flight.load(Relaxed)) < cap);
         if !attempt.tried(i) && under && health::acquire_in(t, states, i, now, how) {

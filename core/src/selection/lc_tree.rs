@@ -168,7 +168,10 @@ impl<'a> Tree<'a> {
     #[inline]
     pub fn leaf_value(s: &PeerState) -> u64 {
         let c = s.in_flight.load(SeqCst);
-        if s.flags.load(SeqCst) & OUT != 0 || (s.max_conns != 0 && c >= s.max_conns) {
+        if s.flags.load(SeqCst) & OUT != 0 || {
+            let max = s.max_conns();
+            max != 0 && c >= max
+        } {
             NONE
         } else {
             pack(c, s.weight.load(SeqCst))
@@ -372,7 +375,8 @@ mod tests {
         let mut best: Option<(u64, u64)> = None;
         for p in z.states() {
             let (c, w) = (u64::from(p.in_flight.load(Relaxed)), u64::from(p.weight()));
-            if p.flags.load(Relaxed) & OUT != 0 || (p.max_conns != 0 && c >= u64::from(p.max_conns))
+            if p.flags.load(Relaxed) & OUT != 0
+                || (p.max_conns() != 0 && c >= u64::from(p.max_conns()))
             {
                 continue;
             }

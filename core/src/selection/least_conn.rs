@@ -27,7 +27,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
 use crate::health::{self, slow_start, Eligibility, Mode};
-use crate::table::Table;
+use crate::table::{Members, PeerState, Table};
 
 use super::lc_tree::{Found, Tree};
 
@@ -182,28 +182,20 @@ fn scan(
     };
     for _ in 0..RACE_RETRIES {
         // (index, in_flight, weight) of the least loaded; count of ties.
-        let mut best: Option<(usize, u64, u64)> = None;
-        let mut ties = 0usize;
-        for i in t.group(g) {
-            if attempt.tried(i) {
-                continue;
-            }
-            if health::eligibility(&states[i], now, mode) == Eligibility::No {
-                continue;
-            }
-            let (c, w) = (
-                load(t, &states[i], i, ramp, now),
-                u64::from(states[i].weight()),
-            );
-            match best {
-                Some((_, bc, bw)) if c * bw > bc * w => {}
-                Some((_, bc, bw)) if c * bw == bc * w => ties += 1,
-                _ => {
-                    best = Some((i, c, w));
-                    ties = 1;
-                }
-            }
-        }
+        // One copy of the scan per kind of group: a dense one (every
+        // static upstream) is a plain range.
+        let (best, ties) = match t.group(g) {
+            Members::Dense(a, b) => least_loaded(t, states, a..b, attempt, now, mode, ramp),
+            Members::List(l) => least_loaded(
+                t,
+                states,
+                l.iter().map(|&s| s as usize),
+                attempt,
+                now,
+                mode,
+                ramp,
+            ),
+        };
         let (bi, bc, bw) = best?;
         let chosen = if ties > 1 {
             tie_break(t, g, attempt, bc, bw, ramp, now).unwrap_or(bi)
@@ -220,6 +212,40 @@ fn scan(
         // Another worker filled it or won its probe: look again.
     }
     scan_acquire(t, tree, g, attempt, now, mode)
+}
+
+/// The least loaded eligible peer of `slots` not tried yet, and how many
+/// tie with it.
+#[inline(always)]
+fn least_loaded(
+    t: &Table<'_>,
+    states: &[PeerState],
+    slots: impl Iterator<Item = usize>,
+    attempt: &Attempt<'_>,
+    now: u64,
+    mode: Mode,
+    ramp: bool,
+) -> (Option<(usize, u64, u64)>, usize) {
+    // The best so far as plain words (fewer registers than an Option).
+    let (mut bi, mut bc, mut bw) = (usize::MAX, 0u64, 0u64);
+    let mut ties = 0usize;
+    for i in slots {
+        if attempt.tried(i) {
+            continue;
+        }
+        let s = &states[i];
+        if health::eligibility(s, now, mode) == Eligibility::No {
+            continue;
+        }
+        let (c, w) = (load(t, s, i, ramp, now), u64::from(s.weight()));
+        if bi == usize::MAX || c * bw < bc * w {
+            (bi, bc, bw) = (i, c, w);
+            ties = 1;
+        } else if c * bw == bc * w {
+            ties += 1;
+        }
+    }
+    ((bi != usize::MAX).then_some((bi, bc, bw)), ties)
 }
 
 /// Requests in flight on peer `i`, as the comparison counts them: divided

@@ -10,6 +10,17 @@
 //! serving at its start, [`Zone::get_keyed`] and [`Zone::free`] run each
 //! try on that generation (so a retry never mixes indices of two
 //! generations), and [`Zone::end`] drops the pin.
+//!
+//! In a dynamic zone (peer slots, see [`crate::table::membership`]) a try
+//! instead starts on the newest generation: when another was published
+//! since the request pinned its own, [`Zone::get_keyed`] pins the new one
+//! and then drops the old (*re-plans*). Peer indices are slots in every
+//! generation, so the tried set stays valid: tried slots stay excluded,
+//! slots that left are absent, servers that came are candidates, and a
+//! retry is refused only when nothing untried is eligible — never because
+//! the membership changed under it. Only a try's end may be followed by a
+//! re-plan, so the slot of a try in progress always stays named by the
+//! pinned generation (the reuse rule's premise).
 
 pub mod alias;
 pub mod crc32;
@@ -106,7 +117,8 @@ impl<'a> Zone<'a> {
         Ok(self.pinned(pin))
     }
 
-    /// [`Table::get_keyed`] on the generation the request pinned.
+    /// [`Table::get_keyed`] on the generation the request pinned (in a
+    /// dynamic zone, first re-planned on the newest one).
     #[inline]
     pub fn get_keyed(
         &self,
@@ -114,7 +126,28 @@ impl<'a> Zone<'a> {
         key: &[u8],
         now: u64,
     ) -> Result<Pick, Error> {
+        if self.dynamic() {
+            self.replan(attempt)?;
+        }
         self.pinned_table(attempt)?.get_keyed(attempt, key, now)
+    }
+
+    /// Moves `attempt`'s pin to the serving generation if another one
+    /// serves now: the new pin is taken before the old one is dropped, so
+    /// the request always holds one. Not while a try is in progress.
+    fn replan(&self, attempt: &mut Attempt<'_>) -> Result<(), Error> {
+        let Some(old) = attempt.pin() else {
+            return Err(Error::InvalidArgument);
+        };
+        if attempt.current().is_some() || self.current_pin() == Some(old) {
+            return Ok(());
+        }
+        let (pin, _) = self.pin(attempt.slot())?;
+        attempt.set_pin(Some(pin));
+        self.unpin(attempt.slot(), old);
+        // A hash walk's position was in the old ring or table.
+        attempt.restart_hash();
+        Ok(())
     }
 
     /// [`Table::free`] on the generation the request pinned.
@@ -177,7 +210,7 @@ impl Table<'_> {
         key: &[u8],
         now: u64,
     ) -> Result<Pick, Error> {
-        if attempt.current().is_some() || !attempt.fits(self.peers()) {
+        if attempt.current().is_some() || !attempt.fits(self.zone().peers()) {
             return Err(Error::InvalidArgument);
         }
         let mode = Mode::of(self);
@@ -269,7 +302,7 @@ impl Table<'_> {
         };
         let states = self.states();
         (0..n)
-            .map(|k| range.start + (start + k) % n)
+            .map(|k| range.get((start + k) % n))
             .find(|&i| !attempt.tried(i) && health::acquire_in(self, states, i, now, mode))
     }
 
@@ -298,7 +331,7 @@ impl Table<'_> {
             return Err(Error::InvalidArgument);
         };
         let i = peer as usize;
-        if i >= self.peers() {
+        if i >= self.zone().peers() {
             return Err(Error::InvalidArgument);
         }
         attempt.set_current(None);

@@ -147,15 +147,25 @@ impl<'a> Zone<'a> {
 
     /// Table index of the server at configuration position `position`.
     pub fn by_position(&self, position: u32) -> Option<usize> {
-        self.colds().iter().position(|c| c.position == position)
+        self.colds().iter().enumerate().position(|(i, c)| {
+            c.position.load(Relaxed) == position
+                && self.slot_status(i) != Some(super::membership::FREE)
+        })
     }
 
     /// Whether any peer's weight in force differs from what `publish`
     /// would now build (an override was set or cleared since).
     pub fn weights_pending(&self) -> bool {
-        self.colds().iter().zip(self.states()).any(|(c, s)| {
+        let colds = self.colds();
+        let states = self.states();
+        self.current().members().iter().any(|i| {
+            let (c, s) = (&colds[i], &states[i]);
             let over = c.weight_override.load(Relaxed);
-            let want = if over != 0 { over } else { c.conf_weight };
+            let want = if over != 0 {
+                over
+            } else {
+                c.conf_weight.load(Relaxed)
+            };
             want != s.weight()
         })
     }
@@ -170,13 +180,13 @@ impl<'a> Zone<'a> {
         let admin_down = flags & PeerState::ADMIN_DOWN != 0;
         let down = admin_down || flags & PeerState::DOWN != 0;
         let fails = s.fails.load(Relaxed);
-        let unavail = s.max_fails != 0
-            && fails >= s.max_fails
-            && now.saturating_sub(s.checked_ms.load(Relaxed)) <= s.fail_timeout_ms
+        let unavail = s.max_fails() != 0
+            && fails >= s.max_fails()
+            && now.saturating_sub(s.checked_ms.load(Relaxed)) <= s.fail_timeout_ms()
             && !self.current().single();
         let state = if down {
             ServerState::Down
-        } else if drain {
+        } else if drain || flags & PeerState::RETIRED != 0 {
             if active > 0 {
                 ServerState::Draining
             } else {
@@ -196,16 +206,16 @@ impl<'a> Zone<'a> {
         let ewma = f64::from_bits(s.ewma_bits.load(Relaxed));
         Some(PeerView {
             index: i,
-            position: c.position,
+            position: c.position.load(Relaxed),
             identity: self.identity(i),
             server: self.server(i),
             backup: flags & PeerState::BACKUP != 0,
             weight: s.weight(),
-            configured_weight: c.conf_weight,
+            configured_weight: c.conf_weight.load(Relaxed),
             weight_override: (over != 0).then_some(over),
             state,
             active,
-            max_conns: s.max_conns,
+            max_conns: s.max_conns(),
             down,
             admin_down,
             drain,

@@ -65,6 +65,9 @@ pub(crate) fn carry_peer(from: (&PeerState, &PeerCold), to: (&PeerState, &PeerCo
             conf_weight: _,
             weight_override,
             position: _,
+            // The slot's life cycle is the new zone's own.
+            status: _,
+            epoch: _,
             pad: _,
             reserved: _,
         },
@@ -147,12 +150,17 @@ impl Zone<'_> {
     pub fn carry_from(&self, old: Zone<'_>, now: u64) -> usize {
         let mut by_id: HashMap<&[u8], Vec<usize>> = HashMap::new();
         for j in (0..old.peers()).rev() {
-            by_id.entry(old.identity(j)).or_default().push(j);
+            if old.slot_status(j) != Some(super::membership::FREE) {
+                by_id.entry(old.identity(j)).or_default().push(j);
+            }
         }
         let (old_states, old_colds) = (old.states(), old.colds());
         let (states, colds) = (self.states(), self.colds());
         let mut carried = 0;
         for i in 0..self.peers() {
+            if self.slot_status(i) != Some(super::membership::LIVE) {
+                continue;
+            }
             let Some(j) = by_id.get_mut(self.identity(i)).and_then(Vec::pop) else {
                 // New to a running upstream.
                 if states[i].flags.load(Relaxed) & PeerState::CHECKING != 0 {

@@ -63,6 +63,11 @@ pub const INIT_OWNER: u64 = u64::MAX - 1;
 pub(crate) struct GenPlan {
     peers: usize,
     primaries: usize,
+    /// Slot space: the zone's slots.
+    space: usize,
+    /// Index `k` is slot `k` and every slot is a member: no member column.
+    dense: bool,
+    members_off: usize,
     conf_off: usize,
     alias_off: usize,
     alias_len: usize,
@@ -87,10 +92,30 @@ fn live_weights(spec: &UpstreamSpec<'_>, range: core::ops::Range<usize>) -> Vec<
 }
 
 impl GenPlan {
-    pub(crate) fn new(spec: &UpstreamSpec<'_>) -> Result<GenPlan, Error> {
+    /// The plan of a generation of `spec`'s peers in a zone of `space`
+    /// slots, dense when `space` is the number of peers (see
+    /// [`GenPlan::with`]).
+    pub(crate) fn new(spec: &UpstreamSpec<'_>, space: usize) -> Result<GenPlan, Error> {
+        GenPlan::with(spec, space, space == spec.peers.len())
+    }
+
+    /// The plan of a generation of `spec`'s peers in a zone of `space`
+    /// slots; `dense`: peer `k` is slot `k` and every slot a member.
+    ///
+    /// Schedules, alias table, chains, Maglev entries and ring points hold
+    /// slots; the alias table and the chains are indexed by slot (`space`
+    /// entries), the per-peer parameters by generation index.
+    pub(crate) fn with(
+        spec: &UpstreamSpec<'_>,
+        space: usize,
+        dense: bool,
+    ) -> Result<GenPlan, Error> {
         spec.validate()?;
         let peers = spec.peers.len();
         let primaries = spec.primaries();
+        if peers > space || (dense && peers != space) {
+            return Err(Error::InvalidArgument);
+        }
         let mut sched_len = [0; 2];
         // p2c, ewma and random draw from the alias table and never walk a
         // schedule: they take any weights (nginx's limits, not ours).
@@ -101,11 +126,16 @@ impl GenPlan {
         }
         let (mut alias_len, mut ring_cap, mut maglev_len, mut chain_len) = (0, 0, 0, 0);
         match spec.policy {
-            Policy::P2c | Policy::Ewma { .. } | Policy::Random => alias_len = primaries,
+            Policy::P2c | Policy::Ewma { .. } | Policy::Random => alias_len = space,
             Policy::Hash {
                 mode, maglev_size, ..
             } => {
-                chain_len = peers;
+                if maglev_size != 0 && (maglev_size as usize) < space {
+                    // Every slot may become a primary: the table must
+                    // have room for each.
+                    return Err(Error::InvalidArgument);
+                }
+                chain_len = space;
                 match mode {
                     HashMode::Plain => {}
                     HashMode::Consistent => {
@@ -113,13 +143,15 @@ impl GenPlan {
                         let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
                         ring_cap = (total * u64::from(ketama::POINTS_PER_WEIGHT)) as usize;
                     }
-                    HashMode::Maglev => maglev_len = maglev::table_size(primaries, maglev_size),
+                    HashMode::Maglev => maglev_len = maglev::table_size(space, maglev_size),
                 }
             }
             Policy::RoundRobin | Policy::LeastConn => {}
         }
         let conf_off = GEN_CURSORS_OFF + 2 * size_of::<Cursor>();
-        let alias_off = conf_off + peers * size_of::<PeerConf>();
+        let members_off = conf_off + peers * size_of::<PeerConf>();
+        let members_len = if dense { 0 } else { peers };
+        let alias_off = round_up(members_off + members_len * 4, 8);
         let ring_off = alias_off + alias_len * size_of::<Column>();
         let maglev_off = ring_off + ring_cap * size_of::<Point>();
         let chain_off = maglev_off + maglev_len * 4;
@@ -129,6 +161,9 @@ impl GenPlan {
         Ok(GenPlan {
             peers,
             primaries,
+            space,
+            dense,
+            members_off,
             conf_off,
             alias_off,
             alias_len,
@@ -150,6 +185,8 @@ impl GenPlan {
         seq: u64,
         ring_len: usize,
         shadow_len: usize,
+        alias_len: usize,
+        source: [u64; 2],
     ) -> GenHeader {
         GenHeader {
             magic: GEN_MAGIC,
@@ -168,7 +205,7 @@ impl GenPlan {
                 .sum(),
             conf_off: self.conf_off as u64,
             alias_off: self.alias_off as u64,
-            alias_len: self.alias_len as u32,
+            alias_len: alias_len as u32,
             ring_len: ring_len as u32,
             ring_off: self.ring_off as u64,
             maglev_off: self.maglev_off as u64,
@@ -180,13 +217,22 @@ impl GenPlan {
             size: self.size as u64,
             shadow_len: shadow_len as u32,
             uniform_weight: uniform_weight(&spec.peers[..self.primaries]),
-            reserved: [0; 11],
+            members_off: if self.dense {
+                0
+            } else {
+                self.members_off as u64
+            },
+            slots: self.space as u32,
+            pad: 0,
+            source,
+            reserved: [0; 7],
         }
     }
 
-    /// Builds the generation for `spec` at `base`; `prev`, the serving
-    /// generation of the same zone if any, lets the ketama ring be rebuilt
-    /// from its points instead of from scratch.
+    /// Builds the generation for `spec` at `base`, peer `k` in slot
+    /// `slots[k]` (ignored when dense); `prev`, the serving generation of
+    /// the same zone if any, lets the ketama ring be rebuilt from its
+    /// points instead of from scratch.
     ///
     /// # Safety
     ///
@@ -195,27 +241,53 @@ impl GenPlan {
     unsafe fn build(
         &self,
         spec: &UpstreamSpec<'_>,
-        seq: u64,
+        slots: &[u32],
+        (seq, source): (u64, [u64; 2]),
         base: *mut u8,
         prev: Option<Table<'_>>,
     ) -> Result<(), Error> {
-        // Build-time work that allocates (process-local): the ketama ring.
+        if (!self.dense && slots.len() != self.peers)
+            || slots.iter().any(|&s| s as usize >= self.space)
+        {
+            return Err(Error::InvalidArgument);
+        }
+        // Slot of generation index k.
+        let slot = |k: usize| if self.dense { k } else { slots[k] as usize };
+        // Build-time work that allocates (process-local): the ketama ring,
+        // over the slot space (a slot that is no member weighs 0), so that
+        // its points name slots and the ring of the next membership can
+        // be rebuilt from this one.
         let (ring, shadow) = if self.ring_cap > 0 {
+            // The weights the ring is built with: nginx's, or scaled down
+            // above nginx's ring size (ketama::ring_weights).
             let weights = ring_weights(spec).ok_or(Error::TooLarge)?;
-            let servers: Vec<(&[u8], u32)> = spec
-                .peers
-                .iter()
-                .zip(&weights)
-                .map(|(p, &w)| (p.server, w))
-                .collect();
-            match prev.filter(|t| t.header().ring_len > 0 && t.peers() == spec.peers.len()) {
+            let mut servers: Vec<(&[u8], u32)> = vec![(&[], 0); self.space];
+            let mut ids = vec![0u64; self.space];
+            for (k, p) in spec.peers.iter().enumerate() {
+                servers[slot(k)] = (p.server, weights[k]);
+                ids[slot(k)] = identity_hash(p.id);
+            }
+            match prev
+                .filter(|t| t.header().ring_len > 0 && t.header().slots as usize == self.space)
+            {
                 Some(t) => {
-                    // Compared as the rings were built: scaled, when one
-                    // weight moves all may.
-                    let old: Vec<u32> = t.confs().iter().map(|c| c.weight).collect();
-                    let old = ketama::ring_weights(&old).ok_or(Error::TooLarge)?;
-                    let changed: Vec<bool> =
-                        old.iter().zip(&weights).map(|(o, w)| o != w).collect();
+                    // What the previous generation had in each slot:
+                    // (ring weight, identity); any difference regenerates
+                    // the slot's points. Ring weights as that ring was
+                    // built: scaled, when one weight moves all may.
+                    let old_weights: Vec<u32> = t.confs().iter().map(|c| c.weight).collect();
+                    let old_weights = ketama::ring_weights(&old_weights).ok_or(Error::TooLarge)?;
+                    let mut old = vec![(0u32, 0u64); self.space];
+                    for (k, c) in t.confs().iter().enumerate() {
+                        if let Some(o) = old.get_mut(t.members().get(k)) {
+                            *o = (old_weights[k], c.id_hash);
+                        }
+                    }
+                    let changed: Vec<bool> = (0..self.space)
+                        .map(|s| {
+                            old[s] != (servers[s].1, if servers[s].1 == 0 { 0 } else { ids[s] })
+                        })
+                        .collect();
                     ketama::rebuild(t.ring(), t.ring_shadow(), &servers, &changed)
                 }
                 None => ketama::build_with_shadow(&servers),
@@ -228,6 +300,14 @@ impl GenPlan {
             return Err(Error::TooLarge);
         }
         let primaries = &spec.peers[..self.primaries];
+        let live = live_weights(spec, 0..self.primaries);
+        // An all-zero alias table draws every column itself: slots that
+        // are no member. A sparse generation with no live primary has none.
+        let alias_len = if !self.dense && !alias::any(&live) {
+            0
+        } else {
+            self.alias_len
+        };
         // SAFETY: `base` is aligned and valid for `self.size` bytes, ours
         // alone (function contract); every section lies inside it at an
         // offset aligned for its type (64-byte records first, then 32-byte,
@@ -240,8 +320,14 @@ impl GenPlan {
             let ring_end = self.ring_off + self.ring_cap * size_of::<Point>();
             core::ptr::write_bytes(base, 0, self.ring_off);
             core::ptr::write_bytes(base.add(ring_end), 0, self.size - ring_end);
-            base.cast::<GenHeader>()
-                .write(self.header(spec, seq, ring.len(), shadow.len()));
+            base.cast::<GenHeader>().write(self.header(
+                spec,
+                seq,
+                ring.len(),
+                shadow.len(),
+                alias_len,
+                source,
+            ));
             let conf = base.add(self.conf_off).cast::<PeerConf>();
             for (i, p) in spec.peers.iter().enumerate() {
                 conf.add(i).write(PeerConf {
@@ -254,12 +340,25 @@ impl GenPlan {
                     id_hash: identity_hash(p.id),
                 });
             }
-            if self.alias_len > 0 {
+            if !self.dense {
+                let out = core::slice::from_raw_parts_mut(
+                    base.add(self.members_off).cast::<u32>(),
+                    self.peers,
+                );
+                out.copy_from_slice(slots);
+            }
+            if alias_len > 0 {
                 let out = core::slice::from_raw_parts_mut(
                     base.add(self.alias_off).cast::<Column>(),
-                    self.alias_len,
+                    alias_len,
                 );
-                alias::build(&live_weights(spec, 0..self.primaries), out)?;
+                // Indexed by slot: a slot that is no primary weighs 0 and
+                // is never drawn.
+                let mut w = vec![0u32; alias_len];
+                for (k, &lw) in live.iter().enumerate() {
+                    w[slot(k)] = lw;
+                }
+                alias::build(&w, out)?;
             }
             if !ring.is_empty() {
                 let out = core::slice::from_raw_parts_mut(
@@ -275,21 +374,30 @@ impl GenPlan {
                     base.add(self.maglev_off).cast::<u32>(),
                     self.maglev_len,
                 );
+                // Over the slot space too: entries are slots, and a slot
+                // keeps its permutation across memberships (few entries
+                // move when one member comes or goes).
                 let names = maglev_names(primaries);
-                let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
-                let weights: Vec<u32> = primaries.iter().map(|p| p.weight).collect();
-                maglev::build(&names, &weights, out);
+                let mut by_slot: Vec<&[u8]> =
+                    vec![&[]; if self.dense { names.len() } else { self.space }];
+                let mut weights = vec![0u32; by_slot.len()];
+                for (k, (name, p)) in names.iter().zip(primaries).enumerate() {
+                    by_slot[slot(k)] = name;
+                    weights[slot(k)] = p.weight;
+                }
+                maglev::build(&by_slot, &weights, out);
             }
             if self.chain_len > 0 {
                 let out = core::slice::from_raw_parts_mut(
                     base.add(self.chain_off).cast::<u32>(),
                     self.chain_len,
                 );
-                // Walk backwards remembering the last index seen per server:
-                // each peer links to the next one with the same string.
+                out.fill(u32::MAX);
+                // Walk backwards remembering the last slot seen per server:
+                // each member links to the next one with the same string.
                 let mut next: std::collections::HashMap<&[u8], u32> = Default::default();
-                for (i, p) in spec.peers.iter().enumerate().rev() {
-                    out[i] = next.insert(p.server, i as u32).unwrap_or(u32::MAX);
+                for (k, p) in spec.peers.iter().enumerate().rev() {
+                    out[slot(k)] = next.insert(p.server, slot(k) as u32).unwrap_or(u32::MAX);
                 }
             }
             let groups = if uses_schedule(spec.policy) {
@@ -306,9 +414,9 @@ impl GenPlan {
                     self.sched_len[g],
                 );
                 schedule::build(&live_weights(spec, range.clone()), out)?;
-                // Schedules hold table-wide peer indices.
+                // Schedules hold slots.
                 for e in out.iter_mut() {
-                    *e += range.start as u32;
+                    *e = slot(range.start + *e as usize) as u32;
                 }
             }
         }
@@ -417,6 +525,25 @@ fn maglev_names(peers: &[PeerSpec<'_>]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A generation built but not published yet ([`Zone::prepare`]).
+#[derive(Debug)]
+pub(crate) struct Built {
+    d: usize,
+    off: usize,
+    size: usize,
+    seq: u64,
+}
+
+/// The builder lease, given back on drop.
+#[derive(Debug)]
+pub(crate) struct LeaseGuard<'b>(&'b core::sync::atomic::AtomicU64);
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Release);
+    }
+}
+
 /// A request's hold on a generation: descriptor index and number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pin {
@@ -435,6 +562,23 @@ impl<'a> Zone<'a> {
     pub(crate) fn current_slot(&self) -> Option<usize> {
         let (d, seq) = decode(self.sync().current.load(SeqCst));
         (seq != 0 && d < GENS).then_some(d)
+    }
+
+    /// Number of members of the serving generation (before the first
+    /// one, the configured peers).
+    pub fn members_now(&self) -> usize {
+        self.current_slot()
+            .map_or(self.configured(), |d| self.table(d).peers())
+    }
+
+    /// The serving generation as a pin would name it (`None` before the
+    /// first); for comparing, not for holding.
+    pub fn current_pin(&self) -> Option<Pin> {
+        let (d, seq) = decode(self.sync().current.load(SeqCst));
+        (seq != 0 && d < GENS).then_some(Pin {
+            slot: d as u32,
+            seq,
+        })
     }
 
     /// Number of the serving generation (0 before the first).
@@ -511,7 +655,7 @@ impl<'a> Zone<'a> {
 
     /// Frees every descriptor that is neither serving nor referenced; the
     /// number freed. Lease holders only.
-    fn reclaim(&self) -> usize {
+    pub(crate) fn reclaim(&self) -> usize {
         let current = self.current_slot();
         let mut freed = 0;
         for d in 0..GENS {
@@ -562,36 +706,67 @@ impl<'a> Zone<'a> {
         }
     }
 
-    /// The upstream as it should be served now: the configuration's peers
-    /// with the weights in force (the API's overrides).
+    /// The upstream as it should be served now: the serving generation's
+    /// members (before the first generation, the configured peers) with
+    /// the weights in force (the API's overrides).
     pub fn effective_spec<R>(&self, f: impl FnOnce(&UpstreamSpec<'_>) -> R) -> R {
-        let states = self.states();
-        let peers: Vec<PeerSpec<'_>> = self
-            .colds()
+        self.effective(|spec, _| f(spec))
+    }
+
+    /// [`Zone::effective_spec`], and the slot of each of its peers.
+    pub(crate) fn effective<R>(&self, f: impl FnOnce(&UpstreamSpec<'_>, &[u32]) -> R) -> R {
+        let slots: Vec<u32> = match self.current_slot() {
+            Some(d) => self.table(d).members().iter().map(|s| s as u32).collect(),
+            None => (0..self.configured() as u32).collect(),
+        };
+        let (states, colds) = (self.states(), self.colds());
+        let peers: Vec<PeerSpec<'_>> = slots
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let s = &states[i];
+            .map(|&i| {
+                let i = i as usize;
+                let (s, c) = (&states[i], &colds[i]);
                 let flags = s.flags.load(Relaxed);
                 let over = c.weight_override.load(Relaxed);
                 PeerSpec {
                     id: self.identity(i),
                     server: self.server(i),
-                    weight: if over != 0 { over } else { c.conf_weight },
-                    max_conns: s.max_conns,
-                    max_fails: s.max_fails,
-                    fail_timeout_ms: s.fail_timeout_ms,
+                    weight: if over != 0 {
+                        over
+                    } else {
+                        c.conf_weight.load(Relaxed)
+                    },
+                    max_conns: s.max_conns(),
+                    max_fails: s.max_fails(),
+                    fail_timeout_ms: s.fail_timeout_ms(),
                     backup: flags & PeerState::BACKUP != 0,
                     down: flags & PeerState::DOWN != 0,
-                    position: Some(c.position),
+                    position: Some(c.position.load(Relaxed)),
                 }
             })
             .collect();
-        f(&UpstreamSpec {
-            health: Default::default(),
-            policy: self.policy(),
-            peers: &peers,
-        })
+        f(
+            &UpstreamSpec {
+                health: Default::default(),
+                policy: self.policy(),
+                peers: &peers,
+            },
+            &slots,
+        )
+    }
+
+    /// Takes the builder lease for `owner` until the guard drops (a panic
+    /// included: the C boundary catches it, and a lease kept would block
+    /// every later change).
+    pub(crate) fn lease_guard(
+        &self,
+        owner: u64,
+        alive: &impl Fn(u64) -> bool,
+    ) -> Result<LeaseGuard<'a>, Error> {
+        if owner == 0 {
+            return Err(Error::InvalidArgument);
+        }
+        self.lease(owner, alive)?;
+        Ok(LeaseGuard(&self.sync().builder))
     }
 
     /// Builds a generation from the weights in force and publishes it;
@@ -602,24 +777,41 @@ impl<'a> Zone<'a> {
     /// when the generation does not fit in the arena (the serving
     /// generation stays in both cases).
     pub fn publish(&self, owner: u64, alive: impl Fn(u64) -> bool) -> Result<u64, Error> {
-        if owner == 0 {
-            return Err(Error::InvalidArgument);
-        }
-        self.lease(owner, &alive)?;
-        // Given back however the build ends, a panic included (the C
-        // boundary catches it; a lease kept would block every later change).
-        struct Lease<'b>(&'b core::sync::atomic::AtomicU64);
-        impl Drop for Lease<'_> {
-            fn drop(&mut self) {
-                self.0.store(0, Release);
-            }
-        }
-        let _lease = Lease(&self.sync().builder);
-        self.effective_spec(|spec| self.publish_locked(spec))
+        let _lease = self.lease_guard(owner, &alive)?;
+        let source = self
+            .current_slot()
+            .map_or([0; 2], |d| self.table(d).header().source);
+        self.effective(|spec, slots| self.publish_locked(spec, slots, source))
     }
 
-    fn publish_locked(&self, spec: &UpstreamSpec<'_>) -> Result<u64, Error> {
-        let plan = GenPlan::new(spec)?;
+    /// Builds the generation of `spec`, peer `k` in slot `slots[k]`, and
+    /// publishes it. Lease holders only; the peers' states must be ready
+    /// for picks (a pick may come the moment `current` is stored).
+    pub(crate) fn publish_locked(
+        &self,
+        spec: &UpstreamSpec<'_>,
+        slots: &[u32],
+        source: [u64; 2],
+    ) -> Result<u64, Error> {
+        let built = self.prepare(spec, slots, source)?;
+        Ok(self.commit(built, spec, slots))
+    }
+
+    /// Builds the generation of `spec`, peer `k` in slot `slots[k]`, in a
+    /// free descriptor and a free part of the arena, without publishing
+    /// it: nothing anyone reads has changed yet. Lease holders only.
+    pub(crate) fn prepare(
+        &self,
+        spec: &UpstreamSpec<'_>,
+        slots: &[u32],
+        source: [u64; 2],
+    ) -> Result<Built, Error> {
+        let space = self.peers();
+        if slots.len() != spec.peers.len() {
+            return Err(Error::InvalidArgument);
+        }
+        let dense = slots.len() == space && slots.iter().enumerate().all(|(k, &s)| s as usize == k);
+        let plan = GenPlan::with(spec, space, dense)?;
         self.reclaim();
         let Some((d, off)) = self.place(plan.size) else {
             // Room taken by generations still in use is only a wait; a
@@ -639,21 +831,37 @@ impl<'a> Zone<'a> {
         // SAFETY: `place` returned a 64-byte aligned gap of `plan.size`
         // bytes inside the arena that no live generation uses, and the
         // descriptor is FREE: nobody reads those bytes.
-        unsafe { plan.build(spec, seq, self.as_ptr().add(off), prev)? };
+        unsafe { plan.build(spec, slots, (seq, source), self.as_ptr().add(off), prev)? };
+        Ok(Built {
+            d,
+            off,
+            size: plan.size,
+            seq,
+        })
+    }
+
+    /// Publishes a generation [`Zone::prepare`] built (no other build in
+    /// between): the weights in force into the members' hot lines, then
+    /// `current`. Its number.
+    pub(crate) fn commit(&self, built: Built, spec: &UpstreamSpec<'_>, slots: &[u32]) -> u64 {
+        let Built { d, off, size, seq } = built;
         let slot = self.slot(d);
         slot.off.store(off as u64, Relaxed);
-        slot.len.store(plan.size as u64, Relaxed);
+        slot.len.store(size as u64, Relaxed);
         slot.seq.store(seq, Relaxed);
         slot.status.store(LIVE, Release);
-        for (s, p) in self.states().iter().zip(spec.peers) {
-            s.weight.store(p.weight, Relaxed);
+        let states = self.states();
+        for (p, &i) in spec.peers.iter().zip(slots) {
+            if let Some(s) = states.get(i as usize) {
+                s.weight.store(p.weight, Relaxed);
+            }
         }
         // The least_conn tree compares the weights in force.
         self.lc_rebuild();
         self.sync().next.store(seq + 1, Relaxed);
         self.sync().current.store((seq << 8) | d as u64, SeqCst);
         self.reclaim();
-        Ok(seq)
+        seq
     }
 
     /// A free descriptor and the offset of a gap of `len` bytes in the

@@ -15,8 +15,10 @@
 //!         ├─ Slot × GENS ..... generation descriptors: offset, length, number, refs
 //!         ├─ PeerState × n ... hot counters, limits, admin flags: one line each,
 //!         │                    shared by every generation
-//!         ├─ PeerCold × n .... identity, configured weight, weight override, id
+//!         ├─ PeerCold × n .... identity, configured weight, weight override, id,
+//!         │                    slot status and epoch
 //!         ├─ names ........... identity and server strings of every peer
+//!         │                    (packed; in a dynamic zone a fixed area per slot)
 //!         ├─ ledger .......... LEDGER_SLOTS × (owner line, u32 × n in flight,
 //!         │                    u32 × GENS generation references)
 //!         ├─ statistics ...... PeerEvents × n (transitions, reset baseline),
@@ -30,9 +32,14 @@
 //!         │                    group 2·cap node words (see
 //!         │                    [`crate::selection::lc_tree`])
 //!         └─ arena ........... generations, each: GenHeader, 2 cursors,
-//!                              PeerConf × n, alias, ring, Maglev, chains,
-//!                              two schedules
+//!                              PeerConf × members, member slots (unless
+//!                              dense), alias, ring, Maglev, chains, two
+//!                              schedules
 //! ```
+//!
+//! `n` is the number of peer *slots*: the configured peers for a static
+//! upstream, a larger capacity for one whose membership changes at run
+//! time ([`Zone::init_with`], [`membership`]). Every peer index is a slot.
 //!
 //! Per-peer state (in flight, failure window, latency, admin state) lives
 //! once per zone and is shared by every generation: a generation is only
@@ -57,6 +64,7 @@ mod carry;
 pub mod generation;
 pub mod health;
 pub mod ledger;
+pub mod membership;
 pub mod stats;
 
 pub use admin::{PeerView, ServerState, MAX_WEIGHT};
@@ -64,7 +72,7 @@ pub use admin::{PeerView, ServerState, MAX_WEIGHT};
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::Ordering::{Acquire, Relaxed};
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::error::Error;
@@ -100,6 +108,14 @@ pub const GENS: usize = 8;
 /// Worker slots of the in-flight ledger (see [`ledger`]).
 pub const LEDGER_SLOTS: usize = 32;
 
+/// Longest identity a peer slot of a dynamic zone holds (upstream name,
+/// `server` string and address, NUL-separated by nginx); a longer one is
+/// refused with [`Error::TooLarge`].
+pub const SLOT_ID_MAX: usize = 640;
+
+/// Longest `server` string a peer slot of a dynamic zone holds.
+pub const SLOT_SERVER_MAX: usize = 256;
+
 /// Root record, at offset 0. Written once at init.
 #[repr(C, align(64))]
 #[derive(Debug)]
@@ -116,9 +132,12 @@ pub struct Root {
     pub size: u64,
     /// [`UpstreamSpec::digest`] of the configuration the zone was built for.
     pub digest: u64,
-    /// Number of peers, primaries and backups.
+    /// Number of peer slots: the length of every per-peer array. Equal to
+    /// the configured peers for a static upstream; the capacity of a
+    /// dynamic one (see [`membership`]).
     pub peers: u32,
-    /// Number of primaries; peers `primaries..peers` are backups.
+    /// Number of configured primaries; configured peers
+    /// `primaries..configured` are backups.
     pub primaries: u32,
     /// Offset of the [`PeerState`] array.
     pub state_off: u64,
@@ -151,8 +170,12 @@ pub struct Root {
     /// Offset of the `least_conn` tree section, 0 when there is none
     /// (another policy, or at most [`lc_tree::MIN_PEERS`] peers).
     pub tree_off: u64,
-    /// Zero; room to grow without moving the sections.
-    pub reserved: [u64; 1],
+    /// Number of configured peers (slots `0..configured` hold them at
+    /// init).
+    pub configured: u32,
+    /// Bytes of identity area per slot (`SLOT_ID_MAX + SLOT_SERVER_MAX`)
+    /// in a dynamic zone; 0 in a static one, whose names are packed.
+    pub slot_names: u32,
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -230,21 +253,23 @@ pub struct PeerState {
     /// generation was built with it; a copy so that a pick reads one cache
     /// line per peer. Stored by the lease holder before it publishes.
     pub weight: AtomicU32,
-    /// `max_conns=`, 0 for unlimited. Never changes after init.
-    pub max_conns: u32,
-    /// `max_fails=`, 0 for never. Never changes after init.
-    pub max_fails: u32,
+    /// `max_conns=`, 0 for unlimited. Written at init, and by the lease
+    /// holder when a membership change gives the slot its list's value.
+    pub max_conns: AtomicU32,
+    /// `max_fails=`, 0 for never. Written as `max_conns`.
+    pub max_fails: AtomicU32,
     /// [`PeerState::BACKUP`] | [`PeerState::DOWN`] (configuration, fixed)
     /// | [`PeerState::ADMIN_DOWN`] | [`PeerState::DRAIN`] (set and cleared
     /// at run time by the API, in every worker at once) |
     /// [`PeerState::CHECKING`] | [`PeerState::UNHEALTHY`] (active checks)
     /// | [`PeerState::EJECTED`] (outlier ejection) | [`PeerState::SLOW`]
-    /// (slow start). Each bit is set and cleared by `fetch_or` /
+    /// (slow start) | [`PeerState::RETIRED`] (slot not in the serving
+    /// membership: RETIRING or FREE). Each bit is set and cleared by `fetch_or` /
     /// `fetch_and`, whose returned value tells the one caller that made a
     /// transition.
     pub flags: AtomicU32,
-    /// `fail_timeout=`, ms. Never changes after init.
-    pub fail_timeout_ms: u64,
+    /// `fail_timeout=`, ms. Written as `max_conns`.
+    pub fail_timeout_ms: AtomicU64,
 }
 
 impl PeerState {
@@ -268,8 +293,12 @@ impl PeerState {
     pub const SLOW: u32 = 128;
     /// The bits that keep a peer out unless the upstream is in panic.
     pub const HEALTH: u32 = Self::CHECKING | Self::UNHEALTHY | Self::EJECTED;
+    /// The slot is not in the serving membership (RETIRING: its requests
+    /// in flight finish; or FREE): no new requests, as with `DRAIN`, from
+    /// any generation. Set and cleared by the lease holder only.
+    pub const RETIRED: u32 = 256;
     /// The bits that keep a peer out in any case.
-    pub const OUT: u32 = Self::DOWN | Self::ADMIN_DOWN | Self::DRAIN;
+    pub const OUT: u32 = Self::DOWN | Self::ADMIN_DOWN | Self::DRAIN | Self::RETIRED;
 
     /// Whether the peer takes no new request (configured `down`, set down,
     /// or draining).
@@ -283,36 +312,66 @@ impl PeerState {
     pub fn weight(&self) -> u32 {
         self.weight.load(Relaxed)
     }
+
+    /// `max_conns=`, 0 for unlimited.
+    #[inline]
+    pub fn max_conns(&self) -> u32 {
+        self.max_conns.load(Relaxed)
+    }
+
+    /// `max_fails=`, 0 for never.
+    #[inline]
+    pub fn max_fails(&self) -> u32 {
+        self.max_fails.load(Relaxed)
+    }
+
+    /// `fail_timeout=`, ms.
+    #[inline]
+    pub fn fail_timeout_ms(&self) -> u64 {
+        self.fail_timeout_ms.load(Relaxed)
+    }
 }
 
 /// Per-peer data a pick never reads: identity, configured weight, the
-/// API's weight override. Written at init, except the override.
+/// API's weight override, and the slot's life cycle. Written at init; in
+/// a dynamic zone the lease holder rewrites identity, weight and position
+/// when a membership change gives a FREE slot to a new identity (see
+/// [`membership`]).
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct PeerCold {
     /// FNV-1a of the identity, to find peers quickly.
-    pub id_hash: u64,
-    /// Identity bytes (upstream, server, address): offset and length in
-    /// the names section.
+    pub id_hash: AtomicU64,
+    /// Identity bytes (upstream, server, address): offset in the names
+    /// section (fixed at init).
     pub id_off: u32,
     /// Length of the identity.
-    pub id_len: u32,
-    /// The `server` directive's address as written: offset in names.
+    pub id_len: AtomicU32,
+    /// The `server` directive's address as written: offset in names
+    /// (fixed at init).
     pub server_off: u32,
     /// Length of the server string.
-    pub server_len: u32,
-    /// `weight=` as configured.
-    pub conf_weight: u32,
+    pub server_len: AtomicU32,
+    /// `weight=` as configured (or as the membership list gave it).
+    pub conf_weight: AtomicU32,
     /// Weight set through the API, 0 for none. Written by the lease holder
     /// before it builds the generation that uses it.
     pub weight_override: AtomicU32,
     /// The server's position in its upstream, in configuration order
-    /// (backups included): the API's `id`.
-    pub position: u32,
+    /// (backups included): the API's `id`. For a slot a membership change
+    /// filled: the configured count plus the slot.
+    pub position: AtomicU32,
+    /// [`membership::FREE`] → [`membership::LIVE`] → [`membership::RETIRING`]
+    /// → `LIVE` again (the identity came back) or `FREE` (reused). Written
+    /// by the lease holder only (`Release`, after the fields it covers).
+    pub status: AtomicU32,
+    /// Bumped (`Release`) each time the slot is given to a new identity:
+    /// whoever remembers a slot by `(slot, epoch)` can tell it was reused.
+    pub epoch: AtomicU32,
     /// Zero.
     pub pad: u32,
     /// Zero.
-    pub reserved: [u64; 3],
+    pub reserved: [u64; 2],
 }
 
 /// Generation header, at the start of every generation. Written once by
@@ -369,8 +428,20 @@ pub struct GenHeader {
     /// plain hashing then finds its peer by one division instead of
     /// nginx's walk over the weights (same peer).
     pub uniform_weight: u32,
+    /// Offset of the member column (slot of each generation index `k`,
+    /// primaries first), 0 when the generation is dense: index `k` is
+    /// slot `k` and every slot is a member (every static upstream).
+    pub members_off: u64,
+    /// Size of the slot space the slot-indexed sections (alias, chains,
+    /// Maglev entries, ring points) are built over: the zone's slots.
+    pub slots: u32,
     /// Zero.
-    pub reserved: [u64; 11],
+    pub pad: u32,
+    /// The caller's `(list id, config)` the membership was built from
+    /// ([`Zone::apply_membership`]); zero for configuration builds.
+    pub source: [u64; 2],
+    /// Zero.
+    pub reserved: [u64; 7],
 }
 
 /// Per-peer parameters as a generation was built with them.
@@ -431,7 +502,12 @@ pub(crate) fn round_up(n: usize, to: usize) -> usize {
 /// Offsets and sizes of the zone's fixed sections for one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ZonePlan {
+    /// Slots (capacity).
     peers: usize,
+    /// Configured peers.
+    configured: usize,
+    /// Identity bytes per slot (0: packed names, static zone).
+    slot_names: usize,
     primaries: usize,
     cold_off: usize,
     names_off: usize,
@@ -455,13 +531,59 @@ fn arena_len(gen_size: usize) -> usize {
 }
 
 impl ZonePlan {
-    fn new(spec: &UpstreamSpec<'_>) -> Result<ZonePlan, Error> {
-        let gen = generation::GenPlan::new(spec)?;
-        let peers = spec.peers.len();
-        let names_len: usize = spec.peers.iter().map(|p| p.id.len() + p.server.len()).sum();
+    fn new(spec: &UpstreamSpec<'_>, capacity: usize) -> Result<ZonePlan, Error> {
+        let configured = spec.peers.len();
+        if capacity < configured || capacity > crate::spec::MAX_PEERS {
+            return Err(if capacity < configured {
+                Error::InvalidArgument
+            } else {
+                Error::TooLarge
+            });
+        }
+        let dynamic = capacity > configured;
+        let gen = generation::GenPlan::new(spec, capacity)?;
+        let peers = capacity;
+        let (slot_names, names_len) = if dynamic {
+            if spec.peers.iter().any(|p| !membership::fits_slot(p)) {
+                return Err(Error::TooLarge);
+            }
+            let per = SLOT_ID_MAX + SLOT_SERVER_MAX;
+            (per, per * capacity)
+        } else {
+            let n: usize = spec.peers.iter().map(|p| p.id.len() + p.server.len()).sum();
+            (0, n)
+        };
         if names_len > u32::MAX as usize {
             return Err(Error::TooLarge);
         }
+        // A dynamic zone's arena must hold generations of up to `capacity`
+        // members whose weights are not known yet: sized for every slot
+        // at the heaviest configured weight (at least 1).
+        let gen_size = if dynamic {
+            let w = spec
+                .peers
+                .iter()
+                .map(|p| p.weight)
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let filler: Vec<crate::spec::PeerSpec<'_>> = (0..capacity)
+                .map(|_| crate::spec::PeerSpec::new(b"").weight(w))
+                .collect();
+            let full = UpstreamSpec {
+                policy: spec.policy,
+                peers: &filler,
+                health: spec.health,
+            };
+            match generation::GenPlan::new(&full, capacity) {
+                Ok(p) => p.size.max(gen.size),
+                // Too heavy to plan at full capacity: what the
+                // configuration needs, and changes beyond it are refused.
+                Err(_) => gen.size,
+            }
+        } else {
+            gen.size
+        };
         let cold_off = STATE_OFF + peers * size_of::<PeerState>();
         let names_off = cold_off + peers * size_of::<PeerCold>();
         let ledger_off = round_up(names_off + names_len, ALIGN);
@@ -469,7 +591,12 @@ impl ZonePlan {
         let stats_off = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
         let health_off = stats_off + stats::section_len(peers);
         let tree_off = health_off + health::section_len(peers);
-        let tree_len = if spec.policy == Policy::LeastConn && peers > lc_tree::MIN_PEERS {
+        // Static zones only: the tree's groups are the contiguous slots of
+        // the configured primaries and backups, which a dynamic zone's
+        // membership does not keep (it scans, exactly, until the tree
+        // follows membership).
+        let tree_len = if spec.policy == Policy::LeastConn && peers > lc_tree::MIN_PEERS && !dynamic
+        {
             let primaries = spec.primaries();
             round_up(lc_tree::nodes_len(primaries) * 8, ALIGN)
                 + round_up(lc_tree::nodes_len(peers - primaries) * 8, ALIGN)
@@ -477,9 +604,11 @@ impl ZonePlan {
             0
         };
         let arena_off = tree_off + tree_len;
-        let arena_len = arena_len(gen.size);
+        let arena_len = arena_len(gen_size);
         Ok(ZonePlan {
             peers,
+            configured,
+            slot_names,
             primaries: spec.primaries(),
             cold_off,
             names_off,
@@ -525,14 +654,22 @@ impl ZonePlan {
             } else {
                 self.tree_off as u64
             },
-            reserved: [0; 1],
+            configured: self.configured as u32,
+            slot_names: self.slot_names as u32,
         }
     }
 }
 
 /// Bytes a zone for `spec` needs.
 pub fn zone_size(spec: &UpstreamSpec<'_>) -> Result<usize, Error> {
-    Ok(ZonePlan::new(spec)?.size)
+    zone_size_with(spec, spec.peers.len())
+}
+
+/// Bytes a zone for `spec` with `capacity` peer slots needs (`capacity`
+/// at least the configured peers; equal to them: a static zone, exactly
+/// as [`zone_size`]).
+pub fn zone_size_with(spec: &UpstreamSpec<'_>, capacity: usize) -> Result<usize, Error> {
+    Ok(ZonePlan::new(spec, capacity)?.size)
 }
 
 /// A view of one upstream's zone in shared memory.
@@ -568,7 +705,26 @@ impl<'a> Zone<'a> {
         mem: *mut u8,
         len: usize,
     ) -> Result<Zone<'a>, Error> {
-        let plan = ZonePlan::new(spec)?;
+        // SAFETY: forwarded contract.
+        unsafe { Zone::init_with(spec, spec.peers.len(), mem, len) }
+    }
+
+    /// [`Zone::init`] with `capacity` peer slots: slots
+    /// `0..spec.peers.len()` hold the configured peers (LIVE), the others
+    /// are FREE for [`Zone::apply_membership`]. `capacity` equal to the
+    /// configured peers builds exactly the static zone [`Zone::init`]
+    /// builds.
+    ///
+    /// # Safety
+    ///
+    /// As [`Zone::init`].
+    pub unsafe fn init_with(
+        spec: &UpstreamSpec<'_>,
+        capacity: usize,
+        mem: *mut u8,
+        len: usize,
+    ) -> Result<Zone<'a>, Error> {
+        let plan = ZonePlan::new(spec, capacity)?;
         if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
             return Err(Error::NoSpace);
         }
@@ -589,7 +745,11 @@ impl<'a> Zone<'a> {
             let cold = mem.add(plan.cold_off).cast::<PeerCold>();
             let names = mem.add(plan.names_off);
             let mut at = 0usize;
+            let per = plan.slot_names;
             for (i, p) in spec.peers.iter().enumerate() {
+                if per != 0 {
+                    at = i * per;
+                }
                 state.add(i).write(PeerState {
                     in_flight: AtomicU32::new(0),
                     fails: AtomicU32::new(0),
@@ -598,8 +758,8 @@ impl<'a> Zone<'a> {
                     ewma_bits: AtomicU64::new(0),
                     ewma_stamp_ms: AtomicU64::new(0),
                     weight: AtomicU32::new(p.weight),
-                    max_conns: p.max_conns,
-                    max_fails: p.max_fails,
+                    max_conns: AtomicU32::new(p.max_conns),
+                    max_fails: AtomicU32::new(p.max_fails),
                     flags: AtomicU32::new(
                         if p.backup { PeerState::BACKUP } else { 0 }
                             | if p.down { PeerState::DOWN } else { 0 }
@@ -609,27 +769,67 @@ impl<'a> Zone<'a> {
                                 0
                             },
                     ),
-                    fail_timeout_ms: p.fail_timeout_ms,
+                    fail_timeout_ms: AtomicU64::new(p.fail_timeout_ms),
                 });
+                // Static: packed, the server right after the identity.
+                // Dynamic: each slot's fixed area, the server at
+                // SLOT_ID_MAX into it.
+                let server_at = if per != 0 {
+                    at + SLOT_ID_MAX
+                } else {
+                    at + p.id.len()
+                };
                 core::ptr::copy_nonoverlapping(p.id.as_ptr(), names.add(at), p.id.len());
                 core::ptr::copy_nonoverlapping(
                     p.server.as_ptr(),
-                    names.add(at + p.id.len()),
+                    names.add(server_at),
                     p.server.len(),
                 );
                 cold.add(i).write(PeerCold {
-                    id_hash: identity_hash(p.id),
+                    id_hash: AtomicU64::new(identity_hash(p.id)),
                     id_off: at as u32,
-                    id_len: p.id.len() as u32,
-                    server_off: (at + p.id.len()) as u32,
-                    server_len: p.server.len() as u32,
-                    conf_weight: p.weight,
+                    id_len: AtomicU32::new(p.id.len() as u32),
+                    server_off: server_at as u32,
+                    server_len: AtomicU32::new(p.server.len() as u32),
+                    conf_weight: AtomicU32::new(p.weight),
                     weight_override: AtomicU32::new(0),
-                    position: p.position.unwrap_or(i as u32),
+                    position: AtomicU32::new(p.position.unwrap_or(i as u32)),
+                    status: AtomicU32::new(membership::LIVE),
+                    epoch: AtomicU32::new(0),
                     pad: 0,
-                    reserved: [0; 3],
+                    reserved: [0; 2],
                 });
                 at += p.id.len() + p.server.len();
+            }
+            // FREE slots of a dynamic zone: out of every pick, no identity.
+            for i in spec.peers.len()..plan.peers {
+                state.add(i).write(PeerState {
+                    in_flight: AtomicU32::new(0),
+                    fails: AtomicU32::new(0),
+                    checked_ms: AtomicU64::new(0),
+                    accessed_ms: AtomicU64::new(0),
+                    ewma_bits: AtomicU64::new(0),
+                    ewma_stamp_ms: AtomicU64::new(0),
+                    weight: AtomicU32::new(0),
+                    max_conns: AtomicU32::new(0),
+                    max_fails: AtomicU32::new(0),
+                    flags: AtomicU32::new(PeerState::RETIRED),
+                    fail_timeout_ms: AtomicU64::new(0),
+                });
+                cold.add(i).write(PeerCold {
+                    id_hash: AtomicU64::new(0),
+                    id_off: (i * per) as u32,
+                    id_len: AtomicU32::new(0),
+                    server_off: (i * per + SLOT_ID_MAX) as u32,
+                    server_len: AtomicU32::new(0),
+                    conf_weight: AtomicU32::new(0),
+                    weight_override: AtomicU32::new(0),
+                    position: AtomicU32::new(0),
+                    status: AtomicU32::new(membership::FREE),
+                    epoch: AtomicU32::new(0),
+                    pad: 0,
+                    reserved: [0; 2],
+                });
             }
         }
         // SAFETY: the root and every fixed section were just written.
@@ -651,7 +851,23 @@ impl<'a> Zone<'a> {
         mem: *mut u8,
         len: usize,
     ) -> Result<Zone<'a>, Error> {
-        let plan = ZonePlan::new(spec)?;
+        // SAFETY: forwarded contract.
+        unsafe { Zone::attach_with(spec, spec.peers.len(), mem, len) }
+    }
+
+    /// [`Zone::attach`] for a zone built by [`Zone::init_with`] with
+    /// `capacity` slots.
+    ///
+    /// # Safety
+    ///
+    /// As [`Zone::attach`].
+    pub unsafe fn attach_with(
+        spec: &UpstreamSpec<'_>,
+        capacity: usize,
+        mem: *mut u8,
+        len: usize,
+    ) -> Result<Zone<'a>, Error> {
+        let plan = ZonePlan::new(spec, capacity)?;
         if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
             return Err(Error::NoSpace);
         }
@@ -681,7 +897,9 @@ impl<'a> Zone<'a> {
             && r.stats_rows_off == want.stats_rows_off
             && r.health == want.health
             && r.health_off == want.health_off
-            && r.tree_off == want.tree_off;
+            && r.tree_off == want.tree_off
+            && r.configured == want.configured
+            && r.slot_names == want.slot_names;
         if !matches {
             return Err(Error::BadLayout);
         }
@@ -757,16 +975,38 @@ impl<'a> Zone<'a> {
         Policy::from_parts(r.policy, r.params).unwrap_or(Policy::RoundRobin)
     }
 
-    /// Number of peers, primaries and backups.
+    /// Number of peer slots: the length of every per-peer array, and the
+    /// range of every peer index ([`crate::selection::Pick::peer`], the
+    /// attempt's tried set). For a static upstream, its peers, primaries
+    /// and backups; for a dynamic one, its capacity (see [`membership`]).
     #[inline]
     pub fn peers(&self) -> usize {
         self.root().peers as usize
     }
 
-    /// Number of primaries.
+    /// Number of peer slots (as [`Zone::peers`]).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.peers()
+    }
+
+    /// Number of configured primaries.
     #[inline]
     pub fn primaries(&self) -> usize {
         self.root().primaries as usize
+    }
+
+    /// Number of configured peers.
+    #[inline]
+    pub fn configured(&self) -> usize {
+        self.root().configured as usize
+    }
+
+    /// Whether the zone has slots beyond its configured peers, each with
+    /// room for an identity ([`Zone::init_with`]).
+    #[inline]
+    pub fn dynamic(&self) -> bool {
+        self.root().slot_names != 0
     }
 
     /// Hot counters of every peer.
@@ -783,22 +1023,33 @@ impl<'a> Zone<'a> {
         unsafe { self.section(self.root().cold_off, self.peers()) }
     }
 
-    /// Identity bytes of peer `i` (empty past the end).
+    /// Identity bytes of peer `i` (empty past the end, and for a FREE
+    /// slot).
+    ///
+    /// In a dynamic zone the bytes of a slot change when the slot is
+    /// given to another identity, which only the lease holder does, and
+    /// only to a slot no generation names: hold the lease, or a pin on a
+    /// generation naming the slot, while using them; others compare
+    /// [`Zone::slot_epoch`] before and after (see [`membership`]).
     pub fn identity(&self, i: usize) -> &'a [u8] {
-        self.colds()
-            .get(i)
-            .map_or(&[], |c| self.name_bytes(c.id_off, c.id_len))
+        self.colds().get(i).map_or(&[], |c| {
+            self.name_bytes(c.id_off, c.id_len.load(Acquire), SLOT_ID_MAX)
+        })
     }
 
-    /// The `server` string of peer `i` (empty past the end).
+    /// The `server` string of peer `i` (empty past the end); as
+    /// [`Zone::identity`].
     pub fn server(&self, i: usize) -> &'a [u8] {
-        self.colds()
-            .get(i)
-            .map_or(&[], |c| self.name_bytes(c.server_off, c.server_len))
+        self.colds().get(i).map_or(&[], |c| {
+            self.name_bytes(c.server_off, c.server_len.load(Acquire), SLOT_SERVER_MAX)
+        })
     }
 
-    fn name_bytes(&self, off: u32, len: u32) -> &'a [u8] {
+    fn name_bytes(&self, off: u32, len: u32, max: usize) -> &'a [u8] {
         let r = self.root();
+        if r.slot_names != 0 && len as usize > max {
+            return &[];
+        }
         let (off, len) = (off as u64, len as u64);
         if off + len > r.names_len {
             return &[];
@@ -937,6 +1188,90 @@ impl<'a> Zone<'a> {
     }
 }
 
+/// The slots of a generation, or of one of its groups, in generation
+/// order.
+#[derive(Debug, Clone, Copy)]
+pub enum Members<'a> {
+    /// Slots `start..end` (a dense generation: every static upstream).
+    Dense(usize, usize),
+    /// These slots.
+    List(&'a [u32]),
+}
+
+impl<'a> Members<'a> {
+    /// Number of slots.
+    #[inline]
+    pub fn len(&self) -> usize {
+        match *self {
+            Members::Dense(a, b) => b - a,
+            Members::List(l) => l.len(),
+        }
+    }
+
+    /// Whether there is none.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `k`-th slot (`k < len()`).
+    #[inline]
+    pub fn get(&self, k: usize) -> usize {
+        match *self {
+            Members::Dense(a, _) => a + k,
+            Members::List(l) => l[k] as usize,
+        }
+    }
+
+    /// The slots in order.
+    #[inline]
+    pub fn iter(&self) -> MembersIter<'a> {
+        match *self {
+            Members::Dense(a, b) => MembersIter::Dense(a..b),
+            Members::List(l) => MembersIter::List(l.iter()),
+        }
+    }
+}
+
+/// Iterator over [`Members`].
+#[derive(Debug, Clone)]
+pub enum MembersIter<'a> {
+    /// Over a range.
+    Dense(core::ops::Range<usize>),
+    /// Over a column.
+    List(core::slice::Iter<'a, u32>),
+}
+
+impl Iterator for MembersIter<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        match self {
+            MembersIter::Dense(r) => r.next(),
+            MembersIter::List(l) => l.next().map(|&s| s as usize),
+        }
+    }
+
+    #[inline]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            MembersIter::Dense(r) => r.size_hint(),
+            MembersIter::List(l) => l.size_hint(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for Members<'a> {
+    type Item = usize;
+    type IntoIter = MembersIter<'a>;
+
+    #[inline]
+    fn into_iter(self) -> MembersIter<'a> {
+        self.iter()
+    }
+}
+
 /// A view of one generation of a zone: what a pick works on.
 ///
 /// Per-peer state comes from the zone (shared by every generation), the
@@ -978,26 +1313,46 @@ impl<'a> Table<'a> {
         Policy::from_parts(h.policy, h.params).unwrap_or(Policy::RoundRobin)
     }
 
-    /// Number of peers, primaries and backups.
+    /// Number of member peers, primaries and backups.
     #[inline]
     pub fn peers(&self) -> usize {
         self.header().peers as usize
     }
 
-    /// Number of primaries.
+    /// Number of member primaries.
     #[inline]
     pub fn primaries(&self) -> usize {
         self.header().primaries as usize
     }
 
-    /// Peer index range of group `g` ([`PRIMARY`] or [`BACKUP`]).
+    /// Slot of every member, primaries first (generation index `k` →
+    /// slot).
     #[inline]
-    pub fn group(&self, g: usize) -> core::ops::Range<usize> {
-        if g == PRIMARY {
-            0..self.primaries()
-        } else {
-            self.primaries()..self.peers()
+    pub fn members(&self) -> Members<'a> {
+        let h = self.header();
+        if h.members_off == 0 {
+            return Members::Dense(0, h.peers as usize);
         }
+        // SAFETY: `peers` u32s at members_off (layout contract).
+        Members::List(unsafe { self.section(h.members_off, h.peers as usize) })
+    }
+
+    /// Slots of group `g` ([`PRIMARY`] or [`BACKUP`]).
+    #[inline]
+    pub fn group(&self, g: usize) -> Members<'a> {
+        let (p, n) = (self.primaries(), self.peers());
+        match self.members() {
+            Members::Dense(..) if g == PRIMARY => Members::Dense(0, p),
+            Members::Dense(..) => Members::Dense(p, n),
+            Members::List(l) if g == PRIMARY => Members::List(&l[..p.min(l.len())]),
+            Members::List(l) => Members::List(&l[p.min(l.len())..]),
+        }
+    }
+
+    /// Whether slot `i` is a member of this generation (O(members) for a
+    /// dynamic zone's generations: for checks, not picks).
+    pub fn names_slot(&self, i: usize) -> bool {
+        self.members().iter().any(|s| s == i)
     }
 
     /// Cursor of group `g` ([`PRIMARY`], [`BACKUP`]: this generation's
@@ -1073,7 +1428,7 @@ impl<'a> Table<'a> {
         unsafe { self.section(h.maglev_off, h.maglev_len as usize) }
     }
 
-    /// Next peer with the same server string, per peer (empty unless hash).
+    /// Next slot with the same server string, per slot (empty unless hash).
     #[inline]
     pub fn chain(&self) -> &'a [u32] {
         let h = self.header();
@@ -1087,14 +1442,15 @@ impl<'a> Table<'a> {
         self.zone.states()
     }
 
-    /// Parameters of every peer, as this generation was built.
+    /// Parameters of every member, in generation order (index `k`, the
+    /// slot is `members().get(k)`), as this generation was built.
     #[inline]
     pub fn confs(&self) -> &'a [PeerConf] {
         // SAFETY: `peers` confs at conf_off (layout contract).
         unsafe { self.section(self.header().conf_off, self.peers()) }
     }
 
-    /// Smooth WRR schedule of group `g`: table-wide peer indices.
+    /// Smooth WRR schedule of group `g`: slots.
     #[inline]
     pub fn schedule(&self, g: usize) -> &'a [u32] {
         let h = self.header();

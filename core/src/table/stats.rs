@@ -373,7 +373,7 @@ impl<'a> Zone<'a> {
         now.min(
             s.accessed_ms
                 .load(Relaxed)
-                .saturating_add(s.fail_timeout_ms),
+                .saturating_add(s.fail_timeout_ms()),
         )
     }
 
@@ -468,6 +468,40 @@ impl<'a> Zone<'a> {
             e.base_unavail.store(e.unavail.load(Relaxed), Relaxed);
             e.base_downtime_ms.store(self.downtime(i, now).0, Relaxed);
             self.reset_check_stats(i);
+        }
+    }
+
+    /// Zeroes every statistic of slot `i`, which a membership change gives
+    /// to a new identity. Only for a slot no request is on (FREE, nothing
+    /// in flight, named by no generation): nobody writes its rows.
+    pub(crate) fn clear_slot_stats(&self, i: usize) {
+        if i >= self.peers() {
+            return;
+        }
+        let used = self.sync().rows_used.load(Acquire);
+        let rows = (0..LEDGER_SLOTS)
+            .filter(|&r| used & (1 << r) != 0)
+            .chain([SHARED]);
+        for r in rows {
+            let row = &self.stats_rows(r)[i];
+            for f in row.fields() {
+                f.store(0, Relaxed);
+            }
+            row.selected_ms.store(0, Relaxed);
+        }
+        for b in self.baselines()[i].fields() {
+            b.store(0, Relaxed);
+        }
+        let e = &self.events()[i];
+        for f in [
+            &e.unavail,
+            &e.downtime_ms,
+            &e.downstart_ms,
+            &e.down,
+            &e.base_unavail,
+            &e.base_downtime_ms,
+        ] {
+            f.store(0, Relaxed);
         }
     }
 

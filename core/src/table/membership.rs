@@ -1,0 +1,1024 @@
+//! Peer slots and membership changes: a generation built from a new peer
+//! list (`server ... resolve`)
+//!
+//! A zone built with [`Zone::init_with`] has `capacity` peer *slots*, more
+//! than its configured peers. Every per-peer record (hot state, cold
+//! record, ledger counters, statistics, health) is one slot's. Each slot
+//! has a life cycle in its cold record ([`PeerCold::status`]):
+//!
+//! ```text
+//!   FREE ──(new identity)──► LIVE ──(left the list)──► RETIRING ──(reuse)──► FREE
+//!                             ▲                            │
+//!                             └──────(came back)───────────┘
+//! ```
+//!
+//! and an epoch ([`PeerCold::epoch`]) bumped each time the slot is given
+//! to a new identity, and a fixed identity area ([`SLOT_ID_MAX`] bytes of
+//! identity, [`SLOT_SERVER_MAX`] of `server` string) that is rewritten
+//! then. A longer identity is refused ([`Error::TooLarge`]). A static zone
+//! (capacity equal to its peers) has no identity area: its names are
+//! packed as they always were, and every slot is LIVE.
+//!
+//! # Slots are the indices
+//!
+//! Every peer index the core hands out or takes — [`crate::Pick::peer`],
+//! the attempt's tried set, the ledger's counters, `Zone::view` — is a
+//! slot. A generation's selection structures name slots too: its
+//! schedules and Maglev entries hold slots, its ring points are slots, its
+//! alias table and chains are indexed by slot (a slot that is not a
+//! primary weighs 0 and is never drawn). Only its per-peer parameters
+//! ([`Table::confs`]) are in generation order; the member column
+//! ([`Table::members`]) gives each one's slot. A generation whose members
+//! are exactly slots `0..n` of a zone of `n` slots — every static
+//! upstream — is *dense* and has no member column: its bytes are those
+//! of the generation before slots existed, and its picks run the same
+//! code.
+//!
+//! The other design, generation-local indices with a `slots[k]` column
+//! mapped on every access, would add a dependent load to every state read
+//! of every pick, static upstreams included, and would need the tried set
+//! translated whenever a retry moves to another generation. With slots as
+//! indices the pick path reads what it read before, and a retry can move
+//! to the newest generation keeping its tried set as it is.
+//!
+//! # Applying a list
+//!
+//! [`Zone::apply_membership`], under the builder lease, matches the list to
+//! the LIVE and RETIRING slots by identity, occurrence by occurrence (as
+//! [`Zone::carry_from`] does): a kept slot keeps every bit of its state
+//! (in flight, failure window, latency, admin flags, weight override,
+//! health and statistics) and takes the list's weight, limits, `backup`
+//! and `down`; a RETIRING one turns LIVE again. A new identity takes a
+//! FREE slot with today's new-server rules: slow start, or `checking`
+//! then slow start under `mandatory` checks. A LIVE slot missing from the
+//! list turns RETIRING: the `RETIRED` flag takes it out of every pick, in
+//! every generation, as `drain` does, while its requests finish. The
+//! generation is built with the same code as every other and published.
+//! With no free slot, or no room in the arena, nothing changes and the
+//! serving generation stays.
+//!
+//! # The reuse rule
+//!
+//! A RETIRING slot becomes FREE (and is given to a new identity) only when
+//! its in-flight count is 0 **and** no LIVE generation descriptor names it
+//! (the serving one and every one still pinned, after reclaiming the
+//! others). Requests reach slots only through the generation they pinned,
+//! and keep the pin until their last try has been released: so a request
+//! that tried a slot holds, until it ends, a generation naming it, and a
+//! late release can never land on the slot's next occupant. Slots are
+//! reused lazily — never-used FREE slots first — so that an identity that
+//! flaps in DNS finds its slot, and its state, again.
+
+use core::sync::atomic::Ordering::{Relaxed, Release};
+use std::collections::HashMap;
+
+use super::{PeerCold, PeerState, Zone, SLOT_ID_MAX, SLOT_SERVER_MAX};
+use crate::error::Error;
+use crate::spec::{identity_hash, HealthSpec, PeerSpec, UpstreamSpec};
+
+/// Slot status: holds no identity; named by no generation.
+pub const FREE: u32 = 0;
+/// Slot status: a member of the serving membership.
+pub const LIVE: u32 = 1;
+/// Slot status: left the membership; its requests in flight finish.
+pub const RETIRING: u32 = 2;
+
+/// Whether `p`'s identity fits a slot's identity area.
+pub fn fits_slot(p: &PeerSpec<'_>) -> bool {
+    p.id.len() <= SLOT_ID_MAX && p.server.len() <= SLOT_SERVER_MAX
+}
+
+/// What [`Zone::apply_membership`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Number of the published generation.
+    pub seq: u64,
+    /// Members that kept their LIVE slot.
+    pub kept: u32,
+    /// RETIRING slots that came back.
+    pub revived: u32,
+    /// New identities, each in a FREE slot.
+    pub added: u32,
+    /// LIVE slots that turned RETIRING.
+    pub retired: u32,
+    /// RETIRING slots reused (their state dropped).
+    pub reused: u32,
+}
+
+impl<'a> Zone<'a> {
+    /// Status of slot `i` ([`FREE`], [`LIVE`], [`RETIRING`]; `None` past
+    /// the end).
+    #[inline]
+    pub fn slot_status(&self, i: usize) -> Option<u32> {
+        self.colds()
+            .get(i)
+            .map(|c| c.status.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Epoch of slot `i`: bumped each time it is given to a new identity.
+    #[inline]
+    pub fn slot_epoch(&self, i: usize) -> Option<u32> {
+        self.colds()
+            .get(i)
+            .map(|c| c.epoch.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// Slots named by some LIVE generation descriptor (the serving one or
+    /// one still referenced), as a flag per slot. Lease holders, after a
+    /// reclaim.
+    fn named_slots(&self) -> Vec<bool> {
+        let mut named = vec![false; self.peers()];
+        for (d, ..) in self.generations() {
+            for s in self.table(d).members().iter() {
+                if let Some(n) = named.get_mut(s) {
+                    *n = true;
+                }
+            }
+        }
+        named
+    }
+
+    /// Makes `list` the upstream's membership at `now` and publishes a
+    /// generation of it (see the module note); `source` (the caller's list
+    /// id and `config` counter) is recorded in the generation. `owner`
+    /// takes the builder lease as for [`Zone::publish`].
+    ///
+    /// The list's policy must be the zone's; its health directives are
+    /// ignored (the zone's apply). Errors change nothing: [`Error::Busy`]
+    /// (another builder), [`Error::NoSpace`] (more peers than free slots,
+    /// or a generation the arena cannot hold), [`Error::Pinned`] (older
+    /// generations still hold the room), [`Error::TooLarge`] (an identity
+    /// longer than a slot holds, or weights too large),
+    /// [`Error::InvalidArgument`] (a list [`UpstreamSpec::validate`]
+    /// refuses).
+    pub fn apply_membership(
+        &self,
+        list: &UpstreamSpec<'_>,
+        source: [u64; 2],
+        owner: u64,
+        alive: impl Fn(u64) -> bool,
+        now: u64,
+    ) -> Result<Applied, Error> {
+        if list.policy != self.policy() {
+            return Err(Error::InvalidArgument);
+        }
+        list.validate()?;
+        if list.peers.len() > self.peers() {
+            return Err(Error::NoSpace);
+        }
+        let _lease = self.lease_guard(owner, &alive)?;
+        self.reclaim();
+        let (states, colds) = (self.states(), self.colds());
+
+        // Candidates by identity: the serving members in generation order,
+        // then RETIRING slots in slot order; popped from the back.
+        let current = self.current();
+        let mut order: Vec<usize> = current.members().iter().collect();
+        order.extend((0..self.peers()).filter(|&i| self.slot_status(i) == Some(RETIRING)));
+        let mut by_id: HashMap<&[u8], Vec<usize>> = HashMap::new();
+        for &i in order.iter().rev() {
+            by_id.entry(self.identity(i)).or_default().push(i);
+        }
+        let mut slots: Vec<Option<usize>> = list
+            .peers
+            .iter()
+            .map(|p| by_id.get_mut(p.id).and_then(Vec::pop))
+            .collect();
+        let mut taken = vec![false; self.peers()];
+        for &i in slots.iter().flatten() {
+            taken[i] = true;
+        }
+
+        // Slots for the new identities: never-used FREE ones first, then
+        // RETIRING ones the reuse rule allows.
+        let new: Vec<usize> = (0..list.peers.len())
+            .filter(|&k| slots[k].is_none())
+            .collect();
+        if new.iter().any(|&k| !fits_slot(&list.peers[k])) {
+            return Err(Error::TooLarge);
+        }
+        let mut pool: Vec<(usize, bool)> = Vec::new();
+        if !new.is_empty() {
+            if !self.dynamic() {
+                // No identity area to write a new identity into.
+                return Err(Error::NoSpace);
+            }
+            pool.extend(
+                (0..self.peers())
+                    .filter(|&i| self.slot_status(i) == Some(FREE))
+                    .map(|i| (i, false))
+                    .take(new.len()),
+            );
+            if pool.len() < new.len() {
+                let named = self.named_slots();
+                pool.extend(
+                    (0..self.peers())
+                        .filter(|&i| {
+                            self.slot_status(i) == Some(RETIRING)
+                                && !taken[i]
+                                && !named[i]
+                                && states[i].in_flight.load(Relaxed) == 0
+                        })
+                        .map(|i| (i, true))
+                        .take(new.len() - pool.len()),
+                );
+            }
+            if pool.len() < new.len() {
+                return Err(Error::NoSpace);
+            }
+        }
+        let mut is_new = vec![false; list.peers.len()];
+        for (&k, &(i, _)) in new.iter().zip(&pool) {
+            slots[k] = Some(i);
+            is_new[k] = true;
+        }
+        let slots: Vec<u32> = slots.iter().map(|s| s.unwrap_or(0) as u32).collect();
+
+        // The generation as it will serve: kept slots with their weight
+        // override, if any.
+        let peers: Vec<PeerSpec<'_>> = list
+            .peers
+            .iter()
+            .zip(&slots)
+            .zip(&is_new)
+            .map(|((p, &i), &fresh)| {
+                let over = colds[i as usize].weight_override.load(Relaxed);
+                PeerSpec {
+                    weight: if over != 0 && !fresh { over } else { p.weight },
+                    ..*p
+                }
+            })
+            .collect();
+        let spec = UpstreamSpec {
+            policy: list.policy,
+            peers: &peers,
+            health: *self.health_spec(),
+        };
+        let built = self.prepare(&spec, &slots, source)?;
+
+        // From here nothing fails. The slots' states first, then the
+        // generation (a pick may come the moment it is published).
+        let mut applied = Applied::default();
+        let mut member = vec![false; self.peers()];
+        for &i in &slots {
+            member[i as usize] = true;
+        }
+        for (&k, &(i, reused)) in new.iter().zip(&pool) {
+            if reused {
+                self.free_slot(i);
+                applied.reused += 1;
+            }
+            self.fill_slot(i, &list.peers[k], list.peers.len(), now);
+            applied.added += 1;
+        }
+        for (k, p) in list.peers.iter().enumerate() {
+            let i = slots[k] as usize;
+            if is_new[k] {
+                continue;
+            }
+            let revived = colds[i].status.load(Relaxed) == RETIRING;
+            self.keep_slot(i, p);
+            if revived {
+                applied.revived += 1;
+            } else {
+                applied.kept += 1;
+            }
+        }
+        for i in current.members().iter() {
+            if !member[i] {
+                states[i].flags.fetch_or(PeerState::RETIRED, Relaxed);
+                colds[i].status.store(RETIRING, Release);
+                applied.retired += 1;
+            }
+        }
+        applied.seq = self.commit(built, &spec, &slots);
+        self.health_changed();
+        self.update_panic();
+        Ok(applied)
+    }
+
+    /// A kept (or revived) slot takes `p`'s weight, limits, `backup` and
+    /// `down`, and keeps everything else.
+    fn keep_slot(&self, i: usize, p: &PeerSpec<'_>) {
+        let (s, c) = (&self.states()[i], &self.colds()[i]);
+        c.conf_weight.store(p.weight, Relaxed);
+        s.max_conns.store(p.max_conns, Relaxed);
+        s.max_fails.store(p.max_fails, Relaxed);
+        s.fail_timeout_ms.store(p.fail_timeout_ms, Relaxed);
+        for (on, bit) in [(p.backup, PeerState::BACKUP), (p.down, PeerState::DOWN)] {
+            if on {
+                s.flags.fetch_or(bit, Relaxed);
+            } else {
+                s.flags.fetch_and(!bit, Relaxed);
+            }
+        }
+        s.flags.fetch_and(!PeerState::RETIRED, Relaxed);
+        c.status.store(LIVE, Release);
+    }
+
+    /// Drops everything a RETIRING slot held: it is FREE again. Only under
+    /// the reuse rule (nothing in flight, no generation names it).
+    fn free_slot(&self, i: usize) {
+        let s = &self.states()[i];
+        let old = s.flags.swap(PeerState::RETIRED, Relaxed);
+        if old & PeerState::EJECTED != 0 {
+            let _ = self
+                .health_line()
+                .ejected
+                .fetch_update(Relaxed, Relaxed, |e| e.checked_sub(1));
+        }
+        self.colds()[i].status.store(FREE, Release);
+    }
+
+    /// Gives FREE slot `i` to `p`, a server new to the running upstream of
+    /// `members` members at `now`: fresh state, today's new-server rules.
+    fn fill_slot(&self, i: usize, p: &PeerSpec<'_>, members: usize, now: u64) {
+        let (s, c, row) = (&self.states()[i], &self.colds()[i], &self.health_rows()[i]);
+        let PeerState {
+            // 0: nothing is in flight on a FREE slot.
+            in_flight: _,
+            fails,
+            checked_ms,
+            accessed_ms,
+            ewma_bits,
+            ewma_stamp_ms,
+            weight,
+            max_conns,
+            max_fails,
+            flags,
+            fail_timeout_ms,
+        } = s;
+        for f in [fails, weight] {
+            f.store(0, Relaxed);
+        }
+        for f in [checked_ms, accessed_ms, ewma_bits, ewma_stamp_ms] {
+            f.store(0, Relaxed);
+        }
+        weight.store(p.weight, Relaxed);
+        max_conns.store(p.max_conns, Relaxed);
+        max_fails.store(p.max_fails, Relaxed);
+        fail_timeout_ms.store(p.fail_timeout_ms, Relaxed);
+        // Ledger counters of every worker: nothing is in flight.
+        for l in 0..super::LEDGER_SLOTS {
+            if let Some((_, counts)) = self.ledger_slot(l) {
+                counts[i].store(0, Relaxed);
+            }
+        }
+        self.clear_slot_stats(i);
+        let super::health::HealthRow {
+            due_ms,
+            last_ms,
+            checks,
+            fails: check_fails,
+            unhealthy,
+            rise,
+            fall,
+            last,
+            prober,
+            reserved1: _,
+            ramp_from_ms,
+            credit,
+            consecutive_5xx,
+            consecutive_errors,
+            ejections,
+            ejected_until_ms,
+            ejection_end_ms,
+            reserved2: _,
+        } = row;
+        for f in [
+            due_ms,
+            last_ms,
+            checks,
+            check_fails,
+            unhealthy,
+            ramp_from_ms,
+            ejected_until_ms,
+            ejection_end_ms,
+        ] {
+            f.store(0, Relaxed);
+        }
+        for f in [
+            rise,
+            fall,
+            last,
+            prober,
+            credit,
+            consecutive_5xx,
+            consecutive_errors,
+            ejections,
+        ] {
+            f.store(0, Relaxed);
+        }
+
+        // Identity: the slot's area, then the lengths (readers check the
+        // epoch around their copy, see `Zone::identity`).
+        let PeerCold {
+            id_hash,
+            id_off,
+            id_len,
+            server_off,
+            server_len,
+            conf_weight,
+            weight_override,
+            position,
+            status,
+            epoch,
+            ..
+        } = c;
+        let names = self.root().names_off as usize;
+        // SAFETY: the slot's identity area (SLOT_ID_MAX bytes at id_off,
+        // SLOT_SERVER_MAX at server_off, inside the names section: layout
+        // contract of a dynamic zone) and the lengths fit (`fits_slot`,
+        // checked by the caller). The slot is FREE and named by no
+        // generation: no pick, release or probe reads these bytes, and
+        // readers of the API check the epoch.
+        unsafe {
+            let base = self.as_ptr().add(names);
+            core::ptr::copy_nonoverlapping(
+                p.id.as_ptr(),
+                base.add(*id_off as usize),
+                p.id.len().min(SLOT_ID_MAX),
+            );
+            core::ptr::copy_nonoverlapping(
+                p.server.as_ptr(),
+                base.add(*server_off as usize),
+                p.server.len().min(SLOT_SERVER_MAX),
+            );
+        }
+        id_len.store(p.id.len() as u32, Release);
+        server_len.store(p.server.len() as u32, Release);
+        id_hash.store(identity_hash(p.id), Relaxed);
+        conf_weight.store(p.weight, Relaxed);
+        weight_override.store(0, Relaxed);
+        position.store(
+            p.position
+                .unwrap_or((self.configured() + i).min(u32::MAX as usize) as u32),
+            Relaxed,
+        );
+        epoch.fetch_add(1, Release);
+
+        // New to a running upstream: checking under `mandatory` (and slow
+        // start once the first check passes), else slow start.
+        let hs = *self.health_spec();
+        let mandatory = hs.flags & HealthSpec::MANDATORY != 0;
+        let mut f =
+            if p.backup { PeerState::BACKUP } else { 0 } | if p.down { PeerState::DOWN } else { 0 };
+        if mandatory {
+            f |= PeerState::CHECKING;
+            ramp_from_ms.store(crate::health::check::RAMP_ON_FIRST_PASS, Relaxed);
+        } else if hs.slow_start_ms != 0 && members >= 2 {
+            ramp_from_ms.store(now, Relaxed);
+            f |= PeerState::SLOW;
+        }
+        // Last: the slot leaves RETIRED, i.e. becomes pickable once a
+        // generation names it.
+        flags.store(f, Release);
+        status.store(LIVE, Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::selection::Outcome;
+    use crate::spec::{HashMode, Policy};
+    use crate::testing::{OwnedAttempt, OwnedTable};
+
+    fn ids(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| format!("up\0srv{i}:80\010.0.{}.{}:80", i / 250, i % 250).into_bytes())
+            .collect()
+    }
+
+    fn list<'a>(ids: &'a [Vec<u8>], which: &[usize]) -> Vec<PeerSpec<'a>> {
+        which.iter().map(|&i| PeerSpec::new(&ids[i])).collect()
+    }
+
+    fn spec<'a>(policy: Policy, peers: &'a [PeerSpec<'a>]) -> UpstreamSpec<'a> {
+        UpstreamSpec {
+            policy,
+            peers,
+            health: Default::default(),
+        }
+    }
+
+    fn zone_of(policy: Policy, ids: &[Vec<u8>], which: &[usize], cap: usize) -> OwnedTable {
+        let peers = list(ids, which);
+        OwnedTable::with_capacity(&spec(policy, &peers), cap).unwrap()
+    }
+
+    fn apply(t: &OwnedTable, ids: &[Vec<u8>], which: &[usize]) -> Result<Applied, Error> {
+        let z = t.zone();
+        let peers = list(ids, which);
+        z.apply_membership(&spec(z.policy(), &peers), [1, 2], 9, |_| true, 1_000)
+    }
+
+    /// The slot holding identity `id` that is not FREE.
+    fn slot_of(t: &OwnedTable, id: &[u8]) -> Option<usize> {
+        let z = t.zone();
+        (0..z.peers()).find(|&i| z.slot_status(i) != Some(FREE) && z.identity(i) == id)
+    }
+
+    #[test]
+    fn static_zone_layout_is_unchanged_by_slots() {
+        let ids = ids(3);
+        let peers = list(&ids, &[0, 1, 2]);
+        let s = spec(Policy::RoundRobin, &peers);
+        assert_eq!(
+            crate::table::zone_size(&s).unwrap(),
+            crate::table::zone_size_with(&s, 3).unwrap()
+        );
+        let t = OwnedTable::new(&s).unwrap();
+        let z = t.zone();
+        assert!(!z.dynamic());
+        assert_eq!(z.current().header().members_off, 0, "dense");
+        assert!((0..3).all(|i| z.slot_status(i) == Some(LIVE)));
+        assert!(crate::table::zone_size_with(&s, 2).is_err());
+    }
+
+    #[test]
+    fn slots_live_retire_come_back_and_are_reused() {
+        let ids = ids(6);
+        let t = zone_of(Policy::RoundRobin, &ids, &[0, 1, 2], 4);
+        let z = t.zone();
+        assert!(z.dynamic());
+        assert_eq!(z.slot_status(3), Some(FREE));
+        // "1" leaves; "3" comes, in the free slot.
+        let a = apply(&t, &ids, &[0, 2, 3]).unwrap();
+        assert_eq!((a.kept, a.added, a.retired, a.reused), (2, 1, 1, 0));
+        assert_eq!(z.slot_status(1), Some(RETIRING));
+        assert_eq!(slot_of(&t, &ids[3]), Some(3));
+        assert_eq!(z.slot_epoch(3), Some(1));
+        assert_eq!(z.current().header().source, [1, 2]);
+        let mut seen = [0; 4];
+        for _ in 0..30 {
+            let mut r = OwnedAttempt::new(z, 1_000);
+            seen[r.pick(1_000).unwrap().peer as usize] += 1;
+            r.release(Outcome::Ok, 1_000).unwrap();
+        }
+        assert_eq!(seen, [10, 0, 10, 10], "a RETIRING slot is never picked");
+        // "1" fails once, then leaves and comes back: same slot, its state.
+        let a = apply(&t, &ids, &[0, 1, 2, 3]).unwrap();
+        assert_eq!(a.revived, 1);
+        assert_eq!(slot_of(&t, &ids[1]), Some(1));
+        z.states()[1].fails.store(1, Relaxed);
+        apply(&t, &ids, &[0, 2, 3]).unwrap();
+        apply(&t, &ids, &[0, 1, 2, 3]).unwrap();
+        assert_eq!(
+            z.states()[1].fails.load(Relaxed),
+            1,
+            "a flapping server keeps its state"
+        );
+        assert_eq!(z.slot_epoch(1), Some(0));
+        // No FREE slot left: "4" takes the RETIRING slot of "1", whose
+        // state is dropped; the epoch tells.
+        apply(&t, &ids, &[0, 2, 3]).unwrap();
+        let a = apply(&t, &ids, &[0, 2, 3, 4]).unwrap();
+        assert_eq!((a.added, a.reused), (1, 1));
+        assert_eq!(slot_of(&t, &ids[4]), Some(1));
+        assert_eq!(z.slot_epoch(1), Some(1));
+        assert_eq!(z.states()[1].fails.load(Relaxed), 0);
+        assert_eq!(z.identity(1), &ids[4][..]);
+        // Five members do not fit in four slots: nothing changes.
+        let seq = z.generation();
+        assert_eq!(
+            apply(&t, &ids, &[0, 1, 2, 3, 4]).unwrap_err(),
+            Error::NoSpace
+        );
+        assert_eq!(z.generation(), seq);
+        assert_eq!(z.slot_status(1), Some(LIVE));
+    }
+
+    #[test]
+    fn a_slot_is_reused_only_once_no_request_or_generation_holds_it() {
+        let ids = ids(5);
+        let t = zone_of(Policy::LeastConn, &ids, &[0, 1, 2], 4);
+        let z = t.zone();
+        apply(&t, &ids, &[0, 1, 2, 3]).unwrap();
+        // A request on "2" is in flight when "2" leaves.
+        let mut held = loop {
+            let mut r = OwnedAttempt::new(z, 0);
+            if r.pick(0).unwrap().peer == 2 {
+                break r;
+            }
+        };
+        apply(&t, &ids, &[0, 1, 3]).unwrap();
+        assert_eq!(
+            z.view(2, 0).unwrap().state,
+            crate::table::ServerState::Draining
+        );
+        // "4" needs a slot: the only candidate is still held.
+        assert_eq!(apply(&t, &ids, &[0, 1, 3, 4]).unwrap_err(), Error::NoSpace);
+        // The try ends (a failure, counted to "2"), the request does not:
+        // its generation still names the slot.
+        held.release(Outcome::Failed, 5).unwrap();
+        assert_eq!(z.states()[2].in_flight.load(Relaxed), 0);
+        assert_eq!(apply(&t, &ids, &[0, 1, 3, 4]).unwrap_err(), Error::NoSpace);
+        held.end();
+        let a = apply(&t, &ids, &[0, 1, 3, 4]).unwrap();
+        assert_eq!(a.reused, 1);
+        assert_eq!(slot_of(&t, &ids[4]), Some(2));
+        let v = z.view(2, 5).unwrap();
+        assert_eq!((v.fails, v.stats.requests, v.stats.fails), (0, 0, 0));
+    }
+
+    #[test]
+    fn a_dead_workers_request_holds_a_slot_until_its_ledger_row_is_reconciled() {
+        let ids = ids(5);
+        let t = zone_of(Policy::RoundRobin, &ids, &[0, 1, 2], 4);
+        let z = t.zone();
+        apply(&t, &ids, &[0, 1, 2, 3]).unwrap();
+        let ledger = z.claim_slot(100, |_| true).unwrap();
+        // Worker 100 picks "1" and dies with the request.
+        let held = loop {
+            let mut r = OwnedAttempt::with_slot(z, 0, Some(ledger));
+            if r.pick(0).unwrap().peer == 1 {
+                break r;
+            }
+        };
+        std::mem::forget(held);
+        apply(&t, &ids, &[0, 2, 3]).unwrap();
+        assert_eq!(apply(&t, &ids, &[0, 2, 3, 4]).unwrap_err(), Error::NoSpace);
+        // Its replacement reconciles: the count and the pin are returned.
+        z.claim_slot(200, |pid| pid != 100).unwrap();
+        assert_eq!(z.states()[1].in_flight.load(Relaxed), 0);
+        let a = apply(&t, &ids, &[0, 2, 3, 4]).unwrap();
+        assert_eq!((a.added, a.reused), (1, 1));
+        assert_eq!(slot_of(&t, &ids[4]), Some(1));
+        let counts = z.ledger_slot(ledger as usize).unwrap().1;
+        assert_eq!(counts[1].load(Relaxed), 0);
+    }
+
+    #[test]
+    fn survivors_keep_every_field() {
+        let ids = ids(5);
+        let health = HealthSpec {
+            flags: HealthSpec::CHECK,
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            fails: 1,
+            passes: 1,
+            ..HealthSpec::default()
+        };
+        let peers = list(&ids, &[0, 1, 2]);
+        let t = OwnedTable::with_capacity(
+            &UpstreamSpec {
+                policy: Policy::Ewma { decay_ms: 1_000 },
+                peers: &peers,
+                health,
+            },
+            5,
+        )
+        .unwrap();
+        let z = t.zone();
+        let mut r = OwnedAttempt::new(z, 100);
+        let p = r.pick(100).unwrap().peer as usize;
+        r.release(Outcome::Failed, 150).unwrap();
+        r.end();
+        z.states()[1].ewma_bits.store(7.5f64.to_bits(), Relaxed);
+        z.set_admin(1, None, Some(true), 0).unwrap();
+        z.set_weight(1, Some(4)).unwrap();
+        z.check_done(2, false, 200).unwrap();
+        let before: Vec<_> = (0..3).map(|i| z.view(i, 300).unwrap()).collect();
+        // "0" is kept through two changes; a member is added and removed.
+        apply(&t, &ids, &[3, 2, 1, 0]).unwrap();
+        apply(&t, &ids, &[1, 0, 2, 4]).unwrap();
+        for (i, b) in before.iter().enumerate() {
+            let v = z.view(i, 300).unwrap();
+            assert_eq!(v.identity, b.identity);
+            assert_eq!(
+                (
+                    v.fails,
+                    v.drain,
+                    v.weight_override,
+                    v.state,
+                    v.stats,
+                    v.latency_ms
+                ),
+                (
+                    b.fails,
+                    b.drain,
+                    b.weight_override,
+                    b.state,
+                    b.stats,
+                    b.latency_ms
+                ),
+                "slot {i}"
+            );
+            assert_eq!(v.checks, b.checks);
+        }
+        assert_eq!(z.view(1, 0).unwrap().weight, 4, "override in force");
+        assert_eq!(z.view(p, 300).unwrap().stats.fails, 1);
+        // The API's weight change builds on the membership.
+        z.set_weight(4, Some(3)).unwrap();
+        z.publish(9, |_| true).unwrap();
+        let members: Vec<usize> = z.current().members().iter().collect();
+        assert_eq!(members.len(), 4);
+        assert_eq!(z.view(4, 0).unwrap().weight, 3);
+        assert!(!members.contains(&3), "{members:?}");
+    }
+
+    #[test]
+    fn new_servers_follow_the_new_server_rules() {
+        let ids = ids(3);
+        let peers = list(&ids, &[0, 1]);
+        let slow = HealthSpec {
+            slow_start_ms: 10_000,
+            ..HealthSpec::default()
+        };
+        let mandatory = HealthSpec {
+            flags: HealthSpec::CHECK | HealthSpec::MANDATORY,
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            fails: 1,
+            passes: 1,
+            slow_start_ms: 10_000,
+            ..HealthSpec::default()
+        };
+        for (health, bit) in [(slow, PeerState::SLOW), (mandatory, PeerState::CHECKING)] {
+            let s = UpstreamSpec {
+                policy: Policy::RoundRobin,
+                peers: &peers,
+                health,
+            };
+            let t = OwnedTable::with_capacity(&s, 3).unwrap();
+            let z = t.zone();
+            // The configured ones are past their first check.
+            for i in 0..2 {
+                if health.checks() {
+                    z.check_done(i, true, 10).unwrap();
+                }
+            }
+            apply(&t, &ids, &[0, 1, 2]).unwrap();
+            let f = z.states()[2].flags.load(Relaxed);
+            assert_ne!(f & bit, 0, "{f:#x}");
+            if health.checks() {
+                for _ in 0..20 {
+                    let mut r = OwnedAttempt::new(z, 20);
+                    assert_ne!(r.pick(20).unwrap().peer, 2, "checking");
+                    r.release(Outcome::Ok, 20).unwrap();
+                }
+                z.check_done(2, true, 30).unwrap();
+                assert_ne!(z.states()[2].flags.load(Relaxed) & PeerState::SLOW, 0);
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_list_serves_nothing_then_servers_return() {
+        for policy in crate::selection::tests::all() {
+            let ids = ids(3);
+            let t = zone_of(policy, &ids, &[0, 1, 2], 4);
+            let z = t.zone();
+            let a = apply(&t, &ids, &[]).unwrap();
+            assert_eq!(a.retired, 3);
+            assert_eq!(z.current().peers(), 0);
+            let mut r = OwnedAttempt::new(z, 0);
+            assert_eq!(
+                r.pick_keyed(b"k", 0).unwrap_err(),
+                Error::Busy,
+                "{policy:?}"
+            );
+            r.end();
+            apply(&t, &ids, &[2, 1]).unwrap();
+            for k in 0..20 {
+                let mut r = OwnedAttempt::new(z, 0);
+                let p = r.pick_keyed(format!("k{k}").as_bytes(), 0).unwrap().peer;
+                assert!(p == 1 || p == 2, "{policy:?}: {p}");
+                r.release(Outcome::Ok, 0).unwrap();
+            }
+            assert!(z.states().iter().all(|s| s.in_flight.load(Relaxed) == 0));
+        }
+    }
+
+    #[test]
+    fn refusals_keep_the_serving_generation() {
+        let ids = ids(3);
+        let t = zone_of(Policy::RoundRobin, &ids, &[0, 1], 3);
+        let z = t.zone();
+        let seq = z.generation();
+        let long = vec![b'x'; SLOT_ID_MAX + 1];
+        let peers = [PeerSpec::new(&ids[0]), PeerSpec::new(&long)];
+        let e = z
+            .apply_membership(&spec(Policy::RoundRobin, &peers), [0; 2], 9, |_| true, 0)
+            .unwrap_err();
+        assert_eq!(e, Error::TooLarge);
+        let e = z
+            .apply_membership(
+                &spec(Policy::LeastConn, &peers[..1]),
+                [0; 2],
+                9,
+                |_| true,
+                0,
+            )
+            .unwrap_err();
+        assert_eq!(e, Error::InvalidArgument);
+        z.sync().builder.store(42, Relaxed);
+        assert_eq!(apply(&t, &ids, &[0]).unwrap_err(), Error::Busy);
+        z.sync().builder.store(0, Relaxed);
+        // Weights too heavy for the arena.
+        let heavy: Vec<PeerSpec<'_>> = (0..3)
+            .map(|i| PeerSpec::new(&ids[i]).weight(1_000_000))
+            .collect();
+        let hashed = zone_of(
+            Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 0,
+                maglev_size: 0,
+            },
+            &ids,
+            &[0, 1],
+            3,
+        );
+        let hz = hashed.zone();
+        let e = hz
+            .apply_membership(&spec(hz.policy(), &heavy), [0; 2], 9, |_| true, 0)
+            .unwrap_err();
+        assert!(matches!(e, Error::NoSpace | Error::TooLarge), "{e:?}");
+        assert_eq!(hz.current().peers(), 2);
+        assert_eq!(hz.slot_status(2), Some(FREE));
+        assert_eq!(z.generation(), seq);
+        assert!((0..2).all(|i| z.slot_status(i) == Some(LIVE)));
+    }
+
+    #[test]
+    fn a_static_zone_retires_and_revives_but_has_no_room_for_new_names() {
+        let ids = ids(4);
+        let peers = list(&ids, &[0, 1, 2]);
+        let t = OwnedTable::new(&spec(Policy::RoundRobin, &peers)).unwrap();
+        let z = t.zone();
+        apply(&t, &ids, &[0, 2]).unwrap();
+        assert_ne!(z.current().header().members_off, 0, "no longer dense");
+        assert_eq!(apply(&t, &ids, &[0, 2, 3]).unwrap_err(), Error::NoSpace);
+        apply(&t, &ids, &[0, 1, 2]).unwrap();
+        assert_eq!(
+            (0..6)
+                .map(|_| crate::selection::tests::one(&t, 0))
+                .collect::<String>(),
+            "abcabc"
+        );
+    }
+
+    /// The peer each of `keys` maps to, by identity.
+    fn owners(t: &OwnedTable, keys: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let z = t.zone();
+        keys.iter()
+            .map(|k| {
+                let mut r = OwnedAttempt::new(z, 0);
+                let p = r.pick_keyed(k, 0).unwrap().peer as usize;
+                r.release(Outcome::Ok, 0).unwrap();
+                z.identity(p).to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consistent_hashing_moves_only_what_it_must() {
+        let ids = ids(41);
+        let keys: Vec<Vec<u8>> = (0..4_000)
+            .map(|k| format!("key-{k}").into_bytes())
+            .collect();
+        for mode in [HashMode::Consistent, HashMode::Maglev] {
+            let policy = Policy::Hash {
+                mode,
+                balance_factor: 0,
+                maglev_size: 0,
+            };
+            let all: Vec<usize> = (0..40).collect();
+            let t = zone_of(policy, &ids, &all, 64);
+            let before = owners(&t, &keys);
+            // One server removed: only its keys move (Maglev: others by a
+            // few percent at most).
+            let gone = &ids[17];
+            let without: Vec<usize> = all.iter().copied().filter(|&i| i != 17).collect();
+            apply(&t, &ids, &without).unwrap();
+            let after = owners(&t, &keys);
+            let mut moved_others = 0;
+            for (b, a) in before.iter().zip(&after) {
+                assert_ne!(a, gone);
+                if b != gone && a != b {
+                    moved_others += 1;
+                }
+            }
+            let others = before.iter().filter(|b| *b != gone).count();
+            match mode {
+                HashMode::Consistent => assert_eq!(moved_others, 0),
+                _ => assert!(
+                    moved_others * 100 <= others * 3,
+                    "maglev moved {moved_others} of {others}"
+                ),
+            }
+            // Back, and one more: only the new server's keys move.
+            apply(&t, &ids, &all).unwrap();
+            assert_eq!(owners(&t, &keys), before, "{mode:?}: back as before");
+            let mut more = all.clone();
+            more.push(40);
+            apply(&t, &ids, &more).unwrap();
+            let after = owners(&t, &keys);
+            let mut moved = 0;
+            for (b, a) in before.iter().zip(&after) {
+                if a != b {
+                    moved += 1;
+                    if mode == HashMode::Consistent {
+                        assert_eq!(a, &ids[40], "a key moved elsewhere than the new server");
+                    }
+                }
+            }
+            let to_new = after.iter().filter(|a| **a == ids[40]).count();
+            assert!(to_new > 0);
+            if mode == HashMode::Maglev {
+                assert!(
+                    (moved - to_new) * 100 <= keys.len() * 3,
+                    "maglev moved {} keys between old servers",
+                    moved - to_new
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod replan {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::selection::Outcome;
+    use crate::spec::Policy;
+    use crate::testing::{OwnedAttempt, OwnedTable};
+
+    fn spec<'a>(policy: Policy, peers: &'a [PeerSpec<'a>]) -> UpstreamSpec<'a> {
+        UpstreamSpec {
+            policy,
+            peers,
+            health: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_retry_replans_on_the_newest_generation_keeping_its_tried_set() {
+        for policy in crate::selection::tests::all() {
+            let ids: [&[u8]; 3] = [b"up\0a", b"up\0b", b"up\0c"];
+            let t = OwnedTable::with_capacity(
+                &spec(policy, &[PeerSpec::new(ids[0]), PeerSpec::new(ids[1])]),
+                4,
+            )
+            .unwrap();
+            let z = t.zone();
+            let mut r = OwnedAttempt::new(z, 0);
+            let first = r.pick_keyed(b"key", 0).unwrap().peer as usize;
+            r.release(Outcome::Next, 0).unwrap();
+            // The other server leaves and a new one comes, while the
+            // request waits for its retry: stock nginx answers 502 here.
+            let other = 1 - first;
+            let list = [PeerSpec::new(ids[first]), PeerSpec::new(ids[2])];
+            z.apply_membership(&spec(policy, &list), [0; 2], 9, |_| true, 0)
+                .unwrap();
+            assert_eq!(z.slot_status(other), Some(RETIRING));
+            let second = r.pick_keyed(b"key", 0).unwrap().peer as usize;
+            assert_eq!(
+                second, 2,
+                "{policy:?}: the new server, not a tried or gone one"
+            );
+            assert_eq!(r.pin().unwrap(), z.current_pin().unwrap(), "{policy:?}");
+            r.release(Outcome::Next, 0).unwrap();
+            assert_eq!(
+                r.pick_keyed(b"key", 0).unwrap_err(),
+                Error::Busy,
+                "{policy:?}"
+            );
+            r.end();
+            // The old generation is no longer held.
+            z.publish(9, |_| true).unwrap();
+            assert_eq!(z.generations().len(), 1, "{policy:?}");
+            assert!(z.states().iter().all(|s| s.in_flight.load(Relaxed) == 0));
+        }
+    }
+
+    #[test]
+    fn a_try_in_progress_keeps_its_generation() {
+        let ids: [&[u8]; 3] = [b"up\0a", b"up\0b", b"up\0c"];
+        let t = OwnedTable::with_capacity(
+            &spec(
+                Policy::RoundRobin,
+                &[PeerSpec::new(ids[0]), PeerSpec::new(ids[1])],
+            ),
+            3,
+        )
+        .unwrap();
+        let z = t.zone();
+        let mut r = OwnedAttempt::new(z, 0);
+        let p = r.pick(0).unwrap().peer as usize;
+        let pinned = r.pin().unwrap();
+        let list = [PeerSpec::new(ids[1 - p]), PeerSpec::new(ids[2])];
+        z.apply_membership(&spec(Policy::RoundRobin, &list), [0; 2], 9, |_| true, 0)
+            .unwrap();
+        // A get while the try is in progress is refused and moves nothing.
+        assert_eq!(r.pick(0).unwrap_err(), Error::InvalidArgument);
+        assert_eq!(r.pin().unwrap(), pinned);
+        r.release(Outcome::Ok, 0).unwrap();
+        assert_eq!(z.states()[p].in_flight.load(Relaxed), 0);
+        r.end();
+    }
+}
