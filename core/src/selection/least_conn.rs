@@ -86,7 +86,7 @@ fn tree_pick(
         }
         // Another worker filled it or won its probe: look again.
     }
-    scan_acquire(t, Some(tree), g, attempt, now, mode)
+    t.scan_acquire(g, attempt, now, mode, 0)
 }
 
 /// The next tied candidate within [`TIE_WALK`] positions of the shared
@@ -125,37 +125,6 @@ fn tie_break_near(
         let i = sched[((at + d) % len) as usize] as usize;
         if tied(i) {
             cursor.value.fetch_add(d, Relaxed);
-            return Some(i);
-        }
-    }
-    None
-}
-
-/// The first acquirable peer in index order (the last resort), keeping
-/// the tree, if any, up to date for every peer it tried to acquire.
-fn scan_acquire(
-    t: &Table<'_>,
-    tree: Option<Tree<'_>>,
-    g: usize,
-    attempt: &Attempt<'_>,
-    now: u64,
-    mode: Mode,
-) -> Option<usize> {
-    let Some(tree) = tree else {
-        return t.scan_acquire(g, attempt, now, mode, 0);
-    };
-    let mode = Mode {
-        ramp: false,
-        ..mode
-    };
-    let states = t.states();
-    for i in t.group(g) {
-        if attempt.tried(i) || health::eligibility(&states[i], now, mode) == Eligibility::No {
-            continue;
-        }
-        let ok = health::acquire_in(t, states, i, now, mode);
-        tree.refresh_counted(states, i);
-        if ok {
             return Some(i);
         }
     }
@@ -211,7 +180,7 @@ fn scan(
         }
         // Another worker filled it or won its probe: look again.
     }
-    scan_acquire(t, tree, g, attempt, now, mode)
+    t.scan_acquire(g, attempt, now, mode, 0)
 }
 
 /// The least loaded eligible peer of `slots` not tried yet, and how many

@@ -301,9 +301,16 @@ impl Table<'_> {
             ..mode
         };
         let states = self.states();
-        (0..n)
-            .map(|k| range.get((start + k) % n))
-            .find(|&i| !attempt.tried(i) && health::acquire_in(self, states, i, now, mode))
+        (0..n).map(|k| range.get((start + k) % n)).find(|&i| {
+            if attempt.tried(i) {
+                return false;
+            }
+            let ok = health::acquire_in(self, states, i, now, mode);
+            // The least_conn tree, if the zone has one, sees the count (as
+            // `free` does).
+            self.zone().lc_refresh_counted(i);
+            ok
+        })
     }
 
     /// Ends the try in progress with `outcome`.
