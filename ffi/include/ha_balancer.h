@@ -125,6 +125,10 @@ typedef struct hab_upstream_conf {
     size_t                npeers;
     uint32_t              maglev_size; /* HASH maglev: table size, 0: default */
     const hab_health_conf *health;     /* NULL: none */
+    size_t                capacity;    /* peer slots: 0 (or npeers) for a
+                                        * static upstream; more for one
+                                        * whose servers nginx resolves at
+                                        * run time (hab_zone_resolve()) */
 } hab_upstream_conf;
 
 
@@ -151,7 +155,8 @@ typedef int (*hab_alive_fn)(uint64_t owner, void *data);
 
 
 typedef struct hab_pick {
-    uint32_t        peer;         /* index into hab_upstream_conf.peers */
+    uint32_t        peer;         /* slot: hab_upstream_conf.peers order for
+                                   * a static upstream */
     uint32_t        flags;        /* HAB_PICK_* */
 } hab_pick;
 
@@ -263,8 +268,91 @@ hab_result hab_zone_attach(const hab_upstream_conf *conf, void *mem,
 hab_result hab_zone_carry(hab_zone *zone, const hab_zone *old,
     uint64_t now_ms, uint32_t *out_carried);
 
-/* Number of peers (primaries and backups) in the zone. */
+/* Number of peers (primaries and backups) in the zone: its slots, the
+ * range of every peer index (a dynamic zone: its capacity). */
 uint32_t hab_zone_peers(const hab_zone *zone);
+
+/*
+ * Servers resolved at run time (nginx >= 1.27.3 "server ... resolve",
+ * "service=").  A zone built with conf->capacity above its configured
+ * peers has that many peer slots; hab_zone_resolve() makes a new peer list
+ * (what nginx's upstream zone holds after a change) its membership: a
+ * server whose identity stays keeps its slot and all its state, a new one
+ * takes a free slot as a new server, a vanished one drains (its slot is
+ * reused only once nothing refers to it).  See docs/discovery-design.md.
+ */
+
+/* hab_zone_resolve() out_slots: this peer is in no slot (not built yet) */
+#define HAB_NO_PEER             0xffffffffu
+
+/* hab_peer_conf.position of a resolved server: the API numbers it after
+ * the configured ones (configured count + slot) */
+#define HAB_POSITION_NONE       0xffffffffu
+
+/* hab_slot_info.status */
+#define HAB_SLOT_FREE           0u   /* no identity, named by no generation */
+#define HAB_SLOT_LIVE           1u
+#define HAB_SLOT_RETIRING       2u   /* left the list; its requests finish */
+
+
+/* Where a generation's membership came from: the caller's list id and
+ * its change counter (nginx: a configuration's id and *peers->config). */
+typedef struct hab_source {
+    uint64_t        list;
+    uint64_t        config;
+} hab_source;
+
+
+typedef struct hab_resolve_report {
+    uint64_t        generation;   /* serving after the call */
+    hab_source      source;       /* ... and its source */
+    uint32_t        built;        /* 1: this call published it */
+    uint32_t        refused;      /* why not built, a hab_result: HAB_OK
+                                   * (nothing to do), HAB_BUSY (another
+                                   * builder, or an older list),
+                                   * HAB_NO_SPACE, HAB_TOO_LARGE */
+    uint32_t        kept;         /* slots kept, revived, given to new */
+    uint32_t        revived;      /* identities, turned draining, */
+    uint32_t        added;        /* reused */
+    uint32_t        retired;
+    uint32_t        reused;
+    uint32_t        reserved;
+} hab_resolve_report;
+
+
+typedef struct hab_slot_info {
+    uint32_t        status;       /* HAB_SLOT_* */
+    uint32_t        epoch;        /* bumped each time the slot is reused */
+} hab_slot_info;
+
+
+/*
+ * Makes list (list->peers, list->npeers: primaries first, the zone's
+ * policy; health and capacity ignored) the zone's membership, as copied at
+ * change counter config of list list_id, and publishes a generation of it,
+ * unless the serving generation came from (list_id, config) already or
+ * from a larger list_id (the workers of an older configuration never
+ * publish), or another process holds the builder lease (owner, alive and
+ * data as for hab_zone_claim_slot()).  Then, in every case, writes for
+ * each peer k of the list the slot holding its identity in the generation
+ * serving after the call into out_slots[k] (HAB_NO_PEER when it has none),
+ * occurrences of an identity matched in order, and the report into *out.
+ * A list the zone cannot take (no free slot, the arena full, an identity
+ * too long) changes nothing: the serving generation stays, the reason in
+ * out->refused.  Errors: HAB_NULL_PARAMETER, HAB_INVALID_ARGUMENT (a list
+ * for another policy, or invalid parameters).
+ */
+hab_result hab_zone_resolve(hab_zone *zone, const hab_upstream_conf *list,
+    uint64_t list_id, uint64_t config, uint64_t now_ms, uint64_t owner,
+    hab_alive_fn alive, void *data, uint32_t *out_slots,
+    hab_resolve_report *out);
+
+/* The source of the generation serving new requests. */
+hab_result hab_zone_source(const hab_zone *zone, hab_source *out);
+
+/* Status and epoch of a peer slot (HAB_INVALID_ARGUMENT past the end). */
+hab_result hab_zone_slot(const hab_zone *zone, uint32_t slot,
+    hab_slot_info *out);
 
 /* Number of the table generation serving new requests. */
 uint64_t hab_zone_generation(const hab_zone *zone);
@@ -323,6 +411,19 @@ hab_result hab_attempt_release(hab_zone *zone, hab_attempt *attempt,
     hab_report *out_report);
 
 /*
+ * The try in progress ends as if it had not been made (the caller could
+ * not use the peer: nginx no longer lists it): it leaves flight, stays
+ * tried, and nothing is counted, neither a failure nor a statistic.
+ * HAB_INVALID_ARGUMENT with no try in progress.
+ */
+hab_result hab_attempt_abandon(hab_zone *zone, hab_attempt *attempt);
+
+/* The source of the generation the attempt runs on now (a retry in a
+ * dynamic zone moves to the newest). */
+hab_result hab_attempt_source(const hab_zone *zone,
+    const hab_attempt *attempt, hab_source *out);
+
+/*
  * Ends the request (nginx: a request pool cleanup): releases a try still
  * in progress and drops the hold on its generation.  Idempotent.
  */
@@ -357,9 +458,14 @@ hab_result hab_check_claim(hab_zone *zone, uint32_t worker, uint32_t workers,
     uint64_t now_ms, uint64_t seed, uint32_t full, uint32_t *out_peers,
     size_t cap, size_t *out_n, uint64_t *out_next_ms);
 
-/* The result of a check of peer that ended at now_ms (passed: non-zero). */
-hab_result hab_check_done(hab_zone *zone, uint32_t peer, uint32_t passed,
-    uint64_t now_ms, hab_check_report *out_report);
+/*
+ * The result of a check of peer that ended at now_ms (passed: non-zero).
+ * epoch is the slot's epoch when the check started (hab_zone_slot()): if
+ * the slot has been given to another server since, the verdict is dropped
+ * (HAB_OK, transition HAB_CHECK_NONE).  Only LIVE slots are ever claimed.
+ */
+hab_result hab_check_done(hab_zone *zone, uint32_t peer, uint32_t epoch,
+    uint32_t passed, uint64_t now_ms, hab_check_report *out_report);
 
 /*
  * A worker's health timer: ends the outlier ejections that are over (the
