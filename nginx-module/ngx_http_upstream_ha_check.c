@@ -50,9 +50,11 @@ typedef struct {
     ngx_log_t                           log;
     ngx_buf_t                          *out;
     ngx_buf_t                          *in;
-    uint32_t                            peer;
+    uint32_t                            peer;       /* slot */
+    uint32_t                            epoch;      /* the slot's */
     ngx_msec_t                          deadline;
     ngx_str_t                           name;
+    ngx_str_t                           server;
     ngx_uint_t                          phase;
     ngx_uint_t                          status;
     u_char                              why[64];
@@ -731,9 +733,11 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
     ngx_uint_t         k, full;
     ngx_msec_t         delay, grain;
     hab_result         rc;
+    ngx_str_t          server;
+    ngx_addr_t         addr;
+    ngx_pool_t        *pool;
     ngx_core_conf_t   *ccf;
     hab_panic_report   panic;
-    ngx_http_upstream_rr_peer_t  *peer;
 
     if (ngx_exiting || ngx_quit || ngx_terminate) {
         return;
@@ -815,21 +819,23 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
 
     if (rc == HAB_OK) {
 
-        if (n && ngx_http_upstream_ha_index(hcf, hcf->uscf->peer.data,
-                                            ev->log)
-                 == NGX_OK)
-        {
-            for (i = 0; i < n; i++) {
-                if (peers[i] >= hcf->npeers) {
-                    continue;
-                }
+        pool = n ? ngx_create_pool(1024, ev->log) : NULL;
 
-                peer = hcf->peer[peers[i]];
-
-                ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                              "upstream server %V of \"%V\" returns after "
-                              "its ejection", &peer->name, hcf->name);
+        for (i = 0; pool && i < n; i++) {
+            if (ngx_http_upstream_ha_copy_peer(hcf, peers[i], pool, &addr,
+                                               &server, ev->log)
+                != NGX_OK)
+            {
+                continue;
             }
+
+            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
+                          "upstream server %V of \"%V\" returns after "
+                          "its ejection", &addr.name, hcf->name);
+        }
+
+        if (pool) {
+            ngx_destroy_pool(pool);
         }
 
         ngx_http_upstream_ha_log_panic(ev->log, hcf, &panic);
@@ -894,19 +900,18 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
     uint32_t peer, ngx_log_t *log)
 {
     ngx_int_t                      rc;
+    ngx_addr_t                     addr;
     ngx_pool_t                    *pool;
+    hab_slot_info                  slot;
     ngx_connection_t              *c;
     struct sockaddr               *sa;
-    ngx_http_upstream_rr_peer_t   *rp;
     ngx_http_upstream_ha_probe_t  *p;
 
-    if (ngx_http_upstream_ha_index(hcf, hcf->uscf->peer.data, log) != NGX_OK
-        || peer >= hcf->npeers)
-    {
+    /* the slot's epoch first: a verdict on its next server is dropped */
+
+    if (hab_zone_slot(hcf->zone, peer, &slot) != HAB_OK) {
         return;
     }
-
-    rp = hcf->peer[peer];
 
     pool = ngx_create_pool(1024, log);
     if (pool == NULL) {
@@ -914,21 +919,25 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
     }
 
     p = ngx_pcalloc(pool, sizeof(ngx_http_upstream_ha_probe_t));
-    sa = ngx_palloc(pool, rp->socklen);
-    p = (p && sa) ? p : NULL;
 
-    if (p == NULL) {
+    if (p == NULL
+        || ngx_http_upstream_ha_copy_peer(hcf, peer, pool, &addr, &p->server,
+                                          log)
+           != NGX_OK)
+    {
         ngx_destroy_pool(pool);
         return;
     }
 
+    sa = addr.sockaddr;
+
     p->hcf = hcf;
     p->pool = pool;
     p->peer = peer;
+    p->epoch = slot.epoch;
     p->deadline = ngx_current_msec + hcf->health.timeout_ms;
 
-    p->name.data = ngx_pstrdup(pool, &rp->name);
-    p->name.len = p->name.data ? rp->name.len : 0;
+    p->name = addr.name;
 
     /*
      * the connection's own errors (refused, reset) are verdicts here, not
@@ -947,14 +956,12 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
         p->log.log_level = NGX_LOG_CRIT;
     }
 
-    ngx_memcpy(sa, rp->sockaddr, rp->socklen);
-
     if (hcf->check.port) {
         ngx_inet_set_port(sa, hcf->check.port);
     }
 
     p->pc.sockaddr = sa;
-    p->pc.socklen = rp->socklen;
+    p->pc.socklen = addr.socklen;
     p->pc.name = &p->name;
     p->pc.get = ngx_event_get_peer;
     p->pc.log = &p->log;
@@ -1004,7 +1011,6 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
     size_t                              len;
     ngx_str_t                          *host;
     ngx_connection_t                   *c;
-    ngx_http_upstream_rr_peer_t        *rp;
     ngx_http_upstream_ha_check_conf_t  *cc;
 
     c = p->pc.connection;
@@ -1070,8 +1076,7 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
         host = &cc->host;
 
     } else {
-        rp = p->hcf->peer[p->peer];
-        host = rp->server.len ? &rp->server : &rp->name;
+        host = p->server.len ? &p->server : &p->name;
     }
 
     len = sizeof("GET  HTTP/1.1" CRLF "Host: " CRLF
@@ -1502,7 +1507,7 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
     if (passed != NGX_DECLINED) {
         ngx_memzero(&report, sizeof(hab_check_report));
 
-        rc = hab_check_done(hcf->zone, p->peer, passed ? 1 : 0,
+        rc = hab_check_done(hcf->zone, p->peer, p->epoch, passed ? 1 : 0,
                             ngx_current_msec, &report);
 
         if (rc != HAB_OK) {

@@ -44,7 +44,6 @@ static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
 
 static ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
 static void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
-static int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 
 static ngx_int_t ngx_http_upstream_ha_api_handler(ngx_http_request_t *r);
 static void ngx_http_upstream_ha_api_body(ngx_http_request_t *r);
@@ -104,6 +103,13 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
     { ngx_string("ha_panic"),
       NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
       ngx_http_upstream_ha_panic,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_resolve_max"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_http_upstream_ha_resolve_max,
       NGX_HTTP_SRV_CONF_OFFSET,
       0,
       NULL },
@@ -218,6 +224,12 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     }
     hcf->conf.peers = pc;
     hcf->conf.npeers = n;
+
+#if (HAB_RESOLVE)
+    if (ngx_http_upstream_ha_init_resolve(cf, us, hcf, n) != NGX_OK) {
+        return NGX_ERROR;
+    }
+#endif
 
     if (ngx_http_upstream_ha_add_peers(cf, us, hcf, peers, pc, 0) != NGX_OK) {
         return NGX_ERROR;
@@ -405,6 +417,15 @@ ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
     backup = nprimary;
 
     for (i = 0; i < us->servers->nelts; i++) {
+
+#if (HAB_RESOLVE)
+        /* resolved at run time: numbered after the configured ones */
+
+        if (server[i].host.len) {
+            continue;
+        }
+#endif
+
         for (j = 0; j < server[i].naddrs; j++) {
 
             if (server[i].backup) {
@@ -447,6 +468,11 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
             ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
                           "ha_balance upstream \"%V\": state kept",
                           hcf->name);
+#if (HAB_RESOLVE)
+            if (hcf->resolve) {
+                (void) ngx_http_upstream_ha_sync(hcf, shm_zone->shm.log);
+            }
+#endif
             return NGX_OK;
         }
 
@@ -471,6 +497,19 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                       hcf->name, hab_result_str(rc));
         return NGX_ERROR;
     }
+
+#if (HAB_RESOLVE)
+
+    /*
+     * nginx's upstream zone, initialised before this one, holds the list
+     * as resolved so far (the old cycle's addresses after a reload)
+     */
+
+    if (hcf->resolve) {
+        (void) ngx_http_upstream_ha_sync(hcf, shm_zone->shm.log);
+    }
+
+#endif
 
     /* the upstream changed at reload: keep what is known of its servers */
 
@@ -630,8 +669,9 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    if (ngx_http_upstream_ha_index(hcf, hp->rrp.peers, r->connection->log)
-        != NGX_OK)
+    if (!hcf->resolve
+        && ngx_http_upstream_ha_index(hcf, hp->rrp.peers, r->connection->log)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -668,6 +708,13 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     hp->conf = hcf;
     hp->request = r;
     hp->peers = hp->rrp.peers;
+    hp->ref = 0;
+
+#if (HAB_RESOLVE)
+    if (hcf->resolve) {
+        ngx_http_upstream_ha_init_resolved_peer(hp, r->connection->log);
+    }
+#endif
 
     if (hcf->policy == HAB_POLICY_HASH) {
         if (ngx_http_complex_value(r, &hcf->key, &hp->key) != NGX_OK) {
@@ -692,6 +739,10 @@ static void
 ngx_http_upstream_ha_end_attempt(void *data)
 {
     ngx_http_upstream_ha_peer_data_t  *hp = data;
+
+#if (HAB_RESOLVE)
+    ngx_http_upstream_ha_unref(hp);
+#endif
 
     (void) hab_attempt_end(hp->conf->zone, hp->attempt);
 }
@@ -750,6 +801,54 @@ ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
 }
 
 
+/*
+ * The address, name and server of the peer in slot, copied into pool:
+ * for those who use it beyond the moment (health checks, logs).
+ * NGX_DECLINED: no such peer in this worker now.
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
+    uint32_t slot, ngx_pool_t *pool, ngx_addr_t *addr, ngx_str_t *server,
+    ngx_log_t *log)
+{
+    ngx_http_upstream_rr_peer_t  *peer;
+
+#if (HAB_RESOLVE)
+    if (hcf->resolve) {
+        return ngx_http_upstream_ha_copy_resolved_peer(hcf, slot, pool, addr,
+                                                       server, log);
+    }
+#endif
+
+    if (ngx_http_upstream_ha_index(hcf, hcf->uscf->peer.data, log) != NGX_OK
+        || slot >= hcf->npeers)
+    {
+        return NGX_DECLINED;
+    }
+
+    peer = hcf->peer[slot];
+
+    addr->sockaddr = ngx_palloc(pool, peer->socklen);
+    addr->name.data = ngx_pstrdup(pool, &peer->name);
+    server->data = ngx_pnalloc(pool, peer->server.len + 1);
+
+    if (addr->sockaddr == NULL || addr->name.data == NULL
+        || server->data == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(addr->sockaddr, peer->sockaddr, peer->socklen);
+    addr->socklen = peer->socklen;
+    addr->name.len = peer->name.len;
+    ngx_memcpy(server->data, peer->server.data, peer->server.len);
+    server->len = peer->server.len;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
 {
@@ -764,6 +863,12 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
 
     pc->cached = 0;
     pc->connection = NULL;
+
+#if (HAB_RESOLVE)
+    if (hp->conf->resolve) {
+        return ngx_http_upstream_ha_get_resolved_peer(pc, hp);
+    }
+#endif
 
     rc = hab_attempt_pick(hp->conf->zone, hp->attempt, hp->key.data,
                           hp->key.len, ngx_current_msec, &pick);
@@ -866,15 +971,22 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
                       "ha_balance free: %s", hab_result_str(rc));
+#if (HAB_RESOLVE)
+        ngx_http_upstream_ha_unref(hp);
+#endif
         return;
     }
 
-    /* each transition is reported to one worker only: logged once */
+    /*
+     * each transition is reported to one worker only: logged once; the
+     * peer is the one get handed out (referenced if resolved)
+     */
+
+    peer = hp->rrp.current;
 
     if (report.flags & (HAB_REPORT_DISABLED|HAB_REPORT_RECOVERED)
-        && report.peer < hp->conf->npeers)
+        && peer != NULL)
     {
-        peer = hp->conf->peer[report.peer];
 
         if (report.flags & HAB_REPORT_DISABLED) {
             c = pc->connection;
@@ -906,10 +1018,7 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
         }
     }
 
-    if ((report.flags & HAB_REPORT_EJECTED) && report.peer < hp->conf->npeers)
-    {
-        peer = hp->conf->peer[report.peer];
-
+    if ((report.flags & HAB_REPORT_EJECTED) && peer != NULL) {
         ngx_log_error(NGX_LOG_WARN, pc->log, 0,
                       "upstream server %V of \"%V\" ejected for %uL ms: "
                       "%uD %s in a row", &peer->name, hp->conf->name,
@@ -919,6 +1028,10 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 
         ngx_http_upstream_ha_log_panic(pc->log, hp->conf, &report.panic);
     }
+
+#if (HAB_RESOLVE)
+    ngx_http_upstream_ha_unref(hp);
+#endif
 
     if (report.flags & HAB_REPORT_LAST_TRY) {
         pc->tries = 0;
@@ -965,6 +1078,14 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
                           hcf->name, hab_result_str(rc));
         }
 
+#if (HAB_RESOLVE)
+        if (hcf->resolve
+            && ngx_http_upstream_ha_start_resolve(cycle, hcf) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+#endif
+
         ngx_http_upstream_ha_start_health(cycle, hcf);
     }
 
@@ -985,6 +1106,12 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
         /* checks in flight first: they name peers by the index */
 
         ngx_http_upstream_ha_stop_health(hcf);
+
+#if (HAB_RESOLVE)
+        if (hcf->resolve) {
+            ngx_http_upstream_ha_stop_resolve(hcf);
+        }
+#endif
 
         /* the peer index ngx_http_upstream_ha_index() built */
 
@@ -1063,7 +1190,7 @@ ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle, hab_api_upstream *ups)
 }
 
 
-static int
+int
 ngx_http_upstream_ha_alive(uint64_t owner, void *data)
 {
     if (kill((ngx_pid_t) owner, 0) == 0) {
@@ -1093,6 +1220,7 @@ ngx_http_upstream_ha_create_conf(ngx_conf_t *cf)
      */
 
     conf->slot = HAB_NO_SLOT;
+    conf->resolve_max = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -1193,6 +1321,17 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     {
         flags |= NGX_HTTP_UPSTREAM_BACKUP;
     }
+
+#if (HAB_RESOLVE)
+
+    /*
+     * every policy follows the peer list when nginx changes it (servers
+     * resolved at run time): see ngx_http_upstream_ha_resolve.c
+     */
+
+    flags |= NGX_HTTP_UPSTREAM_MODIFY;
+
+#endif
 
     uscf->flags = flags;
 

@@ -18,6 +18,23 @@
 #include <ha_balancer.h>
 
 
+/*
+ * Servers resolved at run time ("server ... resolve", "service="): nginx
+ * 1.27.3 and later, with the upstream zone module.  Older nginx (Debian's
+ * 1.22) builds the rest from the same source and refuses "resolve" itself.
+ */
+#if (NGX_HTTP_UPSTREAM_ZONE && defined NGX_HTTP_UPSTREAM_MODIFY             \
+     && nginx_version >= 1027003)
+#define HAB_RESOLVE  1
+#else
+#define HAB_RESOLVE  0
+#endif
+
+/* ha_resolve_max: slots for resolved servers, by default */
+#define HAB_RESOLVE_MAX_DEFAULT  1024
+#define HAB_RESOLVE_MAX_LIMIT    (1 << 20)
+
+
 /* bounds of "table_size=" (the core's maglev::MIN/MAX_TABLE_SIZE) */
 #define HAB_MAGLEV_MIN  257
 #define HAB_MAGLEV_MAX  65537011
@@ -73,6 +90,14 @@ typedef struct {
 } ngx_http_upstream_ha_check_conf_t;
 
 
+/* a worker's view of one peer slot: the nginx peer holding it */
+
+typedef struct {
+    ngx_http_upstream_rr_peer_t        *peer;       /* NULL: none here */
+    ngx_http_upstream_rr_peers_t       *peers;      /* its list */
+} ngx_http_upstream_ha_slot_t;
+
+
 typedef struct {
     ngx_uint_t                          policy;     /* HAB_POLICY_*, 0: unset */
     ngx_str_t                          *name;       /* upstream name */
@@ -93,6 +118,21 @@ typedef struct {
     ngx_http_upstream_rr_peer_t       **peer;
     ngx_uint_t                          npeers;
 
+    /*
+     * servers resolved at run time: slots for them, this configuration's
+     * list id; per worker, slot -> nginx peer, valid while the list's
+     * change counter is map_config and the zone serves map_source
+     */
+    ngx_uint_t                          resolve;    /* unsigned:1 */
+    ngx_uint_t                          resolve_max;
+    uint64_t                            list_id;
+    ngx_http_upstream_ha_slot_t        *map;
+    ngx_uint_t                          map_valid;  /* unsigned:1 */
+    ngx_uint_t                          map_config;
+    hab_source                          map_source;
+    ngx_uint_t                          refused;    /* config last logged */
+    ngx_event_t                         resolve_ev;
+
     /* per worker: the health timer and its checks in flight */
     ngx_event_t                         health_ev;
     uint64_t                            health_epoch;
@@ -111,6 +151,7 @@ typedef struct {
     ngx_http_upstream_rr_peers_t       *peers;      /* primaries */
     hab_attempt                        *attempt;
     ngx_str_t                           key;        /* hash */
+    ngx_uint_t                          ref;        /* unsigned:1 */
 } ngx_http_upstream_ha_peer_data_t;
 
 
@@ -119,6 +160,9 @@ extern ngx_module_t  ngx_http_upstream_ha_module;
 
 ngx_int_t ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_rr_peers_t *peers, ngx_log_t *log);
+ngx_int_t ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
+    uint32_t slot, ngx_pool_t *pool, ngx_addr_t *addr, ngx_str_t *server,
+    ngx_log_t *log);
 ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_next_conf(
     ngx_cycle_t *cycle, ngx_uint_t *i);
 ngx_uint_t ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle,
@@ -139,6 +183,29 @@ void ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
 void ngx_http_upstream_ha_stop_health(ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_log_panic(ngx_log_t *log,
     ngx_http_upstream_ha_srv_conf_t *hcf, hab_panic_report *panic);
+int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
+
+char *ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+#if (HAB_RESOLVE)
+ngx_int_t ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_uint_t n);
+ngx_int_t ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_log_t *log);
+void ngx_http_upstream_ha_unref(ngx_http_upstream_ha_peer_data_t *hp);
+void ngx_http_upstream_ha_init_resolved_peer(
+    ngx_http_upstream_ha_peer_data_t *hp, ngx_log_t *log);
+ngx_int_t ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc,
+    ngx_http_upstream_ha_peer_data_t *hp);
+ngx_int_t ngx_http_upstream_ha_copy_resolved_peer(
+    ngx_http_upstream_ha_srv_conf_t *hcf, uint32_t slot, ngx_pool_t *pool,
+    ngx_addr_t *addr, ngx_str_t *server, ngx_log_t *log);
+ngx_int_t ngx_http_upstream_ha_start_resolve(ngx_cycle_t *cycle,
+    ngx_http_upstream_ha_srv_conf_t *hcf);
+void ngx_http_upstream_ha_stop_resolve(ngx_http_upstream_ha_srv_conf_t *hcf);
+#endif
 
 
 #endif /* _NGX_HTTP_UPSTREAM_HA_MODULE_H_INCLUDED_ */

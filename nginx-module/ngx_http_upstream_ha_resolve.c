@@ -1,0 +1,755 @@
+
+/*
+ * Copyright (C) ha-balancer authors
+ *
+ * Servers resolved at run time ("server NAME resolve", "service="): nginx
+ * 1.27.3 and later edit the upstream's peer list in its zone whenever DNS
+ * changes.  The core's table follows that list (hab_zone_resolve): each
+ * worker copies the list out of nginx's locks, hands it to the core,
+ * which keeps the state of the servers that stay, and maps the core's
+ * slots back to nginx peers for its own requests.  Design:
+ * docs/discovery-design.md.
+ *
+ * Locks: nginx's list locks are held only while copying plain data or
+ * taking and dropping references on peers; the core is never called
+ * under them.  A peer this module hands to nginx holds a reference
+ * (ngx_http_upstream_rr_peer_ref), so that nginx keeps it as a zombie
+ * when DNS removes it, and frees it at the last unref, in free.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ha_balancer.h>
+
+#include "ngx_http_upstream_ha_module.h"
+
+
+/* ha_resolve_max N: room for N servers resolved at run time */
+
+char *
+ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+#if !(HAB_RESOLVE)
+
+    return "needs nginx 1.27.3 or later with the upstream zone module "
+           "(servers resolved at run time)";
+
+#endif
+
+    if (hcf->resolve_max != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n == NGX_ERROR || n < 1 || n > HAB_RESOLVE_MAX_LIMIT) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of resolved servers \"%V\": "
+                           "from 1 to %d", &value[1], HAB_RESOLVE_MAX_LIMIT);
+        return NGX_CONF_ERROR;
+    }
+
+    hcf->resolve_max = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
+}
+
+
+#if (HAB_RESOLVE)
+
+
+/* how often a worker looks for a list change nobody has built yet, ms */
+#define NGX_HTTP_UPSTREAM_HA_RESOLVE_TICK  100
+
+/* rounds of copy and build when the list changes under them */
+#define NGX_HTTP_UPSTREAM_HA_SYNC_ROUNDS   3
+
+/* picks of slots this worker has no peer for, per try, before BUSY */
+#define NGX_HTTP_UPSTREAM_HA_SKIPS         16
+
+
+static void ngx_http_upstream_ha_lock_lists(
+    ngx_http_upstream_rr_peers_t *peers);
+static void ngx_http_upstream_ha_unlock_lists(
+    ngx_http_upstream_rr_peers_t *peers);
+static ngx_int_t ngx_http_upstream_ha_copy_list(
+    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_pool_t *pool,
+    hab_upstream_conf *list, ngx_http_upstream_ha_slot_t **held,
+    ngx_uint_t *config);
+static void ngx_http_upstream_ha_log_resolve(
+    ngx_http_upstream_ha_srv_conf_t *hcf, hab_resolve_report *report,
+    ngx_uint_t config, ngx_log_t *log);
+static ngx_int_t ngx_http_upstream_ha_hold(
+    ngx_http_upstream_ha_srv_conf_t *hcf, uint32_t slot,
+    ngx_http_upstream_ha_slot_t *out);
+static ngx_uint_t ngx_http_upstream_ha_map_stale(
+    ngx_http_upstream_ha_peer_data_t *hp);
+static void ngx_http_upstream_ha_resolve_tick(ngx_event_t *ev);
+static uint64_t ngx_http_upstream_ha_monotonic_ns(void);
+
+
+/*
+ * init_upstream: an upstream with resolvable servers gets a zone with
+ * room for ha_resolve_max of them beside its static ones
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_uint_t n)
+{
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    peers = us->peer.data;
+
+    hcf->resolve = (peers->resolve != NULL
+                    || (peers->next && peers->next->resolve != NULL));
+
+    if (!hcf->resolve) {
+        if (hcf->resolve_max != NGX_CONF_UNSET_UINT) {
+            ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                          "ha_balance upstream \"%V\": \"ha_resolve_max\" "
+                          "is ignored: no server is resolved at run time "
+                          "in %s:%ui", &us->host, us->file_name, us->line);
+        }
+
+        return NGX_OK;
+    }
+
+    if (hcf->resolve_max == NGX_CONF_UNSET_UINT) {
+        hcf->resolve_max = HAB_RESOLVE_MAX_DEFAULT;
+    }
+
+    hcf->conf.capacity = n + hcf->resolve_max;
+
+    if (hcf->conf.maglev_size != 0
+        && hcf->conf.maglev_size < hcf->conf.capacity)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance upstream \"%V\": maglev table size %uD "
+                      "is smaller than its %ui servers and "
+                      "ha_resolve_max %ui in %s:%ui",
+                      &us->host, hcf->conf.maglev_size, n, hcf->resolve_max,
+                      us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
+    /*
+     * the list's id: every configuration has a larger one than the one
+     * before (old workers that share the zone never publish theirs)
+     */
+
+    hcf->list_id = ngx_http_upstream_ha_monotonic_ns();
+
+    return NGX_OK;
+}
+
+
+static uint64_t
+ngx_http_upstream_ha_monotonic_ns(void)
+{
+    struct timespec  ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+        return (uint64_t) ngx_time() * 1000000000;
+    }
+
+    return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
+}
+
+
+/* both lists, in the order nginx's resolve handler takes them */
+
+static void
+ngx_http_upstream_ha_lock_lists(ngx_http_upstream_rr_peers_t *peers)
+{
+    ngx_http_upstream_rr_peers_rlock(peers);
+
+    if (peers->next) {
+        ngx_http_upstream_rr_peers_rlock(peers->next);
+    }
+}
+
+
+static void
+ngx_http_upstream_ha_unlock_lists(ngx_http_upstream_rr_peers_t *peers)
+{
+    if (peers->next) {
+        ngx_http_upstream_rr_peers_unlock(peers->next);
+    }
+
+    ngx_http_upstream_rr_peers_unlock(peers);
+}
+
+
+/*
+ * The peer list as it is now, copied into pool: primaries, then backups,
+ * with the same identities as configured servers have (upstream, server,
+ * address); which nginx peer each is into *held; the change counter.
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_copy_list(ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_pool_t *pool, hab_upstream_conf *list,
+    ngx_http_upstream_ha_slot_t **held, ngx_uint_t *config)
+{
+    u_char                        *p;
+    size_t                         len;
+    ngx_uint_t                     n, k;
+    hab_peer_conf                 *pc;
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *peers, *group;
+    ngx_http_upstream_ha_slot_t   *h;
+
+    peers = hcf->uscf->peer.data;
+
+    ngx_http_upstream_ha_lock_lists(peers);
+
+    *config = *peers->config;
+    n = peers->number + (peers->next ? peers->next->number : 0);
+
+    pc = ngx_pcalloc(pool, (n ? n : 1) * sizeof(hab_peer_conf));
+    h = ngx_pcalloc(pool, (n ? n : 1) * sizeof(ngx_http_upstream_ha_slot_t));
+
+    if (pc == NULL || h == NULL) {
+        ngx_http_upstream_ha_unlock_lists(peers);
+        return NGX_ERROR;
+    }
+
+    k = 0;
+
+    for (group = peers; group; group = (group == peers) ? peers->next : NULL) {
+        for (peer = group->peer; peer && k < n; peer = peer->next, k++) {
+
+            len = hcf->name->len + 1 + peer->server.len + 1 + peer->name.len;
+
+            p = ngx_pnalloc(pool, len + peer->server.len);
+            if (p == NULL) {
+                ngx_http_upstream_ha_unlock_lists(peers);
+                return NGX_ERROR;
+            }
+
+            pc[k].id = p;
+            pc[k].id_len = len;
+
+            p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+            *p++ = '\0';
+            p = ngx_cpymem(p, peer->server.data, peer->server.len);
+            *p++ = '\0';
+            p = ngx_cpymem(p, peer->name.data, peer->name.len);
+
+            pc[k].server = p;
+            pc[k].server_len = peer->server.len;
+            ngx_memcpy(p, peer->server.data, peer->server.len);
+
+            /* nginx makes an SRV weight of 0 a 1; the core counts in 32 bits */
+
+            pc[k].weight = (uint32_t) ngx_max(ngx_min(peer->weight,
+                                                      0xffffffff), 1);
+            pc[k].max_conns = (uint32_t) ngx_min(peer->max_conns, 0xffffffff);
+            pc[k].max_fails = (uint32_t) ngx_min(peer->max_fails, 0xffffffff);
+            pc[k].fail_timeout_ms = (uint64_t) peer->fail_timeout * 1000;
+            pc[k].flags = (group != peers ? HAB_PEER_BACKUP : 0)
+                          | (peer->down ? HAB_PEER_DOWN : 0);
+            pc[k].position = HAB_POSITION_NONE;
+
+            h[k].peer = peer;
+            h[k].peers = group;
+        }
+    }
+
+    ngx_http_upstream_ha_unlock_lists(peers);
+
+    *list = hcf->conf;
+    list->peers = pc;
+    list->npeers = k;
+    list->capacity = 0;
+
+    *held = h;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Makes the zone follow the list, if nobody has, and rebuilds this
+ * worker's slot -> peer map.  The master calls it at zone init (no map).
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_log_t *log)
+{
+    uint32_t                      *slots;
+    ngx_uint_t                     round, k, config, cap;
+    ngx_pool_t                    *pool;
+    hab_result                     rc;
+    hab_upstream_conf              list;
+    hab_resolve_report             report;
+    ngx_http_upstream_rr_peers_t  *peers;
+    ngx_http_upstream_ha_slot_t   *held;
+
+    peers = hcf->uscf->peer.data;
+    cap = hab_zone_peers(hcf->zone);
+
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (round = 0; round < NGX_HTTP_UPSTREAM_HA_SYNC_ROUNDS; round++) {
+
+        if (ngx_http_upstream_ha_copy_list(hcf, pool, &list, &held, &config)
+            != NGX_OK)
+        {
+            break;
+        }
+
+        slots = ngx_palloc(pool, (list.npeers ? list.npeers : 1)
+                                 * sizeof(uint32_t));
+        if (slots == NULL) {
+            break;
+        }
+
+        ngx_memzero(&report, sizeof(hab_resolve_report));
+
+        rc = hab_zone_resolve(hcf->zone, &list, hcf->list_id,
+                              (uint64_t) config, ngx_current_msec,
+                              (uint64_t) ngx_pid, ngx_http_upstream_ha_alive,
+                              NULL, slots, &report);
+
+        if (rc != HAB_OK) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "ha_balance upstream \"%V\": resolve: %s",
+                          hcf->name, hab_result_str(rc));
+            break;
+        }
+
+        ngx_http_upstream_ha_log_resolve(hcf, &report, config, log);
+
+        if (hcf->map == NULL) {
+            ngx_destroy_pool(pool);
+            return NGX_OK;
+        }
+
+        /* the peers are those of the list copied only if it is unchanged */
+
+        ngx_http_upstream_ha_lock_lists(peers);
+
+        if (*peers->config == config) {
+            ngx_memzero(hcf->map, cap * sizeof(ngx_http_upstream_ha_slot_t));
+
+            for (k = 0; k < list.npeers; k++) {
+                if (slots[k] < cap) {
+                    hcf->map[slots[k]] = held[k];
+                }
+            }
+
+            hcf->map_config = config;
+            hcf->map_source = report.source;
+            hcf->map_valid = 1;
+
+            ngx_http_upstream_ha_unlock_lists(peers);
+            ngx_destroy_pool(pool);
+
+            return NGX_OK;
+        }
+
+        ngx_http_upstream_ha_unlock_lists(peers);
+        ngx_reset_pool(pool);
+    }
+
+    ngx_destroy_pool(pool);
+
+    /* requests meanwhile find no peer here: BUSY, as nginx's own */
+
+    hcf->map_valid = 0;
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_upstream_ha_log_resolve(ngx_http_upstream_ha_srv_conf_t *hcf,
+    hab_resolve_report *report, ngx_uint_t config, ngx_log_t *log)
+{
+    if (report->built) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "ha_balance upstream \"%V\": servers changed: "
+                      "%uD kept, %uD back, %uD new, %uD draining "
+                      "(generation %uL)", hcf->name,
+                      report->kept, report->revived, report->added,
+                      report->retired, report->generation);
+        return;
+    }
+
+    if (report->refused == HAB_OK || report->refused == HAB_BUSY) {
+        return;
+    }
+
+    /* once per change of the list */
+
+    if (hcf->refused == config + 1) {
+        return;
+    }
+
+    hcf->refused = config + 1;
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "ha_balance upstream \"%V\": the new list of servers is "
+                  "not used: %s (at most %ui resolved servers, "
+                  "see \"ha_resolve_max\")", hcf->name,
+                  hab_result_str(report->refused), hcf->resolve_max);
+}
+
+
+/*
+ * The nginx peer in slot, with a reference taken: NGX_OK; NGX_DECLINED:
+ * this worker's list has no peer in that slot; NGX_AGAIN: the list
+ * changed since the map was built.
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_hold(ngx_http_upstream_ha_srv_conf_t *hcf,
+    uint32_t slot, ngx_http_upstream_ha_slot_t *out)
+{
+    ngx_http_upstream_ha_slot_t  *s;
+
+    if (!hcf->map_valid) {
+        return NGX_AGAIN;
+    }
+
+    if (slot >= hab_zone_peers(hcf->zone)) {
+        return NGX_DECLINED;
+    }
+
+    s = &hcf->map[slot];
+
+    if (s->peer == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ngx_http_upstream_rr_peers_rlock(s->peers);
+
+    if (*s->peers->config != hcf->map_config) {
+        ngx_http_upstream_rr_peers_unlock(s->peers);
+        return NGX_AGAIN;
+    }
+
+    ngx_http_upstream_rr_peer_lock(s->peers, s->peer);
+    ngx_http_upstream_rr_peer_ref(s->peers, s->peer);
+    ngx_http_upstream_rr_peer_unlock(s->peers, s->peer);
+
+    ngx_http_upstream_rr_peers_unlock(s->peers);
+
+    *out = *s;
+
+    return NGX_OK;
+}
+
+
+/* drops the reference get took; nginx frees a removed peer at the last */
+
+void
+ngx_http_upstream_ha_unref(ngx_http_upstream_ha_peer_data_t *hp)
+{
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    if (!hp->ref) {
+        return;
+    }
+
+    hp->ref = 0;
+
+    peer = hp->rrp.current;
+    peers = hp->rrp.peers;
+
+    ngx_http_upstream_rr_peers_rlock(peers);
+    ngx_http_upstream_rr_peer_lock(peers, peer);
+
+    if (ngx_http_upstream_rr_peer_unref(peers, peer) == NGX_OK) {
+        ngx_http_upstream_rr_peer_unlock(peers, peer);
+    }
+
+    ngx_http_upstream_rr_peers_unlock(peers);
+
+    hp->rrp.current = NULL;
+}
+
+
+/* init_peer: whether this worker's map lags behind the list or the zone */
+
+void
+ngx_http_upstream_ha_init_resolved_peer(ngx_http_upstream_ha_peer_data_t *hp,
+    ngx_log_t *log)
+{
+    if (ngx_http_upstream_ha_map_stale(hp)) {
+        (void) ngx_http_upstream_ha_sync(hp->conf, log);
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_upstream_ha_map_stale(ngx_http_upstream_ha_peer_data_t *hp)
+{
+    hab_source                        src;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = hp->conf;
+
+    if (!hcf->map_valid || hp->rrp.config != hcf->map_config) {
+        return 1;
+    }
+
+    if (hab_attempt_source(hcf->zone, hp->attempt, &src) != HAB_OK) {
+        return 1;
+    }
+
+    return src.list != hcf->map_source.list
+           || src.config != hcf->map_source.config;
+}
+
+
+/*
+ * get: the core picks a slot; this worker's peer in it is referenced
+ * and handed to nginx.  A slot with no peer here (the list changed
+ * between the build and now, or this is an older configuration's worker)
+ * is abandoned, without counting anything, and another one picked.
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc,
+    ngx_http_upstream_ha_peer_data_t *hp)
+{
+    hab_pick                          pick;
+    ngx_int_t                         held;
+    hab_result                        rc;
+    ngx_uint_t                        skips, syncs;
+    ngx_http_upstream_ha_slot_t       s;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = hp->conf;
+    syncs = 0;
+
+    for (skips = 0; skips < NGX_HTTP_UPSTREAM_HA_SKIPS; skips++) {
+
+        rc = hab_attempt_pick(hcf->zone, hp->attempt, hp->key.data,
+                              hp->key.len, ngx_current_msec, &pick);
+
+        if (rc == HAB_BUSY) {
+            break;
+        }
+
+        if (rc != HAB_OK) {
+            ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
+                          "ha_balance get: %s", hab_result_str(rc));
+            return NGX_ERROR;
+        }
+
+        held = ngx_http_upstream_ha_hold(hcf, pick.peer, &s);
+
+        while (held == NGX_AGAIN && syncs < 2) {
+            syncs++;
+            (void) ngx_http_upstream_ha_sync(hcf, pc->log);
+            held = ngx_http_upstream_ha_hold(hcf, pick.peer, &s);
+        }
+
+        if (held == NGX_OK) {
+            hp->ref = 1;
+
+            /* the TLS session hooks of round robin use these */
+
+            hp->rrp.current = s.peer;
+            hp->rrp.peers = s.peers;
+
+            pc->sockaddr = s.peer->sockaddr;
+            pc->socklen = s.peer->socklen;
+            pc->name = &s.peer->name;
+
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                           "get ha peer, current: %uD %V",
+                           pick.peer, &s.peer->name);
+
+            return NGX_OK;
+        }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                       "get ha peer: slot %uD has no peer here", pick.peer);
+
+        (void) hab_attempt_abandon(hcf->zone, hp->attempt);
+
+        /* the zone may serve a membership newer than the map */
+
+        if (syncs < 2 && ngx_http_upstream_ha_map_stale(hp)) {
+            syncs++;
+            (void) ngx_http_upstream_ha_sync(hcf, pc->log);
+        }
+    }
+
+    pc->name = hp->peers->name;
+
+    return NGX_BUSY;
+}
+
+
+/*
+ * A copy of the address and server of the peer in slot, for a health
+ * check: the check outlives any lock, and nginx may free the peer.
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_copy_resolved_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
+    uint32_t slot, ngx_pool_t *pool, ngx_addr_t *addr, ngx_str_t *server,
+    ngx_log_t *log)
+{
+    ngx_uint_t                    round;
+    ngx_http_upstream_rr_peer_t  *peer;
+    ngx_http_upstream_ha_slot_t  *s;
+
+    if (hcf->map == NULL || slot >= hab_zone_peers(hcf->zone)) {
+        return NGX_DECLINED;
+    }
+
+    for (round = 0; round < 2; round++) {
+
+        if (!hcf->map_valid || round > 0) {
+            (void) ngx_http_upstream_ha_sync(hcf, log);
+        }
+
+        if (!hcf->map_valid) {
+            return NGX_DECLINED;
+        }
+
+        s = &hcf->map[slot];
+
+        if (s->peer == NULL) {
+            continue;
+        }
+
+        ngx_http_upstream_rr_peers_rlock(s->peers);
+
+        if (*s->peers->config != hcf->map_config) {
+            ngx_http_upstream_rr_peers_unlock(s->peers);
+            continue;
+        }
+
+        peer = s->peer;
+
+        addr->sockaddr = ngx_palloc(pool, peer->socklen);
+        addr->name.data = ngx_pnalloc(pool, peer->name.len);
+        server->data = ngx_pnalloc(pool, peer->server.len + 1);
+
+        if (addr->sockaddr == NULL || addr->name.data == NULL
+            || server->data == NULL)
+        {
+            ngx_http_upstream_rr_peers_unlock(s->peers);
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(addr->sockaddr, peer->sockaddr, peer->socklen);
+        addr->socklen = peer->socklen;
+        ngx_memcpy(addr->name.data, peer->name.data, peer->name.len);
+        addr->name.len = peer->name.len;
+        ngx_memcpy(server->data, peer->server.data, peer->server.len);
+        server->len = peer->server.len;
+
+        ngx_http_upstream_rr_peers_unlock(s->peers);
+
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * init_process: the map, and a timer that makes the zone follow changes
+ * even when no request comes
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_start_resolve(ngx_cycle_t *cycle,
+    ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    size_t  size;
+
+    size = hab_zone_peers(hcf->zone) * sizeof(ngx_http_upstream_ha_slot_t);
+
+    hcf->map = ngx_alloc(size, cycle->log);
+    if (hcf->map == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(hcf->map, size);
+    hcf->map_valid = 0;
+
+    hcf->resolve_ev.handler = ngx_http_upstream_ha_resolve_tick;
+    hcf->resolve_ev.data = hcf;
+    hcf->resolve_ev.log = cycle->log;
+    hcf->resolve_ev.cancelable = 1;
+
+    ngx_add_timer(&hcf->resolve_ev, NGX_HTTP_UPSTREAM_HA_RESOLVE_TICK);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_upstream_ha_stop_resolve(ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    if (hcf->resolve_ev.timer_set) {
+        ngx_del_timer(&hcf->resolve_ev);
+    }
+
+    if (hcf->map) {
+        ngx_free(hcf->map);
+        hcf->map = NULL;
+        hcf->map_valid = 0;
+    }
+}
+
+
+static void
+ngx_http_upstream_ha_resolve_tick(ngx_event_t *ev)
+{
+    ngx_http_upstream_ha_srv_conf_t  *hcf = ev->data;
+
+    hab_source                     src;
+    ngx_uint_t                     config;
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    peers = hcf->uscf->peer.data;
+
+    ngx_http_upstream_rr_peers_rlock(peers);
+    config = *peers->config;
+    ngx_http_upstream_rr_peers_unlock(peers);
+
+    if (hab_zone_source(hcf->zone, &src) == HAB_OK
+        && (src.list < hcf->list_id
+            || (src.list == hcf->list_id && src.config != config)
+            || !hcf->map_valid || config != hcf->map_config
+            || src.list != hcf->map_source.list
+            || src.config != hcf->map_source.config))
+    {
+        (void) ngx_http_upstream_ha_sync(hcf, ev->log);
+    }
+
+    if (!ngx_exiting) {
+        ngx_add_timer(ev, NGX_HTTP_UPSTREAM_HA_RESOLVE_TICK);
+    }
+}
+
+
+#endif /* HAB_RESOLVE */
