@@ -246,10 +246,6 @@ fn api_peer(peers: &[Value], b: &Backend) -> Option<Value> {
         .cloned()
 }
 
-fn api_state(port: u16, up: &str, b: &Backend) -> Option<String> {
-    api_peer(&api_peers(port, up), b).and_then(|p| p["state"].as_str().map(str::to_owned))
-}
-
 /// Polls the API every 100 ms until `cond(servers)` holds or `limit`
 /// passes; whether it held, and the last listing.
 fn api_wait(
@@ -605,6 +601,12 @@ fn every_policy_follows_srv_changes_under_load() {
         }
     }
     assert_eq!(b[3].stats().requests, 0, "web4 was never in DNS");
+    // the module, not only nginx, followed the list, in every upstream
+    let log = ngx.error_log();
+    for name in &names {
+        let line = format!("ha_balance upstream \"{name}\": servers changed:");
+        assert!(log.contains(&line), "no {line:?} in error.log:\n{log}");
+    }
     assert_eq!(
         s.bad,
         0,
@@ -845,4 +847,630 @@ fn stock_retry_across_a_change_gets_502() {
         ngx.error_log()
     );
     assert!(ngx.crashes().is_empty(), "{:?}", ngx.crashes());
+}
+
+// ---------------------------------------------------------------------------
+// 4. SRV weights and priorities
+
+/// `[mean - z sd, mean + z sd]` of a binomial count of `n` draws with
+/// probability `p`: with z = 5 an independent-draw policy falls outside
+/// with probability below 1e-6 (a deterministic schedule stays far inside).
+fn binomial_band(n: usize, p: f64, z: f64) -> (usize, usize) {
+    let mean = n as f64 * p;
+    let sd = (n as f64 * p * (1.0 - p)).sqrt();
+    (
+        (mean - z * sd).floor().max(0.0) as usize,
+        (mean + z * sd).ceil() as usize,
+    )
+}
+
+#[test]
+fn srv_weight_and_priority() {
+    let test = "srv_weight_and_priority";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let mut b = Backend::start_many("web", 2);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = common::free_port();
+    let ups = format!(
+        "{}{}",
+        upstream("up", "round_robin", ns.port(), "", ""),
+        upstream("hu", "hash $request_uri", ns.port(), "", "")
+    );
+    let ngx = Nginx::start(
+        &http_block(
+            port,
+            &ups,
+            &[("/rr/", "up"), ("/h/", "hu")],
+            "            proxy_next_upstream error timeout;",
+        ),
+        WORKERS,
+    );
+    for prefix in ["/rr/", "/h/"] {
+        let seen = poll(port, prefix, FOLLOW, |s| has(s, "web1") && has(s, "web2"));
+        assert!(
+            has(&seen, "web1") && has(&seen, "web2"),
+            "{prefix}: {seen:?}\nerror.log:\n{}",
+            ngx.error_log()
+        );
+    }
+    let before = api_peers(port, "up");
+    let (w1, w2) = (
+        api_peer(&before, &b[0]).unwrap(),
+        api_peer(&before, &b[1]).unwrap(),
+    );
+
+    // weights 3:1
+    ns.set_srv(WEB, &[srv_pw(&b[0], 1, 3), srv_pw(&b[1], 1, 1)])
+        .unwrap();
+    let (ok, peers) = api_wait(port, "up", FOLLOW, |p| {
+        api_peer(p, &b[0]).is_some_and(|w| w["weight"] == 3)
+    });
+    assert!(
+        ok,
+        "web1's SRV weight 3 not taken within {FOLLOW:?}: {}\nerror.log:\n{}",
+        brief(&peers),
+        ngx.error_log()
+    );
+    let now1 = api_peer(&peers, &b[0]).unwrap();
+    let now2 = api_peer(&peers, &b[1]).unwrap();
+    assert_eq!(
+        (&now1["id"], &now2["id"]),
+        (&w1["id"], &w2["id"]),
+        "a weight change keeps the servers: {}",
+        brief(&peers)
+    );
+    assert!(
+        now1["requests"].as_u64() >= w1["requests"].as_u64() && now1["requests"].as_u64() > Some(0),
+        "web1's statistics kept across its weight change: {w1} then {now1}"
+    );
+    let n = 400;
+    let shares = common::tally(&requests(port, "/rr/", n));
+    let (lo, hi) = binomial_band(n, 0.75, 5.0);
+    let got = shares.get("web1").copied().unwrap_or(0);
+    assert!(
+        (lo..=hi).contains(&got) && got + shares.get("web2").copied().unwrap_or(0) == n,
+        "SRV weights 3:1: web1 {got} of {n}, want {lo}..={hi}: {shares:?}"
+    );
+    common::say(&format!(
+        "{test}: weights 3:1 gave {shares:?} (band {lo}..={hi})"
+    ));
+
+    // web2 to priority 2: a backup for round robin, dropped by hash
+    ns.set_srv(WEB, &[srv_pw(&b[0], 1, 1), srv_pw(&b[1], 2, 1)])
+        .unwrap();
+    let (ok, peers) = api_wait(port, "up", FOLLOW, |p| {
+        api_peer(p, &b[1]).is_some_and(|w| w["backup"] == true)
+            && api_peer(p, &b[0]).is_some_and(|w| w["backup"] == false)
+    });
+    assert!(
+        ok,
+        "web2 (priority 2) not a backup within {FOLLOW:?}: {}\nerror.log:\n{}",
+        brief(&peers),
+        ngx.error_log()
+    );
+    let (ok, hpeers) = api_wait(port, "hu", FOLLOW, |p| {
+        api_peer(p, &b[1]).is_none_or(|w| w["state"] != "up")
+    });
+    assert!(
+        ok,
+        "hash kept web2 (priority 2) within {FOLLOW:?}: {}",
+        brief(&hpeers)
+    );
+    // one more resolve period: every worker's list has the change
+    thread::sleep(QUIET);
+    b[1].reset();
+    let rr = requests(port, "/rr/", 100);
+    let h = requests(port, "/h/", 100);
+    assert!(
+        rr.iter().all(|o| o == "web1"),
+        "round robin with web2 a backup: {:?}",
+        common::tally(&rr)
+    );
+    assert!(
+        h.iter().all(|o| o == "web1"),
+        "hash without web2: {:?}",
+        common::tally(&h)
+    );
+    assert_eq!(b[1].stats().requests, 0);
+
+    // the backup takes over when the primary fails
+    b[0].kill();
+    let rr = requests(port, "/rr/", 20);
+    assert!(
+        rr.iter().all(|o| o == "web2"),
+        "web1 dead, web2 the backup: {rr:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+    assert_clean_log(&ngx);
+}
+
+// ---------------------------------------------------------------------------
+// 5. NXDOMAIN empties the upstream until the name is back
+
+#[test]
+fn nxdomain_then_recovery() {
+    let test = "nxdomain_then_recovery";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("web", 2);
+    let ns = named(&b, &[&b[0]]);
+    let port = common::free_port();
+    let ups = upstream("up", "least_conn", ns.port(), "", "");
+    let ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
+    let seen = poll(port, "/", FOLLOW, |s| has(s, "web1"));
+    assert!(
+        has(&seen, "web1"),
+        "{seen:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+
+    set_srv(&ns, &[]);
+    assert_eq!(
+        ns.query(WEB, hab_testkit::dns::wire::SRV).unwrap().rcode,
+        hab_testkit::dns::wire::NXDOMAIN
+    );
+    let t0 = Instant::now();
+    let seen = poll(port, "/", FOLLOW, |s| {
+        s.last().is_some_and(|o| o == "HTTP 502")
+    });
+    let emptied = t0.elapsed();
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("HTTP 502"),
+        "no 502 within {FOLLOW:?} of NXDOMAIN: {:?}\nerror.log:\n{}",
+        common::tally(&seen),
+        ngx.error_log()
+    );
+    // it stays empty: no server answers while the name is gone
+    let empty = requests(port, "/", 10);
+    assert!(empty.iter().all(|o| o == "HTTP 502"), "{empty:?}");
+    let log = ngx.error_log();
+    assert!(
+        log.contains("could not be resolved (3: Host not found)"),
+        "error.log:\n{log}"
+    );
+    assert!(log.contains("no live upstreams"), "error.log:\n{log}");
+
+    set_srv(&ns, &[&b[1]]);
+    let t1 = Instant::now();
+    let seen = poll(port, "/", FOLLOW, |s| has(s, "web2"));
+    let back = t1.elapsed();
+    assert!(
+        has(&seen, "web2"),
+        "web2 not reached within {FOLLOW:?} of the name's return: {seen:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+    let after = requests(port, "/", 20);
+    assert!(after.iter().all(|o| o == "web2"), "{after:?}");
+    assert_clean_log(&ngx);
+    common::say(&format!(
+        "{test}: 502 {emptied:?} after NXDOMAIN, web2 back {back:?} after the name returned"
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 6. Reloads while the list changes, under load
+
+#[test]
+fn reload_during_changes() {
+    let test = "reload_during_changes";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("web", 4);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = common::free_port();
+    let block = |policy: &str| {
+        http_block(
+            port,
+            &upstream("up", policy, ns.port(), "", ""),
+            &[("/", "up")],
+            "            proxy_next_upstream error timeout;",
+        )
+    };
+    let mut ngx = Nginx::start(&block("round_robin"), WORKERS);
+    let seen = poll(port, "/", FOLLOW, |s| has(s, "web1") && has(s, "web2"));
+    assert!(
+        has(&seen, "web1") && has(&seen, "web2"),
+        "{seen:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+
+    let load = Load::start(
+        port,
+        &["/"],
+        3,
+        Duration::from_millis(2),
+        Duration::from_secs(90),
+    );
+    let t0 = Instant::now();
+    set_srv(&ns, &[&b[0], &b[1], &b[2]]);
+    ngx.reload();
+    set_srv(&ns, &[&b[1], &b[2]]);
+    thread::sleep(Duration::from_millis(700));
+    ngx.reload();
+    // a changed upstream: a fresh zone, state carried by identity
+    ngx.reload_with(&block("least_conn"));
+    set_srv(&ns, &[&b[2], &b[3]]);
+    let t_last = Instant::now();
+    let ok = load.wait(FOLLOW + QUIET, |s| {
+        let now = Instant::now();
+        s.last("/", "web4").is_some()
+            && ["web1", "web2"].iter().all(|n| {
+                s.last("/", n)
+                    .is_none_or(|t| now.duration_since(t) >= QUIET)
+            })
+    });
+    let s = load.seen();
+    assert!(
+        ok,
+        "after the reloads, web3 and web4 only not reached within {:?}: {:?}, last web1 {:?} last web2 {:?} after the last change\nerror.log:\n{}",
+        FOLLOW + QUIET,
+        s.by_loc,
+        s.last("/", "web1").map(|t| t.saturating_duration_since(t_last)),
+        s.last("/", "web2").map(|t| t.saturating_duration_since(t_last)),
+        ngx.error_log()
+    );
+    b[0].reset();
+    b[1].reset();
+    let before = load.seen();
+    thread::sleep(WATCH);
+    let after = load.seen();
+    let gone = (b[0].stats().requests, b[1].stats().requests);
+    let s = load.stop();
+    assert_eq!(
+        gone,
+        (0, 0),
+        "web1, web2 (removed) got requests in {WATCH:?}: {:?}",
+        s.by_loc
+    );
+    for name in ["web3", "web4"] {
+        assert!(
+            after.count("/", name) > before.count("/", name),
+            "{name} got nothing in {WATCH:?}: {:?}",
+            after.by_loc
+        );
+    }
+    assert_eq!(
+        s.bad,
+        0,
+        "{} of {} requests failed across the reloads and changes: {:?}\nerror.log:\n{}",
+        s.bad,
+        s.total,
+        s.failures,
+        ngx.error_log()
+    );
+    assert_clean_log(&ngx);
+    common::say(&format!(
+        "{test}: {} requests over {:.1}s, 3 reloads, 3 SRV changes, 0 failed",
+        s.total,
+        t0.elapsed().as_secs_f64()
+    ));
+    ngx.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 7. A removed server finishes its requests
+
+#[test]
+fn draining_server_finishes_its_requests() {
+    let test = "draining_server_finishes_its_requests";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("web", 2);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = common::free_port();
+    let ups = upstream("up", "round_robin", ns.port(), "", "");
+    let ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
+    let seen = poll(port, "/", FOLLOW, |s| has(s, "web1") && has(s, "web2"));
+    assert!(
+        has(&seen, "web1") && has(&seen, "web2"),
+        "{seen:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+
+    // web1 answers after 8 s (nginx waits 10 s, the client 10 s)
+    let delay = Duration::from_secs(8);
+    b[0].set_mode(&format!("delay:{}", delay.as_millis()));
+    b[0].reset();
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        if b[0].stats().inflight >= 3 {
+            break;
+        }
+        clients.push(thread::spawn(move || outcome(&get(port, "/slow"))));
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        common::wait_until(Duration::from_secs(2), || b[0].stats().inflight >= 3),
+        "fewer than 3 requests in flight on web1: {:?}",
+        b[0].stats()
+    );
+    let t_rm = Instant::now();
+    set_srv(&ns, &[&b[1]]);
+
+    // while they run, the API shows web1 draining, with them active
+    let (ok, peers) = api_wait(
+        port,
+        "up",
+        delay.saturating_sub(Duration::from_secs(2)),
+        |p| {
+            api_peer(p, &b[0])
+                .is_some_and(|w| w["state"] == "draining" && w["active"].as_u64() >= Some(1))
+        },
+    );
+    let shown = t_rm.elapsed();
+    assert!(
+        ok,
+        "web1 not shown draining with requests active: {}\nerror.log:\n{}",
+        brief(&peers),
+        ngx.error_log()
+    );
+    let during = requests(port, "/new", 20);
+    assert!(
+        during.iter().all(|o| o == "web2"),
+        "new requests while web1 drains: {during:?}"
+    );
+
+    let outcomes: Vec<String> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    let t = common::tally(&outcomes);
+    assert_eq!(
+        t.keys()
+            .filter(|k| k.as_str() != "web1" && k.as_str() != "web2")
+            .count(),
+        0,
+        "requests in flight on the removed server must complete: {t:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+    let on_web1 = t.get("web1").copied().unwrap_or(0) as u64;
+    assert!(on_web1 >= 3, "{t:?}");
+    assert_eq!(
+        b[0].stats().requests,
+        on_web1,
+        "web1 got requests after its removal: {t:?}"
+    );
+
+    // then nothing is active on it: listed draining/down with 0, or gone
+    let (ok, peers) = api_wait(port, "up", Duration::from_secs(5), |p| {
+        api_peer(p, &b[0]).is_none_or(|w| w["active"] == 0 && w["state"] != "up")
+    });
+    assert!(
+        ok,
+        "web1 still active or up after its requests ended: {}",
+        brief(&peers)
+    );
+    assert_clean_log(&ngx);
+    common::say(&format!(
+        "{test}: {on_web1} requests on web1 completed; draining shown {shown:?} after the removal; then {}",
+        api_peer(&peers, &b[0]).map_or("not listed".to_owned(), |w| format!("{} active {}", w["state"], w["active"]))
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 8. A records (no SRV) with least_conn
+
+/// A `hab-backend` on an address other than 127.0.0.1 (the harness'
+/// [`Backend`] binds 127.0.0.1 only, and talks to its control endpoints
+/// there). Killed on drop.
+struct OtherAddrBackend(Child);
+
+impl OtherAddrBackend {
+    fn start(name: &str, addr: &str) -> OtherAddrBackend {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hab-backend"))
+            .args(["--listen", addr, "--name", name, "--exit-on-eof"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hab-backend");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+        assert!(
+            line.starts_with(&format!("ready {name} ")),
+            "hab-backend on {addr}: {line:?}"
+        );
+        OtherAddrBackend(child)
+    }
+}
+
+impl Drop for OtherAddrBackend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_records_follow_with_least_conn() {
+    let test = "a_records_follow_with_least_conn";
+    if !ready(test) {
+        return;
+    }
+    let other = Ipv4Addr::new(127, 0, 0, 2);
+    if let Err(e) = TcpListener::bind((other, 0)) {
+        common::say(&format!(
+            "SKIP {test}: cannot listen on {other} ({e}): the A set needs two addresses"
+        ));
+        return;
+    }
+    let _serial = common::serial();
+    // one port on two addresses: an A-record server has one port
+    let mut a1 = None;
+    for _ in 0..5 {
+        let p = common::free_port();
+        if TcpListener::bind((other, p)).is_ok() {
+            a1 = Some(Backend::start_on("a1", p));
+            break;
+        }
+    }
+    let a1 = a1.expect("a port free on 127.0.0.1 and 127.0.0.2");
+    let _a2 = OtherAddrBackend::start("a2", &format!("{other}:{}", a1.port));
+    let name = "app.node.consul";
+    let ns = Named::start("consul", &[Record::a(name, Ipv4Addr::LOCALHOST)]).expect("start named");
+    let port = common::free_port();
+    let ups = format!(
+        "    upstream up {{
+        ha_balance least_conn;
+        zone up 256k;
+        resolver 127.0.0.1:{} valid=1s;
+        resolver_timeout 2s;
+        server {name}:{} resolve;
+    }}
+",
+        ns.port(),
+        a1.port
+    );
+    let ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
+    let seen = poll(port, "/", FOLLOW, |s| has(s, "a1"));
+    assert!(
+        has(&seen, "a1"),
+        "{seen:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+    assert!(!has(&seen, "a2"), "{seen:?}");
+
+    ns.set_a(name, &[Ipv4Addr::LOCALHOST, other]).unwrap();
+    let seen = poll(port, "/", FOLLOW, |s| has(s, "a2"));
+    assert!(
+        has(&seen, "a2"),
+        "a2 (added A record) not reached within {FOLLOW:?}: {seen:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+    let both = common::tally(&requests(port, "/", 40));
+    assert!(
+        both.get("a1").is_some() && both.get("a2").is_some() && both.values().sum::<usize>() == 40,
+        "{both:?}"
+    );
+
+    ns.set_a(name, &[other]).unwrap();
+    let mut last_a1 = Instant::now();
+    let seen = poll(port, "/", FOLLOW + QUIET, |s| {
+        if s.last().is_some_and(|o| o == "a1") {
+            last_a1 = Instant::now();
+        }
+        last_a1.elapsed() >= QUIET
+    });
+    assert!(
+        last_a1.elapsed() >= QUIET,
+        "a1 (removed A record) still answering: {:?}",
+        common::tally(&seen)
+    );
+    a1.reset();
+    let only = requests(port, "/", 40);
+    assert!(only.iter().all(|o| o == "a2"), "{:?}", common::tally(&only));
+    assert_eq!(a1.stats().requests, 0);
+    assert!(
+        seen.iter().all(|o| o == "a1" || o == "a2"),
+        "{:?}",
+        common::tally(&seen)
+    );
+    assert_clean_log(&ngx);
+}
+
+// ---------------------------------------------------------------------------
+// Configuration errors
+
+fn bad_upstream(lines: &str) -> String {
+    format!(
+        "    upstream up {{
+        ha_balance round_robin;
+{lines}
+    }}
+    server {{
+        listen 127.0.0.1:1;
+        location / {{ proxy_pass http://up; }}
+    }}
+"
+    )
+}
+
+const RESOLVED: &str = "        zone up 256k;
+        resolver 127.0.0.1:53 valid=1s;
+        server service.consul service=web resolve;";
+
+#[test]
+fn resolve_configuration_errors() {
+    let test = "resolve_configuration_errors";
+    if !common::nginx_or_skip(test)
+        || !common::nginx_at_least_or_skip(test, (1, 27, 3), "server ... resolve")
+    {
+        return;
+    }
+    for bad in ["0", "abc", "-1", "1048577"] {
+        let c = Nginx::check_detailed(&bad_upstream(&format!(
+            "{RESOLVED}\n        ha_resolve_max {bad};"
+        )));
+        c.assert_emerg(
+            &format!("ha_resolve_max {bad};"),
+            &[
+                &format!("invalid number of resolved servers \"{bad}\""),
+                "from 1 to 1048576",
+            ],
+        );
+    }
+    let c = Nginx::check_detailed(&bad_upstream(&format!(
+        "{RESOLVED}\n        ha_resolve_max 8;\n        ha_resolve_max 9;"
+    )));
+    c.assert_emerg(
+        "ha_resolve_max 9;",
+        &["\"ha_resolve_max\" directive is duplicate"],
+    );
+
+    // nginx's own checks, which the module's init reaches through round robin's
+    let c = Nginx::check_detailed(&bad_upstream(
+        "        resolver 127.0.0.1:53 valid=1s;
+        server service.consul service=web resolve;",
+    ));
+    c.assert_emerg(
+        "upstream up {",
+        &[
+            "resolving names at run time requires upstream \"up\"",
+            "to be in shared memory",
+        ],
+    );
+    let c = Nginx::check_detailed(&bad_upstream(
+        "        zone up 256k;
+        server service.consul service=web resolve;",
+    ));
+    c.assert_emerg(
+        "upstream up {",
+        &["no resolver defined to resolve names at run time in upstream \"up\""],
+    );
+
+    // accepted: the smallest and the default, and on a static upstream
+    // with a warning that it is ignored
+    let c = Nginx::check_detailed(&bad_upstream(&format!(
+        "{RESOLVED}\n        ha_resolve_max 1;"
+    )));
+    assert!(c.ok, "{}", c.stderr);
+    let c = Nginx::check_detailed(&bad_upstream(RESOLVED));
+    assert!(c.ok, "{}", c.stderr);
+    let c = Nginx::check_detailed(&bad_upstream(
+        "        server 127.0.0.1:1;\n        ha_resolve_max 4;",
+    ));
+    assert!(c.ok, "{}", c.stderr);
+    assert!(
+        c.stderr.contains("[warn]")
+            && c.stderr
+                .contains("\"ha_resolve_max\" is ignored: no server is resolved at run time"),
+        "{}",
+        c.stderr
+    );
 }
