@@ -203,16 +203,14 @@ fn stock_http_block(
 }
 
 /// Error log lines nothing here should cause: `[alert]`, `[emerg]`,
-/// `[crit]`, a crashed worker.
+/// `[crit]`; a worker's death is judged by [`Nginx::crashes`], which
+/// knows the workers a test killed itself (nginx reports those as
+/// `[alert] ... exited on signal 9`).
 fn alarming(ngx: &Nginx) -> Vec<String> {
     ngx.error_log()
         .lines()
-        .filter(|l| {
-            l.contains("[alert]")
-                || l.contains("[emerg]")
-                || l.contains("[crit]")
-                || l.contains("exited on signal")
-        })
+        .filter(|l| l.contains("[alert]") || l.contains("[emerg]") || l.contains("[crit]"))
+        .filter(|l| !l.contains("exited on signal"))
         .map(str::to_owned)
         .collect()
 }
@@ -1486,4 +1484,272 @@ fn resolve_configuration_errors() {
         "{}",
         c.stderr
     );
+}
+
+// ---------------------------------------------------------------------------
+// Worker deaths and binary upgrades while the list changes
+
+/// Polls until the answers of the last [`QUIET`] come only from `want`,
+/// each of them among them; the outcomes.
+fn settle_on(port: u16, prefix: &str, want: &[&str]) -> (bool, Vec<String>) {
+    let mut times: Vec<(Instant, String)> = Vec::new();
+    let t0 = Instant::now();
+    let seen = poll(port, prefix, FOLLOW + QUIET, |s| {
+        let now = Instant::now();
+        times.push((now, s.last().cloned().unwrap_or_default()));
+        let recent: Vec<&String> = times
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) < QUIET)
+            .map(|(_, o)| o)
+            .collect();
+        now.duration_since(t0) >= QUIET
+            && recent.iter().all(|o| want.contains(&o.as_str()))
+            && want.iter().all(|w| recent.iter().any(|o| o == w))
+    });
+    let now = Instant::now();
+    let recent: Vec<&String> = times
+        .iter()
+        .filter(|(t, _)| now.duration_since(*t) < QUIET)
+        .map(|(_, o)| o)
+        .collect();
+    let ok = t0.elapsed() >= QUIET
+        && recent.iter().all(|o| want.contains(&o.as_str()))
+        && want.iter().all(|w| recent.iter().any(|o| o == w));
+    (ok, seen)
+}
+
+/// Worker 0 resolves every name (nginx arms the resolve timers only
+/// there); each worker in turn, the resolving one among them, is killed
+/// right after a DNS change, and its replacement must follow it.
+#[test]
+fn killed_workers_during_changes() {
+    let test = "killed_workers_during_changes";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("web", 4);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = common::free_port();
+    let ups = upstream("up", "least_conn", ns.port(), "", "");
+    let mut ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
+    let (ok, seen) = settle_on(port, "/", &["web1", "web2"]);
+    assert!(
+        ok,
+        "{:?}\nerror.log:\n{}",
+        common::tally(&seen),
+        ngx.error_log()
+    );
+
+    let sets: [[usize; 2]; 4] = [[1, 2], [2, 3], [3, 0], [0, 1]];
+    let mut all = Vec::new();
+    for (round, set) in sets.iter().enumerate() {
+        let victim = ngx.worker_pids()[round % WORKERS];
+        set_srv(&ns, &[&b[set[0]], &b[set[1]]]);
+        ngx.kill_worker(victim);
+        let respawned = common::wait_until(Duration::from_secs(10), || {
+            let now = ngx.worker_pids();
+            now.len() == WORKERS && !now.contains(&victim)
+        });
+        assert!(respawned, "round {round}: worker {victim} not replaced");
+        let want = [b[set[0]].name.as_str(), b[set[1]].name.as_str()];
+        let (ok, seen) = settle_on(port, "/", &want);
+        assert!(
+            ok,
+            "round {round}: after worker {victim} was killed, not only {want:?} within {:?}: {:?}\nerror.log:\n{}",
+            FOLLOW + QUIET,
+            common::tally(&seen),
+            ngx.error_log()
+        );
+        all.extend(seen);
+    }
+    let bad: Vec<&String> = all.iter().filter(|o| !o.starts_with("web")).collect();
+    assert!(
+        bad.is_empty(),
+        "failed requests (none was in flight at a kill): {bad:?}"
+    );
+    // nothing left counted in flight by the dead workers
+    let (ok, peers) = api_wait(port, "up", Duration::from_secs(5), |p| {
+        p.iter().all(|s| s["active"] == 0)
+    });
+    assert!(ok, "{}", brief(&peers));
+    assert_clean_log(&ngx);
+    ngx.stop();
+}
+
+#[test]
+fn binary_upgrade_during_changes() {
+    let test = "binary_upgrade_during_changes";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("web", 3);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = common::free_port();
+    let ups = upstream("up", "round_robin", ns.port(), "", "");
+    let mut ngx = Nginx::start(
+        &http_block(
+            port,
+            &ups,
+            &[("/", "up")],
+            "            proxy_next_upstream error timeout;",
+        ),
+        WORKERS,
+    );
+    let (ok, seen) = settle_on(port, "/", &["web1", "web2"]);
+    assert!(
+        ok,
+        "{:?}\nerror.log:\n{}",
+        common::tally(&seen),
+        ngx.error_log()
+    );
+    let load = Load::start(
+        port,
+        &["/"],
+        3,
+        Duration::from_millis(2),
+        Duration::from_secs(60),
+    );
+    set_srv(&ns, &[&b[0], &b[1], &b[2]]);
+    ngx.binary_upgrade();
+    set_srv(&ns, &[&b[1], &b[2]]);
+    let ok = load.wait(FOLLOW + QUIET, |s| {
+        let now = Instant::now();
+        s.last("/", "web1")
+            .is_none_or(|t| now.duration_since(t) >= QUIET)
+            && s.last("/", "web3")
+                .is_some_and(|t| now.duration_since(t) < QUIET)
+    });
+    let s = load.stop();
+    assert!(
+        ok,
+        "after the upgrade, web1 still answering or web3 not: {:?}\nerror.log:\n{}",
+        s.by_loc,
+        ngx.error_log()
+    );
+    assert_eq!(
+        s.bad,
+        0,
+        "{} of {} failed: {:?}\nerror.log:\n{}",
+        s.bad,
+        s.total,
+        s.failures,
+        ngx.error_log()
+    );
+    b[0].reset();
+    let after = requests(port, "/", 30);
+    assert!(
+        after.iter().all(|o| o == "web2" || o == "web3"),
+        "{after:?}"
+    );
+    assert_eq!(b[0].stats().requests, 0);
+    assert_clean_log(&ngx);
+    ngx.stop();
+}
+
+// ---------------------------------------------------------------------------
+// ha_resolve_max: a list larger than the slots
+
+/// `ha_resolve_max 2` and the SRV records of web1 and web2 (the slots
+/// full), nginx and the module following them.
+fn full_slots(test: &str) -> (Vec<Backend>, Named, u16, Nginx) {
+    let b = Backend::start_many("web", 3);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = common::free_port();
+    let ups = upstream(
+        "up",
+        "round_robin",
+        ns.port(),
+        "",
+        "        ha_resolve_max 2;\n",
+    );
+    let ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
+    let (ok, seen) = settle_on(port, "/", &["web1", "web2"]);
+    assert!(
+        ok,
+        "{test}: {:?}\nerror.log:\n{}",
+        common::tally(&seen),
+        ngx.error_log()
+    );
+    (b, ns, port, ngx)
+}
+
+const REFUSED: &str = "ha_balance upstream \"up\": the new list of servers is not used";
+
+/// Three servers for two slots: the list is refused, once per worker and
+/// change, and the two serve on.
+#[test]
+fn full_slots_refuse_a_longer_list_and_keep_serving() {
+    let test = "full_slots_refuse_a_longer_list_and_keep_serving";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let (b, ns, port, ngx) = full_slots(test);
+    set_srv(&ns, &[&b[0], &b[1], &b[2]]);
+    let logged = common::wait_until(FOLLOW, || ngx.error_log().contains(REFUSED));
+    assert!(logged, "no {REFUSED:?} in error.log:\n{}", ngx.error_log());
+    let during = requests(port, "/", 40);
+    assert!(
+        during.iter().all(|o| o == "web1" || o == "web2")
+            && has(&during, "web1")
+            && has(&during, "web2"),
+        "{:?}",
+        common::tally(&during)
+    );
+    assert_eq!(b[2].stats().requests, 0);
+    // nginx re-resolves every 2 s: still one line per worker
+    thread::sleep(2 * QUIET);
+    let times = ngx.error_log().matches(REFUSED).count();
+    assert!(
+        times <= WORKERS,
+        "logged {times} times for one change:\n{}",
+        ngx.error_log()
+    );
+    assert_clean_log(&ngx);
+}
+
+/// Full slots, and one server replaced by another: the list has two
+/// servers, as many as the slots, and must be followed once the removed
+/// one's slot is free (it has no request in flight).
+///
+/// FAILS with the module as of resolve-ffi 799580c/e079244 (main
+/// 5550c14): the list is refused ("the new list of servers is not used:
+/// not enough shared memory (at most 2 resolved servers ...)") at every
+/// re-resolve, the API keeps listing web1 (removed from DNS) as `up` and
+/// never lists web3; requests all go to web2, since web1's slot has no
+/// nginx peer any more. The core gives a new server only a FREE slot or
+/// a RETIRING one, and web1's is still LIVE in the serving generation, so
+/// a full upstream can never replace a server. Ignored until fixed (run
+/// with `--ignored`).
+#[test]
+#[ignore = "module bug: a full ha_resolve_max never replaces a server (see the comment)"]
+fn full_slots_replace_a_server() {
+    let test = "full_slots_replace_a_server";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let (b, ns, port, ngx) = full_slots(test);
+    set_srv(&ns, &[&b[1], &b[2]]);
+    let (ok, seen) = settle_on(port, "/", &["web2", "web3"]);
+    assert!(
+        ok,
+        "the list of 2 (web2, web3) within ha_resolve_max 2 not followed within {:?}: {:?}; API: {}\nerror.log:\n{}",
+        FOLLOW + QUIET,
+        common::tally(&seen),
+        brief(&api_peers(port, "up")),
+        ngx.error_log()
+    );
+    let bad: Vec<&String> = seen.iter().filter(|o| !o.starts_with("web")).collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    b[0].reset();
+    let after = requests(port, "/", 20);
+    assert!(
+        after.iter().all(|o| o == "web2" || o == "web3"),
+        "{after:?}"
+    );
+    assert_eq!(b[0].stats().requests, 0);
+    assert_clean_log(&ngx);
 }
