@@ -247,6 +247,35 @@ impl<'a> Zone<'a> {
         alive: impl Fn(u64) -> bool,
         now: u64,
     ) -> Result<Applied, Error> {
+        self.apply_inner(list, source, owner, &alive, now, false)?
+            .ok_or(Error::Busy)
+    }
+
+    /// [`Zone::apply_membership`] of a list whose sources are ordered (the
+    /// caller's list ids grow with its configurations): under the lease,
+    /// nothing is done (`Ok(None)`) when the serving generation came from
+    /// `source` already, and [`Error::Busy`] is returned when it came from
+    /// a larger list id (an older configuration's workers never publish).
+    pub fn apply_list(
+        &self,
+        list: &UpstreamSpec<'_>,
+        source: [u64; 2],
+        owner: u64,
+        alive: impl Fn(u64) -> bool,
+        now: u64,
+    ) -> Result<Option<Applied>, Error> {
+        self.apply_inner(list, source, owner, &alive, now, true)
+    }
+
+    fn apply_inner(
+        &self,
+        list: &UpstreamSpec<'_>,
+        source: [u64; 2],
+        owner: u64,
+        alive: &impl Fn(u64) -> bool,
+        now: u64,
+        ordered: bool,
+    ) -> Result<Option<Applied>, Error> {
         if list.policy != self.policy() {
             return Err(Error::InvalidArgument);
         }
@@ -254,7 +283,17 @@ impl<'a> Zone<'a> {
         if list.peers.len() > self.peers() {
             return Err(Error::NoSpace);
         }
-        let _lease = self.lease_guard(owner, &alive)?;
+        let _lease = self.lease_guard(owner, alive)?;
+        if ordered {
+            // Under the lease the serving generation cannot change.
+            let serving = self.current().header().source;
+            if serving == source {
+                return Ok(None);
+            }
+            if serving[0] > source[0] {
+                return Err(Error::Busy);
+            }
+        }
         self.reclaim();
         let (states, colds) = (self.states(), self.colds());
 
@@ -382,7 +421,7 @@ impl<'a> Zone<'a> {
         applied.seq = self.commit(built, &spec, &slots);
         self.health_changed();
         self.update_panic();
-        Ok(applied)
+        Ok(Some(applied))
     }
 
     /// A kept (or revived) slot takes `p`'s weight, limits, `backup` and
@@ -1193,6 +1232,34 @@ mod readers {
         // The lookup's pin is dropped.
         z.publish(9, |_| true).unwrap();
         assert_eq!(z.generations().len(), 1);
+    }
+
+    #[test]
+    fn ordered_lists_build_once_per_source_and_never_go_back() {
+        let ids = ids(3);
+        let peers = [PeerSpec::new(&ids[0])];
+        let t =
+            OwnedTable::with_capacity(&spec(Policy::RoundRobin, &peers, HealthSpec::default()), 3)
+                .unwrap();
+        let z = t.zone();
+        let list = |which: &[usize]| -> Vec<PeerSpec<'_>> {
+            which.iter().map(|&i| PeerSpec::new(&ids[i])).collect()
+        };
+        let two = list(&[0, 1]);
+        let s2 = spec(Policy::RoundRobin, &two, HealthSpec::default());
+        let a = z.apply_list(&s2, [5, 1], 9, |_| true, 0).unwrap().unwrap();
+        assert_eq!(a.added, 1);
+        let seq = z.generation();
+        assert_eq!(z.apply_list(&s2, [5, 1], 9, |_| true, 0), Ok(None));
+        // An older configuration's list: refused, whatever it holds.
+        let one = list(&[2]);
+        let s1 = spec(Policy::RoundRobin, &one, HealthSpec::default());
+        assert_eq!(z.apply_list(&s1, [4, 7], 9, |_| true, 0), Err(Error::Busy));
+        assert_eq!(z.generation(), seq);
+        // The same list id's next change, and a newer list id, build.
+        assert!(z.apply_list(&s1, [5, 2], 9, |_| true, 0).unwrap().is_some());
+        assert!(z.apply_list(&s2, [6, 0], 9, |_| true, 0).unwrap().is_some());
+        assert_eq!(z.source().unwrap(), [6, 0]);
     }
 
     #[test]
