@@ -53,8 +53,23 @@ fn structs_match_the_header() {
         peers,
         npeers,
         maglev_size,
-        health
+        health,
+        capacity
     });
+    same_layout!(hab_source { list, config });
+    same_layout!(hab_resolve_report {
+        generation,
+        source,
+        built,
+        refused,
+        kept,
+        revived,
+        added,
+        retired,
+        reused,
+        reserved
+    });
+    same_layout!(hab_slot_info { status, epoch });
     same_layout!(hab_health_conf {
         flags,
         interval_ms,
@@ -184,7 +199,12 @@ fn functions_match_the_header() {
         hab_attempt_release / 6,
         hab_attempt_end / 2,
         hab_check_claim / 10,
-        hab_check_done / 5,
+        hab_check_done / 6,
+        hab_zone_resolve / 10,
+        hab_zone_source / 2,
+        hab_zone_slot / 3,
+        hab_attempt_abandon / 2,
+        hab_attempt_source / 3,
         hab_health_tick / 7,
         hab_health_validate / 1,
         hab_api_handle / 4,
@@ -291,6 +311,11 @@ fn constants_match_the_header() {
         (sys::HAB_CHECK_UP, rs::HAB_CHECK_UP),
         (sys::HAB_CHECK_HEALTHY, rs::HAB_CHECK_HEALTHY),
         (sys::HAB_CHECK_UNHEALTHY, rs::HAB_CHECK_UNHEALTHY),
+        (sys::HAB_NO_PEER, rs::HAB_NO_PEER),
+        (sys::HAB_POSITION_NONE, rs::HAB_POSITION_NONE),
+        (sys::HAB_SLOT_FREE, rs::HAB_SLOT_FREE),
+        (sys::HAB_SLOT_LIVE, rs::HAB_SLOT_LIVE),
+        (sys::HAB_SLOT_RETIRING, rs::HAB_SLOT_RETIRING),
     ];
     for (i, (c, r)) in pairs.iter().enumerate() {
         assert_eq!(c, r, "constant #{i}");

@@ -472,14 +472,21 @@ impl Render<'_> {
         let mut scratch = Vec::with_capacity(1024);
         let mut totals = Totals::default();
         out.push(b"[");
-        for (k, i) in order(self.zone).into_iter().enumerate() {
-            let Some(v) = self.zone.view(i as usize, self.clock.now_ms) else {
+        let mut first = true;
+        for i in order(self.zone) {
+            let i = i as usize;
+            // FREE slots and idle RETIRING ones are not listed; a slot
+            // reused while its row was written is skipped (its identity
+            // bytes may be the next occupant's).
+            let Some(mark) = self.zone.listed(i) else {
                 continue;
             };
-            totals = add_totals(totals, &v);
+            let Some(v) = self.zone.view(i, self.clock.now_ms) else {
+                continue;
+            };
             let s = server(&v, self.zone, self.clock);
             scratch.clear();
-            if k > 0 {
+            if !first {
                 scratch.push(b',');
             }
             let _ = serde_json::to_writer(
@@ -489,6 +496,11 @@ impl Render<'_> {
                     fields: self.fields,
                 },
             );
+            if !self.zone.slot_unchanged(i, mark) {
+                continue;
+            }
+            first = false;
+            totals = add_totals(totals, &v);
             out.push(&scratch);
         }
         out.push(b"]");

@@ -300,6 +300,10 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
             let label = escape(u.name);
             let mut blocks: Vec<Block> = Vec::new();
             for i in json::order(u.zone) {
+                // As the JSON: listed slots only, a reused one skipped.
+                let Some(mark) = u.zone.listed(i as usize) else {
+                    continue;
+                };
                 let Some(v) = u.zone.view(i as usize, clock.now_ms) else {
                     continue;
                 };
@@ -312,6 +316,10 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
                 let b = blocks.last_mut().expect("a block was just ensured");
                 let at = b.labels.len();
                 put_labels(&mut b.labels, &label, u, i as usize);
+                if !u.zone.slot_unchanged(i as usize, mark) {
+                    b.labels.truncate(at);
+                    continue;
+                }
                 let mut s = Sample::of(&v);
                 s.label = (at as u32, (b.labels.len() - at) as u32);
                 b.samples.push(s);

@@ -466,6 +466,144 @@ mod tests {
         )
     }
 
+    /// A resolvable upstream: one configured server ("a", position 0)
+    /// and 4 slots; "r1" and "r2" resolved into slots 1 and 2.
+    fn dynamic() -> OwnedTable {
+        let peers = [PeerSpec {
+            position: Some(0),
+            ..PeerSpec::new(b"app\0a:80\x00127.0.0.1:1")
+        }];
+        let t = OwnedTable::with_capacity(
+            &UpstreamSpec {
+                health: Default::default(),
+                policy: Policy::RoundRobin,
+                peers: &peers,
+            },
+            4,
+        )
+        .unwrap();
+        resolve(&t, &[b"app\0a:80\x00127.0.0.1:1", R1, R2], 1);
+        t
+    }
+
+    const R1: &[u8] = b"app\0r:80\x00127.0.0.2:80";
+    const R2: &[u8] = b"app\0r:80\x00127.0.0.3:80";
+    const R3: &[u8] = b"app\0r:80\x00127.0.0.4:80";
+
+    fn resolve(t: &OwnedTable, ids: &[&[u8]], config: u64) {
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
+        let spec = UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        };
+        t.zone()
+            .apply_membership(&spec, [1, config], 9, |_| true, 0)
+            .unwrap();
+    }
+
+    fn listed(t: &OwnedTable) -> Vec<(u64, String, String)> {
+        let (status, v) = call(t, Method::Get, "upstreams/app/servers", "", false);
+        assert_eq!(status, 200);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_u64().unwrap(),
+                    s["server"].as_str().unwrap().to_owned(),
+                    s["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn resolved_servers_are_listed_by_slot_draining_ones_until_idle() {
+        let t = dynamic();
+        let z = t.zone();
+        // FREE slot 3 is not listed; resolved ones are 1 configured + slot.
+        assert_eq!(
+            listed(&t),
+            [
+                (0, "127.0.0.1:1".to_owned(), "up".to_owned()),
+                (2, "127.0.0.2:80".to_owned(), "up".to_owned()),
+                (3, "127.0.0.3:80".to_owned(), "up".to_owned()),
+            ]
+        );
+        assert_eq!(
+            call(&t, Method::Get, "upstreams/app/servers/4", "", false).0,
+            404
+        );
+        assert_eq!(
+            call(
+                &t,
+                Method::Patch,
+                "upstreams/app/servers/4",
+                r#"{"drain":true}"#,
+                true
+            )
+            .0,
+            404,
+            "a FREE slot"
+        );
+        // "r1" leaves with a request in flight: draining, then gone.
+        let mut held = loop {
+            let mut a = hab_core::testing::OwnedAttempt::new(z, 0);
+            if a.pick(0).unwrap().peer == 1 {
+                break a;
+            }
+        };
+        resolve(&t, &[b"app\0a:80\x00127.0.0.1:1", R2], 2);
+        let l = listed(&t);
+        assert_eq!(l[1], (2, "127.0.0.2:80".to_owned(), "draining".to_owned()));
+        let m =
+            String::from_utf8(raw(&t, Method::Get, "metrics", "", false).body.to_vec()).unwrap();
+        assert!(m.contains("server=\"127.0.0.2:80\""), "{m}");
+        held.release(hab_core::Outcome::Ok, 1).unwrap();
+        held.end();
+        assert_eq!(listed(&t).len(), 2);
+        assert_eq!(
+            call(&t, Method::Get, "upstreams/app/servers/2", "", false).0,
+            404
+        );
+        assert_eq!(
+            call(
+                &t,
+                Method::Patch,
+                "upstreams/app/servers/2",
+                r#"{"down":true}"#,
+                true
+            )
+            .0,
+            404
+        );
+        let m =
+            String::from_utf8(raw(&t, Method::Get, "metrics", "", false).body.to_vec()).unwrap();
+        assert!(!m.contains("127.0.0.2:80"), "{m}");
+        assert!(m.contains("server=\"127.0.0.3:80\""), "{m}");
+        // A new one takes the never-used slot 3; the PATCH reaches it.
+        resolve(&t, &[b"app\0a:80\x00127.0.0.1:1", R2, R3], 3);
+        assert_eq!(
+            listed(&t)[2],
+            (4, "127.0.0.4:80".to_owned(), "up".to_owned())
+        );
+        assert_eq!(
+            call(
+                &t,
+                Method::Patch,
+                "upstreams/app/servers/4",
+                r#"{"drain":true}"#,
+                true
+            )
+            .0,
+            200
+        );
+        assert!(z.view(3, 0).unwrap().drain);
+        let (_, u) = call(&t, Method::Get, "upstreams/app", "", false);
+        assert_eq!(u["peers"].as_array().unwrap().len(), 3);
+    }
+
     #[test]
     fn statistics_fields_and_reset() {
         use hab_core::table::stats::TryInfo;

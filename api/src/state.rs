@@ -23,6 +23,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use hab_core::table::generation::INIT_OWNER;
+use hab_core::table::membership::LIVE;
 use hab_core::table::{Zone, MAX_WEIGHT};
 use serde::{Deserialize, Serialize};
 
@@ -81,19 +82,24 @@ impl StateFile {
     pub fn capture(upstreams: &[Upstream<'_>]) -> StateFile {
         let mut out = BTreeMap::new();
         for u in upstreams {
-            let entries: Vec<Entry> = (0..u.zone.peers())
-                .filter_map(|i| Some((u.zone.view(i, 0)?, u.zone.known_health(i))))
-                .filter(|(v, h)| {
-                    v.admin_down || v.drain || v.weight_override.is_some() || h.is_some()
-                })
-                .filter_map(|(v, h)| {
-                    Some(Entry {
+            // LIVE slots only (a RETIRING server is leaving; a FREE slot
+            // holds none), each skipped if reused while it was read.
+            let z = u.zone;
+            let entries: Vec<Entry> = (0..z.peers())
+                .filter_map(|i| {
+                    let mark = z.listed(i).filter(|m| m.status == LIVE)?;
+                    let (v, h) = (z.view(i, 0)?, z.known_health(i));
+                    if !(v.admin_down || v.drain || v.weight_override.is_some() || h.is_some()) {
+                        return None;
+                    }
+                    let e = Entry {
                         identity: String::from_utf8(v.identity.to_vec()).ok()?,
                         down: v.admin_down,
                         drain: v.drain,
                         weight: v.weight_override,
                         health: h.map(|up| if up { Health::Up } else { Health::Unhealthy }),
-                    })
+                    };
+                    z.slot_unchanged(i, mark).then_some(e)
                 })
                 .collect();
             out.insert(u.name.to_owned(), entries);
@@ -153,8 +159,11 @@ impl StateFile {
         };
         let mut applied = 0;
         for e in entries {
-            let Some(i) = (0..zone.peers()).find(|&i| zone.identity(i) == e.identity.as_bytes())
-            else {
+            // A LIVE slot only: a resolved server is restored only if it
+            // is present at load.
+            let Some(i) = (0..zone.peers()).find(|&i| {
+                zone.slot_status(i) == Some(LIVE) && zone.identity(i) == e.identity.as_bytes()
+            }) else {
                 continue;
             };
             if zone.set_admin(i, Some(e.down), Some(e.drain), 0).is_ok()
@@ -219,6 +228,55 @@ mod tests {
             peers: &peers,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn only_live_slots_are_saved_and_restored() {
+        let ids: [&[u8]; 3] = [b"app\0a\0x1", b"app\0r\0x2", b"app\0r\0x3"];
+        fn spec<'a>(peers: &'a [PeerSpec<'a>]) -> UpstreamSpec<'a> {
+            UpstreamSpec {
+                health: Default::default(),
+                policy: Policy::RoundRobin,
+                peers,
+            }
+        }
+        let t = OwnedTable::with_capacity(&spec(&[PeerSpec::new(ids[0])]), 4).unwrap();
+        let z = t.zone();
+        let all: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
+        z.apply_membership(&spec(&all), [1, 1], 9, |_| true, 0)
+            .unwrap();
+        for i in 0..3 {
+            z.set_admin(i, None, Some(true), 0).unwrap();
+        }
+        // "r 0x2" leaves: RETIRING, not saved; FREE slot 3 neither.
+        z.apply_membership(&spec(&[all[0], all[2]]), [1, 2], 9, |_| true, 0)
+            .unwrap();
+        let ups = [Upstream {
+            name: "app",
+            zone: z,
+        }];
+        let f = StateFile::capture(&ups);
+        let saved: Vec<&str> = f.upstreams["app"]
+            .iter()
+            .map(|e| e.identity.as_str())
+            .collect();
+        assert_eq!(saved, ["app\0a\0x1", "app\0r\0x3"]);
+        // Restored into a fresh zone: only servers present (LIVE) at load.
+        let mut f2 = f.clone();
+        f2.upstreams.get_mut("app").unwrap().push(Entry {
+            identity: "app\0r\0x2".to_owned(),
+            down: true,
+            drain: false,
+            weight: None,
+            health: None,
+        });
+        let fresh = OwnedTable::with_capacity(&spec(&[all[0], all[1]]), 4).unwrap();
+        let fz = fresh.zone();
+        fz.apply_membership(&spec(&[all[0]]), [1, 1], 9, |_| true, 0)
+            .unwrap();
+        assert_eq!(f2.apply("app", fz), 1, "only \"a\" is present");
+        assert!(fz.view(0, 0).unwrap().drain);
+        assert!(!fz.view(1, 0).unwrap().admin_down, "RETIRING: not restored");
     }
 
     #[test]

@@ -277,6 +277,54 @@ pub unsafe extern "C" fn hab_attempt_release(
     })
 }
 
+/// Ends the try in progress as if it had not been made: it leaves
+/// flight, stays tried, and nothing is counted.
+///
+/// # Safety
+///
+/// As `hab_attempt_pick`.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_abandon(z: *mut hab_zone, a: *mut hab_attempt) -> hab_result {
+    guard(|| {
+        if z.is_null() || a.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handles (caller contract).
+        let z = unsafe { zone(z) };
+        // SAFETY: as above.
+        let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
+        match z.abandon(&mut attempt) {
+            Ok(_) => HAB_OK,
+            Err(e) => e.into(),
+        }
+    })
+}
+
+/// The source of the generation the attempt runs on now.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `a` prepared by `hab_attempt_init` for `z`
+/// and not used elsewhere during the call; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_source(
+    z: *const hab_zone,
+    a: *const hab_attempt,
+    out: *mut crate::zone::hab_source,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || a.is_null() || out.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handle (caller contract).
+        let z = unsafe { zone(z) };
+        // SAFETY: as above; only read here (the words are borrowed
+        // mutably because that is the attempt's one view).
+        let attempt = Attempt::from_words(unsafe { attempt_words(z, a.cast_mut()) });
+        finish(z.attempt_source(&attempt).map(Into::into), out)
+    })
+}
+
 /// Ends the request: drops its hold on its generation. Idempotent.
 ///
 /// # Safety

@@ -51,7 +51,9 @@ pub struct hab_peer_conf {
     pub flags: u32,
     /// `fail_timeout=` in ms.
     pub fail_timeout_ms: u64,
-    /// Position in the upstream in configuration order (the API's `id`).
+    /// Position in the upstream in configuration order (the API's `id`);
+    /// [`HAB_POSITION_NONE`] for a resolved server (numbered after the
+    /// configured ones: configured count + slot).
     pub position: u32,
     /// Zero.
     pub reserved: u32,
@@ -77,7 +79,13 @@ pub struct hab_upstream_conf {
     pub maglev_size: u32,
     /// The health directives; NULL for none.
     pub health: *const crate::health::hab_health_conf,
+    /// Peer slots: 0 (or `npeers`) for a static upstream; more for one
+    /// whose servers are resolved at run time (`hab_zone_resolve`).
+    pub capacity: usize,
 }
+
+/// `hab_peer_conf.position` of a resolved server.
+pub const HAB_POSITION_NONE: u32 = u32::MAX;
 
 /// Reads a C configuration into peer specs (config time: allocation is fine).
 ///
@@ -86,7 +94,7 @@ pub struct hab_upstream_conf {
 /// `conf` must be a valid pointer whose `peers` array has `npeers` valid
 /// elements, each `id` valid for `id_len` bytes, and `health` NULL or
 /// readable, for the call's duration.
-unsafe fn read_conf<'a>(
+pub(crate) unsafe fn read_conf<'a>(
     conf: *const hab_upstream_conf,
 ) -> Result<(Policy, HealthSpec, Vec<PeerSpec<'a>>), hab_result> {
     // SAFETY: non-NULL checked by callers; valid per the function contract.
@@ -133,33 +141,86 @@ unsafe fn read_conf<'a>(
             fail_timeout_ms: p.fail_timeout_ms,
             backup: p.flags & HAB_PEER_BACKUP != 0,
             down: p.flags & HAB_PEER_DOWN != 0,
-            position: Some(p.position),
+            position: (p.position != HAB_POSITION_NONE).then_some(p.position),
         });
     }
     Ok((policy, health, out))
 }
 
-/// Runs `f` on the upstream spec read from `conf`.
+/// Runs `f` on the upstream spec read from `conf` and its capacity (its
+/// peers when `conf->capacity` is 0; `HAB_INVALID_ARGUMENT` when below
+/// them).
 ///
 /// # Safety
 ///
 /// As [`read_conf`].
 pub(crate) unsafe fn with_spec(
     conf: *const hab_upstream_conf,
-    f: impl FnOnce(&UpstreamSpec<'_>) -> hab_result,
+    f: impl FnOnce(&UpstreamSpec<'_>, usize) -> hab_result,
 ) -> hab_result {
     if conf.is_null() {
         return HAB_NULL_PARAMETER;
     }
+    // SAFETY: non-NULL; readable (forwarded contract).
+    let (npeers, capacity) = unsafe { ((*conf).npeers, (*conf).capacity) };
+    let capacity = match capacity {
+        0 => npeers,
+        c if c < npeers => return HAB_INVALID_ARGUMENT,
+        c => c,
+    };
     // SAFETY: forwarded contract.
     match unsafe { read_conf(conf) } {
-        Ok((policy, health, peers)) => f(&UpstreamSpec {
-            health,
-            policy,
-            peers: &peers,
-        }),
+        Ok((policy, health, peers)) => f(
+            &UpstreamSpec {
+                health,
+                policy,
+                peers: &peers,
+            },
+            capacity,
+        ),
         Err(rc) => rc,
     }
+}
+
+/// `digest` with a dynamic zone's capacity mixed in (FNV-1a over its
+/// bytes, continuing the digest); a static one's as it is.
+fn digest_with(digest: u64, peers: usize, capacity: usize) -> u64 {
+    if capacity <= peers {
+        return digest;
+    }
+    (capacity as u64)
+        .to_le_bytes()
+        .iter()
+        .fold(digest, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
+/// Why a zone of `capacity` slots for `spec` is too large, beyond what
+/// the spec itself says.
+fn capacity_reason(spec: &UpstreamSpec<'_>, capacity: usize) -> Option<String> {
+    use hab_core::table::{SLOT_ID_MAX, SLOT_SERVER_MAX};
+    if capacity > hab_core::spec::MAX_PEERS {
+        return Some(format!(
+            "{capacity} peer slots, more than the limit of {}",
+            hab_core::spec::MAX_PEERS
+        ));
+    }
+    if capacity > spec.peers.len() {
+        if let Some(p) = spec
+            .peers
+            .iter()
+            .find(|p| p.id.len() > SLOT_ID_MAX || p.server.len() > SLOT_SERVER_MAX)
+        {
+            return Some(format!(
+                "a server of {} bytes (identity {} bytes), more than a resolvable \
+                 upstream's slot holds ({SLOT_SERVER_MAX}, identity {SLOT_ID_MAX})",
+                p.server.len(),
+                p.id.len()
+            ));
+        }
+    }
+    None
 }
 
 /// Bytes of shared memory a zone for `conf` needs.
@@ -178,8 +239,8 @@ pub unsafe extern "C" fn hab_zone_size(
         }
         // SAFETY: caller contract.
         unsafe {
-            with_spec(conf, |spec| {
-                finish(hab_core::table::zone_size(spec), out_size)
+            with_spec(conf, |spec, capacity| {
+                finish(hab_core::table::zone_size_with(spec, capacity), out_size)
             })
         }
     })
@@ -202,8 +263,9 @@ pub unsafe extern "C" fn hab_conf_explain(
         }
         // SAFETY: caller contract.
         unsafe {
-            with_spec(conf, |spec| {
-                let reason = hab_core::table::generation::too_large_reason(spec)
+            with_spec(conf, |spec, capacity| {
+                let reason = capacity_reason(spec, capacity)
+                    .or_else(|| hab_core::table::generation::too_large_reason(spec))
                     .map_or(core::ptr::null_mut(), |r| {
                         crate::api::buf(r.into_bytes().into())
                     });
@@ -230,9 +292,9 @@ pub unsafe extern "C" fn hab_conf_digest(
         }
         // SAFETY: caller contract.
         unsafe {
-            with_spec(conf, |spec| {
+            with_spec(conf, |spec, capacity| {
                 spec.validate()
-                    .map(|()| spec.digest())
+                    .map(|()| digest_with(spec.digest(), spec.peers.len(), capacity))
                     .map_or_else(hab_result::from, |d| {
                         out_digest.write(d);
                         HAB_OK

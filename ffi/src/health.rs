@@ -192,7 +192,8 @@ pub unsafe extern "C" fn hab_check_claim(
 }
 
 /// Records the result of a check of `peer` that ended at `now_ms`
-/// (`passed` non-zero: it passed).
+/// (`passed` non-zero: it passed), started when the slot's epoch was
+/// `epoch`: dropped (no transition) if the slot was reused since.
 ///
 /// # Safety
 ///
@@ -201,6 +202,7 @@ pub unsafe extern "C" fn hab_check_claim(
 pub unsafe extern "C" fn hab_check_done(
     z: *mut hab_zone,
     peer: u32,
+    epoch: u32,
     passed: u32,
     now_ms: u64,
     out_report: *mut hab_check_report,
@@ -211,7 +213,7 @@ pub unsafe extern "C" fn hab_check_done(
         }
         // SAFETY: a valid handle (caller contract).
         let z = unsafe { zone(z) };
-        match z.check_done(peer as usize, passed != 0, now_ms) {
+        match z.check_done_epoch(peer as usize, epoch, passed != 0, now_ms) {
             Ok(r) => {
                 if !out_report.is_null() {
                     let transition = match r.transition {

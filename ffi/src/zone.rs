@@ -8,7 +8,9 @@ use hab_core::Error;
 
 use crate::conf::{hab_upstream_conf, with_spec};
 use crate::{finish, guard, guard_or, hab_result, hab_zone};
-use crate::{HAB_BAD_LAYOUT, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
+use crate::{
+    HAB_BAD_LAYOUT, HAB_BUSY, HAB_INVALID_ARGUMENT, HAB_NO_SPACE, HAB_NULL_PARAMETER, HAB_OK,
+};
 
 /// No ledger slot.
 pub const HAB_NO_SLOT: u32 = u32::MAX;
@@ -35,7 +37,7 @@ unsafe fn open_zone(
     conf: *const hab_upstream_conf,
     mem: *mut c_void,
     out_zone: *mut *mut hab_zone,
-    open: impl FnOnce(&hab_core::UpstreamSpec<'_>) -> Result<Zone<'static>, Error>,
+    open: impl FnOnce(&hab_core::UpstreamSpec<'_>, usize) -> Result<Zone<'static>, Error>,
 ) -> hab_result {
     guard(|| {
         if mem.is_null() || out_zone.is_null() {
@@ -43,8 +45,8 @@ unsafe fn open_zone(
         }
         // SAFETY: caller contract (conf valid for the call).
         unsafe {
-            with_spec(conf, |spec| {
-                finish(open(spec).map(|z| z.as_ptr().cast()), out_zone)
+            with_spec(conf, |spec, capacity| {
+                finish(open(spec, capacity).map(|z| z.as_ptr().cast()), out_zone)
             })
         }
     })
@@ -67,8 +69,8 @@ pub unsafe extern "C" fn hab_zone_init(
     // SAFETY: caller contract: `mem` is ours for `len` bytes; the handle is
     // used only while the mapping lives (what `'static` stands for here).
     unsafe {
-        open_zone(conf, mem, out_zone, |spec| {
-            Zone::init(spec, mem.cast(), len)
+        open_zone(conf, mem, out_zone, |spec, capacity| {
+            Zone::init_with(spec, capacity, mem.cast(), len)
         })
     }
 }
@@ -88,8 +90,8 @@ pub unsafe extern "C" fn hab_zone_attach(
 ) -> hab_result {
     // SAFETY: caller contract, as for `hab_zone_init`.
     unsafe {
-        open_zone(conf, mem, out_zone, |spec| {
-            Zone::attach(spec, mem.cast(), len)
+        open_zone(conf, mem, out_zone, |spec, capacity| {
+            Zone::attach_with(spec, capacity, mem.cast(), len)
         })
     }
 }
@@ -257,4 +259,367 @@ pub unsafe extern "C" fn hab_zone_release_slot(
         z.release_slot(slot, owner);
         HAB_OK
     })
+}
+
+/// `hab_zone_resolve` out_slots: the peer is in no slot.
+pub const HAB_NO_PEER: u32 = u32::MAX;
+/// `hab_slot_info.status`: no identity, named by no generation.
+pub const HAB_SLOT_FREE: u32 = hab_core::table::membership::FREE;
+/// `hab_slot_info.status`: a member of the serving membership.
+pub const HAB_SLOT_LIVE: u32 = hab_core::table::membership::LIVE;
+/// `hab_slot_info.status`: left the list; its requests finish.
+pub const HAB_SLOT_RETIRING: u32 = hab_core::table::membership::RETIRING;
+
+/// Where a generation's membership came from.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct hab_source {
+    /// The caller's list id (nginx: the configuration's cycle).
+    pub list: u64,
+    /// The list's change counter (nginx: `*peers->config`).
+    pub config: u64,
+}
+
+impl From<[u64; 2]> for hab_source {
+    fn from(s: [u64; 2]) -> Self {
+        hab_source {
+            list: s[0],
+            config: s[1],
+        }
+    }
+}
+
+/// What `hab_zone_resolve` did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct hab_resolve_report {
+    /// The generation serving after the call.
+    pub generation: u64,
+    /// Its source.
+    pub source: hab_source,
+    /// 1: this call published it.
+    pub built: u32,
+    /// Why nothing was built, a `hab_result`: `HAB_OK` (nothing to do),
+    /// `HAB_BUSY`, `HAB_NO_SPACE`, `HAB_TOO_LARGE`.
+    pub refused: u32,
+    /// Slots kept.
+    pub kept: u32,
+    /// RETIRING slots whose identity came back.
+    pub revived: u32,
+    /// New identities given a slot.
+    pub added: u32,
+    /// Slots turned RETIRING (draining).
+    pub retired: u32,
+    /// RETIRING slots reused.
+    pub reused: u32,
+    /// Zero.
+    pub reserved: u32,
+}
+
+/// Status and epoch of a peer slot.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct hab_slot_info {
+    /// `HAB_SLOT_*`.
+    pub status: u32,
+    /// Bumped each time the slot is given to another server.
+    pub epoch: u32,
+}
+
+/// Makes `list` the zone's membership as copied at `config` of list
+/// `list_id` (see the header), then writes the slot of each of its peers
+/// in the generation serving after the call into `out_slots`, and the
+/// report into `out`.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `list` as a `hab_upstream_conf` in the
+/// header; `alive` safe to call with `data`; `out_slots` writable for
+/// `list->npeers` elements (NULL only when that is 0); `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_zone_resolve(
+    z: *mut hab_zone,
+    list: *const hab_upstream_conf,
+    list_id: u64,
+    config: u64,
+    now_ms: u64,
+    owner: u64,
+    alive: hab_alive_fn,
+    data: *mut c_void,
+    out_slots: *mut u32,
+    out: *mut hab_resolve_report,
+) -> hab_result {
+    guard(|| {
+        let Some(alive) = alive else {
+            return HAB_NULL_PARAMETER;
+        };
+        if z.is_null() || list.is_null() || out.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: non-NULL, readable (caller contract).
+        let npeers = unsafe { (*list).npeers };
+        if npeers != 0 && out_slots.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handle (caller contract).
+        let z = unsafe { zone(z) };
+        // SAFETY: `list` as in the header (caller contract).
+        let (policy, _, peers) = match unsafe { crate::conf::read_conf(list) } {
+            Ok(l) => l,
+            Err(rc) => return rc,
+        };
+        if owner == 0 || policy != z.policy() {
+            return HAB_INVALID_ARGUMENT;
+        }
+        // Health is the zone's: the list's is ignored.
+        let spec = hab_core::UpstreamSpec {
+            policy,
+            peers: &peers,
+            health: Default::default(),
+        };
+        let want = [list_id, config];
+        let serving = match z.source() {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
+        let mut report = hab_resolve_report::default();
+        // The common case first, without the lease: every worker sees the
+        // change, one builds it.
+        let refused = if serving == want {
+            HAB_OK
+        } else if serving[0] > list_id {
+            HAB_BUSY
+        } else {
+            // SAFETY: the caller vouches for `alive` with `data`.
+            let alive = unsafe { alive_fn(alive, data) };
+            match z.apply_list(&spec, want, owner, alive, now_ms) {
+                Ok(Some(a)) => {
+                    report.built = 1;
+                    report.kept = a.kept;
+                    report.revived = a.revived;
+                    report.added = a.added;
+                    report.retired = a.retired;
+                    report.reused = a.reused;
+                    HAB_OK
+                }
+                Ok(None) => HAB_OK,
+                Err(Error::InvalidArgument) => return HAB_INVALID_ARGUMENT,
+                // Older generations hold the room: no room for now.
+                Err(Error::Pinned) => HAB_NO_SPACE,
+                Err(e) => e.into(),
+            }
+        };
+        report.refused = refused as u32;
+        let found = match z.slots_of(peers.iter().map(|p| p.id)) {
+            Ok(f) => f,
+            Err(e) => return e.into(),
+        };
+        report.generation = found.seq;
+        report.source = found.source.into();
+        if npeers != 0 {
+            // SAFETY: writable for `npeers` elements (caller contract).
+            let slots = unsafe { core::slice::from_raw_parts_mut(out_slots, npeers) };
+            for (o, s) in slots.iter_mut().zip(&found.slots) {
+                *o = s.unwrap_or(HAB_NO_PEER);
+            }
+        }
+        finish(Ok(report), out)
+    })
+}
+
+/// The source of the generation serving new requests.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_zone_source(z: *const hab_zone, out: *mut hab_source) -> hab_result {
+    guard(|| {
+        if z.is_null() || out.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handle (caller contract).
+        let z = unsafe { zone(z) };
+        finish(z.source().map(hab_source::from), out)
+    })
+}
+
+/// Status and epoch of peer slot `slot`.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_zone_slot(
+    z: *const hab_zone,
+    slot: u32,
+    out: *mut hab_slot_info,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || out.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handle (caller contract).
+        let z = unsafe { zone(z) };
+        let i = slot as usize;
+        // The epoch first: a reader comparing it later sees any reuse
+        // that the status it reads may not show yet.
+        let r = match (z.slot_epoch(i), z.slot_status(i)) {
+            (Some(epoch), Some(status)) => Ok(hab_slot_info { status, epoch }),
+            _ => Err(Error::InvalidArgument),
+        };
+        finish(r, out)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::{hab_peer_conf, HAB_POLICY_LEAST_CONN, HAB_POLICY_ROUND_ROBIN};
+    use crate::{hab_zone_init, hab_zone_size, HAB_TOO_LARGE};
+    use hab_core::testing::Region;
+
+    unsafe extern "C" fn alive(_: u64, _: *mut c_void) -> core::ffi::c_int {
+        1
+    }
+
+    fn peer(id: &'static [u8]) -> hab_peer_conf {
+        hab_peer_conf {
+            id: id.as_ptr(),
+            id_len: id.len(),
+            server: id.as_ptr(),
+            server_len: id.len(),
+            weight: 1,
+            max_conns: 0,
+            max_fails: 1,
+            flags: 0,
+            fail_timeout_ms: 10_000,
+            position: crate::conf::HAB_POSITION_NONE,
+            reserved: 0,
+        }
+    }
+
+    fn conf(peers: &[hab_peer_conf], capacity: usize) -> hab_upstream_conf {
+        hab_upstream_conf {
+            policy: HAB_POLICY_ROUND_ROBIN,
+            hash_mode: 0,
+            decay_ms: 0,
+            balance_factor: 0,
+            peers: peers.as_ptr(),
+            npeers: peers.len(),
+            maglev_size: 0,
+            health: core::ptr::null(),
+            capacity,
+        }
+    }
+
+    /// A zone for `c` in its own region.
+    fn zone_for(c: &hab_upstream_conf) -> (Region, *mut hab_zone) {
+        let mut size = 0;
+        // SAFETY: `c` and its peers live through the call.
+        assert_eq!(unsafe { hab_zone_size(c, &mut size) }, HAB_OK);
+        let region = Region::new(size);
+        let mut z = core::ptr::null_mut();
+        // SAFETY: the region is ours, `size` bytes, 64-byte aligned.
+        let rc = unsafe { hab_zone_init(c, region.as_ptr().cast(), region.len(), &mut z) };
+        assert_eq!(rc, HAB_OK);
+        (region, z)
+    }
+
+    fn resolve(
+        z: *mut hab_zone,
+        list: &hab_upstream_conf,
+        src: [u64; 2],
+    ) -> (hab_result, Vec<u32>, hab_resolve_report) {
+        let mut slots = vec![0u32; list.npeers];
+        let mut report = hab_resolve_report::default();
+        // SAFETY: a valid zone; `list`'s peers live through the call;
+        // `slots` has `npeers` elements.
+        let rc = unsafe {
+            hab_zone_resolve(
+                z,
+                list,
+                src[0],
+                src[1],
+                0,
+                7,
+                Some(alive),
+                core::ptr::null_mut(),
+                slots.as_mut_ptr(),
+                &mut report,
+            )
+        };
+        (rc, slots, report)
+    }
+
+    #[test]
+    fn a_static_zone_keeps_its_servers_and_refuses_new_ones() {
+        let peers = [peer(b"a"), peer(b"b")];
+        let c = conf(&peers, 0);
+        let (_region, z) = zone_for(&c);
+        let (rc, slots, r) = resolve(z, &conf(&[peer(b"b"), peer(b"a")], 0), [1, 1]);
+        assert_eq!(rc, HAB_OK);
+        assert_eq!((r.built, r.kept, slots.as_slice()), (1, 2, &[1, 0][..]));
+        let (rc, slots, r) = resolve(z, &conf(&[peer(b"a"), peer(b"c")], 0), [1, 2]);
+        assert_eq!(rc, HAB_OK);
+        assert_eq!((r.built, r.refused), (0, HAB_NO_SPACE as u32));
+        assert_eq!(slots, [0, HAB_NO_PEER]);
+        assert_eq!(r.source, hab_source { list: 1, config: 1 });
+        // Another policy's list, a capacity below the peers.
+        let mut lc = conf(&peers, 0);
+        lc.policy = HAB_POLICY_LEAST_CONN;
+        assert_eq!(resolve(z, &lc, [1, 3]).0, HAB_INVALID_ARGUMENT);
+        let mut size = 0;
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_size(&conf(&peers, 1), &mut size) };
+        assert_eq!(rc, HAB_INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn a_dynamic_zone_resolves_into_slots_and_refusals_change_nothing() {
+        let c = conf(&[], 2);
+        let (_region, z) = zone_for(&c);
+        let mut info = hab_slot_info::default();
+        // SAFETY: a valid zone; `info` writable.
+        assert_eq!(unsafe { hab_zone_slot(z, 1, &mut info) }, HAB_OK);
+        assert_eq!(info.status, HAB_SLOT_FREE);
+        // An empty list into an empty zone: a build, nothing to match.
+        let (rc, slots, r) = resolve(z, &conf(&[], 0), [1, 1]);
+        assert_eq!((rc, r.built, slots.len()), (HAB_OK, 1, 0));
+        let (rc, slots, r) = resolve(z, &conf(&[peer(b"x"), peer(b"x")], 0), [1, 2]);
+        assert_eq!((rc, r.built, r.added), (HAB_OK, 1, 2));
+        assert_eq!(slots, [0, 1], "duplicates: one slot each, in order");
+        let generation = r.generation;
+        // Three do not fit in two slots; an identity too long neither.
+        let (rc, slots, r) = resolve(z, &conf(&[peer(b"x"), peer(b"y"), peer(b"z")], 0), [1, 3]);
+        assert_eq!((rc, r.built, r.refused), (HAB_OK, 0, HAB_NO_SPACE as u32));
+        assert_eq!(slots, [0, HAB_NO_PEER, HAB_NO_PEER]);
+        assert_eq!(r.generation, generation);
+        static LONG: [u8; 2000] = [b'l'; 2000];
+        let (rc, _, r) = resolve(z, &conf(&[peer(b"x"), peer(&LONG)], 0), [1, 4]);
+        assert_eq!((rc, r.refused), (HAB_OK, HAB_TOO_LARGE as u32));
+        let mut src = hab_source::default();
+        // SAFETY: a valid zone; `src` writable.
+        assert_eq!(unsafe { hab_zone_source(z, &mut src) }, HAB_OK);
+        assert_eq!(src, hab_source { list: 1, config: 2 });
+        // NULL slots with peers to match.
+        let list = conf(&[peer(b"x")], 0);
+        let mut report = hab_resolve_report::default();
+        // SAFETY: as in `resolve`, with NULL slots.
+        let rc = unsafe {
+            hab_zone_resolve(
+                z,
+                &list,
+                1,
+                5,
+                0,
+                7,
+                Some(alive),
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                &mut report,
+            )
+        };
+        assert_eq!(rc, HAB_NULL_PARAMETER);
+    }
 }

@@ -149,6 +149,133 @@ one_request(hab_zone *t, void *pool, size_t size, uint64_t now,
 }
 
 
+/*
+ * A resolvable upstream (capacity above its configured peers): a list
+ * resolved into slots, a try abandoned, a smaller list, the slots' life
+ * cycle and the epoch check of a health verdict.
+ */
+
+static int
+dynamic_zone(void)
+{
+    void                *mem, *pool;
+    size_t               size, asize;
+    uint32_t             i, n, slots[3], first;
+    uint64_t             d1, d2;
+    hab_pick             pick;
+    hab_zone            *t;
+    hab_source           src;
+    hab_attempt         *a;
+    hab_slot_info        info;
+    hab_peer_conf        peers[3];
+    hab_check_report     check;
+    hab_upstream_conf    conf, list;
+    hab_resolve_report   rep;
+
+    peer_init(&peers[0], "up\0a\0127.0.0.1:1", 1, 0);
+    peer_init(&peers[1], "up\0r\0127.0.0.2:80", 1, 0);
+    peer_init(&peers[2], "up\0r\0127.0.0.3:80", 1, 0);
+    /* identities hold NULs: their lengths by hand */
+    peers[0].id_len = sizeof("up\0a\0127.0.0.1:1") - 1;
+    peers[1].id_len = sizeof("up\0r\0127.0.0.2:80") - 1;
+    peers[2].id_len = sizeof("up\0r\0127.0.0.3:80") - 1;
+    peers[1].position = HAB_POSITION_NONE;
+    peers[2].position = HAB_POSITION_NONE;
+
+    memset(&conf, 0, sizeof(conf));
+    conf.policy = HAB_POLICY_LEAST_CONN;
+    conf.peers = peers;
+    conf.npeers = 1;
+
+    CHECK(hab_conf_digest(&conf, &d1) == HAB_OK);
+    conf.capacity = 1;
+    CHECK(hab_conf_digest(&conf, &d2) == HAB_OK && d2 == d1);
+    conf.capacity = 4;
+    CHECK(hab_conf_digest(&conf, &d2) == HAB_OK && d2 != d1);
+    conf.npeers = 5;
+    CHECK(hab_zone_size(&conf, &size) == HAB_INVALID_ARGUMENT);
+    conf.npeers = 1;
+
+    CHECK(hab_zone_size(&conf, &size) == HAB_OK);
+    mem = aligned_alloc(64, size);
+    CHECK(mem != NULL);
+    CHECK(hab_zone_init(&conf, mem, size, &t) == HAB_OK);
+    CHECK(hab_zone_peers(t) == 4);
+    CHECK(hab_zone_source(t, &src) == HAB_OK && src.list == 0
+          && src.config == 0);
+    CHECK(hab_zone_slot(t, 3, &info) == HAB_OK
+          && info.status == HAB_SLOT_FREE);
+    CHECK(hab_zone_slot(t, 4, &info) == HAB_INVALID_ARGUMENT);
+
+    /* the configured server and two resolved ones */
+
+    list = conf;
+    list.npeers = 3;
+    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, alive_all, NULL, NULL,
+                           &rep) == HAB_NULL_PARAMETER);
+    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, alive_all, NULL, slots,
+                           &rep) == HAB_OK);
+    CHECK(rep.built == 1 && rep.refused == HAB_OK && rep.kept == 1
+          && rep.added == 2 && rep.source.list == 1 && rep.source.config == 3);
+    CHECK(rep.generation == hab_zone_generation(t));
+    CHECK(slots[0] == 0 && slots[1] == 1 && slots[2] == 2);
+
+    /* the same list again: nothing to do; an older list: refused */
+
+    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, alive_all, NULL, slots,
+                           &rep) == HAB_OK);
+    CHECK(rep.built == 0 && rep.refused == HAB_OK && slots[2] == 2);
+    CHECK(hab_zone_resolve(t, &list, 0, 9, 0, 100, alive_all, NULL, slots,
+                           &rep) == HAB_OK);
+    CHECK(rep.built == 0 && rep.refused == HAB_BUSY);
+
+    /* a try nginx cannot use is abandoned: it leaves flight, stays tried */
+
+    asize = hab_attempt_size(t);
+    pool = malloc(asize);
+    CHECK(pool != NULL);
+    CHECK(hab_attempt_init(t, pool, asize, 0, 1, HAB_NO_SLOT, &a) == HAB_OK);
+    CHECK(hab_attempt_abandon(t, a) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_attempt_source(t, a, &src) == HAB_OK && src.config == 3);
+    CHECK(hab_attempt_pick(t, a, NULL, 0, 0, &pick) == HAB_OK);
+    first = pick.peer;
+    CHECK(hab_zone_in_flight(t, first, &n) == HAB_OK && n == 1);
+    CHECK(hab_attempt_abandon(t, a) == HAB_OK);
+    CHECK(hab_zone_in_flight(t, first, &n) == HAB_OK && n == 0);
+    for (i = 0; i < 2; i++) {
+        CHECK(hab_attempt_pick(t, a, NULL, 0, 0, &pick) == HAB_OK);
+        CHECK(pick.peer != first);
+        CHECK(hab_attempt_release(t, a, HAB_OUTCOME_NEXT, NULL, 0, NULL)
+              == HAB_OK);
+    }
+    CHECK(hab_attempt_pick(t, a, NULL, 0, 0, &pick) == HAB_BUSY);
+    CHECK(hab_attempt_end(t, a) == HAB_OK);
+
+    /* a smaller list: the vanished server drains, then its slot is free
+     * for another; a verdict of a check started before is dropped */
+
+    CHECK(hab_zone_slot(t, 1, &info) == HAB_OK
+          && info.status == HAB_SLOT_LIVE);
+    list.npeers = 2;
+    peers[1] = peers[2];
+    CHECK(hab_zone_resolve(t, &list, 1, 4, 0, 100, alive_all, NULL, slots,
+                           &rep) == HAB_OK);
+    CHECK(rep.built == 1 && rep.retired == 1 && rep.kept == 2);
+    CHECK(slots[0] == 0 && slots[1] == 2);
+    CHECK(hab_zone_slot(t, 1, &info) == HAB_OK
+          && info.status == HAB_SLOT_RETIRING);
+    CHECK(api(t, HAB_API_GET, "upstreams/app/servers/2", "", 0) == 404);
+    CHECK(api(t, HAB_API_GET, "upstreams/app/servers/3", "", 0) == 200);
+    CHECK(hab_check_done(t, 1, info.epoch + 1, 1, 0, &check) == HAB_OK
+          && check.transition == HAB_CHECK_NONE);
+
+    free(pool);
+    free(mem);
+
+    return 0;
+}
+
+
 int
 hab_abi_driver_run(void)
 {
@@ -332,5 +459,5 @@ hab_abi_driver_run(void)
     free(pool);
     free(mem);
 
-    return 0;
+    return dynamic_zone();
 }

@@ -205,6 +205,26 @@ impl Zone<'_> {
         (taken, next)
     }
 
+    /// [`Zone::check_done`] for a check of slot `i` that started when the
+    /// slot's epoch was `epoch`: if the slot has been given to another
+    /// server since (another epoch, or FREE), the verdict is dropped and
+    /// the report says nothing changed.
+    pub fn check_done_epoch(
+        &self,
+        i: usize,
+        epoch: u32,
+        passed: bool,
+        now: u64,
+    ) -> Result<CheckReport, Error> {
+        match (self.slot_epoch(i), self.slot_status(i)) {
+            (None, _) | (_, None) => Err(Error::InvalidArgument),
+            (Some(e), Some(s)) if e != epoch || s == crate::table::membership::FREE => {
+                Ok(CheckReport::default())
+            }
+            _ => self.check_done(i, passed, now),
+        }
+    }
+
     /// Records the result of a check of peer `i` that ended at `now`.
     pub fn check_done(&self, i: usize, passed: bool, now: u64) -> Result<CheckReport, Error> {
         let hs = *self.health_spec();

@@ -174,6 +174,18 @@ impl<'a> Zone<'a> {
             .free_with(attempt, outcome, info, now)
     }
 
+    /// [`Table::abandon`] on the generation the request pinned.
+    #[inline]
+    pub fn abandon(&self, attempt: &mut Attempt<'_>) -> Result<u32, Error> {
+        self.pinned_table(attempt)?.abandon(attempt)
+    }
+
+    /// The source ([`crate::table::GenHeader::source`]) of the generation
+    /// `attempt` runs on now.
+    pub fn attempt_source(&self, attempt: &Attempt<'_>) -> Result<[u64; 2], Error> {
+        Ok(self.pinned_table(attempt)?.header().source)
+    }
+
     /// Ends the request: drops its pin (a try still in progress is
     /// released as passed on first). Calling it again does nothing.
     pub fn end(&self, attempt: &mut Attempt<'_>) {
@@ -313,6 +325,40 @@ impl Table<'_> {
         })
     }
 
+    /// Takes the try in progress out of flight (its count, the worker's
+    /// ledger counter, the bounded-load total); the peer stays tried.
+    #[inline]
+    fn leave_flight(&self, attempt: &mut Attempt<'_>) -> Result<u32, Error> {
+        let Some(peer) = attempt.current() else {
+            return Err(Error::InvalidArgument);
+        };
+        let i = peer as usize;
+        if i >= self.zone().peers() {
+            return Err(Error::InvalidArgument);
+        }
+        attempt.set_current(None);
+        health::release(&self.states()[i]);
+        self.zone().lc_refresh_counted(i);
+        self.zone().ledger_sub(attempt.slot(), i);
+        if self.bounded() {
+            let _ = self.cursor(TOTAL).value.fetch_update(
+                core::sync::atomic::Ordering::Relaxed,
+                core::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            );
+        }
+        Ok(peer)
+    }
+
+    /// Ends the try in progress as if it had not been made (the caller
+    /// could not use the peer: nginx no longer lists it): the peer leaves
+    /// flight and stays tried, and nothing is counted — no failure or
+    /// success, no statistics, no latency, no outlier observation. The
+    /// peer's slot.
+    pub fn abandon(&self, attempt: &mut Attempt<'_>) -> Result<u32, Error> {
+        self.leave_flight(attempt)
+    }
+
     /// Ends the try in progress with `outcome`.
     #[inline]
     pub fn free(
@@ -334,25 +380,9 @@ impl Table<'_> {
         info: &TryInfo,
         now: u64,
     ) -> Result<Report, Error> {
-        let Some(peer) = attempt.current() else {
-            return Err(Error::InvalidArgument);
-        };
+        let peer = self.leave_flight(attempt)?;
         let i = peer as usize;
-        if i >= self.zone().peers() {
-            return Err(Error::InvalidArgument);
-        }
-        attempt.set_current(None);
         let state = &self.states()[i];
-        health::release(state);
-        self.zone().lc_refresh_counted(i);
-        self.zone().ledger_sub(attempt.slot(), i);
-        if self.bounded() {
-            let _ = self.cursor(TOTAL).value.fetch_update(
-                core::sync::atomic::Ordering::Relaxed,
-                core::sync::atomic::Ordering::Relaxed,
-                |n| n.checked_sub(1),
-            );
-        }
         let duration = now.saturating_sub(attempt.try_start_ms());
         self.zone().count_try(
             attempt.slot(),
@@ -423,6 +453,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::spec::{PeerSpec, UpstreamSpec};
     use crate::testing::{OwnedAttempt, OwnedTable};
+    use core::sync::atomic::Ordering::Relaxed;
 
     pub(crate) const IDS: [&[u8]; 8] = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"];
 
@@ -436,6 +467,54 @@ pub(crate) mod tests {
     }
 
     /// One request that succeeds on its first try; the peer's letter.
+    #[test]
+    fn an_abandoned_try_leaves_flight_stays_tried_and_counts_nothing() {
+        for policy in all().into_iter().chain(both()) {
+            let peers = [
+                PeerSpec {
+                    max_fails: 1,
+                    ..PeerSpec::new(b"a")
+                },
+                PeerSpec::new(b"b"),
+            ];
+            let t = OwnedTable::new(&UpstreamSpec {
+                health: Default::default(),
+                policy,
+                peers: &peers,
+            })
+            .unwrap();
+            let z = t.zone();
+            let ledger = z.claim_slot(100, |_| true).unwrap();
+            let mut r = OwnedAttempt::with_slot(z, 0, Some(ledger));
+            let first = r.pick_keyed(b"k", 5).unwrap().peer as usize;
+            let before = z.view(first, 10).unwrap();
+            assert_eq!(z.states()[first].in_flight.load(Relaxed), 1);
+            assert_eq!(z.abandon(&mut r.attempt()).unwrap(), first as u32);
+            assert_eq!(z.states()[first].in_flight.load(Relaxed), 0, "{policy:?}");
+            let counts = z.ledger_slot(ledger as usize).unwrap().1;
+            assert_eq!(counts[first].load(Relaxed), 0);
+            let after = z.view(first, 10).unwrap();
+            assert_eq!(
+                (after.stats, after.fails, after.state, after.latency_ms),
+                (before.stats, before.fails, before.state, before.latency_ms),
+                "{policy:?}"
+            );
+            assert_eq!(after.stats.fails, 0);
+            // Nothing in progress any more.
+            assert_eq!(
+                z.abandon(&mut r.attempt()).unwrap_err(),
+                Error::InvalidArgument
+            );
+            // The retry avoids it; then nothing is left.
+            let second = r.pick_keyed(b"k", 20).unwrap().peer as usize;
+            assert_ne!(second, first, "{policy:?}");
+            r.release(Outcome::Ok, 30).unwrap();
+            assert_eq!(r.pick_keyed(b"k", 40).unwrap_err(), Error::Busy);
+            r.end();
+            assert!(z.states().iter().all(|s| s.in_flight.load(Relaxed) == 0));
+        }
+    }
+
     pub(crate) fn one(t: &OwnedTable, now: u64) -> char {
         let mut a = OwnedAttempt::new(t.table(), now);
         let p = t.table().get(&mut a.attempt(), now).unwrap();

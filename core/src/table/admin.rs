@@ -145,12 +145,14 @@ impl<'a> Zone<'a> {
         Ok(())
     }
 
-    /// Table index of the server at configuration position `position`.
+    /// Table index of the server at configuration position `position`,
+    /// among those the API lists ([`Zone::listed`]: not FREE, not a
+    /// RETIRING slot with nothing in flight).
     pub fn by_position(&self, position: u32) -> Option<usize> {
-        self.colds().iter().enumerate().position(|(i, c)| {
-            c.position.load(Relaxed) == position
-                && self.slot_status(i) != Some(super::membership::FREE)
-        })
+        self.colds()
+            .iter()
+            .enumerate()
+            .position(|(i, c)| c.position.load(Relaxed) == position && self.listed(i).is_some())
     }
 
     /// Whether any peer's weight in force differs from what `publish`

@@ -69,7 +69,8 @@
 //! reused lazily — never-used FREE slots first — so that an identity that
 //! flaps in DNS finds its slot, and its state, again.
 
-use core::sync::atomic::Ordering::{Relaxed, Release};
+use core::sync::atomic::fence;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::collections::HashMap;
 
 use super::{PeerCold, PeerState, Zone, SLOT_ID_MAX, SLOT_SERVER_MAX};
@@ -86,6 +87,27 @@ pub const RETIRING: u32 = 2;
 /// Whether `p`'s identity fits a slot's identity area.
 pub fn fits_slot(p: &PeerSpec<'_>) -> bool {
     p.id.len() <= SLOT_ID_MAX && p.server.len() <= SLOT_SERVER_MAX
+}
+
+/// What [`Zone::slots_of`] found, in the generation serving at the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The generation's number.
+    pub seq: u64,
+    /// Its source ([`crate::table::GenHeader::source`]).
+    pub source: [u64; 2],
+    /// The slot of each identity asked for, `None` when it has none.
+    pub slots: Vec<Option<u32>>,
+}
+
+/// A slot as a reader outside the builder lease saw it before reading its
+/// identity ([`Zone::listed`], [`Zone::slot_unchanged`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotMark {
+    /// [`LIVE`] or [`RETIRING`].
+    pub status: u32,
+    /// The slot's epoch.
+    pub epoch: u32,
 }
 
 /// What [`Zone::apply_membership`] did.
@@ -121,6 +143,72 @@ impl<'a> Zone<'a> {
         self.colds()
             .get(i)
             .map(|c| c.epoch.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// The `(list id, config)` the serving generation was built from
+    /// ([`Zone::apply_membership`]; zero for a configuration's build),
+    /// read under a pin so that its bytes cannot be reused meanwhile.
+    pub fn source(&self) -> Result<[u64; 2], Error> {
+        let (pin, t) = self.pin(None)?;
+        let source = t.header().source;
+        self.unpin(None, pin);
+        Ok(source)
+    }
+
+    /// The slot of each of `ids` in the serving generation, matched
+    /// against its members in generation order, occurrence by occurrence
+    /// (the k-th occurrence of an identity gets the k-th member holding
+    /// it), `None` when it has none; read under a pin on that generation,
+    /// so that none of its slots is reused during the lookup.
+    pub fn slots_of<'i>(&self, ids: impl IntoIterator<Item = &'i [u8]>) -> Result<Lookup, Error> {
+        let (pin, t) = self.pin(None)?;
+        let mut by_id: HashMap<&[u8], Vec<u32>> = HashMap::new();
+        let members: Vec<usize> = t.members().iter().collect();
+        for &i in members.iter().rev() {
+            by_id.entry(self.identity(i)).or_default().push(i as u32);
+        }
+        let slots = ids
+            .into_iter()
+            .map(|id| by_id.get_mut(id).and_then(Vec::pop))
+            .collect();
+        let found = Lookup {
+            seq: pin.seq,
+            source: t.header().source,
+            slots,
+        };
+        self.unpin(None, pin);
+        Ok(found)
+    }
+
+    /// Whether the API lists slot `i` (LIVE, or RETIRING while requests
+    /// are in flight on it), with what it saw: pass it to
+    /// [`Zone::slot_unchanged`] after using the slot's identity.
+    pub fn listed(&self, i: usize) -> Option<SlotMark> {
+        let c = self.colds().get(i)?;
+        let epoch = c.epoch.load(Acquire);
+        let status = c.status.load(Acquire);
+        let shown = match status {
+            LIVE => true,
+            RETIRING => self.states()[i].in_flight.load(Relaxed) > 0,
+            _ => false,
+        };
+        shown.then_some(SlotMark { status, epoch })
+    }
+
+    /// Whether slot `i` still holds the identity it held when `mark` was
+    /// taken, i.e. whether its identity bytes read since are that
+    /// identity's: not FREE, same epoch. A reader outside the lease reads
+    /// a slot as a seqlock: mark, read, check (the builder turns a slot
+    /// FREE, then writes, then bumps the epoch, see `fill_slot`).
+    pub fn slot_unchanged(&self, i: usize, mark: SlotMark) -> bool {
+        // The identity reads before, the checks after (pairs with the
+        // builder's release fence after its FREE store).
+        fence(Acquire);
+        let Some(c) = self.colds().get(i) else {
+            return false;
+        };
+        let status = c.status.load(Acquire);
+        status != FREE && c.epoch.load(Acquire) == mark.epoch
     }
 
     /// Slots named by some LIVE generation descriptor (the serving one or
@@ -159,6 +247,35 @@ impl<'a> Zone<'a> {
         alive: impl Fn(u64) -> bool,
         now: u64,
     ) -> Result<Applied, Error> {
+        self.apply_inner(list, source, owner, &alive, now, false)?
+            .ok_or(Error::Busy)
+    }
+
+    /// [`Zone::apply_membership`] of a list whose sources are ordered (the
+    /// caller's list ids grow with its configurations): under the lease,
+    /// nothing is done (`Ok(None)`) when the serving generation came from
+    /// `source` already, and [`Error::Busy`] is returned when it came from
+    /// a larger list id (an older configuration's workers never publish).
+    pub fn apply_list(
+        &self,
+        list: &UpstreamSpec<'_>,
+        source: [u64; 2],
+        owner: u64,
+        alive: impl Fn(u64) -> bool,
+        now: u64,
+    ) -> Result<Option<Applied>, Error> {
+        self.apply_inner(list, source, owner, &alive, now, true)
+    }
+
+    fn apply_inner(
+        &self,
+        list: &UpstreamSpec<'_>,
+        source: [u64; 2],
+        owner: u64,
+        alive: &impl Fn(u64) -> bool,
+        now: u64,
+        ordered: bool,
+    ) -> Result<Option<Applied>, Error> {
         if list.policy != self.policy() {
             return Err(Error::InvalidArgument);
         }
@@ -166,7 +283,17 @@ impl<'a> Zone<'a> {
         if list.peers.len() > self.peers() {
             return Err(Error::NoSpace);
         }
-        let _lease = self.lease_guard(owner, &alive)?;
+        let _lease = self.lease_guard(owner, alive)?;
+        if ordered {
+            // Under the lease the serving generation cannot change.
+            let serving = self.current().header().source;
+            if serving == source {
+                return Ok(None);
+            }
+            if serving[0] > source[0] {
+                return Err(Error::Busy);
+            }
+        }
         self.reclaim();
         let (states, colds) = (self.states(), self.colds());
 
@@ -294,7 +421,7 @@ impl<'a> Zone<'a> {
         applied.seq = self.commit(built, &spec, &slots);
         self.health_changed();
         self.update_panic();
-        Ok(applied)
+        Ok(Some(applied))
     }
 
     /// A kept (or revived) slot takes `p`'s weight, limits, `backup` and
@@ -426,6 +553,9 @@ impl<'a> Zone<'a> {
             ..
         } = c;
         let names = self.root().names_off as usize;
+        // The FREE store (`free_slot`) before the bytes, for readers that
+        // check the slot around their copy (`Zone::slot_unchanged`).
+        fence(Release);
         // SAFETY: the slot's identity area (SLOT_ID_MAX bytes at id_off,
         // SLOT_SERVER_MAX at server_off, inside the names section: layout
         // contract of a dynamic zone) and the lengths fit (`fits_slot`,
@@ -1020,5 +1150,284 @@ mod replan {
         r.release(Outcome::Ok, 0).unwrap();
         assert_eq!(z.states()[p].in_flight.load(Relaxed), 0);
         r.end();
+    }
+}
+
+#[cfg(test)]
+mod readers {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+    use crate::health::check::CheckTransition;
+    use crate::selection::Outcome;
+    use crate::spec::Policy;
+    use crate::testing::{OwnedAttempt, OwnedTable};
+
+    fn ids(n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| format!("up\0srv{i}:80\010.0.0.{i}:80").into_bytes())
+            .collect()
+    }
+
+    fn spec<'a>(policy: Policy, peers: &'a [PeerSpec<'a>], health: HealthSpec) -> UpstreamSpec<'a> {
+        UpstreamSpec {
+            policy,
+            peers,
+            health,
+        }
+    }
+
+    /// Applies the identities `which` of `ids` (repeats allowed) as list
+    /// `[1, config]`.
+    fn apply(z: Zone<'_>, ids: &[Vec<u8>], which: &[usize], config: u64) -> Applied {
+        let peers: Vec<PeerSpec<'_>> = which.iter().map(|&i| PeerSpec::new(&ids[i])).collect();
+        z.apply_membership(
+            &spec(z.policy(), &peers, HealthSpec::default()),
+            [1, config],
+            9,
+            |_| true,
+            0,
+        )
+        .unwrap()
+    }
+
+    fn lookup(z: Zone<'_>, ids: &[Vec<u8>], which: &[usize]) -> Vec<Option<u32>> {
+        z.slots_of(which.iter().map(|&i| &ids[i][..]))
+            .unwrap()
+            .slots
+    }
+
+    #[test]
+    fn slots_of_matches_members_occurrence_by_occurrence() {
+        let ids = ids(4);
+        let peers = [PeerSpec::new(&ids[0])];
+        let t =
+            OwnedTable::with_capacity(&spec(Policy::RoundRobin, &peers, HealthSpec::default()), 5)
+                .unwrap();
+        let z = t.zone();
+        assert_eq!(z.source().unwrap(), [0, 0]);
+        assert_eq!(lookup(z, &ids, &[0, 1]), [Some(0), None]);
+        // Duplicates: each occurrence its own slot, in member order.
+        apply(z, &ids, &[0, 1, 0, 2], 1);
+        let l = z.slots_of([&ids[0][..], &ids[0][..], &ids[0][..]]).unwrap();
+        assert_eq!((l.seq, l.source), (z.generation(), [1, 1]));
+        assert_eq!(l.slots, [Some(0), Some(2), None]);
+        assert_eq!(lookup(z, &ids, &[2, 1, 3]), [Some(3), Some(1), None]);
+        // After a removal: the RETIRING slot is not matched.
+        apply(z, &ids, &[0, 2], 2);
+        assert_eq!(z.slot_status(1), Some(RETIRING));
+        assert_eq!(z.identity(1), &ids[1][..]);
+        assert_eq!(
+            lookup(z, &ids, &[1, 0, 0, 2]),
+            [None, Some(0), None, Some(3)]
+        );
+        assert_eq!(z.source().unwrap(), [1, 2]);
+        // Re-added: its old slot again.
+        apply(z, &ids, &[0, 2, 1], 3);
+        assert_eq!(lookup(z, &ids, &[1]), [Some(1)]);
+        // An empty generation matches nothing.
+        apply(z, &ids, &[], 4);
+        assert_eq!(lookup(z, &ids, &[0, 1, 2]), [None, None, None]);
+        assert!(z.slots_of(core::iter::empty()).unwrap().slots.is_empty());
+        // The lookup's pin is dropped.
+        z.publish(9, |_| true).unwrap();
+        assert_eq!(z.generations().len(), 1);
+    }
+
+    #[test]
+    fn ordered_lists_build_once_per_source_and_never_go_back() {
+        let ids = ids(3);
+        let peers = [PeerSpec::new(&ids[0])];
+        let t =
+            OwnedTable::with_capacity(&spec(Policy::RoundRobin, &peers, HealthSpec::default()), 3)
+                .unwrap();
+        let z = t.zone();
+        let list = |which: &[usize]| -> Vec<PeerSpec<'_>> {
+            which.iter().map(|&i| PeerSpec::new(&ids[i])).collect()
+        };
+        let two = list(&[0, 1]);
+        let s2 = spec(Policy::RoundRobin, &two, HealthSpec::default());
+        let a = z.apply_list(&s2, [5, 1], 9, |_| true, 0).unwrap().unwrap();
+        assert_eq!(a.added, 1);
+        let seq = z.generation();
+        assert_eq!(z.apply_list(&s2, [5, 1], 9, |_| true, 0), Ok(None));
+        // An older configuration's list: refused, whatever it holds.
+        let one = list(&[2]);
+        let s1 = spec(Policy::RoundRobin, &one, HealthSpec::default());
+        assert_eq!(z.apply_list(&s1, [4, 7], 9, |_| true, 0), Err(Error::Busy));
+        assert_eq!(z.generation(), seq);
+        // The same list id's next change, and a newer list id, build.
+        assert!(z.apply_list(&s1, [5, 2], 9, |_| true, 0).unwrap().is_some());
+        assert!(z.apply_list(&s2, [6, 0], 9, |_| true, 0).unwrap().is_some());
+        assert_eq!(z.source().unwrap(), [6, 0]);
+    }
+
+    #[test]
+    fn an_upstream_of_resolved_servers_only_starts_empty() {
+        let ids = ids(3);
+        let all: Vec<Policy> = crate::selection::tests::all()
+            .into_iter()
+            .chain([Policy::LeastConn, Policy::RoundRobin])
+            .collect();
+        for policy in all {
+            let s = spec(policy, &[], HealthSpec::default());
+            let size = crate::table::zone_size_with(&s, 4).unwrap();
+            assert!(size > 0, "{policy:?}");
+            let t = OwnedTable::with_capacity(&s, 4).unwrap();
+            let z = t.zone();
+            assert!(z.dynamic() && z.configured() == 0, "{policy:?}");
+            assert_eq!(z.current().peers(), 0);
+            let mut r = OwnedAttempt::new(z, 0);
+            assert_eq!(
+                r.pick_keyed(b"k", 0).unwrap_err(),
+                Error::Busy,
+                "{policy:?}"
+            );
+            r.end();
+            // Attach accepts it too.
+            let mut again = crate::testing::Region::new(size);
+            // SAFETY: both regions are ours and `size` bytes long; the
+            // copy is a zone as built.
+            unsafe {
+                core::ptr::copy_nonoverlapping(z.as_ptr(), again.as_ptr(), size);
+                Zone::attach_with(&s, 4, again.as_ptr(), again.len()).unwrap();
+            }
+            let _ = &mut again;
+            let a = apply(z, &ids, &[0, 1, 2], 1);
+            assert_eq!(a.added, 3, "{policy:?}");
+            assert_eq!(
+                z.colds()[1].position.load(Relaxed),
+                1,
+                "0 configured + slot"
+            );
+            let mut r = OwnedAttempt::new(z, 0);
+            let p = r.pick_keyed(b"k", 0).unwrap().peer;
+            assert!(p < 3, "{policy:?}");
+            r.release(Outcome::Ok, 0).unwrap();
+        }
+    }
+
+    #[test]
+    fn readers_skip_free_and_idle_retiring_slots_and_see_reuse() {
+        let ids = ids(4);
+        let peers = [PeerSpec::new(&ids[0]), PeerSpec::new(&ids[1])];
+        let t =
+            OwnedTable::with_capacity(&spec(Policy::RoundRobin, &peers, HealthSpec::default()), 3)
+                .unwrap();
+        let z = t.zone();
+        assert!(z.listed(0).is_some() && z.listed(2).is_none());
+        assert_eq!(z.listed(3), None);
+        let held = loop {
+            let mut r = OwnedAttempt::new(z, 0);
+            if r.pick(0).unwrap().peer == 1 {
+                break r;
+            }
+        };
+        apply(z, &ids, &[0, 2], 1);
+        assert_eq!(
+            z.colds()[2].position.load(Relaxed),
+            4,
+            "2 configured + slot 2"
+        );
+        // Draining while its request is in flight, then gone.
+        let m = z.listed(1).expect("draining: listed");
+        assert_eq!(m.status, RETIRING);
+        assert_eq!(
+            z.view(1, 0).unwrap().state,
+            crate::table::ServerState::Draining
+        );
+        assert_eq!(z.by_position(3), Some(1), "2 configured + slot 1");
+        drop(held);
+        assert_eq!(z.listed(1), None);
+        assert_eq!(z.by_position(3), None, "a slot the API does not list");
+        assert!(z.slot_unchanged(1, m), "not reused yet");
+        // Reused: a reader's mark taken before tells.
+        apply(z, &ids, &[0, 2, 3], 2);
+        assert_eq!(z.identity(1), &ids[3][..]);
+        assert!(!z.slot_unchanged(1, m));
+        let m2 = z.listed(1).unwrap();
+        assert!(z.slot_unchanged(1, m2));
+        assert_eq!(z.by_position(4), Some(2));
+        assert_eq!(z.by_position(3), Some(1));
+    }
+
+    fn checked() -> HealthSpec {
+        HealthSpec {
+            flags: HealthSpec::CHECK,
+            interval_ms: 1_000,
+            timeout_ms: 500,
+            fails: 1,
+            passes: 1,
+            panic_percent: 50,
+            ..HealthSpec::default()
+        }
+    }
+
+    #[test]
+    fn checks_claim_only_live_slots_and_drop_verdicts_on_reused_ones() {
+        let ids = ids(6);
+        let peers = [
+            PeerSpec::new(&ids[0]),
+            PeerSpec::new(&ids[1]),
+            PeerSpec::new(&ids[2]),
+        ];
+        let t = OwnedTable::with_capacity(&spec(Policy::RoundRobin, &peers, checked()), 5).unwrap();
+        let z = t.zone();
+        // "1" leaves; slots 3 and 4 are FREE.
+        apply(z, &ids, &[0, 2], 1);
+        let mut out = [0u32; 8];
+        let mut seen = Vec::new();
+        for now in (0..10_000).step_by(250) {
+            let (n, _) = z.claim_checks(0, 1, now, 7, true, &mut out);
+            seen.extend_from_slice(&out[..n]);
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, [0, 2], "only LIVE slots are checked");
+        // A check of "1" started before it left; the slot is then reused
+        // by "3": the verdict is dropped.
+        let e1 = z.slot_epoch(1).unwrap();
+        apply(z, &ids, &[0, 2, 3, 4], 2);
+        let a = apply(z, &ids, &[0, 2, 3, 4, 5], 3);
+        assert_eq!(a.reused, 1);
+        assert_eq!(z.identity(1), &ids[5][..]);
+        let r = z.check_done_epoch(1, e1, false, 100).unwrap();
+        assert_eq!(r, Default::default());
+        assert_eq!(z.check_stats(1).checks, 0);
+        // With the epoch it started at, a verdict counts.
+        let e0 = z.slot_epoch(0).unwrap();
+        let r = z.check_done_epoch(0, e0, false, 100).unwrap();
+        assert_eq!(r.transition, CheckTransition::Unhealthy);
+        assert_eq!(
+            z.check_done_epoch(0, e0 + 1, true, 200).unwrap(),
+            Default::default()
+        );
+        assert_eq!(
+            z.check_done_epoch(9, 0, true, 200).unwrap_err(),
+            Error::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn panic_counts_only_the_serving_members() {
+        let ids = ids(4);
+        let peers: Vec<PeerSpec<'_>> = ids.iter().take(4).map(|i| PeerSpec::new(i)).collect();
+        let t = OwnedTable::with_capacity(&spec(Policy::RoundRobin, &peers, checked()), 6).unwrap();
+        let z = t.zone();
+        // Two of four unhealthy: not below 50%.
+        z.check_done(0, false, 10).unwrap();
+        z.check_done(1, false, 10).unwrap();
+        let p = z.update_panic();
+        assert_eq!((p.healthy, p.total), (2, 4));
+        assert!(!z.in_panic());
+        // The two healthy ones leave: 0 of 2 in service, in panic; the
+        // RETIRING and FREE slots count for nothing.
+        apply(z, &ids, &[0, 1], 1);
+        let p = z.update_panic();
+        assert_eq!((p.healthy, p.total), (0, 2));
+        assert!(z.in_panic());
+        // A health tick's ejection sweep reports no retired slot.
+        let mut out = [0u32; 4];
+        assert_eq!(z.end_ejections(u64::MAX, &mut out), 0);
     }
 }

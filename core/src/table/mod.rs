@@ -793,7 +793,14 @@ impl<'a> Zone<'a> {
                     server_len: AtomicU32::new(p.server.len() as u32),
                     conf_weight: AtomicU32::new(p.weight),
                     weight_override: AtomicU32::new(0),
-                    position: AtomicU32::new(p.position.unwrap_or(i as u32)),
+                    // A server with no configuration position (a
+                    // resolved one): after the configured ones, as
+                    // `membership::fill_slot` numbers them.
+                    position: AtomicU32::new(p.position.unwrap_or(if per != 0 {
+                        (plan.configured + i).min(u32::MAX as usize) as u32
+                    } else {
+                        i as u32
+                    })),
                     status: AtomicU32::new(membership::LIVE),
                     epoch: AtomicU32::new(0),
                     pad: 0,
