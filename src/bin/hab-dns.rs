@@ -88,7 +88,10 @@ fn run(named: &Named, line: &str) -> Result<bool, String> {
         ["a", name, ips @ ..] => {
             let addrs = ips
                 .iter()
-                .map(|ip| ip.parse().map_err(|_| format!("{ip:?} is not an IPv4 address")))
+                .map(|ip| {
+                    ip.parse()
+                        .map_err(|_| format!("{ip:?} is not an IPv4 address"))
+                })
                 .collect::<Result<Vec<Ipv4Addr>, String>>()?;
             named.set_a(name, &addrs)?;
         }
@@ -164,7 +167,11 @@ fn main() -> ExitCode {
     let mut records: Vec<Record> = (1..=args.hosts)
         .map(|i| Record::a(&format!("web{i}.node.{}", args.zone), Ipv4Addr::LOCALHOST))
         .collect();
-    records.extend(args.srvs.into_iter().map(|(name, srv)| Record::Srv { name, srv }));
+    records.extend(
+        args.srvs
+            .into_iter()
+            .map(|(name, srv)| Record::Srv { name, srv }),
+    );
     // started under the lock: a signal meanwhile waits, then stops it
     let port = {
         let Ok(mut slot) = shared.lock() else {
@@ -196,9 +203,15 @@ fn main() -> ExitCode {
             Ok(true) => "ok".to_owned(),
             Ok(false) => break,
             // one line: nsupdate's failures span many
-            Err(e) => format!("error: {}", e.split_whitespace().collect::<Vec<_>>().join(" ")),
+            Err(e) => format!(
+                "error: {}",
+                e.split_whitespace().collect::<Vec<_>>().join(" ")
+            ),
         };
-        if writeln!(out, "{answer}").and_then(|()| out.flush()).is_err() {
+        if writeln!(out, "{answer}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             break;
         }
     }
