@@ -2,6 +2,8 @@
 #
 #   make test        install what is missing, build everything, run all tests
 #   make demo        build nginx with the module and run scripts/demo.sh
+#   make demo-dns    the same with servers from DNS SRV records (Consul style):
+#                    backends join and leave through DNS (scripts/demo-dns.sh)
 #   make nginx       target/nginx/sbin/nginx + modules/<module>.so (vendored nginx)
 #   make module NGINX_SRC=DIR [NGINX_CONF_ARGS="..."]
 #                    only the .so, against your nginx source tree
@@ -79,7 +81,7 @@ DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	chromium chromium-driver prometheus wrk valgrind bind9 bind9-dnsutils
 
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
-	check-exports check test soak soak-short demo bench bench-proxy clean asan asan-nginx \
+	check-exports check test soak soak-short demo demo-dns bench bench-proxy clean asan asan-nginx \
 	valgrind
 
 all: nginx
@@ -341,6 +343,11 @@ soak-short: nginx
 demo: deps nginx
 	$(CARGO) build --workspace --bins
 	bash scripts/demo.sh
+
+# hab-dns (src/bin/hab-dns.rs) runs BIND's named, which make deps installs.
+demo-dns: deps nginx
+	$(CARGO) build --workspace --bins
+	bash scripts/demo-dns.sh
 
 bench:
 	$(CARGO) bench --bench pick

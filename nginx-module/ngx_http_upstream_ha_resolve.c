@@ -89,7 +89,7 @@ static ngx_int_t ngx_http_upstream_ha_copy_list(
     ngx_uint_t *config);
 static void ngx_http_upstream_ha_log_resolve(
     ngx_http_upstream_ha_srv_conf_t *hcf, hab_resolve_report *report,
-    ngx_uint_t config, ngx_log_t *log);
+    ngx_uint_t config, uint64_t ns, ngx_log_t *log);
 static ngx_int_t ngx_http_upstream_ha_hold(
     ngx_http_upstream_ha_srv_conf_t *hcf, uint32_t slot,
     ngx_http_upstream_ha_slot_t *out);
@@ -292,6 +292,7 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_log_t *log)
 {
     uint32_t                      *slots;
+    uint64_t                       start;
     ngx_uint_t                     round, k, config, cap;
     ngx_pool_t                    *pool;
     hab_result                     rc;
@@ -324,6 +325,8 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
 
         ngx_memzero(&report, sizeof(hab_resolve_report));
 
+        start = ngx_http_upstream_ha_monotonic_ns();
+
         rc = hab_zone_resolve(hcf->zone, &list, hcf->list_id,
                               (uint64_t) config, ngx_current_msec,
                               (uint64_t) ngx_pid, ngx_http_upstream_ha_alive,
@@ -336,7 +339,9 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
             break;
         }
 
-        ngx_http_upstream_ha_log_resolve(hcf, &report, config, log);
+        ngx_http_upstream_ha_log_resolve(hcf, &report, config,
+                                       ngx_http_upstream_ha_monotonic_ns()
+                                       - start, log);
 
         if (hcf->map == NULL) {
             ngx_destroy_pool(pool);
@@ -382,15 +387,19 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
 
 static void
 ngx_http_upstream_ha_log_resolve(ngx_http_upstream_ha_srv_conf_t *hcf,
-    hab_resolve_report *report, ngx_uint_t config, ngx_log_t *log)
+    hab_resolve_report *report, ngx_uint_t config, uint64_t ns,
+    ngx_log_t *log)
 {
+    /* the build's cost, the list's copy excluded: docs/benchmarks.md */
+
     if (report->built) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "ha_balance upstream \"%V\": servers changed: "
                       "%uD kept, %uD back, %uD new, %uD draining "
-                      "(generation %uL)", hcf->name,
+                      "(generation %uL, built in %uL us)", hcf->name,
                       report->kept, report->revived, report->added,
-                      report->retired, report->generation);
+                      report->retired, report->generation,
+                      (uint64_t) (ns / 1000));
         return;
     }
 

@@ -76,7 +76,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # Backends read this FIFO with --exit-on-eof: if this script dies without
-# cleaning up, the FIFO closes and they exit by themselves.
+# cleaning up, the FIFO closes and they exit by themselves. Children are
+# started with 9>&-: one holding the script's read-write end would keep
+# every backend's input open.
 mkfifo "$RUN/alive"
 exec 9<>"$RUN/alive"
 
@@ -97,7 +99,7 @@ start_backend() {   # name port
     local name=$1 port=$2 out=$RUN/logs/$1.out
     : >"$out"
     "$BACKEND" --listen "127.0.0.1:$port" --name "$name" --exit-on-eof \
-        <"$RUN/alive" >"$out" 2>&1 &
+        <"$RUN/alive" >"$out" 2>&1 9>&- &
     PID[$name]=$!
     for _ in $(seq 100); do
         grep -q "^ready $name $port" "$out" && return
@@ -254,8 +256,8 @@ EOF
 
 step "Starting nginx ($WORKERS worker processes) with the ha module"
 say "${D}$(sed -n '/upstream app/,/^    }/p' "$RUN/nginx.conf")${N}"
-"$NGINX" -p "$RUN" -c "$RUN/nginx.conf" -t -q 2>&1 || die "nginx -t failed"
-"$NGINX" -p "$RUN" -c "$RUN/nginx.conf" || die "nginx failed: $(tail -5 "$RUN/logs/error.log")"
+"$NGINX" -p "$RUN" -c "$RUN/nginx.conf" -t -q 9>&- 2>&1 || die "nginx -t failed"
+"$NGINX" -p "$RUN" -c "$RUN/nginx.conf" 9>&- || die "nginx failed: $(tail -5 "$RUN/logs/error.log")"
 for _ in $(seq 100); do
     [[ -s $RUN/nginx.pid ]] && port_taken "$NGINX_PORT" && break
     sleep 0.05

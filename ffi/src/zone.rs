@@ -471,3 +471,155 @@ pub unsafe extern "C" fn hab_zone_slot(
         finish(r, out)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::{hab_peer_conf, HAB_POLICY_LEAST_CONN, HAB_POLICY_ROUND_ROBIN};
+    use crate::{hab_zone_init, hab_zone_size, HAB_TOO_LARGE};
+    use hab_core::testing::Region;
+
+    unsafe extern "C" fn alive(_: u64, _: *mut c_void) -> core::ffi::c_int {
+        1
+    }
+
+    fn peer(id: &'static [u8]) -> hab_peer_conf {
+        hab_peer_conf {
+            id: id.as_ptr(),
+            id_len: id.len(),
+            server: id.as_ptr(),
+            server_len: id.len(),
+            weight: 1,
+            max_conns: 0,
+            max_fails: 1,
+            flags: 0,
+            fail_timeout_ms: 10_000,
+            position: crate::conf::HAB_POSITION_NONE,
+            reserved: 0,
+        }
+    }
+
+    fn conf(peers: &[hab_peer_conf], capacity: usize) -> hab_upstream_conf {
+        hab_upstream_conf {
+            policy: HAB_POLICY_ROUND_ROBIN,
+            hash_mode: 0,
+            decay_ms: 0,
+            balance_factor: 0,
+            peers: peers.as_ptr(),
+            npeers: peers.len(),
+            maglev_size: 0,
+            health: core::ptr::null(),
+            capacity,
+        }
+    }
+
+    /// A zone for `c` in its own region.
+    fn zone_for(c: &hab_upstream_conf) -> (Region, *mut hab_zone) {
+        let mut size = 0;
+        // SAFETY: `c` and its peers live through the call.
+        assert_eq!(unsafe { hab_zone_size(c, &mut size) }, HAB_OK);
+        let region = Region::new(size);
+        let mut z = core::ptr::null_mut();
+        // SAFETY: the region is ours, `size` bytes, 64-byte aligned.
+        let rc = unsafe { hab_zone_init(c, region.as_ptr().cast(), region.len(), &mut z) };
+        assert_eq!(rc, HAB_OK);
+        (region, z)
+    }
+
+    fn resolve(
+        z: *mut hab_zone,
+        list: &hab_upstream_conf,
+        src: [u64; 2],
+    ) -> (hab_result, Vec<u32>, hab_resolve_report) {
+        let mut slots = vec![0u32; list.npeers];
+        let mut report = hab_resolve_report::default();
+        // SAFETY: a valid zone; `list`'s peers live through the call;
+        // `slots` has `npeers` elements.
+        let rc = unsafe {
+            hab_zone_resolve(
+                z,
+                list,
+                src[0],
+                src[1],
+                0,
+                7,
+                Some(alive),
+                core::ptr::null_mut(),
+                slots.as_mut_ptr(),
+                &mut report,
+            )
+        };
+        (rc, slots, report)
+    }
+
+    #[test]
+    fn a_static_zone_keeps_its_servers_and_refuses_new_ones() {
+        let peers = [peer(b"a"), peer(b"b")];
+        let c = conf(&peers, 0);
+        let (_region, z) = zone_for(&c);
+        let (rc, slots, r) = resolve(z, &conf(&[peer(b"b"), peer(b"a")], 0), [1, 1]);
+        assert_eq!(rc, HAB_OK);
+        assert_eq!((r.built, r.kept, slots.as_slice()), (1, 2, &[1, 0][..]));
+        let (rc, slots, r) = resolve(z, &conf(&[peer(b"a"), peer(b"c")], 0), [1, 2]);
+        assert_eq!(rc, HAB_OK);
+        assert_eq!((r.built, r.refused), (0, HAB_NO_SPACE as u32));
+        assert_eq!(slots, [0, HAB_NO_PEER]);
+        assert_eq!(r.source, hab_source { list: 1, config: 1 });
+        // Another policy's list, a capacity below the peers.
+        let mut lc = conf(&peers, 0);
+        lc.policy = HAB_POLICY_LEAST_CONN;
+        assert_eq!(resolve(z, &lc, [1, 3]).0, HAB_INVALID_ARGUMENT);
+        let mut size = 0;
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_size(&conf(&peers, 1), &mut size) };
+        assert_eq!(rc, HAB_INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn a_dynamic_zone_resolves_into_slots_and_refusals_change_nothing() {
+        let c = conf(&[], 2);
+        let (_region, z) = zone_for(&c);
+        let mut info = hab_slot_info::default();
+        // SAFETY: a valid zone; `info` writable.
+        assert_eq!(unsafe { hab_zone_slot(z, 1, &mut info) }, HAB_OK);
+        assert_eq!(info.status, HAB_SLOT_FREE);
+        // An empty list into an empty zone: a build, nothing to match.
+        let (rc, slots, r) = resolve(z, &conf(&[], 0), [1, 1]);
+        assert_eq!((rc, r.built, slots.len()), (HAB_OK, 1, 0));
+        let (rc, slots, r) = resolve(z, &conf(&[peer(b"x"), peer(b"x")], 0), [1, 2]);
+        assert_eq!((rc, r.built, r.added), (HAB_OK, 1, 2));
+        assert_eq!(slots, [0, 1], "duplicates: one slot each, in order");
+        let generation = r.generation;
+        // Three do not fit in two slots; an identity too long neither.
+        let (rc, slots, r) = resolve(z, &conf(&[peer(b"x"), peer(b"y"), peer(b"z")], 0), [1, 3]);
+        assert_eq!((rc, r.built, r.refused), (HAB_OK, 0, HAB_NO_SPACE as u32));
+        assert_eq!(slots, [0, HAB_NO_PEER, HAB_NO_PEER]);
+        assert_eq!(r.generation, generation);
+        static LONG: [u8; 2000] = [b'l'; 2000];
+        let (rc, _, r) = resolve(z, &conf(&[peer(b"x"), peer(&LONG)], 0), [1, 4]);
+        assert_eq!((rc, r.refused), (HAB_OK, HAB_TOO_LARGE as u32));
+        let mut src = hab_source::default();
+        // SAFETY: a valid zone; `src` writable.
+        assert_eq!(unsafe { hab_zone_source(z, &mut src) }, HAB_OK);
+        assert_eq!(src, hab_source { list: 1, config: 2 });
+        // NULL slots with peers to match.
+        let list = conf(&[peer(b"x")], 0);
+        let mut report = hab_resolve_report::default();
+        // SAFETY: as in `resolve`, with NULL slots.
+        let rc = unsafe {
+            hab_zone_resolve(
+                z,
+                &list,
+                1,
+                5,
+                0,
+                7,
+                Some(alive),
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                &mut report,
+            )
+        };
+        assert_eq!(rc, HAB_NULL_PARAMETER);
+    }
+}

@@ -245,11 +245,37 @@ fn fresh_dir() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// Whether this `named` limits the records of one name and type (BIND
+/// 9.18.28 and later: 100 by default, `max-records-per-type`); tests put
+/// 1,000 SRV records under one name.
+fn limits_records() -> bool {
+    let Ok(out) = Command::new(named_bin()).arg("-v").output() else {
+        return false;
+    };
+    // "BIND 9.18.49-1~deb12u3-Debian (Extended Support Version) <id:>"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version: Vec<u32> = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    matches!(version[..], [9, minor, patch] if (minor, patch) >= (18, 28))
+        || matches!(version[..], [major, ..] if major > 9)
+}
+
 fn named_conf(dir: &Path, port: u16, zone: &str) -> String {
     let d = dir.display();
+    let unlimited = if limits_records() {
+        "\n    max-records-per-type 0;"
+    } else {
+        ""
+    };
     format!(
         r#"options {{
-    directory "{d}";
+    directory "{d}";{unlimited}
     pid-file "{d}/named.pid";
     session-keyfile "{d}/session.key";
     managed-keys-directory "{d}";
