@@ -29,7 +29,15 @@
 //! - reloads while the list changes, under load, lose no request;
 //! - a removed server finishes the requests it has, shown `draining`;
 //! - plain `server NAME:PORT resolve` (A records) with least_conn;
+//! - killed workers (the resolving worker 0 among them) and a binary
+//!   upgrade while the list changes;
+//! - `ha_resolve_max` full: a longer list is refused and the servers in
+//!   use serve on; replacing a server at full slots (ignored: fails, see
+//!   `full_slots_replace_a_server`);
 //! - configuration errors of `ha_resolve_max` and of `resolve` itself.
+//!
+//! Each test skips, saying why, on nginx < 1.27.3 (`make test` also runs
+//! the end-to-end tests against Debian's 1.22) or without `named`.
 //!
 //! Timings: [`FOLLOW`] bounds how long nginx and the module may take to
 //! follow one DNS change (two re-resolve periods and slack); [`QUIET`] is
@@ -418,13 +426,19 @@ impl Load {
         cond(&self.seen())
     }
 
-    fn stop(self) -> Seen {
+    fn stop(mut self) -> Seen {
         self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             t.join().expect("load thread panicked");
         }
-        let s = self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        s
+        self.seen()
+    }
+}
+
+/// A test that fails before [`Load::stop`] stops its threads too.
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
