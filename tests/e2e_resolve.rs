@@ -1126,7 +1126,31 @@ fn reload_during_changes() {
     thread::sleep(Duration::from_millis(700));
     ngx.reload();
     // a changed upstream: a fresh zone, state carried by identity
+    let (ok, before_peers) = api_wait(port, "up", FOLLOW, |p| {
+        p.len() == 2 && [&b[1], &b[2]].iter().all(|x| api_peer(p, x).is_some())
+    });
+    assert!(ok, "web2, web3 only not listed: {}", brief(&before_peers));
     ngx.reload_with(&block("least_conn"));
+    let after_peers = api_peers(port, "up");
+    for x in [&b[1], &b[2]] {
+        let (was, now) = (
+            api_peer(&before_peers, x).unwrap(),
+            api_peer(&after_peers, x),
+        );
+        let now = now.unwrap_or_else(|| {
+            panic!(
+                "{} not listed after the reload: {}",
+                x.name,
+                brief(&after_peers)
+            )
+        });
+        assert!(
+            now["requests"].as_u64() >= was["requests"].as_u64()
+                && now["requests"].as_u64() > Some(0),
+            "{}'s statistics not carried across the changing reload: {was} then {now}",
+            x.name
+        );
+    }
     set_srv(&ns, &[&b[2], &b[3]]);
     let t_last = Instant::now();
     let ok = load.wait(FOLLOW + QUIET, |s| {
