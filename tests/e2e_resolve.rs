@@ -1017,6 +1017,376 @@ fn srv_weight_and_priority() {
     assert_clean_log(&ngx);
 }
 
+/// The band of web1's share of `n` requests at SRV weights 3:1 that
+/// `policy` must keep, if any: binomial (z = 5) where each request (or
+/// key) is an independent draw with probability 3/4, widened for ketama
+/// by the ring's own spread (with 160 points per unit of weight, as nginx
+/// places them, web1's 480 of 640 points own a share of the ring with a
+/// standard deviation of sqrt(.75 * .25 / 641) = 0.017, added in
+/// quadrature). p2c and ewma weigh load and latency as well: no band.
+fn weight_band(policy: &str, n: usize) -> Option<(usize, usize)> {
+    let (p, z) = (0.75, 5.0);
+    let binomial = (p * (1.0 - p) / n as f64).sqrt();
+    let sd = if policy.ends_with("consistent") {
+        (binomial.powi(2) + p * (1.0 - p) / 641.0).sqrt()
+    } else if policy == "p2c" || policy == "ewma" {
+        return None;
+    } else {
+        binomial
+    };
+    let (lo, hi) = ((p - z * sd).max(0.0), (p + z * sd).min(1.0));
+    Some((
+        (lo * n as f64).floor() as usize,
+        (hi * n as f64).ceil() as usize,
+    ))
+}
+
+/// Every policy: SRV weights 3:1 give the shares (where the policy
+/// weighs by weight alone) and keep the servers' state; priority 2 makes
+/// web2 a backup (round robin, least_conn) or drops it (the others), and
+/// either way it gets nothing while web1 is up.
+#[test]
+fn every_policy_follows_srv_weight_and_priority() {
+    let test = "every_policy_follows_srv_weight_and_priority";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("web", 2);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = common::free_port();
+    let names: Vec<String> = (0..POLICIES.len()).map(|i| format!("u{i}")).collect();
+    let prefixes: Vec<String> = (0..POLICIES.len()).map(|i| format!("/u{i}/")).collect();
+    let ups: String = POLICIES
+        .iter()
+        .zip(&names)
+        .map(|(p, n)| upstream(n, p, ns.port(), "", ""))
+        .collect();
+    let locs: Vec<(&str, &str)> = prefixes
+        .iter()
+        .map(String::as_str)
+        .zip(names.iter().map(String::as_str))
+        .collect();
+    let ngx = Nginx::start(&http_block(port, &ups, &locs, ""), WORKERS);
+    for (i, prefix) in prefixes.iter().enumerate() {
+        let seen = poll(port, prefix, FOLLOW, |s| has(s, "web1") && has(s, "web2"));
+        assert!(
+            has(&seen, "web1") && has(&seen, "web2"),
+            "{}: {seen:?}\nerror.log:\n{}",
+            POLICIES[i],
+            ngx.error_log()
+        );
+    }
+    let before: Vec<Vec<Value>> = names.iter().map(|n| api_peers(port, n)).collect();
+
+    ns.set_srv(WEB, &[srv_pw(&b[0], 1, 3), srv_pw(&b[1], 1, 1)])
+        .unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let (ok, peers) = api_wait(port, name, FOLLOW, |p| {
+            api_peer(p, &b[0]).is_some_and(|w| w["weight"] == 3)
+        });
+        assert!(
+            ok,
+            "{}: web1's SRV weight 3 not taken within {FOLLOW:?}: {}",
+            POLICIES[i],
+            brief(&peers)
+        );
+        for x in &b {
+            let (was, now) = (
+                api_peer(&before[i], x).unwrap(),
+                api_peer(&peers, x).unwrap(),
+            );
+            assert_eq!(
+                was["id"], now["id"],
+                "{}: {} keeps its id across the weight change: {was} then {now}",
+                POLICIES[i], x.name
+            );
+            assert!(
+                now["requests"].as_u64() >= was["requests"].as_u64(),
+                "{}: {}'s statistics kept across the weight change: {was} then {now}",
+                POLICIES[i],
+                x.name
+            );
+        }
+    }
+    let n = 400;
+    let mut shares = Vec::new();
+    for (i, prefix) in prefixes.iter().enumerate() {
+        let t = common::tally(&requests(port, prefix, n));
+        let web1 = t.get("web1").copied().unwrap_or(0);
+        assert_eq!(
+            web1 + t.get("web2").copied().unwrap_or(0),
+            n,
+            "{}: {t:?}",
+            POLICIES[i]
+        );
+        assert!(
+            t.contains_key("web2"),
+            "{}: web2 (weight 1) got nothing: {t:?}",
+            POLICIES[i]
+        );
+        if let Some((lo, hi)) = weight_band(POLICIES[i], n) {
+            assert!(
+                (lo..=hi).contains(&web1),
+                "{}: SRV weights 3:1 gave web1 {web1} of {n}, want {lo}..={hi}",
+                POLICIES[i]
+            );
+        }
+        shares.push(format!("{} {web1}", POLICIES[i]));
+    }
+
+    ns.set_srv(WEB, &[srv_pw(&b[0], 1, 1), srv_pw(&b[1], 2, 1)])
+        .unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let with_backup = matches!(POLICIES[i], "round_robin" | "least_conn");
+        let (ok, peers) = api_wait(port, name, FOLLOW, |p| {
+            if with_backup {
+                api_peer(p, &b[1]).is_some_and(|w| w["backup"] == true)
+            } else {
+                api_peer(p, &b[1]).is_none_or(|w| w["state"] != "up")
+            }
+        });
+        assert!(
+            ok,
+            "{}: web2 at priority 2 not {} within {FOLLOW:?}: {}",
+            POLICIES[i],
+            if with_backup { "a backup" } else { "dropped" },
+            brief(&peers)
+        );
+    }
+    thread::sleep(QUIET);
+    b[1].reset();
+    for (i, prefix) in prefixes.iter().enumerate() {
+        let t = common::tally(&requests(port, prefix, 50));
+        assert_eq!(
+            t.get("web1"),
+            Some(&50),
+            "{}: web2 at priority 2: {t:?}",
+            POLICIES[i]
+        );
+    }
+    assert_eq!(b[1].stats().requests, 0);
+    assert_clean_log(&ngx);
+    common::say(&format!(
+        "{test}: web1's requests of {n} at weights 3:1: {}",
+        shares.join(", ")
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// Hashing resolved servers
+
+/// Which server answers each of `keys` keys (`PREFIXkey-N`), sequentially.
+fn key_map(port: u16, prefix: &str, keys: usize) -> Vec<String> {
+    (0..keys)
+        .map(|k| outcome(&get(port, &format!("{prefix}key-{k}"))))
+        .collect()
+}
+
+/// Keys whose server changed from `a` to `b` and is not `except`.
+fn stray(a: &[String], b: &[String], except: &str) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x != y && *x != except && *y != except)
+        .count()
+}
+
+/// A server added to the SRV records takes keys only from the others
+/// (ketama: none move between the others; Maglev: few), and when it
+/// leaves, the keys go back where they were.
+#[test]
+fn hash_moves_only_the_changed_servers_keys() {
+    let test = "hash_moves_only_the_changed_servers_keys";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("web", 4);
+    let ns = named(&b, &[&b[0], &b[1], &b[2]]);
+    let port = common::free_port();
+    let ups = format!(
+        "{}{}",
+        upstream("hc", "hash $request_uri consistent", ns.port(), "", ""),
+        upstream("hm", "hash $request_uri maglev", ns.port(), "", "")
+    );
+    let ngx = Nginx::start(
+        &http_block(port, &ups, &[("/c/", "hc"), ("/m/", "hm")], ""),
+        WORKERS,
+    );
+    let keys = 300;
+    // Maglev: the core's unit tests bound the entries that move between
+    // other servers at 1% of the table for a few servers; over `keys`
+    // keys that is at most the binomial mean + 5 sd
+    let f = 0.01;
+    let kf = keys as f64;
+    let maglev_stray = (kf * f + 5.0 * (kf * f * (1.0 - f)).sqrt()).ceil() as usize;
+    let all = |m: &[String], names: &[&str]| names.iter().all(|n| m.iter().any(|o| o == n));
+    for (prefix, up) in [("/c/", "hc"), ("/m/", "hm")] {
+        let (ok, peers) = api_wait(port, up, FOLLOW, |p| p.len() == 3);
+        assert!(ok, "{up}: {}", brief(&peers));
+        let _ = poll(port, prefix, FOLLOW, |s| {
+            has(s, "web1") && has(s, "web2") && has(s, "web3")
+        });
+    }
+    thread::sleep(QUIET);
+    let m0: Vec<Vec<String>> = ["/c/", "/m/"]
+        .iter()
+        .map(|p| key_map(port, p, keys))
+        .collect();
+    for (m, p) in m0.iter().zip(["/c/", "/m/"]) {
+        assert!(
+            all(m, &["web1", "web2", "web3"]) && m.iter().all(|o| o.starts_with("web")),
+            "{p}: {:?}",
+            common::tally(m)
+        );
+        // the same key, the same server, whichever worker answers
+        assert_eq!(&key_map(port, p, keys), m, "{p}: keys not sticky");
+    }
+
+    set_srv(&ns, &[&b[0], &b[1], &b[2], &b[3]]);
+    for up in ["hc", "hm"] {
+        let (ok, peers) = api_wait(port, up, FOLLOW, |p| {
+            api_peer(p, &b[3]).is_some_and(|w| w["state"] == "up")
+        });
+        assert!(ok, "{up}: web4 not listed: {}", brief(&peers));
+    }
+    thread::sleep(QUIET);
+    let m1: Vec<Vec<String>> = ["/c/", "/m/"]
+        .iter()
+        .map(|p| key_map(port, p, keys))
+        .collect();
+    let took: Vec<usize> = m1
+        .iter()
+        .map(|m| m.iter().filter(|o| *o == "web4").count())
+        .collect();
+    let (s_c, s_m) = (stray(&m0[0], &m1[0], "web4"), stray(&m0[1], &m1[1], "web4"));
+    assert_eq!(
+        s_c, 0,
+        "ketama: {s_c} keys moved between the servers that stayed when web4 joined"
+    );
+    assert!(
+        s_m <= maglev_stray,
+        "maglev: {s_m} keys moved between the servers that stayed (at most {maglev_stray})"
+    );
+    // web4 takes about a quarter; at least a tenth of the keys
+    for (t, p) in took.iter().zip(["ketama", "maglev"]) {
+        assert!(*t >= keys / 10, "{p}: web4 (added) took {t} of {keys} keys");
+    }
+
+    set_srv(&ns, &[&b[0], &b[1], &b[2]]);
+    for up in ["hc", "hm"] {
+        let (ok, peers) = api_wait(port, up, FOLLOW, |p| {
+            api_peer(p, &b[3]).is_none_or(|w| w["state"] != "up")
+        });
+        assert!(ok, "{up}: web4 still up: {}", brief(&peers));
+    }
+    thread::sleep(QUIET);
+    let m2: Vec<Vec<String>> = ["/c/", "/m/"]
+        .iter()
+        .map(|p| key_map(port, p, keys))
+        .collect();
+    let back_c = m0[0].iter().zip(&m2[0]).filter(|(a, b)| a != b).count();
+    let back_m = m0[1].iter().zip(&m2[1]).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        back_c, 0,
+        "ketama: {back_c} keys not back on their server after web4 left"
+    );
+    assert!(
+        back_m <= maglev_stray,
+        "maglev: {back_m} keys not back after web4 left (at most {maglev_stray})"
+    );
+    assert_clean_log(&ngx);
+    common::say(&format!(
+        "{test}: web4 took {} (ketama) and {} (maglev) of {keys} keys; moved between the others: {s_c} and {s_m}; not back after it left: {back_c} and {back_m}",
+        took[0], took[1]
+    ));
+}
+
+/// Two SRV records on one target (two ports): unlike stock nginx
+/// (`stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target`
+/// in e2e_dns_stock.rs), keys spread over both and each key sticks to
+/// one of them, since resolved servers hash their identity, address
+/// included (docs/discovery-design.md 3.10); ketama and Maglev alike.
+///
+/// FAILS with the module as of main 1950fe4 (resolve-ffi e079244): with
+/// ketama (`consistent`) every key goes to the same one of the two
+/// servers (100 of 100 distinct keys; the API lists both `up`, the other
+/// with 0 requests), as if both had the same ring points (nginx's
+/// formula, by `server`, which is the SRV target for both) and ties always
+/// went to one. Maglev spreads and sticks as it should. Ignored until
+/// fixed (run with `--ignored`).
+#[test]
+#[ignore = "module bug: hash of two SRV records of one target sends every key to one (see the comment)"]
+fn hash_tells_apart_servers_of_one_srv_target() {
+    let test = "hash_tells_apart_servers_of_one_srv_target";
+    if !ready(test) {
+        return;
+    }
+    let _serial = common::serial();
+    let b = Backend::start_many("web", 2);
+    let one = |x: &Backend| Record::Srv {
+        name: WEB.into(),
+        srv: Srv {
+            priority: 1,
+            weight: 1,
+            port: x.port,
+            target: target("web1"),
+        },
+    };
+    let records = vec![
+        Record::a(&target("web1"), Ipv4Addr::LOCALHOST),
+        one(&b[0]),
+        one(&b[1]),
+    ];
+    let ns = Named::start("consul", &records).expect("start named");
+    let port = common::free_port();
+    let ups = format!(
+        "{}{}",
+        upstream("hc", "hash $request_uri consistent", ns.port(), "", ""),
+        upstream("hm", "hash $request_uri maglev", ns.port(), "", "")
+    );
+    let ngx = Nginx::start(
+        &http_block(port, &ups, &[("/c/", "hc"), ("/m/", "hm")], ""),
+        WORKERS,
+    );
+    for up in ["hc", "hm"] {
+        let (ok, peers) = api_wait(port, up, FOLLOW, |p| p.len() == 2);
+        assert!(ok, "{up}: {}", brief(&peers));
+    }
+    thread::sleep(QUIET);
+    let mut failures = Vec::new();
+    for (prefix, up) in [("/c/", "hc"), ("/m/", "hm")] {
+        let spread = common::tally(&key_map(port, prefix, 100));
+        if !(spread.contains_key("web1") && spread.contains_key("web2")) {
+            failures.push(format!(
+                "{up}: 100 keys not spread over the two servers of target web1.node.consul: {spread:?}; API: {}",
+                brief(&api_peers(port, up))
+            ));
+            continue;
+        }
+        for k in 0..10 {
+            let path = format!("{prefix}key-{k}");
+            let same = common::tally(
+                &(0..10)
+                    .map(|_| outcome(&get(port, &path)))
+                    .collect::<Vec<_>>(),
+            );
+            if same.len() != 1 {
+                failures.push(format!(
+                    "{up}: key {k} answered by more than one server: {same:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\nerror.log:\n{}",
+        failures.join("\n"),
+        ngx.error_log()
+    );
+    assert_clean_log(&ngx);
+}
+
 // ---------------------------------------------------------------------------
 // 5. NXDOMAIN empties the upstream until the name is back
 
@@ -1434,6 +1804,64 @@ fn a_records_follow_with_least_conn() {
         seen.iter().all(|o| o == "a1" || o == "a2"),
         "{:?}",
         common::tally(&seen)
+    );
+    assert_clean_log(&ngx);
+}
+
+/// The A-record form of [`hash_tells_apart_servers_of_one_srv_target`]:
+/// `server app.node.consul:PORT resolve` with two addresses gives two
+/// servers with the same `server` string (`app.node.consul:PORT`), which
+/// ketama must tell apart by address.
+///
+/// FAILS with the module as of main 1950fe4, as that test does: 100 of
+/// 100 keys on one address, none on the other (127.0.0.2 took them all in
+/// one run, 127.0.0.1 in another: the one in the lower slot); both listed
+/// `up`. Ignored until fixed.
+#[test]
+#[ignore = "module bug: ketama gives the addresses of one name the same points (see the comment)"]
+fn hash_tells_apart_addresses_of_one_name() {
+    let test = "hash_tells_apart_addresses_of_one_name";
+    if !ready(test) {
+        return;
+    }
+    let other = Ipv4Addr::new(127, 0, 0, 2);
+    if let Err(e) = TcpListener::bind((other, 0)) {
+        common::say(&format!("SKIP {test}: cannot listen on {other} ({e})"));
+        return;
+    }
+    let _serial = common::serial();
+    let p = (0..5)
+        .map(|_| common::free_port())
+        .find(|&p| TcpListener::bind((other, p)).is_ok())
+        .expect("a port free on 127.0.0.1 and 127.0.0.2");
+    let _a1 = Backend::start_on("a1", p);
+    let _a2 = OtherAddrBackend::start("a2", &format!("{other}:{p}"));
+    let name = "app.node.consul";
+    let ns = Named::start(
+        "consul",
+        &[Record::a(name, Ipv4Addr::LOCALHOST), Record::a(name, other)],
+    )
+    .expect("start named");
+    let port = common::free_port();
+    let ups = format!(
+        "    upstream up {{
+        ha_balance hash $request_uri consistent;
+        zone up 256k;
+        resolver 127.0.0.1:{} valid=1s;
+        server {name}:{p} resolve;
+    }}
+",
+        ns.port()
+    );
+    let ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
+    let (ok, peers) = api_wait(port, "up", FOLLOW, |p| p.len() == 2);
+    assert!(ok, "{}", brief(&peers));
+    thread::sleep(QUIET);
+    let spread = common::tally(&key_map(port, "/", 100));
+    assert!(
+        spread.contains_key("a1") && spread.contains_key("a2"),
+        "100 keys not spread over the two addresses of {name}: {spread:?}; API: {}",
+        brief(&api_peers(port, "up"))
     );
     assert_clean_log(&ngx);
 }
