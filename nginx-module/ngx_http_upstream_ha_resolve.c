@@ -395,11 +395,13 @@ ngx_http_upstream_ha_log_resolve(ngx_http_upstream_ha_srv_conf_t *hcf,
     if (report->built) {
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "ha_balance upstream \"%V\": servers changed: "
-                      "%uD kept, %uD back, %uD new, %uD draining "
+                      "%uD kept, %uD back, %uD new, %uD draining%s "
                       "(generation %uL, built in %uL us)", hcf->name,
                       report->kept, report->revived, report->added,
-                      report->retired, report->generation,
-                      (uint64_t) (ns / 1000));
+                      report->retired,
+                      report->deferred ? ", more new once the slots of "
+                                         "those leaving are free" : "",
+                      report->generation, (uint64_t) (ns / 1000));
         return;
     }
 

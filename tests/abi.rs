@@ -67,7 +67,7 @@ fn structs_match_the_header() {
         added,
         retired,
         reused,
-        reserved
+        deferred
     });
     same_layout!(hab_slot_info { status, epoch });
     same_layout!(hab_health_conf {

@@ -316,7 +316,11 @@ typedef struct hab_resolve_report {
     uint32_t        added;        /* reused */
     uint32_t        retired;
     uint32_t        reused;
-    uint32_t        reserved;
+    uint32_t        deferred;     /* new ones left for a later call: no
+                                   * slot is free until the servers
+                                   * leaving are done (the call is made
+                                   * again, its source's config then
+                                   * UINT64_MAX) */
 } hab_resolve_report;
 
 
@@ -337,9 +341,13 @@ typedef struct hab_slot_info {
  * each peer k of the list the slot holding its identity in the generation
  * serving after the call into out_slots[k] (HAB_NO_PEER when it has none),
  * occurrences of an identity matched in order, and the report into *out.
- * A list the zone cannot take (no free slot, the arena full, an identity
- * too long) changes nothing: the serving generation stays, the reason in
- * out->refused.  Errors: HAB_NULL_PARAMETER, HAB_INVALID_ARGUMENT (a list
+ * With too few free slots for the newcomers while other servers leave,
+ * a generation without the latter and with the newcomers that fit is
+ * published (out->deferred: the others; its source's config UINT64_MAX,
+ * so the next call applies the list again, once the slots of those
+ * leaving are free).  A list the zone cannot take otherwise (no free slot
+ * and nobody leaving, the arena full, an identity too long) changes
+ * nothing: the serving generation stays, the reason in out->refused.  Errors: HAB_NULL_PARAMETER, HAB_INVALID_ARGUMENT (a list
  * for another policy, or invalid parameters).
  */
 hab_result hab_zone_resolve(hab_zone *zone, const hab_upstream_conf *list,

@@ -312,8 +312,9 @@ pub struct hab_resolve_report {
     pub retired: u32,
     /// RETIRING slots reused.
     pub reused: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// New identities left for a later call, for want of a free slot
+    /// (the servers leaving free theirs once nothing refers to them).
+    pub deferred: u32,
 }
 
 /// Status and epoch of a peer slot.
@@ -400,6 +401,7 @@ pub unsafe extern "C" fn hab_zone_resolve(
                     report.added = a.added;
                     report.retired = a.retired;
                     report.reused = a.reused;
+                    report.deferred = a.deferred;
                     HAB_OK
                 }
                 Ok(None) => HAB_OK,

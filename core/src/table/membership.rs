@@ -125,7 +125,14 @@ pub struct Applied {
     pub retired: u32,
     /// RETIRING slots reused (their state dropped).
     pub reused: u32,
+    /// New identities left out for want of a slot: the generation has the
+    /// rest of the list, and records [`PARTIAL`] as its source's counter,
+    /// so that the list is applied again (see [`Zone::apply_membership`]).
+    pub deferred: u32,
 }
+
+/// The counter a partly applied list records in its generation's source.
+pub const PARTIAL: u64 = u64::MAX;
 
 impl<'a> Zone<'a> {
     /// Status of slot `i` ([`FREE`], [`LIVE`], [`RETIRING`]; `None` past
@@ -311,6 +318,7 @@ impl<'a> Zone<'a> {
             .iter()
             .map(|p| by_id.get_mut(p.id).and_then(Vec::pop))
             .collect();
+        let (mut list, mut source) = (list, source);
         let mut taken = vec![false; self.peers()];
         for &i in slots.iter().flatten() {
             taken[i] = true;
@@ -318,7 +326,7 @@ impl<'a> Zone<'a> {
 
         // Slots for the new identities: never-used FREE ones first, then
         // RETIRING ones the reuse rule allows.
-        let new: Vec<usize> = (0..list.peers.len())
+        let mut new: Vec<usize> = (0..list.peers.len())
             .filter(|&k| slots[k].is_none())
             .collect();
         if new.iter().any(|&k| !fits_slot(&list.peers[k])) {
@@ -350,9 +358,45 @@ impl<'a> Zone<'a> {
                         .take(new.len() - pool.len()),
                 );
             }
-            if pool.len() < new.len() {
+        }
+        // Too few slots: the servers leaving free theirs only once no
+        // generation names them, so first a generation without them (and
+        // with the newcomers that fit); the list comes again (its source
+        // is PARTIAL) and the rest take the slots freed by then.
+        let (reduced, reduced_spec);
+        let mut deferred = 0;
+        if pool.len() < new.len() {
+            let departing = current.members().iter().filter(|&i| !taken[i]).count();
+            if departing == 0 && pool.is_empty() {
                 return Err(Error::NoSpace);
             }
+            let mut skip = vec![false; list.peers.len()];
+            for &k in &new[pool.len()..] {
+                skip[k] = true;
+            }
+            deferred = (new.len() - pool.len()) as u32;
+            reduced = list
+                .peers
+                .iter()
+                .zip(&skip)
+                .filter(|&(_, &s)| !s)
+                .map(|(p, _)| *p)
+                .collect::<Vec<PeerSpec<'_>>>();
+            slots = slots
+                .into_iter()
+                .zip(&skip)
+                .filter(|&(_, &s)| !s)
+                .map(|(i, _)| i)
+                .collect();
+            reduced_spec = UpstreamSpec {
+                peers: &reduced,
+                ..*list
+            };
+            list = &reduced_spec;
+            new = (0..list.peers.len())
+                .filter(|&k| slots[k].is_none())
+                .collect();
+            source = [source[0], PARTIAL];
         }
         let mut is_new = vec![false; list.peers.len()];
         for (&k, &(i, _)) in new.iter().zip(&pool) {
@@ -385,7 +429,10 @@ impl<'a> Zone<'a> {
 
         // From here nothing fails. The slots' states first, then the
         // generation (a pick may come the moment it is published).
-        let mut applied = Applied::default();
+        let mut applied = Applied {
+            deferred,
+            ..Applied::default()
+        };
         let mut member = vec![false; self.peers()];
         for &i in &slots {
             member[i as usize] = true;
@@ -719,6 +766,36 @@ mod tests {
         );
         assert_eq!(z.generation(), seq);
         assert_eq!(z.slot_status(1), Some(LIVE));
+    }
+
+    #[test]
+    fn a_full_zone_replaces_a_server_in_two_steps() {
+        for policy in crate::selection::tests::all() {
+            let ids = ids(5);
+            let t = zone_of(policy, &ids, &[], 3);
+            let z = t.zone();
+            apply(&t, &ids, &[0, 1, 2]).unwrap();
+            // "2" leaves and "3" joins: no slot is free until "2" is named
+            // by no generation, so first a generation without either
+            let a = apply(&t, &ids, &[0, 1, 3]).unwrap();
+            assert_eq!((a.kept, a.retired, a.added, a.deferred), (2, 1, 0, 1));
+            assert_eq!(z.current().header().source, [1, PARTIAL]);
+            assert_eq!(z.current().peers(), 2);
+            assert_eq!(z.slot_status(2), Some(RETIRING));
+            // the list again: "3" takes the slot "2" left
+            let a = apply(&t, &ids, &[0, 1, 3]).unwrap();
+            assert_eq!(
+                (a.kept, a.added, a.reused, a.deferred),
+                (2, 1, 1, 0),
+                "{policy:?}"
+            );
+            assert_eq!(slot_of(&t, &ids[3]), Some(2));
+            assert_eq!(z.current().header().source, [1, 2]);
+            // nothing leaves, nothing fits: refused, nothing changes
+            let seq = z.generation();
+            assert_eq!(apply(&t, &ids, &[0, 1, 3, 4]).unwrap_err(), Error::NoSpace);
+            assert_eq!(z.generation(), seq);
+        }
     }
 
     #[test]
