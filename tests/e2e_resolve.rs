@@ -2201,19 +2201,10 @@ fn full_slots_refuse_a_longer_list_and_keep_serving() {
 
 /// Full slots, and one server replaced by another: the list has two
 /// servers, as many as the slots, and must be followed once the removed
-/// one's slot is free (it has no request in flight).
-///
-/// FAILS with the module as of resolve-ffi 799580c/e079244 (main
-/// 5550c14): the list is refused ("the new list of servers is not used:
-/// not enough shared memory (at most 2 resolved servers ...)") at every
-/// re-resolve, the API keeps listing web1 (removed from DNS) as `up` and
-/// never lists web3; requests all go to web2, since web1's slot has no
-/// nginx peer any more. The core gives a new server only a FREE slot or
-/// a RETIRING one, and web1's is still LIVE in the serving generation, so
-/// a full upstream can never replace a server. Ignored until fixed (run
-/// with `--ignored`).
+/// one's slot is free (it has no request in flight). (Failed before main
+/// c017f6f: the list was refused at every re-resolve, web1 stayed listed
+/// `up`, web3 never came.)
 #[test]
-#[ignore = "module bug: a full ha_resolve_max never replaces a server (see the comment)"]
 fn full_slots_replace_a_server() {
     let test = "full_slots_replace_a_server";
     if !ready(test) {
