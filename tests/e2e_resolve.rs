@@ -31,9 +31,12 @@
 //! - plain `server NAME:PORT resolve` (A records) with least_conn;
 //! - killed workers (the resolving worker 0 among them) and a binary
 //!   upgrade while the list changes;
+//! - SRV weights and priorities for every policy; hash keys move only
+//!   with the server that joins or leaves (ketama, Maglev); servers of one
+//!   SRV target, or addresses of one name, told apart by hash (ignored:
+//!   they fail with ketama, see `hash_tells_apart_servers_of_one_srv_target`);
 //! - `ha_resolve_max` full: a longer list is refused and the servers in
-//!   use serve on; replacing a server at full slots (ignored: fails, see
-//!   `full_slots_replace_a_server`);
+//!   use serve on; a server replaced at full slots;
 //! - configuration errors of `ha_resolve_max` and of `resolve` itself.
 //!
 //! Each test skips, saying why, on nginx < 1.27.3 (`make test` also runs
