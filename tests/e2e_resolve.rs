@@ -1318,16 +1318,9 @@ fn hash_moves_only_the_changed_servers_keys() {
 /// in e2e_dns_stock.rs), keys spread over both and each key sticks to
 /// one of them, since resolved servers hash their identity, address
 /// included (docs/discovery-design.md 3.10); ketama and Maglev alike.
-///
-/// FAILS with the module as of main 1950fe4 (resolve-ffi e079244): with
-/// ketama (`consistent`) every key goes to the same one of the two
-/// servers (100 of 100 distinct keys; the API lists both `up`, the other
-/// with 0 requests), as if both had the same ring points (nginx's
-/// formula, by `server`, which is the SRV target for both) and ties always
-/// went to one. Maglev spreads and sticks as it should. Ignored until
-/// fixed (run with `--ignored`).
+/// (Before the ring was keyed by identity for resolved servers, ketama
+/// sent all 100 keys to one of the two: both had the same points.)
 #[test]
-#[ignore = "module bug: hash of two SRV records of one target sends every key to one (see the comment)"]
 fn hash_tells_apart_servers_of_one_srv_target() {
     let test = "hash_tells_apart_servers_of_one_srv_target";
     if !ready(test) {
@@ -1823,13 +1816,7 @@ fn a_records_follow_with_least_conn() {
 /// `server app.node.consul:PORT resolve` with two addresses gives two
 /// servers with the same `server` string (`app.node.consul:PORT`), which
 /// ketama must tell apart by address.
-///
-/// FAILS with the module as of main 1950fe4, as that test does: 100 of
-/// 100 keys on one address, none on the other (127.0.0.2 took them all in
-/// one run, 127.0.0.1 in another: the one in the lower slot); both listed
-/// `up`. Ignored until fixed.
 #[test]
-#[ignore = "module bug: ketama gives the addresses of one name the same points (see the comment)"]
 fn hash_tells_apart_addresses_of_one_name() {
     let test = "hash_tells_apart_addresses_of_one_name";
     if !ready(test) {

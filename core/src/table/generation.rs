@@ -232,7 +232,10 @@ impl GenPlan {
     /// Builds the generation for `spec` at `base`, peer `k` in slot
     /// `slots[k]` (ignored when dense); `prev`, the serving generation of
     /// the same zone if any, lets the ketama ring be rebuilt from its
-    /// points instead of from scratch.
+    /// points instead of from scratch. Slots from `resolved_from` on hold
+    /// servers resolved at run time: their ring points and same-server
+    /// chains are keyed by their identity, not by their `server` string,
+    /// which the addresses of one name (or one SRV target) share.
     ///
     /// # Safety
     ///
@@ -245,6 +248,7 @@ impl GenPlan {
         (seq, source): (u64, [u64; 2]),
         base: *mut u8,
         prev: Option<Table<'_>>,
+        resolved_from: usize,
     ) -> Result<(), Error> {
         if (!self.dense && slots.len() != self.peers)
             || slots.iter().any(|&s| s as usize >= self.space)
@@ -253,6 +257,18 @@ impl GenPlan {
         }
         // Slot of generation index k.
         let slot = |k: usize| if self.dense { k } else { slots[k] as usize };
+        // What a consistent hash places and chains peer k by: nginx's
+        // `server` string for configured servers (its ring, exactly), the
+        // identity for resolved ones (nginx's formula would give every
+        // address of a name the same points; see docs/discovery-design.md).
+        fn key<'s>(p: &crate::spec::PeerSpec<'s>, resolved: bool) -> &'s [u8] {
+            if resolved {
+                p.id
+            } else {
+                p.server
+            }
+        }
+        let ring_key = |k: usize, p| key(p, slot(k) >= resolved_from);
         // Build-time work that allocates (process-local): the ketama ring,
         // over the slot space (a slot that is no member weighs 0), so that
         // its points name slots and the ring of the next membership can
@@ -264,7 +280,7 @@ impl GenPlan {
             let mut servers: Vec<(&[u8], u32)> = vec![(&[], 0); self.space];
             let mut ids = vec![0u64; self.space];
             for (k, p) in spec.peers.iter().enumerate() {
-                servers[slot(k)] = (p.server, weights[k]);
+                servers[slot(k)] = (ring_key(k, p), weights[k]);
                 ids[slot(k)] = identity_hash(p.id);
             }
             match prev
@@ -397,7 +413,9 @@ impl GenPlan {
                 // each member links to the next one with the same string.
                 let mut next: std::collections::HashMap<&[u8], u32> = Default::default();
                 for (k, p) in spec.peers.iter().enumerate().rev() {
-                    out[slot(k)] = next.insert(p.server, slot(k) as u32).unwrap_or(u32::MAX);
+                    out[slot(k)] = next
+                        .insert(ring_key(k, p), slot(k) as u32)
+                        .unwrap_or(u32::MAX);
                 }
             }
             let groups = if uses_schedule(spec.policy) {
@@ -831,7 +849,22 @@ impl<'a> Zone<'a> {
         // SAFETY: `place` returned a 64-byte aligned gap of `plan.size`
         // bytes inside the arena that no live generation uses, and the
         // descriptor is FREE: nobody reads those bytes.
-        unsafe { plan.build(spec, slots, (seq, source), self.as_ptr().add(off), prev)? };
+        let resolved_from = if self.dynamic() {
+            self.configured()
+        } else {
+            usize::MAX
+        };
+        // SAFETY: as above.
+        unsafe {
+            plan.build(
+                spec,
+                slots,
+                (seq, source),
+                self.as_ptr().add(off),
+                prev,
+                resolved_from,
+            )?
+        };
         Ok(Built {
             d,
             off,
