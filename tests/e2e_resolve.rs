@@ -1955,6 +1955,42 @@ fn resolve_configuration_errors() {
     );
 }
 
+/// nginx older than 1.27.3 (Debian 12's 1.22, which `make test` also
+/// runs): the module built from the same source loads, nginx itself
+/// refuses `resolve`, and `ha_resolve_max` says what it needs.
+#[test]
+fn older_nginx_refuses_resolve_itself() {
+    let test = "older_nginx_refuses_resolve_itself";
+    if !common::nginx_or_skip(test) {
+        return;
+    }
+    match common::nginx_version() {
+        Some(v) if v < (1, 27, 3) => {}
+        v => {
+            common::say(&format!(
+                "SKIP {test}: for nginx older than 1.27.3 (without resolve), this one is {v:?}"
+            ));
+            return;
+        }
+    }
+    // (1.22 has no "resolver" in upstream{} either)
+    let c = Nginx::check_detailed(&bad_upstream(
+        "        zone up 256k;
+        server service.consul:80 resolve;",
+    ));
+    c.assert_emerg("consul:80 resolve;", &["invalid parameter \"resolve\""]);
+    let c = Nginx::check_detailed(&bad_upstream(
+        "        server 127.0.0.1:1;\n        ha_resolve_max 4;",
+    ));
+    c.assert_emerg(
+        "ha_resolve_max 4;",
+        &["\"ha_resolve_max\" directive needs nginx 1.27.3 or later"],
+    );
+    // and without either, the module serves as always
+    let c = Nginx::check_detailed(&bad_upstream("        server 127.0.0.1:1;"));
+    assert!(c.ok, "{}", c.stderr);
+}
+
 // ---------------------------------------------------------------------------
 // Worker deaths and binary upgrades while the list changes
 
