@@ -10,7 +10,27 @@ backends, one after the other in alternating order, for several rounds:
                   least_conn + zone, random two least_conn + zone
   HAProxy         roundrobin, leastconn (Debian's haproxy)
   ha_balance      every policy: round_robin, least_conn, p2c, random,
-                  ewma, hash, hash consistent, hash maglev
+                  ewma, hash, hash consistent, hash maglev; and
+                  round_robin and least_conn on resolved servers (", resolved")
+
+The ", resolved" variants balance the same servers, but the upstream has
+`zone z 4m; resolver 127.0.0.1:PORT valid=300s; resolver_timeout 120s;` and one
+`server service.consul service=web resolve;` line instead of the server
+lines: the SRV records of _web._tcp.service.consul are served by
+target/debug/hab-dns (cargo build --bins; BIND's named), one record per
+server, webK.node.consul -> 127.0.0.1 and the server's port. Beyond 1000
+servers the records are split over service=web, web2, ... (one server
+line each): 2000 SRV records do not fit in one DNS message, even by TCP.
+Each is measured once nginx has resolved all of them (the error log's "servers
+changed" line, at most 20 s or 75 ms per server: nginx takes ~20 s for
+1000 SRV targets here), so its figures are the request path's cost;
+valid=300s keeps re-resolution (one query per server at TTL 0, every
+second) out of the measurement. nginx sends the targets' A queries all at
+once and named drops part of such a burst: resolver_timeout 120s lets
+nginx's resends (every 5 s) get them all, where the default 30 s left a
+few hundred of 2000 unresolved. Above 1024 servers the upstream also gets
+`ha_resolve_max` (its default is 1024). hab-dns is started once per
+scenario when a resolved variant is selected, and stopped after it.
 
 Scenarios:
   throughput      SIZES upstream sizes (default 3 and 2000 servers); the
@@ -40,7 +60,7 @@ Knobs (environment):
   HAB_BENCH_ONLY=REGEX      only the load balancers whose name matches
   HAB_BENCH_SLOW=1          0 skips the slow-backend scenario
   HAB_BENCH_OUT=docs        where bench-proxy.md and bench-proxy/*.svg go
-  HAB_NGINX_BIN, HAB_MODULE_SO, HAB_BACKEND_BIN, HAB_HAPROXY_BIN
+  HAB_NGINX_BIN, HAB_MODULE_SO, HAB_BACKEND_BIN, HAB_HAPROXY_BIN, HAB_DNS_BIN
 """
 
 import json
@@ -64,6 +84,7 @@ MODULE = os.environ.get(
 )
 BACKEND = os.environ.get("HAB_BACKEND_BIN", f"{ROOT}/target/release/hab-backend")
 HAPROXY = os.environ.get("HAB_HAPROXY_BIN", shutil.which("haproxy") or "/usr/sbin/haproxy")
+HABDNS = os.environ.get("HAB_DNS_BIN", f"{ROOT}/target/debug/hab-dns")
 
 ROUNDS = int(os.environ.get("HAB_BENCH_ROUNDS", "5"))
 SECONDS = int(os.environ.get("HAB_BENCH_SECONDS", "5"))
@@ -76,9 +97,14 @@ OUT = os.path.join(ROOT, os.environ.get("HAB_BENCH_OUT", "docs"))
 WARMUP = 1
 BACKEND_PORTS = 20
 SLOW_DELAY_MS = 20
+RESOLVE_WAIT_S = 20  # or 75 ms per server: 1000 took ~20 s here, 2000 longer
+SRV_PER_NAME = 1000  # 2000 SRV records (~78 KB) do not fit one DNS message (64 KB)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# name, kind, upstream lines ("{servers}" is replaced), HAProxy balance
+# name, kind, upstream lines, HAProxy balance; RESOLVE in the upstream
+# lines: the servers come from DNS SRV records (hab-dns) instead of server
+# lines
+RESOLVE = "{resolve}"
 LBS = [
     ("nginx round robin", "stock", "", None),
     ("nginx round robin + zone", "stock", "zone z 8m;", None),
@@ -88,6 +114,8 @@ LBS = [
     ("HAProxy leastconn", "haproxy", None, "leastconn"),
     ("ha_balance round_robin", "ha", "ha_balance round_robin;", None),
     ("ha_balance least_conn", "ha", "ha_balance least_conn;", None),
+    ("ha_balance round_robin, resolved", "ha", "ha_balance round_robin; " + RESOLVE, None),
+    ("ha_balance least_conn, resolved", "ha", "ha_balance least_conn; " + RESOLVE, None),
     ("ha_balance p2c", "ha", "ha_balance p2c;", None),
     ("ha_balance random", "ha", "ha_balance random;", None),
     ("ha_balance ewma", "ha", "ha_balance ewma;", None),
@@ -248,8 +276,9 @@ def run_wrk(port, seconds, lua):
 
 
 class LoadBalancer:
-    def __init__(self, procs, ports, workdir, name, kind, upstream, balance, servers):
+    def __init__(self, procs, ports, workdir, name, kind, upstream, balance, servers, dns=None):
         self.name, self.kind = name, kind
+        self.resolved = upstream is not None and RESOLVE in upstream
         self.port = ports.take()
         self.dir = os.path.join(workdir, re.sub(r"[^a-z0-9]+", "-", name.lower()) + f"-{len(servers)}")
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
@@ -263,7 +292,7 @@ class LoadBalancer:
                 raise RuntimeError(f"haproxy -c: {check.stdout}{check.stderr}")
             argv = [HAPROXY, "-db", "-f", path]
         else:
-            cfg = self.nginx_conf(kind, upstream, servers)
+            cfg = self.nginx_conf(kind, upstream, servers, dns)
             path = os.path.join(self.dir, "nginx.conf")
             with open(path, "w") as f:
                 f.write(cfg)
@@ -274,14 +303,59 @@ class LoadBalancer:
             argv = [NGINX, "-p", self.dir, "-c", path]
         self.proc = procs.start(pinned(0, argv), stdout=subprocess.DEVNULL,
                                 stderr=open(os.path.join(self.dir, "logs", "stderr"), "w"))
+        if self.resolved:
+            try:
+                self.wait_resolved(len(servers))
+            except RuntimeError:
+                procs.stop(self.proc, signal.SIGQUIT)
+                raise
         wait_http(self.port)
 
-    def nginx_conf(self, kind, upstream, servers):
+    def wait_resolved(self, n):
+        """Until the module's last "servers changed: K kept, B back, N new,
+        ..." line counts n servers (bounded)."""
+        log_path = os.path.join(self.dir, "logs", "error.log")
+        pat = re.compile(r"servers changed: (\d+) kept, (\d+) back, (\d+) new")
+        wait_s = max(RESOLVE_WAIT_S, 0.075 * n)
+        t0 = time.monotonic()
+        end = t0 + wait_s
+        have = None
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                break
+            try:
+                with open(log_path) as f:
+                    found = pat.findall(f.read())
+            except OSError:
+                found = []
+            if found:
+                have = sum(int(x) for x in found[-1])
+                if have == n:
+                    log(f"  {self.name}: {n} servers resolved in {time.monotonic() - t0:.1f} s")
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{n} servers not resolved after {wait_s:.0f} s "
+                           f"(last count: {have}); see {log_path}")
+
+    def nginx_conf(self, kind, upstream, servers, dns=None):
         load = f"load_module {MODULE};\n" if kind == "ha" else ""
         lines = "".join(f"        server 127.0.0.1:{p};\n" for p in servers)
+        level = "warn"
+        if self.resolved:
+            if dns is None:
+                raise RuntimeError("no DNS server (hab-dns) for a resolved upstream")
+            # the module logs each change of the list at notice
+            level = "notice"
+            lines = ""
+            extra = f" ha_resolve_max {len(servers)};" if len(servers) > 1024 else ""
+            upstream = upstream.replace(
+                RESOLVE, f"zone z 4m; resolver 127.0.0.1:{dns.port} valid=300s; "
+                f"resolver_timeout 120s;{extra}\n"
+                + "".join(f"        server service.consul service={name} resolve;\n"
+                          for name in dns.services))
         return f"""{load}daemon off;
 worker_processes 1;
-error_log {self.dir}/logs/error.log warn;
+error_log {self.dir}/logs/error.log {level};
 pid {self.dir}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
@@ -404,6 +478,46 @@ def start_slow_backends(procs, ports):
     return [base, base + 1, base + 2], (fast, slow)
 
 
+class Dns:
+    """hab-dns serving one SRV record per server: webK.node.consul ->
+    127.0.0.1, port of server K. It reads commands on stdin and exits at
+    its end (closed by stop, or when this script dies)."""
+
+    def __init__(self, procs, servers, logdir):
+        # services web, web2, web3, ...: SRV_PER_NAME records each
+        self.services, argv = [], []
+        for i in range(0, len(servers), SRV_PER_NAME):
+            name = "web" if i == 0 else f"web{i // SRV_PER_NAME + 1}"
+            srv = " ".join(f"1 1 {p} web{k}.node.consul"
+                           for k, p in enumerate(servers[i:i + SRV_PER_NAME], i + 1))
+            self.services.append(name)
+            argv += ["--srv", f"_{name}._tcp.service.consul {srv}"]
+        self.err = os.path.join(logdir, "hab-dns.err")
+        self.proc = subprocess.Popen(
+            [HABDNS, "--zone", "consul", "--hosts", str(len(servers))] + argv,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.err, "w"), text=True)
+        procs.procs.append(self.proc)
+        self.procs = procs
+        # bounded: hab-dns prints "ready PORT" or exits
+        import select
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith("ready "):
+            self.stop()
+            with open(self.err) as f:
+                raise RuntimeError(f"hab-dns did not start: {line!r} {f.read()[-500:]}")
+        self.port = int(line.split()[1])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()  # end of input: hab-dns stops named and exits
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.procs.stop(self.proc)
+
+
 def backend_requests(port):
     line = http_get(port, "/_ctl/stats")
     return int(re.search(r"requests=(\d+)", line).group(1))
@@ -420,14 +534,28 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
     """Starts every load balancer on `servers`, measures them in alternating
     order for ROUNDS rounds, stops them; returns name -> list of rounds."""
     lbs, skipped = [], {}
+    dns, dns_error = None, None
+    if any(ONLY.search(n) and u and RESOLVE in u for n, _, u, _ in LBS):
+        if not os.access(HABDNS, os.X_OK):
+            dns_error = f"no hab-dns at {HABDNS} (cargo build --bins)"
+        else:
+            try:
+                dns = Dns(procs, servers, workdir)
+            except Exception as e:  # noqa: BLE001 -- reported with the variants
+                dns_error = f"did not start: {e}"
     for name, kind, upstream, balance in LBS:
         if not ONLY.search(name):
             continue
         if kind == "haproxy" and not os.access(HAPROXY, os.X_OK):
             skipped[name] = f"no HAProxy at {HAPROXY} (apt-get install haproxy)"
             continue
+        if upstream and RESOLVE in upstream and dns is None:
+            skipped[name] = dns_error
+            log(f"  {name}: {skipped[name]}")
+            continue
         try:
-            lbs.append(LoadBalancer(procs, ports, workdir, name, kind, upstream, balance, servers))
+            lbs.append(LoadBalancer(procs, ports, workdir, name, kind, upstream, balance,
+                                    servers, dns))
         except Exception as e:  # noqa: BLE001 -- reported, and the run fails at the end
             skipped[name] = f"did not start: {e}"
             log(f"  {name}: {skipped[name]}")
@@ -452,6 +580,8 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
                 f"  non-2xx {r['status']} errors {r['errors']}{extra}")
     for lb in lbs:
         procs.stop(lb.proc, signal.SIGQUIT if lb.kind != "haproxy" else signal.SIGUSR1)
+    if dns is not None:
+        dns.stop()
     return results, skipped
 
 
