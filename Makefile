@@ -358,6 +358,7 @@ bench:
 bench-proxy: EXTRA_PACKAGES = haproxy python3-matplotlib
 bench-proxy: deps nginx
 	$(CARGO) build --release --bin hab-backend
+	$(CARGO) build --bin hab-dns
 	/usr/bin/python3 scripts/bench-proxy.py
 
 clean:
