@@ -769,6 +769,58 @@ mod tests {
     }
 
     #[test]
+    fn consistent_hash_tells_apart_resolved_servers_of_one_name() {
+        // Two addresses of one name: the same `server` string. Configured,
+        // nginx's ring gives them the same points (kept: the differential
+        // tests); resolved, each has its own and keys stick to one.
+        let policy = Policy::Hash {
+            mode: HashMode::Consistent,
+            balance_factor: 0,
+            maglev_size: 0,
+        };
+        let (a, b) = (
+            &b"up\0app:80\x00127.0.0.1:80"[..],
+            &b"up\0app:80\x00127.0.0.2:80"[..],
+        );
+        let peers = [
+            PeerSpec {
+                server: b"app:80",
+                ..PeerSpec::new(a)
+            },
+            PeerSpec {
+                server: b"app:80",
+                ..PeerSpec::new(b)
+            },
+        ];
+        let t = OwnedTable::with_capacity(&spec(policy, &[]), 4).unwrap();
+        let z = t.zone();
+        z.apply_membership(&spec(policy, &peers), [1, 1], 9, |_| true, 0)
+            .unwrap();
+        let mut first = Vec::new();
+        for k in 0..200 {
+            let key = format!("key{k}");
+            let picks: Vec<u32> = (0..2)
+                .map(|_| {
+                    let mut r = OwnedAttempt::new(z, 0);
+                    let p = r.pick_keyed(key.as_bytes(), 0).unwrap().peer;
+                    r.release(Outcome::Ok, 0).unwrap();
+                    r.end();
+                    p
+                })
+                .collect();
+            assert_eq!(picks[0], picks[1], "{key} moved between picks");
+            first.push(picks[0]);
+        }
+        let on_a = first.iter().filter(|&&p| p == first[0]).count();
+        // 200 keys over two servers of 160 points each: a share below 25%
+        // would be 7 standard deviations off
+        assert!(
+            (50..=150).contains(&on_a),
+            "{on_a} of 200 keys on one server"
+        );
+    }
+
+    #[test]
     fn a_full_zone_replaces_a_server_in_two_steps() {
         for policy in crate::selection::tests::all() {
             let ids = ids(5);
