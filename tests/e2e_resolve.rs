@@ -1997,11 +1997,9 @@ fn older_nginx_refuses_resolve_itself() {
 /// Polls until the answers of the last [`QUIET`] come only from `want`,
 /// each of them among them; the outcomes.
 fn settle_on(port: u16, prefix: &str, want: &[&str]) -> (bool, Vec<String>) {
-    let mut times: Vec<(Instant, String)> = Vec::new();
-    let t0 = Instant::now();
-    let seen = poll(port, prefix, FOLLOW + QUIET, |s| {
-        let now = Instant::now();
-        times.push((now, s.last().cloned().unwrap_or_default()));
+    // Whether, at `now`, the answers of the last QUIET are from `want`
+    // only and hold each of them (and QUIET has passed since `t0`).
+    fn settled(times: &[(Instant, String)], t0: Instant, now: Instant, want: &[&str]) -> bool {
         let recent: Vec<&String> = times
             .iter()
             .filter(|(t, _)| now.duration_since(*t) < QUIET)
@@ -2010,16 +2008,15 @@ fn settle_on(port: u16, prefix: &str, want: &[&str]) -> (bool, Vec<String>) {
         now.duration_since(t0) >= QUIET
             && recent.iter().all(|o| want.contains(&o.as_str()))
             && want.iter().all(|w| recent.iter().any(|o| o == w))
+    }
+    let mut times: Vec<(Instant, String)> = Vec::new();
+    let t0 = Instant::now();
+    let seen = poll(port, prefix, FOLLOW + QUIET, |s| {
+        let now = Instant::now();
+        times.push((now, s.last().cloned().unwrap_or_default()));
+        settled(&times, t0, now, want)
     });
-    let now = Instant::now();
-    let recent: Vec<&String> = times
-        .iter()
-        .filter(|(t, _)| now.duration_since(*t) < QUIET)
-        .map(|(_, o)| o)
-        .collect();
-    let ok = t0.elapsed() >= QUIET
-        && recent.iter().all(|o| want.contains(&o.as_str()))
-        && want.iter().all(|w| recent.iter().any(|o| o == w));
+    let ok = settled(&times, t0, Instant::now(), want);
     (ok, seen)
 }
 
