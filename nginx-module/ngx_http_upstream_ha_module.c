@@ -360,6 +360,18 @@ ngx_http_upstream_ha_add_peers(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
             return NGX_ERROR;
         }
 
+        /* the core keeps fail_timeout in 32 bits of milliseconds */
+
+        if ((uint64_t) peer->fail_timeout > 0xffffffff / 1000) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_balance upstream \"%V\": server \"%V\": "
+                          "\"fail_timeout=%T\" is longer than %uD s "
+                          "in %s:%ui", &us->host, &peer->server,
+                          peer->fail_timeout, (uint32_t) (0xffffffff / 1000),
+                          us->file_name, us->line);
+            return NGX_ERROR;
+        }
+
         pc->weight = (uint32_t) peer->weight;
         pc->max_conns = (uint32_t) peer->max_conns;
         pc->max_fails = (uint32_t) peer->max_fails;

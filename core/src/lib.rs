@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod attempt;
+pub mod crash;
 pub mod error;
 pub mod health;
 pub mod selection;

@@ -283,6 +283,9 @@ impl HealthSpec {
     }
 }
 
+/// Longest `fail_timeout=` in ms (49 days and a bit: 32 bits).
+pub const MAX_FAIL_TIMEOUT_MS: u32 = u32::MAX;
+
 /// Most peers one upstream may have.
 pub const MAX_PEERS: usize = 1 << 20;
 
@@ -316,7 +319,8 @@ impl UpstreamSpec<'_> {
         }
         let mut seen_backup = false;
         for p in self.peers {
-            if p.weight == 0 {
+            // The peer's line keeps fail_timeout in 32 bits of ms.
+            if p.weight == 0 || p.fail_timeout_ms > u64::from(MAX_FAIL_TIMEOUT_MS) {
                 return Err(Error::InvalidArgument);
             }
             if p.backup {

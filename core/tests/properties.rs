@@ -420,7 +420,7 @@ proptest! {
                     if holding.contains_key(&(w, a)) { continue; }
                     let mut at = Attempt::from_words(buf);
                     let tb = z.current();
-                    let mode = Mode::of(&tb);
+                    let mode = Mode::of(&tb, None);
                     let ramping = z.ramping(now);
                     let before: Vec<(u64, u64)> = z.states().iter()
                         .map(|s| (u64::from(s.in_flight.load(Relaxed)), u64::from(s.weight())))

@@ -39,13 +39,14 @@ pub mod outlier;
 pub mod panic;
 pub mod slow_start;
 
-use core::sync::atomic::Ordering::{Relaxed, SeqCst};
+use core::sync::atomic::Ordering::Relaxed;
 
+use crate::table::flight::{self, Hold};
 use crate::table::{PeerState, Table};
 
 /// What the whole pick knows before it looks at peers: read once per pick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mode {
+#[derive(Debug, Clone, Copy)]
+pub struct Mode<'a> {
     /// nginx's single-peer rules apply (one primary, no backup).
     pub single: bool,
     /// Slow start thins the picks of ramping peers (every policy that
@@ -55,22 +56,26 @@ pub struct Mode {
     /// The flag bits that keep a peer out: [`PeerState::OUT`], and
     /// [`PeerState::HEALTH`] unless the upstream is in panic.
     pub out: u32,
+    /// The worker's ledger row, where its part of every in-flight count
+    /// is kept ([`crate::table::flight`]); `None` without a slot.
+    pub hold: Option<Hold<'a>>,
 }
 
-impl Default for Mode {
-    fn default() -> Mode {
+impl Default for Mode<'_> {
+    fn default() -> Self {
         Mode {
             single: false,
             ramp: false,
             out: PeerState::OUT | PeerState::HEALTH,
+            hold: None,
         }
     }
 }
 
-impl Mode {
-    /// The mode of a pick on `t`.
+impl<'a> Mode<'a> {
+    /// The mode of a pick on `t` by the worker holding `hold`.
     #[inline]
-    pub fn of(t: &Table<'_>) -> Mode {
+    pub fn of(t: &Table<'_>, hold: Option<Hold<'a>>) -> Mode<'a> {
         let z = t.zone();
         let h = &z.root().health;
         let panic = h.panic_percent != 0 && z.health_line().panic.load(Relaxed) != 0;
@@ -82,6 +87,7 @@ impl Mode {
             } else {
                 PeerState::OUT | PeerState::HEALTH
             },
+            hold,
         }
     }
 
@@ -141,14 +147,20 @@ fn eligibility_flags(state: &PeerState, flags: u32, now: u64, mode: Mode) -> Eli
 /// `max_conns`) and, for a probe, wins the window. `false` when another
 /// worker got there first, or slow start held the pick back.
 #[inline(always)]
-pub fn acquire(t: &Table<'_>, i: usize, now: u64, mode: Mode) -> bool {
+pub fn acquire(t: &Table<'_>, i: usize, now: u64, mode: Mode<'_>) -> bool {
     acquire_in(t, t.states(), i, now, mode)
 }
 
 /// [`acquire`] with the zone's peer states at hand (`states` is
 /// `t.states()`, hoisted out of a caller's loop).
 #[inline(always)]
-pub fn acquire_in(t: &Table<'_>, states: &[PeerState], i: usize, now: u64, mode: Mode) -> bool {
+pub fn acquire_in(
+    t: &Table<'_>,
+    states: &[PeerState],
+    i: usize,
+    now: u64,
+    mode: Mode<'_>,
+) -> bool {
     let state = &states[i];
     let flags = state.flags.load(Relaxed);
     let e = eligibility_flags(state, flags, now, mode);
@@ -158,7 +170,7 @@ pub fn acquire_in(t: &Table<'_>, states: &[PeerState], i: usize, now: u64, mode:
     if mode.ramp && flags & PeerState::SLOW != 0 && !ramp_admits(t, i, now) {
         return false;
     }
-    acquire_state(state, e, now)
+    acquire_state(state, e, now, mode.hold, i)
 }
 
 /// [`slow_start::admit`], off the hot path: only ramping peers get here.
@@ -168,20 +180,20 @@ fn ramp_admits(t: &Table<'_>, i: usize, now: u64) -> bool {
     slow_start::admit(t.zone(), i, now)
 }
 
-/// The counting part of [`acquire`], once the peer was found eligible.
+/// The counting part of [`acquire`], once peer `i` was found eligible:
+/// counted in flight and in `hold`'s ledger row ([`flight::acquire`]).
 #[inline(always)]
-fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
-    // `SeqCst` (the same locked instruction as `Relaxed` on x86): the
-    // least_conn tree's refresh that follows relies on it being ordered
-    // before its own loads (see `lc_tree`).
-    let max_conns = state.max_conns();
-    if max_conns == 0 {
-        state.in_flight.fetch_add(1, SeqCst);
-    } else if state
-        .in_flight
-        .fetch_update(SeqCst, Relaxed, |n| (n < max_conns).then_some(n + 1))
-        .is_err()
-    {
+fn acquire_state(
+    state: &PeerState,
+    e: Eligibility,
+    now: u64,
+    hold: Option<Hold<'_>>,
+    i: usize,
+) -> bool {
+    // `SeqCst` inside (the same locked instruction as `Relaxed` on x86):
+    // the least_conn tree's refresh that follows relies on it being
+    // ordered before its own loads (see `lc_tree`).
+    if !flight::acquire(state.in_flight.word(), state.max_conns(), hold, i) {
         return false;
     }
     match e {
@@ -191,7 +203,7 @@ fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
                 .compare_exchange(checked, now, Relaxed, Relaxed)
                 .is_err()
             {
-                release(state);
+                release(state, hold, i);
                 return false;
             }
         }
@@ -208,12 +220,11 @@ fn acquire_state(state: &PeerState, e: Eligibility, now: u64) -> bool {
     true
 }
 
-/// Takes one request off the peer's in-flight count, never below zero.
+/// Takes one request off peer `i`'s in-flight count (and off `hold`'s
+/// ledger row), never below zero.
 #[inline]
-pub fn release(state: &PeerState) {
-    let _ = state
-        .in_flight
-        .fetch_update(SeqCst, Relaxed, |n| n.checked_sub(1));
+pub fn release(state: &PeerState, hold: Option<Hold<'_>>, i: usize) {
+    flight::release(state.in_flight.word(), hold, i);
 }
 
 /// How a finished try changed the peer's health.
@@ -260,7 +271,7 @@ mod tests {
     use super::*;
     use core::sync::atomic::{AtomicU32, AtomicU64};
 
-    fn mode(single: bool) -> Mode {
+    fn mode(single: bool) -> Mode<'static> {
         Mode {
             single,
             ..Mode::default()
@@ -275,12 +286,12 @@ mod tests {
     /// [`super::acquire`] on a peer outside any table.
     fn acquire(s: &PeerState, now: u64, single: bool) -> bool {
         let e = super::eligibility(s, now, mode(single));
-        e != Eligibility::No && acquire_state(s, e, now)
+        e != Eligibility::No && acquire_state(s, e, now, None, 0)
     }
 
     fn peer(max_fails: u32, fail_timeout_ms: u64) -> PeerState {
         PeerState {
-            in_flight: AtomicU32::new(0),
+            in_flight: crate::table::Flight::new(0),
             fails: AtomicU32::new(0),
             checked_ms: AtomicU64::new(0),
             accessed_ms: AtomicU64::new(0),
@@ -290,7 +301,7 @@ mod tests {
             max_conns: AtomicU32::new(0),
             max_fails: AtomicU32::new(max_fails),
             flags: AtomicU32::new(0),
-            fail_timeout_ms: AtomicU64::new(fail_timeout_ms),
+            fail_timeout_ms: AtomicU32::new(fail_timeout_ms as u32),
         }
     }
 
@@ -300,12 +311,12 @@ mod tests {
         let s = peer(2, 10_000);
         let t0 = 1_000_000;
         assert!(acquire(&s, t0, false));
-        release(&s);
+        release(&s, None, 0);
         assert_eq!(record_failure(&s, t0), Transition::None);
         // One failure: still eligible.
         assert_eq!(eligibility(&s, t0 + 1, false), Eligibility::Yes);
         assert!(acquire(&s, t0 + 1, false));
-        release(&s);
+        release(&s, None, 0);
         assert_eq!(record_failure(&s, t0 + 1), Transition::Disabled);
         // Disabled for fail_timeout after the last failure (inclusive).
         assert_eq!(eligibility(&s, t0 + 1 + 10_000, false), Eligibility::No);
@@ -319,11 +330,11 @@ mod tests {
         assert!(!acquire(&s, t1, false), "second probe must wait");
         assert!(!acquire(&s, t1 + 5_000, false));
         // The probe succeeds: failures cleared, peer back.
-        release(&s);
+        release(&s, None, 0);
         assert_eq!(record_success(&s), Transition::Recovered);
         assert_eq!(s.fails.load(Relaxed), 0);
         assert!(acquire(&s, t1 + 1, false));
-        release(&s);
+        release(&s, None, 0);
     }
 
     #[test]
@@ -332,7 +343,7 @@ mod tests {
         record_failure(&s, 5_000);
         assert!(!acquire(&s, 5_500, false));
         assert!(acquire(&s, 6_001, false));
-        release(&s);
+        release(&s, None, 0);
         record_failure(&s, 6_010);
         assert!(!acquire(&s, 7_000, false));
         assert!(acquire(&s, 7_011, false));
@@ -345,12 +356,12 @@ mod tests {
         let s = peer(3, 10_000);
         record_failure(&s, 100_000);
         assert!(acquire(&s, 100_500, false));
-        release(&s);
+        release(&s, None, 0);
         assert_eq!(record_success(&s), Transition::None);
         assert_eq!(s.fails.load(Relaxed), 1);
         // A pick after the window opens a new one; the next success clears.
         assert!(acquire(&s, 110_001, false));
-        release(&s);
+        release(&s, None, 0);
         record_success(&s);
         assert_eq!(s.fails.load(Relaxed), 0);
     }
@@ -375,11 +386,11 @@ mod tests {
         assert!(acquire(&s, 1, false));
         assert!(acquire(&s, 1, false));
         assert!(!acquire(&s, 1, false));
-        release(&s);
+        release(&s, None, 0);
         assert!(acquire(&s, 1, false));
-        release(&s);
-        release(&s);
-        release(&s);
+        release(&s, None, 0);
+        release(&s, None, 0);
+        release(&s, None, 0);
         assert_eq!(s.in_flight.load(Relaxed), 0, "never below zero");
     }
 

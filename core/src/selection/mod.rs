@@ -42,7 +42,7 @@ use crate::health::panic::PanicReport;
 use crate::health::{self, Mode, Transition};
 use crate::spec::Policy;
 use crate::table::stats::TryInfo;
-use crate::table::{Table, Zone, BACKUP, PRIMARY, TOTAL};
+use crate::table::{flight, Table, Zone, BACKUP, PRIMARY, TOTAL};
 
 /// The peer chosen for one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +225,7 @@ impl Table<'_> {
         if attempt.current().is_some() || !attempt.fits(self.zone().peers()) {
             return Err(Error::InvalidArgument);
         }
-        let mode = Mode::of(self);
+        let mode = Mode::of(self, self.zone().hold(attempt.slot()));
         let policy = self.policy();
         if !attempt.in_backup() {
             let picked = match policy {
@@ -233,7 +233,7 @@ impl Table<'_> {
                 _ => self.pick_in(policy, PRIMARY, attempt, now, mode),
             };
             if let Some(i) = picked {
-                return Ok(self.take(attempt, i, false, now));
+                return Ok(self.take(attempt, i, false, now, mode));
             }
             if self.group(BACKUP).is_empty() {
                 return Err(Error::Busy);
@@ -245,20 +245,27 @@ impl Table<'_> {
             ..mode
         };
         match self.pick_in(policy, BACKUP, attempt, now, backup) {
-            Some(i) => Ok(self.take(attempt, i, true, now)),
+            Some(i) => Ok(self.take(attempt, i, true, now, mode)),
             None => Err(Error::Busy),
         }
     }
 
-    fn take(&self, attempt: &mut Attempt<'_>, i: usize, backup: bool, now: u64) -> Pick {
+    /// Records the try on peer `i`, already counted in flight (and in the
+    /// worker's ledger row) by the pick.
+    fn take(
+        &self,
+        attempt: &mut Attempt<'_>,
+        i: usize,
+        backup: bool,
+        now: u64,
+        mode: Mode<'_>,
+    ) -> Pick {
         attempt.set_tried(i);
         attempt.set_current(Some(i as u32));
         attempt.set_try_start(now);
-        self.zone().ledger_add(attempt.slot(), i);
         if self.bounded() {
-            self.cursor(TOTAL)
-                .value
-                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            let z = self.zone();
+            flight::acquire(&self.cursor(TOTAL).value, 0, mode.hold, z.total_entry());
         }
         Pick {
             peer: i as u32,
@@ -272,7 +279,7 @@ impl Table<'_> {
         g: usize,
         attempt: &mut Attempt<'_>,
         now: u64,
-        mode: Mode,
+        mode: Mode<'_>,
     ) -> Option<usize> {
         if self.group(g).is_empty() {
             return None;
@@ -337,15 +344,12 @@ impl Table<'_> {
             return Err(Error::InvalidArgument);
         }
         attempt.set_current(None);
-        health::release(&self.states()[i]);
-        self.zone().lc_refresh_counted(i);
-        self.zone().ledger_sub(attempt.slot(), i);
+        let z = self.zone();
+        let hold = z.hold(attempt.slot());
+        health::release(&self.states()[i], hold, i);
+        z.lc_refresh_counted(i);
         if self.bounded() {
-            let _ = self.cursor(TOTAL).value.fetch_update(
-                core::sync::atomic::Ordering::Relaxed,
-                core::sync::atomic::Ordering::Relaxed,
-                |n| n.checked_sub(1),
-            );
+            flight::release(&self.cursor(TOTAL).value, hold, z.total_entry());
         }
         Ok(peer)
     }
@@ -492,7 +496,7 @@ pub(crate) mod tests {
             assert_eq!(z.abandon(&mut r.attempt()).unwrap(), first as u32);
             assert_eq!(z.states()[first].in_flight.load(Relaxed), 0, "{policy:?}");
             let counts = z.ledger_slot(ledger as usize).unwrap().1;
-            assert_eq!(counts[first].load(Relaxed), 0);
+            assert_eq!(flight::Entry(counts[first].load(Relaxed)).count(), 0);
             let after = z.view(first, 10).unwrap();
             assert_eq!(
                 (after.stats, after.fails, after.state, after.latency_ms),

@@ -43,6 +43,7 @@ use super::{
     round_up, Cursor, GenHeader, PeerConf, PeerState, Table, Zone, ALIGN, BACKUP, GENS,
     GEN_CURSORS_OFF, GEN_MAGIC, PRIMARY,
 };
+use crate::crash::crash_point;
 use crate::error::Error;
 use crate::selection::alias::{self, Column};
 use crate::selection::ketama::{self, Point};
@@ -626,7 +627,9 @@ impl<'a> Zone<'a> {
             }
             let refs = self.refs(ledger, d);
             refs.fetch_add(1, SeqCst);
+            crash_point("pin.counted");
             if self.sync().current.load(SeqCst) == cur {
+                crash_point("pin.checked");
                 return Ok((
                     Pin {
                         slot: d as u32,
@@ -659,6 +662,7 @@ impl<'a> Zone<'a> {
         } else {
             let _ = refs.fetch_update(Release, Relaxed, |n| n.checked_sub(1));
         }
+        crash_point("unpin.counted");
     }
 
     /// References held on descriptor `d`, all workers together.

@@ -19,27 +19,38 @@
 //! worker's requests have pinned (see [`super::generation`]); reconciling
 //! zeroes them, so a dead worker cannot keep an old generation alive.
 //!
+//! The in-flight counts are kept exactly across a kill at any instruction
+//! by the protocol of [`super::flight`]: every shared in-flight word
+//! carries a parity bit per slot, and each row entry records what its
+//! worker was about to do.
+//!
 //! Owner word transitions: `0` (free) → `pid` (claimed, by CAS) →
-//! [`RECLAIMING`] (by whoever reconciles it, by CAS) → `0`. Rows are written
-//! only by their owner while it lives (a load and a store, no locked
-//! instruction); `Relaxed` suffices for the in-flight counters as each is
-//! independent (the generation pins are ordered as [`super::generation`]
-//! explains).
+//! `RECLAIMING | reconciler` (by whoever reconciles it, by CAS) → `0`. A
+//! reconciler killed half-way leaves `RECLAIMING | its pid`; the next
+//! claimer that finds that pid gone takes the slot over (CAS) and runs the
+//! reconciliation again from the start: every step of it reads what the
+//! earlier run did ([`super::flight::drain`]) or is a plain store of zero,
+//! so running it twice returns nothing twice. Rows are written only by
+//! their owner while it lives (plain stores, no locked instruction), and
+//! by the one reconciler after.
 
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
-use crate::table::Zone;
+use crate::crash::crash_point;
+use crate::table::{flight, Zone};
 
 pub use crate::table::LEDGER_SLOTS;
 
-/// Owner word while a slot is being reconciled.
-pub const RECLAIMING: u64 = u64::MAX;
+/// Owner word bit while a slot is being reconciled; the low bits name the
+/// reconciler.
+pub const RECLAIMING: u64 = 1 << 63;
 
 impl Zone<'_> {
-    /// Reconciles the slots of owners `alive` says are gone, then claims a
-    /// free slot for `owner` (non-zero). `None` when every slot is taken.
+    /// Reconciles the slots of owners (or reconcilers) `alive` says are
+    /// gone, then claims a free slot for `owner` (non-zero, below
+    /// [`RECLAIMING`]). `None` when every slot is taken.
     pub fn claim_slot(&self, owner: u64, alive: impl Fn(u64) -> bool) -> Option<u32> {
-        if owner == 0 || owner == RECLAIMING {
+        if owner == 0 || owner & RECLAIMING != 0 {
             return None;
         }
         for s in 0..LEDGER_SLOTS {
@@ -47,8 +58,9 @@ impl Zone<'_> {
                 break;
             };
             let o = word.load(Acquire);
-            if o != 0 && o != RECLAIMING && (o == owner || !alive(o)) {
-                self.reconcile(s, o);
+            let who = o & !RECLAIMING;
+            if o != 0 && (who == owner || !alive(who)) {
+                self.reconcile(s, o, owner);
             }
         }
         let s = (0..LEDGER_SLOTS).find_map(|s| {
@@ -63,70 +75,41 @@ impl Zone<'_> {
 
     /// Gives back `owner`'s slot, returning whatever it still counts.
     pub fn release_slot(&self, slot: u32, owner: u64) {
-        self.reconcile(slot as usize, owner);
+        if owner != 0 && owner & RECLAIMING == 0 {
+            self.reconcile(slot as usize, owner, owner);
+        }
     }
 
-    /// Subtracts slot `s`'s counts from the shared ones and frees it, if
-    /// its owner is still `owner` (one reconciler wins).
-    fn reconcile(&self, s: usize, owner: u64) {
+    /// Returns slot `s`'s counts to the shared ones and frees it, if its
+    /// owner word is still `seen` (one reconciler wins; `me` names it while
+    /// it works).
+    fn reconcile(&self, s: usize, seen: u64, me: u64) {
         let Some((word, row)) = self.ledger_slot(s) else {
             return;
         };
         if word
-            .compare_exchange(owner, RECLAIMING, AcqRel, Relaxed)
+            .compare_exchange(seen, RECLAIMING | me, AcqRel, Relaxed)
             .is_err()
         {
             return;
         }
+        crash_point("reconcile.claimed");
+        let slot = s as u32;
         let states = self.states();
-        let (in_flight, refs) = row.split_at(self.peers());
-        for (i, c) in in_flight.iter().enumerate() {
-            let n = c.swap(0, Relaxed);
-            if n != 0 {
-                let _ = states[i]
-                    .in_flight
-                    .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+        let peers = self.peers();
+        for (i, state) in states.iter().enumerate() {
+            if flight::drain(state.in_flight.word(), &row[i], slot) != 0 {
                 self.lc_refresh(i);
             }
-            if self.bounded() && n != 0 {
-                let _ = self
-                    .total()
-                    .value
-                    .fetch_update(Relaxed, Relaxed, |t| Some(t.saturating_sub(u64::from(n))));
-            }
         }
+        let total = self.total_entry();
+        flight::drain(&self.total().value, &row[total], slot);
         // The dead worker's requests are gone: so are their pins.
-        for r in refs {
+        for r in &row[peers..total] {
             r.store(0, SeqCst);
         }
+        crash_point("reconcile.pins");
         word.store(0, Release);
-    }
-
-    /// Counts one request of slot `slot` on peer `i` (no-op without slot).
-    ///
-    /// A row has one writer while its owner lives (the owner, one thread
-    /// per nginx worker); others touch it only to reconcile a dead owner's
-    /// row. A load and a store therefore suffice, without a locked
-    /// read-modify-write on the request path.
-    #[inline]
-    pub(crate) fn ledger_add(&self, slot: Option<u32>, i: usize) {
-        if let Some((_, row)) = slot.and_then(|s| self.ledger_slot(s as usize)) {
-            let c = &row[i];
-            c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
-        }
-    }
-
-    /// Uncounts one request of slot `slot` on peer `i`, never below zero
-    /// (one writer, as [`Zone::ledger_add`]).
-    #[inline]
-    pub(crate) fn ledger_sub(&self, slot: Option<u32>, i: usize) {
-        if let Some((_, row)) = slot.and_then(|s| self.ledger_slot(s as usize)) {
-            let c = &row[i];
-            let n = c.load(Relaxed);
-            if n != 0 {
-                c.store(n - 1, Relaxed);
-            }
-        }
     }
 }
 

@@ -20,7 +20,8 @@
 //!         ├─ names ........... identity and server strings of every peer
 //!         │                    (packed; in a dynamic zone a fixed area per slot)
 //!         ├─ ledger .......... LEDGER_SLOTS × (owner line, u32 × n in flight,
-//!         │                    u32 × GENS generation references)
+//!         │                    u32 × GENS generation references, u32 total
+//!         │                    in flight; see [`flight`])
 //!         ├─ statistics ...... PeerEvents × n (transitions, reset baseline),
 //!         │                    StatsRow × n baselines, then (LEDGER_SLOTS + 1)
 //!         │                    × StatsRow × n: one row block per worker slot
@@ -61,6 +62,7 @@
 
 mod admin;
 mod carry;
+pub mod flight;
 pub mod generation;
 pub mod health;
 pub mod ledger;
@@ -68,6 +70,7 @@ pub mod membership;
 pub mod stats;
 
 pub use admin::{PeerView, ServerState, MAX_WEIGHT};
+pub use flight::Flight;
 
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
@@ -88,7 +91,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -234,10 +237,9 @@ pub struct PeerState {
     /// Requests currently sent to this peer by all workers. Incremented when
     /// a pick succeeds (bounded by `max_conns` when set), decremented once by
     /// the matching release; never below zero.
-    pub in_flight: AtomicU32,
-    /// Failures counted toward `max_fails` (nginx's `fails`). Incremented on
-    /// a failed try, reset to zero by a success after a new check window.
-    pub fails: AtomicU32,
+    /// One parity bit per ledger slot rides above the count (see
+    /// [`flight`]): read the count with [`Flight::load`].
+    pub in_flight: Flight,
     /// Start of the current check window, ms (nginx's `checked`). Moves
     /// forward only: set on failure and when a pick opens a new window.
     pub checked_ms: AtomicU64,
@@ -249,6 +251,9 @@ pub struct PeerState {
     pub ewma_bits: AtomicU64,
     /// When `ewma_bits` was last updated, ms.
     pub ewma_stamp_ms: AtomicU64,
+    /// Failures counted toward `max_fails` (nginx's `fails`). Incremented on
+    /// a failed try, reset to zero by a success after a new check window.
+    pub fails: AtomicU32,
     /// The weight in force (configured, or the override), as the current
     /// generation was built with it; a copy so that a pick reads one cache
     /// line per peer. Stored by the lease holder before it publishes.
@@ -269,7 +274,9 @@ pub struct PeerState {
     /// transition.
     pub flags: AtomicU32,
     /// `fail_timeout=`, ms. Written as `max_conns`.
-    pub fail_timeout_ms: AtomicU64,
+    /// Kept in 32 bits (49 days) so that the line holds the 64-bit
+    /// in-flight word; [`crate::spec::UpstreamSpec::validate`] refuses more.
+    pub fail_timeout_ms: AtomicU32,
 }
 
 impl PeerState {
@@ -328,7 +335,7 @@ impl PeerState {
     /// `fail_timeout=`, ms.
     #[inline]
     pub fn fail_timeout_ms(&self) -> u64 {
-        self.fail_timeout_ms.load(Relaxed)
+        u64::from(self.fail_timeout_ms.load(Relaxed))
     }
 }
 
@@ -587,7 +594,7 @@ impl ZonePlan {
         let cold_off = STATE_OFF + peers * size_of::<PeerState>();
         let names_off = cold_off + peers * size_of::<PeerCold>();
         let ledger_off = round_up(names_off + names_len, ALIGN);
-        let ledger_slot_bytes = ALIGN + round_up((peers + GENS) * 4, ALIGN);
+        let ledger_slot_bytes = ALIGN + round_up((peers + GENS + 1) * 4, ALIGN);
         let stats_off = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
         let health_off = stats_off + stats::section_len(peers);
         let tree_off = health_off + health::section_len(peers);
@@ -751,7 +758,7 @@ impl<'a> Zone<'a> {
                     at = i * per;
                 }
                 state.add(i).write(PeerState {
-                    in_flight: AtomicU32::new(0),
+                    in_flight: Flight::new(0),
                     fails: AtomicU32::new(0),
                     checked_ms: AtomicU64::new(0),
                     accessed_ms: AtomicU64::new(0),
@@ -769,7 +776,7 @@ impl<'a> Zone<'a> {
                                 0
                             },
                     ),
-                    fail_timeout_ms: AtomicU64::new(p.fail_timeout_ms),
+                    fail_timeout_ms: AtomicU32::new(p.fail_timeout_ms as u32),
                 });
                 // Static: packed, the server right after the identity.
                 // Dynamic: each slot's fixed area, the server at
@@ -811,7 +818,7 @@ impl<'a> Zone<'a> {
             // FREE slots of a dynamic zone: out of every pick, no identity.
             for i in spec.peers.len()..plan.peers {
                 state.add(i).write(PeerState {
-                    in_flight: AtomicU32::new(0),
+                    in_flight: Flight::new(0),
                     fails: AtomicU32::new(0),
                     checked_ms: AtomicU64::new(0),
                     accessed_ms: AtomicU64::new(0),
@@ -821,7 +828,7 @@ impl<'a> Zone<'a> {
                     max_conns: AtomicU32::new(0),
                     max_fails: AtomicU32::new(0),
                     flags: AtomicU32::new(PeerState::RETIRED),
-                    fail_timeout_ms: AtomicU64::new(0),
+                    fail_timeout_ms: AtomicU32::new(0),
                 });
                 cold.add(i).write(PeerCold {
                     id_hash: AtomicU64::new(0),
@@ -1152,7 +1159,9 @@ impl<'a> Zone<'a> {
     }
 
     /// Owner word and counter rows of ledger slot `s` (`None` past the
-    /// end): in flight per peer, then references per generation slot.
+    /// end): in flight per peer ([`flight::Entry`]), then references per
+    /// generation slot, then the zone-wide total's entry
+    /// ([`Zone::total_entry`]).
     #[inline]
     pub fn ledger_slot(&self, s: usize) -> Option<(&'a AtomicU64, &'a [AtomicU32])> {
         let r = self.root();
@@ -1162,18 +1171,32 @@ impl<'a> Zone<'a> {
         let at = r.ledger_off as usize + s * r.ledger_slot_bytes as usize;
         // SAFETY: `ledger_slots` slots of `ledger_slot_bytes` bytes at
         // ledger_off, each an owner word on its own line followed by one
-        // u32 counter per peer and one per generation slot (layout
-        // contract); zero-initialised atomics.
+        // u32 entry per peer, one per generation slot and one for the
+        // zone-wide total (layout contract); zero-initialised atomics.
         unsafe {
             let base = self.base.as_ptr().add(at);
             Some((
                 &*base.cast::<AtomicU64>(),
                 core::slice::from_raw_parts(
                     base.add(ALIGN).cast::<AtomicU32>(),
-                    self.peers() + GENS,
+                    self.peers() + GENS + 1,
                 ),
             ))
         }
+    }
+
+    /// Index of the zone-wide total's entry in a ledger row.
+    #[inline]
+    pub(crate) fn total_entry(&self) -> usize {
+        self.peers() + GENS
+    }
+
+    /// The hold of ledger slot `slot` (`None`: no slot, or past the end).
+    #[inline]
+    pub(crate) fn hold(&self, slot: Option<u32>) -> Option<flight::Hold<'a>> {
+        let s = slot?;
+        let (_, row) = self.ledger_slot(s as usize)?;
+        Some(flight::Hold::new(row, s))
     }
 
     /// The generation serving new requests. Only for looking; a request

@@ -1,0 +1,383 @@
+//! In-flight counts kept with the worker's ledger: exact across a SIGKILL
+//! at any instruction
+//!
+//! A shared in-flight word (a peer's [`Flight`], the zone-wide total of
+//! bounded-load hashing) is changed by every worker; each worker also
+//! counts, in its own ledger row ([`super::ledger`]), the part it holds,
+//! so that a dead worker's part can be returned. The two are different
+//! words: no single instruction changes both, and a worker may be killed
+//! between the two changes. This module makes that window harmless.
+//!
+//! # The protocol
+//!
+//! The shared word keeps the count in its low 32 bits and, above them, one
+//! *parity* bit per ledger slot: a worker's every change of the count also
+//! flips its slot's bit, in the same atomic instruction. The worker's row
+//! entry for that word ([`Entry`]) holds its count, the parity the word's
+//! bit had after its last recorded change, and the kind of the change it
+//! is about to make:
+//!
+//! 1. *intent*: the entry gets the kind (acquire, release) — a plain store
+//!    to the worker's own row;
+//! 2. *counted*: the shared word's count and the worker's bit change in one
+//!    read-modify-write (refused, and nothing flipped, when `max_conns` is
+//!    reached);
+//! 3. *ledgered*: the entry gets the new count and the new parity.
+//!
+//! Whoever reads a dead worker's entry knows which steps happened: if the
+//! word's bit equals the entry's parity, step 2 did not happen since the
+//! last step 3 (or was refused), and the entry's count is exact; if it
+//! differs, step 2 happened and step 3 did not, and the exact count is the
+//! entry's count changed by its recorded kind. Nothing else changes the
+//! worker's bit, so the comparison is never fooled by other workers.
+//!
+//! Reconciliation returns a dead worker's count with the same three steps
+//! (kind *release all*), so a reconciler killed half-way leaves an entry
+//! the next one reads the same way: see [`drain`]. The invariant, for
+//! every shared word `w` at every instant:
+//!
+//! ```text
+//! count(w) = Σ over ledger slots s of exact(s, w) + requests of workers
+//!            without a slot
+//! ```
+//!
+//! where `exact(s, w)` is the entry's count corrected as above. A worker
+//! killed anywhere therefore leaks nothing and nothing is returned twice.
+//!
+//! # Orderings
+//!
+//! The intent store happens before the read-modify-write, which is at
+//! least `Release` (`SeqCst`: the least_conn tree's refresh needs it, see
+//! `lc_tree`), so whoever sees the flipped bit sees the intent; entries are
+//! stored with `Release` and read with `Acquire`. A dead worker's stores
+//! are all visible to the process that learnt of its death.
+
+use core::sync::atomic::Ordering::{self, Acquire, Relaxed, Release, SeqCst};
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::crash::crash_point;
+
+/// Bits of the count in a shared word.
+const COUNT_MASK: u64 = 0xffff_ffff;
+
+/// A peer's requests in flight, all workers together, with one parity bit
+/// per ledger slot (see the module note). Never below zero.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct Flight(AtomicU64);
+
+impl Flight {
+    /// A word counting `n`, every parity bit clear.
+    pub const fn new(n: u32) -> Flight {
+        Flight(AtomicU64::new(n as u64))
+    }
+
+    /// The count.
+    #[inline]
+    pub fn load(&self, order: Ordering) -> u32 {
+        count(self.0.load(order))
+    }
+
+    /// Sets the count, keeping the parity bits (tests, and set-up).
+    pub fn store(&self, n: u32, order: Ordering) {
+        let _ = self.0.fetch_update(order, Relaxed, |w| {
+            Some((w & !COUNT_MASK) | u64::from(n))
+        });
+    }
+
+    /// The whole word: count and parity bits.
+    #[inline]
+    pub fn word(&self) -> &AtomicU64 {
+        &self.0
+    }
+}
+
+/// The count of a shared word.
+#[inline]
+pub fn count(word: u64) -> u32 {
+    (word & COUNT_MASK) as u32
+}
+
+/// The parity bit of ledger slot `slot` in a shared word.
+#[inline]
+fn bit(slot: u32) -> u64 {
+    1u64 << (32 + slot)
+}
+
+/// A ledger row entry: count, kind of the change under way, parity.
+///
+/// `count` in bits 0..29, kind in bits 29..31, parity in bit 31.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry(pub u32);
+
+/// The change an entry announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One more request.
+    Acquire = 0,
+    /// One request less.
+    Release = 1,
+    /// The whole count returned (reconciliation).
+    ReleaseAll = 2,
+}
+
+impl Entry {
+    const COUNT: u32 = (1 << 29) - 1;
+    const KIND_SHIFT: u32 = 29;
+    const PARITY: u32 = 1 << 31;
+
+    /// The count this entry records.
+    #[inline]
+    pub fn count(self) -> u32 {
+        self.0 & Self::COUNT
+    }
+
+    /// The parity of the shared word's bit after the last recorded change.
+    #[inline]
+    pub fn parity(self) -> bool {
+        self.0 & Self::PARITY != 0
+    }
+
+    /// The change announced (meaningful only when the parity differs).
+    #[inline]
+    pub fn kind(self) -> Kind {
+        match (self.0 >> Self::KIND_SHIFT) & 3 {
+            0 => Kind::Acquire,
+            1 => Kind::Release,
+            _ => Kind::ReleaseAll,
+        }
+    }
+
+    #[inline]
+    fn make(count: u32, kind: Kind, parity: bool) -> Entry {
+        Entry(
+            (count & Self::COUNT)
+                | ((kind as u32) << Self::KIND_SHIFT)
+                | if parity { Self::PARITY } else { 0 },
+        )
+    }
+
+    /// The exact count given the shared word's bit `word_bit` (see the
+    /// module note).
+    #[inline]
+    pub fn exact(self, word_bit: bool) -> u32 {
+        if word_bit == self.parity() {
+            return self.count();
+        }
+        match self.kind() {
+            Kind::Acquire => self.count() + 1,
+            Kind::Release => self.count().saturating_sub(1),
+            Kind::ReleaseAll => 0,
+        }
+    }
+}
+
+/// A worker's hold on its ledger row: where it records its part of every
+/// shared in-flight word.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold<'a> {
+    row: &'a [AtomicU32],
+    slot: u32,
+}
+
+impl<'a> Hold<'a> {
+    /// The hold of ledger slot `slot` whose row is `row`.
+    #[inline]
+    pub(crate) fn new(row: &'a [AtomicU32], slot: u32) -> Hold<'a> {
+        Hold { row, slot }
+    }
+}
+
+/// Counts one request on `word`, within `max` (0: no limit); `false`,
+/// with nothing changed, when the word is at `max`. `at` is the word's
+/// entry in `hold`'s row.
+#[inline]
+pub(crate) fn acquire(word: &AtomicU64, max: u32, hold: Option<Hold<'_>>, at: usize) -> bool {
+    let Some(Hold { row, slot }) = hold else {
+        return if max == 0 {
+            word.fetch_add(1, SeqCst);
+            true
+        } else {
+            word.fetch_update(SeqCst, Relaxed, |w| {
+                (count(w) < max).then_some(w + 1)
+            })
+            .is_ok()
+        };
+    };
+    let entry = &row[at];
+    // The row's one writer is this worker: its own last store.
+    let e = Entry(entry.load(Relaxed));
+    entry.store(Entry::make(e.count(), Kind::Acquire, e.parity()).0, Release);
+    crash_point("flight.acquire.intent");
+    // One instruction: count + 1 and the slot's bit flipped (the bit is
+    // the entry's parity, so the arithmetic never carries into another).
+    let b = bit(slot);
+    let delta = if e.parity() { 1u64.wrapping_sub(b) } else { 1 + b };
+    if max == 0 {
+        word.fetch_add(delta, SeqCst);
+    } else if word
+        .fetch_update(SeqCst, Relaxed, |w| {
+            (count(w) < max).then_some((w + 1) ^ b)
+        })
+        .is_err()
+    {
+        // Nothing changed: the entry's parity still matches the word's bit.
+        return false;
+    }
+    crash_point("flight.acquire.counted");
+    entry.store(
+        Entry::make(e.count() + 1, Kind::Acquire, !e.parity()).0,
+        Release,
+    );
+    crash_point("flight.acquire.ledgered");
+    true
+}
+
+/// Takes one request off `word`, never below zero (see [`acquire`]).
+#[inline]
+pub(crate) fn release(word: &AtomicU64, hold: Option<Hold<'_>>, at: usize) {
+    let Some(Hold { row, slot }) = hold else {
+        let _ = word.fetch_update(SeqCst, Relaxed, |w| {
+            (count(w) != 0).then(|| w - 1)
+        });
+        return;
+    };
+    let entry = &row[at];
+    let e = Entry(entry.load(Relaxed));
+    entry.store(Entry::make(e.count(), Kind::Release, e.parity()).0, Release);
+    crash_point("flight.release.intent");
+    let b = bit(slot);
+    // One instruction: count - 1 (never below zero: nothing borrows from
+    // the bits above) and the slot's bit flipped.
+    let changed = word
+        .fetch_update(SeqCst, Relaxed, |w| (count(w) != 0).then(|| (w - 1) ^ b))
+        .is_ok();
+    crash_point("flight.release.counted");
+    let next = if changed {
+        Entry::make(e.count().saturating_sub(1), Kind::Release, !e.parity())
+    } else {
+        // Nothing was counted on the word: neither is it here.
+        Entry::make(e.count().saturating_sub(1), Kind::Release, e.parity())
+    };
+    entry.store(next.0, Release);
+    crash_point("flight.release.ledgered");
+}
+
+/// The bit of slot `slot` in `word` now.
+#[inline]
+fn word_bit(word: &AtomicU64, slot: u32) -> bool {
+    word.load(Acquire) & bit(slot) != 0
+}
+
+/// What a dead worker's entry `entry` (slot `slot`) holds of `word`,
+/// exactly, with the entry rewritten to say so (idempotent: the entry then
+/// matches the word's bit).
+pub(crate) fn settle(word: &AtomicU64, entry: &AtomicU32, slot: u32) -> u32 {
+    let e = Entry(entry.load(Acquire));
+    let wb = word_bit(word, slot);
+    let n = e.exact(wb);
+    if wb != e.parity() {
+        entry.store(Entry::make(n, Kind::Acquire, wb).0, Release);
+    }
+    n
+}
+
+/// Returns a dead worker's part of `word` (its entry `entry`, slot
+/// `slot`) and leaves the entry at zero, matching the word. Safe to kill
+/// at any step and to run again: the next run reads what happened as
+/// [`settle`] does.
+pub(crate) fn drain(word: &AtomicU64, entry: &AtomicU32, slot: u32) -> u32 {
+    let n = settle(word, entry, slot);
+    if n == 0 {
+        return 0;
+    }
+    let p = Entry(entry.load(Relaxed)).parity();
+    entry.store(Entry::make(n, Kind::ReleaseAll, p).0, Release);
+    crash_point("reconcile.drain.intent");
+    let b = bit(slot);
+    let _ = word.fetch_update(SeqCst, Relaxed, |w| {
+        let c = u64::from(count(w).saturating_sub(n));
+        Some(((w & !COUNT_MASK) ^ b) | c)
+    });
+    crash_point("reconcile.drain.returned");
+    entry.store(Entry::make(0, Kind::Acquire, !p).0, Release);
+    crash_point("reconcile.drain.cleared");
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(n: usize) -> Vec<AtomicU32> {
+        (0..n).map(|_| AtomicU32::new(0)).collect()
+    }
+
+    #[test]
+    fn acquire_and_release_keep_count_and_parity() {
+        let w = AtomicU64::new(0);
+        let r = row(1);
+        let h = Some(Hold::new(&r, 5));
+        for k in 1..=3u32 {
+            assert!(acquire(&w, 0, h, 0));
+            assert_eq!(count(w.load(Relaxed)), k);
+            let e = Entry(r[0].load(Relaxed));
+            assert_eq!(e.count(), k);
+            assert_eq!(e.parity(), word_bit(&w, 5));
+            assert_eq!(e.exact(word_bit(&w, 5)), k);
+        }
+        for k in (0..3u32).rev() {
+            release(&w, h, 0);
+            assert_eq!(count(w.load(Relaxed)), k);
+            assert_eq!(Entry(r[0].load(Relaxed)).count(), k);
+            assert_eq!(Entry(r[0].load(Relaxed)).parity(), word_bit(&w, 5));
+        }
+        // Other slots' bits are never touched.
+        assert_eq!(w.load(Relaxed) & !bit(5), 0);
+    }
+
+    #[test]
+    fn max_refuses_without_flipping() {
+        let w = AtomicU64::new(0);
+        let r = row(1);
+        let h = Some(Hold::new(&r, 31));
+        assert!(acquire(&w, 1, h, 0));
+        assert!(!acquire(&w, 1, h, 0));
+        let e = Entry(r[0].load(Relaxed));
+        assert_eq!(e.exact(word_bit(&w, 31)), 1);
+        release(&w, h, 0);
+        assert_eq!(w.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_half_made_change_is_read_exactly() {
+        // Intent written, word changed, entry not yet updated: the kill
+        // window of the old order.
+        let w = AtomicU64::new(0);
+        let r = row(1);
+        let e = Entry::make(2, Kind::Acquire, false);
+        r[0].store(e.0, Relaxed);
+        w.store(3 | bit(0), Relaxed); // 2 recorded + the acquire made
+        assert_eq!(settle(&w, &r[0], 0), 3);
+        assert_eq!(drain(&w, &r[0], 0), 3);
+        assert_eq!(count(w.load(Relaxed)), 0);
+        assert_eq!(drain(&w, &r[0], 0), 0, "a second drain returns nothing");
+        // A release made but not recorded.
+        r[0].store(Entry::make(1, Kind::Release, false).0, Relaxed);
+        w.store(4 | bit(0), Relaxed); // another worker's 4; ours is gone
+        assert_eq!(drain(&w, &r[0], 0), 0);
+        assert_eq!(count(w.load(Relaxed)), 4);
+    }
+
+    #[test]
+    fn workers_without_a_slot_count_plainly() {
+        let w = AtomicU64::new(0);
+        assert!(acquire(&w, 2, None, 0));
+        assert!(acquire(&w, 2, None, 0));
+        assert!(!acquire(&w, 2, None, 0));
+        release(&w, None, 0);
+        release(&w, None, 0);
+        release(&w, None, 0);
+        assert_eq!(w.load(Relaxed), 0);
+    }
+}
