@@ -1,0 +1,423 @@
+//! Every step of every shared-memory protocol, killed: a forked worker is
+//! sent SIGKILL at crash point `p`, occurrence `k`, for every `p` and `k`
+//! its requests reach; then another worker reconciles, and the invariants
+//! are checked (docs/design.md, "Crash consistency"):
+//!
+//! - every peer's in-flight count equals the requests live workers hold
+//!   (nothing leaked, nothing returned twice: the test's own worker holds
+//!   one request throughout, so a count returned twice would take it);
+//! - the bounded-load total equals the same;
+//! - no ledger slot is left claimed by the dead or half-reconciled;
+//! - every generation's references are the live workers' pins, and ten
+//!   publications in a row succeed (a leaked pin would block them);
+//! - a `max_conns=1` peer takes a request again once the live one ends.
+//!
+//! The reconciler is killed the same way at each of its own steps, after
+//! a worker killed at each step of a request, and a third worker takes the
+//! reconciliation over.
+//!
+//! Children do not allocate (a forked child of a multi-threaded test
+//! binary must not touch malloc's locks): buffers are made before fork.
+
+use core::sync::atomic::Ordering::Relaxed;
+use std::sync::Mutex;
+
+use hab_core::attempt;
+use hab_core::crash;
+use hab_core::spec::HashMode;
+use hab_core::table::{self, flight, ledger, Zone, LEDGER_SLOTS, TOTAL};
+use hab_core::{Attempt, Outcome, PeerSpec, Policy, UpstreamSpec};
+
+/// Crash points are process-wide: one test at a time in this binary.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The owner the test's own (live) worker uses.
+const LIVE: u64 = 1;
+
+/// A shared anonymous mapping, unmapped on drop.
+struct Shared {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Shared {
+    fn new(len: usize) -> Shared {
+        // SAFETY: plain anonymous mapping request; checked for failure.
+        let ptr = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        Shared {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn kill_self() {
+    // SAFETY: signalling our own process.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+}
+
+/// One upstream and the key its requests carry.
+struct Case {
+    name: &'static str,
+    policy: Policy,
+    peers: Vec<PeerSpec<'static>>,
+    key: &'static [u8],
+}
+
+const IDS: [&[u8]; 40] = [
+    b"p00", b"p01", b"p02", b"p03", b"p04", b"p05", b"p06", b"p07", b"p08", b"p09", b"p10", b"p11",
+    b"p12", b"p13", b"p14", b"p15", b"p16", b"p17", b"p18", b"p19", b"p20", b"p21", b"p22", b"p23",
+    b"p24", b"p25", b"p26", b"p27", b"p28", b"p29", b"p30", b"p31", b"p32", b"p33", b"p34", b"p35",
+    b"p36", b"p37", b"p38", b"p39",
+];
+
+fn cases() -> Vec<Case> {
+    let max1 = |id| PeerSpec {
+        max_conns: 1,
+        ..PeerSpec::new(id)
+    };
+    vec![
+        Case {
+            name: "round_robin, max_conns=1 and a backup",
+            policy: Policy::RoundRobin,
+            peers: vec![
+                max1(IDS[0]),
+                PeerSpec::new(IDS[1]).weight(2),
+                PeerSpec {
+                    backup: true,
+                    ..PeerSpec::new(IDS[2])
+                },
+            ],
+            key: b"",
+        },
+        Case {
+            name: "least_conn, 40 peers (the shared tree)",
+            policy: Policy::LeastConn,
+            peers: (0..40)
+                .map(|k| if k < 2 { max1(IDS[k]) } else { PeerSpec::new(IDS[k]) })
+                .collect(),
+            key: b"",
+        },
+        Case {
+            name: "hash consistent, bounded load (the zone-wide total)",
+            policy: Policy::Hash {
+                mode: HashMode::Consistent,
+                balance_factor: 150,
+                maglev_size: 0,
+            },
+            peers: (0..4).map(|k| PeerSpec::new(IDS[k])).collect(),
+            key: b"some-key",
+        },
+        Case {
+            name: "p2c",
+            policy: Policy::P2c,
+            peers: (0..3).map(|k| max1(IDS[k])).collect(),
+            key: b"",
+        },
+    ]
+}
+
+/// Buffers of one worker's requests, made before fork.
+struct Buffers {
+    words: Vec<Vec<u64>>,
+}
+
+impl Buffers {
+    fn new(peers: usize) -> Buffers {
+        Buffers {
+            words: (0..3).map(|_| vec![0; attempt::words(peers)]).collect(),
+        }
+    }
+}
+
+/// A worker's life: claims a slot, serves requests (one held across the
+/// others, a retry, a passed-on try), gives its slot back. Every crash
+/// point of a worker is on this path. `false` if something failed.
+fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
+    // 0: the process id, as nginx's workers do.
+    // SAFETY: getpid has no preconditions.
+    let owner = if owner == 0 { (unsafe { libc::getpid() }) as u64 } else { owner };
+    let Some(slot) = z.claim_slot(owner, |_| true) else {
+        return false;
+    };
+    let [w1, w2, w3] = &mut b.words[..] else {
+        return false;
+    };
+    let start = |w: &mut Vec<u64>| {
+        let mut a = Attempt::init(w, 0);
+        a.set_slot(Some(slot));
+        z.begin(&mut a).map(|_| ())
+    };
+    // Request 1 stays in flight while the others run.
+    if start(w1).is_err() || z.get_keyed(&mut Attempt::from_words(w1), key, 1).is_err() {
+        return false;
+    }
+    // Request 2: fails once, retried, succeeds.
+    if start(w2).is_err() {
+        return false;
+    }
+    {
+        let mut a = Attempt::from_words(w2);
+        if z.get_keyed(&mut a, key, 2).is_err() || z.free(&mut a, Outcome::Failed, 3).is_err() {
+            return false;
+        }
+        if z.get_keyed(&mut a, key, 4).is_ok() && z.free(&mut a, Outcome::Ok, 5).is_err() {
+            return false;
+        }
+        z.end(&mut a);
+    }
+    // Request 3: passed on.
+    if start(w3).is_err() {
+        return false;
+    }
+    {
+        let mut a = Attempt::from_words(w3);
+        if z.get_keyed(&mut a, key, 6).is_ok() && z.free(&mut a, Outcome::Next, 7).is_err() {
+            return false;
+        }
+        z.end(&mut a);
+    }
+    let mut a = Attempt::from_words(w1);
+    if z.free(&mut a, Outcome::Ok, 8).is_err() {
+        return false;
+    }
+    z.end(&mut a);
+    // A clean exit gives the slot back (reconciling its own row).
+    z.release_slot(slot, owner);
+    true
+}
+
+/// A zone of `case` in a fresh shared mapping.
+fn zone_of(case: &Case, shm: &Shared) -> Zone<'static> {
+    let spec = UpstreamSpec {
+        health: Default::default(),
+        policy: case.policy,
+        peers: &case.peers,
+    };
+    assert!(table::zone_size(&spec).unwrap() <= shm.len);
+    // SAFETY: the mapping is `len` bytes, ours; the test keeps it alive
+    // longer than every use of the zone (it is dropped at the end of each
+    // run, after the last use).
+    unsafe { Zone::init(&spec, shm.ptr, shm.len) }.expect("zone fits")
+}
+
+/// How often each crash point is hit by `run` (in this process, on a
+/// scratch zone) from where it calls `crash::counting()`.
+fn hits(run: impl FnOnce()) -> Vec<(&'static str, u32)> {
+    run();
+    let h = crash::POINTS
+        .iter()
+        .map(|&p| (p, crash::hits(p)))
+        .collect();
+    crash::disarm();
+    h
+}
+
+/// Forks a child that arms `point`/`nth`, runs `f` and must die there.
+fn die_at(point: &str, nth: u32, f: impl FnOnce() -> bool) -> u64 {
+    // SAFETY: the child only runs `f` (no allocation: buffers were made
+    // before), then leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        assert!(crash::arm(point, nth, kill_self));
+        let ok = f();
+        // Not killed: the point was not reached (2), or the run failed (3).
+        // SAFETY: leaving the forked child at once.
+        unsafe { libc::_exit(if ok { 2 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "{point} #{nth}: the child was not killed there (status {status:#x})"
+    );
+    pid as u64
+}
+
+/// The live worker's state: a slot and one request held on `held`.
+struct Live {
+    slot: u32,
+    words: Vec<u64>,
+    held: usize,
+}
+
+fn live_worker(z: Zone<'_>, key: &[u8]) -> Live {
+    let slot = z.claim_slot(LIVE, |_| true).unwrap();
+    let mut words = vec![0; attempt::words(z.peers())];
+    let mut a = Attempt::init(&mut words, 0);
+    a.set_slot(Some(slot));
+    z.begin(&mut a).unwrap();
+    let held = z.get_keyed(&mut a, key, 0).unwrap().peer as usize;
+    Live { slot, words, held }
+}
+
+/// The invariants after the dead are reconciled by the live worker.
+fn check(case: &Case, z: Zone<'_>, live: &mut Live, dead: &[u64], what: &str) {
+    // The live worker's next claim reconciles every dead owner (and
+    // takes over a dead reconciler's work).
+    let again = z.claim_slot(LIVE + 1, |pid| pid == LIVE || pid == LIVE + 1);
+    assert!(again.is_some(), "{what}: no slot to claim");
+    z.release_slot(again.unwrap(), LIVE + 1);
+    for s in 0..LEDGER_SLOTS {
+        let o = z.ledger_slot(s).unwrap().0.load(Relaxed);
+        let who = o & !ledger::RECLAIMING;
+        assert!(
+            o == 0 || (o == LIVE && s as u32 == live.slot),
+            "{what}: ledger slot {s} left as {o:#x}"
+        );
+        assert!(!dead.contains(&who) || o == 0);
+    }
+    for (i, st) in z.states().iter().enumerate() {
+        let want = u32::from(i == live.held);
+        assert_eq!(
+            st.in_flight.load(Relaxed),
+            want,
+            "{what} ({}): peer {i} in flight",
+            case.name
+        );
+    }
+    let total = flight::count(z.current().cursor(TOTAL).value.load(Relaxed));
+    if matches!(case.policy, Policy::Hash { .. }) {
+        assert_eq!(total, 1, "{what} ({}): bounded-load total", case.name);
+    }
+    let refs: u64 = z.generations().iter().map(|g| g.2).sum();
+    assert_eq!(refs, 1, "{what} ({}): references {:?}", case.name, z.generations());
+    // The live request ends; the zone must be as new.
+    let mut a = Attempt::from_words(&mut live.words);
+    z.free(&mut a, Outcome::Ok, 9).unwrap();
+    z.end(&mut a);
+    assert!(z.states().iter().all(|s| s.in_flight.load(Relaxed) == 0));
+    for k in 0..10 {
+        z.publish(LIVE, |_| true)
+            .unwrap_or_else(|e| panic!("{what}: publication {k} refused: {e:?}"));
+    }
+    // max_conns=1 peers take a request again.
+    for (i, st) in z.states().iter().enumerate() {
+        if st.max_conns() == 1 {
+            assert_eq!(st.in_flight.load(Relaxed), 0, "{what}: peer {i}");
+        }
+    }
+    z.release_slot(live.slot, LIVE);
+}
+
+/// Kills a worker at every occurrence of every point its life reaches.
+#[test]
+fn a_worker_killed_at_every_step_leaks_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut runs = 0;
+    for case in cases() {
+        let shm = Shared::new(4 << 20);
+        let mut b = Buffers::new(case.peers.len());
+        // The same run as the killed ones, counted instead.
+        let counted = hits(|| {
+            let z = zone_of(&case, &shm);
+            let _live = live_worker(z, case.key);
+            crash::counting();
+            assert!(worker(z, case.key, 77, &mut b), "{}", case.name);
+        });
+        let reached: Vec<_> = counted.iter().filter(|(_, n)| *n > 0).collect();
+        // Every step of a request, and the reconciliation of a slot given
+        // back, is on a worker's path (the returning steps are reached by
+        // the reconciler test).
+        for p in crash::POINTS {
+            let returning = p.starts_with("reconcile.drain.");
+            assert!(
+                returning || reached.iter().any(|(q, _)| q == p),
+                "{}: crash point {p} never reached",
+                case.name
+            );
+        }
+        for &&(point, n) in &reached {
+            for nth in 1..=n {
+                let z = zone_of(&case, &shm);
+                let mut live = live_worker(z, case.key);
+                let dead = die_at(point, nth, || worker(z, case.key, 0, &mut b));
+                check(&case, z, &mut live, &[dead], &format!("killed at {point} #{nth}"));
+                runs += 1;
+            }
+        }
+    }
+    eprintln!("{runs} workers killed, one at each step");
+    assert!(runs > 100);
+}
+
+/// Kills a worker at every step of a request, then its reconciler at
+/// every step of the reconciliation; a third worker takes over.
+#[test]
+fn a_reconciler_killed_at_every_step_is_taken_over() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut runs = 0;
+    for case in cases() {
+        let shm = Shared::new(4 << 20);
+        let mut b = Buffers::new(case.peers.len());
+        let counted = hits(|| {
+            let z = zone_of(&case, &shm);
+            let _live = live_worker(z, case.key);
+            crash::counting();
+            assert!(worker(z, case.key, 77, &mut b));
+        });
+        let request_steps: Vec<_> = counted
+            .iter()
+            .filter(|(p, n)| *n > 0 && p.starts_with("flight."))
+            .collect();
+        let mut reached = Vec::new();
+        for &&(wpoint, wn) in &request_steps {
+            // One occurrence in the middle of the worker's life (the held
+            // request and another in flight), to keep the product small.
+            let wnth = wn.div_ceil(2);
+            // What the reconciliation of that death reaches.
+            let rcounted = hits(|| {
+                let z = zone_of(&case, &shm);
+                let _live = live_worker(z, case.key);
+                let dead = die_at(wpoint, wnth, || worker(z, case.key, 0, &mut b));
+                crash::counting();
+                z.claim_slot(2000, |pid| pid != dead).unwrap();
+            });
+            let reconcile_steps: Vec<_> = rcounted
+                .iter()
+                .filter(|(p, n)| *n > 0 && p.starts_with("reconcile."))
+                .collect();
+            reached.extend(reconcile_steps.iter().map(|(p, _)| *p));
+            for &&(rpoint, rn) in &reconcile_steps {
+                for rnth in 1..=rn {
+                    let z = zone_of(&case, &shm);
+                    let mut live = live_worker(z, case.key);
+                    let dead = die_at(wpoint, wnth, || worker(z, case.key, 0, &mut b));
+                    let reconciler = die_at(rpoint, rnth, || {
+                        z.claim_slot(2000, |pid| pid != dead).is_some()
+                    });
+                    let what = format!(
+                        "worker killed at {wpoint} #{wnth}, reconciler at {rpoint} #{rnth}"
+                    );
+                    check(&case, z, &mut live, &[dead, reconciler], &what);
+                    runs += 1;
+                }
+            }
+        }
+        // Every step of the reconciliation, over the deaths above.
+        for p in crash::POINTS.iter().filter(|p| p.starts_with("reconcile.")) {
+            assert!(reached.contains(p), "{}: {p} never reached", case.name);
+        }
+    }
+    eprintln!("{runs} reconcilers killed, one at each step");
+    assert!(runs > 20);
+}
