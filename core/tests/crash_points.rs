@@ -111,7 +111,13 @@ fn cases() -> Vec<Case> {
             name: "least_conn, 40 peers (the shared tree)",
             policy: Policy::LeastConn,
             peers: (0..40)
-                .map(|k| if k < 2 { max1(IDS[k]) } else { PeerSpec::new(IDS[k]) })
+                .map(|k| {
+                    if k < 2 {
+                        max1(IDS[k])
+                    } else {
+                        PeerSpec::new(IDS[k])
+                    }
+                })
                 .collect(),
             key: b"",
         },
@@ -153,7 +159,11 @@ impl Buffers {
 fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
     // 0: the process id, as nginx's workers do.
     // SAFETY: getpid has no preconditions.
-    let owner = if owner == 0 { (unsafe { libc::getpid() }) as u64 } else { owner };
+    let owner = if owner == 0 {
+        (unsafe { libc::getpid() }) as u64
+    } else {
+        owner
+    };
     let Some(slot) = z.claim_slot(owner, |_| true) else {
         return false;
     };
@@ -222,10 +232,7 @@ fn zone_of(case: &Case, shm: &Shared) -> Zone<'static> {
 /// scratch zone) from where it calls `crash::counting()`.
 fn hits(run: impl FnOnce()) -> Vec<(&'static str, u32)> {
     run();
-    let h = crash::POINTS
-        .iter()
-        .map(|&p| (p, crash::hits(p)))
-        .collect();
+    let h = crash::POINTS.iter().map(|&p| (p, crash::hits(p))).collect();
     crash::disarm();
     h
 }
@@ -300,7 +307,13 @@ fn check(case: &Case, z: Zone<'_>, live: &mut Live, dead: &[u64], what: &str) {
         assert_eq!(total, 1, "{what} ({}): bounded-load total", case.name);
     }
     let refs: u64 = z.generations().iter().map(|g| g.2).sum();
-    assert_eq!(refs, 1, "{what} ({}): references {:?}", case.name, z.generations());
+    assert_eq!(
+        refs,
+        1,
+        "{what} ({}): references {:?}",
+        case.name,
+        z.generations()
+    );
     // The live request ends; the zone must be as new.
     let mut a = Attempt::from_words(&mut live.words);
     z.free(&mut a, Outcome::Ok, 9).unwrap();
@@ -351,7 +364,13 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
                 let z = zone_of(&case, &shm);
                 let mut live = live_worker(z, case.key);
                 let dead = die_at(point, nth, || worker(z, case.key, 0, &mut b));
-                check(&case, z, &mut live, &[dead], &format!("killed at {point} #{nth}"));
+                check(
+                    &case,
+                    z,
+                    &mut live,
+                    &[dead],
+                    &format!("killed at {point} #{nth}"),
+                );
                 runs += 1;
             }
         }

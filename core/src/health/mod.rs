@@ -154,13 +154,7 @@ pub fn acquire(t: &Table<'_>, i: usize, now: u64, mode: Mode<'_>) -> bool {
 /// [`acquire`] with the zone's peer states at hand (`states` is
 /// `t.states()`, hoisted out of a caller's loop).
 #[inline(always)]
-pub fn acquire_in(
-    t: &Table<'_>,
-    states: &[PeerState],
-    i: usize,
-    now: u64,
-    mode: Mode<'_>,
-) -> bool {
+pub fn acquire_in(t: &Table<'_>, states: &[PeerState], i: usize, now: u64, mode: Mode<'_>) -> bool {
     let state = &states[i];
     let flags = state.flags.load(Relaxed);
     let e = eligibility_flags(state, flags, now, mode);

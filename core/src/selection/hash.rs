@@ -61,7 +61,9 @@ pub fn pick(
         return super::round_robin::pick(t, PRIMARY, attempt, now, how);
     }
     let capacity = (balance_factor != 0).then(|| {
-        let total = u64::from(crate::table::flight::count(t.cursor(TOTAL).value.load(Relaxed)));
+        let total = u64::from(crate::table::flight::count(
+            t.cursor(TOTAL).value.load(Relaxed),
+        ));
         (u64::from(balance_factor) * (total + 1)).div_ceil(100 * live as u64)
     });
     if !started {

@@ -80,9 +80,9 @@ impl Flight {
 
     /// Sets the count, keeping the parity bits (tests, and set-up).
     pub fn store(&self, n: u32, order: Ordering) {
-        let _ = self.0.fetch_update(order, Relaxed, |w| {
-            Some((w & !COUNT_MASK) | u64::from(n))
-        });
+        let _ = self
+            .0
+            .fetch_update(order, Relaxed, |w| Some((w & !COUNT_MASK) | u64::from(n)));
     }
 
     /// The whole word: count and parity bits.
@@ -198,10 +198,8 @@ pub(crate) fn acquire(word: &AtomicU64, max: u32, hold: Option<Hold<'_>>, at: us
             word.fetch_add(1, SeqCst);
             true
         } else {
-            word.fetch_update(SeqCst, Relaxed, |w| {
-                (count(w) < max).then_some(w + 1)
-            })
-            .is_ok()
+            word.fetch_update(SeqCst, Relaxed, |w| (count(w) < max).then_some(w + 1))
+                .is_ok()
         };
     };
     let entry = &row[at];
@@ -212,13 +210,15 @@ pub(crate) fn acquire(word: &AtomicU64, max: u32, hold: Option<Hold<'_>>, at: us
     // One instruction: count + 1 and the slot's bit flipped (the bit is
     // the entry's parity, so the arithmetic never carries into another).
     let b = bit(slot);
-    let delta = if e.parity() { 1u64.wrapping_sub(b) } else { 1 + b };
+    let delta = if e.parity() {
+        1u64.wrapping_sub(b)
+    } else {
+        1 + b
+    };
     if max == 0 {
         word.fetch_add(delta, SeqCst);
     } else if word
-        .fetch_update(SeqCst, Relaxed, |w| {
-            (count(w) < max).then_some((w + 1) ^ b)
-        })
+        .fetch_update(SeqCst, Relaxed, |w| (count(w) < max).then_some((w + 1) ^ b))
         .is_err()
     {
         // Nothing changed: the entry's parity still matches the word's bit.
@@ -237,9 +237,7 @@ pub(crate) fn acquire(word: &AtomicU64, max: u32, hold: Option<Hold<'_>>, at: us
 #[inline]
 pub(crate) fn release(word: &AtomicU64, hold: Option<Hold<'_>>, at: usize) {
     let Some(Hold { row, slot }) = hold else {
-        let _ = word.fetch_update(SeqCst, Relaxed, |w| {
-            (count(w) != 0).then(|| w - 1)
-        });
+        let _ = word.fetch_update(SeqCst, Relaxed, |w| (count(w) != 0).then(|| w - 1));
         return;
     };
     let entry = &row[at];

@@ -904,7 +904,10 @@ mod tests {
         assert_eq!((a.added, a.reused), (1, 1));
         assert_eq!(slot_of(&t, &ids[4]), Some(1));
         let counts = z.ledger_slot(ledger as usize).unwrap().1;
-        assert_eq!(crate::table::flight::Entry(counts[1].load(Relaxed)).count(), 0);
+        assert_eq!(
+            crate::table::flight::Entry(counts[1].load(Relaxed)).count(),
+            0
+        );
     }
 
     #[test]
