@@ -329,8 +329,9 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
 
         rc = hab_zone_resolve(hcf->zone, &list, hcf->list_id,
                               (uint64_t) config, ngx_current_msec,
-                              (uint64_t) ngx_pid, ngx_http_upstream_ha_alive,
-                              NULL, slots, &report);
+                              (uint64_t) ngx_pid, hcf->slot,
+                              ngx_http_upstream_ha_alive, NULL, slots,
+                              &report);
 
         if (rc != HAB_OK) {
             ngx_log_error(NGX_LOG_ALERT, log, 0,
@@ -747,7 +748,7 @@ ngx_http_upstream_ha_resolve_tick(ngx_event_t *ev)
     config = *peers->config;
     ngx_http_upstream_rr_peers_unlock(peers);
 
-    if (hab_zone_source(hcf->zone, &src) == HAB_OK
+    if (hab_zone_source(hcf->zone, hcf->slot, &src) == HAB_OK
         && (src.list < hcf->list_id
             || (src.list == hcf->list_id && src.config != config)
             || !hcf->map_valid || config != hcf->map_config

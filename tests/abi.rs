@@ -173,6 +173,7 @@ macro_rules! same_signature {
     (@one $name:ident 5) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _) -> _) };
     (@one $name:ident 6) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _) -> _) };
     (@one $name:ident 7) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _) };
+    (@one $name:ident 11) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _, _) -> _) };
     (@one $name:ident 10) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _) -> _) };
     (@one $name:ident 9) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _) -> _) };
 }
@@ -200,8 +201,8 @@ fn functions_match_the_header() {
         hab_attempt_end / 2,
         hab_check_claim / 10,
         hab_check_done / 6,
-        hab_zone_resolve / 10,
-        hab_zone_source / 2,
+        hab_zone_resolve / 11,
+        hab_zone_source / 3,
         hab_zone_slot / 3,
         hab_attempt_abandon / 2,
         hab_attempt_source / 3,

@@ -440,3 +440,59 @@ fn a_reconciler_killed_at_every_step_is_taken_over() {
     eprintln!("{runs} reconcilers killed, one at each step");
     assert!(runs > 20);
 }
+
+/// A reader of the serving generation (the resolve timer's `source`,
+/// `slots_of`) killed at every step of its pin: the pin is reconciled
+/// with the worker's slot, and publications go on.
+#[test]
+fn a_reader_killed_while_it_holds_a_pin_blocks_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let case = &cases()[0];
+    let shm = Shared::new(4 << 20);
+    let ids: Vec<&[u8]> = case.peers.iter().map(|p| p.id).collect();
+    let reader = |z: Zone<'_>, owner: u64| {
+        // SAFETY: getpid has no preconditions.
+        let owner = if owner == 0 {
+            (unsafe { libc::getpid() }) as u64
+        } else {
+            owner
+        };
+        let Some(slot) = z.claim_slot(owner, |_| true) else {
+            return false;
+        };
+        let ok =
+            z.source(Some(slot)).is_ok() && z.slots_of(Some(slot), ids.iter().copied()).is_ok();
+        z.release_slot(slot, owner);
+        ok
+    };
+    let counted = hits(|| {
+        let z = zone_of(case, &shm);
+        let _live = live_worker(z, case.key);
+        crash::counting();
+        assert!(reader(z, 77));
+    });
+    let mut runs = 0;
+    for &(point, n) in counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && p.starts_with("pin."))
+    {
+        for nth in 1..=n {
+            // Seven deaths in a row in the same zone: one more pin left by
+            // each would leave no descriptor to publish into.
+            let z = zone_of(case, &shm);
+            let mut live = live_worker(z, case.key);
+            let dead: Vec<u64> = (0..7)
+                .map(|_| die_at(point, nth, || reader(z, 0)))
+                .collect();
+            check(
+                case,
+                z,
+                &mut live,
+                &dead,
+                &format!("reader killed at {point} #{nth}"),
+            );
+            runs += 1;
+        }
+    }
+    assert!(runs >= 4, "{runs}");
+}

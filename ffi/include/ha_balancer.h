@@ -352,11 +352,18 @@ typedef struct hab_slot_info {
  */
 hab_result hab_zone_resolve(hab_zone *zone, const hab_upstream_conf *list,
     uint64_t list_id, uint64_t config, uint64_t now_ms, uint64_t owner,
-    hab_alive_fn alive, void *data, uint32_t *out_slots,
+    uint32_t slot, hab_alive_fn alive, void *data, uint32_t *out_slots,
     hab_resolve_report *out);
 
-/* The source of the generation serving new requests. */
-hab_result hab_zone_source(const hab_zone *zone, hab_source *out);
+/*
+ * The source of the generation serving new requests.  slot: the caller's
+ * ledger slot (HAB_NO_SLOT for none); the generation is read under a pin
+ * counted in that slot's row, so that a worker killed while it reads
+ * leaves no pin once its slot is reconciled (hab_zone_resolve() reads the
+ * same way).
+ */
+hab_result hab_zone_source(const hab_zone *zone, uint32_t slot,
+    hab_source *out);
 
 /* Status and epoch of a peer slot (HAB_INVALID_ARGUMENT past the end). */
 hab_result hab_zone_slot(const hab_zone *zone, uint32_t slot,

@@ -337,6 +337,8 @@ pub struct hab_slot_info {
 /// `z` a valid zone handle; `list` as a `hab_upstream_conf` in the
 /// header; `alive` safe to call with `data`; `out_slots` writable for
 /// `list->npeers` elements (NULL only when that is 0); `out` writable.
+/// `slot`: the caller's ledger slot ([`HAB_NO_SLOT`] for none), whose row
+/// holds the pins taken while reading the serving generation.
 #[no_mangle]
 pub unsafe extern "C" fn hab_zone_resolve(
     z: *mut hab_zone,
@@ -345,6 +347,7 @@ pub unsafe extern "C" fn hab_zone_resolve(
     config: u64,
     now_ms: u64,
     owner: u64,
+    slot: u32,
     alive: hab_alive_fn,
     data: *mut c_void,
     out_slots: *mut u32,
@@ -379,7 +382,8 @@ pub unsafe extern "C" fn hab_zone_resolve(
             health: Default::default(),
         };
         let want = [list_id, config];
-        let serving = match z.source() {
+        let ledger = (slot != HAB_NO_SLOT).then_some(slot);
+        let serving = match z.source(ledger) {
             Ok(s) => s,
             Err(e) => return e.into(),
         };
@@ -412,7 +416,7 @@ pub unsafe extern "C" fn hab_zone_resolve(
             }
         };
         report.refused = refused as u32;
-        let found = match z.slots_of(peers.iter().map(|p| p.id)) {
+        let found = match z.slots_of(ledger, peers.iter().map(|p| p.id)) {
             Ok(f) => f,
             Err(e) => return e.into(),
         };
@@ -429,20 +433,26 @@ pub unsafe extern "C" fn hab_zone_resolve(
     })
 }
 
-/// The source of the generation serving new requests.
+/// The source of the generation serving new requests, read under a pin in
+/// ledger slot `slot`'s row ([`HAB_NO_SLOT`] for none).
 ///
 /// # Safety
 ///
 /// `z` a valid zone handle; `out` writable.
 #[no_mangle]
-pub unsafe extern "C" fn hab_zone_source(z: *const hab_zone, out: *mut hab_source) -> hab_result {
+pub unsafe extern "C" fn hab_zone_source(
+    z: *const hab_zone,
+    slot: u32,
+    out: *mut hab_source,
+) -> hab_result {
     guard(|| {
         if z.is_null() || out.is_null() {
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handle (caller contract).
         let z = unsafe { zone(z) };
-        finish(z.source().map(hab_source::from), out)
+        let ledger = (slot != HAB_NO_SLOT).then_some(slot);
+        finish(z.source(ledger).map(hab_source::from), out)
     })
 }
 
@@ -545,6 +555,7 @@ mod tests {
                 src[1],
                 0,
                 7,
+                HAB_NO_SLOT,
                 Some(alive),
                 core::ptr::null_mut(),
                 slots.as_mut_ptr(),
@@ -602,7 +613,7 @@ mod tests {
         assert_eq!((rc, r.refused), (HAB_OK, HAB_TOO_LARGE as u32));
         let mut src = hab_source::default();
         // SAFETY: a valid zone; `src` writable.
-        assert_eq!(unsafe { hab_zone_source(z, &mut src) }, HAB_OK);
+        assert_eq!(unsafe { hab_zone_source(z, HAB_NO_SLOT, &mut src) }, HAB_OK);
         assert_eq!(src, hab_source { list: 1, config: 2 });
         // NULL slots with peers to match.
         let list = conf(&[peer(b"x")], 0);
@@ -616,6 +627,7 @@ mod tests {
                 5,
                 0,
                 7,
+                HAB_NO_SLOT,
                 Some(alive),
                 core::ptr::null_mut(),
                 core::ptr::null_mut(),

@@ -201,7 +201,7 @@ dynamic_zone(void)
     CHECK(mem != NULL);
     CHECK(hab_zone_init(&conf, mem, size, &t) == HAB_OK);
     CHECK(hab_zone_peers(t) == 4);
-    CHECK(hab_zone_source(t, &src) == HAB_OK && src.list == 0
+    CHECK(hab_zone_source(t, HAB_NO_SLOT, &src) == HAB_OK && src.list == 0
           && src.config == 0);
     CHECK(hab_zone_slot(t, 3, &info) == HAB_OK
           && info.status == HAB_SLOT_FREE);
@@ -211,10 +211,10 @@ dynamic_zone(void)
 
     list = conf;
     list.npeers = 3;
-    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, alive_all, NULL, NULL,
-                           &rep) == HAB_NULL_PARAMETER);
-    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, alive_all, NULL, slots,
-                           &rep) == HAB_OK);
+    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, HAB_NO_SLOT, alive_all,
+                           NULL, NULL, &rep) == HAB_NULL_PARAMETER);
+    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, HAB_NO_SLOT, alive_all,
+                           NULL, slots, &rep) == HAB_OK);
     CHECK(rep.built == 1 && rep.refused == HAB_OK && rep.kept == 1
           && rep.added == 2 && rep.source.list == 1 && rep.source.config == 3);
     CHECK(rep.generation == hab_zone_generation(t));
@@ -222,11 +222,11 @@ dynamic_zone(void)
 
     /* the same list again: nothing to do; an older list: refused */
 
-    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, alive_all, NULL, slots,
-                           &rep) == HAB_OK);
+    CHECK(hab_zone_resolve(t, &list, 1, 3, 0, 100, HAB_NO_SLOT, alive_all,
+                           NULL, slots, &rep) == HAB_OK);
     CHECK(rep.built == 0 && rep.refused == HAB_OK && slots[2] == 2);
-    CHECK(hab_zone_resolve(t, &list, 0, 9, 0, 100, alive_all, NULL, slots,
-                           &rep) == HAB_OK);
+    CHECK(hab_zone_resolve(t, &list, 0, 9, 0, 100, HAB_NO_SLOT, alive_all,
+                           NULL, slots, &rep) == HAB_OK);
     CHECK(rep.built == 0 && rep.refused == HAB_BUSY);
 
     /* a try nginx cannot use is abandoned: it leaves flight, stays tried */
@@ -258,8 +258,8 @@ dynamic_zone(void)
           && info.status == HAB_SLOT_LIVE);
     list.npeers = 2;
     peers[1] = peers[2];
-    CHECK(hab_zone_resolve(t, &list, 1, 4, 0, 100, alive_all, NULL, slots,
-                           &rep) == HAB_OK);
+    CHECK(hab_zone_resolve(t, &list, 1, 4, 0, 100, HAB_NO_SLOT, alive_all,
+                           NULL, slots, &rep) == HAB_OK);
     CHECK(rep.built == 1 && rep.retired == 1 && rep.kept == 2);
     CHECK(slots[0] == 0 && slots[1] == 2);
     CHECK(hab_zone_slot(t, 1, &info) == HAB_OK

@@ -69,13 +69,12 @@ impl Zone<'_> {
             let epoch = line.epoch.load(SeqCst);
             let (mut healthy, mut total) = (0u32, 0u32);
             let states = self.states();
-            let primaries = match self.current_slot() {
-                Some(d) => self.table(d).group(crate::table::PRIMARY),
-                None => crate::table::Members::Dense(0, self.primaries()),
-            };
-            for i in primaries.iter() {
-                let f = states[i].flags.load(Relaxed);
-                if f & PeerState::OUT != 0 {
+            // The serving primaries, from the slots' flags (no generation
+            // bytes): backups are flagged, and slots outside the serving
+            // membership are RETIRED, which OUT covers.
+            for s in states {
+                let f = s.flags.load(Relaxed);
+                if f & (PeerState::OUT | PeerState::BACKUP) != 0 {
                     continue;
                 }
                 total += 1;

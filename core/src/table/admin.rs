@@ -12,7 +12,7 @@
 //! be set or cleared at any time; the configuration's `down` bit is never
 //! touched here.
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use super::{PeerState, Zone};
 use crate::error::Error;
@@ -156,12 +156,16 @@ impl<'a> Zone<'a> {
     }
 
     /// Whether any peer's weight in force differs from what `publish`
-    /// would now build (an override was set or cleared since).
+    /// would now build (an override was set or cleared since). Reads the
+    /// slots (LIVE ones: the serving membership), no generation.
     pub fn weights_pending(&self) -> bool {
         let colds = self.colds();
         let states = self.states();
-        self.current().members().iter().any(|i| {
+        (0..self.peers()).any(|i| {
             let (c, s) = (&colds[i], &states[i]);
+            if c.status.load(Acquire) != super::membership::LIVE {
+                return false;
+            }
             let over = c.weight_override.load(Relaxed);
             let want = if over != 0 {
                 over
@@ -185,7 +189,7 @@ impl<'a> Zone<'a> {
         let unavail = s.max_fails() != 0
             && fails >= s.max_fails()
             && now.saturating_sub(s.checked_ms.load(Relaxed)) <= s.fail_timeout_ms()
-            && !self.current().single();
+            && self.members_now() != 1;
         let state = if down {
             ServerState::Down
         } else if drain || flags & PeerState::RETIRED != 0 {

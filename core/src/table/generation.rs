@@ -572,6 +572,35 @@ pub struct Pin {
     pub seq: u64,
 }
 
+/// A reader's pin on the serving generation ([`Zone::read`]): the
+/// generation's bytes stay as they are while it lives, and no longer.
+#[derive(Debug)]
+pub struct Reading<'a> {
+    zone: Zone<'a>,
+    ledger: Option<u32>,
+    pin: Pin,
+}
+
+impl Reading<'_> {
+    /// The pinned generation, for as long as the guard lives.
+    #[inline]
+    pub fn table(&self) -> Table<'_> {
+        self.zone.pinned(self.pin)
+    }
+
+    /// The pin.
+    #[inline]
+    pub fn pin(&self) -> Pin {
+        self.pin
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.zone.unpin(self.ledger, self.pin);
+    }
+}
+
 fn decode(current: u64) -> (usize, u64) {
     ((current & 0xff) as usize, current >> 8)
 }
@@ -585,9 +614,14 @@ impl<'a> Zone<'a> {
 
     /// Number of members of the serving generation (before the first
     /// one, the configured peers).
+    ///
+    /// Reads no generation bytes: the lease holder stores the count before
+    /// it publishes.
     pub fn members_now(&self) -> usize {
-        self.current_slot()
-            .map_or(self.configured(), |d| self.table(d).peers())
+        match self.current_slot() {
+            Some(_) => self.sync().members.load(Acquire) as usize,
+            None => self.configured(),
+        }
     }
 
     /// The serving generation as a pin would name it (`None` before the
@@ -641,6 +675,18 @@ impl<'a> Zone<'a> {
             let _ = refs.fetch_update(Release, Relaxed, |n| n.checked_sub(1));
         }
         Err(Error::Busy)
+    }
+
+    /// Pins the serving generation for a reader of the worker owning
+    /// ledger slot `ledger` (its pin is reconciled with the slot if the
+    /// worker dies while it reads); dropped with the guard.
+    pub fn read(&self, ledger: Option<u32>) -> Result<Reading<'a>, Error> {
+        let (pin, _) = self.pin(ledger)?;
+        Ok(Reading {
+            zone: *self,
+            ledger,
+            pin,
+        })
     }
 
     /// The generation `pin` holds.
@@ -896,6 +942,7 @@ impl<'a> Zone<'a> {
         // The least_conn tree compares the weights in force.
         self.lc_rebuild();
         self.sync().next.store(seq + 1, Relaxed);
+        self.sync().members.store(slots.len() as u64, Release);
         self.sync().current.store((seq << 8) | d as u64, SeqCst);
         self.reclaim();
         seq

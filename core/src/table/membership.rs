@@ -154,21 +154,26 @@ impl<'a> Zone<'a> {
 
     /// The `(list id, config)` the serving generation was built from
     /// ([`Zone::apply_membership`]; zero for a configuration's build),
-    /// read under a pin so that its bytes cannot be reused meanwhile.
-    pub fn source(&self) -> Result<[u64; 2], Error> {
-        let (pin, t) = self.pin(None)?;
-        let source = t.header().source;
-        self.unpin(None, pin);
-        Ok(source)
+    /// read under a pin of the worker owning ledger slot `ledger` (so that
+    /// its bytes cannot be reused meanwhile, and the pin is reconciled if
+    /// the worker dies while it reads).
+    pub fn source(&self, ledger: Option<u32>) -> Result<[u64; 2], Error> {
+        Ok(self.read(ledger)?.table().header().source)
     }
 
     /// The slot of each of `ids` in the serving generation, matched
     /// against its members in generation order, occurrence by occurrence
     /// (the k-th occurrence of an identity gets the k-th member holding
     /// it), `None` when it has none; read under a pin on that generation,
-    /// so that none of its slots is reused during the lookup.
-    pub fn slots_of<'i>(&self, ids: impl IntoIterator<Item = &'i [u8]>) -> Result<Lookup, Error> {
-        let (pin, t) = self.pin(None)?;
+    /// so that none of its slots is reused during the lookup (the pin of
+    /// the worker owning ledger slot `ledger`, as [`Zone::source`]).
+    pub fn slots_of<'i>(
+        &self,
+        ledger: Option<u32>,
+        ids: impl IntoIterator<Item = &'i [u8]>,
+    ) -> Result<Lookup, Error> {
+        let reading = self.read(ledger)?;
+        let (pin, t) = (reading.pin(), reading.table());
         let mut by_id: HashMap<&[u8], Vec<u32>> = HashMap::new();
         let members: Vec<usize> = t.members().iter().collect();
         for &i in members.iter().rev() {
@@ -178,13 +183,11 @@ impl<'a> Zone<'a> {
             .into_iter()
             .map(|id| by_id.get_mut(id).and_then(Vec::pop))
             .collect();
-        let found = Lookup {
+        Ok(Lookup {
             seq: pin.seq,
             source: t.header().source,
             slots,
-        };
-        self.unpin(None, pin);
-        Ok(found)
+        })
     }
 
     /// Whether the API lists slot `i` (LIVE, or RETIRING while requests
@@ -1321,7 +1324,7 @@ mod readers {
     }
 
     fn lookup(z: Zone<'_>, ids: &[Vec<u8>], which: &[usize]) -> Vec<Option<u32>> {
-        z.slots_of(which.iter().map(|&i| &ids[i][..]))
+        z.slots_of(None, which.iter().map(|&i| &ids[i][..]))
             .unwrap()
             .slots
     }
@@ -1334,11 +1337,13 @@ mod readers {
             OwnedTable::with_capacity(&spec(Policy::RoundRobin, &peers, HealthSpec::default()), 5)
                 .unwrap();
         let z = t.zone();
-        assert_eq!(z.source().unwrap(), [0, 0]);
+        assert_eq!(z.source(None).unwrap(), [0, 0]);
         assert_eq!(lookup(z, &ids, &[0, 1]), [Some(0), None]);
         // Duplicates: each occurrence its own slot, in member order.
         apply(z, &ids, &[0, 1, 0, 2], 1);
-        let l = z.slots_of([&ids[0][..], &ids[0][..], &ids[0][..]]).unwrap();
+        let l = z
+            .slots_of(None, [&ids[0][..], &ids[0][..], &ids[0][..]])
+            .unwrap();
         assert_eq!((l.seq, l.source), (z.generation(), [1, 1]));
         assert_eq!(l.slots, [Some(0), Some(2), None]);
         assert_eq!(lookup(z, &ids, &[2, 1, 3]), [Some(3), Some(1), None]);
@@ -1350,14 +1355,18 @@ mod readers {
             lookup(z, &ids, &[1, 0, 0, 2]),
             [None, Some(0), None, Some(3)]
         );
-        assert_eq!(z.source().unwrap(), [1, 2]);
+        assert_eq!(z.source(None).unwrap(), [1, 2]);
         // Re-added: its old slot again.
         apply(z, &ids, &[0, 2, 1], 3);
         assert_eq!(lookup(z, &ids, &[1]), [Some(1)]);
         // An empty generation matches nothing.
         apply(z, &ids, &[], 4);
         assert_eq!(lookup(z, &ids, &[0, 1, 2]), [None, None, None]);
-        assert!(z.slots_of(core::iter::empty()).unwrap().slots.is_empty());
+        assert!(z
+            .slots_of(None, core::iter::empty())
+            .unwrap()
+            .slots
+            .is_empty());
         // The lookup's pin is dropped.
         z.publish(9, |_| true).unwrap();
         assert_eq!(z.generations().len(), 1);
@@ -1388,7 +1397,7 @@ mod readers {
         // The same list id's next change, and a newer list id, build.
         assert!(z.apply_list(&s1, [5, 2], 9, |_| true, 0).unwrap().is_some());
         assert!(z.apply_list(&s2, [6, 0], 9, |_| true, 0).unwrap().is_some());
-        assert_eq!(z.source().unwrap(), [6, 0]);
+        assert_eq!(z.source(None).unwrap(), [6, 0]);
     }
 
     #[test]

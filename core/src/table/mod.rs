@@ -198,6 +198,10 @@ pub struct Sync {
     /// Bit `s` set once ledger slot `s` was claimed: the statistics rows
     /// readers sum (see [`stats`]).
     pub rows_used: AtomicU64,
+    /// Members of the serving generation: stored by the lease holder
+    /// before it publishes, so that readers need not read the
+    /// generation's bytes (which a pin would have to hold).
+    pub members: AtomicU64,
 }
 
 /// A cache line holding one counter.
