@@ -129,6 +129,9 @@ build() {
 	[ -f "$so" ] || die "no $so (make debian-module)"
 	version=$(deb_version)
 	arch=$(dpkg --print-architecture)
+	# nginx-module/config refuses 32-bit platforms: no package there
+	bits=$(dpkg-architecture -qDEB_HOST_ARCH_BITS 2>/dev/null || echo 64)
+	[ "$bits" = 64 ] || die "$arch is a $bits-bit architecture: the module needs 64 bits"
 	abi=$(nginx_abi)
 	epoch=$(source_date_epoch)
 	export SOURCE_DATE_EPOCH=$epoch

@@ -341,3 +341,29 @@ fn c_program_drives_the_abi() {
     let line = unsafe { ha_balancer::abi_driver::hab_abi_driver_run() };
     assert_eq!(line, 0, "tests/c/abi_driver.c: check at line {line} failed");
 }
+
+/// nginx-module/config refuses a 32-bit platform at configure time, with
+/// a message (nginx's auto/unix has set `ngx_ptr_size` when module
+/// configs are read); on 64 bits it goes on.
+#[test]
+fn configure_refuses_32_bit_platforms() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/nginx-module");
+    let run = |size: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ngx_addon_dir={dir}; ngx_ptr_size={size}; ngx_module_link=; . {dir}/config; echo configured"
+            ))
+            .output()
+            .expect("sh")
+    };
+    let out = run("4");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        err.contains("needs a 64-bit platform (pointers here are 4 bytes)"),
+        "{err}"
+    );
+    let out = run("8");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("configured"));
+}

@@ -990,6 +990,55 @@ mod tests {
         .unwrap()
     }
 
+    /// The pin protocol as threads (Miri checks it for data races, see
+    /// `make check`): readers pin the serving generation in their own
+    /// ledger rows and read its bytes while a builder publishes new
+    /// weights over and over; a generation a reader holds is never
+    /// reclaimed and rewritten under it (every schedule read is one the
+    /// weights in force could have built), and the pins all end.
+    #[test]
+    fn pinned_generations_are_never_rewritten_under_a_reader() {
+        let t = rr(&[PeerSpec::new(b"a"), PeerSpec::new(b"b").weight(2)]);
+        let z = t.zone();
+        let rounds = if cfg!(miri) { 6 } else { 300 };
+        std::thread::scope(|s| {
+            for r in 0..2u64 {
+                s.spawn(move || {
+                    let slot = z.claim_slot(10 + r, |_| true).unwrap();
+                    for _ in 0..rounds {
+                        let reading = z.read(Some(slot)).unwrap();
+                        let t = reading.table();
+                        let sched = t.schedule(crate::table::PRIMARY);
+                        // Weights alternate between (1, 2) and (1, 3).
+                        let b = sched.iter().filter(|&&i| i == 1).count();
+                        assert!(
+                            (sched.len(), b) == (3, 2) || (sched.len(), b) == (4, 3),
+                            "{sched:?}"
+                        );
+                        drop(reading);
+                        let mut a = OwnedAttempt::with_slot(z, 0, Some(slot));
+                        a.pick(0).unwrap();
+                        a.release(Outcome::Ok, 0).unwrap();
+                    }
+                    z.release_slot(slot, 10 + r);
+                });
+            }
+            s.spawn(move || {
+                for k in 0..rounds {
+                    z.set_weight(1, Some(if k % 2 == 0 { 3 } else { 2 }))
+                        .unwrap();
+                    // Busy (another build) and Pinned (no room yet) are waits.
+                    let _ = z.publish(99, |_| true);
+                }
+            });
+        });
+        assert!(
+            z.generations().iter().all(|g| g.2 == 0),
+            "{:?}",
+            z.generations()
+        );
+    }
+
     fn seq(t: &OwnedTable, n: usize) -> String {
         (0..n)
             .map(|_| {
