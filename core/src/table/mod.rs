@@ -924,7 +924,7 @@ impl<'a> Zone<'a> {
         // SAFETY: the root matches the plan for this spec exactly, so every
         // section lies where the accessors look for it.
         let zone = unsafe { Zone::from_ptr(mem) };
-        if zone.current_slot().is_none() {
+        if zone.current_slot().is_none() || !zone.generations_in_bounds() {
             return Err(Error::BadLayout);
         }
         Ok(zone)
@@ -1212,6 +1212,54 @@ impl<'a> Zone<'a> {
 
     /// The generation in descriptor `d`.
     #[inline]
+    /// Whether every LIVE descriptor (and the serving one) lies inside the
+    /// arena, aligned, and every section its generation's header names
+    /// lies inside the generation: what [`Zone::attach`] checks before it
+    /// trusts a zone another cycle left.
+    fn generations_in_bounds(&self) -> bool {
+        let r = self.root();
+        let (arena, end) = (r.arena_off, r.arena_off + r.arena_len);
+        let current = self.current_slot();
+        (0..GENS).all(|d| {
+            let slot = self.slot(d);
+            let live = slot.status.load(Acquire) == generation::LIVE;
+            if !live {
+                return Some(d) != current;
+            }
+            let (off, len) = (slot.off.load(Relaxed), slot.len.load(Relaxed));
+            if off < arena
+                || off % ALIGN as u64 != 0
+                || len < size_of::<GenHeader>() as u64
+                || off.checked_add(len).is_none_or(|e| e > end)
+            {
+                return false;
+            }
+            // SAFETY: a GenHeader's bytes lie inside the arena (checked).
+            let h = unsafe { &*self.base.as_ptr().add(off as usize).cast::<GenHeader>() };
+            let fits = |at: u64, n: u64, each: usize| {
+                n.checked_mul(each as u64)
+                    .and_then(|b| b.checked_add(at))
+                    .is_some_and(|e| e <= len)
+            };
+            let peers = u64::from(h.peers);
+            h.magic == GEN_MAGIC
+                && h.size == len
+                && peers <= r.peers as u64
+                && h.primaries <= h.peers
+                && fits(h.conf_off, peers, size_of::<PeerConf>())
+                && fits(h.alias_off, u64::from(h.alias_len), size_of::<Column>())
+                && fits(
+                    h.ring_off,
+                    u64::from(h.ring_len) + u64::from(h.shadow_len),
+                    size_of::<Point>(),
+                )
+                && fits(h.maglev_off, u64::from(h.maglev_len), 4)
+                && fits(h.chain_off, u64::from(h.chain_len), 4)
+                && (0..2).all(|g| fits(h.sched_off[g], u64::from(h.sched_len[g]), 4))
+                && (h.members_off == 0 || fits(h.members_off, peers, 4))
+        })
+    }
+
     pub(crate) fn table(&self, d: usize) -> Table<'a> {
         let off = self.slot(d).off.load(Relaxed) as usize;
         // SAFETY: a LIVE descriptor's offset lies inside the arena and
@@ -1511,6 +1559,50 @@ mod tests {
     use super::*;
     use crate::spec::{HashMode, PeerSpec};
     use crate::testing::{OwnedTable, Region};
+
+    #[test]
+    fn attach_refuses_generations_out_of_bounds() {
+        let peers = [PeerSpec::new(b"a").weight(5), PeerSpec::new(b"b")];
+        let spec = UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        };
+        let size = zone_size(&spec).unwrap();
+        let region = Region::new(size);
+        // SAFETY: the region is ours, `size` bytes, alive for the test.
+        let z = unsafe { Zone::init(&spec, region.as_ptr(), size) }.unwrap();
+        let d = z.current_slot().unwrap();
+        let attach = || {
+            // SAFETY: as above.
+            unsafe { Zone::attach(&spec, region.as_ptr(), size) }.map(|_| ())
+        };
+        assert_eq!(attach(), Ok(()));
+        let slot = z.slot(d);
+        let (off, len) = (slot.off.load(Relaxed), slot.len.load(Relaxed));
+        // A descriptor past the arena, misaligned, too long.
+        for (o, l) in [
+            (size as u64, len),
+            (off + 8, len),
+            (off, u64::MAX - off + 1),
+        ] {
+            slot.off.store(o, Relaxed);
+            slot.len.store(l, Relaxed);
+            assert_eq!(attach(), Err(Error::BadLayout), "{o} {l}");
+        }
+        slot.off.store(off, Relaxed);
+        slot.len.store(len, Relaxed);
+        assert_eq!(attach(), Ok(()));
+        // A header naming a schedule past its generation.
+        // SAFETY: the serving generation's header, ours alone in this test.
+        let h = unsafe { &mut *region.as_ptr().add(off as usize).cast::<GenHeader>() };
+        let sched = h.sched_len[PRIMARY];
+        h.sched_len[PRIMARY] = u32::MAX;
+        assert_eq!(attach(), Err(Error::BadLayout));
+        h.sched_len[PRIMARY] = sched;
+        h.magic = 0;
+        assert_eq!(attach(), Err(Error::BadLayout));
+    }
 
     #[test]
     fn init_then_attach() {
