@@ -34,6 +34,10 @@ pub const POINTS: &[&str] = &[
     "pin.counted",
     "pin.checked",
     "unpin.counted",
+    // A builder publishes a generation (generation.rs), holding the lease.
+    "publish.built",
+    "publish.described",
+    "publish.published",
 ];
 
 /// Marks step `name` of a shared-memory protocol (see the module note).

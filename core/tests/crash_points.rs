@@ -352,9 +352,9 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
         // back, is on a worker's path (the returning steps are reached by
         // the reconciler test).
         for p in crash::POINTS {
-            let returning = p.starts_with("reconcile.drain.");
+            let elsewhere = p.starts_with("reconcile.drain.") || p.starts_with("publish.");
             assert!(
-                returning || reached.iter().any(|(q, _)| q == p),
+                elsewhere || reached.iter().any(|(q, _)| q == p),
                 "{}: crash point {p} never reached",
                 case.name
             );
@@ -495,4 +495,65 @@ fn a_reader_killed_while_it_holds_a_pin_blocks_nothing() {
         }
     }
     assert!(runs >= 4, "{runs}");
+}
+
+/// A builder killed at every step of a publication (a weight change):
+/// the lease is taken over, the half-made generation reclaimed, and the
+/// next publications serve the weights in force.
+#[test]
+fn a_builder_killed_at_every_step_is_taken_over() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut runs = 0;
+    for case in cases() {
+        let shm = Shared::new(4 << 20);
+        let builder = |z: Zone<'_>, owner: u64| {
+            // SAFETY: getpid has no preconditions.
+            let owner = if owner == 0 {
+                (unsafe { libc::getpid() }) as u64
+            } else {
+                owner
+            };
+            z.set_weight(1, Some(3)).is_ok() && z.publish(owner, |_| true).is_ok()
+        };
+        let counted = hits(|| {
+            let z = zone_of(&case, &shm);
+            let _live = live_worker(z, case.key);
+            crash::counting();
+            assert!(builder(z, 77));
+        });
+        let steps: Vec<_> = counted
+            .iter()
+            .filter(|(p, n)| *n > 0 && p.starts_with("publish."))
+            .collect();
+        for p in crash::POINTS.iter().filter(|p| p.starts_with("publish.")) {
+            assert!(
+                steps.iter().any(|(q, _)| q == p),
+                "{}: {p} never reached",
+                case.name
+            );
+        }
+        for &&(point, n) in &steps {
+            for nth in 1..=n {
+                let z = zone_of(&case, &shm);
+                let mut live = live_worker(z, case.key);
+                let dead = die_at(point, nth, || builder(z, 0));
+                // The next builder takes the lease over and publishes.
+                let seq = z
+                    .publish(LIVE, |pid| pid != dead)
+                    .unwrap_or_else(|e| panic!("{point} #{nth}: {e:?}"));
+                assert_eq!(z.generation(), seq);
+                assert_eq!(z.current().confs()[1].weight, 3, "{point} #{nth}");
+                assert!(!z.weights_pending(), "{point} #{nth}");
+                check(
+                    &case,
+                    z,
+                    &mut live,
+                    &[dead],
+                    &format!("builder killed at {point} #{nth}"),
+                );
+                runs += 1;
+            }
+        }
+    }
+    assert!(runs >= 12, "{runs}");
 }

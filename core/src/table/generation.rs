@@ -862,6 +862,7 @@ impl<'a> Zone<'a> {
         source: [u64; 2],
     ) -> Result<u64, Error> {
         let built = self.prepare(spec, slots, source)?;
+        crash_point("publish.built");
         Ok(self.commit(built, spec, slots))
     }
 
@@ -933,6 +934,7 @@ impl<'a> Zone<'a> {
         slot.len.store(size as u64, Relaxed);
         slot.seq.store(seq, Relaxed);
         slot.status.store(LIVE, Release);
+        crash_point("publish.described");
         let states = self.states();
         for (p, &i) in spec.peers.iter().zip(slots) {
             if let Some(s) = states.get(i as usize) {
@@ -944,6 +946,7 @@ impl<'a> Zone<'a> {
         self.sync().next.store(seq + 1, Relaxed);
         self.sync().members.store(slots.len() as u64, Release);
         self.sync().current.store((seq << 8) | d as u64, SeqCst);
+        crash_point("publish.published");
         self.reclaim();
         seq
     }
