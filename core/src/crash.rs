@@ -38,6 +38,11 @@ pub const POINTS: &[&str] = &[
     "publish.built",
     "publish.described",
     "publish.published",
+    // A builder applies a new server list (membership.rs), then publishes.
+    "apply.filled",
+    "apply.kept",
+    "apply.retiring",
+    "apply.retired",
 ];
 
 /// Marks step `name` of a shared-memory protocol (see the module note).

@@ -68,6 +68,12 @@ impl Drop for Shared {
     }
 }
 
+/// This process's id.
+fn pid() -> u64 {
+    // SAFETY: getpid has no preconditions.
+    (unsafe { libc::getpid() }) as u64
+}
+
 fn kill_self() {
     // SAFETY: signalling our own process.
     unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
@@ -158,12 +164,7 @@ impl Buffers {
 /// point of a worker is on this path. `false` if something failed.
 fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
     // 0: the process id, as nginx's workers do.
-    // SAFETY: getpid has no preconditions.
-    let owner = if owner == 0 {
-        (unsafe { libc::getpid() }) as u64
-    } else {
-        owner
-    };
+    let owner = if owner == 0 { pid() } else { owner };
     let Some(slot) = z.claim_slot(owner, |_| true) else {
         return false;
     };
@@ -352,7 +353,9 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
         // back, is on a worker's path (the returning steps are reached by
         // the reconciler test).
         for p in crash::POINTS {
-            let elsewhere = p.starts_with("reconcile.drain.") || p.starts_with("publish.");
+            let elsewhere = p.starts_with("reconcile.drain.")
+                || p.starts_with("publish.")
+                || p.starts_with("apply.");
             assert!(
                 elsewhere || reached.iter().any(|(q, _)| q == p),
                 "{}: crash point {p} never reached",
@@ -451,12 +454,7 @@ fn a_reader_killed_while_it_holds_a_pin_blocks_nothing() {
     let shm = Shared::new(4 << 20);
     let ids: Vec<&[u8]> = case.peers.iter().map(|p| p.id).collect();
     let reader = |z: Zone<'_>, owner: u64| {
-        // SAFETY: getpid has no preconditions.
-        let owner = if owner == 0 {
-            (unsafe { libc::getpid() }) as u64
-        } else {
-            owner
-        };
+        let owner = if owner == 0 { pid() } else { owner };
         let Some(slot) = z.claim_slot(owner, |_| true) else {
             return false;
         };
@@ -507,12 +505,7 @@ fn a_builder_killed_at_every_step_is_taken_over() {
     for case in cases() {
         let shm = Shared::new(4 << 20);
         let builder = |z: Zone<'_>, owner: u64| {
-            // SAFETY: getpid has no preconditions.
-            let owner = if owner == 0 {
-                (unsafe { libc::getpid() }) as u64
-            } else {
-                owner
-            };
+            let owner = if owner == 0 { pid() } else { owner };
             z.set_weight(1, Some(3)).is_ok() && z.publish(owner, |_| true).is_ok()
         };
         let counted = hits(|| {
@@ -556,4 +549,77 @@ fn a_builder_killed_at_every_step_is_taken_over() {
         }
     }
     assert!(runs >= 12, "{runs}");
+}
+
+/// A builder applying a new server list (one leaves, two come) killed at
+/// every step: the next builder takes the lease over, repairs the slots
+/// (no phantom server LIVE outside the serving generation, none lost) and
+/// applies the list.
+#[test]
+fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ids: Vec<Vec<u8>> = (0..6).map(|k| format!("srv{k}").into_bytes()).collect();
+    let list = |which: &[usize]| -> Vec<PeerSpec<'_>> {
+        which.iter().map(|&k| PeerSpec::new(&ids[k])).collect()
+    };
+    let (before, after) = (list(&[0, 1, 2]), list(&[0, 2, 3, 4, 5]));
+    let spec = |peers| UpstreamSpec {
+        health: Default::default(),
+        policy: Policy::RoundRobin,
+        peers,
+    };
+    let case = Case {
+        name: "round_robin, resolved",
+        policy: Policy::RoundRobin,
+        peers: vec![],
+        key: b"",
+    };
+    let shm = Shared::new(8 << 20);
+    let zone = || {
+        let s = spec(&before);
+        assert!(table::zone_size_with(&s, 8).unwrap() <= shm.len);
+        // SAFETY: the mapping is ours, `len` bytes, alive past every use.
+        unsafe { Zone::init_with(&s, 8, shm.ptr, shm.len) }.expect("zone fits")
+    };
+    let apply = |z: Zone<'_>, owner: u64, alive: &dyn Fn(u64) -> bool| {
+        z.apply_membership(&spec(&after), [1, 1], owner, alive, 10)
+            .is_ok()
+    };
+    let counted = hits(|| {
+        let z = zone();
+        let _live = live_worker(z, b"");
+        crash::counting();
+        assert!(apply(z, 77, &|_| true));
+    });
+    let steps: Vec<_> = counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && (p.starts_with("apply.") || p.starts_with("publish.")))
+        .collect();
+    for p in crash::POINTS.iter().filter(|p| p.starts_with("apply.")) {
+        assert!(steps.iter().any(|(q, _)| q == p), "{p} never reached");
+    }
+    let mut runs = 0;
+    for &&(point, n) in &steps {
+        for nth in 1..=n {
+            let z = zone();
+            let mut live = live_worker(z, b"");
+            let dead = die_at(point, nth, || apply(z, pid(), &|_| true));
+            let what = format!("apply killed at {point} #{nth}");
+            assert!(apply(z, LIVE, &|pid| pid != dead), "{what}");
+            let members: Vec<usize> = z.current().members().iter().collect();
+            let mut names: Vec<&[u8]> = members.iter().map(|&i| z.identity(i)).collect();
+            names.sort();
+            let mut want: Vec<&[u8]> = after.iter().map(|p| p.id).collect();
+            want.sort();
+            assert_eq!(names, want, "{what}");
+            for i in 0..z.peers() {
+                let live_slot = z.slot_status(i) == Some(table::membership::LIVE);
+                assert_eq!(live_slot, members.contains(&i), "{what}: slot {i}");
+            }
+            // The live request's server may have left: it still ends.
+            check(&case, z, &mut live, &[dead], &what);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 9, "{runs}");
 }

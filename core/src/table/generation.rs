@@ -758,15 +758,16 @@ impl<'a> Zone<'a> {
 
     /// Takes the builder lease for `owner`: free, or held by an owner
     /// `alive` says is gone. [`Error::Busy`] when a live builder holds it.
-    fn lease(&self, owner: u64, alive: &impl Fn(u64) -> bool) -> Result<(), Error> {
+    /// `Ok(true)` when the lease was taken over from a dead owner.
+    fn lease(&self, owner: u64, alive: &impl Fn(u64) -> bool) -> Result<bool, Error> {
         let b = &self.sync().builder;
         loop {
             match b.compare_exchange(0, owner, AcqRel, Acquire) {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(false),
                 Err(held) if held == owner => return Err(Error::Busy),
                 Err(held) if held != INIT_OWNER && !alive(held) => {
                     if b.compare_exchange(held, owner, AcqRel, Acquire).is_ok() {
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
                 Err(_) => return Err(Error::Busy),
@@ -833,8 +834,14 @@ impl<'a> Zone<'a> {
         if owner == 0 {
             return Err(Error::InvalidArgument);
         }
-        self.lease(owner, alive)?;
-        Ok(LeaseGuard(&self.sync().builder))
+        let taken_over = self.lease(owner, alive)?;
+        let guard = LeaseGuard(&self.sync().builder);
+        if taken_over {
+            // The dead builder may have stopped between a membership
+            // change's slot writes and its publication.
+            self.repair_membership();
+        }
+        Ok(guard)
     }
 
     /// Builds a generation from the weights in force and publishes it;

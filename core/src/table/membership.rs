@@ -74,6 +74,7 @@ use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::collections::HashMap;
 
 use super::{PeerCold, PeerState, Zone, SLOT_ID_MAX, SLOT_SERVER_MAX};
+use crate::crash::crash_point;
 use crate::error::Error;
 use crate::spec::{identity_hash, HealthSpec, PeerSpec, UpstreamSpec};
 
@@ -446,6 +447,7 @@ impl<'a> Zone<'a> {
                 applied.reused += 1;
             }
             self.fill_slot(i, &list.peers[k], list.peers.len(), now);
+            crash_point("apply.filled");
             applied.added += 1;
         }
         for (k, p) in list.peers.iter().enumerate() {
@@ -455,6 +457,7 @@ impl<'a> Zone<'a> {
             }
             let revived = colds[i].status.load(Relaxed) == RETIRING;
             self.keep_slot(i, p);
+            crash_point("apply.kept");
             if revived {
                 applied.revived += 1;
             } else {
@@ -464,7 +467,9 @@ impl<'a> Zone<'a> {
         for i in current.members().iter() {
             if !member[i] {
                 states[i].flags.fetch_or(PeerState::RETIRED, Relaxed);
+                crash_point("apply.retiring");
                 colds[i].status.store(RETIRING, Release);
+                crash_point("apply.retired");
                 applied.retired += 1;
             }
         }
@@ -472,6 +477,47 @@ impl<'a> Zone<'a> {
         self.health_changed();
         self.update_panic();
         Ok(Some(applied))
+    }
+
+    /// Brings the slots back in line with the serving generation after a
+    /// builder died between a membership change's slot writes and its
+    /// publication (the lease holder that took its lease over calls it):
+    /// a LIVE slot the serving generation does not name (a newcomer whose
+    /// generation never came) becomes RETIRING, so that the reuse rule
+    /// frees it; a slot the serving generation names but that was being
+    /// retired is LIVE again. Between changes, LIVE is exactly "named by
+    /// the serving generation". Lease holders only; static zones have
+    /// nothing to repair.
+    pub(crate) fn repair_membership(&self) {
+        if !self.dynamic() || self.current_slot().is_none() {
+            return;
+        }
+        let named = {
+            let mut v = vec![false; self.peers()];
+            // Under the lease the serving generation stays.
+            for i in self.current().members().iter() {
+                v[i] = true;
+            }
+            v
+        };
+        let (states, colds) = (self.states(), self.colds());
+        for (i, &member) in named.iter().enumerate() {
+            match colds[i].status.load(Acquire) {
+                LIVE if !member => {
+                    states[i].flags.fetch_or(PeerState::RETIRED, Relaxed);
+                    colds[i].status.store(RETIRING, Release);
+                }
+                RETIRING if member => {
+                    colds[i].status.store(LIVE, Release);
+                    states[i].flags.fetch_and(!PeerState::RETIRED, Relaxed);
+                }
+                // A member flagged RETIRED by a retire cut short.
+                LIVE if states[i].flags.load(Relaxed) & PeerState::RETIRED != 0 => {
+                    states[i].flags.fetch_and(!PeerState::RETIRED, Relaxed);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// A kept (or revived) slot takes `p`'s weight, limits, `backup` and
