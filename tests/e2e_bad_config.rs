@@ -161,6 +161,33 @@ fn server_parameters_above_32_bits_are_refused_not_truncated() {
 }
 
 #[test]
+fn fail_timeout_longer_than_the_core_keeps_is_refused() {
+    if !common::nginx_or_skip("fail_timeout_longer_than_the_core_keeps_is_refused")
+        || common::stock_mode()
+    {
+        return;
+    }
+    // The core keeps fail_timeout in 32 bits of milliseconds (the peer's
+    // hot line holds the 64-bit in-flight word): 4294967 s fit, one more
+    // does not (it used to be taken as is, in 64 bits).
+    let c = Nginx::check_detailed(&upstream_with(
+        "        ha_balance round_robin;\n        server 127.0.0.1:3 fail_timeout=4294968s;",
+    ));
+    c.assert_emerg(
+        "upstream up {",
+        &[
+            "\"127.0.0.1:3\"",
+            "\"fail_timeout=4294968\"",
+            "longer than 4294967 s",
+        ],
+    );
+    let c = Nginx::check_detailed(&upstream_with(
+        "        ha_balance round_robin;\n        server 127.0.0.1:3 fail_timeout=4294967s;",
+    ));
+    assert!(c.ok, "{}", c.stderr);
+}
+
+#[test]
 fn limits_are_refused_with_their_figures_and_p2c_takes_any_weight() {
     if !common::nginx_or_skip("limits_are_refused_with_their_figures_and_p2c_takes_any_weight")
         || common::stock_mode()
