@@ -10,7 +10,8 @@
 #   make debian-module   the .so for Debian's packaged nginx (nginx-dev)
 #   make deb         target/deb/libnginx-mod-http-upstream-ha_<version>_<arch>.deb,
 #                    that .so as a Debian package (make deb-check tests it)
-#   make check       the quick loop: fmt, clippy, unit tests (no nginx)
+#   make check       the quick loop: fmt, clippy, unit tests (no nginx),
+#                    the crash-point tests, Miri (make miri)
 #   make asan        nginx + module with AddressSanitizer, then the end-to-end
 #                    tests against them (docs/sanitizers.md; part of make test)
 #   make valgrind    the end-to-end tests with nginx under valgrind memcheck
@@ -80,6 +81,7 @@ DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core \
 	chromium chromium-driver prometheus wrk valgrind bind9 bind9-dnsutils
 
+.PHONY: miri
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
 	check-exports check test soak soak-short demo demo-dns bench bench-proxy clean asan asan-nginx \
 	valgrind
@@ -318,12 +320,37 @@ asan: deps asan-nginx
 valgrind: deps nginx
 	@CARGO=$(CARGO) scripts/valgrind-e2e.sh
 
-# The quick loop: formatting, lints and the tests that need no nginx.
+# The quick loop: formatting, lints, the tests that need no nginx, Miri.
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test --test abi --test shared_fork
+	$(CARGO) test -p hab-core --test crash_points
+	$(MAKE) --no-print-directory miri
+
+# Miri over the fast core tests, under Stacked and Tree Borrows: the
+# shared-memory protocols' unit tests and the thread model of the pin
+# protocol (docs/design.md, "Crash consistency"). Not run by Miri: the
+# crash-point and fork tests (fork, mmap), the property tests and the
+# long table-driven ones (interpretation is ~1000x slower), listed there.
+MIRI_TESTS := table::flight table::ledger table::generation::tests::pinned \
+	table::tests::attach table::tests::init_then_attach attempt:: \
+	health::tests health::outlier selection::crc32::tests::vectors \
+	selection::crc32::tests::table_matches_nginx \
+	selection::schedule::tests::nginx_sequences \
+	selection::schedule::tests::counts_match_weights
+MIRI_TOOLCHAIN ?= nightly
+
+miri:
+	@if ! $(CARGO) +$(MIRI_TOOLCHAIN) miri --version >/dev/null 2>&1; then
+		rustup toolchain install --profile minimal $(MIRI_TOOLCHAIN)
+		rustup component add --toolchain $(MIRI_TOOLCHAIN) miri rust-src
+	fi
+	$(CARGO) +$(MIRI_TOOLCHAIN) miri setup
+	$(CARGO) +$(MIRI_TOOLCHAIN) miri test -p hab-core --lib -- $(MIRI_TESTS)
+	MIRIFLAGS=-Zmiri-tree-borrows \
+		$(CARGO) +$(MIRI_TOOLCHAIN) miri test -p hab-core --lib -- $(MIRI_TESTS)
 
 # Soak: scripts/soak.sh (its header lists the HAB_SOAK_* knobs); the
 # short one is what make test runs, on nginx 1.28 and on Debian's 1.22.

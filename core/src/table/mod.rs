@@ -1593,14 +1593,22 @@ mod tests {
         slot.off.store(off, Relaxed);
         slot.len.store(len, Relaxed);
         assert_eq!(attach(), Ok(()));
-        // A header naming a schedule past its generation.
-        // SAFETY: the serving generation's header, ours alone in this test.
-        let h = unsafe { &mut *region.as_ptr().add(off as usize).cast::<GenHeader>() };
-        let sched = h.sched_len[PRIMARY];
-        h.sched_len[PRIMARY] = u32::MAX;
+        // A header naming a schedule past its generation. Written through
+        // the raw pointer each time (no reference held across the attach,
+        // whose reads would invalidate it).
+        // SAFETY: the serving generation's header inside the region, ours
+        // alone in this test.
+        let h = unsafe { region.as_ptr().add(off as usize) }.cast::<GenHeader>();
+        // SAFETY: as above, for each access.
+        let sched = unsafe { (*h).sched_len[PRIMARY] };
+        // SAFETY: as above.
+        unsafe { (*h).sched_len[PRIMARY] = u32::MAX };
         assert_eq!(attach(), Err(Error::BadLayout));
-        h.sched_len[PRIMARY] = sched;
-        h.magic = 0;
+        // SAFETY: as above.
+        unsafe { (*h).sched_len[PRIMARY] = sched };
+        assert_eq!(attach(), Ok(()));
+        // SAFETY: as above.
+        unsafe { (*h).magic = 0 };
         assert_eq!(attach(), Err(Error::BadLayout));
     }
 
