@@ -573,3 +573,109 @@ fn reload_runs_nginx_test_then_reload() {
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A one-connection server on 127.0.0.1 that reads the request head, then
+/// writes `head` and after it `drip` one byte at a time, `every` apart,
+/// over and over, until the client goes away or 30 s have passed.
+fn dripping_api(head: &'static [u8], drip: &'static [u8], every: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut reader = BufReader::new(stream);
+        for _ in 0..100 {
+            let mut h = String::new();
+            if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                break;
+            }
+        }
+        let mut stream = reader.into_inner();
+        if stream.write_all(head).is_err() {
+            return;
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        for b in drip.iter().cycle() {
+            if std::time::Instant::now() > end || stream.write_all(&[*b]).is_err() {
+                return;
+            }
+            thread::sleep(every);
+        }
+    });
+    format!("http://127.0.0.1:{port}/api")
+}
+
+#[test]
+fn a_dripping_answer_ends_at_the_call_timeout() {
+    // A byte every 100 ms keeps every read of ureq's alive: only an
+    // overall deadline ends the call (it hung for the whole drip before).
+    let cases: [(&[u8], &[u8]); 2] = [
+        // the body drips (a Content-Length far away)
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+              Content-Length: 100000\r\n\r\n",
+            b" ",
+        ),
+        // the header block never ends
+        (b"HTTP/1.1 200 OK\r\n", b"X-Drip: a\r\n"),
+    ];
+    for (head, drip) in cases {
+        let url = dripping_api(head, drip, Duration::from_millis(500));
+        let start = std::time::Instant::now();
+        let (code, _, err) = hab(&["status", &url]);
+        let took = start.elapsed();
+        assert_eq!(code, EXIT_UNREACHABLE, "{err}");
+        assert!(err.contains("no answer within 5s"), "{err}");
+        // 5 s, and at most the last read's wait (ureq waits 1 s at least).
+        assert!(
+            took >= api::CALL_TIMEOUT && took < api::CALL_TIMEOUT + Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_non_utf8_answer_or_an_unusable_url_exits_1() {
+    // Raw bytes: fake_api writes a String, so answer by hand.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        for _ in 0..100 {
+            let mut h = String::new();
+            if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                break;
+            }
+        }
+        let body: &[u8] = b"{\"app\": {\"name\": \"\xff\xfe\"}}";
+        let mut stream = reader.into_inner();
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(body);
+    });
+    let (code, _, err) = hab(&["status", &format!("http://127.0.0.1:{port}/api")]);
+    assert_eq!(code, EXIT_FAILED, "{err}");
+    assert!(err.contains("unexpected answer"), "{err}");
+    server.join().unwrap();
+
+    for bad in [
+        "http://127.0.0.1:99999/api",
+        "http://exa mple/api",
+        "http://[::1/api",
+        "http://127.0.0.1:80\u{7f}/api",
+    ] {
+        let (code, _, err) = hab(&["status", bad]);
+        assert_eq!(code, EXIT_FAILED, "{bad}: {err}");
+        assert!(!err.contains("unreachable"), "{bad}: {err}");
+    }
+}
