@@ -245,9 +245,9 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
             let text = if *json {
                 let v = serde_json::to_string_pretty(&raw)
                     .map_err(|e| Error::Input(format!("cannot print JSON: {e}")))?;
-                v + "\n"
+                status::printable_json(&v).into_owned() + "\n"
             } else {
-                status::table(&upstreams)
+                status::printable_lines(&status::table(&upstreams)).into_owned()
             };
             out.write_all(text.as_bytes()).map_err(io_err)?;
         }
@@ -347,7 +347,7 @@ where
     match run_to(&cli, out, terminal) {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            let _ = writeln!(err, "hab: {e}");
+            let _ = writeln!(err, "hab: {}", status::printable(&e.to_string()));
             e.exit_code()
         }
     }

@@ -679,3 +679,82 @@ fn a_non_utf8_answer_or_an_unusable_url_exits_1() {
         assert!(!err.contains("unreachable"), "{bad}: {err}");
     }
 }
+
+/// Characters that must not reach a terminal: C0 but newline, DEL, C1,
+/// bidirectional overrides.
+fn has_terminal_control(s: &str) -> bool {
+    s.chars().any(|c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+#[test]
+fn names_cannot_drive_the_terminal() {
+    // OSC (retitle), CSI (clear), a C1 CSI, DEL, a bidi override, a
+    // newline and a tab, in an upstream name, a server, a name, a policy
+    // and a state, as JSON escapes (as the API writes them) and raw.
+    let evil = r"\u001b]0;pwned\u0007\u001b[2J\u009b31m\u007f\u202e\n\tx";
+    let answer = format!(
+        r#"{{"up{evil}": {{"name": "up{evil}", "policy": "p{evil}", "generation": 1,
+            "peers": [{{"id": 0, "server": "127.0.0.1:1{evil}", "name": "n{evil}",
+                        "state": "s{evil}", "weight": 1, "active": 0, "max_conns": 0}},
+                      {{"id": 1, "server": "127.0.0.1:2", "name": "127.0.0.1:2",
+                        "state": "up", "weight": 1, "active": 0, "max_conns": 0}}]}}}}"#
+    );
+    let error =
+        format!(r#"{{"error": {{"status": 404, "code": "NotFound", "text": "no {evil}"}}}}"#);
+    let (url, _rx) = fake_api(vec![
+        (200, answer.clone()),
+        (200, answer.clone()),
+        (200, answer.clone()),
+        (200, answer.clone()),
+        (404, error),
+    ]);
+    let mut outputs = Vec::new();
+    let (code, out, err) = hab(&["status", &url]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(
+        out.contains(r"up\x1b]0;pwned\x07\x1b[2J\u{9b}31m\x7f\u{202e}\x0a\x09x"),
+        "{out}"
+    );
+    outputs.push((out, err));
+    let (code, out, err) = hab(&["status", "--json", &url]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    // still the API's answer, read back
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        got,
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()
+    );
+    outputs.push((out, err));
+    for terminal in [false, true] {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = main_to(
+            ["hab", "top", &url, "--iterations", "1"],
+            &mut out,
+            &mut err,
+            terminal,
+        );
+        assert_eq!(code, EXIT_OK);
+        let mut out = String::from_utf8(out).unwrap();
+        if terminal {
+            // the frame's own clear-screen, and nothing else
+            out = out.strip_prefix(top::CLEAR).unwrap().to_owned();
+        }
+        assert!(
+            out.contains(r"n\x1b]0;pwned") || out.contains(r"127.0.0.1:1\x1b"),
+            "{out}"
+        );
+        outputs.push((out, String::from_utf8(err).unwrap()));
+    }
+    let (code, out, err) = hab(&["drain", &url, "up", "0"]);
+    assert_eq!(code, EXIT_FAILED, "{err}");
+    assert!(err.contains(r"no \x1b]0;pwned"), "{err}");
+    outputs.push((out, err));
+    for (out, err) in outputs {
+        assert!(!has_terminal_control(&out), "{out:?}");
+        assert!(!has_terminal_control(&err), "{err:?}");
+    }
+}
