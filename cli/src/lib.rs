@@ -297,15 +297,24 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
                 }
                 None => out.write_all(rendered.as_bytes()).map_err(io_err)?,
                 Some(path) => {
-                    render::write_atomic(path, &rendered)
-                        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+                    let file_err =
+                        |e: std::io::Error| Error::Input(format!("{}: {e}", path.display()));
+                    let staged = render::Staged::new(path, &rendered).map_err(file_err)?;
                     if *reload || conf.reload {
+                        // nginx -t reads the new text beside OUT; OUT is
+                        // replaced only once it passed (a failure drops
+                        // the temporary file and leaves OUT as it was).
                         let p = prefix.as_deref();
-                        render::run_nginx(nginx, p, path, &["-t", "-q"]).map_err(Error::Input)?;
+                        render::run_nginx(nginx, p, staged.path(), &["-t", "-q"]).map_err(|e| {
+                            Error::Input(format!("{e}\n{} is unchanged", path.display()))
+                        })?;
+                        staged.commit().map_err(file_err)?;
                         render::run_nginx(nginx, p, path, &["-s", "reload"])
                             .map_err(Error::Input)?;
                         writeln!(out, "wrote {}; nginx reloaded", path.display())
                             .map_err(io_err)?;
+                    } else {
+                        staged.commit().map_err(file_err)?;
                     }
                 }
             }

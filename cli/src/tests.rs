@@ -511,15 +511,28 @@ fn render_errors_name_file_and_position() {
 
 #[test]
 fn reload_runs_nginx_test_then_reload() {
-    // A stand-in "nginx" script records its arguments.
+    // A stand-in "nginx" script records its arguments and keeps a copy of
+    // the file -c names as it was when called; $FAIL_T makes -t fail.
     let dir = scratch("reload");
     let log = dir.join("calls");
+    let seen = dir.join("seen");
     let fake = dir.join("nginx");
-    std::fs::write(
-        &fake,
-        format!("#!/bin/sh\necho \"$@\" >> {}\nexit 0\n", log.display()),
-    )
-    .unwrap();
+    let script = |fail_t: bool| {
+        let fail = if fail_t {
+            "case \"$*\" in *-t*) echo 'nginx: [emerg] bad' >&2; exit 1;; esac\n"
+        } else {
+            ""
+        };
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\n\
+             n=0; for a; do\n\
+             [ \"$n\" = 1 ] && cat \"$a\" >> {seen}; n=0; [ \"$a\" = -c ] && n=1; done\n\
+             {fail}exit 0\n",
+            log = log.display(),
+            seen = seen.display(),
+        )
+    };
+    std::fs::write(&fake, script(false)).unwrap();
     let mut perm = std::fs::metadata(&fake).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&fake, perm).unwrap();
@@ -545,21 +558,33 @@ fn reload_runs_nginx_test_then_reload() {
     let calls = std::fs::read_to_string(&log).unwrap();
     let d = dir.display();
     let c = conf.display();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    // nginx -t reads the new text from a file beside OUT, then OUT is
+    // replaced and reloaded
+    let tested = format!("-p {d} -c {d}/.nginx.conf.hab-");
+    assert!(
+        lines[0].starts_with(&tested) && lines[0].ends_with(" -t -q"),
+        "{calls}"
+    );
+    assert_eq!(lines[1], format!("-p {d} -c {c} -s reload"));
+    let rendered = std::fs::read_to_string(&conf).unwrap();
+    assert!(rendered.contains("upstream web"), "{rendered}");
     assert_eq!(
-        calls,
-        format!("-p {d} -c {c} -t -q\n-p {d} -c {c} -s reload\n")
+        std::fs::read_to_string(&seen).unwrap(),
+        format!("{rendered}{rendered}")
     );
 
-    // a failing test stops before the reload
+    // a failing test stops before the reload and leaves OUT as it was,
+    // with no temporary file left
+    std::fs::write(&fake, script(true)).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    std::fs::write(&conf, "# the configuration in force\n").unwrap();
     std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {}\necho 'nginx: [emerg] bad' >&2\nexit 1\n",
-            log.display()
-        ),
+        &yaml,
+        "reload: true\nbackends: { web: { servers: [b:2] } }\n",
     )
     .unwrap();
-    std::fs::remove_file(&log).unwrap();
     let (code, _, err) = hab(&[
         "render",
         yaml.to_str().unwrap(),
@@ -570,7 +595,18 @@ fn reload_runs_nginx_test_then_reload() {
     ]);
     assert_eq!(code, EXIT_FAILED);
     assert!(err.contains("[emerg] bad"), "{err}");
+    assert!(err.contains("nginx.conf is unchanged"), "{err}");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "# the configuration in force\n"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["c.yaml", "calls", "nginx", "nginx.conf", "seen"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
