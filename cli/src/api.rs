@@ -412,9 +412,16 @@ impl Client {
         format!("{}/{path}", self.base)
     }
 
-    /// `GET upstreams`: every upstream by name.
+    /// `GET upstreams?fields=...`: every upstream by name, with the
+    /// fields of [`TABLE_FIELDS`] (what `hab status` and `hab top` draw:
+    /// about a third of the whole answer).
     pub fn upstreams(&self) -> Result<BTreeMap<String, Upstream>, ApiError> {
-        Ok(self.upstreams_with_json()?.0)
+        let path = format!("upstreams?fields={TABLE_FIELDS}");
+        let body = self.call("GET", &path, None)?;
+        let mut map: BTreeMap<String, Upstream> = parse_json(&body, "upstreams")?;
+        drop(body);
+        name_upstreams(&mut map);
+        Ok(map)
     }
 
     /// `GET upstreams`: every upstream by name, and the answer as the API
@@ -424,13 +431,10 @@ impl Client {
     ) -> Result<(BTreeMap<String, Upstream>, serde_json::Value), ApiError> {
         let body = self.call("GET", "upstreams", None)?;
         let raw: serde_json::Value = parse_json(&body, "upstreams")?;
+        drop(body);
         let mut map: BTreeMap<String, Upstream> = serde_json::from_value(raw.clone())
             .map_err(|e| ApiError::BadAnswer(format!("unexpected answer to upstreams: {e}")))?;
-        for (name, u) in &mut map {
-            if u.name.is_empty() {
-                u.name.clone_from(name);
-            }
-        }
+        name_upstreams(&mut map);
         Ok((map, raw))
     }
 
@@ -505,6 +509,15 @@ impl Client {
             Ok(text)
         } else {
             Err(refusal(status, &text))
+        }
+    }
+}
+
+/// Names each upstream after its key when the answer left `name` out.
+fn name_upstreams(map: &mut BTreeMap<String, Upstream>) {
+    for (name, u) in map {
+        if u.name.is_empty() {
+            u.name.clone_from(name);
         }
     }
 }

@@ -241,12 +241,13 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
     match &cli.command {
         Command::Status { url, json } => {
             let client = Client::new(url)?;
-            let (upstreams, raw) = client.upstreams_with_json()?;
             let text = if *json {
+                let (_, raw) = client.upstreams_with_json()?;
                 let v = serde_json::to_string_pretty(&raw)
                     .map_err(|e| Error::Input(format!("cannot print JSON: {e}")))?;
                 status::printable_json(&v).into_owned() + "\n"
             } else {
+                let upstreams = client.upstreams()?;
                 status::printable_lines(&status::table(&upstreams)).into_owned()
             };
             out.write_all(text.as_bytes()).map_err(io_err)?;

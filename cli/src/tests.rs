@@ -115,7 +115,10 @@ fn status_prints_tables() {
     let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(
         (seen.method.as_str(), seen.path.as_str()),
-        ("GET", "/api/upstreams")
+        (
+            "GET",
+            format!("/api/upstreams?fields={}", api::TABLE_FIELDS).as_str()
+        )
     );
 }
 
@@ -208,7 +211,10 @@ fn top_draws_frames_and_rides_out_errors() {
         let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(
             (seen.method.as_str(), seen.path.as_str()),
-            ("GET", "/api/upstreams")
+            (
+                "GET",
+                format!("/api/upstreams?fields={}", api::TABLE_FIELDS).as_str()
+            )
         );
     }
 }
@@ -793,4 +799,45 @@ fn names_cannot_drive_the_terminal() {
         assert!(!has_terminal_control(&out), "{out:?}");
         assert!(!has_terminal_control(&err), "{err:?}");
     }
+}
+
+/// The whole answer for an upstream of `n` servers with every statistic,
+/// as the API writes it (about 360 bytes a server).
+fn large_answer(n: u32) -> String {
+    let mut s = String::from(
+        r#"{"big": {"name": "big", "policy": "round_robin", "generation": 1, "peers": ["#,
+    );
+    for id in 0..n {
+        if id > 0 {
+            s.push(',');
+        }
+        let (a, b) = (id / 250, id % 250);
+        s.push_str(&format!(
+            r#"{{"id": {id}, "server": "10.1.{a}.{b}:8080", "name": "10.1.{a}.{b}:8080", "backup": false, "weight": 1, "configured_weight": 1, "state": "up", "active": 0, "max_conns": 0, "down": false, "drain": false, "requests": {id}, "responses": {{"1xx": 0, "2xx": {id}, "3xx": 0, "4xx": 0, "5xx": 0, "total": {id}}}, "fails": 0, "unavail": 0, "downtime": 0, "header_time": 1.5, "response_time": 2.5, "sent": 123456, "received": 654321}}"#
+        ));
+    }
+    s.push_str("]}}");
+    s
+}
+
+#[test]
+fn status_and_top_read_a_100000_server_upstream() {
+    // 100,000 servers with every statistic: about 36 MB, beyond ureq's
+    // default 10 MB limit, which made hab refuse the answer.
+    let answer = large_answer(100_000);
+    assert!(answer.len() > 30 << 20, "{}", answer.len());
+    let (url, rx) = fake_api(vec![(200, answer.clone()), (200, answer)]);
+    let (code, out, err) = hab(&["status", &url]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert_eq!(out.lines().filter(|l| l.contains(":8080")).count(), 100_000);
+    assert!(
+        out.contains("99999  10.1.399.249:8080"),
+        "{}",
+        &out[out.len() - 300..]
+    );
+    let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(seen.path.contains("?fields="), "{}", seen.path);
+    let (code, out, err) = hab(&["top", &url, "--iterations", "1"]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert_eq!(out.lines().filter(|l| l.contains(":8080")).count(), 100_000);
 }
