@@ -456,8 +456,9 @@ impl Backend {
     }
 }
 
-/// Closes `stream` with a reset (RST) instead of a FIN: linger on, 0 s.
-fn reset(stream: &TcpStream) {
+/// Makes the close of `stream` a reset (RST) instead of a FIN: linger
+/// on, 0 s (the reset is sent when the last handle is dropped).
+pub fn reset(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
         l_onoff: 1,
