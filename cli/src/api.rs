@@ -424,6 +424,19 @@ impl Client {
         Ok(map)
     }
 
+    /// `GET upstreams`: the answer as the API sent it (every field, also
+    /// those `hab` does not know), checked to be a JSON object.
+    pub fn upstreams_json(&self) -> Result<serde_json::Value, ApiError> {
+        let body = self.call("GET", "upstreams", None)?;
+        let raw: serde_json::Value = parse_json(&body, "upstreams")?;
+        if !raw.is_object() {
+            return Err(ApiError::BadAnswer(
+                "unexpected answer to upstreams: not a JSON object".to_owned(),
+            ));
+        }
+        Ok(raw)
+    }
+
     /// `GET upstreams`: every upstream by name, and the answer as the API
     /// sent it (every field, also those `hab` does not know).
     pub fn upstreams_with_json(

@@ -242,7 +242,7 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
         Command::Status { url, json } => {
             let client = Client::new(url)?;
             let text = if *json {
-                let (_, raw) = client.upstreams_with_json()?;
+                let raw = client.upstreams_json()?;
                 let v = serde_json::to_string_pretty(&raw)
                     .map_err(|e| Error::Input(format!("cannot print JSON: {e}")))?;
                 status::printable_json(&v).into_owned() + "\n"
