@@ -82,6 +82,8 @@ static ngx_int_t ngx_http_upstream_ha_probe_verdict(
     ngx_http_upstream_ha_probe_t *p, ngx_uint_t eof);
 static ngx_int_t ngx_http_upstream_ha_parse_head(u_char *s, u_char *end,
     ngx_uint_t *status, u_char **body, off_t *length, const char **why);
+static ngx_int_t ngx_http_upstream_ha_chunked_end(u_char *s, u_char *end,
+    u_char **last);
 static void ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_http_upstream_ha_test_connect(ngx_connection_t *c);
 static void ngx_http_upstream_ha_probe_fail(ngx_http_upstream_ha_probe_t *p,
@@ -1277,13 +1279,18 @@ ngx_http_upstream_ha_probe_recv(ngx_http_upstream_ha_probe_t *p)
 }
 
 
+/* the length of a body whose chunks tell where it ends */
+#define NGX_HTTP_UPSTREAM_HA_CHUNKED  -2
+
+
 /*
  * Decides on what was read.  No verdict before the whole head: a strict
  * status line and every header line up to the empty line.  Without body=
  * the head decides; with body=, the body is read up to its Content-Length
- * (so a server that keeps the connection open is not waited for), or
- * without one (chunked included) up to eof, and in either case up to a
- * full buffer at most.  NGX_AGAIN when more is needed and more can come
+ * or its last chunk (so a server that keeps the connection open is not
+ * waited for), or without either up to eof, and in any case up to a full
+ * buffer at most; a chunked body is matched as received, framing
+ * included.  NGX_AGAIN when more is needed and more can come
  * (not eof, buffer not full); otherwise the probe is finished.
  */
 
@@ -1291,7 +1298,7 @@ static ngx_int_t
 ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
     ngx_uint_t eof)
 {
-    u_char                             *s, *end, *body;
+    u_char                             *s, *end, *body, *last;
     off_t                               length;
     ngx_int_t                           rc;
     ngx_uint_t                          i, status, ok, full;
@@ -1355,7 +1362,27 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
         text.data = body;
         text.len = end - body;
 
-        if (length >= 0 && (off_t) text.len >= length) {
+        if (length == NGX_HTTP_UPSTREAM_HA_CHUNKED) {
+
+            rc = ngx_http_upstream_ha_chunked_end(body, end, &last);
+
+            if (rc == NGX_DECLINED) {
+                ngx_http_upstream_ha_probe_fail(p, "invalid chunked body");
+                return NGX_OK;
+            }
+
+            if (rc == NGX_OK) {
+                text.len = last - body;
+
+            } else if (eof && !full) {
+                ngx_http_upstream_ha_probe_fail(p, "incomplete body");
+                return NGX_OK;
+
+            } else if (!full) {
+                return NGX_AGAIN;
+            }
+
+        } else if (length >= 0 && (off_t) text.len >= length) {
             /* the whole body: what follows it is not looked at */
             text.len = (size_t) length;
 
@@ -1388,6 +1415,7 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
 
 #else
     (void) body;
+    (void) last;
     (void) length;
 #endif
 
@@ -1405,9 +1433,10 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
  * without control bytes but HTAB, CRLF; an empty line.  A bare LF ends a
  * line as it does for nginx; a CR elsewhere, a NUL or any other control
  * byte makes the answer invalid.  Content-Length is read (differing
- * values are invalid); Transfer-Encoding makes the length unknown.
+ * values are invalid); Transfer-Encoding makes the body chunked.
  *
- * NGX_OK with the status, the body's start and its length (-1 unknown);
+ * NGX_OK with the status, the body's start and its length (-1 unknown,
+ * NGX_HTTP_UPSTREAM_HA_CHUNKED);
  * NGX_AGAIN while what was read is a valid start of a head; NGX_DECLINED
  * with the reason when it cannot be one.
  */
@@ -1555,7 +1584,7 @@ ngx_http_upstream_ha_parse_head(u_char *s, u_char *end, ngx_uint_t *status,
     }
 
     if (chunked) {
-        *length = -1;
+        *length = NGX_HTTP_UPSTREAM_HA_CHUNKED;
     }
 
     *body = q + 1;
@@ -1571,6 +1600,117 @@ invalid_header:
 
     *why = "invalid header";
     return NGX_DECLINED;
+}
+
+
+/*
+ * Where a chunked body that starts at s ends: chunks of hex size (with
+ * extensions), each followed by CRLF, the last of size 0, trailer lines
+ * and an empty line.  NGX_OK with *last after it; NGX_AGAIN while what
+ * was read is a valid start; NGX_DECLINED when it cannot be one.
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_chunked_end(u_char *s, u_char *end, u_char **last)
+{
+    u_char      *q, *line, ch;
+    off_t        size;
+    ngx_uint_t   digits;
+
+    q = s;
+
+    for ( ;; ) {
+
+        size = 0;
+        digits = 0;
+
+        for ( /* void */ ; q < end; q++) {
+            ch = ngx_tolower(*q);
+
+            if (ch >= '0' && ch <= '9') {
+                ch -= '0';
+
+            } else if (ch >= 'a' && ch <= 'f') {
+                ch = ch - 'a' + 10;
+
+            } else {
+                break;
+            }
+
+            if (size > (NGX_MAX_OFF_T_VALUE - 15) / 16) {
+                return NGX_DECLINED;
+            }
+
+            size = size * 16 + ch;
+            digits++;
+        }
+
+        if (q == end) {
+            return NGX_AGAIN;
+        }
+
+        if (digits == 0) {
+            return NGX_DECLINED;
+        }
+
+        /* chunk extensions, up to the end of the line */
+
+        for ( /* void */ ; q < end && *q != LF; q++) {
+            if ((*q < 0x20 && *q != '\t' && *q != CR) || *q == 0x7f) {
+                return NGX_DECLINED;
+            }
+        }
+
+        if (q == end) {
+            return NGX_AGAIN;
+        }
+
+        q++;
+
+        if (size == 0) {
+
+            /* trailer lines, up to an empty one */
+
+            for ( ;; ) {
+                line = q;
+
+                while (q < end && *q != LF) {
+                    q++;
+                }
+
+                if (q == end) {
+                    return NGX_AGAIN;
+                }
+
+                if (q == line || (q == line + 1 && *line == CR)) {
+                    *last = q + 1;
+                    return NGX_OK;
+                }
+
+                q++;
+            }
+        }
+
+        if (end - q <= size) {
+            return NGX_AGAIN;
+        }
+
+        q += size;
+
+        if (*q == CR) {
+            q++;
+
+            if (q == end) {
+                return NGX_AGAIN;
+            }
+        }
+
+        if (*q != LF) {
+            return NGX_DECLINED;
+        }
+
+        q++;
+    }
 }
 
 

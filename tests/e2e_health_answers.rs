@@ -3,7 +3,9 @@
 //! that each send one fixed answer: no verdict before the whole head (a
 //! strict status line and every header line), a malformed head fails the
 //! check, and with `body=` the body is read up to its Content-Length, so a
-//! server that keeps the connection open after a complete answer passes.
+//! server that keeps the connection open after a complete answer passes;
+//! a chunked one up to its last chunk (matched with its framing, so
+//! `heal` and `thy` in two chunks do not match `healthy`).
 //!
 //! Time bounds are derived from the configuration (interval 1 s, timeout
 //! 1 s, fails=1) with a wide slack for a loaded machine: a wrong verdict
@@ -183,6 +185,33 @@ fn malformed_answers_fail_the_check_and_a_kept_open_complete_answer_passes() {
             None,
         ),
         ("app", b"HTTP/1.1 200 OK\r\n\r\nhealthy\n", End::Close, None),
+        // chunked: read to the last chunk, matched with its framing
+        (
+            "app",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              4;x=y\r\nheal\r\n4\r\nthy\n\r\n0\r\nX-T: 1\r\n\r\n",
+            End::KeepOpen,
+            Some("body does not match"),
+        ),
+        (
+            "app",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+              8\r\nhealthy\n\r\n0\r\n\r\n",
+            End::KeepOpen,
+            None,
+        ),
+        (
+            "app",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nheal",
+            End::Close,
+            Some("incomplete body"),
+        ),
+        (
+            "app",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhealthy\n",
+            End::KeepOpen,
+            Some("invalid chunked body"),
+        ),
         (
             "app",
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokhealthy",
