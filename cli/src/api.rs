@@ -18,7 +18,9 @@
 //! The overall deadline is kept by [`Deadline`], a transport wrapped
 //! around ureq's TCP one: ureq's own `timeout_global` waits at least 1 s
 //! for each read once it has expired, so a peer that sends a byte every
-//! half second kept a call alive for ever.
+//! half second kept a call alive for ever. (ureq's `unversioned`
+//! transport API is outside its semver promise: a ureq upgrade must
+//! re-check it; `a_dripping_answer_ends_at_the_call_timeout` would fail.)
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -353,7 +355,9 @@ impl<T: Transport> Transport for Deadline<T> {
     }
 }
 
-/// A client for one `ha_api` location.
+/// A client for one `ha_api` location. A client and its clones share one
+/// call deadline: make the calls of one from one thread at a time (as
+/// `hab` does).
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
