@@ -1614,9 +1614,30 @@ ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf)
 static char *
 ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent, void *child)
 {
+    ngx_http_upstream_ha_api_conf_t  *prev = parent;
     ngx_http_upstream_ha_api_conf_t  *conf = child;
 
-    /* the API is served where ha_api is written: nothing is inherited */
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /*
+     * the API is served where ha_api is written: nothing is inherited,
+     * but by the block of limit_except, which is that same location
+     * (as proxy_pass sets its handler there)
+     */
+
+    if (clcf->lmt_excpt && conf->enable == NGX_CONF_UNSET
+        && prev->enable == 1)
+    {
+        conf->enable = 1;
+        conf->write = prev->write;
+        conf->prefix = prev->prefix;
+
+        if (clcf->handler == NULL) {
+            clcf->handler = ngx_http_upstream_ha_api_handler;
+        }
+    }
 
     ngx_conf_init_value(conf->enable, 0);
     ngx_conf_init_value(conf->write, 0);
@@ -1656,6 +1677,29 @@ ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /*
+     * requests are routed by the path below the location's prefix:
+     * a regular expression or a named location has none
+     */
+
+#if (NGX_PCRE)
+    if (clcf->regex) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_api\" cannot be used in a regex location "
+                           "\"%V\", use a prefix location such as "
+                           "\"location /api/\"", &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+#endif
+
+    if (clcf->named) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"ha_api\" cannot be used in a named location "
+                           "\"%V\", use a prefix location such as "
+                           "\"location /api/\"", &clcf->name);
+        return NGX_CONF_ERROR;
+    }
 
     clcf->handler = ngx_http_upstream_ha_api_handler;
     hacf->prefix = clcf->name;

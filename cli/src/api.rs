@@ -10,20 +10,43 @@
 //! network (docs/api.md recommends `allow 127.0.0.1`), hence no TLS.
 //!
 //! Every call returns [`ApiError`]: [`ApiError::Unreachable`] (connection
-//! refused, timeout, DNS) maps to exit code 2, [`ApiError::Refused`] (the
-//! API answered 4xx/5xx; its JSON `error.text` is kept),
-//! [`ApiError::BadAnswer`] and [`ApiError::BadUrl`] to exit code 1.
+//! refused or reset, timeout, DNS) maps to exit code 2, [`ApiError::Refused`]
+//! (the API answered 4xx/5xx; its JSON `error.text` is kept),
+//! [`ApiError::BadAnswer`] (not HTTP, not UTF-8, not the documented JSON,
+//! too large) and [`ApiError::BadUrl`] to exit code 1.
+//!
+//! The overall deadline is kept by [`Deadline`], a transport wrapped
+//! around ureq's TCP one: ureq's own `timeout_global` waits at least 1 s
+//! for each read once it has expired, so a peer that sends a byte every
+//! half second kept a call alive for ever. (ureq's `unversioned`
+//! transport API is outside its semver promise: a ureq upgrade must
+//! re-check it; `a_dripping_answer_ends_at_the_call_timeout` would fail.)
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, NextTimeout, TcpConnector, Transport,
+};
 
 /// Connect timeout of every call.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Whole-call timeout (connect, send, receive).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer read: 1 GiB, about 1,000 bytes for each of the
+/// 1,048,576 servers an upstream may have (a server with every statistic
+/// takes about 360 bytes, `?fields=` fewer).
+pub const MAX_ANSWER: u64 = 1 << 30;
+
+/// The fields `hab status` and `hab top` draw, asked with `?fields=` so a
+/// large upstream's answer stays small.
+pub const TABLE_FIELDS: &str = "policy,generation,server,name,backup,weight,\
+configured_weight,state,active,max_conns,down,drain,requests,responses,fails,\
+unavail,response_time";
 
 /// One upstream as `GET upstreams/{name}` answers it.
 ///
@@ -262,11 +285,84 @@ fn segment(s: &str) -> String {
     out
 }
 
-/// A client for one `ha_api` location.
+/// The end of the call under way, shared by a [`Client`] and the
+/// transports its agent opens (`None` between calls).
+type Due = Arc<Mutex<Option<Instant>>>;
+
+/// A connector that wraps ureq's TCP transport in a [`Deadline`].
+#[derive(Debug)]
+struct DeadlineConnector(Due);
+
+impl<In: Transport> Connector<In> for DeadlineConnector {
+    type Out = Deadline<In>;
+
+    fn connect(
+        &self,
+        _: &ConnectionDetails,
+        chained: Option<In>,
+    ) -> Result<Option<Self::Out>, ureq::Error> {
+        Ok(chained.map(|inner| Deadline {
+            inner,
+            due: Arc::clone(&self.0),
+        }))
+    }
+}
+
+/// A transport whose every wait ends at the call's deadline: past it, a
+/// read or write fails with a timeout whatever ureq asked for.
+#[derive(Debug)]
+struct Deadline<T> {
+    inner: T,
+    due: Due,
+}
+
+impl<T: Transport> Deadline<T> {
+    /// `timeout` cut to what is left of the call; an error when nothing is.
+    fn cut(&self, timeout: NextTimeout) -> Result<NextTimeout, ureq::Error> {
+        let due = *self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(due) = due else {
+            return Ok(timeout);
+        };
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ureq::Error::Timeout(ureq::Timeout::Global));
+        }
+        let left = ureq::unversioned::transport::time::Duration::from(left);
+        Ok(NextTimeout {
+            after: timeout.after.min(left),
+            reason: timeout.reason,
+        })
+    }
+}
+
+impl<T: Transport> Transport for Deadline<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let timeout = self.cut(timeout)?;
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let timeout = self.cut(timeout)?;
+        self.inner.await_input(timeout)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+}
+
+/// A client for one `ha_api` location. A client and its clones share one
+/// call deadline: make the calls of one from one thread at a time (as
+/// `hab` does).
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    due: Due,
 }
 
 impl Client {
@@ -288,15 +384,25 @@ impl Client {
         if rest.is_empty() || rest.starts_with('/') {
             return Err(ApiError::BadUrl(format!("{base}: the URL has no host")));
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        check_authority(base, trimmed)?;
+        let config = ureq::Agent::config_builder()
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(CALL_TIMEOUT))
             .http_status_as_error(false)
-            .build()
-            .into();
+            .build();
+        let due: Due = Arc::default();
+        let connector =
+            ().chain(TcpConnector::default())
+                .chain(DeadlineConnector(Arc::clone(&due)));
+        let agent = ureq::Agent::with_parts(
+            config,
+            connector,
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        );
         Ok(Client {
             base: trimmed.to_owned(),
             agent,
+            due,
         })
     }
 
@@ -310,9 +416,29 @@ impl Client {
         format!("{}/{path}", self.base)
     }
 
-    /// `GET upstreams`: every upstream by name.
+    /// `GET upstreams?fields=...`: every upstream by name, with the
+    /// fields of [`TABLE_FIELDS`] (what `hab status` and `hab top` draw:
+    /// about a third of the whole answer).
     pub fn upstreams(&self) -> Result<BTreeMap<String, Upstream>, ApiError> {
-        Ok(self.upstreams_with_json()?.0)
+        let path = format!("upstreams?fields={TABLE_FIELDS}");
+        let body = self.call("GET", &path, None)?;
+        let mut map: BTreeMap<String, Upstream> = parse_json(&body, "upstreams")?;
+        drop(body);
+        name_upstreams(&mut map);
+        Ok(map)
+    }
+
+    /// `GET upstreams`: the answer as the API sent it (every field, also
+    /// those `hab` does not know), checked to be a JSON object.
+    pub fn upstreams_json(&self) -> Result<serde_json::Value, ApiError> {
+        let body = self.call("GET", "upstreams", None)?;
+        let raw: serde_json::Value = parse_json(&body, "upstreams")?;
+        if !raw.is_object() {
+            return Err(ApiError::BadAnswer(
+                "unexpected answer to upstreams: not a JSON object".to_owned(),
+            ));
+        }
+        Ok(raw)
     }
 
     /// `GET upstreams`: every upstream by name, and the answer as the API
@@ -322,13 +448,10 @@ impl Client {
     ) -> Result<(BTreeMap<String, Upstream>, serde_json::Value), ApiError> {
         let body = self.call("GET", "upstreams", None)?;
         let raw: serde_json::Value = parse_json(&body, "upstreams")?;
+        drop(body);
         let mut map: BTreeMap<String, Upstream> = serde_json::from_value(raw.clone())
             .map_err(|e| ApiError::BadAnswer(format!("unexpected answer to upstreams: {e}")))?;
-        for (name, u) in &mut map {
-            if u.name.is_empty() {
-                u.name.clone_from(name);
-            }
-        }
+        name_upstreams(&mut map);
         Ok((map, raw))
     }
 
@@ -368,23 +491,37 @@ impl Client {
         }
     }
 
-    /// One request; the body of a 2xx answer, or the error.
+    /// One request, whole within [`CALL_TIMEOUT`]; the body of a 2xx
+    /// answer, or the error.
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, ApiError> {
         let url = self.url(path);
+        let set = |v| *self.due.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        set(Some(Instant::now() + CALL_TIMEOUT));
+        let result = self.call_inner(&url, method, body);
+        set(None);
+        result
+    }
+
+    fn call_inner(&self, url: &str, method: &str, body: Option<&str>) -> Result<String, ApiError> {
         let result = match (method, body) {
             ("PATCH", Some(b)) => self
                 .agent
-                .patch(&url)
+                .patch(url)
                 .content_type("application/json")
                 .send(b),
-            _ => self.agent.get(&url).call(),
+            _ => self.agent.get(url).call(),
         };
-        let mut resp = result.map_err(|e| transport_error(&url, e))?;
+        let mut resp = result.map_err(|e| transport_error(url, e))?;
         let status = resp.status().as_u16();
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| transport_error(&url, e))?;
+        let mut bytes = Vec::new();
+        resp.body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .reader()
+            .read_to_end(&mut bytes)
+            .map_err(|e| transport_error(url, ureq::Error::from(e)))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| ApiError::BadAnswer(format!("unexpected answer from {url}: {e}")))?;
         if (200..300).contains(&status) {
             Ok(text)
         } else {
@@ -393,9 +530,50 @@ impl Client {
     }
 }
 
+/// Names each upstream after its key when the answer left `name` out.
+fn name_upstreams(map: &mut BTreeMap<String, Upstream>) {
+    for (name, u) in map {
+        if u.name.is_empty() {
+            u.name.clone_from(name);
+        }
+    }
+}
+
+/// Refuses a URL ureq would misread or fail on only at the first call:
+/// one `http::Uri` rejects, or a port that is not 1..=65535 (ureq reads
+/// `:99999` as another port).
+fn check_authority(base: &str, url: &str) -> Result<(), ApiError> {
+    let uri: ureq::http::Uri = url
+        .parse()
+        .map_err(|e| ApiError::BadUrl(format!("{base}: bad URL: {e}")))?;
+    let Some(auth) = uri.authority() else {
+        return Err(ApiError::BadUrl(format!("{base}: the URL has no host")));
+    };
+    let host_end = auth.as_str().rfind(']').unwrap_or(0);
+    if let Some((_, port)) = auth.as_str()[host_end..].rsplit_once(':') {
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => {
+                return Err(ApiError::BadUrl(format!(
+                    "{base}: bad port {port:?}: give 1 to 65535"
+                )))
+            }
+        }
+    }
+    if auth.host().is_empty() {
+        return Err(ApiError::BadUrl(format!("{base}: the URL has no host")));
+    }
+    Ok(())
+}
+
+/// What a failed call is: unreachable (exit code 2) only when no answer
+/// came (refused, reset, timeout, unknown host); a URL ureq cannot use is
+/// [`ApiError::BadUrl`], an answer that is not HTTP or too large
+/// [`ApiError::BadAnswer`] (exit code 1, as docs/hab.md says).
 fn transport_error(url: &str, e: ureq::Error) -> ApiError {
     match e {
         ureq::Error::BadUri(m) => ApiError::BadUrl(format!("{url}: bad URL: {m}")),
+        ureq::Error::Http(m) => ApiError::BadUrl(format!("{url}: bad URL: {m}")),
         ureq::Error::Timeout(_) => ApiError::Unreachable(format!(
             "{url}: no answer within {}s",
             CALL_TIMEOUT.as_secs()
@@ -403,7 +581,17 @@ fn transport_error(url: &str, e: ureq::Error) -> ApiError {
         ureq::Error::BodyExceedsLimit(n) => {
             ApiError::BadAnswer(format!("{url}: answer larger than {n} bytes"))
         }
-        other => ApiError::Unreachable(format!("{url}: {other}")),
+        ureq::Error::Protocol(m) => {
+            ApiError::BadAnswer(format!("{url}: the answer is not HTTP: {m}"))
+        }
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            ApiError::BadAnswer(format!("{url}: unexpected answer: {io}"))
+        }
+        other
+        @ (ureq::Error::Io(_) | ureq::Error::HostNotFound | ureq::Error::ConnectionFailed) => {
+            ApiError::Unreachable(format!("{url}: {other}"))
+        }
+        other => ApiError::BadAnswer(format!("{url}: {other}")),
     }
 }
 

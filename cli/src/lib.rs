@@ -241,13 +241,14 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
     match &cli.command {
         Command::Status { url, json } => {
             let client = Client::new(url)?;
-            let (upstreams, raw) = client.upstreams_with_json()?;
             let text = if *json {
+                let raw = client.upstreams_json()?;
                 let v = serde_json::to_string_pretty(&raw)
                     .map_err(|e| Error::Input(format!("cannot print JSON: {e}")))?;
-                v + "\n"
+                status::printable_json(&v).into_owned() + "\n"
             } else {
-                status::table(&upstreams)
+                let upstreams = client.upstreams()?;
+                status::printable_lines(&status::table(&upstreams)).into_owned()
             };
             out.write_all(text.as_bytes()).map_err(io_err)?;
         }
@@ -297,15 +298,24 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
                 }
                 None => out.write_all(rendered.as_bytes()).map_err(io_err)?,
                 Some(path) => {
-                    render::write_atomic(path, &rendered)
-                        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+                    let file_err =
+                        |e: std::io::Error| Error::Input(format!("{}: {e}", path.display()));
+                    let staged = render::Staged::new(path, &rendered).map_err(file_err)?;
                     if *reload || conf.reload {
+                        // nginx -t reads the new text beside OUT; OUT is
+                        // replaced only once it passed (a failure drops
+                        // the temporary file and leaves OUT as it was).
                         let p = prefix.as_deref();
-                        render::run_nginx(nginx, p, path, &["-t", "-q"]).map_err(Error::Input)?;
+                        render::run_nginx(nginx, p, staged.path(), &["-t", "-q"]).map_err(|e| {
+                            Error::Input(format!("{e}\n{} is unchanged", path.display()))
+                        })?;
+                        staged.commit().map_err(file_err)?;
                         render::run_nginx(nginx, p, path, &["-s", "reload"])
                             .map_err(Error::Input)?;
                         writeln!(out, "wrote {}; nginx reloaded", path.display())
                             .map_err(io_err)?;
+                    } else {
+                        staged.commit().map_err(file_err)?;
                     }
                 }
             }
@@ -347,7 +357,7 @@ where
     match run_to(&cli, out, terminal) {
         Ok(()) => EXIT_OK,
         Err(e) => {
-            let _ = writeln!(err, "hab: {e}");
+            let _ = writeln!(err, "hab: {}", status::printable(&e.to_string()));
             e.exit_code()
         }
     }

@@ -211,32 +211,80 @@ fn upstream(o: &mut String, name: &str, b: &Backend) {
     line(o, 1, "}");
 }
 
+/// A rendered configuration written, flushed and closed in a temporary
+/// file beside its destination (same directory, so the same filesystem
+/// and the same relative `include` paths), not yet in place:
+/// [`Staged::commit`] renames it over the destination; dropped without
+/// that, it is removed and the destination is untouched.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: std::path::PathBuf,
+    dest: std::path::PathBuf,
+    done: bool,
+}
+
+impl Staged {
+    /// Writes `text` to a new temporary file beside `dest`: a name of the
+    /// process id, the time and a counter, created with `O_EXCL` (never
+    /// an existing file, never through a symlink).
+    pub fn new(dest: &Path, text: &str) -> io::Result<Staged> {
+        static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = match dest.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let file_name = dest.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name")
+        })?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            ".{}.hab-{}-{nanos:08x}-{n}.tmp",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        let staged = Staged {
+            tmp,
+            dest: dest.to_owned(),
+            done: false,
+        };
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        Ok(staged)
+    }
+
+    /// The temporary file (for `nginx -t -c`).
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Renames the temporary file over the destination.
+    pub fn commit(mut self) -> io::Result<()> {
+        fs::rename(&self.tmp, &self.dest)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// Writes `text` to `path` atomically: a temporary file in the same
 /// directory (same filesystem), flushed to disk, then renamed over `path`.
 /// On error the temporary file is removed and `path` is untouched.
 pub fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name")
-    })?;
-    let tmp = dir.join(format!(
-        ".{}.hab-{}.tmp",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    Staged::new(path, text)?.commit()
 }
 
 /// How long one `nginx -t` or `nginx -s reload` may take.

@@ -4,10 +4,68 @@
 //! [`resolve`] turns what an operator types (an id, an address, a name)
 //! into the server id the API wants, or an error listing the candidates.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::api::{Server, Upstream};
+
+/// Whether `c` must not reach a terminal as it is: C0 controls (but
+/// `\n` where `keep_newline`), DEL, C1 controls (U+0080 to U+009F: a lone
+/// U+009B starts a sequence on some terminals) and the bidirectional
+/// overrides and isolates that reorder what is shown.
+fn unsafe_char(c: char, keep_newline: bool) -> bool {
+    (c.is_control() && !(keep_newline && c == '\n'))
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn escape_with(s: &str, keep_newline: bool) -> Cow<'_, str> {
+    if !s.chars().any(|c| unsafe_char(c, keep_newline)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !unsafe_char(c, keep_newline) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `s` safe to print on a terminal: every control character (C0 with
+/// tab and newline, DEL, C1) and bidirectional override written as an
+/// escape (`\x1b`, `\u{9b}`), so a name from the API cannot move the
+/// cursor, retitle the window or hide text. Everything else is kept.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    escape_with(s, false)
+}
+
+/// [`printable`] for whole lines of output: newlines are kept.
+pub fn printable_lines(s: &str) -> Cow<'_, str> {
+    escape_with(s, true)
+}
+
+/// JSON text safe to print: serde_json writes C0 controls as `\u00XX`
+/// already; DEL, C1 controls and bidirectional overrides (only ever inside
+/// strings) are written as `\uXXXX` too, which reads back the same.
+pub fn printable_json(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| unsafe_char(c, true)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c, true) {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// The terminal table of `upstreams` (in name order).
 pub fn table(upstreams: &BTreeMap<String, Upstream>) -> String {
@@ -37,7 +95,7 @@ pub(crate) fn state_cell(s: &Server) -> String {
     if s.state.is_empty() {
         "?".to_owned()
     } else {
-        s.state.clone()
+        printable(&s.state).into_owned()
     }
 }
 
@@ -82,11 +140,12 @@ pub(crate) fn name_cell(s: &Server) -> Option<String> {
             name = host;
         }
     }
+    let name = printable(name);
     if name.chars().count() > NAME_WIDTH {
         let cut: String = name.chars().take(NAME_WIDTH - 1).collect();
         return Some(cut + "~");
     }
-    Some(name.to_owned())
+    Some(name.into_owned())
 }
 
 /// Aligned rows under `header`, each line indented by two spaces and
@@ -128,8 +187,13 @@ pub fn upstream_table(name: &str, u: &Upstream) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "upstream {name}  policy {}  generation {}",
-        if u.policy.is_empty() { "?" } else { &u.policy },
+        "upstream {}  policy {}  generation {}",
+        printable(name),
+        if u.policy.is_empty() {
+            "?".into()
+        } else {
+            printable(&u.policy)
+        },
         u.generation
     );
     let with_name = u.peers.iter().any(|s| name_cell(s).is_some());
@@ -147,7 +211,7 @@ pub fn upstream_table(name: &str, u: &Upstream) -> String {
         .peers
         .iter()
         .map(|s| {
-            let mut r = vec![s.id.to_string(), s.server.clone()];
+            let mut r = vec![s.id.to_string(), printable(&s.server).into_owned()];
             if with_name {
                 r.push(name_cell(s).unwrap_or_else(|| "-".to_owned()));
             }
@@ -175,10 +239,11 @@ pub fn upstream_table(name: &str, u: &Upstream) -> String {
 /// One line about a server after a change.
 pub fn server_line(upstream: &str, s: &Server) -> String {
     format!(
-        "{upstream} #{} {}: state {}, weight {}, active {}",
+        "{} #{} {}: state {}, weight {}, active {}",
+        printable(upstream),
         s.id,
-        s.server,
-        s.state,
+        printable(&s.server),
+        printable(&s.state),
         weight_cell(s),
         s.active
     )
@@ -201,9 +266,10 @@ fn describe(servers: &[&Server]) -> String {
         .iter()
         .map(|s| {
             if s.name.is_empty() || s.name == s.server {
-                format!("#{} {}", s.id, s.server)
+                format!("#{} {}", s.id, printable(&s.server))
             } else {
-                format!("#{} {} ({})", s.id, s.server, s.name)
+                let (server, name) = (printable(&s.server), printable(&s.name));
+                format!("#{} {server} ({name})", s.id)
             }
         })
         .collect::<Vec<_>>()

@@ -115,7 +115,10 @@ fn status_prints_tables() {
     let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(
         (seen.method.as_str(), seen.path.as_str()),
-        ("GET", "/api/upstreams")
+        (
+            "GET",
+            format!("/api/upstreams?fields={}", api::TABLE_FIELDS).as_str()
+        )
     );
 }
 
@@ -208,7 +211,10 @@ fn top_draws_frames_and_rides_out_errors() {
         let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert_eq!(
             (seen.method.as_str(), seen.path.as_str()),
-            ("GET", "/api/upstreams")
+            (
+                "GET",
+                format!("/api/upstreams?fields={}", api::TABLE_FIELDS).as_str()
+            )
         );
     }
 }
@@ -511,15 +517,28 @@ fn render_errors_name_file_and_position() {
 
 #[test]
 fn reload_runs_nginx_test_then_reload() {
-    // A stand-in "nginx" script records its arguments.
+    // A stand-in "nginx" script records its arguments and keeps a copy of
+    // the file -c names as it was when called; $FAIL_T makes -t fail.
     let dir = scratch("reload");
     let log = dir.join("calls");
+    let seen = dir.join("seen");
     let fake = dir.join("nginx");
-    std::fs::write(
-        &fake,
-        format!("#!/bin/sh\necho \"$@\" >> {}\nexit 0\n", log.display()),
-    )
-    .unwrap();
+    let script = |fail_t: bool| {
+        let fail = if fail_t {
+            "case \"$*\" in *-t*) echo 'nginx: [emerg] bad' >&2; exit 1;; esac\n"
+        } else {
+            ""
+        };
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {log}\n\
+             n=0; for a; do\n\
+             [ \"$n\" = 1 ] && cat \"$a\" >> {seen}; n=0; [ \"$a\" = -c ] && n=1; done\n\
+             {fail}exit 0\n",
+            log = log.display(),
+            seen = seen.display(),
+        )
+    };
+    std::fs::write(&fake, script(false)).unwrap();
     let mut perm = std::fs::metadata(&fake).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
     std::fs::set_permissions(&fake, perm).unwrap();
@@ -545,21 +564,33 @@ fn reload_runs_nginx_test_then_reload() {
     let calls = std::fs::read_to_string(&log).unwrap();
     let d = dir.display();
     let c = conf.display();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    // nginx -t reads the new text from a file beside OUT, then OUT is
+    // replaced and reloaded
+    let tested = format!("-p {d} -c {d}/.nginx.conf.hab-");
+    assert!(
+        lines[0].starts_with(&tested) && lines[0].ends_with(" -t -q"),
+        "{calls}"
+    );
+    assert_eq!(lines[1], format!("-p {d} -c {c} -s reload"));
+    let rendered = std::fs::read_to_string(&conf).unwrap();
+    assert!(rendered.contains("upstream web"), "{rendered}");
     assert_eq!(
-        calls,
-        format!("-p {d} -c {c} -t -q\n-p {d} -c {c} -s reload\n")
+        std::fs::read_to_string(&seen).unwrap(),
+        format!("{rendered}{rendered}")
     );
 
-    // a failing test stops before the reload
+    // a failing test stops before the reload and leaves OUT as it was,
+    // with no temporary file left
+    std::fs::write(&fake, script(true)).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    std::fs::write(&conf, "# the configuration in force\n").unwrap();
     std::fs::write(
-        &fake,
-        format!(
-            "#!/bin/sh\necho \"$@\" >> {}\necho 'nginx: [emerg] bad' >&2\nexit 1\n",
-            log.display()
-        ),
+        &yaml,
+        "reload: true\nbackends: { web: { servers: [b:2] } }\n",
     )
     .unwrap();
-    std::fs::remove_file(&log).unwrap();
     let (code, _, err) = hab(&[
         "render",
         yaml.to_str().unwrap(),
@@ -570,6 +601,243 @@ fn reload_runs_nginx_test_then_reload() {
     ]);
     assert_eq!(code, EXIT_FAILED);
     assert!(err.contains("[emerg] bad"), "{err}");
+    assert!(err.contains("nginx.conf is unchanged"), "{err}");
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&conf).unwrap(),
+        "# the configuration in force\n"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["c.yaml", "calls", "nginx", "nginx.conf", "seen"]);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A one-connection server on 127.0.0.1 that reads the request head, then
+/// writes `head` and after it `drip` one byte at a time, `every` apart,
+/// over and over, until the client goes away or 30 s have passed.
+fn dripping_api(head: &'static [u8], drip: &'static [u8], every: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut reader = BufReader::new(stream);
+        for _ in 0..100 {
+            let mut h = String::new();
+            if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                break;
+            }
+        }
+        let mut stream = reader.into_inner();
+        if stream.write_all(head).is_err() {
+            return;
+        }
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        for b in drip.iter().cycle() {
+            if std::time::Instant::now() > end || stream.write_all(&[*b]).is_err() {
+                return;
+            }
+            thread::sleep(every);
+        }
+    });
+    format!("http://127.0.0.1:{port}/api")
+}
+
+#[test]
+fn a_dripping_answer_ends_at_the_call_timeout() {
+    // A byte every 100 ms keeps every read of ureq's alive: only an
+    // overall deadline ends the call (it hung for the whole drip before).
+    let cases: [(&[u8], &[u8]); 2] = [
+        // the body drips (a Content-Length far away)
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+              Content-Length: 100000\r\n\r\n",
+            b" ",
+        ),
+        // the header block never ends
+        (b"HTTP/1.1 200 OK\r\n", b"X-Drip: a\r\n"),
+    ];
+    for (head, drip) in cases {
+        let url = dripping_api(head, drip, Duration::from_millis(500));
+        let start = std::time::Instant::now();
+        let (code, _, err) = hab(&["status", &url]);
+        let took = start.elapsed();
+        assert_eq!(code, EXIT_UNREACHABLE, "{err}");
+        assert!(err.contains("no answer within 5s"), "{err}");
+        // 5 s, and at most the last read's wait (ureq waits 1 s at least).
+        assert!(
+            took >= api::CALL_TIMEOUT && took < api::CALL_TIMEOUT + Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_non_utf8_answer_or_an_unusable_url_exits_1() {
+    // Raw bytes: fake_api writes a String, so answer by hand.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream);
+        for _ in 0..100 {
+            let mut h = String::new();
+            if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                break;
+            }
+        }
+        let body: &[u8] = b"{\"app\": {\"name\": \"\xff\xfe\"}}";
+        let mut stream = reader.into_inner();
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(body);
+    });
+    let (code, _, err) = hab(&["status", &format!("http://127.0.0.1:{port}/api")]);
+    assert_eq!(code, EXIT_FAILED, "{err}");
+    assert!(err.contains("unexpected answer"), "{err}");
+    server.join().unwrap();
+
+    for bad in [
+        "http://127.0.0.1:99999/api",
+        "http://exa mple/api",
+        "http://[::1/api",
+        "http://127.0.0.1:80\u{7f}/api",
+    ] {
+        let (code, _, err) = hab(&["status", bad]);
+        assert_eq!(code, EXIT_FAILED, "{bad}: {err}");
+        assert!(!err.contains("unreachable"), "{bad}: {err}");
+    }
+}
+
+/// Characters that must not reach a terminal: C0 but newline, DEL, C1,
+/// bidirectional overrides.
+fn has_terminal_control(s: &str) -> bool {
+    s.chars().any(|c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+#[test]
+fn names_cannot_drive_the_terminal() {
+    // OSC (retitle), CSI (clear), a C1 CSI, DEL, a bidi override, a
+    // newline and a tab, in an upstream name, a server, a name, a policy
+    // and a state, as JSON escapes (as the API writes them) and raw.
+    let evil = r"\u001b]0;pwned\u0007\u001b[2J\u009b31m\u007f\u202e\n\tx";
+    let answer = format!(
+        r#"{{"up{evil}": {{"name": "up{evil}", "policy": "p{evil}", "generation": 1,
+            "peers": [{{"id": 0, "server": "127.0.0.1:1{evil}", "name": "n{evil}",
+                        "state": "s{evil}", "weight": 1, "active": 0, "max_conns": 0}},
+                      {{"id": 1, "server": "127.0.0.1:2", "name": "127.0.0.1:2",
+                        "state": "up", "weight": 1, "active": 0, "max_conns": 0}}]}}}}"#
+    );
+    let error =
+        format!(r#"{{"error": {{"status": 404, "code": "NotFound", "text": "no {evil}"}}}}"#);
+    let (url, _rx) = fake_api(vec![
+        (200, answer.clone()),
+        (200, answer.clone()),
+        (200, answer.clone()),
+        (200, answer.clone()),
+        (404, error),
+    ]);
+    let mut outputs = Vec::new();
+    let (code, out, err) = hab(&["status", &url]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(
+        out.contains(r"up\x1b]0;pwned\x07\x1b[2J\u{9b}31m\x7f\u{202e}\x0a\x09x"),
+        "{out}"
+    );
+    outputs.push((out, err));
+    let (code, out, err) = hab(&["status", "--json", &url]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    // still the API's answer, read back
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        got,
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()
+    );
+    outputs.push((out, err));
+    for terminal in [false, true] {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let code = main_to(
+            ["hab", "top", &url, "--iterations", "1"],
+            &mut out,
+            &mut err,
+            terminal,
+        );
+        assert_eq!(code, EXIT_OK);
+        let mut out = String::from_utf8(out).unwrap();
+        if terminal {
+            // the frame's own clear-screen, and nothing else
+            out = out.strip_prefix(top::CLEAR).unwrap().to_owned();
+        }
+        assert!(
+            out.contains(r"n\x1b]0;pwned") || out.contains(r"127.0.0.1:1\x1b"),
+            "{out}"
+        );
+        outputs.push((out, String::from_utf8(err).unwrap()));
+    }
+    let (code, out, err) = hab(&["drain", &url, "up", "0"]);
+    assert_eq!(code, EXIT_FAILED, "{err}");
+    assert!(err.contains(r"no \x1b]0;pwned"), "{err}");
+    outputs.push((out, err));
+    for (out, err) in outputs {
+        assert!(!has_terminal_control(&out), "{out:?}");
+        assert!(!has_terminal_control(&err), "{err:?}");
+    }
+}
+
+/// The whole answer for an upstream of `n` servers with every statistic,
+/// as the API writes it (about 360 bytes a server).
+fn large_answer(n: u32) -> String {
+    let mut s = String::from(
+        r#"{"big": {"name": "big", "policy": "round_robin", "generation": 1, "peers": ["#,
+    );
+    for id in 0..n {
+        if id > 0 {
+            s.push(',');
+        }
+        let (a, b) = (id / 250, id % 250);
+        s.push_str(&format!(
+            r#"{{"id": {id}, "server": "10.1.{a}.{b}:8080", "name": "10.1.{a}.{b}:8080", "backup": false, "weight": 1, "configured_weight": 1, "state": "up", "active": 0, "max_conns": 0, "down": false, "drain": false, "requests": {id}, "responses": {{"1xx": 0, "2xx": {id}, "3xx": 0, "4xx": 0, "5xx": 0, "total": {id}}}, "fails": 0, "unavail": 0, "downtime": 0, "header_time": 1.5, "response_time": 2.5, "sent": 123456, "received": 654321}}"#
+        ));
+    }
+    s.push_str("]}}");
+    s
+}
+
+#[test]
+fn status_and_top_read_a_100000_server_upstream() {
+    // 100,000 servers with every statistic: about 36 MB, beyond ureq's
+    // default 10 MB limit, which made hab refuse the answer.
+    let answer = large_answer(100_000);
+    assert!(answer.len() > 30 << 20, "{}", answer.len());
+    let (url, rx) = fake_api(vec![(200, answer.clone()), (200, answer)]);
+    let (code, out, err) = hab(&["status", &url]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert_eq!(out.lines().filter(|l| l.contains(":8080")).count(), 100_000);
+    assert!(
+        out.contains("99999  10.1.399.249:8080"),
+        "{}",
+        &out[out.len() - 300..]
+    );
+    let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(seen.path.contains("?fields="), "{}", seen.path);
+    let (code, out, err) = hab(&["top", &url, "--iterations", "1"]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert_eq!(out.lines().filter(|l| l.contains(":8080")).count(), 100_000);
 }

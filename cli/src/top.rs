@@ -18,7 +18,9 @@ use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::api::{Client, Server, Upstream};
-use crate::status::{active_cell, count_cell, layout, ms_cell, state_cell, weight_cell};
+use crate::status::{
+    active_cell, count_cell, layout, ms_cell, printable, printable_lines, state_cell, weight_cell,
+};
 use crate::Error;
 
 /// Shortest `--interval`, in seconds.
@@ -150,8 +152,13 @@ fn shown<'a>(
 fn block(out: &mut String, before: Option<Before<'_>>, name: &str, u: &Upstream) {
     let _ = writeln!(
         out,
-        "upstream {name}  policy {}  generation {}  req/s {}",
-        if u.policy.is_empty() { "?" } else { &u.policy },
+        "upstream {}  policy {}  generation {}  req/s {}",
+        printable(name),
+        if u.policy.is_empty() {
+            "?".into()
+        } else {
+            printable(&u.policy)
+        },
         u.generation,
         rate_cell(upstream_rate(before, name, u))
     );
@@ -171,7 +178,7 @@ fn block(out: &mut String, before: Option<Before<'_>>, name: &str, u: &Upstream)
             let (req, r5xx) = server_rates(before, name, s);
             vec![
                 s.id.to_string(),
-                s.server.clone(),
+                printable(&s.server).into_owned(),
                 state_cell(s),
                 active_cell(s),
                 rate_cell(req),
@@ -259,6 +266,9 @@ pub fn run(opts: &Options, out: &mut dyn Write, terminal: bool) -> Result<(), Er
             (false, 0) => "",
             (false, _) => "\n",
         };
+        // Names and errors were escaped as they went in; this is the
+        // last guard before the terminal.
+        let text = printable_lines(&text);
         out.write_all(lead.as_bytes())
             .and_then(|()| out.write_all(text.as_bytes()))
             .and_then(|()| out.flush())

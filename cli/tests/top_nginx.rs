@@ -456,3 +456,67 @@ fn top_shows_live_servers_and_survives_a_reload() {
     assert_no_crash(&nginx);
     nginx.stop();
 }
+
+/// `hab status` and `hab top` on an upstream of 100,000 servers, served by
+/// real nginx with 4 workers: the whole answer is about 35 MB (beyond the
+/// 10 MB that made hab refuse it), the one with `?fields=` a little less.
+#[test]
+fn status_and_top_read_a_100000_server_upstream() {
+    if !nginx_or_skip("status_and_top_read_a_100000_server_upstream") {
+        return;
+    }
+    const N: usize = 100_000;
+    let dir = fresh_dir();
+    let port = free_port();
+    let mut servers = String::with_capacity(N * 32);
+    for i in 0..N {
+        // addresses nothing is sent to: no request goes through this server
+        servers.push_str(&format!(
+            "        server 10.{}.{}.{}:8080;\n",
+            i / 62_500,
+            (i / 250) % 250,
+            i % 250
+        ));
+    }
+    let conf = dir.join("nginx.conf");
+    fs::write(
+        &conf,
+        format!(
+            "load_module {module};\nworker_processes {WORKERS};\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n    access_log off;\n\
+             upstream big {{\n        ha_balance round_robin;\n{servers}    }}\n\
+             server {{\n        listen 127.0.0.1:{port};\n\
+             location /api/ {{ ha_api; }}\n    }}\n}}\n",
+            module = module_so().display(),
+        ),
+    )
+    .unwrap();
+    let _nginx = Nginx::start(&dir, &conf, &[port]);
+    let url = format!("http://127.0.0.1:{port}/api");
+    let rows = |out: &str| out.lines().filter(|l| l.contains(":8080")).count();
+
+    let out = hab(&["status", &url]);
+    assert!(out.status.success(), "hab status: {}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert_eq!(rows(&table), N);
+    assert!(
+        table.contains("99999  10.1.149.249:8080"),
+        "{}",
+        &table[table.len() - 300..]
+    );
+
+    let out = hab(&["status", "--json", &url]);
+    assert!(
+        out.status.success(),
+        "hab status --json: {}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.len() > 30 << 20, "{}", out.stdout.len());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["big"]["peers"].as_array().map(Vec::len), Some(N));
+
+    let out = hab(&["top", &url, "--iterations", "1"]);
+    assert!(out.status.success(), "hab top: {}", text(&out.stderr));
+    assert_eq!(rows(&text(&out.stdout)), N);
+}

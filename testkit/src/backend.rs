@@ -4,7 +4,14 @@
 //!
 //! - Normal answer: `200`, header `X-Backend: NAME`, body `NAME\n`.
 //! - Per-request overrides in the query string: `delay=MS` (sleep first),
-//!   `status=CODE`, `close=1` (close the connection without answering).
+//!   `status=CODE`, `close=1` (close the connection without answering),
+//!   `linger=MS` (sleep after answering, before reading the next request
+//!   or closing: a backend thread slow to come back).
+//! - `inflight` counts a request from its arrival to just before its
+//!   answer is written (or the connection closed): once nginx has the
+//!   answer it may free the peer and send the next request at once, so a
+//!   later decrement would count that next request as concurrent (seen on
+//!   a loaded machine as 2 in flight on a `max_conns=1` server).
 //! - Control endpoints, answered whatever the mode and not counted:
 //!   - `GET /_ctl/mode?set=ok|fail500|fail404|close|delay:MS` sets the
 //!     default behaviour of later requests (`GET /_ctl/mode` shows it);
@@ -219,6 +226,7 @@ struct Plan {
     delay_ms: u64,
     status: u16,
     close: bool,
+    linger_ms: u64,
 }
 
 impl Backend {
@@ -299,26 +307,31 @@ impl Backend {
                 delay_ms: 0,
                 status: 200,
                 close: false,
+                linger_ms: 0,
             },
             Mode::Fail500 => Plan {
                 delay_ms: 0,
                 status: 500,
                 close: false,
+                linger_ms: 0,
             },
             Mode::Fail404 => Plan {
                 delay_ms: 0,
                 status: 404,
                 close: false,
+                linger_ms: 0,
             },
             Mode::Close => Plan {
                 delay_ms: 0,
                 status: 200,
                 close: true,
+                linger_ms: 0,
             },
             Mode::Delay(ms) => Plan {
                 delay_ms: ms,
                 status: 200,
                 close: false,
+                linger_ms: 0,
             },
         };
         if let Some(ms) = req.query("delay").and_then(|v| v.parse::<u64>().ok()) {
@@ -331,6 +344,9 @@ impl Backend {
         }
         if req.query("close") == Some("1") {
             plan.close = true;
+        }
+        if let Some(ms) = req.query("linger").and_then(|v| v.parse::<u64>().ok()) {
+            plan.linger_ms = ms.min(MAX_DELAY_MS);
         }
         plan
     }
@@ -406,12 +422,16 @@ impl Backend {
                 };
                 write_response(&mut &stream, status, &name_hdr, body.as_bytes(), keep)?;
             } else {
-                let _inflight = Inflight::enter(&self.stats);
+                let inflight = Inflight::enter(&self.stats);
                 let plan = self.plan(&req);
                 if plan.delay_ms > 0 {
                     thread::sleep(Duration::from_millis(plan.delay_ms));
                 }
+                // Out of flight just before nginx can see the end of the
+                // request (the answer or the close): it may free the peer
+                // and send the next one at once (see the module note).
                 if plan.close {
+                    drop(inflight);
                     let _ = stream.shutdown(std::net::Shutdown::Both);
                     return Ok(());
                 }
@@ -421,7 +441,11 @@ impl Backend {
                 } else {
                     body.as_str()
                 };
+                drop(inflight);
                 write_response(&mut &stream, plan.status, &name_hdr, body.as_bytes(), keep)?;
+                if plan.linger_ms > 0 {
+                    thread::sleep(Duration::from_millis(plan.linger_ms));
+                }
             }
             if !keep {
                 let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -432,8 +456,9 @@ impl Backend {
     }
 }
 
-/// Closes `stream` with a reset (RST) instead of a FIN: linger on, 0 s.
-fn reset(stream: &TcpStream) {
+/// Makes the close of `stream` a reset (RST) instead of a FIN: linger
+/// on, 0 s (the reset is sent when the last handle is dropped).
+pub fn reset(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
     let linger = libc::linger {
         l_onoff: 1,

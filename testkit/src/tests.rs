@@ -62,7 +62,10 @@ mod http {
 }
 
 mod backend {
-    use std::net::TcpListener;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     use crate::backend::*;
     use crate::http::get;
@@ -102,6 +105,63 @@ mod backend {
             .unwrap();
         assert_eq!(s.requests, 4);
         assert_eq!((s.inflight, s.max_inflight), (0, 1));
+    }
+
+    /// Reads one keep-alive answer with a `Content-Length` body.
+    fn read_answer(r: &mut BufReader<TcpStream>) -> String {
+        let mut len = 0;
+        let mut head = String::new();
+        for _ in 0..50 {
+            let mut l = String::new();
+            r.read_line(&mut l).unwrap();
+            if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            head.push_str(&l);
+            if l == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        head + &String::from_utf8(body).unwrap()
+    }
+
+    #[test]
+    fn an_answered_request_is_no_longer_in_flight() {
+        // nginx frees a max_conns peer as soon as it has the answer and
+        // may send the next request at once: by then the backend must not
+        // count the first one in flight. linger=MS holds the backend's
+        // thread after the answer, as a loaded machine may; the counts
+        // must not depend on it.
+        let b = Backend::new("t2");
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = b.spawn(l).unwrap().port();
+        let conn = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut r = BufReader::new(conn.try_clone().unwrap());
+        for (i, q) in [
+            "/?linger=300",
+            "/?delay=10&linger=300",
+            "/?close=1&linger=300",
+        ]
+        .iter()
+        .enumerate()
+        {
+            (&conn)
+                .write_all(format!("GET {q} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+                .unwrap();
+            if q.contains("close=1") {
+                let mut rest = Vec::new();
+                let _ = r.read_to_end(&mut rest);
+            } else {
+                let a = read_answer(&mut r);
+                assert!(a.ends_with("t2\n"), "{a}");
+            }
+            let inflight = b.stats().inflight.load(Ordering::Relaxed);
+            assert_eq!(inflight, 0, "after answer {i} ({q})");
+        }
+        assert_eq!(b.stats().max_inflight.load(Ordering::Relaxed), 1);
     }
 }
 

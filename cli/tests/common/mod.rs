@@ -159,13 +159,29 @@ pub fn run_bounded(cmd: &mut Command, what: &str, limit: Duration) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    // Read both pipes while it runs: an output larger than a pipe's
+    // buffer would otherwise stall the command until the limit.
+    let drain = |pipe: Option<Box<dyn io::Read + Send>>| {
+        thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let done = wait_until(limit, || matches!(child.try_wait(), Ok(Some(_))));
     if !done {
         let _ = child.kill();
     }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let status = child.wait().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let out = Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
     assert!(done, "{what}: still running after {limit:?}");
     out
 }
