@@ -326,7 +326,7 @@ check:
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test --test abi --test shared_fork
-	$(CARGO) test -p hab-core --test crash_points
+	$(CARGO) test -p hab-ffi --test crash_points
 	$(MAKE) --no-print-directory miri
 
 # Miri over the fast core tests, under Stacked and Tree Borrows: the

@@ -80,6 +80,10 @@ mod armed {
     }
 
     pub(super) fn hit(name: &'static str) {
+        // Unarmed and not counting: two loads, no name lookup.
+        if ARMED.load(Relaxed) == usize::MAX && COUNTING.load(Relaxed) == 0 {
+            return;
+        }
         let Some(k) = index(name) else {
             // An unlisted point is a bug in this file's list.
             panic!("crash point {name:?} is not in crash::POINTS");
