@@ -540,8 +540,8 @@ static void
 ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
     ngx_http_upstream_ha_srv_conf_t *hcf)
 {
-    uint32_t                           applied;
-    hab_buf                           *err;
+    uint32_t                           applied, unmatched;
+    hab_buf                           *err, *refused;
     hab_result                         rc;
     ngx_http_upstream_ha_main_conf_t  *hmcf;
 
@@ -573,10 +573,35 @@ ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
         return;
     }
 
-    rc = hab_state_apply(hmcf->state, hcf->zone, hcf->name->data,
-                         hcf->name->len, &applied);
+    refused = NULL;
 
-    if (rc == HAB_OK && applied) {
+    rc = hab_state_apply(hmcf->state, hcf->zone, hcf->name->data,
+                         hcf->name->len, &applied, &unmatched, &refused);
+
+    if (rc != HAB_OK) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": state from \"%V\" "
+                      "not restored: %s", hcf->name, &hmcf->state_file,
+                      hab_result_str(rc));
+        return;
+    }
+
+    if (refused != NULL) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": state from \"%V\": %*s",
+                      hcf->name, &hmcf->state_file, hab_buf_len(refused),
+                      hab_buf_data(refused));
+        hab_buf_free(refused);
+    }
+
+    if (unmatched) {
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": %uD entries of \"%V\" "
+                      "match no server, ignored", hcf->name, unmatched,
+                      &hmcf->state_file);
+    }
+
+    if (applied) {
         ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
                       "ha_balance upstream \"%V\": admin state of %uD "
                       "servers restored from \"%V\"", hcf->name, applied,

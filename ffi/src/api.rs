@@ -423,12 +423,17 @@ pub unsafe extern "C" fn hab_state_load(
 }
 
 /// Restores the admin state the file holds for upstream `name` into the
-/// fresh zone `z`.
+/// fresh zone `z`: the servers restored in `*out_applied`, the file's
+/// entries for `name` that match no server in `*out_unmatched`, and, when
+/// the weights from the file could not be put in force (they were dropped,
+/// the configured weights serve), why in `*out_refused` (else NULL; free
+/// it with `hab_buf_free`).
 ///
 /// # Safety
 ///
 /// `s` a live state; `z` a valid zone handle; `name` valid for `name_len`
-/// bytes; `out_applied` NULL or writable.
+/// bytes; `out_applied`, `out_unmatched` and `out_refused` each NULL or
+/// writable.
 #[no_mangle]
 pub unsafe extern "C" fn hab_state_apply(
     s: *const hab_state,
@@ -436,6 +441,8 @@ pub unsafe extern "C" fn hab_state_apply(
     name: *const u8,
     name_len: usize,
     out_applied: *mut u32,
+    out_unmatched: *mut u32,
+    out_refused: *mut *mut hab_buf,
 ) -> hab_result {
     guard(|| {
         if s.is_null() || z.is_null() {
@@ -449,10 +456,21 @@ pub unsafe extern "C" fn hab_state_apply(
             return HAB_INVALID_ARGUMENT;
         };
         // SAFETY: live state, valid zone (caller contract).
-        let n = unsafe { &*s }.file.apply(name, unsafe { zone(z) });
+        let a = unsafe { &*s }.file.apply(name, unsafe { zone(z) });
         if !out_applied.is_null() {
             // SAFETY: writable (caller contract).
-            unsafe { out_applied.write(n as u32) };
+            unsafe { out_applied.write(u32::try_from(a.restored).unwrap_or(u32::MAX)) };
+        }
+        if !out_unmatched.is_null() {
+            // SAFETY: writable (caller contract).
+            unsafe { out_unmatched.write(u32::try_from(a.unmatched).unwrap_or(u32::MAX)) };
+        }
+        if !out_refused.is_null() {
+            let r = a
+                .refused
+                .map_or(core::ptr::null_mut(), |t| buf(t.into_bytes().into()));
+            // SAFETY: writable (caller contract).
+            unsafe { out_refused.write(r) };
         }
         HAB_OK
     })
