@@ -15,7 +15,9 @@
 //! HEAD answers as GET. `?fields=a,b` limits the keys of server and
 //! upstream objects. Every refusal has a JSON body (`docs/api.md`).
 
-use hab_core::table::{Zone, MAX_WEIGHT};
+use core::sync::atomic::Ordering::Relaxed;
+
+use hab_core::table::{PeerState, Zone, MAX_WEIGHT};
 use hab_core::Error;
 
 use crate::body::Body;
@@ -317,6 +319,15 @@ fn patch(
     if req.body.len() > MAX_BODY {
         return Err(refuse(400, "BadRequest", "request body too large"));
     }
+    // A JSON object only: serde would also fill the fields from an array
+    // in their order (`[false,false,3]` set the weight to 3).
+    if req.body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(refuse(
+            400,
+            "BadRequest",
+            "invalid body: a JSON object is expected, e.g. {\"drain\":true}",
+        ));
+    }
     let p: Patch = serde_json::from_slice(req.body)
         .map_err(|e| refuse(400, "BadRequest", format!("invalid body: {e}")))?;
     if p == Patch::default() {
@@ -342,6 +353,22 @@ fn patch(
         }
     };
     let zone = u.zone;
+    let configured_down = zone
+        .states()
+        .get(i)
+        .is_some_and(|s| s.flags.load(Relaxed) & PeerState::DOWN != 0);
+    if p.down == Some(false) && configured_down {
+        return Err(refuse(
+            409,
+            "ConfiguredDown",
+            format!(
+                "server {} of upstream \"{}\" is \"down\" in the configuration; \
+                 the API cannot bring it up (remove \"down\" and reload)",
+                String::from_utf8_lossy(zone.server(i)),
+                u.name
+            ),
+        ));
+    }
     if let Some(w) = weight {
         let before = zone.view(i, req.now_ms).and_then(|v| v.weight_override);
         zone.set_weight(i, w)
@@ -897,6 +924,98 @@ mod tests {
             t.zone().states().iter().all(|s| !s.down()),
             "no refusal changed anything"
         );
+    }
+
+    #[test]
+    fn patch_takes_an_object_only() {
+        let t = zone();
+        for body in [
+            "[false,false,3]",
+            "[true]",
+            "[]",
+            "3",
+            "\"down\"",
+            "null",
+            "true",
+            r#"{"down":true,"down":false}"#,
+        ] {
+            let (s, v) = call(&t, Method::Patch, "upstreams/app/servers/0", body, true);
+            assert_eq!(
+                (s, v["error"]["code"].as_str()),
+                (400, Some("BadRequest")),
+                "{body}: {v}"
+            );
+            let text = v["error"]["text"].as_str().unwrap();
+            assert!(text.contains("invalid body"), "{body}: {text}");
+        }
+        let v = t.zone().view(0, 0).unwrap();
+        assert_eq!((v.weight, v.admin_down, v.drain), (1, false, false));
+    }
+
+    #[test]
+    fn up_on_a_server_down_in_the_configuration_is_refused() {
+        let peers = [
+            PeerSpec {
+                position: Some(0),
+                ..PeerSpec::new(b"app\0a:80\x00127.0.0.1:1")
+            },
+            PeerSpec {
+                position: Some(1),
+                down: true,
+                ..PeerSpec::new(b"app\0b:80\x00127.0.0.1:2")
+            },
+        ];
+        let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        })
+        .unwrap();
+        for body in [r#"{"down":false}"#, r#"{"down":false,"drain":true}"#] {
+            let (s, v) = call(&t, Method::Patch, "upstreams/app/servers/1", body, true);
+            assert_eq!(
+                (s, v["error"]["code"].as_str()),
+                (409, Some("ConfiguredDown")),
+                "{v}"
+            );
+            let text = v["error"]["text"].as_str().unwrap();
+            assert!(text.contains("\"down\" in the configuration"), "{text}");
+            assert!(!t.zone().view(1, 0).unwrap().drain, "nothing changed");
+        }
+        // What it can do: drain it, set it down (a no-op kept), weigh it.
+        let (s, v) = call(
+            &t,
+            Method::Patch,
+            "upstreams/app/servers/1",
+            r#"{"down":true}"#,
+            true,
+        );
+        assert_eq!((s, v["state"].as_str()), (200, Some("down")), "{v}");
+        // Back up through the API: still down, as configured -> refused.
+        let (s, _) = call(
+            &t,
+            Method::Patch,
+            "upstreams/app/servers/1",
+            r#"{"down":false}"#,
+            true,
+        );
+        assert_eq!(s, 409);
+        // A server up in the configuration comes back up.
+        call(
+            &t,
+            Method::Patch,
+            "upstreams/app/servers/0",
+            r#"{"down":true}"#,
+            true,
+        );
+        let (s, v) = call(
+            &t,
+            Method::Patch,
+            "upstreams/app/servers/0",
+            r#"{"down":false}"#,
+            true,
+        );
+        assert_eq!((s, v["state"].as_str()), (200, Some("up")), "{v}");
     }
 
     #[test]
