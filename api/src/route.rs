@@ -17,7 +17,10 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use hab_core::table::{PeerState, Zone, MAX_WEIGHT};
+use hab_core::selection::schedule::MAX_PERIOD;
+use hab_core::spec::Policy;
+use hab_core::table::membership::LIVE;
+use hab_core::table::{PeerState, Zone, MAX_WEIGHT, SCHEDULE_ROOM};
 use hab_core::Error;
 
 use crate::body::Body;
@@ -375,10 +378,11 @@ fn patch(
             .map_err(|_| refuse(400, "BadRequest", "invalid \"weight\""))?;
         if zone.weights_pending() {
             if let Err(e) = zone.publish(req.owner, &alive) {
+                let entries = schedule_entries(zone, i, req.now_ms);
                 // Back to what serves, so the refused change does not sneak
                 // in with the next publication.
                 let _ = zone.set_weight(i, before);
-                return Err(publish_refusal(u.name, e));
+                return Err(publish_refusal(u.name, e, entries));
             }
         }
     }
@@ -387,7 +391,48 @@ fn patch(
     Ok(true)
 }
 
-fn publish_refusal(upstream: &str, e: Error) -> Response {
+/// Entries of the smooth round robin schedule of server `i`'s group
+/// (primaries or backups) with the weights asked for (overrides staged),
+/// for a policy that walks one; `None` for the others.
+fn schedule_entries(zone: Zone<'_>, i: usize, now: u64) -> Option<u64> {
+    if !matches!(
+        zone.policy(),
+        Policy::RoundRobin | Policy::LeastConn | Policy::Hash { .. }
+    ) {
+        return None;
+    }
+    let backup = zone.view(i, now)?.backup;
+    let weights: Vec<u32> = (0..zone.peers())
+        .filter(|&j| zone.listed(j).is_some_and(|m| m.status == LIVE))
+        .filter_map(|j| zone.view(j, now))
+        .filter(|v| v.backup == backup)
+        .map(|v| {
+            let conf_down = zone
+                .states()
+                .get(v.index)
+                .is_some_and(|s| s.flags.load(Relaxed) & PeerState::DOWN != 0);
+            if conf_down {
+                0
+            } else {
+                v.weight_override.unwrap_or(v.configured_weight)
+            }
+        })
+        .collect();
+    let (mut g, mut total) = (0u64, 0u64);
+    for w in weights.into_iter().filter(|&w| w > 0).map(u64::from) {
+        (g, total) = (gcd(g, w), total + w);
+    }
+    (g > 0).then(|| total / g)
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+fn publish_refusal(upstream: &str, e: Error, entries: Option<u64>) -> Response {
     match e {
         Error::Busy => refuse(
             409,
@@ -403,9 +448,18 @@ fn publish_refusal(upstream: &str, e: Error) -> Response {
             ),
         ),
         Error::NoSpace | Error::TooLarge => {
+            let why = match entries {
+                Some(n) => format!(
+                    "its smooth round robin schedule would have {n} entries (total \
+                     weight / common divisor of the group); room is kept for {}, and \
+                     never more than {}",
+                    SCHEDULE_ROOM, MAX_PERIOD
+                ),
+                None => e.to_string(),
+            };
             let text = format!(
                 "the new generation of upstream \"{upstream}\" does not fit in its \
-                 shared memory zone ({e}); the current generation keeps serving"
+                 shared memory zone: {why}; the current generation keeps serving"
             );
             Response {
                 log: Some(text.clone()),
@@ -1016,6 +1070,70 @@ mod tests {
             true,
         );
         assert_eq!((s, v["state"].as_str()), (200, Some("up")), "{v}");
+    }
+
+    fn table_of(policy: Policy, weights: &[u32]) -> OwnedTable {
+        let ids: Vec<Vec<u8>> = (0..weights.len())
+            .map(|k| format!("app\0s{k}:80\x00127.0.0.1:{}", k + 1).into_bytes())
+            .collect();
+        let peers: Vec<PeerSpec<'_>> = ids
+            .iter()
+            .zip(weights)
+            .enumerate()
+            .map(|(k, (id, &w))| PeerSpec {
+                position: Some(k as u32),
+                ..PeerSpec::new(id).weight(w)
+            })
+            .collect();
+        OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
+            policy,
+            peers: &peers,
+        })
+        .unwrap()
+    }
+
+    /// The weights docs/api.md promises for policies with a schedule:
+    /// any group whose total weight / common divisor is at most
+    /// SCHEDULE_ROOM; past it a 507 that says why, with the figures.
+    #[test]
+    fn weights_up_to_the_schedule_room_are_accepted() {
+        let patch = |t: &OwnedTable, id: usize, w: u64| {
+            call(
+                t,
+                Method::Patch,
+                &format!("upstreams/app/servers/{id}"),
+                &format!("{{\"weight\":{w}}}"),
+                true,
+            )
+        };
+        for policy in [Policy::RoundRobin, Policy::LeastConn] {
+            for weights in [&[1, 1, 1, 1][..], &[5, 1, 1, 1]] {
+                let t = table_of(policy, weights);
+                for (id, w) in [(0, 100_000), (1, 100_000), (2, 30_000), (0, 1)] {
+                    let (s, v) = patch(&t, id, w);
+                    assert_eq!((s, v["weight"].as_u64()), (200, Some(w)), "{weights:?} {v}");
+                }
+                let (s, v) = patch(&t, 3, 250_000);
+                assert_eq!(s, 200, "{v}");
+                let (s, v) = patch(&t, 1, 1_000_000);
+                assert_eq!(
+                    (s, v["error"]["code"].as_str()),
+                    (507, Some("NoSpace")),
+                    "{v}"
+                );
+                let text = v["error"]["text"].as_str().unwrap();
+                assert!(
+                    text.contains("would have 1280001 entries") && text.contains("262144"),
+                    "{text}"
+                );
+            }
+        }
+        // Policies without a schedule take the whole range.
+        let t = table_of(Policy::P2c, &[1, 1, 1, 1]);
+        for id in 0..4 {
+            assert_eq!(patch(&t, id, 1_000_000 - id as u64).0, 200);
+        }
     }
 
     #[test]
