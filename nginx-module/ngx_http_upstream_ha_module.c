@@ -465,6 +465,8 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         rc = hab_zone_attach(&hcf->conf, ohcf->zone, hcf->zone_size,
                              &hcf->zone);
         if (rc == HAB_OK) {
+            hcf->refused_shared = shpool->data;
+
             ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
                           "ha_balance upstream \"%V\": state kept",
                           hcf->name);
@@ -497,6 +499,19 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                       hcf->name, hab_result_str(rc));
         return NGX_ERROR;
     }
+
+    /*
+     * the list change last refused and logged, by any worker: a refusal
+     * is logged once, not once per worker; kept across reloads that keep
+     * the zone (shpool->data)
+     */
+
+    hcf->refused_shared = ngx_slab_alloc(shpool, sizeof(ngx_atomic_t));
+    if (hcf->refused_shared != NULL) {
+        *hcf->refused_shared = 0;
+    }
+
+    shpool->data = (void *) hcf->refused_shared;
 
 #if (HAB_RESOLVE)
 
