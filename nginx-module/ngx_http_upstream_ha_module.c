@@ -1577,7 +1577,9 @@ ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_upstream_ha_main_conf_t  *hmcf = conf;
 
-    ngx_str_t           *value;
+    u_char              *p;
+    ngx_str_t           *value, dir;
+    ngx_file_info_t      fi;
     ngx_pool_cleanup_t  *cln;
 
     if (hmcf->state_file.data) {
@@ -1595,6 +1597,45 @@ ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
     hmcf->state_file = value[1];
 
     if (ngx_conf_full_name(cf->cycle, &hmcf->state_file, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the file is written beside itself: its directory must exist */
+
+    p = hmcf->state_file.data + hmcf->state_file.len;
+
+    while (p > hmcf->state_file.data && *(p - 1) != '/') {
+        p--;
+    }
+
+    if (p == hmcf->state_file.data + hmcf->state_file.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid state file \"%V\": no file name",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    dir.len = (p - hmcf->state_file.data > 1) ? p - hmcf->state_file.data - 1
+                                               : 1;
+    dir.data = ngx_pnalloc(cf->pool, dir.len + 1);
+    if (dir.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_cpystrn(dir.data, hmcf->state_file.data, dir.len + 1);
+
+    if (ngx_file_info(dir.data, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "state file \"%V\": directory \"%V\" "
+                           ngx_file_info_n " failed", &hmcf->state_file,
+                           &dir);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!ngx_is_dir(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "state file \"%V\": \"%V\" is not a directory",
+                           &hmcf->state_file, &dir);
         return NGX_CONF_ERROR;
     }
 
