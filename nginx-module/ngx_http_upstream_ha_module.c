@@ -1272,6 +1272,7 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
 
     char                          *rv;
+    u_char                        *p, *last, *start;
     ngx_int_t                      n;
     ngx_str_t                     *value, s;
     ngx_uint_t                     i, flags;
@@ -1339,6 +1340,30 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    /* the API, metrics and state file name the upstream in UTF-8 */
+
+    p = uscf->host.data;
+    last = p + uscf->host.len;
+
+    while (p < last) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        start = p;
+
+        if (ngx_utf8_decode(&p, last - p) > 0x10ffff) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "upstream name \"%*s...\" is not valid "
+                               "UTF-8 (byte 0x%02xd at offset %uz): the "
+                               "ha_api and ha_state_file could not name it",
+                               start - uscf->host.data, uscf->host.data,
+                               (int) *start, start - uscf->host.data);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     if (uscf->peer.init_upstream) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
@@ -1831,9 +1856,27 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_ha_module);
     umcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_module);
 
-    /* the path below the location */
+    /*
+     * the path below the location, as sent (percent-encoded, the API
+     * decodes each segment, so "%2F" in a name is not a separator); the
+     * decoded r->uri after a rewrite, or when the raw path does not start
+     * with the location
+     */
 
-    path = r->uri;
+    path = r->valid_unparsed_uri ? r->unparsed_uri : r->uri;
+
+    for (i = 0; i < path.len; i++) {
+        if (path.data[i] == '?') {
+            path.len = i;
+            break;
+        }
+    }
+
+    if (path.len < hacf->prefix.len
+        || ngx_strncmp(path.data, hacf->prefix.data, hacf->prefix.len) != 0)
+    {
+        path = r->uri;
+    }
 
     if (path.len >= hacf->prefix.len
         && ngx_strncmp(path.data, hacf->prefix.data, hacf->prefix.len) == 0)

@@ -17,6 +17,8 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
+use std::borrow::Cow;
+
 use hab_core::selection::schedule::MAX_PERIOD;
 use hab_core::spec::Policy;
 use hab_core::table::membership::LIVE;
@@ -74,7 +76,8 @@ pub struct Upstream<'a> {
 pub struct Request<'a> {
     /// The method.
     pub method: Method,
-    /// The path below the location (no query string), e.g. `upstreams/app`.
+    /// The path below the location (no query string), e.g. `upstreams/app`,
+    /// as sent: each segment is percent-decoded here.
     pub path: &'a str,
     /// The query string, without `?` (empty when none).
     pub query: &'a str,
@@ -218,7 +221,13 @@ pub fn handle(
     upstreams: &[Upstream<'_>],
     alive: impl Fn(u64) -> bool,
 ) -> Response {
-    let parts: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let decoded: Vec<Cow<'_, str>> = req
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let parts: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
     let read = matches!(req.method, Method::Get | Method::Head);
     let find = |name: &str| upstreams.iter().find(|u| u.name == name);
     let fields = Fields::from_query(req.query);
@@ -269,6 +278,35 @@ pub fn handle(
             }
         }
         _ => not_found(format!("no such resource \"{}\"", req.path)),
+    }
+}
+
+/// One path segment with its `%XX` escapes decoded (so an upstream named
+/// `a/b` is addressed as `a%2Fb`); a `%` not followed by two hex digits
+/// stays as it is.
+pub fn percent_decode(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    let b = segment.as_bytes();
+    let hex = |k: usize| b.get(k).and_then(|&c| (c as char).to_digit(16));
+    let mut out = Vec::with_capacity(b.len());
+    let mut k = 0;
+    while k < b.len() {
+        match (b[k], hex(k + 1), hex(k + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                k += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                k += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
     }
 }
 
@@ -1134,6 +1172,62 @@ mod tests {
         for id in 0..4 {
             assert_eq!(patch(&t, id, 1_000_000 - id as u64).0, 200);
         }
+    }
+
+    #[test]
+    fn names_with_a_slash_are_addressed_percent_encoded() {
+        let t = zone();
+        let ups = [
+            Upstream {
+                name: "a/b",
+                zone: t.zone(),
+            },
+            Upstream {
+                name: "100%",
+                zone: t.zone(),
+            },
+        ];
+        let get = |path: &str| {
+            handle(
+                &Request {
+                    method: Method::Get,
+                    path,
+                    query: "",
+                    html: false,
+                    body: b"",
+                    write: false,
+                    now_ms: 1,
+                    wall_ms: 1,
+                    owner: 1,
+                },
+                &ups,
+                |_| true,
+            )
+        };
+        for (path, status) in [
+            ("upstreams/a%2Fb", 200),
+            ("upstreams/a%2fb/servers/0", 200),
+            ("upstreams/%61%2Fb/servers", 200),
+            ("upstreams/100%25", 200),
+            ("upstreams/a/b", 404),
+            // A lone "%" stays as it is (nginx refuses it first anyway).
+            ("upstreams/100%", 200),
+            ("upstreams/%zz", 404),
+            ("upstreams/%ff%fe", 404),
+        ] {
+            let r = get(path);
+            assert_eq!(
+                r.status,
+                status,
+                "{path}: {:?}",
+                String::from_utf8_lossy(&r.body.to_vec())
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&get("upstreams").body.to_vec()).unwrap();
+        assert!(v["a/b"].is_object() && v["100%"].is_object(), "{v}");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%C3%A9"), "\u{e9}");
     }
 
     #[test]
