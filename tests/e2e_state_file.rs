@@ -81,7 +81,9 @@ fn a_patch_answered_200_is_in_the_state_file_already() {
     let others: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("ha-state.json") && n != "ha-state.json")
+        .filter(|n| {
+            n.contains("ha-state.json") && n != "ha-state.json" && n != ".ha-state.json.lock"
+        })
         .collect();
     assert!(others.is_empty(), "temporary files left: {others:?}");
     assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -302,6 +303,56 @@ impl StateFile {
             return r;
         }
         fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// An exclusive lock on the state file, held by one saver at a time
+/// across workers: `flock` on `.NAME.lock` beside the file (after its
+/// links are followed), created `0600` and never through a link; released
+/// when dropped, or by the kernel when the process dies.
+///
+/// Workers save concurrently (each after its own change); a capture made
+/// before another worker's change and renamed after that worker's save
+/// would take the change out of the file after its 200 went out. Under
+/// the lock, capture and rename are one step: whoever captures later
+/// renames later.
+#[derive(Debug)]
+pub struct SaveLock {
+    _file: fs::File,
+}
+
+impl SaveLock {
+    /// Waits for the lock of the state file at `path`.
+    pub fn acquire(path: &Path) -> io::Result<SaveLock> {
+        let target = resolve(path)?;
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = target
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let mut lock_name = std::ffi::OsString::from(".");
+        lock_name.push(name);
+        lock_name.push(".lock");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join(lock_name))?;
+        loop {
+            // SAFETY: a valid open descriptor; flock touches no memory.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(SaveLock { _file: file });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
     }
 }
 

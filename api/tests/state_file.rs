@@ -135,3 +135,30 @@ fn a_linked_state_file_stays_a_link_and_its_target_is_written() {
     assert!(StateFile::load(&a).is_err());
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn one_saver_at_a_time_holds_the_lock() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+    let d = scratch("lock");
+    let path = d.join("state.json");
+    let held = hab_api::state::SaveLock::acquire(&path).unwrap();
+    let released = Arc::new(AtomicBool::new(false));
+    let (r2, p2) = (released.clone(), path.clone());
+    let other = std::thread::spawn(move || {
+        // flock locks are per open file: a second open in this process
+        // contends as another worker would.
+        let _l = hab_api::state::SaveLock::acquire(&p2).unwrap();
+        r2.load(SeqCst)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    released.store(true, SeqCst);
+    drop(held);
+    assert!(
+        other.join().unwrap(),
+        "the second saver got the lock while it was held"
+    );
+    let lock = d.join(".state.json.lock");
+    assert_eq!(fs::metadata(&lock).unwrap().mode() & 0o777, 0o600);
+    fs::remove_dir_all(&d).unwrap();
+}

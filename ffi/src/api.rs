@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 use std::path::Path;
 
-use hab_api::state::StateFile;
+use hab_api::state::{SaveLock, StateFile};
 use hab_api::{ContentType, Method, Request, Upstream};
 
 use crate::zone::{alive_fn, hab_alive_fn, zone};
@@ -138,11 +138,14 @@ unsafe fn upstream_list<'a>(ups: *const hab_api_upstream, n: usize) -> Option<Ve
     Some(upstreams)
 }
 
-/// Writes the state file from `upstreams`. Workers write it concurrently
-/// (each change and health transition is saved by the worker that made
-/// it), and the last rename wins: a worker whose capture may have missed
-/// another's change — the upstreams' health epochs moved while it wrote —
-/// writes again, so the file that stays was captured after every change.
+/// Writes the state file from `upstreams`. Workers write it (each change
+/// and health transition is saved by the worker that made it) one at a
+/// time under the file's [`SaveLock`], so a capture made before another
+/// worker's change is never renamed after that worker's save; a worker
+/// whose capture may have missed a change made meanwhile without the lock
+/// (a health transition: the upstreams' health epochs moved while it
+/// wrote) writes again. The file that stays was captured after every
+/// change whose save has returned.
 fn save_state(upstreams: &[Upstream<'_>], path: &Path) -> std::io::Result<()> {
     let epochs = || -> u64 {
         upstreams
@@ -150,6 +153,10 @@ fn save_state(upstreams: &[Upstream<'_>], path: &Path) -> std::io::Result<()> {
             .map(|u| u.zone.health_epoch())
             .fold(0, u64::wrapping_add)
     };
+    // One saver at a time across workers: see SaveLock. Without the lock
+    // (its file cannot be created, e.g. left by another user) the save
+    // still happens, as before the lock existed.
+    let _lock = SaveLock::acquire(path).ok();
     let mut r = Ok(());
     for _ in 0..4 {
         let before = epochs();
