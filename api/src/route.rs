@@ -1167,6 +1167,12 @@ mod tests {
                 );
             }
         }
+        // The documented edge: 4 × 1 with one server at 262,141 (262,144
+        // entries), then more changes at that size.
+        let t = table_of(Policy::RoundRobin, &[1, 1, 1, 1]);
+        for (id, w) in [(0, 262_141), (1, 1), (0, 262_140), (0, 262_141), (2, 1)] {
+            assert_eq!(patch(&t, id, w).0, 200, "server {id} to {w}");
+        }
         // Policies without a schedule take the whole range.
         let t = table_of(Policy::P2c, &[1, 1, 1, 1]);
         for id in 0..4 {
