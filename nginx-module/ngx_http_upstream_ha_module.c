@@ -42,6 +42,7 @@ static ngx_int_t ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc,
 static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 
+static ngx_int_t ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
 static void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
 
@@ -153,7 +154,7 @@ ngx_module_t  ngx_http_upstream_ha_module = {
     ngx_http_upstream_ha_commands,         /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_upstream_ha_init_module,      /* init module */
     ngx_http_upstream_ha_init_process,     /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -1089,6 +1090,53 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
  * first returns the requests of workers that died, and their holds on
  * table generations (see core/src/table/ledger.rs).
  */
+
+/*
+ * After every zone is initialised: the state file's entries of upstreams
+ * that are not configured (renamed or removed) are ignored, and said so
+ * once.  Only when the file was read, i.e. some zone was fresh.
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
+{
+    uint32_t                           entries, upstreams;
+    ngx_uint_t                         n;
+    hab_api_upstream                  *ups;
+    ngx_http_upstream_main_conf_t     *umcf;
+    ngx_http_upstream_ha_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_ha_module);
+
+    if (hmcf == NULL || hmcf->state == NULL) {
+        return NGX_OK;
+    }
+
+    umcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_module);
+
+    ups = ngx_pnalloc(cycle->pool, (umcf->upstreams.nelts + 1)
+                                   * sizeof(hab_api_upstream));
+    if (ups == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = ngx_http_upstream_ha_upstreams(cycle, ups);
+
+    if (hab_state_unclaimed(hmcf->state, ups, n, &entries, &upstreams)
+        == HAB_OK
+        && upstreams)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "%uD entries of %uD upstreams in \"%V\" name no "
+                      "ha_balance upstream, ignored", entries, upstreams,
+                      &hmcf->state_file);
+    }
+
+    return NGX_OK;
+}
+
 
 static ngx_int_t
 ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)

@@ -214,6 +214,7 @@ fn functions_match_the_header() {
         hab_buf_free / 1,
         hab_state_load / 4,
         hab_state_apply / 7,
+        hab_state_unclaimed / 5,
         hab_state_free / 1,
         hab_state_save / 5,
     );

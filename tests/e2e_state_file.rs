@@ -152,7 +152,7 @@ fn a_fifo_a_device_or_a_missing_directory_is_refused_promptly() {
 /// entries of servers no longer configured: the weight is refused in the
 /// log and not kept (the API shows the configured weight, a later PATCH
 /// works, the file no longer holds it); the unmatched entries are counted
-/// in one line.
+/// in one line, and those of an upstream no longer configured in another.
 #[test]
 fn weights_that_do_not_fit_and_unmatched_entries_are_logged() {
     if !common::nginx_or_skip("weights_that_do_not_fit_and_unmatched_entries_are_logged") {
@@ -183,6 +183,12 @@ fn weights_that_do_not_fit_and_unmatched_entries_are_logged() {
     ] {
         entries.push(serde_json::json!({"identity": gone, "down": true}));
     }
+    // And an upstream that is not configured any more.
+    v["upstreams"]["gone"] = serde_json::json!([
+        {"identity": "gone\u{0}a:1\u{0}127.0.0.1:1", "down": true},
+        {"identity": "gone\u{0}b:1\u{0}127.0.0.1:2", "drain": true},
+        {"identity": "gone\u{0}c:1\u{0}127.0.0.1:3", "weight": 2},
+    ]);
     fs::write(&state, serde_json::to_vec(&v).unwrap()).unwrap();
 
     let mut ngx = Nginx::start(&conf, WORKERS);
@@ -193,6 +199,15 @@ fn weights_that_do_not_fit_and_unmatched_entries_are_logged() {
     );
     assert!(
         log.contains("[notice]") && log.contains("2 entries of") && log.contains("match no server"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("3 entries of 1 upstreams in").count(),
+        1,
+        "one line for the upstream no longer configured: {log}"
+    );
+    assert!(
+        log.contains("name no ha_balance upstream, ignored"),
         "{log}"
     );
     let (_, s0) = common::api_call(port, "GET", "/api/upstreams/up/servers/0", "");

@@ -245,6 +245,16 @@ impl StateFile {
         out
     }
 
+    /// Entries (and upstreams) of the file whose upstream is none of
+    /// `names`: what a renamed or removed upstream left behind.
+    pub fn unclaimed(&self, names: &[&[u8]]) -> (usize, usize) {
+        let names: std::collections::HashSet<&[u8]> = names.iter().copied().collect();
+        self.upstreams
+            .iter()
+            .filter(|(name, _)| !names.contains(name.as_bytes()))
+            .fold((0, 0), |(e, u), (_, entries)| (e + entries.len(), u + 1))
+    }
+
     /// Writes the file atomically: a temporary file beside the file (after
     /// following `path`'s symbolic links, so a linked state file stays a
     /// link and its target is replaced), flushed to disk, renamed over it,
@@ -581,6 +591,19 @@ mod tests {
         z.set_weight(2, Some(3)).unwrap();
         z.publish(INIT_OWNER, |_| true).unwrap();
         assert_eq!(z.view(2, 0).unwrap().weight, 3);
+    }
+
+    #[test]
+    fn entries_of_upstreams_not_configured_are_counted() {
+        let mut f = file_for(vec![entry("app\0a\0x1", None)]);
+        f.upstreams.insert(
+            "old".to_owned(),
+            vec![entry("old\0a\0x1", None), entry("old\0b\0x2", None)],
+        );
+        f.upstreams.insert("empty".to_owned(), vec![]);
+        assert_eq!(f.unclaimed(&[b"app", b"empty"]), (2, 1));
+        assert_eq!(f.unclaimed(&[b"app"]), (2, 2));
+        assert_eq!(f.unclaimed(&[b"app", b"old", b"empty"]), (0, 0));
     }
 
     #[test]

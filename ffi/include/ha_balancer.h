@@ -585,6 +585,15 @@ hab_result hab_state_apply(const hab_state *state, hab_zone *zone,
     const uint8_t *name, size_t name_len, uint32_t *out_applied,
     uint32_t *out_unmatched, hab_buf **out_refused);
 
+/*
+ * Counts the state file's entries whose upstream is none of the n
+ * upstreams of ups (only their names are read): entries in *out_entries,
+ * upstreams in *out_upstreams.
+ */
+hab_result hab_state_unclaimed(const hab_state *state,
+    const hab_api_upstream *ups, size_t n, uint32_t *out_entries,
+    uint32_t *out_upstreams);
+
 void hab_state_free(hab_state *state);
 
 /*

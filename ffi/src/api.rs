@@ -483,6 +483,55 @@ pub unsafe extern "C" fn hab_state_apply(
     })
 }
 
+/// Counts the state file's entries whose upstream is none of the `n`
+/// upstreams of `ups` (only their names are read): entries in
+/// `*out_entries`, upstreams in `*out_upstreams`.
+///
+/// # Safety
+///
+/// `s` a live state; `ups` valid for `n` elements with valid names;
+/// `out_entries` and `out_upstreams` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_state_unclaimed(
+    s: *const hab_state,
+    ups: *const hab_api_upstream,
+    n: usize,
+    out_entries: *mut u32,
+    out_upstreams: *mut u32,
+) -> hab_result {
+    guard(|| {
+        if s.is_null()
+            || (ups.is_null() && n != 0)
+            || out_entries.is_null()
+            || out_upstreams.is_null()
+        {
+            return HAB_NULL_PARAMETER;
+        }
+        let list: &[hab_api_upstream] = if n == 0 {
+            &[]
+        } else {
+            // SAFETY: `n` elements (caller contract).
+            unsafe { core::slice::from_raw_parts(ups, n) }
+        };
+        let mut names = Vec::with_capacity(list.len());
+        for u in list {
+            // SAFETY: valid name bytes (caller contract).
+            match unsafe { bytes(u.name, u.name_len) } {
+                Ok(name) => names.push(name),
+                Err(_) => return HAB_NULL_PARAMETER,
+            }
+        }
+        // SAFETY: a live state (caller contract).
+        let (entries, upstreams) = unsafe { &*s }.file.unclaimed(&names);
+        // SAFETY: writable (checked non-NULL).
+        unsafe {
+            out_entries.write(u32::try_from(entries).unwrap_or(u32::MAX));
+            out_upstreams.write(u32::try_from(upstreams).unwrap_or(u32::MAX));
+        }
+        HAB_OK
+    })
+}
+
 /// Frees a state (NULL does nothing).
 ///
 /// # Safety
