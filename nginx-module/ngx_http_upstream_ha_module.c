@@ -42,6 +42,7 @@ static ngx_int_t ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc,
 static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 
+static ngx_int_t ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
 static void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
 
@@ -153,7 +154,7 @@ ngx_module_t  ngx_http_upstream_ha_module = {
     ngx_http_upstream_ha_commands,         /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_upstream_ha_init_module,      /* init module */
     ngx_http_upstream_ha_init_process,     /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -477,6 +478,8 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         rc = hab_zone_attach(&hcf->conf, ohcf->zone, hcf->zone_size,
                              &hcf->zone);
         if (rc == HAB_OK) {
+            hcf->refused_shared = shpool->data;
+
             ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
                           "ha_balance upstream \"%V\": state kept",
                           hcf->name);
@@ -509,6 +512,19 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                       hcf->name, hab_result_str(rc));
         return NGX_ERROR;
     }
+
+    /*
+     * the list change last refused and logged, by any worker: a refusal
+     * is logged once, not once per worker; kept across reloads that keep
+     * the zone (shpool->data)
+     */
+
+    hcf->refused_shared = ngx_slab_alloc(shpool, sizeof(ngx_atomic_t));
+    if (hcf->refused_shared != NULL) {
+        *hcf->refused_shared = 0;
+    }
+
+    shpool->data = (void *) hcf->refused_shared;
 
 #if (HAB_RESOLVE)
 
@@ -552,8 +568,8 @@ static void
 ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
     ngx_http_upstream_ha_srv_conf_t *hcf)
 {
-    uint32_t                           applied;
-    hab_buf                           *err;
+    uint32_t                           applied, unmatched;
+    hab_buf                           *err, *refused;
     hab_result                         rc;
     ngx_http_upstream_ha_main_conf_t  *hmcf;
 
@@ -585,10 +601,35 @@ ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
         return;
     }
 
-    rc = hab_state_apply(hmcf->state, hcf->zone, hcf->name->data,
-                         hcf->name->len, &applied);
+    refused = NULL;
 
-    if (rc == HAB_OK && applied) {
+    rc = hab_state_apply(hmcf->state, hcf->zone, hcf->name->data,
+                         hcf->name->len, &applied, &unmatched, &refused);
+
+    if (rc != HAB_OK) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": state from \"%V\" "
+                      "not restored: %s", hcf->name, &hmcf->state_file,
+                      hab_result_str(rc));
+        return;
+    }
+
+    if (refused != NULL) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": state from \"%V\": %*s",
+                      hcf->name, &hmcf->state_file, hab_buf_len(refused),
+                      hab_buf_data(refused));
+        hab_buf_free(refused);
+    }
+
+    if (unmatched) {
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": %uD entries of \"%V\" "
+                      "match no server, ignored", hcf->name, unmatched,
+                      &hmcf->state_file);
+    }
+
+    if (applied) {
         ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
                       "ha_balance upstream \"%V\": admin state of %uD "
                       "servers restored from \"%V\"", hcf->name, applied,
@@ -1062,6 +1103,53 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
  * table generations (see core/src/table/ledger.rs).
  */
 
+/*
+ * After every zone is initialised: the state file's entries of upstreams
+ * that are not configured (renamed or removed) are ignored, and said so
+ * once.  Only when the file was read, i.e. some zone was fresh.
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
+{
+    uint32_t                           entries, upstreams;
+    ngx_uint_t                         n;
+    hab_api_upstream                  *ups;
+    ngx_http_upstream_main_conf_t     *umcf;
+    ngx_http_upstream_ha_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_ha_module);
+
+    if (hmcf == NULL || hmcf->state == NULL) {
+        return NGX_OK;
+    }
+
+    umcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_module);
+
+    ups = ngx_pnalloc(cycle->pool, (umcf->upstreams.nelts + 1)
+                                   * sizeof(hab_api_upstream));
+    if (ups == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = ngx_http_upstream_ha_upstreams(cycle, ups);
+
+    if (hab_state_unclaimed(hmcf->state, ups, n, &entries, &upstreams)
+        == HAB_OK
+        && upstreams)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "%uD entries of %uD upstreams in \"%V\" name no "
+                      "ha_balance upstream, ignored", entries, upstreams,
+                      &hmcf->state_file);
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
 {
@@ -1244,6 +1332,7 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
 
     char                          *rv;
+    u_char                        *p, *last, *start;
     ngx_int_t                      n;
     ngx_str_t                     *value, s;
     ngx_uint_t                     i, flags;
@@ -1311,6 +1400,30 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    /* the API, metrics and state file name the upstream in UTF-8 */
+
+    p = uscf->host.data;
+    last = p + uscf->host.len;
+
+    while (p < last) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        start = p;
+
+        if (ngx_utf8_decode(&p, last - p) > 0x10ffff) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "upstream name \"%*s...\" is not valid "
+                               "UTF-8 (byte 0x%02xd at offset %uz): the "
+                               "ha_api and ha_state_file could not name it",
+                               start - uscf->host.data, uscf->host.data,
+                               (int) *start, start - uscf->host.data);
+            return NGX_CONF_ERROR;
+        }
+    }
 
     if (uscf->peer.init_upstream) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
@@ -1549,7 +1662,9 @@ ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
 {
     ngx_http_upstream_ha_main_conf_t  *hmcf = conf;
 
-    ngx_str_t           *value;
+    u_char              *p;
+    ngx_str_t           *value, dir;
+    ngx_file_info_t      fi;
     ngx_pool_cleanup_t  *cln;
 
     if (hmcf->state_file.data) {
@@ -1567,6 +1682,45 @@ ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
     hmcf->state_file = value[1];
 
     if (ngx_conf_full_name(cf->cycle, &hmcf->state_file, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the file is written beside itself: its directory must exist */
+
+    p = hmcf->state_file.data + hmcf->state_file.len;
+
+    while (p > hmcf->state_file.data && *(p - 1) != '/') {
+        p--;
+    }
+
+    if (p == hmcf->state_file.data + hmcf->state_file.len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid state file \"%V\": no file name",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    dir.len = (p - hmcf->state_file.data > 1) ? p - hmcf->state_file.data - 1
+                                               : 1;
+    dir.data = ngx_pnalloc(cf->pool, dir.len + 1);
+    if (dir.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    (void) ngx_cpystrn(dir.data, hmcf->state_file.data, dir.len + 1);
+
+    if (ngx_file_info(dir.data, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "state file \"%V\": directory \"%V\" "
+                           ngx_file_info_n " failed", &hmcf->state_file,
+                           &dir);
+        return NGX_CONF_ERROR;
+    }
+
+    if (!ngx_is_dir(&fi)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "state file \"%V\": \"%V\" is not a directory",
+                           &hmcf->state_file, &dir);
         return NGX_CONF_ERROR;
     }
 
@@ -1806,9 +1960,27 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     hmcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_ha_module);
     umcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_module);
 
-    /* the path below the location */
+    /*
+     * the path below the location, as sent (percent-encoded, the API
+     * decodes each segment, so "%2F" in a name is not a separator); the
+     * decoded r->uri after a rewrite, or when the raw path does not start
+     * with the location
+     */
 
-    path = r->uri;
+    path = r->valid_unparsed_uri ? r->unparsed_uri : r->uri;
+
+    for (i = 0; i < path.len; i++) {
+        if (path.data[i] == '?') {
+            path.len = i;
+            break;
+        }
+    }
+
+    if (path.len < hacf->prefix.len
+        || ngx_strncmp(path.data, hacf->prefix.data, hacf->prefix.len) != 0)
+    {
+        path = r->uri;
+    }
 
     if (path.len >= hacf->prefix.len
         && ngx_strncmp(path.data, hacf->prefix.data, hacf->prefix.len) == 0)

@@ -131,6 +131,7 @@ typedef struct {
     ngx_uint_t                          map_config;
     hab_source                          map_source;
     ngx_uint_t                          refused;    /* config last logged */
+    ngx_atomic_t                       *refused_shared;  /* ... by anyone */
     ngx_event_t                         resolve_ev;
 
     /* per worker: the health timer and its checks in flight */

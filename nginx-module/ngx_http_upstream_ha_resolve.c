@@ -391,6 +391,8 @@ ngx_http_upstream_ha_log_resolve(ngx_http_upstream_ha_srv_conf_t *hcf,
     hab_resolve_report *report, ngx_uint_t config, uint64_t ns,
     ngx_log_t *log)
 {
+    ngx_atomic_uint_t  last;
+
     /* the build's cost, the list's copy excluded: docs/benchmarks.md */
 
     if (report->built) {
@@ -410,13 +412,28 @@ ngx_http_upstream_ha_log_resolve(ngx_http_upstream_ha_srv_conf_t *hcf,
         return;
     }
 
-    /* once per change of the list */
+    /*
+     * once per change of the list: the list and its change counter are
+     * shared (nginx's upstream zone), so only the worker that first
+     * records this change in the shared flag logs it
+     */
 
     if (hcf->refused == config + 1) {
         return;
     }
 
     hcf->refused = config + 1;
+
+    if (hcf->refused_shared != NULL) {
+        last = *hcf->refused_shared;
+
+        if (last == (ngx_atomic_uint_t) (config + 1)
+            || !ngx_atomic_cmp_set(hcf->refused_shared, last,
+                                   (ngx_atomic_uint_t) (config + 1)))
+        {
+            return;
+        }
+    }
 
     ngx_log_error(NGX_LOG_ERR, log, 0,
                   "ha_balance upstream \"%V\": the new list of servers is "

@@ -214,7 +214,8 @@ fn functions_match_the_header() {
         hab_buf_len / 1,
         hab_buf_free / 1,
         hab_state_load / 4,
-        hab_state_apply / 5,
+        hab_state_apply / 7,
+        hab_state_unclaimed / 5,
         hab_state_free / 1,
         hab_state_save / 5,
     );

@@ -214,7 +214,7 @@ fn api_reads_and_every_refusal() {
         port,
         "PATCH",
         "/api/upstreams/big/servers/0",
-        r#"{"weight":100000}"#,
+        r#"{"weight":1000000}"#,
     );
     assert_eq!(
         (s, v["error"]["code"].as_str()),

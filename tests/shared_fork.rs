@@ -96,7 +96,7 @@ fn round_robin_totals_are_exact_across_processes() {
         policy: Policy::RoundRobin,
         peers: &peers,
     };
-    let mut shm = Shared::new(1 << 20);
+    let mut shm = Shared::new(hab_core::table::zone_size(&spec).expect("size"));
     let t = table_in(&spec, &mut shm);
     let counts = Shared::new(4096);
     let per_child = 7_000;
@@ -156,7 +156,7 @@ fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
             policy,
             peers: &peers,
         };
-        let mut shm = Shared::new(1 << 20);
+        let mut shm = Shared::new(hab_core::table::zone_size(&spec).expect("size"));
         let t = table_in(&spec, &mut shm);
         let mut words: Vec<Vec<u64>> = (0..CHILDREN * 3).map(|_| vec![0; 16]).collect();
         let words_ptr: Vec<*mut u64> = words.iter_mut().map(|w| w.as_mut_ptr()).collect();

@@ -15,7 +15,14 @@
 //! HEAD answers as GET. `?fields=a,b` limits the keys of server and
 //! upstream objects. Every refusal has a JSON body (`docs/api.md`).
 
-use hab_core::table::{Zone, MAX_WEIGHT};
+use core::sync::atomic::Ordering::Relaxed;
+
+use std::borrow::Cow;
+
+use hab_core::selection::schedule::MAX_PERIOD;
+use hab_core::spec::Policy;
+use hab_core::table::membership::LIVE;
+use hab_core::table::{PeerState, Zone, MAX_WEIGHT, SCHEDULE_ROOM};
 use hab_core::Error;
 
 use crate::body::Body;
@@ -69,7 +76,8 @@ pub struct Upstream<'a> {
 pub struct Request<'a> {
     /// The method.
     pub method: Method,
-    /// The path below the location (no query string), e.g. `upstreams/app`.
+    /// The path below the location (no query string), e.g. `upstreams/app`,
+    /// as sent: each segment is percent-decoded here.
     pub path: &'a str,
     /// The query string, without `?` (empty when none).
     pub query: &'a str,
@@ -213,7 +221,13 @@ pub fn handle(
     upstreams: &[Upstream<'_>],
     alive: impl Fn(u64) -> bool,
 ) -> Response {
-    let parts: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let decoded: Vec<Cow<'_, str>> = req
+        .path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let parts: Vec<&str> = decoded.iter().map(|s| s.as_ref()).collect();
     let read = matches!(req.method, Method::Get | Method::Head);
     let find = |name: &str| upstreams.iter().find(|u| u.name == name);
     let fields = Fields::from_query(req.query);
@@ -267,6 +281,35 @@ pub fn handle(
     }
 }
 
+/// One path segment with its `%XX` escapes decoded (so an upstream named
+/// `a/b` is addressed as `a%2Fb`); a `%` not followed by two hex digits
+/// stays as it is.
+pub fn percent_decode(segment: &str) -> Cow<'_, str> {
+    if !segment.contains('%') {
+        return Cow::Borrowed(segment);
+    }
+    let b = segment.as_bytes();
+    let hex = |k: usize| b.get(k).and_then(|&c| (c as char).to_digit(16));
+    let mut out = Vec::with_capacity(b.len());
+    let mut k = 0;
+    while k < b.len() {
+        match (b[k], hex(k + 1), hex(k + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                k += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                k += 1;
+            }
+        }
+    }
+    match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    }
+}
+
 fn server(
     req: &Request<'_>,
     u: &Upstream<'_>,
@@ -317,6 +360,15 @@ fn patch(
     if req.body.len() > MAX_BODY {
         return Err(refuse(400, "BadRequest", "request body too large"));
     }
+    // A JSON object only: serde would also fill the fields from an array
+    // in their order (`[false,false,3]` set the weight to 3).
+    if req.body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(refuse(
+            400,
+            "BadRequest",
+            "invalid body: a JSON object is expected, e.g. {\"drain\":true}",
+        ));
+    }
     let p: Patch = serde_json::from_slice(req.body)
         .map_err(|e| refuse(400, "BadRequest", format!("invalid body: {e}")))?;
     if p == Patch::default() {
@@ -342,16 +394,33 @@ fn patch(
         }
     };
     let zone = u.zone;
+    let configured_down = zone
+        .states()
+        .get(i)
+        .is_some_and(|s| s.flags.load(Relaxed) & PeerState::DOWN != 0);
+    if p.down == Some(false) && configured_down {
+        return Err(refuse(
+            409,
+            "ConfiguredDown",
+            format!(
+                "server {} of upstream \"{}\" is \"down\" in the configuration; \
+                 the API cannot bring it up (remove \"down\" and reload)",
+                String::from_utf8_lossy(zone.server(i)),
+                u.name
+            ),
+        ));
+    }
     if let Some(w) = weight {
         let before = zone.view(i, req.now_ms).and_then(|v| v.weight_override);
         zone.set_weight(i, w)
             .map_err(|_| refuse(400, "BadRequest", "invalid \"weight\""))?;
         if zone.weights_pending() {
             if let Err(e) = zone.publish(req.owner, &alive) {
+                let entries = schedule_entries(zone, i, req.now_ms);
                 // Back to what serves, so the refused change does not sneak
                 // in with the next publication.
                 let _ = zone.set_weight(i, before);
-                return Err(publish_refusal(u.name, e));
+                return Err(publish_refusal(u.name, e, entries));
             }
         }
     }
@@ -360,7 +429,48 @@ fn patch(
     Ok(true)
 }
 
-fn publish_refusal(upstream: &str, e: Error) -> Response {
+/// Entries of the smooth round robin schedule of server `i`'s group
+/// (primaries or backups) with the weights asked for (overrides staged),
+/// for a policy that walks one; `None` for the others.
+fn schedule_entries(zone: Zone<'_>, i: usize, now: u64) -> Option<u64> {
+    if !matches!(
+        zone.policy(),
+        Policy::RoundRobin | Policy::LeastConn | Policy::Hash { .. }
+    ) {
+        return None;
+    }
+    let backup = zone.view(i, now)?.backup;
+    let weights: Vec<u32> = (0..zone.peers())
+        .filter(|&j| zone.listed(j).is_some_and(|m| m.status == LIVE))
+        .filter_map(|j| zone.view(j, now))
+        .filter(|v| v.backup == backup)
+        .map(|v| {
+            let conf_down = zone
+                .states()
+                .get(v.index)
+                .is_some_and(|s| s.flags.load(Relaxed) & PeerState::DOWN != 0);
+            if conf_down {
+                0
+            } else {
+                v.weight_override.unwrap_or(v.configured_weight)
+            }
+        })
+        .collect();
+    let (mut g, mut total) = (0u64, 0u64);
+    for w in weights.into_iter().filter(|&w| w > 0).map(u64::from) {
+        (g, total) = (gcd(g, w), total + w);
+    }
+    (g > 0).then(|| total / g)
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+fn publish_refusal(upstream: &str, e: Error, entries: Option<u64>) -> Response {
     match e {
         Error::Busy => refuse(
             409,
@@ -376,9 +486,18 @@ fn publish_refusal(upstream: &str, e: Error) -> Response {
             ),
         ),
         Error::NoSpace | Error::TooLarge => {
+            let why = match entries {
+                Some(n) => format!(
+                    "its smooth round robin schedule would have {n} entries (total \
+                     weight / common divisor of the group); room is kept for {}, and \
+                     never more than {}",
+                    SCHEDULE_ROOM, MAX_PERIOD
+                ),
+                None => e.to_string(),
+            };
             let text = format!(
                 "the new generation of upstream \"{upstream}\" does not fit in its \
-                 shared memory zone ({e}); the current generation keeps serving"
+                 shared memory zone: {why}; the current generation keeps serving"
             );
             Response {
                 log: Some(text.clone()),
@@ -897,6 +1016,224 @@ mod tests {
             t.zone().states().iter().all(|s| !s.down()),
             "no refusal changed anything"
         );
+    }
+
+    #[test]
+    fn patch_takes_an_object_only() {
+        let t = zone();
+        for body in [
+            "[false,false,3]",
+            "[true]",
+            "[]",
+            "3",
+            "\"down\"",
+            "null",
+            "true",
+            r#"{"down":true,"down":false}"#,
+        ] {
+            let (s, v) = call(&t, Method::Patch, "upstreams/app/servers/0", body, true);
+            assert_eq!(
+                (s, v["error"]["code"].as_str()),
+                (400, Some("BadRequest")),
+                "{body}: {v}"
+            );
+            let text = v["error"]["text"].as_str().unwrap();
+            assert!(text.contains("invalid body"), "{body}: {text}");
+        }
+        let v = t.zone().view(0, 0).unwrap();
+        assert_eq!((v.weight, v.admin_down, v.drain), (1, false, false));
+    }
+
+    #[test]
+    fn up_on_a_server_down_in_the_configuration_is_refused() {
+        let peers = [
+            PeerSpec {
+                position: Some(0),
+                ..PeerSpec::new(b"app\0a:80\x00127.0.0.1:1")
+            },
+            PeerSpec {
+                position: Some(1),
+                down: true,
+                ..PeerSpec::new(b"app\0b:80\x00127.0.0.1:2")
+            },
+        ];
+        let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        })
+        .unwrap();
+        for body in [r#"{"down":false}"#, r#"{"down":false,"drain":true}"#] {
+            let (s, v) = call(&t, Method::Patch, "upstreams/app/servers/1", body, true);
+            assert_eq!(
+                (s, v["error"]["code"].as_str()),
+                (409, Some("ConfiguredDown")),
+                "{v}"
+            );
+            let text = v["error"]["text"].as_str().unwrap();
+            assert!(text.contains("\"down\" in the configuration"), "{text}");
+            assert!(!t.zone().view(1, 0).unwrap().drain, "nothing changed");
+        }
+        // What it can do: drain it, set it down (a no-op kept), weigh it.
+        let (s, v) = call(
+            &t,
+            Method::Patch,
+            "upstreams/app/servers/1",
+            r#"{"down":true}"#,
+            true,
+        );
+        assert_eq!((s, v["state"].as_str()), (200, Some("down")), "{v}");
+        // Back up through the API: still down, as configured -> refused.
+        let (s, _) = call(
+            &t,
+            Method::Patch,
+            "upstreams/app/servers/1",
+            r#"{"down":false}"#,
+            true,
+        );
+        assert_eq!(s, 409);
+        // A server up in the configuration comes back up.
+        call(
+            &t,
+            Method::Patch,
+            "upstreams/app/servers/0",
+            r#"{"down":true}"#,
+            true,
+        );
+        let (s, v) = call(
+            &t,
+            Method::Patch,
+            "upstreams/app/servers/0",
+            r#"{"down":false}"#,
+            true,
+        );
+        assert_eq!((s, v["state"].as_str()), (200, Some("up")), "{v}");
+    }
+
+    fn table_of(policy: Policy, weights: &[u32]) -> OwnedTable {
+        let ids: Vec<Vec<u8>> = (0..weights.len())
+            .map(|k| format!("app\0s{k}:80\x00127.0.0.1:{}", k + 1).into_bytes())
+            .collect();
+        let peers: Vec<PeerSpec<'_>> = ids
+            .iter()
+            .zip(weights)
+            .enumerate()
+            .map(|(k, (id, &w))| PeerSpec {
+                position: Some(k as u32),
+                ..PeerSpec::new(id).weight(w)
+            })
+            .collect();
+        OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
+            policy,
+            peers: &peers,
+        })
+        .unwrap()
+    }
+
+    /// The weights docs/api.md promises for policies with a schedule:
+    /// any group whose total weight / common divisor is at most
+    /// SCHEDULE_ROOM; past it a 507 that says why, with the figures.
+    #[test]
+    fn weights_up_to_the_schedule_room_are_accepted() {
+        let patch = |t: &OwnedTable, id: usize, w: u64| {
+            call(
+                t,
+                Method::Patch,
+                &format!("upstreams/app/servers/{id}"),
+                &format!("{{\"weight\":{w}}}"),
+                true,
+            )
+        };
+        for policy in [Policy::RoundRobin, Policy::LeastConn] {
+            for weights in [&[1, 1, 1, 1][..], &[5, 1, 1, 1]] {
+                let t = table_of(policy, weights);
+                for (id, w) in [(0, 100_000), (1, 100_000), (2, 30_000), (0, 1)] {
+                    let (s, v) = patch(&t, id, w);
+                    assert_eq!((s, v["weight"].as_u64()), (200, Some(w)), "{weights:?} {v}");
+                }
+                let (s, v) = patch(&t, 3, 250_000);
+                assert_eq!(s, 200, "{v}");
+                let (s, v) = patch(&t, 1, 1_000_000);
+                assert_eq!(
+                    (s, v["error"]["code"].as_str()),
+                    (507, Some("NoSpace")),
+                    "{v}"
+                );
+                let text = v["error"]["text"].as_str().unwrap();
+                assert!(
+                    text.contains("would have 1280001 entries") && text.contains("262144"),
+                    "{text}"
+                );
+            }
+        }
+        // The documented edge: 4 × 1 with one server at 262,141 (262,144
+        // entries), then more changes at that size.
+        let t = table_of(Policy::RoundRobin, &[1, 1, 1, 1]);
+        for (id, w) in [(0, 262_141), (1, 1), (0, 262_140), (0, 262_141), (2, 1)] {
+            assert_eq!(patch(&t, id, w).0, 200, "server {id} to {w}");
+        }
+        // Policies without a schedule take the whole range.
+        let t = table_of(Policy::P2c, &[1, 1, 1, 1]);
+        for id in 0..4 {
+            assert_eq!(patch(&t, id, 1_000_000 - id as u64).0, 200);
+        }
+    }
+
+    #[test]
+    fn names_with_a_slash_are_addressed_percent_encoded() {
+        let t = zone();
+        let ups = [
+            Upstream {
+                name: "a/b",
+                zone: t.zone(),
+            },
+            Upstream {
+                name: "100%",
+                zone: t.zone(),
+            },
+        ];
+        let get = |path: &str| {
+            handle(
+                &Request {
+                    method: Method::Get,
+                    path,
+                    query: "",
+                    html: false,
+                    body: b"",
+                    write: false,
+                    now_ms: 1,
+                    wall_ms: 1,
+                    owner: 1,
+                },
+                &ups,
+                |_| true,
+            )
+        };
+        for (path, status) in [
+            ("upstreams/a%2Fb", 200),
+            ("upstreams/a%2fb/servers/0", 200),
+            ("upstreams/%61%2Fb/servers", 200),
+            ("upstreams/100%25", 200),
+            ("upstreams/a/b", 404),
+            // A lone "%" stays as it is (nginx refuses it first anyway).
+            ("upstreams/100%", 200),
+            ("upstreams/%zz", 404),
+            ("upstreams/%ff%fe", 404),
+        ] {
+            let r = get(path);
+            assert_eq!(
+                r.status,
+                status,
+                "{path}: {:?}",
+                String::from_utf8_lossy(&r.body.to_vec())
+            );
+        }
+        let v: serde_json::Value = serde_json::from_slice(&get("upstreams").body.to_vec()).unwrap();
+        assert!(v["a/b"].is_object() && v["100%"].is_object(), "{v}");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%C3%A9"), "\u{e9}");
     }
 
     #[test]

@@ -6,10 +6,15 @@
 //! server's identity (upstream, `server` string and address). A worker
 //! rewrites it after every accepted change and every health transition (a
 //! temporary file in the same directory, flushed, then renamed over the
-//! old one, so a reader sees the old or the new file, never half of one). At startup, each fresh zone
-//! takes the entries of its upstream; servers that are no longer in the
-//! configuration are ignored. A missing file is a first start; an
-//! unreadable or corrupt one is reported by the caller and ignored.
+//! old one, so a reader sees the old or the new file, never half of one).
+//! The file is created `0600`; its temporary file has a random name and is
+//! created exclusively, never through a link. A state file path that is a
+//! symbolic link is followed: the link stays, its target is replaced. At
+//! startup, each fresh zone takes the entries of its upstream; entries of
+//! servers no longer in the configuration are counted (the caller logs
+//! them) and ignored. A missing file is a first start; an unreadable,
+//! corrupt or oversized one, or one that is not a regular file (a FIFO, a
+//! device), is reported by the caller and ignored.
 //!
 //! ```json
 //! {"format": "ha-balancer-state", "version": 1,
@@ -17,10 +22,15 @@
 //!                         "down": false, "drain": true, "weight": 5}]}}
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{self, Write};
-use std::path::Path;
+use std::hash::BuildHasher;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use hab_core::table::generation::INIT_OWNER;
 use hab_core::table::membership::LIVE;
@@ -137,77 +147,293 @@ impl StateFile {
     }
 
     /// Reads `path`: `Ok(None)` when it does not exist.
+    ///
+    /// Symbolic links are followed (at most [`MAX_LINKS`]); what they
+    /// lead to is read only if it is a regular file: a FIFO, a device or a
+    /// directory is refused before it is opened, and again from the opened
+    /// file (`fstat`), which is opened non-blocking and not through a
+    /// link, so a file swapped in between is refused too. At most
+    /// [`MAX_FILE`] + 1 bytes are read, whatever the file's size says.
     pub fn load(path: &Path) -> Result<Option<StateFile>, String> {
-        let meta = match fs::metadata(path) {
-            Ok(m) => m,
+        let target = match resolve(path) {
+            Ok(t) => t,
+            Err(e) => return Err(format!("cannot read: {e}")),
+        };
+        match fs::symlink_metadata(&target) {
+            Ok(m) if !m.file_type().is_file() => return Err(not_regular(&m)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read: {e}")),
+        }
+        let f = match fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&target)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(format!("cannot read: {e}")),
         };
-        if meta.len() > MAX_FILE {
+        let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
+        if !meta.file_type().is_file() {
+            return Err(not_regular(&meta));
+        }
+        let mut bytes = Vec::new();
+        f.take(MAX_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        if bytes.len() as u64 > MAX_FILE {
             return Err(format!("larger than {MAX_FILE} bytes"));
         }
-        let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
         Self::parse(&bytes).map(Some)
     }
 
     /// Applies the entries of upstream `name` to `zone` (fresh, at
     /// configuration time) and publishes a generation if a weight
-    /// changed; the number of servers whose state was restored.
-    pub fn apply(&self, name: &str, zone: Zone<'_>) -> usize {
+    /// changed. Entries are matched by identity through an index, so the
+    /// cost is O(entries + servers).
+    ///
+    /// When the weights from the file cannot be put in force (their
+    /// generation does not fit the zone), none of them is kept: the
+    /// configured weights serve, the API shows them, the next state file
+    /// holds them, and [`Applied::refused`] says why.
+    pub fn apply(&self, name: &str, zone: Zone<'_>) -> Applied {
+        let mut out = Applied::default();
         let Some(entries) = self.upstreams.get(name) else {
-            return 0;
+            return out;
         };
-        let mut applied = 0;
+        if entries.is_empty() {
+            return out;
+        }
+        // LIVE slots only: a resolved server is restored only if it is
+        // present at load.
+        let index: HashMap<&[u8], usize> = (0..zone.peers())
+            .filter(|&i| zone.slot_status(i) == Some(LIVE))
+            .map(|i| (zone.identity(i), i))
+            .collect();
+        let mut weighted = Vec::new();
         for e in entries {
-            // A LIVE slot only: a resolved server is restored only if it
-            // is present at load.
-            let Some(i) = (0..zone.peers()).find(|&i| {
-                zone.slot_status(i) == Some(LIVE) && zone.identity(i) == e.identity.as_bytes()
-            }) else {
+            let Some(&i) = index.get(e.identity.as_bytes()) else {
+                out.unmatched += 1;
                 continue;
             };
+            let before = zone.view(i, 0).and_then(|v| v.weight_override);
             if zone.set_admin(i, Some(e.down), Some(e.drain), 0).is_ok()
                 && zone.set_weight(i, e.weight).is_ok()
             {
+                if e.weight != before {
+                    weighted.push((i, before));
+                }
                 if let Some(h) = e.health {
                     zone.restore_health(i, h == Health::Up);
                 }
-                applied += 1;
+                out.restored += 1;
             }
         }
         if zone.weights_pending() {
-            let _ = zone.publish(INIT_OWNER, |_| true);
+            if let Err(e) = zone.publish(INIT_OWNER, |_| true) {
+                for &(i, before) in &weighted {
+                    let _ = zone.set_weight(i, before);
+                }
+                out.refused = Some(format!(
+                    "the weights of {} servers were not restored: {e}; \
+                     the configured weights serve",
+                    weighted.len()
+                ));
+            }
         }
-        applied
+        out
     }
 
-    /// Writes the file atomically: a temporary file beside `path`, flushed
-    /// to disk, renamed over it.
+    /// Entries (and upstreams) of the file whose upstream is none of
+    /// `names`: what a renamed or removed upstream left behind.
+    pub fn unclaimed(&self, names: &[&[u8]]) -> (usize, usize) {
+        let names: std::collections::HashSet<&[u8]> = names.iter().copied().collect();
+        self.upstreams
+            .iter()
+            .filter(|(name, _)| !names.contains(name.as_bytes()))
+            .fold((0, 0), |(e, u), (_, entries)| (e + entries.len(), u + 1))
+    }
+
+    /// Writes the file atomically: a temporary file beside the file (after
+    /// following `path`'s symbolic links, so a linked state file stays a
+    /// link and its target is replaced), flushed to disk, renamed over it,
+    /// then the directory flushed. When this returns `Ok`, the file holds
+    /// this state and survives a crash of the machine.
+    ///
+    /// The temporary file has a random name, is created exclusively
+    /// (`O_CREAT|O_EXCL|O_NOFOLLOW`: never an existing file, never through
+    /// a link planted in its place) with mode `0600` whatever the umask
+    /// (nginx's daemon sets umask 0). A target that exists and is not a
+    /// regular file (a FIFO, a device) is refused, not replaced.
     pub fn save(&self, path: &Path) -> io::Result<()> {
         let body = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        let name = path
+        let target = resolve(path)?;
+        match fs::symlink_metadata(&target) {
+            Ok(m) if !m.file_type().is_file() => {
+                return Err(io::Error::other(not_regular(&m)));
+            }
+            _ => {}
+        }
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = target
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".{}.tmp", std::process::id()));
-        let tmp = match dir {
-            Some(d) => d.join(tmp_name),
-            None => tmp_name.into(),
+        let mut attempts = 0;
+        let (tmp, mut f) = loop {
+            let mut tmp_name = std::ffi::OsString::from(".");
+            tmp_name.push(name);
+            tmp_name.push(format!(".{}.tmp", random_hex()));
+            let tmp = dir.join(tmp_name);
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
         };
         let r = (|| {
-            let mut f = fs::File::create(&tmp)?;
             f.write_all(&body)?;
             f.write_all(b"\n")?;
             f.sync_all()?;
-            fs::rename(&tmp, path)
+            fs::rename(&tmp, &target)
         })();
         if r.is_err() {
             let _ = fs::remove_file(&tmp);
+            return r;
         }
-        r
+        fs::File::open(dir)?.sync_all()
     }
+}
+
+/// An exclusive lock on the state file, held by one saver at a time
+/// across workers: `flock` on `.NAME.lock` beside the file (after its
+/// links are followed), created `0600` and never through a link; released
+/// when dropped, or by the kernel when the process dies.
+///
+/// Workers save concurrently (each after its own change); a capture made
+/// before another worker's change and renamed after that worker's save
+/// would take the change out of the file after its 200 went out. Under
+/// the lock, capture and rename are one step: whoever captures later
+/// renames later.
+#[derive(Debug)]
+pub struct SaveLock {
+    _file: fs::File,
+}
+
+impl SaveLock {
+    /// Waits for the lock of the state file at `path`.
+    pub fn acquire(path: &Path) -> io::Result<SaveLock> {
+        let target = resolve(path)?;
+        let dir = target
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = target
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let mut lock_name = std::ffi::OsString::from(".");
+        lock_name.push(name);
+        lock_name.push(".lock");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir.join(lock_name))?;
+        loop {
+            // SAFETY: a valid open descriptor; flock touches no memory.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(SaveLock { _file: file });
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// What [`StateFile::apply`] did to one upstream.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Servers whose state was restored.
+    pub restored: usize,
+    /// Entries of the upstream that match no server in it (ignored).
+    pub unmatched: usize,
+    /// Why the weights from the file were not put in force, if they
+    /// were not (the configured weights serve).
+    pub refused: Option<String>,
+}
+
+/// Most symbolic links followed to reach the state file.
+pub const MAX_LINKS: usize = 8;
+
+/// `path` with its symbolic links followed (itself when it is not a link,
+/// or names nothing yet).
+pub fn resolve(path: &Path) -> io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..=MAX_LINKS {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(d) if to.is_relative() => d.join(to),
+                    _ => to,
+                };
+            }
+            Ok(_) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "more than {MAX_LINKS} symbolic links to follow"
+    )))
+}
+
+fn not_regular(m: &fs::Metadata) -> String {
+    let t = m.file_type();
+    let what = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    };
+    format!("not a regular file ({what}), refused")
+}
+
+/// 128 unpredictable bits in hex: SipHash under the process's secret
+/// random keys (std seeds them from the kernel) over the pid, the time
+/// and a counter.
+fn random_hex() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut halves = [0u64; 2];
+    for (k, h) in halves.iter_mut().enumerate() {
+        *h = RandomState::new().hash_one((std::process::id(), t, n, k));
+    }
+    format!("{:016x}{:016x}", halves[0], halves[1])
 }
 
 #[cfg(test)]
@@ -274,7 +500,7 @@ mod tests {
         let fz = fresh.zone();
         fz.apply_membership(&spec(&[all[0]]), [1, 1], 9, |_| true, 0)
             .unwrap();
-        assert_eq!(f2.apply("app", fz), 1, "only \"a\" is present");
+        assert_eq!(f2.apply("app", fz).restored, 1, "only \"a\" is present");
         assert!(fz.view(0, 0).unwrap().drain);
         assert!(!fz.view(1, 0).unwrap().admin_down, "RETIRING: not restored");
     }
@@ -297,14 +523,143 @@ mod tests {
 
         let fresh = zone();
         let f = StateFile::load(&path).unwrap().unwrap();
-        assert_eq!(f.apply("app", fresh.zone()), 3);
-        assert_eq!(f.apply("other", fresh.zone()), 0);
+        assert_eq!(f.apply("app", fresh.zone()).restored, 3);
+        assert_eq!(f.apply("other", fresh.zone()).restored, 0);
         let z = fresh.zone();
         assert!(z.view(0, 0).unwrap().admin_down);
         assert!(z.view(2, 0).unwrap().drain);
         assert_eq!(z.view(1, 0).unwrap().weight, 7);
         assert_eq!(z.generation(), 2);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn file_for(entries: Vec<Entry>) -> StateFile {
+        StateFile {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            upstreams: BTreeMap::from([("app".to_owned(), entries)]),
+        }
+    }
+
+    fn entry(identity: &str, weight: Option<u32>) -> Entry {
+        Entry {
+            identity: identity.to_owned(),
+            down: false,
+            drain: true,
+            weight,
+            health: None,
+        }
+    }
+
+    #[test]
+    fn weights_that_do_not_fit_are_refused_not_kept() {
+        // 4 servers of weight 1: a schedule of 1,000,003 entries does not
+        // fit the zone sized for this configuration.
+        let ids: Vec<String> = (0..4).map(|k| format!("app\0s{k}\0x{k}")).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id.as_bytes())).collect();
+        let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        })
+        .unwrap();
+        let z = t.zone();
+        let f = file_for(vec![entry(&ids[0], Some(1_000_000)), entry(&ids[1], None)]);
+        let a = f.apply("app", z);
+        assert_eq!(a.restored, 2, "{a:?}");
+        let why = a.refused.expect("the refusal is reported");
+        assert!(
+            why.contains("weights of 1 servers were not restored"),
+            "{why}"
+        );
+        let v = z.view(0, 0).unwrap();
+        assert_eq!((v.weight, v.weight_override), (1, None), "not kept");
+        assert!(v.drain, "the rest of the entry is restored");
+        assert!(
+            !z.weights_pending(),
+            "nothing left to sneak into a later publish"
+        );
+        let saved = StateFile::capture(&[Upstream {
+            name: "app",
+            zone: z,
+        }]);
+        assert!(
+            saved.upstreams["app"].iter().all(|e| e.weight.is_none()),
+            "not written back"
+        );
+        // A later weight change publishes.
+        z.set_weight(2, Some(3)).unwrap();
+        z.publish(INIT_OWNER, |_| true).unwrap();
+        assert_eq!(z.view(2, 0).unwrap().weight, 3);
+    }
+
+    #[test]
+    fn entries_of_upstreams_not_configured_are_counted() {
+        let mut f = file_for(vec![entry("app\0a\0x1", None)]);
+        f.upstreams.insert(
+            "old".to_owned(),
+            vec![entry("old\0a\0x1", None), entry("old\0b\0x2", None)],
+        );
+        f.upstreams.insert("empty".to_owned(), vec![]);
+        assert_eq!(f.unclaimed(&[b"app", b"empty"]), (2, 1));
+        assert_eq!(f.unclaimed(&[b"app"]), (2, 2));
+        assert_eq!(f.unclaimed(&[b"app", b"old", b"empty"]), (0, 0));
+    }
+
+    #[test]
+    fn unmatched_entries_are_counted() {
+        let f = file_for(vec![
+            entry("app\0a\0x1", None),
+            entry("app\0gone\0x9", None),
+            entry("app\0gone\0x8", None),
+        ]);
+        let a = f.apply("app", zone().zone());
+        assert_eq!((a.restored, a.unmatched, a.refused), (1, 2, None));
+    }
+
+    /// Restoring is O(entries + servers): 20,000 unmatched entries against
+    /// 20,000 servers cost about what one entry costs (the index is built
+    /// once), where a scan per entry costs 20,000 times more. Bound by a
+    /// ratio to the one-entry run measured here, best of 3 each.
+    #[test]
+    fn restore_is_linear_in_entries_plus_servers() {
+        const N: usize = 20_000;
+        let ids: Vec<String> = (0..N).map(|k| format!("app\0s{k}\x0010.0.{k}")).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id.as_bytes())).collect();
+        let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+        })
+        .unwrap();
+        let unmatched = |n: usize| {
+            file_for(
+                (0..n)
+                    .map(|k| Entry {
+                        drain: false,
+                        ..entry(&format!("app\0gone{k}\x0010.1.{k}"), None)
+                    })
+                    .collect(),
+            )
+        };
+        let (one, many) = (unmatched(1), unmatched(N));
+        let best = |f: &StateFile| {
+            (0..3)
+                .map(|_| {
+                    let t0 = std::time::Instant::now();
+                    assert_eq!(f.apply("app", t.zone()).restored, 0);
+                    t0.elapsed()
+                })
+                .min()
+                .unwrap()
+        };
+        let (base, big) = (best(&one), best(&many));
+        // Linear: index (N) + lookups (N) ≈ 2 × base, with room for noise;
+        // quadratic: N × base.
+        assert!(
+            big < base * 40,
+            "{N} entries took {big:?}, one entry {base:?}: not linear"
+        );
     }
 
     #[test]

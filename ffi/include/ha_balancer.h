@@ -581,10 +581,25 @@ typedef struct hab_state hab_state;
 hab_result hab_state_load(const uint8_t *path, size_t path_len,
     hab_state **out_state, hab_buf **out_error);
 
-/* Restores the admin state the file holds for upstream name into a fresh
- * zone. */
+/*
+ * Restores the admin state the file holds for upstream name into a fresh
+ * zone: the servers restored in *out_applied, the file's entries for name
+ * that match no server in *out_unmatched, and, when the file's weights
+ * could not be put in force (dropped: the configured weights serve), why
+ * in *out_refused (else NULL; free it).  Each out-parameter may be NULL.
+ */
 hab_result hab_state_apply(const hab_state *state, hab_zone *zone,
-    const uint8_t *name, size_t name_len, uint32_t *out_applied);
+    const uint8_t *name, size_t name_len, uint32_t *out_applied,
+    uint32_t *out_unmatched, hab_buf **out_refused);
+
+/*
+ * Counts the state file's entries whose upstream is none of the n
+ * upstreams of ups (only their names are read): entries in *out_entries,
+ * upstreams in *out_upstreams.
+ */
+hab_result hab_state_unclaimed(const hab_state *state,
+    const hab_api_upstream *ups, size_t n, uint32_t *out_entries,
+    uint32_t *out_upstreams);
 
 void hab_state_free(hab_state *state);
 

@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 use std::path::Path;
 
-use hab_api::state::StateFile;
+use hab_api::state::{SaveLock, StateFile};
 use hab_api::{ContentType, Method, Request, Upstream};
 
 use crate::zone::{alive_fn, hab_alive_fn, zone};
@@ -138,11 +138,14 @@ unsafe fn upstream_list<'a>(ups: *const hab_api_upstream, n: usize) -> Option<Ve
     Some(upstreams)
 }
 
-/// Writes the state file from `upstreams`. Workers write it concurrently
-/// (each change and health transition is saved by the worker that made
-/// it), and the last rename wins: a worker whose capture may have missed
-/// another's change — the upstreams' health epochs moved while it wrote —
-/// writes again, so the file that stays was captured after every change.
+/// Writes the state file from `upstreams`. Workers write it (each change
+/// and health transition is saved by the worker that made it) one at a
+/// time under the file's [`SaveLock`], so a capture made before another
+/// worker's change is never renamed after that worker's save; a worker
+/// whose capture may have missed a change made meanwhile without the lock
+/// (a health transition: the upstreams' health epochs moved while it
+/// wrote) writes again. The file that stays was captured after every
+/// change whose save has returned.
 fn save_state(upstreams: &[Upstream<'_>], path: &Path) -> std::io::Result<()> {
     let epochs = || -> u64 {
         upstreams
@@ -150,6 +153,10 @@ fn save_state(upstreams: &[Upstream<'_>], path: &Path) -> std::io::Result<()> {
             .map(|u| u.zone.health_epoch())
             .fold(0, u64::wrapping_add)
     };
+    // One saver at a time across workers: see SaveLock. Without the lock
+    // (its file cannot be created, e.g. left by another user) the save
+    // still happens, as before the lock existed.
+    let _lock = SaveLock::acquire(path).ok();
     let mut r = Ok(());
     for _ in 0..4 {
         let before = epochs();
@@ -423,12 +430,17 @@ pub unsafe extern "C" fn hab_state_load(
 }
 
 /// Restores the admin state the file holds for upstream `name` into the
-/// fresh zone `z`.
+/// fresh zone `z`: the servers restored in `*out_applied`, the file's
+/// entries for `name` that match no server in `*out_unmatched`, and, when
+/// the weights from the file could not be put in force (they were dropped,
+/// the configured weights serve), why in `*out_refused` (else NULL; free
+/// it with `hab_buf_free`).
 ///
 /// # Safety
 ///
 /// `s` a live state; `z` a valid zone handle; `name` valid for `name_len`
-/// bytes; `out_applied` NULL or writable.
+/// bytes; `out_applied`, `out_unmatched` and `out_refused` each NULL or
+/// writable.
 #[no_mangle]
 pub unsafe extern "C" fn hab_state_apply(
     s: *const hab_state,
@@ -436,6 +448,8 @@ pub unsafe extern "C" fn hab_state_apply(
     name: *const u8,
     name_len: usize,
     out_applied: *mut u32,
+    out_unmatched: *mut u32,
+    out_refused: *mut *mut hab_buf,
 ) -> hab_result {
     guard(|| {
         if s.is_null() || z.is_null() {
@@ -449,10 +463,70 @@ pub unsafe extern "C" fn hab_state_apply(
             return HAB_INVALID_ARGUMENT;
         };
         // SAFETY: live state, valid zone (caller contract).
-        let n = unsafe { &*s }.file.apply(name, unsafe { zone(z) });
+        let a = unsafe { &*s }.file.apply(name, unsafe { zone(z) });
         if !out_applied.is_null() {
             // SAFETY: writable (caller contract).
-            unsafe { out_applied.write(n as u32) };
+            unsafe { out_applied.write(u32::try_from(a.restored).unwrap_or(u32::MAX)) };
+        }
+        if !out_unmatched.is_null() {
+            // SAFETY: writable (caller contract).
+            unsafe { out_unmatched.write(u32::try_from(a.unmatched).unwrap_or(u32::MAX)) };
+        }
+        if !out_refused.is_null() {
+            let r = a
+                .refused
+                .map_or(core::ptr::null_mut(), |t| buf(t.into_bytes().into()));
+            // SAFETY: writable (caller contract).
+            unsafe { out_refused.write(r) };
+        }
+        HAB_OK
+    })
+}
+
+/// Counts the state file's entries whose upstream is none of the `n`
+/// upstreams of `ups` (only their names are read): entries in
+/// `*out_entries`, upstreams in `*out_upstreams`.
+///
+/// # Safety
+///
+/// `s` a live state; `ups` valid for `n` elements with valid names;
+/// `out_entries` and `out_upstreams` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_state_unclaimed(
+    s: *const hab_state,
+    ups: *const hab_api_upstream,
+    n: usize,
+    out_entries: *mut u32,
+    out_upstreams: *mut u32,
+) -> hab_result {
+    guard(|| {
+        if s.is_null()
+            || (ups.is_null() && n != 0)
+            || out_entries.is_null()
+            || out_upstreams.is_null()
+        {
+            return HAB_NULL_PARAMETER;
+        }
+        let list: &[hab_api_upstream] = if n == 0 {
+            &[]
+        } else {
+            // SAFETY: `n` elements (caller contract).
+            unsafe { core::slice::from_raw_parts(ups, n) }
+        };
+        let mut names = Vec::with_capacity(list.len());
+        for u in list {
+            // SAFETY: valid name bytes (caller contract).
+            match unsafe { bytes(u.name, u.name_len) } {
+                Ok(name) => names.push(name),
+                Err(_) => return HAB_NULL_PARAMETER,
+            }
+        }
+        // SAFETY: a live state (caller contract).
+        let (entries, upstreams) = unsafe { &*s }.file.unclaimed(&names);
+        // SAFETY: writable (checked non-NULL).
+        unsafe {
+            out_entries.write(u32::try_from(entries).unwrap_or(u32::MAX));
+            out_upstreams.write(u32::try_from(upstreams).unwrap_or(u32::MAX));
         }
         HAB_OK
     })

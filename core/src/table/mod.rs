@@ -534,11 +534,29 @@ struct ZonePlan {
     size: usize,
 }
 
+/// Smooth WRR schedule entries (total weight / common divisor of a
+/// group) that a weight change through the API may always reach, in
+/// upstreams whose policy walks a schedule (`round_robin`, `least_conn`,
+/// `hash`): the arena keeps room for three generations with schedules
+/// this long (serving, being built, retiring), e.g. 4 servers of weight
+/// 1 with one of them set to 200,000. Past it, a change is refused (507)
+/// unless the configuration's own generations leave the room.
+pub const SCHEDULE_ROOM: usize = 1 << 18;
+
 /// Bytes of arena for generations of `gen_size` bytes: the serving one,
 /// one being built, a retiring one, and headroom for weight changes that
-/// grow the tables.
-fn arena_len(gen_size: usize) -> usize {
-    round_up(3 * gen_size + gen_size.max(64 * 1024), ALIGN)
+/// grow the tables (for a policy with a schedule, three schedules of
+/// [`SCHEDULE_ROOM`] entries; the pages are touched only when used).
+fn arena_len(gen_size: usize, policy: Policy) -> usize {
+    let schedules = if matches!(
+        policy,
+        Policy::RoundRobin | Policy::LeastConn | Policy::Hash { .. }
+    ) {
+        3 * SCHEDULE_ROOM * size_of::<u32>()
+    } else {
+        0
+    };
+    round_up(3 * gen_size + gen_size.max(64 * 1024).max(schedules), ALIGN)
 }
 
 impl ZonePlan {
@@ -615,7 +633,7 @@ impl ZonePlan {
             0
         };
         let arena_off = tree_off + tree_len;
-        let arena_len = arena_len(gen_size);
+        let arena_len = arena_len(gen_size, spec.policy);
         Ok(ZonePlan {
             peers,
             configured,
