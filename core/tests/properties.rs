@@ -433,7 +433,7 @@ proptest! {
                     };
                     let primaries = LC_PEERS - LC_BACKUPS;
                     let want = if at.in_backup() { None } else { least(0..primaries, mode) }
-                        .or_else(|| least(primaries..LC_PEERS, Mode { single: false, ..mode }));
+                        .or_else(|| least(primaries..LC_PEERS, mode.with_single(false)));
                     match z.get_keyed(&mut at, &[], now) {
                         Ok(p) => {
                             let i = p.peer as usize;

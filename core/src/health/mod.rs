@@ -45,34 +45,24 @@ use crate::table::flight::{self, Hold};
 use crate::table::{PeerState, Table};
 
 /// What the whole pick knows before it looks at peers: read once per pick.
-#[derive(Debug, Clone, Copy)]
+///
+/// Two words (flags, the worker's ledger row), so that it travels in
+/// registers through the policies to [`acquire`]. The default: no
+/// single-peer rules, no slow start, no panic, no ledger slot.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Mode<'a> {
-    /// nginx's single-peer rules apply (one primary, no backup).
-    pub single: bool,
-    /// Slow start thins the picks of ramping peers (every policy that
-    /// picks by position or draw; `least_conn` scales weights instead, and
-    /// hash policies keep their keys).
-    pub ramp: bool,
-    /// The flag bits that keep a peer out: [`PeerState::OUT`], and
-    /// [`PeerState::HEALTH`] unless the upstream is in panic.
-    pub out: u32,
+    /// [`Mode::SINGLE`] | [`Mode::RAMP`] | [`Mode::PANIC`].
+    bits: u32,
     /// The worker's ledger row, where its part of every in-flight count
     /// is kept ([`crate::table::flight`]); `None` without a slot.
     pub hold: Option<Hold<'a>>,
 }
 
-impl Default for Mode<'_> {
-    fn default() -> Self {
-        Mode {
-            single: false,
-            ramp: false,
-            out: PeerState::OUT | PeerState::HEALTH,
-            hold: None,
-        }
-    }
-}
-
 impl<'a> Mode<'a> {
+    const SINGLE: u32 = 1;
+    const RAMP: u32 = 2;
+    const PANIC: u32 = 4;
+
     /// The mode of a pick on `t` by the worker holding `hold`.
     #[inline]
     pub fn of(t: &Table<'_>, hold: Option<Hold<'a>>) -> Mode<'a> {
@@ -80,21 +70,72 @@ impl<'a> Mode<'a> {
         let h = &z.root().health;
         let panic = h.panic_percent != 0 && z.health_line().panic.load(Relaxed) != 0;
         Mode {
-            single: t.single(),
-            ramp: h.slow_start_ms != 0,
-            out: if panic {
-                PeerState::OUT
-            } else {
-                PeerState::OUT | PeerState::HEALTH
-            },
+            bits: u32::from(t.single())
+                | u32::from(h.slow_start_ms != 0) << 1
+                | u32::from(panic) << 2,
             hold,
+        }
+    }
+
+    #[inline]
+    fn with(self, bit: u32, on: bool) -> Self {
+        Mode {
+            bits: if on {
+                self.bits | bit
+            } else {
+                self.bits & !bit
+            },
+            ..self
+        }
+    }
+
+    /// nginx's single-peer rules apply (one primary, no backup).
+    #[inline]
+    pub fn single(&self) -> bool {
+        self.bits & Self::SINGLE != 0
+    }
+
+    /// This mode with nginx's single-peer rules on or off.
+    #[inline]
+    pub fn with_single(self, on: bool) -> Self {
+        self.with(Self::SINGLE, on)
+    }
+
+    /// Slow start thins the picks of ramping peers (every policy that
+    /// picks by position or draw; `least_conn` scales weights instead, and
+    /// hash policies keep their keys).
+    #[inline]
+    pub fn ramp(&self) -> bool {
+        self.bits & Self::RAMP != 0
+    }
+
+    /// This mode with slow start's thinning on or off.
+    #[inline]
+    pub fn with_ramp(self, on: bool) -> Self {
+        self.with(Self::RAMP, on)
+    }
+
+    /// This mode in panic (health ignored) or not.
+    #[inline]
+    pub fn with_panic(self, on: bool) -> Self {
+        self.with(Self::PANIC, on)
+    }
+
+    /// The flag bits that keep a peer out: [`PeerState::OUT`], and
+    /// [`PeerState::HEALTH`] unless the upstream is in panic.
+    #[inline]
+    pub fn out(&self) -> u32 {
+        if self.panic() {
+            PeerState::OUT
+        } else {
+            PeerState::OUT | PeerState::HEALTH
         }
     }
 
     /// Whether health is ignored (panic).
     #[inline]
     pub fn panic(&self) -> bool {
-        self.out & PeerState::HEALTH == 0
+        self.bits & Self::PANIC != 0
     }
 }
 
@@ -123,10 +164,10 @@ pub fn eligibility(state: &PeerState, now: u64, mode: Mode) -> Eligibility {
 
 #[inline]
 fn eligibility_flags(state: &PeerState, flags: u32, now: u64, mode: Mode) -> Eligibility {
-    if flags & mode.out != 0 {
+    if flags & mode.out() != 0 {
         return Eligibility::No;
     }
-    let single = mode.single;
+    let single = mode.single();
     let max_conns = state.max_conns();
     if max_conns != 0 && state.in_flight.load(Relaxed) >= max_conns {
         return Eligibility::No;
@@ -161,7 +202,7 @@ pub fn acquire_in(t: &Table<'_>, states: &[PeerState], i: usize, now: u64, mode:
     if e == Eligibility::No {
         return false;
     }
-    if mode.ramp && flags & PeerState::SLOW != 0 && !ramp_admits(t, i, now) {
+    if mode.ramp() && flags & PeerState::SLOW != 0 && !ramp_admits(t, i, now) {
         return false;
     }
     acquire_state(state, e, now, mode.hold, i)
@@ -266,10 +307,7 @@ mod tests {
     use core::sync::atomic::{AtomicU32, AtomicU64};
 
     fn mode(single: bool) -> Mode<'static> {
-        Mode {
-            single,
-            ..Mode::default()
-        }
+        Mode::default().with_single(single)
     }
 
     /// [`super::eligibility`] outside panic.

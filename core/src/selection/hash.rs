@@ -35,7 +35,7 @@ pub fn pick(
 ) -> Option<usize> {
     // Slow start would move keys: a returning server gets its keys back
     // at once (see health::slow_start).
-    let how = Mode { ramp: false, ..how };
+    let how = how.with_ramp(false);
     let Policy::Hash {
         mode,
         balance_factor,
@@ -49,7 +49,7 @@ pub fn pick(
     let fallback = key.is_empty()
         || match mode {
             HashMode::Plain => primaries < 2,
-            _ => how.single,
+            _ => how.single(),
         };
     let live = (t.header().live_primaries as usize).max(1);
     let limit = if balance_factor == 0 {

@@ -60,10 +60,7 @@ fn tree_pick(
 ) -> Option<usize> {
     let states = t.states();
     // No peer ramps (the caller checked): loads are plain counts.
-    let mode = Mode {
-        ramp: false,
-        ..mode
-    };
+    let mode = mode.with_ramp(false);
     for _ in 0..RACE_RETRIES {
         let (bi, tied) = match tree.search(states, attempt, now, mode) {
             Found::Peer(i, tied) => (i, tied),
@@ -144,11 +141,8 @@ fn scan(
     let states = t.states();
     // Slow start scales a ramping peer's weight in the comparison instead
     // of holding picks back.
-    let ramp = mode.ramp;
-    let mode = Mode {
-        ramp: false,
-        ..mode
-    };
+    let ramp = mode.ramp();
+    let mode = mode.with_ramp(false);
     for _ in 0..RACE_RETRIES {
         // (index, in_flight, weight) of the least loaded; count of ties.
         // One copy of the scan per kind of group: a dense one (every

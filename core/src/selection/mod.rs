@@ -240,10 +240,7 @@ impl Table<'_> {
             }
             attempt.set_in_backup();
         }
-        let backup = Mode {
-            single: false,
-            ..mode
-        };
+        let backup = mode.with_single(false);
         match self.pick_in(policy, BACKUP, attempt, now, backup) {
             Some(i) => Ok(self.take(attempt, i, true, now, mode)),
             None => Err(Error::Busy),
@@ -315,10 +312,7 @@ impl Table<'_> {
         let n = range.len();
         // The last resort: slow start holds nothing back here, or a group
         // whose only eligible peer ramps would answer busy.
-        let mode = Mode {
-            ramp: false,
-            ..mode
-        };
+        let mode = mode.with_ramp(false);
         let states = self.states();
         (0..n).map(|k| range.get((start + k) % n)).find(|&i| {
             if attempt.tried(i) {

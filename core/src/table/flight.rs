@@ -52,6 +52,7 @@
 //! stored with `Release` and read with `Acquire`. A dead worker's stores
 //! are all visible to the process that learnt of its death.
 
+use core::marker::PhantomData;
 use core::sync::atomic::Ordering::{self, Acquire, Relaxed, Release, SeqCst};
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -124,7 +125,14 @@ pub enum Kind {
 impl Entry {
     const COUNT: u32 = (1 << 29) - 1;
     const KIND_SHIFT: u32 = 29;
+    const KIND: u32 = 3 << Self::KIND_SHIFT;
     const PARITY: u32 = 1 << 31;
+
+    /// This entry announcing `kind` (count and parity kept).
+    #[inline]
+    fn announcing(self, kind: Kind) -> Entry {
+        Entry((self.0 & !Self::KIND) | ((kind as u32) << Self::KIND_SHIFT))
+    }
 
     /// The count this entry records.
     #[inline]
@@ -173,27 +181,67 @@ impl Entry {
 }
 
 /// A worker's hold on its ledger row: where it records its part of every
-/// shared in-flight word.
+/// shared in-flight word. One word (the row's address, 64-byte aligned,
+/// with the slot in its low bits), so that a pick carries it in a
+/// register.
 #[derive(Debug, Clone, Copy)]
 pub struct Hold<'a> {
-    row: &'a [AtomicU32],
-    slot: u32,
+    tagged: core::ptr::NonNull<AtomicU32>,
+    len: PhantomData<&'a [AtomicU32]>,
 }
 
 impl<'a> Hold<'a> {
-    /// The hold of ledger slot `slot` whose row is `row`.
+    /// The hold of ledger slot `slot` (below [`super::LEDGER_SLOTS`])
+    /// whose row is `row`: 64-byte aligned, as every ledger row is (the
+    /// zone is, and a row starts a line), so that the low six bits of its
+    /// address are free for the slot.
     #[inline]
     pub(crate) fn new(row: &'a [AtomicU32], slot: u32) -> Hold<'a> {
-        Hold { row, slot }
+        debug_assert!(row.as_ptr() as usize % 64 == 0 && (slot as usize) < super::LEDGER_SLOTS);
+        debug_assert!(row.len() * 4 > super::LEDGER_SLOTS);
+        let tagged = row.as_ptr().cast::<u8>().wrapping_add(slot as usize);
+        Hold {
+            // SAFETY: a slice's pointer is never null, and adding less
+            // than the row's length in bytes (a row holds at least
+            // GENS + 1 entries, 36 bytes, and slot < 32) stays inside it.
+            tagged: unsafe { core::ptr::NonNull::new_unchecked(tagged.cast_mut().cast()) },
+            len: PhantomData,
+        }
+    }
+
+    #[inline]
+    fn slot(self) -> u32 {
+        (self.tagged.as_ptr() as usize & 63) as u32
+    }
+
+    /// Entry `at` of the row.
+    ///
+    /// # Safety
+    ///
+    /// `at` is below the row's length (the zone's peers + GENS + 1): the
+    /// callers pass a peer index they have already used to index the
+    /// zone's peer states (so it is below the peers), or the total's
+    /// entry.
+    #[inline]
+    unsafe fn entry(self, at: usize) -> &'a AtomicU32 {
+        let row = self
+            .tagged
+            .as_ptr()
+            .cast::<u8>()
+            .wrapping_sub(self.slot() as usize);
+        // SAFETY: `row` is the row's start (the tag removed); `at` is in
+        // bounds (caller contract); the row lives for 'a.
+        unsafe { &*row.cast::<AtomicU32>().add(at) }
     }
 }
 
 /// Counts one request on `word`, within `max` (0: no limit); `false`,
 /// with nothing changed, when the word is at `max`. `at` is the word's
-/// entry in `hold`'s row.
+/// entry in `hold`'s row: a peer index the caller already used to index
+/// the zone's peer states, or [`super::Zone::total_entry`].
 #[inline]
 pub(crate) fn acquire(word: &AtomicU64, max: u32, hold: Option<Hold<'_>>, at: usize) -> bool {
-    let Some(Hold { row, slot }) = hold else {
+    let Some(hold) = hold else {
         return if max == 0 {
             word.fetch_add(1, SeqCst);
             true
@@ -202,10 +250,12 @@ pub(crate) fn acquire(word: &AtomicU64, max: u32, hold: Option<Hold<'_>>, at: us
                 .is_ok()
         };
     };
-    let entry = &row[at];
+    // SAFETY: `at` is in the row (this function's contract).
+    let entry = unsafe { hold.entry(at) };
+    let slot = hold.slot();
     // The row's one writer is this worker: its own last store.
-    let e = Entry(entry.load(Relaxed));
-    entry.store(Entry::make(e.count(), Kind::Acquire, e.parity()).0, Release);
+    let e = Entry(entry.load(Relaxed)).announcing(Kind::Acquire);
+    entry.store(e.0, Release);
     crash_point("flight.acquire.intent");
     // One instruction: count + 1 and the slot's bit flipped (the bit is
     // the entry's parity, so the arithmetic never carries into another).
@@ -225,39 +275,54 @@ pub(crate) fn acquire(word: &AtomicU64, max: u32, hold: Option<Hold<'_>>, at: us
         return false;
     }
     crash_point("flight.acquire.counted");
-    entry.store(
-        Entry::make(e.count() + 1, Kind::Acquire, !e.parity()).0,
-        Release,
-    );
+    // Count + 1 (a worker never holds 2^29 requests on one peer: no carry
+    // into the kind), parity flipped, kind still "acquire".
+    entry.store((e.0 + 1) ^ Entry::PARITY, Release);
     crash_point("flight.acquire.ledgered");
     true
 }
 
-/// Takes one request off `word`, never below zero (see [`acquire`]).
+/// Takes one request off `word`, never below zero (see [`acquire`], whose
+/// contract on `at` this shares).
 #[inline]
 pub(crate) fn release(word: &AtomicU64, hold: Option<Hold<'_>>, at: usize) {
-    let Some(Hold { row, slot }) = hold else {
+    let Some(hold) = hold else {
         let _ = word.fetch_update(SeqCst, Relaxed, |w| (count(w) != 0).then(|| w - 1));
         return;
     };
-    let entry = &row[at];
-    let e = Entry(entry.load(Relaxed));
-    entry.store(Entry::make(e.count(), Kind::Release, e.parity()).0, Release);
+    // SAFETY: `at` is in the row (this function's contract).
+    let entry = unsafe { hold.entry(at) };
+    let slot = hold.slot();
+    let e = Entry(entry.load(Relaxed)).announcing(Kind::Release);
+    entry.store(e.0, Release);
     crash_point("flight.release.intent");
     let b = bit(slot);
-    // One instruction: count - 1 (never below zero: nothing borrows from
-    // the bits above) and the slot's bit flipped.
-    let changed = word
-        .fetch_update(SeqCst, Relaxed, |w| (count(w) != 0).then(|| (w - 1) ^ b))
-        .is_ok();
-    crash_point("flight.release.counted");
-    let next = if changed {
-        Entry::make(e.count().saturating_sub(1), Kind::Release, !e.parity())
+    // One instruction: count - 1 and the slot's bit flipped. While this
+    // worker's own exact count is at least 1 so is the word's (the
+    // invariant), so a plain add cannot borrow from the bits above, and
+    // the bit's value is the entry's parity: no compare-and-swap loop.
+    let changed = if e.count() != 0 {
+        let delta = if e.parity() {
+            1 + b
+        } else {
+            1u64.wrapping_sub(b)
+        };
+        word.fetch_sub(delta, SeqCst);
+        true
     } else {
-        // Nothing was counted on the word: neither is it here.
-        Entry::make(e.count().saturating_sub(1), Kind::Release, e.parity())
+        word.fetch_update(SeqCst, Relaxed, |w| (count(w) != 0).then(|| (w - 1) ^ b))
+            .is_ok()
     };
-    entry.store(next.0, Release);
+    crash_point("flight.release.counted");
+    // With a count the word changed (a plain subtract): count - 1, parity
+    // flipped. Without one (a request this row never counted) the count
+    // stays 0; the parity follows the word's bit, flipped or not.
+    let next = match (e.count(), changed) {
+        (0, false) => e.0,
+        (0, true) => e.0 ^ Entry::PARITY,
+        _ => (e.0 - 1) ^ Entry::PARITY,
+    };
+    entry.store(next, Release);
     crash_point("flight.release.ledgered");
 }
 
@@ -307,8 +372,19 @@ pub(crate) fn drain(word: &AtomicU64, entry: &AtomicU32, slot: u32) -> u32 {
 mod tests {
     use super::*;
 
-    fn row(n: usize) -> Vec<AtomicU32> {
-        (0..n).map(|_| AtomicU32::new(0)).collect()
+    /// A ledger row as the zone lays one out: 64-byte aligned.
+    #[repr(C, align(64))]
+    struct Row([AtomicU32; 16]);
+
+    fn row(_n: usize) -> Row {
+        Row([const { AtomicU32::new(0) }; 16])
+    }
+
+    impl core::ops::Deref for Row {
+        type Target = [AtomicU32];
+        fn deref(&self) -> &[AtomicU32] {
+            &self.0
+        }
     }
 
     #[test]
