@@ -818,8 +818,8 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
     n = 0;
     ngx_memzero(&panic, sizeof(hab_panic_report));
 
-    rc = hab_health_tick(hcf->zone, now, &hcf->health_epoch, peers,
-                         NGX_HTTP_UPSTREAM_HA_BATCH, &n, &panic);
+    rc = hab_health_tick(hcf->zone, now, hcf->slot, &hcf->health_epoch,
+                         peers, NGX_HTTP_UPSTREAM_HA_BATCH, &n, &panic);
 
     if (rc == HAB_OK) {
 

@@ -175,6 +175,7 @@ macro_rules! same_signature {
     (@one $name:ident 7) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _) -> _) };
     (@one $name:ident 11) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _, _) -> _) };
     (@one $name:ident 10) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _, _) -> _) };
+    (@one $name:ident 8) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _) -> _) };
     (@one $name:ident 9) => { same(fns::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _) -> _, rs::$name as unsafe extern "C" fn(_, _, _, _, _, _, _, _, _) -> _) };
 }
 
@@ -206,7 +207,7 @@ fn functions_match_the_header() {
         hab_zone_slot / 3,
         hab_attempt_abandon / 2,
         hab_attempt_source / 3,
-        hab_health_tick / 7,
+        hab_health_tick / 8,
         hab_health_validate / 1,
         hab_api_handle / 4,
         hab_buf_chunk / 3,

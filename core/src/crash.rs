@@ -43,6 +43,11 @@ pub const POINTS: &[&str] = &[
     "apply.kept",
     "apply.retiring",
     "apply.retired",
+    // Outlier ejection under the ejection lease (health/outlier.rs).
+    "eject.taken_over",
+    "eject.counted",
+    "eject.flagged",
+    "eject.cleared",
 ];
 
 /// Marks step `name` of a shared-memory protocol (see the module note).

@@ -294,7 +294,7 @@ proptest! {
                     prop_assert_eq!(r.is_ok(), z.health_spec().checks());
                 }
                 Op::Tick => {
-                    let _ = z.end_ejections(now, &mut scratch);
+                    let _ = z.end_ejections(now, &mut scratch, workers.first().and_then(|w| w.slot));
                     let _ = z.update_panic();
                 }
                 Op::Kill { w } => {
@@ -478,7 +478,7 @@ proptest! {
                     let _ = z.check_done(peer, passed, now);
                 }
                 Op::Tick => {
-                    let _ = z.end_ejections(now, &mut scratch);
+                    let _ = z.end_ejections(now, &mut scratch, workers.first().and_then(|w| w.slot));
                     let _ = z.update_panic();
                 }
                 Op::Kill { w } => {
@@ -632,7 +632,7 @@ proptest! {
                     }
                 }
                 MemberOp::Base(Op::Tick) => {
-                    let _ = z.end_ejections(now, &mut scratch);
+                    let _ = z.end_ejections(now, &mut scratch, workers.first().and_then(|w| w.slot));
                     let _ = z.update_panic();
                 }
                 MemberOp::Base(Op::Kill { w }) => {

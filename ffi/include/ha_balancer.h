@@ -486,10 +486,12 @@ hab_result hab_check_done(hab_zone *zone, uint32_t peer, uint32_t epoch,
  * A worker's health timer: ends the outlier ejections that are over (the
  * peers that returned into out_peers, at most cap, their number in
  * *out_n) and, when the health epoch moved since *epoch (updated),
- * re-evaluates the panic threshold into *out_panic.
+ * re-evaluates the panic threshold into *out_panic.  slot: the worker's
+ * ledger slot; ejections change under a lease named by it (HAB_NO_SLOT:
+ * no ejection ends in this worker).
  */
-hab_result hab_health_tick(hab_zone *zone, uint64_t now_ms, uint64_t *epoch,
-    uint32_t *out_peers, size_t cap, size_t *out_n,
+hab_result hab_health_tick(hab_zone *zone, uint64_t now_ms, uint32_t slot,
+    uint64_t *epoch, uint32_t *out_peers, size_t cap, size_t *out_n,
     hab_panic_report *out_panic);
 
 /* HAB_INVALID_ARGUMENT when the health values are inconsistent. */

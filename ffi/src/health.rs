@@ -244,7 +244,8 @@ pub unsafe extern "C" fn hab_check_done(
 /// ejections that are over (at most `cap` of the peers returned into
 /// `out_peers`, their number in `out_n`) and, when the health epoch moved
 /// since `*epoch` (the worker's last look, updated), re-evaluates the panic
-/// flag into `out_panic`.
+/// flag into `out_panic`. `slot`: the worker's ledger slot
+/// ([`crate::zone::HAB_NO_SLOT`]: none, and no ejection ends here).
 ///
 /// # Safety
 ///
@@ -254,6 +255,7 @@ pub unsafe extern "C" fn hab_check_done(
 pub unsafe extern "C" fn hab_health_tick(
     z: *mut hab_zone,
     now_ms: u64,
+    slot: u32,
     epoch: *mut u64,
     out_peers: *mut u32,
     cap: usize,
@@ -273,7 +275,8 @@ pub unsafe extern "C" fn hab_health_tick(
         let z = unsafe { zone(z) };
         // SAFETY: writable for `cap` elements (caller contract).
         let out = unsafe { out_slice(out_peers, cap) };
-        let n = z.end_ejections(now_ms, out);
+        let ledger = (slot != crate::zone::HAB_NO_SLOT).then_some(slot);
+        let n = z.end_ejections(now_ms, out, ledger);
         // SAFETY: non-NULL, writable (caller contract).
         let seen = unsafe { &mut *epoch };
         let now_epoch = z.health_epoch();

@@ -25,7 +25,9 @@ use std::sync::Mutex;
 use hab_core::attempt;
 use hab_core::crash;
 use hab_core::spec::HashMode;
-use hab_core::table::{self, flight, ledger, Zone, LEDGER_SLOTS, TOTAL};
+use hab_core::spec::HealthSpec;
+use hab_core::table::stats::TryInfo;
+use hab_core::table::{self, flight, ledger, PeerState, Zone, LEDGER_SLOTS, TOTAL};
 use hab_core::{Attempt, Outcome, PeerSpec, Policy, UpstreamSpec};
 
 /// Crash points are process-wide: one test at a time in this binary.
@@ -355,7 +357,8 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
         for p in crash::POINTS {
             let elsewhere = p.starts_with("reconcile.drain.")
                 || p.starts_with("publish.")
-                || p.starts_with("apply.");
+                || p.starts_with("apply.")
+                || p.starts_with("eject.");
             assert!(
                 elsewhere || reached.iter().any(|(q, _)| q == p),
                 "{}: crash point {p} never reached",
@@ -622,4 +625,131 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
         }
     }
     assert!(runs >= 9, "{runs}");
+}
+
+/// Outlier ejection killed at every step (the budget taken, the flag set,
+/// a flag cleared at the ejection's end), then the next ejector killed as
+/// it takes the lease over: the budget is never lost. With `max_ejection`
+/// at one server, a kill between taking the budget and setting the flag
+/// used to disable ejection for good.
+#[test]
+fn an_ejector_killed_at_every_step_loses_no_budget() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let peers: Vec<PeerSpec<'static>> = (0..4).map(|k| PeerSpec::new(IDS[k])).collect();
+    let health = HealthSpec {
+        consecutive_errors: 1,
+        base_ejection_ms: 1_000,
+        max_ejection_percent: 1, // one server at most
+        ..HealthSpec::default()
+    };
+    let spec = UpstreamSpec {
+        health,
+        policy: Policy::RoundRobin,
+        peers: &peers,
+    };
+    let shm = Shared::new(8 << 20);
+    let zone = || {
+        // SAFETY: the mapping is ours, `len` bytes, alive past every use.
+        unsafe { Zone::init(&spec, shm.ptr, shm.len) }.expect("zone fits")
+    };
+    let mut words = vec![0u64; attempt::words(peers.len())];
+    let words_ptr = words.as_mut_ptr();
+    // One request that fails with a gateway error (an ejection), then the
+    // health tick after the ejection is over (its end).
+    let ejector = |z: Zone<'_>, owner: u64, alive: &dyn Fn(u64) -> bool, tick: bool| -> bool {
+        let owner = if owner == 0 { pid() } else { owner };
+        let Some(slot) = z.claim_slot(owner, alive) else {
+            return false;
+        };
+        // SAFETY: the buffer made before fork, used by one process.
+        let w = unsafe { core::slice::from_raw_parts_mut(words_ptr, attempt::words(4)) };
+        let mut a = Attempt::init(w, 0);
+        a.set_slot(Some(slot));
+        if z.begin(&mut a).is_err() || z.get_keyed(&mut a, b"", 10).is_err() {
+            return false;
+        }
+        let info = TryInfo {
+            status: 502,
+            header_ms: Some(1),
+            sent: 0,
+            received: 0,
+        };
+        let ok = z.free_with(&mut a, Outcome::Failed, &info, 20).is_ok();
+        z.end(&mut a);
+        if tick {
+            let mut out = [0u32; 4];
+            z.end_ejections(5_000, &mut out, Some(slot));
+        }
+        z.release_slot(slot, owner);
+        ok
+    };
+    let ejected = |z: Zone<'_>| {
+        z.states()
+            .iter()
+            .filter(|s| s.flags.load(Relaxed) & PeerState::EJECTED != 0)
+            .count() as u32
+    };
+    let budget = |z: Zone<'_>| z.health_line().ejected.load(Relaxed);
+    let counted = hits(|| {
+        let z = zone();
+        crash::counting();
+        assert!(ejector(z, 77, &|_| true, true));
+    });
+    let steps: Vec<_> = counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && p.starts_with("eject."))
+        .collect();
+    let mut runs = 0;
+    let mut took_over = false;
+    for &&(point, n) in &steps {
+        for nth in 1..=n {
+            for second in [false, true] {
+                let z = zone();
+                let first = die_at(point, nth, || ejector(z, 0, &|_| true, true));
+                let what = format!("ejector killed at {point} #{nth}");
+                assert!(budget(z) >= ejected(z), "{what}: budget below the flags");
+                let mut dead = vec![first];
+                if second {
+                    // The next ejector takes the dead one's lease over and
+                    // is killed right there.
+                    dead.push(die_at("eject.taken_over", 1, || {
+                        ejector(z, 0, &|p| p != first, false)
+                    }));
+                    took_over = true;
+                }
+                // A live worker reconciles the dead, ends what is over,
+                // and can eject again (one server at most).
+                let me = z.claim_slot(LIVE, |p| p == LIVE).unwrap();
+                let mut out = [0u32; 4];
+                z.end_ejections(1_000_000, &mut out, Some(me));
+                assert_eq!((budget(z), ejected(z)), (0, 0), "{what}, then {dead:?}");
+                let mut w = vec![0u64; attempt::words(4)];
+                let mut a = Attempt::init(&mut w, 1_000_000);
+                a.set_slot(Some(me));
+                z.begin(&mut a).unwrap();
+                z.get_keyed(&mut a, b"", 1_000_000).unwrap();
+                let info = TryInfo {
+                    status: 502,
+                    header_ms: Some(1),
+                    sent: 0,
+                    received: 0,
+                };
+                let r = z
+                    .free_with(&mut a, Outcome::Failed, &info, 1_000_001)
+                    .unwrap();
+                z.end(&mut a);
+                assert!(r.ejection.is_some(), "{what}: no ejection possible after");
+                assert_eq!((budget(z), ejected(z)), (1, 1), "{what}");
+                z.release_slot(me, LIVE);
+                runs += 1;
+            }
+        }
+    }
+    assert!(took_over && runs >= 6, "{runs}");
+    for p in crash::POINTS.iter().filter(|p| p.starts_with("eject.")) {
+        assert!(
+            *p == "eject.taken_over" || steps.iter().any(|(q, _)| q == p),
+            "{p} never reached"
+        );
+    }
 }

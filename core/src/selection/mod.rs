@@ -428,9 +428,13 @@ impl Table<'_> {
             }
             Transition::None => {}
         }
-        let ejection = self
-            .zone()
-            .observe_outlier(i, outcome == Outcome::Failed, info.status, now);
+        let ejection = self.zone().observe_outlier(
+            i,
+            outcome == Outcome::Failed,
+            info.status,
+            now,
+            attempt.slot(),
+        );
         let panic = match ejection {
             Some(_) => self.zone().update_panic(),
             None => PanicReport::default(),

@@ -32,9 +32,11 @@ pub struct HealthLine {
     /// 1 while the upstream is in panic (health ignored), else 0. Swapped
     /// by whoever re-evaluates it; the swap's old value tells who logs.
     pub panic: AtomicU32,
-    /// Peers currently ejected as outliers (bounded by `max_ejection`).
-    /// Incremented by the ejecting CAS, decremented by the one that ends
-    /// the ejection.
+    /// Peers currently ejected as outliers (bounded by `max_ejection`):
+    /// changed only by the holder of [`HealthLine::ejector`] (+1 before
+    /// it sets a peer's `EJECTED` flag, -1 after it clears one, or set to
+    /// the flags counted), so it is never below the flags set, and exact
+    /// again whenever a holder counts (see `health::outlier`).
     pub ejected: AtomicU32,
     /// Bumped after every change of a peer's health bits: a panic
     /// evaluation that saw it move runs again.
@@ -44,8 +46,13 @@ pub struct HealthLine {
     /// before a ramp's `SLOW` flag is set, never lowered. Until then
     /// `least_conn` scans instead of using its tree (loads scale with time).
     pub ramp_until_ms: AtomicU64,
+    /// The ejection lease: `pid << 8 | (ledger slot + 1)` of the worker
+    /// changing [`HealthLine::ejected`], 0 when free. Taken by CAS from 0,
+    /// or from a holder whose ledger slot no longer names it (it died and
+    /// its slot was reconciled).
+    pub ejector: AtomicU64,
     /// Zero.
-    pub reserved: [u64; 5],
+    pub reserved: [u64; 4],
 }
 
 /// One peer's health record: two cache lines.
