@@ -670,11 +670,13 @@ impl<'a> Zone<'a> {
         id_hash.store(identity_hash(p.id), Relaxed);
         conf_weight.store(p.weight, Relaxed);
         weight_override.store(0, Relaxed);
-        position.store(
-            p.position
-                .unwrap_or((self.configured() + i).min(u32::MAX as usize) as u32),
-            Relaxed,
-        );
+        // A fresh API id: never one a server had before in this zone, even
+        // in this slot (lease holders only, so a plain count).
+        let id = p.position.unwrap_or_else(|| {
+            let n = self.sync().ids.fetch_add(1, Relaxed);
+            (self.configured() as u64 + n).min(u64::from(u32::MAX)) as u32
+        });
+        position.store(id, Relaxed);
         epoch.fetch_add(1, Release);
 
         // New to a running upstream: checking under `mandatory` (and slow
@@ -1508,7 +1510,7 @@ mod readers {
         assert_eq!(
             z.colds()[2].position.load(Relaxed),
             4,
-            "2 configured + slot 2"
+            "the first id after the initial ones (2 configured + 2)"
         );
         // Draining while its request is in flight, then gone.
         let m = z.listed(1).expect("draining: listed");
@@ -1517,7 +1519,7 @@ mod readers {
             z.view(1, 0).unwrap().state,
             crate::table::ServerState::Draining
         );
-        assert_eq!(z.by_position(3), Some(1), "2 configured + slot 1");
+        assert_eq!(z.by_position(3), Some(1), "2 configured + its id 1");
         drop(held);
         assert_eq!(z.listed(1), None);
         assert_eq!(z.by_position(3), None, "a slot the API does not list");
@@ -1529,7 +1531,10 @@ mod readers {
         let m2 = z.listed(1).unwrap();
         assert!(z.slot_unchanged(1, m2));
         assert_eq!(z.by_position(4), Some(2));
-        assert_eq!(z.by_position(3), Some(1));
+        // The reused slot's new server has a new id: 3 is never given again.
+        assert_eq!(z.by_position(3), None);
+        assert_eq!(z.by_position(5), Some(1));
+        assert_eq!(z.colds()[1].position.load(Relaxed), 5);
     }
 
     fn checked() -> HealthSpec {

@@ -202,6 +202,11 @@ pub struct Sync {
     /// before it publishes, so that readers need not read the
     /// generation's bytes (which a pin would have to hold).
     pub members: AtomicU64,
+    /// API ids handed to servers new to the running upstream so far (the
+    /// lease holder's count): the next one is `configured + ids`, so that
+    /// an id is never given twice in a zone's life (NGINX Plus never
+    /// reuses one), even when a slot is.
+    pub ids: AtomicU64,
 }
 
 /// A cache line holding one counter.
@@ -870,6 +875,11 @@ impl<'a> Zone<'a> {
         }
         // SAFETY: the root and every fixed section were just written.
         let zone = unsafe { Zone::from_ptr(mem) };
+        // The servers given `configured + slot` above hold the ids below
+        // `configured + peers`: new servers' ids start after them.
+        zone.sync()
+            .ids
+            .store(spec.peers.len() as u64, core::sync::atomic::Ordering::Relaxed);
         zone.publish(generation::INIT_OWNER, |_| true)?;
         Ok(zone)
     }
