@@ -18,11 +18,13 @@
 //! is about to make:
 //!
 //! 1. *intent*: the entry gets the kind (acquire, release) — a plain store
-//!    to the worker's own row;
+//!    to the worker's own row. An entry at rest already says "acquire"
+//!    (every step 3 leaves it so), so only a release stores an intent;
 //! 2. *counted*: the shared word's count and the worker's bit change in one
 //!    read-modify-write (refused, and nothing flipped, when `max_conns` is
 //!    reached);
-//! 3. *ledgered*: the entry gets the new count and the new parity.
+//! 3. *ledgered*: the entry gets the new count and the new parity, and the
+//!    kind "acquire" again.
 //!
 //! Whoever reads a dead worker's entry knows which steps happened: if the
 //! word's bit equals the entry's parity, step 2 did not happen since the
@@ -128,7 +130,8 @@ impl Entry {
     const KIND: u32 = 3 << Self::KIND_SHIFT;
     const PARITY: u32 = 1 << 31;
 
-    /// This entry announcing `kind` (count and parity kept).
+    /// This entry announcing `kind` (count and parity kept); "acquire" is
+    /// the kind at rest.
     #[inline]
     fn announcing(self, kind: Kind) -> Entry {
         Entry((self.0 & !Self::KIND) | ((kind as u32) << Self::KIND_SHIFT))
@@ -253,9 +256,11 @@ pub(crate) fn acquire(word: &AtomicU64, max: u32, hold: Option<Hold<'_>>, at: us
     // SAFETY: `at` is in the row (this function's contract).
     let entry = unsafe { hold.entry(at) };
     let slot = hold.slot();
-    // The row's one writer is this worker: its own last store.
-    let e = Entry(entry.load(Relaxed)).announcing(Kind::Acquire);
-    entry.store(e.0, Release);
+    // The row's one writer is this worker: its own last store, which left
+    // the kind "acquire" (step 3 always does): the intent is already
+    // there, no store needed.
+    let e = Entry(entry.load(Relaxed));
+    debug_assert_eq!(e.kind(), Kind::Acquire);
     crash_point("flight.acquire.intent");
     // One instruction: count + 1 and the slot's bit flipped (the bit is
     // the entry's parity, so the arithmetic never carries into another).
@@ -321,7 +326,7 @@ pub(crate) fn release(word: &AtomicU64, hold: Option<Hold<'_>>, at: usize) {
         (0, false) => e.0,
         (0, true) => e.0 ^ Entry::PARITY,
         _ => (e.0 - 1) ^ Entry::PARITY,
-    };
+    } & !Entry::KIND;
     entry.store(next, Release);
     crash_point("flight.release.ledgered");
 }
@@ -333,14 +338,16 @@ fn word_bit(word: &AtomicU64, slot: u32) -> bool {
 }
 
 /// What a dead worker's entry `entry` (slot `slot`) holds of `word`,
-/// exactly, with the entry rewritten to say so (idempotent: the entry then
-/// matches the word's bit).
+/// exactly, with the entry rewritten to say so and left at rest
+/// (idempotent: the entry then matches the word's bit, kind "acquire",
+/// which the next owner's first acquire relies on).
 pub(crate) fn settle(word: &AtomicU64, entry: &AtomicU32, slot: u32) -> u32 {
     let e = Entry(entry.load(Acquire));
     let wb = word_bit(word, slot);
     let n = e.exact(wb);
-    if wb != e.parity() {
-        entry.store(Entry::make(n, Kind::Acquire, wb).0, Release);
+    let rest = Entry::make(n, Kind::Acquire, wb);
+    if rest != e {
+        entry.store(rest.0, Release);
     }
     n
 }
@@ -441,6 +448,24 @@ mod tests {
         w.store(4 | bit(0), Relaxed); // another worker's 4; ours is gone
         assert_eq!(drain(&w, &r[0], 0), 0);
         assert_eq!(count(w.load(Relaxed)), 4);
+    }
+
+    #[test]
+    fn a_settled_entry_is_at_rest_for_its_next_owner() {
+        // A release's intent written, the worker killed before its
+        // instruction: nothing to return, but the next owner's first
+        // acquire must find the kind "acquire" (it stores no intent).
+        let w = AtomicU64::new(0);
+        let r = row(1);
+        r[0].store(Entry::make(0, Kind::Release, false).0, Relaxed);
+        assert_eq!(drain(&w, &r[0], 3), 0);
+        assert_eq!(Entry(r[0].load(Relaxed)).kind(), Kind::Acquire);
+        // The next owner acquires and dies after its instruction: read as
+        // one request, returned.
+        assert!(acquire(&w, 0, Some(Hold::new(&r, 3)), 0));
+        r[0].store(Entry::make(0, Kind::Acquire, false).0, Relaxed);
+        assert_eq!(drain(&w, &r[0], 3), 1);
+        assert_eq!(count(w.load(Relaxed)), 0);
     }
 
     #[test]

@@ -877,9 +877,10 @@ impl<'a> Zone<'a> {
         let zone = unsafe { Zone::from_ptr(mem) };
         // The servers given `configured + slot` above hold the ids below
         // `configured + peers`: new servers' ids start after them.
-        zone.sync()
-            .ids
-            .store(spec.peers.len() as u64, core::sync::atomic::Ordering::Relaxed);
+        zone.sync().ids.store(
+            spec.peers.len() as u64,
+            core::sync::atomic::Ordering::Relaxed,
+        );
         zone.publish(generation::INIT_OWNER, |_| true)?;
         Ok(zone)
     }
