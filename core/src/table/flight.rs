@@ -190,7 +190,7 @@ impl Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct Hold<'a> {
     tagged: core::ptr::NonNull<AtomicU32>,
-    len: PhantomData<&'a [AtomicU32]>,
+    row: PhantomData<&'a [AtomicU32]>,
 }
 
 impl<'a> Hold<'a> {
@@ -208,7 +208,7 @@ impl<'a> Hold<'a> {
             // than the row's length in bytes (a row holds at least
             // GENS + 1 entries, 36 bytes, and slot < 32) stays inside it.
             tagged: unsafe { core::ptr::NonNull::new_unchecked(tagged.cast_mut().cast()) },
-            len: PhantomData,
+            row: PhantomData,
         }
     }
 
