@@ -12,42 +12,9 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use hab_core::table::Zone;
 use hab_core::testing::Region;
 use hab_core::{Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
+use hab_testkit::shm::Shared;
 
 const CHILDREN: usize = 4;
-
-/// A shared anonymous mapping, unmapped on drop.
-struct Shared {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Shared {
-    fn new(len: usize) -> Shared {
-        // SAFETY: plain anonymous mapping request; checked for failure.
-        let ptr = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-        Shared {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `new` mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
 
 /// Runs `child(k)` in `CHILDREN` forked processes and waits for them all
 /// (bounded: the children's own loops are bounded in count).

@@ -29,46 +29,13 @@ use hab_core::spec::HealthSpec;
 use hab_core::table::stats::TryInfo;
 use hab_core::table::{self, flight, ledger, PeerState, Zone, LEDGER_SLOTS, TOTAL};
 use hab_core::{Attempt, Outcome, PeerSpec, Policy, UpstreamSpec};
+use hab_testkit::shm::Shared;
 
 /// Crash points are process-wide: one test at a time in this binary.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The owner the test's own (live) worker uses.
 const LIVE: u64 = 1;
-
-/// A shared anonymous mapping, unmapped on drop.
-struct Shared {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Shared {
-    fn new(len: usize) -> Shared {
-        // SAFETY: plain anonymous mapping request; checked for failure.
-        let ptr = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
-        Shared {
-            ptr: ptr.cast(),
-            len,
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `new` mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
 
 /// This process's id.
 fn pid() -> u64 {
