@@ -1807,6 +1807,7 @@ ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_upstream_ha_api_conf_t  *hacf = conf;
 
+    char                      *kind;
     ngx_str_t                 *value;
     ngx_http_core_loc_conf_t  *clcf;
 
@@ -1837,21 +1838,18 @@ ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
      * a regular expression or a named location has none
      */
 
+    kind = clcf->named ? "named" : NULL;
 #if (NGX_PCRE)
     if (clcf->regex) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ha_api\" cannot be used in a regex location "
-                           "\"%V\", use a prefix location such as "
-                           "\"location /api/\"", &clcf->name);
-        return NGX_CONF_ERROR;
+        kind = "regex";
     }
 #endif
 
-    if (clcf->named) {
+    if (kind != NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"ha_api\" cannot be used in a named location "
+                           "\"ha_api\" cannot be used in a %s location "
                            "\"%V\", use a prefix location such as "
-                           "\"location /api/\"", &clcf->name);
+                           "\"location /api/\"", kind, &clcf->name);
         return NGX_CONF_ERROR;
     }
 

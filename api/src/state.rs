@@ -275,13 +275,7 @@ impl StateFile {
             }
             _ => {}
         }
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = target
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let (dir, name) = dir_and_name(&target)?;
         let mut attempts = 0;
         let (tmp, mut f) = loop {
             let mut tmp_name = std::ffi::OsString::from(".");
@@ -331,17 +325,23 @@ pub struct SaveLock {
     _file: fs::File,
 }
 
+/// The directory (`.` for a bare name) and the file name of `target`.
+fn dir_and_name(target: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    Ok((dir, name))
+}
+
 impl SaveLock {
     /// Waits for the lock of the state file at `path`.
     pub fn acquire(path: &Path) -> io::Result<SaveLock> {
         let target = resolve(path)?;
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = target
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let (dir, name) = dir_and_name(&target)?;
         let mut lock_name = std::ffi::OsString::from(".");
         lock_name.push(name);
         lock_name.push(".lock");
