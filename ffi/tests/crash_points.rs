@@ -209,20 +209,38 @@ fn hits(run: impl FnOnce()) -> Vec<(&'static str, u32)> {
 
 /// Forks a child that arms `point`/`nth`, runs `f` and must die there.
 fn die_at(point: &str, nth: u32, f: impl FnOnce() -> bool) -> u64 {
-    // SAFETY: the child only runs `f` (no allocation: buffers were made
-    // before), then leaves with `_exit`.
+    // SAFETY: the child only runs `f` (bounded work on the zone; glibc's
+    // fork leaves malloc usable in the child of a threaded parent, for the
+    // builders that allocate), then leaves with `_exit`.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
-        assert!(crash::arm(point, nth, kill_self));
-        let ok = f();
+        let ok = crash::arm(point, nth, kill_self) && f();
         // Not killed: the point was not reached (2), or the run failed (3).
         // SAFETY: leaving the forked child at once.
         unsafe { libc::_exit(if ok { 2 } else { 3 }) };
     }
+    // Bounded: a child that has not ended in 30 s is killed and the test
+    // fails (a hang, not a kill at the point).
     let mut status = 0;
-    // SAFETY: waiting for our own child.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        // SAFETY: waiting for our own child, without blocking.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0, "waitpid");
+        if std::time::Instant::now() > deadline {
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("{point} #{nth}: the child hung for 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert!(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
         "{point} #{nth}: the child was not killed there (status {status:#x})"
