@@ -48,6 +48,10 @@ pub const POINTS: &[&str] = &[
     "eject.counted",
     "eject.flagged",
     "eject.cleared",
+    // A check's verdict (health/check.rs).
+    "check.counted",
+    "check.unhealthy_first",
+    "check.flagged",
 ];
 
 /// Marks step `name` of a shared-memory protocol (see the module note).

@@ -280,7 +280,10 @@ pub unsafe extern "C" fn hab_health_tick(
         // SAFETY: non-NULL, writable (caller contract).
         let seen = unsafe { &mut *epoch };
         let now_epoch = z.health_epoch();
-        let panic = if now_epoch != *seen {
+        // The epoch moved, or (once a second across the workers) whether
+        // or not it did: a worker killed between a health change and its
+        // epoch bump leaves nothing stale for long.
+        let panic = if now_epoch != *seen || z.panic_due(now_ms) {
             *seen = now_epoch;
             z.update_panic()
         } else {

@@ -343,7 +343,8 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
             let elsewhere = p.starts_with("reconcile.drain.")
                 || p.starts_with("publish.")
                 || p.starts_with("apply.")
-                || p.starts_with("eject.");
+                || p.starts_with("eject.")
+                || p.starts_with("check.");
             assert!(
                 elsewhere || reached.iter().any(|(q, _)| q == p),
                 "{}: crash point {p} never reached",
@@ -737,4 +738,95 @@ fn an_ejector_killed_at_every_step_loses_no_budget() {
             "{p} never reached"
         );
     }
+}
+
+/// A prober killed at every step of a verdict (mandatory checks, a panic
+/// threshold): the panic flag is the truth of the flags again within
+/// `REEVALUATE_MS` (a timer re-evaluates it once a second whether or not
+/// the epoch moved; a kill between a flag and the epoch's bump used to
+/// leave it stale until the next health change), and the next passing
+/// verdicts clear every health bit.
+#[test]
+fn a_prober_killed_at_every_step_leaves_nothing_stale() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let peers: Vec<PeerSpec<'static>> = (0..3).map(|k| PeerSpec::new(IDS[k])).collect();
+    let health = HealthSpec {
+        flags: HealthSpec::CHECK | HealthSpec::MANDATORY,
+        interval_ms: 1_000,
+        timeout_ms: 500,
+        fails: 1,
+        passes: 1,
+        panic_percent: 50,
+        ..HealthSpec::default()
+    };
+    let spec = UpstreamSpec {
+        health,
+        policy: Policy::RoundRobin,
+        peers: &peers,
+    };
+    let shm = Shared::new(8 << 20);
+    let zone = || {
+        // SAFETY: the mapping is ours, `len` bytes, alive past every use.
+        unsafe { Zone::init(&spec, shm.ptr, shm.len) }.expect("zone fits")
+    };
+    // Two servers fail their first check: one healthy of three, in panic.
+    let prober =
+        |z: Zone<'_>| z.check_done(0, false, 10).is_ok() && z.check_done(1, false, 10).is_ok();
+    let truth = |z: Zone<'_>| {
+        let healthy = z
+            .states()
+            .iter()
+            .filter(|s| s.flags.load(Relaxed) & PeerState::HEALTH == 0)
+            .count() as u64;
+        healthy * 100 < 50 * 3
+    };
+    let counted = hits(|| {
+        let z = zone();
+        crash::counting();
+        assert!(prober(z));
+    });
+    let steps: Vec<_> = counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && p.starts_with("check."))
+        .collect();
+    for p in crash::POINTS.iter().filter(|p| p.starts_with("check.")) {
+        assert!(steps.iter().any(|(q, _)| q == p), "{p} never reached");
+    }
+    let mut runs = 0;
+    for &&(point, n) in &steps {
+        for nth in 1..=n {
+            let z = zone();
+            // The live worker's timer looked at the epoch just before.
+            let mut seen = z.health_epoch();
+            let first = die_at(point, nth, || prober(z));
+            let what = format!("prober {first} killed at {point} #{nth}");
+            // The first verdict's bump (if it came) is seen at once; the
+            // second's, if the kill took it, within REEVALUATE_MS.
+            let mut tick = |now: u64| {
+                if z.health_epoch() != seen || z.panic_due(now) {
+                    seen = z.health_epoch();
+                    z.update_panic();
+                }
+            };
+            tick(20);
+            tick(20 + hab_core::health::panic::REEVALUATE_MS);
+            assert_eq!(z.in_panic(), truth(z), "{what}: panic flag stale");
+            // Passing checks bring every server back.
+            for now in [3_000, 4_000] {
+                for i in 0..3 {
+                    z.check_done(i, true, now).unwrap();
+                }
+            }
+            tick(5_000);
+            assert!(
+                z.states()
+                    .iter()
+                    .all(|s| s.flags.load(Relaxed) & PeerState::HEALTH == 0),
+                "{what}: a health bit left"
+            );
+            assert!(!z.in_panic(), "{what}");
+            runs += 1;
+        }
+    }
+    assert!(runs >= 6, "{runs}");
 }

@@ -40,6 +40,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 
 use super::panic::PanicReport;
+use crate::crash::crash_point;
 use crate::error::Error;
 use crate::spec::HealthSpec;
 use crate::table::{PeerState, Zone};
@@ -235,6 +236,7 @@ impl Zone<'_> {
             return Err(Error::InvalidArgument);
         }
         row.checks.fetch_add(1, Relaxed);
+        crash_point("check.counted");
         row.last_ms.store(now, Relaxed);
         let (rise, fall) = if passed {
             row.last.store(1, Relaxed);
@@ -265,6 +267,7 @@ impl Zone<'_> {
                 // Unhealthy first, then no longer checking: never eligible
                 // in between.
                 s.flags.fetch_or(PeerState::UNHEALTHY, Relaxed);
+                crash_point("check.unhealthy_first");
                 let old = s.flags.fetch_and(!PeerState::CHECKING, Relaxed);
                 if old & PeerState::CHECKING != 0 {
                     transition = CheckTransition::Unhealthy;
@@ -285,6 +288,7 @@ impl Zone<'_> {
                 transition = CheckTransition::Unhealthy;
             }
         }
+        crash_point("check.flagged");
         if passed && hs.flags & HealthSpec::CLEAR_FAILS != 0 {
             s.fails.store(0, Relaxed);
         }

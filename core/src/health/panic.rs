@@ -105,11 +105,31 @@ impl Zone<'_> {
         self.health_line().epoch.load(SeqCst)
     }
 
+    /// Whether a health timer at `now` should re-evaluate the panic flag
+    /// although the epoch did not move: true for one caller per
+    /// [`REEVALUATE_MS`] (a compare-and-swap on the health line), and only
+    /// when the upstream has a panic threshold. A worker killed between a
+    /// health bit's change and its epoch bump leaves the flag stale for
+    /// at most that long.
+    pub fn panic_due(&self, now: u64) -> bool {
+        if self.root().health.panic_percent == 0 {
+            return false;
+        }
+        let at = &self.health_line().evaluated_ms;
+        let last = at.load(Relaxed);
+        now.saturating_sub(last) >= REEVALUATE_MS
+            && at.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+    }
+
     /// Whether the upstream is in panic now.
     pub fn in_panic(&self) -> bool {
         self.health_line().panic.load(Relaxed) != 0
     }
 }
+
+/// How often, at most, one health timer across the workers re-evaluates
+/// the panic flag without an epoch change ([`Zone::panic_due`]), ms.
+pub const REEVALUATE_MS: u64 = 1_000;
 
 #[cfg(test)]
 mod tests {

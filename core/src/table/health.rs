@@ -51,8 +51,14 @@ pub struct HealthLine {
     /// or from a holder whose ledger slot no longer names it (it died and
     /// its slot was reconciled).
     pub ejector: AtomicU64,
+    /// When a health timer last re-evaluated the panic flag whether or
+    /// not the epoch moved (`ngx_current_msec` clock): at most once per
+    /// [`crate::health::panic::REEVALUATE_MS`] across workers, so that a
+    /// health change whose worker died before it bumped the epoch is
+    /// still seen.
+    pub evaluated_ms: AtomicU64,
     /// Zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
 }
 
 /// One peer's health record: two cache lines.
