@@ -307,17 +307,23 @@ fn hanging_resetting_and_slow_servers_are_told_apart_without_blocking() {
             )
         });
     }
-    // While checks hang, workers keep serving: requests answer fast.
-    for _ in 0..20 {
-        let t = Instant::now();
-        let r = get(port, "/").expect("request");
-        assert_eq!(r.status, 200);
-        assert!(
-            t.elapsed() < Duration::from_millis(500),
-            "a request took {:?}",
+    // While checks hang, workers keep serving: requests answer well within
+    // a check's timeout (a worker waiting on a check would hold them up to
+    // 600 ms). One or two may lose a turn on a busy machine: the median is
+    // judged, and no request may wait longer than twice the timeout.
+    let mut took: Vec<Duration> = (0..21)
+        .map(|_| {
+            let t = Instant::now();
+            let r = get(port, "/").expect("request");
+            assert_eq!(r.status, 200);
             t.elapsed()
-        );
-    }
+        })
+        .collect();
+    took.sort();
+    assert!(
+        took[10] < Duration::from_millis(300) && took[20] < Duration::from_millis(1200),
+        "requests while checks hang took {took:?}"
+    );
     // Four more intervals: the healthy and the slow-but-in-time stay up.
     std::thread::sleep(Duration::from_secs(4));
     for b in [&ok, &slow] {
