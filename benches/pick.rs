@@ -237,6 +237,7 @@ fn table(policy: Policy, peers: &[PeerSpec<'_>]) -> OwnedTable {
         policy,
         peers,
         health: Default::default(),
+        schedule_room: 0,
     })
     .expect("table")
 }
@@ -394,6 +395,7 @@ fn build(c: &mut Criterion) {
                 health: Default::default(),
                 policy,
                 peers: &peers,
+                schedule_room: 0,
             };
             let region = Region::new(table::zone_size(&spec).expect("size"));
             group.bench_function(BenchmarkId::new(name, n), |b| {
@@ -444,6 +446,7 @@ fn membership(
         health: Default::default(),
         policy,
         peers,
+        schedule_room: 0,
     };
     let owned = OwnedTable::with_capacity(&spec(peers), n + 24).expect("zone");
     let zone = owned.zone();
@@ -469,6 +472,7 @@ fn memory() {
                 health: Default::default(),
                 policy,
                 peers: &peers,
+                schedule_room: 0,
             })
             .expect("size");
             println!(

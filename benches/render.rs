@@ -32,6 +32,7 @@ fn zone(n: usize) -> OwnedTable {
         health: Default::default(),
         policy: Policy::RoundRobin,
         peers: &peers,
+        schedule_room: 0,
     })
     .expect("a zone");
     let z = t.zone();

@@ -69,6 +69,8 @@ static char *ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_upstream_ha_hash(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf);
 static ngx_int_t ngx_http_upstream_ha_maglev_size(ngx_str_t *value);
+static char *ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
+    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_str_t *value);
 
 
 static ngx_command_t  ngx_http_upstream_ha_commands[] = {
@@ -1393,7 +1395,20 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (i < cf->args->nelts) {
+    for ( /* void */ ; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "schedule_room=", 14) == 0
+            && (hcf->policy == HAB_POLICY_ROUND_ROBIN
+                || hcf->policy == HAB_POLICY_LEAST_CONN))
+        {
+            rv = ngx_http_upstream_ha_schedule_room(cf, hcf, &value[i]);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
@@ -1528,6 +1543,16 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "schedule_room=", 14) == 0) {
+            if (ngx_http_upstream_ha_schedule_room(cf, hcf, &value[i])
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "balance_factor=", 15) == 0) {
 
             if (hcf->conf.hash_mode == HAB_HASH_PLAIN) {
@@ -1554,6 +1579,42 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
     }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * "schedule_room=N": the smooth round robin schedule entries (total weight
+ * / common divisor of a group) that weight changes at run time may always
+ * reach; the zone keeps three schedules this long (12 bytes an entry),
+ * touched only when used.
+ */
+
+static char *
+ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
+    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_str_t *value)
+{
+    ngx_int_t  n;
+
+    if (hcf->conf.schedule_room != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate \"%V\"", value);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_atoi(value->data + 14, value->len - 14);
+    if (n == NGX_ERROR || n < 1 || n > HAB_SCHEDULE_ROOM_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid schedule room \"%V\": it must be a "
+                           "number of entries from 1 to %ui (the default "
+                           "is %ui)", value,
+                           (ngx_uint_t) HAB_SCHEDULE_ROOM_MAX,
+                           (ngx_uint_t) HAB_SCHEDULE_ROOM_DEFAULT);
+        return NGX_CONF_ERROR;
+    }
+
+    hcf->conf.schedule_room = (uint32_t) n;
 
     return NGX_CONF_OK;
 }

@@ -53,6 +53,7 @@ fn structs_match_the_header() {
         peers,
         npeers,
         maglev_size,
+        schedule_room,
         health,
         capacity
     });
@@ -316,6 +317,11 @@ fn constants_match_the_header() {
         (sys::HAB_CHECK_UNHEALTHY, rs::HAB_CHECK_UNHEALTHY),
         (sys::HAB_NO_PEER, rs::HAB_NO_PEER),
         (sys::HAB_POSITION_NONE, rs::HAB_POSITION_NONE),
+        (
+            sys::HAB_SCHEDULE_ROOM_DEFAULT,
+            rs::HAB_SCHEDULE_ROOM_DEFAULT,
+        ),
+        (sys::HAB_SCHEDULE_ROOM_MAX, rs::HAB_SCHEDULE_ROOM_MAX),
         (sys::HAB_SLOT_FREE, rs::HAB_SLOT_FREE),
         (sys::HAB_SLOT_LIVE, rs::HAB_SLOT_LIVE),
         (sys::HAB_SLOT_RETIRING, rs::HAB_SLOT_RETIRING),

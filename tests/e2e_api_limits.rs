@@ -81,3 +81,74 @@ fn documented_weights_fit_and_past_the_room_the_507_says_why() {
     assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());
     ngx.stop();
 }
+
+/// `ha_balance ... schedule_room=N` reserves room at `nginx -t` time: with
+/// the largest, 4 servers take weights of up to 1,000,000 each through the
+/// API (a schedule of 3,999,999 entries); the room survives a reload (the
+/// zone is sized for it again); an upstream beside it keeps the default.
+#[test]
+fn schedule_room_reserves_the_whole_weight_range() {
+    if !common::nginx_or_skip("schedule_room_reserves_the_whole_weight_range") {
+        return;
+    }
+    if common::stock_mode() {
+        hab_testkit::skip::say(
+            "schedule_room_reserves_the_whole_weight_range: stock nginx has no ha_balance",
+        );
+        return;
+    }
+    let _serial = common::serial();
+    let port = common::free_port();
+    let conf = format!(
+        "    upstream big {{
+        ha_balance round_robin schedule_room=4194304;
+        server 127.0.0.1:1;
+        server 127.0.0.1:2;
+        server 127.0.0.1:3;
+        server 127.0.0.1:4;
+    }}
+    upstream small {{
+        ha_balance least_conn;
+        server 127.0.0.1:1;
+        server 127.0.0.1:2;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api write=on; }}
+    }}
+"
+    );
+    let mut ngx = Nginx::start(&conf, WORKERS);
+    let patch = |up: &str, id: usize, w: u64| {
+        common::api_call(
+            port,
+            "PATCH",
+            &format!("/api/upstreams/{up}/servers/{id}"),
+            &format!("{{\"weight\":{w}}}"),
+        )
+    };
+    for (id, w) in [(0, 1_000_000), (1, 999_999), (2, 999_998), (3, 999_997)] {
+        let (s, v) = patch("big", id, w);
+        assert_eq!(
+            (s, v["weight"].as_u64()),
+            (200, Some(w)),
+            "big {id} {w}: {v}"
+        );
+    }
+    let (s, v) = patch("small", 0, 1_000_000);
+    assert_eq!(s, 507, "the default room is kept beside it: {v}");
+    assert!(
+        v["error"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("room is kept for 262144 (ha_balance ... schedule_room=)"),
+        "{v}"
+    );
+    ngx.reload();
+    let (_, v) = common::api_call(port, "GET", "/api/upstreams/big/servers/1", "");
+    assert_eq!(v["weight"], 999_999, "the weight survives the reload: {v}");
+    let (s, v) = patch("big", 3, 1_000_000);
+    assert_eq!(s, 200, "after a reload: {v}");
+    assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());
+    ngx.stop();
+}

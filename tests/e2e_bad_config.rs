@@ -40,6 +40,47 @@ fn bad_parameter_is_rejected() {
 }
 
 #[test]
+fn bad_schedule_room_is_rejected() {
+    if !common::nginx_or_skip("bad_schedule_room_is_rejected") || common::stock_mode() {
+        return;
+    }
+    for (line, needles) in [
+        (
+            "ha_balance round_robin schedule_room=0;",
+            &[
+                "invalid schedule room",
+                "from 1 to 4194304",
+                "default is 262144",
+            ][..],
+        ),
+        (
+            "ha_balance least_conn schedule_room=4194305;",
+            &["invalid schedule room \"schedule_room=4194305\""],
+        ),
+        (
+            "ha_balance hash $uri schedule_room=1m;",
+            &["invalid schedule room"],
+        ),
+        (
+            "ha_balance round_robin schedule_room=1000 schedule_room=2000;",
+            &["duplicate \"schedule_room=2000\""],
+        ),
+        // Policies that draw from an alias table have no schedule.
+        (
+            "ha_balance p2c schedule_room=1000;",
+            &["invalid parameter \"schedule_room=1000\""],
+        ),
+        (
+            "ha_balance random schedule_room=1000;",
+            &["invalid parameter"],
+        ),
+    ] {
+        let c = Nginx::check_detailed(&upstream_with(&format!("        {line}")));
+        c.assert_emerg(line, needles);
+    }
+}
+
+#[test]
 fn missing_policy_is_rejected() {
     if !common::nginx_or_skip("missing_policy_is_rejected") || common::stock_mode() {
         return;
@@ -105,6 +146,8 @@ fn valid_configs_pass() {
         "        ha_balance round_robin;",
         "        ha_balance least_conn;",
         "        ha_balance least_conn;\n        zone up 64k;",
+        "        ha_balance round_robin schedule_room=4194304;",
+        "        ha_balance hash $uri consistent schedule_room=1;",
     ] {
         let (ok, stderr) = Nginx::check(&upstream_with(lines));
         assert!(ok, "{lines:?} should pass nginx -t:\n{stderr}");

@@ -62,6 +62,7 @@ fn round_robin_totals_are_exact_across_processes() {
         health: Default::default(),
         policy: Policy::RoundRobin,
         peers: &peers,
+        schedule_room: 0,
     };
     let mut shm = Shared::new(hab_core::table::zone_size(&spec).expect("size"));
     let t = table_in(&spec, &mut shm);
@@ -122,6 +123,7 @@ fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
             health: Default::default(),
             policy,
             peers: &peers,
+            schedule_room: 0,
         };
         let mut shm = Shared::new(hab_core::table::zone_size(&spec).expect("size"));
         let t = table_in(&spec, &mut shm);

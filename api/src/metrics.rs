@@ -446,6 +446,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap();
         let ups = [Upstream {

@@ -22,7 +22,7 @@ use std::borrow::Cow;
 use hab_core::selection::schedule::MAX_PERIOD;
 use hab_core::spec::Policy;
 use hab_core::table::membership::LIVE;
-use hab_core::table::{PeerState, Zone, MAX_WEIGHT, SCHEDULE_ROOM};
+use hab_core::table::{PeerState, Zone, MAX_WEIGHT};
 use hab_core::Error;
 
 use crate::body::Body;
@@ -420,7 +420,7 @@ fn patch(
                 // Back to what serves, so the refused change does not sneak
                 // in with the next publication.
                 let _ = zone.set_weight(i, before);
-                return Err(publish_refusal(u.name, e, entries));
+                return Err(publish_refusal(u.name, e, entries, zone.schedule_room()));
             }
         }
     }
@@ -470,7 +470,7 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
-fn publish_refusal(upstream: &str, e: Error, entries: Option<u64>) -> Response {
+fn publish_refusal(upstream: &str, e: Error, entries: Option<u64>, room: usize) -> Response {
     match e {
         Error::Busy => refuse(
             409,
@@ -489,9 +489,8 @@ fn publish_refusal(upstream: &str, e: Error, entries: Option<u64>) -> Response {
             let why = match entries {
                 Some(n) => format!(
                     "its smooth round robin schedule would have {n} entries (total \
-                     weight / common divisor of the group); room is kept for {}, and \
-                     never more than {}",
-                    SCHEDULE_ROOM, MAX_PERIOD
+                     weight / common divisor of the group); room is kept for {room} \
+                     (ha_balance ... schedule_room=), and never more than {MAX_PERIOD}"
                 ),
                 None => e.to_string(),
             };
@@ -542,6 +541,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap()
     }
@@ -597,6 +597,7 @@ mod tests {
                 health: Default::default(),
                 policy: Policy::RoundRobin,
                 peers: &peers,
+                schedule_room: 0,
             },
             4,
         )
@@ -615,6 +616,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         };
         t.zone()
             .apply_membership(&spec, [1, config], 9, |_| true, 0)
@@ -1061,6 +1063,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap();
         for body in [r#"{"down":false}"#, r#"{"down":false,"drain":true}"#] {
@@ -1111,6 +1114,10 @@ mod tests {
     }
 
     fn table_of(policy: Policy, weights: &[u32]) -> OwnedTable {
+        table_with_room(policy, weights, 0)
+    }
+
+    fn table_with_room(policy: Policy, weights: &[u32], schedule_room: u32) -> OwnedTable {
         let ids: Vec<Vec<u8>> = (0..weights.len())
             .map(|k| format!("app\0s{k}:80\x00127.0.0.1:{}", k + 1).into_bytes())
             .collect();
@@ -1127,8 +1134,64 @@ mod tests {
             health: Default::default(),
             policy,
             peers: &peers,
+            schedule_room,
         })
         .unwrap()
+    }
+
+    /// `schedule_room=` reserves room for longer schedules (the whole
+    /// weight range with the largest), and the 507 names the room kept.
+    #[test]
+    fn the_schedule_room_is_the_configurations() {
+        let patch = |t: &OwnedTable, id: usize, w: u64| {
+            call(
+                t,
+                Method::Patch,
+                &format!("upstreams/app/servers/{id}"),
+                &format!("{{\"weight\":{w}}}"),
+                true,
+            )
+        };
+        let hash = Policy::Hash {
+            mode: hab_core::spec::HashMode::Plain,
+            balance_factor: 0,
+            maglev_size: 0,
+        };
+        for policy in [Policy::RoundRobin, Policy::LeastConn, hash] {
+            let t = table_with_room(policy, &[1, 1, 1, 1], 4_194_304);
+            assert_eq!(t.zone().schedule_room(), 4_194_304);
+            // 1,000,000 + 999,999 + 999,998 + 1: 3,000,000 entries.
+            for (id, w) in [(0, 1_000_000), (1, 999_999), (2, 999_998)] {
+                let (s, v) = patch(&t, id, w);
+                assert_eq!(s, 200, "{policy:?} server {id} to {w}: {v}");
+            }
+            let (s, v) = patch(&t, 3, 1_000_000);
+            assert_eq!(s, 200, "{v}");
+            // The default room refuses the first of them.
+            let t = table_of(policy, &[1, 1, 1, 1]);
+            let (s, v) = patch(&t, 0, 1_000_000);
+            assert_eq!(s, 507, "{v}");
+        }
+        // A smaller room: the 507 says which.
+        let t = table_with_room(Policy::RoundRobin, &[1, 1, 1, 1], 1000);
+        let (s, v) = patch(&t, 1, 1_000_000);
+        let text = v["error"]["text"].as_str().unwrap_or_default();
+        assert!(
+            s == 507 && text.contains("room is kept for 1000 (ha_balance ... schedule_room=)"),
+            "{s} {v}"
+        );
+        // Not for a policy without a schedule, nor beyond the longest.
+        for (policy, room) in [(Policy::P2c, 1000), (Policy::RoundRobin, 4_194_305)] {
+            let ids = [b"a".as_slice()];
+            let peers = [PeerSpec::new(ids[0])];
+            let spec = UpstreamSpec {
+                health: Default::default(),
+                policy,
+                peers: &peers,
+                schedule_room: room,
+            };
+            assert!(OwnedTable::new(&spec).is_err(), "{policy:?} {room}");
+        }
     }
 
     /// The weights docs/api.md promises for policies with a schedule:

@@ -452,6 +452,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap()
     }
@@ -464,6 +465,7 @@ mod tests {
                 health: Default::default(),
                 policy: Policy::RoundRobin,
                 peers,
+                schedule_room: 0,
             }
         }
         let t = OwnedTable::with_capacity(&spec(&[PeerSpec::new(ids[0])]), 4).unwrap();
@@ -561,6 +563,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap();
         let z = t.zone();
@@ -630,6 +633,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap();
         let unmatched = |n: usize| {

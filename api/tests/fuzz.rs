@@ -35,6 +35,7 @@ fn table() -> OwnedTable {
         health: Default::default(),
         policy: Policy::RoundRobin,
         peers: &peers,
+        schedule_room: 0,
     })
     .unwrap()
 }

@@ -27,6 +27,7 @@ fn main() {
         health: Default::default(),
         policy,
         peers: &peers,
+        schedule_room: 0,
     })
     .unwrap();
     let z = t.zone();

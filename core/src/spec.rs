@@ -120,7 +120,27 @@ impl Policy {
     pub fn needs_key(&self) -> bool {
         matches!(self, Policy::Hash { .. })
     }
+
+    /// Whether the policy walks a smooth weighted round robin schedule
+    /// (whose length grows with the weights: see
+    /// [`UpstreamSpec::schedule_room`]).
+    pub fn walks_schedule(&self) -> bool {
+        matches!(
+            self,
+            Policy::RoundRobin | Policy::LeastConn | Policy::Hash { .. }
+        )
+    }
 }
+
+/// Schedule entries a zone keeps room for when the configuration does not
+/// say (`ha_balance ... schedule_room=`): 262,144.
+pub const DEFAULT_SCHEDULE_ROOM: u32 = 1 << 18;
+
+/// Most schedule entries a zone may keep room for: the longest schedule a
+/// group may have (`selection::schedule::MAX_PERIOD`), 4,194,304.
+pub const MAX_SCHEDULE_ROOM: u32 = 1 << 22;
+
+const _: () = assert!(DEFAULT_SCHEDULE_ROOM <= MAX_SCHEDULE_ROOM);
 
 /// One `server` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +201,11 @@ pub struct UpstreamSpec<'a> {
     /// (`ha_check`, `ha_slow_start`, `ha_outlier`, `ha_panic`); all off by
     /// default.
     pub health: HealthSpec,
+    /// `ha_balance ... schedule_room=`: the schedule entries (total weight
+    /// / common divisor of a group) that weight changes at run time may
+    /// always reach, for policies that walk a schedule; 0 for
+    /// [`DEFAULT_SCHEDULE_ROOM`], at most [`MAX_SCHEDULE_ROOM`].
+    pub schedule_room: u32,
 }
 
 /// The health directives of an upstream, as the zone's root keeps them.
@@ -297,6 +322,11 @@ impl UpstreamSpec<'_> {
             return Err(Error::TooLarge);
         }
         self.health.validate()?;
+        if self.schedule_room > MAX_SCHEDULE_ROOM
+            || (self.schedule_room != 0 && !self.policy.walks_schedule())
+        {
+            return Err(Error::InvalidArgument);
+        }
         if let Policy::Hash {
             mode,
             balance_factor,
@@ -337,6 +367,16 @@ impl UpstreamSpec<'_> {
         self.peers.iter().take_while(|p| !p.backup).count()
     }
 
+    /// The schedule entries the zone keeps room for: `schedule_room` or
+    /// its default for a policy that walks a schedule, 0 for the others.
+    pub fn schedule_room(&self) -> u32 {
+        match (self.policy.walks_schedule(), self.schedule_room) {
+            (false, _) => 0,
+            (true, 0) => DEFAULT_SCHEDULE_ROOM,
+            (true, n) => n,
+        }
+    }
+
     /// A 64-bit digest of the policy and every peer's identity and
     /// parameters (FNV-1a). Equal digests: a table may be adopted as is.
     pub fn digest(&self) -> u64 {
@@ -375,6 +415,7 @@ impl UpstreamSpec<'_> {
         ] {
             h.write(&v.to_le_bytes());
         }
+        h.write(&self.schedule_room().to_le_bytes());
         h.finish()
     }
 }

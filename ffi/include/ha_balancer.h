@@ -116,6 +116,11 @@ typedef struct hab_health_conf {
 } hab_health_conf;
 
 
+/* hab_upstream_conf.schedule_room: 0 means the default */
+#define HAB_SCHEDULE_ROOM_DEFAULT  262144u
+#define HAB_SCHEDULE_ROOM_MAX      4194304u
+
+
 typedef struct hab_upstream_conf {
     uint32_t              policy;          /* hab_policy */
     uint32_t              hash_mode;       /* hab_hash_mode, for HASH */
@@ -124,6 +129,11 @@ typedef struct hab_upstream_conf {
     const hab_peer_conf  *peers;   /* primaries first, then backups */
     size_t                npeers;
     uint32_t              maglev_size; /* HASH maglev: table size, 0: default */
+    uint32_t              schedule_room; /* ROUND_ROBIN, LEAST_CONN, HASH:
+                                          * schedule entries weight changes
+                                          * may always reach; 0: the
+                                          * default, at most
+                                          * HAB_SCHEDULE_ROOM_MAX */
     const hab_health_conf *health;     /* NULL: none */
     size_t                capacity;    /* peer slots: 0 (or npeers) for a
                                         * static upstream; more for one

@@ -77,12 +77,21 @@ pub struct hab_upstream_conf {
     pub npeers: usize,
     /// `HAB_HASH_MAGLEV` table size (a prime); 0 for the default.
     pub maglev_size: u32,
+    /// Schedule entries weight changes may always reach (round robin,
+    /// least_conn, hash); 0 for the default (262,144).
+    pub schedule_room: u32,
     /// The health directives; NULL for none.
     pub health: *const crate::health::hab_health_conf,
     /// Peer slots: 0 (or `npeers`) for a static upstream; more for one
     /// whose servers are resolved at run time (`hab_zone_resolve`).
     pub capacity: usize,
 }
+
+/// Schedule entries a zone keeps room for when `schedule_room` is 0.
+pub const HAB_SCHEDULE_ROOM_DEFAULT: u32 = hab_core::spec::DEFAULT_SCHEDULE_ROOM;
+
+/// Largest `schedule_room`.
+pub const HAB_SCHEDULE_ROOM_MAX: u32 = hab_core::spec::MAX_SCHEDULE_ROOM;
 
 /// `hab_peer_conf.position` of a resolved server.
 pub const HAB_POSITION_NONE: u32 = u32::MAX;
@@ -162,7 +171,8 @@ pub(crate) unsafe fn with_spec(
         return HAB_NULL_PARAMETER;
     }
     // SAFETY: non-NULL; readable (forwarded contract).
-    let (npeers, capacity) = unsafe { ((*conf).npeers, (*conf).capacity) };
+    let (npeers, capacity, schedule_room) =
+        unsafe { ((*conf).npeers, (*conf).capacity, (*conf).schedule_room) };
     let capacity = match capacity {
         0 => npeers,
         c if c < npeers => return HAB_INVALID_ARGUMENT,
@@ -175,6 +185,7 @@ pub(crate) unsafe fn with_spec(
                 health,
                 policy,
                 peers: &peers,
+                schedule_room,
             },
             capacity,
         ),

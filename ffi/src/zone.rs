@@ -375,11 +375,12 @@ pub unsafe extern "C" fn hab_zone_resolve(
         if owner == 0 || policy != z.policy() {
             return HAB_INVALID_ARGUMENT;
         }
-        // Health is the zone's: the list's is ignored.
+        // Health and sizes are the zone's: the list's are ignored.
         let spec = hab_core::UpstreamSpec {
             policy,
             peers: &peers,
             health: Default::default(),
+            schedule_room: z.schedule_room() as u32,
         };
         let want = [list_id, config];
         let ledger = (slot != HAB_NO_SLOT).then_some(slot);
@@ -520,6 +521,7 @@ mod tests {
             peers: peers.as_ptr(),
             npeers: peers.len(),
             maglev_size: 0,
+            schedule_room: 0,
             health: core::ptr::null(),
             capacity,
         }

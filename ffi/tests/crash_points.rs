@@ -190,6 +190,7 @@ fn zone_of(case: &Case, shm: &Shared) -> Zone<'static> {
         health: Default::default(),
         policy: case.policy,
         peers: &case.peers,
+        schedule_room: 0,
     };
     assert!(table::zone_size(&spec).unwrap() <= shm.len);
     // SAFETY: the mapping is `len` bytes, ours; the test keeps it alive
@@ -556,6 +557,7 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
         health: Default::default(),
         policy: Policy::RoundRobin,
         peers,
+        schedule_room: 0,
     };
     let case = Case {
         name: "round_robin, resolved",
@@ -632,6 +634,7 @@ fn an_ejector_killed_at_every_step_loses_no_budget() {
         health,
         policy: Policy::RoundRobin,
         peers: &peers,
+        schedule_room: 0,
     };
     let shm = Shared::new(8 << 20);
     let zone = || {
@@ -763,6 +766,7 @@ fn a_prober_killed_at_every_step_leaves_nothing_stale() {
         health,
         policy: Policy::RoundRobin,
         peers: &peers,
+        schedule_room: 0,
     };
     let shm = Shared::new(8 << 20);
     let zone = || {

@@ -410,6 +410,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             health,
+            schedule_room: 0,
         })
         .unwrap()
     }

@@ -321,6 +321,7 @@ mod tests {
         OwnedTable::new(&UpstreamSpec {
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
             health: HealthSpec {
                 consecutive_5xx: 3,
                 consecutive_errors: 2,
@@ -386,6 +387,7 @@ mod tests {
         let t = OwnedTable::new(&UpstreamSpec {
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
             health: HealthSpec {
                 consecutive_errors: 1,
                 base_ejection_ms: 1_000,

@@ -148,6 +148,7 @@ mod tests {
         OwnedTable::new(&UpstreamSpec {
             policy,
             peers: &peers,
+            schedule_room: 0,
             health: HealthSpec {
                 flags: HealthSpec::CHECK,
                 interval_ms: 1000,

@@ -133,6 +133,7 @@ mod tests {
         OwnedTable::new(&UpstreamSpec {
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
             health: HealthSpec {
                 slow_start_ms: window,
                 ..HealthSpec::default()
@@ -204,6 +205,7 @@ mod tests {
                 policy,
                 peers: &peers,
                 health,
+                schedule_room: 0,
             })
             .unwrap();
             let z = t.zone();
@@ -253,6 +255,7 @@ mod tests {
             },
             peers: &peers,
             health,
+            schedule_room: 0,
         })
         .unwrap();
         let z = t.zone();

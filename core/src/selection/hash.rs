@@ -357,6 +357,7 @@ mod tests {
                 policy,
                 peers,
                 health: Default::default(),
+                schedule_room: 0,
             })
             .ok()
             .map(|t| t.table().maglev().len());

@@ -396,6 +396,7 @@ mod tests {
             policy: Policy::LeastConn,
             peers,
             health: Default::default(),
+            schedule_room: 0,
         })
         .unwrap()
     }

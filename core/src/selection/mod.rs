@@ -464,6 +464,7 @@ pub(crate) mod tests {
             policy,
             peers,
             health: Default::default(),
+            schedule_room: 0,
         })
         .unwrap()
     }
@@ -483,6 +484,7 @@ pub(crate) mod tests {
                 health: Default::default(),
                 policy,
                 peers: &peers,
+                schedule_room: 0,
             })
             .unwrap();
             let z = t.zone();

@@ -171,6 +171,12 @@ fn build_stride(weights: &[i64], out: &mut [u32]) {
 mod tests {
     use super::*;
 
+    /// `schedule_room=` may ask for the longest schedule, no longer.
+    #[test]
+    fn the_largest_room_is_the_longest_schedule() {
+        assert_eq!(u64::from(crate::spec::MAX_SCHEDULE_ROOM), MAX_PERIOD);
+    }
+
     fn names(weights: &[u32]) -> String {
         let mut out = vec![0; period(weights).unwrap()];
         build(weights, &mut out).unwrap();

@@ -258,6 +258,7 @@ mod tests {
                 health: Default::default(),
                 policy,
                 peers: &peers,
+                schedule_room: 0,
             })
             .unwrap();
             let z = t.zone();
@@ -302,6 +303,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &[PeerSpec::new(b"a")],
+            schedule_room: 0,
         })
         .unwrap();
         let z = t.zone();

@@ -210,6 +210,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &old_peers,
+            schedule_room: 0,
         })
         .unwrap();
         let oz = old.zone();
@@ -235,6 +236,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &new_peers,
+            schedule_room: 0,
         })
         .unwrap();
         let z = new.zone();

@@ -818,6 +818,7 @@ impl<'a> Zone<'a> {
                 health: Default::default(),
                 policy: self.policy(),
                 peers: &peers,
+                schedule_room: 0,
             },
             &slots,
         )
@@ -996,6 +997,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers,
+            schedule_room: 0,
         })
         .unwrap()
     }
@@ -1171,6 +1173,7 @@ mod tests {
                 maglev_size: 0,
             },
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap();
         let z = t.zone();
@@ -1205,6 +1208,7 @@ mod tests {
             health: Default::default(),
             policy,
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap();
         let z = t.zone();
@@ -1219,6 +1223,7 @@ mod tests {
                 health: Default::default(),
                 policy,
                 peers: &want,
+                schedule_room: 0,
             })
             .unwrap();
             assert!(
@@ -1240,6 +1245,7 @@ mod tests {
             health: Default::default(),
             policy,
             peers: &peers,
+            schedule_room: 0,
         };
         let why = too_large_reason(&spec(Policy::RoundRobin)).unwrap();
         assert!(
@@ -1268,6 +1274,7 @@ mod tests {
                 maglev_size: 0,
             },
             peers: &heavy,
+            schedule_room: 0,
         };
         // Above nginx's ring size the ring is scaled down, in proportion
         // (consistent_rings_above_nginx_size_keep_the_weights_proportions).
@@ -1305,6 +1312,7 @@ mod tests {
                 maglev_size: 0,
             },
             peers: &heavy,
+            schedule_room: 0,
         };
         let t = OwnedTable::new(&spec).unwrap();
         let ring = t.table().ring();

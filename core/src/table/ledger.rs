@@ -133,6 +133,7 @@ mod tests {
             health: Default::default(),
             policy,
             peers: &peers,
+            schedule_room: 0,
         })
         .unwrap()
     }

@@ -428,6 +428,7 @@ impl<'a> Zone<'a> {
             policy: list.policy,
             peers: &peers,
             health: *self.health_spec(),
+            schedule_room: 0,
         };
         let built = self.prepare(&spec, &slots, source)?;
 
@@ -723,6 +724,7 @@ mod tests {
             policy,
             peers,
             health: Default::default(),
+            schedule_room: 0,
         }
     }
 
@@ -975,6 +977,7 @@ mod tests {
                 policy: Policy::Ewma { decay_ms: 1_000 },
                 peers: &peers,
                 health,
+                schedule_room: 0,
             },
             5,
         )
@@ -1049,6 +1052,7 @@ mod tests {
                 policy: Policy::RoundRobin,
                 peers: &peers,
                 health,
+                schedule_room: 0,
             };
             let t = OwnedTable::with_capacity(&s, 3).unwrap();
             let z = t.zone();
@@ -1260,6 +1264,7 @@ mod replan {
             policy,
             peers,
             health: Default::default(),
+            schedule_room: 0,
         }
     }
 
@@ -1351,6 +1356,7 @@ mod readers {
             policy,
             peers,
             health,
+            schedule_room: 0,
         }
     }
 

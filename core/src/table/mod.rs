@@ -91,7 +91,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -179,6 +179,11 @@ pub struct Root {
     /// Bytes of identity area per slot (`SLOT_ID_MAX + SLOT_SERVER_MAX`)
     /// in a dynamic zone; 0 in a static one, whose names are packed.
     pub slot_names: u32,
+    /// [`UpstreamSpec::schedule_room`]: schedule entries the arena keeps
+    /// room for (0 for a policy without a schedule).
+    pub schedule_room: u32,
+    /// Zero.
+    pub pad: u32,
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -542,25 +547,20 @@ struct ZonePlan {
 /// Smooth WRR schedule entries (total weight / common divisor of a
 /// group) that a weight change through the API may always reach, in
 /// upstreams whose policy walks a schedule (`round_robin`, `least_conn`,
-/// `hash`): the arena keeps room for three generations with schedules
-/// this long (serving, being built, retiring), e.g. 4 servers of weight
-/// 1 with one of them set to 200,000. Past it, a change is refused (507)
-/// unless the configuration's own generations leave the room.
-pub const SCHEDULE_ROOM: usize = 1 << 18;
+/// `hash`) and whose configuration does not say otherwise
+/// (`schedule_room=`, [`UpstreamSpec::schedule_room`]): the arena keeps
+/// room for three generations with schedules this long (serving, being
+/// built, retiring), e.g. 4 servers of weight 1 with one of them set to
+/// 200,000. Past it, a change is refused (507) unless the configuration's
+/// own generations leave the room.
+pub const SCHEDULE_ROOM: usize = crate::spec::DEFAULT_SCHEDULE_ROOM as usize;
 
 /// Bytes of arena for generations of `gen_size` bytes: the serving one,
 /// one being built, a retiring one, and headroom for weight changes that
 /// grow the tables (for a policy with a schedule, three schedules of
-/// [`SCHEDULE_ROOM`] entries; the pages are touched only when used).
-fn arena_len(gen_size: usize, policy: Policy) -> usize {
-    let schedules = if matches!(
-        policy,
-        Policy::RoundRobin | Policy::LeastConn | Policy::Hash { .. }
-    ) {
-        3 * SCHEDULE_ROOM * size_of::<u32>()
-    } else {
-        0
-    };
+/// `room` entries; the pages are touched only when used).
+fn arena_len(gen_size: usize, room: u32) -> usize {
+    let schedules = 3 * room as usize * size_of::<u32>();
     round_up(3 * gen_size + gen_size.max(64 * 1024).max(schedules), ALIGN)
 }
 
@@ -608,6 +608,7 @@ impl ZonePlan {
                 policy: spec.policy,
                 peers: &filler,
                 health: spec.health,
+                schedule_room: 0,
             };
             match generation::GenPlan::new(&full, capacity) {
                 Ok(p) => p.size.max(gen.size),
@@ -638,7 +639,7 @@ impl ZonePlan {
             0
         };
         let arena_off = tree_off + tree_len;
-        let arena_len = arena_len(gen_size, spec.policy);
+        let arena_len = arena_len(gen_size, spec.schedule_room());
         Ok(ZonePlan {
             peers,
             configured,
@@ -690,6 +691,8 @@ impl ZonePlan {
             },
             configured: self.configured as u32,
             slot_names: self.slot_names as u32,
+            schedule_room: spec.schedule_room(),
+            pad: 0,
         }
     }
 }
@@ -1020,6 +1023,13 @@ impl<'a> Zone<'a> {
     pub fn policy(&self) -> Policy {
         let r = self.root();
         Policy::from_parts(r.policy, r.params).unwrap_or(Policy::RoundRobin)
+    }
+
+    /// Schedule entries the zone keeps room for (`schedule_room=`, or its
+    /// default; 0 for a policy without a schedule): weight changes whose
+    /// schedule is no longer are always accepted.
+    pub fn schedule_room(&self) -> usize {
+        self.root().schedule_room as usize
     }
 
     /// Number of peer slots: the length of every per-peer array, and the
@@ -1596,6 +1606,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         };
         let size = zone_size(&spec).unwrap();
         let region = Region::new(size);
@@ -1655,6 +1666,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         };
         let size = zone_size(&spec).unwrap();
         assert_eq!(size % ALIGN, 0);
@@ -1680,6 +1692,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &other,
+            schedule_room: 0,
         };
         // SAFETY: as above.
         let e = unsafe { Zone::attach(&spec2, region.as_ptr(), size) }.unwrap_err();
@@ -1700,6 +1713,7 @@ mod tests {
                 maglev_size: 0,
             },
             peers: &peers,
+            schedule_room: 0,
         };
         let start = std::time::Instant::now();
         let t = OwnedTable::new(&spec).unwrap();
@@ -1719,6 +1733,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::LeastConn,
             peers: &peers,
+            schedule_room: 0,
         };
         let size = zone_size(&spec).unwrap();
         let region = Region::new(size);
@@ -1733,6 +1748,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::LeastConn,
             peers: &zero,
+            schedule_room: 0,
         };
         assert_eq!(zone_size(&bad).unwrap_err(), Error::InvalidArgument);
         let order = [
@@ -1746,6 +1762,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::LeastConn,
             peers: &order,
+            schedule_room: 0,
         };
         assert_eq!(zone_size(&bad).unwrap_err(), Error::InvalidArgument);
     }
@@ -1757,6 +1774,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         };
         let size = zone_size(&spec).unwrap();
         let region = Region::new(size);

@@ -581,6 +581,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers,
+            schedule_room: 0,
         })
         .unwrap()
     }
@@ -731,6 +732,7 @@ mod tests {
             health: Default::default(),
             policy: Policy::RoundRobin,
             peers: &peers,
+            schedule_room: 0,
         };
         let size = crate::table::zone_size(&spec).unwrap();
         let region = Region::new(size);
