@@ -257,6 +257,10 @@ pub struct Backend {
     /// `hash` with `method` only: bounded-load percentage (>= 100).
     #[serde(default)]
     pub balance_factor: Option<u32>,
+    /// `round_robin`, `least_conn`, `hash`: the schedule entries weight
+    /// changes at run time may always reach (1 to 4,194,304).
+    #[serde(default)]
+    pub schedule_room: Option<u32>,
     /// `ewma` only: the decay time (nginx time, e.g. `10s`).
     #[serde(default)]
     pub decay: Option<String>,
@@ -749,6 +753,25 @@ impl Backend {
                 )));
             }
         }
+        if let Some(n) = self.schedule_room {
+            if !matches!(
+                self.policy,
+                Policy::RoundRobin | Policy::LeastConn | Policy::Hash
+            ) {
+                return Err(invalid(format!(
+                    "{}: only policies round_robin, least_conn and hash walk a schedule \
+                     (policy is {})",
+                    f("schedule_room"),
+                    self.policy.as_str()
+                )));
+            }
+            if !(1..=4_194_304).contains(&n) {
+                return Err(invalid(format!(
+                    "{}: {n} is not from 1 to 4194304 entries",
+                    f("schedule_room")
+                )));
+            }
+        }
         if self.decay.is_some() && self.policy != Policy::Ewma {
             return Err(invalid(format!(
                 "{}: only policy ewma takes a decay",
@@ -943,6 +966,14 @@ backends:
             (
                 "backends: { web: { servers: [\"a:1; evil\"] } }",
                 "backends.web.servers[0].address",
+            ),
+            (
+                "backends: { web: { policy: p2c, schedule_room: 1000, servers: [a:1] } }",
+                "backends.web.schedule_room: only policies round_robin",
+            ),
+            (
+                "backends: { web: { schedule_room: 0, servers: [a:1] } }",
+                "backends.web.schedule_room: 0 is not from 1 to 4194304",
             ),
         ];
         for (text, want) in cases {

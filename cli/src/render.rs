@@ -182,6 +182,9 @@ fn upstream(o: &mut String, name: &str, b: &Backend) {
         }
         _ => {}
     }
+    if let Some(n) = b.schedule_room {
+        let _ = write!(balance, " schedule_room={n}");
+    }
     balance.push(';');
     line(o, 2, &balance);
     for entry in &b.servers {
@@ -440,6 +443,10 @@ mod tests {
         );
         let t = rendered("backends: { c: { policy: hash, key: $host$uri, servers: [a:1] } }");
         has(&t, "ha_balance hash \"$host$uri\";");
+        let t = rendered(
+            "backends: { c: { policy: least_conn, schedule_room: 4194304, servers: [a:1] } }",
+        );
+        has(&t, "ha_balance least_conn schedule_room=4194304;");
     }
 
     #[test]
