@@ -1834,8 +1834,8 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
     if (passed != NGX_DECLINED) {
         ngx_memzero(&report, sizeof(hab_check_report));
 
-        rc = hab_check_done(hcf->zone, p->peer, p->epoch, passed ? 1 : 0,
-                            ngx_current_msec, &report);
+        rc = hab_check_done(hcf->zone, p->peer, p->epoch, hcf->slot,
+                            passed ? 1 : 0, ngx_current_msec, &report);
 
         if (rc != HAB_OK) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,

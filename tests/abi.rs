@@ -202,7 +202,7 @@ fn functions_match_the_header() {
         hab_attempt_release / 6,
         hab_attempt_end / 2,
         hab_check_claim / 10,
-        hab_check_done / 6,
+        hab_check_done / 7,
         hab_zone_resolve / 11,
         hab_zone_source / 3,
         hab_zone_slot / 3,

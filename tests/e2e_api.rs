@@ -385,6 +385,13 @@ fn two_hundred_changes_under_load_lose_nothing() {
         r#"{"down":true}"#,
         r#"{"down":false,"weight":1}"#,
     ];
+    // The load runs before the first change and past the last (how many
+    // requests fit in the 200 changes depends on the machine, not on the
+    // module: 32 on a busy one).
+    assert!(
+        load.wait_done(8, Duration::from_secs(10)),
+        "the load did not start"
+    );
     let mut accepted = 0;
     for k in 0..200 {
         // Server 2 is never touched: there is always somewhere to go.
@@ -400,6 +407,11 @@ fn two_hundred_changes_under_load_lose_nothing() {
         accepted += usize::from(s == 200);
     }
     assert!(accepted >= 100, "only {accepted} of 200 changes accepted");
+    let started = load.done();
+    assert!(
+        load.wait_done(started + 50, Duration::from_secs(20)),
+        "the load stalled after the changes"
+    );
     let r = load.stop();
     assert_eq!(
         (r.non_200, r.errors),

@@ -15,14 +15,11 @@
 //! HEAD answers as GET. `?fields=a,b` limits the keys of server and
 //! upstream objects. Every refusal has a JSON body (`docs/api.md`).
 
-use core::sync::atomic::Ordering::Relaxed;
-
 use std::borrow::Cow;
 
 use hab_core::selection::schedule::MAX_PERIOD;
-use hab_core::spec::Policy;
-use hab_core::table::membership::LIVE;
-use hab_core::table::{PeerState, Zone, MAX_WEIGHT};
+use hab_core::table::membership::SlotMark;
+use hab_core::table::{Refusal, ServerChange, Zone, MAX_WEIGHT};
 use hab_core::Error;
 
 use crate::body::Body;
@@ -322,7 +319,7 @@ fn server(
         .ok()
         .filter(|_| id.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|pos| u.zone.by_position(pos));
-    let Some(i) = index else {
+    let Some((i, mark)) = index else {
         return not_found(format!(
             "server \"{id}\" not found in upstream \"{}\"",
             u.name
@@ -340,7 +337,7 @@ fn server(
     match req.method {
         Method::Get | Method::Head => show(u.zone),
         Method::Patch if !req.write => read_only("PATCH"),
-        Method::Patch => match patch(req, u, i, alive) {
+        Method::Patch => match patch(req, u, i, mark, alive) {
             Ok(changed) => Response {
                 changed,
                 ..show(u.zone)
@@ -355,6 +352,7 @@ fn patch(
     req: &Request<'_>,
     u: &Upstream<'_>,
     i: usize,
+    mark: SlotMark,
     alive: impl Fn(u64) -> bool,
 ) -> Result<bool, Response> {
     if req.body.len() > MAX_BODY {
@@ -394,12 +392,15 @@ fn patch(
         }
     };
     let zone = u.zone;
-    let configured_down = zone
-        .states()
-        .get(i)
-        .is_some_and(|s| s.flags.load(Relaxed) & PeerState::DOWN != 0);
-    if p.down == Some(false) && configured_down {
-        return Err(refuse(
+    let change = ServerChange {
+        down: p.down,
+        drain: p.drain,
+        weight,
+    };
+    match zone.change_server(i, mark, change, req.now_ms, req.owner, alive) {
+        Ok(()) => Ok(true),
+        Err(Refusal::Gone) => Err(not_found("server not found")),
+        Err(Refusal::ConfiguredDown) => Err(refuse(
             409,
             "ConfiguredDown",
             format!(
@@ -408,68 +409,20 @@ fn patch(
                 String::from_utf8_lossy(zone.server(i)),
                 u.name
             ),
-        ));
+        )),
+        Err(Refusal::InvalidWeight) => Err(refuse(400, "BadRequest", "invalid \"weight\"")),
+        Err(Refusal::Publish { error, entries }) => Err(publish_refusal(
+            u.name,
+            error,
+            entries,
+            zone.schedule_room(),
+        )),
     }
-    if let Some(w) = weight {
-        let before = zone.view(i, req.now_ms).and_then(|v| v.weight_override);
-        zone.set_weight(i, w)
-            .map_err(|_| refuse(400, "BadRequest", "invalid \"weight\""))?;
-        if zone.weights_pending() {
-            if let Err(e) = zone.publish(req.owner, &alive) {
-                let entries = schedule_entries(zone, i, req.now_ms);
-                // Back to what serves, so the refused change does not sneak
-                // in with the next publication.
-                let _ = zone.set_weight(i, before);
-                return Err(publish_refusal(u.name, e, entries, zone.schedule_room()));
-            }
-        }
-    }
-    zone.set_admin(i, p.down, p.drain, req.now_ms)
-        .map_err(|_| not_found("server not found"))?;
-    Ok(true)
 }
 
 /// Entries of the smooth round robin schedule of server `i`'s group
 /// (primaries or backups) with the weights asked for (overrides staged),
 /// for a policy that walks one; `None` for the others.
-fn schedule_entries(zone: Zone<'_>, i: usize, now: u64) -> Option<u64> {
-    if !matches!(
-        zone.policy(),
-        Policy::RoundRobin | Policy::LeastConn | Policy::Hash { .. }
-    ) {
-        return None;
-    }
-    let backup = zone.view(i, now)?.backup;
-    let weights: Vec<u32> = (0..zone.peers())
-        .filter(|&j| zone.listed(j).is_some_and(|m| m.status == LIVE))
-        .filter_map(|j| zone.view(j, now))
-        .filter(|v| v.backup == backup)
-        .map(|v| {
-            let conf_down = zone
-                .states()
-                .get(v.index)
-                .is_some_and(|s| s.flags.load(Relaxed) & PeerState::DOWN != 0);
-            if conf_down {
-                0
-            } else {
-                v.weight_override.unwrap_or(v.configured_weight)
-            }
-        })
-        .collect();
-    let (mut g, mut total) = (0u64, 0u64);
-    for w in weights.into_iter().filter(|&w| w > 0).map(u64::from) {
-        (g, total) = (gcd(g, w), total + w);
-    }
-    (g > 0).then(|| total / g)
-}
-
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
 fn publish_refusal(upstream: &str, e: Error, entries: Option<u64>, room: usize) -> Response {
     match e {
         Error::Busy => refuse(

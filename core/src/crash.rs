@@ -30,6 +30,7 @@ pub const POINTS: &[&str] = &[
     "reconcile.drain.returned",
     "reconcile.drain.cleared",
     "reconcile.pins",
+    "reconcile.writers",
     // A request pins and unpins a generation (generation.rs).
     "pin.counted",
     "pin.checked",
@@ -39,16 +40,23 @@ pub const POINTS: &[&str] = &[
     "publish.described",
     "publish.published",
     // A builder applies a new server list (membership.rs), then publishes.
+    "apply.freed",
     "apply.filled",
     "apply.kept",
     "apply.retiring",
     "apply.retired",
+    // An API change of a server (admin.rs): looked up, then under the
+    // lease when it changes a weight or the zone reuses slots.
+    "admin.found",
+    "admin.checked",
+    "admin.weighted",
     // Outlier ejection under the ejection lease (health/outlier.rs).
     "eject.taken_over",
     "eject.counted",
     "eject.flagged",
     "eject.cleared",
     // A check's verdict (health/check.rs).
+    "check.compared",
     "check.counted",
     "check.unhealthy_first",
     "check.flagged",

@@ -488,9 +488,12 @@ hab_result hab_check_claim(hab_zone *zone, uint32_t worker, uint32_t workers,
  * epoch is the slot's epoch when the check started (hab_zone_slot()): if
  * the slot has been given to another server since, the verdict is dropped
  * (HAB_OK, transition HAB_CHECK_NONE).  Only LIVE slots are ever claimed.
+ * slot is the calling worker's ledger slot (hab_zone_claim_slot()), or
+ * HAB_NO_SLOT: it keeps a slot from being reused while the verdict writes.
  */
 hab_result hab_check_done(hab_zone *zone, uint32_t peer, uint32_t epoch,
-    uint32_t passed, uint64_t now_ms, hab_check_report *out_report);
+    uint32_t slot, uint32_t passed, uint64_t now_ms,
+    hab_check_report *out_report);
 
 /*
  * A worker's health timer: ends the outlier ejections that are over (the

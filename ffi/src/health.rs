@@ -193,7 +193,9 @@ pub unsafe extern "C" fn hab_check_claim(
 
 /// Records the result of a check of `peer` that ended at `now_ms`
 /// (`passed` non-zero: it passed), started when the slot's epoch was
-/// `epoch`: dropped (no transition) if the slot was reused since.
+/// `epoch`, by the worker of ledger slot `slot` ([`crate::zone::HAB_NO_SLOT`]
+/// for none):
+/// dropped (no transition) if the slot was reused since.
 ///
 /// # Safety
 ///
@@ -203,6 +205,7 @@ pub unsafe extern "C" fn hab_check_done(
     z: *mut hab_zone,
     peer: u32,
     epoch: u32,
+    slot: u32,
     passed: u32,
     now_ms: u64,
     out_report: *mut hab_check_report,
@@ -213,7 +216,8 @@ pub unsafe extern "C" fn hab_check_done(
         }
         // SAFETY: a valid handle (caller contract).
         let z = unsafe { zone(z) };
-        match z.check_done_epoch(peer as usize, epoch, passed != 0, now_ms) {
+        let ledger = (slot != crate::zone::HAB_NO_SLOT).then_some(slot);
+        match z.check_done_epoch(peer as usize, epoch, ledger, passed != 0, now_ms) {
             Ok(r) => {
                 if !out_report.is_null() {
                     let transition = match r.transition {

@@ -345,7 +345,8 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
                 || p.starts_with("publish.")
                 || p.starts_with("apply.")
                 || p.starts_with("eject.")
-                || p.starts_with("check.");
+                || p.starts_with("check.")
+                || p.starts_with("admin.");
             assert!(
                 elsewhere || reached.iter().any(|(q, _)| q == p),
                 "{}: crash point {p} never reached",
@@ -552,7 +553,9 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
     let list = |which: &[usize]| -> Vec<PeerSpec<'_>> {
         which.iter().map(|&k| PeerSpec::new(&ids[k])).collect()
     };
-    let (before, after) = (list(&[0, 1, 2]), list(&[0, 2, 3, 4, 5]));
+    // srv1 leaves first; then srv2 leaves as three newcomers come, in a
+    // zone of five slots: two FREE ones and srv1's, reused.
+    let (before, mid, after) = (list(&[0, 1, 2]), list(&[0, 2]), list(&[0, 3, 4, 5]));
     let spec = |peers| UpstreamSpec {
         health: Default::default(),
         policy: Policy::RoundRobin,
@@ -568,9 +571,12 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
     let shm = Shared::new(8 << 20);
     let zone = || {
         let s = spec(&before);
-        assert!(table::zone_size_with(&s, 8).unwrap() <= shm.len);
+        assert!(table::zone_size_with(&s, 5).unwrap() <= shm.len);
         // SAFETY: the mapping is ours, `len` bytes, alive past every use.
-        unsafe { Zone::init_with(&s, 8, shm.ptr, shm.len) }.expect("zone fits")
+        let z = unsafe { Zone::init_with(&s, 5, shm.ptr, shm.len) }.expect("zone fits");
+        z.apply_membership(&spec(&mid), [1, 0], 76, |_| true, 5)
+            .unwrap();
+        z
     };
     let apply = |z: Zone<'_>, owner: u64, alive: &dyn Fn(u64) -> bool| {
         z.apply_membership(&spec(&after), [1, 1], owner, alive, 10)
@@ -774,8 +780,10 @@ fn a_prober_killed_at_every_step_leaves_nothing_stale() {
         unsafe { Zone::init(&spec, shm.ptr, shm.len) }.expect("zone fits")
     };
     // Two servers fail their first check: one healthy of three, in panic.
-    let prober =
-        |z: Zone<'_>| z.check_done(0, false, 10).is_ok() && z.check_done(1, false, 10).is_ok();
+    let prober = |z: Zone<'_>| {
+        z.check_done_epoch(0, 0, None, false, 10).is_ok()
+            && z.check_done_epoch(1, 0, None, false, 10).is_ok()
+    };
     let truth = |z: Zone<'_>| {
         let healthy = z
             .states()
@@ -833,4 +841,313 @@ fn a_prober_killed_at_every_step_leaves_nothing_stale() {
         }
     }
     assert!(runs >= 6, "{runs}");
+}
+
+// ---------------------------------------------------------------------------
+// Slot reuse against writers outside the builder lease: a check verdict and
+// an API change, each interrupted (a crash point's hook, in this process)
+// right where a builder may give the slot to a new server.
+
+/// The zone the hooks below reuse a slot of.
+static RACE_ZONE: core::sync::atomic::AtomicPtr<u8> =
+    core::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+/// What the hook's membership change answered: 0 not run, 1 applied,
+/// 2 no slot to give (`NoSpace`), 3 lease busy, 4 anything else.
+static RACE_RESULT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+fn race_health() -> HealthSpec {
+    HealthSpec {
+        flags: HealthSpec::CHECK,
+        interval_ms: 1_000,
+        timeout_ms: 500,
+        fails: 1,
+        passes: 1,
+        ..HealthSpec::default()
+    }
+}
+
+/// p00, p02 and the newcomer p03, in a zone where p01's slot is the only
+/// one p03 can take.
+fn race_reuse() {
+    // SAFETY: RACE_ZONE is the test's zone, alive while the hook may run.
+    let z = unsafe { Zone::from_ptr(RACE_ZONE.load(Relaxed)) };
+    let peers = [
+        PeerSpec::new(IDS[0]),
+        PeerSpec::new(IDS[2]),
+        PeerSpec::new(IDS[3]),
+    ];
+    let spec = UpstreamSpec {
+        health: race_health(),
+        policy: Policy::RoundRobin,
+        peers: &peers,
+        schedule_room: 0,
+    };
+    let r = match z.apply_membership(&spec, [3, 0], 99, |_| true, 30) {
+        Ok(_) => 1,
+        Err(hab_core::Error::NoSpace) => 2,
+        Err(hab_core::Error::Busy) => 3,
+        Err(_) => 4,
+    };
+    RACE_RESULT.store(r, Relaxed);
+}
+
+/// p01 leaves (its slot RETIRING, named by no generation once the next
+/// change reclaims the old one), then p03 comes (`race_reuse`).
+fn race_retire_and_reuse() {
+    // SAFETY: RACE_ZONE is the test's zone, alive while the hook may run.
+    let z = unsafe { Zone::from_ptr(RACE_ZONE.load(Relaxed)) };
+    race_list(z, &[0, 2], [2, 0]);
+    race_reuse();
+}
+
+fn race_list(z: Zone<'_>, which: &[usize], source: [u64; 2]) {
+    let peers: Vec<PeerSpec<'static>> = which.iter().map(|&k| PeerSpec::new(IDS[k])).collect();
+    let spec = UpstreamSpec {
+        health: race_health(),
+        policy: Policy::RoundRobin,
+        peers: &peers,
+        schedule_room: 0,
+    };
+    z.apply_membership(&spec, source, 98, |_| true, 5).unwrap();
+}
+
+/// A zone of three slots for resolved servers (p00 configured, p01 and
+/// p02 resolved) with checks, all three serving; with `retire`, p01 then
+/// gone.
+fn race_zone(shm: &Shared, retire: bool) -> Zone<'static> {
+    let configured = [PeerSpec::new(IDS[0])];
+    let spec = UpstreamSpec {
+        health: race_health(),
+        policy: Policy::RoundRobin,
+        peers: &configured,
+        schedule_room: 0,
+    };
+    // SAFETY: the mapping is ours, `len` bytes, alive past every use.
+    let z = unsafe { Zone::init_with(&spec, 3, shm.ptr, shm.len) }.expect("zone fits");
+    assert!(z.dynamic());
+    race_list(z, &[0, 1, 2], [1, 0]);
+    assert_eq!(z.identity(1), IDS[1]);
+    if retire {
+        race_list(z, &[0, 2], [2, 0]);
+        assert_eq!(z.slot_status(1), Some(table::membership::RETIRING));
+    }
+    RACE_ZONE.store(z.as_ptr(), Relaxed);
+    RACE_RESULT.store(0, Relaxed);
+    z
+}
+
+/// The slot p03 ended in, and that nothing of p01's last check is on it.
+fn newcomer_is_fresh(z: Zone<'_>, what: &str) {
+    let i = (0..z.peers())
+        .find(|&i| z.slot_status(i) == Some(table::membership::LIVE) && z.identity(i) == IDS[3])
+        .unwrap_or_else(|| panic!("{what}: p03 has no slot"));
+    let flags = z.states()[i].flags.load(Relaxed);
+    assert_eq!(
+        flags & PeerState::HEALTH,
+        0,
+        "{what}: p03 (slot {i}) took p01's failed check: flags {flags:#x}"
+    );
+    let checks = z.check_stats(i);
+    assert_eq!(
+        (checks.checks, checks.fails),
+        (0, 0),
+        "{what}: p03 counts p01's check"
+    );
+}
+
+/// A verdict for p01 (its check started before p01 left) is interrupted
+/// between its epoch comparison and its writes while a builder gives p01's
+/// slot to p03. Before the writers mask, the failed verdict landed on p03:
+/// unhealthy, and a failed check counted, for a server never checked. Now
+/// the builder sees the writer and leaves the slot FREE (no slot to give:
+/// p03 waits for the next change), and the next change gives it with
+/// fresh state. Also for a worker without a ledger slot, which writes
+/// under the builder lease (the builder then finds it busy).
+#[test]
+fn a_verdict_racing_a_slot_reuse_never_lands_on_the_new_server() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for ledger in [true, false] {
+        let shm = Shared::new(8 << 20);
+        let z = race_zone(&shm, true);
+        let what = if ledger {
+            "with a ledger slot"
+        } else {
+            "without one"
+        };
+        let slot = ledger.then(|| z.claim_slot(pid(), |_| true).unwrap());
+        let epoch = z.slot_epoch(1).unwrap();
+        assert!(crash::arm("check.compared", 1, race_reuse));
+        let r = z.check_done_epoch(1, epoch, slot, false, 20).unwrap();
+        crash::disarm();
+        let raced = RACE_RESULT.load(Relaxed);
+        assert_ne!(raced, 0, "{what}: the hook did not run");
+        assert_ne!(raced, 1, "{what}: the slot was given while a verdict wrote");
+        assert_eq!(raced, if ledger { 2 } else { 3 }, "{what}");
+        assert_eq!(
+            r.transition,
+            hab_core::health::check::CheckTransition::Unhealthy
+        );
+        assert_eq!(z.health_rows()[1].writers.load(Relaxed), 0, "{what}");
+        race_reuse();
+        assert_eq!(RACE_RESULT.load(Relaxed), 1, "{what}: the next change");
+        newcomer_is_fresh(z, what);
+        // A verdict of p01 arriving now is dropped.
+        let r = z.check_done_epoch(1, epoch, slot, false, 40).unwrap();
+        assert_eq!(r.transition, hab_core::health::check::CheckTransition::None);
+        newcomer_is_fresh(z, what);
+        if let Some(s) = slot {
+            z.release_slot(s, pid());
+        }
+    }
+}
+
+/// A prober killed between announcing itself and clearing its bit keeps
+/// the slot from being given until its ledger slot is reconciled; then the
+/// slot is given with fresh state.
+#[test]
+fn a_prober_killed_while_it_writes_holds_the_slot_until_reconciled() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let points = ["check.compared", "check.counted", "check.flagged"];
+    for point in points {
+        let shm = Shared::new(8 << 20);
+        let z = race_zone(&shm, true);
+        let epoch = z.slot_epoch(1).unwrap();
+        let dead = die_at(point, 1, || {
+            let slot = z.claim_slot(pid(), |_| true).unwrap();
+            z.check_done_epoch(1, epoch, Some(slot), false, 20).is_ok()
+        });
+        let what = format!("prober killed at {point}");
+        assert_ne!(z.health_rows()[1].writers.load(Relaxed), 0, "{what}");
+        race_reuse();
+        assert_eq!(RACE_RESULT.load(Relaxed), 2, "{what}: given with a writer");
+        // The next worker to claim a ledger slot reconciles the dead one.
+        let s = z.claim_slot(LIVE, |p| p != dead).unwrap();
+        z.release_slot(s, LIVE);
+        assert_eq!(z.health_rows()[1].writers.load(Relaxed), 0, "{what}");
+        race_reuse();
+        assert_eq!(RACE_RESULT.load(Relaxed), 1, "{what}");
+        newcomer_is_fresh(z, &what);
+    }
+}
+
+/// An API change of p01 is interrupted after its lookup while p01 leaves
+/// and a builder gives its slot to p03 (a new id). Before the change
+/// became one transaction under the lease, `{"down":true}` then landed on
+/// p03; now it answers 404 and p03 is untouched.
+#[test]
+fn a_patch_racing_a_slot_reuse_changes_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for body in [r#"{"down":true}"#, r#"{"weight":7}"#, r#"{"drain":true}"#] {
+        let shm = Shared::new(8 << 20);
+        let z = race_zone(&shm, false);
+        let pos = z.colds()[1].position.load(Relaxed);
+        assert_eq!(z.by_position(pos).map(|(i, _)| i), Some(1));
+        let ups = [hab_api::route::Upstream {
+            name: "app",
+            zone: z,
+        }];
+        let path = format!("upstreams/app/servers/{pos}");
+        let req = hab_api::route::Request {
+            method: hab_api::route::Method::Patch,
+            path: &path,
+            query: "",
+            html: false,
+            body: body.as_bytes(),
+            write: true,
+            now_ms: 50,
+            wall_ms: 0,
+            owner: pid(),
+        };
+        assert!(crash::arm("admin.found", 1, race_retire_and_reuse));
+        let r = hab_api::route::handle(&req, &ups, |_| true);
+        crash::disarm();
+        assert_eq!(
+            RACE_RESULT.load(Relaxed),
+            1,
+            "{body}: the hook gave the slot"
+        );
+        assert_eq!(
+            r.status,
+            404,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body.to_vec())
+        );
+        let i = (0..z.peers()).find(|&i| z.identity(i) == IDS[3]).unwrap();
+        let flags = z.states()[i].flags.load(Relaxed);
+        assert_eq!(
+            flags & (PeerState::ADMIN_DOWN | PeerState::DRAIN),
+            0,
+            "{body}: p03 took p01's change"
+        );
+        assert_eq!(
+            z.colds()[i].weight_override.load(Relaxed),
+            0,
+            "{body}: p03 took p01's weight"
+        );
+    }
+}
+
+/// An API change killed at every step (looked up, checked under the
+/// lease, its weight stored, the generation built or published): the
+/// lease is taken over by the next change, which publishes what is
+/// pending; no weight is left pending and ten publications succeed.
+#[test]
+fn an_api_change_killed_at_every_step_blocks_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let peers: Vec<PeerSpec<'static>> = (0..3).map(|k| PeerSpec::new(IDS[k])).collect();
+    let spec = UpstreamSpec {
+        health: Default::default(),
+        policy: Policy::RoundRobin,
+        peers: &peers,
+        schedule_room: 0,
+    };
+    let shm = Shared::new(8 << 20);
+    let zone = || {
+        // SAFETY: the mapping is ours, `len` bytes, alive past every use.
+        unsafe { Zone::init(&spec, shm.ptr, shm.len) }.expect("zone fits")
+    };
+    let change = |z: Zone<'_>, i: u32, w: u32, owner: u64, alive: &dyn Fn(u64) -> bool| {
+        let Some((k, mark)) = z.by_position(i) else {
+            return false;
+        };
+        let c = table::ServerChange {
+            weight: Some(Some(w)),
+            drain: Some(true),
+            down: None,
+        };
+        z.change_server(k, mark, c, 10, owner, alive).is_ok()
+    };
+    let counted = hits(|| {
+        let z = zone();
+        crash::counting();
+        assert!(change(z, 0, 5, 77, &|_| true));
+    });
+    let steps: Vec<_> = counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && (p.starts_with("admin.") || p.starts_with("publish.")))
+        .collect();
+    for p in crash::POINTS.iter().filter(|p| p.starts_with("admin.")) {
+        assert!(steps.iter().any(|(q, _)| q == p), "{p} never reached");
+    }
+    let mut runs = 0;
+    for &&(point, n) in &steps {
+        for nth in 1..=n {
+            let z = zone();
+            let dead = die_at(point, nth, || change(z, 0, 5, pid(), &|_| true));
+            let what = format!("change killed at {point} #{nth}");
+            assert!(change(z, 2, 3, LIVE, &|p| p != dead), "{what}");
+            assert_eq!(z.sync().builder.load(Relaxed), 0, "{what}: lease kept");
+            assert!(!z.weights_pending(), "{what}: a weight left pending");
+            let w: Vec<u32> = z.current().confs().iter().map(|c| c.weight).collect();
+            assert_eq!(w[2], 3, "{what}");
+            // The dead change is in force or not at all, never half.
+            assert!(w[0] == 5 || w[0] == 1, "{what}: {w:?}");
+            for k in 0..10 {
+                z.publish(LIVE, |_| true)
+                    .unwrap_or_else(|e| panic!("{what}: publication {k} refused: {e:?}"));
+            }
+            runs += 1;
+        }
+    }
+    assert!(runs >= 5, "{runs}");
 }

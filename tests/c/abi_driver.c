@@ -266,7 +266,7 @@ dynamic_zone(void)
           && info.status == HAB_SLOT_RETIRING);
     CHECK(api(t, HAB_API_GET, "upstreams/app/servers/2", "", 0) == 404);
     CHECK(api(t, HAB_API_GET, "upstreams/app/servers/3", "", 0) == 200);
-    CHECK(hab_check_done(t, 1, info.epoch + 1, 1, 0, &check) == HAB_OK
+    CHECK(hab_check_done(t, 1, info.epoch + 1, HAB_NO_SLOT, 1, 0, &check) == HAB_OK
           && check.transition == HAB_CHECK_NONE);
 
     free(pool);

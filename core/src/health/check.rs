@@ -37,7 +37,7 @@
 //! URI passing says less about the server than the requests that failed on
 //! it, and nginx's `fail_timeout` keeps its documented meaning).
 
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use super::panic::PanicReport;
 use crate::crash::crash_point;
@@ -207,22 +207,68 @@ impl Zone<'_> {
     }
 
     /// [`Zone::check_done`] for a check of slot `i` that started when the
-    /// slot's epoch was `epoch`: if the slot has been given to another
-    /// server since (another epoch, or FREE), the verdict is dropped and
-    /// the report says nothing changed.
+    /// slot's epoch was `epoch`, by the worker of ledger slot `ledger`: if
+    /// the slot has been given to another server since (another epoch, or
+    /// FREE), the verdict is dropped and the report says nothing changed.
+    ///
+    /// In a zone whose slots are reused (servers resolved at run time),
+    /// the comparison and the writes must not straddle a reuse: the worker
+    /// announces itself in the row's writers mask (its ledger slot's bit)
+    /// before it compares, and clears the bit after its writes; a builder
+    /// stores FREE before it reads the mask and fills a slot only when the
+    /// mask is empty (`Zone::apply_membership`). Both sides `SeqCst`: the
+    /// verdict sees FREE, or the builder sees the bit. A killed worker's
+    /// bit is cleared by the reconciliation of its ledger slot. A worker
+    /// without a ledger slot (more than 32 alive) writes under the builder
+    /// lease instead, and drops the verdict when a build holds it.
     pub fn check_done_epoch(
         &self,
         i: usize,
         epoch: u32,
+        ledger: Option<u32>,
         passed: bool,
         now: u64,
     ) -> Result<CheckReport, Error> {
-        match (self.slot_epoch(i), self.slot_status(i)) {
-            (None, _) | (_, None) => Err(Error::InvalidArgument),
-            (Some(e), Some(s)) if e != epoch || s == crate::table::membership::FREE => {
-                Ok(CheckReport::default())
+        let row = self.health_rows().get(i).ok_or(Error::InvalidArgument)?;
+        // The status first: a slot seen LIVE again after a reuse has its
+        // new epoch already (the builder bumps it before it stores LIVE).
+        let same = || {
+            self.slot_status_seq(i) != Some(crate::table::membership::FREE)
+                && self.slot_epoch_seq(i) == Some(epoch)
+        };
+        if !self.dynamic() {
+            // Slots are never reused: the epoch is 0 for good.
+            if !same() {
+                return Ok(CheckReport::default());
             }
-            _ => self.check_done(i, passed, now),
+            crash_point("check.compared");
+            return self.check_done(i, passed, now);
+        }
+        match ledger {
+            Some(s) if (s as usize) < crate::table::LEDGER_SLOTS => {
+                let bit = 1u64 << s;
+                row.writers.fetch_or(bit, SeqCst);
+                let report = if same() {
+                    crash_point("check.compared");
+                    self.check_done(i, passed, now)
+                } else {
+                    Ok(CheckReport::default())
+                };
+                row.writers.fetch_and(!bit, SeqCst);
+                report
+            }
+            _ => {
+                // Reuse happens under the lease only.
+                let owner = u64::from(std::process::id());
+                let Ok(_lease) = self.lease_guard(owner, &|_| true) else {
+                    return Ok(CheckReport::default());
+                };
+                if !same() {
+                    return Ok(CheckReport::default());
+                }
+                crash_point("check.compared");
+                self.check_done(i, passed, now)
+            }
         }
     }
 

@@ -14,11 +14,58 @@
 
 use core::sync::atomic::Ordering::{Acquire, Relaxed};
 
+use super::membership::SlotMark;
 use super::{PeerState, Zone};
+use crate::crash::crash_point;
 use crate::error::Error;
 
 /// Largest weight the API accepts.
 pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// Longest a [`Zone::change_server`] waits for a builder lease held by a
+/// live builder, in milliseconds (1 ms steps).
+pub const LEASE_WAIT_MS: u32 = 50;
+
+/// What one API change of a server sets; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerChange {
+    /// Set down (`true`) or back up (`false`) through the API.
+    pub down: Option<bool>,
+    /// Start or end draining.
+    pub drain: Option<bool>,
+    /// A weight override (1 to [`MAX_WEIGHT`]), or `Some(None)` to return
+    /// to the configured weight.
+    pub weight: Option<Option<u32>>,
+}
+
+/// Why [`Zone::change_server`] changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server is no longer there: its slot was freed, or given to
+    /// another server, since it was looked up.
+    Gone,
+    /// `down` in the configuration: the API cannot bring it up.
+    ConfiguredDown,
+    /// A weight outside 1 to [`MAX_WEIGHT`].
+    InvalidWeight,
+    /// The builder lease could not be had ([`Error::Busy`]), or the new
+    /// generation could not be published (`Pinned`, `NoSpace`, ...); for a
+    /// schedule that does not fit, the entries it would have had.
+    Publish {
+        /// Why.
+        error: Error,
+        /// Entries of the refused schedule (policies with one).
+        entries: Option<u64>,
+    },
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
 
 /// A server's state as the API reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,12 +194,131 @@ impl<'a> Zone<'a> {
 
     /// Table index of the server at configuration position `position`,
     /// among those the API lists ([`Zone::listed`]: not FREE, not a
-    /// RETIRING slot with nothing in flight).
-    pub fn by_position(&self, position: u32) -> Option<usize> {
-        self.colds()
-            .iter()
-            .enumerate()
-            .position(|(i, c)| c.position.load(Relaxed) == position && self.listed(i).is_some())
+    /// RETIRING slot with nothing in flight), and the slot as it was seen
+    /// (give it to [`Zone::change_server`]: the slot may be given to
+    /// another server right after this returns).
+    pub fn by_position(&self, position: u32) -> Option<(usize, SlotMark)> {
+        let found = self.colds().iter().enumerate().find_map(|(i, c)| {
+            let mark = self.listed(i)?;
+            (c.position.load(Relaxed) == position && self.slot_unchanged(i, mark))
+                .then_some((i, mark))
+        });
+        crash_point("admin.found");
+        found
+    }
+
+    /// Applies `change` to server `i`, the slot as `mark` says it was seen
+    /// (by [`Zone::by_position`]), for `owner` (a pid; `alive` as for
+    /// [`Zone::publish`]), at `now`: one transaction, so that
+    ///
+    /// - a slot given to another server since the lookup is refused
+    ///   ([`Refusal::Gone`]) rather than changed: slots are reused under
+    ///   the builder lease only, and the change holds it from its check to
+    ///   its last write when the zone reuses slots;
+    /// - a weight change holds the lease from the override it stores to
+    ///   the generation it publishes (or the undo of a refused one), so
+    ///   that no other publication puts a refused weight in force, and two
+    ///   changes never publish each other's weights.
+    ///
+    /// A busy lease is waited for up to [`LEASE_WAIT_MS`] (a build of a
+    /// large upstream may take longer: then [`Error::Busy`]).
+    pub fn change_server(
+        &self,
+        i: usize,
+        mark: SlotMark,
+        change: ServerChange,
+        now: u64,
+        owner: u64,
+        alive: impl Fn(u64) -> bool,
+    ) -> Result<(), Refusal> {
+        let weight = match change.weight {
+            None => None,
+            Some(None) => Some(0),
+            Some(Some(w)) if (1..=MAX_WEIGHT).contains(&w) => Some(w),
+            Some(Some(_)) => return Err(Refusal::InvalidWeight),
+        };
+        let c = self.colds().get(i).ok_or(Refusal::Gone)?;
+        let s = &self.states()[i];
+        let _lease = if weight.is_some() || self.dynamic() {
+            Some(
+                self.lease_waiting(owner, &alive)
+                    .map_err(|error| Refusal::Publish {
+                        error,
+                        entries: None,
+                    })?,
+            )
+        } else {
+            None
+        };
+        if !self.slot_unchanged(i, mark) {
+            return Err(Refusal::Gone);
+        }
+        if change.down == Some(false) && s.flags.load(Relaxed) & PeerState::DOWN != 0 {
+            return Err(Refusal::ConfiguredDown);
+        }
+        crash_point("admin.checked");
+        if let Some(w) = weight {
+            let before = c.weight_override.swap(w, Relaxed);
+            crash_point("admin.weighted");
+            if self.weights_pending() {
+                let source = self
+                    .current_slot()
+                    .map_or([0; 2], |d| self.table(d).header().source);
+                let published =
+                    self.effective(|spec, slots| self.publish_locked(spec, slots, source));
+                if let Err(error) = published {
+                    let entries = self.schedule_entries(i);
+                    // Back to what serves, under the same lease: no other
+                    // publication saw the refused weight.
+                    c.weight_override.store(before, Relaxed);
+                    return Err(Refusal::Publish { error, entries });
+                }
+            }
+        }
+        self.set_admin(i, change.down, change.drain, now)
+            .map_err(|_| Refusal::Gone)
+    }
+
+    /// The builder lease, waited for up to [`LEASE_WAIT_MS`] while a live
+    /// builder holds it.
+    fn lease_waiting(
+        &self,
+        owner: u64,
+        alive: &impl Fn(u64) -> bool,
+    ) -> Result<super::generation::LeaseGuard<'a>, Error> {
+        let mut waited = 0;
+        loop {
+            match self.lease_guard(owner, alive) {
+                Err(Error::Busy) if waited < LEASE_WAIT_MS => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    waited += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Entries of the smooth schedule of server `i`'s group with the
+    /// weights in force now (`None` for a policy without a schedule):
+    /// what a refused weight change would have needed.
+    fn schedule_entries(&self, i: usize) -> Option<u64> {
+        if !self.policy().walks_schedule() {
+            return None;
+        }
+        let states = self.states();
+        let backup = states.get(i)?.flags.load(Relaxed) & PeerState::BACKUP;
+        self.effective(|spec, slots| {
+            let (mut g, mut total) = (0u64, 0u64);
+            for (p, &k) in spec.peers.iter().zip(slots) {
+                let flags = states[k as usize].flags.load(Relaxed);
+                if flags & PeerState::BACKUP != backup || p.down {
+                    continue;
+                }
+                let w = u64::from(p.weight);
+                (g, total) = (gcd(g, w), total + w);
+            }
+            (g > 0).then(|| total / g)
+        })
     }
 
     /// Whether any peer's weight in force differs from what `publish`

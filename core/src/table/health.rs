@@ -86,8 +86,13 @@ pub struct HealthRow {
     pub last: AtomicU32,
     /// Worker number (+1) that made the last check claim; for looking.
     pub prober: AtomicU32,
-    /// Zero.
-    pub reserved1: u64,
+    /// Verdict writers at work on this slot: bit `s` for the worker of
+    /// ledger slot `s`, set (before the slot's epoch is compared) while its
+    /// verdict writes, cleared after, and by the reconciliation of slot `s`.
+    /// A slot is given to a new server only once it is FREE and no bit is
+    /// set, so a verdict of the server that left never lands on the one
+    /// that came (see `Zone::check_done_epoch`).
+    pub writers: AtomicU64,
 
     /// When the slow start of the peer began (valid while its `SLOW` flag
     /// is set).

@@ -109,6 +109,14 @@ impl Zone<'_> {
             r.store(0, SeqCst);
         }
         crash_point("reconcile.pins");
+        // Nor does it write check verdicts any more.
+        let bit = 1u64 << s;
+        for r in self.health_rows() {
+            if r.writers.load(Relaxed) & bit != 0 {
+                r.writers.fetch_and(!bit, SeqCst);
+            }
+        }
+        crash_point("reconcile.writers");
         word.store(0, Release);
     }
 }

@@ -70,7 +70,7 @@
 //! flaps in DNS finds its slot, and its state, again.
 
 use core::sync::atomic::fence;
-use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::collections::HashMap;
 
 use super::{PeerCold, PeerState, Zone, SLOT_ID_MAX, SLOT_SERVER_MAX};
@@ -151,6 +151,17 @@ impl<'a> Zone<'a> {
         self.colds()
             .get(i)
             .map(|c| c.epoch.load(core::sync::atomic::Ordering::Acquire))
+    }
+
+    /// [`Zone::slot_status`] read `SeqCst` (the verdict's side of the
+    /// writers-mask handshake, see [`Zone::check_done_epoch`]).
+    pub(crate) fn slot_status_seq(&self, i: usize) -> Option<u32> {
+        self.colds().get(i).map(|c| c.status.load(SeqCst))
+    }
+
+    /// [`Zone::slot_epoch`] read `SeqCst`.
+    pub(crate) fn slot_epoch_seq(&self, i: usize) -> Option<u32> {
+        self.colds().get(i).map(|c| c.epoch.load(SeqCst))
     }
 
     /// The `(list id, config)` the serving generation was built from
@@ -344,23 +355,30 @@ impl<'a> Zone<'a> {
             }
             pool.extend(
                 (0..self.peers())
-                    .filter(|&i| self.slot_status(i) == Some(FREE))
+                    .filter(|&i| self.slot_status(i) == Some(FREE) && self.no_writers(i))
                     .map(|i| (i, false))
                     .take(new.len()),
             );
             if pool.len() < new.len() {
+                // Freed now, before the generation is built: a slot a
+                // verdict is still writing to stays FREE, for a later
+                // change (the writer is done by then, or reconciled).
                 let named = self.named_slots();
-                pool.extend(
-                    (0..self.peers())
-                        .filter(|&i| {
-                            self.slot_status(i) == Some(RETIRING)
-                                && !taken[i]
-                                && !named[i]
-                                && states[i].in_flight.load(Relaxed) == 0
-                        })
-                        .map(|i| (i, true))
-                        .take(new.len() - pool.len()),
-                );
+                for i in 0..self.peers() {
+                    if pool.len() == new.len() {
+                        break;
+                    }
+                    if self.slot_status(i) == Some(RETIRING)
+                        && !taken[i]
+                        && !named[i]
+                        && states[i].in_flight.load(Relaxed) == 0
+                    {
+                        self.free_slot(i);
+                        if self.no_writers(i) {
+                            pool.push((i, true));
+                        }
+                    }
+                }
             }
         }
         // Too few slots: the servers leaving free theirs only once no
@@ -444,7 +462,6 @@ impl<'a> Zone<'a> {
         }
         for (&k, &(i, reused)) in new.iter().zip(&pool) {
             if reused {
-                self.free_slot(i);
                 applied.reused += 1;
             }
             self.fill_slot(i, &list.peers[k], list.peers.len(), now);
@@ -548,7 +565,18 @@ impl<'a> Zone<'a> {
         // the ejection lease, see `outlier`) is recounted by the next
         // worker that ends ejections.
         s.flags.store(PeerState::RETIRED, Relaxed);
-        self.colds()[i].status.store(FREE, Release);
+        // `SeqCst`, before the writers mask is read (`no_writers`).
+        self.colds()[i].status.store(FREE, SeqCst);
+        crash_point("apply.freed");
+    }
+
+    /// Whether no check verdict is being written to FREE slot `i`: only
+    /// then may it be given to a new server. Read `SeqCst` after the slot's
+    /// FREE store, so a verdict that announces itself later sees FREE and
+    /// drops itself (see [`Zone::check_done_epoch`]); a bit of a dead
+    /// worker is cleared when its ledger slot is reconciled.
+    fn no_writers(&self, i: usize) -> bool {
+        self.health_rows()[i].writers.load(SeqCst) == 0
     }
 
     /// Gives FREE slot `i` to `p`, a server new to the running upstream of
@@ -593,7 +621,8 @@ impl<'a> Zone<'a> {
             fall,
             last,
             prober,
-            reserved1: _,
+            // Clear: the slot is given only with no writer at work.
+            writers: _,
             ramp_from_ms,
             credit,
             consecutive_5xx,
@@ -1525,10 +1554,18 @@ mod readers {
             z.view(1, 0).unwrap().state,
             crate::table::ServerState::Draining
         );
-        assert_eq!(z.by_position(3), Some(1), "2 configured + its id 1");
+        assert_eq!(
+            z.by_position(3).map(|(i, _)| i),
+            Some(1),
+            "2 configured + its id 1"
+        );
         drop(held);
         assert_eq!(z.listed(1), None);
-        assert_eq!(z.by_position(3), None, "a slot the API does not list");
+        assert_eq!(
+            z.by_position(3).map(|(i, _)| i),
+            None,
+            "a slot the API does not list"
+        );
         assert!(z.slot_unchanged(1, m), "not reused yet");
         // Reused: a reader's mark taken before tells.
         apply(z, &ids, &[0, 2, 3], 2);
@@ -1536,10 +1573,10 @@ mod readers {
         assert!(!z.slot_unchanged(1, m));
         let m2 = z.listed(1).unwrap();
         assert!(z.slot_unchanged(1, m2));
-        assert_eq!(z.by_position(4), Some(2));
+        assert_eq!(z.by_position(4).map(|(i, _)| i), Some(2));
         // The reused slot's new server has a new id: 3 is never given again.
-        assert_eq!(z.by_position(3), None);
-        assert_eq!(z.by_position(5), Some(1));
+        assert_eq!(z.by_position(3).map(|(i, _)| i), None);
+        assert_eq!(z.by_position(5).map(|(i, _)| i), Some(1));
         assert_eq!(z.colds()[1].position.load(Relaxed), 5);
     }
 
@@ -1583,19 +1620,19 @@ mod readers {
         let a = apply(z, &ids, &[0, 2, 3, 4, 5], 3);
         assert_eq!(a.reused, 1);
         assert_eq!(z.identity(1), &ids[5][..]);
-        let r = z.check_done_epoch(1, e1, false, 100).unwrap();
+        let r = z.check_done_epoch(1, e1, None, false, 100).unwrap();
         assert_eq!(r, Default::default());
         assert_eq!(z.check_stats(1).checks, 0);
         // With the epoch it started at, a verdict counts.
         let e0 = z.slot_epoch(0).unwrap();
-        let r = z.check_done_epoch(0, e0, false, 100).unwrap();
+        let r = z.check_done_epoch(0, e0, None, false, 100).unwrap();
         assert_eq!(r.transition, CheckTransition::Unhealthy);
         assert_eq!(
-            z.check_done_epoch(0, e0 + 1, true, 200).unwrap(),
+            z.check_done_epoch(0, e0 + 1, None, true, 200).unwrap(),
             Default::default()
         );
         assert_eq!(
-            z.check_done_epoch(9, 0, true, 200).unwrap_err(),
+            z.check_done_epoch(9, 0, None, true, 200).unwrap_err(),
             Error::InvalidArgument
         );
     }

@@ -69,7 +69,7 @@ pub mod ledger;
 pub mod membership;
 pub mod stats;
 
-pub use admin::{PeerView, ServerState, MAX_WEIGHT};
+pub use admin::{PeerView, Refusal, ServerChange, ServerState, LEASE_WAIT_MS, MAX_WEIGHT};
 pub use flight::Flight;
 
 use core::marker::PhantomData;
