@@ -24,11 +24,16 @@ pub const POINTS: &[&str] = &[
     "flight.release.intent",
     "flight.release.counted",
     "flight.release.ledgered",
+    // A worker counts a try in its statistics rows (table/stats.rs).
+    "stats.requests",
+    // A worker refreshes a least_conn tree path (selection/lc_tree.rs).
+    "lc.stored",
     // A worker reconciles a dead one's ledger slot (ledger.rs).
     "reconcile.claimed",
     "reconcile.drain.intent",
     "reconcile.drain.returned",
     "reconcile.drain.cleared",
+    "reconcile.tree",
     "reconcile.pins",
     "reconcile.writers",
     // A request pins and unpins a generation (generation.rs).
@@ -55,6 +60,8 @@ pub const POINTS: &[&str] = &[
     "eject.counted",
     "eject.flagged",
     "eject.cleared",
+    // A worker takes a check (health/check.rs): its due time moved.
+    "claim.taken",
     // A check's verdict (health/check.rs).
     "check.compared",
     "check.counted",

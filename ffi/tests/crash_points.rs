@@ -291,6 +291,18 @@ fn check(case: &Case, z: Zone<'_>, live: &mut Live, dead: &[u64], what: &str) {
             case.name
         );
     }
+    // The least_conn tree is exact again: every node the least of its
+    // children (a path left half-refreshed by the dead is rebuilt).
+    for g in [table::PRIMARY, table::BACKUP] {
+        if let Some(t) = z.lc_tree(g) {
+            assert_eq!(
+                t.first_stale(z.states()),
+                None,
+                "{what} ({}): least_conn tree of group {g} stale",
+                case.name
+            );
+        }
+    }
     let total = flight::count(z.current().cursor(TOTAL).value.load(Relaxed));
     if matches!(case.policy, Policy::Hash { .. }) {
         assert_eq!(total, 1, "{what} ({}): bounded-load total", case.name);
@@ -326,6 +338,7 @@ fn check(case: &Case, z: Zone<'_>, live: &mut Live, dead: &[u64], what: &str) {
 fn a_worker_killed_at_every_step_leaks_nothing() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut runs = 0;
+    let mut tree_kills = 0;
     for case in cases() {
         let shm = Shared::new(4 << 20);
         let mut b = Buffers::new(case.peers.len());
@@ -346,7 +359,10 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
                 || p.starts_with("apply.")
                 || p.starts_with("eject.")
                 || p.starts_with("check.")
-                || p.starts_with("admin.");
+                || p.starts_with("admin.")
+                || p.starts_with("claim.")
+                // Only where there is a least_conn tree (counted below).
+                || p.starts_with("lc.");
             assert!(
                 elsewhere || reached.iter().any(|(q, _)| q == p),
                 "{}: crash point {p} never reached",
@@ -366,11 +382,13 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
                     &format!("killed at {point} #{nth}"),
                 );
                 runs += 1;
+                tree_kills += usize::from(point.starts_with("lc."));
             }
         }
     }
-    eprintln!("{runs} workers killed, one at each step");
+    eprintln!("{runs} workers killed, one at each step ({tree_kills} in a tree refresh)");
     assert!(runs > 100);
+    assert!(tree_kills > 0, "no kill in a least_conn tree refresh");
 }
 
 /// Kills a worker at every step of a request, then its reconciler at
@@ -379,6 +397,7 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
 fn a_reconciler_killed_at_every_step_is_taken_over() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut runs = 0;
+    let mut tree_kills = 0;
     for case in cases() {
         let shm = Shared::new(4 << 20);
         let mut b = Buffers::new(case.peers.len());
@@ -493,6 +512,7 @@ fn a_reader_killed_while_it_holds_a_pin_blocks_nothing() {
 fn a_builder_killed_at_every_step_is_taken_over() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut runs = 0;
+    let mut tree_kills = 0;
     for case in cases() {
         let shm = Shared::new(4 << 20);
         let builder = |z: Zone<'_>, owner: u64| {
@@ -1150,4 +1170,128 @@ fn an_api_change_killed_at_every_step_blocks_nothing() {
         }
     }
     assert!(runs >= 5, "{runs}");
+}
+
+/// A prober killed right after taking a check (its due time moved one
+/// interval on, the check never sent): the check is lost for that interval
+/// only. Its worker's replacement (nginx respawns the same worker number)
+/// takes it at the new due time; any other worker once it is overdue by
+/// the interval plus the timeout, and not before.
+#[test]
+fn a_prober_killed_after_taking_a_check_loses_one_interval_at_most() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let peers: Vec<PeerSpec<'static>> = (0..4).map(|k| PeerSpec::new(IDS[k])).collect();
+    let health = HealthSpec {
+        flags: HealthSpec::CHECK | HealthSpec::MANDATORY,
+        interval_ms: 1_000,
+        timeout_ms: 500,
+        fails: 1,
+        passes: 1,
+        ..HealthSpec::default()
+    };
+    let spec = UpstreamSpec {
+        health,
+        policy: Policy::RoundRobin,
+        peers: &peers,
+        schedule_room: 0,
+    };
+    let shm = Shared::new(8 << 20);
+    let zone = || {
+        // SAFETY: the mapping is ours, `len` bytes, alive past every use.
+        unsafe { Zone::init(&spec, shm.ptr, shm.len) }.expect("zone fits")
+    };
+    // Worker 0 of 2 owns peers 0 and 2; `mandatory`: due at once.
+    let claim = |z: Zone<'_>, worker: u32, now: u64| -> Vec<u32> {
+        let mut out = [0u32; 4];
+        let (n, _) = z.claim_checks(worker, 2, now, 7, false, &mut out);
+        out[..n].to_vec()
+    };
+    let counted = hits(|| {
+        let z = zone();
+        crash::counting();
+        assert_eq!(claim(z, 0, 100), [0, 2]);
+    });
+    let n = counted
+        .iter()
+        .find(|(p, _)| *p == "claim.taken")
+        .map_or(0, |h| h.1);
+    assert_eq!(n, 2);
+    for nth in 1..=n {
+        let z = zone();
+        let _dead = die_at("claim.taken", nth, || !claim(z, 0, 100).is_empty());
+        let what = format!("prober killed at claim.taken #{nth}");
+        // Worker 1 never takes worker 0's peers before they are overdue
+        // by interval + timeout past their new due time (1,100).
+        let mut full = [0u32; 4];
+        let (k, _) = z.claim_checks(1, 2, 2_599, 7, true, &mut full);
+        assert!(
+            full[..k].iter().all(|&p| p % 2 == 1),
+            "{what}: taken early: {:?}",
+            &full[..k]
+        );
+        // The respawned worker 0 takes peer 0 (the check the dead one
+        // took) at its new due time, not later (peer 2 at once when the
+        // kill came before its claim).
+        let early = claim(z, 0, 1_099);
+        assert!(!early.contains(&0), "{what}: {early:?}");
+        assert_eq!(early.contains(&2), nth == 1, "{what}: {early:?}");
+        assert!(claim(z, 0, 1_100).contains(&0), "{what}");
+        // Or, with no worker 0 any more, worker 1 at 1,100 + 1,500.
+        let z = zone();
+        let _dead = die_at("claim.taken", nth, || !claim(z, 0, 100).is_empty());
+        let (k, _) = z.claim_checks(1, 2, 2_600, 7, true, &mut full);
+        let mut got: Vec<u32> = full[..k].to_vec();
+        got.sort();
+        // Peer 0 or 2 whose claim the kill interrupted is among them
+        // (peer 2 was not taken at all when the kill came at #1).
+        assert!(got.contains(&0), "{what}: {got:?}");
+    }
+}
+
+/// A worker killed while it counts a try in its statistics rows (plain
+/// stores, its own rows): the counts it stored stay, the rest of that one
+/// try is lost, nothing is counted twice, and the next owner of the slot
+/// counts on top (no counter steps back).
+#[test]
+fn a_worker_killed_while_it_counts_loses_at_most_one_try() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let case = &cases()[0];
+    let shm = Shared::new(4 << 20);
+    let mut b = Buffers::new(case.peers.len());
+    let requests = |z: Zone<'_>| -> u64 {
+        (0..z.peers())
+            .map(|i| z.stats(i, 100).unwrap().requests)
+            .sum()
+    };
+    let counted = hits(|| {
+        let z = zone_of(case, &shm);
+        crash::counting();
+        assert!(worker(z, case.key, 77, &mut b));
+    });
+    let n = counted
+        .iter()
+        .find(|(p, _)| *p == "stats.requests")
+        .map_or(0, |h| h.1);
+    assert!(n >= 3, "{n} tries counted");
+    for nth in 1..=n {
+        let z = zone_of(case, &shm);
+        let dead = die_at("stats.requests", nth, || worker(z, case.key, 0, &mut b));
+        let what = format!("killed at stats.requests #{nth}");
+        assert_eq!(requests(z), u64::from(nth), "{what}: tries counted");
+        // Reconciled by the next claim; a new worker takes the same slot
+        // and counts on top of the dead one's rows.
+        let s = z.claim_slot(LIVE + 6, |p| p != dead).unwrap();
+        z.release_slot(s, LIVE + 6);
+        assert!(worker(z, case.key, LIVE + 5, &mut b), "{what}");
+        assert_eq!(
+            z.sync().rows_used.load(Relaxed),
+            1,
+            "{what}: one slot's rows"
+        );
+        assert_eq!(requests(z), u64::from(nth + n), "{what}: after a full run");
+        for i in 0..z.peers() {
+            let s = z.stats(i, 100).unwrap();
+            assert!(s.responses_total() <= s.requests, "{what}: peer {i}: {s:?}");
+        }
+    }
 }

@@ -193,6 +193,7 @@ impl Zone<'_> {
                 .compare_exchange(due, then, Relaxed, Relaxed)
                 .is_ok()
             {
+                crash_point("claim.taken");
                 row.prober.store(worker + 1, Relaxed);
                 out[taken] = k as u32;
                 taken += 1;

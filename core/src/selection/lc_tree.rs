@@ -45,6 +45,7 @@ use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use crate::attempt::Attempt;
+use crate::crash::crash_point;
 use crate::health::{self, Eligibility, Mode};
 use crate::table::PeerState;
 
@@ -219,6 +220,7 @@ impl<'a> Tree<'a> {
                 }
             } else {
                 self.nodes[k].store(v, SeqCst);
+                crash_point("lc.stored");
                 stored = true;
             }
             if !same(self.value(states, k), v) {

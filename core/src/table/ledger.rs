@@ -98,10 +98,15 @@ impl Zone<'_> {
         let states = self.states();
         let peers = self.peers();
         for (i, state) in states.iter().enumerate() {
-            if flight::drain(state.in_flight.word(), &row[i], slot) != 0 {
-                self.lc_refresh(i);
-            }
+            flight::drain(state.in_flight.word(), &row[i], slot);
         }
+        // The dead worker may have stopped between a change of a peer's
+        // count or flags and the refresh of its path, or half-way up it:
+        // a node left stale stays so until a change passes through it.
+        // Every node recomputed (concurrent refreshes are fine, see
+        // `lc_tree`), so the tree is exact again, whatever the dead did.
+        self.lc_rebuild();
+        crash_point("reconcile.tree");
         let total = self.total_entry();
         flight::drain(&self.total().value, &row[total], slot);
         // The dead worker's requests are gone: so are their pins.

@@ -41,6 +41,7 @@ use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use super::{Zone, ALIGN, LEDGER_SLOTS};
+use crate::crash::crash_point;
 
 /// Row index of the shared row, after the [`LEDGER_SLOTS`] worker rows.
 pub const SHARED: usize = LEDGER_SLOTS;
@@ -235,6 +236,7 @@ fn count_end_in(
     add: impl Fn(&AtomicU64, u64),
 ) {
     add(&row.requests, 1);
+    crash_point("stats.requests");
     if failed {
         add(&row.fails, 1);
     }
