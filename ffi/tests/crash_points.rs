@@ -397,7 +397,6 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
 fn a_reconciler_killed_at_every_step_is_taken_over() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut runs = 0;
-    let mut tree_kills = 0;
     for case in cases() {
         let shm = Shared::new(4 << 20);
         let mut b = Buffers::new(case.peers.len());
@@ -512,7 +511,6 @@ fn a_reader_killed_while_it_holds_a_pin_blocks_nothing() {
 fn a_builder_killed_at_every_step_is_taken_over() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut runs = 0;
-    let mut tree_kills = 0;
     for case in cases() {
         let shm = Shared::new(4 << 20);
         let builder = |z: Zone<'_>, owner: u64| {
