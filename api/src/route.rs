@@ -1092,6 +1092,67 @@ mod tests {
         .unwrap()
     }
 
+    /// Two clients change weights of one upstream at once (issue "Floors"):
+    /// A alternates weights that fit with one whose schedule does not (507),
+    /// B sets weights that always fit. Before a change held the builder
+    /// lease from its override to its publication, B's publication could
+    /// build A's refused weight (B refused 507 for A's weight, or A's
+    /// refused weight served while A was told no). Now B is never refused,
+    /// and right after each refusal A's server serves A's last accepted
+    /// weight.
+    #[test]
+    fn concurrent_weight_changes_never_serve_a_refused_one() {
+        let t = table_of(Policy::RoundRobin, &[1, 1, 1, 1]);
+        let zone = t.zone();
+        let patch = |owner: u64, id: usize, w: u32| -> u16 {
+            let path = format!("upstreams/app/servers/{id}");
+            let body = format!("{{\"weight\":{w}}}");
+            let req = Request {
+                method: Method::Patch,
+                path: &path,
+                query: "",
+                html: false,
+                body: body.as_bytes(),
+                write: true,
+                now_ms: 10,
+                wall_ms: 0,
+                owner,
+            };
+            handle(&req, &[Upstream { name: "app", zone }], |_| true).status
+        };
+        let serving = |i: usize| zone.current().confs()[i].weight;
+        let rounds = 300;
+        std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                let mut last = 1;
+                let mut refused = 0;
+                for k in 0..rounds {
+                    if k % 2 == 0 {
+                        let w = 2 + (k % 7) as u32;
+                        assert_eq!(patch(101, 0, w), 200, "A {k}: {w}");
+                        last = w;
+                    } else {
+                        assert_eq!(patch(101, 0, 1_000_000), 507, "A {k}");
+                        refused += 1;
+                        let now = serving(0);
+                        assert_eq!(now, last, "A {k}: serving {now} after a refusal");
+                    }
+                }
+                refused
+            });
+            let b = s.spawn(|| {
+                for k in 0..rounds {
+                    let w = 1 + (k % 5) as u32;
+                    let status = patch(202, 1, w);
+                    assert_eq!(status, 200, "B {k}: weight {w} refused");
+                }
+            });
+            assert_eq!(a.join().unwrap(), rounds / 2);
+            b.join().unwrap();
+        });
+        assert!(!zone.weights_pending());
+    }
+
     /// `schedule_room=` reserves room for longer schedules (the whole
     /// weight range with the largest), and the 507 names the room kept.
     #[test]
