@@ -45,10 +45,14 @@ fn fork_all(child: impl Fn(usize) -> bool) {
 }
 
 fn table_in<'a>(spec: &UpstreamSpec<'_>, shm: &'a mut Shared) -> Table<'a> {
-    // SAFETY: the mapping is `len` bytes, ours, alive while `shm` is.
-    unsafe { Zone::init(spec, shm.ptr, shm.len) }
-        .expect("zone fits")
-        .current()
+    // SAFETY: the mapping is `len` bytes, ours, alive while `shm` is;
+    // nothing publishes in these tests (the serving generation is the
+    // first, for good).
+    unsafe {
+        Zone::init(spec, shm.ptr, shm.len)
+            .expect("zone fits")
+            .current()
+    }
 }
 
 #[test]

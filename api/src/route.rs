@@ -1120,7 +1120,7 @@ mod tests {
             };
             handle(&req, &[Upstream { name: "app", zone }], |_| true).status
         };
-        let serving = |i: usize| zone.current().confs()[i].weight;
+        let serving = |i: usize| zone.read(None).unwrap().table().confs()[i].weight;
         let rounds = 300;
         std::thread::scope(|s| {
             let a = s.spawn(|| {

@@ -105,7 +105,7 @@ impl OwnedTable {
 
     /// The generation serving now.
     pub fn table(&self) -> Table<'_> {
-        self.zone().current()
+        self.zone().serving()
     }
 }
 

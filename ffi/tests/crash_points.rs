@@ -303,7 +303,14 @@ fn check(case: &Case, z: Zone<'_>, live: &mut Live, dead: &[u64], what: &str) {
             );
         }
     }
-    let total = flight::count(z.current().cursor(TOTAL).value.load(Relaxed));
+    let total = flight::count(
+        z.read(None)
+            .unwrap()
+            .table()
+            .cursor(TOTAL)
+            .value
+            .load(Relaxed),
+    );
     if matches!(case.policy, Policy::Hash { .. }) {
         assert_eq!(total, 1, "{what} ({}): bounded-load total", case.name);
     }
@@ -544,7 +551,11 @@ fn a_builder_killed_at_every_step_is_taken_over() {
                     .publish(LIVE, |pid| pid != dead)
                     .unwrap_or_else(|e| panic!("{point} #{nth}: {e:?}"));
                 assert_eq!(z.generation(), seq);
-                assert_eq!(z.current().confs()[1].weight, 3, "{point} #{nth}");
+                assert_eq!(
+                    z.read(None).unwrap().table().confs()[1].weight,
+                    3,
+                    "{point} #{nth}"
+                );
                 assert!(!z.weights_pending(), "{point} #{nth}");
                 check(
                     &case,
@@ -621,7 +632,7 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
             let dead = die_at(point, nth, || apply(z, pid(), &|_| true));
             let what = format!("apply killed at {point} #{nth}");
             assert!(apply(z, LIVE, &|pid| pid != dead), "{what}");
-            let members: Vec<usize> = z.current().members().iter().collect();
+            let members: Vec<usize> = z.read(None).unwrap().table().members().iter().collect();
             let mut names: Vec<&[u8]> = members.iter().map(|&i| z.identity(i)).collect();
             names.sort();
             let mut want: Vec<&[u8]> = after.iter().map(|p| p.id).collect();
@@ -1156,7 +1167,14 @@ fn an_api_change_killed_at_every_step_blocks_nothing() {
             assert!(change(z, 2, 3, LIVE, &|p| p != dead), "{what}");
             assert_eq!(z.sync().builder.load(Relaxed), 0, "{what}: lease kept");
             assert!(!z.weights_pending(), "{what}: a weight left pending");
-            let w: Vec<u32> = z.current().confs().iter().map(|c| c.weight).collect();
+            let w: Vec<u32> = z
+                .read(None)
+                .unwrap()
+                .table()
+                .confs()
+                .iter()
+                .map(|c| c.weight)
+                .collect();
             assert_eq!(w[2], 3, "{what}");
             // The dead change is in force or not at all, never half.
             assert!(w[0] == 5 || w[0] == 1, "{what}: {w:?}");

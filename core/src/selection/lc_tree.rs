@@ -587,7 +587,7 @@ mod tests {
             .collect();
         let t = lc(&peers);
         let z = t.zone();
-        let sched: Vec<u32> = z.current().schedule(PRIMARY).to_vec();
+        let sched: Vec<u32> = z.serving().schedule(PRIMARY).to_vec();
         // Sequential requests: every load is 0 at each pick, every peer
         // ties, and the picks are nginx's smooth sequence, twice over.
         for k in 0..2 * sched.len() {
@@ -612,7 +612,7 @@ mod tests {
         let idle = (0..40)
             .find(|&i| z.states()[i].in_flight.load(Relaxed) == 0)
             .unwrap();
-        let cursor = |z: Zone<'_>| z.current().cursor(PRIMARY).value.load(Relaxed);
+        let cursor = |z: Zone<'_>| z.serving().cursor(PRIMARY).value.load(Relaxed);
         let at = cursor(z);
         let mut a = OwnedAttempt::new(z, 0);
         assert_eq!(a.pick(0).unwrap().peer as usize, idle);

@@ -1227,10 +1227,10 @@ mod tests {
             })
             .unwrap();
             assert!(
-                z.current().ring() == fresh.table().ring(),
+                z.serving().ring() == fresh.table().ring(),
                 "after weight {w} on {i}"
             );
-            assert!(z.current().ring_shadow() == fresh.table().ring_shadow());
+            assert!(z.serving().ring_shadow() == fresh.table().ring_shadow());
         }
     }
 

@@ -308,7 +308,7 @@ impl<'a> Zone<'a> {
         let _lease = self.lease_guard(owner, alive)?;
         if ordered {
             // Under the lease the serving generation cannot change.
-            let serving = self.current().header().source;
+            let serving = self.serving().header().source;
             if serving == source {
                 return Ok(None);
             }
@@ -321,7 +321,7 @@ impl<'a> Zone<'a> {
 
         // Candidates by identity: the serving members in generation order,
         // then RETIRING slots in slot order; popped from the back.
-        let current = self.current();
+        let current = self.serving();
         let mut order: Vec<usize> = current.members().iter().collect();
         order.extend((0..self.peers()).filter(|&i| self.slot_status(i) == Some(RETIRING)));
         let mut by_id: HashMap<&[u8], Vec<usize>> = HashMap::new();
@@ -513,7 +513,7 @@ impl<'a> Zone<'a> {
         let named = {
             let mut v = vec![false; self.peers()];
             // Under the lease the serving generation stays.
-            for i in self.current().members().iter() {
+            for i in self.serving().members().iter() {
                 v[i] = true;
             }
             v
@@ -786,7 +786,7 @@ mod tests {
         let t = OwnedTable::new(&s).unwrap();
         let z = t.zone();
         assert!(!z.dynamic());
-        assert_eq!(z.current().header().members_off, 0, "dense");
+        assert_eq!(z.serving().header().members_off, 0, "dense");
         assert!((0..3).all(|i| z.slot_status(i) == Some(LIVE)));
         assert!(crate::table::zone_size_with(&s, 2).is_err());
     }
@@ -804,7 +804,7 @@ mod tests {
         assert_eq!(z.slot_status(1), Some(RETIRING));
         assert_eq!(slot_of(&t, &ids[3]), Some(3));
         assert_eq!(z.slot_epoch(3), Some(1));
-        assert_eq!(z.current().header().source, [1, 2]);
+        assert_eq!(z.serving().header().source, [1, 2]);
         let mut seen = [0; 4];
         for _ in 0..30 {
             let mut r = OwnedAttempt::new(z, 1_000);
@@ -907,8 +907,8 @@ mod tests {
             // by no generation, so first a generation without either
             let a = apply(&t, &ids, &[0, 1, 3]).unwrap();
             assert_eq!((a.kept, a.retired, a.added, a.deferred), (2, 1, 0, 1));
-            assert_eq!(z.current().header().source, [1, PARTIAL]);
-            assert_eq!(z.current().peers(), 2);
+            assert_eq!(z.serving().header().source, [1, PARTIAL]);
+            assert_eq!(z.serving().peers(), 2);
             assert_eq!(z.slot_status(2), Some(RETIRING));
             // the list again: "3" takes the slot "2" left
             let a = apply(&t, &ids, &[0, 1, 3]).unwrap();
@@ -918,7 +918,7 @@ mod tests {
                 "{policy:?}"
             );
             assert_eq!(slot_of(&t, &ids[3]), Some(2));
-            assert_eq!(z.current().header().source, [1, 2]);
+            assert_eq!(z.serving().header().source, [1, 2]);
             // nothing leaves, nothing fits: refused, nothing changes
             let seq = z.generation();
             assert_eq!(apply(&t, &ids, &[0, 1, 3, 4]).unwrap_err(), Error::NoSpace);
@@ -1053,7 +1053,7 @@ mod tests {
         // The API's weight change builds on the membership.
         z.set_weight(4, Some(3)).unwrap();
         z.publish(9, |_| true).unwrap();
-        let members: Vec<usize> = z.current().members().iter().collect();
+        let members: Vec<usize> = z.serving().members().iter().collect();
         assert_eq!(members.len(), 4);
         assert_eq!(z.view(4, 0).unwrap().weight, 3);
         assert!(!members.contains(&3), "{members:?}");
@@ -1114,7 +1114,7 @@ mod tests {
             let z = t.zone();
             let a = apply(&t, &ids, &[]).unwrap();
             assert_eq!(a.retired, 3);
-            assert_eq!(z.current().peers(), 0);
+            assert_eq!(z.serving().peers(), 0);
             let mut r = OwnedAttempt::new(z, 0);
             assert_eq!(
                 r.pick_keyed(b"k", 0).unwrap_err(),
@@ -1177,7 +1177,7 @@ mod tests {
             .apply_membership(&spec(hz.policy(), &heavy), [0; 2], 9, |_| true, 0)
             .unwrap_err();
         assert!(matches!(e, Error::NoSpace | Error::TooLarge), "{e:?}");
-        assert_eq!(hz.current().peers(), 2);
+        assert_eq!(hz.serving().peers(), 2);
         assert_eq!(hz.slot_status(2), Some(FREE));
         assert_eq!(z.generation(), seq);
         assert!((0..2).all(|i| z.slot_status(i) == Some(LIVE)));
@@ -1190,7 +1190,7 @@ mod tests {
         let t = OwnedTable::new(&spec(Policy::RoundRobin, &peers)).unwrap();
         let z = t.zone();
         apply(&t, &ids, &[0, 2]).unwrap();
-        assert_ne!(z.current().header().members_off, 0, "no longer dense");
+        assert_ne!(z.serving().header().members_off, 0, "no longer dense");
         assert_eq!(apply(&t, &ids, &[0, 2, 3]).unwrap_err(), Error::NoSpace);
         apply(&t, &ids, &[0, 1, 2]).unwrap();
         assert_eq!(
@@ -1494,7 +1494,7 @@ mod readers {
             let t = OwnedTable::with_capacity(&s, 4).unwrap();
             let z = t.zone();
             assert!(z.dynamic() && z.configured() == 0, "{policy:?}");
-            assert_eq!(z.current().peers(), 0);
+            assert_eq!(z.serving().peers(), 0);
             let mut r = OwnedAttempt::new(z, 0);
             assert_eq!(
                 r.pick_keyed(b"k", 0).unwrap_err(),

@@ -1242,15 +1242,29 @@ impl<'a> Zone<'a> {
         Some(flight::Hold::new(row, s))
     }
 
-    /// The generation serving new requests. Only for looking; a request
-    /// pins its generation with [`Zone::pin`].
-    pub fn current(&self) -> Table<'a> {
+    /// The generation serving new requests, unpinned: for the lease
+    /// holder (under the lease the serving generation is not replaced, and
+    /// a generation's bytes are rewritten only after it was replaced and
+    /// its pins are gone) and for the zone's own single-process tests.
+    pub(crate) fn serving(&self) -> Table<'a> {
         let d = self.current_slot().unwrap_or(0);
         self.table(d)
     }
 
-    /// The generation in descriptor `d`.
-    #[inline]
+    /// The generation serving new requests, unpinned. Readers that may
+    /// run while another process publishes take [`Zone::read`] (a pin
+    /// guard) instead; a request pins its generation with [`Zone::pin`].
+    ///
+    /// # Safety
+    ///
+    /// While the returned table is used, no other thread or process may
+    /// publish twice (a second publication may reuse the generation's
+    /// bytes): the caller holds the builder lease, or knows that nothing
+    /// publishes meanwhile (a test driving the zone alone).
+    pub unsafe fn current(&self) -> Table<'a> {
+        self.serving()
+    }
+
     /// Whether every LIVE descriptor (and the serving one) lies inside the
     /// arena, aligned, and every section its generation's header names
     /// lies inside the generation: what [`Zone::attach`] checks before it
@@ -1299,6 +1313,8 @@ impl<'a> Zone<'a> {
         })
     }
 
+    /// The generation in descriptor `d`.
+    #[inline]
     pub(crate) fn table(&self, d: usize) -> Table<'a> {
         let off = self.slot(d).off.load(Relaxed) as usize;
         // SAFETY: a LIVE descriptor's offset lies inside the arena and
@@ -1673,7 +1689,7 @@ mod tests {
         let region = Region::new(size);
         // SAFETY: the region is ours, `size` bytes, alive for the test.
         let z = unsafe { Zone::init(&spec, region.as_ptr(), size) }.unwrap();
-        let t = z.current();
+        let t = z.serving();
         assert_eq!(t.peers(), 3);
         assert_eq!(t.primaries(), 2);
         assert_eq!(t.seq(), 1);
@@ -1685,7 +1701,7 @@ mod tests {
         // SAFETY: as above.
         let z2 = unsafe { Zone::attach(&spec, region.as_ptr(), size) }.unwrap();
         assert_eq!(z2.states()[1].fails.load(Relaxed), 3);
-        assert_eq!(z2.current().seq(), 1);
+        assert_eq!(z2.serving().seq(), 1);
 
         let other = [PeerSpec::new(b"a").weight(4), PeerSpec::new(b"b")];
         let spec2 = UpstreamSpec {
