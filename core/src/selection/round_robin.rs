@@ -25,8 +25,14 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode
     }
     let (states, cursor) = (t.states(), t.cursor(g));
     let len = sched.len() as u64;
-    let mut pos = 0;
-    for _ in 0..super::walk_limit(t.group(g).len(), sched.len()) {
+    // The common case, the first entry taken, before the walk's bound is
+    // computed (the loop's setup cost as much as the pick).
+    let mut pos = cursor.value.fetch_add(1, Relaxed);
+    let i = sched[(pos % len) as usize] as usize;
+    if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {
+        return Some(i);
+    }
+    for _ in 1..super::walk_limit(t.group(g).len(), sched.len()) {
         pos = cursor.value.fetch_add(1, Relaxed);
         let i = sched[(pos % len) as usize] as usize;
         if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {
