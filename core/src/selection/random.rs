@@ -20,7 +20,13 @@ pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, mode: Mode) -> O
     if table.is_empty() {
         return None;
     }
-    for _ in 0..DRAWS {
+    // The common case, the first draw taken, outside the loop (whose
+    // setup cost as much as the draw).
+    let i = alias::draw(table, attempt.random());
+    if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {
+        return Some(i);
+    }
+    for _ in 1..DRAWS {
         let i = alias::draw(table, attempt.random());
         if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {
             return Some(i);
