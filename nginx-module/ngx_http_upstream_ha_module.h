@@ -2,8 +2,12 @@
 /*
  * Copyright (C) ha-balancer authors
  *
- * Types shared by the balancer (ngx_http_upstream_ha_module.c) and its
- * active health checks (ngx_http_upstream_ha_check.c).
+ * Types and functions shared by the files of ngx_http_upstream_ha_module:
+ * the balancer (ngx_http_upstream_ha_module.c), its active health checks
+ * (ngx_http_upstream_ha_check.c), servers resolved at run time
+ * (ngx_http_upstream_ha_resolve.c), the shared memory zone's life
+ * (ngx_http_upstream_ha_zone.c), and the API and state file
+ * (ngx_http_upstream_ha_api.c).
  */
 
 
@@ -189,6 +193,19 @@ int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 char *ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
+/* ngx_http_upstream_ha_zone.c: the shared memory zone's init */
+ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+
+/* ngx_http_upstream_ha_api.c: "ha_api" and "ha_state_file" */
+char *ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+void *ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf);
+char *ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+
 #if (HAB_RESOLVE)
 ngx_int_t ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
@@ -199,7 +216,7 @@ void ngx_http_upstream_ha_unref(ngx_http_upstream_ha_peer_data_t *hp);
 void ngx_http_upstream_ha_init_resolved_peer(
     ngx_http_upstream_ha_peer_data_t *hp, ngx_log_t *log);
 ngx_int_t ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc,
-    ngx_http_upstream_ha_peer_data_t *hp);
+    void *data);
 ngx_int_t ngx_http_upstream_ha_copy_resolved_peer(
     ngx_http_upstream_ha_srv_conf_t *hcf, uint32_t slot, ngx_pool_t *pool,
     ngx_addr_t *addr, ngx_str_t *server, ngx_log_t *log);

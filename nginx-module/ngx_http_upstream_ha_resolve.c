@@ -559,15 +559,22 @@ ngx_http_upstream_ha_map_stale(ngx_http_upstream_ha_peer_data_t *hp)
  */
 
 ngx_int_t
-ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc,
-    ngx_http_upstream_ha_peer_data_t *hp)
+ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
 {
+    ngx_http_upstream_ha_peer_data_t  *hp = data;
+
     hab_pick                          pick;
     ngx_int_t                         held;
     hab_result                        rc;
     ngx_uint_t                        skips, syncs;
     ngx_http_upstream_ha_slot_t       s;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "get ha resolved peer, try: %ui", pc->tries);
+
+    pc->cached = 0;
+    pc->connection = NULL;
 
     hcf = hp->conf;
     syncs = 0;
