@@ -418,6 +418,19 @@ impl UpstreamSpec<'_> {
         h.write(&self.schedule_room().to_le_bytes());
         h.finish()
     }
+
+    /// [`UpstreamSpec::digest`] of a zone of `capacity` peer slots: a
+    /// dynamic zone's (more slots than peers) has the capacity mixed in,
+    /// the FNV-1a continued over its bytes; a static one's is the digest.
+    pub fn digest_with_capacity(&self, capacity: usize) -> u64 {
+        let digest = self.digest();
+        if capacity <= self.peers.len() {
+            return digest;
+        }
+        let mut h = Fnv(digest);
+        h.write(&(capacity as u64).to_le_bytes());
+        h.finish()
+    }
 }
 
 /// FNV-1a, 64 bit: stable across builds and platforms, unlike `DefaultHasher`.
@@ -446,4 +459,30 @@ pub fn identity_hash(id: &[u8]) -> u64 {
     let mut h = Fnv::new();
     h.write(id);
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_zones_digest_tells_its_capacity() {
+        let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
+        let spec = UpstreamSpec {
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            health: HealthSpec::default(),
+            schedule_room: 0,
+        };
+        assert_eq!(spec.digest_with_capacity(0), spec.digest());
+        assert_eq!(spec.digest_with_capacity(2), spec.digest());
+        let (a, b) = (spec.digest_with_capacity(3), spec.digest_with_capacity(4));
+        assert!(a != spec.digest() && b != spec.digest() && a != b);
+        // FNV-1a continued over the capacity's bytes, as before it moved
+        // here from the C ABI's crate (zone names keep their digest).
+        let old = 3u64.to_le_bytes().iter().fold(spec.digest(), |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        assert_eq!(a, old);
+    }
 }

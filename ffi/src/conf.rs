@@ -193,20 +193,6 @@ pub(crate) unsafe fn with_spec(
     }
 }
 
-/// `digest` with a dynamic zone's capacity mixed in (FNV-1a over its
-/// bytes, continuing the digest); a static one's as it is.
-fn digest_with(digest: u64, peers: usize, capacity: usize) -> u64 {
-    if capacity <= peers {
-        return digest;
-    }
-    (capacity as u64)
-        .to_le_bytes()
-        .iter()
-        .fold(digest, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-}
-
 /// Why a zone of `capacity` slots for `spec` is too large, beyond what
 /// the spec itself says.
 fn capacity_reason(spec: &UpstreamSpec<'_>, capacity: usize) -> Option<String> {
@@ -305,7 +291,7 @@ pub unsafe extern "C" fn hab_conf_digest(
         unsafe {
             with_spec(conf, |spec, capacity| {
                 spec.validate()
-                    .map(|()| digest_with(spec.digest(), spec.peers.len(), capacity))
+                    .map(|()| spec.digest_with_capacity(capacity))
                     .map_or_else(hab_result::from, |d| {
                         out_digest.write(d);
                         HAB_OK
