@@ -5,7 +5,12 @@
  * ha_balance: upstream balancing whose state (in-flight counts, failures,
  * round robin position) lives in shared memory and is common to all worker
  * processes.  The selection logic is in the Rust core behind
- * ha_balancer.h; this file is nginx glue only.
+ * ha_balancer.h; this file is nginx glue only: the directives, the
+ * upstream's init, the balancer's init_peer/get/free and the per-process
+ * state.  The zone's life is in ngx_http_upstream_ha_zone.c, the checks in
+ * ngx_http_upstream_ha_check.c, resolved servers in
+ * ngx_http_upstream_ha_resolve.c, the API and state file in
+ * ngx_http_upstream_ha_api.c.
  */
 
 

@@ -151,7 +151,7 @@ pub struct Server<'a> {
     pub weight: u32,
     /// Weight in the configuration.
     pub configured_weight: u32,
-    /// `up`, `draining`, `down`, `unavail`.
+    /// `up`, `draining`, `down`, `unavail`, `checking`, `unhealthy`.
     pub state: &'static str,
     /// Requests in flight, all workers.
     pub active: u32,

@@ -1,5 +1,7 @@
-//! ha-balancer core: backend selection and passive health state laid out in
-//! a caller-given memory region (nginx shared memory), shared by every worker
+//! ha-balancer core: backend selection, health (passive, active checks'
+//! scheduling and verdicts, slow start, outlier ejection, panic), table
+//! generations, membership of resolved servers and statistics, laid out in a
+//! caller-given memory region (nginx shared memory) shared by every worker
 //! process.
 //!
 //! The core knows nothing of nginx or C. It works on a memory region the

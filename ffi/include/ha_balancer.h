@@ -14,10 +14,17 @@
  *   zone init (master): hab_zone_attach() on a reused zone, else
  *     hab_zone_init() on fresh shared memory, then hab_zone_carry() from
  *     the old cycle's zone or hab_state_apply() from the state file;
+ *   worker start: hab_zone_claim_slot() (the worker's ledger slot, which
+ *     reconciles dead workers' slots), hab_zone_release_slot() at exit;
  *   per request (workers): hab_attempt_size() bytes from the request pool,
  *     hab_attempt_init(), then hab_attempt_pick() / hab_attempt_release()
  *     once per try, hab_attempt_end() when the request ends;
- *   operator API (workers): hab_api_handle().
+ *   health timer (workers, ha_check and friends): hab_check_claim(),
+ *     hab_check_done() per check, hab_health_tick();
+ *   servers resolved at run time (workers): hab_zone_source() and
+ *     hab_zone_resolve() when nginx's list changes;
+ *   operator API (workers): hab_api_handle(); the state file:
+ *     hab_state_load() / hab_state_apply() at zone init.
  *
  * The zone lives entirely inside the caller's memory (nginx shared
  * memory): no pointers inside it, only offsets and indices, so it is valid

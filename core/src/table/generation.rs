@@ -51,10 +51,10 @@ use crate::selection::{maglev, schedule};
 use crate::spec::{identity_hash, HashMode, PeerSpec, Policy, UpstreamSpec};
 
 /// Descriptor status: empty.
-pub const FREE: u32 = 0;
+pub const DESC_FREE: u32 = 0;
 /// Descriptor status: holds a generation (serving, or retired and maybe
 /// still referenced).
-pub const LIVE: u32 = 1;
+pub const DESC_LIVE: u32 = 1;
 
 /// Lease owner used while the zone is built at configuration time.
 pub const INIT_OWNER: u64 = u64::MAX - 1;
@@ -728,11 +728,11 @@ impl<'a> Zone<'a> {
         let mut freed = 0;
         for d in 0..GENS {
             let slot = self.slot(d);
-            if Some(d) == current || slot.status.load(Acquire) != LIVE {
+            if Some(d) == current || slot.status.load(Acquire) != DESC_LIVE {
                 continue;
             }
             if self.references(d) == 0 {
-                slot.status.store(FREE, Release);
+                slot.status.store(DESC_FREE, Release);
                 freed += 1;
             }
         }
@@ -744,7 +744,7 @@ impl<'a> Zone<'a> {
     pub fn generations(&self) -> Vec<(usize, u64, u64, bool)> {
         let current = self.current_slot();
         (0..GENS)
-            .filter(|&d| self.slot(d).status.load(Acquire) == LIVE)
+            .filter(|&d| self.slot(d).status.load(Acquire) == DESC_LIVE)
             .map(|d| {
                 (
                     d,
@@ -905,15 +905,14 @@ impl<'a> Zone<'a> {
         };
         let seq = self.sync().next.load(Relaxed).max(1);
         let prev = self.current_slot().map(|d| self.table(d));
-        // SAFETY: `place` returned a 64-byte aligned gap of `plan.size`
-        // bytes inside the arena that no live generation uses, and the
-        // descriptor is FREE: nobody reads those bytes.
         let resolved_from = if self.dynamic() {
             self.configured()
         } else {
             usize::MAX
         };
-        // SAFETY: as above.
+        // SAFETY: `place` returned a 64-byte aligned gap of `plan.size`
+        // bytes inside the arena that no live generation uses, and the
+        // descriptor is FREE: nobody reads those bytes.
         unsafe {
             plan.build(
                 spec,
@@ -941,7 +940,7 @@ impl<'a> Zone<'a> {
         slot.off.store(off as u64, Relaxed);
         slot.len.store(size as u64, Relaxed);
         slot.seq.store(seq, Relaxed);
-        slot.status.store(LIVE, Release);
+        slot.status.store(DESC_LIVE, Release);
         crash_point("publish.described");
         let states = self.states();
         for (p, &i) in spec.peers.iter().zip(slots) {
@@ -962,11 +961,11 @@ impl<'a> Zone<'a> {
     /// A free descriptor and the offset of a gap of `len` bytes in the
     /// arena that no live generation overlaps (first fit).
     fn place(&self, len: usize) -> Option<(usize, usize)> {
-        let d = (0..GENS).find(|&d| self.slot(d).status.load(Acquire) == FREE)?;
+        let d = (0..GENS).find(|&d| self.slot(d).status.load(Acquire) == DESC_FREE)?;
         let r = self.root();
         let (start, end) = (r.arena_off as usize, (r.arena_off + r.arena_len) as usize);
         let mut used: Vec<(usize, usize)> = (0..GENS)
-            .filter(|&e| self.slot(e).status.load(Acquire) == LIVE)
+            .filter(|&e| self.slot(e).status.load(Acquire) == DESC_LIVE)
             .map(|e| {
                 let s = self.slot(e);
                 let off = s.off.load(Relaxed) as usize;

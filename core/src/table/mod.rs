@@ -228,7 +228,7 @@ pub struct Cursor {
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Slot {
-    /// [`generation::FREE`], [`generation::LIVE`]. FREE → LIVE by the
+    /// [`generation::DESC_FREE`], [`generation::DESC_LIVE`]. FREE → LIVE by the
     /// lease holder when it builds into the slot; LIVE → FREE by the lease
     /// holder once the slot is not current and holds no reference.
     pub status: AtomicU32,
@@ -1275,7 +1275,7 @@ impl<'a> Zone<'a> {
         let current = self.current_slot();
         (0..GENS).all(|d| {
             let slot = self.slot(d);
-            let live = slot.status.load(Acquire) == generation::LIVE;
+            let live = slot.status.load(Acquire) == generation::DESC_LIVE;
             if !live {
                 return Some(d) != current;
             }
