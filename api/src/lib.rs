@@ -17,6 +17,7 @@ pub mod json;
 pub mod metrics;
 pub mod route;
 pub mod state;
+pub mod upstream;
 
 pub use body::Body;
 pub use route::{handle, ContentType, Method, Request, Response, Upstream};

@@ -17,7 +17,7 @@ use hab_core::table::{PeerView, ServerState};
 
 use crate::body::Body;
 use crate::json::{self, Clock};
-use crate::route::Upstream;
+use crate::upstream::Upstream;
 
 /// The exporter's number for a state.
 pub fn state_number(s: ServerState) -> u8 {

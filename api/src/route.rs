@@ -24,6 +24,7 @@ use hab_core::Error;
 
 use crate::body::Body;
 use crate::json::{self, Clock, ErrorBody, ErrorDetail, Fields, Patch, Render};
+pub use crate::upstream::Upstream;
 
 /// Largest PATCH body accepted, bytes.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -57,15 +58,6 @@ pub enum ContentType {
     Html,
     /// No body (204).
     None,
-}
-
-/// One upstream the caller serves.
-#[derive(Debug, Clone, Copy)]
-pub struct Upstream<'a> {
-    /// Its name.
-    pub name: &'a str,
-    /// Its zone.
-    pub zone: Zone<'a>,
 }
 
 /// One request.

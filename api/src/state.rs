@@ -37,7 +37,7 @@ use hab_core::table::membership::LIVE;
 use hab_core::table::{Zone, MAX_WEIGHT};
 use serde::{Deserialize, Serialize};
 
-use crate::route::Upstream;
+use crate::upstream::Upstream;
 
 const FORMAT: &str = "ha-balancer-state";
 const VERSION: u32 = 1;

@@ -6,7 +6,8 @@ use std::path::Path;
 use hab_api::state::{SaveLock, StateFile};
 use hab_api::{ContentType, Method, Request, Upstream};
 
-use crate::zone::{alive_fn, hab_alive_fn, zone};
+use crate::buf::{buf, hab_buf};
+use crate::{alive_fn, hab_alive_fn, zone_of};
 use crate::{bytes, guard, guard_or, hab_result, hab_zone};
 use crate::{HAB_BAD_STATE, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
 
@@ -83,13 +84,6 @@ pub struct hab_api_request {
     pub alive_data: *mut c_void,
 }
 
-/// Opaque: bytes owned by Rust, in chunks, given back with
-/// `hab_buf_free`.
-#[derive(Debug)]
-pub struct hab_buf {
-    body: hab_api::Body,
-}
-
 /// The answer to an API request.
 #[repr(C)]
 #[derive(Debug)]
@@ -104,10 +98,6 @@ pub struct hab_api_response {
     /// NULL, or a line for the error log (a refused change, a state file
     /// that could not be written).
     pub log: *mut hab_buf,
-}
-
-pub(crate) fn buf(body: hab_api::Body) -> *mut hab_buf {
-    Box::into_raw(Box::new(hab_buf { body }))
 }
 
 /// The upstreams of a C array (`None` when a name or zone is NULL).
@@ -132,7 +122,7 @@ unsafe fn upstream_list<'a>(ups: *const hab_api_upstream, n: usize) -> Option<Ve
         upstreams.push(Upstream {
             name: core::str::from_utf8(name).unwrap_or(""),
             // SAFETY: a valid zone handle (caller contract).
-            zone: unsafe { zone(u.zone) },
+            zone: unsafe { zone_of(u.zone) },
         });
     }
     Some(upstreams)
@@ -299,84 +289,6 @@ pub unsafe extern "C" fn hab_api_handle(
     })
 }
 
-/// The bytes of a buffer of at most one chunk, such as a log line (NULL
-/// for NULL); for any body, `hab_buf_chunk`.
-///
-/// # Safety
-///
-/// `b` is NULL or a buffer not yet freed.
-#[no_mangle]
-pub unsafe extern "C" fn hab_buf_data(b: *const hab_buf) -> *const u8 {
-    guard_or(core::ptr::null(), || {
-        if b.is_null() {
-            return core::ptr::null();
-        }
-        // SAFETY: a live buffer (caller contract).
-        match unsafe { &*b }.body.chunks().first() {
-            Some(c) => c.as_ptr(),
-            None => core::ptr::NonNull::<u8>::dangling().as_ptr(),
-        }
-    })
-}
-
-/// Chunk `i` of a buffer: its length, and its bytes in `*out_data`; 0 past
-/// the last chunk (chunks are never empty). The bytes stay valid until
-/// `hab_buf_free`.
-///
-/// # Safety
-///
-/// `b` is NULL or a buffer not yet freed; `out_data` writable.
-#[no_mangle]
-pub unsafe extern "C" fn hab_buf_chunk(
-    b: *const hab_buf,
-    i: usize,
-    out_data: *mut *const u8,
-) -> usize {
-    guard_or(0, || {
-        if b.is_null() || out_data.is_null() {
-            return 0;
-        }
-        // SAFETY: a live buffer (caller contract).
-        let Some(c) = unsafe { &*b }.body.chunks().get(i) else {
-            return 0;
-        };
-        // SAFETY: writable (caller contract).
-        unsafe { out_data.write(c.as_ptr()) };
-        c.len()
-    })
-}
-
-/// The length of a buffer (0 for NULL).
-///
-/// # Safety
-///
-/// `b` is NULL or a buffer not yet freed.
-#[no_mangle]
-pub unsafe extern "C" fn hab_buf_len(b: *const hab_buf) -> usize {
-    guard_or(0, || {
-        if b.is_null() {
-            return 0;
-        }
-        // SAFETY: a live buffer (caller contract).
-        unsafe { &*b }.body.len()
-    })
-}
-
-/// Frees a buffer (NULL does nothing).
-///
-/// # Safety
-///
-/// `b` is NULL or a buffer not yet freed; it is invalid afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn hab_buf_free(b: *mut hab_buf) {
-    guard_or((), || {
-        if !b.is_null() {
-            // SAFETY: made by `Box::into_raw` in `buf`, freed once.
-            drop(unsafe { Box::from_raw(b) });
-        }
-    })
-}
-
 /// Opaque: a parsed state file (process-local heap).
 #[derive(Debug)]
 pub struct hab_state {
@@ -463,7 +375,7 @@ pub unsafe extern "C" fn hab_state_apply(
             return HAB_INVALID_ARGUMENT;
         };
         // SAFETY: live state, valid zone (caller contract).
-        let a = unsafe { &*s }.file.apply(name, unsafe { zone(z) });
+        let a = unsafe { &*s }.file.apply(name, unsafe { zone_of(z) });
         if !out_applied.is_null() {
             // SAFETY: writable (caller contract).
             unsafe { out_applied.write(u32::try_from(a.restored).unwrap_or(u32::MAX)) };

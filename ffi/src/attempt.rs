@@ -9,8 +9,8 @@ use hab_core::table::stats::TryInfo;
 use hab_core::table::Zone;
 use hab_core::Outcome;
 
-use crate::zone::{zone, HAB_NO_SLOT};
 use crate::{bytes, finish, guard, guard_or, hab_attempt, hab_result, hab_zone};
+use crate::{zone_of, HAB_NO_SLOT};
 use crate::{HAB_INVALID_ARGUMENT, HAB_NO_SPACE, HAB_NULL_PARAMETER, HAB_OK};
 
 /// `hab_pick.flags`: the peer is a backup.
@@ -108,7 +108,7 @@ pub unsafe extern "C" fn hab_attempt_size(z: *const hab_zone) -> usize {
             return 0;
         }
         // SAFETY: valid handle (caller contract); arithmetic only.
-        attempt::words(unsafe { zone(z) }.peers()) * 8
+        attempt::words(unsafe { zone_of(z) }.peers()) * 8
     })
 }
 
@@ -145,7 +145,7 @@ pub unsafe extern "C" fn hab_attempt_init(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         let words = attempt::words(z.peers());
         if len < words * 8 || mem as usize % 8 != 0 {
             return HAB_NO_SPACE;
@@ -189,7 +189,7 @@ pub unsafe extern "C" fn hab_attempt_pick(
             Err(rc) => return rc,
         };
         // SAFETY: valid handles (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
         let r = z.get_keyed(&mut attempt, key, now_ms).map(|p| hab_pick {
@@ -233,7 +233,7 @@ pub unsafe extern "C" fn hab_attempt_release(
             unsafe { &*info }.info()
         };
         // SAFETY: valid handles (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
         match z.free_with(&mut attempt, outcome, &info, now_ms) {
@@ -290,7 +290,7 @@ pub unsafe extern "C" fn hab_attempt_abandon(z: *mut hab_zone, a: *mut hab_attem
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handles (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
         match z.abandon(&mut attempt) {
@@ -317,7 +317,7 @@ pub unsafe extern "C" fn hab_attempt_source(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: as above; only read here (the words are borrowed
         // mutably because that is the attempt's one view).
         let attempt = Attempt::from_words(unsafe { attempt_words(z, a.cast_mut()) });
@@ -337,7 +337,7 @@ pub unsafe extern "C" fn hab_attempt_end(z: *mut hab_zone, a: *mut hab_attempt) 
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handles (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
         z.end(&mut attempt);

@@ -252,7 +252,7 @@ pub unsafe extern "C" fn hab_zone_size(
 #[no_mangle]
 pub unsafe extern "C" fn hab_conf_explain(
     conf: *const hab_upstream_conf,
-    out_reason: *mut *mut crate::api::hab_buf,
+    out_reason: *mut *mut crate::buf::hab_buf,
 ) -> hab_result {
     guard(|| {
         if out_reason.is_null() {
@@ -264,7 +264,7 @@ pub unsafe extern "C" fn hab_conf_explain(
                 let reason = capacity_reason(spec, capacity)
                     .or_else(|| hab_core::table::generation::too_large_reason(spec))
                     .map_or(core::ptr::null_mut(), |r| {
-                        crate::api::buf(r.into_bytes().into())
+                        crate::buf::buf(r.into_bytes().into())
                     });
                 out_reason.write(reason);
                 HAB_OK

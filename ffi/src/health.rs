@@ -4,7 +4,7 @@ use hab_core::health::check::CheckTransition;
 use hab_core::health::panic::{PanicChange, PanicReport};
 use hab_core::spec::HealthSpec;
 
-use crate::zone::zone;
+use crate::zone_of;
 use crate::{guard, hab_result, hab_zone};
 use crate::{HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
 
@@ -178,7 +178,7 @@ pub unsafe extern "C" fn hab_check_claim(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: a valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: writable for `cap` elements (caller contract).
         let out = unsafe { out_slice(out_peers, cap) };
         let (n, next) = z.claim_checks(worker, workers, now_ms, seed, full != 0, out);
@@ -193,7 +193,7 @@ pub unsafe extern "C" fn hab_check_claim(
 
 /// Records the result of a check of `peer` that ended at `now_ms`
 /// (`passed` non-zero: it passed), started when the slot's epoch was
-/// `epoch`, by the worker of ledger slot `slot` ([`crate::zone::HAB_NO_SLOT`]
+/// `epoch`, by the worker of ledger slot `slot` ([`crate::HAB_NO_SLOT`]
 /// for none):
 /// dropped (no transition) if the slot was reused since.
 ///
@@ -215,8 +215,8 @@ pub unsafe extern "C" fn hab_check_done(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: a valid handle (caller contract).
-        let z = unsafe { zone(z) };
-        let ledger = (slot != crate::zone::HAB_NO_SLOT).then_some(slot);
+        let z = unsafe { zone_of(z) };
+        let ledger = (slot != crate::HAB_NO_SLOT).then_some(slot);
         match z.check_done_epoch(peer as usize, epoch, ledger, passed != 0, now_ms) {
             Ok(r) => {
                 if !out_report.is_null() {
@@ -249,7 +249,7 @@ pub unsafe extern "C" fn hab_check_done(
 /// `out_peers`, their number in `out_n`) and, when the health epoch moved
 /// since `*epoch` (the worker's last look, updated), re-evaluates the panic
 /// flag into `out_panic`. `slot`: the worker's ledger slot
-/// ([`crate::zone::HAB_NO_SLOT`]: none, and no ejection ends here).
+/// ([`crate::HAB_NO_SLOT`]: none, and no ejection ends here).
 ///
 /// # Safety
 ///
@@ -276,10 +276,10 @@ pub unsafe extern "C" fn hab_health_tick(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: a valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: writable for `cap` elements (caller contract).
         let out = unsafe { out_slice(out_peers, cap) };
-        let ledger = (slot != crate::zone::HAB_NO_SLOT).then_some(slot);
+        let ledger = (slot != crate::HAB_NO_SLOT).then_some(slot);
         let n = z.end_ejections(now_ms, out, ledger);
         // SAFETY: non-NULL, writable (caller contract).
         let seen = unsafe { &mut *epoch };

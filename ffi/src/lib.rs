@@ -18,8 +18,10 @@
 //!   by Rust and given back with `hab_buf_free`.
 //!
 //! One file per object: [`conf`] (what C describes), [`zone`] (a zone in
-//! shared memory), [`attempt`] (one request), [`api`] (the operator API,
-//! buffers and the state file).
+//! shared memory), [`attempt`] (one request), [`health`] (checks and the
+//! health timer), [`api`] (the operator API and the state file), [`buf`]
+//! (bytes handed to C); here, what they all use (results, the panic
+//! boundary, the zone handle, the liveness callback).
 //!
 //! Non-camel-case type names match the C header on purpose.
 
@@ -27,18 +29,21 @@
 
 pub mod api;
 pub mod attempt;
+pub mod buf;
 pub mod conf;
 pub mod health;
 pub mod zone;
 
-use core::ffi::c_char;
+use core::ffi::{c_char, c_void};
 use core::marker::{PhantomData, PhantomPinned};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use hab_core::table::Zone;
 use hab_core::Error;
 
 pub use api::*;
 pub use attempt::*;
+pub use buf::*;
 pub use conf::*;
 pub use health::*;
 pub use zone::*;
@@ -174,4 +179,36 @@ pub type hab_result_code = core::ffi::c_uint;
 #[no_mangle]
 pub extern "C" fn hab_layout_version() -> u32 {
     hab_core::table::LAYOUT_VERSION
+}
+
+/// No ledger slot.
+pub const HAB_NO_SLOT: u32 = u32::MAX;
+
+/// The zone behind a handle.
+///
+/// # Safety
+///
+/// `zone` is non-NULL and came from `hab_zone_init`/`hab_zone_attach`,
+/// its memory still mapped.
+#[inline]
+pub(crate) unsafe fn zone_of<'a>(zone: *const hab_zone) -> Zone<'a> {
+    // SAFETY: forwarded contract.
+    unsafe { Zone::from_ptr(zone.cast_mut().cast()) }
+}
+
+/// Whether a process is alive, asked of the caller.
+pub type hab_alive_fn =
+    Option<unsafe extern "C" fn(owner: u64, data: *mut c_void) -> core::ffi::c_int>;
+
+/// `alive` as a Rust closure.
+///
+/// # Safety
+///
+/// `alive` must be safe to call with `data` for as long as the closure is.
+pub(crate) unsafe fn alive_fn(
+    alive: unsafe extern "C" fn(u64, *mut c_void) -> core::ffi::c_int,
+    data: *mut c_void,
+) -> impl Fn(u64) -> bool {
+    // SAFETY: forwarded contract.
+    move |o| unsafe { alive(o, data) } != 0
 }

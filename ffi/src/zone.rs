@@ -7,25 +7,12 @@ use hab_core::table::Zone;
 use hab_core::Error;
 
 use crate::conf::{hab_upstream_conf, with_spec};
-use crate::{finish, guard, guard_or, hab_result, hab_zone};
+use crate::{
+    alive_fn, finish, guard, guard_or, hab_alive_fn, hab_result, hab_zone, zone_of, HAB_NO_SLOT,
+};
 use crate::{
     HAB_BAD_LAYOUT, HAB_BUSY, HAB_INVALID_ARGUMENT, HAB_NO_SPACE, HAB_NULL_PARAMETER, HAB_OK,
 };
-
-/// No ledger slot.
-pub const HAB_NO_SLOT: u32 = u32::MAX;
-
-/// The zone behind a handle.
-///
-/// # Safety
-///
-/// `zone` is non-NULL and came from `hab_zone_init`/`hab_zone_attach`,
-/// its memory still mapped.
-#[inline]
-pub(crate) unsafe fn zone<'a>(zone: *const hab_zone) -> Zone<'a> {
-    // SAFETY: forwarded contract.
-    unsafe { Zone::from_ptr(zone.cast_mut().cast()) }
-}
 
 /// Runs `open` (`Zone::init` or `Zone::attach` on the region at `mem`) on
 /// the spec read from `conf`, writing the handle on success.
@@ -115,7 +102,7 @@ pub unsafe extern "C" fn hab_zone_carry(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handles (caller contract).
-        let (z, old) = unsafe { (zone(z), zone(old)) };
+        let (z, old) = unsafe { (zone_of(z), zone_of(old)) };
         let r = old.root();
         if r.magic != hab_core::table::MAGIC || r.version != hab_core::table::LAYOUT_VERSION {
             return HAB_BAD_LAYOUT;
@@ -141,7 +128,7 @@ pub unsafe extern "C" fn hab_zone_peers(z: *const hab_zone) -> u32 {
             return 0;
         }
         // SAFETY: valid handle (caller contract).
-        unsafe { zone(z) }.peers() as u32
+        unsafe { zone_of(z) }.peers() as u32
     })
 }
 
@@ -157,7 +144,7 @@ pub unsafe extern "C" fn hab_zone_generation(z: *const hab_zone) -> u64 {
             return 0;
         }
         // SAFETY: valid handle (caller contract).
-        unsafe { zone(z) }.generation()
+        unsafe { zone_of(z) }.generation()
     })
 }
 
@@ -177,7 +164,7 @@ pub unsafe extern "C" fn hab_zone_in_flight(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         let r = z
             .states()
             .get(peer as usize)
@@ -185,23 +172,6 @@ pub unsafe extern "C" fn hab_zone_in_flight(
             .ok_or(Error::InvalidArgument);
         finish(r, out_count)
     })
-}
-
-/// Whether a process is alive, asked of the caller.
-pub type hab_alive_fn =
-    Option<unsafe extern "C" fn(owner: u64, data: *mut c_void) -> core::ffi::c_int>;
-
-/// `alive` as a Rust closure.
-///
-/// # Safety
-///
-/// `alive` must be safe to call with `data` for as long as the closure is.
-pub(crate) unsafe fn alive_fn(
-    alive: unsafe extern "C" fn(u64, *mut c_void) -> core::ffi::c_int,
-    data: *mut c_void,
-) -> impl Fn(u64) -> bool {
-    // SAFETY: forwarded contract.
-    move |o| unsafe { alive(o, data) } != 0
 }
 
 /// Claims a ledger slot for `owner`, reconciling dead owners' slots.
@@ -229,7 +199,7 @@ pub unsafe extern "C" fn hab_zone_claim_slot(
             return HAB_INVALID_ARGUMENT;
         }
         // SAFETY: valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: the caller vouches for `alive` with `data`.
         let slot = z.claim_slot(owner, unsafe { alive_fn(alive, data) });
         finish(slot.ok_or(Error::Busy), out_slot)
@@ -252,7 +222,7 @@ pub unsafe extern "C" fn hab_zone_release_slot(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         if slot as usize >= hab_core::table::ledger::LEDGER_SLOTS {
             return HAB_INVALID_ARGUMENT;
         }
@@ -366,7 +336,7 @@ pub unsafe extern "C" fn hab_zone_resolve(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         // SAFETY: `list` as in the header (caller contract).
         let (policy, _, peers) = match unsafe { crate::conf::read_conf(list) } {
             Ok(l) => l,
@@ -451,7 +421,7 @@ pub unsafe extern "C" fn hab_zone_source(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         let ledger = (slot != HAB_NO_SLOT).then_some(slot);
         finish(z.source(ledger).map(hab_source::from), out)
     })
@@ -473,7 +443,7 @@ pub unsafe extern "C" fn hab_zone_slot(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handle (caller contract).
-        let z = unsafe { zone(z) };
+        let z = unsafe { zone_of(z) };
         let i = slot as usize;
         // The epoch first: a reader comparing it later sees any reuse
         // that the status it reads may not show yet.
