@@ -45,10 +45,14 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Code without comments, and without `#[cfg(test)]` modules at the end of
 /// a file (tests may reach anywhere).
 fn code_of(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
-        Some(k) => &text[..k],
-        None => text,
-    };
+    let text = [
+        "#[cfg(test)]\nmod tests",
+        "#[cfg(test)]\npub(crate) mod tests",
+    ]
+    .iter()
+    .filter_map(|m| text.find(m))
+    .min()
+    .map_or(text, |k| &text[..k]);
     text.lines()
         .map(|l| match l.find("//") {
             Some(k) => &l[..k],

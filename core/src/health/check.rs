@@ -43,6 +43,7 @@ use super::panic::PanicReport;
 use crate::crash::crash_point;
 use crate::error::Error;
 use crate::spec::HealthSpec;
+use crate::table::health::RAMP_ON_FIRST_PASS;
 use crate::table::{PeerState, Zone};
 
 /// A change of a peer's health made by one check result.
@@ -234,7 +235,7 @@ impl Zone<'_> {
         // The status first: a slot seen LIVE again after a reuse has its
         // new epoch already (the builder bumps it before it stores LIVE).
         let same = || {
-            self.slot_status_seq(i) != Some(crate::table::membership::FREE)
+            self.slot_status_seq(i) != Some(crate::table::FREE)
                 && self.slot_epoch_seq(i) == Some(epoch)
         };
         if !self.dynamic() {
@@ -423,10 +424,6 @@ impl Zone<'_> {
         }
     }
 }
-
-/// `ramp_from_ms` of a peer that joined a running upstream under
-/// `mandatory` checks: it slow-starts once its first check passes.
-pub(crate) const RAMP_ON_FIRST_PASS: u64 = u64::MAX;
 
 #[cfg(test)]
 mod tests {

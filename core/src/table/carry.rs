@@ -166,7 +166,7 @@ impl Zone<'_> {
                 if states[i].flags.load(Relaxed) & PeerState::CHECKING != 0 {
                     self.health_rows()[i]
                         .ramp_from_ms
-                        .store(crate::health::check::RAMP_ON_FIRST_PASS, Relaxed);
+                        .store(super::health::RAMP_ON_FIRST_PASS, Relaxed);
                 } else {
                     self.begin_slow_start(i, now);
                 }

@@ -61,6 +61,10 @@ pub struct HealthLine {
     pub reserved: [u64; 3],
 }
 
+/// `HealthRow::ramp_from_ms` of a peer that joined a running upstream under
+/// `mandatory` checks: it slow-starts once its first check passes.
+pub(crate) const RAMP_ON_FIRST_PASS: u64 = u64::MAX;
+
 /// One peer's health record: two cache lines.
 #[repr(C, align(64))]
 #[derive(Debug)]

@@ -78,12 +78,7 @@ use crate::crash::crash_point;
 use crate::error::Error;
 use crate::spec::{identity_hash, HealthSpec, PeerSpec, UpstreamSpec};
 
-/// Slot status: holds no identity; named by no generation.
-pub const FREE: u32 = 0;
-/// Slot status: a member of the serving membership.
-pub const LIVE: u32 = 1;
-/// Slot status: left the membership; its requests in flight finish.
-pub const RETIRING: u32 = 2;
+pub use super::{FREE, LIVE, RETIRING};
 
 /// Whether `p`'s identity fits a slot's identity area.
 pub fn fits_slot(p: &PeerSpec<'_>) -> bool {
@@ -717,7 +712,7 @@ impl<'a> Zone<'a> {
             if p.backup { PeerState::BACKUP } else { 0 } | if p.down { PeerState::DOWN } else { 0 };
         if mandatory {
             f |= PeerState::CHECKING;
-            ramp_from_ms.store(crate::health::check::RAMP_ON_FIRST_PASS, Relaxed);
+            ramp_from_ms.store(super::health::RAMP_ON_FIRST_PASS, Relaxed);
         } else if hs.slow_start_ms != 0 && members >= 2 {
             ramp_from_ms.store(now, Relaxed);
             f |= PeerState::SLOW;

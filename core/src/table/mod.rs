@@ -108,6 +108,14 @@ pub const TOTAL: usize = 2;
 /// and room for retiring ones still referenced by requests in flight.
 pub const GENS: usize = 8;
 
+/// Slot status ([`PeerCold::status`]): holds no identity; named by no
+/// generation.
+pub const FREE: u32 = 0;
+/// Slot status: a member of the serving membership.
+pub const LIVE: u32 = 1;
+/// Slot status: left the membership; its requests in flight finish.
+pub const RETIRING: u32 = 2;
+
 /// Worker slots of the in-flight ledger (see [`ledger`]).
 pub const LEDGER_SLOTS: usize = 32;
 
