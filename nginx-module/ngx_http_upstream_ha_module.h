@@ -6,8 +6,11 @@
  * the balancer (ngx_http_upstream_ha_module.c), its active health checks
  * (ngx_http_upstream_ha_check.c), servers resolved at run time
  * (ngx_http_upstream_ha_resolve.c), the shared memory zone's life
- * (ngx_http_upstream_ha_zone.c), and the API and state file
- * (ngx_http_upstream_ha_api.c).
+ * (ngx_http_upstream_ha_zone.c), the API and state file
+ * (ngx_http_upstream_ha_api.c), a worker's view of its upstreams
+ * (ngx_http_upstream_ha_peers.c) and what does not depend on the protocol
+ * (ngx_upstream_ha_common.c).  No file calls one that calls it back
+ * (tests/layers.rs).
  */
 
 

@@ -234,7 +234,8 @@ fn crate_loops(src: &Path) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// The C files of the module that call a function another one defines.
+/// The C files of the module that name (call, or take the address of) a
+/// function another one defines.
 fn c_loops(dir: &Path) -> Vec<Vec<String>> {
     let files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -271,7 +272,14 @@ fn c_loops(dir: &Path) -> Vec<Vec<String>> {
     for (name, t) in &text {
         let mut deps = BTreeSet::new();
         for (f, owner) in &defined {
-            if owner != name && t.contains(&format!("{f}(")) {
+            // A call, or the function's address (a callback).
+            let named = t.match_indices(f.as_str()).any(|(k, _)| {
+                let next = t.as_bytes().get(k + f.len()).copied().unwrap_or(b' ');
+                let prev = if k == 0 { b' ' } else { t.as_bytes()[k - 1] };
+                !(next.is_ascii_alphanumeric() || next == b'_')
+                    && !(prev.is_ascii_alphanumeric() || prev == b'_')
+            });
+            if owner != name && named {
                 deps.insert(owner.clone());
             }
         }
