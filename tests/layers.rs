@@ -276,8 +276,8 @@ fn c_loops(dir: &Path) -> Vec<Vec<String>> {
             let named = t.match_indices(f.as_str()).any(|(k, _)| {
                 let next = t.as_bytes().get(k + f.len()).copied().unwrap_or(b' ');
                 let prev = if k == 0 { b' ' } else { t.as_bytes()[k - 1] };
-                !(next.is_ascii_alphanumeric() || next == b'_')
-                    && !(prev.is_ascii_alphanumeric() || prev == b'_')
+                let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+                !word(next) && !word(prev)
             });
             if owner != name && named {
                 deps.insert(owner.clone());
