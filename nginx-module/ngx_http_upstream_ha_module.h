@@ -7,7 +7,8 @@
  * (ngx_http_upstream_ha_check.c), servers resolved at run time
  * (ngx_http_upstream_ha_resolve.c), the shared memory zone's life
  * (ngx_http_upstream_ha_zone.c), the API and state file
- * (ngx_http_upstream_ha_api.c), a worker's view of its upstreams
+ * (ngx_http_upstream_ha_api.c), the check answers' parser
+ * (ngx_http_upstream_ha_answer.c), a worker's view of its upstreams
  * (ngx_http_upstream_ha_peers.c) and what does not depend on the protocol
  * (ngx_upstream_ha_common.c).  No file calls one that calls it back
  * (tests/layers.rs).
@@ -195,6 +196,16 @@ int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 
 char *ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+/* ngx_http_upstream_ha_answer.c: what a check's answer must be */
+
+/* the length of a body whose chunks tell where it ends */
+#define NGX_HTTP_UPSTREAM_HA_CHUNKED  -2
+
+ngx_int_t ngx_http_upstream_ha_parse_head(u_char *s, u_char *end,
+    ngx_uint_t *status, u_char **body, off_t *length, const char **why);
+ngx_int_t ngx_http_upstream_ha_chunked_end(u_char *s, u_char *end,
+    u_char **last);
 
 /* ngx_http_upstream_ha_zone.c: the shared memory zone's init */
 ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,

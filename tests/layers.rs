@@ -247,7 +247,7 @@ fn c_loops(dir: &Path) -> Vec<Vec<String>> {
         .iter()
         .map(|f| {
             let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            (name, fs::read_to_string(f).unwrap())
+            (name, strip_c_comments(&fs::read_to_string(f).unwrap()))
         })
         .collect();
     // Functions defined (non-static) in each file: a line that starts a
@@ -286,6 +286,22 @@ fn c_loops(dir: &Path) -> Vec<Vec<String>> {
         graph.insert(name.clone(), deps);
     }
     loops(&graph)
+}
+
+/// C source without its `/* ... */` comments (a file named in a comment is
+/// no call).
+fn strip_c_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(k) = rest.find("/*") {
+        out.push_str(&rest[..k]);
+        match rest[k + 2..].find("*/") {
+            Some(e) => rest = &rest[k + 2 + e + 2..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn root() -> PathBuf {
