@@ -9,6 +9,16 @@ mod common;
 
 use common::{Nginx, WORKERS};
 
+/// PATCH server `id` of upstream `up` to weight `w` through the API.
+fn patch_weight(port: u16, up: &str, id: usize, w: u64) -> (u16, serde_json::Value) {
+    common::api_call(
+        port,
+        "PATCH",
+        &format!("/api/upstreams/{up}/servers/{id}"),
+        &format!("{{\"weight\":{w}}}"),
+    )
+}
+
 #[test]
 fn documented_weights_fit_and_past_the_room_the_507_says_why() {
     if !common::nginx_or_skip("documented_weights_fit_and_past_the_room_the_507_says_why") {
@@ -36,14 +46,7 @@ fn documented_weights_fit_and_past_the_room_the_507_says_why() {
         servers(&[1, 1, 1, 1]),
     );
     let mut ngx = Nginx::start(&conf, WORKERS);
-    let patch = |up: &str, id: usize, w: u64| {
-        common::api_call(
-            port,
-            "PATCH",
-            &format!("/api/upstreams/{up}/servers/{id}"),
-            &format!("{{\"weight\":{w}}}"),
-        )
-    };
+    let patch = |up: &str, id: usize, w: u64| patch_weight(port, up, id, w);
     for (up, id, w) in [
         ("rr", 0, 100_000),
         ("rr", 0, 262_141),
@@ -119,14 +122,7 @@ fn schedule_room_reserves_the_whole_weight_range() {
 "
     );
     let mut ngx = Nginx::start(&conf, WORKERS);
-    let patch = |up: &str, id: usize, w: u64| {
-        common::api_call(
-            port,
-            "PATCH",
-            &format!("/api/upstreams/{up}/servers/{id}"),
-            &format!("{{\"weight\":{w}}}"),
-        )
-    };
+    let patch = |up: &str, id: usize, w: u64| patch_weight(port, up, id, w);
     for (id, w) in [(0, 1_000_000), (1, 999_999), (2, 999_998), (3, 999_997)] {
         let (s, v) = patch("big", id, w);
         assert_eq!(

@@ -1058,6 +1058,17 @@ mod tests {
         assert_eq!((s, v["state"].as_str()), (200, Some("up")), "{v}");
     }
 
+    /// PATCH server `id` of `t` to weight `w`.
+    fn patch(t: &OwnedTable, id: usize, w: u64) -> (u16, serde_json::Value) {
+        call(
+            t,
+            Method::Patch,
+            &format!("upstreams/app/servers/{id}"),
+            &format!("{{\"weight\":{w}}}"),
+            true,
+        )
+    }
+
     fn table_of(policy: Policy, weights: &[u32]) -> OwnedTable {
         table_with_room(policy, weights, 0)
     }
@@ -1149,15 +1160,6 @@ mod tests {
     /// weight range with the largest), and the 507 names the room kept.
     #[test]
     fn the_schedule_room_is_the_configurations() {
-        let patch = |t: &OwnedTable, id: usize, w: u64| {
-            call(
-                t,
-                Method::Patch,
-                &format!("upstreams/app/servers/{id}"),
-                &format!("{{\"weight\":{w}}}"),
-                true,
-            )
-        };
         let hash = Policy::Hash {
             mode: hab_core::spec::HashMode::Plain,
             balance_factor: 0,
@@ -1205,15 +1207,6 @@ mod tests {
     /// SCHEDULE_ROOM; past it a 507 that says why, with the figures.
     #[test]
     fn weights_up_to_the_schedule_room_are_accepted() {
-        let patch = |t: &OwnedTable, id: usize, w: u64| {
-            call(
-                t,
-                Method::Patch,
-                &format!("upstreams/app/servers/{id}"),
-                &format!("{{\"weight\":{w}}}"),
-                true,
-            )
-        };
         for policy in [Policy::RoundRobin, Policy::LeastConn] {
             for weights in [&[1, 1, 1, 1][..], &[5, 1, 1, 1]] {
                 let t = table_of(policy, weights);
