@@ -184,6 +184,19 @@ fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
     true
 }
 
+/// Active checks every second (timeout 500 ms), one result deciding either
+/// way, with `flags` beside `HealthSpec::CHECK`.
+fn checks(flags: u32) -> HealthSpec {
+    HealthSpec {
+        flags: HealthSpec::CHECK | flags,
+        interval_ms: 1_000,
+        timeout_ms: 500,
+        fails: 1,
+        passes: 1,
+        ..HealthSpec::default()
+    }
+}
+
 /// A zone of `case` in a fresh shared mapping.
 fn zone_of(case: &Case, shm: &Shared) -> Zone<'static> {
     let spec = UpstreamSpec {
@@ -789,13 +802,8 @@ fn a_prober_killed_at_every_step_leaves_nothing_stale() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let peers: Vec<PeerSpec<'static>> = (0..3).map(|k| PeerSpec::new(IDS[k])).collect();
     let health = HealthSpec {
-        flags: HealthSpec::CHECK | HealthSpec::MANDATORY,
-        interval_ms: 1_000,
-        timeout_ms: 500,
-        fails: 1,
-        passes: 1,
         panic_percent: 50,
-        ..HealthSpec::default()
+        ..checks(HealthSpec::MANDATORY)
     };
     let spec = UpstreamSpec {
         health,
@@ -885,14 +893,7 @@ static RACE_ZONE: core::sync::atomic::AtomicPtr<u8> =
 static RACE_RESULT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 fn race_health() -> HealthSpec {
-    HealthSpec {
-        flags: HealthSpec::CHECK,
-        interval_ms: 1_000,
-        timeout_ms: 500,
-        fails: 1,
-        passes: 1,
-        ..HealthSpec::default()
-    }
+    checks(0)
 }
 
 /// p00, p02 and the newcomer p03, in a zone where p01's slot is the only
@@ -1197,14 +1198,7 @@ fn an_api_change_killed_at_every_step_blocks_nothing() {
 fn a_prober_killed_after_taking_a_check_loses_one_interval_at_most() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let peers: Vec<PeerSpec<'static>> = (0..4).map(|k| PeerSpec::new(IDS[k])).collect();
-    let health = HealthSpec {
-        flags: HealthSpec::CHECK | HealthSpec::MANDATORY,
-        interval_ms: 1_000,
-        timeout_ms: 500,
-        fails: 1,
-        passes: 1,
-        ..HealthSpec::default()
-    };
+    let health = checks(HealthSpec::MANDATORY);
     let spec = UpstreamSpec {
         health,
         policy: Policy::RoundRobin,
