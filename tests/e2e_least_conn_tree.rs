@@ -1,5 +1,5 @@
 //! End-to-end: `ha_balance least_conn` above 32 servers, where picks go
-//! through the shared tournament tree of loads (`core::selection::lc_tree`)
+//! through the shared tournament tree of loads (`core::table::tree`)
 //!
 //! 40 server lines over 3 backends, 4 workers: with sequential requests
 //! every peer is idle at each pick, so the tree's least load ties

@@ -8,9 +8,11 @@
 //! loops are the strongly connected components of that graph with more
 //! than one file.
 //!
-//! `cargo test --test layers -- --ignored --nocapture` prints them. The
-//! test is ignored until the core's restructure lands (issue "Floors"):
-//! today's loops are the ones that issue names, and this is its measure.
+//! A path through a re-export (`crate::table::Zone`, made by a `pub use`
+//! in `table/mod.rs`) counts as an import of the file that defines the
+//! item, and a `pub use` itself is no import of the file making it: a
+//! module file may re-export its children without looping with them.
+//! `cargo test --test layers -- --nocapture` prints the loops found.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -62,85 +64,261 @@ fn code_of(text: &str) -> String {
         .join("\n")
 }
 
-/// Paths named in `code` as `crate::a::b...` or `super::...`, as module
-/// paths relative to the crate root (the longest prefix that is a module).
-fn imports(code: &str, me: &[String], modules: &BTreeSet<Vec<String>>) -> BTreeSet<Vec<String>> {
-    let mut out = BTreeSet::new();
-    // Whitespace to one space, none around the path punctuation (a
-    // `use` group may span lines).
+/// What the checker knows of one crate: its file modules, the names each
+/// file defines, and what each re-exports (`pub use`), so that a path
+/// through a re-export (`crate::table::Zone`) counts as an import of the
+/// file that defines the item, not of the file that re-exports it.
+struct Crate {
+    modules: BTreeSet<Vec<String>>,
+    defines: BTreeMap<Vec<String>, BTreeSet<String>>,
+    /// `pub use a::b::X` in module M: M's `X` is `a::b::X` (absolute).
+    reexports: BTreeMap<Vec<String>, BTreeMap<String, Vec<String>>>,
+    /// `pub use a::b::*` in module M.
+    globs: BTreeMap<Vec<String>, Vec<Vec<String>>>,
+}
+
+/// `code` with whitespace collapsed and none around path punctuation
+/// (a `use` group may span lines).
+fn flatten(code: &str) -> String {
     let mut flat = code.split_whitespace().collect::<Vec<_>>().join(" ");
     for p in ["::", "{", "}", ","] {
         flat = flat
             .replace(&format!(" {p}"), p)
             .replace(&format!("{p} "), p);
     }
-    // Expand `use x::{a, b::c}` groups one level: enough for this tree.
-    let mut paths: Vec<String> = Vec::new();
-    for (k, _) in flat
-        .match_indices("crate::")
-        .chain(flat.match_indices("super::"))
-    {
-        // Skip `crate::` inside a longer identifier (e.g. `hab_crate::`).
-        if k > 0 {
-            let c = flat.as_bytes()[k - 1];
-            if c.is_ascii_alphanumeric() || c == b'_' {
-                continue;
-            }
-            // `super::super::`: handled from the first `super::`.
-            if flat[..k].ends_with("super::") {
-                continue;
-            }
-        }
-        let rest = &flat[k..];
-        let end = rest
-            .find(|c: char| {
-                !(c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '{' || c == ',')
-            })
-            .unwrap_or(rest.len());
-        let p = &rest[..end];
-        match (p.find('{'), p.find('}')) {
-            (Some(open), _) => {
-                let head = &p[..open];
-                let inner_end = rest[open..]
-                    .find('}')
-                    .map(|e| open + e)
-                    .unwrap_or(rest.len());
-                for item in rest[open + 1..inner_end].split(',') {
-                    paths.push(format!("{head}{item}"));
+    flat
+}
+
+/// The `pub use ...;` statements of `flat` (re-exports), and `flat`
+/// without them.
+fn split_reexports(flat: &str) -> (Vec<String>, String) {
+    let mut stmts = Vec::new();
+    let mut rest = String::new();
+    let mut s = flat;
+    loop {
+        let k = ["pub use ", "pub(crate) use "]
+            .iter()
+            .filter_map(|m| s.find(m).map(|k| (k, m.len())))
+            .min();
+        let Some((k, len)) = k else {
+            rest.push_str(s);
+            break;
+        };
+        rest.push_str(&s[..k]);
+        let end = s[k..].find(';').map_or(s.len(), |e| k + e);
+        stmts.push(s[k + len..end].to_owned());
+        s = &s[(end + 1).min(s.len())..];
+    }
+    (stmts, rest)
+}
+
+/// The paths named in `flat` that start with `crate::`, `super::`,
+/// `self::` or a child module of `me` (`child::x`), `use` groups expanded
+/// one level (enough for this tree), each made absolute (segments from
+/// the crate root).
+fn paths_in(flat: &str, me: &[String], modules: &BTreeSet<Vec<String>>) -> Vec<Vec<String>> {
+    let children: Vec<String> = modules
+        .iter()
+        .filter(|m| m.len() == me.len() + 1 && m.starts_with(me))
+        .map(|m| m[me.len()].clone())
+        .collect();
+    let mut heads: Vec<String> = ["crate", "super", "self"]
+        .iter()
+        .map(|h| format!("{h}::"))
+        .collect();
+    heads.extend(children.iter().map(|c| format!("{c}::")));
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut raw: Vec<String> = Vec::new();
+    for h in &heads {
+        for (k, _) in flat.match_indices(h.as_str()) {
+            // Only at the start of a path: not inside a longer identifier
+            // (`hab_crate::`) nor after another segment (`a::crate::`).
+            if k > 0 {
+                let c = flat.as_bytes()[k - 1];
+                if word(c) || c == b':' {
+                    continue;
                 }
             }
-            _ => paths.push(p.to_owned()),
+            let rest = &flat[k..];
+            let end = rest
+                .find(|c: char| {
+                    !(c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '{' || c == ',')
+                })
+                .unwrap_or(rest.len());
+            let p = &rest[..end];
+            match p.find('{') {
+                Some(open) => {
+                    let head = &p[..open];
+                    let inner_end = rest[open..]
+                        .find('}')
+                        .map(|e| open + e)
+                        .unwrap_or(rest.len());
+                    for item in rest[open + 1..inner_end].split(',') {
+                        raw.push(format!("{head}{item}"));
+                    }
+                }
+                None => raw.push(p.to_owned()),
+            }
         }
     }
-    for p in paths {
-        let mut segs: Vec<&str> = p.split("::").filter(|s| !s.is_empty()).collect();
-        let mut base: Vec<String> = Vec::new();
-        match segs.first() {
-            Some(&"crate") => {
+    raw.iter()
+        .filter_map(|p| absolute(p, me, &children))
+        .collect()
+}
+
+/// Path `p` (`super::a::B`, `crate::a::B`, `self::B`, `child::B`) from the
+/// crate root; `None` for paths outside the crate.
+fn absolute(p: &str, me: &[String], children: &[String]) -> Option<Vec<String>> {
+    // `X as Y`: the path is X's.
+    let p = p.split(" as ").next().unwrap_or(p);
+    let mut segs: Vec<&str> = p.split("::").filter(|s| !s.is_empty()).collect();
+    let mut out: Vec<String> = Vec::new();
+    match segs.first().copied() {
+        Some("crate") => {
+            segs.remove(0);
+        }
+        Some("super") => {
+            out = me.to_vec();
+            while segs.first() == Some(&"super") {
                 segs.remove(0);
-            }
-            Some(&"super") => {
-                base = me.to_vec();
-                while segs.first() == Some(&"super") {
-                    segs.remove(0);
-                    base.pop();
-                }
-            }
-            _ => continue,
-        }
-        let mut path = base.clone();
-        let mut best = base;
-        for s in segs {
-            path.push(s.to_owned());
-            if modules.contains(&path) {
-                best = path.clone();
+                out.pop();
             }
         }
-        if best != me {
-            out.insert(best);
+        Some("self") => {
+            segs.remove(0);
+            out = me.to_vec();
+        }
+        Some(c) if children.iter().any(|x| x == c) => out = me.to_vec(),
+        _ => return None,
+    }
+    out.extend(
+        segs.into_iter()
+            .filter(|s| *s != "self" && *s != "*")
+            .map(str::to_owned),
+    );
+    Some(out)
+}
+
+/// The names a file's code defines (items and methods alike: a path
+/// names an item, so a method's name does no harm).
+fn defined_names(code: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let toks: Vec<&str> = code
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '!'))
+        .filter(|t| !t.is_empty())
+        .collect();
+    for w in toks.windows(2) {
+        if matches!(
+            w[0],
+            "fn" | "struct"
+                | "enum"
+                | "const"
+                | "static"
+                | "type"
+                | "trait"
+                | "union"
+                | "macro_rules!"
+        ) {
+            out.insert(w[1].to_owned());
         }
     }
     out
+}
+
+impl Crate {
+    /// The crate of `files` under `src`, and each file's code without its
+    /// re-exports.
+    fn read(src: &Path, files: &[PathBuf]) -> (Crate, BTreeMap<Vec<String>, String>) {
+        let sources: Vec<(Vec<String>, String)> = files
+            .iter()
+            .map(|f| (module_of(src, f), fs::read_to_string(f).unwrap()))
+            .collect();
+        Crate::of(&sources)
+    }
+
+    /// The same from (module path, source text) pairs.
+    fn of(sources: &[(Vec<String>, String)]) -> (Crate, BTreeMap<Vec<String>, String>) {
+        let modules: BTreeSet<Vec<String>> = sources.iter().map(|(m, _)| m.clone()).collect();
+        let mut krate = Crate {
+            modules,
+            defines: BTreeMap::new(),
+            reexports: BTreeMap::new(),
+            globs: BTreeMap::new(),
+        };
+        let mut bodies = BTreeMap::new();
+        for (me, text) in sources {
+            let me = me.clone();
+            let code = code_of(text);
+            krate.defines.insert(me.clone(), defined_names(&code));
+            let (stmts, rest) = split_reexports(&flatten(&code));
+            for st in stmts {
+                for path in paths_in(&st, &me, &krate.modules) {
+                    let star = st.ends_with('*') && !st.contains('{');
+                    if star {
+                        krate.globs.entry(me.clone()).or_default().push(path);
+                    } else if let Some(last) = path.last() {
+                        // `a::B as C` re-exports B as C.
+                        let name = st
+                            .split(',')
+                            .filter_map(|it| it.split_once(" as "))
+                            .find(|(x, _)| x.ends_with(last.as_str()))
+                            .map_or(last.clone(), |(_, y)| y.trim_matches('}').to_owned());
+                        krate
+                            .reexports
+                            .entry(me.clone())
+                            .or_default()
+                            .insert(name, path);
+                    }
+                }
+            }
+            bodies.insert(me, rest);
+        }
+        (krate, bodies)
+    }
+
+    /// The file module that defines what absolute path `p` names.
+    fn owner(&self, p: &[String], depth: usize) -> Vec<String> {
+        let mut best: Vec<String> = Vec::new();
+        let mut used = 0;
+        for k in 1..=p.len() {
+            if self.modules.contains(&p[..k]) {
+                best = p[..k].to_vec();
+                used = k;
+            }
+        }
+        let Some(name) = p.get(used) else {
+            return best;
+        };
+        if depth > 8 || self.defines.get(&best).is_some_and(|d| d.contains(name)) {
+            return best;
+        }
+        if let Some(target) = self.reexports.get(&best).and_then(|r| r.get(name)) {
+            let mut t = target.clone();
+            t.extend(p[used + 1..].iter().cloned());
+            return self.owner(&t, depth + 1);
+        }
+        for g in self.globs.get(&best).into_iter().flatten() {
+            let has = self.defines.get(g).is_some_and(|d| d.contains(name))
+                || self.reexports.get(g).is_some_and(|r| r.contains_key(name));
+            if has {
+                let mut t = g.clone();
+                t.extend(p[used..].iter().cloned());
+                return self.owner(&t, depth + 1);
+            }
+        }
+        best
+    }
+}
+
+/// The files `code` (module `me`) imports: every path it names, resolved
+/// to the file that defines the item; re-exports (`pub use`) are not
+/// imports of the file that makes them.
+fn imports(krate: &Crate, flat: &str, me: &[String]) -> BTreeSet<Vec<String>> {
+    paths_in(flat, me, &krate.modules)
+        .iter()
+        .map(|p| krate.owner(p, 0))
+        .filter(|o| o != me)
+        .collect()
 }
 
 /// Strongly connected components with more than one node (Tarjan).
@@ -211,13 +389,11 @@ fn loops<N: Ord + Clone>(graph: &BTreeMap<N, BTreeSet<N>>) -> Vec<Vec<N>> {
 fn crate_loops(src: &Path) -> Vec<Vec<String>> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
-    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(src, f)).collect();
-    let mut graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
-    for f in &files {
-        let me = module_of(src, f);
-        let code = code_of(&fs::read_to_string(f).unwrap());
-        graph.insert(me.clone(), imports(&code, &me, &modules));
-    }
+    let (krate, bodies) = Crate::read(src, &files);
+    let graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = bodies
+        .iter()
+        .map(|(me, flat)| (me.clone(), imports(&krate, flat, me)))
+        .collect();
     loops(&graph)
         .into_iter()
         .map(|c| {
@@ -309,7 +485,6 @@ fn root() -> PathBuf {
 }
 
 #[test]
-#[ignore = "the core's restructure (issue \"Floors\") has not landed: the loops it names are still there; run with --ignored to list them"]
 fn no_file_imports_itself_through_others() {
     let mut found = Vec::new();
     for krate in ["core", "ffi", "api"] {
@@ -340,18 +515,25 @@ fn the_loop_finder_finds_loops() {
     .into_iter()
     .collect();
     assert_eq!(loops(&g), vec![vec![1, 2, 3]]);
-    let modules: BTreeSet<Vec<String>> = [
-        vec![],
-        vec!["a".to_owned()],
-        vec!["a".to_owned(), "b".to_owned()],
-    ]
-    .into_iter()
-    .collect();
-    let me = vec!["a".to_owned(), "b".to_owned()];
-    let got = imports(
-        "use super::{X, Y};\nlet z = crate::a::b::f();",
-        &me,
-        &modules,
-    );
-    assert_eq!(got, BTreeSet::from([vec!["a".to_owned()]]));
+    // Module `a` re-exports `b`'s B and `c`'s items; `d` names them
+    // through `a`, and `a` itself uses its child `c` by a relative path.
+    let m = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let sources = vec![
+        (m(&[]), "mod a;\nmod d;".to_owned()),
+        (
+            m(&["a"]),
+            "mod b;\nmod c;\npub use b::B;\npub use c::*;\nfn f() { c::g(); }".to_owned(),
+        ),
+        (m(&["a", "b"]), "pub struct B;".to_owned()),
+        (m(&["a", "c"]), "pub fn g() {}\npub fn h() {}".to_owned()),
+        (
+            m(&["d"]),
+            "use crate::a::{B, h};\nuse super::a::b::{self};".to_owned(),
+        ),
+    ];
+    let (krate, bodies) = Crate::of(&sources);
+    let of = |me: &[&str]| imports(&krate, &bodies[&m(me)], &m(me));
+    assert_eq!(of(&["d"]), BTreeSet::from([m(&["a", "b"]), m(&["a", "c"])]));
+    assert_eq!(of(&["a"]), BTreeSet::from([m(&["a", "c"])]));
+    assert_eq!(of(&["a", "b"]), BTreeSet::new());
 }

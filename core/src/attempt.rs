@@ -18,7 +18,7 @@
 //! whatever the number of peers, where zeroing a bitmap for 10,000 peers
 //! would cost more than the pick itself.
 
-use crate::table::generation::Pin;
+use crate::table::pin::Pin;
 
 const NONE: u32 = u32::MAX;
 const FLAG_BACKUP: u32 = 1;

@@ -26,7 +26,7 @@ pub const POINTS: &[&str] = &[
     "flight.release.ledgered",
     // A worker counts a try in its statistics rows (table/stats.rs).
     "stats.requests",
-    // A worker refreshes a least_conn tree path (selection/lc_tree.rs).
+    // A worker refreshes a least_conn tree path (table/tree.rs).
     "lc.stored",
     // A worker reconciles a dead one's ledger slot (ledger.rs).
     "reconcile.claimed",
@@ -86,7 +86,7 @@ mod armed {
     use core::sync::atomic::Ordering::Relaxed;
     use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize};
 
-    use super::POINTS;
+    use crate::crash::POINTS;
 
     /// Index in [`POINTS`] of the armed point, `usize::MAX` for none.
     static ARMED: AtomicUsize = AtomicUsize::new(usize::MAX);

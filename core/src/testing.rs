@@ -15,7 +15,7 @@ use crate::attempt::{self, Attempt};
 use crate::error::Error;
 use crate::selection::{Outcome, Pick, Report};
 use crate::spec::UpstreamSpec;
-use crate::table::generation::Pin;
+use crate::table::pin::Pin;
 use crate::table::{self, Table, Zone};
 
 /// A zeroed, 64-byte aligned memory region.

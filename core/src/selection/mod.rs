@@ -27,7 +27,6 @@ pub mod crc32;
 pub mod ewma;
 pub mod hash;
 pub mod ketama;
-pub mod lc_tree;
 pub mod least_conn;
 pub mod maglev;
 pub mod p2c;
@@ -81,12 +80,6 @@ pub struct Report {
     pub ejection: Option<Ejection>,
     /// The panic evaluation that followed the ejection.
     pub panic: PanicReport,
-}
-
-/// Upper bound on schedule steps a pick walks before scanning the group.
-#[inline]
-pub(crate) fn walk_limit(group_len: usize, sched_len: usize) -> usize {
-    sched_len.min(2 * group_len + 16)
 }
 
 impl<'a> Zone<'a> {

@@ -6,7 +6,7 @@
 //! sequence: sequential requests through any mix of workers follow nginx's
 //! order exactly. Positions whose peer is tried, down, full or failing are
 //! skipped (consumed), which leaves the remaining peers in the same smooth
-//! proportions. After [`super::walk_limit`] steps without success the group
+//! proportions. After [`super::schedule::walk_limit`] steps without success the group
 //! is scanned linearly, so a pick fails only when no peer is eligible.
 //!
 //! The cursor is `Relaxed`: it orders nothing but itself.
@@ -32,7 +32,7 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode
     if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {
         return Some(i);
     }
-    for _ in 1..super::walk_limit(t.group(g).len(), sched.len()) {
+    for _ in 1..super::schedule::walk_limit(t.group(g).len(), sched.len()) {
         pos = cursor.value.fetch_add(1, Relaxed);
         let i = sched[(pos % len) as usize] as usize;
         if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {

@@ -26,6 +26,12 @@ pub const MAX_PERIOD: u64 = 1 << 22;
 /// algorithm.
 pub const EXACT_WORK_LIMIT: u64 = 1 << 31;
 
+/// Upper bound on schedule steps a pick walks before scanning the group.
+#[inline]
+pub(crate) fn walk_limit(group_len: usize, sched_len: usize) -> usize {
+    sched_len.min(2 * group_len + 16)
+}
+
 fn gcd(mut a: u64, mut b: u64) -> u64 {
     while b != 0 {
         (a, b) = (b, a % b);

@@ -59,6 +59,7 @@ use core::sync::atomic::Ordering::{self, Acquire, Relaxed, Release, SeqCst};
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::crash::crash_point;
+use crate::table::Zone;
 
 /// Bits of the count in a shared word.
 const COUNT_MASK: u64 = 0xffff_ffff;
@@ -373,6 +374,16 @@ pub(crate) fn drain(word: &AtomicU64, entry: &AtomicU32, slot: u32) -> u32 {
     entry.store(Entry::make(0, Kind::Acquire, !p).0, Release);
     crash_point("reconcile.drain.cleared");
     n
+}
+
+impl<'a> Zone<'a> {
+    /// The hold of ledger slot `slot` (`None`: no slot, or past the end).
+    #[inline]
+    pub(crate) fn hold(&self, slot: Option<u32>) -> Option<Hold<'a>> {
+        let s = slot?;
+        let (_, row) = self.ledger_slot(s as usize)?;
+        Some(Hold::new(row, s))
+    }
 }
 
 #[cfg(test)]

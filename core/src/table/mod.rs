@@ -31,7 +31,7 @@
 //!         │                    slow start, outlier counters (see [`health`])
 //!         ├─ least_conn tree . only for `least_conn` above 32 peers: per
 //!         │                    group 2·cap node words (see
-//!         │                    [`crate::selection::lc_tree`])
+//!         │                    [`tree`])
 //!         └─ arena ........... generations, each: GenHeader, 2 cursors,
 //!                              PeerConf × members, member slots (unless
 //!                              dense), alias, ring, Maglev, chains, two
@@ -67,10 +67,14 @@ pub mod generation;
 pub mod health;
 pub mod ledger;
 pub mod membership;
+mod open;
+pub mod pin;
 pub mod stats;
+pub mod tree;
 
 pub use admin::{PeerView, Refusal, ServerChange, ServerState, LEASE_WAIT_MS, MAX_WEIGHT};
 pub use flight::Flight;
+pub use open::{zone_size, zone_size_with};
 
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
@@ -78,11 +82,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering::{Acquire, Relaxed};
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::error::Error;
 use crate::selection::alias::Column;
 use crate::selection::ketama::Point;
-use crate::selection::lc_tree::{self, Tree};
-use crate::spec::{identity_hash, HealthSpec, Policy, UpstreamSpec};
+use crate::spec::{identity_hash, HealthSpec, Policy};
 
 /// `b"HABZONE\0"` as a little-endian integer.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
@@ -115,6 +117,12 @@ pub const FREE: u32 = 0;
 pub const LIVE: u32 = 1;
 /// Slot status: left the membership; its requests in flight finish.
 pub const RETIRING: u32 = 2;
+
+/// Descriptor status: empty.
+pub const DESC_FREE: u32 = 0;
+/// Descriptor status: holds a generation (serving, or retired and maybe
+/// still referenced).
+pub const DESC_LIVE: u32 = 1;
 
 /// Worker slots of the in-flight ledger (see [`ledger`]).
 pub const LEDGER_SLOTS: usize = 32;
@@ -179,7 +187,7 @@ pub struct Root {
     /// Offset of the health section (see [`health`]).
     pub health_off: u64,
     /// Offset of the `least_conn` tree section, 0 when there is none
-    /// (another policy, or at most [`lc_tree::MIN_PEERS`] peers).
+    /// (another policy, or at most [`tree::MIN_PEERS`] peers).
     pub tree_off: u64,
     /// Number of configured peers (slots `0..configured` hold them at
     /// init).
@@ -236,7 +244,7 @@ pub struct Cursor {
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Slot {
-    /// [`generation::DESC_FREE`], [`generation::DESC_LIVE`]. FREE → LIVE by the
+    /// [`generation::DESC_FREE`], [`DESC_LIVE`]. FREE → LIVE by the
     /// lease holder when it builds into the slot; LIVE → FREE by the lease
     /// holder once the slot is not current and holds no reference.
     pub status: AtomicU32,
@@ -528,30 +536,6 @@ pub(crate) fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// Offsets and sizes of the zone's fixed sections for one configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ZonePlan {
-    /// Slots (capacity).
-    peers: usize,
-    /// Configured peers.
-    configured: usize,
-    /// Identity bytes per slot (0: packed names, static zone).
-    slot_names: usize,
-    primaries: usize,
-    cold_off: usize,
-    names_off: usize,
-    names_len: usize,
-    ledger_off: usize,
-    ledger_slot_bytes: usize,
-    stats_off: usize,
-    health_off: usize,
-    tree_off: usize,
-    tree_len: usize,
-    arena_off: usize,
-    arena_len: usize,
-    size: usize,
-}
-
 /// Smooth WRR schedule entries (total weight / common divisor of a
 /// group) that a weight change through the API may always reach, in
 /// upstreams whose policy walks a schedule (`round_robin`, `least_conn`,
@@ -562,160 +546,6 @@ struct ZonePlan {
 /// 200,000. Past it, a change is refused (507) unless the configuration's
 /// own generations leave the room.
 pub const SCHEDULE_ROOM: usize = crate::spec::DEFAULT_SCHEDULE_ROOM as usize;
-
-/// Bytes of arena for generations of `gen_size` bytes: the serving one,
-/// one being built, a retiring one, and headroom for weight changes that
-/// grow the tables (for a policy with a schedule, three schedules of
-/// `room` entries; the pages are touched only when used).
-fn arena_len(gen_size: usize, room: u32) -> usize {
-    let schedules = 3 * room as usize * size_of::<u32>();
-    round_up(3 * gen_size + gen_size.max(64 * 1024).max(schedules), ALIGN)
-}
-
-impl ZonePlan {
-    fn new(spec: &UpstreamSpec<'_>, capacity: usize) -> Result<ZonePlan, Error> {
-        let configured = spec.peers.len();
-        if capacity < configured || capacity > crate::spec::MAX_PEERS {
-            return Err(if capacity < configured {
-                Error::InvalidArgument
-            } else {
-                Error::TooLarge
-            });
-        }
-        let dynamic = capacity > configured;
-        let gen = generation::GenPlan::new(spec, capacity)?;
-        let peers = capacity;
-        let (slot_names, names_len) = if dynamic {
-            if spec.peers.iter().any(|p| !membership::fits_slot(p)) {
-                return Err(Error::TooLarge);
-            }
-            let per = SLOT_ID_MAX + SLOT_SERVER_MAX;
-            (per, per * capacity)
-        } else {
-            let n: usize = spec.peers.iter().map(|p| p.id.len() + p.server.len()).sum();
-            (0, n)
-        };
-        if names_len > u32::MAX as usize {
-            return Err(Error::TooLarge);
-        }
-        // A dynamic zone's arena must hold generations of up to `capacity`
-        // members whose weights are not known yet: sized for every slot
-        // at the heaviest configured weight (at least 1).
-        let gen_size = if dynamic {
-            let w = spec
-                .peers
-                .iter()
-                .map(|p| p.weight)
-                .max()
-                .unwrap_or(1)
-                .max(1);
-            let filler: Vec<crate::spec::PeerSpec<'_>> = (0..capacity)
-                .map(|_| crate::spec::PeerSpec::new(b"").weight(w))
-                .collect();
-            let full = UpstreamSpec {
-                policy: spec.policy,
-                peers: &filler,
-                health: spec.health,
-                schedule_room: 0,
-            };
-            match generation::GenPlan::new(&full, capacity) {
-                Ok(p) => p.size.max(gen.size),
-                // Too heavy to plan at full capacity: what the
-                // configuration needs, and changes beyond it are refused.
-                Err(_) => gen.size,
-            }
-        } else {
-            gen.size
-        };
-        let cold_off = STATE_OFF + peers * size_of::<PeerState>();
-        let names_off = cold_off + peers * size_of::<PeerCold>();
-        let ledger_off = round_up(names_off + names_len, ALIGN);
-        let ledger_slot_bytes = ALIGN + round_up((peers + GENS + 1) * 4, ALIGN);
-        let stats_off = ledger_off + LEDGER_SLOTS * ledger_slot_bytes;
-        let health_off = stats_off + stats::section_len(peers);
-        let tree_off = health_off + health::section_len(peers);
-        // Static zones only: the tree's groups are the contiguous slots of
-        // the configured primaries and backups, which a dynamic zone's
-        // membership does not keep (it scans, exactly, until the tree
-        // follows membership).
-        let tree_len = if spec.policy == Policy::LeastConn && peers > lc_tree::MIN_PEERS && !dynamic
-        {
-            let primaries = spec.primaries();
-            round_up(lc_tree::nodes_len(primaries) * 8, ALIGN)
-                + round_up(lc_tree::nodes_len(peers - primaries) * 8, ALIGN)
-        } else {
-            0
-        };
-        let arena_off = tree_off + tree_len;
-        let arena_len = arena_len(gen_size, spec.schedule_room());
-        Ok(ZonePlan {
-            peers,
-            configured,
-            slot_names,
-            primaries: spec.primaries(),
-            cold_off,
-            names_off,
-            names_len,
-            ledger_off,
-            ledger_slot_bytes,
-            stats_off,
-            health_off,
-            tree_off,
-            tree_len,
-            arena_off,
-            arena_len,
-            size: arena_off + arena_len,
-        })
-    }
-
-    fn root(&self, spec: &UpstreamSpec<'_>) -> Root {
-        Root {
-            magic: MAGIC,
-            version: LAYOUT_VERSION,
-            policy: spec.policy.code(),
-            params: spec.policy.params(),
-            size: self.size as u64,
-            digest: spec.digest(),
-            peers: self.peers as u32,
-            primaries: self.primaries as u32,
-            state_off: STATE_OFF as u64,
-            cold_off: self.cold_off as u64,
-            names_off: self.names_off as u64,
-            names_len: self.names_len as u64,
-            ledger_off: self.ledger_off as u64,
-            ledger_slots: LEDGER_SLOTS as u32,
-            ledger_slot_bytes: self.ledger_slot_bytes as u32,
-            arena_off: self.arena_off as u64,
-            arena_len: self.arena_len as u64,
-            stats_off: self.stats_off as u64,
-            stats_row_bytes: stats::round_up_rows(self.peers) as u64,
-            stats_rows_off: (self.stats_off + stats::rows_off(self.peers)) as u64,
-            health: spec.health,
-            health_off: self.health_off as u64,
-            tree_off: if self.tree_len == 0 {
-                0
-            } else {
-                self.tree_off as u64
-            },
-            configured: self.configured as u32,
-            slot_names: self.slot_names as u32,
-            schedule_room: spec.schedule_room(),
-            pad: 0,
-        }
-    }
-}
-
-/// Bytes a zone for `spec` needs.
-pub fn zone_size(spec: &UpstreamSpec<'_>) -> Result<usize, Error> {
-    zone_size_with(spec, spec.peers.len())
-}
-
-/// Bytes a zone for `spec` with `capacity` peer slots needs (`capacity`
-/// at least the configured peers; equal to them: a static zone, exactly
-/// as [`zone_size`]).
-pub fn zone_size_with(spec: &UpstreamSpec<'_>, capacity: usize) -> Result<usize, Error> {
-    Ok(ZonePlan::new(spec, capacity)?.size)
-}
 
 /// A view of one upstream's zone in shared memory.
 ///
@@ -737,239 +567,6 @@ unsafe impl Send for Zone<'_> {}
 unsafe impl core::marker::Sync for Zone<'_> {}
 
 impl<'a> Zone<'a> {
-    /// Builds a fresh zone for `spec` in the `len` bytes at `mem`: every
-    /// counter zero, generation 1 built from the configured weights and
-    /// published.
-    ///
-    /// # Safety
-    ///
-    /// `mem` must be valid for reads and writes of `len` bytes for `'a`,
-    /// and nobody else may access those bytes during this call.
-    pub unsafe fn init(
-        spec: &UpstreamSpec<'_>,
-        mem: *mut u8,
-        len: usize,
-    ) -> Result<Zone<'a>, Error> {
-        // SAFETY: forwarded contract.
-        unsafe { Zone::init_with(spec, spec.peers.len(), mem, len) }
-    }
-
-    /// [`Zone::init`] with `capacity` peer slots: slots
-    /// `0..spec.peers.len()` hold the configured peers (LIVE), the others
-    /// are FREE for [`Zone::apply_membership`]. `capacity` equal to the
-    /// configured peers builds exactly the static zone [`Zone::init`]
-    /// builds.
-    ///
-    /// # Safety
-    ///
-    /// As [`Zone::init`].
-    pub unsafe fn init_with(
-        spec: &UpstreamSpec<'_>,
-        capacity: usize,
-        mem: *mut u8,
-        len: usize,
-    ) -> Result<Zone<'a>, Error> {
-        let plan = ZonePlan::new(spec, capacity)?;
-        if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
-            return Err(Error::NoSpace);
-        }
-        // SAFETY: `mem` is 64-byte aligned and valid for `plan.size` bytes,
-        // exclusively ours (function contract). Every record below lies
-        // inside the plan's sections at an offset aligned for its type
-        // (64-byte records first, then the names, then the 64-byte aligned
-        // ledger). Zeroed atomics are valid atomics. The arena is left as
-        // it is: a generation's builder writes all of its own bytes; so are
-        // the statistics rows of the worker slots, which each slot's first
-        // owner zeroes (`Zone::mark_rows_used`).
-        unsafe {
-            core::ptr::write_bytes(mem, 0, plan.stats_off + stats::zeroed_len(plan.peers));
-            core::ptr::write_bytes(mem.add(plan.health_off), 0, health::section_len(plan.peers));
-            core::ptr::write_bytes(mem.add(plan.tree_off), 0, plan.tree_len);
-            mem.cast::<Root>().write(plan.root(spec));
-            let state = mem.add(STATE_OFF).cast::<PeerState>();
-            let cold = mem.add(plan.cold_off).cast::<PeerCold>();
-            let names = mem.add(plan.names_off);
-            let mut at = 0usize;
-            let per = plan.slot_names;
-            for (i, p) in spec.peers.iter().enumerate() {
-                if per != 0 {
-                    at = i * per;
-                }
-                state.add(i).write(PeerState {
-                    in_flight: Flight::new(0),
-                    fails: AtomicU32::new(0),
-                    checked_ms: AtomicU64::new(0),
-                    accessed_ms: AtomicU64::new(0),
-                    ewma_bits: AtomicU64::new(0),
-                    ewma_stamp_ms: AtomicU64::new(0),
-                    weight: AtomicU32::new(p.weight),
-                    max_conns: AtomicU32::new(p.max_conns),
-                    max_fails: AtomicU32::new(p.max_fails),
-                    flags: AtomicU32::new(
-                        if p.backup { PeerState::BACKUP } else { 0 }
-                            | if p.down { PeerState::DOWN } else { 0 }
-                            | if spec.health.flags & HealthSpec::MANDATORY != 0 {
-                                PeerState::CHECKING
-                            } else {
-                                0
-                            },
-                    ),
-                    fail_timeout_ms: AtomicU32::new(p.fail_timeout_ms as u32),
-                });
-                // Static: packed, the server right after the identity.
-                // Dynamic: each slot's fixed area, the server at
-                // SLOT_ID_MAX into it.
-                let server_at = if per != 0 {
-                    at + SLOT_ID_MAX
-                } else {
-                    at + p.id.len()
-                };
-                core::ptr::copy_nonoverlapping(p.id.as_ptr(), names.add(at), p.id.len());
-                core::ptr::copy_nonoverlapping(
-                    p.server.as_ptr(),
-                    names.add(server_at),
-                    p.server.len(),
-                );
-                cold.add(i).write(PeerCold {
-                    id_hash: AtomicU64::new(identity_hash(p.id)),
-                    id_off: at as u32,
-                    id_len: AtomicU32::new(p.id.len() as u32),
-                    server_off: server_at as u32,
-                    server_len: AtomicU32::new(p.server.len() as u32),
-                    conf_weight: AtomicU32::new(p.weight),
-                    weight_override: AtomicU32::new(0),
-                    // A server with no configuration position (a
-                    // resolved one): after the configured ones, as
-                    // `membership::fill_slot` numbers them.
-                    position: AtomicU32::new(p.position.unwrap_or(if per != 0 {
-                        (plan.configured + i).min(u32::MAX as usize) as u32
-                    } else {
-                        i as u32
-                    })),
-                    status: AtomicU32::new(membership::LIVE),
-                    epoch: AtomicU32::new(0),
-                    pad: 0,
-                    reserved: [0; 2],
-                });
-                at += p.id.len() + p.server.len();
-            }
-            // FREE slots of a dynamic zone: out of every pick, no identity.
-            for i in spec.peers.len()..plan.peers {
-                state.add(i).write(PeerState {
-                    in_flight: Flight::new(0),
-                    fails: AtomicU32::new(0),
-                    checked_ms: AtomicU64::new(0),
-                    accessed_ms: AtomicU64::new(0),
-                    ewma_bits: AtomicU64::new(0),
-                    ewma_stamp_ms: AtomicU64::new(0),
-                    weight: AtomicU32::new(0),
-                    max_conns: AtomicU32::new(0),
-                    max_fails: AtomicU32::new(0),
-                    flags: AtomicU32::new(PeerState::RETIRED),
-                    fail_timeout_ms: AtomicU32::new(0),
-                });
-                cold.add(i).write(PeerCold {
-                    id_hash: AtomicU64::new(0),
-                    id_off: (i * per) as u32,
-                    id_len: AtomicU32::new(0),
-                    server_off: (i * per + SLOT_ID_MAX) as u32,
-                    server_len: AtomicU32::new(0),
-                    conf_weight: AtomicU32::new(0),
-                    weight_override: AtomicU32::new(0),
-                    position: AtomicU32::new(0),
-                    status: AtomicU32::new(membership::FREE),
-                    epoch: AtomicU32::new(0),
-                    pad: 0,
-                    reserved: [0; 2],
-                });
-            }
-        }
-        // SAFETY: the root and every fixed section were just written.
-        let zone = unsafe { Zone::from_ptr(mem) };
-        // The servers given `configured + slot` above hold the ids below
-        // `configured + peers`: new servers' ids start after them.
-        zone.sync().ids.store(
-            spec.peers.len() as u64,
-            core::sync::atomic::Ordering::Relaxed,
-        );
-        zone.publish(generation::INIT_OWNER, |_| true)?;
-        Ok(zone)
-    }
-
-    /// Adopts the zone already in the `len` bytes at `mem` if it was built
-    /// for a configuration equal to `spec` (same digest, version, size) and
-    /// serves a generation.
-    ///
-    /// # Safety
-    ///
-    /// `mem` must be valid for reads and writes of `len` bytes for `'a`
-    /// (other processes may use it concurrently, through atomics).
-    pub unsafe fn attach(
-        spec: &UpstreamSpec<'_>,
-        mem: *mut u8,
-        len: usize,
-    ) -> Result<Zone<'a>, Error> {
-        // SAFETY: forwarded contract.
-        unsafe { Zone::attach_with(spec, spec.peers.len(), mem, len) }
-    }
-
-    /// [`Zone::attach`] for a zone built by [`Zone::init_with`] with
-    /// `capacity` slots.
-    ///
-    /// # Safety
-    ///
-    /// As [`Zone::attach`].
-    pub unsafe fn attach_with(
-        spec: &UpstreamSpec<'_>,
-        capacity: usize,
-        mem: *mut u8,
-        len: usize,
-    ) -> Result<Zone<'a>, Error> {
-        let plan = ZonePlan::new(spec, capacity)?;
-        if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
-            return Err(Error::NoSpace);
-        }
-        // SAFETY: aligned and long enough for a Root, which is plain data
-        // written before the zone was first shared.
-        let r = unsafe { &*mem.cast::<Root>() };
-        let want = plan.root(spec);
-        let matches = r.magic == want.magic
-            && r.version == want.version
-            && r.policy == want.policy
-            && r.params == want.params
-            && r.size == want.size
-            && r.digest == want.digest
-            && r.peers == want.peers
-            && r.primaries == want.primaries
-            && r.state_off == want.state_off
-            && r.cold_off == want.cold_off
-            && r.names_off == want.names_off
-            && r.names_len == want.names_len
-            && r.ledger_off == want.ledger_off
-            && r.ledger_slots == want.ledger_slots
-            && r.ledger_slot_bytes == want.ledger_slot_bytes
-            && r.arena_off == want.arena_off
-            && r.arena_len == want.arena_len
-            && r.stats_off == want.stats_off
-            && r.stats_row_bytes == want.stats_row_bytes
-            && r.stats_rows_off == want.stats_rows_off
-            && r.health == want.health
-            && r.health_off == want.health_off
-            && r.tree_off == want.tree_off
-            && r.configured == want.configured
-            && r.slot_names == want.slot_names;
-        if !matches {
-            return Err(Error::BadLayout);
-        }
-        // SAFETY: the root matches the plan for this spec exactly, so every
-        // section lies where the accessors look for it.
-        let zone = unsafe { Zone::from_ptr(mem) };
-        if zone.current_slot().is_none() || !zone.generations_in_bounds() {
-            return Err(Error::BadLayout);
-        }
-        Ok(zone)
-    }
-
     /// A view of the zone at `base`.
     ///
     /// # Safety
@@ -1130,82 +727,10 @@ impl<'a> Zone<'a> {
     /// The layout must place `len` initialised `T`s at `off`, aligned for
     /// `T`, not written during `'a` except through atomics.
     #[inline]
-    unsafe fn section<T>(&self, off: u64, len: usize) -> &'a [T] {
+    pub(crate) unsafe fn section<T>(&self, off: u64, len: usize) -> &'a [T] {
         // SAFETY: forwarded contract; the region outlives 'a.
         unsafe {
             core::slice::from_raw_parts(self.base.as_ptr().add(off as usize).cast::<T>(), len)
-        }
-    }
-
-    /// The `least_conn` tree of group `g` ([`PRIMARY`] or [`BACKUP`]);
-    /// `None` for other policies, small zones or an empty group.
-    #[inline]
-    pub fn lc_tree(&self, g: usize) -> Option<Tree<'a>> {
-        let r = self.root();
-        if r.tree_off == 0 {
-            return None;
-        }
-        let (peers, primaries) = (r.peers as usize, r.primaries as usize);
-        let (start, len) = if g == PRIMARY {
-            (0, primaries)
-        } else {
-            (primaries, peers - primaries)
-        };
-        if len == 0 {
-            return None;
-        }
-        let mut off = r.tree_off as usize;
-        if g != PRIMARY {
-            off += round_up(lc_tree::nodes_len(primaries) * 8, ALIGN);
-        }
-        // SAFETY: a tree section (tree_off set) holds each group's nodes at
-        // 64-byte aligned offsets (layout contract); zero-initialised
-        // atomics, written only through atomics.
-        let nodes = unsafe { self.section(off as u64, lc_tree::nodes_len(len)) };
-        Some(Tree { nodes, start, len })
-    }
-
-    /// [`Zone::lc_refresh`] after a `SeqCst` change of peer `i`'s count.
-    #[inline]
-    pub(crate) fn lc_refresh_counted(&self, i: usize) {
-        if self.root().tree_off == 0 {
-            return;
-        }
-        let g = if i < self.primaries() {
-            PRIMARY
-        } else {
-            BACKUP
-        };
-        if let Some(t) = self.lc_tree(g) {
-            t.refresh_counted(self.states(), i);
-        }
-    }
-
-    /// Recomputes the `least_conn` trees from every peer's state (after a
-    /// publish of new weights, a carry). No-op without a tree.
-    pub(crate) fn lc_rebuild(&self) {
-        for g in [PRIMARY, BACKUP] {
-            if let Some(t) = self.lc_tree(g) {
-                t.rebuild(self.states());
-            }
-        }
-    }
-
-    /// Refreshes peer `i` in its `least_conn` tree after a change of its
-    /// count, flags or weight (no-op without a tree). Every writer of
-    /// those inputs calls it after the write.
-    #[inline]
-    pub(crate) fn lc_refresh(&self, i: usize) {
-        if self.root().tree_off == 0 {
-            return;
-        }
-        let g = if i < self.primaries() {
-            PRIMARY
-        } else {
-            BACKUP
-        };
-        if let Some(t) = self.lc_tree(g) {
-            t.refresh(self.states(), i);
         }
     }
 
@@ -1242,14 +767,6 @@ impl<'a> Zone<'a> {
         self.peers() + GENS
     }
 
-    /// The hold of ledger slot `slot` (`None`: no slot, or past the end).
-    #[inline]
-    pub(crate) fn hold(&self, slot: Option<u32>) -> Option<flight::Hold<'a>> {
-        let s = slot?;
-        let (_, row) = self.ledger_slot(s as usize)?;
-        Some(flight::Hold::new(row, s))
-    }
-
     /// The generation serving new requests, unpinned: for the lease
     /// holder (under the lease the serving generation is not replaced, and
     /// a generation's bytes are rewritten only after it was replaced and
@@ -1271,54 +788,6 @@ impl<'a> Zone<'a> {
     /// publishes meanwhile (a test driving the zone alone).
     pub unsafe fn current(&self) -> Table<'a> {
         self.serving()
-    }
-
-    /// Whether every LIVE descriptor (and the serving one) lies inside the
-    /// arena, aligned, and every section its generation's header names
-    /// lies inside the generation: what [`Zone::attach`] checks before it
-    /// trusts a zone another cycle left.
-    fn generations_in_bounds(&self) -> bool {
-        let r = self.root();
-        let (arena, end) = (r.arena_off, r.arena_off + r.arena_len);
-        let current = self.current_slot();
-        (0..GENS).all(|d| {
-            let slot = self.slot(d);
-            let live = slot.status.load(Acquire) == generation::DESC_LIVE;
-            if !live {
-                return Some(d) != current;
-            }
-            let (off, len) = (slot.off.load(Relaxed), slot.len.load(Relaxed));
-            if off < arena
-                || off % ALIGN as u64 != 0
-                || len < size_of::<GenHeader>() as u64
-                || off.checked_add(len).is_none_or(|e| e > end)
-            {
-                return false;
-            }
-            // SAFETY: a GenHeader's bytes lie inside the arena (checked).
-            let h = unsafe { &*self.base.as_ptr().add(off as usize).cast::<GenHeader>() };
-            let fits = |at: u64, n: u64, each: usize| {
-                n.checked_mul(each as u64)
-                    .and_then(|b| b.checked_add(at))
-                    .is_some_and(|e| e <= len)
-            };
-            let peers = u64::from(h.peers);
-            h.magic == GEN_MAGIC
-                && h.size == len
-                && peers <= r.peers as u64
-                && h.primaries <= h.peers
-                && fits(h.conf_off, peers, size_of::<PeerConf>())
-                && fits(h.alias_off, u64::from(h.alias_len), size_of::<Column>())
-                && fits(
-                    h.ring_off,
-                    u64::from(h.ring_len) + u64::from(h.shadow_len),
-                    size_of::<Point>(),
-                )
-                && fits(h.maglev_off, u64::from(h.maglev_len), 4)
-                && fits(h.chain_off, u64::from(h.chain_len), 4)
-                && (0..2).all(|g| fits(h.sched_off[g], u64::from(h.sched_len[g]), 4))
-                && (h.members_off == 0 || fits(h.members_off, peers, 4))
-        })
     }
 
     /// The generation in descriptor `d`.
@@ -1527,7 +996,7 @@ impl<'a> Table<'a> {
     /// caller passes a section's offset and length from the header, which
     /// the builder wrote), aligned for `T`.
     #[inline]
-    unsafe fn section<T>(&self, off: u64, len: usize) -> &'a [T] {
+    pub(crate) unsafe fn section<T>(&self, off: u64, len: usize) -> &'a [T] {
         // SAFETY: forwarded contract; the region outlives 'a and these
         // sections are not written after publication.
         unsafe { core::slice::from_raw_parts(self.gen.as_ptr().add(off as usize).cast::<T>(), len) }
@@ -1620,7 +1089,8 @@ impl<'a> Table<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{HashMode, PeerSpec};
+    use crate::error::Error;
+    use crate::spec::{HashMode, PeerSpec, UpstreamSpec};
     use crate::testing::{OwnedTable, Region};
 
     #[test]
