@@ -211,36 +211,30 @@ impl StateFile {
             .filter(|&i| zone.slot_status(i) == Some(LIVE))
             .map(|i| (zone.identity(i), i))
             .collect();
-        let mut weighted = Vec::new();
+        let mut weights = Vec::new();
         for e in entries {
             let Some(&i) = index.get(e.identity.as_bytes()) else {
                 out.unmatched += 1;
                 continue;
             };
-            let before = zone.view(i, 0).and_then(|v| v.weight_override);
-            if zone.set_admin(i, Some(e.down), Some(e.drain), 0).is_ok()
-                && zone.set_weight(i, e.weight).is_ok()
-            {
-                if e.weight != before {
-                    weighted.push((i, before));
-                }
+            if zone.set_admin(i, Some(e.down), Some(e.drain), 0).is_ok() {
+                weights.push((i, e.weight));
                 if let Some(h) = e.health {
                     zone.restore_health(i, h == Health::Up);
                 }
                 out.restored += 1;
             }
         }
-        if zone.weights_pending() {
-            if let Err(e) = zone.publish(INIT_OWNER, |_| true) {
-                for &(i, before) in &weighted {
-                    let _ = zone.set_weight(i, before);
-                }
-                out.refused = Some(format!(
-                    "the weights of {} servers were not restored: {e}; \
-                     the configured weights serve",
-                    weighted.len()
-                ));
-            }
+        // At configuration time: nothing else builds.
+        if let Err(e) = zone.restore_weights(&weights, INIT_OWNER, |_| true) {
+            let changed = weights
+                .iter()
+                .filter(|&&(i, w)| zone.view(i, 0).is_some_and(|v| v.weight_override != w))
+                .count();
+            out.refused = Some(format!(
+                "the weights of {changed} servers were not restored: {e}; \
+                 the configured weights serve",
+            ));
         }
         out
     }

@@ -10,9 +10,7 @@ use crate::conf::{hab_upstream_conf, with_spec};
 use crate::{
     alive_fn, finish, guard, guard_or, hab_alive_fn, hab_result, hab_zone, zone_of, HAB_NO_SLOT,
 };
-use crate::{
-    HAB_BAD_LAYOUT, HAB_BUSY, HAB_INVALID_ARGUMENT, HAB_NO_SPACE, HAB_NULL_PARAMETER, HAB_OK,
-};
+use crate::{HAB_BAD_LAYOUT, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
 
 /// Runs `open` (`Zone::init` or `Zone::attach` on the region at `mem`) on
 /// the spec read from `conf`, writing the handle on success.
@@ -342,7 +340,7 @@ pub unsafe extern "C" fn hab_zone_resolve(
             Ok(l) => l,
             Err(rc) => return rc,
         };
-        if owner == 0 || policy != z.policy() {
+        if owner == 0 {
             return HAB_INVALID_ARGUMENT;
         }
         // Health and sizes are the zone's: the list's are ignored.
@@ -352,45 +350,25 @@ pub unsafe extern "C" fn hab_zone_resolve(
             health: Default::default(),
             schedule_room: z.schedule_room() as u32,
         };
-        let want = [list_id, config];
         let ledger = (slot != HAB_NO_SLOT).then_some(slot);
-        let serving = match z.source(ledger) {
-            Ok(s) => s,
+        // SAFETY: the caller vouches for `alive` with `data`.
+        let alive = unsafe { alive_fn(alive, data) };
+        let r = match z.resolve(&spec, [list_id, config], ledger, owner, alive, now_ms) {
+            Ok(r) => r,
             Err(e) => return e.into(),
         };
         let mut report = hab_resolve_report::default();
-        // The common case first, without the lease: every worker sees the
-        // change, one builds it.
-        let refused = if serving == want {
-            HAB_OK
-        } else if serving[0] > list_id {
-            HAB_BUSY
-        } else {
-            // SAFETY: the caller vouches for `alive` with `data`.
-            let alive = unsafe { alive_fn(alive, data) };
-            match z.apply_list(&spec, want, owner, alive, now_ms) {
-                Ok(Some(a)) => {
-                    report.built = 1;
-                    report.kept = a.kept;
-                    report.revived = a.revived;
-                    report.added = a.added;
-                    report.retired = a.retired;
-                    report.reused = a.reused;
-                    report.deferred = a.deferred;
-                    HAB_OK
-                }
-                Ok(None) => HAB_OK,
-                Err(Error::InvalidArgument) => return HAB_INVALID_ARGUMENT,
-                // Older generations hold the room: no room for now.
-                Err(Error::Pinned) => HAB_NO_SPACE,
-                Err(e) => e.into(),
-            }
-        };
-        report.refused = refused as u32;
-        let found = match z.slots_of(ledger, peers.iter().map(|p| p.id)) {
-            Ok(f) => f,
-            Err(e) => return e.into(),
-        };
+        if let Some(a) = r.applied {
+            report.built = 1;
+            report.kept = a.kept;
+            report.revived = a.revived;
+            report.added = a.added;
+            report.retired = a.retired;
+            report.reused = a.reused;
+            report.deferred = a.deferred;
+        }
+        report.refused = r.refused.map_or(HAB_OK, hab_result::from) as u32;
+        let found = r.lookup;
         report.generation = found.seq;
         report.source = found.source.into();
         if npeers != 0 {
@@ -459,7 +437,7 @@ pub unsafe extern "C" fn hab_zone_slot(
 mod tests {
     use super::*;
     use crate::conf::{hab_peer_conf, HAB_POLICY_LEAST_CONN, HAB_POLICY_ROUND_ROBIN};
-    use crate::{hab_zone_init, hab_zone_size, HAB_TOO_LARGE};
+    use crate::{hab_zone_init, hab_zone_size, HAB_NO_SPACE, HAB_TOO_LARGE};
     use hab_core::testing::Region;
 
     unsafe extern "C" fn alive(_: u64, _: *mut c_void) -> core::ffi::c_int {

@@ -279,6 +279,56 @@ impl<'a> Zone<'a> {
             .map_err(|_| Refusal::Gone)
     }
 
+    /// Puts the weight overrides `weights` (server, override; `None`
+    /// clears it) in force together, as the state file's restore does:
+    /// under the builder lease, stores each, publishes one generation if a
+    /// weight in force changes, and if that publication is refused puts
+    /// every override back as it was: all or none, and no other
+    /// publication sees the refused ones. `owner`, `alive` as for
+    /// [`Zone::publish`]. The number of overrides that changed.
+    ///
+    /// [`Error::InvalidArgument`] (a server past the end, a weight out of
+    /// `1..=MAX_WEIGHT`) before anything is stored; a refused publication's
+    /// error ([`Error::TooLarge`], [`Error::NoSpace`], ...) after the undo.
+    pub fn restore_weights(
+        &self,
+        weights: &[(usize, Option<u32>)],
+        owner: u64,
+        alive: impl Fn(u64) -> bool,
+    ) -> Result<usize, Error> {
+        let colds = self.colds();
+        let valid = |&(i, w): &(usize, Option<u32>)| {
+            i < colds.len() && w.is_none_or(|w| (1..=MAX_WEIGHT).contains(&w))
+        };
+        if !weights.iter().all(valid) {
+            return Err(Error::InvalidArgument);
+        }
+        let _lease = self.lease_waiting(owner, &alive)?;
+        let before: Vec<u32> = weights
+            .iter()
+            .map(|&(i, w)| colds[i].weight_override.swap(w.unwrap_or(0), Relaxed))
+            .collect();
+        let changed = weights
+            .iter()
+            .zip(&before)
+            .filter(|((_, w), &b)| w.unwrap_or(0) != b)
+            .count();
+        if self.weights_pending() {
+            let source = self
+                .current_slot()
+                .map_or([0; 2], |d| self.table(d).header().source);
+            if let Err(e) = self.effective(|spec, slots| self.publish_locked(spec, slots, source)) {
+                // Back to what serves, in reverse (a server named twice
+                // gets its first value back), under the same lease.
+                for (&(i, _), &b) in weights.iter().zip(&before).rev() {
+                    colds[i].weight_override.store(b, Relaxed);
+                }
+                return Err(e);
+            }
+        }
+        Ok(changed)
+    }
+
     /// The builder lease, waited for up to [`LEASE_WAIT_MS`] while a live
     /// builder holds it.
     fn lease_waiting(
@@ -415,6 +465,77 @@ mod tests {
     use crate::selection::Outcome;
     use crate::spec::{PeerSpec, Policy, UpstreamSpec};
     use crate::testing::{OwnedAttempt, OwnedTable};
+
+    fn four(policy: Policy) -> (Vec<Vec<u8>>, OwnedTable) {
+        let ids: Vec<Vec<u8>> = (0..4).map(|k| format!("s{k}").into_bytes()).collect();
+        let peers: Vec<PeerSpec<'_>> = ids.iter().map(|id| PeerSpec::new(id)).collect();
+        let t = OwnedTable::new(&UpstreamSpec {
+            health: Default::default(),
+            policy,
+            peers: &peers,
+            schedule_room: 0,
+        })
+        .unwrap();
+        (ids, t)
+    }
+
+    #[test]
+    fn restored_weights_are_put_in_force_all_or_none() {
+        let (_ids, t) = four(Policy::RoundRobin);
+        let z = t.zone();
+        let before = z.generation();
+        assert_eq!(
+            z.restore_weights(&[(0, Some(3)), (1, None), (2, Some(2))], 7, |_| true),
+            Ok(2)
+        );
+        assert_eq!(z.generation(), before + 1, "one publication for all");
+        let w: Vec<u32> = (0..4).map(|i| z.view(i, 0).unwrap().weight).collect();
+        assert_eq!(w, [3, 1, 2, 1]);
+        // One weight whose schedule does not fit: none of the three is kept
+        // (the 3 and 2 above serve on), nothing is left pending.
+        let gen = z.generation();
+        let r = z.restore_weights(
+            &[(0, Some(5)), (1, Some(1_000_000)), (3, Some(4))],
+            7,
+            |_| true,
+        );
+        assert_eq!(r, Err(Error::NoSpace), "the arena has no room for it");
+        assert_eq!(z.generation(), gen);
+        let v: Vec<(u32, Option<u32>)> = (0..4)
+            .map(|i| z.view(i, 0).map(|v| (v.weight, v.weight_override)).unwrap())
+            .collect();
+        assert_eq!(v, [(3, Some(3)), (1, None), (2, Some(2)), (1, None)]);
+        assert!(!z.weights_pending());
+        // A bad argument stores nothing.
+        for bad in [(9, Some(1)), (0, Some(0)), (0, Some(MAX_WEIGHT + 1))] {
+            assert_eq!(
+                z.restore_weights(&[(1, Some(2)), bad], 7, |_| true),
+                Err(Error::InvalidArgument)
+            );
+            assert_eq!(z.view(1, 0).unwrap().weight_override, None);
+        }
+        // Nothing changed: no publication.
+        assert_eq!(z.restore_weights(&[(0, Some(3))], 7, |_| true), Ok(0));
+        assert_eq!(z.generation(), gen);
+    }
+
+    #[test]
+    fn a_restore_waits_for_a_live_builder_and_then_gives_up() {
+        let (_ids, t) = four(Policy::RoundRobin);
+        let z = t.zone();
+        let held = z.lease_guard(42, &|_| true).unwrap();
+        assert_eq!(
+            z.restore_weights(&[(0, Some(3))], 7, |_| true),
+            Err(Error::Busy)
+        );
+        assert_eq!(
+            z.view(0, 0).unwrap().weight_override,
+            None,
+            "nothing stored"
+        );
+        drop(held);
+        assert_eq!(z.restore_weights(&[(0, Some(3))], 7, |_| true), Ok(1));
+    }
 
     #[test]
     fn drain_and_down_stop_new_picks_in_flight_finish() {

@@ -96,6 +96,36 @@ pub struct Lookup {
     pub slots: Vec<Option<u32>>,
 }
 
+/// What [`Zone::resolve`] did with a list and found after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The generation built from the list, when this call built one.
+    pub applied: Option<Applied>,
+    /// Why the list is not in force, when it is not: [`Error::Busy`]
+    /// (another builder, or a newer configuration's list serves),
+    /// [`Error::NoSpace`] (more peers than free slots, or no room in the
+    /// arena now, older generations still pinned), [`Error::TooLarge`].
+    /// The serving generation stays.
+    pub refused: Option<Error>,
+    /// The list's peers' slots in the generation serving after the call.
+    pub lookup: Lookup,
+}
+
+/// The ordering rule of lists from ordered sources (list ids grow with
+/// the configurations): `Some(Ok)` when the generation serving came from
+/// `source` already, `Some(Err(Busy))` when it came from a larger list id
+/// (an older configuration's workers never publish), `None` when `source`
+/// is to be applied.
+fn list_order(serving: [u64; 2], source: [u64; 2]) -> Option<Result<(), Error>> {
+    if serving == source {
+        Some(Ok(()))
+    } else if serving[0] > source[0] {
+        Some(Err(Error::Busy))
+    } else {
+        None
+    }
+}
+
 /// A slot as a reader outside the builder lease saw it before reading its
 /// identity ([`Zone::listed`], [`Zone::slot_unchanged`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +314,49 @@ impl<'a> Zone<'a> {
         self.apply_inner(list, source, owner, &alive, now, true)
     }
 
+    /// The resolve of a list from an ordered source, as a worker runs it at
+    /// each change of its resolved servers: puts `list` in force unless
+    /// the serving generation came from `source` already or from a newer
+    /// list (the rule of [`Zone::apply_list`], checked first without the
+    /// lease: every worker sees each change, one builds it), then looks
+    /// the list's peers up in the generation serving (under a pin of
+    /// ledger slot `ledger`'s row, as [`Zone::slots_of`]).
+    ///
+    /// A list the zone cannot take as it is ([`Error::InvalidArgument`]:
+    /// another policy, a list [`UpstreamSpec::validate`] refuses) is an
+    /// error; a list that does not fit now is [`Resolved::refused`], and
+    /// the lookup says which of its peers serve.
+    pub fn resolve(
+        &self,
+        list: &UpstreamSpec<'_>,
+        source: [u64; 2],
+        ledger: Option<u32>,
+        owner: u64,
+        alive: impl Fn(u64) -> bool,
+        now: u64,
+    ) -> Result<Resolved, Error> {
+        if list.policy != self.policy() {
+            return Err(Error::InvalidArgument);
+        }
+        let (applied, refused) = match list_order(self.source(ledger)?, source) {
+            Some(done) => (None, done.err()),
+            None => match self.apply_list(list, source, owner, alive, now) {
+                Ok(applied) => (applied, None),
+                Err(Error::InvalidArgument) => return Err(Error::InvalidArgument),
+                // Older generations hold the arena's room: none for now
+                // (the next change tries again).
+                Err(Error::Pinned) => (None, Some(Error::NoSpace)),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        let lookup = self.slots_of(ledger, list.peers.iter().map(|p| p.id))?;
+        Ok(Resolved {
+            applied,
+            refused,
+            lookup,
+        })
+    }
+
     fn apply_inner(
         &self,
         list: &UpstreamSpec<'_>,
@@ -303,12 +376,8 @@ impl<'a> Zone<'a> {
         let _lease = self.lease_guard(owner, alive)?;
         if ordered {
             // Under the lease the serving generation cannot change.
-            let serving = self.serving().header().source;
-            if serving == source {
-                return Ok(None);
-            }
-            if serving[0] > source[0] {
-                return Err(Error::Busy);
+            if let Some(done) = list_order(self.serving().header().source, source) {
+                return done.map(|()| None);
             }
         }
         self.reclaim();
@@ -767,6 +836,54 @@ mod tests {
     fn slot_of(t: &OwnedTable, id: &[u8]) -> Option<usize> {
         let z = t.zone();
         (0..z.peers()).find(|&i| z.slot_status(i) != Some(FREE) && z.identity(i) == id)
+    }
+
+    #[test]
+    fn resolve_applies_ordered_lists_once_and_looks_their_peers_up() {
+        let ids = ids(6);
+        let t = zone_of(Policy::RoundRobin, &ids, &[0, 1], 4);
+        let z = t.zone();
+        let resolve = |which: &[usize], source: [u64; 2]| {
+            let peers = list(&ids, which);
+            z.resolve(
+                &spec(Policy::RoundRobin, &peers),
+                source,
+                None,
+                9,
+                |_| true,
+                1_000,
+            )
+        };
+        // A new list: built, its peers found.
+        let r = resolve(&[1, 2], [3, 1]).unwrap();
+        assert_eq!((r.applied.map(|a| a.added), r.refused), (Some(1), None));
+        assert_eq!(r.lookup.source, [3, 1]);
+        assert!(r.lookup.slots.iter().all(Option::is_some));
+        // The same list again (another worker): nothing built.
+        let r = resolve(&[1, 2], [3, 1]).unwrap();
+        assert_eq!((r.applied, r.refused), (None, None));
+        // An older configuration's list: refused as busy, the newer serves.
+        let r = resolve(&[0], [2, 9]).unwrap();
+        assert_eq!((r.applied, r.refused), (None, Some(Error::Busy)));
+        assert_eq!(r.lookup.source, [3, 1]);
+        assert_eq!(r.lookup.slots, [None], "peer 0 no longer serves");
+        // More peers than slots: refused, the serving ones still found.
+        let r = resolve(&[1, 2, 3, 4, 5], [4, 1]).unwrap();
+        assert_eq!((r.applied, r.refused), (None, Some(Error::NoSpace)));
+        assert_eq!(r.lookup.slots.iter().filter(|s| s.is_some()).count(), 2);
+        // Another policy's list is an error, not a refusal.
+        let peers = list(&ids, &[1]);
+        assert_eq!(
+            z.resolve(
+                &spec(Policy::LeastConn, &peers),
+                [5, 1],
+                None,
+                9,
+                |_| true,
+                0
+            ),
+            Err(Error::InvalidArgument)
+        );
     }
 
     #[test]
