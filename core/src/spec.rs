@@ -40,11 +40,6 @@ pub enum Policy {
     },
 }
 
-/// [`Policy::code`] of `ewma`.
-pub(crate) const CODE_EWMA: u32 = 4;
-/// [`Policy::code`] of `hash`.
-pub(crate) const CODE_HASH: u32 = 6;
-
 /// Default `decay=` of `ewma`, ms.
 pub const DEFAULT_DECAY_MS: u32 = 10_000;
 
@@ -55,9 +50,9 @@ impl Policy {
             Policy::RoundRobin => 1,
             Policy::LeastConn => 2,
             Policy::P2c => 3,
-            Policy::Ewma { .. } => CODE_EWMA,
+            Policy::Ewma { .. } => 4,
             Policy::Random => 5,
-            Policy::Hash { .. } => CODE_HASH,
+            Policy::Hash { .. } => 6,
         }
     }
 
@@ -108,6 +103,12 @@ impl Policy {
             },
             _ => return Err(Error::UnknownPolicy),
         })
+    }
+
+    /// Whether the zone-wide in-flight total is kept: hashing with a
+    /// bounded load (`balance_factor=`).
+    pub fn bounded_load(&self) -> bool {
+        matches!(self, Policy::Hash { balance_factor, .. } if *balance_factor != 0)
     }
 
     /// Whether the policy allows `backup` servers (as nginx: not for hash

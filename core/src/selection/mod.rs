@@ -190,13 +190,6 @@ impl<'a> Zone<'a> {
             attempt.set_pin(None);
         }
     }
-
-    /// Whether the zone-wide in-flight total is kept (bounded-load hashing).
-    #[inline]
-    pub(crate) fn bounded(&self) -> bool {
-        let r = self.root();
-        r.policy == crate::spec::CODE_HASH && r.params[2] != 0
-    }
 }
 
 impl Table<'_> {
@@ -288,7 +281,7 @@ impl Table<'_> {
     /// Whether the total in-flight count is kept (bounded-load hashing).
     #[inline]
     pub(crate) fn bounded(&self) -> bool {
-        self.zone().bounded()
+        self.policy().bounded_load()
     }
 
     /// Scans group `g` from `start` for the first peer not tried that can
@@ -383,13 +376,8 @@ impl Table<'_> {
             attempt.try_start_ms(),
             duration,
         );
-        let h = self.header();
-        if h.policy == crate::spec::CODE_EWMA && outcome == Outcome::Ok {
-            // The header keeps decay_ms as configured (0: the default).
-            let decay_ms = match h.params[0] {
-                0 => crate::spec::DEFAULT_DECAY_MS,
-                d => d,
-            };
+        // What a policy learns from a finished try.
+        if let (Policy::Ewma { decay_ms }, Outcome::Ok) = (self.policy(), outcome) {
             ewma::observe(state, duration, now, decay_ms);
         }
         if self.single() {
