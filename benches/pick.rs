@@ -45,11 +45,11 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, SamplingMode};
+use hab_core::layout::stats::TryInfo;
+use hab_core::layout::Zone;
 use hab_core::spec::HashMode;
-use hab_core::table::stats::TryInfo;
-use hab_core::table::Zone;
 use hab_core::testing::{OwnedTable, Region};
-use hab_core::{attempt, table, Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
+use hab_core::{attempt, write, Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
 use nginx_baseline::Peers;
 
 const SIZES: [usize; 4] = [3, 100, 1_000, 10_000];
@@ -397,7 +397,7 @@ fn build(c: &mut Criterion) {
                 peers: &peers,
                 schedule_room: 0,
             };
-            let region = Region::new(table::zone_size(&spec).expect("size"));
+            let region = Region::new(write::zone_size(&spec).expect("size"));
             group.bench_function(BenchmarkId::new(name, n), |b| {
                 b.iter(|| {
                     // SAFETY: the region is ours, large enough, alive.
@@ -468,7 +468,7 @@ fn memory() {
         let ids = ids(n);
         let peers = peers(&ids);
         for (name, policy) in POLICIES {
-            let size = table::zone_size(&UpstreamSpec {
+            let size = write::zone_size(&UpstreamSpec {
                 health: Default::default(),
                 policy,
                 peers: &peers,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use hab_api::{handle, Method, Request, Upstream};
-use hab_core::table::stats::TryInfo;
+use hab_core::layout::stats::TryInfo;
 use hab_core::testing::{OwnedAttempt, OwnedTable};
 use hab_core::{Outcome, PeerSpec, Policy, UpstreamSpec};
 

@@ -754,7 +754,7 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 /*
  * Each worker claims a slot of every zone's in-flight ledger; claiming
  * first returns the requests of workers that died, and their holds on
- * table generations (see core/src/table/ledger.rs).
+ * table generations (see core/src/layout/ledger.rs).
  */
 
 /*

@@ -1,6 +1,8 @@
-//! The layering rule of issue "Floors": inside each crate (`core/`, `ffi/`,
-//! `api/`), no two source files import each other in a loop, and the C
-//! module's files do not call each other in a loop.
+//! The layering rules of issue "Floors": inside each crate (`core/`,
+//! `ffi/`, `api/`), no two source files import each other in a loop, and
+//! the C module's files do not call each other in a loop; in the core,
+//! each file imports only from its own floor and those below
+//! ([`CORE_FLOORS`]).
 //!
 //! A file imports another when it names an item of the other's module:
 //! `use crate::a::b`, `super::x`, or a path such as `crate::a::b::f(..)` in
@@ -8,8 +10,8 @@
 //! loops are the strongly connected components of that graph with more
 //! than one file.
 //!
-//! A path through a re-export (`crate::table::Zone`, made by a `pub use`
-//! in `table/mod.rs`) counts as an import of the file that defines the
+//! A path through a re-export (`crate::write::ServerChange`, made by a `pub use`
+//! in `layout/mod.rs`) counts as an import of the file that defines the
 //! item, and a `pub use` itself is no import of the file making it: a
 //! module file may re-export its children without looping with them.
 //! `cargo test --test layers -- --nocapture` prints the loops found.
@@ -66,7 +68,7 @@ fn code_of(text: &str) -> String {
 
 /// What the checker knows of one crate: its file modules, the names each
 /// file defines, and what each re-exports (`pub use`), so that a path
-/// through a re-export (`crate::table::Zone`) counts as an import of the
+/// through a re-export (`crate::write::ServerChange`) counts as an import of the
 /// file that defines the item, not of the file that re-exports it.
 struct Crate {
     modules: BTreeSet<Vec<String>>,
@@ -499,6 +501,117 @@ fn no_file_imports_itself_through_others() {
         eprintln!("loop: {f}");
     }
     assert!(found.is_empty(), "{} import loops", found.len());
+}
+
+/// The core's floors, bottom up: each file imports only from its own floor
+/// and those below (docs/design.md, "Where things go"). A module belongs to
+/// the floor of the longest entry naming it or a module above it
+/// (`"layout"` holds `layout::tree`).
+const CORE_FLOORS: &[(&str, &[&str])] = &[
+    (
+        "basement: errors, crash points, the configuration, algorithms over plain slices",
+        &["error", "crash", "spec", "algo"],
+    ),
+    (
+        "layout and its read side: records, offsets, accessors, pins; a request's own record",
+        &["layout", "attempt"],
+    ),
+    ("policies and health", &["policy", "health"]),
+    (
+        "writers: zone open, generations, membership, carry, admin",
+        &["write"],
+    ),
+    (
+        "the request path, and the crate root",
+        &["request", "testing", ""],
+    ),
+];
+
+/// The floor of module `m` (index into `floors`), if any entry holds it.
+fn floor_of(floors: &[(&str, &[&str])], m: &[String]) -> Option<usize> {
+    let mut best: Option<(usize, usize)> = None;
+    for (f, (_, entries)) in floors.iter().enumerate() {
+        for e in entries.iter() {
+            let segs: Vec<&str> = e.split("::").filter(|s| !s.is_empty()).collect();
+            let holds = segs.len() <= m.len() && segs.iter().zip(m).all(|(a, b)| a == b);
+            if holds && best.is_none_or(|(len, _)| segs.len() > len) {
+                best = Some((segs.len(), f));
+            }
+        }
+    }
+    best.map(|(_, f)| f)
+}
+
+/// The imports of `graph` that go up a floor, and the files on no floor.
+fn floor_violations(
+    graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
+    floors: &[(&str, &[&str])],
+) -> Vec<String> {
+    let name = |m: &[String]| {
+        if m.is_empty() {
+            "lib".to_owned()
+        } else {
+            m.join("::")
+        }
+    };
+    let mut out = Vec::new();
+    for (me, deps) in graph {
+        let Some(mine) = floor_of(floors, me) else {
+            out.push(format!("{} is on no floor", name(me)));
+            continue;
+        };
+        for d in deps {
+            match floor_of(floors, d) {
+                Some(theirs) if theirs > mine => out.push(format!(
+                    "{} ({}) imports {} ({})",
+                    name(me),
+                    floors[mine].0,
+                    name(d),
+                    floors[theirs].0
+                )),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn each_core_file_imports_only_its_floor_and_below() {
+    let src = root().join("core").join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let (krate, bodies) = Crate::read(&src, &files);
+    let graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = bodies
+        .iter()
+        .map(|(me, flat)| (me.clone(), imports(&krate, flat, me)))
+        .collect();
+    let found = floor_violations(&graph, CORE_FLOORS);
+    for f in &found {
+        eprintln!("floor: {f}");
+    }
+    assert!(found.is_empty(), "{} imports up a floor", found.len());
+}
+
+/// The floor rule finds an import up a floor and a file on none.
+#[test]
+fn the_floor_check_finds_imports_up_a_floor() {
+    let m = |p: &str| -> Vec<String> { p.split("::").map(str::to_owned).collect() };
+    let floors: &[(&str, &[&str])] = &[("low", &["a"]), ("high", &["b", "a::up"])];
+    let graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = [
+        (m("a::x"), BTreeSet::from([m("a")])),
+        (m("a"), BTreeSet::from([m("b::y")])),
+        (m("a::up::z"), BTreeSet::from([m("b"), m("a")])),
+        (m("c"), BTreeSet::new()),
+    ]
+    .into_iter()
+    .collect();
+    let found = floor_violations(&graph, floors);
+    assert_eq!(
+        found,
+        ["a (low) imports b::y (high)", "c is on no floor"],
+        "{found:?}"
+    );
 }
 
 /// The checker itself finds a loop it is shown, and none where there is

@@ -9,7 +9,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use hab_core::table::Zone;
+use hab_core::layout::Zone;
 use hab_core::testing::Region;
 use hab_core::{Attempt, Outcome, PeerSpec, Policy, Table, UpstreamSpec};
 use hab_testkit::shm::Shared;
@@ -68,7 +68,7 @@ fn round_robin_totals_are_exact_across_processes() {
         peers: &peers,
         schedule_room: 0,
     };
-    let mut shm = Shared::new(hab_core::table::zone_size(&spec).expect("size"));
+    let mut shm = Shared::new(hab_core::write::zone_size(&spec).expect("size"));
     let t = table_in(&spec, &mut shm);
     let counts = Shared::new(4096);
     let per_child = 7_000;
@@ -129,7 +129,7 @@ fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
             peers: &peers,
             schedule_room: 0,
         };
-        let mut shm = Shared::new(hab_core::table::zone_size(&spec).expect("size"));
+        let mut shm = Shared::new(hab_core::write::zone_size(&spec).expect("size"));
         let t = table_in(&spec, &mut shm);
         let mut words: Vec<Vec<u64>> = (0..CHILDREN * 3).map(|_| vec![0; 16]).collect();
         let words_ptr: Vec<*mut u64> = words.iter_mut().map(|w| w.as_mut_ptr()).collect();

@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 
-use hab_core::table::stats::PeerStats;
-use hab_core::table::{PeerView, Zone};
+use hab_core::layout::stats::PeerStats;
+use hab_core::layout::Zone;
+use hab_core::write::PeerView;
 
 use crate::body::Body;
 use hab_core::Policy;

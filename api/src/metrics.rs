@@ -13,7 +13,7 @@
 
 use std::io::Write as _;
 
-use hab_core::table::{PeerView, ServerState};
+use hab_core::write::{PeerView, ServerState};
 
 use crate::body::Body;
 use crate::json::{self, Clock};

@@ -17,9 +17,10 @@
 
 use std::borrow::Cow;
 
-use hab_core::selection::schedule::MAX_PERIOD;
-use hab_core::table::membership::SlotMark;
-use hab_core::table::{Refusal, ServerChange, Zone, MAX_WEIGHT};
+use hab_core::algo::schedule::MAX_PERIOD;
+use hab_core::layout::Zone;
+use hab_core::write::membership::SlotMark;
+use hab_core::write::{Refusal, ServerChange, MAX_WEIGHT};
 use hab_core::Error;
 
 use crate::body::Body;
@@ -672,7 +673,7 @@ mod tests {
 
     #[test]
     fn statistics_fields_and_reset() {
-        use hab_core::table::stats::TryInfo;
+        use hab_core::layout::stats::TryInfo;
         use hab_core::testing::OwnedAttempt;
         let t = zone();
         for k in 0..6u64 {

@@ -32,9 +32,10 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use hab_core::table::generation::INIT_OWNER;
-use hab_core::table::membership::LIVE;
-use hab_core::table::{Zone, MAX_WEIGHT};
+use hab_core::layout::Zone;
+use hab_core::write::generation::INIT_OWNER;
+use hab_core::write::membership::LIVE;
+use hab_core::write::MAX_WEIGHT;
 use serde::{Deserialize, Serialize};
 
 use crate::upstream::Upstream;

@@ -1,6 +1,6 @@
 //! One upstream the caller serves: what every answer is made from.
 
-use hab_core::table::Zone;
+use hab_core::layout::Zone;
 
 /// One upstream the caller serves.
 #[derive(Debug, Clone, Copy)]

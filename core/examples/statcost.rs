@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use hab_core::attempt::{self, Attempt};
-use hab_core::table::stats::TryInfo;
+use hab_core::layout::stats::TryInfo;
 use hab_core::testing::OwnedTable;
 use hab_core::{Outcome, PeerSpec, Policy, UpstreamSpec};
 

@@ -18,7 +18,7 @@
 //! whatever the number of peers, where zeroing a bitmap for 10,000 peers
 //! would cost more than the pick itself.
 
-use crate::table::pin::Pin;
+use crate::layout::pin::Pin;
 
 const NONE: u32 = u32::MAX;
 const FLAG_BACKUP: u32 = 1;
@@ -74,7 +74,7 @@ impl<'a> Attempt<'a> {
     }
 
     /// The ledger slot of the worker serving this request (see
-    /// [`crate::table::ledger`]); `None` counts nothing in the ledger.
+    /// [`crate::layout::ledger`]); `None` counts nothing in the ledger.
     pub fn set_slot(&mut self, slot: Option<u32>) {
         self.words[6] = u64::from(slot.unwrap_or(NONE));
     }

@@ -24,9 +24,9 @@ pub const POINTS: &[&str] = &[
     "flight.release.intent",
     "flight.release.counted",
     "flight.release.ledgered",
-    // A worker counts a try in its statistics rows (table/stats.rs).
+    // A worker counts a try in its statistics rows (layout/stats.rs).
     "stats.requests",
-    // A worker refreshes a least_conn tree path (table/tree.rs).
+    // A worker refreshes a least_conn tree path (layout/tree.rs).
     "lc.stored",
     // A worker reconciles a dead one's ledger slot (ledger.rs).
     "reconcile.claimed",

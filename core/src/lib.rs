@@ -22,17 +22,25 @@
 
 #![warn(missing_docs)]
 
-pub mod attempt;
+// Floors, each importing only those below it (tests/layers.rs checks it):
+pub mod algo;
 pub mod crash;
 pub mod error;
-pub mod health;
-pub mod selection;
 pub mod spec;
-pub mod table;
+
+pub mod attempt;
+pub mod layout;
+
+pub mod health;
+pub mod policy;
+
+pub mod write;
+
+pub mod request;
 pub mod testing;
 
 pub use attempt::Attempt;
 pub use error::Error;
-pub use selection::{Outcome, Pick, Report};
+pub use layout::Table;
+pub use request::{Outcome, Pick, Report};
 pub use spec::{PeerSpec, Policy, UpstreamSpec};
-pub use table::Table;

@@ -138,7 +138,7 @@ impl Policy {
 pub const DEFAULT_SCHEDULE_ROOM: u32 = 1 << 18;
 
 /// Most schedule entries a zone may keep room for: the longest schedule a
-/// group may have (`selection::schedule::MAX_PERIOD`), 4,194,304.
+/// group may have (`algo::schedule::MAX_PERIOD`), 4,194,304.
 pub const MAX_SCHEDULE_ROOM: u32 = 1 << 22;
 
 const _: () = assert!(DEFAULT_SCHEDULE_ROOM <= MAX_SCHEDULE_ROOM);
@@ -339,7 +339,7 @@ impl UpstreamSpec<'_> {
             }
             if maglev_size != 0
                 && (mode != HashMode::Maglev
-                    || !crate::selection::maglev::valid_table_size(maglev_size as usize)
+                    || !crate::algo::maglev::valid_table_size(maglev_size as usize)
                     || (maglev_size as usize) < self.primaries())
             {
                 return Err(Error::InvalidArgument);

@@ -13,10 +13,11 @@ use std::ptr::NonNull;
 
 use crate::attempt::{self, Attempt};
 use crate::error::Error;
-use crate::selection::{Outcome, Pick, Report};
+use crate::layout::pin::Pin;
+use crate::layout::{Table, Zone};
+use crate::request::{Outcome, Pick, Report};
 use crate::spec::UpstreamSpec;
-use crate::table::pin::Pin;
-use crate::table::{self, Table, Zone};
+use crate::write;
 
 /// A zeroed, 64-byte aligned memory region.
 pub struct Region {
@@ -79,7 +80,7 @@ pub struct OwnedTable {
 impl OwnedTable {
     /// Builds a zone for `spec` (generation 1 published).
     pub fn new(spec: &UpstreamSpec<'_>) -> Result<OwnedTable, Error> {
-        let size = table::zone_size(spec)?;
+        let size = write::zone_size(spec)?;
         let region = Region::new(size);
         // SAFETY: the region is ours, `size` bytes, alive as long as `self`.
         unsafe { Zone::init(spec, region.as_ptr(), region.len()) }?;
@@ -89,7 +90,7 @@ impl OwnedTable {
     /// Builds a zone for `spec` with `capacity` peer slots
     /// ([`Zone::init_with`]).
     pub fn with_capacity(spec: &UpstreamSpec<'_>, capacity: usize) -> Result<OwnedTable, Error> {
-        let size = table::zone_size_with(spec, capacity)?;
+        let size = write::zone_size_with(spec, capacity)?;
         let region = Region::new(size);
         // SAFETY: the region is ours, `size` bytes, alive as long as `self`.
         unsafe { Zone::init_with(spec, capacity, region.as_ptr(), region.len()) }?;
@@ -185,7 +186,7 @@ impl<'a> OwnedAttempt<'a> {
     pub fn release_with(
         &mut self,
         outcome: Outcome,
-        info: &crate::table::stats::TryInfo,
+        info: &crate::layout::stats::TryInfo,
         now: u64,
     ) -> Result<Report, Error> {
         let zone = self.zone;

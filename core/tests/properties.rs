@@ -11,12 +11,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use hab_core::attempt::{self, Attempt};
 use hab_core::health::Transition;
 use hab_core::health::{self, Eligibility, Mode};
+use hab_core::layout::stats::TryInfo;
+use hab_core::layout::Zone;
+use hab_core::layout::{PeerState, BACKUP, PRIMARY};
 use hab_core::spec::{HashMode, HealthSpec};
-use hab_core::table::membership::{FREE, LIVE};
-use hab_core::table::stats::TryInfo;
-use hab_core::table::Zone;
-use hab_core::table::{PeerState, BACKUP, PRIMARY};
 use hab_core::testing::{OwnedTable, Region};
+use hab_core::write::membership::{FREE, LIVE};
 use hab_core::{Error, Outcome, PeerSpec, Policy, UpstreamSpec};
 use proptest::prelude::*;
 
@@ -683,7 +683,7 @@ proptest! {
                             } else {
                                 // SAFETY: this test is the zone's only process.
                                 let source = unsafe { z.current() }.header().source;
-                                prop_assert_eq!(source[1], hab_core::table::membership::PARTIAL);
+                                prop_assert_eq!(source[1], hab_core::write::membership::PARTIAL);
                                 prop_assert_eq!(members.len() + a.deferred as usize, want.len());
                                 let mut rest = want.iter();
                                 for m in &members {

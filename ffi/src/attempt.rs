@@ -5,8 +5,8 @@ use core::ffi::c_void;
 use hab_core::attempt::{self, Attempt};
 use hab_core::health::outlier::Reason;
 use hab_core::health::Transition;
-use hab_core::table::stats::TryInfo;
-use hab_core::table::Zone;
+use hab_core::layout::stats::TryInfo;
+use hab_core::layout::Zone;
 use hab_core::Outcome;
 
 use crate::{bytes, finish, guard, guard_or, hab_attempt, hab_result, hab_zone};

@@ -196,7 +196,7 @@ pub(crate) unsafe fn with_spec(
 /// Why a zone of `capacity` slots for `spec` is too large, beyond what
 /// the spec itself says.
 fn capacity_reason(spec: &UpstreamSpec<'_>, capacity: usize) -> Option<String> {
-    use hab_core::table::{SLOT_ID_MAX, SLOT_SERVER_MAX};
+    use hab_core::layout::{SLOT_ID_MAX, SLOT_SERVER_MAX};
     if capacity > hab_core::spec::MAX_PEERS {
         return Some(format!(
             "{capacity} peer slots, more than the limit of {}",
@@ -237,7 +237,7 @@ pub unsafe extern "C" fn hab_zone_size(
         // SAFETY: caller contract.
         unsafe {
             with_spec(conf, |spec, capacity| {
-                finish(hab_core::table::zone_size_with(spec, capacity), out_size)
+                finish(hab_core::write::zone_size_with(spec, capacity), out_size)
             })
         }
     })
@@ -262,7 +262,7 @@ pub unsafe extern "C" fn hab_conf_explain(
         unsafe {
             with_spec(conf, |spec, capacity| {
                 let reason = capacity_reason(spec, capacity)
-                    .or_else(|| hab_core::table::generation::too_large_reason(spec))
+                    .or_else(|| hab_core::write::generation::too_large_reason(spec))
                     .map_or(core::ptr::null_mut(), |r| {
                         crate::buf::buf(r.into_bytes().into())
                     });

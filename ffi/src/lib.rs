@@ -38,7 +38,7 @@ use core::ffi::{c_char, c_void};
 use core::marker::{PhantomData, PhantomPinned};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use hab_core::table::Zone;
+use hab_core::layout::Zone;
 use hab_core::Error;
 
 pub use api::*;
@@ -178,7 +178,7 @@ pub type hab_result_code = core::ffi::c_uint;
 /// Layout version of zones this library builds.
 #[no_mangle]
 pub extern "C" fn hab_layout_version() -> u32 {
-    hab_core::table::LAYOUT_VERSION
+    hab_core::layout::LAYOUT_VERSION
 }
 
 /// No ledger slot.

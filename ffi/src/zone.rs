@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 use core::sync::atomic::Ordering::Relaxed;
 
-use hab_core::table::Zone;
+use hab_core::layout::Zone;
 use hab_core::Error;
 
 use crate::conf::{hab_upstream_conf, with_spec};
@@ -102,7 +102,7 @@ pub unsafe extern "C" fn hab_zone_carry(
         // SAFETY: valid handles (caller contract).
         let (z, old) = unsafe { (zone_of(z), zone_of(old)) };
         let r = old.root();
-        if r.magic != hab_core::table::MAGIC || r.version != hab_core::table::LAYOUT_VERSION {
+        if r.magic != hab_core::layout::MAGIC || r.version != hab_core::layout::LAYOUT_VERSION {
             return HAB_BAD_LAYOUT;
         }
         let n = z.carry_from(old, now_ms) as u32;
@@ -221,7 +221,7 @@ pub unsafe extern "C" fn hab_zone_release_slot(
         }
         // SAFETY: valid handle (caller contract).
         let z = unsafe { zone_of(z) };
-        if slot as usize >= hab_core::table::ledger::LEDGER_SLOTS {
+        if slot as usize >= hab_core::layout::ledger::LEDGER_SLOTS {
             return HAB_INVALID_ARGUMENT;
         }
         z.release_slot(slot, owner);
@@ -232,11 +232,11 @@ pub unsafe extern "C" fn hab_zone_release_slot(
 /// `hab_zone_resolve` out_slots: the peer is in no slot.
 pub const HAB_NO_PEER: u32 = u32::MAX;
 /// `hab_slot_info.status`: no identity, named by no generation.
-pub const HAB_SLOT_FREE: u32 = hab_core::table::membership::FREE;
+pub const HAB_SLOT_FREE: u32 = hab_core::write::membership::FREE;
 /// `hab_slot_info.status`: a member of the serving membership.
-pub const HAB_SLOT_LIVE: u32 = hab_core::table::membership::LIVE;
+pub const HAB_SLOT_LIVE: u32 = hab_core::write::membership::LIVE;
 /// `hab_slot_info.status`: left the list; its requests finish.
-pub const HAB_SLOT_RETIRING: u32 = hab_core::table::membership::RETIRING;
+pub const HAB_SLOT_RETIRING: u32 = hab_core::write::membership::RETIRING;
 
 /// Where a generation's membership came from.
 #[repr(C)]

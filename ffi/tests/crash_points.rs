@@ -24,10 +24,11 @@ use std::sync::Mutex;
 
 use hab_core::attempt;
 use hab_core::crash;
+use hab_core::layout::stats::TryInfo;
+use hab_core::layout::{self, flight, ledger, PeerState, Zone, LEDGER_SLOTS, TOTAL};
 use hab_core::spec::HashMode;
 use hab_core::spec::HealthSpec;
-use hab_core::table::stats::TryInfo;
-use hab_core::table::{self, flight, ledger, PeerState, Zone, LEDGER_SLOTS, TOTAL};
+use hab_core::write;
 use hab_core::{Attempt, Outcome, PeerSpec, Policy, UpstreamSpec};
 use hab_testkit::shm::Shared;
 
@@ -205,7 +206,7 @@ fn zone_of(case: &Case, shm: &Shared) -> Zone<'static> {
         peers: &case.peers,
         schedule_room: 0,
     };
-    assert!(table::zone_size(&spec).unwrap() <= shm.len);
+    assert!(write::zone_size(&spec).unwrap() <= shm.len);
     // SAFETY: the mapping is `len` bytes, ours; the test keeps it alive
     // longer than every use of the zone (it is dropped at the end of each
     // run, after the last use).
@@ -306,7 +307,7 @@ fn check(case: &Case, z: Zone<'_>, live: &mut Live, dead: &[u64], what: &str) {
     }
     // The least_conn tree is exact again: every node the least of its
     // children (a path left half-refreshed by the dead is rebuilt).
-    for g in [table::PRIMARY, table::BACKUP] {
+    for g in [layout::PRIMARY, layout::BACKUP] {
         if let Some(t) = z.lc_tree(g) {
             assert_eq!(
                 t.first_stale(z.states()),
@@ -613,7 +614,7 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
     let shm = Shared::new(8 << 20);
     let zone = || {
         let s = spec(&before);
-        assert!(table::zone_size_with(&s, 5).unwrap() <= shm.len);
+        assert!(write::zone_size_with(&s, 5).unwrap() <= shm.len);
         // SAFETY: the mapping is ours, `len` bytes, alive past every use.
         let z = unsafe { Zone::init_with(&s, 5, shm.ptr, shm.len) }.expect("zone fits");
         z.apply_membership(&spec(&mid), [1, 0], 76, |_| true, 5)
@@ -652,7 +653,7 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
             want.sort();
             assert_eq!(names, want, "{what}");
             for i in 0..z.peers() {
-                let live_slot = z.slot_status(i) == Some(table::membership::LIVE);
+                let live_slot = z.slot_status(i) == Some(write::membership::LIVE);
                 assert_eq!(live_slot, members.contains(&i), "{what}: slot {i}");
             }
             // The live request's server may have left: it still ends.
@@ -959,7 +960,7 @@ fn race_zone(shm: &Shared, retire: bool) -> Zone<'static> {
     assert_eq!(z.identity(1), IDS[1]);
     if retire {
         race_list(z, &[0, 2], [2, 0]);
-        assert_eq!(z.slot_status(1), Some(table::membership::RETIRING));
+        assert_eq!(z.slot_status(1), Some(write::membership::RETIRING));
     }
     RACE_ZONE.store(z.as_ptr(), Relaxed);
     RACE_RESULT.store(0, Relaxed);
@@ -969,7 +970,7 @@ fn race_zone(shm: &Shared, retire: bool) -> Zone<'static> {
 /// The slot p03 ended in, and that nothing of p01's last check is on it.
 fn newcomer_is_fresh(z: Zone<'_>, what: &str) {
     let i = (0..z.peers())
-        .find(|&i| z.slot_status(i) == Some(table::membership::LIVE) && z.identity(i) == IDS[3])
+        .find(|&i| z.slot_status(i) == Some(write::membership::LIVE) && z.identity(i) == IDS[3])
         .unwrap_or_else(|| panic!("{what}: p03 has no slot"));
     let flags = z.states()[i].flags.load(Relaxed);
     assert_eq!(
@@ -1140,7 +1141,7 @@ fn an_api_change_killed_at_every_step_blocks_nothing() {
         let Some((k, mark)) = z.by_position(i) else {
             return false;
         };
-        let c = table::ServerChange {
+        let c = write::ServerChange {
             weight: Some(Some(w)),
             drain: Some(true),
             down: None,

@@ -42,9 +42,9 @@ use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 use super::panic::PanicReport;
 use crate::crash::crash_point;
 use crate::error::Error;
+use crate::layout::health::RAMP_ON_FIRST_PASS;
+use crate::layout::{PeerState, Zone};
 use crate::spec::HealthSpec;
-use crate::table::health::RAMP_ON_FIRST_PASS;
-use crate::table::{PeerState, Zone};
 
 /// A change of a peer's health made by one check result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -235,7 +235,7 @@ impl Zone<'_> {
         // The status first: a slot seen LIVE again after a reuse has its
         // new epoch already (the builder bumps it before it stores LIVE).
         let same = || {
-            self.slot_status_seq(i) != Some(crate::table::FREE)
+            self.slot_status_seq(i) != Some(crate::layout::FREE)
                 && self.slot_epoch_seq(i) == Some(epoch)
         };
         if !self.dynamic() {
@@ -247,7 +247,7 @@ impl Zone<'_> {
             return self.check_done(i, passed, now);
         }
         match ledger {
-            Some(s) if (s as usize) < crate::table::LEDGER_SLOTS => {
+            Some(s) if (s as usize) < crate::layout::LEDGER_SLOTS => {
                 let bit = 1u64 << s;
                 row.writers.fetch_or(bit, SeqCst);
                 let report = if same() {
@@ -326,7 +326,7 @@ impl Zone<'_> {
                 let old = s.flags.fetch_and(!PeerState::UNHEALTHY, Relaxed);
                 if old & PeerState::UNHEALTHY != 0 {
                     transition = CheckTransition::Healthy;
-                    crate::selection::ewma::forget(s);
+                    crate::policy::ewma::forget(s);
                     self.begin_slow_start(i, now);
                 }
             }

@@ -41,8 +41,8 @@ pub mod slow_start;
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::table::flight::{self, Hold};
-use crate::table::{PeerState, Table};
+use crate::layout::flight::{self, Hold};
+use crate::layout::{PeerState, Table};
 
 /// What the whole pick knows before it looks at peers: read once per pick.
 ///
@@ -54,7 +54,7 @@ pub struct Mode<'a> {
     /// [`Mode::SINGLE`] | [`Mode::RAMP`] | [`Mode::PANIC`].
     bits: u32,
     /// The worker's ledger row, where its part of every in-flight count
-    /// is kept ([`crate::table::flight`]); `None` without a slot.
+    /// is kept ([`crate::layout::flight`]); `None` without a slot.
     pub hold: Option<Hold<'a>>,
 }
 
@@ -323,7 +323,7 @@ mod tests {
 
     fn peer(max_fails: u32, fail_timeout_ms: u64) -> PeerState {
         PeerState {
-            in_flight: crate::table::Flight::new(0),
+            in_flight: crate::layout::Flight::new(0),
             fails: AtomicU32::new(0),
             checked_ms: AtomicU64::new(0),
             accessed_ms: AtomicU64::new(0),
@@ -429,7 +429,7 @@ mod tests {
     #[test]
     fn down_is_never_eligible() {
         let s = peer(1, 10_000);
-        s.flags.store(crate::table::PeerState::DOWN, Relaxed);
+        s.flags.store(crate::layout::PeerState::DOWN, Relaxed);
         assert!(!acquire(&s, 1, false));
         assert!(!acquire(&s, 1, true));
     }

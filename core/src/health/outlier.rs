@@ -24,7 +24,7 @@
 //!
 //! # Crash consistency
 //!
-//! The budget ([`crate::table::health::HealthLine::ejected`]) and a
+//! The budget ([`crate::layout::health::HealthLine::ejected`]) and a
 //! peer's flag are two words: a worker killed between them would leave
 //! the budget taken with nothing ejected, for good (with `max_ejection`
 //! one server, no ejection ever again). So the budget changes only under
@@ -43,8 +43,8 @@ use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::crash::crash_point;
-use crate::table::ledger::RECLAIMING;
-use crate::table::{PeerState, Zone};
+use crate::layout::ledger::RECLAIMING;
+use crate::layout::{PeerState, Zone};
 
 /// The ejection lease while held ([`Zone::ejection_lease`]); given back on
 /// drop.
@@ -286,7 +286,7 @@ impl Zone<'_> {
                 continue;
             }
             row.ejection_end_ms.store(now.max(1), Relaxed);
-            crate::selection::ewma::forget(s);
+            crate::policy::ewma::forget(s);
             self.begin_slow_start(i, now);
             self.health_changed();
             out[n] = i as u32;

@@ -22,7 +22,7 @@
 
 use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
-use crate::table::{PeerState, Zone};
+use crate::layout::{PeerState, Zone};
 
 /// What an evaluation did to the panic flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,7 +134,7 @@ pub const REEVALUATE_MS: u64 = 1_000;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::{HealthSpec, PeerSpec, Policy, UpstreamSpec};
     use crate::testing::{OwnedAttempt, OwnedTable};
 
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn below_the_threshold_health_is_ignored() {
-        for policy in crate::selection::tests::all() {
+        for policy in crate::request::tests::all() {
             let t = table(50, policy);
             let z = t.zone();
             // Two of four unhealthy: 50% healthy is not below 50%.

@@ -35,7 +35,7 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
-use crate::table::{PeerState, Zone};
+use crate::layout::{PeerState, Zone};
 
 /// The smallest fraction, 16.16 fixed point: 10%.
 pub const FLOOR_Q16: u32 = 6554;
@@ -63,7 +63,7 @@ impl Zone<'_> {
     /// Records that a ramp began at `from`: [`HealthLine::ramp_until_ms`]
     /// moves to its end if that is later.
     ///
-    /// [`HealthLine::ramp_until_ms`]: crate::table::health::HealthLine
+    /// [`HealthLine::ramp_until_ms`]: crate::layout::health::HealthLine
     pub(crate) fn note_ramp(&self, from: u64) {
         let window = u64::from(self.root().health.slow_start_ms);
         if window != 0 {
@@ -180,7 +180,7 @@ mod tests {
     /// its share; hash policies do not ramp.
     #[test]
     fn every_weighted_policy_thins_a_ramping_peer() {
-        use crate::selection::Outcome;
+        use crate::request::Outcome;
         use crate::spec::HashMode;
         use crate::testing::OwnedAttempt;
         let policies = [

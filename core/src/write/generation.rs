@@ -34,23 +34,23 @@
 //! **Reclaiming**: a descriptor that is not current and whose references
 //! sum to zero over all ledger rows and its shared counter is freed. A
 //! worker that died holding references has its ledger row zeroed when the
-//! row is reconciled ([`super::ledger`]), which releases them.
+//! row is reconciled ([`crate::layout::ledger`]), which releases them.
 
 use core::mem::size_of;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
-use super::{
+use crate::algo::alias::{self, Column};
+use crate::algo::ketama::{self, Point};
+use crate::algo::{maglev, schedule};
+use crate::crash::crash_point;
+use crate::error::Error;
+use crate::layout::{
     round_up, Cursor, GenHeader, PeerConf, PeerState, Table, Zone, ALIGN, BACKUP, GENS,
     GEN_CURSORS_OFF, GEN_MAGIC, PRIMARY,
 };
-use crate::crash::crash_point;
-use crate::error::Error;
-use crate::selection::alias::{self, Column};
-use crate::selection::ketama::{self, Point};
-use crate::selection::{maglev, schedule};
 use crate::spec::{identity_hash, HashMode, PeerSpec, Policy, UpstreamSpec};
 
-pub use super::{DESC_FREE, DESC_LIVE};
+pub use crate::layout::{DESC_FREE, DESC_LIVE};
 
 /// Lease owner used while the zone is built at configuration time.
 pub const INIT_OWNER: u64 = u64::MAX - 1;
@@ -809,7 +809,7 @@ impl<'a> Zone<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::PeerSpec;
     use crate::testing::{OwnedAttempt, OwnedTable};
 
@@ -841,7 +841,7 @@ mod tests {
                     for _ in 0..rounds {
                         let reading = z.read(Some(slot)).unwrap();
                         let t = reading.table();
-                        let sched = t.schedule(crate::table::PRIMARY);
+                        let sched = t.schedule(crate::layout::PRIMARY);
                         // Weights alternate between (1, 2) and (1, 3).
                         let b = sched.iter().filter(|&&i| i == 1).count();
                         assert!(
@@ -1074,7 +1074,7 @@ mod tests {
             "{why}"
         );
         assert_eq!(
-            crate::table::zone_size(&spec(Policy::LeastConn)).unwrap_err(),
+            crate::write::zone_size(&spec(Policy::LeastConn)).unwrap_err(),
             Error::TooLarge
         );
         for policy in [Policy::P2c, Policy::Random, Policy::Ewma { decay_ms: 1000 }] {

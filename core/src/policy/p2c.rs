@@ -10,10 +10,10 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
+use crate::algo::alias;
 use crate::attempt::Attempt;
 use crate::health::{self, Eligibility, Mode};
-use crate::selection::alias;
-use crate::table::{Table, PRIMARY};
+use crate::layout::{Table, PRIMARY};
 
 use super::random::DRAWS;
 
@@ -86,8 +86,8 @@ pub fn pick_two(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{table, IDS};
-    use crate::selection::Outcome;
+    use crate::request::tests::{table, IDS};
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy};
     use crate::testing::OwnedAttempt;
 

@@ -8,13 +8,16 @@
 use core::mem::size_of;
 use core::sync::atomic::Ordering::{Acquire, Relaxed};
 
+use crate::algo::alias::Column;
+use crate::algo::ketama::Point;
 use crate::error::Error;
-use crate::selection::alias::Column;
-use crate::selection::ketama::Point;
 use crate::spec::{HealthSpec, Policy, UpstreamSpec};
 
-use super::*;
-use super::{generation, health, membership, stats, tree};
+use super::{generation, membership};
+use crate::layout::*;
+use crate::layout::{health, stats, tree};
+use crate::spec::identity_hash;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Offsets and sizes of the zone's fixed sections for one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,7 +453,7 @@ impl<'a> Zone<'a> {
                 return false;
             }
             // SAFETY: a GenHeader's bytes lie inside the arena (checked).
-            let h = unsafe { &*self.base.as_ptr().add(off as usize).cast::<GenHeader>() };
+            let h = unsafe { &*self.as_ptr().add(off as usize).cast::<GenHeader>() };
             let fits = |at: u64, n: u64, each: usize| {
                 n.checked_mul(each as u64)
                     .and_then(|b| b.checked_add(at))

@@ -11,7 +11,7 @@
 //! try on that generation (so a retry never mixes indices of two
 //! generations), and [`Zone::end`] drops the pin.
 //!
-//! In a dynamic zone (peer slots, see [`crate::table::membership`]) a try
+//! In a dynamic zone (peer slots, see [`crate::write::membership`]) a try
 //! instead starts on the newest generation: when another was published
 //! since the request pinned its own, [`Zone::get_keyed`] pins the new one
 //! and then drops the old (*re-plans*). Peer indices are slots in every
@@ -22,26 +22,15 @@
 //! re-plan, so the slot of a try in progress always stays named by the
 //! pinned generation (the reuse rule's premise).
 
-pub mod alias;
-pub mod crc32;
-pub mod ewma;
-pub mod hash;
-pub mod ketama;
-pub mod least_conn;
-pub mod maglev;
-pub mod p2c;
-pub mod random;
-pub mod round_robin;
-pub mod schedule;
-
 use crate::attempt::Attempt;
 use crate::error::Error;
 use crate::health::outlier::Ejection;
 use crate::health::panic::PanicReport;
 use crate::health::{self, Mode, Transition};
+use crate::layout::stats::TryInfo;
+use crate::layout::{flight, Table, Zone, BACKUP, PRIMARY, TOTAL};
+use crate::policy::{ewma, hash, least_conn, p2c, random, round_robin};
 use crate::spec::Policy;
-use crate::table::stats::TryInfo;
-use crate::table::{flight, Table, Zone, BACKUP, PRIMARY, TOTAL};
 
 /// The peer chosen for one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +87,7 @@ impl<'a> Zone<'a> {
     #[inline]
     fn pinned_table(&self, attempt: &Attempt<'_>) -> Result<Table<'a>, Error> {
         let pin = attempt.pin().ok_or(Error::InvalidArgument)?;
-        if pin.slot as usize >= crate::table::GENS
+        if pin.slot as usize >= crate::layout::GENS
             || self
                 .slot(pin.slot as usize)
                 .seq
@@ -173,7 +162,7 @@ impl<'a> Zone<'a> {
         self.pinned_table(attempt)?.abandon(attempt)
     }
 
-    /// The source ([`crate::table::GenHeader::source`]) of the generation
+    /// The source ([`crate::layout::GenHeader::source`]) of the generation
     /// `attempt` runs on now.
     pub fn attempt_source(&self, attempt: &Attempt<'_>) -> Result<[u64; 2], Error> {
         Ok(self.pinned_table(attempt)?.header().source)

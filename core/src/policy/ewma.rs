@@ -33,7 +33,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
 use crate::health::Mode;
-use crate::table::{PeerState, Table};
+use crate::layout::{PeerState, Table};
 
 /// Smallest recorded latency, ms: one tick of nginx's millisecond clock.
 /// A try shorter than a tick measures 0 or 1 ms depending on where it fell
@@ -137,9 +137,9 @@ pub fn pick(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{table, IDS};
     use super::*;
-    use crate::selection::Outcome;
+    use crate::request::tests::{table, IDS};
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy};
     use crate::testing::OwnedAttempt;
 

@@ -35,7 +35,7 @@
 use core::sync::atomic::Ordering::Relaxed;
 use std::collections::HashMap;
 
-use super::{PeerCold, PeerState, Zone};
+use crate::layout::{PeerCold, PeerState, Zone};
 
 /// Moves one peer's state from `(from, from_cold)` to `(to, to_cold)`.
 pub(crate) fn carry_peer(from: (&PeerState, &PeerCold), to: (&PeerState, &PeerCold)) {
@@ -93,7 +93,7 @@ pub(crate) fn carry_health(new: Zone<'_>, i: usize, old: Zone<'_>, j: usize) {
     let (tr, fr) = (&new.health_rows()[i], &old.health_rows()[j]);
     let oflags = f.flags.load(Relaxed);
     if hs.checks() && ohs.checks() {
-        let super::health::HealthRow {
+        let crate::layout::health::HealthRow {
             due_ms,
             last_ms,
             checks,
@@ -166,7 +166,7 @@ impl Zone<'_> {
                 if states[i].flags.load(Relaxed) & PeerState::CHECKING != 0 {
                     self.health_rows()[i]
                         .ramp_from_ms
-                        .store(super::health::RAMP_ON_FIRST_PASS, Relaxed);
+                        .store(crate::layout::health::RAMP_ON_FIRST_PASS, Relaxed);
                 } else {
                     self.begin_slow_start(i, now);
                 }
@@ -194,7 +194,7 @@ impl Zone<'_> {
 mod tests {
     use core::sync::atomic::Ordering::Relaxed;
 
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy, UpstreamSpec};
     use crate::testing::{OwnedAttempt, OwnedTable};
 

@@ -73,12 +73,12 @@ use core::sync::atomic::fence;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::collections::HashMap;
 
-use super::{PeerCold, PeerState, Zone, SLOT_ID_MAX, SLOT_SERVER_MAX};
 use crate::crash::crash_point;
 use crate::error::Error;
+use crate::layout::{PeerCold, PeerState, Zone, SLOT_ID_MAX, SLOT_SERVER_MAX};
 use crate::spec::{identity_hash, HealthSpec, PeerSpec, UpstreamSpec};
 
-pub use super::{FREE, LIVE, RETIRING};
+pub use crate::layout::{FREE, LIVE, RETIRING};
 
 /// Whether `p`'s identity fits a slot's identity area.
 pub fn fits_slot(p: &PeerSpec<'_>) -> bool {
@@ -90,7 +90,7 @@ pub fn fits_slot(p: &PeerSpec<'_>) -> bool {
 pub struct Lookup {
     /// The generation's number.
     pub seq: u64,
-    /// Its source ([`crate::table::GenHeader::source`]).
+    /// Its source ([`crate::layout::GenHeader::source`]).
     pub source: [u64; 2],
     /// The slot of each identity asked for, `None` when it has none.
     pub slots: Vec<Option<u32>>,
@@ -675,7 +675,7 @@ impl<'a> Zone<'a> {
         // each one's exact count is 0 already, and its parity must keep
         // matching the in-flight word's bits (see `flight`).
         self.clear_slot_stats(i);
-        let super::health::HealthRow {
+        let crate::layout::health::HealthRow {
             due_ms,
             last_ms,
             checks,
@@ -781,7 +781,7 @@ impl<'a> Zone<'a> {
             if p.backup { PeerState::BACKUP } else { 0 } | if p.down { PeerState::DOWN } else { 0 };
         if mandatory {
             f |= PeerState::CHECKING;
-            ramp_from_ms.store(super::health::RAMP_ON_FIRST_PASS, Relaxed);
+            ramp_from_ms.store(crate::layout::health::RAMP_ON_FIRST_PASS, Relaxed);
         } else if hs.slow_start_ms != 0 && members >= 2 {
             ramp_from_ms.store(now, Relaxed);
             f |= PeerState::SLOW;
@@ -798,7 +798,7 @@ mod tests {
     use core::sync::atomic::Ordering::Relaxed;
 
     use super::*;
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::{HashMode, Policy};
     use crate::testing::{OwnedAttempt, OwnedTable};
 
@@ -892,15 +892,15 @@ mod tests {
         let peers = list(&ids, &[0, 1, 2]);
         let s = spec(Policy::RoundRobin, &peers);
         assert_eq!(
-            crate::table::zone_size(&s).unwrap(),
-            crate::table::zone_size_with(&s, 3).unwrap()
+            crate::write::zone_size(&s).unwrap(),
+            crate::write::zone_size_with(&s, 3).unwrap()
         );
         let t = OwnedTable::new(&s).unwrap();
         let z = t.zone();
         assert!(!z.dynamic());
         assert_eq!(z.serving().header().members_off, 0, "dense");
         assert!((0..3).all(|i| z.slot_status(i) == Some(LIVE)));
-        assert!(crate::table::zone_size_with(&s, 2).is_err());
+        assert!(crate::write::zone_size_with(&s, 2).is_err());
     }
 
     #[test]
@@ -1010,7 +1010,7 @@ mod tests {
 
     #[test]
     fn a_full_zone_replaces_a_server_in_two_steps() {
-        for policy in crate::selection::tests::all() {
+        for policy in crate::request::tests::all() {
             let ids = ids(5);
             let t = zone_of(policy, &ids, &[], 3);
             let z = t.zone();
@@ -1054,7 +1054,7 @@ mod tests {
         apply(&t, &ids, &[0, 1, 3]).unwrap();
         assert_eq!(
             z.view(2, 0).unwrap().state,
-            crate::table::ServerState::Draining
+            crate::write::ServerState::Draining
         );
         // "4" needs a slot: the only candidate is still held.
         assert_eq!(apply(&t, &ids, &[0, 1, 3, 4]).unwrap_err(), Error::NoSpace);
@@ -1096,7 +1096,7 @@ mod tests {
         assert_eq!(slot_of(&t, &ids[4]), Some(1));
         let counts = z.ledger_slot(ledger as usize).unwrap().1;
         assert_eq!(
-            crate::table::flight::Entry(counts[1].load(Relaxed)).count(),
+            crate::layout::flight::Entry(counts[1].load(Relaxed)).count(),
             0
         );
     }
@@ -1220,7 +1220,7 @@ mod tests {
 
     #[test]
     fn an_empty_list_serves_nothing_then_servers_return() {
-        for policy in crate::selection::tests::all() {
+        for policy in crate::request::tests::all() {
             let ids = ids(3);
             let t = zone_of(policy, &ids, &[0, 1, 2], 4);
             let z = t.zone();
@@ -1307,7 +1307,7 @@ mod tests {
         apply(&t, &ids, &[0, 1, 2]).unwrap();
         assert_eq!(
             (0..6)
-                .map(|_| crate::selection::tests::one(&t, 0))
+                .map(|_| crate::request::tests::one(&t, 0))
                 .collect::<String>(),
             "abcabc"
         );
@@ -1396,7 +1396,7 @@ mod replan {
     use core::sync::atomic::Ordering::Relaxed;
 
     use super::*;
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::Policy;
     use crate::testing::{OwnedAttempt, OwnedTable};
 
@@ -1411,7 +1411,7 @@ mod replan {
 
     #[test]
     fn a_retry_replans_on_the_newest_generation_keeping_its_tried_set() {
-        for policy in crate::selection::tests::all() {
+        for policy in crate::request::tests::all() {
             let ids: [&[u8]; 3] = [b"up\0a", b"up\0b", b"up\0c"];
             let t = OwnedTable::with_capacity(
                 &spec(policy, &[PeerSpec::new(ids[0]), PeerSpec::new(ids[1])]),
@@ -1482,7 +1482,7 @@ mod readers {
 
     use super::*;
     use crate::health::check::CheckTransition;
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::Policy;
     use crate::testing::{OwnedAttempt, OwnedTable};
 
@@ -1595,13 +1595,13 @@ mod readers {
     #[test]
     fn an_upstream_of_resolved_servers_only_starts_empty() {
         let ids = ids(3);
-        let all: Vec<Policy> = crate::selection::tests::all()
+        let all: Vec<Policy> = crate::request::tests::all()
             .into_iter()
             .chain([Policy::LeastConn, Policy::RoundRobin])
             .collect();
         for policy in all {
             let s = spec(policy, &[], HealthSpec::default());
-            let size = crate::table::zone_size_with(&s, 4).unwrap();
+            let size = crate::write::zone_size_with(&s, 4).unwrap();
             assert!(size > 0, "{policy:?}");
             let t = OwnedTable::with_capacity(&s, 4).unwrap();
             let z = t.zone();
@@ -1664,7 +1664,7 @@ mod readers {
         assert_eq!(m.status, RETIRING);
         assert_eq!(
             z.view(1, 0).unwrap().state,
-            crate::table::ServerState::Draining
+            crate::write::ServerState::Draining
         );
         assert_eq!(
             z.by_position(3).map(|(i, _)| i),

@@ -1,7 +1,7 @@
 //! Tournament tree of least load ratios for `least_conn`
 //!
 //! One tree per peer group in the zone's tree section (see
-//! [`crate::table`]'s layout), heap-ordered: node 1 is the root, node `k`'s
+//! [`crate::layout`]'s layout), heap-ordered: node 1 is the root, node `k`'s
 //! children are `2k` and `2k + 1`, the leaf of the group's `j`-th peer is
 //! `cap + j` (`cap`, the group's size rounded up to a power of two). Each
 //! node is one word `in_flight << 32 | weight`, a load ratio, or [`NONE`]
@@ -46,7 +46,7 @@ use core::sync::atomic::Ordering::{Relaxed, SeqCst};
 
 use super::{round_up, Zone, ALIGN, BACKUP, PRIMARY};
 use crate::crash::crash_point;
-use crate::table::PeerState;
+use crate::layout::PeerState;
 
 /// A node without a candidate (no peer has weight 0).
 pub const NONE: u64 = 0;

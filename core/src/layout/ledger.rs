@@ -37,9 +37,9 @@
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
 use crate::crash::crash_point;
-use crate::table::{flight, Zone};
+use crate::layout::{flight, Zone};
 
-pub use crate::table::LEDGER_SLOTS;
+pub use crate::layout::LEDGER_SLOTS;
 
 /// Owner word bit while a slot is being reconciled; the low bits name the
 /// reconciler.
@@ -128,7 +128,7 @@ impl Zone<'_> {
 
 #[cfg(test)]
 mod tests {
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy};
     use crate::testing::{OwnedAttempt, OwnedTable};
     use crate::UpstreamSpec;

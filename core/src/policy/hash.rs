@@ -18,12 +18,12 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
+use crate::algo::crc32::crc32;
+use crate::algo::ketama;
 use crate::attempt::Attempt;
 use crate::health::{self, Mode};
-use crate::selection::crc32::crc32;
-use crate::selection::ketama;
+use crate::layout::{Table, PRIMARY, TOTAL};
 use crate::spec::{HashMode, Policy};
-use crate::table::{Table, PRIMARY, TOTAL};
 
 /// Picks a primary for `key` and acquires it.
 pub fn pick(
@@ -61,7 +61,7 @@ pub fn pick(
         return super::round_robin::pick(t, PRIMARY, attempt, now, how);
     }
     let capacity = (balance_factor != 0).then(|| {
-        let total = u64::from(crate::table::flight::count(
+        let total = u64::from(crate::layout::flight::count(
             t.cursor(TOTAL).value.load(Relaxed),
         ));
         (u64::from(balance_factor) * (total + 1)).div_ceil(100 * live as u64)
@@ -174,8 +174,8 @@ fn claim(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{table, IDS};
-    use crate::selection::Outcome;
+    use crate::request::tests::{table, IDS};
+    use crate::request::Outcome;
     use crate::spec::{HashMode, PeerSpec, Policy};
     use crate::testing::OwnedAttempt;
 
@@ -228,8 +228,8 @@ mod tests {
         );
         for k in 0..200 {
             let key = format!("/{k}");
-            let h = crate::selection::ketama::plain_hash_step(key.as_bytes(), 0, 0);
-            let want = crate::selection::ketama::plain_pick(h, &[2, 1, 1]) as u32;
+            let h = crate::algo::ketama::plain_hash_step(key.as_bytes(), 0, 0);
+            let want = crate::algo::ketama::plain_pick(h, &[2, 1, 1]) as u32;
             assert_eq!(pick(&t, key.as_bytes()), want, "{key}");
         }
     }
@@ -256,8 +256,8 @@ mod tests {
             let weights = vec![weight; n];
             for k in 0..500 {
                 let key = format!("/{k}");
-                let h = crate::selection::ketama::plain_hash_step(key.as_bytes(), 0, 0);
-                let want = crate::selection::ketama::plain_pick(h, &weights) as u32;
+                let h = crate::algo::ketama::plain_hash_step(key.as_bytes(), 0, 0);
+                let want = crate::algo::ketama::plain_pick(h, &weights) as u32;
                 assert_eq!(pick(&t, key.as_bytes()), want, "{n} x {weight}: {key}");
             }
         }
@@ -276,7 +276,7 @@ mod tests {
         );
         for k in 0..500 {
             let key = format!("k{k}");
-            let want = crate::selection::ketama::chash_pick(t.table().ring(), key.as_bytes());
+            let want = crate::algo::ketama::chash_pick(t.table().ring(), key.as_bytes());
             assert_eq!(pick(&t, key.as_bytes()), want);
         }
     }

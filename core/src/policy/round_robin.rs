@@ -1,12 +1,12 @@
 //! Smooth weighted round robin over a shared schedule
 //!
 //! The table holds one period of nginx's smooth WRR sequence per group
-//! (see [`crate::selection::schedule`]). A pick takes the next position with one
+//! (see [`crate::algo::schedule`]). A pick takes the next position with one
 //! `fetch_add` on the group's cursor, so concurrent workers share one
 //! sequence: sequential requests through any mix of workers follow nginx's
 //! order exactly. Positions whose peer is tried, down, full or failing are
 //! skipped (consumed), which leaves the remaining peers in the same smooth
-//! proportions. After [`super::schedule::walk_limit`] steps without success the group
+//! proportions. After [`crate::algo::schedule::walk_limit`] steps without success the group
 //! is scanned linearly, so a pick fails only when no peer is eligible.
 //!
 //! The cursor is `Relaxed`: it orders nothing but itself.
@@ -15,7 +15,7 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
 use crate::health::{self, Mode};
-use crate::table::Table;
+use crate::layout::Table;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
 pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode) -> Option<usize> {
@@ -32,7 +32,7 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode
     if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {
         return Some(i);
     }
-    for _ in 1..super::schedule::walk_limit(t.group(g).len(), sched.len()) {
+    for _ in 1..crate::algo::schedule::walk_limit(t.group(g).len(), sched.len()) {
         pos = cursor.value.fetch_add(1, Relaxed);
         let i = sched[(pos % len) as usize] as usize;
         if !attempt.tried(i) && health::acquire_in(t, states, i, now, mode) {
@@ -44,7 +44,7 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{one, table, IDS};
+    use crate::request::tests::{one, table, IDS};
     use crate::spec::{PeerSpec, Policy};
 
     #[test]

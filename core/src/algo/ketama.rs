@@ -22,7 +22,7 @@
 //! collapsed keeping the first, i.e. the point of the earliest peer in
 //! configuration order.
 //!
-//! A request's key hash is `crc32(key)` ([`crate::selection::crc32::crc32`]). Its
+//! A request's key hash is `crc32(key)` ([`crate::algo::crc32::crc32`]). Its
 //! position is [`find`] (first point `>= hash`, may be `points.len()`), and
 //! the candidate at position `p` is [`server_at`]`(points, p)`, i.e.
 //! `points[p % len]`.
@@ -58,7 +58,7 @@
 //! same limit of [`MAX_TRIES`] and round-robin fallback; nginx also uses
 //! round robin directly for an empty key or fewer than two peers.
 
-use crate::selection::crc32::{crc32, Crc32};
+use crate::algo::crc32::{crc32, Crc32};
 
 /// Points per unit of weight on the ring.
 pub const POINTS_PER_WEIGHT: u32 = 160;

@@ -574,7 +574,7 @@ pub(crate) fn section_len(peers: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy, UpstreamSpec};
     use crate::testing::{OwnedAttempt, OwnedTable};
 
@@ -736,7 +736,7 @@ mod tests {
             peers: &peers,
             schedule_room: 0,
         };
-        let size = crate::table::zone_size(&spec).unwrap();
+        let size = crate::write::zone_size(&spec).unwrap();
         let region = Region::new(size);
         // SAFETY: the region is ours and `size` bytes long.
         unsafe { core::ptr::write_bytes(region.as_ptr(), 0x5a, size) };

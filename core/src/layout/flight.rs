@@ -59,7 +59,7 @@ use core::sync::atomic::Ordering::{self, Acquire, Relaxed, Release, SeqCst};
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::crash::crash_point;
-use crate::table::Zone;
+use crate::layout::Zone;
 
 /// Bits of the count in a shared word.
 const COUNT_MASK: u64 = 0xffff_ffff;

@@ -15,9 +15,9 @@
 use core::sync::atomic::Ordering::{Acquire, Relaxed};
 
 use super::membership::SlotMark;
-use super::{PeerState, Zone};
 use crate::crash::crash_point;
 use crate::error::Error;
+use crate::layout::{PeerState, Zone};
 
 /// Largest weight the API accepts.
 pub const MAX_WEIGHT: u32 = 1_000_000;
@@ -133,7 +133,7 @@ pub struct PeerView<'a> {
     /// Failures counted toward `max_fails`.
     pub fails: u32,
     /// Statistics since the last reset.
-    pub stats: super::stats::PeerStats,
+    pub stats: crate::layout::stats::PeerStats,
     /// The latency estimate (EWMA), ms, when known.
     pub latency_ms: Option<f64>,
     /// Active check counters, when `ha_check` is configured.
@@ -462,7 +462,7 @@ impl<'a> Zone<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::selection::Outcome;
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy, UpstreamSpec};
     use crate::testing::{OwnedAttempt, OwnedTable};
 
@@ -539,7 +539,7 @@ mod tests {
 
     #[test]
     fn drain_and_down_stop_new_picks_in_flight_finish() {
-        for policy in crate::selection::tests::all() {
+        for policy in crate::request::tests::all() {
             let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
             let t = OwnedTable::new(&UpstreamSpec {
                 health: Default::default(),

@@ -1,15 +1,15 @@
 //! Weighted random
 //!
-//! One O(1) draw from the primaries' alias table (see [`crate::selection::alias`]),
+//! One O(1) draw from the primaries' alias table (see [`crate::algo::alias`]),
 //! with the attempt's own generator (seeded per worker). A drawn peer that
 //! is tried or not eligible costs another draw, up to [`DRAWS`]; then the
 //! group is scanned from a random start, so a pick fails only when no peer
 //! is eligible.
 
+use crate::algo::alias;
 use crate::attempt::Attempt;
 use crate::health::{self, Mode};
-use crate::selection::alias;
-use crate::table::{Table, PRIMARY};
+use crate::layout::{Table, PRIMARY};
 
 /// Draws before falling back to a scan (nginx's random gives up after 20).
 pub const DRAWS: usize = 20;
@@ -38,8 +38,8 @@ pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, mode: Mode) -> O
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{table, IDS};
-    use crate::selection::Outcome;
+    use crate::request::tests::{table, IDS};
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy};
     use crate::testing::OwnedAttempt;
 

@@ -9,7 +9,7 @@
 //! exactly nginx's round robin sequence.
 //!
 //! Above 32 peers the least loaded peer comes from the zone's tournament
-//! tree of load ratios ([`crate::table::tree`]): O(log peers) per pick and per
+//! tree of load ratios ([`crate::layout::tree`]): O(log peers) per pick and per
 //! release. The scan (O(peers), one counter read per peer) stays the exact
 //! answer whenever the tree cannot give it:
 //!
@@ -27,9 +27,9 @@ use core::sync::atomic::Ordering::Relaxed;
 
 use crate::attempt::Attempt;
 use crate::health::{self, slow_start, Eligibility, Mode};
-use crate::table::{Members, PeerState, Table};
+use crate::layout::{Members, PeerState, Table};
 
-use crate::table::tree::{below, least, same, Tree, NONE};
+use crate::layout::tree::{below, least, same, Tree, NONE};
 
 /// Rejected leaves (tried, in a failure window, excluded since their last
 /// refresh) a search visits before it leaves the pick to the scan.
@@ -330,9 +330,9 @@ fn least_loaded(
 /// by its slow-start fraction while it ramps (a peer at a tenth of its
 /// weight counts each request ten times).
 #[inline]
-fn load(t: &Table<'_>, s: &crate::table::PeerState, i: usize, ramp: bool, now: u64) -> u64 {
+fn load(t: &Table<'_>, s: &crate::layout::PeerState, i: usize, ramp: bool, now: u64) -> u64 {
     let c = s.in_flight.load(Relaxed);
-    if ramp && s.flags.load(Relaxed) & crate::table::PeerState::SLOW != 0 {
+    if ramp && s.flags.load(Relaxed) & crate::layout::PeerState::SLOW != 0 {
         slow_start::scaled_load(t.zone(), i, c, now)
     } else {
         u64::from(c)
@@ -356,7 +356,7 @@ fn tie_break(
     }
     let (states, cursor) = (t.states(), t.cursor(g));
     let len = sched.len() as u64;
-    for _ in 0..super::schedule::walk_limit(t.group(g).len(), sched.len()) {
+    for _ in 0..crate::algo::schedule::walk_limit(t.group(g).len(), sched.len()) {
         let i = sched[(cursor.value.fetch_add(1, Relaxed) % len) as usize] as usize;
         if attempt.tried(i) {
             continue;
@@ -370,7 +370,7 @@ fn tie_break(
             // (at low concurrency every load is 0 and ties are all there
             // is); the others take the rest.
             if ramp
-                && states[i].flags.load(Relaxed) & crate::table::PeerState::SLOW != 0
+                && states[i].flags.load(Relaxed) & crate::layout::PeerState::SLOW != 0
                 && !slow_start::admit(t.zone(), i, now)
             {
                 continue;
@@ -383,8 +383,8 @@ fn tie_break(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{one, table, IDS};
-    use crate::selection::Outcome;
+    use crate::request::tests::{one, table, IDS};
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy};
     use crate::testing::OwnedAttempt;
 
@@ -428,10 +428,10 @@ mod tests {
 #[cfg(test)]
 mod tree_tests {
     use super::*;
-    use crate::selection::Outcome;
+    use crate::layout::tree::{pack, MIN_PEERS, OUT};
+    use crate::layout::{Zone, PRIMARY};
+    use crate::request::Outcome;
     use crate::spec::{PeerSpec, Policy, UpstreamSpec};
-    use crate::table::tree::{pack, MIN_PEERS, OUT};
-    use crate::table::{Zone, PRIMARY};
     use crate::testing::{OwnedAttempt, OwnedTable};
 
     fn check_exact(z: Zone<'_>) {

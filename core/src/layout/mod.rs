@@ -1,5 +1,9 @@
-//! Shared-memory layout of one upstream's zone: a root record, per-peer
-//! state, and table generations
+//! The ground floor: the shared-memory layout of one upstream's zone (a
+//! root record, per-peer state, table generations) and its read side
+//!
+//! Records, offsets, accessors and pins, importing nothing above: the
+//! policies and health read through them, the writers ([`crate::write`])
+//! build and change what they describe.
 //!
 //! # Layout
 //!
@@ -60,21 +64,14 @@
 //! match; otherwise the caller builds a fresh one and carries each peer's
 //! state over by identity ([`Zone::carry_from`]).
 
-mod admin;
-mod carry;
 pub mod flight;
-pub mod generation;
 pub mod health;
 pub mod ledger;
-pub mod membership;
-mod open;
 pub mod pin;
 pub mod stats;
 pub mod tree;
 
-pub use admin::{PeerView, Refusal, ServerChange, ServerState, LEASE_WAIT_MS, MAX_WEIGHT};
 pub use flight::Flight;
-pub use open::{zone_size, zone_size_with};
 
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
@@ -82,9 +79,9 @@ use core::ptr::NonNull;
 use core::sync::atomic::Ordering::{Acquire, Relaxed};
 use core::sync::atomic::{AtomicU32, AtomicU64};
 
-use crate::selection::alias::Column;
-use crate::selection::ketama::Point;
-use crate::spec::{identity_hash, HealthSpec, Policy};
+use crate::algo::alias::Column;
+use crate::algo::ketama::Point;
+use crate::spec::{HealthSpec, Policy};
 
 /// `b"HABZONE\0"` as a little-endian integer.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
@@ -459,7 +456,7 @@ pub struct GenHeader {
     pub size: u64,
     /// Points after the ring in its section: those the collapse of equal
     /// hashes dropped, kept so that the next generation's ring can be
-    /// rebuilt incrementally (see [`crate::selection::ketama::rebuild`]).
+    /// rebuilt incrementally (see [`crate::algo::ketama::rebuild`]).
     pub shadow_len: u32,
     /// The weight every primary has when all have the same one, else 0:
     /// plain hashing then finds its peer by one division instead of
@@ -525,12 +522,12 @@ const _: () = {
     assert!(size_of::<AtomicU64>() == 8 && align_of::<AtomicU64>() == 8);
 };
 
-const SYNC_OFF: usize = size_of::<Root>();
-const TOTAL_OFF: usize = SYNC_OFF + size_of::<Sync>();
-const SLOTS_OFF: usize = TOTAL_OFF + size_of::<Cursor>();
-const STATE_OFF: usize = SLOTS_OFF + GENS * size_of::<Slot>();
+pub(crate) const SYNC_OFF: usize = size_of::<Root>();
+pub(crate) const TOTAL_OFF: usize = SYNC_OFF + size_of::<Sync>();
+pub(crate) const SLOTS_OFF: usize = TOTAL_OFF + size_of::<Cursor>();
+pub(crate) const STATE_OFF: usize = SLOTS_OFF + GENS * size_of::<Slot>();
 /// Cursors of a generation follow its header.
-const GEN_CURSORS_OFF: usize = size_of::<GenHeader>();
+pub(crate) const GEN_CURSORS_OFF: usize = size_of::<GenHeader>();
 
 pub(crate) fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
@@ -638,7 +635,7 @@ impl<'a> Zone<'a> {
     }
 
     /// Number of peer slots: the length of every per-peer array, and the
-    /// range of every peer index ([`crate::selection::Pick::peer`], the
+    /// range of every peer index ([`crate::request::Pick::peer`], the
     /// attempt's tried set). For a static upstream, its peers, primaries
     /// and backups; for a dynamic one, its capacity (see [`membership`]).
     #[inline]
@@ -1092,6 +1089,7 @@ mod tests {
     use crate::error::Error;
     use crate::spec::{HashMode, PeerSpec, UpstreamSpec};
     use crate::testing::{OwnedTable, Region};
+    use crate::write::zone_size;
 
     #[test]
     fn attach_refuses_generations_out_of_bounds() {

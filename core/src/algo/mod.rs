@@ -1,0 +1,11 @@
+//! The basement: algorithms with no state of their own, over plain
+//! slices (they import nothing of the crate but its error type)
+//!
+//! The policies' frozen sections are built with them (alias tables,
+//! ketama rings, Maglev tables, smooth schedules, CRC32 as nginx hashes).
+
+pub mod alias;
+pub mod crc32;
+pub mod ketama;
+pub mod maglev;
+pub mod schedule;
