@@ -18,12 +18,15 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
+use super::frozen::{FrozenLens, Placement};
 use crate::algo::crc32::crc32;
-use crate::algo::ketama;
+use crate::algo::ketama::{self, Point};
+use crate::algo::maglev;
 use crate::attempt::Attempt;
+use crate::error::Error;
 use crate::health::{self, Mode};
 use crate::layout::{Table, PRIMARY, TOTAL};
-use crate::spec::{HashMode, Policy};
+use crate::spec::{identity_hash, HashMode, PeerSpec, Policy, UpstreamSpec};
 
 /// Picks a primary for `key` and acquires it.
 pub fn pick(
@@ -170,6 +173,153 @@ fn claim(
         }
     }
     None
+}
+
+/// The lengths of `hash`'s sections in `lens` for a slot space of
+/// `space`: chains over the slots, and the ring (consistent) or the Maglev
+/// table.
+pub(crate) fn frozen_lens(
+    spec: &UpstreamSpec<'_>,
+    space: usize,
+    lens: &mut FrozenLens,
+) -> Result<(), Error> {
+    let Policy::Hash {
+        mode, maglev_size, ..
+    } = spec.policy
+    else {
+        return Ok(());
+    };
+    if maglev_size != 0 && (maglev_size as usize) < space {
+        // Every slot may become a primary: the table must have room for
+        // each.
+        return Err(Error::InvalidArgument);
+    }
+    lens.chain = space;
+    match mode {
+        HashMode::Plain => {}
+        HashMode::Consistent => {
+            let weights = ring_weights(spec).ok_or(Error::TooLarge)?;
+            let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+            lens.ring = (total * u64::from(ketama::POINTS_PER_WEIGHT)) as usize;
+        }
+        HashMode::Maglev => lens.maglev = maglev::table_size(space, maglev_size),
+    }
+    Ok(())
+}
+
+/// [`ketama::ring_weights`] of the peers' weights in force.
+pub(crate) fn ring_weights(spec: &UpstreamSpec<'_>) -> Option<Vec<u32>> {
+    let weights: Vec<u32> = spec.peers.iter().map(|p| p.weight).collect();
+    ketama::ring_weights(&weights)
+}
+
+/// The ketama ring and its shadow of a generation (`cap` points in all),
+/// over the slot space (a slot that is no member weighs 0), so that its
+/// points name slots and the ring of the next membership can be rebuilt
+/// from this one: from `prev`, the serving generation of the same zone,
+/// when it has a ring over the same slots (only the slots whose weight or
+/// identity changed are regenerated). Build-time work that allocates
+/// (process-local), before the generation's bytes are written.
+pub(crate) fn ring(
+    spec: &UpstreamSpec<'_>,
+    at: &Placement<'_>,
+    prev: Option<Table<'_>>,
+    cap: usize,
+) -> Result<(Vec<Point>, Vec<Point>), Error> {
+    if cap == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    // The weights the ring is built with: nginx's, or scaled down above
+    // nginx's ring size (ketama::ring_weights).
+    let weights = ring_weights(spec).ok_or(Error::TooLarge)?;
+    let mut servers: Vec<(&[u8], u32)> = vec![(&[], 0); at.space];
+    let mut ids = vec![0u64; at.space];
+    for (k, p) in spec.peers.iter().enumerate() {
+        servers[at.slot(k)] = (at.key(k, p), weights[k]);
+        ids[at.slot(k)] = identity_hash(p.id);
+    }
+    let (ring, shadow) =
+        match prev.filter(|t| t.header().ring_len > 0 && t.header().slots as usize == at.space) {
+            Some(t) => {
+                // What the previous generation had in each slot: (ring
+                // weight, identity); any difference regenerates the slot's
+                // points. Ring weights as that ring was built: scaled, when
+                // one weight moves all may.
+                let old_weights: Vec<u32> = t.confs().iter().map(|c| c.weight).collect();
+                let old_weights = ketama::ring_weights(&old_weights).ok_or(Error::TooLarge)?;
+                let mut old = vec![(0u32, 0u64); at.space];
+                for (k, c) in t.confs().iter().enumerate() {
+                    if let Some(o) = old.get_mut(t.members().get(k)) {
+                        *o = (old_weights[k], c.id_hash);
+                    }
+                }
+                let changed: Vec<bool> = (0..at.space)
+                    .map(|s| old[s] != (servers[s].1, if servers[s].1 == 0 { 0 } else { ids[s] }))
+                    .collect();
+                ketama::rebuild(t.ring(), t.ring_shadow(), &servers, &changed)
+            }
+            None => ketama::build_with_shadow(&servers),
+        };
+    if ring.len() + shadow.len() != cap {
+        // Every generated point is in one of the two: sum(w) × 160.
+        return Err(Error::TooLarge);
+    }
+    Ok((ring, shadow))
+}
+
+/// Builds the primaries' Maglev table into `out`, over the slot space too:
+/// entries are slots, and a slot keeps its permutation across memberships
+/// (few entries move when one member comes or goes).
+pub(crate) fn build_maglev(spec: &UpstreamSpec<'_>, at: &Placement<'_>, out: &mut [u32]) {
+    if out.is_empty() {
+        return;
+    }
+    let primaries = &spec.peers[..spec.primaries()];
+    let names = maglev_names(primaries);
+    let mut by_slot: Vec<&[u8]> = vec![&[]; if at.dense { names.len() } else { at.space }];
+    let mut weights = vec![0u32; by_slot.len()];
+    for (k, (name, p)) in names.iter().zip(primaries).enumerate() {
+        by_slot[at.slot(k)] = name;
+        weights[at.slot(k)] = p.weight;
+    }
+    maglev::build(&by_slot, &weights, out);
+}
+
+/// Maglev names: each peer's identity, with the occurrence number appended
+/// to repeats (the same `server` written twice). Identical names would
+/// share one permutation, and every copy would re-walk the slots its twins
+/// took: quadratic build time.
+fn maglev_names(peers: &[PeerSpec<'_>]) -> Vec<Vec<u8>> {
+    let mut seen: std::collections::HashMap<&[u8], u32> = Default::default();
+    peers
+        .iter()
+        .map(|p| {
+            let n = seen.entry(p.id).or_insert(0);
+            let mut name = p.id.to_vec();
+            if *n > 0 {
+                name.push(0);
+                name.extend_from_slice(&n.to_le_bytes());
+            }
+            *n += 1;
+            name
+        })
+        .collect()
+}
+
+/// Builds the same-server chains into `out` (one link per slot): each
+/// member links to the next one with the same key, `u32::MAX` ends.
+pub(crate) fn build_chains(spec: &UpstreamSpec<'_>, at: &Placement<'_>, out: &mut [u32]) {
+    if out.is_empty() {
+        return;
+    }
+    out.fill(u32::MAX);
+    // Walk backwards remembering the last slot seen per server.
+    let mut next: std::collections::HashMap<&[u8], u32> = Default::default();
+    for (k, p) in spec.peers.iter().enumerate().rev() {
+        out[at.slot(k)] = next
+            .insert(at.key(k, p), at.slot(k) as u32)
+            .unwrap_or(u32::MAX);
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,13 @@
 //! group is scanned from a random start, so a pick fails only when no peer
 //! is eligible.
 
-use crate::algo::alias;
+use super::frozen::{live_weights, Placement};
+use crate::algo::alias::{self, Column};
 use crate::attempt::Attempt;
+use crate::error::Error;
 use crate::health::{self, Mode};
 use crate::layout::{Table, PRIMARY};
+use crate::spec::UpstreamSpec;
 
 /// Draws before falling back to a scan (nginx's random gives up after 20).
 pub const DRAWS: usize = 20;
@@ -34,6 +37,33 @@ pub fn pick(t: &Table<'_>, attempt: &mut Attempt<'_>, now: u64, mode: Mode) -> O
     }
     let start = attempt.random() as usize;
     t.scan_acquire(PRIMARY, attempt, now, mode, start)
+}
+
+/// Columns of a generation's alias table (`random`, `p2c`, `ewma`): one
+/// per slot, indexed by slot.
+pub(crate) fn alias_len(space: usize) -> usize {
+    space
+}
+
+/// Builds the primaries' alias table into `out` (its planned length);
+/// the columns in force: 0 when a sparse generation has no live primary
+/// (an all-zero table would draw every column itself), else all of them.
+/// A slot that is no primary weighs 0 and is never drawn.
+pub(crate) fn build_alias(
+    spec: &UpstreamSpec<'_>,
+    at: &Placement<'_>,
+    out: &mut [Column],
+) -> Result<usize, Error> {
+    let live = live_weights(spec, 0..spec.primaries());
+    if out.is_empty() || (!at.dense && !alias::any(&live)) {
+        return Ok(0);
+    }
+    let mut w = vec![0u32; out.len()];
+    for (k, &lw) in live.iter().enumerate() {
+        w[at.slot(k)] = lw;
+    }
+    alias::build(&w, out)?;
+    Ok(out.len())
 }
 
 #[cfg(test)]

@@ -13,9 +13,13 @@
 
 use core::sync::atomic::Ordering::Relaxed;
 
+use super::frozen::{live_weights, Placement};
+use crate::algo::schedule;
 use crate::attempt::Attempt;
+use crate::error::Error;
 use crate::health::{self, Mode};
-use crate::layout::Table;
+use crate::layout::{Table, BACKUP, PRIMARY};
+use crate::spec::UpstreamSpec;
 
 /// Picks from group `g` and acquires the peer; its table-wide index.
 pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode) -> Option<usize> {
@@ -40,6 +44,40 @@ pub fn pick(t: &Table<'_>, g: usize, attempt: &Attempt<'_>, now: u64, mode: Mode
         }
     }
     t.scan_acquire(g, attempt, now, mode, pos as usize)
+}
+
+/// Entries of the smooth schedules of the primaries and of the backups,
+/// for a policy that walks them (round robin, least_conn's ties, hash's
+/// fallback; none for the others).
+pub(crate) fn schedule_lens(spec: &UpstreamSpec<'_>) -> Result<[usize; 2], Error> {
+    let mut lens = [0; 2];
+    if spec.policy.walks_schedule() {
+        let (primaries, peers) = (spec.primaries(), spec.peers.len());
+        for (g, range) in [(PRIMARY, 0..primaries), (BACKUP, primaries..peers)] {
+            lens[g] = schedule::period(&live_weights(spec, range))?;
+        }
+    }
+    Ok(lens)
+}
+
+/// Builds both groups' schedules into `out` (their planned lengths); the
+/// entries are slots.
+pub(crate) fn build_schedules(
+    spec: &UpstreamSpec<'_>,
+    at: &Placement<'_>,
+    out: [&mut [u32]; 2],
+) -> Result<(), Error> {
+    if !spec.policy.walks_schedule() {
+        return Ok(());
+    }
+    let (primaries, peers) = (spec.primaries(), spec.peers.len());
+    for (out, range) in out.into_iter().zip([0..primaries, primaries..peers]) {
+        schedule::build(&live_weights(spec, range.clone()), out)?;
+        for e in out.iter_mut() {
+            *e = at.slot(range.start + *e as usize) as u32;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

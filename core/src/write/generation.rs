@@ -39,15 +39,17 @@
 use core::mem::size_of;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 
-use crate::algo::alias::{self, Column};
+use crate::algo::alias::Column;
 use crate::algo::ketama::{self, Point};
-use crate::algo::{maglev, schedule};
+use crate::algo::schedule;
 use crate::crash::crash_point;
 use crate::error::Error;
 use crate::layout::{
-    round_up, Cursor, GenHeader, PeerConf, PeerState, Table, Zone, ALIGN, BACKUP, GENS,
-    GEN_CURSORS_OFF, GEN_MAGIC, PRIMARY,
+    round_up, Cursor, GenHeader, PeerConf, PeerState, Table, Zone, ALIGN, GENS, GEN_CURSORS_OFF,
+    GEN_MAGIC,
 };
+use crate::policy::frozen::live_weights;
+use crate::policy::{self, hash, FrozenOut, Placement};
 use crate::spec::{identity_hash, HashMode, PeerSpec, Policy, UpstreamSpec};
 
 pub use crate::layout::{DESC_FREE, DESC_LIVE};
@@ -79,15 +81,6 @@ pub(crate) struct GenPlan {
     pub(crate) size: usize,
 }
 
-/// Weights of a group as the schedule and alias tables see them (`down`
-/// peers weigh 0).
-fn live_weights(spec: &UpstreamSpec<'_>, range: core::ops::Range<usize>) -> Vec<u32> {
-    spec.peers[range]
-        .iter()
-        .map(|p| if p.down { 0 } else { p.weight })
-        .collect()
-}
-
 impl GenPlan {
     /// The plan of a generation of `spec`'s peers in a zone of `space`
     /// slots, dense when `space` is the number of peers (see
@@ -113,38 +106,11 @@ impl GenPlan {
         if peers > space || (dense && peers != space) {
             return Err(Error::InvalidArgument);
         }
-        let mut sched_len = [0; 2];
         // p2c, ewma and random draw from the alias table and never walk a
         // schedule: they take any weights (nginx's limits, not ours).
-        if uses_schedule(spec.policy) {
-            for (g, range) in [(PRIMARY, 0..primaries), (BACKUP, primaries..peers)] {
-                sched_len[g] = schedule::period(&live_weights(spec, range))?;
-            }
-        }
-        let (mut alias_len, mut ring_cap, mut maglev_len, mut chain_len) = (0, 0, 0, 0);
-        match spec.policy {
-            Policy::P2c | Policy::Ewma { .. } | Policy::Random => alias_len = space,
-            Policy::Hash {
-                mode, maglev_size, ..
-            } => {
-                if maglev_size != 0 && (maglev_size as usize) < space {
-                    // Every slot may become a primary: the table must
-                    // have room for each.
-                    return Err(Error::InvalidArgument);
-                }
-                chain_len = space;
-                match mode {
-                    HashMode::Plain => {}
-                    HashMode::Consistent => {
-                        let weights = ring_weights(spec).ok_or(Error::TooLarge)?;
-                        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
-                        ring_cap = (total * u64::from(ketama::POINTS_PER_WEIGHT)) as usize;
-                    }
-                    HashMode::Maglev => maglev_len = maglev::table_size(space, maglev_size),
-                }
-            }
-            Policy::RoundRobin | Policy::LeastConn => {}
-        }
+        let lens = policy::frozen_lens(spec, space)?;
+        let (alias_len, ring_cap, maglev_len, chain_len, sched_len) =
+            (lens.alias, lens.ring, lens.maglev, lens.chain, lens.sched);
         let conf_off = GEN_CURSORS_OFF + 2 * size_of::<Cursor>();
         let members_off = conf_off + peers * size_of::<PeerConf>();
         let members_len = if dense { 0 } else { peers };
@@ -252,80 +218,19 @@ impl GenPlan {
         {
             return Err(Error::InvalidArgument);
         }
-        // Slot of generation index k.
-        let slot = |k: usize| if self.dense { k } else { slots[k] as usize };
-        // What a consistent hash places and chains peer k by: nginx's
-        // `server` string for configured servers (its ring, exactly), the
-        // identity for resolved ones (nginx's formula would give every
-        // address of a name the same points; see docs/discovery-design.md).
-        fn key<'s>(p: &crate::spec::PeerSpec<'s>, resolved: bool) -> &'s [u8] {
-            if resolved {
-                p.id
-            } else {
-                p.server
-            }
-        }
-        let ring_key = |k: usize, p| key(p, slot(k) >= resolved_from);
-        // Build-time work that allocates (process-local): the ketama ring,
-        // over the slot space (a slot that is no member weighs 0), so that
-        // its points name slots and the ring of the next membership can
-        // be rebuilt from this one.
-        let (ring, shadow) = if self.ring_cap > 0 {
-            // The weights the ring is built with: nginx's, or scaled down
-            // above nginx's ring size (ketama::ring_weights).
-            let weights = ring_weights(spec).ok_or(Error::TooLarge)?;
-            let mut servers: Vec<(&[u8], u32)> = vec![(&[], 0); self.space];
-            let mut ids = vec![0u64; self.space];
-            for (k, p) in spec.peers.iter().enumerate() {
-                servers[slot(k)] = (ring_key(k, p), weights[k]);
-                ids[slot(k)] = identity_hash(p.id);
-            }
-            match prev
-                .filter(|t| t.header().ring_len > 0 && t.header().slots as usize == self.space)
-            {
-                Some(t) => {
-                    // What the previous generation had in each slot:
-                    // (ring weight, identity); any difference regenerates
-                    // the slot's points. Ring weights as that ring was
-                    // built: scaled, when one weight moves all may.
-                    let old_weights: Vec<u32> = t.confs().iter().map(|c| c.weight).collect();
-                    let old_weights = ketama::ring_weights(&old_weights).ok_or(Error::TooLarge)?;
-                    let mut old = vec![(0u32, 0u64); self.space];
-                    for (k, c) in t.confs().iter().enumerate() {
-                        if let Some(o) = old.get_mut(t.members().get(k)) {
-                            *o = (old_weights[k], c.id_hash);
-                        }
-                    }
-                    let changed: Vec<bool> = (0..self.space)
-                        .map(|s| {
-                            old[s] != (servers[s].1, if servers[s].1 == 0 { 0 } else { ids[s] })
-                        })
-                        .collect();
-                    ketama::rebuild(t.ring(), t.ring_shadow(), &servers, &changed)
-                }
-                None => ketama::build_with_shadow(&servers),
-            }
-        } else {
-            (Vec::new(), Vec::new())
+        let at = Placement {
+            dense: self.dense,
+            slots,
+            space: self.space,
+            resolved_from,
         };
-        if ring.len() + shadow.len() != self.ring_cap {
-            // Every generated point is in one of the two: sum(w) × 160.
-            return Err(Error::TooLarge);
-        }
-        let primaries = &spec.peers[..self.primaries];
-        let live = live_weights(spec, 0..self.primaries);
-        // An all-zero alias table draws every column itself: slots that
-        // are no member. A sparse generation with no live primary has none.
-        let alias_len = if !self.dense && !alias::any(&live) {
-            0
-        } else {
-            self.alias_len
-        };
+        let (ring, shadow) = hash::ring(spec, &at, prev, self.ring_cap)?;
         // SAFETY: `base` is aligned and valid for `self.size` bytes, ours
         // alone (function contract); every section lies inside it at an
         // offset aligned for its type (64-byte records first, then 32-byte,
-        // then 8- and 4-byte ones). Zeroed cursors are valid atomics.
-        unsafe {
+        // then 8- and 4-byte ones), the sections do not overlap (the plan
+        // lays them end to end), and zeroed bytes are valid for each type.
+        let out = unsafe {
             // Zeroed but for the ring section, which is written whole
             // below (ring and shadow are every generated point: its
             // capacity exactly); zeroing 25 MB first would double the cost
@@ -333,14 +238,6 @@ impl GenPlan {
             let ring_end = self.ring_off + self.ring_cap * size_of::<Point>();
             core::ptr::write_bytes(base, 0, self.ring_off);
             core::ptr::write_bytes(base.add(ring_end), 0, self.size - ring_end);
-            base.cast::<GenHeader>().write(self.header(
-                spec,
-                seq,
-                ring.len(),
-                shadow.len(),
-                alias_len,
-                source,
-            ));
             let conf = base.add(self.conf_off).cast::<PeerConf>();
             for (i, p) in spec.peers.iter().enumerate() {
                 conf.add(i).write(PeerConf {
@@ -353,99 +250,38 @@ impl GenPlan {
                     id_hash: identity_hash(p.id),
                 });
             }
-            if !self.dense {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(self.members_off).cast::<u32>(),
-                    self.peers,
-                );
-                out.copy_from_slice(slots);
-            }
-            if alias_len > 0 {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(self.alias_off).cast::<Column>(),
-                    alias_len,
-                );
-                // Indexed by slot: a slot that is no primary weighs 0 and
-                // is never drawn.
-                let mut w = vec![0u32; alias_len];
-                for (k, &lw) in live.iter().enumerate() {
-                    w[slot(k)] = lw;
-                }
-                alias::build(&w, out)?;
-            }
-            if !ring.is_empty() {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(self.ring_off).cast::<Point>(),
-                    ring.len() + shadow.len(),
-                );
-                let (r, s) = out.split_at_mut(ring.len());
-                r.copy_from_slice(&ring);
-                s.copy_from_slice(&shadow);
-            }
-            if self.maglev_len > 0 {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(self.maglev_off).cast::<u32>(),
-                    self.maglev_len,
-                );
-                // Over the slot space too: entries are slots, and a slot
-                // keeps its permutation across memberships (few entries
-                // move when one member comes or goes).
-                let names = maglev_names(primaries);
-                let mut by_slot: Vec<&[u8]> =
-                    vec![&[]; if self.dense { names.len() } else { self.space }];
-                let mut weights = vec![0u32; by_slot.len()];
-                for (k, (name, p)) in names.iter().zip(primaries).enumerate() {
-                    by_slot[slot(k)] = name;
-                    weights[slot(k)] = p.weight;
-                }
-                maglev::build(&by_slot, &weights, out);
-            }
-            if self.chain_len > 0 {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(self.chain_off).cast::<u32>(),
-                    self.chain_len,
-                );
-                out.fill(u32::MAX);
-                // Walk backwards remembering the last slot seen per server:
-                // each member links to the next one with the same string.
-                let mut next: std::collections::HashMap<&[u8], u32> = Default::default();
-                for (k, p) in spec.peers.iter().enumerate().rev() {
-                    out[slot(k)] = next
-                        .insert(ring_key(k, p), slot(k) as u32)
-                        .unwrap_or(u32::MAX);
-                }
-            }
-            let groups = if uses_schedule(spec.policy) {
-                [
-                    (PRIMARY, 0..self.primaries),
-                    (BACKUP, self.primaries..self.peers),
-                ]
-            } else {
-                [(PRIMARY, 0..0), (BACKUP, 0..0)]
+            let section = |off: usize, len: usize| -> &mut [u32] {
+                core::slice::from_raw_parts_mut(base.add(off).cast::<u32>(), len)
             };
-            for (g, range) in groups {
-                let out = core::slice::from_raw_parts_mut(
-                    base.add(self.sched_off[g]).cast::<u32>(),
-                    self.sched_len[g],
-                );
-                schedule::build(&live_weights(spec, range.clone()), out)?;
-                // Schedules hold slots.
-                for e in out.iter_mut() {
-                    *e = slot(range.start + *e as usize) as u32;
-                }
+            if !self.dense {
+                section(self.members_off, self.peers).copy_from_slice(slots);
             }
-        }
+            let points = core::slice::from_raw_parts_mut(
+                base.add(self.ring_off).cast::<Point>(),
+                self.ring_cap,
+            );
+            let (r, s) = points.split_at_mut(ring.len());
+            r.copy_from_slice(&ring);
+            s.copy_from_slice(&shadow);
+            FrozenOut {
+                alias: core::slice::from_raw_parts_mut(
+                    base.add(self.alias_off).cast::<Column>(),
+                    self.alias_len,
+                ),
+                maglev: section(self.maglev_off, self.maglev_len),
+                chain: section(self.chain_off, self.chain_len),
+                sched: [
+                    section(self.sched_off[0], self.sched_len[0]),
+                    section(self.sched_off[1], self.sched_len[1]),
+                ],
+            }
+        };
+        let alias_len = policy::build_frozen(spec, &at, out)?;
+        let header = self.header(spec, seq, ring.len(), shadow.len(), alias_len, source);
+        // SAFETY: as above; the header's bytes, zeroed, are no section's.
+        unsafe { base.cast::<GenHeader>().write(header) };
         Ok(())
     }
-}
-
-/// Whether the policy walks the smooth round robin schedule (round robin,
-/// least_conn's ties, hash's fallback).
-fn uses_schedule(policy: Policy) -> bool {
-    matches!(
-        policy,
-        Policy::RoundRobin | Policy::LeastConn | Policy::Hash { .. }
-    )
 }
 
 /// Why `spec` is refused as too large, with the figures and the limit, for
@@ -459,7 +295,7 @@ pub fn too_large_reason(spec: &UpstreamSpec<'_>) -> Option<String> {
         ));
     }
     let primaries = spec.primaries();
-    if uses_schedule(spec.policy) {
+    if spec.policy.walks_schedule() {
         for (what, range) in [("primary", 0..primaries), ("backup", primaries..peers)] {
             let weights = live_weights(spec, range);
             if schedule::period(&weights).is_err() {
@@ -483,7 +319,7 @@ pub fn too_large_reason(spec: &UpstreamSpec<'_>) -> Option<String> {
         ..
     } = spec.policy
     {
-        if ring_weights(spec).is_none() {
+        if hash::ring_weights(spec).is_none() {
             let total: u64 = spec.peers.iter().map(|p| u64::from(p.weight)).sum();
             return Some(format!(
                 "the consistent hash ring of {peers} servers of total weight {total} would \
@@ -496,12 +332,6 @@ pub fn too_large_reason(spec: &UpstreamSpec<'_>) -> Option<String> {
         }
     }
     None
-}
-
-/// [`ketama::ring_weights`] of the peers' weights in force.
-fn ring_weights(spec: &UpstreamSpec<'_>) -> Option<Vec<u32>> {
-    let weights: Vec<u32> = spec.peers.iter().map(|p| p.weight).collect();
-    ketama::ring_weights(&weights)
 }
 
 /// [`GenHeader::uniform_weight`]: the weight all `primaries` share, or 0.
@@ -517,27 +347,6 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
         (a, b) = (b, a % b);
     }
     a
-}
-
-/// Maglev names: each peer's identity, with the occurrence number appended
-/// to repeats (the same `server` written twice). Identical names would
-/// share one permutation, and every copy would re-walk the slots its twins
-/// took: quadratic build time.
-fn maglev_names(peers: &[PeerSpec<'_>]) -> Vec<Vec<u8>> {
-    let mut seen: std::collections::HashMap<&[u8], u32> = Default::default();
-    peers
-        .iter()
-        .map(|p| {
-            let n = seen.entry(p.id).or_insert(0);
-            let mut name = p.id.to_vec();
-            if *n > 0 {
-                name.push(0);
-                name.extend_from_slice(&n.to_le_bytes());
-            }
-            *n += 1;
-            name
-        })
-        .collect()
 }
 
 /// A generation built but not published yet ([`Zone::prepare`]).
