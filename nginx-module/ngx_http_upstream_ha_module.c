@@ -7,8 +7,9 @@
  * processes.  The selection logic is in the Rust core behind
  * ha_balancer.h; this file is nginx glue only: the directives, the
  * upstream's init, the balancer's init_peer/get/free and the per-process
- * state.  The zone's life is in ngx_http_upstream_ha_zone.c, the checks in
- * ngx_http_upstream_ha_check.c, resolved servers in
+ * state.  The zone's life is in ngx_http_upstream_ha_zone.c, the health
+ * directives and timer in ngx_http_upstream_ha_check.c, the checks in
+ * ngx_http_upstream_ha_probe.c, resolved servers in
  * ngx_http_upstream_ha_resolve.c, the API and state file in
  * ngx_http_upstream_ha_api.c, a worker's view of its upstreams and their
  * servers in ngx_http_upstream_ha_peers.c, what does not depend on the
@@ -733,7 +734,8 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
                       report.eject_reason == HAB_EJECT_5XX
                       ? "5xx responses" : "gateway errors");
 
-        ngx_http_upstream_ha_log_panic(pc->log, hp->conf, &report.panic);
+        ngx_http_upstream_ha_log_panic(pc->log, hp->conf->name,
+                                       &hp->conf->health, &report.panic);
     }
 
 #if (HAB_RESOLVE)
