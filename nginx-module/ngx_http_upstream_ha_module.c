@@ -6,14 +6,15 @@
  * round robin position) lives in shared memory and is common to all worker
  * processes.  The selection logic is in the Rust core behind
  * ha_balancer.h; this file is nginx glue only: the directives, the
- * upstream's init, the balancer's init_peer/get/free and the per-process
- * state.  The zone's life is in ngx_http_upstream_ha_zone.c, the health
- * directives and timer in ngx_http_upstream_ha_check.c, the checks in
- * ngx_http_upstream_ha_probe.c, resolved servers in
- * ngx_http_upstream_ha_resolve.c, the API and state file in
- * ngx_http_upstream_ha_api.c, a worker's view of its upstreams and their
- * servers in ngx_http_upstream_ha_peers.c, what does not depend on the
- * protocol in ngx_upstream_ha_common.c.
+ * upstream's init and the balancer's init_peer/get/free.  The zone's life
+ * is in ngx_http_upstream_ha_zone.c, the health directives and timer in
+ * ngx_http_upstream_ha_check.c, the checks in ngx_http_upstream_ha_probe.c,
+ * resolved servers in ngx_http_upstream_ha_resolve.c, the API and state
+ * file in ngx_http_upstream_ha_api.c, a worker's view of its upstreams and
+ * their servers in ngx_http_upstream_ha_peers.c, the module's hooks in a
+ * cycle's life (init_module, init_process, exit_process) in
+ * ngx_http_upstream_ha_process.c, what does not depend on the protocol in
+ * ngx_upstream_ha_common.c.
  */
 
 
@@ -43,10 +44,6 @@ static ngx_int_t ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc,
     void *data);
 static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
-
-static ngx_int_t ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle);
-static ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
-static void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
 
 static void *ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -749,141 +746,6 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 
     if (pc->tries) {
         pc->tries--;
-    }
-}
-
-
-/*
- * Each worker claims a slot of every zone's in-flight ledger; claiming
- * first returns the requests of workers that died, and their holds on
- * table generations (see core/src/table/ledger.rs).
- */
-
-/*
- * After every zone is initialised: the state file's entries of upstreams
- * that are not configured (renamed or removed) are ignored, and said so
- * once.  Only when the file was read, i.e. some zone was fresh.
- */
-
-static ngx_int_t
-ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
-{
-    uint32_t                           entries, upstreams;
-    ngx_uint_t                         n;
-    hab_api_upstream                  *ups;
-    ngx_http_upstream_main_conf_t     *umcf;
-    ngx_http_upstream_ha_main_conf_t  *hmcf;
-
-    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_upstream_ha_module);
-
-    if (hmcf == NULL || hmcf->state == NULL) {
-        return NGX_OK;
-    }
-
-    umcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_upstream_module);
-
-    ups = ngx_pnalloc(cycle->pool, (umcf->upstreams.nelts + 1)
-                                   * sizeof(hab_api_upstream));
-    if (ups == NULL) {
-        return NGX_ERROR;
-    }
-
-    n = ngx_http_upstream_ha_upstreams(cycle, ups);
-
-    if (hab_state_unclaimed(hmcf->state, ups, n, &entries, &upstreams)
-        == HAB_OK
-        && upstreams)
-    {
-        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                      "%uD entries of %uD upstreams in \"%V\" name no "
-                      "ha_balance upstream, ignored", entries, upstreams,
-                      &hmcf->state_file);
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
-{
-    ngx_uint_t                        i;
-    hab_result                        rc;
-    ngx_http_upstream_ha_srv_conf_t  *hcf;
-
-    if (ngx_process != NGX_PROCESS_WORKER
-        && ngx_process != NGX_PROCESS_SINGLE)
-    {
-        return NGX_OK;
-    }
-
-    i = 0;
-
-    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
-
-        rc = hab_zone_claim_slot(hcf->zone, (uint64_t) ngx_pid,
-                                 ngx_http_upstream_ha_alive, NULL,
-                                 &hcf->slot);
-
-        if (rc != HAB_OK) {
-            hcf->slot = HAB_NO_SLOT;
-            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                          "ha_balance upstream \"%V\": no ledger slot: %s",
-                          hcf->name, hab_result_str(rc));
-        }
-
-#if (HAB_RESOLVE)
-        if (hcf->resolve
-            && ngx_http_upstream_ha_start_resolve(cycle, hcf) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-#endif
-
-        ngx_http_upstream_ha_start_health(cycle, hcf);
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_uint_t                        i;
-    ngx_http_upstream_ha_srv_conf_t  *hcf;
-
-    i = 0;
-
-    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
-
-        /* checks in flight first: they name peers by the index */
-
-        ngx_http_upstream_ha_stop_health(hcf);
-
-#if (HAB_RESOLVE)
-        if (hcf->resolve) {
-            ngx_http_upstream_ha_stop_resolve(hcf);
-        }
-#endif
-
-        /* the peer index ngx_http_upstream_ha_index() built */
-
-        if (hcf->peer) {
-            ngx_free(hcf->peer);
-            hcf->peer = NULL;
-            hcf->indexed = NULL;
-        }
-
-        if (hcf->slot == HAB_NO_SLOT) {
-            continue;
-        }
-
-        (void) hab_zone_release_slot(hcf->zone, hcf->slot,
-                                     (uint64_t) ngx_pid);
-        hcf->slot = HAB_NO_SLOT;
     }
 }
 

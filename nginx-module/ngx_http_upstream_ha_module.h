@@ -10,8 +10,9 @@
  * (ngx_http_upstream_ha_zone.c), the API and state file
  * (ngx_http_upstream_ha_api.c), the check answers' parser
  * (ngx_http_upstream_ha_answer.c), a worker's view of its upstreams
- * (ngx_http_upstream_ha_peers.c) and what does not depend on the protocol
- * (ngx_upstream_ha_common.c).  No file calls one that calls it back
+ * (ngx_http_upstream_ha_peers.c), the module's hooks in a cycle's life
+ * (ngx_http_upstream_ha_process.c) and what does not depend on the
+ * protocol (ngx_upstream_ha_common.c).  No file calls one that calls it back
  * (tests/layers.rs).
  */
 
@@ -167,6 +168,11 @@ typedef struct {
 
 extern ngx_module_t  ngx_http_upstream_ha_module;
 
+
+/* ngx_http_upstream_ha_process.c: the module's hooks in a cycle */
+ngx_int_t ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
+void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
 
 ngx_int_t ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_rr_peers_t *peers, ngx_log_t *log);
