@@ -9,7 +9,7 @@
  * (ngx_http_upstream_ha_resolve.c), the shared memory zone's life
  * (ngx_http_upstream_ha_zone.c), the API and state file
  * (ngx_http_upstream_ha_api.c), the check answers' parser
- * (ngx_http_upstream_ha_answer.c), a worker's view of its upstreams
+ * (ngx_http_upstream_ha_answer.c), nginx's peers and the core's
  * (ngx_http_upstream_ha_peers.c), the module's hooks in a cycle's life
  * (ngx_http_upstream_ha_process.c) and what does not depend on the
  * protocol (ngx_upstream_ha_common.c).  No file calls one that calls it back
@@ -174,6 +174,12 @@ ngx_int_t ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
 void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
 
+/* ngx_http_upstream_ha_peers.c: nginx's peers and the core's */
+ngx_int_t ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_http_upstream_rr_peers_t *peers, hab_peer_conf *pc, uint32_t flags);
+void ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
+    hab_peer_conf *pc, ngx_uint_t nprimary, ngx_uint_t n);
 ngx_int_t ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_rr_peers_t *peers, ngx_log_t *log);
 ngx_int_t ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
