@@ -31,8 +31,6 @@
 #define NGX_HTTP_UPSTREAM_HA_TICK_MAX  1000
 
 
-static ngx_int_t ngx_http_upstream_ha_parse_time(ngx_str_t *value,
-    size_t skip, ngx_uint_t zero, uint32_t *out);
 static char *ngx_http_upstream_ha_parse_status(ngx_conf_t *cf,
     ngx_http_upstream_ha_check_conf_t *cc, ngx_str_t *value);
 static void ngx_http_upstream_ha_health_handler(ngx_event_t *ev);
@@ -291,30 +289,6 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\"", &value[i]);
     return NGX_CONF_ERROR;
-}
-
-
-/* a time after "name=", in ms, 1 ms to 24 days (0 too if zero is set) */
-
-static ngx_int_t
-ngx_http_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
-    ngx_uint_t zero, uint32_t *out)
-{
-    ngx_int_t  n;
-    ngx_str_t  s;
-
-    s.len = value->len - skip;
-    s.data = value->data + skip;
-
-    n = ngx_parse_time(&s, 0);
-
-    if (n == NGX_ERROR || n > 0x7fffffff || (n == 0 && !zero)) {
-        return NGX_ERROR;
-    }
-
-    *out = (uint32_t) n;
-
-    return NGX_OK;
 }
 
 

@@ -44,7 +44,6 @@ static char *ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_upstream_ha_hash(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf);
-static ngx_int_t ngx_http_upstream_ha_maglev_size(ngx_str_t *value);
 static char *ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf, ngx_str_t *value);
 
@@ -915,34 +914,6 @@ ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
     hcf->conf.schedule_room = (uint32_t) n;
 
     return NGX_CONF_OK;
-}
-
-
-/*
- * "table_size=N": N prime, HAB_MAGLEV_MIN <= N <= HAB_MAGLEV_MAX (the
- * core's maglev::MIN_TABLE_SIZE and MAX_TABLE_SIZE, which check it again).
- * Trial division: at most 4,048 odd divisors below sqrt(65537011).
- */
-
-static ngx_int_t
-ngx_http_upstream_ha_maglev_size(ngx_str_t *value)
-{
-    ngx_int_t  n, d;
-
-    n = ngx_atoi(value->data + 11, value->len - 11);
-    if (n == NGX_ERROR || n < HAB_MAGLEV_MIN || n > HAB_MAGLEV_MAX
-        || n % 2 == 0)
-    {
-        return NGX_ERROR;
-    }
-
-    for (d = 3; d * d <= n; d += 2) {
-        if (n % d == 0) {
-            return NGX_ERROR;
-        }
-    }
-
-    return n;
 }
 
 

@@ -243,6 +243,9 @@ void ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf);
 int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 void ngx_http_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
     hab_health_conf *health, hab_panic_report *panic);
+ngx_int_t ngx_http_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
+    ngx_uint_t zero, uint32_t *out);
+ngx_int_t ngx_http_upstream_ha_maglev_size(ngx_str_t *value);
 
 #if (HAB_RESOLVE)
 ngx_int_t ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,
