@@ -6,7 +6,8 @@
  * NGINX Plus-style API, Prometheus metrics and the status page, answered by
  * the Rust library: hab_api_handle()) and "ha_state_file" (admin and
  * health state kept across restarts, written by the library after each
- * accepted change).  Nothing here touches a request's balancing.
+ * accepted change, and here after each health transition).  Nothing here
+ * touches a request's balancing.
  */
 
 
@@ -118,6 +119,55 @@ ngx_http_upstream_ha_state_cleanup(void *data)
 
     hab_state_free(hmcf->state);
     hmcf->state = NULL;
+}
+
+
+/*
+ * A health transition: with ha_state_file, the file is rewritten so that a
+ * restart or a binary upgrade starts from the health known now.
+ */
+
+void
+ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    ngx_uint_t                         n;
+    hab_buf                           *err;
+    hab_api_upstream                  *ups;
+    ngx_http_upstream_main_conf_t     *umcf;
+    ngx_http_upstream_ha_main_conf_t  *hmcf;
+
+    hmcf = hcf->hmcf;
+
+    if (hmcf == NULL || hmcf->state_file.len == 0) {
+        return;
+    }
+
+    umcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_upstream_module);
+    if (umcf == NULL) {
+        return;
+    }
+
+    ups = ngx_alloc((umcf->upstreams.nelts + 1) * sizeof(hab_api_upstream),
+                    ngx_cycle->log);
+    if (ups == NULL) {
+        return;
+    }
+
+    n = ngx_http_upstream_ha_upstreams((ngx_cycle_t *) ngx_cycle, ups);
+
+    err = NULL;
+
+    if (hab_state_save(ups, n, hmcf->state_file.data, hmcf->state_file.len,
+                       &err)
+        != HAB_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0, "ha_check: %*s",
+                      hab_buf_len(err), hab_buf_data(err));
+        hab_buf_free(err);
+    }
+
+    ngx_free(ups);
 }
 
 

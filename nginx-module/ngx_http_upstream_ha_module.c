@@ -6,13 +6,15 @@
  * round robin position) lives in shared memory and is common to all worker
  * processes.  The selection logic is in the Rust core behind
  * ha_balancer.h; this file is nginx glue only: the directives, the
- * upstream's init, the balancer's init_peer/get/free and the per-process
- * state.  The zone's life is in ngx_http_upstream_ha_zone.c, the checks in
- * ngx_http_upstream_ha_check.c, resolved servers in
- * ngx_http_upstream_ha_resolve.c, the API and state file in
- * ngx_http_upstream_ha_api.c, a worker's view of its upstreams and their
- * servers in ngx_http_upstream_ha_peers.c, what does not depend on the
- * protocol in ngx_upstream_ha_common.c.
+ * upstream's init and the balancer's init_peer/get/free.  The zone's life
+ * is in ngx_http_upstream_ha_zone.c, the health directives and timer in
+ * ngx_http_upstream_ha_check.c, the checks in ngx_http_upstream_ha_probe.c,
+ * resolved servers in ngx_http_upstream_ha_resolve.c, the API and state
+ * file in ngx_http_upstream_ha_api.c, nginx's peers and the core's in
+ * ngx_http_upstream_ha_peers.c, the module's hooks in a cycle's life
+ * (init_module, init_process, exit_process) in
+ * ngx_http_upstream_ha_process.c, what does not depend on the protocol in
+ * ngx_upstream_ha_common.c.
  */
 
 
@@ -27,14 +29,6 @@
 
 static ngx_int_t ngx_http_upstream_init_ha(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
-static ngx_int_t ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
-    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
-    ngx_http_upstream_rr_peers_t *peers, hab_peer_conf *pc, uint32_t flags);
-static ngx_int_t ngx_http_upstream_ha_check_u32(ngx_conf_t *cf,
-    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_rr_peer_t *peer,
-    const char *param, ngx_uint_t value);
-static void ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
-    hab_peer_conf *pc, ngx_uint_t nprimary, ngx_uint_t n);
 static void ngx_http_upstream_ha_end_attempt(void *data);
 static ngx_int_t ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
@@ -43,10 +37,6 @@ static ngx_int_t ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc,
 static void ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc,
     void *data, ngx_uint_t state);
 
-static ngx_int_t ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle);
-static ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
-static void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
-
 static void *ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_upstream_ha_create_conf(ngx_conf_t *cf);
@@ -54,7 +44,6 @@ static char *ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_upstream_ha_hash(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf);
-static ngx_int_t ngx_http_upstream_ha_maglev_size(ngx_str_t *value);
 static char *ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf, ngx_str_t *value);
 
@@ -300,147 +289,6 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     us->peer.init = ngx_http_upstream_init_ha_peer;
 
     return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_upstream_ha_add_peers(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
-    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
-    hab_peer_conf *pc, uint32_t flags)
-{
-    u_char                       *p;
-    size_t                        len;
-    ngx_http_upstream_rr_peer_t  *peer;
-
-    for (peer = peers->peer; peer; peer = peer->next, pc++) {
-
-        /* identity: upstream name, server string, address */
-
-        len = hcf->name->len + 1 + peer->server.len + 1 + peer->name.len;
-
-        p = ngx_pnalloc(cf->pool, len);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        pc->id = p;
-        pc->id_len = len;
-        pc->server = peer->server.data;
-        pc->server_len = peer->server.len;
-
-        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
-        *p++ = '\0';
-        p = ngx_cpymem(p, peer->server.data, peer->server.len);
-        *p++ = '\0';
-        ngx_memcpy(p, peer->name.data, peer->name.len);
-
-        /* the core counts in 32 bits: refuse what does not fit, never cut */
-
-        if (ngx_http_upstream_ha_check_u32(cf, us, peer, "weight",
-                                           peer->weight)
-               != NGX_OK
-            || ngx_http_upstream_ha_check_u32(cf, us, peer, "max_conns",
-                                              peer->max_conns)
-               != NGX_OK
-            || ngx_http_upstream_ha_check_u32(cf, us, peer, "max_fails",
-                                              peer->max_fails)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        /* the core keeps fail_timeout in 32 bits of milliseconds */
-
-        if ((uint64_t) peer->fail_timeout > 0xffffffff / 1000) {
-            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                          "ha_balance upstream \"%V\": server \"%V\": "
-                          "\"fail_timeout=%T\" is longer than %uD s "
-                          "in %s:%ui", &us->host, &peer->server,
-                          peer->fail_timeout, (uint32_t) (0xffffffff / 1000),
-                          us->file_name, us->line);
-            return NGX_ERROR;
-        }
-
-        pc->weight = (uint32_t) peer->weight;
-        pc->max_conns = (uint32_t) peer->max_conns;
-        pc->max_fails = (uint32_t) peer->max_fails;
-        pc->fail_timeout_ms = (uint64_t) peer->fail_timeout * 1000;
-        pc->flags = flags | (peer->down ? HAB_PEER_DOWN : 0);
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_upstream_ha_check_u32(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
-    ngx_http_upstream_rr_peer_t *peer, const char *param, ngx_uint_t value)
-{
-    if (value <= 0xffffffff) {
-        return NGX_OK;
-    }
-
-    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                  "ha_balance upstream \"%V\": server \"%V\": \"%s=%ui\" "
-                  "is larger than %uD in %s:%ui",
-                  &us->host, &peer->server, param, value,
-                  (uint32_t) 0xffffffff, us->file_name, us->line);
-
-    return NGX_ERROR;
-}
-
-
-/*
- * The API numbers servers in configuration order, backups included, as
- * NGINX Plus does; the table lists primaries first.  Round robin expands
- * each server line into one peer per address, primaries and backups in
- * two lists, in order; walk the lines the same way.
- */
-
-static void
-ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
-    hab_peer_conf *pc, ngx_uint_t nprimary, ngx_uint_t n)
-{
-    ngx_uint_t                    i, j, pos, primary, backup;
-    ngx_http_upstream_server_t   *server;
-
-    if (us->servers == NULL) {
-        for (i = 0; i < n; i++) {
-            pc[i].position = (uint32_t) i;
-        }
-
-        return;
-    }
-
-    server = us->servers->elts;
-    pos = 0;
-    primary = 0;
-    backup = nprimary;
-
-    for (i = 0; i < us->servers->nelts; i++) {
-
-#if (HAB_RESOLVE)
-        /* resolved at run time: numbered after the configured ones */
-
-        if (server[i].host.len) {
-            continue;
-        }
-#endif
-
-        for (j = 0; j < server[i].naddrs; j++) {
-
-            if (server[i].backup) {
-                if (backup < n) {
-                    pc[backup++].position = (uint32_t) pos;
-                }
-
-            } else if (primary < nprimary) {
-                pc[primary++].position = (uint32_t) pos;
-            }
-
-            pos++;
-        }
-    }
 }
 
 
@@ -733,7 +581,8 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
                       report.eject_reason == HAB_EJECT_5XX
                       ? "5xx responses" : "gateway errors");
 
-        ngx_http_upstream_ha_log_panic(pc->log, hp->conf, &report.panic);
+        ngx_http_upstream_ha_log_panic(pc->log, hp->conf->name,
+                                       &hp->conf->health, &report.panic);
     }
 
 #if (HAB_RESOLVE)
@@ -747,141 +596,6 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 
     if (pc->tries) {
         pc->tries--;
-    }
-}
-
-
-/*
- * Each worker claims a slot of every zone's in-flight ledger; claiming
- * first returns the requests of workers that died, and their holds on
- * table generations (see core/src/layout/ledger.rs).
- */
-
-/*
- * After every zone is initialised: the state file's entries of upstreams
- * that are not configured (renamed or removed) are ignored, and said so
- * once.  Only when the file was read, i.e. some zone was fresh.
- */
-
-static ngx_int_t
-ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
-{
-    uint32_t                           entries, upstreams;
-    ngx_uint_t                         n;
-    hab_api_upstream                  *ups;
-    ngx_http_upstream_main_conf_t     *umcf;
-    ngx_http_upstream_ha_main_conf_t  *hmcf;
-
-    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_upstream_ha_module);
-
-    if (hmcf == NULL || hmcf->state == NULL) {
-        return NGX_OK;
-    }
-
-    umcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                               ngx_http_upstream_module);
-
-    ups = ngx_pnalloc(cycle->pool, (umcf->upstreams.nelts + 1)
-                                   * sizeof(hab_api_upstream));
-    if (ups == NULL) {
-        return NGX_ERROR;
-    }
-
-    n = ngx_http_upstream_ha_upstreams(cycle, ups);
-
-    if (hab_state_unclaimed(hmcf->state, ups, n, &entries, &upstreams)
-        == HAB_OK
-        && upstreams)
-    {
-        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                      "%uD entries of %uD upstreams in \"%V\" name no "
-                      "ha_balance upstream, ignored", entries, upstreams,
-                      &hmcf->state_file);
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
-{
-    ngx_uint_t                        i;
-    hab_result                        rc;
-    ngx_http_upstream_ha_srv_conf_t  *hcf;
-
-    if (ngx_process != NGX_PROCESS_WORKER
-        && ngx_process != NGX_PROCESS_SINGLE)
-    {
-        return NGX_OK;
-    }
-
-    i = 0;
-
-    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
-
-        rc = hab_zone_claim_slot(hcf->zone, (uint64_t) ngx_pid,
-                                 ngx_http_upstream_ha_alive, NULL,
-                                 &hcf->slot);
-
-        if (rc != HAB_OK) {
-            hcf->slot = HAB_NO_SLOT;
-            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                          "ha_balance upstream \"%V\": no ledger slot: %s",
-                          hcf->name, hab_result_str(rc));
-        }
-
-#if (HAB_RESOLVE)
-        if (hcf->resolve
-            && ngx_http_upstream_ha_start_resolve(cycle, hcf) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-#endif
-
-        ngx_http_upstream_ha_start_health(cycle, hcf);
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_uint_t                        i;
-    ngx_http_upstream_ha_srv_conf_t  *hcf;
-
-    i = 0;
-
-    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
-
-        /* checks in flight first: they name peers by the index */
-
-        ngx_http_upstream_ha_stop_health(hcf);
-
-#if (HAB_RESOLVE)
-        if (hcf->resolve) {
-            ngx_http_upstream_ha_stop_resolve(hcf);
-        }
-#endif
-
-        /* the peer index ngx_http_upstream_ha_index() built */
-
-        if (hcf->peer) {
-            ngx_free(hcf->peer);
-            hcf->peer = NULL;
-            hcf->indexed = NULL;
-        }
-
-        if (hcf->slot == HAB_NO_SLOT) {
-            continue;
-        }
-
-        (void) hab_zone_release_slot(hcf->zone, hcf->slot,
-                                     (uint64_t) ngx_pid);
-        hcf->slot = HAB_NO_SLOT;
     }
 }
 
@@ -1200,34 +914,6 @@ ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
     hcf->conf.schedule_room = (uint32_t) n;
 
     return NGX_CONF_OK;
-}
-
-
-/*
- * "table_size=N": N prime, HAB_MAGLEV_MIN <= N <= HAB_MAGLEV_MAX (the
- * core's maglev::MIN_TABLE_SIZE and MAX_TABLE_SIZE, which check it again).
- * Trial division: at most 4,048 odd divisors below sqrt(65537011).
- */
-
-static ngx_int_t
-ngx_http_upstream_ha_maglev_size(ngx_str_t *value)
-{
-    ngx_int_t  n, d;
-
-    n = ngx_atoi(value->data + 11, value->len - 11);
-    if (n == NGX_ERROR || n < HAB_MAGLEV_MIN || n > HAB_MAGLEV_MAX
-        || n % 2 == 0)
-    {
-        return NGX_ERROR;
-    }
-
-    for (d = 3; d * d <= n; d += 2) {
-        if (n % d == 0) {
-            return NGX_ERROR;
-        }
-    }
-
-    return n;
 }
 
 

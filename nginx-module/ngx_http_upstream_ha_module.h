@@ -3,14 +3,16 @@
  * Copyright (C) ha-balancer authors
  *
  * Types and functions shared by the files of ngx_http_upstream_ha_module:
- * the balancer (ngx_http_upstream_ha_module.c), its active health checks
- * (ngx_http_upstream_ha_check.c), servers resolved at run time
+ * the balancer (ngx_http_upstream_ha_module.c), its health directives and
+ * timer (ngx_http_upstream_ha_check.c), the active checks themselves
+ * (ngx_http_upstream_ha_probe.c), servers resolved at run time
  * (ngx_http_upstream_ha_resolve.c), the shared memory zone's life
  * (ngx_http_upstream_ha_zone.c), the API and state file
  * (ngx_http_upstream_ha_api.c), the check answers' parser
- * (ngx_http_upstream_ha_answer.c), a worker's view of its upstreams
- * (ngx_http_upstream_ha_peers.c) and what does not depend on the protocol
- * (ngx_upstream_ha_common.c).  No file calls one that calls it back
+ * (ngx_http_upstream_ha_answer.c), nginx's peers and the core's
+ * (ngx_http_upstream_ha_peers.c), the module's hooks in a cycle's life
+ * (ngx_http_upstream_ha_process.c) and what does not depend on the
+ * protocol (ngx_upstream_ha_common.c).  No file calls one that calls it back
  * (tests/layers.rs).
  */
 
@@ -167,6 +169,17 @@ typedef struct {
 extern ngx_module_t  ngx_http_upstream_ha_module;
 
 
+/* ngx_http_upstream_ha_process.c: the module's hooks in a cycle */
+ngx_int_t ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
+void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
+
+/* ngx_http_upstream_ha_peers.c: nginx's peers and the core's */
+ngx_int_t ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_http_upstream_rr_peers_t *peers, hab_peer_conf *pc, uint32_t flags);
+void ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
+    hab_peer_conf *pc, ngx_uint_t nprimary, ngx_uint_t n);
 ngx_int_t ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_rr_peers_t *peers, ngx_log_t *log);
 ngx_int_t ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
@@ -190,12 +203,17 @@ ngx_int_t ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
 void ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
     ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_stop_health(ngx_http_upstream_ha_srv_conf_t *hcf);
-void ngx_http_upstream_ha_log_panic(ngx_log_t *log,
-    ngx_http_upstream_ha_srv_conf_t *hcf, hab_panic_report *panic);
-int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
 
 char *ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+/* ngx_http_upstream_ha_probe.c: one check of one server */
+
+extern ngx_uint_t  ngx_http_upstream_ha_probes;   /* in flight, all upstreams */
+
+void ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
+    uint32_t peer, ngx_log_t *log);
+void ngx_http_upstream_ha_stop_probes(ngx_http_upstream_ha_srv_conf_t *hcf);
 
 /* ngx_http_upstream_ha_answer.c: what a check's answer must be */
 
@@ -219,6 +237,15 @@ char *ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
 void *ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf);
 char *ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent,
     void *child);
+void ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf);
+
+/* ngx_upstream_ha_common.c: what does not depend on the protocol */
+int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
+void ngx_http_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
+    hab_health_conf *health, hab_panic_report *panic);
+ngx_int_t ngx_http_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
+    ngx_uint_t zero, uint32_t *out);
+ngx_int_t ngx_http_upstream_ha_maglev_size(ngx_str_t *value);
 
 #if (HAB_RESOLVE)
 ngx_int_t ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,

@@ -2,9 +2,10 @@
 /*
  * Copyright (C) ha-balancer authors
  *
- * A worker's view of the upstreams it balances: the ha_balance upstreams
- * of a cycle, and a table index (what the core names a server by) mapped
- * to nginx's peer.
+ * nginx's peers and the core's.  At configuration, each peer described to
+ * the core (identity, limits, position in configuration order); in a
+ * worker, the ha_balance upstreams of a cycle, and a table index (what the
+ * core names a server by) mapped to nginx's peer.
  */
 
 
@@ -15,6 +16,152 @@
 #include <ha_balancer.h>
 
 #include "ngx_http_upstream_ha_module.h"
+
+
+static ngx_int_t ngx_http_upstream_ha_check_u32(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_rr_peer_t *peer,
+    const char *param, ngx_uint_t value);
+
+
+ngx_int_t
+ngx_http_upstream_ha_add_peers(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
+    ngx_http_upstream_ha_srv_conf_t *hcf, ngx_http_upstream_rr_peers_t *peers,
+    hab_peer_conf *pc, uint32_t flags)
+{
+    u_char                       *p;
+    size_t                        len;
+    ngx_http_upstream_rr_peer_t  *peer;
+
+    for (peer = peers->peer; peer; peer = peer->next, pc++) {
+
+        /* identity: upstream name, server string, address */
+
+        len = hcf->name->len + 1 + peer->server.len + 1 + peer->name.len;
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        pc->id = p;
+        pc->id_len = len;
+        pc->server = peer->server.data;
+        pc->server_len = peer->server.len;
+
+        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+        *p++ = '\0';
+        p = ngx_cpymem(p, peer->server.data, peer->server.len);
+        *p++ = '\0';
+        ngx_memcpy(p, peer->name.data, peer->name.len);
+
+        /* the core counts in 32 bits: refuse what does not fit, never cut */
+
+        if (ngx_http_upstream_ha_check_u32(cf, us, peer, "weight",
+                                           peer->weight)
+               != NGX_OK
+            || ngx_http_upstream_ha_check_u32(cf, us, peer, "max_conns",
+                                              peer->max_conns)
+               != NGX_OK
+            || ngx_http_upstream_ha_check_u32(cf, us, peer, "max_fails",
+                                              peer->max_fails)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        /* the core keeps fail_timeout in 32 bits of milliseconds */
+
+        if ((uint64_t) peer->fail_timeout > 0xffffffff / 1000) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_balance upstream \"%V\": server \"%V\": "
+                          "\"fail_timeout=%T\" is longer than %uD s "
+                          "in %s:%ui", &us->host, &peer->server,
+                          peer->fail_timeout, (uint32_t) (0xffffffff / 1000),
+                          us->file_name, us->line);
+            return NGX_ERROR;
+        }
+
+        pc->weight = (uint32_t) peer->weight;
+        pc->max_conns = (uint32_t) peer->max_conns;
+        pc->max_fails = (uint32_t) peer->max_fails;
+        pc->fail_timeout_ms = (uint64_t) peer->fail_timeout * 1000;
+        pc->flags = flags | (peer->down ? HAB_PEER_DOWN : 0);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_upstream_ha_check_u32(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
+    ngx_http_upstream_rr_peer_t *peer, const char *param, ngx_uint_t value)
+{
+    if (value <= 0xffffffff) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "ha_balance upstream \"%V\": server \"%V\": \"%s=%ui\" "
+                  "is larger than %uD in %s:%ui",
+                  &us->host, &peer->server, param, value,
+                  (uint32_t) 0xffffffff, us->file_name, us->line);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * The API numbers servers in configuration order, backups included, as
+ * NGINX Plus does; the table lists primaries first.  Round robin expands
+ * each server line into one peer per address, primaries and backups in
+ * two lists, in order; walk the lines the same way.
+ */
+
+void
+ngx_http_upstream_ha_positions(ngx_http_upstream_srv_conf_t *us,
+    hab_peer_conf *pc, ngx_uint_t nprimary, ngx_uint_t n)
+{
+    ngx_uint_t                    i, j, pos, primary, backup;
+    ngx_http_upstream_server_t   *server;
+
+    if (us->servers == NULL) {
+        for (i = 0; i < n; i++) {
+            pc[i].position = (uint32_t) i;
+        }
+
+        return;
+    }
+
+    server = us->servers->elts;
+    pos = 0;
+    primary = 0;
+    backup = nprimary;
+
+    for (i = 0; i < us->servers->nelts; i++) {
+
+#if (HAB_RESOLVE)
+        /* resolved at run time: numbered after the configured ones */
+
+        if (server[i].host.len) {
+            continue;
+        }
+#endif
+
+        for (j = 0; j < server[i].naddrs; j++) {
+
+            if (server[i].backup) {
+                if (backup < n) {
+                    pc[backup++].position = (uint32_t) pos;
+                }
+
+            } else if (primary < nprimary) {
+                pc[primary++].position = (uint32_t) pos;
+            }
+
+            pos++;
+        }
+    }
+}
 
 
 /*

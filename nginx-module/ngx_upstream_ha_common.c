@@ -24,3 +24,76 @@ ngx_http_upstream_ha_alive(uint64_t owner, void *data)
 
     return ngx_errno != NGX_ESRCH;
 }
+
+
+/* panic mode entered or left, as the core reported it */
+
+void
+ngx_http_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
+    hab_health_conf *health, hab_panic_report *panic)
+{
+    if (panic->change == HAB_PANIC_MODE_ENTERED) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "upstream \"%V\" in panic: %uD of %uD servers "
+                      "healthy, below %uD%%, balancing over all of them",
+                      name, panic->healthy, panic->total,
+                      health->panic_percent);
+
+    } else if (panic->change == HAB_PANIC_MODE_LEFT) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "upstream \"%V\" out of panic: %uD of %uD servers "
+                      "healthy", name, panic->healthy, panic->total);
+    }
+}
+
+
+/* a time after "name=", in ms, 1 ms to 24 days (0 too if zero is set) */
+
+ngx_int_t
+ngx_http_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
+    ngx_uint_t zero, uint32_t *out)
+{
+    ngx_int_t  n;
+    ngx_str_t  s;
+
+    s.len = value->len - skip;
+    s.data = value->data + skip;
+
+    n = ngx_parse_time(&s, 0);
+
+    if (n == NGX_ERROR || n > 0x7fffffff || (n == 0 && !zero)) {
+        return NGX_ERROR;
+    }
+
+    *out = (uint32_t) n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * "table_size=N": N prime, HAB_MAGLEV_MIN <= N <= HAB_MAGLEV_MAX (the
+ * core's maglev::MIN_TABLE_SIZE and MAX_TABLE_SIZE, which check it again).
+ * Trial division: at most 4,048 odd divisors below sqrt(65537011).
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_maglev_size(ngx_str_t *value)
+{
+    ngx_int_t  n, d;
+
+    n = ngx_atoi(value->data + 11, value->len - 11);
+    if (n == NGX_ERROR || n < HAB_MAGLEV_MIN || n > HAB_MAGLEV_MAX
+        || n % 2 == 0)
+    {
+        return NGX_ERROR;
+    }
+
+    for (d = 3; d * d <= n; d += 2) {
+        if (n % d == 0) {
+            return NGX_ERROR;
+        }
+    }
+
+    return n;
+}

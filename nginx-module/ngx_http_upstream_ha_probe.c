@@ -1,0 +1,798 @@
+
+/*
+ * Copyright (C) ha-balancer authors
+ *
+ * One active check of one server, made with nginx's own connect, read and
+ * timer machinery: connect, optionally TLS, send a request, read the
+ * status line and the first bytes of the body (what they must be:
+ * ngx_http_upstream_ha_answer.c), then hand the verdict to the core
+ * (hab_check_done) and log the transition it reports.  Which server is
+ * checked, and when, the health timer asks the core
+ * (ngx_http_upstream_ha_check.c).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_upstream_ha_module.h"
+
+
+/* bytes of response a check reads: status line, headers, start of body */
+#define NGX_HTTP_UPSTREAM_HA_CHECK_BUF  16384
+
+
+/* ngx_http_upstream_ha_probe_t.phase */
+#define NGX_HTTP_UPSTREAM_HA_CONNECT    0
+#define NGX_HTTP_UPSTREAM_HA_HANDSHAKE  1
+#define NGX_HTTP_UPSTREAM_HA_SEND       2
+#define NGX_HTTP_UPSTREAM_HA_READ       3
+
+
+typedef struct {
+    ngx_peer_connection_t               pc;
+    ngx_queue_t                         queue;      /* in hcf->probing */
+    ngx_http_upstream_ha_srv_conf_t    *hcf;
+    ngx_pool_t                         *pool;
+    ngx_event_t                         timer;
+    ngx_log_t                           log;
+    ngx_buf_t                          *out;
+    ngx_buf_t                          *in;
+    uint32_t                            peer;       /* slot */
+    uint32_t                            epoch;      /* the slot's */
+    ngx_msec_t                          deadline;
+    ngx_str_t                           name;
+    ngx_str_t                           server;
+    ngx_uint_t                          phase;
+    ngx_uint_t                          status;
+    u_char                              why[64];
+} ngx_http_upstream_ha_probe_t;
+
+
+static void ngx_http_upstream_ha_probe_connected(
+    ngx_http_upstream_ha_probe_t *p);
+#if (NGX_HTTP_SSL)
+static void ngx_http_upstream_ha_probe_handshaked(ngx_connection_t *c);
+#endif
+static void ngx_http_upstream_ha_probe_write(ngx_event_t *wev);
+static void ngx_http_upstream_ha_probe_read(ngx_event_t *rev);
+static void ngx_http_upstream_ha_probe_send(ngx_http_upstream_ha_probe_t *p);
+static ngx_int_t ngx_http_upstream_ha_probe_recv(
+    ngx_http_upstream_ha_probe_t *p);
+static ngx_int_t ngx_http_upstream_ha_probe_verdict(
+    ngx_http_upstream_ha_probe_t *p, ngx_uint_t eof);
+static void ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev);
+static ngx_int_t ngx_http_upstream_ha_test_connect(ngx_connection_t *c);
+static void ngx_http_upstream_ha_probe_fail(ngx_http_upstream_ha_probe_t *p,
+    const char *why);
+static void ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
+    ngx_int_t passed);
+static u_char *ngx_http_upstream_ha_probe_log_error(ngx_log_t *log,
+    u_char *buf, size_t len);
+
+
+/* checks in flight in this worker, all upstreams */
+ngx_uint_t  ngx_http_upstream_ha_probes;
+
+
+void
+ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
+    uint32_t peer, ngx_log_t *log)
+{
+    ngx_int_t                      rc;
+    ngx_addr_t                     addr;
+    ngx_pool_t                    *pool;
+    hab_slot_info                  slot;
+    ngx_connection_t              *c;
+    struct sockaddr               *sa;
+    ngx_http_upstream_ha_probe_t  *p;
+
+    /* the slot's epoch first: a verdict on its next server is dropped */
+
+    if (hab_zone_slot(hcf->zone, peer, &slot) != HAB_OK) {
+        return;
+    }
+
+    pool = ngx_create_pool(1024, log);
+    if (pool == NULL) {
+        return;
+    }
+
+    p = ngx_pcalloc(pool, sizeof(ngx_http_upstream_ha_probe_t));
+
+    if (p == NULL
+        || ngx_http_upstream_ha_copy_peer(hcf, peer, pool, &addr, &p->server,
+                                          log)
+           != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    sa = addr.sockaddr;
+
+    p->hcf = hcf;
+    p->pool = pool;
+    p->peer = peer;
+    p->epoch = slot.epoch;
+    p->deadline = ngx_current_msec + hcf->health.timeout_ms;
+
+    p->name = addr.name;
+
+    /*
+     * the connection's own errors (refused, reset) are verdicts here, not
+     * news: this copy of the log keeps them out (nginx logs them at
+     * "error"); the failed check is logged at info, the transition it
+     * causes at warn
+     */
+
+    p->log = *ngx_cycle->log;
+    p->log.handler = ngx_http_upstream_ha_probe_log_error;
+    p->log.data = p;
+    p->log.action = "checking";
+    p->log.next = NULL;
+
+    if (p->log.log_level > NGX_LOG_CRIT) {
+        p->log.log_level = NGX_LOG_CRIT;
+    }
+
+    if (hcf->check.port) {
+        ngx_inet_set_port(sa, hcf->check.port);
+    }
+
+    p->pc.sockaddr = sa;
+    p->pc.socklen = addr.socklen;
+    p->pc.name = &p->name;
+    p->pc.get = ngx_event_get_peer;
+    p->pc.log = &p->log;
+    p->pc.log_error = NGX_ERROR_INFO;
+
+    p->timer.handler = ngx_http_upstream_ha_probe_timeout;
+    p->timer.data = p;
+    p->timer.log = &p->log;
+    p->timer.cancelable = 1;
+
+    hcf->probes++;
+    ngx_http_upstream_ha_probes++;
+    ngx_queue_insert_tail(&hcf->probing, &p->queue);
+
+    ngx_add_timer(&p->timer, hcf->health.timeout_ms);
+
+    rc = ngx_event_connect_peer(&p->pc);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        ngx_http_upstream_ha_probe_fail(p, "connect() failed");
+        return;
+    }
+
+    c = p->pc.connection;
+    c->data = p;
+    c->pool = pool;
+    c->log = &p->log;
+    c->read->log = &p->log;
+    c->write->log = &p->log;
+    c->read->handler = ngx_http_upstream_ha_probe_read;
+    c->write->handler = ngx_http_upstream_ha_probe_write;
+
+    p->phase = NGX_HTTP_UPSTREAM_HA_CONNECT;
+
+    if (rc == NGX_OK) {
+        ngx_http_upstream_ha_probe_connected(p);
+    }
+
+    /* NGX_AGAIN: the write event tells */
+}
+
+
+/* the upstream's checks still in flight end without a verdict */
+
+void
+ngx_http_upstream_ha_stop_probes(ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    ngx_queue_t                   *q;
+    ngx_http_upstream_ha_probe_t  *p;
+
+    while (!ngx_queue_empty(&hcf->probing)) {
+        q = ngx_queue_head(&hcf->probing);
+        p = ngx_queue_data(q, ngx_http_upstream_ha_probe_t, queue);
+        ngx_http_upstream_ha_probe_finish(p, NGX_DECLINED);
+    }
+}
+
+
+static void
+ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
+{
+    u_char                             *last;
+    size_t                              len;
+    ngx_str_t                          *host;
+    ngx_connection_t                   *c;
+    ngx_http_upstream_ha_check_conf_t  *cc;
+
+    c = p->pc.connection;
+    cc = &p->hcf->check;
+
+#if (NGX_HTTP_SSL)
+
+    if (cc->tls && c->ssl == NULL) {
+        p->phase = NGX_HTTP_UPSTREAM_HA_HANDSHAKE;
+
+        if (ngx_ssl_create_connection(cc->ssl, c,
+                                      NGX_SSL_BUFFER|NGX_SSL_CLIENT)
+            != NGX_OK)
+        {
+            ngx_http_upstream_ha_probe_fail(p, "TLS setup failed");
+            return;
+        }
+
+#ifdef SSL_CTRL_SET_TLSEXT_HOSTNAME
+
+        if (cc->host.len) {
+            u_char  *name;
+
+            name = ngx_pnalloc(p->pool, cc->host.len + 1);
+            if (name == NULL) {
+                ngx_http_upstream_ha_probe_fail(p, "no memory");
+                return;
+            }
+
+            (void) ngx_cpystrn(name, cc->host.data, cc->host.len + 1);
+
+            if (SSL_set_tlsext_host_name(c->ssl->connection, (char *) name)
+                == 0)
+            {
+                ngx_http_upstream_ha_probe_fail(p, "TLS SNI failed");
+                return;
+            }
+        }
+
+#endif
+
+        c->sendfile = 0;
+
+        if (ngx_ssl_handshake(c) == NGX_AGAIN) {
+            c->ssl->handler = ngx_http_upstream_ha_probe_handshaked;
+            return;
+        }
+
+        ngx_http_upstream_ha_probe_handshaked(c);
+        return;
+    }
+
+#endif
+
+    if (cc->type == NGX_HTTP_UPSTREAM_HA_CHECK_TCP) {
+        ngx_http_upstream_ha_probe_finish(p, 1);
+        return;
+    }
+
+    /* GET uri HTTP/1.1, Host: the server's name unless host= is set */
+
+    if (cc->host.len) {
+        host = &cc->host;
+
+    } else {
+        host = p->server.len ? &p->server : &p->name;
+    }
+
+    len = sizeof("GET  HTTP/1.1" CRLF "Host: " CRLF
+                 "User-Agent: ha-balancer health check" CRLF
+                 "Connection: close" CRLF CRLF) - 1
+          + cc->uri.len + host->len;
+
+    p->out = ngx_create_temp_buf(p->pool, len);
+    p->in = ngx_create_temp_buf(p->pool, NGX_HTTP_UPSTREAM_HA_CHECK_BUF);
+
+    if (p->out == NULL || p->in == NULL) {
+        ngx_http_upstream_ha_probe_fail(p, "no memory");
+        return;
+    }
+
+    last = ngx_sprintf(p->out->last, "GET %V HTTP/1.1" CRLF "Host: %V" CRLF
+                       "User-Agent: ha-balancer health check" CRLF
+                       "Connection: close" CRLF CRLF, &cc->uri, host);
+    p->out->last = last;
+
+    p->phase = NGX_HTTP_UPSTREAM_HA_SEND;
+
+    ngx_http_upstream_ha_probe_send(p);
+}
+
+
+#if (NGX_HTTP_SSL)
+
+static void
+ngx_http_upstream_ha_probe_handshaked(ngx_connection_t *c)
+{
+    ngx_http_upstream_ha_probe_t  *p = c->data;
+
+    if (!c->ssl->handshaked) {
+        ngx_http_upstream_ha_probe_fail(p, "TLS handshake failed");
+        return;
+    }
+
+    c->read->handler = ngx_http_upstream_ha_probe_read;
+    c->write->handler = ngx_http_upstream_ha_probe_write;
+
+    ngx_http_upstream_ha_probe_connected(p);
+}
+
+#endif
+
+
+static void
+ngx_http_upstream_ha_probe_write(ngx_event_t *wev)
+{
+    ngx_connection_t              *c;
+    ngx_http_upstream_ha_probe_t  *p;
+
+    c = wev->data;
+    p = c->data;
+
+    switch (p->phase) {
+
+    case NGX_HTTP_UPSTREAM_HA_CONNECT:
+
+        if (ngx_http_upstream_ha_test_connect(c) != NGX_OK) {
+            ngx_http_upstream_ha_probe_fail(p, "connect() failed");
+            return;
+        }
+
+        ngx_http_upstream_ha_probe_connected(p);
+        return;
+
+    case NGX_HTTP_UPSTREAM_HA_SEND:
+        ngx_http_upstream_ha_probe_send(p);
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+static void
+ngx_http_upstream_ha_probe_read(ngx_event_t *rev)
+{
+    ngx_connection_t              *c;
+    ngx_http_upstream_ha_probe_t  *p;
+
+    c = rev->data;
+    p = c->data;
+
+    switch (p->phase) {
+
+    case NGX_HTTP_UPSTREAM_HA_CONNECT:
+
+        /* a refused connection can be told by a read event first */
+
+        if (ngx_http_upstream_ha_test_connect(c) != NGX_OK) {
+            ngx_http_upstream_ha_probe_fail(p, "connect() failed");
+        }
+
+        return;
+
+    case NGX_HTTP_UPSTREAM_HA_READ:
+        (void) ngx_http_upstream_ha_probe_recv(p);
+        return;
+
+    default:
+        return;
+    }
+}
+
+
+static void
+ngx_http_upstream_ha_probe_send(ngx_http_upstream_ha_probe_t *p)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = p->pc.connection;
+
+    while (p->out->pos < p->out->last) {
+
+        n = c->send(c, p->out->pos, p->out->last - p->out->pos);
+
+        if (n == NGX_ERROR) {
+            ngx_http_upstream_ha_probe_fail(p, "send() failed");
+            return;
+        }
+
+        if (n == NGX_AGAIN || n == 0) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_http_upstream_ha_probe_fail(p, "send() failed");
+            }
+
+            return;
+        }
+
+        p->out->pos += n;
+    }
+
+    p->phase = NGX_HTTP_UPSTREAM_HA_READ;
+
+    (void) ngx_http_upstream_ha_probe_recv(p);
+}
+
+
+/* NGX_AGAIN while more is needed; otherwise the probe is finished */
+
+static ngx_int_t
+ngx_http_upstream_ha_probe_recv(ngx_http_upstream_ha_probe_t *p)
+{
+    ssize_t            n;
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = p->pc.connection;
+
+    for ( ;; ) {
+
+        if (p->in->last == p->in->end) {
+            return ngx_http_upstream_ha_probe_verdict(p, 1);
+        }
+
+        n = c->recv(c, p->in->last, p->in->end - p->in->last);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_http_upstream_ha_probe_fail(p, "recv() failed");
+                return NGX_ERROR;
+            }
+
+            return NGX_AGAIN;
+        }
+
+        if (n == NGX_ERROR) {
+
+            /* a reset after a complete answer still counts */
+
+            if (ngx_http_upstream_ha_probe_verdict(p, 0) != NGX_AGAIN) {
+                return NGX_OK;
+            }
+
+            ngx_http_upstream_ha_probe_fail(p, "recv() failed");
+            return NGX_ERROR;
+        }
+
+        if (n == 0) {
+            return ngx_http_upstream_ha_probe_verdict(p, 1);
+        }
+
+        p->in->last += n;
+
+        rc = ngx_http_upstream_ha_probe_verdict(p, 0);
+
+        if (rc != NGX_AGAIN) {
+            return rc;
+        }
+    }
+}
+
+
+/*
+ * Decides on what was read.  No verdict before the whole head: a strict
+ * status line and every header line up to the empty line.  Without body=
+ * the head decides; with body=, the body is read up to its Content-Length
+ * or its last chunk (so a server that keeps the connection open is not
+ * waited for), or without either up to eof, and in any case up to a full
+ * buffer at most; a chunked body is matched as received, framing
+ * included.  NGX_AGAIN when more is needed and more can come
+ * (not eof, buffer not full); otherwise the probe is finished.
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
+    ngx_uint_t eof)
+{
+    u_char                             *s, *end, *body, *last;
+    off_t                               length;
+    ngx_int_t                           rc;
+    ngx_uint_t                          i, status, ok, full;
+    const char                         *why;
+    ngx_http_upstream_ha_range_t       *r;
+    ngx_http_upstream_ha_check_conf_t  *cc;
+#if (NGX_PCRE)
+    ngx_str_t                           text;
+#endif
+
+    cc = &p->hcf->check;
+    s = p->in->pos;
+    end = p->in->last;
+    full = (p->in->last == p->in->end);
+
+    rc = ngx_http_upstream_ha_parse_head(s, end, &status, &body, &length,
+                                         &why);
+
+    if (rc == NGX_DECLINED) {
+        ngx_http_upstream_ha_probe_fail(p, why);
+        return NGX_OK;
+    }
+
+    if (rc == NGX_AGAIN) {
+        if (eof || full) {
+            ngx_http_upstream_ha_probe_fail(p, s == end ? "no response"
+                                                        : "incomplete header");
+            return NGX_OK;
+        }
+
+        return NGX_AGAIN;
+    }
+
+    p->status = status;
+
+    if (cc->status == NULL) {
+        ok = (status >= 200 && status <= 399);
+
+    } else {
+        ok = 0;
+        r = cc->status->elts;
+
+        for (i = 0; i < cc->status->nelts; i++) {
+            if (status >= r[i].lo && status <= r[i].hi) {
+                ok = 1;
+                break;
+            }
+        }
+    }
+
+    if (!ok) {
+        ngx_snprintf(p->why, sizeof(p->why) - 1, "status %ui%Z", status);
+        ngx_http_upstream_ha_probe_fail(p, (const char *) p->why);
+        return NGX_OK;
+    }
+
+#if (NGX_PCRE)
+
+    if (cc->body) {
+
+        text.data = body;
+        text.len = end - body;
+
+        if (length == NGX_HTTP_UPSTREAM_HA_CHUNKED) {
+
+            rc = ngx_http_upstream_ha_chunked_end(body, end, &last);
+
+            if (rc == NGX_DECLINED) {
+                ngx_http_upstream_ha_probe_fail(p, "invalid chunked body");
+                return NGX_OK;
+            }
+
+            if (rc == NGX_OK) {
+                text.len = last - body;
+
+            } else if (eof && !full) {
+                ngx_http_upstream_ha_probe_fail(p, "incomplete body");
+                return NGX_OK;
+
+            } else if (!full) {
+                return NGX_AGAIN;
+            }
+
+        } else if (length >= 0 && (off_t) text.len >= length) {
+            /* the whole body: what follows it is not looked at */
+            text.len = (size_t) length;
+
+        } else if (length >= 0 && !full) {
+
+            if (eof) {
+                ngx_http_upstream_ha_probe_fail(p, "incomplete body");
+                return NGX_OK;
+            }
+
+            return NGX_AGAIN;
+
+        } else if (length < 0 && !eof && !full) {
+            /* no Content-Length: the body ends at eof */
+            return NGX_AGAIN;
+        }
+
+        rc = ngx_regex_exec(cc->body, &text, NULL, 0);
+
+        if (rc == NGX_REGEX_NO_MATCHED) {
+            ngx_http_upstream_ha_probe_fail(p, "body does not match");
+            return NGX_OK;
+        }
+
+        if (rc < 0) {
+            ngx_http_upstream_ha_probe_fail(p, "body regex failed");
+            return NGX_OK;
+        }
+    }
+
+#else
+    (void) body;
+    (void) last;
+    (void) length;
+#endif
+
+    ngx_http_upstream_ha_probe_finish(p, 1);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev)
+{
+    ngx_http_upstream_ha_probe_t  *p = ev->data;
+
+    ngx_msec_int_t  late;
+
+    /*
+     * The worker may have been too busy to run the handlers in time: look
+     * at the socket once more before calling it a timeout, and drop the
+     * check (no verdict) when the timer itself fired a whole timeout late.
+     */
+
+    if (p->pc.connection && p->phase == NGX_HTTP_UPSTREAM_HA_READ
+        && ngx_http_upstream_ha_probe_recv(p) != NGX_AGAIN)
+    {
+        return;
+    }
+
+    late = (ngx_msec_int_t) (ngx_current_msec - p->deadline);
+
+    if (late > (ngx_msec_int_t) p->hcf->health.timeout_ms) {
+        ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                      "check of upstream server %V of \"%V\" dropped: the "
+                      "worker was %M ms late", &p->name, p->hcf->name, late);
+        ngx_http_upstream_ha_probe_finish(p, NGX_DECLINED);
+        return;
+    }
+
+    ngx_http_upstream_ha_probe_fail(p, "timed out");
+}
+
+
+static ngx_int_t
+ngx_http_upstream_ha_test_connect(ngx_connection_t *c)
+{
+    int        err;
+    socklen_t  len;
+
+#if (NGX_HAVE_KQUEUE)
+
+    if (ngx_event_flags & NGX_USE_KQUEUE_EVENT)  {
+        if (c->write->pending_eof || c->read->pending_eof) {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+    }
+
+#endif
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        (void) ngx_connection_error(c, err, "connect() failed");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_upstream_ha_probe_fail(ngx_http_upstream_ha_probe_t *p,
+    const char *why)
+{
+    if ((u_char *) why != p->why) {
+        (void) ngx_cpystrn(p->why, (u_char *) why, sizeof(p->why));
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
+                  "check of upstream server %V of \"%V\" failed: %s",
+                  &p->name, p->hcf->name, p->why);
+
+    ngx_http_upstream_ha_probe_finish(p, 0);
+}
+
+
+/* passed: 1 passed, 0 failed, NGX_DECLINED no verdict */
+
+static void
+ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
+    ngx_int_t passed)
+{
+    hab_result                        rc;
+    ngx_connection_t                 *c;
+    hab_check_report                  report;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = p->hcf;
+    c = p->pc.connection;
+
+    if (p->timer.timer_set) {
+        ngx_del_timer(&p->timer);
+    }
+
+    if (c) {
+#if (NGX_HTTP_SSL)
+        if (c->ssl) {
+            c->ssl->no_wait_shutdown = 1;
+            c->ssl->no_send_shutdown = 1;
+            (void) ngx_ssl_shutdown(c);
+        }
+#endif
+        ngx_close_connection(c);
+        p->pc.connection = NULL;
+    }
+
+    hcf->probes--;
+    ngx_http_upstream_ha_probes--;
+    ngx_queue_remove(&p->queue);
+
+    if (passed != NGX_DECLINED) {
+        ngx_memzero(&report, sizeof(hab_check_report));
+
+        rc = hab_check_done(hcf->zone, p->peer, p->epoch, hcf->slot,
+                            passed ? 1 : 0, ngx_current_msec, &report);
+
+        if (rc != HAB_OK) {
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                          "ha_balance upstream \"%V\": check result: %s",
+                          hcf->name, hab_result_str(rc));
+
+        } else {
+
+            /* each transition is reported to one prober only */
+
+            switch (report.transition) {
+
+            case HAB_CHECK_UNHEALTHY:
+                ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                              "upstream server %V of \"%V\" is unhealthy: "
+                              "%uD failed check%s in a row, last: %s",
+                              &p->name, hcf->name, report.fall,
+                              report.fall == 1 ? "" : "s", p->why);
+                break;
+
+            case HAB_CHECK_HEALTHY:
+                ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                              "upstream server %V of \"%V\" is healthy "
+                              "again: %uD passed check%s in a row",
+                              &p->name, hcf->name, report.rise,
+                              report.rise == 1 ? "" : "s");
+                break;
+
+            case HAB_CHECK_UP:
+                ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                              "upstream server %V of \"%V\" passed its "
+                              "first check", &p->name, hcf->name);
+                break;
+
+            default:
+                break;
+            }
+
+            ngx_http_upstream_ha_log_panic(ngx_cycle->log, hcf->name,
+                                           &hcf->health, &report.panic);
+
+            if (report.transition != HAB_CHECK_NONE) {
+                ngx_http_upstream_ha_save_state(hcf);
+            }
+        }
+    }
+
+    ngx_destroy_pool(p->pool);
+}
+
+
+static u_char *
+ngx_http_upstream_ha_probe_log_error(ngx_log_t *log, u_char *buf, size_t len)
+{
+    ngx_http_upstream_ha_probe_t  *p = log->data;
+
+    return ngx_snprintf(buf, len, ", %s upstream server %V of \"%V\"",
+                        log->action ? log->action : "checking", &p->name,
+                        p->hcf->name);
+}

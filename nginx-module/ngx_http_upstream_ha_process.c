@@ -1,0 +1,154 @@
+
+/*
+ * Copyright (C) ha-balancer authors
+ *
+ * The module's part in the life of a cycle: in the master once every zone
+ * is initialised (init_module), and in each worker process what it takes
+ * at its start and gives back at its exit (init_process, exit_process):
+ * its slot of every zone's in-flight ledger, the resolve and health
+ * timers, its peer index.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ha_balancer.h>
+
+#include "ngx_http_upstream_ha_module.h"
+
+
+/*
+ * After every zone is initialised: the state file's entries of upstreams
+ * that are not configured (renamed or removed) are ignored, and said so
+ * once.  Only when the file was read, i.e. some zone was fresh.
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
+{
+    uint32_t                           entries, upstreams;
+    ngx_uint_t                         n;
+    hab_api_upstream                  *ups;
+    ngx_http_upstream_main_conf_t     *umcf;
+    ngx_http_upstream_ha_main_conf_t  *hmcf;
+
+    hmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_ha_module);
+
+    if (hmcf == NULL || hmcf->state == NULL) {
+        return NGX_OK;
+    }
+
+    umcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_upstream_module);
+
+    ups = ngx_pnalloc(cycle->pool, (umcf->upstreams.nelts + 1)
+                                   * sizeof(hab_api_upstream));
+    if (ups == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = ngx_http_upstream_ha_upstreams(cycle, ups);
+
+    if (hab_state_unclaimed(hmcf->state, ups, n, &entries, &upstreams)
+        == HAB_OK
+        && upstreams)
+    {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "%uD entries of %uD upstreams in \"%V\" name no "
+                      "ha_balance upstream, ignored", entries, upstreams,
+                      &hmcf->state_file);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Each worker claims a slot of every zone's in-flight ledger; claiming
+ * first returns the requests of workers that died, and their holds on
+ * table generations (see core/src/layout/ledger.rs).
+ */
+
+ngx_int_t
+ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    hab_result                        rc;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    i = 0;
+
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
+
+        rc = hab_zone_claim_slot(hcf->zone, (uint64_t) ngx_pid,
+                                 ngx_http_upstream_ha_alive, NULL,
+                                 &hcf->slot);
+
+        if (rc != HAB_OK) {
+            hcf->slot = HAB_NO_SLOT;
+            ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                          "ha_balance upstream \"%V\": no ledger slot: %s",
+                          hcf->name, hab_result_str(rc));
+        }
+
+#if (HAB_RESOLVE)
+        if (hcf->resolve
+            && ngx_http_upstream_ha_start_resolve(cycle, hcf) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+#endif
+
+        ngx_http_upstream_ha_start_health(cycle, hcf);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    i = 0;
+
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
+
+        /* checks in flight first: they name peers by the index */
+
+        ngx_http_upstream_ha_stop_health(hcf);
+
+#if (HAB_RESOLVE)
+        if (hcf->resolve) {
+            ngx_http_upstream_ha_stop_resolve(hcf);
+        }
+#endif
+
+        /* the peer index ngx_http_upstream_ha_index() built */
+
+        if (hcf->peer) {
+            ngx_free(hcf->peer);
+            hcf->peer = NULL;
+            hcf->indexed = NULL;
+        }
+
+        if (hcf->slot == HAB_NO_SLOT) {
+            continue;
+        }
+
+        (void) hab_zone_release_slot(hcf->zone, hcf->slot,
+                                     (uint64_t) ngx_pid);
+        hcf->slot = HAB_NO_SLOT;
+    }
+}
