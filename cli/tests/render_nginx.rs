@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::*;
 use hab_testkit::backend::Mode;
-use hab_testkit::nginx::{module_so, nginx_bin};
+use hab_testkit::nginx::{module_so, nginx_bin, self_signed_cert};
 use hab_testkit::proc::wait_until;
 use hab_testkit::skip::installed_or_skip;
 
@@ -204,26 +204,7 @@ fn rendered_https_listener_serves_traffic() {
         return;
     }
     let dir = fresh_dir();
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = run_bounded(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        "openssl req",
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "openssl: {}", text(&out.stderr));
+    let (cert, key) = self_signed_cert(&dir);
 
     let web = [backend("web1"), backend("web2")];
     let api = backend("api1");
