@@ -3,12 +3,18 @@
 //! reaching every worker, many changes under load, admin state across
 //! reload and restart (`ha_state_file`), and the `hab` CLI against it.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{proxy_block, sequence, server_lines, spawn_load, Backend, LoadOpts, Nginx, WORKERS};
+use hab_testkit::api::api_call;
+use hab_testkit::backend::process::Backend;
 use hab_testkit::http;
+use hab_testkit::load::{sequence, spawn_load, LoadOpts};
+use hab_testkit::nginx::{
+    nginx_or_skip, proxy_block, root, serial, server_lines, state_file, Nginx, WORKERS,
+};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::wait_until;
+use hab_testkit::skip::{say, test_name};
 use serde_json::Value;
 
 /// The upstream `up` with `upstream_body`, proxied at `/`, and the API at
@@ -32,18 +38,14 @@ fn block(port: u16, upstream_body: &str, http_extra: &str) -> String {
     format!("{http_extra}\n{base}")
 }
 
-fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    common::api_call(port, method, path, body)
-}
-
 fn server(port: u16, id: usize) -> Value {
-    let (s, v) = call(port, "GET", &format!("/api/upstreams/up/servers/{id}"), "");
+    let (s, v) = api_call(port, "GET", &format!("/api/upstreams/up/servers/{id}"), "");
     assert_eq!(s, 200, "{v}");
     v
 }
 
 fn patch(port: u16, id: usize, body: &str) -> Value {
-    let (s, v) = call(
+    let (s, v) = api_call(
         port,
         "PATCH",
         &format!("/api/upstreams/up/servers/{id}"),
@@ -55,12 +57,12 @@ fn patch(port: u16, id: usize, body: &str) -> Value {
 
 #[test]
 fn api_reads_and_every_refusal() {
-    if !common::nginx_or_skip("api_reads_and_every_refusal") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("r", 3);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance round_robin;\n{}",
         server_lines(&b, &["weight=2", "backup", "max_conns=7"])
@@ -72,7 +74,7 @@ fn api_reads_and_every_refusal() {
     }";
     let mut ngx = Nginx::start(&block(port, &upstream, big), WORKERS);
 
-    let (s, v) = call(port, "GET", "/api/upstreams", "");
+    let (s, v) = api_call(port, "GET", "/api/upstreams", "");
     assert_eq!(s, 200, "{v}");
     let peers = v["up"]["peers"].as_array().expect("peers");
     let rows: Vec<(u64, String, bool, u64, u64)> = peers
@@ -99,7 +101,7 @@ fn api_reads_and_every_refusal() {
     assert_eq!(v["up"]["policy"], "round_robin");
     assert_eq!(v["up"]["generation"], 1);
     assert!(peers.iter().all(|p| p["state"] == "up" && p["active"] == 0));
-    let (s, one) = call(port, "GET", "/ro/upstreams/up/servers/2", "");
+    let (s, one) = api_call(port, "GET", "/ro/upstreams/up/servers/2", "");
     assert_eq!((s, one["name"].as_str()), (200, Some(b[2].addr().as_str())));
     assert_eq!(
         (
@@ -109,7 +111,7 @@ fn api_reads_and_every_refusal() {
         ),
         (Some("round_robin"), Some(1), Some(1))
     );
-    let (s, _) = call(port, "HEAD", "/api/upstreams/up", "");
+    let (s, _) = api_call(port, "HEAD", "/api/upstreams/up", "");
     assert_eq!(s, 200);
 
     for (method, path, body, status, code) in [
@@ -196,7 +198,7 @@ fn api_reads_and_every_refusal() {
         ),
         ("GET", "/api/other", "", 404, "NotFound"),
     ] {
-        let (s, v) = call(port, method, path, body);
+        let (s, v) = api_call(port, method, path, body);
         assert_eq!(
             (
                 s,
@@ -210,7 +212,7 @@ fn api_reads_and_every_refusal() {
     }
     // A change that cannot fit in the zone: refused, said in the error
     // log, and the current generation keeps serving.
-    let (s, v) = call(
+    let (s, v) = api_call(
         port,
         "PATCH",
         "/api/upstreams/big/servers/0",
@@ -226,16 +228,16 @@ fn api_reads_and_every_refusal() {
         "{}",
         ngx.error_log()
     );
-    let (_, v) = call(port, "GET", "/api/upstreams/big", "");
+    let (_, v) = api_call(port, "GET", "/api/upstreams/big", "");
     assert_eq!(
         (v["generation"].as_u64(), v["peers"][0]["weight"].as_u64()),
         (Some(1), Some(1))
     );
     // nginx's own access control applies.
-    let (s, _) = call(port, "GET", "/denied/upstreams", "");
+    let (s, _) = api_call(port, "GET", "/denied/upstreams", "");
     assert_eq!(s, 403);
     // Nothing refused changed anything.
-    let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
     assert_eq!(v["generation"], 1);
     assert!(v["peers"]
         .as_array()
@@ -248,16 +250,16 @@ fn api_reads_and_every_refusal() {
 
 #[test]
 fn weight_change_reaches_every_worker_on_the_next_request() {
-    if !common::nginx_or_skip("weight_change_reaches_every_worker_on_the_next_request") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = [
         Backend::start("a"),
         Backend::start("b"),
         Backend::start("c"),
     ];
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
 
@@ -272,7 +274,7 @@ fn weight_change_reaches_every_worker_on_the_next_request() {
     let seq = sequence(port, "/", 70);
     let expect: Vec<&str> = ["a", "a", "b", "a", "c", "a", "a"].repeat(10);
     assert_eq!(seq, expect);
-    let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
     assert_eq!(v["generation"], 2);
     // Back to the configured weight.
     patch(port, 0, r#"{"weight":null}"#);
@@ -288,12 +290,12 @@ fn weight_change_reaches_every_worker_on_the_next_request() {
 
 #[test]
 fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
-    if !common::nginx_or_skip("drain_under_load_finishes_in_flight_and_sends_nothing_new") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("d", 3);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance least_conn;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
 
@@ -326,7 +328,7 @@ fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
     assert_eq!(v["state"], "draining", "{v}");
     assert!(v["active"].as_u64().unwrap() > 0);
     // Once they finish, it reads as down, with nothing in flight.
-    let ok = common::wait_until(Duration::from_secs(10), || {
+    let ok = wait_until(Duration::from_secs(10), || {
         server(port, 0)["state"] == "down"
     });
     let v = server(port, 0);
@@ -361,12 +363,12 @@ fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
 
 #[test]
 fn two_hundred_changes_under_load_lose_nothing() {
-    if !common::nginx_or_skip("two_hundred_changes_under_load_lose_nothing") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("p", 3);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
 
@@ -395,7 +397,7 @@ fn two_hundred_changes_under_load_lose_nothing() {
     let mut accepted = 0;
     for k in 0..200 {
         // Server 2 is never touched: there is always somewhere to go.
-        let (s, v) = call(
+        let (s, v) = api_call(
             port,
             "PATCH",
             &format!("/api/upstreams/up/servers/{}", k % 2),
@@ -421,15 +423,15 @@ fn two_hundred_changes_under_load_lose_nothing() {
     );
     assert!(r.total > 50, "too little load: {}", r.total);
     // At idle every in-flight count is back to zero.
-    let ok = common::wait_until(Duration::from_secs(5), || {
-        let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    let ok = wait_until(Duration::from_secs(5), || {
+        let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
         v["peers"]
             .as_array()
             .unwrap()
             .iter()
             .all(|p| p["active"] == 0)
     });
-    let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
     assert!(ok, "{v}");
     assert!(v["generation"].as_u64().unwrap() > 10, "{v}");
     // Old generations were reclaimed: at idle a change always fits.
@@ -448,13 +450,13 @@ fn two_hundred_changes_under_load_lose_nothing() {
 
 #[test]
 fn admin_state_survives_reload_and_restart_with_a_state_file() {
-    if !common::nginx_or_skip("admin_state_survives_reload_and_restart_with_a_state_file") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("s", 4);
-    let (state, extra) = common::state_file();
-    let port = common::free_port();
+    let (state, extra) = state_file();
+    let port = free_port();
     let three = format!(
         "        ha_balance round_robin;\n{}",
         server_lines(&b[..3], &[])
@@ -543,22 +545,22 @@ fn admin_state_survives_reload_and_restart_with_a_state_file() {
 
 #[test]
 fn hab_cli_drives_the_api() {
-    if !common::nginx_or_skip("hab_cli_drives_the_api") {
+    if !nginx_or_skip() {
         return;
     }
-    let hab = common::root().join("target/debug/hab");
+    let hab = root().join("target/debug/hab");
     if !hab.is_file() {
         assert!(
             std::env::var("HAB_REQUIRE_NGINX").is_err(),
             "{} missing: run cargo build --workspace --bins",
             hab.display()
         );
-        common::say("SKIP hab_cli_drives_the_api: target/debug/hab not built");
+        say(&format!("SKIP {}: target/debug/hab not built", test_name()));
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("h", 2);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
     let url = format!("http://127.0.0.1:{port}/api");
@@ -585,7 +587,7 @@ fn hab_cli_drives_the_api() {
     let (code, _, err) = run(&["down", &format!("http://127.0.0.1:{port}/ro"), "up", "0"]);
     assert_eq!(code, Some(1), "refused: {err}");
     assert!(err.contains("405"), "{err}");
-    let dead = common::free_port();
+    let dead = free_port();
     let (code, _, err) = run(&["status", &format!("http://127.0.0.1:{dead}/api")]);
     assert_eq!(code, Some(2), "unreachable: {err}");
     ngx.stop();
@@ -593,12 +595,12 @@ fn hab_cli_drives_the_api() {
 
 #[test]
 fn killed_workers_do_not_pin_old_generations() {
-    if !common::nginx_or_skip("killed_workers_do_not_pin_old_generations") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("k", 2);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&block(port, &upstream, ""), WORKERS);
 
@@ -611,12 +613,12 @@ fn killed_workers_do_not_pin_old_generations() {
             ..LoadOpts::new(6, 1)
         },
     );
-    let ok = common::wait_until(Duration::from_secs(10), || {
+    let ok = wait_until(Duration::from_secs(10), || {
         b.iter().map(|b| b.stats().inflight).sum::<u64>() >= 6
     });
     assert!(ok, "slow requests did not arrive");
     patch(port, 0, r#"{"weight":3}"#);
-    let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
     assert_eq!(v["generation"], 2);
     assert_eq!(v["retiring"][0]["generation"], 1, "{v}");
     assert_eq!(v["retiring"][0]["requests"], 6, "{v}");
@@ -626,15 +628,15 @@ fn killed_workers_do_not_pin_old_generations() {
     for pid in ngx.worker_pids() {
         ngx.kill_worker(pid);
     }
-    let ok = common::wait_until(Duration::from_secs(15), || {
+    let ok = wait_until(Duration::from_secs(15), || {
         ngx.worker_pids().len() == WORKERS
             && matches!(http::request(port, "GET", "/api/upstreams/up", b""), Ok(r) if r.status == 200)
     });
     assert!(ok, "workers not back: {}", ngx.error_log());
     let _ = load.stop();
     // A worker claims its ledger slot (and reconciles) when it starts.
-    let ok = common::wait_until(Duration::from_secs(10), || {
-        let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    let ok = wait_until(Duration::from_secs(10), || {
+        let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
         v["retiring"].as_array().is_some_and(|r| r.is_empty())
             && v["peers"]
                 .as_array()
@@ -642,7 +644,7 @@ fn killed_workers_do_not_pin_old_generations() {
                 .iter()
                 .all(|p| p["active"] == 0)
     });
-    let (_, v) = call(port, "GET", "/api/upstreams/up", "");
+    let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
     assert!(ok, "{v}");
     // And changes keep fitting: no descriptor is pinned forever.
     for w in 1..=12 {

@@ -4,29 +4,24 @@
 //! and a regex or named location is refused by `nginx -t` (it routed
 //! nothing: every request answered 404).
 
-mod common;
-
-use common::{proxy_block, server_lines, Backend, Nginx, WORKERS};
-
-fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
-    common::api_call(port, method, path, body)
-}
+use hab_testkit::api::api_call;
+use hab_testkit::backend::process::Backend;
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, server_lines, stock_mode, Nginx, WORKERS};
+use hab_testkit::port::free_port;
 
 fn weight(port: u16, api: &str) -> u64 {
-    let (s, v) = call(port, "GET", &format!("{api}upstreams/up/servers/0"), "");
+    let (s, v) = api_call(port, "GET", &format!("{api}upstreams/up/servers/0"), "");
     assert_eq!(s, 200, "{api}: {v}");
     v["weight"].as_u64().unwrap_or_else(|| panic!("{api}: {v}"))
 }
 
 #[test]
 fn limit_except_lets_the_allowed_client_write_and_refuses_the_others() {
-    if !common::nginx_or_skip("limit_except_lets_the_allowed_client_write_and_refuses_the_others")
-        || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let b = [Backend::start("a"), Backend::start("b")];
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance round_robin;\n{}",
         server_lines(&b, &["", ""])
@@ -54,13 +49,13 @@ fn limit_except_lets_the_allowed_client_write_and_refuses_the_others() {
     let ngx = Nginx::start(&conf, WORKERS);
 
     for api in ["/api/", "/api2/", "/locked/"] {
-        let (s, v) = call(port, "GET", &format!("{api}upstreams"), "");
+        let (s, v) = api_call(port, "GET", &format!("{api}upstreams"), "");
         assert_eq!(s, 200, "GET {api}: {v}");
         assert!(v["up"]["peers"].is_array(), "{api}: {v}");
     }
     // the allowed client writes (nginx answered 405 before: the
     // limit_except block had no content handler)
-    let (s, v) = call(
+    let (s, v) = api_call(
         port,
         "PATCH",
         "/api/upstreams/up/servers/0",
@@ -68,7 +63,7 @@ fn limit_except_lets_the_allowed_client_write_and_refuses_the_others() {
     );
     assert_eq!(s, 200, "PATCH /api/: {v}");
     assert_eq!(v["weight"], 7, "{v}");
-    let (s, v) = call(
+    let (s, v) = api_call(
         port,
         "PATCH",
         "/api2/upstreams/up/servers/0",
@@ -88,7 +83,7 @@ fn limit_except_lets_the_allowed_client_write_and_refuses_the_others() {
     assert_eq!(weight(port, "/locked/"), 9);
     // a method outside the list reaches the API (its own JSON answer),
     // not nginx's 405 page
-    let (s, v) = call(port, "DELETE", "/api/upstreams/up/servers/0", "");
+    let (s, v) = api_call(port, "DELETE", "/api/upstreams/up/servers/0", "");
     assert!(v["error"]["code"].is_string(), "{s} {v}");
     let log = ngx.error_log();
     assert!(!log.contains("[alert]"), "{log}");
@@ -96,9 +91,7 @@ fn limit_except_lets_the_allowed_client_write_and_refuses_the_others() {
 
 #[test]
 fn ha_api_in_a_regex_or_named_location_is_refused() {
-    if !common::nginx_or_skip("ha_api_in_a_regex_or_named_location_is_refused")
-        || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let server = |loc: &str| {

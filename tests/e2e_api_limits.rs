@@ -5,13 +5,14 @@
 //! whole 1..1,000,000. (A PATCH to 100,000 on 4 servers of weight 1 was
 //! 507 when the zone kept 64 KB of headroom.)
 
-mod common;
-
-use common::{Nginx, WORKERS};
+use hab_testkit::api::api_call;
+use hab_testkit::nginx::{nginx_or_skip, serial, stock_mode, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::skip::{say, test_name};
 
 /// PATCH server `id` of upstream `up` to weight `w` through the API.
 fn patch_weight(port: u16, up: &str, id: usize, w: u64) -> (u16, serde_json::Value) {
-    common::api_call(
+    api_call(
         port,
         "PATCH",
         &format!("/api/upstreams/{up}/servers/{id}"),
@@ -21,11 +22,11 @@ fn patch_weight(port: u16, up: &str, id: usize, w: u64) -> (u16, serde_json::Val
 
 #[test]
 fn documented_weights_fit_and_past_the_room_the_507_says_why() {
-    if !common::nginx_or_skip("documented_weights_fit_and_past_the_room_the_507_says_why") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
-    let port = common::free_port();
+    let _serial = serial();
+    let port = free_port();
     let servers = |w: &[u32]| -> String {
         w.iter()
             .enumerate()
@@ -79,7 +80,7 @@ fn documented_weights_fit_and_past_the_room_the_507_says_why() {
         "{}",
         ngx.error_log()
     );
-    let (_, v) = common::api_call(port, "GET", "/api/upstreams/rr/servers/2", "");
+    let (_, v) = api_call(port, "GET", "/api/upstreams/rr/servers/2", "");
     assert_eq!(v["weight"], 1, "the refused change is not in force: {v}");
     assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());
     ngx.stop();
@@ -91,17 +92,15 @@ fn documented_weights_fit_and_past_the_room_the_507_says_why() {
 /// zone is sized for it again); an upstream beside it keeps the default.
 #[test]
 fn schedule_room_reserves_the_whole_weight_range() {
-    if !common::nginx_or_skip("schedule_room_reserves_the_whole_weight_range") {
+    if !nginx_or_skip() {
         return;
     }
-    if common::stock_mode() {
-        hab_testkit::skip::say(
-            "schedule_room_reserves_the_whole_weight_range: stock nginx has no ha_balance",
-        );
+    if stock_mode() {
+        say(&format!("{}: stock nginx has no ha_balance", test_name()));
         return;
     }
-    let _serial = common::serial();
-    let port = common::free_port();
+    let _serial = serial();
+    let port = free_port();
     let conf = format!(
         "    upstream big {{
         ha_balance round_robin schedule_room=4194304;
@@ -141,7 +140,7 @@ fn schedule_room_reserves_the_whole_weight_range() {
         "{v}"
     );
     ngx.reload();
-    let (_, v) = common::api_call(port, "GET", "/api/upstreams/big/servers/1", "");
+    let (_, v) = api_call(port, "GET", "/api/upstreams/big/servers/1", "");
     assert_eq!(v["weight"], 999_999, "the weight survives the reload: {v}");
     let (s, v) = patch("big", 3, 1_000_000);
     assert_eq!(s, 200, "after a reload: {v}");

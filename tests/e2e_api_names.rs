@@ -3,20 +3,21 @@
 //! that is not UTF-8 fails `nginx -t` (the API, the metrics and the state
 //! file name upstreams in UTF-8; it used to become "" everywhere).
 
-mod common;
-
 use std::fs;
 
-use common::{Backend, Nginx, WORKERS};
+use hab_testkit::api::api_call;
+use hab_testkit::backend::process::Backend;
+use hab_testkit::nginx::{nginx_or_skip, scratch_dir, serial, Nginx, WORKERS};
+use hab_testkit::port::free_port;
 
 #[test]
 fn a_name_with_a_slash_is_addressed_percent_encoded() {
-    if !common::nginx_or_skip("a_name_with_a_slash_is_addressed_percent_encoded") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start("n");
-    let port = common::free_port();
+    let port = free_port();
     let conf = format!(
         "    upstream \"a/b\" {{
         ha_balance round_robin;
@@ -34,16 +35,16 @@ fn a_name_with_a_slash_is_addressed_percent_encoded() {
         b.addr()
     );
     let mut ngx = Nginx::start(&conf, WORKERS);
-    let (s, v) = common::api_call(port, "GET", "/api/upstreams", "");
+    let (s, v) = api_call(port, "GET", "/api/upstreams", "");
     assert_eq!(s, 200, "{v}");
     assert!(v["a/b"].is_object() && v["a"].is_object(), "{v}");
-    let (s, v) = common::api_call(port, "GET", "/api/upstreams/a%2Fb/servers/0", "");
+    let (s, v) = api_call(port, "GET", "/api/upstreams/a%2Fb/servers/0", "");
     assert_eq!(
         (s, v["server"].as_str()),
         (200, Some(b.addr().as_str())),
         "{v}"
     );
-    let (s, v) = common::api_call(
+    let (s, v) = api_call(
         port,
         "PATCH",
         "/api/upstreams/a%2Fb/servers/0",
@@ -51,9 +52,9 @@ fn a_name_with_a_slash_is_addressed_percent_encoded() {
     );
     assert_eq!((s, v["drain"].as_bool()), (200, Some(true)), "{v}");
     // Unencoded, the slash separates: upstream "a" has no resource "b".
-    let (s, v) = common::api_call(port, "GET", "/api/upstreams/a/b/servers/0", "");
+    let (s, v) = api_call(port, "GET", "/api/upstreams/a/b/servers/0", "");
     assert_eq!(s, 404, "{v}");
-    let (s, v) = common::api_call(port, "GET", "/api/upstreams/a/servers/0", "");
+    let (s, v) = api_call(port, "GET", "/api/upstreams/a/servers/0", "");
     assert_eq!((s, v["drain"].as_bool()), (200, Some(false)), "{v}");
     assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());
     ngx.stop();
@@ -61,11 +62,11 @@ fn a_name_with_a_slash_is_addressed_percent_encoded() {
 
 #[test]
 fn a_name_that_is_not_utf8_fails_nginx_t() {
-    if !common::nginx_or_skip("a_name_that_is_not_utf8_fails_nginx_t") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
-    let dir = common::scratch_dir();
+    let _serial = serial();
+    let dir = scratch_dir();
     let inc = dir.join("latin1.conf");
     // "café" in Latin-1.
     fs::write(

@@ -3,14 +3,13 @@
 //! Backups get traffic only when no primary is eligible; `down` servers
 //! never get any.
 
-mod common;
-
 use std::thread;
 use std::time::Duration;
 
-use common::{
-    backend_counts, load, proxy_block, sequence, server_lines, tally, Backend, Nginx, WORKERS,
-};
+use hab_testkit::backend::process::{backend_counts, Backend};
+use hab_testkit::load::{load, sequence, tally};
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, server_lines, Nginx, WORKERS};
+use hab_testkit::port::free_port;
 
 const NEXT: &str = "            proxy_next_upstream error timeout;";
 
@@ -20,7 +19,7 @@ fn three(policy: &str, params: &[&str]) -> (Vec<Backend>, u16, Nginx) {
         Backend::start("p2"),
         Backend::start("bk"),
     ];
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance {policy};\n{}", server_lines(&b, params));
     let ngx = Nginx::start(&proxy_block(port, &upstream, NEXT), WORKERS);
     (b, port, ngx)
@@ -28,10 +27,10 @@ fn three(policy: &str, params: &[&str]) -> (Vec<Backend>, u16, Nginx) {
 
 #[test]
 fn backup_idle_while_primaries_up() {
-    if !common::nginx_or_skip("backup_idle_while_primaries_up") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     for policy in ["round_robin", "least_conn"] {
         let (b, port, mut ngx) = three(policy, &["", "", "backup"]);
         let res = load(port, "/", 4, 50);
@@ -54,10 +53,10 @@ fn backup_idle_while_primaries_up() {
 
 #[test]
 fn backup_takes_everything_when_primaries_die_and_hands_back() {
-    if !common::nginx_or_skip("backup_takes_everything_when_primaries_die_and_hands_back") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     for policy in ["round_robin", "least_conn"] {
         let (mut b, port, mut ngx) = three(
             policy,
@@ -102,10 +101,10 @@ fn backup_takes_everything_when_primaries_die_and_hands_back() {
 
 #[test]
 fn backup_serves_when_primaries_are_down() {
-    if !common::nginx_or_skip("backup_serves_when_primaries_are_down") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     for policy in ["round_robin", "least_conn"] {
         let (b, port, mut ngx) = three(policy, &["down", "down", "backup"]);
         let res = load(port, "/", 4, 25);
@@ -123,13 +122,13 @@ fn backup_serves_when_primaries_are_down() {
 
 #[test]
 fn down_servers_get_nothing() {
-    if !common::nginx_or_skip("down_servers_get_nothing") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     for policy in ["round_robin", "least_conn"] {
         let b = Backend::start_many("d", 3);
-        let port = common::free_port();
+        let port = free_port();
         let upstream = format!(
             "        ha_balance {policy};\n{}",
             server_lines(&b, &["", "down", ""])

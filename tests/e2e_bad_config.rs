@@ -3,9 +3,7 @@
 //! Each mistake gives an nginx-style `[emerg]` line naming the config file
 //! and line; nginx exits with status 1, never on a signal.
 
-mod common;
-
-use common::Nginx;
+use hab_testkit::nginx::{nginx_or_skip, stock_mode, Nginx};
 
 fn upstream_with(lines: &str) -> String {
     format!(
@@ -23,7 +21,7 @@ fn upstream_with(lines: &str) -> String {
 
 #[test]
 fn unknown_policy_is_rejected() {
-    if !common::nginx_or_skip("unknown_policy_is_rejected") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let c = Nginx::check_detailed(&upstream_with("        ha_balance foo;"));
@@ -32,7 +30,7 @@ fn unknown_policy_is_rejected() {
 
 #[test]
 fn bad_parameter_is_rejected() {
-    if !common::nginx_or_skip("bad_parameter_is_rejected") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let c = Nginx::check_detailed(&upstream_with("        ha_balance round_robin bogus=1;"));
@@ -41,7 +39,7 @@ fn bad_parameter_is_rejected() {
 
 #[test]
 fn bad_schedule_room_is_rejected() {
-    if !common::nginx_or_skip("bad_schedule_room_is_rejected") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     for (line, needles) in [
@@ -82,7 +80,7 @@ fn bad_schedule_room_is_rejected() {
 
 #[test]
 fn missing_policy_is_rejected() {
-    if !common::nginx_or_skip("missing_policy_is_rejected") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let c = Nginx::check_detailed(&upstream_with("        ha_balance;"));
@@ -91,7 +89,7 @@ fn missing_policy_is_rejected() {
 
 #[test]
 fn duplicate_directive_is_rejected() {
-    if !common::nginx_or_skip("duplicate_directive_is_rejected") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let c = Nginx::check_detailed(&upstream_with(
@@ -102,7 +100,7 @@ fn duplicate_directive_is_rejected() {
 
 #[test]
 fn directive_outside_upstream_is_rejected() {
-    if !common::nginx_or_skip("directive_outside_upstream_is_rejected") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let in_server = "    server {
@@ -139,7 +137,7 @@ fn directive_outside_upstream_is_rejected() {
 
 #[test]
 fn valid_configs_pass() {
-    if !common::nginx_or_skip("valid_configs_pass") {
+    if !nginx_or_skip() {
         return;
     }
     for lines in [
@@ -164,9 +162,7 @@ fn valid_configs_pass() {
 
 #[test]
 fn server_parameters_above_32_bits_are_refused_not_truncated() {
-    if !common::nginx_or_skip("server_parameters_above_32_bits_are_refused_not_truncated")
-        || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     // Each used to be cut to 32 bits: max_conns=4294967297 became a limit
@@ -205,9 +201,7 @@ fn server_parameters_above_32_bits_are_refused_not_truncated() {
 
 #[test]
 fn fail_timeout_longer_than_the_core_keeps_is_refused() {
-    if !common::nginx_or_skip("fail_timeout_longer_than_the_core_keeps_is_refused")
-        || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     // The core keeps fail_timeout in 32 bits of milliseconds (the peer's
@@ -232,9 +226,7 @@ fn fail_timeout_longer_than_the_core_keeps_is_refused() {
 
 #[test]
 fn limits_are_refused_with_their_figures_and_p2c_takes_any_weight() {
-    if !common::nginx_or_skip("limits_are_refused_with_their_figures_and_p2c_takes_any_weight")
-        || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let block = |policy: &str, servers: &str| {
@@ -273,7 +265,7 @@ fn limits_are_refused_with_their_figures_and_p2c_takes_any_weight() {
 /// file, the line and what is wrong; valid combinations pass.
 #[test]
 fn health_directives_are_checked() {
-    if !common::nginx_or_skip("health_directives_are_checked") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
     let rr = "        ha_balance round_robin;\n";

@@ -4,9 +4,7 @@
 //! Each mistake gives an `[emerg]` line naming the config file and the line
 //! at fault; nginx exits with status 1, never on a signal.
 
-mod common;
-
-use common::{Check, Nginx};
+use hab_testkit::nginx::{nginx_or_skip, stock_mode, Check, Nginx};
 
 /// An upstream with `before` above its two server lines (the second with
 /// `second_params`) and `after` below them.
@@ -30,13 +28,13 @@ fn check_line(line: &str) -> Check {
     Nginx::check_detailed(&upstream(&format!("        {line}"), "", ""))
 }
 
-fn skip(test: &str) -> bool {
-    !common::nginx_or_skip(test) || common::stock_mode()
+fn skip() -> bool {
+    !nginx_or_skip() || stock_mode()
 }
 
 #[test]
 fn hash_without_key_is_rejected() {
-    if skip("hash_without_key_is_rejected") {
+    if skip() {
         return;
     }
     let c = check_line("ha_balance hash;");
@@ -45,7 +43,7 @@ fn hash_without_key_is_rejected() {
 
 #[test]
 fn hash_unknown_parameter_is_rejected() {
-    if skip("hash_unknown_parameter_is_rejected") {
+    if skip() {
         return;
     }
     let c = check_line("ha_balance hash $uri bogus;");
@@ -54,7 +52,7 @@ fn hash_unknown_parameter_is_rejected() {
 
 #[test]
 fn balance_factor_below_100_is_rejected() {
-    if skip("balance_factor_below_100_is_rejected") {
+    if skip() {
         return;
     }
     for line in [
@@ -69,7 +67,7 @@ fn balance_factor_below_100_is_rejected() {
 
 #[test]
 fn balance_factor_without_consistent_or_maglev_is_rejected() {
-    if skip("balance_factor_without_consistent_or_maglev_is_rejected") {
+    if skip() {
         return;
     }
     let line = "ha_balance hash $uri balance_factor=150;";
@@ -79,7 +77,7 @@ fn balance_factor_without_consistent_or_maglev_is_rejected() {
 
 #[test]
 fn bad_ewma_decay_is_rejected() {
-    if skip("bad_ewma_decay_is_rejected") {
+    if skip() {
         return;
     }
     for (line, value) in [
@@ -94,7 +92,7 @@ fn bad_ewma_decay_is_rejected() {
 
 #[test]
 fn extra_parameter_of_other_policies_is_rejected() {
-    if skip("extra_parameter_of_other_policies_is_rejected") {
+    if skip() {
         return;
     }
     for policy in ["p2c", "random", "ewma decay=1s"] {
@@ -106,7 +104,7 @@ fn extra_parameter_of_other_policies_is_rejected() {
 
 #[test]
 fn backup_rejected_with_policies_that_cannot_rank_it() {
-    if skip("backup_rejected_with_policies_that_cannot_rank_it") {
+    if skip() {
         return;
     }
     for policy in [
@@ -130,7 +128,7 @@ fn backup_rejected_with_policies_that_cannot_rank_it() {
 
 #[test]
 fn backup_still_allowed_with_round_robin_and_least_conn() {
-    if skip("backup_still_allowed_with_round_robin_and_least_conn") {
+    if skip() {
         return;
     }
     for policy in ["round_robin", "least_conn"] {
@@ -147,7 +145,7 @@ fn backup_still_allowed_with_round_robin_and_least_conn() {
 
 #[test]
 fn valid_line_of_each_policy_passes() {
-    if skip("valid_line_of_each_policy_passes") {
+    if skip() {
         return;
     }
     for line in [
@@ -180,7 +178,7 @@ fn valid_line_of_each_policy_passes() {
 
 #[test]
 fn maglev_table_size_must_be_a_prime_in_range() {
-    if skip("maglev_table_size_must_be_a_prime_in_range") {
+    if skip() {
         return;
     }
     for line in [
@@ -217,7 +215,7 @@ fn maglev_table_size_must_be_a_prime_in_range() {
 
 #[test]
 fn maglev_table_size_below_the_server_count_is_rejected() {
-    if skip("maglev_table_size_below_the_server_count_is_rejected") {
+    if skip() {
         return;
     }
     // 258 primaries in a 257-entry table: refused at the upstream line.

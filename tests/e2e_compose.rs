@@ -1,29 +1,31 @@
 //! End-to-end: composition with `zone`, `keepalive`, `$upstream_addr` and
 //! HTTPS upstreams (`proxy_ssl_session_reuse`)
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::{
-    addr_names, load, proxy_block, sequence, server_lines, tally, Backend, Nginx, WORKERS,
+use hab_testkit::backend::process::{addr_names, Backend};
+use hab_testkit::http::get;
+use hab_testkit::load::{load, sequence, tally};
+use hab_testkit::nginx::{
+    nginx_or_skip, proxy_block, scratch_dir, self_signed_cert, serial, server_lines, Nginx, WORKERS,
 };
+use hab_testkit::port::free_port;
 
 const KEEPALIVE_LOCATION: &str = "            proxy_http_version 1.1;
             proxy_set_header Connection \"\";";
 
 #[test]
 fn zone_and_keepalive_still_balance_exactly() {
-    if !common::nginx_or_skip("zone_and_keepalive_still_balance_exactly") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = vec![
         Backend::start("a"),
         Backend::start("b"),
         Backend::start("c"),
     ];
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance round_robin;\n        zone up_zone 64k;\n{}        keepalive 8;",
         server_lines(&b, &["weight=5", "", ""])
@@ -63,12 +65,12 @@ fn zone_and_keepalive_still_balance_exactly() {
 
 #[test]
 fn least_conn_with_zone_and_keepalive() {
-    if !common::nginx_or_skip("least_conn_with_zone_and_keepalive") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("k", 3);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        zone up_zone 64k;\n        ha_balance least_conn;\n{}        keepalive 8;",
         server_lines(&b, &[])
@@ -104,13 +106,13 @@ fn least_conn_with_zone_and_keepalive() {
 
 #[test]
 fn upstream_addr_is_logged_for_the_peer_that_answered() {
-    if !common::nginx_or_skip("upstream_addr_is_logged_for_the_peer_that_answered") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("u", 3);
     let names = addr_names(&b);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance least_conn;\n{}",
         server_lines(&b, &["weight=2", "", ""])
@@ -119,7 +121,7 @@ fn upstream_addr_is_logged_for_the_peer_that_answered() {
 
     let mut answered = BTreeMap::new();
     for i in 0..60 {
-        let r = common::get(port, &format!("/?id={i}")).expect("request");
+        let r = get(port, &format!("/?id={i}")).expect("request");
         assert_eq!(r.status, 200);
         assert_eq!(
             r.header("x-backend").map(str::to_owned),
@@ -144,17 +146,13 @@ fn upstream_addr_is_logged_for_the_peer_that_answered() {
 
 #[test]
 fn https_upstreams_with_session_reuse() {
-    if !common::nginx_or_skip("https_upstreams_with_session_reuse") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
-    let certs = common::scratch_dir();
-    let (cert, key) = common::self_signed_cert(&certs);
-    let (t1, t2, port) = (
-        common::free_port(),
-        common::free_port(),
-        common::free_port(),
-    );
+    let _serial = serial();
+    let certs = scratch_dir();
+    let (cert, key) = self_signed_cert(&certs);
+    let (t1, t2, port) = (free_port(), free_port(), free_port());
     let tls_server = |p: u16, name: &str| {
         format!(
             "    server {{

@@ -17,32 +17,23 @@
 //! - `hash ... consistent` gives the peers of one SRV target the same ring
 //!   points: a key is not sticky to one of them.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{get, outcome, proxy_block, Backend, Nginx, WORKERS};
-use hab_testkit::dns::{dns_or_skip, Named, Record, Srv};
-
-const WEB: &str = "_web._tcp.service.consul";
-
-/// Longest time nginx may take to follow a DNS change: two re-resolve
-/// periods of `valid=1s` (about 2 s each) and slack for a busy machine.
-const FOLLOW: Duration = Duration::from_secs(10);
+use hab_testkit::backend::process::Backend;
+use hab_testkit::dns::{Named, Record, Srv};
+use hab_testkit::http::get;
+use hab_testkit::load::{outcome, tally};
+use hab_testkit::nginx::{proxy_block, serial, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::resolve::{named, stock_ready, FOLLOW, WEB};
+use hab_testkit::skip::{say, test_name};
 
 /// Pause between two requests of a poll.
 const PAUSE: Duration = Duration::from_millis(25);
 
-/// nginx built, >= 1.27.3 (`resolve` and `service=`; `make test` also runs
-/// these tests against Debian's 1.22), and the DNS server installed.
-fn ready(test: &str) -> bool {
-    common::stock_nginx_or_skip(test)
-        && common::nginx_at_least_or_skip(test, (1, 27, 3), "server ... resolve")
-        && dns_or_skip(test)
-}
-
+/// `webI.node.consul`: the A record of backend `webI` (indices from 1).
 fn target(i: usize) -> String {
     format!("web{i}.node.consul")
 }
@@ -60,15 +51,9 @@ fn srv(b: &Backend, i: usize) -> Srv {
 /// the SRV records naming `in_dns` (indices from 1), and nginx on top.
 fn setup(in_dns: &[usize]) -> (Vec<Backend>, Named, u16, Nginx) {
     let b = Backend::start_many("web", 3);
-    let mut records: Vec<Record> = (1..=3)
-        .map(|i| Record::a(&target(i), Ipv4Addr::LOCALHOST))
-        .collect();
-    records.extend(in_dns.iter().map(|&i| Record::Srv {
-        name: WEB.into(),
-        srv: srv(&b[i - 1], i),
-    }));
-    let ns = Named::start("consul", &records).expect("start named");
-    let port = common::free_port();
+    let in_dns: Vec<&Backend> = in_dns.iter().map(|&i| &b[i - 1]).collect();
+    let ns = named(&b, &in_dns);
+    let port = free_port();
     let upstream = format!(
         "        zone up 64k;
         resolver 127.0.0.1:{} valid=1s;
@@ -134,11 +119,11 @@ fn summary(seen: &[(Duration, String)]) -> String {
 
 #[test]
 fn stock_nginx_follows_srv_changes() {
-    let test = "stock_nginx_follows_srv_changes";
-    if !ready(test) {
+    let test = test_name();
+    if !stock_ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (b, ns, port, ngx) = setup(&[1, 2]);
 
     // nginx resolves at start: both backends in DNS get requests
@@ -183,7 +168,7 @@ fn stock_nginx_follows_srv_changes() {
         left,
         summary(&seen)
     );
-    common::say(&format!(
+    say(&format!(
         "{test}: web3 first reached after {:?}, web2 last reached after {:?}",
         joined.unwrap_or_default(),
         left.unwrap_or_default()
@@ -211,11 +196,11 @@ fn stock_nginx_follows_srv_changes() {
 
 #[test]
 fn stock_nginx_empties_the_upstream_on_nxdomain() {
-    let test = "stock_nginx_empties_the_upstream_on_nxdomain";
-    if !ready(test) {
+    let test = test_name();
+    if !stock_ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (b, ns, port, ngx) = setup(&[1]);
 
     let t0 = Instant::now();
@@ -255,7 +240,7 @@ fn stock_nginx_empties_the_upstream_on_nxdomain() {
         "web2 not reached within {FOLLOW:?} of the name's return:{}",
         summary(&seen)
     );
-    common::say(&format!(
+    say(&format!(
         "{test}: 502 from {:?} after NXDOMAIN; back {:?} after the name returned",
         emptied.unwrap_or_default(),
         first(&seen, "web2").unwrap_or_default()
@@ -272,11 +257,10 @@ fn stock_nginx_empties_the_upstream_on_nxdomain() {
 /// decides what ha_balance's ketama does for resolved peers.)
 #[test]
 fn stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target() {
-    let test = "stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target";
-    if !ready(test) {
+    if !stock_ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     // two services on one target host, on two ports
     let b = Backend::start_many("web", 2);
     let records = vec![
@@ -291,7 +275,7 @@ fn stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target() {
         },
     ];
     let ns = Named::start("consul", &records).expect("start named");
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        hash $request_uri consistent;
         zone up 64k;
@@ -311,7 +295,7 @@ fn stock_consistent_hash_does_not_tell_apart_peers_of_one_srv_target() {
     );
     // one key, ten requests: both peers answer it, in turn
     let same: Vec<String> = (0..10).map(|_| outcome(&get(port, "/key"))).collect();
-    let tally = common::tally(&same);
+    let tally = tally(&same);
     assert_eq!(
         (tally.get("web1"), tally.get("web2")),
         (Some(&5), Some(&5)),

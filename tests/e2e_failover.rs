@@ -5,23 +5,26 @@
 //! `fail_timeout` has passed, and then only one probe goes to it; once it
 //! is back, it gets traffic again.
 
-mod common;
-
 use std::thread;
 use std::time::Duration;
 
-use common::{now_epoch, proxy_block, server_lines, spawn_load, Backend, LoadOpts, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::load::{load, spawn_load, LoadOpts};
+use hab_testkit::nginx::{
+    nginx_or_skip, now_epoch, proxy_block, serial, server_lines, Nginx, WORKERS,
+};
+use hab_testkit::port::free_port;
 
 const FAIL_TIMEOUT_S: f64 = 2.0;
 
 #[test]
 fn killed_backend_costs_no_errors_is_skipped_then_recovers() {
-    if !common::nginx_or_skip("killed_backend_costs_no_errors_is_skipped_then_recovers") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let mut b = Backend::start_many("f", 3);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance round_robin;\n{}",
         server_lines(&b, &["max_fails=1 fail_timeout=2s"; 3])
@@ -137,12 +140,12 @@ fn killed_backend_costs_no_errors_is_skipped_then_recovers() {
 
 #[test]
 fn all_primaries_dead_but_one_still_no_errors() {
-    if !common::nginx_or_skip("all_primaries_dead_but_one_still_no_errors") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let mut b = Backend::start_many("g", 3);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance least_conn;\n{}",
         server_lines(&b, &["max_fails=1 fail_timeout=10s"; 3])
@@ -156,7 +159,7 @@ fn all_primaries_dead_but_one_still_no_errors() {
 
     b[0].kill();
     b[2].kill();
-    let res = common::load(port, "/", 4, 100);
+    let res = load(port, "/", 4, 100);
     assert_eq!(
         res.bad(),
         0,

@@ -7,23 +7,28 @@
 //! Server lines are `127.0.0.1:PORT` in both, since consistent hashing
 //! places servers on the ring by their name.
 
-mod common;
-
 use std::time::Instant;
 
-use common::{proxy_block, server_lines, tally, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::http;
+use hab_testkit::load::{record_keys, tally};
+use hab_testkit::nginx::{
+    nginx_or_skip, proxy_block, serial, server_lines, stock_mode, Nginx, WORKERS,
+};
+use hab_testkit::port::free_port;
+use hab_testkit::skip::say;
 
 const KEYS: usize = 2000;
 const WEIGHTS: [&str; 5] = ["", "weight=2", "weight=3", "", ""];
 
 /// Runs the keys through `directive` over `b`; returns the backend per key.
 fn run(b: &[Backend], directive: &str) -> Vec<String> {
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        {directive};\n{}", server_lines(b, &WEIGHTS));
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
     let started = Instant::now();
-    let got = common::record_keys(port, KEYS);
-    common::say(&format!(
+    let got = record_keys(port, KEYS);
+    say(&format!(
         "  {directive}: {KEYS} keys in {:?}, {:?}",
         started.elapsed(),
         tally(&got)
@@ -63,10 +68,10 @@ fn compare(stock: &str, ours: &str) {
 
 #[test]
 fn consistent_hash_matches_stock_nginx() {
-    if !common::nginx_or_skip("consistent_hash_matches_stock_nginx") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     compare(
         "hash $arg_k consistent",
         "ha_balance hash $arg_k consistent",
@@ -75,29 +80,26 @@ fn consistent_hash_matches_stock_nginx() {
 
 #[test]
 fn plain_hash_matches_stock_nginx() {
-    if !common::nginx_or_skip("plain_hash_matches_stock_nginx") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     compare("hash $arg_k", "ha_balance hash $arg_k");
 }
 
 #[test]
 fn consistent_hash_after_weight_changes_matches_stock_nginx_configured_so() {
-    if !common::nginx_or_skip(
-        "consistent_hash_after_weight_changes_matches_stock_nginx_configured_so",
-    ) || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("w", 5);
     let want = run(&b, "hash $arg_k consistent");
 
     // Ours starts with every weight 1 and gets nginx's weights through the
     // API: the ring of each new generation is rebuilt from the previous
     // one, and must end up exactly nginx's ring for those weights.
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance hash $arg_k consistent;\n{}",
         server_lines(&b, &[])
@@ -115,7 +117,7 @@ fn consistent_hash_after_weight_changes_matches_stock_nginx_configured_so() {
         (4, r#"{"weight":4}"#),
         (4, r#"{"weight":null}"#),
     ] {
-        let r = common::http::request(
+        let r = http::request(
             port,
             "PATCH",
             &format!("/api/upstreams/up/servers/{id}"),
@@ -124,7 +126,7 @@ fn consistent_hash_after_weight_changes_matches_stock_nginx_configured_so() {
         .expect("PATCH");
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    let got = common::record_keys(port, KEYS);
+    let got = record_keys(port, KEYS);
     ngx.stop();
     let mismatches = want.iter().zip(&got).filter(|(w, g)| w != g).count();
     assert_eq!(
@@ -139,24 +141,22 @@ fn consistent_hash_after_weight_changes_matches_stock_nginx_configured_so() {
 /// for these weights, so there is nothing to compare key by key).
 #[test]
 fn consistent_hash_above_nginx_ring_size_splits_by_weight() {
-    if !common::nginx_or_skip("consistent_hash_above_nginx_ring_size_splits_by_weight")
-        || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("big", 3);
     let weights = ["weight=1000000", "weight=1000000", "weight=2000000"];
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance hash $arg_k consistent;\n{}",
         server_lines(&b, &weights)
     );
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
-    let got = common::record_keys(port, KEYS);
+    let got = record_keys(port, KEYS);
     ngx.stop();
     let t = tally(&got);
-    common::say(&format!("  weights 1,1,2 million: {KEYS} keys: {t:?}"));
+    say(&format!("  weights 1,1,2 million: {KEYS} keys: {t:?}"));
     // Binomial margins: 5 standard deviations of a share p of 2000 keys
     // (p = 1/4: 500 +- 97; p = 1/2: 1000 +- 112).
     for (backend, p) in b.iter().zip([0.25, 0.25, 0.5]) {

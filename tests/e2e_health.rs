@@ -10,11 +10,15 @@
 //! fails, passes) plus a stated slack for polling and scheduling, never
 //! from a previous run.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{api_call, get, spawn_load, wait_until, Backend, LoadOpts, Nginx, WORKERS};
+use hab_testkit::api::api_peers;
+use hab_testkit::backend::process::Backend;
+use hab_testkit::http::get;
+use hab_testkit::load::{spawn_load, LoadOpts};
+use hab_testkit::nginx::{nginx_or_skip, scratch_dir, serial, state_file, Nginx, WORKERS};
+use hab_testkit::port::{free_port, refused_addr};
+use hab_testkit::proc::wait_until;
 use serde_json::Value;
 
 /// Polling of the API and the timer granularity of nginx: what a bound
@@ -57,15 +61,8 @@ fn servers(backends: &[&Backend]) -> String {
         .collect()
 }
 
-/// The server objects of `app`, by address.
-fn peers(port: u16) -> Vec<Value> {
-    let (status, v) = api_call(port, "GET", "/api/upstreams/app", "");
-    assert_eq!(status, 200, "{v}");
-    v["peers"].as_array().cloned().unwrap_or_default()
-}
-
 fn state_of(port: u16, addr: &str) -> String {
-    peers(port)
+    api_peers(port, "app")
         .iter()
         .find(|p| p["server"] == addr)
         .and_then(|p| p["state"].as_str().map(str::to_owned))
@@ -73,7 +70,7 @@ fn state_of(port: u16, addr: &str) -> String {
 }
 
 fn peer(port: u16, addr: &str) -> Value {
-    peers(port)
+    api_peers(port, "app")
         .into_iter()
         .find(|p| p["server"] == addr)
         .unwrap_or_else(|| panic!("{addr} not in the API"))
@@ -104,16 +101,16 @@ fn log_lines(ngx: &Nginx, needle: &str) -> usize {
 
 #[test]
 fn failing_check_takes_a_server_out_before_clients_notice() {
-    if !common::nginx_or_skip("failing_check_takes_a_server_out_before_clients_notice") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (a, b, c) = (
         Backend::start("a"),
         Backend::start("b"),
         Backend::start("c"),
     );
-    let port = common::free_port();
+    let port = free_port();
     let (interval, timeout, fails, passes) = (1000u64, 500u64, 2u64, 2u64);
     let body = format!(
         "        ha_balance round_robin;
@@ -224,14 +221,12 @@ fn failing_check_takes_a_server_out_before_clients_notice() {
 
 #[test]
 fn one_check_per_server_per_interval_across_workers_and_a_killed_worker() {
-    if !common::nginx_or_skip(
-        "one_check_per_server_per_interval_across_workers_and_a_killed_worker",
-    ) {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let backends = Backend::start_many("s", 3);
-    let port = common::free_port();
+    let port = free_port();
     let body = format!(
         "        ha_balance least_conn;
         ha_check interval=1s timeout=500ms uri=/healthz;
@@ -267,11 +262,10 @@ fn one_check_per_server_per_interval_across_workers_and_a_killed_worker() {
 
 #[test]
 fn hanging_resetting_and_slow_servers_are_told_apart_without_blocking() {
-    if !common::nginx_or_skip("hanging_resetting_and_slow_servers_are_told_apart_without_blocking")
-    {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let ok = Backend::start("ok");
     let hang = Backend::start("hang");
     let reset = Backend::start("reset");
@@ -283,7 +277,7 @@ fn hanging_resetting_and_slow_servers_are_told_apart_without_blocking() {
     slow.set_health("delay:200");
     late.set_health("delay:1500");
     sick.set_health("sick");
-    let port = common::free_port();
+    let port = free_port();
     let body = format!(
         "        ha_balance round_robin;
         ha_check interval=1s timeout=600ms fails=1 passes=1 uri=/healthz body=healthy;
@@ -354,15 +348,15 @@ fn hanging_resetting_and_slow_servers_are_told_apart_without_blocking() {
 
 #[test]
 fn mandatory_checks_before_traffic_and_tcp_checks() {
-    if !common::nginx_or_skip("mandatory_checks_before_traffic_and_tcp_checks") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let good = Backend::start("good");
     let bad = Backend::start("bad");
     bad.set_health("fail");
-    let port = common::free_port();
-    let refused = common::refused_addr();
+    let port = free_port();
+    let refused = refused_addr();
     let body = format!(
         "        ha_balance round_robin;
         ha_check interval=1s timeout=500ms fails=3 uri=/healthz mandatory;
@@ -400,7 +394,7 @@ fn mandatory_checks_before_traffic_and_tcp_checks() {
     drop(ngx);
 
     // type=tcp: a refused port is unhealthy, a listening one healthy.
-    let port = common::free_port();
+    let port = free_port();
     let body = format!(
         "        ha_balance p2c;
         ha_check interval=1s timeout=500ms fails=1 type=tcp;
@@ -428,8 +422,8 @@ fn mandatory_checks_before_traffic_and_tcp_checks() {
 
     // port=: the checks go to another port of each server (here the
     // listening backend's, for two servers whose own ports refuse).
-    let port = common::free_port();
-    let (r1, r2) = (common::refused_addr(), common::refused_addr());
+    let port = free_port();
+    let (r1, r2) = (refused_addr(), refused_addr());
     let body = format!(
         "        ha_balance round_robin;
         ha_check interval=500ms timeout=400ms fails=1 passes=1 uri=/healthz port={};
@@ -458,15 +452,15 @@ fn mandatory_checks_before_traffic_and_tcp_checks() {
 
 #[test]
 fn health_survives_reloads_without_double_checks_or_leaked_sockets() {
-    if !common::nginx_or_skip("health_survives_reloads_without_double_checks_or_leaked_sockets") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let a = Backend::start("a");
     let b = Backend::start("b");
     let extra = Backend::start("extra");
     b.set_health("fail");
-    let port = common::free_port();
+    let port = free_port();
     let upstream = |more: &str| {
         format!(
             "        ha_balance round_robin;
@@ -608,14 +602,14 @@ fn health_survives_reloads_without_double_checks_or_leaked_sockets() {
 
 #[test]
 fn outlier_ejection_and_panic() {
-    if !common::nginx_or_skip("outlier_ejection_and_panic") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let good = Backend::start("good");
     let bad = Backend::start("bad");
     bad.set_mode("fail500");
-    let port = common::free_port();
+    let port = free_port();
     let body = format!(
         "        ha_balance round_robin;
         ha_outlier consecutive_5xx=3 base_ejection=2s;
@@ -660,7 +654,7 @@ fn outlier_ejection_and_panic() {
     for b in &bs[1..] {
         b.set_health("fail");
     }
-    let port = common::free_port();
+    let port = free_port();
     let body = format!(
         "        ha_balance round_robin;
         ha_check interval=1s timeout=500ms fails=1 uri=/healthz;
@@ -717,15 +711,15 @@ fn outlier_ejection_and_panic() {
 
 #[test]
 fn health_survives_restart_and_binary_upgrade_through_the_state_file() {
-    if !common::nginx_or_skip("health_survives_restart_and_binary_upgrade_through_the_state_file") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let a = Backend::start("a");
     let b = Backend::start("b");
     b.set_health("fail");
-    let (state, extra) = common::state_file();
-    let port = common::free_port();
+    let (state, extra) = state_file();
+    let port = free_port();
     // A long interval: after a restart, b's next check is seconds away, so
     // what the API shows at once comes from the state file.
     let conf = |persistent: &str| {
@@ -794,13 +788,13 @@ fn health_survives_restart_and_binary_upgrade_through_the_state_file() {
 
 #[test]
 fn a_returning_server_slow_starts() {
-    if !common::nginx_or_skip("a_returning_server_slow_starts") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let a = Backend::start("a");
     let b = Backend::start("b");
-    let port = common::free_port();
+    let port = free_port();
     let window_ms = 8000u64;
     let body = format!(
         "        ha_balance round_robin;
@@ -863,7 +857,7 @@ fn a_returning_server_slow_starts() {
 
 #[test]
 fn saturated_workers_do_not_mark_healthy_servers_down() {
-    if !common::nginx_or_skip("saturated_workers_do_not_mark_healthy_servers_down") {
+    if !nginx_or_skip() {
         return;
     }
     let wrk = program("wrk");
@@ -872,15 +866,12 @@ fn saturated_workers_do_not_mark_healthy_servers_down() {
         .then(|| "wrk (Debian package wrk)".to_owned())
         .into_iter()
         .collect();
-    if !hab_testkit::skip::installed_or_skip(
-        "saturated_workers_do_not_mark_healthy_servers_down",
-        &missing,
-    ) {
+    if !hab_testkit::skip::installed_or_skip(&missing) {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let backends = Backend::start_many("w", 3);
-    let port = common::free_port();
+    let port = free_port();
     let body = format!(
         "        ha_balance least_conn;
         ha_check interval=500ms timeout=500ms fails=1 uri=/healthz;
@@ -925,7 +916,7 @@ fn saturated_workers_do_not_mark_healthy_servers_down() {
 
 #[test]
 fn tls_checks_for_https_upstreams() {
-    if !common::nginx_or_skip("tls_checks_for_https_upstreams") {
+    if !nginx_or_skip() {
         return;
     }
     let openssl = program("openssl");
@@ -934,11 +925,11 @@ fn tls_checks_for_https_upstreams() {
         .then(|| "openssl (Debian package openssl)".to_owned())
         .into_iter()
         .collect();
-    if !hab_testkit::skip::installed_or_skip("tls_checks_for_https_upstreams", &missing) {
+    if !hab_testkit::skip::installed_or_skip(&missing) {
         return;
     }
-    let _serial = common::serial();
-    let dir = common::scratch_dir();
+    let _serial = serial();
+    let dir = scratch_dir();
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = std::process::Command::new(openssl.unwrap())
@@ -969,11 +960,7 @@ fn tls_checks_for_https_upstreams() {
     }
     // Two TLS backends served by the same nginx: one healthy, one whose
     // /healthz answers 503; the upstream proxies to them over https.
-    let (port, good, bad) = (
-        common::free_port(),
-        common::free_port(),
-        common::free_port(),
-    );
+    let (port, good, bad) = (free_port(), free_port(), free_port());
     let tls_server = |p: u16, health: u16| {
         format!(
             "    server {{

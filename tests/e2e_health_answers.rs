@@ -11,8 +11,6 @@
 //! 1 s, fails=1) with a wide slack for a loaded machine: a wrong verdict
 //! shows as the wrong state, not as a slow one.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,7 +18,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{api_call, wait_until, Nginx, WORKERS};
+use hab_testkit::api::api_peers;
+use hab_testkit::nginx::{nginx_or_skip, serial, stock_mode, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::wait_until;
 use serde_json::Value;
 
 /// How a raw server ends a connection after its answer.
@@ -90,14 +91,8 @@ fn serve(mut c: TcpStream, answer: &[u8], end: End) {
     }
 }
 
-fn peers(port: u16, upstream: &str) -> Vec<Value> {
-    let (status, v) = api_call(port, "GET", &format!("/api/upstreams/{upstream}"), "");
-    assert_eq!(status, 200, "{v}");
-    v["peers"].as_array().cloned().unwrap_or_default()
-}
-
 fn peer(port: u16, upstream: &str, addr: &str) -> Value {
-    peers(port, upstream)
+    api_peers(port, upstream)
         .into_iter()
         .find(|p| p["server"] == addr)
         .unwrap_or_else(|| panic!("{addr} not in {upstream}"))
@@ -105,13 +100,10 @@ fn peer(port: u16, upstream: &str, addr: &str) -> Value {
 
 #[test]
 fn malformed_answers_fail_the_check_and_a_kept_open_complete_answer_passes() {
-    if !common::nginx_or_skip(
-        "malformed_answers_fail_the_check_and_a_kept_open_complete_answer_passes",
-    ) || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     // (upstream, answer, end, expected verdict: None = passes, Some(why))
     let cases: Vec<(&str, &'static [u8], End, Option<&str>)> = vec![
         // status checks only (no body=): the head decides
@@ -240,7 +232,7 @@ fn malformed_answers_fail_the_check_and_a_kept_open_complete_answer_passes() {
             .map(|(_, r)| format!("        server {};\n", r.addr))
             .collect()
     };
-    let port = common::free_port();
+    let port = free_port();
     let conf = format!(
         "    upstream plain {{
         ha_balance round_robin;

@@ -9,8 +9,6 @@
 //! each line is a server of its own with its own checks); each listener
 //! answers `/healthz` and counts.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +16,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{api_call, wait_until, Nginx, WORKERS};
+use hab_testkit::api::api_call;
+use hab_testkit::nginx::{nginx_or_skip, serial, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::wait_until;
 
 const SERVERS: usize = 10_000;
 const LISTENERS: usize = 20;
@@ -91,10 +92,10 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 #[test]
 fn ten_thousand_servers_keep_their_schedule() {
-    if !common::nginx_or_skip("ten_thousand_servers_keep_their_schedule") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let count = Arc::new(AtomicU64::new(0));
     let ports: Vec<u16> = (0..LISTENERS)
         .map(|_| listener(Arc::clone(&count)))
@@ -102,7 +103,7 @@ fn ten_thousand_servers_keep_their_schedule() {
     let servers: String = (0..SERVERS)
         .map(|i| format!("        server 127.0.0.1:{};\n", ports[i % LISTENERS]))
         .collect();
-    let port = common::free_port();
+    let port = free_port();
     let http = format!(
         "    upstream big {{
         ha_balance round_robin;

@@ -4,21 +4,23 @@
 //! connections of all 4 workers and `max_conns=1` holds across workers
 //! (stock nginx without `zone` counts per worker and would allow 4).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{load, proxy_block, sequence, server_lines, tally, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::backend::StatsSnapshot;
+use hab_testkit::load::{load, sequence, tally, LoadResult};
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, server_lines, Nginx, WORKERS};
+use hab_testkit::port::free_port;
 
 #[test]
 fn least_conn_avoids_slow_backend_under_load() {
-    if !common::nginx_or_skip("least_conn_avoids_slow_backend_under_load") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("l", 3);
     b[0].set_mode("delay:300");
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance least_conn;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
 
@@ -55,16 +57,16 @@ fn least_conn_avoids_slow_backend_under_load() {
 
 #[test]
 fn least_conn_without_load_splits_by_weight() {
-    if !common::nginx_or_skip("least_conn_without_load_splits_by_weight") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = [
         Backend::start("a"),
         Backend::start("b"),
         Backend::start("c"),
     ];
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance least_conn;\n{}",
         server_lines(&b, &["weight=5", "", ""])
@@ -94,11 +96,11 @@ fn least_conn_without_load_splits_by_weight() {
 
 /// Starts `m` (max_conns=1, slow) and `f` (slow too) behind `policy`, runs
 /// concurrent load and returns m's stats and the load result.
-fn max_conns_run(policy: &str) -> (common::Stats, common::LoadResult, Nginx) {
+fn max_conns_run(policy: &str) -> (StatsSnapshot, LoadResult, Nginx) {
     let b = [Backend::start("m"), Backend::start("f")];
     b[0].set_mode("delay:150");
     b[1].set_mode("delay:50");
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance {policy};\n{}",
         server_lines(&b, &["max_conns=1", ""])
@@ -115,10 +117,10 @@ fn max_conns_run(policy: &str) -> (common::Stats, common::LoadResult, Nginx) {
 
 #[test]
 fn least_conn_max_conns_is_global_across_workers() {
-    if !common::nginx_or_skip("least_conn_max_conns_is_global_across_workers") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (stats, res, mut ngx) = max_conns_run("least_conn");
     assert_eq!(res.bad(), 0, "client errors: {:?}", res.failures);
     assert!(
@@ -139,10 +141,10 @@ fn least_conn_max_conns_is_global_across_workers() {
 
 #[test]
 fn round_robin_max_conns_is_global_across_workers() {
-    if !common::nginx_or_skip("round_robin_max_conns_is_global_across_workers") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (stats, res, mut ngx) = max_conns_run("round_robin");
     assert_eq!(res.bad(), 0, "client errors: {:?}", res.failures);
     assert!(
@@ -159,13 +161,13 @@ fn round_robin_max_conns_is_global_across_workers() {
 
 #[test]
 fn least_conn_all_peers_at_max_conns_answers_502_quickly() {
-    if !common::nginx_or_skip("least_conn_all_peers_at_max_conns_answers_502_quickly") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = [Backend::start("only")];
     b[0].set_mode("delay:400");
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance least_conn;\n{}",
         server_lines(&b, &["max_conns=1"])

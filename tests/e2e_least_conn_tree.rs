@@ -6,16 +6,19 @@
 //! everywhere and the shared smooth schedule decides, across workers, as
 //! for 3 servers.
 
-mod common;
-
-use common::{proxy_block, sequence, tally, Backend, Nginx, WORKERS};
+use hab_testkit::api::api_call;
+use hab_testkit::backend::process::Backend;
+use hab_testkit::load::{sequence, tally};
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::wait_until;
 
 #[test]
 fn least_conn_tree_without_load_splits_by_weight() {
-    if !common::nginx_or_skip("least_conn_tree_without_load_splits_by_weight") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = [
         Backend::start("a"),
         Backend::start("b"),
@@ -27,7 +30,7 @@ fn least_conn_tree_without_load_splits_by_weight() {
     for i in 1..40 {
         lines += &format!("        server {};\n", b[1 + (i + 1) % 2].addr());
     }
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance least_conn;\n{lines}");
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
 
@@ -42,10 +45,10 @@ fn least_conn_tree_without_load_splits_by_weight() {
 
 #[test]
 fn least_conn_tree_never_picks_down_servers() {
-    if !common::nginx_or_skip("least_conn_tree_never_picks_down_servers") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = [
         Backend::start("a"),
         Backend::start("b"),
@@ -57,7 +60,7 @@ fn least_conn_tree_never_picks_down_servers() {
         let down = if i % 3 == 1 { " down" } else { "" };
         lines += &format!("        server {}{down};\n", b[i % 3].addr());
     }
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance least_conn;\n{lines}");
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
 
@@ -75,7 +78,7 @@ fn least_conn_tree_never_picks_down_servers() {
 
 /// Every server line of `addr` in the API has state `state`.
 fn all_in_state(port: u16, addr: &str, state: &str) -> bool {
-    let (status, v) = common::api_call(port, "GET", "/api/upstreams/app", "");
+    let (status, v) = api_call(port, "GET", "/api/upstreams/app", "");
     status == 200
         && v["peers"].as_array().is_some_and(|p| {
             p.iter()
@@ -86,10 +89,10 @@ fn all_in_state(port: u16, addr: &str, state: &str) -> bool {
 
 #[test]
 fn least_conn_tree_follows_active_health_checks() {
-    if !common::nginx_or_skip("least_conn_tree_follows_active_health_checks") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = [
         Backend::start("a"),
         Backend::start("b"),
@@ -99,7 +102,7 @@ fn least_conn_tree_follows_active_health_checks() {
     for i in 0..40 {
         lines += &format!("        server {};\n", b[i % 3].addr());
     }
-    let port = common::free_port();
+    let port = free_port();
     let conf = format!(
         "    upstream app {{
         ha_balance least_conn;
@@ -118,7 +121,7 @@ fn least_conn_tree_follows_active_health_checks() {
     let mut ngx = Nginx::start(&conf, WORKERS);
     let limit = std::time::Duration::from_secs(10);
     assert!(
-        common::wait_until(limit, || all_in_state(port, &b[1].addr(), "up")),
+        wait_until(limit, || all_in_state(port, &b[1].addr(), "up")),
         "b not up"
     );
 
@@ -126,7 +129,7 @@ fn least_conn_tree_follows_active_health_checks() {
     // traffic would fail too, and nothing may reach it.
     b[1].set_health("fail");
     assert!(
-        common::wait_until(limit, || all_in_state(port, &b[1].addr(), "unhealthy")),
+        wait_until(limit, || all_in_state(port, &b[1].addr(), "unhealthy")),
         "b not unhealthy"
     );
     b[1].set_mode("fail500");
@@ -147,7 +150,7 @@ fn least_conn_tree_follows_active_health_checks() {
     b[1].set_mode("ok");
     b[1].set_health("ok");
     assert!(
-        common::wait_until(limit, || all_in_state(port, &b[1].addr(), "up")),
+        wait_until(limit, || all_in_state(port, &b[1].addr(), "up")),
         "b not back up"
     );
     let c = tally(&sequence(port, "/", 400));

@@ -8,11 +8,16 @@
 //! 100 × peers, so every permutation changed with the peer count) 78% of
 //! them moved.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{proxy_block, server_lines, tally, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::load::{record_keys, tally};
+use hab_testkit::nginx::{
+    nginx_or_skip, proxy_block, serial, server_lines, stock_mode, Nginx, WORKERS,
+};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::{alive, wait_until};
+use hab_testkit::skip::say;
 
 const KEYS: usize = 1000;
 
@@ -26,16 +31,14 @@ fn block(port: u16, b: &[Backend]) -> String {
 
 #[test]
 fn maglev_removal_moves_only_the_removed_servers_keys() {
-    if !common::nginx_or_skip("maglev_removal_moves_only_the_removed_servers_keys")
-        || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("m", 6);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &b), WORKERS);
-    let before = common::record_keys(port, KEYS);
+    let before = record_keys(port, KEYS);
     let names: Vec<String> = b.iter().map(|x| x.name.clone()).collect();
     assert!(
         before.iter().all(|o| names.contains(o)),
@@ -52,14 +55,12 @@ fn maglev_removal_moves_only_the_removed_servers_keys() {
     ngx.reload_with(&block(port, &b));
     // Until the old workers exit they may still accept a connection and
     // answer with the old table.
-    let exited = common::wait_until(Duration::from_secs(10), || {
-        old.iter().all(|&p| !common::alive(p))
-    });
+    let exited = wait_until(Duration::from_secs(10), || old.iter().all(|&p| !alive(p)));
     assert!(
         exited,
         "old workers {old:?} still alive 10 s after the reload"
     );
-    let after = common::record_keys(port, KEYS);
+    let after = record_keys(port, KEYS);
 
     let mut own = 0;
     let (mut kept, mut moved) = (0, 0);
@@ -75,7 +76,7 @@ fn maglev_removal_moves_only_the_removed_servers_keys() {
         }
     }
     let frac = moved as f64 / kept.max(1) as f64;
-    common::say(&format!(
+    say(&format!(
         "  maglev reload without {removed}: {own} of its keys moved; {moved} of {kept} \
          other keys moved ({:.2}%); before {:?}, after {:?}",
         100.0 * frac,

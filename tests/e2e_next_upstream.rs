@@ -5,16 +5,17 @@
 //! (counted against `max_fails`); `http_404` only retries, a 404 is never
 //! counted as a failure.
 
-mod common;
-
-use common::{load, proxy_block, sequence, server_lines, tally, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::load::{load, sequence, tally};
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, server_lines, Nginx, WORKERS};
+use hab_testkit::port::free_port;
 
 /// Three backends (`n1` failing in `mode`), `ha_balance round_robin`,
 /// server parameters `params` on each, `location_extra` in the location.
 fn setup(mode: &str, params: &str, location_extra: &str) -> (Vec<Backend>, u16, Nginx) {
     let b = Backend::start_many("n", 3);
     b[0].set_mode(mode);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance round_robin;\n{}",
         server_lines(&b, &[params; 3])
@@ -25,10 +26,10 @@ fn setup(mode: &str, params: &str, location_extra: &str) -> (Vec<Backend>, u16, 
 
 #[test]
 fn http_500_is_retried_clients_see_only_200() {
-    if !common::nginx_or_skip("http_500_is_retried_clients_see_only_200") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     // max_fails=0: the failing peer stays in rotation and every third
     // request has to be retried.
     let (b, port, mut ngx) = setup(
@@ -66,10 +67,10 @@ fn http_500_is_retried_clients_see_only_200() {
 
 #[test]
 fn http_500_with_tries_1_reaches_the_client() {
-    if !common::nginx_or_skip("http_500_with_tries_1_reaches_the_client") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (_b, port, mut ngx) = setup(
         "fail500",
         "max_fails=0",
@@ -86,10 +87,10 @@ fn http_500_with_tries_1_reaches_the_client() {
 
 #[test]
 fn http_500_counts_against_max_fails_globally() {
-    if !common::nginx_or_skip("http_500_counts_against_max_fails_globally") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     // max_fails=1 fail_timeout=30s: the first 500 is retried and marks the
     // peer failed for every worker, so n1 sees one request, two at most
     // (per-worker state would let each of the 4 workers try it). As in
@@ -115,10 +116,10 @@ fn http_500_counts_against_max_fails_globally() {
 
 #[test]
 fn http_404_is_retried_but_not_a_failure() {
-    if !common::nginx_or_skip("http_404_is_retried_but_not_a_failure") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (b, port, mut ngx) = setup(
         "fail404",
         "max_fails=1 fail_timeout=30s",
@@ -140,10 +141,10 @@ fn http_404_is_retried_but_not_a_failure() {
 
 #[test]
 fn http_404_with_tries_1_reaches_the_client() {
-    if !common::nginx_or_skip("http_404_with_tries_1_reaches_the_client") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (_b, port, mut ngx) = setup(
         "fail404",
         "max_fails=1 fail_timeout=30s",
@@ -156,10 +157,10 @@ fn http_404_with_tries_1_reaches_the_client() {
 
 #[test]
 fn without_http_500_the_500_passes_through() {
-    if !common::nginx_or_skip("without_http_500_the_500_passes_through") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     // Not listed in proxy_next_upstream: not retried, not a failure.
     let (b, port, mut ngx) = setup(
         "fail500",

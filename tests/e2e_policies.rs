@@ -16,15 +16,18 @@
 //! worker by nginx: the seed is not ours to fix, so the statistical checks
 //! use bands wide enough for any seed (stated at each assertion).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{get, load, outcome, server_lines, Backend, LoadResult, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::http::get;
+use hab_testkit::load::{load, outcome, tally, LoadResult};
+use hab_testkit::nginx::{nginx_or_skip, serial, server_lines, stock_mode, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::skip::say;
 
 /// Every policy line the module accepts, as written in `ha_balance`.
 const POLICIES: &[&str] = &[
@@ -71,7 +74,7 @@ fn multi_block(port: u16, b: &[Backend], params: &[&str], policies: &[&str]) -> 
 
 /// Fetches every path in `paths` with `threads` concurrent clients (fresh
 /// connection per request), for at most `max_time`. Returns the outcome of
-/// each path (see [`common::outcome`]) in order; `None` where the time ran
+/// each path (see [`outcome`]) in order; `None` where the time ran
 /// out before the request was sent.
 fn fetch_all(
     port: u16,
@@ -138,13 +141,12 @@ fn three_5_1_1() -> Vec<Backend> {
 
 #[test]
 fn every_policy_answers_and_uses_every_backend() {
-    if !common::nginx_or_skip("every_policy_answers_and_uses_every_backend") || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = three_5_1_1();
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(
         &multi_block(port, &b, &["weight=5", "", ""], POLICIES),
         WORKERS,
@@ -159,7 +161,7 @@ fn every_policy_answers_and_uses_every_backend() {
         let paths: Vec<String> = (0..n).map(|k| format!("/u{i}/?k=key-{k}")).collect();
         let res = fetch_all(port, &paths, 4, Duration::from_secs(20));
         let done: Vec<&String> = res.iter().flatten().collect();
-        let counts = common::tally(&done);
+        let counts = tally(&done);
         let ok = ["a", "b", "c"]
             .iter()
             .map(|k| counts.get(*k).copied().unwrap_or(0))
@@ -179,7 +181,7 @@ fn every_policy_answers_and_uses_every_backend() {
                 (got < min).then(|| format!("{k} got {got} < {min}"))
             })
             .collect();
-        common::say(&format!("  {policy}: {counts:?}"));
+        say(&format!("  {policy}: {counts:?}"));
         if done.len() != n || ok != n || !short.is_empty() {
             failures.push(format!(
                 "{policy}: {} of {n} done, {ok} answered 200 by a/b/c, counts {counts:?}; {}",
@@ -198,12 +200,12 @@ fn every_policy_answers_and_uses_every_backend() {
 
 #[test]
 fn random_follows_weights_5_1_1() {
-    if !common::nginx_or_skip("random_follows_weights_5_1_1") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = three_5_1_1();
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(
         &multi_block(port, &b, &["weight=5", "", ""], &["random"]),
         WORKERS,
@@ -214,7 +216,7 @@ fn random_follows_weights_5_1_1() {
     let res = fetch_all(port, &paths, 4, Duration::from_secs(30));
     let done: Vec<&String> = res.iter().flatten().collect();
     assert_eq!(done.len(), n, "only {} of {n} requests in 30 s", done.len());
-    let counts = common::tally(&done);
+    let counts = tally(&done);
     for (name, w) in [("a", 5.0), ("b", 1.0), ("c", 1.0)] {
         // Binomial(n, w/7): mean n·p, standard deviation sqrt(n·p·(1-p)).
         // n = 2100: a 1500 ± 83, b and c 300 ± 64 (±4 sd; a false failure
@@ -239,14 +241,12 @@ fn random_follows_weights_5_1_1() {
 
 #[test]
 fn hash_key_sticks_to_one_backend_across_workers() {
-    if !common::nginx_or_skip("hash_key_sticks_to_one_backend_across_workers")
-        || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = three_5_1_1();
-    let port = common::free_port();
+    let port = free_port();
     let variants = [
         "hash $arg_k",
         "hash $arg_k consistent",
@@ -298,7 +298,7 @@ fn hash_key_sticks_to_one_backend_across_workers() {
     }
     let all: BTreeSet<i32> = workers_per_uri.values().flatten().copied().collect();
     let multi = workers_per_uri.values().filter(|s| s.len() >= 2).count();
-    common::say(&format!(
+    say(&format!(
         "  hash stickiness: {} workers served, {multi} of {} keys through >= 2 workers",
         all.len(),
         workers_per_uri.len()
@@ -319,10 +319,10 @@ fn hash_key_sticks_to_one_backend_across_workers() {
 fn slow_backend_run(policy: &str, per_thread: usize) -> LoadResult {
     let b = Backend::start_many("s", 3);
     b[0].set_mode("delay:200");
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&multi_block(port, &b, &[], &[policy]), WORKERS);
     let res = load(port, "/u0/", 8, per_thread);
-    common::say(&format!("  {policy} with s1 slow: {:?}", res.by_body));
+    say(&format!("  {policy} with s1 slow: {:?}", res.by_body));
     assert_eq!(res.bad(), 0, "{policy}: client errors: {:?}", res.failures);
     assert_eq!(
         b[0].stats().inflight,
@@ -335,10 +335,10 @@ fn slow_backend_run(policy: &str, per_thread: usize) -> LoadResult {
 
 #[test]
 fn p2c_and_ewma_avoid_a_slow_backend() {
-    if !common::nginx_or_skip("p2c_and_ewma_avoid_a_slow_backend") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
 
     // Control: random ignores load, so the slow backend gets about a third
     // (Binomial(200, 1/3): 67 ± 27 at 4 sd; we only ask for 20%).
@@ -367,16 +367,15 @@ fn p2c_and_ewma_avoid_a_slow_backend() {
 
 #[test]
 fn consistent_balance_factor_spreads_a_hot_key() {
-    if !common::nginx_or_skip("consistent_balance_factor_spreads_a_hot_key") || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("h", 3);
     for x in &b {
         x.set_mode("delay:100");
     }
-    let port = common::free_port();
+    let port = free_port();
     let policies = [
         "hash $arg_k consistent",
         "hash $arg_k consistent balance_factor=125",
@@ -403,7 +402,7 @@ fn consistent_balance_factor_spreads_a_hot_key() {
     let bounded = load(port, "/u1/?k=hot", 9, 6);
     assert_eq!(bounded.bad(), 0, "{:?}", bounded.failures);
     let stats: Vec<_> = b.iter().map(|x| (x.name.clone(), x.stats())).collect();
-    common::say(&format!(
+    say(&format!(
         "  hot key: unbounded {:?}; balance_factor=125 {:?}; stats {stats:?}",
         plain.by_body, bounded.by_body
     ));

@@ -8,8 +8,6 @@
 //! which `make deps` installs; when they are missing the tests skip, or
 //! fail under `HAB_REQUIRE_NGINX=1` (see `hab_testkit::skip`).
 
-mod common;
-
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,8 +15,15 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{load, server_lines, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::{backend_counts, Backend};
 use hab_testkit::http;
+use hab_testkit::load::load;
+use hab_testkit::nginx::{
+    nginx_or_skip, scratch_dir, serial, server_lines, stock_mode, Nginx, WORKERS,
+};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::wait_until;
+use hab_testkit::skip::{say, test_name};
 use serde_json::Value;
 
 /// An upstream name that needs escaping in a label value.
@@ -33,12 +38,12 @@ fn which(prog: &str) -> Option<PathBuf> {
 }
 
 /// nginx built and `progs` installed, or skip (fail when required).
-fn ready_or_skip(test: &str, progs: &[&str]) -> Option<Vec<PathBuf>> {
-    if !common::nginx_or_skip(test) {
+fn ready_or_skip(progs: &[&str]) -> Option<Vec<PathBuf>> {
+    if !nginx_or_skip() {
         return None;
     }
-    if common::stock_mode() {
-        common::say(&format!("SKIP {test}: stock nginx has no ha_api"));
+    if stock_mode() {
+        say(&format!("SKIP {}: stock nginx has no ha_api", test_name()));
         return None;
     }
     let found: Vec<Option<PathBuf>> = progs.iter().map(|p| which(p)).collect();
@@ -48,7 +53,7 @@ fn ready_or_skip(test: &str, progs: &[&str]) -> Option<Vec<PathBuf>> {
         .filter(|(_, f)| f.is_none())
         .map(|(p, _)| format!("{p} (Debian package prometheus)"))
         .collect();
-    if !hab_testkit::skip::installed_or_skip(test, &missing) {
+    if !hab_testkit::skip::installed_or_skip(&missing) {
         return None;
     }
     Some(found.into_iter().flatten().collect())
@@ -145,13 +150,13 @@ fn promtool_check(promtool: &Path, text: &str) -> (bool, String) {
 
 #[test]
 fn promtool_accepts_the_live_exposition() {
-    let test = "promtool_accepts_the_live_exposition";
-    let Some(progs) = ready_or_skip(test, &["promtool"]) else {
+    let test = test_name();
+    let Some(progs) = ready_or_skip(&["promtool"]) else {
         return;
     };
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("m", 3);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &b), WORKERS);
 
     // Traffic for every family: responses, bytes, times; a failure, an
@@ -164,7 +169,7 @@ fn promtool_accepts_the_live_exposition() {
     }
     // The checks of upstream `checked`: the refused port turns unhealthy.
     assert!(
-        common::wait_until(Duration::from_secs(5), || metrics(port).contains(
+        wait_until(Duration::from_secs(5), || metrics(port).contains(
             "ha_upstream_server_state{upstream=\"checked\",server=\"127.0.0.1:3\"} 6"
         )),
         "{}",
@@ -243,7 +248,7 @@ fn promtool_accepts_the_live_exposition() {
             v.addr()
         );
     }
-    common::say(&format!(
+    say(&format!(
         "{test}: promtool check metrics passed on:\n{text}"
     ));
     ngx.stop();
@@ -265,7 +270,7 @@ impl Prometheus {
     /// Starts Prometheus scraping `127.0.0.1:{nginx_port}/api/metrics`
     /// every second; returns once `/-/ready` answers 200 (within 30 s).
     fn start(bin: &Path, nginx_port: u16) -> Prometheus {
-        let dir = common::scratch_dir();
+        let dir = scratch_dir();
         let config = dir.join("prometheus.yml");
         fs::write(
             &config,
@@ -284,7 +289,7 @@ scrape_configs:
         )
         .expect("write prometheus.yml");
         let log = fs::File::create(dir.join("prometheus.log")).expect("create log");
-        let port = common::free_port();
+        let port = free_port();
         let child = Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
@@ -302,7 +307,7 @@ scrape_configs:
             port,
             dir,
         };
-        let ready = common::wait_until(Duration::from_secs(30), || {
+        let ready = wait_until(Duration::from_secs(30), || {
             if let Some(c) = p.child.as_mut() {
                 if c.try_wait().ok().flatten().is_some() {
                     return true;
@@ -383,7 +388,7 @@ impl Drop for Prometheus {
             let _ = c.wait();
         }
         if thread::panicking() {
-            common::say(&format!(
+            say(&format!(
                 "prometheus log and config kept in {}",
                 self.dir.display()
             ));
@@ -408,13 +413,13 @@ fn urlencode(s: &str) -> String {
 
 #[test]
 fn prometheus_scrapes_requests_and_a_drain() {
-    let test = "prometheus_scrapes_requests_and_a_drain";
-    let Some(progs) = ready_or_skip(test, &["prometheus"]) else {
+    let test = test_name();
+    let Some(progs) = ready_or_skip(&["prometheus"]) else {
         return;
     };
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("s", 3);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &b), WORKERS);
     let prom = Prometheus::start(&progs[0], port);
 
@@ -425,7 +430,7 @@ fn prometheus_scrapes_requests_and_a_drain() {
     const N: usize = 300;
     let r = load(port, "/", 4, N / 4);
     assert_eq!(r.bad(), 0, "{:?}", r.failures);
-    let counted: u64 = common::backend_counts(&b).values().sum();
+    let counted: u64 = backend_counts(&b).values().sum();
     assert_eq!(counted, N as u64, "backends counted");
 
     let q = r#"sum(ha_upstream_server_requests_total{upstream="app"})"#;
@@ -435,7 +440,7 @@ fn prometheus_scrapes_requests_and_a_drain() {
         Some(counted as f64),
         "{q} after 30 s; backends counted {counted}"
     );
-    common::say(&format!(
+    say(&format!(
         "{test}: {q} = {seen:?}, backends counted {counted}"
     ));
 
@@ -468,7 +473,7 @@ fn prometheus_scrapes_requests_and_a_drain() {
         matches!(state, Some(x) if x == 2.0 || x == 3.0),
         "{q} after 30 s: {state:?}"
     );
-    common::say(&format!("{test}: {q} = {state:?}"));
+    say(&format!("{test}: {q} = {state:?}"));
     // The others stay up.
     let q = r#"ha_upstream_server_state{upstream="app"} == 1"#;
     assert_eq!(prom.query(q).len(), b.len() - 1, "{q}");

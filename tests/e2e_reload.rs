@@ -6,11 +6,13 @@
 //! survive: a server disabled by `max_fails` is not tried again before its
 //! `fail_timeout` runs out, in any worker of the new generation.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{get, proxy_block, wait_until, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::http::get;
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::{alive, wait_until};
 
 fn upstream(backends: &[&Backend]) -> String {
     let mut s = String::from("        ha_balance round_robin;\n");
@@ -25,17 +27,17 @@ fn upstream(backends: &[&Backend]) -> String {
 
 #[test]
 fn disabled_server_stays_disabled_after_a_changing_reload() {
-    if !common::nginx_or_skip("disabled_server_stays_disabled_after_a_changing_reload") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let (a, b, mut dead, extra) = (
         Backend::start("a"),
         Backend::start("b"),
         Backend::start("dead"),
         Backend::start("extra"),
     );
-    let port = common::free_port();
+    let port = free_port();
     let extra_loc = "            proxy_next_upstream error timeout;\n";
     let mut ngx = Nginx::start(
         &proxy_block(port, &upstream(&[&a, &b, &dead]), extra_loc),
@@ -66,9 +68,7 @@ fn disabled_server_stays_disabled_after_a_changing_reload() {
         extra_loc,
     ));
     assert!(
-        wait_until(Duration::from_secs(10), || old
-            .iter()
-            .all(|&p| !common::alive(p))),
+        wait_until(Duration::from_secs(10), || old.iter().all(|&p| !alive(p))),
         "old workers did not exit"
     );
     let new = ngx.worker_pids();

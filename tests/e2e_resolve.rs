@@ -47,8 +47,6 @@
 //! how long a removed server must have been absent before its own counter
 //! is reset and watched.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, TcpListener};
@@ -58,16 +56,19 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{get, outcome, Backend, Nginx, WORKERS};
-use hab_testkit::dns::{dns_or_skip, Named, Record, Srv};
+use hab_testkit::api::api_peers;
+use hab_testkit::backend::process::Backend;
+use hab_testkit::dns::{Named, Record, Srv};
+use hab_testkit::http::get;
+use hab_testkit::load::{outcome, tally};
+use hab_testkit::nginx::{
+    nginx_at_least_or_skip, nginx_or_skip, nginx_version, serial, Nginx, WORKERS,
+};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::wait_until;
+use hab_testkit::resolve::{named, ready, set_srv, srv_pw, stock_ready, target, FOLLOW, WEB};
+use hab_testkit::skip::{say, test_name};
 use serde_json::Value;
-
-const WEB: &str = "_web._tcp.service.consul";
-
-/// Longest time nginx and the module may take to follow a DNS change:
-/// two re-resolve periods of `valid=1s` (about 2 s each) and slack for a
-/// busy 2-core machine.
-const FOLLOW: Duration = Duration::from_secs(10);
 
 /// How long a removed server must have answered nothing before the test
 /// resets its counter and watches it: more than one re-resolve period, so
@@ -95,60 +96,6 @@ const POLICIES: &[&str] = &[
 
 // ---------------------------------------------------------------------------
 // Set-up
-
-/// nginx and the module built, nginx >= 1.27.3 (`resolve`, `service=`;
-/// `make test` also runs the end-to-end tests against Debian's 1.22), and
-/// the DNS server installed.
-fn ready(test: &str) -> bool {
-    common::nginx_or_skip(test)
-        && common::nginx_at_least_or_skip(test, (1, 27, 3), "server ... resolve")
-        && dns_or_skip(test)
-}
-
-/// Like [`ready`], for tests that run stock nginx only.
-fn stock_ready(test: &str) -> bool {
-    common::stock_nginx_or_skip(test)
-        && common::nginx_at_least_or_skip(test, (1, 27, 3), "server ... resolve")
-        && dns_or_skip(test)
-}
-
-fn target(name: &str) -> String {
-    format!("{name}.node.consul")
-}
-
-/// The SRV record of backend `b`: target `NAME.node.consul`, its port.
-fn srv_pw(b: &Backend, priority: u16, weight: u16) -> Srv {
-    Srv {
-        priority,
-        weight,
-        port: b.port,
-        target: target(&b.name),
-    }
-}
-
-fn srv(b: &Backend) -> Srv {
-    srv_pw(b, 1, 1)
-}
-
-/// `named` with an A record `NAME.node.consul -> 127.0.0.1` for every
-/// backend and the SRV records of `in_dns`.
-fn named(b: &[Backend], in_dns: &[&Backend]) -> Named {
-    let mut records: Vec<Record> = b
-        .iter()
-        .map(|b| Record::a(&target(&b.name), Ipv4Addr::LOCALHOST))
-        .collect();
-    records.extend(in_dns.iter().map(|b| Record::Srv {
-        name: WEB.into(),
-        srv: srv(b),
-    }));
-    Named::start("consul", &records).expect("start named")
-}
-
-/// Replaces the SRV records with those of `now` (one DNS update).
-fn set_srv(ns: &Named, now: &[&Backend]) {
-    let srvs: Vec<Srv> = now.iter().map(|b| srv(b)).collect();
-    ns.set_srv(WEB, &srvs).expect("nsupdate");
-}
 
 /// One upstream block: `ha_balance policy`, its zone, the resolver on
 /// `dns` and `server service.consul service=web resolve<params>;`, then
@@ -239,13 +186,6 @@ fn assert_clean_log(ngx: &Nginx) {
 // ---------------------------------------------------------------------------
 // The API
 
-/// The servers of upstream `up` as the API lists them.
-fn api_peers(port: u16, up: &str) -> Vec<Value> {
-    let (s, v) = common::api_call(port, "GET", &format!("/api/upstreams/{up}"), "");
-    assert_eq!(s, 200, "GET /api/upstreams/{up}: {v}");
-    v["peers"].as_array().cloned().unwrap_or_default()
-}
-
 /// The API's server whose address (`server`, or `name`) is `b`'s.
 fn api_peer(peers: &[Value], b: &Backend) -> Option<Value> {
     let addr = b.addr();
@@ -304,7 +244,7 @@ fn brief(peers: &[Value]) -> String {
 /// What a [`Load`] saw, per location prefix.
 #[derive(Debug, Clone, Default)]
 struct Seen {
-    /// Outcomes (see [`common::outcome`]) by prefix.
+    /// Outcomes (see [`outcome`]) by prefix.
     by_loc: BTreeMap<String, BTreeMap<String, usize>>,
     /// When each (prefix, outcome) was first and last seen.
     first: BTreeMap<(String, String), Instant>,
@@ -481,15 +421,15 @@ fn requests(port: u16, prefix: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn every_policy_follows_srv_changes_under_load() {
-    let test = "every_policy_follows_srv_changes_under_load";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     // web4 has an A record but is never in the SRV set: a control
     let b = Backend::start_many("web", 4);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ups = String::new();
     let mut locs = Vec::new();
     let prefixes: Vec<String> = (0..POLICIES.len()).map(|i| format!("/u{i}/")).collect();
@@ -656,7 +596,7 @@ fn every_policy_follows_srv_changes_under_load() {
         ngx.error_log()
     );
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: {} requests over {:.1}s, 0 failed; web3 first reached after: {}; web1 last reached after its removal: {}",
         s.total,
         (t_end - t_start).as_secs_f64(),
@@ -670,14 +610,14 @@ fn every_policy_follows_srv_changes_under_load() {
 
 #[test]
 fn state_kept_when_another_server_joins() {
-    let test = "state_kept_when_another_server_joins";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let mut b = Backend::start_many("web", 3);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let ups = upstream(
         "up",
         "round_robin",
@@ -760,7 +700,7 @@ fn state_kept_when_another_server_joins() {
         "{after_join:?}"
     );
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: web2 still unavail {elapsed:?} after its failure, web3 serving"
     ));
 }
@@ -778,14 +718,12 @@ const READ_TIMEOUT: Duration = Duration::from_secs(7);
 /// Returns the request's outcome, the backends (slow1, slow2, good1,
 /// good2), nginx, and when the module's API listed the good ones (module
 /// only).
-fn slow_try_then_change(
-    test: &str,
-    module: bool,
-) -> (String, Vec<Backend>, Nginx, Option<Duration>) {
+fn slow_try_then_change(module: bool) -> (String, Vec<Backend>, Nginx, Option<Duration>) {
+    let test = test_name();
     let mut b = Backend::start_many("slow", 2);
     b.extend(Backend::start_many("good", 2));
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let extra = format!(
         "            proxy_next_upstream error timeout;\n            proxy_read_timeout {}s;",
         READ_TIMEOUT.as_secs()
@@ -813,7 +751,7 @@ fn slow_try_then_change(
 
     let t0 = Instant::now();
     let req = thread::spawn(move || outcome(&get(port, "/retry")));
-    let inflight = common::wait_until(Duration::from_secs(3), || {
+    let inflight = wait_until(Duration::from_secs(3), || {
         b[0].stats().inflight + b[1].stats().inflight >= 1
     });
     assert!(inflight, "{test}: the first try reached no slow server");
@@ -837,12 +775,12 @@ fn slow_try_then_change(
 
 #[test]
 fn retry_across_a_change() {
-    let test = "retry_across_a_change";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
-    let (o, b, ngx, listed) = slow_try_then_change(test, true);
+    let _serial = serial();
+    let (o, b, ngx, listed) = slow_try_then_change(true);
     let entries: Vec<_> = ngx
         .access_entries()
         .into_iter()
@@ -863,7 +801,7 @@ fn retry_across_a_change() {
     );
     assert_eq!(e.upstream_status, ["504", "200"], "{e:?}");
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: good1 and good2 listed {:?} after the request started, retry answered by {o}",
         listed.unwrap_or_default()
     ));
@@ -873,12 +811,11 @@ fn retry_across_a_change() {
 /// upstreams"), its round robin refusing a retry once the list changed.
 #[test]
 fn stock_retry_across_a_change_gets_502() {
-    let test = "stock_retry_across_a_change_gets_502";
-    if !stock_ready(test) {
+    if !stock_ready() {
         return;
     }
-    let _serial = common::serial();
-    let (o, _b, ngx, _) = slow_try_then_change(test, false);
+    let _serial = serial();
+    let (o, _b, ngx, _) = slow_try_then_change(false);
     assert_eq!(o, "HTTP 502", "error.log:\n{}", ngx.error_log());
     assert!(
         ngx.error_log().contains("no live upstreams"),
@@ -905,14 +842,14 @@ fn binomial_band(n: usize, p: f64, z: f64) -> (usize, usize) {
 
 #[test]
 fn srv_weight_and_priority() {
-    let test = "srv_weight_and_priority";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let mut b = Backend::start_many("web", 2);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let ups = format!(
         "{}{}",
         upstream("up", "round_robin", ns.port(), "", ""),
@@ -966,14 +903,14 @@ fn srv_weight_and_priority() {
         "web1's statistics kept across its weight change: {w1} then {now1}"
     );
     let n = 400;
-    let shares = common::tally(&requests(port, "/rr/", n));
+    let shares = tally(&requests(port, "/rr/", n));
     let (lo, hi) = binomial_band(n, 0.75, 5.0);
     let got = shares.get("web1").copied().unwrap_or(0);
     assert!(
         (lo..=hi).contains(&got) && got + shares.get("web2").copied().unwrap_or(0) == n,
         "SRV weights 3:1: web1 {got} of {n}, want {lo}..={hi}: {shares:?}"
     );
-    common::say(&format!(
+    say(&format!(
         "{test}: weights 3:1 gave {shares:?} (band {lo}..={hi})"
     ));
 
@@ -1006,12 +943,12 @@ fn srv_weight_and_priority() {
     assert!(
         rr.iter().all(|o| o == "web1"),
         "round robin with web2 a backup: {:?}",
-        common::tally(&rr)
+        tally(&rr)
     );
     assert!(
         h.iter().all(|o| o == "web1"),
         "hash without web2: {:?}",
-        common::tally(&h)
+        tally(&h)
     );
     assert_eq!(b[1].stats().requests, 0);
 
@@ -1056,14 +993,14 @@ fn weight_band(policy: &str, n: usize) -> Option<(usize, usize)> {
 /// either way it gets nothing while web1 is up.
 #[test]
 fn every_policy_follows_srv_weight_and_priority() {
-    let test = "every_policy_follows_srv_weight_and_priority";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("web", 2);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let names: Vec<String> = (0..POLICIES.len()).map(|i| format!("u{i}")).collect();
     let prefixes: Vec<String> = (0..POLICIES.len()).map(|i| format!("/u{i}/")).collect();
     let ups: String = POLICIES
@@ -1121,7 +1058,7 @@ fn every_policy_follows_srv_weight_and_priority() {
     let n = 400;
     let mut shares = Vec::new();
     for (i, prefix) in prefixes.iter().enumerate() {
-        let t = common::tally(&requests(port, prefix, n));
+        let t = tally(&requests(port, prefix, n));
         let web1 = t.get("web1").copied().unwrap_or(0);
         assert_eq!(
             web1 + t.get("web2").copied().unwrap_or(0),
@@ -1168,7 +1105,7 @@ fn every_policy_follows_srv_weight_and_priority() {
     thread::sleep(QUIET);
     b[1].reset();
     for (i, prefix) in prefixes.iter().enumerate() {
-        let t = common::tally(&requests(port, prefix, 50));
+        let t = tally(&requests(port, prefix, 50));
         assert_eq!(
             t.get("web1"),
             Some(&50),
@@ -1178,7 +1115,7 @@ fn every_policy_follows_srv_weight_and_priority() {
     }
     assert_eq!(b[1].stats().requests, 0);
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: web1's requests of {n} at weights 3:1: {}",
         shares.join(", ")
     ));
@@ -1207,14 +1144,14 @@ fn stray(a: &[String], b: &[String], except: &str) -> usize {
 /// leaves, the keys go back where they were.
 #[test]
 fn hash_moves_only_the_changed_servers_keys() {
-    let test = "hash_moves_only_the_changed_servers_keys";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("web", 4);
     let ns = named(&b, &[&b[0], &b[1], &b[2]]);
-    let port = common::free_port();
+    let port = free_port();
     let ups = format!(
         "{}{}",
         upstream("hc", "hash $request_uri consistent", ns.port(), "", ""),
@@ -1248,7 +1185,7 @@ fn hash_moves_only_the_changed_servers_keys() {
         assert!(
             all(m, &["web1", "web2", "web3"]) && m.iter().all(|o| o.starts_with("web")),
             "{p}: {:?}",
-            common::tally(m)
+            tally(m)
         );
         // the same key, the same server, whichever worker answers
         assert_eq!(&key_map(port, p, keys), m, "{p}: keys not sticky");
@@ -1307,7 +1244,7 @@ fn hash_moves_only_the_changed_servers_keys() {
         "maglev: {back_m} keys not back after web4 left (at most {maglev_stray})"
     );
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: web4 took {} (ketama) and {} (maglev) of {keys} keys; moved between the others: {s_c} and {s_m}; not back after it left: {back_c} and {back_m}",
         took[0], took[1]
     ));
@@ -1322,11 +1259,10 @@ fn hash_moves_only_the_changed_servers_keys() {
 /// sent all 100 keys to one of the two: both had the same points.)
 #[test]
 fn hash_tells_apart_servers_of_one_srv_target() {
-    let test = "hash_tells_apart_servers_of_one_srv_target";
-    if !ready(test) {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("web", 2);
     let one = |x: &Backend| Record::Srv {
         name: WEB.into(),
@@ -1343,7 +1279,7 @@ fn hash_tells_apart_servers_of_one_srv_target() {
         one(&b[1]),
     ];
     let ns = Named::start("consul", &records).expect("start named");
-    let port = common::free_port();
+    let port = free_port();
     let ups = format!(
         "{}{}",
         upstream("hc", "hash $request_uri consistent", ns.port(), "", ""),
@@ -1360,7 +1296,7 @@ fn hash_tells_apart_servers_of_one_srv_target() {
     thread::sleep(QUIET);
     let mut failures = Vec::new();
     for (prefix, up) in [("/c/", "hc"), ("/m/", "hm")] {
-        let spread = common::tally(&key_map(port, prefix, 100));
+        let spread = tally(&key_map(port, prefix, 100));
         if !(spread.contains_key("web1") && spread.contains_key("web2")) {
             failures.push(format!(
                 "{up}: 100 keys not spread over the two servers of target web1.node.consul: {spread:?}; API: {}",
@@ -1370,7 +1306,7 @@ fn hash_tells_apart_servers_of_one_srv_target() {
         }
         for k in 0..10 {
             let path = format!("{prefix}key-{k}");
-            let same = common::tally(
+            let same = tally(
                 &(0..10)
                     .map(|_| outcome(&get(port, &path)))
                     .collect::<Vec<_>>(),
@@ -1396,14 +1332,14 @@ fn hash_tells_apart_servers_of_one_srv_target() {
 
 #[test]
 fn nxdomain_then_recovery() {
-    let test = "nxdomain_then_recovery";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("web", 2);
     let ns = named(&b, &[&b[0]]);
-    let port = common::free_port();
+    let port = free_port();
     let ups = upstream("up", "least_conn", ns.port(), "", "");
     let ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
     let seen = poll(port, "/", FOLLOW, |s| has(s, "web1"));
@@ -1427,7 +1363,7 @@ fn nxdomain_then_recovery() {
         seen.last().map(String::as_str),
         Some("HTTP 502"),
         "no 502 within {FOLLOW:?} of NXDOMAIN: {:?}\nerror.log:\n{}",
-        common::tally(&seen),
+        tally(&seen),
         ngx.error_log()
     );
     // it stays empty: no server answers while the name is gone
@@ -1452,7 +1388,7 @@ fn nxdomain_then_recovery() {
     let after = requests(port, "/", 20);
     assert!(after.iter().all(|o| o == "web2"), "{after:?}");
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: 502 {emptied:?} after NXDOMAIN, web2 back {back:?} after the name returned"
     ));
 }
@@ -1462,14 +1398,14 @@ fn nxdomain_then_recovery() {
 
 #[test]
 fn reload_during_changes() {
-    let test = "reload_during_changes";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("web", 4);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let block = |policy: &str| {
         http_block(
             port,
@@ -1575,7 +1511,7 @@ fn reload_during_changes() {
         ngx.error_log()
     );
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: {} requests over {:.1}s, 3 reloads, 3 SRV changes, 0 failed",
         s.total,
         t0.elapsed().as_secs_f64()
@@ -1588,14 +1524,14 @@ fn reload_during_changes() {
 
 #[test]
 fn draining_server_finishes_its_requests() {
-    let test = "draining_server_finishes_its_requests";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("web", 2);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let ups = upstream("up", "round_robin", ns.port(), "", "");
     let ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
     let seen = poll(port, "/", FOLLOW, |s| has(s, "web1") && has(s, "web2"));
@@ -1618,7 +1554,7 @@ fn draining_server_finishes_its_requests() {
         thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        common::wait_until(Duration::from_secs(2), || b[0].stats().inflight >= 3),
+        wait_until(Duration::from_secs(2), || b[0].stats().inflight >= 3),
         "fewer than 3 requests in flight on web1: {:?}",
         b[0].stats()
     );
@@ -1652,7 +1588,7 @@ fn draining_server_finishes_its_requests() {
         .into_iter()
         .map(|c| c.join().expect("client"))
         .collect();
-    let t = common::tally(&outcomes);
+    let t = tally(&outcomes);
     assert_eq!(
         t.keys()
             .filter(|k| k.as_str() != "web1" && k.as_str() != "web2")
@@ -1679,7 +1615,7 @@ fn draining_server_finishes_its_requests() {
         brief(&peers)
     );
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: {on_web1} requests on web1 completed; draining shown {shown:?} after the removal; then {}",
         api_peer(&peers, &b[0]).map_or("not listed".to_owned(), |w| format!("{} active {}", w["state"], w["active"]))
     ));
@@ -1727,22 +1663,22 @@ impl Drop for OtherAddrBackend {
 
 #[test]
 fn a_records_follow_with_least_conn() {
-    let test = "a_records_follow_with_least_conn";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
     let other = Ipv4Addr::new(127, 0, 0, 2);
     if let Err(e) = TcpListener::bind((other, 0)) {
-        common::say(&format!(
+        say(&format!(
             "SKIP {test}: cannot listen on {other} ({e}): the A set needs two addresses"
         ));
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     // one port on two addresses: an A-record server has one port
     let mut a1 = None;
     for _ in 0..5 {
-        let p = common::free_port();
+        let p = free_port();
         if TcpListener::bind((other, p)).is_ok() {
             a1 = Some(Backend::start_on("a1", p));
             break;
@@ -1752,7 +1688,7 @@ fn a_records_follow_with_least_conn() {
     let _a2 = OtherAddrBackend::start("a2", &format!("{other}:{}", a1.port));
     let name = "app.node.consul";
     let ns = Named::start("consul", &[Record::a(name, Ipv4Addr::LOCALHOST)]).expect("start named");
-    let port = common::free_port();
+    let port = free_port();
     let ups = format!(
         "    upstream up {{
         ha_balance least_conn;
@@ -1781,7 +1717,7 @@ fn a_records_follow_with_least_conn() {
         "a2 (added A record) not reached within {FOLLOW:?}: {seen:?}\nerror.log:\n{}",
         ngx.error_log()
     );
-    let both = common::tally(&requests(port, "/", 40));
+    let both = tally(&requests(port, "/", 40));
     assert!(
         both.contains_key("a1") && both.contains_key("a2") && both.values().sum::<usize>() == 40,
         "{both:?}"
@@ -1798,16 +1734,16 @@ fn a_records_follow_with_least_conn() {
     assert!(
         last_a1.elapsed() >= QUIET,
         "a1 (removed A record) still answering: {:?}",
-        common::tally(&seen)
+        tally(&seen)
     );
     a1.reset();
     let only = requests(port, "/", 40);
-    assert!(only.iter().all(|o| o == "a2"), "{:?}", common::tally(&only));
+    assert!(only.iter().all(|o| o == "a2"), "{:?}", tally(&only));
     assert_eq!(a1.stats().requests, 0);
     assert!(
         seen.iter().all(|o| o == "a1" || o == "a2"),
         "{:?}",
-        common::tally(&seen)
+        tally(&seen)
     );
     assert_clean_log(&ngx);
 }
@@ -1818,18 +1754,18 @@ fn a_records_follow_with_least_conn() {
 /// ketama must tell apart by address.
 #[test]
 fn hash_tells_apart_addresses_of_one_name() {
-    let test = "hash_tells_apart_addresses_of_one_name";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
     let other = Ipv4Addr::new(127, 0, 0, 2);
     if let Err(e) = TcpListener::bind((other, 0)) {
-        common::say(&format!("SKIP {test}: cannot listen on {other} ({e})"));
+        say(&format!("SKIP {test}: cannot listen on {other} ({e})"));
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let p = (0..5)
-        .map(|_| common::free_port())
+        .map(|_| free_port())
         .find(|&p| TcpListener::bind((other, p)).is_ok())
         .expect("a port free on 127.0.0.1 and 127.0.0.2");
     let _a1 = Backend::start_on("a1", p);
@@ -1840,7 +1776,7 @@ fn hash_tells_apart_addresses_of_one_name() {
         &[Record::a(name, Ipv4Addr::LOCALHOST), Record::a(name, other)],
     )
     .expect("start named");
-    let port = common::free_port();
+    let port = free_port();
     let ups = format!(
         "    upstream up {{
         ha_balance hash $request_uri consistent;
@@ -1855,7 +1791,7 @@ fn hash_tells_apart_addresses_of_one_name() {
     let (ok, peers) = api_wait(port, "up", FOLLOW, |p| p.len() == 2);
     assert!(ok, "{}", brief(&peers));
     thread::sleep(QUIET);
-    let spread = common::tally(&key_map(port, "/", 100));
+    let spread = tally(&key_map(port, "/", 100));
     assert!(
         spread.contains_key("a1") && spread.contains_key("a2"),
         "100 keys not spread over the two addresses of {name}: {spread:?}; API: {}",
@@ -1887,10 +1823,7 @@ const RESOLVED: &str = "        zone up 256k;
 
 #[test]
 fn resolve_configuration_errors() {
-    let test = "resolve_configuration_errors";
-    if !common::nginx_or_skip(test)
-        || !common::nginx_at_least_or_skip(test, (1, 27, 3), "server ... resolve")
-    {
+    if !nginx_or_skip() || !nginx_at_least_or_skip((1, 27, 3), "server ... resolve") {
         return;
     }
     for bad in ["0", "abc", "-1", "1048577"] {
@@ -1960,14 +1893,14 @@ fn resolve_configuration_errors() {
 /// refuses `resolve`, and `ha_resolve_max` says what it needs.
 #[test]
 fn older_nginx_refuses_resolve_itself() {
-    let test = "older_nginx_refuses_resolve_itself";
-    if !common::nginx_or_skip(test) {
+    let test = test_name();
+    if !nginx_or_skip() {
         return;
     }
-    match common::nginx_version() {
+    match nginx_version() {
         Some(v) if v < (1, 27, 3) => {}
         v => {
-            common::say(&format!(
+            say(&format!(
                 "SKIP {test}: for nginx older than 1.27.3 (without resolve), this one is {v:?}"
             ));
             return;
@@ -2025,23 +1958,17 @@ fn settle_on(port: u16, prefix: &str, want: &[&str]) -> (bool, Vec<String>) {
 /// right after a DNS change, and its replacement must follow it.
 #[test]
 fn killed_workers_during_changes() {
-    let test = "killed_workers_during_changes";
-    if !ready(test) {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("web", 4);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let ups = upstream("up", "least_conn", ns.port(), "", "");
     let mut ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
     let (ok, seen) = settle_on(port, "/", &["web1", "web2"]);
-    assert!(
-        ok,
-        "{:?}\nerror.log:\n{}",
-        common::tally(&seen),
-        ngx.error_log()
-    );
+    assert!(ok, "{:?}\nerror.log:\n{}", tally(&seen), ngx.error_log());
 
     let sets: [[usize; 2]; 4] = [[1, 2], [2, 3], [3, 0], [0, 1]];
     let mut all = Vec::new();
@@ -2049,7 +1976,7 @@ fn killed_workers_during_changes() {
         let victim = ngx.worker_pids()[round % WORKERS];
         set_srv(&ns, &[&b[set[0]], &b[set[1]]]);
         ngx.kill_worker(victim);
-        let respawned = common::wait_until(Duration::from_secs(10), || {
+        let respawned = wait_until(Duration::from_secs(10), || {
             let now = ngx.worker_pids();
             now.len() == WORKERS && !now.contains(&victim)
         });
@@ -2060,7 +1987,7 @@ fn killed_workers_during_changes() {
             ok,
             "round {round}: after worker {victim} was killed, not only {want:?} within {:?}: {:?}\nerror.log:\n{}",
             FOLLOW + QUIET,
-            common::tally(&seen),
+            tally(&seen),
             ngx.error_log()
         );
         all.extend(seen);
@@ -2088,14 +2015,14 @@ fn killed_workers_during_changes() {
 /// allowed in the upgrade's first [`FOLLOW`], none elsewhere.
 #[test]
 fn binary_upgrade_during_changes() {
-    let test = "binary_upgrade_during_changes";
-    if !ready(test) {
+    let test = test_name();
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("web", 3);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let ups = upstream("up", "round_robin", ns.port(), "", "");
     let mut ngx = Nginx::start(
         &http_block(
@@ -2107,12 +2034,7 @@ fn binary_upgrade_during_changes() {
         WORKERS,
     );
     let (ok, seen) = settle_on(port, "/", &["web1", "web2"]);
-    assert!(
-        ok,
-        "{:?}\nerror.log:\n{}",
-        common::tally(&seen),
-        ngx.error_log()
-    );
+    assert!(ok, "{:?}\nerror.log:\n{}", tally(&seen), ngx.error_log());
     let load = Load::start(
         port,
         &["/"],
@@ -2161,7 +2083,7 @@ fn binary_upgrade_during_changes() {
     );
     assert_eq!(b[0].stats().requests, 0);
     assert_clean_log(&ngx);
-    common::say(&format!(
+    say(&format!(
         "{test}: {} requests, {} answered 502 while the new master had not resolved yet (upgrade took {upgraded:?}); web1 gone, web3 serving",
         s.total, s.bad
     ));
@@ -2173,10 +2095,11 @@ fn binary_upgrade_during_changes() {
 
 /// `ha_resolve_max 2` and the SRV records of web1 and web2 (the slots
 /// full), nginx and the module following them.
-fn full_slots(test: &str) -> (Vec<Backend>, Named, u16, Nginx) {
+fn full_slots() -> (Vec<Backend>, Named, u16, Nginx) {
+    let test = test_name();
     let b = Backend::start_many("web", 3);
     let ns = named(&b, &[&b[0], &b[1]]);
-    let port = common::free_port();
+    let port = free_port();
     let ups = upstream(
         "up",
         "round_robin",
@@ -2189,7 +2112,7 @@ fn full_slots(test: &str) -> (Vec<Backend>, Named, u16, Nginx) {
     assert!(
         ok,
         "{test}: {:?}\nerror.log:\n{}",
-        common::tally(&seen),
+        tally(&seen),
         ngx.error_log()
     );
     (b, ns, port, ngx)
@@ -2201,14 +2124,13 @@ const REFUSED: &str = "ha_balance upstream \"up\": the new list of servers is no
 /// change (not once per worker), and the two serve on.
 #[test]
 fn full_slots_refuse_a_longer_list_and_keep_serving() {
-    let test = "full_slots_refuse_a_longer_list_and_keep_serving";
-    if !ready(test) {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
-    let (b, ns, port, ngx) = full_slots(test);
+    let _serial = serial();
+    let (b, ns, port, ngx) = full_slots();
     set_srv(&ns, &[&b[0], &b[1], &b[2]]);
-    let logged = common::wait_until(FOLLOW, || ngx.error_log().contains(REFUSED));
+    let logged = wait_until(FOLLOW, || ngx.error_log().contains(REFUSED));
     assert!(logged, "no {REFUSED:?} in error.log:\n{}", ngx.error_log());
     let during = requests(port, "/", 40);
     assert!(
@@ -2216,7 +2138,7 @@ fn full_slots_refuse_a_longer_list_and_keep_serving() {
             && has(&during, "web1")
             && has(&during, "web2"),
         "{:?}",
-        common::tally(&during)
+        tally(&during)
     );
     assert_eq!(b[2].stats().requests, 0);
     // nginx re-resolves every 2 s, in every worker: still one line
@@ -2237,19 +2159,18 @@ fn full_slots_refuse_a_longer_list_and_keep_serving() {
 /// `up`, web3 never came.)
 #[test]
 fn full_slots_replace_a_server() {
-    let test = "full_slots_replace_a_server";
-    if !ready(test) {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
-    let (b, ns, port, ngx) = full_slots(test);
+    let _serial = serial();
+    let (b, ns, port, ngx) = full_slots();
     set_srv(&ns, &[&b[1], &b[2]]);
     let (ok, seen) = settle_on(port, "/", &["web2", "web3"]);
     assert!(
         ok,
         "the list of 2 (web2, web3) within ha_resolve_max 2 not followed within {:?}: {:?}; API: {}\nerror.log:\n{}",
         FOLLOW + QUIET,
-        common::tally(&seen),
+        tally(&seen),
         brief(&api_peers(port, "up")),
         ngx.error_log()
     );

@@ -16,17 +16,21 @@
 //! build times the module logs ("built in N us") are printed and bounded
 //! (figures in docs/benchmarks.md).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{spawn_load, Backend, LoadOpts, Nginx, WORKERS};
-use hab_testkit::dns::{dns_or_skip, Named, Record, Srv};
+use hab_testkit::api::api_call;
+use hab_testkit::backend::process::Backend;
+use hab_testkit::dns::{Named, Record, Srv};
+use hab_testkit::load::{spawn_load, LoadOpts};
+use hab_testkit::nginx::{serial, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::wait_until;
+use hab_testkit::resolve::{ready, WEB};
+use hab_testkit::skip::say;
 
-const WEB: &str = "_web._tcp.service.consul";
 const TARGETS: usize = 128;
 const PORTS: usize = 8;
 const SERVERS: usize = 1_000;
@@ -43,12 +47,6 @@ fn seconds() -> u64 {
         .and_then(|v| v.parse().ok())
         .filter(|&s| s > 0 && s <= 600)
         .unwrap_or(if asan { 15 } else { 60 })
-}
-
-fn ready(test: &str) -> bool {
-    common::nginx_or_skip(test)
-        && common::nginx_at_least_or_skip(test, (1, 27, 3), "server ... resolve")
-        && dns_or_skip(test)
 }
 
 fn target(t: usize) -> String {
@@ -76,7 +74,7 @@ fn next(state: &mut u64) -> u64 {
 
 /// The upstream's servers as the API lists them: (live, draining).
 fn api_servers(port: u16) -> (usize, usize) {
-    let (status, v) = common::api_call(port, "GET", "/api/upstreams/up/servers", "");
+    let (status, v) = api_call(port, "GET", "/api/upstreams/up/servers", "");
     assert_eq!(status, 200, "{v}");
     let servers = v.as_array().cloned().unwrap_or_default();
     let draining = servers.iter().filter(|s| s["state"] == "draining").count();
@@ -115,7 +113,7 @@ fn churn(policy: &str) {
     }));
     let ns = Named::start("consul", &records).expect("start named");
 
-    let port = common::free_port();
+    let port = free_port();
     let block = format!(
         "    upstream up {{
         ha_balance {policy};
@@ -142,14 +140,14 @@ fn churn(policy: &str) {
 
     // nginx resolves the 1,000 records (125 target names) within a bound
     let t0 = Instant::now();
-    let resolved = common::wait_until(Duration::from_secs(30), || api_servers(port).0 == SERVERS);
+    let resolved = wait_until(Duration::from_secs(30), || api_servers(port).0 == SERVERS);
     assert!(
         resolved,
         "{policy}: {SERVERS} servers not resolved within 30 s: {:?}\nerror.log:\n{}",
         api_servers(port),
         ngx.error_log()
     );
-    common::say(&format!(
+    say(&format!(
         "{policy}: {SERVERS} SRV records resolved and balanced after {:?}",
         t0.elapsed()
     ));
@@ -185,14 +183,14 @@ fn churn(policy: &str) {
     let res = load.stop();
 
     // settled: the last set, every server of it live
-    let settled = common::wait_until(Duration::from_secs(20), || {
+    let settled = wait_until(Duration::from_secs(20), || {
         api_servers(port) == (SERVERS, 0)
     });
     let log = ngx.error_log();
     let mut times = build_times(&log);
     times.sort_unstable();
     let reached: BTreeSet<&String> = res.by_body.keys().collect();
-    common::say(&format!(
+    say(&format!(
         "{policy}: {} requests in {secs} s of churn ({CHURN} of {SERVERS} SRV records \
          replaced per second), {} bad; {} table builds, build time p50 {} us, \
          p99 {} us, max {} us; backends reached: {}",
@@ -241,20 +239,18 @@ fn churn(policy: &str) {
 
 #[test]
 fn a_thousand_srv_records_changing_every_second_least_conn() {
-    let test = "a_thousand_srv_records_changing_every_second_least_conn";
-    if !ready(test) {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     churn("least_conn");
 }
 
 #[test]
 fn a_thousand_srv_records_changing_every_second_maglev() {
-    let test = "a_thousand_srv_records_changing_every_second_maglev";
-    if !ready(test) {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     churn("hash $request_uri$remote_port maglev");
 }

@@ -4,9 +4,10 @@
 //! cursor, so sequential requests landing on any worker still follow
 //! nginx's exact 5,1,1 sequence a,a,b,a,c,a,a.
 
-mod common;
-
-use common::{proxy_block, sequence, server_lines, tally, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::load::{sequence, tally};
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, server_lines, Nginx, WORKERS};
+use hab_testkit::port::free_port;
 
 fn weighted_block(port: u16, b: &[Backend], policy: &str) -> String {
     let upstream = format!(
@@ -18,16 +19,16 @@ fn weighted_block(port: u16, b: &[Backend], policy: &str) -> String {
 
 #[test]
 fn round_robin_5_1_1_is_exact_across_workers() {
-    if !common::nginx_or_skip("round_robin_5_1_1_is_exact_across_workers") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = [
         Backend::start("a"),
         Backend::start("b"),
         Backend::start("c"),
     ];
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&weighted_block(port, &b, "round_robin"), WORKERS);
 
     let seq = sequence(port, "/", 700);
@@ -65,12 +66,12 @@ fn round_robin_5_1_1_is_exact_across_workers() {
 
 #[test]
 fn round_robin_equal_weights_rotate() {
-    if !common::nginx_or_skip("round_robin_equal_weights_rotate") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("e", 3);
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
 
@@ -95,16 +96,16 @@ fn round_robin_equal_weights_rotate() {
 
 #[test]
 fn round_robin_stays_exact_after_reload() {
-    if !common::nginx_or_skip("round_robin_stays_exact_after_reload") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = [
         Backend::start("a"),
         Backend::start("b"),
         Backend::start("c"),
     ];
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&weighted_block(port, &b, "round_robin"), WORKERS);
 
     let before = sequence(port, "/", 10);

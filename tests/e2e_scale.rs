@@ -9,12 +9,15 @@
 //! only, nothing listens there): it separates the cost of the table size
 //! from the cost of repeated addresses.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{get, outcome, proxy_block, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::http::get;
+use hab_testkit::load::{outcome, tally};
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, stock_mode, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::skip::say;
 
 const SERVERS: usize = 10_000;
 const PORTS: usize = 8;
@@ -62,7 +65,7 @@ fn run_requests(port: u16) -> Vec<String> {
 
 fn scale(policy: &str) {
     let b = Backend::start_many("x", PORTS);
-    let port = common::free_port();
+    let port = free_port();
     let block = proxy_block(port, &upstream_body(&b, policy), "");
 
     let t0 = Instant::now();
@@ -77,11 +80,11 @@ fn scale(policy: &str) {
     let t2 = Instant::now();
     let res = run_requests(port);
     let req_time = t2.elapsed();
-    common::say(&format!(
+    say(&format!(
         "  {policy}: {SERVERS} servers: nginx -t {check_time:?}, start (4 workers ready) \
          {start_time:?}, {} requests in {req_time:?}: {:?}",
         res.len(),
-        common::tally(&res)
+        tally(&res)
     ));
 
     assert!(
@@ -101,7 +104,7 @@ fn scale(policy: &str) {
         bad.len(),
         &bad[..bad.len().min(5)]
     );
-    let used = common::tally(&res);
+    let used = tally(&res);
     assert!(
         used.len() >= 4,
         "{policy}: 400 requests reached only {} of {PORTS} backends: {used:?}",
@@ -117,47 +120,46 @@ fn scale(policy: &str) {
 
 #[test]
 fn scale_round_robin() {
-    if !common::nginx_or_skip("scale_round_robin") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     scale("round_robin");
 }
 
 #[test]
 fn scale_least_conn() {
-    if !common::nginx_or_skip("scale_least_conn") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     scale("least_conn");
 }
 
 #[test]
 fn scale_p2c() {
-    if !common::nginx_or_skip("scale_p2c") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     scale("p2c");
 }
 
 #[test]
 fn scale_hash_maglev() {
-    if !common::nginx_or_skip("scale_hash_maglev") || common::stock_mode() {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     scale("hash $arg_k maglev");
 }
 
 #[test]
 fn scale_hash_maglev_distinct_addresses_check() {
-    if !common::nginx_or_skip("scale_hash_maglev_distinct_addresses_check") || common::stock_mode()
-    {
+    if !nginx_or_skip() || stock_mode() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     // 10,000 distinct ports from free_port()'s range; `nginx -t` connects to
     // none of them.
     let mut body = String::from("        ha_balance hash $arg_k maglev;\n");
@@ -168,11 +170,11 @@ fn scale_hash_maglev_distinct_addresses_check() {
             20_000 + i
         ));
     }
-    let block = proxy_block(common::free_port(), &body, "");
+    let block = proxy_block(free_port(), &body, "");
     let t0 = Instant::now();
     let c = Nginx::check_detailed(&block);
     let check_time = t0.elapsed();
-    common::say(&format!(
+    say(&format!(
         "  hash $arg_k maglev: {SERVERS} distinct addresses: nginx -t {check_time:?}"
     ));
     assert!(c.ok, "nginx -t failed:\n{}", c.stderr);

@@ -4,14 +4,17 @@
 //! or cannot write (a missing directory), weights from the file that do
 //! not fit, and entries that match no server.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{proxy_block, server_lines, Backend, Nginx, WORKERS};
+use hab_testkit::api::api_call;
+use hab_testkit::backend::process::Backend;
+use hab_testkit::nginx::{
+    nginx_or_skip, proxy_block, scratch_dir, serial, server_lines, state_file, Nginx, WORKERS,
+};
+use hab_testkit::port::free_port;
 use serde_json::Value;
 
 fn block(port: u16, upstream_body: &str, state_line: &str) -> String {
@@ -25,7 +28,7 @@ fn block(port: u16, upstream_body: &str, state_line: &str) -> String {
 }
 
 fn patch(port: u16, id: usize, body: &str) -> (u16, Value) {
-    common::api_call(
+    api_call(
         port,
         "PATCH",
         &format!("/api/upstreams/up/servers/{id}"),
@@ -53,13 +56,13 @@ fn saved_weight(state: &Path, addr: &str) -> Option<u64> {
 /// left beside it.
 #[test]
 fn a_patch_answered_200_is_in_the_state_file_already() {
-    if !common::nginx_or_skip("a_patch_answered_200_is_in_the_state_file_already") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("p", 3);
-    let (state, line) = common::state_file();
-    let port = common::free_port();
+    let (state, line) = state_file();
+    let port = free_port();
     let ups = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
     let mut ngx = Nginx::start(&block(port, &ups, &line), WORKERS);
     // Each change read back at once, over fresh connections (so over
@@ -96,13 +99,13 @@ fn a_patch_answered_200_is_in_the_state_file_already() {
 /// not exist fails `nginx -t` with an [emerg] naming it.
 #[test]
 fn a_fifo_a_device_or_a_missing_directory_is_refused_promptly() {
-    if !common::nginx_or_skip("a_fifo_a_device_or_a_missing_directory_is_refused_promptly") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
-    let port = common::free_port();
+    let _serial = serial();
+    let port = free_port();
     let ups = "        ha_balance round_robin;\n        server 127.0.0.1:1;\n";
-    let dir = common::scratch_dir();
+    let dir = scratch_dir();
     let fifo = dir.join("fifo.json");
     let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a NUL-terminated path.
@@ -155,13 +158,13 @@ fn a_fifo_a_device_or_a_missing_directory_is_refused_promptly() {
 /// in one line, and those of an upstream no longer configured in another.
 #[test]
 fn weights_that_do_not_fit_and_unmatched_entries_are_logged() {
-    if !common::nginx_or_skip("weights_that_do_not_fit_and_unmatched_entries_are_logged") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("w", 4);
-    let (state, line) = common::state_file();
-    let port = common::free_port();
+    let (state, line) = state_file();
+    let port = free_port();
     let ups = format!("        ha_balance round_robin;\n{}", server_lines(&b, &[]));
     let conf = block(port, &ups, &line);
     let mut ngx = Nginx::start(&conf, WORKERS);
@@ -210,9 +213,9 @@ fn weights_that_do_not_fit_and_unmatched_entries_are_logged() {
         log.contains("name no ha_balance upstream, ignored"),
         "{log}"
     );
-    let (_, s0) = common::api_call(port, "GET", "/api/upstreams/up/servers/0", "");
+    let (_, s0) = api_call(port, "GET", "/api/upstreams/up/servers/0", "");
     assert_eq!(s0["weight"], 1, "{s0}");
-    let (_, s1) = common::api_call(port, "GET", "/api/upstreams/up/servers/1", "");
+    let (_, s1) = api_call(port, "GET", "/api/upstreams/up/servers/1", "");
     assert_eq!(s1["drain"], true, "the rest was restored: {s1}");
     let (s, v) = patch(port, 2, r#"{"weight":3}"#);
     assert_eq!(s, 200, "a later weight change works: {v}");

@@ -7,13 +7,16 @@
 //! Every expected figure is derived from what the backends counted, what
 //! the clients got and the configuration, never from a previous run.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{spawn_load, Backend, LoadOpts, LoadResult, Nginx, WORKERS};
-use hab_testkit::http;
+use hab_testkit::api::api_call;
+use hab_testkit::backend::process::Backend;
+use hab_testkit::http::{self, get};
+use hab_testkit::load::{outcome, sequence, spawn_load, LoadOpts, LoadResult};
+use hab_testkit::nginx::{nginx_or_skip, serial, Nginx, WORKERS};
+use hab_testkit::port::{free_port, refused_addr};
+use hab_testkit::proc::{children, wait_until};
 use serde_json::Value;
 
 /// Bytes of the smallest request nginx sends a backend here
@@ -72,17 +75,8 @@ fn servers(lines: &[(String, &str)]) -> String {
         .collect()
 }
 
-/// `127.0.0.1:PORT` of a port nobody listens on (connections refused).
-fn refused_addr() -> String {
-    common::refused_addr()
-}
-
-fn call(port: u16, method: &str, path: &str, body: &str) -> (u16, Value) {
-    common::api_call(port, method, path, body)
-}
-
 fn app(port: u16) -> Value {
-    let (s, v) = call(port, "GET", "/api/upstreams/app", "");
+    let (s, v) = api_call(port, "GET", "/api/upstreams/app", "");
     assert_eq!(s, 200, "{v}");
     v
 }
@@ -94,7 +88,7 @@ fn peers(v: &Value) -> &Vec<Value> {
 }
 
 fn patch(port: u16, id: usize, body: &str) -> Value {
-    let (s, v) = call(
+    let (s, v) = api_call(
         port,
         "PATCH",
         &format!("/api/upstreams/app/servers/{id}"),
@@ -138,7 +132,7 @@ fn counters(v: &Value) -> Vec<[u64; 10]> {
 /// agree; returns the last read.
 fn settled(port: u16) -> Value {
     let mut last = app(port);
-    let ok = common::wait_until(Duration::from_secs(5), || {
+    let ok = wait_until(Duration::from_secs(5), || {
         std::thread::sleep(Duration::from_millis(50));
         let v = app(port);
         let idle = peers(&v).iter().all(|p| p["active"] == 0);
@@ -154,13 +148,13 @@ fn settled(port: u16) -> Value {
 /// have exited: until then they may still take a connection and count it
 /// in their own zone.
 fn old_workers_gone(ngx: &Nginx) {
-    let ok = common::wait_until(Duration::from_secs(15), || {
-        common::children(ngx.master_pid()).len() == WORKERS
+    let ok = wait_until(Duration::from_secs(15), || {
+        children(ngx.master_pid()).len() == WORKERS
     });
     assert!(
         ok,
         "old workers still running: {:?}",
-        common::children(ngx.master_pid())
+        children(ngx.master_pid())
     );
 }
 
@@ -261,7 +255,7 @@ fn assert_state(port: u16, id: usize, addr: &str, want: &str) {
         "unavail" => 4.0,
         _ => unreachable!("state {want}"),
     };
-    let (_, s) = call(port, "GET", &format!("/api/upstreams/app/servers/{id}"), "");
+    let (_, s) = api_call(port, "GET", &format!("/api/upstreams/app/servers/{id}"), "");
     assert_eq!(s["state"], want, "server {id} in JSON: {s}");
     let text = metrics(port);
     assert_eq!(
@@ -348,10 +342,10 @@ fn transitions(ngx: &Nginx, addr: &str) -> (usize, Vec<u64>) {
 
 #[test]
 fn exact_counters_under_concurrent_load_with_retries() {
-    if !common::nginx_or_skip("exact_counters_under_concurrent_load_with_retries") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let ok1 = Backend::start("ok1");
     let bad = Backend::start("bad");
     let ok2 = Backend::start("ok2");
@@ -367,7 +361,7 @@ fn exact_counters_under_concurrent_load_with_retries() {
         (dead.clone(), "max_fails=0"),
         (dead3.clone(), "max_fails=3 fail_timeout=30s"),
     ]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &upstream), WORKERS);
 
     let v = app(port);
@@ -577,10 +571,10 @@ fn exact_counters_under_concurrent_load_with_retries() {
 
 #[test]
 fn every_state_in_json_and_prometheus() {
-    if !common::nginx_or_skip("every_state_in_json_and_prometheus") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("st", 3);
     let dead = refused_addr();
     let upstream = servers(&[
@@ -589,7 +583,7 @@ fn every_state_in_json_and_prometheus() {
         (b[2].addr(), ""),
         (dead.clone(), "max_fails=1 fail_timeout=30s"),
     ]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &upstream), WORKERS);
     let addrs = [b[0].addr(), b[1].addr(), b[2].addr(), dead.clone()];
     for (id, a) in addrs.iter().enumerate() {
@@ -599,15 +593,15 @@ fn every_state_in_json_and_prometheus() {
     // Unavailable: the first try on the refusing server disables it.
     let mut seq = Vec::new();
     for _ in 0..40 {
-        seq.push(common::outcome(&common::get(port, "/")));
-        let (_, s3) = call(port, "GET", "/api/upstreams/app/servers/3", "");
+        seq.push(outcome(&get(port, "/")));
+        let (_, s3) = api_call(port, "GET", "/api/upstreams/app/servers/3", "");
         if n(&s3, "requests") > 0 {
             break;
         }
     }
     assert!(seq.iter().all(|s| s.starts_with("st")), "{seq:?}");
     assert_state(port, 3, &dead, "unavail");
-    let (_, s3) = call(port, "GET", "/api/upstreams/app/servers/3", "");
+    let (_, s3) = api_call(port, "GET", "/api/upstreams/app/servers/3", "");
     assert_eq!((n(&s3, "fails"), n(&s3, "unavail")), (1, 1), "{s3}");
     assert_recent_date(&s3, "downstart", Duration::from_secs(10));
     let text = metrics(port);
@@ -623,7 +617,7 @@ fn every_state_in_json_and_prometheus() {
     let d1 = n(&s3, "downtime");
     let t1 = Instant::now();
     std::thread::sleep(Duration::from_millis(400));
-    let (_, s3) = call(port, "GET", "/api/upstreams/app/servers/3", "");
+    let (_, s3) = api_call(port, "GET", "/api/upstreams/app/servers/3", "");
     let d2 = n(&s3, "downtime");
     let wall = t1.elapsed().as_millis() as u64;
     assert!(
@@ -657,7 +651,7 @@ fn every_state_in_json_and_prometheus() {
             ..LoadOpts::new(4, 1)
         },
     );
-    let ok = common::wait_until(Duration::from_secs(10), || {
+    let ok = wait_until(Duration::from_secs(10), || {
         b[0].stats().inflight + b[2].stats().inflight == 4
     });
     assert!(ok, "slow requests did not all arrive");
@@ -683,8 +677,8 @@ fn every_state_in_json_and_prometheus() {
     let r = load.join();
     assert_eq!((r.total, r.bad()), (4, 0), "{:?}", r.failures);
     // Drained with nothing left in flight: down.
-    let ok = common::wait_until(Duration::from_secs(5), || {
-        call(port, "GET", "/api/upstreams/app/servers/2", "").1["state"] == "down"
+    let ok = wait_until(Duration::from_secs(5), || {
+        api_call(port, "GET", "/api/upstreams/app/servers/2", "").1["state"] == "down"
     });
     assert!(ok, "server 2 not down after its requests ended");
     assert_state(port, 2, &addrs[2], "down");
@@ -700,10 +694,10 @@ fn every_state_in_json_and_prometheus() {
 
 #[test]
 fn transitions_are_logged_once_across_workers() {
-    if !common::nginx_or_skip("transitions_are_logged_once_across_workers") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let good = Backend::start_many("t", 2);
     let mut flaky = Backend::start("flaky");
     let fail_timeout = Duration::from_secs(1);
@@ -712,7 +706,7 @@ fn transitions_are_logged_once_across_workers() {
         (good[1].addr(), ""),
         (flaky.addr(), "max_fails=1 fail_timeout=1s"),
     ]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &upstream), WORKERS);
     let addr = flaky.addr();
 
@@ -729,20 +723,20 @@ fn transitions_are_logged_once_across_workers() {
     for cycle in 1..=cycles {
         flaky.kill();
         // Dead for longer than fail_timeout: probes fail too.
-        let ok = common::wait_until(Duration::from_secs(5), || {
-            let (_, s) = call(port, "GET", "/api/upstreams/app/servers/2", "");
+        let ok = wait_until(Duration::from_secs(5), || {
+            let (_, s) = api_call(port, "GET", "/api/upstreams/app/servers/2", "");
             n(&s, "unavail") >= cycle
         });
         assert!(ok, "cycle {cycle}: never unavailable: {}", app(port));
         std::thread::sleep(fail_timeout * 5 / 2);
         flaky.restart();
-        let ok = common::wait_until(fail_timeout * 6, || {
+        let ok = wait_until(fail_timeout * 6, || {
             transitions(&ngx, &addr).1.len() >= cycle as usize
         });
         assert!(ok, "cycle {cycle}: never back:\n{}", ngx.error_log());
         // Some traffic on the recovered server.
         let base = flaky.stats().requests;
-        let ok = common::wait_until(Duration::from_secs(5), || flaky.stats().requests > base + 5);
+        let ok = wait_until(Duration::from_secs(5), || flaky.stats().requests > base + 5);
         assert!(ok, "cycle {cycle}: no traffic after recovery");
     }
     let r = load.stop();
@@ -788,14 +782,14 @@ fn transitions_are_logged_once_across_workers() {
 
 #[test]
 fn delete_resets_fields_limit_head_answers() {
-    if !common::nginx_or_skip("delete_resets_fields_limit_head_answers") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("z", 2);
     let dead = refused_addr();
     let upstream = servers(&[(b[0].addr(), ""), (b[1].addr(), ""), (dead, "max_fails=0")]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &upstream), WORKERS);
 
     let run = |threads: usize, per: usize| {
@@ -823,7 +817,7 @@ fn delete_resets_fields_limit_head_answers() {
     assert!(n(&peers(&v)[2], "fails") > 0, "{v}");
 
     // Read-only location: refused, nothing changed.
-    let (s, e) = call(port, "DELETE", "/ro/upstreams/app", "");
+    let (s, e) = api_call(port, "DELETE", "/ro/upstreams/app", "");
     assert_eq!(
         (s, e["error"]["code"].as_str()),
         (405, Some("MethodNotAllowed")),
@@ -831,7 +825,7 @@ fn delete_resets_fields_limit_head_answers() {
     );
     assert_eq!(counters(&app(port)), counters(&v));
     // Unknown upstream.
-    let (s, _) = call(port, "DELETE", "/api/upstreams/nope", "");
+    let (s, _) = api_call(port, "DELETE", "/api/upstreams/nope", "");
     assert_eq!(s, 404);
 
     // Reset: 204 without a body, then every counter reads zero.
@@ -879,16 +873,16 @@ fn delete_resets_fields_limit_head_answers() {
             .into_iter()
             .collect()
     };
-    let (s, all) = call(port, "GET", "/api/upstreams?fields=requests,state", "");
+    let (s, all) = api_call(port, "GET", "/api/upstreams?fields=requests,state", "");
     assert_eq!(s, 200, "{all}");
     let up = &all["app"];
     assert_eq!(keys(up), ["name", "peers"], "{up}");
     for p in peers(up) {
         assert_eq!(keys(p), want, "{p}");
     }
-    let (_, one) = call(port, "GET", "/api/upstreams/app?fields=requests,state", "");
+    let (_, one) = api_call(port, "GET", "/api/upstreams/app?fields=requests,state", "");
     assert_eq!(one, *up);
-    let (_, s0) = call(
+    let (_, s0) = api_call(
         port,
         "GET",
         "/api/upstreams/app/servers/0?fields=requests,state",
@@ -896,7 +890,7 @@ fn delete_resets_fields_limit_head_answers() {
     );
     assert_eq!(keys(&s0), want, "{s0}");
     assert_eq!(n(&s0, "requests"), b[0].stats().requests);
-    let (_, t) = call(port, "GET", "/api/upstreams/app?fields=totals", "");
+    let (_, t) = api_call(port, "GET", "/api/upstreams/app?fields=totals", "");
     assert_eq!(keys(&t), ["name", "peers", "totals"], "{t}");
     assert_eq!(n(&t["totals"], "requests"), n(&v["totals"], "requests"));
 
@@ -914,17 +908,17 @@ fn delete_resets_fields_limit_head_answers() {
         assert!(h.body.is_empty(), "HEAD {path}: {}", h.text());
         assert_eq!(h.header("content-type"), g.header("content-type"), "{path}");
     }
-    let (s, _) = call(port, "HEAD", "/api/upstreams/nope", "");
+    let (s, _) = api_call(port, "HEAD", "/api/upstreams/nope", "");
     assert_eq!(s, 404);
     ngx.stop();
 }
 
 #[test]
 fn counters_survive_reload() {
-    if !common::nginx_or_skip("counters_survive_reload") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("rl", 3);
     let dead = refused_addr();
     let two = servers(&[
@@ -932,7 +926,7 @@ fn counters_survive_reload() {
         (b[1].addr(), ""),
         (dead.clone(), "max_fails=1 fail_timeout=30s"),
     ]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &two), WORKERS);
 
     let run = |threads: usize, per: usize| {
@@ -1014,10 +1008,10 @@ fn counters_survive_reload() {
 /// passed without a probe the server reads `up`, with no `downstart`.
 #[test]
 fn downstart_only_while_unavailable() {
-    if !common::nginx_or_skip("downstart_only_while_unavailable") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start("w");
     let dead = refused_addr();
     let fail_timeout = Duration::from_secs(1);
@@ -1025,10 +1019,10 @@ fn downstart_only_while_unavailable() {
         (b.addr(), ""),
         (dead.clone(), "max_fails=1 fail_timeout=1s"),
     ]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &upstream), WORKERS);
-    let ok = common::wait_until(Duration::from_secs(5), || {
-        let _ = common::get(port, "/");
+    let ok = wait_until(Duration::from_secs(5), || {
+        let _ = get(port, "/");
         n(&peers(&app(port))[1], "requests") > 0
     });
     assert!(ok, "the refusing server was never tried");
@@ -1047,15 +1041,15 @@ fn downstart_only_while_unavailable() {
 /// with the one offset the master took.
 #[test]
 fn dates_stable_at_idle() {
-    if !common::nginx_or_skip("dates_stable_at_idle") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("i", 2);
     let upstream = servers(&[(b[0].addr(), ""), (b[1].addr(), "")]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &upstream), WORKERS);
-    common::sequence(port, "/", 4);
+    sequence(port, "/", 4);
     let first = app(port)["peers"][0]["selected"].clone();
     assert!(first.is_string(), "{first}");
     for k in 0..50 {
@@ -1073,16 +1067,16 @@ fn dates_stable_at_idle() {
 /// `responses.total` + `fails` at idle, and lack exactly those tries.
 #[test]
 fn tries_in_flight_over_a_changed_reload_stay_consistent() {
-    if !common::nginx_or_skip("tries_in_flight_over_a_changed_reload_stay_consistent") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let b = Backend::start_many("q", 3);
     let two = servers(&[(b[0].addr(), ""), (b[1].addr(), "")]);
-    let port = common::free_port();
+    let port = free_port();
     let mut ngx = Nginx::start(&block(port, &two), WORKERS);
     let load = spawn_load(port, "/?delay=1500", LoadOpts::new(2, 1));
-    let ok = common::wait_until(Duration::from_secs(5), || {
+    let ok = wait_until(Duration::from_secs(5), || {
         b[0].stats().inflight + b[1].stats().inflight == 2
     });
     assert!(ok, "slow requests did not arrive");
@@ -1092,7 +1086,7 @@ fn tries_in_flight_over_a_changed_reload_stay_consistent() {
     ));
     let r = load.join();
     assert_eq!(r.statuses.get(&200), Some(&2), "{:?}", r.failures);
-    let ok = common::wait_until(Duration::from_secs(10), || peers(&app(port)).len() == 3);
+    let ok = wait_until(Duration::from_secs(10), || peers(&app(port)).len() == 3);
     assert!(ok, "new configuration not serving");
     let v = settled(port);
     let mut missing = 0;

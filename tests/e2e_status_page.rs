@@ -4,14 +4,17 @@
 //! no buttons when read only, and (with `HAB_SCREENSHOT=1`) a screenshot
 //! under load written to `docs/status.png`.
 
-mod common;
-
 use std::fs;
 use std::time::Duration;
 
-use common::{proxy_block, server_lines, spawn_load, Backend, LoadOpts, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
 use hab_testkit::browser::{self, Browser};
-use hab_testkit::http;
+use hab_testkit::http::{self, get};
+use hab_testkit::load::{spawn_load, LoadOpts};
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, root, serial, server_lines, Nginx, WORKERS};
+use hab_testkit::port::{free_port, refused_addr};
+use hab_testkit::proc::wait_until;
+use hab_testkit::skip::say;
 use serde_json::Value;
 
 /// How long a change may take to show: the page polls every second.
@@ -19,8 +22,8 @@ const SHOW: Duration = Duration::from_secs(2);
 /// How long the first render may take (browser start, first poll).
 const FIRST: Duration = Duration::from_secs(10);
 
-fn ready(test: &str) -> bool {
-    common::nginx_or_skip(test) && browser::browser_or_skip(test)
+fn ready() -> bool {
+    nginx_or_skip() && browser::browser_or_skip()
 }
 
 /// Upstream `up` (3 servers) proxied at `/`, the API at `/api/` with
@@ -30,7 +33,7 @@ fn start(backends: &[Backend], api_args: &str) -> Nginx {
         "        ha_balance round_robin;\n{}",
         server_lines(backends, &["weight=3", "", ""])
     );
-    start_upstream(common::free_port(), &upstream, api_args)
+    start_upstream(free_port(), &upstream, api_args)
 }
 
 /// nginx on `port` proxying `/` to upstream `up` (`upstream_body`), the
@@ -100,10 +103,10 @@ fn api_server(port: u16, id: usize) -> Value {
 
 #[test]
 fn status_page_follows_drain_and_undrains() {
-    if !ready("status_page_follows_drain_and_undrains") {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let backends = Backend::start_many("p", 3);
     let ngx = start(&backends, " write=on");
     let port = ngx.port();
@@ -145,7 +148,7 @@ fn status_page_follows_drain_and_undrains() {
         .unwrap()
         .expect("Undrain button of row 1");
     b.click(&undrain).expect("click Undrain");
-    let undrained = common::wait_until(SHOW, || api_server(port, 1)["drain"] == false);
+    let undrained = wait_until(SHOW, || api_server(port, 1)["drain"] == false);
     let err = b.find("#error-text").unwrap().map(|e| b.text(&e).unwrap());
     assert!(
         undrained,
@@ -160,10 +163,10 @@ fn status_page_follows_drain_and_undrains() {
 
 #[test]
 fn status_page_read_only_has_no_buttons() {
-    if !ready("status_page_read_only_has_no_buttons") {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let backends = Backend::start_many("q", 3);
     let ngx = start(&backends, "");
     assert_serves_page(ngx.port(), "/api/");
@@ -179,10 +182,10 @@ fn status_page_read_only_has_no_buttons() {
 
 #[test]
 fn status_page_under_load_screenshot() {
-    if !ready("status_page_under_load_screenshot") {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let backends = Backend::start_many("s", 3);
     let ngx = start(&backends, " write=on");
     let port = ngx.port();
@@ -261,9 +264,9 @@ fn status_page_under_load_screenshot() {
         load.stop();
     }
     if shot {
-        let path = common::root().join("docs/status.png");
+        let path = root().join("docs/status.png");
         fs::write(&path, &png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        common::say(&format!("wrote {} ({} bytes)", path.display(), png.len()));
+        say(&format!("wrote {} ({} bytes)", path.display(), png.len()));
     }
 }
 
@@ -273,13 +276,13 @@ fn status_page_under_load_screenshot() {
 /// the API).
 #[test]
 fn status_page_shows_every_state() {
-    if !ready("status_page_shows_every_state") {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let backends = Backend::start_many("t", 3);
-    let refused = common::refused_addr();
-    let port = common::free_port();
+    let refused = refused_addr();
+    let port = free_port();
     // Ids: 0 up, 1 draining, 2 unavail (refuses), 3 down.
     let upstream = format!(
         "        ha_balance round_robin;
@@ -293,8 +296,8 @@ fn status_page_shows_every_state() {
     );
     let _ngx = start_upstream(port, &upstream, " write=on");
     // A try on the refusing server disables it (the request is retried).
-    let tried = common::wait_until(Duration::from_secs(10), || {
-        let _ = common::get(port, "/");
+    let tried = wait_until(Duration::from_secs(10), || {
+        let _ = get(port, "/");
         api_server(port, 2)["unavail"] == 1
     });
     assert!(
@@ -331,7 +334,7 @@ fn status_page_shows_every_state() {
             max_time: Duration::from_secs(30),
         },
     );
-    let held = common::wait_until(Duration::from_secs(5), || backends[1].stats().inflight > 0);
+    let held = wait_until(Duration::from_secs(5), || backends[1].stats().inflight > 0);
     assert!(held, "no slow request reached server 1");
     let r = http::request(
         port,
@@ -372,14 +375,14 @@ fn status_page_shows_every_state() {
 /// `unhealthy` (one whose `/healthz` answers 503), next to `up`.
 #[test]
 fn status_page_shows_health_states() {
-    if !ready("status_page_shows_health_states") {
+    if !ready() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let backends = Backend::start_many("h", 3);
     backends[1].set_health("fail");
     backends[2].set_health("hang");
-    let port = common::free_port();
+    let port = free_port();
     // A 9 s timeout: server 2 stays `checking` that long.
     let upstream = format!(
         "        ha_balance round_robin;

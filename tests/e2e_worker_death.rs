@@ -6,22 +6,25 @@
 //! one gives the dead one's requests back. Without that, a `max_conns=1`
 //! server whose request died with its worker would stay "full" forever.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{get, proxy_block, wait_until, Backend, Nginx, WORKERS};
+use hab_testkit::backend::process::Backend;
+use hab_testkit::http::get;
+use hab_testkit::load::outcome;
+use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, Nginx, WORKERS};
+use hab_testkit::port::free_port;
+use hab_testkit::proc::wait_until;
 
 #[test]
 fn killed_worker_gives_back_its_requests() {
-    if !common::nginx_or_skip("killed_worker_gives_back_its_requests") {
+    if !nginx_or_skip() {
         return;
     }
-    let _serial = common::serial();
+    let _serial = serial();
     let primary = Backend::start("primary");
     let spare = Backend::start("spare");
-    let port = common::free_port();
+    let port = free_port();
     let upstream = format!(
         "        ha_balance round_robin;\n        server {} max_conns=1;\n        server {} backup;\n",
         primary.addr(),
@@ -30,7 +33,7 @@ fn killed_worker_gives_back_its_requests() {
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
 
     // Idle: the primary serves.
-    assert_eq!(common::outcome(&get(port, "/")), "primary");
+    assert_eq!(outcome(&get(port, "/")), "primary");
 
     // One request holds the primary's only slot for 8 s...
     let hung = std::thread::spawn(move || get(port, "/?delay=8000"));
@@ -39,7 +42,7 @@ fn killed_worker_gives_back_its_requests() {
         "the slow request never reached the primary"
     );
     // ...so the next one goes to the backup: max_conns is counted.
-    assert_eq!(common::outcome(&get(port, "/")), "spare");
+    assert_eq!(outcome(&get(port, "/")), "spare");
 
     // Kill every worker (the one holding the request among them); the
     // master starts new ones.
@@ -64,7 +67,7 @@ fn killed_worker_gives_back_its_requests() {
     for i in 0..10 {
         let r = get(port, "/");
         assert_eq!(
-            common::outcome(&r),
+            outcome(&r),
             "primary",
             "request {i} after the respawn went elsewhere: the dead worker's \
              request is still counted against max_conns=1"

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use common::*;
 use hab_testkit::backend::Mode;
-use hab_testkit::skip::say;
+use hab_testkit::nginx::{module_so, nginx_bin, self_signed_cert};
+use hab_testkit::proc::wait_until;
+use hab_testkit::skip::installed_or_skip;
 
 /// Requests sent per traffic check.
 const REQUESTS: usize = 60;
@@ -83,9 +85,23 @@ backends:
     )
 }
 
+/// `n` requests; backend name (or error) → count.
+fn tally(port: u16, host: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let key = match get(port, host) {
+            Ok((200, body)) => body,
+            Ok((status, body)) => format!("HTTP {status} {body}"),
+            Err(e) => format!("ERR {e}"),
+        };
+        *m.entry(key).or_insert(0) += 1;
+    }
+    m
+}
+
 #[test]
 fn rendered_config_serves_traffic_and_reloads() {
-    if !nginx_or_skip("rendered_config_serves_traffic_and_reloads") {
+    if !nginx_or_skip() {
         return;
     }
     let dir = fresh_dir();
@@ -136,7 +152,7 @@ fn rendered_config_serves_traffic_and_reloads() {
     web[0].backend.set_mode(Mode::Ok);
 
     // `hab render --reload`: web3 replaces web1 and web2, live.
-    let old_workers = children(nginx.master());
+    let old_workers = nginx.workers();
     fs::write(&yaml_path, yaml(&dir, port, None, &[&web[2]], &api)).unwrap();
     let out = hab(&[
         "render",
@@ -157,7 +173,7 @@ fn rendered_config_serves_traffic_and_reloads() {
     assert!(text(&out.stdout).contains("nginx reloaded"));
     // The old workers leave, new ones take over (bounded).
     let replaced = wait_until(Duration::from_secs(15), || {
-        let now = children(nginx.master());
+        let now = nginx.workers();
         now.len() >= WORKERS && now.iter().all(|p| !old_workers.contains(p))
     });
     assert!(
@@ -174,7 +190,7 @@ fn rendered_config_serves_traffic_and_reloads() {
 
 #[test]
 fn rendered_https_listener_serves_traffic() {
-    if !nginx_or_skip("rendered_https_listener_serves_traffic") {
+    if !nginx_or_skip() {
         return;
     }
     let curl_ok = Command::new("curl")
@@ -183,34 +199,12 @@ fn rendered_https_listener_serves_traffic() {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !curl_ok {
-        if std::env::var("HAB_REQUIRE_NGINX").is_ok_and(|v| v == "1") {
-            panic!("rendered_https_listener_serves_traffic: curl is needed for the https client");
-        }
-        say("SKIP rendered_https_listener_serves_traffic: curl not installed");
+    let missing = if curl_ok { vec![] } else { vec!["curl".into()] };
+    if !installed_or_skip(&missing) {
         return;
     }
     let dir = fresh_dir();
-    let cert = dir.join("cert.pem");
-    let key = dir.join("key.pem");
-    let out = run_bounded(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        "openssl req",
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "openssl: {}", text(&out.stderr));
+    let (cert, key) = self_signed_cert(&dir);
 
     let web = [backend("web1"), backend("web2")];
     let api = backend("api1");

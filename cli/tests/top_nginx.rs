@@ -25,7 +25,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hab_testkit::skip::say;
+use hab_testkit::nginx::module_so;
+use hab_testkit::proc::{signal, wait_until};
+use hab_testkit::skip::{say, test_name};
 
 /// Upper bounds of the background traffic: requests, and seconds.
 const TRAFFIC_MAX: usize = 20_000;
@@ -345,7 +347,7 @@ fn has_requests(json: &[u8]) -> bool {
 
 #[test]
 fn top_shows_live_servers_and_survives_a_reload() {
-    if !nginx_or_skip("top_shows_live_servers_and_survives_a_reload") {
+    if !nginx_or_skip() {
         return;
     }
     let dir = fresh_dir();
@@ -398,7 +400,7 @@ fn top_shows_live_servers_and_survives_a_reload() {
         .spawn()
         .expect("start hab top");
     thread::sleep(Duration::from_millis(700));
-    let old_workers = children(nginx.master());
+    let old_workers = nginx.workers();
     signal(nginx.master(), libc::SIGHUP);
     let exited = wait_until(Duration::from_secs(60), || {
         matches!(child.try_wait(), Ok(Some(_)))
@@ -419,7 +421,7 @@ fn top_shows_live_servers_and_survives_a_reload() {
         .map(|mut e| e.read_to_string(&mut stderr));
     assert!(exited, "hab top still running after 60 s: {stdout}");
     let replaced = wait_until(Duration::from_secs(15), || {
-        let now = children(nginx.master());
+        let now = nginx.workers();
         now.len() >= WORKERS && now.iter().all(|p| !old_workers.contains(p))
     });
     assert!(replaced, "nginx did not reload:\n{}", nginx.error_log());
@@ -445,14 +447,13 @@ fn top_shows_live_servers_and_survives_a_reload() {
         }
     }
     say(&format!(
-        "top_shows_live_servers_and_survives_a_reload: {failed} of 8 polls failed across the reload"
+        "{}: {failed} of 8 polls failed across the reload",
+        test_name()
     ));
 
     let (ok, bad) = traffic.finish();
     assert!(ok > 0, "no request answered");
-    say(&format!(
-        "top_shows_live_servers_and_survives_a_reload: traffic {ok} ok, {bad} other"
-    ));
+    say(&format!("{}: traffic {ok} ok, {bad} other", test_name()));
     assert_no_crash(&nginx);
     nginx.stop();
 }
@@ -462,7 +463,7 @@ fn top_shows_live_servers_and_survives_a_reload() {
 /// 10 MB that made hab refuse it), the one with `?fields=` a little less.
 #[test]
 fn status_and_top_read_a_100000_server_upstream() {
-    if !nginx_or_skip("status_and_top_read_a_100000_server_upstream") {
+    if !nginx_or_skip() {
         return;
     }
     const N: usize = 100_000;

@@ -22,6 +22,8 @@
 //! - `GET /healthz`: the health check endpoint, counted in `checks` (not in
 //!   `requests`): `200 healthy` by default.
 
+pub mod process;
+
 use std::fmt;
 use std::io::{self, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};

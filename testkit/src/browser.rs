@@ -68,9 +68,8 @@ pub fn missing() -> Vec<String> {
 
 /// `true` when chromium and chromedriver are installed; else the
 /// project's skip-or-require policy ([`skip::present_or_skip`]).
-pub fn browser_or_skip(test: &str) -> bool {
+pub fn browser_or_skip() -> bool {
     skip::present_or_skip(
-        test,
         "chromium or chromedriver is not installed",
         "run `make deps` (Debian packages chromium chromium-driver)",
         &missing(),

@@ -78,9 +78,8 @@ pub fn missing() -> Vec<String> {
 /// `true` when `named` and `nsupdate` are installed; otherwise the
 /// project's convention (a failure under `HAB_REQUIRE_NGINX=1`, else a
 /// `SKIP` line and `false`).
-pub fn dns_or_skip(test: &str) -> bool {
+pub fn dns_or_skip() -> bool {
     crate::skip::present_or_skip(
-        test,
         "the DNS server is not installed",
         "run `make deps` (packages bind9 and bind9-dnsutils)",
         &missing(),

@@ -1,19 +1,35 @@
-//! Test kit: an HTTP/1.1 client and test backend for end-to-end tests
+//! Test kit: the harness of the end-to-end tests, an HTTP/1.1 client and
+//! test backend
 //!
 //! Used by the `hab-backend` binary, by the real-nginx tests under `tests/`
-//! (through `tests/common`) and by `scripts/demo.sh` (through the binary).
-//! Also a headless-browser client ([`browser`]: WebDriver through
-//! chromedriver), and a real DNS server ([`dns`]: BIND's `named`, changed
-//! at run time with `nsupdate`) with a small DNS client, and a shared
-//! memory mapping for forked "workers" ([`shm`]).
-//! Everything here is std (and serde_json for WebDriver), blocking, and
-//! talks to 127.0.0.1 only.
-//! Every read and write has a timeout, so nothing here can hang a test.
+//! and `cli/tests/`, and by `scripts/demo.sh` (through the binary):
+//!
+//! - [`nginx`]: real nginx with the module in a fresh prefix, its
+//!   configuration and logs; [`backend::process`]: `hab-backend`
+//!   processes; [`load`]: HTTP clients and concurrent loads; [`api`]: the
+//!   module's API; [`resolve`]: what the tests of servers nginx resolves
+//!   share; [`skip`]: skip visibly or fail when something is missing.
+//! - [`http`], [`backend`]: the HTTP/1.1 client and the backend server.
+//! - [`port`], [`proc`]: free ports, bounded waits, processes.
+//! - [`browser`]: a headless-browser client (WebDriver through
+//!   chromedriver); [`dns`]: a real DNS server (BIND's `named`, changed
+//!   at run time with `nsupdate`) with a small DNS client; [`shm`]: a
+//!   shared memory mapping for forked "workers".
+//!
+//! Everything here is std (and serde_json for WebDriver and the API),
+//! blocking, and talks to 127.0.0.1 only. Every read and write has a
+//! timeout, so nothing here can hang a test.
 
+pub mod api;
 pub mod backend;
 pub mod browser;
 pub mod dns;
 pub mod http;
+pub mod load;
+pub mod nginx;
+pub mod port;
+pub mod proc;
+pub mod resolve;
 pub mod shm;
 pub mod skip;
 

@@ -197,7 +197,7 @@ mod browser {
     /// script, click and screenshot.
     #[test]
     fn drives_a_data_page() {
-        if !browser_or_skip("drives_a_data_page") {
+        if !browser_or_skip() {
             return;
         }
         let b = Browser::start().expect("start browser");
@@ -265,7 +265,7 @@ mod dns {
 
     #[test]
     fn dns_serves_consul_names_with_ttl_0_and_nxdomain() {
-        if !dns_or_skip("dns_serves_consul_names_with_ttl_0_and_nxdomain") {
+        if !dns_or_skip() {
             return;
         }
         let ns = start();
@@ -297,7 +297,7 @@ mod dns {
 
     #[test]
     fn dns_a_change_is_seen_at_once() {
-        if !dns_or_skip("dns_a_change_is_seen_at_once") {
+        if !dns_or_skip() {
             return;
         }
         let ns = start();
@@ -322,7 +322,7 @@ mod dns {
 
     #[test]
     fn dns_srv_change_is_seen_at_once() {
-        if !dns_or_skip("dns_srv_change_is_seen_at_once") {
+        if !dns_or_skip() {
             return;
         }
         let ns = start();
@@ -348,7 +348,7 @@ mod dns {
 
     #[test]
     fn dns_answers_throughout_changes_old_set_or_new() {
-        if !dns_or_skip("dns_answers_throughout_changes_old_set_or_new") {
+        if !dns_or_skip() {
             return;
         }
         let ns = start();
@@ -398,7 +398,7 @@ mod dns {
 
     #[test]
     fn dns_server_stops_on_drop() {
-        if !dns_or_skip("dns_server_stops_on_drop") {
+        if !dns_or_skip() {
             return;
         }
         let ns = start();
@@ -418,7 +418,7 @@ mod dns {
         } else {
             vec![dig.display().to_string()]
         };
-        if !crate::skip::installed_or_skip("dns_dig_agrees_with_the_decoder", &missing) {
+        if !crate::skip::installed_or_skip(&missing) {
             return;
         }
         let ns = start();
@@ -459,5 +459,16 @@ mod dns {
         assert!(Record::srv(WEB, 1, 1, 1, "web1.node.consul.")
             .check()
             .is_ok());
+    }
+}
+
+mod skip {
+    use crate::skip::test_name;
+
+    #[test]
+    fn a_test_is_named_by_its_thread() {
+        assert_eq!(test_name(), "tests::skip::a_test_is_named_by_its_thread");
+        let other = std::thread::spawn(test_name).join().unwrap();
+        assert_eq!(other, "test");
     }
 }

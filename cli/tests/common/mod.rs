@@ -2,16 +2,14 @@
 //! in-process backends, the `hab` binary, all on 127.0.0.1
 //!
 //! Used by `tests/render_nginx.rs` and `tests/top_nginx.rs` as
-//! `mod common;`. nginx is the one `make nginx` builds
+//! `mod common;` (the pieces every harness shares are [`hab_testkit`]'s).
+//! nginx is the one `make nginx` builds
 //! (`target/nginx/sbin/nginx` and the module; `HAB_NGINX_BIN` and
 //! `HAB_MODULE_SO` point elsewhere), run in the foreground in its own
 //! prefix under `target/cli-e2e/`. Missing nginx: a visible `SKIP` line,
 //! or a panic under `HAB_REQUIRE_NGINX=1`. Every wait is bounded; nginx is
 //! stopped with QUIT, then KILL, on drop.
 
-#![allow(dead_code)]
-
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,49 +18,27 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hab_testkit::backend::Backend;
+use hab_testkit::nginx::{module_so, nginx_bin, root};
+use hab_testkit::proc::{children, signal, wait_until};
 use hab_testkit::skip::say;
 
 /// Worker processes of the nginx under test.
 pub const WORKERS: usize = 4;
 
-/// The workspace root (this crate is `cli/` in it).
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("cli/ has a parent")
-        .to_path_buf()
-}
-
-pub fn env_path(var: &str, default: &str) -> PathBuf {
-    match std::env::var_os(var) {
-        Some(v) if !v.is_empty() => PathBuf::from(v),
-        _ => root().join(default),
-    }
-}
-
-pub fn nginx_bin() -> PathBuf {
-    env_path("HAB_NGINX_BIN", "target/nginx/sbin/nginx")
-}
-
-pub fn module_so() -> PathBuf {
-    env_path(
-        "HAB_MODULE_SO",
-        "target/nginx/modules/ngx_http_upstream_ha_module.so",
-    )
-}
-
 /// `true` when nginx and the module are built; else a `SKIP` line (or a
-/// panic under `HAB_REQUIRE_NGINX=1`), as `tests/common/mod.rs` does.
-pub fn nginx_or_skip(test: &str) -> bool {
+/// panic under `HAB_REQUIRE_NGINX=1`), as [`hab_testkit::skip`] says.
+/// Unlike [`hab_testkit::nginx::nginx_or_skip`], the module is needed
+/// whatever `HAB_E2E_STOCK` says: `hab render` writes `ha_balance`.
+pub fn nginx_or_skip() -> bool {
     let missing: Vec<String> = [nginx_bin(), module_so()]
         .iter()
         .filter(|p| !p.is_file())
         .map(|p| p.display().to_string())
         .collect();
-    hab_testkit::skip::built_or_skip(test, &missing)
+    hab_testkit::skip::built_or_skip(&missing)
 }
 
 /// A free port on 127.0.0.1 below the ephemeral range and away from the
@@ -79,19 +55,6 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port on 127.0.0.1 in {base}..{}", base + span);
-}
-
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// An in-process backend answering its name on 127.0.0.1.
@@ -135,20 +98,6 @@ pub fn get(port: u16, host: &str) -> io::Result<(u16, String)> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
     Ok((status, body.trim().to_owned()))
-}
-
-/// `n` requests; backend name (or error) → count.
-pub fn tally(port: u16, host: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for _ in 0..n {
-        let key = match get(port, host) {
-            Ok((200, body)) => body,
-            Ok((status, body)) => format!("HTTP {status} {body}"),
-            Err(e) => format!("ERR {e}"),
-        };
-        *m.entry(key).or_insert(0) += 1;
-    }
-    m
 }
 
 /// Runs a command with a time bound; its output.
@@ -210,35 +159,6 @@ pub fn fresh_dir() -> PathBuf {
     d
 }
 
-pub fn signal(pid: i32, sig: libc::c_int) {
-    // SAFETY: kill(2) takes plain integers; a stale pid only yields ESRCH.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
-/// Live children of `ppid`, from /proc.
-pub fn children(ppid: i32) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some(close) = stat.rfind(')') else {
-                return false;
-            };
-            let mut f = stat[close + 1..].split_whitespace();
-            let state = f.next().unwrap_or("Z");
-            let parent: i32 = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            parent == ppid && state != "Z" && state != "X"
-        })
-        .collect()
-}
-
 /// nginx in the foreground (`daemon off`) with the rendered configuration.
 pub struct Nginx {
     dir: PathBuf,
@@ -281,6 +201,14 @@ impl Nginx {
         self.child.as_ref().map_or(0, |c| c.id() as i32)
     }
 
+    /// Pids of the master's live children (its workers).
+    pub fn workers(&self) -> Vec<i32> {
+        children(self.master())
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    }
+
     pub fn error_log(&self) -> String {
         fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
     }
@@ -291,7 +219,7 @@ impl Nginx {
             return;
         };
         let master = child.id() as i32;
-        let workers = children(master);
+        let workers: Vec<i32> = children(master).into_iter().map(|(p, _)| p).collect();
         signal(master, libc::SIGQUIT);
         let quit = wait_until(Duration::from_secs(10), || {
             matches!(child.try_wait(), Ok(Some(_)))
