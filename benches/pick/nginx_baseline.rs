@@ -26,8 +26,6 @@
 //! pick (`init_round_robin_peer`), which our benches leave out for our side
 //! too. Times are in seconds, as `ngx_time()` gives them.
 
-#![allow(dead_code)]
-
 use std::cell::UnsafeCell;
 use std::mem::{offset_of, size_of};
 use std::ptr;

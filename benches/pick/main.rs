@@ -37,7 +37,6 @@
 //! the whole run to a few minutes on 2 cores. Results and the machine they
 //! came from: `docs/benchmarks.md`.
 
-#[path = "support/nginx_baseline.rs"]
 mod nginx_baseline;
 
 use std::hint::black_box;
