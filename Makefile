@@ -324,6 +324,7 @@ valgrind: deps nginx
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --workspace -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test --test abi --test shared_fork
 	$(CARGO) test -p hab-ffi --test crash_points
@@ -334,12 +335,12 @@ check:
 # protocol (docs/design.md, "Crash consistency"). Not run by Miri: the
 # crash-point and fork tests (fork, mmap), the property tests and the
 # long table-driven ones (interpretation is ~1000x slower), listed there.
-MIRI_TESTS := table::flight table::ledger table::generation::tests::pinned \
-	table::tests::attach table::tests::init_then_attach attempt:: \
-	health::tests health::outlier selection::crc32::tests::vectors \
-	selection::crc32::tests::table_matches_nginx \
-	selection::schedule::tests::nginx_sequences \
-	selection::schedule::tests::counts_match_weights
+MIRI_TESTS := layout::flight layout::ledger write::generation::tests::pinned \
+	layout::tests::attach layout::tests::init_then_attach attempt:: \
+	health::tests health::outlier algo::crc32::tests::vectors \
+	algo::crc32::tests::table_matches_nginx \
+	algo::schedule::tests::nginx_sequences \
+	algo::schedule::tests::counts_match_weights
 MIRI_TOOLCHAIN ?= nightly
 
 miri:

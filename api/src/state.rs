@@ -80,9 +80,9 @@ pub enum Health {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct StateFile {
-    /// [`FORMAT`].
+    /// `FORMAT`.
     pub format: String,
-    /// [`VERSION`].
+    /// `VERSION`.
     pub version: u32,
     /// Upstream name → its servers with admin state.
     pub upstreams: BTreeMap<String, Vec<Entry>>,

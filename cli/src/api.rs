@@ -15,7 +15,7 @@
 //! [`ApiError::BadAnswer`] (not HTTP, not UTF-8, not the documented JSON,
 //! too large) and [`ApiError::BadUrl`] to exit code 1.
 //!
-//! The overall deadline is kept by [`Deadline`], a transport wrapped
+//! The overall deadline is kept by `Deadline`, a transport wrapped
 //! around ureq's TCP one: ureq's own `timeout_global` waits at least 1 s
 //! for each read once it has expired, so a peer that sends a byte every
 //! half second kept a call alive for ever. (ureq's `unversioned`

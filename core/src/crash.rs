@@ -2,12 +2,12 @@
 //! build kills the process
 //!
 //! Every step of a protocol that several processes share (see
-//! `docs/design.md`, "Crash consistency") calls [`crash_point`] with the
+//! `docs/design.md`, "Crash consistency") calls `crash_point` with the
 //! step's name. In a normal build that is nothing at all. With the
 //! `crash-points` feature, a test arms one point and an occurrence in a
-//! forked child ([`arm`]); when the child reaches it, the armed hook runs
+//! forked child (`arm`); when the child reaches it, the armed hook runs
 //! (a test's hook sends the process SIGKILL), and the parent then checks
-//! the protocol's invariant after reconciliation. [`counting`] instead
+//! the protocol's invariant after reconciliation. `counting` instead
 //! counts the hits of every point, so a driver knows how many occurrences
 //! a scenario has and that every point was reached.
 //!

@@ -8,8 +8,8 @@
 //! - every function returns a [`hab_result`] (or a plain value where it
 //!   cannot fail), checks every pointer, and writes out-parameters only on
 //!   [`hab_result::HAB_OK`];
-//! - every export runs inside one panic boundary ([`guard`], or
-//!   [`guard_or`] for the few that return a plain value): a panic becomes
+//! - every export runs inside one panic boundary (`guard`, or
+//!   `guard_or` for the few that return a plain value): a panic becomes
 //!   [`hab_result::HAB_PANIC`] (or the stated default), never unwinds into
 //!   C. This relies on `panic = "unwind"` in every profile the module is
 //!   built with;

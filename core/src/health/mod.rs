@@ -7,7 +7,7 @@
 //! - it is `down` (configured), set down or draining through the API;
 //! - its health bits say so — `checking` or `unhealthy` from active checks
 //!   ([`check`]), `ejected` as an outlier ([`outlier`]) — unless the
-//!   upstream is in panic ([`panic`]), which ignores health;
+//!   upstream is in panic ([`mod@panic`]), which ignores health;
 //! - it is full (`max_conns`);
 //! - it is inside its passive failure window.
 //!

@@ -35,7 +35,7 @@
 //!
 //! Reconciliation returns a dead worker's count with the same three steps
 //! (kind *release all*), so a reconciler killed half-way leaves an entry
-//! the next one reads the same way: see [`drain`]. The invariant, for
+//! the next one reads the same way: see `drain`. The invariant, for
 //! every shared word `w` at every instant:
 //!
 //! ```text

@@ -16,7 +16,7 @@
 //! counted in flight as usual, just not reconciled if they die.
 //!
 //! The same row counts, per generation descriptor, the generations the
-//! worker's requests have pinned (see [`super::generation`]); reconciling
+//! worker's requests have pinned (see [`crate::write::generation`]); reconciling
 //! zeroes them, so a dead worker cannot keep an old generation alive.
 //!
 //! The in-flight counts are kept exactly across a kill at any instruction
@@ -29,7 +29,7 @@
 //! reconciler killed half-way leaves `RECLAIMING | its pid`; the next
 //! claimer that finds that pid gone takes the slot over (CAS) and runs the
 //! reconciliation again from the start: every step of it reads what the
-//! earlier run did ([`super::flight::drain`]) or is a plain store of zero,
+//! earlier run did (`flight::drain`) or is a plain store of zero,
 //! so running it twice returns nothing twice. Rows are written only by
 //! their owner while it lives (plain stores, no locked instruction), and
 //! by the one reconciler after.

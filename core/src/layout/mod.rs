@@ -44,13 +44,13 @@
 //!
 //! `n` is the number of peer *slots*: the configured peers for a static
 //! upstream, a larger capacity for one whose membership changes at run
-//! time ([`Zone::init_with`], [`membership`]). Every peer index is a slot.
+//! time ([`Zone::init_with`], [`crate::write::membership`]). Every peer index is a slot.
 //!
 //! Per-peer state (in flight, failure window, latency, admin state) lives
 //! once per zone and is shared by every generation: a generation is only
 //! the frozen selection structures built from the weights in force. A
 //! weight change builds a new generation in a free part of the arena and
-//! publishes it with one atomic store (see [`generation`]); `down` and
+//! publishes it with one atomic store (see [`crate::write::generation`]); `down` and
 //! `drain` are atomic flags read at pick time and need no rebuild.
 //!
 //! Everything but the atomics and the arena is written once, by
@@ -126,7 +126,7 @@ pub const LEDGER_SLOTS: usize = 32;
 
 /// Longest identity a peer slot of a dynamic zone holds (upstream name,
 /// `server` string and address, NUL-separated by nginx); a longer one is
-/// refused with [`Error::TooLarge`].
+/// refused with [`crate::Error::TooLarge`].
 pub const SLOT_ID_MAX: usize = 640;
 
 /// Longest `server` string a peer slot of a dynamic zone holds.
@@ -146,11 +146,11 @@ pub struct Root {
     pub params: [u32; 4],
     /// Bytes of the whole zone.
     pub size: u64,
-    /// [`UpstreamSpec::digest`] of the configuration the zone was built for.
+    /// [`crate::UpstreamSpec::digest`] of the configuration the zone was built for.
     pub digest: u64,
     /// Number of peer slots: the length of every per-peer array. Equal to
     /// the configured peers for a static upstream; the capacity of a
-    /// dynamic one (see [`membership`]).
+    /// dynamic one (see [`crate::write::membership`]).
     pub peers: u32,
     /// Number of configured primaries; configured peers
     /// `primaries..configured` are backups.
@@ -192,7 +192,7 @@ pub struct Root {
     /// Bytes of identity area per slot (`SLOT_ID_MAX + SLOT_SERVER_MAX`)
     /// in a dynamic zone; 0 in a static one, whose names are packed.
     pub slot_names: u32,
-    /// [`UpstreamSpec::schedule_room`]: schedule entries the arena keeps
+    /// [`crate::UpstreamSpec::schedule_room`]: schedule entries the arena keeps
     /// room for (0 for a policy without a schedule).
     pub schedule_room: u32,
     /// Zero.
@@ -205,7 +205,7 @@ pub struct Root {
 pub struct Sync {
     /// The generation serving new requests: descriptor index in the low 8
     /// bits, its number above. Changed only by the lease holder, with
-    /// `SeqCst` (see [`generation`] for the pinning protocol).
+    /// `SeqCst` (see [`crate::write::generation`] for the pinning protocol).
     pub current: AtomicU64,
     /// Owner (a pid) of the builder lease, 0 when free. Taken by CAS from 0
     /// or from a dead owner; given back by its holder.
@@ -241,7 +241,7 @@ pub struct Cursor {
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct Slot {
-    /// [`generation::DESC_FREE`], [`DESC_LIVE`]. FREE → LIVE by the
+    /// [`DESC_FREE`], [`DESC_LIVE`]. FREE → LIVE by the
     /// lease holder when it builds into the slot; LIVE → FREE by the lease
     /// holder once the slot is not current and holds no reference.
     pub status: AtomicU32,
@@ -370,7 +370,7 @@ impl PeerState {
 /// API's weight override, and the slot's life cycle. Written at init; in
 /// a dynamic zone the lease holder rewrites identity, weight and position
 /// when a membership change gives a FREE slot to a new identity (see
-/// [`membership`]).
+/// [`crate::write::membership`]).
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct PeerCold {
@@ -395,7 +395,7 @@ pub struct PeerCold {
     /// (backups included): the API's `id`. For a slot a membership change
     /// filled: the configured count plus the slot.
     pub position: AtomicU32,
-    /// [`membership::FREE`] → [`membership::LIVE`] → [`membership::RETIRING`]
+    /// [`FREE`] → [`LIVE`] → [`RETIRING`]
     /// → `LIVE` again (the identity came back) or `FREE` (reused). Written
     /// by the lease holder only (`Release`, after the fields it covers).
     pub status: AtomicU32,
@@ -537,7 +537,7 @@ pub(crate) fn round_up(n: usize, to: usize) -> usize {
 /// group) that a weight change through the API may always reach, in
 /// upstreams whose policy walks a schedule (`round_robin`, `least_conn`,
 /// `hash`) and whose configuration does not say otherwise
-/// (`schedule_room=`, [`UpstreamSpec::schedule_room`]): the arena keeps
+/// (`schedule_room=`, [`crate::UpstreamSpec::schedule_room`]): the arena keeps
 /// room for three generations with schedules this long (serving, being
 /// built, retiring), e.g. 4 servers of weight 1 with one of them set to
 /// 200,000. Past it, a change is refused (507) unless the configuration's
@@ -637,7 +637,7 @@ impl<'a> Zone<'a> {
     /// Number of peer slots: the length of every per-peer array, and the
     /// range of every peer index ([`crate::request::Pick::peer`], the
     /// attempt's tried set). For a static upstream, its peers, primaries
-    /// and backups; for a dynamic one, its capacity (see [`membership`]).
+    /// and backups; for a dynamic one, its capacity (see [`crate::write::membership`]).
     #[inline]
     pub fn peers(&self) -> usize {
         self.root().peers as usize
@@ -689,7 +689,7 @@ impl<'a> Zone<'a> {
     /// given to another identity, which only the lease holder does, and
     /// only to a slot no generation names: hold the lease, or a pin on a
     /// generation naming the slot, while using them; others compare
-    /// [`Zone::slot_epoch`] before and after (see [`membership`]).
+    /// [`Zone::slot_epoch`] before and after (see [`crate::write::membership`]).
     pub fn identity(&self, i: usize) -> &'a [u8] {
         self.colds().get(i).map_or(&[], |c| {
             self.name_bytes(c.id_off, c.id_len.load(Acquire), SLOT_ID_MAX)
@@ -734,7 +734,7 @@ impl<'a> Zone<'a> {
     /// Owner word and counter rows of ledger slot `s` (`None` past the
     /// end): in flight per peer ([`flight::Entry`]), then references per
     /// generation slot, then the zone-wide total's entry
-    /// ([`Zone::total_entry`]).
+    /// (`Zone::total_entry`).
     #[inline]
     pub fn ledger_slot(&self, s: usize) -> Option<(&'a AtomicU64, &'a [AtomicU32])> {
         let r = self.root();

@@ -4,7 +4,7 @@
 //! descriptor and number); a reader counts itself on the descriptor in its
 //! worker's ledger row (or the shared counter without a row), checks the
 //! word did not move, and reads; a generation is reclaimed only once no
-//! row and no shared counter names it ([`super::generation`]). The read
+//! row and no shared counter names it ([`crate::write::generation`]). The read
 //! side of the layout: writers are above.
 
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};

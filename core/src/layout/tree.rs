@@ -26,7 +26,7 @@
 //! Peers in a failure window are left in (their eligibility changes with
 //! time, with no event to refresh a leaf): the pick rejects them at the
 //! leaf. Slow start and panic are not represented at all: the pick leaves
-//! them to the scan (see [`super::least_conn`]).
+//! them to the scan (see [`crate::policy::least_conn`]).
 //!
 //! Whoever changes a leaf's inputs (in flight, flags, weight) refreshes its
 //! path ([`Tree::refresh`], [`Tree::refresh_counted`]). With every load and

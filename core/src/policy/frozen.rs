@@ -8,7 +8,7 @@
 //! [`super::hash`]), and a smooth schedule per group (`round_robin`, and
 //! `least_conn` and `hash` falling back on it: [`super::round_robin`]).
 //! Each of those files sizes and builds its own sections; the dispatch on
-//! the policy is [`super::frozen_lens`] and [`super::build_frozen`], and
+//! the policy is `frozen_lens` and `build_frozen`, and
 //! the writer ([`crate::write::generation`]) only carves the bytes.
 
 use crate::algo::alias::Column;
@@ -31,7 +31,7 @@ pub struct FrozenLens {
 
 /// Where the frozen sections of a generation are written (all but the
 /// ring, whose points are made before the generation's bytes are: see
-/// [`super::hash::ring`]), each exactly its planned length.
+/// `hash::ring`), each exactly its planned length.
 #[derive(Debug)]
 pub struct FrozenOut<'o> {
     /// Alias table; empty when the generation draws from none.

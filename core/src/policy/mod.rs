@@ -5,7 +5,7 @@
 //! ([`crate::health`]); the request path ([`crate::request`]) dispatches to
 //! them on the decoded [`crate::spec::Policy`]. Each policy file also
 //! sizes and builds the frozen sections it reads ([`frozen`]): the
-//! dispatch is [`frozen_lens`] and [`build_frozen`].
+//! dispatch is `frozen_lens` and `build_frozen`.
 
 pub mod ewma;
 pub mod frozen;

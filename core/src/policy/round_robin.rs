@@ -6,7 +6,7 @@
 //! sequence: sequential requests through any mix of workers follow nginx's
 //! order exactly. Positions whose peer is tried, down, full or failing are
 //! skipped (consumed), which leaves the remaining peers in the same smooth
-//! proportions. After [`crate::algo::schedule::walk_limit`] steps without success the group
+//! proportions. After `walk_limit` steps without success the group
 //! is scanned linearly, so a pick fails only when no peer is eligible.
 //!
 //! The cursor is `Relaxed`: it orders nothing but itself.

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! **Publishing** (one builder at a time, holding the lease in
-//! [`super::Sync::builder`]): reclaim what can be reclaimed, find a free
+//! [`crate::layout::Sync::builder`]): reclaim what can be reclaimed, find a free
 //! descriptor and a gap in the arena, build the generation there, store
 //! the weights in force into the peers' hot lines, then store the new
 //! `current` (`SeqCst`). Picks never wait: they read `current` and

@@ -27,8 +27,8 @@
 //! schedules and Maglev entries hold slots, its ring points are slots, its
 //! alias table and chains are indexed by slot (a slot that is not a
 //! primary weighs 0 and is never drawn). Only its per-peer parameters
-//! ([`Table::confs`]) are in generation order; the member column
-//! ([`Table::members`]) gives each one's slot. A generation whose members
+//! ([`crate::Table::confs`]) are in generation order; the member column
+//! ([`crate::Table::members`]) gives each one's slot. A generation whose members
 //! are exactly slots `0..n` of a zone of `n` slots — every static
 //! upstream — is *dense* and has no member column: its bytes are those
 //! of the generation before slots existed, and its picks run the same

@@ -1,8 +1,8 @@
 //! The writers: whatever changes the zone beyond a request's own counts
 //!
-//! Opening a zone ([`open`]), building and publishing generations
+//! Opening a zone (`open.rs`), building and publishing generations
 //! ([`generation`]), membership of resolved servers ([`membership`]),
-//! carrying state across a reload ([`carry`]) and the API's changes
+//! carrying state across a reload (`carry.rs`) and the API's changes
 //! ([`admin`]). They stand on every floor below: the layout, the
 //! algorithms that build frozen sections, the policies and health.
 
