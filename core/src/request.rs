@@ -29,8 +29,7 @@ use crate::health::panic::PanicReport;
 use crate::health::{self, Mode, Transition};
 use crate::layout::stats::TryInfo;
 use crate::layout::{flight, Table, Zone, BACKUP, PRIMARY, TOTAL};
-use crate::policy::{ewma, hash, least_conn, p2c, random, round_robin};
-use crate::spec::Policy;
+use crate::policy::{self, ewma};
 
 /// The peer chosen for one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,10 +202,7 @@ impl Table<'_> {
         let mode = Mode::of(self, self.zone().hold(attempt.slot()));
         let policy = self.policy();
         if !attempt.in_backup() {
-            let picked = match policy {
-                Policy::Hash { .. } => hash::pick(self, attempt, key, now, mode),
-                _ => self.pick_in(policy, PRIMARY, attempt, now, mode),
-            };
+            let picked = policy::pick(policy, self, PRIMARY, attempt, key, now, mode);
             if let Some(i) = picked {
                 return Ok(self.take(attempt, i, false, now, mode));
             }
@@ -216,7 +212,7 @@ impl Table<'_> {
             attempt.set_in_backup();
         }
         let backup = mode.with_single(false);
-        match self.pick_in(policy, BACKUP, attempt, now, backup) {
+        match policy::pick(policy, self, BACKUP, attempt, key, now, backup) {
             Some(i) => Ok(self.take(attempt, i, true, now, mode)),
             None => Err(Error::Busy),
         }
@@ -242,28 +238,6 @@ impl Table<'_> {
         Pick {
             peer: i as u32,
             backup,
-        }
-    }
-
-    fn pick_in(
-        &self,
-        policy: Policy,
-        g: usize,
-        attempt: &mut Attempt<'_>,
-        now: u64,
-        mode: Mode<'_>,
-    ) -> Option<usize> {
-        if self.group(g).is_empty() {
-            return None;
-        }
-        match policy {
-            Policy::RoundRobin | Policy::Hash { .. } => {
-                round_robin::pick(self, g, attempt, now, mode)
-            }
-            Policy::LeastConn => least_conn::pick(self, g, attempt, now, mode),
-            Policy::P2c => p2c::pick(self, attempt, now, mode),
-            Policy::Ewma { decay_ms } => ewma::pick(self, attempt, now, mode, decay_ms),
-            Policy::Random => random::pick(self, attempt, now, mode),
         }
     }
 
@@ -365,10 +339,7 @@ impl Table<'_> {
             attempt.try_start_ms(),
             duration,
         );
-        // What a policy learns from a finished try.
-        if let (Policy::Ewma { decay_ms }, Outcome::Ok) = (self.policy(), outcome) {
-            ewma::observe(state, duration, now, decay_ms);
-        }
+        policy::learn(self.policy(), state, outcome == Outcome::Ok, duration, now);
         if self.single() {
             // nginx >= 1.27.3 clears a single peer's failures; it is never
             // retried.
@@ -423,7 +394,7 @@ impl Table<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::spec::{PeerSpec, UpstreamSpec};
+    use crate::spec::{PeerSpec, Policy, UpstreamSpec};
     use crate::testing::{OwnedAttempt, OwnedTable};
     use core::sync::atomic::Ordering::Relaxed;
 

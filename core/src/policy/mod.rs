@@ -3,7 +3,8 @@
 //!
 //! They stand on the layout ([`crate::layout`]) and health
 //! ([`crate::health`]); the request path ([`crate::request`]) dispatches to
-//! them on the decoded [`crate::spec::Policy`]. Each policy file also
+//! them on the decoded [`crate::spec::Policy`] (`pick`, and what a try's
+//! end teaches: `learn`). Each policy file also
 //! sizes and builds the frozen sections it reads ([`frozen`]): the
 //! dispatch is `frozen_lens` and `build_frozen`.
 
@@ -17,8 +18,48 @@ pub mod round_robin;
 
 pub use frozen::{FrozenLens, FrozenOut, Placement};
 
+use crate::attempt::Attempt;
 use crate::error::Error;
+use crate::health::Mode;
+use crate::layout::{PeerState, Table, PRIMARY};
 use crate::spec::{Policy, UpstreamSpec};
+
+/// Picks from group `g` of `t` for the next try of `attempt` and acquires
+/// the peer (its table-wide index): the dispatch of the request path on
+/// the decoded policy. `key`: the request's key (hash policies).
+#[inline]
+pub(crate) fn pick(
+    policy: Policy,
+    t: &Table<'_>,
+    g: usize,
+    attempt: &mut Attempt<'_>,
+    key: &[u8],
+    now: u64,
+    mode: Mode<'_>,
+) -> Option<usize> {
+    if let (Policy::Hash { .. }, PRIMARY) = (policy, g) {
+        return hash::pick(t, attempt, key, now, mode);
+    }
+    if t.group(g).is_empty() {
+        return None;
+    }
+    match policy {
+        Policy::RoundRobin | Policy::Hash { .. } => round_robin::pick(t, g, attempt, now, mode),
+        Policy::LeastConn => least_conn::pick(t, g, attempt, now, mode),
+        Policy::P2c => p2c::pick(t, attempt, now, mode),
+        Policy::Ewma { decay_ms } => ewma::pick(t, attempt, now, mode, decay_ms),
+        Policy::Random => random::pick(t, attempt, now, mode),
+    }
+}
+
+/// What the policy learns from a try that ended after `duration` ms
+/// (`ok`: a success): `ewma`, the latency of a success.
+#[inline]
+pub(crate) fn learn(policy: Policy, state: &PeerState, ok: bool, duration: u64, now: u64) {
+    if let (Policy::Ewma { decay_ms }, true) = (policy, ok) {
+        ewma::observe(state, duration, now, decay_ms);
+    }
+}
 
 /// The frozen sections a generation of `spec` needs for its policy, in a
 /// slot space of `space` slots.
