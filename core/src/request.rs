@@ -28,8 +28,9 @@ use crate::health::outlier::Ejection;
 use crate::health::panic::PanicReport;
 use crate::health::{self, Mode, Transition};
 use crate::layout::stats::TryInfo;
-use crate::layout::{flight, Table, Zone, BACKUP, PRIMARY, TOTAL};
+use crate::layout::{flight, Table, Zone, BACKUP, TOTAL};
 use crate::policy::{self, ewma};
+use crate::spec::Policy;
 
 /// The peer chosen for one try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,9 +203,9 @@ impl Table<'_> {
         let mode = Mode::of(self, self.zone().hold(attempt.slot()));
         let policy = self.policy();
         if !attempt.in_backup() {
-            let picked = policy::pick(policy, self, PRIMARY, attempt, key, now, mode);
+            let picked = policy::pick_primary(policy, self, attempt, key, now, mode);
             if let Some(i) = picked {
-                return Ok(self.take(attempt, i, false, now, mode));
+                return Ok(self.take(attempt, i, false, policy, now, mode));
             }
             if self.group(BACKUP).is_empty() {
                 return Err(Error::Busy);
@@ -212,8 +213,8 @@ impl Table<'_> {
             attempt.set_in_backup();
         }
         let backup = mode.with_single(false);
-        match policy::pick(policy, self, BACKUP, attempt, key, now, backup) {
-            Some(i) => Ok(self.take(attempt, i, true, now, mode)),
+        match policy::pick(policy, self, BACKUP, attempt, now, backup) {
+            Some(i) => Ok(self.take(attempt, i, true, policy, now, mode)),
             None => Err(Error::Busy),
         }
     }
@@ -225,13 +226,14 @@ impl Table<'_> {
         attempt: &mut Attempt<'_>,
         i: usize,
         backup: bool,
+        policy: Policy,
         now: u64,
         mode: Mode<'_>,
     ) -> Pick {
         attempt.set_tried(i);
         attempt.set_current(Some(i as u32));
         attempt.set_try_start(now);
-        if self.bounded() {
+        if policy.bounded_load() {
             let z = self.zone();
             flight::acquire(&self.cursor(TOTAL).value, 0, mode.hold, z.total_entry());
         }
@@ -239,12 +241,6 @@ impl Table<'_> {
             peer: i as u32,
             backup,
         }
-    }
-
-    /// Whether the total in-flight count is kept (bounded-load hashing).
-    #[inline]
-    pub(crate) fn bounded(&self) -> bool {
-        self.policy().bounded_load()
     }
 
     /// Scans group `g` from `start` for the first peer not tried that can
@@ -278,7 +274,7 @@ impl Table<'_> {
     /// Takes the try in progress out of flight (its count, the worker's
     /// ledger counter, the bounded-load total); the peer stays tried.
     #[inline]
-    fn leave_flight(&self, attempt: &mut Attempt<'_>) -> Result<u32, Error> {
+    fn leave_flight(&self, attempt: &mut Attempt<'_>, policy: Policy) -> Result<u32, Error> {
         let Some(peer) = attempt.current() else {
             return Err(Error::InvalidArgument);
         };
@@ -291,7 +287,7 @@ impl Table<'_> {
         let hold = z.hold(attempt.slot());
         health::release(&self.states()[i], hold, i);
         z.lc_refresh_counted(i);
-        if self.bounded() {
+        if policy.bounded_load() {
             flight::release(&self.cursor(TOTAL).value, hold, z.total_entry());
         }
         Ok(peer)
@@ -303,7 +299,7 @@ impl Table<'_> {
     /// success, no statistics, no latency, no outlier observation. The
     /// peer's slot.
     pub fn abandon(&self, attempt: &mut Attempt<'_>) -> Result<u32, Error> {
-        self.leave_flight(attempt)
+        self.leave_flight(attempt, self.policy())
     }
 
     /// Ends the try in progress with `outcome`.
@@ -327,7 +323,9 @@ impl Table<'_> {
         info: &TryInfo,
         now: u64,
     ) -> Result<Report, Error> {
-        let peer = self.leave_flight(attempt)?;
+        // Decoded once: whether the total is kept, what the try teaches.
+        let policy = self.policy();
+        let peer = self.leave_flight(attempt, policy)?;
         let i = peer as usize;
         let state = &self.states()[i];
         let duration = now.saturating_sub(attempt.try_start_ms());
@@ -339,7 +337,7 @@ impl Table<'_> {
             attempt.try_start_ms(),
             duration,
         );
-        policy::learn(self.policy(), state, outcome == Outcome::Ok, duration, now);
+        policy::learn(policy, state, outcome == Outcome::Ok, duration, now);
         if self.single() {
             // nginx >= 1.27.3 clears a single peer's failures; it is never
             // retried.

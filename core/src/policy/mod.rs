@@ -3,7 +3,8 @@
 //!
 //! They stand on the layout ([`crate::layout`]) and health
 //! ([`crate::health`]); the request path ([`crate::request`]) dispatches to
-//! them on the decoded [`crate::spec::Policy`] (`pick`, and what a try's
+//! them on the decoded [`crate::spec::Policy`] (`pick_primary`, `pick`,
+//! and what a try's
 //! end teaches: `learn`). Each policy file also
 //! sizes and builds the frozen sections it reads ([`frozen`]): the
 //! dispatch is `frozen_lens` and `build_frozen`.
@@ -24,22 +25,35 @@ use crate::health::Mode;
 use crate::layout::{PeerState, Table, PRIMARY};
 use crate::spec::{Policy, UpstreamSpec};
 
-/// Picks from group `g` of `t` for the next try of `attempt` and acquires
-/// the peer (its table-wide index): the dispatch of the request path on
-/// the decoded policy. `key`: the request's key (hash policies).
+/// Picks a primary of `t` for the next try of `attempt` and acquires it
+/// (its table-wide index): the dispatch of the request path on the
+/// decoded policy. `key`: the request's key (hash policies).
+#[inline]
+pub(crate) fn pick_primary(
+    policy: Policy,
+    t: &Table<'_>,
+    attempt: &mut Attempt<'_>,
+    key: &[u8],
+    now: u64,
+    mode: Mode<'_>,
+) -> Option<usize> {
+    match policy {
+        Policy::Hash { .. } => hash::pick(t, attempt, key, now, mode),
+        _ => pick(policy, t, PRIMARY, attempt, now, mode),
+    }
+}
+
+/// Picks from group `g` of `t` ([`PRIMARY`] or [`crate::layout::BACKUP`])
+/// without a key (hash falls back on round robin) and acquires the peer.
 #[inline]
 pub(crate) fn pick(
     policy: Policy,
     t: &Table<'_>,
     g: usize,
     attempt: &mut Attempt<'_>,
-    key: &[u8],
     now: u64,
     mode: Mode<'_>,
 ) -> Option<usize> {
-    if let (Policy::Hash { .. }, PRIMARY) = (policy, g) {
-        return hash::pick(t, attempt, key, now, mode);
-    }
     if t.group(g).is_empty() {
         return None;
     }
