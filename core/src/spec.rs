@@ -78,6 +78,7 @@ impl Policy {
     }
 
     /// The policy with ABI number `code` and header parameters `params`.
+    #[inline]
     pub fn from_parts(code: u32, params: [u32; 4]) -> Result<Policy, Error> {
         Ok(match code {
             1 => Policy::RoundRobin,
@@ -107,6 +108,7 @@ impl Policy {
 
     /// Whether the zone-wide in-flight total is kept: hashing with a
     /// bounded load (`balance_factor=`).
+    #[inline]
     pub fn bounded_load(&self) -> bool {
         matches!(self, Policy::Hash { balance_factor, .. } if *balance_factor != 0)
     }

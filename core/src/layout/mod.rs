@@ -622,6 +622,7 @@ impl<'a> Zone<'a> {
     }
 
     /// The policy the zone was built for.
+    #[inline]
     pub fn policy(&self) -> Policy {
         let r = self.root();
         Policy::from_parts(r.policy, r.params).unwrap_or(Policy::RoundRobin)
@@ -919,6 +920,7 @@ impl<'a> Table<'a> {
     }
 
     /// The policy the table was built for.
+    #[inline]
     pub fn policy(&self) -> Policy {
         let h = self.header();
         Policy::from_parts(h.policy, h.params).unwrap_or(Policy::RoundRobin)
