@@ -74,6 +74,7 @@ impl Placement<'_> {
     /// `server` string for configured servers (its ring, exactly), the
     /// identity for resolved ones (nginx's formula would give every
     /// address of a name the same points; see docs/discovery-design.md).
+    #[inline]
     pub fn key<'p>(&self, k: usize, p: &PeerSpec<'p>) -> &'p [u8] {
         if self.slot(k) >= self.resolved_from {
             p.id

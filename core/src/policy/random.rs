@@ -54,8 +54,11 @@ pub(crate) fn build_alias(
     at: &Placement<'_>,
     out: &mut [Column],
 ) -> Result<usize, Error> {
+    if out.is_empty() {
+        return Ok(0);
+    }
     let live = live_weights(spec, 0..spec.primaries());
-    if out.is_empty() || (!at.dense && !alias::any(&live)) {
+    if !at.dense && !alias::any(&live) {
         return Ok(0);
     }
     let mut w = vec![0u32; out.len()];
