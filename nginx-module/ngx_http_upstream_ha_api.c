@@ -459,7 +459,7 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     req.state_file_len = hmcf->state_file.len;
     req.now_ms = ngx_current_msec;
     req.owner = (uint64_t) ngx_pid;
-    req.alive = ngx_http_upstream_ha_alive;
+    req.alive = ngx_upstream_ha_alive;
     req.alive_data = NULL;
 
     hrc = hab_api_handle(&req, ups, n, &res);

@@ -83,7 +83,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 1; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
-            if (ngx_http_upstream_ha_parse_time(&value[i], 9, 0,
+            if (ngx_upstream_ha_parse_time(&value[i], 9, 0,
                                                 &hc->interval_ms)
                 != NGX_OK)
             {
@@ -94,7 +94,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "jitter=", 7) == 0) {
-            if (ngx_http_upstream_ha_parse_time(&value[i], 7, 1,
+            if (ngx_upstream_ha_parse_time(&value[i], 7, 1,
                                                 &hc->jitter_ms)
                 != NGX_OK)
             {
@@ -105,7 +105,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
-            if (ngx_http_upstream_ha_parse_time(&value[i], 8, 0,
+            if (ngx_upstream_ha_parse_time(&value[i], 8, 0,
                                                 &hc->timeout_ms)
                 != NGX_OK)
             {
@@ -373,7 +373,7 @@ ngx_http_upstream_ha_slow_start(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    if (ngx_http_upstream_ha_parse_time(&value[1], 0, 0,
+    if (ngx_upstream_ha_parse_time(&value[1], 0, 0,
                                         &hcf->health.slow_start_ms)
         != NGX_OK)
     {
@@ -438,7 +438,7 @@ ngx_http_upstream_ha_outlier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "base_ejection=", 14) == 0) {
-            if (ngx_http_upstream_ha_parse_time(&value[i], 14, 0,
+            if (ngx_upstream_ha_parse_time(&value[i], 14, 0,
                                                 &hc->base_ejection_ms)
                 != NGX_OK)
             {
@@ -449,7 +449,7 @@ ngx_http_upstream_ha_outlier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "max_ejection_time=", 18) == 0) {
-            if (ngx_http_upstream_ha_parse_time(&value[i], 18, 0,
+            if (ngx_upstream_ha_parse_time(&value[i], 18, 0,
                                                 &hc->max_ejection_ms)
                 != NGX_OK)
             {
@@ -754,7 +754,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
             ngx_destroy_pool(pool);
         }
 
-        ngx_http_upstream_ha_log_panic(ev->log, hcf->name, &hcf->health,
+        ngx_upstream_ha_log_panic(ev->log, hcf->name, &hcf->health,
                                        &panic);
     }
 

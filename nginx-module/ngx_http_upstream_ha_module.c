@@ -581,7 +581,7 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
                       report.eject_reason == HAB_EJECT_5XX
                       ? "5xx responses" : "gateway errors");
 
-        ngx_http_upstream_ha_log_panic(pc->log, hp->conf->name,
+        ngx_upstream_ha_log_panic(pc->log, hp->conf->name,
                                        &hp->conf->health, &report.panic);
     }
 
@@ -826,7 +826,7 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
                 return NGX_CONF_ERROR;
             }
 
-            n = ngx_http_upstream_ha_maglev_size(&value[i]);
+            n = ngx_upstream_ha_maglev_size(&value[i]);
             if (n == NGX_ERROR) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid maglev table size \"%V\": it "

@@ -27,6 +27,8 @@
 
 #include <ha_balancer.h>
 
+#include "ngx_upstream_ha_common.h"
+
 
 /*
  * Servers resolved at run time ("server ... resolve", "service="): nginx
@@ -43,11 +45,6 @@
 /* ha_resolve_max: slots for resolved servers, by default */
 #define HAB_RESOLVE_MAX_DEFAULT  1024
 #define HAB_RESOLVE_MAX_LIMIT    (1 << 20)
-
-
-/* bounds of "table_size=" (the core's maglev::MIN/MAX_TABLE_SIZE) */
-#define HAB_MAGLEV_MIN  257
-#define HAB_MAGLEV_MAX  65537011
 
 
 #define NGX_HTTP_UPSTREAM_HA_CHECK_HTTP  0
@@ -238,14 +235,6 @@ void *ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf);
 char *ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent,
     void *child);
 void ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf);
-
-/* ngx_upstream_ha_common.c: what does not depend on the protocol */
-int ngx_http_upstream_ha_alive(uint64_t owner, void *data);
-void ngx_http_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
-    hab_health_conf *health, hab_panic_report *panic);
-ngx_int_t ngx_http_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
-    ngx_uint_t zero, uint32_t *out);
-ngx_int_t ngx_http_upstream_ha_maglev_size(ngx_str_t *value);
 
 #if (HAB_RESOLVE)
 ngx_int_t ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,

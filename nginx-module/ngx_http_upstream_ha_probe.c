@@ -774,7 +774,7 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
                 break;
             }
 
-            ngx_http_upstream_ha_log_panic(ngx_cycle->log, hcf->name,
+            ngx_upstream_ha_log_panic(ngx_cycle->log, hcf->name,
                                            &hcf->health, &report.panic);
 
             if (report.transition != HAB_CHECK_NONE) {

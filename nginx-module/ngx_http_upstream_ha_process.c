@@ -90,7 +90,7 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
     while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
 
         rc = hab_zone_claim_slot(hcf->zone, (uint64_t) ngx_pid,
-                                 ngx_http_upstream_ha_alive, NULL,
+                                 ngx_upstream_ha_alive, NULL,
                                  &hcf->slot);
 
         if (rc != HAB_OK) {

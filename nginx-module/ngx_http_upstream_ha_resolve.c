@@ -330,7 +330,7 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
         rc = hab_zone_resolve(hcf->zone, &list, hcf->list_id,
                               (uint64_t) config, ngx_current_msec,
                               (uint64_t) ngx_pid, hcf->slot,
-                              ngx_http_upstream_ha_alive, NULL, slots,
+                              ngx_upstream_ha_alive, NULL, slots,
                               &report);
 
         if (rc != HAB_OK) {

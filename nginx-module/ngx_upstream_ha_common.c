@@ -10,13 +10,13 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 
-#include "ngx_http_upstream_ha_module.h"
+#include "ngx_upstream_ha_common.h"
 
 
 /* the core's liveness callback: whether a lease or ledger owner runs */
 
 int
-ngx_http_upstream_ha_alive(uint64_t owner, void *data)
+ngx_upstream_ha_alive(uint64_t owner, void *data)
 {
     if (kill((ngx_pid_t) owner, 0) == 0) {
         return 1;
@@ -29,7 +29,7 @@ ngx_http_upstream_ha_alive(uint64_t owner, void *data)
 /* panic mode entered or left, as the core reported it */
 
 void
-ngx_http_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
+ngx_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
     hab_health_conf *health, hab_panic_report *panic)
 {
     if (panic->change == HAB_PANIC_MODE_ENTERED) {
@@ -50,7 +50,7 @@ ngx_http_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
 /* a time after "name=", in ms, 1 ms to 24 days (0 too if zero is set) */
 
 ngx_int_t
-ngx_http_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
+ngx_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
     ngx_uint_t zero, uint32_t *out)
 {
     ngx_int_t  n;
@@ -78,7 +78,7 @@ ngx_http_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
  */
 
 ngx_int_t
-ngx_http_upstream_ha_maglev_size(ngx_str_t *value)
+ngx_upstream_ha_maglev_size(ngx_str_t *value)
 {
     ngx_int_t  n, d;
 
