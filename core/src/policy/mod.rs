@@ -2,12 +2,12 @@
 //! generation (its pick), and reads the frozen section built for it
 //!
 //! They stand on the layout ([`crate::layout`]) and health
-//! ([`crate::health`]); the request path ([`crate::request`]) dispatches to
-//! them on the decoded [`crate::spec::Policy`] (`pick_primary`, `pick`,
-//! and what a try's
-//! end teaches: `learn`). Each policy file also
-//! sizes and builds the frozen sections it reads ([`frozen`]): the
-//! dispatch is `frozen_lens` and `build_frozen`.
+//! ([`crate::health`]). Each file also sizes and builds the frozen
+//! sections it reads ([`frozen`]). This file is the one dispatch on the
+//! decoded [`crate::spec::Policy`]: for the request path
+//! ([`crate::request`]) `pick_primary`, `pick` and `learn` (what a try's
+//! end teaches), for the generation builder ([`crate::write::generation`])
+//! `frozen_lens` and `build_frozen`.
 
 pub mod ewma;
 pub mod frozen;

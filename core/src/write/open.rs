@@ -7,17 +7,15 @@
 
 use core::mem::size_of;
 use core::sync::atomic::Ordering::{Acquire, Relaxed};
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
+use super::{generation, membership};
 use crate::algo::alias::Column;
 use crate::algo::ketama::Point;
 use crate::error::Error;
-use crate::spec::{HealthSpec, Policy, UpstreamSpec};
-
-use super::{generation, membership};
 use crate::layout::*;
 use crate::layout::{health, stats, tree};
-use crate::spec::identity_hash;
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use crate::spec::{identity_hash, HealthSpec, Policy, UpstreamSpec};
 
 /// Offsets and sizes of the zone's fixed sections for one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
