@@ -55,6 +55,8 @@ pub struct Placement<'s> {
     pub slots: &'s [u32],
     /// The slot space: the zone's slots.
     pub space: usize,
+    /// Peers `0..primaries` are the primaries (the rest backups).
+    pub primaries: usize,
     /// First slot of a resolved server.
     pub resolved_from: usize,
 }

@@ -274,7 +274,7 @@ pub(crate) fn build_maglev(spec: &UpstreamSpec<'_>, at: &Placement<'_>, out: &mu
     if out.is_empty() {
         return;
     }
-    let primaries = &spec.peers[..spec.primaries()];
+    let primaries = &spec.peers[..at.primaries];
     let names = maglev_names(primaries);
     let mut by_slot: Vec<&[u8]> = vec![&[]; if at.dense { names.len() } else { at.space }];
     let mut weights = vec![0u32; by_slot.len()];

@@ -57,7 +57,7 @@ pub(crate) fn build_alias(
     if out.is_empty() {
         return Ok(0);
     }
-    let live = live_weights(spec, 0..spec.primaries());
+    let live = live_weights(spec, 0..at.primaries);
     if !at.dense && !alias::any(&live) {
         return Ok(0);
     }

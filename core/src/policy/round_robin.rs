@@ -70,7 +70,7 @@ pub(crate) fn build_schedules(
     if !spec.policy.walks_schedule() {
         return Ok(());
     }
-    let (primaries, peers) = (spec.primaries(), spec.peers.len());
+    let (primaries, peers) = (at.primaries, spec.peers.len());
     for (out, range) in out.into_iter().zip([0..primaries, primaries..peers]) {
         schedule::build(&live_weights(spec, range.clone()), out)?;
         for e in out.iter_mut() {

@@ -222,6 +222,7 @@ impl GenPlan {
             dense: self.dense,
             slots,
             space: self.space,
+            primaries: self.primaries,
             resolved_from,
         };
         let (ring, shadow) = hash::ring(spec, &at, prev, self.ring_cap)?;
