@@ -33,6 +33,7 @@ fn zone(n: usize) -> OwnedTable {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     })
     .expect("a zone");
     let z = t.zone();

@@ -43,7 +43,9 @@ fn structs_match_the_header() {
         flags,
         fail_timeout_ms,
         position,
-        reserved
+        reserved,
+        sid,
+        sid_len
     });
     same_layout!(hab_upstream_conf {
         policy,
@@ -55,7 +57,15 @@ fn structs_match_the_header() {
         maglev_size,
         schedule_room,
         health,
-        capacity
+        capacity,
+        sessions,
+        reserved
+    });
+    same_layout!(hab_sid {
+        hash,
+        len,
+        reserved,
+        data
     });
     same_layout!(hab_source { list, config });
     same_layout!(hab_resolve_report {
@@ -294,6 +304,8 @@ fn constants_match_the_header() {
         (sys::HAB_PEER_BACKUP, rs::HAB_PEER_BACKUP),
         (sys::HAB_PEER_DOWN, rs::HAB_PEER_DOWN),
         (sys::HAB_PICK_BACKUP, rs::HAB_PICK_BACKUP),
+        (sys::HAB_PICK_BOUND, rs::HAB_PICK_BOUND),
+        (sys::HAB_SID_MAX, rs::HAB_SID_MAX as u32),
         (sys::HAB_OUTCOME_OK, rs::HAB_OUTCOME_OK),
         (sys::HAB_OUTCOME_FAILED, rs::HAB_OUTCOME_FAILED),
         (sys::HAB_OUTCOME_NEXT, rs::HAB_OUTCOME_NEXT),

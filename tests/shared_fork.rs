@@ -67,6 +67,7 @@ fn round_robin_totals_are_exact_across_processes() {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     };
     let mut shm = Shared::new(hab_core::write::zone_size(&spec).expect("size"));
     let t = table_in(&spec, &mut shm);
@@ -128,6 +129,7 @@ fn least_conn_in_flight_returns_to_zero_and_max_conns_holds() {
             policy,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         let mut shm = Shared::new(hab_core::write::zone_size(&spec).expect("size"));
         let t = table_in(&spec, &mut shm);

@@ -447,6 +447,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let ups = [Upstream {

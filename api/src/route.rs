@@ -488,6 +488,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap()
     }
@@ -544,6 +545,7 @@ mod tests {
                 policy: Policy::RoundRobin,
                 peers: &peers,
                 schedule_room: 0,
+                sessions: false,
             },
             4,
         )
@@ -563,6 +565,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         t.zone()
             .apply_membership(&spec, [1, config], 9, |_| true, 0)
@@ -1010,6 +1013,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         for body in [r#"{"down":false}"#, r#"{"down":false,"drain":true}"#] {
@@ -1092,6 +1096,7 @@ mod tests {
             policy,
             peers: &peers,
             schedule_room,
+            sessions: false,
         })
         .unwrap()
     }
@@ -1198,6 +1203,7 @@ mod tests {
                 policy,
                 peers: &peers,
                 schedule_room: room,
+                sessions: false,
             };
             assert!(OwnedTable::new(&spec).is_err(), "{policy:?} {room}");
         }

@@ -448,6 +448,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap()
     }
@@ -461,6 +462,7 @@ mod tests {
                 policy: Policy::RoundRobin,
                 peers,
                 schedule_room: 0,
+                sessions: false,
             }
         }
         let t = OwnedTable::with_capacity(&spec(&[PeerSpec::new(ids[0])]), 4).unwrap();
@@ -559,6 +561,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let z = t.zone();
@@ -629,6 +632,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let unmatched = |n: usize| {

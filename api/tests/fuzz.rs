@@ -36,6 +36,7 @@ fn table() -> OwnedTable {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     })
     .unwrap()
 }

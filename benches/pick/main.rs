@@ -237,6 +237,7 @@ fn table(policy: Policy, peers: &[PeerSpec<'_>]) -> OwnedTable {
         peers,
         health: Default::default(),
         schedule_room: 0,
+        sessions: false,
     })
     .expect("table")
 }
@@ -395,6 +396,7 @@ fn build(c: &mut Criterion) {
                 policy,
                 peers: &peers,
                 schedule_room: 0,
+                sessions: false,
             };
             let region = Region::new(write::zone_size(&spec).expect("size"));
             group.bench_function(BenchmarkId::new(name, n), |b| {
@@ -446,6 +448,7 @@ fn membership(
         policy,
         peers,
         schedule_room: 0,
+        sessions: false,
     };
     let owned = OwnedTable::with_capacity(&spec(peers), n + 24).expect("zone");
     let zone = owned.zone();
@@ -472,6 +475,7 @@ fn memory() {
                 policy,
                 peers: &peers,
                 schedule_room: 0,
+                sessions: false,
             })
             .expect("size");
             println!(

@@ -28,6 +28,7 @@ fn main() {
         policy,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     })
     .unwrap();
     let z = t.zone();

@@ -23,6 +23,7 @@ use crate::layout::pin::Pin;
 const NONE: u32 = u32::MAX;
 const FLAG_BACKUP: u32 = 1;
 const FLAG_HASHED: u32 = 2;
+const FLAG_BOUND: u32 = 4;
 const TRIED_COUNT: usize = 7;
 const INLINE_AT: usize = 8;
 /// Peers remembered inline before the bitmap takes over.
@@ -172,6 +173,23 @@ impl<'a> Attempt<'a> {
     #[inline]
     pub(crate) fn set_in_backup(&mut self) {
         self.words[0] |= u64::from(FLAG_BACKUP) << 32;
+    }
+
+    /// Whether the try in progress (or the last one) went to the server
+    /// the request is bound to (`ha_sticky`).
+    #[inline]
+    pub fn bound(&self) -> bool {
+        (self.words[0] >> 32) as u32 & FLAG_BOUND != 0
+    }
+
+    #[inline]
+    pub(crate) fn set_bound(&mut self, on: bool) {
+        let bit = u64::from(FLAG_BOUND) << 32;
+        if on {
+            self.words[0] |= bit;
+        } else {
+            self.words[0] &= !bit;
+        }
     }
 
     /// When the request started, ms.

@@ -42,5 +42,5 @@ pub mod testing;
 pub use attempt::Attempt;
 pub use error::Error;
 pub use layout::Table;
-pub use request::{Outcome, Pick, Report};
+pub use request::{Binding, Outcome, Pick, Report};
 pub use spec::{PeerSpec, Policy, UpstreamSpec};

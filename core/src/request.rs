@@ -39,6 +39,22 @@ pub struct Pick {
     pub peer: u32,
     /// Whether it is a backup server.
     pub backup: bool,
+    /// Whether it is the server the request is bound to (`ha_sticky`);
+    /// `false`: the policy chose it.
+    pub bound: bool,
+}
+
+/// The server a request is bound to, as the request names it
+/// (`ha_sticky`; see [`crate::policy::sticky`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding<'k> {
+    /// Not bound.
+    None,
+    /// By session id: a cookie's or a route variable's value.
+    Sid(&'k [u8]),
+    /// By the hash of a session id ([`crate::spec::sid_hash`]): what a
+    /// learnt session maps to.
+    Hash(u64),
 }
 
 /// How a try ended, as nginx reports it to `free`.
@@ -108,10 +124,24 @@ impl<'a> Zone<'a> {
         key: &[u8],
         now: u64,
     ) -> Result<Pick, Error> {
+        self.get_bound(attempt, key, Binding::None, now)
+    }
+
+    /// [`Table::get_bound`] on the generation the request pinned (in a
+    /// dynamic zone, first re-planned on the newest one).
+    #[inline]
+    pub fn get_bound(
+        &self,
+        attempt: &mut Attempt<'_>,
+        key: &[u8],
+        binding: Binding<'_>,
+        now: u64,
+    ) -> Result<Pick, Error> {
         if self.dynamic() {
             self.replan(attempt)?;
         }
-        self.pinned_table(attempt)?.get_keyed(attempt, key, now)
+        self.pinned_table(attempt)?
+            .get_bound(attempt, key, binding, now)
     }
 
     /// Moves `attempt`'s pin to the serving generation if another one
@@ -197,15 +227,46 @@ impl Table<'_> {
         key: &[u8],
         now: u64,
     ) -> Result<Pick, Error> {
+        self.get_bound(attempt, key, Binding::None, now)
+    }
+
+    /// As [`Table::get_keyed`], for a request bound to a server: while
+    /// that server can take the try (a draining one can), it gets it;
+    /// otherwise the policy picks as for an unbound request. A bound
+    /// backup is considered only once the request moved on to the
+    /// backups (as nginx, backups serve only when no primary can).
+    #[inline]
+    pub fn get_bound(
+        &self,
+        attempt: &mut Attempt<'_>,
+        key: &[u8],
+        binding: Binding<'_>,
+        now: u64,
+    ) -> Result<Pick, Error> {
         if attempt.current().is_some() || !attempt.fits(self.zone().peers()) {
             return Err(Error::InvalidArgument);
         }
         let mode = Mode::of(self, self.zone().hold(attempt.slot()));
         let policy = self.policy();
+        let bound = match binding {
+            Binding::None => None,
+            Binding::Sid(sid) => self.find_sid(crate::spec::sid_hash(sid), Some(sid)),
+            Binding::Hash(h) => self.find_sid(h, None),
+        };
         if !attempt.in_backup() {
+            if let Some(i) = bound {
+                let backup = self.states()[i]
+                    .flags
+                    .load(core::sync::atomic::Ordering::Relaxed)
+                    & crate::layout::PeerState::BACKUP
+                    != 0;
+                if !backup && self.acquire_bound(i, attempt.tried(i), now, mode) {
+                    return Ok(self.take(attempt, i, (false, true), policy, now, mode));
+                }
+            }
             let picked = policy::pick_primary(policy, self, attempt, key, now, mode);
             if let Some(i) = picked {
-                return Ok(self.take(attempt, i, false, policy, now, mode));
+                return Ok(self.take(attempt, i, (false, false), policy, now, mode));
             }
             if self.group(BACKUP).is_empty() {
                 return Err(Error::Busy);
@@ -213,8 +274,18 @@ impl Table<'_> {
             attempt.set_in_backup();
         }
         let backup = mode.with_single(false);
+        if let Some(i) = bound {
+            let flags = self.states()[i]
+                .flags
+                .load(core::sync::atomic::Ordering::Relaxed);
+            if flags & crate::layout::PeerState::BACKUP != 0
+                && self.acquire_bound(i, attempt.tried(i), now, backup)
+            {
+                return Ok(self.take(attempt, i, (true, true), policy, now, mode));
+            }
+        }
         match policy::pick(policy, self, BACKUP, attempt, now, backup) {
-            Some(i) => Ok(self.take(attempt, i, true, policy, now, mode)),
+            Some(i) => Ok(self.take(attempt, i, (true, false), policy, now, mode)),
             None => Err(Error::Busy),
         }
     }
@@ -225,14 +296,20 @@ impl Table<'_> {
         &self,
         attempt: &mut Attempt<'_>,
         i: usize,
-        backup: bool,
+        (backup, bound): (bool, bool),
         policy: Policy,
         now: u64,
         mode: Mode<'_>,
     ) -> Pick {
         attempt.set_tried(i);
         attempt.set_current(Some(i as u32));
+        attempt.set_bound(bound);
         attempt.set_try_start(now);
+        if bound {
+            // The pick bypassed the policy: the least_conn tree sees the
+            // count as `free` will.
+            self.zone().lc_refresh_counted(i);
+        }
         if policy.bounded_load() {
             let z = self.zone();
             flight::acquire(&self.cursor(TOTAL).value, 0, mode.hold, z.total_entry());
@@ -240,6 +317,7 @@ impl Table<'_> {
         Pick {
             peer: i as u32,
             backup,
+            bound,
         }
     }
 
@@ -332,7 +410,7 @@ impl Table<'_> {
         self.zone().count_try(
             attempt.slot(),
             i,
-            outcome == Outcome::Failed,
+            (outcome == Outcome::Failed, attempt.bound()),
             info,
             attempt.try_start_ms(),
             duration,
@@ -404,6 +482,7 @@ pub(crate) mod tests {
             peers,
             health: Default::default(),
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap()
     }
@@ -424,6 +503,7 @@ pub(crate) mod tests {
                 policy,
                 peers: &peers,
                 schedule_room: 0,
+                sessions: false,
             })
             .unwrap();
             let z = t.zone();

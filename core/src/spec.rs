@@ -168,6 +168,10 @@ pub struct PeerSpec<'a> {
     /// Position in the upstream in configuration order, backups included
     /// (the API's server `id`); `None`: the index in this list.
     pub position: Option<u32>,
+    /// The session id the server is known by (`ha_route`), at most
+    /// [`MAX_SID`] bytes; empty: nginx's, the hex MD5 of its address (see
+    /// [`session_id`]).
+    pub sid: &'a [u8],
 }
 
 impl<'a> PeerSpec<'a> {
@@ -183,6 +187,7 @@ impl<'a> PeerSpec<'a> {
             backup: false,
             down: false,
             position: None,
+            sid: b"",
         }
     }
 
@@ -209,6 +214,10 @@ pub struct UpstreamSpec<'a> {
     /// always reach, for policies that walk a schedule; 0 for
     /// [`DEFAULT_SCHEDULE_ROOM`], at most [`MAX_SCHEDULE_ROOM`].
     pub schedule_room: u32,
+    /// `ha_sticky`: the zone keeps each server's session id and every
+    /// generation an index of them, so that a request bound to a server
+    /// finds it in O(1).
+    pub sessions: bool,
 }
 
 /// The health directives of an upstream, as the zone's root keeps them.
@@ -317,6 +326,41 @@ pub const MAX_FAIL_TIMEOUT_MS: u32 = u32::MAX;
 /// Most peers one upstream may have.
 pub const MAX_PEERS: usize = 1 << 20;
 
+/// Longest session id a server may have: nginx's
+/// `NGX_HTTP_UPSTREAM_SID_LEN`, the length of an MD5 in hex.
+pub const MAX_SID: usize = 32;
+
+/// The address part of an identity (`upstream\0server\0address`): what
+/// follows its last NUL, the whole identity when it has none.
+pub fn identity_address(id: &[u8]) -> &[u8] {
+    match id.iter().rposition(|&b| b == 0) {
+        Some(k) => &id[k + 1..],
+        None => id,
+    }
+}
+
+/// The session id of `p`, as nginx's `sticky` names a server: its route
+/// when it has one, else the lowercase hex MD5 of its address (the text
+/// nginx prints for it, e.g. `127.0.0.1:8080`), and its length.
+pub fn session_id(p: &PeerSpec<'_>) -> ([u8; MAX_SID], usize) {
+    let mut out = [0u8; MAX_SID];
+    if p.sid.is_empty() {
+        out = crate::algo::md5::hex(identity_address(p.id));
+        (out, MAX_SID)
+    } else {
+        let n = p.sid.len().min(MAX_SID);
+        out[..n].copy_from_slice(&p.sid[..n]);
+        (out, n)
+    }
+}
+
+/// The hash a session id is indexed by (FNV-1a, never 0: 0 marks a server
+/// without one).
+#[inline]
+pub fn sid_hash(sid: &[u8]) -> u64 {
+    identity_hash(sid).max(1)
+}
+
 impl UpstreamSpec<'_> {
     /// Checks what the table relies on: weights >= 1, primaries first, a
     /// bounded peer count.
@@ -353,7 +397,10 @@ impl UpstreamSpec<'_> {
         let mut seen_backup = false;
         for p in self.peers {
             // The peer's line keeps fail_timeout in 32 bits of ms.
-            if p.weight == 0 || p.fail_timeout_ms > u64::from(MAX_FAIL_TIMEOUT_MS) {
+            if p.weight == 0
+                || p.fail_timeout_ms > u64::from(MAX_FAIL_TIMEOUT_MS)
+                || p.sid.len() > MAX_SID
+            {
                 return Err(Error::InvalidArgument);
             }
             if p.backup {
@@ -399,6 +446,8 @@ impl UpstreamSpec<'_> {
             h.write(&p.max_fails.to_le_bytes());
             h.write(&p.fail_timeout_ms.to_le_bytes());
             h.write(&[p.backup as u8, p.down as u8]);
+            h.write(&(p.sid.len() as u64).to_le_bytes());
+            h.write(p.sid);
         }
         let hs = &self.health;
         for v in [
@@ -419,6 +468,7 @@ impl UpstreamSpec<'_> {
             h.write(&v.to_le_bytes());
         }
         h.write(&self.schedule_room().to_le_bytes());
+        h.write(&[self.sessions as u8]);
         h.finish()
     }
 
@@ -476,6 +526,7 @@ mod tests {
             peers: &peers,
             health: HealthSpec::default(),
             schedule_room: 0,
+            sessions: false,
         };
         assert_eq!(spec.digest_with_capacity(0), spec.digest());
         assert_eq!(spec.digest_with_capacity(2), spec.digest());

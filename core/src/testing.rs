@@ -175,6 +175,13 @@ impl<'a> OwnedAttempt<'a> {
         zone.get_keyed(&mut self.attempt(), key, now)
     }
 
+    /// Picks a peer for the next try of a request bound as `binding`
+    /// says ([`Zone::get_bound`]).
+    pub fn pick_bound(&mut self, binding: crate::Binding<'_>, now: u64) -> Result<Pick, Error> {
+        let zone = self.zone;
+        zone.get_bound(&mut self.attempt(), &[], binding, now)
+    }
+
     /// Ends the try in progress ([`Zone::free`]).
     pub fn release(&mut self, outcome: Outcome, now: u64) -> Result<Report, Error> {
         let zone = self.zone;

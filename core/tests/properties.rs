@@ -183,7 +183,7 @@ proptest! {
         } else {
             HealthSpec::default()
         };
-        let t = OwnedTable::new(&UpstreamSpec { policy, peers: &peers, health, schedule_room: 0 }).unwrap();
+        let t = OwnedTable::new(&UpstreamSpec { policy, peers: &peers, health, schedule_room: 0, sessions: false }).unwrap();
         let z = t.zone();
         let mut scratch = [0u32; PEERS];
         let words = attempt::words(PEERS);
@@ -378,7 +378,7 @@ proptest! {
         } else {
             HealthSpec::default()
         };
-        let t = OwnedTable::new(&UpstreamSpec { policy: Policy::LeastConn, peers: &peers, health, schedule_room: 0 }).unwrap();
+        let t = OwnedTable::new(&UpstreamSpec { policy: Policy::LeastConn, peers: &peers, health, schedule_room: 0, sessions: false }).unwrap();
         let z = t.zone();
         prop_assert!(z.lc_tree(PRIMARY).is_some() && z.lc_tree(BACKUP).is_some());
         let mut scratch = [0u32; LC_PEERS];
@@ -535,7 +535,7 @@ proptest! {
         };
         let first: Vec<usize> = (0..CONFIGURED).collect();
         let peers = spec_of(&first);
-        let t = OwnedTable::with_capacity(&UpstreamSpec { policy, peers: &peers, health, schedule_room: 0 }, CAPACITY).unwrap();
+        let t = OwnedTable::with_capacity(&UpstreamSpec { policy, peers: &peers, health, schedule_room: 0, sessions: false }, CAPACITY).unwrap();
         let z = t.zone();
         let mut scratch = [0u32; CAPACITY];
         let words = attempt::words(z.peers());
@@ -669,7 +669,7 @@ proptest! {
                     };
                     let before: Vec<_> = (0..CAPACITY).map(|i| (z.slot_status(i), z.slot_epoch(i), keep(i))).collect();
                     let list = spec_of(&which);
-                    let r = z.apply_membership(&UpstreamSpec { policy, peers: &list, health: Default::default(), schedule_room: 0 }, [0, 0], 7, |_| true, now);
+                    let r = z.apply_membership(&UpstreamSpec { policy, peers: &list, health: Default::default(), schedule_room: 0, sessions: false }, [0, 0], 7, |_| true, now);
                     match r {
                         Ok(a) => {
                             // Every listed identity, in list order; with
@@ -743,7 +743,7 @@ proptest! {
     fn round_robin_is_nginx_loop(weights in proptest::collection::vec(1u32..12, 1..8), n in 1usize..200) {
         let ids: Vec<Vec<u8>> = (0..weights.len()).map(|i| vec![b'a' + i as u8]).collect();
         let peers: Vec<PeerSpec<'_>> = ids.iter().zip(&weights).map(|(id, &w)| PeerSpec::new(id).weight(w)).collect();
-        let t = OwnedTable::new(&UpstreamSpec { policy: Policy::RoundRobin, peers: &peers, health: Default::default(), schedule_room: 0 }).unwrap();
+        let t = OwnedTable::new(&UpstreamSpec { policy: Policy::RoundRobin, peers: &peers, health: Default::default(), schedule_room: 0, sessions: false }).unwrap();
         // nginx's smooth weighted round robin (ngx_http_upstream_get_peer).
         let mut current = vec![0i64; weights.len()];
         let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
@@ -766,7 +766,7 @@ proptest! {
     #[test]
     fn attaching_to_arbitrary_bytes_is_refused(bytes in proptest::collection::vec(any::<u8>(), 0..4096), extra in 0usize..4096) {
         let peers = [PeerSpec::new(b"a"), PeerSpec::new(b"b")];
-        let spec = UpstreamSpec { policy: Policy::RoundRobin, peers: &peers, health: Default::default(), schedule_room: 0 };
+        let spec = UpstreamSpec { policy: Policy::RoundRobin, peers: &peers, health: Default::default(), schedule_room: 0, sessions: false };
         let len = bytes.len() + extra;
         let region = Region::new(len);
         // SAFETY: the region is ours and at least `len` bytes.

@@ -94,7 +94,15 @@ typedef struct hab_peer_conf {
     uint64_t        fail_timeout_ms;
     uint32_t        position;     /* configuration order: the API's id */
     uint32_t        reserved;     /* zero */
+    const uint8_t  *sid;          /* session id (ha_route); NULL or empty:
+                                   * the hex MD5 of the address, as nginx's
+                                   * sticky; at most HAB_SID_MAX bytes */
+    size_t          sid_len;
 } hab_peer_conf;
+
+
+/* Longest session id: nginx's NGX_HTTP_UPSTREAM_SID_LEN (MD5 in hex). */
+#define HAB_SID_MAX  32
 
 
 /* hab_health_conf.flags */
@@ -146,6 +154,9 @@ typedef struct hab_upstream_conf {
                                         * static upstream; more for one
                                         * whose servers nginx resolves at
                                         * run time (hab_zone_resolve()) */
+    uint32_t              sessions;    /* 1: the upstream binds sessions
+                                        * (ha_sticky), else 0 */
+    uint32_t              reserved;    /* zero */
 } hab_upstream_conf;
 
 
@@ -169,6 +180,7 @@ typedef int (*hab_alive_fn)(uint64_t owner, void *data);
 
 /* hab_pick.flags */
 #define HAB_PICK_BACKUP  0x0001u  /* the peer is a backup server */
+#define HAB_PICK_BOUND   0x0002u  /* the server the request is bound to */
 
 
 typedef struct hab_pick {
@@ -430,6 +442,35 @@ hab_result hab_attempt_init(hab_zone *zone, void *mem, size_t len,
  */
 hab_result hab_attempt_pick(hab_zone *zone, hab_attempt *attempt,
     const uint8_t *key, size_t key_len, uint64_t now_ms, hab_pick *out_pick);
+
+/*
+ * As hab_attempt_pick(), for a request bound to a server (ha_sticky): by
+ * its session id (sid, sid_len bytes: a cookie's or a route variable's
+ * value) or, when sid is NULL, by the hash of one (sid_hash, what a learnt
+ * session maps to; 0: none).  While that server can take the try (a
+ * draining one can) it gets it, flagged HAB_PICK_BOUND; otherwise the
+ * policy picks as for an unbound request.  O(1): every generation of an
+ * upstream that binds sessions indexes its servers' ids.
+ */
+hab_result hab_attempt_pick_bound(hab_zone *zone, hab_attempt *attempt,
+    const uint8_t *key, size_t key_len, const uint8_t *sid, size_t sid_len,
+    uint64_t sid_hash, uint64_t now_ms, hab_pick *out_pick);
+
+
+/* A server's session id. */
+typedef struct hab_sid {
+    uint64_t        hash;         /* what a learnt session keeps; 0: none */
+    uint32_t        len;          /* bytes used in data */
+    uint32_t        reserved;     /* zero */
+    uint8_t         data[HAB_SID_MAX];  /* not NUL-terminated */
+} hab_sid;
+
+/*
+ * The session id of peer, the peer of a pick of this attempt (whose pin
+ * keeps the peer's slot from being given to another server), into out.
+ */
+hab_result hab_attempt_sid(const hab_zone *zone, hab_attempt *attempt,
+    uint32_t peer, hab_sid *out);
 
 /*
  * Ends the current try of this attempt with a HAB_OUTCOME_*: the peer

@@ -7,7 +7,9 @@ use hab_core::health::outlier::Reason;
 use hab_core::health::Transition;
 use hab_core::layout::stats::TryInfo;
 use hab_core::layout::Zone;
-use hab_core::Outcome;
+use hab_core::{Binding, Outcome};
+
+use crate::conf::HAB_SID_MAX;
 
 use crate::{bytes, finish, guard, guard_or, hab_attempt, hab_result, hab_zone};
 use crate::{zone_of, HAB_NO_SLOT};
@@ -15,6 +17,8 @@ use crate::{HAB_INVALID_ARGUMENT, HAB_NO_SPACE, HAB_NULL_PARAMETER, HAB_OK};
 
 /// `hab_pick.flags`: the peer is a backup.
 pub const HAB_PICK_BACKUP: u32 = 0x0001;
+/// `hab_pick.flags`: the peer is the server the request is bound to.
+pub const HAB_PICK_BOUND: u32 = 0x0002;
 /// `hab_attempt_release` outcome: accepted.
 pub const HAB_OUTCOME_OK: u32 = 0;
 /// `hab_attempt_release` outcome: failed, counts toward max_fails.
@@ -192,11 +196,129 @@ pub unsafe extern "C" fn hab_attempt_pick(
         let z = unsafe { zone_of(z) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
-        let r = z.get_keyed(&mut attempt, key, now_ms).map(|p| hab_pick {
-            peer: p.peer,
-            flags: if p.backup { HAB_PICK_BACKUP } else { 0 },
-        });
+        let r = z.get_keyed(&mut attempt, key, now_ms).map(pick_of);
         finish(r, out_pick)
+    })
+}
+
+fn pick_of(p: hab_core::Pick) -> hab_pick {
+    hab_pick {
+        peer: p.peer,
+        flags: if p.backup { HAB_PICK_BACKUP } else { 0 }
+            | if p.bound { HAB_PICK_BOUND } else { 0 },
+    }
+}
+
+/// As `hab_attempt_pick`, for a request bound to a server (`ha_sticky`):
+/// by its session id (`sid`, `sid_len` bytes: a cookie's or a route
+/// variable's value) or, when `sid` is NULL, by the hash of one
+/// (`sid_hash`, from a learnt session; 0 for none). While that server
+/// can take the try (a draining one can) it gets it, with
+/// `HAB_PICK_BOUND`; otherwise the policy picks as for an unbound request.
+///
+/// # Safety
+///
+/// As `hab_attempt_pick`; `sid` NULL or valid for `sid_len` bytes.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn hab_attempt_pick_bound(
+    z: *mut hab_zone,
+    a: *mut hab_attempt,
+    key: *const u8,
+    key_len: usize,
+    sid: *const u8,
+    sid_len: usize,
+    sid_hash: u64,
+    now_ms: u64,
+    out_pick: *mut hab_pick,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || a.is_null() || out_pick.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: `key` is NULL or valid for `key_len` bytes (contract).
+        let key = match unsafe { bytes(key, key_len) } {
+            Ok(k) => k,
+            Err(rc) => return rc,
+        };
+        let binding = if sid.is_null() {
+            if sid_hash == 0 {
+                Binding::None
+            } else {
+                Binding::Hash(sid_hash)
+            }
+        } else {
+            // SAFETY: `sid` is valid for `sid_len` bytes (contract).
+            match unsafe { bytes(sid, sid_len) } {
+                Ok(s) => Binding::Sid(s),
+                Err(rc) => return rc,
+            }
+        };
+        // SAFETY: valid handles (caller contract).
+        let z = unsafe { zone_of(z) };
+        // SAFETY: as above.
+        let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
+        let r = z.get_bound(&mut attempt, key, binding, now_ms).map(pick_of);
+        finish(r, out_pick)
+    })
+}
+
+/// A server's session id, as `hab_zone_sid` gives it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hab_sid {
+    /// Its hash (what a learnt session keeps); 0 when the upstream binds
+    /// no sessions.
+    pub hash: u64,
+    /// Bytes used in `data`.
+    pub len: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// The id (not NUL-terminated).
+    pub data: [u8; HAB_SID_MAX],
+}
+
+/// The session id of `peer`, the peer of a pick of the request `a` (whose
+/// pin keeps the peer's slot from being given to another server), into
+/// `out`.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `a` prepared by `hab_attempt_init` for `z`;
+/// `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_sid(
+    z: *const hab_zone,
+    a: *mut hab_attempt,
+    peer: u32,
+    out: *mut hab_sid,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || a.is_null() || out.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handle (caller contract).
+        let zone = unsafe { zone_of(z.cast_mut()) };
+        let i = peer as usize;
+        if i >= zone.peers() {
+            return HAB_INVALID_ARGUMENT;
+        }
+        let sid = zone.sid(i);
+        let mut v = hab_sid {
+            hash: 0,
+            len: sid.len().min(HAB_SID_MAX) as u32,
+            reserved: 0,
+            data: [0; HAB_SID_MAX],
+        };
+        v.data[..v.len as usize].copy_from_slice(&sid[..v.len as usize]);
+        if v.len != 0 {
+            v.hash = zone.colds()[i]
+                .sid_hash
+                .load(core::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: checked non-NULL; writable (contract).
+        unsafe { out.write(v) };
+        HAB_OK
     })
 }
 

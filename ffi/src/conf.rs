@@ -57,6 +57,12 @@ pub struct hab_peer_conf {
     pub position: u32,
     /// Zero.
     pub reserved: u32,
+    /// The session id the server is known by (`ha_route`; NULL or empty:
+    /// the hex MD5 of its address, as nginx's `sticky`), at most
+    /// `HAB_SID_MAX` bytes. Read only when the upstream binds sessions.
+    pub sid: *const u8,
+    /// Length of `sid`.
+    pub sid_len: usize,
 }
 
 /// An upstream block.
@@ -85,7 +91,14 @@ pub struct hab_upstream_conf {
     /// Peer slots: 0 (or `npeers`) for a static upstream; more for one
     /// whose servers are resolved at run time (`hab_zone_resolve`).
     pub capacity: usize,
+    /// 1 when the upstream binds sessions (`ha_sticky`), else 0.
+    pub sessions: u32,
+    /// Zero.
+    pub reserved: u32,
 }
+
+/// Longest session id (`hab_peer_conf.sid`): nginx's, an MD5 in hex.
+pub const HAB_SID_MAX: usize = hab_core::spec::MAX_SID;
 
 /// Schedule entries a zone keeps room for when `schedule_room` is 0.
 pub const HAB_SCHEDULE_ROOM_DEFAULT: u32 = hab_core::spec::DEFAULT_SCHEDULE_ROOM;
@@ -138,6 +151,11 @@ pub(crate) unsafe fn read_conf<'a>(
         let id = unsafe { bytes(p.id, p.id_len) }?;
         // SAFETY: `server` is valid for `server_len` bytes (contract).
         let server = unsafe { bytes(p.server, p.server_len) }?;
+        // SAFETY: `sid` is NULL or valid for `sid_len` bytes (contract).
+        let sid = unsafe { bytes(p.sid, p.sid_len) }?;
+        if sid.len() > HAB_SID_MAX {
+            return Err(HAB_INVALID_ARGUMENT);
+        }
         if p.flags & !(HAB_PEER_BACKUP | HAB_PEER_DOWN) != 0 {
             return Err(HAB_INVALID_ARGUMENT);
         }
@@ -151,6 +169,7 @@ pub(crate) unsafe fn read_conf<'a>(
             backup: p.flags & HAB_PEER_BACKUP != 0,
             down: p.flags & HAB_PEER_DOWN != 0,
             position: (p.position != HAB_POSITION_NONE).then_some(p.position),
+            sid,
         });
     }
     Ok((policy, health, out))
@@ -171,8 +190,17 @@ pub(crate) unsafe fn with_spec(
         return HAB_NULL_PARAMETER;
     }
     // SAFETY: non-NULL; readable (forwarded contract).
-    let (npeers, capacity, schedule_room) =
-        unsafe { ((*conf).npeers, (*conf).capacity, (*conf).schedule_room) };
+    let (npeers, capacity, schedule_room, sessions) = unsafe {
+        (
+            (*conf).npeers,
+            (*conf).capacity,
+            (*conf).schedule_room,
+            (*conf).sessions,
+        )
+    };
+    if sessions > 1 {
+        return HAB_INVALID_ARGUMENT;
+    }
     let capacity = match capacity {
         0 => npeers,
         c if c < npeers => return HAB_INVALID_ARGUMENT,
@@ -186,6 +214,7 @@ pub(crate) unsafe fn with_spec(
                 policy,
                 peers: &peers,
                 schedule_room,
+                sessions: sessions == 1,
             },
             capacity,
         ),

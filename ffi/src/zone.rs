@@ -349,6 +349,7 @@ pub unsafe extern "C" fn hab_zone_resolve(
             peers: &peers,
             health: Default::default(),
             schedule_room: z.schedule_room() as u32,
+            sessions: false,
         };
         let ledger = (slot != HAB_NO_SLOT).then_some(slot);
         // SAFETY: the caller vouches for `alive` with `data`.
@@ -457,6 +458,8 @@ mod tests {
             fail_timeout_ms: 10_000,
             position: crate::conf::HAB_POSITION_NONE,
             reserved: 0,
+            sid: core::ptr::null(),
+            sid_len: 0,
         }
     }
 
@@ -472,6 +475,8 @@ mod tests {
             schedule_room: 0,
             health: core::ptr::null(),
             capacity,
+            sessions: 0,
+            reserved: 0,
         }
     }
 

@@ -205,6 +205,7 @@ fn zone_of(case: &Case, shm: &Shared) -> Zone<'static> {
         policy: case.policy,
         peers: &case.peers,
         schedule_room: 0,
+        sessions: false,
     };
     assert!(write::zone_size(&spec).unwrap() <= shm.len);
     // SAFETY: the mapping is `len` bytes, ours; the test keeps it alive
@@ -604,6 +605,7 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
         policy: Policy::RoundRobin,
         peers,
         schedule_room: 0,
+        sessions: false,
     };
     let case = Case {
         name: "round_robin, resolved",
@@ -684,6 +686,7 @@ fn an_ejector_killed_at_every_step_loses_no_budget() {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     };
     let shm = Shared::new(8 << 20);
     let zone = || {
@@ -811,6 +814,7 @@ fn a_prober_killed_at_every_step_leaves_nothing_stale() {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     };
     let shm = Shared::new(8 << 20);
     let zone = || {
@@ -912,6 +916,7 @@ fn race_reuse() {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     };
     let r = match z.apply_membership(&spec, [3, 0], 99, |_| true, 30) {
         Ok(_) => 1,
@@ -938,6 +943,7 @@ fn race_list(z: Zone<'_>, which: &[usize], source: [u64; 2]) {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     };
     z.apply_membership(&spec, source, 98, |_| true, 5).unwrap();
 }
@@ -952,6 +958,7 @@ fn race_zone(shm: &Shared, retire: bool) -> Zone<'static> {
         policy: Policy::RoundRobin,
         peers: &configured,
         schedule_room: 0,
+        sessions: false,
     };
     // SAFETY: the mapping is ours, `len` bytes, alive past every use.
     let z = unsafe { Zone::init_with(&spec, 3, shm.ptr, shm.len) }.expect("zone fits");
@@ -1131,6 +1138,7 @@ fn an_api_change_killed_at_every_step_blocks_nothing() {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     };
     let shm = Shared::new(8 << 20);
     let zone = || {
@@ -1205,6 +1213,7 @@ fn a_prober_killed_after_taking_a_check_loses_one_interval_at_most() {
         policy: Policy::RoundRobin,
         peers: &peers,
         schedule_room: 0,
+        sessions: false,
     };
     let shm = Shared::new(8 << 20);
     let zone = || {

@@ -455,6 +455,7 @@ mod tests {
             peers: &peers,
             health,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap()
     }

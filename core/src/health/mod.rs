@@ -62,6 +62,7 @@ impl<'a> Mode<'a> {
     const SINGLE: u32 = 1;
     const RAMP: u32 = 2;
     const PANIC: u32 = 4;
+    const BOUND: u32 = 8;
 
     /// The mode of a pick on `t` by the worker holding `hold`.
     #[inline]
@@ -115,6 +116,13 @@ impl<'a> Mode<'a> {
         self.with(Self::RAMP, on)
     }
 
+    /// This mode for a request bound to its server (`ha_sticky`) or not:
+    /// a draining server still takes bound requests.
+    #[inline]
+    pub fn with_bound(self, on: bool) -> Self {
+        self.with(Self::BOUND, on)
+    }
+
     /// This mode in panic (health ignored) or not.
     #[inline]
     pub fn with_panic(self, on: bool) -> Self {
@@ -125,10 +133,15 @@ impl<'a> Mode<'a> {
     /// [`PeerState::HEALTH`] unless the upstream is in panic.
     #[inline]
     pub fn out(&self) -> u32 {
-        if self.panic() {
+        let out = if self.panic() {
             PeerState::OUT
         } else {
             PeerState::OUT | PeerState::HEALTH
+        };
+        if self.bits & Self::BOUND != 0 {
+            out & !PeerState::DRAIN
+        } else {
+            out
         }
     }
 

@@ -322,6 +322,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
             health: HealthSpec {
                 consecutive_5xx: 3,
                 consecutive_errors: 2,
@@ -388,6 +389,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
             health: HealthSpec {
                 consecutive_errors: 1,
                 base_ejection_ms: 1_000,

@@ -149,6 +149,7 @@ mod tests {
             policy,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
             health: HealthSpec {
                 flags: HealthSpec::CHECK,
                 interval_ms: 1000,

@@ -134,6 +134,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
             health: HealthSpec {
                 slow_start_ms: window,
                 ..HealthSpec::default()
@@ -206,6 +207,7 @@ mod tests {
                 peers: &peers,
                 health,
                 schedule_room: 0,
+                sessions: false,
             })
             .unwrap();
             let z = t.zone();
@@ -256,6 +258,7 @@ mod tests {
             peers: &peers,
             health,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let z = t.zone();

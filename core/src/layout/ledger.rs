@@ -147,6 +147,7 @@ mod tests {
             policy,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap()
     }

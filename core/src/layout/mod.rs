@@ -90,7 +90,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -131,6 +131,10 @@ pub const SLOT_ID_MAX: usize = 640;
 
 /// Longest `server` string a peer slot of a dynamic zone holds.
 pub const SLOT_SERVER_MAX: usize = 256;
+
+/// Bytes of names per slot of a dynamic zone: identity, `server` string
+/// and session id ([`crate::spec::MAX_SID`]).
+pub const SLOT_NAMES: usize = SLOT_ID_MAX + SLOT_SERVER_MAX + crate::spec::MAX_SID;
 
 /// Root record, at offset 0. Written once at init.
 #[repr(C, align(64))]
@@ -189,14 +193,16 @@ pub struct Root {
     /// Number of configured peers (slots `0..configured` hold them at
     /// init).
     pub configured: u32,
-    /// Bytes of identity area per slot (`SLOT_ID_MAX + SLOT_SERVER_MAX`)
+    /// Bytes of identity area per slot ([`SLOT_NAMES`])
     /// in a dynamic zone; 0 in a static one, whose names are packed.
     pub slot_names: u32,
     /// [`crate::UpstreamSpec::schedule_room`]: schedule entries the arena keeps
     /// room for (0 for a policy without a schedule).
     pub schedule_room: u32,
-    /// Zero.
-    pub pad: u32,
+    /// 1 when the upstream binds sessions ([`crate::UpstreamSpec::sessions`]):
+    /// every peer has its session id in the names, every generation an
+    /// index of them.
+    pub sessions: u32,
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -402,10 +408,16 @@ pub struct PeerCold {
     /// Bumped (`Release`) each time the slot is given to a new identity:
     /// whoever remembers a slot by `(slot, epoch)` can tell it was reused.
     pub epoch: AtomicU32,
+    /// Length of the session id (0 when the upstream binds no sessions);
+    /// written with the identity.
+    pub sid_len: AtomicU32,
+    /// [`crate::spec::sid_hash`] of the session id, 0 for none; written
+    /// with the identity.
+    pub sid_hash: AtomicU64,
+    /// The session id's offset in names (fixed at init).
+    pub sid_off: u32,
     /// Zero.
     pub pad: u32,
-    /// Zero.
-    pub reserved: [u64; 2],
 }
 
 /// Generation header, at the start of every generation. Written once by
@@ -474,8 +486,16 @@ pub struct GenHeader {
     /// The caller's `(list id, config)` the membership was built from
     /// ([`Zone::apply_membership`]); zero for configuration builds.
     pub source: [u64; 2],
+    /// Offset of the session index (`u32` entries: a member's slot + 1, 0
+    /// for empty; see [`crate::policy::sticky`]), 0 when the upstream binds
+    /// no sessions.
+    pub sids_off: u64,
+    /// Entries of the session index (a power of two, or 0).
+    pub sids_len: u32,
     /// Zero.
-    pub reserved: [u64; 7],
+    pub pad2: u32,
+    /// Zero.
+    pub reserved: [u64; 5],
 }
 
 /// Per-peer parameters as a generation was built with them.
@@ -695,6 +715,20 @@ impl<'a> Zone<'a> {
         self.colds().get(i).map_or(&[], |c| {
             self.name_bytes(c.id_off, c.id_len.load(Acquire), SLOT_ID_MAX)
         })
+    }
+
+    /// The session id of peer `i` (empty past the end, and when the
+    /// upstream binds no sessions); as [`Zone::identity`].
+    pub fn sid(&self, i: usize) -> &'a [u8] {
+        self.colds().get(i).map_or(&[], |c| {
+            self.name_bytes(c.sid_off, c.sid_len.load(Acquire), crate::spec::MAX_SID)
+        })
+    }
+
+    /// Whether the upstream binds sessions (`ha_sticky`).
+    #[inline]
+    pub fn sessions(&self) -> bool {
+        self.root().sessions != 0
     }
 
     /// The `server` string of peer `i` (empty past the end); as
@@ -1049,6 +1083,15 @@ impl<'a> Table<'a> {
         unsafe { self.section(h.chain_off, h.chain_len as usize) }
     }
 
+    /// The session index (empty unless the upstream binds sessions; see
+    /// [`crate::policy::sticky`]).
+    #[inline]
+    pub fn sids(&self) -> &'a [u32] {
+        let h = self.header();
+        // SAFETY: sids_len u32s at sids_off (layout contract).
+        unsafe { self.section(h.sids_off, h.sids_len as usize) }
+    }
+
     /// Hot counters of every peer (the zone's).
     #[inline]
     pub fn states(&self) -> &'a [PeerState] {
@@ -1101,6 +1144,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         let size = zone_size(&spec).unwrap();
         let region = Region::new(size);
@@ -1161,6 +1205,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         let size = zone_size(&spec).unwrap();
         assert_eq!(size % ALIGN, 0);
@@ -1187,6 +1232,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &other,
             schedule_room: 0,
+            sessions: false,
         };
         // SAFETY: as above.
         let e = unsafe { Zone::attach(&spec2, region.as_ptr(), size) }.unwrap_err();
@@ -1208,6 +1254,7 @@ mod tests {
             },
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         let start = std::time::Instant::now();
         let t = OwnedTable::new(&spec).unwrap();
@@ -1228,6 +1275,7 @@ mod tests {
             policy: Policy::LeastConn,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         let size = zone_size(&spec).unwrap();
         let region = Region::new(size);
@@ -1243,6 +1291,7 @@ mod tests {
             policy: Policy::LeastConn,
             peers: &zero,
             schedule_room: 0,
+            sessions: false,
         };
         assert_eq!(zone_size(&bad).unwrap_err(), Error::InvalidArgument);
         let order = [
@@ -1257,6 +1306,7 @@ mod tests {
             policy: Policy::LeastConn,
             peers: &order,
             schedule_room: 0,
+            sessions: false,
         };
         assert_eq!(zone_size(&bad).unwrap_err(), Error::InvalidArgument);
     }
@@ -1269,6 +1319,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         let size = zone_size(&spec).unwrap();
         let region = Region::new(size);

@@ -73,8 +73,11 @@ pub struct StatsRow {
     pub received: AtomicU64,
     /// 1xx, 3xx, 4xx and 5xx responses.
     pub other: [AtomicU64; 4],
+    /// Tries that went to the server because the request was bound to it
+    /// (`ha_sticky`); the others were balanced.
+    pub bound: AtomicU64,
     /// Zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
 }
 
 /// Health transitions of one peer, and the baseline of the last reset.
@@ -153,6 +156,9 @@ pub struct PeerStats {
     pub sent: u64,
     /// Bytes received.
     pub received: u64,
+    /// Tries sent to the server because the request was bound to it
+    /// (`requests - bound` were balanced).
+    pub bound: u64,
 }
 
 impl PeerStats {
@@ -186,6 +192,7 @@ impl PeerStats {
         self.response_ms += o.response_ms;
         self.sent += o.sent;
         self.received += o.received;
+        self.bound += o.bound;
         self.selected_ms = self.selected_ms.max(o.selected_ms);
     }
 }
@@ -193,16 +200,16 @@ impl PeerStats {
 /// Raw sums of a peer's rows (before the baseline).
 #[derive(Debug, Clone, Copy, Default)]
 struct Sums {
-    v: [u64; 11],
+    v: [u64; 12],
     selected: u64,
 }
 
 impl StatsRow {
     /// The summed fields, in a fixed order (`selected_ms` apart):
     /// requests, responses 1xx to 5xx, fails, header and response time,
-    /// sent, received.
+    /// sent, received, bound.
     #[inline]
-    fn fields(&self) -> [&AtomicU64; 11] {
+    fn fields(&self) -> [&AtomicU64; 12] {
         let [r1, r3, r4, r5] = &self.other;
         [
             &self.requests,
@@ -216,6 +223,7 @@ impl StatsRow {
             &self.response_ms,
             &self.sent,
             &self.received,
+            &self.bound,
         ]
     }
 }
@@ -231,12 +239,16 @@ fn bump(c: &AtomicU64, n: u64) {
 fn count_end_in(
     row: &StatsRow,
     failed: bool,
+    bound: bool,
     info: &TryInfo,
     duration: u64,
     add: impl Fn(&AtomicU64, u64),
 ) {
     add(&row.requests, 1);
     crash_point("stats.requests");
+    if bound {
+        add(&row.bound, 1);
+    }
     if failed {
         add(&row.fails, 1);
     }
@@ -341,7 +353,7 @@ impl<'a> Zone<'a> {
         &self,
         slot: Option<u32>,
         i: usize,
-        failed: bool,
+        (failed, bound): (bool, bool),
         info: &TryInfo,
         start: u64,
         duration: u64,
@@ -351,12 +363,12 @@ impl<'a> Zone<'a> {
         };
         if shared {
             row.selected_ms.fetch_max(start, Relaxed);
-            count_end_in(row, failed, info, duration, |c, n| {
+            count_end_in(row, failed, bound, info, duration, |c, n| {
                 c.fetch_add(n, Relaxed);
             });
         } else {
             row.selected_ms.store(start, Relaxed);
-            count_end_in(row, failed, info, duration, bump);
+            count_end_in(row, failed, bound, info, duration, bump);
         }
     }
 
@@ -434,12 +446,13 @@ impl<'a> Zone<'a> {
         let base = self.baselines().get(i)?;
         let e = &self.events()[i];
         let s = self.sums(i);
-        let mut v = [0u64; 11];
+        let mut v = [0u64; 12];
         for ((out, sum), b) in v.iter_mut().zip(s.v).zip(base.fields()) {
             *out = sum.saturating_sub(b.load(Relaxed));
         }
         let (downtime, downstart) = self.downtime(i, now);
-        let [requests, r1, r2, r3, r4, r5, fails, header_ms, response_ms, sent, received] = v;
+        let [requests, r1, r2, r3, r4, r5, fails, header_ms, response_ms, sent, received, bound] =
+            v;
         Some(PeerStats {
             requests,
             responses: [r1, r2, r3, r4, r5],
@@ -455,6 +468,7 @@ impl<'a> Zone<'a> {
             response_ms,
             sent,
             received,
+            bound,
         })
     }
 
@@ -584,6 +598,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap()
     }
@@ -735,6 +750,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         let size = crate::write::zone_size(&spec).unwrap();
         let region = Region::new(size);

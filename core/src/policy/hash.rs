@@ -508,6 +508,7 @@ mod tests {
                 peers,
                 health: Default::default(),
                 schedule_room: 0,
+                sessions: false,
             })
             .ok()
             .map(|t| t.table().maglev().len());

@@ -466,6 +466,7 @@ mod tree_tests {
             peers,
             health: Default::default(),
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap()
     }

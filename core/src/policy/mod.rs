@@ -16,6 +16,7 @@ pub mod least_conn;
 pub mod p2c;
 pub mod random;
 pub mod round_robin;
+pub mod sticky;
 
 pub use frozen::{FrozenLens, FrozenOut, Placement};
 

@@ -474,6 +474,7 @@ mod tests {
             policy,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         (ids, t)
@@ -546,6 +547,7 @@ mod tests {
                 policy,
                 peers: &peers,
                 schedule_room: 0,
+                sessions: false,
             })
             .unwrap();
             let z = t.zone();
@@ -591,6 +593,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &[PeerSpec::new(b"a")],
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let z = t.zone();

@@ -68,8 +68,11 @@ pub(crate) fn carry_peer(from: (&PeerState, &PeerCold), to: (&PeerState, &PeerCo
             // The slot's life cycle is the new zone's own.
             status: _,
             epoch: _,
+            // Configuration: the new zone's.
+            sid_len: _,
+            sid_hash: _,
+            sid_off: _,
             pad: _,
-            reserved: _,
         },
     ) = from;
     let (t, tc) = to;
@@ -211,6 +214,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &old_peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let oz = old.zone();
@@ -237,6 +241,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers: &new_peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let z = new.zone();

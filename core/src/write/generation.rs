@@ -49,7 +49,7 @@ use crate::layout::{
     GEN_MAGIC,
 };
 use crate::policy::frozen::live_weights;
-use crate::policy::{self, hash, FrozenOut, Placement};
+use crate::policy::{self, hash, sticky, FrozenOut, Placement};
 use crate::spec::{identity_hash, HashMode, PeerSpec, Policy, UpstreamSpec};
 
 pub use crate::layout::{DESC_FREE, DESC_LIVE};
@@ -78,6 +78,8 @@ pub(crate) struct GenPlan {
     chain_len: usize,
     sched_off: [usize; 2],
     sched_len: [usize; 2],
+    sids_off: usize,
+    sids_len: usize,
     pub(crate) size: usize,
 }
 
@@ -120,7 +122,9 @@ impl GenPlan {
         let chain_off = maglev_off + maglev_len * 4;
         let s0 = chain_off + chain_len * 4;
         let s1 = s0 + sched_len[0] * 4;
-        let size = round_up(s1 + sched_len[1] * 4, ALIGN);
+        let sids_off = s1 + sched_len[1] * 4;
+        let sids_len = sticky::index_len(spec, peers);
+        let size = round_up(sids_off + sids_len * 4, ALIGN);
         Ok(GenPlan {
             peers,
             primaries,
@@ -138,6 +142,8 @@ impl GenPlan {
             chain_len,
             sched_off: [s0, s1],
             sched_len,
+            sids_off,
+            sids_len,
             size,
         })
     }
@@ -188,7 +194,14 @@ impl GenPlan {
             slots: self.space as u32,
             pad: 0,
             source,
-            reserved: [0; 7],
+            sids_off: if self.sids_len == 0 {
+                0
+            } else {
+                self.sids_off as u64
+            },
+            sids_len: self.sids_len as u32,
+            pad2: 0,
+            reserved: [0; 5],
         }
     }
 
@@ -278,6 +291,11 @@ impl GenPlan {
             }
         };
         let alias_len = policy::build_frozen(spec, &at, out)?;
+        // SAFETY: as above: the index's zeroed u32s, inside the plan.
+        let sids = unsafe {
+            core::slice::from_raw_parts_mut(base.add(self.sids_off).cast::<u32>(), self.sids_len)
+        };
+        sticky::build_index(spec, &at, sids);
         let header = self.header(spec, seq, ring.len(), shadow.len(), alias_len, source);
         // SAFETY: as above; the header's bytes, zeroed, are no section's.
         unsafe { base.cast::<GenHeader>().write(header) };
@@ -442,6 +460,7 @@ impl<'a> Zone<'a> {
                     backup: flags & PeerState::BACKUP != 0,
                     down: flags & PeerState::DOWN != 0,
                     position: Some(c.position.load(Relaxed)),
+                    sid: self.sid(i),
                 }
             })
             .collect();
@@ -451,6 +470,7 @@ impl<'a> Zone<'a> {
                 policy: self.policy(),
                 peers: &peers,
                 schedule_room: 0,
+                sessions: self.sessions(),
             },
             &slots,
         )
@@ -629,6 +649,7 @@ mod tests {
             policy: Policy::RoundRobin,
             peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap()
     }
@@ -805,6 +826,7 @@ mod tests {
             },
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let z = t.zone();
@@ -840,6 +862,7 @@ mod tests {
             policy,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         })
         .unwrap();
         let z = t.zone();
@@ -855,6 +878,7 @@ mod tests {
                 policy,
                 peers: &want,
                 schedule_room: 0,
+                sessions: false,
             })
             .unwrap();
             assert!(
@@ -877,6 +901,7 @@ mod tests {
             policy,
             peers: &peers,
             schedule_room: 0,
+            sessions: false,
         };
         let why = too_large_reason(&spec(Policy::RoundRobin)).unwrap();
         assert!(
@@ -906,6 +931,7 @@ mod tests {
             },
             peers: &heavy,
             schedule_room: 0,
+            sessions: false,
         };
         // Above nginx's ring size the ring is scaled down, in proportion
         // (consistent_rings_above_nginx_size_keep_the_weights_proportions).
@@ -944,6 +970,7 @@ mod tests {
             },
             peers: &heavy,
             schedule_room: 0,
+            sessions: false,
         };
         let t = OwnedTable::new(&spec).unwrap();
         let ring = t.table().ring();

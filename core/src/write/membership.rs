@@ -76,7 +76,9 @@ use std::collections::HashMap;
 use crate::crash::crash_point;
 use crate::error::Error;
 use crate::layout::{PeerCold, PeerState, Zone, SLOT_ID_MAX, SLOT_SERVER_MAX};
-use crate::spec::{identity_hash, HealthSpec, PeerSpec, UpstreamSpec};
+use crate::spec::{
+    identity_hash, session_id, sid_hash, HealthSpec, PeerSpec, UpstreamSpec, MAX_SID,
+};
 
 pub use crate::layout::{FREE, LIVE, RETIRING};
 
@@ -511,6 +513,7 @@ impl<'a> Zone<'a> {
             peers: &peers,
             health: *self.health_spec(),
             schedule_room: 0,
+            sessions: self.sessions(),
         };
         let built = self.prepare(&spec, &slots, source)?;
 
@@ -734,8 +737,16 @@ impl<'a> Zone<'a> {
             position,
             status,
             epoch,
-            ..
+            sid_len,
+            sid_hash: sid_hash_word,
+            sid_off,
+            pad: _,
         } = c;
+        let (sid, sid_n) = if self.sessions() {
+            session_id(p)
+        } else {
+            ([0; MAX_SID], 0)
+        };
         let names = self.root().names_off as usize;
         // The FREE store (`free_slot`) before the bytes, for readers that
         // check the slot around their copy (`Zone::slot_unchanged`).
@@ -758,9 +769,20 @@ impl<'a> Zone<'a> {
                 base.add(*server_off as usize),
                 p.server.len().min(SLOT_SERVER_MAX),
             );
+            // MAX_SID bytes at sid_off, the slot's area after the server.
+            core::ptr::copy_nonoverlapping(sid.as_ptr(), base.add(*sid_off as usize), sid_n);
         }
         id_len.store(p.id.len() as u32, Release);
         server_len.store(p.server.len() as u32, Release);
+        sid_len.store(sid_n as u32, Release);
+        sid_hash_word.store(
+            if sid_n == 0 {
+                0
+            } else {
+                sid_hash(&sid[..sid_n])
+            },
+            Relaxed,
+        );
         id_hash.store(identity_hash(p.id), Relaxed);
         conf_weight.store(p.weight, Relaxed);
         weight_override.store(0, Relaxed);
@@ -818,6 +840,7 @@ mod tests {
             peers,
             health: Default::default(),
             schedule_room: 0,
+            sessions: false,
         }
     }
 
@@ -1119,6 +1142,7 @@ mod tests {
                 peers: &peers,
                 health,
                 schedule_room: 0,
+                sessions: false,
             },
             5,
         )
@@ -1194,6 +1218,7 @@ mod tests {
                 peers: &peers,
                 health,
                 schedule_room: 0,
+                sessions: false,
             };
             let t = OwnedTable::with_capacity(&s, 3).unwrap();
             let z = t.zone();
@@ -1406,6 +1431,7 @@ mod replan {
             peers,
             health: Default::default(),
             schedule_room: 0,
+            sessions: false,
         }
     }
 
@@ -1498,6 +1524,7 @@ mod readers {
             peers,
             health,
             schedule_room: 0,
+            sessions: false,
         }
     }
 

@@ -15,7 +15,7 @@ use crate::algo::ketama::Point;
 use crate::error::Error;
 use crate::layout::*;
 use crate::layout::{health, stats, tree};
-use crate::spec::{identity_hash, HealthSpec, Policy, UpstreamSpec};
+use crate::spec::{identity_hash, session_id, sid_hash, HealthSpec, Policy, UpstreamSpec, MAX_SID};
 
 /// Offsets and sizes of the zone's fixed sections for one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +67,14 @@ impl ZonePlan {
             if spec.peers.iter().any(|p| !membership::fits_slot(p)) {
                 return Err(Error::TooLarge);
             }
-            let per = SLOT_ID_MAX + SLOT_SERVER_MAX;
-            (per, per * capacity)
+            (SLOT_NAMES, SLOT_NAMES * capacity)
         } else {
-            let n: usize = spec.peers.iter().map(|p| p.id.len() + p.server.len()).sum();
+            let sid = if spec.sessions { MAX_SID } else { 0 };
+            let n: usize = spec
+                .peers
+                .iter()
+                .map(|p| p.id.len() + p.server.len() + sid)
+                .sum();
             (0, n)
         };
         if names_len > u32::MAX as usize {
@@ -95,6 +99,7 @@ impl ZonePlan {
                 peers: &filler,
                 health: spec.health,
                 schedule_room: 0,
+                sessions: spec.sessions,
             };
             match generation::GenPlan::new(&full, capacity) {
                 Ok(p) => p.size.max(gen.size),
@@ -177,7 +182,7 @@ impl ZonePlan {
             configured: self.configured as u32,
             slot_names: self.slot_names as u32,
             schedule_room: spec.schedule_room(),
-            pad: 0,
+            sessions: u32::from(spec.sessions),
         }
     }
 }
@@ -288,6 +293,19 @@ impl<'a> Zone<'a> {
                     names.add(server_at),
                     p.server.len(),
                 );
+                // The session id after the server (a dynamic slot's at
+                // SLOT_ID_MAX + SLOT_SERVER_MAX), when sessions are bound.
+                let sid_at = if per != 0 {
+                    at + SLOT_ID_MAX + SLOT_SERVER_MAX
+                } else {
+                    at + p.id.len() + p.server.len()
+                };
+                let (sid, sid_len) = if spec.sessions {
+                    session_id(p)
+                } else {
+                    ([0; MAX_SID], 0)
+                };
+                core::ptr::copy_nonoverlapping(sid.as_ptr(), names.add(sid_at), sid_len);
                 cold.add(i).write(PeerCold {
                     id_hash: AtomicU64::new(identity_hash(p.id)),
                     id_off: at as u32,
@@ -306,10 +324,16 @@ impl<'a> Zone<'a> {
                     })),
                     status: AtomicU32::new(membership::LIVE),
                     epoch: AtomicU32::new(0),
+                    sid_len: AtomicU32::new(sid_len as u32),
+                    sid_hash: AtomicU64::new(if sid_len == 0 {
+                        0
+                    } else {
+                        sid_hash(&sid[..sid_len])
+                    }),
+                    sid_off: sid_at as u32,
                     pad: 0,
-                    reserved: [0; 2],
                 });
-                at += p.id.len() + p.server.len();
+                at += p.id.len() + p.server.len() + sid_len;
             }
             // FREE slots of a dynamic zone: out of every pick, no identity.
             for i in spec.peers.len()..plan.peers {
@@ -337,8 +361,10 @@ impl<'a> Zone<'a> {
                     position: AtomicU32::new(0),
                     status: AtomicU32::new(membership::FREE),
                     epoch: AtomicU32::new(0),
+                    sid_len: AtomicU32::new(0),
+                    sid_hash: AtomicU64::new(0),
+                    sid_off: (i * per + SLOT_ID_MAX + SLOT_SERVER_MAX) as u32,
                     pad: 0,
-                    reserved: [0; 2],
                 });
             }
         }
