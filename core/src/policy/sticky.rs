@@ -103,10 +103,10 @@ mod tests {
     use core::sync::atomic::Ordering::Relaxed;
 
     const IDS: [&[u8]; 4] = [
-        b"app\0a:80\0127.0.0.1:8001",
-        b"app\0b:80\0127.0.0.1:8002",
-        b"app\0c:80\0127.0.0.1:8003",
-        b"app\0d:80\0127.0.0.1:8004",
+        b"app\0a:80\x00127.0.0.1:8001",
+        b"app\0b:80\x00127.0.0.1:8002",
+        b"app\0c:80\x00127.0.0.1:8003",
+        b"app\0d:80\x00127.0.0.1:8004",
     ];
 
     fn sticky(policy: Policy, peers: &[PeerSpec<'_>]) -> OwnedTable {
@@ -131,13 +131,13 @@ mod tests {
     /// nginx's formula: the hex MD5 of the address nginx prints.
     #[test]
     fn a_servers_session_id_is_the_md5_of_its_address_or_its_route() {
-        let p = PeerSpec::new(b"app\0127.0.0.1:8080\0127.0.0.1:8080");
+        let p = PeerSpec::new(b"app\x00127.0.0.1:8080\x00127.0.0.1:8080");
         assert_eq!(identity_address(p.id), b"127.0.0.1:8080");
         let (sid, n) = session_id(&p);
         assert_eq!(&sid[..n], b"5958c386bf5e9109ac10d2a628645aea");
         let r = PeerSpec {
             sid: b"a1",
-            ..PeerSpec::new(b"app\0x\0127.0.0.1:8080")
+            ..PeerSpec::new(b"app\0x\x00127.0.0.1:8080")
         };
         let (sid, n) = session_id(&r);
         assert_eq!(&sid[..n], b"a1");
