@@ -59,6 +59,7 @@ fn get(t: &OwnedTable, path: &str, query: &str) -> usize {
     let ups = [Upstream {
         name: "app",
         zone: t.zone(),
+        learn: None,
     }];
     let r = handle(
         &Request {

@@ -85,6 +85,20 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ha_sticky"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_2MORE,
+      ngx_http_upstream_ha_sticky,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_route"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE2,
+      ngx_http_upstream_ha_route,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ha_resolve_max"),
       NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
       ngx_http_upstream_ha_resolve_max,
@@ -112,7 +126,7 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
 
 static ngx_http_module_t  ngx_http_upstream_ha_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_upstream_ha_sticky_filter_init, /* postconfiguration */
 
     ngx_http_upstream_ha_create_main_conf, /* create main configuration */
     ngx_http_upstream_ha_init_main_conf,   /* init main configuration */
@@ -200,6 +214,10 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     if (ngx_http_upstream_ha_init_health(cf, hcf) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    if (ngx_http_upstream_ha_init_sticky(cf, us, hcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
     hcf->conf.peers = pc;
     hcf->conf.npeers = n;
 
@@ -222,6 +240,10 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     }
 
     ngx_http_upstream_ha_positions(us, pc, peers->number, n);
+
+    if (ngx_http_upstream_ha_check_routes(cf, us, hcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     rc = hab_zone_size(&hcf->conf, &hcf->zone_size);
 
@@ -366,6 +388,8 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     hp->peers = hp->rrp.peers;
     hp->ref = 0;
 
+    ngx_http_upstream_ha_sticky_init_peer(hp);
+
 #if (HAB_RESOLVE)
     if (hcf->resolve) {
         ngx_http_upstream_ha_init_resolved_peer(hp, r->connection->log);
@@ -425,8 +449,7 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
     pc->cached = 0;
     pc->connection = NULL;
 
-    rc = hab_attempt_pick(hp->conf->zone, hp->attempt, hp->key.data,
-                          hp->key.len, ngx_current_msec, &pick);
+    rc = ngx_http_upstream_ha_sticky_pick(hp, pc, &pick);
 
     switch (rc) {
 
@@ -464,8 +487,11 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
     pc->socklen = peer->socklen;
     pc->name = &peer->name;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
-                   "get ha peer, current: %uD %V", pick.peer, &peer->name);
+    ngx_http_upstream_ha_sticky_picked(hp, pc, &pick);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                   "get ha peer, current: %uD %V%s", pick.peer, &peer->name,
+                   (pick.flags & HAB_PICK_BOUND) ? " (bound)" : "");
 
     return NGX_OK;
 }
@@ -518,6 +544,15 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 
         info.sent = (uint64_t) u->state->bytes_sent;
         info.received = (uint64_t) u->state->bytes_received;
+    }
+
+    /* learn: the server that answered holds the session */
+
+    if (outcome == HAB_OUTCOME_OK
+        && hp->conf->sticky.mode == NGX_HTTP_UPSTREAM_HA_STICKY_LEARN
+        && !hp->conf->sticky.header)
+    {
+        ngx_http_upstream_ha_sticky_learn(hp);
     }
 
     rc = hab_attempt_release(hp->conf->zone, hp->attempt, outcome, &info,
@@ -971,13 +1006,14 @@ ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf)
 
         if (hcf->policy == 0
             && (hc->flags || hc->slow_start_ms || hc->base_ejection_ms
-                || hc->panic_percent))
+                || hc->panic_percent || hcf->sticky.mode
+                || hcf->sticky.routes))
         {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "upstream \"%V\": ha_check, ha_slow_start, "
-                          "ha_outlier and ha_panic need \"ha_balance\" in "
-                          "%s:%ui", &uscfp[i]->host, uscfp[i]->file_name,
-                          uscfp[i]->line);
+                          "ha_outlier, ha_panic, ha_sticky and ha_route "
+                          "need \"ha_balance\" in %s:%ui", &uscfp[i]->host,
+                          uscfp[i]->file_name, uscfp[i]->line);
             return NGX_CONF_ERROR;
         }
     }

@@ -42,6 +42,18 @@
 #define HAB_RESOLVE  0
 #endif
 
+/*
+ * nginx 1.29.6 and later have their own "sticky", which asks the balancer
+ * for a server by session id (pc->hint) and reads the chosen server's id
+ * back (pc->sid): every upstream then keeps its servers' ids, so that
+ * stock "sticky" works over ha_balance too (in O(1)).
+ */
+#if (nginx_version >= 1029006 && (NGX_HTTP_UPSTREAM_SID || NGX_COMPAT))
+#define HAB_STOCK_SID  1
+#else
+#define HAB_STOCK_SID  0
+#endif
+
 /* ha_resolve_max: slots for resolved servers, by default */
 #define HAB_RESOLVE_MAX_DEFAULT  1024
 #define HAB_RESOLVE_MAX_LIMIT    (1 << 20)
@@ -97,6 +109,39 @@ typedef struct {
 } ngx_http_upstream_ha_check_conf_t;
 
 
+/* ha_sticky: how a request names the server it is bound to */
+
+#define NGX_HTTP_UPSTREAM_HA_STICKY_NONE    0
+#define NGX_HTTP_UPSTREAM_HA_STICKY_COOKIE  1
+#define NGX_HTTP_UPSTREAM_HA_STICKY_ROUTE   2
+#define NGX_HTTP_UPSTREAM_HA_STICKY_LEARN   3
+
+typedef struct {
+    ngx_uint_t                          mode;       /* ..._STICKY_* */
+    ngx_array_t                        *lookup;     /* variable indexes */
+    ngx_array_t                        *create;     /* learn */
+    ngx_array_t                        *routes;     /* ha_route */
+
+    /* cookie */
+    ngx_str_t                           cookie_name;
+    ngx_http_complex_value_t           *domain;
+    ngx_http_complex_value_t           *samesite;
+    ngx_str_t                           path;       /* "; path=..." */
+    time_t                              expires;    /* NGX_CONF_UNSET: none */
+    unsigned                            httponly:1;
+    unsigned                            secure:1;
+
+    /* learn */
+    unsigned                            header:1;
+    ngx_msec_t                          timeout;
+    ngx_str_t                           host;       /* the upstream's name */
+    ngx_shm_zone_t                     *shm_zone;
+    hab_learn                          *learn;
+    void                               *learn_mem;
+    size_t                              learn_len;
+} ngx_http_upstream_ha_sticky_conf_t;
+
+
 /* a worker's view of one peer slot: the nginx peer holding it */
 
 typedef struct {
@@ -113,6 +158,7 @@ typedef struct {
 
     hab_upstream_conf                   conf;
     hab_health_conf                     health;
+    ngx_http_upstream_ha_sticky_conf_t  sticky;
     ngx_http_upstream_ha_check_conf_t   check;
     size_t                              zone_size;
     ngx_shm_zone_t                     *shm_zone;
@@ -160,6 +206,16 @@ typedef struct {
     hab_attempt                        *attempt;
     ngx_str_t                           key;        /* hash */
     ngx_uint_t                          ref;        /* unsigned:1 */
+
+    /* ha_sticky */
+    ngx_str_t                           sid;        /* the request's id */
+    uint64_t                            sid_hash;   /* a learnt session's */
+    uint64_t                            picked_sid; /* the last pick's */
+    ngx_table_elt_t                    *cookie;
+    ngx_uint_t                          learnt;     /* unsigned:1 */
+#if (HAB_STOCK_SID)
+    ngx_str_t                           stock_sid;  /* pc->sid for "sticky" */
+#endif
 } ngx_http_upstream_ha_peer_data_t;
 
 
@@ -221,6 +277,27 @@ ngx_int_t ngx_http_upstream_ha_parse_head(u_char *s, u_char *end,
     ngx_uint_t *status, u_char **body, off_t *length, const char **why);
 ngx_int_t ngx_http_upstream_ha_chunked_end(u_char *s, u_char *end,
     u_char **last);
+
+/* ngx_http_upstream_ha_sticky.c: "ha_sticky" and "ha_route" */
+char *ngx_http_upstream_ha_sticky(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_upstream_ha_route(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_upstream_ha_init_sticky(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf);
+ngx_int_t ngx_http_upstream_ha_check_routes(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf);
+void ngx_http_upstream_ha_sticky_route(ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_http_upstream_rr_peer_t *peer, hab_peer_conf *pc);
+void ngx_http_upstream_ha_sticky_init_peer(
+    ngx_http_upstream_ha_peer_data_t *hp);
+hab_result ngx_http_upstream_ha_sticky_pick(
+    ngx_http_upstream_ha_peer_data_t *hp, ngx_peer_connection_t *pc,
+    hab_pick *pick);
+void ngx_http_upstream_ha_sticky_picked(ngx_http_upstream_ha_peer_data_t *hp,
+    ngx_peer_connection_t *pc, hab_pick *pick);
+void ngx_http_upstream_ha_sticky_learn(ngx_http_upstream_ha_peer_data_t *hp);
+ngx_int_t ngx_http_upstream_ha_sticky_filter_init(ngx_conf_t *cf);
 
 /* ngx_http_upstream_ha_zone.c: the shared memory zone's init */
 ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,

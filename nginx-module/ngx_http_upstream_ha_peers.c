@@ -86,6 +86,8 @@ ngx_http_upstream_ha_add_peers(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
         pc->max_fails = (uint32_t) peer->max_fails;
         pc->fail_timeout_ms = (uint64_t) peer->fail_timeout * 1000;
         pc->flags = flags | (peer->down ? HAB_PEER_DOWN : 0);
+
+        ngx_http_upstream_ha_sticky_route(hcf, peer, pc);
     }
 
     return NGX_OK;
@@ -301,7 +303,10 @@ ngx_http_upstream_ha_next_conf(ngx_cycle_t *cycle, ngx_uint_t *i)
 }
 
 
-/* every ha_balance upstream into ups (room for all upstreams); how many */
+/*
+ * every ha_balance upstream into ups (room for all upstreams), with its
+ * learnt sessions' table and zone name (ha_sticky learn); how many
+ */
 
 ngx_uint_t
 ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle, hab_api_upstream *ups)
@@ -316,6 +321,18 @@ ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle, hab_api_upstream *ups)
         ups[n].name = hcf->name->data;
         ups[n].name_len = hcf->name->len;
         ups[n].zone = hcf->zone;
+
+        if (hcf->sticky.learn != NULL && hcf->sticky.shm_zone != NULL) {
+            ups[n].learn = hcf->sticky.learn;
+            ups[n].learn_zone = hcf->sticky.shm_zone->shm.name.data;
+            ups[n].learn_zone_len = hcf->sticky.shm_zone->shm.name.len;
+
+        } else {
+            ups[n].learn = NULL;
+            ups[n].learn_zone = NULL;
+            ups[n].learn_zone_len = 0;
+        }
+
         n++;
     }
 

@@ -207,13 +207,16 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
     u_char                             *last;
     size_t                              len;
     ngx_str_t                          *host;
-    ngx_connection_t                   *c;
     ngx_http_upstream_ha_check_conf_t  *cc;
+#if (NGX_HTTP_SSL)
+    ngx_connection_t                   *c;
+#endif
 
-    c = p->pc.connection;
     cc = &p->hcf->check;
 
 #if (NGX_HTTP_SSL)
+
+    c = p->pc.connection;
 
     if (cc->tls && c->ssl == NULL) {
         p->phase = NGX_HTTP_UPSTREAM_HA_HANDSHAKE;

@@ -264,6 +264,8 @@ ngx_http_upstream_ha_copy_list(ngx_http_upstream_ha_srv_conf_t *hcf,
                           | (peer->down ? HAB_PEER_DOWN : 0);
             pc[k].position = HAB_POSITION_NONE;
 
+            ngx_http_upstream_ha_sticky_route(hcf, peer, &pc[k]);
+
             h[k].peer = peer;
             h[k].peers = group;
         }
@@ -581,8 +583,7 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
 
     for (skips = 0; skips < NGX_HTTP_UPSTREAM_HA_SKIPS; skips++) {
 
-        rc = hab_attempt_pick(hcf->zone, hp->attempt, hp->key.data,
-                              hp->key.len, ngx_current_msec, &pick);
+        rc = ngx_http_upstream_ha_sticky_pick(hp, pc, &pick);
 
         if (rc == HAB_BUSY) {
             break;
@@ -613,6 +614,8 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
             pc->sockaddr = s.peer->sockaddr;
             pc->socklen = s.peer->socklen;
             pc->name = &s.peer->name;
+
+            ngx_http_upstream_ha_sticky_picked(hp, pc, &pick);
 
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                            "get ha peer, current: %uD %V",

@@ -110,6 +110,13 @@ fn structs_match_the_header() {
         reserved,
         panic
     });
+    same_layout!(hab_learn_stats {
+        entries,
+        capacity,
+        created,
+        evicted,
+        expired
+    });
     same_layout!(hab_pick { peer, flags });
     same_layout!(hab_report {
         flags,
@@ -130,7 +137,10 @@ fn structs_match_the_header() {
     same_layout!(hab_api_upstream {
         name,
         name_len,
-        zone
+        zone,
+        learn,
+        learn_zone,
+        learn_zone_len
     });
     same_layout!(hab_api_request {
         method,
@@ -211,6 +221,16 @@ fn functions_match_the_header() {
         hab_attempt_pick / 6,
         hab_attempt_release / 6,
         hab_attempt_end / 2,
+        hab_attempt_pick_bound / 9,
+        hab_attempt_sid / 4,
+        hab_learn_capacity / 1,
+        hab_learn_size / 1,
+        hab_learn_init / 4,
+        hab_learn_attach / 4,
+        hab_learn_lookup / 4,
+        hab_learn_learn / 6,
+        hab_learn_carry / 4,
+        hab_learn_stats_get / 3,
         hab_check_claim / 10,
         hab_check_done / 7,
         hab_zone_resolve / 11,

@@ -1,8 +1,9 @@
 //! End-to-end: the Prometheus exposition at `{ha_api}/metrics` through real
 //! nginx with 4 workers, judged by Prometheus's own tools: `promtool check
-//! metrics` accepts it (an upstream name with `"` and `\` included), and a
-//! real Prometheus server scraping it every second sees the requests the
-//! backends counted and a drain.
+//! metrics` accepts it (an upstream name with `"` and `\` included, and
+//! the sessions of an `ha_sticky learn` upstream), and a real Prometheus
+//! server scraping it every second sees the requests the backends counted
+//! and a drain.
 //!
 //! `promtool` and `prometheus` come from Debian's `prometheus` package,
 //! which `make deps` installs; when they are missing the tests skip, or
@@ -61,8 +62,9 @@ fn ready_or_skip(progs: &[&str]) -> Option<Vec<PathBuf>> {
 
 /// Upstream `app` over `backends` proxied at `/`, the upstream [`ODD`]
 /// (two servers that refuse connections: nginx never takes the only server
-/// out) proxied at `/odd/`, and the API
-/// at `/api/` with `write=on`.
+/// out) proxied at `/odd/`, upstream `sticky` (sessions learnt in zone
+/// `learnt`) over the first backend at `/sticky/`, and the API at `/api/`
+/// with `write=on`.
 fn block(port: u16, backends: &[Backend]) -> String {
     let odd = ODD.replace('\\', "\\\\").replace('"', "\\\"");
     format!(
@@ -83,11 +85,21 @@ fn block(port: u16, backends: &[Backend]) -> String {
         server 127.0.0.1:3;
     }}
 
+    upstream sticky {{
+        ha_balance round_robin;
+        ha_sticky learn create=$upstream_cookie_sid lookup=$cookie_sid zone=learnt:1m;
+        server {};
+    }}
+
     server {{
         listen 127.0.0.1:{port};
         location /api/ {{ ha_api write=on; }}
         location /odd/ {{
             proxy_pass \"http://{odd}\";
+            proxy_connect_timeout 2s;
+        }}
+        location /sticky/ {{
+            proxy_pass http://sticky;
             proxy_connect_timeout 2s;
         }}
         location / {{
@@ -98,6 +110,7 @@ fn block(port: u16, backends: &[Backend]) -> String {
     }}
 ",
         server_lines(backends, &[]),
+        backends[0].addr(),
         backends[0].addr()
     )
 }
@@ -167,6 +180,11 @@ fn promtool_accepts_the_live_exposition() {
         let r = http::get(port, "/odd/").expect("GET /odd/");
         assert_eq!(r.status, 502, "{}", r.text());
     }
+    // A session learnt in upstream `sticky`, and a request it binds.
+    let r = http::get(port, "/sticky/?setsid=a").expect("GET /sticky/");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http::get_with(port, "/sticky/", &[("Cookie", "sid=a")]).expect("GET /sticky/");
+    assert_eq!(r.status, 200, "{}", r.text());
     // The checks of upstream `checked`: the refused port turns unhealthy.
     assert!(
         wait_until(Duration::from_secs(5), || metrics(port).contains(
@@ -238,6 +256,28 @@ fn promtool_accepts_the_live_exposition() {
             "{prefix}{value:?}: {line:?} in\n{text}"
         );
     }
+    // Sessions: bound requests per server of an upstream that binds them
+    // (only there), the learn zone's figures.
+    let sticky = format!("{{upstream=\"sticky\",server=\"{}\"}}", b[0].addr());
+    let zone = "{upstream=\"sticky\",zone=\"learnt\"}";
+    for line in [
+        format!("ha_upstream_server_bound_requests_total{sticky} 1"),
+        format!("ha_upstream_sessions{zone} 1"),
+        format!("ha_upstream_sessions_created_total{zone} 1"),
+        format!("ha_upstream_sessions_evicted_total{zone} 0"),
+        format!("ha_upstream_sessions_expired_total{zone} 0"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("ha_upstream_sessions_capacity{zone} "))),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ha_upstream_server_bound_requests_total{upstream=\"app\""),
+        "{text}"
+    );
     for v in &b {
         assert!(
             text.contains(&format!(
@@ -481,6 +521,9 @@ fn prometheus_scrapes_requests_and_a_drain() {
     // The odd upstream's name survives escaping, scraping and querying.
     let q = r#"ha_upstream_generation{upstream="odd\"name\\x"}"#;
     assert!(prom.value(q).is_some(), "{q}: no series");
+    // The learn zone's series, labelled by upstream and zone.
+    let q = r#"ha_upstream_sessions_capacity{upstream="sticky",zone="learnt"}"#;
+    assert!(prom.value(q).is_some_and(|v| v > 0.0), "{q}: no series");
 
     // Every scrape was taken whole: no error on the target, no sample
     // dropped (duplicate series, bad timestamps) in Prometheus's own count.

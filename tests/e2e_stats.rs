@@ -1,8 +1,9 @@
 //! End-to-end: per-server statistics (issue 7) through real nginx with 4
 //! workers: exact counters under concurrent load with retries and passed-on
 //! 5xx, every state in JSON and in Prometheus, one log line per health
-//! transition across workers, `DELETE` resets, `?fields=`, `HEAD`, and
-//! counters carried over `nginx -s reload`.
+//! transition across workers, `DELETE` resets, `?fields=`, `HEAD`,
+//! counters carried over `nginx -s reload`, and requests bound by sessions
+//! with the sessions learnt (`ha_sticky`).
 //!
 //! Every expected figure is derived from what the backends counted, what
 //! the clients got and the configuration, never from a previous run.
@@ -1101,5 +1102,87 @@ fn tries_in_flight_over_a_changed_reload_stay_consistent() {
         missing, 2,
         "exactly the two tries in flight over the reload are left out"
     );
+    ngx.stop();
+}
+
+/// Sessions (`ha_sticky learn`): `bound` counts, per server and in the
+/// totals, exactly the requests a learnt session sent there, in JSON and
+/// in Prometheus; the learn zone's figures (`sessions`,
+/// `ha_upstream_sessions*`) count the sessions the servers started.
+#[test]
+fn bound_requests_and_learnt_sessions_in_json_and_prometheus() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("k", 3);
+    let port = free_port();
+    let lines: Vec<(String, &str)> = b.iter().map(|x| (x.addr(), "")).collect();
+    let body = format!(
+        "        ha_sticky learn create=$upstream_cookie_sid lookup=$cookie_sid \
+         zone=learnt:1m timeout=1h;\n{}",
+        servers(&lines)
+    );
+    let mut ngx = Nginx::start(&block(port, &body), WORKERS);
+    // Backends answer their name: k1, k2, k3.
+    let addr_of: BTreeMap<String, String> = b
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (format!("k{}", i + 1), x.addr()))
+        .collect();
+    // 6 sessions started (balanced), 5 requests naming each (bound), 4
+    // without a session (balanced).
+    let mut want_bound: BTreeMap<String, u64> = BTreeMap::new();
+    for k in 0..6 {
+        let r = get(port, &format!("/?setsid=s{k}")).expect("GET setsid");
+        assert_eq!(r.status, 200, "{}", r.text());
+        let owner = addr_of[&r.body_trimmed()].clone();
+        let cookie = format!("sid=s{k}");
+        for _ in 0..5 {
+            let r = http::get_with(port, "/", &[("Cookie", cookie.as_str())]).expect("GET bound");
+            assert_eq!(r.status, 200);
+            assert_eq!(addr_of[&r.body_trimmed()], owner, "session s{k}");
+            *want_bound.entry(owner.clone()).or_default() += 1;
+        }
+    }
+    for _ in 0..4 {
+        assert_eq!(get(port, "/").expect("GET").status, 200);
+    }
+    let v = settled(port);
+    for p in peers(&v) {
+        let addr = p["server"].as_str().unwrap();
+        let bound = want_bound.get(addr).copied().unwrap_or(0);
+        assert_eq!(n(p, "bound"), bound, "{p}");
+        assert!(n(p, "requests") >= bound, "{p}");
+    }
+    assert_eq!(n(&v, "totals/bound"), 30, "{v}");
+    assert_eq!(n(&v, "totals/requests"), 40, "{v}");
+    let s = &v["sessions"];
+    assert_eq!(s["zone"], "learnt", "{v}");
+    assert_eq!((n(s, "entries"), n(s, "created")), (6, 6), "{s}");
+    assert_eq!((n(s, "evicted"), n(s, "expired")), (0, 0), "{s}");
+    assert!(n(s, "capacity") >= 64, "{s}");
+
+    // The same in Prometheus.
+    let text = metrics(port);
+    for x in &b {
+        let bound = want_bound.get(&x.addr()).copied().unwrap_or(0);
+        assert_eq!(
+            metric(&text, "ha_upstream_server_bound_requests_total", &x.addr()),
+            Some(bound as f64),
+            "{text}"
+        );
+    }
+    let labels = "{upstream=\"app\",zone=\"learnt\"}";
+    for (name, value) in [
+        ("ha_upstream_sessions", 6),
+        ("ha_upstream_sessions_capacity", n(s, "capacity")),
+        ("ha_upstream_sessions_created_total", 6),
+        ("ha_upstream_sessions_evicted_total", 0),
+        ("ha_upstream_sessions_expired_total", 0),
+    ] {
+        let line = format!("{name}{labels} {value}\n");
+        assert!(text.contains(&line), "{line}{text}");
+    }
     ngx.stop();
 }

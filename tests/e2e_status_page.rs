@@ -1,8 +1,9 @@
 //! End-to-end: the live status page (issue 7) in a real headless Chromium
 //! against real nginx with 4 workers: every server listed, a drain through
 //! the API reaching the page, the page's Undrain button reaching the API,
-//! no buttons when read only, and (with `HAB_SCREENSHOT=1`) a screenshot
-//! under load written to `docs/status.png`.
+//! no buttons when read only, sessions (the Bound column and the learn
+//! zone's line) where an upstream has them, and (with `HAB_SCREENSHOT=1`)
+//! a screenshot under load written to `docs/status.png`.
 
 use std::fs;
 use std::time::Duration;
@@ -115,6 +116,9 @@ fn status_page_follows_drain_and_undrains() {
 
     let b = open(port, "/api/");
     assert_eq!(ids(&b), ["0", "1", "2"]);
+    // No sessions here: no Bound column, no sessions line.
+    assert!(b.find("th.c-bound").unwrap().is_none());
+    assert!(b.find("section .sessions:not([hidden])").unwrap().is_none());
     let state_text = b
         .find("tr[data-id=\"0\"] td.state")
         .unwrap()
@@ -429,4 +433,68 @@ fn status_page_shows_health_states() {
         ["rgb(26, 127, 55)", "rgb(125, 16, 16)", "rgb(9, 105, 218)"],
         "up green, unhealthy dark red, checking blue"
     );
+}
+
+/// An upstream that learns sessions: a Bound column (the share of each
+/// server's requests a session sent there) and the learn zone's line
+/// (sessions held / capacity, evicted, expired).
+#[test]
+fn status_page_shows_sessions() {
+    if !ready() {
+        return;
+    }
+    let _serial = serial();
+    let backends = Backend::start_many("x", 3);
+    let port = free_port();
+    let upstream = format!(
+        "        ha_balance round_robin;
+        ha_sticky learn create=$upstream_cookie_sid lookup=$cookie_sid zone=learnt:1m;
+{}",
+        server_lines(&backends, &["", "", ""])
+    );
+    let _ngx = start_upstream(port, &upstream, "");
+    for sid in ["a", "b"] {
+        let r = get(port, &format!("/?setsid={sid}")).expect("GET setsid");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Requests of session `a` only, for at most 60 s: its server's share
+    // of bound requests is 100%.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bound = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < until
+            {
+                let _ = http::get_with(port, "/", &[("Cookie", "sid=a")]);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let b = open(port, "/api/");
+    let shown = b.wait_js(
+        "(() => { const s = document.querySelector('section[data-upstream=\"up\"] .sessions'); \
+         const bound = [...document.querySelectorAll('tr[data-upstream=\"up\"] td.bound')]; \
+         return s !== null && !s.hidden && s.textContent.includes('zone learnt') \
+           && s.textContent.includes(': 2 / ') && s.textContent.includes('evicted 0') \
+           && document.querySelector('th.c-bound').textContent === 'Bound' \
+           && bound.length === 3 && bound.some(td => td.textContent === '100.0%'); })()",
+        FIRST,
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = bound.join();
+    if let Err(e) = shown {
+        let line = b
+            .find("section .sessions")
+            .unwrap()
+            .map(|e| b.text(&e).unwrap());
+        let cells: Vec<String> = b
+            .find_all("td.bound")
+            .unwrap()
+            .iter()
+            .map(|e| b.text(e).unwrap())
+            .collect();
+        panic!("sessions not shown: {e}; line {line:?}, bound cells {cells:?}");
+    }
 }

@@ -514,7 +514,7 @@ const CORE_FLOORS: &[(&str, &[&str])] = &[
     ),
     (
         "layout and its read side: records, offsets, accessors, pins; a request's own record",
-        &["layout", "attempt"],
+        &["layout", "attempt", "learn"],
     ),
     ("policies and health", &["policy", "health"]),
     (

@@ -8,6 +8,7 @@ use hab_core::layout::Zone;
 use hab_core::write::PeerView;
 
 use crate::body::Body;
+use crate::upstream::Learn;
 use hab_core::Policy;
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -122,6 +123,10 @@ impl Responses {
 pub struct Totals {
     /// Tries sent.
     pub requests: u64,
+    /// Tries sent because the request was bound to the server by a
+    /// session; only for an upstream that binds sessions (`ha_sticky`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<u64>,
     /// Responses by class.
     pub responses: Responses,
     /// Bytes sent to the servers.
@@ -164,6 +169,10 @@ pub struct Server<'a> {
     pub drain: bool,
     /// Tries sent to the server (counted as they end).
     pub requests: u64,
+    /// Of those, tries sent to it because the request was bound to it by
+    /// a session (`requests - bound` were balanced); only for an upstream
+    /// that binds sessions (`ha_sticky`) (ours).
+    pub bound: Option<u64>,
     /// Responses by status class.
     pub responses: Responses,
     /// Bytes sent to the server.
@@ -217,6 +226,39 @@ pub struct HealthChecks {
     pub rise: u32,
     /// Consecutive failed checks (ours; HAProxy's `fall`).
     pub fall: u32,
+}
+
+/// An upstream's table of learnt sessions (`ha_sticky learn`), as
+/// `sessions` of the upstream shows it (ours).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SessionTable<'a> {
+    /// The name of the shared memory zone that holds it.
+    pub zone: &'a str,
+    /// Sessions held now (learnt, not expired).
+    pub entries: u64,
+    /// Sessions it holds at most.
+    pub capacity: u64,
+    /// Sessions created.
+    pub created: u64,
+    /// Sessions evicted (oldest first) before they expired.
+    pub evicted: u64,
+    /// Sessions removed after they expired.
+    pub expired: u64,
+}
+
+impl<'a> SessionTable<'a> {
+    /// The figures of `learn` at `now_ms` (a pass over the table).
+    pub fn of(learn: &Learn<'a>, now_ms: u64) -> SessionTable<'a> {
+        let s = learn.table.stats(now_ms);
+        SessionTable {
+            zone: learn.zone,
+            entries: s.entries,
+            capacity: s.capacity,
+            created: s.created,
+            evicted: s.evicted,
+            expired: s.expired,
+        }
+    }
 }
 
 /// An older generation that requests in flight still hold.
@@ -305,6 +347,7 @@ pub fn server<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock) -> Server<'a> 
         down: v.down,
         drain: v.drain,
         requests: st.requests,
+        bound: zone.sessions().then_some(st.bound),
         responses: Responses::of(st),
         sent: st.sent,
         received: st.received,
@@ -422,6 +465,7 @@ impl Serialize for Filtered<'_, '_> {
         field!("down", &s.down);
         field!("drain", &s.drain);
         field!("requests", &s.requests);
+        optional!("bound", s.bound);
         field!("responses", &s.responses);
         field!("sent", &s.sent);
         field!("received", &s.received);
@@ -452,6 +496,8 @@ pub struct Render<'a> {
     pub name: &'a str,
     /// Its zone.
     pub zone: Zone<'a>,
+    /// Its table of learnt sessions, if it has one.
+    pub learn: Option<Learn<'a>>,
     /// The request's clocks.
     pub clock: Clock,
     /// `?fields=`.
@@ -471,7 +517,10 @@ impl Render<'_> {
     /// Returns the servers' totals, summed on the way.
     pub fn write_peers(&self, out: &mut Body) -> Totals {
         let mut scratch = Vec::with_capacity(1024);
-        let mut totals = Totals::default();
+        let mut totals = Totals {
+            bound: self.zone.sessions().then_some(0),
+            ..Totals::default()
+        };
         out.push(b"[");
         let mut first = true;
         for i in order(self.zone) {
@@ -528,6 +577,10 @@ impl Render<'_> {
             out.push(b",\"totals\":");
             put(out, &totals);
         }
+        if let Some(learn) = self.learn.filter(|_| keep("sessions")) {
+            out.push(b",\"sessions\":");
+            put(out, &SessionTable::of(&learn, self.clock.now_ms));
+        }
         if keep("retiring") {
             out.push(b",\"retiring\":");
             put(out, &retiring(z));
@@ -539,6 +592,9 @@ impl Render<'_> {
 fn add_totals(mut t: Totals, v: &PeerView<'_>) -> Totals {
     let s = &v.stats;
     t.requests += s.requests;
+    if let Some(bound) = &mut t.bound {
+        *bound += s.bound;
+    }
     let r = Responses::of(s);
     t.responses.r1xx += r.r1xx;
     t.responses.r2xx += r.r2xx;

@@ -1,7 +1,8 @@
 //! ha-balancer's operator API: routing, JSON and the state file
 //!
 //! The nginx module's `ha_api` content handler hands every request here
-//! with the upstreams it knows (name and zone); this crate routes it,
+//! with the upstreams it knows (name, zone, and the table of learnt
+//! sessions of an `ha_sticky learn` upstream); this crate routes it,
 //! parses the body with serde_json (never by hand), applies a change to
 //! the zone and renders the answer in NGINX Plus API names (see
 //! `docs/api.md`). Nothing in the request is trusted: ids are parsed and

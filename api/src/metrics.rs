@@ -5,7 +5,8 @@
 //! suffix (`nginxplus_upstream_server_requests` is
 //! `ha_upstream_server_requests_total`); the state is numbered as the
 //! exporter numbers it. Labels: `upstream` and `server` (the address), as
-//! the exporter's.
+//! the exporter's. A table of learnt sessions (`ha_sticky learn`) has its
+//! own `ha_upstream_sessions*` families, labelled `upstream` and `zone`.
 //!
 //! Rendered metric by metric (each family's HELP and TYPE once, then one
 //! sample per server), into a chunked [`Body`]: nothing but one server's
@@ -13,6 +14,7 @@
 
 use std::io::Write as _;
 
+use hab_core::learn;
 use hab_core::write::{PeerView, ServerState};
 
 use crate::body::Body;
@@ -56,6 +58,8 @@ struct Sample {
     limit: u32,
     weight: u32,
     requests: u64,
+    /// Tries bound by a session, for an upstream that binds sessions.
+    bound: Option<u64>,
     responses: [u64; 5],
     sent: u64,
     received: u64,
@@ -68,7 +72,8 @@ struct Sample {
 }
 
 impl Sample {
-    fn of(v: &PeerView<'_>) -> Sample {
+    /// `sessions`: whether the upstream binds sessions.
+    fn of(v: &PeerView<'_>, sessions: bool) -> Sample {
         let st = &v.stats;
         Sample {
             label: (0, 0),
@@ -77,6 +82,7 @@ impl Sample {
             limit: v.max_conns,
             weight: v.weight,
             requests: st.requests,
+            bound: sessions.then_some(st.bound),
             responses: st.responses,
             sent: st.sent,
             received: st.received,
@@ -145,6 +151,13 @@ const FAMILIES: &[Family] = &[
         kind: "counter",
         help: "Tries sent to the server",
         value: Value::One(|s| Some(Num::Int(s.requests))),
+    },
+    Family {
+        name: "ha_upstream_server_bound_requests_total",
+        kind: "counter",
+        help:
+            "Tries sent to the server because a session was bound to it (upstreams with ha_sticky)",
+        value: Value::One(|s| s.bound.map(Num::Int)),
     },
     Family {
         name: "ha_upstream_server_responses_total",
@@ -224,6 +237,49 @@ const FAMILIES: &[Family] = &[
     },
 ];
 
+/// One family of a table of learnt sessions: a sample per table,
+/// labelled `upstream` and `zone`.
+#[derive(Debug)]
+struct SessionFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&learn::Stats) -> u64,
+}
+
+const SESSION_FAMILIES: &[SessionFamily] = &[
+    SessionFamily {
+        name: "ha_upstream_sessions",
+        kind: "gauge",
+        help: "Learnt sessions held (ha_sticky learn), not expired",
+        value: |s| s.entries,
+    },
+    SessionFamily {
+        name: "ha_upstream_sessions_capacity",
+        kind: "gauge",
+        help: "Learnt sessions the zone holds at most",
+        value: |s| s.capacity,
+    },
+    SessionFamily {
+        name: "ha_upstream_sessions_created_total",
+        kind: "counter",
+        help: "Learnt sessions created",
+        value: |s| s.created,
+    },
+    SessionFamily {
+        name: "ha_upstream_sessions_evicted_total",
+        kind: "counter",
+        help: "Learnt sessions evicted, oldest first, before they expired (the zone was full)",
+        value: |s| s.evicted,
+    },
+    SessionFamily {
+        name: "ha_upstream_sessions_expired_total",
+        kind: "counter",
+        help: "Learnt sessions removed after they expired",
+        value: |s| s.expired,
+    },
+];
+
 /// Samples per block of the scratch store.
 const BLOCK: usize = 512;
 
@@ -239,6 +295,8 @@ struct Upstream1<'a> {
     upstream: &'a Upstream<'a>,
     /// The upstream's name, escaped.
     label: String,
+    /// Its learn table's zone name, escaped, and figures.
+    sessions: Option<(String, learn::Stats)>,
     blocks: Vec<Block>,
 }
 
@@ -320,13 +378,16 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
                     b.labels.truncate(at);
                     continue;
                 }
-                let mut s = Sample::of(&v);
+                let mut s = Sample::of(&v, u.zone.sessions());
                 s.label = (at as u32, (b.labels.len() - at) as u32);
                 b.samples.push(s);
             }
             Upstream1 {
                 upstream: u,
                 label,
+                sessions: u
+                    .learn
+                    .map(|l| (escape(l.zone), l.table.stats(clock.now_ms))),
                 blocks,
             }
         })
@@ -343,6 +404,25 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
             u.label,
             u.upstream.zone.generation()
         );
+    }
+    for f in SESSION_FAMILIES {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            f.name, f.help, f.name, f.kind
+        );
+        for u in &read {
+            if let Some((zone, stats)) = &u.sessions {
+                let _ = writeln!(
+                    out,
+                    "{}{{upstream=\"{}\",zone=\"{}\"}} {}",
+                    f.name,
+                    u.label,
+                    zone,
+                    (f.value)(stats)
+                );
+            }
+        }
     }
     for f in FAMILIES {
         let _ = writeln!(
@@ -423,17 +503,131 @@ mod tests {
                 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         };
         let mut seen = std::collections::BTreeSet::new();
-        for f in FAMILIES {
-            assert!(legal(f.name), "{}", f.name);
-            assert!(seen.insert(f.name), "{} twice", f.name);
-            assert_eq!(
-                f.kind == "counter",
-                f.name.ends_with("_total"),
-                "{}",
-                f.name
-            );
-            assert!(!f.help.contains(['\\', '\n']), "{}", f.name);
+        let all = FAMILIES
+            .iter()
+            .map(|f| (f.name, f.kind, f.help))
+            .chain(SESSION_FAMILIES.iter().map(|f| (f.name, f.kind, f.help)))
+            .chain([("ha_upstream_generation", "gauge", "")]);
+        for (name, kind, help) in all {
+            assert!(legal(name), "{name}");
+            assert!(seen.insert(name), "{name} twice");
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{name}");
+            assert!(!help.contains(['\\', '\n']), "{name}");
         }
+    }
+
+    /// An upstream that binds sessions has a bound count per server, and
+    /// one with a learn table its `ha_upstream_sessions*` samples; the
+    /// others have neither.
+    #[test]
+    fn bound_requests_and_learnt_sessions() {
+        use hab_core::learn::{fingerprint, size_for, Sessions};
+        use hab_core::testing::{OwnedAttempt, Region};
+        use hab_core::{Binding, Outcome};
+
+        let ids: [&[u8]; 2] = [b"s\0a:80\x00127.0.0.1:1", b"s\0b:80\x00127.0.0.1:2"];
+        let peers: Vec<PeerSpec<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(k, id)| PeerSpec {
+                position: Some(k as u32),
+                sid: [b"r0".as_slice(), b"r1"][k],
+                ..PeerSpec::new(id)
+            })
+            .collect();
+        let spec = |sessions| UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            schedule_room: 0,
+            sessions,
+        };
+        let sticky = OwnedTable::new(&spec(true)).unwrap();
+        let plain = OwnedTable::new(&spec(false)).unwrap();
+        // 3 tries bound to r1, 2 balanced.
+        for (k, bind) in [true, true, false, true, false].into_iter().enumerate() {
+            let mut a = OwnedAttempt::new(sticky.zone(), k as u64);
+            let b = if bind {
+                Binding::Sid(b"r1")
+            } else {
+                Binding::None
+            };
+            assert_eq!(a.pick_bound(b, 1).unwrap().bound, bind);
+            a.release(Outcome::Ok, 1).unwrap();
+            a.end();
+        }
+        let region = Region::new(size_for(64).unwrap());
+        // SAFETY: the region is ours, `len` bytes, alive past every use
+        // of the table (this test).
+        let table = unsafe { Sessions::init(region.as_ptr(), region.len(), 10_000) }.unwrap();
+        for k in 0..3u64 {
+            table.learn(fingerprint(&k.to_le_bytes()), 7, 1, true);
+        }
+        let ups = [
+            Upstream {
+                name: "plain",
+                zone: plain.zone(),
+                learn: None,
+            },
+            Upstream {
+                name: "s",
+                zone: sticky.zone(),
+                learn: Some(crate::upstream::Learn {
+                    zone: "sess\"ions",
+                    table,
+                }),
+            },
+        ];
+        let clock = Clock {
+            now_ms: 2,
+            wall_ms: 1_796_126_400_000,
+        };
+        let text = String::from_utf8(render(&ups, clock).to_vec()).unwrap();
+        let bound: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ha_upstream_server_bound_requests_total{"))
+            .collect();
+        assert_eq!(
+            bound,
+            [
+                "ha_upstream_server_bound_requests_total{upstream=\"s\",server=\"127.0.0.1:1\"} 0",
+                "ha_upstream_server_bound_requests_total{upstream=\"s\",server=\"127.0.0.1:2\"} 3",
+            ],
+            "{text}"
+        );
+        let labels = r#"{upstream="s",zone="sess\"ions"}"#;
+        for (name, value) in [
+            ("ha_upstream_sessions", 3),
+            ("ha_upstream_sessions_capacity", 64),
+            ("ha_upstream_sessions_created_total", 3),
+            ("ha_upstream_sessions_evicted_total", 0),
+            ("ha_upstream_sessions_expired_total", 0),
+        ] {
+            let line = format!("{name}{labels} {value}\n");
+            assert_eq!(text.matches(&line).count(), 1, "{line}{text}");
+        }
+        assert!(!text.contains("upstream=\"plain\",zone"), "{text}");
+        for f in SESSION_FAMILIES {
+            let kind = format!(
+                "# HELP {} {}\n# TYPE {} {}\n",
+                f.name, f.help, f.name, f.kind
+            );
+            assert_eq!(text.matches(&kind).count(), 1, "{}", f.name);
+        }
+        // Past the timeout the entries are gone; counters stay.
+        let later = Clock {
+            now_ms: 20_000,
+            ..clock
+        };
+        let text = String::from_utf8(render(&ups, later).to_vec()).unwrap();
+        assert!(
+            text.contains(&format!("ha_upstream_sessions{labels} 0\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("ha_upstream_sessions_created_total{labels} 3\n")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -453,6 +647,7 @@ mod tests {
         let ups = [Upstream {
             name: r#"odd"name\x"#,
             zone: t.zone(),
+            learn: None,
         }];
         let clock = Clock {
             now_ms: 1,

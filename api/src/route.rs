@@ -196,6 +196,7 @@ fn write_all(out: &mut Body, upstreams: &[Upstream<'_>], clock: Clock, fields: O
         Render {
             name: u.name,
             zone: u.zone,
+            learn: u.learn,
             clock,
             fields,
         }
@@ -242,6 +243,7 @@ pub fn handle(
             let render = Render {
                 name: u.name,
                 zone: u.zone,
+                learn: u.learn,
                 clock,
                 fields: fields.as_ref(),
             };
@@ -513,6 +515,7 @@ mod tests {
         let ups = [Upstream {
             name: "app",
             zone: t.zone(),
+            learn: None,
         }];
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         handle(
@@ -1127,7 +1130,16 @@ mod tests {
                 wall_ms: 0,
                 owner,
             };
-            handle(&req, &[Upstream { name: "app", zone }], |_| true).status
+            handle(
+                &req,
+                &[Upstream {
+                    name: "app",
+                    zone,
+                    learn: None,
+                }],
+                |_| true,
+            )
+            .status
         };
         let serving = |i: usize| zone.read(None).unwrap().table().confs()[i].weight;
         let rounds = 300;
@@ -1256,10 +1268,12 @@ mod tests {
             Upstream {
                 name: "a/b",
                 zone: t.zone(),
+                learn: None,
             },
             Upstream {
                 name: "100%",
                 zone: t.zone(),
+                learn: None,
             },
         ];
         let get = |path: &str| {
@@ -1344,5 +1358,152 @@ mod tests {
         );
         assert_eq!(t.zone().generation(), 1);
         assert_eq!(t.zone().view(0, 0).unwrap().weight, 1);
+    }
+
+    /// An upstream that binds sessions shows `bound` per server and in
+    /// its totals, one with a learn table its `sessions`; `?fields=`
+    /// selects them as any other key; an upstream without sessions has
+    /// neither.
+    #[test]
+    fn bound_requests_and_learnt_sessions() {
+        use crate::upstream::Learn;
+        use hab_core::learn::{fingerprint, size_for, Sessions};
+        use hab_core::testing::{OwnedAttempt, Region};
+        use hab_core::{Binding, Outcome};
+
+        let ids: [&[u8]; 2] = [b"s\0a:80\x00127.0.0.1:1", b"s\0b:80\x00127.0.0.1:2"];
+        let peers: Vec<PeerSpec<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(k, id)| PeerSpec {
+                position: Some(k as u32),
+                sid: [b"r0".as_slice(), b"r1"][k],
+                ..PeerSpec::new(id)
+            })
+            .collect();
+        let spec = |sessions| UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            schedule_room: 0,
+            sessions,
+        };
+        let sticky = OwnedTable::new(&spec(true)).unwrap();
+        let plain = OwnedTable::new(&spec(false)).unwrap();
+        // 3 tries bound to r1, 2 balanced (one to each server).
+        for (k, bind) in [true, false, true, false, true].into_iter().enumerate() {
+            for z in [sticky.zone(), plain.zone()] {
+                let mut a = OwnedAttempt::new(z, k as u64);
+                let b = if bind {
+                    Binding::Sid(b"r1")
+                } else {
+                    Binding::None
+                };
+                a.pick_bound(b, 1).unwrap();
+                a.release(Outcome::Ok, 1).unwrap();
+                a.end();
+            }
+        }
+        let region = Region::new(size_for(64).unwrap());
+        // SAFETY: the region is ours, `len` bytes, alive past every use
+        // of the table (this test).
+        let table = unsafe { Sessions::init(region.as_ptr(), region.len(), 10_000) }.unwrap();
+        for k in 0..2u64 {
+            table.learn(fingerprint(&k.to_le_bytes()), 7, 1, true);
+        }
+        let ups = [
+            Upstream {
+                name: "plain",
+                zone: plain.zone(),
+                learn: None,
+            },
+            Upstream {
+                name: "s",
+                zone: sticky.zone(),
+                learn: Some(Learn {
+                    zone: "learnt",
+                    table,
+                }),
+            },
+        ];
+        let get = |path: &str, method: Method| {
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let r = handle(
+                &Request {
+                    method,
+                    path,
+                    query,
+                    html: false,
+                    body: b"",
+                    write: true,
+                    now_ms: 2,
+                    wall_ms: 1_796_126_400_000,
+                    owner: 77,
+                },
+                &ups,
+                |_| true,
+            );
+            let text = String::from_utf8(r.body.to_vec()).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            (text, v)
+        };
+        let (text, v) = get("upstreams", Method::Get);
+        let s = &v["s"];
+        let bound: Vec<u64> = s["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["bound"].as_u64().unwrap())
+            .collect();
+        let requests: Vec<u64> = s["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["requests"].as_u64().unwrap())
+            .collect();
+        assert_eq!((bound, requests), (vec![0, 3], vec![1, 4]), "{text}");
+        assert_eq!(s["totals"]["bound"], 3);
+        assert_eq!(s["totals"]["requests"], 5);
+        assert_eq!(
+            s["sessions"],
+            serde_json::json!({"zone": "learnt", "entries": 2, "capacity": 64,
+                "created": 2, "evicted": 0, "expired": 0})
+        );
+        // The file's order: `bound` after `requests`, `sessions` after
+        // `totals`.
+        let at = |k: &str| text.rfind(k).unwrap();
+        assert!(at("\"requests\":") < at("\"bound\":") && at("\"bound\":") < at("\"responses\":"));
+        assert!(
+            at("\"totals\":") < at("\"sessions\":") && at("\"sessions\":") < at("\"retiring\":")
+        );
+        // Without sessions: neither key, anywhere.
+        let p = serde_json::to_string(&v["plain"]).unwrap();
+        assert!(!p.contains("bound") && !p.contains("sessions"), "{p}");
+        assert_eq!(v["plain"]["totals"]["requests"], 5);
+
+        let keys = |o: &serde_json::Value| {
+            let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let (_, v) = get("upstreams/s?fields=requests", Method::Get);
+        assert_eq!(keys(&v), ["name", "peers"]);
+        assert_eq!(keys(&v["peers"][1]), ["id", "requests"]);
+        let (_, v) = get("upstreams/s?fields=bound,sessions", Method::Get);
+        assert_eq!(keys(&v), ["name", "peers", "sessions"]);
+        assert_eq!(keys(&v["peers"][1]), ["bound", "id"]);
+        assert_eq!(v["sessions"]["entries"], 2);
+        let (_, v) = get("upstreams/s/servers/1", Method::Get);
+        assert_eq!((&v["requests"], &v["bound"]), (&4.into(), &3.into()));
+        let (_, v) = get("upstreams/plain/servers/1", Method::Get);
+        assert!(v.get("bound").is_none(), "{v}");
+
+        // DELETE resets `bound` with the other statistics; the sessions
+        // table is not the upstream's statistics and keeps its figures.
+        let (_, _) = get("upstreams/s", Method::Delete);
+        let (_, v) = get("upstreams/s", Method::Get);
+        assert_eq!(v["totals"]["bound"], 0);
+        assert_eq!(v["peers"][1]["bound"], 0);
+        assert_eq!(v["sessions"]["created"], 2);
     }
 }

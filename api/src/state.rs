@@ -479,6 +479,7 @@ mod tests {
         let ups = [Upstream {
             name: "app",
             zone: z,
+            learn: None,
         }];
         let f = StateFile::capture(&ups);
         let saved: Vec<&str> = f.upstreams["app"]
@@ -516,6 +517,7 @@ mod tests {
         let ups = [Upstream {
             name: "app",
             zone: t.zone(),
+            learn: None,
         }];
         StateFile::capture(&ups).save(&path).unwrap();
         assert_eq!(StateFile::load(&dir.join("missing")).unwrap(), None);
@@ -583,6 +585,7 @@ mod tests {
         let saved = StateFile::capture(&[Upstream {
             name: "app",
             zone: z,
+            learn: None,
         }]);
         assert!(
             saved.upstreams["app"].iter().all(|e| e.weight.is_none()),
@@ -672,6 +675,7 @@ mod tests {
         let good = serde_json::to_vec(&StateFile::capture(&[Upstream {
             name: "app",
             zone: t.zone(),
+            learn: None,
         }]))
         .unwrap();
         assert!(StateFile::parse(&good).is_ok());

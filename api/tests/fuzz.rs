@@ -125,6 +125,7 @@ fn api_requests_never_panic_and_refusals_say_why() {
         let ups = [Upstream {
             name: "app",
             zone: t.zone(),
+            learn: None,
         }];
         let r = handle(
             &Request {

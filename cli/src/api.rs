@@ -45,8 +45,8 @@ pub const MAX_ANSWER: u64 = 1 << 30;
 /// The fields `hab status` and `hab top` draw, asked with `?fields=` so a
 /// large upstream's answer stays small.
 pub const TABLE_FIELDS: &str = "policy,generation,server,name,backup,weight,\
-configured_weight,state,active,max_conns,down,drain,requests,responses,fails,\
-unavail,response_time";
+configured_weight,state,active,max_conns,down,drain,requests,bound,responses,\
+fails,unavail,response_time,sessions";
 
 /// One upstream as `GET upstreams/{name}` answers it.
 ///
@@ -70,6 +70,32 @@ pub struct Upstream {
     /// Statistics of all servers together.
     #[serde(default, deserialize_with = "lenient")]
     pub totals: Option<Totals>,
+    /// Its table of learnt sessions (`ha_sticky learn`), if it has one.
+    #[serde(default, deserialize_with = "lenient")]
+    pub sessions: Option<Sessions>,
+}
+
+/// `sessions` of an upstream: its table of learnt sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Sessions {
+    /// The name of the zone holding the table.
+    #[serde(default)]
+    pub zone: String,
+    /// Sessions held now.
+    #[serde(default, deserialize_with = "lenient")]
+    pub entries: Option<u64>,
+    /// Sessions the table holds at most.
+    #[serde(default, deserialize_with = "lenient")]
+    pub capacity: Option<u64>,
+    /// Sessions created.
+    #[serde(default, deserialize_with = "lenient")]
+    pub created: Option<u64>,
+    /// Sessions evicted before they expired (the table was full).
+    #[serde(default, deserialize_with = "lenient")]
+    pub evicted: Option<u64>,
+    /// Sessions removed after they expired.
+    #[serde(default, deserialize_with = "lenient")]
+    pub expired: Option<u64>,
 }
 
 /// Responses by status class (`responses` of a server or of `totals`).
@@ -101,6 +127,10 @@ pub struct Totals {
     /// Tries sent.
     #[serde(default, deserialize_with = "lenient")]
     pub requests: Option<u64>,
+    /// Tries sent because a session was bound to the server (only for an
+    /// upstream that binds sessions).
+    #[serde(default, deserialize_with = "lenient")]
+    pub bound: Option<u64>,
     /// Answers by status class.
     #[serde(default, deserialize_with = "lenient")]
     pub responses: Option<Responses>,
@@ -164,6 +194,10 @@ pub struct Server {
     /// Tries sent to this server (counted as they end).
     #[serde(default, deserialize_with = "lenient")]
     pub requests: Option<u64>,
+    /// Of those, tries sent because a session was bound to it; absent
+    /// unless the upstream binds sessions (`ha_sticky`).
+    #[serde(default, deserialize_with = "lenient")]
+    pub bound: Option<u64>,
     /// Answers by status class.
     #[serde(default, deserialize_with = "lenient")]
     pub responses: Option<Responses>,

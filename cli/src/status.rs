@@ -122,6 +122,31 @@ pub(crate) fn ms_cell(ms: Option<f64>) -> String {
     }
 }
 
+/// Whether `u` binds sessions (`ha_sticky`): its servers carry `bound`.
+pub(crate) fn binds_sessions(u: &Upstream) -> bool {
+    u.peers.iter().any(|s| s.bound.is_some())
+}
+
+/// The line of an upstream's learnt sessions (`ha_sticky learn`), under
+/// its title: `  sessions zone NAME  entries 12/1024  created 40  evicted
+/// 0  expired 28`; `None` without a learn table.
+pub(crate) fn sessions_line(u: &Upstream) -> Option<String> {
+    let s = u.sessions.as_ref()?;
+    Some(format!(
+        "  sessions zone {}  entries {}/{}  created {}  evicted {}  expired {}\n",
+        if s.zone.is_empty() {
+            "?".into()
+        } else {
+            printable(&s.zone)
+        },
+        count_cell(s.entries),
+        count_cell(s.capacity),
+        count_cell(s.created),
+        count_cell(s.evicted),
+        count_cell(s.expired)
+    ))
+}
+
 /// Longest NAME shown; longer names are cut and end in `~`.
 pub const NAME_WIDTH: usize = 18;
 
@@ -181,8 +206,10 @@ pub(crate) fn layout(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> S
     out
 }
 
-/// One upstream: a title line, then a row per server. The NAME column is
-/// left out when no server's name adds to its address.
+/// One upstream: a title line, its sessions line (with `ha_sticky
+/// learn`), then a row per server. The NAME column is left out when no
+/// server's name adds to its address; BOUND (requests a session bound to
+/// the server) shows only when the upstream binds sessions.
 pub fn upstream_table(name: &str, u: &Upstream) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -196,17 +223,23 @@ pub fn upstream_table(name: &str, u: &Upstream) -> String {
         },
         u.generation
     );
+    out.push_str(&sessions_line(u).unwrap_or_default());
     let with_name = u.peers.iter().any(|s| name_cell(s).is_some());
+    let with_bound = binds_sessions(u);
     let mut header = vec!["ID", "SERVER"];
     let mut right = vec![true, false];
     if with_name {
         header.push("NAME");
         right.push(false);
     }
-    header.extend([
-        "STATE", "WEIGHT", "ACTIVE", "BACKUP", "REQUESTS", "5XX", "FAILS", "UNAVAIL", "RESP_MS",
-    ]);
-    right.extend([false, false, true, false, true, true, true, true, true]);
+    header.extend(["STATE", "WEIGHT", "ACTIVE", "BACKUP", "REQUESTS"]);
+    right.extend([false, false, true, false, true]);
+    if with_bound {
+        header.push("BOUND");
+        right.push(true);
+    }
+    header.extend(["5XX", "FAILS", "UNAVAIL", "RESP_MS"]);
+    right.extend([true, true, true, true]);
     let rows: Vec<Vec<String>> = u
         .peers
         .iter()
@@ -221,6 +254,11 @@ pub fn upstream_table(name: &str, u: &Upstream) -> String {
                 active_cell(s),
                 if s.backup { "yes" } else { "-" }.to_owned(),
                 count_cell(s.requests),
+            ]);
+            if with_bound {
+                r.push(count_cell(s.bound));
+            }
+            r.extend([
                 count_cell(s.responses.as_ref().map(|r| r.r5xx)),
                 count_cell(s.fails),
                 count_cell(s.unavail),
@@ -407,6 +445,21 @@ pub(crate) mod tests {
         serde_json::from_str(FIXTURE).unwrap()
     }
 
+    /// [`FIXTURE_STATS`] of an upstream that binds sessions and learns
+    /// them: `bound` on every server and in `totals`, and `sessions` (its
+    /// zone named with an escape sequence in it).
+    pub(crate) fn fixture_sticky() -> BTreeMap<String, Upstream> {
+        let mut v: serde_json::Value = serde_json::from_str(FIXTURE_STATS).unwrap();
+        let app = &mut v["app"];
+        for (p, bound) in [(0, 1000), (1, 98_765_000), (2, 0)] {
+            app["peers"][p]["bound"] = bound.into();
+        }
+        app["totals"]["bound"] = 98_766_000.into();
+        app["sessions"] = serde_json::json!({"zone": "learnt\u{1b}[2J", "entries": 12,
+            "capacity": 1024, "created": 40, "evicted": 0, "expired": 28});
+        serde_json::from_value(v).unwrap()
+    }
+
     pub(crate) fn fixture_stats() -> BTreeMap<String, Upstream> {
         serde_json::from_str(FIXTURE_STATS).unwrap()
     }
@@ -476,6 +529,40 @@ upstream app  policy round_robin  generation 3
         let t = table(&ups);
         assert!(!t.contains("NAME"), "{t}");
         assert!(t.contains("  ID  SERVER          STATE     WEIGHT"), "{t}");
+    }
+
+    /// Sessions: the BOUND column and the sessions line, the zone's name
+    /// escaped; neither for an upstream without them.
+    #[test]
+    fn table_with_sessions() {
+        let ups = fixture_sticky();
+        let app = &ups["app"];
+        assert_eq!(app.peers[1].bound, Some(98_765_000));
+        assert_eq!(app.totals.as_ref().and_then(|t| t.bound), Some(98_766_000));
+        assert_eq!(app.sessions.as_ref().and_then(|s| s.capacity), Some(1024));
+        let t = table(&ups);
+        let want = "\
+upstream app  policy round_robin  generation 3
+  sessions zone learnt\\x1b[2J  entries 12/1024  created 40  evicted 0  expired 28
+  ID  SERVER          NAME               STATE     WEIGHT       ACTIVE  BACKUP  REQUESTS     BOUND  5XX  FAILS  UNAVAIL  RESP_MS
+   0  127.0.0.1:8081  app1.example.com   up        5                 2  -           1200      1000   20      3        1        5
+   1  127.0.0.1:8082  -                  draining  10 (conf 1)  12/100  -       98765432  98765000  432      0        0     12.5
+   2  10.0.0.9:8080   spare.example.com  unavail   1                 0  yes            0         0    0      7        2        -
+";
+        assert_eq!(t, want, "got:\n{t}");
+        // An older API, or a learn table without figures: still a line.
+        let mut ups = fixture_sticky();
+        let app = ups.get_mut("app").unwrap();
+        app.sessions = Some(Default::default());
+        assert!(
+            table(&ups)
+                .contains("\n  sessions zone ?  entries -/-  created -  evicted -  expired -\n"),
+            "{}",
+            table(&ups)
+        );
+        for t in [table(&fixture()), table(&fixture_stats())] {
+            assert!(!t.contains("BOUND") && !t.contains("sessions"), "{t}");
+        }
     }
 
     #[test]

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::api::{Client, Server, Upstream};
 use crate::status::{
-    active_cell, count_cell, layout, ms_cell, printable, printable_lines, state_cell, weight_cell,
+    active_cell, binds_sessions, count_cell, layout, ms_cell, printable, printable_lines,
+    sessions_line, state_cell, weight_cell,
 };
 use crate::Error;
 
@@ -102,6 +103,13 @@ fn server_rates(
     )
 }
 
+/// Bound requests (a session bound them to `s`) per second since the
+/// previous poll.
+fn bound_rate(before: Option<Before<'_>>, upstream: &str, s: &Server) -> Option<f64> {
+    let p = previous(before, upstream, s)?;
+    rate_of(p.bound, s.bound, before?.secs)
+}
+
 /// Sum of the known rates; `None` when none is known.
 fn sum(rates: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
     rates
@@ -148,7 +156,9 @@ fn shown<'a>(
     }
 }
 
-/// One upstream's block: a title line and a row per server, by id.
+/// One upstream's block: a title line, its sessions line (with `ha_sticky
+/// learn`) and a row per server, by id; BOUND/S (requests a session bound
+/// to the server, per second) only when the upstream binds sessions.
 fn block(out: &mut String, before: Option<Before<'_>>, name: &str, u: &Upstream) {
     let _ = writeln!(
         out,
@@ -162,31 +172,43 @@ fn block(out: &mut String, before: Option<Before<'_>>, name: &str, u: &Upstream)
         u.generation,
         rate_cell(upstream_rate(before, name, u))
     );
+    out.push_str(&sessions_line(u).unwrap_or_default());
     if u.peers.is_empty() {
         out.push_str("  (no servers)\n");
         return;
     }
     let mut peers: Vec<&Server> = u.peers.iter().collect();
     peers.sort_by_key(|s| s.id);
-    let header = [
-        "ID", "SERVER", "STATE", "ACTIVE", "REQ/S", "5XX/S", "FAILS", "RESP_MS", "WEIGHT",
-    ];
-    let right = [true, false, false, true, true, true, true, true, false];
+    let with_bound = binds_sessions(u);
+    let mut header = vec!["ID", "SERVER", "STATE", "ACTIVE", "REQ/S"];
+    let mut right = vec![true, false, false, true, true];
+    if with_bound {
+        header.push("BOUND/S");
+        right.push(true);
+    }
+    header.extend(["5XX/S", "FAILS", "RESP_MS", "WEIGHT"]);
+    right.extend([true, true, true, false]);
     let rows: Vec<Vec<String>> = peers
         .iter()
         .map(|s| {
             let (req, r5xx) = server_rates(before, name, s);
-            vec![
+            let mut r = vec![
                 s.id.to_string(),
                 printable(&s.server).into_owned(),
                 state_cell(s),
                 active_cell(s),
                 rate_cell(req),
+            ];
+            if with_bound {
+                r.push(rate_cell(bound_rate(before, name, s)));
+            }
+            r.extend([
                 rate_cell(r5xx),
                 count_cell(s.fails),
                 ms_cell(s.response_time),
                 weight_cell(s),
-            ]
+            ]);
+            r
         })
         .collect();
     out.push_str(&layout(&header, &right, &rows));
@@ -467,6 +489,51 @@ upstream app  policy round_robin  generation 3  req/s 175.0
         assert_eq!(row("127.0.0.1:9999").as_deref(), Some("-"), "{f}");
         assert_eq!(row("127.0.0.1:8082").as_deref(), Some("100.0"), "{f}");
         assert!(f.contains("upstreams 1  req/s 100.0\n"), "{f}");
+    }
+
+    /// An upstream with sessions: its sessions line (zone name escaped)
+    /// under the title, and BOUND/S beside REQ/S.
+    #[test]
+    fn frames_with_sessions() {
+        use crate::status::tests::fixture_sticky;
+        let first = fixture_sticky();
+        let mut second = fixture_sticky();
+        for (p, (req, bound)) in
+            second
+                .get_mut("app")
+                .unwrap()
+                .peers
+                .iter_mut()
+                .zip([(300, 200), (50, 50), (0, 0)])
+        {
+            p.requests = p.requests.map(|n| n + req);
+            p.bound = p.bound.map(|n| n + bound);
+        }
+        let before = Before {
+            upstreams: &first,
+            secs: 2.0,
+        };
+        let f = frame(T, URL, &Ok(second), Some(before), None);
+        let want = "\
+hab top  11:49:07 UTC  http://127.0.0.1:8080/api  upstreams 1  req/s 175.0
+upstream app  policy round_robin  generation 3  req/s 175.0
+  sessions zone learnt\\x1b[2J  entries 12/1024  created 40  evicted 0  expired 28
+  ID  SERVER          STATE     ACTIVE  REQ/S  BOUND/S  5XX/S  FAILS  RESP_MS  WEIGHT
+   0  127.0.0.1:8081  up             2  150.0    100.0    0.0      3        5  5
+   1  127.0.0.1:8082  draining  12/100   25.0     25.0    0.0      0     12.5  10 (conf 1)
+   2  10.0.0.9:8080   unavail        0    0.0      0.0    0.0      7        -  1
+";
+        assert_eq!(f, want, "got:\n{f}");
+        // The first frame: no rates yet.
+        let f = frame(T, URL, &Ok(first), None, None);
+        assert!(
+            f.contains("  ID  SERVER          STATE     ACTIVE  REQ/S  BOUND/S  5XX/S"),
+            "{f}"
+        );
+        assert!(
+            f.contains("   0  127.0.0.1:8081  up             2      -        -      -"),
+            "{f}"
+        );
     }
 
     #[test]

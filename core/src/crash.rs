@@ -67,6 +67,15 @@ pub const POINTS: &[&str] = &[
     "check.counted",
     "check.unhealthy_first",
     "check.flagged",
+    // A worker learns a session (learn.rs): an append number taken, the
+    // overwritten record's way cleared, half the record written, all of
+    // it, the way installed or moved; or a refresh in place.
+    "learn.claimed",
+    "learn.cleared",
+    "learn.written",
+    "learn.published",
+    "learn.indexed",
+    "learn.refreshed",
 ];
 
 /// Marks step `name` of a shared-memory protocol (see the module note).

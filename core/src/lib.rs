@@ -30,6 +30,7 @@ pub mod spec;
 
 pub mod attempt;
 pub mod layout;
+pub mod learn;
 
 pub mod health;
 pub mod policy;

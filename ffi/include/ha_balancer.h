@@ -457,6 +457,56 @@ hab_result hab_attempt_pick_bound(hab_zone *zone, hab_attempt *attempt,
     uint64_t sid_hash, uint64_t now_ms, hab_pick *out_pick);
 
 
+/*
+ * Learnt sessions (ha_sticky learn): a lock-free table in its own zone,
+ * mapping session ids to servers (by hab_sid.hash); bounded, oldest
+ * evicted first, entries expiring timeout_ms after they were last learnt.
+ */
+
+/* Opaque: a learn table inside caller-owned (shared) memory. */
+typedef struct hab_learn hab_learn;
+
+#define HAB_LEARN_TIMEOUT_MAX  2147483648u
+
+typedef struct hab_learn_stats {
+    uint64_t        entries;      /* sessions held (not expired) */
+    uint64_t        capacity;     /* at most */
+    uint64_t        created;
+    uint64_t        evicted;      /* oldest first, before they expired */
+    uint64_t        expired;
+} hab_learn_stats;
+
+/* Sessions a table in bytes holds (0: too small), and the bytes it takes. */
+size_t hab_learn_capacity(size_t bytes);
+size_t hab_learn_size(size_t capacity);
+
+/* An empty table at mem (64-byte aligned), or the one already there. */
+hab_result hab_learn_init(void *mem, size_t len, uint64_t timeout_ms,
+    hab_learn **out);
+hab_result hab_learn_attach(void *mem, size_t len, uint64_t timeout_ms,
+    hab_learn **out);
+
+/* The server session id was learnt for (its hab_sid.hash), 0: none. */
+uint64_t hab_learn_lookup(const hab_learn *table, const uint8_t *id,
+    size_t id_len, uint64_t now_ms);
+
+/*
+ * Session id is held by the server whose session id hashes to sid_hash;
+ * create 1: a session the response created, 0: one the request named
+ * (refreshed or moved, never created).
+ */
+hab_result hab_learn_learn(hab_learn *table, const uint8_t *id,
+    size_t id_len, uint64_t sid_hash, uint64_t now_ms, uint32_t create);
+
+/* The live sessions of from (an old cycle's table) into to. */
+hab_result hab_learn_carry(hab_learn *to, const hab_learn *from,
+    uint64_t now_ms, uint64_t *out_carried);
+
+/* Counters; entries costs a pass over the table. */
+hab_result hab_learn_stats_get(const hab_learn *table, uint64_t now_ms,
+    hab_learn_stats *out);
+
+
 /* A server's session id. */
 typedef struct hab_sid {
     uint64_t        hash;         /* what a learnt session keeps; 0: none */
@@ -579,9 +629,12 @@ hab_result hab_health_validate(const hab_health_conf *conf);
 
 
 typedef struct hab_api_upstream {
-    const uint8_t  *name;
-    size_t          name_len;
-    hab_zone       *zone;
+    const uint8_t    *name;
+    size_t            name_len;
+    hab_zone         *zone;
+    const hab_learn  *learn;       /* ha_sticky learn's table; NULL: none */
+    const uint8_t    *learn_zone;  /* its zone's name */
+    size_t            learn_zone_len;
 } hab_api_upstream;
 
 

@@ -4,9 +4,12 @@ use core::ffi::c_void;
 use std::path::Path;
 
 use hab_api::state::{SaveLock, StateFile};
+use hab_api::upstream::Learn;
 use hab_api::{ContentType, Method, Request, Upstream};
+use hab_core::learn::Sessions;
 
 use crate::buf::{buf, hab_buf};
+use crate::learn::hab_learn;
 use crate::{alive_fn, hab_alive_fn, zone_of};
 use crate::{bytes, guard, guard_or, hab_result, hab_zone};
 use crate::{HAB_BAD_STATE, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
@@ -45,6 +48,13 @@ pub struct hab_api_upstream {
     pub name_len: usize,
     /// Its zone.
     pub zone: *mut hab_zone,
+    /// Its table of learnt sessions (`ha_sticky learn`); NULL: none.
+    pub learn: *const hab_learn,
+    /// The name of the zone holding `learn` (not NUL-terminated; may be
+    /// NULL when `learn` is).
+    pub learn_zone: *const u8,
+    /// Length of `learn_zone`.
+    pub learn_zone_len: usize,
 }
 
 /// One API request.
@@ -100,11 +110,14 @@ pub struct hab_api_response {
     pub log: *mut hab_buf,
 }
 
-/// The upstreams of a C array (`None` when a name or zone is NULL).
+/// The upstreams of a C array (`None` when a name or zone is NULL, or a
+/// learn table's zone name is).
 ///
 /// # Safety
 ///
-/// `ups` valid for `n` elements with valid names and zone handles.
+/// `ups` valid for `n` elements with valid names, zone handles, and
+/// learn tables (NULL or from `hab_learn_init` / `hab_learn_attach`, still
+/// mapped) with valid zone names.
 unsafe fn upstream_list<'a>(ups: *const hab_api_upstream, n: usize) -> Option<Vec<Upstream<'a>>> {
     let list: &[hab_api_upstream] = if n == 0 {
         &[]
@@ -119,10 +132,23 @@ unsafe fn upstream_list<'a>(ups: *const hab_api_upstream, n: usize) -> Option<Ve
         if u.zone.is_null() {
             return None;
         }
+        let learn = if u.learn.is_null() {
+            None
+        } else {
+            // SAFETY: valid zone name bytes (caller contract).
+            let zone = unsafe { bytes(u.learn_zone, u.learn_zone_len) }.ok()?;
+            Some(Learn {
+                zone: core::str::from_utf8(zone).unwrap_or(""),
+                // SAFETY: a learn table's base, still mapped (caller
+                // contract), as `hab_learn_*` take it.
+                table: unsafe { Sessions::from_ptr(u.learn.cast_mut().cast()) },
+            })
+        };
         upstreams.push(Upstream {
             name: core::str::from_utf8(name).unwrap_or(""),
             // SAFETY: a valid zone handle (caller contract).
             zone: unsafe { zone_of(u.zone) },
+            learn,
         });
     }
     Some(upstreams)
@@ -457,4 +483,157 @@ pub unsafe extern "C" fn hab_state_free(s: *mut hab_state) {
             drop(unsafe { Box::from_raw(s) });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::{hab_peer_conf, hab_upstream_conf, HAB_POLICY_ROUND_ROBIN};
+    use crate::learn::{hab_learn_init, hab_learn_learn, hab_learn_size};
+    use crate::{hab_buf_chunk, hab_buf_free, hab_zone_init, hab_zone_size};
+    use hab_core::testing::Region;
+
+    unsafe extern "C" fn alive(_: u64, _: *mut c_void) -> core::ffi::c_int {
+        1
+    }
+
+    /// A zone of one server (`sessions` 1: it binds sessions) in its own
+    /// region.
+    fn zone(sessions: u32) -> (Region, *mut hab_zone) {
+        let id = b"app\0a:80\x00127.0.0.1:1";
+        let peer = hab_peer_conf {
+            id: id.as_ptr(),
+            id_len: id.len(),
+            server: id.as_ptr(),
+            server_len: id.len(),
+            weight: 1,
+            max_conns: 0,
+            max_fails: 1,
+            flags: 0,
+            fail_timeout_ms: 10_000,
+            position: 0,
+            reserved: 0,
+            sid: core::ptr::null(),
+            sid_len: 0,
+        };
+        let c = hab_upstream_conf {
+            policy: HAB_POLICY_ROUND_ROBIN,
+            hash_mode: 0,
+            decay_ms: 0,
+            balance_factor: 0,
+            peers: &peer,
+            npeers: 1,
+            maglev_size: 0,
+            schedule_room: 0,
+            health: core::ptr::null(),
+            capacity: 0,
+            sessions,
+            reserved: 0,
+        };
+        let mut size = 0;
+        // SAFETY: `c` and its peer live through the call.
+        assert_eq!(unsafe { hab_zone_size(&c, &mut size) }, HAB_OK);
+        let region = Region::new(size);
+        let mut z = core::ptr::null_mut();
+        // SAFETY: the region is ours, `size` bytes, 64-byte aligned.
+        let rc = unsafe { hab_zone_init(&c, region.as_ptr().cast(), region.len(), &mut z) };
+        assert_eq!(rc, HAB_OK);
+        (region, z)
+    }
+
+    /// `GET path` over `ups`: the result, and the body as text.
+    fn get(ups: &[hab_api_upstream], path: &str) -> (hab_result, String) {
+        let req = hab_api_request {
+            method: HAB_API_GET,
+            flags: 0,
+            path: path.as_ptr(),
+            path_len: path.len(),
+            query: core::ptr::null(),
+            query_len: 0,
+            body: core::ptr::null(),
+            body_len: 0,
+            state_file: core::ptr::null(),
+            state_file_len: 0,
+            now_ms: 2,
+            wall_ms: 1_796_126_400_000,
+            owner: 1,
+            alive: Some(alive),
+            alive_data: core::ptr::null_mut(),
+        };
+        let mut out = core::mem::MaybeUninit::<hab_api_response>::uninit();
+        // SAFETY: `req` and `ups` valid (their tables live in the
+        // caller's regions); `out` writable.
+        let rc = unsafe { hab_api_handle(&req, ups.as_ptr(), ups.len(), out.as_mut_ptr()) };
+        if rc != HAB_OK {
+            return (rc, String::new());
+        }
+        // SAFETY: written on HAB_OK.
+        let out = unsafe { out.assume_init() };
+        let mut body = Vec::new();
+        for i in 0.. {
+            let mut data = core::ptr::null();
+            // SAFETY: a live buffer; `data` writable.
+            let n = unsafe { hab_buf_chunk(out.body, i, &mut data) };
+            if n == 0 {
+                break;
+            }
+            // SAFETY: chunk `i`'s `n` bytes, valid until freed.
+            body.extend_from_slice(unsafe { core::slice::from_raw_parts(data, n) });
+        }
+        // SAFETY: buffers of this answer, freed once.
+        unsafe {
+            hab_buf_free(out.body);
+            hab_buf_free(out.log);
+        }
+        (rc, String::from_utf8(body).unwrap())
+    }
+
+    /// The learn table and its zone's name reach the JSON; a NULL table is
+    /// none, a table without its zone's name a NULL argument.
+    #[test]
+    fn a_learn_table_is_shown_with_its_zone_name() {
+        let (_zr, z) = zone(1);
+        let len = hab_learn_size(64);
+        let lr = Region::new(len);
+        let mut t = core::ptr::null_mut();
+        // SAFETY: the region is ours, `len` bytes, 64-byte aligned.
+        let rc = unsafe { hab_learn_init(lr.as_ptr().cast(), lr.len(), 60_000, &mut t) };
+        assert_eq!(rc, HAB_OK);
+        // SAFETY: a valid table; the id's bytes live through the call.
+        let rc = unsafe { hab_learn_learn(t, b"s1".as_ptr(), 2, 7, 1, 1) };
+        assert_eq!(rc, HAB_OK);
+        let name = b"app";
+        let zone_name = b"learnt";
+        let mut up = hab_api_upstream {
+            name: name.as_ptr(),
+            name_len: name.len(),
+            zone: z,
+            learn: t,
+            learn_zone: zone_name.as_ptr(),
+            learn_zone_len: zone_name.len(),
+        };
+        let (rc, body) = get(&[up], "upstreams/app");
+        assert_eq!(rc, HAB_OK);
+        assert!(
+            body.contains(
+                r#""sessions":{"zone":"learnt","entries":1,"capacity":64,"created":1,"evicted":0,"expired":0}"#
+            ),
+            "{body}"
+        );
+        assert!(body.contains(r#""requests":0,"bound":0,"#), "{body}");
+        up.learn_zone = core::ptr::null();
+        assert_eq!(get(&[up], "upstreams/app").0, HAB_NULL_PARAMETER);
+        up.learn = core::ptr::null();
+        let (rc, body) = get(&[up], "upstreams/app");
+        assert_eq!(rc, HAB_OK);
+        assert!(!body.contains("sessions"), "{body}");
+        // An upstream that binds no sessions: no `bound`.
+        let (_zr2, z2) = zone(0);
+        up.zone = z2;
+        let (_, body) = get(&[up], "upstreams/app");
+        assert!(
+            !body.contains("bound") && body.contains("\"requests\":0"),
+            "{body}"
+        );
+    }
 }

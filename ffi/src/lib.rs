@@ -32,6 +32,7 @@ pub mod attempt;
 pub mod buf;
 pub mod conf;
 pub mod health;
+pub mod learn;
 pub mod zone;
 
 use core::ffi::{c_char, c_void};
@@ -46,6 +47,7 @@ pub use attempt::*;
 pub use buf::*;
 pub use conf::*;
 pub use health::*;
+pub use learn::*;
 pub use zone::*;
 
 /// Result codes; explicit and never reused.

@@ -26,6 +26,7 @@ use hab_core::attempt;
 use hab_core::crash;
 use hab_core::layout::stats::TryInfo;
 use hab_core::layout::{self, flight, ledger, PeerState, Zone, LEDGER_SLOTS, TOTAL};
+use hab_core::learn::{self, Learnt, Sessions};
 use hab_core::spec::HashMode;
 use hab_core::spec::HealthSpec;
 use hab_core::write;
@@ -383,6 +384,7 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
                 || p.starts_with("check.")
                 || p.starts_with("admin.")
                 || p.starts_with("claim.")
+                || p.starts_with("learn.")
                 // Only where there is a least_conn tree (counted below).
                 || p.starts_with("lc.");
             assert!(
@@ -1083,6 +1085,7 @@ fn a_patch_racing_a_slot_reuse_changes_nothing() {
         let ups = [hab_api::route::Upstream {
             name: "app",
             zone: z,
+            learn: None,
         }];
         let path = format!("upstreams/app/servers/{pos}");
         let req = hab_api::route::Request {
@@ -1314,4 +1317,168 @@ fn a_worker_killed_while_it_counts_loses_at_most_one_try() {
             assert!(s.responses_total() <= s.requests, "{what}: peer {i}: {s:?}");
         }
     }
+}
+
+/// The learn table of the kill test: 64 records (16 buckets).
+const LEARN_N: u64 = 64;
+
+/// Session `k`'s fingerprint (no allocation: children call it).
+fn lfp(k: u64) -> u64 {
+    learn::fingerprint(&k.to_le_bytes())
+}
+
+/// Session `k`'s server, version `v`: the key above the version.
+fn lsid(k: u64, v: u64) -> u64 {
+    (k << 8) | v
+}
+
+/// A learn table in `shm`, holding sessions 0..60 (version 1) learnt at
+/// 1,000 ms: appends 1..=60 of a 64-record ring.
+fn learn_table(shm: &Shared) -> Sessions<'static> {
+    // SAFETY: the mapping is ours, `len` bytes, alive past every use (the
+    // test drops it after the last).
+    let t = unsafe { Sessions::init(shm.ptr, shm.len, 60_000) }.expect("table fits");
+    assert_eq!(t.capacity() as u64, LEARN_N);
+    for k in 0..60 {
+        assert_eq!(t.learn(lfp(k), lsid(k, 1), 1_000, true), Learnt::Created);
+    }
+    t
+}
+
+/// A worker's learns: creates 60..70 (appends 61..=70; the ring laps, the
+/// records of 0..=5 are overwritten and their ways cleared), refreshes 55
+/// (young: in place), moves 57 to version 2 (append 71, overwriting 6's),
+/// renews 12 (in the old half: append 72, overwriting 7's). Every learn
+/// step is on this path. `false` if a learn did something else.
+fn learner(t: Sessions<'_>) -> bool {
+    let mut ok = true;
+    for k in 60..70 {
+        ok &= t.learn(lfp(k), lsid(k, 1), 1_001, true) == Learnt::Created;
+    }
+    ok &= t.learn(lfp(55), lsid(55, 1), 1_002, false) == Learnt::Refreshed;
+    ok &= t.learn(lfp(57), lsid(57, 2), 1_002, true) == Learnt::Moved;
+    ok &= t.learn(lfp(12), lsid(12, 1), 1_002, false) == Learnt::Renewed;
+    ok
+}
+
+/// The sessions found with version 1 in `t` at 1,002 ms, among 0..70.
+fn found_v1(t: Sessions<'_>) -> Vec<u64> {
+    (0..70)
+        .filter(|&k| t.lookup(lfp(k), 1_002) == Some(lsid(k, 1)))
+        .collect()
+}
+
+/// `created - (entries + evicted + expired)`: 0 when every count landed;
+/// a kill between a CAS and its count leaves one count out.
+fn learn_balance(t: Sessions<'_>, now: u64) -> i64 {
+    let s = t.stats(now);
+    s.created as i64 - (s.entries + s.evicted + s.expired) as i64
+}
+
+/// A learner killed at every step of every learn (an append number
+/// taken, the overwritten record's way cleared, half the record written,
+/// all of it, the way installed or moved, a refresh in place), at every
+/// occurrence its learns reach. After each kill: every lookup answers
+/// nothing or a server learnt for that session; the sessions nobody
+/// touched are all there; the counts add up within the one count a kill
+/// may lose; every session of the learner's can be learnt again and is
+/// then found; and four laps of new sessions work (no slot is left
+/// unusable) and keep the newest, with no entry of before left.
+#[test]
+fn a_learner_killed_at_every_step_leaves_the_table_usable() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shm = Shared::new(4096);
+    let started = std::time::Instant::now();
+    let (counted, untouched) = {
+        let t = learn_table(&shm);
+        let before = found_v1(t);
+        let counted = hits(|| {
+            crash::counting();
+            assert!(learner(t), "the learner's learns");
+        });
+        assert_eq!(learn_balance(t, 1_002), 0);
+        // Untouched by the learner, in place before and after it.
+        let after = found_v1(t);
+        let touched = |k: &u64| *k >= 60 || [12, 55, 57].contains(k);
+        let untouched: Vec<u64> = before
+            .into_iter()
+            .filter(|k| after.contains(k) && !touched(k))
+            .collect();
+        (counted, untouched)
+    };
+    assert!(untouched.len() > 40, "{untouched:?}");
+    let steps: Vec<_> = counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && p.starts_with("learn."))
+        .collect();
+    for p in crash::POINTS.iter().filter(|p| p.starts_with("learn.")) {
+        assert!(steps.iter().any(|(q, _)| q == p), "{p} never reached");
+    }
+    let mut runs = 0;
+    for &&(point, n) in &steps {
+        for nth in 1..=n {
+            let what = format!("learner killed at {point} #{nth}");
+            let t = learn_table(&shm);
+            die_at(point, nth, || learner(t));
+            for k in 0..70 {
+                if let Some(s) = t.lookup(lfp(k), 1_002) {
+                    let ok = s == lsid(k, 1) || (k == 57 && s == lsid(57, 2));
+                    assert!(ok, "{what}: session {k} answered {s:#x}");
+                }
+            }
+            for &k in &untouched {
+                assert_eq!(
+                    t.lookup(lfp(k), 1_002),
+                    Some(lsid(k, 1)),
+                    "{what}: session {k} lost"
+                );
+            }
+            let b = learn_balance(t, 1_002);
+            assert!(
+                b.abs() <= 1,
+                "{what}: counts off by {b}: {:?}",
+                t.stats(1_002)
+            );
+            // The learner's sessions learnt again: found at once.
+            let again = (60..70).map(|k| (k, 1)).chain([(55, 1), (57, 2), (12, 1)]);
+            for (k, v) in again {
+                let r = t.learn(lfp(k), lsid(k, v), 1_003, true);
+                assert_ne!(r, Learnt::Raced, "{what}: session {k}");
+                assert_ne!(r, Learnt::Ignored, "{what}: session {k}");
+                assert_eq!(
+                    t.lookup(lfp(k), 1_003),
+                    Some(lsid(k, v)),
+                    "{what}: session {k} learnt again ({r:?})"
+                );
+            }
+            // Four laps of new sessions.
+            let fresh = 1_000..1_000 + 4 * LEARN_N;
+            for k in fresh.clone() {
+                let r = t.learn(lfp(k), lsid(k, 1), 1_004, true);
+                assert_eq!(r, Learnt::Created, "{what}: new session {k}");
+            }
+            for k in fresh.end - LEARN_N / 4..fresh.end {
+                assert_eq!(
+                    t.lookup(lfp(k), 1_004),
+                    Some(lsid(k, 1)),
+                    "{what}: new session {k}"
+                );
+            }
+            let mut live = 0;
+            t.for_each_live(1_004, |fp, sid, _| {
+                let k = sid >> 8;
+                assert!(fresh.contains(&k) && fp == lfp(k), "{what}: {k} left");
+                live += 1;
+            });
+            assert!(live >= LEARN_N / 2, "{what}: {live} live");
+            let b = learn_balance(t, 1_004);
+            assert!(b.abs() <= 1, "{what}: counts off by {b} after four laps");
+            runs += 1;
+        }
+    }
+    eprintln!(
+        "{runs} learners killed, one at each step, in {:?}",
+        started.elapsed()
+    );
+    assert!(runs >= 40, "{runs}");
 }

@@ -6,7 +6,8 @@
 //! - Per-request overrides in the query string: `delay=MS` (sleep first),
 //!   `status=CODE`, `close=1` (close the connection without answering),
 //!   `linger=MS` (sleep after answering, before reading the next request
-//!   or closing: a backend thread slow to come back).
+//!   or closing: a backend thread slow to come back), `setsid=V` (answer
+//!   with `Set-Cookie: sid=V; Path=/`, a session the application starts).
 //! - `inflight` counts a request from its arrival to just before its
 //!   answer is written (or the connection closed): once nginx has the
 //!   answer it may free the peer and send the next request at once, so a
@@ -444,7 +445,14 @@ impl Backend {
                     body.as_str()
                 };
                 drop(inflight);
-                write_response(&mut &stream, plan.status, &name_hdr, body.as_bytes(), keep)?;
+                // `?setsid=V`: the server starts a session (`sid=V`), as an
+                // application issuing its own session cookie would.
+                let cookie = req.query("setsid").map(|v| format!("sid={v}; Path=/"));
+                let mut headers = name_hdr.to_vec();
+                if let Some(c) = &cookie {
+                    headers.push(("Set-Cookie", c.as_str()));
+                }
+                write_response(&mut &stream, plan.status, &headers, body.as_bytes(), keep)?;
                 if plan.linger_ms > 0 {
                     thread::sleep(Duration::from_millis(plan.linger_ms));
                 }

@@ -83,6 +83,7 @@ api(hab_zone *t, uint32_t method, const char *path, const char *body,
     req.owner = 4242;
     req.alive = api_alive;
 
+    memset(&up, 0, sizeof(up));
     up.name = (const uint8_t *) "app";
     up.name_len = 3;
     up.zone = t;

@@ -486,9 +486,9 @@ pub struct GenHeader {
     /// The caller's `(list id, config)` the membership was built from
     /// ([`Zone::apply_membership`]); zero for configuration builds.
     pub source: [u64; 2],
-    /// Offset of the session index (`u32` entries: a member's slot + 1, 0
-    /// for empty; see [`crate::policy::sticky`]), 0 when the upstream binds
-    /// no sessions.
+    /// Offset of the session index (`u64` entries: the high half of a
+    /// member's session id hash, its slot + 1 below; 0 for empty; see
+    /// [`crate::policy::sticky`]), 0 when the upstream binds no sessions.
     pub sids_off: u64,
     /// Entries of the session index (a power of two, or 0).
     pub sids_len: u32,
@@ -1086,9 +1086,10 @@ impl<'a> Table<'a> {
     /// The session index (empty unless the upstream binds sessions; see
     /// [`crate::policy::sticky`]).
     #[inline]
-    pub fn sids(&self) -> &'a [u32] {
+    pub fn sids(&self) -> &'a [u64] {
         let h = self.header();
-        // SAFETY: sids_len u32s at sids_off (layout contract).
+        // SAFETY: sids_len u64s at sids_off, 8-byte aligned (layout
+        // contract).
         unsafe { self.section(h.sids_off, h.sids_len as usize) }
     }
 

@@ -5,11 +5,14 @@
 //! comparing that id with every server's (`ngx_http_upstream_get_rr_peer_by_sid`,
 //! O(n) per request). Here every generation of an upstream that binds
 //! sessions freezes an open-addressing index of its members' ids: a power
-//! of two entries, at least twice the members, each the member's slot + 1
-//! (0: empty), at the position of the id's hash ([`crate::spec::sid_hash`])
+//! of two entries, at least twice the members, each a `u64` holding the
+//! high half of the id's hash ([`crate::spec::sid_hash`]) above the
+//! member's slot + 1 (0: empty), at the position of the hash's low bits,
 //! probed linearly. A lookup hashes the id, probes until an empty entry,
-//! and compares the candidates' hashes, then their bytes: O(1) expected,
-//! one line of the index and the candidate's names.
+//! and compares the candidates' tags, then their bytes: O(1) expected,
+//! one line of the index and the candidate's names (a lookup by hash
+//! alone, for learnt sessions, compares the full hash in the candidate's
+//! cold line instead).
 //!
 //! A bound request goes to its server through the same eligibility and
 //! acquisition as any pick ([`crate::health::acquire_in`]), with one
@@ -34,21 +37,28 @@ pub fn index_len(spec: &UpstreamSpec<'_>, members: usize) -> usize {
     (2 * members).max(2).next_power_of_two()
 }
 
+/// An index entry: the hash's high half above the slot + 1.
+#[inline]
+fn entry(hash: u64, slot: usize) -> u64 {
+    (hash & !0xffff_ffff) | (slot as u64 + 1)
+}
+
 /// Builds the index of `spec`'s peers, placed as `at` says, into `out`
 /// (zeroed, [`index_len`] entries).
-pub fn build_index(spec: &UpstreamSpec<'_>, at: &Placement<'_>, out: &mut [u32]) {
+pub fn build_index(spec: &UpstreamSpec<'_>, at: &Placement<'_>, out: &mut [u64]) {
     if out.is_empty() {
         return;
     }
     let mask = out.len() - 1;
     for (k, p) in spec.peers.iter().enumerate() {
         let (sid, len) = session_id(p);
-        let mut e = sid_hash(&sid[..len]) as usize & mask;
+        let hash = sid_hash(&sid[..len]);
+        let mut e = hash as usize & mask;
         // At most half full: an empty entry is always found.
         while out[e] != 0 {
             e = (e + 1) & mask;
         }
-        out[e] = at.slot(k) as u32 + 1;
+        out[e] = entry(hash, at.slot(k));
     }
 }
 
@@ -62,19 +72,24 @@ impl Table<'_> {
             return None;
         }
         let mask = index.len() - 1;
-        let colds = self.zone().colds();
+        let tag = hash & !0xffff_ffff;
         let mut e = hash as usize & mask;
         for _ in 0..index.len() {
-            let v = index[e] as usize;
+            let v = index[e];
             if v == 0 {
                 return None;
             }
-            let slot = v - 1;
-            let matches = colds
-                .get(slot)
-                .is_some_and(|c| c.sid_hash.load(core::sync::atomic::Ordering::Relaxed) == hash);
-            if matches && sid.is_none_or(|s| self.zone().sid(slot) == s) {
-                return Some(slot);
+            if v & !0xffff_ffff == tag {
+                let slot = (v & 0xffff_ffff) as usize - 1;
+                let matches = match sid {
+                    Some(s) => self.zone().sid(slot) == s,
+                    None => self.zone().colds().get(slot).is_some_and(|c| {
+                        c.sid_hash.load(core::sync::atomic::Ordering::Relaxed) == hash
+                    }),
+                };
+                if matches {
+                    return Some(slot);
+                }
             }
             e = (e + 1) & mask;
         }

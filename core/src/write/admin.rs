@@ -72,7 +72,8 @@ fn gcd(a: u64, b: u64) -> u64 {
 pub enum ServerState {
     /// Eligible.
     Up,
-    /// Draining with requests still in flight.
+    /// Draining with requests still in flight; in an upstream that binds
+    /// sessions, drained (its bound sessions still reach it).
     Draining,
     /// Down: configured or set down, or drained with nothing in flight.
     Down,
@@ -409,7 +410,9 @@ impl<'a> Zone<'a> {
         let state = if down {
             ServerState::Down
         } else if drain || flags & PeerState::RETIRED != 0 {
-            if active > 0 {
+            // With sessions, a drained server keeps taking its bound
+            // requests (NGINX Plus's drain): draining until undrained.
+            if active > 0 || (drain && self.sessions() && flags & PeerState::RETIRED == 0) {
                 ServerState::Draining
             } else {
                 ServerState::Down

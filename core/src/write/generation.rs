@@ -122,9 +122,9 @@ impl GenPlan {
         let chain_off = maglev_off + maglev_len * 4;
         let s0 = chain_off + chain_len * 4;
         let s1 = s0 + sched_len[0] * 4;
-        let sids_off = s1 + sched_len[1] * 4;
+        let sids_off = round_up(s1 + sched_len[1] * 4, 8);
         let sids_len = sticky::index_len(spec, peers);
-        let size = round_up(sids_off + sids_len * 4, ALIGN);
+        let size = round_up(sids_off + sids_len * 8, ALIGN);
         Ok(GenPlan {
             peers,
             primaries,
@@ -291,9 +291,10 @@ impl GenPlan {
             }
         };
         let alias_len = policy::build_frozen(spec, &at, out)?;
-        // SAFETY: as above: the index's zeroed u32s, inside the plan.
+        // SAFETY: as above: the index's zeroed u64s, 8-byte aligned, inside
+        // the plan.
         let sids = unsafe {
-            core::slice::from_raw_parts_mut(base.add(self.sids_off).cast::<u32>(), self.sids_len)
+            core::slice::from_raw_parts_mut(base.add(self.sids_off).cast::<u64>(), self.sids_len)
         };
         sticky::build_index(spec, &at, sids);
         let header = self.header(spec, seq, ring.len(), shadow.len(), alias_len, source);
