@@ -21,7 +21,7 @@
 #   make soak-short  the same in about 35 s (part of make test)
 #   make bench-proxy whole-process benchmarks: stock nginx, HAProxy and every
 #                    ha_balance policy side by side under wrk, tables and plots
-#                    written to docs/bench-proxy.md (about 25 min)
+#                    written to docs/bench-proxy.md (about 30 min, the sticky scenario included)
 #   make bench | clean
 
 SHELL := /bin/bash

@@ -39,6 +39,30 @@ Scenarios:
   slow            3 servers (hab-backend), one answering 20 ms later than
                   the other two: the share of requests it receives and the
                   client's p50/p99
+  sticky          sessions bound by a cookie, at the SIZES of the throughput
+                  scenario, every server on a port of its own (the cookie
+                  names a server by its address, so 2000 servers need 2000
+                  addresses: one stock nginx listening on as many ports,
+                  answering 200 with `X-Backend: PORT`):
+                    ha_balance round_robin + ha_sticky cookie
+                        `ha_balance round_robin; ha_sticky cookie srv;`
+                    HAProxy roundrobin + cookie
+                        `cookie SRV insert indirect nocache`, `cookie sN`
+                        on each server line
+                  and, under the same load, the same two without binding
+                  (what binding costs). Stock nginx 1.28 has no `sticky`
+                  (nginx 1.29.6 has, with a scan of every server per bound
+                  request, and is not available here): not in this scenario.
+                  wrk runs STICKY_CLIENTS threads, each thread one client:
+                  it keeps the first Set-Cookie it receives (srv=... or
+                  SRV=...) and the X-Backend of that response (its server),
+                  and sends the cookie on every later request, with
+                  `X-Bound: 1`, which the backends echo. Every response
+                  echoing X-Bound whose X-Backend is not the client's server
+                  counts as moved; moved requests (warm-up included) fail
+                  the run. The few requests each client sends before its
+                  first response are unbound (balanced); they are counted
+                  apart.
 
 For each load balancer and round: requests/s, non-2xx and socket errors
 (from wrk's own counters), the client's p50/p99 latency, and the load
@@ -59,6 +83,10 @@ Knobs (environment):
   HAB_BENCH_KEEPALIVE=256   nginx's idle connections to the backends (keepalive)
   HAB_BENCH_ONLY=REGEX      only the load balancers whose name matches
   HAB_BENCH_SLOW=1          0 skips the slow-backend scenario
+  HAB_BENCH_STICKY=1        0 skips the sticky scenario; "only" runs it alone
+                            (no throughput or slow-backend scenario)
+  HAB_BENCH_STICKY_CLIENTS=4  wrk threads = clients of the sticky scenario
+                            (each with CONNECTIONS / CLIENTS connections)
   HAB_BENCH_OUT=docs        where bench-proxy.md and bench-proxy/*.svg go
   HAB_NGINX_BIN, HAB_MODULE_SO, HAB_BACKEND_BIN, HAB_HAPROXY_BIN, HAB_DNS_BIN
 """
@@ -93,6 +121,8 @@ CONNECTIONS = int(os.environ.get("HAB_BENCH_CONNECTIONS", "32"))
 KEEPALIVE = int(os.environ.get("HAB_BENCH_KEEPALIVE", "256"))
 ONLY = re.compile(os.environ.get("HAB_BENCH_ONLY", ""))
 SLOW = os.environ.get("HAB_BENCH_SLOW", "1") != "0"
+STICKY = os.environ.get("HAB_BENCH_STICKY", "1")
+STICKY_CLIENTS = int(os.environ.get("HAB_BENCH_STICKY_CLIENTS", "4"))
 OUT = os.path.join(ROOT, os.environ.get("HAB_BENCH_OUT", "docs"))
 WARMUP = 1
 BACKEND_PORTS = 20
@@ -140,6 +170,88 @@ done = function(summary, latency, requests)
     '"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d}\n',
     summary.requests, summary.duration, e.connect, e.read, e.write,
     e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+# The sticky scenario: name, kind, upstream lines, HAProxy balance, whether
+# it binds sessions (HAProxy: `cookie SRV insert indirect nocache` and
+# `cookie sN` per server). The two that do not bind get the same load.
+STICKY_LBS = [
+    ("ha_balance round_robin + ha_sticky cookie", "ha",
+     "ha_balance round_robin; ha_sticky cookie srv;", None, True),
+    ("HAProxy roundrobin + cookie", "haproxy", None, "roundrobin", True),
+    ("ha_balance round_robin, no binding", "ha", "ha_balance round_robin;", None, False),
+    ("HAProxy roundrobin, no binding", "haproxy", None, "roundrobin", False),
+]
+
+# Each wrk thread is one client with a session: the first Set-Cookie it
+# receives (whatever its name: srv= from nginx, SRV= from HAProxy) is
+# sent back on every later request of the thread, with X-Bound: 1, which
+# the backends echo; `home` is the X-Backend of the response that set the
+# cookie. A response echoing X-Bound from another backend counts as moved.
+# HAProxy writes header names in lower case: compared without case.
+STICKY_LUA = r"""
+local threads = {}
+setup = function(thread)
+  table.insert(threads, thread)
+  thread:set("id", #threads)
+end
+
+bound, moved, unbound, nobackend = 0, 0, 0, 0
+home = nil
+local cookie = nil
+local hdrs = nil
+local n = 0
+request = function()
+  n = n + 1
+  local path = "/k" .. ((n * 7919 + (id or 0) * 15485863) % 100000)
+  if cookie then
+    return wrk.format("GET", path, hdrs)
+  end
+  return wrk.format("GET", path)
+end
+response = function(status, headers, body)
+  local backend, setc, was_bound
+  for k, v in pairs(headers) do
+    local l = string.lower(k)
+    if l == "x-backend" then backend = v
+    elseif l == "set-cookie" then setc = v
+    elseif l == "x-bound" then was_bound = true end
+  end
+  if backend == nil then nobackend = nobackend + 1 end
+  if was_bound then
+    bound = bound + 1
+    if backend ~= home then moved = moved + 1 end
+  else
+    unbound = unbound + 1
+    if cookie == nil and setc ~= nil and backend ~= nil then
+      cookie = string.match(setc, "^[^;]*")
+      home = backend
+      hdrs = {["Cookie"] = cookie, ["X-Bound"] = "1"}
+    end
+  end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local b, m, u, nb, homes, seen = 0, 0, 0, 0, 0, {}
+  for _, t in ipairs(threads) do
+    b = b + t:get("bound")
+    m = m + t:get("moved")
+    u = u + t:get("unbound")
+    nb = nb + t:get("nobackend")
+    local h = t:get("home")
+    if h ~= nil and not seen[h] then
+      seen[h] = true
+      homes = homes + 1
+    end
+  end
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,' ..
+    '"write":%d,"status":%d,"timeout":%d,"p50_us":%d,"p99_us":%d,' ..
+    '"bound":%d,"moved":%d,"unbound":%d,"nobackend":%d,"homes":%d,"clients":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write,
+    e.status, e.timeout, latency:percentile(50), latency:percentile(99),
+    b, m, u, nb, homes, #threads))
 end
 """
 
@@ -265,8 +377,8 @@ def cpu_ticks(pid):
     return total
 
 
-def run_wrk(port, seconds, lua):
-    argv = pinned(1, ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s",
+def run_wrk(port, seconds, lua, threads=1):
+    argv = pinned(1, ["wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s",
                       "-s", lua, f"http://127.0.0.1:{port}/"])
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     for line in out.stdout.splitlines():
@@ -276,8 +388,10 @@ def run_wrk(port, seconds, lua):
 
 
 class LoadBalancer:
-    def __init__(self, procs, ports, workdir, name, kind, upstream, balance, servers, dns=None):
+    def __init__(self, procs, ports, workdir, name, kind, upstream, balance, servers, dns=None,
+                 cookie=False):
         self.name, self.kind = name, kind
+        self.cookie = cookie  # HAProxy: binds sessions by a cookie
         self.resolved = upstream is not None and RESOLVE in upstream
         self.port = ports.take()
         self.dir = os.path.join(workdir, re.sub(r"[^a-z0-9]+", "-", name.lower()) + f"-{len(servers)}")
@@ -378,7 +492,9 @@ http {{
 """
 
     def haproxy_conf(self, balance, servers):
-        lines = "".join(f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(servers))
+        cookie = "    cookie SRV insert indirect nocache\n" if self.cookie else ""
+        lines = "".join(f"    server s{i} 127.0.0.1:{p}" + (f" cookie s{i}" if self.cookie else "")
+                        + "\n" for i, p in enumerate(servers))
         return f"""global
     nbthread 1
     maxconn 8192
@@ -395,12 +511,16 @@ frontend f
     default_backend b
 backend b
     balance {balance}
-{lines}"""
+{cookie}{lines}"""
 
-    def measure(self, lua):
-        run_wrk(self.port, WARMUP, lua)
+    def measure(self, lua, threads=1):
+        w = run_wrk(self.port, WARMUP, lua, threads)
         before = cpu_ticks(self.proc.pid)
-        r = run_wrk(self.port, SECONDS, lua)
+        r = run_wrk(self.port, SECONDS, lua, threads)
+        if "moved" in w:
+            # sessions must hold during the warm-up too
+            r["warmup_moved"] = w["moved"]
+            r["warmup_nobackend"] = w["nobackend"]
         r["lb_cpu_s"] = (cpu_ticks(self.proc.pid) - before) / CLK_TCK
         r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
         r["us_per_request"] = r["lb_cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
@@ -463,6 +583,48 @@ http {{
     for i in range(BACKEND_PORTS):
         wait_http(base + i)
     return [base + i for i in range(BACKEND_PORTS)]
+
+
+def start_sticky_backends(procs, ports, workdir, n):
+    """One stock nginx on n consecutive ports (a cookie names a server by
+    its address: every server needs one of its own), answering 200 with
+    the port in X-Backend and the request's X-Bound echoed (nginx leaves an
+    empty header out)."""
+    base = ports.take(n)
+    d = os.path.join(workdir, "sticky-backends")
+    os.makedirs(os.path.join(d, "logs"), exist_ok=True)
+    listens = "".join(f"        listen 127.0.0.1:{base + i} backlog=4096;\n" for i in range(n))
+    conf = f"""daemon off;
+worker_processes 1;
+worker_rlimit_nofile {n + 20000};
+error_log {d}/logs/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections {n + 16384}; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    server {{
+{listens}        location / {{
+            add_header X-Backend $server_port;
+            add_header X-Bound $http_x_bound;
+            return 200 "ok\\n";
+        }}
+    }}
+}}
+"""
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(conf)
+    procs.start(pinned(1, [NGINX, "-p", d, "-c", os.path.join(d, "nginx.conf")]),
+                stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "logs", "stderr"), "w"))
+    wait_http(base)
+    # all of them (bounded: 10 s for the first not answering, 60 s in all)
+    end = time.monotonic() + 60
+    for i in range(n):
+        if time.monotonic() > end:
+            raise RuntimeError(f"{n} backend ports not all answering after 60 s")
+        wait_http(base + i)
+    return [base + i for i in range(n)]
 
 
 def start_slow_backends(procs, ports):
@@ -530,12 +692,15 @@ def median_range(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
-    """Starts every load balancer on `servers`, measures them in alternating
-    order for ROUNDS rounds, stops them; returns name -> list of rounds."""
+def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None, specs=None,
+                 threads=1):
+    """Starts every load balancer of `specs` (LBS unless given) on
+    `servers`, measures them in alternating order for ROUNDS rounds (wrk
+    with `threads` threads), stops them; returns name -> list of rounds."""
+    specs = LBS if specs is None else specs
     lbs, skipped = [], {}
     dns, dns_error = None, None
-    if any(ONLY.search(n) and u and RESOLVE in u for n, _, u, _ in LBS):
+    if any(ONLY.search(n) and u and RESOLVE in u for n, _, u, *_ in specs):
         if not os.access(HABDNS, os.X_OK):
             dns_error = f"no hab-dns at {HABDNS} (cargo build --bins)"
         else:
@@ -543,7 +708,7 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
                 dns = Dns(procs, servers, workdir)
             except Exception as e:  # noqa: BLE001 -- reported with the variants
                 dns_error = f"did not start: {e}"
-    for name, kind, upstream, balance in LBS:
+    for name, kind, upstream, balance, *binds in specs:
         if not ONLY.search(name):
             continue
         if kind == "haproxy" and not os.access(HAPROXY, os.X_OK):
@@ -555,7 +720,7 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
             continue
         try:
             lbs.append(LoadBalancer(procs, ports, workdir, name, kind, upstream, balance,
-                                    servers, dns))
+                                    servers, dns, cookie=bool(binds and binds[0])))
         except Exception as e:  # noqa: BLE001 -- reported, and the run fails at the end
             skipped[name] = f"did not start: {e}"
             log(f"  {name}: {skipped[name]}")
@@ -566,7 +731,7 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
         order = lbs[rnd % len(lbs):] + lbs[:rnd % len(lbs)] if lbs else []
         for lb in order:
             before = [backend_requests(p) for p in slow_ports] if slow_ports else None
-            r = lb.measure(lua)
+            r = lb.measure(lua, threads)
             if slow_ports:
                 after = [backend_requests(p) for p in slow_ports]
                 served = [a - b for a, b in zip(after, before)]
@@ -574,6 +739,11 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None):
                 r["served"] = served
             results[lb.name].append(r)
             extra = f"  slow share {r['slow_share']:.1%}" if slow_ports and r["slow_share"] is not None else ""
+            if "moved" in r:
+                extra += (f"  bound {r['bound']} moved {r['moved'] + r.get('warmup_moved', 0)}"
+                          f" unbound {r['unbound']} servers {r['homes']}/{r['clients']} clients")
+                if r["moved"] + r.get("warmup_moved", 0):
+                    extra += "  <-- STICKINESS BROKEN: requests moved"
             cpu = f"{r['us_per_request']:.1f}" if r["us_per_request"] is not None else "-"
             log(f"  [{label} round {rnd + 1}/{ROUNDS}] {lb.name:36s} {r['rps']:9.0f} req/s"
                 f"  {cpu:>6s} us/req  p99 {r['p99_us'] / 1000:.2f} ms"
@@ -593,6 +763,14 @@ def summarize(rounds):
     s["non_2xx"] = sum(r["status"] for r in rounds)
     s["errors"] = sum(r["errors"] for r in rounds)
     s["requests"] = sum(r["requests"] for r in rounds)
+    if rounds and "moved" in rounds[0]:
+        # the sticky scenario's wrk (STICKY_LUA): moved counts the warm-ups too
+        s["bound"] = sum(r["bound"] for r in rounds)
+        s["unbound"] = sum(r["unbound"] for r in rounds)
+        s["moved"] = sum(r["moved"] + r.get("warmup_moved", 0) for r in rounds)
+        s["nobackend"] = sum(r["nobackend"] + r.get("warmup_nobackend", 0) for r in rounds)
+        s["homes"] = max(r["homes"] for r in rounds)
+        s["clients"] = max(r["clients"] for r in rounds)
     return s
 
 
@@ -616,15 +794,20 @@ def plots(report, outdir):
     plt.rcParams["font.size"] = 9
     meta = {"Date": None, "Creator": "scripts/bench-proxy.py (matplotlib)"}
     files = []
-    names = [n for n, *_ in LBS if any(n in report["throughput"][str(s)]["summary"] for s in SIZES)]
     colors = {"stock": "#7f8c8d", "haproxy": "#2e86c1", "ha": "#c0392b"}
-    kinds = {n: k for n, k, *_ in LBS}
+    kinds = {n: k for n, k, *_ in LBS + STICKY_LBS}
 
-    def bars(metric, title, xlabel, fname, scale=1.0):
-        fig, axes = plt.subplots(1, len(SIZES), figsize=(4.2 * len(SIZES), 0.32 * len(names) + 1.4),
+    def bars(metric, title, xlabel, fname, scale=1.0, section=None, specs=LBS):
+        # section: size (as text) -> {"summary": ...}; the throughput scenario's
+        section = report["throughput"] if section is None else section
+        sizes = sorted(int(x) for x in section)
+        names = [n for n, *_ in specs if any(n in section[str(x)]["summary"] for x in sizes)]
+        if not names:
+            return
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 0.32 * len(names) + 1.4),
                                  sharey=True, squeeze=False)
-        for ax, size in zip(axes[0], SIZES):
-            summ = report["throughput"][str(size)]["summary"]
+        for ax, size in zip(axes[0], sizes):
+            summ = section[str(size)]["summary"]
             ys = list(range(len(names)))[::-1]
             med, lo, hi, cs = [], [], [], []
             for n in names:
@@ -651,11 +834,16 @@ def plots(report, outdir):
         plt.close(fig)
         files.append(path)
 
-    bars("rps", f"Requests per second (median of {ROUNDS}; bars: min–max)", "requests/s",
-         "throughput.svg")
-    bars("us_per_request", f"Load balancer CPU per request (median of {ROUNDS}; bars: min–max)",
-         "µs of CPU",
-         "cpu-per-request.svg")
+    if report["throughput"]:
+        bars("rps", f"Requests per second (median of {ROUNDS}; bars: min–max)", "requests/s",
+             "throughput.svg")
+        bars("us_per_request", f"Load balancer CPU per request (median of {ROUNDS}; bars: min–max)",
+             "µs of CPU",
+             "cpu-per-request.svg")
+    if report.get("sticky"):
+        st = report["sticky"]
+        bars("rps", f"Sessions bound by a cookie: requests per second (median of {st['rounds']}; "
+             "bars: min–max)", "requests/s", "sticky.svg", section=st["sizes"], specs=STICKY_LBS)
 
     if report.get("slow"):
         summ = report["slow"]["summary"]
@@ -733,7 +921,10 @@ def markdown(report):
         "machine disturb least.",
         "",
     ]
-    for size in SIZES:
+    if not report["throughput"]:
+        lines += ["The throughput and slow-backend scenarios were not run "
+                  "(`HAB_BENCH_STICKY=only`).", ""]
+    for size in sorted(int(x) for x in report["throughput"]):
         sc = report["throughput"][str(size)]
         base = sc["summary"].get("nginx round robin + zone")
         lines += [f"## {size:,} servers", "",
@@ -756,8 +947,9 @@ def markdown(report):
                          f"{fmt_range(s['us_per_request'], '.1f')} | {cpu_ratio} | {fmt(s['p50_us'], '.2f', 1e-3)} | "
                          f"{fmt(s['p99_us'], '.2f', 1e-3)} | {s['non_2xx']} | {s['errors']} |")
         lines.append("")
-    lines += ["![requests per second](bench-proxy/throughput.svg)", "",
-              "![CPU per request](bench-proxy/cpu-per-request.svg)", ""]
+    if report["throughput"]:
+        lines += ["![requests per second](bench-proxy/throughput.svg)", "",
+                  "![CPU per request](bench-proxy/cpu-per-request.svg)", ""]
     if report.get("slow"):
         sc = report["slow"]
         lines += [f"## One server {SLOW_DELAY_MS} ms slower", "",
@@ -776,8 +968,91 @@ def markdown(report):
                          f"{fmt(s['rps'], ',.0f')} | {fmt_range(s['p50_us'], '.2f', 1e-3)} | "
                          f"{fmt_range(s['p99_us'], '.2f', 1e-3)} | {s['non_2xx']} | {s['errors']} |")
         lines += ["", "![slow backend](bench-proxy/slow-backend.svg)", ""]
+    if report.get("sticky"):
+        lines += sticky_markdown(report["sticky"])
     lines += ["The raw figures of every round: [bench-proxy/results.json](bench-proxy/results.json).", ""]
     return "\n".join(lines)
+
+
+def sticky_markdown(st):
+    """The sticky scenario's section of the report."""
+    lines = [
+        "## Sessions bound by a cookie (sticky)", "",
+        f"Measured {st['date']} (code `{st.get('code', '?')}`): {st['rounds']} rounds "
+        f"of {st['seconds']} s (after "
+        f"{WARMUP} s of warm-up), wrk with {st['clients']} threads and "
+        f"{st['connections']} connections; run alone with `HAB_BENCH_STICKY=only`, "
+        "left out with `HAB_BENCH_STICKY=0`.", "",
+        "- *ha_balance round_robin + ha_sticky cookie*: `ha_balance round_robin;",
+        "  ha_sticky cookie srv;` — the response carries `Set-Cookie: srv=<32 hex>`",
+        "  (the MD5 of the server's address), a request with it goes to that server.",
+        "- *HAProxy roundrobin + cookie*: `balance roundrobin`, `cookie SRV insert",
+        "  indirect nocache` and `cookie sN` on each server line.",
+        "- *…, no binding*: the same two without the cookie, under the same load:",
+        "  what binding costs.",
+        "- Stock nginx is not in this scenario: nginx 1.28 (the vendored build)",
+        "  has no `sticky`. nginx 1.29.6's `sticky` (not available here) finds a",
+        "  bound request's server by comparing its id with every server's, under",
+        "  the upstream's lock: O(servers) per request; ha_sticky's lookup is an",
+        "  index of the ids, O(1) (`benches/sticky.rs`).",
+        "",
+        "Each server has a port of its own (a cookie names a server by its",
+        "address; the throughput scenario repeats 20 ports): one stock nginx on",
+        "as many ports answers `200 ok` with `X-Backend: PORT`. Each wrk thread",
+        "is one client: it keeps the first `Set-Cookie` it receives and the",
+        "`X-Backend` of that response (its server), then sends `Cookie:` and",
+        "`X-Bound: 1` on every request, and the backends echo `X-Bound`.",
+        "*bound*: responses to requests that carried the cookie; *moved*: those",
+        "of them answered by another server than the client's (warm-ups",
+        "included; anything but 0 fails the run); *servers*: how many servers",
+        "the clients were bound to (most over the rounds; at most one per",
+        "client, so with moved 0 no other server received a bound request);",
+        "*unbound*: the requests each client sent before its first response",
+        "came back (balanced; a few per connection). The other columns as",
+        "above; *vs no binding*: requests/s, and requests per CPU-second, over",
+        "those of the same load balancer without binding in the same rounds.",
+        "",
+        "Reading it: *moved* 0 and *servers* at most the clients is the",
+        "check that sessions held. The cost of binding itself is *vs no",
+        "binding* at 3 servers (the same connections to the same servers",
+        "either way). With 2,000 servers it is mostly something else: without",
+        "binding, requests go round 2,000 addresses, more than the idle",
+        f"connections nginx keeps (`keepalive {st.get('keepalive', KEEPALIVE)}`; its cache is searched",
+        "linearly), so many of them open a new connection to their server,",
+        "where HAProxy keeps idle connections per server; bound, the clients'",
+        "requests go to a few servers, whose connections are reused. Between",
+        "the two sticky rows, at 2,000 servers, lies the cost of finding the",
+        "bound server among 2,000.",
+        "",
+    ]
+    refs = {"ha_balance round_robin + ha_sticky cookie": "ha_balance round_robin, no binding",
+            "HAProxy roundrobin + cookie": "HAProxy roundrobin, no binding"}
+    for size in sorted(int(x) for x in st["sizes"]):
+        sc = st["sizes"][str(size)]
+        lines += [f"### {size:,} servers", "",
+                  "| load balancer | req/s | vs no binding | busy | µs/req | per CPU-s vs no binding "
+                  "| p50 ms | p99 ms | bound | moved | servers | unbound | non-2xx | socket errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for name, *_ in STICKY_LBS:
+            s = sc["summary"].get(name)
+            if s is None:
+                if name in sc["skipped"]:
+                    lines.append(f"| {name} | skipped: {sc['skipped'][name]} |" + " |" * 12)
+                continue
+            base = sc["summary"].get(refs.get(name, ""))
+            ratio = (f"{s['rps']['median'] / base['rps']['median']:.2f}×"
+                     if base and s["rps"] else "—")
+            cpu_ratio = (f"{base['us_per_request']['median'] / s['us_per_request']['median']:.2f}×"
+                         if base and base["us_per_request"] and s["us_per_request"] else "—")
+            lines.append(f"| {name} | {fmt_range(s['rps'], ',.0f')} | {ratio} | "
+                         f"{fmt(s['lb_busy'], '.0f', 100)}% | "
+                         f"{fmt_range(s['us_per_request'], '.1f')} | {cpu_ratio} | "
+                         f"{fmt(s['p50_us'], '.2f', 1e-3)} | {fmt(s['p99_us'], '.2f', 1e-3)} | "
+                         f"{s['bound']:,} | {s['moved']} | {s['homes']} of {s['clients']} clients | "
+                         f"{s['unbound']:,} | {s['non_2xx']} | {s['errors']} |")
+        lines.append("")
+    lines += ["![sticky requests per second](bench-proxy/sticky.svg)", ""]
+    return lines
 
 
 def write_report(report, failed):
@@ -796,7 +1071,8 @@ def write_report(report, failed):
     log(f"\nwritten: {os.path.join(OUT, 'bench-proxy.md')}, {outdir}/results.json"
         + "".join(f", {p}" for p in files))
     if failed:
-        die("client-visible errors or load balancers that did not start:\n  " + "\n  ".join(failed))
+        die("client-visible errors, moved sessions or load balancers that did not start:\n  "
+            + "\n  ".join(failed))
 
 
 def replot(path):
@@ -806,9 +1082,16 @@ def replot(path):
         report = json.load(f)
     ROUNDS, SECONDS, CONNECTIONS = report["rounds"], report["seconds"], report["connections"]
     SIZES = sorted(int(s) for s in report["throughput"])
-    for sc in list(report["throughput"].values()) + ([report["slow"]] if report.get("slow") else []):
+    for sc in scenarios(report):
         sc["summary"] = {n: summarize(r) for n, r in sc["rounds"].items()}
     write_report(report, [])
+
+
+def scenarios(report):
+    """Every scenario of a report: {"rounds", "skipped", "summary"} each."""
+    return (list(report["throughput"].values())
+            + ([report["slow"]] if report.get("slow") else [])
+            + (list(report["sticky"]["sizes"].values()) if report.get("sticky") else []))
 
 
 def main():
@@ -824,6 +1107,10 @@ def main():
         die("wrk is missing (apt-get install wrk)")
     if ROUNDS < 1 or SECONDS < 1 or not SIZES:
         die("HAB_BENCH_ROUNDS, HAB_BENCH_SECONDS and HAB_BENCH_SIZES must be positive")
+    if STICKY not in ("0", "1", "only"):
+        die("HAB_BENCH_STICKY is 1 (default), 0 or only")
+    if STICKY != "0" and not 1 <= STICKY_CLIENTS <= CONNECTIONS:
+        die("HAB_BENCH_STICKY_CLIENTS must be between 1 and HAB_BENCH_CONNECTIONS")
 
     procs, ports = Procs(), Ports()
     workdir = tempfile.mkdtemp(prefix="hab-bench-proxy-")
@@ -831,8 +1118,12 @@ def main():
     lua = os.path.join(workdir, "paths.lua")
     with open(lua, "w") as f:
         f.write(WRK_LUA)
+    sticky_lua = os.path.join(workdir, "sticky.lua")
+    with open(sticky_lua, "w") as f:
+        f.write(STICKY_LUA)
     # the knobs that differ from their defaults, for the command printed
-    knobs = {k: os.environ[k] for k in ("HAB_BENCH_ONLY", "HAB_BENCH_SLOW", "HAB_BENCH_OUT",
+    knobs = {k: os.environ[k] for k in ("HAB_BENCH_ONLY", "HAB_BENCH_SLOW", "HAB_BENCH_STICKY",
+                                         "HAB_BENCH_STICKY_CLIENTS", "HAB_BENCH_OUT",
                                          "HAB_BENCH_CONNECTIONS", "HAB_BENCH_KEEPALIVE")
              if os.environ.get(k)}
     report = {"machine": machine(), "rounds": ROUNDS, "seconds": SECONDS,
@@ -840,28 +1131,53 @@ def main():
     t0 = time.monotonic()
     failed = []
     try:
-        ports_b = start_nginx_backends(procs, ports, workdir)
-        for size in SIZES:
+        ports_b = start_nginx_backends(procs, ports, workdir) if STICKY != "only" else []
+        for size in SIZES if STICKY != "only" else []:
             servers = [ports_b[i % BACKEND_PORTS] for i in range(size)]
             log(f"throughput, {size} servers")
             res, skipped = run_scenario(procs, ports, workdir, lua, servers, f"{size} servers")
             report["throughput"][str(size)] = {
                 "rounds": res, "skipped": skipped,
                 "summary": {n: summarize(r) for n, r in res.items()}}
-        if SLOW:
+        if SLOW and STICKY != "only":
             log(f"slow backend: one of 3 servers {SLOW_DELAY_MS} ms slower")
             slow_ports, _ = start_slow_backends(procs, ports)
             res, skipped = run_scenario(procs, ports, workdir, lua, slow_ports, "slow", slow_ports)
             report["slow"] = {"rounds": res, "skipped": skipped,
                               "summary": {n: summarize(r) for n, r in res.items()}}
+        if STICKY != "0":
+            st = report["sticky"] = {
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": ROUNDS,
+                "seconds": SECONDS, "connections": CONNECTIONS, "clients": STICKY_CLIENTS,
+                "keepalive": KEEPALIVE, "code": report["machine"]["commit"], "sizes": {}}
+            sticky_ports = start_sticky_backends(procs, ports, workdir, max(SIZES))
+            for size in SIZES:
+                log(f"sticky sessions, {size} servers, {STICKY_CLIENTS} clients")
+                res, skipped = run_scenario(procs, ports, workdir, sticky_lua,
+                                            sticky_ports[:size], f"sticky {size}",
+                                            specs=STICKY_LBS, threads=STICKY_CLIENTS)
+                st["sizes"][str(size)] = {"rounds": res, "skipped": skipped,
+                                          "summary": {n: summarize(r) for n, r in res.items()}}
     finally:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    for sc in list(report["throughput"].values()) + ([report["slow"]] if report.get("slow") else []):
+    binds = {n for n, *_, b in STICKY_LBS if b}
+    for sc in scenarios(report):
         for name, s in sc["summary"].items():
             if s["non_2xx"] or s["errors"]:
                 failed.append(f"{name}: {s['non_2xx']} non-2xx, {s['errors']} socket errors")
+            if "moved" not in s:
+                continue
+            # sticky: every bound request on its client's server
+            if s["moved"]:
+                failed.append(f"{name}: STICKINESS BROKEN: {s['moved']} of {s['bound']} bound "
+                              "requests answered by another server than the client's")
+            if s["nobackend"]:
+                failed.append(f"{name}: {s['nobackend']} responses without X-Backend")
+            if name in binds and (not s["bound"] or s["homes"] > s["clients"]):
+                failed.append(f"{name}: {s['bound']} bound requests, {s['homes']} servers for "
+                              f"{s['clients']} clients: the cookie did not bind")
         for name, why in sc["skipped"].items():
             if "did not start" in why:
                 failed.append(f"{name}: {why}")
