@@ -136,6 +136,7 @@ typedef struct {
     ngx_msec_t                          timeout;
     ngx_str_t                           host;       /* the upstream's name */
     ngx_shm_zone_t                     *shm_zone;
+    ngx_str_t                          *state_file; /* ha_state_file */
     hab_learn                          *learn;
     void                               *learn_mem;
     size_t                              learn_len;
@@ -226,6 +227,7 @@ extern ngx_module_t  ngx_http_upstream_ha_module;
 ngx_int_t ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle);
 void ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle);
+void ngx_http_upstream_ha_exit_master(ngx_cycle_t *cycle);
 
 /* ngx_http_upstream_ha_peers.c: nginx's peers and the core's */
 ngx_int_t ngx_http_upstream_ha_add_peers(ngx_conf_t *cf,
@@ -298,6 +300,7 @@ void ngx_http_upstream_ha_sticky_picked(ngx_http_upstream_ha_peer_data_t *hp,
     ngx_peer_connection_t *pc, hab_pick *pick);
 void ngx_http_upstream_ha_sticky_learn(ngx_http_upstream_ha_peer_data_t *hp);
 ngx_int_t ngx_http_upstream_ha_sticky_filter_init(ngx_conf_t *cf);
+void ngx_http_upstream_ha_save_sessions(ngx_cycle_t *cycle);
 
 /* ngx_http_upstream_ha_zone.c: the shared memory zone's init */
 ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,

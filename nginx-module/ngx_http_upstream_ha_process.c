@@ -152,3 +152,15 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
         hcf->slot = HAB_NO_SLOT;
     }
 }
+
+
+/*
+ * The master's exit (a stop, a restart): learnt sessions go to the
+ * sessions file beside ha_state_file, for the next start.
+ */
+
+void
+ngx_http_upstream_ha_exit_master(ngx_cycle_t *cycle)
+{
+    ngx_http_upstream_ha_save_sessions(cycle);
+}

@@ -52,6 +52,8 @@ static ngx_int_t ngx_http_upstream_ha_sticky_header_filter(
 static ngx_int_t ngx_http_upstream_ha_learn_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static hab_learn *ngx_http_upstream_ha_old_learn(ngx_shm_zone_t *shm_zone);
+static void ngx_http_upstream_ha_restore_sessions(ngx_shm_zone_t *shm_zone,
+    ngx_http_upstream_ha_sticky_conf_t *scf);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -622,6 +624,9 @@ ngx_http_upstream_ha_init_sticky(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
+    hcf->sticky.state_file = (hcf->hmcf != NULL && hcf->hmcf->state_file.len)
+                             ? &hcf->hmcf->state_file : NULL;
+
     /* with nginx's own "sticky" about (1.29.6+), every upstream keeps ids */
 
     hcf->conf.sessions = (hcf->sticky.mode != 0) || HAB_STOCK_SID;
@@ -1109,16 +1114,131 @@ ngx_http_upstream_ha_learn_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     old = ngx_http_upstream_ha_old_learn(shm_zone);
 
-    if (old != NULL
-        && hab_learn_carry(scf->learn, old, ngx_current_msec, &carried)
-           == HAB_OK)
-    {
-        ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
-                      "sticky zone \"%V\": %uL sessions kept",
-                      &shm_zone->shm.name, carried);
+    if (old != NULL) {
+        if (hab_learn_carry(scf->learn, old, ngx_current_msec, &carried)
+            == HAB_OK)
+        {
+            ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
+                          "sticky zone \"%V\": %uL sessions kept",
+                          &shm_zone->shm.name, carried);
+        }
+
+        return NGX_OK;
     }
 
+    /* a fresh start: the sessions the last master saved */
+
+    ngx_http_upstream_ha_restore_sessions(shm_zone, scf);
+
     return NGX_OK;
+}
+
+
+static void
+ngx_http_upstream_ha_restore_sessions(ngx_shm_zone_t *shm_zone,
+    ngx_http_upstream_ha_sticky_conf_t *scf)
+{
+    uint64_t     restored;
+    hab_buf     *err;
+    hab_result   rc;
+
+    if (scf->state_file == NULL) {
+        return;
+    }
+
+    err = NULL;
+    restored = 0;
+
+    rc = hab_sessions_restore(scf->state_file->data, scf->state_file->len,
+                              shm_zone->shm.name.data, shm_zone->shm.name.len,
+                              scf->learn, ngx_current_msec, &restored, &err);
+
+    if (rc != HAB_OK) {
+        if (err != NULL) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "sticky zone \"%V\": sessions file %*s",
+                          &shm_zone->shm.name, hab_buf_len(err),
+                          hab_buf_data(err));
+            hab_buf_free(err);
+        }
+
+        return;
+    }
+
+    if (restored) {
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "sticky zone \"%V\": %uL sessions restored",
+                      &shm_zone->shm.name, restored);
+    }
+}
+
+
+/* at the master's exit: every learn zone's sessions, for the next start */
+
+void
+ngx_http_upstream_ha_save_sessions(ngx_cycle_t *cycle)
+{
+    uint64_t                           saved;
+    hab_buf                           *err;
+    ngx_str_t                         *state_file;
+    ngx_uint_t                         i, n;
+    hab_result                         rc;
+    hab_learn_zone                    *zones;
+    ngx_http_upstream_ha_srv_conf_t   *hcf;
+
+    n = 0;
+    i = 0;
+    state_file = NULL;
+
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
+        if (hcf->sticky.learn != NULL && hcf->sticky.state_file != NULL) {
+            state_file = hcf->sticky.state_file;
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    zones = ngx_alloc(n * sizeof(hab_learn_zone), cycle->log);
+    if (zones == NULL) {
+        return;
+    }
+
+    n = 0;
+    i = 0;
+
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
+        if (hcf->sticky.learn != NULL && hcf->sticky.state_file != NULL) {
+            zones[n].name = hcf->sticky.shm_zone->shm.name.data;
+            zones[n].name_len = hcf->sticky.shm_zone->shm.name.len;
+            zones[n].table = hcf->sticky.learn;
+            n++;
+        }
+    }
+
+    ngx_time_update();
+
+    err = NULL;
+    saved = 0;
+
+    rc = hab_sessions_save(state_file->data, state_file->len, zones, n,
+                           ngx_current_msec, &saved, &err);
+
+    if (rc == HAB_OK) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "%uL learnt sessions of %ui zones saved beside "
+                      "ha_state_file \"%V\"", saved, n, state_file);
+
+    } else if (err != NULL) {
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "cannot save learnt sessions: %*s",
+                      hab_buf_len(err), hab_buf_data(err));
+        hab_buf_free(err);
+    }
+
+    ngx_free(zones);
 }
 
 

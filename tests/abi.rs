@@ -110,6 +110,11 @@ fn structs_match_the_header() {
         reserved,
         panic
     });
+    same_layout!(hab_learn_zone {
+        name,
+        name_len,
+        table
+    });
     same_layout!(hab_learn_stats {
         entries,
         capacity,
@@ -231,6 +236,8 @@ fn functions_match_the_header() {
         hab_learn_learn / 6,
         hab_learn_carry / 4,
         hab_learn_stats_get / 3,
+        hab_sessions_save / 7,
+        hab_sessions_restore / 8,
         hab_check_claim / 10,
         hab_check_done / 7,
         hab_zone_resolve / 11,
@@ -326,6 +333,7 @@ fn constants_match_the_header() {
         (sys::HAB_PICK_BACKUP, rs::HAB_PICK_BACKUP),
         (sys::HAB_PICK_BOUND, rs::HAB_PICK_BOUND),
         (sys::HAB_SID_MAX, rs::HAB_SID_MAX as u32),
+        (sys::HAB_LEARN_TIMEOUT_MAX, rs::HAB_LEARN_TIMEOUT_MAX as u32),
         (sys::HAB_OUTCOME_OK, rs::HAB_OUTCOME_OK),
         (sys::HAB_OUTCOME_FAILED, rs::HAB_OUTCOME_FAILED),
         (sys::HAB_OUTCOME_NEXT, rs::HAB_OUTCOME_NEXT),

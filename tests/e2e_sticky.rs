@@ -563,3 +563,58 @@ fn stock_sticky_and_ours_agree_on_every_cookie() {
         }
     }
 }
+
+/// With `ha_state_file`, learnt sessions outlive a restart: the master
+/// writes them beside the state file when it exits, the next start takes
+/// them back (with their ages: expiry goes on).
+#[test]
+fn learnt_sessions_outlive_a_restart_with_the_state_file() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("w", 3);
+    let (state, line) = hab_testkit::nginx::state_file();
+    let port = free_port();
+    let conf = format!("{line}\n{}", learn_conf(port, &b, "kept:1m", "timeout=1h"));
+    let mut ngx = Nginx::start(&conf, WORKERS);
+    let mut owner = BTreeMap::new();
+    for k in 0..30 {
+        let r = get(port, &format!("/?setsid=r{k}"), None);
+        owner.insert(format!("r{k}"), r.body_trimmed());
+    }
+    ngx.stop();
+    let log = ngx.error_log();
+    assert!(log.contains("30 learnt sessions of 1 zones saved"), "{log}");
+    let saved = hab_api::sessions::path_for(&state);
+    assert!(saved.is_file(), "{}", saved.display());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&saved).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let mut ngx = Nginx::start(&conf, WORKERS);
+    assert!(
+        ngx.error_log().contains("30 sessions restored"),
+        "{}",
+        ngx.error_log()
+    );
+    for (sid, who) in &owner {
+        let t = answers(port, "/", Some(&format!("sid={sid}")), 20);
+        assert_eq!(t.get(who), Some(&20), "after a restart: {sid}: {t:?}");
+    }
+    let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
+    assert_eq!(v["sessions"]["entries"], 30, "{v}");
+    ngx.stop();
+
+    // A damaged file is reported and ignored: nginx starts, unbound.
+    std::fs::write(&saved, b"HABSESS1garbage").unwrap();
+    let mut ngx = Nginx::start(&conf, WORKERS);
+    assert!(
+        ngx.error_log().contains("sessions file"),
+        "{}",
+        ngx.error_log()
+    );
+    let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
+    assert_eq!(v["sessions"]["entries"], 0, "{v}");
+    ngx.stop();
+}

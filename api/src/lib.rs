@@ -11,12 +11,14 @@
 //!
 //! The state file (`ha_state_file`) keeps the admin state (down, drain,
 //! weight override) of every server across a restart or a binary upgrade:
-//! [`state`].
+//! [`state`]; the sessions file beside it keeps learnt sessions across a
+//! restart: [`sessions`].
 
 pub mod body;
 pub mod json;
 pub mod metrics;
 pub mod route;
+pub mod sessions;
 pub mod state;
 pub mod upstream;
 

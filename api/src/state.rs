@@ -156,37 +156,10 @@ impl StateFile {
     /// link, so a file swapped in between is refused too. At most
     /// [`MAX_FILE`] + 1 bytes are read, whatever the file's size says.
     pub fn load(path: &Path) -> Result<Option<StateFile>, String> {
-        let target = match resolve(path) {
-            Ok(t) => t,
-            Err(e) => return Err(format!("cannot read: {e}")),
-        };
-        match fs::symlink_metadata(&target) {
-            Ok(m) if !m.file_type().is_file() => return Err(not_regular(&m)),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read: {e}")),
+        match read_regular(path, MAX_FILE)? {
+            Some(bytes) => Self::parse(&bytes).map(Some),
+            None => Ok(None),
         }
-        let f = match fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&target)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read: {e}")),
-        };
-        let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
-        if !meta.file_type().is_file() {
-            return Err(not_regular(&meta));
-        }
-        let mut bytes = Vec::new();
-        f.take(MAX_FILE + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| format!("cannot read: {e}"))?;
-        if bytes.len() as u64 > MAX_FILE {
-            return Err(format!("larger than {MAX_FILE} bytes"));
-        }
-        Self::parse(&bytes).map(Some)
     }
 
     /// Applies the entries of upstream `name` to `zone` (fresh, at
@@ -262,47 +235,98 @@ impl StateFile {
     /// (nginx's daemon sets umask 0). A target that exists and is not a
     /// regular file (a FIFO, a device) is refused, not replaced.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let body = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        let target = resolve(path)?;
-        match fs::symlink_metadata(&target) {
-            Ok(m) if !m.file_type().is_file() => {
-                return Err(io::Error::other(not_regular(&m)));
-            }
-            _ => {}
-        }
-        let (dir, name) = dir_and_name(&target)?;
-        let mut attempts = 0;
-        let (tmp, mut f) = loop {
-            let mut tmp_name = std::ffi::OsString::from(".");
-            tmp_name.push(name);
-            tmp_name.push(format!(".{}.tmp", random_hex()));
-            let tmp = dir.join(tmp_name);
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)
-            {
-                Ok(f) => break (tmp, f),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => {
-                    attempts += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        let r = (|| {
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &target)
-        })();
-        if r.is_err() {
-            let _ = fs::remove_file(&tmp);
-            return r;
-        }
-        fs::File::open(dir)?.sync_all()
+        let mut body = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        body.push(b'\n');
+        write_atomically(path, &body)
     }
+}
+
+/// Replaces the file at `path` with `body`, as [`StateFile::save`] says:
+/// through a temporary file (random name, created exclusively, never
+/// through a link, `0600`) flushed and renamed over it, then the directory
+/// flushed. A target that is not a regular file is refused.
+pub fn write_atomically(path: &Path, body: &[u8]) -> io::Result<()> {
+    let target = resolve(path)?;
+    match fs::symlink_metadata(&target) {
+        Ok(m) if !m.file_type().is_file() => {
+            return Err(io::Error::other(not_regular(&m)));
+        }
+        _ => {}
+    }
+    let (dir, name) = dir_and_name(&target)?;
+    let mut attempts = 0;
+    let (tmp, mut f) = loop {
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{}.tmp", random_hex()));
+        let tmp = dir.join(tmp_name);
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 8 => {
+                attempts += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let r = (|| {
+        f.write_all(body)?;
+        f.sync_all()?;
+        fs::rename(&tmp, &target)
+    })();
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return r;
+    }
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Reads the regular file at `path` (`Ok(None)`: it does not exist), at
+/// most `max` bytes.
+///
+/// Symbolic links are followed (at most [`MAX_LINKS`]); what they
+/// lead to is read only if it is a regular file: a FIFO, a device or a
+/// directory is refused before it is opened, and again from the opened
+/// file (`fstat`), which is opened non-blocking and not through a
+/// link, so a file swapped in between is refused too. At most `max` + 1
+/// bytes are read, whatever the file's size says.
+pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>, String> {
+    let target = match resolve(path) {
+        Ok(t) => t,
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    match fs::symlink_metadata(&target) {
+        Ok(m) if !m.file_type().is_file() => return Err(not_regular(&m)),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    }
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&target)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(&meta));
+    }
+    let mut bytes = Vec::new();
+    f.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(Some(bytes))
 }
 
 /// An exclusive lock on the state file, held by one saver at a time

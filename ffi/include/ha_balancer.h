@@ -506,6 +506,25 @@ hab_result hab_learn_carry(hab_learn *to, const hab_learn *from,
 hab_result hab_learn_stats_get(const hab_learn *table, uint64_t now_ms,
     hab_learn_stats *out);
 
+/*
+ * The sessions file (ha_state_file PATH: PATH.sessions) keeps learnt
+ * sessions across a restart: written by the master when it exits, read
+ * by each fresh learn zone.  Failures: HAB_BAD_STATE, why in *out_error
+ * (when not NULL; free it with hab_buf_free()).
+ */
+typedef struct hab_learn_zone {
+    const uint8_t   *name;        /* zone=NAME:SIZE */
+    size_t           name_len;
+    const hab_learn *table;
+} hab_learn_zone;
+
+hab_result hab_sessions_save(const uint8_t *state_file, size_t len,
+    const hab_learn_zone *zones, size_t n, uint64_t now_ms,
+    uint64_t *out_saved, hab_buf **out_error);
+hab_result hab_sessions_restore(const uint8_t *state_file, size_t len,
+    const uint8_t *name, size_t name_len, hab_learn *table, uint64_t now_ms,
+    uint64_t *out_restored, hab_buf **out_error);
+
 
 /* A server's session id. */
 typedef struct hab_sid {

@@ -4,8 +4,9 @@ use core::marker::{PhantomData, PhantomPinned};
 
 use hab_core::learn::{self, Sessions};
 
-use crate::{bytes, guard, guard_or, hab_result};
-use crate::{HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
+use crate::buf::buf;
+use crate::{bytes, guard, guard_or, hab_buf, hab_result};
+use crate::{HAB_BAD_STATE, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
 
 /// Opaque: a learn table inside caller-owned (shared) memory.
 #[repr(C)]
@@ -244,6 +245,153 @@ pub unsafe extern "C" fn hab_learn_stats_get(
                 expired: s.expired,
             })
         };
+        HAB_OK
+    })
+}
+
+/// A learn zone, for the sessions file.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hab_learn_zone {
+    /// The zone's name (not NUL-terminated).
+    pub name: *const u8,
+    /// Length of `name`.
+    pub name_len: usize,
+    /// Its table.
+    pub table: *const hab_learn,
+}
+
+/// The path of the sessions file beside state file `state_file`.
+///
+/// # Safety
+///
+/// `state_file` valid for `len` bytes.
+unsafe fn sessions_path(state_file: *const u8, len: usize) -> Option<std::path::PathBuf> {
+    // SAFETY: caller contract.
+    let p = unsafe { bytes(state_file, len) }.ok()?;
+    let p = core::str::from_utf8(p).ok().filter(|p| !p.is_empty())?;
+    Some(hab_api::sessions::path_for(std::path::Path::new(p)))
+}
+
+/// Writes the live sessions of `zones` to the sessions file beside state
+/// file `state_file` (`STATE_FILE.sessions`); how many in `*out_saved`
+/// (may be NULL). On failure `HAB_BAD_STATE`, why in `*out_error` (when
+/// not NULL; free it).
+///
+/// # Safety
+///
+/// `state_file` valid for `len` bytes; `zones` NULL or `n` valid entries;
+/// outputs NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_sessions_save(
+    state_file: *const u8,
+    len: usize,
+    zones: *const hab_learn_zone,
+    n: usize,
+    now_ms: u64,
+    out_saved: *mut u64,
+    out_error: *mut *mut hab_buf,
+) -> hab_result {
+    guard(|| {
+        // SAFETY: caller contract.
+        let Some(path) = (unsafe { sessions_path(state_file, len) }) else {
+            return HAB_INVALID_ARGUMENT;
+        };
+        let list: &[hab_learn_zone] = if n == 0 {
+            &[]
+        } else if zones.is_null() {
+            return HAB_NULL_PARAMETER;
+        } else {
+            // SAFETY: `n` valid entries (caller contract).
+            unsafe { core::slice::from_raw_parts(zones, n) }
+        };
+        let mut tables = Vec::with_capacity(list.len());
+        for z in list {
+            // SAFETY: valid name bytes (caller contract).
+            let name = match unsafe { bytes(z.name, z.name_len) } {
+                Ok(b) => String::from_utf8_lossy(b).into_owned(),
+                Err(rc) => return rc,
+            };
+            if z.table.is_null() {
+                return HAB_NULL_PARAMETER;
+            }
+            // SAFETY: a valid handle (caller contract).
+            tables.push((name, unsafe { table_of(z.table) }));
+        }
+        let named: Vec<(&str, Sessions<'_>)> =
+            tables.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        match hab_api::sessions::save(&path, &named, now_ms) {
+            Ok(saved) => {
+                if !out_saved.is_null() {
+                    // SAFETY: non-NULL, writable (contract).
+                    unsafe { out_saved.write(saved as u64) };
+                }
+                HAB_OK
+            }
+            Err(e) => {
+                if !out_error.is_null() {
+                    let msg = format!("\"{}\": {e}", path.display());
+                    // SAFETY: writable (contract).
+                    unsafe { out_error.write(buf(msg.into_bytes().into())) };
+                }
+                HAB_BAD_STATE
+            }
+        }
+    })
+}
+
+/// Puts the sessions the sessions file beside state file `state_file`
+/// holds for zone `name` into `table` (fresh, at configuration time);
+/// how many in `*out_restored` (may be NULL; 0 when the file does not
+/// exist). An unreadable or damaged file: `HAB_BAD_STATE`, why in
+/// `*out_error` (when not NULL; free it).
+///
+/// # Safety
+///
+/// `state_file` valid for `len` bytes, `name` for `name_len`; `table` a
+/// valid handle; outputs NULL or writable.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn hab_sessions_restore(
+    state_file: *const u8,
+    len: usize,
+    name: *const u8,
+    name_len: usize,
+    table: *mut hab_learn,
+    now_ms: u64,
+    out_restored: *mut u64,
+    out_error: *mut *mut hab_buf,
+) -> hab_result {
+    guard(|| {
+        if table.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: caller contract.
+        let Some(path) = (unsafe { sessions_path(state_file, len) }) else {
+            return HAB_INVALID_ARGUMENT;
+        };
+        // SAFETY: caller contract.
+        let name = match unsafe { bytes(name, name_len) } {
+            Ok(b) => String::from_utf8_lossy(b).into_owned(),
+            Err(rc) => return rc,
+        };
+        let zones = match hab_api::sessions::load(&path) {
+            Ok(z) => z.unwrap_or_default(),
+            Err(e) => {
+                if !out_error.is_null() {
+                    let msg = format!("\"{}\" ignored: {e}", path.display());
+                    // SAFETY: writable (contract).
+                    unsafe { out_error.write(buf(msg.into_bytes().into())) };
+                }
+                return HAB_BAD_STATE;
+            }
+        };
+        // SAFETY: a valid handle (contract).
+        let n = hab_api::sessions::restore(&zones, &name, unsafe { table_of(table) }, now_ms);
+        if !out_restored.is_null() {
+            // SAFETY: non-NULL, writable (contract).
+            unsafe { out_restored.write(n as u64) };
+        }
         HAB_OK
     })
 }
