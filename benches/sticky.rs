@@ -3,6 +3,11 @@
 //!
 //! - `sticky/<policy>/plain/<peers>`: one request, unbound: `Zone::begin`,
 //!   `Zone::get_keyed`, `Zone::free(Ok)`, `Zone::end` (as `benches/pick`).
+//!   Round robin and least_conn walk their servers in an order the caches
+//!   follow; `random` lands on a random server each time, as bound
+//!   requests do: the fair reference at 10,000 servers, where a random
+//!   server's lines (its state, statistics row, ledger entry) are cache
+//!   misses.
 //! - `sticky/<policy>/bound/<peers>`: the same request bound by a cookie:
 //!   `Zone::get_bound(Binding::Sid(..))`, the id one of the servers' ids
 //!   (the hex MD5 of its address), a different server every request. The
@@ -218,6 +223,7 @@ fn sticky(c: &mut Criterion) {
         for (name, policy) in [
             ("round_robin", Policy::RoundRobin),
             ("least_conn", Policy::LeastConn),
+            ("random", Policy::Random),
         ] {
             let t = table(policy, &ids);
             let mut words = vec![0u64; attempt::words(n)];
