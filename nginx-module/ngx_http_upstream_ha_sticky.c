@@ -1245,45 +1245,15 @@ ngx_http_upstream_ha_save_sessions(ngx_cycle_t *cycle)
 static hab_learn *
 ngx_http_upstream_ha_old_learn(ngx_shm_zone_t *shm_zone)
 {
-    ngx_uint_t                           i;
-    ngx_list_part_t                     *part;
     ngx_shm_zone_t                      *zone;
     ngx_http_upstream_ha_sticky_conf_t  *oscf;
 
-    if (ngx_cycle == NULL || ngx_cycle->shared_memory.part.elts == NULL) {
+    zone = ngx_upstream_ha_old_shm_zone(shm_zone, shm_zone->shm.name.len);
+    if (zone == NULL) {
         return NULL;
     }
 
-    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
-    zone = part->elts;
+    oscf = zone->data;
 
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-            part = part->next;
-            zone = part->elts;
-            i = 0;
-        }
-
-        if (zone[i].tag != &ngx_http_upstream_ha_learn_tag
-            || zone[i].data == NULL
-            || zone[i].shm.name.len != shm_zone->shm.name.len
-            || ngx_strncmp(zone[i].shm.name.data, shm_zone->shm.name.data,
-                           shm_zone->shm.name.len)
-               != 0)
-        {
-            continue;
-        }
-
-        oscf = zone[i].data;
-
-        if (oscf->learn != NULL && oscf != shm_zone->data) {
-            return oscf->learn;
-        }
-    }
-
-    return NULL;
+    return oscf->learn;
 }

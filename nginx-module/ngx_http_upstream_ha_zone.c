@@ -211,48 +211,18 @@ static hab_zone *
 ngx_http_upstream_ha_old_zone(ngx_shm_zone_t *shm_zone,
     ngx_http_upstream_ha_srv_conf_t *hcf)
 {
-    size_t                            prefix;
-    ngx_uint_t                        i;
-    ngx_list_part_t                  *part;
     ngx_shm_zone_t                   *zone;
     ngx_http_upstream_ha_srv_conf_t  *ohcf;
 
-    if (ngx_cycle == NULL || ngx_cycle->shared_memory.part.elts == NULL) {
+    /* "ha_balance:http:NAME:" then the configuration's digest */
+
+    zone = ngx_upstream_ha_old_shm_zone(shm_zone, sizeof("ha_balance:http:") - 1
+                                                  + hcf->name->len + 1);
+    if (zone == NULL) {
         return NULL;
     }
 
-    prefix = sizeof("ha_balance:http:") - 1 + hcf->name->len + 1;
+    ohcf = zone->data;
 
-    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
-    zone = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-            part = part->next;
-            zone = part->elts;
-            i = 0;
-        }
-
-        if (zone[i].tag != &ngx_http_upstream_ha_module
-            || zone[i].data == NULL
-            || zone[i].shm.name.len != shm_zone->shm.name.len
-            || ngx_strncmp(zone[i].shm.name.data, shm_zone->shm.name.data,
-                           prefix)
-               != 0)
-        {
-            continue;
-        }
-
-        ohcf = zone[i].data;
-
-        if (ohcf->zone != NULL && ohcf->zone != hcf->zone) {
-            return ohcf->zone;
-        }
-    }
-
-    return NULL;
+    return (ohcf->zone != hcf->zone) ? ohcf->zone : NULL;
 }

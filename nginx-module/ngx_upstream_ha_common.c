@@ -97,3 +97,53 @@ ngx_upstream_ha_maglev_size(ngx_str_t *value)
 
     return n;
 }
+
+
+/*
+ * The running cycle's zone (the one a reload replaces) of shm_zone's tag
+ * whose name has shm_zone's length and first prefix bytes, with data of
+ * its own: what a zone whose size or configuration changed carries its
+ * state over from.  NULL at the first start.
+ */
+
+ngx_shm_zone_t *
+ngx_upstream_ha_old_shm_zone(ngx_shm_zone_t *shm_zone, size_t prefix)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_shm_zone_t   *zone;
+
+    if (ngx_cycle == NULL || ngx_cycle->shared_memory.part.elts == NULL) {
+        return NULL;
+    }
+
+    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
+    zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].tag != shm_zone->tag
+            || zone[i].data == NULL
+            || zone[i].data == shm_zone->data
+            || zone[i].shm.name.len != shm_zone->shm.name.len
+            || ngx_strncmp(zone[i].shm.name.data, shm_zone->shm.name.data,
+                           prefix)
+               != 0)
+        {
+            continue;
+        }
+
+        return &zone[i];
+    }
+
+    return NULL;
+}

@@ -29,6 +29,8 @@ void ngx_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
 ngx_int_t ngx_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
     ngx_uint_t zero, uint32_t *out);
 ngx_int_t ngx_upstream_ha_maglev_size(ngx_str_t *value);
+ngx_shm_zone_t *ngx_upstream_ha_old_shm_zone(ngx_shm_zone_t *shm_zone,
+    size_t prefix);
 
 
 #endif /* _NGX_UPSTREAM_HA_COMMON_H_INCLUDED_ */

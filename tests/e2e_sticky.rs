@@ -341,7 +341,21 @@ fn learnt_sessions_are_followed_across_workers_and_reloads_and_expire() {
     let b = Backend::start_many("l", 3);
     for header in ["", "header"] {
         let port = free_port();
-        let conf = learn_conf(port, &b, "sessions:1m", &format!("timeout=3s {header}"));
+        // `up` keeps sessions for an hour (nothing expires while the test
+        // runs, however slow the machine); `short` for 2 s.
+        let conf = format!(
+            "    upstream short {{
+        ha_balance round_robin;
+        ha_sticky learn create=$upstream_cookie_sid lookup=$cookie_sid
+                  zone=brief:1m timeout=2s {header};
+{}    }}
+{}",
+            server_lines(&b, &[]),
+            learn_conf(port, &b, "sessions:1m", &format!("timeout=1h {header}")).replace(
+                "        location /api/",
+                "        location /short { proxy_pass http://short; }\n        location /api/"
+            )
+        );
         let mut ngx = Nginx::start(&conf, WORKERS);
         // Each server starts a session; the module learns where it lives.
         let mut owner = BTreeMap::new();
@@ -368,13 +382,19 @@ fn learnt_sessions_are_followed_across_workers_and_reloads_and_expire() {
         assert_eq!(v["sessions"]["zone"], "sessions", "{v}");
         assert_eq!(v["sessions"]["entries"], 6, "{v}");
         assert_eq!(v["sessions"]["created"], 6, "{v}");
-        // Unused for longer than timeout=3s: gone (requests refresh it;
-        // nothing has touched s0..s5 since).
-        thread::sleep(Duration::from_millis(3500));
-        let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
+
+        // Unused for longer than timeout=2s: gone.
+        let r = get(port, "/short?setsid=x", None);
+        let who = r.body_trimmed();
+        let t = answers(port, "/short", Some("sid=x"), 5);
+        assert_eq!(t.get(&who), Some(&5), "{header}: {t:?}");
+        thread::sleep(Duration::from_millis(2500));
+        let (_, v) = api_call(port, "GET", "/api/upstreams/short", "");
         assert_eq!(v["sessions"]["entries"], 0, "{v}");
-        let t = answers(port, "/", Some("sid=s0"), 30);
+        let t = answers(port, "/short", Some("sid=x"), 30);
         assert_eq!(t.len(), 3, "{header}: expired yet still bound: {t:?}");
+        let (_, v) = api_call(port, "GET", "/api/upstreams/short", "");
+        assert_eq!(v["sessions"]["created"], 1, "{v}");
         assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());
         ngx.stop();
     }
@@ -616,5 +636,52 @@ fn learnt_sessions_outlive_a_restart_with_the_state_file() {
     );
     let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
     assert_eq!(v["sessions"]["entries"], 0, "{v}");
+    ngx.stop();
+}
+
+/// A reload that changes a learn zone's size copies its sessions into the
+/// new zone; one that keeps it adopts the zone as it is.
+#[test]
+fn a_resized_learn_zone_keeps_its_sessions() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("z", 3);
+    let port = free_port();
+    let mut ngx = Nginx::start(&learn_conf(port, &b, "grow:1m", ""), WORKERS);
+    let mut owner = BTreeMap::new();
+    for k in 0..12 {
+        let r = get(port, &format!("/?setsid=g{k}"), None);
+        owner.insert(format!("g{k}"), r.body_trimmed());
+    }
+    let old = ngx.worker_pids();
+    ngx.reload_with(&learn_conf(port, &b, "grow:4m", ""));
+    // The old workers answer from the old zone until they have quit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while old
+        .iter()
+        .any(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        && std::time::Instant::now() < deadline
+    {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ngx.error_log()
+            .contains("sticky zone \"grow\": 12 sessions kept"),
+        "{}",
+        ngx.error_log()
+    );
+    for (sid, who) in &owner {
+        let t = answers(port, "/", Some(&format!("sid={sid}")), 20);
+        assert_eq!(t.get(who), Some(&20), "after the resize: {sid}: {t:?}");
+    }
+    let (_, v) = api_call(port, "GET", "/api/upstreams/up", "");
+    assert_eq!(v["sessions"]["entries"], 12, "{v}");
+    assert!(
+        v["sessions"]["capacity"].as_u64().unwrap() >= 65_536,
+        "{v}\n{}",
+        ngx.error_log()
+    );
     ngx.stop();
 }

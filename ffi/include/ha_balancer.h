@@ -376,8 +376,9 @@ typedef struct hab_slot_info {
  * so the next call applies the list again, once the slots of those
  * leaving are free).  A list the zone cannot take otherwise (no free slot
  * and nobody leaving, the arena full, an identity too long) changes
- * nothing: the serving generation stays, the reason in out->refused.  Errors: HAB_NULL_PARAMETER, HAB_INVALID_ARGUMENT (a list
- * for another policy, or invalid parameters).
+ * nothing: the serving generation stays, the reason in out->refused.
+ * Errors: HAB_NULL_PARAMETER, HAB_INVALID_ARGUMENT (a list for another
+ * policy, or invalid parameters).
  */
 hab_result hab_zone_resolve(hab_zone *zone, const hab_upstream_conf *list,
     uint64_t list_id, uint64_t config, uint64_t now_ms, uint64_t owner,

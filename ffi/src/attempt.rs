@@ -183,22 +183,20 @@ pub unsafe extern "C" fn hab_attempt_pick(
     now_ms: u64,
     out_pick: *mut hab_pick,
 ) -> hab_result {
-    guard(|| {
-        if z.is_null() || a.is_null() || out_pick.is_null() {
-            return HAB_NULL_PARAMETER;
-        }
-        // SAFETY: `key` is NULL or valid for `key_len` bytes (contract).
-        let key = match unsafe { bytes(key, key_len) } {
-            Ok(k) => k,
-            Err(rc) => return rc,
-        };
-        // SAFETY: valid handles (caller contract).
-        let z = unsafe { zone_of(z) };
-        // SAFETY: as above.
-        let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
-        let r = z.get_keyed(&mut attempt, key, now_ms).map(pick_of);
-        finish(r, out_pick)
-    })
+    // SAFETY: forwarded contract (no session id: not bound).
+    unsafe {
+        hab_attempt_pick_bound(
+            z,
+            a,
+            key,
+            key_len,
+            core::ptr::null(),
+            0,
+            0,
+            now_ms,
+            out_pick,
+        )
+    }
 }
 
 fn pick_of(p: hab_core::Pick) -> hab_pick {
