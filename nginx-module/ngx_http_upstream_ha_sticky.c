@@ -1031,8 +1031,10 @@ ngx_http_upstream_ha_sticky_header_filter(ngx_http_request_t *r)
 
     hp = ngx_http_get_module_ctx(r, ngx_http_upstream_ha_module);
 
+    /* a header the server sent (not one nginx made after a failure) */
+
     if (hp != NULL && r->upstream != NULL && r->upstream->state != NULL
-        && r->upstream->state->status < 500)
+        && r->upstream->state->header_time != (ngx_msec_t) -1)
     {
         ngx_http_upstream_ha_sticky_learn(hp);
     }
