@@ -300,7 +300,6 @@ void ngx_http_upstream_ha_sticky_picked(ngx_http_upstream_ha_peer_data_t *hp,
     ngx_peer_connection_t *pc, hab_pick *pick);
 void ngx_http_upstream_ha_sticky_learn(ngx_http_upstream_ha_peer_data_t *hp);
 ngx_int_t ngx_http_upstream_ha_sticky_filter_init(ngx_conf_t *cf);
-void ngx_http_upstream_ha_save_sessions(ngx_cycle_t *cycle);
 
 /* ngx_http_upstream_ha_zone.c: the shared memory zone's init */
 ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,

@@ -6,7 +6,8 @@
  * is initialised (init_module), and in each worker process what it takes
  * at its start and gives back at its exit (init_process, exit_process):
  * its slot of every zone's in-flight ledger, the resolve and health
- * timers, its peer index.
+ * timers, its peer index; in the master at its exit (exit_master), the
+ * learnt sessions saved for the next start.
  */
 
 
@@ -162,5 +163,65 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
 void
 ngx_http_upstream_ha_exit_master(ngx_cycle_t *cycle)
 {
-    ngx_http_upstream_ha_save_sessions(cycle);
+    uint64_t                           saved;
+    hab_buf                           *err;
+    ngx_str_t                         *state_file;
+    ngx_uint_t                         i, n;
+    hab_result                         rc;
+    hab_learn_zone                    *zones;
+    ngx_http_upstream_ha_srv_conf_t   *hcf;
+
+    n = 0;
+    i = 0;
+    state_file = NULL;
+
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
+        if (hcf->sticky.learn != NULL && hcf->sticky.state_file != NULL) {
+            state_file = hcf->sticky.state_file;
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    zones = ngx_alloc(n * sizeof(hab_learn_zone), cycle->log);
+    if (zones == NULL) {
+        return;
+    }
+
+    n = 0;
+    i = 0;
+
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
+        if (hcf->sticky.learn != NULL && hcf->sticky.state_file != NULL) {
+            zones[n].name = hcf->sticky.shm_zone->shm.name.data;
+            zones[n].name_len = hcf->sticky.shm_zone->shm.name.len;
+            zones[n].table = hcf->sticky.learn;
+            n++;
+        }
+    }
+
+    ngx_time_update();
+
+    err = NULL;
+    saved = 0;
+
+    rc = hab_sessions_save(state_file->data, state_file->len, zones, n,
+                           ngx_current_msec, &saved, &err);
+
+    if (rc == HAB_OK) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "%uL learnt sessions of %ui zones saved beside "
+                      "ha_state_file \"%V\"", saved, n, state_file);
+
+    } else if (err != NULL) {
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "cannot save learnt sessions: %*s",
+                      hab_buf_len(err), hab_buf_data(err));
+        hab_buf_free(err);
+    }
+
+    ngx_free(zones);
 }
