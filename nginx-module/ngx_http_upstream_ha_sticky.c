@@ -607,8 +607,10 @@ ngx_http_upstream_ha_sticky_route(ngx_http_upstream_ha_srv_conf_t *hcf,
 }
 
 
-/* at the upstream's init: what "ha_sticky" needs, and routes that name no
- * server */
+/*
+ * At the upstream's init: "ha_route" without "ha_sticky" is refused; the
+ * zone keeps session ids when sessions are bound
+ */
 
 ngx_int_t
 ngx_http_upstream_ha_init_sticky(ngx_conf_t *cf,
@@ -634,6 +636,8 @@ ngx_http_upstream_ha_init_sticky(ngx_conf_t *cf,
     return NGX_OK;
 }
 
+
+/* once the servers are known: a route that names no server is refused */
 
 ngx_int_t
 ngx_http_upstream_ha_check_routes(ngx_conf_t *cf,
