@@ -335,7 +335,7 @@ check:
 # protocol (docs/design.md, "Crash consistency"). Not run by Miri: the
 # crash-point and fork tests (fork, mmap), the property tests and the
 # long table-driven ones (interpretation is ~1000x slower), listed there.
-MIRI_TESTS := layout::flight layout::ledger write::generation::tests::pinned \
+MIRI_TESTS := layout::flight layout::ledger layout::queue write::generation::tests::pinned \
 	layout::tests::attach layout::tests::init_then_attach attempt:: \
 	health::tests health::outlier algo::crc32::tests::vectors \
 	algo::crc32::tests::table_matches_nginx \

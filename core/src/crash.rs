@@ -76,6 +76,21 @@ pub const POINTS: &[&str] = &[
     "learn.published",
     "learn.indexed",
     "learn.refreshed",
+    // A request enters the queue (layout/queue.rs): counted in `size`,
+    // its cell claimed, `tail` moved past it.
+    "queue.enter.counted",
+    "queue.enter.claimed",
+    "queue.enter.published",
+    // The head picked a server (counted in flight), not yet out.
+    "queue.try.picked",
+    // A waiter leaves: its cell gone, `size` released, `head` helped on.
+    "queue.leave.gone",
+    "queue.leave.released",
+    "queue.head.advanced",
+    // A dead worker's waiters reconciled (layout/queue.rs, called by the
+    // ledger's reconciliation): each cell gone, its part of `size` drained.
+    "reconcile.queue.cells",
+    "reconcile.queue.size",
 ];
 
 /// Marks step `name` of a shared-memory protocol (see the module note).

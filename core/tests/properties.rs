@@ -733,8 +733,17 @@ proptest! {
         for s in z.states() {
             prop_assert_eq!(s.in_flight.load(Relaxed), 0);
         }
-        let ejected = z.states().iter().filter(|s| s.flags.load(Relaxed) & PeerState::EJECTED != 0).count();
-        prop_assert_eq!(z.health_line().ejected.load(Relaxed) as usize, ejected);
+        // The budget is never below the flags set; a builder that freed an
+        // ejected slot cleared its flag and left the budget alone (see
+        // health/outlier.rs), so it may be above until the next pass of
+        // the health timer, which makes it exact.
+        let flagged = |z: Zone<'_>| z.states().iter().filter(|s| s.flags.load(Relaxed) & PeerState::EJECTED != 0).count();
+        prop_assert!(z.health_line().ejected.load(Relaxed) as usize >= flagged(z));
+        if let Some(wk) = workers.iter().find(|w| w.slot.is_some()) {
+            let mut out = [0u32; CAPACITY];
+            z.end_ejections(now, &mut out, wk.slot);
+            prop_assert_eq!(z.health_line().ejected.load(Relaxed) as usize, flagged(z));
+        }
         let gens = z.generations();
         prop_assert!(gens.iter().all(|g| g.3 || g.2 == 0), "pins left: {:?}", gens);
     }

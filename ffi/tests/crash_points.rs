@@ -19,11 +19,13 @@
 //! Children do not allocate (a forked child of a multi-threaded test
 //! binary must not touch malloc's locks): buffers are made before fork.
 
+use core::sync::atomic::AtomicU32;
 use core::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 
 use hab_core::attempt;
 use hab_core::crash;
+use hab_core::layout::queue::{self, Enter, Leave, Queue, Ticket, Try};
 use hab_core::layout::stats::TryInfo;
 use hab_core::layout::{self, flight, ledger, PeerState, Zone, LEDGER_SLOTS, TOTAL};
 use hab_core::learn::{self, Learnt, Sessions};
@@ -385,6 +387,8 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
                 || p.starts_with("admin.")
                 || p.starts_with("claim.")
                 || p.starts_with("learn.")
+                || p.starts_with("queue.")
+                || p.starts_with("reconcile.queue.")
                 // Only where there is a least_conn tree (counted below).
                 || p.starts_with("lc.");
             assert!(
@@ -468,8 +472,12 @@ fn a_reconciler_killed_at_every_step_is_taken_over() {
                 }
             }
         }
-        // Every step of the reconciliation, over the deaths above.
-        for p in crash::POINTS.iter().filter(|p| p.starts_with("reconcile.")) {
+        // Every step of the reconciliation, over the deaths above (the
+        // queue's steps are not in the zone's reconciliation yet: see
+        // `a_waiter_killed_at_every_step_blocks_nothing`).
+        let zone_steps =
+            |p: &&&str| p.starts_with("reconcile.") && !p.starts_with("reconcile.queue.");
+        for p in crash::POINTS.iter().filter(zone_steps) {
             assert!(reached.contains(p), "{}: {p} never reached", case.name);
         }
     }
@@ -1481,4 +1489,228 @@ fn a_learner_killed_at_every_step_leaves_the_table_usable() {
         started.elapsed()
     );
     assert!(runs >= 40, "{runs}");
+}
+
+/// The queue of the waiter test: 8 waiters, 16 cells.
+const QUEUE_MAX: u32 = 8;
+
+/// The live worker's and the waiter's ledger slots.
+const Q_LIVE: u32 = 0;
+const Q_DEAD: u32 = 1;
+
+/// A queue in `shm` holding ticket 0 of the waiter (slot 1, entered
+/// before the fork, as the waiter itself would have) and ticket 1 of the
+/// live worker, behind it; the server (`max_conns=1`, a word in `shm`
+/// after the queue) free.
+fn waiter_queue(shm: &Shared) -> (Queue<'static>, Ticket, Ticket, &'static AtomicU32) {
+    let size = queue::size_for(QUEUE_MAX).unwrap();
+    // SAFETY: the mapping is ours, `len` bytes, alive past every use (the
+    // test drops it after the last).
+    let q = unsafe { Queue::init(shm.ptr, size, QUEUE_MAX) }.expect("queue fits");
+    // SAFETY: the word after the queue, inside the mapping, aligned.
+    let server = unsafe { &*shm.ptr.add(size.next_multiple_of(64)).cast::<AtomicU32>() };
+    server.store(0, Relaxed);
+    let Enter::Queued {
+        ticket: mine,
+        head: true,
+    } = q.enter(Q_DEAD, 1)
+    else {
+        panic!("the waiter's ticket is the head");
+    };
+    let Enter::Queued {
+        ticket: live,
+        head: false,
+    } = q.enter(Q_LIVE, 2)
+    else {
+        panic!("the live ticket waits");
+    };
+    (q, mine, live, server)
+}
+
+/// The waiter's run: its head ticket picks the server (the queue's
+/// `try`, the pick a `max_conns=1` compare-and-swap) and leaves, waking
+/// the live worker; then it enters twice more, behind the live ticket,
+/// and its last ticket times out. It dies holding the server and one
+/// ticket. Every step of entering and leaving is on this path. `false`
+/// if something else happened.
+fn waiter(q: Queue<'_>, mine: Ticket, server: &AtomicU32) -> bool {
+    let pick = || {
+        server
+            .compare_exchange(0, 1, Relaxed, Relaxed)
+            .is_ok()
+            .then_some(())
+    };
+    let Try::Picked((), Some(w)) = q.try_pick(mine, pick) else {
+        return false;
+    };
+    let mut ok = w.slot == Q_LIVE;
+    let mut more = [None; 2];
+    for m in &mut more {
+        if let Enter::Queued {
+            ticket,
+            head: false,
+        } = q.enter(Q_DEAD, 3)
+        {
+            *m = Some(ticket);
+        }
+    }
+    ok &= more.iter().all(Option::is_some);
+    if let Some(t) = more[1] {
+        ok &= q.leave(t, Leave::Timeout).is_none();
+    }
+    ok
+}
+
+/// The invariants of queue-design.md §2.5 once the dead slot is
+/// reconciled and the head kicked: `size` equals the ledger's exact sum
+/// and the `WAITING` cells, no cell of the dead waits, the head waits (or
+/// the queue is empty), the live ticket is still there and becomes the
+/// head; then the queue keeps draining: 2·cap rounds of entering and
+/// picking succeed.
+fn queue_check(q: Queue<'_>, live: Ticket, server: &AtomicU32, what: &str) {
+    let _ = q.kick();
+    let a = q.audit();
+    assert_eq!(a.size, a.ledger_sum, "{what}: {a:?}");
+    assert_eq!(a.size, a.waiting.iter().sum::<u32>(), "{what}: {a:?}");
+    assert_eq!(
+        a.waiting[Q_DEAD as usize], 0,
+        "{what}: the dead still waits"
+    );
+    assert_eq!(a.waiting[Q_LIVE as usize], 1, "{what}: the live ticket");
+    assert_eq!(a.size, 1, "{what}: {a:?}");
+    assert!(a.head_waiting, "{what}: {a:?}");
+    // The dead's in-flight request is returned by the ledger (flight.rs's
+    // business, tested above): here, the server word freed.
+    server.store(0, Relaxed);
+    q.woken(Q_LIVE);
+    let pick = || {
+        server
+            .compare_exchange(0, 1, Relaxed, Relaxed)
+            .is_ok()
+            .then_some(())
+    };
+    assert!(
+        matches!(q.try_pick(live, pick), Try::Picked((), None)),
+        "{what}: the live ticket picks"
+    );
+    server.store(0, Relaxed);
+    for k in 0..2 * q.cap() {
+        let Enter::Queued { ticket, head } = q.enter(Q_LIVE, 10) else {
+            panic!("{what}: round {k} refused");
+        };
+        assert!(head, "{what}: round {k} is not the head");
+        assert!(matches!(q.try_pick(ticket, pick), Try::Picked((), None)));
+        server.store(0, Relaxed);
+    }
+    let a = q.audit();
+    assert_eq!(
+        (a.size, a.ledger_sum, a.head),
+        (0, 0, a.tail),
+        "{what}: {a:?}"
+    );
+}
+
+/// A waiter killed at every step of entering and leaving the queue (its
+/// size counted, its cell claimed, `tail` published; its cell gone, its
+/// size released, the head helped on), at every occurrence its run
+/// reaches; then the test's worker reconciles its slot and checks the
+/// invariants of §2.5. Then, after a kill at the middle occurrence of
+/// each step, the reconciler is killed at each of its own steps and the
+/// test's worker takes the reconciliation over.
+#[test]
+fn a_waiter_killed_at_every_step_blocks_nothing() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let shm = Shared::new(8192);
+    let started = std::time::Instant::now();
+    let counted = hits(|| {
+        let (q, mine, _, server) = waiter_queue(&shm);
+        crash::counting();
+        assert!(waiter(q, mine, server), "the waiter's run");
+    });
+    let steps: Vec<_> = counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && p.starts_with("queue."))
+        .collect();
+    for p in crash::POINTS.iter().filter(|p| p.starts_with("queue.")) {
+        assert!(steps.iter().any(|(q, _)| q == p), "{p} never reached");
+    }
+    // A queue left blocked makes the checks spin (an enterer waits for a
+    // cell nobody frees): bounded, as the children are, by a watchdog
+    // that fails the whole binary after 30 s without progress.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watched = progress.clone();
+    let watchdog = std::thread::spawn(move || {
+        let mut last = (u64::MAX, std::time::Instant::now());
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let p = watched.load(Relaxed);
+            if p == u64::MAX {
+                return;
+            }
+            if p != last.0 {
+                last = (p, std::time::Instant::now());
+            } else if last.1.elapsed() > std::time::Duration::from_secs(30) {
+                eprintln!("a_waiter_killed_at_every_step_blocks_nothing: check {p} hung 30 s");
+                std::process::abort();
+            }
+        }
+    });
+    let mut runs = 0;
+    let mut reconciler_runs = 0;
+    let mut reconcile_reached = Vec::new();
+    for &&(point, n) in &steps {
+        for nth in 1..=n {
+            let what = format!("waiter killed at {point} #{nth}");
+            let (q, mine, live, server) = waiter_queue(&shm);
+            die_at(point, nth, || waiter(q, mine, server));
+            q.reconcile(Q_DEAD);
+            queue_check(q, live, server, &what);
+            runs += 1;
+            progress.fetch_add(1, Relaxed);
+        }
+        // The reconciler killed at each of its steps after the middle
+        // occurrence; the test's worker takes over.
+        let nth = n.div_ceil(2);
+        let rcounted = hits(|| {
+            let (q, mine, _, server) = waiter_queue(&shm);
+            die_at(point, nth, || waiter(q, mine, server));
+            crash::counting();
+            q.reconcile(Q_DEAD);
+        });
+        let rsteps: Vec<_> = rcounted
+            .iter()
+            .filter(|(p, n)| *n > 0 && p.starts_with("reconcile."))
+            .collect();
+        reconcile_reached.extend(rsteps.iter().map(|(p, _)| *p));
+        for &&(rpoint, rn) in &rsteps {
+            for rnth in 1..=rn {
+                let what =
+                    format!("waiter killed at {point} #{nth}, reconciler at {rpoint} #{rnth}");
+                let (q, mine, live, server) = waiter_queue(&shm);
+                die_at(point, nth, || waiter(q, mine, server));
+                die_at(rpoint, rnth, || {
+                    q.reconcile(Q_DEAD);
+                    true
+                });
+                q.reconcile(Q_DEAD);
+                queue_check(q, live, server, &what);
+                reconciler_runs += 1;
+                progress.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    progress.store(u64::MAX, Relaxed);
+    watchdog.join().unwrap();
+    for p in crash::POINTS
+        .iter()
+        .filter(|p| p.starts_with("reconcile.queue."))
+    {
+        assert!(reconcile_reached.contains(p), "{p} never reached");
+    }
+    eprintln!(
+        "{runs} waiters killed, one at each step, and {reconciler_runs} reconcilers, in {:?}",
+        started.elapsed()
+    );
+    assert!(runs >= 6, "{runs}");
+    assert!(reconciler_runs >= 6, "{reconciler_runs}");
 }

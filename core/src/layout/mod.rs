@@ -68,6 +68,7 @@ pub mod flight;
 pub mod health;
 pub mod ledger;
 pub mod pin;
+pub mod queue;
 pub mod stats;
 pub mod tree;
 

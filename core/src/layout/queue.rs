@@ -1,0 +1,1176 @@
+//! One request queue for all workers: a lock-free FIFO of tickets in shared memory
+//!
+//! `ha_queue number` lets a request that finds every server full wait,
+//! across all workers, in arrival order (docs/queue-design.md, §2). This
+//! module is the shared-memory part: a ring of tickets, a [`Flight`] word
+//! counting the waiters exactly across `kill -9`, and the reconciliation
+//! of a dead worker's tickets. The caller gives the region (64-byte
+//! aligned), the time, and its ledger slot; nothing here allocates, locks
+//! or makes a system call. Rust's atomics are valid across processes (see
+//! the crate note); they do not interoperate with nginx's locks, and
+//! nothing here takes or honours one.
+//!
+//! Increment 1 keeps the queue a region of its own, as [`crate::learn`]
+//! is: the slot lines below carry the ledger entry of `size` and the
+//! wake fields the design puts in the zone's ledger, and [`Queue::reconcile`]
+//! is the three steps `ledger::reconcile` will call after `reconcile.tree`
+//! once the zone carries a queue section (increment 2).
+//!
+//! # Layout
+//!
+//! ```text
+//!    0  Header ...... magic, version, max, cap (written once)
+//!   64  QueueLine ... size (Flight), head, tail, pass (own line)
+//!  128  SlotLine × 32 one line per ledger slot: size entry, wake, pending,
+//!                   served, timeouts, abandoned, overflows
+//! 2176  Cell × cap .. 16 bytes each: state word, enq_ms
+//! ```
+//!
+//! [`size_for`]`(max) = 2176 + 16·cap`, `cap` the power of two at least
+//! `2·max`. A cell's state word is `tag << 16 | WAITING? | slot`, `tag`
+//! the ticket mod 2^48: `GONE(t)` (no WAITING bit) or `WAITING(t, s)`.
+//! Cell `i` starts as `GONE(i − cap)`: "free for ticket `i`". Ticket `t`
+//! lives in cell `t % cap`.
+//!
+//! # Entering (E1-E4)
+//!
+//! ```text
+//! E1 flight::acquire(&size, max, slot's entry), refused → Full   [queue.enter.counted]
+//! E2 loop: t = tail; c = cell[t % cap]
+//!        tag(c) == t        → tail.cas(t, t+1), retry (a claim not yet published)
+//!        t − head ≥ cap     → help_head(); if still → undo E1, Full
+//!        c == GONE(t − cap) → c.cas(→ WAITING(t, slot)); enq_ms  [queue.enter.claimed]
+//! E3 tail.cas(t, t+1)                                            [queue.enter.published]
+//! E4 fence(SeqCst); head = help_head(): the caller picks now if it is t
+//! ```
+//!
+//! The cell is claimed before `tail` moves: a worker killed between E2
+//! and E3 leaves a cell naming its slot, and the next enterer moves
+//! `tail` for it. No ticket exists without an owner.
+//!
+//! # Leaving (L1-L3), waking
+//!
+//! ```text
+//! L1 cell.cas(WAITING(t, s) → GONE(t))                          [queue.leave.gone]
+//! L2 flight::release(&size, slot's entry)                       [queue.leave.released]
+//! L3 help_head(); if it moved past t, wake the new head          [queue.head.advanced]
+//! ```
+//!
+//! The head's try ([`Queue::try_pick`]) runs the normal pick, then
+//! leaves as served (`queue.try.picked` between the two).
+//!
+//! L1 before L2 keeps `count(size) ≥ #WAITING`, so admission never
+//! exceeds `max`. `help_head` moves `head` over `GONE` cells and returns
+//! the head's ticket and owner. A wake of slot `s` is returned to the
+//! caller only when `pending.swap(1)` was 0 (one wake on its way at a
+//! time); the woken worker clears `pending` ([`Queue::woken`]) before it
+//! looks at its waiters.
+//!
+//! **No lost wake-up.** A waiter publishes (E1-E3), fences, reads the
+//! in-flight counts (its pick); a releaser releases its in-flight count,
+//! fences ([`Queue::after_release`]), reads `size` and the head. The two
+//! `SeqCst` fences are ordered one way or the other: the releaser sees the
+//! waiter, or the waiter's pick sees the freed slot.
+//!
+//! # Crashes
+//!
+//! Reconciling dead slot `s` ([`Queue::reconcile`]): R1 every
+//! `WAITING(_, s)` cell → `GONE` (`reconcile.queue.cells`, each); R2
+//! `flight::drain` of the slot's `size` entry (`reconcile.queue.size`);
+//! R3 its `wake` and `pending` zeroed. Every step reads what an earlier
+//! run did, so a reconciler killed half-way is taken over and nothing is
+//! returned twice. Then the caller kicks the head ([`Queue::kick`]).
+//! There is no lock anywhere: helpers finish the multi-word steps
+//! (`tail`, `head`), and the reconciliation undoes the rest.
+//!
+//! # Orderings
+//!
+//! `head`, `tail` and the cells' state words are changed and read with
+//! `SeqCst`: the argument above needs one total order of claims, leaves,
+//! head moves and in-flight changes, and none of them is on the path of a
+//! request that does not wait. `enq_ms`, `wake` and the counters are
+//! `Relaxed`: they publish nothing. `pending` is swapped `AcqRel` and
+//! cleared `SeqCst` (before the woken worker looks at the head).
+
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
+use core::sync::atomic::{fence, AtomicU32, AtomicU64};
+
+use crate::crash::crash_point;
+use crate::error::Error;
+use crate::layout::flight::{self, Entry, Flight, Hold};
+use crate::layout::LEDGER_SLOTS;
+
+/// `b"HABQUEUE"` as a little-endian integer: the header's first word.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"HABQUEUE");
+
+/// Bumped on every incompatible change of this layout.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Alignment the region must have.
+pub const ALIGN: usize = 64;
+
+/// Most waiters a queue admits (`ha_queue number`; `nginx -t` refuses more).
+pub const MAX_NUMBER: u32 = 262_144;
+
+const LINE_OFF: usize = 64;
+const SLOTS_OFF: usize = 128;
+const CELLS_OFF: usize = SLOTS_OFF + LEDGER_SLOTS * 64;
+const CELL_BYTES: usize = 16;
+
+/// Bits of a ticket kept in a cell.
+const TAG_MASK: u64 = (1 << 48) - 1;
+const TAG_SHIFT: u32 = 16;
+/// A cell's WAITING bit.
+const WAITING: u64 = 1 << 6;
+const SLOT_MASK: u64 = 63;
+
+/// Entries of a slot line.
+const ENTRY: usize = 0;
+const WAKE: usize = 1;
+const PENDING: usize = 2;
+const SERVED: usize = 4;
+const TIMEOUTS: usize = 5;
+const ABANDONED: usize = 6;
+const OVERFLOWS: usize = 7;
+
+/// Written once, by [`Queue::init`], before the region is shared.
+#[repr(C, align(64))]
+struct Header {
+    magic: u64,
+    version: u32,
+    max: u32,
+    cap: u32,
+}
+
+/// The queue's shared words, one line.
+#[repr(C, align(64))]
+struct QueueLine {
+    /// Waiters, all workers together, with one parity bit per ledger slot
+    /// (see [`flight`]): +1 at E1 (refused at `max`), −1 at L2 or by the
+    /// reconciliation of a dead slot (R2). Never below `#WAITING` cells.
+    size: Flight,
+    /// The oldest ticket not known to have left: moves only forward, by
+    /// CAS `h → h+1` when cell `h` is `GONE(h)` (`help_head`). `head ≤ tail`.
+    head: AtomicU64,
+    /// The next ticket to hand out: moves only forward, by CAS `t → t+1`
+    /// once cell `t` carries ticket `t` (its claimer at E3, or any helper).
+    tail: AtomicU64,
+    /// Skip-ahead (increment 6): the ticket allowed to pick past the head.
+    /// Always 0 for now.
+    pass: AtomicU64,
+}
+
+/// One ledger slot's line: its part of `size` and its wake fields.
+///
+/// - `ENTRY`: the slot's [`flight::Entry`] of `size`; written by its owner
+///   (E1, L2) and by the reconciler of a dead owner (R2).
+/// - `WAKE`: the owner's wake channel index + 1 (0: none); stored by the
+///   owner ([`Queue::set_wake`]), zeroed at R3. `Relaxed`: an index only.
+/// - `PENDING`: 1 while a wake of this slot is on its way: 0 → 1 by a
+///   waker's swap, → 0 by the owner ([`Queue::woken`]) or R3.
+/// - `SERVED`, `TIMEOUTS`, `ABANDONED`, `OVERFLOWS`: the owner's events,
+///   mod 2^32, plain `Relaxed` adds; never cleared (the slot's next owner
+///   counts on top, as `stats.rs` rows).
+#[repr(C, align(64))]
+struct SlotLine([AtomicU32; 16]);
+
+/// A ticket's cell.
+#[repr(C, align(16))]
+struct Cell {
+    /// `GONE(t)` or `WAITING(t, s)` (module note). `GONE(t − cap)` →
+    /// `WAITING(t, s)` by the enterer of ticket `t` (E2); `WAITING(t, s)`
+    /// → `GONE(t)` by its owner (L1) or the reconciler of slot `s` (R1).
+    state: AtomicU64,
+    /// When ticket `t` entered (caller's ms clock); written by its owner
+    /// after the claim, read only as information.
+    enq_ms: AtomicU64,
+}
+
+#[inline]
+fn tag(t: u64) -> u64 {
+    t & TAG_MASK
+}
+
+#[inline]
+fn gone(t: u64) -> u64 {
+    tag(t) << TAG_SHIFT
+}
+
+#[inline]
+fn waiting(t: u64, slot: u32) -> u64 {
+    gone(t) | WAITING | u64::from(slot)
+}
+
+/// The ring size for `max` waiters: a power of two, at least `2·max`.
+fn cap_for(max: u32) -> Result<u32, Error> {
+    if max == 0 || max > MAX_NUMBER {
+        return Err(Error::InvalidArgument);
+    }
+    Ok((2 * max).next_power_of_two())
+}
+
+/// Bytes a queue of `max` waiters takes (1 to [`MAX_NUMBER`]).
+pub fn size_for(max: u32) -> Result<usize, Error> {
+    Ok(CELLS_OFF + cap_for(max)? as usize * CELL_BYTES)
+}
+
+/// A waiter's place: its ticket and its ledger slot. Kept by its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    /// The ticket number: the order of service.
+    pub t: u64,
+    /// The owner's ledger slot.
+    pub slot: u32,
+}
+
+/// The head of the queue: its ticket and the slot that owns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The oldest ticket still waiting.
+    pub t: u64,
+    /// Its owner's ledger slot.
+    pub slot: u32,
+}
+
+/// A wake the caller must deliver: the head's owner, and the channel it
+/// registered ([`Queue::set_wake`]; `None`: none, the caller kicks that
+/// worker another way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wake {
+    /// The head's ticket.
+    pub t: u64,
+    /// The slot to wake.
+    pub slot: u32,
+    /// Its wake channel.
+    pub channel: Option<u32>,
+}
+
+/// What entering gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enter {
+    /// The queue holds `max` waiters, or its ring is all holes behind a
+    /// blocked head: an overflow (502).
+    Full,
+    /// Queued; `head` says the ticket is the head already, so the caller
+    /// picks at once (E4) rather than wait for a wake.
+    Queued {
+        /// The waiter's place.
+        ticket: Ticket,
+        /// Whether it is the head.
+        head: bool,
+    },
+}
+
+/// Why a waiter leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// It picked a server.
+    Served,
+    /// Its deadline passed.
+    Timeout,
+    /// Its client went away.
+    Abandoned,
+}
+
+/// What a try gives the head ([`Queue::try_pick`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Try<T> {
+    /// Not the head, or the pick found nothing: keep waiting.
+    Wait,
+    /// Picked and out of the queue; deliver `wake` to the new head.
+    Picked(T, Option<Wake>),
+}
+
+/// The counters of every slot, summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Waiters that picked.
+    pub served: u32,
+    /// Waiters whose deadline passed.
+    pub timeouts: u32,
+    /// Waiters whose client went away.
+    pub abandoned: u32,
+    /// Enterers refused.
+    pub overflows: u32,
+}
+
+/// What the queue holds, read cell by cell (tests and diagnostics; not
+/// a snapshot: concurrent changes may show half).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// `count(size)`.
+    pub size: u32,
+    /// Σ over slots of their exact part of `size` (flight's invariant:
+    /// equals `size` at rest).
+    pub ledger_sum: u32,
+    /// `WAITING` cells per slot.
+    pub waiting: [u32; LEDGER_SLOTS],
+    /// `head`, `tail`.
+    pub head: u64,
+    /// See `head`.
+    pub tail: u64,
+    /// The head cell is `WAITING(head)` (or `head == tail`).
+    pub head_waiting: bool,
+}
+
+/// A view of a queue region.
+#[derive(Debug, Clone, Copy)]
+pub struct Queue<'a> {
+    base: NonNull<u8>,
+    max: u32,
+    cap: u32,
+    _region: PhantomData<&'a ()>,
+}
+
+// SAFETY: the region is only changed through atomics once built (the
+// header is written before it is shared); sharing the view between
+// threads is what workers do between processes.
+unsafe impl Send for Queue<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Queue<'_> {}
+
+impl<'a> Queue<'a> {
+    /// Builds an empty queue of `max` waiters in the `len` bytes at `mem`
+    /// (at least [`size_for`]`(max)`, 64-byte aligned, else
+    /// [`Error::NoSpace`]; `max` 1 to [`MAX_NUMBER`], else
+    /// [`Error::InvalidArgument`]). nginx: in the master, before the fork.
+    ///
+    /// # Safety
+    ///
+    /// `mem` must be valid for reads and writes of `len` bytes for `'a`,
+    /// and nobody else may access them during this call.
+    pub unsafe fn init(mem: *mut u8, len: usize, max: u32) -> Result<Queue<'a>, Error> {
+        let size = size_for(max)?;
+        let cap = cap_for(max)?;
+        if mem.is_null() || mem as usize % ALIGN != 0 || len < size {
+            return Err(Error::NoSpace);
+        }
+        // SAFETY: `mem` is valid for `len >= size` bytes, aligned, ours
+        // alone (function contract); zeroed atomics are valid atomics.
+        unsafe {
+            core::ptr::write_bytes(mem, 0, size);
+            mem.cast::<Header>().write(Header {
+                magic: MAGIC,
+                version: LAYOUT_VERSION,
+                max,
+                cap,
+            });
+        }
+        // SAFETY: a queue was just built at `mem`.
+        let q = unsafe { Queue::from_ptr(mem) };
+        for i in 0..u64::from(cap) {
+            q.cell(i)
+                .state
+                .store(gone(i.wrapping_sub(u64::from(cap))), Relaxed);
+        }
+        Ok(q)
+    }
+
+    /// Adopts the queue already at `mem` (a reload keeping the zone):
+    /// [`Error::BadLayout`] unless its magic and version are ours and its
+    /// size fits `len`.
+    ///
+    /// # Safety
+    ///
+    /// `mem` must be valid for reads and writes of `len` bytes for `'a`
+    /// (other processes may use the queue concurrently, through atomics).
+    pub unsafe fn attach(mem: *mut u8, len: usize) -> Result<Queue<'a>, Error> {
+        if mem.is_null() || mem as usize % ALIGN != 0 || len < CELLS_OFF {
+            return Err(Error::NoSpace);
+        }
+        // SAFETY: aligned, long enough for a header, never written after
+        // init.
+        let h = unsafe { &*mem.cast::<Header>() };
+        let ok = h.magic == MAGIC
+            && h.version == LAYOUT_VERSION
+            && cap_for(h.max) == Ok(h.cap)
+            && size_for(h.max).is_ok_and(|s| s <= len);
+        if !ok {
+            return Err(Error::BadLayout);
+        }
+        // SAFETY: the header is a queue's that fits in `len`.
+        Ok(unsafe { Queue::from_ptr(mem) })
+    }
+
+    /// A view of the queue at `mem`.
+    ///
+    /// # Safety
+    ///
+    /// `mem` holds a queue built by [`Queue::init`] (or accepted by
+    /// [`Queue::attach`]), mapped for `'a`.
+    pub unsafe fn from_ptr(mem: *mut u8) -> Queue<'a> {
+        // SAFETY: a queue starts with its header (function contract).
+        let h = unsafe { &*mem.cast::<Header>() };
+        Queue {
+            // SAFETY: a valid queue is not at null.
+            base: unsafe { NonNull::new_unchecked(mem) },
+            max: h.max,
+            cap: h.cap,
+            _region: PhantomData,
+        }
+    }
+
+    /// Start of the region.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Most waiters (`ha_queue number`).
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    /// Cells in the ring.
+    pub fn cap(&self) -> u32 {
+        self.cap
+    }
+
+    #[inline]
+    fn line(&self) -> &'a QueueLine {
+        // SAFETY: the queue line follows the header, inside the region.
+        unsafe { &*self.base.as_ptr().add(LINE_OFF).cast::<QueueLine>() }
+    }
+
+    #[inline]
+    fn slot_line(&self, slot: u32) -> &'a SlotLine {
+        debug_assert!((slot as usize) < LEDGER_SLOTS);
+        let s = slot as usize % LEDGER_SLOTS;
+        // SAFETY: `s < LEDGER_SLOTS` lines of 64 bytes from SLOTS_OFF,
+        // inside the region, 64-byte aligned.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(SLOTS_OFF + s * 64)
+                .cast::<SlotLine>()
+        }
+    }
+
+    #[inline]
+    fn cell(&self, t: u64) -> &'a Cell {
+        let i = (t & u64::from(self.cap - 1)) as usize;
+        // SAFETY: `i < cap` cells of 16 bytes from CELLS_OFF, inside the
+        // region (constructors checked its size), 16-byte aligned.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(CELLS_OFF + i * CELL_BYTES)
+                .cast::<Cell>()
+        }
+    }
+
+    #[inline]
+    fn hold(&self, slot: u32) -> Hold<'a> {
+        Hold::new(&self.slot_line(slot).0, slot)
+    }
+
+    /// Waiters now (`count(size)`), all workers together. A request that
+    /// is not a retry picks only while this is 0 (newcomers never
+    /// overtake).
+    #[inline]
+    pub fn waiting(&self) -> u32 {
+        self.line().size.load(SeqCst)
+    }
+
+    /// Enters the queue for the owner of ledger slot `slot` (below
+    /// [`LEDGER_SLOTS`]; a worker without one answers 502 instead) at
+    /// `now_ms` (E1-E4).
+    pub fn enter(&self, slot: u32, now_ms: u64) -> Enter {
+        if slot as usize >= LEDGER_SLOTS {
+            return Enter::Full;
+        }
+        let l = self.line();
+        let hold = Some(self.hold(slot));
+        // E1: counted within `max`, exactly (flight's protocol).
+        if !flight::acquire(l.size.word(), self.max, hold, ENTRY) {
+            self.count(slot, OVERFLOWS);
+            return Enter::Full;
+        }
+        crash_point("queue.enter.counted");
+        let cap = u64::from(self.cap);
+        let t = loop {
+            let t = l.tail.load(SeqCst);
+            let cell = self.cell(t);
+            let c = cell.state.load(SeqCst);
+            if c >> TAG_SHIFT == tag(t) {
+                // Claimed, not yet published (its claimer is slow or dead).
+                let _ = l.tail.compare_exchange(t, t + 1, SeqCst, Relaxed);
+                continue;
+            }
+            if t.wrapping_sub(l.head.load(SeqCst)) >= cap {
+                let _ = self.help_head();
+                if t.wrapping_sub(l.head.load(SeqCst)) >= cap && l.tail.load(SeqCst) == t {
+                    // A ring of holes behind a blocked head: an overflow.
+                    flight::release(l.size.word(), hold, ENTRY);
+                    self.count(slot, OVERFLOWS);
+                    return Enter::Full;
+                }
+                continue;
+            }
+            if c == gone(t.wrapping_sub(cap))
+                && cell
+                    .state
+                    .compare_exchange(c, waiting(t, slot), SeqCst, Relaxed)
+                    .is_ok()
+            {
+                cell.enq_ms.store(now_ms, Relaxed);
+                break t;
+            }
+            // Another enterer claimed it, or a stale `tail`: again.
+            core::hint::spin_loop();
+        };
+        crash_point("queue.enter.claimed");
+        // E3: published (a helper may have done it already).
+        let _ = l.tail.compare_exchange(t, t + 1, SeqCst, Relaxed);
+        crash_point("queue.enter.published");
+        // E4: against a concurrent release (module note).
+        fence(SeqCst);
+        let head = self.help_head().is_some_and(|h| h.t == t);
+        Enter::Queued {
+            ticket: Ticket { t, slot },
+            head,
+        }
+    }
+
+    /// Moves `head` over the cells that left; the head still waiting, if
+    /// any.
+    pub fn help_head(&self) -> Option<Head> {
+        let l = self.line();
+        loop {
+            let h = l.head.load(SeqCst);
+            let t = l.tail.load(SeqCst);
+            if h >= t {
+                return None;
+            }
+            let c = self.cell(h).state.load(SeqCst);
+            if c == gone(h) {
+                let _ = l.head.compare_exchange(h, h + 1, SeqCst, Relaxed);
+            } else if c & !(WAITING | SLOT_MASK) == gone(h) && c & WAITING != 0 {
+                return Some(Head {
+                    t: h,
+                    slot: (c & SLOT_MASK) as u32,
+                });
+            } else {
+                // `head` moved meanwhile (the cell holds a later ticket):
+                // read again.
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    /// The wake of `head`'s owner, unless one is already on its way.
+    fn wake(&self, head: Head) -> Option<Wake> {
+        let sl = self.slot_line(head.slot);
+        if sl.0[PENDING].swap(1, AcqRel) != 0 {
+            return None;
+        }
+        let w = sl.0[WAKE].load(Relaxed);
+        Some(Wake {
+            t: head.t,
+            slot: head.slot,
+            channel: w.checked_sub(1),
+        })
+    }
+
+    /// The release hook: after a request's in-flight count is released,
+    /// a zone with a queue calls this; the wake to deliver, if a waiter
+    /// heads the queue.
+    pub fn after_release(&self) -> Option<Wake> {
+        fence(SeqCst);
+        if self.line().size.load(Relaxed) == 0 {
+            return None;
+        }
+        self.kick()
+    }
+
+    /// Wakes the head whatever happened (a health verdict, an API change,
+    /// a reconciliation): its wake, if one is not already on its way.
+    pub fn kick(&self) -> Option<Wake> {
+        self.help_head().and_then(|h| self.wake(h))
+    }
+
+    /// Whether `ticket` is the head (it may pick).
+    pub fn is_head(&self, ticket: Ticket) -> bool {
+        self.help_head().is_some_and(|h| h.t == ticket.t)
+    }
+
+    /// The worker of `slot` was woken: clears its `pending` before it
+    /// looks at its waiters, so that a later wake is sent again.
+    pub fn woken(&self, slot: u32) {
+        self.slot_line(slot).0[PENDING].store(0, SeqCst);
+    }
+
+    /// Registers `slot`'s wake channel (`None`: none).
+    pub fn set_wake(&self, slot: u32, channel: Option<u32>) {
+        let v = channel.map_or(0, |c| c.saturating_add(1));
+        self.slot_line(slot).0[WAKE].store(v, Relaxed);
+    }
+
+    /// The head's try: `pick` runs only when `ticket` is the head (the
+    /// normal pick, through `flight::acquire`'s `max_conns` CAS); when it
+    /// gives something, the waiter leaves the queue as served.
+    pub fn try_pick<T>(&self, ticket: Ticket, pick: impl FnOnce() -> Option<T>) -> Try<T> {
+        if !self.is_head(ticket) {
+            return Try::Wait;
+        }
+        match pick() {
+            Some(p) => {
+                // Counted in flight, still in the queue: a kill here
+                // over-counts `size`, never in-flight (R1, R2 repair it).
+                crash_point("queue.try.picked");
+                Try::Picked(p, self.leave(ticket, Leave::Served))
+            }
+            None => Try::Wait,
+        }
+    }
+
+    /// `ticket` leaves (served, timed out, abandoned: L1-L3); the wake to
+    /// deliver if it was the head and another waits. Only its owner calls
+    /// this, once.
+    pub fn leave(&self, ticket: Ticket, why: Leave) -> Option<Wake> {
+        let l = self.line();
+        let Ticket { t, slot } = ticket;
+        if self
+            .cell(t)
+            .state
+            .compare_exchange(waiting(t, slot), gone(t), SeqCst, Relaxed)
+            .is_err()
+        {
+            debug_assert!(false, "ticket {t} of slot {slot} left twice");
+            return None;
+        }
+        crash_point("queue.leave.gone");
+        flight::release(l.size.word(), Some(self.hold(slot)), ENTRY);
+        crash_point("queue.leave.released");
+        self.count(
+            slot,
+            match why {
+                Leave::Served => SERVED,
+                Leave::Timeout => TIMEOUTS,
+                Leave::Abandoned => ABANDONED,
+            },
+        );
+        let head = self.help_head();
+        crash_point("queue.head.advanced");
+        // Only a head that leaves wakes the next (one wake per leave): a
+        // head past `t` means every older ticket has left too.
+        match head {
+            Some(h) if h.t > t => self.wake(h),
+            _ => None,
+        }
+    }
+
+    #[inline]
+    fn count(&self, slot: u32, what: usize) {
+        self.slot_line(slot).0[what].fetch_add(1, Relaxed);
+    }
+
+    /// Reconciles dead slot `slot` (R1-R3): its tickets gone, its part of
+    /// `size` returned, its wake fields cleared; the number of its
+    /// waiters returned. Idempotent: a reconciler killed half-way is
+    /// taken over by running it again. The ledger's owner word makes the
+    /// caller the one reconciler; then the caller calls [`Queue::kick`].
+    pub fn reconcile(&self, slot: u32) -> u32 {
+        if slot as usize >= LEDGER_SLOTS {
+            return 0;
+        }
+        // R1: every cell of the dead slot. A cell claimed at E2 but not
+        // published sits at `tail`, inside [0, cap) like all others.
+        for i in 0..u64::from(self.cap) {
+            let cell = self.cell(i);
+            let c = cell.state.load(SeqCst);
+            if c & WAITING != 0 && (c & SLOT_MASK) as u32 == slot {
+                let g = c & !(WAITING | SLOT_MASK);
+                if cell.state.compare_exchange(c, g, SeqCst, Relaxed).is_ok() {
+                    crash_point("reconcile.queue.cells");
+                }
+            }
+        }
+        // R2: its part of `size`, exactly (flight's drain).
+        let sl = self.slot_line(slot);
+        let n = flight::drain(self.line().size.word(), &sl.0[ENTRY], slot);
+        crash_point("reconcile.queue.size");
+        // R3.
+        sl.0[WAKE].store(0, Relaxed);
+        sl.0[PENDING].store(0, SeqCst);
+        n
+    }
+
+    /// The counters of every slot, summed (mod 2^32).
+    pub fn counters(&self) -> Counters {
+        let mut c = Counters::default();
+        for s in 0..LEDGER_SLOTS as u32 {
+            let r = &self.slot_line(s).0;
+            c.served = c.served.wrapping_add(r[SERVED].load(Relaxed));
+            c.timeouts = c.timeouts.wrapping_add(r[TIMEOUTS].load(Relaxed));
+            c.abandoned = c.abandoned.wrapping_add(r[ABANDONED].load(Relaxed));
+            c.overflows = c.overflows.wrapping_add(r[OVERFLOWS].load(Relaxed));
+        }
+        c
+    }
+
+    /// What the queue holds, cell by cell (see [`Audit`]).
+    pub fn audit(&self) -> Audit {
+        let l = self.line();
+        let word = l.size.word().load(Acquire);
+        let mut ledger_sum = 0u32;
+        for s in 0..LEDGER_SLOTS as u32 {
+            let e = Entry(self.slot_line(s).0[ENTRY].load(Acquire));
+            ledger_sum += e.exact(word & (1u64 << (32 + s)) != 0);
+        }
+        let mut waiting = [0u32; LEDGER_SLOTS];
+        for i in 0..u64::from(self.cap) {
+            let c = self.cell(i).state.load(SeqCst);
+            if c & WAITING != 0 {
+                waiting[(c & SLOT_MASK) as usize % LEDGER_SLOTS] += 1;
+            }
+        }
+        let head = l.head.load(SeqCst);
+        let tail = l.tail.load(SeqCst);
+        let c = self.cell(head).state.load(SeqCst);
+        Audit {
+            size: flight::count(word),
+            ledger_sum,
+            waiting,
+            head,
+            tail,
+            head_waiting: head == tail
+                || (c & WAITING != 0 && c & !(WAITING | SLOT_MASK) == gone(head)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// A region for a queue: 64-byte lines.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Line([u8; 64]);
+
+    struct Region(Vec<Line>);
+
+    impl Region {
+        fn new(max: u32) -> Region {
+            let n = size_for(max).unwrap().div_ceil(64);
+            let mut r = Region(vec![Line([0xa5; 64]); n]);
+            let len = n * 64;
+            // SAFETY: the vector's `len` bytes are ours alone.
+            unsafe { Queue::init(r.0.as_mut_ptr().cast(), len, max) }.unwrap();
+            r
+        }
+
+        fn queue(&self) -> Queue<'_> {
+            // SAFETY: built by `new`, alive as long as the borrow.
+            unsafe { Queue::attach(self.0.as_ptr().cast_mut().cast(), self.0.len() * 64) }.unwrap()
+        }
+    }
+
+    fn queued(e: Enter) -> (Ticket, bool) {
+        match e {
+            Enter::Queued { ticket, head } => (ticket, head),
+            Enter::Full => panic!("full"),
+        }
+    }
+
+    fn sound(q: Queue<'_>) -> Audit {
+        let a = q.audit();
+        assert_eq!(a.size, a.ledger_sum, "{a:?}");
+        assert_eq!(a.size, a.waiting.iter().sum::<u32>(), "{a:?}");
+        assert!(a.head_waiting, "{a:?}");
+        a
+    }
+
+    #[test]
+    fn sizes_and_bad_regions() {
+        assert_eq!(size_for(1), Ok(CELLS_OFF + 2 * 16));
+        assert_eq!(size_for(500), Ok(CELLS_OFF + 1024 * 16));
+        assert_eq!(size_for(0), Err(Error::InvalidArgument));
+        assert_eq!(size_for(MAX_NUMBER + 1), Err(Error::InvalidArgument));
+        let r = Region::new(4);
+        let p = r.0.as_ptr().cast_mut().cast::<u8>();
+        // SAFETY: inside the region; too short, then misaligned.
+        unsafe {
+            assert_eq!(Queue::init(p, 64, 4).err(), Some(Error::NoSpace));
+            assert_eq!(Queue::attach(p.add(1), 4096).err(), Some(Error::NoSpace));
+            assert_eq!(Queue::attach(p, CELLS_OFF).err(), Some(Error::BadLayout));
+        }
+        assert_eq!(r.queue().max(), 4);
+        assert_eq!(r.queue().cap(), 8);
+    }
+
+    /// Tickets from three workers are served in ticket order; each head
+    /// that leaves wakes the owner of the next, once.
+    #[test]
+    fn fifo_across_workers() {
+        let r = Region::new(8);
+        let q = r.queue();
+        for s in 0..3 {
+            q.set_wake(s, Some(10 + s));
+        }
+        let slots = [2, 0, 1, 1, 2, 0];
+        let mut tickets = Vec::new();
+        for (k, &s) in slots.iter().enumerate() {
+            let (t, head) = queued(q.enter(s, 100 + k as u64));
+            assert_eq!(
+                t,
+                Ticket {
+                    t: k as u64,
+                    slot: s
+                }
+            );
+            assert_eq!(head, k == 0, "only the first is the head");
+            tickets.push(t);
+        }
+        assert_eq!(q.waiting(), 6);
+        sound(q);
+        let mut served = Vec::new();
+        for (k, &t) in tickets.iter().enumerate() {
+            // Nobody else may pick, whatever the capacity.
+            for &u in &tickets[k + 1..] {
+                assert_eq!(q.try_pick(u, || Some(())), Try::Wait);
+            }
+            let Try::Picked(p, wake) = q.try_pick(t, || Some(t.t)) else {
+                panic!("head {t:?} did not pick");
+            };
+            served.push(p);
+            match tickets.get(k + 1) {
+                Some(n) => {
+                    let w = wake.expect("the next head is woken");
+                    assert_eq!((w.t, w.slot, w.channel), (n.t, n.slot, Some(10 + n.slot)));
+                    q.woken(n.slot);
+                }
+                None => assert_eq!(wake, None),
+            }
+            sound(q);
+        }
+        assert_eq!(served, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(q.waiting(), 0);
+        assert_eq!(q.counters().served, 6);
+    }
+
+    /// `number` waiters at most; a leave makes room again.
+    #[test]
+    fn overflow_at_max() {
+        let r = Region::new(3);
+        let q = r.queue();
+        let t: Vec<_> = (0..3).map(|_| queued(q.enter(0, 0)).0).collect();
+        assert_eq!(q.enter(1, 0), Enter::Full);
+        assert_eq!(q.enter(1, 0), Enter::Full);
+        assert_eq!(q.counters().overflows, 2);
+        assert_eq!(q.waiting(), 3);
+        q.leave(t[1], Leave::Abandoned);
+        let (u, head) = queued(q.enter(1, 0));
+        assert_eq!((u.t, head), (3, false));
+        assert_eq!(q.enter(1, 0), Enter::Full);
+        sound(q);
+    }
+
+    /// A ring of holes behind a blocked head is an overflow too.
+    #[test]
+    fn holes_behind_a_blocked_head_overflow() {
+        let r = Region::new(2);
+        let q = r.queue();
+        let (head, _) = queued(q.enter(0, 0));
+        for k in 1..4 {
+            let (t, _) = queued(q.enter(1, 0));
+            assert_eq!(t.t, k);
+            assert_eq!(q.leave(t, Leave::Timeout), None, "not the head: no wake");
+        }
+        assert_eq!(q.enter(1, 0), Enter::Full);
+        assert_eq!(q.waiting(), 1);
+        // The head leaves: the holes are passed, the ring usable.
+        assert_eq!(q.leave(head, Leave::Timeout), None);
+        let a = sound(q);
+        assert_eq!((a.head, a.tail), (4, 4));
+        let (t, is_head) = queued(q.enter(1, 0));
+        assert_eq!((t.t, is_head), (4, true));
+        assert_eq!(q.counters().timeouts, 4);
+    }
+
+    /// Leaving in the middle (abandon, timeout) wakes nobody; the head's
+    /// leave wakes the next waiter still there.
+    #[test]
+    fn leaving_the_middle_keeps_the_order() {
+        let r = Region::new(8);
+        let q = r.queue();
+        let t: Vec<_> = (0..5).map(|s| queued(q.enter(s, 0)).0).collect();
+        assert_eq!(q.leave(t[1], Leave::Abandoned), None);
+        assert_eq!(q.leave(t[2], Leave::Timeout), None);
+        let w = q.leave(t[0], Leave::Timeout).expect("a wake");
+        assert_eq!((w.t, w.slot, w.channel), (3, 3, None));
+        assert!(q.is_head(t[3]));
+        assert!(!q.is_head(t[4]));
+        let c = q.counters();
+        assert_eq!((c.abandoned, c.timeouts, c.served), (1, 2, 0));
+        sound(q);
+    }
+
+    /// A head that finds nothing keeps its place; one wake at a time is
+    /// on its way to a slot until it says it was woken.
+    #[test]
+    fn wakes_are_not_repeated_while_pending() {
+        let r = Region::new(4);
+        let q = r.queue();
+        assert_eq!(q.after_release(), None, "nobody waits");
+        let (t, head) = queued(q.enter(5, 0));
+        assert!(head);
+        assert_eq!(q.try_pick(t, || None::<()>), Try::Wait);
+        assert_eq!(q.after_release().map(|w| w.slot), Some(5));
+        assert_eq!(q.after_release(), None, "already pending");
+        assert_eq!(q.kick(), None);
+        q.woken(5);
+        assert_eq!(q.kick().map(|w| w.t), Some(0));
+        q.woken(5);
+        assert!(matches!(q.try_pick(t, || Some(1)), Try::Picked(1, None)));
+        assert_eq!(q.after_release(), None);
+    }
+
+    /// A dead worker's waiters are reconciled: its cells gone, its part
+    /// of `size` returned, the next head kicked; running it again
+    /// returns nothing.
+    #[test]
+    fn reconcile_returns_a_dead_slot() {
+        let r = Region::new(8);
+        let q = r.queue();
+        let dead: Vec<_> = [3, 4, 3].iter().map(|&s| queued(q.enter(s, 0)).0).collect();
+        let live = queued(q.enter(4, 0)).0;
+        let (also, _) = queued(q.enter(3, 0));
+        assert_eq!(q.waiting(), 5);
+        q.set_wake(3, Some(1));
+        assert!(q.kick().is_some());
+        assert_eq!(q.reconcile(3), 3);
+        assert_eq!(q.reconcile(3), 0, "nothing twice");
+        // The head was the dead's: the kick after reconciling moves it.
+        assert!(!q.audit().head_waiting);
+        assert_eq!(q.kick().map(|w| w.t), Some(dead[1].t));
+        let a = sound(q);
+        assert_eq!((a.size, a.waiting[3], a.waiting[4]), (2, 0, 2));
+        assert!(q.is_head(dead[1]));
+        q.leave(dead[1], Leave::Served);
+        assert!(q.is_head(live));
+        let _ = also;
+        assert_eq!(q.reconcile(LEDGER_SLOTS as u32), 0);
+        assert_eq!(q.enter(LEDGER_SLOTS as u32, 0), Enter::Full);
+    }
+
+    /// Many laps of the ring keep tickets and cells in step.
+    #[test]
+    fn the_ring_laps() {
+        let r = Region::new(3);
+        let q = r.queue();
+        let mut waiting = VecDeque::new();
+        let laps = if cfg!(miri) { 40 } else { 1000 };
+        for k in 0..laps {
+            if waiting.len() == 3 || (k % 3 == 0 && !waiting.is_empty()) {
+                let t = waiting.pop_front().unwrap();
+                assert!(q.is_head(t));
+                q.leave(t, Leave::Served);
+            }
+            waiting.push_back(queued(q.enter((k % 7) as u32, k)).0);
+            sound(q);
+        }
+    }
+
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Enter(u32),
+            Leave(usize),
+            Reconcile(u32),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => (0..4u32).prop_map(Op::Enter),
+                2 => (0..16usize).prop_map(Op::Leave),
+                1 => (0..4u32).prop_map(Op::Reconcile),
+            ]
+        }
+
+        proptest! {
+            /// Against a model: a deque of tickets in order. Entering
+            /// gives the next ticket unless `max` wait or the ring holds
+            /// `cap` tickets from the oldest waiter; the head is the
+            /// model's front; size is exact. (Too slow for Miri.)
+            #[cfg_attr(miri, ignore)]
+            #[test]
+            fn queue_matches_a_deque(max in 1..6u32, ops in proptest::collection::vec(op(), 1..200)) {
+                let r = Region::new(max);
+                let q = r.queue();
+                let cap = u64::from(q.cap());
+                let mut m: VecDeque<Ticket> = VecDeque::new();
+                let mut next = 0u64;
+                for o in ops {
+                    match o {
+                        Op::Enter(s) => {
+                            let full = m.len() as u32 == max
+                                || m.front().is_some_and(|f| next - f.t >= cap);
+                            match q.enter(s, 0) {
+                                Enter::Full => prop_assert!(full),
+                                Enter::Queued { ticket, head } => {
+                                    prop_assert!(!full);
+                                    prop_assert_eq!(ticket, Ticket { t: next, slot: s });
+                                    prop_assert_eq!(head, m.is_empty());
+                                    m.push_back(ticket);
+                                    next += 1;
+                                }
+                            }
+                        }
+                        Op::Leave(i) if !m.is_empty() => {
+                            let t = m.remove(i % m.len()).unwrap();
+                            let w = q.leave(t, Leave::Served);
+                            let was_head = m.front().is_none_or(|f| f.t > t.t);
+                            prop_assert_eq!(w.is_some(), was_head && !m.is_empty());
+                            if let Some(w) = w {
+                                q.woken(w.slot);
+                            }
+                        }
+                        Op::Leave(_) => {}
+                        Op::Reconcile(s) => {
+                            let n = m.iter().filter(|t| t.slot == s).count() as u32;
+                            prop_assert_eq!(q.reconcile(s), n);
+                            m.retain(|t| t.slot != s);
+                        }
+                    }
+                    let a = q.audit();
+                    prop_assert_eq!(a.size, m.len() as u32);
+                    prop_assert_eq!(a.ledger_sum, a.size);
+                    prop_assert_eq!(a.waiting.iter().sum::<u32>(), a.size);
+                    prop_assert_eq!(q.help_head(), m.front().map(|t| Head { t: t.t, slot: t.slot }));
+                }
+            }
+        }
+    }
+
+    /// E1-E4 racing a release (the lost wake-up of the module note): a
+    /// waiter enters behind a full server (`max_conns=1`) and picks if
+    /// the head, reading the count `Relaxed` as policies do; a releaser
+    /// frees the server and runs the release hook. Either the waiter
+    /// picks or the releaser wakes it. Without the two `SeqCst` fences a
+    /// weak-memory model (Miri's) may let both miss.
+    #[test]
+    fn a_release_racing_an_entry_loses_no_wake() {
+        let rounds = if cfg!(miri) { 12 } else { 2000 };
+        let r = Region::new(2);
+        for _ in 0..rounds {
+            // SAFETY: the region is ours; no view of it is in use.
+            let q =
+                unsafe { Queue::init(r.0.as_ptr().cast_mut().cast(), r.0.len() * 64, 2) }.unwrap();
+            let server = AtomicU64::new(1);
+            let (picked, wake) = std::thread::scope(|sc| {
+                let w = sc.spawn(|| {
+                    let (t, head) = queued(q.enter(3, 0));
+                    head && server.load(Relaxed) == 0 && {
+                        let ok = flight::acquire(&server, 1, None, 0);
+                        ok && matches!(q.try_pick(t, || Some(())), Try::Picked((), None))
+                    }
+                });
+                let wake = sc
+                    .spawn(|| {
+                        flight::release(&server, None, 0);
+                        q.after_release()
+                    })
+                    .join()
+                    .unwrap();
+                (w.join().unwrap(), wake)
+            });
+            assert!(
+                picked || wake.is_some_and(|w| w.slot == 3 && w.t == 0),
+                "lost wake-up: {picked} {wake:?}"
+            );
+        }
+    }
+
+    /// Threads as workers, a server of `max_conns=2` picked through
+    /// flight's CAS: never more than 2 at once, every request served, and
+    /// the waiters served in ticket order.
+    #[test]
+    fn threads_share_the_queue_and_the_capacity() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Mutex;
+        const WORKERS: u32 = 4;
+        const REQUESTS: u32 = if cfg!(miri) { 6 } else { 300 };
+        let r = Region::new(64);
+        let q = r.queue();
+        let server = AtomicU64::new(0);
+        let busy = AtomicU32::new(0);
+        let over = AtomicBool::new(false);
+        let order = Mutex::new(Vec::new());
+        let direct = AtomicU32::new(0);
+        std::thread::scope(|sc| {
+            for slot in 0..WORKERS {
+                let (q, server, busy, over, order, direct) =
+                    (q, &server, &busy, &over, &order, &direct);
+                sc.spawn(move || {
+                    let use_it = || {
+                        if busy.fetch_add(1, SeqCst) >= 2 {
+                            over.store(true, SeqCst);
+                        }
+                        std::thread::yield_now();
+                        busy.fetch_sub(1, SeqCst);
+                        flight::release(server, None, 0);
+                        q.after_release();
+                    };
+                    for _ in 0..REQUESTS {
+                        if q.waiting() == 0 && flight::acquire(server, 2, None, 0) {
+                            direct.fetch_add(1, Relaxed);
+                            use_it();
+                            continue;
+                        }
+                        let ticket = loop {
+                            if let Enter::Queued { ticket, .. } = q.enter(slot, 0) {
+                                break ticket;
+                            }
+                            std::thread::yield_now();
+                        };
+                        loop {
+                            let pick = || {
+                                flight::acquire(server, 2, None, 0).then(|| {
+                                    order.lock().unwrap().push(ticket.t);
+                                })
+                            };
+                            if let Try::Picked((), _) = q.try_pick(ticket, pick) {
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
+                        use_it();
+                    }
+                });
+            }
+        });
+        assert!(!over.load(SeqCst), "more than max_conns at once");
+        assert_eq!(flight::count(server.load(SeqCst)), 0);
+        let order = order.into_inner().unwrap();
+        assert_eq!(
+            order.len() as u32 + direct.load(Relaxed),
+            WORKERS * REQUESTS
+        );
+        if !cfg!(miri) {
+            assert!(
+                order.len() >= 10,
+                "the queue was hardly used: {}",
+                order.len()
+            );
+        }
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "served out of ticket order"
+        );
+        let a = sound(q);
+        assert_eq!(
+            (a.size, a.head, a.tail),
+            (0, order.len() as u64, order.len() as u64)
+        );
+        assert_eq!(q.counters().served as usize, order.len());
+    }
+}
