@@ -43,5 +43,5 @@ pub mod testing;
 pub use attempt::Attempt;
 pub use error::Error;
 pub use layout::Table;
-pub use request::{Binding, Outcome, Pick, Report};
+pub use request::{Binding, Outcome, Pick, Released, Report};
 pub use spec::{PeerSpec, Policy, UpstreamSpec};

@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::health::outlier::Ejection;
 use crate::health::panic::PanicReport;
 use crate::health::{self, Mode, Transition};
+use crate::layout::queue::Wake;
 use crate::layout::stats::TryInfo;
 use crate::layout::{flight, Table, Zone, BACKUP, TOTAL};
 use crate::policy::{self, ewma};
@@ -85,6 +86,21 @@ pub struct Report {
     pub ejection: Option<Ejection>,
     /// The panic evaluation that followed the ejection.
     pub panic: PanicReport,
+    /// In a zone with a request queue (`ha_queue`): the worker to wake
+    /// because this try's release freed capacity while a request heads
+    /// the queue (its ledger slot and wake channel). The caller must
+    /// deliver it: the queue sends no other wake to that worker until it
+    /// says it was woken ([`crate::layout::queue::Queue::woken`]).
+    pub wake: Option<Wake>,
+}
+
+/// What releasing a try without a verdict gives ([`Table::abandon`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    /// The peer's slot.
+    pub peer: u32,
+    /// The worker to wake, as [`Report::wake`].
+    pub wake: Option<Wake>,
 }
 
 impl<'a> Zone<'a> {
@@ -188,7 +204,7 @@ impl<'a> Zone<'a> {
 
     /// [`Table::abandon`] on the generation the request pinned.
     #[inline]
-    pub fn abandon(&self, attempt: &mut Attempt<'_>) -> Result<u32, Error> {
+    pub fn abandon(&self, attempt: &mut Attempt<'_>) -> Result<Released, Error> {
         self.pinned_table(attempt)?.abandon(attempt)
     }
 
@@ -199,15 +215,21 @@ impl<'a> Zone<'a> {
     }
 
     /// Ends the request: drops its pin (a try still in progress is
-    /// released as passed on first). Calling it again does nothing.
-    pub fn end(&self, attempt: &mut Attempt<'_>) {
+    /// released as passed on first: the wake that release gives, as
+    /// [`Report::wake`]). Calling it again does nothing.
+    pub fn end(&self, attempt: &mut Attempt<'_>) -> Option<Wake> {
+        let mut wake = None;
         if attempt.current().is_some() {
-            let _ = self.free(attempt, Outcome::Next, attempt.try_start_ms());
+            wake = self
+                .free(attempt, Outcome::Next, attempt.try_start_ms())
+                .ok()
+                .and_then(|r| r.wake);
         }
         if let Some(pin) = attempt.pin() {
             self.unpin(attempt.slot(), pin);
             attempt.set_pin(None);
         }
+        wake
     }
 }
 
@@ -350,9 +372,16 @@ impl Table<'_> {
     }
 
     /// Takes the try in progress out of flight (its count, the worker's
-    /// ledger counter, the bounded-load total); the peer stays tried.
+    /// ledger counter, the bounded-load total); the peer stays tried. In
+    /// a zone with a request queue, then runs the queue's release hook
+    /// (a `SeqCst` fence, then the head's wake if anyone waits): the wake
+    /// to deliver. Without a queue, one branch on a root field.
     #[inline]
-    fn leave_flight(&self, attempt: &mut Attempt<'_>, policy: Policy) -> Result<u32, Error> {
+    fn leave_flight(
+        &self,
+        attempt: &mut Attempt<'_>,
+        policy: Policy,
+    ) -> Result<(u32, Option<Wake>), Error> {
         let Some(peer) = attempt.current() else {
             return Err(Error::InvalidArgument);
         };
@@ -368,16 +397,20 @@ impl Table<'_> {
         if policy.bounded_load() {
             flight::release(&self.cursor(TOTAL).value, hold, z.total_entry());
         }
-        Ok(peer)
+        // After the release: a waiter that entered before it is seen here,
+        // or sees the freed count in its own pick (the two fences).
+        let wake = z.queue().and_then(|q| q.after_release());
+        Ok((peer, wake))
     }
 
     /// Ends the try in progress as if it had not been made (the caller
     /// could not use the peer: nginx no longer lists it): the peer leaves
     /// flight and stays tried, and nothing is counted — no failure or
     /// success, no statistics, no latency, no outlier observation. The
-    /// peer's slot.
-    pub fn abandon(&self, attempt: &mut Attempt<'_>) -> Result<u32, Error> {
-        self.leave_flight(attempt, self.policy())
+    /// peer's slot, and the worker to wake ([`Report::wake`]).
+    pub fn abandon(&self, attempt: &mut Attempt<'_>) -> Result<Released, Error> {
+        let (peer, wake) = self.leave_flight(attempt, self.policy())?;
+        Ok(Released { peer, wake })
     }
 
     /// Ends the try in progress with `outcome`.
@@ -403,7 +436,7 @@ impl Table<'_> {
     ) -> Result<Report, Error> {
         // Decoded once: whether the total is kept, what the try teaches.
         let policy = self.policy();
-        let peer = self.leave_flight(attempt, policy)?;
+        let (peer, wake) = self.leave_flight(attempt, policy)?;
         let i = peer as usize;
         let state = &self.states()[i];
         let duration = now.saturating_sub(attempt.try_start_ms());
@@ -427,6 +460,7 @@ impl Table<'_> {
                 down_ms: 0,
                 ejection: None,
                 panic: PanicReport::default(),
+                wake,
             });
         }
         let transition = match outcome {
@@ -463,6 +497,7 @@ impl Table<'_> {
             down_ms,
             ejection,
             panic,
+            wake,
         })
     }
 }
@@ -512,7 +547,7 @@ pub(crate) mod tests {
             let first = r.pick_keyed(b"k", 5).unwrap().peer as usize;
             let before = z.view(first, 10).unwrap();
             assert_eq!(z.states()[first].in_flight.load(Relaxed), 1);
-            assert_eq!(z.abandon(&mut r.attempt()).unwrap(), first as u32);
+            assert_eq!(z.abandon(&mut r.attempt()).unwrap().peer, first as u32);
             assert_eq!(z.states()[first].in_flight.load(Relaxed), 0, "{policy:?}");
             let counts = z.ledger_slot(ledger as usize).unwrap().1;
             assert_eq!(flight::Entry(counts[first].load(Relaxed)).count(), 0);

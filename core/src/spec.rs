@@ -259,8 +259,14 @@ pub struct HealthSpec {
     /// `ha_panic`: below this percentage of healthy primaries, health is
     /// ignored; 0 for off.
     pub panic_percent: u32,
+    /// `ha_queue number`: most requests waiting for a server, across all
+    /// workers (docs/queue-design.md); 0 for none, at most [`MAX_QUEUE`].
+    /// Not a health directive, but one of the same shape (a `u32` the
+    /// root keeps, 0 for off): here, every `UpstreamSpec` literal of the
+    /// workspace stays as it is. `timeout=` is the C side's alone.
+    pub queue: u32,
     /// Zero.
-    pub reserved: [u32; 3],
+    pub reserved: [u32; 2],
 }
 
 impl HealthSpec {
@@ -294,7 +300,8 @@ impl HealthSpec {
     }
 
     /// Checks the values the core relies on: thresholds >= 1 and a timeout
-    /// shorter than the interval when checks run, percentages <= 100.
+    /// shorter than the interval when checks run, percentages <= 100, a
+    /// queue of at most [`MAX_QUEUE`].
     pub fn validate(&self) -> Result<(), Error> {
         if self.checks()
             && (self.interval_ms == 0
@@ -316,9 +323,16 @@ impl HealthSpec {
         if self.max_ejection_percent > 100 || self.panic_percent > 100 {
             return Err(Error::InvalidArgument);
         }
+        if self.queue > MAX_QUEUE {
+            return Err(Error::InvalidArgument);
+        }
         Ok(())
     }
 }
+
+/// Most waiters `ha_queue number` may ask for (`nginx -t` refuses more):
+/// 262,144, a ring of 524,288 cells (8 MiB).
+pub const MAX_QUEUE: u32 = 262_144;
 
 /// Longest `fail_timeout=` in ms (49 days and a bit: 32 bits).
 pub const MAX_FAIL_TIMEOUT_MS: u32 = u32::MAX;
@@ -495,6 +509,12 @@ impl UpstreamSpec<'_> {
         }
         h.write(&self.schedule_room().to_le_bytes());
         h.write(&[self.sessions as u8]);
+        // Only when there is one: an upstream without a queue keeps the
+        // digest (and the zone name) it had before queues existed.
+        if hs.queue != 0 {
+            h.write(b"queue");
+            h.write(&hs.queue.to_le_bytes());
+        }
         h.finish()
     }
 

@@ -67,7 +67,8 @@ impl hab_health_conf {
             max_ejection_ms: self.max_ejection_ms,
             max_ejection_percent: self.max_ejection_percent,
             panic_percent: self.panic_percent,
-            reserved: [0; 3],
+            queue: 0,
+            reserved: [0; 2],
         }
     }
 }

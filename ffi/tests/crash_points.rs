@@ -10,7 +10,10 @@
 //! - no ledger slot is left claimed by the dead or half-reconciled;
 //! - every generation's references are the live workers' pins, and ten
 //!   publications in a row succeed (a leaked pin would block them);
-//! - a `max_conns=1` peer takes a request again once the live one ends.
+//! - a `max_conns=1` peer takes a request again once the live one ends;
+//! - the zone's request queue holds no waiter of the dead (a worker dies
+//!   waiting in it), its size is the ledger's exact sum, and it serves
+//!   2·cap rounds afterwards.
 //!
 //! The reconciler is killed the same way at each of its own steps, after
 //! a worker killed at each step of a request, and a third worker takes the
@@ -25,7 +28,7 @@ use std::sync::Mutex;
 
 use hab_core::attempt;
 use hab_core::crash;
-use hab_core::layout::queue::{self, Enter, Leave, Queue, Ticket, Try};
+use hab_core::layout::queue::{Enter, Leave, Queue, Ticket, Try};
 use hab_core::layout::stats::TryInfo;
 use hab_core::layout::{self, flight, ledger, PeerState, Zone, LEDGER_SLOTS, TOTAL};
 use hab_core::learn::{self, Learnt, Sessions};
@@ -132,14 +135,23 @@ impl Buffers {
     }
 }
 
-/// A worker's life: claims a slot, serves requests (one held across the
-/// others, a retry, a passed-on try), gives its slot back. Every crash
-/// point of a worker is on this path. `false` if something failed.
+/// A worker's life: claims a slot, queues a request in the zone's queue
+/// (it waits through the whole life), serves requests (one held across
+/// the others, a retry, a passed-on try), lets its waiter pick and leave,
+/// gives its slot back. Every crash point of a worker is on this path.
+/// `false` if something failed.
 fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
     // 0: the process id, as nginx's workers do.
     let owner = if owner == 0 { pid() } else { owner };
     let Some(slot) = z.claim_slot(owner, |_| true) else {
         return false;
+    };
+    // The only waiter: the head. It waits until the end, so a kill at any
+    // step of a request leaves a waiting cell for the reconciler.
+    let waiter = match z.queue().map(|q| (q, q.enter(slot, 0))) {
+        None => None,
+        Some((q, Enter::Queued { ticket, head: true })) => Some((q, ticket)),
+        Some(_) => return false,
     };
     let [w1, w2, w3] = &mut b.words[..] else {
         return false;
@@ -183,6 +195,13 @@ fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
         return false;
     }
     z.end(&mut a);
+    // The waiter picks (the server held is a stand-in: the pick is the
+    // queue's business here, flight's is tested above) and leaves.
+    if let Some((q, ticket)) = waiter {
+        if !matches!(q.try_pick(ticket, || Some(())), Try::Picked((), None)) {
+            return false;
+        }
+    }
     // A clean exit gives the slot back (reconciling its own row).
     z.release_slot(slot, owner);
     true
@@ -201,10 +220,14 @@ fn checks(flags: u32) -> HealthSpec {
     }
 }
 
-/// A zone of `case` in a fresh shared mapping.
+/// A zone of `case` in a fresh shared mapping, with a queue of
+/// [`QUEUE_MAX`] waiters.
 fn zone_of(case: &Case, shm: &Shared) -> Zone<'static> {
     let spec = UpstreamSpec {
-        health: Default::default(),
+        health: HealthSpec {
+            queue: QUEUE_MAX,
+            ..HealthSpec::default()
+        },
         policy: case.policy,
         peers: &case.peers,
         schedule_room: 0,
@@ -284,6 +307,28 @@ fn live_worker(z: Zone<'_>, key: &[u8]) -> Live {
     Live { slot, words, held }
 }
 
+/// The zone's queue once the dead are reconciled: nobody waits, the
+/// ledger's sum agrees, and 2·cap rounds of entering and picking work.
+fn queue_empty(q: Queue<'_>, slot: u32, what: &str) {
+    assert_eq!(q.kick(), None, "{what}: nobody waits");
+    let qa = q.audit();
+    assert_eq!(
+        (qa.size, qa.ledger_sum, qa.waiting.iter().sum::<u32>()),
+        (0, 0, 0),
+        "{what}: queue {qa:?}"
+    );
+    assert!(qa.head_waiting && qa.head == qa.tail, "{what}: {qa:?}");
+    for k in 0..2 * q.cap() {
+        let Enter::Queued { ticket, head: true } = q.enter(slot, 10) else {
+            panic!("{what}: queue round {k} refused");
+        };
+        assert!(matches!(
+            q.try_pick(ticket, || Some(())),
+            Try::Picked((), None)
+        ));
+    }
+}
+
 /// The invariants after the dead are reconciled by the live worker.
 fn check(case: &Case, z: Zone<'_>, live: &mut Live, dead: &[u64], what: &str) {
     // The live worker's next claim reconciles every dead owner (and
@@ -340,6 +385,11 @@ fn check(case: &Case, z: Zone<'_>, live: &mut Live, dead: &[u64], what: &str) {
         case.name,
         z.generations()
     );
+    // The queue: the dead's waiter returned (docs/queue-design.md §2.5),
+    // nobody left waiting, and 2·cap rounds of entering and picking work.
+    if let Some(q) = z.queue() {
+        queue_empty(q, live.slot, &format!("{what} ({})", case.name));
+    }
     // The live request ends; the zone must be as new.
     let mut a = Attempt::from_words(&mut live.words);
     z.free(&mut a, Outcome::Ok, 9).unwrap();
@@ -387,7 +437,7 @@ fn a_worker_killed_at_every_step_leaks_nothing() {
                 || p.starts_with("admin.")
                 || p.starts_with("claim.")
                 || p.starts_with("learn.")
-                || p.starts_with("queue.")
+                // Reached by the reconciler test (a waiter returned).
                 || p.starts_with("reconcile.queue.")
                 // Only where there is a least_conn tree (counted below).
                 || p.starts_with("lc.");
@@ -472,12 +522,10 @@ fn a_reconciler_killed_at_every_step_is_taken_over() {
                 }
             }
         }
-        // Every step of the reconciliation, over the deaths above (the
-        // queue's steps are not in the zone's reconciliation yet: see
-        // `a_waiter_killed_at_every_step_blocks_nothing`).
-        let zone_steps =
-            |p: &&&str| p.starts_with("reconcile.") && !p.starts_with("reconcile.queue.");
-        for p in crash::POINTS.iter().filter(zone_steps) {
+        // Every step of the reconciliation, over the deaths above, the
+        // queue's included (the worker dies waiting: its cell, its part
+        // of `size`).
+        for p in crash::POINTS.iter().filter(|p| p.starts_with("reconcile.")) {
             assert!(reached.contains(p), "{}: {p} never reached", case.name);
         }
     }
@@ -1498,16 +1546,37 @@ const QUEUE_MAX: u32 = 8;
 const Q_LIVE: u32 = 0;
 const Q_DEAD: u32 = 1;
 
-/// A queue in `shm` holding ticket 0 of the waiter (slot 1, entered
-/// before the fork, as the waiter itself would have) and ticket 1 of the
-/// live worker, behind it; the server (`max_conns=1`, a word in `shm`
-/// after the queue) free.
-fn waiter_queue(shm: &Shared) -> (Queue<'static>, Ticket, Ticket, &'static AtomicU32) {
-    let size = queue::size_for(QUEUE_MAX).unwrap();
+/// The owner the waiter's ledger slot is claimed for (before the fork:
+/// its death is what `alive` says of this owner).
+const Q_DEAD_OWNER: u64 = 4_000_000_001;
+
+/// A zone with a queue of [`QUEUE_MAX`] waiters in `shm`, the live
+/// worker's ledger slot and the waiter's claimed (0 and 1), the queue
+/// holding ticket 0 of the waiter (entered before the fork, as the
+/// waiter itself would have) and ticket 1 of the live worker, behind it;
+/// the server (`max_conns=1`, a word in `shm` after the zone) free.
+fn waiter_queue(shm: &Shared) -> (Zone<'static>, Ticket, Ticket, &'static AtomicU32) {
+    let peers = [PeerSpec::new(IDS[0])];
+    let spec = UpstreamSpec {
+        health: HealthSpec {
+            queue: QUEUE_MAX,
+            ..HealthSpec::default()
+        },
+        policy: Policy::RoundRobin,
+        peers: &peers,
+        schedule_room: 0,
+        sessions: false,
+    };
+    let size = write::zone_size(&spec).unwrap();
+    assert!(size + 64 <= shm.len);
     // SAFETY: the mapping is ours, `len` bytes, alive past every use (the
     // test drops it after the last).
-    let q = unsafe { Queue::init(shm.ptr, size, QUEUE_MAX) }.expect("queue fits");
-    // SAFETY: the word after the queue, inside the mapping, aligned.
+    let z = unsafe { Zone::init(&spec, shm.ptr, size) }.expect("zone fits");
+    assert_eq!(z.claim_slot(LIVE, |_| true), Some(Q_LIVE));
+    assert_eq!(z.claim_slot(Q_DEAD_OWNER, |_| true), Some(Q_DEAD));
+    let q = z.queue().expect("a queue");
+    assert_eq!(q.max(), QUEUE_MAX);
+    // SAFETY: the word after the zone, inside the mapping, aligned.
     let server = unsafe { &*shm.ptr.add(size.next_multiple_of(64)).cast::<AtomicU32>() };
     server.store(0, Relaxed);
     let Enter::Queued {
@@ -1524,7 +1593,15 @@ fn waiter_queue(shm: &Shared) -> (Queue<'static>, Ticket, Ticket, &'static Atomi
     else {
         panic!("the live ticket waits");
     };
-    (q, mine, live, server)
+    (z, mine, live, server)
+}
+
+/// The zone's reconciliation of the waiter's slot, as the live worker's
+/// next claim runs it: every owner but the live worker is dead (the
+/// waiter, and a reconciler killed half-way).
+fn reconcile_dead(z: Zone<'_>) -> bool {
+    z.claim_slot(LIVE + 1, |pid| pid == LIVE || pid == LIVE + 1)
+        .is_some()
 }
 
 /// The waiter's run: its head ticket picks the server (the queue's
@@ -1533,7 +1610,10 @@ fn waiter_queue(shm: &Shared) -> (Queue<'static>, Ticket, Ticket, &'static Atomi
 /// and its last ticket times out. It dies holding the server and one
 /// ticket. Every step of entering and leaving is on this path. `false`
 /// if something else happened.
-fn waiter(q: Queue<'_>, mine: Ticket, server: &AtomicU32) -> bool {
+fn waiter(z: Zone<'_>, mine: Ticket, server: &AtomicU32) -> bool {
+    let Some(q) = z.queue() else {
+        return false;
+    };
     let pick = || {
         server
             .compare_exchange(0, 1, Relaxed, Relaxed)
@@ -1567,7 +1647,13 @@ fn waiter(q: Queue<'_>, mine: Ticket, server: &AtomicU32) -> bool {
 /// the queue is empty), the live ticket is still there and becomes the
 /// head; then the queue keeps draining: 2·cap rounds of entering and
 /// picking succeed.
-fn queue_check(q: Queue<'_>, live: Ticket, server: &AtomicU32, what: &str) {
+fn queue_check(z: Zone<'_>, live: Ticket, server: &AtomicU32, what: &str) {
+    let q = z.queue().expect("a queue");
+    let owner = z.ledger_slot(Q_DEAD as usize).unwrap().0.load(Relaxed);
+    assert!(
+        owner == 0 || owner == LIVE + 1,
+        "{what}: the waiter's slot left as {owner:#x}"
+    );
     let _ = q.kick();
     let a = q.audit();
     assert_eq!(a.size, a.ledger_sum, "{what}: {a:?}");
@@ -1613,19 +1699,21 @@ fn queue_check(q: Queue<'_>, live: Ticket, server: &AtomicU32, what: &str) {
 /// A waiter killed at every step of entering and leaving the queue (its
 /// size counted, its cell claimed, `tail` published; its cell gone, its
 /// size released, the head helped on), at every occurrence its run
-/// reaches; then the test's worker reconciles its slot and checks the
-/// invariants of §2.5. Then, after a kill at the middle occurrence of
-/// each step, the reconciler is killed at each of its own steps and the
-/// test's worker takes the reconciliation over.
+/// reaches; then the test's worker reconciles its slot through the
+/// zone's reconciliation (its next ledger claim: `ledger::reconcile`,
+/// then the queue's R1-R3) and checks the invariants of §2.5. Then, after
+/// a kill at the middle occurrence of each step, the reconciler is killed
+/// at each of its own steps (the ledger's and the queue's) and the test's
+/// worker takes the reconciliation over.
 #[test]
 fn a_waiter_killed_at_every_step_blocks_nothing() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let shm = Shared::new(8192);
+    let shm = Shared::new(4 << 20);
     let started = std::time::Instant::now();
     let counted = hits(|| {
-        let (q, mine, _, server) = waiter_queue(&shm);
+        let (z, mine, _, server) = waiter_queue(&shm);
         crash::counting();
-        assert!(waiter(q, mine, server), "the waiter's run");
+        assert!(waiter(z, mine, server), "the waiter's run");
     });
     let steps: Vec<_> = counted
         .iter()
@@ -1661,10 +1749,10 @@ fn a_waiter_killed_at_every_step_blocks_nothing() {
     for &&(point, n) in &steps {
         for nth in 1..=n {
             let what = format!("waiter killed at {point} #{nth}");
-            let (q, mine, live, server) = waiter_queue(&shm);
-            die_at(point, nth, || waiter(q, mine, server));
-            q.reconcile(Q_DEAD);
-            queue_check(q, live, server, &what);
+            let (z, mine, live, server) = waiter_queue(&shm);
+            die_at(point, nth, || waiter(z, mine, server));
+            assert!(reconcile_dead(z), "{what}: no slot");
+            queue_check(z, live, server, &what);
             runs += 1;
             progress.fetch_add(1, Relaxed);
         }
@@ -1672,10 +1760,10 @@ fn a_waiter_killed_at_every_step_blocks_nothing() {
         // occurrence; the test's worker takes over.
         let nth = n.div_ceil(2);
         let rcounted = hits(|| {
-            let (q, mine, _, server) = waiter_queue(&shm);
-            die_at(point, nth, || waiter(q, mine, server));
+            let (z, mine, _, server) = waiter_queue(&shm);
+            die_at(point, nth, || waiter(z, mine, server));
             crash::counting();
-            q.reconcile(Q_DEAD);
+            reconcile_dead(z);
         });
         let rsteps: Vec<_> = rcounted
             .iter()
@@ -1686,14 +1774,13 @@ fn a_waiter_killed_at_every_step_blocks_nothing() {
             for rnth in 1..=rn {
                 let what =
                     format!("waiter killed at {point} #{nth}, reconciler at {rpoint} #{rnth}");
-                let (q, mine, live, server) = waiter_queue(&shm);
-                die_at(point, nth, || waiter(q, mine, server));
+                let (z, mine, live, server) = waiter_queue(&shm);
+                die_at(point, nth, || waiter(z, mine, server));
                 die_at(rpoint, rnth, || {
-                    q.reconcile(Q_DEAD);
-                    true
+                    z.claim_slot(2000, |pid| pid != Q_DEAD_OWNER).is_some()
                 });
-                q.reconcile(Q_DEAD);
-                queue_check(q, live, server, &what);
+                assert!(reconcile_dead(z), "{what}: no slot");
+                queue_check(z, live, server, &what);
                 reconciler_runs += 1;
                 progress.fetch_add(1, Relaxed);
             }

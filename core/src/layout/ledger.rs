@@ -15,6 +15,11 @@
 //! [`LEDGER_SLOTS`] the extras run without a slot: their requests are
 //! counted in flight as usual, just not reconciled if they die.
 //!
+//! A zone with a request queue (`ha_queue`) keeps each slot's part of the
+//! queue's size and its wake fields in the queue's own slot lines,
+//! indexed by the same ledger slot; reconciling a slot also returns its
+//! waiters ([`crate::layout::queue::Queue::reconcile`]).
+//!
 //! The same row counts, per generation descriptor, the generations the
 //! worker's requests have pinned (see [`crate::write::generation`]); reconciling
 //! zeroes them, so a dead worker cannot keep an old generation alive.
@@ -107,6 +112,13 @@ impl Zone<'_> {
         // `lc_tree`), so the tree is exact again, whatever the dead did.
         self.lc_rebuild();
         crash_point("reconcile.tree");
+        // Its waiters are gone too (R1-R3 of the queue: its cells, its
+        // part of `size`, its wake fields; each step re-runnable). The
+        // head may have been one of them: the caller kicks it
+        // (`Queue::kick`) once its claim is done, and delivers the wake.
+        if let Some(q) = self.queue() {
+            q.reconcile(slot);
+        }
         let total = self.total_entry();
         flight::drain(&self.total().value, &row[total], slot);
         // The dead worker's requests are gone: so are their pins.

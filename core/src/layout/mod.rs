@@ -36,6 +36,9 @@
 //!         ├─ least_conn tree . only for `least_conn` above 32 peers: per
 //!         │                    group 2·cap node words (see
 //!         │                    [`tree`])
+//!         ├─ request queue ... only with `ha_queue`: header, queue line,
+//!         │                    a line per ledger slot, the ring of
+//!         │                    tickets (see [`queue`])
 //!         └─ arena ........... generations, each: GenHeader, 2 cursors,
 //!                              PeerConf × members, member slots (unless
 //!                              dense), alias, ring, Maglev, chains, two
@@ -91,7 +94,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -204,6 +207,9 @@ pub struct Root {
     /// every peer has its session id in the names, every generation an
     /// index of them.
     pub sessions: u32,
+    /// Offset of the request queue section (`ha_queue`, a
+    /// [`queue::Queue`] of `health.queue` waiters), 0 when there is none.
+    pub queue_off: u64,
 }
 
 /// The words that change when a generation is published, on their own line.

@@ -10,17 +10,18 @@
 //! the crate note); they do not interoperate with nginx's locks, and
 //! nothing here takes or honours one.
 //!
-//! Increment 1 keeps the queue a region of its own, as [`crate::learn`]
-//! is: the slot lines below carry the ledger entry of `size` and the
-//! wake fields the design puts in the zone's ledger, and [`Queue::reconcile`]
-//! is the three steps `ledger::reconcile` will call after `reconcile.tree`
-//! once the zone carries a queue section (increment 2).
+//! The region is self-describing (its own header and version), so the
+//! same code serves a standalone region and the queue section of a zone
+//! (`ha_queue`, [`crate::layout::Zone::queue`]): the slot lines below
+//! carry the ledger entry of `size` and the wake fields, indexed by the
+//! zone's ledger slot, and [`Queue::reconcile`] is the three steps
+//! `ledger::reconcile` runs after `reconcile.tree`.
 //!
 //! # Layout
 //!
 //! ```text
 //!    0  Header ...... magic, version, max, cap (written once)
-//!   64  QueueLine ... size (Flight), head, tail, pass (own line)
+//!   64  QueueLine ... size (Flight), head, tail, pass, carried counters
 //!  128  SlotLine × 32 one line per ledger slot: size entry, wake, pending,
 //!                   served, timeouts, abandoned, overflows
 //! 2176  Cell × cap .. 16 bytes each: state word, enq_ms
@@ -100,19 +101,20 @@ use core::sync::atomic::{fence, AtomicU32, AtomicU64};
 use crate::crash::crash_point;
 use crate::error::Error;
 use crate::layout::flight::{self, Entry, Flight, Hold};
-use crate::layout::LEDGER_SLOTS;
+use crate::layout::{Zone, LEDGER_SLOTS};
 
 /// `b"HABQUEUE"` as a little-endian integer: the header's first word.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HABQUEUE");
 
-/// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Bumped on every incompatible change of this layout (2: the carried
+/// counters).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
 
 /// Most waiters a queue admits (`ha_queue number`; `nginx -t` refuses more).
-pub const MAX_NUMBER: u32 = 262_144;
+pub const MAX_NUMBER: u32 = crate::spec::MAX_QUEUE;
 
 const LINE_OFF: usize = 64;
 const SLOTS_OFF: usize = 128;
@@ -160,6 +162,10 @@ struct QueueLine {
     /// Skip-ahead (increment 6): the ticket allowed to pick past the head.
     /// Always 0 for now.
     pass: AtomicU64,
+    /// The counters of an older zone's queue (served, timeouts,
+    /// abandoned, overflows), added once by [`Queue::carry_from`] at
+    /// configuration time, before the zone is shared; read `Relaxed`.
+    carried: [AtomicU32; 4],
 }
 
 /// One ledger slot's line: its part of `size` and its wake fields.
@@ -699,9 +705,31 @@ impl<'a> Queue<'a> {
         n
     }
 
-    /// The counters of every slot, summed (mod 2^32).
+    /// Adds `old`'s counters to this (fresh) queue's, so that a reload
+    /// that rebuilds the zone keeps them (as statistics are carried).
+    /// Waiters are not carried: they wait in the old zone, whose old
+    /// workers serve them or time them out (docs/queue-design.md §4).
+    pub fn carry_from(&self, old: Queue<'_>) {
+        let o = old.counters();
+        let c = &self.line().carried;
+        for (w, v) in c
+            .iter()
+            .zip([o.served, o.timeouts, o.abandoned, o.overflows])
+        {
+            w.fetch_add(v, Relaxed);
+        }
+    }
+
+    /// The counters of every slot, summed (mod 2^32), with those carried
+    /// from an older zone.
     pub fn counters(&self) -> Counters {
-        let mut c = Counters::default();
+        let k = &self.line().carried;
+        let mut c = Counters {
+            served: k[0].load(Relaxed),
+            timeouts: k[1].load(Relaxed),
+            abandoned: k[2].load(Relaxed),
+            overflows: k[3].load(Relaxed),
+        };
         for s in 0..LEDGER_SLOTS as u32 {
             let r = &self.slot_line(s).0;
             c.served = c.served.wrapping_add(r[SERVED].load(Relaxed));
@@ -740,6 +768,22 @@ impl<'a> Queue<'a> {
             head_waiting: head == tail
                 || (c & WAITING != 0 && c & !(WAITING | SLOT_MASK) == gone(head)),
         }
+    }
+}
+
+impl<'a> Zone<'a> {
+    /// The zone's request queue (`ha_queue`), `None` when it has none: one
+    /// branch on a root field, all that a zone without a queue pays.
+    #[inline]
+    pub fn queue(&self) -> Option<Queue<'a>> {
+        let off = self.root().queue_off;
+        if off == 0 {
+            return None;
+        }
+        // SAFETY: a non-zero `queue_off` names a queue section that
+        // `Zone::init_with` built (or `Zone::attach_with` checked) inside
+        // the zone, which is mapped for 'a (layout contract).
+        Some(unsafe { Queue::from_ptr(self.as_ptr().add(off as usize)) })
     }
 }
 
@@ -975,6 +1019,246 @@ mod tests {
             waiting.push_back(queued(q.enter((k % 7) as u32, k)).0);
             sound(q);
         }
+    }
+
+    /// A zone of two servers (`max_conns=1` each) with a queue of
+    /// `number` waiters (0: none).
+    fn zone_spec<'p>(
+        peers: &'p [crate::spec::PeerSpec<'p>],
+        number: u32,
+    ) -> crate::UpstreamSpec<'p> {
+        crate::UpstreamSpec {
+            policy: crate::spec::Policy::RoundRobin,
+            peers,
+            health: crate::spec::HealthSpec {
+                queue: number,
+                ..Default::default()
+            },
+            schedule_room: 0,
+            sessions: false,
+        }
+    }
+
+    fn two_servers() -> [crate::spec::PeerSpec<'static>; 2] {
+        let p = |id| crate::spec::PeerSpec {
+            max_conns: 1,
+            ..crate::spec::PeerSpec::new(id)
+        };
+        [p(b"a"), p(b"b")]
+    }
+
+    /// `ha_queue 5` gives the zone a queue section of 5 waiters, placed
+    /// before the arena; without it the zone is as before (no section,
+    /// the same digest) and `queue()` is none. Attach adopts the queue
+    /// and its waiters; another number, or a damaged queue header, is
+    /// refused.
+    #[test]
+    fn a_zone_carries_its_queue_section() {
+        use crate::testing::Region;
+        use crate::write::zone_size;
+        let peers = two_servers();
+        let (none, five) = (zone_spec(&peers, 0), zone_spec(&peers, 5));
+        assert_eq!(
+            zone_size(&five).unwrap(),
+            zone_size(&none).unwrap() + size_for(5).unwrap().next_multiple_of(64)
+        );
+        assert_ne!(none.digest(), five.digest());
+        assert_ne!(five.digest(), zone_spec(&peers, 6).digest());
+        let mut none_h = none;
+        none_h.health.queue = 0;
+        assert_eq!(none_h.digest(), none.digest());
+        assert_eq!(
+            zone_spec(&peers, MAX_NUMBER + 1).validate(),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(zone_spec(&peers, MAX_NUMBER).validate(), Ok(()));
+
+        let without = crate::testing::OwnedTable::new(&none).unwrap();
+        assert!(without.zone().queue().is_none());
+        assert_eq!(without.zone().root().queue_off, 0);
+
+        let size = zone_size(&five).unwrap();
+        let region = Region::new(size);
+        // SAFETY: the region is ours, `size` bytes, alive for the test.
+        let z = unsafe { Zone::init(&five, region.as_ptr(), size) }.unwrap();
+        let q = z.queue().expect("a queue");
+        let r = z.root();
+        assert!(r.queue_off >= r.tree_off && r.queue_off < r.arena_off);
+        assert_eq!(r.queue_off % ALIGN as u64, 0);
+        assert_eq!((q.max(), q.cap(), q.waiting()), (5, 16, 0));
+        let (t, head) = queued(q.enter(3, 7));
+        assert!(head);
+        let attach = |spec: &crate::UpstreamSpec<'_>| {
+            // SAFETY: as above.
+            unsafe { Zone::attach(spec, region.as_ptr(), size) }
+                .map(|z| z.queue().map(|q| q.waiting()))
+        };
+        assert_eq!(attach(&five), Ok(Some(1)), "the waiter is still there");
+        assert_eq!(attach(&zone_spec(&peers, 4)), Err(Error::BadLayout));
+        assert_eq!(attach(&none), Err(Error::BadLayout));
+        // A queue header that is not a queue's.
+        let at = r.queue_off as usize;
+        // SAFETY: the queue's magic word, inside the region; no view of
+        // it is held across the write.
+        unsafe { region.as_ptr().add(at).cast::<u64>().write(0) };
+        assert_eq!(attach(&five), Err(Error::BadLayout));
+        // SAFETY: as above.
+        unsafe { region.as_ptr().add(at).cast::<u64>().write(MAGIC) };
+        assert_eq!(attach(&five), Ok(Some(1)));
+        assert!(q.is_head(t));
+    }
+
+    /// A release in a zone with a queue wakes the head's worker, once
+    /// (until it says it was woken); the head then picks through the
+    /// zone's own get. A zone without a queue reports no wake.
+    #[test]
+    fn a_release_wakes_the_heads_slot() {
+        use crate::request::Outcome;
+        use crate::testing::{OwnedAttempt, OwnedTable};
+        let peers = two_servers();
+        let owned = OwnedTable::new(&zone_spec(&peers, 4)).unwrap();
+        let z = owned.zone();
+        let q = z.queue().unwrap();
+        let me = z.claim_slot(100, |_| true).unwrap();
+        let other = z.claim_slot(200, |_| true).unwrap();
+        q.set_wake(other, Some(9));
+        // Both servers full.
+        let mut held: Vec<_> = (0..2)
+            .map(|_| {
+                let mut a = OwnedAttempt::with_slot(z, 0, Some(me));
+                a.pick(0).unwrap();
+                a
+            })
+            .collect();
+        let mut waiter = OwnedAttempt::with_slot(z, 0, Some(other));
+        assert_eq!(waiter.pick(0).unwrap_err(), Error::Busy);
+        let (t, head) = queued(q.enter(other, 1));
+        assert!(head);
+        // The first release wakes the head's slot, on its channel.
+        let r = held[0].release(Outcome::Ok, 2).unwrap();
+        let w = r.wake.expect("the head is woken");
+        assert_eq!((w.t, w.slot, w.channel), (t.t, other, Some(9)));
+        // A second release while that wake is on its way sends none.
+        let mut abandoned = held.pop().unwrap();
+        let rel = z.abandon(&mut abandoned.attempt()).unwrap();
+        assert_eq!(rel.wake, None, "pending");
+        q.woken(other);
+        // The head picks through the zone's get (flight's CAS).
+        let picked = q.try_pick(t, || waiter.pick(3).ok());
+        let Try::Picked(p, None) = picked else {
+            panic!("the head picks: {picked:?}");
+        };
+        assert!(p.peer < 2);
+        assert_eq!(q.waiting(), 0);
+        // Nobody waits: a release wakes nobody, and `end` says so too.
+        assert_eq!(waiter.release(Outcome::Ok, 4).unwrap().wake, None);
+        let mut again = OwnedAttempt::with_slot(z, 0, Some(me));
+        again.pick(5).unwrap();
+        assert_eq!(z.end(&mut again.attempt()), None);
+        // Without a queue: never a wake.
+        let plain = OwnedTable::new(&zone_spec(&peers, 0)).unwrap();
+        let mut a = OwnedAttempt::new(plain.zone(), 0);
+        a.pick(0).unwrap();
+        assert_eq!(a.release(Outcome::Ok, 1).unwrap().wake, None);
+    }
+
+    /// A dead worker's waiters are returned by the zone's own
+    /// reconciliation (the ledger claims the slot, then R1-R3): its
+    /// cells gone, its part of `size` returned, its in-flight request
+    /// too; the live waiter becomes the head at the next kick.
+    #[test]
+    fn the_zones_reconciliation_returns_a_dead_workers_waiters() {
+        use crate::testing::{OwnedAttempt, OwnedTable};
+        let peers = two_servers();
+        let owned = OwnedTable::new(&zone_spec(&peers, 8)).unwrap();
+        let z = owned.zone();
+        let q = z.queue().unwrap();
+        let dead = z.claim_slot(100, |_| true).unwrap();
+        let live = z.claim_slot(200, |_| true).unwrap();
+        let mut a = OwnedAttempt::with_slot(z, 0, Some(dead));
+        a.pick(0).unwrap();
+        q.set_wake(dead, Some(3));
+        let d1 = queued(q.enter(dead, 1)).0;
+        let l = queued(q.enter(live, 2)).0;
+        let _d2 = queued(q.enter(dead, 3)).0;
+        assert!(q.kick().is_some_and(|w| w.t == d1.t));
+        // Worker 100 dies; worker 300 claims a slot and reconciles it.
+        assert_eq!(z.claim_slot(300, |pid| pid != 100), Some(dead));
+        assert!(!q.audit().head_waiting, "the dead head, until a kick");
+        assert_eq!(q.kick().map(|w| (w.t, w.slot)), Some((l.t, live)));
+        let a2 = sound(q);
+        assert_eq!(
+            (
+                a2.size,
+                a2.waiting[dead as usize],
+                a2.waiting[live as usize]
+            ),
+            (1, 0, 1)
+        );
+        assert_eq!(
+            z.states()[0].in_flight.load(Relaxed) + z.states()[1].in_flight.load(Relaxed),
+            0
+        );
+        // The new owner of the slot starts clean: its wake fields zeroed.
+        assert_eq!(
+            q.enter(dead, 4),
+            Enter::Queued {
+                ticket: Ticket { t: 3, slot: dead },
+                head: false
+            }
+        );
+        // A clean exit returns the worker's own waiters as well.
+        z.release_slot(live, 200);
+        z.release_slot(dead, 300);
+        assert_eq!(q.kick(), None, "nobody waits");
+        let a3 = sound(q);
+        assert_eq!((a3.size, a3.head, a3.tail), (0, 4, 4));
+        drop(a);
+    }
+
+    /// A reload that rebuilds the zone carries the queue's counters
+    /// (served, timeouts, abandoned, overflows), not its waiters.
+    #[test]
+    fn a_reload_carries_the_counters_not_the_waiters() {
+        use crate::testing::OwnedTable;
+        let peers = two_servers();
+        let old = OwnedTable::new(&zone_spec(&peers, 2)).unwrap();
+        let oq = old.zone().queue().unwrap();
+        let a = queued(oq.enter(0, 0)).0;
+        let b = queued(oq.enter(1, 0)).0;
+        assert_eq!(oq.enter(2, 0), Enter::Full);
+        oq.leave(a, Leave::Served);
+        oq.leave(b, Leave::Timeout);
+        let _still = queued(oq.enter(1, 0)).0;
+        let want = oq.counters();
+        assert_eq!(
+            want,
+            Counters {
+                served: 1,
+                timeouts: 1,
+                abandoned: 0,
+                overflows: 1
+            }
+        );
+        let more = [
+            two_servers()[0],
+            two_servers()[1],
+            crate::spec::PeerSpec::new(b"c"),
+        ];
+        let new = OwnedTable::new(&zone_spec(&more, 3)).unwrap();
+        let z = new.zone();
+        z.carry_from(old.zone(), 0);
+        let q = z.queue().unwrap();
+        assert_eq!(q.counters(), want);
+        assert_eq!(q.waiting(), 0, "waiters stay in the old zone");
+        assert_eq!(oq.waiting(), 1);
+        q.leave(queued(q.enter(0, 0)).0, Leave::Abandoned);
+        assert_eq!(q.counters().abandoned, 1);
+        // Into or from a zone without a queue: nothing to carry, no harm.
+        let plain = OwnedTable::new(&zone_spec(&more, 0)).unwrap();
+        plain.zone().carry_from(old.zone(), 0);
+        z.carry_from(plain.zone(), 0);
+        assert_eq!(q.counters().served, 1);
     }
 
     mod model {

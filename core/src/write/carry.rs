@@ -31,6 +31,12 @@
 //! In-flight counts are not carried into a fresh zone: the old workers
 //! still hold those requests and release them in the old zone, which they
 //! keep until they exit.
+//!
+//! The request queue (`ha_queue`) carries its counters (served, timeouts,
+//! abandoned, overflows) when both zones have one, not its waiters: they
+//! belong to old workers, which serve them from the old zone's capacity
+//! or time them out there (docs/queue-design.md §4); newcomers of the new
+//! configuration queue in the new zone.
 
 use core::sync::atomic::Ordering::Relaxed;
 use std::collections::HashMap;
@@ -179,6 +185,9 @@ impl Zone<'_> {
             carry_health(*self, i, old, j);
             self.carry_stats(i, old, j);
             carried += 1;
+        }
+        if let (Some(q), Some(oq)) = (self.queue(), old.queue()) {
+            q.carry_from(oq);
         }
         self.health_changed();
         self.update_panic();

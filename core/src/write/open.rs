@@ -3,7 +3,8 @@
 //! cycle left after checking every offset it holds.
 //!
 //! A writer: it builds the first generation and sizes the sections of the
-//! floors below (statistics, health rows, least_conn trees).
+//! floors below (statistics, health rows, least_conn trees, the request
+//! queue of `ha_queue`).
 
 use core::mem::size_of;
 use core::sync::atomic::Ordering::{Acquire, Relaxed};
@@ -14,7 +15,7 @@ use crate::algo::alias::Column;
 use crate::algo::ketama::Point;
 use crate::error::Error;
 use crate::layout::*;
-use crate::layout::{health, stats, tree};
+use crate::layout::{health, queue, stats, tree};
 use crate::spec::{identity_hash, session_id, sid_hash, HealthSpec, Policy, UpstreamSpec, MAX_SID};
 
 /// Offsets and sizes of the zone's fixed sections for one configuration.
@@ -36,6 +37,9 @@ struct ZonePlan {
     health_off: usize,
     tree_off: usize,
     tree_len: usize,
+    /// The request queue section (`ha_queue`; length 0: none).
+    queue_off: usize,
+    queue_len: usize,
     arena_off: usize,
     arena_len: usize,
     size: usize,
@@ -128,7 +132,12 @@ impl ZonePlan {
         } else {
             0
         };
-        let arena_off = tree_off + tree_len;
+        let queue_off = tree_off + tree_len;
+        let queue_len = match spec.health.queue {
+            0 => 0,
+            n => round_up(queue::size_for(n)?, ALIGN),
+        };
+        let arena_off = queue_off + queue_len;
         let arena_len = arena_len(gen_size, spec.schedule_room());
         Ok(ZonePlan {
             peers,
@@ -144,6 +153,8 @@ impl ZonePlan {
             health_off,
             tree_off,
             tree_len,
+            queue_off,
+            queue_len,
             arena_off,
             arena_len,
             size: arena_off + arena_len,
@@ -183,6 +194,11 @@ impl ZonePlan {
             slot_names: self.slot_names as u32,
             schedule_room: spec.schedule_room(),
             sessions: u32::from(spec.sessions),
+            queue_off: if self.queue_len == 0 {
+                0
+            } else {
+                self.queue_off as u64
+            },
         }
     }
 }
@@ -243,11 +259,16 @@ impl<'a> Zone<'a> {
         // ledger). Zeroed atomics are valid atomics. The arena is left as
         // it is: a generation's builder writes all of its own bytes; so are
         // the statistics rows of the worker slots, which each slot's first
-        // owner zeroes (`Zone::mark_rows_used`).
+        // owner zeroes (`Zone::mark_rows_used`). The queue section (64-byte
+        // aligned, `queue_len` bytes, ours alone too) is built by
+        // `Queue::init`, which zeroes what it uses.
         unsafe {
             core::ptr::write_bytes(mem, 0, plan.stats_off + stats::zeroed_len(plan.peers));
             core::ptr::write_bytes(mem.add(plan.health_off), 0, health::section_len(plan.peers));
             core::ptr::write_bytes(mem.add(plan.tree_off), 0, plan.tree_len);
+            if plan.queue_len != 0 {
+                queue::Queue::init(mem.add(plan.queue_off), plan.queue_len, spec.health.queue)?;
+            }
             mem.cast::<Root>().write(plan.root(spec));
             let state = mem.add(STATE_OFF).cast::<PeerState>();
             let cold = mem.add(plan.cold_off).cast::<PeerCold>();
@@ -441,7 +462,8 @@ impl<'a> Zone<'a> {
             && r.health_off == want.health_off
             && r.tree_off == want.tree_off
             && r.configured == want.configured
-            && r.slot_names == want.slot_names;
+            && r.slot_names == want.slot_names
+            && r.queue_off == want.queue_off;
         if !matches {
             return Err(Error::BadLayout);
         }
@@ -450,6 +472,14 @@ impl<'a> Zone<'a> {
         let zone = unsafe { Zone::from_ptr(mem) };
         if zone.current_slot().is_none() || !zone.generations_in_bounds() {
             return Err(Error::BadLayout);
+        }
+        if plan.queue_len != 0 {
+            // SAFETY: the queue section lies inside the zone (the plan's);
+            // other processes use it through atomics only.
+            let q = unsafe { queue::Queue::attach(mem.add(plan.queue_off), plan.queue_len) }?;
+            if q.max() != spec.health.queue {
+                return Err(Error::BadLayout);
+            }
         }
         Ok(zone)
     }
