@@ -272,8 +272,8 @@ impl Table<'_> {
         let policy = self.policy();
         let bound = match binding {
             Binding::None => None,
-            Binding::Sid(sid) => self.find_sid(crate::spec::sid_hash(sid), Some(sid)),
-            Binding::Hash(h) => self.find_sid(h, None),
+            Binding::Sid(sid) => self.find_sid(crate::spec::sid_hash(sid)),
+            Binding::Hash(h) => self.find_sid(h),
         };
         if !attempt.in_backup() {
             if let Some(i) = bound {

@@ -493,8 +493,8 @@ pub struct GenHeader {
     /// The caller's `(list id, config)` the membership was built from
     /// ([`Zone::apply_membership`]); zero for configuration builds.
     pub source: [u64; 2],
-    /// Offset of the session index (`u64` entries: the high half of a
-    /// member's session id hash, its slot + 1 below; 0 for empty; see
+    /// Offset of the session index (entries of two `u64`: a member's
+    /// session id hash, its slot + 1; zeros for empty; see
     /// [`crate::policy::sticky`]), 0 when the upstream binds no sessions.
     pub sids_off: u64,
     /// Entries of the session index (a power of two, or 0).
@@ -1093,10 +1093,10 @@ impl<'a> Table<'a> {
     /// The session index (empty unless the upstream binds sessions; see
     /// [`crate::policy::sticky`]).
     #[inline]
-    pub fn sids(&self) -> &'a [u64] {
+    pub fn sids(&self) -> &'a [[u64; 2]] {
         let h = self.header();
-        // SAFETY: sids_len u64s at sids_off, 8-byte aligned (layout
-        // contract).
+        // SAFETY: sids_len pairs of u64 at sids_off, 8-byte aligned
+        // (layout contract).
         unsafe { self.section(h.sids_off, h.sids_len as usize) }
     }
 

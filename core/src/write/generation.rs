@@ -124,7 +124,7 @@ impl GenPlan {
         let s1 = s0 + sched_len[0] * 4;
         let sids_off = round_up(s1 + sched_len[1] * 4, 8);
         let sids_len = sticky::index_len(spec, peers);
-        let size = round_up(sids_off + sids_len * 8, ALIGN);
+        let size = round_up(sids_off + sids_len * 16, ALIGN);
         Ok(GenPlan {
             peers,
             primaries,
@@ -291,10 +291,13 @@ impl GenPlan {
             }
         };
         let alias_len = policy::build_frozen(spec, &at, out)?;
-        // SAFETY: as above: the index's zeroed u64s, 8-byte aligned, inside
-        // the plan.
+        // SAFETY: as above: the index's zeroed entries (pairs of u64),
+        // 8-byte aligned, inside the plan.
         let sids = unsafe {
-            core::slice::from_raw_parts_mut(base.add(self.sids_off).cast::<u64>(), self.sids_len)
+            core::slice::from_raw_parts_mut(
+                base.add(self.sids_off).cast::<[u64; 2]>(),
+                self.sids_len,
+            )
         };
         sticky::build_index(spec, &at, sids);
         let header = self.header(spec, seq, ring.len(), shadow.len(), alias_len, source);
