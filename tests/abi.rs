@@ -95,6 +95,22 @@ fn structs_match_the_header() {
         max_ejection_ms,
         max_ejection_percent,
         panic_percent,
+        queue,
+        reserved
+    });
+    same_layout!(hab_wake { slot, channel });
+    same_layout!(hab_ticket {
+        ticket,
+        slot,
+        flags
+    });
+    same_layout!(hab_queue_stats {
+        size,
+        max_size,
+        overflows,
+        timeouts,
+        abandoned,
+        served,
         reserved
     });
     same_layout!(hab_panic_report {
@@ -130,7 +146,8 @@ fn structs_match_the_header() {
         eject_reason,
         eject_count,
         eject_ms,
-        panic
+        panic,
+        wake
     });
     same_layout!(hab_try {
         status,
@@ -257,6 +274,16 @@ fn functions_match_the_header() {
         hab_state_unclaimed / 5,
         hab_state_free / 1,
         hab_state_save / 5,
+        hab_attempt_abandon_wake / 3,
+        hab_attempt_end_wake / 3,
+        hab_queue_waiting / 1,
+        hab_queue_enter / 4,
+        hab_queue_try / 8,
+        hab_queue_leave / 4,
+        hab_queue_woken / 3,
+        hab_queue_kick / 2,
+        hab_queue_set_wake / 3,
+        hab_queue_stats_get / 2,
     );
     // Every function the header declares is in the list above.
     let header = include_str!("../ffi/include/ha_balancer.h");
@@ -295,6 +322,7 @@ fn constants_match_the_header() {
         (C::HAB_UNKNOWN_POLICY as u32, R::HAB_UNKNOWN_POLICY as u32),
         (C::HAB_TOO_LARGE as u32, R::HAB_TOO_LARGE as u32),
         (C::HAB_BAD_STATE as u32, R::HAB_BAD_STATE as u32),
+        (C::HAB_QUEUE_FULL as u32, R::HAB_QUEUE_FULL as u32),
         (sys::HAB_API_OTHER, rs::HAB_API_OTHER),
         (sys::HAB_API_GET, rs::HAB_API_GET),
         (sys::HAB_API_HEAD, rs::HAB_API_HEAD),
@@ -365,6 +393,11 @@ fn constants_match_the_header() {
         (sys::HAB_SLOT_FREE, rs::HAB_SLOT_FREE),
         (sys::HAB_SLOT_LIVE, rs::HAB_SLOT_LIVE),
         (sys::HAB_SLOT_RETIRING, rs::HAB_SLOT_RETIRING),
+        (sys::HAB_QUEUE_MAX, rs::HAB_QUEUE_MAX),
+        (sys::HAB_NO_CHANNEL, rs::HAB_NO_CHANNEL),
+        (sys::HAB_TICKET_HEAD, rs::HAB_TICKET_HEAD),
+        (sys::HAB_QUEUE_TIMEOUT, rs::HAB_QUEUE_TIMEOUT),
+        (sys::HAB_QUEUE_ABANDONED, rs::HAB_QUEUE_ABANDONED),
     ];
     for (i, (c, r)) in pairs.iter().enumerate() {
         assert_eq!(c, r, "constant #{i}");
@@ -373,7 +406,7 @@ fn constants_match_the_header() {
 
 #[test]
 fn every_result_code_has_a_message() {
-    for code in 7000..=7009u32 {
+    for code in 7000..=7010u32 {
         // SAFETY: hab_result_str returns a static NUL-terminated string.
         let s = unsafe { core::ffi::CStr::from_ptr(rs::hab_result_str(code)) };
         assert_ne!(s.to_str().unwrap(), "unknown result code", "code {code}");

@@ -19,6 +19,9 @@
  *   per request (workers): hab_attempt_size() bytes from the request pool,
  *     hab_attempt_init(), then hab_attempt_pick() / hab_attempt_release()
  *     once per try, hab_attempt_end() when the request ends;
+ *   request queue (workers, ha_queue): hab_queue_enter() after HAB_BUSY,
+ *     hab_queue_try() when woken, hab_queue_leave() on timeout or abort;
+ *     every hab_wake a call gives is delivered to the worker it names;
  *   health timer (workers, ha_check and friends): hab_check_claim(),
  *     hab_check_done() per check, hab_health_tick();
  *   servers resolved at run time (workers): hab_zone_source() and
@@ -53,7 +56,8 @@ typedef enum hab_result {
     HAB_BAD_LAYOUT = 7006,        /* region holds no matching table */
     HAB_UNKNOWN_POLICY = 7007,
     HAB_TOO_LARGE = 7008,         /* too many peers or total weight */
-    HAB_BAD_STATE = 7009          /* state file unreadable or corrupt */
+    HAB_BAD_STATE = 7009,         /* state file unreadable or corrupt */
+    HAB_QUEUE_FULL = 7010         /* ha_queue: full, an overflow (502) */
 } hab_result;
 
 
@@ -127,8 +131,13 @@ typedef struct hab_health_conf {
     uint32_t        max_ejection_ms;     /* 0: max(300 s, base) */
     uint32_t        max_ejection_percent;    /* 0: 100 */
     uint32_t        panic_percent;       /* ha_panic */
-    uint32_t        reserved[3];         /* zero */
+    uint32_t        queue;               /* ha_queue number; 0: none,
+                                          * <= HAB_QUEUE_MAX */
+    uint32_t        reserved[2];         /* zero */
 } hab_health_conf;
+
+/* Most waiters hab_health_conf.queue may ask for (nginx -t refuses more). */
+#define HAB_QUEUE_MAX  262144u
 
 
 /* hab_upstream_conf.schedule_room: 0 means the default */
@@ -212,6 +221,22 @@ typedef struct hab_pick {
 #define HAB_PANIC_MODE_LEFT     2u     /* this call ended it */
 
 
+/* hab_wake.channel: the worker registered no wake channel */
+#define HAB_NO_CHANNEL  0xffffffffu
+
+
+/*
+ * A worker to wake: the ledger slot owning the head of the queue
+ * (HAB_NO_SLOT: nobody) and the channel it registered.  Deliver every
+ * wake you get: until that worker calls hab_queue_woken(), no other wake
+ * of it is given.
+ */
+typedef struct hab_wake {
+    uint32_t        slot;         /* ledger slot; HAB_NO_SLOT: none */
+    uint32_t        channel;      /* hab_queue_set_wake(); HAB_NO_CHANNEL */
+} hab_wake;
+
+
 /* A re-evaluation of the panic threshold. */
 typedef struct hab_panic_report {
     uint32_t        change;       /* HAB_PANIC_MODE_* */
@@ -229,6 +254,8 @@ typedef struct hab_report {
     uint32_t        eject_count;  /* with EJECTED: how many in a row */
     uint64_t        eject_ms;     /* with EJECTED: for how long */
     hab_panic_report  panic;      /* after an ejection */
+    hab_wake        wake;         /* the queue's head to wake; slot
+                                   * HAB_NO_SLOT: none */
 } hab_report;
 
 
@@ -547,7 +574,8 @@ hab_result hab_attempt_sid(const hab_zone *zone, hab_attempt *attempt,
  * leaves flight, its failure state is updated, and the try is counted in
  * its statistics with what info says of it (NULL: nothing beyond the
  * outcome).  Calling it with no try in progress returns
- * HAB_INVALID_ARGUMENT and changes nothing.
+ * HAB_INVALID_ARGUMENT and changes nothing.  out_report->wake names the
+ * worker to wake when the upstream has a queue (deliver it).
  */
 hab_result hab_attempt_release(hab_zone *zone, hab_attempt *attempt,
     uint32_t outcome, const hab_try *info, uint64_t now_ms,
@@ -561,6 +589,11 @@ hab_result hab_attempt_release(hab_zone *zone, hab_attempt *attempt,
  */
 hab_result hab_attempt_abandon(hab_zone *zone, hab_attempt *attempt);
 
+/* As hab_attempt_abandon(), and the wake the release gives (a zone with a
+ * queue: deliver it; slot HAB_NO_SLOT: none). */
+hab_result hab_attempt_abandon_wake(hab_zone *zone, hab_attempt *attempt,
+    hab_wake *out_wake);
+
 /* The source of the generation the attempt runs on now (a retry in a
  * dynamic zone moves to the newest). */
 hab_result hab_attempt_source(const hab_zone *zone,
@@ -571,6 +604,106 @@ hab_result hab_attempt_source(const hab_zone *zone,
  * in progress and drops the hold on its generation.  Idempotent.
  */
 hab_result hab_attempt_end(hab_zone *zone, hab_attempt *attempt);
+
+/* As hab_attempt_end(), and the wake that releasing a try still in
+ * progress gives (slot HAB_NO_SLOT: none). */
+hab_result hab_attempt_end_wake(hab_zone *zone, hab_attempt *attempt,
+    hab_wake *out_wake);
+
+
+/*
+ * The request queue (ha_queue, hab_health_conf.queue): one FIFO for all
+ * workers, in the zone.  A request that finds no server (HAB_BUSY) enters
+ * with hab_queue_enter() and waits; the head tries with hab_queue_try()
+ * when its worker is woken (hab_queue_woken()) or at once when it entered
+ * as the head; a waiter that times out or whose client goes away leaves
+ * with hab_queue_leave().  Every hab_wake a call gives names a worker to
+ * wake; deliver it.  A worker waits only with its ledger slot
+ * (hab_zone_claim_slot()).
+ */
+
+/* hab_ticket.flags */
+#define HAB_TICKET_HEAD      0x0001u  /* the head: try at once */
+
+/* hab_queue_leave() reasons */
+#define HAB_QUEUE_TIMEOUT    1u       /* the waiter's deadline passed */
+#define HAB_QUEUE_ABANDONED  2u       /* its client went away */
+
+
+/* A waiter's place, kept by the worker that entered. */
+typedef struct hab_ticket {
+    uint64_t        ticket;       /* the order of service */
+    uint32_t        slot;         /* the owner's ledger slot */
+    uint32_t        flags;        /* HAB_TICKET_* */
+} hab_ticket;
+
+
+/* The queue's counters, for the API. */
+typedef struct hab_queue_stats {
+    uint32_t        size;         /* waiters now, all workers */
+    uint32_t        max_size;     /* ha_queue number; 0: no queue */
+    uint32_t        overflows;    /* refused: the queue was full */
+    uint32_t        timeouts;
+    uint32_t        abandoned;
+    uint32_t        served;       /* waiters that got a server */
+    uint32_t        reserved[2];
+} hab_queue_stats;
+
+
+/*
+ * Waiters now, all workers (0 for NULL or no queue).  A request that is
+ * not a retry picks only while this is 0, else it enters the queue:
+ * newcomers never overtake.
+ */
+uint32_t hab_queue_waiting(const hab_zone *zone);
+
+/*
+ * Enters the queue for a request of the worker holding ledger slot slot:
+ * a ticket, with HAB_TICKET_HEAD when it heads the queue already (try at
+ * once).  HAB_QUEUE_FULL: full, counted as an overflow;
+ * HAB_INVALID_ARGUMENT: no queue, or slot is no ledger slot.
+ */
+hab_result hab_queue_enter(hab_zone *zone, uint32_t slot, uint64_t now_ms,
+    hab_ticket *out_ticket);
+
+/*
+ * The try of waiter ticket, whose request is attempt: when it is the
+ * head, the normal pick (as hab_attempt_pick()).  HAB_OK: the pick is
+ * counted in flight, the request has left the queue, and *out_wake names
+ * the new head's worker.  HAB_BUSY: not the head, or no room: keep
+ * waiting.  Another error leaves the ticket queued: leave it.
+ */
+hab_result hab_queue_try(hab_zone *zone, hab_attempt *attempt,
+    const hab_ticket *ticket, const uint8_t *key, size_t key_len,
+    uint64_t now_ms, hab_pick *out_pick, hab_wake *out_wake);
+
+/*
+ * A waiter leaves without a server (why: HAB_QUEUE_TIMEOUT or
+ * HAB_QUEUE_ABANDONED), once, by the worker that entered, never after a
+ * hab_queue_try() that returned HAB_OK; *out_wake: the next head's
+ * worker when it was the head.
+ */
+hab_result hab_queue_leave(hab_zone *zone, const hab_ticket *ticket,
+    uint32_t why, hab_wake *out_wake);
+
+/*
+ * The worker of ledger slot slot was woken: allows its next wake, then
+ * gives the queue's head (out_head->slot == slot: one of this worker's
+ * waiters, out_head->ticket, tries; HAB_NO_SLOT: nobody waits).
+ */
+hab_result hab_queue_woken(hab_zone *zone, uint32_t slot,
+    hab_ticket *out_head);
+
+/* Wakes the head whatever happened (after a reconciliation, a health or
+ * API change): the wake to deliver, slot HAB_NO_SLOT if none. */
+hab_result hab_queue_kick(hab_zone *zone, hab_wake *out_wake);
+
+/* Registers the wake channel of slot's worker (HAB_NO_CHANNEL: none). */
+hab_result hab_queue_set_wake(hab_zone *zone, uint32_t slot,
+    uint32_t channel);
+
+/* The queue's counters (all 0 without a queue). */
+hab_result hab_queue_stats_get(const hab_zone *zone, hab_queue_stats *out);
 
 
 /* hab_check_report.transition */

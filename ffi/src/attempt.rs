@@ -5,6 +5,7 @@ use core::ffi::c_void;
 use hab_core::attempt::{self, Attempt};
 use hab_core::health::outlier::Reason;
 use hab_core::health::Transition;
+use hab_core::layout::queue::Wake;
 use hab_core::layout::stats::TryInfo;
 use hab_core::layout::Zone;
 use hab_core::{Binding, Outcome};
@@ -39,6 +40,45 @@ pub const HAB_EJECT_5XX: u32 = 1;
 /// `hab_report.eject_reason`: consecutive gateway errors.
 pub const HAB_EJECT_ERRORS: u32 = 2;
 
+/// `hab_wake.channel`: the woken worker registered no channel.
+pub const HAB_NO_CHANNEL: u32 = u32::MAX;
+
+/// A worker to wake: the queue's head belongs to ledger slot `slot`
+/// (`HAB_NO_SLOT`: nobody to wake). The caller must deliver every wake
+/// it gets: until that worker calls `hab_queue_woken`, no other wake of
+/// it is given.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct hab_wake {
+    /// The ledger slot of the worker to wake; `HAB_NO_SLOT`: none.
+    pub slot: u32,
+    /// Its wake channel (`hab_queue_set_wake`); `HAB_NO_CHANNEL`: none.
+    pub channel: u32,
+}
+
+impl hab_wake {
+    /// Nobody to wake.
+    pub const NONE: hab_wake = hab_wake {
+        slot: HAB_NO_SLOT,
+        channel: HAB_NO_CHANNEL,
+    };
+}
+
+impl Default for hab_wake {
+    fn default() -> Self {
+        hab_wake::NONE
+    }
+}
+
+impl From<Option<Wake>> for hab_wake {
+    fn from(w: Option<Wake>) -> Self {
+        w.map_or(hab_wake::NONE, |w| hab_wake {
+            slot: w.slot,
+            channel: w.channel.unwrap_or(HAB_NO_CHANNEL),
+        })
+    }
+}
+
 /// The peer chosen for one try.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -67,6 +107,9 @@ pub struct hab_report {
     pub eject_ms: u64,
     /// The panic evaluation that followed an ejection.
     pub panic: crate::health::hab_panic_report,
+    /// The queue's head to wake, now that a server has room (appended in
+    /// increment 3 of the queue; `hab_wake::NONE` without a queue).
+    pub wake: hab_wake,
 }
 
 /// `hab_try.flags`: `header_ms` is known.
@@ -123,7 +166,7 @@ pub unsafe extern "C" fn hab_attempt_size(z: *const hab_zone) -> usize {
 /// `a` is non-NULL, 8-byte aligned and was prepared by `hab_attempt_init`
 /// for zone `z`, and nothing else accesses it during `'a`.
 #[inline]
-unsafe fn attempt_words<'a>(z: Zone<'_>, a: *mut hab_attempt) -> &'a mut [u64] {
+pub(crate) unsafe fn attempt_words<'a>(z: Zone<'_>, a: *mut hab_attempt) -> &'a mut [u64] {
     // SAFETY: forwarded contract: `words(peers)` words were set up at init.
     unsafe { core::slice::from_raw_parts_mut(a.cast::<u64>(), attempt::words(z.peers())) }
 }
@@ -199,7 +242,7 @@ pub unsafe extern "C" fn hab_attempt_pick(
     }
 }
 
-fn pick_of(p: hab_core::Pick) -> hab_pick {
+pub(crate) fn pick_of(p: hab_core::Pick) -> hab_pick {
     hab_pick {
         peer: p.peer,
         flags: if p.backup { HAB_PICK_BACKUP } else { 0 }
@@ -321,7 +364,7 @@ pub unsafe extern "C" fn hab_attempt_sid(
 }
 
 /// Ends the current try with a `HAB_OUTCOME_*` and what `info` (NULL:
-/// nothing) says of it.
+/// nothing) says of it; `out_report.wake` names the queue's head to wake.
 ///
 /// # Safety
 ///
@@ -387,6 +430,7 @@ pub unsafe extern "C" fn hab_attempt_release(
                             eject_count,
                             eject_ms,
                             panic: r.panic.into(),
+                            wake: r.wake.into(),
                         })
                     };
                 }
@@ -398,25 +442,41 @@ pub unsafe extern "C" fn hab_attempt_release(
 }
 
 /// Ends the try in progress as if it had not been made: it leaves
-/// flight, stays tried, and nothing is counted.
+/// flight, stays tried, and nothing is counted. The wake the release
+/// produces is dropped: a caller with a queue uses
+/// `hab_attempt_abandon_wake`.
 ///
 /// # Safety
 ///
 /// As `hab_attempt_pick`.
 #[no_mangle]
 pub unsafe extern "C" fn hab_attempt_abandon(z: *mut hab_zone, a: *mut hab_attempt) -> hab_result {
+    let mut w = hab_wake::NONE;
+    // SAFETY: forwarded contract; `w` is writable.
+    unsafe { hab_attempt_abandon_wake(z, a, &mut w) }
+}
+
+/// As `hab_attempt_abandon`, and the wake the release produces into
+/// `out_wake` (`HAB_NO_SLOT` in its slot when nobody is to be woken).
+///
+/// # Safety
+///
+/// As `hab_attempt_pick`; `out_wake` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_abandon_wake(
+    z: *mut hab_zone,
+    a: *mut hab_attempt,
+    out_wake: *mut hab_wake,
+) -> hab_result {
     guard(|| {
-        if z.is_null() || a.is_null() {
+        if z.is_null() || a.is_null() || out_wake.is_null() {
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handles (caller contract).
         let z = unsafe { zone_of(z) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
-        match z.abandon(&mut attempt) {
-            Ok(_) => HAB_OK,
-            Err(e) => e.into(),
-        }
+        finish(z.abandon(&mut attempt).map(|r| r.wake.into()), out_wake)
     })
 }
 
@@ -445,22 +505,43 @@ pub unsafe extern "C" fn hab_attempt_source(
     })
 }
 
-/// Ends the request: drops its hold on its generation. Idempotent.
+/// Ends the request: drops its hold on its generation. Idempotent. The
+/// wake a try still in progress produces is dropped: a caller with a
+/// queue uses `hab_attempt_end_wake`.
 ///
 /// # Safety
 ///
 /// As `hab_attempt_pick`.
 #[no_mangle]
 pub unsafe extern "C" fn hab_attempt_end(z: *mut hab_zone, a: *mut hab_attempt) -> hab_result {
+    let mut w = hab_wake::NONE;
+    // SAFETY: forwarded contract; `w` is writable.
+    unsafe { hab_attempt_end_wake(z, a, &mut w) }
+}
+
+/// As `hab_attempt_end`, and the wake that releasing a try still in
+/// progress produces into `out_wake` (`HAB_NO_SLOT` in its slot: none).
+///
+/// # Safety
+///
+/// As `hab_attempt_pick`; `out_wake` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_attempt_end_wake(
+    z: *mut hab_zone,
+    a: *mut hab_attempt,
+    out_wake: *mut hab_wake,
+) -> hab_result {
     guard(|| {
-        if z.is_null() || a.is_null() {
+        if z.is_null() || a.is_null() || out_wake.is_null() {
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: valid handles (caller contract).
         let z = unsafe { zone_of(z) };
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
-        z.end(&mut attempt);
+        let w = z.end(&mut attempt).into();
+        // SAFETY: checked non-NULL; writable (contract).
+        unsafe { out_wake.write(w) };
         HAB_OK
     })
 }

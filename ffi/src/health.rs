@@ -47,9 +47,16 @@ pub struct hab_health_conf {
     pub max_ejection_percent: u32,
     /// `ha_panic`, percent; 0 for off.
     pub panic_percent: u32,
+    /// `ha_queue number`: most requests waiting for a server, across all
+    /// workers; 0 for none (zeroed memory: no queue), at most
+    /// [`HAB_QUEUE_MAX`]. It was the first reserved word.
+    pub queue: u32,
     /// Zero.
-    pub reserved: [u32; 3],
+    pub reserved: [u32; 2],
 }
+
+/// Most waiters `hab_health_conf.queue` may ask for.
+pub const HAB_QUEUE_MAX: u32 = hab_core::spec::MAX_QUEUE;
 
 impl hab_health_conf {
     pub(crate) fn spec(&self) -> HealthSpec {
@@ -67,7 +74,7 @@ impl hab_health_conf {
             max_ejection_ms: self.max_ejection_ms,
             max_ejection_percent: self.max_ejection_percent,
             panic_percent: self.panic_percent,
-            queue: 0,
+            queue: self.queue,
             reserved: [0; 2],
         }
     }

@@ -20,8 +20,9 @@
 //! One file per object: [`conf`] (what C describes), [`zone`] (a zone in
 //! shared memory), [`attempt`] (one request), [`health`] (checks and the
 //! health timer), [`api`] (the operator API and the state file), [`buf`]
-//! (bytes handed to C); here, what they all use (results, the panic
-//! boundary, the zone handle, the liveness callback).
+//! (bytes handed to C), [`queue`] (requests waiting for a server); here,
+//! what they all use (results, the panic boundary, the zone handle, the
+//! liveness callback).
 //!
 //! Non-camel-case type names match the C header on purpose.
 
@@ -33,6 +34,7 @@ pub mod buf;
 pub mod conf;
 pub mod health;
 pub mod learn;
+pub mod queue;
 pub mod zone;
 
 use core::ffi::{c_char, c_void};
@@ -48,6 +50,7 @@ pub use buf::*;
 pub use conf::*;
 pub use health::*;
 pub use learn::*;
+pub use queue::*;
 pub use zone::*;
 
 /// Result codes; explicit and never reused.
@@ -75,6 +78,8 @@ pub enum hab_result {
     HAB_TOO_LARGE = 7008,
     /// The state file cannot be read or is corrupt.
     HAB_BAD_STATE = 7009,
+    /// The request queue is full (`ha_queue number` waiters): a 502.
+    HAB_QUEUE_FULL = 7010,
 }
 
 pub use hab_result::*;
@@ -166,6 +171,7 @@ pub extern "C" fn hab_result_str(rc: hab_result_code) -> *const c_char {
             7007 => c"unknown balancing policy",
             7008 => c"too many peers or total weight too large",
             7009 => c"bad state file",
+            7010 => c"the request queue is full",
             _ => c"unknown result code",
         };
         s.as_ptr()

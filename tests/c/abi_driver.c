@@ -277,6 +277,149 @@ dynamic_zone(void)
 }
 
 
+/*
+ * The request queue (ha_queue 2), as the module drives it: two workers
+ * (ledger slots), one server at max_conns=1.  A request that gets
+ * HAB_BUSY enters the queue; the head tries at once, the others when
+ * their worker is woken; a release's hab_report names the worker to
+ * wake; a waiter that times out leaves; a full queue refuses (502).
+ */
+
+static int
+queue_zone(void)
+{
+    void               *mem, *pool[4];
+    size_t              size, asize;
+    uint32_t            i, wa, wb;
+    hab_pick            pick;
+    hab_wake            wake;
+    hab_zone           *t;
+    hab_report          report;
+    hab_ticket          k2, k3, k4, head;
+    hab_attempt        *a[4];
+    hab_peer_conf       peers[1];
+    hab_health_conf     health;
+    hab_queue_stats     st;
+    hab_upstream_conf   conf;
+
+    peer_init(&peers[0], "up\0a\0127.0.0.1:1", 1, 0);
+    peers[0].id_len = sizeof("up\0a\0127.0.0.1:1") - 1;
+    peers[0].max_conns = 1;
+
+    memset(&health, 0, sizeof(health));
+    memset(&conf, 0, sizeof(conf));
+    conf.policy = HAB_POLICY_ROUND_ROBIN;
+    conf.peers = peers;
+    conf.npeers = 1;
+    conf.health = &health;
+
+    health.queue = HAB_QUEUE_MAX + 1;
+    CHECK(hab_health_validate(&health) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_zone_size(&conf, &size) == HAB_INVALID_ARGUMENT);
+    health.queue = 2;
+    CHECK(hab_health_validate(&health) == HAB_OK);
+    CHECK(hab_zone_size(&conf, &size) == HAB_OK);
+    mem = aligned_alloc(64, size);
+    CHECK(mem != NULL);
+    CHECK(hab_zone_init(&conf, mem, size, &t) == HAB_OK);
+
+    /* worker start: a ledger slot each, and a wake channel */
+
+    CHECK(hab_zone_claim_slot(t, 300, alive_all, NULL, &wa) == HAB_OK);
+    CHECK(hab_zone_claim_slot(t, 400, alive_all, NULL, &wb) == HAB_OK);
+    CHECK(wa != wb);
+    CHECK(hab_queue_set_wake(t, wb, 5) == HAB_OK);
+    CHECK(hab_queue_kick(t, &wake) == HAB_OK && wake.slot == HAB_NO_SLOT);
+
+    asize = hab_attempt_size(t);
+    for (i = 0; i < 4; i++) {
+        pool[i] = malloc(asize);
+        CHECK(pool[i] != NULL);
+        CHECK(hab_attempt_init(t, pool[i], asize, 0, i, i % 2 ? wb : wa,
+                               &a[i])
+              == HAB_OK);
+    }
+
+    /* request 0 (worker a) takes the server */
+
+    CHECK(hab_attempt_pick(t, a[0], NULL, 0, 0, &pick) == HAB_OK);
+
+    /* request 1 (worker b) waits: the head, it tries at once */
+
+    CHECK(hab_queue_waiting(t) == 0);
+    CHECK(hab_attempt_pick(t, a[1], NULL, 0, 1, &pick) == HAB_BUSY);
+    CHECK(hab_queue_enter(t, wb, 1, &k2) == HAB_OK);
+    CHECK(k2.slot == wb && (k2.flags & HAB_TICKET_HEAD));
+    CHECK(hab_queue_try(t, a[1], &k2, NULL, 0, 1, &pick, &wake) == HAB_BUSY);
+
+    /* request 2 (worker a) finds a waiter: it does not pick but waits
+     * behind it; request 3 finds the queue full */
+
+    CHECK(hab_queue_waiting(t) == 1);
+    CHECK(hab_attempt_pick(t, a[2], NULL, 0, 2, &pick) == HAB_BUSY);
+    CHECK(hab_queue_enter(t, wa, 2, &k3) == HAB_OK);
+    CHECK(k3.ticket > k2.ticket && !(k3.flags & HAB_TICKET_HEAD));
+    CHECK(hab_queue_try(t, a[2], &k3, NULL, 0, 2, &pick, &wake) == HAB_BUSY);
+    CHECK(hab_attempt_pick(t, a[3], NULL, 0, 3, &pick) == HAB_BUSY);
+    CHECK(hab_queue_enter(t, wa, 3, &k4) == HAB_QUEUE_FULL);
+    CHECK(hab_queue_enter(NULL, wa, 3, &k4) == HAB_NULL_PARAMETER);
+    CHECK(hab_queue_enter(t, HAB_NO_SLOT, 3, &k4) == HAB_INVALID_ARGUMENT);
+    CHECK(strcmp(hab_result_str(HAB_QUEUE_FULL), "unknown result code")
+          != 0);
+    CHECK(hab_attempt_end(t, a[3]) == HAB_OK);
+
+    /* request 0 ends: its release names worker b, on its channel */
+
+    CHECK(hab_attempt_release(t, a[0], HAB_OUTCOME_OK, NULL, 4, &report)
+          == HAB_OK);
+    CHECK(report.wake.slot == wb && report.wake.channel == 5);
+    CHECK(hab_attempt_end_wake(t, a[0], &wake) == HAB_OK);
+    CHECK(wake.slot == HAB_NO_SLOT);
+
+    /* worker a is not the head's: it may not overtake */
+
+    CHECK(hab_queue_try(t, a[2], &k3, NULL, 0, 4, &pick, &wake) == HAB_BUSY);
+
+    /* worker b, woken: its waiter heads the queue and gets the server */
+
+    CHECK(hab_queue_woken(t, wb, &head) == HAB_OK);
+    CHECK(head.slot == wb && head.ticket == k2.ticket);
+    CHECK(hab_queue_try(t, a[1], &k2, NULL, 0, 5, &pick, &wake) == HAB_OK);
+    CHECK(pick.peer == 0);
+    CHECK(wake.slot == wa && wake.channel == HAB_NO_CHANNEL);
+
+    /* worker a, woken: its waiter is the head, the server is full; its
+     * deadline passes */
+
+    CHECK(hab_queue_woken(t, wa, &head) == HAB_OK);
+    CHECK(head.slot == wa && head.ticket == k3.ticket);
+    CHECK(hab_queue_try(t, a[2], &k3, NULL, 0, 6, &pick, &wake) == HAB_BUSY);
+    CHECK(hab_queue_leave(t, &k3, 0, &wake) == HAB_INVALID_ARGUMENT);
+    CHECK(hab_queue_leave(t, &k3, HAB_QUEUE_TIMEOUT, &wake) == HAB_OK);
+    CHECK(wake.slot == HAB_NO_SLOT);
+    CHECK(hab_attempt_end(t, a[2]) == HAB_OK);
+
+    /* request 1 ends: nobody waits */
+
+    CHECK(hab_attempt_end_wake(t, a[1], &wake) == HAB_OK);
+    CHECK(wake.slot == HAB_NO_SLOT);
+    CHECK(hab_queue_woken(t, wb, &head) == HAB_OK && head.slot == HAB_NO_SLOT);
+
+    CHECK(hab_queue_stats_get(t, &st) == HAB_OK);
+    CHECK(st.size == 0 && st.max_size == 2 && st.overflows == 1
+          && st.timeouts == 1 && st.abandoned == 0 && st.served == 1);
+
+    CHECK(hab_zone_release_slot(t, wa, 300) == HAB_OK);
+    CHECK(hab_zone_release_slot(t, wb, 400) == HAB_OK);
+    for (i = 0; i < 4; i++) {
+        free(pool[i]);
+    }
+    free(mem);
+
+    return 0;
+}
+
+
 int
 hab_abi_driver_run(void)
 {
@@ -460,5 +603,10 @@ hab_abi_driver_run(void)
     free(pool);
     free(mem);
 
-    return dynamic_zone();
+    rc = dynamic_zone();
+    if (rc != 0) {
+        return rc;
+    }
+
+    return queue_zone();
 }
