@@ -278,7 +278,74 @@ pub struct Backend {
     pub hosts: Vec<String>,
     /// The servers, in order (their position is the API's server id).
     pub servers: Vec<ServerEntry>,
+    /// Session persistence: `ha_sticky`.
+    #[serde(default)]
+    pub sticky: Option<Sticky>,
+    /// Server address → route: one `ha_route` line each (needs `sticky`).
+    #[serde(default)]
+    pub routes: BTreeMap<String, String>,
 }
+
+/// `ha_sticky`: exactly one of `cookie`, `route`, `learn`; the cookie
+/// attributes go with `cookie` only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sticky {
+    /// `ha_sticky cookie NAME`: the cookie's name.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// `ha_sticky route $a $b ...`: variables naming a server's route.
+    #[serde(default)]
+    pub route: Option<Vec<String>>,
+    /// `ha_sticky learn ...`: sessions learnt from responses.
+    #[serde(default)]
+    pub learn: Option<Learn>,
+    /// `cookie` only: `expires=` (nginx time in seconds, or `max`).
+    #[serde(default)]
+    pub expires: Option<String>,
+    /// `cookie` only: `domain=`.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// `cookie` only: `path=`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `cookie` only: `httponly`.
+    #[serde(default)]
+    pub httponly: bool,
+    /// `cookie` only: `secure`.
+    #[serde(default)]
+    pub secure: bool,
+    /// `cookie` only: `samesite=`: `strict`, `lax` or `none`.
+    #[serde(default)]
+    pub samesite: Option<String>,
+}
+
+/// `ha_sticky learn create=$v lookup=$v zone=NAME:SIZE [timeout=T] [header]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Learn {
+    /// The variable that starts a session (e.g. `$upstream_cookie_sid`).
+    pub create: String,
+    /// The variable that names a session (e.g. `$cookie_sid`).
+    pub lookup: String,
+    /// `NAME:SIZE`, e.g. `sessions:1m` (at least 32k, 8 pages).
+    pub zone: String,
+    /// Time an unused session is kept (nginx time; module's default 10m).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Learn when the response header is sent, not when the request ends.
+    #[serde(default)]
+    pub header: bool,
+}
+
+/// The smallest learn zone nginx accepts: 8 pages of 4 KiB.
+pub const MIN_LEARN_ZONE: u64 = 8 * 4096;
+
+/// Longest learn `timeout` the module accepts, in ms (2^31, about 24 days).
+pub const MAX_LEARN_TIMEOUT_MS: u64 = 1 << 31;
+
+/// Longest route (`ha_route`) the module accepts.
+pub const MAX_ROUTE: usize = 32;
 
 /// A server written as a bare address or as a mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -550,6 +617,92 @@ pub fn valid_time(s: &str) -> bool {
     true
 }
 
+/// Milliseconds of an nginx time (as `ngx_parse_time`: a bare number is
+/// seconds); `None` when it is not one or overflows.
+pub fn time_ms(s: &str) -> Option<u64> {
+    if !valid_time(s) {
+        return None;
+    }
+    let b = s.as_bytes();
+    let (mut i, mut total) = (0, 0u64);
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let n: u64 = s[start..i].parse().ok()?;
+        let unit: u64 = if b[i..].starts_with(b"ms") {
+            i += 2;
+            1
+        } else {
+            let u = match b.get(i) {
+                Some(b'm') => 60_000,
+                Some(b'h') => 3_600_000,
+                Some(b'd') => 86_400_000,
+                Some(b'w') => 7 * 86_400_000,
+                Some(b'M') => 30 * 86_400_000,
+                Some(b'y') => 365 * 86_400_000,
+                _ => 1000,
+            };
+            if i < b.len() {
+                i += 1;
+            }
+            u
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(total)
+}
+
+/// Bytes of an nginx size (`ngx_parse_size`: digits, then `k`, `m` or
+/// `g` in either case, or nothing); `None` when it is not one.
+pub fn size_bytes(s: &str) -> Option<u64> {
+    let (digits, scale) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// Whether `s` is an nginx variable as `ha_sticky` takes it: `$` and a
+/// name of letters, digits and `_`.
+pub fn valid_variable(s: &str) -> bool {
+    s.strip_prefix('$')
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+}
+
+/// Whether `s` is a cookie name nginx accepts and can be written as a
+/// plain configuration word: printable ASCII without `=`, `;`, `,`.
+fn valid_cookie_name(s: &str) -> bool {
+    plain_word(s)
+        && s.bytes()
+            .all(|c| c > b' ' && c < 0x7f && !matches!(c, b'=' | b';' | b','))
+}
+
+/// Whether `s` is a route `ha_route` accepts (at most [`MAX_ROUTE`]
+/// characters of a cookie value) and a plain configuration word.
+fn valid_route(s: &str) -> bool {
+    s.len() <= MAX_ROUTE
+        && plain_word(s)
+        && s.bytes()
+            .all(|c| c > b' ' && c < 0x7f && !matches!(c, b';' | b','))
+}
+
+fn check_variable(field: &str, v: &str) -> Result<(), ConfigError> {
+    if valid_variable(v) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{field}: {v:?} is not a variable ('$' then letters, digits or '_', e.g. $cookie_route)"
+        )))
+    }
+}
+
 impl Config {
     /// The backend that takes unclaimed requests (validated to exist).
     pub fn default_backend_name(&self) -> &str {
@@ -649,6 +802,7 @@ impl Config {
             }
         }
         let mut hosts_seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut zones_seen: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, b) in &self.backends {
             if !valid_upstream_name(name) {
                 return Err(invalid(format!(
@@ -657,6 +811,16 @@ impl Config {
                 )));
             }
             b.validate(name)?;
+            if let Some(l) = b.sticky.as_ref().and_then(|s| s.learn.as_ref()) {
+                let zone = l.zone.split(':').next().unwrap_or_default();
+                if let Some(other) = zones_seen.insert(zone, name) {
+                    return Err(invalid(format!(
+                        "backends.{name}.sticky.learn.zone: {:?}: zone {zone} is already \
+                         used by backend {other} (one zone per backend)",
+                        l.zone
+                    )));
+                }
+            }
             for h in &b.hosts {
                 if let Some(other) = hosts_seen.insert(h, name) {
                     return Err(invalid(format!(
@@ -813,6 +977,155 @@ impl Backend {
                 "{}: at least one server must not be a backup",
                 f("servers")
             )));
+        }
+        match &self.sticky {
+            Some(st) => st.validate(name)?,
+            None if !self.routes.is_empty() => {
+                return Err(invalid(format!(
+                    "{}: routes need sticky (ha_route without ha_sticky is refused)",
+                    f("routes")
+                )))
+            }
+            None => {}
+        }
+        for (server, route) in &self.routes {
+            let rf = f(&format!("routes[{server:?}]"));
+            if !self
+                .servers
+                .iter()
+                .any(|e| e.to_server().address == *server)
+            {
+                return Err(invalid(format!(
+                    "{rf}: {server:?} is not one of the servers' addresses"
+                )));
+            }
+            if route.is_empty() {
+                return Err(invalid(format!("{rf}: the route must not be empty")));
+            }
+            if !valid_route(route) {
+                return Err(invalid(format!(
+                    "{rf}: {route:?} is not a route (at most {MAX_ROUTE} printable ASCII \
+                     characters, no spaces, ';', ',', quotes, braces, '#' or '\\')"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sticky {
+    fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let f = |field: &str| format!("backends.{name}.sticky.{field}");
+        let modes: Vec<&str> = [
+            ("cookie", self.cookie.is_some()),
+            ("route", self.route.is_some()),
+            ("learn", self.learn.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(m, set)| set.then_some(m))
+        .collect();
+        if modes.len() != 1 {
+            let found = if modes.is_empty() {
+                "none".to_owned()
+            } else {
+                modes.join(", ")
+            };
+            return Err(invalid(format!(
+                "backends.{name}.sticky: exactly one of cookie, route, learn is required \
+                 (found {found})"
+            )));
+        }
+        if let Some(c) = &self.cookie {
+            if !valid_cookie_name(c) {
+                return Err(invalid(format!(
+                    "{}: {c:?} is not a cookie name (printable ASCII without spaces, \
+                     '=', ';', ',', quotes, braces, '#' or '\\')",
+                    f("cookie")
+                )));
+            }
+            if let Some(e) = &self.expires {
+                if e != "max" && (!valid_time(e) || e.contains("ms")) {
+                    return Err(invalid(format!(
+                        "{}: {e:?} is not max or an nginx time in seconds (e.g. 1h, 30d)",
+                        f("expires")
+                    )));
+                }
+            }
+            if let Some(d) = &self.domain {
+                check_word(&f("domain"), d)?;
+            }
+            if let Some(p) = &self.path {
+                check_word(&f("path"), p)?;
+            }
+            if let Some(s) = &self.samesite {
+                let known = ["strict", "lax", "none"]
+                    .iter()
+                    .any(|k| s.eq_ignore_ascii_case(k));
+                if !known {
+                    return Err(invalid(format!(
+                        "{}: {s:?} is not strict, lax or none",
+                        f("samesite")
+                    )));
+                }
+            }
+        } else {
+            let mode = modes[0];
+            for (field, set) in [
+                ("expires", self.expires.is_some()),
+                ("domain", self.domain.is_some()),
+                ("path", self.path.is_some()),
+                ("httponly", self.httponly),
+                ("secure", self.secure),
+                ("samesite", self.samesite.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(format!(
+                        "{}: only cookie takes {field} (this sticky is {mode})",
+                        f(field)
+                    )));
+                }
+            }
+        }
+        if let Some(vars) = &self.route {
+            if vars.is_empty() {
+                return Err(invalid(format!(
+                    "{}: at least one variable is required (e.g. [$cookie_route])",
+                    f("route")
+                )));
+            }
+            for (i, v) in vars.iter().enumerate() {
+                check_variable(&f(&format!("route[{i}]")), v)?;
+            }
+        }
+        if let Some(l) = &self.learn {
+            check_variable(&f("learn.create"), &l.create)?;
+            check_variable(&f("learn.lookup"), &l.lookup)?;
+            let z = &l.zone;
+            let bad_zone = |why: &str| invalid(format!("{}: {z:?} {why}", f("learn.zone")));
+            let Some((zname, size)) = z.split_once(':') else {
+                return Err(bad_zone("has no size (NAME:SIZE, e.g. sessions:1m)"));
+            };
+            if zname.is_empty() || !plain_word(zname) {
+                return Err(bad_zone("has no zone name (NAME:SIZE)"));
+            }
+            match size_bytes(size) {
+                None => return Err(bad_zone("has no valid size (e.g. 1m, 64k)")),
+                Some(n) if n < MIN_LEARN_ZONE => {
+                    return Err(bad_zone("is too small: at least 32k (8 pages)"))
+                }
+                Some(_) => {}
+            }
+            if let Some(t) = &l.timeout {
+                match time_ms(t) {
+                    Some(ms) if (1..=MAX_LEARN_TIMEOUT_MS).contains(&ms) => {}
+                    _ => {
+                        return Err(invalid(format!(
+                            "{}: {t:?} is not an nginx time from 1ms to 24d",
+                            f("learn.timeout")
+                        )))
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -980,6 +1293,202 @@ backends:
             let got = parse(text).map(|_| ()).unwrap_err().to_string();
             assert!(got.contains(want), "{text:?}: want {want:?} in {got:?}");
         }
+    }
+
+    #[test]
+    fn sticky_parses() {
+        let c = parse(
+            "backends:\n  web:\n    servers: [\"a:1\", \"b:1\"]\n    sticky:\n      cookie: srv\n      \
+             expires: 1h\n      httponly: true\n      samesite: lax\n    routes: {\"a:1\": x}\n",
+        )
+        .unwrap();
+        let web = &c.backends["web"];
+        let st = web.sticky.as_ref().unwrap();
+        assert_eq!(st.cookie.as_deref(), Some("srv"));
+        assert_eq!(st.expires.as_deref(), Some("1h"));
+        assert!(st.httponly && !st.secure);
+        assert_eq!(web.routes["a:1"], "x");
+        let c = parse(
+            "backends: { w: { servers: [a:1], sticky: { learn: { create: $upstream_cookie_sid, \
+             lookup: $cookie_sid, zone: \"s:1m\" } } } }",
+        )
+        .unwrap();
+        let l = c.backends["w"]
+            .sticky
+            .as_ref()
+            .unwrap()
+            .learn
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (l.zone.as_str(), l.timeout.as_deref(), l.header),
+            ("s:1m", None, false)
+        );
+    }
+
+    #[test]
+    fn sticky_refusals_name_path_value_and_why() {
+        let w = |sticky: &str| {
+            format!("backends: {{ web: {{ servers: [a:1, b:1], sticky: {sticky} }} }}")
+        };
+        let cases: Vec<(String, &str)> = vec![
+            (
+                w("{}"),
+                "backends.web.sticky: exactly one of cookie, route, learn is required (found none)",
+            ),
+            (
+                w("{ cookie: srv, route: [$arg_r] }"),
+                "backends.web.sticky: exactly one of cookie, route, learn is required (found cookie, route)",
+            ),
+            (
+                w("{ cookie: \"a=b\" }"),
+                "backends.web.sticky.cookie: \"a=b\" is not a cookie name",
+            ),
+            (
+                w("{ cookie: \"a b\" }"),
+                "backends.web.sticky.cookie: \"a b\" is not a cookie name",
+            ),
+            (
+                w("{ cookie: \"sé\" }"),
+                "backends.web.sticky.cookie: \"sé\" is not a cookie name",
+            ),
+            (
+                w("{ cookie: srv, samesite: loose }"),
+                "backends.web.sticky.samesite: \"loose\" is not strict, lax or none",
+            ),
+            (
+                w("{ cookie: srv, expires: 500ms }"),
+                "backends.web.sticky.expires: \"500ms\" is not max or an nginx time in seconds",
+            ),
+            (
+                w("{ cookie: srv, expires: soon }"),
+                "backends.web.sticky.expires: \"soon\" is not max",
+            ),
+            (
+                w("{ cookie: srv, domain: \"a;b\" }"),
+                "backends.web.sticky.domain: \"a;b\" must be one word",
+            ),
+            (
+                w("{ route: [$arg_r], httponly: true }"),
+                "backends.web.sticky.httponly: only cookie takes httponly (this sticky is route)",
+            ),
+            (
+                w("{ route: [] }"),
+                "backends.web.sticky.route: at least one variable is required",
+            ),
+            (
+                w("{ route: [$arg_r, cookie_route] }"),
+                "backends.web.sticky.route[1]: \"cookie_route\" is not a variable",
+            ),
+            (
+                w("{ learn: { create: upstream_cookie_sid, lookup: $cookie_sid, zone: \"s:1m\" } }"),
+                "backends.web.sticky.learn.create: \"upstream_cookie_sid\" is not a variable",
+            ),
+            (
+                w("{ learn: { create: $u, lookup: \"$\", zone: \"s:1m\" } }"),
+                "backends.web.sticky.learn.lookup: \"$\" is not a variable",
+            ),
+            (
+                w("{ learn: { create: $u, lookup: $c, zone: s } }"),
+                "backends.web.sticky.learn.zone: \"s\" has no size (NAME:SIZE, e.g. sessions:1m)",
+            ),
+            (
+                w("{ learn: { create: $u, lookup: $c, zone: \":1m\" } }"),
+                "backends.web.sticky.learn.zone: \":1m\" has no zone name",
+            ),
+            (
+                w("{ learn: { create: $u, lookup: $c, zone: \"s:big\" } }"),
+                "backends.web.sticky.learn.zone: \"s:big\" has no valid size",
+            ),
+            (
+                w("{ learn: { create: $u, lookup: $c, zone: \"s:31k\" } }"),
+                "backends.web.sticky.learn.zone: \"s:31k\" is too small: at least 32k",
+            ),
+            (
+                w("{ learn: { create: $u, lookup: $c, zone: \"s:1m\", timeout: 25d } }"),
+                "backends.web.sticky.learn.timeout: \"25d\" is not an nginx time from 1ms to 24d",
+            ),
+            (
+                w("{ learn: { create: $u, lookup: $c, zone: \"s:1m\", timeout: 0s } }"),
+                "backends.web.sticky.learn.timeout: \"0s\" is not an nginx time",
+            ),
+            (
+                "default_backend: a\nbackends: { a: { servers: [a:1], sticky: { learn: \
+                 { create: $u, lookup: $c, zone: \"s:1m\" } } }, b: { hosts: [b], servers: [b:1], \
+                 sticky: { learn: { create: $u, lookup: $c, zone: \"s:64k\" } } } }"
+                    .to_owned(),
+                "backends.b.sticky.learn.zone: \"s:64k\": zone s is already used by backend a",
+            ),
+            (
+                "backends: { web: { servers: [a:1], routes: { \"a:1\": x } } }".to_owned(),
+                "backends.web.routes: routes need sticky",
+            ),
+            (
+                "backends: { web: { servers: [a:1], sticky: { cookie: s }, routes: { \"c:1\": x } } }"
+                    .to_owned(),
+                "backends.web.routes[\"c:1\"]: \"c:1\" is not one of the servers' addresses",
+            ),
+            (
+                format!(
+                    "backends: {{ web: {{ servers: [a:1], sticky: {{ cookie: s }}, \
+                     routes: {{ \"a:1\": {} }} }} }}",
+                    "r".repeat(33)
+                ),
+                "backends.web.routes[\"a:1\"]: \"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr\" is not a route \
+                 (at most 32",
+            ),
+            (
+                "backends: { web: { servers: [a:1], sticky: { cookie: s }, routes: { \"a:1\": \"x,y\" } } }"
+                    .to_owned(),
+                "backends.web.routes[\"a:1\"]: \"x,y\" is not a route",
+            ),
+            (
+                "backends: { web: { servers: [a:1], sticky: { cookie: s }, routes: { \"a:1\": \"\" } } }"
+                    .to_owned(),
+                "backends.web.routes[\"a:1\"]: the route must not be empty",
+            ),
+        ];
+        for (text, want) in &cases {
+            let got = parse(text).map(|_| ()).unwrap_err().to_string();
+            assert!(got.contains(want), "{text:?}: want {want:?} in {got:?}");
+        }
+        // Unknown keys stay errors, with their position.
+        for (text, key) in [
+            (w("{ cookie: s, expire: 1h }"), "expire"),
+            (
+                w("{ learn: { create: $u, lookup: $c, zone: \"s:1m\", headers: true } }"),
+                "headers",
+            ),
+        ] {
+            let (line, _, message) = yaml_err(&text);
+            assert!(message.contains(key) && line.is_some(), "{text}: {message}");
+        }
+        // The limits themselves are accepted.
+        parse(&format!(
+            "backends: {{ web: {{ servers: [a:1], sticky: {{ cookie: s, expires: max, samesite: Strict }}, \
+             routes: {{ \"a:1\": {} }} }} }}",
+            "r".repeat(32)
+        ))
+        .unwrap();
+        parse(&w(
+            "{ learn: { create: $u, lookup: $c, zone: \"s:32k\", timeout: 24d } }",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn sizes_and_times_in_ms() {
+        assert_eq!(size_bytes("1m"), Some(1 << 20));
+        assert_eq!(size_bytes("32K"), Some(32 << 10));
+        assert_eq!(size_bytes("4096"), Some(4096));
+        for s in ["", "k", "1.5m", "1mb", "-1k"] {
+            assert_eq!(size_bytes(s), None, "{s}");
+        }
+        assert_eq!(time_ms("10m"), Some(600_000));
+        assert_eq!(time_ms("1m30s"), Some(90_000));
+        assert_eq!(time_ms("30"), Some(30_000));
+        assert_eq!(time_ms("250ms"), Some(250));
+        assert_eq!(time_ms("soon"), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::config::{
-    Backend, Config, HashMethod, Policy, Protocol, WorkerProcesses, DEFAULT_MODULE,
+    Backend, Config, HashMethod, Policy, Protocol, Sticky, WorkerProcesses, DEFAULT_MODULE,
 };
 
 /// The nginx configuration text for `config` (already validated).
@@ -187,6 +187,9 @@ fn upstream(o: &mut String, name: &str, b: &Backend) {
     }
     balance.push(';');
     line(o, 2, &balance);
+    if let Some(st) = &b.sticky {
+        line(o, 2, &sticky(st));
+    }
     for entry in &b.servers {
         let s = entry.to_server();
         let mut l = format!("server {}", s.address);
@@ -211,7 +214,56 @@ fn upstream(o: &mut String, name: &str, b: &Backend) {
         l.push(';');
         line(o, 2, &l);
     }
+    for (server, route) in &b.routes {
+        line(o, 2, &format!("ha_route {server} {route};"));
+    }
     line(o, 1, "}");
+}
+
+/// The `ha_sticky` line: parameters in README's order, each value a
+/// validated plain word (variables, times, names), so none is quoted.
+fn sticky(st: &Sticky) -> String {
+    let mut l = String::from("ha_sticky");
+    if let Some(c) = &st.cookie {
+        let _ = write!(l, " cookie {c}");
+        if let Some(e) = &st.expires {
+            let _ = write!(l, " expires={e}");
+        }
+        if let Some(d) = &st.domain {
+            let _ = write!(l, " domain={d}");
+        }
+        if st.httponly {
+            l.push_str(" httponly");
+        }
+        if let Some(s) = &st.samesite {
+            let _ = write!(l, " samesite={s}");
+        }
+        if st.secure {
+            l.push_str(" secure");
+        }
+        if let Some(p) = &st.path {
+            let _ = write!(l, " path={p}");
+        }
+    } else if let Some(vars) = &st.route {
+        l.push_str(" route");
+        for v in vars {
+            let _ = write!(l, " {v}");
+        }
+    } else if let Some(learn) = &st.learn {
+        let _ = write!(
+            l,
+            " learn create={} lookup={} zone={}",
+            learn.create, learn.lookup, learn.zone
+        );
+        if let Some(t) = &learn.timeout {
+            let _ = write!(l, " timeout={t}");
+        }
+        if learn.header {
+            l.push_str(" header");
+        }
+    }
+    l.push(';');
+    l
 }
 
 /// A rendered configuration written, flushed and closed in a temporary
@@ -447,6 +499,64 @@ mod tests {
             "backends: { c: { policy: least_conn, schedule_room: 4194304, servers: [a:1] } }",
         );
         has(&t, "ha_balance least_conn schedule_room=4194304;");
+    }
+
+    #[test]
+    fn sticky_modes() {
+        let t = rendered(
+            "backends:\n  web:\n    policy: least_conn\n    servers: [\"10.0.0.1:8080\", \"10.0.0.2:8080\"]\n    \
+             sticky:\n      cookie: srv\n      expires: 1h\n      domain: .example.com\n      path: /\n      \
+             httponly: true\n      secure: true\n      samesite: lax\n    \
+             routes: {\"10.0.0.1:8080\": a, \"10.0.0.2:8080\": b}\n",
+        );
+        has(
+            &t,
+            "ha_sticky cookie srv expires=1h domain=.example.com httponly samesite=lax secure path=/;",
+        );
+        has(&t, "ha_route 10.0.0.1:8080 a;");
+        has(&t, "ha_route 10.0.0.2:8080 b;");
+        // ha_sticky right after ha_balance, routes after the servers
+        let at = |s: &str| t.find(s).unwrap();
+        assert!(at("ha_balance least_conn;") < at("ha_sticky cookie"), "{t}");
+        assert!(
+            at("server 10.0.0.2:8080;") < at("ha_route 10.0.0.1:8080 a;"),
+            "{t}"
+        );
+
+        let t = rendered("backends: { w: { servers: [a:1], sticky: { cookie: s } } }");
+        has(&t, "ha_sticky cookie s;");
+        assert!(!t.contains("ha_route"), "{t}");
+        let t =
+            rendered("backends: { w: { servers: [a:1], sticky: { cookie: s, expires: max } } }");
+        has(&t, "ha_sticky cookie s expires=max;");
+
+        let t = rendered(
+            "backends: { w: { servers: [a:1, b:1], sticky: { route: [$cookie_route, $arg_route] }, \
+             routes: { \"b:1\": two } } }",
+        );
+        has(&t, "ha_sticky route $cookie_route $arg_route;");
+        has(&t, "ha_route b:1 two;");
+
+        let t = rendered(
+            "backends: { w: { policy: hash, key: $remote_addr, servers: [a:1], sticky: { learn: \
+             { create: $upstream_cookie_sid, lookup: $cookie_sid, zone: \"sessions:1m\", \
+             timeout: 10m, header: true } } } }",
+        );
+        has(
+            &t,
+            "ha_sticky learn create=$upstream_cookie_sid lookup=$cookie_sid zone=sessions:1m \
+             timeout=10m header;",
+        );
+        let t = rendered(
+            "backends: { w: { servers: [a:1], sticky: { learn: { create: $upstream_cookie_sid, \
+             lookup: $cookie_sid, zone: \"sessions:1m\", header: false } } } }",
+        );
+        has(
+            &t,
+            "ha_sticky learn create=$upstream_cookie_sid lookup=$cookie_sid zone=sessions:1m;",
+        );
+        let t = rendered("backends: { w: { servers: [a:1] } }");
+        assert!(!t.contains("ha_sticky"), "{t}");
     }
 
     #[test]

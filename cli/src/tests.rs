@@ -480,6 +480,105 @@ fn render_to_stdout_and_file() {
 }
 
 #[test]
+fn render_sticky_example() {
+    // The sessions example of docs/hab.md, through the command.
+    let dir = scratch("render-sticky");
+    let yaml = dir.join("sticky.yaml");
+    std::fs::write(
+        &yaml,
+        "default_backend: web
+backends:
+  web:
+    policy: least_conn
+    servers: [\"10.0.0.1:8080\", \"10.0.0.2:8080\"]
+    sticky:
+      cookie: srv
+      expires: 1h
+      domain: .example.com
+      path: /
+      httponly: true
+      secure: true
+      samesite: lax
+    routes: {\"10.0.0.1:8080\": a, \"10.0.0.2:8080\": b}
+  api:
+    hosts: [api.example.com]
+    servers: [\"10.0.1.1:9000\", \"10.0.1.2:9000\"]
+    sticky:
+      route: [\"$cookie_route\", \"$arg_route\"]
+    routes: {\"10.0.1.1:9000\": one, \"10.0.1.2:9000\": two}
+  app:
+    hosts: [app.example.com]
+    servers: [\"10.0.2.1:9000\"]
+    sticky:
+      learn: {create: \"$upstream_cookie_sid\", lookup: \"$cookie_sid\", zone: \"sessions:1m\", timeout: 10m, header: false}
+",
+    )
+    .unwrap();
+    let (code, out, err) = hab(&["render", yaml.to_str().unwrap()]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    let upstream = |name: &str| -> Vec<String> {
+        let start = out.find(&format!("upstream {name} {{")).unwrap();
+        let body = &out[start..];
+        body[..body.find('}').unwrap()]
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        upstream("web"),
+        [
+            "ha_balance least_conn;",
+            "ha_sticky cookie srv expires=1h domain=.example.com httponly samesite=lax secure path=/;",
+            "server 10.0.0.1:8080;",
+            "server 10.0.0.2:8080;",
+            "ha_route 10.0.0.1:8080 a;",
+            "ha_route 10.0.0.2:8080 b;",
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        upstream("api"),
+        [
+            "ha_balance round_robin;",
+            "ha_sticky route $cookie_route $arg_route;",
+            "server 10.0.1.1:9000;",
+            "server 10.0.1.2:9000;",
+            "ha_route 10.0.1.1:9000 one;",
+            "ha_route 10.0.1.2:9000 two;",
+        ],
+        "{out}"
+    );
+    assert_eq!(
+        upstream("app"),
+        [
+            "ha_balance round_robin;",
+            "ha_sticky learn create=$upstream_cookie_sid lookup=$cookie_sid zone=sessions:1m timeout=10m;",
+            "server 10.0.2.1:9000;",
+        ],
+        "{out}"
+    );
+
+    // A refusal names the file, the YAML path, the value and why.
+    let text = std::fs::read_to_string(&yaml)
+        .unwrap()
+        .replace("samesite: lax", "samesite: loose");
+    std::fs::write(&yaml, text).unwrap();
+    let (code, out, err) = hab(&["render", yaml.to_str().unwrap()]);
+    assert_eq!(code, EXIT_FAILED);
+    assert_eq!(out, "");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "hab: {}: backends.web.sticky.samesite: \"loose\" is not strict, lax or none",
+            yaml.display()
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn render_errors_name_file_and_position() {
     let dir = scratch("render-err");
     let yaml = dir.join("bad.yaml");
