@@ -336,6 +336,9 @@ check:
 # crash-point and fork tests (fork, mmap), the property tests and the
 # long table-driven ones (interpretation is ~1000x slower), listed there.
 MIRI_TESTS := layout::flight layout::ledger layout::queue write::generation::tests::pinned \
+	learn::tests::a_created_session_is_found learn::tests::relearning \
+	learn::tests::a_refresh learn::tests::a_word_of_another \
+	learn::tests::sessions_expire learn::tests::counters_add_up \
 	layout::tests::attach layout::tests::init_then_attach attempt:: \
 	health::tests health::outlier algo::crc32::tests::vectors \
 	algo::crc32::tests::table_matches_nginx \
