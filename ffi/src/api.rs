@@ -488,7 +488,7 @@ pub unsafe extern "C" fn hab_state_free(s: *mut hab_state) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conf::{hab_peer_conf, hab_upstream_conf, HAB_POLICY_ROUND_ROBIN};
+    use crate::conf::{fixtures, hab_peer_conf, hab_upstream_conf};
     use crate::learn::{hab_learn_init, hab_learn_learn, hab_learn_size};
     use crate::{hab_buf_chunk, hab_buf_free, hab_zone_init, hab_zone_size};
     use hab_core::testing::Region;
@@ -502,33 +502,12 @@ mod tests {
     fn zone(sessions: u32) -> (Region, *mut hab_zone) {
         let id = b"app\0a:80\x00127.0.0.1:1";
         let peer = hab_peer_conf {
-            id: id.as_ptr(),
-            id_len: id.len(),
-            server: id.as_ptr(),
-            server_len: id.len(),
-            weight: 1,
-            max_conns: 0,
-            max_fails: 1,
-            flags: 0,
-            fail_timeout_ms: 10_000,
             position: 0,
-            reserved: 0,
-            sid: core::ptr::null(),
-            sid_len: 0,
+            ..fixtures::peer(id)
         };
         let c = hab_upstream_conf {
-            policy: HAB_POLICY_ROUND_ROBIN,
-            hash_mode: 0,
-            decay_ms: 0,
-            balance_factor: 0,
-            peers: &peer,
-            npeers: 1,
-            maglev_size: 0,
-            schedule_room: 0,
-            health: core::ptr::null(),
-            capacity: 0,
             sessions,
-            reserved: 0,
+            ..fixtures::upstream(core::slice::from_ref(&peer))
         };
         let mut size = 0;
         // SAFETY: `c` and its peer live through the call.

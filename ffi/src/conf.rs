@@ -329,3 +329,47 @@ pub unsafe extern "C" fn hab_conf_digest(
         }
     })
 }
+
+/// What the exports' tests describe upstreams with.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A server with nginx's defaults (weight 1, max_fails 1, 10 s), its
+    /// identity as its `server` string, no position, no session id.
+    pub(crate) fn peer(id: &'static [u8]) -> hab_peer_conf {
+        hab_peer_conf {
+            id: id.as_ptr(),
+            id_len: id.len(),
+            server: id.as_ptr(),
+            server_len: id.len(),
+            weight: 1,
+            max_conns: 0,
+            max_fails: 1,
+            flags: 0,
+            fail_timeout_ms: 10_000,
+            position: HAB_POSITION_NONE,
+            reserved: 0,
+            sid: core::ptr::null(),
+            sid_len: 0,
+        }
+    }
+
+    /// A round robin upstream of `peers`, everything else off.
+    pub(crate) fn upstream(peers: &[hab_peer_conf]) -> hab_upstream_conf {
+        hab_upstream_conf {
+            policy: HAB_POLICY_ROUND_ROBIN,
+            hash_mode: 0,
+            decay_ms: 0,
+            balance_factor: 0,
+            peers: peers.as_ptr(),
+            npeers: peers.len(),
+            maglev_size: 0,
+            schedule_room: 0,
+            health: core::ptr::null(),
+            capacity: 0,
+            sessions: 0,
+            reserved: 0,
+        }
+    }
+}

@@ -78,15 +78,29 @@ pub unsafe extern "C" fn hab_learn_init(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: caller contract.
-        match unsafe { Sessions::init(mem.cast(), len, timeout_ms) } {
-            Ok(t) => {
-                // SAFETY: checked non-NULL; writable (contract).
-                unsafe { out.write(t.as_ptr().cast()) };
-                HAB_OK
-            }
-            Err(e) => e.into(),
-        }
+        let t = unsafe { Sessions::init(mem.cast(), len, timeout_ms) };
+        // SAFETY: checked non-NULL; writable (contract).
+        unsafe { hand_out(t, out) }
     })
+}
+
+/// Writes the handle of `t` to `out`, or gives its error.
+///
+/// # Safety
+///
+/// `out` non-NULL and writable.
+unsafe fn hand_out(
+    t: Result<Sessions<'_>, hab_core::Error>,
+    out: *mut *mut hab_learn,
+) -> hab_result {
+    match t {
+        Ok(t) => {
+            // SAFETY: forwarded contract.
+            unsafe { out.write(t.as_ptr().cast()) };
+            HAB_OK
+        }
+        Err(e) => e.into(),
+    }
 }
 
 /// Adopts the table already in `mem` (a reload that keeps the zone),
@@ -107,18 +121,10 @@ pub unsafe extern "C" fn hab_learn_attach(
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: caller contract.
-        let t = match unsafe { Sessions::attach(mem.cast(), len) } {
-            Ok(t) => t,
-            Err(e) => return e.into(),
-        };
-        match t.with_timeout(timeout_ms) {
-            Ok(t) => {
-                // SAFETY: checked non-NULL; writable (contract).
-                unsafe { out.write(t.as_ptr().cast()) };
-                HAB_OK
-            }
-            Err(e) => e.into(),
-        }
+        let t =
+            unsafe { Sessions::attach(mem.cast(), len) }.and_then(|t| t.with_timeout(timeout_ms));
+        // SAFETY: checked non-NULL; writable (contract).
+        unsafe { hand_out(t, out) }
     })
 }
 

@@ -384,27 +384,17 @@ mod tests {
         hab_attempt_abandon_wake, hab_attempt_end, hab_attempt_end_wake, hab_attempt_init,
         hab_attempt_pick, hab_attempt_release, hab_attempt_size, hab_report, HAB_OUTCOME_OK,
     };
-    use crate::conf::{hab_peer_conf, hab_upstream_conf, HAB_POLICY_ROUND_ROBIN};
+    use crate::conf::{fixtures, hab_peer_conf, hab_upstream_conf};
     use crate::health::{hab_health_conf, hab_health_validate, HAB_QUEUE_MAX};
     use crate::{hab_zone_init, hab_zone_size, HAB_BUSY, HAB_NO_CHANNEL};
     use core::ptr::{null, null_mut};
     use hab_core::testing::Region;
 
+    /// A `max_conns=1` server.
     fn peer(id: &'static [u8]) -> hab_peer_conf {
         hab_peer_conf {
-            id: id.as_ptr(),
-            id_len: id.len(),
-            server: id.as_ptr(),
-            server_len: id.len(),
-            weight: 1,
             max_conns: 1,
-            max_fails: 1,
-            flags: 0,
-            fail_timeout_ms: 10_000,
-            position: crate::conf::HAB_POSITION_NONE,
-            reserved: 0,
-            sid: null(),
-            sid_len: 0,
+            ..fixtures::peer(id)
         }
     }
 
@@ -417,18 +407,8 @@ mod tests {
 
     fn conf(peers: &[hab_peer_conf], h: &hab_health_conf) -> hab_upstream_conf {
         hab_upstream_conf {
-            policy: HAB_POLICY_ROUND_ROBIN,
-            hash_mode: 0,
-            decay_ms: 0,
-            balance_factor: 0,
-            peers: peers.as_ptr(),
-            npeers: peers.len(),
-            maglev_size: 0,
-            schedule_room: 0,
             health: h,
-            capacity: 0,
-            sessions: 0,
-            reserved: 0,
+            ..fixtures::upstream(peers)
         }
     }
 

@@ -437,7 +437,8 @@ pub unsafe extern "C" fn hab_zone_slot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conf::{hab_peer_conf, HAB_POLICY_LEAST_CONN, HAB_POLICY_ROUND_ROBIN};
+    use crate::conf::fixtures::{peer, upstream};
+    use crate::conf::{hab_peer_conf, HAB_POLICY_LEAST_CONN};
     use crate::{hab_zone_init, hab_zone_size, HAB_NO_SPACE, HAB_TOO_LARGE};
     use hab_core::testing::Region;
 
@@ -445,38 +446,10 @@ mod tests {
         1
     }
 
-    fn peer(id: &'static [u8]) -> hab_peer_conf {
-        hab_peer_conf {
-            id: id.as_ptr(),
-            id_len: id.len(),
-            server: id.as_ptr(),
-            server_len: id.len(),
-            weight: 1,
-            max_conns: 0,
-            max_fails: 1,
-            flags: 0,
-            fail_timeout_ms: 10_000,
-            position: crate::conf::HAB_POSITION_NONE,
-            reserved: 0,
-            sid: core::ptr::null(),
-            sid_len: 0,
-        }
-    }
-
     fn conf(peers: &[hab_peer_conf], capacity: usize) -> hab_upstream_conf {
         hab_upstream_conf {
-            policy: HAB_POLICY_ROUND_ROBIN,
-            hash_mode: 0,
-            decay_ms: 0,
-            balance_factor: 0,
-            peers: peers.as_ptr(),
-            npeers: peers.len(),
-            maglev_size: 0,
-            schedule_room: 0,
-            health: core::ptr::null(),
             capacity,
-            sessions: 0,
-            reserved: 0,
+            ..upstream(peers)
         }
     }
 
