@@ -365,7 +365,7 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     ngx_int_t                          rc;
     ngx_buf_t                         *b;
     ngx_str_t                          path;
-    ngx_uint_t                         i;
+    ngx_uint_t                         i, j;
     ngx_chain_t                       *out, *cl, **ll;
     hab_result                         hrc;
     const uint8_t                     *data;
@@ -375,6 +375,7 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     hab_api_upstream                  *ups;
     ngx_http_upstream_main_conf_t     *umcf;
     ngx_http_upstream_ha_api_conf_t   *hacf;
+    ngx_http_upstream_ha_srv_conf_t   *hcf;
     ngx_http_upstream_ha_main_conf_t  *hmcf;
 
     hacf = ngx_http_get_module_loc_conf(r, ngx_http_upstream_ha_module);
@@ -474,6 +475,19 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
                       "ha_api: %*s", hab_buf_len(res.log),
                       hab_buf_data(res.log));
         hab_buf_free(res.log);
+    }
+
+    /* a change (weight, drain, up): the queues' heads may use it */
+
+    if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {
+        j = 0;
+
+        while ((hcf = ngx_http_upstream_ha_next_conf((ngx_cycle_t *) ngx_cycle,
+                                                     &j))
+               != NULL)
+        {
+            ngx_http_upstream_ha_queue_kick(hcf, r->connection->log);
+        }
     }
 
     /* the body stays Rust's until the request ends: nginx sends its chunks */

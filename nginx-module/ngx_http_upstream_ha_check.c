@@ -552,7 +552,7 @@ ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
     us = hcf->uscf;
 
     if (hc->flags == 0 && hc->slow_start_ms == 0 && hc->base_ejection_ms == 0
-        && hc->panic_percent == 0)
+        && hc->panic_percent == 0 && hc->queue == 0)
     {
         return NGX_OK;
     }

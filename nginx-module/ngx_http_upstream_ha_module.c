@@ -99,6 +99,13 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ha_queue"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE12,
+      ngx_http_upstream_ha_queue,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ha_resolve_max"),
       NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
       ngx_http_upstream_ha_resolve_max,
@@ -387,6 +394,8 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     hp->request = r;
     hp->peers = hp->rrp.peers;
     hp->ref = 0;
+    hp->waiter = NULL;
+    hp->tried = 0;
 
     ngx_http_upstream_ha_sticky_init_peer(hp);
 
@@ -426,11 +435,15 @@ ngx_http_upstream_ha_end_attempt(void *data)
 {
     ngx_http_upstream_ha_peer_data_t  *hp = data;
 
+    hab_wake  wake;
+
 #if (HAB_RESOLVE)
     ngx_http_upstream_ha_unref(hp);
 #endif
 
-    (void) hab_attempt_end(hp->conf->zone, hp->attempt);
+    if (hab_attempt_end_wake(hp->conf->zone, hp->attempt, &wake) == HAB_OK) {
+        ngx_upstream_ha_wake(&wake, ngx_cycle->log);
+    }
 }
 
 
@@ -440,7 +453,8 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
     ngx_http_upstream_ha_peer_data_t  *hp = data;
 
     hab_pick                      pick;
-    hab_result                    rc;
+    hab_wake                      wake;
+    ngx_int_t                     rc;
     ngx_http_upstream_rr_peer_t  *peer;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
@@ -449,29 +463,29 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
     pc->cached = 0;
     pc->connection = NULL;
 
-    rc = ngx_http_upstream_ha_sticky_pick(hp, pc, &pick);
+    /* a pick, or none (502), or a wait in ha_queue */
 
-    switch (rc) {
+    rc = ngx_http_upstream_ha_queue_pick(hp, pc, &pick);
 
-    case HAB_OK:
-        break;
-
-    case HAB_BUSY:
+    if (rc == NGX_BUSY) {
         pc->name = hp->peers->name;
         return NGX_BUSY;
+    }
 
-    default:
-        ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
-                      "ha_balance get: %s", hab_result_str(rc));
-        return NGX_ERROR;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (pick.peer >= hp->conf->npeers) {
         ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
                       "ha_balance get: peer %uD out of range", pick.peer);
-        (void) hab_attempt_release(hp->conf->zone, hp->attempt,
-                                   HAB_OUTCOME_NEXT, NULL, ngx_current_msec,
-                                   NULL);
+
+        if (hab_attempt_abandon_wake(hp->conf->zone, hp->attempt, &wake)
+            == HAB_OK)
+        {
+            ngx_upstream_ha_wake(&wake, pc->log);
+        }
+
         return NGX_ERROR;
     }
 
@@ -566,6 +580,10 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
 #endif
         return;
     }
+
+    /* a waiter may take the server's place */
+
+    ngx_upstream_ha_wake(&report.wake, pc->log);
 
     /*
      * each transition is reported to one worker only: logged once; the
@@ -1006,13 +1024,14 @@ ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf)
 
         if (hcf->policy == 0
             && (hc->flags || hc->slow_start_ms || hc->base_ejection_ms
-                || hc->panic_percent || hcf->sticky.mode
+                || hc->panic_percent || hc->queue || hcf->sticky.mode
                 || hcf->sticky.routes))
         {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "upstream \"%V\": ha_check, ha_slow_start, "
-                          "ha_outlier, ha_panic, ha_sticky and ha_route "
-                          "need \"ha_balance\" in %s:%ui", &uscfp[i]->host,
+                          "ha_outlier, ha_panic, ha_queue, ha_sticky and "
+                          "ha_route need \"ha_balance\" in %s:%ui",
+                          &uscfp[i]->host,
                           uscfp[i]->file_name, uscfp[i]->line);
             return NGX_CONF_ERROR;
         }

@@ -194,7 +194,21 @@ typedef struct {
     uint64_t                            health_full;   /* last full pass */
     ngx_uint_t                          probes;
     ngx_queue_t                         probing;    /* checks in flight */
+
+    /*
+     * ha_queue (health.queue: its number); per worker, this worker's
+     * waiters in ticket order and their watchdog
+     */
+    ngx_msec_t                          queue_timeout;
+    ngx_queue_t                         waiters;
+    ngx_uint_t                          nwaiters;
+    ngx_event_t                         queue_ev;
+    uint64_t                            queue_head;  /* at the last tick */
+    ngx_uint_t                          queue_stuck; /* ticks it stayed */
 } ngx_http_upstream_ha_srv_conf_t;
+
+
+typedef struct ngx_http_upstream_ha_waiter_s  ngx_http_upstream_ha_waiter_t;
 
 
 typedef struct {
@@ -207,6 +221,10 @@ typedef struct {
     hab_attempt                        *attempt;
     ngx_str_t                           key;        /* hash */
     ngx_uint_t                          ref;        /* unsigned:1 */
+
+    /* ha_queue: the request's wait, if it waits; whether get ran once */
+    ngx_http_upstream_ha_waiter_t      *waiter;
+    ngx_uint_t                          tried;      /* unsigned:1 */
 
     /* ha_sticky */
     ngx_str_t                           sid;        /* the request's id */
@@ -300,6 +318,17 @@ void ngx_http_upstream_ha_sticky_picked(ngx_http_upstream_ha_peer_data_t *hp,
     ngx_peer_connection_t *pc, hab_pick *pick);
 void ngx_http_upstream_ha_sticky_learn(ngx_http_upstream_ha_peer_data_t *hp);
 ngx_int_t ngx_http_upstream_ha_sticky_filter_init(ngx_conf_t *cf);
+
+/* ngx_http_upstream_ha_queue.c: "ha_queue", requests waiting for a server */
+char *ngx_http_upstream_ha_queue(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_upstream_ha_queue_pick(ngx_http_upstream_ha_peer_data_t *hp,
+    ngx_peer_connection_t *pc, hab_pick *pick);
+void ngx_http_upstream_ha_queue_init_process(ngx_cycle_t *cycle);
+void ngx_http_upstream_ha_queue_start(ngx_cycle_t *cycle,
+    ngx_http_upstream_ha_srv_conf_t *hcf);
+void ngx_http_upstream_ha_queue_kick(ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_log_t *log);
 
 /* ngx_http_upstream_ha_zone.c: the shared memory zone's init */
 ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,

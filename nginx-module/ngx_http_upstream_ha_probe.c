@@ -782,6 +782,10 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
 
             if (report.transition != HAB_CHECK_NONE) {
                 ngx_http_upstream_ha_save_state(hcf);
+
+                /* a server back in service: the queue's head may use it */
+
+                ngx_http_upstream_ha_queue_kick(hcf, ngx_cycle->log);
             }
         }
     }

@@ -30,10 +30,25 @@ ngx_int_t
 ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
 {
     uint32_t                           entries, upstreams;
-    ngx_uint_t                         n;
+    ngx_uint_t                         i, n;
     hab_api_upstream                  *ups;
+    ngx_http_upstream_ha_srv_conf_t   *hcf;
     ngx_http_upstream_main_conf_t     *umcf;
     ngx_http_upstream_ha_main_conf_t  *hmcf;
+
+    /* ha_queue: the wake channels, before any worker is forked */
+
+    i = 0;
+
+    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
+        if (hcf->health.queue) {
+            if (ngx_upstream_ha_wake_init_master(cycle) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            break;
+        }
+    }
 
     hmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_upstream_ha_module);
@@ -111,6 +126,10 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
 
         ngx_http_upstream_ha_start_health(cycle, hcf);
     }
+
+    /* ha_queue: the wake channel, and the heads claiming slots freed */
+
+    ngx_http_upstream_ha_queue_init_process(cycle);
 
     return NGX_OK;
 }

@@ -566,8 +566,8 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
     ngx_http_upstream_ha_peer_data_t  *hp = data;
 
     hab_pick                          pick;
-    ngx_int_t                         held;
-    hab_result                        rc;
+    hab_wake                          wake;
+    ngx_int_t                         rc, held;
     ngx_uint_t                        skips, syncs;
     ngx_http_upstream_ha_slot_t       s;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
@@ -583,16 +583,16 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
 
     for (skips = 0; skips < NGX_HTTP_UPSTREAM_HA_SKIPS; skips++) {
 
-        rc = ngx_http_upstream_ha_sticky_pick(hp, pc, &pick);
+        /* a pick, or none (502), or a wait in ha_queue */
 
-        if (rc == HAB_BUSY) {
+        rc = ngx_http_upstream_ha_queue_pick(hp, pc, &pick);
+
+        if (rc == NGX_BUSY) {
             break;
         }
 
-        if (rc != HAB_OK) {
-            ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
-                          "ha_balance get: %s", hab_result_str(rc));
-            return NGX_ERROR;
+        if (rc != NGX_OK) {
+            return rc;
         }
 
         held = ngx_http_upstream_ha_hold(hcf, pick.peer, &s);
@@ -627,7 +627,11 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                        "get ha peer: slot %uD has no peer here", pick.peer);
 
-        (void) hab_attempt_abandon(hcf->zone, hp->attempt);
+        if (hab_attempt_abandon_wake(hcf->zone, hp->attempt, &wake)
+            == HAB_OK)
+        {
+            ngx_upstream_ha_wake(&wake, pc->log);
+        }
 
         /* the zone may serve a membership newer than the map */
 

@@ -33,4 +33,22 @@ ngx_shm_zone_t *ngx_upstream_ha_old_shm_zone(ngx_shm_zone_t *shm_zone,
     size_t prefix);
 
 
+/* ngx_upstream_ha_wake.c: the ha_queue wake channels */
+
+/* channels the master creates: the process slots that can be woken */
+#define NGX_UPSTREAM_HA_WAKE_CHANNELS  64
+
+/* ms between two looks at the queues by a worker without a channel */
+#define NGX_UPSTREAM_HA_WAKE_POLL      100
+
+typedef void (*ngx_upstream_ha_wake_pt)(ngx_log_t *log);
+
+ngx_int_t ngx_upstream_ha_wake_init_master(ngx_cycle_t *cycle);
+uint32_t ngx_upstream_ha_wake_init_worker(ngx_cycle_t *cycle,
+    ngx_upstream_ha_wake_pt handler);
+uint32_t ngx_upstream_ha_wake_channel(void);
+ngx_fd_t ngx_upstream_ha_wake_placeholder(void);
+void ngx_upstream_ha_wake(hab_wake *wake, ngx_log_t *log);
+
+
 #endif /* _NGX_UPSTREAM_HA_COMMON_H_INCLUDED_ */

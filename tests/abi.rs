@@ -238,6 +238,7 @@ fn functions_match_the_header() {
         hab_zone_in_flight / 3,
         hab_zone_claim_slot / 5,
         hab_zone_release_slot / 3,
+        hab_zone_reap / 5,
         hab_attempt_size / 1,
         hab_attempt_init / 7,
         hab_attempt_pick / 6,

@@ -443,6 +443,15 @@ hab_result hab_zone_in_flight(const hab_zone *zone, uint32_t peer,
 hab_result hab_zone_claim_slot(hab_zone *zone, uint64_t owner,
     hab_alive_fn alive, void *data, uint32_t *out_slot);
 
+/*
+ * Reconciles the slots of owners alive() reports dead, as
+ * hab_zone_claim_slot() does first, without claiming one (a worker whose
+ * queue head belongs to a dead worker of an old cycle, which nginx does
+ * not replace); me: the caller's pid.  *out_reaped: slots reconciled.
+ */
+hab_result hab_zone_reap(hab_zone *zone, uint64_t me, hab_alive_fn alive,
+    void *data, uint32_t *out_reaped);
+
 /* Gives the slot back (nginx: exit_process), reconciling what it holds. */
 hab_result hab_zone_release_slot(hab_zone *zone, uint32_t slot,
     uint64_t owner);

@@ -204,6 +204,39 @@ pub unsafe extern "C" fn hab_zone_claim_slot(
     })
 }
 
+/// Reconciles the ledger slots of dead workers without claiming one (a
+/// worker whose queue head belongs to a dead worker nginx will not
+/// replace). `me`: the caller's pid, which names it while it reconciles.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `alive` callable with `data`.
+#[no_mangle]
+pub unsafe extern "C" fn hab_zone_reap(
+    z: *mut hab_zone,
+    me: u64,
+    alive: hab_alive_fn,
+    data: *mut c_void,
+    out_reaped: *mut u32,
+) -> hab_result {
+    guard(|| {
+        let Some(alive) = alive else {
+            return HAB_NULL_PARAMETER;
+        };
+        if z.is_null() || out_reaped.is_null() {
+            return HAB_NULL_PARAMETER;
+        }
+        if me == 0 || me >= u64::MAX - 1 {
+            return HAB_INVALID_ARGUMENT;
+        }
+        // SAFETY: valid handle (caller contract).
+        let z = unsafe { zone_of(z) };
+        // SAFETY: the caller vouches for `alive` with `data`.
+        let n = z.reap(me, unsafe { alive_fn(alive, data) });
+        finish(Ok(n), out_reaped)
+    })
+}
+
 /// Gives back a ledger slot.
 ///
 /// # Safety

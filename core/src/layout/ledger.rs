@@ -58,16 +58,7 @@ impl Zone<'_> {
         if owner == 0 || owner & RECLAIMING != 0 {
             return None;
         }
-        for s in 0..LEDGER_SLOTS {
-            let Some((word, _)) = self.ledger_slot(s) else {
-                break;
-            };
-            let o = word.load(Acquire);
-            let who = o & !RECLAIMING;
-            if o != 0 && (who == owner || !alive(who)) {
-                self.reconcile(s, o, owner);
-            }
-        }
+        self.reconcile_dead(owner, true, &alive);
         let s = (0..LEDGER_SLOTS).find_map(|s| {
             let (word, _) = self.ledger_slot(s)?;
             word.compare_exchange(0, owner, AcqRel, Relaxed)
@@ -78,25 +69,54 @@ impl Zone<'_> {
         Some(s)
     }
 
+    /// Reconciles the slots whose owners (or reconcilers) `alive` says
+    /// are gone, as [`Zone::claim_slot`] does first, without claiming one:
+    /// for a worker that waits on a dead worker's queue head and that
+    /// nginx will not replace (an old cycle's). `me` names the caller
+    /// while it reconciles (its own pid). The number of slots reconciled.
+    pub fn reap(&self, me: u64, alive: impl Fn(u64) -> bool) -> u32 {
+        if me == 0 || me & RECLAIMING != 0 {
+            return 0;
+        }
+        self.reconcile_dead(me, false, &alive)
+    }
+
+    /// Reconciles every slot held by an owner `alive` says is gone, and
+    /// with `own` those held by `me` (a previous life of the same pid).
+    fn reconcile_dead(&self, me: u64, own: bool, alive: &impl Fn(u64) -> bool) -> u32 {
+        let mut n = 0;
+        for s in 0..LEDGER_SLOTS {
+            let Some((word, _)) = self.ledger_slot(s) else {
+                break;
+            };
+            let o = word.load(Acquire);
+            let who = o & !RECLAIMING;
+            if o != 0 && (if who == me { own } else { !alive(who) }) && self.reconcile(s, o, me) {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Gives back `owner`'s slot, returning whatever it still counts.
     pub fn release_slot(&self, slot: u32, owner: u64) {
         if owner != 0 && owner & RECLAIMING == 0 {
-            self.reconcile(slot as usize, owner, owner);
+            let _ = self.reconcile(slot as usize, owner, owner);
         }
     }
 
     /// Returns slot `s`'s counts to the shared ones and frees it, if its
     /// owner word is still `seen` (one reconciler wins; `me` names it while
     /// it works).
-    fn reconcile(&self, s: usize, seen: u64, me: u64) {
+    fn reconcile(&self, s: usize, seen: u64, me: u64) -> bool {
         let Some((word, row)) = self.ledger_slot(s) else {
-            return;
+            return false;
         };
         if word
             .compare_exchange(seen, RECLAIMING | me, AcqRel, Relaxed)
             .is_err()
         {
-            return;
+            return false;
         }
         crash_point("reconcile.claimed");
         let slot = s as u32;
@@ -135,6 +155,7 @@ impl Zone<'_> {
         }
         crash_point("reconcile.writers");
         word.store(0, Release);
+        true
     }
 }
 
@@ -190,6 +211,33 @@ mod tests {
         tb.free(&mut a.attempt(), Outcome::Ok, 0).unwrap();
         let total: u32 = tb.states().iter().map(|s| s.in_flight.load(Relaxed)).sum();
         assert_eq!(total, 0);
+    }
+
+    #[test]
+    fn reap_returns_dead_workers_counts_and_spares_the_living() {
+        let t = table(Policy::RoundRobin);
+        let tb = t.table();
+        let me = tb.zone().claim_slot(100, |_| true).unwrap();
+        let dead = tb.zone().claim_slot(200, |_| true).unwrap();
+        let mut held = Vec::new();
+        for slot in [me, dead] {
+            let mut a = OwnedAttempt::with_slot(tb, 0, Some(slot));
+            tb.get(&mut a.attempt(), 0).unwrap();
+            held.push(a);
+        }
+        let total = || -> u32 { tb.states().iter().map(|s| s.in_flight.load(Relaxed)).sum() };
+        assert_eq!(total(), 2);
+        // Nobody dead: nothing reaped, the caller's own slot untouched
+        // even though its pid is the caller's.
+        assert_eq!(tb.zone().reap(100, |_| true), 0);
+        assert_eq!(total(), 2);
+        // 200 dies: reaped once, and its slot is free again.
+        assert_eq!(tb.zone().reap(100, |pid| pid != 200), 1);
+        assert_eq!(total(), 1, "only the caller's request remains");
+        assert_eq!(tb.zone().reap(100, |pid| pid != 200), 0);
+        assert_eq!(tb.ledger_slot(dead as usize).unwrap().0.load(Relaxed), 0);
+        assert_eq!(tb.ledger_slot(me as usize).unwrap().0.load(Relaxed), 100);
+        assert_eq!(tb.zone().reap(0, |_| false), 0, "0 names nobody");
     }
 
     #[test]
