@@ -182,7 +182,7 @@ pub unsafe extern "C" fn hab_queue_try(
         // SAFETY: as above.
         let mut attempt = Attempt::from_words(unsafe { attempt_words(z, a) });
         let mut failed = None;
-        let r = q.try_pick(t, || {
+        let r = q.try_pick(t, now_ms, || {
             match z.get_bound(&mut attempt, key, Binding::None, now_ms) {
                 Ok(p) => Some(p),
                 Err(Error::Busy) => None,
@@ -699,6 +699,10 @@ mod tests {
         assert_eq!(wake, hab_wake::NONE);
         let s = stats(z);
         assert_eq!((s.size, s.served), (0, 2));
+        // Both waited from their entry (5) to their try's now_ms (9).
+        // SAFETY: a valid zone.
+        let waits = unsafe { zone_of(z) }.queue().unwrap().waits();
+        assert_eq!((waits.count(), waits.sum_ms, waits.buckets[1]), (2, 8, 2));
         // A third waiter; ending a request with a try in progress wakes it.
         let w3 = req(z);
         let t3 = enter(z, 2).unwrap();

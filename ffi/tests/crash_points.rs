@@ -198,7 +198,7 @@ fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
     // The waiter picks (the server held is a stand-in: the pick is the
     // queue's business here, flight's is tested above) and leaves.
     if let Some((q, ticket)) = waiter {
-        if !matches!(q.try_pick(ticket, || Some(())), Try::Picked((), None)) {
+        if !matches!(q.try_pick(ticket, 0, || Some(())), Try::Picked((), None)) {
             return false;
         }
     }
@@ -323,7 +323,7 @@ fn queue_empty(q: Queue<'_>, slot: u32, what: &str) {
             panic!("{what}: queue round {k} refused");
         };
         assert!(matches!(
-            q.try_pick(ticket, || Some(())),
+            q.try_pick(ticket, 0, || Some(())),
             Try::Picked((), None)
         ));
     }
@@ -1620,7 +1620,7 @@ fn waiter(z: Zone<'_>, mine: Ticket, server: &AtomicU32) -> bool {
             .is_ok()
             .then_some(())
     };
-    let Try::Picked((), Some(w)) = q.try_pick(mine, pick) else {
+    let Try::Picked((), Some(w)) = q.try_pick(mine, 0, pick) else {
         return false;
     };
     let mut ok = w.slot == Q_LIVE;
@@ -1676,7 +1676,7 @@ fn queue_check(z: Zone<'_>, live: Ticket, server: &AtomicU32, what: &str) {
             .then_some(())
     };
     assert!(
-        matches!(q.try_pick(live, pick), Try::Picked((), None)),
+        matches!(q.try_pick(live, 0, pick), Try::Picked((), None)),
         "{what}: the live ticket picks"
     );
     server.store(0, Relaxed);
@@ -1685,7 +1685,7 @@ fn queue_check(z: Zone<'_>, live: Ticket, server: &AtomicU32, what: &str) {
             panic!("{what}: round {k} refused");
         };
         assert!(head, "{what}: round {k} is not the head");
-        assert!(matches!(q.try_pick(ticket, pick), Try::Picked((), None)));
+        assert!(matches!(q.try_pick(ticket, 0, pick), Try::Picked((), None)));
         server.store(0, Relaxed);
     }
     let a = q.audit();

@@ -37,8 +37,8 @@
 //!         │                    group 2·cap node words (see
 //!         │                    [`tree`])
 //!         ├─ request queue ... only with `ha_queue`: header, queue line,
-//!         │                    a line per ledger slot, the ring of
-//!         │                    tickets (see [`queue`])
+//!         │                    a line per ledger slot, wait rows, the
+//!         │                    ring of tickets (see [`queue`])
 //!         └─ arena ........... generations, each: GenHeader, 2 cursors,
 //!                              PeerConf × members, member slots (unless
 //!                              dense), alias, ring, Maglev, chains, two
@@ -93,8 +93,9 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 /// `b"HABGEN\0\0"`: the first word of every generation.
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
-/// Bumped on every incompatible change of this layout.
-pub const LAYOUT_VERSION: u32 = 9;
+/// Bumped on every incompatible change of this layout (10: the queue
+/// section's wait rows, [`queue::LAYOUT_VERSION`] 3).
+pub const LAYOUT_VERSION: u32 = 10;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;

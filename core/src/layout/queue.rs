@@ -24,10 +24,12 @@
 //!   64  QueueLine ... size (Flight), head, tail, pass, carried counters
 //!  128  SlotLine × 32 one line per ledger slot: size entry, wake, pending,
 //!                   served, timeouts, abandoned, overflows
-//! 2176  Cell × cap .. 16 bytes each: state word, enq_ms
+//! 2176  WaitRow × 33  two lines per ledger slot, then one carried from an
+//!                   older zone: the served waiters' wait histogram, wait sum
+//! 6400  Cell × cap .. 16 bytes each: state word, enq_ms
 //! ```
 //!
-//! [`size_for`]`(max) = 2176 + 16·cap`, `cap` the power of two at least
+//! [`size_for`]`(max) = 6400 + 16·cap`, `cap` the power of two at least
 //! `2·max`. A cell's state word is `tag << 16 | WAITING? | slot`, `tag`
 //! the ticket mod 2^48: `GONE(t)` (no WAITING bit) or `WAITING(t, s)`.
 //! Cell `i` starts as `GONE(i − cap)`: "free for ticket `i`". Ticket `t`
@@ -58,7 +60,8 @@
 //! ```
 //!
 //! The head's try ([`Queue::try_pick`]) runs the normal pick, then
-//! leaves as served (`queue.try.picked` between the two).
+//! leaves as served (`queue.try.picked` between the two), and records
+//! how long it waited (`now_ms − enq_ms`) in its slot's `WaitRow`.
 //!
 //! L1 before L2 keeps `count(size) ≥ #WAITING`, so admission never
 //! exceeds `max`. `help_head` moves `head` over `GONE` cells and returns
@@ -89,9 +92,10 @@
 //! `head`, `tail` and the cells' state words are changed and read with
 //! `SeqCst`: the argument above needs one total order of claims, leaves,
 //! head moves and in-flight changes, and none of them is on the path of a
-//! request that does not wait. `enq_ms`, `wake` and the counters are
-//! `Relaxed`: they publish nothing. `pending` is swapped `AcqRel` and
-//! cleared `SeqCst` (before the woken worker looks at the head).
+//! request that does not wait. `enq_ms`, `wake`, the counters and the
+//! wait rows are `Relaxed`: they publish nothing. `pending` is swapped
+//! `AcqRel` and cleared `SeqCst` (before the woken worker looks at the
+//! head).
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -107,8 +111,8 @@ use crate::layout::{Zone, LEDGER_SLOTS};
 pub const MAGIC: u64 = u64::from_le_bytes(*b"HABQUEUE");
 
 /// Bumped on every incompatible change of this layout (2: the carried
-/// counters).
-pub const LAYOUT_VERSION: u32 = 2;
+/// counters; 3: the wait rows).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -118,7 +122,12 @@ pub const MAX_NUMBER: u32 = crate::spec::MAX_QUEUE;
 
 const LINE_OFF: usize = 64;
 const SLOTS_OFF: usize = 128;
-const CELLS_OFF: usize = SLOTS_OFF + LEDGER_SLOTS * 64;
+const WAITS_OFF: usize = SLOTS_OFF + LEDGER_SLOTS * 64;
+/// Wait rows: one per ledger slot, then the carried one.
+const WAIT_ROWS: usize = LEDGER_SLOTS + 1;
+/// The wait row of what [`Queue::carry_from`] added.
+const CARRIED: usize = LEDGER_SLOTS;
+const CELLS_OFF: usize = WAITS_OFF + WAIT_ROWS * core::mem::size_of::<WaitRow>();
 const CELL_BYTES: usize = 16;
 
 /// Bits of a ticket kept in a cell.
@@ -182,6 +191,35 @@ struct QueueLine {
 #[repr(C, align(64))]
 struct SlotLine([AtomicU32; 16]);
 
+/// Upper bounds of the wait histogram's buckets, ms (Prometheus's `le`:
+/// a wait of `b` ms counts in the bucket of bound `b`); one more bucket
+/// takes the waits above the last, up to `+Inf`. From a millisecond (the
+/// clock's grain) to a minute (`ha_queue`'s default timeout).
+pub const WAIT_BOUNDS_MS: [u64; 14] = [
+    1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000,
+];
+
+/// Buckets of the wait histogram: [`WAIT_BOUNDS_MS`] and `+Inf`.
+pub const WAIT_BUCKETS: usize = WAIT_BOUNDS_MS.len() + 1;
+
+/// How long the served waiters of one ledger slot waited (or, row
+/// [`CARRIED`], those of an older zone's queue): statistics, no
+/// protocol. Written only by the slot's owner, as it serves its waiter
+/// in [`Queue::try_pick`], with `Relaxed` adds (every word is
+/// independent and publishes nothing); never cleared, so the slot's next
+/// owner counts on top, as `stats.rs` rows. The carried row is written
+/// once, by [`Queue::carry_from`], before the zone is shared. Readers sum
+/// the rows ([`Queue::waits`]).
+#[repr(C, align(64))]
+struct WaitRow {
+    /// Waiters served per bucket (not cumulative): bucket `i` takes the
+    /// waits in `(WAIT_BOUNDS_MS[i − 1], WAIT_BOUNDS_MS[i]]`, the last one
+    /// those above a minute.
+    buckets: [AtomicU64; WAIT_BUCKETS],
+    /// Sum of their waits, ms.
+    sum_ms: AtomicU64,
+}
+
 /// A ticket's cell.
 #[repr(C, align(16))]
 struct Cell {
@@ -193,6 +231,12 @@ struct Cell {
     /// after the claim, read only as information.
     enq_ms: AtomicU64,
 }
+
+const _: () = {
+    assert!(core::mem::size_of::<WaitRow>() == 128);
+    assert!(core::mem::size_of::<SlotLine>() == 64);
+    assert!(CELLS_OFF == 6400);
+};
 
 #[inline]
 fn tag(t: u64) -> u64 {
@@ -300,6 +344,65 @@ pub struct Counters {
     pub abandoned: u32,
     /// Enterers refused.
     pub overflows: u32,
+}
+
+/// How long the served waiters waited, every slot summed: a histogram
+/// over [`WAIT_BOUNDS_MS`] and the sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waits {
+    /// Waiters served per bucket, not cumulative (see [`WAIT_BOUNDS_MS`];
+    /// the last bucket: above the last bound).
+    pub buckets: [u64; WAIT_BUCKETS],
+    /// Sum of their waits, ms.
+    pub sum_ms: u64,
+}
+
+impl Waits {
+    /// The bucket of a wait of `ms`.
+    pub fn bucket_of(ms: u64) -> usize {
+        WAIT_BOUNDS_MS.partition_point(|&b| b < ms)
+    }
+
+    /// Waiters timed: those served through [`Queue::try_pick`] (a
+    /// [`Queue::leave`] as served has no time to record).
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().fold(0u64, |n, &b| n.wrapping_add(b))
+    }
+
+    /// The waits counted in bucket `i` or below (Prometheus's cumulative
+    /// `_bucket` sample of bound `le = WAIT_BOUNDS_MS[i]`, `+Inf` for the
+    /// last).
+    pub fn cumulative(&self, i: usize) -> u64 {
+        self.buckets[..=i.min(WAIT_BUCKETS - 1)]
+            .iter()
+            .fold(0u64, |n, &b| n.wrapping_add(b))
+    }
+
+    /// The `q`-quantile of the waits (0 ≤ `q` ≤ 1), ms, estimated as
+    /// Prometheus's `histogram_quantile` does, so that the API and a
+    /// dashboard agree: linear inside the bucket where the rank falls
+    /// (from 0 for the first), and the last finite bound when it falls
+    /// above it. `None` before the first served waiter.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let count = self.count();
+        if count == 0 || !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let rank = q * count as f64;
+        let mut below = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            if n > 0 && below.saturating_add(n) as f64 >= rank {
+                let Some(&upper) = WAIT_BOUNDS_MS.get(i) else {
+                    break;
+                };
+                let lower = if i == 0 { 0 } else { WAIT_BOUNDS_MS[i - 1] };
+                let within = ((rank - below as f64) / n as f64).max(0.0);
+                return Some(lower as f64 + (upper - lower) as f64 * within);
+            }
+            below = below.saturating_add(n);
+        }
+        Some(WAIT_BOUNDS_MS[WAIT_BOUNDS_MS.len() - 1] as f64)
+    }
 }
 
 /// What the queue holds, read cell by cell (tests and diagnostics; not
@@ -451,6 +554,21 @@ impl<'a> Queue<'a> {
                 .as_ptr()
                 .add(SLOTS_OFF + s * 64)
                 .cast::<SlotLine>()
+        }
+    }
+
+    #[inline]
+    fn wait_row(&self, row: usize) -> &'a WaitRow {
+        debug_assert!(row < WAIT_ROWS);
+        let r = row % WAIT_ROWS;
+        // SAFETY: `r < WAIT_ROWS` rows of 128 bytes from WAITS_OFF, inside
+        // the region, 64-byte aligned.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(WAITS_OFF + r * core::mem::size_of::<WaitRow>())
+                .cast::<WaitRow>()
         }
     }
 
@@ -615,10 +733,17 @@ impl<'a> Queue<'a> {
         self.slot_line(slot).0[WAKE].store(v, Relaxed);
     }
 
-    /// The head's try: `pick` runs only when `ticket` is the head (the
-    /// normal pick, through `flight::acquire`'s `max_conns` CAS); when it
-    /// gives something, the waiter leaves the queue as served.
-    pub fn try_pick<T>(&self, ticket: Ticket, pick: impl FnOnce() -> Option<T>) -> Try<T> {
+    /// The head's try at `now_ms`: `pick` runs only when `ticket` is the
+    /// head (the normal pick, through `flight::acquire`'s `max_conns`
+    /// CAS); when it gives something, the waiter leaves the queue as
+    /// served, and its wait (`now_ms` − when it entered) is recorded in its
+    /// slot's wait row.
+    pub fn try_pick<T>(
+        &self,
+        ticket: Ticket,
+        now_ms: u64,
+        pick: impl FnOnce() -> Option<T>,
+    ) -> Try<T> {
         if !self.is_head(ticket) {
             return Try::Wait;
         }
@@ -627,10 +752,26 @@ impl<'a> Queue<'a> {
                 // Counted in flight, still in the queue: a kill here
                 // over-counts `size`, never in-flight (R1, R2 repair it).
                 crash_point("queue.try.picked");
-                Try::Picked(p, self.leave(ticket, Leave::Served))
+                // Read before L1: once `GONE`, the cell may take the
+                // ticket `cap` further on and its time.
+                let enq_ms = self.cell(ticket.t).enq_ms.load(Relaxed);
+                let wake = self.leave(ticket, Leave::Served);
+                self.record_wait(ticket.slot, now_ms.saturating_sub(enq_ms));
+                Try::Picked(p, wake)
             }
             None => Try::Wait,
         }
+    }
+
+    /// Counts a served waiter's wait of `ms` in `slot`'s row (its owner's:
+    /// the row's only writer).
+    fn record_wait(&self, slot: u32, ms: u64) {
+        if slot as usize >= LEDGER_SLOTS {
+            return;
+        }
+        let row = self.wait_row(slot as usize);
+        row.buckets[Waits::bucket_of(ms)].fetch_add(1, Relaxed);
+        row.sum_ms.fetch_add(ms, Relaxed);
     }
 
     /// `ticket` leaves (served, timed out, abandoned: L1-L3); the wake to
@@ -718,6 +859,27 @@ impl<'a> Queue<'a> {
         {
             w.fetch_add(v, Relaxed);
         }
+        let ow = old.waits();
+        let row = self.wait_row(CARRIED);
+        for (w, v) in row.buckets.iter().zip(ow.buckets) {
+            w.fetch_add(v, Relaxed);
+        }
+        row.sum_ms.fetch_add(ow.sum_ms, Relaxed);
+    }
+
+    /// The wait histogram of every slot, summed (mod 2^64), with what was
+    /// carried from an older zone. Not a snapshot: a waiter served while
+    /// the rows are read may show in some sums only.
+    pub fn waits(&self) -> Waits {
+        let mut w = Waits::default();
+        for r in 0..WAIT_ROWS {
+            let row = self.wait_row(r);
+            for (sum, b) in w.buckets.iter_mut().zip(&row.buckets) {
+                *sum = sum.wrapping_add(b.load(Relaxed));
+            }
+            w.sum_ms = w.sum_ms.wrapping_add(row.sum_ms.load(Relaxed));
+        }
+        w
     }
 
     /// The counters of every slot, summed (mod 2^32), with those carried
@@ -877,9 +1039,9 @@ mod tests {
         for (k, &t) in tickets.iter().enumerate() {
             // Nobody else may pick, whatever the capacity.
             for &u in &tickets[k + 1..] {
-                assert_eq!(q.try_pick(u, || Some(())), Try::Wait);
+                assert_eq!(q.try_pick(u, 0, || Some(())), Try::Wait);
             }
-            let Try::Picked(p, wake) = q.try_pick(t, || Some(t.t)) else {
+            let Try::Picked(p, wake) = q.try_pick(t, 0, || Some(t.t)) else {
                 panic!("head {t:?} did not pick");
             };
             served.push(p);
@@ -896,6 +1058,131 @@ mod tests {
         assert_eq!(served, [0, 1, 2, 3, 4, 5]);
         assert_eq!(q.waiting(), 0);
         assert_eq!(q.counters().served, 6);
+    }
+
+    /// Waits fall in the bucket of the first bound at or above them:
+    /// `le` as Prometheus means it (a wait of exactly 5 ms is in `le=5`).
+    #[test]
+    fn waits_fall_in_their_buckets() {
+        for (ms, bucket) in [
+            (0, 0),
+            (1, 0),
+            (2, 1),
+            (5, 1),
+            (6, 2),
+            (40, 4),
+            (1000, 8),
+            (1001, 9),
+            (60_000, 13),
+            (60_001, 14),
+            (u64::MAX, 14),
+        ] {
+            assert_eq!(Waits::bucket_of(ms), bucket, "{ms} ms");
+        }
+        assert_eq!(WAIT_BUCKETS, 15);
+        assert!(WAIT_BOUNDS_MS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Percentiles as Prometheus's `histogram_quantile` computes them
+    /// from the same buckets, spelled out.
+    #[test]
+    fn wait_percentiles_interpolate_inside_their_bucket() {
+        let of = |pairs: &[(usize, u64)]| {
+            let mut w = Waits::default();
+            for &(i, n) in pairs {
+                w.buckets[i] = n;
+            }
+            w
+        };
+        assert_eq!(Waits::default().quantile(0.5), None, "nobody served");
+        // 100 waits: 50 in (0, 1], 40 in (25, 50], 10 in (100, 250].
+        let w = of(&[(0, 50), (4, 40), (6, 10)]);
+        assert_eq!(w.count(), 100);
+        assert_eq!(w.cumulative(3), 50);
+        assert_eq!(w.cumulative(4), 90);
+        assert_eq!(w.cumulative(99), 100);
+        for (q, want) in [
+            (0.5, 1.0),            // rank 50: the top of the first bucket
+            (0.25, 0.5),           // rank 25 of 50 in (0, 1]
+            (0.6, 25.0 + 6.25),    // rank 60: 10 of 40 in (25, 50]
+            (0.9, 50.0),           // rank 90: the top of (25, 50]
+            (0.99, 100.0 + 135.0), // rank 99: 9 of 10 in (100, 250]
+            (1.0, 250.0),
+        ] {
+            assert_eq!(w.quantile(q), Some(want), "q {q}");
+        }
+        assert_eq!(w.quantile(1.5), None);
+        // Above the last bound: the last bound, as Prometheus.
+        let w = of(&[(0, 1), (14, 9)]);
+        assert_eq!(w.quantile(0.99), Some(60_000.0));
+        assert_eq!(w.quantile(0.05), Some(0.5));
+    }
+
+    /// A served waiter's wait, `now_ms` at its try minus its entry time,
+    /// is counted in its own slot's row; timeouts and abandons are not
+    /// timed; readers see every slot summed.
+    #[test]
+    fn served_waits_are_recorded_per_slot() {
+        let r = Region::new(8);
+        let q = r.queue();
+        assert_eq!(q.waits(), Waits::default());
+        // (slot, entered at, tried at): waits 0, 3, 40, 40, 900, 70_000.
+        let plan = [
+            (0, 100, 100),
+            (1, 100, 103),
+            (2, 100, 140),
+            (0, 200, 240),
+            (1, 300, 1200),
+            (3, 300, 70_300),
+        ];
+        let tickets: Vec<_> = plan
+            .iter()
+            .map(|&(s, at, _)| queued(q.enter(s, at)).0)
+            .collect();
+        // One more that times out, one abandoned: not timed.
+        let late = queued(q.enter(2, 0)).0;
+        let gone = queued(q.enter(2, 0)).0;
+        q.leave(late, Leave::Timeout);
+        q.leave(gone, Leave::Abandoned);
+        for (t, &(_, _, now)) in tickets.iter().zip(&plan) {
+            // Not yet its turn: no pick, nothing recorded.
+            if let Some(next) = tickets.get(t.t as usize + 1) {
+                assert_eq!(q.try_pick(*next, now, || Some(())), Try::Wait);
+            }
+            assert!(matches!(
+                q.try_pick(*t, now, || Some(())),
+                Try::Picked((), _)
+            ));
+        }
+        let w = q.waits();
+        let mut want = [0u64; WAIT_BUCKETS];
+        for (i, n) in [(0, 1), (1, 1), (4, 2), (8, 1), (14, 1)] {
+            want[i] = n;
+        }
+        assert_eq!(w.buckets, want);
+        assert_eq!(w.sum_ms, 3 + 40 + 40 + 900 + 70_000);
+        assert_eq!(w.count(), u64::from(q.counters().served));
+        // Each slot wrote its own row.
+        let row = |s: usize| {
+            let r = q.wait_row(s);
+            (
+                r.buckets.iter().map(|b| b.load(Relaxed)).sum::<u64>(),
+                r.sum_ms.load(Relaxed),
+            )
+        };
+        assert_eq!(
+            [row(0), row(1), row(2), row(3)],
+            [(2, 40), (2, 903), (1, 40), (1, 70_000)]
+        );
+        assert_eq!(row(CARRIED), (0, 0));
+        // A clock that went backwards (another worker's `now`): 0 ms.
+        let t = queued(q.enter(5, 500)).0;
+        assert!(matches!(
+            q.try_pick(t, 400, || Some(())),
+            Try::Picked((), _)
+        ));
+        assert_eq!(q.waits().buckets[0], 2);
+        assert_eq!(q.waits().sum_ms, w.sum_ms);
     }
 
     /// `number` waiters at most; a leave makes room again.
@@ -964,14 +1251,14 @@ mod tests {
         assert_eq!(q.after_release(), None, "nobody waits");
         let (t, head) = queued(q.enter(5, 0));
         assert!(head);
-        assert_eq!(q.try_pick(t, || None::<()>), Try::Wait);
+        assert_eq!(q.try_pick(t, 0, || None::<()>), Try::Wait);
         assert_eq!(q.after_release().map(|w| w.slot), Some(5));
         assert_eq!(q.after_release(), None, "already pending");
         assert_eq!(q.kick(), None);
         q.woken(5);
         assert_eq!(q.kick().map(|w| w.t), Some(0));
         q.woken(5);
-        assert!(matches!(q.try_pick(t, || Some(1)), Try::Picked(1, None)));
+        assert!(matches!(q.try_pick(t, 0, || Some(1)), Try::Picked(1, None)));
         assert_eq!(q.after_release(), None);
     }
 
@@ -1144,7 +1431,7 @@ mod tests {
         assert_eq!(rel.wake, None, "pending");
         q.woken(other);
         // The head picks through the zone's get (flight's CAS).
-        let picked = q.try_pick(t, || waiter.pick(3).ok());
+        let picked = q.try_pick(t, 3, || waiter.pick(3).ok());
         let Try::Picked(p, None) = picked else {
             panic!("the head picks: {picked:?}");
         };
@@ -1227,9 +1514,14 @@ mod tests {
         let a = queued(oq.enter(0, 0)).0;
         let b = queued(oq.enter(1, 0)).0;
         assert_eq!(oq.enter(2, 0), Enter::Full);
-        oq.leave(a, Leave::Served);
+        assert!(matches!(
+            oq.try_pick(a, 30, || Some(())),
+            Try::Picked((), _)
+        ));
         oq.leave(b, Leave::Timeout);
         let _still = queued(oq.enter(1, 0)).0;
+        let waits = oq.waits();
+        assert_eq!((waits.count(), waits.sum_ms, waits.buckets[4]), (1, 30, 1));
         let want = oq.counters();
         assert_eq!(
             want,
@@ -1250,6 +1542,8 @@ mod tests {
         z.carry_from(old.zone(), 0);
         let q = z.queue().unwrap();
         assert_eq!(q.counters(), want);
+        assert_eq!(q.waits(), waits, "the wait histogram too");
+        assert_eq!(q.wait_row(CARRIED).sum_ms.load(Relaxed), 30);
         assert_eq!(q.waiting(), 0, "waiters stay in the old zone");
         assert_eq!(oq.waiting(), 1);
         q.leave(queued(q.enter(0, 0)).0, Leave::Abandoned);
@@ -1259,6 +1553,7 @@ mod tests {
         plain.zone().carry_from(old.zone(), 0);
         z.carry_from(plain.zone(), 0);
         assert_eq!(q.counters().served, 1);
+        assert_eq!(q.waits(), waits);
     }
 
     mod model {
@@ -1355,7 +1650,7 @@ mod tests {
                     let (t, head) = queued(q.enter(3, 0));
                     head && server.load(Relaxed) == 0 && {
                         let ok = flight::acquire(&server, 1, None, 0);
-                        ok && matches!(q.try_pick(t, || Some(())), Try::Picked((), None))
+                        ok && matches!(q.try_pick(t, 0, || Some(())), Try::Picked((), None))
                     }
                 });
                 let wake = sc
@@ -1422,7 +1717,7 @@ mod tests {
                                     order.lock().unwrap().push(ticket.t);
                                 })
                             };
-                            if let Try::Picked((), _) = q.try_pick(ticket, pick) {
+                            if let Try::Picked((), _) = q.try_pick(ticket, 0, pick) {
                                 break;
                             }
                             std::thread::yield_now();
