@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use hab_core::layout::queue::Queue;
 use hab_core::layout::stats::PeerStats;
 use hab_core::layout::Zone;
 use hab_core::write::PeerView;
@@ -257,6 +258,73 @@ impl<'a> SessionTable<'a> {
             created: s.created,
             evicted: s.evicted,
             expired: s.expired,
+        }
+    }
+}
+
+/// An upstream's request queue (`ha_queue`), as `queue` of the upstream
+/// shows it: NGINX Plus's `size`, `max_size` and `overflows`, then ours.
+/// Counters since the zone was built (carried over a reload that
+/// rebuilds it), mod 2^32; `DELETE` does not reset them.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct QueueStats {
+    /// Requests waiting now, all workers (exact).
+    pub size: u32,
+    /// Requests it holds at most (`ha_queue number`).
+    pub max_size: u32,
+    /// Requests refused because it was full (answered 502).
+    pub overflows: u32,
+    /// Waiters whose `timeout` passed (ours).
+    pub timeouts: u32,
+    /// Waiters whose client went away (ours).
+    pub abandoned: u32,
+    /// Waiters that got a server (ours).
+    pub served: u32,
+    /// How long the served waiters waited (ours).
+    pub wait_ms: WaitMs,
+}
+
+/// The wait of the served waiters, ms: percentiles estimated from the
+/// histogram that `ha_upstream_queue_wait_seconds` exposes (as
+/// Prometheus's `histogram_quantile` would, to 0.1 ms; absent before
+/// the first), the sum and the count.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct WaitMs {
+    /// Median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99: Option<f64>,
+    /// Sum of the waits.
+    pub sum: u64,
+    /// Waiters timed (served).
+    pub count: u64,
+}
+
+impl QueueStats {
+    /// The figures of `q` now.
+    pub fn of(q: Queue<'_>) -> QueueStats {
+        let c = q.counters();
+        let w = q.waits();
+        let p = |q: f64| w.quantile(q).map(|ms| (ms * 10.0).round() / 10.0);
+        QueueStats {
+            size: q.waiting(),
+            max_size: q.max(),
+            overflows: c.overflows,
+            timeouts: c.timeouts,
+            abandoned: c.abandoned,
+            served: c.served,
+            wait_ms: WaitMs {
+                p50: p(0.5),
+                p90: p(0.9),
+                p99: p(0.99),
+                sum: w.sum_ms,
+                count: w.count(),
+            },
         }
     }
 }
@@ -581,6 +649,10 @@ impl Render<'_> {
             out.push(b",\"sessions\":");
             put(out, &SessionTable::of(&learn, self.clock.now_ms));
         }
+        if let Some(q) = z.queue().filter(|_| keep("queue")) {
+            out.push(b",\"queue\":");
+            put(out, &QueueStats::of(q));
+        }
         if keep("retiring") {
             out.push(b",\"retiring\":");
             put(out, &retiring(z));
@@ -621,6 +693,68 @@ fn retiring(zone: Zone<'_>) -> Vec<Retiring> {
         .collect()
 }
 
+/// Zones for the tests of the crate.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use hab_core::layout::queue::{Enter, Leave, Ticket, Try};
+    use hab_core::spec::{HealthSpec, PeerSpec, Policy, UpstreamSpec};
+    use hab_core::testing::OwnedTable;
+
+    fn queued(e: Enter) -> Ticket {
+        match e {
+            Enter::Queued { ticket, .. } => ticket,
+            Enter::Full => panic!("full"),
+        }
+    }
+
+    /// Upstream `q` of two servers with `ha_queue number` (0: none).
+    pub(crate) fn queue_zone(number: u32) -> OwnedTable {
+        let peers = [
+            PeerSpec {
+                position: Some(0),
+                ..PeerSpec::new(b"q\0a:80\x00127.0.0.1:1")
+            },
+            PeerSpec {
+                position: Some(1),
+                ..PeerSpec::new(b"q\0b:80\x00127.0.0.1:2")
+            },
+        ];
+        OwnedTable::new(&UpstreamSpec {
+            health: HealthSpec {
+                queue: number,
+                ..Default::default()
+            },
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            schedule_room: 0,
+            sessions: false,
+        })
+        .unwrap()
+    }
+
+    /// `queue_zone(3)` after, through the core's queue: two waiters
+    /// served after 40 ms (slot 0) and 2 ms (slot 1), one timed out, one
+    /// abandoned, one refused (the queue full) and one still waiting.
+    /// JSON: size 1, max_size 3, overflows 1, timeouts 1, abandoned 1,
+    /// served 2; waits 2 (≤ 5 ms) and 40 (≤ 50 ms): p50 5, p90 45, p99
+    /// 49.5, sum 42, count 2.
+    pub(crate) fn busy_queue() -> OwnedTable {
+        let t = queue_zone(3);
+        let q = t.zone().queue().unwrap();
+        let a = queued(q.enter(0, 10));
+        let b = queued(q.enter(1, 10));
+        let c = queued(q.enter(2, 20));
+        assert_eq!(q.enter(3, 20), Enter::Full);
+        assert!(matches!(q.try_pick(a, 50, || Some(())), Try::Picked((), _)));
+        assert!(matches!(q.try_pick(b, 12, || Some(())), Try::Picked((), _)));
+        q.leave(c, Leave::Timeout);
+        let d = queued(q.enter(0, 100));
+        q.leave(d, Leave::Abandoned);
+        let _waits = queued(q.enter(3, 100));
+        t
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,6 +787,26 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&c.date(9_000)).unwrap(),
             "\"2026-12-01T11:59:59.000Z\""
+        );
+    }
+
+    /// The queue object, exact, from a zone driven through the core.
+    #[test]
+    fn queue_stats_of_a_busy_queue() {
+        let t = fixtures::busy_queue();
+        let v = QueueStats::of(t.zone().queue().unwrap());
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            "{\"size\":1,\"max_size\":3,\"overflows\":1,\"timeouts\":1,\"abandoned\":1,\
+             \"served\":2,\"wait_ms\":{\"p50\":5.0,\"p90\":45.0,\"p99\":49.5,\"sum\":42,\"count\":2}}"
+        );
+        // Before anybody was served: no percentiles.
+        let t = fixtures::queue_zone(500);
+        let v = QueueStats::of(t.zone().queue().unwrap());
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            "{\"size\":0,\"max_size\":500,\"overflows\":0,\"timeouts\":0,\"abandoned\":0,\
+             \"served\":0,\"wait_ms\":{\"sum\":0,\"count\":0}}"
         );
     }
 

@@ -6,7 +6,9 @@
 //! `ha_upstream_server_requests_total`); the state is numbered as the
 //! exporter numbers it. Labels: `upstream` and `server` (the address), as
 //! the exporter's. A table of learnt sessions (`ha_sticky learn`) has its
-//! own `ha_upstream_sessions*` families, labelled `upstream` and `zone`.
+//! own `ha_upstream_sessions*` families, labelled `upstream` and `zone`;
+//! a request queue (`ha_queue`) its `ha_upstream_queue_*` families and
+//! the histogram `ha_upstream_queue_wait_seconds`, labelled `upstream`.
 //!
 //! Rendered metric by metric (each family's HELP and TYPE once, then one
 //! sample per server), into a chunked [`Body`]: nothing but one server's
@@ -14,6 +16,7 @@
 
 use std::io::Write as _;
 
+use hab_core::layout::queue::{Counters, Queue, Waits, WAIT_BOUNDS_MS, WAIT_BUCKETS};
 use hab_core::learn;
 use hab_core::write::{PeerView, ServerState};
 
@@ -280,6 +283,92 @@ const SESSION_FAMILIES: &[SessionFamily] = &[
     },
 ];
 
+/// An upstream's request queue, read once per scrape.
+#[derive(Debug, Clone, Copy)]
+struct QueueSample {
+    size: u32,
+    max: u32,
+    counters: Counters,
+    waits: Waits,
+}
+
+impl QueueSample {
+    fn of(q: Queue<'_>) -> QueueSample {
+        QueueSample {
+            size: q.waiting(),
+            max: q.max(),
+            counters: q.counters(),
+            waits: q.waits(),
+        }
+    }
+}
+
+/// One family of a request queue (`ha_queue`): a sample per upstream
+/// with a queue, labelled `upstream`.
+#[derive(Debug)]
+struct QueueFamily {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&QueueSample) -> u64,
+}
+
+const QUEUE_FAMILIES: &[QueueFamily] = &[
+    QueueFamily {
+        name: "ha_upstream_queue_size",
+        kind: "gauge",
+        help: "Requests waiting in the queue (ha_queue), all workers",
+        value: |q| u64::from(q.size),
+    },
+    QueueFamily {
+        name: "ha_upstream_queue_max_size",
+        kind: "gauge",
+        help: "Requests the queue holds at most (ha_queue number)",
+        value: |q| u64::from(q.max),
+    },
+    QueueFamily {
+        name: "ha_upstream_queue_overflows_total",
+        kind: "counter",
+        help: "Requests refused because the queue was full",
+        value: |q| u64::from(q.counters.overflows),
+    },
+    QueueFamily {
+        name: "ha_upstream_queue_timeouts_total",
+        kind: "counter",
+        help: "Waiters whose queue timeout passed",
+        value: |q| u64::from(q.counters.timeouts),
+    },
+    QueueFamily {
+        name: "ha_upstream_queue_abandoned_total",
+        kind: "counter",
+        help: "Waiters whose client went away",
+        value: |q| u64::from(q.counters.abandoned),
+    },
+    QueueFamily {
+        name: "ha_upstream_queue_served_total",
+        kind: "counter",
+        help: "Waiters that got a server",
+        value: |q| u64::from(q.counters.served),
+    },
+];
+
+/// The queue's wait histogram.
+const QUEUE_WAIT: (&str, &str, &str) = (
+    "ha_upstream_queue_wait_seconds",
+    "histogram",
+    "Time the served waiters waited in the queue",
+);
+
+/// A bound in ms as seconds, shortest: `0.001`, `2.5`, `60`.
+fn seconds(ms: u64) -> String {
+    let (s, frac) = (ms / 1000, ms % 1000);
+    if frac == 0 {
+        return s.to_string();
+    }
+    let f = format!("{frac:03}");
+    format!("{s}.{}", f.trim_end_matches('0'))
+}
+
 /// Samples per block of the scratch store.
 const BLOCK: usize = 512;
 
@@ -297,6 +386,8 @@ struct Upstream1<'a> {
     label: String,
     /// Its learn table's zone name, escaped, and figures.
     sessions: Option<(String, learn::Stats)>,
+    /// Its request queue's figures.
+    queue: Option<QueueSample>,
     blocks: Vec<Block>,
 }
 
@@ -388,6 +479,7 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
                 sessions: u
                     .learn
                     .map(|l| (escape(l.zone), l.table.stats(clock.now_ms))),
+                queue: u.zone.queue().map(QueueSample::of),
                 blocks,
             }
         })
@@ -422,6 +514,52 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
                     (f.value)(stats)
                 );
             }
+        }
+    }
+    for f in QUEUE_FAMILIES {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {}",
+            f.name, f.help, f.name, f.kind
+        );
+        for u in &read {
+            if let Some(q) = &u.queue {
+                let _ = writeln!(
+                    out,
+                    "{}{{upstream=\"{}\"}} {}",
+                    f.name,
+                    u.label,
+                    (f.value)(q)
+                );
+            }
+        }
+    }
+    let (name, kind, help) = QUEUE_WAIT;
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for u in &read {
+        if let Some(q) = &u.queue {
+            let w = &q.waits;
+            for i in 0..WAIT_BUCKETS {
+                let le = WAIT_BOUNDS_MS
+                    .get(i)
+                    .map_or("+Inf".to_owned(), |&b| seconds(b));
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{upstream=\"{}\",le=\"{le}\"}} {}",
+                    u.label,
+                    w.cumulative(i)
+                );
+            }
+            let mut sum = Vec::with_capacity(24);
+            put_num(&mut sum, Num::Millis(w.sum_ms));
+            let _ = writeln!(
+                out,
+                "{name}_sum{{upstream=\"{}\"}} {}\n{name}_count{{upstream=\"{}\"}} {}",
+                u.label,
+                String::from_utf8_lossy(&sum),
+                u.label,
+                w.count()
+            );
         }
     }
     for f in FAMILIES {
@@ -507,7 +645,8 @@ mod tests {
             .iter()
             .map(|f| (f.name, f.kind, f.help))
             .chain(SESSION_FAMILIES.iter().map(|f| (f.name, f.kind, f.help)))
-            .chain([("ha_upstream_generation", "gauge", "")]);
+            .chain(QUEUE_FAMILIES.iter().map(|f| (f.name, f.kind, f.help)))
+            .chain([QUEUE_WAIT, ("ha_upstream_generation", "gauge", "")]);
         for (name, kind, help) in all {
             assert!(legal(name), "{name}");
             assert!(seen.insert(name), "{name} twice");
@@ -628,6 +767,94 @@ mod tests {
             text.contains(&format!("ha_upstream_sessions_created_total{labels} 3\n")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn bounds_in_seconds() {
+        let all: Vec<String> = WAIT_BOUNDS_MS.iter().map(|&b| seconds(b)).collect();
+        assert_eq!(
+            all,
+            [
+                "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+                "10", "30", "60"
+            ]
+        );
+        assert_eq!(seconds(1234), "1.234");
+    }
+
+    /// An upstream with a queue has its `ha_upstream_queue_*` samples and
+    /// its wait histogram (cumulative buckets, sum in seconds, count),
+    /// exactly; one without has none; each family's HELP and TYPE once.
+    #[test]
+    fn the_queue_and_its_wait_histogram() {
+        use crate::json::fixtures::{busy_queue, queue_zone};
+        let (queued, plain) = (busy_queue(), queue_zone(0));
+        let ups = [
+            Upstream {
+                name: "plain",
+                zone: plain.zone(),
+                learn: None,
+            },
+            Upstream {
+                name: "q",
+                zone: queued.zone(),
+                learn: None,
+            },
+        ];
+        let clock = Clock {
+            now_ms: 2,
+            wall_ms: 1_796_126_400_000,
+        };
+        let text = String::from_utf8(render(&ups, clock).to_vec()).unwrap();
+        let queue: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ha_upstream_queue"))
+            .collect();
+        let b = |le: &str, n: u32| {
+            format!("ha_upstream_queue_wait_seconds_bucket{{upstream=\"q\",le=\"{le}\"}} {n}")
+        };
+        let mut want: Vec<String> = [
+            "ha_upstream_queue_size{upstream=\"q\"} 1",
+            "ha_upstream_queue_max_size{upstream=\"q\"} 3",
+            "ha_upstream_queue_overflows_total{upstream=\"q\"} 1",
+            "ha_upstream_queue_timeouts_total{upstream=\"q\"} 1",
+            "ha_upstream_queue_abandoned_total{upstream=\"q\"} 1",
+            "ha_upstream_queue_served_total{upstream=\"q\"} 2",
+        ]
+        .map(String::from)
+        .to_vec();
+        // Waits of 2 ms and 40 ms.
+        for (le, n) in [
+            ("0.001", 0),
+            ("0.005", 1),
+            ("0.01", 1),
+            ("0.025", 1),
+            ("0.05", 2),
+            ("0.1", 2),
+            ("0.25", 2),
+            ("0.5", 2),
+            ("1", 2),
+            ("2.5", 2),
+            ("5", 2),
+            ("10", 2),
+            ("30", 2),
+            ("60", 2),
+            ("+Inf", 2),
+        ] {
+            want.push(b(le, n));
+        }
+        want.push("ha_upstream_queue_wait_seconds_sum{upstream=\"q\"} 0.042".into());
+        want.push("ha_upstream_queue_wait_seconds_count{upstream=\"q\"} 2".into());
+        assert_eq!(queue, want, "{text}");
+        assert!(!text.contains("{upstream=\"plain\",le"), "{text}");
+        for (name, help, kind) in QUEUE_FAMILIES
+            .iter()
+            .map(|f| (f.name, f.help, f.kind))
+            .chain([(QUEUE_WAIT.0, QUEUE_WAIT.2, QUEUE_WAIT.1)])
+        {
+            let head = format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
+            assert_eq!(text.matches(&head).count(), 1, "{name}");
+        }
     }
 
     #[test]

@@ -1506,4 +1506,69 @@ mod tests {
         assert_eq!(v["peers"][1]["bound"], 0);
         assert_eq!(v["sessions"]["created"], 2);
     }
+
+    /// An upstream with `ha_queue` shows `queue` (after `totals`, before
+    /// `retiring`) with the figures of its zone's queue; one without has
+    /// no such key; `?fields=queue` selects it; `DELETE` leaves it.
+    #[test]
+    fn the_queue_of_an_upstream() {
+        use crate::json::fixtures::{busy_queue, queue_zone};
+        let (queued, plain) = (busy_queue(), queue_zone(0));
+        let ups = [
+            Upstream {
+                name: "plain",
+                zone: plain.zone(),
+                learn: None,
+            },
+            Upstream {
+                name: "q",
+                zone: queued.zone(),
+                learn: None,
+            },
+        ];
+        let get = |path: &str, method: Method| {
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let r = handle(
+                &Request {
+                    method,
+                    path,
+                    query,
+                    html: false,
+                    body: b"",
+                    write: true,
+                    now_ms: 2,
+                    wall_ms: 1_796_126_400_000,
+                    owner: 77,
+                },
+                &ups,
+                |_| true,
+            );
+            let text = String::from_utf8(r.body.to_vec()).unwrap();
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            (text, v)
+        };
+        let want = serde_json::json!({"size": 1, "max_size": 3, "overflows": 1,
+            "timeouts": 1, "abandoned": 1, "served": 2,
+            "wait_ms": {"p50": 5.0, "p90": 45.0, "p99": 49.5, "sum": 42, "count": 2}});
+        let (text, v) = get("upstreams", Method::Get);
+        assert_eq!(v["q"]["queue"], want, "{text}");
+        assert!(v["plain"].get("queue").is_none(), "{text}");
+        assert_eq!(text.matches("\"queue\":").count(), 1, "{text}");
+        let at = |k: &str| text.rfind(k).unwrap();
+        assert!(at("\"totals\":") < at("\"queue\":") && at("\"queue\":") < at("\"retiring\":"));
+        let (_, v) = get("upstreams/q", Method::Get);
+        assert_eq!(v["queue"], want);
+        let (_, v) = get("upstreams/q?fields=queue", Method::Get);
+        let mut keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["name", "peers", "queue"]);
+        assert_eq!(v["queue"], want);
+        let (_, v) = get("upstreams/q?fields=requests", Method::Get);
+        assert!(v.get("queue").is_none(), "{v}");
+        let (_, v) = get("upstreams/plain?fields=queue", Method::Get);
+        assert!(v.get("queue").is_none(), "{v}");
+        // DELETE resets the servers' statistics, not the queue's.
+        assert_eq!(get("upstreams/q", Method::Delete).0, "");
+        assert_eq!(get("upstreams/q", Method::Get).1["queue"], want);
+    }
 }

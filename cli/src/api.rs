@@ -46,7 +46,7 @@ pub const MAX_ANSWER: u64 = 1 << 30;
 /// large upstream's answer stays small.
 pub const TABLE_FIELDS: &str = "policy,generation,server,name,backup,weight,\
 configured_weight,state,active,max_conns,down,drain,requests,bound,responses,\
-fails,unavail,response_time,sessions";
+fails,unavail,response_time,sessions,queue";
 
 /// One upstream as `GET upstreams/{name}` answers it.
 ///
@@ -73,6 +73,56 @@ pub struct Upstream {
     /// Its table of learnt sessions (`ha_sticky learn`), if it has one.
     #[serde(default, deserialize_with = "lenient")]
     pub sessions: Option<Sessions>,
+    /// Its request queue (`ha_queue`), if it has one.
+    #[serde(default, deserialize_with = "lenient")]
+    pub queue: Option<Queue>,
+}
+
+/// `queue` of an upstream: its request queue (`ha_queue`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct Queue {
+    /// Requests waiting now.
+    #[serde(default, deserialize_with = "lenient")]
+    pub size: Option<u64>,
+    /// Requests it holds at most.
+    #[serde(default, deserialize_with = "lenient")]
+    pub max_size: Option<u64>,
+    /// Requests refused: the queue was full.
+    #[serde(default, deserialize_with = "lenient")]
+    pub overflows: Option<u64>,
+    /// Waiters whose timeout passed.
+    #[serde(default, deserialize_with = "lenient")]
+    pub timeouts: Option<u64>,
+    /// Waiters whose client went away.
+    #[serde(default, deserialize_with = "lenient")]
+    pub abandoned: Option<u64>,
+    /// Waiters that got a server.
+    #[serde(default, deserialize_with = "lenient")]
+    pub served: Option<u64>,
+    /// How long the served waiters waited.
+    #[serde(default, deserialize_with = "lenient")]
+    pub wait_ms: Option<WaitMs>,
+}
+
+/// `wait_ms` of a queue: percentiles (absent before the first served
+/// waiter), sum and count, ms.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct WaitMs {
+    /// Median.
+    #[serde(default, deserialize_with = "lenient")]
+    pub p50: Option<f64>,
+    /// 90th percentile.
+    #[serde(default, deserialize_with = "lenient")]
+    pub p90: Option<f64>,
+    /// 99th percentile.
+    #[serde(default, deserialize_with = "lenient")]
+    pub p99: Option<f64>,
+    /// Sum of the waits.
+    #[serde(default, deserialize_with = "lenient")]
+    pub sum: Option<u64>,
+    /// Waiters timed.
+    #[serde(default, deserialize_with = "lenient")]
+    pub count: Option<u64>,
 }
 
 /// `sessions` of an upstream: its table of learnt sessions.

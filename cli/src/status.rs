@@ -147,6 +147,25 @@ pub(crate) fn sessions_line(u: &Upstream) -> Option<String> {
     ))
 }
 
+/// The line of an upstream's request queue (`ha_queue`), under its
+/// title: `  queue 3/500  p99 40 ms  overflows 12  timeouts 1  abandoned
+/// 0  served 1234` (the wait's 99th percentile of the served waiters,
+/// `-` before the first); `None` without a queue.
+pub(crate) fn queue_line(u: &Upstream) -> Option<String> {
+    let q = u.queue.as_ref()?;
+    let p99 = q.wait_ms.as_ref().and_then(|w| w.p99);
+    Some(format!(
+        "  queue {}/{}  p99 {}  overflows {}  timeouts {}  abandoned {}  served {}\n",
+        count_cell(q.size),
+        count_cell(q.max_size),
+        p99.map_or_else(|| "-".to_owned(), |ms| format!("{} ms", ms_cell(Some(ms)))),
+        count_cell(q.overflows),
+        count_cell(q.timeouts),
+        count_cell(q.abandoned),
+        count_cell(q.served)
+    ))
+}
+
 /// Longest NAME shown; longer names are cut and end in `~`.
 pub const NAME_WIDTH: usize = 18;
 
@@ -207,7 +226,7 @@ pub(crate) fn layout(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> S
 }
 
 /// One upstream: a title line, its sessions line (with `ha_sticky
-/// learn`), then a row per server. The NAME column is left out when no
+/// learn`), its queue line (with `ha_queue`), then a row per server. The NAME column is left out when no
 /// server's name adds to its address; BOUND (requests a session bound to
 /// the server) shows only when the upstream binds sessions.
 pub fn upstream_table(name: &str, u: &Upstream) -> String {
@@ -224,6 +243,7 @@ pub fn upstream_table(name: &str, u: &Upstream) -> String {
         u.generation
     );
     out.push_str(&sessions_line(u).unwrap_or_default());
+    out.push_str(&queue_line(u).unwrap_or_default());
     let with_name = u.peers.iter().any(|s| name_cell(s).is_some());
     let with_bound = binds_sessions(u);
     let mut header = vec!["ID", "SERVER"];
@@ -460,6 +480,16 @@ pub(crate) mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    /// [`FIXTURE_STATS`] of an upstream with `ha_queue 500`: its
+    /// `queue` as docs/api.md shows it.
+    pub(crate) fn fixture_queue() -> BTreeMap<String, Upstream> {
+        let mut v: serde_json::Value = serde_json::from_str(FIXTURE_STATS).unwrap();
+        v["app"]["queue"] = serde_json::json!({"size": 3, "max_size": 500,
+            "overflows": 12, "timeouts": 1, "abandoned": 4, "served": 1234,
+            "wait_ms": {"p50": 2.5, "p90": 22.5, "p99": 40.0, "sum": 5120, "count": 1234}});
+        serde_json::from_value(v).unwrap()
+    }
+
     pub(crate) fn fixture_stats() -> BTreeMap<String, Upstream> {
         serde_json::from_str(FIXTURE_STATS).unwrap()
     }
@@ -562,6 +592,46 @@ upstream app  policy round_robin  generation 3
         );
         for t in [table(&fixture()), table(&fixture_stats())] {
             assert!(!t.contains("BOUND") && !t.contains("sessions"), "{t}");
+        }
+    }
+
+    /// The queue: its line under the title, with the 99th percentile
+    /// wait; `-` for what an older API or a fresh queue does not send;
+    /// no line for an upstream without a queue.
+    #[test]
+    fn table_with_a_queue() {
+        let ups = fixture_queue();
+        let q = ups["app"].queue.as_ref().unwrap();
+        assert_eq!(q.wait_ms.as_ref().and_then(|w| w.p90), Some(22.5));
+        let t = table(&ups);
+        let want = "\
+upstream app  policy round_robin  generation 3
+  queue 3/500  p99 40 ms  overflows 12  timeouts 1  abandoned 4  served 1234
+  ID  SERVER          NAME               STATE     WEIGHT       ACTIVE  BACKUP  REQUESTS  5XX  FAILS  UNAVAIL  RESP_MS
+";
+        assert!(t.starts_with(want), "got:\n{t}");
+        let mut ups = fixture_queue();
+        let app = ups.get_mut("app").unwrap();
+        app.queue.as_mut().unwrap().wait_ms.as_mut().unwrap().p99 = Some(0.5);
+        assert!(table(&ups).contains("\n  queue 3/500  p99 0.5 ms  overflows"));
+        // Nobody served yet (no percentiles), then an API without figures.
+        let mut ups = fixture_queue();
+        let app = ups.get_mut("app").unwrap();
+        app.queue.as_mut().unwrap().wait_ms = Some(Default::default());
+        assert!(table(&ups).contains("\n  queue 3/500  p99 -  overflows 12"));
+        ups.get_mut("app").unwrap().queue = Some(Default::default());
+        assert!(
+            table(&ups)
+                .contains("\n  queue -/-  p99 -  overflows -  timeouts -  abandoned -  served -\n"),
+            "{}",
+            table(&ups)
+        );
+        for t in [
+            table(&fixture()),
+            table(&fixture_stats()),
+            table(&fixture_sticky()),
+        ] {
+            assert!(!t.contains("queue"), "{t}");
         }
     }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::api::{Client, Server, Upstream};
 use crate::status::{
     active_cell, binds_sessions, count_cell, layout, ms_cell, printable, printable_lines,
-    sessions_line, state_cell, weight_cell,
+    queue_line, sessions_line, state_cell, weight_cell,
 };
 use crate::Error;
 
@@ -157,7 +157,7 @@ fn shown<'a>(
 }
 
 /// One upstream's block: a title line, its sessions line (with `ha_sticky
-/// learn`) and a row per server, by id; BOUND/S (requests a session bound
+/// learn`), its queue line (with `ha_queue`) and a row per server, by id; BOUND/S (requests a session bound
 /// to the server, per second) only when the upstream binds sessions.
 fn block(out: &mut String, before: Option<Before<'_>>, name: &str, u: &Upstream) {
     let _ = writeln!(
@@ -173,6 +173,7 @@ fn block(out: &mut String, before: Option<Before<'_>>, name: &str, u: &Upstream)
         rate_cell(upstream_rate(before, name, u))
     );
     out.push_str(&sessions_line(u).unwrap_or_default());
+    out.push_str(&queue_line(u).unwrap_or_default());
     if u.peers.is_empty() {
         out.push_str("  (no servers)\n");
         return;
@@ -534,6 +535,20 @@ upstream app  policy round_robin  generation 3  req/s 175.0
             f.contains("   0  127.0.0.1:8081  up             2      -        -      -"),
             "{f}"
         );
+    }
+
+    /// An upstream with a queue: its queue line under the title.
+    #[test]
+    fn frames_with_a_queue() {
+        use crate::status::tests::fixture_queue;
+        let f = frame(T, URL, &Ok(fixture_queue()), None, None);
+        let want = "\
+hab top  11:49:07 UTC  http://127.0.0.1:8080/api  upstreams 1  req/s -
+upstream app  policy round_robin  generation 3  req/s -
+  queue 3/500  p99 40 ms  overflows 12  timeouts 1  abandoned 4  served 1234
+  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  RESP_MS  WEIGHT
+";
+        assert!(f.starts_with(want), "got:\n{f}");
     }
 
     #[test]
