@@ -409,18 +409,37 @@ ngx_http_upstream_ha_queue_handler(ngx_http_request_t *r,
     hab_wake                           wake;
     hab_result                         rc;
     ngx_connection_t                  *fake;
+    ngx_pool_cleanup_t                *cln;
     ngx_http_upstream_ha_waiter_t     *w;
     ngx_http_upstream_ha_peer_data_t  *hp;
     ngx_http_upstream_ha_srv_conf_t   *hcf;
 
-    hp = u->peer.data;
-    w = hp->waiter;
-    hcf = hp->conf;
+    /*
+     * the waiter, from the placeholder's pool (u->peer.data is not ours
+     * when keepalive or another balancer wraps this one)
+     */
+
     fake = u->peer.connection;
+    w = NULL;
+
+    for (cln = (fake && fake->pool) ? fake->pool->cleanup : NULL;
+         cln;
+         cln = cln->next)
+    {
+        if (cln->handler == ngx_http_upstream_ha_queue_gone) {
+            w = cln->data;
+            break;
+        }
+    }
 
     if (w == NULL || fake != w->fake) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "ha_queue: an event for no waiter");
         return;
     }
+
+    hp = w->hp;
+    hcf = hp->conf;
 
     if (w->full) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,

@@ -12,10 +12,15 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
+use hab_testkit::api::api_call;
 use hab_testkit::backend::process::Backend;
 use hab_testkit::http;
 use hab_testkit::load::load;
-use hab_testkit::nginx::{nginx_or_skip, proxy_block, serial, server_lines, Nginx, WORKERS};
+use hab_testkit::nginx::{
+    nginx_or_skip, proxy_block, scratch_dir, self_signed_cert, serial, server_lines, Nginx, WORKERS,
+};
 use hab_testkit::port::free_port;
 
 #[test]
@@ -144,7 +149,11 @@ fn a_full_queue_refuses_exactly_the_excess_at_once() {
     assert_eq!(served, 6, "{res:?}");
     // "At once": long before the holder is done.
     for t in &refused {
-        assert!(t.took() < Duration::from_millis(1000), "a 502 took {:?}", t.took());
+        assert!(
+            t.took() < Duration::from_millis(1000),
+            "a 502 took {:?}",
+            t.took()
+        );
     }
     let log = ngx.error_log();
     assert_eq!(
@@ -167,11 +176,7 @@ fn a_waiter_fails_at_its_timeout_not_before() {
     let b = Backend::start("q");
     b.set_mode("delay:3000");
     let port = free_port();
-    let upstream = queued_upstream(
-        std::slice::from_ref(&b),
-        &["max_conns=1"],
-        "10 timeout=1s",
-    );
+    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "10 timeout=1s");
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
 
     let holder = thread::spawn(move || timed_get(port, "/"));
@@ -197,7 +202,8 @@ fn a_waiter_fails_at_its_timeout_not_before() {
     }
     let log = ngx.error_log();
     assert_eq!(
-        log.matches("no server within the ha_queue timeout of 1000 ms").count(),
+        log.matches("no server within the ha_queue timeout of 1000 ms")
+            .count(),
         3,
         "{log}"
     );
@@ -291,7 +297,10 @@ fn a_client_that_goes_away_leaves_the_queue() {
     assert_eq!(st.requests, 3, "{st:?}");
     let entries = ngx.access_log();
     assert_eq!(
-        entries.lines().filter(|l| l.contains("quitter=1") && l.contains(" 499 ")).count(),
+        entries
+            .lines()
+            .filter(|l| l.contains("quitter=1") && l.contains(" 499 "))
+            .count(),
         3,
         "{entries}"
     );
@@ -312,7 +321,11 @@ fn retries_and_max_conns_stay_exact_with_a_queue() {
     let port = free_port();
     let upstream = queued_upstream(
         &b,
-        &["max_conns=2 max_fails=0", "max_conns=2", "max_conns=2 max_fails=0"],
+        &[
+            "max_conns=2 max_fails=0",
+            "max_conns=2",
+            "max_conns=2 max_fails=0",
+        ],
         "100",
     );
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
@@ -356,11 +369,7 @@ fn a_worker_killed_while_requests_wait_leaks_no_ticket() {
     let b = Backend::start("q");
     b.set_mode("delay:300");
     let port = free_port();
-    let upstream = queued_upstream(
-        std::slice::from_ref(&b),
-        &["max_conns=1"],
-        "50 timeout=20s",
-    );
+    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "50 timeout=20s");
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
 
     let hs = waiters(port, &b, 12);
@@ -438,11 +447,7 @@ fn waiting_costs_no_cpu() {
     let b = Backend::start("q");
     b.set_mode("delay:6000");
     let port = free_port();
-    let upstream = queued_upstream(
-        std::slice::from_ref(&b),
-        &["max_conns=1"],
-        "100 timeout=5s",
-    );
+    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "100 timeout=5s");
     let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
 
     let hs = waiters(port, &b, 40);
@@ -461,5 +466,270 @@ fn waiting_costs_no_cpu() {
     for h in hs.into_iter().skip(1) {
         assert_eq!(h.join().unwrap().status, Ok(502));
     }
+    ngx.stop();
+}
+
+/// `upstream up` and a server on `port`: `/` proxied (with `extra` in
+/// its location), the API at `/api/`.
+fn queue_conf(port: u16, upstream: &str, extra: &str) -> String {
+    format!(
+        "    upstream up {{
+{upstream}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://up;
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 10s;
+{extra}
+        }}
+        location /api/ {{ ha_api; }}
+    }}
+"
+    )
+}
+
+/// The upstream's `queue` object in the API.
+fn queue_of(port: u16) -> Value {
+    let (s, v) = api_call(port, "GET", "/api/upstreams/up", "");
+    assert_eq!(s, 200, "{v}");
+    v["queue"].clone()
+}
+
+#[test]
+fn the_api_counts_what_the_queue_did() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start("q");
+    b.set_mode("delay:1200");
+    let port = free_port();
+    let upstream = queued_upstream(
+        std::slice::from_ref(&b),
+        &["max_conns=1"],
+        "4 timeout=600ms",
+    );
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+
+    let q = queue_of(port);
+    assert_eq!(
+        (
+            q["size"].as_u64(),
+            q["max_size"].as_u64(),
+            q["overflows"].as_u64()
+        ),
+        (Some(0), Some(4), Some(0)),
+        "{q}"
+    );
+    // 1 holds the server 1.2 s, 4 wait and time out at 600 ms, 3 are
+    // refused; while they wait, `size` says 4.
+    let hs = waiters(port, &b, 4);
+    let q = queue_of(port);
+    assert_eq!(q["size"].as_u64(), Some(4), "{q}");
+    let refused = burst(port, "/", 3);
+    assert!(refused.iter().all(|t| t.status == Ok(502)), "{refused:?}");
+    let res: Vec<Timed> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(res[0].status, Ok(200), "{res:?}");
+    assert!(res[1..].iter().all(|t| t.status == Ok(502)), "{res:?}");
+    let q = queue_of(port);
+    assert_eq!(
+        (
+            q["size"].as_u64(),
+            q["overflows"].as_u64(),
+            q["timeouts"].as_u64(),
+            q["served"].as_u64()
+        ),
+        (Some(0), Some(3), Some(4), Some(0)),
+        "{q}"
+    );
+    // Now 1 holds and 2 wait, then are served: their waits are timed.
+    b.set_mode("delay:300");
+    let hs = waiters(port, &b, 2);
+    for h in hs {
+        assert_eq!(h.join().unwrap().status, Ok(200));
+    }
+    let q = queue_of(port);
+    assert_eq!(q["served"].as_u64(), Some(2), "{q}");
+    assert_eq!(q["wait_ms"]["count"].as_u64(), Some(2), "{q}");
+    // The first waited about one service (300 ms), the second two.
+    let sum = q["wait_ms"]["sum"].as_f64().unwrap_or(0.0);
+    assert!((500.0..=2000.0).contains(&sum), "{q}");
+    // Prometheus sees the same.
+    let m = http::get(port, "/api/metrics").unwrap().text();
+    for line in [
+        "ha_upstream_queue_size{upstream=\"up\"} 0",
+        "ha_upstream_queue_max_size{upstream=\"up\"} 4",
+        "ha_upstream_queue_overflows_total{upstream=\"up\"} 3",
+        "ha_upstream_queue_timeouts_total{upstream=\"up\"} 4",
+        "ha_upstream_queue_wait_seconds_count{upstream=\"up\"} 2",
+    ] {
+        assert!(m.lines().any(|l| l == line), "no {line:?} in:\n{m}");
+    }
+    ngx.stop();
+}
+
+#[test]
+fn bad_queue_configuration_is_refused() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let conf = |line: &str, balance: &str| {
+        format!(
+            "    upstream up {{
+{balance}        server 127.0.0.1:1 max_conns=1;
+        {line}
+    }}
+    server {{
+        listen 127.0.0.1:1;
+        location / {{ proxy_pass http://up; }}
+    }}
+"
+        )
+    };
+    let rr = "        ha_balance round_robin;\n";
+    for (line, needles) in [
+        (
+            "ha_queue 0;",
+            &["invalid ha_queue number \"0\"", "from 1 to 262144"][..],
+        ),
+        ("ha_queue many;", &["invalid ha_queue number \"many\""]),
+        ("ha_queue 262145;", &["invalid ha_queue number \"262145\""]),
+        (
+            "ha_queue 10 timeout=0;",
+            &["invalid ha_queue timeout \"timeout=0\""],
+        ),
+        ("ha_queue 10 timeout=soon;", &["invalid ha_queue timeout"]),
+        ("ha_queue 10 wait=1s;", &["invalid parameter \"wait=1s\""]),
+        (
+            "ha_queue 10; ha_queue 20;",
+            &["\"ha_queue\" directive is duplicate"],
+        ),
+        (
+            "ha_queue;",
+            &["invalid number of arguments in \"ha_queue\""],
+        ),
+    ] {
+        let c = Nginx::check_detailed(&conf(line, rr));
+        c.assert_emerg(line, needles);
+    }
+    // Without ha_balance: refused, naming the upstream.
+    let c = Nginx::check_detailed(&conf("ha_queue 10;", ""));
+    assert!(!c.ok);
+    assert!(
+        c.stderr.contains("ha_queue") && c.stderr.contains("need \"ha_balance\""),
+        "{}",
+        c.stderr
+    );
+    // And a good one passes.
+    let c = Nginx::check_detailed(&conf("ha_queue 262144 timeout=90s;", rr));
+    assert!(c.ok, "{}", c.stderr);
+}
+
+#[test]
+fn every_policy_waits_in_the_queue() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("p", 2);
+    for policy in [
+        "round_robin",
+        "least_conn",
+        "p2c",
+        "random",
+        "ewma",
+        "hash $request_uri consistent",
+        "hash $request_uri maglev",
+    ] {
+        for x in &b {
+            x.reset();
+            x.set_mode("delay:30");
+        }
+        let port = free_port();
+        let upstream = format!(
+            "        ha_balance {policy};\n{}        ha_queue 100;\n",
+            server_lines(&b, &["max_conns=1", "max_conns=1"])
+        );
+        let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+        let hs: Vec<_> = (0..16)
+            .map(|i| thread::spawn(move || timed_get(port, &format!("/k{}", i % 3))))
+            .collect();
+        for h in hs {
+            let t = h.join().unwrap();
+            assert_eq!(t.status, Ok(200), "{policy}: {t:?}");
+        }
+        for x in &b {
+            let s = x.stats();
+            assert!(s.max_inflight <= 1, "{policy}: over max_conns=1: {s:?}");
+        }
+        let n: u64 = b.iter().map(|x| x.stats().requests).sum();
+        assert_eq!(n, 16, "{policy}");
+        ngx.stop();
+    }
+}
+
+#[test]
+fn waiters_resume_on_keepalive_and_tls_upstreams() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start("k");
+    b.set_mode("delay:20");
+    let certs = scratch_dir();
+    let (cert, key) = self_signed_cert(&certs);
+    let (port, tls_port) = (free_port(), free_port());
+    // `up`: the backend with keepalive connections; `tls`: an HTTPS
+    // server of this nginx in front of the same backend.
+    let block = format!(
+        "    upstream up {{
+        ha_balance round_robin;
+        server {addr} max_conns=1;
+        ha_queue 100;
+        keepalive 4;
+    }}
+    upstream tls {{
+        ha_balance least_conn;
+        server 127.0.0.1:{tls_port} max_conns=1;
+        ha_queue 100;
+    }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        location / {{ proxy_pass http://{addr}; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+        location /tls/ {{ proxy_pass https://tls; }}
+    }}
+",
+        addr = b.addr(),
+        cert = cert.display(),
+        key = key.display()
+    );
+    let mut ngx = Nginx::start(&block, WORKERS);
+    for path in ["/", "/tls/"] {
+        b.reset();
+        b.set_mode("delay:20");
+        let res = burst(port, path, 20);
+        assert!(res.iter().all(|t| t.status == Ok(200)), "{path}: {res:?}");
+        let s = b.stats();
+        assert_eq!(s.requests, 20, "{path}: {s:?}");
+        assert!(s.max_inflight <= 1, "{path}: {s:?}");
+        if path == "/" {
+            // Waiters took cached connections (the connect replayed with
+            // keepalive's NGX_DONE): far fewer connections than requests.
+            assert!(s.conns <= 10, "keepalive not used: {s:?}");
+        }
+    }
+    assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());
     ngx.stop();
 }
