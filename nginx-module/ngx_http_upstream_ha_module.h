@@ -8,12 +8,13 @@
  * (ngx_http_upstream_ha_probe.c), servers resolved at run time
  * (ngx_http_upstream_ha_resolve.c), the shared memory zone's life
  * (ngx_http_upstream_ha_zone.c), the API and state file
- * (ngx_http_upstream_ha_api.c), the check answers' parser
+ * (ngx_http_upstream_ha_api.c), the request queue
+ * (ngx_http_upstream_ha_queue.c), the check answers' parser
  * (ngx_http_upstream_ha_answer.c), nginx's peers and the core's
  * (ngx_http_upstream_ha_peers.c), the module's hooks in a cycle's life
  * (ngx_http_upstream_ha_process.c) and what does not depend on the
- * protocol (ngx_upstream_ha_common.c).  No file calls one that calls it back
- * (tests/layers.rs).
+ * protocol (ngx_upstream_ha_common.c, ngx_upstream_ha_wake.c).  No file
+ * calls one that calls it back (tests/layers.rs).
  */
 
 
