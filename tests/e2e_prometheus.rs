@@ -63,8 +63,9 @@ fn ready_or_skip(progs: &[&str]) -> Option<Vec<PathBuf>> {
 /// Upstream `app` over `backends` proxied at `/`, the upstream [`ODD`]
 /// (two servers that refuse connections: nginx never takes the only server
 /// out) proxied at `/odd/`, upstream `sticky` (sessions learnt in zone
-/// `learnt`) over the first backend at `/sticky/`, and the API at `/api/`
-/// with `write=on`.
+/// `learnt`) over the first backend at `/sticky/`, upstream `queued`
+/// (`max_conns=1` and `ha_queue 8` over the second backend) at
+/// `/queued/`, and the API at `/api/` with `write=on`.
 fn block(port: u16, backends: &[Backend]) -> String {
     let odd = ODD.replace('\\', "\\\\").replace('"', "\\\"");
     format!(
@@ -91,6 +92,12 @@ fn block(port: u16, backends: &[Backend]) -> String {
         server {};
     }}
 
+    upstream queued {{
+        ha_balance round_robin;
+        server {} max_conns=1;
+        ha_queue 8;
+    }}
+
     server {{
         listen 127.0.0.1:{port};
         location /api/ {{ ha_api write=on; }}
@@ -102,6 +109,10 @@ fn block(port: u16, backends: &[Backend]) -> String {
             proxy_pass http://sticky;
             proxy_connect_timeout 2s;
         }}
+        location /queued/ {{
+            proxy_pass http://queued;
+            proxy_connect_timeout 2s;
+        }}
         location / {{
             proxy_pass http://app;
             proxy_connect_timeout 2s;
@@ -111,7 +122,8 @@ fn block(port: u16, backends: &[Backend]) -> String {
 ",
         server_lines(backends, &[]),
         backends[0].addr(),
-        backends[0].addr()
+        backends[0].addr(),
+        backends[1].addr()
     )
 }
 
@@ -185,6 +197,16 @@ fn promtool_accepts_the_live_exposition() {
     assert_eq!(r.status, 200, "{}", r.text());
     let r = http::get_with(port, "/sticky/", &[("Cookie", "sid=a")]).expect("GET /sticky/");
     assert_eq!(r.status, 200, "{}", r.text());
+    // Upstream `queued`: 4 clients at once on its one connection (each
+    // held 300 ms), so 3 wait and are served (the wait histogram gets
+    // samples).
+    let hs: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || http::get(port, "/queued/?delay=300")))
+        .collect();
+    for h in hs {
+        let r = h.join().unwrap().expect("GET /queued/");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
     // The checks of upstream `checked`: the refused port turns unhealthy.
     assert!(
         wait_until(Duration::from_secs(5), || metrics(port).contains(
@@ -276,6 +298,22 @@ fn promtool_accepts_the_live_exposition() {
     );
     assert!(
         !text.contains("ha_upstream_server_bound_requests_total{upstream=\"app\""),
+        "{text}"
+    );
+    // The queue: its gauges and counters, and a histogram whose samples
+    // promtool accepted above; only for the upstream that has one.
+    let queued = "{upstream=\"queued\"}";
+    for line in [
+        format!("ha_upstream_queue_size{queued} 0"),
+        format!("ha_upstream_queue_max_size{queued} 8"),
+        format!("ha_upstream_queue_overflows_total{queued} 0"),
+        format!("ha_upstream_queue_wait_seconds_bucket{{upstream=\"queued\",le=\"+Inf\"}} 3"),
+        format!("ha_upstream_queue_wait_seconds_count{queued} 3"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+    }
+    assert!(
+        !text.contains("ha_upstream_queue_size{upstream=\"app\"}"),
         "{text}"
     );
     for v in &b {
@@ -524,6 +562,9 @@ fn prometheus_scrapes_requests_and_a_drain() {
     // The learn zone's series, labelled by upstream and zone.
     let q = r#"ha_upstream_sessions_capacity{upstream="sticky",zone="learnt"}"#;
     assert!(prom.value(q).is_some_and(|v| v > 0.0), "{q}: no series");
+    // The queue's series.
+    let q = r#"ha_upstream_queue_max_size{upstream="queued"}"#;
+    assert_eq!(prom.value(q), Some(8.0), "{q}");
 
     // Every scrape was taken whole: no error on the target, no sample
     // dropped (duplicate series, bad timestamps) in Prometheus's own count.

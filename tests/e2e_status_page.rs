@@ -498,3 +498,62 @@ fn status_page_shows_sessions() {
         panic!("sessions not shown: {e}; line {line:?}, bound cells {cells:?}");
     }
 }
+
+/// An upstream with a queue: while requests wait, its line says how many
+/// of how many places; once they were served, the served count.
+#[test]
+fn status_page_shows_the_queue() {
+    if !ready() {
+        return;
+    }
+    let _serial = serial();
+    let backends = Backend::start_many("w", 3);
+    for b in &backends {
+        b.set_mode("delay:4000");
+    }
+    let port = free_port();
+    let upstream = format!(
+        "        ha_balance round_robin;
+        ha_queue 10;
+{}",
+        server_lines(&backends, &["max_conns=1", "max_conns=1", "max_conns=1"])
+    );
+    let _ngx = start_upstream(port, &upstream, "");
+    // 3 hold the servers for 4 s, 3 wait behind them.
+    let hs: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(if i == 3 { 300 } else { 0 }));
+            std::thread::spawn(move || get(port, "/"))
+        })
+        .collect();
+    let b = open(port, "/api/");
+    let shown = b.wait_js(
+        "(() => { const s = document.querySelector('section[data-upstream=\"up\"] .queue'); \
+         return s !== null && !s.hidden && s.textContent.includes('3/10'); })()",
+        FIRST,
+    );
+    let line = b
+        .find("section .queue")
+        .unwrap()
+        .map(|e| b.text(&e).unwrap());
+    for h in hs {
+        let r = h.join().unwrap().expect("GET /");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    if let Err(e) = shown {
+        panic!("queue not shown: {e}; line {line:?}");
+    }
+    let served = b.wait_js(
+        "(() => { const s = document.querySelector('section[data-upstream=\"up\"] .queue'); \
+         return s !== null && s.textContent.includes('0/10') \
+           && s.textContent.includes('served 3'); })()",
+        FIRST,
+    );
+    if let Err(e) = served {
+        let line = b
+            .find("section .queue")
+            .unwrap()
+            .map(|e| b.text(&e).unwrap());
+        panic!("served waiters not shown: {e}; line {line:?}");
+    }
+}
