@@ -19,7 +19,7 @@ use hab_testkit::backend::process::Backend;
 use hab_testkit::http;
 use hab_testkit::load::load;
 use hab_testkit::nginx::{
-    nginx_or_skip, proxy_block, scratch_dir, self_signed_cert, serial, server_lines, Nginx, WORKERS,
+    nginx_or_skip, scratch_dir, self_signed_cert, serial, server_lines, Nginx, WORKERS,
 };
 use hab_testkit::port::free_port;
 
@@ -36,7 +36,7 @@ fn fifty_clients_wait_for_two_connections() {
         "        ha_balance round_robin;\n{}        ha_queue 100 timeout=30s;\n",
         server_lines(std::slice::from_ref(&b), &["max_conns=2"])
     );
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     let t0 = Instant::now();
     let res = load(port, "/", 50, 1);
@@ -139,7 +139,7 @@ fn a_full_queue_refuses_exactly_the_excess_at_once() {
     b.set_mode("delay:1500");
     let port = free_port();
     let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "5");
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     // One holds the server for 1.5 s; 5 wait; the other 14 are refused.
     let res = burst(port, "/", 20);
@@ -177,7 +177,7 @@ fn a_waiter_fails_at_its_timeout_not_before() {
     b.set_mode("delay:3000");
     let port = free_port();
     let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "10 timeout=1s");
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     let holder = thread::spawn(move || timed_get(port, "/"));
     wait_inflight(&b, 1);
@@ -226,7 +226,7 @@ fn waiters_are_served_in_arrival_order_across_workers() {
     b.set_mode("delay:20");
     let port = free_port();
     let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "100");
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     // 30 clients 5 ms apart, served one at a time (20 ms each): the
     // completion order is the service order.
@@ -271,7 +271,7 @@ fn a_client_that_goes_away_leaves_the_queue() {
     b.set_mode("delay:1000");
     let port = free_port();
     let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "10");
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     let holder = thread::spawn(move || timed_get(port, "/"));
     wait_inflight(&b, 1);
@@ -328,7 +328,7 @@ fn retries_and_max_conns_stay_exact_with_a_queue() {
         ],
         "100",
     );
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     let res = burst(port, "/", 30);
     assert!(res.iter().all(|t| t.status == Ok(200)), "{res:?}");
@@ -360,6 +360,17 @@ fn served_at_once(port: u16, n: usize) {
     }
 }
 
+/// At idle nothing is left counted: nobody waits, nothing in flight.
+fn nothing_counted(port: u16) {
+    let q = queue_of(port);
+    assert_eq!(q["size"].as_u64(), Some(0), "{q}");
+    let (s, v) = api_call(port, "GET", "/api/upstreams/up", "");
+    assert_eq!(s, 200, "{v}");
+    for p in v["peers"].as_array().cloned().unwrap_or_default() {
+        assert_eq!(p["active"].as_u64(), Some(0), "{p}");
+    }
+}
+
 #[test]
 fn a_worker_killed_while_requests_wait_leaks_no_ticket() {
     if !nginx_or_skip() {
@@ -370,11 +381,15 @@ fn a_worker_killed_while_requests_wait_leaks_no_ticket() {
     b.set_mode("delay:300");
     let port = free_port();
     let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "50 timeout=20s");
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     let hs = waiters(port, &b, 12);
-    let victim = ngx.worker_pids()[0];
-    ngx.kill_worker(victim);
+    // Two of the four workers: the 13 clients' connections spread over
+    // the workers, so some waited in a killed one (all 13 in the other
+    // two: one run in 8,192).
+    let pids = ngx.worker_pids();
+    ngx.kill_worker(pids[0]);
+    ngx.kill_worker(pids[1]);
     let res: Vec<Timed> = hs.into_iter().map(|h| h.join().unwrap()).collect();
     // The killed worker's clients lose their connection; every other
     // waiter is served, none fails with a 502 or waits to its timeout.
@@ -390,11 +405,16 @@ fn a_worker_killed_while_requests_wait_leaks_no_ticket() {
         res.iter().filter(|t| t.status == Ok(200)).count() >= 1,
         "{res:?}"
     );
+    assert!(
+        res.iter().any(|t| t.status.is_err()),
+        "no client was in a killed worker: {res:?}"
+    );
     // (The backend may have seen 2 at once: the killed worker's request
     // sleeps on there after its connection is gone, while the respawned
     // worker has returned its count; nginx's count stayed exact.)
     b.set_mode("delay:100");
     served_at_once(port, 8);
+    nothing_counted(port);
     ngx.stop();
 }
 
@@ -408,7 +428,7 @@ fn a_reload_while_requests_wait_serves_them_all() {
     b.set_mode("delay:150");
     let port = free_port();
     let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "50");
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     let hs = waiters(port, &b, 12);
     ngx.reload();
@@ -424,6 +444,7 @@ fn a_reload_while_requests_wait_serves_them_all() {
     assert!(b.stats().max_inflight <= 1, "{:?}", b.stats());
     b.set_mode("ok");
     served_at_once(port, 4);
+    nothing_counted(port);
     assert!(ngx.crashes().is_empty(), "{:?}", ngx.crashes());
     ngx.stop();
 }
@@ -448,7 +469,7 @@ fn waiting_costs_no_cpu() {
     b.set_mode("delay:6000");
     let port = free_port();
     let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "100 timeout=5s");
-    let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
 
     let hs = waiters(port, &b, 40);
     let pids = ngx.worker_pids();
@@ -470,14 +491,16 @@ fn waiting_costs_no_cpu() {
 }
 
 /// `upstream up` and a server on `port`: `/` proxied (with `extra` in
-/// its location), the API at `/api/`.
+/// its location), the API at `/api/`. `reuseport`: the kernel spreads
+/// connections over the workers by a hash of their addresses (without
+/// it, an idle nginx may take them all in one worker).
 fn queue_conf(port: u16, upstream: &str, extra: &str) -> String {
     format!(
         "    upstream up {{
 {upstream}
     }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} reuseport;
         location / {{
             proxy_pass http://up;
             proxy_connect_timeout 2s;
@@ -652,7 +675,7 @@ fn every_policy_waits_in_the_queue() {
             "        ha_balance {policy};\n{}        ha_queue 100;\n",
             server_lines(&b, &["max_conns=1", "max_conns=1"])
         );
-        let mut ngx = Nginx::start(&proxy_block(port, &upstream, ""), WORKERS);
+        let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
         let hs: Vec<_> = (0..16)
             .map(|i| thread::spawn(move || timed_get(port, &format!("/k{}", i % 3))))
             .collect();
