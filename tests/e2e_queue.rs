@@ -756,3 +756,51 @@ fn waiters_resume_on_keepalive_and_tls_upstreams() {
     assert!(!ngx.error_log().contains("[alert]"), "{}", ngx.error_log());
     ngx.stop();
 }
+
+#[test]
+fn a_bound_request_to_a_full_server_is_rebalanced_or_waits() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("s", 2);
+    for x in &b {
+        x.set_mode("delay:800");
+    }
+    let port = free_port();
+    let upstream = format!(
+        "        ha_balance round_robin;
+        ha_sticky cookie srv;
+        ha_route {} a;
+        ha_route {} b;
+{}        ha_queue 10;
+",
+        b[0].addr(),
+        b[1].addr(),
+        server_lines(&b, &["max_conns=1", "max_conns=1"])
+    );
+    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let bound = move || {
+        http::get_with(port, "/", &[("Cookie", "srv=a")])
+            .map(|r| (r.status, r.body_trimmed()))
+            .map_err(|e| e.to_string())
+    };
+    // The session's server takes the first; the second finds it full and
+    // is balanced to the other (as without a queue); the third finds both
+    // full and waits, then takes the first that frees.
+    let first = thread::spawn(bound);
+    wait_inflight(&b[0], 1);
+    let second = thread::spawn(bound);
+    wait_inflight(&b[1], 1);
+    let third = thread::spawn(bound);
+    assert_eq!(first.join().unwrap(), Ok((200, "s1".to_owned())));
+    assert_eq!(second.join().unwrap(), Ok((200, "s2".to_owned())));
+    let (status, _) = third.join().unwrap().expect("third");
+    assert_eq!(status, 200);
+    let q = queue_of(port);
+    assert_eq!(q["served"].as_u64(), Some(1), "{q}");
+    for x in &b {
+        assert!(x.stats().max_inflight <= 1, "{:?}", x.stats());
+    }
+    ngx.stop();
+}
