@@ -284,7 +284,52 @@ pub struct Backend {
     /// Server address → route: one `ha_route` line each (needs `sticky`).
     #[serde(default)]
     pub routes: BTreeMap<String, String>,
+    /// Requests wait for a server instead of failing: `ha_queue`.
+    #[serde(default)]
+    pub queue: Option<QueueEntry>,
 }
+
+/// `ha_queue NUMBER [timeout=TIME]`, written as the number alone or as a
+/// mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueEntry {
+    /// `queue: 500`
+    Number(u32),
+    /// `queue: { number: 500, timeout: 30s }`
+    Full(Queue),
+}
+
+impl QueueEntry {
+    /// The queue with every field, a bare number having no timeout.
+    pub fn to_queue(&self) -> Queue {
+        match self {
+            QueueEntry::Number(n) => Queue {
+                number: *n,
+                timeout: None,
+            },
+            QueueEntry::Full(q) => q.clone(),
+        }
+    }
+}
+
+/// The `ha_queue` line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// Requests that may wait, the workers' together (1 to [`MAX_QUEUE`]).
+    pub number: u32,
+    /// `timeout=`: the longest wait (nginx time, 1ms to 24d; module's
+    /// default 60s).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// Largest `ha_queue` number the module accepts (`HAB_QUEUE_MAX`).
+pub const MAX_QUEUE: u32 = 262_144;
+
+/// Longest `ha_queue` timeout the module accepts, in ms (2^31 - 1, about
+/// 24 days and 20 hours).
+pub const MAX_QUEUE_TIMEOUT_MS: u64 = 0x7fff_ffff;
 
 /// `ha_sticky`: exactly one of `cookie`, `route`, `learn`; the cookie
 /// attributes go with `cookie` only.
@@ -420,6 +465,39 @@ impl<'de> de::Visitor<'de> for ServerEntryVisitor {
 impl<'de> Deserialize<'de> for ServerEntry {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ServerEntryVisitor)
+    }
+}
+
+struct QueueVisitor;
+
+impl<'de> de::Visitor<'de> for QueueVisitor {
+    type Value = QueueEntry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number of waiting requests or a mapping with number and timeout")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<QueueEntry, E> {
+        u32::try_from(v)
+            .map(QueueEntry::Number)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<QueueEntry, E> {
+        match u64::try_from(v) {
+            Ok(u) => self.visit_u64(u),
+            Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+        }
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<QueueEntry, A::Error> {
+        Queue::deserialize(de::value::MapAccessDeserializer::new(map)).map(QueueEntry::Full)
+    }
+}
+
+impl<'de> Deserialize<'de> for QueueEntry {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QueueVisitor)
     }
 }
 
@@ -617,41 +695,53 @@ pub fn valid_time(s: &str) -> bool {
     true
 }
 
-/// Milliseconds of an nginx time (as `ngx_parse_time`: a bare number is
-/// seconds); `None` when it is not one or overflows.
+/// Milliseconds of an nginx time as `ngx_parse_time(s, 0)` reads one
+/// (the module's times in ms: `ha_queue timeout=`, `ha_sticky learn
+/// timeout=`): a bare number is seconds; units from the largest to
+/// the smallest, each at most once (`1m30s`, not `30s1m`); `w d h m s ms`
+/// only (`y` and `M` are refused there); at most `i64::MAX`. `None` when
+/// nginx would refuse it, or when it is not a [`valid_time`] word.
 pub fn time_ms(s: &str) -> Option<u64> {
     if !valid_time(s) {
         return None;
     }
     let b = s.as_bytes();
-    let (mut i, mut total) = (0, 0u64);
+    // `rank` orders the units as nginx's `step` does; a trailing bare
+    // number (seconds) may follow any unit, as in nginx.
+    let (mut i, mut total, mut last_rank) = (0, 0i64, 0u8);
     while i < b.len() {
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
         }
-        let n: u64 = s[start..i].parse().ok()?;
-        let unit: u64 = if b[i..].starts_with(b"ms") {
-            i += 2;
-            1
+        let n: i64 = s[start..i].parse().ok()?;
+        let (rank, unit): (u8, i64) = if b[i..].starts_with(b"ms") {
+            (6, 1)
         } else {
-            let u = match b.get(i) {
-                Some(b'm') => 60_000,
-                Some(b'h') => 3_600_000,
-                Some(b'd') => 86_400_000,
-                Some(b'w') => 7 * 86_400_000,
-                Some(b'M') => 30 * 86_400_000,
-                Some(b'y') => 365 * 86_400_000,
-                _ => 1000,
-            };
-            if i < b.len() {
-                i += 1;
+            match b.get(i) {
+                None => (0, 1000),
+                Some(b'w') => (1, 7 * 86_400_000),
+                Some(b'd') => (2, 86_400_000),
+                Some(b'h') => (3, 3_600_000),
+                Some(b'm') => (4, 60_000),
+                Some(b's') => (5, 1000),
+                _ => return None,
             }
-            u
         };
+        i += match rank {
+            0 => 0,
+            6 => 2,
+            _ => 1,
+        };
+        if rank != 0 {
+            if rank <= last_rank {
+                return None;
+            }
+            last_rank = rank;
+        }
         total = total.checked_add(n.checked_mul(unit)?)?;
     }
-    Some(total)
+    u64::try_from(total).ok()
 }
 
 /// Bytes of an nginx size (`ngx_parse_size`: digits, then `k`, `m` or
@@ -1007,6 +1097,31 @@ impl Backend {
                     "{rf}: {route:?} is not a route (at most {MAX_ROUTE} printable ASCII \
                      characters, no spaces, ';', ',', quotes, braces, '#' or '\\')"
                 )));
+            }
+        }
+        if let Some(q) = &self.queue {
+            // As `ngx_http_upstream_ha_queue` checks them for `nginx -t`.
+            let number = match q {
+                QueueEntry::Number(_) => f("queue"),
+                QueueEntry::Full(_) => f("queue.number"),
+            };
+            let q = q.to_queue();
+            if !(1..=MAX_QUEUE).contains(&q.number) {
+                return Err(invalid(format!(
+                    "{number}: {} is not from 1 to {MAX_QUEUE} waiting requests",
+                    q.number
+                )));
+            }
+            if let Some(t) = &q.timeout {
+                match time_ms(t) {
+                    Some(ms) if (1..=MAX_QUEUE_TIMEOUT_MS).contains(&ms) => {}
+                    _ => {
+                        return Err(invalid(format!(
+                            "{}: {t:?} is not an nginx time from 1ms to 24d (e.g. 500ms, 30s, 1m)",
+                            f("queue.timeout")
+                        )))
+                    }
+                }
             }
         }
         Ok(())
@@ -1477,6 +1592,143 @@ backends:
     }
 
     #[test]
+    fn queue_parses() {
+        let q = |yaml: &str| {
+            let c = parse(&format!(
+                "backends: {{ web: {{ servers: [a:1], queue: {yaml} }} }}"
+            ))
+            .unwrap();
+            c.backends["web"].queue.clone()
+        };
+        assert_eq!(q("500"), Some(QueueEntry::Number(500)));
+        assert_eq!(
+            q("{ number: 500, timeout: 30s }"),
+            Some(QueueEntry::Full(Queue {
+                number: 500,
+                timeout: Some("30s".into())
+            }))
+        );
+        assert_eq!(
+            q("{ number: 500 }").unwrap().to_queue(),
+            Queue {
+                number: 500,
+                timeout: None
+            }
+        );
+        assert_eq!(
+            q("7").unwrap().to_queue(),
+            Queue {
+                number: 7,
+                timeout: None
+            }
+        );
+        // A bare number of seconds, as nginx reads it.
+        assert_eq!(
+            q("{ number: 1, timeout: 30 }").unwrap().to_queue().timeout,
+            Some("30".into())
+        );
+        // The limits themselves are accepted.
+        for (yaml, number) in [
+            ("1", 1),
+            ("262144", MAX_QUEUE),
+            ("{ number: 262144, timeout: 1ms }", MAX_QUEUE),
+            ("{ number: 1, timeout: 24d }", 1),
+            ("{ number: 1, timeout: 24d20h31m23s647ms }", 1),
+        ] {
+            assert_eq!(q(yaml).unwrap().to_queue().number, number, "{yaml}");
+        }
+        // Block style, and no queue unless asked.
+        let c = parse(
+            "backends:\n  web:\n    servers: [a:1]\n    queue:\n      number: 64\n      \
+             timeout: 1m\n",
+        )
+        .unwrap();
+        let got = c.backends["web"].queue.as_ref().unwrap().to_queue();
+        assert_eq!((got.number, got.timeout.as_deref()), (64, Some("1m")));
+        let c = parse("backends: { web: { servers: [a:1] } }").unwrap();
+        assert_eq!(c.backends["web"].queue, None);
+    }
+
+    #[test]
+    fn queue_refusals_name_path_value_and_why() {
+        let w = |queue: &str| format!("backends: {{ web: {{ servers: [a:1], queue: {queue} }} }}");
+        let cases = [
+            (
+                "0",
+                "backends.web.queue: 0 is not from 1 to 262144 waiting requests",
+            ),
+            (
+                "262145",
+                "backends.web.queue: 262145 is not from 1 to 262144 waiting requests",
+            ),
+            (
+                "4294967295",
+                "backends.web.queue: 4294967295 is not from 1 to 262144",
+            ),
+            (
+                "{ number: 0, timeout: 1s }",
+                "backends.web.queue.number: 0 is not from 1 to 262144 waiting requests",
+            ),
+            (
+                "{ number: 300000 }",
+                "backends.web.queue.number: 300000 is not from 1 to 262144",
+            ),
+        ];
+        for (queue, want) in cases {
+            let text = w(queue);
+            let got = parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(got.contains(want), "{text:?}: want {want:?} in {got:?}");
+        }
+        // Every timeout `ngx_parse_time(s, 0)` or the module's range refuses.
+        for t in [
+            "0",
+            "0s",
+            "0ms",
+            "25d",
+            "24d20h31m23s648ms",
+            "2147483648ms",
+            "4w",
+            "1M",
+            "1y",
+            "1s1m",
+            "30s30s",
+            "1ms1ms",
+            "soon",
+            "1.5s",
+            "10sec",
+            "-1s",
+            "\"30 s\"",
+            "\"\"",
+            "\"1s;\"",
+        ] {
+            let text = w(&format!("{{ number: 500, timeout: {t} }}"));
+            let shown = t.trim_matches('"');
+            let want = format!(
+                "backends.web.queue.timeout: {shown:?} is not an nginx time from 1ms to 24d"
+            );
+            let got = parse(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(got.contains(&want), "{text:?}: want {want:?} in {got:?}");
+        }
+        // Type errors and unknown keys: the YAML error with its position.
+        for (queue, key) in [
+            ("-1", "-1"),
+            ("lots", "lots"),
+            ("1.5", "1.5"),
+            ("4294967296", "4294967296"),
+            ("{ number: 5, timeot: 1s }", "timeot"),
+            ("{ timeout: 1s }", "number"),
+            ("{ number: -5 }", "u32"),
+        ] {
+            let text = w(queue);
+            let (line, column, message) = yaml_err(&text);
+            assert!(
+                message.contains(key) && line.is_some() && column.is_some(),
+                "{text}: {message}"
+            );
+        }
+    }
+
+    #[test]
     fn sizes_and_times_in_ms() {
         assert_eq!(size_bytes("1m"), Some(1 << 20));
         assert_eq!(size_bytes("32K"), Some(32 << 10));
@@ -1489,6 +1741,29 @@ backends:
         assert_eq!(time_ms("30"), Some(30_000));
         assert_eq!(time_ms("250ms"), Some(250));
         assert_eq!(time_ms("soon"), None);
+        // As ngx_parse_time(s, 0): largest unit first, each once, a
+        // trailing bare number is seconds, no y or M, at most i64::MAX.
+        assert_eq!(time_ms("1w1d"), Some(8 * 86_400_000));
+        assert_eq!(time_ms("1h30m"), Some(5_400_000));
+        assert_eq!(time_ms("1m5"), Some(65_000));
+        assert_eq!(time_ms("1s500ms"), Some(1500));
+        assert_eq!(time_ms("24d20h31m23s647ms"), Some(0x7fff_ffff));
+        assert_eq!(time_ms("9223372036854775807ms"), Some(i64::MAX as u64));
+        for s in [
+            "1s1m",
+            "30s30s",
+            "1ms1s",
+            "1ms1ms",
+            "1d1w",
+            "1y",
+            "1M",
+            "9223372036854775808ms",
+            "9223372036854775807s",
+            "",
+            "1 s",
+        ] {
+            assert_eq!(time_ms(s), None, "{s}");
+        }
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //! Layout of the output: `load_module` and the main-context directives,
 //! `events {}`, then one `http {}` with the proxy settings every backend
 //! shares, one `upstream NAME { ha_balance ...; server ...; }` per backend
-//! (in name order), a default server (every listener, `default_server`)
-//! proxying to `default_backend`, and one server per backend with `hosts`.
+//! (in name order; `ha_sticky` after `ha_balance`, the `ha_route` lines and
+//! then `ha_queue` after the servers), a default server (every listener,
+//! `default_server`) proxying to `default_backend`, and one server per
+//! backend with `hosts`.
 //! Writing is atomic ([`write_atomic`]): a temporary file beside the target,
 //! then `rename`, so nginx never reads half a file.
 
@@ -216,6 +218,15 @@ fn upstream(o: &mut String, name: &str, b: &Backend) {
     }
     for (server, route) in &b.routes {
         line(o, 2, &format!("ha_route {server} {route};"));
+    }
+    if let Some(q) = &b.queue {
+        let q = q.to_queue();
+        let mut l = format!("ha_queue {}", q.number);
+        if let Some(t) = &q.timeout {
+            let _ = write!(l, " timeout={t}");
+        }
+        l.push(';');
+        line(o, 2, &l);
     }
     line(o, 1, "}");
 }
@@ -557,6 +568,61 @@ mod tests {
         );
         let t = rendered("backends: { w: { servers: [a:1] } }");
         assert!(!t.contains("ha_sticky"), "{t}");
+    }
+
+    #[test]
+    fn queue_lines() {
+        let t = rendered(
+            "backends: { w: { policy: least_conn, connections: 4, servers: [a:1, b:1], queue: 500 } }",
+        );
+        has(&t, "ha_queue 500;");
+        // After the servers, the last line of the upstream block.
+        let block = &t[t.find("upstream w {").unwrap()..];
+        let block = &block[..block.find("\n    }").unwrap()];
+        assert!(
+            block
+                .trim_end()
+                .ends_with("server b:1 max_conns=4;\n        ha_queue 500;"),
+            "{t}"
+        );
+
+        let t =
+            rendered("backends: { w: { servers: [a:1], queue: { number: 500, timeout: 30s } } }");
+        has(&t, "ha_queue 500 timeout=30s;");
+        let t = rendered("backends: { w: { servers: [a:1], queue: { number: 7 } } }");
+        has(&t, "ha_queue 7;");
+        let t = rendered(
+            "backends: { w: { servers: [a:1], queue: { number: 262144, timeout: 24d20h31m23s647ms } } }",
+        );
+        has(&t, "ha_queue 262144 timeout=24d20h31m23s647ms;");
+
+        // With sessions: ha_sticky after ha_balance, ha_route after the
+        // servers, ha_queue after those.
+        let t = rendered(
+            "backends: { w: { servers: [a:1, b:1], sticky: { cookie: s }, \
+             routes: { \"a:1\": x }, queue: { number: 9, timeout: 500ms } } }",
+        );
+        let at = |s: &str| t.find(s).unwrap_or_else(|| panic!("no {s:?} in:\n{t}"));
+        assert!(
+            at("ha_balance round_robin;") < at("ha_sticky cookie s;"),
+            "{t}"
+        );
+        assert!(at("server b:1;") < at("ha_route a:1 x;"), "{t}");
+        assert!(
+            at("ha_route a:1 x;") < at("ha_queue 9 timeout=500ms;"),
+            "{t}"
+        );
+
+        // Only the backend that asks for it.
+        let t = rendered(
+            "default_backend: w\nbackends: { w: { servers: [a:1], queue: 3 }, \
+             v: { hosts: [v], servers: [b:1] } }",
+        );
+        assert_eq!(t.matches("ha_queue").count(), 1, "{t}");
+        let w = &t[t.find("upstream w {").unwrap()..];
+        assert!(w[..w.find('}').unwrap()].contains("ha_queue 3;"), "{t}");
+        let t = rendered("backends: { w: { servers: [a:1] } }");
+        assert!(!t.contains("ha_queue"), "{t}");
     }
 
     #[test]
