@@ -325,7 +325,6 @@ char *ngx_http_upstream_ha_queue(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_upstream_ha_queue_pick(ngx_http_upstream_ha_peer_data_t *hp,
     ngx_peer_connection_t *pc, hab_pick *pick);
-void ngx_http_upstream_ha_queue_init_process(ngx_cycle_t *cycle);
 void ngx_http_upstream_ha_queue_start(ngx_cycle_t *cycle,
     ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_queue_kick(ngx_http_upstream_ha_srv_conf_t *hcf,

@@ -125,11 +125,11 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
 #endif
 
         ngx_http_upstream_ha_start_health(cycle, hcf);
+
+        /* ha_queue: the wake channel; the head, if the claim freed it */
+
+        ngx_http_upstream_ha_queue_start(cycle, hcf);
     }
-
-    /* ha_queue: the wake channel, and the heads claiming slots freed */
-
-    ngx_http_upstream_ha_queue_init_process(cycle);
 
     return NGX_OK;
 }

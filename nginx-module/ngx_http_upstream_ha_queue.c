@@ -83,6 +83,10 @@ static void ngx_http_upstream_ha_queue_look(
 static void ngx_http_upstream_ha_queue_tick(ngx_event_t *ev);
 
 
+/* per worker: the upstreams whose queue it may wait in */
+static ngx_array_t  *ngx_http_upstream_ha_queues;
+
+
 /* ha_queue number [timeout=time] */
 
 char *
@@ -226,9 +230,11 @@ ngx_http_upstream_ha_queue_enter(ngx_http_upstream_ha_peer_data_t *hp,
         rc = hab_queue_try(hcf->zone, hp->attempt, &ticket, hp->key.data,
                            hp->key.len, ngx_current_msec, pick, &wake);
 
-        ngx_upstream_ha_wake(&wake, pc->log);
-
         if (rc == HAB_OK) {
+
+            /* out of the queue: the next head may go too */
+
+            ngx_upstream_ha_wake(&wake, pc->log);
             return NGX_OK;
         }
 
@@ -473,7 +479,12 @@ ngx_http_upstream_ha_queue_handler(ngx_http_request_t *r,
     rc = hab_queue_try(hcf->zone, hp->attempt, &w->ticket, hp->key.data,
                        hp->key.len, ngx_current_msec, &w->pick, &wake);
 
-    ngx_upstream_ha_wake(&wake, r->connection->log);
+    if (rc == HAB_OK) {
+
+        /* out of the queue: the next head may go too */
+
+        ngx_upstream_ha_wake(&wake, r->connection->log);
+    }
 
     if (rc == HAB_BUSY) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -796,56 +807,44 @@ ngx_http_upstream_ha_queue_gone(void *data)
 }
 
 
-/* init_process: the worker's channel and its queues */
-
-void
-ngx_http_upstream_ha_queue_init_process(ngx_cycle_t *cycle)
-{
-    uint32_t                          channel;
-    ngx_uint_t                        i, any;
-    ngx_http_upstream_ha_srv_conf_t  *hcf;
-
-    any = 0;
-    i = 0;
-
-    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
-        if (hcf->health.queue) {
-            any = 1;
-        }
-    }
-
-    if (!any) {
-        return;
-    }
-
-    channel = ngx_upstream_ha_wake_init_worker(cycle,
-                                             ngx_http_upstream_ha_queue_woken);
-
-    i = 0;
-
-    while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
-
-        if (hcf->health.queue == 0 || hcf->slot == HAB_NO_SLOT) {
-            continue;
-        }
-
-        (void) hab_queue_set_wake(hcf->zone, hcf->slot, channel);
-
-        ngx_http_upstream_ha_queue_start(cycle, hcf);
-    }
-}
-
-
 /*
- * A worker's queue: its list of waiters and its watchdog.  Then the head
- * is kicked: claiming the ledger slot returned dead workers' waiters, the
- * head among them maybe.
+ * init_process, for each upstream with a queue that has a ledger slot:
+ * the worker's channel (once), recorded in the zone; the worker's list of
+ * waiters and its watchdog.  Then the head is kicked: claiming the ledger
+ * slot returned dead workers' waiters, the head among them maybe.
  */
 
 void
 ngx_http_upstream_ha_queue_start(ngx_cycle_t *cycle,
     ngx_http_upstream_ha_srv_conf_t *hcf)
 {
+    uint32_t                           channel;
+    ngx_http_upstream_ha_srv_conf_t  **qp;
+
+    if (hcf->health.queue == 0 || hcf->slot == HAB_NO_SLOT) {
+        return;
+    }
+
+    if (ngx_http_upstream_ha_queues == NULL) {
+        ngx_http_upstream_ha_queues = ngx_array_create(cycle->pool, 4,
+                                    sizeof(ngx_http_upstream_ha_srv_conf_t *));
+        if (ngx_http_upstream_ha_queues == NULL) {
+            return;
+        }
+    }
+
+    qp = ngx_array_push(ngx_http_upstream_ha_queues);
+    if (qp == NULL) {
+        return;
+    }
+
+    *qp = hcf;
+
+    channel = ngx_upstream_ha_wake_init_worker(cycle,
+                                             ngx_http_upstream_ha_queue_woken);
+
+    (void) hab_queue_set_wake(hcf->zone, hcf->slot, channel);
+
     ngx_queue_init(&hcf->waiters);
     hcf->nwaiters = 0;
 
@@ -881,19 +880,18 @@ ngx_http_upstream_ha_queue_kick(ngx_http_upstream_ha_srv_conf_t *hcf,
 static void
 ngx_http_upstream_ha_queue_woken(ngx_log_t *log)
 {
-    ngx_uint_t                        i;
-    hab_ticket                        head;
-    ngx_http_upstream_ha_srv_conf_t  *hcf;
+    ngx_uint_t                         i;
+    hab_ticket                         head;
+    ngx_http_upstream_ha_srv_conf_t  **qp;
 
-    i = 0;
+    if (ngx_http_upstream_ha_queues == NULL) {
+        return;
+    }
 
-    while ((hcf = ngx_http_upstream_ha_next_conf((ngx_cycle_t *) ngx_cycle,
-                                                 &i))
-           != NULL)
-    {
-        if (hcf->health.queue && hcf->slot != HAB_NO_SLOT) {
-            ngx_http_upstream_ha_queue_look(hcf, &head);
-        }
+    qp = ngx_http_upstream_ha_queues->elts;
+
+    for (i = 0; i < ngx_http_upstream_ha_queues->nelts; i++) {
+        ngx_http_upstream_ha_queue_look(qp[i], &head);
     }
 }
 
@@ -914,6 +912,7 @@ ngx_http_upstream_ha_queue_look(ngx_http_upstream_ha_srv_conf_t *hcf,
         head->slot = HAB_NO_SLOT;
         return;
     }
+
 
     if (head->slot != hcf->slot) {
         return;
