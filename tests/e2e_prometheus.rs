@@ -307,7 +307,7 @@ fn promtool_accepts_the_live_exposition() {
         format!("ha_upstream_queue_size{queued} 0"),
         format!("ha_upstream_queue_max_size{queued} 8"),
         format!("ha_upstream_queue_overflows_total{queued} 0"),
-        format!("ha_upstream_queue_wait_seconds_bucket{{upstream=\"queued\",le=\"+Inf\"}} 3"),
+        "ha_upstream_queue_wait_seconds_bucket{upstream=\"queued\",le=\"+Inf\"} 3".to_owned(),
         format!("ha_upstream_queue_wait_seconds_count{queued} 3"),
     ] {
         assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
