@@ -419,7 +419,7 @@ fn a_worker_killed_while_requests_wait_leaks_no_ticket() {
 }
 
 #[test]
-fn a_reload_while_requests_wait_serves_them_all() {
+fn reloads_while_requests_wait_serve_them_all() {
     if !nginx_or_skip() {
         return;
     }
@@ -442,6 +442,27 @@ fn a_reload_while_requests_wait_serves_them_all() {
         assert_eq!(t.status, Ok(200), "{t:?}");
     }
     assert!(b.stats().max_inflight <= 1, "{:?}", b.stats());
+    b.set_mode("ok");
+    served_at_once(port, 4);
+    nothing_counted(port);
+
+    // A changed upstream (another number: another zone): the old
+    // workers serve their waiters from the old zone, newcomers wait in
+    // the new one; during the overlap the server may see the max_conns
+    // of both zones (as for any reload that rebuilds a zone).
+    b.set_mode("delay:150");
+    let hs = waiters(port, &b, 8);
+    let changed = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "60");
+    ngx.reload_with(&queue_conf(port, &changed, ""));
+    let late: Vec<_> = (0..4)
+        .map(|_| thread::spawn(move || timed_get(port, "/")))
+        .collect();
+    for h in hs.into_iter().chain(late) {
+        let t = h.join().unwrap();
+        assert_eq!(t.status, Ok(200), "{t:?}");
+    }
+    assert!(b.stats().max_inflight <= 2, "{:?}", b.stats());
+    assert_eq!(queue_of(port)["max_size"].as_u64(), Some(60));
     b.set_mode("ok");
     served_at_once(port, 4);
     nothing_counted(port);
