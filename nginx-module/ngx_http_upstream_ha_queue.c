@@ -753,12 +753,16 @@ ngx_http_upstream_ha_queue_finalize(ngx_http_request_t *r,
 {
     ngx_http_cleanup_pt  handler;
 
-    if (u->cleanup != NULL && *u->cleanup != NULL) {
-        handler = *u->cleanup;
-
-        r->main->count++;
-        handler(r);
+    if (u->cleanup == NULL || *u->cleanup == NULL) {
+        /* the request was already finalized (as nginx answers it) */
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
     }
+
+    handler = *u->cleanup;
+
+    r->main->count++;
+    handler(r);
 
     ngx_http_finalize_request(r, rc);
 }
