@@ -22,6 +22,8 @@
 #   make bench-proxy whole-process benchmarks: stock nginx, HAProxy and every
 #                    ha_balance policy side by side under wrk, tables and plots
 #                    written to docs/bench-proxy.md (about 30 min, the sticky scenario included)
+#   make bench-queue ha_queue's wake-up latency beside stock nginx, idle and
+#                    under stress-ng (scripts/bench-queue-wake.py, about 4 min)
 #   make bench | clean
 
 SHELL := /bin/bash
@@ -83,7 +85,8 @@ DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 
 .PHONY: miri
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
-	check-exports check test soak soak-short demo demo-dns bench bench-proxy clean asan asan-nginx \
+	check-exports check test soak soak-short demo demo-dns bench bench-proxy bench-queue clean \
+	asan asan-nginx \
 	valgrind
 
 all: nginx
@@ -391,6 +394,13 @@ bench-proxy: deps nginx
 	$(CARGO) build --release --bin hab-backend
 	$(CARGO) build --bin hab-dns
 	/usr/bin/python3 scripts/bench-proxy.py
+
+# The queue's wake-up latency (scripts/bench-queue-wake.py; its header lists
+# the HAB_QUEUE_* knobs). The whole-process queue scenario is
+# HAB_BENCH_SCENARIOS=queue make bench-proxy.
+bench-queue: EXTRA_PACKAGES = stress-ng
+bench-queue: deps nginx
+	/usr/bin/python3 scripts/bench-queue-wake.py
 
 clean:
 	rm -rf $(TARGET)

@@ -63,6 +63,35 @@ Scenarios:
                   the run. The few requests each client sends before its
                   first response are unbound (balanced); they are counted
                   apart.
+  queue           overload: QUEUE_CONNECTIONS (200) wrk connections to 3
+                  servers (hab-backend, answering QUEUE_DELAY_MS = 5 ms
+                  late) with at most 4 requests each, so that 12 are served
+                  at once and the rest wait or fail:
+                    ha_balance round_robin + ha_queue
+                        `ha_balance round_robin; ha_queue 500 timeout=30s;`,
+                        `max_conns=4` on each server
+                    nginx round robin + zone, max_conns=4
+                        stock nginx: no queue, a request that finds every
+                        server full gets a 502 at once (counted)
+                    HAProxy roundrobin, maxconn 4 + queue
+                        `maxconn 4` on each server line, `timeout queue
+                        30s` (its backend queue: unbounded)
+                    HAProxy roundrobin, maxconn 4 + queue, 2 threads
+                        the same with `nbthread` QUEUE_WORKERS
+                  nginx runs QUEUE_WORKERS (2) workers (the queue is shared
+                  by them), HAProxy 1 thread (its best on one CPU) or as
+                  many as nginx's workers, all on CPU 0. *2xx/s* counts answered requests only. The
+                  backends count the requests they hold at once (each
+                  /_ctl/reset before a measurement): more than 4 at one
+                  server fails the run, as does any non-2xx or socket
+                  error from ha_queue or HAProxy. For ha_queue the
+                  module's own queue figures (served, overflows, timeouts,
+                  wait p99) are read from its API (`ha_api`) before and
+                  after each measurement.
+
+HAB_BENCH_SCENARIOS selects scenarios (default: all four). Those not run
+keep their figures of the last run (docs/bench-proxy/results.json): the
+report is that file's scenarios with the new ones replaced.
 
 For each load balancer and round: requests/s, non-2xx and socket errors
 (from wrk's own counters), the client's p50/p99 latency, and the load
@@ -82,11 +111,16 @@ Knobs (environment):
   HAB_BENCH_CONNECTIONS=32  wrk connections
   HAB_BENCH_KEEPALIVE=256   nginx's idle connections to the backends (keepalive)
   HAB_BENCH_ONLY=REGEX      only the load balancers whose name matches
+  HAB_BENCH_SCENARIOS="throughput slow sticky queue"
+                            the scenarios to run (e.g. "queue": only that)
   HAB_BENCH_SLOW=1          0 skips the slow-backend scenario
   HAB_BENCH_STICKY=1        0 skips the sticky scenario; "only" runs it alone
-                            (no throughput or slow-backend scenario)
+                            (HAB_BENCH_SCENARIOS=sticky)
   HAB_BENCH_STICKY_CLIENTS=4  wrk threads = clients of the sticky scenario
                             (each with CONNECTIONS / CLIENTS connections)
+  HAB_BENCH_QUEUE_CONNECTIONS=200  wrk connections of the queue scenario
+  HAB_BENCH_QUEUE_DELAY_MS=5        the queue scenario's backends' delay
+  HAB_BENCH_QUEUE_WORKERS=2         nginx workers / HAProxy threads there
   HAB_BENCH_OUT=docs        where bench-proxy.md and bench-proxy/*.svg go
   HAB_NGINX_BIN, HAB_MODULE_SO, HAB_BACKEND_BIN, HAB_HAPROXY_BIN, HAB_DNS_BIN
 """
@@ -102,6 +136,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -123,6 +158,18 @@ ONLY = re.compile(os.environ.get("HAB_BENCH_ONLY", ""))
 SLOW = os.environ.get("HAB_BENCH_SLOW", "1") != "0"
 STICKY = os.environ.get("HAB_BENCH_STICKY", "1")
 STICKY_CLIENTS = int(os.environ.get("HAB_BENCH_STICKY_CLIENTS", "4"))
+ALL_SCENARIOS = ("throughput", "slow", "sticky", "queue")
+SCENARIOS = os.environ.get("HAB_BENCH_SCENARIOS", " ".join(ALL_SCENARIOS)).split()
+if STICKY == "only":
+    SCENARIOS = ["sticky"]
+SCENARIOS = [x for x in SCENARIOS
+             if not (x == "slow" and not SLOW) and not (x == "sticky" and STICKY == "0")]
+QUEUE_CONNECTIONS = int(os.environ.get("HAB_BENCH_QUEUE_CONNECTIONS", "200"))
+QUEUE_DELAY_MS = int(os.environ.get("HAB_BENCH_QUEUE_DELAY_MS", "5"))
+QUEUE_WORKERS = int(os.environ.get("HAB_BENCH_QUEUE_WORKERS", "2"))
+QUEUE_MAX_CONNS = 4
+QUEUE_SIZE = 500
+QUEUE_TIMEOUT_S = 30
 OUT = os.path.join(ROOT, os.environ.get("HAB_BENCH_OUT", "docs"))
 WARMUP = 1
 BACKEND_PORTS = 20
@@ -183,6 +230,21 @@ STICKY_LBS = [
     ("ha_balance round_robin, no binding", "ha", "ha_balance round_robin;", None, False),
     ("HAProxy roundrobin, no binding", "haproxy", None, "roundrobin", False),
 ]
+
+# The queue scenario: name, kind, upstream lines, HAProxy balance. Every
+# server gets max_conns=4 (nginx) or maxconn 4 (HAProxy); stock nginx's
+# non-2xx (502s) are expected, the others' fail the run.
+QUEUE_LBS = [
+    ("ha_balance round_robin + ha_queue", "ha",
+     f"ha_balance round_robin; ha_queue {QUEUE_SIZE} timeout={QUEUE_TIMEOUT_S}s;", None),
+    ("nginx round robin + zone, max_conns=4", "stock", "zone z 8m;", None),
+    ("HAProxy roundrobin, maxconn 4 + queue", "haproxy", None, "roundrobin"),
+    ("HAProxy roundrobin, maxconn 4 + queue, 2 threads", "haproxy", None, "roundrobin"),
+]
+QUEUE_502_EXPECTED = {"nginx round robin + zone, max_conns=4"}
+# nginx runs QUEUE_WORKERS workers; HAProxy one thread (its best on one
+# CPU), and as many as nginx's workers in the row that says so
+QUEUE_THREADS = {"HAProxy roundrobin, maxconn 4 + queue": 1}
 
 # Each wrk thread is one client with a session: the first Set-Cookie it
 # receives (whatever its name: srv= from nginx, SRV= from HAProxy) is
@@ -377,8 +439,9 @@ def cpu_ticks(pid):
     return total
 
 
-def run_wrk(port, seconds, lua, threads=1):
-    argv = pinned(1, ["wrk", f"-t{threads}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "5s",
+def run_wrk(port, seconds, lua, threads=1, conns=None):
+    conns = CONNECTIONS if conns is None else conns
+    argv = pinned(1, ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s",
                       "-s", lua, f"http://127.0.0.1:{port}/"])
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     for line in out.stdout.splitlines():
@@ -389,9 +452,13 @@ def run_wrk(port, seconds, lua, threads=1):
 
 class LoadBalancer:
     def __init__(self, procs, ports, workdir, name, kind, upstream, balance, servers, dns=None,
-                 cookie=False):
+                 cookie=False, maxconn=None, workers=1):
         self.name, self.kind = name, kind
         self.cookie = cookie  # HAProxy: binds sessions by a cookie
+        # the queue scenario: max_conns / maxconn per server, several
+        # workers (threads), and ours answers its API under /api/
+        self.maxconn, self.workers = maxconn, workers
+        self.api = maxconn is not None and kind == "ha"
         self.resolved = upstream is not None and RESOLVE in upstream
         self.port = ports.take()
         self.dir = os.path.join(workdir, re.sub(r"[^a-z0-9]+", "-", name.lower()) + f"-{len(servers)}")
@@ -453,7 +520,9 @@ class LoadBalancer:
 
     def nginx_conf(self, kind, upstream, servers, dns=None):
         load = f"load_module {MODULE};\n" if kind == "ha" else ""
-        lines = "".join(f"        server 127.0.0.1:{p};\n" for p in servers)
+        opt = f" max_conns={self.maxconn}" if self.maxconn else ""
+        lines = "".join(f"        server 127.0.0.1:{p}{opt};\n" for p in servers)
+        api = "        location /api/ { ha_api; }\n" if self.api else ""
         level = "warn"
         if self.resolved:
             if dns is None:
@@ -468,7 +537,7 @@ class LoadBalancer:
                 + "".join(f"        server service.consul service={name} resolve;\n"
                           for name in dns.services))
         return f"""{load}daemon off;
-worker_processes 1;
+worker_processes {self.workers};
 error_log {self.dir}/logs/error.log {level};
 pid {self.dir}/nginx.pid;
 events {{ worker_connections 4096; }}
@@ -487,16 +556,18 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
         }}
-    }}
+{api}    }}
 }}
 """
 
     def haproxy_conf(self, balance, servers):
         cookie = "    cookie SRV insert indirect nocache\n" if self.cookie else ""
         lines = "".join(f"    server s{i} 127.0.0.1:{p}" + (f" cookie s{i}" if self.cookie else "")
+                        + (f" maxconn {self.maxconn}" if self.maxconn else "")
                         + "\n" for i, p in enumerate(servers))
+        queue = f"    timeout queue {QUEUE_TIMEOUT_S}s\n" if self.maxconn else ""
         return f"""global
-    nbthread 1
+    nbthread {self.workers}
     maxconn 8192
     pidfile {self.dir}/haproxy.pid
 defaults
@@ -504,7 +575,7 @@ defaults
     timeout connect 5s
     timeout client 30s
     timeout server 30s
-    option http-keep-alive
+{queue}    option http-keep-alive
     http-reuse always
 frontend f
     bind 127.0.0.1:{self.port}
@@ -513,10 +584,32 @@ backend b
     balance {balance}
 {cookie}{lines}"""
 
-    def measure(self, lua, threads=1):
-        w = run_wrk(self.port, WARMUP, lua, threads)
+    def queue_stats(self):
+        """The module's queue object of the upstream (ha_api)."""
+        return json.loads(http_get(self.port, "/api/upstreams/backends?fields=queue"))["queue"]
+
+    def measure(self, lua, threads=1, conns=None, peak_ports=None):
+        w = run_wrk(self.port, WARMUP, lua, threads, conns)
+        if peak_ports:
+            # wrk's exit aborts the requests in flight: nginx frees their
+            # slots at once while the backends still hold them (up to the
+            # delay); they end before the count starts again
+            time.sleep(0.2 + QUEUE_DELAY_MS / 1000)
+        for p in peak_ports or []:
+            http_get(p, "/_ctl/reset")
+        q0 = self.queue_stats() if self.api else None
+        window = []
+        if peak_ports:
+            # the backends' counts 0.3 s before wrk stops: its exit aborts
+            # the requests in flight, nginx frees their slots while the
+            # backends still hold them, and a woken waiter (whose client
+            # has gone too, unnoticed yet) may take one: that tail is
+            # counted apart (peak_total)
+            timer = threading.Timer(max(0.5, SECONDS - 0.3), lambda: window.extend(
+                http_get(p, "/_ctl/stats") for p in peak_ports))
+            timer.start()
         before = cpu_ticks(self.proc.pid)
-        r = run_wrk(self.port, SECONDS, lua, threads)
+        r = run_wrk(self.port, SECONDS, lua, threads, conns)
         if "moved" in w:
             # sessions must hold during the warm-up too
             r["warmup_moved"] = w["moved"]
@@ -526,6 +619,28 @@ backend b
         r["us_per_request"] = r["lb_cpu_s"] * 1e6 / r["requests"] if r["requests"] else None
         r["errors"] = sum(r[k] for k in ("connect", "read", "write", "timeout"))
         r["lb_busy"] = r["lb_cpu_s"] / (r["duration_us"] / 1e6)
+        r["rps_2xx"] = (r["requests"] - r["status"]) / (r["duration_us"] / 1e6)
+        if peak_ports:
+            # most requests one server held at once, and each one's count
+            timer.join(10)
+            stats = [http_get(p, "/_ctl/stats") for p in peak_ports]
+            if len(window) != len(peak_ports):
+                raise RuntimeError("the backends' counts were not read during the measurement")
+            r["peak_inflight"] = max(int(re.search(r"max_inflight=(\d+)", x).group(1))
+                                     for x in window)
+            r["peak_total"] = max(int(re.search(r"max_inflight=(\d+)", x).group(1))
+                                  for x in stats)
+            r["served"] = [int(re.search(r"requests=(\d+)", x).group(1)) for x in stats]
+        if q0 is not None:
+            q1 = self.queue_stats()
+            r["queue"] = {k: q1.get(k, 0) - q0.get(k, 0)
+                          for k in ("served", "overflows", "timeouts", "abandoned")}
+            r["queue"]["size_after"] = q1.get("size")
+            # the histogram's count and sum over the measurement (warm-up excluded)
+            w0, w1 = q0.get("wait_ms", {}), q1.get("wait_ms", {})
+            n = w1.get("count", 0) - w0.get("count", 0)
+            r["queue"]["wait_mean_ms"] = ((w1.get("sum", 0) - w0.get("sum", 0)) / n) if n else None
+            r["queue"]["wait_p99_ms_cumulative"] = w1.get("p99")
         return r
 
 
@@ -640,6 +755,19 @@ def start_slow_backends(procs, ports):
     return [base, base + 1, base + 2], (fast, slow)
 
 
+def start_queue_backends(procs, ports):
+    """Three hab-backend listeners (one process, a thread per
+    connection) answering QUEUE_DELAY_MS late."""
+    base = ports.take(3)
+    argv = [BACKEND, "--mode", f"delay:{QUEUE_DELAY_MS}"]
+    for i in range(3):
+        argv += ["--listen", f"127.0.0.1:{base + i}", "--name", f"q{i + 1}"]
+    procs.start(pinned(1, argv), stdout=subprocess.DEVNULL)
+    for p in range(base, base + 3):
+        wait_http(p, path="/_ctl/stats")
+    return [base, base + 1, base + 2]
+
+
 class Dns:
     """hab-dns serving one SRV record per server: webK.node.consul ->
     127.0.0.1, port of server K. It reads commands on stdin and exits at
@@ -693,10 +821,12 @@ def median_range(values):
 
 
 def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None, specs=None,
-                 threads=1):
+                 threads=1, conns=None, maxconn=None, workers=1):
     """Starts every load balancer of `specs` (LBS unless given) on
     `servers`, measures them in alternating order for ROUNDS rounds (wrk
-    with `threads` threads), stops them; returns name -> list of rounds."""
+    with `threads` threads and `conns` connections), stops them; returns
+    name -> list of rounds. `maxconn`: the queue scenario's limit per
+    server (the servers are hab-backends, whose peak is read)."""
     specs = LBS if specs is None else specs
     lbs, skipped = [], {}
     dns, dns_error = None, None
@@ -720,7 +850,8 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None, sp
             continue
         try:
             lbs.append(LoadBalancer(procs, ports, workdir, name, kind, upstream, balance,
-                                    servers, dns, cookie=bool(binds and binds[0])))
+                                    servers, dns, cookie=bool(binds and binds[0]),
+                                    maxconn=maxconn, workers=QUEUE_THREADS.get(name, workers)))
         except Exception as e:  # noqa: BLE001 -- reported, and the run fails at the end
             skipped[name] = f"did not start: {e}"
             log(f"  {name}: {skipped[name]}")
@@ -731,7 +862,7 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None, sp
         order = lbs[rnd % len(lbs):] + lbs[:rnd % len(lbs)] if lbs else []
         for lb in order:
             before = [backend_requests(p) for p in slow_ports] if slow_ports else None
-            r = lb.measure(lua, threads)
+            r = lb.measure(lua, threads, conns, servers if maxconn else None)
             if slow_ports:
                 after = [backend_requests(p) for p in slow_ports]
                 served = [a - b for a, b in zip(after, before)]
@@ -744,12 +875,36 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None, sp
                           f" unbound {r['unbound']} servers {r['homes']}/{r['clients']} clients")
                 if r["moved"] + r.get("warmup_moved", 0):
                     extra += "  <-- STICKINESS BROKEN: requests moved"
+            if "peak_inflight" in r:
+                extra += (f"  2xx/s {r['rps_2xx']:.0f}  peak at a server {r['peak_inflight']}"
+                          f" (with wrk's exit {r['peak_total']})")
+                if r["peak_inflight"] > maxconn:
+                    extra += f"  <-- MORE THAN {maxconn} AT ONCE"
+                if "queue" in r:
+                    q = r["queue"]
+                    extra += (f"  queue: served {q['served']} overflows {q['overflows']}"
+                              f" timeouts {q['timeouts']} mean wait "
+                              + (f"{q['wait_mean_ms']:.1f} ms" if q["wait_mean_ms"] is not None
+                                 else "-"))
             cpu = f"{r['us_per_request']:.1f}" if r["us_per_request"] is not None else "-"
             log(f"  [{label} round {rnd + 1}/{ROUNDS}] {lb.name:36s} {r['rps']:9.0f} req/s"
                 f"  {cpu:>6s} us/req  p99 {r['p99_us'] / 1000:.2f} ms"
                 f"  non-2xx {r['status']} errors {r['errors']}{extra}")
     for lb in lbs:
         procs.stop(lb.proc, signal.SIGQUIT if lb.kind != "haproxy" else signal.SIGUSR1)
+        if maxconn and lb.kind == "ha":
+            # the queue scenario: our error log must hold no error, crit,
+            # alert or emerg line (stock nginx logs its 502s as errors)
+            try:
+                with open(os.path.join(lb.dir, "logs", "error.log")) as f:
+                    bad = [ln.rstrip() for ln in f
+                           if re.search(r"\[(error|crit|alert|emerg)\]", ln)]
+            except OSError:
+                bad = []
+            for r in results[lb.name]:
+                r["log_problems"] = len(bad)
+            if bad:
+                log(f"  {lb.name}: {len(bad)} error-log lines, first: {bad[0]}")
     if dns is not None:
         dns.stop()
     return results, skipped
@@ -758,7 +913,7 @@ def run_scenario(procs, ports, workdir, lua, servers, label, slow_ports=None, sp
 def summarize(rounds):
     for r in rounds:
         r.setdefault("lb_busy", r["lb_cpu_s"] / (r["duration_us"] / 1e6))
-    keys = ["rps", "lb_busy", "us_per_request", "p50_us", "p99_us", "slow_share"]
+    keys = ["rps", "lb_busy", "us_per_request", "p50_us", "p99_us", "slow_share", "rps_2xx"]
     s = {k: median_range([r.get(k) for r in rounds]) for k in keys}
     s["non_2xx"] = sum(r["status"] for r in rounds)
     s["errors"] = sum(r["errors"] for r in rounds)
@@ -771,6 +926,14 @@ def summarize(rounds):
         s["nobackend"] = sum(r["nobackend"] + r.get("warmup_nobackend", 0) for r in rounds)
         s["homes"] = max(r["homes"] for r in rounds)
         s["clients"] = max(r["clients"] for r in rounds)
+    if rounds and "peak_inflight" in rounds[0]:
+        s["peak_inflight"] = max(r["peak_inflight"] for r in rounds)
+        s["peak_total"] = max(r["peak_total"] for r in rounds)
+        s["log_problems"] = max(r.get("log_problems", 0) for r in rounds)
+    if rounds and "queue" in rounds[0]:
+        s["queue"] = {k: sum(r["queue"][k] for r in rounds)
+                      for k in ("served", "overflows", "timeouts", "abandoned")}
+        s["queue_wait_mean_ms"] = median_range([r["queue"]["wait_mean_ms"] for r in rounds])
     return s
 
 
@@ -795,16 +958,17 @@ def plots(report, outdir):
     meta = {"Date": None, "Creator": "scripts/bench-proxy.py (matplotlib)"}
     files = []
     colors = {"stock": "#7f8c8d", "haproxy": "#2e86c1", "ha": "#c0392b"}
-    kinds = {n: k for n, k, *_ in LBS + STICKY_LBS}
+    kinds = {n: k for n, k, *_ in LBS + STICKY_LBS + QUEUE_LBS}
 
-    def bars(metric, title, xlabel, fname, scale=1.0, section=None, specs=LBS):
+    def bars(metric, title, xlabel, fname, scale=1.0, section=None, specs=LBS, width=None):
         # section: size (as text) -> {"summary": ...}; the throughput scenario's
         section = report["throughput"] if section is None else section
         sizes = sorted(int(x) for x in section)
         names = [n for n, *_ in specs if any(n in section[str(x)]["summary"] for x in sizes)]
         if not names:
             return
-        fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 0.32 * len(names) + 1.4),
+        fig, axes = plt.subplots(1, len(sizes),
+                                 figsize=(width or 4.2 * len(sizes), 0.32 * len(names) + 1.4),
                                  sharey=True, squeeze=False)
         for ax, size in zip(axes[0], sizes):
             summ = section[str(size)]["summary"]
@@ -844,6 +1008,12 @@ def plots(report, outdir):
         st = report["sticky"]
         bars("rps", f"Sessions bound by a cookie: requests per second (median of {st['rounds']}; "
              "bars: min–max)", "requests/s", "sticky.svg", section=st["sizes"], specs=STICKY_LBS)
+
+    if report.get("queue"):
+        q = report["queue"]
+        bars("rps_2xx", f"{q['connections']} clients, 3 servers with max_conns={q['max_conns']}: "
+             f"answered requests per second\n(median of {q['rounds_n']}; bars: min–max)",
+             "2xx responses/s", "queue.svg", section={"3": q}, specs=QUEUE_LBS, width=7.5)
 
     if report.get("slow"):
         summ = report["slow"]["summary"]
@@ -922,8 +1092,7 @@ def markdown(report):
         "",
     ]
     if not report["throughput"]:
-        lines += ["The throughput and slow-backend scenarios were not run "
-                  "(`HAB_BENCH_STICKY=only`).", ""]
+        lines += ["The throughput scenario has not been run.", ""]
     for size in sorted(int(x) for x in report["throughput"]):
         sc = report["throughput"][str(size)]
         base = sc["summary"].get("nginx round robin + zone")
@@ -970,6 +1139,8 @@ def markdown(report):
         lines += ["", "![slow backend](bench-proxy/slow-backend.svg)", ""]
     if report.get("sticky"):
         lines += sticky_markdown(report["sticky"])
+    if report.get("queue"):
+        lines += queue_markdown(report["queue"])
     lines += ["The raw figures of every round: [bench-proxy/results.json](bench-proxy/results.json).", ""]
     return "\n".join(lines)
 
@@ -1055,6 +1226,87 @@ def sticky_markdown(st):
     return lines
 
 
+def queue_markdown(q):
+    """The queue scenario's section of the report."""
+    m = q["machine"]
+    lines = [
+        "## Overload: a queue against 502s (queue)", "",
+        f"Measured {q['date']} (code `{m['commit']}`, {m['nginx']}, "
+        f"{m['haproxy'].split(' - ')[0]}): {q['rounds_n']} rounds of {q['seconds']} s "
+        f"(after {WARMUP} s of warm-up), wrk with 1 thread and {q['connections']} "
+        "connections; run alone with `HAB_BENCH_SCENARIOS=queue`:", "",
+        "```sh",
+        f"HAB_BENCH_ROUNDS={q['rounds_n']} HAB_BENCH_SECONDS={q['seconds']} "
+        "HAB_BENCH_SCENARIOS=queue "
+        + "".join(f"{k}={shlex.quote(str(v))} " for k, v in q.get("knobs", {}).items())
+        + "make bench-proxy",
+        "```", "",
+        f"Three servers (`hab-backend --mode delay:{q['delay_ms']}`: each request "
+        f"answered {q['delay_ms']} ms late), at most {q['max_conns']} requests each:",
+        f"{3 * q['max_conns']} served at once, about "
+        f"{3 * q['max_conns'] * 1000 / max(1, q['delay_ms']):,.0f} requests/s at most;",
+        f"the other {q['connections'] - 3 * q['max_conns']} clients' requests wait, or fail.",
+        f"nginx runs {q['workers']} workers (one queue for both), HAProxy 1 thread, or "
+        f"{q['workers']} where",
+        "the row says so; all on CPU 0, wrk and the backends on CPU 1.", "",
+        f"- *ha_balance round_robin + ha_queue*: `ha_balance round_robin; ha_queue "
+        f"{q['queue_size']} timeout={q['queue_timeout_s']}s;`",
+        f"  and `max_conns={q['max_conns']}` on each server: one queue for both workers.",
+        f"- *nginx round robin + zone, max_conns={q['max_conns']}*: stock nginx, `zone z 8m;` "
+        "and the same",
+        "  `max_conns`: no queue; a request that finds every server full is",
+        "  answered 502 at once (*non-2xx*: expected here, and the client's",
+        "  latency figures mix those fast 502s with the answered requests).",
+        f"- *HAProxy roundrobin, maxconn {q['max_conns']} + queue*: `maxconn "
+        f"{q['max_conns']}` on each server line,",
+        f"  `timeout queue {q['queue_timeout_s']}s`; requests beyond the servers' maxconn wait "
+        "in its",
+        "  backend queue. HAProxy's threads are meant one per CPU: *2 threads*",
+        "  shows what two on one CPU do.", "",
+        "*2xx/s*: answered requests per second (what the clients got); *req/s*:",
+        "all responses, 502s included. *peak*: the most requests one server held",
+        "at once, counted by the backends from the start of each measurement to",
+        f"0.3 s before its end (more than {q['max_conns']} fails the run); *at exit*: the "
+        "same",
+        "counted to after wrk's exit, which aborts the requests in flight:",
+        "nginx closes their connections and frees their slots while the",
+        "backends still work on them (stock nginx's `max_conns` counts",
+        "connections), and a waiter whose client has gone too, unnoticed yet,",
+        "may take one. For ha_queue, from the module's API over the",
+        "measurements: *queue served* (requests that waited and then got a",
+        "server), overflows and timeouts (both 0, or the run fails), and the",
+        "mean wait in the queue (the histogram's sum over its count, per",
+        "round; median and range). Non-2xx or socket errors from ha_queue or",
+        "HAProxy fail the run, as does any error, crit, alert or emerg line in",
+        "ha_queue's error log. Other columns as above; *vs HAProxy*: 2xx/s over",
+        "HAProxy's (1 thread) in the same rounds.", "",
+        "| load balancer | 2xx/s | vs HAProxy | req/s | busy | µs/req | p50 ms | p99 ms "
+        "| non-2xx | socket errors | peak (at exit) | queue served | overflows, timeouts "
+        "| mean wait ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = q["summary"].get("HAProxy roundrobin, maxconn 4 + queue")
+    for name, *_ in QUEUE_LBS:
+        s = q["summary"].get(name)
+        if s is None:
+            if name in q["skipped"]:
+                lines.append(f"| {name} | skipped: {q['skipped'][name]} |" + " |" * 12)
+            continue
+        ratio = (f"{s['rps_2xx']['median'] / base['rps_2xx']['median']:.2f}×"
+                 if base and s["rps_2xx"] and base["rps_2xx"]["median"] else "—")
+        qs = s.get("queue")
+        lines.append(
+            f"| {name} | {fmt_range(s['rps_2xx'], ',.0f')} | {ratio} | "
+            f"{fmt_range(s['rps'], ',.0f')} | {fmt(s['lb_busy'], '.0f', 100)}% | "
+            f"{fmt_range(s['us_per_request'], '.1f')} | {fmt_range(s['p50_us'], '.2f', 1e-3)} | "
+            f"{fmt_range(s['p99_us'], '.2f', 1e-3)} | {s['non_2xx']:,} | {s['errors']} | "
+            f"{s.get('peak_inflight', '—')} ({s.get('peak_total', '—')}) | "
+            + (f"{qs['served']:,} | {qs['overflows']}, {qs['timeouts']} | "
+               f"{fmt_range(s['queue_wait_mean_ms'], '.1f')} |" if qs else "— | — | — |"))
+    lines += ["", "![queue: answered requests per second](bench-proxy/queue.svg)", ""]
+    return lines
+
+
 def write_report(report, failed):
     outdir = os.path.join(OUT, "bench-proxy")
     os.makedirs(outdir, exist_ok=True)
@@ -1091,7 +1343,33 @@ def scenarios(report):
     """Every scenario of a report: {"rounds", "skipped", "summary"} each."""
     return (list(report["throughput"].values())
             + ([report["slow"]] if report.get("slow") else [])
-            + (list(report["sticky"]["sizes"].values()) if report.get("sticky") else []))
+            + (list(report["sticky"]["sizes"].values()) if report.get("sticky") else [])
+            + ([report["queue"]] if report.get("queue") else []))
+
+
+def merge_previous(report, ran):
+    """The scenarios not run this time, with the machine and command of
+    the throughput run when it was not run either, from the last
+    results.json: a run of some scenarios replaces only theirs."""
+    path = os.path.join(OUT, "bench-proxy", "results.json")
+    try:
+        with open(path) as f:
+            prev = json.load(f)
+    except (OSError, ValueError):
+        return report
+    if "throughput" not in ran:
+        for k in ("machine", "rounds", "seconds", "connections", "knobs", "throughput"):
+            if k in prev:
+                report[k] = prev[k]
+            else:
+                report.pop(k, None)
+        report.setdefault("throughput", {})
+    for k in ("slow", "sticky", "queue"):
+        if k not in ran and prev.get(k):
+            report[k] = prev[k]
+    for sc in scenarios(report):
+        sc["summary"] = {n: summarize(r) for n, r in sc["rounds"].items()}
+    return report
 
 
 def main():
@@ -1109,6 +1387,11 @@ def main():
         die("HAB_BENCH_ROUNDS, HAB_BENCH_SECONDS and HAB_BENCH_SIZES must be positive")
     if STICKY not in ("0", "1", "only"):
         die("HAB_BENCH_STICKY is 1 (default), 0 or only")
+    if not SCENARIOS or any(x not in ALL_SCENARIOS for x in SCENARIOS):
+        die(f"HAB_BENCH_SCENARIOS: some of {' '.join(ALL_SCENARIOS)}")
+    if "queue" in SCENARIOS and (QUEUE_CONNECTIONS < 1 or QUEUE_DELAY_MS < 0
+                                 or QUEUE_WORKERS < 1):
+        die("HAB_BENCH_QUEUE_CONNECTIONS and _WORKERS must be positive, _DELAY_MS at least 0")
     if STICKY != "0" and not 1 <= STICKY_CLIENTS <= CONNECTIONS:
         die("HAB_BENCH_STICKY_CLIENTS must be between 1 and HAB_BENCH_CONNECTIONS")
 
@@ -1122,30 +1405,35 @@ def main():
     with open(sticky_lua, "w") as f:
         f.write(STICKY_LUA)
     # the knobs that differ from their defaults, for the command printed
-    knobs = {k: os.environ[k] for k in ("HAB_BENCH_ONLY", "HAB_BENCH_SLOW", "HAB_BENCH_STICKY",
-                                         "HAB_BENCH_STICKY_CLIENTS", "HAB_BENCH_OUT",
-                                         "HAB_BENCH_CONNECTIONS", "HAB_BENCH_KEEPALIVE")
+    knobs = {k: os.environ[k] for k in ("HAB_BENCH_SCENARIOS", "HAB_BENCH_ONLY", "HAB_BENCH_SLOW",
+                                         "HAB_BENCH_STICKY", "HAB_BENCH_STICKY_CLIENTS",
+                                         "HAB_BENCH_OUT", "HAB_BENCH_CONNECTIONS",
+                                         "HAB_BENCH_KEEPALIVE")
              if os.environ.get(k)}
+    queue_knobs = {k: os.environ[k] for k in ("HAB_BENCH_ONLY", "HAB_BENCH_QUEUE_CONNECTIONS",
+                                               "HAB_BENCH_QUEUE_DELAY_MS",
+                                               "HAB_BENCH_QUEUE_WORKERS", "HAB_BENCH_OUT")
+                   if os.environ.get(k)}
     report = {"machine": machine(), "rounds": ROUNDS, "seconds": SECONDS,
               "connections": CONNECTIONS, "knobs": knobs, "throughput": {}}
     t0 = time.monotonic()
     failed = []
     try:
-        ports_b = start_nginx_backends(procs, ports, workdir) if STICKY != "only" else []
-        for size in SIZES if STICKY != "only" else []:
+        ports_b = start_nginx_backends(procs, ports, workdir) if "throughput" in SCENARIOS else []
+        for size in SIZES if "throughput" in SCENARIOS else []:
             servers = [ports_b[i % BACKEND_PORTS] for i in range(size)]
             log(f"throughput, {size} servers")
             res, skipped = run_scenario(procs, ports, workdir, lua, servers, f"{size} servers")
             report["throughput"][str(size)] = {
                 "rounds": res, "skipped": skipped,
                 "summary": {n: summarize(r) for n, r in res.items()}}
-        if SLOW and STICKY != "only":
+        if "slow" in SCENARIOS:
             log(f"slow backend: one of 3 servers {SLOW_DELAY_MS} ms slower")
             slow_ports, _ = start_slow_backends(procs, ports)
             res, skipped = run_scenario(procs, ports, workdir, lua, slow_ports, "slow", slow_ports)
             report["slow"] = {"rounds": res, "skipped": skipped,
                               "summary": {n: summarize(r) for n, r in res.items()}}
-        if STICKY != "0":
+        if "sticky" in SCENARIOS:
             st = report["sticky"] = {
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rounds": ROUNDS,
                 "seconds": SECONDS, "connections": CONNECTIONS, "clients": STICKY_CLIENTS,
@@ -1158,6 +1446,22 @@ def main():
                                             specs=STICKY_LBS, threads=STICKY_CLIENTS)
                 st["sizes"][str(size)] = {"rounds": res, "skipped": skipped,
                                           "summary": {n: summarize(r) for n, r in res.items()}}
+        if "queue" in SCENARIOS:
+            log(f"queue: {QUEUE_CONNECTIONS} connections, 3 servers answering "
+                f"{QUEUE_DELAY_MS} ms late, at most {QUEUE_MAX_CONNS} each")
+            queue_ports = start_queue_backends(procs, ports)
+            res, skipped = run_scenario(procs, ports, workdir, lua, queue_ports, "queue",
+                                        specs=QUEUE_LBS, conns=QUEUE_CONNECTIONS,
+                                        maxconn=QUEUE_MAX_CONNS, workers=QUEUE_WORKERS)
+            report["queue"] = {
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "machine": machine(), "rounds_n": ROUNDS, "seconds": SECONDS,
+                "connections": QUEUE_CONNECTIONS, "delay_ms": QUEUE_DELAY_MS,
+                "workers": QUEUE_WORKERS, "max_conns": QUEUE_MAX_CONNS,
+                "queue_size": QUEUE_SIZE, "queue_timeout_s": QUEUE_TIMEOUT_S,
+                "keepalive": KEEPALIVE, "knobs": queue_knobs,
+                "rounds": res, "skipped": skipped,
+                "summary": {n: summarize(r) for n, r in res.items()}}
     finally:
         procs.stop_all()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -1165,8 +1469,17 @@ def main():
     binds = {n for n, *_, b in STICKY_LBS if b}
     for sc in scenarios(report):
         for name, s in sc["summary"].items():
-            if s["non_2xx"] or s["errors"]:
+            if (s["non_2xx"] and name not in QUEUE_502_EXPECTED) or s["errors"]:
                 failed.append(f"{name}: {s['non_2xx']} non-2xx, {s['errors']} socket errors")
+            if s.get("peak_inflight", 0) > QUEUE_MAX_CONNS:
+                failed.append(f"{name}: {s['peak_inflight']} requests at one server at once, "
+                              f"more than max_conns={QUEUE_MAX_CONNS}")
+            if s.get("log_problems"):
+                failed.append(f"{name}: {s['log_problems']} error, crit, alert or emerg lines "
+                              "in its error log")
+            if s.get("queue") and (s["queue"]["overflows"] or s["queue"]["timeouts"]):
+                failed.append(f"{name}: queue overflows {s['queue']['overflows']}, "
+                              f"timeouts {s['queue']['timeouts']}")
             if "moved" not in s:
                 continue
             # sticky: every bound request on its client's server
@@ -1183,7 +1496,7 @@ def main():
                 failed.append(f"{name}: {why}")
 
     log(f"took {time.monotonic() - t0:.0f} s")
-    write_report(report, failed)
+    write_report(merge_previous(report, SCENARIOS), failed)
 
 
 PIN = False
