@@ -477,6 +477,15 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
         hab_buf_free(res.log);
     }
 
+    /* an admin change: once, with the client (the log's context) */
+
+    if (res.notice) {
+        ngx_log_error(NGX_LOG_NOTICE, r->connection->log, 0,
+                      "ha_api: %*s", hab_buf_len(res.notice),
+                      hab_buf_data(res.notice));
+        hab_buf_free(res.notice);
+    }
+
     /* a change (weight, drain, up): the queues' heads may use it */
 
     if (r->method != NGX_HTTP_GET && r->method != NGX_HTTP_HEAD) {

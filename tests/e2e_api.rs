@@ -327,13 +327,12 @@ fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
     // Requests already there are still running: the server drains.
     assert_eq!(v["state"], "draining", "{v}");
     assert!(v["active"].as_u64().unwrap() > 0);
-    // Once they finish, it reads as down, with nothing in flight.
-    let ok = wait_until(Duration::from_secs(10), || {
-        server(port, 0)["state"] == "down"
-    });
+    // Once they finish, nothing is in flight and it still reads draining
+    // (never `down`, the operator's other switch) until undrained.
+    let ok = wait_until(Duration::from_secs(10), || server(port, 0)["active"] == 0);
     let v = server(port, 0);
     assert!(ok, "still {v} after 10 s");
-    assert_eq!(v["active"], 0);
+    assert_eq!(v["state"], "draining", "{v}");
     std::thread::sleep(Duration::from_millis(700));
     let r = load.stop();
     assert_eq!(
@@ -358,6 +357,21 @@ fn drain_under_load_finishes_in_flight_and_sends_nothing_new() {
     patch(port, 0, r#"{"drain":false}"#);
     let seq = sequence(port, "/", 30);
     assert!(seq.iter().any(|s| *s == b[0].name), "{seq:?}");
+    // Each change logged once at notice, with what changed and the client.
+    let log = ngx.error_log();
+    for change in ["drain false -> true", "drain true -> false"] {
+        let line = format!(
+            "ha_api: upstream \"up\" server {} id 0: {change}",
+            b[0].addr()
+        );
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&line)).collect();
+        assert_eq!(lines.len(), 1, "{line:?} in:\n{log}");
+        assert!(
+            lines[0].contains("[notice]") && lines[0].contains("client: 127.0.0.1"),
+            "{}",
+            lines[0]
+        );
+    }
     ngx.stop();
 }
 
@@ -583,7 +597,12 @@ fn hab_cli_drives_the_api() {
     assert_eq!(server(port, 0)["weight"], 3);
     let (code, out, err) = run(&["status", &url]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains(&b[1].addr()) && out.contains("down"), "{out}");
+    // The drained server (idle) reads draining, never down.
+    let row = out
+        .lines()
+        .find(|l| l.contains(&b[1].addr()))
+        .unwrap_or_default();
+    assert!(row.contains("draining") && !row.contains("down"), "{out}");
     let (code, _, err) = run(&["down", &format!("http://127.0.0.1:{port}/ro"), "up", "0"]);
     assert_eq!(code, Some(1), "refused: {err}");
     assert!(err.contains("405"), "{err}");

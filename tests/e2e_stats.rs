@@ -677,12 +677,13 @@ fn every_state_in_json_and_prometheus() {
     assert_state(port, 3, &dead, "unavail");
     let r = load.join();
     assert_eq!((r.total, r.bad()), (4, 0), "{:?}", r.failures);
-    // Drained with nothing left in flight: down.
+    // Drained with nothing left in flight: still draining (never down)
+    // until undrained.
     let ok = wait_until(Duration::from_secs(5), || {
-        api_call(port, "GET", "/api/upstreams/app/servers/2", "").1["state"] == "down"
+        api_call(port, "GET", "/api/upstreams/app/servers/2", "").1["active"] == 0
     });
-    assert!(ok, "server 2 not down after its requests ended");
-    assert_state(port, 2, &addrs[2], "down");
+    assert!(ok, "server 2 still busy after its requests ended");
+    assert_state(port, 2, &addrs[2], "draining");
 
     // Back up.
     patch(port, 1, r#"{"down":false}"#);

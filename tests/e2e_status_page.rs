@@ -139,7 +139,7 @@ fn status_page_follows_drain_and_undrains() {
     .expect("PATCH drain");
     assert_eq!(r.status, 200, "PATCH drain: {}", r.text());
     let shown = b.wait("row 1 draining", SHOW, |b| {
-        Ok(row_state(b, 1).filter(|s| s == "draining" || s == "down"))
+        Ok(row_state(b, 1).filter(|s| s == "draining"))
     });
     assert!(
         shown.is_ok(),

@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use hab_core::algo::schedule::MAX_PERIOD;
 use hab_core::layout::Zone;
 use hab_core::write::membership::SlotMark;
-use hab_core::write::{Refusal, ServerChange, MAX_WEIGHT};
+use hab_core::write::{PeerView, Refusal, ServerChange, MAX_WEIGHT};
 use hab_core::Error;
 
 use crate::body::Body;
@@ -105,6 +105,9 @@ pub struct Response {
     pub body: Body,
     /// A line for the error log (a refused change), if any.
     pub log: Option<String>,
+    /// A line for the log at `notice`: the admin change made (what, from
+    /// what to what), if any.
+    pub notice: Option<String>,
     /// The admin state changed: the caller saves the state file.
     pub changed: bool,
 }
@@ -118,6 +121,7 @@ fn ok<T: serde::Serialize>(value: &T) -> Response {
         content_type: ContentType::Json,
         body,
         log: None,
+        notice: None,
         changed: false,
     }
 }
@@ -165,6 +169,7 @@ fn page(write: bool) -> Response {
         content_type: ContentType::Html,
         body: Body::from(html.into_bytes()),
         log: None,
+        notice: None,
         changed: false,
     }
 }
@@ -178,6 +183,7 @@ fn json_with(write: impl FnOnce(&mut Body)) -> Response {
         content_type: ContentType::Json,
         body,
         log: None,
+        notice: None,
         changed: false,
     }
 }
@@ -232,6 +238,7 @@ pub fn handle(
             content_type: ContentType::Prometheus,
             body: crate::metrics::render(upstreams, clock),
             log: None,
+            notice: None,
             changed: false,
         },
         ["upstreams"] if read => json_with(|out| write_all(out, upstreams, clock, fields.as_ref())),
@@ -257,6 +264,7 @@ pub fn handle(
                         content_type: ContentType::None,
                         body: Body::new(),
                         log: None,
+                        notice: None,
                         changed: false,
                     }
                 }
@@ -332,14 +340,82 @@ fn server(
     match req.method {
         Method::Get | Method::Head => show(u.zone),
         Method::Patch if !req.write => read_only("PATCH"),
-        Method::Patch => match patch(req, u, i, mark, alive) {
-            Ok(changed) => Response {
-                changed,
-                ..show(u.zone)
-            },
-            Err(r) => r,
-        },
+        Method::Patch => {
+            let before = u.zone.view(i, req.now_ms).map(|v| Admin::of(&v));
+            match patch(req, u, i, mark, alive) {
+                Ok(changed) => {
+                    let after = u.zone.view(i, req.now_ms);
+                    let notice = before.zip(after).map(|(b, a)| {
+                        let (name, addr) = json::names(a.identity);
+                        let name = if name == addr {
+                            String::new()
+                        } else {
+                            format!(" ({name})")
+                        };
+                        format!(
+                            "upstream \"{}\" server {addr}{name} id {}: {}",
+                            u.name,
+                            a.position,
+                            b.changes(&Admin::of(&a))
+                        )
+                    });
+                    Response {
+                        changed,
+                        notice,
+                        ..show(u.zone)
+                    }
+                }
+                Err(r) => r,
+            }
+        }
         Method::Delete | Method::Other => method_not_allowed("GET, HEAD, PATCH"),
+    }
+}
+
+/// A server's admin state, as a change is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Admin {
+    down: bool,
+    drain: bool,
+    weight: u32,
+    weight_override: bool,
+}
+
+impl Admin {
+    fn of(v: &PeerView<'_>) -> Admin {
+        Admin {
+            down: v.admin_down,
+            drain: v.drain,
+            weight: v.weight,
+            weight_override: v.weight_override.is_some(),
+        }
+    }
+
+    /// What changed from `self` to `after`, e.g. `drain false -> true,
+    /// weight 3 -> 5`; "no change" when nothing did.
+    fn changes(&self, after: &Admin) -> String {
+        let mut parts = Vec::new();
+        if self.down != after.down {
+            parts.push(format!("down {} -> {}", self.down, after.down));
+        }
+        if self.drain != after.drain {
+            parts.push(format!("drain {} -> {}", self.drain, after.drain));
+        }
+        if self.weight != after.weight || self.weight_override != after.weight_override {
+            let conf = |o: bool| if o { "" } else { " (configured)" };
+            parts.push(format!(
+                "weight {}{} -> {}{}",
+                self.weight,
+                conf(self.weight_override),
+                after.weight,
+                conf(after.weight_override)
+            ));
+        }
+        if parts.is_empty() {
+            "no change".to_owned()
+        } else {
+            parts.join(", ")
+        }
     }
 }
 
@@ -810,6 +886,51 @@ mod tests {
     }
 
     #[test]
+    fn an_admin_change_is_told_once_for_the_log() {
+        let t = zone();
+        let notice = |path: &str, body: &str| raw(&t, Method::Patch, path, body, true).notice;
+        let (_, v) = call(&t, Method::Get, "upstreams/app/servers/2", "", false);
+        let who = format!(
+            "upstream \"app\" server {} ({}) id 2",
+            v["server"].as_str().unwrap(),
+            v["name"].as_str().unwrap()
+        );
+        assert_eq!(
+            notice("upstreams/app/servers/2", r#"{"drain":true,"weight":4}"#),
+            Some(format!(
+                "{who}: drain false -> true, weight 1 (configured) -> 4"
+            ))
+        );
+        assert_eq!(
+            notice("upstreams/app/servers/2", r#"{"drain":true}"#),
+            Some(format!("{who}: no change"))
+        );
+        assert_eq!(
+            notice("upstreams/app/servers/2", r#"{"weight":null,"down":true}"#),
+            Some(format!(
+                "{who}: down false -> true, weight 4 -> 1 (configured)"
+            ))
+        );
+        // Refused or read only: nothing to tell.
+        assert_eq!(notice("upstreams/app/servers/2", r#"{"weight":0}"#), None);
+        assert_eq!(
+            raw(&t, Method::Get, "upstreams/app/servers/2", "", true).notice,
+            None
+        );
+        assert_eq!(
+            raw(
+                &t,
+                Method::Patch,
+                "upstreams/app/servers/2",
+                r#"{"drain":false}"#,
+                false
+            )
+            .notice,
+            None
+        );
+    }
+
+    #[test]
     fn patch_changes_and_refusals() {
         let t = zone();
         let (s, v) = call(
@@ -824,7 +945,10 @@ mod tests {
             (v["weight"].as_u64(), v["configured_weight"].as_u64()),
             (Some(4), Some(1))
         );
-        assert_eq!(v["state"], "down", "drained with nothing in flight");
+        assert_eq!(
+            v["state"], "draining",
+            "drained with nothing in flight: draining until undrained"
+        );
         assert_eq!(
             (v["policy"].as_str(), v["generation"].as_u64()),
             (Some("round_robin"), Some(2))

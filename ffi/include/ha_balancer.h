@@ -824,13 +824,15 @@ typedef struct hab_api_response {
     uint32_t        content_type; /* HAB_API_JSON ... */
     hab_buf        *body;         /* never NULL on HAB_OK */
     hab_buf        *log;          /* NULL, or a line for the error log */
+    hab_buf        *notice;       /* NULL, or the admin change made, for
+                                   * the log at notice */
 } hab_api_response;
 
 
 /*
  * Answers one API request over n upstreams; after an accepted change the
  * state file (if given) is rewritten atomically.  The caller frees
- * out->body and out->log.
+ * out->body, out->log and out->notice.
  */
 hab_result hab_api_handle(const hab_api_request *req,
     const hab_api_upstream *ups, size_t n, hab_api_response *out);

@@ -108,6 +108,8 @@ pub struct hab_api_response {
     /// NULL, or a line for the error log (a refused change, a state file
     /// that could not be written).
     pub log: *mut hab_buf,
+    /// NULL, or a line for the log at notice: the admin change made.
+    pub notice: *mut hab_buf,
 }
 
 /// The upstreams of a C array (`None` when a name or zone is NULL, or a
@@ -308,6 +310,9 @@ pub unsafe extern "C" fn hab_api_handle(
                 body: buf(r.body),
                 log: r
                     .log
+                    .map_or(core::ptr::null_mut(), |l| buf(l.into_bytes().into())),
+                notice: r
+                    .notice
                     .map_or(core::ptr::null_mut(), |l| buf(l.into_bytes().into())),
             })
         };
@@ -563,6 +568,7 @@ mod tests {
         unsafe {
             hab_buf_free(out.body);
             hab_buf_free(out.log);
+            hab_buf_free(out.notice);
         }
         (rc, String::from_utf8(body).unwrap())
     }

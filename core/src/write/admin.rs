@@ -72,10 +72,10 @@ fn gcd(a: u64, b: u64) -> u64 {
 pub enum ServerState {
     /// Eligible.
     Up,
-    /// Draining with requests still in flight; in an upstream that binds
-    /// sessions, drained (its bound sessions still reach it).
+    /// Drained by the operator, until undrained (with nothing in flight
+    /// too); or gone from the list with requests still in flight.
     Draining,
-    /// Down: configured or set down, or drained with nothing in flight.
+    /// Down: configured or set down; or gone from the list, idle.
     Down,
     /// Disabled by `max_fails` within `fail_timeout`, or ejected as an
     /// outlier.
@@ -409,10 +409,14 @@ impl<'a> Zone<'a> {
             && self.members_now() != 1;
         let state = if down {
             ServerState::Down
-        } else if drain || flags & PeerState::RETIRED != 0 {
-            // With sessions, a drained server keeps taking its bound
-            // requests (NGINX Plus's drain): draining until undrained.
-            if active > 0 || (drain && self.sessions() && flags & PeerState::RETIRED == 0) {
+        } else if drain && flags & PeerState::RETIRED == 0 {
+            // An operator's drain reads draining until undrained, idle or
+            // not (NGINX Plus's state; never `down`, which is the
+            // operator's other switch).
+            ServerState::Draining
+        } else if flags & PeerState::RETIRED != 0 {
+            // Gone from the list: draining while its requests finish.
+            if active > 0 {
                 ServerState::Draining
             } else {
                 ServerState::Down
@@ -579,8 +583,11 @@ mod tests {
                 a.release(Outcome::Ok, 0).unwrap();
                 a.end();
             }
-            assert_eq!(z.view(0, 0).unwrap().state, ServerState::Down);
+            // Idle, still drained: draining until undrained, never down.
+            let v = z.view(0, 0).unwrap();
+            assert_eq!((v.state, v.active), (ServerState::Draining, 0));
             z.set_admin(0, None, Some(false), 0).unwrap();
+            assert_eq!(z.view(0, 0).unwrap().state, ServerState::Up);
             z.set_admin(1, Some(true), None, 0).unwrap();
             let mut a = OwnedAttempt::new(z, 0);
             assert_eq!(a.pick_keyed(b"x", 0).unwrap().peer, 0, "{policy:?}");
