@@ -6,8 +6,16 @@
 //! field. Every struct denies unknown fields, so a misspelt key is an error
 //! rather than a silent default. The schema, with every field and default,
 //! is documented in `docs/hab.md`.
+//!
+//! The original design's files are read as written: a backend may stand at
+//! the top level (`http-backend: { servers: [...] }`: a top-level key that
+//! is not a setting and holds a mapping with `servers`), `default_backend`
+//! may be a list paired with `forwarded_protocols` by position, and a bare
+//! top-level `servers:` list (with `connections`) is one backend named
+//! [`SHORT_BACKEND`]. Telling top-level backends from misspelt settings
+//! takes a first pass over the YAML ([`top_level_backends`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::de;
@@ -20,50 +28,328 @@ pub const MAX_WEIGHT: u32 = 1_000_000;
 /// own `modules/` directory is.
 pub const DEFAULT_MODULE: &str = "modules/ngx_http_upstream_ha_module.so";
 
-/// The whole file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file (read by [`parse`], which also takes backends from the
+/// top level).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Config {
     /// After writing `-o OUT`, run `nginx -t` on it and then `nginx -s
     /// reload` (see `docs/hab.md`).
-    #[serde(default)]
     pub reload: bool,
     /// Path given to `load_module`.
-    #[serde(default)]
     pub module: Option<String>,
     /// `worker_processes`: a count or `auto` (the default).
-    #[serde(default)]
     pub worker_processes: Option<WorkerProcesses>,
     /// `pid` file path; nginx's default when absent.
-    #[serde(default)]
     pub pid: Option<String>,
     /// `error_log` arguments, e.g. `/var/log/nginx/error.log warn`.
-    #[serde(default)]
     pub error_log: Option<String>,
     /// `access_log` arguments, e.g. `off` or a path.
-    #[serde(default)]
     pub access_log: Option<String>,
     /// Protocols clients use; each gets a listener. Default `[http]`.
-    #[serde(default = "default_protocols")]
     pub forwarded_protocols: Vec<Protocol>,
     /// Where the listeners listen.
-    #[serde(default)]
     pub listen: Listen,
     /// Certificate and key for `https`.
-    #[serde(default)]
     pub tls: Option<Tls>,
     /// Proxy timeouts applied to every backend.
-    #[serde(default)]
     pub proxy: Proxy,
     /// The `ha_api` location, when wanted.
-    #[serde(default)]
     pub api: Option<Api>,
-    /// Backend that takes every request no `hosts` entry claims. May be
-    /// left out when there is exactly one backend.
-    #[serde(default)]
-    pub default_backend: Option<String>,
-    /// Backends by name (the name becomes the nginx upstream's name).
+    /// Backend that takes every request no `hosts` entry claims, or one
+    /// per entry of `forwarded_protocols`. May be left out when there is
+    /// exactly one backend.
+    pub default_backend: Option<DefaultBackend>,
+    /// Backends by name (the name becomes the nginx upstream's name): those
+    /// under `backends:`, at the top level, and the short form's.
     pub backends: BTreeMap<String, Backend>,
+    /// Where each backend stands in the file (`backends.web`,
+    /// `http-backend`, or empty for the short form's top-level `servers`),
+    /// for messages; a name missing here is under `backends:`.
+    pub paths: BTreeMap<String, String>,
+}
+
+/// Name of the backend a bare top-level `servers:` list forms.
+pub const SHORT_BACKEND: &str = "backend";
+
+/// `default_backend`: one name, or a list paired with
+/// `forwarded_protocols` by position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultBackend {
+    /// `default_backend: web`
+    One(String),
+    /// `default_backend: [http-backend, https-backend]`
+    PerProtocol(Vec<String>),
+}
+
+struct DefaultBackendVisitor;
+
+impl<'de> de::Visitor<'de> for DefaultBackendVisitor {
+    type Value = DefaultBackend;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a backend name or a list of them, one per forwarded protocol")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<DefaultBackend, E> {
+        Ok(DefaultBackend::One(v.to_owned()))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<DefaultBackend, A::Error> {
+        let mut names = Vec::new();
+        while let Some(n) = seq.next_element::<String>()? {
+            names.push(n);
+        }
+        Ok(DefaultBackend::PerProtocol(names))
+    }
+}
+
+impl<'de> Deserialize<'de> for DefaultBackend {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(DefaultBackendVisitor)
+    }
+}
+
+/// The top-level settings, in the order `unknown field` errors list them.
+const SETTINGS: &[&str] = &[
+    "reload",
+    "module",
+    "worker_processes",
+    "pid",
+    "error_log",
+    "access_log",
+    "forwarded_protocols",
+    "listen",
+    "tls",
+    "proxy",
+    "api",
+    "default_backend",
+    "backends",
+    "servers",
+    "connections",
+    "or a backend (a mapping with servers)",
+];
+
+/// Reads the top level with `backend_keys` (from [`top_level_backends`])
+/// taken as backends; any other key that is not a setting is an unknown
+/// field, at its line and column.
+struct ConfigSeed<'a> {
+    backend_keys: &'a BTreeSet<String>,
+}
+
+impl<'de> de::DeserializeSeed<'de> for ConfigSeed<'_> {
+    type Value = Config;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Config, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for ConfigSeed<'_> {
+    type Value = Config;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping of settings and backends")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Config, A::Error> {
+        use de::Error as _;
+        let mut c = Config {
+            forwarded_protocols: default_protocols(),
+            ..Config::default()
+        };
+        let mut seen: BTreeSet<String> = BTreeSet::new();
+        let mut under: Option<BTreeMap<String, Backend>> = None;
+        let mut top: Vec<(String, Backend)> = Vec::new();
+        let mut short_servers: Option<Vec<ServerEntry>> = None;
+        let mut short_connections: Option<u32> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let setting = SETTINGS[..SETTINGS.len() - 1].contains(&key.as_str());
+            if setting && !seen.insert(key.clone()) {
+                return Err(A::Error::custom(format!("duplicate field `{key}`")));
+            }
+            match key.as_str() {
+                "reload" => c.reload = map.next_value()?,
+                "module" => c.module = map.next_value()?,
+                "worker_processes" => c.worker_processes = map.next_value()?,
+                "pid" => c.pid = map.next_value()?,
+                "error_log" => c.error_log = map.next_value()?,
+                "access_log" => c.access_log = map.next_value()?,
+                "forwarded_protocols" => c.forwarded_protocols = map.next_value()?,
+                "listen" => c.listen = map.next_value()?,
+                "tls" => c.tls = map.next_value()?,
+                "proxy" => c.proxy = map.next_value()?,
+                "api" => c.api = map.next_value()?,
+                "default_backend" => c.default_backend = map.next_value()?,
+                "backends" => under = Some(map.next_value()?),
+                "servers" => short_servers = Some(map.next_value()?),
+                "connections" => short_connections = map.next_value()?,
+                k if self.backend_keys.contains(k) => {
+                    let b: Backend = map.next_value()?;
+                    top.push((key, b));
+                }
+                k => return Err(A::Error::unknown_field(k, SETTINGS)),
+            }
+        }
+        let dup = |name: &str, path: String, c: &mut Config, b: Backend| {
+            if c.backends.insert(name.to_owned(), b).is_some() {
+                return Err(A::Error::custom(format!(
+                    "backend {name} is defined twice (at the top level and under backends)"
+                )));
+            }
+            c.paths.insert(name.to_owned(), path);
+            Ok(())
+        };
+        for (name, b) in under.unwrap_or_default() {
+            let path = format!("backends.{name}");
+            dup(&name, path, &mut c, b)?;
+        }
+        for (name, b) in top {
+            let path = name.clone();
+            dup(&name, path, &mut c, b)?;
+        }
+        match short_servers {
+            Some(servers) => {
+                let b = Backend {
+                    servers,
+                    connections: short_connections,
+                    ..Backend::default()
+                };
+                dup(SHORT_BACKEND, String::new(), &mut c, b)?;
+            }
+            None if short_connections.is_some() => {
+                return Err(A::Error::custom(
+                    "connections: at the top level it goes with a top-level servers list \
+                     (a backend's connections go inside the backend)",
+                ))
+            }
+            None => {}
+        }
+        Ok(c)
+    }
+}
+
+/// The first pass of [`parse`]: the top-level keys that name backends,
+/// i.e. that are not settings and hold a mapping with a `servers` key.
+/// A file the first pass cannot read gives an empty set; the second pass
+/// then reports its error with its position.
+pub fn top_level_backends(text: &str) -> BTreeSet<String> {
+    struct Top;
+    struct HasServers;
+    struct KeyName;
+
+    impl<'de> de::Visitor<'de> for KeyName {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a key")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+            while s.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            while m.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+
+    struct Key(Option<String>);
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(KeyName).map(Key)
+        }
+    }
+
+    impl<'de> de::Visitor<'de> for HasServers {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("anything")
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut s: A) -> Result<bool, A::Error> {
+            while s.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok(false)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<bool, A::Error> {
+            let mut found = false;
+            while let Some(Key(k)) = m.next_key::<Key>()? {
+                found |= k.as_deref() == Some("servers");
+                m.next_value::<de::IgnoredAny>()?;
+            }
+            Ok(found)
+        }
+    }
+
+    struct Servers(bool);
+    impl<'de> Deserialize<'de> for Servers {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(HasServers).map(Servers)
+        }
+    }
+
+    impl<'de> de::Visitor<'de> for Top {
+        type Value = BTreeSet<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut keys = BTreeSet::new();
+            while let Some(Key(k)) = m.next_key::<Key>()? {
+                let Servers(s) = m.next_value::<Servers>()?;
+                if let (Some(k), true) = (k, s) {
+                    if !SETTINGS.contains(&k.as_str()) {
+                        keys.insert(k);
+                    }
+                }
+            }
+            Ok(keys)
+        }
+    }
+
+    struct TopKeys(BTreeSet<String>);
+    impl<'de> Deserialize<'de> for TopKeys {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(Top).map(TopKeys)
+        }
+    }
+
+    serde_saphyr::from_str::<TopKeys>(text)
+        .map(|t| t.0)
+        .unwrap_or_default()
 }
 
 fn default_protocols() -> Vec<Protocol> {
@@ -94,6 +380,16 @@ pub enum Protocol {
     Http,
     /// HTTP over TLS (needs `tls`).
     Https,
+}
+
+impl Protocol {
+    /// The protocol's name in the YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+        }
+    }
 }
 
 /// Listen addresses of the two protocols.
@@ -278,6 +574,10 @@ pub struct Backend {
     pub hosts: Vec<String>,
     /// The servers, in order (their position is the API's server id).
     pub servers: Vec<ServerEntry>,
+    /// Proxy to the servers over TLS (`proxy_pass https://`, SNI on);
+    /// absent: when every server's port is 443.
+    #[serde(default)]
+    pub https: Option<bool>,
     /// Session persistence: `ha_sticky`.
     #[serde(default)]
     pub sticky: Option<Sticky>,
@@ -609,7 +909,16 @@ impl std::error::Error for ConfigError {}
 
 /// Parses and validates YAML text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    let config: Config = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e))?;
+    let keys = top_level_backends(text);
+    let config = serde_saphyr::with_deserializer_from_str(text, |d| {
+        de::DeserializeSeed::deserialize(
+            ConfigSeed {
+                backend_keys: &keys,
+            },
+            d,
+        )
+    })
+    .map_err(|e| yaml_error(&e))?;
     config.validate()?;
     Ok(config)
 }
@@ -793,12 +1102,65 @@ fn check_variable(field: &str, v: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// Certificate the https listener uses when the file has no `tls`:
+/// Debian's self-signed pair (package `ssl-cert`).
+pub const SNAKEOIL_CERT: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+/// Key of [`SNAKEOIL_CERT`].
+pub const SNAKEOIL_KEY: &str = "/etc/ssl/private/ssl-cert-snakeoil.key";
+
 impl Config {
-    /// The backend that takes unclaimed requests (validated to exist).
+    /// The backend that takes unclaimed requests of the first protocol
+    /// (validated to exist).
     pub fn default_backend_name(&self) -> &str {
-        match &self.default_backend {
-            Some(n) => n,
-            None => self.backends.keys().next().map_or("", String::as_str),
+        self.default_backends()
+            .first()
+            .map_or("", |&(_, name)| name)
+    }
+
+    /// Each protocol's default backend, http before https: the one
+    /// `default_backend`, the list's entry at the protocol's position in
+    /// `forwarded_protocols`, or the only backend.
+    pub fn default_backends(&self) -> Vec<(Protocol, &str)> {
+        let only = self.backends.keys().next().map_or("", String::as_str);
+        let mut pairs: Vec<(Protocol, &str)> = match &self.default_backend {
+            Some(DefaultBackend::One(n)) => self
+                .forwarded_protocols
+                .iter()
+                .map(|&p| (p, n.as_str()))
+                .collect(),
+            Some(DefaultBackend::PerProtocol(list)) => self
+                .forwarded_protocols
+                .iter()
+                .zip(list)
+                .map(|(&p, n)| (p, n.as_str()))
+                .collect(),
+            None => self
+                .forwarded_protocols
+                .iter()
+                .map(|&p| (p, only))
+                .collect(),
+        };
+        pairs.sort();
+        pairs.dedup_by_key(|&mut (p, _)| p);
+        pairs
+    }
+
+    /// Path of a backend in the file, for messages: `backends.NAME`,
+    /// `NAME` at the top level, empty for the short form.
+    pub fn path_of<'a>(&'a self, name: &str) -> std::borrow::Cow<'a, str> {
+        match self.paths.get(name) {
+            Some(p) => p.as_str().into(),
+            None => format!("backends.{name}").into(),
+        }
+    }
+
+    /// Certificate and key of the https listener: `tls`, else Debian's
+    /// snakeoil pair.
+    pub fn tls_files(&self) -> (&str, &str) {
+        match &self.tls {
+            Some(t) => (&t.certificate, &t.key),
+            None => (SNAKEOIL_CERT, SNAKEOIL_KEY),
         }
     }
 
@@ -813,16 +1175,51 @@ impl Config {
     /// Checks everything types cannot; the error names backend and field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.backends.is_empty() {
-            return Err(invalid("backends: at least one backend is required".into()));
+            return Err(invalid(
+                "backends: at least one backend is required (under backends:, at the top \
+                 level as NAME: { servers: [...] }, or a top-level servers: list)"
+                    .into(),
+            ));
         }
+        let names = || self.backends.keys().cloned().collect::<Vec<_>>().join(", ");
         match &self.default_backend {
-            Some(d) if !self.backends.contains_key(d) => {
+            Some(DefaultBackend::One(d)) if !self.backends.contains_key(d) => {
                 return Err(invalid(format!(
                     "default_backend: {d:?} is not a backend (backends: {})",
-                    self.backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                    names()
                 )))
             }
-            Some(_) => {}
+            Some(DefaultBackend::One(_)) => {}
+            Some(DefaultBackend::PerProtocol(list)) => {
+                if list.len() != self.forwarded_protocols.len() {
+                    return Err(invalid(format!(
+                        "default_backend: {} backends for {} forwarded_protocols (the list \
+                         pairs with forwarded_protocols by position)",
+                        list.len(),
+                        self.forwarded_protocols.len()
+                    )));
+                }
+                for (i, d) in list.iter().enumerate() {
+                    if !self.backends.contains_key(d) {
+                        return Err(invalid(format!(
+                            "default_backend[{i}]: {d:?} is not a backend (backends: {})",
+                            names()
+                        )));
+                    }
+                }
+                for (i, (p, d)) in self.forwarded_protocols.iter().zip(list).enumerate() {
+                    let clash = self.forwarded_protocols[..i]
+                        .iter()
+                        .zip(list)
+                        .find(|&(q, e)| q == p && e != d);
+                    if let Some((_, e)) = clash {
+                        return Err(invalid(format!(
+                            "default_backend[{i}]: {} already goes to {e:?}, not {d:?}",
+                            p.as_str()
+                        )));
+                    }
+                }
+            }
             None if self.backends.len() > 1 => {
                 return Err(invalid(
                     "default_backend: required when there is more than one backend".into(),
@@ -836,11 +1233,6 @@ impl Config {
             ));
         }
         let protocols = self.protocols();
-        if protocols.contains(&Protocol::Https) && self.tls.is_none() {
-            return Err(invalid(
-                "tls: forwarded_protocols has https, so tls: {certificate, key} is required".into(),
-            ));
-        }
         check_listen("listen.http", &self.listen.http)?;
         check_listen("listen.https", &self.listen.https)?;
         if protocols.len() == 2 && self.listen.http == self.listen.https {
@@ -893,19 +1285,25 @@ impl Config {
         }
         let mut hosts_seen: BTreeMap<&str, &str> = BTreeMap::new();
         let mut zones_seen: BTreeMap<&str, &str> = BTreeMap::new();
+        let defaults: BTreeSet<&str> = self
+            .default_backends()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
         for (name, b) in &self.backends {
+            let path = self.path_of(name);
             if !valid_upstream_name(name) {
                 return Err(invalid(format!(
                     "backends: {name:?} is not a valid upstream name \
                      (letters, digits, '_', '-', '.', starting with a letter or digit)"
                 )));
             }
-            b.validate(name)?;
+            b.validate(&path)?;
             if let Some(l) = b.sticky.as_ref().and_then(|s| s.learn.as_ref()) {
                 let zone = l.zone.split(':').next().unwrap_or_default();
                 if let Some(other) = zones_seen.insert(zone, name) {
                     return Err(invalid(format!(
-                        "backends.{name}.sticky.learn.zone: {:?}: zone {zone} is already \
+                        "{path}.sticky.learn.zone: {:?}: zone {zone} is already \
                          used by backend {other} (one zone per backend)",
                         l.zone
                     )));
@@ -914,13 +1312,13 @@ impl Config {
             for h in &b.hosts {
                 if let Some(other) = hosts_seen.insert(h, name) {
                     return Err(invalid(format!(
-                        "backends.{name}.hosts: {h:?} is already routed to backend {other}"
+                        "{path}.hosts: {h:?} is already routed to backend {other}"
                     )));
                 }
             }
-            if b.hosts.is_empty() && name != self.default_backend_name() {
+            if b.hosts.is_empty() && !defaults.contains(name.as_str()) {
                 return Err(invalid(format!(
-                    "backends.{name}: unreachable: it is not default_backend and has no hosts"
+                    "{path}: unreachable: it is not default_backend and has no hosts"
                 )));
             }
         }
@@ -955,9 +1353,57 @@ fn check_listen(field: &str, l: &ListenAddr) -> Result<(), ConfigError> {
     }
 }
 
+/// Host and port of a server address (`host:port`, `[v6]:port`); `None`
+/// for `unix:` paths and addresses without a port.
+pub fn host_port(address: &str) -> Option<(&str, &str)> {
+    if address.starts_with("unix:") {
+        return None;
+    }
+    let (host, port) = address.rsplit_once(':')?;
+    if host.contains(':') && !host.starts_with('[') {
+        return None; // a bare IPv6 address, no port
+    }
+    Some((host.trim_start_matches('[').trim_end_matches(']'), port))
+}
+
 impl Backend {
-    fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        let f = |field: &str| format!("backends.{name}.{field}");
+    /// Whether requests go to the servers over TLS: `https`, else when
+    /// every server's port is 443.
+    pub fn over_tls(&self) -> bool {
+        self.https.unwrap_or_else(|| {
+            self.servers
+                .iter()
+                .all(|e| host_port(&e.to_server().address).is_some_and(|(_, p)| p == "443"))
+        })
+    }
+
+    /// The TLS server name (SNI) for `proxy_ssl_name`: the servers' host
+    /// when they share one, else the client's `$host`.
+    pub fn tls_name(&self) -> String {
+        let hosts: BTreeSet<String> = self
+            .servers
+            .iter()
+            .map(|e| {
+                let a = e.to_server().address;
+                host_port(&a).map_or(a.clone(), |(h, _)| h.to_owned())
+            })
+            .collect();
+        match hosts.len() {
+            1 => hosts.into_iter().next().unwrap_or_default(),
+            _ => "$host".to_owned(),
+        }
+    }
+
+    /// `path` is where the backend stands in the file (`backends.web`,
+    /// `http-backend`, or empty for the top-level `servers` list).
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let f = |field: &str| {
+            if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            }
+        };
         if self.servers.is_empty() {
             return Err(invalid(format!(
                 "{}: at least one server is required",
@@ -1039,7 +1485,7 @@ impl Backend {
         }
         for (i, entry) in self.servers.iter().enumerate() {
             let s = entry.to_server();
-            let sf = |field: &str| format!("backends.{name}.servers[{i}].{field}");
+            let sf = |field: &str| f(&format!("servers[{i}].{field}"));
             if s.address.trim().is_empty() {
                 return Err(invalid(format!("{}: must not be empty", sf("address"))));
             }
@@ -1069,7 +1515,7 @@ impl Backend {
             )));
         }
         match &self.sticky {
-            Some(st) => st.validate(name)?,
+            Some(st) => st.validate(&f("sticky"))?,
             None if !self.routes.is_empty() => {
                 return Err(invalid(format!(
                     "{}: routes need sticky (ha_route without ha_sticky is refused)",
@@ -1129,8 +1575,9 @@ impl Backend {
 }
 
 impl Sticky {
-    fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        let f = |field: &str| format!("backends.{name}.sticky.{field}");
+    /// `path` is the YAML path of this mapping (`backends.web.sticky`).
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let f = |field: &str| format!("{path}.{field}");
         let modes: Vec<&str> = [
             ("cookie", self.cookie.is_some()),
             ("route", self.route.is_some()),
@@ -1146,8 +1593,7 @@ impl Sticky {
                 modes.join(", ")
             };
             return Err(invalid(format!(
-                "backends.{name}.sticky: exactly one of cookie, route, learn is required \
-                 (found {found})"
+                "{path}: exactly one of cookie, route, learn is required (found {found})"
             )));
         }
         if let Some(c) = &self.cookie {
@@ -1380,8 +1826,9 @@ backends:
                 "backends.web.servers[1].backup",
             ),
             (
-                "forwarded_protocols: [https]\nbackends: { web: { servers: [a:1] } }",
-                "tls: forwarded_protocols has https",
+                "forwarded_protocols: [https]\nbackends: { web: { servers: [a:1] } }\n\
+                 listen: { https: 0 }",
+                "listen.https: port 0 is not allowed",
             ),
             (
                 "backends: { web: { fail_timeout: soon, servers: [a:1] } }",
@@ -1402,6 +1849,202 @@ backends:
             (
                 "backends: { web: { schedule_room: 0, servers: [a:1] } }",
                 "backends.web.schedule_room: 0 is not from 1 to 4194304",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = parse(text).map(|_| ()).unwrap_err().to_string();
+            assert!(got.contains(want), "{text:?}: want {want:?} in {got:?}");
+        }
+    }
+
+    /// The original design's `core-config.yaml`, verbatim (issue 23).
+    pub(crate) const SEED: &str = "\
+reload: true
+forwarded_protocols: [\"http\", \"https\"]
+default_backend: [\"http-backend\", \"https-backend\"]
+
+http-backend:
+  servers: [\"server1.example.com:80\"]
+  connections: 1024
+
+https-backend:
+  servers: [\"server2.example.com:443\"]
+  connections: 1024
+";
+
+    /// The design's short `config.yaml`: a bare top-level `servers` list.
+    pub(crate) const SHORT: &str = "\
+servers:
+  - server1.example.com:80
+  - server2.example.com:80
+connections: 512
+";
+
+    #[test]
+    fn the_seed_file_verbatim() {
+        let c = parse(SEED).unwrap();
+        assert!(c.reload);
+        assert_eq!(
+            c.backends.keys().collect::<Vec<_>>(),
+            ["http-backend", "https-backend"]
+        );
+        assert_eq!(
+            c.default_backends(),
+            [
+                (Protocol::Http, "http-backend"),
+                (Protocol::Https, "https-backend")
+            ]
+        );
+        let (h, s) = (&c.backends["http-backend"], &c.backends["https-backend"]);
+        assert_eq!((h.connections, s.connections), (Some(1024), Some(1024)));
+        assert!(!h.over_tls() && s.over_tls());
+        assert_eq!(s.tls_name(), "server2.example.com");
+        // No tls: Debian's snakeoil pair.
+        assert_eq!(c.tls_files(), (SNAKEOIL_CERT, SNAKEOIL_KEY));
+        assert_eq!(c.path_of("http-backend"), "http-backend");
+
+        // Pairing follows forwarded_protocols, not name order.
+        let c = parse(
+            "forwarded_protocols: [https, http]\ndefault_backend: [b, a]\n\
+             a: { servers: [x:1] }\nb: { servers: [y:1] }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.default_backends(),
+            [(Protocol::Http, "a"), (Protocol::Https, "b")]
+        );
+        // Top-level and backends: together; one name as before.
+        let c = parse(
+            "default_backend: web\nweb: { servers: [a:1] }\n\
+             backends: { api: { hosts: [api], servers: [b:1] } }\n",
+        )
+        .unwrap();
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.path_of("api"), "backends.api");
+        // A :443 backend may opt out, a mixed one opt in; SNI is the
+        // client's host when the servers' hosts differ.
+        let c = parse("backends: { w: { servers: [\"a:443\"], https: false } }").unwrap();
+        assert!(!c.backends["w"].over_tls());
+        let c = parse("backends: { w: { servers: [\"a:443\", \"b:8443\"] } }").unwrap();
+        assert!(!c.backends["w"].over_tls());
+        assert_eq!(c.backends["w"].tls_name(), "$host");
+        let c = parse("backends: { w: { servers: [\"[::1]:443\"] } }").unwrap();
+        assert!(c.backends["w"].over_tls());
+        assert_eq!(c.backends["w"].tls_name(), "::1");
+        // https without tls renders with the snakeoil pair.
+        let c =
+            parse("forwarded_protocols: [https]\nbackends: { web: { servers: [a:1] } }").unwrap();
+        assert_eq!(c.tls_files().0, SNAKEOIL_CERT);
+    }
+
+    #[test]
+    fn the_short_file() {
+        let c = parse(SHORT).unwrap();
+        assert_eq!(c.backends.keys().collect::<Vec<_>>(), [SHORT_BACKEND]);
+        let b = &c.backends[SHORT_BACKEND];
+        assert_eq!(b.servers.len(), 2);
+        assert_eq!(b.connections, Some(512));
+        assert_eq!(c.default_backend_name(), SHORT_BACKEND);
+        let c = parse("servers: [a:1]").unwrap();
+        assert_eq!(c.backends[SHORT_BACKEND].connections, None);
+        // Its messages name the top-level field.
+        let got = parse("servers: [a:1, {address: b:1, weight: 0}]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            got.starts_with("servers[1].weight: 0 is out of range"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn seed_shape_refusals() {
+        // Misspellings stay YAML errors at the key's line and column.
+        for (text, line, column, key) in [
+            (
+                SEED.replace("reload:", "relaod:"),
+                1,
+                1,
+                "unknown field `relaod`",
+            ),
+            (
+                SEED.replacen("  connections", "  conections", 1),
+                7,
+                3,
+                "unknown field `conections`",
+            ),
+            // A backend whose `servers` is misspelt is no backend: its name
+            // is the unknown field, and the message says what a backend is.
+            (
+                SEED.replacen("  servers", "  sevrers", 1),
+                5,
+                1,
+                "unknown field `http-backend`",
+            ),
+            (
+                SEED.replace("forwarded_protocols", "forwarded_protocol"),
+                2,
+                1,
+                "unknown field `forwarded_protocol`",
+            ),
+            (
+                "servers: [a:1]\nconection: 3\n".to_owned(),
+                2,
+                1,
+                "unknown field `conection`",
+            ),
+        ] {
+            let (l, c, message) = yaml_err(&text);
+            assert!(message.contains(key), "{text}: {message}");
+            // Top-level misspellings list the settings and what a backend is.
+            let top_level = column == 1;
+            assert_eq!(
+                message.contains("or a backend (a mapping with servers)"),
+                top_level,
+                "{message}"
+            );
+            assert_eq!((l, c), (Some(line), Some(column)), "{text}: {message}");
+        }
+        let cases: &[(&str, &str)] = &[
+            (
+                "default_backend: [a]\nforwarded_protocols: [http, https]\n\
+                 a: { servers: [x:1] }\n",
+                "default_backend: 1 backends for 2 forwarded_protocols (the list pairs",
+            ),
+            (
+                "default_backend: [a, b]\nforwarded_protocols: [http, https]\n\
+                 a: { servers: [x:1] }\n",
+                "default_backend[1]: \"b\" is not a backend (backends: a)",
+            ),
+            (
+                "default_backend: [a, b]\nforwarded_protocols: [http, http]\n\
+                 a: { servers: [x:1] }\nb: { servers: [x:1] }\n",
+                "default_backend[1]: http already goes to \"a\", not \"b\"",
+            ),
+            (
+                "default_backend: [a, a]\nforwarded_protocols: [http, https]\n\
+                 a: { servers: [x:1] }\nb: { servers: [x:1] }\n",
+                "b: unreachable",
+            ),
+            (
+                "a: { servers: [x:1] }\nbackends: { a: { servers: [y:1] } }\n",
+                "backend a is defined twice",
+            ),
+            (
+                "servers: [x:1]\nbackend: { servers: [y:1] }\n",
+                "backend backend is defined twice",
+            ),
+            (
+                "connections: 5\nw: { servers: [x:1] }\n",
+                "connections: at the top level",
+            ),
+            (
+                "a: { servers: [] }\n",
+                "a.servers: at least one server is required",
+            ),
+            (
+                "reload: true\n",
+                "backends: at least one backend is required",
             ),
         ];
         for (text, want) in cases {

@@ -93,7 +93,8 @@ pub enum Command {
         #[arg(value_parser = parse_weight)]
         weight: WeightArg,
     },
-    /// Turn a YAML description of backends into a complete nginx.conf.
+    /// Turn a YAML description of backends into a complete nginx.conf, or
+    /// a snippet for conf.d.
     Render {
         /// The YAML file (schema in docs/hab.md).
         file: PathBuf,
@@ -102,9 +103,18 @@ pub enum Command {
         #[arg(short, long, value_name = "OUT")]
         output: Option<PathBuf>,
         /// Test and reload nginx after writing, as `reload: true` does
-        /// (needs -o).
+        /// (needs -o). OUT is replaced only if nginx -t passes.
         #[arg(long)]
         reload: bool,
+        /// Render the content of http {} only (upstreams and servers), for
+        /// a file nginx.conf includes, e.g. /etc/nginx/conf.d/ha.conf.
+        /// Implied when OUT is in a directory named conf.d.
+        #[arg(long)]
+        snippet: bool,
+        /// With a snippet: the nginx.conf that includes OUT, tested with
+        /// the new snippet in OUT's place, then reloaded.
+        #[arg(long, value_name = "PATH", default_value = "/etc/nginx/nginx.conf")]
+        main_conf: PathBuf,
         /// The nginx binary used for the test and reload.
         #[arg(long, value_name = "PATH", default_value = "nginx")]
         nginx: PathBuf,
@@ -282,12 +292,26 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
             reload,
             nginx,
             prefix,
+            snippet,
+            main_conf,
         } => {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
             let conf = config::parse(&text)
                 .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
-            let rendered = render::render(&conf, &file.display().to_string());
+            let in_conf_d = output.as_deref().is_some_and(|o| {
+                o.parent()
+                    .and_then(|d| d.file_name())
+                    .is_some_and(|d| d == "conf.d")
+            });
+            let form = if *snippet || in_conf_d {
+                render::snippet_conflicts(&conf)
+                    .map_err(|e| Error::Input(format!("{}: {e}", file.display())))?;
+                render::Form::Snippet
+            } else {
+                render::Form::Whole
+            };
+            let rendered = render::render_as(&conf, &file.display().to_string(), form);
             match output {
                 // `reload: true` in the file applies to -o only, so the
                 // file can still be previewed; the flag asks for it.
@@ -301,7 +325,33 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
                     let file_err =
                         |e: std::io::Error| Error::Input(format!("{}: {e}", path.display()));
                     let staged = render::Staged::new(path, &rendered).map_err(file_err)?;
-                    if *reload || conf.reload {
+                    if (*reload || conf.reload) && form == render::Form::Snippet {
+                        // nginx -t reads a copy of the main configuration,
+                        // beside it, whose include of OUT reads the new
+                        // text instead; OUT is replaced only once that
+                        // passed, then nginx reloads its own nginx.conf.
+                        let p = prefix.as_deref();
+                        let main_err = |e: std::io::Error| {
+                            Error::Input(format!("{}: {e}", main_conf.display()))
+                        };
+                        let main_text = std::fs::read_to_string(main_conf).map_err(main_err)?;
+                        let wrapper =
+                            render::main_with_snippet(main_conf, &main_text, path, staged.path())
+                                .map_err(|e| {
+                                Error::Input(format!("{e}\n{} is unchanged", path.display()))
+                            })?;
+                        let test_main =
+                            render::Staged::new(main_conf, &wrapper).map_err(main_err)?;
+                        render::run_nginx(nginx, p, test_main.path(), &["-t", "-q"]).map_err(
+                            |e| Error::Input(format!("{e}\n{} is unchanged", path.display())),
+                        )?;
+                        drop(test_main);
+                        staged.commit().map_err(file_err)?;
+                        render::run_nginx(nginx, p, main_conf, &["-s", "reload"])
+                            .map_err(Error::Input)?;
+                        writeln!(out, "wrote {}; nginx reloaded", path.display())
+                            .map_err(io_err)?;
+                    } else if *reload || conf.reload {
                         // nginx -t reads the new text beside OUT; OUT is
                         // replaced only once it passed (a failure drops
                         // the temporary file and leaves OUT as it was).
