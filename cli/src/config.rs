@@ -231,7 +231,8 @@ impl<'de> de::Visitor<'de> for ConfigSeed<'_> {
 /// The first pass of [`parse`]: the top-level keys that name backends,
 /// i.e. that are not settings and hold a mapping with a `servers` key.
 /// A file the first pass cannot read gives an empty set; the second pass
-/// then reports its error with its position.
+/// then reports its error with its position (as it does a repeated key,
+/// which the first pass lets by).
 pub fn top_level_backends(text: &str) -> BTreeSet<String> {
     struct Top;
     struct HasServers;
@@ -347,7 +348,12 @@ pub fn top_level_backends(text: &str) -> BTreeSet<String> {
         }
     }
 
-    serde_saphyr::from_str::<TopKeys>(text)
+    // A repeated key is the second pass's error, reported with its
+    // position; here it must not hide the backends.
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::FirstWins,
+    };
+    serde_saphyr::from_str_with_options::<TopKeys>(text, options)
         .map(|t| t.0)
         .unwrap_or_default()
 }
@@ -2005,6 +2011,10 @@ connections: 512
             );
             assert_eq!((l, c), (Some(line), Some(column)), "{text}: {message}");
         }
+        // A backend given twice: the repeated key, at its place.
+        let (l, _, message) = yaml_err("web: {servers: [a:1]}\nweb: {servers: [b:1]}\n");
+        assert!(message.contains("duplicate mapping key: web"), "{message}");
+        assert_eq!(l, Some(2), "{message}");
         let cases: &[(&str, &str)] = &[
             (
                 "default_backend: [a]\nforwarded_protocols: [http, https]\n\

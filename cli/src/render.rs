@@ -1,14 +1,19 @@
-//! `hab render`: a validated [`Config`] written out as a complete nginx.conf
+//! `hab render`: a validated [`Config`] written out as nginx configuration
 //!
-//! Layout of the output: `load_module` and the main-context directives,
-//! `events {}`, then one `http {}` with the proxy settings every backend
-//! shares, one `upstream NAME { ha_balance ...; server ...; }` per backend
-//! (in name order; `ha_sticky` after `ha_balance`, the `ha_route` lines and
-//! then `ha_queue` after the servers), a default server (every listener,
-//! `default_server`) proxying to `default_backend`, and one server per
-//! backend with `hosts`.
+//! Two [`Form`]s. The whole nginx.conf: `load_module` and the main-context
+//! directives, `events {}`, then one `http {}` with the proxy settings every
+//! backend shares, one `upstream NAME { ha_balance ...; server ...; }` per
+//! backend (in name order; `ha_sticky` after `ha_balance`, the `ha_route`
+//! lines and then `ha_queue` after the servers), the default server (every
+//! listener, `default_server`) proxying to `default_backend` — or one per
+//! protocol when `default_backend` pairs each with its own backend — and
+//! one server per backend with `hosts`. A backend on port 443 is proxied
+//! over TLS with SNI. The snippet (Debian's `conf.d`): the same upstreams
+//! and servers alone, the shared settings inside each server.
 //! Writing is atomic ([`write_atomic`]): a temporary file beside the target,
-//! then `rename`, so nginx never reads half a file.
+//! then `rename`, so nginx never reads half a file; [`Staged`] lets the
+//! caller run `nginx -t` between the two, and [`main_with_snippet`] builds
+//! the main configuration that tests a staged snippet in its place.
 
 use std::fmt::Write as _;
 use std::fs;

@@ -1173,3 +1173,138 @@ fn snippet_reload_tests_the_main_config_with_the_new_snippet_in_place() {
     assert_eq!(listing(&etc), ["conf.d", "nginx.conf"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A GET to 127.0.0.1:`port`; the status code, or `None` when nothing
+/// answered within 2 s.
+fn status_of(port: u16) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut head = String::new();
+    BufReader::new(s).read_line(&mut head).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn snippet_reload_against_real_nginx() {
+    // Real nginx, a Debian-like layout: nginx.conf includes conf.d/*.conf.
+    // A snippet that clashes with another site there fails nginx -t and is
+    // never put in place; one that fits replaces it and is served after
+    // the reload.
+    use hab_testkit::nginx::{module_so, nginx_bin};
+    use hab_testkit::proc::{signal, wait_until};
+    if !hab_testkit::nginx::nginx_or_skip() {
+        return;
+    }
+    let dir = scratch("reload-real");
+    let confd = dir.join("conf.d");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    std::fs::create_dir_all(&confd).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let other = closed_port();
+    let main = dir.join("nginx.conf");
+    let d = dir.display();
+    std::fs::write(
+        &main,
+        format!(
+            "load_module {};\nworker_processes 2;\npid {d}/nginx.pid;\n\
+             error_log {d}/logs/error.log;\nevents {{ worker_connections 64; }}\n\
+             http {{\n    access_log off;\n    include conf.d/*.conf;\n}}\n",
+            module_so().display()
+        ),
+    )
+    .unwrap();
+    // Another site: default_server on our port.
+    let site = confd.join("default.conf");
+    std::fs::write(
+        &site,
+        format!("server {{ listen 127.0.0.1:{port} default_server; return 204; }}\n"),
+    )
+    .unwrap();
+    let yaml = dir.join("ha.yaml");
+    std::fs::write(
+        &yaml,
+        format!(
+            "reload: true\nlisten: {{ http: \"127.0.0.1:{port}\" }}\n\
+             web: {{ servers: [\"127.0.0.1:{}\"], connections: 8 }}\n",
+            closed_port()
+        ),
+    )
+    .unwrap();
+    let file = confd.join("ha.conf");
+    let nginx = nginx_bin();
+    let render = || {
+        hab(&[
+            "render",
+            yaml.to_str().unwrap(),
+            "-o",
+            file.to_str().unwrap(),
+            "--main-conf",
+            main.to_str().unwrap(),
+            "--nginx",
+            nginx.to_str().unwrap(),
+            "-p",
+            dir.to_str().unwrap(),
+        ])
+    };
+    /// Stops the nginx of `pid_file` (QUIT) however the test ends.
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let pid = std::fs::read_to_string(&self.0).unwrap_or_default();
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                signal(pid, libc::SIGQUIT);
+                wait_until(Duration::from_secs(10), || !self.0.exists());
+            }
+        }
+    }
+    let pid_file = dir.join("nginx.pid");
+    let stop = Stop(pid_file.clone());
+    let run = std::process::Command::new(&nginx)
+        .args(["-p", dir.to_str().unwrap(), "-c", main.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(run.success());
+    assert!(wait_until(Duration::from_secs(10), || pid_file.exists()
+        && status_of(port) == Some(204)));
+
+    let (code, _, err) = render();
+    assert_eq!(code, EXIT_FAILED);
+    assert!(err.contains("a duplicate default server"), "{err}");
+    assert!(err.contains("ha.conf is unchanged"), "{err}");
+    assert_eq!(listing(&confd), ["default.conf"]);
+    let temps: Vec<String> = listing(&dir)
+        .into_iter()
+        .filter(|n| n.contains(".hab-"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+    assert_eq!(status_of(port), Some(204));
+
+    // The other site moves away: the snippet is tested, put in place and
+    // served (502: its one server is closed).
+    std::fs::write(
+        &site,
+        format!("server {{ listen 127.0.0.1:{other}; return 204; }}\n"),
+    )
+    .unwrap();
+    let (code, out, err) = render();
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(out.contains("nginx reloaded"), "{out}");
+    assert_eq!(listing(&confd), ["default.conf", "ha.conf"]);
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains("max_conns=8;"));
+    assert!(
+        wait_until(Duration::from_secs(10), || status_of(port) == Some(502)),
+        "{:?}",
+        status_of(port)
+    );
+
+    drop(stop);
+    assert!(!pid_file.exists(), "nginx did not stop");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
