@@ -9,7 +9,8 @@
 #                    only the .so, against your nginx source tree
 #   make debian-module   the .so for Debian's packaged nginx (nginx-dev)
 #   make deb         target/deb/libnginx-mod-http-upstream-ha_<version>_<arch>.deb,
-#                    that .so as a Debian package (make deb-check tests it)
+#                    that .so as a Debian package, and target/deb/hab_<version>_<arch>.deb,
+#                    the hab CLI with its manual pages (make deb-check tests both)
 #   make check       the quick loop: fmt, clippy, unit tests (no nginx),
 #                    the crash-point tests, Miri (make miri)
 #   make asan        nginx + module with AddressSanitizer, then the end-to-end
@@ -181,14 +182,17 @@ module:
 	install -D -m 644 $$build/$(MODULE).so $(TARGET)/module/$(MODULE).so
 	echo "built $(TARGET)/module/$(MODULE).so"
 
-# Debian's recipe (Debian::Debhelper::Buildsystem::nginx_mod).
+# Debian's recipe (Debian::Debhelper::Buildsystem::nginx_mod), with the
+# hardening=+all that nginx's debian/rules exports: its LDFLAGS add
+# -Wl,-z,now to -Wl,-z,relro, so the .so is linked BIND_NOW as Debian's own
+# modules are (its CFLAGS are the same as without it).
 debian-module:
 	@$(CONFIGURE_ONCE)
 	cd $(DEBIAN_SRC)
 	. ./conf_flags
 	configure_once $(DEBIAN_BUILD) ./configure \
 		--with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $$(dpkg-buildflags --get CPPFLAGS)" \
-		--with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+		--with-ld-opt="$$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS) -fPIC" \
 		"$${NGX_CONF_FLAGS[@]}" \
 		--add-dynamic-module=$(MODULE_DIR) --builddir=$(DEBIAN_BUILD)
 	$(MAKE) -f $(DEBIAN_BUILD)/Makefile -C $(DEBIAN_SRC) -j$(JOBS) modules
@@ -225,9 +229,12 @@ debian-module-check: debian-module
 	/usr/sbin/nginx -e stderr -t -p "$$tmp" -c "$$tmp/nginx.conf"
 
 # The Debian package of that .so, laid out as Debian's libnginx-mod-*
-# packages (scripts/deb.sh, packaging/deb/), and its test: contents and
-# metadata, nginx -t on the unpacked .so, the maintainer scripts in a
-# scratch root, a reproducible rebuild, lintian if installed.
+# packages, and the package of hab (built by cargo, release), with manual
+# pages and completions from cli/examples/gen_docs.rs (scripts/deb.sh,
+# packaging/deb/); and their test: contents and metadata, nginx -t on the
+# unpacked .so, the maintainer scripts in a scratch root, the unpacked hab's
+# pages, completion and hab status against Debian's nginx running the
+# unpacked .so, a reproducible rebuild, lintian if installed.
 deb: debian-module
 	@$(DEB_SCRIPT) build $(TARGET)/debian/$(MODULE).so $(DEB_DIR)
 
