@@ -603,6 +603,20 @@ fn hab_cli_drives_the_api() {
         .find(|l| l.contains(&b[1].addr()))
         .unwrap_or_default();
     assert!(row.contains("draining") && !row.contains("down"), "{out}");
+    // `hab up` puts the drained server back (undrains it), and says so.
+    let (code, out, err) = run(&["up", &url, "up", &b[1].addr()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("state up"), "{out}");
+    let s = server(port, 1);
+    assert_eq!(
+        (s["drain"].as_bool(), s["state"].as_str()),
+        (Some(false), Some("up")),
+        "{s}"
+    );
+    // `hab drain --wait` on an idle server returns at once, drained.
+    let (code, out, err) = run(&["drain", "--wait", "--timeout", "5", &url, "up", "1"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("draining"), "{out}");
     let (code, _, err) = run(&["down", &format!("http://127.0.0.1:{port}/ro"), "up", "0"]);
     assert_eq!(code, Some(1), "refused: {err}");
     assert!(err.contains("405"), "{err}");

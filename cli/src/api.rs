@@ -549,6 +549,12 @@ impl Client {
         Ok(u)
     }
 
+    /// `GET upstreams/{name}/servers/{id}`.
+    pub fn server(&self, upstream: &str, id: u32) -> Result<Server, ApiError> {
+        let path = format!("upstreams/{}/servers/{id}", segment(upstream));
+        parse_json(&self.call("GET", &path, None)?, &path)
+    }
+
     /// `PATCH upstreams/{name}/servers/{id}` with `body` (a JSON object);
     /// returns the server after the change.
     pub fn patch_server(

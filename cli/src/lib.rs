@@ -76,13 +76,25 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         upstream: Option<String>,
     },
-    /// Stop sending new requests to a server; those in flight finish.
-    Drain(Target),
+    /// Stop sending new requests to a server; those in flight finish. The
+    /// server reads `draining` until undrained.
+    Drain {
+        #[command(flatten)]
+        target: Target,
+        /// Return only once nothing is in flight on the server (polled
+        /// every 0.2 s); exit 1 if that takes longer than --timeout.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: seconds to wait at most (0.2 to 3600).
+        #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_interval)]
+        timeout: Duration,
+    },
     /// Undo drain.
     Undrain(Target),
     /// Mark a server down (no new requests).
     Down(Target),
-    /// Undo down.
+    /// Put a server back in service: undo down and drain (a server down
+    /// in the configuration cannot be: the API says so, exit 1).
     Up(Target),
     /// Override a server's weight, or return it to the configured one.
     Weight {
@@ -213,10 +225,10 @@ impl From<ApiError> for Error {
 pub fn patch_body(command: &Command) -> Option<serde_json::Value> {
     use serde_json::json;
     Some(match command {
-        Command::Drain(_) => json!({"drain": true}),
+        Command::Drain { .. } => json!({"drain": true}),
         Command::Undrain(_) => json!({"drain": false}),
         Command::Down(_) => json!({"down": true}),
-        Command::Up(_) => json!({"down": false}),
+        Command::Up(_) => json!({"down": false, "drain": false}),
         Command::Weight {
             weight: WeightArg::Set(n),
             ..
@@ -237,6 +249,36 @@ pub fn admin(target: &Target, body: &serde_json::Value) -> Result<(u32, api::Ser
     let id = status::resolve(&upstream, &target.server).map_err(|e| Error::Input(e.0))?;
     let server = client.patch_server(&target.upstream, id, body)?;
     Ok((id, server))
+}
+
+/// How often `hab drain --wait` looks at the server.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+/// Polls server `id` of the target's upstream until nothing is in flight
+/// on it, for at most `timeout`; the server then.
+fn wait_idle(
+    target: &Target,
+    id: u32,
+    mut server: api::Server,
+    timeout: Duration,
+) -> Result<api::Server, Error> {
+    let client = Client::new(&target.url)?;
+    let until = std::time::Instant::now() + timeout;
+    while server.active > 0 {
+        let now = std::time::Instant::now();
+        if now >= until {
+            return Err(Error::Input(format!(
+                "server {} of upstream \"{}\" still has {} requests in flight after {} s",
+                server.server,
+                target.upstream,
+                server.active,
+                timeout.as_secs_f64()
+            )));
+        }
+        std::thread::sleep(WAIT_POLL.min(until - now));
+        server = client.server(&target.upstream, id)?;
+    }
+    Ok(server)
 }
 
 /// Runs one parsed command, writing results to `out` (not a terminal).
@@ -276,7 +318,19 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
             };
             top::run(&opts, out, terminal)?;
         }
-        Command::Drain(t) | Command::Undrain(t) | Command::Down(t) | Command::Up(t) => {
+        Command::Drain {
+            target,
+            wait,
+            timeout,
+        } => {
+            let body = patch_body(&cli.command).unwrap_or_default();
+            let (id, mut server) = admin(target, &body)?;
+            if *wait {
+                server = wait_idle(target, id, server, *timeout)?;
+            }
+            writeln!(out, "{}", status::server_line(&target.upstream, &server)).map_err(io_err)?;
+        }
+        Command::Undrain(t) | Command::Down(t) | Command::Up(t) => {
             let body = patch_body(&cli.command).unwrap_or_default();
             let (_, server) = admin(t, &body)?;
             writeln!(out, "{}", status::server_line(&t.upstream, &server)).map_err(io_err)?;

@@ -313,7 +313,7 @@ fn every_admin_body() {
     let cases: &[(&[&str], &str)] = &[
         (&["undrain"], r#"{"drain":false}"#),
         (&["down"], r#"{"down":true}"#),
-        (&["up"], r#"{"down":false}"#),
+        (&["up"], r#"{"down":false,"drain":false}"#),
         (&["weight", "7"], r#"{"weight":7}"#),
         (&["weight", "default"], r#"{"weight":null}"#),
         (&["weight", "reset"], r#"{"weight":null}"#),
@@ -329,6 +329,54 @@ fn every_admin_body() {
         assert_eq!(patch.path, "/api/upstreams/app/servers/0", "{cmd:?}");
         assert_eq!(patch.body, *want, "{cmd:?}");
     }
+}
+
+/// A server answer with `active` requests in flight, drained.
+fn drained(active: u32) -> String {
+    format!(
+        r#"{{"id": 1, "server": "127.0.0.1:8082", "name": "127.0.0.1:8082", "backup": false,
+            "weight": 1, "configured_weight": 1, "state": "draining", "active": {active},
+            "max_conns": 0, "down": false, "drain": true}}"#
+    )
+}
+
+#[test]
+fn drain_wait_returns_once_the_server_is_idle() {
+    let (url, rx) = fake_api(vec![
+        (200, upstream_app()),
+        (200, drained(2)),
+        (200, drained(1)),
+        (200, drained(0)),
+    ]);
+    let (code, out, err) = hab(&["drain", "--wait", &url, "app", "1"]);
+    assert_eq!(code, EXIT_OK, "{err}");
+    assert!(out.contains("draining"), "{out}");
+    let seen: Vec<_> = (0..4)
+        .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+        .map(|s| (s.method, s.path))
+        .collect();
+    assert_eq!(
+        seen[1..],
+        [
+            (
+                "PATCH".to_owned(),
+                "/api/upstreams/app/servers/1".to_owned()
+            ),
+            ("GET".to_owned(), "/api/upstreams/app/servers/1".to_owned()),
+            ("GET".to_owned(), "/api/upstreams/app/servers/1".to_owned()),
+        ]
+    );
+    // Still busy when the time is up: exit 1, saying so.
+    let answers = std::iter::once((200, upstream_app()))
+        .chain(std::iter::repeat_with(|| (200, drained(3))).take(20))
+        .collect();
+    let (url, _rx) = fake_api(answers);
+    let (code, out, err) = hab(&["drain", "--wait", "--timeout", "0.5", &url, "app", "1"]);
+    assert_eq!((code, out.as_str()), (EXIT_FAILED, ""), "{err}");
+    assert!(
+        err.contains("still has 3 requests in flight after 0.5 s"),
+        "{err}"
+    );
 }
 
 #[test]
