@@ -79,10 +79,12 @@ DEB_SCRIPT := CARGO="$(CARGO)" NGINX_BIN=/usr/sbin/nginx \
 	DEB_ABI_FILE=$(DEBIAN_SRC)/debian/libnginx-mod.abisubstvars scripts/deb.sh
 
 # bind9, bind9-dnsutils: the DNS server of the service discovery tests
-# (testkit/src/dns.rs: named, changed at run time with nsupdate; dig)
+# (testkit/src/dns.rs: named, changed at run time with nsupdate; dig);
+# lintian: make deb-check lints both packages
 DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core \
-	chromium chromium-driver prometheus wrk valgrind bind9 bind9-dnsutils
+	chromium chromium-driver prometheus wrk valgrind bind9 bind9-dnsutils \
+	lintian
 
 .PHONY: miri
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \

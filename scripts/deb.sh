@@ -427,7 +427,7 @@ check() {
 		lintian --fail-on error,warning --display-info "$deb" "$hab_deb"
 		echo "deb: lintian found no error or warning"
 	else
-		echo "deb: lintian skipped: it is not installed (not one of DEB_PACKAGES; apt-get install lintian to run it)"
+		echo "deb: lintian skipped: it is not installed (make deps installs it: one of DEB_PACKAGES)"
 	fi
 	echo "deb: $deb and $hab_deb ok"
 }
