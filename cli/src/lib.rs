@@ -42,7 +42,7 @@ pub const EXIT_USAGE: u8 = 64;
     version,
     about = "Operate ha-balancer: show and change live upstream state through ha_api, \
              render nginx configuration from YAML",
-    after_help = "URL is the base of the ha_api location, e.g. http://127.0.0.1:8080/api\n\
+    after_help = "URL is the base of the ha_api location, e.g. http://127.0.0.1:8080/api\n\n\
                   Exit codes: 0 ok, 1 refused or bad input, 2 API unreachable, 64 usage."
 )]
 pub struct Cli {
