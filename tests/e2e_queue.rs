@@ -29,14 +29,7 @@ fn fifty_clients_wait_for_two_connections() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:40");
-    let port = free_port();
-    let upstream = format!(
-        "        ha_balance round_robin;\n{}        ha_queue 100 timeout=30s;\n",
-        server_lines(std::slice::from_ref(&b), &["max_conns=2"])
-    );
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:40", "max_conns=2", "100 timeout=30s");
 
     let t0 = Instant::now();
     let res = load(port, "/", 50, 1);
@@ -116,6 +109,17 @@ fn queued_upstream(backends: &[Backend], params: &[&str], queue: &str) -> String
     )
 }
 
+/// One backend (`mode`) as the only server (`params`) of upstream `up`
+/// with `ha_queue queue`, behind nginx (4 workers, the API at `/api/`).
+fn one_server(mode: &str, params: &str, queue: &str) -> (Backend, u16, Nginx) {
+    let b = Backend::start("q");
+    b.set_mode(mode);
+    let port = free_port();
+    let upstream = queued_upstream(std::slice::from_ref(&b), &[params], queue);
+    let ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    (b, port, ngx)
+}
+
 /// Waits (bounded) until the backend has `n` requests in flight.
 fn wait_inflight(b: &Backend, n: u64) {
     let t0 = Instant::now();
@@ -135,11 +139,7 @@ fn a_full_queue_refuses_exactly_the_excess_at_once() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:1500");
-    let port = free_port();
-    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "5");
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:1500", "max_conns=1", "5");
 
     // One holds the server for 1.5 s; 5 wait; the other 14 are refused.
     let res = burst(port, "/", 20);
@@ -173,11 +173,7 @@ fn a_waiter_fails_at_its_timeout_not_before() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:3000");
-    let port = free_port();
-    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "10 timeout=1s");
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:3000", "max_conns=1", "10 timeout=1s");
 
     let holder = thread::spawn(move || timed_get(port, "/"));
     wait_inflight(&b, 1);
@@ -222,11 +218,7 @@ fn waiters_are_served_in_arrival_order_across_workers() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:20");
-    let port = free_port();
-    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "100");
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:20", "max_conns=1", "100");
 
     // 30 clients 5 ms apart, served one at a time (20 ms each): the
     // completion order is the service order.
@@ -267,11 +259,7 @@ fn a_client_that_goes_away_leaves_the_queue() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:1000");
-    let port = free_port();
-    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "10");
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:1000", "max_conns=1", "10");
 
     let holder = thread::spawn(move || timed_get(port, "/"));
     wait_inflight(&b, 1);
@@ -377,11 +365,7 @@ fn a_worker_killed_while_requests_wait_leaks_no_ticket() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:300");
-    let port = free_port();
-    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "50 timeout=20s");
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:300", "max_conns=1", "50 timeout=20s");
 
     let hs = waiters(port, &b, 12);
     // Two of the four workers: the 13 clients' connections spread over
@@ -424,11 +408,7 @@ fn reloads_while_requests_wait_serve_them_all() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:150");
-    let port = free_port();
-    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "50");
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:150", "max_conns=1", "50");
 
     let hs = waiters(port, &b, 12);
     ngx.reload();
@@ -486,11 +466,7 @@ fn waiting_costs_no_cpu() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:6000");
-    let port = free_port();
-    let upstream = queued_upstream(std::slice::from_ref(&b), &["max_conns=1"], "100 timeout=5s");
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:6000", "max_conns=1", "100 timeout=5s");
 
     let hs = waiters(port, &b, 40);
     let pids = ngx.worker_pids();
@@ -547,15 +523,7 @@ fn the_api_counts_what_the_queue_did() {
         return;
     }
     let _serial = serial();
-    let b = Backend::start("q");
-    b.set_mode("delay:1200");
-    let port = free_port();
-    let upstream = queued_upstream(
-        std::slice::from_ref(&b),
-        &["max_conns=1"],
-        "4 timeout=600ms",
-    );
-    let mut ngx = Nginx::start(&queue_conf(port, &upstream, ""), WORKERS);
+    let (b, port, mut ngx) = one_server("delay:1200", "max_conns=1", "4 timeout=600ms");
 
     let q = queue_of(port);
     assert_eq!(
