@@ -72,6 +72,8 @@ fn get(t: &OwnedTable, path: &str, query: &str) -> usize {
             now_ms: 10,
             wall_ms: 1_796_126_400_000,
             owner: 1,
+            request_id: "",
+            nginx: Default::default(),
         },
         &ups,
         |_| true,

@@ -83,6 +83,54 @@ pub struct Request<'a> {
     pub wall_ms: u64,
     /// Builder lease owner for a publication (the worker's pid).
     pub owner: u64,
+    /// nginx's `$request_id` (32 hex digits; empty when unknown): the
+    /// NGINX Plus API's error bodies carry it.
+    pub request_id: &'a str,
+    /// nginx's own figures, for the NGINX Plus API's `nginx`,
+    /// `processes`, `connections` and `http/requests`.
+    pub nginx: NginxInfo<'a>,
+}
+
+/// What nginx knows of itself (zero or empty when unknown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NginxInfo<'a> {
+    /// `NGINX_VERSION`, e.g. `1.22.1`.
+    pub version: &'a str,
+    /// The local address the request came in on, without port.
+    pub address: &'a str,
+    /// The worker's pid.
+    pub pid: u64,
+    /// The master's pid.
+    pub ppid: u64,
+    /// Configuration loads since nginx started (1: never reloaded).
+    pub generation: u64,
+    /// Wall-clock time the current configuration was loaded, ms since
+    /// the epoch (0: unknown).
+    pub load_wall_ms: u64,
+    /// Workers started to replace one that died.
+    pub respawned: u64,
+    /// nginx's stub_status counters, when nginx has them
+    /// (`--with-http_stub_status_module`).
+    pub stub: Option<StubCounters>,
+}
+
+/// nginx's stub_status counters (`ngx_stat_*`), shared by all workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StubCounters {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections handled (accepted minus those dropped).
+    pub handled: u64,
+    /// Connections open, idle ones included.
+    pub active: u64,
+    /// Requests.
+    pub requests: u64,
+    /// Connections reading a request header.
+    pub reading: u64,
+    /// Connections writing an answer.
+    pub writing: u64,
+    /// Idle keepalive connections.
+    pub waiting: u64,
 }
 
 impl Request<'_> {
@@ -605,6 +653,8 @@ mod tests {
                 now_ms: 1,
                 wall_ms: 1_796_126_400_000,
                 owner: 77,
+                request_id: "",
+                nginx: Default::default(),
             },
             &ups,
             |_| true,
@@ -1253,6 +1303,8 @@ mod tests {
                 now_ms: 10,
                 wall_ms: 0,
                 owner,
+                request_id: "",
+                nginx: Default::default(),
             };
             handle(
                 &req,
@@ -1412,6 +1464,8 @@ mod tests {
                     now_ms: 1,
                     wall_ms: 1,
                     owner: 1,
+                    request_id: "",
+                    nginx: Default::default(),
                 },
                 &ups,
                 |_| true,
@@ -1563,6 +1617,8 @@ mod tests {
                     now_ms: 2,
                     wall_ms: 1_796_126_400_000,
                     owner: 77,
+                    request_id: "",
+                    nginx: Default::default(),
                 },
                 &ups,
                 |_| true,
@@ -1663,6 +1719,8 @@ mod tests {
                     now_ms: 2,
                     wall_ms: 1_796_126_400_000,
                     owner: 77,
+                    request_id: "",
+                    nginx: Default::default(),
                 },
                 &ups,
                 |_| true,

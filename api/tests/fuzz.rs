@@ -138,6 +138,8 @@ fn api_requests_never_panic_and_refusals_say_why() {
                 now_ms: 1,
                 wall_ms: 1,
                 owner: 7,
+                request_id: "",
+                nginx: Default::default(),
             },
             &ups,
             |_| true,

@@ -282,6 +282,8 @@ pub unsafe extern "C" fn hab_api_handle(
             now_ms: req.now_ms,
             wall_ms: req.wall_ms,
             owner: req.owner,
+            request_id: "",
+            nginx: Default::default(),
         };
         // SAFETY: the caller vouches for `alive` with `alive_data`.
         let alive = unsafe { alive_fn(alive, req.alive_data) };

@@ -1154,6 +1154,8 @@ fn a_patch_racing_a_slot_reuse_changes_nothing() {
             now_ms: 50,
             wall_ms: 0,
             owner: pid(),
+            request_id: "",
+            nginx: Default::default(),
         };
         assert!(crash::arm("admin.found", 1, race_retire_and_reuse));
         let r = hab_api::route::handle(&req, &ups, |_| true);
