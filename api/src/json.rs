@@ -489,6 +489,28 @@ pub struct Filtered<'s, 'a> {
     pub server: &'s Server<'a>,
     /// `?fields=`, if given.
     pub fields: Option<&'s Fields>,
+    /// For the NGINX Plus API: `responses` gains `codes` (empty: the
+    /// module counts classes, not codes).
+    pub plus: bool,
+}
+
+/// [`Responses`] with NGINX Plus's `codes` object, empty.
+struct PlusResponses<'r>(&'r Responses);
+
+impl Serialize for PlusResponses<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let r = self.0;
+        let mut m = ser.serialize_map(Some(7))?;
+        m.serialize_entry("1xx", &r.r1xx)?;
+        m.serialize_entry("2xx", &r.r2xx)?;
+        m.serialize_entry("3xx", &r.r3xx)?;
+        m.serialize_entry("4xx", &r.r4xx)?;
+        m.serialize_entry("5xx", &r.r5xx)?;
+        m.serialize_entry("codes", &serde_json::Map::new())?;
+        m.serialize_entry("total", &r.total)?;
+        m.end()
+    }
 }
 
 impl Serialize for Server<'_> {
@@ -496,6 +518,7 @@ impl Serialize for Server<'_> {
         Filtered {
             server: self,
             fields: None,
+            plus: false,
         }
         .serialize(ser)
     }
@@ -534,7 +557,11 @@ impl Serialize for Filtered<'_, '_> {
         field!("drain", &s.drain);
         field!("requests", &s.requests);
         optional!("bound", s.bound);
-        field!("responses", &s.responses);
+        if self.plus {
+            field!("responses", &PlusResponses(&s.responses));
+        } else {
+            field!("responses", &s.responses);
+        }
         field!("sent", &s.sent);
         field!("received", &s.received);
         field!("fails", &s.fails);
@@ -570,6 +597,10 @@ pub struct Render<'a> {
     pub clock: Clock,
     /// `?fields=`.
     pub fields: Option<&'a Fields>,
+    /// For the NGINX Plus API (`crate::plus`): Plus's `zone`,
+    /// `keepalive` and `zombies` besides ours, and `codes` in each
+    /// server's `responses`.
+    pub plus: bool,
 }
 
 /// Appends `value` as JSON.
@@ -612,6 +643,7 @@ impl Render<'_> {
                 &Filtered {
                     server: &s,
                     fields: self.fields,
+                    plus: self.plus,
                 },
             );
             if !self.zone.slot_unchanged(i, mark) {
@@ -657,6 +689,21 @@ impl Render<'_> {
             out.push(b",\"retiring\":");
             put(out, &retiring(z));
         }
+        if self.plus {
+            // The module holds no idle connections of its own
+            // (nginx's keepalive module does, uncounted here).
+            if keep("zone") {
+                out.push(b",\"zone\":");
+                put(out, self.name);
+            }
+            if keep("keepalive") {
+                out.push(b",\"keepalive\":0");
+            }
+            if keep("zombies") {
+                out.push(b",\"zombies\":");
+                put(out, &zombies(z));
+            }
+        }
         out.push(b"}");
     }
 }
@@ -680,6 +727,15 @@ fn add_totals(mut t: Totals, v: &PeerView<'_>) -> Totals {
     t.unavail += s.unavail;
     t.active += u64::from(v.active);
     t
+}
+
+/// Servers gone from the upstream whose requests in flight have not all
+/// ended (NGINX Plus's `zombies`).
+pub fn zombies(zone: Zone<'_>) -> u32 {
+    (0..zone.peers())
+        .filter_map(|i| zone.listed(i))
+        .filter(|m| m.status == hab_core::write::membership::RETIRING)
+        .count() as u32
 }
 
 fn retiring(zone: Zone<'_>) -> Vec<Retiring> {

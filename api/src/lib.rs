@@ -17,6 +17,7 @@
 pub mod body;
 pub mod json;
 pub mod metrics;
+pub mod plus;
 pub mod route;
 pub mod sessions;
 pub mod state;

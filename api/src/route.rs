@@ -2,7 +2,8 @@
 //!
 //! | method | path (relative to the `ha_api` location) | |
 //! |---|---|---|
-//! | GET | `` | `["upstreams", "metrics", "status.html"]`, or with `Accept: text/html` the status page |
+//! | GET | `` | `[1,2,3,4,5,6,7,8,9]` (the NGINX Plus API versions served), or with `Accept: text/html` the status page |
+//! | any | `{1..9}/...` | the NGINX Plus API ([`crate::plus`]) |
 //! | GET | `status.html` | the live status page |
 //! | GET | `metrics` | Prometheus text exposition |
 //! | GET | `upstreams` | name → upstream |
@@ -44,6 +45,8 @@ pub enum Method {
     Patch,
     /// DELETE.
     Delete,
+    /// POST.
+    Post,
     /// Anything else.
     Other,
 }
@@ -134,7 +137,7 @@ pub struct StubCounters {
 }
 
 impl Request<'_> {
-    fn clock(&self) -> Clock {
+    pub(crate) fn clock(&self) -> Clock {
         Clock {
             now_ms: self.now_ms,
             wall_ms: self.wall_ms,
@@ -253,6 +256,7 @@ fn write_all(out: &mut Body, upstreams: &[Upstream<'_>], clock: Clock, fields: O
             learn: u.learn,
             clock,
             fields,
+            plus: false,
         }
         .write(out);
     }
@@ -279,7 +283,12 @@ pub fn handle(
     let clock = req.clock();
     match parts.as_slice() {
         [] if read && req.html => page(req.write),
-        [] if read => ok(&["upstreams", "metrics", "status.html"]),
+        // The NGINX Plus API's answer for its location: the versions it
+        // serves (Plus clients check theirs is listed).
+        [] if read => ok(&crate::plus::VERSIONS),
+        [v, rest @ ..] if crate::plus::is_version(v) => {
+            crate::plus::handle(req, v, rest, upstreams, fields.as_ref(), alive)
+        }
         ["status.html"] if read => page(req.write),
         ["metrics"] if read => Response {
             status: 200,
@@ -301,6 +310,7 @@ pub fn handle(
                 learn: u.learn,
                 clock,
                 fields: fields.as_ref(),
+                plus: false,
             };
             match rest {
                 [] if read => json_with(|out| render.write(out)),
@@ -381,7 +391,11 @@ fn server(
             .view(i, req.now_ms)
             .map(|v| json::server(&v, zone, req.clock()));
         match s {
-            Some(s) => ok(&json::Filtered { server: &s, fields }),
+            Some(s) => ok(&json::Filtered {
+                server: &s,
+                fields,
+                plus: false,
+            }),
             None => ok(&s),
         }
     };
@@ -389,24 +403,10 @@ fn server(
         Method::Get | Method::Head => show(u.zone),
         Method::Patch if !req.write => read_only("PATCH"),
         Method::Patch => {
-            let before = u.zone.view(i, req.now_ms).map(|v| Admin::of(&v));
+            let before = Admin::read(u, i, req.now_ms);
             match patch(req, u, i, mark, alive) {
                 Ok(changed) => {
-                    let after = u.zone.view(i, req.now_ms);
-                    let notice = before.zip(after).map(|(b, a)| {
-                        let (name, addr) = json::names(a.identity);
-                        let name = if name == addr {
-                            String::new()
-                        } else {
-                            format!(" ({name})")
-                        };
-                        format!(
-                            "upstream \"{}\" server {addr}{name} id {}: {}",
-                            u.name,
-                            a.position,
-                            b.changes(&Admin::of(&a))
-                        )
-                    });
+                    let notice = before.and_then(|b| b.notice(u, i, req.now_ms));
                     Response {
                         changed,
                         notice,
@@ -416,13 +416,13 @@ fn server(
                 Err(r) => r,
             }
         }
-        Method::Delete | Method::Other => method_not_allowed("GET, HEAD, PATCH"),
+        Method::Delete | Method::Post | Method::Other => method_not_allowed("GET, HEAD, PATCH"),
     }
 }
 
 /// A server's admin state, as a change is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Admin {
+pub(crate) struct Admin {
     down: bool,
     drain: bool,
     weight: u32,
@@ -430,6 +430,29 @@ struct Admin {
 }
 
 impl Admin {
+    /// Server `i`'s admin state now, before a change.
+    pub(crate) fn read(u: &Upstream<'_>, i: usize, now_ms: u64) -> Option<Admin> {
+        u.zone.view(i, now_ms).map(|v| Admin::of(&v))
+    }
+
+    /// The `notice` line for the change from `self` to server `i`'s state
+    /// now.
+    pub(crate) fn notice(&self, u: &Upstream<'_>, i: usize, now_ms: u64) -> Option<String> {
+        let a = u.zone.view(i, now_ms)?;
+        let (name, addr) = json::names(a.identity);
+        let name = if name == addr {
+            String::new()
+        } else {
+            format!(" ({name})")
+        };
+        Some(format!(
+            "upstream \"{}\" server {addr}{name} id {}: {}",
+            u.name,
+            a.position,
+            self.changes(&Admin::of(&a))
+        ))
+    }
+
     fn of(v: &PeerView<'_>) -> Admin {
         Admin {
             down: v.admin_down,
@@ -510,12 +533,25 @@ fn patch(
             ))
         }
     };
-    let zone = u.zone;
     let change = ServerChange {
         down: p.down,
         drain: p.drain,
         weight,
     };
+    apply(req, u, i, mark, change, alive)
+}
+
+/// Applies `change` to server `i` of `u` (seen as `mark`): `Ok(true)` when
+/// applied, else the refusal.
+pub(crate) fn apply(
+    req: &Request<'_>,
+    u: &Upstream<'_>,
+    i: usize,
+    mark: SlotMark,
+    change: ServerChange,
+    alive: impl Fn(u64) -> bool,
+) -> Result<bool, Response> {
+    let zone = u.zone;
     match zone.change_server(i, mark, change, req.now_ms, req.owner, alive) {
         Ok(()) => Ok(true),
         Err(Refusal::Gone) => Err(not_found("server not found")),
