@@ -110,6 +110,13 @@ configure_once() {
 }
 endef
 
+# Debian 12's NGINX Prometheus exporter (tests/e2e_plus_api.rs,
+# docs/plus-api-design.md): the package downloaded and unpacked into
+# $(EXPORTER_DIR), never installed (installing it starts a service on :9113).
+EXPORTER_VERSION := 0.11.0-1+b4
+EXPORTER_DIR := $(TARGET)/deps/exporter
+EXPORTER := $(EXPORTER_DIR)/usr/bin/prometheus-nginx-exporter
+
 deps:
 	@missing=
 	# dpkg-query, not "dpkg -s | grep -q": under pipefail grep's early exit
@@ -145,6 +152,26 @@ deps:
 			systemctl stop nginx 2>/dev/null || kill $$started 2>/dev/null || true
 		fi
 	fi
+	if [ ! -x $(EXPORTER) ]; then
+		export DEBIAN_FRONTEND=noninteractive
+		pkg=prometheus-nginx-exporter
+		candidate() { apt-cache policy $$pkg | awk '$$1 == "Candidate:" { print $$2 }'; }
+		[ -n "$$(candidate)" ] && [ "$$(candidate)" != "(none)" ] || apt-get update
+		version=$(EXPORTER_VERSION)
+		if ! apt-cache show "$$pkg=$$version" >/dev/null 2>&1; then
+			version=$$(candidate)
+			[ -n "$$version" ] && [ "$$version" != "(none)" ] \
+				|| { echo "apt has no $$pkg" >&2; exit 1; }
+			echo "$$pkg $(EXPORTER_VERSION) is not in apt; taking $$version" >&2
+		fi
+		rm -rf $(EXPORTER_DIR) $(EXPORTER_DIR).download
+		# world-writable: apt downloads as its own user (_apt)
+		mkdir -p -m 1777 $(EXPORTER_DIR).download
+		(cd $(EXPORTER_DIR).download && apt-get download "$$pkg=$$version")
+		dpkg -x $(EXPORTER_DIR).download/$${pkg}_*.deb $(EXPORTER_DIR)
+		rm -rf $(EXPORTER_DIR).download
+	fi
+	echo "$(EXPORTER): $$($(EXPORTER) -version 2>&1 | sed -n 1p)"
 	$(CARGO) fetch
 
 # Vendored nginx (crate nginx-src) built with the module into target/nginx.
