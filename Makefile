@@ -43,7 +43,8 @@ NGX_SRC := $(TARGET)/nginx-src
 NGX_BUILD := $(TARGET)/nginx-build
 NGX_PREFIX := $(TARGET)/nginx
 NGX_CONFIGURE_ARGS := --prefix=$(NGX_PREFIX) --with-compat \
-	--with-http_ssl_module --with-threads --with-debug \
+	--with-http_ssl_module --with-http_stub_status_module \
+	--with-threads --with-debug \
 	--add-dynamic-module=$(MODULE_DIR) --builddir=$(NGX_BUILD)
 
 # AddressSanitizer build of the same nginx and module (make asan,

@@ -26,6 +26,9 @@ static ngx_int_t ngx_http_upstream_ha_api_respond(ngx_http_request_t *r,
     u_char *body, size_t len);
 static void ngx_http_upstream_ha_buf_cleanup(void *data);
 static ngx_uint_t ngx_http_upstream_ha_accepts_html(ngx_http_request_t *r);
+static void ngx_http_upstream_ha_api_nginx(ngx_http_request_t *r,
+    ngx_http_upstream_ha_main_conf_t *hmcf, ngx_str_t *addr,
+    hab_api_nginx *nginx);
 
 static void ngx_http_upstream_ha_state_cleanup(void *data);
 
@@ -183,6 +186,7 @@ ngx_http_upstream_ha_create_api_conf(ngx_conf_t *cf)
 
     conf->enable = NGX_CONF_UNSET;
     conf->write = NGX_CONF_UNSET;
+    conf->request_id = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -210,6 +214,7 @@ ngx_http_upstream_ha_merge_api_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->enable = 1;
         conf->write = prev->write;
         conf->prefix = prev->prefix;
+        conf->request_id = prev->request_id;
 
         if (clcf->handler == NULL) {
             clcf->handler = ngx_http_upstream_ha_api_handler;
@@ -231,7 +236,7 @@ ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_upstream_ha_api_conf_t  *hacf = conf;
 
     char                      *kind;
-    ngx_str_t                 *value;
+    ngx_str_t                 *value, name;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (hacf->enable != NGX_CONF_UNSET) {
@@ -273,6 +278,15 @@ ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "\"ha_api\" cannot be used in a %s location "
                            "\"%V\", use a prefix location such as "
                            "\"location /api/\"", kind, &clcf->name);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the NGINX Plus API's error bodies carry the request's id */
+
+    ngx_str_set(&name, "request_id");
+
+    hacf->request_id = ngx_http_get_variable_index(cf, &name);
+    if (hacf->request_id == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 
@@ -361,10 +375,11 @@ static ngx_int_t
 ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     size_t len)
 {
+    u_char                             text[NGX_SOCKADDR_STRLEN];
     size_t                             n;
     ngx_int_t                          rc;
     ngx_buf_t                         *b;
-    ngx_str_t                          path;
+    ngx_str_t                          path, addr;
     ngx_uint_t                         i, j;
     ngx_chain_t                       *out, *cl, **ll;
     hab_result                         hrc;
@@ -373,6 +388,7 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     hab_api_request                    req;
     hab_api_response                   res;
     hab_api_upstream                  *ups;
+    ngx_http_variable_value_t         *vv;
     ngx_http_upstream_main_conf_t     *umcf;
     ngx_http_upstream_ha_api_conf_t   *hacf;
     ngx_http_upstream_ha_srv_conf_t   *hcf;
@@ -462,6 +478,20 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     req.owner = (uint64_t) ngx_pid;
     req.alive = ngx_upstream_ha_alive;
     req.alive_data = NULL;
+
+    if (hacf->request_id != NGX_CONF_UNSET) {
+        vv = ngx_http_get_indexed_variable(r, hacf->request_id);
+
+        if (vv != NULL && !vv->not_found) {
+            req.request_id = vv->data;
+            req.request_id_len = vv->len;
+        }
+    }
+
+    addr.len = NGX_SOCKADDR_STRLEN;
+    addr.data = text;
+
+    ngx_http_upstream_ha_api_nginx(r, hmcf, &addr, &req.nginx);
 
     hrc = hab_api_handle(&req, ups, n, &res);
     if (hrc != HAB_OK) {
@@ -592,6 +622,52 @@ static void
 ngx_http_upstream_ha_buf_cleanup(void *data)
 {
     hab_buf_free(data);
+}
+
+
+/*
+ * nginx's own figures (the NGINX Plus API's "nginx", "processes",
+ * "connections", "http/requests"): the local address is printed into
+ * addr, without port; the stub_status counters when nginx has them
+ */
+
+static void
+ngx_http_upstream_ha_api_nginx(ngx_http_request_t *r,
+    ngx_http_upstream_ha_main_conf_t *hmcf, ngx_str_t *addr,
+    hab_api_nginx *nginx)
+{
+    nginx->version = (const uint8_t *) NGINX_VERSION;
+    nginx->version_len = sizeof(NGINX_VERSION) - 1;
+
+    if (ngx_connection_local_sockaddr(r->connection, addr, 0) == NGX_OK) {
+        nginx->address = addr->data;
+        nginx->address_len = addr->len;
+    }
+
+    nginx->pid = (uint64_t) ngx_pid;
+    nginx->ppid = (uint64_t) ngx_getppid();
+    nginx->generation = hmcf->generation;
+    nginx->load_wall_ms = hmcf->load_wall_ms;
+
+    /* not known: the master does not say which workers replace dead ones */
+    nginx->respawned = 0;
+
+#if (NGX_STAT_STUB)
+
+    nginx->stub = 1;
+    nginx->accepted = (uint64_t) *ngx_stat_accepted;
+    nginx->handled = (uint64_t) *ngx_stat_handled;
+    nginx->active = (uint64_t) *ngx_stat_active;
+    nginx->requests = (uint64_t) *ngx_stat_requests;
+    nginx->reading = (uint64_t) *ngx_stat_reading;
+    nginx->writing = (uint64_t) *ngx_stat_writing;
+    nginx->waiting = (uint64_t) *ngx_stat_waiting;
+
+#else
+
+    nginx->stub = 0;
+
+#endif
 }
 
 

@@ -74,6 +74,13 @@ typedef struct {
      * that every worker shows the same dates for the same instants
      */
     int64_t                             wall_offset;
+
+    /*
+     * this configuration's load (the master's init_module): its number
+     * since nginx started, 1: never reloaded; when, ms since the epoch
+     */
+    uint64_t                            generation;
+    uint64_t                            load_wall_ms;
 } ngx_http_upstream_ha_main_conf_t;
 
 
@@ -81,6 +88,7 @@ typedef struct {
     ngx_flag_t                          enable;
     ngx_flag_t                          write;
     ngx_str_t                           prefix;     /* the location's name */
+    ngx_int_t                           request_id; /* $request_id's index */
 } ngx_http_upstream_ha_api_conf_t;
 
 

@@ -21,9 +21,20 @@
 
 
 /*
- * After every zone is initialised: the state file's entries of upstreams
- * that are not configured (renamed or removed) are ignored, and said so
- * once.  Only when the file was read, i.e. some zone was fresh.
+ * Configurations loaded since nginx started, counted in the master (the
+ * module stays loaded across a reload, its statics with it); each worker
+ * is forked with its cycle's number.
+ */
+
+static uint64_t  ngx_http_upstream_ha_loads;
+
+
+/*
+ * After every zone is initialised: the configuration's number and time
+ * of load are taken (the NGINX Plus API's "generation" and
+ * "load_timestamp"); the state file's entries of upstreams that are not
+ * configured (renamed or removed) are ignored, and said so once.  Only
+ * when the file was read, i.e. some zone was fresh.
  */
 
 ngx_int_t
@@ -53,7 +64,15 @@ ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
     hmcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_upstream_ha_module);
 
-    if (hmcf == NULL || hmcf->state == NULL) {
+    if (hmcf == NULL) {
+        return NGX_OK;
+    }
+
+    hmcf->generation = ++ngx_http_upstream_ha_loads;
+    hmcf->load_wall_ms = (uint64_t) ((int64_t) ngx_current_msec
+                                     + hmcf->wall_offset);
+
+    if (hmcf->state == NULL) {
         return NGX_OK;
     }
 

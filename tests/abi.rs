@@ -179,13 +179,37 @@ fn structs_match_the_header() {
         wall_ms,
         owner,
         alive,
-        alive_data
+        alive_data,
+        request_id,
+        request_id_len,
+        nginx
+    });
+    same_layout!(hab_api_nginx {
+        version,
+        version_len,
+        address,
+        address_len,
+        pid,
+        ppid,
+        generation,
+        load_wall_ms,
+        respawned,
+        stub,
+        reserved,
+        accepted,
+        handled,
+        active,
+        requests,
+        reading,
+        writing,
+        waiting
     });
     same_layout!(hab_api_response {
         status,
         content_type,
         body,
-        log
+        log,
+        notice
     });
 }
 

@@ -800,6 +800,37 @@ typedef struct hab_api_upstream {
 } hab_api_upstream;
 
 
+/*
+ * nginx's own figures, for the NGINX Plus API's "nginx", "processes",
+ * "connections" and "http/requests" (zero or empty when unknown).
+ */
+typedef struct hab_api_nginx {
+    const uint8_t  *version;      /* NGINX_VERSION, e.g. "1.22.1" */
+    size_t          version_len;
+    const uint8_t  *address;      /* the connection's local address, no
+                                   * port; may be NULL if address_len 0 */
+    size_t          address_len;
+    uint64_t        pid;          /* the worker's pid */
+    uint64_t        ppid;         /* the master's pid */
+    uint64_t        generation;   /* configuration loads since start,
+                                   * 1: never reloaded */
+    uint64_t        load_wall_ms; /* when the configuration in force was
+                                   * loaded, ms since epoch */
+    uint64_t        respawned;    /* workers started to replace a dead
+                                   * one; 0: not known */
+    uint32_t        stub;         /* 1: the counters below are nginx's
+                                   * stub_status ones; 0: none */
+    uint32_t        reserved;     /* zero */
+    uint64_t        accepted;     /* connections accepted */
+    uint64_t        handled;      /* connections handled */
+    uint64_t        active;       /* connections open, idle ones included */
+    uint64_t        requests;     /* requests */
+    uint64_t        reading;      /* connections reading a request header */
+    uint64_t        writing;      /* connections writing an answer */
+    uint64_t        waiting;      /* idle keepalive connections */
+} hab_api_nginx;
+
+
 typedef struct hab_api_request {
     uint32_t        method;       /* HAB_API_GET ... */
     uint32_t        flags;        /* HAB_API_WRITE */
@@ -816,6 +847,10 @@ typedef struct hab_api_request {
     uint64_t        owner;        /* builder lease owner: the worker's pid */
     hab_alive_fn    alive;
     void           *alive_data;
+    const uint8_t  *request_id;   /* $request_id; may be NULL if
+                                   * request_id_len 0 */
+    size_t          request_id_len;
+    hab_api_nginx   nginx;
 } hab_api_request;
 
 

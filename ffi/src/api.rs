@@ -3,6 +3,7 @@
 use core::ffi::c_void;
 use std::path::Path;
 
+use hab_api::route::{NginxInfo, StubCounters};
 use hab_api::state::{SaveLock, StateFile};
 use hab_api::upstream::Learn;
 use hab_api::{ContentType, Method, Request, Upstream};
@@ -57,6 +58,50 @@ pub struct hab_api_upstream {
     pub learn_zone_len: usize,
 }
 
+/// nginx's own figures, for the NGINX Plus API's `nginx`, `processes`,
+/// `connections` and `http/requests` (zero or empty when unknown).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hab_api_nginx {
+    /// `NGINX_VERSION`, e.g. `1.22.1` (not NUL-terminated).
+    pub version: *const u8,
+    /// Length of `version`.
+    pub version_len: usize,
+    /// The connection's local address, without port (may be NULL when
+    /// `address_len` is 0).
+    pub address: *const u8,
+    /// Length of `address`.
+    pub address_len: usize,
+    /// The worker's pid.
+    pub pid: u64,
+    /// The master's pid.
+    pub ppid: u64,
+    /// Configuration loads since nginx started (1: never reloaded).
+    pub generation: u64,
+    /// When the configuration in force was loaded, ms since the epoch.
+    pub load_wall_ms: u64,
+    /// Workers started to replace a dead one (0: not known).
+    pub respawned: u64,
+    /// 1: the counters below are nginx's stub_status ones; 0: none.
+    pub stub: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections handled.
+    pub handled: u64,
+    /// Connections open, idle ones included.
+    pub active: u64,
+    /// Requests.
+    pub requests: u64,
+    /// Connections reading a request header.
+    pub reading: u64,
+    /// Connections writing an answer.
+    pub writing: u64,
+    /// Idle keepalive connections.
+    pub waiting: u64,
+}
+
 /// One API request.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -92,6 +137,12 @@ pub struct hab_api_request {
     pub alive: hab_alive_fn,
     /// Passed to `alive`.
     pub alive_data: *mut c_void,
+    /// nginx's `$request_id` (may be NULL when `request_id_len` is 0).
+    pub request_id: *const u8,
+    /// Length of `request_id`.
+    pub request_id_len: usize,
+    /// nginx's own figures.
+    pub nginx: hab_api_nginx,
 }
 
 /// The answer to an API request.
@@ -154,6 +205,46 @@ unsafe fn upstream_list<'a>(ups: *const hab_api_upstream, n: usize) -> Option<Ve
         });
     }
     Some(upstreams)
+}
+
+/// Text from C: empty when `len` is 0 or the bytes are not UTF-8, an
+/// error when NULL with a length.
+///
+/// # Safety
+///
+/// `ptr` is NULL or valid for `len` bytes for `'a`.
+unsafe fn text<'a>(ptr: *const u8, len: usize) -> Result<&'a str, hab_result> {
+    // SAFETY: forwarded contract.
+    let b = unsafe { bytes(ptr, len) }?;
+    Ok(core::str::from_utf8(b).unwrap_or(""))
+}
+
+/// nginx's figures as the API takes them.
+///
+/// # Safety
+///
+/// `n`'s pointers NULL or valid for their lengths for `'a`.
+unsafe fn nginx_info<'a>(n: &hab_api_nginx) -> Result<NginxInfo<'a>, hab_result> {
+    Ok(NginxInfo {
+        // SAFETY: caller contract.
+        version: unsafe { text(n.version, n.version_len) }?,
+        // SAFETY: caller contract.
+        address: unsafe { text(n.address, n.address_len) }?,
+        pid: n.pid,
+        ppid: n.ppid,
+        generation: n.generation,
+        load_wall_ms: n.load_wall_ms,
+        respawned: n.respawned,
+        stub: (n.stub != 0).then_some(StubCounters {
+            accepted: n.accepted,
+            handled: n.handled,
+            active: n.active,
+            requests: n.requests,
+            reading: n.reading,
+            writing: n.writing,
+            waiting: n.waiting,
+        }),
+    })
 }
 
 /// Writes the state file from `upstreams`. Workers write it (each change
@@ -261,6 +352,13 @@ pub unsafe extern "C" fn hab_api_handle(
             (Ok(p), Ok(q), Ok(b), Ok(s)) => (p, q, b, s),
             _ => return HAB_NULL_PARAMETER,
         };
+        // SAFETY: caller contract, lengths as given.
+        let (Ok(request_id), Ok(nginx)) = (
+            unsafe { text(req.request_id, req.request_id_len) },
+            unsafe { nginx_info(&req.nginx) },
+        ) else {
+            return HAB_NULL_PARAMETER;
+        };
         // SAFETY: caller contract.
         let Some(upstreams) = (unsafe { upstream_list(ups, n) }) else {
             return HAB_NULL_PARAMETER;
@@ -282,8 +380,8 @@ pub unsafe extern "C" fn hab_api_handle(
             now_ms: req.now_ms,
             wall_ms: req.wall_ms,
             owner: req.owner,
-            request_id: "",
-            nginx: Default::default(),
+            request_id,
+            nginx,
         };
         // SAFETY: the caller vouches for `alive` with `alive_data`.
         let alive = unsafe { alive_fn(alive, req.alive_data) };
@@ -527,9 +625,9 @@ mod tests {
         (region, z)
     }
 
-    /// `GET path` over `ups`: the result, and the body as text.
-    fn get(ups: &[hab_api_upstream], path: &str) -> (hab_result, String) {
-        let req = hab_api_request {
+    /// `GET path`, nothing else known.
+    fn request(path: &str) -> hab_api_request {
+        hab_api_request {
             method: HAB_API_GET,
             flags: 0,
             path: path.as_ptr(),
@@ -545,11 +643,42 @@ mod tests {
             owner: 1,
             alive: Some(alive),
             alive_data: core::ptr::null_mut(),
-        };
+            request_id: core::ptr::null(),
+            request_id_len: 0,
+            nginx: hab_api_nginx {
+                version: core::ptr::null(),
+                version_len: 0,
+                address: core::ptr::null(),
+                address_len: 0,
+                pid: 0,
+                ppid: 0,
+                generation: 0,
+                load_wall_ms: 0,
+                respawned: 0,
+                stub: 0,
+                reserved: 0,
+                accepted: 0,
+                handled: 0,
+                active: 0,
+                requests: 0,
+                reading: 0,
+                writing: 0,
+                waiting: 0,
+            },
+        }
+    }
+
+    /// `GET path` over `ups`: the result, and the body as text.
+    fn get(ups: &[hab_api_upstream], path: &str) -> (hab_result, String) {
+        send(&request(path), ups)
+    }
+
+    /// `req` over `ups`: the result, and the body as text.
+    fn send(req: &hab_api_request, ups: &[hab_api_upstream]) -> (hab_result, String) {
         let mut out = core::mem::MaybeUninit::<hab_api_response>::uninit();
         // SAFETY: `req` and `ups` valid (their tables live in the
         // caller's regions); `out` writable.
-        let rc = unsafe { hab_api_handle(&req, ups.as_ptr(), ups.len(), out.as_mut_ptr()) };
+        let rc = unsafe { hab_api_handle(req, ups.as_ptr(), ups.len(), out.as_mut_ptr()) };
         if rc != HAB_OK {
             return (rc, String::new());
         }
@@ -622,5 +751,90 @@ mod tests {
             !body.contains("bound") && body.contains("\"requests\":0"),
             "{body}"
         );
+    }
+
+    /// Each of nginx's figures reaches the API's `NginxInfo`; the counters
+    /// only with `stub`; NULL or non-UTF-8 text is empty.
+    #[test]
+    fn nginx_figures_are_converted_field_by_field() {
+        let version = b"1.28.3";
+        let address = b"127.0.0.1";
+        let mut n = request("").nginx;
+        n.version = version.as_ptr();
+        n.version_len = version.len();
+        n.address = address.as_ptr();
+        n.address_len = address.len();
+        (n.pid, n.ppid, n.generation, n.load_wall_ms, n.respawned) =
+            (11, 12, 3, 1_796_126_400_000, 2);
+        (n.accepted, n.handled, n.active, n.requests) = (21, 20, 9, 40);
+        (n.reading, n.writing, n.waiting) = (1, 2, 6);
+        let stub = StubCounters {
+            accepted: 21,
+            handled: 20,
+            active: 9,
+            requests: 40,
+            reading: 1,
+            writing: 2,
+            waiting: 6,
+        };
+        let mut want = NginxInfo {
+            version: "1.28.3",
+            address: "127.0.0.1",
+            pid: 11,
+            ppid: 12,
+            generation: 3,
+            load_wall_ms: 1_796_126_400_000,
+            respawned: 2,
+            stub: None,
+        };
+        // SAFETY: `n`'s text lives through the call.
+        assert_eq!(unsafe { nginx_info(&n) }, Ok(want));
+        n.stub = 1;
+        want.stub = Some(stub);
+        // SAFETY: as above.
+        assert_eq!(unsafe { nginx_info(&n) }, Ok(want));
+        n.address = b"\xff".as_ptr();
+        n.address_len = 1;
+        n.version = core::ptr::null();
+        n.version_len = 0;
+        want.address = "";
+        want.version = "";
+        // SAFETY: as above.
+        assert_eq!(unsafe { nginx_info(&n) }, Ok(want));
+        n.version_len = 3;
+        // SAFETY: NULL with a length, refused before any read.
+        assert_eq!(unsafe { nginx_info(&n) }, Err(HAB_NULL_PARAMETER));
+    }
+
+    /// The request id and nginx's figures pass through `hab_api_handle`;
+    /// NULL with a length is a NULL argument.
+    #[test]
+    fn a_request_id_and_figures_are_taken() {
+        let (_zr, z) = zone(0);
+        let name = b"app";
+        let up = hab_api_upstream {
+            name: name.as_ptr(),
+            name_len: name.len(),
+            zone: z,
+            learn: core::ptr::null(),
+            learn_zone: core::ptr::null(),
+            learn_zone_len: 0,
+        };
+        let id = b"0123456789abcdef0123456789abcdef";
+        let version = b"1.22.1";
+        let mut req = request("upstreams/app");
+        req.request_id = id.as_ptr();
+        req.request_id_len = id.len();
+        req.nginx.version = version.as_ptr();
+        req.nginx.version_len = version.len();
+        req.nginx.stub = 1;
+        assert_eq!(send(&req, &[up]).0, HAB_OK);
+        req.request_id = core::ptr::null();
+        assert_eq!(send(&req, &[up]).0, HAB_NULL_PARAMETER);
+        req.request_id_len = 0;
+        req.nginx.address_len = 4;
+        assert_eq!(send(&req, &[up]).0, HAB_NULL_PARAMETER);
+        req.nginx.address_len = 0;
+        assert_eq!(send(&req, &[up]).0, HAB_OK);
     }
 }
