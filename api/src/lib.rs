@@ -15,9 +15,11 @@
 //! restart: [`sessions`].
 
 pub mod body;
+mod change;
 pub mod json;
 pub mod metrics;
 pub mod plus;
+pub mod request;
 pub mod route;
 pub mod sessions;
 pub mod state;

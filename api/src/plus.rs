@@ -30,8 +30,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::body::Body;
+use crate::change::{self, Admin};
 use crate::json::{self, Clock, Date, Fields, Render};
-use crate::route::{self, Admin, ContentType, Method, NginxInfo, Request, Response, Upstream};
+use crate::request::{self, ContentType, Method, NginxInfo, Request, Response};
+use crate::upstream::Upstream;
 
 /// The versions served, as `GET {location}` lists them.
 pub const VERSIONS: [u32; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 9];
@@ -505,7 +507,7 @@ fn server(req: &Request<'_>, u: &Upstream<'_>, id: &str, alive: impl Fn(u64) -> 
                 return show();
             }
             let before = Admin::read(u, i, req.now_ms);
-            match route::apply(req, u, i, mark, change, alive) {
+            match change::apply(req, u, i, mark, change, alive) {
                 Ok(changed) => Response {
                     changed,
                     notice: before.and_then(|b| b.notice(u, i, req.now_ms)),
@@ -541,7 +543,7 @@ fn patch_body(
     fn bad<T>(req: &Request<'_>, code: &str, text: String) -> Result<T, Response> {
         Err(refuse(req, 400, code, &text))
     }
-    if req.body.len() > route::MAX_BODY {
+    if req.body.len() > request::MAX_BODY {
         return bad(
             req,
             "UpstreamConfFormatError",

@@ -18,183 +18,21 @@
 
 use std::borrow::Cow;
 
-use hab_core::algo::schedule::MAX_PERIOD;
 use hab_core::layout::Zone;
 use hab_core::write::membership::SlotMark;
-use hab_core::write::{PeerView, Refusal, ServerChange, MAX_WEIGHT};
-use hab_core::Error;
+use hab_core::write::{ServerChange, MAX_WEIGHT};
 
 use crate::body::Body;
-use crate::json::{self, Clock, ErrorBody, ErrorDetail, Fields, Patch, Render};
+use crate::change::{apply, Admin};
+use crate::json::{self, Clock, Fields, Patch, Render};
+use crate::request::{not_found, ok};
+pub use crate::request::{
+    refuse, ContentType, Method, NginxInfo, Request, Response, StubCounters, MAX_BODY,
+};
 pub use crate::upstream::Upstream;
-
-/// Largest PATCH body accepted, bytes.
-pub const MAX_BODY: usize = 16 * 1024;
 
 /// The live status page (`__HAB_WRITE__` becomes `true` or `false`).
 pub const STATUS_PAGE: &str = include_str!("status.html");
-
-/// HTTP methods the API knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    /// GET.
-    Get,
-    /// HEAD: as GET.
-    Head,
-    /// PATCH.
-    Patch,
-    /// DELETE.
-    Delete,
-    /// POST.
-    Post,
-    /// Anything else.
-    Other,
-}
-
-/// What a body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContentType {
-    /// `application/json`.
-    Json,
-    /// Prometheus text exposition, `text/plain; version=0.0.4`.
-    Prometheus,
-    /// `text/html`.
-    Html,
-    /// No body (204).
-    None,
-}
-
-/// One request.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    /// The method.
-    pub method: Method,
-    /// The path below the location (no query string), e.g. `upstreams/app`,
-    /// as sent: each segment is percent-decoded here.
-    pub path: &'a str,
-    /// The query string, without `?` (empty when none).
-    pub query: &'a str,
-    /// The client accepts HTML (`Accept` names `text/html`).
-    pub html: bool,
-    /// The body (PATCH).
-    pub body: &'a [u8],
-    /// `ha_api write=on`.
-    pub write: bool,
-    /// Monotonic time, ms (the zones' clock).
-    pub now_ms: u64,
-    /// Wall-clock time at `now_ms`, ms since the epoch (0: unknown).
-    pub wall_ms: u64,
-    /// Builder lease owner for a publication (the worker's pid).
-    pub owner: u64,
-    /// nginx's `$request_id` (32 hex digits; empty when unknown): the
-    /// NGINX Plus API's error bodies carry it.
-    pub request_id: &'a str,
-    /// nginx's own figures, for the NGINX Plus API's `nginx`,
-    /// `processes`, `connections` and `http/requests`.
-    pub nginx: NginxInfo<'a>,
-}
-
-/// What nginx knows of itself (zero or empty when unknown).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NginxInfo<'a> {
-    /// `NGINX_VERSION`, e.g. `1.22.1`.
-    pub version: &'a str,
-    /// The local address the request came in on, without port.
-    pub address: &'a str,
-    /// The worker's pid.
-    pub pid: u64,
-    /// The master's pid.
-    pub ppid: u64,
-    /// Configuration loads since nginx started (1: never reloaded).
-    pub generation: u64,
-    /// Wall-clock time the current configuration was loaded, ms since
-    /// the epoch (0: unknown).
-    pub load_wall_ms: u64,
-    /// Workers started to replace one that died.
-    pub respawned: u64,
-    /// nginx's stub_status counters, when nginx has them
-    /// (`--with-http_stub_status_module`).
-    pub stub: Option<StubCounters>,
-}
-
-/// nginx's stub_status counters (`ngx_stat_*`), shared by all workers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StubCounters {
-    /// Connections accepted.
-    pub accepted: u64,
-    /// Connections handled (accepted minus those dropped).
-    pub handled: u64,
-    /// Connections open, idle ones included.
-    pub active: u64,
-    /// Requests.
-    pub requests: u64,
-    /// Connections reading a request header.
-    pub reading: u64,
-    /// Connections writing an answer.
-    pub writing: u64,
-    /// Idle keepalive connections.
-    pub waiting: u64,
-}
-
-impl Request<'_> {
-    pub(crate) fn clock(&self) -> Clock {
-        Clock {
-            now_ms: self.now_ms,
-            wall_ms: self.wall_ms,
-        }
-    }
-}
-
-/// The answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    /// HTTP status.
-    pub status: u16,
-    /// What the body is.
-    pub content_type: ContentType,
-    /// The body.
-    pub body: Body,
-    /// A line for the error log (a refused change), if any.
-    pub log: Option<String>,
-    /// A line for the log at `notice`: the admin change made (what, from
-    /// what to what), if any.
-    pub notice: Option<String>,
-    /// The admin state changed: the caller saves the state file.
-    pub changed: bool,
-}
-
-fn ok<T: serde::Serialize>(value: &T) -> Response {
-    let mut body = Body::new();
-    // Writing into a Body cannot fail; serializing our types neither.
-    let _ = serde_json::to_writer(&mut body, value);
-    Response {
-        status: 200,
-        content_type: ContentType::Json,
-        body,
-        log: None,
-        notice: None,
-        changed: false,
-    }
-}
-
-/// A refusal with its JSON body.
-pub fn refuse(status: u16, code: &str, text: impl Into<String>) -> Response {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            status,
-            code: code.to_owned(),
-            text: text.into(),
-        },
-    };
-    Response {
-        status,
-        ..ok(&body)
-    }
-}
-
-fn not_found(what: impl Into<String>) -> Response {
-    refuse(404, "NotFound", what)
-}
 
 fn method_not_allowed(allowed: &str) -> Response {
     refuse(
@@ -420,76 +258,6 @@ fn server(
     }
 }
 
-/// A server's admin state, as a change is logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Admin {
-    down: bool,
-    drain: bool,
-    weight: u32,
-    weight_override: bool,
-}
-
-impl Admin {
-    /// Server `i`'s admin state now, before a change.
-    pub(crate) fn read(u: &Upstream<'_>, i: usize, now_ms: u64) -> Option<Admin> {
-        u.zone.view(i, now_ms).map(|v| Admin::of(&v))
-    }
-
-    /// The `notice` line for the change from `self` to server `i`'s state
-    /// now.
-    pub(crate) fn notice(&self, u: &Upstream<'_>, i: usize, now_ms: u64) -> Option<String> {
-        let a = u.zone.view(i, now_ms)?;
-        let (name, addr) = json::names(a.identity);
-        let name = if name == addr {
-            String::new()
-        } else {
-            format!(" ({name})")
-        };
-        Some(format!(
-            "upstream \"{}\" server {addr}{name} id {}: {}",
-            u.name,
-            a.position,
-            self.changes(&Admin::of(&a))
-        ))
-    }
-
-    fn of(v: &PeerView<'_>) -> Admin {
-        Admin {
-            down: v.admin_down,
-            drain: v.drain,
-            weight: v.weight,
-            weight_override: v.weight_override.is_some(),
-        }
-    }
-
-    /// What changed from `self` to `after`, e.g. `drain false -> true,
-    /// weight 3 -> 5`; "no change" when nothing did.
-    fn changes(&self, after: &Admin) -> String {
-        let mut parts = Vec::new();
-        if self.down != after.down {
-            parts.push(format!("down {} -> {}", self.down, after.down));
-        }
-        if self.drain != after.drain {
-            parts.push(format!("drain {} -> {}", self.drain, after.drain));
-        }
-        if self.weight != after.weight || self.weight_override != after.weight_override {
-            let conf = |o: bool| if o { "" } else { " (configured)" };
-            parts.push(format!(
-                "weight {}{} -> {}{}",
-                self.weight,
-                conf(self.weight_override),
-                after.weight,
-                conf(after.weight_override)
-            ));
-        }
-        if parts.is_empty() {
-            "no change".to_owned()
-        } else {
-            parts.join(", ")
-        }
-    }
-}
-
 fn patch(
     req: &Request<'_>,
     u: &Upstream<'_>,
@@ -539,86 +307,6 @@ fn patch(
         weight,
     };
     apply(req, u, i, mark, change, alive)
-}
-
-/// Applies `change` to server `i` of `u` (seen as `mark`): `Ok(true)` when
-/// applied, else the refusal.
-pub(crate) fn apply(
-    req: &Request<'_>,
-    u: &Upstream<'_>,
-    i: usize,
-    mark: SlotMark,
-    change: ServerChange,
-    alive: impl Fn(u64) -> bool,
-) -> Result<bool, Response> {
-    let zone = u.zone;
-    match zone.change_server(i, mark, change, req.now_ms, req.owner, alive) {
-        Ok(()) => Ok(true),
-        Err(Refusal::Gone) => Err(not_found("server not found")),
-        Err(Refusal::ConfiguredDown) => Err(refuse(
-            409,
-            "ConfiguredDown",
-            format!(
-                "server {} of upstream \"{}\" is \"down\" in the configuration; \
-                 the API cannot bring it up (remove \"down\" and reload)",
-                String::from_utf8_lossy(zone.server(i)),
-                u.name
-            ),
-        )),
-        Err(Refusal::InvalidWeight) => Err(refuse(400, "BadRequest", "invalid \"weight\"")),
-        Err(Refusal::Publish { error, entries }) => Err(publish_refusal(
-            u.name,
-            error,
-            entries,
-            zone.schedule_room(),
-        )),
-    }
-}
-
-/// Entries of the smooth round robin schedule of server `i`'s group
-/// (primaries or backups) with the weights asked for (overrides staged),
-/// for a policy that walks one; `None` for the others.
-fn publish_refusal(upstream: &str, e: Error, entries: Option<u64>, room: usize) -> Response {
-    match e {
-        Error::Busy => refuse(
-            409,
-            "Busy",
-            format!("another change of upstream \"{upstream}\" is being applied; retry"),
-        ),
-        Error::Pinned => refuse(
-            409,
-            "Busy",
-            format!(
-                "older table generations of upstream \"{upstream}\" still serve \
-                 requests in flight; retry shortly"
-            ),
-        ),
-        Error::NoSpace | Error::TooLarge => {
-            let why = match entries {
-                Some(n) => format!(
-                    "its smooth round robin schedule would have {n} entries (total \
-                     weight / common divisor of the group); room is kept for {room} \
-                     (ha_balance ... schedule_room=), and never more than {MAX_PERIOD}"
-                ),
-                None => e.to_string(),
-            };
-            let text = format!(
-                "the new generation of upstream \"{upstream}\" does not fit in its \
-                 shared memory zone: {why}; the current generation keeps serving"
-            );
-            Response {
-                log: Some(text.clone()),
-                ..refuse(507, "NoSpace", text)
-            }
-        }
-        e => {
-            let text = format!("cannot change upstream \"{upstream}\": {e}");
-            Response {
-                log: Some(text.clone()),
-                ..refuse(500, "Internal", text)
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -230,10 +230,9 @@ impl<'de> de::Visitor<'de> for ConfigSeed<'_> {
 
 /// The first pass of [`parse`]: the top-level keys that name backends,
 /// i.e. that are not settings and hold a mapping with a `servers` key.
-/// A file the first pass cannot read gives an empty set; the second pass
-/// then reports its error with its position (as it does a repeated key,
-/// which the first pass lets by).
-pub fn top_level_backends(text: &str) -> BTreeSet<String> {
+/// A file the first pass cannot read (bad YAML) is its error; a repeated
+/// key is let by here and reported by the second pass with its position.
+pub fn top_level_backends(text: &str) -> Result<BTreeSet<String>, serde_saphyr::Error> {
     struct Top;
     struct HasServers;
     struct KeyName;
@@ -353,9 +352,7 @@ pub fn top_level_backends(text: &str) -> BTreeSet<String> {
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::FirstWins,
     };
-    serde_saphyr::from_str_with_options::<TopKeys>(text, options)
-        .map(|t| t.0)
-        .unwrap_or_default()
+    serde_saphyr::from_str_with_options::<TopKeys>(text, options).map(|t| t.0)
 }
 
 fn default_protocols() -> Vec<Protocol> {
@@ -915,7 +912,14 @@ impl std::error::Error for ConfigError {}
 
 /// Parses and validates YAML text.
 pub fn parse(text: &str) -> Result<Config, ConfigError> {
-    let keys = top_level_backends(text);
+    // A file the first pass cannot read is reported as the first pass
+    // saw it, if the second fails too: read without its backends, the
+    // second pass would name the first backend an unknown field, before
+    // the syntax error it never reaches.
+    let (keys, first_error) = match top_level_backends(text) {
+        Ok(keys) => (keys, None),
+        Err(e) => (BTreeSet::new(), Some(e)),
+    };
     let config = serde_saphyr::with_deserializer_from_str(text, |d| {
         de::DeserializeSeed::deserialize(
             ConfigSeed {
@@ -924,7 +928,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
             d,
         )
     })
-    .map_err(|e| yaml_error(&e))?;
+    .map_err(|e| yaml_error(first_error.as_ref().unwrap_or(&e)))?;
     config.validate()?;
     Ok(config)
 }

@@ -671,8 +671,6 @@ fn core_config_broken_variants_give_line_and_column() {
 /// A YAML syntax error inside a top-level backend, as the design's file
 /// has them, should be reported where it is, as it is under `backends:`.
 #[test]
-#[ignore = "hab render bug: reported as `line 5 column 1: unknown field \
-            `http-backend`` (the backend's key), not at the unclosed quote"]
 fn core_config_syntax_error_in_a_backend_is_reported_where_it_is() {
     let dir = fresh_dir();
     let yaml = dir.join("core-config.yaml");
