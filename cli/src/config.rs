@@ -1499,6 +1499,15 @@ impl Backend {
             if s.address.trim().is_empty() {
                 return Err(invalid(format!("{}: must not be empty", sf("address"))));
             }
+            if let Some((_, port)) = host_port(&s.address) {
+                if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+                    return Err(invalid(format!(
+                        "{}: port {port:?} of {:?} is not from 1 to 65535",
+                        sf("address"),
+                        s.address
+                    )));
+                }
+            }
             check_word(&sf("address"), &s.address)?;
             if let Some(w) = s.weight {
                 if !(1..=MAX_WEIGHT).contains(&w) {
@@ -1728,6 +1737,25 @@ backends:
     hosts: [api.example.com]
     servers: [10.0.1.1:9000, 10.0.1.2:9000]
 ";
+
+    #[test]
+    fn server_ports_are_checked() {
+        for (bad, port) in [
+            ("a.example:99999", "99999"),
+            ("a.example:0", "0"),
+            ("a.example:http", "http"),
+        ] {
+            let yaml = format!("backends:\n  web:\n    servers: [\"{bad}\"]\n");
+            let e = parse(&yaml).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("port \"{port}\"")) && e.contains("servers[0]"),
+                "{e}"
+            );
+        }
+        assert!(
+            parse("backends:\n  web:\n    servers: [\"a.example:65535\", \"[::1]:80\"]\n").is_ok()
+        );
+    }
 
     #[test]
     fn parses_the_documented_shape() {

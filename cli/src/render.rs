@@ -666,7 +666,10 @@ pub fn run_nginx(
     if let Some(p) = prefix {
         cmd.arg("-p").arg(p);
     }
-    cmd.arg("-c").arg(conf).args(args);
+    // nginx reads a relative -c under its own prefix, not the directory
+    // hab was run in.
+    let conf = std::path::absolute(conf).unwrap_or_else(|_| conf.to_path_buf());
+    cmd.arg("-c").arg(&conf).args(args);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -710,6 +713,25 @@ pub fn run_nginx(
 mod tests {
     use super::*;
     use crate::config::parse;
+
+    /// nginx reads a relative `-c` under its prefix: hab passes it whole.
+    #[test]
+    fn nginx_gets_an_absolute_configuration_path() {
+        let dir = std::env::temp_dir().join(format!("hab-run-nginx-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("nginx");
+        fs::write(
+            &fake,
+            "#!/bin/sh\ncase \"$2\" in /*) exit 0;; *) echo \"relative: $2\" >&2; exit 1;; esac\n",
+        )
+        .unwrap();
+        fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert_eq!(
+            run_nginx(&fake, None, Path::new("out.conf"), &["-t", "-q"]),
+            Ok(())
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     fn rendered(yaml: &str) -> String {
         render(&parse(yaml).unwrap(), "test.yaml")
