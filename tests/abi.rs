@@ -59,7 +59,7 @@ fn structs_match_the_header() {
         health,
         capacity,
         sessions,
-        reserved
+        api_max
     });
     same_layout!(hab_sid {
         hash,
@@ -415,6 +415,7 @@ fn constants_match_the_header() {
             rs::HAB_SCHEDULE_ROOM_DEFAULT,
         ),
         (sys::HAB_SCHEDULE_ROOM_MAX, rs::HAB_SCHEDULE_ROOM_MAX),
+        (sys::HAB_API_MAX, rs::HAB_API_MAX),
         (sys::HAB_SLOT_FREE, rs::HAB_SLOT_FREE),
         (sys::HAB_SLOT_LIVE, rs::HAB_SLOT_LIVE),
         (sys::HAB_SLOT_RETIRING, rs::HAB_SLOT_RETIRING),

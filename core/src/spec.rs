@@ -340,6 +340,10 @@ pub const MAX_FAIL_TIMEOUT_MS: u32 = u32::MAX;
 /// Most peers one upstream may have.
 pub const MAX_PEERS: usize = 1 << 20;
 
+/// Most servers an upstream may take through the API (`ha_api_max`):
+/// 1,048,576.
+pub const MAX_API_SERVERS: u32 = 1 << 20;
+
 /// Longest session id a server may have: nginx's
 /// `NGX_HTTP_UPSTREAM_SID_LEN`, the length of an MD5 in hex.
 pub const MAX_SID: usize = 32;
@@ -528,6 +532,20 @@ impl UpstreamSpec<'_> {
         }
         let mut h = Fnv(digest);
         h.write(&(capacity as u64).to_le_bytes());
+        h.finish()
+    }
+
+    /// [`UpstreamSpec::digest_with_capacity`] of a zone with room for
+    /// `api_max` servers added through the API (`ha_api_max`): mixed in
+    /// when not 0, so that a zone without it keeps its digest.
+    pub fn digest_with_api(&self, capacity: usize, api_max: u32) -> u64 {
+        let digest = self.digest_with_capacity(capacity);
+        if api_max == 0 {
+            return digest;
+        }
+        let mut h = Fnv(digest);
+        h.write(b"api");
+        h.write(&api_max.to_le_bytes());
         h.finish()
     }
 }

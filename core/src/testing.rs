@@ -97,6 +97,20 @@ impl OwnedTable {
         Ok(OwnedTable { region })
     }
 
+    /// Builds a zone for `spec` with `capacity` peer slots and room for
+    /// `api_max` servers added through the API ([`Zone::init_api`]).
+    pub fn with_api(
+        spec: &UpstreamSpec<'_>,
+        capacity: usize,
+        api_max: u32,
+    ) -> Result<OwnedTable, Error> {
+        let size = write::zone_size_with(spec, capacity)?;
+        let region = Region::new(size);
+        // SAFETY: the region is ours, `size` bytes, alive as long as `self`.
+        unsafe { Zone::init_api(spec, capacity, api_max, region.as_ptr(), region.len()) }?;
+        Ok(OwnedTable { region })
+    }
+
     /// The zone.
     pub fn zone(&self) -> Zone<'_> {
         // SAFETY: `region` holds a zone built by `Zone::init` in `new`,

@@ -144,6 +144,9 @@ typedef struct hab_health_conf {
 #define HAB_SCHEDULE_ROOM_DEFAULT  262144u
 #define HAB_SCHEDULE_ROOM_MAX      4194304u
 
+/* hab_upstream_conf.api_max: at most this many (ha_api_max) */
+#define HAB_API_MAX                1048576u
+
 
 typedef struct hab_upstream_conf {
     uint32_t              policy;          /* hab_policy */
@@ -159,13 +162,17 @@ typedef struct hab_upstream_conf {
                                           * default, at most
                                           * HAB_SCHEDULE_ROOM_MAX */
     const hab_health_conf *health;     /* NULL: none */
-    size_t                capacity;    /* peer slots: 0 (or npeers) for a
-                                        * static upstream; more for one
-                                        * whose servers nginx resolves at
-                                        * run time (hab_zone_resolve()) */
+    size_t                capacity;    /* peer slots: 0 for npeers +
+                                        * api_max; npeers for a static
+                                        * upstream; more for one whose
+                                        * servers nginx resolves at run
+                                        * time (hab_zone_resolve()) or the
+                                        * API adds; at least npeers +
+                                        * api_max */
     uint32_t              sessions;    /* 1: the upstream binds sessions
                                         * (ha_sticky), else 0 */
-    uint32_t              reserved;    /* zero */
+    uint32_t              api_max;     /* ha_api_max: servers the API may
+                                        * add, 0 to HAB_API_MAX */
 } hab_upstream_conf;
 
 

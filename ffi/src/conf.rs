@@ -88,14 +88,21 @@ pub struct hab_upstream_conf {
     pub schedule_room: u32,
     /// The health directives; NULL for none.
     pub health: *const crate::health::hab_health_conf,
-    /// Peer slots: 0 (or `npeers`) for a static upstream; more for one
-    /// whose servers are resolved at run time (`hab_zone_resolve`).
+    /// Peer slots: 0 for `npeers + api_max`; `npeers` for a static
+    /// upstream; more for one whose servers are resolved at run time
+    /// (`hab_zone_resolve`) or added through the API; at least
+    /// `npeers + api_max`.
     pub capacity: usize,
     /// 1 when the upstream binds sessions (`ha_sticky`), else 0.
     pub sessions: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// `ha_api_max`: servers the API may add at run time (0 to
+    /// [`HAB_API_MAX`]), each in a slot of `capacity` beyond the
+    /// configured ones.
+    pub api_max: u32,
 }
+
+/// Largest `hab_upstream_conf.api_max` (`ha_api_max`).
+pub const HAB_API_MAX: u32 = hab_core::spec::MAX_API_SERVERS;
 
 /// Longest session id (`hab_peer_conf.sid`): nginx's, an MD5 in hex.
 pub const HAB_SID_MAX: usize = hab_core::spec::MAX_SID;
@@ -175,35 +182,47 @@ pub(crate) unsafe fn read_conf<'a>(
     Ok((policy, health, out))
 }
 
-/// Runs `f` on the upstream spec read from `conf` and its capacity (its
-/// peers when `conf->capacity` is 0; `HAB_INVALID_ARGUMENT` when below
-/// them).
+/// The peer slots of a zone: how many, and how many of them the API may
+/// fill (`ha_api_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Room {
+    /// Peer slots.
+    pub(crate) capacity: usize,
+    /// `hab_upstream_conf.api_max`.
+    pub(crate) api_max: u32,
+}
+
+/// Runs `f` on the upstream spec read from `conf` and its room (its
+/// peers and `api_max` when `conf->capacity` is 0; `HAB_INVALID_ARGUMENT`
+/// when below them, or `api_max` above [`HAB_API_MAX`]).
 ///
 /// # Safety
 ///
 /// As [`read_conf`].
 pub(crate) unsafe fn with_spec(
     conf: *const hab_upstream_conf,
-    f: impl FnOnce(&UpstreamSpec<'_>, usize) -> hab_result,
+    f: impl FnOnce(&UpstreamSpec<'_>, Room) -> hab_result,
 ) -> hab_result {
     if conf.is_null() {
         return HAB_NULL_PARAMETER;
     }
     // SAFETY: non-NULL; readable (forwarded contract).
-    let (npeers, capacity, schedule_room, sessions) = unsafe {
+    let (npeers, capacity, schedule_room, sessions, api_max) = unsafe {
         (
             (*conf).npeers,
             (*conf).capacity,
             (*conf).schedule_room,
             (*conf).sessions,
+            (*conf).api_max,
         )
     };
-    if sessions > 1 {
+    if sessions > 1 || api_max > HAB_API_MAX {
         return HAB_INVALID_ARGUMENT;
     }
+    let least = npeers.saturating_add(api_max as usize);
     let capacity = match capacity {
-        0 => npeers,
-        c if c < npeers => return HAB_INVALID_ARGUMENT,
+        0 => least,
+        c if c < least => return HAB_INVALID_ARGUMENT,
         c => c,
     };
     // SAFETY: forwarded contract.
@@ -216,7 +235,7 @@ pub(crate) unsafe fn with_spec(
                 schedule_room,
                 sessions: sessions == 1,
             },
-            capacity,
+            Room { capacity, api_max },
         ),
         Err(rc) => rc,
     }
@@ -265,8 +284,11 @@ pub unsafe extern "C" fn hab_zone_size(
         }
         // SAFETY: caller contract.
         unsafe {
-            with_spec(conf, |spec, capacity| {
-                finish(hab_core::write::zone_size_with(spec, capacity), out_size)
+            with_spec(conf, |spec, room| {
+                finish(
+                    hab_core::write::zone_size_with(spec, room.capacity),
+                    out_size,
+                )
             })
         }
     })
@@ -289,8 +311,8 @@ pub unsafe extern "C" fn hab_conf_explain(
         }
         // SAFETY: caller contract.
         unsafe {
-            with_spec(conf, |spec, capacity| {
-                let reason = capacity_reason(spec, capacity)
+            with_spec(conf, |spec, room| {
+                let reason = capacity_reason(spec, room.capacity)
                     .or_else(|| hab_core::write::generation::too_large_reason(spec))
                     .map_or(core::ptr::null_mut(), |r| {
                         crate::buf::buf(r.into_bytes().into())
@@ -318,9 +340,9 @@ pub unsafe extern "C" fn hab_conf_digest(
         }
         // SAFETY: caller contract.
         unsafe {
-            with_spec(conf, |spec, capacity| {
+            with_spec(conf, |spec, room| {
                 spec.validate()
-                    .map(|()| spec.digest_with_capacity(capacity))
+                    .map(|()| spec.digest_with_api(room.capacity, room.api_max))
                     .map_or_else(hab_result::from, |d| {
                         out_digest.write(d);
                         HAB_OK
@@ -369,7 +391,67 @@ pub(crate) mod fixtures {
             health: core::ptr::null(),
             capacity: 0,
             sessions: 0,
-            reserved: 0,
+            api_max: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{peer, upstream};
+    use super::*;
+    use crate::{hab_zone, hab_zone_attach, hab_zone_init, zone_of};
+    use hab_core::testing::Region;
+
+    fn size(c: &hab_upstream_conf) -> Result<usize, hab_result> {
+        let mut n = 0;
+        // SAFETY: `c` and its peers live through the call.
+        match unsafe { hab_zone_size(c, &mut n) } {
+            HAB_OK => Ok(n),
+            rc => Err(rc),
+        }
+    }
+
+    fn digest(c: &hab_upstream_conf) -> u64 {
+        let mut d = 0;
+        // SAFETY: as above.
+        assert_eq!(unsafe { hab_conf_digest(c, &mut d) }, HAB_OK);
+        d
+    }
+
+    #[test]
+    fn api_max_takes_slots_and_is_recorded_in_the_zone() {
+        let peers = [peer(b"a"), peer(b"b")];
+        let api = |capacity, api_max| hab_upstream_conf {
+            capacity,
+            api_max,
+            ..upstream(&peers)
+        };
+        // Capacity 0: the peers and the API's room.
+        assert_eq!(size(&api(0, 3)), size(&api(5, 0)));
+        assert_eq!(size(&api(0, 3)), size(&api(5, 3)));
+        assert_eq!(size(&api(4, 3)), Err(HAB_INVALID_ARGUMENT));
+        assert_eq!(size(&api(0, HAB_API_MAX + 1)), Err(HAB_INVALID_ARGUMENT));
+        // Part of the digest: a change rebuilds the zone.
+        assert_ne!(digest(&api(5, 3)), digest(&api(5, 0)));
+        assert_eq!(digest(&api(0, 0)), digest(&upstream(&peers)));
+        let c = api(0, 3);
+        let n = size(&c).unwrap();
+        let region = Region::new(n);
+        let mut z: *mut hab_zone = core::ptr::null_mut();
+        // SAFETY: the region is ours, `n` bytes, 64-byte aligned.
+        let rc = unsafe { hab_zone_init(&c, region.as_ptr().cast(), n, &mut z) };
+        assert_eq!(rc, HAB_OK);
+        // SAFETY: a zone handle just made; the region outlives its use.
+        let zone = unsafe { zone_of(z) };
+        assert_eq!((zone.capacity(), zone.api_servers()), (5, (0, 3)));
+        // Attached only with the same room.
+        let mut again: *mut hab_zone = core::ptr::null_mut();
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_attach(&api(5, 2), region.as_ptr().cast(), n, &mut again) };
+        assert_eq!(rc, crate::HAB_BAD_LAYOUT);
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_attach(&api(5, 3), region.as_ptr().cast(), n, &mut again) };
+        assert_eq!(rc, HAB_OK);
     }
 }

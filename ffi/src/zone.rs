@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering::Relaxed;
 use hab_core::layout::Zone;
 use hab_core::Error;
 
-use crate::conf::{hab_upstream_conf, with_spec};
+use crate::conf::{hab_upstream_conf, with_spec, Room};
 use crate::{
     alive_fn, finish, guard, guard_or, hab_alive_fn, hab_result, hab_zone, zone_of, HAB_NO_SLOT,
 };
@@ -22,7 +22,7 @@ unsafe fn open_zone(
     conf: *const hab_upstream_conf,
     mem: *mut c_void,
     out_zone: *mut *mut hab_zone,
-    open: impl FnOnce(&hab_core::UpstreamSpec<'_>, usize) -> Result<Zone<'static>, Error>,
+    open: impl FnOnce(&hab_core::UpstreamSpec<'_>, Room) -> Result<Zone<'static>, Error>,
 ) -> hab_result {
     guard(|| {
         if mem.is_null() || out_zone.is_null() {
@@ -30,8 +30,8 @@ unsafe fn open_zone(
         }
         // SAFETY: caller contract (conf valid for the call).
         unsafe {
-            with_spec(conf, |spec, capacity| {
-                finish(open(spec, capacity).map(|z| z.as_ptr().cast()), out_zone)
+            with_spec(conf, |spec, room| {
+                finish(open(spec, room).map(|z| z.as_ptr().cast()), out_zone)
             })
         }
     })
@@ -54,8 +54,8 @@ pub unsafe extern "C" fn hab_zone_init(
     // SAFETY: caller contract: `mem` is ours for `len` bytes; the handle is
     // used only while the mapping lives (what `'static` stands for here).
     unsafe {
-        open_zone(conf, mem, out_zone, |spec, capacity| {
-            Zone::init_with(spec, capacity, mem.cast(), len)
+        open_zone(conf, mem, out_zone, |spec, room| {
+            Zone::init_api(spec, room.capacity, room.api_max, mem.cast(), len)
         })
     }
 }
@@ -75,8 +75,8 @@ pub unsafe extern "C" fn hab_zone_attach(
 ) -> hab_result {
     // SAFETY: caller contract, as for `hab_zone_init`.
     unsafe {
-        open_zone(conf, mem, out_zone, |spec, capacity| {
-            Zone::attach_with(spec, capacity, mem.cast(), len)
+        open_zone(conf, mem, out_zone, |spec, room| {
+            Zone::attach_api(spec, room.capacity, room.api_max, mem.cast(), len)
         })
     }
 }
@@ -105,7 +105,7 @@ pub unsafe extern "C" fn hab_zone_carry(
         if r.magic != hab_core::layout::MAGIC || r.version != hab_core::layout::LAYOUT_VERSION {
             return HAB_BAD_LAYOUT;
         }
-        let n = z.carry_from(old, now_ms) as u32;
+        let n = z.carry_from(old, now_ms).carried as u32;
         if !out_carried.is_null() {
             // SAFETY: non-NULL, writable (caller contract).
             unsafe { out_carried.write(n) };

@@ -20,7 +20,7 @@
 //!         ├─ PeerState × n ... hot counters, limits, admin flags: one line each,
 //!         │                    shared by every generation
 //!         ├─ PeerCold × n .... identity, configured weight, weight override, id,
-//!         │                    slot status and epoch
+//!         │                    slot status, epoch and origin (API or not)
 //!         ├─ names ........... identity and server strings of every peer
 //!         │                    (packed; in a dynamic zone a fixed area per slot)
 //!         ├─ ledger .......... LEDGER_SLOTS × (owner line, u32 × n in flight,
@@ -93,9 +93,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"HABZONE\0");
 /// `b"HABGEN\0\0"`: the first word of every generation.
 pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
-/// Bumped on every incompatible change of this layout (10: the queue
-/// section's wait rows, [`queue::LAYOUT_VERSION`] 3).
-pub const LAYOUT_VERSION: u32 = 10;
+/// Bumped on every incompatible change of this layout (11: the root's
+/// [`Root::api_max`] and the cold record's [`PeerCold::origin`], which was
+/// padding).
+pub const LAYOUT_VERSION: u32 = 11;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -211,6 +212,12 @@ pub struct Root {
     /// Offset of the request queue section (`ha_queue`, a
     /// [`queue::Queue`] of `health.queue` waiters), 0 when there is none.
     pub queue_off: u64,
+    /// Servers the API may add at run time (`ha_api_max`): LIVE slots
+    /// whose [`PeerCold::origin`] says [`PeerCold::API`] are at most this
+    /// many. Part of the capacity (`configured + api_max` slots at least).
+    pub api_max: u32,
+    /// Zero.
+    pub pad: u32,
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -424,8 +431,19 @@ pub struct PeerCold {
     pub sid_hash: AtomicU64,
     /// The session id's offset in names (fixed at init).
     pub sid_off: u32,
-    /// Zero.
-    pub pad: u32,
+    /// Where the slot's server came from: [`PeerCold::API`] when the API
+    /// added it ([`Zone::add_server`]), 0 for
+    /// the configuration and for resolved servers. Written by the lease
+    /// holder with the identity, before the slot turns LIVE (`Relaxed`:
+    /// the status store's `Release` publishes it); kept while the slot is
+    /// LIVE or RETIRING, rewritten when the slot is given to another
+    /// server.
+    pub origin: AtomicU32,
+}
+
+impl PeerCold {
+    /// [`PeerCold::origin`]: added through the API (NGINX Plus's POST).
+    pub const API: u32 = 1;
 }
 
 /// Generation header, at the start of every generation. Written once by

@@ -107,6 +107,8 @@ pub struct PeerView<'a> {
     pub index: usize,
     /// Position in configuration order (the API's `id`).
     pub position: u32,
+    /// Added through the API ([`Zone::add_server`]): removable.
+    pub api: bool,
     /// Identity bytes (upstream, server, address, NUL-separated by nginx).
     pub identity: &'a [u8],
     /// The `server` directive's address as written.
@@ -332,7 +334,7 @@ impl<'a> Zone<'a> {
 
     /// The builder lease, waited for up to [`LEASE_WAIT_MS`] while a live
     /// builder holds it.
-    fn lease_waiting(
+    pub(super) fn lease_waiting(
         &self,
         owner: u64,
         alive: &impl Fn(u64) -> bool,
@@ -436,6 +438,7 @@ impl<'a> Zone<'a> {
         Some(PeerView {
             index: i,
             position: c.position.load(Relaxed),
+            api: c.origin.load(Relaxed) & crate::layout::PeerCold::API != 0,
             identity: self.identity(i),
             server: self.server(i),
             backup: flags & PeerState::BACKUP != 0,

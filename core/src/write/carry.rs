@@ -32,6 +32,21 @@
 //! still hold those requests and release them in the old zone, which they
 //! keep until they exit.
 //!
+//! Servers added through the API (`ha_api_max`, see `added.rs`) are added
+//! to the new zone, by identity, into its API room, and then carried as
+//! the others are: the old zone's LIVE API slots in slot order, up to the
+//! new zone's `ha_api_max` (those past it are [`Carried::api_dropped`],
+//! for a warning that names them; all of them when the new configuration
+//! has no `ha_api_max`). A server the new configuration lists itself is
+//! carried as a configured one. Each added one gets a new id (the new
+//! zone's count; its old id might be a configured server's now) and its
+//! own configuration as the API gave it (weight, limits, `backup`,
+//! `down`); one the new configuration cannot take (a `backup` under a
+//! policy without backups) is dropped too. They are added under the
+//! builder lease, as [`Zone::add_server`] adds, before the zone is shared:
+//! a fresh zone always serves its first generation, so the additions
+//! publish a second one, and the carried overrides a last one.
+//!
 //! The request queue (`ha_queue`) carries its counters (served, timeouts,
 //! abandoned, overflows) when both zones have one, not its waiters: they
 //! belong to old workers, which serve them from the old zone's capacity
@@ -78,7 +93,8 @@ pub(crate) fn carry_peer(from: (&PeerState, &PeerCold), to: (&PeerState, &PeerCo
             sid_len: _,
             sid_hash: _,
             sid_off: _,
-            pad: _,
+            // The new zone's: `carry_from` marks the servers it adds back.
+            origin: _,
         },
     ) = from;
     let (t, tc) = to;
@@ -151,16 +167,37 @@ pub(crate) fn carry_health(new: Zone<'_>, i: usize, old: Zone<'_>, j: usize) {
     }
 }
 
+/// What [`Zone::carry_from`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// Peers whose state was carried (API servers added back included).
+    pub carried: usize,
+    /// Servers added through the API to the old zone, added back.
+    pub api_added: usize,
+    /// Servers added through the API to the old zone that the new one
+    /// does not take (past its `ha_api_max`, or refused by its
+    /// configuration): their slots in the old zone, to name them.
+    pub api_dropped: Vec<usize>,
+}
+
 impl Zone<'_> {
     /// Copies the state of every peer that `old` also has into this
-    /// (fresh) zone and publishes a generation with the carried weight
-    /// overrides; the number of peers carried. `now` starts the slow start
-    /// of the servers `old` did not have.
-    pub fn carry_from(&self, old: Zone<'_>, now: u64) -> usize {
+    /// (fresh) zone, after adding back the servers added to `old` through
+    /// the API (see the module note), and publishes a generation with the
+    /// carried weight overrides. `now` starts the slow start of the
+    /// servers `old` did not have. Config time: nobody else uses this
+    /// zone yet.
+    pub fn carry_from(&self, old: Zone<'_>, now: u64) -> Carried {
+        let mut result = Carried::default();
+        self.add_back(old, now, &mut result);
+        // LIVE slots first, so that an identity both LIVE and RETIRING
+        // (removed, then added again) carries the LIVE one's state.
         let mut by_id: HashMap<&[u8], Vec<usize>> = HashMap::new();
-        for j in (0..old.peers()).rev() {
-            if old.slot_status(j) != Some(super::membership::FREE) {
-                by_id.entry(old.identity(j)).or_default().push(j);
+        for status in [super::membership::RETIRING, super::membership::LIVE] {
+            for j in (0..old.peers()).rev() {
+                if old.slot_status(j) == Some(status) {
+                    by_id.entry(old.identity(j)).or_default().push(j);
+                }
             }
         }
         let (old_states, old_colds) = (old.states(), old.colds());
@@ -198,7 +235,75 @@ impl Zone<'_> {
             // Config time, in the master: nobody else builds.
             let _ = self.publish(super::generation::INIT_OWNER, |_| true);
         }
-        carried
+        result.carried = carried;
+        result
+    }
+
+    /// Adds `old`'s LIVE API servers that this zone does not list to its
+    /// API room, all in one generation, or one by one when that is
+    /// refused; each added one starts as a configured server would (no
+    /// slow start, `checking` under `mandatory`), for `carry_from` to
+    /// carry its state over.
+    fn add_back(&self, old: Zone<'_>, now: u64, result: &mut Carried) {
+        let api: Vec<usize> = (0..old.peers())
+            .filter(|&j| {
+                old.slot_status(j) == Some(super::membership::LIVE) && old.added_through_api(j)
+            })
+            .collect();
+        if api.is_empty() {
+            return;
+        }
+        let Ok(_lease) = self.lease_guard(super::generation::INIT_OWNER, &|_| true) else {
+            result.api_dropped = api;
+            return;
+        };
+        let listed: std::collections::HashSet<&[u8]> = self
+            .member_slots()
+            .into_iter()
+            .map(|i| self.identity(i))
+            .collect();
+        let room = self.api_max() as usize;
+        let mut take = Vec::new();
+        for j in api {
+            if listed.contains(old.identity(j)) {
+                // Configured now: carried as such.
+                continue;
+            }
+            if take.len() < room {
+                take.push(j);
+            } else {
+                result.api_dropped.push(j);
+            }
+        }
+        let specs: Vec<_> = take.iter().map(|&j| old.member_spec(j)).collect();
+        let added: Vec<(usize, usize)> = match self.add_locked(&specs, now) {
+            Ok(slots) => take.iter().copied().zip(slots).collect(),
+            Err(_) => {
+                let mut one_by_one = Vec::new();
+                for (k, &j) in take.iter().enumerate() {
+                    match self.add_locked(&specs[k..=k], now) {
+                        Ok(slots) => one_by_one.push((j, slots[0])),
+                        Err(_) => result.api_dropped.push(j),
+                    }
+                }
+                one_by_one
+            }
+        };
+        result.api_dropped.sort_unstable();
+        let mandatory = self.health_spec().flags & crate::spec::HealthSpec::MANDATORY != 0;
+        for &(_, i) in &added {
+            // As `init` starts a configured server: `carry_from` carries
+            // the rest (health, slow start in progress) as for one.
+            let s = &self.states()[i];
+            let flags = s.flags.load(Relaxed);
+            let keep = flags & (PeerState::BACKUP | PeerState::DOWN);
+            s.flags.store(
+                keep | if mandatory { PeerState::CHECKING } else { 0 },
+                Relaxed,
+            );
+            self.health_rows()[i].ramp_from_ms.store(0, Relaxed);
+        }
+        result.api_added = added.len();
     }
 }
 
@@ -254,7 +359,7 @@ mod tests {
         })
         .unwrap();
         let z = new.zone();
-        assert_eq!(z.carry_from(oz, 0), 3);
+        assert_eq!(z.carry_from(oz, 0).carried, 3);
         let s = z.states();
         assert_eq!(s[1].fails.load(Relaxed), 1);
         assert_eq!(f64::from_bits(s[3].ewma_bits.load(Relaxed)), 5.0);

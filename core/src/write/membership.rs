@@ -382,6 +382,31 @@ impl<'a> Zone<'a> {
                 return done.map(|()| None);
             }
         }
+        self.apply_locked(list, source, now, &[])
+            .map(|(applied, _)| Some(applied))
+    }
+
+    /// The membership change of [`Zone::apply_membership`], under the
+    /// builder lease, for a list the caller checked (the zone's policy,
+    /// [`UpstreamSpec::validate`]). `api[k]` (when given): the list's peer
+    /// `k` is a server added through the API, new whatever its identity:
+    /// it takes a FREE slot (never a RETIRING one of the same identity
+    /// back: a new server, a new id), and the slot is marked
+    /// [`PeerCold::API`]; with too few slots for those, [`Error::NoSpace`]
+    /// (never a partial list). The applied change and the slot of each of
+    /// the list's peers (of the list as applied: a partial one leaves
+    /// peers out, see [`Applied::deferred`]).
+    pub(super) fn apply_locked(
+        &self,
+        list: &UpstreamSpec<'_>,
+        source: [u64; 2],
+        now: u64,
+        api: &[bool],
+    ) -> Result<(Applied, Vec<u32>), Error> {
+        if list.peers.len() > self.peers() {
+            return Err(Error::NoSpace);
+        }
+        let is_api = |k: usize| api.get(k).copied().unwrap_or(false);
         self.reclaim();
         let (states, colds) = (self.states(), self.colds());
 
@@ -397,8 +422,17 @@ impl<'a> Zone<'a> {
         let mut slots: Vec<Option<usize>> = list
             .peers
             .iter()
-            .map(|p| by_id.get_mut(p.id).and_then(Vec::pop))
+            .enumerate()
+            .map(|(k, p)| {
+                if is_api(k) {
+                    None
+                } else {
+                    by_id.get_mut(p.id).and_then(Vec::pop)
+                }
+            })
             .collect();
+        // (A partial list, below, has no API peer: they are refused.)
+        let api: Vec<bool> = (0..list.peers.len()).map(is_api).collect();
         let (mut list, mut source) = (list, source);
         let mut taken = vec![false; self.peers()];
         for &i in slots.iter().flatten() {
@@ -453,6 +487,9 @@ impl<'a> Zone<'a> {
         // is PARTIAL) and the rest take the slots freed by then.
         let (reduced, reduced_spec);
         let mut deferred = 0;
+        if pool.len() < new.len() && api.iter().any(|&a| a) {
+            return Err(Error::NoSpace);
+        }
         if pool.len() < new.len() {
             let departing = current.members().iter().filter(|&i| !taken[i]).count();
             if departing == 0 && pool.is_empty() {
@@ -531,7 +568,8 @@ impl<'a> Zone<'a> {
             if reused {
                 applied.reused += 1;
             }
-            self.fill_slot(i, &list.peers[k], list.peers.len(), now);
+            let origin = if api[k] { PeerCold::API } else { 0 };
+            self.fill_slot(i, &list.peers[k], origin, list.peers.len(), now);
             crash_point("apply.filled");
             applied.added += 1;
         }
@@ -561,7 +599,7 @@ impl<'a> Zone<'a> {
         applied.seq = self.commit(built, &spec, &slots);
         self.health_changed();
         self.update_panic();
-        Ok(Some(applied))
+        Ok((applied, slots))
     }
 
     /// Brings the slots back in line with the serving generation after a
@@ -647,8 +685,9 @@ impl<'a> Zone<'a> {
     }
 
     /// Gives FREE slot `i` to `p`, a server new to the running upstream of
-    /// `members` members at `now`: fresh state, today's new-server rules.
-    fn fill_slot(&self, i: usize, p: &PeerSpec<'_>, members: usize, now: u64) {
+    /// `members` members at `now`, from `origin` ([`PeerCold::origin`]):
+    /// fresh state, today's new-server rules.
+    fn fill_slot(&self, i: usize, p: &PeerSpec<'_>, origin: u32, members: usize, now: u64) {
         let (s, c, row) = (&self.states()[i], &self.colds()[i], &self.health_rows()[i]);
         let PeerState {
             // 0: nothing is in flight on a FREE slot.
@@ -740,7 +779,7 @@ impl<'a> Zone<'a> {
             sid_len,
             sid_hash: sid_hash_word,
             sid_off,
-            pad: _,
+            origin: origin_word,
         } = c;
         let (sid, sid_n) = if self.sessions() {
             session_id(p)
@@ -793,6 +832,7 @@ impl<'a> Zone<'a> {
             (self.configured() as u64 + n).min(u64::from(u32::MAX)) as u32
         });
         position.store(id, Relaxed);
+        origin_word.store(origin, Relaxed);
         epoch.fetch_add(1, Release);
 
         // New to a running upstream: checking under `mandatory` (and slow

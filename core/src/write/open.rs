@@ -25,6 +25,8 @@ struct ZonePlan {
     peers: usize,
     /// Configured peers.
     configured: usize,
+    /// Servers the API may add ([`Root::api_max`]).
+    api_max: u32,
     /// Identity bytes per slot (0: packed names, static zone).
     slot_names: usize,
     primaries: usize,
@@ -55,7 +57,7 @@ fn arena_len(gen_size: usize, room: u32) -> usize {
 }
 
 impl ZonePlan {
-    fn new(spec: &UpstreamSpec<'_>, capacity: usize) -> Result<ZonePlan, Error> {
+    fn new(spec: &UpstreamSpec<'_>, capacity: usize, api_max: u32) -> Result<ZonePlan, Error> {
         let configured = spec.peers.len();
         if capacity < configured || capacity > crate::spec::MAX_PEERS {
             return Err(if capacity < configured {
@@ -63,6 +65,10 @@ impl ZonePlan {
             } else {
                 Error::TooLarge
             });
+        }
+        // The API's room is part of the slots beyond the configured ones.
+        if api_max > crate::spec::MAX_API_SERVERS || api_max as usize > capacity - configured {
+            return Err(Error::InvalidArgument);
         }
         let dynamic = capacity > configured;
         let gen = generation::GenPlan::new(spec, capacity)?;
@@ -142,6 +148,7 @@ impl ZonePlan {
         Ok(ZonePlan {
             peers,
             configured,
+            api_max,
             slot_names,
             primaries: spec.primaries(),
             cold_off,
@@ -199,6 +206,8 @@ impl ZonePlan {
             } else {
                 self.queue_off as u64
             },
+            api_max: self.api_max,
+            pad: 0,
         }
     }
 }
@@ -212,7 +221,7 @@ pub fn zone_size(spec: &UpstreamSpec<'_>) -> Result<usize, Error> {
 /// at least the configured peers; equal to them: a static zone, exactly
 /// as [`zone_size`]).
 pub fn zone_size_with(spec: &UpstreamSpec<'_>, capacity: usize) -> Result<usize, Error> {
-    Ok(ZonePlan::new(spec, capacity)?.size)
+    Ok(ZonePlan::new(spec, capacity, 0)?.size)
 }
 
 impl<'a> Zone<'a> {
@@ -248,7 +257,28 @@ impl<'a> Zone<'a> {
         mem: *mut u8,
         len: usize,
     ) -> Result<Zone<'a>, Error> {
-        let plan = ZonePlan::new(spec, capacity)?;
+        // SAFETY: forwarded contract.
+        unsafe { Zone::init_api(spec, capacity, 0, mem, len) }
+    }
+
+    /// [`Zone::init_with`] with room for `api_max` servers added through
+    /// the API (`ha_api_max`, see [`Zone::add_server`]): `capacity` is at
+    /// least the configured peers plus `api_max` (the rest of the slots
+    /// are for resolved servers), `api_max` at most
+    /// [`crate::spec::MAX_API_SERVERS`]; else [`Error::InvalidArgument`].
+    /// The zone's size is [`zone_size_with`]'s for `capacity`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Zone::init`].
+    pub unsafe fn init_api(
+        spec: &UpstreamSpec<'_>,
+        capacity: usize,
+        api_max: u32,
+        mem: *mut u8,
+        len: usize,
+    ) -> Result<Zone<'a>, Error> {
+        let plan = ZonePlan::new(spec, capacity, api_max)?;
         if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
             return Err(Error::NoSpace);
         }
@@ -352,7 +382,7 @@ impl<'a> Zone<'a> {
                         sid_hash(&sid[..sid_len])
                     }),
                     sid_off: sid_at as u32,
-                    pad: 0,
+                    origin: AtomicU32::new(0),
                 });
                 at += p.id.len() + p.server.len() + sid_len;
             }
@@ -385,7 +415,7 @@ impl<'a> Zone<'a> {
                     sid_len: AtomicU32::new(0),
                     sid_hash: AtomicU64::new(0),
                     sid_off: (i * per + SLOT_ID_MAX + SLOT_SERVER_MAX) as u32,
-                    pad: 0,
+                    origin: AtomicU32::new(0),
                 });
             }
         }
@@ -430,7 +460,25 @@ impl<'a> Zone<'a> {
         mem: *mut u8,
         len: usize,
     ) -> Result<Zone<'a>, Error> {
-        let plan = ZonePlan::new(spec, capacity)?;
+        // SAFETY: forwarded contract.
+        unsafe { Zone::attach_api(spec, capacity, 0, mem, len) }
+    }
+
+    /// [`Zone::attach`] for a zone built by [`Zone::init_api`] with
+    /// `capacity` slots and room for `api_max` servers added through the
+    /// API.
+    ///
+    /// # Safety
+    ///
+    /// As [`Zone::attach`].
+    pub unsafe fn attach_api(
+        spec: &UpstreamSpec<'_>,
+        capacity: usize,
+        api_max: u32,
+        mem: *mut u8,
+        len: usize,
+    ) -> Result<Zone<'a>, Error> {
+        let plan = ZonePlan::new(spec, capacity, api_max)?;
         if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
             return Err(Error::NoSpace);
         }
@@ -463,7 +511,8 @@ impl<'a> Zone<'a> {
             && r.tree_off == want.tree_off
             && r.configured == want.configured
             && r.slot_names == want.slot_names
-            && r.queue_off == want.queue_off;
+            && r.queue_off == want.queue_off
+            && r.api_max == want.api_max;
         if !matches {
             return Err(Error::BadLayout);
         }
