@@ -81,6 +81,17 @@ fn structs_match_the_header() {
         deferred
     });
     same_layout!(hab_slot_info { status, epoch });
+    same_layout!(hab_slot_peer {
+        status,
+        epoch,
+        flags,
+        weight,
+        max_conns,
+        max_fails,
+        fail_timeout_ms,
+        server_len,
+        address_len
+    });
     same_layout!(hab_health_conf {
         flags,
         interval_ms,
@@ -285,6 +296,7 @@ fn functions_match_the_header() {
         hab_zone_resolve / 11,
         hab_zone_source / 3,
         hab_zone_slot / 3,
+        hab_zone_slot_peer / 5,
         hab_attempt_abandon / 2,
         hab_attempt_source / 3,
         hab_health_tick / 8,
@@ -419,6 +431,7 @@ fn constants_match_the_header() {
         (sys::HAB_SLOT_FREE, rs::HAB_SLOT_FREE),
         (sys::HAB_SLOT_LIVE, rs::HAB_SLOT_LIVE),
         (sys::HAB_SLOT_RETIRING, rs::HAB_SLOT_RETIRING),
+        (sys::HAB_SLOT_TEXT_MAX, rs::HAB_SLOT_TEXT_MAX),
         (sys::HAB_QUEUE_MAX, rs::HAB_QUEUE_MAX),
         (sys::HAB_NO_CHANNEL, rs::HAB_NO_CHANNEL),
         (sys::HAB_TICKET_HEAD, rs::HAB_TICKET_HEAD),

@@ -433,6 +433,30 @@ hab_result hab_zone_source(const hab_zone *zone, uint32_t slot,
 hab_result hab_zone_slot(const hab_zone *zone, uint32_t slot,
     hab_slot_info *out);
 
+/*
+ * What a peer slot holds, for a worker with no peer of its own for it (a
+ * server added through the API): hab_zone_slot_peer() copies the slot's
+ * server string, then its address (the identity's last part), into buf.
+ */
+#define HAB_SLOT_TEXT_MAX       896u
+
+typedef struct hab_slot_peer {
+    uint32_t        status;       /* HAB_SLOT_* */
+    uint32_t        epoch;        /* the text belongs to this epoch */
+    uint32_t        flags;        /* HAB_PEER_BACKUP | HAB_PEER_DOWN */
+    uint32_t        weight;       /* as configured (or added) */
+    uint32_t        max_conns;    /* 0: unlimited */
+    uint32_t        max_fails;    /* 0: never */
+    uint64_t        fail_timeout_ms;
+    size_t          server_len;   /* first in buf */
+    size_t          address_len;  /* after it */
+} hab_slot_peer;
+
+/* HAB_BUSY: the slot was given to another server during the copy;
+ * HAB_NO_SPACE: cap too small (HAB_SLOT_TEXT_MAX always does). */
+hab_result hab_zone_slot_peer(const hab_zone *zone, uint32_t slot,
+    uint8_t *buf, size_t cap, hab_slot_peer *out);
+
 /* Number of the table generation serving new requests. */
 uint64_t hab_zone_generation(const hab_zone *zone);
 

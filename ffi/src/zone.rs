@@ -467,6 +467,113 @@ pub unsafe extern "C" fn hab_zone_slot(
     })
 }
 
+/// Longest `hab_slot_peer` text: the `server` string and the address
+/// ([`hab_zone_slot_peer`]'s `buf`).
+pub const HAB_SLOT_TEXT_MAX: u32 =
+    (hab_core::layout::SLOT_ID_MAX + hab_core::layout::SLOT_SERVER_MAX) as u32;
+
+/// What a peer slot holds, for a worker that has no peer of its own for it
+/// (a server added through the API): [`hab_zone_slot_peer`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct hab_slot_peer {
+    /// `HAB_SLOT_*`.
+    pub status: u32,
+    /// As [`hab_slot_info::epoch`]: the text belongs to this epoch.
+    pub epoch: u32,
+    /// `HAB_PEER_BACKUP` | `HAB_PEER_DOWN`, as configured (or added).
+    pub flags: u32,
+    /// `weight=` as configured (or added), not the API's override.
+    pub weight: u32,
+    /// `max_conns=`, 0 for unlimited.
+    pub max_conns: u32,
+    /// `max_fails=`, 0 for never.
+    pub max_fails: u32,
+    /// `fail_timeout=`, ms.
+    pub fail_timeout_ms: u64,
+    /// Bytes of the `server` string, first in the caller's buffer.
+    pub server_len: usize,
+    /// Bytes of the address (the identity's last part), after it.
+    pub address_len: usize,
+}
+
+/// Copies what slot `slot` holds into `out`, its `server` string and
+/// address into `buf` (`cap` bytes; [`HAB_SLOT_TEXT_MAX`] always do):
+/// `HAB_BUSY` when the slot was given to another server during the copy,
+/// `HAB_NO_SPACE` when `cap` is too small, `HAB_INVALID_ARGUMENT` past the
+/// end.  The text of a FREE slot is empty.
+///
+/// # Safety
+///
+/// `z` a valid zone handle; `buf` writable for `cap` bytes; `out`
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_zone_slot_peer(
+    z: *const hab_zone,
+    slot: u32,
+    buf: *mut u8,
+    cap: usize,
+    out: *mut hab_slot_peer,
+) -> hab_result {
+    guard(|| {
+        if z.is_null() || out.is_null() || (buf.is_null() && cap != 0) {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: valid handle (caller contract).
+        let z = unsafe { zone_of(z) };
+        let i = slot as usize;
+        // The epoch before and after the copy, as a sequence lock: the
+        // lease holder rewrites a slot's bytes only before it bumps the
+        // epoch (core/src/write/membership.rs, fill_slot).
+        let (Some(epoch), Some(status)) = (z.slot_epoch(i), z.slot_status(i)) else {
+            return Error::InvalidArgument.into();
+        };
+        let (s, c) = (&z.states()[i], &z.colds()[i]);
+        let (server, id) = if status == HAB_SLOT_FREE {
+            (&[][..], &[][..])
+        } else {
+            (z.server(i), z.identity(i))
+        };
+        let address = id.rsplit(|&b| b == 0).next().unwrap_or(server);
+        let address = if address.is_empty() { server } else { address };
+        if server.len() + address.len() > cap {
+            return Error::NoSpace.into();
+        }
+        // SAFETY: `buf` writable for `cap` bytes (caller contract),
+        // checked above to hold both.
+        unsafe {
+            core::ptr::copy_nonoverlapping(server.as_ptr(), buf, server.len());
+            core::ptr::copy_nonoverlapping(address.as_ptr(), buf.add(server.len()), address.len());
+        }
+        let flags = s.flags.load(Relaxed);
+        let peer = hab_slot_peer {
+            status,
+            epoch,
+            flags: (if flags & hab_core::layout::PeerState::BACKUP != 0 {
+                crate::conf::HAB_PEER_BACKUP
+            } else {
+                0
+            }) | (if flags & hab_core::layout::PeerState::DOWN != 0 {
+                crate::conf::HAB_PEER_DOWN
+            } else {
+                0
+            }),
+            weight: c.conf_weight.load(Relaxed),
+            max_conns: s.max_conns(),
+            max_fails: s.max_fails(),
+            fail_timeout_ms: s.fail_timeout_ms(),
+            server_len: server.len(),
+            address_len: address.len(),
+        };
+        // Acquire: the copy above is ordered before this read.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        if z.slot_epoch(i) != Some(epoch) {
+            return Error::Busy.into();
+        }
+        finish(Ok(peer), out)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +653,43 @@ mod tests {
         let mut size = 0;
         // SAFETY: as above.
         let rc = unsafe { hab_zone_size(&conf(&peers, 1), &mut size) };
+        assert_eq!(rc, HAB_INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn slot_peer_copies_server_and_address() {
+        static ID: &[u8] = b"up\0s.example:80\x00127.0.0.1:8080";
+        let mut p = peer(ID);
+        p.server = b"s.example:80".as_ptr();
+        p.server_len = 12;
+        p.weight = 3;
+        p.flags = crate::conf::HAB_PEER_BACKUP;
+        let peers = [peer(b"up\x00a\x00127.0.0.1:1"), p];
+        let c = conf(&peers, 3);
+        let (_region, z) = zone_for(&c);
+        let mut buf = [0u8; HAB_SLOT_TEXT_MAX as usize];
+        let mut out = hab_slot_peer::default();
+        // SAFETY: a valid zone; `buf` and `out` writable.
+        let rc = unsafe { hab_zone_slot_peer(z, 1, buf.as_mut_ptr(), buf.len(), &mut out) };
+        assert_eq!(rc, HAB_OK);
+        assert_eq!(
+            (out.status, out.weight, out.max_fails),
+            (HAB_SLOT_LIVE, 3, 1)
+        );
+        assert_eq!(out.flags, crate::conf::HAB_PEER_BACKUP);
+        assert_eq!(out.fail_timeout_ms, 10_000);
+        let text = &buf[..out.server_len + out.address_len];
+        assert_eq!(text, b"s.example:80127.0.0.1:8080");
+        assert_eq!(out.server_len, 12);
+        // Too small a buffer, a FREE slot, past the end.
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_slot_peer(z, 1, buf.as_mut_ptr(), 4, &mut out) };
+        assert_eq!(rc, HAB_NO_SPACE);
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_slot_peer(z, 2, buf.as_mut_ptr(), buf.len(), &mut out) };
+        assert_eq!((rc, out.status, out.server_len), (HAB_OK, HAB_SLOT_FREE, 0));
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_slot_peer(z, 3, buf.as_mut_ptr(), buf.len(), &mut out) };
         assert_eq!(rc, HAB_INVALID_ARGUMENT);
     }
 
