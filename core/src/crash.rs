@@ -44,7 +44,8 @@ pub const POINTS: &[&str] = &[
     "publish.built",
     "publish.described",
     "publish.published",
-    // A builder applies a new server list (membership.rs), then publishes.
+    // A builder applies a new server list (membership.rs), or adds or
+    // removes a server through the API (added.rs), then publishes.
     "apply.freed",
     "apply.filled",
     "apply.kept",

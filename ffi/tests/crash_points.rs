@@ -724,6 +724,104 @@ fn a_membership_change_killed_at_every_step_leaves_no_phantom() {
     assert!(runs >= 9, "{runs}");
 }
 
+/// A server added through the API (into the slot of one removed before,
+/// reused) and another removed, the builder killed at every step: the
+/// next one takes the lease over and repairs the slots, and the same
+/// calls then leave exactly the servers asked for, every LIVE slot in the
+/// serving generation, and the API's count right (a half-added server
+/// neither counts against `ha_api_max` nor stays LIVE).
+#[test]
+fn an_api_add_and_remove_killed_at_every_step_leave_no_phantom() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ids: Vec<Vec<u8>> = (0..4).map(|k| format!("srv{k}").into_bytes()).collect();
+    let configured = [PeerSpec::new(&ids[0])];
+    let spec = UpstreamSpec {
+        health: Default::default(),
+        policy: Policy::RoundRobin,
+        peers: &configured,
+        schedule_room: 0,
+        sessions: false,
+    };
+    let case = Case {
+        name: "round_robin, ha_api_max 2",
+        policy: Policy::RoundRobin,
+        peers: vec![],
+        key: b"",
+    };
+    let shm = Shared::new(8 << 20);
+    // srv0 configured; srv1 and srv2 added, srv1 removed: its slot is
+    // the only room left (capacity 3).
+    let zone = || {
+        assert!(write::zone_size_with(&spec, 3).unwrap() <= shm.len);
+        // SAFETY: the mapping is ours, `len` bytes, alive past every use.
+        let z = unsafe { Zone::init_api(&spec, 3, 2, shm.ptr, shm.len) }.expect("zone fits");
+        let a1 = z
+            .add_server(&PeerSpec::new(&ids[1]), 1, 76, |_| true)
+            .unwrap();
+        z.add_server(&PeerSpec::new(&ids[2]), 1, 76, |_| true)
+            .unwrap();
+        let m = z.listed(a1.slot).unwrap();
+        z.remove_server(a1.slot, m, 1, 76, |_| true).unwrap();
+        z
+    };
+    let live_slot = |z: Zone<'_>, id: &[u8]| {
+        (0..z.peers())
+            .find(|&i| z.slot_status(i) == Some(write::membership::LIVE) && z.identity(i) == id)
+    };
+    // srv3 added (srv1's slot reused), then srv2 removed; each step done
+    // already by a builder killed after it counts as done.
+    let change = |z: Zone<'_>, owner: u64, alive: &dyn Fn(u64) -> bool| {
+        match z.add_server(&PeerSpec::new(&ids[3]), 10, owner, alive) {
+            Ok(_) | Err(write::AddRefusal::Exists) => {}
+            Err(_) => return false,
+        }
+        match live_slot(z, &ids[2]) {
+            None => true,
+            Some(i) => {
+                let m = z.listed(i).unwrap();
+                z.remove_server(i, m, 10, owner, alive).is_ok()
+            }
+        }
+    };
+    let counted = hits(|| {
+        let z = zone();
+        let _live = live_worker(z, b"");
+        crash::counting();
+        assert!(change(z, 77, &|_| true));
+    });
+    let steps: Vec<_> = counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && (p.starts_with("apply.") || p.starts_with("publish.")))
+        .collect();
+    for p in crash::POINTS.iter().filter(|p| p.starts_with("apply.")) {
+        assert!(steps.iter().any(|(q, _)| q == p), "{p} never reached");
+    }
+    let mut runs = 0;
+    for &&(point, n) in &steps {
+        for nth in 1..=n {
+            let z = zone();
+            let mut live = live_worker(z, b"");
+            let dead = die_at(point, nth, || change(z, pid(), &|_| true));
+            let what = format!("API change killed at {point} #{nth}");
+            assert!(change(z, LIVE, &|pid| pid != dead), "{what}");
+            let members: Vec<usize> = z.read(None).unwrap().table().members().iter().collect();
+            let mut names: Vec<&[u8]> = members.iter().map(|&i| z.identity(i)).collect();
+            names.sort();
+            assert_eq!(names, [&ids[0][..], &ids[3][..]], "{what}");
+            for i in 0..z.peers() {
+                let live_slot = z.slot_status(i) == Some(write::membership::LIVE);
+                assert_eq!(live_slot, members.contains(&i), "{what}: slot {i}");
+            }
+            assert_eq!(z.api_servers(), (1, 2), "{what}");
+            let s3 = live_slot(z, &ids[3]).unwrap();
+            assert!(z.added_through_api(s3), "{what}");
+            check(&case, z, &mut live, &[dead], &what);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 12, "{runs}");
+}
+
 /// Outlier ejection killed at every step (the budget taken, the flag set,
 /// a flag cleared at the ejection's end), then the next ejector killed as
 /// it takes the lease over: the budget is never lost. With `max_ejection`

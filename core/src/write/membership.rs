@@ -57,6 +57,10 @@
 //! With no free slot, or no room in the arena, nothing changes and the
 //! serving generation stays.
 //!
+//! Servers added and removed through the API (`added.rs`) are the same
+//! change, made from the LIVE members plus or minus one server; a slot
+//! filled that way is marked [`PeerCold::API`] ([`PeerCold::origin`]).
+//!
 //! # The reuse rule
 //!
 //! A RETIRING slot becomes FREE (and is given to a new identity) only when
