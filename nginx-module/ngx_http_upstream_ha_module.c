@@ -46,6 +46,11 @@ static char *ngx_http_upstream_ha_hash(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf);
 static char *ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf, ngx_str_t *value);
+static char *ngx_http_upstream_ha_api_max(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_uint_t n);
 
 
 static ngx_command_t  ngx_http_upstream_ha_commands[] = {
@@ -109,6 +114,13 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
     { ngx_string("ha_resolve_max"),
       NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
       ngx_http_upstream_ha_resolve_max,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_api_max"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_http_upstream_ha_api_max,
       NGX_HTTP_SRV_CONF_OFFSET,
       0,
       NULL },
@@ -234,6 +246,10 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     }
 #endif
 
+    if (ngx_http_upstream_ha_init_api_max(cf, us, hcf, n) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_upstream_ha_add_peers(cf, us, hcf, peers, pc, 0) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -354,6 +370,12 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* servers added through the API are tries too */
+
+    if (hcf->api_max) {
+        r->upstream->peer.tries += ngx_http_upstream_ha_added_live(hcf);
+    }
+
     if (!hcf->resolve
         && ngx_http_upstream_ha_index(hcf, hp->rrp.peers, r->connection->log)
            != NGX_OK)
@@ -452,10 +474,11 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_http_upstream_ha_peer_data_t  *hp = data;
 
-    hab_pick                      pick;
-    hab_wake                      wake;
-    ngx_int_t                     rc;
-    ngx_http_upstream_rr_peer_t  *peer;
+    hab_pick                       pick;
+    hab_wake                       wake;
+    ngx_int_t                      rc;
+    ngx_http_upstream_rr_peer_t   *peer;
+    ngx_http_upstream_rr_peers_t  *peers;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "get ha peer, try: %ui", pc->tries);
@@ -476,7 +499,19 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
         return rc;
     }
 
-    if (pick.peer >= hp->conf->npeers) {
+    if (pick.peer < hp->conf->npeers) {
+        peer = hp->conf->peer[pick.peer];
+        peers = (pick.flags & HAB_PICK_BACKUP) ? hp->peers->next : hp->peers;
+
+    } else {
+
+        /* a server added through the API: this worker's own peer */
+
+        peer = ngx_http_upstream_ha_added_peer(hp->conf, pick.peer, pc->log);
+        peers = hp->conf->added_peers;
+    }
+
+    if (peer == NULL) {
         ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
                       "ha_balance get: peer %uD out of range", pick.peer);
 
@@ -489,13 +524,10 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
         return NGX_ERROR;
     }
 
-    peer = hp->conf->peer[pick.peer];
-
     /* the TLS session hooks of round robin use these */
 
     hp->rrp.current = peer;
-    hp->rrp.peers = (pick.flags & HAB_PICK_BACKUP) ? hp->peers->next
-                                                   : hp->peers;
+    hp->rrp.peers = peers;
 
     pc->sockaddr = peer->sockaddr;
     pc->socklen = peer->socklen;
@@ -673,6 +705,8 @@ ngx_http_upstream_ha_create_conf(ngx_conf_t *cf)
 
     conf->slot = HAB_NO_SLOT;
     conf->resolve_max = NGX_CONF_UNSET_UINT;
+    conf->api_max = NGX_CONF_UNSET_UINT;
+    conf->added_gen = (uint64_t) -1;
 
     return conf;
 }
@@ -970,6 +1004,85 @@ ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
 }
 
 
+/* ha_api_max N: room for N servers added through the API */
+
+static char *
+ngx_http_upstream_ha_api_max(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (hcf->api_max != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+
+    if (n == NGX_ERROR || n > HAB_API_MAX_LIMIT) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid number of servers added through the "
+                           "API \"%V\": from 0 to %d", &value[1],
+                           HAB_API_MAX_LIMIT);
+        return NGX_CONF_ERROR;
+    }
+
+    hcf->api_max = (ngx_uint_t) n;
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * init_upstream: an upstream with ha_api_max gets a zone with room for
+ * that many servers after its n configured ones
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_uint_t n)
+{
+    if (hcf->api_max == NGX_CONF_UNSET_UINT) {
+        hcf->api_max = 0;
+    }
+
+    if (hcf->api_max == 0) {
+        return NGX_OK;
+    }
+
+    /* resolved servers have their own slot map: not both yet */
+
+    if (hcf->resolve) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance upstream \"%V\": ha_api_max cannot be "
+                      "combined with servers resolved at run time yet "
+                      "in %s:%ui", &us->host, us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
+    hcf->conf.capacity = n + hcf->api_max;
+    hcf->conf.api_max = (uint32_t) hcf->api_max;
+
+    if (hcf->conf.maglev_size != 0
+        && hcf->conf.maglev_size < hcf->conf.capacity)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance upstream \"%V\": maglev table size %uD "
+                      "is smaller than its %ui servers and "
+                      "ha_api_max %ui in %s:%ui",
+                      &us->host, hcf->conf.maglev_size, n, hcf->api_max,
+                      us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static void *
 ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf)
 {
@@ -1032,6 +1145,14 @@ ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf)
                           "ha_outlier, ha_panic, ha_queue, ha_sticky and "
                           "ha_route need \"ha_balance\" in %s:%ui",
                           &uscfp[i]->host,
+                          uscfp[i]->file_name, uscfp[i]->line);
+            return NGX_CONF_ERROR;
+        }
+
+        if (hcf->policy == 0 && hcf->api_max != NGX_CONF_UNSET_UINT) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "upstream \"%V\": ha_api_max needs "
+                          "\"ha_balance\" in %s:%ui", &uscfp[i]->host,
                           uscfp[i]->file_name, uscfp[i]->line);
             return NGX_CONF_ERROR;
         }

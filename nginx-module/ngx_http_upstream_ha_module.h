@@ -59,6 +59,9 @@
 #define HAB_RESOLVE_MAX_DEFAULT  1024
 #define HAB_RESOLVE_MAX_LIMIT    (1 << 20)
 
+/* ha_api_max: slots for servers added through the API */
+#define HAB_API_MAX_LIMIT        (1 << 20)
+
 
 #define NGX_HTTP_UPSTREAM_HA_CHECK_HTTP  0
 #define NGX_HTTP_UPSTREAM_HA_CHECK_TCP   1
@@ -152,6 +155,22 @@ typedef struct {
 } ngx_http_upstream_ha_sticky_conf_t;
 
 
+/*
+ * A worker's own peer for a slot filled through the API (ha_api_max): no
+ * nginx list holds it.  Built from the slot when a pick first names it,
+ * rebuilt when the slot's epoch says another server took it.
+ */
+
+typedef struct {
+    ngx_http_upstream_rr_peer_t         peer;
+    uint32_t                            epoch;      /* built for */
+    ngx_sockaddr_t                      sockaddr;
+    u_char                              name[NGX_SOCKADDR_STRLEN];
+    u_char                             *server;     /* ngx_alloc()ed */
+    size_t                              server_size;
+} ngx_http_upstream_ha_added_t;
+
+
 /* a worker's view of one peer slot: the nginx peer holding it */
 
 typedef struct {
@@ -180,6 +199,19 @@ typedef struct {
     ngx_http_upstream_rr_peers_t       *indexed;
     ngx_http_upstream_rr_peer_t       **peer;
     ngx_uint_t                          npeers;
+
+    /*
+     * ha_api_max: slots for servers added through the API, after the
+     * configured ones; per worker, their peers (slot npeers + i in
+     * added[i], NULL until used), the list they claim to be in (no
+     * shared pool: TLS sessions stay in the worker), and how many are
+     * live in generation added_gen
+     */
+    ngx_uint_t                          api_max;
+    ngx_http_upstream_ha_added_t      **added;
+    ngx_http_upstream_rr_peers_t       *added_peers;
+    uint64_t                            added_gen;
+    ngx_uint_t                          added_live;
 
     /*
      * servers resolved at run time: slots for them, this configuration's
@@ -267,6 +299,11 @@ ngx_int_t ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
 ngx_int_t ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     uint32_t slot, ngx_pool_t *pool, ngx_addr_t *addr, ngx_str_t *server,
     ngx_log_t *log);
+ngx_http_upstream_rr_peer_t *ngx_http_upstream_ha_added_peer(
+    ngx_http_upstream_ha_srv_conf_t *hcf, uint32_t slot, ngx_log_t *log);
+ngx_uint_t ngx_http_upstream_ha_added_live(
+    ngx_http_upstream_ha_srv_conf_t *hcf);
+void ngx_http_upstream_ha_free_added(ngx_http_upstream_ha_srv_conf_t *hcf);
 ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_next_conf(
     ngx_cycle_t *cycle, ngx_uint_t *i);
 ngx_uint_t ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle,

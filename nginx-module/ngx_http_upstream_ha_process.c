@@ -174,6 +174,10 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
         }
 #endif
 
+        /* this worker's peers for servers added through the API */
+
+        ngx_http_upstream_ha_free_added(hcf);
+
         /* the peer index ngx_http_upstream_ha_index() built */
 
         if (hcf->peer) {

@@ -401,3 +401,102 @@ fn health_directives_are_checked() {
         assert!(ok, "{lines:?} should pass nginx -t:\n{stderr}");
     }
 }
+
+/// `ha_api_max` (issue 23 item 3): its number, its duplicate, its need of
+/// `ha_balance`, a maglev table too small for the room it makes, and
+/// servers resolved at run time (not both yet); valid values pass on every
+/// policy.
+#[test]
+fn api_max_is_checked() {
+    if !nginx_or_skip() || stock_mode() {
+        return;
+    }
+    let rr = "        ha_balance round_robin;\n";
+    for (lines, needle, mentions) in [
+        (
+            "ha_api_max -1;",
+            "ha_api_max -1;",
+            &["invalid number of servers added through the API \"-1\"", "from 0 to 1048576"][..],
+        ),
+        (
+            "ha_api_max 1048577;",
+            "ha_api_max 1048577;",
+            &["\"1048577\"", "from 0 to 1048576"],
+        ),
+        ("ha_api_max 4k;", "ha_api_max 4k;", &["\"4k\""]),
+        (
+            "ha_api_max 4;\n        ha_api_max 8;",
+            "ha_api_max 8;",
+            &["\"ha_api_max\" directive is duplicate"],
+        ),
+        (
+            "ha_api_max;",
+            "ha_api_max;",
+            &["invalid number of arguments in \"ha_api_max\""],
+        ),
+    ] {
+        let c = Nginx::check_detailed(&upstream_with(&format!("{rr}        {lines}")));
+        c.assert_emerg(needle, mentions);
+    }
+
+    // Needs the whole upstream: named at the upstream's line.
+    let c = Nginx::check_detailed(&upstream_with("        ha_api_max 4;"));
+    c.assert_emerg("upstream up {", &["\"up\"", "ha_api_max needs \"ha_balance\""]);
+    let c = Nginx::check_detailed(&upstream_with(
+        "        ha_balance hash $uri maglev table_size=257;\n        ha_api_max 300;",
+    ));
+    c.assert_emerg(
+        "upstream up {",
+        &["maglev table size 257 is smaller than its 1 servers and ha_api_max 300"],
+    );
+    let c = Nginx::check_detailed(
+        "    ha_api_max 4;
+    server {
+        listen 127.0.0.1:1;
+    }
+",
+    );
+    c.assert_emerg("ha_api_max 4;", &["\"ha_api_max\"", "not allowed here"]);
+
+    // Valid ones, every policy.
+    for lines in [
+        "ha_balance round_robin;\n        ha_api_max 4;",
+        "ha_balance least_conn;\n        ha_api_max 0;",
+        "ha_balance p2c;\n        ha_api_max 1048575;",
+        "ha_balance random;\n        ha_api_max 4;",
+        "ha_balance ewma;\n        ha_api_max 4;",
+        "ha_balance hash $uri consistent;\n        ha_api_max 4;",
+        "ha_balance hash $uri maglev table_size=257;\n        ha_api_max 256;",
+        "ha_balance round_robin;\n        ha_api_max 4;\n        ha_sticky cookie srv;",
+    ] {
+        let (ok, stderr) = Nginx::check(&upstream_with(&format!("        {lines}")));
+        assert!(ok, "{lines:?} should pass nginx -t:\n{stderr}");
+        assert!(
+            !stderr.contains("[emerg]") && !stderr.contains("[alert]"),
+            "{stderr}"
+        );
+    }
+
+    // Servers resolved at run time have a slot map of their own.
+    if !hab_testkit::nginx::nginx_at_least_or_skip((1, 27, 3), "resolve") {
+        return;
+    }
+    let c = Nginx::check_detailed(
+        "    upstream up {
+        ha_balance round_robin;
+        ha_api_max 4;
+        zone up 64k;
+        resolver 127.0.0.1:53;
+        server localhost:1 resolve;
+    }
+    server {
+        listen 127.0.0.1:1;
+        location / { proxy_pass http://up; }
+    }
+",
+    );
+    c.assert_emerg(
+        "upstream up {",
+        &["ha_api_max cannot be combined with servers resolved at run time yet"],
+    );
+}
