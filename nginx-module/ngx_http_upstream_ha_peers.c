@@ -187,10 +187,13 @@ ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     n = peers->number + (peers->next ? peers->next->number : 0);
 
-    if (n != hab_zone_peers(hcf->zone)) {
+    /* the slots after them are for servers added through the API */
+
+    if (n + hcf->api_max != hab_zone_peers(hcf->zone)) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "ha_balance upstream \"%V\": %ui peers, zone has %uD",
-                      hcf->name, n, hab_zone_peers(hcf->zone));
+                      "ha_balance upstream \"%V\": %ui peers and "
+                      "ha_api_max %ui, zone has %uD",
+                      hcf->name, n, hcf->api_max, hab_zone_peers(hcf->zone));
         return NGX_ERROR;
     }
 
