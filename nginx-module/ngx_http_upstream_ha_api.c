@@ -302,7 +302,12 @@ ngx_http_upstream_ha_api_handler(ngx_http_request_t *r)
 {
     ngx_int_t  rc;
 
-    if (r->method == NGX_HTTP_PATCH) {
+    if (r->method == NGX_HTTP_PATCH
+#ifdef HAB_API_POST
+        || r->method == NGX_HTTP_POST
+#endif
+       )
+    {
         r->request_body_in_single_buf = 1;
 
         rc = ngx_http_read_client_request_body(r,
@@ -323,7 +328,7 @@ ngx_http_upstream_ha_api_handler(ngx_http_request_t *r)
 }
 
 
-/* the PATCH body, read in memory (small JSON documents only) */
+/* the PATCH (or POST) body, read in memory (small JSON documents only) */
 
 #define NGX_HTTP_UPSTREAM_HA_API_MAX_BODY  65536
 
@@ -454,6 +459,12 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     case NGX_HTTP_DELETE:
         req.method = HAB_API_DELETE;
         break;
+
+#ifdef HAB_API_POST
+    case NGX_HTTP_POST:
+        req.method = HAB_API_POST;
+        break;
+#endif
 
     default:
         req.method = HAB_API_OTHER;
