@@ -24,8 +24,9 @@
 //! §1.2). What is served and what is not, and why: docs/api.md "NGINX
 //! Plus API".
 
+use hab_core::spec::{PeerSpec, MAX_FAIL_TIMEOUT_MS};
 use hab_core::write::membership::{SlotMark, LIVE};
-use hab_core::write::{PeerView, ServerChange, MAX_WEIGHT};
+use hab_core::write::{AddRefusal, PeerView, RemoveRefusal, ServerChange, MAX_WEIGHT};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -201,16 +202,7 @@ pub(crate) fn handle(
         ["servers"] => match req.method {
             Method::Get | Method::Head => json_with(|out| conf_servers(out, u, req.now_ms)),
             Method::Post if !req.write => disabled(req),
-            Method::Post => refuse(
-                req,
-                400,
-                "UpstreamStatic",
-                &format!(
-                    "upstream \"{}\" takes no servers at run time: its servers \
-                     are those of the configuration (and of DNS, with \"resolve\")",
-                    u.name
-                ),
-            ),
+            Method::Post => add(req, u, alive),
             _ => not_supported(req),
         },
         ["servers", id] => server(req, u, id, alive),
@@ -517,16 +509,7 @@ fn server(req: &Request<'_>, u: &Upstream<'_>, id: &str, alive: impl Fn(u64) -> 
             }
         }
         Method::Delete if !req.write => disabled(req),
-        Method::Delete => refuse(
-            req,
-            400,
-            "UpstreamServerImmutable",
-            &format!(
-                "server with ID \"{pos}\" of upstream \"{}\" is in the configuration: \
-                 it cannot be removed at run time (set \"drain\" or \"down\" instead)",
-                u.name
-            ),
-        ),
+        Method::Delete => remove(req, u, i, mark, alive),
         Method::Post | Method::Other => not_supported(req),
     }
 }
@@ -686,6 +669,341 @@ fn patch_body(
         change.drain = None;
     }
     Ok(change)
+}
+
+/// A POST body: the new server's configuration object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewServer {
+    /// The address as given (`10.0.0.5:8080`, `[::1]:8080`, `10.0.0.5`).
+    pub server: String,
+    /// The address as nginx prints it (port 80 when none was given).
+    pub address: String,
+    /// `weight`, 1 by default.
+    pub weight: u32,
+    /// `max_conns`, 0 (none) by default.
+    pub max_conns: u32,
+    /// `max_fails`, 1 by default.
+    pub max_fails: u32,
+    /// `fail_timeout`, 10 s by default.
+    pub fail_timeout_ms: u64,
+    /// `backup`.
+    pub backup: bool,
+    /// `down`.
+    pub down: bool,
+    /// `drain`.
+    pub drain: bool,
+}
+
+/// `text` as an IP address with a port (80 when none), printed as nginx
+/// prints addresses; `None` when it is not one (a name, `unix:`, junk).
+pub fn parse_address(text: &str) -> Option<String> {
+    use std::net::{IpAddr, SocketAddr};
+    if let Ok(a) = text.parse::<SocketAddr>() {
+        return Some(a.to_string());
+    }
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse::<IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 80).to_string())
+}
+
+/// Parses a POST body (see [`NewServer`]); the refusal otherwise.
+fn new_server(req: &Request<'_>, u: &Upstream<'_>) -> Result<NewServer, Response> {
+    fn bad<T>(req: &Request<'_>, code: &str, text: String) -> Result<T, Response> {
+        Err(refuse(req, 400, code, &text))
+    }
+    if req.body.len() > request::MAX_BODY {
+        return bad(
+            req,
+            "UpstreamConfFormatError",
+            "request body too large".into(),
+        );
+    }
+    let value: Value = match serde_json::from_slice(req.body) {
+        Ok(v) => v,
+        Err(e) => return Err(refuse(req, 415, "JsonError", &format!("invalid JSON: {e}"))),
+    };
+    let Value::Object(map) = value else {
+        return bad(
+            req,
+            "UpstreamConfFormatError",
+            "a JSON object is expected, e.g. {\"server\":\"10.0.0.5:8080\"}".into(),
+        );
+    };
+    let mut s = NewServer {
+        server: String::new(),
+        address: String::new(),
+        weight: 1,
+        max_conns: 0,
+        max_fails: 1,
+        fail_timeout_ms: 10_000,
+        backup: false,
+        down: false,
+        drain: false,
+    };
+    let mut server = None;
+    for (key, v) in &map {
+        if v.is_object() || v.is_array() {
+            return bad(
+                req,
+                "UpstreamConfFormatError",
+                format!("invalid \"{key}\": a nested value"),
+            );
+        }
+        let as_bool = || match v {
+            Value::Bool(b) => Ok(*b),
+            _ => bad(
+                req,
+                "UpstreamConfFormatError",
+                format!("invalid \"{key}\": true or false is expected"),
+            ),
+        };
+        let as_u32 = |code: &str, min: u64, max: u64| match v.as_u64() {
+            Some(n) if (min..=max).contains(&n) => Ok(n as u32),
+            _ => bad(
+                req,
+                code,
+                format!("invalid \"{key}\": it must be from {min} to {max}"),
+            ),
+        };
+        match key.as_str() {
+            "server" => match v.as_str() {
+                Some(t) => server = Some(t.to_owned()),
+                None => return bad(req, "UpstreamBadAddress", "invalid \"server\"".into()),
+            },
+            "weight" => s.weight = as_u32("UpstreamBadWeight", 1, u64::from(MAX_WEIGHT))?,
+            "max_conns" => s.max_conns = as_u32("UpstreamBadMaxConns", 0, u64::from(u32::MAX))?,
+            "max_fails" => s.max_fails = as_u32("UpstreamBadMaxFails", 0, u64::from(u32::MAX))?,
+            "fail_timeout" => match v.as_str().and_then(parse_time) {
+                Some(ms) if ms <= u64::from(MAX_FAIL_TIMEOUT_MS) => s.fail_timeout_ms = ms,
+                _ => {
+                    return bad(
+                        req,
+                        "UpstreamBadFailTimeout",
+                        "invalid \"fail_timeout\"".into(),
+                    )
+                }
+            },
+            "slow_start" => match v.as_str().and_then(parse_time) {
+                Some(0) => {}
+                _ => {
+                    return bad(
+                        req,
+                        "UpstreamBadSlowStart",
+                        "invalid \"slow_start\": slow start is the upstream's here \
+                         (ha_slow_start); give \"0s\" or leave it out"
+                            .into(),
+                    )
+                }
+            },
+            "route" => {
+                if v.as_str() != Some("") {
+                    return bad(req, "UpstreamBadRoute", "invalid \"route\"".into());
+                }
+            }
+            "service" => {
+                return bad(
+                    req,
+                    "UpstreamBadService",
+                    "\"service\" is not taken here: add an address".into(),
+                )
+            }
+            "backup" => s.backup = as_bool()?,
+            "down" => s.down = as_bool()?,
+            "drain" => s.drain = as_bool()?,
+            _ => {
+                return bad(
+                    req,
+                    "UpstreamConfFormatError",
+                    format!("unknown parameter \"{key}\""),
+                )
+            }
+        }
+    }
+    let Some(server) = server else {
+        return bad(
+            req,
+            "UpstreamConfFormatError",
+            "\"server\" is required".into(),
+        );
+    };
+    let Some(address) = parse_address(&server) else {
+        return bad(
+            req,
+            "UpstreamBadAddress",
+            format!(
+                "invalid \"server\" \"{server}\": give an IP address with a port \
+                 (a name needs a \"server ... resolve\" line in the configuration)"
+            ),
+        );
+    };
+    if s.backup && !u.zone.policy().allows_backup() {
+        return bad(
+            req,
+            "UpstreamNoBackup",
+            format!(
+                "upstream \"{}\" uses \"{}\", which has no backup servers",
+                u.name,
+                json::policy_name(u.zone.policy())
+            ),
+        );
+    }
+    s.server = server;
+    s.address = address;
+    Ok(s)
+}
+
+/// POST `.../servers`: adds a server.
+fn add(req: &Request<'_>, u: &Upstream<'_>, alive: impl Fn(u64) -> bool) -> Response {
+    let s = match new_server(req, u) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let identity = [u.name.as_bytes(), s.server.as_bytes(), s.address.as_bytes()].join(&0u8);
+    let spec = PeerSpec {
+        weight: s.weight,
+        max_conns: s.max_conns,
+        max_fails: s.max_fails,
+        fail_timeout_ms: s.fail_timeout_ms,
+        backup: s.backup,
+        down: s.down,
+        ..PeerSpec::new(&identity)
+    };
+    let spec = PeerSpec {
+        server: s.server.as_bytes(),
+        ..spec
+    };
+    let added = match u.zone.add_server(&spec, req.now_ms, req.owner, &alive) {
+        Ok(a) => a,
+        Err(AddRefusal::Exists) => {
+            return refuse(
+                req,
+                409,
+                "EntryExists",
+                &format!(
+                    "server \"{}\" is already in upstream \"{}\"",
+                    s.server, u.name
+                ),
+            )
+        }
+        Err(AddRefusal::Full { max: 0 }) => {
+            return refuse(
+                req,
+                400,
+                "UpstreamStatic",
+                &format!(
+                    "upstream \"{}\" takes no servers at run time: give it \"ha_api_max N\"",
+                    u.name
+                ),
+            )
+        }
+        Err(AddRefusal::Full { max }) => {
+            return refuse(
+                req,
+                400,
+                "UpstreamOutOfMemory",
+                &format!(
+                    "upstream \"{}\" has no room for another server: ha_api_max {max} \
+                     servers added through the API already (raise \"ha_api_max\" and reload)",
+                    u.name
+                ),
+            )
+        }
+        Err(AddRefusal::Publish(hab_core::Error::NoSpace)) => {
+            return refuse(
+                req,
+                400,
+                "UpstreamOutOfMemory",
+                &format!(
+                    "upstream \"{}\" has no free slot now: servers removed from it still \
+                     have requests in flight, or its shared memory is full; retry shortly",
+                    u.name
+                ),
+            )
+        }
+        Err(AddRefusal::Publish(e)) => {
+            return as_plus(
+                req,
+                change::publish_refusal(u.name, e, None, u.zone.schedule_room()),
+            )
+        }
+    };
+    let mut notice = format!(
+        "upstream \"{}\": added server {} id {}",
+        u.name, s.address, added.position
+    );
+    if s.drain {
+        // Added, then drained: a server added draining takes no request.
+        if let Some(mark) = u.zone.listed(added.slot) {
+            let change = ServerChange {
+                drain: Some(true),
+                ..ServerChange::default()
+            };
+            if change::apply(req, u, added.slot, mark, change, &alive).is_ok() {
+                notice.push_str(" (draining)");
+            }
+        }
+    }
+    let conf = u
+        .zone
+        .listed(added.slot)
+        .and_then(|mark| read_conf(u, added.slot, mark, req.now_ms));
+    let mut r = match conf {
+        Some(c) => json_ok(&c),
+        None => json_ok(&Map::new()),
+    };
+    r.status = 201;
+    r.changed = true;
+    r.notice = Some(notice);
+    r
+}
+
+/// DELETE `.../servers/{id}`: removes a server added through the API.
+fn remove(
+    req: &Request<'_>,
+    u: &Upstream<'_>,
+    i: usize,
+    mark: SlotMark,
+    alive: impl Fn(u64) -> bool,
+) -> Response {
+    let Some(current) = read_conf(u, i, mark, req.now_ms) else {
+        return refuse(req, 404, "UpstreamServerNotFound", "server not found");
+    };
+    match u.zone.remove_server(i, mark, req.now_ms, req.owner, &alive) {
+        Ok(()) => {}
+        Err(RemoveRefusal::NotApi) => {
+            return refuse(
+                req,
+                400,
+                "UpstreamServerImmutable",
+                &format!(
+                    "server with ID \"{}\" of upstream \"{}\" is in the configuration: \
+                     remove it there and reload, or set \"drain\" or \"down\" \
+                     (only servers added through the API are removed through it)",
+                    current.id, u.name
+                ),
+            )
+        }
+        Err(RemoveRefusal::Gone) => {
+            return refuse(req, 404, "UpstreamServerNotFound", "server not found")
+        }
+        Err(RemoveRefusal::Publish(e)) => {
+            return as_plus(
+                req,
+                change::publish_refusal(u.name, e, None, u.zone.schedule_room()),
+            )
+        }
+    }
+    let mut r = json_with(|out| conf_servers(out, u, req.now_ms));
+    r.changed = true;
+    r.notice = Some(format!(
+        "upstream \"{}\": removed server {} id {}",
+        u.name, current.server, current.id
+    ));
+    r
 }
 
 #[cfg(test)]
@@ -1118,10 +1436,213 @@ mod tests {
         is_error(s, &v, 405, "MethodDisabled");
         let (s, v) = call(&t, Method::Patch, "8/nginx", "{}", true);
         is_error(s, &v, 405, "MethodNotSupported");
-        let (s, v) = call(&t, Method::Post, "8/http/upstreams/app/servers", "{}", true);
+        let (s, v) = call(
+            &t,
+            Method::Post,
+            "8/http/upstreams/app/servers",
+            r#"{"server":"127.0.0.1:9"}"#,
+            true,
+        );
         is_error(s, &v, 400, "UpstreamStatic");
         let (s, v) = call(&t, Method::Delete, path, "", true);
         is_error(s, &v, 400, "UpstreamServerImmutable");
+    }
+
+    /// `app` of two configured servers with room for two added ones.
+    fn roomy(policy: Policy) -> OwnedTable {
+        let peers = [
+            PeerSpec {
+                position: Some(0),
+                ..PeerSpec::new(b"app\0a:80\x00127.0.0.1:1")
+            },
+            PeerSpec {
+                position: Some(1),
+                ..PeerSpec::new(b"app\0b:80\x00127.0.0.1:2")
+            },
+        ];
+        OwnedTable::with_api(
+            &UpstreamSpec {
+                health: Default::default(),
+                policy,
+                peers: &peers,
+                schedule_room: 0,
+                sessions: false,
+            },
+            4,
+            2,
+        )
+        .unwrap()
+    }
+
+    fn servers(t: &OwnedTable) -> Vec<String> {
+        let (s, v) = get(t, "9/http/upstreams/app/servers");
+        assert_eq!(s, 200);
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["server"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn post_adds_a_server_and_delete_removes_it() {
+        let t = roomy(Policy::RoundRobin);
+        let path = "9/http/upstreams/app/servers";
+        let r = raw(
+            &[("app", &t)],
+            Method::Post,
+            path,
+            r#"{"server":"127.0.0.1:9","weight":3,"max_conns":5}"#,
+            true,
+        );
+        assert_eq!(r.status, 201);
+        assert!(r.changed);
+        let v: Value = serde_json::from_slice(&r.body.to_vec()).unwrap();
+        assert_eq!(v["server"], "127.0.0.1:9");
+        assert_eq!(
+            (v["weight"].clone(), v["max_conns"].clone()),
+            (3.into(), 5.into())
+        );
+        let id = v["id"].as_u64().unwrap();
+        assert!(id >= 2, "a new id, never a configured one's: {id}");
+        let notice = r.notice.unwrap();
+        assert!(notice.contains("added server 127.0.0.1:9"), "{notice}");
+        assert_eq!(servers(&t), ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:9"]);
+        assert_eq!(get(&t, &format!("{path}/{id}")).1, v);
+        // Our own tree lists it too, up.
+        let (_, ours) = get(&t, &format!("upstreams/app/servers/{id}"));
+        assert_eq!(ours["state"], "up");
+        // The same address again; an IPv6 one without port: :80.
+        let (s, e) = call(&t, Method::Post, path, r#"{"server":"127.0.0.1:9"}"#, true);
+        is_error(s, &e, 409, "EntryExists");
+        let (s, v6) = call(
+            &t,
+            Method::Post,
+            path,
+            r#"{"server":"[::1]","drain":true}"#,
+            true,
+        );
+        assert_eq!(s, 201, "{v6}");
+        assert_eq!(
+            (v6["server"].clone(), v6["drain"].clone()),
+            ("[::1]:80".into(), true.into())
+        );
+        // Full: two added already.
+        let (s, e) = call(&t, Method::Post, path, r#"{"server":"127.0.0.1:10"}"#, true);
+        is_error(s, &e, 400, "UpstreamOutOfMemory");
+        assert!(
+            e["error"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("ha_api_max 2"),
+            "{e}"
+        );
+        // DELETE: configured ones stay; added ones go.
+        let (s, e) = call(&t, Method::Delete, &format!("{path}/0"), "", true);
+        is_error(s, &e, 400, "UpstreamServerImmutable");
+        let r = raw(
+            &[("app", &t)],
+            Method::Delete,
+            &format!("{path}/{id}"),
+            "",
+            true,
+        );
+        assert_eq!(r.status, 200);
+        assert!(r.changed);
+        assert!(r.notice.unwrap().contains("removed server 127.0.0.1:9"));
+        let left: Value = serde_json::from_slice(&r.body.to_vec()).unwrap();
+        assert_eq!(left.as_array().unwrap().len(), 3);
+        assert_eq!(servers(&t), ["127.0.0.1:1", "127.0.0.1:2", "[::1]:80"]);
+        let (s, e) = call(&t, Method::Delete, &format!("{path}/{id}"), "", true);
+        is_error(s, &e, 404, "UpstreamServerNotFound");
+        // Read-only location.
+        let (s, e) = call(
+            &t,
+            Method::Post,
+            path,
+            r#"{"server":"127.0.0.1:11"}"#,
+            false,
+        );
+        is_error(s, &e, 405, "MethodDisabled");
+    }
+
+    #[test]
+    fn post_refuses_what_it_cannot_add() {
+        let t = roomy(Policy::P2c);
+        let path = "9/http/upstreams/app/servers";
+        let refused = |body: &str, status: u16, code: &str| {
+            let (s, v) = call(&t, Method::Post, path, body, true);
+            is_error(s, &v, status, code);
+        };
+        refused(r#"{"server":"app.example:80"}"#, 400, "UpstreamBadAddress");
+        refused(r#"{"server":"unix:/tmp/s"}"#, 400, "UpstreamBadAddress");
+        refused(r#"{"server":"127.0.0.1:99999"}"#, 400, "UpstreamBadAddress");
+        refused(
+            r#"{"server":"127.0.0.1:9","backup":true}"#,
+            400,
+            "UpstreamNoBackup",
+        );
+        refused(
+            r#"{"server":"127.0.0.1:9","weight":0}"#,
+            400,
+            "UpstreamBadWeight",
+        );
+        refused(
+            r#"{"server":"127.0.0.1:9","slow_start":"10s"}"#,
+            400,
+            "UpstreamBadSlowStart",
+        );
+        refused(
+            r#"{"server":"127.0.0.1:9","service":"http"}"#,
+            400,
+            "UpstreamBadService",
+        );
+        refused(
+            r#"{"server":"127.0.0.1:9","colour":1}"#,
+            400,
+            "UpstreamConfFormatError",
+        );
+        refused(r#"{"weight":2}"#, 400, "UpstreamConfFormatError");
+        refused(r#"{"server":"#, 415, "JsonError");
+        // An upstream without ha_api_max names the directive.
+        let (s, e) = call(
+            &app(),
+            Method::Post,
+            path,
+            r#"{"server":"127.0.0.1:9"}"#,
+            true,
+        );
+        is_error(s, &e, 400, "UpstreamStatic");
+        assert!(
+            e["error"]["text"].as_str().unwrap().contains("ha_api_max"),
+            "{e}"
+        );
+        assert_eq!(servers(&t).len(), 2, "nothing was added");
+    }
+
+    #[test]
+    fn added_servers_are_picked_by_every_policy() {
+        for policy in [
+            Policy::RoundRobin,
+            Policy::LeastConn,
+            Policy::P2c,
+            Policy::Random,
+            Policy::Ewma { decay_ms: 10_000 },
+        ] {
+            let t = roomy(policy);
+            let (s, v) = call(
+                &t,
+                Method::Post,
+                "9/http/upstreams/app/servers",
+                r#"{"server":"127.0.0.1:9","weight":100}"#,
+                true,
+            );
+            assert_eq!(s, 201, "{policy:?}: {v}");
+            let id = v["id"].as_u64().unwrap() as u32;
+            let (slot, _) = t.zone().by_position(id).unwrap();
+            assert!(t.zone().added_through_api(slot));
+            assert_eq!(t.zone().api_servers(), (1, 2), "{policy:?}");
+        }
     }
 
     #[test]

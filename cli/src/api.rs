@@ -581,6 +581,47 @@ impl Client {
         }
     }
 
+    /// `POST 9/http/upstreams/{name}/servers` (the NGINX Plus API) with
+    /// `body`: adds a server; returns its configuration object.
+    pub fn add_server(
+        &self,
+        upstream: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let path = format!("9/http/upstreams/{}/servers", segment(upstream));
+        self.retry_busy(|| self.call("POST", &path, Some(&body.to_string())))
+            .and_then(|b| parse_json(&b, &path))
+    }
+
+    /// `DELETE 9/http/upstreams/{name}/servers/{id}` (the NGINX Plus
+    /// API): removes a server added through the API; returns the servers
+    /// left.
+    pub fn remove_server(&self, upstream: &str, id: u32) -> Result<serde_json::Value, ApiError> {
+        let path = format!("9/http/upstreams/{}/servers/{id}", segment(upstream));
+        self.retry_busy(|| self.call("DELETE", &path, None))
+            .and_then(|b| parse_json(&b, &path))
+    }
+
+    /// `call` again after a 409 (another change is being applied, or
+    /// older generations still serve requests in flight: both pass in
+    /// moments), a few bounded times (about 1.5 s in all).
+    fn retry_busy(&self, call: impl Fn() -> Result<String, ApiError>) -> Result<String, ApiError> {
+        let mut wait = std::time::Duration::from_millis(50);
+        let mut tries = 0;
+        loop {
+            match call() {
+                Err(ApiError::Refused {
+                    status: 409, code, ..
+                }) if tries < 5 && code.as_deref() != Some("EntryExists") => {
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                    tries += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// One request, whole within [`CALL_TIMEOUT`]; the body of a 2xx
     /// answer, or the error.
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, ApiError> {
@@ -599,6 +640,12 @@ impl Client {
                 .patch(url)
                 .content_type("application/json")
                 .send(b),
+            ("POST", Some(b)) => self
+                .agent
+                .post(url)
+                .content_type("application/json")
+                .send(b),
+            ("DELETE", _) => self.agent.delete(url).call(),
             _ => self.agent.get(url).call(),
         };
         let mut resp = result.map_err(|e| transport_error(url, e))?;

@@ -105,6 +105,49 @@ pub enum Command {
         #[arg(value_parser = parse_weight)]
         weight: WeightArg,
     },
+    /// Add a server to an upstream at run time (NGINX Plus API POST; the
+    /// upstream needs room: ha_api_max).
+    Add {
+        /// Base URL of the ha_api location.
+        url: String,
+        /// Upstream name.
+        upstream: String,
+        /// The server's address: IP:port ([v6]:port), or IP for port 80.
+        address: String,
+        /// Weight 1..=1000000 (default 1).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        weight: Option<u32>,
+        /// At most this many requests in flight, all workers (default 0:
+        /// no limit).
+        #[arg(long, value_name = "N")]
+        max_conns: Option<u32>,
+        /// max_fails (default 1).
+        #[arg(long, value_name = "N")]
+        max_fails: Option<u32>,
+        /// fail_timeout, an nginx time such as 10s (default 10s).
+        #[arg(long, value_name = "TIME")]
+        fail_timeout: Option<String>,
+        /// A backup server.
+        #[arg(long)]
+        backup: bool,
+        /// Added down (no requests until `hab up`).
+        #[arg(long)]
+        down: bool,
+    },
+    /// Remove a server added at run time (NGINX Plus API DELETE); servers
+    /// of the configuration are removed there, then reload.
+    Remove {
+        #[command(flatten)]
+        target: Target,
+        /// Drain it first: no new requests, and remove it once nothing is
+        /// in flight on it (polled every 0.2 s).
+        #[arg(long)]
+        drain: bool,
+        /// With --drain: seconds to wait at most (0.2 to 3600); past it the
+        /// server stays, draining, and hab exits 1.
+        #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_interval)]
+        timeout: Duration,
+    },
     /// Turn a YAML description of backends into a complete nginx.conf, or
     /// a snippet for conf.d.
     Render {
@@ -237,7 +280,11 @@ pub fn patch_body(command: &Command) -> Option<serde_json::Value> {
             weight: WeightArg::Reset,
             ..
         } => json!({"weight": null}),
-        Command::Status { .. } | Command::Top { .. } | Command::Render { .. } => return None,
+        Command::Status { .. }
+        | Command::Top { .. }
+        | Command::Render { .. }
+        | Command::Add { .. }
+        | Command::Remove { .. } => return None,
     })
 }
 
@@ -334,6 +381,68 @@ pub fn run_to(cli: &Cli, out: &mut dyn Write, terminal: bool) -> Result<(), Erro
             let body = patch_body(&cli.command).unwrap_or_default();
             let (_, server) = admin(t, &body)?;
             writeln!(out, "{}", status::server_line(&t.upstream, &server)).map_err(io_err)?;
+        }
+        Command::Add {
+            url,
+            upstream,
+            address,
+            weight,
+            max_conns,
+            max_fails,
+            fail_timeout,
+            backup,
+            down,
+        } => {
+            let mut body = serde_json::json!({ "server": address });
+            let fields = [
+                ("weight", weight.map(serde_json::Value::from)),
+                ("max_conns", max_conns.map(serde_json::Value::from)),
+                ("max_fails", max_fails.map(serde_json::Value::from)),
+                (
+                    "fail_timeout",
+                    fail_timeout.clone().map(serde_json::Value::from),
+                ),
+                ("backup", backup.then_some(serde_json::Value::Bool(true))),
+                ("down", down.then_some(serde_json::Value::Bool(true))),
+            ];
+            for (k, v) in fields {
+                if let Some(v) = v {
+                    body[k] = v;
+                }
+            }
+            let client = Client::new(url)?;
+            let added = client.add_server(upstream, &body)?;
+            writeln!(
+                out,
+                "{upstream}: added {} (id {})",
+                added["server"].as_str().unwrap_or(address),
+                added["id"]
+            )
+            .map_err(io_err)?;
+        }
+        Command::Remove {
+            target,
+            drain,
+            timeout,
+        } => {
+            let client = Client::new(&target.url)?;
+            let upstream = client.upstream(&target.upstream)?;
+            let id = status::resolve(&upstream, &target.server).map_err(|e| Error::Input(e.0))?;
+            if *drain {
+                let server = client.patch_server(
+                    &target.upstream,
+                    id,
+                    &serde_json::json!({"drain": true}),
+                )?;
+                wait_idle(target, id, server, *timeout)?;
+            }
+            client.remove_server(&target.upstream, id)?;
+            writeln!(
+                out,
+                "{}: removed server {} (id {id})",
+                target.upstream, target.server
+            )
+            .map_err(io_err)?;
         }
         Command::Weight { target, .. } => {
             let body = patch_body(&cli.command).unwrap_or_default();

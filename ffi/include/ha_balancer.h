@@ -809,6 +809,7 @@ hab_result hab_health_validate(const hab_health_conf *conf);
 #define HAB_API_HEAD   2u
 #define HAB_API_PATCH  3u
 #define HAB_API_DELETE 4u
+#define HAB_API_POST   5u
 
 /* hab_api_request.flags */
 #define HAB_API_WRITE  0x0001u    /* write=on */

@@ -25,6 +25,8 @@ pub const HAB_API_HEAD: u32 = 2;
 pub const HAB_API_PATCH: u32 = 3;
 /// `hab_api_request.method`: DELETE.
 pub const HAB_API_DELETE: u32 = 4;
+/// `hab_api_request.method`: POST.
+pub const HAB_API_POST: u32 = 5;
 /// `hab_api_request.flags`: `ha_api write=on`.
 pub const HAB_API_WRITE: u32 = 0x0001;
 /// `hab_api_request.flags`: the client accepts `text/html`.
@@ -368,6 +370,7 @@ pub unsafe extern "C" fn hab_api_handle(
             HAB_API_HEAD => Method::Head,
             HAB_API_PATCH => Method::Patch,
             HAB_API_DELETE => Method::Delete,
+            HAB_API_POST => Method::Post,
             _ => Method::Other,
         };
         let request = Request {
