@@ -869,7 +869,6 @@ fn add(req: &Request<'_>, u: &Upstream<'_>, alive: impl Fn(u64) -> bool) -> Resp
         max_fails: s.max_fails,
         fail_timeout_ms: s.fail_timeout_ms,
         backup: s.backup,
-        down: s.down,
         ..PeerSpec::new(&identity)
     };
     let spec = PeerSpec {
@@ -935,15 +934,22 @@ fn add(req: &Request<'_>, u: &Upstream<'_>, alive: impl Fn(u64) -> bool) -> Resp
         "upstream \"{}\": added server {} id {}",
         u.name, s.address, added.position
     );
-    if s.drain {
-        // Added, then drained: a server added draining takes no request.
+    if s.down || s.drain {
+        // Added, then set down or drained through the API (so that the
+        // API can undo it: a configured `down` it could not), before
+        // the answer.
         if let Some(mark) = u.zone.listed(added.slot) {
             let change = ServerChange {
-                drain: Some(true),
+                down: s.down.then_some(true),
+                drain: s.drain.then_some(true),
                 ..ServerChange::default()
             };
             if change::apply(req, u, added.slot, mark, change, &alive).is_ok() {
-                notice.push_str(" (draining)");
+                notice.push_str(match (s.down, s.drain) {
+                    (true, true) => " (down, draining)",
+                    (true, false) => " (down)",
+                    _ => " (draining)",
+                });
             }
         }
     }
@@ -1527,6 +1533,27 @@ mod tests {
             (v6["server"].clone(), v6["drain"].clone()),
             ("[::1]:80".into(), true.into())
         );
+        // Down through the API, so that the API can bring it up.
+        let v6id = v6["id"].as_u64().unwrap();
+        let (s, up) = call(
+            &t,
+            Method::Patch,
+            &format!("{path}/{v6id}"),
+            r#"{"down":true}"#,
+            true,
+        );
+        assert_eq!((s, up["down"].clone()), (200, true.into()));
+        let (s, up) = call(
+            &t,
+            Method::Patch,
+            &format!("{path}/{v6id}"),
+            r#"{"down":false,"drain":false}"#,
+            true,
+        );
+        assert_eq!(
+            (s, up["down"].clone(), up["drain"].clone()),
+            (200, false.into(), false.into())
+        );
         // Full: two added already.
         let (s, e) = call(&t, Method::Post, path, r#"{"server":"127.0.0.1:10"}"#, true);
         is_error(s, &e, 400, "UpstreamOutOfMemory");
@@ -1603,6 +1630,26 @@ mod tests {
             "UpstreamConfFormatError",
         );
         refused(r#"{"weight":2}"#, 400, "UpstreamConfFormatError");
+        // Added down: the API can bring it up again.
+        let (s, v) = call(
+            &t,
+            Method::Post,
+            path,
+            r#"{"server":"127.0.0.1:7","down":true}"#,
+            true,
+        );
+        assert_eq!((s, v["down"].clone()), (201, true.into()), "{v}");
+        let id = v["id"].as_u64().unwrap();
+        let (s, v) = call(
+            &t,
+            Method::Patch,
+            &format!("{path}/{id}"),
+            r#"{"down":false}"#,
+            true,
+        );
+        assert_eq!((s, v["down"].clone()), (200, false.into()), "{v}");
+        let (s, _) = call(&t, Method::Delete, &format!("{path}/{id}"), "", true);
+        assert_eq!(s, 200);
         refused(r#"{"server":"#, 415, "JsonError");
         // An upstream without ha_api_max names the directive.
         let (s, e) = call(

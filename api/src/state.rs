@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use hab_core::layout::Zone;
+use hab_core::spec::PeerSpec;
 use hab_core::write::generation::INIT_OWNER;
 use hab_core::write::membership::LIVE;
 use hab_core::write::MAX_WEIGHT;
@@ -41,7 +42,10 @@ use serde::{Deserialize, Serialize};
 use crate::upstream::Upstream;
 
 const FORMAT: &str = "ha-balancer-state";
-const VERSION: u32 = 1;
+/// The version written: 2 adds `added` (servers added through the API).
+const VERSION: u32 = 2;
+/// The versions read.
+const VERSIONS: [u32; 2] = [1, 2];
 
 /// Largest state file read, bytes.
 pub const MAX_FILE: u64 = 64 * 1024 * 1024;
@@ -64,6 +68,28 @@ pub struct Entry {
     /// Health from active checks (absent: unknown, or no `ha_check`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
+    /// The server was added through the API (`POST`, `ha_api_max`): what
+    /// it was added with, to add it again at start (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<AddedServer>,
+}
+
+/// A server added through the API, as the state file keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddedServer {
+    /// The `server` string it was added with.
+    pub server: String,
+    /// Its weight (before any override).
+    pub weight: u32,
+    /// `max_conns`.
+    pub max_conns: u32,
+    /// `max_fails`.
+    pub max_fails: u32,
+    /// `fail_timeout`, ms.
+    pub fail_timeout_ms: u64,
+    /// A backup server.
+    pub backup: bool,
 }
 
 /// A server's health as the state file keeps it.
@@ -100,15 +126,32 @@ impl StateFile {
                 .filter_map(|i| {
                     let mark = z.listed(i).filter(|m| m.status == LIVE)?;
                     let (v, h) = (z.view(i, 0)?, z.known_health(i));
-                    if !(v.admin_down || v.drain || v.weight_override.is_some() || h.is_some()) {
+                    if !(v.api
+                        || v.admin_down
+                        || v.drain
+                        || v.weight_override.is_some()
+                        || h.is_some())
+                    {
                         return None;
                     }
+                    let added = match v.api {
+                        true => Some(AddedServer {
+                            server: String::from_utf8(v.server.to_vec()).ok()?,
+                            weight: v.configured_weight,
+                            max_conns: v.max_conns,
+                            max_fails: z.states()[i].max_fails(),
+                            fail_timeout_ms: z.states()[i].fail_timeout_ms(),
+                            backup: v.backup,
+                        }),
+                        false => None,
+                    };
                     let e = Entry {
                         identity: String::from_utf8(v.identity.to_vec()).ok()?,
                         down: v.admin_down,
                         drain: v.drain,
                         weight: v.weight_override,
                         health: h.map(|up| if up { Health::Up } else { Health::Unhealthy }),
+                        added,
                     };
                     z.slot_unchanged(i, mark).then_some(e)
                 })
@@ -126,9 +169,10 @@ impl StateFile {
     pub fn parse(bytes: &[u8]) -> Result<StateFile, String> {
         let f: StateFile =
             serde_json::from_slice(bytes).map_err(|e| format!("not a state file: {e}"))?;
-        if f.format != FORMAT || f.version != VERSION {
+        if f.format != FORMAT || !VERSIONS.contains(&f.version) {
             return Err(format!(
-                "unknown format \"{}\" version {} (expected \"{FORMAT}\" version {VERSION})",
+                "unknown format \"{}\" version {} (expected \"{FORMAT}\" version 1 or \
+                 {VERSION})",
                 f.format, f.version
             ));
         }
@@ -181,15 +225,30 @@ impl StateFile {
         }
         // LIVE slots only: a resolved server is restored only if it is
         // present at load.
-        let index: HashMap<&[u8], usize> = (0..zone.peers())
+        let mut index: HashMap<&[u8], usize> = (0..zone.peers())
             .filter(|&i| zone.slot_status(i) == Some(LIVE))
             .map(|i| (zone.identity(i), i))
             .collect();
         let mut weights = Vec::new();
         for e in entries {
-            let Some(&i) = index.get(e.identity.as_bytes()) else {
-                out.unmatched += 1;
-                continue;
+            let i = match (index.get(e.identity.as_bytes()), &e.added) {
+                (Some(&i), _) => i,
+                // Added through the API before the restart: added again
+                // (at configuration time: nothing else builds).
+                (None, Some(a)) => match add_again(zone, &e.identity, a) {
+                    Some(i) => {
+                        index.insert(e.identity.as_bytes(), i);
+                        i
+                    }
+                    None => {
+                        out.unmatched += 1;
+                        continue;
+                    }
+                },
+                (None, None) => {
+                    out.unmatched += 1;
+                    continue;
+                }
             };
             if zone.set_admin(i, Some(e.down), Some(e.drain), 0).is_ok() {
                 weights.push((i, e.weight));
@@ -397,6 +456,24 @@ pub struct Applied {
     pub refused: Option<String>,
 }
 
+/// Adds the server `a` of the state file (identity `identity`) to a fresh
+/// `zone`; its slot, or `None` when the zone has no room for it (its
+/// `ha_api_max` shrank, or is gone) or refuses it.
+fn add_again(zone: Zone<'_>, identity: &str, a: &AddedServer) -> Option<usize> {
+    let spec = PeerSpec {
+        server: a.server.as_bytes(),
+        weight: a.weight,
+        max_conns: a.max_conns,
+        max_fails: a.max_fails,
+        fail_timeout_ms: a.fail_timeout_ms,
+        backup: a.backup,
+        ..PeerSpec::new(identity.as_bytes())
+    };
+    zone.add_server(&spec, 0, INIT_OWNER, |_| true)
+        .ok()
+        .map(|added| added.slot)
+}
+
 /// Most symbolic links followed to reach the state file.
 pub const MAX_LINKS: usize = 8;
 
@@ -519,6 +596,7 @@ mod tests {
             drain: false,
             weight: None,
             health: None,
+            added: None,
         });
         let fresh = OwnedTable::with_capacity(&spec(&[all[0], all[1]]), 4).unwrap();
         let fz = fresh.zone();
@@ -527,6 +605,92 @@ mod tests {
         assert_eq!(f2.apply("app", fz).restored, 1, "only \"a\" is present");
         assert!(fz.view(0, 0).unwrap().drain);
         assert!(!fz.view(1, 0).unwrap().admin_down, "RETIRING: not restored");
+    }
+
+    /// Servers added through the API are saved with what they were
+    /// added with and added again into a fresh zone, with their admin
+    /// state; one the fresh zone has no room for is counted unmatched.
+    #[test]
+    fn servers_added_through_the_api_are_added_again() {
+        let peers = [PeerSpec::new(b"app\0a\0x1")];
+        let spec = UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            schedule_room: 0,
+            sessions: false,
+        };
+        let t = OwnedTable::with_api(&spec, 3, 2).unwrap();
+        let z = t.zone();
+        let add = |id: &'static [u8], server: &'static [u8], w: u32| {
+            z.add_server(
+                &PeerSpec {
+                    server,
+                    weight: w,
+                    max_conns: 4,
+                    fail_timeout_ms: 2500,
+                    ..PeerSpec::new(id)
+                },
+                0,
+                9,
+                |_| true,
+            )
+            .ok()
+            .unwrap()
+            .slot
+        };
+        let b = add(b"app\x0010.0.0.2:80\x0010.0.0.2:80", b"10.0.0.2:80", 3);
+        let c = add(b"app\x0010.0.0.3:80\x0010.0.0.3:80", b"10.0.0.3:80", 1);
+        z.set_admin(c, None, Some(true), 0).unwrap();
+        let ups = [Upstream {
+            name: "app",
+            zone: z,
+            learn: None,
+        }];
+        let f = StateFile::capture(&ups);
+        assert_eq!(f.version, 2);
+        let saved = &f.upstreams["app"];
+        assert_eq!(saved.len(), 2, "{saved:?}");
+        assert_eq!(
+            saved[0].added,
+            Some(AddedServer {
+                server: "10.0.0.2:80".into(),
+                weight: 3,
+                max_conns: 4,
+                max_fails: 1,
+                fail_timeout_ms: 2500,
+                backup: false,
+            })
+        );
+        let text = serde_json::to_vec(&f).unwrap();
+        let f = StateFile::parse(&text).unwrap();
+        // A fresh zone with the same room: both back, c draining.
+        let fresh = OwnedTable::with_api(&spec, 3, 2).unwrap();
+        let fz = fresh.zone();
+        let a = f.apply("app", fz);
+        assert_eq!((a.restored, a.unmatched), (2, 0));
+        assert_eq!(fz.api_servers(), (2, 2));
+        let by_server = |name: &str| {
+            (0..fz.peers())
+                .filter(|&i| fz.slot_status(i) == Some(LIVE))
+                .find(|&i| fz.server(i) == name.as_bytes())
+                .and_then(|i| fz.view(i, 0))
+                .unwrap()
+        };
+        let (vb, vc) = (by_server("10.0.0.2:80"), by_server("10.0.0.3:80"));
+        assert!(vb.api && vc.api);
+        assert_eq!((vb.weight, vb.max_conns, vb.drain), (3, 4, false));
+        assert!(vc.drain);
+        assert_ne!(b, c);
+        // Room for one only: the second is not added, and counted.
+        let small = OwnedTable::with_api(&spec, 2, 1).unwrap();
+        let a = f.apply("app", small.zone());
+        assert_eq!((a.restored, a.unmatched), (1, 1));
+        // A version 1 file still loads.
+        let v1 = br#"{"format":"ha-balancer-state","version":1,"upstreams":{}}"#;
+        assert!(StateFile::parse(v1).is_ok());
+        let v3 = br#"{"format":"ha-balancer-state","version":3,"upstreams":{}}"#;
+        assert!(StateFile::parse(v3).is_err());
     }
 
     #[test]
@@ -573,6 +737,7 @@ mod tests {
             drain: true,
             weight,
             health: None,
+            added: None,
         }
     }
 
