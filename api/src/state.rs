@@ -17,10 +17,19 @@
 //! device), is reported by the caller and ignored.
 //!
 //! ```json
-//! {"format": "ha-balancer-state", "version": 1,
+//! {"format": "ha-balancer-state", "version": 2,
 //!  "upstreams": {"app": [{"identity": "app\u0000a:80\u0000127.0.0.1:80",
-//!                         "down": false, "drain": true, "weight": 5}]}}
+//!                         "down": false, "drain": true, "weight": 5},
+//!                        {"identity": "app\u000010.0.0.5:80\u000010.0.0.5:80",
+//!                         "down": false, "drain": false,
+//!                         "added": {"server": "10.0.0.5:80", "weight": 1,
+//!                                   "max_conns": 0, "max_fails": 1,
+//!                                   "fail_timeout_ms": 10000, "backup": false}}]}}
 //! ```
+//!
+//! Version 2 adds `added`: a server added through the API (`POST`,
+//! `ha_api_max`) with what it was added with, so that a fresh zone adds
+//! it again at start. Version 1 files are read as they are.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
