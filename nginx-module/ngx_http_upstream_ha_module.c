@@ -513,7 +513,8 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
 
     if (peer == NULL) {
         ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
-                      "ha_balance get: peer %uD out of range", pick.peer);
+                      "ha_balance get: peer %uD out of range or without "
+                      "an address", pick.peer);
 
         if (hab_attempt_abandon_wake(hp->conf->zone, hp->attempt, &wake)
             == HAB_OK)
