@@ -32,6 +32,7 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     void                             *mem;
     uint32_t                          carried;
+    hab_buf                          *dropped;
     hab_zone                         *old;
     hab_result                        rc;
     ngx_slab_pool_t                  *shpool;
@@ -117,10 +118,23 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_OK;
     }
 
-    if (hab_zone_carry(hcf->zone, old, ngx_current_msec, &carried) == HAB_OK) {
+    dropped = NULL;
+
+    if (hab_zone_carry(hcf->zone, old, ngx_current_msec, &carried, &dropped)
+        == HAB_OK)
+    {
         ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
                       "ha_balance upstream \"%V\": state of %uD servers "
                       "kept", hcf->name, carried);
+    }
+
+    if (dropped) {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "ha_balance upstream \"%V\": servers added through "
+                      "the API not kept, no room (ha_api_max %ui): %*s",
+                      hcf->name, hcf->api_max, hab_buf_len(dropped),
+                      hab_buf_data(dropped));
+        hab_buf_free(dropped);
     }
 
     return NGX_OK;

@@ -267,7 +267,7 @@ fn functions_match_the_header() {
         hab_conf_explain / 2,
         hab_zone_init / 4,
         hab_zone_attach / 4,
-        hab_zone_carry / 4,
+        hab_zone_carry / 5,
         hab_zone_peers / 1,
         hab_zone_generation / 1,
         hab_zone_in_flight / 3,

@@ -325,11 +325,15 @@ hab_result hab_zone_attach(const hab_upstream_conf *conf, void *mem,
  * After a reload that changed the upstream: carries the state of the peers
  * old also has (matched by identity: failure window, latency, admin state,
  * weight override, health as far as the new configuration has it) into
- * the fresh zone; servers new at now_ms slow-start.  In-flight counts stay
- * with the old zone, where the old workers release them.
+ * the fresh zone; servers new at now_ms slow-start.  Servers added through
+ * the API are added again, up to the new zone's api_max; those past it
+ * are named in *out_dropped (their server strings, ", " between; NULL
+ * when none; free it with hab_buf_free()).  In-flight counts stay with
+ * the old zone, where the old workers release them.  Each out-parameter
+ * may be NULL.
  */
 hab_result hab_zone_carry(hab_zone *zone, const hab_zone *old,
-    uint64_t now_ms, uint32_t *out_carried);
+    uint64_t now_ms, uint32_t *out_carried, hab_buf **out_dropped);
 
 /* Number of peers (primaries and backups) in the zone: its slots, the
  * range of every peer index (a dynamic zone: its capacity). */

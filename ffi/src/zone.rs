@@ -94,6 +94,7 @@ pub unsafe extern "C" fn hab_zone_carry(
     old: *const hab_zone,
     now_ms: u64,
     out_carried: *mut u32,
+    out_dropped: *mut *mut crate::buf::hab_buf,
 ) -> hab_result {
     guard(|| {
         if z.is_null() || old.is_null() {
@@ -105,10 +106,25 @@ pub unsafe extern "C" fn hab_zone_carry(
         if r.magic != hab_core::layout::MAGIC || r.version != hab_core::layout::LAYOUT_VERSION {
             return HAB_BAD_LAYOUT;
         }
-        let n = z.carry_from(old, now_ms).carried as u32;
+        let c = z.carry_from(old, now_ms);
         if !out_carried.is_null() {
             // SAFETY: non-NULL, writable (caller contract).
-            unsafe { out_carried.write(n) };
+            unsafe { out_carried.write(c.carried as u32) };
+        }
+        if !out_dropped.is_null() {
+            // The `server` strings of the old zone's dropped slots.
+            let names: Vec<String> = c
+                .api_dropped
+                .iter()
+                .map(|&j| String::from_utf8_lossy(old.server(j)).into_owned())
+                .collect();
+            let b = if names.is_empty() {
+                core::ptr::null_mut()
+            } else {
+                crate::buf::buf(names.join(", ").into_bytes().into())
+            };
+            // SAFETY: non-NULL, writable (caller contract).
+            unsafe { out_dropped.write(b) };
         }
         HAB_OK
     })

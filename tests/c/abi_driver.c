@@ -585,8 +585,8 @@ hab_abi_driver_run(void)
     mem2 = aligned_alloc(64, size2);
     CHECK(mem2 != NULL);
     CHECK(hab_zone_init(&conf, mem2, size2, &t2) == HAB_OK);
-    CHECK(hab_zone_carry(t2, t, 0, &n) == HAB_OK && n == 4);
-    CHECK(hab_zone_carry(t2, NULL, 0, &n) == HAB_NULL_PARAMETER);
+    CHECK(hab_zone_carry(t2, t, 0, &n, NULL) == HAB_OK && n == 4);
+    CHECK(hab_zone_carry(t2, NULL, 0, &n, NULL) == HAB_NULL_PARAMETER);
     free(mem2);
 
     /* the operator API: a read, a write refused, a write accepted */
