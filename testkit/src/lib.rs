@@ -11,6 +11,8 @@
 //!   share; [`skip`]: skip visibly or fail when something is missing.
 //! - [`http`], [`backend`]: the HTTP/1.1 client and the backend server.
 //! - [`port`], [`proc`]: free ports, bounded waits, processes.
+//! - [`recorder`]: a backend in threads that records each request's
+//!   arrival, answer and one header (which nginx worker sent it).
 //! - [`browser`]: a headless-browser client (WebDriver through
 //!   chromedriver); [`dns`]: a real DNS server (BIND's `named`, changed
 //!   at run time with `nsupdate`) with a small DNS client; [`shm`]: a
@@ -29,6 +31,7 @@ pub mod load;
 pub mod nginx;
 pub mod port;
 pub mod proc;
+pub mod recorder;
 pub mod resolve;
 pub mod shm;
 pub mod skip;
