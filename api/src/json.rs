@@ -630,6 +630,11 @@ impl Render<'_> {
             let Some(mark) = self.zone.listed(i) else {
                 continue;
             };
+            // NGINX Plus counts a removed server whose requests still run
+            // in `zombies`, never among `peers`.
+            if self.plus && mark.status == hab_core::write::membership::RETIRING {
+                continue;
+            }
             let Some(v) = self.zone.view(i, self.clock.now_ms) else {
                 continue;
             };
