@@ -31,7 +31,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hab_testkit::api::api_call;
 use hab_testkit::backend::process::Backend;
@@ -42,6 +42,7 @@ use hab_testkit::nginx::{
 };
 use hab_testkit::port::free_port;
 use hab_testkit::proc::wait_until;
+use hab_testkit::prometheus::{epoch, Job, Prometheus};
 use hab_testkit::skip::{installed_or_skip, present_or_skip, say, test_name};
 use serde_json::Value;
 
@@ -157,13 +158,6 @@ fn ready_or_skip(prometheus: bool) -> Option<(PathBuf, Option<PathBuf>)> {
         None
     };
     Some((exporter, prom))
-}
-
-fn epoch() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 // ---------------------------------------------------------------------------
@@ -363,141 +357,6 @@ impl Exposition {
 
 // ---------------------------------------------------------------------------
 // Prometheus
-
-/// A `prometheus` process scraping, every second, the module's
-/// `/api/metrics` (job `hab`) and the exporter (job `exporter`). Killed
-/// and reaped on drop; its log is kept when the test fails.
-struct Prometheus {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Prometheus {
-    fn start(bin: &Path, nginx_port: u16, exporter_port: u16) -> Prometheus {
-        let dir = scratch_dir();
-        let config = dir.join("prometheus.yml");
-        fs::write(
-            &config,
-            format!(
-                "global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: hab
-    metrics_path: /api/metrics
-    static_configs:
-      - targets: ['127.0.0.1:{nginx_port}']
-  - job_name: exporter
-    metrics_path: /metrics
-    static_configs:
-      - targets: ['127.0.0.1:{exporter_port}']
-"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let log = fs::File::create(dir.join("prometheus.log")).expect("create log");
-        let port = free_port();
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("run prometheus");
-        let mut p = Prometheus {
-            child: Some(child),
-            port,
-            dir,
-        };
-        let ready = wait_until(Duration::from_secs(30), || {
-            if let Some(c) = p.child.as_mut() {
-                if c.try_wait().ok().flatten().is_some() {
-                    return true;
-                }
-            }
-            http::get(port, "/-/ready").is_ok_and(|r| r.status == 200)
-        });
-        let exited = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-        assert!(
-            ready && exited.is_none(),
-            "prometheus not ready within 30 s (exit: {exited:?}); log:\n{}",
-            p.log()
-        );
-        p
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// The instant query `q` evaluated at `at` (seconds since the epoch):
-    /// each result's labels and value.
-    fn query_at(&self, q: &str, at: f64) -> Vec<(Value, f64)> {
-        let path = format!("/api/v1/query?query={}&time={at:.3}", urlencode(q));
-        let r = http::get(self.port, &path).unwrap_or_else(|e| panic!("query {q}: {e}"));
-        assert_eq!(r.status, 200, "query {q}: {}", r.text());
-        let v: Value = serde_json::from_slice(&r.body)
-            .unwrap_or_else(|e| panic!("query {q}: bad JSON {e}: {}", r.text()));
-        assert_eq!(v["status"], "success", "query {q}: {v}");
-        v["data"]["result"]
-            .as_array()
-            .unwrap_or_else(|| panic!("query {q}: no result array: {v}"))
-            .iter()
-            .map(|s| {
-                let x = s["value"][1]
-                    .as_str()
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or_else(|| panic!("query {q}: bad sample {s}"));
-                (s["metric"].clone(), x)
-            })
-            .collect()
-    }
-
-    /// The smallest value of `q` now, `None` while it has no result.
-    fn min_now(&self, q: &str) -> Option<f64> {
-        self.query_at(q, epoch())
-            .into_iter()
-            .map(|(_, x)| x)
-            .reduce(f64::min)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if thread::panicking() {
-            say(&format!(
-                "prometheus log and config kept in {}",
-                self.dir.display()
-            ));
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 // ---------------------------------------------------------------------------
 // nginx
@@ -1194,9 +1053,23 @@ fn series_equal_the_modules() {
         &[],
         Duration::from_secs(15),
     );
-    let prom = Prometheus::start(&prom_bin, port, exporter.port);
+    let prom = Prometheus::start(
+        &prom_bin,
+        &[
+            Job {
+                name: "hab",
+                path: "/api/metrics",
+                port,
+            },
+            Job {
+                name: "exporter",
+                path: "/metrics",
+                port: exporter.port,
+            },
+        ],
+    );
     let up = wait_until(Duration::from_secs(30), || {
-        prom.query_at("up == 1", epoch()).len() == 2 && prom.min_now("nginxplus_up") == Some(1.0)
+        prom.query_at("up == 1", epoch()).len() == 2 && min_now(&prom, "nginxplus_up") == Some(1.0)
     });
     assert!(
         up,
@@ -1211,8 +1084,7 @@ fn series_equal_the_modules() {
     let stopped = epoch();
     // Two scrapes of each job after the stop.
     let scraped = wait_until(Duration::from_secs(20), || {
-        prom.min_now("timestamp(up)")
-            .is_some_and(|t| t > stopped + 2.0)
+        min_now(&prom, "timestamp(up)").is_some_and(|t| t > stopped + 2.0)
     });
     assert!(scraped, "no two scrapes of both jobs after the traffic");
 
@@ -1634,4 +1506,12 @@ fn exporter_before_nginx() {
     );
     drop(waiting);
     ngx.stop();
+}
+
+/// The smallest value of `q` now, `None` while it has no result.
+fn min_now(prom: &Prometheus, q: &str) -> Option<f64> {
+    prom.query_at(q, epoch())
+        .into_iter()
+        .map(|(_, x)| x)
+        .reduce(f64::min)
 }

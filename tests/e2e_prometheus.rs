@@ -9,23 +9,20 @@
 //! which `make deps` installs; when they are missing the tests skip, or
 //! fail under `HAB_REQUIRE_NGINX=1` (see `hab_testkit::skip`).
 
-use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use hab_testkit::backend::process::{backend_counts, Backend};
 use hab_testkit::http;
 use hab_testkit::load::load;
-use hab_testkit::nginx::{
-    nginx_or_skip, scratch_dir, serial, server_lines, stock_mode, Nginx, WORKERS,
-};
+use hab_testkit::nginx::{nginx_or_skip, serial, server_lines, stock_mode, Nginx, WORKERS};
 use hab_testkit::port::free_port;
 use hab_testkit::proc::wait_until;
+use hab_testkit::prometheus::{Job, Prometheus};
 use hab_testkit::skip::{say, test_name};
-use serde_json::Value;
 
 /// An upstream name that needs escaping in a label value.
 const ODD: &str = r#"odd"name\x"#;
@@ -335,160 +332,6 @@ fn promtool_accepts_the_live_exposition() {
 // ---------------------------------------------------------------------------
 // A Prometheus server
 
-/// A `prometheus` process scraping nginx, in its own directory under
-/// `target/e2e/`. Killed and reaped on drop; its log is kept when the test
-/// fails.
-struct Prometheus {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Prometheus {
-    /// Starts Prometheus scraping `127.0.0.1:{nginx_port}/api/metrics`
-    /// every second; returns once `/-/ready` answers 200 (within 30 s).
-    fn start(bin: &Path, nginx_port: u16) -> Prometheus {
-        let dir = scratch_dir();
-        let config = dir.join("prometheus.yml");
-        fs::write(
-            &config,
-            format!(
-                "global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: hab
-    metrics_path: /api/metrics
-    static_configs:
-      - targets: ['127.0.0.1:{nginx_port}']
-"
-            ),
-        )
-        .expect("write prometheus.yml");
-        let log = fs::File::create(dir.join("prometheus.log")).expect("create log");
-        let port = free_port();
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("run prometheus");
-        let mut p = Prometheus {
-            child: Some(child),
-            port,
-            dir,
-        };
-        let ready = wait_until(Duration::from_secs(30), || {
-            if let Some(c) = p.child.as_mut() {
-                if c.try_wait().ok().flatten().is_some() {
-                    return true;
-                }
-            }
-            http::get(port, "/-/ready").is_ok_and(|r| r.status == 200)
-        });
-        let exited = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-        assert!(
-            ready && exited.is_none(),
-            "prometheus not ready within 30 s (exit: {exited:?}); log:\n{}",
-            p.log()
-        );
-        p
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
-    }
-
-    /// The instant query `q`: each result's labels and value.
-    fn query(&self, q: &str) -> Vec<(Value, f64)> {
-        let path = format!("/api/v1/query?query={}", urlencode(q));
-        let r = http::get(self.port, &path).unwrap_or_else(|e| panic!("query {q}: {e}"));
-        assert_eq!(r.status, 200, "query {q}: {}", r.text());
-        let v: Value = serde_json::from_slice(&r.body)
-            .unwrap_or_else(|e| panic!("query {q}: bad JSON {e}: {}", r.text()));
-        assert_eq!(v["status"], "success", "query {q}: {v}");
-        v["data"]["result"]
-            .as_array()
-            .unwrap_or_else(|| panic!("query {q}: no result array: {v}"))
-            .iter()
-            .map(|s| {
-                let x = s["value"][1]
-                    .as_str()
-                    .and_then(|x| x.parse().ok())
-                    .unwrap_or_else(|| panic!("query {q}: bad sample {s}"));
-                (s["metric"].clone(), x)
-            })
-            .collect()
-    }
-
-    /// Health and last scrape error of the one target.
-    fn target(&self) -> (String, String) {
-        let r = http::get(self.port, "/api/v1/targets").expect("GET /api/v1/targets");
-        let v: Value = serde_json::from_slice(&r.body)
-            .unwrap_or_else(|e| panic!("targets: bad JSON {e}: {}", r.text()));
-        let t = &v["data"]["activeTargets"][0];
-        let s = |k: &str| t[k].as_str().unwrap_or("?").to_owned();
-        (s("health"), s("lastError"))
-    }
-
-    /// The single value of `q`, `None` while it has no result.
-    fn value(&self, q: &str) -> Option<f64> {
-        let r = self.query(q);
-        assert!(r.len() <= 1, "query {q}: several series: {r:?}");
-        r.first().map(|(_, x)| *x)
-    }
-
-    /// Polls `q` (every 200 ms, at most `timeout`) until `want` holds for
-    /// its value; returns the last value seen.
-    fn wait_for(&self, q: &str, timeout: Duration, want: impl Fn(f64) -> bool) -> Option<f64> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.value(q);
-            if v.is_some_and(&want) || Instant::now() >= deadline {
-                return v;
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if thread::panicking() {
-            say(&format!(
-                "prometheus log and config kept in {}",
-                self.dir.display()
-            ));
-        } else {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[test]
 fn prometheus_scrapes_requests_and_a_drain() {
     let test = test_name();
@@ -499,7 +342,14 @@ fn prometheus_scrapes_requests_and_a_drain() {
     let b = Backend::start_many("s", 3);
     let port = free_port();
     let mut ngx = Nginx::start(&block(port, &b), WORKERS);
-    let prom = Prometheus::start(&progs[0], port);
+    let prom = Prometheus::start(
+        &progs[0],
+        &[Job {
+            name: "hab",
+            path: "/api/metrics",
+            port,
+        }],
+    );
 
     // Scraped, and healthy.
     let up = prom.wait_for(r#"up{job="hab"}"#, Duration::from_secs(30), |v| v == 1.0);

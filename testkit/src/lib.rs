@@ -31,6 +31,7 @@ pub mod load;
 pub mod nginx;
 pub mod port;
 pub mod proc;
+pub mod prometheus;
 pub mod recorder;
 pub mod resolve;
 pub mod shm;
