@@ -416,7 +416,10 @@ fn api_max_is_checked() {
         (
             "ha_api_max -1;",
             "ha_api_max -1;",
-            &["invalid number of servers added through the API \"-1\"", "from 0 to 1048576"][..],
+            &[
+                "invalid number of servers added through the API \"-1\"",
+                "from 0 to 1048576",
+            ][..],
         ),
         (
             "ha_api_max 1048577;",
@@ -441,7 +444,10 @@ fn api_max_is_checked() {
 
     // Needs the whole upstream: named at the upstream's line.
     let c = Nginx::check_detailed(&upstream_with("        ha_api_max 4;"));
-    c.assert_emerg("upstream up {", &["\"up\"", "ha_api_max needs \"ha_balance\""]);
+    c.assert_emerg(
+        "upstream up {",
+        &["\"up\"", "ha_api_max needs \"ha_balance\""],
+    );
     let c = Nginx::check_detailed(&upstream_with(
         "        ha_balance hash $uri maglev table_size=257;\n        ha_api_max 300;",
     ));
