@@ -514,6 +514,32 @@ fn server(req: &Request<'_>, u: &Upstream<'_>, id: &str, alive: impl Fn(u64) -> 
     }
 }
 
+/// A 400 refusal with `code` and `text`.
+fn bad<T>(req: &Request<'_>, code: &str, text: String) -> Result<T, Response> {
+    Err(refuse(req, 400, code, &text))
+}
+
+/// The request's body as a JSON object (`example` shows one in the
+/// refusal); Plus's refusals otherwise.
+fn json_object(req: &Request<'_>, example: &str) -> Result<Map<String, Value>, Response> {
+    if req.body.len() > request::MAX_BODY {
+        return bad(
+            req,
+            "UpstreamConfFormatError",
+            "request body too large".into(),
+        );
+    }
+    match serde_json::from_slice(req.body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => bad(
+            req,
+            "UpstreamConfFormatError",
+            format!("a JSON object is expected, e.g. {example}"),
+        ),
+        Err(e) => Err(refuse(req, 415, "JsonError", &format!("invalid JSON: {e}"))),
+    }
+}
+
 /// A PATCH body (a configuration object, whole or in part) as the change
 /// it asks for. `weight`, `down` and `drain` change; the other keys of
 /// the configuration object are accepted when they repeat the current
@@ -523,27 +549,7 @@ fn patch_body(
     u: &Upstream<'_>,
     current: &ConfServer,
 ) -> Result<ServerChange, Response> {
-    fn bad<T>(req: &Request<'_>, code: &str, text: String) -> Result<T, Response> {
-        Err(refuse(req, 400, code, &text))
-    }
-    if req.body.len() > request::MAX_BODY {
-        return bad(
-            req,
-            "UpstreamConfFormatError",
-            "request body too large".into(),
-        );
-    }
-    let value: Value = match serde_json::from_slice(req.body) {
-        Ok(v) => v,
-        Err(e) => return Err(refuse(req, 415, "JsonError", &format!("invalid JSON: {e}"))),
-    };
-    let Value::Object(map) = value else {
-        return bad(
-            req,
-            "UpstreamConfFormatError",
-            "a JSON object is expected, e.g. {\"drain\":true}".into(),
-        );
-    };
+    let map = json_object(req, "{\"drain\":true}")?;
     let mut change = ServerChange::default();
     let immutable = |key: &str, why: &str| {
         Err(refuse(
@@ -712,27 +718,7 @@ pub fn parse_address(text: &str) -> Option<String> {
 
 /// Parses a POST body (see [`NewServer`]); the refusal otherwise.
 fn new_server(req: &Request<'_>, u: &Upstream<'_>) -> Result<NewServer, Response> {
-    fn bad<T>(req: &Request<'_>, code: &str, text: String) -> Result<T, Response> {
-        Err(refuse(req, 400, code, &text))
-    }
-    if req.body.len() > request::MAX_BODY {
-        return bad(
-            req,
-            "UpstreamConfFormatError",
-            "request body too large".into(),
-        );
-    }
-    let value: Value = match serde_json::from_slice(req.body) {
-        Ok(v) => v,
-        Err(e) => return Err(refuse(req, 415, "JsonError", &format!("invalid JSON: {e}"))),
-    };
-    let Value::Object(map) = value else {
-        return bad(
-            req,
-            "UpstreamConfFormatError",
-            "a JSON object is expected, e.g. {\"server\":\"10.0.0.5:8080\"}".into(),
-        );
-    };
+    let map = json_object(req, "{\"server\":\"10.0.0.5:8080\"}")?;
     let mut s = NewServer {
         server: String::new(),
         address: String::new(),
