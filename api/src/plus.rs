@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use crate::body::Body;
 use crate::change::{self, Admin};
 use crate::json::{self, Clock, Date, Fields, Render};
-use crate::request::{self, ContentType, Method, NginxInfo, Request, Response};
+use crate::request::{self, json_with, ok, ContentType, Method, NginxInfo, Request, Response};
 use crate::upstream::Upstream;
 
 /// The versions served, as `GET {location}` lists them.
@@ -67,40 +67,13 @@ struct PlusErrorDetail<'a> {
 
 /// A refusal with NGINX Plus's body.
 fn refuse(req: &Request<'_>, status: u16, code: &str, text: &str) -> Response {
-    let mut r = json_ok(&PlusError {
+    let mut r = ok(&PlusError {
         error: PlusErrorDetail { status, text, code },
         request_id: req.request_id,
         href: HREF,
     });
     r.status = status;
     r
-}
-
-fn json_ok<T: Serialize + ?Sized>(value: &T) -> Response {
-    let mut body = Body::new();
-    // Writing into a Body cannot fail; serializing our types neither.
-    let _ = serde_json::to_writer(&mut body, value);
-    Response {
-        status: 200,
-        content_type: ContentType::Json,
-        body,
-        log: None,
-        notice: None,
-        changed: false,
-    }
-}
-
-fn json_with(write: impl FnOnce(&mut Body)) -> Response {
-    let mut body = Body::new();
-    write(&mut body);
-    Response {
-        status: 200,
-        content_type: ContentType::Json,
-        body,
-        log: None,
-        notice: None,
-        changed: false,
-    }
 }
 
 fn path_not_found(req: &Request<'_>) -> Response {
@@ -151,19 +124,19 @@ pub(crate) fn handle(
     let info = &req.nginx;
     // Paths that only read: GET and HEAD, else 405.
     let answer = match rest {
-        [] => Some(json_ok(&root(version))),
-        ["nginx"] => Some(json_ok(&nginx(info, req.clock()))),
-        ["processes"] => Some(json_ok(&Processes {
+        [] => Some(ok(&root(version))),
+        ["nginx"] => Some(ok(&nginx(info, req.clock()))),
+        ["processes"] => Some(ok(&Processes {
             respawned: info.respawned,
         })),
-        ["connections"] => Some(json_ok(&Connections::of(info))),
-        ["ssl"] => Some(json_ok(&Ssl::default())),
-        ["slabs"] | ["resolvers"] => Some(json_ok(&Map::new())),
-        ["workers"] if version >= 9 => Some(json_ok(&[(); 0])),
-        ["http"] => Some(json_ok(&HTTP_ENDPOINTS)),
-        ["http", "requests"] => Some(json_ok(&HttpRequests::of(info))),
+        ["connections"] => Some(ok(&Connections::of(info))),
+        ["ssl"] => Some(ok(&Ssl::default())),
+        ["slabs"] | ["resolvers"] => Some(ok(&Map::new())),
+        ["workers"] if version >= 9 => Some(ok(&[(); 0])),
+        ["http"] => Some(ok(&HTTP_ENDPOINTS)),
+        ["http", "requests"] => Some(ok(&HttpRequests::of(info))),
         ["http", "server_zones" | "location_zones" | "caches" | "limit_reqs" | "limit_conns"] => {
-            Some(json_ok(&Map::new()))
+            Some(ok(&Map::new()))
         }
         ["http", "upstreams"] => Some(json_with(|out| {
             upstreams_map(out, upstreams, req.clock(), fields)
@@ -481,7 +454,7 @@ fn server(req: &Request<'_>, u: &Upstream<'_>, id: &str, alive: impl Fn(u64) -> 
         return not_found();
     };
     let show = || match read_conf(u, i, mark, req.now_ms) {
-        Some(c) => json_ok(&c),
+        Some(c) => ok(&c),
         None => not_found(),
     };
     match req.method {
@@ -944,8 +917,8 @@ fn add(req: &Request<'_>, u: &Upstream<'_>, alive: impl Fn(u64) -> bool) -> Resp
         .listed(added.slot)
         .and_then(|mark| read_conf(u, added.slot, mark, req.now_ms));
     let mut r = match conf {
-        Some(c) => json_ok(&c),
-        None => json_ok(&Map::new()),
+        Some(c) => ok(&c),
+        None => ok(&Map::new()),
     };
     r.status = 201;
     r.changed = true;

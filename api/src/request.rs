@@ -168,3 +168,17 @@ pub fn refuse(status: u16, code: &str, text: impl Into<String>) -> Response {
 pub(crate) fn not_found(what: impl Into<String>) -> Response {
     refuse(404, "NotFound", what)
 }
+
+/// A 200 JSON answer written by `write`.
+pub(crate) fn json_with(write: impl FnOnce(&mut Body)) -> Response {
+    let mut body = Body::new();
+    write(&mut body);
+    Response {
+        status: 200,
+        content_type: ContentType::Json,
+        body,
+        log: None,
+        notice: None,
+        changed: false,
+    }
+}

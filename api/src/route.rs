@@ -25,7 +25,7 @@ use hab_core::write::{ServerChange, MAX_WEIGHT};
 use crate::body::Body;
 use crate::change::{apply, Admin};
 use crate::json::{self, Clock, Fields, Patch, Render};
-use crate::request::{not_found, ok};
+use crate::request::{json_with, not_found, ok};
 pub use crate::request::{
     refuse, ContentType, Method, NginxInfo, Request, Response, StubCounters, MAX_BODY,
 };
@@ -57,20 +57,6 @@ fn page(write: bool) -> Response {
         status: 200,
         content_type: ContentType::Html,
         body: Body::from(html.into_bytes()),
-        log: None,
-        notice: None,
-        changed: false,
-    }
-}
-
-/// A 200 JSON answer written by `write`.
-fn json_with(write: impl FnOnce(&mut Body)) -> Response {
-    let mut body = Body::new();
-    write(&mut body);
-    Response {
-        status: 200,
-        content_type: ContentType::Json,
-        body,
         log: None,
         notice: None,
         changed: false,
