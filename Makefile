@@ -287,6 +287,9 @@ test: deps nginx debian-module-check deb-check check-exports
 	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=/usr/sbin/nginx \
 	HAB_MODULE_SO=$(TARGET)/debian/$(MODULE).so \
 		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs))
+	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=/usr/sbin/nginx \
+	HAB_MODULE_SO=$(TARGET)/debian/$(MODULE).so \
+		$(CARGO) test -p hab --test render_nginx --test render_verbatim
 	$(SOAK_SHORT) bash scripts/soak.sh
 	$(SOAK_SHORT) HAB_NGINX_BIN=/usr/sbin/nginx \
 	HAB_MODULE_SO=$(TARGET)/debian/$(MODULE).so bash scripts/soak.sh
