@@ -118,6 +118,13 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
       0,
       NULL },
 
+    { ngx_string("ha_server"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_http_upstream_ha_server,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("ha_api_max"),
       NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
       ngx_http_upstream_ha_api_max,
@@ -182,6 +189,7 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     ngx_str_t                         name;
     ngx_uint_t                        n;
     hab_buf                          *reason;
+    ngx_int_t                         empty;
     hab_result                        rc;
     hab_peer_conf                    *pc;
     ngx_http_upstream_rr_peers_t     *peers;
@@ -189,16 +197,34 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, cf->log, 0, "init ha balance");
 
-    if (ngx_http_upstream_init_round_robin(cf, us) != NGX_OK) {
+    hcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_upstream_ha_module);
+
+    empty = NGX_DECLINED;
+
+#if !(HAB_RESOLVE)
+    if (hcf->hosts != NULL && us->servers != NULL) {
+
+        /* "ha_server" lines only: no peer of nginx's own */
+
+        empty = ngx_http_upstream_ha_init_empty(cf, us);
+
+        if (empty == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+    }
+#endif
+
+    if (empty == NGX_DECLINED
+        && ngx_http_upstream_init_round_robin(cf, us) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    hcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_upstream_ha_module);
     peers = us->peer.data;
 
     n = peers->number + (peers->next ? peers->next->number : 0);
 
-    pc = ngx_pcalloc(cf->pool, n * sizeof(hab_peer_conf));
+    pc = ngx_pcalloc(cf->pool, (n ? n : 1) * sizeof(hab_peer_conf));
     if (pc == NULL) {
         return NGX_ERROR;
     }
@@ -242,6 +268,10 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 
 #if (HAB_RESOLVE)
     if (ngx_http_upstream_ha_init_resolve(cf, us, hcf, n) != NGX_OK) {
+        return NGX_ERROR;
+    }
+#else
+    if (ngx_http_upstream_ha_init_dns(cf, us, hcf, n) != NGX_OK) {
         return NGX_ERROR;
     }
 #endif
@@ -372,7 +402,7 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
 
     /* servers added through the API are tries too */
 
-    if (hcf->api_max) {
+    if (hcf->added_max) {
         r->upstream->peer.tries += ngx_http_upstream_ha_added_live(hcf);
     }
 
@@ -1067,6 +1097,7 @@ ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
 
     hcf->conf.capacity = n + hcf->api_max;
     hcf->conf.api_max = (uint32_t) hcf->api_max;
+    hcf->added_max = hcf->api_max;
 
     if (hcf->conf.maglev_size != 0
         && hcf->conf.maglev_size < hcf->conf.capacity)

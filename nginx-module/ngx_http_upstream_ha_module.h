@@ -171,6 +171,45 @@ typedef struct {
 } ngx_http_upstream_ha_added_t;
 
 
+/*
+ * "ha_server NAME resolve" (nginx older than 1.27.3): a name the module
+ * resolves itself, in worker 0, with nginx's resolver; the parameters
+ * every address it resolves to takes, and, per worker, its last answer.
+ */
+
+typedef struct {
+    ngx_str_t                           id;         /* upstream\0server\0addr */
+    ngx_str_t                           server;     /* inside id */
+    uint32_t                            weight;
+    ngx_uint_t                          backup;     /* unsigned:1 */
+} ngx_http_upstream_ha_dns_addr_t;
+
+
+typedef struct ngx_http_upstream_ha_srv_conf_s
+    ngx_http_upstream_ha_srv_conf_t;
+
+typedef struct {
+    ngx_str_t                           server;     /* as written */
+    ngx_str_t                           name;       /* to resolve */
+    ngx_str_t                           service;    /* SRV, or empty */
+    in_port_t                           port;       /* without service */
+    ngx_uint_t                          weight;
+    ngx_uint_t                          max_conns;
+    ngx_uint_t                          max_fails;
+    time_t                              fail_timeout;
+    unsigned                            backup:1;
+    unsigned                            down:1;
+
+    /* per worker (worker 0): the timer, the last answer */
+    unsigned                            answered:1;
+    ngx_event_t                         event;
+    ngx_http_upstream_ha_srv_conf_t    *hcf;
+    ngx_pool_t                         *pool;       /* of addrs */
+    ngx_http_upstream_ha_dns_addr_t    *addrs;
+    ngx_uint_t                          naddrs;
+} ngx_http_upstream_ha_host_t;
+
+
 /* a worker's view of one peer slot: the nginx peer holding it */
 
 typedef struct {
@@ -179,7 +218,7 @@ typedef struct {
 } ngx_http_upstream_ha_slot_t;
 
 
-typedef struct {
+struct ngx_http_upstream_ha_srv_conf_s {
     ngx_uint_t                          policy;     /* HAB_POLICY_*, 0: unset */
     ngx_str_t                          *name;       /* upstream name */
     ngx_http_complex_value_t            key;        /* hash */
@@ -246,7 +285,29 @@ typedef struct {
     ngx_event_t                         queue_ev;
     uint64_t                            queue_head;  /* at the last tick */
     ngx_uint_t                          queue_stuck; /* ticks it stayed */
-} ngx_http_upstream_ha_srv_conf_t;
+
+    /*
+     * slots after the configured ones whose peers each worker builds
+     * itself (ngx_http_upstream_ha_added_peer): ha_api_max, or
+     * ha_resolve_max for "ha_server"
+     */
+    ngx_uint_t                          added_max;
+
+    /*
+     * "ha_server" (nginx older than 1.27.3): the names, nginx's resolver
+     * (http{}); per worker (worker 0), the list last applied (its
+     * digest and source counter) and a timer to apply it again when the
+     * core could not
+     */
+    ngx_array_t                        *hosts;      /* ..._ha_host_t */
+    ngx_uint_t                          nprimary;   /* configured */
+    ngx_resolver_t                     *resolver;
+    ngx_msec_t                          resolver_timeout;
+    uint32_t                            dns_digest;
+    uint64_t                            dns_config;
+    ngx_uint_t                          dns_logged; /* digest + 1 */
+    ngx_event_t                         dns_ev;
+};
 
 
 typedef struct ngx_http_upstream_ha_waiter_s  ngx_http_upstream_ha_waiter_t;
@@ -325,6 +386,20 @@ void ngx_http_upstream_ha_stop_health(ngx_http_upstream_ha_srv_conf_t *hcf);
 
 char *ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+/* ngx_http_upstream_ha_dns.c: "ha_server", names the module resolves */
+char *ngx_http_upstream_ha_server(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_upstream_ha_init_empty(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us);
+ngx_int_t ngx_http_upstream_ha_init_dns(ngx_conf_t *cf,
+    ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_uint_t n);
+void ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_http_upstream_ha_srv_conf_t *ohcf, ngx_log_t *log);
+void ngx_http_upstream_ha_start_dns(ngx_cycle_t *cycle,
+    ngx_http_upstream_ha_srv_conf_t *hcf);
+void ngx_http_upstream_ha_stop_dns(ngx_http_upstream_ha_srv_conf_t *hcf);
 
 /* ngx_http_upstream_ha_probe.c: one check of one server */
 

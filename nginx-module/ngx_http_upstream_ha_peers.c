@@ -189,15 +189,17 @@ ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     /* the slots after them are for servers added through the API */
 
-    if (n + hcf->api_max != hab_zone_peers(hcf->zone)) {
+    if (n + hcf->added_max != hab_zone_peers(hcf->zone)) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_balance upstream \"%V\": %ui peers and "
-                      "ha_api_max %ui, zone has %uD",
-                      hcf->name, n, hcf->api_max, hab_zone_peers(hcf->zone));
+                      "%ui slots for added or resolved servers, zone has %uD",
+                      hcf->name, n, hcf->added_max,
+                      hab_zone_peers(hcf->zone));
         return NGX_ERROR;
     }
 
-    index = ngx_alloc(n * sizeof(ngx_http_upstream_rr_peer_t *), log);
+    index = ngx_alloc((n ? n : 1) * sizeof(ngx_http_upstream_rr_peer_t *),
+                      log);
     if (index == NULL) {
         return NGX_ERROR;
     }
@@ -315,9 +317,9 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     hab_slot_peer                  sp;
     ngx_http_upstream_ha_added_t  *a;
 
-    if (hcf->api_max == 0
+    if (hcf->added_max == 0
         || slot < hcf->conf.npeers
-        || slot - hcf->conf.npeers >= hcf->api_max)
+        || slot - hcf->conf.npeers >= hcf->added_max)
     {
         return NULL;
     }
@@ -325,7 +327,7 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     i = slot - hcf->conf.npeers;
 
     if (hcf->added == NULL) {
-        hcf->added = ngx_calloc(hcf->api_max
+        hcf->added = ngx_calloc(hcf->added_max
                                 * sizeof(ngx_http_upstream_ha_added_t *), log);
         if (hcf->added == NULL) {
             return NULL;
@@ -381,8 +383,8 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     if (parsed != NGX_OK || addr.socklen > sizeof(ngx_sockaddr_t)) {
         ngx_log_error(NGX_LOG_ERR, log, 0,
-                      "ha_balance upstream \"%V\": server \"%*s\" added "
-                      "through the API: invalid address \"%*s\"",
+                      "ha_balance upstream \"%V\": server \"%*s\" "
+                      "(added or resolved): invalid address \"%*s\"",
                       hcf->name, sp.server_len, text, sp.address_len,
                       address);
         ngx_destroy_pool(pool);
@@ -482,7 +484,7 @@ ngx_http_upstream_ha_added_live(ngx_http_upstream_ha_srv_conf_t *hcf)
     }
 
     n = 0;
-    end = (uint32_t) (hcf->conf.npeers + hcf->api_max);
+    end = (uint32_t) (hcf->conf.npeers + hcf->added_max);
 
     for (slot = (uint32_t) hcf->conf.npeers; slot < end; slot++) {
         if (hab_zone_slot(hcf->zone, slot, &info) == HAB_OK
@@ -511,7 +513,7 @@ ngx_http_upstream_ha_free_added(ngx_http_upstream_ha_srv_conf_t *hcf)
         return;
     }
 
-    for (i = 0; i < hcf->api_max; i++) {
+    for (i = 0; i < hcf->added_max; i++) {
         a = hcf->added[i];
 
         if (a == NULL) {

@@ -141,6 +141,10 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
         {
             return NGX_ERROR;
         }
+#else
+        /* ha_server: worker 0 resolves (a respawned one resumes) */
+
+        ngx_http_upstream_ha_start_dns(cycle, hcf);
 #endif
 
         ngx_http_upstream_ha_start_health(cycle, hcf);
@@ -172,6 +176,8 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
         if (hcf->resolve) {
             ngx_http_upstream_ha_stop_resolve(hcf);
         }
+#else
+        ngx_http_upstream_ha_stop_dns(hcf);
 #endif
 
         /* this worker's peers for servers added through the API */

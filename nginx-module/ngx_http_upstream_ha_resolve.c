@@ -38,13 +38,6 @@ ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_int_t   n;
     ngx_str_t  *value;
 
-#if !(HAB_RESOLVE)
-
-    return "needs nginx 1.27.3 or later with the upstream zone module "
-           "(servers resolved at run time)";
-
-#endif
-
     if (hcf->resolve_max != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
     }
@@ -96,7 +89,6 @@ static ngx_int_t ngx_http_upstream_ha_hold(
 static ngx_uint_t ngx_http_upstream_ha_map_stale(
     ngx_http_upstream_ha_peer_data_t *hp);
 static void ngx_http_upstream_ha_resolve_tick(ngx_event_t *ev);
-static uint64_t ngx_http_upstream_ha_monotonic_ns(void);
 
 
 /*
@@ -150,22 +142,9 @@ ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,
      * before (old workers that share the zone never publish theirs)
      */
 
-    hcf->list_id = ngx_http_upstream_ha_monotonic_ns();
+    hcf->list_id = ngx_upstream_ha_monotonic_ns();
 
     return NGX_OK;
-}
-
-
-static uint64_t
-ngx_http_upstream_ha_monotonic_ns(void)
-{
-    struct timespec  ts;
-
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
-        return (uint64_t) ngx_time() * 1000000000;
-    }
-
-    return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
 }
 
 
@@ -327,7 +306,7 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
 
         ngx_memzero(&report, sizeof(hab_resolve_report));
 
-        start = ngx_http_upstream_ha_monotonic_ns();
+        start = ngx_upstream_ha_monotonic_ns();
 
         rc = hab_zone_resolve(hcf->zone, &list, hcf->list_id,
                               (uint64_t) config, ngx_current_msec,
@@ -343,7 +322,7 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
         }
 
         ngx_http_upstream_ha_log_resolve(hcf, &report, config,
-                                       ngx_http_upstream_ha_monotonic_ns()
+                                       ngx_upstream_ha_monotonic_ns()
                                        - start, log);
 
         if (hcf->map == NULL) {

@@ -646,7 +646,7 @@ ngx_http_upstream_ha_check_routes(ngx_conf_t *cf,
     ngx_uint_t                     i;
     ngx_http_upstream_ha_route_t  *rt;
 
-    if (hcf->sticky.routes == NULL || hcf->resolve) {
+    if (hcf->sticky.routes == NULL || hcf->resolve || hcf->hosts) {
         return NGX_OK;
     }
 

@@ -19,8 +19,8 @@
 #include "ngx_http_upstream_ha_module.h"
 
 
-static hab_zone *ngx_http_upstream_ha_old_zone(ngx_shm_zone_t *shm_zone,
-    ngx_http_upstream_ha_srv_conf_t *hcf);
+static ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_old_zone(
+    ngx_shm_zone_t *shm_zone, ngx_http_upstream_ha_srv_conf_t *hcf);
 static void ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
     ngx_http_upstream_ha_srv_conf_t *hcf);
 
@@ -111,12 +111,21 @@ ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     /* the upstream changed at reload: keep what is known of its servers */
 
-    old = ngx_http_upstream_ha_old_zone(shm_zone, hcf);
+    ohcf = ngx_http_upstream_ha_old_zone(shm_zone, hcf);
+    old = ohcf ? ohcf->zone : NULL;
 
     if (old == NULL) {
         ngx_http_upstream_ha_restore(shm_zone, hcf);
         return NGX_OK;
     }
+
+#if !(HAB_RESOLVE)
+
+    /* ha_server: the old zone's resolved servers, until worker 0 answers */
+
+    ngx_http_upstream_ha_dns_seed(hcf, ohcf, shm_zone->shm.log);
+
+#endif
 
     dropped = NULL;
 
@@ -221,7 +230,7 @@ ngx_http_upstream_ha_restore(ngx_shm_zone_t *shm_zone,
 }
 
 
-static hab_zone *
+static ngx_http_upstream_ha_srv_conf_t *
 ngx_http_upstream_ha_old_zone(ngx_shm_zone_t *shm_zone,
     ngx_http_upstream_ha_srv_conf_t *hcf)
 {
@@ -238,5 +247,5 @@ ngx_http_upstream_ha_old_zone(ngx_shm_zone_t *shm_zone,
 
     ohcf = zone->data;
 
-    return (ohcf->zone != hcf->zone) ? ohcf->zone : NULL;
+    return (ohcf->zone != NULL && ohcf->zone != hcf->zone) ? ohcf : NULL;
 }

@@ -147,3 +147,18 @@ ngx_upstream_ha_old_shm_zone(ngx_shm_zone_t *shm_zone, size_t prefix)
 
     return NULL;
 }
+
+
+/* CLOCK_MONOTONIC in nanoseconds: list ids, build times */
+
+uint64_t
+ngx_upstream_ha_monotonic_ns(void)
+{
+    struct timespec  ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+        return (uint64_t) ngx_time() * 1000000000;
+    }
+
+    return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
+}

@@ -31,6 +31,7 @@ ngx_int_t ngx_upstream_ha_parse_time(ngx_str_t *value, size_t skip,
 ngx_int_t ngx_upstream_ha_maglev_size(ngx_str_t *value);
 ngx_shm_zone_t *ngx_upstream_ha_old_shm_zone(ngx_shm_zone_t *shm_zone,
     size_t prefix);
+uint64_t ngx_upstream_ha_monotonic_ns(void);
 
 
 /* ngx_upstream_ha_wake.c: the ha_queue wake channels */

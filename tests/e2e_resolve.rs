@@ -62,11 +62,14 @@ use hab_testkit::dns::{Named, Record, Srv};
 use hab_testkit::http::get;
 use hab_testkit::load::{outcome, tally};
 use hab_testkit::nginx::{
-    nginx_at_least_or_skip, nginx_or_skip, nginx_version, serial, Nginx, WORKERS,
+    nginx_or_skip, serial, Nginx, WORKERS,
 };
 use hab_testkit::port::free_port;
 use hab_testkit::proc::wait_until;
-use hab_testkit::resolve::{named, ready, set_srv, srv_pw, stock_ready, target, FOLLOW, WEB};
+use hab_testkit::resolve::{
+    for_this_nginx, module_ready, named, nginx_resolves, set_srv, srv_pw, stock_ready, target,
+    FOLLOW, WEB,
+};
 use hab_testkit::skip::{say, test_name};
 use serde_json::Value;
 
@@ -122,10 +125,12 @@ fn http_block(
     locations: &[(&str, &str)],
     location_extra: &str,
 ) -> String {
-    stock_http_block(port, upstreams, locations, location_extra).replacen(
-        "        location ",
-        "        location /api/ { ha_api; }\n        location ",
-        1,
+    for_this_nginx(
+        &stock_http_block(port, upstreams, locations, location_extra).replacen(
+            "        location ",
+            "        location /api/ { ha_api; }\n        location ",
+            1,
+        ),
     )
 }
 
@@ -422,7 +427,7 @@ fn requests(port: u16, prefix: &str, n: usize) -> Vec<String> {
 #[test]
 fn every_policy_follows_srv_changes_under_load() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -611,7 +616,7 @@ fn every_policy_follows_srv_changes_under_load() {
 #[test]
 fn state_kept_when_another_server_joins() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -776,7 +781,7 @@ fn slow_try_then_change(module: bool) -> (String, Vec<Backend>, Nginx, Option<Du
 #[test]
 fn retry_across_a_change() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -843,7 +848,7 @@ fn binomial_band(n: usize, p: f64, z: f64) -> (usize, usize) {
 #[test]
 fn srv_weight_and_priority() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -994,7 +999,7 @@ fn weight_band(policy: &str, n: usize) -> Option<(usize, usize)> {
 #[test]
 fn every_policy_follows_srv_weight_and_priority() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -1145,7 +1150,7 @@ fn stray(a: &[String], b: &[String], except: &str) -> usize {
 #[test]
 fn hash_moves_only_the_changed_servers_keys() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -1259,7 +1264,7 @@ fn hash_moves_only_the_changed_servers_keys() {
 /// sent all 100 keys to one of the two: both had the same points.)
 #[test]
 fn hash_tells_apart_servers_of_one_srv_target() {
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -1333,7 +1338,7 @@ fn hash_tells_apart_servers_of_one_srv_target() {
 #[test]
 fn nxdomain_then_recovery() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -1399,7 +1404,7 @@ fn nxdomain_then_recovery() {
 #[test]
 fn reload_during_changes() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -1525,7 +1530,7 @@ fn reload_during_changes() {
 #[test]
 fn draining_server_finishes_its_requests() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -1664,7 +1669,7 @@ impl Drop for OtherAddrBackend {
 #[test]
 fn a_records_follow_with_least_conn() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let other = Ipv4Addr::new(127, 0, 0, 2);
@@ -1755,7 +1760,7 @@ fn a_records_follow_with_least_conn() {
 #[test]
 fn hash_tells_apart_addresses_of_one_name() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let other = Ipv4Addr::new(127, 0, 0, 2);
@@ -1804,7 +1809,7 @@ fn hash_tells_apart_addresses_of_one_name() {
 // Configuration errors
 
 fn bad_upstream(lines: &str) -> String {
-    format!(
+    for_this_nginx(&format!(
         "    upstream up {{
         ha_balance round_robin;
 {lines}
@@ -1814,7 +1819,7 @@ fn bad_upstream(lines: &str) -> String {
         location / {{ proxy_pass http://up; }}
     }}
 "
-    )
+    ))
 }
 
 const RESOLVED: &str = "        zone up 256k;
@@ -1823,7 +1828,7 @@ const RESOLVED: &str = "        zone up 256k;
 
 #[test]
 fn resolve_configuration_errors() {
-    if !nginx_or_skip() || !nginx_at_least_or_skip((1, 27, 3), "server ... resolve") {
+    if !nginx_or_skip() {
         return;
     }
     for bad in ["0", "abc", "-1", "1048577"] {
@@ -1888,39 +1893,87 @@ fn resolve_configuration_errors() {
     );
 }
 
+/// [`bad_upstream`] as written, for whatever nginx runs.
+fn bad_upstream_raw(lines: &str) -> String {
+    format!(
+        "    upstream up {{
+        ha_balance round_robin;
+{lines}
+    }}
+    server {{
+        listen 127.0.0.1:1;
+        location / {{ proxy_pass http://up; }}
+    }}
+"
+    )
+}
+
 /// nginx older than 1.27.3 (Debian 12's 1.22, which `make test` also
-/// runs): the module built from the same source loads, nginx itself
-/// refuses `resolve`, and `ha_resolve_max` says what it needs.
+/// runs): nginx itself refuses `server ... resolve`; the module's
+/// `ha_server` takes its place, with its own checks. On 1.27.3 and later
+/// `ha_server` is refused with a hint at `server ... resolve`.
 #[test]
 fn older_nginx_refuses_resolve_itself() {
-    let test = test_name();
     if !nginx_or_skip() {
         return;
     }
-    match nginx_version() {
-        Some(v) if v < (1, 27, 3) => {}
-        v => {
-            say(&format!(
-                "SKIP {test}: for nginx older than 1.27.3 (without resolve), this one is {v:?}"
-            ));
-            return;
-        }
+    if nginx_resolves() {
+        let c = Nginx::check_detailed(&bad_upstream_raw(
+            "        zone up 256k;
+        resolver 127.0.0.1:53;
+        ha_server service.consul service=web resolve;",
+        ));
+        c.assert_emerg(
+            "ha_server service.consul",
+            &["\"ha_server\" directive is for nginx older than 1.27.3: use \"server ... resolve\""],
+        );
+        return;
     }
     // (1.22 has no "resolver" in upstream{} either)
-    let c = Nginx::check_detailed(&bad_upstream(
+    let c = Nginx::check_detailed(&bad_upstream_raw(
         "        zone up 256k;
         server service.consul:80 resolve;",
     ));
     c.assert_emerg("consul:80 resolve;", &["invalid parameter \"resolve\""]);
-    let c = Nginx::check_detailed(&bad_upstream(
-        "        server 127.0.0.1:1;\n        ha_resolve_max 4;",
+    // ha_server's own checks
+    for (line, want) in [
+        (
+            "ha_server service.consul:80 resolve foo;",
+            "invalid parameter \"foo\"",
+        ),
+        (
+            "ha_server service.consul:80 service=web resolve;",
+            "service upstream \"service.consul:80\" may not have port",
+        ),
+        (
+            "ha_server 127.0.0.1:80 resolve;",
+            "ha_server \"127.0.0.1:80\" is an address",
+        ),
+        ("ha_server web resolve weight=0;", "invalid parameter \"weight=0\""),
+    ] {
+        let c = Nginx::check_detailed(&format!(
+            "    resolver 127.0.0.1:53;\n{}",
+            bad_upstream_raw(&format!("        zone up 256k;\n        {line}"))
+        ));
+        c.assert_emerg(line, &[want]);
+    }
+    // backups need a policy that has them
+    let c = Nginx::check_detailed(&format!(
+        "    resolver 127.0.0.1:53;\n{}",
+        bad_upstream_raw("        zone up 256k;\n        ha_server web resolve backup;")
+            .replace("ha_balance round_robin;", "ha_balance random;")
     ));
-    c.assert_emerg(
-        "ha_resolve_max 4;",
-        &["\"ha_resolve_max\" directive needs nginx 1.27.3 or later"],
-    );
+    c.assert_emerg("upstream up {", &["this policy does not support backup servers"]);
+    // accepted: ha_server lines only, or beside static servers
+    for lines in [
+        "        zone up 256k;\n        ha_server web.consul resolve;",
+        "        zone up 256k;\n        server 127.0.0.1:1;\n        ha_server web.consul:8080 resolve max_fails=0 weight=3;\n        ha_server service.consul service=web resolve backup;",
+    ] {
+        let c = Nginx::check_detailed(&format!("    resolver 127.0.0.1:53;\n{}", bad_upstream_raw(lines)));
+        assert!(c.ok, "{lines}: {}", c.stderr);
+    }
     // and without either, the module serves as always
-    let c = Nginx::check_detailed(&bad_upstream("        server 127.0.0.1:1;"));
+    let c = Nginx::check_detailed(&bad_upstream_raw("        server 127.0.0.1:1;"));
     assert!(c.ok, "{}", c.stderr);
 }
 
@@ -1958,7 +2011,7 @@ fn settle_on(port: u16, prefix: &str, want: &[&str]) -> (bool, Vec<String>) {
 /// right after a DNS change, and its replacement must follow it.
 #[test]
 fn killed_workers_during_changes() {
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -2016,7 +2069,7 @@ fn killed_workers_during_changes() {
 #[test]
 fn binary_upgrade_during_changes() {
     let test = test_name();
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -2124,7 +2177,7 @@ const REFUSED: &str = "ha_balance upstream \"up\": the new list of servers is no
 /// change (not once per worker), and the two serve on.
 #[test]
 fn full_slots_refuse_a_longer_list_and_keep_serving() {
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -2159,7 +2212,7 @@ fn full_slots_refuse_a_longer_list_and_keep_serving() {
 /// `up`, web3 never came.)
 #[test]
 fn full_slots_replace_a_server() {
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();

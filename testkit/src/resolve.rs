@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::backend::process::Backend;
 use crate::dns::{self, Named, Record, Srv};
-use crate::nginx::{nginx_at_least_or_skip, nginx_or_skip, stock_nginx_or_skip};
+use crate::nginx::{nginx_at_least_or_skip, nginx_or_skip, nginx_version, stock_nginx_or_skip};
 
 /// The SRV name `server service.consul service=web resolve` asks for.
 pub const WEB: &str = "_web._tcp.service.consul";
@@ -28,6 +28,64 @@ pub fn ready() -> bool {
     nginx_or_skip()
         && nginx_at_least_or_skip((1, 27, 3), "server ... resolve")
         && dns::dns_or_skip()
+}
+
+/// nginx and the module built and the DNS server installed, on any nginx
+/// version: below 1.27.3 the module resolves names itself (`ha_server`,
+/// [`for_this_nginx`]); otherwise a `SKIP` line and `false`.
+pub fn module_ready() -> bool {
+    nginx_or_skip() && dns::dns_or_skip()
+}
+
+/// Whether nginx resolves `server ... resolve` itself (>= 1.27.3).
+pub fn nginx_resolves() -> bool {
+    nginx_version().is_some_and(|v| v >= (1, 27, 3))
+}
+
+/// An http block written for nginx >= 1.27.3 as this nginx takes it. Below
+/// 1.27.3, inside `upstream {}`: `server ... resolve` becomes the
+/// module's `ha_server ... resolve` (same parameters), and `resolver` /
+/// `resolver_timeout`, which 1.22 has in http{} only, move to the top of
+/// the block (the first of each: one resolver per http{}).
+pub fn for_this_nginx(http_block: &str) -> String {
+    if nginx_resolves() {
+        return http_block.to_owned();
+    }
+    let mut head: Vec<String> = Vec::new();
+    let mut body = String::new();
+    let mut depth = 0usize;
+    for line in http_block.lines() {
+        let t = line.trim_start();
+        if depth == 0 && t.starts_with("upstream ") && t.ends_with('{') {
+            depth = 1;
+            body.push_str(line);
+            body.push('\n');
+            continue;
+        }
+        if depth > 0 {
+            if t.starts_with("resolver ") || t.starts_with("resolver_timeout ") {
+                let key = t.split_whitespace().next().unwrap_or_default();
+                if !head.iter().any(|h| h.split_whitespace().next() == Some(key)) {
+                    head.push(t.to_owned());
+                }
+                continue;
+            }
+            let is_resolve = t.starts_with("server ")
+                && t.trim_end_matches(';').split_whitespace().any(|w| w == "resolve");
+            if is_resolve {
+                body.push_str(&line.replacen("server ", "ha_server ", 1));
+                body.push('\n');
+                continue;
+            }
+            depth += t.matches('{').count();
+            depth -= t.matches('}').count().min(depth);
+        }
+        body.push_str(line);
+        body.push('\n');
+    }
+    let mut out: String = head.iter().map(|h| format!("    {h}\n")).collect();
+    out.push_str(&body);
+    out
 }
 
 /// Like [`ready`], for tests that run stock nginx only: the module need
