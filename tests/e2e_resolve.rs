@@ -61,9 +61,7 @@ use hab_testkit::backend::process::Backend;
 use hab_testkit::dns::{Named, Record, Srv};
 use hab_testkit::http::get;
 use hab_testkit::load::{outcome, tally};
-use hab_testkit::nginx::{
-    nginx_or_skip, serial, Nginx, WORKERS,
-};
+use hab_testkit::nginx::{nginx_or_skip, serial, Nginx, WORKERS};
 use hab_testkit::port::free_port;
 use hab_testkit::proc::wait_until;
 use hab_testkit::resolve::{
@@ -1949,7 +1947,10 @@ fn older_nginx_refuses_resolve_itself() {
             "ha_server 127.0.0.1:80 resolve;",
             "ha_server \"127.0.0.1:80\" is an address",
         ),
-        ("ha_server web resolve weight=0;", "invalid parameter \"weight=0\""),
+        (
+            "ha_server web resolve weight=0;",
+            "invalid parameter \"weight=0\"",
+        ),
     ] {
         let c = Nginx::check_detailed(&format!(
             "    resolver 127.0.0.1:53;\n{}",
@@ -1963,7 +1964,10 @@ fn older_nginx_refuses_resolve_itself() {
         bad_upstream_raw("        zone up 256k;\n        ha_server web resolve backup;")
             .replace("ha_balance round_robin;", "ha_balance random;")
     ));
-    c.assert_emerg("upstream up {", &["this policy does not support backup servers"]);
+    c.assert_emerg(
+        "upstream up {",
+        &["this policy does not support backup servers"],
+    );
     // accepted: ha_server lines only, or beside static servers
     for lines in [
         "        zone up 256k;\n        ha_server web.consul resolve;",

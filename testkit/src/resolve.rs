@@ -65,13 +65,18 @@ pub fn for_this_nginx(http_block: &str) -> String {
         if depth > 0 {
             if t.starts_with("resolver ") || t.starts_with("resolver_timeout ") {
                 let key = t.split_whitespace().next().unwrap_or_default();
-                if !head.iter().any(|h| h.split_whitespace().next() == Some(key)) {
+                if !head
+                    .iter()
+                    .any(|h| h.split_whitespace().next() == Some(key))
+                {
                     head.push(t.to_owned());
                 }
                 continue;
             }
             let is_resolve = t.starts_with("server ")
-                && t.trim_end_matches(';').split_whitespace().any(|w| w == "resolve");
+                && t.trim_end_matches(';')
+                    .split_whitespace()
+                    .any(|w| w == "resolve");
             if is_resolve {
                 body.push_str(&line.replacen("server ", "ha_server ", 1));
                 body.push('\n');
