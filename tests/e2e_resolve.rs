@@ -2063,6 +2063,95 @@ fn killed_workers_during_changes() {
     ngx.stop();
 }
 
+/// The worker that asks `dns_port`: the one with a UDP socket connected
+/// to it (`/proc/PID/fd` against `/proc/net/udp`), nginx's resolver
+/// keeping its socket open between queries.
+fn resolving_worker(ngx: &Nginx, dns_port: u16) -> Option<i32> {
+    let udp = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    let inodes: Vec<String> = udp
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let port = f.get(2)?.rsplit(':').next()?;
+            (u16::from_str_radix(port, 16).ok()? == dns_port)
+                .then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .collect();
+    ngx.worker_pids().into_iter().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .any(|l| {
+                let l = l.to_string_lossy();
+                inodes.iter().any(|i| l == format!("socket:[{i}]").as_str())
+            })
+    })
+}
+
+/// The resolving worker (worker 0: nginx's on 1.27.3 and later, the
+/// module's with `ha_server` below) killed with SIGKILL right after a DNS
+/// change, then right before one: its replacement resolves, and the
+/// change lands.
+#[test]
+fn killed_resolving_worker_change_still_lands() {
+    if !module_ready() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("web", 4);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = free_port();
+    let ups = upstream("up", "round_robin", ns.port(), "", "");
+    let mut ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
+    let (ok, seen) = settle_on(port, "/", &["web1", "web2"]);
+    assert!(ok, "{:?}\nerror.log:\n{}", tally(&seen), ngx.error_log());
+
+    for (round, set) in [[2usize, 3], [0, 3]].iter().enumerate() {
+        let mut victim = None;
+        wait_until(Duration::from_secs(5), || {
+            victim = resolving_worker(&ngx, ns.port());
+            victim.is_some()
+        });
+        let victim = victim.unwrap_or_else(|| {
+            panic!(
+                "round {round}: no worker has a socket to the DNS server on port {}",
+                ns.port()
+            )
+        });
+        if round == 0 {
+            set_srv(&ns, &[&b[set[0]], &b[set[1]]]);
+            ngx.kill_worker(victim);
+        } else {
+            ngx.kill_worker(victim);
+            set_srv(&ns, &[&b[set[0]], &b[set[1]]]);
+        }
+        let respawned = wait_until(Duration::from_secs(10), || {
+            let now = ngx.worker_pids();
+            now.len() == WORKERS && !now.contains(&victim)
+        });
+        assert!(respawned, "round {round}: worker {victim} not replaced");
+        let want = [b[set[0]].name.as_str(), b[set[1]].name.as_str()];
+        let (ok, seen) = settle_on(port, "/", &want);
+        assert!(
+            ok,
+            "round {round}: after the resolving worker {victim} was killed, not only {want:?} within {:?}: {:?}\nerror.log:\n{}",
+            FOLLOW + QUIET,
+            tally(&seen),
+            ngx.error_log()
+        );
+        let now = resolving_worker(&ngx, ns.port());
+        assert!(
+            now.is_some() && now != Some(victim),
+            "round {round}: the resolving worker is {now:?}, was {victim}"
+        );
+    }
+    assert_clean_log(&ngx);
+    ngx.stop();
+}
+
 /// After a binary upgrade the new master's zone starts empty: nginx
 /// seeds a zone with resolved addresses only from the previous cycle of
 /// the same master (`ngx_http_upstream_zone_preresolve`, used at reload),
