@@ -44,6 +44,8 @@ static void ngx_http_upstream_ha_dns_timer(ngx_event_t *ev);
 static void ngx_http_upstream_ha_dns_handler(ngx_resolver_ctx_t *ctx);
 static ngx_int_t ngx_http_upstream_ha_dns_answer(
     ngx_http_upstream_ha_host_t *h, ngx_resolver_ctx_t *ctx, ngx_log_t *log);
+static ngx_int_t ngx_http_upstream_ha_dns_from_zone(
+    ngx_http_upstream_ha_host_t *h, ngx_log_t *log);
 static ngx_int_t ngx_http_upstream_ha_dns_cmp(const void *one,
     const void *two);
 static void ngx_http_upstream_ha_dns_apply(
@@ -764,6 +766,19 @@ ngx_http_upstream_ha_dns_handler(ngx_resolver_ctx_t *ctx)
 
         if (ctx->state != NGX_RESOLVE_NXDOMAIN) {
             ngx_resolve_name_done(ctx);
+
+            /*
+             * never answered since this worker started: the name keeps
+             * the servers the zone has for it, so that the other names'
+             * changes are not held up
+             */
+
+            if (!h->answered
+                && ngx_http_upstream_ha_dns_from_zone(h, ev->log) == NGX_OK)
+            {
+                ngx_http_upstream_ha_dns_apply(hcf, ev->log);
+            }
+
             timer = ngx_max(hcf->resolver_timeout, 1000);
             goto next;
         }
@@ -915,6 +930,137 @@ ngx_http_upstream_ha_dns_answer(ngx_http_upstream_ha_host_t *h,
     h->addrs = a;
     h->naddrs = n;
     h->answered = 1;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The servers the zone serves for a name, as if it had answered so: the
+ * live slots after the configured ones whose server is the line's (no
+ * "service="), or, for the only "service=" line of the upstream, those
+ * that belong to no line without it.  NGX_DECLINED: the zone cannot tell
+ * (several "service=" lines).
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_dns_from_zone(ngx_http_upstream_ha_host_t *h,
+    ngx_log_t *log)
+{
+    u_char                           *p, text[HAB_SLOT_TEXT_MAX];
+    uint32_t                          slot, end;
+    ngx_str_t                         server;
+    ngx_uint_t                        i, n, mine;
+    ngx_pool_t                       *pool;
+    hab_slot_peer                     sp;
+    ngx_http_upstream_ha_host_t      *hosts;
+    ngx_http_upstream_ha_dns_addr_t  *a;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = h->hcf;
+    hosts = hcf->hosts->elts;
+
+    if (h->service.len) {
+        for (i = 0; i < hcf->hosts->nelts; i++) {
+            if (&hosts[i] != h && hosts[i].service.len) {
+                return NGX_DECLINED;
+            }
+        }
+    }
+
+    end = hab_zone_peers(hcf->zone);
+
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    a = ngx_pcalloc(pool, (end - hcf->conf.npeers + 1)
+                          * sizeof(ngx_http_upstream_ha_dns_addr_t));
+    if (a == NULL) {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    for (slot = (uint32_t) hcf->conf.npeers; slot < end; slot++) {
+
+        if (hab_zone_slot_peer(hcf->zone, slot, text, sizeof(text), &sp)
+            != HAB_OK
+            || sp.status != HAB_SLOT_LIVE)
+        {
+            continue;
+        }
+
+        server.data = text;
+        server.len = sp.server_len;
+
+        if (h->service.len == 0) {
+            mine = (server.len == h->server.len
+                    && ngx_strncmp(server.data, h->server.data, server.len)
+                       == 0);
+
+        } else {
+            mine = 1;
+
+            for (i = 0; i < hcf->hosts->nelts; i++) {
+                if (hosts[i].service.len == 0
+                    && server.len == hosts[i].server.len
+                    && ngx_strncmp(server.data, hosts[i].server.data,
+                                   server.len)
+                       == 0)
+                {
+                    mine = 0;
+                    break;
+                }
+            }
+        }
+
+        if (!mine) {
+            continue;
+        }
+
+        p = ngx_pnalloc(pool, hcf->name->len + 1 + sp.server_len + 1
+                              + sp.address_len);
+        if (p == NULL) {
+            ngx_destroy_pool(pool);
+            return NGX_ERROR;
+        }
+
+        a[n].id.data = p;
+        a[n].id.len = hcf->name->len + 1 + sp.server_len + 1
+                      + sp.address_len;
+
+        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+        *p++ = '\0';
+        a[n].server.data = p;
+        a[n].server.len = sp.server_len;
+        p = ngx_cpymem(p, text, sp.server_len);
+        *p++ = '\0';
+        ngx_memcpy(p, text + sp.server_len, sp.address_len);
+
+        a[n].weight = sp.weight;
+        a[n].backup = (sp.flags & HAB_PEER_BACKUP) ? 1 : 0;
+
+        n++;
+    }
+
+    ngx_sort(a, n, sizeof(ngx_http_upstream_ha_dns_addr_t),
+             ngx_http_upstream_ha_dns_cmp);
+
+    if (h->pool) {
+        ngx_destroy_pool(h->pool);
+    }
+
+    h->pool = pool;
+    h->addrs = a;
+    h->naddrs = n;
+    h->answered = 1;
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "ha_balance upstream \"%V\": %V keeps the %ui servers "
+                  "it has until it is resolved", hcf->name, &h->server, n);
 
     return NGX_OK;
 }

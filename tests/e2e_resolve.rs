@@ -2152,6 +2152,67 @@ fn killed_resolving_worker_change_still_lands() {
     ngx.stop();
 }
 
+/// A name the DNS server refuses (not NXDOMAIN: `recursion no` and no
+/// zone for it) beside the SRV name: its failures hold up nothing, at
+/// start or after the resolving worker is killed; the SRV name's changes
+/// land (nginx resolves each name on its own; `ha_server` keeps, for a
+/// name that has not answered since worker 0 started, the servers the
+/// zone has for it).
+#[test]
+fn a_name_that_never_resolves_holds_nothing_up() {
+    if !module_ready() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("web", 3);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = free_port();
+    let ups = upstream(
+        "up",
+        "round_robin",
+        ns.port(),
+        "",
+        "        server nowhere.invalid:80 resolve;\n",
+    );
+    let mut ngx = Nginx::start(&http_block(port, &ups, &[("/", "up")], ""), WORKERS);
+    let (ok, seen) = settle_on(port, "/", &["web1", "web2"]);
+    assert!(ok, "{:?}\nerror.log:\n{}", tally(&seen), ngx.error_log());
+    set_srv(&ns, &[&b[1], &b[2]]);
+    let (ok, seen) = settle_on(port, "/", &["web2", "web3"]);
+    assert!(ok, "{:?}\nerror.log:\n{}", tally(&seen), ngx.error_log());
+    let mut victim = None;
+    wait_until(Duration::from_secs(5), || {
+        victim = resolving_worker(&ngx, ns.port());
+        victim.is_some()
+    });
+    let victim = victim.expect("no worker has a socket to the DNS server");
+    ngx.kill_worker(victim);
+    set_srv(&ns, &[&b[0], &b[2]]);
+    let (ok, seen) = settle_on(port, "/", &["web1", "web3"]);
+    assert!(
+        ok,
+        "after the resolving worker was killed: {:?}\nerror.log:\n{}",
+        tally(&seen),
+        ngx.error_log()
+    );
+    assert!(
+        ngx.error_log()
+            .contains("nowhere.invalid could not be resolved"),
+        "{}",
+        ngx.error_log()
+    );
+    assert!(
+        nginx_resolves()
+            || ngx
+                .error_log()
+                .contains("nowhere.invalid:80 keeps the 0 servers"),
+        "{}",
+        ngx.error_log()
+    );
+    assert_clean_log(&ngx);
+    ngx.stop();
+}
+
 /// After a binary upgrade the new master's zone starts empty: nginx
 /// seeds a zone with resolved addresses only from the previous cycle of
 /// the same master (`ngx_http_upstream_zone_preresolve`, used at reload),
