@@ -1,6 +1,6 @@
 //! End-to-end: `ha_balance` following servers nginx resolves at run time
 //!
-//! nginx >= 1.27.3 with the module, 4 workers, and BIND's `named`
+//! nginx with the module, 4 workers, and BIND's `named`
 //! ([`hab_testkit::dns::Named`], TTL 0, changed by `nsupdate`). Every
 //! upstream here is written as an operator following Consul writes it:
 //!
@@ -16,7 +16,8 @@
 //!
 //! nginx re-resolves about every 2 s (`valid=1s`) in worker 0 and edits the
 //! peer list in its zone; the module follows the list and keeps the state
-//! of the servers that stay (docs/discovery-design.md). What is checked:
+//! of the servers that stay (docs/discovery-design.md; below 1.27.3 the
+//! module's worker 0 resolves, §4). What is checked:
 //!
 //! - every policy follows SRV additions and removals under load, with no
 //!   failed request;
@@ -29,6 +30,8 @@
 //! - reloads while the list changes, under load, lose no request;
 //! - a removed server finishes the requests it has, shown `draining`;
 //! - plain `server NAME:PORT resolve` (A records) with least_conn;
+//! - the resolving worker killed right after and right before a DNS
+//!   change; a name that never resolves beside the SRV one;
 //! - killed workers (the resolving worker 0 among them) and a binary
 //!   upgrade while the list changes;
 //! - SRV weights and priorities for every policy; hash keys move only
@@ -39,8 +42,11 @@
 //!   use serve on; a server replaced at full slots;
 //! - configuration errors of `ha_resolve_max` and of `resolve` itself.
 //!
-//! Each test skips, saying why, on nginx < 1.27.3 (`make test` also runs
-//! the end-to-end tests against Debian's 1.22) or without `named`.
+//! On nginx < 1.27.3 (`make test` also runs the end-to-end tests against
+//! Debian's 1.22) the same tests run with the module's `ha_server` in
+//! place of `server ... resolve` and the resolver in `http {}`
+//! ([`for_this_nginx`]); only the stock reference skips there. Without
+//! `named` every test skips, saying why.
 //!
 //! Timings: [`FOLLOW`] bounds how long nginx and the module may take to
 //! follow one DNS change (two re-resolve periods and slack); [`QUIET`] is
