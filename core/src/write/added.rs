@@ -30,6 +30,11 @@
 //!   its requests in flight finish, and the reuse rule frees the slot
 //!   later. Only servers added through the API can be removed.
 //!
+//! In an upstream with resolved servers the two compose: a list the
+//! resolve path applies keeps every LIVE server of the API's, and may
+//! fill only the slots beyond `ha_api_max` (see "Lists and the API's
+//! servers" in [`crate::write::membership`]).
+//!
 //! Crash consistency needs nothing new: every shared write is the
 //! membership change's (crash points `apply.*` and `publish.*`). The
 //! origin mark is written with the identity, before the slot turns LIVE;
@@ -796,5 +801,151 @@ mod tests {
         // Picks: the drained x takes nothing, the rest do.
         let got = picks(z, 40);
         assert!(!got.contains(&xi));
+    }
+
+    /// An upstream of `c0` and a resolved name, room for `resolve_max`
+    /// resolved servers and `api_max` added ones.
+    fn resolving(resolve_max: usize, api_max: u32) -> OwnedTable {
+        let peers = [PeerSpec::new(b"up\0c0:80\x00127.0.0.1:8000")];
+        OwnedTable::with_api(
+            &spec(Policy::RoundRobin, &peers),
+            1 + resolve_max + api_max as usize,
+            api_max,
+        )
+        .unwrap()
+    }
+
+    fn resolved(k: usize) -> Vec<u8> {
+        format!("up\0r:80\x0010.1.0.{k}:80").into_bytes()
+    }
+
+    /// The resolve path's list `c0` and `ids`, from list `list_id`.
+    fn resolve(z: Zone<'_>, ids: &[Vec<u8>], list_id: u64) -> crate::write::membership::Resolved {
+        let c0 = z.identity(0).to_vec();
+        let mut peers = vec![PeerSpec::new(&c0)];
+        peers.extend(ids.iter().map(|i| PeerSpec::new(i)));
+        z.resolve(
+            &spec(Policy::RoundRobin, &peers),
+            [list_id, 1],
+            None,
+            9,
+            |_| true,
+            1_000,
+        )
+        .unwrap()
+    }
+
+    fn live(z: Zone<'_>) -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = z
+            .member_slots()
+            .into_iter()
+            .filter(|&i| z.slot_status(i) == Some(LIVE))
+            .map(|i| z.identity(i).to_vec())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_resolve_after_an_add_keeps_the_api_server() {
+        let t = resolving(2, 2);
+        let z = t.zone();
+        let a = add(z, &id(1)).unwrap();
+        z.set_weight(a.slot, Some(3)).unwrap();
+        let r = resolve(z, &[resolved(1), resolved(2)], 1);
+        assert_eq!(r.refused, None);
+        assert_eq!(r.applied.unwrap().added, 2);
+        assert_eq!(z.slot_status(a.slot), Some(LIVE));
+        assert!(z.added_through_api(a.slot));
+        assert_eq!(z.api_servers(), (1, 2));
+        let v = z.view(a.slot, 1_000).unwrap();
+        assert_eq!((v.position, v.weight), (a.position, 3), "its own state");
+        assert!(picks(z, 40).contains(&a.slot));
+        // A DNS change: one address out, one in; the API's stays.
+        let r = resolve(z, &[resolved(2), resolved(3)], 2);
+        assert_eq!(r.refused, None);
+        let ap = r.applied.unwrap();
+        assert_eq!((ap.retired, ap.added, ap.deferred), (1, 1, 0));
+        let mut want = vec![z.identity(0).to_vec(), id(1), resolved(2), resolved(3)];
+        want.sort();
+        assert_eq!(live(z), want);
+        assert!(z.added_through_api(a.slot));
+        // An empty list: the API's server still serves.
+        resolve(z, &[], 4);
+        assert_eq!(z.slot_status(a.slot), Some(LIVE));
+        assert!(picks(z, 20).contains(&a.slot));
+    }
+
+    #[test]
+    fn a_list_past_its_room_is_refused_and_the_api_keeps_its_own() {
+        let t = resolving(2, 2);
+        let z = t.zone();
+        let a = add(z, &id(1)).unwrap();
+        let seq = z.generation();
+        // c0 and three resolved: 4 > 5 − 2.
+        let r = resolve(z, &[resolved(1), resolved(2), resolved(3)], 1);
+        assert_eq!(r.refused, Some(Error::NoSpace));
+        assert_eq!(z.generation(), seq);
+        assert_eq!(z.slot_status(a.slot), Some(LIVE));
+        assert_eq!(z.api_servers(), (1, 2));
+        // Without any API server, the same room.
+        let t = resolving(2, 2);
+        let r = resolve(t.zone(), &[resolved(1), resolved(2), resolved(3)], 1);
+        assert_eq!(r.refused, Some(Error::NoSpace));
+        // Within its room: DNS leaves the API's two slots free.
+        let r = resolve(t.zone(), &[resolved(1), resolved(2)], 2);
+        assert_eq!(r.refused, None);
+        add(t.zone(), &id(1)).unwrap();
+        add(t.zone(), &id(2)).unwrap();
+        assert_eq!(add(t.zone(), &id(3)), Err(AddRefusal::Full { max: 2 }));
+        assert_eq!(t.zone().api_servers(), (2, 2));
+        assert_eq!(live(t.zone()).len(), 5);
+    }
+
+    #[test]
+    fn adds_and_removes_after_a_resolve_leave_dns_servers_alone() {
+        let t = resolving(2, 2);
+        let z = t.zone();
+        resolve(z, &[resolved(1), resolved(2)], 1);
+        let source = z.serving().header().source;
+        let a = add(z, &id(1)).unwrap();
+        assert_eq!(z.serving().header().source, source, "not a new list");
+        assert_eq!(live(z).len(), 4);
+        // The same list again (every worker sees it): nothing to do, the
+        // API's server stays.
+        let r = resolve(z, &[resolved(1), resolved(2)], 1);
+        assert_eq!(r.applied, None);
+        assert_eq!(z.slot_status(a.slot), Some(LIVE));
+        // A resolved server is not the API's to remove.
+        let r1 = r.lookup.slots[1].unwrap() as usize;
+        assert_eq!(remove(z, r1), Err(RemoveRefusal::NotApi));
+        remove(z, a.slot).unwrap();
+        assert_eq!(z.slot_status(a.slot), Some(RETIRING));
+        let mut want = vec![z.identity(0).to_vec(), resolved(1), resolved(2)];
+        want.sort();
+        assert_eq!(live(z), want);
+        // A list naming the removed server's identity does not revive
+        // its slot: a new slot, not the API's.
+        let r = resolve(z, &[resolved(1), id(1)], 2);
+        assert_eq!(r.refused, None);
+        let s = r.lookup.slots[2].unwrap() as usize;
+        assert!(!z.added_through_api(s));
+    }
+
+    #[test]
+    fn an_identity_is_one_live_slot_whoever_lists_it() {
+        let t = resolving(2, 2);
+        let z = t.zone();
+        // POSTed first: DNS's list leaves it out, its lookup finds the
+        // API's slot, and the list's room is not spent on it.
+        let a = add(z, &id(7)).unwrap();
+        let r = resolve(z, &[id(7), resolved(1), resolved(2)], 1);
+        assert_eq!(r.refused, None);
+        assert_eq!(r.lookup.slots[1], Some(a.slot as u32));
+        assert!(z.added_through_api(a.slot));
+        assert_eq!(live(z).len(), 4);
+        // Listed first: a POST of it is refused.
+        assert_eq!(add(z, &resolved(1)), Err(AddRefusal::Exists));
+        assert_eq!(z.api_servers(), (1, 2));
     }
 }

@@ -61,6 +61,26 @@
 //! change, made from the LIVE members plus or minus one server; a slot
 //! filled that way is marked [`PeerCold::API`] ([`PeerCold::origin`]).
 //!
+//! # Lists and the API's servers
+//!
+//! A list applied by [`Zone::apply_membership`] (the resolve path,
+//! [`Zone::apply_list`] and [`Zone::resolve`]) names the configured and
+//! resolved servers only: every LIVE slot of the API's stays a member,
+//! with its own parameters and its mark, so a DNS change never removes a
+//! server added through the API, and the API's changes and DNS's compose.
+//! Identities are unique among LIVE slots: a list's identity LIVE as the
+//! API's is left out of the list (the API's slot serves it; the list's
+//! lookup finds that slot), and a POST of an identity LIVE from a list is
+//! refused ([`crate::write::AddRefusal::Exists`]). A server's identity
+//! holds its `server` string, so a POSTed address and a name resolving
+//! to it are two servers; only the same `server` string is one. (A
+//! server removed through the API that a list also names comes back from
+//! the list's next change.) Two budgets: a list may fill at most
+//! `capacity − ha_api_max` slots (the configured servers and
+//! `ha_resolve_max`), else [`Error::NoSpace`] and nothing changes; the
+//! API at most `ha_api_max` ([`Zone::add_server`]). A RETIRING slot of
+//! the API's is never revived by a list.
+//!
 //! # The reuse rule
 //!
 //! A RETIRING slot becomes FREE (and is given to a new identity) only when
@@ -75,7 +95,7 @@
 
 use core::sync::atomic::fence;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::crash::crash_point;
 use crate::error::Error;
@@ -285,9 +305,12 @@ impl<'a> Zone<'a> {
     /// takes the builder lease as for [`Zone::publish`].
     ///
     /// The list's policy must be the zone's; its health directives are
-    /// ignored (the zone's apply). Errors change nothing: [`Error::Busy`]
-    /// (another builder), [`Error::NoSpace`] (more peers than free slots,
-    /// or a generation the arena cannot hold), [`Error::Pinned`] (older
+    /// ignored (the zone's apply). The API's LIVE servers stay members
+    /// (see "Lists and the API's servers" in the module note). Errors
+    /// change nothing: [`Error::Busy`] (another builder),
+    /// [`Error::NoSpace`] (more peers than the list's room, the slots
+    /// beyond `ha_api_max`; more than free slots; or a generation the
+    /// arena cannot hold), [`Error::Pinned`] (older
     /// generations still hold the room), [`Error::TooLarge`] (an identity
     /// longer than a slot holds, or weights too large),
     /// [`Error::InvalidArgument`] (a list [`UpstreamSpec::validate`]
@@ -386,7 +409,49 @@ impl<'a> Zone<'a> {
                 return done.map(|()| None);
             }
         }
-        self.apply_locked(list, source, now, &[])
+        // Under the lease: the API's servers stay as read.
+        let api: Vec<usize> = self
+            .member_slots()
+            .into_iter()
+            .filter(|&i| {
+                self.slot_status(i) == Some(LIVE)
+                    && self.colds()[i].origin.load(Relaxed) & PeerCold::API != 0
+            })
+            .collect();
+        let room = self.peers() - (self.api_max() as usize).min(self.peers());
+        if api.is_empty() {
+            if list.peers.len() > room {
+                return Err(Error::NoSpace);
+            }
+            return self
+                .apply_locked(list, source, now, &[])
+                .map(|(applied, _)| Some(applied));
+        }
+        // The list's servers, less identities LIVE as the API's (one slot
+        // an identity), within their own room; then the API's, each with
+        // its own parameters (primaries, then backups).
+        let ids: HashSet<&[u8]> = api.iter().map(|&i| self.identity(i)).collect();
+        let listed: Vec<PeerSpec<'_>> = list
+            .peers
+            .iter()
+            .filter(|p| !ids.contains(p.id))
+            .copied()
+            .collect();
+        if listed.len() > room {
+            return Err(Error::NoSpace);
+        }
+        let kept: Vec<PeerSpec<'_>> = api.iter().map(|&i| self.member_spec(i)).collect();
+        let mut all: Vec<PeerSpec<'_>> = Vec::with_capacity(listed.len() + kept.len());
+        for backup in [false, true] {
+            all.extend(listed.iter().filter(|p| p.backup == backup));
+            all.extend(kept.iter().filter(|p| p.backup == backup));
+        }
+        let spec = UpstreamSpec {
+            peers: &all,
+            ..*list
+        };
+        spec.validate()?;
+        self.apply_locked(&spec, source, now, &[])
             .map(|(applied, _)| Some(applied))
     }
 
@@ -418,7 +483,13 @@ impl<'a> Zone<'a> {
         // then RETIRING slots in slot order; popped from the back.
         let current = self.serving();
         let mut order: Vec<usize> = current.members().iter().collect();
-        order.extend((0..self.peers()).filter(|&i| self.slot_status(i) == Some(RETIRING)));
+        // (A RETIRING slot of the API's is not revived: a server added
+        // again through the API is a new one, and a list's identity is
+        // not the API's.)
+        order.extend((0..self.peers()).filter(|&i| {
+            self.slot_status(i) == Some(RETIRING)
+                && colds[i].origin.load(Relaxed) & PeerCold::API == 0
+        }));
         let mut by_id: HashMap<&[u8], Vec<usize>> = HashMap::new();
         for &i in order.iter().rev() {
             by_id.entry(self.identity(i)).or_default().push(i);
