@@ -400,14 +400,6 @@ ngx_http_upstream_ha_init_dns(ngx_conf_t *cf,
         }
     }
 
-    if (hcf->api_max != NGX_CONF_UNSET_UINT && hcf->api_max != 0) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "ha_balance upstream \"%V\": ha_api_max cannot be "
-                      "combined with servers resolved at run time yet "
-                      "in %s:%ui", &us->host, us->file_name, us->line);
-        return NGX_ERROR;
-    }
-
     if (hcf->resolve_max == NGX_CONF_UNSET_UINT) {
         hcf->resolve_max = HAB_RESOLVE_MAX_DEFAULT;
     }

@@ -1069,7 +1069,13 @@ ngx_http_upstream_ha_api_max(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 /*
  * init_upstream: an upstream with ha_api_max gets a zone with room for
- * that many servers after its n configured ones
+ * that many servers after its n configured ones and the room of its
+ * resolved ones (ha_resolve_max, set before): capacity n + resolve_max
+ * + api_max.  The core keeps the two budgets apart (a resolved list
+ * fills at most capacity - api_max slots, core/src/write/membership.rs),
+ * but the API's servers may take any FREE slot after the configured
+ * ones: each worker's own peers (ngx_http_upstream_ha_added_peer) cover
+ * all of them
  */
 
 static ngx_int_t
@@ -1085,28 +1091,23 @@ ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
         return NGX_OK;
     }
 
-    /* resolved servers have their own slot map: not both yet */
-
-    if (hcf->resolve) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "ha_balance upstream \"%V\": ha_api_max cannot be "
-                      "combined with servers resolved at run time yet "
-                      "in %s:%ui", &us->host, us->file_name, us->line);
-        return NGX_ERROR;
+    if (hcf->conf.capacity < n) {
+        hcf->conf.capacity = n;
     }
 
-    hcf->conf.capacity = n + hcf->api_max;
+    hcf->conf.capacity += hcf->api_max;
     hcf->conf.api_max = (uint32_t) hcf->api_max;
-    hcf->added_max = hcf->api_max;
+    hcf->added_max = hcf->conf.capacity - n;
 
     if (hcf->conf.maglev_size != 0
         && hcf->conf.maglev_size < hcf->conf.capacity)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "ha_balance upstream \"%V\": maglev table size %uD "
-                      "is smaller than its %ui servers and "
-                      "ha_api_max %ui in %s:%ui",
-                      &us->host, hcf->conf.maglev_size, n, hcf->api_max,
+                      "is smaller than its %ui servers, "
+                      "ha_resolve_max %ui and ha_api_max %ui in %s:%ui",
+                      &us->host, hcf->conf.maglev_size, n,
+                      hcf->conf.capacity - n - hcf->api_max, hcf->api_max,
                       us->file_name, us->line);
         return NGX_ERROR;
     }

@@ -287,9 +287,11 @@ struct ngx_http_upstream_ha_srv_conf_s {
     ngx_uint_t                          queue_stuck; /* ticks it stayed */
 
     /*
-     * slots after the configured ones whose peers each worker builds
-     * itself (ngx_http_upstream_ha_added_peer): ha_api_max, or
-     * ha_resolve_max for "ha_server"
+     * slots after the configured ones whose peers each worker may build
+     * itself (ngx_http_upstream_ha_added_peer): every one after them,
+     * ha_resolve_max (with "server ... resolve" or "ha_server") plus
+     * ha_api_max; with "server ... resolve" only the API's are built so,
+     * nginx has peers for the others
      */
     ngx_uint_t                          added_max;
 

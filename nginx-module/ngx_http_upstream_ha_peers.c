@@ -238,9 +238,19 @@ ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_rr_peer_t  *peer;
 
 #if (HAB_RESOLVE)
+    ngx_int_t                     rc;
+
     if (hcf->resolve) {
-        return ngx_http_upstream_ha_copy_resolved_peer(hcf, slot, pool, addr,
-                                                       server, log);
+        rc = ngx_http_upstream_ha_copy_resolved_peer(hcf, slot, pool, addr,
+                                                     server, log);
+
+        /* nginx has no peer for a server added through the API */
+
+        if (rc != NGX_DECLINED || hcf->api_max == 0
+            || slot < hcf->conf.npeers)
+        {
+            return rc;
+        }
     }
 #endif
 
@@ -285,11 +295,13 @@ ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
 
 
 /*
- * Servers added through the API (ha_api_max) fill the slots after the
- * configured ones (npeers .. npeers + api_max - 1: the core puts the
+ * Servers added through the API (ha_api_max) fill slots after the
+ * configured ones (npeers .. npeers + added_max - 1: the core puts the
  * configured servers in slots 0 .. npeers - 1 and gives the API only
- * FREE slots, core/src/write/open.rs and added.rs), and no nginx list
- * has a peer for them, on any nginx version.  Each worker keeps its own
+ * FREE slots, core/src/write/open.rs and added.rs; in an upstream with
+ * resolved servers any FREE one, beside theirs), and no nginx list has a
+ * peer for them, on any nginx version.  With "ha_server" (nginx older
+ * than 1.27.3) resolved servers are built the same way.  Each worker keeps its own
  * peer per such slot, in its own memory, built from what the slot holds
  * (hab_zone_slot_peer) when a pick or a check first names it, and built
  * again when the slot's epoch says the core gave it to another server.
@@ -369,6 +381,14 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                        "ha added peer: slot %uD holds no server (%d)",
                        slot, (int) rc);
+        return NULL;
+    }
+
+    /* with "server ... resolve", nginx has the peers of resolved ones */
+
+    if (hcf->resolve && !(sp.flags & HAB_PEER_API)) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "ha added peer: slot %uD is not the API's", slot);
         return NULL;
     }
 
@@ -464,18 +484,21 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
 
 
 /*
- * How many slots the API filled in the generation serving now (counted
- * again when it changes): what a request may try besides the configured
- * servers.
+ * How many slots after the configured ones are LIVE in the generation
+ * serving now (counted again when it changes): what a request may try
+ * besides the servers nginx counts.  With "server ... resolve" nginx
+ * counts the resolved ones: only the API's are counted here.
  */
 
 ngx_uint_t
 ngx_http_upstream_ha_added_live(ngx_http_upstream_ha_srv_conf_t *hcf)
 {
+    u_char         text[HAB_SLOT_TEXT_MAX];
     uint32_t       slot, end;
     uint64_t       gen;
     ngx_uint_t     n;
     hab_slot_info  info;
+    hab_slot_peer  sp;
 
     gen = hab_zone_generation(hcf->zone);
 
@@ -487,11 +510,21 @@ ngx_http_upstream_ha_added_live(ngx_http_upstream_ha_srv_conf_t *hcf)
     end = (uint32_t) (hcf->conf.npeers + hcf->added_max);
 
     for (slot = (uint32_t) hcf->conf.npeers; slot < end; slot++) {
-        if (hab_zone_slot(hcf->zone, slot, &info) == HAB_OK
-            && info.status == HAB_SLOT_LIVE)
+        if (hab_zone_slot(hcf->zone, slot, &info) != HAB_OK
+            || info.status != HAB_SLOT_LIVE)
         {
-            n++;
+            continue;
         }
+
+        if (hcf->resolve
+            && (hab_zone_slot_peer(hcf->zone, slot, text, sizeof(text), &sp)
+                != HAB_OK
+                || !(sp.flags & HAB_PEER_API)))
+        {
+            continue;
+        }
+
+        n++;
     }
 
     hcf->added_gen = gen;

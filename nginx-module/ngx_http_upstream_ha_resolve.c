@@ -534,9 +534,12 @@ ngx_http_upstream_ha_map_stale(ngx_http_upstream_ha_peer_data_t *hp)
 
 /*
  * get: the core picks a slot; this worker's peer in it is referenced
- * and handed to nginx.  A slot with no peer here (the list changed
- * between the build and now, or this is an older configuration's worker)
- * is abandoned, without counting anything, and another one picked.
+ * and handed to nginx.  A slot nginx has no peer for that holds a server
+ * added through the API (ha_api_max) gets this worker's own peer
+ * (ngx_http_upstream_ha_added_peer), as in upstreams without resolved
+ * servers.  Any other slot with no peer here (the list changed between
+ * the build and now, or this is an older configuration's worker) is
+ * abandoned, without counting anything, and another one picked.
  */
 
 ngx_int_t
@@ -549,6 +552,7 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
     ngx_int_t                         rc, held;
     ngx_uint_t                        skips, syncs;
     ngx_http_upstream_ha_slot_t       s;
+    ngx_http_upstream_rr_peer_t      *peer;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
@@ -599,6 +603,29 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                            "get ha peer, current: %uD %V",
                            pick.peer, &s.peer->name);
+
+            return NGX_OK;
+        }
+
+        /* a server added through the API: this worker's own peer */
+
+        peer = (hcf->api_max && pick.peer >= hcf->conf.npeers)
+               ? ngx_http_upstream_ha_added_peer(hcf, pick.peer, pc->log)
+               : NULL;
+
+        if (peer != NULL) {
+            hp->rrp.current = peer;
+            hp->rrp.peers = hcf->added_peers;
+
+            pc->sockaddr = peer->sockaddr;
+            pc->socklen = peer->socklen;
+            pc->name = &peer->name;
+
+            ngx_http_upstream_ha_sticky_picked(hp, pc, &pick);
+
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pc->log, 0,
+                           "get ha peer, current: %uD %V (added)",
+                           pick.peer, &peer->name);
 
             return NGX_OK;
         }

@@ -395,6 +395,7 @@ fn constants_match_the_header() {
         (sys::HAB_NO_SLOT, rs::HAB_NO_SLOT),
         (sys::HAB_PEER_BACKUP, rs::HAB_PEER_BACKUP),
         (sys::HAB_PEER_DOWN, rs::HAB_PEER_DOWN),
+        (sys::HAB_PEER_API, rs::HAB_PEER_API),
         (sys::HAB_PICK_BACKUP, rs::HAB_PICK_BACKUP),
         (sys::HAB_PICK_BOUND, rs::HAB_PICK_BOUND),
         (sys::HAB_SID_MAX, rs::HAB_SID_MAX as u32),

@@ -83,6 +83,8 @@ typedef enum hab_hash_mode {
 /* hab_peer_conf.flags */
 #define HAB_PEER_BACKUP  0x0001u
 #define HAB_PEER_DOWN    0x0002u
+/* hab_slot_peer.flags only: a server added through the API */
+#define HAB_PEER_API     0x0004u
 
 
 /* One server line, as nginx parsed it. */
@@ -447,7 +449,8 @@ hab_result hab_zone_slot(const hab_zone *zone, uint32_t slot,
 typedef struct hab_slot_peer {
     uint32_t        status;       /* HAB_SLOT_* */
     uint32_t        epoch;        /* the text belongs to this epoch */
-    uint32_t        flags;        /* HAB_PEER_BACKUP | HAB_PEER_DOWN */
+    uint32_t        flags;        /* HAB_PEER_BACKUP | HAB_PEER_DOWN |
+                                   * HAB_PEER_API */
     uint32_t        weight;       /* as configured (or added) */
     uint32_t        max_conns;    /* 0: unlimited */
     uint32_t        max_fails;    /* 0: never */

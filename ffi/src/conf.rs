@@ -28,6 +28,8 @@ pub const HAB_HASH_MAGLEV: u32 = 2;
 pub const HAB_PEER_BACKUP: u32 = 0x0001;
 /// `hab_peer_conf.flags`: marked down.
 pub const HAB_PEER_DOWN: u32 = 0x0002;
+/// `hab_slot_peer.flags` only: a server added through the API.
+pub const HAB_PEER_API: u32 = 0x0004;
 
 /// One server line.
 #[repr(C)]

@@ -497,7 +497,8 @@ pub struct hab_slot_peer {
     pub status: u32,
     /// As [`hab_slot_info::epoch`]: the text belongs to this epoch.
     pub epoch: u32,
-    /// `HAB_PEER_BACKUP` | `HAB_PEER_DOWN`, as configured (or added).
+    /// `HAB_PEER_BACKUP` | `HAB_PEER_DOWN`, as configured (or added), and
+    /// `HAB_PEER_API` for a server added through the API.
     pub flags: u32,
     /// `weight=` as configured (or added), not the API's override.
     pub weight: u32,
@@ -571,6 +572,10 @@ pub unsafe extern "C" fn hab_zone_slot_peer(
                 0
             }) | (if flags & hab_core::layout::PeerState::DOWN != 0 {
                 crate::conf::HAB_PEER_DOWN
+            } else {
+                0
+            }) | (if status != HAB_SLOT_FREE && z.added_through_api(i) {
+                crate::conf::HAB_PEER_API
             } else {
                 0
             }),
