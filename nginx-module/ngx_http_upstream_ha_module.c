@@ -1102,12 +1102,22 @@ ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
     if (hcf->conf.maglev_size != 0
         && hcf->conf.maglev_size < hcf->conf.capacity)
     {
+        if (hcf->added_max == hcf->api_max) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_balance upstream \"%V\": maglev table size "
+                          "%uD is smaller than its %ui servers and "
+                          "ha_api_max %ui in %s:%ui",
+                          &us->host, hcf->conf.maglev_size, n, hcf->api_max,
+                          us->file_name, us->line);
+            return NGX_ERROR;
+        }
+
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "ha_balance upstream \"%V\": maglev table size %uD "
                       "is smaller than its %ui servers, "
                       "ha_resolve_max %ui and ha_api_max %ui in %s:%ui",
                       &us->host, hcf->conf.maglev_size, n,
-                      hcf->conf.capacity - n - hcf->api_max, hcf->api_max,
+                      hcf->added_max - hcf->api_max, hcf->api_max,
                       us->file_name, us->line);
         return NGX_ERROR;
     }

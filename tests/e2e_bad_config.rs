@@ -483,26 +483,44 @@ fn api_max_is_checked() {
         );
     }
 
-    // Servers resolved at run time have a slot map of their own.
-    if !hab_testkit::nginx::nginx_at_least_or_skip((1, 27, 3), "resolve") {
-        return;
-    }
-    let c = Nginx::check_detailed(
-        "    upstream up {
-        ha_balance round_robin;
-        ha_api_max 4;
-        zone up 64k;
-        resolver 127.0.0.1:53;
-        server localhost:1 resolve;
-    }
-    server {
+    // Beside servers resolved at run time ("server ... resolve" from
+    // nginx 1.27.3, "ha_server" before): accepted, the room of both
+    // counted against a Maglev table.
+    let resolved = if hab_testkit::nginx::nginx_version().is_some_and(|v| v >= (1, 27, 3)) {
+        "zone up 64k;\n        server localhost:1 resolve;"
+    } else {
+        "zone up 64k;\n        ha_server localhost:1 resolve;"
+    };
+    let upstream = |lines: &str| {
+        format!(
+            "    resolver 127.0.0.1:53;
+    upstream up {{
+        {lines}
+        {resolved}
+    }}
+    server {{
         listen 127.0.0.1:1;
-        location / { proxy_pass http://up; }
-    }
-",
+        location / {{ proxy_pass http://up; }}
+    }}
+"
+        )
+    };
+    let (ok, stderr) = Nginx::check(&upstream(
+        "ha_balance round_robin;\n        ha_api_max 4;\n        ha_resolve_max 8;",
+    ));
+    assert!(ok, "ha_api_max beside resolved servers:\n{stderr}");
+    assert!(
+        !stderr.contains("[emerg]") && !stderr.contains("[alert]"),
+        "{stderr}"
     );
+    let c = Nginx::check_detailed(&upstream(
+        "ha_balance hash $uri maglev table_size=257;\n        ha_api_max 100;\n        ha_resolve_max 200;",
+    ));
     c.assert_emerg(
         "upstream up {",
-        &["ha_api_max cannot be combined with servers resolved at run time yet"],
+        &[
+            "maglev table size 257 is smaller than its",
+            "servers, ha_resolve_max 200 and ha_api_max 100",
+        ],
     );
 }
