@@ -2398,3 +2398,194 @@ fn full_slots_replace_a_server() {
     assert_eq!(b[0].stats().requests, 0);
     assert_clean_log(&ngx);
 }
+
+// ---------------------------------------------------------------------------
+// Servers added through the API beside resolved ones
+
+/// The header naming the worker that sent a request to the API's server.
+const WORKER: &str = "X-Worker";
+
+/// `n` requests from 8 clients at once (so that every worker takes
+/// some), a fresh key each; their outcomes.
+fn burst(port: u16, tag: &str, n: usize) -> Vec<String> {
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let tag = tag.to_owned();
+            thread::spawn(move || {
+                (0..n / 8)
+                    .map(|i| outcome(&get(port, &format!("/{tag}c{c}r{i}"))))
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap_or_default())
+        .collect()
+}
+
+/// Sends bursts (at most `limit`) until `api` has had requests from
+/// every worker of `ngx` since `from`; the workers missing at the end.
+fn every_worker_reaches(
+    port: u16,
+    ngx: &Nginx,
+    api: &hab_testkit::recorder::Recorder,
+    from: Instant,
+    limit: Duration,
+) -> (Vec<String>, Vec<String>) {
+    let want: Vec<String> = ngx.worker_pids().iter().map(|p| p.to_string()).collect();
+    let mut seen = Vec::new();
+    let mut missing = want.clone();
+    wait_until(limit, || {
+        seen.extend(burst(port, "w", 64));
+        let hits = api.hits();
+        missing = want
+            .iter()
+            .filter(|w| !hits.iter().any(|h| h.arrived >= from && &h.tag == *w))
+            .cloned()
+            .collect();
+        missing.is_empty()
+    });
+    (missing, seen)
+}
+
+/// `ha_api_max 2` beside a resolved name: a server POSTed through the
+/// NGINX Plus API serves on every worker through DNS changes (a server
+/// added, one removed: both land), and a DELETE removes it and leaves the
+/// resolved servers as they are; DNS then brings back no API server.
+#[test]
+fn api_servers_beside_resolved_ones() {
+    let test = test_name();
+    if !module_ready() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("web", 3);
+    let api = hab_testkit::recorder::Recorder::start("api", WORKER);
+    let ns = named(&b, &[&b[0], &b[1]]);
+    let port = free_port();
+    let ups = upstream(
+        "up",
+        "round_robin",
+        ns.port(),
+        "",
+        "        ha_api_max 2;\n",
+    );
+    let conf = http_block(
+        port,
+        &ups,
+        &[("/", "up")],
+        &format!("            proxy_set_header {WORKER} $pid;"),
+    )
+    .replacen("{ ha_api; }", "{ ha_api write=on; }", 1);
+    let ngx = Nginx::start(&conf, WORKERS);
+    let seen = poll(port, "/", FOLLOW, |s| has(s, "web1") && has(s, "web2"));
+    assert!(
+        has(&seen, "web1") && has(&seen, "web2"),
+        "{seen:?}\nerror.log:\n{}",
+        ngx.error_log()
+    );
+
+    // POST: every worker sends it requests, beside web1 and web2.
+    let servers = "/api/9/http/upstreams/up/servers";
+    let posted = Instant::now();
+    let (status, v) = hab_testkit::api::api_call(
+        port,
+        "POST",
+        servers,
+        &format!("{{\"server\":\"{}\"}}", api.addr()),
+    );
+    assert_eq!(status, 201, "POST: {v}\nerror.log:\n{}", ngx.error_log());
+    let id = v["id"].as_u64().unwrap_or_else(|| panic!("no id: {v}"));
+    let (missing, seen) = every_worker_reaches(port, &ngx, &api, posted, Duration::from_secs(5));
+    assert!(
+        missing.is_empty(),
+        "workers {missing:?} sent the POSTed server nothing: {:?}\nerror.log:\n{}",
+        tally(&seen),
+        ngx.error_log()
+    );
+    let counts = tally(&burst(port, "a", 240));
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        ["api", "web1", "web2"],
+        "after the POST: {counts:?}"
+    );
+
+    // DNS: web3 joins, web1 leaves; the POSTed server serves on.
+    set_srv(&ns, &[&b[1], &b[2]]);
+    let changed = Instant::now();
+    let (ok, seen) = settle_on(port, "/", &["web2", "web3", "api"]);
+    assert!(
+        ok,
+        "the DNS change (web3 in, web1 out) not followed beside the API's server within {:?}: {:?}; API: {}\nerror.log:\n{}",
+        FOLLOW + QUIET,
+        tally(&seen),
+        brief(&api_peers(port, "up")),
+        ngx.error_log()
+    );
+    let bad: Vec<&String> = seen
+        .iter()
+        .filter(|o| !["web1", "web2", "web3", "api"].contains(&o.as_str()))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "failed requests through the change: {bad:?}"
+    );
+    let gap = api
+        .hits()
+        .iter()
+        .filter(|h| h.arrived >= posted)
+        .map(|h| h.arrived)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let (missing, seen) = every_worker_reaches(port, &ngx, &api, changed, Duration::from_secs(5));
+    assert!(
+        missing.is_empty(),
+        "after the DNS change, workers {missing:?} sent the POSTed server nothing: {:?}",
+        tally(&seen)
+    );
+    let counts = tally(&burst(port, "b", 240));
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        ["api", "web2", "web3"],
+        "after the DNS change: {counts:?}"
+    );
+    let (_, v) = hab_testkit::api::api_call(port, "GET", servers, "");
+    let listed: Vec<&str> = v
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["server"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(listed.contains(&api.addr().as_str()), "{v}");
+
+    // DELETE: gone at once; the resolved servers stay as they are.
+    let (status, v) = hab_testkit::api::api_call(port, "DELETE", &format!("{servers}/{id}"), "");
+    assert_eq!(status, 200, "DELETE: {v}");
+    let deleted = Instant::now();
+    let counts = tally(&burst(port, "c", 240));
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        ["web2", "web3"],
+        "after the DELETE: {counts:?}"
+    );
+    let late = api.hits().iter().filter(|h| h.arrived > deleted).count();
+    assert_eq!(late, 0, "requests to the deleted server after its answer");
+    let peers = api_peers(port, "up");
+    assert!(
+        api_peer(&peers, &b[1]).is_some() && api_peer(&peers, &b[2]).is_some(),
+        "{}",
+        brief(&peers)
+    );
+
+    // DNS again (web1 back): the deleted server does not come back.
+    set_srv(&ns, &[&b[0], &b[1], &b[2]]);
+    let (ok, seen) = settle_on(port, "/", &["web1", "web2", "web3"]);
+    assert!(ok, "web1 back: {:?}", tally(&seen));
+    assert_eq!(api.hits().iter().filter(|h| h.arrived > deleted).count(), 0);
+    assert_clean_log(&ngx);
+    say(&format!(
+        "{test}: the POSTed server served on every worker through the DNS change (longest gap between its requests {gap:?}); deleted, DNS servers untouched"
+    ));
+}
