@@ -18,9 +18,10 @@
 //! - `hab_add_remove`: `hab add`, and `hab remove --drain` returning only
 //!   after the request in flight on the server ended.
 //!
-//! `nginx -t`'s refusals of `ha_api_max` (bad numbers, with `resolve`
-//! servers, maglev tables too small) are in `e2e_bad_config.rs`
-//! (`api_max_is_checked`).
+//! `nginx -t`'s checks of `ha_api_max` (bad numbers, maglev tables too
+//! small; accepted beside resolved servers) are in `e2e_bad_config.rs`
+//! (`api_max_is_checked`); servers added beside resolved ones through DNS
+//! changes in `e2e_resolve.rs` (`api_servers_beside_resolved_ones`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;

@@ -403,9 +403,9 @@ fn health_directives_are_checked() {
 }
 
 /// `ha_api_max` (issue 23 item 3): its number, its duplicate, its need of
-/// `ha_balance`, a maglev table too small for the room it makes, and
-/// servers resolved at run time (not both yet); valid values pass on every
-/// policy.
+/// `ha_balance`, a maglev table too small for the room it makes (beside
+/// resolved servers too); valid values pass on every policy, and beside
+/// servers resolved at run time.
 #[test]
 fn api_max_is_checked() {
     if !nginx_or_skip() || stock_mode() {

@@ -40,7 +40,9 @@
 //!   they fail with ketama, see `hash_tells_apart_servers_of_one_srv_target`);
 //! - `ha_resolve_max` full: a longer list is refused and the servers in
 //!   use serve on; a server replaced at full slots;
-//! - configuration errors of `ha_resolve_max` and of `resolve` itself.
+//! - configuration errors of `ha_resolve_max` and of `resolve` itself;
+//! - a server POSTed through the API (`ha_api_max`) serves on every
+//!   worker through DNS changes, and its DELETE leaves DNS's servers.
 //!
 //! On nginx < 1.27.3 (`make test` also runs the end-to-end tests against
 //! Debian's 1.22) the same tests run with the module's `ha_server` in
