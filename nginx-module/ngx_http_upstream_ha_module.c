@@ -11,8 +11,9 @@
  * ngx_http_upstream_ha_check.c, the checks in ngx_http_upstream_ha_probe.c,
  * resolved servers in ngx_http_upstream_ha_resolve.c, the API and state
  * file in ngx_http_upstream_ha_api.c, nginx's peers and the core's in
- * ngx_http_upstream_ha_peers.c, the module's hooks in a cycle's life
- * (init_module, init_process, exit_process) in
+ * ngx_http_upstream_ha_peers.c, the peers a worker builds for slots no
+ * nginx list covers in ngx_http_upstream_ha_added.c, the module's hooks
+ * in a cycle's life (init_module, init_process, exit_process) in
  * ngx_http_upstream_ha_process.c, what does not depend on the protocol in
  * ngx_upstream_ha_common.c.
  */

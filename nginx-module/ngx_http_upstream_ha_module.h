@@ -11,9 +11,10 @@
  * (ngx_http_upstream_ha_api.c), the request queue
  * (ngx_http_upstream_ha_queue.c), the check answers' parser
  * (ngx_http_upstream_ha_answer.c), nginx's peers and the core's
- * (ngx_http_upstream_ha_peers.c), the module's hooks in a cycle's life
- * (ngx_http_upstream_ha_process.c) and what does not depend on the
- * protocol (ngx_upstream_ha_common.c, ngx_upstream_ha_wake.c).  No file
+ * (ngx_http_upstream_ha_peers.c), the peers a worker builds for slots no
+ * nginx list covers (ngx_http_upstream_ha_added.c), the module's hooks
+ * in a cycle's life (ngx_http_upstream_ha_process.c) and what does not
+ * depend on the protocol (ngx_upstream_ha_common.c, ngx_upstream_ha_wake.c).  No file
  * calls one that calls it back (tests/layers.rs).
  */
 
@@ -362,15 +363,17 @@ ngx_int_t ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
 ngx_int_t ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     uint32_t slot, ngx_pool_t *pool, ngx_addr_t *addr, ngx_str_t *server,
     ngx_log_t *log);
+ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_next_conf(
+    ngx_cycle_t *cycle, ngx_uint_t *i);
+ngx_uint_t ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle,
+    hab_api_upstream *ups);
+
+/* ngx_http_upstream_ha_added.c: peers a worker builds from a slot */
 ngx_http_upstream_rr_peer_t *ngx_http_upstream_ha_added_peer(
     ngx_http_upstream_ha_srv_conf_t *hcf, uint32_t slot, ngx_log_t *log);
 ngx_uint_t ngx_http_upstream_ha_added_live(
     ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_free_added(ngx_http_upstream_ha_srv_conf_t *hcf);
-ngx_http_upstream_ha_srv_conf_t *ngx_http_upstream_ha_next_conf(
-    ngx_cycle_t *cycle, ngx_uint_t *i);
-ngx_uint_t ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle,
-    hab_api_upstream *ups);
 
 char *ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
