@@ -822,6 +822,96 @@ fn an_api_add_and_remove_killed_at_every_step_leave_no_phantom() {
     assert!(runs >= 12, "{runs}");
 }
 
+/// A DNS change (a list from the resolve path) killed at every step in an
+/// upstream with a server added through the API: once taken over, the
+/// list is in force and the API's server is still a member, LIVE, marked.
+#[test]
+fn a_resolve_killed_at_every_step_keeps_the_api_server() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ids: Vec<Vec<u8>> = ["srv0", "r1", "r2", "api"]
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    let configured = [PeerSpec::new(&ids[0])];
+    let list = |which: &[usize]| -> Vec<PeerSpec<'_>> {
+        which.iter().map(|&k| PeerSpec::new(&ids[k])).collect()
+    };
+    fn spec_of<'a>(peers: &'a [PeerSpec<'a>]) -> UpstreamSpec<'a> {
+        UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers,
+            schedule_room: 0,
+            sessions: false,
+        }
+    }
+    let case = Case {
+        name: "round_robin, ha_resolve_max 2, ha_api_max 1",
+        policy: Policy::RoundRobin,
+        peers: vec![],
+        key: b"",
+    };
+    let shm = Shared::new(8 << 20);
+    // srv0 configured, r1 resolved, api added; capacity 1 + 2 + 1.
+    let zone = || {
+        let spec = spec_of(&configured);
+        assert!(write::zone_size_with(&spec, 4).unwrap() <= shm.len);
+        // SAFETY: the mapping is ours, `len` bytes, alive past every use.
+        let z = unsafe { Zone::init_api(&spec, 4, 1, shm.ptr, shm.len) }.expect("zone fits");
+        let first = list(&[0, 1]);
+        z.apply_list(&spec_of(&first), [1, 1], 76, |_| true, 1)
+            .unwrap();
+        z.add_server(&PeerSpec::new(&ids[3]), 1, 76, |_| true)
+            .unwrap();
+        z
+    };
+    // The DNS change: r1 out, r2 in (a list done already by a builder
+    // killed after publishing it is not applied again).
+    let change = |z: Zone<'_>, owner: u64, alive: &dyn Fn(u64) -> bool| {
+        let next = list(&[0, 2]);
+        z.apply_list(&spec_of(&next), [2, 1], owner, alive, 10)
+            .is_ok()
+    };
+    let counted = hits(|| {
+        let z = zone();
+        let _live = live_worker(z, b"");
+        crash::counting();
+        assert!(change(z, 77, &|_| true));
+    });
+    let steps: Vec<_> = counted
+        .iter()
+        .filter(|(p, n)| *n > 0 && (p.starts_with("apply.") || p.starts_with("publish.")))
+        .collect();
+    let mut runs = 0;
+    for &&(point, n) in &steps {
+        for nth in 1..=n {
+            let z = zone();
+            let mut live = live_worker(z, b"");
+            let dead = die_at(point, nth, || change(z, pid(), &|_| true));
+            let what = format!("resolve killed at {point} #{nth}");
+            assert!(change(z, LIVE, &|pid| pid != dead), "{what}");
+            let members: Vec<usize> = z.read(None).unwrap().table().members().iter().collect();
+            let mut names: Vec<&[u8]> = members.iter().map(|&i| z.identity(i)).collect();
+            names.sort();
+            assert_eq!(names, [&ids[3][..], &ids[2][..], &ids[0][..]], "{what}");
+            for i in 0..z.peers() {
+                let live_slot = z.slot_status(i) == Some(write::membership::LIVE);
+                assert_eq!(live_slot, members.contains(&i), "{what}: slot {i}");
+            }
+            assert_eq!(z.api_servers(), (1, 1), "{what}");
+            let a = members
+                .iter()
+                .copied()
+                .find(|&i| z.identity(i) == &ids[3][..])
+                .unwrap();
+            assert!(z.added_through_api(a), "{what}");
+            check(&case, z, &mut live, &[dead], &what);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 6, "{runs}");
+}
+
 /// Outlier ejection killed at every step (the budget taken, the flag set,
 /// a flag cleared at the ejection's end), then the next ejector killed as
 /// it takes the lease over: the budget is never lost. With `max_ejection`
