@@ -28,7 +28,7 @@ use hab_testkit::load::{spawn_load, LoadOpts};
 use hab_testkit::nginx::{serial, Nginx, WORKERS};
 use hab_testkit::port::free_port;
 use hab_testkit::proc::wait_until;
-use hab_testkit::resolve::{ready, WEB};
+use hab_testkit::resolve::{for_this_nginx, module_ready, WEB};
 use hab_testkit::skip::say;
 
 const TARGETS: usize = 128;
@@ -136,7 +136,7 @@ fn churn(policy: &str) {
 ",
         dns = ns.port()
     );
-    let mut ngx = Nginx::start(&block, WORKERS);
+    let mut ngx = Nginx::start(&for_this_nginx(&block), WORKERS);
 
     // nginx resolves the 1,000 records (125 target names) within a bound
     let t0 = Instant::now();
@@ -239,7 +239,7 @@ fn churn(policy: &str) {
 
 #[test]
 fn a_thousand_srv_records_changing_every_second_least_conn() {
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
@@ -248,7 +248,7 @@ fn a_thousand_srv_records_changing_every_second_least_conn() {
 
 #[test]
 fn a_thousand_srv_records_changing_every_second_maglev() {
-    if !ready() {
+    if !module_ready() {
         return;
     }
     let _serial = serial();
