@@ -40,6 +40,10 @@
 
 static ngx_int_t ngx_http_upstream_ha_dns_parse(ngx_conf_t *cf,
     ngx_http_upstream_ha_host_t *h, ngx_str_t *value, ngx_uint_t n);
+static ngx_int_t ngx_http_upstream_ha_dns_seed_group(
+    ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_http_upstream_ha_srv_conf_t *ohcf, ngx_pool_t *pool,
+    hab_peer_conf *pc, ngx_uint_t n, ngx_uint_t *k, ngx_uint_t backup);
 static void ngx_http_upstream_ha_dns_timer(ngx_event_t *ev);
 static void ngx_http_upstream_ha_dns_handler(ngx_resolver_ctx_t *ctx);
 static ngx_int_t ngx_http_upstream_ha_dns_answer(
@@ -435,6 +439,66 @@ ngx_http_upstream_ha_init_dns(ngx_conf_t *cf,
 
 
 /*
+ * The old zone's live resolved servers of one group (backup 0: primaries,
+ * 1: backups) appended to pc[*k .. n), their identities in pool.
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_dns_seed_group(ngx_http_upstream_ha_srv_conf_t *hcf,
+    ngx_http_upstream_ha_srv_conf_t *ohcf, ngx_pool_t *pool,
+    hab_peer_conf *pc, ngx_uint_t n, ngx_uint_t *k, ngx_uint_t backup)
+{
+    u_char         *p, text[HAB_SLOT_TEXT_MAX];
+    size_t          len;
+    uint32_t        slot, end;
+    hab_result      rc;
+    hab_slot_peer   sp;
+
+    end = hab_zone_peers(ohcf->zone);
+
+    for (slot = (uint32_t) ohcf->conf.npeers; slot < end && *k < n; slot++) {
+
+        rc = hab_zone_slot_peer(ohcf->zone, slot, text, sizeof(text), &sp);
+
+        if (rc != HAB_OK || sp.status != HAB_SLOT_LIVE
+            || (ngx_uint_t) ((sp.flags & HAB_PEER_BACKUP) != 0) != backup)
+        {
+            continue;
+        }
+
+        len = hcf->name->len + 1 + sp.server_len + 1 + sp.address_len;
+
+        p = ngx_pnalloc(pool, len);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        pc[*k].id = p;
+        pc[*k].id_len = len;
+
+        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+        *p++ = '\0';
+        pc[*k].server = p;
+        pc[*k].server_len = sp.server_len;
+        p = ngx_cpymem(p, text, sp.server_len);
+        *p++ = '\0';
+        ngx_memcpy(p, text + sp.server_len, sp.address_len);
+
+        pc[*k].weight = sp.weight;
+        pc[*k].max_conns = sp.max_conns;
+        pc[*k].max_fails = sp.max_fails;
+        pc[*k].fail_timeout_ms = sp.fail_timeout_ms;
+        pc[*k].flags = sp.flags & (HAB_PEER_DOWN | HAB_PEER_BACKUP);
+        pc[*k].position = HAB_POSITION_NONE;
+
+        (*k)++;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * Zone init (master), a fresh zone after a reload: the old zone's resolved
  * servers join the configured ones at once, as nginx 1.27.3 pre-resolves
  * a new upstream zone from the old one; worker 0's first answers correct
@@ -445,12 +509,10 @@ void
 ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_ha_srv_conf_t *ohcf, ngx_log_t *log)
 {
-    u_char              *p, text[HAB_SLOT_TEXT_MAX];
-    uint32_t            *slots, slot, end;
+    uint32_t            *slots, end;
     ngx_uint_t           n, k;
     ngx_pool_t          *pool;
     hab_result           rc;
-    hab_slot_peer        sp;
     hab_peer_conf       *pc;
     hab_upstream_conf    list;
     hab_resolve_report   report;
@@ -481,84 +543,20 @@ ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_memcpy(pc, hcf->conf.peers, hcf->nprimary * sizeof(hab_peer_conf));
     k += hcf->nprimary;
 
-    for (slot = (uint32_t) ohcf->conf.npeers; slot < end; slot++) {
-
-        rc = hab_zone_slot_peer(ohcf->zone, slot, text, sizeof(text), &sp);
-
-        if (rc != HAB_OK || sp.status != HAB_SLOT_LIVE
-            || (sp.flags & HAB_PEER_BACKUP))
-        {
-            continue;
-        }
-
-        p = ngx_pnalloc(pool, hcf->name->len + 1 + sp.server_len + 1
-                              + sp.address_len);
-        if (p == NULL) {
-            goto done;
-        }
-
-        pc[k].id = p;
-        pc[k].id_len = hcf->name->len + 1 + sp.server_len + 1
-                       + sp.address_len;
-
-        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
-        *p++ = '\0';
-        pc[k].server = p;
-        pc[k].server_len = sp.server_len;
-        p = ngx_cpymem(p, text, sp.server_len);
-        *p++ = '\0';
-        ngx_memcpy(p, text + sp.server_len, sp.address_len);
-
-        pc[k].weight = sp.weight;
-        pc[k].max_conns = sp.max_conns;
-        pc[k].max_fails = sp.max_fails;
-        pc[k].fail_timeout_ms = sp.fail_timeout_ms;
-        pc[k].flags = sp.flags & HAB_PEER_DOWN;
-        pc[k].position = HAB_POSITION_NONE;
-
-        k++;
+    if (ngx_http_upstream_ha_dns_seed_group(hcf, ohcf, pool, pc, n, &k, 0)
+        != NGX_OK)
+    {
+        goto done;
     }
 
     ngx_memcpy(&pc[k], hcf->conf.peers + hcf->nprimary,
                (hcf->conf.npeers - hcf->nprimary) * sizeof(hab_peer_conf));
     k += hcf->conf.npeers - hcf->nprimary;
 
-    for (slot = (uint32_t) ohcf->conf.npeers; slot < end && k < n; slot++) {
-
-        rc = hab_zone_slot_peer(ohcf->zone, slot, text, sizeof(text), &sp);
-
-        if (rc != HAB_OK || sp.status != HAB_SLOT_LIVE
-            || !(sp.flags & HAB_PEER_BACKUP))
-        {
-            continue;
-        }
-
-        p = ngx_pnalloc(pool, hcf->name->len + 1 + sp.server_len + 1
-                              + sp.address_len);
-        if (p == NULL) {
-            goto done;
-        }
-
-        pc[k].id = p;
-        pc[k].id_len = hcf->name->len + 1 + sp.server_len + 1
-                       + sp.address_len;
-
-        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
-        *p++ = '\0';
-        pc[k].server = p;
-        pc[k].server_len = sp.server_len;
-        p = ngx_cpymem(p, text, sp.server_len);
-        *p++ = '\0';
-        ngx_memcpy(p, text + sp.server_len, sp.address_len);
-
-        pc[k].weight = sp.weight;
-        pc[k].max_conns = sp.max_conns;
-        pc[k].max_fails = sp.max_fails;
-        pc[k].fail_timeout_ms = sp.fail_timeout_ms;
-        pc[k].flags = sp.flags & (HAB_PEER_DOWN | HAB_PEER_BACKUP);
-        pc[k].position = HAB_POSITION_NONE;
-
-        k++;
+    if (ngx_http_upstream_ha_dns_seed_group(hcf, ohcf, pool, pc, n, &k, 1)
+        != NGX_OK)
+    {
+        goto done;
     }
 
     if (k == hcf->conf.npeers) {
