@@ -15,6 +15,10 @@
 #include "ngx_http_upstream_ha_module.h"
 
 
+static void ngx_http_upstream_ha_connection_tokens(u_char *v, u_char *end,
+    ngx_uint_t *close, ngx_uint_t *alive);
+
+
 /*
  * The head of a check's answer: "HTTP/1.0" or "HTTP/1.1", SP, a three
  * digit status from 100 to 599, then SP and a reason phrase (SP, HTAB,
@@ -23,27 +27,31 @@
  * without control bytes but HTAB, CRLF; an empty line.  A bare LF ends a
  * line as it does for nginx; a CR elsewhere, a NUL or any other control
  * byte makes the answer invalid.  Content-Length is read (differing
- * values are invalid); Transfer-Encoding makes the body chunked.
+ * values are invalid); Transfer-Encoding makes the body chunked;
+ * Connection tells whether the server keeps the connection (HTTP/1.1
+ * unless "close" is among its tokens, HTTP/1.0 only with "keep-alive").
  *
  * NGX_OK with the status, the body's start and its length (-1 unknown,
- * NGX_HTTP_UPSTREAM_HA_CHUNKED);
+ * NGX_HTTP_UPSTREAM_HA_CHUNKED), and *keep;
  * NGX_AGAIN while what was read is a valid start of a head; NGX_DECLINED
  * with the reason when it cannot be one.
  */
 
 ngx_int_t
 ngx_http_upstream_ha_parse_head(u_char *s, u_char *end, ngx_uint_t *status,
-    u_char **body, off_t *length, const char **why)
+    u_char **body, off_t *length, ngx_uint_t *keep, const char **why)
 {
     u_char      *q, *line, *colon, *v, *ve;
     off_t        n;
     size_t       i, len;
-    ngx_uint_t   chunked;
+    ngx_uint_t   chunked, close, alive;
 
     static u_char  version[] = "HTTP/1.";
 
     *length = -1;
     chunked = 0;
+    close = 0;
+    alive = 0;
     len = end - s;
 
     /* "HTTP/1.x NNN", checked as far as it was read */
@@ -170,12 +178,20 @@ ngx_http_upstream_ha_parse_head(u_char *s, u_char *end, ngx_uint_t *status,
                                       sizeof("Transfer-Encoding") - 1) == 0)
         {
             chunked = 1;
+
+        } else if (colon - line == sizeof("Connection") - 1
+                   && ngx_strncasecmp(line, (u_char *) "Connection",
+                                      sizeof("Connection") - 1) == 0)
+        {
+            ngx_http_upstream_ha_connection_tokens(v, ve, &close, &alive);
         }
     }
 
     if (chunked) {
         *length = NGX_HTTP_UPSTREAM_HA_CHUNKED;
     }
+
+    *keep = !close && (s[7] == '1' || alive);
 
     *body = q + 1;
 
@@ -190,6 +206,40 @@ invalid_header:
 
     *why = "invalid header";
     return NGX_DECLINED;
+}
+
+
+/* the "close" and "keep-alive" tokens of a Connection header's value */
+
+static void
+ngx_http_upstream_ha_connection_tokens(u_char *v, u_char *end,
+    ngx_uint_t *close, ngx_uint_t *alive)
+{
+    u_char  *t;
+
+    while (v < end) {
+
+        while (v < end && (*v == ',' || *v == ' ' || *v == '\t')) {
+            v++;
+        }
+
+        t = v;
+
+        while (v < end && *v != ',' && *v != ' ' && *v != '\t') {
+            v++;
+        }
+
+        if (v - t == sizeof("close") - 1
+            && ngx_strncasecmp(t, (u_char *) "close", v - t) == 0)
+        {
+            *close = 1;
+
+        } else if (v - t == sizeof("keep-alive") - 1
+                   && ngx_strncasecmp(t, (u_char *) "keep-alive", v - t) == 0)
+        {
+            *alive = 1;
+        }
+    }
 }
 
 

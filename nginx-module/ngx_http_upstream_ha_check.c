@@ -39,8 +39,8 @@ static void ngx_http_upstream_ha_health_handler(ngx_event_t *ev);
 /*
  * ha_check [interval=2s] [jitter=0] [timeout=1s] [fails=3] [passes=2]
  *          [type=http|tcp] [uri=/] [port=N] [tls] [host=NAME]
- *          [status=200-399] [body=REGEX] [mandatory [persistent]]
- *          [clear_fails];
+ *          [status=200-399] [body=REGEX] [keepalive_time=60s]
+ *          [mandatory [persistent]] [clear_fails];
  */
 
 char *
@@ -51,6 +51,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                               *rv;
     ngx_int_t                           n;
     ngx_str_t                          *value;
+    uint32_t                            ms;
     ngx_uint_t                          i, typed;
     hab_health_conf                    *hc;
     ngx_http_upstream_ha_check_conf_t  *cc;
@@ -69,6 +70,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cc->set = 1;
     cc->type = NGX_HTTP_UPSTREAM_HA_CHECK_HTTP;
     ngx_str_set(&cc->uri, "/");
+    cc->keepalive = NGX_HTTP_UPSTREAM_HA_KEEPALIVE;
 
     hc->flags |= HAB_HEALTH_CHECK;
     hc->interval_ms = 2000;
@@ -241,6 +243,16 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 #endif
         }
 
+        if (ngx_strncmp(value[i].data, "keepalive_time=", 15) == 0) {
+            if (ngx_upstream_ha_parse_time(&value[i], 15, 1, &ms) != NGX_OK) {
+                goto invalid;
+            }
+
+            cc->keepalive = ms;
+            typed = 1;
+            continue;
+        }
+
         if (ngx_strcmp(value[i].data, "mandatory") == 0) {
             hc->flags |= HAB_HEALTH_MANDATORY;
             continue;
@@ -269,8 +281,9 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (typed && cc->type == NGX_HTTP_UPSTREAM_HA_CHECK_TCP) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ha_check \"uri=\", \"host=\", \"status=\" and "
-                           "\"body=\" need type=http");
+                           "ha_check \"uri=\", \"host=\", \"status=\", "
+                           "\"body=\" and \"keepalive_time=\" need "
+                           "type=http");
         return NGX_CONF_ERROR;
     }
 
@@ -630,8 +643,7 @@ ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
 
     hcf->health_epoch = 0;
     hcf->health_full = 0;
-    hcf->probes = 0;
-    ngx_queue_init(&hcf->probing);
+    ngx_http_upstream_ha_probe_init(hcf);
 
     ngx_add_timer(ev, 1 + ngx_random() % 20);
 }
@@ -673,9 +685,12 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
 
     if (hcf->health.flags & HAB_HEALTH_CHECK) {
 
-        /* a check takes a connection: leave most of them to clients */
+        /*
+         * a check takes a connection: leave most of them to clients; idle
+         * kept ones are closed to make room for checks
+         */
 
-        limit = ngx_max(ngx_cycle->connection_n / 4, 8);
+        limit = ngx_http_upstream_ha_probe_limit();
 
         ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
                                                ngx_core_module);
@@ -688,6 +703,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
         full = (now - hcf->health_full >= hcf->health.interval_ms / 2);
         if (full) {
             hcf->health_full = now;
+            ngx_http_upstream_ha_keep_sweep(hcf);
         }
 
         for (k = 0; k < NGX_HTTP_UPSTREAM_HA_CLAIMS; k++) {

@@ -67,6 +67,9 @@
 #define NGX_HTTP_UPSTREAM_HA_CHECK_HTTP  0
 #define NGX_HTTP_UPSTREAM_HA_CHECK_TCP   1
 
+/* ha_check keepalive_time= by default, ms */
+#define NGX_HTTP_UPSTREAM_HA_KEEPALIVE   60000
+
 
 typedef struct {
     ngx_str_t                           state_file;
@@ -116,6 +119,7 @@ typedef struct {
     ngx_regex_t                        *body;
 #endif
     ngx_str_t                           body_src;
+    ngx_msec_t                          keepalive;  /* keepalive_time, 0: off */
 #if (NGX_HTTP_SSL)
     ngx_ssl_t                          *ssl;
 #endif
@@ -275,6 +279,8 @@ struct ngx_http_upstream_ha_srv_conf_s {
     uint64_t                            health_full;   /* last full pass */
     ngx_uint_t                          probes;
     ngx_queue_t                         probing;    /* checks in flight */
+    ngx_rbtree_t                        kept;       /* idle, by slot */
+    ngx_rbtree_node_t                   kept_sentinel;
 
     /*
      * ha_queue (health.queue: its number); per worker, this worker's
@@ -410,8 +416,11 @@ void ngx_http_upstream_ha_stop_dns(ngx_http_upstream_ha_srv_conf_t *hcf);
 
 extern ngx_uint_t  ngx_http_upstream_ha_probes;   /* in flight, all upstreams */
 
+ngx_uint_t ngx_http_upstream_ha_probe_limit(void);
+void ngx_http_upstream_ha_probe_init(ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
     uint32_t peer, ngx_log_t *log);
+void ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_stop_probes(ngx_http_upstream_ha_srv_conf_t *hcf);
 
 /* ngx_http_upstream_ha_answer.c: what a check's answer must be */
@@ -420,7 +429,8 @@ void ngx_http_upstream_ha_stop_probes(ngx_http_upstream_ha_srv_conf_t *hcf);
 #define NGX_HTTP_UPSTREAM_HA_CHUNKED  -2
 
 ngx_int_t ngx_http_upstream_ha_parse_head(u_char *s, u_char *end,
-    ngx_uint_t *status, u_char **body, off_t *length, const char **why);
+    ngx_uint_t *status, u_char **body, off_t *length, ngx_uint_t *keep,
+    const char **why);
 ngx_int_t ngx_http_upstream_ha_chunked_end(u_char *s, u_char *end,
     u_char **last);
 

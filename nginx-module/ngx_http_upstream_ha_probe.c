@@ -9,6 +9,18 @@
  * (hab_check_done) and log the transition it reports.  Which server is
  * checked, and when, the health timer asks the core
  * (ngx_http_upstream_ha_check.c).
+ *
+ * HTTP checks keep their connection for the next check of the same server
+ * (keepalive_time=, 60s by default) when the answer passed, was read to
+ * its end and the server did not ask to close.  An idle kept connection
+ * belongs to the worker that made the check; it is watched (any byte or
+ * the server's close ends it), and closed when it grows older than
+ * keepalive_time, when its slot changes hands, when this worker has not
+ * used it for two intervals (the server set down, or checked elsewhere),
+ * on exit, and to make room under the worker's cap of check connections.
+ * A request that finds a kept connection closed by the server in between
+ * (nothing read back: a reset, a close, a failed send) is sent again once
+ * on a new connection instead of failing the check.
  */
 
 
@@ -30,8 +42,27 @@
 #define NGX_HTTP_UPSTREAM_HA_READ       3
 
 
+/* an HTTP check's connection, kept between checks while idle */
+
+typedef struct {
+    ngx_rbtree_node_t                   node;       /* key: the slot */
+    ngx_queue_t                         queue;      /* in the idle ones */
+    ngx_connection_t                   *connection;
+    ngx_pool_t                         *pool;       /* the connection's */
+    ngx_http_upstream_ha_srv_conf_t    *hcf;
+    ngx_log_t                           log;
+    ngx_str_t                           name;
+    uint32_t                            peer;       /* slot */
+    uint32_t                            epoch;      /* the slot's */
+    ngx_msec_t                          opened;
+    ngx_msec_t                          used;       /* last check ended */
+    ngx_uint_t                          idle;       /* unsigned:1 */
+} ngx_http_upstream_ha_keep_t;
+
+
 typedef struct {
     ngx_peer_connection_t               pc;
+    ngx_http_upstream_ha_keep_t        *keep;       /* the connection's */
     ngx_queue_t                         queue;      /* in hcf->probing */
     ngx_http_upstream_ha_srv_conf_t    *hcf;
     ngx_pool_t                         *pool;
@@ -46,10 +77,16 @@ typedef struct {
     ngx_str_t                           server;
     ngx_uint_t                          phase;
     ngx_uint_t                          status;
+    unsigned                            reused:1;   /* a kept connection */
+    unsigned                            decided:1;  /* passed; body drains */
+    unsigned                            keepable:1; /* read to its end */
     u_char                              why[64];
 } ngx_http_upstream_ha_probe_t;
 
 
+static void ngx_http_upstream_ha_probe_connect(
+    ngx_http_upstream_ha_probe_t *p);
+static void ngx_http_upstream_ha_probe_attach(ngx_http_upstream_ha_probe_t *p);
 static void ngx_http_upstream_ha_probe_connected(
     ngx_http_upstream_ha_probe_t *p);
 #if (NGX_HTTP_SSL)
@@ -62,29 +99,70 @@ static ngx_int_t ngx_http_upstream_ha_probe_recv(
     ngx_http_upstream_ha_probe_t *p);
 static ngx_int_t ngx_http_upstream_ha_probe_verdict(
     ngx_http_upstream_ha_probe_t *p, ngx_uint_t eof);
+static ngx_int_t ngx_http_upstream_ha_probe_drained(ngx_uint_t status,
+    off_t length, u_char *body, u_char *end, ngx_uint_t eof);
 static void ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_http_upstream_ha_test_connect(ngx_connection_t *c);
+static void ngx_http_upstream_ha_probe_error(ngx_http_upstream_ha_probe_t *p,
+    const char *why);
 static void ngx_http_upstream_ha_probe_fail(ngx_http_upstream_ha_probe_t *p,
     const char *why);
 static void ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
     ngx_int_t passed);
 static u_char *ngx_http_upstream_ha_probe_log_error(ngx_log_t *log,
     u_char *buf, size_t len);
+static ngx_http_upstream_ha_keep_t *ngx_http_upstream_ha_keep_take(
+    ngx_http_upstream_ha_srv_conf_t *hcf, uint32_t peer, uint32_t epoch);
+static void ngx_http_upstream_ha_keep_park(ngx_http_upstream_ha_keep_t *k);
+static void ngx_http_upstream_ha_keep_idle_handler(ngx_event_t *ev);
+static void ngx_http_upstream_ha_keep_dummy_handler(ngx_event_t *ev);
+static void ngx_http_upstream_ha_keep_close(ngx_http_upstream_ha_keep_t *k);
+static u_char *ngx_http_upstream_ha_keep_log_error(ngx_log_t *log,
+    u_char *buf, size_t len);
 
 
 /* checks in flight in this worker, all upstreams */
 ngx_uint_t  ngx_http_upstream_ha_probes;
+
+/* idle kept connections of this worker, all upstreams, the newest last */
+static ngx_queue_t  ngx_http_upstream_ha_idle;
+static ngx_uint_t   ngx_http_upstream_ha_nidle;
+
+
+/*
+ * A worker's checks use at most a quarter of its connections at once, in
+ * flight and kept idle together: most are left to clients
+ */
+
+ngx_uint_t
+ngx_http_upstream_ha_probe_limit(void)
+{
+    return ngx_max(ngx_cycle->connection_n / 4, 8);
+}
+
+
+/* init_process: no checks in flight, no kept connections */
+
+void
+ngx_http_upstream_ha_probe_init(ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    if (ngx_http_upstream_ha_idle.next == NULL) {
+        ngx_queue_init(&ngx_http_upstream_ha_idle);
+    }
+
+    hcf->probes = 0;
+    ngx_queue_init(&hcf->probing);
+    ngx_rbtree_init(&hcf->kept, &hcf->kept_sentinel, ngx_rbtree_insert_value);
+}
 
 
 void
 ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
     uint32_t peer, ngx_log_t *log)
 {
-    ngx_int_t                      rc;
     ngx_addr_t                     addr;
     ngx_pool_t                    *pool;
     hab_slot_info                  slot;
-    ngx_connection_t              *c;
     struct sockaddr               *sa;
     ngx_http_upstream_ha_probe_t  *p;
 
@@ -159,6 +237,75 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     ngx_add_timer(&p->timer, hcf->health.timeout_ms);
 
+    if (hcf->check.type == NGX_HTTP_UPSTREAM_HA_CHECK_HTTP
+        && hcf->check.keepalive)
+    {
+        p->keep = ngx_http_upstream_ha_keep_take(hcf, peer, slot.epoch);
+
+        if (p->keep) {
+            p->reused = 1;
+            ngx_http_upstream_ha_probe_attach(p);
+            ngx_http_upstream_ha_probe_connected(p);
+            return;
+        }
+    }
+
+    ngx_http_upstream_ha_probe_connect(p);
+}
+
+
+/* a new connection for the check, with a pool of its own */
+
+static void
+ngx_http_upstream_ha_probe_connect(ngx_http_upstream_ha_probe_t *p)
+{
+    ngx_int_t                     rc;
+    ngx_pool_t                   *pool;
+    ngx_queue_t                  *q;
+    ngx_http_upstream_ha_keep_t  *k;
+
+    /* room under the cap: the idle connection kept last goes first */
+
+    while (ngx_http_upstream_ha_probes + ngx_http_upstream_ha_nidle
+           > ngx_http_upstream_ha_probe_limit()
+           && !ngx_queue_empty(&ngx_http_upstream_ha_idle))
+    {
+        q = ngx_queue_last(&ngx_http_upstream_ha_idle);
+        ngx_http_upstream_ha_keep_close(
+            ngx_queue_data(q, ngx_http_upstream_ha_keep_t, queue));
+    }
+
+    pool = ngx_create_pool(512, ngx_cycle->log);
+    if (pool == NULL) {
+        ngx_http_upstream_ha_probe_fail(p, "no memory");
+        return;
+    }
+
+    k = ngx_pcalloc(pool, sizeof(ngx_http_upstream_ha_keep_t));
+
+    if (k == NULL) {
+        ngx_destroy_pool(pool);
+        ngx_http_upstream_ha_probe_fail(p, "no memory");
+        return;
+    }
+
+    k->pool = pool;
+    k->hcf = p->hcf;
+    k->peer = p->peer;
+    k->epoch = p->epoch;
+    k->opened = ngx_current_msec;
+    k->name.len = p->name.len;
+    k->name.data = ngx_pstrdup(pool, &p->name);
+
+    if (k->name.data == NULL) {
+        ngx_destroy_pool(pool);
+        ngx_http_upstream_ha_probe_fail(p, "no memory");
+        return;
+    }
+
+    p->keep = k;
+    p->pc.connection = NULL;
+
     rc = ngx_event_connect_peer(&p->pc);
 
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
@@ -166,14 +313,10 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
         return;
     }
 
-    c = p->pc.connection;
-    c->data = p;
-    c->pool = pool;
-    c->log = &p->log;
-    c->read->log = &p->log;
-    c->write->log = &p->log;
-    c->read->handler = ngx_http_upstream_ha_probe_read;
-    c->write->handler = ngx_http_upstream_ha_probe_write;
+    k->connection = p->pc.connection;
+    k->connection->pool = pool;
+
+    ngx_http_upstream_ha_probe_attach(p);
 
     p->phase = NGX_HTTP_UPSTREAM_HA_CONNECT;
 
@@ -185,6 +328,27 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
 }
 
 
+/* the check's connection, new or kept, serves the probe */
+
+static void
+ngx_http_upstream_ha_probe_attach(ngx_http_upstream_ha_probe_t *p)
+{
+    ngx_connection_t  *c;
+
+    c = p->keep->connection;
+
+    p->pc.connection = c;
+
+    c->data = p;
+    c->idle = 0;
+    c->log = &p->log;
+    c->read->log = &p->log;
+    c->write->log = &p->log;
+    c->read->handler = ngx_http_upstream_ha_probe_read;
+    c->write->handler = ngx_http_upstream_ha_probe_write;
+}
+
+
 /* the upstream's checks still in flight end without a verdict */
 
 void
@@ -192,11 +356,19 @@ ngx_http_upstream_ha_stop_probes(ngx_http_upstream_ha_srv_conf_t *hcf)
 {
     ngx_queue_t                   *q;
     ngx_http_upstream_ha_probe_t  *p;
+    ngx_rbtree_node_t             *node;
+    ngx_http_upstream_ha_keep_t   *k;
 
     while (!ngx_queue_empty(&hcf->probing)) {
         q = ngx_queue_head(&hcf->probing);
         p = ngx_queue_data(q, ngx_http_upstream_ha_probe_t, queue);
         ngx_http_upstream_ha_probe_finish(p, NGX_DECLINED);
+    }
+
+    while (hcf->kept.root != hcf->kept.sentinel) {
+        node = ngx_rbtree_min(hcf->kept.root, hcf->kept.sentinel);
+        k = (ngx_http_upstream_ha_keep_t *) node;
+        ngx_http_upstream_ha_keep_close(k);
     }
 }
 
@@ -279,6 +451,18 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
         host = p->server.len ? &p->server : &p->name;
     }
 
+    /* a new connection after a kept one failed: the same request again */
+
+    if (p->out) {
+        p->out->pos = p->out->start;
+        p->in->pos = p->in->start;
+        p->in->last = p->in->start;
+        p->phase = NGX_HTTP_UPSTREAM_HA_SEND;
+
+        ngx_http_upstream_ha_probe_send(p);
+        return;
+    }
+
     len = sizeof("GET  HTTP/1.1" CRLF "Host: " CRLF
                  "User-Agent: ha-balancer health check" CRLF
                  "Connection: close" CRLF CRLF) - 1
@@ -292,9 +476,18 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
         return;
     }
 
+    /* kept connections: no "Connection: close", HTTP/1.1 keeps */
+
     last = ngx_sprintf(p->out->last, "GET %V HTTP/1.1" CRLF "Host: %V" CRLF
-                       "User-Agent: ha-balancer health check" CRLF
-                       "Connection: close" CRLF CRLF, &cc->uri, host);
+                       "User-Agent: ha-balancer health check" CRLF,
+                       &cc->uri, host);
+
+    if (cc->keepalive == 0) {
+        last = ngx_cpymem(last, "Connection: close" CRLF,
+                          sizeof("Connection: close" CRLF) - 1);
+    }
+
+    *last++ = CR; *last++ = LF;
     p->out->last = last;
 
     p->phase = NGX_HTTP_UPSTREAM_HA_SEND;
@@ -399,7 +592,7 @@ ngx_http_upstream_ha_probe_send(ngx_http_upstream_ha_probe_t *p)
         n = c->send(c, p->out->pos, p->out->last - p->out->pos);
 
         if (n == NGX_ERROR) {
-            ngx_http_upstream_ha_probe_fail(p, "send() failed");
+            ngx_http_upstream_ha_probe_error(p, "send() failed");
             return;
         }
 
@@ -452,11 +645,17 @@ ngx_http_upstream_ha_probe_recv(ngx_http_upstream_ha_probe_t *p)
 
             /* a reset after a complete answer still counts */
 
+            if (p->decided) {
+                p->keepable = 0;
+                ngx_http_upstream_ha_probe_finish(p, 1);
+                return NGX_OK;
+            }
+
             if (ngx_http_upstream_ha_probe_verdict(p, 0) != NGX_AGAIN) {
                 return NGX_OK;
             }
 
-            ngx_http_upstream_ha_probe_fail(p, "recv() failed");
+            ngx_http_upstream_ha_probe_error(p, "recv() failed");
             return NGX_ERROR;
         }
 
@@ -493,7 +692,7 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
     u_char                             *s, *end, *body, *last;
     off_t                               length;
     ngx_int_t                           rc;
-    ngx_uint_t                          i, status, ok, full;
+    ngx_uint_t                          i, status, ok, full, keep;
     const char                         *why;
     ngx_http_upstream_ha_range_t       *r;
     ngx_http_upstream_ha_check_conf_t  *cc;
@@ -507,7 +706,7 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
     full = (p->in->last == p->in->end);
 
     rc = ngx_http_upstream_ha_parse_head(s, end, &status, &body, &length,
-                                         &why);
+                                         &keep, &why);
 
     if (rc == NGX_DECLINED) {
         ngx_http_upstream_ha_probe_fail(p, why);
@@ -516,8 +715,13 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
 
     if (rc == NGX_AGAIN) {
         if (eof || full) {
-            ngx_http_upstream_ha_probe_fail(p, s == end ? "no response"
-                                                        : "incomplete header");
+            if (s == end) {
+                ngx_http_upstream_ha_probe_error(p, "no response");
+
+            } else {
+                ngx_http_upstream_ha_probe_fail(p, "incomplete header");
+            }
+
             return NGX_OK;
         }
 
@@ -603,17 +807,86 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
             ngx_http_upstream_ha_probe_fail(p, "body regex failed");
             return NGX_OK;
         }
+
+        p->keepable = keep && cc->keepalive
+                      && ngx_http_upstream_ha_probe_drained(status, length,
+                                                            body, end, 1)
+                         == NGX_OK;
+
+        ngx_http_upstream_ha_probe_finish(p, 1);
+
+        return NGX_OK;
     }
 
 #else
-    (void) body;
     (void) last;
-    (void) length;
 #endif
+
+    /*
+     * The head decided; a connection to keep is read to the end of its
+     * body first (a body that does not come in time ends the check as
+     * passed, and the connection)
+     */
+
+    if (keep && cc->keepalive) {
+        rc = ngx_http_upstream_ha_probe_drained(status, length, body, end,
+                                                eof || full);
+
+        if (rc == NGX_AGAIN) {
+            p->decided = 1;
+            return NGX_AGAIN;
+        }
+
+        p->keepable = (rc == NGX_OK);
+    }
 
     ngx_http_upstream_ha_probe_finish(p, 1);
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether a passed answer was read to its end and no further: NGX_OK,
+ * the connection can carry the next check; NGX_AGAIN, more is to come;
+ * NGX_DECLINED, the connection must be closed (a body that ends with
+ * the connection, bytes past the body, or no more can be read).
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_probe_drained(ngx_uint_t status, off_t length,
+    u_char *body, u_char *end, ngx_uint_t eof)
+{
+    u_char     *last;
+    ngx_int_t   rc;
+
+    if (status == 204 || status == 304) {
+        return (body == end) ? NGX_OK : NGX_DECLINED;
+    }
+
+    if (status < 200) {
+        return NGX_DECLINED;
+    }
+
+    if (length == NGX_HTTP_UPSTREAM_HA_CHUNKED) {
+        rc = ngx_http_upstream_ha_chunked_end(body, end, &last);
+
+        if (rc == NGX_OK) {
+            return (last == end) ? NGX_OK : NGX_DECLINED;
+        }
+
+        return (rc == NGX_AGAIN && !eof) ? NGX_AGAIN : NGX_DECLINED;
+    }
+
+    if (length < 0) {
+        return NGX_DECLINED;
+    }
+
+    if (end - body == length) {
+        return NGX_OK;
+    }
+
+    return (end - body < length && !eof) ? NGX_AGAIN : NGX_DECLINED;
 }
 
 
@@ -633,6 +906,14 @@ ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev)
     if (p->pc.connection && p->phase == NGX_HTTP_UPSTREAM_HA_READ
         && ngx_http_upstream_ha_probe_recv(p) != NGX_AGAIN)
     {
+        return;
+    }
+
+    /* passed on its head; the rest of the body did not come */
+
+    if (p->decided) {
+        p->keepable = 0;
+        ngx_http_upstream_ha_probe_finish(p, 1);
         return;
     }
 
@@ -684,6 +965,36 @@ ngx_http_upstream_ha_test_connect(ngx_connection_t *c)
 }
 
 
+/*
+ * The connection failed before anything was read back: on a kept
+ * connection, the server closed it in between (an idle timeout of its
+ * own, a restart); the check is made once more on a new connection,
+ * within the same timeout, rather than counted as failed
+ */
+
+static void
+ngx_http_upstream_ha_probe_error(ngx_http_upstream_ha_probe_t *p,
+    const char *why)
+{
+    if (!p->reused || p->in == NULL || p->in->last != p->in->start) {
+        ngx_http_upstream_ha_probe_fail(p, why);
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "ha check: kept connection to %V closed (%s), "
+                   "new one", &p->name, why);
+
+    ngx_http_upstream_ha_keep_close(p->keep);
+
+    p->keep = NULL;
+    p->pc.connection = NULL;
+    p->reused = 0;
+
+    ngx_http_upstream_ha_probe_connect(p);
+}
+
+
 static void
 ngx_http_upstream_ha_probe_fail(ngx_http_upstream_ha_probe_t *p,
     const char *why)
@@ -707,26 +1018,29 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
     ngx_int_t passed)
 {
     hab_result                        rc;
-    ngx_connection_t                 *c;
     hab_check_report                  report;
+    ngx_http_upstream_ha_keep_t      *k;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
 
     hcf = p->hcf;
-    c = p->pc.connection;
+    k = p->keep;
 
     if (p->timer.timer_set) {
         ngx_del_timer(&p->timer);
     }
 
-    if (c) {
-#if (NGX_HTTP_SSL)
-        if (c->ssl) {
-            c->ssl->no_wait_shutdown = 1;
-            c->ssl->no_send_shutdown = 1;
-            (void) ngx_ssl_shutdown(c);
+    if (k) {
+        if (passed == 1 && p->keepable && k->connection
+            && ngx_current_msec - k->opened < hcf->check.keepalive
+            && !(ngx_exiting || ngx_quit || ngx_terminate))
+        {
+            ngx_http_upstream_ha_keep_park(k);
+
+        } else {
+            ngx_http_upstream_ha_keep_close(k);
         }
-#endif
-        ngx_close_connection(c);
+
+        p->keep = NULL;
         p->pc.connection = NULL;
     }
 
@@ -802,4 +1116,258 @@ ngx_http_upstream_ha_probe_log_error(ngx_log_t *log, u_char *buf, size_t len)
     return ngx_snprintf(buf, len, ", %s upstream server %V of \"%V\"",
                         log->action ? log->action : "checking", &p->name,
                         p->hcf->name);
+}
+
+
+/*
+ * The idle connection kept to server peer, taken out of the idle ones,
+ * if it can carry a check: the slot's server is the same, it is younger
+ * than keepalive_time and nothing came on it (a byte or the server's
+ * close would have been seen by its read event)
+ */
+
+static ngx_http_upstream_ha_keep_t *
+ngx_http_upstream_ha_keep_take(ngx_http_upstream_ha_srv_conf_t *hcf,
+    uint32_t peer, uint32_t epoch)
+{
+    ngx_connection_t             *c;
+    ngx_rbtree_node_t            *node, *sentinel;
+    ngx_http_upstream_ha_keep_t  *k;
+
+    node = hcf->kept.root;
+    sentinel = hcf->kept.sentinel;
+
+    while (node != sentinel && node->key != peer) {
+        node = (peer < node->key) ? node->left : node->right;
+    }
+
+    if (node == sentinel) {
+        return NULL;
+    }
+
+    k = (ngx_http_upstream_ha_keep_t *) node;
+    c = k->connection;
+
+    if (k->epoch != epoch
+        || ngx_current_msec - k->opened >= hcf->check.keepalive
+        || c->read->ready || c->read->eof || c->read->pending_eof
+        || c->error || c->close)
+    {
+        ngx_http_upstream_ha_keep_close(k);
+        return NULL;
+    }
+
+    ngx_rbtree_delete(&hcf->kept, &k->node);
+    ngx_queue_remove(&k->queue);
+    ngx_http_upstream_ha_nidle--;
+    k->idle = 0;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "ha check: kept connection to %V reused, %M ms old",
+                   &k->name, ngx_current_msec - k->opened);
+
+    return k;
+}
+
+
+/* a check passed and read its answer to the end: its connection waits */
+
+static void
+ngx_http_upstream_ha_keep_park(ngx_http_upstream_ha_keep_t *k)
+{
+    ngx_connection_t                 *c;
+    ngx_rbtree_node_t                *node, *sentinel;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = k->hcf;
+    c = k->connection;
+
+    /* one kept connection per server and worker */
+
+    node = hcf->kept.root;
+    sentinel = hcf->kept.sentinel;
+
+    while (node != sentinel && node->key != k->peer) {
+        node = (k->peer < node->key) ? node->left : node->right;
+    }
+
+    if (node != sentinel) {
+        ngx_http_upstream_ha_keep_close(k);
+        return;
+    }
+
+    if (k->log.handler == NULL) {
+        k->log = *ngx_cycle->log;
+        k->log.handler = ngx_http_upstream_ha_keep_log_error;
+        k->log.data = k;
+        k->log.action = "keeping a check connection to";
+        k->log.next = NULL;
+
+        if (k->log.log_level > NGX_LOG_CRIT) {
+            k->log.log_level = NGX_LOG_CRIT;
+        }
+    }
+
+    c->data = k;
+    c->log = &k->log;
+    c->read->log = &k->log;
+    c->write->log = &k->log;
+    c->read->handler = ngx_http_upstream_ha_keep_idle_handler;
+    c->write->handler = ngx_http_upstream_ha_keep_dummy_handler;
+
+    /* nginx's graceful exit closes it (c->close, then the read handler) */
+    c->idle = 1;
+
+    k->used = ngx_current_msec;
+    k->idle = 1;
+
+    /* set each time: ngx_rbtree_delete() zeroes it */
+    k->node.key = k->peer;
+
+    ngx_rbtree_insert(&hcf->kept, &k->node);
+    ngx_queue_insert_tail(&ngx_http_upstream_ha_idle, &k->queue);
+    ngx_http_upstream_ha_nidle++;
+
+    if (c->read->ready) {
+        ngx_http_upstream_ha_keep_idle_handler(c->read);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_http_upstream_ha_keep_close(k);
+    }
+}
+
+
+/* anything on an idle kept connection (data, the server's close) ends it */
+
+static void
+ngx_http_upstream_ha_keep_idle_handler(ngx_event_t *ev)
+{
+    ngx_connection_t             *c;
+    ngx_http_upstream_ha_keep_t  *k;
+
+    int   n;
+    char  buf[1];
+
+    c = ev->data;
+    k = c->data;
+
+    if (c->close || ev->timedout) {
+        goto close;
+    }
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+
+    if (n == -1 && ngx_socket_errno == NGX_EAGAIN) {
+        ev->ready = 0;
+
+        if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+            goto close;
+        }
+
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_EVENT, ngx_cycle->log, 0,
+                   "ha check: kept connection to %V ended by the server "
+                   "(%d)", &k->name, n);
+
+close:
+
+    ngx_http_upstream_ha_keep_close(k);
+}
+
+
+static void
+ngx_http_upstream_ha_keep_dummy_handler(ngx_event_t *ev)
+{
+    ngx_log_debug0(NGX_LOG_DEBUG_EVENT, ev->log, 0,
+                   "ha check: kept connection write event");
+}
+
+
+/* closes a check's connection, idle or not, and frees its pool */
+
+static void
+ngx_http_upstream_ha_keep_close(ngx_http_upstream_ha_keep_t *k)
+{
+    ngx_connection_t  *c;
+
+    if (k->idle) {
+        ngx_rbtree_delete(&k->hcf->kept, &k->node);
+        ngx_queue_remove(&k->queue);
+        ngx_http_upstream_ha_nidle--;
+        k->idle = 0;
+    }
+
+    c = k->connection;
+
+    if (c) {
+#if (NGX_HTTP_SSL)
+        if (c->ssl) {
+            c->ssl->no_wait_shutdown = 1;
+            c->ssl->no_send_shutdown = 1;
+            (void) ngx_ssl_shutdown(c);
+        }
+#endif
+        ngx_close_connection(c);
+    }
+
+    ngx_destroy_pool(k->pool);
+}
+
+
+/*
+ * Every half interval: idle kept connections whose slot changed hands or
+ * left, older than keepalive_time, or not used by this worker for two
+ * intervals (their server set down, or checked by another worker now)
+ * are closed
+ */
+
+void
+ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf)
+{
+    ngx_msec_t                    now, unused;
+    hab_slot_info                 slot;
+    ngx_rbtree_node_t            *node, *next, *sentinel;
+    ngx_http_upstream_ha_keep_t  *k;
+
+    sentinel = hcf->kept.sentinel;
+
+    if (hcf->kept.root == sentinel) {
+        return;
+    }
+
+    now = ngx_current_msec;
+    unused = 2 * (ngx_msec_t) hcf->health.interval_ms
+             + hcf->health.timeout_ms;
+
+    node = ngx_rbtree_min(hcf->kept.root, sentinel);
+
+    while (node) {
+        next = ngx_rbtree_next(&hcf->kept, node);
+        k = (ngx_http_upstream_ha_keep_t *) node;
+
+        if (hab_zone_slot(hcf->zone, k->peer, &slot) != HAB_OK
+            || slot.status != HAB_SLOT_LIVE
+            || slot.epoch != k->epoch
+            || now - k->opened >= hcf->check.keepalive
+            || now - k->used > unused)
+        {
+            ngx_http_upstream_ha_keep_close(k);
+        }
+
+        node = next;
+    }
+}
+
+
+static u_char *
+ngx_http_upstream_ha_keep_log_error(ngx_log_t *log, u_char *buf, size_t len)
+{
+    ngx_http_upstream_ha_keep_t  *k = log->data;
+
+    return ngx_snprintf(buf, len, ", %s upstream server %V of \"%V\"",
+                        log->action, &k->name, k->hcf->name);
 }

@@ -21,7 +21,10 @@
 //!   - `GET /_ctl/health?set=ok|fail|sick|hang|reset|delay:MS` sets how
 //!     `/healthz` answers (see [`Health`]) independently of the traffic.
 //! - `GET /healthz`: the health check endpoint, counted in `checks` (not in
-//!   `requests`): `200 healthy` by default.
+//!   `requests`): `200 healthy` by default. A connection whose first
+//!   request is `/healthz` is counted in `check_conns` (what kept check
+//!   connections save); a request that arrives after the backend shut its
+//!   side of the connection (`halfclose`) in `late`.
 
 pub mod process;
 
@@ -100,6 +103,22 @@ pub enum Health {
     Reset,
     /// Sleeps this many milliseconds, then answers `200 healthy`.
     Delay(u64),
+    /// `200 healthy`, keep-alive, then closes the connection (FIN) without
+    /// having said so.
+    CloseAfter,
+    /// `200 healthy`, keep-alive, for the first check on a connection;
+    /// resets (RST) the connection on any later one, without answering.
+    ResetNext,
+    /// `200 healthy`, keep-alive, then shuts its side of the connection
+    /// (FIN) and counts the requests still received on it in `late`.
+    HalfClose,
+    /// `200 healthy` with `Connection: close`, but keeps the connection
+    /// open and serves what comes on it.
+    OkClose,
+    /// `HTTP/1.0 200` without keep-alive, the connection kept open.
+    Http10,
+    /// `200` with a chunked body `healthy\n`, keep-alive.
+    Chunked,
 }
 
 impl FromStr for Health {
@@ -112,6 +131,12 @@ impl FromStr for Health {
             "sick" => Health::Sick,
             "hang" => Health::Hang,
             "reset" => Health::Reset,
+            "closeafter" => Health::CloseAfter,
+            "resetnext" => Health::ResetNext,
+            "halfclose" => Health::HalfClose,
+            "okclose" => Health::OkClose,
+            "http10" => Health::Http10,
+            "chunked" => Health::Chunked,
             _ => match s.strip_prefix("delay:").map(str::parse::<u64>) {
                 Some(Ok(ms)) if ms <= MAX_DELAY_MS => Health::Delay(ms),
                 _ => return Err(format!("invalid health {s:?}")),
@@ -129,6 +154,12 @@ impl fmt::Display for Health {
             Health::Hang => f.write_str("hang"),
             Health::Reset => f.write_str("reset"),
             Health::Delay(ms) => write!(f, "delay:{ms}"),
+            Health::CloseAfter => f.write_str("closeafter"),
+            Health::ResetNext => f.write_str("resetnext"),
+            Health::HalfClose => f.write_str("halfclose"),
+            Health::OkClose => f.write_str("okclose"),
+            Health::Http10 => f.write_str("http10"),
+            Health::Chunked => f.write_str("chunked"),
         }
     }
 }
@@ -147,18 +178,27 @@ pub struct Stats {
     pub conns: AtomicU64,
     /// `/healthz` requests since start or reset.
     pub checks: AtomicU64,
+    /// Connections whose first request was `/healthz`, since start or reset.
+    pub check_conns: AtomicU64,
+    /// Requests received after this side shut the connection (`halfclose`).
+    pub late: AtomicU64,
+    /// Connections counted in `check_conns` open now (not reset).
+    pub open_checks: AtomicU64,
 }
 
 impl Stats {
     /// The `/_ctl/stats` line.
     pub fn line(&self) -> String {
         format!(
-            "requests={} inflight={} max_inflight={} conns={} checks={}",
+            "requests={} inflight={} max_inflight={} conns={} checks={} check_conns={} late={} open_checks={}",
             self.requests.load(Ordering::Relaxed),
             self.inflight.load(Ordering::Relaxed),
             self.max_inflight.load(Ordering::Relaxed),
             self.conns.load(Ordering::Relaxed),
             self.checks.load(Ordering::Relaxed),
+            self.check_conns.load(Ordering::Relaxed),
+            self.late.load(Ordering::Relaxed),
+            self.open_checks.load(Ordering::Relaxed),
         )
     }
 }
@@ -171,6 +211,9 @@ pub struct StatsSnapshot {
     pub max_inflight: u64,
     pub conns: u64,
     pub checks: u64,
+    pub check_conns: u64,
+    pub late: u64,
+    pub open_checks: u64,
 }
 
 impl FromStr for StatsSnapshot {
@@ -189,6 +232,9 @@ impl FromStr for StatsSnapshot {
                 "max_inflight" => out.max_inflight = v,
                 "conns" => out.conns = v,
                 "checks" => out.checks = v,
+                "check_conns" => out.check_conns = v,
+                "late" => out.late = v,
+                "open_checks" => out.open_checks = v,
                 _ => {}
             }
         }
@@ -382,6 +428,8 @@ impl Backend {
                 self.stats.requests.store(0, Ordering::Relaxed);
                 self.stats.conns.store(0, Ordering::Relaxed);
                 self.stats.checks.store(0, Ordering::Relaxed);
+                self.stats.check_conns.store(0, Ordering::Relaxed);
+                self.stats.late.store(0, Ordering::Relaxed);
                 let now = self.stats.inflight.load(Ordering::Relaxed);
                 self.stats.max_inflight.store(now, Ordering::Relaxed);
                 (200, format!("{}\n", self.stats.line()))
@@ -390,21 +438,102 @@ impl Backend {
         }
     }
 
-    /// Serves requests on one connection until it closes, errs or idles.
+    /// The `/healthz` answers about keeping connections: whether `health`
+    /// was one of them (then answered, and the connection closed when it
+    /// says so: an `Err` ends [`Backend::serve`]).
+    fn keepalive_health(
+        &self,
+        health: Health,
+        checks_here: u64,
+        stream: &TcpStream,
+        reader: &mut BufReader<&TcpStream>,
+    ) -> io::Result<bool> {
+        let closed = || Err(io::Error::other("closed by the backend"));
+        let name_hdr = [("X-Backend", self.name.as_str())];
+        match health {
+            Health::CloseAfter => {
+                write_response(&mut &*stream, 200, &name_hdr, b"healthy\n", true)?;
+                closed()
+            }
+            Health::ResetNext if checks_here > 1 => {
+                reset(stream);
+                closed()
+            }
+            Health::ResetNext => {
+                write_response(&mut &*stream, 200, &name_hdr, b"healthy\n", true)?;
+                Ok(true)
+            }
+            Health::HalfClose => {
+                write_response(&mut &*stream, 200, &name_hdr, b"healthy\n", true)?;
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                while let Ok(Some(_)) = read_request(reader) {
+                    self.stats.late.fetch_add(1, Ordering::Relaxed);
+                }
+                closed()
+            }
+            Health::OkClose => {
+                write_response(&mut &*stream, 200, &name_hdr, b"healthy\n", false)?;
+                Ok(true)
+            }
+            Health::Http10 => {
+                io::Write::write_all(
+                    &mut &*stream,
+                    b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nhealthy\n",
+                )?;
+                Ok(true)
+            }
+            Health::Chunked => {
+                io::Write::write_all(
+                    &mut &*stream,
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      8\r\nhealthy\n\r\n0\r\n\r\n",
+                )?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Serves requests on one connection until it closes, errs or idles;
+    /// counts it in `open_checks` meanwhile if it is a check connection.
     fn serve(&self, stream: TcpStream) -> io::Result<()> {
+        let mut check_conn = false;
+        let r = self.serve_on(stream, &mut check_conn);
+        if check_conn {
+            self.stats.open_checks.fetch_sub(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn serve_on(&self, stream: TcpStream, check_conn: &mut bool) -> io::Result<()> {
         stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
         stream.set_write_timeout(Some(IDLE_TIMEOUT))?;
         stream.set_nodelay(true)?;
         let mut reader = BufReader::new(&stream);
         let name_hdr = [("X-Backend", self.name.as_str())];
+        let mut checks_here = 0u64;
         while let Some(req) = read_request(&mut reader)? {
             let keep = req.keep_alive();
+            if checks_here == 0 && !*check_conn && req.path() == "/healthz" {
+                *check_conn = true;
+                self.stats.check_conns.fetch_add(1, Ordering::Relaxed);
+                self.stats.open_checks.fetch_add(1, Ordering::Relaxed);
+            }
             if req.path().starts_with("/_ctl/") {
                 let (status, body) = self.control(&req);
                 write_response(&mut &stream, status, &name_hdr, body.as_bytes(), keep)?;
             } else if req.path() == "/healthz" {
                 self.stats.checks.fetch_add(1, Ordering::Relaxed);
-                let (status, body) = match self.health() {
+                checks_here += 1;
+                let health = self.health();
+                if self.keepalive_health(health, checks_here, &stream, &mut reader)? {
+                    if !keep {
+                        let _ = stream.shutdown(std::net::Shutdown::Write);
+                        return Ok(());
+                    }
+                    continue;
+                }
+                let (status, body) = match health {
                     Health::Ok => (200, "healthy\n"),
                     Health::Fail => (503, "unhealthy\n"),
                     Health::Sick => (200, "sick\n"),
@@ -422,6 +551,7 @@ impl Backend {
                         reset(&stream);
                         return Ok(());
                     }
+                    _ => return Ok(()),
                 };
                 write_response(&mut &stream, status, &name_hdr, body.as_bytes(), keep)?;
             } else {

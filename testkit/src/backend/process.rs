@@ -157,7 +157,9 @@ impl Backend {
     }
 
     /// Sets how `/healthz` answers: `ok`, `fail` (503), `sick` (200, body
-    /// `sick`), `hang`, `reset`, `delay:MS`.
+    /// `sick`), `hang`, `reset`, `delay:MS`, and about kept connections
+    /// `closeafter`, `resetnext`, `halfclose`, `okclose`, `http10`,
+    /// `chunked` (see [`crate::backend::Health`]).
     pub fn set_health(&self, health: &str) {
         assert_eq!(self.ctl(&format!("/_ctl/health?set={health}")), health);
     }
