@@ -34,6 +34,9 @@
 /* bytes of response a check reads: status line, headers, start of body */
 #define NGX_HTTP_UPSTREAM_HA_CHECK_BUF  16384
 
+/* ... in a first buffer of this size, in the check's pool (no malloc) */
+#define NGX_HTTP_UPSTREAM_HA_CHECK_BUF0  1536
+
 
 /* ngx_http_upstream_ha_probe_t.phase */
 #define NGX_HTTP_UPSTREAM_HA_CONNECT    0
@@ -172,7 +175,7 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
         return;
     }
 
-    pool = ngx_create_pool(1024, log);
+    pool = ngx_create_pool(4096, log);
     if (pool == NULL) {
         return;
     }
@@ -469,7 +472,7 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
           + cc->uri.len + host->len;
 
     p->out = ngx_create_temp_buf(p->pool, len);
-    p->in = ngx_create_temp_buf(p->pool, NGX_HTTP_UPSTREAM_HA_CHECK_BUF);
+    p->in = ngx_create_temp_buf(p->pool, NGX_HTTP_UPSTREAM_HA_CHECK_BUF0);
 
     if (p->out == NULL || p->in == NULL) {
         ngx_http_upstream_ha_probe_fail(p, "no memory");
@@ -609,7 +612,22 @@ ngx_http_upstream_ha_probe_send(ngx_http_upstream_ha_probe_t *p)
 
     p->phase = NGX_HTTP_UPSTREAM_HA_READ;
 
-    (void) ngx_http_upstream_ha_probe_recv(p);
+    /*
+     * the answer cannot be there yet unless the read event says so: the
+     * event, active since the connection opened, tells when it is (TLS
+     * may hold bytes already read: it is asked at once)
+     */
+
+#if (NGX_HTTP_SSL)
+    if (c->ssl) {
+        (void) ngx_http_upstream_ha_probe_recv(p);
+        return;
+    }
+#endif
+
+    if (c->read->ready) {
+        (void) ngx_http_upstream_ha_probe_recv(p);
+    }
 }
 
 
@@ -619,6 +637,7 @@ static ngx_int_t
 ngx_http_upstream_ha_probe_recv(ngx_http_upstream_ha_probe_t *p)
 {
     ssize_t            n;
+    ngx_buf_t         *b;
     ngx_int_t          rc;
     ngx_connection_t  *c;
 
@@ -627,7 +646,21 @@ ngx_http_upstream_ha_probe_recv(ngx_http_upstream_ha_probe_t *p)
     for ( ;; ) {
 
         if (p->in->last == p->in->end) {
-            return ngx_http_upstream_ha_probe_verdict(p, 1);
+
+            if (p->in->end - p->in->start >= NGX_HTTP_UPSTREAM_HA_CHECK_BUF) {
+                return ngx_http_upstream_ha_probe_verdict(p, 1);
+            }
+
+            /* a long answer: the whole buffer (the verdict reparses) */
+
+            b = ngx_create_temp_buf(p->pool, NGX_HTTP_UPSTREAM_HA_CHECK_BUF);
+            if (b == NULL) {
+                ngx_http_upstream_ha_probe_fail(p, "no memory");
+                return NGX_ERROR;
+            }
+
+            b->last = ngx_cpymem(b->pos, p->in->pos, p->in->last - p->in->pos);
+            p->in = b;
         }
 
         n = c->recv(c, p->in->last, p->in->end - p->in->last);
@@ -703,7 +736,8 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
     cc = &p->hcf->check;
     s = p->in->pos;
     end = p->in->last;
-    full = (p->in->last == p->in->end);
+    full = (p->in->last == p->in->end
+            && p->in->end - p->in->start >= NGX_HTTP_UPSTREAM_HA_CHECK_BUF);
 
     rc = ngx_http_upstream_ha_parse_head(s, end, &status, &body, &length,
                                          &keep, &why);

@@ -31,7 +31,8 @@ enum End {
     Close,
     /// RST.
     Reset,
-    /// Keeps it open until the checker closes it (at most 10 s).
+    /// Keeps it open, answering each request the same way, until the
+    /// checker closes it (or 10 s without a request).
     KeepOpen,
 }
 
@@ -70,24 +71,31 @@ impl Drop for Raw {
     }
 }
 
+/// Answers `answer` to a request head; `KeepOpen`: to each one that comes
+/// on the connection (checks keep their connection after an answer read
+/// to its end), until the checker closes it.
 fn serve(mut c: TcpStream, answer: &[u8], end: End) {
     let _ = c.set_nonblocking(false);
     let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
-        match c.read(&mut buf) {
-            Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
-            _ => return,
+    // At most 100 requests on one connection (100 s of checks).
+    for _ in 0..100 {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
         }
-    }
-    if c.write_all(answer).is_err() {
-        return;
-    }
-    match end {
-        End::Close => {}
-        End::Reset => hab_testkit::backend::reset(&c),
-        End::KeepOpen => while matches!(c.read(&mut buf), Ok(n) if n > 0) {},
+        head.clear();
+        if c.write_all(answer).is_err() {
+            return;
+        }
+        match end {
+            End::Close => return,
+            End::Reset => return hab_testkit::backend::reset(&c),
+            End::KeepOpen => {}
+        }
     }
 }
 

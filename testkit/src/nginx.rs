@@ -42,7 +42,7 @@ pub use log::{now_epoch, LogEntry};
 use crate::port::port_open;
 use crate::proc::{alive, children, run_bounded, signal, wait_until};
 use crate::skip::{self, say};
-use conf::{listen_ports, render_conf};
+use conf::{listen_ports, render_conf, CONNECTIONS};
 use log::parse_log_line;
 
 /// Worker processes the e2e tests run with.
@@ -259,6 +259,8 @@ pub struct Nginx {
     killed: Vec<i32>,
     /// Whether the configuration loads the module.
     module: bool,
+    /// `worker_connections`.
+    connections: usize,
 }
 
 impl Nginx {
@@ -266,19 +268,28 @@ impl Nginx {
     /// processes; returns once every `listen` port answers and all workers
     /// run. Panics (with the error log) if that takes more than 15 s.
     pub fn start(http_block: &str, workers: usize) -> Nginx {
-        Nginx::start_with(http_block, workers, true)
+        Nginx::start_with(http_block, workers, CONNECTIONS, true)
+    }
+
+    /// Like [`Nginx::start`] with `worker_connections connections`.
+    pub fn start_connections(http_block: &str, workers: usize, connections: usize) -> Nginx {
+        Nginx::start_with(http_block, workers, connections, true)
     }
 
     /// Like [`Nginx::start`], without `load_module`: stock nginx's own
     /// balancers only, whatever [`stock_mode`] says.
     pub fn start_stock(http_block: &str, workers: usize) -> Nginx {
-        Nginx::start_with(http_block, workers, false)
+        Nginx::start_with(http_block, workers, CONNECTIONS, false)
     }
 
-    fn start_with(http_block: &str, workers: usize, module: bool) -> Nginx {
+    fn start_with(http_block: &str, workers: usize, connections: usize, module: bool) -> Nginx {
         let dir = fresh_dir("e2e");
         let conf = dir.join("nginx.conf");
-        fs::write(&conf, render_conf(&dir, http_block, workers, module)).expect("write nginx.conf");
+        fs::write(
+            &conf,
+            render_conf(&dir, http_block, workers, connections, module),
+        )
+        .expect("write nginx.conf");
         let ports = listen_ports(http_block);
         assert!(
             !ports.is_empty(),
@@ -320,6 +331,7 @@ impl Nginx {
             running: master > 0,
             killed: Vec::new(),
             module,
+            connections,
         };
         assert!(
             master > 0,
@@ -479,7 +491,13 @@ impl Nginx {
 
     /// Replaces the http block, then reloads.
     pub fn reload_with(&mut self, http_block: &str) {
-        let conf = render_conf(&self.dir, http_block, self.workers, self.module);
+        let conf = render_conf(
+            &self.dir,
+            http_block,
+            self.workers,
+            self.connections,
+            self.module,
+        );
         fs::write(&self.conf, conf).expect("write nginx.conf");
         self.ports = listen_ports(http_block);
         self.reload();
@@ -533,7 +551,7 @@ impl Nginx {
     pub fn check_detailed(http_block: &str) -> Check {
         let dir = fresh_dir("e2e");
         let conf_path = dir.join("nginx.conf");
-        let conf = render_conf(&dir, http_block, WORKERS, true);
+        let conf = render_conf(&dir, http_block, WORKERS, CONNECTIONS, true);
         fs::write(&conf_path, &conf).expect("write nginx.conf");
         let (status, stderr) = run_bounded(
             Command::new(nginx_bin())

@@ -42,9 +42,18 @@ pub(super) fn listen_ports(http_block: &str) -> Vec<u16> {
     ports
 }
 
+/// `worker_connections` unless a test asks for more.
+pub const CONNECTIONS: usize = 1024;
+
 /// The full nginx.conf around `http_block`; `module`: load the module
-/// (unless [`stock_mode`]).
-pub(super) fn render_conf(dir: &Path, http_block: &str, workers: usize, module: bool) -> String {
+/// (unless [`stock_mode`]); `connections`: `worker_connections`.
+pub(super) fn render_conf(
+    dir: &Path,
+    http_block: &str,
+    workers: usize,
+    connections: usize,
+    module: bool,
+) -> String {
     let d = dir.display();
     let (load, block) = if !module {
         (String::new(), http_block.to_owned())
@@ -65,7 +74,7 @@ error_log {d}/error.log info;
 pid {d}/nginx.pid;
 
 events {{
-    worker_connections 1024;
+    worker_connections {connections};
 }}
 
 http {{
