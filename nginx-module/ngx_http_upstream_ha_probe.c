@@ -59,7 +59,8 @@ typedef struct {
     uint32_t                            epoch;      /* the slot's */
     ngx_msec_t                          opened;
     ngx_msec_t                          used;       /* last check ended */
-    ngx_uint_t                          idle;       /* unsigned:1 */
+    unsigned                            kept:1;     /* in hcf->kept */
+    unsigned                            idle:1;     /* in the idle queue */
 } ngx_http_upstream_ha_keep_t;
 
 
@@ -1182,6 +1183,11 @@ ngx_http_upstream_ha_keep_take(ngx_http_upstream_ha_srv_conf_t *hcf,
     k = (ngx_http_upstream_ha_keep_t *) node;
     c = k->connection;
 
+    if (!k->idle) {
+        /* in use by a check of the same server still in flight */
+        return NULL;
+    }
+
     if (k->epoch != epoch
         || ngx_current_msec - k->opened >= hcf->check.keepalive
         || c->read->ready || c->read->eof || c->read->pending_eof
@@ -1191,7 +1197,8 @@ ngx_http_upstream_ha_keep_take(ngx_http_upstream_ha_srv_conf_t *hcf,
         return NULL;
     }
 
-    ngx_rbtree_delete(&hcf->kept, &k->node);
+    /* it stays in hcf->kept while in use: found again when parked */
+
     ngx_queue_remove(&k->queue);
     ngx_http_upstream_ha_nidle--;
     k->idle = 0;
@@ -1218,16 +1225,24 @@ ngx_http_upstream_ha_keep_park(ngx_http_upstream_ha_keep_t *k)
 
     /* one kept connection per server and worker */
 
-    node = hcf->kept.root;
-    sentinel = hcf->kept.sentinel;
+    if (!k->kept) {
+        node = hcf->kept.root;
+        sentinel = hcf->kept.sentinel;
 
-    while (node != sentinel && node->key != k->peer) {
-        node = (k->peer < node->key) ? node->left : node->right;
-    }
+        while (node != sentinel && node->key != k->peer) {
+            node = (k->peer < node->key) ? node->left : node->right;
+        }
 
-    if (node != sentinel) {
-        ngx_http_upstream_ha_keep_close(k);
-        return;
+        if (node != sentinel) {
+            ngx_http_upstream_ha_keep_close(k);
+            return;
+        }
+
+        /* set each time: ngx_rbtree_delete() zeroes it */
+        k->node.key = k->peer;
+
+        ngx_rbtree_insert(&hcf->kept, &k->node);
+        k->kept = 1;
     }
 
     if (k->log.handler == NULL) {
@@ -1255,10 +1270,6 @@ ngx_http_upstream_ha_keep_park(ngx_http_upstream_ha_keep_t *k)
     k->used = ngx_current_msec;
     k->idle = 1;
 
-    /* set each time: ngx_rbtree_delete() zeroes it */
-    k->node.key = k->peer;
-
-    ngx_rbtree_insert(&hcf->kept, &k->node);
     ngx_queue_insert_tail(&ngx_http_upstream_ha_idle, &k->queue);
     ngx_http_upstream_ha_nidle++;
 
@@ -1328,8 +1339,12 @@ ngx_http_upstream_ha_keep_close(ngx_http_upstream_ha_keep_t *k)
 {
     ngx_connection_t  *c;
 
-    if (k->idle) {
+    if (k->kept) {
         ngx_rbtree_delete(&k->hcf->kept, &k->node);
+        k->kept = 0;
+    }
+
+    if (k->idle) {
         ngx_queue_remove(&k->queue);
         ngx_http_upstream_ha_nidle--;
         k->idle = 0;
@@ -1363,13 +1378,11 @@ void
 ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf)
 {
     ngx_msec_t                    now, unused;
+    ngx_queue_t                  *q, *next;
     hab_slot_info                 slot;
-    ngx_rbtree_node_t            *node, *next, *sentinel;
     ngx_http_upstream_ha_keep_t  *k;
 
-    sentinel = hcf->kept.sentinel;
-
-    if (hcf->kept.root == sentinel) {
+    if (hcf->kept.root == hcf->kept.sentinel) {
         return;
     }
 
@@ -1377,11 +1390,16 @@ ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf)
     unused = 2 * (ngx_msec_t) hcf->health.interval_ms
              + hcf->health.timeout_ms;
 
-    node = ngx_rbtree_min(hcf->kept.root, sentinel);
+    for (q = ngx_queue_head(&ngx_http_upstream_ha_idle);
+         q != ngx_queue_sentinel(&ngx_http_upstream_ha_idle);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        k = ngx_queue_data(q, ngx_http_upstream_ha_keep_t, queue);
 
-    while (node) {
-        next = ngx_rbtree_next(&hcf->kept, node);
-        k = (ngx_http_upstream_ha_keep_t *) node;
+        if (k->hcf != hcf) {
+            continue;
+        }
 
         if (hab_zone_slot(hcf->zone, k->peer, &slot) != HAB_OK
             || slot.status != HAB_SLOT_LIVE
@@ -1391,8 +1409,6 @@ ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf)
         {
             ngx_http_upstream_ha_keep_close(k);
         }
-
-        node = next;
     }
 }
 
