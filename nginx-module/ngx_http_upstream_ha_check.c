@@ -33,6 +33,7 @@
 
 static char *ngx_http_upstream_ha_parse_status(ngx_conf_t *cf,
     ngx_http_upstream_ha_check_conf_t *cc, ngx_str_t *value);
+static ngx_uint_t ngx_http_upstream_ha_token(u_char *p, size_t len);
 static void ngx_http_upstream_ha_health_handler(ngx_event_t *ev);
 
 
@@ -40,7 +41,7 @@ static void ngx_http_upstream_ha_health_handler(ngx_event_t *ev);
  * ha_check [interval=2s] [jitter=0] [timeout=1s] [fails=3] [passes=2]
  *          [type=http|tcp] [uri=/] [port=N] [tls] [host=NAME]
  *          [status=200-399] [body=REGEX] [keepalive_time=60s]
- *          [mandatory [persistent]] [clear_fails];
+ *          [method=GET] [mandatory [persistent]] [clear_fails];
  */
 
 char *
@@ -253,6 +254,21 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "method=", 7) == 0) {
+            cc->method.len = value[i].len - 7;
+            cc->method.data = value[i].data + 7;
+
+            if (cc->method.len == 0 || cc->method.len > 32
+                || !ngx_http_upstream_ha_token(cc->method.data,
+                                               cc->method.len))
+            {
+                goto invalid;
+            }
+
+            typed = 1;
+            continue;
+        }
+
         if (ngx_strcmp(value[i].data, "mandatory") == 0) {
             hc->flags |= HAB_HEALTH_MANDATORY;
             continue;
@@ -282,8 +298,17 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (typed && cc->type == NGX_HTTP_UPSTREAM_HA_CHECK_TCP) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "ha_check \"uri=\", \"host=\", \"status=\", "
-                           "\"body=\" and \"keepalive_time=\" need "
-                           "type=http");
+                           "\"body=\", \"keepalive_time=\" and \"method=\" "
+                           "need type=http");
+        return NGX_CONF_ERROR;
+    }
+
+    if (cc->body_src.len && cc->method.len == 4
+        && ngx_strncmp(cc->method.data, "HEAD", 4) == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "ha_check \"body=\" cannot match the answer to "
+                           "\"method=HEAD\": it has no body");
         return NGX_CONF_ERROR;
     }
 
@@ -367,6 +392,168 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\"", value);
     return NGX_CONF_ERROR;
+}
+
+
+/* a token (RFC 9110 5.6.2): a method's or a header's name */
+
+static ngx_uint_t
+ngx_http_upstream_ha_token(u_char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if ((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z')
+            || (p[i] >= '0' && p[i] <= '9')
+            || ngx_strlchr((u_char *) "!#$%&'*+-.^_`|~",
+                           (u_char *) "!#$%&'*+-.^_`|~" + 15, p[i]))
+        {
+            continue;
+        }
+
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/*
+ * ha_check_header "Name: value"; a header line of every check request,
+ * in the order given; "Host" and "User-Agent" replace the module's own
+ */
+
+char *
+ngx_http_upstream_ha_check_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
+
+    u_char                             *colon, *v, *ve, *q, *last;
+    ngx_str_t                          *value, *h, name;
+    ngx_uint_t                          i;
+    ngx_http_upstream_ha_check_conf_t  *cc;
+
+    static ngx_str_t  reserved[] = {
+        ngx_string("Content-Length"),
+        ngx_string("Transfer-Encoding"),
+        ngx_string("Connection"),
+        ngx_string("Keep-Alive"),
+        ngx_string("TE"),
+        ngx_string("Upgrade"),
+        ngx_null_string
+    };
+
+    cc = &hcf->check;
+    value = cf->args->elts;
+
+    last = value[1].data + value[1].len;
+    colon = ngx_strlchr(value[1].data, last, ':');
+
+    if (colon == NULL || colon == value[1].data
+        || !ngx_http_upstream_ha_token(value[1].data, colon - value[1].data))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid header \"%V\": it must be "
+                           "\"Name: value\", the name a token", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data;
+    name.len = colon - value[1].data;
+
+    for (v = colon + 1; v < last && (*v == ' ' || *v == '\t'); v++) {
+        /* void */
+    }
+
+    for (ve = last; ve > v && (ve[-1] == ' ' || ve[-1] == '\t'); ve--) {
+        /* void */
+    }
+
+    for (q = v; q < ve; q++) {
+        if ((*q < 0x20 && *q != '\t') || *q == 0x7f) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid header \"%V\": a control character "
+                               "in its value", &name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (i = 0; reserved[i].len; i++) {
+        if (name.len == reserved[i].len
+            && ngx_strncasecmp(name.data, reserved[i].data, name.len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "header \"%V\" of a check is set by the "
+                               "module (ha_check_body, keepalive_time=)",
+                               &name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (name.len == 4 && ngx_strncasecmp(name.data, (u_char *) "Host", 4) == 0)
+    {
+        if (cc->host_header) {
+            return "has a second \"Host\"";
+        }
+
+        cc->host_header = 1;
+    }
+
+    if (name.len == 10
+        && ngx_strncasecmp(name.data, (u_char *) "User-Agent", 10) == 0)
+    {
+        cc->agent_header = 1;
+    }
+
+    if (cc->headers == NULL) {
+        cc->headers = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+        if (cc->headers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    h = ngx_array_push(cc->headers);
+    if (h == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* "Name: value", as it is sent */
+
+    h->len = name.len + 2 + (ve - v);
+    h->data = ngx_pnalloc(cf->pool, h->len);
+    if (h->data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    q = ngx_cpymem(h->data, name.data, name.len);
+    *q++ = ':'; *q++ = ' ';
+    ngx_memcpy(q, v, ve - v);
+
+    return NGX_CONF_OK;
+}
+
+
+/* ha_check_body "text"; the body of every check request, Content-Length set */
+
+char *
+ngx_http_upstream_ha_check_body(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
+
+    ngx_str_t  *value;
+
+    if (hcf->check.request_body_set) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    hcf->check.request_body = value[1];
+    hcf->check.request_body_set = 1;
+
+    return NGX_CONF_OK;
 }
 
 
@@ -563,6 +750,26 @@ ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
 
     hc = &hcf->health;
     us = hcf->uscf;
+
+    if ((hcf->check.headers || hcf->check.request_body_set)
+        && (!(hc->flags & HAB_HEALTH_CHECK)
+            || hcf->check.type != NGX_HTTP_UPSTREAM_HA_CHECK_HTTP))
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance upstream \"%V\": ha_check_header and "
+                      "ha_check_body need \"ha_check\" with type=http, "
+                      "in %s:%ui", &us->host, us->file_name, us->line);
+        return NGX_ERROR;
+    }
+
+    if (hcf->check.host_header && hcf->check.host.len) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "ha_balance upstream \"%V\": ha_check host= and "
+                      "ha_check_header \"Host: ...\" both set the Host "
+                      "header, in %s:%ui", &us->host, us->file_name,
+                      us->line);
+        return NGX_ERROR;
+    }
 
     if (hc->flags == 0 && hc->slow_start_ms == 0 && hc->base_ejection_ms == 0
         && hc->panic_percent == 0 && hc->queue == 0)

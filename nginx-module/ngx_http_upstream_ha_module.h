@@ -120,6 +120,14 @@ typedef struct {
 #endif
     ngx_str_t                           body_src;
     ngx_msec_t                          keepalive;  /* keepalive_time, 0: off */
+
+    /* the request: method=, ha_check_header, ha_check_body */
+    ngx_str_t                           method;     /* empty: GET */
+    ngx_array_t                        *headers;    /* of "Name: value" */
+    ngx_str_t                           request_body;
+    unsigned                            request_body_set:1;
+    unsigned                            host_header:1;  /* Host given */
+    unsigned                            agent_header:1; /* User-Agent */
 #if (NGX_HTTP_SSL)
     ngx_ssl_t                          *ssl;
 #endif
@@ -381,6 +389,10 @@ ngx_uint_t ngx_http_upstream_ha_added_live(
     ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_free_added(ngx_http_upstream_ha_srv_conf_t *hcf);
 
+char *ngx_http_upstream_ha_check_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_upstream_ha_check_body(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 char *ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_upstream_ha_slow_start(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -104,7 +104,7 @@ static ngx_int_t ngx_http_upstream_ha_probe_recv(
 static ngx_int_t ngx_http_upstream_ha_probe_verdict(
     ngx_http_upstream_ha_probe_t *p, ngx_uint_t eof);
 static ngx_int_t ngx_http_upstream_ha_probe_drained(ngx_uint_t status,
-    off_t length, u_char *body, u_char *end, ngx_uint_t eof);
+    ngx_uint_t head, off_t length, u_char *body, u_char *end, ngx_uint_t eof);
 static void ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev);
 static ngx_int_t ngx_http_upstream_ha_test_connect(ngx_connection_t *c);
 static void ngx_http_upstream_ha_probe_error(ngx_http_upstream_ha_probe_t *p,
@@ -382,11 +382,14 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
 {
     u_char                             *last;
     size_t                              len;
-    ngx_str_t                          *host;
+    ngx_str_t                          *host, *method, *headers;
+    ngx_uint_t                          i, nheaders;
     ngx_http_upstream_ha_check_conf_t  *cc;
 #if (NGX_HTTP_SSL)
     ngx_connection_t                   *c;
 #endif
+
+    static ngx_str_t  get = ngx_string("GET");
 
     cc = &p->hcf->check;
 
@@ -467,10 +470,36 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
         return;
     }
 
-    len = sizeof("GET  HTTP/1.1" CRLF "Host: " CRLF
-                 "User-Agent: ha-balancer health check" CRLF
-                 "Connection: close" CRLF CRLF) - 1
-          + cc->uri.len + host->len;
+    /*
+     * METHOD uri HTTP/1.1, Host and User-Agent unless ha_check_header
+     * gives them, the ha_check_header lines in their order,
+     * Content-Length with ha_check_body, "Connection: close" unless
+     * kept, the body
+     */
+
+    method = cc->method.len ? &cc->method : &get;
+    headers = cc->headers ? cc->headers->elts : NULL;
+    nheaders = cc->headers ? cc->headers->nelts : 0;
+
+    len = method->len + sizeof(" " " HTTP/1.1" CRLF) - 1 + cc->uri.len
+          + sizeof("Connection: close" CRLF CRLF) - 1;
+
+    if (!cc->host_header) {
+        len += sizeof("Host: " CRLF) - 1 + host->len;
+    }
+
+    if (!cc->agent_header) {
+        len += sizeof("User-Agent: ha-balancer health check" CRLF) - 1;
+    }
+
+    for (i = 0; i < nheaders; i++) {
+        len += headers[i].len + sizeof(CRLF) - 1;
+    }
+
+    if (cc->request_body_set) {
+        len += sizeof("Content-Length: " CRLF) - 1 + NGX_SIZE_T_LEN
+               + cc->request_body.len;
+    }
 
     p->out = ngx_create_temp_buf(p->pool, len);
     p->in = ngx_create_temp_buf(p->pool, NGX_HTTP_UPSTREAM_HA_CHECK_BUF0);
@@ -480,11 +509,29 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
         return;
     }
 
-    /* kept connections: no "Connection: close", HTTP/1.1 keeps */
+    last = ngx_sprintf(p->out->last, "%V %V HTTP/1.1" CRLF,
+                       method, &cc->uri);
 
-    last = ngx_sprintf(p->out->last, "GET %V HTTP/1.1" CRLF "Host: %V" CRLF
-                       "User-Agent: ha-balancer health check" CRLF,
-                       &cc->uri, host);
+    if (!cc->host_header) {
+        last = ngx_sprintf(last, "Host: %V" CRLF, host);
+    }
+
+    if (!cc->agent_header) {
+        last = ngx_cpymem(last, "User-Agent: ha-balancer health check" CRLF,
+                          sizeof("User-Agent: ha-balancer health check" CRLF)
+                          - 1);
+    }
+
+    for (i = 0; i < nheaders; i++) {
+        last = ngx_sprintf(last, "%V" CRLF, &headers[i]);
+    }
+
+    if (cc->request_body_set) {
+        last = ngx_sprintf(last, "Content-Length: %uz" CRLF,
+                           cc->request_body.len);
+    }
+
+    /* kept connections: no "Connection: close", HTTP/1.1 keeps */
 
     if (cc->keepalive == 0) {
         last = ngx_cpymem(last, "Connection: close" CRLF,
@@ -492,6 +539,12 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
     }
 
     *last++ = CR; *last++ = LF;
+
+    if (cc->request_body_set) {
+        last = ngx_cpymem(last, cc->request_body.data,
+                          cc->request_body.len);
+    }
+
     p->out->last = last;
 
     p->phase = NGX_HTTP_UPSTREAM_HA_SEND;
@@ -726,7 +779,7 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
     u_char                             *s, *end, *body, *last;
     off_t                               length;
     ngx_int_t                           rc;
-    ngx_uint_t                          i, status, ok, full, keep;
+    ngx_uint_t                          i, status, ok, full, keep, head;
     const char                         *why;
     ngx_http_upstream_ha_range_t       *r;
     ngx_http_upstream_ha_check_conf_t  *cc;
@@ -737,6 +790,8 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
     cc = &p->hcf->check;
     s = p->in->pos;
     end = p->in->last;
+    head = (cc->method.len == 4
+            && ngx_strncmp(cc->method.data, "HEAD", 4) == 0);
     full = (p->in->last == p->in->end
             && p->in->end - p->in->start >= NGX_HTTP_UPSTREAM_HA_CHECK_BUF);
 
@@ -844,8 +899,9 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
         }
 
         p->keepable = keep && cc->keepalive
-                      && ngx_http_upstream_ha_probe_drained(status, length,
-                                                            body, end, 1)
+                      && ngx_http_upstream_ha_probe_drained(status, head,
+                                                            length, body,
+                                                            end, 1)
                          == NGX_OK;
 
         ngx_http_upstream_ha_probe_finish(p, 1);
@@ -864,8 +920,8 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
      */
 
     if (keep && cc->keepalive) {
-        rc = ngx_http_upstream_ha_probe_drained(status, length, body, end,
-                                                eof || full);
+        rc = ngx_http_upstream_ha_probe_drained(status, head, length, body,
+                                                end, eof || full);
 
         if (rc == NGX_AGAIN) {
             p->decided = 1;
@@ -889,13 +945,13 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
  */
 
 static ngx_int_t
-ngx_http_upstream_ha_probe_drained(ngx_uint_t status, off_t length,
-    u_char *body, u_char *end, ngx_uint_t eof)
+ngx_http_upstream_ha_probe_drained(ngx_uint_t status, ngx_uint_t head,
+    off_t length, u_char *body, u_char *end, ngx_uint_t eof)
 {
     u_char     *last;
     ngx_int_t   rc;
 
-    if (status == 204 || status == 304) {
+    if (head || status == 204 || status == 304) {
         return (body == end) ? NGX_OK : NGX_DECLINED;
     }
 

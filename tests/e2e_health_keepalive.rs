@@ -11,11 +11,17 @@
 //! connection is never ridden; `keepalive_time=0`, `Connection: close`
 //! and HTTP/1.0 answers get a connection per check; `keepalive_time`
 //! bounds a connection's age; a server set down has its idle connection
-//! closed.
+//! closed. The check request: `method=`, `ha_check_header` and
+//! `ha_check_body`, byte for byte as a recording server received them,
+//! and their `nginx -t` errors.
 //!
 //! Time bounds come from the configuration (interval, timeout, fails)
 //! plus [`SLACK`]; every loop is bounded.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -303,4 +309,282 @@ fn idle_connections_close_when_the_server_is_set_down_and_on_reload() {
         b.stats()
     );
     assert!(ngx.crashes().is_empty());
+}
+
+/// A server on 127.0.0.1 that records the exact bytes of each request
+/// (the head, and the body its Content-Length announces) and answers
+/// `200 healthy` (keep-alive; no body to a HEAD); counts connections.
+struct Recorder {
+    port: u16,
+    requests: Arc<Mutex<Vec<Vec<u8>>>>,
+    conns: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    fn start() -> Recorder {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicU64::new(0));
+        let (reqs, n) = (Arc::clone(&requests), Arc::clone(&conns));
+        thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < until {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        n.fetch_add(1, Ordering::Relaxed);
+                        let reqs = Arc::clone(&reqs);
+                        thread::spawn(move || record(c, &reqs));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Recorder {
+            port,
+            requests,
+            conns,
+        }
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Waits for `n` requests (at most `limit`); all of them.
+    fn wait(&self, n: usize, limit: Duration) -> Vec<Vec<u8>> {
+        wait_until(limit, || self.requests.lock().unwrap().len() >= n);
+        let got = self.requests.lock().unwrap().clone();
+        assert!(got.len() >= n, "{} requests in {limit:?}", got.len());
+        got
+    }
+}
+
+fn record(mut c: TcpStream, requests: &Mutex<Vec<Vec<u8>>>) {
+    let _ = c.set_nonblocking(false);
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut got: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    // At most 1,000 requests on one connection.
+    for _ in 0..1000 {
+        let end = loop {
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 && got.len() < 65536 => got.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while got.len() < end + length.min(65536) {
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let request: Vec<u8> = got.drain(..end + length).collect();
+        requests.lock().unwrap().push(request);
+        let answer: &[u8] = if head.starts_with("head ") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nhealthy\n"
+        };
+        if c.write_all(answer).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn check_requests_carry_the_configured_method_headers_and_body() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let post = Recorder::start();
+    let head = Recorder::start();
+    let closing = Recorder::start();
+    let port = free_port();
+    let check = "ha_check interval=200ms timeout=150ms fails=2 passes=1";
+    let http = format!(
+        "    upstream post {{
+        ha_balance round_robin;
+        {check} uri=/status?full=1 method=POST;
+        ha_check_header \"X-Check:   yes  \";
+        ha_check_header \"Content-Type: application/json\";
+        ha_check_body \"{{\\\"ping\\\": true}}\\n\";
+        server {};
+    }}
+    upstream head {{
+        ha_balance round_robin;
+        ha_check_header \"Host: health.example\";
+        ha_check_header \"User-Agent: probe/1\";
+        {check} method=HEAD;
+        server {};
+    }}
+    upstream closing {{
+        ha_balance round_robin;
+        {check} uri=/ready method=OPTIONS keepalive_time=0;
+        server {};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api; }}
+    }}
+",
+        post.addr(),
+        head.addr(),
+        closing.addr()
+    );
+    let ngx = Nginx::start(&http, WORKERS);
+    let want = format!(
+        "POST /status?full=1 HTTP/1.1\r\nHost: {}\r\nUser-Agent: ha-balancer health check\r\n\
+         X-Check: yes\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n\
+         {{\"ping\": true}}\n",
+        post.addr()
+    );
+    let got = post.wait(10, twenty());
+    for r in &got {
+        assert_eq!(String::from_utf8_lossy(r), want);
+    }
+    let want = "HEAD / HTTP/1.1\r\nHost: health.example\r\nUser-Agent: probe/1\r\n\r\n";
+    for r in &head.wait(10, twenty()) {
+        assert_eq!(String::from_utf8_lossy(r), want);
+    }
+    let want =
+        "OPTIONS /ready HTTP/1.1\r\nHost: CLOSING\r\nUser-Agent: ha-balancer health check\r\n\
+                Connection: close\r\n\r\n"
+            .replace("CLOSING", &closing.addr());
+    let got = closing.wait(10, twenty());
+    for r in &got {
+        assert_eq!(String::from_utf8_lossy(r), want);
+    }
+    // A POST with a body and a HEAD (its answer announces a body it does
+    // not carry) keep their connection; keepalive_time=0 does not.
+    assert_eq!(post.conns.load(Ordering::Relaxed), 1);
+    assert_eq!(head.conns.load(Ordering::Relaxed), 1);
+    assert!(closing.conns.load(Ordering::Relaxed) + 1 >= got.len() as u64);
+    for (u, r) in [("post", &post), ("head", &head), ("closing", &closing)] {
+        assert_eq!(state(port, u, &r.addr()), "up");
+    }
+    assert_eq!(failed_checks(&ngx), Vec::<String>::new());
+    assert!(ngx.crashes().is_empty());
+}
+
+#[test]
+fn bad_check_requests_are_refused_by_nginx_t() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let conf = |lines: &str| {
+        format!(
+            "    upstream up {{
+        ha_balance round_robin;
+{lines}
+        server 127.0.0.1:1;
+    }}
+    server {{
+        listen 127.0.0.1:1;
+        location / {{ proxy_pass http://up; }}
+    }}
+"
+        )
+    };
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "ha_check method=;",
+            "ha_check",
+            &["invalid parameter \"method=\""],
+        ),
+        (
+            "ha_check method=G(T;",
+            "ha_check",
+            &["invalid parameter \"method=G(T\""],
+        ),
+        (
+            "ha_check type=tcp method=POST;",
+            "ha_check",
+            &["need type=http"],
+        ),
+        (
+            "ha_check method=HEAD body=ok;",
+            "ha_check",
+            &["\"body=\" cannot match the answer to \"method=HEAD\""],
+        ),
+        (
+            "ha_check;\n        ha_check_header \"NoColon\";",
+            "ha_check_header",
+            &["invalid header \"NoColon\""],
+        ),
+        (
+            "ha_check;\n        ha_check_header \"Bad Name: x\";",
+            "ha_check_header",
+            &["invalid header \"Bad Name: x\""],
+        ),
+        (
+            "ha_check;\n        ha_check_header \"X-A: one\\ntwo\";",
+            "ha_check_header",
+            &["invalid header \"X-A\"", "control character"],
+        ),
+        (
+            "ha_check;\n        ha_check_header \"Content-Length: 3\";",
+            "ha_check_header",
+            &["header \"Content-Length\" of a check is set by the module"],
+        ),
+        (
+            "ha_check;\n        ha_check_header \"connection: close\";",
+            "ha_check_header",
+            &["header \"connection\" of a check is set by the module"],
+        ),
+        (
+            "ha_check;\n        ha_check_header \"Host: a\";\n        ha_check_header \"host: b\";",
+            "host: b",
+            &["has a second \"Host\""],
+        ),
+        (
+            "ha_check;\n        ha_check_body \"a\";\n        ha_check_body \"b\";",
+            "ha_check_body \"b\"",
+            &["\"ha_check_body\" directive is duplicate"],
+        ),
+        (
+            "ha_check type=tcp;\n        ha_check_body \"a\";",
+            "upstream up {",
+            &["ha_check_header and ha_check_body need \"ha_check\" with type=http"],
+        ),
+        (
+            "ha_check_header \"X-A: b\";",
+            "upstream up {",
+            &["ha_check_header and ha_check_body need \"ha_check\" with type=http"],
+        ),
+        (
+            "ha_check host=a.example;\n        ha_check_header \"Host: b.example\";",
+            "upstream up {",
+            &["host= and ha_check_header \"Host: ...\" both set the Host header"],
+        ),
+        (
+            "ha_check keepalive_time=x;",
+            "ha_check",
+            &["\"keepalive_time=x\""],
+        ),
+        (
+            "ha_check type=tcp keepalive_time=5s;",
+            "ha_check",
+            &["need type=http"],
+        ),
+    ];
+    for (lines, needle, mentions) in cases {
+        Nginx::check_detailed(&conf(lines)).assert_emerg(needle, mentions);
+    }
+    let c = Nginx::check_detailed(&conf(
+        "ha_check method=PUT keepalive_time=0;\n        ha_check_header \"X-A: b\";\n        \
+         ha_check_body \"\";",
+    ));
+    assert!(c.ok, "{}", c.stderr);
 }
