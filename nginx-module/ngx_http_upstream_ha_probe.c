@@ -81,11 +81,19 @@ typedef struct {
     ngx_str_t                           server;
     ngx_uint_t                          phase;
     ngx_uint_t                          status;
+    ngx_msec_t                          start;
+    ngx_err_t                           err;        /* connect()'s */
     unsigned                            reused:1;   /* a kept connection */
     unsigned                            decided:1;  /* passed; body drains */
     unsigned                            keepable:1; /* read to its end */
     u_char                              why[64];
 } ngx_http_upstream_ha_probe_t;
+
+
+typedef struct {
+    ngx_str_t                           why;
+    uint32_t                            reason;
+} ngx_http_upstream_ha_reason_t;
 
 
 static void ngx_http_upstream_ha_probe_connect(
@@ -106,7 +114,10 @@ static ngx_int_t ngx_http_upstream_ha_probe_verdict(
 static ngx_int_t ngx_http_upstream_ha_probe_drained(ngx_uint_t status,
     ngx_uint_t head, off_t length, u_char *body, u_char *end, ngx_uint_t eof);
 static void ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev);
-static ngx_int_t ngx_http_upstream_ha_test_connect(ngx_connection_t *c);
+static ngx_int_t ngx_http_upstream_ha_test_connect(
+    ngx_http_upstream_ha_probe_t *p, ngx_connection_t *c);
+static uint32_t ngx_http_upstream_ha_probe_reason(
+    ngx_http_upstream_ha_probe_t *p);
 static void ngx_http_upstream_ha_probe_error(ngx_http_upstream_ha_probe_t *p,
     const char *why);
 static void ngx_http_upstream_ha_probe_fail(ngx_http_upstream_ha_probe_t *p,
@@ -123,6 +134,34 @@ static void ngx_http_upstream_ha_keep_dummy_handler(ngx_event_t *ev);
 static void ngx_http_upstream_ha_keep_close(ngx_http_upstream_ha_keep_t *k);
 static u_char *ngx_http_upstream_ha_keep_log_error(ngx_log_t *log,
     u_char *buf, size_t len);
+
+
+/*
+ * The failed checks' texts (logged) and reasons (kept for the API), in
+ * one place; "status N" is HAB_CHECK_REASON_STATUS
+ */
+
+static ngx_http_upstream_ha_reason_t  ngx_http_upstream_ha_reasons[] = {
+    { ngx_string("connect() failed"), HAB_CHECK_REASON_CONNECT_ERROR },
+    { ngx_string("timed out"), HAB_CHECK_REASON_TIMEOUT },
+    { ngx_string("send() failed"), HAB_CHECK_REASON_SEND_FAILED },
+    { ngx_string("recv() failed"), HAB_CHECK_REASON_RECV_FAILED },
+    { ngx_string("no response"), HAB_CHECK_REASON_NO_RESPONSE },
+    { ngx_string("incomplete header"), HAB_CHECK_REASON_INCOMPLETE_HEADER },
+    { ngx_string("invalid status line"),
+      HAB_CHECK_REASON_INVALID_STATUS_LINE },
+    { ngx_string("invalid header"), HAB_CHECK_REASON_INVALID_HEADER },
+    { ngx_string("invalid Content-Length"),
+      HAB_CHECK_REASON_INVALID_CONTENT_LENGTH },
+    { ngx_string("invalid chunked body"),
+      HAB_CHECK_REASON_INVALID_CHUNKED_BODY },
+    { ngx_string("incomplete body"), HAB_CHECK_REASON_INCOMPLETE_BODY },
+    { ngx_string("body does not match"), HAB_CHECK_REASON_BODY_MISMATCH },
+    { ngx_string("TLS setup failed"), HAB_CHECK_REASON_TLS },
+    { ngx_string("TLS SNI failed"), HAB_CHECK_REASON_TLS },
+    { ngx_string("TLS handshake failed"), HAB_CHECK_REASON_TLS },
+    { ngx_null_string, 0 }
+};
 
 
 /* checks in flight in this worker, all upstreams */
@@ -198,6 +237,7 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
     p->pool = pool;
     p->peer = peer;
     p->epoch = slot.epoch;
+    p->start = ngx_current_msec;
     p->deadline = ngx_current_msec + hcf->health.timeout_ms;
 
     p->name = addr.name;
@@ -313,6 +353,7 @@ ngx_http_upstream_ha_probe_connect(ngx_http_upstream_ha_probe_t *p)
     rc = ngx_event_connect_peer(&p->pc);
 
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        p->err = ngx_socket_errno;
         ngx_http_upstream_ha_probe_fail(p, "connect() failed");
         return;
     }
@@ -587,7 +628,7 @@ ngx_http_upstream_ha_probe_write(ngx_event_t *wev)
 
     case NGX_HTTP_UPSTREAM_HA_CONNECT:
 
-        if (ngx_http_upstream_ha_test_connect(c) != NGX_OK) {
+        if (ngx_http_upstream_ha_test_connect(p, c) != NGX_OK) {
             ngx_http_upstream_ha_probe_fail(p, "connect() failed");
             return;
         }
@@ -620,7 +661,7 @@ ngx_http_upstream_ha_probe_read(ngx_event_t *rev)
 
         /* a refused connection can be told by a read event first */
 
-        if (ngx_http_upstream_ha_test_connect(c) != NGX_OK) {
+        if (ngx_http_upstream_ha_test_connect(p, c) != NGX_OK) {
             ngx_http_upstream_ha_probe_fail(p, "connect() failed");
         }
 
@@ -1023,7 +1064,8 @@ ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev)
 
 
 static ngx_int_t
-ngx_http_upstream_ha_test_connect(ngx_connection_t *c)
+ngx_http_upstream_ha_test_connect(ngx_http_upstream_ha_probe_t *p,
+    ngx_connection_t *c)
 {
     int        err;
     socklen_t  len;
@@ -1048,6 +1090,7 @@ ngx_http_upstream_ha_test_connect(ngx_connection_t *c)
     }
 
     if (err) {
+        p->err = err;
         (void) ngx_connection_error(c, err, "connect() failed");
         return NGX_ERROR;
     }
@@ -1109,6 +1152,7 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
     ngx_int_t passed)
 {
     hab_result                        rc;
+    hab_check_result                  result;
     hab_check_report                  report;
     ngx_http_upstream_ha_keep_t      *k;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
@@ -1142,8 +1186,15 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
     if (passed != NGX_DECLINED) {
         ngx_memzero(&report, sizeof(hab_check_report));
 
+        result.passed = passed ? 1 : 0;
+        result.reason = passed ? HAB_CHECK_REASON_PASSED
+                               : ngx_http_upstream_ha_probe_reason(p);
+        result.status = (uint32_t) p->status;
+        result.duration_ms = (uint32_t) ngx_min(ngx_current_msec - p->start,
+                                                0xffffffff);
+
         rc = hab_check_done(hcf->zone, p->peer, p->epoch, hcf->slot,
-                            passed ? 1 : 0, ngx_current_msec, &report);
+                            &result, ngx_current_msec, &report);
 
         if (rc != HAB_OK) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
@@ -1196,6 +1247,41 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
     }
 
     ngx_destroy_pool(p->pool);
+}
+
+
+/* the reason of a failed check, from its text */
+
+static uint32_t
+ngx_http_upstream_ha_probe_reason(ngx_http_upstream_ha_probe_t *p)
+{
+    size_t       len;
+    ngx_uint_t   i;
+
+    len = ngx_strlen(p->why);
+
+    if (len > 7 && ngx_strncmp(p->why, "status ", 7) == 0) {
+        return HAB_CHECK_REASON_STATUS;
+    }
+
+    for (i = 0; ngx_http_upstream_ha_reasons[i].why.len; i++) {
+        if (len == ngx_http_upstream_ha_reasons[i].why.len
+            && ngx_strncmp(p->why, ngx_http_upstream_ha_reasons[i].why.data,
+                           len)
+               == 0)
+        {
+            if (ngx_http_upstream_ha_reasons[i].reason
+                    == HAB_CHECK_REASON_CONNECT_ERROR
+                && p->err == NGX_ECONNREFUSED)
+            {
+                return HAB_CHECK_REASON_CONNECT_REFUSED;
+            }
+
+            return ngx_http_upstream_ha_reasons[i].reason;
+        }
+    }
+
+    return HAB_CHECK_REASON_INTERNAL;
 }
 
 

@@ -130,6 +130,12 @@ fn structs_match_the_header() {
         total,
         reserved
     });
+    same_layout!(hab_check_result {
+        passed,
+        reason,
+        status,
+        duration_ms
+    });
     same_layout!(hab_check_report {
         transition,
         rise,
@@ -421,6 +427,63 @@ fn constants_match_the_header() {
         (sys::HAB_CHECK_UP, rs::HAB_CHECK_UP),
         (sys::HAB_CHECK_HEALTHY, rs::HAB_CHECK_HEALTHY),
         (sys::HAB_CHECK_UNHEALTHY, rs::HAB_CHECK_UNHEALTHY),
+        (sys::HAB_CHECK_REASON_NONE, rs::HAB_CHECK_REASON_NONE),
+        (sys::HAB_CHECK_REASON_PASSED, rs::HAB_CHECK_REASON_PASSED),
+        (
+            sys::HAB_CHECK_REASON_CONNECT_REFUSED,
+            rs::HAB_CHECK_REASON_CONNECT_REFUSED,
+        ),
+        (
+            sys::HAB_CHECK_REASON_CONNECT_ERROR,
+            rs::HAB_CHECK_REASON_CONNECT_ERROR,
+        ),
+        (sys::HAB_CHECK_REASON_TIMEOUT, rs::HAB_CHECK_REASON_TIMEOUT),
+        (
+            sys::HAB_CHECK_REASON_SEND_FAILED,
+            rs::HAB_CHECK_REASON_SEND_FAILED,
+        ),
+        (
+            sys::HAB_CHECK_REASON_RECV_FAILED,
+            rs::HAB_CHECK_REASON_RECV_FAILED,
+        ),
+        (
+            sys::HAB_CHECK_REASON_NO_RESPONSE,
+            rs::HAB_CHECK_REASON_NO_RESPONSE,
+        ),
+        (
+            sys::HAB_CHECK_REASON_INCOMPLETE_HEADER,
+            rs::HAB_CHECK_REASON_INCOMPLETE_HEADER,
+        ),
+        (
+            sys::HAB_CHECK_REASON_INVALID_STATUS_LINE,
+            rs::HAB_CHECK_REASON_INVALID_STATUS_LINE,
+        ),
+        (
+            sys::HAB_CHECK_REASON_INVALID_HEADER,
+            rs::HAB_CHECK_REASON_INVALID_HEADER,
+        ),
+        (
+            sys::HAB_CHECK_REASON_INVALID_CONTENT_LENGTH,
+            rs::HAB_CHECK_REASON_INVALID_CONTENT_LENGTH,
+        ),
+        (sys::HAB_CHECK_REASON_STATUS, rs::HAB_CHECK_REASON_STATUS),
+        (
+            sys::HAB_CHECK_REASON_INVALID_CHUNKED_BODY,
+            rs::HAB_CHECK_REASON_INVALID_CHUNKED_BODY,
+        ),
+        (
+            sys::HAB_CHECK_REASON_INCOMPLETE_BODY,
+            rs::HAB_CHECK_REASON_INCOMPLETE_BODY,
+        ),
+        (
+            sys::HAB_CHECK_REASON_BODY_MISMATCH,
+            rs::HAB_CHECK_REASON_BODY_MISMATCH,
+        ),
+        (sys::HAB_CHECK_REASON_TLS, rs::HAB_CHECK_REASON_TLS),
+        (
+            sys::HAB_CHECK_REASON_INTERNAL,
+            rs::HAB_CHECK_REASON_INTERNAL,
+        ),
         (sys::HAB_NO_PEER, rs::HAB_NO_PEER),
         (sys::HAB_POSITION_NONE, rs::HAB_POSITION_NONE),
         (

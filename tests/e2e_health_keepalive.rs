@@ -588,3 +588,112 @@ fn bad_check_requests_are_refused_by_nginx_t() {
     ));
     assert!(c.ok, "{}", c.stderr);
 }
+
+/// The API's `health_checks` object of `addr` in `upstream`.
+fn checks_of(port: u16, upstream: &str, addr: &str) -> serde_json::Value {
+    api_peers(port, upstream)
+        .into_iter()
+        .find(|p| p["server"] == addr)
+        .map(|p| p["health_checks"].clone())
+        .unwrap_or_else(|| panic!("{addr} not in {upstream}"))
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn the_last_checks_result_reason_and_duration_are_shown() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let ok = Backend::start("ok");
+    let failing = Backend::start("failing");
+    failing.set_health("fail");
+    let hanging = Backend::start("hanging");
+    hanging.set_health("hang");
+    let refused = hab_testkit::port::refused_addr();
+    let port = free_port();
+    let start = wall_ms();
+    let http = format!(
+        "    upstream app {{
+        ha_balance round_robin;
+        ha_check interval=300ms timeout=200ms fails=1 passes=1 uri=/healthz;
+        server {};
+        server {};
+        server {};
+        server {refused};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api; }}
+    }}
+",
+        ok.addr(),
+        failing.addr(),
+        hanging.addr()
+    );
+    let ngx = Nginx::start(&http, WORKERS);
+    // (server, result, reason, duration at least, at most): a timeout
+    // lasts the timeout (200 ms) and less than the timeout and a tick.
+    let want: [(String, &str, &str, u64, u64); 4] = [
+        (ok.addr(), "passed", "passed", 0, 150),
+        (failing.addr(), "failed", "status 503", 0, 150),
+        (hanging.addr(), "failed", "timeout", 200, 600),
+        (refused.clone(), "failed", "connection refused", 0, 150),
+    ];
+    for (addr, result, reason, lo, hi) in &want {
+        let mut c = serde_json::Value::Null;
+        let seen = wait_until(twenty(), || {
+            c = checks_of(port, "app", addr);
+            c["checks"].as_u64().unwrap_or(0) >= 2 && c["last_reason"] == *reason
+        });
+        assert!(seen, "{addr}: want {reason:?}: {c}");
+        assert_eq!(c["last_result"], *result, "{addr}: {c}");
+        assert_eq!(c["last_passed"], *result == "passed", "{addr}: {c}");
+        let d = c["last_duration"].as_u64().expect("last_duration");
+        assert!((*lo..=*hi).contains(&d), "{addr}: duration {d} ms: {c}");
+        let at = c["last_check"].as_u64().expect("last_check");
+        assert!(
+            at >= start && at <= wall_ms() + 1000,
+            "{addr}: last_check {at}, test started {start}: {c}"
+        );
+    }
+    // Prometheus: the last duration, in seconds.
+    let m = hab_testkit::http::get(port, "/api/metrics")
+        .expect("metrics")
+        .text();
+    let line = |addr: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("ha_upstream_server_health_checks_last_duration_seconds{")
+                    && l.contains(&format!("server=\"{addr}\""))
+            })
+            .unwrap_or_else(|| panic!("no last_duration_seconds for {addr}:\n{m}"))
+            .to_owned()
+    };
+    let secs: f64 = line(&hanging.addr())
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("a number");
+    assert!((0.2..=0.6).contains(&secs), "{secs} s");
+    assert!(m.contains("# TYPE ha_upstream_server_health_checks_last_duration_seconds gauge"));
+    line(&ok.addr());
+    // A server that recovers: passed again, its reason with it.
+    failing.set_health("ok");
+    let mut c = serde_json::Value::Null;
+    assert!(
+        wait_until(twenty(), || {
+            c = checks_of(port, "app", &failing.addr());
+            c["last_result"] == "passed"
+        }),
+        "{c}"
+    );
+    assert_eq!(c["last_reason"], "passed");
+    assert!(ngx.crashes().is_empty());
+}

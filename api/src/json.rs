@@ -227,6 +227,49 @@ pub struct HealthChecks {
     pub rise: u32,
     /// Consecutive failed checks (ours; HAProxy's `fall`).
     pub fall: u32,
+    /// The last check's verdict, `passed` or `failed` (absent before the
+    /// first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_result: Option<CheckResult>,
+    /// Why the last check ended as it did: `"status 503"`, `"timeout"`,
+    /// `"connection refused"`, `"passed"`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reason: Option<CheckReasonText>,
+    /// How long the last check took, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_duration: Option<u64>,
+    /// When the last check ended, ms since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<u64>,
+}
+
+/// A check's verdict.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckResult {
+    /// It passed.
+    Passed,
+    /// It failed.
+    Failed,
+}
+
+/// A check's reason, written as a short text (`"status 503"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckReasonText(pub hab_core::health::check::CheckDetail);
+
+impl Serialize for CheckReasonText {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_str(&self.0.text())
+    }
+}
+
+impl<'de> Deserialize<'de> for CheckReasonText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        hab_core::health::check::CheckDetail::parse(&text)
+            .map(CheckReasonText)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown check reason {text:?}")))
+    }
 }
 
 /// An upstream's table of learnt sessions (`ha_sticky learn`), as
@@ -434,6 +477,16 @@ pub fn server<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock) -> Server<'a> 
             last_passed: c.last_passed,
             rise: c.rise,
             fall: c.fall,
+            last_result: c.last_passed.map(|p| {
+                if p {
+                    CheckResult::Passed
+                } else {
+                    CheckResult::Failed
+                }
+            }),
+            last_reason: c.last.map(CheckReasonText),
+            last_duration: c.last.map(|d| u64::from(d.duration_ms)),
+            last_check: c.last_ms.map(|t| clock.date(t).0),
         }),
         ejected_until: v.ejected_until_ms.map(|t| clock.date(t)),
         slow_start: v.slow_start_percent,

@@ -227,6 +227,16 @@ const FAMILIES: &[Family] = &[
         }),
     },
     Family {
+        name: "ha_upstream_server_health_checks_last_duration_seconds",
+        kind: "gauge",
+        help: "How long the last health check took",
+        value: Value::One(|s| {
+            s.checks
+                .and_then(|c| c.last)
+                .map(|d| Num::Millis(u64::from(d.duration_ms)))
+        }),
+    },
+    Family {
         name: "ha_upstream_server_header_time",
         kind: "gauge",
         help: "Average time to the response header, milliseconds",

@@ -760,6 +760,36 @@ hab_result hab_queue_stats_get(const hab_zone *zone, hab_queue_stats *out);
 #define HAB_CHECK_UNHEALTHY  3u   /* failed "fails" in a row (or the first) */
 
 
+/* hab_check_result.reason: why a check ended as it did (never reused) */
+#define HAB_CHECK_REASON_NONE                    0u   /* not told */
+#define HAB_CHECK_REASON_PASSED                  1u
+#define HAB_CHECK_REASON_CONNECT_REFUSED         2u
+#define HAB_CHECK_REASON_CONNECT_ERROR           3u
+#define HAB_CHECK_REASON_TIMEOUT                 4u
+#define HAB_CHECK_REASON_SEND_FAILED             5u
+#define HAB_CHECK_REASON_RECV_FAILED             6u   /* a reset */
+#define HAB_CHECK_REASON_NO_RESPONSE             7u
+#define HAB_CHECK_REASON_INCOMPLETE_HEADER       8u
+#define HAB_CHECK_REASON_INVALID_STATUS_LINE     9u
+#define HAB_CHECK_REASON_INVALID_HEADER          10u
+#define HAB_CHECK_REASON_INVALID_CONTENT_LENGTH  11u
+#define HAB_CHECK_REASON_STATUS                  12u  /* status: which */
+#define HAB_CHECK_REASON_INVALID_CHUNKED_BODY    13u
+#define HAB_CHECK_REASON_INCOMPLETE_BODY         14u
+#define HAB_CHECK_REASON_BODY_MISMATCH           15u
+#define HAB_CHECK_REASON_TLS                     16u
+#define HAB_CHECK_REASON_INTERNAL                17u  /* the prober's own */
+
+
+/* One check's verdict and how it went. */
+typedef struct hab_check_result {
+    uint32_t          passed;      /* non-zero: passed */
+    uint32_t          reason;      /* HAB_CHECK_REASON_* */
+    uint32_t          status;      /* the answer's HTTP status, 0: none */
+    uint32_t          duration_ms; /* from its start to its verdict */
+} hab_check_result;
+
+
 typedef struct hab_check_report {
     uint32_t          transition; /* HAB_CHECK_* */
     uint32_t          rise;       /* consecutive passes */
@@ -782,15 +812,16 @@ hab_result hab_check_claim(hab_zone *zone, uint32_t worker, uint32_t workers,
     size_t cap, size_t *out_n, uint64_t *out_next_ms);
 
 /*
- * The result of a check of peer that ended at now_ms (passed: non-zero).
- * epoch is the slot's epoch when the check started (hab_zone_slot()): if
+ * The result of a check of peer that ended at now_ms: its verdict and,
+ * kept for the API, its reason, status and duration (an unknown reason:
+ * HAB_INVALID_ARGUMENT).  epoch is the slot's epoch when the check started (hab_zone_slot()): if
  * the slot has been given to another server since, the verdict is dropped
  * (HAB_OK, transition HAB_CHECK_NONE).  Only LIVE slots are ever claimed.
  * slot is the calling worker's ledger slot (hab_zone_claim_slot()), or
  * HAB_NO_SLOT: it keeps a slot from being reused while the verdict writes.
  */
 hab_result hab_check_done(hab_zone *zone, uint32_t peer, uint32_t epoch,
-    uint32_t slot, uint32_t passed, uint64_t now_ms,
+    uint32_t slot, const hab_check_result *result, uint64_t now_ms,
     hab_check_report *out_report);
 
 /*

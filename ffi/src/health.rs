@@ -1,6 +1,6 @@
 //! Health: the health directives, active checks, and the health timer
 
-use hab_core::health::check::CheckTransition;
+use hab_core::health::check::{CheckDetail, CheckReason, CheckTransition};
 use hab_core::health::panic::{PanicChange, PanicReport};
 use hab_core::spec::HealthSpec;
 
@@ -125,6 +125,57 @@ pub const HAB_CHECK_HEALTHY: u32 = 2;
 /// `hab_check_report.transition`: the server turned unhealthy.
 pub const HAB_CHECK_UNHEALTHY: u32 = 3;
 
+/// `hab_check_result.reason`: not told.
+pub const HAB_CHECK_REASON_NONE: u32 = CheckReason::None as u32;
+/// `hab_check_result.reason`: the check passed.
+pub const HAB_CHECK_REASON_PASSED: u32 = CheckReason::Passed as u32;
+/// `hab_check_result.reason`: the connection was refused.
+pub const HAB_CHECK_REASON_CONNECT_REFUSED: u32 = CheckReason::ConnectRefused as u32;
+/// `hab_check_result.reason`: the connection failed otherwise.
+pub const HAB_CHECK_REASON_CONNECT_ERROR: u32 = CheckReason::ConnectError as u32;
+/// `hab_check_result.reason`: no verdict within the timeout.
+pub const HAB_CHECK_REASON_TIMEOUT: u32 = CheckReason::Timeout as u32;
+/// `hab_check_result.reason`: sending the request failed.
+pub const HAB_CHECK_REASON_SEND_FAILED: u32 = CheckReason::SendFailed as u32;
+/// `hab_check_result.reason`: reading the answer failed (a reset).
+pub const HAB_CHECK_REASON_RECV_FAILED: u32 = CheckReason::RecvFailed as u32;
+/// `hab_check_result.reason`: closed without a byte of answer.
+pub const HAB_CHECK_REASON_NO_RESPONSE: u32 = CheckReason::NoResponse as u32;
+/// `hab_check_result.reason`: closed within the head.
+pub const HAB_CHECK_REASON_INCOMPLETE_HEADER: u32 = CheckReason::IncompleteHeader as u32;
+/// `hab_check_result.reason`: a malformed status line.
+pub const HAB_CHECK_REASON_INVALID_STATUS_LINE: u32 = CheckReason::InvalidStatusLine as u32;
+/// `hab_check_result.reason`: a malformed header line.
+pub const HAB_CHECK_REASON_INVALID_HEADER: u32 = CheckReason::InvalidHeader as u32;
+/// `hab_check_result.reason`: an invalid or doubled Content-Length.
+pub const HAB_CHECK_REASON_INVALID_CONTENT_LENGTH: u32 = CheckReason::InvalidContentLength as u32;
+/// `hab_check_result.reason`: a status not passing (in `status`).
+pub const HAB_CHECK_REASON_STATUS: u32 = CheckReason::Status as u32;
+/// `hab_check_result.reason`: a malformed chunked body.
+pub const HAB_CHECK_REASON_INVALID_CHUNKED_BODY: u32 = CheckReason::InvalidChunkedBody as u32;
+/// `hab_check_result.reason`: closed within the body.
+pub const HAB_CHECK_REASON_INCOMPLETE_BODY: u32 = CheckReason::IncompleteBody as u32;
+/// `hab_check_result.reason`: the body did not match.
+pub const HAB_CHECK_REASON_BODY_MISMATCH: u32 = CheckReason::BodyMismatch as u32;
+/// `hab_check_result.reason`: TLS setup or handshake failed.
+pub const HAB_CHECK_REASON_TLS: u32 = CheckReason::Tls as u32;
+/// `hab_check_result.reason`: the prober itself failed.
+pub const HAB_CHECK_REASON_INTERNAL: u32 = CheckReason::Internal as u32;
+
+/// One check's verdict and how it went.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct hab_check_result {
+    /// Non-zero: it passed.
+    pub passed: u32,
+    /// `HAB_CHECK_REASON_*`.
+    pub reason: u32,
+    /// The answer's HTTP status, 0 without one (kept up to 65535).
+    pub status: u32,
+    /// From its start to its verdict, ms.
+    pub duration_ms: u32,
+}
+
 /// What a check result did.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -200,32 +251,45 @@ pub unsafe extern "C" fn hab_check_claim(
 }
 
 /// Records the result of a check of `peer` that ended at `now_ms`
-/// (`passed` non-zero: it passed), started when the slot's epoch was
-/// `epoch`, by the worker of ledger slot `slot` ([`crate::HAB_NO_SLOT`]
-/// for none):
+/// (`result`: its verdict, reason, status and duration), started when the
+/// slot's epoch was `epoch`, by the worker of ledger slot `slot`
+/// ([`crate::HAB_NO_SLOT`] for none):
 /// dropped (no transition) if the slot was reused since.
+/// [`HAB_INVALID_ARGUMENT`] for an unknown reason.
 ///
 /// # Safety
 ///
-/// `z` a valid zone handle; `out_report` NULL or writable.
+/// `z` a valid zone handle; `result` readable; `out_report` NULL or
+/// writable.
 #[no_mangle]
 pub unsafe extern "C" fn hab_check_done(
     z: *mut hab_zone,
     peer: u32,
     epoch: u32,
     slot: u32,
-    passed: u32,
+    result: *const hab_check_result,
     now_ms: u64,
     out_report: *mut hab_check_report,
 ) -> hab_result {
     guard(|| {
-        if z.is_null() {
+        if z.is_null() || result.is_null() {
             return HAB_NULL_PARAMETER;
         }
+        // SAFETY: non-NULL, readable (caller contract).
+        let result = unsafe { result.read() };
+        let Some(reason) = CheckReason::from_u32(result.reason) else {
+            return HAB_INVALID_ARGUMENT;
+        };
+        let detail = CheckDetail {
+            reason,
+            status: result.status.min(u32::from(u16::MAX)) as u16,
+            duration_ms: result.duration_ms,
+        };
+        let passed = result.passed != 0;
         // SAFETY: a valid handle (caller contract).
         let z = unsafe { zone_of(z) };
         let ledger = (slot != crate::HAB_NO_SLOT).then_some(slot);
-        match z.check_done_epoch(peer as usize, epoch, ledger, passed != 0, now_ms) {
+        match z.check_done_detail(peer as usize, epoch, ledger, passed, detail, now_ms) {
             Ok(r) => {
                 if !out_report.is_null() {
                     let transition = match r.transition {

@@ -170,6 +170,7 @@ dynamic_zone(void)
     hab_slot_info        info;
     hab_peer_conf        peers[3];
     hab_check_report     check;
+    hab_check_result     result;
     hab_upstream_conf    conf, list;
     hab_resolve_report   rep;
 
@@ -267,8 +268,18 @@ dynamic_zone(void)
           && info.status == HAB_SLOT_RETIRING);
     CHECK(api(t, HAB_API_GET, "upstreams/app/servers/2", "", 0) == 404);
     CHECK(api(t, HAB_API_GET, "upstreams/app/servers/3", "", 0) == 200);
-    CHECK(hab_check_done(t, 1, info.epoch + 1, HAB_NO_SLOT, 1, 0, &check) == HAB_OK
+    result.passed = 1;
+    result.reason = HAB_CHECK_REASON_PASSED;
+    result.status = 200;
+    result.duration_ms = 3;
+    CHECK(hab_check_done(t, 1, info.epoch + 1, HAB_NO_SLOT, &result, 0, &check)
+          == HAB_OK
           && check.transition == HAB_CHECK_NONE);
+    result.reason = 18;
+    CHECK(hab_check_done(t, 1, info.epoch, HAB_NO_SLOT, &result, 0, &check)
+          == HAB_INVALID_ARGUMENT);
+    CHECK(hab_check_done(t, 1, info.epoch, HAB_NO_SLOT, NULL, 0, &check)
+          == HAB_NULL_PARAMETER);
 
     free(pool);
     free(mem);

@@ -74,6 +74,157 @@ pub struct CheckReport {
     pub panic: PanicReport,
 }
 
+/// Why a check ended as it did, as its health row keeps it (the C ABI's
+/// `HAB_CHECK_REASON_*`: the same numbers, never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u16)]
+pub enum CheckReason {
+    /// No check yet, or a prober that did not say.
+    #[default]
+    None = 0,
+    /// The check passed.
+    Passed = 1,
+    /// The server refused the connection.
+    ConnectRefused = 2,
+    /// The connection failed otherwise (unreachable, reset while opening).
+    ConnectError = 3,
+    /// No verdict within the check's timeout.
+    Timeout = 4,
+    /// Sending the request failed.
+    SendFailed = 5,
+    /// Reading the answer failed (a reset).
+    RecvFailed = 6,
+    /// The server closed the connection without a byte of answer.
+    NoResponse = 7,
+    /// The server closed the connection within the head.
+    IncompleteHeader = 8,
+    /// A malformed status line.
+    InvalidStatusLine = 9,
+    /// A malformed header line.
+    InvalidHeader = 10,
+    /// An invalid or doubled Content-Length.
+    InvalidContentLength = 11,
+    /// A status outside the passing ones (the status kept beside).
+    Status = 12,
+    /// A malformed chunked body.
+    InvalidChunkedBody = 13,
+    /// The server closed the connection within the body.
+    IncompleteBody = 14,
+    /// The body did not match `body=`.
+    BodyMismatch = 15,
+    /// TLS setup or handshake failed.
+    Tls = 16,
+    /// The prober itself failed (out of memory, a regex error).
+    Internal = 17,
+}
+
+impl CheckReason {
+    /// Every reason, by number.
+    const ALL: [CheckReason; 18] = [
+        CheckReason::None,
+        CheckReason::Passed,
+        CheckReason::ConnectRefused,
+        CheckReason::ConnectError,
+        CheckReason::Timeout,
+        CheckReason::SendFailed,
+        CheckReason::RecvFailed,
+        CheckReason::NoResponse,
+        CheckReason::IncompleteHeader,
+        CheckReason::InvalidStatusLine,
+        CheckReason::InvalidHeader,
+        CheckReason::InvalidContentLength,
+        CheckReason::Status,
+        CheckReason::InvalidChunkedBody,
+        CheckReason::IncompleteBody,
+        CheckReason::BodyMismatch,
+        CheckReason::Tls,
+        CheckReason::Internal,
+    ];
+
+    /// The reason numbered `n`; `None` for an unknown number.
+    pub fn from_u32(n: u32) -> Option<CheckReason> {
+        Self::ALL.get(n as usize).copied()
+    }
+
+    /// A short human text; a status is written by [`CheckDetail::text`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckReason::None => "none",
+            CheckReason::Passed => "passed",
+            CheckReason::ConnectRefused => "connection refused",
+            CheckReason::ConnectError => "connection failed",
+            CheckReason::Timeout => "timeout",
+            CheckReason::SendFailed => "send failed",
+            CheckReason::RecvFailed => "connection reset",
+            CheckReason::NoResponse => "no response",
+            CheckReason::IncompleteHeader => "incomplete header",
+            CheckReason::InvalidStatusLine => "invalid status line",
+            CheckReason::InvalidHeader => "invalid header",
+            CheckReason::InvalidContentLength => "invalid Content-Length",
+            CheckReason::Status => "status",
+            CheckReason::InvalidChunkedBody => "invalid chunked body",
+            CheckReason::IncompleteBody => "incomplete body",
+            CheckReason::BodyMismatch => "body does not match",
+            CheckReason::Tls => "TLS failed",
+            CheckReason::Internal => "internal error",
+        }
+    }
+}
+
+/// How one check went, beside its verdict: the reason, the answer's HTTP
+/// status (0 without one) and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckDetail {
+    /// Why it ended as it did.
+    pub reason: CheckReason,
+    /// The answer's status, 0 without one.
+    pub status: u16,
+    /// From its start to its verdict, ms.
+    pub duration_ms: u32,
+}
+
+impl CheckDetail {
+    /// The row's `last_reason` word.
+    fn pack(self) -> u32 {
+        self.reason as u32 | u32::from(self.status) << 16
+    }
+
+    /// From the row's `last_reason` word and `last_duration_ms`.
+    fn unpack(word: u32, duration_ms: u32) -> CheckDetail {
+        CheckDetail {
+            reason: CheckReason::from_u32(word & 0xffff).unwrap_or_default(),
+            status: (word >> 16) as u16,
+            duration_ms,
+        }
+    }
+
+    /// A short human text: `"status 503"`, `"timeout"`, `"passed"`.
+    pub fn text(&self) -> String {
+        match self.reason {
+            CheckReason::Status => format!("status {}", self.status),
+            r => r.as_str().to_owned(),
+        }
+    }
+
+    /// The reason (and status) of a [`CheckDetail::text`]; no duration.
+    pub fn parse(text: &str) -> Option<CheckDetail> {
+        if let Some(n) = text.strip_prefix("status ") {
+            return Some(CheckDetail {
+                reason: CheckReason::Status,
+                status: n.parse().ok()?,
+                duration_ms: 0,
+            });
+        }
+        let reason = CheckReason::ALL
+            .into_iter()
+            .find(|r| *r != CheckReason::Status && r.as_str() == text)?;
+        Some(CheckDetail {
+            reason,
+            ..CheckDetail::default()
+        })
+    }
+}
+
 /// A peer's check counters, as the API shows them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CheckStats {
@@ -89,6 +240,11 @@ pub struct CheckStats {
     pub rise: u32,
     /// Consecutive failures.
     pub fall: u32,
+    /// How the last check went; `None` before the first.
+    pub last: Option<CheckDetail>,
+    /// When the last check ended (the zone's monotonic clock); `None`
+    /// before the first.
+    pub last_ms: Option<u64>,
 }
 
 /// splitmix64: the jitter of one claim from the caller's seed.
@@ -231,6 +387,20 @@ impl Zone<'_> {
         passed: bool,
         now: u64,
     ) -> Result<CheckReport, Error> {
+        self.check_done_detail(i, epoch, ledger, passed, CheckDetail::default(), now)
+    }
+
+    /// [`Zone::check_done_epoch`] with how the check went (kept in the
+    /// peer's row, shown by the API).
+    pub fn check_done_detail(
+        &self,
+        i: usize,
+        epoch: u32,
+        ledger: Option<u32>,
+        passed: bool,
+        detail: CheckDetail,
+        now: u64,
+    ) -> Result<CheckReport, Error> {
         let row = self.health_rows().get(i).ok_or(Error::InvalidArgument)?;
         // The status first: a slot seen LIVE again after a reuse has its
         // new epoch already (the builder bumps it before it stores LIVE).
@@ -244,7 +414,7 @@ impl Zone<'_> {
                 return Ok(CheckReport::default());
             }
             crash_point("check.compared");
-            return self.check_done(i, passed, now);
+            return self.check_done_with(i, passed, detail, now);
         }
         match ledger {
             Some(s) if (s as usize) < crate::layout::LEDGER_SLOTS => {
@@ -252,7 +422,7 @@ impl Zone<'_> {
                 row.writers.fetch_or(bit, SeqCst);
                 let report = if same() {
                     crash_point("check.compared");
-                    self.check_done(i, passed, now)
+                    self.check_done_with(i, passed, detail, now)
                 } else {
                     Ok(CheckReport::default())
                 };
@@ -269,13 +439,24 @@ impl Zone<'_> {
                     return Ok(CheckReport::default());
                 }
                 crash_point("check.compared");
-                self.check_done(i, passed, now)
+                self.check_done_with(i, passed, detail, now)
             }
         }
     }
 
     /// Records the result of a check of peer `i` that ended at `now`.
     pub fn check_done(&self, i: usize, passed: bool, now: u64) -> Result<CheckReport, Error> {
+        self.check_done_with(i, passed, CheckDetail::default(), now)
+    }
+
+    /// [`Zone::check_done`] with how the check went.
+    pub fn check_done_with(
+        &self,
+        i: usize,
+        passed: bool,
+        detail: CheckDetail,
+        now: u64,
+    ) -> Result<CheckReport, Error> {
         let hs = *self.health_spec();
         let (Some(s), Some(row)) = (self.states().get(i), self.health_rows().get(i)) else {
             return Err(Error::InvalidArgument);
@@ -286,6 +467,8 @@ impl Zone<'_> {
         row.checks.fetch_add(1, Relaxed);
         crash_point("check.counted");
         row.last_ms.store(now, Relaxed);
+        row.last_reason.store(detail.pack(), Relaxed);
+        row.last_duration_ms.store(detail.duration_ms, Relaxed);
         let (rise, fall) = if passed {
             row.last.store(1, Relaxed);
             row.fall.store(0, Relaxed);
@@ -374,6 +557,13 @@ impl Zone<'_> {
             },
             rise: row.rise.load(Relaxed),
             fall: row.fall.load(Relaxed),
+            last: (row.last.load(Relaxed) != 0).then(|| {
+                CheckDetail::unpack(
+                    row.last_reason.load(Relaxed),
+                    row.last_duration_ms.load(Relaxed),
+                )
+            }),
+            last_ms: (row.last.load(Relaxed) != 0).then(|| row.last_ms.load(Relaxed)),
         }
     }
 
@@ -545,6 +735,71 @@ mod tests {
         let st = z.check_stats(0);
         assert_eq!((st.checks, st.fails, st.unhealthy), (8, 4, 1));
         assert_eq!(st.last_passed, Some(true));
+    }
+
+    #[test]
+    fn the_last_checks_reason_status_and_duration_are_kept() {
+        let t = table(0, 2);
+        let z = t.zone();
+        assert_eq!(z.check_stats(0).last, None);
+        assert_eq!(z.check_stats(0).last_ms, None);
+        let cases = [
+            (true, CheckReason::Passed, 200, 3, "passed"),
+            (false, CheckReason::Status, 503, 12, "status 503"),
+            (false, CheckReason::Timeout, 0, 1000, "timeout"),
+            (
+                false,
+                CheckReason::ConnectRefused,
+                0,
+                0,
+                "connection refused",
+            ),
+            (true, CheckReason::Passed, 599, u32::MAX, "passed"),
+        ];
+        for (k, (passed, reason, status, duration_ms, text)) in cases.into_iter().enumerate() {
+            let detail = CheckDetail {
+                reason,
+                status,
+                duration_ms,
+            };
+            let now = 100 + k as u64;
+            z.check_done_detail(0, 0, None, passed, detail, now)
+                .unwrap();
+            let st = z.check_stats(0);
+            assert_eq!(st.last, Some(detail));
+            assert_eq!(st.last_ms, Some(now));
+            assert_eq!(st.last_passed, Some(passed));
+            assert_eq!(detail.text(), text);
+            let back = CheckDetail::parse(text).unwrap();
+            assert_eq!(
+                (back.reason, back.status),
+                (
+                    reason,
+                    if reason == CheckReason::Status {
+                        status
+                    } else {
+                        0
+                    }
+                )
+            );
+            // Peer 1 untouched.
+            assert_eq!(z.check_stats(1).last, None);
+        }
+        // The plain entry point keeps no reason.
+        z.check_done(0, false, 200).unwrap();
+        assert_eq!(z.check_stats(0).last, Some(CheckDetail::default()));
+        // Numbers are the ABI's: every one maps back, past the end none.
+        for n in 0..18 {
+            assert_eq!(CheckReason::from_u32(n).map(|r| r as u32), Some(n));
+        }
+        assert_eq!(CheckReason::from_u32(18), None);
+        for r in CheckReason::ALL {
+            if r != CheckReason::Status {
+                assert_eq!(CheckDetail::parse(r.as_str()).map(|d| d.reason), Some(r));
+            }
+        }
+        assert_eq!(CheckDetail::parse("status x"), None);
+        assert_eq!(CheckDetail::parse("nonsense"), None);
     }
 
     #[test]

@@ -115,8 +115,20 @@ pub struct HealthRow {
     pub ejected_until_ms: AtomicU64,
     /// When the last ejection ended, for the decay of `ejections`.
     pub ejection_end_ms: AtomicU64,
+    /// Why the last check ended as it did: its
+    /// [`crate::health::check::CheckReason`] in the low 16 bits, the
+    /// answer's HTTP status (0 without one) in the high 16; 0 before the
+    /// first check. Stored whole by the peer's prober after each check
+    /// (`Relaxed`: a figure to show, read with [`HealthRow::last_ms`]
+    /// without being ordered against it), zeroed by nothing else. On
+    /// this line although the prober writes it: the first line is full;
+    /// one store per check.
+    pub last_reason: AtomicU32,
+    /// How long the last check took, ms (saturated at `u32::MAX`); same
+    /// writer and ordering as `last_reason`.
+    pub last_duration_ms: AtomicU32,
     /// Zero.
-    pub reserved2: [u64; 3],
+    pub reserved2: [u64; 2],
 }
 
 const _: () = {

@@ -95,8 +95,9 @@ pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout (11: the root's
 /// [`Root::api_max`] and the cold record's [`PeerCold::origin`], which was
-/// padding).
-pub const LAYOUT_VERSION: u32 = 11;
+/// padding; 12: the health row's `last_reason` and `last_duration_ms`,
+/// which were reserved).
+pub const LAYOUT_VERSION: u32 = 12;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;

@@ -811,6 +811,8 @@ impl<'a> Zone<'a> {
             ejections,
             ejected_until_ms,
             ejection_end_ms,
+            last_reason,
+            last_duration_ms,
             reserved2: _,
         } = row;
         for f in [
@@ -834,6 +836,8 @@ impl<'a> Zone<'a> {
             consecutive_5xx,
             consecutive_errors,
             ejections,
+            last_reason,
+            last_duration_ms,
         ] {
             f.store(0, Relaxed);
         }
