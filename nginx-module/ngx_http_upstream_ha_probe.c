@@ -1341,6 +1341,7 @@ ngx_http_upstream_ha_keep_take(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     /* it stays in hcf->kept while in use: found again when parked */
 
+    ngx_reusable_connection(c, 0);
     ngx_queue_remove(&k->queue);
     ngx_http_upstream_ha_nidle--;
     k->idle = 0;
@@ -1406,8 +1407,12 @@ ngx_http_upstream_ha_keep_park(ngx_http_upstream_ha_keep_t *k)
     c->read->handler = ngx_http_upstream_ha_keep_idle_handler;
     c->write->handler = ngx_http_upstream_ha_keep_dummy_handler;
 
-    /* nginx's graceful exit closes it (c->close, then the read handler) */
+    /*
+     * nginx's graceful exit closes it (c->close, then the read handler), and
+     * so does a worker short of connections for its clients (reusable)
+     */
     c->idle = 1;
+    ngx_reusable_connection(c, 1);
 
     k->used = ngx_current_msec;
     k->idle = 1;
