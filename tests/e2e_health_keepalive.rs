@@ -11,7 +11,7 @@
 //! connection is never ridden; `keepalive_time=0`, `Connection: close`
 //! and HTTP/1.0 answers get a connection per check; `keepalive_time`
 //! bounds a connection's age; a server set down has its idle connection
-//! closed. The check request: `method=`, `ha_check_header` and
+//! closed; TLS checks keep theirs too. The check request: `method=`, `ha_check_header` and
 //! `ha_check_body`, byte for byte as a recording server received them,
 //! and their `nginx -t` errors.
 //!
@@ -695,5 +695,69 @@ fn the_last_checks_result_reason_and_duration_are_shown() {
         "{c}"
     );
     assert_eq!(c["last_reason"], "passed");
+    assert!(ngx.crashes().is_empty());
+}
+
+#[test]
+fn tls_checks_keep_their_connection() {
+    if !nginx_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let dir = hab_testkit::nginx::scratch_dir();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (cert, key) = hab_testkit::nginx::self_signed_cert(&dir);
+    for f in [&cert, &key] {
+        std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    // A TLS server in the same nginx logs each check with its connection
+    // (worker pid and number) and the request's number on it.
+    let (port, tls) = (free_port(), free_port());
+    let log = dir.join("checks.log");
+    let http = format!(
+        "    log_format checks \"$pid-$connection $connection_requests\";
+    server {{
+        listen 127.0.0.1:{tls} ssl;
+        ssl_certificate {};
+        ssl_certificate_key {};
+        access_log {} checks;
+        location = /healthz {{ return 200 \"healthy\\n\"; }}
+    }}
+    upstream app {{
+        ha_balance round_robin;
+        {CHECK} tls host=localhost;
+        server 127.0.0.1:{tls};
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ ha_api; }}
+    }}
+",
+        cert.display(),
+        key.display(),
+        log.display()
+    );
+    let ngx = Nginx::start(&http, WORKERS);
+    let lines = || -> Vec<(String, u64)> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (c, n) = l.split_once(' ')?;
+                Some((c.to_owned(), n.parse().ok()?))
+            })
+            .collect()
+    };
+    assert!(
+        wait_until(twenty(), || lines().len() >= 20),
+        "{} checks logged",
+        lines().len()
+    );
+    let got = lines();
+    let conns: std::collections::BTreeSet<&String> = got.iter().map(|(c, _)| c).collect();
+    assert_eq!(conns.len(), 1, "TLS check connections: {got:?}");
+    assert_eq!(got.iter().map(|(_, n)| *n).max(), Some(got.len() as u64));
+    assert_eq!(state(port, "app", &format!("127.0.0.1:{tls}")), "up");
+    assert_eq!(failed_checks(&ngx), Vec::<String>::new());
     assert!(ngx.crashes().is_empty());
 }
