@@ -1110,7 +1110,11 @@ static void
 ngx_http_upstream_ha_probe_error(ngx_http_upstream_ha_probe_t *p,
     const char *why)
 {
-    if (!p->reused || p->in == NULL || p->in->last != p->in->start) {
+    /* not once the timeout fired: no time is left for another try */
+
+    if (!p->reused || p->in == NULL || p->in->last != p->in->start
+        || !p->timer.timer_set)
+    {
         ngx_http_upstream_ha_probe_fail(p, why);
         return;
     }
