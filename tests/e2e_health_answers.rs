@@ -5,7 +5,8 @@
 //! check, and with `body=` the body is read up to its Content-Length, so a
 //! server that keeps the connection open after a complete answer passes;
 //! a chunked one up to its last chunk (matched with its framing, so
-//! `heal` and `thy` in two chunks do not match `healthy`).
+//! `heal` and `thy` in two chunks do not match `healthy`). The API's
+//! `last_reason` says why, as the log does.
 //!
 //! Time bounds are derived from the configuration (interval 1 s, timeout
 //! 1 s, fails=1) with a wide slack for a loaded machine: a wrong verdict
@@ -297,6 +298,24 @@ fn malformed_answers_fail_the_check_and_a_kept_open_complete_answer_passes() {
                 "{:?}: {p}",
                 String::from_utf8_lossy(c.1)
             );
+        }
+    }
+    // The API tells the same reason (a reset: "connection reset").
+    for (c, r) in cases.iter().zip(&raws) {
+        if let Some(why) = c.3 {
+            let want = if why == "recv() failed" {
+                "connection reset"
+            } else {
+                why
+            };
+            let h = &peer(port, c.0, &r.addr)["health_checks"];
+            assert_eq!(
+                h["last_reason"],
+                want,
+                "{:?}: {h}",
+                String::from_utf8_lossy(c.1)
+            );
+            assert_eq!(h["last_result"], "failed");
         }
     }
     let log = ngx.error_log();
