@@ -97,6 +97,12 @@ pub struct StatsRow {
     pub earlier: [AtomicU32; MAX_BUCKETS + 1],
 }
 
+/// How long the window of recent responses is at `now`, ms: the current
+/// [`WINDOW_MS`] so far and the one before.
+pub fn window_ms(now: u64) -> u64 {
+    WINDOW_MS + now % WINDOW_MS
+}
+
 /// The length of the windows of recent latency, ms: a reader sums the
 /// current window and the one before, the responses of the last 30 to 60
 /// seconds.
@@ -118,8 +124,12 @@ pub struct PeerEvents {
     pub base_unavail: AtomicU64,
     /// Downtime (spell in progress included) at the last reset.
     pub base_downtime_ms: AtomicU64,
+    /// When something last changed the peer's state (a failure window
+    /// began or ended, a check or an ejection moved its health, its admin
+    /// state changed), ms; 0: never since the slot got its server.
+    pub changed_ms: AtomicU64,
     /// Zero.
-    pub reserved: [u64; 2],
+    pub reserved: [u64; 1],
 }
 
 const _: () = {
@@ -543,6 +553,31 @@ impl<'a> Zone<'a> {
         e.unavail.fetch_add(1, Relaxed);
         e.downstart_ms.store(now, Relaxed);
         e.down.store(1, Relaxed);
+        e.changed_ms.fetch_max(now, Relaxed);
+    }
+
+    /// Records that something changed peer `i`'s state at `now`.
+    pub(crate) fn state_changed(&self, i: usize, now: u64) {
+        if let Some(e) = self.events().get(i) {
+            e.changed_ms.fetch_max(now, Relaxed);
+        }
+    }
+
+    /// Since when peer `i` has been in its current state, as far as the
+    /// zone knows at `now`: the last change recorded, or the end of a
+    /// failure window that ran out without a request since. `None` when
+    /// nothing changed since the slot got its server (or the zone was
+    /// built).
+    pub fn state_since(&self, i: usize, now: u64) -> Option<u64> {
+        let e = self.events().get(i)?;
+        let mut since = e.changed_ms.load(Relaxed);
+        if e.down.load(Relaxed) != 0 {
+            let end = self.spell_end(i, now);
+            if end < now {
+                since = since.max(end);
+            }
+        }
+        (since != 0).then_some(since)
     }
 
     /// When peer `i`'s spell in progress ends, or ended, if nothing
@@ -565,10 +600,10 @@ impl<'a> Zone<'a> {
         if e.down.swap(0, Relaxed) == 0 {
             return 0;
         }
-        let spell = self
-            .spell_end(i, now)
-            .saturating_sub(e.downstart_ms.load(Relaxed));
+        let end = self.spell_end(i, now);
+        let spell = end.saturating_sub(e.downstart_ms.load(Relaxed));
         e.downtime_ms.fetch_add(spell, Relaxed);
+        e.changed_ms.fetch_max(end, Relaxed);
         spell
     }
 
@@ -663,7 +698,7 @@ impl<'a> Zone<'a> {
     pub fn recent(&self, i: usize, now: u64) -> Recent {
         let end = (now / WINDOW_MS + 1) * WINDOW_MS;
         let mut out = Recent {
-            window_ms: now + 2 * WINDOW_MS - end,
+            window_ms: window_ms(now),
             counts: [0; MAX_BUCKETS + 1],
         };
         if i >= self.peers() {
@@ -731,6 +766,7 @@ impl<'a> Zone<'a> {
             &e.down,
             &e.base_unavail,
             &e.base_downtime_ms,
+            &e.changed_ms,
         ] {
             f.store(0, Relaxed);
         }
@@ -769,6 +805,7 @@ impl<'a> Zone<'a> {
             down,
             base_unavail,
             base_downtime_ms,
+            changed_ms,
             reserved: _,
         } = &old.events()[j];
         let e = &self.events()[i];
@@ -779,6 +816,7 @@ impl<'a> Zone<'a> {
         e.base_unavail.store(base_unavail.load(Relaxed), Relaxed);
         e.base_downtime_ms
             .store(base_downtime_ms.load(Relaxed), Relaxed);
+        e.changed_ms.store(changed_ms.load(Relaxed), Relaxed);
     }
 }
 

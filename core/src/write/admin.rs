@@ -163,10 +163,15 @@ impl<'a> Zone<'a> {
         for (value, bit) in [(down, PeerState::ADMIN_DOWN), (drain, PeerState::DRAIN)] {
             match value {
                 Some(true) => {
-                    s.flags.fetch_or(bit, Relaxed);
+                    if s.flags.fetch_or(bit, Relaxed) & bit == 0 {
+                        self.state_changed(i, now);
+                    }
                 }
                 Some(false) => {
                     let old = s.flags.fetch_and(!bit, Relaxed);
+                    if old & bit != 0 {
+                        self.state_changed(i, now);
+                    }
                     if old & bit != 0 && old & PeerState::OUT & !bit == 0 {
                         // Back in service: slow start, when configured.
                         self.begin_slow_start(i, now);
