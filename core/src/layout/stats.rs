@@ -1,9 +1,10 @@
 //! Per-server statistics, exact and global across workers, cheap to count
 //!
 //! Every try adds to a handful of counters when it ends: requests,
-//! responses by class, failures, header and response time, bytes, and the
-//! time it was picked (a try in flight shows in `active`, and in
-//! `requests` once it ends). Counting them with locked read-modify-writes on a line shared by
+//! responses by class, failures, header and response time (their sums,
+//! and a bucket of each latency histogram, see [`crate::spec::Buckets`]),
+//! bytes, and the time it was picked (a try in flight shows in `active`,
+//! and in `requests` once it ends). Counting them with locked read-modify-writes on a line shared by
 //! all workers would make every try bounce that line between cores, so each
 //! worker counts in its own rows instead: ledger slot `s` owns one
 //! [`StatsRow`] per peer, written only by that slot's owner with a load and
@@ -33,6 +34,13 @@
 //! A reset (`DELETE` on the upstream) does not touch the workers' rows: it
 //! records the current sums as a baseline, and readers report sums minus
 //! baseline. Counters only ever grow between resets.
+//!
+//! Recent latency: each worker row also counts its responses by
+//! response-time bucket in a window of [`WINDOW_MS`] and keeps the window
+//! before it; a reader sums the current and the previous window of every
+//! row, the responses of the last 30 to 60 seconds, for percentiles
+//! ([`Recent::quantile`]). The writer moves its row to a new window when
+//! a response ends past the current one's end: no timer, no lock.
 //!
 //! All accesses are `Relaxed`: every counter is independent, published
 //! nothing else, and a reader only needs each value eventually.
