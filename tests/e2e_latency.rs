@@ -355,3 +355,43 @@ fn prometheus_histogram_quantile_is_within_the_true_latency_buckets() {
     ));
     ngx.stop();
 }
+
+#[test]
+fn state_since_follows_the_changes_of_state() {
+    if !ready_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let b = Backend::start_many("t", 3);
+    let port = free_port();
+    let mut ngx = Nginx::start(&block(port, &b, None), WORKERS);
+    // Nothing changed since the zone was built.
+    let s = server_json(port, "fast");
+    assert!(s.get("state_since").is_none(), "{s}");
+    let patch = |body: &str| {
+        let r = http::request(port, "PATCH", "/api/upstreams/fast/servers/0", body.as_bytes())
+            .expect("PATCH");
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    patch(r#"{"drain":true}"#);
+    let s = server_json(port, "fast");
+    assert_eq!(s["state"], "draining", "{s}");
+    let drained = s["state_since"].as_str().expect("state_since").to_owned();
+    // Read again later: the same instant (a date, not a duration).
+    std::thread::sleep(Duration::from_millis(1100));
+    let s = server_json(port, "fast");
+    assert_eq!(s["state_since"].as_str(), Some(drained.as_str()), "{s}");
+    // Draining again changes nothing; undraining does.
+    patch(r#"{"drain":true}"#);
+    assert_eq!(
+        server_json(port, "fast")["state_since"].as_str(),
+        Some(drained.as_str())
+    );
+    patch(r#"{"drain":false}"#);
+    let s = server_json(port, "fast");
+    assert_eq!(s["state"], "up", "{s}");
+    let undrained = s["state_since"].as_str().expect("state_since").to_owned();
+    // ISO 8601 in UTC with milliseconds: ordered as text.
+    assert!(undrained.as_str() > drained.as_str(), "{drained} then {undrained}");
+    ngx.stop();
+}
