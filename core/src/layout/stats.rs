@@ -60,8 +60,8 @@ pub const ROWS: usize = LEDGER_SLOTS + 1;
 
 /// One writer's counters for one peer: eight cache lines, the first
 /// holding everything a try that gets a 2xx touches (its pick and its
-/// end) but its latency buckets, so that a typical try writes four lines
-/// of the worker's own: the counters, the time of its window, a pair of
+/// end, the end of its window) but its latency buckets, so that a typical
+/// try writes three lines of the worker's own: the counters, a pair of
 /// histogram buckets and its bucket of the window.
 #[repr(C, align(64))]
 #[derive(Debug, Default)]
@@ -72,8 +72,6 @@ pub struct StatsRow {
     pub selected_ms: AtomicU64,
     /// 2xx responses.
     pub ok: AtomicU64,
-    /// Failed tries.
-    pub fails: AtomicU64,
     /// Sum over responses of the time to the response header, ms.
     pub header_ms: AtomicU64,
     /// Sum over responses of the time to the end of the try, ms.
@@ -82,14 +80,16 @@ pub struct StatsRow {
     pub sent: AtomicU64,
     /// Bytes received from the server.
     pub received: AtomicU64,
+    /// End of the window `recent` counts in, ms (a multiple of
+    /// [`WINDOW_MS`]; 0 before the first response).
+    pub window_end_ms: AtomicU64,
     /// 1xx, 3xx, 4xx and 5xx responses.
     pub other: [AtomicU64; 4],
     /// Tries that went to the server because the request was bound to it
     /// (`ha_sticky`); the others were balanced.
     pub bound: AtomicU64,
-    /// End of the window `recent` counts in, ms (a multiple of
-    /// [`WINDOW_MS`]; 0 before the first response).
-    pub window_end_ms: AtomicU64,
+    /// Failed tries.
+    pub fails: AtomicU64,
     /// Zero.
     pub reserved: [u64; 2],
     /// Responses by latency bucket ([`crate::spec::Buckets`], finite
@@ -414,7 +414,12 @@ fn count_end_in(
         let header = info.header_ms.unwrap_or(duration).min(duration);
         add(&row.header_ms, header);
         add(&row.response_ms, duration);
-        let (r, h) = (buckets.index(duration), buckets.index(header));
+        let r = buckets.index(duration);
+        let h = if header == duration {
+            r
+        } else {
+            buckets.index(header)
+        };
         if let Some([c, _]) = row.hist[..MAX_BUCKETS].get(r) {
             add(c, 1);
         }
