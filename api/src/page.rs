@@ -21,9 +21,10 @@
 //! HTML, in text and in attributes.
 //!
 //! Cost: one serialization, one parse and one render per server; an
-//! upstream of 10,000 servers renders in tens of milliseconds (release
-//! build; the test `ten_thousand_servers_render_in_bounded_time` bounds
-//! it) into about 2.5 KB of HTML per server.
+//! upstream of 10,000 servers renders in about 50 ms (release build; its
+//! JSON alone takes 5 ms) into 16.6 MB of HTML, 1.7 KB per server (250 KB
+//! gzipped); the test `ten_thousand_servers_render_in_bounded_time`
+//! bounds it. Not capped: every server is in the first paint.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
