@@ -150,6 +150,30 @@ fn status_page_follows_drain_and_undrains() {
         "row 1 should show draining within {SHOW:?}, shows {:?}",
         row_state(&b, 1)
     );
+    // The drain set its `state_since`: the script shows the time in the
+    // state (counting up); row 0, never changed, a dash.
+    let since = |b: &Browser, id: usize| {
+        let e = b
+            .find(&format!(
+                "tr[data-upstream=\"up\"][data-id=\"{id}\"] td.since"
+            ))
+            .unwrap()
+            .expect("time in state cell");
+        b.text(&e).unwrap()
+    };
+    assert!(api_server(port, 1)["state_since"].is_string());
+    let s1 = since(&b, 1);
+    assert!(
+        s1.ends_with(" ms") || s1.ends_with(" s"),
+        "row 1 time in state {s1:?}"
+    );
+    assert_eq!(since(&b, 0), "\u{2013}");
+    b.wait(
+        "row 1 in its state for a second",
+        Duration::from_secs(4),
+        |b| Ok(since(b, 1).ends_with(" s").then_some(())),
+    )
+    .expect("the time in state counts up");
 
     let undrain = b
         .find("tr[data-upstream=\"up\"][data-id=\"1\"] button[data-action=\"undrain\"]")
@@ -619,10 +643,11 @@ fn api_upstreams(port: u16) -> Value {
     serde_json::from_slice(&r.body).expect("JSON")
 }
 
-/// Every table's upstream, columns (`data-cols`) and headers, and the
-/// text of every cell of its server rows: `[upstream, cols, [th], [[id,
-/// state, [[key, label, text]]]]]`, the key being the cell's column (its
-/// class), the text of a weight form's cell with the input's value.
+/// Every table's upstream, columns (`data-cols`) and headers, the text
+/// of every cell of its server rows, and its totals: `[upstream, cols,
+/// [th], [[id, state, [[key, label, text]]]], [total]]`, the key being
+/// the cell's column (its class), the text of a weight form's cell with
+/// the input's value.
 const CELLS_JS: &str = "const key = td => [...td.classList].find(c => c !== 'num' && c !== 'failed' \
       && !c.startsWith('st-')); \
     const text = td => td.textContent + (td.querySelector('input') ? '=' + td.querySelector('input').value : ''); \
@@ -630,7 +655,8 @@ const CELLS_JS: &str = "const key = td => [...td.classList].find(c => c !== 'num
     [s.dataset.upstream, s.dataset.cols, \
      [...s.querySelectorAll('thead th')].map(th => th.className + ':' + th.textContent), \
      [...s.querySelectorAll('tbody tr')].map(tr => [tr.dataset.id, tr.dataset.state, \
-        [...tr.children].map(td => [key(td), td.dataset.label, text(td)])])]);";
+        [...tr.children].map(td => [key(td), td.dataset.label, text(td)])]), \
+     [...s.querySelectorAll('dl.totals div')].map(d => d.dataset.key + ': ' + d.textContent)]);";
 
 /// What differs between two [`CELLS_JS`] reads, leaving out the cells
 /// of `moving` columns; empty when they agree.
@@ -642,7 +668,7 @@ fn differences(a: &Value, b: &Value, moving: &[&str]) -> Vec<String> {
         out.push(format!("{} tables, then {}", a.len(), b.len()));
     }
     for (ta, tb) in a.iter().zip(&b) {
-        for k in 0..3 {
+        for k in [0, 1, 2, 4] {
             if ta[k] != tb[k] {
                 out.push(format!("table {}: {} then {}", ta[0], ta[k], tb[k]));
             }
@@ -798,15 +824,33 @@ fn status_page_is_complete_before_its_script() {
         None => assert_eq!(last1, "failed"),
     }
     assert!(cell(0, "last").starts_with("passed"), "{}", cell(0, "last"));
-    // Time in the state: when the API gives the state's start.
+    // Time in the state: server 1's checks made it unhealthy (the API's
+    // `state_since`); server 0 has been up since nginx started (no
+    // `state_since`: a dash).
+    assert!(api["up"]["peers"][1]["state_since"].is_string(), "{api}");
     let since = cell(1, "since");
-    match api["up"]["peers"][1]["state_since"].as_u64() {
-        Some(_) => assert!(
-            since.ends_with(" ms") || since.ends_with(" s"),
-            "time in state {since:?}"
-        ),
-        None => assert_eq!(since, "\u{2013}"),
-    }
+    assert!(
+        since.ends_with(" ms") || since.ends_with(" s"),
+        "time in state {since:?}"
+    );
+    assert!(api["up"]["peers"][0].get("state_since").is_none(), "{api}");
+    assert_eq!(cell(0, "since"), "\u{2013}");
+    // Recent response time percentiles: server 0 and the upstream.
+    let p = &api["up"]["peers"][0]["percentiles"];
+    assert_eq!(
+        cell(0, "percentiles"),
+        format!(
+            "{} / {} / {}",
+            hab_api::page::fmt::tenths(p["p50"].as_f64().expect("p50")),
+            hab_api::page::fmt::tenths(p["p95"].as_f64().expect("p95")),
+            hab_api::page::fmt::tenths(p["p99"].as_f64().expect("p99"))
+        )
+    );
+    assert!(
+        total("percentiles").matches(" / ").count() == 2,
+        "{}",
+        total("percentiles")
+    );
     // The script is off: the figures stay as sent.
     std::thread::sleep(Duration::from_millis(1500));
     let polled = b

@@ -45,7 +45,7 @@ const MARK: &str = "<!--HAB_UPSTREAMS-->";
 /// The keys the page shows, as the script asks for them (`FIELDS`).
 const FIELDS: &str = "fields=state,name,server,backup,weight,configured_weight,active,\
     drain,down,requests,bound,responses,sent,received,fails,unavail,downtime,\
-    response_time,latency,health_checks,state_since,policy,generation,totals,\
+    response_time,percentiles,health_checks,state_since,policy,generation,totals,\
     sessions,queue";
 
 /// A column: key (the cells' class), label, class, shown only when
@@ -108,11 +108,11 @@ const COLUMNS: [Column; 20] = [
     ),
     ("rt", "Resp ms", "num", None, "Average response time"),
     (
-        "latency",
+        "percentiles",
         "p50/95/99 ms",
         "num",
         None,
-        "Latency percentiles over the recent window",
+        "Response time percentiles over the last 30 to 60 s",
     ),
     (
         "checks",
@@ -179,7 +179,7 @@ pub struct PageServer {
     pub configured_weight: Option<u64>,
     /// `state`.
     pub state: String,
-    /// `state_since`: when it entered its state, ms since the epoch.
+    /// `state_since`: when it entered its state (an ISO 8601 date).
     pub state_since: Option<Value>,
     /// `active`.
     pub active: Option<u64>,
@@ -203,9 +203,9 @@ pub struct PageServer {
     pub downtime: Option<u64>,
     /// `response_time`, ms.
     pub response_time: Option<u64>,
-    /// `latency`: `{"window_ms", "p50", "p95", "p99"}` (ms), or a number
-    /// (an estimate, ms).
-    pub latency: Option<Value>,
+    /// `percentiles`: `{"window", "responses", "p50", "p95", "p99"}`
+    /// (ms).
+    pub percentiles: Option<Value>,
     /// `health_checks` (an upstream with `ha_check`).
     pub health_checks: Option<Value>,
 }
@@ -458,7 +458,7 @@ fn cell(s: &mut String, key: &str, p: &PageServer, wall: u64, write: bool) {
         "sent" => fmt::bytes(p.sent).into(),
         "received" => fmt::bytes(p.received).into(),
         "rt" => fmt::count_u(p.response_time).into(),
-        "latency" => fmt::latency(p.latency.as_ref()).into(),
+        "percentiles" => fmt::percentiles(p.percentiles.as_ref()).into(),
         "checks" => fmt::checks(p.health_checks.as_ref()).into(),
         "last" => fmt::last_check(p.health_checks.as_ref(), wall).into(),
         "spark" => {
@@ -554,26 +554,67 @@ pub mod fmt {
         }
     }
 
-    /// The time from `ts` (ms since the epoch, a JSON number) to `now`
-    /// (`since`; 0: unknown).
-    pub fn since(ts: Option<&Value>, now: u64) -> String {
-        match ts.and_then(Value::as_f64).filter(|t| t.is_finite()) {
-            Some(t) if now > 0 => duration((now as f64 - t).max(0.0) as u64),
+    /// The time from `date` (an ISO 8601 date as the API writes them,
+    /// or ms since the epoch) to `now` (`since`; 0: unknown).
+    pub fn since(date: Option<&Value>, now: u64) -> String {
+        let t = match date {
+            Some(Value::String(s)) => epoch_ms(s),
+            Some(v) => v.as_u64(),
+            None => None,
+        };
+        match t {
+            Some(t) if now > 0 => duration(now.saturating_sub(t)),
             _ => DASH.to_owned(),
         }
     }
 
-    /// `latency`: `p50 / p95 / p99` of an object, or one number.
-    pub fn latency(l: Option<&Value>) -> String {
-        let tenths_of =
-            |v: Option<&Value>| v.and_then(Value::as_f64).map_or(DASH.to_owned(), tenths);
-        match l {
-            Some(n @ Value::Number(_)) => tenths_of(Some(n)),
-            Some(Value::Object(o)) => ["p50", "p95", "p99"]
-                .map(|k| tenths_of(o.get(k)))
-                .join(" / "),
-            _ => DASH.to_owned(),
+    /// `YYYY-MM-DDThh:mm:ss.mmmZ` (the API's dates, [`crate::json::iso8601`])
+    /// as ms since the epoch.
+    pub fn epoch_ms(date: &str) -> Option<u64> {
+        let b = date.as_bytes();
+        let shape = b"0000-00-00T00:00:00.000Z";
+        let fits = b.len() == shape.len()
+            && b.iter().zip(shape).all(|(c, s)| {
+                if *s == b'0' {
+                    c.is_ascii_digit()
+                } else {
+                    c == s
+                }
+            });
+        if !fits {
+            return None;
         }
+        let n = |at: usize, width: usize| -> i64 {
+            b[at..at + width]
+                .iter()
+                .fold(0, |v, c| v * 10 + i64::from(c - b'0'))
+        };
+        let (y, m, d) = (n(0, 4), n(5, 2), n(8, 2));
+        if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        // Days since 1970-01-01 of a civil date (Howard Hinnant's
+        // days_from_civil), the inverse of iso8601's.
+        let y = y - i64::from(m <= 2);
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let secs = days * 86_400 + n(11, 2) * 3600 + n(14, 2) * 60 + n(17, 2);
+        u64::try_from(secs * 1000 + n(20, 3)).ok()
+    }
+
+    /// `percentiles`: `p50 / p95 / p99` (ms); a dash without responses.
+    pub fn percentiles(p: Option<&Value>) -> String {
+        let Some(p @ Value::Object(_)) = p else {
+            return DASH.to_owned();
+        };
+        let ps = ["p50", "p95", "p99"].map(|k| p.get(k).and_then(Value::as_f64));
+        if ps.iter().all(Option::is_none) {
+            return DASH.to_owned();
+        }
+        ps.map(|v| v.map_or(DASH.to_owned(), tenths)).join(" / ")
     }
 
     /// ` (configured)` when the weight in force is another (`weight`).
@@ -624,8 +665,9 @@ pub mod fmt {
         if let Some(d) = h.get("last_duration").and_then(number) {
             text.push_str(&format!(", {d} ms"));
         }
-        if let Some(t) = h.get("last_check").filter(|t| t.is_number()) {
-            text.push_str(&format!(", {} ago", since(Some(t), now)));
+        let ago = since(h.get("last_check"), now);
+        if ago != DASH {
+            text.push_str(&format!(", {ago} ago"));
         }
         text
     }
@@ -700,6 +742,10 @@ pub mod fmt {
             ("received", "Received", bytes(Some(t.received))),
             ("active", "Active", t.active.to_string()),
         ]);
+        if let Some(p) = &t.percentiles {
+            let p = serde_json::to_value(p).ok();
+            items.push(("percentiles", "p50/95/99 ms", percentiles(p.as_ref())));
+        }
         items
     }
 }
@@ -977,18 +1023,34 @@ mod tests {
         assert_eq!(fmt::since(Some(&json!("x")), now), fmt::DASH);
         assert_eq!(fmt::since(None, now), fmt::DASH);
         assert_eq!(fmt::since(Some(&json!(1)), 0), fmt::DASH);
-        assert_eq!(fmt::latency(Some(&json!(2.3456))), "2.3");
+        let wall = CLOCK.wall_ms;
+        let date = json!(crate::json::iso8601(wall - 125_000));
+        assert_eq!(fmt::since(Some(&date), wall), "2m 5s");
+        for ms in [
+            0,
+            951_782_400_000,
+            1_796_126_400_123,
+            4_107_542_399_999,
+            253_402_300_799_999,
+        ] {
+            assert_eq!(fmt::epoch_ms(&crate::json::iso8601(ms)), Some(ms), "{ms}");
+        }
+        for bad in [
+            "",
+            "2026-12-01T12:00:00Z",
+            "2026-13-01T12:00:00.000Z",
+            "2026-12-01 12:00:00.000Z",
+        ] {
+            assert_eq!(fmt::epoch_ms(bad), None, "{bad}");
+        }
         assert_eq!(
-            fmt::latency(Some(
-                &json!({"window_ms": 60000, "p50": 1, "p95": 2.25, "p99": 30.04})
-            )),
+            fmt::percentiles(Some(&json!({"window": 41250, "responses": 812, "p50": 1,
+                "p95": 2.25, "p99": 30.04}))),
             "1.0 / 2.3 / 30.0"
         );
-        assert_eq!(
-            fmt::latency(Some(&json!({"window_ms": 60000}))),
-            "\u{2013} / \u{2013} / \u{2013}"
-        );
-        assert_eq!(fmt::latency(None), fmt::DASH);
+        let none = json!({"window": 100, "responses": 0, "p50": null, "p95": null, "p99": null});
+        assert_eq!(fmt::percentiles(Some(&none)), fmt::DASH);
+        assert_eq!(fmt::percentiles(None), fmt::DASH);
         assert_eq!(fmt::configured(Some(3), Some(3)), "");
         assert_eq!(fmt::configured(Some(7), Some(3)), " (3)");
         // Health checks: today's object, and the one with the last check.
@@ -1027,22 +1089,25 @@ mod tests {
         );
     }
 
-    /// Figures the API is gaining (`state_since`, the latency window, the
-    /// last check) are rendered when the JSON has them.
+    /// Figures only some servers have (`state_since`, `percentiles`, the
+    /// last check's reason, duration and time) are rendered when the
+    /// JSON has them.
     #[test]
     fn figures_are_shown_when_the_json_has_them() {
         let u: PageUpstream = serde_json::from_str(
             r#"{"name": "a", "policy": "p2c", "generation": 4, "peers": [
                 {"id": 0, "server": "10.0.0.1:80", "name": "a:80", "state": "unhealthy",
-                 "state_since": 1796126395000, "weight": 1, "configured_weight": 1,
-                 "latency": {"window_ms": 60000, "p50": 1.5, "p95": 4, "p99": 9.96},
+                 "state_since": "2026-12-01T11:59:55.000Z", "weight": 1, "configured_weight": 1,
+                 "percentiles": {"window": 41250, "responses": 812, "p50": 1.5,
+                   "p95": 4, "p99": 9.96},
                  "health_checks": {"checks": 3, "fails": 2, "last_passed": false,
                    "last_result": "failed", "last_reason": "timed out",
-                   "last_duration": 1000, "last_check": 1796126399000},
+                   "last_duration": 1000, "last_check": "2026-12-01T11:59:59.000Z"},
                  "an_unknown_key": [1, 2]}],
              "totals": {"requests": 0, "responses": {"1xx": 0, "2xx": 0, "3xx": 0,
                 "4xx": 0, "5xx": 0, "total": 0}, "sent": 0, "received": 0,
-                "fails": 0, "unavail": 0, "active": 0}}"#,
+                "fails": 0, "unavail": 0, "active": 0, "percentiles": {"window": 41250,
+                "responses": 812, "p50": 1.5, "p95": 4.0, "p99": 10.0}}}"#,
         )
         .unwrap();
         let mut out = Body::new();
@@ -1051,10 +1116,11 @@ mod tests {
         for want in [
             "data-label=\"For\">5 s</td>",
             "data-label=\"p50/95/99 ms\">1.5 / 4.0 / 10.0</td>",
+            "<div data-key=\"percentiles\"><dt>p50/95/99 ms</dt><dd>1.5 / 4.0 / 10.0</dd></div>",
             "data-label=\"Checks\">3 / 2</td>",
             "<td class=\"last failed\" data-label=\"Last check\">failed: timed out, 1000 ms, 1 s ago</td>",
             "data-cols=\"id server state since weight active rps requests err fails unavail \
-             downtime sent received rt latency checks last spark\"",
+             downtime sent received rt percentiles checks last spark\"",
             "<span class=\"sub\">policy p2c, generation 4</span>",
         ] {
             assert!(s.contains(want), "{want}\n{s}");
