@@ -210,6 +210,17 @@ fn status_page_read_only_has_no_buttons() {
         "read-only page has {} action buttons",
         buttons.len()
     );
+    let forms = b.find_all("form, input").unwrap();
+    assert!(
+        forms.is_empty(),
+        "read-only page has {} forms or inputs",
+        forms.len()
+    );
+    let weight = b
+        .find("tr[data-upstream=\"up\"][data-id=\"0\"] td.weight")
+        .unwrap()
+        .expect("weight cell");
+    assert_eq!(b.text(&weight).unwrap(), "3", "the weight, as text");
 }
 
 #[test]
