@@ -369,13 +369,8 @@ fn state_since_follows_the_changes_of_state() {
     let s = server_json(port, "fast");
     assert!(s.get("state_since").is_none(), "{s}");
     let patch = |body: &str| {
-        let r = http::request(
-            port,
-            "PATCH",
-            "/api/upstreams/fast/servers/0",
-            body.as_bytes(),
-        )
-        .expect("PATCH");
+        let r = http::request(port, "PATCH", "/api/upstreams/fast/servers/0", body.as_bytes())
+            .expect("PATCH");
         assert_eq!(r.status, 200, "{}", r.text());
     };
     patch(r#"{"drain":true}"#);
@@ -397,9 +392,6 @@ fn state_since_follows_the_changes_of_state() {
     assert_eq!(s["state"], "up", "{s}");
     let undrained = s["state_since"].as_str().expect("state_since").to_owned();
     // ISO 8601 in UTC with milliseconds: ordered as text.
-    assert!(
-        undrained.as_str() > drained.as_str(),
-        "{drained} then {undrained}"
-    );
+    assert!(undrained.as_str() > drained.as_str(), "{drained} then {undrained}");
     ngx.stop();
 }
