@@ -24,7 +24,9 @@
 //! upstream of 10,000 servers renders in about 50 ms (release build; its
 //! JSON alone takes 5 ms) into 16.6 MB of HTML, 1.7 KB per server (250 KB
 //! gzipped); the test `ten_thousand_servers_render_in_bounded_time`
-//! bounds it. Not capped: every server is in the first paint.
+//! bounds it. Not capped: every server is in the first paint (the
+//! browser takes seconds over such a page: docs/api.md, "The status
+//! page").
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
