@@ -118,10 +118,10 @@ const COLUMNS: [Column; 20] = [
     ),
     (
         "checks",
-        "Checks",
+        "Checks / fails / unhealthy",
         "num",
         Some("health"),
-        "Health checks made / failed",
+        "Health checks made / failed / times the server turned unhealthy",
     ),
     (
         "last",
@@ -627,18 +627,21 @@ pub mod fmt {
         }
     }
 
-    /// `checks / fails` of `health_checks` (`checks`).
+    /// `checks / fails / unhealthy` of `health_checks` (`checks`).
     pub fn checks(h: Option<&Value>) -> String {
         match h {
-            Some(h @ Value::Object(_)) => {
-                format!("{} / {}", count(h.get("checks")), count(h.get("fails")))
-            }
+            Some(h @ Value::Object(_)) => format!(
+                "{} / {} / {}",
+                count(h.get("checks")),
+                count(h.get("fails")),
+                count(h.get("unhealthy"))
+            ),
             _ => DASH.to_owned(),
         }
     }
 
-    /// The last check: result, reason, duration, how long ago
-    /// (`lastCheck`).
+    /// The last check: result, reason, how many such in a row (`rise` or
+    /// `fall`, from 2), duration, how long ago (`lastCheck`).
     pub fn last_check(h: Option<&Value>, now: u64) -> String {
         let Some(h @ Value::Object(_)) = h else {
             return DASH.to_owned();
@@ -663,6 +666,10 @@ pub mod fmt {
                 text.push_str(": ");
                 text.push_str(r);
             }
+        }
+        let streak = h.get(if last_failed(h) { "fall" } else { "rise" });
+        if let Some(n) = streak.and_then(Value::as_u64).filter(|&n| n >= 2) {
+            text.push_str(&format!(" ({n} in a row)"));
         }
         if let Some(d) = h.get("last_duration").and_then(number) {
             text.push_str(&format!(", {d} ms"));
@@ -1058,21 +1065,24 @@ mod tests {
         // Health checks: today's object, and the one with the last check.
         let today = json!({"checks": 12, "fails": 3, "unhealthy": 1, "last_passed": false,
             "rise": 0, "fall": 2});
-        assert_eq!(fmt::checks(Some(&today)), "12 / 3");
-        assert_eq!(fmt::last_check(Some(&today), now), "failed");
+        assert_eq!(fmt::checks(Some(&today)), "12 / 3 / 1");
+        assert_eq!(fmt::last_check(Some(&today), now), "failed (2 in a row)");
         assert!(fmt::last_failed(&today));
         let first = json!({"checks": 0, "fails": 0, "unhealthy": 0, "rise": 0, "fall": 0});
         assert_eq!(fmt::last_check(Some(&first), now), fmt::DASH);
         let full = json!({"checks": 5, "fails": 1, "last_passed": false,
             "last_result": "failed", "last_reason": "status 503", "last_duration": 4,
-            "last_check": 998_000});
+            "last_check": 998_000, "rise": 0, "fall": 1});
         assert_eq!(
             fmt::last_check(Some(&full), now),
             "failed: status 503, 4 ms, 2 s ago"
         );
         let passed = json!({"last_passed": true, "last_result": "passed", "last_reason": "",
-            "last_duration": 1.5});
-        assert_eq!(fmt::last_check(Some(&passed), now), "passed, 1.5 ms");
+            "last_duration": 1.5, "rise": 7, "fall": 0});
+        assert_eq!(
+            fmt::last_check(Some(&passed), now),
+            "passed (7 in a row), 1.5 ms"
+        );
         assert!(!fmt::last_failed(&passed));
         assert_eq!(fmt::number(&json!(3.0)).as_deref(), Some("3"));
         assert_eq!(fmt::number(&json!(-4)).as_deref(), Some("-4"));
@@ -1102,7 +1112,8 @@ mod tests {
                  "state_since": "2026-12-01T11:59:55.000Z", "weight": 1, "configured_weight": 1,
                  "percentiles": {"window": 41250, "responses": 812, "p50": 1.5,
                    "p95": 4, "p99": 9.96},
-                 "health_checks": {"checks": 3, "fails": 2, "last_passed": false,
+                 "health_checks": {"checks": 3, "fails": 2, "unhealthy": 1,
+                   "last_passed": false, "rise": 0, "fall": 2,
                    "last_result": "failed", "last_reason": "timed out",
                    "last_duration": 1000, "last_check": "2026-12-01T11:59:59.000Z"},
                  "an_unknown_key": [1, 2]}],
@@ -1119,8 +1130,9 @@ mod tests {
             "data-label=\"For\">5 s</td>",
             "data-label=\"p50/95/99 ms\">1.5 / 4.0 / 10.0</td>",
             "<div data-key=\"percentiles\"><dt>p50/95/99 ms</dt><dd>1.5 / 4.0 / 10.0</dd></div>",
-            "data-label=\"Checks\">3 / 2</td>",
-            "<td class=\"last failed\" data-label=\"Last check\">failed: timed out, 1000 ms, 1 s ago</td>",
+            "data-label=\"Checks / fails / unhealthy\">3 / 2 / 1</td>",
+            "<td class=\"last failed\" data-label=\"Last check\">failed: timed out (2 in a row), \
+             1000 ms, 1 s ago</td>",
             "data-cols=\"id server state since weight active rps requests err fails unavail \
              downtime sent received rt percentiles checks last spark\"",
             "<span class=\"sub\">policy p2c, generation 4</span>",
