@@ -661,8 +661,9 @@ pub mod fmt {
             Value::Number(_) => count(Some(&result)),
             other => other.to_string(),
         };
+        // A reason that only repeats the result ("passed") is left out.
         if let Some(r) = h.get("last_reason").and_then(Value::as_str) {
-            if !r.is_empty() {
+            if !r.is_empty() && r != text {
                 text.push_str(": ");
                 text.push_str(r);
             }
@@ -1083,6 +1084,9 @@ mod tests {
             fmt::last_check(Some(&passed), now),
             "passed (7 in a row), 1.5 ms"
         );
+        let again = json!({"last_passed": true, "last_result": "passed", "last_reason": "passed",
+            "last_duration": 2, "last_check": 999_000, "rise": 1, "fall": 0});
+        assert_eq!(fmt::last_check(Some(&again), now), "passed, 2 ms, 1 s ago");
         assert!(!fmt::last_failed(&passed));
         assert_eq!(fmt::number(&json!(3.0)).as_deref(), Some("3"));
         assert_eq!(fmt::number(&json!(-4)).as_deref(), Some("-4"));
