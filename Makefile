@@ -11,6 +11,8 @@
 #   make deb         target/deb/libnginx-mod-http-upstream-ha_<version>_<arch>.deb,
 #                    that .so as a Debian package, and target/deb/hab_<version>_<arch>.deb,
 #                    the hab CLI with its manual pages (make deb-check tests both)
+#   make check-alerts  the Prometheus alerts of contrib/prometheus/: promtool
+#                    check rules and their unit tests (part of make test)
 #   make check       the quick loop: fmt, clippy, unit tests (no nginx),
 #                    the crash-point tests, Miri (make miri)
 #   make asan        nginx + module with AddressSanitizer, then the end-to-end
@@ -89,7 +91,7 @@ DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 
 .PHONY: miri
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
-	check-exports check test soak soak-short demo demo-dns bench bench-proxy bench-queue clean \
+	check-exports check-alerts check test soak soak-short demo demo-dns bench bench-proxy bench-queue clean \
 	asan asan-nginx \
 	valgrind
 
@@ -280,7 +282,17 @@ check-exports:
 		echo "$$so: exports ok"
 	done
 
-test: deps nginx debian-module-check deb-check check-exports
+# The alerting rules shipped in contrib/prometheus/ (and in the module's
+# package): promtool's syntax check, then their unit tests beside them.
+# promtool comes with Debian's prometheus, one of DEB_PACKAGES.
+PROMTOOL ?= promtool
+ALERT_RULES := contrib/prometheus/ha-balancer-alerts.yml
+
+check-alerts:
+	$(PROMTOOL) check rules $(ALERT_RULES)
+	$(PROMTOOL) test rules $(ALERT_RULES:.yml=.test.yml)
+
+test: deps nginx debian-module-check deb-check check-exports check-alerts
 	$(CARGO) build --workspace --bins
 	HAB_REQUIRE_NGINX=1 $(CARGO) test --workspace
 	# the same end-to-end tests against Debian's nginx 1.22 and its module

@@ -49,6 +49,8 @@ static char *ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf, ngx_str_t *value);
 static char *ngx_http_upstream_ha_api_max(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_upstream_ha_latency_buckets(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_uint_t n);
@@ -143,6 +145,13 @@ static ngx_command_t  ngx_http_upstream_ha_commands[] = {
     { ngx_string("ha_api_max"),
       NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
       ngx_http_upstream_ha_api_max,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("ha_latency_buckets"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_http_upstream_ha_latency_buckets,
       NGX_HTTP_SRV_CONF_OFFSET,
       0,
       NULL },
@@ -293,6 +302,11 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 
     if (ngx_http_upstream_ha_init_api_max(cf, us, hcf, n) != NGX_OK) {
         return NGX_ERROR;
+    }
+
+    if (hcf->nbuckets) {
+        hcf->conf.buckets = hcf->buckets;
+        hcf->conf.nbuckets = hcf->nbuckets;
     }
 
     if (ngx_http_upstream_ha_add_peers(cf, us, hcf, peers, pc, 0) != NGX_OK) {
@@ -1050,6 +1064,63 @@ ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
 }
 
 
+/*
+ * ha_latency_buckets time ...: the bounds of the upstream's latency
+ * histograms, strictly increasing, whole milliseconds (nginx measures
+ * response times in them)
+ */
+
+static char *
+ngx_http_upstream_ha_latency_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_upstream_ha_srv_conf_t  *hcf = conf;
+
+    ngx_int_t    ms;
+    ngx_str_t   *value;
+    ngx_uint_t   i;
+
+    if (hcf->nbuckets) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts - 1 > HAB_BUCKETS_MAX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "too many latency buckets: %ui, at most %d",
+                           cf->args->nelts - 1, HAB_BUCKETS_MAX);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        ms = ngx_parse_time(&value[i], 0);
+
+        if (ms == NGX_ERROR || ms == 0 || ms > 0xffffffff) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid latency bucket \"%V\": a time "
+                               "from 1ms to 49d, as \"5ms\", \"2s\" or "
+                               "\"2s500ms\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (i > 1 && (uint32_t) ms <= hcf->buckets[i - 2]) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "latency bucket \"%V\" is not above "
+                               "\"%V\": the bounds must increase",
+                               &value[i], &value[i - 1]);
+            return NGX_CONF_ERROR;
+        }
+
+        hcf->buckets[i - 1] = (uint32_t) ms;
+    }
+
+    hcf->nbuckets = cf->args->nelts - 1;
+
+    return NGX_CONF_OK;
+}
+
+
 /* ha_api_max N: room for N servers added through the API */
 
 static char *
@@ -1203,6 +1274,14 @@ ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf)
                           "ha_outlier, ha_panic, ha_queue, ha_sticky and "
                           "ha_route need \"ha_balance\" in %s:%ui",
                           &uscfp[i]->host,
+                          uscfp[i]->file_name, uscfp[i]->line);
+            return NGX_CONF_ERROR;
+        }
+
+        if (hcf->policy == 0 && hcf->nbuckets) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "upstream \"%V\": ha_latency_buckets needs "
+                          "\"ha_balance\" in %s:%ui", &uscfp[i]->host,
                           uscfp[i]->file_name, uscfp[i]->line);
             return NGX_CONF_ERROR;
         }

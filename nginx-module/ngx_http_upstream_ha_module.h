@@ -260,6 +260,11 @@ struct ngx_http_upstream_ha_srv_conf_s {
      * live in generation added_gen
      */
     ngx_uint_t                          api_max;
+
+    /* ha_latency_buckets: the histograms' bounds, ms (none: the default) */
+    uint32_t                            buckets[HAB_BUCKETS_MAX];
+    ngx_uint_t                          nbuckets;
+
     ngx_http_upstream_ha_added_t      **added;
     ngx_http_upstream_rr_peers_t       *added_peers;
     uint64_t                            added_gen;

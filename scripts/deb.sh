@@ -28,6 +28,10 @@ SOURCE_NAME=ha-balancer
 MODULE=ngx_http_upstream_ha_module
 SNIPPET=mod-http-upstream-ha.conf
 MANPAGE=$MODULE.5
+# The Prometheus alerting rules (with their promtool unit tests) and the
+# Grafana dashboard of contrib/, shipped with the module under SHARE
+CONTRIB="prometheus/ha-balancer-alerts.yml prometheus/ha-balancer-alerts.test.yml grafana/ha-balancer.json"
+SHARE=usr/share/ha-balancer
 ENABLED_LINK=50-mod-http-upstream-ha.conf
 DEB_ABI_FILE=${DEB_ABI_FILE:-/usr/share/nginx/src/debian/libnginx-mod.abisubstvars}
 DEB_REVISION=${DEB_REVISION:-1}
@@ -223,6 +227,9 @@ build() {
 
 	printf 'load_module modules/%s.so;\n' "$MODULE" \
 		>"$pkg/usr/share/nginx/modules-available/$SNIPPET"
+	for f in $CONTRIB; do
+		install -D -m 644 "$ROOT/contrib/$f" "$pkg/$SHARE/$f"
+	done
 	sed "s/@VERSION@/${version%-*}/g" "$PKGDIR/$MANPAGE" | gzip -9n \
 		>"$pkg/usr/share/man/man5/$MANPAGE.gz"
 	chmod 644 "$pkg/usr/share/man/man5/$MANPAGE.gz"
@@ -251,6 +258,8 @@ build() {
 		 The ha_api location directive serves per-server statistics, Prometheus
 		 metrics, a live status page and an HTTP API to drain, disable or
 		 re-weight servers at run time; the hab package is its command line.
+		 Prometheus alerting rules and a Grafana dashboard for those metrics
+		 are in /usr/share/ha-balancer.
 	EOF
 
 	# (2) hab, built by cargo in release mode; its pages and completions
@@ -330,9 +339,11 @@ check() {
 	want="./usr/lib/nginx/modules/$MODULE.so
 ./usr/share/doc/$NAME/changelog.Debian.gz
 ./usr/share/doc/$NAME/copyright
+$(for f in $CONTRIB; do echo "./$SHARE/$f"; done)
 ./usr/share/lintian/overrides/$NAME
 ./usr/share/man/man5/$MANPAGE.gz
 ./usr/share/nginx/modules-available/$SNIPPET"
+	want=$(LC_ALL=C sort <<<"$want")
 	dpkg-deb -c "$deb" >"$tmp/contents"
 	have=$(awk '$1 !~ /^d/ { print $6 }' "$tmp/contents" | LC_ALL=C sort)
 	[ "$have" = "$want" ] || die "files are:"$'\n'"$have"$'\n'"expected:"$'\n'"$want"
@@ -353,6 +364,7 @@ check() {
 	[ -z "$have" ] || die "$f exports:" $have
 	linked_as_debian "$f"
 	manpage_ok "$root/usr/share/man/man5/$MANPAGE.gz"
+	contrib_ok "$root/$SHARE"
 	[ "$(dpkg-parsechangelog -l "$root/usr/share/doc/$NAME/changelog.Debian.gz" -S Version)" = "$version" ] \
 		|| die "changelog.Debian.gz does not start with $version"
 	grep -q '^License: BSD-2-Clause$' "$root/usr/share/doc/$NAME/copyright" \
@@ -450,6 +462,27 @@ linked_as_debian() {
 		|| die "$f is not linked BIND_NOW (-z now)"
 	[ "$(readelf -hW "$f" | awk '$1 == "Type:" { print $2 }')" = DYN ] \
 		|| die "$f is not position independent"
+}
+
+# The unpacked rules and dashboard in DIR: the files of contrib/, the rules
+# accepted by promtool and passing their unit tests where they are
+# installed (when promtool is there), the dashboard a JSON object.
+contrib_ok() {
+	local dir=$1 f
+	for f in $CONTRIB; do
+		cmp "$ROOT/contrib/$f" "$dir/$f" || die "$dir/$f differs from contrib/$f"
+	done
+	perl -MJSON::PP -e 'local $/; ref(decode_json(<STDIN>)->{panels}) eq "ARRAY" or exit 1' \
+		<"$dir/grafana/ha-balancer.json" || die "$dir/grafana/ha-balancer.json: no dashboard"
+	if command -v promtool >/dev/null 2>&1; then
+		promtool check rules "$dir/prometheus/ha-balancer-alerts.yml" >/dev/null \
+			|| die "promtool check rules $dir/prometheus/ha-balancer-alerts.yml failed"
+		(cd "$dir/prometheus" && promtool test rules ha-balancer-alerts.test.yml >/dev/null) \
+			|| die "promtool test rules failed on the unpacked rules"
+		echo "deb: the unpacked alerting rules pass promtool check rules and their unit tests"
+	else
+		echo "deb: promtool skipped: it is not installed (make deps installs it: package prometheus)"
+	fi
 }
 
 # The manual page F renders without a warning, as lintian renders it.

@@ -59,7 +59,9 @@ fn structs_match_the_header() {
         health,
         capacity,
         sessions,
-        api_max
+        api_max,
+        buckets,
+        nbuckets
     });
     same_layout!(hab_sid {
         hash,
@@ -492,6 +494,7 @@ fn constants_match_the_header() {
         ),
         (sys::HAB_SCHEDULE_ROOM_MAX, rs::HAB_SCHEDULE_ROOM_MAX),
         (sys::HAB_API_MAX, rs::HAB_API_MAX),
+        (sys::HAB_BUCKETS_MAX, rs::HAB_BUCKETS_MAX),
         (sys::HAB_SLOT_FREE, rs::HAB_SLOT_FREE),
         (sys::HAB_SLOT_LIVE, rs::HAB_SLOT_LIVE),
         (sys::HAB_SLOT_RETIRING, rs::HAB_SLOT_RETIRING),

@@ -407,6 +407,74 @@ fn health_directives_are_checked() {
 /// resolved servers too); valid values pass on every policy, and beside
 /// servers resolved at run time.
 #[test]
+fn latency_buckets_are_checked() {
+    if !nginx_or_skip() || stock_mode() {
+        return;
+    }
+    let rr = "        ha_balance round_robin;\n";
+    let sixteen: Vec<String> = (1..=16).map(|i| format!("{i}ms")).collect();
+    let sixteen = format!("ha_latency_buckets {};", sixteen.join(" "));
+    for (lines, needle, mentions) in [
+        (
+            "ha_latency_buckets 10ms 5ms;",
+            "ha_latency_buckets 10ms 5ms;",
+            &[
+                "latency bucket \"5ms\" is not above \"10ms\"",
+                "must increase",
+            ][..],
+        ),
+        (
+            "ha_latency_buckets 10ms 10ms;",
+            "ha_latency_buckets 10ms 10ms;",
+            &["\"10ms\" is not above \"10ms\""],
+        ),
+        (
+            "ha_latency_buckets 0;",
+            "ha_latency_buckets 0;",
+            &["invalid latency bucket \"0\"", "from 1ms"],
+        ),
+        (
+            "ha_latency_buckets 5ms fast;",
+            "ha_latency_buckets 5ms fast;",
+            &["invalid latency bucket \"fast\""],
+        ),
+        (
+            sixteen.as_str(),
+            sixteen.as_str(),
+            &["too many latency buckets: 16, at most 15"],
+        ),
+        (
+            "ha_latency_buckets 5ms;\n        ha_latency_buckets 10ms;",
+            "ha_latency_buckets 10ms;",
+            &["\"ha_latency_buckets\" directive is duplicate"],
+        ),
+        (
+            "ha_latency_buckets;",
+            "ha_latency_buckets;",
+            &["invalid number of arguments in \"ha_latency_buckets\""],
+        ),
+    ] {
+        let c = Nginx::check_detailed(&upstream_with(&format!("{rr}        {lines}")));
+        c.assert_emerg(needle, mentions);
+    }
+    let c = Nginx::check_detailed(&upstream_with("        ha_latency_buckets 5ms;"));
+    c.assert_emerg(
+        "upstream up {",
+        &["\"up\"", "ha_latency_buckets needs \"ha_balance\""],
+    );
+    // Valid: one bound, fifteen, seconds and minutes.
+    let fifteen: Vec<String> = (1..=15).map(|i| format!("{i}ms")).collect();
+    for lines in [
+        "ha_latency_buckets 1ms;".to_owned(),
+        format!("ha_latency_buckets {};", fifteen.join(" ")),
+        "ha_latency_buckets 100ms 1s 1s500ms 1m;".to_owned(),
+    ] {
+        let (ok, log) = Nginx::check(&upstream_with(&format!("{rr}        {lines}")));
+        assert!(ok, "{lines}: {log}");
+    }
+}
+
+#[test]
 fn api_max_is_checked() {
     if !nginx_or_skip() || stock_mode() {
         return;

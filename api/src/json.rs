@@ -4,8 +4,9 @@
 use std::borrow::Cow;
 
 use hab_core::layout::queue::Queue;
-use hab_core::layout::stats::PeerStats;
+use hab_core::layout::stats::{PeerStats, Recent};
 use hab_core::layout::Zone;
+use hab_core::spec::Buckets;
 use hab_core::write::PeerView;
 
 use crate::body::Body;
@@ -120,7 +121,7 @@ impl Responses {
 }
 
 /// An upstream's totals over its servers (ours).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Totals {
     /// Tries sent.
     pub requests: u64,
@@ -140,6 +141,10 @@ pub struct Totals {
     pub unavail: u64,
     /// Requests in flight.
     pub active: u64,
+    /// Percentiles of the servers' recent response times together (ours;
+    /// absent when their histograms' bounds are unknown to the reader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentiles: Option<Percentiles>,
 }
 
 /// One server, as `GET .../servers/{id}` shows it (serialized by
@@ -196,6 +201,11 @@ pub struct Server<'a> {
     pub response_time: Option<u64>,
     /// The latency estimate (EWMA), ms (ours).
     pub latency: Option<f64>,
+    /// Percentiles of the recent response times (ours).
+    pub percentiles: Percentiles,
+    /// Since when the server has been in its state, when something changed
+    /// it since its zone was built (ours).
+    pub state_since: Option<Date>,
     /// Active health checks, when `ha_check` is configured.
     pub health_checks: Option<HealthChecks>,
     /// When its outlier ejection ends, while it is ejected (ours).
@@ -209,6 +219,42 @@ pub struct Server<'a> {
     pub policy: &'static str,
     /// Number of the generation serving the upstream (ours).
     pub generation: u64,
+}
+
+/// Percentiles of a server's recent response times: the responses of the
+/// last 30 to 60 seconds, from the latency histogram's buckets
+/// (`ha_latency_buckets`) as Prometheus's `histogram_quantile` estimates
+/// them (linear within a bucket).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    /// The window, ms.
+    pub window: u64,
+    /// Responses in it.
+    pub responses: u64,
+    /// Median response time, ms (`null` without responses).
+    pub p50: Option<f64>,
+    /// 95th percentile, ms.
+    pub p95: Option<f64>,
+    /// 99th percentile, ms.
+    pub p99: Option<f64>,
+}
+
+impl Percentiles {
+    /// Of `recent` under `buckets`.
+    pub fn of(recent: &Recent, buckets: &Buckets) -> Percentiles {
+        let q = |q| {
+            recent
+                .quantile(buckets, q)
+                .map(|v| (v * 10.0).round() / 10.0)
+        };
+        Percentiles {
+            window: recent.window_ms,
+            responses: recent.responses(),
+            p50: q(0.5),
+            p95: q(0.95),
+            p99: q(0.99),
+        }
+    }
 }
 
 /// NGINX Plus's `health_checks` object, with the consecutive counts.
@@ -470,6 +516,10 @@ pub fn server<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock) -> Server<'a> 
         header_time: st.header_time(),
         response_time: st.response_time(),
         latency: v.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
+        percentiles: Percentiles::of(&zone.recent(v.index, clock.now_ms), zone.buckets()),
+        state_since: zone
+            .state_since(v.index, clock.now_ms)
+            .map(|t| clock.date(t)),
         health_checks: v.checks.map(|c| HealthChecks {
             checks: c.checks,
             fails: c.fails,
@@ -625,6 +675,8 @@ impl Serialize for Filtered<'_, '_> {
         optional!("header_time", s.header_time);
         optional!("response_time", s.response_time);
         optional!("latency", s.latency);
+        field!("percentiles", &s.percentiles);
+        optional!("state_since", s.state_since);
         optional!("health_checks", s.health_checks);
         optional!("ejected_until", s.ejected_until);
         optional!("slow_start", s.slow_start);
@@ -673,6 +725,7 @@ impl Render<'_> {
             bound: self.zone.sessions().then_some(0),
             ..Totals::default()
         };
+        let mut recent = Recent::default();
         out.push(b"[");
         let mut first = true;
         for i in order(self.zone) {
@@ -709,9 +762,12 @@ impl Render<'_> {
             }
             first = false;
             totals = add_totals(totals, &v);
+            recent.add(&self.zone.recent(i, self.clock.now_ms));
             out.push(&scratch);
         }
         out.push(b"]");
+        recent.window_ms = hab_core::layout::stats::window_ms(self.clock.now_ms);
+        totals.percentiles = Some(Percentiles::of(&recent, self.zone.buckets()));
         totals
     }
 

@@ -18,6 +18,7 @@ pub mod body;
 mod change;
 pub mod json;
 pub mod metrics;
+pub mod page;
 pub mod plus;
 pub mod request;
 pub mod route;

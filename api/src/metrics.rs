@@ -18,6 +18,7 @@ use std::io::Write as _;
 
 use hab_core::layout::queue::{Counters, Queue, Waits, WAIT_BOUNDS_MS, WAIT_BUCKETS};
 use hab_core::learn;
+use hab_core::spec::{Buckets, MAX_BUCKETS};
 use hab_core::write::{PeerView, ServerState};
 
 use crate::body::Body;
@@ -71,12 +72,19 @@ struct Sample {
     downtime_ms: u64,
     header_time: Option<u64>,
     response_time: Option<u64>,
+    /// Sums of the times, ms.
+    header_ms: u64,
+    response_ms: u64,
+    /// The histograms, cumulative, for the upstream's bounds.
+    response_hist: [u64; MAX_BUCKETS],
+    header_hist: [u64; MAX_BUCKETS],
     checks: Option<hab_core::health::check::CheckStats>,
 }
 
 impl Sample {
-    /// `sessions`: whether the upstream binds sessions.
-    fn of(v: &PeerView<'_>, sessions: bool) -> Sample {
+    /// `sessions`: whether the upstream binds sessions; `buckets`: its
+    /// latency histograms' bounds.
+    fn of(v: &PeerView<'_>, sessions: bool, buckets: &Buckets) -> Sample {
         let st = &v.stats;
         Sample {
             label: (0, 0),
@@ -94,6 +102,10 @@ impl Sample {
             downtime_ms: st.downtime_ms,
             header_time: st.header_time(),
             response_time: st.response_time(),
+            header_ms: st.header_ms,
+            response_ms: st.response_ms,
+            response_hist: st.cumulative(buckets, false),
+            header_hist: st.cumulative(buckets, true),
             checks: v.checks,
         }
     }
@@ -113,6 +125,9 @@ enum Value {
     One(fn(&Sample) -> Option<Num>),
     /// One sample per status class (`code` label).
     Classes,
+    /// A histogram of times (`_bucket` per bound and `+Inf`, `_sum`,
+    /// `_count`): of the header (`true`) or the whole response.
+    Histogram(bool),
 }
 
 /// One metric family.
@@ -169,15 +184,40 @@ const FAMILIES: &[Family] = &[
         value: Value::Classes,
     },
     Family {
-        name: "ha_upstream_server_sent_total",
+        name: "ha_upstream_server_sent_bytes_total",
         kind: "counter",
         help: "Bytes sent to the server",
         value: Value::One(|s| Some(Num::Int(s.sent))),
     },
     Family {
-        name: "ha_upstream_server_received_total",
+        name: "ha_upstream_server_received_bytes_total",
         kind: "counter",
         help: "Bytes received from the server",
+        value: Value::One(|s| Some(Num::Int(s.received))),
+    },
+    Family {
+        name: "ha_upstream_server_response_seconds",
+        kind: "histogram",
+        help: "Time from the pick to the end of the response, responses only (ha_latency_buckets)",
+        value: Value::Histogram(false),
+    },
+    Family {
+        name: "ha_upstream_server_header_seconds",
+        kind: "histogram",
+        help: "Time from the pick to the response header, responses only (ha_latency_buckets)",
+        value: Value::Histogram(true),
+    },
+    Family {
+        name: "ha_upstream_server_sent_total",
+        kind: "counter",
+        help: "Bytes sent to the server (deprecated: ha_upstream_server_sent_bytes_total)",
+        value: Value::One(|s| Some(Num::Int(s.sent))),
+    },
+    Family {
+        name: "ha_upstream_server_received_total",
+        kind: "counter",
+        help:
+            "Bytes received from the server (deprecated: ha_upstream_server_received_bytes_total)",
         value: Value::One(|s| Some(Num::Int(s.received))),
     },
     Family {
@@ -398,6 +438,8 @@ struct Upstream1<'a> {
     sessions: Option<(String, learn::Stats)>,
     /// Its request queue's figures.
     queue: Option<QueueSample>,
+    /// Its latency histograms' bounds as `le` label values, seconds.
+    les: Vec<String>,
     blocks: Vec<Block>,
 }
 
@@ -479,7 +521,7 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
                     b.labels.truncate(at);
                     continue;
                 }
-                let mut s = Sample::of(&v, u.zone.sessions());
+                let mut s = Sample::of(&v, u.zone.sessions(), u.zone.buckets());
                 s.label = (at as u32, (b.labels.len() - at) as u32);
                 b.samples.push(s);
             }
@@ -490,6 +532,13 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
                     .learn
                     .map(|l| (escape(l.zone), l.table.stats(clock.now_ms))),
                 queue: u.zone.queue().map(QueueSample::of),
+                les: u
+                    .zone
+                    .buckets()
+                    .bounds()
+                    .iter()
+                    .map(|&b| seconds(u64::from(b)))
+                    .collect(),
                 blocks,
             }
         })
@@ -606,6 +655,45 @@ pub fn render(upstreams: &[Upstream<'_>], clock: Clock) -> Body {
                         Value::Classes => {
                             for (k, n) in s.responses.iter().enumerate() {
                                 out.append_with(room, |line| sample(line, Some(k), Num::Int(*n)));
+                            }
+                        }
+                        Value::Histogram(header) => {
+                            let (hist, sum) = if header {
+                                (&s.header_hist, s.header_ms)
+                            } else {
+                                (&s.response_hist, s.response_ms)
+                            };
+                            // Read a moment apart from the classes: a
+                            // response counted in between shows in a
+                            // bucket first; +Inf is never below it.
+                            let last = hist[..u.les.len()].last().copied().unwrap_or(0);
+                            let count = s.responses.iter().sum::<u64>().max(last);
+                            let buckets =
+                                u.les.iter().map(String::as_str).zip(hist.iter().copied());
+                            for (le, n) in buckets.chain([("+Inf", count)]) {
+                                out.append_with(room + 8, |line| {
+                                    line.extend_from_slice(f.name.as_bytes());
+                                    line.extend_from_slice(b"_bucket{");
+                                    line.extend_from_slice(labels);
+                                    line.extend_from_slice(b",le=\"");
+                                    line.extend_from_slice(le.as_bytes());
+                                    line.extend_from_slice(b"\"} ");
+                                    put_u64(line, n);
+                                    line.push(b'\n');
+                                });
+                            }
+                            for (suffix, n) in
+                                [("_sum", Num::Millis(sum)), ("_count", Num::Int(count))]
+                            {
+                                out.append_with(room, |line| {
+                                    line.extend_from_slice(f.name.as_bytes());
+                                    line.extend_from_slice(suffix.as_bytes());
+                                    line.push(b'{');
+                                    line.extend_from_slice(labels);
+                                    line.extend_from_slice(b"} ");
+                                    put_num(line, n);
+                                    line.push(b'\n');
+                                });
                             }
                         }
                     }
@@ -868,6 +956,81 @@ mod tests {
     }
 
     #[test]
+    fn latency_histograms_are_cumulative_in_seconds() {
+        use hab_core::layout::stats::TryInfo;
+        use hab_core::testing::OwnedAttempt;
+        use hab_core::Outcome;
+        let peers = [PeerSpec {
+            position: Some(0),
+            ..PeerSpec::new(b"u\0a:80\x00127.0.0.1:1")
+        }];
+        let spec = UpstreamSpec {
+            health: Default::default(),
+            policy: Policy::RoundRobin,
+            peers: &peers,
+            schedule_room: 0,
+            sessions: false,
+        };
+        let room = hab_core::write::Room {
+            capacity: 1,
+            api_max: 0,
+            buckets: Buckets::new(&[5, 50, 2500]).unwrap(),
+        };
+        let t = OwnedTable::with_room(&spec, &room).unwrap();
+        let z = t.zone();
+        let slot = z.claim_slot(1, |_| true).unwrap();
+        // Response times 3, 5, 40, 3000 ms; headers 1, 1, 1, 60 ms; and a
+        // try without a response (not in the histograms).
+        for (ms, head) in [(3, 1), (5, 1), (40, 1), (3000, 60)] {
+            let mut a = OwnedAttempt::with_slot(z, 100, Some(slot));
+            a.pick(100).unwrap();
+            let info = TryInfo {
+                status: 200,
+                header_ms: Some(head),
+                ..TryInfo::NONE
+            };
+            a.release_with(Outcome::Ok, &info, 100 + ms).unwrap();
+            a.end();
+        }
+        let mut a = OwnedAttempt::with_slot(z, 100, Some(slot));
+        a.pick(100).unwrap();
+        a.release_with(Outcome::Failed, &TryInfo::NONE, 200)
+            .unwrap();
+        a.end();
+        let ups = [Upstream {
+            name: "u",
+            zone: z,
+            learn: None,
+        }];
+        let clock = Clock {
+            now_ms: 5000,
+            wall_ms: 1_796_126_400_000,
+        };
+        let text = String::from_utf8(render(&ups, clock).to_vec()).unwrap();
+        let l = r#"upstream="u",server="127.0.0.1:1""#;
+        let want = format!(
+            "ha_upstream_server_response_seconds_bucket{{{l},le=\"0.005\"}} 2\n\
+             ha_upstream_server_response_seconds_bucket{{{l},le=\"0.05\"}} 3\n\
+             ha_upstream_server_response_seconds_bucket{{{l},le=\"2.5\"}} 3\n\
+             ha_upstream_server_response_seconds_bucket{{{l},le=\"+Inf\"}} 4\n\
+             ha_upstream_server_response_seconds_sum{{{l}}} 3.048\n\
+             ha_upstream_server_response_seconds_count{{{l}}} 4\n"
+        );
+        assert!(text.contains(&want), "{text}");
+        let want = format!(
+            "ha_upstream_server_header_seconds_bucket{{{l},le=\"0.005\"}} 3\n\
+             ha_upstream_server_header_seconds_bucket{{{l},le=\"0.05\"}} 3\n\
+             ha_upstream_server_header_seconds_bucket{{{l},le=\"2.5\"}} 4\n\
+             ha_upstream_server_header_seconds_bucket{{{l},le=\"+Inf\"}} 4\n\
+             ha_upstream_server_header_seconds_sum{{{l}}} 0.063\n\
+             ha_upstream_server_header_seconds_count{{{l}}} 4\n"
+        );
+        assert!(text.contains(&want), "{text}");
+        assert!(text.contains("# TYPE ha_upstream_server_response_seconds histogram\n"));
+        assert!(text.contains(&format!("ha_upstream_server_sent_bytes_total{{{l}}} 0\n")));
+    }
+
+    #[test]
     fn odd_upstream_names_are_escaped_in_every_sample() {
         let peers = [PeerSpec {
             position: Some(0),
@@ -892,9 +1055,10 @@ mod tests {
         };
         let text = String::from_utf8(render(&ups, clock).to_vec()).unwrap();
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        // generation, 10 single families, 5 classes; no header or
-        // response time before a response
-        assert_eq!(samples.len(), 1 + 10 + 5, "{text}");
+        // generation, 12 single families, 5 classes, two histograms of
+        // 14 bounds, +Inf, sum and count; no average header or response
+        // time before a response
+        assert_eq!(samples.len(), 1 + 12 + 5 + 2 * 17, "{text}");
         for l in &samples {
             assert!(l.contains(r#"{upstream="odd\"name\\x""#), "unescaped: {l}");
         }

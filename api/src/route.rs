@@ -31,8 +31,8 @@ pub use crate::request::{
 };
 pub use crate::upstream::Upstream;
 
-/// The live status page (`__HAB_WRITE__` becomes `true` or `false`).
-pub const STATUS_PAGE: &str = include_str!("status.html");
+/// The status page's template ([`crate::page`] renders it).
+pub const STATUS_PAGE: &str = crate::page::TEMPLATE;
 
 fn method_not_allowed(allowed: &str) -> Response {
     refuse(
@@ -50,13 +50,12 @@ fn read_only(what: &str) -> Response {
     )
 }
 
-/// The status page.
-fn page(write: bool) -> Response {
-    let html = STATUS_PAGE.replace("__HAB_WRITE__", if write { "true" } else { "false" });
+/// The status page, with every upstream and server rendered in it.
+fn page(upstreams: &[Upstream<'_>], clock: Clock, write: bool) -> Response {
     Response {
         status: 200,
         content_type: ContentType::Html,
-        body: Body::from(html.into_bytes()),
+        body: crate::page::render(upstreams, clock, write),
         log: None,
         notice: None,
         changed: false,
@@ -106,14 +105,14 @@ pub fn handle(
     let fields = Fields::from_query(req.query);
     let clock = req.clock();
     match parts.as_slice() {
-        [] if read && req.html => page(req.write),
+        [] if read && req.html => page(upstreams, clock, req.write),
         // The NGINX Plus API's answer for its location: the versions it
         // serves (Plus clients check theirs is listed).
         [] if read => ok(&crate::plus::VERSIONS),
         [v, rest @ ..] if crate::plus::is_version(v) => {
             crate::plus::handle(req, v, rest, upstreams, fields.as_ref(), alive)
         }
-        ["status.html"] if read => page(req.write),
+        ["status.html"] if read => page(upstreams, clock, req.write),
         ["metrics"] if read => Response {
             status: 200,
             content_type: ContentType::Prometheus,

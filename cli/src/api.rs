@@ -46,7 +46,7 @@ pub const MAX_ANSWER: u64 = 1 << 30;
 /// large upstream's answer stays small.
 pub const TABLE_FIELDS: &str = "policy,generation,server,name,backup,weight,\
 configured_weight,state,active,max_conns,down,drain,requests,bound,responses,\
-fails,unavail,response_time,sessions,queue";
+fails,unavail,response_time,percentiles,sessions,queue";
 
 /// One upstream as `GET upstreams/{name}` answers it.
 ///
@@ -278,6 +278,30 @@ pub struct Server {
     /// The EWMA latency estimate in milliseconds.
     #[serde(default, deserialize_with = "lenient")]
     pub latency: Option<f64>,
+    /// Percentiles of the recent response times (the last 30 to 60 s).
+    #[serde(default, deserialize_with = "lenient")]
+    pub percentiles: Option<Percentiles>,
+}
+
+/// Percentiles of a server's recent response times, ms (`null` without
+/// responses in the window).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+pub struct Percentiles {
+    /// The window, ms.
+    #[serde(default)]
+    pub window: u64,
+    /// Responses in it.
+    #[serde(default)]
+    pub responses: u64,
+    /// Median.
+    #[serde(default)]
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    #[serde(default)]
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    #[serde(default)]
+    pub p99: Option<f64>,
 }
 
 /// Why a call failed.

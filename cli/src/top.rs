@@ -187,8 +187,8 @@ fn block(out: &mut String, before: Option<Before<'_>>, name: &str, u: &Upstream)
         header.push("BOUND/S");
         right.push(true);
     }
-    header.extend(["5XX/S", "FAILS", "RESP_MS", "WEIGHT"]);
-    right.extend([true, true, true, false]);
+    header.extend(["5XX/S", "FAILS", "P50_MS", "P95_MS", "P99_MS", "WEIGHT"]);
+    right.extend([true, true, true, true, true, false]);
     let rows: Vec<Vec<String>> = peers
         .iter()
         .map(|s| {
@@ -206,7 +206,9 @@ fn block(out: &mut String, before: Option<Before<'_>>, name: &str, u: &Upstream)
             r.extend([
                 rate_cell(r5xx),
                 count_cell(s.fails),
-                ms_cell(s.response_time),
+                ms_cell(s.percentiles.and_then(|p| p.p50)),
+                ms_cell(s.percentiles.and_then(|p| p.p95)),
+                ms_cell(s.percentiles.and_then(|p| p.p99)),
                 weight_cell(s),
             ]);
             r
@@ -400,14 +402,14 @@ mod tests {
         let want = "\
 hab top  11:49:07 UTC  http://127.0.0.1:8080/api  upstreams 2  req/s -
 upstream api  policy least_conn  generation 1  req/s -
-  ID  SERVER         STATE    ACTIVE  REQ/S  5XX/S  FAILS  RESP_MS  WEIGHT
-   0  10.0.0.1:9000  up            0      -      -      -        -  1
-   1  10.0.0.2:9000  unavail       0      -      -      -        -  1
+  ID  SERVER         STATE    ACTIVE  REQ/S  5XX/S  FAILS  P50_MS  P95_MS  P99_MS  WEIGHT
+   0  10.0.0.1:9000  up            0      -      -      -       -       -       -  1
+   1  10.0.0.2:9000  unavail       0      -      -      -       -       -       -  1
 upstream app  policy round_robin  generation 3  req/s -
-  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  RESP_MS  WEIGHT
-   0  127.0.0.1:8081  up             2      -      -      -        -  5
-   1  127.0.0.1:8082  draining  12/100      -      -      -        -  10 (conf 1)
-   2  10.0.0.9:8080   down           0      -      -      -        -  1
+  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  P50_MS  P95_MS  P99_MS  WEIGHT
+   0  127.0.0.1:8081  up             2      -      -      -       -       -       -  5
+   1  127.0.0.1:8082  draining  12/100      -      -      -       -       -       -  10 (conf 1)
+   2  10.0.0.9:8080   down           0      -      -      -       -       -       -  1
 ";
         assert_eq!(f, want, "got:\n{f}");
         assert!(!f.contains("\n\n"), "no blank line inside a frame");
@@ -422,10 +424,10 @@ upstream app  policy round_robin  generation 3  req/s -
         let want = "\
 hab top  11:49:07 UTC  http://127.0.0.1:8080/api  upstreams 1  req/s -
 upstream app  policy round_robin  generation 3  req/s -
-  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  RESP_MS  WEIGHT
-   0  127.0.0.1:8081  up             2      -      -      3        5  5
-   1  127.0.0.1:8082  draining  12/100      -      -      0     12.5  10 (conf 1)
-   2  10.0.0.9:8080   unavail        0      -      -      7        -  1
+  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  P50_MS  P95_MS  P99_MS  WEIGHT
+   0  127.0.0.1:8081  up             2      -      -      3     4.5      23    71.3  5
+   1  127.0.0.1:8082  draining  12/100      -      -      0       -       -       -  10 (conf 1)
+   2  10.0.0.9:8080   unavail        0      -      -      7       -       -       -  1
 ";
         assert_eq!(f, want, "got:\n{f}");
 
@@ -440,10 +442,10 @@ upstream app  policy round_robin  generation 3  req/s -
         let want = "\
 hab top  11:49:07 UTC  http://127.0.0.1:8080/api  upstreams 1  req/s 175.0
 upstream app  policy round_robin  generation 3  req/s 175.0
-  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  RESP_MS  WEIGHT
-   0  127.0.0.1:8081  up             2  150.0    5.0      3        5  5
-   1  127.0.0.1:8082  draining  12/100   25.0    0.0      0     12.5  10 (conf 1)
-   2  10.0.0.9:8080   unavail        0    0.0    0.0      7        -  1
+  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  P50_MS  P95_MS  P99_MS  WEIGHT
+   0  127.0.0.1:8081  up             2  150.0    5.0      3     4.5      23    71.3  5
+   1  127.0.0.1:8082  draining  12/100   25.0    0.0      0       -       -       -  10 (conf 1)
+   2  10.0.0.9:8080   unavail        0    0.0    0.0      7       -       -       -  1
 ";
         assert_eq!(f, want, "got:\n{f}");
 
@@ -519,10 +521,10 @@ upstream app  policy round_robin  generation 3  req/s 175.0
 hab top  11:49:07 UTC  http://127.0.0.1:8080/api  upstreams 1  req/s 175.0
 upstream app  policy round_robin  generation 3  req/s 175.0
   sessions zone learnt\\x1b[2J  entries 12/1024  created 40  evicted 0  expired 28
-  ID  SERVER          STATE     ACTIVE  REQ/S  BOUND/S  5XX/S  FAILS  RESP_MS  WEIGHT
-   0  127.0.0.1:8081  up             2  150.0    100.0    0.0      3        5  5
-   1  127.0.0.1:8082  draining  12/100   25.0     25.0    0.0      0     12.5  10 (conf 1)
-   2  10.0.0.9:8080   unavail        0    0.0      0.0    0.0      7        -  1
+  ID  SERVER          STATE     ACTIVE  REQ/S  BOUND/S  5XX/S  FAILS  P50_MS  P95_MS  P99_MS  WEIGHT
+   0  127.0.0.1:8081  up             2  150.0    100.0    0.0      3     4.5      23    71.3  5
+   1  127.0.0.1:8082  draining  12/100   25.0     25.0    0.0      0       -       -       -  10 (conf 1)
+   2  10.0.0.9:8080   unavail        0    0.0      0.0    0.0      7       -       -       -  1
 ";
         assert_eq!(f, want, "got:\n{f}");
         // The first frame: no rates yet.
@@ -546,7 +548,7 @@ upstream app  policy round_robin  generation 3  req/s 175.0
 hab top  11:49:07 UTC  http://127.0.0.1:8080/api  upstreams 1  req/s -
 upstream app  policy round_robin  generation 3  req/s -
   queue 3/500  p99 40 ms  overflows 12  timeouts 1  abandoned 4  served 1234
-  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  RESP_MS  WEIGHT
+  ID  SERVER          STATE     ACTIVE  REQ/S  5XX/S  FAILS  P50_MS  P95_MS  P99_MS  WEIGHT
 ";
         assert!(f.starts_with(want), "got:\n{f}");
     }

@@ -344,6 +344,77 @@ pub const MAX_PEERS: usize = 1 << 20;
 /// 1,048,576.
 pub const MAX_API_SERVERS: u32 = 1 << 20;
 
+/// Most finite bounds of the latency histograms (`ha_latency_buckets`).
+pub const MAX_BUCKETS: usize = 15;
+
+/// The default bounds of the latency histograms, ms: NGINX Plus's
+/// (`response_time_hist`, API version 9), 5 ms to 10 s.
+pub const DEFAULT_BUCKETS_MS: [u32; 14] = [
+    5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000,
+];
+
+/// The finite bounds of an upstream's latency histograms
+/// (`ha_latency_buckets`), in ms: 1 to [`MAX_BUCKETS`] of them, strictly
+/// increasing, none 0. A response of `t` ms is counted in the first bucket
+/// whose bound is at least `t` (Prometheus's `le`), or above the last.
+///
+/// `#[repr(C)]`, 64 bytes: the zone's root keeps a copy.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buckets {
+    len: u32,
+    bounds_ms: [u32; MAX_BUCKETS],
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        let mut bounds_ms = [0; MAX_BUCKETS];
+        bounds_ms[..DEFAULT_BUCKETS_MS.len()].copy_from_slice(&DEFAULT_BUCKETS_MS);
+        Buckets {
+            len: DEFAULT_BUCKETS_MS.len() as u32,
+            bounds_ms,
+        }
+    }
+}
+
+impl Buckets {
+    /// Buckets with these bounds: [`Error::InvalidArgument`] unless there
+    /// are 1 to [`MAX_BUCKETS`], strictly increasing, the first above 0.
+    pub fn new(bounds_ms: &[u32]) -> Result<Buckets, Error> {
+        if bounds_ms.is_empty()
+            || bounds_ms.len() > MAX_BUCKETS
+            || bounds_ms[0] == 0
+            || bounds_ms.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let mut b = Buckets {
+            len: bounds_ms.len() as u32,
+            bounds_ms: [0; MAX_BUCKETS],
+        };
+        b.bounds_ms[..bounds_ms.len()].copy_from_slice(bounds_ms);
+        Ok(b)
+    }
+
+    /// The bounds, ms.
+    #[inline]
+    pub fn bounds(&self) -> &[u32] {
+        &self.bounds_ms[..(self.len as usize).min(MAX_BUCKETS)]
+    }
+
+    /// The bucket a time of `ms` falls in: the first whose bound is at
+    /// least `ms`, or `bounds().len()` above the last.
+    #[inline]
+    pub fn index(&self, ms: u64) -> usize {
+        let b = self.bounds();
+        b.iter()
+            .position(|&x| ms <= u64::from(x))
+            .unwrap_or(b.len())
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Buckets>() == 64);
+
 /// Longest session id a server may have: nginx's
 /// `NGX_HTTP_UPSTREAM_SID_LEN`, the length of an MD5 in hex.
 pub const MAX_SID: usize = 32;
@@ -546,6 +617,24 @@ impl UpstreamSpec<'_> {
         let mut h = Fnv(digest);
         h.write(b"api");
         h.write(&api_max.to_le_bytes());
+        h.finish()
+    }
+}
+
+impl UpstreamSpec<'_> {
+    /// [`UpstreamSpec::digest_with_api`] of a zone whose latency
+    /// histograms have `buckets`: mixed in unless they are the default,
+    /// so that a zone without `ha_latency_buckets` keeps its digest.
+    pub fn digest_with_room(&self, capacity: usize, api_max: u32, buckets: &Buckets) -> u64 {
+        let digest = self.digest_with_api(capacity, api_max);
+        if *buckets == Buckets::default() {
+            return digest;
+        }
+        let mut h = Fnv(digest);
+        h.write(b"buckets");
+        for b in buckets.bounds() {
+            h.write(&b.to_le_bytes());
+        }
         h.finish()
     }
 }

@@ -111,6 +111,15 @@ impl OwnedTable {
         Ok(OwnedTable { region })
     }
 
+    /// Builds a zone for `spec` with `room` ([`Zone::init_room`]).
+    pub fn with_room(spec: &UpstreamSpec<'_>, room: &write::Room) -> Result<OwnedTable, Error> {
+        let size = write::zone_size_with(spec, room.capacity)?;
+        let region = Region::new(size);
+        // SAFETY: the region is ours, `size` bytes, alive as long as `self`.
+        unsafe { Zone::init_room(spec, room, region.as_ptr(), region.len()) }?;
+        Ok(OwnedTable { region })
+    }
+
     /// The zone.
     pub fn zone(&self) -> Zone<'_> {
         // SAFETY: `region` holds a zone built by `Zone::init` in `new`,

@@ -149,6 +149,9 @@ typedef struct hab_health_conf {
 /* hab_upstream_conf.api_max: at most this many (ha_api_max) */
 #define HAB_API_MAX                1048576u
 
+/* hab_upstream_conf.nbuckets: at most this many (ha_latency_buckets) */
+#define HAB_BUCKETS_MAX            15u
+
 
 typedef struct hab_upstream_conf {
     uint32_t              policy;          /* hab_policy */
@@ -175,6 +178,12 @@ typedef struct hab_upstream_conf {
                                         * (ha_sticky), else 0 */
     uint32_t              api_max;     /* ha_api_max: servers the API may
                                         * add, 0 to HAB_API_MAX */
+    const uint32_t       *buckets;     /* ha_latency_buckets: bounds of the
+                                        * latency histograms, ms, strictly
+                                        * increasing, the first above 0;
+                                        * NULL: the default */
+    size_t                nbuckets;    /* 1 to HAB_BUCKETS_MAX (0 with
+                                        * NULL) */
 } hab_upstream_conf;
 
 

@@ -1,6 +1,7 @@
 //! What C describes: an upstream block and its server lines
 
-use hab_core::spec::HealthSpec;
+use hab_core::spec::{Buckets, HealthSpec};
+pub(crate) use hab_core::write::Room;
 use hab_core::{PeerSpec, Policy, UpstreamSpec};
 
 use crate::{bytes, finish, guard, hab_result, HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
@@ -101,10 +102,18 @@ pub struct hab_upstream_conf {
     /// [`HAB_API_MAX`]), each in a slot of `capacity` beyond the
     /// configured ones.
     pub api_max: u32,
+    /// `ha_latency_buckets`: the latency histograms' bounds, ms, strictly
+    /// increasing, the first above 0; NULL for the default.
+    pub buckets: *const u32,
+    /// Number of `buckets`: 1 to [`HAB_BUCKETS_MAX`] (0 with NULL).
+    pub nbuckets: usize,
 }
 
 /// Largest `hab_upstream_conf.api_max` (`ha_api_max`).
 pub const HAB_API_MAX: u32 = hab_core::spec::MAX_API_SERVERS;
+
+/// Most `hab_upstream_conf.buckets` (`ha_latency_buckets`).
+pub const HAB_BUCKETS_MAX: u32 = hab_core::spec::MAX_BUCKETS as u32;
 
 /// Longest session id (`hab_peer_conf.sid`): nginx's, an MD5 in hex.
 pub const HAB_SID_MAX: usize = hab_core::spec::MAX_SID;
@@ -184,16 +193,6 @@ pub(crate) unsafe fn read_conf<'a>(
     Ok((policy, health, out))
 }
 
-/// The peer slots of a zone: how many, and how many of them the API may
-/// fill (`ha_api_max`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Room {
-    /// Peer slots.
-    pub(crate) capacity: usize,
-    /// `hab_upstream_conf.api_max`.
-    pub(crate) api_max: u32,
-}
-
 /// Runs `f` on the upstream spec read from `conf` and its room (its
 /// peers and `api_max` when `conf->capacity` is 0; `HAB_INVALID_ARGUMENT`
 /// when below them, or `api_max` above [`HAB_API_MAX`]).
@@ -209,18 +208,33 @@ pub(crate) unsafe fn with_spec(
         return HAB_NULL_PARAMETER;
     }
     // SAFETY: non-NULL; readable (forwarded contract).
-    let (npeers, capacity, schedule_room, sessions, api_max) = unsafe {
+    let (npeers, capacity, schedule_room, sessions, api_max, buckets, nbuckets) = unsafe {
         (
             (*conf).npeers,
             (*conf).capacity,
             (*conf).schedule_room,
             (*conf).sessions,
             (*conf).api_max,
+            (*conf).buckets,
+            (*conf).nbuckets,
         )
     };
     if sessions > 1 || api_max > HAB_API_MAX {
         return HAB_INVALID_ARGUMENT;
     }
+    let buckets = match (buckets.is_null(), nbuckets) {
+        (true, 0) => Buckets::default(),
+        (false, n) if n <= HAB_BUCKETS_MAX as usize => {
+            // SAFETY: `nbuckets` readable u32s at `buckets` (caller
+            // contract), at most HAB_BUCKETS_MAX of them.
+            let bounds = unsafe { core::slice::from_raw_parts(buckets, n) };
+            match Buckets::new(bounds) {
+                Ok(b) => b,
+                Err(_) => return HAB_INVALID_ARGUMENT,
+            }
+        }
+        _ => return HAB_INVALID_ARGUMENT,
+    };
     let least = npeers.saturating_add(api_max as usize);
     let capacity = match capacity {
         0 => least,
@@ -237,7 +251,11 @@ pub(crate) unsafe fn with_spec(
                 schedule_room,
                 sessions: sessions == 1,
             },
-            Room { capacity, api_max },
+            Room {
+                capacity,
+                api_max,
+                buckets,
+            },
         ),
         Err(rc) => rc,
     }
@@ -344,7 +362,7 @@ pub unsafe extern "C" fn hab_conf_digest(
         unsafe {
             with_spec(conf, |spec, room| {
                 spec.validate()
-                    .map(|()| spec.digest_with_api(room.capacity, room.api_max))
+                    .map(|()| spec.digest_with_room(room.capacity, room.api_max, &room.buckets))
                     .map_or_else(hab_result::from, |d| {
                         out_digest.write(d);
                         HAB_OK
@@ -394,6 +412,8 @@ pub(crate) mod fixtures {
             capacity: 0,
             sessions: 0,
             api_max: 0,
+            buckets: core::ptr::null(),
+            nbuckets: 0,
         }
     }
 }
@@ -415,10 +435,60 @@ mod tests {
     }
 
     fn digest(c: &hab_upstream_conf) -> u64 {
+        try_digest(c).unwrap()
+    }
+
+    fn try_digest(c: &hab_upstream_conf) -> Result<u64, hab_result> {
         let mut d = 0;
         // SAFETY: as above.
-        assert_eq!(unsafe { hab_conf_digest(c, &mut d) }, HAB_OK);
-        d
+        match unsafe { hab_conf_digest(c, &mut d) } {
+            HAB_OK => Ok(d),
+            rc => Err(rc),
+        }
+    }
+
+    #[test]
+    fn buckets_are_checked_and_part_of_the_digest() {
+        let peers = [peer(b"a")];
+        let with = |b: &[u32]| hab_upstream_conf {
+            buckets: if b.is_empty() {
+                core::ptr::null()
+            } else {
+                b.as_ptr()
+            },
+            nbuckets: b.len(),
+            ..upstream(&peers)
+        };
+        let default = hab_core::spec::DEFAULT_BUCKETS_MS;
+        assert_eq!(digest(&with(&default)), digest(&upstream(&peers)));
+        assert_ne!(digest(&with(&[1, 2])), digest(&upstream(&peers)));
+        assert_eq!(size(&with(&[1, 2])), size(&upstream(&peers)));
+        for bad in [&[2, 1][..], &[0, 1], &[5, 5], &[1; 16]] {
+            assert_eq!(try_digest(&with(bad)), Err(HAB_INVALID_ARGUMENT), "{bad:?}");
+        }
+        let no_pointer = hab_upstream_conf {
+            nbuckets: 2,
+            ..upstream(&peers)
+        };
+        assert_eq!(try_digest(&no_pointer), Err(HAB_INVALID_ARGUMENT));
+        let b = [3, 30, 300];
+        let c = with(&b);
+        let n = size(&c).unwrap();
+        let region = Region::new(n);
+        let mut z: *mut hab_zone = core::ptr::null_mut();
+        // SAFETY: the region is ours, `n` bytes, 64-byte aligned.
+        let rc = unsafe { hab_zone_init(&c, region.as_ptr().cast(), n, &mut z) };
+        assert_eq!(rc, HAB_OK);
+        // SAFETY: a zone handle just made; the region outlives its use.
+        assert_eq!(unsafe { zone_of(z) }.buckets().bounds(), &b);
+        let mut again: *mut hab_zone = core::ptr::null_mut();
+        let other = with(&[3, 30]);
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_attach(&other, region.as_ptr().cast(), n, &mut again) };
+        assert_ne!(rc, HAB_OK, "other bounds: another zone");
+        // SAFETY: as above.
+        let rc = unsafe { hab_zone_attach(&c, region.as_ptr().cast(), n, &mut again) };
+        assert_eq!(rc, HAB_OK);
     }
 
     #[test]

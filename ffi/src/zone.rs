@@ -55,7 +55,7 @@ pub unsafe extern "C" fn hab_zone_init(
     // used only while the mapping lives (what `'static` stands for here).
     unsafe {
         open_zone(conf, mem, out_zone, |spec, room| {
-            Zone::init_api(spec, room.capacity, room.api_max, mem.cast(), len)
+            Zone::init_room(spec, &room, mem.cast(), len)
         })
     }
 }
@@ -76,7 +76,7 @@ pub unsafe extern "C" fn hab_zone_attach(
     // SAFETY: caller contract, as for `hab_zone_init`.
     unsafe {
         open_zone(conf, mem, out_zone, |spec, room| {
-            Zone::attach_api(spec, room.capacity, room.api_max, mem.cast(), len)
+            Zone::attach_room(spec, &room, mem.cast(), len)
         })
     }
 }

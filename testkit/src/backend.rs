@@ -6,7 +6,8 @@
 //! - Per-request overrides in the query string: `delay=MS` (sleep first),
 //!   `status=CODE`, `close=1` (close the connection without answering),
 //!   `linger=MS` (sleep after answering, before reading the next request
-//!   or closing: a backend thread slow to come back), `setsid=V` (answer
+//!   or closing: a backend thread slow to come back), `body_delay=MS`
+//!   (send the header at once, the body MS later), `setsid=V` (answer
 //!   with `Set-Cookie: sid=V; Path=/`, a session the application starts).
 //! - `inflight` counts a request from its arrival to just before its
 //!   answer is written (or the connection closed): once nginx has the
@@ -29,7 +30,7 @@
 pub mod process;
 
 use std::fmt;
-use std::io::{self, BufReader};
+use std::io::{self, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -276,6 +277,7 @@ struct Plan {
     status: u16,
     close: bool,
     linger_ms: u64,
+    body_delay_ms: u64,
 }
 
 impl Backend {
@@ -357,30 +359,35 @@ impl Backend {
                 status: 200,
                 close: false,
                 linger_ms: 0,
+                body_delay_ms: 0,
             },
             Mode::Fail500 => Plan {
                 delay_ms: 0,
                 status: 500,
                 close: false,
                 linger_ms: 0,
+                body_delay_ms: 0,
             },
             Mode::Fail404 => Plan {
                 delay_ms: 0,
                 status: 404,
                 close: false,
                 linger_ms: 0,
+                body_delay_ms: 0,
             },
             Mode::Close => Plan {
                 delay_ms: 0,
                 status: 200,
                 close: true,
                 linger_ms: 0,
+                body_delay_ms: 0,
             },
             Mode::Delay(ms) => Plan {
                 delay_ms: ms,
                 status: 200,
                 close: false,
                 linger_ms: 0,
+                body_delay_ms: 0,
             },
         };
         if let Some(ms) = req.query("delay").and_then(|v| v.parse::<u64>().ok()) {
@@ -396,6 +403,9 @@ impl Backend {
         }
         if let Some(ms) = req.query("linger").and_then(|v| v.parse::<u64>().ok()) {
             plan.linger_ms = ms.min(MAX_DELAY_MS);
+        }
+        if let Some(ms) = req.query("body_delay").and_then(|v| v.parse::<u64>().ok()) {
+            plan.body_delay_ms = ms.min(MAX_DELAY_MS);
         }
         plan
     }
@@ -582,7 +592,17 @@ impl Backend {
                 if let Some(c) = &cookie {
                     headers.push(("Set-Cookie", c.as_str()));
                 }
-                write_response(&mut &stream, plan.status, &headers, body.as_bytes(), keep)?;
+                if plan.body_delay_ms > 0 {
+                    // The head now, the body later.
+                    let mut answer = Vec::new();
+                    write_response(&mut answer, plan.status, &headers, body.as_bytes(), keep)?;
+                    let (head, rest) = answer.split_at(answer.len() - body.len());
+                    (&stream).write_all(head)?;
+                    thread::sleep(Duration::from_millis(plan.body_delay_ms));
+                    (&stream).write_all(rest)?;
+                } else {
+                    write_response(&mut &stream, plan.status, &headers, body.as_bytes(), keep)?;
+                }
                 if plan.linger_ms > 0 {
                     thread::sleep(Duration::from_millis(plan.linger_ms));
                 }

@@ -37,6 +37,10 @@ pub const POLL: Duration = Duration::from_millis(50);
 /// Window size of [`Browser::start`].
 pub const WINDOW: (u32, u32) = (1280, 800);
 
+/// Chromium's narrowest window; [`Browser::start_sized`] emulates a
+/// narrower viewport (chromedriver's `mobileEmulation`).
+pub const MIN_WINDOW_WIDTH: u32 = 500;
+
 /// The W3C key of an element reference.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -109,8 +113,17 @@ impl Browser {
         Browser::start_sized(WINDOW.0, WINDOW.1)
     }
 
-    /// Like [`Browser::start`] with a `width` × `height` window.
+    /// Like [`Browser::start`] with a `width` × `height` window (a
+    /// viewport, emulated as a phone's, below [`MIN_WINDOW_WIDTH`]).
     pub fn start_sized(width: u32, height: u32) -> Result<Browser, String> {
+        Browser::start_with(width, height, true)
+    }
+
+    /// Like [`Browser::start_sized`]; with `javascript` false the pages'
+    /// own scripts do not run (Blink's `scriptEnabled=false`), as for a
+    /// reader who turned them off; WebDriver commands, [`Browser::execute`]
+    /// included, still work.
+    pub fn start_with(width: u32, height: u32, javascript: bool) -> Result<Browser, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
@@ -136,7 +149,7 @@ impl Browser {
             log,
         };
         b.wait_driver()?;
-        b.session = b.new_session(width, height)?;
+        b.session = b.new_session(width, height, javascript)?;
         Ok(b)
     }
 
@@ -169,8 +182,8 @@ impl Browser {
         }
     }
 
-    fn new_session(&self, width: u32, height: u32) -> Result<String, String> {
-        let args = [
+    fn new_session(&self, width: u32, height: u32, javascript: bool) -> Result<String, String> {
+        let mut args = vec![
             "--headless=new".to_owned(),
             "--no-sandbox".to_owned(), // tests run as root
             "--disable-gpu".to_owned(),
@@ -181,10 +194,22 @@ impl Browser {
             "--disable-background-networking".to_owned(),
             format!("--window-size={width},{height}"),
         ];
+        if !javascript {
+            args.push("--blink-settings=scriptEnabled=false".to_owned());
+        }
         let args: Vec<String> = args.iter().map(|a| quote(a)).collect();
+        // Chromium's windows are at least 500 px wide: a narrower one (a
+        // phone's) is a viewport emulated by chromedriver.
+        let emulate = if width < MIN_WINDOW_WIDTH {
+            format!(
+                r#","mobileEmulation":{{"deviceMetrics":{{"width":{width},"height":{height},"pixelRatio":1}}}}"#
+            )
+        } else {
+            String::new()
+        };
         let caps = format!(
             r#"{{"capabilities":{{"alwaysMatch":{{"browserName":"chrome",
-"goog:chromeOptions":{{"binary":{},"args":[{}]}},
+"goog:chromeOptions":{{"binary":{},"args":[{}]{emulate}}},
 "timeouts":{{"implicit":0,"pageLoad":{},"script":{}}}}}}}}}"#,
             quote(&chromium_path().display().to_string()),
             args.join(","),
@@ -295,6 +320,19 @@ impl Browser {
     /// Clicks `e` (scrolled into view first, as a user would).
     pub fn click(&self, e: &Element) -> Result<(), String> {
         self.cmd("POST", &format!("/element/{}/click", e.0), "")
+            .map(drop)
+    }
+
+    /// Empties the input `e`.
+    pub fn clear(&self, e: &Element) -> Result<(), String> {
+        self.cmd("POST", &format!("/element/{}/clear", e.0), "")
+            .map(drop)
+    }
+
+    /// Types `text` into `e` as a user would (`\u{E007}` is Enter).
+    pub fn send_keys(&self, e: &Element, text: &str) -> Result<(), String> {
+        let body = format!(r#"{{"text":{}}}"#, quote(text));
+        self.cmd("POST", &format!("/element/{}/value", e.0), &body)
             .map(drop)
     }
 

@@ -1,6 +1,7 @@
 //! A real Prometheus for the tests: started on 127.0.0.1 with the jobs
-//! given, scraping every second, queried through its HTTP API, killed
-//! when dropped (its directory kept when a test panics).
+//! given (and rule files, evaluated every second), scraping every second,
+//! queried through its HTTP API, killed when dropped (its directory kept
+//! when a test panics).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -40,12 +41,27 @@ impl Prometheus {
     /// Starts `bin` scraping `jobs` every second (timeout 1 s); returns
     /// once `/-/ready` answers 200, panicking after 30 s.
     pub fn start(bin: &Path, jobs: &[Job<'_>]) -> Prometheus {
+        Prometheus::start_with_rules(bin, jobs, &[])
+    }
+
+    /// [`Prometheus::start`] with `rules` (rule files, YAML or JSON)
+    /// loaded and evaluated every second.
+    pub fn start_with_rules(bin: &Path, jobs: &[Job<'_>], rules: &[PathBuf]) -> Prometheus {
         let dir = scratch_dir();
         let config = dir.join("prometheus.yml");
         let mut yml = String::from(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n",
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n",
         );
+        if !rules.is_empty() {
+            yml.push_str("rule_files:\n");
+            for r in rules {
+                // A JSON string is a YAML double-quoted scalar.
+                let quoted = serde_json::to_string(&r.display().to_string())
+                    .expect("a path as a JSON string");
+                yml.push_str(&format!("  - {quoted}\n"));
+            }
+        }
+        yml.push_str("scrape_configs:\n");
         for j in jobs {
             yml.push_str(&format!(
                 "  - job_name: {}\n    metrics_path: {}\n    static_configs:\n      \
@@ -146,6 +162,27 @@ impl Prometheus {
             }
             thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `GET path` of the HTTP API (`/api/v1/...`): its `data`, after
+    /// checking the status is `success`.
+    pub fn api(&self, path: &str) -> Value {
+        let r = http::get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text());
+        let v: Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("GET {path}: bad JSON {e}: {}", r.text()));
+        assert_eq!(v["status"], "success", "GET {path}: {v}");
+        v["data"].clone()
+    }
+
+    /// The alerts of every rule group, as `/api/v1/alerts` lists them
+    /// (`labels`, `annotations`, `state`: pending or firing, `value`).
+    pub fn alerts(&self) -> Vec<Value> {
+        let data = self.api("/api/v1/alerts");
+        data["alerts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("alerts: no array: {data}"))
+            .clone()
     }
 
     /// Health and last scrape error of the first target.

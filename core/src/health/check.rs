@@ -530,6 +530,7 @@ impl Zone<'_> {
             if transition == CheckTransition::Unhealthy {
                 row.unhealthy.fetch_add(1, Relaxed);
             }
+            self.state_changed(i, now);
             self.health_changed();
             panic = self.update_panic();
         }

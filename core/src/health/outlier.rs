@@ -230,6 +230,7 @@ impl Zone<'_> {
         row.ejected_until_ms.store(now + ms, Relaxed);
         let old = s.flags.fetch_or(PeerState::EJECTED, Relaxed);
         crash_point("eject.flagged");
+        self.state_changed(i, now);
         self.lc_refresh(i);
         if old & PeerState::EJECTED != 0 {
             // Ejected meanwhile (by a lease holder before us): give the
@@ -276,6 +277,7 @@ impl Zone<'_> {
             }
             crash_point("eject.cleared");
             self.lc_refresh(i);
+            self.state_changed(i, now);
             let _ = line
                 .ejected
                 .fetch_update(Relaxed, Relaxed, |e| e.checked_sub(1));

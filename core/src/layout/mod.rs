@@ -95,9 +95,9 @@ pub const GEN_MAGIC: u64 = u64::from_le_bytes(*b"HABGEN\0\0");
 
 /// Bumped on every incompatible change of this layout (11: the root's
 /// [`Root::api_max`] and the cold record's [`PeerCold::origin`], which was
-/// padding; 12: the health row's `last_reason` and `last_duration_ms`,
-/// which were reserved).
-pub const LAYOUT_VERSION: u32 = 12;
+/// padding; 12: the root's latency bucket bounds; 13: the health row's
+/// `last_reason` and `last_duration_ms`, which were reserved).
+pub const LAYOUT_VERSION: u32 = 13;
 
 /// Alignment the region must have.
 pub const ALIGN: usize = 64;
@@ -219,6 +219,9 @@ pub struct Root {
     pub api_max: u32,
     /// Zero.
     pub pad: u32,
+    /// The latency histograms' bounds (`ha_latency_buckets`; see
+    /// [`stats`]).
+    pub buckets: crate::spec::Buckets,
 }
 
 /// The words that change when a generation is published, on their own line.
@@ -557,7 +560,7 @@ impl PeerConf {
 }
 
 const _: () = {
-    assert!(size_of::<Root>() == 256);
+    assert!(size_of::<Root>() == 320);
     assert!(size_of::<Sync>() == 64);
     assert!(size_of::<Cursor>() == 64);
     assert!(size_of::<Slot>() == 64);

@@ -161,18 +161,20 @@ impl<'a> Zone<'a> {
     ) -> Result<(), Error> {
         let s = self.states().get(i).ok_or(Error::InvalidArgument)?;
         for (value, bit) in [(down, PeerState::ADMIN_DOWN), (drain, PeerState::DRAIN)] {
-            match value {
-                Some(true) => {
-                    s.flags.fetch_or(bit, Relaxed);
+            let Some(set) = value else {
+                continue;
+            };
+            let old = if set {
+                s.flags.fetch_or(bit, Relaxed)
+            } else {
+                s.flags.fetch_and(!bit, Relaxed)
+            };
+            if (old & bit != 0) != set {
+                self.state_changed(i, now);
+                if !set && old & PeerState::OUT & !bit == 0 {
+                    // Back in service: slow start, when configured.
+                    self.begin_slow_start(i, now);
                 }
-                Some(false) => {
-                    let old = s.flags.fetch_and(!bit, Relaxed);
-                    if old & bit != 0 && old & PeerState::OUT & !bit == 0 {
-                        // Back in service: slow start, when configured.
-                        self.begin_slow_start(i, now);
-                    }
-                }
-                None => {}
             }
         }
         self.lc_refresh(i);

@@ -16,4 +16,4 @@ mod open;
 pub use added::{AddRefusal, Added, RemoveRefusal};
 pub use admin::{PeerView, Refusal, ServerChange, ServerState, LEASE_WAIT_MS, MAX_WEIGHT};
 pub use carry::Carried;
-pub use open::{zone_size, zone_size_with};
+pub use open::{zone_size, zone_size_with, Room};

@@ -16,7 +16,21 @@ use crate::algo::ketama::Point;
 use crate::error::Error;
 use crate::layout::*;
 use crate::layout::{health, queue, stats, tree};
-use crate::spec::{identity_hash, session_id, sid_hash, HealthSpec, Policy, UpstreamSpec, MAX_SID};
+use crate::spec::{
+    identity_hash, session_id, sid_hash, Buckets, HealthSpec, Policy, UpstreamSpec, MAX_SID,
+};
+
+/// What a zone holds beyond its spec ([`Zone::init_room`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// Peer slots: at least the configured peers plus `api_max`.
+    pub capacity: usize,
+    /// Servers the API may add (`ha_api_max`), at most
+    /// [`crate::spec::MAX_API_SERVERS`].
+    pub api_max: u32,
+    /// The latency histograms' bounds (`ha_latency_buckets`).
+    pub buckets: Buckets,
+}
 
 /// Offsets and sizes of the zone's fixed sections for one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +41,8 @@ struct ZonePlan {
     configured: usize,
     /// Servers the API may add ([`Root::api_max`]).
     api_max: u32,
+    /// The latency histograms' bounds ([`Root::buckets`]).
+    buckets: Buckets,
     /// Identity bytes per slot (0: packed names, static zone).
     slot_names: usize,
     primaries: usize,
@@ -149,6 +165,7 @@ impl ZonePlan {
             peers,
             configured,
             api_max,
+            buckets: Buckets::default(),
             slot_names,
             primaries: spec.primaries(),
             cold_off,
@@ -166,6 +183,10 @@ impl ZonePlan {
             arena_len,
             size: arena_off + arena_len,
         })
+    }
+
+    fn with_buckets(self, buckets: Buckets) -> ZonePlan {
+        ZonePlan { buckets, ..self }
     }
 
     fn root(&self, spec: &UpstreamSpec<'_>) -> Root {
@@ -208,6 +229,7 @@ impl ZonePlan {
             },
             api_max: self.api_max,
             pad: 0,
+            buckets: self.buckets,
         }
     }
 }
@@ -278,7 +300,29 @@ impl<'a> Zone<'a> {
         mem: *mut u8,
         len: usize,
     ) -> Result<Zone<'a>, Error> {
-        let plan = ZonePlan::new(spec, capacity, api_max)?;
+        let room = Room {
+            capacity,
+            api_max,
+            buckets: Buckets::default(),
+        };
+        // SAFETY: forwarded contract.
+        unsafe { Zone::init_room(spec, &room, mem, len) }
+    }
+
+    /// [`Zone::init_api`] with everything a zone holds beyond its spec:
+    /// its slots, the API's share of them and the latency histograms'
+    /// bounds.
+    ///
+    /// # Safety
+    ///
+    /// As [`Zone::init`].
+    pub unsafe fn init_room(
+        spec: &UpstreamSpec<'_>,
+        room: &Room,
+        mem: *mut u8,
+        len: usize,
+    ) -> Result<Zone<'a>, Error> {
+        let plan = ZonePlan::new(spec, room.capacity, room.api_max)?.with_buckets(room.buckets);
         if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
             return Err(Error::NoSpace);
         }
@@ -478,7 +522,28 @@ impl<'a> Zone<'a> {
         mem: *mut u8,
         len: usize,
     ) -> Result<Zone<'a>, Error> {
-        let plan = ZonePlan::new(spec, capacity, api_max)?;
+        let room = Room {
+            capacity,
+            api_max,
+            buckets: Buckets::default(),
+        };
+        // SAFETY: forwarded contract.
+        unsafe { Zone::attach_room(spec, &room, mem, len) }
+    }
+
+    /// [`Zone::attach`] for a zone built by [`Zone::init_room`] with
+    /// `room`.
+    ///
+    /// # Safety
+    ///
+    /// As [`Zone::attach`].
+    pub unsafe fn attach_room(
+        spec: &UpstreamSpec<'_>,
+        room: &Room,
+        mem: *mut u8,
+        len: usize,
+    ) -> Result<Zone<'a>, Error> {
+        let plan = ZonePlan::new(spec, room.capacity, room.api_max)?.with_buckets(room.buckets);
         if mem.is_null() || len < plan.size || mem as usize % ALIGN != 0 {
             return Err(Error::NoSpace);
         }
@@ -512,7 +577,8 @@ impl<'a> Zone<'a> {
             && r.configured == want.configured
             && r.slot_names == want.slot_names
             && r.queue_off == want.queue_off
-            && r.api_max == want.api_max;
+            && r.api_max == want.api_max
+            && r.buckets == want.buckets;
         if !matches {
             return Err(Error::BadLayout);
         }
