@@ -24,8 +24,11 @@ pub const POINTS: &[&str] = &[
     "flight.release.intent",
     "flight.release.counted",
     "flight.release.ledgered",
-    // A worker counts a try in its statistics rows (layout/stats.rs).
+    // A worker counts a try in its statistics rows (layout/stats.rs):
+    // counted, in the latency histograms, its row's window moved on.
     "stats.requests",
+    "stats.histogram",
+    "stats.window",
     // A worker refreshes a least_conn tree path (layout/tree.rs).
     "lc.stored",
     // A worker reconciles a dead one's ledger slot (ledger.rs).

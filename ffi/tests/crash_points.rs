@@ -140,6 +140,15 @@ impl Buffers {
 /// the others, a retry, a passed-on try), lets its waiter pick and leave,
 /// gives its slot back. Every crash point of a worker is on this path.
 /// `false` if something failed.
+/// What a worker's successful tries report: a 200 whose header came at
+/// once (so they are counted in the latency histograms and the window).
+const OK: TryInfo = TryInfo {
+    status: 200,
+    header_ms: Some(0),
+    sent: 0,
+    received: 0,
+};
+
 fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
     // 0: the process id, as nginx's workers do.
     let owner = if owner == 0 { pid() } else { owner };
@@ -174,7 +183,8 @@ fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
         if z.get_keyed(&mut a, key, 2).is_err() || z.free(&mut a, Outcome::Failed, 3).is_err() {
             return false;
         }
-        if z.get_keyed(&mut a, key, 4).is_ok() && z.free(&mut a, Outcome::Ok, 5).is_err() {
+        if z.get_keyed(&mut a, key, 4).is_ok() && z.free_with(&mut a, Outcome::Ok, &OK, 5).is_err()
+        {
             return false;
         }
         z.end(&mut a);
@@ -191,7 +201,7 @@ fn worker(z: Zone<'_>, key: &[u8], owner: u64, b: &mut Buffers) -> bool {
         z.end(&mut a);
     }
     let mut a = Attempt::from_words(w1);
-    if z.free(&mut a, Outcome::Ok, 8).is_err() {
+    if z.free_with(&mut a, Outcome::Ok, &OK, 8).is_err() {
         return false;
     }
     z.end(&mut a);
@@ -1518,49 +1528,89 @@ fn a_prober_killed_after_taking_a_check_loses_one_interval_at_most() {
 }
 
 /// A worker killed while it counts a try in its statistics rows (plain
-/// stores, its own rows): the counts it stored stay, the rest of that one
-/// try is lost, nothing is counted twice, and the next owner of the slot
-/// counts on top (no counter steps back).
+/// stores, its own rows), at each step: the counts it stored stay, the
+/// rest of that one try is lost, nothing is counted twice, and the next
+/// owner of the slot counts on top (no counter steps back). Every response
+/// is in the latency histograms (its class and its buckets are stored
+/// before any of these steps); the window of recent responses lacks at
+/// most the killed one (a kill while the row moves to a new window leaves
+/// the window's end unmoved: the next owner moves it again).
 #[test]
 fn a_worker_killed_while_it_counts_loses_at_most_one_try() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let case = &cases()[0];
     let shm = Shared::new(4 << 20);
     let mut b = Buffers::new(case.peers.len());
-    let requests = |z: Zone<'_>| -> u64 {
-        (0..z.peers())
-            .map(|i| z.stats(i, 100).unwrap().requests)
-            .sum()
+    let sum = |z: Zone<'_>, f: &dyn Fn(usize) -> u64| -> u64 { (0..z.peers()).map(f).sum() };
+    let requests = |z: Zone<'_>| sum(z, &|i| z.stats(i, 100).unwrap().requests);
+    let responses = |z: Zone<'_>| sum(z, &|i| z.stats(i, 100).unwrap().responses_total());
+    // Every time of the run is under the first bound (5 ms) but one (7 ms,
+    // the second): the finite buckets hold every response.
+    let in_buckets = |z: Zone<'_>, header: bool| {
+        sum(z, &|i| {
+            let s = z.stats(i, 100).unwrap();
+            let h = if header {
+                s.header_hist
+            } else {
+                s.response_hist
+            };
+            h.iter().sum()
+        })
     };
+    let recent = |z: Zone<'_>| sum(z, &|i| z.recent(i, 100).responses());
     let counted = hits(|| {
         let z = zone_of(case, &shm);
         crash::counting();
         assert!(worker(z, case.key, 77, &mut b));
     });
-    let n = counted
-        .iter()
-        .find(|(p, _)| *p == "stats.requests")
-        .map_or(0, |h| h.1);
+    let hit = |point| counted.iter().find(|(p, _)| *p == point).map_or(0, |h| h.1);
+    let n = hit("stats.requests");
     assert!(n >= 3, "{n} tries counted");
-    for nth in 1..=n {
+    // A full run's responses, and the window moved once (its first).
+    let full = {
         let z = zone_of(case, &shm);
-        let dead = die_at("stats.requests", nth, || worker(z, case.key, 0, &mut b));
-        let what = format!("killed at stats.requests #{nth}");
-        assert_eq!(requests(z), u64::from(nth), "{what}: tries counted");
-        // Reconciled by the next claim; a new worker takes the same slot
-        // and counts on top of the dead one's rows.
-        let s = z.claim_slot(LIVE + 6, |p| p != dead).unwrap();
-        z.release_slot(s, LIVE + 6);
-        assert!(worker(z, case.key, LIVE + 5, &mut b), "{what}");
-        assert_eq!(
-            z.sync().rows_used.load(Relaxed),
-            1,
-            "{what}: one slot's rows"
-        );
-        assert_eq!(requests(z), u64::from(nth + n), "{what}: after a full run");
-        for i in 0..z.peers() {
-            let s = z.stats(i, 100).unwrap();
-            assert!(s.responses_total() <= s.requests, "{what}: peer {i}: {s:?}");
+        assert!(worker(z, case.key, 77, &mut b));
+        responses(z)
+    };
+    assert!(full >= 2, "{full} responses in a run");
+    assert_eq!(u64::from(hit("stats.histogram")), full);
+    assert_eq!(hit("stats.window"), 1);
+    for point in ["stats.requests", "stats.histogram", "stats.window"] {
+        for nth in 1..=hit(point) {
+            let z = zone_of(case, &shm);
+            let dead = die_at(point, nth, || worker(z, case.key, 0, &mut b));
+            let what = format!("killed at {point} #{nth}");
+            if point == "stats.requests" {
+                assert_eq!(requests(z), u64::from(nth), "{what}: tries counted");
+            }
+            // Reconciled by the next claim; a new worker takes the same
+            // slot and counts on top of the dead one's rows.
+            let s = z.claim_slot(LIVE + 6, |p| p != dead).unwrap();
+            z.release_slot(s, LIVE + 6);
+            let before = (requests(z), responses(z));
+            assert!(worker(z, case.key, LIVE + 5, &mut b), "{what}");
+            assert_eq!(
+                z.sync().rows_used.load(Relaxed),
+                1,
+                "{what}: one slot's rows"
+            );
+            assert_eq!(
+                (requests(z), responses(z)),
+                (before.0 + u64::from(n), before.1 + full),
+                "{what}: after a full run"
+            );
+            for i in 0..z.peers() {
+                let s = z.stats(i, 100).unwrap();
+                assert!(s.responses_total() <= s.requests, "{what}: peer {i}: {s:?}");
+            }
+            let all = responses(z);
+            assert_eq!(in_buckets(z, false), all, "{what}: response histogram");
+            assert_eq!(in_buckets(z, true), all, "{what}: header histogram");
+            let window = recent(z);
+            assert!(
+                window <= all && all - window <= 1,
+                "{what}: {window} in the window of {all} responses"
+            );
         }
     }
 }

@@ -426,6 +426,7 @@ fn count_end_in(
         if let Some([_, c]) = row.hist[..MAX_BUCKETS].get(h) {
             add(c, 1);
         }
+        crash_point("stats.histogram");
         bucket = Some(r);
     }
     if info.sent != 0 {
@@ -453,6 +454,7 @@ fn count_recent(row: &StatsRow, b: usize, now: u64) {
             e.store(if adjacent { r.load(Relaxed) } else { 0 }, Relaxed);
             r.store(0, Relaxed);
         }
+        crash_point("stats.window");
         row.window_end_ms.store(next, Relaxed);
     }
     if let Some(c) = row.recent.get(b) {
