@@ -32,6 +32,18 @@ pub struct Room {
     pub buckets: Buckets,
 }
 
+impl Room {
+    /// `capacity` slots, `api_max` of them for the API, the default
+    /// latency buckets.
+    pub fn new(capacity: usize, api_max: u32) -> Room {
+        Room {
+            capacity,
+            api_max,
+            buckets: Buckets::default(),
+        }
+    }
+}
+
 /// Offsets and sizes of the zone's fixed sections for one configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ZonePlan {
@@ -300,11 +312,7 @@ impl<'a> Zone<'a> {
         mem: *mut u8,
         len: usize,
     ) -> Result<Zone<'a>, Error> {
-        let room = Room {
-            capacity,
-            api_max,
-            buckets: Buckets::default(),
-        };
+        let room = Room::new(capacity, api_max);
         // SAFETY: forwarded contract.
         unsafe { Zone::init_room(spec, &room, mem, len) }
     }
@@ -522,11 +530,7 @@ impl<'a> Zone<'a> {
         mem: *mut u8,
         len: usize,
     ) -> Result<Zone<'a>, Error> {
-        let room = Room {
-            capacity,
-            api_max,
-            buckets: Buckets::default(),
-        };
+        let room = Room::new(capacity, api_max);
         // SAFETY: forwarded contract.
         unsafe { Zone::attach_room(spec, &room, mem, len) }
     }
