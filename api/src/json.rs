@@ -489,6 +489,11 @@ pub fn names(identity: &[u8]) -> (Cow<'_, str>, Cow<'_, str>) {
 
 /// The JSON of one server of `zone`.
 pub fn server<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock) -> Server<'a> {
+    server_with(v, zone, clock, &zone.recent(v.index, clock.now_ms))
+}
+
+/// [`server`], its recent responses read already.
+fn server_with<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock, recent: &Recent) -> Server<'a> {
     let (name, addr) = names(v.identity);
     let st = &v.stats;
     Server {
@@ -516,7 +521,7 @@ pub fn server<'a>(v: &PeerView<'a>, zone: Zone<'_>, clock: Clock) -> Server<'a> 
         header_time: st.header_time(),
         response_time: st.response_time(),
         latency: v.latency_ms.map(|l| (l * 1000.0).round() / 1000.0),
-        percentiles: Percentiles::of(&zone.recent(v.index, clock.now_ms), zone.buckets()),
+        percentiles: Percentiles::of(recent, zone.buckets()),
         state_since: zone
             .state_since(v.index, clock.now_ms)
             .map(|t| clock.date(t)),
@@ -744,7 +749,8 @@ impl Render<'_> {
             let Some(v) = self.zone.view(i, self.clock.now_ms) else {
                 continue;
             };
-            let s = server(&v, self.zone, self.clock);
+            let peer_recent = self.zone.recent(i, self.clock.now_ms);
+            let s = server_with(&v, self.zone, self.clock, &peer_recent);
             scratch.clear();
             if !first {
                 scratch.push(b',');
@@ -762,7 +768,7 @@ impl Render<'_> {
             }
             first = false;
             totals = add_totals(totals, &v);
-            recent.add(&self.zone.recent(i, self.clock.now_ms));
+            recent.add(&peer_recent);
             out.push(&scratch);
         }
         out.push(b"]");
