@@ -626,6 +626,15 @@ pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// Whether a user other than the owner may pass through every directory
+/// above `dir` (their execute bit for others).
+fn others_can_enter(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors()
+        .skip(1)
+        .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
 /// A fresh scratch directory under `target/e2e/` (for certificates etc.).
 pub fn scratch_dir() -> PathBuf {
     fresh_dir("e2e")
@@ -634,8 +643,18 @@ pub fn scratch_dir() -> PathBuf {
 /// A state file path in a fresh directory the workers can write (they
 /// run as an unprivileged user, as with /var/lib/nginx for an operator),
 /// and the `ha_state_file` line naming it.
+///
+/// Under `target/e2e/` when every directory above it lets others in (the
+/// workers must reach the file); else (a checkout in a private directory,
+/// such as `mktemp -d` makes) in a fresh directory under the system's
+/// temporary directory.
 pub fn state_file() -> (PathBuf, String) {
-    let dir = scratch_dir();
+    let mut dir = scratch_dir();
+    if !others_can_enter(&dir) {
+        dir = std::env::temp_dir().join(dir.file_name().expect("a named scratch dir"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create state dir");
+    }
     fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
         .expect("chmod state dir");
     let state = dir.join("ha-state.json");
