@@ -83,11 +83,13 @@ DEB_SCRIPT := CARGO="$(CARGO)" NGINX_BIN=/usr/sbin/nginx \
 
 # bind9, bind9-dnsutils: the DNS server of the service discovery tests
 # (testkit/src/dns.rs: named, changed at run time with nsupdate; dig);
-# lintian: make deb-check lints both packages
+# lintian: make deb-check lints both packages;
+# python3-grpcio: the gRPC health server of the gRPC check tests
+# (testkit/src/grpc_health.py, run with Debian's /usr/bin/python3)
 DEB_PACKAGES := gcc make libc6-dev dpkg-dev libclang-dev libpcre2-dev \
 	zlib1g-dev libssl-dev openssl curl nginx-dev nginx-core \
 	chromium chromium-driver prometheus wrk valgrind bind9 bind9-dnsutils \
-	lintian
+	lintian python3-grpcio
 
 .PHONY: miri
 .PHONY: all deps nginx module debian-module debian-module-check deb deb-check \
