@@ -511,8 +511,9 @@ fn non_grpc_answers_fail_with_their_reason() {
     let http = Backend::start("http1");
     // HTTP/2 with `:status 500` (HPACK static index 14), ending the stream.
     let status500 = H2Raw::start(|s| frame(1, 0x5, s, &[0x8e]));
-    // HTTP/2 broken: a DATA frame on stream 0 (a connection error).
-    let broken = H2Raw::start(|_| frame(0, 0, 0, b"nonsense"));
+    // HTTP/2 broken: a header block with HPACK index 0, a decoding error
+    // (RFC 7541 6.1), a connection error (grpc's client gives up on it).
+    let broken = H2Raw::start(|s| frame(1, 0x5, s, &[0x80]));
     let port = free_port();
     let ngx = Nginx::start(
         &block(
