@@ -34,14 +34,16 @@
 static char *ngx_http_upstream_ha_parse_status(ngx_conf_t *cf,
     ngx_http_upstream_ha_check_conf_t *cc, ngx_str_t *value);
 static ngx_uint_t ngx_http_upstream_ha_token(u_char *p, size_t len);
+static ngx_uint_t ngx_http_upstream_ha_printable(u_char *p, size_t len);
 static void ngx_http_upstream_ha_health_handler(ngx_event_t *ev);
 
 
 /*
  * ha_check [interval=2s] [jitter=0] [timeout=1s] [fails=3] [passes=2]
- *          [type=http|tcp] [uri=/] [port=N] [tls] [host=NAME]
+ *          [type=http|tcp|grpc] [uri=/] [port=N] [tls] [host=NAME]
  *          [status=200-399] [body=REGEX] [keepalive_time=60s]
- *          [method=GET] [mandatory [persistent]] [clear_fails];
+ *          [method=GET] [grpc_service=NAME] [grpc_status=CODE]
+ *          [mandatory [persistent]] [clear_fails];
  */
 
 char *
@@ -53,7 +55,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_int_t                           n;
     ngx_str_t                          *value;
     uint32_t                            ms;
-    ngx_uint_t                          i, typed;
+    ngx_uint_t                          i, typed, hosted, grpc;
     hab_health_conf                    *hc;
     ngx_http_upstream_ha_check_conf_t  *cc;
 #if (NGX_PCRE)
@@ -80,7 +82,9 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     hc->fails = 3;
     hc->passes = 2;
 
-    typed = 0;
+    typed = 0;      /* parameters of type=http only */
+    hosted = 0;     /* host=: http and grpc */
+    grpc = 0;       /* parameters of type=grpc only */
     value = cf->args->elts;
 
     for (i = 1; i < cf->args->nelts; i++) {
@@ -148,6 +152,38 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "type=grpc") == 0) {
+            cc->type = NGX_HTTP_UPSTREAM_HA_CHECK_GRPC;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "grpc_service=", 13) == 0) {
+            cc->grpc_service.len = value[i].len - 13;
+            cc->grpc_service.data = value[i].data + 13;
+
+            if (cc->grpc_service.len == 0
+                || cc->grpc_service.len > HAB_GRPC_SERVICE_MAX
+                || !ngx_http_upstream_ha_printable(cc->grpc_service.data,
+                                                   cc->grpc_service.len))
+            {
+                goto invalid;
+            }
+
+            grpc = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "grpc_status=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+            if (n == NGX_ERROR || n < 1 || n > 16) {
+                goto invalid;
+            }
+
+            cc->grpc_status = (ngx_uint_t) n;
+            grpc = 1;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "uri=", 4) == 0) {
             cc->uri.len = value[i].len - 4;
             cc->uri.data = value[i].data + 4;
@@ -191,6 +227,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             cc->host.data = value[i].data + 5;
 
             if (cc->host.len == 0
+                || cc->host.len > HAB_GRPC_SERVICE_MAX
                 || ngx_strlchr(cc->host.data, cc->host.data + cc->host.len,
                                ' ')
                 || ngx_strlchr(cc->host.data, cc->host.data + cc->host.len,
@@ -201,7 +238,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
 
-            typed = 1;
+            hosted = 1;
             continue;
         }
 
@@ -295,12 +332,33 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    if (typed && cc->type == NGX_HTTP_UPSTREAM_HA_CHECK_TCP) {
+    if (hosted && cc->type == NGX_HTTP_UPSTREAM_HA_CHECK_TCP) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ha_check \"uri=\", \"host=\", \"status=\", "
-                           "\"body=\", \"keepalive_time=\" and \"method=\" "
-                           "need type=http");
+                           "ha_check \"host=\" needs type=http or type=grpc");
         return NGX_CONF_ERROR;
+    }
+
+    if (typed && cc->type != NGX_HTTP_UPSTREAM_HA_CHECK_HTTP) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "ha_check \"uri=\", \"status=\", \"body=\", "
+                           "\"keepalive_time=\" and \"method=\" need "
+                           "type=http%s",
+                           cc->type == NGX_HTTP_UPSTREAM_HA_CHECK_GRPC
+                           ? " (a gRPC check's request and verdict are "
+                             "fixed, and it opens a connection each time)"
+                           : "");
+        return NGX_CONF_ERROR;
+    }
+
+    if (grpc && cc->type != NGX_HTTP_UPSTREAM_HA_CHECK_GRPC) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "ha_check \"grpc_service=\" and \"grpc_status=\" "
+                           "need type=grpc");
+        return NGX_CONF_ERROR;
+    }
+
+    if (cc->type == NGX_HTTP_UPSTREAM_HA_CHECK_GRPC) {
+        cc->keepalive = 0;
     }
 
     if (cc->body_src.len && cc->method.len == 4
@@ -412,6 +470,23 @@ ngx_http_upstream_ha_token(u_char *p, size_t len)
         }
 
         return 0;
+    }
+
+    return 1;
+}
+
+
+/* visible ASCII only: a gRPC service's name */
+
+static ngx_uint_t
+ngx_http_upstream_ha_printable(u_char *p, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < 0x21 || p[i] > 0x7e) {
+            return 0;
+        }
     }
 
     return 1;
@@ -821,6 +896,29 @@ ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
 
         cln->handler = ngx_ssl_cleanup_ctx;
         cln->data = hcf->check.ssl;
+
+        /* gRPC over TLS: HTTP/2 chosen by ALPN */
+
+        if (hcf->check.type == NGX_HTTP_UPSTREAM_HA_CHECK_GRPC) {
+#ifdef TLSEXT_TYPE_application_layer_protocol_negotiation
+            static const u_char  h2[] = "\x02h2";
+
+            if (SSL_CTX_set_alpn_protos(hcf->check.ssl->ctx, h2,
+                                        sizeof(h2) - 1)
+                != 0)
+            {
+                ngx_ssl_error(NGX_LOG_EMERG, cf->log, 0,
+                              "SSL_CTX_set_alpn_protos() failed");
+                return NGX_ERROR;
+            }
+#else
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "ha_balance upstream \"%V\": ha_check type=grpc "
+                          "tls needs OpenSSL with ALPN, in %s:%ui",
+                          &us->host, us->file_name, us->line);
+            return NGX_ERROR;
+#endif
+        }
     }
 
 #endif

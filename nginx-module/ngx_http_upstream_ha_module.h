@@ -66,6 +66,7 @@
 
 #define NGX_HTTP_UPSTREAM_HA_CHECK_HTTP  0
 #define NGX_HTTP_UPSTREAM_HA_CHECK_TCP   1
+#define NGX_HTTP_UPSTREAM_HA_CHECK_GRPC  2
 
 /* ha_check keepalive_time= by default, ms */
 #define NGX_HTTP_UPSTREAM_HA_KEEPALIVE   60000
@@ -109,7 +110,7 @@ typedef struct {
 
 typedef struct {
     ngx_uint_t                          set;        /* unsigned:1 */
-    ngx_uint_t                          type;       /* ..._CHECK_HTTP/TCP */
+    ngx_uint_t                          type;       /* ..._CHECK_* */
     ngx_str_t                           uri;
     ngx_str_t                           host;       /* empty: the server's */
     in_port_t                           port;       /* 0: the server's */
@@ -120,6 +121,10 @@ typedef struct {
 #endif
     ngx_str_t                           body_src;
     ngx_msec_t                          keepalive;  /* keepalive_time, 0: off */
+
+    /* type=grpc: grpc_service=, grpc_status= (0: none) */
+    ngx_str_t                           grpc_service;
+    ngx_uint_t                          grpc_status;
 
     /* the request: method=, ha_check_header, ha_check_body */
     ngx_str_t                           method;     /* empty: GET */

@@ -21,6 +21,13 @@
  * A request that finds a kept connection closed by the server in between
  * (nothing read back: a reset, a close, a failed send) is sent again once
  * on a new connection instead of failing the check.
+ *
+ * gRPC checks (type=grpc) send what hab_grpc_request() makes (HTTP/2 from
+ * the client preface on, one grpc.health.v1.Health/Check call) and hand
+ * all that came back to hab_grpc_answer_read() each time more comes: the
+ * core walks the frames and decodes the header blocks.  This file only
+ * acknowledges the server's SETTINGS; each gRPC check opens its own
+ * connection (HPACK's state would have to live as long as a kept one).
  */
 
 
@@ -86,6 +93,8 @@ typedef struct {
     unsigned                            reused:1;   /* a kept connection */
     unsigned                            decided:1;  /* passed; body drains */
     unsigned                            keepable:1; /* read to its end */
+    unsigned                            acked:1;    /* gRPC: SETTINGS */
+    uint32_t                            reason;     /* set with why, or 0 */
     u_char                              why[64];
 } ngx_http_upstream_ha_probe_t;
 
@@ -110,6 +119,10 @@ static void ngx_http_upstream_ha_probe_send(ngx_http_upstream_ha_probe_t *p);
 static ngx_int_t ngx_http_upstream_ha_probe_recv(
     ngx_http_upstream_ha_probe_t *p);
 static ngx_int_t ngx_http_upstream_ha_probe_verdict(
+    ngx_http_upstream_ha_probe_t *p, ngx_uint_t eof);
+static void ngx_http_upstream_ha_probe_grpc(ngx_http_upstream_ha_probe_t *p,
+    ngx_str_t *authority);
+static ngx_int_t ngx_http_upstream_ha_probe_grpc_verdict(
     ngx_http_upstream_ha_probe_t *p, ngx_uint_t eof);
 static ngx_int_t ngx_http_upstream_ha_probe_drained(ngx_uint_t status,
     ngx_uint_t head, off_t length, u_char *body, u_char *end, ngx_uint_t eof);
@@ -499,6 +512,11 @@ ngx_http_upstream_ha_probe_connected(ngx_http_upstream_ha_probe_t *p)
         host = p->server.len ? &p->server : &p->name;
     }
 
+    if (cc->type == NGX_HTTP_UPSTREAM_HA_CHECK_GRPC) {
+        ngx_http_upstream_ha_probe_grpc(p, host);
+        return;
+    }
+
     /* a new connection after a kept one failed: the same request again */
 
     if (p->out) {
@@ -828,6 +846,10 @@ ngx_http_upstream_ha_probe_verdict(ngx_http_upstream_ha_probe_t *p,
     ngx_str_t                           text;
 #endif
 
+    if (p->hcf->check.type == NGX_HTTP_UPSTREAM_HA_CHECK_GRPC) {
+        return ngx_http_upstream_ha_probe_grpc_verdict(p, eof);
+    }
+
     cc = &p->hcf->check;
     s = p->in->pos;
     end = p->in->last;
@@ -1019,6 +1041,117 @@ ngx_http_upstream_ha_probe_drained(ngx_uint_t status, ngx_uint_t head,
     }
 
     return (end - body < length && !eof) ? NGX_AGAIN : NGX_DECLINED;
+}
+
+
+/* a gRPC check's request: HTTP/2 from the preface, to one write */
+
+static void
+ngx_http_upstream_ha_probe_grpc(ngx_http_upstream_ha_probe_t *p,
+    ngx_str_t *authority)
+{
+    size_t                              len;
+    hab_result                          rc;
+    ngx_http_upstream_ha_check_conf_t  *cc;
+
+    cc = &p->hcf->check;
+
+    rc = hab_grpc_request(authority->data, authority->len,
+                          cc->grpc_service.data, cc->grpc_service.len,
+                          cc->tls, NULL, 0, &len);
+
+    if (rc != HAB_NO_SPACE) {
+        ngx_http_upstream_ha_probe_fail(p, hab_result_str(rc));
+        return;
+    }
+
+    p->out = ngx_create_temp_buf(p->pool, len);
+    p->in = ngx_create_temp_buf(p->pool, NGX_HTTP_UPSTREAM_HA_CHECK_BUF0);
+
+    if (p->out == NULL || p->in == NULL) {
+        ngx_http_upstream_ha_probe_fail(p, "no memory");
+        return;
+    }
+
+    rc = hab_grpc_request(authority->data, authority->len,
+                          cc->grpc_service.data, cc->grpc_service.len,
+                          cc->tls, p->out->last, len, &len);
+
+    if (rc != HAB_OK) {
+        ngx_http_upstream_ha_probe_fail(p, hab_result_str(rc));
+        return;
+    }
+
+    p->out->last += len;
+    p->phase = NGX_HTTP_UPSTREAM_HA_SEND;
+
+    ngx_http_upstream_ha_probe_send(p);
+}
+
+
+/*
+ * The verdict on a gRPC check's answer so far (the core reads it whole
+ * each time); the server's SETTINGS acknowledged once, while more is to
+ * come.  As ngx_http_upstream_ha_probe_verdict().
+ */
+
+static ngx_int_t
+ngx_http_upstream_ha_probe_grpc_verdict(ngx_http_upstream_ha_probe_t *p,
+    ngx_uint_t eof)
+{
+    ssize_t            n;
+    hab_result         rc;
+    hab_grpc_answer    a;
+    ngx_connection_t  *c;
+
+    /* a SETTINGS frame with the ACK flag, no payload (RFC 9113 6.5) */
+    static u_char  ack[] = { 0, 0, 0, 4, 1, 0, 0, 0, 0 };
+
+    rc = hab_grpc_answer_read(p->in->pos, p->in->last - p->in->pos,
+                              eof ? 1 : 0, (uint32_t) p->hcf->check.grpc_status,
+                              &a);
+
+    if (rc != HAB_OK) {
+        ngx_http_upstream_ha_probe_fail(p, hab_result_str(rc));
+        return NGX_ERROR;
+    }
+
+    switch (a.verdict) {
+
+    case HAB_GRPC_AGAIN:
+
+        if (a.settings && !p->acked) {
+            c = p->pc.connection;
+
+            n = c->send(c, ack, sizeof(ack));
+
+            if (n == (ssize_t) sizeof(ack)) {
+                p->acked = 1;
+
+            } else if (n != NGX_AGAIN && n != 0) {
+
+                /* an error, or a part: the stream cannot go on */
+
+                ngx_http_upstream_ha_probe_fail(p, "send() failed");
+                return NGX_ERROR;
+            }
+
+            /* NGX_AGAIN: again with the next bytes read */
+        }
+
+        return NGX_AGAIN;
+
+    case HAB_GRPC_PASSED:
+        p->status = 200;
+        ngx_http_upstream_ha_probe_finish(p, 1);
+        return NGX_OK;
+
+    default:
+        p->reason = a.reason;
+        p->status = a.status;
+        ngx_http_upstream_ha_probe_fail(p, (const char *) a.why);
+        return NGX_OK;
+    }
 }
 
 
@@ -1261,6 +1394,10 @@ ngx_http_upstream_ha_probe_reason(ngx_http_upstream_ha_probe_t *p)
 {
     size_t       len;
     ngx_uint_t   i;
+
+    if (p->reason) {
+        return p->reason;
+    }
 
     len = ngx_strlen(p->why);
 

@@ -138,6 +138,13 @@ fn structs_match_the_header() {
         status,
         duration_ms
     });
+    same_layout!(hab_grpc_answer {
+        verdict,
+        reason,
+        status,
+        settings,
+        why
+    });
     same_layout!(hab_check_report {
         transition,
         rise,
@@ -308,6 +315,8 @@ fn functions_match_the_header() {
         hab_attempt_abandon / 2,
         hab_attempt_source / 3,
         hab_health_tick / 8,
+        hab_grpc_request / 8,
+        hab_grpc_answer_read / 5,
         hab_health_validate / 1,
         hab_api_handle / 4,
         hab_buf_chunk / 3,
@@ -486,6 +495,19 @@ fn constants_match_the_header() {
             sys::HAB_CHECK_REASON_INTERNAL,
             rs::HAB_CHECK_REASON_INTERNAL,
         ),
+        (sys::HAB_CHECK_REASON_HTTP2, rs::HAB_CHECK_REASON_HTTP2),
+        (
+            sys::HAB_CHECK_REASON_GRPC_STATUS,
+            rs::HAB_CHECK_REASON_GRPC_STATUS,
+        ),
+        (
+            sys::HAB_CHECK_REASON_NOT_SERVING,
+            rs::HAB_CHECK_REASON_NOT_SERVING,
+        ),
+        (sys::HAB_GRPC_AGAIN, rs::HAB_GRPC_AGAIN),
+        (sys::HAB_GRPC_PASSED, rs::HAB_GRPC_PASSED),
+        (sys::HAB_GRPC_FAILED, rs::HAB_GRPC_FAILED),
+        (sys::HAB_GRPC_SERVICE_MAX, rs::HAB_GRPC_SERVICE_MAX),
         (sys::HAB_NO_PEER, rs::HAB_NO_PEER),
         (sys::HAB_POSITION_NONE, rs::HAB_POSITION_NONE),
         (

@@ -788,6 +788,9 @@ hab_result hab_queue_stats_get(const hab_zone *zone, hab_queue_stats *out);
 #define HAB_CHECK_REASON_BODY_MISMATCH           15u
 #define HAB_CHECK_REASON_TLS                     16u
 #define HAB_CHECK_REASON_INTERNAL                17u  /* the prober's own */
+#define HAB_CHECK_REASON_HTTP2                   18u  /* gRPC: not HTTP/2 */
+#define HAB_CHECK_REASON_GRPC_STATUS             19u  /* status: grpc-status */
+#define HAB_CHECK_REASON_NOT_SERVING             20u  /* status: serving */
 
 
 /* One check's verdict and how it went. */
@@ -832,6 +835,47 @@ hab_result hab_check_claim(hab_zone *zone, uint32_t worker, uint32_t workers,
 hab_result hab_check_done(hab_zone *zone, uint32_t peer, uint32_t epoch,
     uint32_t slot, const hab_check_result *result, uint64_t now_ms,
     hab_check_report *out_report);
+
+
+/*
+ * gRPC health checks (ha_check type=grpc): the prober sends the bytes
+ * hab_grpc_request() makes (the HTTP/2 client preface, SETTINGS, one
+ * grpc.health.v1.Health/Check call on stream 1) on a new connection, then
+ * hands everything read so far to hab_grpc_answer_read() each time more
+ * comes, until the verdict is not HAB_GRPC_AGAIN; once the answer says
+ * the server's SETTINGS came, it sends a SETTINGS acknowledgement.
+ */
+
+#define HAB_GRPC_AGAIN          0u
+#define HAB_GRPC_PASSED         1u
+#define HAB_GRPC_FAILED         2u
+
+#define HAB_GRPC_SERVICE_MAX    1024u  /* also the longest authority */
+
+typedef struct hab_grpc_answer {
+    uint32_t          verdict;    /* HAB_GRPC_* */
+    uint32_t          reason;     /* failed: HAB_CHECK_REASON_* */
+    uint32_t          status;     /* failed: HTTP, grpc or serving status */
+    uint32_t          settings;   /* non-zero: acknowledge the server's */
+    uint8_t           why[48];    /* failed: a NUL-terminated text */
+} hab_grpc_answer;
+
+/*
+ * The bytes of one check to out (cap bytes), their number in *out_len;
+ * HAB_NO_SPACE when cap is too small (out may be NULL), the number needed
+ * in *out_len.  tls non-zero: ":scheme https".
+ */
+hab_result hab_grpc_request(const uint8_t *authority, size_t authority_len,
+    const uint8_t *service, size_t service_len, uint32_t tls, uint8_t *out,
+    size_t cap, size_t *out_len);
+
+/*
+ * The verdict on the len bytes the server sent so far, from the first;
+ * eof non-zero: nothing more will come.  pass_status: grpc_status=, a
+ * grpc-status that passes (0: none).
+ */
+hab_result hab_grpc_answer_read(const uint8_t *buf, size_t len, uint32_t eof,
+    uint32_t pass_status, hab_grpc_answer *out);
 
 /*
  * A worker's health timer: ends the outlier ejections that are over (the

@@ -1,12 +1,13 @@
 //! Health: the health directives, active checks, and the health timer
 
 use hab_core::health::check::{CheckDetail, CheckReason, CheckTransition};
+use hab_core::health::grpc::{self, Failure, Verdict};
 use hab_core::health::panic::{PanicChange, PanicReport};
 use hab_core::spec::HealthSpec;
 
 use crate::zone_of;
 use crate::{guard, hab_result, hab_zone};
-use crate::{HAB_INVALID_ARGUMENT, HAB_NULL_PARAMETER, HAB_OK};
+use crate::{HAB_INVALID_ARGUMENT, HAB_NO_SPACE, HAB_NULL_PARAMETER, HAB_OK};
 
 /// `hab_health_conf.flags`: `ha_check` is configured.
 pub const HAB_HEALTH_CHECK: u32 = HealthSpec::CHECK;
@@ -161,6 +162,15 @@ pub const HAB_CHECK_REASON_BODY_MISMATCH: u32 = CheckReason::BodyMismatch as u32
 pub const HAB_CHECK_REASON_TLS: u32 = CheckReason::Tls as u32;
 /// `hab_check_result.reason`: the prober itself failed.
 pub const HAB_CHECK_REASON_INTERNAL: u32 = CheckReason::Internal as u32;
+
+/// `hab_check_result.reason`: a gRPC answer not HTTP/2, or broken.
+pub const HAB_CHECK_REASON_HTTP2: u32 = CheckReason::Http2 as u32;
+/// `hab_check_result.reason`: a gRPC answer's `grpc-status` not 0 (in
+/// `status`).
+pub const HAB_CHECK_REASON_GRPC_STATUS: u32 = CheckReason::GrpcStatus as u32;
+/// `hab_check_result.reason`: a gRPC service not `SERVING` (its serving
+/// status in `status`).
+pub const HAB_CHECK_REASON_NOT_SERVING: u32 = CheckReason::NotServing as u32;
 
 /// One check's verdict and how it went.
 #[repr(C)]
@@ -392,4 +402,164 @@ pub unsafe extern "C" fn hab_health_validate(conf: *const hab_health_conf) -> ha
             Err(_) => HAB_INVALID_ARGUMENT,
         }
     })
+}
+
+/// `hab_grpc_answer.verdict`: more of the answer is needed.
+pub const HAB_GRPC_AGAIN: u32 = 0;
+/// `hab_grpc_answer.verdict`: the check passed.
+pub const HAB_GRPC_PASSED: u32 = 1;
+/// `hab_grpc_answer.verdict`: the check failed (`reason`, `status`, `why`).
+pub const HAB_GRPC_FAILED: u32 = 2;
+
+/// Longest `service` of [`hab_grpc_request`], bytes.
+pub const HAB_GRPC_SERVICE_MAX: u32 = grpc::MAX_SERVICE as u32;
+
+/// The verdict on a gRPC check's answer so far.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct hab_grpc_answer {
+    /// `HAB_GRPC_AGAIN`, `HAB_GRPC_PASSED` or `HAB_GRPC_FAILED`.
+    pub verdict: u32,
+    /// Failed: `HAB_CHECK_REASON_*`.
+    pub reason: u32,
+    /// Failed: the HTTP status, the `grpc-status` or the serving status, as
+    /// `reason` says (0 otherwise).
+    pub status: u32,
+    /// Non-zero: the server's SETTINGS came, to be acknowledged once.
+    pub settings: u32,
+    /// Failed: what to log, NUL-terminated (`"grpc-status 5"`).
+    pub why: [u8; 48],
+}
+
+/// The bytes of one gRPC health check (`grpc.health.v1.Health/Check` for
+/// `service`, over HTTP/2 from the client preface on), to `out` (`cap`
+/// bytes): their number in `*out_len`. [`HAB_NO_SPACE`] when `cap` is too
+/// small (also with `out` NULL), the number needed in `*out_len`;
+/// [`HAB_INVALID_ARGUMENT`] for an `authority` or `service` longer than
+/// 1,024 bytes. `tls` non-zero: `:scheme https`.
+///
+/// # Safety
+///
+/// `authority` readable for `authority_len` bytes and `service` for
+/// `service_len` (either NULL when its length is 0); `out` NULL or
+/// writable for `cap` bytes; `out_len` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_grpc_request(
+    authority: *const u8,
+    authority_len: usize,
+    service: *const u8,
+    service_len: usize,
+    tls: u32,
+    out: *mut u8,
+    cap: usize,
+    out_len: *mut usize,
+) -> hab_result {
+    guard(|| {
+        if out_len.is_null()
+            || (authority.is_null() && authority_len != 0)
+            || (service.is_null() && service_len != 0)
+        {
+            return HAB_NULL_PARAMETER;
+        }
+        if authority_len > grpc::MAX_AUTHORITY || service_len > grpc::MAX_SERVICE {
+            return HAB_INVALID_ARGUMENT;
+        }
+        // SAFETY: readable for their lengths (caller contract).
+        let (authority, service) =
+            unsafe { (bytes(authority, authority_len), bytes(service, service_len)) };
+        let mut bytes = Vec::with_capacity(256 + authority.len() + service.len());
+        grpc::request(
+            &grpc::Request {
+                authority,
+                service,
+                tls: tls != 0,
+            },
+            &mut bytes,
+        );
+        // SAFETY: writable (caller contract).
+        unsafe { out_len.write(bytes.len()) };
+        if out.is_null() || cap < bytes.len() {
+            return HAB_NO_SPACE;
+        }
+        // SAFETY: `out` writable for `cap` >= `bytes.len()` bytes, and not
+        // inside `bytes` (a fresh allocation).
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), out, bytes.len()) };
+        HAB_OK
+    })
+}
+
+/// The verdict on `len` bytes of a gRPC check's answer, all the server
+/// sent so far (from its first byte), into `*out`. `eof` non-zero: no more
+/// will come (closed, or the caller's buffer is full). `pass_status`:
+/// `grpc_status=`, a `grpc-status` that passes (0: none).
+///
+/// # Safety
+///
+/// `buf` readable for `len` bytes (NULL when `len` is 0); `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn hab_grpc_answer_read(
+    buf: *const u8,
+    len: usize,
+    eof: u32,
+    pass_status: u32,
+    out: *mut hab_grpc_answer,
+) -> hab_result {
+    guard(|| {
+        if out.is_null() || (buf.is_null() && len != 0) {
+            return HAB_NULL_PARAMETER;
+        }
+        // SAFETY: readable for `len` bytes (caller contract).
+        let buf = unsafe { bytes(buf, len) };
+        let a = grpc::answer(buf, eof != 0, pass_status);
+        let mut r = hab_grpc_answer {
+            verdict: HAB_GRPC_AGAIN,
+            reason: 0,
+            status: 0,
+            settings: u32::from(a.settings),
+            why: [0; 48],
+        };
+        match a.verdict {
+            Verdict::Again => {}
+            Verdict::Passed => r.verdict = HAB_GRPC_PASSED,
+            Verdict::Failed(f) => {
+                let (reason, status) = match f {
+                    Failure::NoResponse => (CheckReason::NoResponse, 0),
+                    Failure::IncompleteHeader => (CheckReason::IncompleteHeader, 0),
+                    Failure::IncompleteBody => (CheckReason::IncompleteBody, 0),
+                    Failure::Protocol => (CheckReason::Http2, 0),
+                    Failure::Status(s) => (CheckReason::Status, u32::from(s)),
+                    Failure::GrpcStatus(g) => (CheckReason::GrpcStatus, g),
+                    Failure::NotServing(s) => (CheckReason::NotServing, s),
+                };
+                let text = CheckDetail {
+                    reason,
+                    status: status.min(u32::from(u16::MAX)) as u16,
+                    duration_ms: 0,
+                }
+                .text();
+                let n = text.len().min(r.why.len() - 1);
+                r.why[..n].copy_from_slice(&text.as_bytes()[..n]);
+                r.verdict = HAB_GRPC_FAILED;
+                r.reason = reason as u32;
+                r.status = status;
+            }
+        }
+        // SAFETY: non-NULL, writable (caller contract).
+        unsafe { out.write(r) };
+        HAB_OK
+    })
+}
+
+/// `len` bytes at `p` (NULL when `len` is 0).
+///
+/// # Safety
+///
+/// `p` readable for `len` bytes when `len` is not 0.
+unsafe fn bytes<'a>(p: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        &[]
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { core::slice::from_raw_parts(p, len) }
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod alias;
 pub mod crc32;
+pub mod hpack;
 pub mod ketama;
 pub mod maglev;
 pub mod md5;

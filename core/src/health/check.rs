@@ -116,11 +116,18 @@ pub enum CheckReason {
     Tls = 16,
     /// The prober itself failed (out of memory, a regex error).
     Internal = 17,
+    /// A gRPC check's answer is not HTTP/2 or breaks the protocol.
+    Http2 = 18,
+    /// A gRPC check's `grpc-status` is not 0 (the code kept as the status).
+    GrpcStatus = 19,
+    /// A gRPC check's service is not `SERVING` (its status kept as the
+    /// status: 0 `UNKNOWN`, 2 `NOT_SERVING`, 3 `SERVICE_UNKNOWN`).
+    NotServing = 20,
 }
 
 impl CheckReason {
     /// Every reason, by number.
-    const ALL: [CheckReason; 18] = [
+    const ALL: [CheckReason; 21] = [
         CheckReason::None,
         CheckReason::Passed,
         CheckReason::ConnectRefused,
@@ -139,6 +146,9 @@ impl CheckReason {
         CheckReason::BodyMismatch,
         CheckReason::Tls,
         CheckReason::Internal,
+        CheckReason::Http2,
+        CheckReason::GrpcStatus,
+        CheckReason::NotServing,
     ];
 
     /// The reason numbered `n`; `None` for an unknown number.
@@ -167,9 +177,16 @@ impl CheckReason {
             CheckReason::BodyMismatch => "body does not match",
             CheckReason::Tls => "TLS failed",
             CheckReason::Internal => "internal error",
+            CheckReason::Http2 => "HTTP/2 protocol error",
+            CheckReason::GrpcStatus => "grpc-status",
+            CheckReason::NotServing => "not serving",
         }
     }
 }
+
+/// The names of `grpc.health.v1.HealthCheckResponse.ServingStatus`, by
+/// number (1, `SERVING`, never fails a check).
+const SERVING_STATUS: [&str; 4] = ["UNKNOWN", "", "NOT_SERVING", "SERVICE_UNKNOWN"];
 
 /// How one check went, beside its verdict: the reason, the answer's HTTP
 /// status (0 without one) and how long it took.
@@ -202,22 +219,46 @@ impl CheckDetail {
     pub fn text(&self) -> String {
         match self.reason {
             CheckReason::Status => format!("status {}", self.status),
+            CheckReason::GrpcStatus => format!("grpc-status {}", self.status),
+            CheckReason::NotServing => match SERVING_STATUS.get(usize::from(self.status)) {
+                Some(name) if !name.is_empty() => format!("not serving ({name})"),
+                _ => format!("not serving ({})", self.status),
+            },
             r => r.as_str().to_owned(),
         }
     }
 
     /// The reason (and status) of a [`CheckDetail::text`]; no duration.
     pub fn parse(text: &str) -> Option<CheckDetail> {
-        if let Some(n) = text.strip_prefix("status ") {
-            return Some(CheckDetail {
-                reason: CheckReason::Status,
-                status: n.parse().ok()?,
+        let with = |reason, status| {
+            Some(CheckDetail {
+                reason,
+                status,
                 duration_ms: 0,
-            });
+            })
+        };
+        if let Some(n) = text.strip_prefix("status ") {
+            return with(CheckReason::Status, n.parse().ok()?);
         }
-        let reason = CheckReason::ALL
-            .into_iter()
-            .find(|r| *r != CheckReason::Status && r.as_str() == text)?;
+        if let Some(n) = text.strip_prefix("grpc-status ") {
+            return with(CheckReason::GrpcStatus, n.parse().ok()?);
+        }
+        if let Some(s) = text
+            .strip_prefix("not serving (")
+            .and_then(|s| s.strip_suffix(')'))
+        {
+            let status = match SERVING_STATUS.iter().position(|n| !n.is_empty() && *n == s) {
+                Some(k) => k as u16,
+                None => s.parse().ok()?,
+            };
+            return with(CheckReason::NotServing, status);
+        }
+        let reason = CheckReason::ALL.into_iter().find(|r| {
+            !matches!(
+                r,
+                CheckReason::Status | CheckReason::GrpcStatus | CheckReason::NotServing
+            ) && r.as_str() == text
+        })?;
         Some(CheckDetail {
             reason,
             ..CheckDetail::default()
@@ -756,6 +797,30 @@ mod tests {
                 "connection refused",
             ),
             (true, CheckReason::Passed, 599, u32::MAX, "passed"),
+            (false, CheckReason::GrpcStatus, 12, 3, "grpc-status 12"),
+            (
+                false,
+                CheckReason::NotServing,
+                2,
+                3,
+                "not serving (NOT_SERVING)",
+            ),
+            (
+                false,
+                CheckReason::NotServing,
+                0,
+                3,
+                "not serving (UNKNOWN)",
+            ),
+            (
+                false,
+                CheckReason::NotServing,
+                3,
+                3,
+                "not serving (SERVICE_UNKNOWN)",
+            ),
+            (false, CheckReason::NotServing, 7, 3, "not serving (7)"),
+            (false, CheckReason::Http2, 0, 3, "HTTP/2 protocol error"),
         ];
         for (k, (passed, reason, status, duration_ms, text)) in cases.into_iter().enumerate() {
             let detail = CheckDetail {
@@ -776,7 +841,10 @@ mod tests {
                 (back.reason, back.status),
                 (
                     reason,
-                    if reason == CheckReason::Status {
+                    if matches!(
+                        reason,
+                        CheckReason::Status | CheckReason::GrpcStatus | CheckReason::NotServing
+                    ) {
                         status
                     } else {
                         0
@@ -790,12 +858,15 @@ mod tests {
         z.check_done(0, false, 200).unwrap();
         assert_eq!(z.check_stats(0).last, Some(CheckDetail::default()));
         // Numbers are the ABI's: every one maps back, past the end none.
-        for n in 0..18 {
+        for n in 0..21 {
             assert_eq!(CheckReason::from_u32(n).map(|r| r as u32), Some(n));
         }
-        assert_eq!(CheckReason::from_u32(18), None);
+        assert_eq!(CheckReason::from_u32(21), None);
         for r in CheckReason::ALL {
-            if r != CheckReason::Status {
+            if !matches!(
+                r,
+                CheckReason::Status | CheckReason::GrpcStatus | CheckReason::NotServing
+            ) {
                 assert_eq!(CheckDetail::parse(r.as_str()).map(|d| d.reason), Some(r));
             }
         }

@@ -35,6 +35,7 @@
 //! least_conn tree's refresh after them needs no fence of its own.
 
 pub mod check;
+pub mod grpc;
 pub mod outlier;
 pub mod panic;
 pub mod slow_start;
