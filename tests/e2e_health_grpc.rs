@@ -12,9 +12,10 @@
 //! again once SERVING; a slow answer is a "timeout". An unknown service
 //! fails with "grpc-status 5", a server without the health service with
 //! "grpc-status 12", which `grpc_status=12` accepts (and `grpc_status=14`
-//! an UNAVAILABLE one). An HTTP/1.1 server and an HTTP/2 server that breaks
-//! the protocol fail with "HTTP/2 protocol error", one that answers
-//! `:status 500` with "status 500". TLS checks (`tls`) pass against a
+//! an UNAVAILABLE one). An HTTP/1.1 server (nginx) and an HTTP/2 server
+//! that breaks the protocol fail with "HTTP/2 protocol error", one that
+//! answers `:status 500` with "status 500", one that closes without a byte
+//! (hab-backend) with "no response". TLS checks (`tls`) pass against a
 //! server with a self-signed certificate. A killed server fails with
 //! "connection refused" and passes once restarted. One prober per server
 //! across the workers: the checks a server gets over a window are about
@@ -506,8 +507,10 @@ fn non_grpc_answers_fail_with_their_reason() {
         return;
     }
     let _serial = serial();
-    // An HTTP/1.1 server: it answers the HTTP/2 preface with a 400 and
-    // closes.
+    // HTTP/1.1 servers: nginx answers the HTTP/2 preface with an HTTP/1.1
+    // error page; hab-backend closes without a byte (its reader refuses
+    // the request line), which is "no response" as for any server.
+    let h1 = format!("127.0.0.1:{}", free_port());
     let http = Backend::start("http1");
     // HTTP/2 with `:status 500` (HPACK static index 14), ending the stream.
     let status500 = H2Raw::start(|s| frame(1, 0x5, s, &[0x8e]));
@@ -515,26 +518,26 @@ fn non_grpc_answers_fail_with_their_reason() {
     // (RFC 7541 6.1), a connection error (grpc's client gives up on it).
     let broken = H2Raw::start(|s| frame(1, 0x5, s, &[0x80]));
     let port = free_port();
-    let ngx = Nginx::start(
-        &block(
-            port,
-            &[
-                ("http1", CHECK.to_owned(), vec![http.addr()]),
-                ("status500", CHECK.to_owned(), vec![status500.addr.clone()]),
-                ("broken", CHECK.to_owned(), vec![broken.addr.clone()]),
-            ],
-        ),
-        WORKERS,
+    let mut conf = block(
+        port,
+        &[
+            ("nginx1", CHECK.to_owned(), vec![h1.clone()]),
+            ("http1", CHECK.to_owned(), vec![http.addr()]),
+            ("status500", CHECK.to_owned(), vec![status500.addr.clone()]),
+            ("broken", CHECK.to_owned(), vec![broken.addr.clone()]),
+        ],
     );
+    conf.push_str(&format!(
+        "    server {{
+        listen {h1};
+        location / {{ return 200 \"ok\\n\"; }}
+    }}
+"
+    ));
+    let ngx = Nginx::start(&conf, WORKERS);
     let v = verdict();
-    wait_state(
-        &ngx,
-        "http1",
-        &http.addr(),
-        "unhealthy",
-        "HTTP/2 protocol error",
-        v,
-    );
+    wait_state(&ngx, "nginx1", &h1, "unhealthy", "HTTP/2 protocol error", v);
+    wait_state(&ngx, "http1", &http.addr(), "unhealthy", "no response", v);
     wait_state(
         &ngx,
         "status500",
