@@ -12,17 +12,19 @@
 //! again once SERVING; a slow answer is a "timeout". An unknown service
 //! fails with "grpc-status 5", a server without the health service with
 //! "grpc-status 12", which `grpc_status=12` accepts (and `grpc_status=14`
-//! an UNAVAILABLE one). An HTTP/1.1 server (nginx) and an HTTP/2 server
-//! that breaks the protocol fail with "HTTP/2 protocol error", one that
-//! answers `:status 500` with "status 500", one that closes without a byte
-//! (hab-backend) with "no response". TLS checks (`tls`) pass against a
-//! server with a self-signed certificate. A killed server fails with
-//! "connection refused" and passes once restarted. One prober per server
-//! across the workers: the checks a server gets over a window are about
-//! window / interval, not 4 times that. And the `nginx -t` errors:
-//! `grpc_service=`/`grpc_status=` without type=grpc, HTTP-only parameters
-//! and `ha_check_header`/`ha_check_body` with it, and `grpc_status=` out of
-//! 1..16 (error texts matched loosely).
+//! an UNAVAILABLE one; with it a SERVING answer still passes, a
+//! NOT_SERVING one still fails). An HTTP/1.1 server (nginx) and an HTTP/2
+//! server that breaks the protocol fail with "HTTP/2 protocol error", one
+//! that answers `:status 500` with "status 500", one that closes without
+//! a byte (hab-backend) with "no response". TLS checks (`tls`) pass
+//! against a server with a self-signed certificate. A killed server fails
+//! with "connection refused" and passes once restarted. One prober per
+//! server across the workers: the checks a server gets over a window are
+//! about window / interval, not 4 times that, also after two workers
+//! died. A reload that changes `grpc_service=` asks for the new service.
+//! And the `nginx -t` errors: `grpc_service=`/`grpc_status=` without
+//! type=grpc, HTTP-only parameters and `ha_check_header`/`ha_check_body`
+//! with it, and `grpc_status=` out of 1..16 (error texts matched loosely).
 //!
 //! Time bounds come from the configuration (interval, timeout, fails)
 //! plus [`SLACK`]; every loop is bounded.
@@ -317,6 +319,11 @@ fn grpc_status_answers_fail_unless_grpc_status_accepts_them() {
     unavailable.set("", "abort 14");
     // NOT_FOUND is not what grpc_status=12 accepts.
     let unknown12 = GrpcHealth::plain();
+    // With grpc_status=12, a SERVING answer still passes, a NOT_SERVING
+    // one (grpc-status 0) still fails.
+    let serving12 = GrpcHealth::plain();
+    let not_serving12 = GrpcHealth::plain();
+    not_serving12.set("", "NOT_SERVING");
     let port = free_port();
     let ngx = Nginx::start(
         &block(
@@ -342,6 +349,16 @@ fn grpc_status_answers_fail_unless_grpc_status_accepts_them() {
                     "unknown12",
                     format!("{CHECK} grpc_service=nobody grpc_status=12"),
                     vec![unknown12.addr()],
+                ),
+                (
+                    "serving12",
+                    format!("{CHECK} grpc_status=12"),
+                    vec![serving12.addr()],
+                ),
+                (
+                    "notserving12",
+                    format!("{CHECK} grpc_status=12"),
+                    vec![not_serving12.addr()],
                 ),
             ],
         ),
@@ -379,6 +396,15 @@ fn grpc_status_answers_fail_unless_grpc_status_accepts_them() {
         &unknown12.addr(),
         "unhealthy",
         "grpc-status 5",
+        v,
+    );
+    wait_state(&ngx, "serving12", &serving12.addr(), "up", "passed", v);
+    wait_state(
+        &ngx,
+        "notserving12",
+        &not_serving12.addr(),
+        "unhealthy",
+        "not serving (NOT_SERVING)",
         v,
     );
     // The unknown service was asked for by its name.
@@ -670,6 +696,27 @@ fn a_killed_server_fails_and_passes_once_restarted() {
     assert!(ngx2.crashes().is_empty());
 }
 
+/// The Check calls `servers` receive over `window`: each about window /
+/// interval (half of it less one at least, half again more and two at
+/// most), which one prober per server gives and one per worker does not.
+fn assert_one_prober(servers: &[(&str, &GrpcHealth)], interval_ms: u64, window: Duration) {
+    let before: Vec<usize> = servers.iter().map(|(_, s)| s.count()).collect();
+    let t = Instant::now();
+    thread::sleep(window);
+    let after: Vec<usize> = servers.iter().map(|(_, s)| s.count()).collect();
+    let took = t.elapsed().as_millis() as f64;
+    let expected = took / interval_ms as f64;
+    let (hi, lo) = (expected * 1.5 + 2.0, expected * 0.5 - 1.0);
+    for (((name, _), b), a) in servers.iter().zip(&before).zip(&after) {
+        let n = (a - b) as f64;
+        assert!(
+            n <= hi && n >= lo,
+            "{name}: {n} checks in {took} ms at interval {interval_ms} ms: want \
+             {lo:.0}..={hi:.0} (one prober, not {WORKERS})"
+        );
+    }
+}
+
 #[test]
 fn one_prober_per_server_across_the_workers() {
     if !ready_or_skip() {
@@ -680,19 +727,16 @@ fn one_prober_per_server_across_the_workers() {
     let a = GrpcHealth::plain();
     let b = GrpcHealth::plain();
     b.set("app", "NOT_SERVING");
+    let check = format!("ha_check type=grpc interval={interval_ms}ms timeout={interval_ms}ms");
     let port = free_port();
-    let ngx = Nginx::start(
+    let mut ngx = Nginx::start(
         &block(
             port,
             &[
-                (
-                    "ok",
-                    format!("ha_check type=grpc interval={interval_ms}ms timeout={interval_ms}ms fails=3 passes=1"),
-                    vec![a.addr()],
-                ),
+                ("ok", format!("{check} fails=3 passes=1"), vec![a.addr()]),
                 (
                     "failing",
-                    format!("ha_check type=grpc interval={interval_ms}ms timeout={interval_ms}ms fails=1 passes=1 grpc_service=app"),
+                    format!("{check} fails=1 passes=1 grpc_service=app"),
                     vec![b.addr()],
                 ),
             ],
@@ -708,22 +752,61 @@ fn one_prober_per_server_across_the_workers() {
         "not serving (NOT_SERVING)",
         verdict(),
     );
-    let window = Duration::from_secs(5);
-    let (a0, b0) = (a.count(), b.count());
-    let t = Instant::now();
-    thread::sleep(window);
-    let (a1, b1) = (a.count(), b.count());
-    let took = t.elapsed().as_millis() as f64;
-    let expected = took / interval_ms as f64;
-    let (hi, lo) = (expected * 1.5 + 2.0, expected * 0.5 - 1.0);
-    for (name, n) in [("ok", a1 - a0), ("failing", b1 - b0)] {
-        let n = n as f64;
-        assert!(
-            n <= hi && n >= lo,
-            "{name}: {n} checks in {took} ms at interval {interval_ms} ms: want {lo:.0}..={hi:.0} \
-             (one prober, not {WORKERS})"
-        );
+    let servers = [("ok", &a), ("failing", &b)];
+    assert_one_prober(&servers, interval_ms, Duration::from_secs(5));
+    // Two workers die (whichever checked): the others and their
+    // replacements go on checking, still once per interval.
+    let old = ngx.worker_pids();
+    for &pid in &old[..2] {
+        ngx.kill_worker(pid);
     }
+    let replaced = wait_until(Duration::from_secs(15), || {
+        let now = ngx.worker_pids();
+        now.len() == WORKERS && old[..2].iter().all(|p| !now.contains(p))
+    });
+    assert!(replaced, "workers {old:?} -> {:?}", ngx.worker_pids());
+    thread::sleep(Duration::from_millis(2 * interval_ms));
+    assert_one_prober(&servers, interval_ms, Duration::from_secs(3));
+    assert_eq!(peer(port, "ok", &a.addr())["state"], "up");
+    assert!(ngx.crashes().is_empty());
+}
+
+#[test]
+fn a_reload_changes_the_service_asked_for() {
+    if !ready_or_skip() {
+        return;
+    }
+    let _serial = serial();
+    let s = GrpcHealth::plain();
+    s.set("a", "SERVING");
+    s.set("b", "NOT_SERVING");
+    let port = free_port();
+    let conf = |service: &str| {
+        block(
+            port,
+            &[(
+                "app",
+                format!("{CHECK} grpc_service={service}"),
+                vec![s.addr()],
+            )],
+        )
+    };
+    let mut ngx = Nginx::start(&conf("a"), WORKERS);
+    wait_state(&ngx, "app", &s.addr(), "up", "passed", verdict());
+    ngx.reload_with(&conf("b"));
+    wait_state(
+        &ngx,
+        "app",
+        &s.addr(),
+        "unhealthy",
+        "not serving (NOT_SERVING)",
+        verdict(),
+    );
+    // Once the old workers are gone, only "b" is asked for.
+    thread::sleep(Duration::from_millis(2 * (INTERVAL_MS + TIMEOUT_MS)));
+    s.clear();
+    let calls = wait_calls(&s, 2, Duration::from_millis(3 * INTERVAL_MS) + SLACK);
+    assert_calls(&calls, "b", None, s.port);
     assert!(ngx.crashes().is_empty());
 }
 
