@@ -323,6 +323,11 @@ fn health_directives_are_checked() {
             &["need type=http"],
         ),
         (
+            "ha_check type=tcp host=example.com;",
+            "ha_check type=tcp host=example.com;",
+            &["\"host=\" needs type=http or type=grpc"],
+        ),
+        (
             "ha_check persistent;",
             "ha_check persistent;",
             &["\"persistent\" needs \"mandatory\""],
