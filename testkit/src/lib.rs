@@ -17,6 +17,9 @@
 //!   chromedriver); [`dns`]: a real DNS server (BIND's `named`, changed
 //!   at run time with `nsupdate`) with a small DNS client; [`shm`]: a
 //!   shared memory mapping for forked "workers".
+//! - [`grpc`]: a gRPC health server (`grpc.health.v1.Health/Check`, in
+//!   Debian's python3 with `python3-grpcio`), its answers set at run time
+//!   and its calls recorded.
 //!
 //! Everything here is std (and serde_json for WebDriver and the API),
 //! blocking, and talks to 127.0.0.1 only. Every read and write has a
@@ -26,6 +29,7 @@ pub mod api;
 pub mod backend;
 pub mod browser;
 pub mod dns;
+pub mod grpc;
 pub mod http;
 pub mod load;
 pub mod nginx;

@@ -472,3 +472,120 @@ mod skip {
         assert_eq!(other, "test");
     }
 }
+
+/// The gRPC health server against grpc's own Python client: each status,
+/// an unknown service, no health service, TLS, the calls it records, a
+/// kill and a restart.
+mod grpc {
+    use std::process::{Command, Stdio};
+
+    use crate::grpc::{grpc_or_skip, GrpcHealth, GrpcOptions, PYTHON};
+
+    /// `python3 -c CLIENT PORT SERVICE AUTHORITY [CERT]`: one Check, prints
+    /// `OK <response hex>` or `ERR <grpc-status>`.
+    const CLIENT: &str = r#"
+import sys, grpc
+port, service, authority = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+opts = [("grpc.default_authority", authority)]
+if len(sys.argv) > 4:
+    creds = grpc.ssl_channel_credentials(root_certificates=open(sys.argv[4], "rb").read())
+    ch = grpc.secure_channel("127.0.0.1:%d" % port, creds, options=opts + [("grpc.ssl_target_name_override", "localhost")])
+else:
+    ch = grpc.insecure_channel("127.0.0.1:%d" % port, options=opts)
+s = service.encode()
+req = b"\x0a" + bytes([len(s)]) + s if s else b""
+try:
+    print("OK " + ch.unary_unary("/grpc.health.v1.Health/Check")(req, timeout=5).hex())
+except grpc.RpcError as e:
+    print("ERR %d" % e.code().value[0])
+"#;
+
+    fn check(port: u16, service: &str, authority: &str, cert: Option<&std::path::Path>) -> String {
+        let mut cmd = Command::new(PYTHON);
+        cmd.args(["-c", CLIENT, &port.to_string(), service, authority])
+            .env("GRPC_VERBOSITY", "NONE")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(c) = cert {
+            cmd.arg(c);
+        }
+        // The client's own timeout (5 s) bounds it.
+        let out = cmd.output().expect("python3 client");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[test]
+    fn answers_each_status_and_records_the_calls() {
+        if !grpc_or_skip() {
+            return;
+        }
+        let s = GrpcHealth::plain();
+        assert_eq!(check(s.port, "", "a.example", None), "OK 0801");
+        assert_eq!(check(s.port, "app", "b", None), "ERR 5");
+        for (status, want) in [
+            ("SERVING", "OK 0801"),
+            ("NOT_SERVING", "OK 0802"),
+            ("SERVICE_UNKNOWN", "OK 0803"),
+            ("UNKNOWN", "OK "),
+            ("abort 14", "ERR 14"),
+            ("absent", "ERR 5"),
+        ] {
+            s.set("app", status);
+            assert_eq!(
+                check(s.port, "app", "b", None).trim(),
+                want.trim(),
+                "{status}"
+            );
+        }
+        let calls = s.calls();
+        assert_eq!(calls.len(), 8, "{calls:?}");
+        assert_eq!(calls[0].service.as_deref(), Some(""));
+        assert_eq!(calls[0].request.as_deref(), Some(&b""[..]));
+        assert_eq!(calls[0].authority.as_deref(), Some("a.example"));
+        assert_eq!(calls[0].method, "/grpc.health.v1.Health/Check");
+        assert_eq!(calls[1].service.as_deref(), Some("app"));
+        assert_eq!(calls[1].request.as_deref(), Some(&b"\x0a\x03app"[..]));
+        assert_eq!(calls[1].authority.as_deref(), Some("b"));
+        assert!(calls[1]
+            .peer
+            .as_deref()
+            .is_some_and(|p| p.starts_with("ipv4:127.0.0.1:")));
+        s.clear();
+        assert_eq!(s.count(), 0);
+        // Without the health service: UNIMPLEMENTED, still recorded.
+        s.set_health(false);
+        assert_eq!(check(s.port, "", "c", None), "ERR 12");
+        let calls = s.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].service, None);
+    }
+
+    #[test]
+    fn no_health_service_tls_kill_and_restart() {
+        if !grpc_or_skip() {
+            return;
+        }
+        let none = GrpcHealth::start(GrpcOptions {
+            health: false,
+            ..GrpcOptions::default()
+        });
+        assert_eq!(check(none.port, "", "x", None), "ERR 12");
+        let dir = crate::nginx::scratch_dir();
+        let (cert, key) = crate::nginx::self_signed_cert(&dir);
+        let mut tls = GrpcHealth::start(GrpcOptions {
+            tls: Some((cert.clone(), key)),
+            health: true,
+        });
+        assert_eq!(check(tls.port, "", "localhost", Some(&cert)), "OK 0801");
+        // Cleartext HTTP/2 to a TLS server fails (UNAVAILABLE).
+        assert_eq!(check(tls.port, "", "localhost", None), "ERR 14");
+        assert_eq!(tls.count(), 1);
+        tls.kill();
+        assert!(!crate::port::port_open(tls.port));
+        tls.restart();
+        assert_eq!(tls.count(), 0);
+        assert_eq!(check(tls.port, "", "localhost", Some(&cert)), "OK 0801");
+        drop(tls);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
