@@ -64,6 +64,9 @@ ASAN_LD_OPT := -fsanitize=address -Wl,-z,nodelete
 ASAN_CONFIGURE_ARGS := \
 	$(patsubst --builddir=%,--builddir=$(ASAN_BUILD),\
 	$(patsubst --prefix=%,--prefix=$(ASAN_PREFIX),$(NGX_CONFIGURE_ARGS)))
+# The end-to-end tests make asan runs (names of tests/*.rs), all by default;
+# e.g. make asan ASAN_TESTS=e2e_policies.
+ASAN_TESTS ?= $(patsubst tests/%.rs,%,$(wildcard tests/e2e_*.rs))
 # Compiled into the ASan nginx (__asan_default_options and
 # __lsan_default_options), not passed in the environment: nginx execs a
 # binary upgrade (USR2) with only TZ and its `env` variables.  Every report
@@ -348,7 +351,7 @@ asan: deps asan-nginx
 	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=$(CURDIR)/scripts/asan-nginx.sh \
 	HAB_ASAN_NGINX=$(ASAN_PREFIX)/sbin/nginx \
 	HAB_MODULE_SO=$(ASAN_PREFIX)/modules/$(MODULE).so \
-		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs)) || status=$$?
+		$(CARGO) test $(addprefix --test ,$(ASAN_TESTS)) || status=$$?
 	reports= tracer=
 	for f in $$(find $(ASAN_LOGS) -name 'asan.*' | sort); do
 		echo "=== $$f"; cat "$$f"
