@@ -56,7 +56,6 @@ NGX_CONFIGURE_ARGS := --prefix=$(NGX_PREFIX) --with-compat \
 ASAN_DIR := $(TARGET)/asan
 ASAN_PREFIX := $(ASAN_DIR)/nginx
 ASAN_BUILD := $(TARGET)/asan-build
-ASAN_LOGS := $(ASAN_DIR)/logs
 ASAN_CC_OPT := -fsanitize=address -fno-omit-frame-pointer -g -O1 -DNGX_DEBUG_PALLOC=1
 # -z nodelete: the .so stays mapped after nginx's dlclose() at exit, so
 # LeakSanitizer (which reports at exit) can name the module's frames.
@@ -64,19 +63,32 @@ ASAN_LD_OPT := -fsanitize=address -Wl,-z,nodelete
 ASAN_CONFIGURE_ARGS := \
 	$(patsubst --builddir=%,--builddir=$(ASAN_BUILD),\
 	$(patsubst --prefix=%,--prefix=$(ASAN_PREFIX),$(NGX_CONFIGURE_ARGS)))
+# Where the ASan nginx's processes read their suppressions and write their
+# reports, and the copy of the module the tests load: a directory of /tmp,
+# one per checkout (a hash of its path), which make asan creates afresh each
+# run (owned by whoever runs it, 0755; its logs/ 1777).  Not under target/:
+# the workers run as user nobody, and a checkout in a private directory
+# (mktemp -d makes them 0700) keeps them out of everything below it, while
+# an exiting worker reads the LeakSanitizer suppressions, writes its report
+# and reads the .so to name the module's frames in it.  The same reason puts
+# the tests' state files under the system's temporary directory
+# (testkit/src/nginx.rs, state_file()).
+ASAN_RUN := /tmp/hab-asan-$(shell printf '%s' '$(CURDIR)' | sha256sum | cut -c1-12)
+ASAN_LOGS := $(ASAN_RUN)/logs
 # The end-to-end tests make asan runs (names of tests/*.rs), all by default;
 # e.g. make asan ASAN_TESTS=e2e_policies.
 ASAN_TESTS ?= $(patsubst tests/%.rs,%,$(wildcard tests/e2e_*.rs))
 # Compiled into the ASan nginx (__asan_default_options and
 # __lsan_default_options), not passed in the environment: nginx execs a
 # binary upgrade (USR2) with only TZ and its `env` variables.  Every report
-# goes to a file of $(ASAN_LOGS).
+# goes to a file of $(ASAN_LOGS); the suppressions are make asan's copies of
+# scripts/asan.supp and scripts/lsan.supp in $(ASAN_RUN).
 # exitcode=0: a verdict is its report file, which make asan judges; so that
 # LeakSanitizer's own occasional tracer crash at the exit of nginx's
 # daemonizing parent ("LeakSanitizer has encountered a fatal error", not a
 # finding) does not make that start fail.
-ASAN_DEFAULT_OPTIONS := log_path=$(ASAN_LOGS)/asan:suppressions=$(CURDIR)/scripts/asan.supp:exitcode=0
-LSAN_DEFAULT_OPTIONS := suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0
+ASAN_DEFAULT_OPTIONS := log_path=$(ASAN_LOGS)/asan:suppressions=$(ASAN_RUN)/asan.supp:exitcode=0
+LSAN_DEFAULT_OPTIONS := suppressions=$(ASAN_RUN)/lsan.supp:print_suppressions=0
 
 DEBIAN_SRC := /usr/share/nginx/src
 DEBIAN_BUILD := $(TARGET)/debian-build
@@ -344,13 +356,31 @@ asan-nginx: nginx
 
 asan: deps asan-nginx
 	@$(CARGO) build --workspace --bins
-	rm -rf $(ASAN_LOGS)
+	# $(ASAN_RUN) afresh: rm removes whatever was there (a symbolic link
+	# itself, not its target; in sticky /tmp only its owner or root can),
+	# and mkdir without -p fails unless it makes the directory, so nothing
+	# left by another run or user is read or written
+	rm -rf $(ASAN_RUN)
+	mkdir -m 0755 $(ASAN_RUN)
+	install -m 0644 scripts/asan.supp scripts/lsan.supp $(ASAN_RUN)/
+	# the tests load this copy of the module: a worker's report names the
+	# module's frames only if the worker can read the .so
+	install -m 0755 $(ASAN_PREFIX)/modules/$(MODULE).so $(ASAN_RUN)/
 	# world-writable: the workers (user nobody) write their reports there
-	mkdir -p -m 1777 $(ASAN_LOGS)
+	mkdir -m 1777 $(ASAN_LOGS)
+	# started by root, nginx runs its workers as nobody: as nobody, read
+	# what they read and write where they write, or stop here
+	if [ "$$(id -u)" = 0 ]; then
+		setpriv --reuid=nobody --regid="$$(id -g nobody)" --clear-groups sh -ec '
+			cat $(ASAN_RUN)/asan.supp $(ASAN_RUN)/lsan.supp $(ASAN_RUN)/$(MODULE).so >/dev/null
+			touch $(ASAN_LOGS)/probe
+			rm $(ASAN_LOGS)/probe' \
+			|| { echo "user nobody cannot use $(ASAN_RUN)" >&2; exit 1; }
+	fi
 	status=0
 	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=$(CURDIR)/scripts/asan-nginx.sh \
 	HAB_ASAN_NGINX=$(ASAN_PREFIX)/sbin/nginx \
-	HAB_MODULE_SO=$(ASAN_PREFIX)/modules/$(MODULE).so \
+	HAB_MODULE_SO=$(ASAN_RUN)/$(MODULE).so \
 		$(CARGO) test $(addprefix --test ,$(ASAN_TESTS)) || status=$$?
 	reports= tracer=
 	for f in $$(find $(ASAN_LOGS) -name 'asan.*' | sort); do
@@ -460,4 +490,4 @@ bench-queue: deps nginx
 	/usr/bin/python3 scripts/bench-queue-wake.py
 
 clean:
-	rm -rf $(TARGET)
+	rm -rf $(TARGET) $(ASAN_RUN)
