@@ -16,7 +16,9 @@
 #   make check       the quick loop: fmt, clippy, unit tests (no nginx),
 #                    the crash-point tests, Miri (make miri)
 #   make asan        nginx + module with AddressSanitizer, then the end-to-end
-#                    tests against them (docs/sanitizers.md; part of make test)
+#                    tests against them (docs/sanitizers.md; part of make test);
+#                    ASAN_TESTS="e2e_policies ..." for some of them only; the
+#                    reports land in /tmp/hab-asan-<hash of the checkout path>/logs
 #   make valgrind    the end-to-end tests with nginx under valgrind memcheck
 #                    (docs/sanitizers.md; not part of make test)
 #   make soak        reloads, worker kills and failing backends under wrk, ours
