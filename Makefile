@@ -91,6 +91,20 @@ ASAN_TESTS ?= $(patsubst tests/%.rs,%,$(wildcard tests/e2e_*.rs))
 # finding) does not make that start fail.
 ASAN_DEFAULT_OPTIONS := log_path=$(ASAN_LOGS)/asan:suppressions=$(ASAN_RUN)/asan.supp:exitcode=0
 LSAN_DEFAULT_OPTIONS := suppressions=$(ASAN_RUN)/lsan.supp:print_suppressions=0
+# Recipe lines: $(ASAN_RUN) afresh, with the suppressions and an empty
+# logs/.  rm removes whatever was there (a symbolic link itself, not its
+# target; in sticky /tmp only its owner or root can), and mkdir without -p
+# fails unless it makes the directory, so nothing left by another run or
+# user is read or written.  Every program linked with the options reads
+# the suppressions when it starts and stops if it cannot (with exit code
+# 0): configure's test programs too, so asan-nginx needs them as well.
+define ASAN_RUN_FRESH
+rm -rf $(ASAN_RUN)
+mkdir -m 0755 $(ASAN_RUN)
+install -m 0644 $(CURDIR)/scripts/asan.supp $(CURDIR)/scripts/lsan.supp $(ASAN_RUN)/
+# world-writable: the workers (user nobody) write their reports there
+mkdir -m 1777 $(ASAN_LOGS)
+endef
 
 DEBIAN_SRC := /usr/share/nginx/src
 DEBIAN_BUILD := $(TARGET)/debian-build
@@ -349,6 +363,7 @@ asan-nginx: nginx
 		rm -f $(ASAN_BUILD)/nginx $(ASAN_BUILD)/$(MODULE).so
 	fi
 	rm -f $(ASAN_DIR)/asan_options.c.new
+	$(ASAN_RUN_FRESH)
 	$(CONFIGURE_ONCE)
 	cd $(NGX_SRC)
 	configure_once $(ASAN_BUILD) auto/configure $(ASAN_CONFIGURE_ARGS) \
@@ -358,18 +373,10 @@ asan-nginx: nginx
 
 asan: deps asan-nginx
 	@$(CARGO) build --workspace --bins
-	# $(ASAN_RUN) afresh: rm removes whatever was there (a symbolic link
-	# itself, not its target; in sticky /tmp only its owner or root can),
-	# and mkdir without -p fails unless it makes the directory, so nothing
-	# left by another run or user is read or written
-	rm -rf $(ASAN_RUN)
-	mkdir -m 0755 $(ASAN_RUN)
-	install -m 0644 scripts/asan.supp scripts/lsan.supp $(ASAN_RUN)/
+	$(ASAN_RUN_FRESH)
 	# the tests load this copy of the module: a worker's report names the
 	# module's frames only if the worker can read the .so
 	install -m 0755 $(ASAN_PREFIX)/modules/$(MODULE).so $(ASAN_RUN)/
-	# world-writable: the workers (user nobody) write their reports there
-	mkdir -m 1777 $(ASAN_LOGS)
 	# started by root, nginx runs its workers as nobody: as nobody, read
 	# what they read and write where they write, or stop here
 	if [ "$$(id -u)" = 0 ]; then
