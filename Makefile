@@ -16,7 +16,9 @@
 #   make check       the quick loop: fmt, clippy, unit tests (no nginx),
 #                    the crash-point tests, Miri (make miri)
 #   make asan        nginx + module with AddressSanitizer, then the end-to-end
-#                    tests against them (docs/sanitizers.md; part of make test)
+#                    tests against them (docs/sanitizers.md; part of make test);
+#                    ASAN_TESTS="e2e_policies ..." for some of them only; the
+#                    reports land in /tmp/hab-asan-<hash of the checkout path>/logs
 #   make valgrind    the end-to-end tests with nginx under valgrind memcheck
 #                    (docs/sanitizers.md; not part of make test)
 #   make soak        reloads, worker kills and failing backends under wrk, ours
@@ -56,7 +58,6 @@ NGX_CONFIGURE_ARGS := --prefix=$(NGX_PREFIX) --with-compat \
 ASAN_DIR := $(TARGET)/asan
 ASAN_PREFIX := $(ASAN_DIR)/nginx
 ASAN_BUILD := $(TARGET)/asan-build
-ASAN_LOGS := $(ASAN_DIR)/logs
 ASAN_CC_OPT := -fsanitize=address -fno-omit-frame-pointer -g -O1 -DNGX_DEBUG_PALLOC=1
 # -z nodelete: the .so stays mapped after nginx's dlclose() at exit, so
 # LeakSanitizer (which reports at exit) can name the module's frames.
@@ -64,16 +65,46 @@ ASAN_LD_OPT := -fsanitize=address -Wl,-z,nodelete
 ASAN_CONFIGURE_ARGS := \
 	$(patsubst --builddir=%,--builddir=$(ASAN_BUILD),\
 	$(patsubst --prefix=%,--prefix=$(ASAN_PREFIX),$(NGX_CONFIGURE_ARGS)))
+# Where the ASan nginx's processes read their suppressions and write their
+# reports, and the copy of the module the tests load: a directory of /tmp,
+# one per checkout (a hash of its path), which make asan creates afresh each
+# run (owned by whoever runs it, 0755; its logs/ 1777).  Not under target/:
+# the workers run as user nobody, and a checkout in a private directory
+# (mktemp -d makes them 0700) keeps them out of everything below it, while
+# an exiting worker reads the LeakSanitizer suppressions, writes its report
+# and reads the .so to name the module's frames in it.  The same reason puts
+# the tests' state files under the system's temporary directory
+# (testkit/src/nginx.rs, state_file()).
+ASAN_RUN := /tmp/hab-asan-$(shell printf '%s' '$(CURDIR)' | sha256sum | cut -c1-12)
+ASAN_LOGS := $(ASAN_RUN)/logs
+# The end-to-end tests make asan runs (names of tests/*.rs), all by default;
+# e.g. make asan ASAN_TESTS=e2e_policies.
+ASAN_TESTS ?= $(patsubst tests/%.rs,%,$(wildcard tests/e2e_*.rs))
 # Compiled into the ASan nginx (__asan_default_options and
 # __lsan_default_options), not passed in the environment: nginx execs a
 # binary upgrade (USR2) with only TZ and its `env` variables.  Every report
-# goes to a file of $(ASAN_LOGS).
+# goes to a file of $(ASAN_LOGS); the suppressions are make asan's copies of
+# scripts/asan.supp and scripts/lsan.supp in $(ASAN_RUN).
 # exitcode=0: a verdict is its report file, which make asan judges; so that
 # LeakSanitizer's own occasional tracer crash at the exit of nginx's
 # daemonizing parent ("LeakSanitizer has encountered a fatal error", not a
 # finding) does not make that start fail.
-ASAN_DEFAULT_OPTIONS := log_path=$(ASAN_LOGS)/asan:suppressions=$(CURDIR)/scripts/asan.supp:exitcode=0
-LSAN_DEFAULT_OPTIONS := suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0
+ASAN_DEFAULT_OPTIONS := log_path=$(ASAN_LOGS)/asan:suppressions=$(ASAN_RUN)/asan.supp:exitcode=0
+LSAN_DEFAULT_OPTIONS := suppressions=$(ASAN_RUN)/lsan.supp:print_suppressions=0
+# Recipe lines: $(ASAN_RUN) afresh, with the suppressions and an empty
+# logs/.  rm removes whatever was there (a symbolic link itself, not its
+# target; in sticky /tmp only its owner or root can), and mkdir without -p
+# fails unless it makes the directory, so nothing left by another run or
+# user is read or written.  Every program linked with the options reads
+# the suppressions when it starts and stops if it cannot (with exit code
+# 0): configure's test programs too, so asan-nginx needs them as well.
+define ASAN_RUN_FRESH
+rm -rf $(ASAN_RUN)
+mkdir -m 0755 $(ASAN_RUN)
+install -m 0644 $(CURDIR)/scripts/asan.supp $(CURDIR)/scripts/lsan.supp $(ASAN_RUN)/
+# world-writable: the workers (user nobody) write their reports there
+mkdir -m 1777 $(ASAN_LOGS)
+endef
 
 DEBIAN_SRC := /usr/share/nginx/src
 DEBIAN_BUILD := $(TARGET)/debian-build
@@ -332,6 +363,7 @@ asan-nginx: nginx
 		rm -f $(ASAN_BUILD)/nginx $(ASAN_BUILD)/$(MODULE).so
 	fi
 	rm -f $(ASAN_DIR)/asan_options.c.new
+	$(ASAN_RUN_FRESH)
 	$(CONFIGURE_ONCE)
 	cd $(NGX_SRC)
 	configure_once $(ASAN_BUILD) auto/configure $(ASAN_CONFIGURE_ARGS) \
@@ -341,14 +373,24 @@ asan-nginx: nginx
 
 asan: deps asan-nginx
 	@$(CARGO) build --workspace --bins
-	rm -rf $(ASAN_LOGS)
-	# world-writable: the workers (user nobody) write their reports there
-	mkdir -p -m 1777 $(ASAN_LOGS)
+	$(ASAN_RUN_FRESH)
+	# the tests load this copy of the module: a worker's report names the
+	# module's frames only if the worker can read the .so
+	install -m 0755 $(ASAN_PREFIX)/modules/$(MODULE).so $(ASAN_RUN)/
+	# started by root, nginx runs its workers as nobody: as nobody, read
+	# what they read and write where they write, or stop here
+	if [ "$$(id -u)" = 0 ]; then
+		setpriv --reuid=nobody --regid="$$(id -g nobody)" --clear-groups sh -ec '
+			cat $(ASAN_RUN)/asan.supp $(ASAN_RUN)/lsan.supp $(ASAN_RUN)/$(MODULE).so >/dev/null
+			touch $(ASAN_LOGS)/probe
+			rm $(ASAN_LOGS)/probe' \
+			|| { echo "user nobody cannot use $(ASAN_RUN)" >&2; exit 1; }
+	fi
 	status=0
 	HAB_REQUIRE_NGINX=1 HAB_NGINX_BIN=$(CURDIR)/scripts/asan-nginx.sh \
 	HAB_ASAN_NGINX=$(ASAN_PREFIX)/sbin/nginx \
-	HAB_MODULE_SO=$(ASAN_PREFIX)/modules/$(MODULE).so \
-		$(CARGO) test $(patsubst tests/%.rs,--test %,$(wildcard tests/e2e_*.rs)) || status=$$?
+	HAB_MODULE_SO=$(ASAN_RUN)/$(MODULE).so \
+		$(CARGO) test $(addprefix --test ,$(ASAN_TESTS)) || status=$$?
 	reports= tracer=
 	for f in $$(find $(ASAN_LOGS) -name 'asan.*' | sort); do
 		echo "=== $$f"; cat "$$f"
@@ -457,4 +499,4 @@ bench-queue: deps nginx
 	/usr/bin/python3 scripts/bench-queue-wake.py
 
 clean:
-	rm -rf $(TARGET)
+	rm -rf $(TARGET) $(ASAN_RUN)
