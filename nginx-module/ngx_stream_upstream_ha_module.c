@@ -12,8 +12,10 @@
  * this .so was loaded before a dynamic ngx_stream_module.so, the stream
  * symbols are NULL here (weak references are bound once, when nginx
  * dlopen()s this .so): ngx_stream_block() of the stream module loaded
- * later still calls this module's preconfiguration, which refuses the
- * block with the fix rather than letting a later call go through NULL.
+ * later still calls this module's preconfiguration, which then marks the
+ * module unusable and warns, naming the fix; a stream{} block that does
+ * not use this module keeps working as before (the stream directives,
+ * when they come, refuse to run without ngx_stream_upstream_ha_usable).
  */
 
 
@@ -24,6 +26,10 @@
 
 
 static ngx_int_t ngx_stream_upstream_ha_preconfiguration(ngx_conf_t *cf);
+
+
+/* the stream core's symbols were bound: this module may be used */
+ngx_uint_t  ngx_stream_upstream_ha_usable;
 
 
 static ngx_stream_module_t  ngx_stream_upstream_ha_module_ctx = {
@@ -57,7 +63,9 @@ ngx_module_t  ngx_stream_upstream_ha_module = {
 /*
  * The gate: the first of this module's code that ngx_stream_block() runs
  * (after create_*_conf, which only allocate), before any directive of
- * stream{} is parsed.
+ * stream{} is parsed.  Without the stream core's symbols the module stays
+ * unusable, with a warning: a configuration that does not use it in
+ * stream{} must not fail for the order of its load_module lines.
  */
 
 static ngx_int_t
@@ -67,12 +75,17 @@ ngx_stream_upstream_ha_preconfiguration(ngx_conf_t *cf)
         || &ngx_stream_core_module == NULL
         || &ngx_stream_upstream_module == NULL)
     {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "ha_balance: ngx_stream_module must be loaded "
-                           "before ngx_http_upstream_ha_module.so "
-                           "(put its load_module line first)");
-        return NGX_ERROR;
+        ngx_stream_upstream_ha_usable = 0;
+
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "ha_balance is not available in stream{}: "
+                           "ngx_stream_module must be loaded before "
+                           "ngx_http_upstream_ha_module.so (put its "
+                           "load_module line first)");
+        return NGX_OK;
     }
+
+    ngx_stream_upstream_ha_usable = 1;
 
     return NGX_OK;
 }
