@@ -49,6 +49,7 @@ NGX_PREFIX := $(TARGET)/nginx
 NGX_CONFIGURE_ARGS := --prefix=$(NGX_PREFIX) --with-compat \
 	--with-http_ssl_module --with-http_stub_status_module \
 	--with-threads --with-debug \
+	--with-stream --with-stream_ssl_module \
 	--add-dynamic-module=$(MODULE_DIR) --builddir=$(NGX_BUILD)
 
 # AddressSanitizer build of the same nginx and module (make asan,
@@ -306,13 +307,21 @@ deb: debian-module
 deb-check: deb
 	@$(DEB_SCRIPT) check $(TARGET)/debian/$(MODULE).so $(DEB_DIR)
 
-# Each .so exports only nginx's module symbols (see nginx-module/config).
+# Each .so exports only nginx's module symbols (see nginx-module/config),
+# and refers to the stream core only weakly ("w" in nm -D, never "U":
+# nginx-module/ngx_stream_upstream_ha_weak.h), so that it loads into an
+# nginx without stream (docs/stream-design.md, section 2).
 check-exports:
 	@for so in $(NGX_PREFIX)/modules/$(MODULE).so $(TARGET)/debian/$(MODULE).so; do
 		bad=$$(nm -D --defined-only "$$so" | awk '{ print $$3 }' \
 			| grep -Ev '^(ngx_.*|_init|_fini|__bss_start|_edata|_end)$$' || true)
 		[ -z "$$bad" ] || { echo "$$so exports:" $$bad >&2; exit 1; }
-		echo "$$so: exports ok"
+		bad=$$(nm -D --undefined-only "$$so" | awk '$$1 == "U" && $$2 ~ /^ngx_stream_/ { print $$2 }')
+		[ -z "$$bad" ] || { echo "$$so: not weak (add to ngx_stream_upstream_ha_weak.h):" $$bad >&2; exit 1; }
+		nm -D --defined-only "$$so" | awk '$$3 == "ngx_stream_upstream_ha_module" { ok = 1 } END { exit !ok }' \
+			|| { echo "$$so: no ngx_stream_upstream_ha_module" >&2; exit 1; }
+		echo "$$so: exports ok, stream references weak:" \
+			$$(nm -D --undefined-only "$$so" | awk '$$2 ~ /^ngx_stream_/ { print $$2 }')
 	done
 
 # The alerting rules shipped in contrib/prometheus/ (and in the module's

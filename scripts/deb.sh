@@ -32,7 +32,10 @@ MANPAGE=$MODULE.5
 # Grafana dashboard of contrib/, shipped with the module under SHARE
 CONTRIB="prometheus/ha-balancer-alerts.yml prometheus/ha-balancer-alerts.test.yml grafana/ha-balancer.json"
 SHARE=usr/share/ha-balancer
-ENABLED_LINK=50-mod-http-upstream-ha.conf
+# 70-: after Debian's 50-mod-stream.conf (dh_nginx's priority for a module
+# that needs another one first); earlier builds used OLD_LINK
+ENABLED_LINK=70-mod-http-upstream-ha.conf
+OLD_LINK=50-mod-http-upstream-ha.conf
 DEB_ABI_FILE=${DEB_ABI_FILE:-/usr/share/nginx/src/debian/libnginx-mod.abisubstvars}
 DEB_REVISION=${DEB_REVISION:-1}
 DEB_MAINTAINER=${DEB_MAINTAINER:-ha-balancer maintainers <maintainers@users.noreply.b-seed-466468f0.example>}
@@ -244,7 +247,7 @@ build() {
 		Architecture: $arch
 		Maintainer: $DEB_MAINTAINER
 		Depends: $abi, $shlibs
-		Recommends: nginx, $HAB_NAME
+		Recommends: nginx, libnginx-mod-stream, $HAB_NAME
 		Section: httpd
 		Priority: optional
 		Multi-Arch: foreign
@@ -327,6 +330,8 @@ check() {
 	have=$(dpkg-deb -f "$deb" Depends)
 	[[ ", $have, " == *", $abi, "* ]] || die "Depends '$have' lacks $abi (from $DEB_ABI_FILE)"
 	[[ ", $have" == *", libc6 (>= "* ]] || die "Depends '$have' lacks libc6 (>= ...)"
+	have=$(dpkg-deb -f "$deb" Recommends)
+	[[ ", $have, " == *", libnginx-mod-stream, "* ]] || die "Recommends '$have' lacks libnginx-mod-stream"
 	for f in Maintainer Description Installed-Size Section Priority; do
 		[ -n "$(dpkg-deb -f "$deb" "$f")" ] || die "no $f field"
 	done
@@ -362,6 +367,8 @@ $(for f in $CONTRIB; do echo "./$SHARE/$f"; done)
 	have=$(nm -D --defined-only "$f" | awk '{ print $3 }' \
 		| grep -Ev '^(ngx_.*|_init|_fini|__bss_start|_edata|_end)$' || true)
 	[ -z "$have" ] || die "$f exports:" $have
+	have=$(nm -D --undefined-only "$f" | awk '$1 == "U" && $2 ~ /^ngx_stream_/ { print $2 }')
+	[ -z "$have" ] || die "$f refers to stream symbols not weakly:" $have
 	linked_as_debian "$f"
 	manpage_ok "$root/usr/share/man/man5/$MANPAGE.gz"
 	contrib_ok "$root/$SHARE"
@@ -405,6 +412,23 @@ $(for f in $CONTRIB; do echo "./$SHARE/$f"; done)
 	echo "deb: nginx -t, include modules-enabled/*.conf (postinst's link to the snippet)"
 	nginx_t "$tmp" "include $root/etc/nginx/modules-enabled/*.conf;" \
 		"$NGINX_BIN" -t -p "$root/usr/share/nginx/" -c "$tmp/nginx.conf"
+	# the load order: Debian's stream module, enabled as its package does
+	# (50-mod-stream.conf), sorts before our 70- link and nginx -t takes a
+	# stream{} block
+	local stream_so=/usr/lib/nginx/modules/ngx_stream_module.so
+	if [ -f "$stream_so" ]; then
+		ln -s "$stream_so" "$root/usr/lib/nginx/modules/ngx_stream_module.so"
+		echo 'load_module modules/ngx_stream_module.so;' >"$tmp/mod-stream.conf"
+		ln -s "$tmp/mod-stream.conf" "$root/etc/nginx/modules-enabled/50-mod-stream.conf"
+		echo "deb: nginx -t, include modules-enabled/*.conf with 50-mod-stream.conf and a stream{} block"
+		NGINX_T_EXTRA="stream { server { listen 127.0.0.1:1; proxy_pass 127.0.0.1:2; } }" \
+			nginx_t "$tmp" "include $root/etc/nginx/modules-enabled/*.conf;" \
+			"$NGINX_BIN" -t -p "$root/usr/share/nginx/" -c "$tmp/nginx.conf"
+		rm "$root/etc/nginx/modules-enabled/50-mod-stream.conf" \
+			"$root/usr/lib/nginx/modules/ngx_stream_module.so"
+	else
+		echo "deb: load order with stream skipped: no $stream_so (package libnginx-mod-stream)"
+	fi
 	run_script prerm remove
 	expect_state removed "prerm remove"
 	run_script postrm remove
@@ -414,15 +438,28 @@ $(for f in $CONTRIB; do echo "./$SHARE/$f"; done)
 	rm "$link"
 	run_script postinst configure "$version"
 	expect_state absent "upgrade after the admin removed the link"
+	# an upgrade from a build that linked the snippet as OLD_LINK: the
+	# link moves to the new name, enabled or put aside as it was
+	local old=$root/etc/nginx/modules-enabled/$OLD_LINK
+	ln -s "$root/usr/share/nginx/modules-available/$SNIPPET" "$old"
+	run_script postinst configure "$version"
+	expect_state enabled "upgrade from $OLD_LINK"
+	[ ! -L "$old" ] || die "upgrade left $OLD_LINK"
+	rm "$link"
+	ln -s "$root/usr/share/nginx/modules-available/$SNIPPET" "$old.removed"
+	run_script postinst configure "$version"
+	expect_state enabled "reinstall over $OLD_LINK.removed"
+	[ ! -L "$old.removed" ] || die "reinstall left $OLD_LINK.removed"
+	rm "$link"
 	run_script postinst configure
 	run_script prerm remove
 	run_script postrm remove
 	run_script postrm purge
 	expect_state absent "purge"
 	[ -z "$(ls -A "$root/etc/nginx/modules-enabled")" ] || die "purge left $(ls -A "$root/etc/nginx/modules-enabled")"
-	# one reload per postinst configure (4) and postrm remove (2)
+	# one reload per postinst configure (6) and postrm remove (2)
 	have=$(sort "$tmp/triggers" | uniq -c | xargs)
-	[ "$have" = "6 --no-await nginx-reload" ] || die "dpkg-trigger calls: $have"
+	[ "$have" = "8 --no-await nginx-reload" ] || die "dpkg-trigger calls: $have"
 	echo "deb: maintainer scripts enable, disable, restore and purge the modules-enabled link"
 
 	check_hab "$tmp" "$hab_deb" "$version" "$arch" "$root"
@@ -623,7 +660,8 @@ stop_nginx() {
 }
 
 # nginx_t DIR LOAD_LINE NGINX_ARGS...: DIR/nginx.conf with LOAD_LINE and an
-# ha_balance upstream (as make debian-module-check), then nginx -t on it.
+# ha_balance upstream (as make debian-module-check), NGINX_T_EXTRA after
+# http{} if set, then nginx -t on it.
 nginx_t() {
 	local dir=$1 load=$2
 	shift 2
@@ -649,6 +687,7 @@ nginx_t() {
 		        location / { proxy_pass http://app; }
 		    }
 		}
+		${NGINX_T_EXTRA:-}
 	EOF
 	"$@" -e stderr
 }
