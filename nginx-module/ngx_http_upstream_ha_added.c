@@ -55,13 +55,13 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_ha_added_t  *a;
 
     if (hcf->added_max == 0
-        || slot < hcf->conf.npeers
-        || slot - hcf->conf.npeers >= hcf->added_max)
+        || slot < hcf->ha.conf.npeers
+        || slot - hcf->ha.conf.npeers >= hcf->added_max)
     {
         return NULL;
     }
 
-    i = slot - hcf->conf.npeers;
+    i = slot - hcf->ha.conf.npeers;
 
     if (hcf->added == NULL) {
         hcf->added = ngx_calloc(hcf->added_max
@@ -80,7 +80,7 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
 
         /* shpool NULL: nginx never locks this list, nor keeps it shared */
 
-        hcf->added_peers->name = hcf->name;
+        hcf->added_peers->name = hcf->ha.name;
     }
 
     a = hcf->added[i];
@@ -88,7 +88,7 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     /* the usual case: built for the server in the slot now */
 
     if (a != NULL
-        && hab_zone_slot(hcf->zone, slot, &info) == HAB_OK
+        && hab_zone_slot(hcf->ha.zone, slot, &info) == HAB_OK
         && info.status != HAB_SLOT_FREE
         && info.epoch == a->epoch)
     {
@@ -96,7 +96,7 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     }
 
     for (round = 0; round < 3; round++) {
-        rc = hab_zone_slot_peer(hcf->zone, slot, text, sizeof(text), &sp);
+        rc = hab_zone_slot_peer(hcf->ha.zone, slot, text, sizeof(text), &sp);
         if (rc != HAB_BUSY) {
             break;
         }
@@ -111,7 +111,7 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     /* with "server ... resolve", nginx has the peers of resolved ones */
 
-    if (hcf->resolve && !(sp.flags & HAB_PEER_API)) {
+    if (hcf->ha.resolve && !(sp.flags & HAB_PEER_API)) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
                        "ha added peer: slot %uD is not the API's", slot);
         return NULL;
@@ -130,7 +130,7 @@ ngx_http_upstream_ha_added_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "ha_balance upstream \"%V\": server \"%*s\" "
                       "(added or resolved): invalid address \"%*s\"",
-                      hcf->name, sp.server_len, text, sp.address_len,
+                      hcf->ha.name, sp.server_len, text, sp.address_len,
                       address);
         ngx_destroy_pool(pool);
         return NULL;
@@ -225,24 +225,24 @@ ngx_http_upstream_ha_added_live(ngx_http_upstream_ha_srv_conf_t *hcf)
     hab_slot_info  info;
     hab_slot_peer  sp;
 
-    gen = hab_zone_generation(hcf->zone);
+    gen = hab_zone_generation(hcf->ha.zone);
 
     if (gen == hcf->added_gen) {
         return hcf->added_live;
     }
 
     n = 0;
-    end = (uint32_t) (hcf->conf.npeers + hcf->added_max);
+    end = (uint32_t) (hcf->ha.conf.npeers + hcf->added_max);
 
-    for (slot = (uint32_t) hcf->conf.npeers; slot < end; slot++) {
-        if (hab_zone_slot(hcf->zone, slot, &info) != HAB_OK
+    for (slot = (uint32_t) hcf->ha.conf.npeers; slot < end; slot++) {
+        if (hab_zone_slot(hcf->ha.zone, slot, &info) != HAB_OK
             || info.status != HAB_SLOT_LIVE)
         {
             continue;
         }
 
-        if (hcf->resolve
-            && (hab_zone_slot_peer(hcf->zone, slot, text, sizeof(text), &sp)
+        if (hcf->ha.resolve
+            && (hab_zone_slot_peer(hcf->ha.zone, slot, text, sizeof(text), &sp)
                 != HAB_OK
                 || !(sp.flags & HAB_PEER_API)))
         {

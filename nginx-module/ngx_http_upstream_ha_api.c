@@ -44,7 +44,7 @@ ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_file_info_t      fi;
     ngx_pool_cleanup_t  *cln;
 
-    if (hmcf->state_file.data) {
+    if (hmcf->state.file.data) {
         return "is duplicate";
     }
 
@@ -56,40 +56,40 @@ ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    hmcf->state_file = value[1];
+    hmcf->state.file = value[1];
 
-    if (ngx_conf_full_name(cf->cycle, &hmcf->state_file, 0) != NGX_OK) {
+    if (ngx_conf_full_name(cf->cycle, &hmcf->state.file, 0) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
     /* the file is written beside itself: its directory must exist */
 
-    p = hmcf->state_file.data + hmcf->state_file.len;
+    p = hmcf->state.file.data + hmcf->state.file.len;
 
-    while (p > hmcf->state_file.data && *(p - 1) != '/') {
+    while (p > hmcf->state.file.data && *(p - 1) != '/') {
         p--;
     }
 
-    if (p == hmcf->state_file.data + hmcf->state_file.len) {
+    if (p == hmcf->state.file.data + hmcf->state.file.len) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid state file \"%V\": no file name",
                            &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    dir.len = (p - hmcf->state_file.data > 1) ? p - hmcf->state_file.data - 1
+    dir.len = (p - hmcf->state.file.data > 1) ? p - hmcf->state.file.data - 1
                                                : 1;
     dir.data = ngx_pnalloc(cf->pool, dir.len + 1);
     if (dir.data == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    (void) ngx_cpystrn(dir.data, hmcf->state_file.data, dir.len + 1);
+    (void) ngx_cpystrn(dir.data, hmcf->state.file.data, dir.len + 1);
 
     if (ngx_file_info(dir.data, &fi) == NGX_FILE_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
                            "state file \"%V\": directory \"%V\" "
-                           ngx_file_info_n " failed", &hmcf->state_file,
+                           ngx_file_info_n " failed", &hmcf->state.file,
                            &dir);
         return NGX_CONF_ERROR;
     }
@@ -97,7 +97,7 @@ ngx_http_upstream_ha_state_file(ngx_conf_t *cf, ngx_command_t *cmd,
     if (!ngx_is_dir(&fi)) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "state file \"%V\": \"%V\" is not a directory",
-                           &hmcf->state_file, &dir);
+                           &hmcf->state.file, &dir);
         return NGX_CONF_ERROR;
     }
 
@@ -120,8 +120,8 @@ ngx_http_upstream_ha_state_cleanup(void *data)
 {
     ngx_http_upstream_ha_main_conf_t  *hmcf = data;
 
-    hab_state_free(hmcf->state);
-    hmcf->state = NULL;
+    hab_state_free(hmcf->state.parsed);
+    hmcf->state.parsed = NULL;
 }
 
 
@@ -141,7 +141,7 @@ ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf)
 
     hmcf = hcf->hmcf;
 
-    if (hmcf == NULL || hmcf->state_file.len == 0) {
+    if (hmcf == NULL || hmcf->state.file.len == 0) {
         return;
     }
 
@@ -161,7 +161,7 @@ ngx_http_upstream_ha_save_state(ngx_http_upstream_ha_srv_conf_t *hcf)
 
     err = NULL;
 
-    if (hab_state_save(ups, n, hmcf->state_file.data, hmcf->state_file.len,
+    if (hab_state_save(ups, n, hmcf->state.file.data, hmcf->state.file.len,
                        &err)
         != HAB_OK)
     {
@@ -483,8 +483,8 @@ ngx_http_upstream_ha_api_respond(ngx_http_request_t *r, u_char *body,
     req.wall_ms = (uint64_t) ((int64_t) ngx_current_msec + hmcf->wall_offset);
     req.body = body;
     req.body_len = len;
-    req.state_file = hmcf->state_file.data;
-    req.state_file_len = hmcf->state_file.len;
+    req.state_file = hmcf->state.file.data;
+    req.state_file_len = hmcf->state.file.len;
     req.now_ms = ngx_current_msec;
     req.owner = (uint64_t) ngx_pid;
     req.alive = ngx_upstream_ha_alive;

@@ -63,7 +63,7 @@ ngx_http_upstream_ha_check(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_regex_compile_t                 rc;
 #endif
 
-    hc = &hcf->health;
+    hc = &hcf->ha.health;
     cc = &hcf->check;
 
     if (cc->set) {
@@ -642,14 +642,14 @@ ngx_http_upstream_ha_slow_start(ngx_conf_t *cf, ngx_command_t *cmd,
 
     ngx_str_t  *value;
 
-    if (hcf->health.slow_start_ms) {
+    if (hcf->ha.health.slow_start_ms) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
     if (ngx_upstream_ha_parse_time(&value[1], 0, 0,
-                                        &hcf->health.slow_start_ms)
+                                        &hcf->ha.health.slow_start_ms)
         != NGX_OK)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -676,7 +676,7 @@ ngx_http_upstream_ha_outlier(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_uint_t        i;
     hab_health_conf  *hc;
 
-    hc = &hcf->health;
+    hc = &hcf->ha.health;
 
     if (hc->base_ejection_ms) {
         return "is duplicate";
@@ -786,7 +786,7 @@ ngx_http_upstream_ha_panic(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_int_t   n;
     ngx_str_t  *value;
 
-    if (hcf->health.panic_percent) {
+    if (hcf->ha.health.panic_percent) {
         return "is duplicate";
     }
 
@@ -805,7 +805,7 @@ ngx_http_upstream_ha_panic(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    hcf->health.panic_percent = (uint32_t) n;
+    hcf->ha.health.panic_percent = (uint32_t) n;
 
     return NGX_CONF_OK;
 }
@@ -823,7 +823,7 @@ ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
     ngx_pool_cleanup_t             *cln;
 #endif
 
-    hc = &hcf->health;
+    hc = &hcf->ha.health;
     us = hcf->uscf;
 
     if ((hcf->check.headers || hcf->check.request_body_set)
@@ -852,7 +852,7 @@ ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
         return NGX_OK;
     }
 
-    if (hc->slow_start_ms && hcf->policy == HAB_POLICY_HASH) {
+    if (hc->slow_start_ms && hcf->ha.policy == HAB_POLICY_HASH) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "ha_balance upstream \"%V\": ha_slow_start cannot be "
                       "used with hash: ramping a server would move its "
@@ -868,7 +868,7 @@ ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    hcf->conf.health = hc;
+    hcf->ha.conf.health = hc;
 
 #if (NGX_HTTP_SSL)
 
@@ -935,7 +935,7 @@ ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
 {
     ngx_event_t  *ev;
 
-    if (hcf->conf.health == NULL) {
+    if (hcf->ha.conf.health == NULL) {
         return;
     }
 
@@ -986,9 +986,9 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
      * half interval.
      */
 
-    grain = ngx_max(ngx_min(hcf->health.interval_ms / 20, 100), 10);
+    grain = ngx_max(ngx_min(hcf->ha.health.interval_ms / 20, 100), 10);
 
-    if (hcf->health.flags & HAB_HEALTH_CHECK) {
+    if (hcf->ha.health.flags & HAB_HEALTH_CHECK) {
 
         /*
          * a check takes a connection: leave most of them to clients; idle
@@ -1005,7 +1005,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
         workers = (ngx_process == NGX_PROCESS_SINGLE)
                   ? 1 : (uint32_t) ngx_max(ccf->worker_processes, 1);
 
-        full = (now - hcf->health_full >= hcf->health.interval_ms / 2);
+        full = (now - hcf->health_full >= hcf->ha.health.interval_ms / 2);
         if (full) {
             hcf->health_full = now;
             ngx_http_upstream_ha_keep_sweep(hcf);
@@ -1021,7 +1021,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
             n = 0;
             due = next;
 
-            rc = hab_check_claim(hcf->zone, (uint32_t) ngx_worker, workers,
+            rc = hab_check_claim(hcf->ha.zone, (uint32_t) ngx_worker, workers,
                                  now, ((uint64_t) ngx_random() << 32)
                                       ^ ngx_random(),
                                  full ? 1 : 0, peers, cap, &n, &due);
@@ -1029,7 +1029,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
             if (rc != HAB_OK) {
                 ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
                               "ha_balance upstream \"%V\": check claim: %s",
-                              hcf->name, hab_result_str(rc));
+                              hcf->ha.name, hab_result_str(rc));
                 break;
             }
 
@@ -1051,7 +1051,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
     n = 0;
     ngx_memzero(&panic, sizeof(hab_panic_report));
 
-    rc = hab_health_tick(hcf->zone, now, hcf->slot, &hcf->health_epoch,
+    rc = hab_health_tick(hcf->ha.zone, now, hcf->ha.slot, &hcf->health_epoch,
                          peers, NGX_HTTP_UPSTREAM_HA_BATCH, &n, &panic);
 
     if (rc == HAB_OK) {
@@ -1068,18 +1068,18 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
 
             ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
                           "upstream server %V of \"%V\" returns after "
-                          "its ejection", &addr.name, hcf->name);
+                          "its ejection", &addr.name, hcf->ha.name);
         }
 
         if (pool) {
             ngx_destroy_pool(pool);
         }
 
-        ngx_upstream_ha_log_panic(ev->log, hcf->name, &hcf->health,
-                                       &panic);
+        ngx_upstream_ha_log_panic(ev->log, hcf->ha.name, &hcf->ha.health,
+                                  &panic);
     }
 
-    if (hcf->health.base_ejection_ms || hcf->health.panic_percent) {
+    if (hcf->ha.health.base_ejection_ms || hcf->ha.health.panic_percent) {
         next = ngx_min(next, now + 100);
     }
 
@@ -1095,7 +1095,7 @@ ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
 void
 ngx_http_upstream_ha_stop_health(ngx_http_upstream_ha_srv_conf_t *hcf)
 {
-    if (hcf->conf.health == NULL || hcf->probing.next == NULL) {
+    if (hcf->ha.conf.health == NULL || hcf->probing.next == NULL) {
         return;
     }
 

@@ -355,7 +355,7 @@ ngx_http_upstream_ha_init_dns(ngx_conf_t *cf,
     ngx_http_upstream_rr_peers_t  *peers;
 
     if (hcf->hosts == NULL) {
-        if (hcf->resolve_max != NGX_CONF_UNSET_UINT) {
+        if (hcf->ha.resolve_max != NGX_CONF_UNSET_UINT) {
             ngx_log_error(NGX_LOG_WARN, cf->log, 0,
                           "ha_balance upstream \"%V\": \"ha_resolve_max\" "
                           "is ignored: no server is resolved at run time "
@@ -393,8 +393,8 @@ ngx_http_upstream_ha_init_dns(ngx_conf_t *cf,
 
     for (i = 0; i < hcf->hosts->nelts; i++) {
         if (h[i].backup
-            && hcf->policy != HAB_POLICY_ROUND_ROBIN
-            && hcf->policy != HAB_POLICY_LEAST_CONN)
+            && hcf->ha.policy != HAB_POLICY_ROUND_ROBIN
+            && hcf->ha.policy != HAB_POLICY_LEAST_CONN)
         {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "ha_balance upstream \"%V\": this policy does not "
@@ -404,22 +404,22 @@ ngx_http_upstream_ha_init_dns(ngx_conf_t *cf,
         }
     }
 
-    if (hcf->resolve_max == NGX_CONF_UNSET_UINT) {
-        hcf->resolve_max = HAB_RESOLVE_MAX_DEFAULT;
+    if (hcf->ha.resolve_max == NGX_CONF_UNSET_UINT) {
+        hcf->ha.resolve_max = HAB_RESOLVE_MAX_DEFAULT;
     }
 
-    hcf->conf.capacity = n + hcf->resolve_max;
-    hcf->added_max = hcf->resolve_max;
+    hcf->ha.conf.capacity = n + hcf->ha.resolve_max;
+    hcf->added_max = hcf->ha.resolve_max;
 
-    if (hcf->conf.maglev_size != 0
-        && hcf->conf.maglev_size < hcf->conf.capacity)
+    if (hcf->ha.conf.maglev_size != 0
+        && hcf->ha.conf.maglev_size < hcf->ha.conf.capacity)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "ha_balance upstream \"%V\": maglev table size %uD "
                       "is smaller than its %ui servers and "
                       "ha_resolve_max %ui in %s:%ui",
-                      &us->host, hcf->conf.maglev_size, n, hcf->resolve_max,
-                      us->file_name, us->line);
+                      &us->host, hcf->ha.conf.maglev_size, n,
+                      hcf->ha.resolve_max, us->file_name, us->line);
         return NGX_ERROR;
     }
 
@@ -454,11 +454,11 @@ ngx_http_upstream_ha_dns_seed_group(ngx_http_upstream_ha_srv_conf_t *hcf,
     hab_result      rc;
     hab_slot_peer   sp;
 
-    end = hab_zone_peers(ohcf->zone);
+    end = hab_zone_peers(ohcf->ha.zone);
 
-    for (slot = (uint32_t) ohcf->conf.npeers; slot < end && *k < n; slot++) {
+    for (slot = (uint32_t) ohcf->ha.conf.npeers; slot < end && *k < n; slot++) {
 
-        rc = hab_zone_slot_peer(ohcf->zone, slot, text, sizeof(text), &sp);
+        rc = hab_zone_slot_peer(ohcf->ha.zone, slot, text, sizeof(text), &sp);
 
         if (rc != HAB_OK || sp.status != HAB_SLOT_LIVE
             || (ngx_uint_t) ((sp.flags & HAB_PEER_BACKUP) != 0) != backup)
@@ -466,7 +466,7 @@ ngx_http_upstream_ha_dns_seed_group(ngx_http_upstream_ha_srv_conf_t *hcf,
             continue;
         }
 
-        len = hcf->name->len + 1 + sp.server_len + 1 + sp.address_len;
+        len = hcf->ha.name->len + 1 + sp.server_len + 1 + sp.address_len;
 
         p = ngx_pnalloc(pool, len);
         if (p == NULL) {
@@ -476,7 +476,7 @@ ngx_http_upstream_ha_dns_seed_group(ngx_http_upstream_ha_srv_conf_t *hcf,
         pc[*k].id = p;
         pc[*k].id_len = len;
 
-        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+        p = ngx_cpymem(p, hcf->ha.name->data, hcf->ha.name->len);
         *p++ = '\0';
         pc[*k].server = p;
         pc[*k].server_len = sp.server_len;
@@ -518,7 +518,7 @@ ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
     hab_resolve_report   report;
 
     if (hcf->hosts == NULL || ohcf == NULL || ohcf->hosts == NULL
-        || ohcf->zone == NULL)
+        || ohcf->ha.zone == NULL)
     {
         return;
     }
@@ -528,8 +528,8 @@ ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
         return;
     }
 
-    end = hab_zone_peers(ohcf->zone);
-    n = hcf->conf.npeers + (end - ohcf->conf.npeers);
+    end = hab_zone_peers(ohcf->ha.zone);
+    n = hcf->ha.conf.npeers + (end - ohcf->ha.conf.npeers);
 
     pc = ngx_pcalloc(pool, (n ? n : 1) * sizeof(hab_peer_conf));
     slots = ngx_pcalloc(pool, (n ? n : 1) * sizeof(uint32_t));
@@ -540,7 +540,7 @@ ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
     /* configured primaries, resolved primaries, then backups, likewise */
 
     k = 0;
-    ngx_memcpy(pc, hcf->conf.peers, hcf->nprimary * sizeof(hab_peer_conf));
+    ngx_memcpy(pc, hcf->ha.conf.peers, hcf->nprimary * sizeof(hab_peer_conf));
     k += hcf->nprimary;
 
     if (ngx_http_upstream_ha_dns_seed_group(hcf, ohcf, pool, pc, n, &k, 0)
@@ -549,9 +549,9 @@ ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
         goto done;
     }
 
-    ngx_memcpy(&pc[k], hcf->conf.peers + hcf->nprimary,
-               (hcf->conf.npeers - hcf->nprimary) * sizeof(hab_peer_conf));
-    k += hcf->conf.npeers - hcf->nprimary;
+    ngx_memcpy(&pc[k], hcf->ha.conf.peers + hcf->nprimary,
+               (hcf->ha.conf.npeers - hcf->nprimary) * sizeof(hab_peer_conf));
+    k += hcf->ha.conf.npeers - hcf->nprimary;
 
     if (ngx_http_upstream_ha_dns_seed_group(hcf, ohcf, pool, pc, n, &k, 1)
         != NGX_OK)
@@ -559,11 +559,11 @@ ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
         goto done;
     }
 
-    if (k == hcf->conf.npeers) {
+    if (k == hcf->ha.conf.npeers) {
         goto done;
     }
 
-    list = hcf->conf;
+    list = hcf->ha.conf;
     list.peers = pc;
     list.npeers = k;
     list.capacity = 0;
@@ -572,20 +572,20 @@ ngx_http_upstream_ha_dns_seed(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     /* source (list id, 0): worker 0's first answer comes after it */
 
-    rc = hab_zone_resolve(hcf->zone, &list, hcf->list_id, 0,
+    rc = hab_zone_resolve(hcf->ha.zone, &list, hcf->list_id, 0,
                           ngx_current_msec, (uint64_t) ngx_pid, HAB_NO_SLOT,
                           ngx_upstream_ha_alive, NULL, slots, &report);
 
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "ha_balance upstream \"%V\": resolved servers not "
-                      "kept across the reload: %s", hcf->name,
+                      "kept across the reload: %s", hcf->ha.name,
                       hab_result_str(rc));
 
     } else if (report.built) {
         ngx_log_error(NGX_LOG_INFO, log, 0,
                       "ha_balance upstream \"%V\": %uD resolved servers "
-                      "kept across the reload", hcf->name, report.added);
+                      "kept across the reload", hcf->ha.name, report.added);
     }
 
 done:
@@ -820,7 +820,7 @@ ngx_http_upstream_ha_dns_answer(ngx_http_upstream_ha_host_t *h,
     ngx_http_upstream_ha_srv_conf_t  *hcf;
 
     hcf = h->hcf;
-    name = hcf->name;
+    name = hcf->ha.name;
 
     pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, log);
     if (pool == NULL) {
@@ -854,8 +854,8 @@ ngx_http_upstream_ha_dns_answer(ngx_http_upstream_ha_host_t *h,
         }
 
         if (backup
-            && hcf->policy != HAB_POLICY_ROUND_ROBIN
-            && hcf->policy != HAB_POLICY_LEAST_CONN)
+            && hcf->ha.policy != HAB_POLICY_ROUND_ROBIN
+            && hcf->ha.policy != HAB_POLICY_LEAST_CONN)
         {
             continue;
         }
@@ -958,14 +958,14 @@ ngx_http_upstream_ha_dns_from_zone(ngx_http_upstream_ha_host_t *h,
         }
     }
 
-    end = hab_zone_peers(hcf->zone);
+    end = hab_zone_peers(hcf->ha.zone);
 
     pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, log);
     if (pool == NULL) {
         return NGX_ERROR;
     }
 
-    a = ngx_pcalloc(pool, (end - hcf->conf.npeers + 1)
+    a = ngx_pcalloc(pool, (end - hcf->ha.conf.npeers + 1)
                           * sizeof(ngx_http_upstream_ha_dns_addr_t));
     if (a == NULL) {
         ngx_destroy_pool(pool);
@@ -974,9 +974,9 @@ ngx_http_upstream_ha_dns_from_zone(ngx_http_upstream_ha_host_t *h,
 
     n = 0;
 
-    for (slot = (uint32_t) hcf->conf.npeers; slot < end; slot++) {
+    for (slot = (uint32_t) hcf->ha.conf.npeers; slot < end; slot++) {
 
-        if (hab_zone_slot_peer(hcf->zone, slot, text, sizeof(text), &sp)
+        if (hab_zone_slot_peer(hcf->ha.zone, slot, text, sizeof(text), &sp)
             != HAB_OK
             || sp.status != HAB_SLOT_LIVE)
         {
@@ -1011,7 +1011,7 @@ ngx_http_upstream_ha_dns_from_zone(ngx_http_upstream_ha_host_t *h,
             continue;
         }
 
-        p = ngx_pnalloc(pool, hcf->name->len + 1 + sp.server_len + 1
+        p = ngx_pnalloc(pool, hcf->ha.name->len + 1 + sp.server_len + 1
                               + sp.address_len);
         if (p == NULL) {
             ngx_destroy_pool(pool);
@@ -1019,10 +1019,10 @@ ngx_http_upstream_ha_dns_from_zone(ngx_http_upstream_ha_host_t *h,
         }
 
         a[n].id.data = p;
-        a[n].id.len = hcf->name->len + 1 + sp.server_len + 1
+        a[n].id.len = hcf->ha.name->len + 1 + sp.server_len + 1
                       + sp.address_len;
 
-        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+        p = ngx_cpymem(p, hcf->ha.name->data, hcf->ha.name->len);
         *p++ = '\0';
         a[n].server.data = p;
         a[n].server.len = sp.server_len;
@@ -1050,7 +1050,7 @@ ngx_http_upstream_ha_dns_from_zone(ngx_http_upstream_ha_host_t *h,
 
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "ha_balance upstream \"%V\": %V keeps the %ui servers "
-                  "it has until it is resolved", hcf->name, &h->server, n);
+                  "it has until it is resolved", hcf->ha.name, &h->server, n);
 
     return NGX_OK;
 }
@@ -1108,7 +1108,7 @@ ngx_http_upstream_ha_dns_apply(ngx_http_upstream_ha_srv_conf_t *hcf,
         }
     }
 
-    if (hab_zone_source(hcf->zone, hcf->slot, &src) != HAB_OK) {
+    if (hab_zone_source(hcf->ha.zone, hcf->ha.slot, &src) != HAB_OK) {
         return;
     }
 
@@ -1150,7 +1150,7 @@ ngx_http_upstream_ha_dns_apply(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     config++;
 
-    list = hcf->conf;
+    list = hcf->ha.conf;
     list.peers = pc;
     list.npeers = n;
     list.capacity = 0;
@@ -1159,14 +1159,14 @@ ngx_http_upstream_ha_dns_apply(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     start = ngx_upstream_ha_monotonic_ns();
 
-    rc = hab_zone_resolve(hcf->zone, &list, hcf->list_id, config,
-                          ngx_current_msec, (uint64_t) ngx_pid, hcf->slot,
+    rc = hab_zone_resolve(hcf->ha.zone, &list, hcf->list_id, config,
+                          ngx_current_msec, (uint64_t) ngx_pid, hcf->ha.slot,
                           ngx_upstream_ha_alive, NULL, slots, &report);
 
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_balance upstream \"%V\": resolve: %s",
-                      hcf->name, hab_result_str(rc));
+                      hcf->ha.name, hab_result_str(rc));
         goto done;
     }
 
@@ -1178,7 +1178,7 @@ ngx_http_upstream_ha_dns_apply(ngx_http_upstream_ha_srv_conf_t *hcf,
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "ha_balance upstream \"%V\": servers changed: "
                       "%uD kept, %uD back, %uD new, %uD draining%s "
-                      "(generation %uL, built in %uL us)", hcf->name,
+                      "(generation %uL, built in %uL us)", hcf->ha.name,
                       report.kept, report.revived, report.added,
                       report.retired,
                       report.deferred ? ", more new once the slots of "
@@ -1217,8 +1217,8 @@ ngx_http_upstream_ha_dns_apply(ngx_http_upstream_ha_srv_conf_t *hcf,
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "ha_balance upstream \"%V\": the new list of servers "
                       "is not used: %s (at most %ui resolved servers, "
-                      "see \"ha_resolve_max\")", hcf->name,
-                      hab_result_str(report.refused), hcf->resolve_max);
+                      "see \"ha_resolve_max\")", hcf->ha.name,
+                      hab_result_str(report.refused), hcf->ha.resolve_max);
     }
 
     goto done;
@@ -1264,7 +1264,7 @@ ngx_http_upstream_ha_dns_list(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_ha_host_t  *h;
 
     h = hcf->hosts->elts;
-    total = hcf->conf.npeers;
+    total = hcf->ha.conf.npeers;
 
     for (i = 0; i < hcf->hosts->nelts; i++) {
         total += h[i].naddrs;
@@ -1282,15 +1282,15 @@ ngx_http_upstream_ha_dns_list(ngx_http_upstream_ha_srv_conf_t *hcf,
     for (pass = 0; pass < 2; pass++) {
 
         if (pass == 0) {
-            ngx_memcpy(pc, hcf->conf.peers,
+            ngx_memcpy(pc, hcf->ha.conf.peers,
                        hcf->nprimary * sizeof(hab_peer_conf));
             k = hcf->nprimary;
 
         } else {
-            ngx_memcpy(&pc[k], hcf->conf.peers + hcf->nprimary,
-                       (hcf->conf.npeers - hcf->nprimary)
+            ngx_memcpy(&pc[k], hcf->ha.conf.peers + hcf->nprimary,
+                       (hcf->ha.conf.npeers - hcf->nprimary)
                        * sizeof(hab_peer_conf));
-            k += hcf->conf.npeers - hcf->nprimary;
+            k += hcf->ha.conf.npeers - hcf->nprimary;
         }
 
         for (i = 0; i < hcf->hosts->nelts; i++) {

@@ -7,7 +7,7 @@
  * processes.  The selection logic is in the Rust core behind
  * ha_balancer.h; this file is nginx glue only: the directives, the
  * upstream's init and the balancer's init_peer/get/free.  The zone's life
- * is in ngx_http_upstream_ha_zone.c, the health directives and timer in
+ * is in ngx_upstream_ha_zone.c, the health directives and timer in
  * ngx_http_upstream_ha_check.c, the checks in ngx_http_upstream_ha_probe.c,
  * resolved servers in ngx_http_upstream_ha_resolve.c, the API and state
  * file in ngx_http_upstream_ha_api.c, nginx's peers and the core's in
@@ -54,6 +54,18 @@ static char *ngx_http_upstream_ha_latency_buckets(ngx_conf_t *cf,
 static ngx_int_t ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_uint_t n);
+static void ngx_http_upstream_ha_zone_ready(ngx_upstream_ha_conf_t *ha,
+    ngx_log_t *log);
+static void ngx_http_upstream_ha_zone_carry(ngx_upstream_ha_conf_t *ha,
+    ngx_upstream_ha_conf_t *old, ngx_log_t *log);
+
+
+/* what the zone's life (ngx_upstream_ha_zone.c) asks of http */
+
+static const ngx_upstream_ha_ops_t  ngx_http_upstream_ha_ops = {
+    ngx_http_upstream_ha_zone_ready,
+    ngx_http_upstream_ha_zone_carry
+};
 
 
 static ngx_command_t  ngx_http_upstream_ha_commands[] = {
@@ -208,13 +220,8 @@ ngx_module_t  ngx_http_upstream_ha_module = {
 static ngx_int_t
 ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 {
-    size_t                            size;
-    uint64_t                          digest;
-    ngx_str_t                         name;
     ngx_uint_t                        n;
-    hab_buf                          *reason;
     ngx_int_t                         empty;
-    hab_result                        rc;
     hab_peer_conf                    *pc;
     ngx_http_upstream_rr_peers_t     *peers;
     ngx_http_upstream_ha_srv_conf_t  *hcf;
@@ -253,11 +260,11 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
         return NGX_ERROR;
     }
 
-    hcf->name = &us->host;
+    hcf->ha.name = &us->host;
 
     if (peers->next
-        && hcf->policy != HAB_POLICY_ROUND_ROBIN
-        && hcf->policy != HAB_POLICY_LEAST_CONN)
+        && hcf->ha.policy != HAB_POLICY_ROUND_ROBIN
+        && hcf->ha.policy != HAB_POLICY_LEAST_CONN)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "ha_balance upstream \"%V\": this policy does not "
@@ -266,19 +273,22 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
         return NGX_ERROR;
     }
 
-    if (hcf->conf.maglev_size != 0 && hcf->conf.maglev_size < peers->number) {
+    if (hcf->ha.conf.maglev_size != 0
+        && hcf->ha.conf.maglev_size < peers->number)
+    {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "ha_balance upstream \"%V\": maglev table size %uD "
                       "is smaller than its %ui servers in %s:%ui",
-                      &us->host, hcf->conf.maglev_size, peers->number,
+                      &us->host, hcf->ha.conf.maglev_size, peers->number,
                       us->file_name, us->line);
         return NGX_ERROR;
     }
 
     hcf->hmcf = ngx_http_conf_get_module_main_conf(cf,
                                                  ngx_http_upstream_ha_module);
+    hcf->ha.state = &hcf->hmcf->state;
     hcf->uscf = us;
-    hcf->conf.policy = (uint32_t) hcf->policy;
+    hcf->ha.conf.policy = (uint32_t) hcf->ha.policy;
 
     if (ngx_http_upstream_ha_init_health(cf, hcf) != NGX_OK) {
         return NGX_ERROR;
@@ -287,8 +297,8 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     if (ngx_http_upstream_ha_init_sticky(cf, us, hcf) != NGX_OK) {
         return NGX_ERROR;
     }
-    hcf->conf.peers = pc;
-    hcf->conf.npeers = n;
+    hcf->ha.conf.peers = pc;
+    hcf->ha.conf.npeers = n;
 
 #if (HAB_RESOLVE)
     if (ngx_http_upstream_ha_init_resolve(cf, us, hcf, n) != NGX_OK) {
@@ -304,9 +314,9 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
         return NGX_ERROR;
     }
 
-    if (hcf->nbuckets) {
-        hcf->conf.buckets = hcf->buckets;
-        hcf->conf.nbuckets = hcf->nbuckets;
+    if (hcf->ha.nbuckets) {
+        hcf->ha.conf.buckets = hcf->ha.buckets;
+        hcf->ha.conf.nbuckets = hcf->ha.nbuckets;
     }
 
     if (ngx_http_upstream_ha_add_peers(cf, us, hcf, peers, pc, 0) != NGX_OK) {
@@ -327,68 +337,12 @@ ngx_http_upstream_init_ha(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
         return NGX_ERROR;
     }
 
-    rc = hab_zone_size(&hcf->conf, &hcf->zone_size);
-
-    if (rc == HAB_OK) {
-        rc = hab_conf_digest(&hcf->conf, &digest);
-    }
-
-    if (rc == HAB_TOO_LARGE
-        && hab_conf_explain(&hcf->conf, &reason) == HAB_OK
-        && reason != NULL)
+    if (ngx_upstream_ha_add_zone(cf, &hcf->ha, &ngx_http_upstream_ha_module,
+                                 us->file_name, us->line)
+        != NGX_OK)
     {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "ha_balance upstream \"%V\": %*s in %s:%ui",
-                      &us->host, hab_buf_len(reason), hab_buf_data(reason),
-                      us->file_name, us->line);
-        hab_buf_free(reason);
         return NGX_ERROR;
     }
-
-    if (rc != HAB_OK) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "ha_balance upstream \"%V\": %s in %s:%ui",
-                      &us->host, hab_result_str(rc), us->file_name, us->line);
-        return NGX_ERROR;
-    }
-
-    /*
-     * One zone per upstream, named after the subsystem, the upstream and
-     * the configuration digest: an unchanged upstream keeps its zone (and
-     * its state) across reloads, a changed one gets a fresh zone while old
-     * workers keep the old one.
-     */
-
-    name.len = sizeof("ha_balance:http::") - 1 + us->host.len + 16;
-    name.data = ngx_pnalloc(cf->pool, name.len);
-    if (name.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_sprintf(name.data, "ha_balance:http:%V:%016uxL", &us->host, digest);
-
-    /*
-     * the zone (root, state and room for several table generations), slab
-     * pool bookkeeping (a page header per page), slack
-     */
-
-    size = ngx_align(hcf->zone_size, ngx_pagesize);
-    size += (size / ngx_pagesize / 64 + 10) * ngx_pagesize;
-
-    hcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
-                                          &ngx_http_upstream_ha_module);
-    if (hcf->shm_zone == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (hcf->shm_zone->data) {
-        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
-                      "duplicate ha_balance zone \"%V\"", &name);
-        return NGX_ERROR;
-    }
-
-    hcf->shm_zone->init = ngx_http_upstream_ha_init_zone;
-    hcf->shm_zone->data = hcf;
 
     us->peer.init = ngx_http_upstream_init_ha_peer;
 
@@ -412,9 +366,9 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
 
     hcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_upstream_ha_module);
 
-    if (hcf->zone == NULL) {
+    if (hcf->ha.zone == NULL) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "ha_balance upstream \"%V\" has no zone", hcf->name);
+                      "ha_balance upstream \"%V\" has no zone", hcf->ha.name);
         return NGX_ERROR;
     }
 
@@ -435,14 +389,14 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
         r->upstream->peer.tries += ngx_http_upstream_ha_added_live(hcf);
     }
 
-    if (!hcf->resolve
+    if (!hcf->ha.resolve
         && ngx_http_upstream_ha_index(hcf, hp->rrp.peers, r->connection->log)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    size = hab_attempt_size(hcf->zone);
+    size = hab_attempt_size(hcf->ha.zone);
 
     mem = ngx_palloc(r->pool, size);
     if (mem == NULL) {
@@ -459,9 +413,9 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
      * attempt pins the generation serving now until the request ends
      */
 
-    rc = hab_attempt_init(hcf->zone, mem, size, ngx_current_msec,
+    rc = hab_attempt_init(hcf->ha.zone, mem, size, ngx_current_msec,
                           ((uint64_t) ngx_random() << 32) ^ ngx_random(),
-                          hcf->slot, &hp->attempt);
+                          hcf->ha.slot, &hp->attempt);
     if (rc != HAB_OK) {
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "ha_balance attempt: %s", hab_result_str(rc));
@@ -481,12 +435,12 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     ngx_http_upstream_ha_sticky_init_peer(hp);
 
 #if (HAB_RESOLVE)
-    if (hcf->resolve) {
+    if (hcf->ha.resolve) {
         ngx_http_upstream_ha_init_resolved_peer(hp, r->connection->log);
     }
 #endif
 
-    if (hcf->policy == HAB_POLICY_HASH) {
+    if (hcf->ha.policy == HAB_POLICY_HASH) {
         if (ngx_http_complex_value(r, &hcf->key, &hp->key) != NGX_OK) {
             return NGX_ERROR;
         }
@@ -502,7 +456,7 @@ ngx_http_upstream_init_ha_peer(ngx_http_request_t *r,
     r->upstream->peer.free = ngx_http_upstream_free_ha_peer;
 
 #if (HAB_RESOLVE)
-    if (hcf->resolve) {
+    if (hcf->ha.resolve) {
         r->upstream->peer.get = ngx_http_upstream_ha_get_resolved_peer;
     }
 #endif
@@ -522,7 +476,7 @@ ngx_http_upstream_ha_end_attempt(void *data)
     ngx_http_upstream_ha_unref(hp);
 #endif
 
-    if (hab_attempt_end_wake(hp->conf->zone, hp->attempt, &wake) == HAB_OK) {
+    if (hab_attempt_end_wake(hp->conf->ha.zone, hp->attempt, &wake) == HAB_OK) {
         ngx_upstream_ha_wake(&wake, ngx_cycle->log);
     }
 }
@@ -575,7 +529,7 @@ ngx_http_upstream_get_ha_peer(ngx_peer_connection_t *pc, void *data)
                       "ha_balance get: peer %uD out of range or without "
                       "an address", pick.peer);
 
-        if (hab_attempt_abandon_wake(hp->conf->zone, hp->attempt, &wake)
+        if (hab_attempt_abandon_wake(hp->conf->ha.zone, hp->attempt, &wake)
             == HAB_OK)
         {
             ngx_upstream_ha_wake(&wake, pc->log);
@@ -661,7 +615,7 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
         ngx_http_upstream_ha_sticky_learn(hp);
     }
 
-    rc = hab_attempt_release(hp->conf->zone, hp->attempt, outcome, &info,
+    rc = hab_attempt_release(hp->conf->ha.zone, hp->attempt, outcome, &info,
                              ngx_current_msec, &report);
 
     if (rc != HAB_OK) {
@@ -705,7 +659,7 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
                           "upstream server %V of \"%V\" unavailable for "
                           "%T s: max_fails=%ui reached within fail_timeout, "
                           "last try: %s",
-                          &peer->name, hp->conf->name, peer->fail_timeout,
+                          &peer->name, hp->conf->ha.name, peer->fail_timeout,
                           peer->max_fails, last);
         }
 
@@ -713,7 +667,7 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
             ngx_log_error(NGX_LOG_NOTICE, pc->log, 0,
                           "upstream server %V of \"%V\" is back after "
                           "%uL ms unavailable",
-                          &peer->name, hp->conf->name,
+                          &peer->name, hp->conf->ha.name,
                           (uint64_t) report.down_ms);
         }
     }
@@ -721,13 +675,13 @@ ngx_http_upstream_free_ha_peer(ngx_peer_connection_t *pc, void *data,
     if ((report.flags & HAB_REPORT_EJECTED) && peer != NULL) {
         ngx_log_error(NGX_LOG_WARN, pc->log, 0,
                       "upstream server %V of \"%V\" ejected for %uL ms: "
-                      "%uD %s in a row", &peer->name, hp->conf->name,
+                      "%uD %s in a row", &peer->name, hp->conf->ha.name,
                       (uint64_t) report.eject_ms, report.eject_count,
                       report.eject_reason == HAB_EJECT_5XX
                       ? "5xx responses" : "gateway errors");
 
-        ngx_upstream_ha_log_panic(pc->log, hp->conf->name,
-                                       &hp->conf->health, &report.panic);
+        ngx_upstream_ha_log_panic(pc->log, hp->conf->ha.name,
+                                       &hp->conf->ha.health, &report.panic);
     }
 
 #if (HAB_RESOLVE)
@@ -758,14 +712,16 @@ ngx_http_upstream_ha_create_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *
-     *     conf->policy = 0;
-     *     conf->zone = NULL;
+     *     conf->ha.policy = 0;
+     *     conf->ha.zone = NULL;
      *     conf->indexed = NULL;
      */
 
-    conf->slot = HAB_NO_SLOT;
-    conf->resolve_max = NGX_CONF_UNSET_UINT;
-    conf->api_max = NGX_CONF_UNSET_UINT;
+    ngx_str_set(&conf->ha.subsystem, "http");
+    conf->ha.ops = &ngx_http_upstream_ha_ops;
+    conf->ha.slot = HAB_NO_SLOT;
+    conf->ha.resolve_max = NGX_CONF_UNSET_UINT;
+    conf->ha.api_max = NGX_CONF_UNSET_UINT;
     conf->added_gen = (uint64_t) -1;
 
     return conf;
@@ -784,7 +740,7 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_uint_t                     i, flags;
     ngx_http_upstream_srv_conf_t  *uscf;
 
-    if (hcf->policy) {
+    if (hcf->ha.policy) {
         return "is duplicate";
     }
 
@@ -792,19 +748,19 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     i = 2;
 
     if (ngx_strcmp(value[1].data, "round_robin") == 0) {
-        hcf->policy = HAB_POLICY_ROUND_ROBIN;
+        hcf->ha.policy = HAB_POLICY_ROUND_ROBIN;
 
     } else if (ngx_strcmp(value[1].data, "least_conn") == 0) {
-        hcf->policy = HAB_POLICY_LEAST_CONN;
+        hcf->ha.policy = HAB_POLICY_LEAST_CONN;
 
     } else if (ngx_strcmp(value[1].data, "p2c") == 0) {
-        hcf->policy = HAB_POLICY_P2C;
+        hcf->ha.policy = HAB_POLICY_P2C;
 
     } else if (ngx_strcmp(value[1].data, "random") == 0) {
-        hcf->policy = HAB_POLICY_RANDOM;
+        hcf->ha.policy = HAB_POLICY_RANDOM;
 
     } else if (ngx_strcmp(value[1].data, "ewma") == 0) {
-        hcf->policy = HAB_POLICY_EWMA;
+        hcf->ha.policy = HAB_POLICY_EWMA;
 
         if (cf->args->nelts > 2
             && ngx_strncmp(value[2].data, "decay=", 6) == 0)
@@ -819,12 +775,12 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            hcf->conf.decay_ms = (uint32_t) n;
+            hcf->ha.conf.decay_ms = (uint32_t) n;
             i = 3;
         }
 
     } else if (ngx_strcmp(value[1].data, "hash") == 0) {
-        hcf->policy = HAB_POLICY_HASH;
+        hcf->ha.policy = HAB_POLICY_HASH;
 
         rv = ngx_http_upstream_ha_hash(cf, hcf);
         if (rv != NGX_CONF_OK) {
@@ -842,8 +798,8 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for ( /* void */ ; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "schedule_room=", 14) == 0
-            && (hcf->policy == HAB_POLICY_ROUND_ROBIN
-                || hcf->policy == HAB_POLICY_LEAST_CONN))
+            && (hcf->ha.policy == HAB_POLICY_ROUND_ROBIN
+                || hcf->ha.policy == HAB_POLICY_LEAST_CONN))
         {
             rv = ngx_http_upstream_ha_schedule_room(cf, hcf, &value[i]);
             if (rv != NGX_CONF_OK) {
@@ -900,8 +856,8 @@ ngx_http_upstream_ha_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* as in nginx, backup servers only where the policy can rank them */
 
-    if (hcf->policy == HAB_POLICY_ROUND_ROBIN
-        || hcf->policy == HAB_POLICY_LEAST_CONN)
+    if (hcf->ha.policy == HAB_POLICY_ROUND_ROBIN
+        || hcf->ha.policy == HAB_POLICY_LEAST_CONN)
     {
         flags |= NGX_HTTP_UPSTREAM_BACKUP;
     }
@@ -951,23 +907,23 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
         return NGX_CONF_ERROR;
     }
 
-    hcf->conf.hash_mode = HAB_HASH_PLAIN;
+    hcf->ha.conf.hash_mode = HAB_HASH_PLAIN;
 
     for (i = 3; i < cf->args->nelts; i++) {
 
         if (i == 3 && ngx_strcmp(value[i].data, "consistent") == 0) {
-            hcf->conf.hash_mode = HAB_HASH_CONSISTENT;
+            hcf->ha.conf.hash_mode = HAB_HASH_CONSISTENT;
             continue;
         }
 
         if (i == 3 && ngx_strcmp(value[i].data, "maglev") == 0) {
-            hcf->conf.hash_mode = HAB_HASH_MAGLEV;
+            hcf->ha.conf.hash_mode = HAB_HASH_MAGLEV;
             continue;
         }
 
         if (ngx_strncmp(value[i].data, "table_size=", 11) == 0) {
 
-            if (hcf->conf.hash_mode != HAB_HASH_MAGLEV) {
+            if (hcf->ha.conf.hash_mode != HAB_HASH_MAGLEV) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "\"%V\" needs \"maglev\"", &value[i]);
                 return NGX_CONF_ERROR;
@@ -983,7 +939,7 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
                 return NGX_CONF_ERROR;
             }
 
-            hcf->conf.maglev_size = (uint32_t) n;
+            hcf->ha.conf.maglev_size = (uint32_t) n;
             continue;
         }
 
@@ -999,7 +955,7 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
 
         if (ngx_strncmp(value[i].data, "balance_factor=", 15) == 0) {
 
-            if (hcf->conf.hash_mode == HAB_HASH_PLAIN) {
+            if (hcf->ha.conf.hash_mode == HAB_HASH_PLAIN) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "\"%V\" needs \"consistent\" or "
                                    "\"maglev\"", &value[i]);
@@ -1015,7 +971,7 @@ ngx_http_upstream_ha_hash(ngx_conf_t *cf, ngx_http_upstream_ha_srv_conf_t *hcf)
                 return NGX_CONF_ERROR;
             }
 
-            hcf->conf.balance_factor = (uint32_t) n;
+            hcf->ha.conf.balance_factor = (uint32_t) n;
             continue;
         }
 
@@ -1041,7 +997,7 @@ ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
 {
     ngx_int_t  n;
 
-    if (hcf->conf.schedule_room != 0) {
+    if (hcf->ha.conf.schedule_room != 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "duplicate \"%V\"", value);
         return NGX_CONF_ERROR;
@@ -1058,7 +1014,7 @@ ngx_http_upstream_ha_schedule_room(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    hcf->conf.schedule_room = (uint32_t) n;
+    hcf->ha.conf.schedule_room = (uint32_t) n;
 
     return NGX_CONF_OK;
 }
@@ -1080,7 +1036,7 @@ ngx_http_upstream_ha_latency_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_str_t   *value;
     ngx_uint_t   i;
 
-    if (hcf->nbuckets) {
+    if (hcf->ha.nbuckets) {
         return "is duplicate";
     }
 
@@ -1104,7 +1060,7 @@ ngx_http_upstream_ha_latency_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
-        if (i > 1 && (uint32_t) ms <= hcf->buckets[i - 2]) {
+        if (i > 1 && (uint32_t) ms <= hcf->ha.buckets[i - 2]) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "latency bucket \"%V\" is not above "
                                "\"%V\": the bounds must increase",
@@ -1112,10 +1068,10 @@ ngx_http_upstream_ha_latency_buckets(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
-        hcf->buckets[i - 1] = (uint32_t) ms;
+        hcf->ha.buckets[i - 1] = (uint32_t) ms;
     }
 
-    hcf->nbuckets = cf->args->nelts - 1;
+    hcf->ha.nbuckets = cf->args->nelts - 1;
 
     return NGX_CONF_OK;
 }
@@ -1131,7 +1087,7 @@ ngx_http_upstream_ha_api_max(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_int_t   n;
     ngx_str_t  *value;
 
-    if (hcf->api_max != NGX_CONF_UNSET_UINT) {
+    if (hcf->ha.api_max != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
     }
 
@@ -1147,7 +1103,7 @@ ngx_http_upstream_ha_api_max(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    hcf->api_max = (ngx_uint_t) n;
+    hcf->ha.api_max = (ngx_uint_t) n;
 
     return NGX_CONF_OK;
 }
@@ -1169,32 +1125,32 @@ ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us, ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_uint_t n)
 {
-    if (hcf->api_max == NGX_CONF_UNSET_UINT) {
-        hcf->api_max = 0;
+    if (hcf->ha.api_max == NGX_CONF_UNSET_UINT) {
+        hcf->ha.api_max = 0;
     }
 
-    if (hcf->api_max == 0) {
+    if (hcf->ha.api_max == 0) {
         return NGX_OK;
     }
 
-    if (hcf->conf.capacity < n) {
-        hcf->conf.capacity = n;
+    if (hcf->ha.conf.capacity < n) {
+        hcf->ha.conf.capacity = n;
     }
 
-    hcf->conf.capacity += hcf->api_max;
-    hcf->conf.api_max = (uint32_t) hcf->api_max;
-    hcf->added_max = hcf->conf.capacity - n;
+    hcf->ha.conf.capacity += hcf->ha.api_max;
+    hcf->ha.conf.api_max = (uint32_t) hcf->ha.api_max;
+    hcf->added_max = hcf->ha.conf.capacity - n;
 
-    if (hcf->conf.maglev_size != 0
-        && hcf->conf.maglev_size < hcf->conf.capacity)
+    if (hcf->ha.conf.maglev_size != 0
+        && hcf->ha.conf.maglev_size < hcf->ha.conf.capacity)
     {
-        if (hcf->added_max == hcf->api_max) {
+        if (hcf->added_max == hcf->ha.api_max) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "ha_balance upstream \"%V\": maglev table size "
                           "%uD is smaller than its %ui servers and "
                           "ha_api_max %ui in %s:%ui",
-                          &us->host, hcf->conf.maglev_size, n, hcf->api_max,
-                          us->file_name, us->line);
+                          &us->host, hcf->ha.conf.maglev_size, n,
+                          hcf->ha.api_max, us->file_name, us->line);
             return NGX_ERROR;
         }
 
@@ -1202,13 +1158,52 @@ ngx_http_upstream_ha_init_api_max(ngx_conf_t *cf,
                       "ha_balance upstream \"%V\": maglev table size %uD "
                       "is smaller than its %ui servers, "
                       "ha_resolve_max %ui and ha_api_max %ui in %s:%ui",
-                      &us->host, hcf->conf.maglev_size, n,
-                      hcf->added_max - hcf->api_max, hcf->api_max,
+                      &us->host, hcf->ha.conf.maglev_size, n,
+                      hcf->added_max - hcf->ha.api_max, hcf->ha.api_max,
                       us->file_name, us->line);
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The zone serves this configuration (ngx_upstream_ha_zone.c): with
+ * "server ... resolve", nginx's upstream zone, initialised before this
+ * one, holds the list as resolved so far (the old cycle's addresses after
+ * a reload).  ha is the first member of the http conf.
+ */
+
+static void
+ngx_http_upstream_ha_zone_ready(ngx_upstream_ha_conf_t *ha, ngx_log_t *log)
+{
+#if (HAB_RESOLVE)
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = (ngx_http_upstream_ha_srv_conf_t *) ha;
+
+    if (hcf->ha.resolve) {
+        (void) ngx_http_upstream_ha_sync(hcf, log);
+    }
+#endif
+}
+
+
+/*
+ * A changed upstream's zone takes the old one's state: with "ha_server",
+ * the old zone's resolved servers, until worker 0 answers.
+ */
+
+static void
+ngx_http_upstream_ha_zone_carry(ngx_upstream_ha_conf_t *ha,
+    ngx_upstream_ha_conf_t *old, ngx_log_t *log)
+{
+#if !(HAB_RESOLVE)
+    ngx_http_upstream_ha_dns_seed((ngx_http_upstream_ha_srv_conf_t *) ha,
+                                  (ngx_http_upstream_ha_srv_conf_t *) old,
+                                  log);
+#endif
 }
 
 
@@ -1226,9 +1221,9 @@ ngx_http_upstream_ha_create_main_conf(ngx_conf_t *cf)
     /*
      * set by ngx_pcalloc():
      *
-     *     conf->state_file = { 0, NULL };
-     *     conf->state = NULL;
-     *     conf->state_read = 0;
+     *     conf->state.file = { 0, NULL };
+     *     conf->state.parsed = NULL;
+     *     conf->state.read = 0;
      */
 
     tp = ngx_timeofday();
@@ -1262,9 +1257,9 @@ ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf)
 
         hcf = ngx_http_conf_upstream_srv_conf(uscfp[i],
                                               ngx_http_upstream_ha_module);
-        hc = &hcf->health;
+        hc = &hcf->ha.health;
 
-        if (hcf->policy == 0
+        if (hcf->ha.policy == 0
             && (hc->flags || hc->slow_start_ms || hc->base_ejection_ms
                 || hc->panic_percent || hc->queue || hcf->sticky.mode
                 || hcf->sticky.routes))
@@ -1278,7 +1273,7 @@ ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        if (hcf->policy == 0 && hcf->nbuckets) {
+        if (hcf->ha.policy == 0 && hcf->ha.nbuckets) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "upstream \"%V\": ha_latency_buckets needs "
                           "\"ha_balance\" in %s:%ui", &uscfp[i]->host,
@@ -1286,7 +1281,7 @@ ngx_http_upstream_ha_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
-        if (hcf->policy == 0 && hcf->api_max != NGX_CONF_UNSET_UINT) {
+        if (hcf->ha.policy == 0 && hcf->ha.api_max != NGX_CONF_UNSET_UINT) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "upstream \"%V\": ha_api_max needs "
                           "\"ha_balance\" in %s:%ui", &uscfp[i]->host,

@@ -6,16 +6,19 @@
  * the balancer (ngx_http_upstream_ha_module.c), its health directives and
  * timer (ngx_http_upstream_ha_check.c), the active checks themselves
  * (ngx_http_upstream_ha_probe.c), servers resolved at run time
- * (ngx_http_upstream_ha_resolve.c), the shared memory zone's life
- * (ngx_http_upstream_ha_zone.c), the API and state file
+ * (ngx_http_upstream_ha_resolve.c), the API and state file
  * (ngx_http_upstream_ha_api.c), the request queue
  * (ngx_http_upstream_ha_queue.c), the check answers' parser
  * (ngx_http_upstream_ha_answer.c), nginx's peers and the core's
  * (ngx_http_upstream_ha_peers.c), the peers a worker builds for slots no
  * nginx list covers (ngx_http_upstream_ha_added.c), the module's hooks
  * in a cycle's life (ngx_http_upstream_ha_process.c) and what does not
- * depend on the protocol (ngx_upstream_ha_common.c, ngx_upstream_ha_wake.c).  No file
- * calls one that calls it back (tests/layers.rs).
+ * depend on the protocol (ngx_upstream_ha_common.h: the common conf
+ * ngx_upstream_ha_conf_t, the shared memory zone's life in
+ * ngx_upstream_ha_zone.c, ngx_upstream_ha_common.c,
+ * ngx_upstream_ha_wake.c).  No file calls one that calls it back, and
+ * the ngx_upstream_ha_* files include neither ngx_http.h nor
+ * ngx_stream.h (tests/layers.rs).
  */
 
 
@@ -73,9 +76,7 @@
 
 
 typedef struct {
-    ngx_str_t                           state_file;
-    hab_state                          *state;      /* parsed, lazily */
-    ngx_uint_t                          state_read; /* unsigned:1 */
+    ngx_upstream_ha_state_t             state;      /* ha_state_file */
 
     /*
      * wall clock minus ngx_current_msec, ms, taken once in the master so
@@ -237,19 +238,14 @@ typedef struct {
 
 
 struct ngx_http_upstream_ha_srv_conf_s {
-    ngx_uint_t                          policy;     /* HAB_POLICY_*, 0: unset */
-    ngx_str_t                          *name;       /* upstream name */
+    /* what does not depend on the protocol: must be first */
+    ngx_upstream_ha_conf_t              ha;
+
     ngx_http_complex_value_t            key;        /* hash */
     ngx_http_upstream_srv_conf_t       *uscf;
 
-    hab_upstream_conf                   conf;
-    hab_health_conf                     health;
     ngx_http_upstream_ha_sticky_conf_t  sticky;
     ngx_http_upstream_ha_check_conf_t   check;
-    size_t                              zone_size;
-    ngx_shm_zone_t                     *shm_zone;
-    hab_zone                           *zone;
-    uint32_t                            slot;       /* worker's ledger slot */
     ngx_http_upstream_ha_main_conf_t   *hmcf;
 
     /* per worker: table index -> nginx peer, built lazily */
@@ -258,37 +254,29 @@ struct ngx_http_upstream_ha_srv_conf_s {
     ngx_uint_t                          npeers;
 
     /*
-     * ha_api_max: slots for servers added through the API, after the
-     * configured ones; per worker, their peers (slot npeers + i in
-     * added[i], NULL until used), the list they claim to be in (no
+     * ha_api_max (ha.api_max): slots for servers added through the API,
+     * after the configured ones; per worker, their peers (slot npeers + i
+     * in added[i], NULL until used), the list they claim to be in (no
      * shared pool: TLS sessions stay in the worker), and how many are
      * live in generation added_gen
      */
-    ngx_uint_t                          api_max;
-
-    /* ha_latency_buckets: the histograms' bounds, ms (none: the default) */
-    uint32_t                            buckets[HAB_BUCKETS_MAX];
-    ngx_uint_t                          nbuckets;
-
     ngx_http_upstream_ha_added_t      **added;
     ngx_http_upstream_rr_peers_t       *added_peers;
     uint64_t                            added_gen;
     ngx_uint_t                          added_live;
 
     /*
-     * servers resolved at run time: slots for them, this configuration's
-     * list id; per worker, slot -> nginx peer, valid while the list's
-     * change counter is map_config and the zone serves map_source
+     * servers resolved at run time (ha.resolve, ha.resolve_max): this
+     * configuration's list id; per worker, slot -> nginx peer, valid while
+     * the list's change counter is map_config and the zone serves
+     * map_source
      */
-    ngx_uint_t                          resolve;    /* unsigned:1 */
-    ngx_uint_t                          resolve_max;
     uint64_t                            list_id;
     ngx_http_upstream_ha_slot_t        *map;
     ngx_uint_t                          map_valid;  /* unsigned:1 */
     ngx_uint_t                          map_config;
     hab_source                          map_source;
     ngx_uint_t                          refused;    /* config last logged */
-    ngx_atomic_t                       *refused_shared;  /* ... by anyone */
     ngx_event_t                         resolve_ev;
 
     /* per worker: the health timer and its checks in flight */
@@ -486,10 +474,6 @@ void ngx_http_upstream_ha_queue_start(ngx_cycle_t *cycle,
     ngx_http_upstream_ha_srv_conf_t *hcf);
 void ngx_http_upstream_ha_queue_kick(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_log_t *log);
-
-/* ngx_http_upstream_ha_zone.c: the shared memory zone's init */
-ngx_int_t ngx_http_upstream_ha_init_zone(ngx_shm_zone_t *shm_zone,
-    void *data);
 
 /* ngx_http_upstream_ha_api.c: "ha_api" and "ha_state_file" */
 char *ngx_http_upstream_ha_api(ngx_conf_t *cf, ngx_command_t *cmd,

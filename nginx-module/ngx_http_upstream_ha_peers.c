@@ -36,7 +36,7 @@ ngx_http_upstream_ha_add_peers(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
 
         /* identity: upstream name, server string, address */
 
-        len = hcf->name->len + 1 + peer->server.len + 1 + peer->name.len;
+        len = hcf->ha.name->len + 1 + peer->server.len + 1 + peer->name.len;
 
         p = ngx_pnalloc(cf->pool, len);
         if (p == NULL) {
@@ -48,7 +48,7 @@ ngx_http_upstream_ha_add_peers(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us,
         pc->server = peer->server.data;
         pc->server_len = peer->server.len;
 
-        p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+        p = ngx_cpymem(p, hcf->ha.name->data, hcf->ha.name->len);
         *p++ = '\0';
         p = ngx_cpymem(p, peer->server.data, peer->server.len);
         *p++ = '\0';
@@ -189,12 +189,12 @@ ngx_http_upstream_ha_index(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     /* the slots after them are for servers added through the API */
 
-    if (n + hcf->added_max != hab_zone_peers(hcf->zone)) {
+    if (n + hcf->added_max != hab_zone_peers(hcf->ha.zone)) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
                       "ha_balance upstream \"%V\": %ui peers and "
                       "%ui slots for added or resolved servers, zone has %uD",
-                      hcf->name, n, hcf->added_max,
-                      hab_zone_peers(hcf->zone));
+                      hcf->ha.name, n, hcf->added_max,
+                      hab_zone_peers(hcf->ha.zone));
         return NGX_ERROR;
     }
 
@@ -240,21 +240,21 @@ ngx_http_upstream_ha_copy_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
 #if (HAB_RESOLVE)
     ngx_int_t                     rc;
 
-    if (hcf->resolve) {
+    if (hcf->ha.resolve) {
         rc = ngx_http_upstream_ha_copy_resolved_peer(hcf, slot, pool, addr,
                                                      server, log);
 
         /* nginx has no peer for a server added through the API */
 
-        if (rc != NGX_DECLINED || hcf->api_max == 0
-            || slot < hcf->conf.npeers)
+        if (rc != NGX_DECLINED || hcf->ha.api_max == 0
+            || slot < hcf->ha.conf.npeers)
         {
             return rc;
         }
     }
 #endif
 
-    if (slot >= hcf->conf.npeers) {
+    if (slot >= hcf->ha.conf.npeers) {
 
         /* a server added through the API: this worker's own peer */
 
@@ -321,7 +321,7 @@ ngx_http_upstream_ha_next_conf(ngx_cycle_t *cycle, ngx_uint_t *i)
         hcf = ngx_http_conf_upstream_srv_conf(uscfp[(*i)++],
                                               ngx_http_upstream_ha_module);
 
-        if (hcf != NULL && hcf->zone != NULL) {
+        if (hcf != NULL && hcf->ha.zone != NULL) {
             return hcf;
         }
     }
@@ -345,9 +345,9 @@ ngx_http_upstream_ha_upstreams(ngx_cycle_t *cycle, hab_api_upstream *ups)
     n = 0;
 
     while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
-        ups[n].name = hcf->name->data;
-        ups[n].name_len = hcf->name->len;
-        ups[n].zone = hcf->zone;
+        ups[n].name = hcf->ha.name->data;
+        ups[n].name_len = hcf->ha.name->len;
+        ups[n].zone = hcf->ha.zone;
 
         if (hcf->sticky.learn != NULL && hcf->sticky.shm_zone != NULL) {
             ups[n].learn = hcf->sticky.learn;

@@ -224,7 +224,7 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     /* the slot's epoch first: a verdict on its next server is dropped */
 
-    if (hab_zone_slot(hcf->zone, peer, &slot) != HAB_OK) {
+    if (hab_zone_slot(hcf->ha.zone, peer, &slot) != HAB_OK) {
         return;
     }
 
@@ -251,7 +251,7 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
     p->peer = peer;
     p->epoch = slot.epoch;
     p->start = ngx_current_msec;
-    p->deadline = ngx_current_msec + hcf->health.timeout_ms;
+    p->deadline = ngx_current_msec + hcf->ha.health.timeout_ms;
 
     p->name = addr.name;
 
@@ -292,7 +292,7 @@ ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_ha_probes++;
     ngx_queue_insert_tail(&hcf->probing, &p->queue);
 
-    ngx_add_timer(&p->timer, hcf->health.timeout_ms);
+    ngx_add_timer(&p->timer, hcf->ha.health.timeout_ms);
 
     if (hcf->check.type == NGX_HTTP_UPSTREAM_HA_CHECK_HTTP
         && hcf->check.keepalive)
@@ -1184,10 +1184,10 @@ ngx_http_upstream_ha_probe_timeout(ngx_event_t *ev)
 
     late = (ngx_msec_int_t) (ngx_current_msec - p->deadline);
 
-    if (late > (ngx_msec_int_t) p->hcf->health.timeout_ms) {
+    if (late > (ngx_msec_int_t) p->hcf->ha.health.timeout_ms) {
         ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                       "check of upstream server %V of \"%V\" dropped: the "
-                      "worker was %M ms late", &p->name, p->hcf->name, late);
+                      "worker was %M ms late", &p->name, p->hcf->ha.name, late);
         ngx_http_upstream_ha_probe_finish(p, NGX_DECLINED);
         return;
     }
@@ -1276,7 +1276,7 @@ ngx_http_upstream_ha_probe_fail(ngx_http_upstream_ha_probe_t *p,
 
     ngx_log_error(NGX_LOG_INFO, ngx_cycle->log, 0,
                   "check of upstream server %V of \"%V\" failed: %s",
-                  &p->name, p->hcf->name, p->why);
+                  &p->name, p->hcf->ha.name, p->why);
 
     ngx_http_upstream_ha_probe_finish(p, 0);
 }
@@ -1330,13 +1330,13 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
         result.duration_ms = (uint32_t) ngx_min(ngx_current_msec - p->start,
                                                 0xffffffff);
 
-        rc = hab_check_done(hcf->zone, p->peer, p->epoch, hcf->slot,
+        rc = hab_check_done(hcf->ha.zone, p->peer, p->epoch, hcf->ha.slot,
                             &result, ngx_current_msec, &report);
 
         if (rc != HAB_OK) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                           "ha_balance upstream \"%V\": check result: %s",
-                          hcf->name, hab_result_str(rc));
+                          hcf->ha.name, hab_result_str(rc));
 
         } else {
 
@@ -1348,7 +1348,7 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
                 ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                               "upstream server %V of \"%V\" is unhealthy: "
                               "%uD failed check%s in a row, last: %s",
-                              &p->name, hcf->name, report.fall,
+                              &p->name, hcf->ha.name, report.fall,
                               report.fall == 1 ? "" : "s", p->why);
                 break;
 
@@ -1356,22 +1356,22 @@ ngx_http_upstream_ha_probe_finish(ngx_http_upstream_ha_probe_t *p,
                 ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                               "upstream server %V of \"%V\" is healthy "
                               "again: %uD passed check%s in a row",
-                              &p->name, hcf->name, report.rise,
+                              &p->name, hcf->ha.name, report.rise,
                               report.rise == 1 ? "" : "s");
                 break;
 
             case HAB_CHECK_UP:
                 ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                               "upstream server %V of \"%V\" passed its "
-                              "first check", &p->name, hcf->name);
+                              "first check", &p->name, hcf->ha.name);
                 break;
 
             default:
                 break;
             }
 
-            ngx_upstream_ha_log_panic(ngx_cycle->log, hcf->name,
-                                           &hcf->health, &report.panic);
+            ngx_upstream_ha_log_panic(ngx_cycle->log, hcf->ha.name,
+                                           &hcf->ha.health, &report.panic);
 
             if (report.transition != HAB_CHECK_NONE) {
                 ngx_http_upstream_ha_save_state(hcf);
@@ -1433,7 +1433,7 @@ ngx_http_upstream_ha_probe_log_error(ngx_log_t *log, u_char *buf, size_t len)
 
     return ngx_snprintf(buf, len, ", %s upstream server %V of \"%V\"",
                         log->action ? log->action : "checking", &p->name,
-                        p->hcf->name);
+                        p->hcf->ha.name);
 }
 
 
@@ -1675,8 +1675,8 @@ ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf)
     }
 
     now = ngx_current_msec;
-    unused = 2 * (ngx_msec_t) hcf->health.interval_ms
-             + hcf->health.timeout_ms;
+    unused = 2 * (ngx_msec_t) hcf->ha.health.interval_ms
+             + hcf->ha.health.timeout_ms;
 
     for (q = ngx_queue_head(&ngx_http_upstream_ha_idle);
          q != ngx_queue_sentinel(&ngx_http_upstream_ha_idle);
@@ -1689,7 +1689,7 @@ ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf)
             continue;
         }
 
-        if (hab_zone_slot(hcf->zone, k->peer, &slot) != HAB_OK
+        if (hab_zone_slot(hcf->ha.zone, k->peer, &slot) != HAB_OK
             || slot.status != HAB_SLOT_LIVE
             || slot.epoch != k->epoch
             || now - k->opened >= hcf->check.keepalive
@@ -1707,5 +1707,5 @@ ngx_http_upstream_ha_keep_log_error(ngx_log_t *log, u_char *buf, size_t len)
     ngx_http_upstream_ha_keep_t  *k = log->data;
 
     return ngx_snprintf(buf, len, ", %s upstream server %V of \"%V\"",
-                        log->action, &k->name, k->hcf->name);
+                        log->action, &k->name, k->hcf->ha.name);
 }

@@ -52,7 +52,7 @@ ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
     i = 0;
 
     while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
-        if (hcf->health.queue) {
+        if (hcf->ha.health.queue) {
             if (ngx_upstream_ha_wake_init_master(cycle) != NGX_OK) {
                 return NGX_ERROR;
             }
@@ -72,7 +72,7 @@ ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
     hmcf->load_wall_ms = (uint64_t) ((int64_t) ngx_current_msec
                                      + hmcf->wall_offset);
 
-    if (hmcf->state == NULL) {
+    if (hmcf->state.parsed == NULL) {
         return NGX_OK;
     }
 
@@ -87,14 +87,14 @@ ngx_http_upstream_ha_init_module(ngx_cycle_t *cycle)
 
     n = ngx_http_upstream_ha_upstreams(cycle, ups);
 
-    if (hab_state_unclaimed(hmcf->state, ups, n, &entries, &upstreams)
+    if (hab_state_unclaimed(hmcf->state.parsed, ups, n, &entries, &upstreams)
         == HAB_OK
         && upstreams)
     {
         ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                       "%uD entries of %uD upstreams in \"%V\" name no "
                       "ha_balance upstream, ignored", entries, upstreams,
-                      &hmcf->state_file);
+                      &hmcf->state.file);
     }
 
     return NGX_OK;
@@ -124,19 +124,19 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
 
     while ((hcf = ngx_http_upstream_ha_next_conf(cycle, &i)) != NULL) {
 
-        rc = hab_zone_claim_slot(hcf->zone, (uint64_t) ngx_pid,
+        rc = hab_zone_claim_slot(hcf->ha.zone, (uint64_t) ngx_pid,
                                  ngx_upstream_ha_alive, NULL,
-                                 &hcf->slot);
+                                 &hcf->ha.slot);
 
         if (rc != HAB_OK) {
-            hcf->slot = HAB_NO_SLOT;
+            hcf->ha.slot = HAB_NO_SLOT;
             ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
                           "ha_balance upstream \"%V\": no ledger slot: %s",
-                          hcf->name, hab_result_str(rc));
+                          hcf->ha.name, hab_result_str(rc));
         }
 
 #if (HAB_RESOLVE)
-        if (hcf->resolve
+        if (hcf->ha.resolve
             && ngx_http_upstream_ha_start_resolve(cycle, hcf) != NGX_OK)
         {
             return NGX_ERROR;
@@ -173,7 +173,7 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
         ngx_http_upstream_ha_stop_health(hcf);
 
 #if (HAB_RESOLVE)
-        if (hcf->resolve) {
+        if (hcf->ha.resolve) {
             ngx_http_upstream_ha_stop_resolve(hcf);
         }
 #else
@@ -192,13 +192,13 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
             hcf->indexed = NULL;
         }
 
-        if (hcf->slot == HAB_NO_SLOT) {
+        if (hcf->ha.slot == HAB_NO_SLOT) {
             continue;
         }
 
-        (void) hab_zone_release_slot(hcf->zone, hcf->slot,
+        (void) hab_zone_release_slot(hcf->ha.zone, hcf->ha.slot,
                                      (uint64_t) ngx_pid);
-        hcf->slot = HAB_NO_SLOT;
+        hcf->ha.slot = HAB_NO_SLOT;
     }
 }
 

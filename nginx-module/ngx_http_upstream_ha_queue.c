@@ -97,7 +97,7 @@ ngx_http_upstream_ha_queue(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_int_t   n;
     ngx_str_t  *value, s;
 
-    if (hcf->health.queue) {
+    if (hcf->ha.health.queue) {
         return "is duplicate";
     }
 
@@ -112,7 +112,7 @@ ngx_http_upstream_ha_queue(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    hcf->health.queue = (uint32_t) n;
+    hcf->ha.health.queue = (uint32_t) n;
     hcf->queue_timeout = NGX_HTTP_UPSTREAM_HA_QUEUE_TIMEOUT;
 
     if (cf->args->nelts == 3) {
@@ -171,10 +171,10 @@ ngx_http_upstream_ha_queue_pick(ngx_http_upstream_ha_peer_data_t *hp,
     retry = hp->tried;
     hp->tried = 1;
 
-    if (hcf->health.queue == 0
-        || hcf->slot == HAB_NO_SLOT
+    if (hcf->ha.health.queue == 0
+        || hcf->ha.slot == HAB_NO_SLOT
         || retry
-        || hab_queue_waiting(hcf->zone) == 0)
+        || hab_queue_waiting(hcf->ha.zone) == 0)
     {
         rc = ngx_http_upstream_ha_sticky_pick(hp, pc, pick);
 
@@ -188,7 +188,7 @@ ngx_http_upstream_ha_queue_pick(ngx_http_upstream_ha_peer_data_t *hp,
             return NGX_ERROR;
         }
 
-        if (hcf->health.queue == 0 || hcf->slot == HAB_NO_SLOT) {
+        if (hcf->ha.health.queue == 0 || hcf->ha.slot == HAB_NO_SLOT) {
             return NGX_BUSY;
         }
     }
@@ -208,7 +208,7 @@ ngx_http_upstream_ha_queue_enter(ngx_http_upstream_ha_peer_data_t *hp,
 
     hcf = hp->conf;
 
-    rc = hab_queue_enter(hcf->zone, hcf->slot, ngx_current_msec, &ticket);
+    rc = hab_queue_enter(hcf->ha.zone, hcf->ha.slot, ngx_current_msec, &ticket);
 
     if (rc == HAB_QUEUE_FULL) {
         return ngx_http_upstream_ha_queue_wait(hp, pc, NULL, 1);
@@ -227,7 +227,7 @@ ngx_http_upstream_ha_queue_enter(ngx_http_upstream_ha_peer_data_t *hp,
 
         /* the head tries at once: a server may have freed meanwhile */
 
-        rc = hab_queue_try(hcf->zone, hp->attempt, &ticket, hp->key.data,
+        rc = hab_queue_try(hcf->ha.zone, hp->attempt, &ticket, hp->key.data,
                            hp->key.len, ngx_current_msec, pick, &wake);
 
         if (rc == HAB_OK) {
@@ -242,7 +242,7 @@ ngx_http_upstream_ha_queue_enter(ngx_http_upstream_ha_peer_data_t *hp,
             ngx_log_error(NGX_LOG_ALERT, pc->log, 0,
                           "ha_queue try: %s", hab_result_str(rc));
 
-            if (hab_queue_leave(hcf->zone, &ticket, HAB_QUEUE_ABANDONED,
+            if (hab_queue_leave(hcf->ha.zone, &ticket, HAB_QUEUE_ABANDONED,
                                 &wake)
                 == HAB_OK)
             {
@@ -345,7 +345,7 @@ ngx_http_upstream_ha_queue_wait(ngx_http_upstream_ha_peer_data_t *hp,
 failed:
 
     if (ticket
-        && hab_queue_leave(hcf->zone, ticket, HAB_QUEUE_ABANDONED, &wake)
+        && hab_queue_leave(hcf->ha.zone, ticket, HAB_QUEUE_ABANDONED, &wake)
            == HAB_OK)
     {
         ngx_upstream_ha_wake(&wake, pc->log);
@@ -450,7 +450,7 @@ ngx_http_upstream_ha_queue_handler(ngx_http_request_t *r,
     if (w->full) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "upstream \"%V\": ha_queue is full (%uD waiting)",
-                      hcf->name, (uint32_t) hcf->health.queue);
+                      hcf->ha.name, (uint32_t) hcf->ha.health.queue);
 
         u->state->status = NGX_HTTP_BAD_GATEWAY;
         ngx_http_upstream_ha_queue_finalize(r, u, NGX_HTTP_BAD_GATEWAY);
@@ -465,7 +465,7 @@ ngx_http_upstream_ha_queue_handler(ngx_http_request_t *r,
 
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "upstream \"%V\": no server within the ha_queue "
-                      "timeout of %M ms", hcf->name, hcf->queue_timeout);
+                      "timeout of %M ms", hcf->ha.name, hcf->queue_timeout);
 
         u->state->status = NGX_HTTP_BAD_GATEWAY;
         ngx_http_upstream_ha_queue_finalize(r, u, NGX_HTTP_BAD_GATEWAY);
@@ -476,7 +476,7 @@ ngx_http_upstream_ha_queue_handler(ngx_http_request_t *r,
         return;
     }
 
-    rc = hab_queue_try(hcf->zone, hp->attempt, &w->ticket, hp->key.data,
+    rc = hab_queue_try(hcf->ha.zone, hp->attempt, &w->ticket, hp->key.data,
                        hp->key.len, ngx_current_msec, &w->pick, &wake);
 
     if (rc == HAB_OK) {
@@ -785,7 +785,7 @@ ngx_http_upstream_ha_queue_leave(ngx_http_upstream_ha_waiter_t *w,
     ngx_queue_remove(&w->link);
     hcf->nwaiters--;
 
-    if (hab_queue_leave(hcf->zone, &w->ticket, why, &wake) == HAB_OK) {
+    if (hab_queue_leave(hcf->ha.zone, &w->ticket, why, &wake) == HAB_OK) {
         ngx_upstream_ha_wake(&wake, log);
     }
 }
@@ -825,7 +825,7 @@ ngx_http_upstream_ha_queue_start(ngx_cycle_t *cycle,
     uint32_t                           channel;
     ngx_http_upstream_ha_srv_conf_t  **qp;
 
-    if (hcf->health.queue == 0 || hcf->slot == HAB_NO_SLOT) {
+    if (hcf->ha.health.queue == 0 || hcf->ha.slot == HAB_NO_SLOT) {
         return;
     }
 
@@ -847,7 +847,7 @@ ngx_http_upstream_ha_queue_start(ngx_cycle_t *cycle,
     channel = ngx_upstream_ha_wake_init_worker(cycle,
                                              ngx_http_upstream_ha_queue_woken);
 
-    (void) hab_queue_set_wake(hcf->zone, hcf->slot, channel);
+    (void) hab_queue_set_wake(hcf->ha.zone, hcf->ha.slot, channel);
 
     ngx_queue_init(&hcf->waiters);
     hcf->nwaiters = 0;
@@ -869,11 +869,11 @@ ngx_http_upstream_ha_queue_kick(ngx_http_upstream_ha_srv_conf_t *hcf,
 {
     hab_wake  wake;
 
-    if (hcf->health.queue == 0 || hcf->zone == NULL) {
+    if (hcf->ha.health.queue == 0 || hcf->ha.zone == NULL) {
         return;
     }
 
-    if (hab_queue_kick(hcf->zone, &wake) == HAB_OK) {
+    if (hab_queue_kick(hcf->ha.zone, &wake) == HAB_OK) {
         ngx_upstream_ha_wake(&wake, log);
     }
 }
@@ -912,13 +912,13 @@ ngx_http_upstream_ha_queue_look(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_queue_t                    *q;
     ngx_http_upstream_ha_waiter_t  *w;
 
-    if (hab_queue_woken(hcf->zone, hcf->slot, head) != HAB_OK) {
+    if (hab_queue_woken(hcf->ha.zone, hcf->ha.slot, head) != HAB_OK) {
         head->slot = HAB_NO_SLOT;
         return;
     }
 
 
-    if (head->slot != hcf->slot) {
+    if (head->slot != hcf->ha.slot) {
         return;
     }
 
@@ -968,20 +968,20 @@ ngx_http_upstream_ha_queue_tick(ngx_event_t *ev)
 
     ngx_http_upstream_ha_queue_look(hcf, &head);
 
-    if (head.slot != HAB_NO_SLOT && head.slot != hcf->slot
+    if (head.slot != HAB_NO_SLOT && head.slot != hcf->ha.slot
         && head.ticket == hcf->queue_head)
     {
         if (++hcf->queue_stuck >= 2) {
             hcf->queue_stuck = 0;
 
-            if (hab_zone_reap(hcf->zone, (uint64_t) ngx_pid,
+            if (hab_zone_reap(hcf->ha.zone, (uint64_t) ngx_pid,
                               ngx_upstream_ha_alive, NULL, &reaped)
                 == HAB_OK
                 && reaped)
             {
                 ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
                               "upstream \"%V\": %uD dead workers' waiters "
-                              "returned", hcf->name, reaped);
+                              "returned", hcf->ha.name, reaped);
 
                 ngx_http_upstream_ha_queue_kick(hcf, ev->log);
             }

@@ -38,7 +38,7 @@ ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_int_t   n;
     ngx_str_t  *value;
 
-    if (hcf->resolve_max != NGX_CONF_UNSET_UINT) {
+    if (hcf->ha.resolve_max != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
     }
 
@@ -53,7 +53,7 @@ ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    hcf->resolve_max = (ngx_uint_t) n;
+    hcf->ha.resolve_max = (ngx_uint_t) n;
 
     return NGX_CONF_OK;
 }
@@ -105,11 +105,11 @@ ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,
 
     peers = us->peer.data;
 
-    hcf->resolve = (peers->resolve != NULL
-                    || (peers->next && peers->next->resolve != NULL));
+    hcf->ha.resolve = (peers->resolve != NULL
+                       || (peers->next && peers->next->resolve != NULL));
 
-    if (!hcf->resolve) {
-        if (hcf->resolve_max != NGX_CONF_UNSET_UINT) {
+    if (!hcf->ha.resolve) {
+        if (hcf->ha.resolve_max != NGX_CONF_UNSET_UINT) {
             ngx_log_error(NGX_LOG_WARN, cf->log, 0,
                           "ha_balance upstream \"%V\": \"ha_resolve_max\" "
                           "is ignored: no server is resolved at run time "
@@ -119,21 +119,21 @@ ngx_http_upstream_ha_init_resolve(ngx_conf_t *cf,
         return NGX_OK;
     }
 
-    if (hcf->resolve_max == NGX_CONF_UNSET_UINT) {
-        hcf->resolve_max = HAB_RESOLVE_MAX_DEFAULT;
+    if (hcf->ha.resolve_max == NGX_CONF_UNSET_UINT) {
+        hcf->ha.resolve_max = HAB_RESOLVE_MAX_DEFAULT;
     }
 
-    hcf->conf.capacity = n + hcf->resolve_max;
+    hcf->ha.conf.capacity = n + hcf->ha.resolve_max;
 
-    if (hcf->conf.maglev_size != 0
-        && hcf->conf.maglev_size < hcf->conf.capacity)
+    if (hcf->ha.conf.maglev_size != 0
+        && hcf->ha.conf.maglev_size < hcf->ha.conf.capacity)
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "ha_balance upstream \"%V\": maglev table size %uD "
                       "is smaller than its %ui servers and "
                       "ha_resolve_max %ui in %s:%ui",
-                      &us->host, hcf->conf.maglev_size, n, hcf->resolve_max,
-                      us->file_name, us->line);
+                      &us->host, hcf->ha.conf.maglev_size, n,
+                      hcf->ha.resolve_max, us->file_name, us->line);
         return NGX_ERROR;
     }
 
@@ -211,7 +211,7 @@ ngx_http_upstream_ha_copy_list(ngx_http_upstream_ha_srv_conf_t *hcf,
     for (group = peers; group; group = (group == peers) ? peers->next : NULL) {
         for (peer = group->peer; peer && k < n; peer = peer->next, k++) {
 
-            len = hcf->name->len + 1 + peer->server.len + 1 + peer->name.len;
+            len = hcf->ha.name->len + 1 + peer->server.len + 1 + peer->name.len;
 
             p = ngx_pnalloc(pool, len + peer->server.len);
             if (p == NULL) {
@@ -222,7 +222,7 @@ ngx_http_upstream_ha_copy_list(ngx_http_upstream_ha_srv_conf_t *hcf,
             pc[k].id = p;
             pc[k].id_len = len;
 
-            p = ngx_cpymem(p, hcf->name->data, hcf->name->len);
+            p = ngx_cpymem(p, hcf->ha.name->data, hcf->ha.name->len);
             *p++ = '\0';
             p = ngx_cpymem(p, peer->server.data, peer->server.len);
             *p++ = '\0';
@@ -252,7 +252,7 @@ ngx_http_upstream_ha_copy_list(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     ngx_http_upstream_ha_unlock_lists(peers);
 
-    *list = hcf->conf;
+    *list = hcf->ha.conf;
     list->peers = pc;
     list->npeers = k;
     list->capacity = 0;
@@ -283,7 +283,7 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_ha_slot_t   *held;
 
     peers = hcf->uscf->peer.data;
-    cap = hab_zone_peers(hcf->zone);
+    cap = hab_zone_peers(hcf->ha.zone);
 
     pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, log);
     if (pool == NULL) {
@@ -308,16 +308,16 @@ ngx_http_upstream_ha_sync(ngx_http_upstream_ha_srv_conf_t *hcf,
 
         start = ngx_upstream_ha_monotonic_ns();
 
-        rc = hab_zone_resolve(hcf->zone, &list, hcf->list_id,
+        rc = hab_zone_resolve(hcf->ha.zone, &list, hcf->list_id,
                               (uint64_t) config, ngx_current_msec,
-                              (uint64_t) ngx_pid, hcf->slot,
+                              (uint64_t) ngx_pid, hcf->ha.slot,
                               ngx_upstream_ha_alive, NULL, slots,
                               &report);
 
         if (rc != HAB_OK) {
             ngx_log_error(NGX_LOG_ALERT, log, 0,
                           "ha_balance upstream \"%V\": resolve: %s",
-                          hcf->name, hab_result_str(rc));
+                          hcf->ha.name, hab_result_str(rc));
             break;
         }
 
@@ -380,7 +380,7 @@ ngx_http_upstream_ha_log_resolve(ngx_http_upstream_ha_srv_conf_t *hcf,
         ngx_log_error(NGX_LOG_NOTICE, log, 0,
                       "ha_balance upstream \"%V\": servers changed: "
                       "%uD kept, %uD back, %uD new, %uD draining%s "
-                      "(generation %uL, built in %uL us)", hcf->name,
+                      "(generation %uL, built in %uL us)", hcf->ha.name,
                       report->kept, report->revived, report->added,
                       report->retired,
                       report->deferred ? ", more new once the slots of "
@@ -405,11 +405,11 @@ ngx_http_upstream_ha_log_resolve(ngx_http_upstream_ha_srv_conf_t *hcf,
 
     hcf->refused = config + 1;
 
-    if (hcf->refused_shared != NULL) {
-        last = *hcf->refused_shared;
+    if (hcf->ha.refused_shared != NULL) {
+        last = *hcf->ha.refused_shared;
 
         if (last == (ngx_atomic_uint_t) (config + 1)
-            || !ngx_atomic_cmp_set(hcf->refused_shared, last,
+            || !ngx_atomic_cmp_set(hcf->ha.refused_shared, last,
                                    (ngx_atomic_uint_t) (config + 1)))
         {
             return;
@@ -419,8 +419,8 @@ ngx_http_upstream_ha_log_resolve(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_log_error(NGX_LOG_ERR, log, 0,
                   "ha_balance upstream \"%V\": the new list of servers is "
                   "not used: %s (at most %ui resolved servers, "
-                  "see \"ha_resolve_max\")", hcf->name,
-                  hab_result_str(report->refused), hcf->resolve_max);
+                  "see \"ha_resolve_max\")", hcf->ha.name,
+                  hab_result_str(report->refused), hcf->ha.resolve_max);
 }
 
 
@@ -440,7 +440,7 @@ ngx_http_upstream_ha_hold(ngx_http_upstream_ha_srv_conf_t *hcf,
         return NGX_AGAIN;
     }
 
-    if (slot >= hab_zone_peers(hcf->zone)) {
+    if (slot >= hab_zone_peers(hcf->ha.zone)) {
         return NGX_DECLINED;
     }
 
@@ -523,7 +523,7 @@ ngx_http_upstream_ha_map_stale(ngx_http_upstream_ha_peer_data_t *hp)
         return 1;
     }
 
-    if (hab_attempt_source(hcf->zone, hp->attempt, &src) != HAB_OK) {
+    if (hab_attempt_source(hcf->ha.zone, hp->attempt, &src) != HAB_OK) {
         return 1;
     }
 
@@ -609,7 +609,7 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
 
         /* a server added through the API: this worker's own peer */
 
-        peer = (hcf->api_max && pick.peer >= hcf->conf.npeers)
+        peer = (hcf->ha.api_max && pick.peer >= hcf->ha.conf.npeers)
                ? ngx_http_upstream_ha_added_peer(hcf, pick.peer, pc->log)
                : NULL;
 
@@ -633,7 +633,7 @@ ngx_http_upstream_ha_get_resolved_peer(ngx_peer_connection_t *pc, void *data)
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                        "get ha peer: slot %uD has no peer here", pick.peer);
 
-        if (hab_attempt_abandon_wake(hcf->zone, hp->attempt, &wake)
+        if (hab_attempt_abandon_wake(hcf->ha.zone, hp->attempt, &wake)
             == HAB_OK)
         {
             ngx_upstream_ha_wake(&wake, pc->log);
@@ -667,7 +667,7 @@ ngx_http_upstream_ha_copy_resolved_peer(ngx_http_upstream_ha_srv_conf_t *hcf,
     ngx_http_upstream_rr_peer_t  *peer;
     ngx_http_upstream_ha_slot_t  *s;
 
-    if (hcf->map == NULL || slot >= hab_zone_peers(hcf->zone)) {
+    if (hcf->map == NULL || slot >= hab_zone_peers(hcf->ha.zone)) {
         return NGX_DECLINED;
     }
 
@@ -734,7 +734,7 @@ ngx_http_upstream_ha_start_resolve(ngx_cycle_t *cycle,
 {
     size_t  size;
 
-    size = hab_zone_peers(hcf->zone) * sizeof(ngx_http_upstream_ha_slot_t);
+    size = hab_zone_peers(hcf->ha.zone) * sizeof(ngx_http_upstream_ha_slot_t);
 
     hcf->map = ngx_alloc(size, cycle->log);
     if (hcf->map == NULL) {
@@ -785,7 +785,7 @@ ngx_http_upstream_ha_resolve_tick(ngx_event_t *ev)
     config = *peers->config;
     ngx_http_upstream_rr_peers_unlock(peers);
 
-    if (hab_zone_source(hcf->zone, hcf->slot, &src) == HAB_OK
+    if (hab_zone_source(hcf->ha.zone, hcf->ha.slot, &src) == HAB_OK
         && (src.list < hcf->list_id
             || (src.list == hcf->list_id && src.config != config)
             || !hcf->map_valid || config != hcf->map_config

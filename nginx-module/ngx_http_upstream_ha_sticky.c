@@ -626,12 +626,12 @@ ngx_http_upstream_ha_init_sticky(ngx_conf_t *cf,
         return NGX_ERROR;
     }
 
-    hcf->sticky.state_file = (hcf->hmcf != NULL && hcf->hmcf->state_file.len)
-                             ? &hcf->hmcf->state_file : NULL;
+    hcf->sticky.state_file = (hcf->hmcf != NULL && hcf->hmcf->state.file.len)
+                             ? &hcf->hmcf->state.file : NULL;
 
     /* with nginx's own "sticky" about (1.29.6+), every upstream keeps ids */
 
-    hcf->conf.sessions = (hcf->sticky.mode != 0) || HAB_STOCK_SID;
+    hcf->ha.conf.sessions = (hcf->sticky.mode != 0) || HAB_STOCK_SID;
 
     return NGX_OK;
 }
@@ -646,7 +646,7 @@ ngx_http_upstream_ha_check_routes(ngx_conf_t *cf,
     ngx_uint_t                     i;
     ngx_http_upstream_ha_route_t  *rt;
 
-    if (hcf->sticky.routes == NULL || hcf->resolve || hcf->hosts) {
+    if (hcf->sticky.routes == NULL || hcf->ha.resolve || hcf->hosts) {
         return NGX_OK;
     }
 
@@ -755,7 +755,7 @@ ngx_http_upstream_ha_sticky_pick(ngx_http_upstream_ha_peer_data_t *hp,
     /* nginx's own "sticky" names the server it wants */
 
     if (pc->hint != NULL && pc->hint->len) {
-        return hab_attempt_pick_bound(hcf->zone, hp->attempt, hp->key.data,
+        return hab_attempt_pick_bound(hcf->ha.zone, hp->attempt, hp->key.data,
                                       hp->key.len, pc->hint->data,
                                       pc->hint->len, 0, ngx_current_msec,
                                       pick);
@@ -764,17 +764,17 @@ ngx_http_upstream_ha_sticky_pick(ngx_http_upstream_ha_peer_data_t *hp,
 #endif
 
     if (hcf->sticky.mode == NGX_HTTP_UPSTREAM_HA_STICKY_NONE) {
-        return hab_attempt_pick(hcf->zone, hp->attempt, hp->key.data,
+        return hab_attempt_pick(hcf->ha.zone, hp->attempt, hp->key.data,
                                 hp->key.len, ngx_current_msec, pick);
     }
 
     if (hcf->sticky.mode == NGX_HTTP_UPSTREAM_HA_STICKY_LEARN) {
-        return hab_attempt_pick_bound(hcf->zone, hp->attempt, hp->key.data,
+        return hab_attempt_pick_bound(hcf->ha.zone, hp->attempt, hp->key.data,
                                       hp->key.len, NULL, 0, hp->sid_hash,
                                       ngx_current_msec, pick);
     }
 
-    return hab_attempt_pick_bound(hcf->zone, hp->attempt, hp->key.data,
+    return hab_attempt_pick_bound(hcf->ha.zone, hp->attempt, hp->key.data,
                                   hp->key.len, hp->sid.len ? hp->sid.data
                                                            : NULL,
                                   hp->sid.len, 0, ngx_current_msec, pick);
@@ -798,7 +798,7 @@ ngx_http_upstream_ha_sticky_picked(ngx_http_upstream_ha_peer_data_t *hp,
 
     pc->sid = NULL;
 
-    if (hab_attempt_sid(hp->conf->zone, hp->attempt, pick->peer, &sid)
+    if (hab_attempt_sid(hp->conf->ha.zone, hp->attempt, pick->peer, &sid)
         == HAB_OK
         && sid.len)
     {
@@ -819,7 +819,7 @@ ngx_http_upstream_ha_sticky_picked(ngx_http_upstream_ha_peer_data_t *hp,
     if (ngx_http_upstream_ha_sticky_cookie_insert(hp, pick) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, hp->request->connection->log, 0,
                       "ha sticky: no cookie set for upstream \"%V\"",
-                      hp->conf->name);
+                      hp->conf->ha.name);
     }
 }
 
@@ -839,7 +839,7 @@ ngx_http_upstream_ha_sticky_cookie_insert(
     scf = &hp->conf->sticky;
     r = hp->request;
 
-    if (hab_attempt_sid(hp->conf->zone, hp->attempt, pick->peer, &sid)
+    if (hab_attempt_sid(hp->conf->ha.zone, hp->attempt, pick->peer, &sid)
         != HAB_OK)
     {
         hp->picked_sid = 0;

@@ -23,6 +23,70 @@
 #define HAB_MAGLEV_MAX  65537011
 
 
+typedef struct ngx_upstream_ha_conf_s  ngx_upstream_ha_conf_t;
+
+
+/* the few calls the protocol-free code makes into its subsystem */
+
+typedef struct {
+    /* the zone serves this configuration: new, adopted or carried over */
+    void                              (*zone_ready)(
+                                          ngx_upstream_ha_conf_t *ha,
+                                          ngx_log_t *log);
+
+    /* a changed upstream's zone is about to take old's state */
+    void                              (*zone_carry)(
+                                          ngx_upstream_ha_conf_t *ha,
+                                          ngx_upstream_ha_conf_t *old,
+                                          ngx_log_t *log);
+} ngx_upstream_ha_ops_t;
+
+
+/* "ha_state_file": its name, and its content, read once per configuration */
+
+typedef struct {
+    ngx_str_t                           file;
+    hab_state                          *parsed;     /* lazily */
+    ngx_uint_t                          read;       /* unsigned:1 */
+} ngx_upstream_ha_state_t;
+
+
+/*
+ * What an ha_balance upstream is whatever the protocol it balances: the
+ * first member of ngx_http_upstream_ha_srv_conf_t (and, later, of the
+ * stream one).
+ */
+
+struct ngx_upstream_ha_conf_s {
+    ngx_uint_t                          policy;     /* HAB_POLICY_*, 0: unset */
+    ngx_str_t                          *name;       /* upstream name */
+    ngx_str_t                           subsystem;  /* "http": in zone names */
+    const ngx_upstream_ha_ops_t        *ops;
+
+    hab_upstream_conf                   conf;
+    hab_health_conf                     health;
+    size_t                              zone_size;
+    ngx_shm_zone_t                     *shm_zone;
+    hab_zone                           *zone;
+    uint32_t                            slot;       /* worker's ledger slot */
+    ngx_upstream_ha_state_t            *state;      /* NULL: no state file */
+
+    /* ha_api_max: slots for servers added through the API */
+    ngx_uint_t                          api_max;
+
+    /* servers resolved at run time: whether any, slots for them */
+    ngx_uint_t                          resolve;    /* unsigned:1 */
+    ngx_uint_t                          resolve_max;
+
+    /* ha_latency_buckets: the histograms' bounds, ms (none: the default) */
+    uint32_t                            buckets[HAB_BUCKETS_MAX];
+    ngx_uint_t                          nbuckets;
+
+    /* the list change last refused and logged, by any worker */
+    ngx_atomic_t                       *refused_shared;
+};
+
+
 int ngx_upstream_ha_alive(uint64_t owner, void *data);
 void ngx_upstream_ha_log_panic(ngx_log_t *log, ngx_str_t *name,
     hab_health_conf *health, hab_panic_report *panic);
@@ -32,6 +96,11 @@ ngx_int_t ngx_upstream_ha_maglev_size(ngx_str_t *value);
 ngx_shm_zone_t *ngx_upstream_ha_old_shm_zone(ngx_shm_zone_t *shm_zone,
     size_t prefix);
 uint64_t ngx_upstream_ha_monotonic_ns(void);
+
+
+/* ngx_upstream_ha_zone.c: an upstream's shared memory zone */
+ngx_int_t ngx_upstream_ha_add_zone(ngx_conf_t *cf, ngx_upstream_ha_conf_t *ha,
+    void *tag, u_char *file, ngx_uint_t line);
 
 
 /* ngx_upstream_ha_wake.c: the ha_queue wake channels */

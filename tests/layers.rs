@@ -1,6 +1,8 @@
 //! The layering rules of issue "Floors": inside each crate (`core/`,
 //! `ffi/`, `api/`), no two source files import each other in a loop, and
-//! the C module's files do not call each other in a loop; in the core,
+//! the C module's files do not call each other in a loop; the C module's
+//! protocol-free files (`ngx_upstream_ha_*`) know neither http nor stream
+//! ([`protocol_leaks`], docs/stream-design.md §3.4); in the core,
 //! each file imports only from its own floor and those below
 //! ([`CORE_FLOORS`]).
 //!
@@ -501,6 +503,125 @@ fn no_file_imports_itself_through_others() {
         eprintln!("loop: {f}");
     }
     assert!(found.is_empty(), "{} import loops", found.len());
+}
+
+/// C source without its string and character literals (a message naming
+/// `ngx_stream_module` is no use of it); `text` has no comments.
+fn strip_c_literals(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in text.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    out.push(c);
+                }
+            }
+            None => {
+                if c == '"' || c == '\'' {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// What a protocol-free C file (`ngx_upstream_ha_*.c`, `.h`, named
+/// `name`, comments stripped) takes from a protocol: an `#include` of a
+/// header named `ngx_http*` or `ngx_stream*` (`ngx_http.h`, `ngx_stream.h`,
+/// the module headers that include them), or an identifier starting with
+/// `ngx_http_` or `ngx_stream_` outside string literals (a type, function
+/// or module of theirs). Macros (`NGX_HTTP_SSL`) are not checked: some
+/// come from `ngx_auto_config.h`, which every file includes.
+fn protocol_leaks(name: &str, code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let protocol = |s: &str| s.starts_with("ngx_http") || s.starts_with("ngx_stream");
+    for l in code.lines() {
+        let t = l.trim_start();
+        if let Some(rest) = t.strip_prefix('#') {
+            if let Some(inc) = rest.trim_start().strip_prefix("include") {
+                let header = inc
+                    .trim()
+                    .trim_matches(|c| c == '<' || c == '>' || c == '"');
+                if protocol(header) {
+                    found.push(format!("{name} includes {header}"));
+                }
+            }
+        }
+    }
+    let code = strip_c_literals(code);
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut names = BTreeSet::new();
+    for head in ["ngx_http_", "ngx_stream_"] {
+        for (k, _) in code.match_indices(head) {
+            if k > 0 && word(code.as_bytes()[k - 1]) {
+                continue;
+            }
+            let end = code[k..]
+                .bytes()
+                .position(|c| !word(c))
+                .map_or(code.len(), |e| k + e);
+            names.insert(code[k..end].to_owned());
+        }
+    }
+    for n in names {
+        found.push(format!("{name} names {n}"));
+    }
+    found
+}
+
+/// The protocol-free C files include neither `ngx_http.h` nor
+/// `ngx_stream.h` and name nothing of either: the stream module shares
+/// them with the http one (docs/stream-design.md §3.4).
+#[test]
+fn protocol_free_c_files_know_no_protocol() {
+    let dir = root().join("nginx-module");
+    let mut found = Vec::new();
+    let mut checked = 0;
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let source = name.ends_with(".c") || name.ends_with(".h");
+        if !source || !name.starts_with("ngx_upstream_ha_") {
+            continue;
+        }
+        checked += 1;
+        let code = strip_c_comments(&fs::read_to_string(e.path()).unwrap());
+        found.extend(protocol_leaks(&name, &code));
+    }
+    for f in &found {
+        eprintln!("protocol: {f}");
+    }
+    assert!(checked >= 3, "only {checked} ngx_upstream_ha_* files found");
+    assert!(found.is_empty(), "{} protocol leaks", found.len());
+}
+
+/// The protocol check finds what it must and not what it must not.
+#[test]
+fn the_protocol_check_finds_leaks() {
+    let code = "#include <ngx_config.h>\n\
+                #  include <ngx_http.h>\n\
+                #include \"ngx_stream_upstream_ha_weak.h\"\n\
+                static ngx_http_request_t *r;\n\
+                my_ngx_http_x y; ngx_log(\"ngx_stream_module \\\" ngx_http_z\");\n\
+                ngx_stream_conf_get(c, \'\"\');\n";
+    assert_eq!(
+        protocol_leaks("f.c", code),
+        [
+            "f.c includes ngx_http.h",
+            "f.c includes ngx_stream_upstream_ha_weak.h",
+            "f.c names ngx_http_request_t",
+            "f.c names ngx_stream_conf_get",
+        ]
+    );
+    assert!(protocol_leaks("g.c", "#include <ngx_core.h>\nngx_httpd x;").is_empty());
 }
 
 /// The core's floors, bottom up: each file imports only from its own floor
