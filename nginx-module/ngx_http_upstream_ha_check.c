@@ -3,14 +3,14 @@
  * Copyright (C) ha-balancer authors
  *
  * Health of an ha_balance upstream: the ha_check, ha_slow_start,
- * ha_outlier and ha_panic directives and the per-worker health timer,
- * which starts the active checks.
+ * ha_outlier and ha_panic directives.
  *
  * Which worker checks which server, and when, is decided in shared memory
  * by the core (hab_check_claim: one check per server per interval across
  * all workers); what a result means too (hab_check_done).  This file
- * parses the directives and runs the timer that asks the core; the checks
- * themselves are made in ngx_http_upstream_ha_probe.c.
+ * parses the directives; the per-worker timer that asks the core is in
+ * ngx_upstream_ha_health.c, the checks themselves are made in
+ * ngx_http_upstream_ha_probe.c.
  */
 
 
@@ -21,21 +21,10 @@
 #include "ngx_http_upstream_ha_module.h"
 
 
-/* peers taken per claim, and ejections ended per tick */
-#define NGX_HTTP_UPSTREAM_HA_BATCH  256
-
-/* claims per tick at most */
-#define NGX_HTTP_UPSTREAM_HA_CLAIMS  16
-
-/* longest sleep of the health timer, ms */
-#define NGX_HTTP_UPSTREAM_HA_TICK_MAX  1000
-
-
 static char *ngx_http_upstream_ha_parse_status(ngx_conf_t *cf,
     ngx_http_upstream_ha_check_conf_t *cc, ngx_str_t *value);
 static ngx_uint_t ngx_http_upstream_ha_token(u_char *p, size_t len);
 static ngx_uint_t ngx_http_upstream_ha_printable(u_char *p, size_t len);
-static void ngx_http_upstream_ha_health_handler(ngx_event_t *ev);
 
 
 /*
@@ -925,184 +914,3 @@ ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
 
     return NGX_OK;
 }
-
-
-/* init_process: each worker runs a health timer per upstream */
-
-void
-ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
-    ngx_http_upstream_ha_srv_conf_t *hcf)
-{
-    ngx_event_t  *ev;
-
-    if (hcf->ha.conf.health == NULL) {
-        return;
-    }
-
-    ev = &hcf->health_ev;
-
-    ev->handler = ngx_http_upstream_ha_health_handler;
-    ev->data = hcf;
-    ev->log = cycle->log;
-    ev->cancelable = 1;
-
-    hcf->health_epoch = 0;
-    hcf->health_full = 0;
-    ngx_http_upstream_ha_probe_init(hcf);
-
-    ngx_add_timer(ev, 1 + ngx_random() % 20);
-}
-
-
-static void
-ngx_http_upstream_ha_health_handler(ngx_event_t *ev)
-{
-    ngx_http_upstream_ha_srv_conf_t  *hcf = ev->data;
-
-    size_t             i, n, cap, limit;
-    uint32_t           peers[NGX_HTTP_UPSTREAM_HA_BATCH];
-    uint64_t           now, next, due;
-    uint32_t           workers;
-    ngx_uint_t         k, full;
-    ngx_msec_t         delay, grain;
-    hab_result         rc;
-    ngx_str_t          server;
-    ngx_addr_t         addr;
-    ngx_pool_t        *pool;
-    ngx_core_conf_t   *ccf;
-    hab_panic_report   panic;
-
-    if (ngx_exiting || ngx_quit || ngx_terminate) {
-        return;
-    }
-
-    now = ngx_current_msec;
-    next = now + NGX_HTTP_UPSTREAM_HA_TICK_MAX;
-
-    /*
-     * Ticks come at most every interval / 20 (10 ms to 100 ms): a check is
-     * late by less than that, and a tick looks at this worker's share of
-     * the servers only, the others (overdue ones to take over) once per
-     * half interval.
-     */
-
-    grain = ngx_max(ngx_min(hcf->ha.health.interval_ms / 20, 100), 10);
-
-    if (hcf->ha.health.flags & HAB_HEALTH_CHECK) {
-
-        /*
-         * a check takes a connection: leave most of them to clients; idle
-         * kept ones are closed to make room for checks
-         */
-
-        limit = ngx_http_upstream_ha_probe_limit();
-
-        ccf = (ngx_core_conf_t *) ngx_get_conf(ngx_cycle->conf_ctx,
-                                               ngx_core_module);
-
-        /* "master_process off": the one process checks every server */
-
-        workers = (ngx_process == NGX_PROCESS_SINGLE)
-                  ? 1 : (uint32_t) ngx_max(ccf->worker_processes, 1);
-
-        full = (now - hcf->health_full >= hcf->ha.health.interval_ms / 2);
-        if (full) {
-            hcf->health_full = now;
-            ngx_http_upstream_ha_keep_sweep(hcf);
-        }
-
-        for (k = 0; k < NGX_HTTP_UPSTREAM_HA_CLAIMS; k++) {
-
-            cap = (ngx_http_upstream_ha_probes < limit)
-                  ? ngx_min(limit - ngx_http_upstream_ha_probes,
-                            NGX_HTTP_UPSTREAM_HA_BATCH)
-                  : 0;
-
-            n = 0;
-            due = next;
-
-            rc = hab_check_claim(hcf->ha.zone, (uint32_t) ngx_worker, workers,
-                                 now, ((uint64_t) ngx_random() << 32)
-                                      ^ ngx_random(),
-                                 full ? 1 : 0, peers, cap, &n, &due);
-
-            if (rc != HAB_OK) {
-                ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
-                              "ha_balance upstream \"%V\": check claim: %s",
-                              hcf->ha.name, hab_result_str(rc));
-                break;
-            }
-
-            for (i = 0; i < n; i++) {
-                ngx_http_upstream_ha_probe_start(hcf, peers[i], ev->log);
-            }
-
-            if (n < cap) {
-                next = ngx_min(next, due);
-                break;
-            }
-
-            /* more are due than were taken: again, or at the next tick */
-
-            next = now;
-        }
-    }
-
-    n = 0;
-    ngx_memzero(&panic, sizeof(hab_panic_report));
-
-    rc = hab_health_tick(hcf->ha.zone, now, hcf->ha.slot, &hcf->health_epoch,
-                         peers, NGX_HTTP_UPSTREAM_HA_BATCH, &n, &panic);
-
-    if (rc == HAB_OK) {
-
-        pool = n ? ngx_create_pool(1024, ev->log) : NULL;
-
-        for (i = 0; pool && i < n; i++) {
-            if (ngx_http_upstream_ha_copy_peer(hcf, peers[i], pool, &addr,
-                                               &server, ev->log)
-                != NGX_OK)
-            {
-                continue;
-            }
-
-            ngx_log_error(NGX_LOG_NOTICE, ev->log, 0,
-                          "upstream server %V of \"%V\" returns after "
-                          "its ejection", &addr.name, hcf->ha.name);
-        }
-
-        if (pool) {
-            ngx_destroy_pool(pool);
-        }
-
-        ngx_upstream_ha_log_panic(ev->log, hcf->ha.name, &hcf->ha.health,
-                                  &panic);
-    }
-
-    if (hcf->ha.health.base_ejection_ms || hcf->ha.health.panic_percent) {
-        next = ngx_min(next, now + 100);
-    }
-
-    delay = (next > now) ? (ngx_msec_t) (next - now) : 0;
-    delay = ngx_max(delay, grain);
-
-    ngx_add_timer(ev, ngx_min(delay, NGX_HTTP_UPSTREAM_HA_TICK_MAX));
-}
-
-
-/* exit_process: the checks still in flight end without a verdict */
-
-void
-ngx_http_upstream_ha_stop_health(ngx_http_upstream_ha_srv_conf_t *hcf)
-{
-    if (hcf->ha.conf.health == NULL || hcf->probing.next == NULL) {
-        return;
-    }
-
-    if (hcf->health_ev.timer_set) {
-        ngx_del_timer(&hcf->health_ev);
-    }
-
-    ngx_http_upstream_ha_stop_probes(hcf);
-}
-

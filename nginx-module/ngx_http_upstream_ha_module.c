@@ -4,16 +4,17 @@
  *
  * ha_balance: upstream balancing whose state (in-flight counts, failures,
  * round robin position) lives in shared memory and is common to all worker
- * processes.  The selection logic is in the Rust core behind
- * ha_balancer.h; this file is nginx glue only: the directives, the
- * upstream's init and the balancer's init_peer/get/free.  The zone's life
- * is in ngx_upstream_ha_zone.c, the health directives and timer in
- * ngx_http_upstream_ha_check.c, the checks in ngx_http_upstream_ha_probe.c,
- * resolved servers in ngx_http_upstream_ha_resolve.c, the API and state
- * file in ngx_http_upstream_ha_api.c, nginx's peers and the core's in
- * ngx_http_upstream_ha_peers.c, the peers a worker builds for slots no
- * nginx list covers in ngx_http_upstream_ha_added.c, the module's hooks
- * in a cycle's life (init_module, init_process, exit_process) in
+ * processes.  The selection logic is in the Rust core behind ha_balancer.h;
+ * this file is nginx glue only: the directives, the upstream's init and the
+ * balancer's init_peer/get/free.  The zone's life is in
+ * ngx_upstream_ha_zone.c, the health directives in
+ * ngx_http_upstream_ha_check.c, their timer in ngx_upstream_ha_health.c, the
+ * checks in ngx_http_upstream_ha_probe.c, resolved servers in
+ * ngx_http_upstream_ha_resolve.c, the API and state file in
+ * ngx_http_upstream_ha_api.c, nginx's peers and the core's in
+ * ngx_http_upstream_ha_peers.c, the peers a worker builds for slots no nginx
+ * list covers in ngx_http_upstream_ha_added.c, the module's hooks in a
+ * cycle's life (init_module, init_process, exit_process) in
  * ngx_http_upstream_ha_process.c, what does not depend on the protocol in
  * ngx_upstream_ha_common.c.
  */
@@ -58,13 +59,24 @@ static void ngx_http_upstream_ha_zone_ready(ngx_upstream_ha_conf_t *ha,
     ngx_log_t *log);
 static void ngx_http_upstream_ha_zone_carry(ngx_upstream_ha_conf_t *ha,
     ngx_upstream_ha_conf_t *old, ngx_log_t *log);
+static ngx_int_t ngx_http_upstream_ha_peer_addr(ngx_upstream_ha_conf_t *ha,
+    uint32_t slot, ngx_pool_t *pool, ngx_addr_t *addr, ngx_log_t *log);
 
 
-/* what the zone's life (ngx_upstream_ha_zone.c) asks of http */
+/*
+ * what the zone's life (ngx_upstream_ha_zone.c) and the health timer
+ * (ngx_upstream_ha_health.c) ask of http
+ */
 
 static const ngx_upstream_ha_ops_t  ngx_http_upstream_ha_ops = {
     ngx_http_upstream_ha_zone_ready,
-    ngx_http_upstream_ha_zone_carry
+    ngx_http_upstream_ha_zone_carry,
+    ngx_http_upstream_ha_probe_init,
+    ngx_http_upstream_ha_probe_room,
+    ngx_http_upstream_ha_probe_start,
+    ngx_http_upstream_ha_keep_sweep,
+    ngx_http_upstream_ha_stop_probes,
+    ngx_http_upstream_ha_peer_addr
 };
 
 
@@ -1204,6 +1216,21 @@ ngx_http_upstream_ha_zone_carry(ngx_upstream_ha_conf_t *ha,
                                   (ngx_http_upstream_ha_srv_conf_t *) old,
                                   log);
 #endif
+}
+
+
+/* a slot's server address, for the health timer's messages */
+
+static ngx_int_t
+ngx_http_upstream_ha_peer_addr(ngx_upstream_ha_conf_t *ha, uint32_t slot,
+    ngx_pool_t *pool, ngx_addr_t *addr, ngx_log_t *log)
+{
+    ngx_str_t                         server;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = (ngx_http_upstream_ha_srv_conf_t *) ha;
+
+    return ngx_http_upstream_ha_copy_peer(hcf, slot, pool, addr, &server, log);
 }
 
 

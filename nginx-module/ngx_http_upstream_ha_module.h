@@ -3,22 +3,22 @@
  * Copyright (C) ha-balancer authors
  *
  * Types and functions shared by the files of ngx_http_upstream_ha_module:
- * the balancer (ngx_http_upstream_ha_module.c), its health directives and
- * timer (ngx_http_upstream_ha_check.c), the active checks themselves
+ * the balancer (ngx_http_upstream_ha_module.c), its health directives
+ * (ngx_http_upstream_ha_check.c), the active checks themselves
  * (ngx_http_upstream_ha_probe.c), servers resolved at run time
  * (ngx_http_upstream_ha_resolve.c), the API and state file
  * (ngx_http_upstream_ha_api.c), the request queue
  * (ngx_http_upstream_ha_queue.c), the check answers' parser
  * (ngx_http_upstream_ha_answer.c), nginx's peers and the core's
  * (ngx_http_upstream_ha_peers.c), the peers a worker builds for slots no
- * nginx list covers (ngx_http_upstream_ha_added.c), the module's hooks
- * in a cycle's life (ngx_http_upstream_ha_process.c) and what does not
- * depend on the protocol (ngx_upstream_ha_common.h: the common conf
+ * nginx list covers (ngx_http_upstream_ha_added.c), the module's hooks in a
+ * cycle's life (ngx_http_upstream_ha_process.c) and what does not depend on
+ * the protocol (ngx_upstream_ha_common.h: the common conf
  * ngx_upstream_ha_conf_t, the shared memory zone's life in
- * ngx_upstream_ha_zone.c, ngx_upstream_ha_common.c,
- * ngx_upstream_ha_wake.c).  No file calls one that calls it back, and
- * the ngx_upstream_ha_* files include neither ngx_http.h nor
- * ngx_stream.h (tests/layers.rs).
+ * ngx_upstream_ha_zone.c, the health timer in ngx_upstream_ha_health.c,
+ * ngx_upstream_ha_common.c, ngx_upstream_ha_wake.c).  No file calls one that
+ * calls it back, and the ngx_upstream_ha_* files include neither ngx_http.h
+ * nor ngx_stream.h (tests/layers.rs).
  */
 
 
@@ -279,10 +279,7 @@ struct ngx_http_upstream_ha_srv_conf_s {
     ngx_uint_t                          refused;    /* config last logged */
     ngx_event_t                         resolve_ev;
 
-    /* per worker: the health timer and its checks in flight */
-    ngx_event_t                         health_ev;
-    uint64_t                            health_epoch;
-    uint64_t                            health_full;   /* last full pass */
+    /* per worker: the checks in flight (the health timer: ha) */
     ngx_uint_t                          probes;
     ngx_queue_t                         probing;    /* checks in flight */
     ngx_rbtree_t                        kept;       /* idle, by slot */
@@ -401,9 +398,6 @@ char *ngx_http_upstream_ha_panic(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_upstream_ha_init_health(ngx_conf_t *cf,
     ngx_http_upstream_ha_srv_conf_t *hcf);
-void ngx_http_upstream_ha_start_health(ngx_cycle_t *cycle,
-    ngx_http_upstream_ha_srv_conf_t *hcf);
-void ngx_http_upstream_ha_stop_health(ngx_http_upstream_ha_srv_conf_t *hcf);
 
 char *ngx_http_upstream_ha_resolve_max(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -427,11 +421,12 @@ void ngx_http_upstream_ha_stop_dns(ngx_http_upstream_ha_srv_conf_t *hcf);
 extern ngx_uint_t  ngx_http_upstream_ha_probes;   /* in flight, all upstreams */
 
 ngx_uint_t ngx_http_upstream_ha_probe_limit(void);
-void ngx_http_upstream_ha_probe_init(ngx_http_upstream_ha_srv_conf_t *hcf);
-void ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
+ngx_uint_t ngx_http_upstream_ha_probe_room(void);
+void ngx_http_upstream_ha_probe_init(ngx_upstream_ha_conf_t *ha);
+void ngx_http_upstream_ha_probe_start(ngx_upstream_ha_conf_t *ha,
     uint32_t peer, ngx_log_t *log);
-void ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf);
-void ngx_http_upstream_ha_stop_probes(ngx_http_upstream_ha_srv_conf_t *hcf);
+void ngx_http_upstream_ha_keep_sweep(ngx_upstream_ha_conf_t *ha);
+void ngx_http_upstream_ha_stop_probes(ngx_upstream_ha_conf_t *ha);
 
 /* ngx_http_upstream_ha_answer.c: what a check's answer must be */
 

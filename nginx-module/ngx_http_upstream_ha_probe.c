@@ -197,11 +197,29 @@ ngx_http_upstream_ha_probe_limit(void)
 }
 
 
+/* how many more checks this worker may start now, all upstreams */
+
+ngx_uint_t
+ngx_http_upstream_ha_probe_room(void)
+{
+    ngx_uint_t  limit;
+
+    limit = ngx_http_upstream_ha_probe_limit();
+
+    return (ngx_http_upstream_ha_probes < limit)
+           ? limit - ngx_http_upstream_ha_probes : 0;
+}
+
+
 /* init_process: no checks in flight, no kept connections */
 
 void
-ngx_http_upstream_ha_probe_init(ngx_http_upstream_ha_srv_conf_t *hcf)
+ngx_http_upstream_ha_probe_init(ngx_upstream_ha_conf_t *ha)
 {
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = (ngx_http_upstream_ha_srv_conf_t *) ha;
+
     if (ngx_http_upstream_ha_idle.next == NULL) {
         ngx_queue_init(&ngx_http_upstream_ha_idle);
     }
@@ -213,14 +231,17 @@ ngx_http_upstream_ha_probe_init(ngx_http_upstream_ha_srv_conf_t *hcf)
 
 
 void
-ngx_http_upstream_ha_probe_start(ngx_http_upstream_ha_srv_conf_t *hcf,
-    uint32_t peer, ngx_log_t *log)
+ngx_http_upstream_ha_probe_start(ngx_upstream_ha_conf_t *ha, uint32_t peer,
+    ngx_log_t *log)
 {
-    ngx_addr_t                     addr;
-    ngx_pool_t                    *pool;
-    hab_slot_info                  slot;
-    struct sockaddr               *sa;
-    ngx_http_upstream_ha_probe_t  *p;
+    ngx_addr_t                        addr;
+    ngx_pool_t                       *pool;
+    hab_slot_info                     slot;
+    struct sockaddr                  *sa;
+    ngx_http_upstream_ha_probe_t     *p;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = (ngx_http_upstream_ha_srv_conf_t *) ha;
 
     /* the slot's epoch first: a verdict on its next server is dropped */
 
@@ -410,12 +431,19 @@ ngx_http_upstream_ha_probe_attach(ngx_http_upstream_ha_probe_t *p)
 /* the upstream's checks still in flight end without a verdict */
 
 void
-ngx_http_upstream_ha_stop_probes(ngx_http_upstream_ha_srv_conf_t *hcf)
+ngx_http_upstream_ha_stop_probes(ngx_upstream_ha_conf_t *ha)
 {
-    ngx_queue_t                   *q;
-    ngx_http_upstream_ha_probe_t  *p;
-    ngx_rbtree_node_t             *node;
-    ngx_http_upstream_ha_keep_t   *k;
+    ngx_queue_t                      *q;
+    ngx_rbtree_node_t                *node;
+    ngx_http_upstream_ha_keep_t      *k;
+    ngx_http_upstream_ha_probe_t     *p;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = (ngx_http_upstream_ha_srv_conf_t *) ha;
+
+    if (hcf->probing.next == NULL) {
+        return;
+    }
 
     while (!ngx_queue_empty(&hcf->probing)) {
         q = ngx_queue_head(&hcf->probing);
@@ -1663,12 +1691,15 @@ ngx_http_upstream_ha_keep_close(ngx_http_upstream_ha_keep_t *k)
  */
 
 void
-ngx_http_upstream_ha_keep_sweep(ngx_http_upstream_ha_srv_conf_t *hcf)
+ngx_http_upstream_ha_keep_sweep(ngx_upstream_ha_conf_t *ha)
 {
-    ngx_msec_t                    now, unused;
-    ngx_queue_t                  *q, *next;
-    hab_slot_info                 slot;
-    ngx_http_upstream_ha_keep_t  *k;
+    ngx_msec_t                        now, unused;
+    ngx_queue_t                      *q, *next;
+    hab_slot_info                     slot;
+    ngx_http_upstream_ha_keep_t      *k;
+    ngx_http_upstream_ha_srv_conf_t  *hcf;
+
+    hcf = (ngx_http_upstream_ha_srv_conf_t *) ha;
 
     if (hcf->kept.root == hcf->kept.sentinel) {
         return;

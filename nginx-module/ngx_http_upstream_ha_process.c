@@ -147,7 +147,7 @@ ngx_http_upstream_ha_init_process(ngx_cycle_t *cycle)
         ngx_http_upstream_ha_start_dns(cycle, hcf);
 #endif
 
-        ngx_http_upstream_ha_start_health(cycle, hcf);
+        ngx_upstream_ha_start_health(cycle, &hcf->ha);
 
         /* ha_queue: the wake channel; the head, if the claim freed it */
 
@@ -170,7 +170,7 @@ ngx_http_upstream_ha_exit_process(ngx_cycle_t *cycle)
 
         /* checks in flight first: they name peers by the index */
 
-        ngx_http_upstream_ha_stop_health(hcf);
+        ngx_upstream_ha_stop_health(&hcf->ha);
 
 #if (HAB_RESOLVE)
         if (hcf->ha.resolve) {

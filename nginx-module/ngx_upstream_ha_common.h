@@ -14,6 +14,7 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <ngx_event.h>
 
 #include <ha_balancer.h>
 
@@ -39,6 +40,29 @@ typedef struct {
                                           ngx_upstream_ha_conf_t *ha,
                                           ngx_upstream_ha_conf_t *old,
                                           ngx_log_t *log);
+
+    /*
+     * the health timer's checks: none in flight (init_process), how
+     * many more this worker may start, start one of a slot's server,
+     * close idle kept connections unused too long, end those in flight
+     * (exit_process)
+     */
+    void                              (*probe_init)(
+                                          ngx_upstream_ha_conf_t *ha);
+    ngx_uint_t                        (*probe_room)(void);
+    void                              (*probe_start)(
+                                          ngx_upstream_ha_conf_t *ha,
+                                          uint32_t slot, ngx_log_t *log);
+    void                              (*keep_sweep)(
+                                          ngx_upstream_ha_conf_t *ha);
+    void                              (*stop_probes)(
+                                          ngx_upstream_ha_conf_t *ha);
+
+    /* a slot's server address, allocated in pool: for messages */
+    ngx_int_t                         (*peer_addr)(
+                                          ngx_upstream_ha_conf_t *ha,
+                                          uint32_t slot, ngx_pool_t *pool,
+                                          ngx_addr_t *addr, ngx_log_t *log);
 } ngx_upstream_ha_ops_t;
 
 
@@ -84,6 +108,11 @@ struct ngx_upstream_ha_conf_s {
 
     /* the list change last refused and logged, by any worker */
     ngx_atomic_t                       *refused_shared;
+
+    /* per worker: the health timer */
+    ngx_event_t                         health_ev;
+    uint64_t                            health_epoch;
+    uint64_t                            health_full;   /* last full pass */
 };
 
 
@@ -101,6 +130,12 @@ uint64_t ngx_upstream_ha_monotonic_ns(void);
 /* ngx_upstream_ha_zone.c: an upstream's shared memory zone */
 ngx_int_t ngx_upstream_ha_add_zone(ngx_conf_t *cf, ngx_upstream_ha_conf_t *ha,
     void *tag, u_char *file, ngx_uint_t line);
+
+
+/* ngx_upstream_ha_health.c: the per-worker health timer */
+void ngx_upstream_ha_start_health(ngx_cycle_t *cycle,
+    ngx_upstream_ha_conf_t *ha);
+void ngx_upstream_ha_stop_health(ngx_upstream_ha_conf_t *ha);
 
 
 /* ngx_upstream_ha_wake.c: the ha_queue wake channels */
