@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hab_testkit::api::api_peers;
+use hab_testkit::api::api_peer;
 use hab_testkit::nginx::{nginx_or_skip, serial, stock_mode, Nginx, WORKERS};
 use hab_testkit::port::free_port;
 use hab_testkit::proc::wait_until;
@@ -101,10 +101,7 @@ fn serve(mut c: TcpStream, answer: &[u8], end: End) {
 }
 
 fn peer(port: u16, upstream: &str, addr: &str) -> Value {
-    api_peers(port, upstream)
-        .into_iter()
-        .find(|p| p["server"] == addr)
-        .unwrap_or_else(|| panic!("{addr} not in {upstream}"))
+    api_peer(port, upstream, addr)
 }
 
 #[test]

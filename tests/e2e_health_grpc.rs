@@ -38,10 +38,12 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hab_testkit::api::api_peers;
+use hab_testkit::api::api_peer;
 use hab_testkit::backend::process::Backend;
 use hab_testkit::grpc::{grpc_or_skip, GrpcCall, GrpcHealth, GrpcOptions};
-use hab_testkit::nginx::{nginx_or_skip, serial, stock_mode, Check, Nginx, WORKERS};
+use hab_testkit::nginx::{
+    checked_upstreams, nginx_or_skip, serial, stock_mode, Check, Nginx, WORKERS,
+};
 use hab_testkit::port::{free_port, refused_addr};
 use hab_testkit::proc::wait_until;
 use serde_json::Value;
@@ -70,37 +72,12 @@ fn ready_or_skip() -> bool {
 
 /// Upstreams `(name, ha_check line, server addresses)`, the API at `/api/`.
 fn block(port: u16, upstreams: &[(&str, String, Vec<String>)]) -> String {
-    let mut out = String::new();
-    for (name, check, addrs) in upstreams {
-        let servers: String = addrs
-            .iter()
-            .map(|a| format!("        server {a};\n"))
-            .collect();
-        out.push_str(&format!(
-            "    upstream {name} {{
-        ha_balance round_robin;
-        {check};
-{servers}    }}
-"
-        ));
-    }
-    out.push_str(&format!(
-        "
-    server {{
-        listen 127.0.0.1:{port};
-        location /api/ {{ ha_api; }}
-    }}
-"
-    ));
-    out
+    checked_upstreams(port, false, upstreams)
 }
 
 /// The API's entry of `addr` in `upstream`.
 fn peer(port: u16, upstream: &str, addr: &str) -> Value {
-    api_peers(port, upstream)
-        .into_iter()
-        .find(|p| p["server"] == addr)
-        .unwrap_or_else(|| panic!("{addr} not in {upstream}"))
+    api_peer(port, upstream, addr)
 }
 
 /// Waits (at most `limit`) until `addr` is in `state` with `reason` as its

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use hab_testkit::api::{api_call, api_peers};
 use hab_testkit::backend::process::Backend;
 use hab_testkit::backend::StatsSnapshot;
-use hab_testkit::nginx::{nginx_or_skip, serial, Nginx, WORKERS};
+use hab_testkit::nginx::{checked_upstreams, nginx_or_skip, serial, Nginx, WORKERS};
 use hab_testkit::port::free_port;
 use hab_testkit::proc::wait_until;
 
@@ -40,29 +40,17 @@ const CHECK: &str = "ha_check interval=200ms timeout=150ms fails=2 passes=1 uri=
 
 /// Upstreams `(name, ha_check line, backends)`, the API at `/api/`.
 fn block(port: u16, upstreams: &[(&str, String, &[&Backend])]) -> String {
-    let mut out = String::new();
-    for (name, check, backends) in upstreams {
-        let servers: String = backends
-            .iter()
-            .map(|b| format!("        server {};\n", b.addr()))
-            .collect();
-        out.push_str(&format!(
-            "    upstream {name} {{
-        ha_balance round_robin;
-        {check};
-{servers}    }}
-"
-        ));
-    }
-    out.push_str(&format!(
-        "
-    server {{
-        listen 127.0.0.1:{port};
-        location /api/ {{ ha_api write=on; }}
-    }}
-"
-    ));
-    out
+    let upstreams: Vec<(&str, String, Vec<String>)> = upstreams
+        .iter()
+        .map(|(name, check, backends)| {
+            (
+                *name,
+                check.clone(),
+                backends.iter().map(|b| b.addr().to_string()).collect(),
+            )
+        })
+        .collect();
+    checked_upstreams(port, true, &upstreams)
 }
 
 /// Waits until `b` answered at least `n` checks (at most `limit`).

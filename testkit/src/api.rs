@@ -26,3 +26,12 @@ pub fn api_peers(port: u16, upstream: &str) -> Vec<Value> {
     assert_eq!(status, 200, "GET {path}: {v}");
     v["peers"].as_array().cloned().unwrap_or_default()
 }
+
+/// The API's entry of the server `addr` in `upstream`; panics when it has
+/// none.
+pub fn api_peer(port: u16, upstream: &str, addr: &str) -> Value {
+    api_peers(port, upstream)
+        .into_iter()
+        .find(|p| p["server"] == addr)
+        .unwrap_or_else(|| panic!("{addr} not in {upstream}"))
+}

@@ -36,7 +36,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
-pub use conf::{proxy_block, server_lines};
+pub use conf::{checked_upstreams, proxy_block, server_lines};
 pub use log::{now_epoch, LogEntry};
 
 use crate::port::port_open;

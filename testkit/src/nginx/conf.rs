@@ -126,3 +126,38 @@ pub fn proxy_block(port: u16, upstream_body: &str, location_extra: &str) -> Stri
 "
     )
 }
+
+/// An http block of checked upstreams: per `(name, ha_check line, server
+/// addresses)` an `upstream name { ha_balance round_robin; <line>; server
+/// ...; }`, and a server on `port` with the API at `/api/` (`ha_api
+/// write=on` when `write`).
+pub fn checked_upstreams<S: AsRef<str>>(
+    port: u16,
+    write: bool,
+    upstreams: &[(&str, String, Vec<S>)],
+) -> String {
+    let mut out = String::new();
+    for (name, check, addrs) in upstreams {
+        let servers: String = addrs
+            .iter()
+            .map(|a| format!("        server {};\n", a.as_ref()))
+            .collect();
+        out.push_str(&format!(
+            "    upstream {name} {{
+        ha_balance round_robin;
+        {check};
+{servers}    }}
+"
+        ));
+    }
+    let api = if write { "ha_api write=on" } else { "ha_api" };
+    out.push_str(&format!(
+        "
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/ {{ {api}; }}
+    }}
+"
+    ));
+    out
+}
