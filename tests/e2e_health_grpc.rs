@@ -32,7 +32,6 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -41,9 +40,7 @@ use std::time::{Duration, Instant};
 use hab_testkit::api::api_peer;
 use hab_testkit::backend::process::Backend;
 use hab_testkit::grpc::{grpc_or_skip, GrpcCall, GrpcHealth, GrpcOptions};
-use hab_testkit::nginx::{
-    checked_upstreams, nginx_or_skip, serial, stock_mode, Check, Nginx, WORKERS,
-};
+use hab_testkit::nginx::{checked_upstreams, nginx_or_skip, serial, stock_mode, Nginx, WORKERS};
 use hab_testkit::port::{free_port, refused_addr};
 use hab_testkit::proc::wait_until;
 use serde_json::Value;
@@ -787,33 +784,6 @@ fn a_reload_changes_the_service_asked_for() {
     assert!(ngx.crashes().is_empty());
 }
 
-/// `nginx -t` fails cleanly (status 1, not a signal) with an `[emerg]`
-/// line naming the configuration file that contains one of `any`.
-fn assert_refused(c: &Check, any: &[&str]) {
-    assert_eq!(
-        c.status.signal(),
-        None,
-        "nginx -t died on a signal:\n{}",
-        c.stderr
-    );
-    assert_eq!(
-        c.status.code(),
-        Some(1),
-        "nginx -t should fail with 1:\n{}\n{}",
-        c.stderr,
-        c.conf
-    );
-    let conf = c.conf_path.display().to_string();
-    assert!(
-        c.stderr.lines().any(|l| l.contains("[emerg]")
-            && l.contains(&conf)
-            && any.iter().any(|m| l.contains(m))),
-        "want an [emerg] line naming {conf} with one of {any:?}; stderr:\n{}\nconf:\n{}",
-        c.stderr,
-        c.conf
-    );
-}
-
 #[test]
 fn bad_grpc_checks_are_refused_by_nginx_t() {
     if !nginx_or_skip() || stock_mode() {
@@ -833,50 +803,71 @@ fn bad_grpc_checks_are_refused_by_nginx_t() {
 "
         )
     };
-    let cases: &[(&str, &[&str])] = &[
+    const GRPC_ONLY: &str = "\"grpc_service=\" and \"grpc_status=\" need type=grpc";
+    const HTTP_ONLY: &str = "\"keepalive_time=\" and \"method=\" need type=http (a gRPC check's";
+    const REQUEST: &str = "ha_check_header and ha_check_body need \"ha_check\" with type=http";
+    // (lines, the line nginx names, what its [emerg] says)
+    let cases: &[(&str, &str, &str)] = &[
         // gRPC parameters without type=grpc
-        ("ha_check grpc_service=app;", &["grpc"]),
-        ("ha_check type=http grpc_service=app;", &["grpc"]),
-        ("ha_check type=tcp grpc_status=12;", &["grpc"]),
-        ("ha_check grpc_status=12;", &["grpc"]),
+        ("ha_check grpc_service=app;", "ha_check", GRPC_ONLY),
+        (
+            "ha_check type=http grpc_service=app;",
+            "ha_check",
+            GRPC_ONLY,
+        ),
+        ("ha_check type=tcp grpc_status=12;", "ha_check", GRPC_ONLY),
+        ("ha_check grpc_status=12;", "ha_check", GRPC_ONLY),
         // HTTP-only parameters with type=grpc
-        ("ha_check type=grpc uri=/healthz;", &["grpc", "uri="]),
-        ("ha_check type=grpc status=200;", &["grpc", "status="]),
-        ("ha_check type=grpc body=ok;", &["grpc", "body="]),
-        ("ha_check type=grpc method=GET;", &["grpc", "method="]),
+        ("ha_check type=grpc uri=/healthz;", "ha_check", HTTP_ONLY),
+        ("ha_check type=grpc status=200;", "ha_check", HTTP_ONLY),
+        ("ha_check type=grpc body=ok;", "ha_check", HTTP_ONLY),
+        ("ha_check type=grpc method=GET;", "ha_check", HTTP_ONLY),
         (
             "ha_check type=grpc keepalive_time=5s;",
-            &["grpc", "keepalive_time="],
+            "ha_check",
+            HTTP_ONLY,
         ),
-        ("ha_check uri=/healthz type=grpc;", &["grpc", "uri="]),
+        ("ha_check uri=/healthz type=grpc;", "ha_check", HTTP_ONLY),
         // the check request is gRPC's own
         (
             "ha_check type=grpc;\n        ha_check_header \"X-A: b\";",
-            &["grpc", "ha_check_header"],
+            "upstream up {",
+            REQUEST,
         ),
         (
             "ha_check type=grpc;\n        ha_check_body \"a\";",
-            &["grpc", "ha_check_body"],
+            "upstream up {",
+            REQUEST,
         ),
         // grpc_status= is 1..16
-        ("ha_check type=grpc grpc_status=0;", &["grpc_status=0"]),
-        ("ha_check type=grpc grpc_status=17;", &["grpc_status=17"]),
-        ("ha_check type=grpc grpc_status=x;", &["grpc_status=x"]),
-        ("ha_check type=grpc grpc_status=;", &["grpc_status="]),
-        ("ha_check type=grpc grpc_status=-1;", &["grpc_status=-1"]),
+        (
+            "ha_check type=grpc grpc_status=0;",
+            "ha_check",
+            "invalid parameter \"grpc_status=0\"",
+        ),
+        (
+            "ha_check type=grpc grpc_status=17;",
+            "ha_check",
+            "invalid parameter \"grpc_status=17\"",
+        ),
+        (
+            "ha_check type=grpc grpc_status=x;",
+            "ha_check",
+            "invalid parameter \"grpc_status=x\"",
+        ),
+        (
+            "ha_check type=grpc grpc_status=;",
+            "ha_check",
+            "invalid parameter \"grpc_status=\"",
+        ),
+        (
+            "ha_check type=grpc grpc_status=-1;",
+            "ha_check",
+            "invalid parameter \"grpc_status=-1\"",
+        ),
     ];
-    for (lines, any) in cases {
-        let c = Nginx::check_detailed(&conf(lines));
-        assert_refused(&c, any);
-    }
-    // The brief's wording for a bad code.
-    for code in ["0", "17", "x"] {
-        let c = Nginx::check_detailed(&conf(&format!("ha_check type=grpc grpc_status={code};")));
-        assert!(
-            c.stderr.contains("invalid parameter"),
-            "grpc_status={code}: {}",
-            c.stderr
-        );
+    for (lines, needle, says) in cases {
+        Nginx::check_detailed(&conf(lines)).assert_emerg(needle, &[says]);
     }
     // What type=grpc takes.
     for lines in [
