@@ -5,7 +5,7 @@ use hab_core::health::grpc::{self, Failure, Verdict};
 use hab_core::health::panic::{PanicChange, PanicReport};
 use hab_core::spec::HealthSpec;
 
-use crate::zone_of;
+use crate::{bytes, zone_of};
 use crate::{guard, hab_result, hab_zone};
 use crate::{HAB_INVALID_ARGUMENT, HAB_NO_SPACE, HAB_NULL_PARAMETER, HAB_OK};
 
@@ -455,18 +455,18 @@ pub unsafe extern "C" fn hab_grpc_request(
     out_len: *mut usize,
 ) -> hab_result {
     guard(|| {
-        if out_len.is_null()
-            || (authority.is_null() && authority_len != 0)
-            || (service.is_null() && service_len != 0)
-        {
+        if out_len.is_null() {
             return HAB_NULL_PARAMETER;
         }
-        if authority_len > grpc::MAX_AUTHORITY || service_len > grpc::MAX_SERVICE {
+        // SAFETY: NULL or readable for their lengths (caller contract).
+        let (authority, service) =
+            match unsafe { (bytes(authority, authority_len), bytes(service, service_len)) } {
+                (Ok(a), Ok(s)) => (a, s),
+                (Err(e), _) | (_, Err(e)) => return e,
+            };
+        if authority.len() > grpc::MAX_AUTHORITY || service.len() > grpc::MAX_SERVICE {
             return HAB_INVALID_ARGUMENT;
         }
-        // SAFETY: readable for their lengths (caller contract).
-        let (authority, service) =
-            unsafe { (bytes(authority, authority_len), bytes(service, service_len)) };
         let mut bytes = Vec::with_capacity(256 + authority.len() + service.len());
         grpc::request(
             &grpc::Request {
@@ -505,11 +505,14 @@ pub unsafe extern "C" fn hab_grpc_answer_read(
     out: *mut hab_grpc_answer,
 ) -> hab_result {
     guard(|| {
-        if out.is_null() || (buf.is_null() && len != 0) {
+        if out.is_null() {
             return HAB_NULL_PARAMETER;
         }
         // SAFETY: readable for `len` bytes (caller contract).
-        let buf = unsafe { bytes(buf, len) };
+        let buf = match unsafe { bytes(buf, len) } {
+            Ok(b) => b,
+            Err(e) => return e,
+        };
         let a = grpc::answer(buf, eof != 0, pass_status);
         let mut r = hab_grpc_answer {
             verdict: HAB_GRPC_AGAIN,
@@ -550,16 +553,142 @@ pub unsafe extern "C" fn hab_grpc_answer_read(
     })
 }
 
-/// `len` bytes at `p` (NULL when `len` is 0).
-///
-/// # Safety
-///
-/// `p` readable for `len` bytes when `len` is not 0.
-unsafe fn bytes<'a>(p: *const u8, len: usize) -> &'a [u8] {
-    if len == 0 {
-        &[]
-    } else {
-        // SAFETY: forwarded contract.
-        unsafe { core::slice::from_raw_parts(p, len) }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_request_sizes_and_refuses() {
+        let mut len = 0usize;
+        // SAFETY: (all calls) the pointers are valid for the lengths given,
+        // or NULL where the test says so.
+        unsafe {
+            assert_eq!(
+                hab_grpc_request(
+                    b"a".as_ptr(),
+                    1,
+                    core::ptr::null(),
+                    0,
+                    0,
+                    core::ptr::null_mut(),
+                    0,
+                    core::ptr::null_mut()
+                ),
+                HAB_NULL_PARAMETER
+            );
+            assert_eq!(
+                hab_grpc_request(
+                    core::ptr::null(),
+                    1,
+                    core::ptr::null(),
+                    0,
+                    0,
+                    core::ptr::null_mut(),
+                    0,
+                    &mut len
+                ),
+                HAB_NULL_PARAMETER
+            );
+            let long = [b'x'; 1025];
+            assert_eq!(
+                hab_grpc_request(
+                    b"a".as_ptr(),
+                    1,
+                    long.as_ptr(),
+                    long.len(),
+                    0,
+                    core::ptr::null_mut(),
+                    0,
+                    &mut len
+                ),
+                HAB_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                hab_grpc_request(
+                    b"a".as_ptr(),
+                    1,
+                    b"svc".as_ptr(),
+                    3,
+                    0,
+                    core::ptr::null_mut(),
+                    0,
+                    &mut len
+                ),
+                HAB_NO_SPACE
+            );
+            let mut out = vec![0u8; len];
+            assert_eq!(
+                hab_grpc_request(
+                    b"a".as_ptr(),
+                    1,
+                    b"svc".as_ptr(),
+                    3,
+                    0,
+                    out.as_mut_ptr(),
+                    len - 1,
+                    &mut len
+                ),
+                HAB_NO_SPACE
+            );
+            assert_eq!(
+                hab_grpc_request(
+                    b"a".as_ptr(),
+                    1,
+                    b"svc".as_ptr(),
+                    3,
+                    0,
+                    out.as_mut_ptr(),
+                    out.len(),
+                    &mut len
+                ),
+                HAB_OK
+            );
+            assert_eq!(len, out.len());
+            assert!(out.starts_with(grpc::PREFACE));
+            assert!(out.ends_with(b"svc"));
+        }
+    }
+
+    #[test]
+    fn grpc_answers_say_why() {
+        let mut a = hab_grpc_answer {
+            verdict: 9,
+            reason: 9,
+            status: 9,
+            settings: 9,
+            why: [0; 48],
+        };
+        let http1 = b"HTTP/1.1 400 Bad Request\r\n\r\n";
+        // SAFETY: (all calls) the pointers are valid for the lengths given,
+        // or NULL where the test says so.
+        unsafe {
+            assert_eq!(
+                hab_grpc_answer_read(core::ptr::null(), 1, 0, 0, &mut a),
+                HAB_NULL_PARAMETER
+            );
+            assert_eq!(
+                hab_grpc_answer_read(core::ptr::null(), 0, 0, 0, &mut a),
+                HAB_OK
+            );
+            assert_eq!((a.verdict, a.settings), (HAB_GRPC_AGAIN, 0));
+            assert_eq!(
+                hab_grpc_answer_read(core::ptr::null(), 0, 1, 0, &mut a),
+                HAB_OK
+            );
+            assert_eq!(
+                (a.verdict, a.reason),
+                (HAB_GRPC_FAILED, HAB_CHECK_REASON_NO_RESPONSE)
+            );
+            assert_eq!(
+                hab_grpc_answer_read(http1.as_ptr(), http1.len(), 0, 0, &mut a),
+                HAB_OK
+            );
+        }
+        assert_eq!(
+            (a.verdict, a.reason, a.status),
+            (HAB_GRPC_FAILED, HAB_CHECK_REASON_HTTP2, 0)
+        );
+        let end = a.why.iter().position(|&b| b == 0).unwrap();
+        assert_eq!(&a.why[..end], b"HTTP/2 protocol error");
     }
 }
